@@ -1,0 +1,1 @@
+"""A bootstrap node: helps peers find each other, holds no offers."""

@@ -1,0 +1,33 @@
+"""The ``keyswitch`` command line (also ``python -m node``).
+
+Each command group lives in its own module under ``node.cli`` and exposes
+``register(app)``; COMMAND_MODULES lists them in help order.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="keyswitch",
+    help="Keyswitch node: TEE-enforced contracts between holders of any crypto-asset.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "node.cli.init",
+)
+
+
+def _load() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+def main() -> None:
+    _load()
+    app()

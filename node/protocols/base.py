@@ -1,0 +1,158 @@
+"""The contract between sans-IO protocols and whatever drives them.
+
+A driver (``node.runtime`` over py-libp2p, or the virtual simulator) turns
+network happenings into *events*, calls ``protocol.handle(event, now)``, and
+carries out the *commands* it gets back. Gossip validation is separate and
+pure: ``protocol.validate(topic, data, from_peer, now) -> Validation``, called
+before a message is delivered or forwarded (mapped onto py-libp2p's topic
+validator; REJECT also lowers the sender's gossipsub score, IGNORE does not).
+
+Events and commands are frozen dataclasses, as in h11 and wsproto. Peer ids
+are the base58 strings py-libp2p prints (``QmFoo...`` / ``12D3Koo...``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol as _Protocol
+from typing import Sequence
+
+
+# ---------------------------------------------------------------- events in
+@dataclass(frozen=True)
+class Started:
+    """The driver is up; ``local_peer`` is this node's peer id."""
+
+    local_peer: str
+
+
+@dataclass(frozen=True)
+class GossipReceived:
+    """A message that passed ``validate`` with ACCEPT on ``topic``."""
+
+    topic: str
+    data: bytes
+    from_peer: str  # the peer that forwarded it to us
+    msg_id: bytes = b""
+
+
+@dataclass(frozen=True)
+class PeerConnected:
+    peer: str
+
+
+@dataclass(frozen=True)
+class PeerDisconnected:
+    peer: str
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    name: str
+
+
+@dataclass(frozen=True)
+class RequestReceived:
+    """A request on a stream protocol; answer with ``Respond(request_id, ...)``."""
+
+    protocol: str
+    peer: str
+    request_id: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ResponseReceived:
+    """The answer to an earlier ``SendRequest``; ``error`` is set on failure/timeout."""
+
+    protocol: str
+    peer: str
+    request_id: int
+    data: bytes = b""
+    error: str = ""
+
+
+Event = Started | GossipReceived | PeerConnected | PeerDisconnected | TimerFired | RequestReceived | ResponseReceived
+
+
+# ------------------------------------------------------------- commands out
+@dataclass(frozen=True)
+class Publish:
+    topic: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SetTimer:
+    """Fire ``TimerFired(name)`` at absolute time ``at`` (replaces a timer of the same name)."""
+
+    name: str
+    at: float
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    protocol: str
+    peer: str
+    request_id: int
+    data: bytes
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Respond:
+    request_id: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Something the node's operator or the application layer should know."""
+
+    kind: str
+    detail: dict
+
+
+Command = Publish | SetTimer | SendRequest | Respond | Notify
+
+
+# ---------------------------------------------------------------- validation
+class Result(enum.Enum):
+    ACCEPT = "accept"
+    REJECT = "reject"  # invalid: drop, and penalise the forwarding peer
+    IGNORE = "ignore"  # not useful (duplicate, stale): drop without penalty
+
+
+@dataclass(frozen=True)
+class Validation:
+    result: Result
+    reason: str = ""
+
+    @classmethod
+    def accept(cls) -> "Validation":
+        return cls(Result.ACCEPT)
+
+    @classmethod
+    def reject(cls, reason: str) -> "Validation":
+        return cls(Result.REJECT, reason)
+
+    @classmethod
+    def ignore(cls, reason: str) -> "Validation":
+        return cls(Result.IGNORE, reason)
+
+
+class SansIOProtocol(_Protocol):
+    #: gossip topics this protocol publishes/validates (may be empty)
+    topics: Sequence[str]
+    #: stream protocol ids this protocol serves (may be empty)
+    stream_protocols: Sequence[str]
+
+    def validate(self, topic: str, data: bytes, from_peer: str, now: float) -> Validation: ...
+
+    def handle(self, event: Event, now: float) -> list[Command]: ...
+
+
+def topic(net: str, name: str, version: int = 1) -> str:
+    """Standard topic names: ``/keyswitch/<net>/<name>/<version>``."""
+    return f"/keyswitch/{net}/{name}/{version}"

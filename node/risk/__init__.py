@@ -1,0 +1,1 @@
+"""The risk engine (pure): local reputation, device classes, exposure caps, allocation."""

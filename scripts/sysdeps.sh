@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the system packages Keyswitch needs, only when they are missing.
+# Debian/Ubuntu (apt-get). Run as root, or with sudo available.
+set -euo pipefail
+
+need=()
+# py-libp2p depends on fastecdsa, which compiles against GMP.
+[ -e /usr/include/gmp.h ] || [ -e /usr/include/x86_64-linux-gnu/gmp.h ] || [ -e /usr/include/aarch64-linux-gnu/gmp.h ] || need+=(libgmp-dev)
+command -v gcc >/dev/null || need+=(build-essential)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+for extra in "$@"; do
+  dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra")
+done
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "sysdeps: installing ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
