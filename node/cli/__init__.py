@@ -7,8 +7,12 @@ Each command group lives in its own module under ``node.cli`` and exposes
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
+from typing import Optional
 
 import typer
+
+from node.cli import state
 
 app = typer.Typer(
     name="keyswitch",
@@ -20,7 +24,21 @@ app = typer.Typer(
 
 COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.init",
+    "node.cli.demo",
 )
+
+
+@app.callback()
+def _global(
+    datadir: Optional[Path] = typer.Option(
+        None,
+        "--datadir",
+        help="Data directory (config.toml, identity, enclave state). Default: $KEYSWITCH_DATADIR or ~/.keyswitch",
+        show_default=False,
+    ),
+) -> None:
+    if datadir is not None:
+        state.set_datadir(datadir)
 
 
 def _load() -> None:

@@ -1,0 +1,246 @@
+"""Node configuration: defaults < ``config.toml`` < ``KEYSWITCH_*`` env < flags.
+
+Every setting is declared once in ``SETTINGS`` (name, type, default, help,
+check). ``load(datadir, env=..., overrides=...)`` resolves the effective
+configuration and refuses bad values with the key, the value and why
+(``ConfigError``). ``render_default()`` writes the commented file that
+``keyswitch init`` puts in the data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+CONFIG_FILE = "config.toml"
+
+
+class ConfigError(ValueError):
+    def __init__(self, key: str, value: Any, why: str, source: str = ""):
+        self.key, self.value, self.why, self.source = key, value, why, source
+        where = f" (from {source})" if source else ""
+        super().__init__(f"config {key}={value!r}{where}: {why}")
+
+
+def _multiaddr(v: str) -> str | None:
+    if not v.startswith("/"):
+        return "a multiaddr starts with '/', e.g. /ip4/127.0.0.1/tcp/4001"
+    try:
+        import multiaddr
+
+        multiaddr.Multiaddr(v)
+    except Exception as exc:  # multiaddr raises several types
+        return f"not a valid multiaddr ({exc})"
+    return None
+
+
+def _multiaddrs(vs: list[str]) -> str | None:
+    for v in vs:
+        bad = _multiaddr(v)
+        if bad:
+            return f"{v!r}: {bad}"
+    return None
+
+
+def _bootnodes(vs: list[str]) -> str | None:
+    bad = _multiaddrs(vs)
+    if bad:
+        return bad
+    for v in vs:
+        if "/p2p/" not in v:
+            return f"{v!r}: a bootnode needs /p2p/<peer id> at the end"
+    return None
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def _port(v: int) -> str | None:
+    return None if 0 <= v <= 65535 else "a TCP port is 0..65535 (0 = pick a free one)"
+
+
+def _choice(*options: str) -> Callable[[str], str | None]:
+    def check(v: str) -> str | None:
+        return None if v in options else f"must be one of {', '.join(options)}"
+
+    return check
+
+
+def _net(v: str) -> str | None:
+    if not v or len(v) > 32 or not all(c.isalnum() or c in "-_" for c in v):
+        return "1..32 characters of letters, digits, '-' or '_'"
+    return None
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str  # dotted: section.name
+    type: type
+    default: Any
+    help: str
+    check: Callable[[Any], str | None] | None = None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("network.net", str, "dev", "network id: gossip topics are /keyswitch/<net>/...", _net),
+    Setting("network.listen", list, ["/ip4/127.0.0.1/tcp/0"], "multiaddrs to listen on", _multiaddrs),
+    Setting("network.announce", list, [], "multiaddrs to announce instead of the listen ones", _multiaddrs),
+    Setting("network.bootnodes", list, [], "bootstrap multiaddrs ending in /p2p/<peer id>", _bootnodes),
+    Setting("network.bootnodes_file", str, "", "file with one bootnode multiaddr per line"),
+    Setting("network.target_peers", int, 8, "connections the node keeps open", _positive),
+    Setting("network.gossip_rate_limit", int, 40,
+            "py-libp2p gossipsub max_messages_per_topic_per_second (see README)", _positive),
+    Setting("api.port", int, 0, "local control API port on 127.0.0.1 (0 = pick one)", _port),
+    Setting("api.metrics_port", int, 0, "Prometheus metrics port on 127.0.0.1 (0 = off)", _port),
+    Setting("tee.backend", str, "simulated", "enclave backend: simulated (INSECURE), gramine, configfs",
+            _choice("simulated", "gramine", "configfs")),
+    Setting("ledger.url", str, "", "dev ledger HTTP URL; empty = embedded SQLite dev ledger in the datadir"),
+    Setting("deposits.chunk_usd", float, 50.0, "USD value of one deposit chunk", _positive),
+    Setting("log.level", str, "info", "log level", _choice("debug", "info", "warning", "error")),
+    Setting("log.format", str, "console", "log format", _choice("console", "json")),
+    Setting("log.file", str, "", "also write logs to this file"),
+)
+BY_KEY = {s.key: s for s in SETTINGS}
+
+
+def env_name(key: str) -> str:
+    return "KEYSWITCH_" + key.replace(".", "_").upper()
+
+
+def _coerce(setting: Setting, value: Any, source: str) -> Any:
+    t = setting.type
+    try:
+        if t is list:
+            if isinstance(value, str):
+                return [p.strip() for p in value.split(",") if p.strip()]
+            if isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value):
+                return list(value)
+            raise TypeError
+        if t is bool and isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise TypeError
+        if t is int and isinstance(value, float):
+            raise TypeError
+        if t in (int, float) and isinstance(value, bool):
+            raise TypeError
+        return t(value)
+    except (TypeError, ValueError):
+        raise ConfigError(setting.key, value, f"expected {t.__name__}", source) from None
+
+
+@dataclass
+class Config:
+    datadir: Path
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def as_toml_dict(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for key, value in self.values.items():
+            section, name = key.split(".", 1)
+            out.setdefault(section, {})[name] = value
+        return out
+
+    @property
+    def bootnodes(self) -> list[str]:
+        nodes = list(self.values["network.bootnodes"])
+        f = self.values["network.bootnodes_file"]
+        if f:
+            path = Path(f).expanduser()
+            if not path.is_absolute():
+                path = self.datadir / path
+            for line in path.read_text().splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line and line not in nodes:
+                    bad = _bootnodes([line])
+                    if bad:
+                        raise ConfigError("network.bootnodes_file", line, bad, str(path))
+                    nodes.append(line)
+        return nodes
+
+
+def load(
+    datadir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Resolve the effective configuration; raise ``ConfigError`` on a bad value."""
+    env = os.environ if env is None else env
+    cfg = Config(datadir=Path(datadir))
+    for s in SETTINGS:
+        cfg.values[s.key] = s.default
+        cfg.sources[s.key] = "default"
+    path = cfg.datadir / CONFIG_FILE
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("<file>", str(path), f"not valid TOML: {exc}") from None
+        for section, table in data.items():
+            if not isinstance(table, dict):
+                raise ConfigError(section, table, "top-level keys must be [sections]", str(path))
+            for name, value in table.items():
+                key = f"{section}.{name}"
+                if key not in BY_KEY:
+                    raise ConfigError(key, value, "unknown setting", str(path))
+                cfg.values[key] = _coerce(BY_KEY[key], value, str(path))
+                cfg.sources[key] = str(path)
+    for s in SETTINGS:
+        name = env_name(s.key)
+        if name in env:
+            cfg.values[s.key] = _coerce(s, env[name], name)
+            cfg.sources[s.key] = name
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in BY_KEY:
+            raise ConfigError(key, value, "unknown setting", "command line")
+        cfg.values[key] = _coerce(BY_KEY[key], value, "command line")
+        cfg.sources[key] = "command line"
+    for s in SETTINGS:
+        if s.check is not None:
+            why = s.check(cfg.values[s.key])
+            if why:
+                raise ConfigError(s.key, cfg.values[s.key], why, cfg.sources[s.key])
+    return cfg
+
+
+def _toml_value(v: Any) -> str:
+    import tomli_w
+
+    return tomli_w.dumps({"x": v}).split("=", 1)[1].strip()
+
+
+def render_default() -> str:
+    """The commented ``config.toml`` written by ``keyswitch init``."""
+    lines = [
+        "# Keyswitch node configuration.",
+        "# Precedence: command-line flags > KEYSWITCH_* environment variables > this file > defaults.",
+        "# Each key's environment variable is KEYSWITCH_<SECTION>_<NAME>, e.g. KEYSWITCH_NETWORK_NET.",
+        "",
+    ]
+    section = None
+    for s in SETTINGS:
+        sec, name = s.key.split(".", 1)
+        if sec != section:
+            if section is not None:
+                lines.append("")
+            lines.append(f"[{sec}]")
+            section = sec
+        lines.append(f"# {s.help}")
+        lines.append(f"{name} = {_toml_value(s.default)}")
+    return "\n".join(lines) + "\n"
