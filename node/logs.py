@@ -1,0 +1,85 @@
+"""Structured logs: console or JSON lines, UTC timestamps, the peer id on every line.
+
+``configure(level=..., fmt=..., file=...)`` sets up structlog *and* the stdlib
+``logging`` root (so py-libp2p's own loggers go through the same formatter).
+The peer id is a context variable: ``bind_peer(peer_id)`` inside a node's
+task tree stamps every line that tree logs; several nodes in one process
+(tests, simulations) each get their own, because trio tasks inherit context
+variables from the task that spawned them.
+
+Never log private keys: nothing in ``node.tee.enclave`` logs key material, and
+``redact`` below masks any field whose name says it holds a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import structlog
+
+SECRET_FIELDS = ("privkey", "private_key", "secret", "seed", "sealing_key", "cookie", "wif")
+
+
+def redact(_logger, _name, event_dict):
+    for k in list(event_dict):
+        if any(s in k.lower() for s in SECRET_FIELDS):
+            event_dict[k] = "[redacted]"
+    return event_dict
+
+
+def _add_peer(_logger, _name, event_dict):
+    event_dict.setdefault("peer", structlog.contextvars.get_contextvars().get("peer", "-"))
+    return event_dict
+
+
+def bind_peer(peer_id: str) -> None:
+    structlog.contextvars.bind_contextvars(peer=peer_id)
+
+
+def configure(level: str = "info", fmt: str = "console", file: str | Path | None = None,
+              stream=None) -> None:
+    """Configure structlog and stdlib logging. Idempotent; call once at start."""
+    lvl = getattr(logging, level.upper())
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        _add_peer,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact,
+    ]
+    renderer = (
+        structlog.processors.JSONRenderer(sort_keys=True)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_keyswitch", False):
+            root.removeHandler(h)
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
+    if file:
+        handlers.append(logging.FileHandler(file))
+    for h in handlers:
+        h.setFormatter(formatter)
+        h._keyswitch = True  # type: ignore[attr-defined]
+        root.addHandler(h)
+    root.setLevel(lvl)
+    # py-libp2p is chatty at debug; keep it one notch quieter than ours unless asked
+    logging.getLogger("libp2p").setLevel(lvl if lvl <= logging.DEBUG else max(lvl, logging.WARNING))
+
+
+def get(name: str = "keyswitch"):
+    return structlog.get_logger(name)
