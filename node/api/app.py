@@ -1,0 +1,194 @@
+"""The local control API: JSON over HTTP on 127.0.0.1, cookie-authenticated.
+
+As bitcoind does, the daemon writes a random cookie to ``<datadir>/.cookie``
+(mode 0600) at start and deletes it at stop; a client proves it may read the
+data directory by sending ``Authorization: Bearer <cookie>``. Every call but
+``/openapi.json`` and ``/healthz`` needs it. Bodies are decoded strictly
+(msgspec): unknown fields, wrong types and missing fields give a 400 with the
+reason; nothing a client sends can crash the node.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from pathlib import Path
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from node.api.openapi import SPEC
+from node.api.services import ApiError, Services
+
+COOKIE_FILE = ".cookie"
+MAX_BODY = 64 * 1024
+
+
+def write_cookie(datadir: Path) -> str:
+    token = secrets.token_hex(32)
+    path = Path(datadir) / COOKIE_FILE
+    tmp = path.with_name(COOKIE_FILE + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    os.replace(tmp, path)
+    return token
+
+
+def read_cookie(datadir: Path) -> str:
+    return (Path(datadir) / COOKIE_FILE).read_text().strip()
+
+
+class DepositBody(msgspec.Struct, forbid_unknown_fields=True):
+    asset: str
+    chunks: int = 1
+
+
+class RequestBody(msgspec.Struct, forbid_unknown_fields=True):
+    asset: str
+    usd: float
+    contract: str = "swap"
+
+
+class SweepBody(msgspec.Struct, forbid_unknown_fields=True):
+    deposit: str
+    to: str
+
+
+def _err(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status)
+
+
+def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
+    """The ASGI app. ``metrics`` (a ``NodeMetrics``) adds ``/metrics`` and request counts."""
+
+    def authorised(request: Request) -> bool:
+        got = request.headers.get("authorization", "")
+        if not got.startswith("Bearer "):
+            return False
+        return hmac.compare_digest(got[7:].strip().encode(), cookie.encode())
+
+    def endpoint(fn, *, auth: bool = True):
+        async def handler(request: Request) -> Response:
+            if auth and not authorised(request):
+                resp: Response = _err(401, "missing or wrong cookie: send 'Authorization: Bearer <datadir/.cookie>'")
+            else:
+                try:
+                    resp = await fn(request)
+                except ApiError as exc:
+                    resp = _err(exc.status, exc.reason)
+            if metrics is not None:
+                metrics.api_requests.labels(path=request.url.path, status=str(resp.status_code)).inc()
+            return resp
+
+        return handler
+
+    async def body_of(request: Request, typ):
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            raise ApiError(413, f"body over {MAX_BODY} bytes")
+        try:
+            return msgspec.json.decode(raw or b"null", type=typ)
+        except msgspec.ValidationError as exc:
+            raise ApiError(400, f"invalid body: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise ApiError(400, f"body is not JSON: {exc}") from None
+
+    def limit_of(request: Request) -> int:
+        raw = request.query_params.get("limit", "100")
+        try:
+            n = int(raw)
+        except ValueError:
+            raise ApiError(400, f"limit={raw!r} is not an integer") from None
+        if not 1 <= n <= 10_000:
+            raise ApiError(400, "limit must be 1..10000")
+        return n
+
+    async def status(request):
+        return JSONResponse(services.status())
+
+    async def peers(request):
+        return JSONResponse({"peers": services.peers()})
+
+    async def offers(request):
+        asset = request.query_params.get("asset") or None
+        return JSONResponse({"offers": services.offers(asset, limit_of(request))})
+
+    async def deposits(request):
+        if request.method == "POST":
+            b = await body_of(request, DepositBody)
+            if not 1 <= b.chunks <= 1000:
+                raise ApiError(400, "chunks must be 1..1000")
+            return JSONResponse(await services.deposit(b.asset, b.chunks), status_code=201)
+        return JSONResponse({"deposits": services.deposits()})
+
+    async def contracts(request):
+        return JSONResponse({"contracts": services.contracts()})
+
+    async def requests_(request):
+        b = await body_of(request, RequestBody)
+        if not b.usd > 0:
+            raise ApiError(400, "usd must be > 0")
+        return JSONResponse(await services.request(b.asset, b.usd, b.contract), status_code=201)
+
+    async def sweep(request):
+        b = await body_of(request, SweepBody)
+        return JSONResponse(await services.sweep(b.deposit, b.to))
+
+    async def reputation(request):
+        return JSONResponse({"devices": services.reputation()})
+
+    async def openapi(request):
+        return JSONResponse(SPEC)
+
+    async def healthz(request):
+        return JSONResponse({"ok": True})
+
+    async def metrics_ep(request):
+        from node.metrics import CONTENT_TYPE
+
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    routes = [
+        Route("/v1/status", endpoint(status)),
+        Route("/v1/peers", endpoint(peers)),
+        Route("/v1/offers", endpoint(offers)),
+        Route("/v1/deposits", endpoint(deposits), methods=["GET", "POST"]),
+        Route("/v1/contracts", endpoint(contracts)),
+        Route("/v1/requests", endpoint(requests_), methods=["POST"]),
+        Route("/v1/sweep", endpoint(sweep), methods=["POST"]),
+        Route("/v1/reputation", endpoint(reputation)),
+        Route("/openapi.json", endpoint(openapi, auth=False)),
+        Route("/healthz", endpoint(healthz, auth=False)),
+    ]
+    if metrics is not None:
+        routes.append(Route("/metrics", endpoint(metrics_ep, auth=False)))
+    return Starlette(routes=routes)
+
+
+async def serve(app, *, port: int = 0, task_status=None) -> None:
+    """Serve ``app`` on 127.0.0.1:``port`` until cancelled.
+
+    Started with ``nursery.start(serve, app, port=...)``, it reports the bound
+    URL (``http://127.0.0.1:PORT``). Cancelling the enclosing scope closes the
+    listening socket and open connections. Binds loopback only, always.
+    """
+    import trio
+    from hypercorn.config import Config as HConfig
+    from hypercorn.trio import serve as hserve
+
+    cfg = HConfig()
+    cfg.bind = [f"127.0.0.1:{port}"]
+    cfg.accesslog = None
+    cfg.errorlog = None
+    cfg.graceful_timeout = 2.0
+    status = task_status or trio.TASK_STATUS_IGNORED
+
+    class _Relay:
+        def started(self, binds: list[str]) -> None:
+            status.started(binds[0])
+
+    await hserve(app, cfg, task_status=_Relay())  # type: ignore[arg-type]

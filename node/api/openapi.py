@@ -1,0 +1,67 @@
+"""OpenAPI 3.0 description of the local control API (served at /openapi.json)."""
+
+from __future__ import annotations
+
+_obj = {"type": "object"}
+_err = {"description": "error", "content": {"application/json": {"schema": {
+    "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
+
+
+def _list(name: str) -> dict:
+    return {"type": "object", "required": [name], "properties": {name: {"type": "array", "items": _obj}}}
+
+
+def _get(summary: str, schema: dict, params: list | None = None) -> dict:
+    op = {
+        "summary": summary,
+        "security": [{"cookie": []}],
+        "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": schema}}},
+                      "401": _err, "400": _err},
+    }
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _post(summary: str, body: dict, code: str = "201") -> dict:
+    return {
+        "summary": summary,
+        "security": [{"cookie": []}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "responses": {code: {"description": "done", "content": {"application/json": {"schema": _obj}}},
+                      "400": _err, "401": _err, "409": _err, "413": _err, "503": _err},
+    }
+
+
+SPEC = {
+    "openapi": "3.0.3",
+    "info": {"title": "Keyswitch node local API", "version": "1"},
+    "servers": [{"url": "http://127.0.0.1"}],
+    "components": {"securitySchemes": {"cookie": {"type": "http", "scheme": "bearer",
+                                                  "description": "contents of <datadir>/.cookie"}}},
+    "paths": {
+        "/v1/status": {"get": _get("Node status", _obj)},
+        "/v1/peers": {"get": _get("Connected peers", _list("peers"))},
+        "/v1/offers": {"get": _get("Offer book", _list("offers"), [
+            {"name": "asset", "in": "query", "required": False, "schema": {"type": "string"}},
+            {"name": "limit", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+        ])},
+        "/v1/deposits": {
+            "get": _get("This node's deposits", _list("deposits")),
+            "post": _post("Create and fund deposit chunks", {
+                "type": "object", "additionalProperties": False, "required": ["asset"],
+                "properties": {"asset": {"type": "string"},
+                               "chunks": {"type": "integer", "minimum": 1, "maximum": 1000}}}),
+        },
+        "/v1/contracts": {"get": _get("Contracts", _list("contracts"))},
+        "/v1/requests": {"post": _post("Request a contract", {
+            "type": "object", "additionalProperties": False, "required": ["asset", "usd"],
+            "properties": {"asset": {"type": "string"}, "usd": {"type": "number", "exclusiveMinimum": 0},
+                           "contract": {"type": "string"}}})},
+        "/v1/sweep": {"post": _post("Sweep a received key to an address", {
+            "type": "object", "additionalProperties": False, "required": ["deposit", "to"],
+            "properties": {"deposit": {"type": "string"}, "to": {"type": "string"}}}, "200")},
+        "/v1/reputation": {"get": _get("Local reputation of known devices", _list("devices"))},
+    },
+}

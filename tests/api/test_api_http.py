@@ -1,0 +1,123 @@
+"""The HTTP layer of the local API: auth, strict bodies, every route, loopback only.
+
+The services behind it here are a small recording object, because this file
+tests the HTTP translation; tests/api/test_daemon*.py run the same API over a
+real node.
+"""
+
+import httpx
+import pytest
+import trio
+
+from node.api.app import build_app, read_cookie, serve, write_cookie
+from node.api.openapi import SPEC
+from node.api.services import ApiError
+from node.metrics import NodeMetrics
+
+
+class Recording:
+    def __init__(self):
+        self.calls = []
+
+    def status(self):
+        return {"peer_id": "12D3KooTest", "ready": True}
+
+    def peers(self):
+        return [{"peer": "p1"}]
+
+    def offers(self, asset, limit):
+        self.calls.append(("offers", asset, limit))
+        return [{"asset": asset or "BTC", "n": i} for i in range(min(limit, 3))]
+
+    def deposits(self):
+        return []
+
+    def contracts(self):
+        return []
+
+    def reputation(self):
+        return [{"device": "ab", "score": 1.0}]
+
+    async def deposit(self, asset, chunks):
+        if asset == "NOPE":
+            raise ApiError(400, "unknown asset 'NOPE'")
+        self.calls.append(("deposit", asset, chunks))
+        return {"asset": asset, "chunks": chunks}
+
+    async def request(self, asset, usd, contract):
+        return {"asset": asset, "usd": usd, "contract": contract}
+
+    async def sweep(self, deposit, to):
+        return {"deposit": deposit, "to": to}
+
+
+@pytest.fixture
+async def api(tmp_path, nursery):
+    cookie = write_cookie(tmp_path)
+    svc = Recording()
+    metrics = NodeMetrics()
+    url = await nursery.start(serve, build_app(svc, cookie, metrics=metrics))
+    assert url.startswith("http://127.0.0.1:")
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {read_cookie(tmp_path)}"}) as c:
+        yield c, svc, metrics, url
+
+
+async def test_every_get_route_answers_with_cookie(api):
+    c, svc, metrics, _ = api
+    for path, key in [("/v1/peers", "peers"), ("/v1/offers", "offers"), ("/v1/deposits", "deposits"),
+                      ("/v1/contracts", "contracts"), ("/v1/reputation", "devices")]:
+        r = await c.get(path)
+        assert r.status_code == 200, (path, r.text)
+        assert isinstance(r.json()[key], list)
+    assert (await c.get("/v1/status")).json()["peer_id"] == "12D3KooTest"
+    r = await c.get("/v1/offers", params={"asset": "ETH", "limit": 2})
+    assert [o["asset"] for o in r.json()["offers"]] == ["ETH", "ETH"] and svc.calls[-1] == ("offers", "ETH", 2)
+    assert "keyswitch_api_requests" in (await c.get("/metrics")).text
+
+
+async def test_without_or_with_wrong_cookie_is_401(api):
+    _, _, _, url = api
+    async with httpx.AsyncClient(base_url=url) as anon:
+        for path in SPEC["paths"]:
+            r = await anon.get(path)
+            assert r.status_code in (401, 405), path
+        r = await anon.get("/v1/status", headers={"Authorization": "Bearer " + "0" * 64})
+        assert r.status_code == 401 and "cookie" in r.json()["error"]
+        assert (await anon.get("/openapi.json")).json()["openapi"].startswith("3.")
+
+
+@pytest.mark.parametrize(
+    "path, body, reason",
+    [
+        ("/v1/deposits", b"{not json", "not JSON"),
+        ("/v1/deposits", b'{"asset": 5}', "Expected `str`"),
+        ("/v1/deposits", b'{"asset": "BTC", "extra": 1}', "unknown field"),
+        ("/v1/deposits", b'{"asset": "BTC", "chunks": 0}', "chunks must be"),
+        ("/v1/deposits", b'{"asset": "NOPE"}', "unknown asset"),
+        ("/v1/requests", b'{"asset": "BTC", "usd": -3}', "usd must be"),
+        ("/v1/requests", b'{"usd": 3}', "missing required field"),
+        ("/v1/sweep", b"[]", "Expected `object`"),
+        ("/v1/deposits", b"x" * 70000, "body over"),
+    ],
+)
+async def test_malformed_bodies_get_4xx_with_reason(api, path, body, reason):
+    c, *_ = api
+    r = await c.post(path, content=body)
+    assert 400 <= r.status_code < 500
+    assert reason in r.json()["error"]
+
+
+async def test_actions(api):
+    c, svc, *_ = api
+    r = await c.post("/v1/deposits", json={"asset": "BTC", "chunks": 3})
+    assert r.status_code == 201 and svc.calls[-1] == ("deposit", "BTC", 3)
+    r = await c.post("/v1/requests", json={"asset": "ETH", "usd": 100})
+    assert r.status_code == 201 and r.json()["contract"] == "swap"
+    r = await c.post("/v1/sweep", json={"deposit": "02ab", "to": "bcrt1q..."})
+    assert r.status_code == 200
+
+
+async def test_bad_query_parameter(api):
+    c, *_ = api
+    r = await c.get("/v1/offers", params={"limit": "lots"})
+    assert r.status_code == 400 and "limit" in r.json()["error"]
