@@ -1,0 +1,112 @@
+"""Operator commands that talk to a running daemon through its local API.
+
+``keyswitch status|peers|offers|deposits|contracts|reputation`` read
+``<datadir>/api.url`` and ``<datadir>/.cookie`` (both written by
+``keyswitch run``), print a table (rich) or, with ``--json``, the raw answer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from node.cli import state
+
+API_URL_FILE = "api.url"
+
+
+class DaemonNotRunning(Exception):
+    pass
+
+
+def call(datadir: Path, method: str, path: str, *, params=None, body=None, timeout: float = 10.0) -> Any:
+    import httpx
+
+    try:
+        url = (datadir / API_URL_FILE).read_text().strip()
+        cookie = (datadir / ".cookie").read_text().strip()
+    except FileNotFoundError:
+        raise DaemonNotRunning(f"no daemon running for {datadir} (start it with: keyswitch --datadir {datadir} run)")
+    try:
+        r = httpx.request(method, url + path, params=params, json=body, timeout=timeout,
+                          headers={"Authorization": f"Bearer {cookie}"})
+    except httpx.HTTPError as exc:
+        raise DaemonNotRunning(f"daemon at {url} not answering ({exc.__class__.__name__}); is it running?")
+    data = r.json()
+    if r.status_code >= 400:
+        raise typer.BadParameter(data.get("error", r.text))
+    return data
+
+
+def _table(rows: list[dict], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not rows:
+        console.print(f"[dim]no {title}[/dim]")
+        return
+    t = Table(title=title)
+    cols = list(rows[0])
+    for c in cols:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[str(r.get(c, "")) for c in cols])
+    console.print(t)
+
+
+def _run(path: str, key: str | None, as_json: bool, title: str, params=None) -> None:
+    try:
+        data = call(state.get_datadir(), "GET", path, params=params)
+    except DaemonNotRunning as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(3)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+    elif key is None:
+        _table([{"key": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else v} for k, v in data.items()], title)
+    else:
+        _table(data[key], title)
+
+
+JSON = typer.Option(False, "--json", help="Print the API's JSON answer")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("status")
+    def status(as_json: bool = JSON) -> None:
+        """Status of the running daemon."""
+        _run("/v1/status", None, as_json, "status")
+
+    @app.command("peers")
+    def peers(as_json: bool = JSON) -> None:
+        """Connected peers."""
+        _run("/v1/peers", "peers", as_json, "peers")
+
+    @app.command("offers")
+    def offers(
+        asset: Optional[str] = typer.Option(None, help="Only this asset"),
+        limit: int = typer.Option(100, help="At most this many"),
+        as_json: bool = JSON,
+    ) -> None:
+        """The offer book."""
+        params = {"limit": limit} | ({"asset": asset} if asset else {})
+        _run("/v1/offers", "offers", as_json, "offers", params)
+
+    @app.command("deposits")
+    def deposits(as_json: bool = JSON) -> None:
+        """This node's deposits."""
+        _run("/v1/deposits", "deposits", as_json, "deposits")
+
+    @app.command("contracts")
+    def contracts(as_json: bool = JSON) -> None:
+        """Contracts and their state."""
+        _run("/v1/contracts", "contracts", as_json, "contracts")
+
+    @app.command("reputation")
+    def reputation(as_json: bool = JSON) -> None:
+        """Local reputation of known devices."""
+        _run("/v1/reputation", "devices", as_json, "reputation")
