@@ -1,0 +1,268 @@
+"""Drives sans-IO protocols (``node.protocols.base``) over a running ``Node``.
+
+For each protocol: its gossip ``topics`` are subscribed and get a validator
+that calls ``protocol.validate(topic, data, from_peer, now)`` (REJECT and
+IGNORE mapped as in ``node.runtime.gossip``); its ``stream_protocols`` get a
+stream handler. Events (``Started``, ``GossipReceived``, ``PeerConnected``,
+``PeerDisconnected``, ``TimerFired``, ``RequestReceived``,
+``ResponseReceived``) are fed one at a time, in order, to
+``protocol.handle(event, now)`` and the commands it returns are carried out:
+
+* ``Publish(topic, data)``: gossipsub publish;
+* ``SetTimer(name, at)``: ``TimerFired(name)`` to the same protocol at
+  wall time ``at`` (per protocol, a new timer replaces one of the same name);
+* ``SendRequest(protocol, peer, request_id, data, timeout)``: one-shot
+  stream request; the answer or the failure comes back as
+  ``ResponseReceived`` with the protocol's own ``request_id``;
+* ``Respond(request_id, data)``: answers a ``RequestReceived`` (the driver
+  numbers incoming requests; an unanswered request times out after
+  ``respond_timeout`` and the stream is closed);
+* ``Notify(kind, detail)``: logged, kept in ``driver.notifications`` (last
+  1,000) and passed to ``on_notify`` if given.
+
+``validate`` and ``handle`` run on the trio thread, never concurrently with
+each other, so protocols need no locks. A protocol that raises is logged and
+the event is dropped; the node keeps running.
+
+Lifecycle: ``run`` is started by ``run_host`` in the node's nursery (or by
+you with ``nursery.start``) and runs until cancelled; cancelling it drops
+queued events and pending timers, and abandons requests in flight (their
+streams are closed by the host when the node stops).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+from typing import Any, Callable, Sequence
+
+import trio
+
+from node.clock import Clock, SystemClock
+from node.protocols.base import (
+    Command,
+    Event,
+    GossipReceived,
+    Notify,
+    PeerConnected,
+    PeerDisconnected,
+    Publish,
+    RequestReceived,
+    Respond,
+    ResponseReceived,
+    Result,
+    SansIOProtocol,
+    SendRequest,
+    SetTimer,
+    Started,
+    TimerFired,
+    Validation,
+)
+from node.runtime.streams import StreamFailed, read_request, write_response
+
+log = logging.getLogger("keyswitch.runtime.driver")
+
+
+class ProtocolDriver:
+    def __init__(self, node, protocols: Sequence[SansIOProtocol], *, clock: Clock | None = None,
+                 on_notify: Callable[[Notify], None] | None = None, respond_timeout: float = 10.0) -> None:
+        self.node = node
+        self.protocols = list(protocols)
+        self.clock = clock or SystemClock()
+        self.on_notify = on_notify
+        self.respond_timeout = respond_timeout
+        self.notifications: collections.deque[Notify] = collections.deque(maxlen=1000)
+        self.errors = 0
+        self._send, self._recv = trio.open_memory_channel[tuple[int | None, Event]](10_000)
+        self._timers: dict[tuple[int, str], float] = {}
+        self._timer_wake = trio.Event()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[int, trio.Event, list[bytes]]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._by_topic: dict[str, list[int]] = collections.defaultdict(list)
+        for i, p in enumerate(self.protocols):
+            for t in p.topics:
+                self._by_topic[t].append(i)
+
+    # --------------------------------------------------------------- validate
+    def _validator(self, topic: str):
+        owners = [self.protocols[i] for i in self._by_topic[topic]]
+
+        def validate(topic: str, data: bytes, forwarder: str) -> Validation:
+            now = self.clock.now()
+            worst = Validation.accept()
+            for p in owners:
+                v = p.validate(topic, data, forwarder, now)
+                if v.result is Result.REJECT:
+                    return v
+                if v.result is Result.IGNORE:
+                    worst = v
+            return worst
+
+        return validate
+
+    # ----------------------------------------------------------------- events
+    def _post(self, target: int | None, event: Event) -> None:
+        try:
+            self._send.send_nowait((target, event))
+        except trio.WouldBlock:
+            self.errors += 1
+            log.warning("driver queue full: dropped %s", type(event).__name__)
+
+    def _on_peer(self, peer: str, up: bool) -> None:
+        self._post(None, PeerConnected(peer) if up else PeerDisconnected(peer))
+
+    async def _pump_gossip(self) -> None:
+        async for d in self.node.pubsub.deliveries:
+            ev = GossipReceived(d.topic, d.data, d.forwarder, d.msg_id)
+            for i in self._by_topic.get(d.topic, ()):
+                await self._send.send((i, ev))
+
+    def _dispatch(self, target: int | None, event: Event) -> None:
+        idxs = range(len(self.protocols)) if target is None else (target,)
+        for i in idxs:
+            p = self.protocols[i]
+            try:
+                cmds = p.handle(event, self.clock.now())
+            except Exception:
+                self.errors += 1
+                log.exception("%s.handle(%s) raised", type(p).__name__, type(event).__name__)
+                continue
+            for c in cmds or ():
+                self._execute(i, c)
+
+    # --------------------------------------------------------------- commands
+    def _execute(self, i: int, c: Command) -> None:
+        assert self._nursery is not None
+        if isinstance(c, Publish):
+            self._nursery.start_soon(self._publish, c)
+        elif isinstance(c, SetTimer):
+            self._timers[(i, c.name)] = c.at
+            self._timer_wake.set()
+        elif isinstance(c, SendRequest):
+            self._nursery.start_soon(self._request, i, c)
+        elif isinstance(c, Respond):
+            slot = self._pending.get(c.request_id)
+            if slot is None or slot[0] != i:
+                log.warning("Respond to unknown request %s", c.request_id)
+                return
+            slot[2].append(c.data)
+            slot[1].set()
+        elif isinstance(c, Notify):
+            self.notifications.append(c)
+            log.info("notify %s %s", c.kind, c.detail)
+            if self.on_notify is not None:
+                try:
+                    self.on_notify(c)
+                except Exception:
+                    log.exception("on_notify raised")
+        else:
+            self.errors += 1
+            log.error("unknown command %r", c)
+
+    async def _publish(self, c: Publish) -> None:
+        try:
+            await self.node.publish(c.topic, c.data)
+        except Exception:
+            self.errors += 1
+            log.exception("publish on %s failed", c.topic)
+
+    async def _request(self, i: int, c: SendRequest) -> None:
+        try:
+            data = await self.node.request(c.peer, c.protocol, c.data, timeout=c.timeout)
+            ev = ResponseReceived(c.protocol, c.peer, c.request_id, data)
+        except StreamFailed as exc:
+            ev = ResponseReceived(c.protocol, c.peer, c.request_id, b"", exc.reason or "failed")
+        await self._send.send((i, ev))
+
+    def _stream_handler(self, i: int, protocol: str):
+        async def handle(stream) -> None:
+            peer = stream.muxed_conn.peer_id.to_base58()
+            try:
+                data = await read_request(stream, timeout=self.respond_timeout)
+            except StreamFailed:
+                await write_response(stream, b"")
+                return
+            rid = next(self._ids)
+            done, box = trio.Event(), []
+            self._pending[rid] = (i, done, box)
+            try:
+                await self._send.send((i, RequestReceived(protocol, peer, rid, data)))
+                with trio.move_on_after(self.respond_timeout):
+                    await done.wait()
+            finally:
+                self._pending.pop(rid, None)
+            if box:
+                await write_response(stream, box[0])
+            else:
+                try:
+                    await stream.reset()
+                except Exception:
+                    pass
+
+        return handle
+
+    # ------------------------------------------------------------------ timers
+    async def _timer_loop(self) -> None:
+        while True:
+            now = self.clock.now()
+            due = [k for k, at in self._timers.items() if at <= now]
+            for k in sorted(due, key=lambda k: self._timers[k]):
+                del self._timers[k]
+                await self._send.send((k[0], TimerFired(k[1])))
+            self._timer_wake = trio.Event()
+            wait = min(self._timers.values(), default=now + 3600) - self.clock.now()
+            with trio.move_on_after(max(0.0, min(wait, 3600))):
+                await self._timer_wake.wait()
+
+    # -------------------------------------------------------------------- run
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Wire protocols to the node, then feed events until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if self._by_topic and self.node.pubsub is None:
+                raise RuntimeError("protocols use gossip topics but the node runs without gossipsub")
+            for topic in self._by_topic:
+                self.node.pubsub.set_tri_validator(topic, self._validator(topic))
+                await self.node.pubsub.subscribe(topic)
+            for i, p in enumerate(self.protocols):
+                for sp in p.stream_protocols:
+                    self.node.host.set_stream_handler(sp, self._stream_handler(i, sp))
+            self.node.on_peer(self._on_peer)
+            if self.node.pubsub is not None:
+                nursery.start_soon(self._pump_gossip)
+            nursery.start_soon(self._timer_loop)
+            self._dispatch(None, Started(self.node.peer_id))
+            for p in self.node.connected_peers():
+                self._dispatch(None, PeerConnected(p))
+            task_status.started(self)
+            async for target, event in self._recv:
+                self._dispatch(target, event)
+
+
+async def run_host(config, protocols: Sequence[SansIOProtocol] = (), *, clock: Clock | None = None,
+                   on_notify: Callable[[Notify], None] | None = None,
+                   task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run a node and drive ``protocols`` on it until cancelled or ``node.stop()``.
+
+    ``config`` is a ``NodeConfig`` or a ``node.config.Config``.
+    ``task_status.started(node)`` hands back the running ``Node``, whose
+    ``driver`` attribute is the ``ProtocolDriver``. Cancellation (or
+    ``node.stop()``) stops the driver first, then the node closes every
+    connection and service it opened.
+    """
+    from node.runtime.node import Node, NodeConfig
+
+    if not isinstance(config, NodeConfig):
+        config = NodeConfig.from_config(config)
+    node = Node(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        try:
+            node.driver = await nursery.start(
+                ProtocolDriver(node, protocols, clock=clock, on_notify=on_notify).run)
+            task_status.started(node)
+            await node.stopped.wait()
+        finally:
+            nursery.cancel_scope.cancel()

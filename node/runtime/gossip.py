@@ -1,0 +1,203 @@
+"""Gossipsub on py-libp2p 0.8.1, with REJECT/IGNORE validation and scoring.
+
+py-libp2p 0.8.1 topic validators return a plain ``bool``: ``False`` makes
+``Pubsub.push_msg`` call ``scorer.on_invalid_message`` (the P4 penalty), so
+there is no way to drop a message *without* a penalty (gossipsub v1.1's
+"extended validators", ``ValidationResult.Ignore`` in go/rust/nim). This
+module supplies it: ``KsPubsub`` overrides ``push_msg`` with the same steps
+in the same order (blacklist, seen cache, publish-score gate, signature check)
+and then a tri-state validator per topic:
+
+* ACCEPT -> first-delivery score credit, handed to the application with the
+  *forwarding* peer, forwarded by the router;
+* REJECT -> ``scorer.on_invalid_message(forwarder, topic)`` (P4; the weights
+  in ``score_params()`` make it count), dropped, not forwarded;
+* IGNORE -> dropped, not forwarded, no penalty.
+
+Every message id is marked seen *before* validation (as go-libp2p-pubsub
+does), so a duplicate of a rejected or ignored message is not re-validated.
+Messages this node publishes itself are not validated and not handed back
+to the application (the protocol that published them already knows them).
+
+``max_messages_per_topic_per_second``: py-libp2p's GossipSub counts messages
+per *forwarding* peer per topic in a sliding second (our own publishes count
+against our own id) and silently stops *forwarding* beyond the limit (the
+message is still delivered locally), adding a P5 behaviour penalty of 5.
+The default of 10 is too low for a network where every node re-publishes its
+offer sheet: a mesh neighbour relays the sheets of every node. We set it from
+``network.gossip_rate_limit`` (default 40: 40 sheets/s per neighbour is ~ a
+network of 2,400 nodes re-publishing every minute, far above what one mesh
+link should carry for us) — offers are batched into sheets precisely so that
+this per-message limit is not what bounds offer throughput.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import trio
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.score import ScoreParams, TopicScoreParams
+from libp2p.pubsub.validators import signature_validator
+
+from node.protocols.base import Result, Validation
+
+log = logging.getLogger("keyswitch.runtime.gossip")
+
+#: Standard gossipsub ids we speak, newest first (py-libp2p's 1.3/1.4/2.0 are
+#: experimental and not spoken by go/rust, so we do not offer them).
+MESHSUB_PROTOCOLS = (PROTOCOL_ID_V12, PROTOCOL_ID_V11)
+
+#: A validator: (topic, data, forwarder peer id, origin peer id) -> Validation
+TriValidator = Callable[[str, bytes, str], Validation]
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """An accepted gossip message, as the runtime hands it on."""
+
+    topic: str
+    data: bytes
+    forwarder: str
+    origin: str
+    msg_id: bytes
+
+
+def score_params(app_score: Callable[[str], float] | None = None) -> ScoreParams:
+    """Peer-score weights: REJECTs (P4) and rate-limit abuse (P5) cost score.
+
+    One REJECT costs 10 points, decaying 1 %/heartbeat (1 s); 4 recent
+    REJECTs put a peer under the publish threshold (-40: its messages are
+    dropped unvalidated), 8 under the graylist (-80: its RPCs are ignored).
+    ``app_score(peer_id) -> float`` is the node's local reputation of the
+    peer (P6, weight 1), e.g. the risk engine's view of the peer's devices.
+    """
+    fn = None
+    if app_score is not None:
+        def fn(peer: ID) -> float:  # noqa: E306
+            return float(app_score(peer.to_base58()))
+    return ScoreParams(
+        p4_invalid_messages=TopicScoreParams(weight=10.0, cap=100.0, decay=0.99),
+        p5_behavior_penalty_weight=1.0,
+        p5_behavior_penalty_decay=0.99,
+        p5_behavior_penalty_threshold=20.0,
+        p6_appl_slack_weight=1.0 if fn else 0.0,
+        p6_appl_slack_decay=1.0,
+        publish_threshold=-40.0,
+        gossip_threshold=-20.0,
+        graylist_threshold=-80.0,
+        accept_px_threshold=0.0,
+        app_specific_score_fn=fn,
+    )
+
+
+def make_gossipsub(*, rate_limit: float, app_score: Callable[[str], float] | None = None,
+                   degree: int = 6, heartbeat: float = 1.0) -> GossipSub:
+    """A GossipSub router with deliberate settings (see module docstring)."""
+    return GossipSub(
+        protocols=list(MESHSUB_PROTOCOLS),
+        degree=degree,
+        degree_low=max(1, degree - 2),
+        degree_high=degree * 2,
+        time_to_live=60,
+        gossip_window=3,
+        gossip_history=5,
+        heartbeat_initial_delay=0.1,
+        # py-libp2p's default is 120 s (go and rust use 1 s); the mesh is
+        # repaired only on heartbeats, so 120 s would leave new peers out.
+        heartbeat_interval=heartbeat,  # type: ignore[arg-type]
+        score_params=score_params(app_score),
+        max_messages_per_topic_per_second=float(rate_limit),
+        # all peers of a loopback test share one IP; the diversity logic is
+        # harmless but pointless there and on a LAN, so keep it off.
+        eclipse_protection_enabled=False,
+    )
+
+
+class KsPubsub(Pubsub):
+    """``Pubsub`` with tri-state validation and forwarder-aware delivery."""
+
+    def __init__(self, host, router, *, deliver_buffer: int = 4096, **kw) -> None:
+        super().__init__(host, router, **kw)
+        self.tri_validators: dict[str, TriValidator] = {}
+        self._deliver_send, self.deliveries = trio.open_memory_channel[Delivered](deliver_buffer)
+        self.counters = {"accept": 0, "reject": 0, "ignore": 0, "dropped_delivery": 0}
+        self.last_reasons: dict[str, str] = {}
+
+    def set_tri_validator(self, topic: str, fn: TriValidator) -> None:
+        self.tri_validators[topic] = fn
+
+    def _validate(self, forwarder: ID, msg: rpc_pb2.Message) -> Validation:
+        worst = Validation.accept()
+        for topic in msg.topicIDs:
+            fn = self.tri_validators.get(topic)
+            if fn is None:
+                continue
+            try:
+                v = fn(topic, bytes(msg.data), forwarder.to_base58())
+            except Exception as exc:  # a validator must not kill the reader
+                log.exception("validator for %s raised", topic)
+                v = Validation.reject(f"validator error: {type(exc).__name__}")
+            if v.result is Result.REJECT:
+                return v
+            if v.result is Result.IGNORE:
+                worst = v
+        return worst
+
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        if self.is_peer_blacklisted(msg_forwarder) or self.is_peer_blacklisted(ID(msg.from_id)):
+            return
+        if self._is_msg_seen(msg):
+            return
+        scorer = getattr(self.router, "scorer", None)
+        local = msg_forwarder == self.my_id
+        if not local and scorer is not None and not scorer.allow_publish(msg_forwarder, list(msg.topicIDs)):
+            log.debug("dropping message from %s: under publish threshold", msg_forwarder)
+            return
+        if self.strict_signing and not signature_validator(msg):
+            log.debug("dropping message with bad pubsub signature from %s", msg_forwarder)
+            if scorer is not None:
+                for topic in msg.topicIDs:
+                    scorer.on_invalid_message(msg_forwarder, topic)
+            return
+        if ID(msg.from_id) == self.my_id and not local:
+            return  # our own message echoed back
+        self._mark_msg_seen(msg)
+        if not local:
+            v = self._validate(msg_forwarder, msg)
+            if v.result is not Result.ACCEPT:
+                key = v.result.value
+                self.counters[key] += 1
+                self.last_reasons[key] = v.reason
+                if v.result is Result.REJECT and scorer is not None:
+                    for topic in msg.topicIDs:
+                        scorer.on_invalid_message(msg_forwarder, topic)
+                log.debug("%s message from %s: %s", key, msg_forwarder, v.reason)
+                return
+            self.counters["accept"] += 1
+            if scorer is not None:
+                for topic in msg.topicIDs:
+                    scorer.on_first_delivery(msg_forwarder, topic)
+            msg_id = self.get_message_id(msg)
+            for topic in msg.topicIDs:
+                if topic in self.topic_ids:
+                    try:
+                        self._deliver_send.send_nowait(Delivered(
+                            topic, bytes(msg.data), msg_forwarder.to_base58(),
+                            ID(msg.from_id).to_base58(), msg_id))
+                    except trio.WouldBlock:
+                        self.counters["dropped_delivery"] += 1
+        await self.router.publish(msg_forwarder, msg)
+
+    def score_of(self, peer: str, topics: list[str]) -> float:
+        scorer = getattr(self.router, "scorer", None)
+        if scorer is None:
+            return 0.0
+        s = scorer.score(ID.from_base58(peer), topics)
+        return s if math.isfinite(s) else 0.0

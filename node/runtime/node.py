@@ -1,0 +1,242 @@
+"""The libp2p node: host (TCP + Noise + Yamux), identify, ping, gossipsub, peers.
+
+``Node(config).run(task_status=...)`` is the one long-running service; start
+it with ``node = await nursery.start(Node(cfg).run)`` (or ``run_host``, which
+also drives sans-IO protocols). When ``run`` returns or is cancelled, every
+service it started stops and every connection closes: ``Node.stop()`` asks
+for exactly that (graceful shutdown), cancelling the enclosing nursery does
+the same abruptly. Nobody else closes the host.
+
+Security: only Noise is offered (py-libp2p's ``new_host`` would also offer
+TLS, SECIO and *plaintext*); Yamux is the muxer. Protocol ids are the
+standard ones: ``/ipfs/id/1.0.0``, ``/ipfs/id/push/1.0.0``,
+``/ipfs/ping/1.0.0``, ``/meshsub/1.2.0`` and ``/meshsub/1.1.0``, plus our
+``/keyswitch/pex/1.0.0`` peer exchange.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import INotifee
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.tools.anyio_service import background_trio_service
+
+from node import identity
+from node.runtime import pex
+from node.runtime.gossip import KsPubsub, make_gossipsub
+from node.runtime.peering import PeerManager
+from node.runtime.streams import ask
+
+log = logging.getLogger("keyswitch.runtime")
+
+
+@dataclass
+class NodeConfig:
+    """What a node needs to run. ``from_config`` maps ``node.config`` keys."""
+
+    datadir: Path
+    net: str = "dev"
+    listen: list[str] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
+    announce: list[str] = field(default_factory=list)
+    bootnodes: list[str] = field(default_factory=list)
+    target_peers: int = 8
+    gossip_rate_limit: float = 40.0
+    #: run gossipsub (bootstrap nodes do not: they hold no offers)
+    gossip: bool = True
+    #: local reputation of a peer id, added to its gossipsub score (P6)
+    app_score: Callable[[str], float] | None = None
+    dial_interval: float = 1.0
+    pex_interval: float = 10.0
+    heartbeat: float = 1.0
+    mesh_degree: int = 6
+    #: dial peers learned by peer exchange (bootstrap nodes only dial bootnodes)
+    dial_learned: bool = True
+    seed: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Any, **kw: Any) -> "NodeConfig":
+        return cls(
+            datadir=Path(cfg.datadir),
+            net=cfg["network.net"],
+            listen=list(cfg["network.listen"]),
+            announce=list(cfg["network.announce"]),
+            bootnodes=list(cfg.bootnodes),
+            target_peers=int(cfg["network.target_peers"]),
+            gossip_rate_limit=float(cfg["network.gossip_rate_limit"]),
+            **kw,
+        )
+
+
+class _ConnNotifee(INotifee):
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+
+    async def opened_stream(self, network, stream) -> None:  # noqa: D401
+        pass
+
+    async def closed_stream(self, network, stream) -> None:
+        pass
+
+    async def connected(self, network, conn) -> None:
+        self.node._conn_change(conn.muxed_conn.peer_id.to_base58(), +1)
+
+    async def disconnected(self, network, conn) -> None:
+        self.node._conn_change(conn.muxed_conn.peer_id.to_base58(), -1)
+
+    async def listen(self, network, ma) -> None:
+        pass
+
+    async def listen_close(self, network, ma) -> None:
+        pass
+
+
+class Node:
+    """A running libp2p host plus peering; see the module docstring."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.net = config.net
+        self.key_pair = identity.key_pair(Path(config.datadir))
+        self.peer_id: str = ID.from_pubkey(self.key_pair.public_key).to_base58()
+        self.listen_addrs: list[str] = []  # full, with /p2p/<id>, once running
+        self.host = new_host(
+            key_pair=self.key_pair,
+            sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(self.key_pair, noise_privkey=create_x25519().private_key)},
+            muxer_preference="YAMUX",
+            listen_addrs=[multiaddr.Multiaddr(a) for a in config.listen],
+            announce_addrs=[multiaddr.Multiaddr(a) for a in config.announce] or None,
+        )
+        self.router = None
+        self.pubsub: KsPubsub | None = None
+        if config.gossip:
+            self.router = make_gossipsub(rate_limit=config.gossip_rate_limit, app_score=config.app_score,
+                                         degree=config.mesh_degree, heartbeat=config.heartbeat)
+            self.pubsub = KsPubsub(self.host, self.router)
+        self.peers = PeerManager(self, bootnodes=config.bootnodes, target=config.target_peers,
+                                 dial_interval=config.dial_interval, pex_interval=config.pex_interval,
+                                 seed=config.seed, dial_learned=config.dial_learned)
+        self.host.set_stream_handler(pex.PEX_PROTOCOL, self.peers.serve)
+        self._conns: dict[str, int] = collections.defaultdict(int)
+        self._peer_listeners: list[Callable[[str, bool], None]] = []
+        self.host.get_network().register_notifee(_ConnNotifee(self))
+        self._cancel: trio.CancelScope | None = None
+        self.started = trio.Event()
+        self.stopped = trio.Event()
+
+    # ----------------------------------------------------------- connections
+    def _conn_change(self, peer: str, delta: int) -> None:
+        before = self._conns[peer]
+        self._conns[peer] = max(0, before + delta)
+        after = self._conns[peer]
+        if after == 0:
+            del self._conns[peer]
+        if (before == 0) != (after == 0):
+            up = after > 0
+            if up:
+                self.peers.note_connected(peer)
+            else:
+                self.peers.kick()
+            for fn in list(self._peer_listeners):
+                fn(peer, up)
+
+    def on_peer(self, fn: Callable[[str, bool], None]) -> None:
+        """Call ``fn(peer_id, connected)`` when a peer's first connection opens / last closes."""
+        self._peer_listeners.append(fn)
+
+    def connected_peers(self) -> list[str]:
+        return [p.to_base58() for p in self.host.get_network().connections if self._has_conn(p)]
+
+    def _has_conn(self, pid: ID) -> bool:
+        return bool(self.host.get_network().connections.get(pid))
+
+    def announce_addrs(self) -> list[str]:
+        return [str(a) for a in self.host.get_addrs()]
+
+    async def connect(self, addr: str) -> str:
+        """Dial a full multiaddr (``.../p2p/<id>``); return the peer id."""
+        info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+        self.peers.known.note(info.peer_id.to_base58(), [addr], trio.current_time())
+        await self.host.connect(info)
+        return info.peer_id.to_base58()
+
+    async def disconnect(self, peer: str) -> None:
+        await self.host.disconnect(ID.from_base58(peer))
+
+    # ----------------------------------------------------------------- gossip
+    async def publish(self, topic: str, data: bytes) -> None:
+        if self.pubsub is None:
+            raise RuntimeError("this node runs without gossipsub")
+        await self.pubsub.publish(topic, data)
+
+    async def request(self, peer: str, protocol: str, data: bytes, *, timeout: float = 10.0) -> bytes:
+        return await ask(self.host, peer, protocol, data, timeout=timeout)
+
+    def mesh_peers(self, topic: str) -> list[str]:
+        if self.router is None:
+            return []
+        return sorted(p.to_base58() for p in self.router.mesh.get(topic, ()))
+
+    def status(self) -> dict[str, Any]:
+        topics = list(self.pubsub.topic_ids) if self.pubsub else []
+        peers = sorted(self.connected_peers())
+        return {
+            "peer_id": self.peer_id,
+            "net": self.net,
+            "listen_addrs": self.listen_addrs,
+            "peers": peers,
+            "scores": {p: round(self.pubsub.score_of(p, topics), 3) for p in peers} if self.pubsub and topics else {},
+            "mesh": {t: self.mesh_peers(t) for t in topics},
+            "gossip": dict(self.pubsub.counters) if self.pubsub else {},
+            "gossip_last_reasons": dict(self.pubsub.last_reasons) if self.pubsub else {},
+            "peering": dict(self.peers.stats),
+            "known_peers": len(self.peers.known),
+        }
+
+    # -------------------------------------------------------------- lifecycle
+    def stop(self) -> None:
+        """Graceful shutdown: ``run`` closes every service and connection and returns."""
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Run until ``stop()`` or cancellation; ``task_status.started(self)`` once listening.
+
+        Order of start: network listening, then pubsub and the gossipsub
+        router (background services owned here), then the peer manager.
+        On exit everything stops in reverse order and the swarm closes all
+        connections; cancellation is the shutdown signal, nothing survives it.
+        """
+        try:
+            with trio.CancelScope() as scope:
+                self._cancel = scope
+                async with self.host.run(listen_addrs=[multiaddr.Multiaddr(a) for a in self.config.listen]):
+                    self.listen_addrs = self.announce_addrs()
+                    if self.pubsub is not None:
+                        async with background_trio_service(self.pubsub):
+                            async with background_trio_service(self.router):
+                                await self.pubsub.wait_until_ready()
+                                await self._serve(task_status)
+                    else:
+                        await self._serve(task_status)
+        finally:
+            self.stopped.set()
+
+    async def _serve(self, task_status) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.peers.run)
+            self.started.set()
+            log.info("node %s listening on %s", self.peer_id, ", ".join(self.listen_addrs))
+            task_status.started(self)
+            await trio.sleep_forever()
