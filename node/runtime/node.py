@@ -31,6 +31,9 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.network.config import ConnectionConfig
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from node import identity
@@ -79,6 +82,10 @@ class NodeConfig:
         )
 
 
+async def _no_auto_connect() -> None:
+    """Replaces py-libp2p's AutoConnector.maybe_connect (see Node.__init__)."""
+
+
 class _ConnNotifee(INotifee):
     def __init__(self, node: "Node") -> None:
         self.node = node
@@ -111,13 +118,21 @@ class Node:
         self.key_pair = identity.key_pair(Path(config.datadir))
         self.peer_id: str = ID.from_pubkey(self.key_pair.public_key).to_base58()
         self.listen_addrs: list[str] = []  # full, with /p2p/<id>, once running
+        high = max(64, 8 * config.target_peers)
         self.host = new_host(
             key_pair=self.key_pair,
             sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(self.key_pair, noise_privkey=create_x25519().private_key)},
-            muxer_preference="YAMUX",
+            muxer_opt={YAMUX_PROTOCOL_ID: Yamux},  # new_host would add mplex as a fallback
             listen_addrs=[multiaddr.Multiaddr(a) for a in config.listen],
             announce_addrs=[multiaddr.Multiaddr(a) for a in config.announce] or None,
+            # py-libp2p 0.8.1 ships an AutoConnector that dials every peer in the
+            # peerstore until 150 connections (the watermark midpoint); the
+            # PeerManager owns dialing here, so its floor is 0 and it is switched
+            # off below. The pruner still sheds connections above `high`.
+            connection_config=ConnectionConfig(min_connections=0, low_watermark=0, high_watermark=high,
+                                               max_connections=2 * high),
         )
+        self.host.get_network().auto_connector.maybe_connect = _no_auto_connect  # type: ignore[method-assign]
         self.router = None
         self.pubsub: KsPubsub | None = None
         if config.gossip:
@@ -179,6 +194,19 @@ class Node:
         if self.pubsub is None:
             raise RuntimeError("this node runs without gossipsub")
         await self.pubsub.publish(topic, data)
+        await self._drain()
+
+    async def _drain(self, high: int = 16, limit: float = 2.0) -> None:
+        """Back-pressure for bursts of local publishes.
+
+        py-libp2p keeps a 32-RPC outbound queue per peer and *drops* RPCs
+        when it is full (as go-libp2p-pubsub does), but its send loops only
+        run when the publishing task yields: twenty back-to-back publishes
+        lose some. Wait (up to ``limit`` s) until every queue is half empty."""
+        await trio.lowlevel.checkpoint()
+        with trio.move_on_after(limit):
+            while any(len(q) >= high for q in list(self.pubsub.peer_queues.values())):
+                await trio.sleep(0.002)
 
     async def request(self, peer: str, protocol: str, data: bytes, *, timeout: float = 10.0) -> bytes:
         return await ask(self.host, peer, protocol, data, timeout=timeout)

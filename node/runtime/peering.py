@@ -65,6 +65,7 @@ class PeerManager:
         self.stats = {"dials": 0, "dial_failures": 0, "pex_asked": 0, "pex_learned": 0,
                       "pex_served": 0, "rebootstraps": 0}
         self._kick = trio.Event()
+        self._had_peers = False
 
     # ------------------------------------------------------------ helpers
     def now(self) -> float:
@@ -184,6 +185,7 @@ class PeerManager:
 
     def note_connected(self, peer: str) -> None:
         """A connection opened (either way): a first-hand sighting."""
+        self._had_peers = True
         addrs = self.known.addrs(peer) or tuple(self._peerstore_addrs(peer))
         if addrs:
             self.known.note(peer, list(addrs), self.now())
@@ -212,15 +214,11 @@ class PeerManager:
         self.stats["rebootstraps"] = 0
         task_status.started()
         next_pex = 0.0
-        had_peers = False
         while True:
-            connected = self.node.connected_peers()
-            if connected:
-                had_peers = True
-            elif had_peers and self.bootnodes:
+            if not self.node.connected_peers() and self._had_peers and self.bootnodes:
                 log.info("no peers left: re-bootstrapping from %d bootnodes", len(self.bootnodes))
                 self._rebootstrap()
-                had_peers = False
+                self._had_peers = False
             await self._top_up()
             connected = self.node.connected_peers()
             now = self.now()

@@ -126,7 +126,9 @@ def build_config(args, *, bootstrap: bool = False):
     if args.pex_interval is not None:
         extra["pex_interval"] = args.pex_interval
     if bootstrap:
-        extra.update(gossip=False, dial_learned=False)
+        # gossipsub runs (so peers' pubsub streams to it open cleanly) but it
+        # subscribes to no topic: it neither stores nor relays any message
+        extra.update(dial_learned=False)
     return cfg, NodeConfig.from_config(cfg, **extra)
 
 

@@ -53,7 +53,7 @@ def test_two_bootstraps_eight_nodes_attacker_and_restart(tmp_path):
         # the bootstraps learned peers and hold no gossip state
         for b in (b1, b2):
             st = b.status()
-            assert st["mesh"] == {} and st["gossip"] == {}
+            assert st["mesh"] == {} and not any(st["gossip"].values()), st["gossip"]
             assert len(st["peers"]) >= 4, st["peers"]
             assert st["peering"]["pex_served"] >= 4
         assert b1.peer_id in b2.status()["peers"]
