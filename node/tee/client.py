@@ -1,0 +1,368 @@
+"""The untrusted host's view of the enclave.
+
+``Enclave`` is the TEE backend interface; two implementations run the same
+trusted core (``node.tee.enclave``):
+
+* ``SubprocessEnclave(datadir)``: the enclave as a separate OS process
+  (``python -m node.tee.enclave --datadir D``) behind framed request/response
+  messages over pipes. This is the simulated backend a node uses.
+* ``InProcessEnclave(datadir=None)``: the same core and the same message
+  handling, called in-process (the simulator, fast tests). ``datadir=None``
+  keeps the sealed state in memory only.
+
+A hardware backend (Gramine, configfs-tsm) implements the same ``Enclave``
+protocol. Both simulated backends print a loud ``SIMULATED TEE: INSECURE``
+warning once per process.
+
+The API is synchronous; the trio runtime wraps calls in
+``trio.to_thread.run_sync``. Calls are serialized by a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TypeVar, runtime_checkable
+
+import msgspec
+
+from node.clock import Clock, SystemClock
+from node.crypto import tagged_hash, verify_digest
+from node.tee.binding import Binding, keys_root
+from node.tee.enclave import messages as m
+from node.tee.enclave.core import OFFER_SHEET_TAG
+
+log = logging.getLogger("keyswitch.tee")
+T = TypeVar("T")
+
+SIMULATED_WARNING = (
+    "SIMULATED TEE: INSECURE. The enclave is an ordinary process; its sealing key is a file in the data "
+    "directory and its 'vendor' root key is public. Use it for development and simulations only."
+)
+_warned = False
+_warn_lock = threading.Lock()
+
+
+def warn_simulated() -> None:
+    """Print the simulated-TEE warning once per process (stderr and the log)."""
+    global _warned
+    with _warn_lock:
+        if _warned:
+            return
+        _warned = True
+    sys.stderr.write(f"\n*** {SIMULATED_WARNING} ***\n\n")
+    sys.stderr.flush()
+    if log.hasHandlers():  # logging configured: record it there too (no duplicate on bare stderr)
+        log.warning(SIMULATED_WARNING)
+
+
+class EnclaveError(Exception):
+    pass
+
+
+class EnclaveRefused(EnclaveError):
+    """The enclave refused the request; ``code`` is stable, ``reason`` is for humans."""
+
+    def __init__(self, reason: str, code: str = "refused") -> None:
+        super().__init__(f"{code}: {reason}")
+        self.reason = reason
+        self.code = code
+
+
+class EnclaveUnavailable(EnclaveError):
+    """The enclave process is not running (failed to start, crashed, or closed)."""
+
+
+@dataclass(frozen=True)
+class EnclaveInfo:
+    device_id: bytes  # 32
+    sign_pub: bytes  # 33
+    enc_pub: bytes  # 33
+    measurement: str  # hex
+    simulated: bool
+    debug: bool = False
+    device_cert: bytes = b""
+    counter: int = 0  # sealed-state monotonic counter at the time of the call
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    pubkey: bytes
+    state: str  # held | released | received | exported
+    recipient: bytes = b""  # ECIES key it was released to ("released" only)
+    origin: str = "generated"  # generated | received
+
+
+@runtime_checkable
+class Enclave(Protocol):
+    """The TEE backend interface (simulated process, in-process, or hardware)."""
+
+    def info(self) -> EnclaveInfo: ...
+    def generate_keys(self, n: int) -> list[bytes]: ...
+    def list_keys(self) -> list[KeyStatus]: ...
+    def quote(self, binding: Binding, *, nonce: bytes = b"", now: float | None = None) -> bytes: ...
+    def sign_offer_sheet(self, sheet_bytes: bytes, deposit_pubkeys: list[bytes]) -> bytes: ...
+    def sign_offer_sheets(self, batch: list[tuple[bytes, list[bytes]]]) -> list[bytes]: ...
+    def sign(self, domain: str, digest32: bytes) -> bytes: ...
+    def release_key(self, deposit_pub: bytes, recipient_enc_pub: bytes, context: bytes) -> bytes: ...
+    def resend_release(self, deposit_pub: bytes, recipient_enc_pub: bytes, context: bytes) -> bytes: ...
+    def accept_key(self, ciphertext: bytes, context: bytes, expected_pub: bytes) -> bytes: ...
+    def export_to_owner(self, deposit_pub: bytes) -> bytes: ...
+    def close(self) -> None: ...
+
+
+def offer_sheet_digest(sheet_bytes: bytes) -> bytes:
+    return tagged_hash(OFFER_SHEET_TAG, sheet_bytes)
+
+
+def verify_offer_sheet_sig(sign_pub: bytes, sheet_bytes: bytes, sig: bytes) -> bool:
+    """True iff ``sig`` is the enclave key ``sign_pub``'s signature over the offer sheet."""
+    return verify_digest(sign_pub, tagged_hash(OFFER_SHEET_TAG, sheet_bytes), sig)
+
+
+def verify_domain_sig(sign_pub: bytes, domain: str, digest32: bytes, sig: bytes) -> bool:
+    """True iff ``sig`` is ``Enclave.sign(domain, digest32)`` by the enclave key ``sign_pub``."""
+    return verify_digest(sign_pub, tagged_hash("keyswitch/" + domain, digest32), sig)
+
+
+_enc = msgspec.msgpack.Encoder()
+_resp_dec = msgspec.msgpack.Decoder(m.Response)
+
+
+class _Base:
+    """Shared client logic: build requests, decode replies, map errors."""
+
+    simulated = True
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        self._next_id = 0
+        warn_simulated()
+
+    def _roundtrip(self, payload: bytes) -> bytes:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _call(self, op, result_type: type[T]) -> T:
+        with self._lock:
+            self._next_id += 1
+            req_id = self._next_id
+            raw = self._roundtrip(_enc.encode(m.Request(m.PROTOCOL_VERSION, req_id, op)))
+        try:
+            resp = _resp_dec.decode(raw)
+        except msgspec.MsgspecError:
+            raise EnclaveUnavailable("the enclave sent an undecodable reply") from None
+        if resp.id not in (req_id, 0):
+            raise EnclaveUnavailable(f"reply id {resp.id} does not match request {req_id}")
+        if not resp.ok:
+            raise EnclaveRefused(resp.reason, resp.code)
+        try:
+            return msgspec.msgpack.decode(resp.body, type=result_type)
+        except msgspec.MsgspecError:
+            raise EnclaveUnavailable("the enclave's result does not decode") from None
+
+    # -- the Enclave API ------------------------------------------------------
+
+    def info(self) -> EnclaveInfo:
+        r = self._call(m.Hello(), m.InfoResult)
+        return EnclaveInfo(r.device_id, r.sign_pub, r.enc_pub, r.measurement, r.simulated, r.debug,
+                           r.device_cert, r.counter)
+
+    def generate_keys(self, n: int) -> list[bytes]:
+        return self._call(m.GenerateKeys(n), list[bytes])
+
+    def list_keys(self) -> list[KeyStatus]:
+        return [KeyStatus(k.pub, k.state, k.recipient, k.origin) for k in self._call(m.ListKeys(), list[m.KeyStatusMsg])]
+
+    def held_pubkeys(self) -> list[bytes]:
+        """Deposit keys this enclave still controls alone (held or received)."""
+        return [k.pubkey for k in self.list_keys() if k.state in ("held", "received")]
+
+    def binding_for(self, net: str, peer_id: str) -> Binding:
+        """The binding this enclave will quote: its keys, the peer id, the root of its held deposit keys."""
+        i = self.info()
+        return Binding(net=net, peer_id=peer_id, sign_pub=i.sign_pub, enc_pub=i.enc_pub,
+                       keys_root=keys_root(self.held_pubkeys()))
+
+    def quote(self, binding: Binding, *, nonce: bytes = b"", now: float | None = None) -> bytes:
+        ts = int(self._clock.now() if now is None else now)
+        return self._call(m.MakeQuote(binding.encode(), ts, nonce), bytes)
+
+    def sign_offer_sheet(self, sheet_bytes: bytes, deposit_pubkeys: list[bytes]) -> bytes:
+        return self.sign_offer_sheets([(sheet_bytes, deposit_pubkeys)])[0]
+
+    def sign_offer_sheets(self, batch: list[tuple[bytes, list[bytes]]]) -> list[bytes]:
+        """Sign many sheets in one round trip; one bad item refuses the whole batch."""
+        items = [m.OfferItem(bytes(s), list(p)) for s, p in batch]
+        return self._call(m.SignOfferSheets(items), list[bytes])
+
+    def sign(self, domain: str, digest32: bytes) -> bytes:
+        return self._call(m.SignDomain(domain, digest32), bytes)
+
+    def release_key(self, deposit_pub: bytes, recipient_enc_pub: bytes, context: bytes) -> bytes:
+        return self._call(m.ReleaseKey(deposit_pub, recipient_enc_pub, context), bytes)
+
+    def resend_release(self, deposit_pub: bytes, recipient_enc_pub: bytes, context: bytes) -> bytes:
+        """After a crash: the journaled ciphertext of a past release (same recipient and context only)."""
+        return self._call(m.ResendRelease(deposit_pub, recipient_enc_pub, context), bytes)
+
+    def accept_key(self, ciphertext: bytes, context: bytes, expected_pub: bytes) -> bytes:
+        return self._call(m.AcceptKey(ciphertext, context, expected_pub), bytes)
+
+    def export_to_owner(self, deposit_pub: bytes) -> bytes:
+        return self._call(m.ExportKey(deposit_pub), bytes)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class InProcessEnclave(_Base):
+    """The trusted core in this process (same messages, no pipe). ``datadir=None``: memory only."""
+
+    def __init__(self, datadir: Path | None = None, *, clock: Clock | None = None, debug: bool = False) -> None:
+        from node.tee.enclave.core import EnclaveCore
+        from node.tee.enclave.measure import code_measurement
+        from node.tee.enclave.server import open_core
+        from node.tee.enclave.sealed import SealedStateError
+
+        super().__init__(clock)
+        try:
+            if datadir is None:
+                self._core = EnclaveCore(None, measurement=code_measurement(), debug=debug)
+            else:
+                self._core = open_core(Path(datadir), debug=debug)
+        except SealedStateError as exc:
+            raise EnclaveUnavailable(f"cannot open sealed state: {exc.reason}") from None
+
+    def _roundtrip(self, payload: bytes) -> bytes:
+        return m.handle(self._core, payload)
+
+
+class SubprocessEnclave(_Base):
+    """The enclave as a separate OS process speaking framed messages over its stdin/stdout."""
+
+    def __init__(
+        self,
+        datadir: Path,
+        *,
+        sealing_key_source: str = "secret-file",
+        clock: Clock | None = None,
+        debug: bool = False,
+        python: str | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        if sealing_key_source != "secret-file":
+            raise ValueError("the simulated backend derives its sealing key from a secret file ('secret-file')")
+        super().__init__(clock)
+        self.datadir = Path(datadir)
+        self._python = python or sys.executable
+        self._debug = debug
+        self._proc: subprocess.Popen | None = None
+        self._stderr = None
+        self.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> None:
+        """Start (or restart) the enclave process and check it answers."""
+        self.close()
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        cmd = [self._python, "-m", "node.tee.enclave", "--datadir", str(self.datadir)]
+        if self._debug:
+            cmd.append("--debug")
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                      env=env, bufsize=0)
+        self.info()  # raises EnclaveUnavailable with the enclave's own words if it did not start
+
+    def _stderr_text(self) -> str:
+        if self._stderr is None:
+            return ""
+        try:
+            self._stderr.seek(0)
+            return self._stderr.read()[-2000:].decode(errors="replace").strip()
+        except Exception:
+            return ""
+
+    def _dead(self, what: str) -> EnclaveUnavailable:
+        rc = self._proc.poll() if self._proc else None
+        detail = self._stderr_text()
+        return EnclaveUnavailable(f"enclave process {what}" + (f" (exit {rc})" if rc is not None else "")
+                                  + (f": {detail}" if detail else ""))
+
+    def _roundtrip(self, payload: bytes) -> bytes:
+        p = self._proc
+        if p is None or p.stdin is None or p.stdout is None:
+            raise EnclaveUnavailable("enclave process not running")
+        try:
+            p.stdin.write(m.encode_frame(payload))
+            p.stdin.flush()
+            hdr = self._read_exact(p.stdout, 4)
+            n = int.from_bytes(hdr, "big")
+            if n > m.MAX_FRAME:
+                raise self._dead("sent an oversized reply")
+            return self._read_exact(p.stdout, n)
+        except OSError:  # broken pipe: the process is gone
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            raise self._dead("is gone") from None
+
+    def _read_exact(self, f, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = f.read(n - len(buf))
+            if not chunk:
+                try:
+                    self._proc.wait(timeout=5)
+                except Exception:
+                    pass
+                raise self._dead("closed its pipe")
+            buf += chunk
+        return bytes(buf)
+
+    def close(self) -> None:
+        p, self._proc = self._proc, None
+        if p is not None:
+            try:
+                if p.stdin:
+                    p.stdin.close()
+                p.wait(timeout=10)
+            except Exception:
+                p.kill()
+                p.wait()
+            if p.stdout:
+                p.stdout.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def kill(self) -> None:
+        """SIGKILL the enclave process (tests of crash safety)."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,351 @@
+"""The enclave's trusted logic: keys, the release journal, signing, quotes.
+
+``EnclaveCore`` holds the whole state in memory and seals it (``SealedStore``)
+after every change, *before* the operation's result leaves the core. In
+particular ``release_key`` marks the key released (with its recipient, context
+and the very ciphertext) in sealed storage before returning the ciphertext, so
+a crash at any instant leaves the key either held (nothing left) or released
+(and the journaled ciphertext is what may have left). A key is never released
+twice; ``resend_release`` hands back the *journaled* bytes to the same
+recipient and context after a crash, which releases nothing new.
+
+Refusals raise :class:`Refusal` with a stable ``code`` and a human ``reason``.
+Private key bytes appear only in the sealed state and in the return value of
+``export_to_owner``; reprs of state objects are redacted.
+"""
+
+from __future__ import annotations
+
+import coincurve
+import msgspec
+
+from node import wire
+from node.crypto import DecryptError, ecies_decrypt, ecies_encrypt, pubkey_of, sign_digest, tagged_hash
+from node.tee.binding import Binding, keys_root
+from node.tee.enclave import simformat
+from node.tee.enclave.sealed import SealedStateError, SealedStore
+
+STATE_VERSION = 1
+MAX_KEYS_PER_CALL = 10_000
+MAX_CONTEXT = 1024
+SIGN_DOMAINS = frozenset({"outcome", "contract-terms", "rfp", "revocation", "proposal"})
+OFFER_SHEET_TAG = "keyswitch/offer-sheet/1"
+RELEASE_AAD_TAG = b"keyswitch/key-release/1"
+
+HELD, RELEASED, RECEIVED, EXPORTED = "held", "released", "received", "exported"
+SPENDABLE = (HELD, RECEIVED)  # states in which the enclave still controls the key alone
+
+
+class Refusal(Exception):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class KeyRecord(msgspec.Struct, array_like=True):
+    pub: bytes
+    priv: bytes
+    state: str
+    origin: str  # "generated" | "received"
+    recipient: bytes = b""  # ECIES key it was released to
+    context: bytes = b""
+    ciphertext: bytes = b""  # the journaled release ciphertext
+    seq: int = 0  # journal sequence number of the last change
+
+    def __repr__(self) -> str:
+        return f"KeyRecord(pub={self.pub.hex()}, state={self.state}, priv=<redacted>)"
+
+
+class JournalEntry(msgspec.Struct, array_like=True, frozen=True):
+    seq: int
+    op: str  # "release" | "accept" | "export"
+    pub: bytes
+    recipient: bytes = b""
+    context_hash: bytes = b""
+
+
+class State(msgspec.Struct, array_like=True):
+    version: int
+    device_priv: bytes
+    sign_priv: bytes
+    enc_priv: bytes
+    cert: simformat.DeviceCert
+    keys: list[KeyRecord]
+    journal: list[JournalEntry]
+    seq: int = 0
+
+    def __repr__(self) -> str:
+        return f"State(keys={len(self.keys)}, journal={len(self.journal)}, <redacted>)"
+
+
+def release_aad(deposit_pub: bytes, context: bytes) -> bytes:
+    return RELEASE_AAD_TAG + len(deposit_pub).to_bytes(2, "big") + deposit_pub + context
+
+
+def offer_sheet_digest(sheet_bytes: bytes) -> bytes:
+    return tagged_hash(OFFER_SHEET_TAG, sheet_bytes)
+
+
+def _valid_pub(pub: bytes) -> bool:
+    if not isinstance(pub, bytes) or len(pub) != 33 or pub[0] not in (2, 3):
+        return False
+    try:
+        coincurve.PublicKey(pub)
+    except Exception:
+        return False
+    return True
+
+
+def _fresh_state() -> State:
+    device = coincurve.PrivateKey()
+    return State(
+        version=STATE_VERSION,
+        device_priv=device.secret,
+        sign_priv=coincurve.PrivateKey().secret,
+        enc_priv=coincurve.PrivateKey().secret,
+        cert=simformat.certify_device(pubkey_of(device)),
+        keys=[],
+        journal=[],
+    )
+
+
+class EnclaveCore:
+    """The trusted state machine. ``store=None`` keeps state in memory only."""
+
+    def __init__(self, store: SealedStore | None, *, measurement: str, debug: bool = False) -> None:
+        self._store = store
+        self.measurement = bytes.fromhex(measurement)
+        if len(self.measurement) != 32:
+            raise ValueError("measurement must be 32 bytes hex")
+        self.debug = debug
+        plain = store.load() if store is not None else None
+        if plain is None:
+            self._state = _fresh_state()
+            self._persist()
+        else:
+            try:
+                self._state = msgspec.msgpack.decode(plain, type=State)
+            except msgspec.MsgspecError:
+                raise SealedStateError("sealed state authenticates but does not decode") from None
+            if self._state.version != STATE_VERSION:
+                raise SealedStateError(f"unsupported state version {self._state.version}")
+        self._device = coincurve.PrivateKey(self._state.device_priv)
+        self._sign = coincurve.PrivateKey(self._state.sign_priv)
+        self._enc = coincurve.PrivateKey(self._state.enc_priv)
+        self.sign_pub = pubkey_of(self._sign)
+        self.enc_pub = pubkey_of(self._enc)
+        self.device_pub = pubkey_of(self._device)
+        self.device_id = simformat.device_id_of(self.device_pub)
+        self._by_pub: dict[bytes, KeyRecord] = {r.pub: r for r in self._state.keys}
+
+    # -- storage -----------------------------------------------------------
+
+    def _persist(self) -> None:
+        if self._store is not None:
+            self._store.save(msgspec.msgpack.encode(self._state))
+
+    def _commit(self, undo) -> None:
+        """Seal the current state; on failure undo the in-memory change and refuse."""
+        try:
+            self._persist()
+        except Exception as exc:
+            undo()
+            raise Refusal("storage-failed", f"could not seal state ({type(exc).__name__})") from None
+
+    def _journal(self, op: str, pub: bytes, recipient: bytes = b"", context: bytes = b"") -> int:
+        self._state.seq += 1
+        ctx_hash = tagged_hash("keyswitch/journal-context/1", context) if context else b""
+        self._state.journal.append(JournalEntry(self._state.seq, op, pub, recipient, ctx_hash))
+        return self._state.seq
+
+    def _unjournal(self) -> None:
+        self._state.journal.pop()
+        self._state.seq -= 1
+
+    @property
+    def counter(self) -> int:
+        return self._store.counter if self._store is not None else 0
+
+    # -- queries -------------------------------------------------------------
+
+    def info(self) -> dict:
+        return {
+            "device_id": self.device_id,
+            "sign_pub": self.sign_pub,
+            "enc_pub": self.enc_pub,
+            "measurement": self.measurement.hex(),
+            "simulated": True,
+            "debug": self.debug,
+            "device_cert": wire.encode(self._state.cert),
+        }
+
+    def list_keys(self) -> list[KeyRecord]:
+        return list(self._state.keys)
+
+    def journal(self) -> list[JournalEntry]:
+        return list(self._state.journal)
+
+    def held_pubkeys(self) -> list[bytes]:
+        return [r.pub for r in self._state.keys if r.state in SPENDABLE]
+
+    def _record(self, pub: bytes) -> KeyRecord:
+        rec = self._by_pub.get(pub)
+        if rec is None:
+            raise Refusal("unknown-key", f"this enclave does not hold key {pub.hex()[:16]}...")
+        return rec
+
+    # -- operations ----------------------------------------------------------
+
+    def generate_keys(self, n: int) -> list[bytes]:
+        if not 1 <= n <= MAX_KEYS_PER_CALL:
+            raise Refusal("bad-request", f"n must be 1..{MAX_KEYS_PER_CALL}")
+        new = []
+        for _ in range(n):
+            k = coincurve.PrivateKey()
+            new.append(KeyRecord(pub=pubkey_of(k), priv=k.secret, state=HELD, origin="generated"))
+        before = len(self._state.keys)
+        self._state.keys.extend(new)
+
+        def undo() -> None:
+            del self._state.keys[before:]
+
+        self._commit(undo)
+        for r in new:
+            self._by_pub[r.pub] = r
+        return [r.pub for r in new]
+
+    def quote(self, binding_bytes: bytes, *, timestamp: int, nonce: bytes = b"") -> bytes:
+        try:
+            binding = wire.decode(binding_bytes, Binding, max_size=1024)
+        except wire.WireError as exc:
+            raise Refusal("bad-binding", exc.reason) from None
+        bad = binding.validate()
+        if bad:
+            raise Refusal("bad-binding", bad)
+        if binding.sign_pub != self.sign_pub or binding.enc_pub != self.enc_pub:
+            raise Refusal("foreign-keys", "the binding's sign_pub/enc_pub are not this enclave's keys")
+        expected_root = keys_root(self.held_pubkeys())
+        if binding.keys_root != expected_root:
+            raise Refusal(
+                "keys-root-mismatch",
+                "the binding's keys_root is not the root of the keys this enclave holds "
+                "(use binding.keys_root(held deposit pubkeys))",
+            )
+        if len(nonce) > simformat.MAX_NONCE:
+            raise Refusal("bad-request", f"nonce over {simformat.MAX_NONCE} bytes")
+        if not 0 <= timestamp < 1 << 63:
+            raise Refusal("bad-request", "timestamp out of range")
+        return simformat.make_quote(
+            self._device,
+            self._state.cert,
+            measurement=self.measurement,
+            report_data=binding.report_data(),
+            timestamp=timestamp,
+            nonce=nonce,
+            debug=self.debug,
+        )
+
+    def sign_offer_sheets(self, items: list[tuple[bytes, list[bytes]]]) -> list[bytes]:
+        """Sign each offer sheet; all-or-nothing: one bad item refuses the batch."""
+        sign = self._sign
+        by_pub = self._by_pub
+        digests = []
+        for i, (sheet, pubs) in enumerate(items):
+            if not pubs:
+                raise Refusal("bad-request", f"item {i}: an offer sheet names at least one deposit key")
+            for pub in pubs:
+                rec = by_pub.get(pub)
+                if rec is None:
+                    raise Refusal("unknown-key", f"item {i}: this enclave does not hold key {pub.hex()[:16]}...")
+                if rec.state not in SPENDABLE:
+                    raise Refusal("key-not-held", f"item {i}: key {pub.hex()[:16]}... is {rec.state}")
+                if pub not in sheet:
+                    raise Refusal("key-not-in-sheet", f"item {i}: key {pub.hex()[:16]}... does not occur in the sheet")
+            digests.append(tagged_hash(OFFER_SHEET_TAG, sheet))
+        return [sign_digest(sign, d) for d in digests]
+
+    def sign(self, domain: str, digest: bytes) -> bytes:
+        if domain not in SIGN_DOMAINS:
+            raise Refusal("domain-not-allowed", f"domain {domain!r} not in {sorted(SIGN_DOMAINS)}")
+        if len(digest) != 32:
+            raise Refusal("bad-request", "digest must be 32 bytes")
+        return sign_digest(self._sign, tagged_hash("keyswitch/" + domain, digest))
+
+    def release_key(self, pub: bytes, recipient: bytes, context: bytes) -> bytes:
+        rec = self._record(pub)
+        if rec.state not in SPENDABLE:
+            who = f" to {rec.recipient.hex()[:16]}..." if rec.recipient else ""
+            raise Refusal("already-released" if rec.state == RELEASED else "key-not-held",
+                          f"key {pub.hex()[:16]}... is {rec.state}{who}; a key is released at most once")
+        if not _valid_pub(recipient):
+            raise Refusal("bad-recipient", "recipient must be a valid 33-byte compressed secp256k1 key")
+        if len(context) > MAX_CONTEXT:
+            raise Refusal("bad-request", f"context over {MAX_CONTEXT} bytes")
+        ct = ecies_encrypt(recipient, rec.priv, release_aad(pub, context))
+        old = (rec.state, rec.recipient, rec.context, rec.ciphertext, rec.seq)
+        rec.state, rec.recipient, rec.context, rec.ciphertext = RELEASED, recipient, context, ct
+        rec.seq = self._journal("release", pub, recipient, context)
+
+        def undo() -> None:
+            rec.state, rec.recipient, rec.context, rec.ciphertext, rec.seq = old
+            self._unjournal()
+
+        self._commit(undo)  # sealed BEFORE the ciphertext leaves
+        return ct
+
+    def resend_release(self, pub: bytes, recipient: bytes, context: bytes) -> bytes:
+        """The journaled ciphertext of a past release, to the same recipient and context only."""
+        rec = self._record(pub)
+        if rec.state != RELEASED:
+            raise Refusal("not-released", f"key {pub.hex()[:16]}... is {rec.state}, nothing to resend")
+        if rec.recipient != recipient or rec.context != context:
+            raise Refusal("already-released", "key was released to another recipient or context; refusing")
+        return rec.ciphertext
+
+    def accept_key(self, ciphertext: bytes, context: bytes, expected_pub: bytes) -> bytes:
+        if not _valid_pub(expected_pub):
+            raise Refusal("bad-request", "expected_pub must be a 33-byte compressed secp256k1 key")
+        if len(context) > MAX_CONTEXT:
+            raise Refusal("bad-request", f"context over {MAX_CONTEXT} bytes")
+        try:
+            secret = ecies_decrypt(self._enc, ciphertext, release_aad(expected_pub, context))
+        except DecryptError as exc:
+            raise Refusal("undecryptable", str(exc)) from None
+        try:
+            got = pubkey_of(coincurve.PrivateKey(secret))
+        except Exception:
+            raise Refusal("bad-key", "decrypted secret is not a valid secp256k1 private key") from None
+        if got != expected_pub:
+            raise Refusal("wrong-key", "the released key does not match the expected public key")
+        existing = self._by_pub.get(expected_pub)
+        if existing is not None:
+            raise Refusal("duplicate-key", f"this enclave already knows the key (state {existing.state})")
+        rec = KeyRecord(pub=expected_pub, priv=secret, state=RECEIVED, origin="received")
+        self._state.keys.append(rec)
+        rec.seq = self._journal("accept", expected_pub, b"", context)
+
+        def undo() -> None:
+            self._state.keys.pop()
+            self._unjournal()
+
+        self._commit(undo)
+        self._by_pub[expected_pub] = rec
+        return expected_pub
+
+    def export_to_owner(self, pub: bytes) -> bytes:
+        """The one place a private key leaves in the clear: to the owner's wallet."""
+        rec = self._record(pub)
+        if rec.state == RELEASED:
+            raise Refusal("already-released", f"key {pub.hex()[:16]}... was released to a peer; not exportable")
+        if rec.state != EXPORTED:
+            old = (rec.state, rec.seq)
+            rec.state = EXPORTED
+            rec.seq = self._journal("export", pub)
+
+            def undo() -> None:
+                rec.state, rec.seq = old
+                self._unjournal()
+
+            self._commit(undo)
+        return rec.priv

@@ -1,0 +1,178 @@
+"""The enclave's request/response protocol (the narrow boundary).
+
+Framing: a 4-byte big-endian length, then that many bytes of canonical msgpack
+(``node.wire``). A request is ``Request(v, id, op)`` where ``op`` is one of the
+tagged structs below; a reply is ``Response(v, id, ok, code, reason, body)``,
+``body`` being the msgpack of the op's result. ``handle`` never raises: a
+malformed, oversized or unknown request gets an error reply with a reason.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+from node import wire
+from node.tee.enclave.core import EnclaveCore, Refusal
+from node.tee.enclave.sealed import SealedStateError
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 64 << 20  # batches of offer sheets can be large
+MAX_BATCH = 100_000
+
+
+class Hello(msgspec.Struct, tag="hello", array_like=True, frozen=True):
+    pass
+
+
+class GenerateKeys(msgspec.Struct, tag="generate", array_like=True, frozen=True):
+    n: int
+
+
+class ListKeys(msgspec.Struct, tag="list", array_like=True, frozen=True):
+    pass
+
+
+class MakeQuote(msgspec.Struct, tag="quote", array_like=True, frozen=True):
+    binding: bytes
+    timestamp: int
+    nonce: bytes = b""
+
+
+class OfferItem(msgspec.Struct, array_like=True, frozen=True):
+    sheet: bytes
+    pubs: list[bytes]
+
+
+class SignOfferSheets(msgspec.Struct, tag="sign-offers", array_like=True, frozen=True):
+    items: list[OfferItem]
+
+
+class SignDomain(msgspec.Struct, tag="sign", array_like=True, frozen=True):
+    domain: str
+    digest: bytes
+
+
+class ReleaseKey(msgspec.Struct, tag="release", array_like=True, frozen=True):
+    pub: bytes
+    recipient: bytes
+    context: bytes
+
+
+class ResendRelease(msgspec.Struct, tag="resend", array_like=True, frozen=True):
+    pub: bytes
+    recipient: bytes
+    context: bytes
+
+
+class AcceptKey(msgspec.Struct, tag="accept", array_like=True, frozen=True):
+    ciphertext: bytes
+    context: bytes
+    expected_pub: bytes
+
+
+class ExportKey(msgspec.Struct, tag="export", array_like=True, frozen=True):
+    pub: bytes
+
+
+Op = Union[
+    Hello, GenerateKeys, ListKeys, MakeQuote, SignOfferSheets, SignDomain, ReleaseKey, ResendRelease,
+    AcceptKey, ExportKey,
+]
+
+
+class Request(msgspec.Struct, array_like=True, frozen=True):
+    v: int
+    id: int
+    op: Op
+
+
+class Response(msgspec.Struct, array_like=True, frozen=True):
+    v: int
+    id: int
+    ok: bool
+    code: str  # "ok" or the refusal / error code
+    reason: str
+    body: bytes = b""
+
+
+# -- results ------------------------------------------------------------------
+
+
+class InfoResult(msgspec.Struct, array_like=True, frozen=True):
+    protocol: int
+    device_id: bytes
+    sign_pub: bytes
+    enc_pub: bytes
+    measurement: str
+    simulated: bool
+    debug: bool
+    device_cert: bytes
+    counter: int
+
+
+class KeyStatusMsg(msgspec.Struct, array_like=True, frozen=True):
+    pub: bytes
+    state: str
+    origin: str
+    recipient: bytes
+
+
+_enc = msgspec.msgpack.Encoder()
+
+
+def encode_frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def _ok(req_id: int, result) -> Response:
+    return Response(PROTOCOL_VERSION, req_id, True, "ok", "", _enc.encode(result))
+
+
+def _dispatch(core: EnclaveCore, op) -> object:
+    if isinstance(op, Hello):
+        i = core.info()
+        return InfoResult(PROTOCOL_VERSION, i["device_id"], i["sign_pub"], i["enc_pub"], i["measurement"],
+                          i["simulated"], i["debug"], i["device_cert"], core.counter)
+    if isinstance(op, GenerateKeys):
+        return core.generate_keys(op.n)
+    if isinstance(op, ListKeys):
+        return [KeyStatusMsg(r.pub, r.state, r.origin, r.recipient) for r in core.list_keys()]
+    if isinstance(op, MakeQuote):
+        return core.quote(op.binding, timestamp=op.timestamp, nonce=op.nonce)
+    if isinstance(op, SignOfferSheets):
+        if len(op.items) > MAX_BATCH:
+            raise Refusal("bad-request", f"batch over {MAX_BATCH} items")
+        return core.sign_offer_sheets([(it.sheet, it.pubs) for it in op.items])
+    if isinstance(op, SignDomain):
+        return core.sign(op.domain, op.digest)
+    if isinstance(op, ReleaseKey):
+        return core.release_key(op.pub, op.recipient, op.context)
+    if isinstance(op, ResendRelease):
+        return core.resend_release(op.pub, op.recipient, op.context)
+    if isinstance(op, AcceptKey):
+        return core.accept_key(op.ciphertext, op.context, op.expected_pub)
+    if isinstance(op, ExportKey):
+        return core.export_to_owner(op.pub)
+    raise Refusal("unknown-op", type(op).__name__)  # unreachable: the union is closed
+
+
+def handle(core: EnclaveCore, payload: bytes) -> bytes:
+    """One request payload in, one response payload out. Never raises."""
+    try:
+        req = wire.decode(payload, Request, max_size=MAX_FRAME)
+    except wire.WireError as exc:
+        return _enc.encode(Response(PROTOCOL_VERSION, 0, False, "malformed", f"malformed request: {exc.reason}"))
+    if req.v != PROTOCOL_VERSION:
+        return _enc.encode(Response(PROTOCOL_VERSION, req.id, False, "unsupported-version",
+                                    f"protocol version {req.v} not supported (this enclave speaks {PROTOCOL_VERSION})"))
+    try:
+        resp = _ok(req.id, _dispatch(core, req.op))
+    except Refusal as r:
+        resp = Response(PROTOCOL_VERSION, req.id, False, r.code, r.reason)
+    except SealedStateError as exc:
+        resp = Response(PROTOCOL_VERSION, req.id, False, "sealed-state", exc.reason)
+    except Exception as exc:  # a bug; say what kind without echoing data that may hold secrets
+        resp = Response(PROTOCOL_VERSION, req.id, False, "internal", f"internal error ({type(exc).__name__})")
+    return _enc.encode(resp)
