@@ -26,6 +26,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.init",
     "node.cli.demo",
     "node.cli.ops",
+    "node.cli.vault",
+    "node.cli.attest",
 )
 
 
