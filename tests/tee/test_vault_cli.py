@@ -1,0 +1,67 @@
+"""``keyswitch vault new|show`` and ``keyswitch attest quote`` end to end (real enclave process)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+from typer.testing import CliRunner
+
+from node.cli import app, _load
+from node.cli import state
+from node.cli.vault import binding_from_json
+from node.tee import simquote
+from node.tee.policy import AttestationPolicy
+
+
+@pytest.fixture(scope="module")
+def cli():
+    if not any(g.name == "vault" for g in app.registered_groups):  # load the command modules once
+        _load()
+    return CliRunner()
+
+
+@pytest.fixture
+def datadir(tmp_path):
+    old = state.get_datadir()
+    yield tmp_path / "node"
+    state.set_datadir(old)
+
+
+def run(cli, datadir, *args):
+    return cli.invoke(app, ["--datadir", str(datadir), *args])
+
+
+def test_vault_new_show_and_quote(cli, datadir):
+    r = run(cli, datadir, "vault", "new", "--keys", "3")
+    assert r.exit_code == 0, r.output
+    assert "generated 3 deposit keys" in r.output
+    r = run(cli, datadir, "vault", "show", "--json")
+    assert r.exit_code == 0, r.output
+    shown = json.loads(r.output[r.output.index("{"):])
+    assert shown["counts"]["held"] == 3 and len(shown["keys"]) == 3
+    # never a private key: the sealed state's plaintext is not reachable, and no 32-byte secrets are printed
+    assert all(set(k) == {"pubkey", "state", "origin", "recipient"} for k in shown["keys"])
+
+    r = run(cli, datadir, "attest", "quote")
+    assert r.exit_code == 2 and "keyswitch init" in r.output  # needs the node identity for the peer id
+    assert run(cli, datadir, "init").exit_code == 0
+    out = datadir / "q.bin"
+    r = run(cli, datadir, "attest", "quote", "--out", str(out), "--nonce", "abcd")
+    assert r.exit_code == 0, r.output
+    blob = out.read_bytes()
+    binding = binding_from_json(json.loads((datadir / "q.bin.binding.json").read_text()))
+    v = simquote.verify_sim_quote(blob, policy=AttestationPolicy.dev(), at=datetime.now(timezone.utc))
+    assert v.ok, v
+    assert v.report_data == binding.report_data().hex()
+    assert binding.sign_pub.hex() == shown["sign_pub"] and binding.keys_root.hex() == shown["keys_root"]
+    from node import identity
+
+    assert binding.peer_id == identity.peer_id(datadir)
+    assert binding.net == "dev"
+
+
+def test_vault_new_refuses_a_bad_count(cli, datadir):
+    r = run(cli, datadir, "vault", "new", "--keys", "0")
+    assert r.exit_code != 0
