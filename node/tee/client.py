@@ -229,9 +229,15 @@ class _Base:
 
 
 class InProcessEnclave(_Base):
-    """The trusted core in this process (same messages, no pipe). ``datadir=None``: memory only."""
+    """The trusted core in this process (same messages, no pipe). ``datadir=None``: memory only.
 
-    def __init__(self, datadir: Path | None = None, *, clock: Clock | None = None, debug: bool = False) -> None:
+    ``seed`` (memory only) makes key generation deterministic for reproducible simulations.
+    """
+
+    def __init__(
+        self, datadir: Path | None = None, *, clock: Clock | None = None, debug: bool = False,
+        seed: bytes | None = None,
+    ) -> None:
         from node.tee.enclave.core import EnclaveCore
         from node.tee.enclave.measure import code_measurement
         from node.tee.enclave.server import open_core
@@ -240,8 +246,10 @@ class InProcessEnclave(_Base):
         super().__init__(clock)
         try:
             if datadir is None:
-                self._core = EnclaveCore(None, measurement=code_measurement(), debug=debug)
+                self._core = EnclaveCore(None, measurement=code_measurement(), debug=debug, seed=seed)
             else:
+                if seed is not None:
+                    raise ValueError("seed is for memory-only enclaves (datadir=None)")
                 self._core = open_core(Path(datadir), debug=debug)
         except SealedStateError as exc:
             raise EnclaveUnavailable(f"cannot open sealed state: {exc.reason}") from None

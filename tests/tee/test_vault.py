@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from datetime import datetime, timezone
 
 import coincurve
@@ -298,3 +299,27 @@ def test_a_dead_process_is_reported_unavailable(proc_enclave):
         proc_enclave.generate_keys(1)
     proc_enclave.start()
     assert proc_enclave.generate_keys(1)
+
+
+def test_seeded_memory_enclaves_are_reproducible():
+    a, b, c = (InProcessEnclave(seed=s) for s in (b"sim-1", b"sim-1", b"sim-2"))
+    assert a.info().sign_pub == b.info().sign_pub != c.info().sign_pub
+    assert a.generate_keys(3) == b.generate_keys(3) != c.generate_keys(3)
+    with pytest.raises(ValueError):
+        InProcessEnclave(Path("/nonexistent"), seed=b"x")
+
+
+def test_verify_attestation_checks_the_binding(enc):
+    pytest.importorskip("node.tee.evidence", reason="the evidence dispatcher (helper EVIDENCE) is not there yet")
+    from node.tee.binding import verify_attestation
+
+    enc.generate_keys(2)
+    b = enc.binding_for("dev", "12D3KooWpeer")
+    blob = enc.quote(b, now=1_800_000_000)
+    at = datetime.fromtimestamp(1_800_000_010, timezone.utc)
+    v = verify_attestation(blob, b, policy=AttestationPolicy.dev(), at=at)
+    assert v.ok, v
+    other = Binding(net="dev", peer_id="12D3KooWsomeoneelse", sign_pub=b.sign_pub, enc_pub=b.enc_pub,
+                    keys_root=b.keys_root)
+    v = verify_attestation(blob, other, policy=AttestationPolicy.dev(), at=at)
+    assert not v.ok and v.code == "binding-mismatch" and v.genuine

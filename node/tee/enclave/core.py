@@ -97,13 +97,13 @@ def _valid_pub(pub: bytes) -> bool:
     return True
 
 
-def _fresh_state() -> State:
-    device = coincurve.PrivateKey()
+def _fresh_state(new_key) -> State:
+    device = new_key()
     return State(
         version=STATE_VERSION,
         device_priv=device.secret,
-        sign_priv=coincurve.PrivateKey().secret,
-        enc_priv=coincurve.PrivateKey().secret,
+        sign_priv=new_key().secret,
+        enc_priv=new_key().secret,
         cert=simformat.certify_device(pubkey_of(device)),
         keys=[],
         journal=[],
@@ -111,9 +111,19 @@ def _fresh_state() -> State:
 
 
 class EnclaveCore:
-    """The trusted state machine. ``store=None`` keeps state in memory only."""
+    """The trusted state machine. ``store=None`` keeps state in memory only.
 
-    def __init__(self, store: SealedStore | None, *, measurement: str, debug: bool = False) -> None:
+    ``seed`` (memory-only cores, for reproducible simulations) derives every key
+    from the seed instead of the OS's randomness: INSECURE, deterministic.
+    """
+
+    def __init__(
+        self, store: SealedStore | None, *, measurement: str, debug: bool = False, seed: bytes | None = None
+    ) -> None:
+        if seed is not None and store is not None:
+            raise ValueError("a seeded (deterministic) enclave cannot persist: it would be insecure on disk")
+        self._seed = seed
+        self._derived = 0
         self._store = store
         self.measurement = bytes.fromhex(measurement)
         if len(self.measurement) != 32:
@@ -121,7 +131,7 @@ class EnclaveCore:
         self.debug = debug
         plain = store.load() if store is not None else None
         if plain is None:
-            self._state = _fresh_state()
+            self._state = _fresh_state(self._new_key)
             self._persist()
         else:
             try:
@@ -138,6 +148,17 @@ class EnclaveCore:
         self.device_pub = pubkey_of(self._device)
         self.device_id = simformat.device_id_of(self.device_pub)
         self._by_pub: dict[bytes, KeyRecord] = {r.pub: r for r in self._state.keys}
+
+    def _new_key(self) -> coincurve.PrivateKey:
+        if self._seed is None:
+            return coincurve.PrivateKey()
+        while True:  # a tagged-hash stream; skip the (negligible) out-of-range values
+            self._derived += 1
+            secret = tagged_hash("keyswitch/seeded-enclave-key/1", self._seed, self._derived.to_bytes(8, "big"))
+            try:
+                return coincurve.PrivateKey(secret)
+            except Exception:
+                continue
 
     # -- storage -----------------------------------------------------------
 
@@ -202,7 +223,7 @@ class EnclaveCore:
             raise Refusal("bad-request", f"n must be 1..{MAX_KEYS_PER_CALL}")
         new = []
         for _ in range(n):
-            k = coincurve.PrivateKey()
+            k = self._new_key()
             new.append(KeyRecord(pub=pubkey_of(k), priv=k.secret, state=HELD, origin="generated"))
         before = len(self._state.keys)
         self._state.keys.extend(new)
