@@ -240,22 +240,34 @@ class InProcessEnclave(_Base):
     ) -> None:
         from node.tee.enclave.core import EnclaveCore
         from node.tee.enclave.measure import code_measurement
-        from node.tee.enclave.server import open_core
+        from node.tee.enclave.server import lock_vault, open_core
         from node.tee.enclave.sealed import SealedStateError
 
         super().__init__(clock)
+        self._lockfile = None
+        self._core = None
         try:
             if datadir is None:
                 self._core = EnclaveCore(None, measurement=code_measurement(), debug=debug, seed=seed)
             else:
                 if seed is not None:
                     raise ValueError("seed is for memory-only enclaves (datadir=None)")
+                self._lockfile = lock_vault(Path(datadir))
                 self._core = open_core(Path(datadir), debug=debug)
         except SealedStateError as exc:
+            self.close()
             raise EnclaveUnavailable(f"cannot open sealed state: {exc.reason}") from None
 
     def _roundtrip(self, payload: bytes) -> bytes:
+        if self._core is None:
+            raise EnclaveUnavailable("enclave closed")
         return m.handle(self._core, payload)
+
+    def close(self) -> None:
+        self._core = None
+        if self._lockfile is not None:
+            self._lockfile.close()  # releases the vault lock
+            self._lockfile = None
 
 
 class SubprocessEnclave(_Base):

@@ -323,3 +323,16 @@ def test_verify_attestation_checks_the_binding(enc):
                     keys_root=b.keys_root)
     v = verify_attestation(blob, other, policy=AttestationPolicy.dev(), at=at)
     assert not v.ok and v.code == "binding-mismatch" and v.genuine
+
+
+def test_in_process_and_subprocess_share_the_vault_lock(tmp_path):
+    with InProcessEnclave(tmp_path / "n") as e:
+        e.generate_keys(1)
+        with pytest.raises(EnclaveUnavailable, match="in use"):
+            SubprocessEnclave(tmp_path / "n")
+        with pytest.raises(EnclaveUnavailable, match="in use"):
+            InProcessEnclave(tmp_path / "n")
+    with pytest.raises(EnclaveUnavailable, match="closed"):
+        e.generate_keys(1)
+    with SubprocessEnclave(tmp_path / "n") as p:
+        assert len(p.list_keys()) == 1

@@ -32,6 +32,7 @@ class Journal(RuleBasedStateMachine):
         self.seen_ciphertexts: dict[bytes, set[bytes]] = {}
 
     def teardown(self) -> None:
+        self.a.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _pick(self, data, states=None) -> bytes | None:

@@ -61,6 +61,19 @@ def serve(core: EnclaveCore, inp: BinaryIO, out: BinaryIO) -> int:
         out.flush()
 
 
+def lock_vault(datadir: Path):
+    """Hold the vault's lock (one enclave per vault); the returned file keeps it until closed."""
+    edir = Path(datadir) / ENCLAVE_DIR
+    edir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = open(edir / LOCK_FILE, "a+b")
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise SealedStateError(f"vault {edir} is in use by another enclave") from None
+    return lock
+
+
 def open_core(datadir: Path, *, debug: bool = False) -> EnclaveCore:
     edir = Path(datadir) / ENCLAVE_DIR
     return EnclaveCore(SealedStore(edir, sim_sealing_key(edir)), measurement=code_measurement(), debug=debug)
@@ -71,13 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datadir", required=True, type=Path)
     ap.add_argument("--debug", action="store_true", help="mark quotes as coming from a debug enclave")
     args = ap.parse_args(argv)
-    edir = args.datadir / ENCLAVE_DIR
-    edir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    lock = open(edir / LOCK_FILE, "a+b")
     try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        print(f"enclave: vault {edir} is in use by another enclave process", file=sys.stderr)
+        lock = lock_vault(args.datadir)  # noqa: F841  (held for the life of the process)
+    except SealedStateError as exc:
+        print(f"enclave: {exc.reason}", file=sys.stderr)
         return EXIT_IN_USE
     try:
         core = open_core(args.datadir, debug=args.debug)
