@@ -19,6 +19,7 @@ import random
 import secrets
 import signal
 import threading
+import time
 
 import coincurve
 
@@ -38,11 +39,17 @@ def test_sigkill_during_releases(tmp_path):
     recipients = [coincurve.PrivateKey(rng.randbytes(32)) for _ in range(3)]
     by_pub = {pubkey_of(r): r for r in recipients}
 
-    e = SubprocessEnclave(d)
-    known: set[bytes] = set(e.generate_keys(60))
-    e.close()
     attempted: dict[bytes, tuple[bytes, bytes]] = {}  # pub -> (recipient, context) of its first release attempt
     seen: dict[bytes, set[bytes]] = {}  # ciphertexts that reached the host, per key
+    e = SubprocessEnclave(d)
+    known: set[bytes] = set(e.generate_keys(60))
+    # How long does one release take here (two fsyncs)? Kill within ~a dozen of them.
+    t0 = time.perf_counter()
+    for pk in sorted(known)[:5]:
+        attempted[pk] = (pubkey_of(recipients[0]), b"warm-up")
+        seen[pk] = {e.release_key(pk, *attempted[pk])}
+    window = max(0.04, 12 * (time.perf_counter() - t0) / 5)
+    e.close()
     stats = dict(killed_in_call=0, recovered=0, releases=0, refusals=0, lost_generate_replies=0)
     last_counter = 0
 
@@ -81,7 +88,7 @@ def test_sigkill_during_releases(tmp_path):
         enc = SubprocessEnclave(d)  # the sealed state must always open
         held = check(enc)
         rng.shuffle(held)
-        timer = threading.Timer(rng.uniform(0.0, 0.04), os.kill, (enc.pid, signal.SIGKILL))
+        timer = threading.Timer(rng.uniform(0.0, window), os.kill, (enc.pid, signal.SIGKILL))
         timer.start()
         try:
             while True:
@@ -118,6 +125,6 @@ def test_sigkill_during_releases(tmp_path):
     enc = SubprocessEnclave(d)
     check(enc)
     enc.close()
-    print(f"crash test: {TRIALS} kills, {len(known)} keys, stats {stats}")
+    print(f"crash test: {TRIALS} kills within {window * 1000:.0f} ms, {len(known)} keys, stats {stats}")
     assert stats["releases"] > TRIALS, "too few releases happened between kills to test anything"
     assert stats["killed_in_call"] > TRIALS // 3, "kills did not land inside release calls"
