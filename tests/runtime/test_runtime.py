@@ -216,3 +216,18 @@ async def test_node_that_loses_all_peers_rebootstraps(tmp_path):
         assert a.peers.stats["rebootstraps"] >= 1, a.peers.stats
         a.stop()
         boot2.stop()
+
+
+async def test_local_reputation_feeds_the_gossipsub_score(tmp_path):
+    rep: dict[str, float] = {}
+    async with trio.open_nursery() as n:
+        a = await n.start(run_host, cfg(tmp_path, "a", app_score=lambda p: rep.get(p, 0.0)), [Probe()])
+        b = await n.start(run_host, cfg(tmp_path, "b"), [Probe()])
+        await a.connect(b.listen_addrs[0])
+        await wait_for(lambda: a.mesh_peers(T))
+        assert a.pubsub.score_of(b.peer_id, [T]) == 0.0
+        rep[b.peer_id] = -7.5  # the risk engine's view of b changes: the score follows
+        assert a.pubsub.score_of(b.peer_id, [T]) == -7.5
+        assert a.status()["scores"][b.peer_id] == -7.5
+        a.stop()
+        b.stop()
