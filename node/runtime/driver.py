@@ -64,6 +64,15 @@ from node.runtime.streams import StreamFailed, read_request, write_response
 log = logging.getLogger("keyswitch.runtime.driver")
 
 
+class _Call:
+    """An application call run on the driver loop (see ``ProtocolDriver.submit``)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[float], list[Command] | None]) -> None:
+        self.fn = fn
+
+
 class ProtocolDriver:
     def __init__(self, node, protocols: Sequence[SansIOProtocol], *, clock: Clock | None = None,
                  on_notify: Callable[[Notify], None] | None = None, respond_timeout: float = 10.0) -> None:
@@ -119,12 +128,24 @@ class ProtocolDriver:
             for i in self._by_topic.get(d.topic, ()):
                 await self._send.send((i, ev))
 
+    def submit(self, protocol: SansIOProtocol, fn: Callable[[float], list[Command] | None]) -> None:
+        """Run ``fn(now)`` on the driver loop, in order with events, and carry out
+        the commands it returns as if ``protocol.handle`` had returned them.
+
+        This is how the application (the daemon, the API) acts through a
+        protocol, e.g. ``driver.submit(offers, lambda now: offers.publish_sheet(sheet, now))``,
+        without ever running concurrently with ``validate``/``handle``."""
+        self._post(self.protocols.index(protocol), _Call(fn))  # type: ignore[arg-type]
+
     def _dispatch(self, target: int | None, event: Event) -> None:
         idxs = range(len(self.protocols)) if target is None else (target,)
         for i in idxs:
             p = self.protocols[i]
             try:
-                cmds = p.handle(event, self.clock.now())
+                if isinstance(event, _Call):
+                    cmds = event.fn(self.clock.now())
+                else:
+                    cmds = p.handle(event, self.clock.now())
             except Exception:
                 self.errors += 1
                 log.exception("%s.handle(%s) raised", type(p).__name__, type(event).__name__)

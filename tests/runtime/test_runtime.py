@@ -231,3 +231,21 @@ async def test_local_reputation_feeds_the_gossipsub_score(tmp_path):
         assert a.status()["scores"][b.peer_id] == -7.5
         a.stop()
         b.stop()
+
+
+async def test_submit_runs_application_calls_through_a_protocol(tmp_path):
+    async with trio.open_nursery() as n:
+        pa, pb = Probe(), Probe()
+        a = await n.start(run_host, cfg(tmp_path, "a"), [pa])
+        b = await n.start(run_host, cfg(tmp_path, "b"), [pb])
+        await a.connect(b.listen_addrs[0])
+        await wait_for(lambda: a.mesh_peers(T) and b.mesh_peers(T))
+        from node.protocols.base import Publish
+
+        a.driver.submit(pa, lambda now: [Publish(T, b"ok-from-app")])
+        await wait_for(lambda: pb.got)
+        assert pb.got == [(b"ok-from-app", a.peer_id)]
+        with pytest.raises(ValueError):
+            a.driver.submit(Probe(), lambda now: [])  # not a protocol of this driver
+        a.stop()
+        b.stop()
