@@ -266,5 +266,8 @@ class Node:
             await nursery.start(self.peers.run)
             self.started.set()
             log.info("node %s listening on %s", self.peer_id, ", ".join(self.listen_addrs))
+            if all("/ip4/0.0.0.0/" in a or "/ip6/::/" in a for a in self.listen_addrs):
+                log.warning("listening only on unspecified addresses and nothing announced: peers cannot "
+                            "learn how to reach this node (set --announce /ip4/<public ip>/tcp/<port>)")
             task_status.started(self)
             await trio.sleep_forever()

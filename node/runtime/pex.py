@@ -26,6 +26,7 @@ MAX_PEX_MESSAGE = 16 * 1024
 MAX_ADDRS_PER_PEER = 4
 MAX_WANT = 32
 MAX_ADDR_LEN = 200
+UNSPECIFIED = ("0.0.0.0", "::")
 
 
 class PexRequest(msgspec.Struct, array_like=True, frozen=True):
@@ -66,6 +67,8 @@ def clean_addrs(addrs: list[str], peer_id: str) -> list[str]:
             continue
         if "tcp" not in protos:
             continue
+        if any(m.value_for_protocol(p) in UNSPECIFIED for p in ("ip4", "ip6") if p in protos):
+            continue  # 0.0.0.0 / :: is a listen address, not a dialable one
         if "p2p" in protos:
             if m.value_for_protocol("p2p") != peer_id:
                 raise wire.WireError("an address names another peer id")

@@ -16,6 +16,7 @@ C = "12D3KooWFDgnApxek5hH8rfrJpqpn46xX7zi9TkmYhb96xDj1t6V"
 
 def test_clean_addrs_appends_peer_and_drops_junk():
     out = pex.clean_addrs(["/ip4/127.0.0.1/tcp/4001", "not an addr", "/ip4/1.2.3.4/udp/5/quic-v1",
+                           "/ip4/0.0.0.0/tcp/4001", "/ip6/::/tcp/4001",
                            f"/ip4/10.0.0.1/tcp/9/p2p/{A}", "/ip4/127.0.0.1/tcp/4001"], A)
     assert out == [f"/ip4/127.0.0.1/tcp/4001/p2p/{A}", f"/ip4/10.0.0.1/tcp/9/p2p/{A}"]
 
