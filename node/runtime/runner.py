@@ -83,8 +83,9 @@ def snapshot(node, protocols: list[Any], clock: Clock) -> dict:
 def parser(prog: str, *, bootstrap: bool = False) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--datadir", type=Path, default=None,
-                    help="data directory (identity.key, config.toml); default $KEYSWITCH_DATADIR or ~/.keyswitch"
-                    + ("-bootstrap" if bootstrap else ""))
+                    help="data directory (identity.key, config.toml); default "
+                    + ("$KEYSWITCH_BOOTSTRAP_DATADIR or ~/.keyswitch-bootstrap" if bootstrap
+                       else "$KEYSWITCH_DATADIR or ~/.keyswitch"))
     ap.add_argument("--net", default=None, help="network id (topics are /keyswitch/<net>/...)")
     ap.add_argument("--listen", action="append", default=None, help="multiaddr to listen on (repeatable)")
     ap.add_argument("--announce", action="append", default=None, help="multiaddr to announce (repeatable)")
@@ -108,7 +109,9 @@ def build_config(args, *, bootstrap: bool = False):
     from node import config as cfgmod
     from node.runtime.node import NodeConfig
 
-    datadir = args.datadir or Path(os.environ.get("KEYSWITCH_DATADIR", "~/.keyswitch" + ("-bootstrap" if bootstrap else ""))).expanduser()
+    # a bootstrap node never shares a node's datadir (it would share its identity)
+    env, default = ("KEYSWITCH_BOOTSTRAP_DATADIR", "~/.keyswitch-bootstrap") if bootstrap else ("KEYSWITCH_DATADIR", "~/.keyswitch")
+    datadir = args.datadir or Path(os.environ.get(env, default)).expanduser()
     boots = None
     if args.bootnodes:
         boots = [b.strip() for arg in args.bootnodes for b in arg.split(",") if b.strip()]
