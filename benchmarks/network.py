@@ -81,6 +81,19 @@ def make_sheet(key: coincurve.PrivateKey, origin: str, seq: int, n: int, rng: ra
     return wire.encode(Sheet(1, origin, seq, offers, key.public_key.format(), sign_digest(key, d)))
 
 
+def validate_sheet(data: bytes, latest: dict[str, int]) -> Validation:
+    """Decode, check the one signature over the hash list, drop stale sequences."""
+    try:
+        s = wire.decode(data, Sheet, max_size=1 << 20)
+    except wire.WireError as exc:
+        return Validation.reject(exc.reason)
+    if not verify_digest(s.signer, sheet_digest(s.origin, s.seq, s.offers), s.sig):
+        return Validation.reject("bad signature")
+    if s.seq <= latest.get(s.origin, -1):
+        return Validation.ignore("stale sequence")
+    return Validation.accept()
+
+
 class SheetBook:
     """The sans-IO side: validate a sheet (decode, hash list, one verify), book its offers."""
 
@@ -91,17 +104,10 @@ class SheetBook:
         self.book: dict[tuple[str, str], Offer] = {}
         self.sent, self.arrivals = sent, arrivals
         self.latest: dict[str, int] = {}
+        self.last_arrival = 0.0
 
     def validate(self, topic_, data, from_peer, now):
-        try:
-            s = wire.decode(data, Sheet, max_size=1 << 20)
-        except wire.WireError as exc:
-            return Validation.reject(exc.reason)
-        if not verify_digest(s.signer, sheet_digest(s.origin, s.seq, s.offers), s.sig):
-            return Validation.reject("bad signature")
-        if s.seq <= self.latest.get(s.origin, -1):
-            return Validation.ignore("stale sequence")
-        return Validation.accept()
+        return validate_sheet(data, self.latest)
 
     def handle(self, event, now):
         if isinstance(event, GossipReceived):
@@ -109,7 +115,8 @@ class SheetBook:
             self.latest[s.origin] = s.seq
             for o in s.offers:
                 self.book[(s.origin, o.address)] = o
-            self.arrivals.append(time.perf_counter() - self.sent[(s.origin, s.seq)])
+            self.last_arrival = time.perf_counter()
+            self.arrivals.append(self.last_arrival - self.sent[(s.origin, s.seq)])
         return []
 
 
@@ -148,11 +155,13 @@ async def bench(n: int, offers: int, rounds: int, seed: int, tmp: Path, raw_burs
         sent: dict[tuple[int, int], float] = {}
         lat: list[float] = []
         got = [0]
+        last_t = [0.0]
 
         async def reader(x: Node) -> None:
             async for d in x.pubsub.deliveries:
                 origin, seq = struct.unpack(">H I", d.data[:6])
-                lat.append(time.perf_counter() - sent[(origin, seq)])
+                last_t[0] = time.perf_counter()
+                lat.append(last_t[0] - sent[(origin, seq)])
                 got[0] += 1
 
         async def raw_pub(i: int, x: Node, first: int, count: int) -> None:
@@ -166,8 +175,8 @@ async def bench(n: int, offers: int, rounds: int, seed: int, tmp: Path, raw_burs
             async with trio.open_nursery() as pn:
                 for i, x in enumerate(nodes):
                     pn.start_soon(raw_pub, i, x, first, count)
-            await wait(lambda: got[0] >= target, 60)
-            return time.perf_counter() - t0
+            await wait(lambda: got[0] >= target, 30)
+            return last_t[0] - t0  # until the last delivery (a lost message does not count the timeout)
 
         with trio.CancelScope() as readers:
             async with trio.open_nursery() as rn:
@@ -211,9 +220,9 @@ async def bench(n: int, offers: int, rounds: int, seed: int, tmp: Path, raw_burs
                 for i, x in enumerate(nodes):
                     pn.start_soon(sheet_pub, i, x, data[i], seqs)
             # every book has every other node's latest sheet (its own it has from the start)
-            await wait(lambda: all(sum(1 for q in b.latest.values() if q >= last) >= n - 1 for b in books), 60)
+            await wait(lambda: all(sum(1 for q in b.latest.values() if q >= last) >= n - 1 for b in books), 30)
             res["sheet_bytes"] = len(data[0][0])
-            return time.perf_counter() - t0
+            return max(b.last_arrival for b in books) - t0
 
         times = []
         for r in range(1, rounds + 1):
@@ -229,6 +238,74 @@ async def bench(n: int, offers: int, rounds: int, seed: int, tmp: Path, raw_burs
     return res
 
 
+def bench_procs(n: int, offers: int, rounds: int, seed: int, tmp: Path, raw_burst: int, sheet_burst: int) -> dict:
+    """The same measurements with one OS process per node (see benchmarks/_netproc.py)."""
+    import json
+
+    from benchmarks._netproc import end_offset
+    from tests.functional.framework import Network
+
+    res: dict = {"n": n}
+    with Network(tmp, net=NET, seed=seed) as net:
+        boot = net.add_bootstrap("boot")
+        net.wait_ready([boot])
+        start = time.time() + 10 + 1.0 * n
+        opts = {"start": f"{start:.3f}", "rounds": str(rounds), "offers": str(offers),
+                "raw_burst": str(raw_burst), "sheet_burst": str(sheet_burst)}
+        nodes = [net.add_node(f"n{i}", bootnodes=[boot.addr], protocols=["benchmarks._netproc:make"],
+                              opts={**opts, "index": str(i)},
+                              extra=["--target-peers", "4", "--pex-interval", "2", "--gossip-rate-limit", "1000000",
+                                     "--status-interval", "1"]) for i in range(n)]
+        net.wait_ready(nodes, timeout=start - time.time())
+        net.wait_until(lambda: all(nd.status().get("mesh", {}).get(SHEETS) for nd in nodes),
+                       max(1.0, start - time.time()), "meshes formed before the schedule starts")
+        time.sleep(max(0.0, start + end_offset(rounds, raw_burst, sheet_burst) - time.time()))
+        sts = []
+        for nd in nodes:
+            st = nd.status()
+            sts.append(next(v for k, v in st["protocols"].items() if k.endswith("BenchNode")))
+        res["degree"] = statistics.mean(len(nd.status()["peers"]) for nd in nodes) - 1  # minus the bootstrap
+    published: dict[str, float] = {}
+    for st in sts:
+        published.update(st["published"])
+
+    def measure(kind: str, seqs: range) -> tuple[list[float], float, int]:
+        lat, last, count = [], 0.0, 0
+        first = min(published[k] for k in published if k.startswith(kind + ":") and int(k.rsplit(":", 1)[1]) in seqs)
+        for st in sts:
+            for k, t in st["arrived"].items():
+                kk, _, q = k.split(":")
+                if kk == kind and int(q) in seqs and k in published:
+                    lat.append(t - published[k])
+                    last = max(last, t)
+                    count += 1
+        return lat, last - first, count
+
+    pairs = n * (n - 1)
+    lat_r, times_r, lat_s, times_s = [], [], [], []
+    for r in range(1, rounds + 1):
+        lt, el, _ = measure("raw", range(r, r + 1))
+        lat_r += lt
+        times_r.append(el)
+        lt, el, _ = measure("sheet", range(r, r + 1))
+        lat_s += lt
+        times_s.append(el)
+    res["raw_p50"], res["raw_p99"] = pct(lat_r, 0.5), pct(lat_r, 0.99)
+    res["raw_delivered_frac"] = len(lat_r) / (rounds * pairs)
+    res["raw_oneshot_msgs_per_s"] = pairs / statistics.median(times_r)
+    res["sheet_p50"], res["sheet_p99"] = pct(lat_s, 0.5), pct(lat_s, 0.99)
+    res["sheet_delivered_frac"] = len(lat_s) / (rounds * pairs)
+    res["sheet_time_all_books"] = statistics.median(times_s)
+    res["oneshot_offers_per_s"] = pairs * offers / res["sheet_time_all_books"]
+    _, el, cnt = measure("raw", range(1000, 1000 + raw_burst))
+    res["raw_msgs_per_s"] = cnt / el
+    res["raw_burst_delivered_frac"] = cnt / (pairs * raw_burst)
+    _, el, cnt = measure("sheet", range(100, 100 + sheet_burst))
+    res["offers_per_s"] = cnt * offers / el
+    res["sheet_bytes"] = len(make_sheet(coincurve.PrivateKey(sha256(b"x")), "x" * 52, 1, offers, random.Random(0)))
+    return res
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.network", description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="5,10,20")
@@ -237,10 +314,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--raw-burst", type=int, default=10, help="raw messages per node in the throughput phase")
     ap.add_argument("--sheet-burst", type=int, default=3, help="sheets per node in the throughput phase")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--procs", action="store_true",
+                    help="one OS process per node (python -m node.runtime) instead of one trio process")
     args = ap.parse_args(argv)
     import logging
     logging.basicConfig(level=logging.ERROR)
     print(__doc__.split("\n\n")[0])
+    print(f"mode: {'one OS process per node' if args.procs else 'all nodes in one trio process (one core)'}")
     print(f"seed={args.seed} offers/sheet={args.offers} rounds={args.rounds} "
           f"raw burst={args.raw_burst}/node sheet burst={args.sheet_burst}/node\n")
     print("one-shot: every node publishes one message (raw) or one sheet at once; "
@@ -253,7 +333,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         with tempfile.TemporaryDirectory() as tmp:
-            r = trio.run(bench, n, args.offers, args.rounds, args.seed, Path(tmp), args.raw_burst, args.sheet_burst)
+            if args.procs:
+                r = bench_procs(n, args.offers, args.rounds, args.seed, Path(tmp), args.raw_burst, args.sheet_burst)
+            else:
+                r = trio.run(bench, n, args.offers, args.rounds, args.seed, Path(tmp), args.raw_burst,
+                             args.sheet_burst)
         rows.append(r)
         print(f"{n:>3} | {r['raw_p50'] * 1e3:>6.1f}ms {r['raw_p99'] * 1e3:>6.1f}ms {r['sheet_p50'] * 1e3:>7.1f}ms "
               f"{r['sheet_p99'] * 1e3:>7.1f}ms {r['sheet_p99'] / r['raw_p99']:>5.2f}x | "
