@@ -21,35 +21,39 @@ from node import wire
 from node.crypto import sha256
 from node.protocols.base import GossipReceived, Publish, SetTimer, Started, TimerFired, Validation
 
-ROUND_GAP = 3.0  # seconds between scheduled rounds
+def round_gap(n: int) -> float:
+    """Seconds between scheduled rounds: rounds must not overlap, and on a
+    2-core machine a round of N sheets takes ~N/2 s to settle at N=20."""
+    return max(3.0, 0.6 * n)
 
 
-def schedule(rounds: int, raw_burst: int, sheet_burst: int) -> list[tuple[float, str, int, int]]:
+def schedule(rounds: int, raw_burst: int, sheet_burst: int, n: int) -> list[tuple[float, str, int, int]]:
     """(offset s, kind, first seq, count) for every publishing step."""
+    gap = round_gap(n)
     out, t = [], 0.0
     for r in range(rounds):
         out.append((t, "raw", 1 + r, 1))
-        t += ROUND_GAP
+        t += gap
     out.append((t, "raw", 1000, raw_burst))
-    t += ROUND_GAP * 3
+    t += gap * 3
     for r in range(rounds):
         out.append((t, "sheet", 1 + r, 1))
-        t += ROUND_GAP
+        t += gap
     out.append((t, "sheet", 100, sheet_burst))
     return out
 
 
-def end_offset(rounds: int, raw_burst: int, sheet_burst: int) -> float:
-    return schedule(rounds, raw_burst, sheet_burst)[-1][0] + ROUND_GAP * 4
+def end_offset(rounds: int, raw_burst: int, sheet_burst: int, n: int) -> float:
+    return schedule(rounds, raw_burst, sheet_burst, n)[-1][0] + round_gap(n) * 4
 
 
 class BenchNode:
-    def __init__(self, *, index: int, start: float, rounds: int, offers: int, raw_burst: int,
+    def __init__(self, *, index: int, n: int, start: float, rounds: int, offers: int, raw_burst: int,
                  sheet_burst: int) -> None:
         self.topics = (RAW, SHEETS)
         self.stream_protocols = ()
         self.index, self.start, self.offers = index, start, offers
-        self.plan = schedule(rounds, raw_burst, sheet_burst)
+        self.plan = schedule(rounds, raw_burst, sheet_burst, n)
         self.key = coincurve.PrivateKey(sha256(b"bench key %d" % index))
         self.rng = random.Random(index)
         self.me = ""
@@ -95,5 +99,5 @@ class BenchNode:
 
 def make(ctx) -> BenchNode:
     o = ctx.options
-    return BenchNode(index=int(o["index"]), start=float(o["start"]), rounds=int(o["rounds"]),
+    return BenchNode(index=int(o["index"]), n=int(o["n"]), start=float(o["start"]), rounds=int(o["rounds"]),
                      offers=int(o["offers"]), raw_burst=int(o["raw_burst"]), sheet_burst=int(o["sheet_burst"]))

@@ -250,7 +250,7 @@ def bench_procs(n: int, offers: int, rounds: int, seed: int, tmp: Path, raw_burs
         boot = net.add_bootstrap("boot")
         net.wait_ready([boot])
         start = time.time() + 10 + 1.0 * n
-        opts = {"start": f"{start:.3f}", "rounds": str(rounds), "offers": str(offers),
+        opts = {"start": f"{start:.3f}", "n": str(n), "rounds": str(rounds), "offers": str(offers),
                 "raw_burst": str(raw_burst), "sheet_burst": str(sheet_burst)}
         nodes = [net.add_node(f"n{i}", bootnodes=[boot.addr], protocols=["benchmarks._netproc:make"],
                               opts={**opts, "index": str(i)},
@@ -259,7 +259,7 @@ def bench_procs(n: int, offers: int, rounds: int, seed: int, tmp: Path, raw_burs
         net.wait_ready(nodes, timeout=start - time.time())
         net.wait_until(lambda: all(nd.status().get("mesh", {}).get(SHEETS) for nd in nodes),
                        max(1.0, start - time.time()), "meshes formed before the schedule starts")
-        time.sleep(max(0.0, start + end_offset(rounds, raw_burst, sheet_burst) - time.time()))
+        time.sleep(max(0.0, start + end_offset(rounds, raw_burst, sheet_burst, n) - time.time()))
         sts = []
         for nd in nodes:
             st = nd.status()
