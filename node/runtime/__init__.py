@@ -1,11 +1,26 @@
 """node.runtime: the only package (with node.api) that does network I/O.
 
 * ``Node`` / ``NodeConfig`` (``node.runtime.node``): a py-libp2p host over
-  TCP + Noise + Yamux with identify, ping, gossipsub and peer management.
-* ``run_host(config, protocols, *, task_status)`` (``node.runtime.driver``):
-  runs a node and drives sans-IO protocols on it; ``ProtocolDriver``.
-* ``python -m node.runtime``: a stand-alone node process (used by the
-  functional tests and benchmarks); ``python -m bootstrap``: a bootstrap node.
+  TCP + Noise + Yamux with identify, ping, gossipsub and peer management
+  (bootnodes, peer exchange, target peer count, backoff, re-bootstrap).
+* ``run_host(config, protocols, *, clock=None, on_notify=None, task_status)``
+  (``node.runtime.driver``): runs a node and drives sans-IO protocols on it;
+  ``task_status.started(node)``; ``node.driver`` is the ``ProtocolDriver``,
+  whose ``submit(protocol, fn)`` lets the application act through a protocol.
+* ``python -m node.runtime``: a stand-alone node process (functional tests,
+  benchmarks); ``python -m bootstrap``: a bootstrap node.
+
+Plugging a protocol in::
+
+    cfg = node.config.load(datadir)
+    protos = [OffersProtocol(...)]
+    node = await nursery.start(run_host, cfg, protos)        # listening, topics joined
+    node.driver.submit(protos[0], lambda now: protos[0].something(now))  # -> commands
+    ...
+    node.stop()                                               # graceful shutdown
+
+``NodeConfig(app_score=fn)``: ``fn(peer_id) -> float`` is the local
+reputation added to the peer's gossipsub score (P6, weight 1).
 """
 
 from node.runtime.driver import ProtocolDriver, run_host
