@@ -1,0 +1,113 @@
+"""The offer book: every valid offer by asset and value, in SQLite.
+
+One row per offer of the newest valid sheet of each origin; applying a newer
+sheet replaces that origin's rows in one transaction (so retractions are
+implicit). Offers past their expiry drop out of every query and are purged by
+``purge_expired``. The book is a real SQLite file (WAL), so it survives a
+restart; ``OfferBook(None)`` keeps it in memory for simulations.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from node.risk.types import Candidate
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sheets (
+    origin TEXT PRIMARY KEY, seq INTEGER NOT NULL, device_id BLOB NOT NULL,
+    device_class TEXT NOT NULL, received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS offers (
+    offer_id BLOB PRIMARY KEY, origin TEXT NOT NULL, device_id BLOB NOT NULL, device_class TEXT NOT NULL,
+    asset TEXT NOT NULL, address TEXT NOT NULL, pubkey BLOB NOT NULL, amount INTEGER NOT NULL,
+    usd_cents INTEGER NOT NULL, price TEXT NOT NULL, price_at REAL NOT NULL, expiry REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS offers_by_asset ON offers (asset, usd_cents);
+CREATE INDEX IF NOT EXISTS offers_by_origin ON offers (origin);
+CREATE INDEX IF NOT EXISTS offers_by_expiry ON offers (expiry);
+"""
+
+
+def device_id_of(sign_pub: bytes) -> bytes:
+    from node.crypto import sha256
+
+    return sha256(sign_pub)
+
+
+class OfferBook:
+    def __init__(self, path: Path | None = None, *, device_class=lambda body: "sim") -> None:
+        self.path = path
+        self.db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
+        if path:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        self.device_class = device_class
+        self._latest: dict[str, int] = dict(self.db.execute("SELECT origin, seq FROM sheets"))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def latest_seq(self, origin: str) -> int | None:
+        return self._latest.get(origin)
+
+    def apply_sheet(self, body, *, now: float) -> int:
+        """Replace ``body.origin``'s offers with the sheet's unexpired ones; returns how many."""
+        from node.protocols.offers import offer_id
+
+        device = device_id_of(body.binding.sign_pub)
+        dclass = self.device_class(body)
+        rows = [
+            (offer_id(o), body.origin, device, dclass, o.asset, o.address, o.pubkey, o.amount,
+             o.usd_cents, o.price, o.price_at, o.expiry)
+            for o in body.offers
+            if o.expiry > now
+        ]
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM offers WHERE origin = ?", (body.origin,))
+            self.db.executemany("INSERT OR REPLACE INTO offers VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            self.db.execute(
+                "INSERT OR REPLACE INTO sheets VALUES (?,?,?,?,?)", (body.origin, body.seq, device, dclass, now)
+            )
+        self._latest[body.origin] = body.seq
+        return len(rows)
+
+    def drop_device(self, device_id: bytes) -> int:
+        """Remove every offer of a device (revoked, or caught cheating)."""
+        with self.db:
+            cur = self.db.execute("DELETE FROM offers WHERE device_id = ?", (device_id,))
+        return cur.rowcount
+
+    def purge_expired(self, now: float) -> int:
+        with self.db:
+            cur = self.db.execute("DELETE FROM offers WHERE expiry <= ?", (now,))
+        return cur.rowcount
+
+    def count(self, *, now: float, asset: str | None = None) -> int:
+        q = "SELECT COUNT(*) FROM offers WHERE expiry > ?" + (" AND asset = ?" if asset else "")
+        return self.db.execute(q, (now, asset) if asset else (now,)).fetchone()[0]
+
+    def candidates(self, asset: str, *, now: float, limit: int | None = None) -> list[Candidate]:
+        q = ("SELECT offer_id, device_id, origin, device_class, asset, address, amount, usd_cents, expiry "
+             "FROM offers WHERE asset = ? AND expiry > ? ORDER BY usd_cents DESC, offer_id")
+        if limit:
+            q += f" LIMIT {int(limit)}"
+        return [Candidate(*row) for row in self.db.execute(q, (asset, now))]
+
+    def rows(self, *, now: float, asset: str | None = None, limit: int = 100) -> list[dict]:
+        """Offers as JSON-able dicts (the API's view)."""
+        q = ("SELECT offer_id, origin, device_id, device_class, asset, address, amount, usd_cents, price, "
+             "price_at, expiry FROM offers WHERE expiry > ?" + (" AND asset = ?" if asset else "")
+             + " ORDER BY asset, usd_cents DESC, offer_id LIMIT ?")
+        args = (now, asset, limit) if asset else (now, limit)
+        cols = ["offer_id", "origin", "device_id", "device_class", "asset", "address", "amount", "usd_cents",
+                "price", "price_at", "expiry"]
+        out = []
+        for r in self.db.execute(q, args):
+            d = dict(zip(cols, r))
+            d["offer_id"], d["device_id"] = d["offer_id"].hex(), d["device_id"].hex()
+            out.append(d)
+        return out

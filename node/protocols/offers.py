@@ -1,0 +1,348 @@
+"""Offer gossip: attested offer sheets, their validation, and the protocol.
+
+A node does not gossip one message per deposit. It gossips an **offer sheet**:
+one message listing all its current chunks, with a sequence number; a newer
+sheet supersedes the older one, so a chunk that was released, spent or
+expired is retracted simply by leaving it out (its deposit key is listed in
+``retracted`` for one sheet so books can say why).
+
+Wire form (``node.wire``, deterministic MessagePack)::
+
+    SignedSheet(body: bytes, sig: bytes)          # sig = enclave signature over body
+    SheetBody(version, net, origin, seq, issued_at, offers, retracted,
+              offers_root, quote, binding)
+
+* ``offers_root`` is the Merkle root of the offers' leaf hashes (an offer's
+  id is its leaf hash), so one enclave signature covers the whole sheet and a
+  single offer can later be proven to belong to it.
+* The attestation **travels inside the sheet** (``quote`` + ``binding``):
+  sheets are self-contained, with no fetch round trip, at a cost of a few
+  hundred bytes (a DCAP quote is ~5 kB, within the size limit). Verification
+  is cached per (device signing key, quote hash): each device's quote is
+  verified once, and a device whose quote failed is remembered and rejected
+  at once afterwards.
+* The enclave signs the exact body bytes (``Enclave.sign_offer_sheet``), and
+  refuses keys it does not hold or has released, so an offer in a valid sheet
+  is a key the attested enclave holds.
+
+Validation (``validate_sheet``) is a pure function in the style of the
+consensus specs: every check is labelled ``[REJECT]`` (the sender forwarded
+something invalid: its gossipsub score drops) or ``[IGNORE]`` (not useful now,
+no penalty).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+import msgspec
+
+from node import wire
+from node.crypto import tagged_hash
+from node.protocols.base import (
+    Command,
+    Event,
+    GossipReceived,
+    Notify,
+    Publish,
+    Result,
+    SetTimer,
+    Started,
+    TimerFired,
+    Validation,
+    topic,
+)
+from node.tee.binding import Binding
+
+SHEET_VERSION = 1
+MAX_SHEET_SIZE = 256 * 1024
+MAX_OFFERS_PER_SHEET = 1000
+MAX_CLOCK_SKEW = 120.0  # seconds a sheet's issued_at may be ahead of our clock
+REPUBLISH_INTERVAL = 60.0
+
+
+class Offer(msgspec.Struct, array_like=True, frozen=True):
+    asset: str
+    address: str
+    pubkey: bytes  # 33-byte compressed deposit key
+    amount: int  # smallest units of the asset
+    usd_cents: int  # value at ``price`` when the sheet was made
+    price: str  # USD per whole unit, decimal string
+    price_at: float  # when that price was read
+    expiry: float  # unix time after which the offer is void
+
+
+class SheetBody(msgspec.Struct, array_like=True, frozen=True):
+    version: int
+    net: str
+    origin: str  # peer id of the publishing node
+    seq: int
+    issued_at: float
+    offers: list[Offer]
+    retracted: list[bytes]  # deposit pubkeys withdrawn since the last sheet
+    offers_root: bytes
+    quote: bytes
+    binding: Binding
+
+
+class SignedSheet(msgspec.Struct, array_like=True, frozen=True):
+    body: bytes
+    sig: bytes
+
+
+def offer_id(offer: Offer) -> bytes:
+    return tagged_hash("keyswitch/offer/1", wire.encode(offer))
+
+
+def merkle_root(leaves: list[bytes]) -> bytes:
+    """Binary Merkle root (duplicating the last node of odd levels); empty -> 32 zero bytes."""
+    if not leaves:
+        return b"\x00" * 32
+    level = list(leaves)
+    while len(level) > 1:
+        if len(level) % 2:
+            level.append(level[-1])
+        level = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def offers_root(offers: list[Offer]) -> bytes:
+    return merkle_root([offer_id(o) for o in offers])
+
+
+def build_sheet(
+    *,
+    net: str,
+    origin: str,
+    seq: int,
+    now: float,
+    offers: list[Offer],
+    retracted: list[bytes],
+    quote: bytes,
+    binding: Binding,
+    sign: Callable[[bytes, list[bytes]], bytes],
+) -> bytes:
+    """Encode and sign a sheet. ``sign`` is ``Enclave.sign_offer_sheet``."""
+    body = SheetBody(
+        SHEET_VERSION, net, origin, seq, now, list(offers), list(retracted), offers_root(offers), quote, binding
+    )
+    body_bytes = wire.encode(body)
+    sig = sign(body_bytes, [o.pubkey for o in offers])
+    return wire.encode(SignedSheet(body_bytes, sig))
+
+
+# ------------------------------------------------------------------ validation
+@dataclass
+class AttestationCache:
+    """Verdicts per (device signing key, quote hash). Failing devices are remembered."""
+
+    verify: Callable[[bytes, Binding, float], "object"]  # (quote, binding, now) -> Verdict
+    good: dict[tuple[bytes, bytes], object] = field(default_factory=dict)
+    bad: dict[bytes, str] = field(default_factory=dict)  # sign_pub -> reason
+    verifications: int = 0
+
+    def check(self, quote: bytes, binding: Binding, now: float) -> str | None:
+        """None when trusted, else the reason."""
+        if binding.sign_pub in self.bad:
+            return f"device already refused: {self.bad[binding.sign_pub]}"
+        key = (binding.sign_pub, hashlib.sha256(quote + binding.encode()).digest())
+        if key in self.good:
+            return None
+        self.verifications += 1
+        verdict = self.verify(quote, binding, now)
+        if getattr(verdict, "ok", False):
+            self.good[key] = verdict
+            return None
+        reason = f"{getattr(verdict, 'code', 'refused')}: {getattr(verdict, 'reason', '')}"
+        self.bad[binding.sign_pub] = reason
+        return reason
+
+
+def default_attestation_verifier(policy) -> Callable[[bytes, Binding, float], object]:
+    from node.tee.binding import verify_attestation
+
+    def verify(quote: bytes, binding: Binding, now: float):
+        return verify_attestation(quote, binding, policy=policy, at=datetime.fromtimestamp(now, timezone.utc))
+
+    return verify
+
+
+def _reject(reason: str) -> Validation:
+    return Validation(Result.REJECT, reason)
+
+
+def _ignore(reason: str) -> Validation:
+    return Validation(Result.IGNORE, reason)
+
+
+def decode_sheet(data: bytes) -> tuple[SignedSheet, SheetBody]:
+    signed = wire.decode(data, SignedSheet, max_size=MAX_SHEET_SIZE)
+    body = wire.decode(signed.body, SheetBody, max_size=MAX_SHEET_SIZE)
+    return signed, body
+
+
+def validate_sheet(
+    data: bytes,
+    *,
+    net: str,
+    now: float,
+    latest_seq: Callable[[str], int | None],
+    attestations: AttestationCache,
+    address_check: Callable[[str, bytes, str], str | None] | None = None,
+) -> tuple[Validation, SheetBody | None]:
+    """Decide ACCEPT / REJECT / IGNORE for a gossiped sheet (pure but for the cache)."""
+    from node.tee.client import verify_offer_sheet_sig
+
+    # [REJECT] The message is within the size limit.
+    if len(data) > MAX_SHEET_SIZE:
+        return _reject(f"over size: {len(data)} > {MAX_SHEET_SIZE} bytes"), None
+    # [REJECT] The message decodes to a canonical SignedSheet and SheetBody.
+    try:
+        signed, body = decode_sheet(data)
+    except wire.WireError as exc:
+        return _reject(f"malformed: {exc.reason}"), None
+    # [REJECT] The sheet version is one we speak.
+    if body.version != SHEET_VERSION:
+        return _reject(f"unsupported sheet version {body.version}"), None
+    # [REJECT] The sheet is for our network.
+    if body.net != net:
+        return _reject(f"wrong network {body.net!r} (we are {net!r})"), None
+    # [REJECT] The binding is well formed and binds the origin's peer id.
+    bad = body.binding.validate()
+    if bad:
+        return _reject(f"malformed binding: {bad}"), None
+    if body.binding.net != net or body.binding.peer_id != body.origin:
+        return _reject("peer id not bound by the quote (binding names another peer or network)"), None
+    # [REJECT] At most MAX_OFFERS_PER_SHEET offers, each well formed, no key twice.
+    if len(body.offers) > MAX_OFFERS_PER_SHEET:
+        return _reject(f"too many offers: {len(body.offers)} > {MAX_OFFERS_PER_SHEET}"), None
+    seen: set[bytes] = set()
+    for i, o in enumerate(body.offers):
+        if len(o.pubkey) != 33 or o.pubkey[0] not in (2, 3):
+            return _reject(f"offer {i}: pubkey is not a compressed secp256k1 key"), None
+        if o.pubkey in seen:
+            return _reject(f"offer {i}: deposit key listed twice"), None
+        seen.add(o.pubkey)
+        if o.amount <= 0 or o.usd_cents <= 0:
+            return _reject(f"offer {i}: amount and usd_cents must be positive"), None
+        if address_check is not None:
+            why = address_check(o.asset, o.pubkey, o.address)
+            if why:
+                return _reject(f"offer {i}: {why}"), None
+    # [REJECT] offers_root is the Merkle root of the offers.
+    if body.offers_root != offers_root(body.offers):
+        return _reject("offers_root does not match the offers"), None
+    # [IGNORE] The sheet is newer than the newest we hold from this origin.
+    last = latest_seq(body.origin)
+    if last is not None and body.seq == last:
+        return _ignore(f"duplicate: sheet {body.seq} from this origin already held"), None
+    if last is not None and body.seq < last:
+        return _ignore(f"stale sequence {body.seq} < {last}"), None
+    # [IGNORE] The sheet is not from the future.
+    if body.issued_at > now + MAX_CLOCK_SKEW:
+        return _ignore(f"issued {body.issued_at - now:.0f} s in the future"), None
+    # [IGNORE] At least one offer is unexpired, or the sheet retracts something.
+    if body.offers and all(o.expiry <= now for o in body.offers) and not body.retracted:
+        return _ignore("expired: every offer in the sheet is past its expiry"), None
+    # [REJECT] The enclave's signature over the body is valid.
+    if not verify_offer_sheet_sig(body.binding.sign_pub, signed.body, signed.sig):
+        return _reject("bad signature"), None
+    # [REJECT] The quote is genuine, an allowed build, and commits to the binding.
+    why = attestations.check(body.quote, body.binding, now)
+    if why:
+        return _reject(f"untrusted or forged quote: {why}"), None
+    return Validation(Result.ACCEPT), body
+
+
+# ------------------------------------------------------------------ protocol
+@dataclass
+class OwnSheet:
+    """What this node publishes; the protocol re-signs it on every republish."""
+
+    offers: list[Offer]
+    retracted: list[bytes]
+    quote: bytes
+    binding: Binding
+    sign: Callable[[bytes, list[bytes]], bytes]
+
+
+class OffersProtocol:
+    """Sans-IO offer gossip: validates sheets, feeds the offer book, republishes ours.
+
+    ``book`` is an ``node.offerbook.OfferBook`` (or anything with ``latest_seq``
+    and ``apply_sheet``). ``device_class`` maps a verified binding to the risk
+    engine's device class name.
+    """
+
+    def __init__(
+        self,
+        *,
+        net: str,
+        book,
+        attestations: AttestationCache,
+        address_check: Callable[[str, bytes, str], str | None] | None = None,
+        republish_interval: float = REPUBLISH_INTERVAL,
+    ) -> None:
+        self.net = net
+        self.topic = topic(net, "offers", 1)
+        self.topics = [self.topic]
+        self.stream_protocols: list[str] = []
+        self.book = book
+        self.attestations = attestations
+        self.address_check = address_check
+        self.republish_interval = republish_interval
+        self.local_peer = ""
+        self.own: OwnSheet | None = None
+        self.seq = 0
+        self.stats = {"accept": 0, "reject": 0, "ignore": 0}
+
+    # -- validation (called by the driver before delivery / forwarding)
+    def validate(self, topic_: str, data: bytes, from_peer: str, now: float) -> Validation:
+        if topic_ != self.topic:
+            return _ignore(f"not our topic {topic_}")
+        v, body = validate_sheet(
+            data, net=self.net, now=now, latest_seq=self.book.latest_seq,
+            attestations=self.attestations, address_check=self.address_check,
+        )
+        self.stats[v.result.value] += 1
+        return v
+
+    # -- events
+    def handle(self, event: Event, now: float) -> list[Command]:
+        if isinstance(event, Started):
+            self.local_peer = event.local_peer
+            return [SetTimer("offers.republish", now + self.republish_interval)]
+        if isinstance(event, GossipReceived) and event.topic == self.topic:
+            try:
+                _, body = decode_sheet(event.data)
+            except wire.WireError:
+                return []
+            if body.origin == self.local_peer:
+                return []
+            added = self.book.apply_sheet(body, now=now)
+            return [Notify("offers.sheet", {"origin": body.origin, "seq": body.seq, "offers": added})]
+        if isinstance(event, TimerFired) and event.name == "offers.republish":
+            cmds: list[Command] = [SetTimer("offers.republish", now + self.republish_interval)]
+            if self.own is not None:
+                cmds += self._publish(now)
+            return cmds
+        return []
+
+    # -- application calls (through driver.submit)
+    def set_own_sheet(self, own: OwnSheet, now: float) -> list[Command]:
+        """Replace what this node offers and publish it at once."""
+        self.own = own
+        return self._publish(now)
+
+    def _publish(self, now: float) -> list[Command]:
+        assert self.own is not None
+        self.seq = max(self.seq + 1, int(now * 1000))  # monotonic across restarts
+        data = build_sheet(
+            net=self.net, origin=self.local_peer, seq=self.seq, now=now, offers=self.own.offers,
+            retracted=self.own.retracted, quote=self.own.quote, binding=self.own.binding, sign=self.own.sign,
+        )
+        self.own.retracted = []  # a retraction rides on one sheet
+        return [Publish(self.topic, data)]

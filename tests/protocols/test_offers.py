@@ -1,0 +1,188 @@
+"""Offer sheets: building, every validation outcome, the protocol over an in-memory net, the book."""
+
+import dataclasses
+
+import pytest
+
+from node import wire
+from node.offerbook import OfferBook, device_id_of
+from node.protocols.base import Result
+from node.protocols.offers import (
+    MAX_SHEET_SIZE, AttestationCache, Offer, OffersProtocol, OwnSheet, SheetBody, SignedSheet, build_sheet,
+    decode_sheet, default_attestation_verifier, merkle_root, offer_id, validate_sheet,
+)
+from node.protocols.testing import GossipNet
+from node.tee.client import InProcessEnclave
+from node.tee.policy import AttestationPolicy
+
+NET = "dev"
+NOW = 1_800_000_000.0
+
+
+def make_offers(pubkeys, expiry=NOW + 3600):
+    return [Offer("BTC-REG", f"bcrt1q{i:04d}", pk, 50_000 + i, 5000, "100000.00", NOW, expiry)
+            for i, pk in enumerate(pubkeys)]
+
+
+class Vault:
+    def __init__(self, peer: str, n: int = 3, seed: bytes = b"a"):
+        self.enc = InProcessEnclave(seed=seed * 32 if len(seed) == 1 else seed)
+        self.keys = self.enc.generate_keys(n)
+        self.peer = peer
+        self.binding = self.enc.binding_for(NET, peer)
+        self.quote = self.enc.quote(self.binding, now=NOW)
+
+    def sheet(self, seq=1, offers=None, **kw):
+        args = dict(net=NET, origin=self.peer, seq=seq, now=NOW, offers=make_offers(self.keys) if offers is None else offers,
+                    retracted=[], quote=self.quote, binding=self.binding, sign=self.enc.sign_offer_sheet)
+        args.update(kw)
+        return build_sheet(**args)
+
+
+@pytest.fixture(scope="module")
+def alice():
+    return Vault("12D3KooAlice", seed=b"a")
+
+
+@pytest.fixture(scope="module")
+def bob():
+    return Vault("12D3KooBob", seed=b"b")
+
+
+def cache():
+    return AttestationCache(default_attestation_verifier(AttestationPolicy.dev()))
+
+
+def check(data, latest=None, attest=None, now=NOW):
+    v, _ = validate_sheet(data, net=NET, now=now, latest_seq=lambda o: (latest or {}).get(o),
+                          attestations=attest or cache())
+    return v
+
+
+def resign(vault, body: SheetBody) -> bytes:
+    b = wire.encode(body)
+    return wire.encode(SignedSheet(b, vault.enc.sign_offer_sheet(b, [o.pubkey for o in body.offers])))
+
+
+def test_valid_sheet_is_accepted_and_round_trips(alice):
+    data = alice.sheet()
+    assert check(data).result is Result.ACCEPT
+    _, body = decode_sheet(data)
+    assert body.offers_root == merkle_root([offer_id(o) for o in body.offers]) and len(body.offers) == 3
+
+
+def test_every_reject_reason(alice, bob):
+    good = alice.sheet()
+    signed, body = decode_sheet(good)
+    assert "over size" in check(b"\x00" * (MAX_SHEET_SIZE + 1)).reason
+    assert check(b"\x92\xc4\x01").reason.startswith("malformed")
+    # wrong network: re-encoded and re-signed by the genuine enclave, so only the net is wrong
+    v = check(resign(alice, msgspec_replace(body, net="main")))
+    assert v.result is Result.REJECT and "wrong network" in v.reason
+    v = check(resign(alice, msgspec_replace(body, version=2)))
+    assert v.result is Result.REJECT and "version" in v.reason
+    # origin not the bound peer id (a node replaying another's attestation under its own name)
+    v = check(resign(alice, msgspec_replace(body, origin="12D3KooMallory")))
+    assert v.result is Result.REJECT and "peer id not bound" in v.reason
+    # offers_root that does not match
+    v = check(resign(alice, msgspec_replace(body, offers_root=b"\x11" * 32)))
+    assert v.result is Result.REJECT and "offers_root" in v.reason
+    # bad signature: Bob's enclave signature on Alice's sheet
+    v = check(wire.encode(SignedSheet(signed.body, bob.enc.sign(domain="outcome", digest32=b"\x00" * 32))))
+    assert v.result is Result.REJECT and v.reason == "bad signature"
+    # a key listed twice
+    dup = body.offers + [body.offers[0]]
+    v = check(wire.encode(SignedSheet(wire.encode(msgspec_replace(body, offers=dup, offers_root=merkle_root([offer_id(o) for o in dup]))), signed.sig)))
+    assert v.result is Result.REJECT and "twice" in v.reason
+    # Bob's quote with Alice's binding: the quote does not commit to this binding
+    forged = msgspec_replace(body, quote=bob.quote)
+    v = check(resign(alice, forged))
+    assert v.result is Result.REJECT and "untrusted or forged quote" in v.reason
+
+
+def msgspec_replace(body, **changes):
+    import msgspec
+
+    return msgspec.structs.replace(body, **changes)
+
+
+def test_ignore_reasons(alice):
+    data = alice.sheet(seq=5)
+    assert "duplicate" in check(data, latest={alice.peer: 5}).reason
+    v = check(data, latest={alice.peer: 9})
+    assert v.result is Result.IGNORE and "stale" in v.reason
+    v = check(alice.sheet(seq=6, now=NOW + 3600))
+    assert v.result is Result.IGNORE and "future" in v.reason
+    v = check(alice.sheet(seq=7, offers=make_offers(alice.keys, expiry=NOW - 1)))
+    assert v.result is Result.IGNORE and "expired" in v.reason
+
+
+def test_attestation_is_verified_once_per_device_and_failures_are_remembered(alice, bob):
+    c = cache()
+    for seq in range(1, 6):
+        assert check(alice.sheet(seq=seq), attest=c).result is Result.ACCEPT
+    assert c.verifications == 1
+    _, body = decode_sheet(bob.sheet())
+    bad = resign(bob, msgspec_replace(body, quote=alice.quote))
+    assert check(bad, attest=c).result is Result.REJECT
+    n = c.verifications
+    v = check(bob.sheet(seq=2), attest=c)  # even a correct sheet from that device now: remembered
+    assert v.result is Result.REJECT and "already refused" in v.reason and c.verifications == n
+
+
+def test_a_non_allowed_build_is_rejected(alice):
+    strict = AttestationCache(default_attestation_verifier(
+        dataclasses.replace(AttestationPolicy.dev(), allowed_measurements=frozenset({"00" * 32}))))
+    v = check(alice.sheet(), attest=strict)
+    assert v.result is Result.REJECT and "measurement" in v.reason
+
+
+def test_protocol_over_in_memory_net_fills_every_book_and_retracts(tmp_path):
+    net = GossipNet()
+    vaults = [Vault(f"12D3KooN{i}", n=4, seed=bytes([65 + i])) for i in range(4)]
+    protos, books = [], []
+    for i, v in enumerate(vaults):
+        book = OfferBook(tmp_path / f"book{i}.sqlite")
+        p = OffersProtocol(net=NET, book=book, attestations=cache())
+        protos.append(p)
+        books.append(book)
+        net.add(v.peer, p, now=NOW)
+    for v, p in zip(vaults, protos):
+        own = OwnSheet(make_offers(v.keys), [], v.quote, v.binding, v.enc.sign_offer_sheet)
+        net.call(v.peer, p, p.set_own_sheet(own, NOW), NOW)
+    for i, book in enumerate(books):
+        assert book.count(now=NOW) == 12, i  # 3 other nodes x 4 offers
+    # node 0 retracts one key: the next sheet leaves it out
+    v0, p0 = vaults[0], protos[0]
+    own = OwnSheet(make_offers(v0.keys[1:]), [v0.keys[0]], v0.quote, v0.binding, v0.enc.sign_offer_sheet)
+    net.call(v0.peer, p0, p0.set_own_sheet(own, NOW + 1), NOW + 1)
+    assert books[1].count(now=NOW + 1) == 11
+    cands = books[1].candidates("BTC-REG", now=NOW + 1)
+    assert len(cands) == 11
+    assert {c.device_id for c in cands} == {device_id_of(v.binding.sign_pub) for v in vaults if v is not vaults[1]}
+    assert {c.owner_id for c in cands} == {v.peer for v in vaults if v.peer != vaults[1].peer}
+    # republish timer fires and re-sends a newer sheet, which peers accept
+    n_pub = len(net.published)
+    net.advance(NOW + 61)
+    assert len(net.published) == n_pub + 4
+    assert all(r.result is Result.ACCEPT for _, r in net.peers[vaults[1].peer].validations[-3:])
+    # expiry drops offers out of queries; the book persists across a restart
+    assert books[1].count(now=NOW + 7200) == 0
+    books[1].close()
+    again = OfferBook(tmp_path / "book1.sqlite")
+    assert again.count(now=NOW + 1) == 11 and again.latest_seq(v0.peer) is not None
+    assert again.purge_expired(NOW + 7200) == 11
+
+
+def test_garbage_never_raises():
+    from hypothesis import given, settings, strategies as st
+
+    c = cache()
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=2048))
+    def run(data):
+        v, _ = validate_sheet(data, net=NET, now=NOW, latest_seq=lambda o: None, attestations=c)
+        assert v.result is Result.REJECT
+
+    run()
