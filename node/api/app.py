@@ -192,3 +192,13 @@ async def serve(app, *, port: int = 0, task_status=None) -> None:
             status.started(binds[0])
 
     await hserve(app, cfg, task_status=_Relay())  # type: ignore[arg-type]
+
+
+def build_metrics_app(metrics) -> Starlette:
+    """A separate app serving only ``/metrics`` (``--metrics-port``); no cookie, loopback only."""
+    from node.metrics import CONTENT_TYPE
+
+    async def metrics_ep(request):
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    return Starlette(routes=[Route("/metrics", metrics_ep)])

@@ -25,6 +25,7 @@ app = typer.Typer(
 COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.init",
     "node.cli.demo",
+    "node.cli.run",
     "node.cli.ops",
     "node.cli.vault",
     "node.cli.attest",

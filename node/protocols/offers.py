@@ -339,6 +339,8 @@ class OffersProtocol:
 
     def _publish(self, now: float) -> list[Command]:
         assert self.own is not None
+        if not self.own.offers and not self.own.retracted:
+            return []  # nothing to offer or retract: no sheet (the enclave signs only sheets naming its keys)
         self.seq = max(self.seq + 1, int(now * 1000))  # monotonic across restarts
         data = build_sheet(
             net=self.net, origin=self.local_peer, seq=self.seq, now=now, offers=self.own.offers,

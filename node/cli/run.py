@@ -1,0 +1,46 @@
+"""``keyswitch run``: start the node daemon (see ``node.daemon``)."""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+from node.cli import state
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run(
+        net: Optional[str] = typer.Option(None, help="Network id"),
+        listen: Optional[List[str]] = typer.Option(None, help="Multiaddr to listen on (repeatable)"),
+        announce: Optional[List[str]] = typer.Option(None, help="Multiaddr to announce (repeatable)"),
+        bootnodes: Optional[List[str]] = typer.Option(None, help="Bootnode multiaddr with /p2p/<id> (repeatable)"),
+        bootnodes_file: Optional[str] = typer.Option(None, help="File with one bootnode multiaddr per line"),
+        api_port: Optional[int] = typer.Option(None, help="Local API port on 127.0.0.1 (0 = any)"),
+        metrics_port: Optional[int] = typer.Option(None, help="Prometheus /metrics port on 127.0.0.1"),
+        log_level: Optional[str] = typer.Option(None, help="debug|info|warning|error"),
+        log_format: Optional[str] = typer.Option(None, help="console|json"),
+        log_file: Optional[str] = typer.Option(None, help="Also write logs here"),
+        republish: float = typer.Option(60.0, help="Seconds between re-publications of this node's offer sheet"),
+    ) -> None:
+        """Run the node: enclave, offer gossip, local API. Stops on Ctrl-C / SIGTERM."""
+        from node import config as cfgmod
+        from node import daemon, logs
+
+        boots = [b.strip() for arg in bootnodes for b in arg.split(",") if b.strip()] if bootnodes else None
+        try:
+            cfg = cfgmod.load(state.get_datadir(), overrides={
+                "network.net": net, "network.listen": listen or None, "network.announce": announce or None,
+                "network.bootnodes": boots, "network.bootnodes_file": bootnodes_file,
+                "api.port": api_port, "api.metrics_port": metrics_port,
+                "log.level": log_level, "log.format": log_format, "log.file": log_file,
+            })
+            cfg.bootnodes  # reads and checks the bootnodes file now
+        except (cfgmod.ConfigError, OSError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+        logs.configure(level=cfg["log.level"], fmt=cfg["log.format"], file=cfg["log.file"] or None,
+                       stream=sys.stderr)
+        daemon.main(cfg, republish=republish)

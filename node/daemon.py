@@ -1,0 +1,245 @@
+"""``keyswitch run``: the node daemon.
+
+It composes the parts: the enclave (a separate process, simulated backend),
+the offer book (SQLite in the data directory), the offers protocol driven by
+the py-libp2p runtime, the local control API and, when asked, Prometheus
+metrics. It prints readiness lines a person and a test can wait for::
+
+    API listening on http://127.0.0.1:PORT
+    swarm listening on /ip4/127.0.0.1/tcp/PORT/p2p/12D3Koo...
+    metrics on http://127.0.0.1:PORT/metrics        (with --metrics-port)
+    ready 12D3Koo...
+
+Shutdown: SIGTERM or Ctrl-C stops the node gracefully within
+``SHUTDOWN_DEADLINE`` seconds (the API stops, the runtime closes its
+connections, the offer book and the enclave close; the enclave's sealed state
+is only ever replaced atomically, so no exit leaves it half-written). A second
+Ctrl-C forces an immediate exit. ``api.url`` and ``.cookie`` are removed on
+the way out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node import config as cfgmod
+from node.api.services import ApiError
+
+log = logging.getLogger("keyswitch.daemon")
+SHUTDOWN_DEADLINE = 10.0
+
+
+# ----------------------------------------------------------------- offers wiring
+@dataclass
+class OfferStack:
+    """The enclave, book and protocol a node runs for offer gossip."""
+
+    enclave: Any
+    book: Any
+    protocol: Any
+    peer_id: str
+    net: str
+    extra: dict = field(default_factory=dict)
+
+    def own_sheet(self):
+        """This node's sheet: the attested enclave and its funded deposits (none until funded)."""
+        from node.protocols.offers import OwnSheet
+
+        binding = self.enclave.binding_for(self.net, self.peer_id)
+        quote = self.enclave.quote(binding)
+        return OwnSheet(offers=list(self.extra.get("offers", [])), retracted=[], quote=quote, binding=binding,
+                        sign=self.enclave.sign_offer_sheet)
+
+    def close(self) -> None:
+        self.book.close()
+        self.enclave.close()
+
+
+def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float = 60.0, in_process: bool = False):
+    from node.offerbook import OfferBook
+    from node.protocols.offers import AttestationCache, OffersProtocol, default_attestation_verifier
+    from node.tee.client import InProcessEnclave, SubprocessEnclave
+    from node.tee.policy import AttestationPolicy
+
+    datadir.mkdir(parents=True, exist_ok=True)
+    enclave = InProcessEnclave(datadir) if in_process else SubprocessEnclave(datadir)
+    if hasattr(enclave, "start"):
+        enclave.start()
+    book = OfferBook(datadir / "offers.sqlite")
+    proto = OffersProtocol(net=net, book=book,
+                           attestations=AttestationCache(default_attestation_verifier(AttestationPolicy.dev())),
+                           republish_interval=republish)
+    stack = OfferStack(enclave, book, proto, peer_id, net)
+    proto.own = stack.own_sheet()  # published on the first republish tick and on request
+    return stack
+
+
+def offers_factory(ctx):
+    """``--protocol node.daemon:offers_factory`` for ``python -m node.runtime`` (functional tests).
+
+    Options: ``republish=SECONDS`` (default 60), ``keys=N`` deposit keys to generate and offer
+    as demonstration chunks (unfunded: for network tests only).
+    """
+    stack = make_offer_stack(ctx.datadir, ctx.net, ctx.peer_id,
+                             republish=float(ctx.options.get("republish", 60)))
+    n = int(ctx.options.get("keys", 0))
+    if n:
+        from node.protocols.offers import Offer
+
+        keys = stack.enclave.held_pubkeys() or stack.enclave.generate_keys(n)
+        now = ctx.clock.now()
+        stack.extra["offers"] = [Offer("BTC-REG", f"unfunded-{k.hex()[:16]}", k, 50_000, 5000, "100000.00", now,
+                                       now + 3600) for k in keys[:n]]
+        stack.protocol.own = stack.own_sheet()
+    proto = stack.protocol
+    proto.status = lambda: {"offers_in_book": stack.book.count(now=ctx.clock.now()),
+                            "sheets": dict(stack.book._latest), **proto.stats}
+    return proto
+
+
+# ----------------------------------------------------------------- API services
+class NodeServices:
+    """``node.api.services.Services`` over a running daemon's parts."""
+
+    def __init__(self, node, stack: OfferStack, clock, started_at: float) -> None:
+        self.node, self.stack, self.clock, self.started_at = node, stack, clock, started_at
+
+    def status(self) -> dict[str, Any]:
+        info = self.stack.enclave.info()
+        now = self.clock.now()
+        return {
+            "peer_id": self.node.peer_id,
+            "net": self.stack.net,
+            "listen": list(self.node.listen_addrs),
+            "peers": len(self.node.connected_peers()),
+            "offers_in_book": self.stack.book.count(now=now),
+            "uptime": round(now - self.started_at, 3),
+            "enclave": {"simulated": info.simulated, "device_id": info.device_id.hex(),
+                        "measurement": info.measurement},
+            "ready": True,
+        }
+
+    def peers(self) -> list[dict[str, Any]]:
+        mesh = set(self.node.mesh_peers(self.stack.protocol.topic)) if self.node.pubsub else set()
+        return [{"peer": p, "in_offer_mesh": p in mesh} for p in sorted(self.node.connected_peers())]
+
+    def offers(self, asset: str | None, limit: int) -> list[dict[str, Any]]:
+        return self.stack.book.rows(now=self.clock.now(), asset=asset, limit=limit)
+
+    def deposits(self) -> list[dict[str, Any]]:
+        return [{"pubkey": k.pubkey.hex(), "state": k.state, "origin": getattr(k, "origin", "")}
+                for k in self.stack.enclave.list_keys()]
+
+    def contracts(self) -> list[dict[str, Any]]:
+        return []  # the contract engine (issue 7) is not part of this build yet
+
+    def reputation(self) -> list[dict[str, Any]]:
+        return []  # the risk engine (issue 6) is not part of this build yet
+
+    async def deposit(self, asset: str, chunks: int) -> dict[str, Any]:
+        raise ApiError(501, "deposits need the ledger layer, which this build does not have yet")
+
+    async def request(self, asset: str, usd: float, contract: str) -> dict[str, Any]:
+        raise ApiError(501, "contract requests need the risk engine, which this build does not have yet")
+
+    async def sweep(self, deposit: str, to: str) -> dict[str, Any]:
+        raise ApiError(501, "sweeping needs the ledger layer, which this build does not have yet")
+
+
+# ----------------------------------------------------------------- the daemon
+async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.stdout,
+                     task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run the node until SIGINT/SIGTERM (or cancellation). ``task_status.started(node)`` once ready."""
+    from node import identity, logs
+    from node.api.app import build_app, serve, write_cookie
+    from node.clock import SystemClock
+    from node.metrics import NodeMetrics
+    from node.runtime.driver import run_host
+    from node.runtime.node import NodeConfig
+
+    datadir = Path(cfg.datadir)
+    clock = SystemClock()
+    peer_id = identity.peer_id(datadir)
+    logs.bind_peer(peer_id)
+    stack = make_offer_stack(datadir, cfg["network.net"], peer_id, republish=republish)
+    metrics = NodeMetrics()
+    url_file = datadir / "api.url"
+    try:
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(run_host, NodeConfig.from_config(cfg), [stack.protocol])
+            services = NodeServices(node, stack, clock, clock.now())
+            cookie = write_cookie(datadir)
+            url = await nursery.start(lambda task_status: serve(build_app(services, cookie, metrics=metrics),
+                                                                port=cfg["api.port"], task_status=task_status))
+            url_file.write_text(url + "\n")
+            print(f"API listening on {url}", file=out, flush=True)
+            for a in node.listen_addrs:
+                print(f"swarm listening on {a}", file=out, flush=True)
+            if cfg["api.metrics_port"]:
+                from node.api.app import build_metrics_app
+
+                murl = await nursery.start(lambda task_status: serve(build_metrics_app(metrics),
+                                                                     port=cfg["api.metrics_port"],
+                                                                     task_status=task_status))
+                print(f"metrics on {murl}/metrics", file=out, flush=True)
+            node.driver.submit(stack.protocol, lambda now: stack.protocol.set_own_sheet(stack.protocol.own, now))
+            print(f"ready {peer_id}", file=out, flush=True)
+            task_status.started(node)
+
+            async def gauges() -> None:
+                while True:
+                    metrics.peers.set(len(node.connected_peers()))
+                    metrics.offers.labels(asset="all").set(stack.book.count(now=clock.now()))
+                    await trio.sleep(1.0)
+
+            nursery.start_soon(gauges)
+            await node.stopped.wait()
+            nursery.cancel_scope.cancel()
+    finally:
+        for f in (url_file, datadir / ".cookie"):
+            try:
+                f.unlink()
+            except FileNotFoundError:
+                pass
+        stack.close()
+        print("stopped", file=out, flush=True)
+
+
+async def _main(cfg: cfgmod.Config, republish: float) -> None:
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(lambda task_status: run_daemon(cfg, republish=republish, task_status=task_status))
+
+        async def signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as sigs:
+                n = 0
+                async for sig in sigs:
+                    n += 1
+                    if n == 1:
+                        print(f"{signal.Signals(sig).name}: shutting down (again to force)", file=sys.stderr,
+                              flush=True)
+                        node.stop()
+                        nursery.start_soon(_deadline)
+                    else:
+                        print("forced exit", file=sys.stderr, flush=True)
+                        os._exit(130)
+
+        async def _deadline() -> None:
+            await trio.sleep(SHUTDOWN_DEADLINE)
+            print(f"shutdown took over {SHUTDOWN_DEADLINE:.0f} s: forcing", file=sys.stderr, flush=True)
+            os._exit(1)
+
+        nursery.start_soon(signals)
+        await node.stopped.wait()
+        nursery.cancel_scope.cancel()
+
+
+def main(cfg: cfgmod.Config, *, republish: float = 60.0) -> None:
+    trio.run(_main, cfg, republish)

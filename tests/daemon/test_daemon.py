@@ -1,0 +1,129 @@
+"""The daemon as an operator runs it: `keyswitch run` in its own process, the CLI and API against it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(datadir, *args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "node", "--datadir", str(datadir), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+class Daemon:
+    def __init__(self, datadir: Path, *extra: str):
+        self.datadir = datadir
+        self.log = open(datadir.parent / f"{datadir.name}.out", "w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "node", "--datadir", str(datadir), "run", "--republish", "1", *extra],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, text=True)
+        self.lines = self.wait_for("ready ", timeout=60)
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
+    def wait_for(self, needle: str, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.output()
+            if needle in out:
+                return out.splitlines()
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{out}")
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {needle!r}:\n{self.output()}")
+
+    def value(self, prefix: str) -> str:
+        return [l for l in self.lines if l.startswith(prefix)][0][len(prefix):].strip()
+
+    def stop(self, sig=signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = Daemon(tmp_path / "node")
+    yield d
+    d.stop()
+
+
+def test_readiness_lines_cli_and_auth(daemon):
+    url = daemon.value("API listening on ")
+    assert url.startswith("http://127.0.0.1:")
+    swarm = daemon.value("swarm listening on ")
+    assert swarm.startswith("/ip4/127.0.0.1/tcp/") and "/p2p/12D3Koo" in swarm
+    st = json.loads(cli(daemon.datadir, "status", "--json").stdout)
+    assert st["ready"] and st["enclave"]["simulated"] is True and swarm.endswith(st["peer_id"])
+    for cmd, key in [("peers", "peers"), ("offers", "offers"), ("deposits", "deposits"),
+                     ("contracts", "contracts"), ("reputation", "devices")]:
+        out = cli(daemon.datadir, cmd, "--json")
+        assert out.returncode == 0, out.stderr
+        assert isinstance(json.loads(out.stdout)[key], list)
+    table = cli(daemon.datadir, "status")
+    assert table.returncode == 0 and "peer_id" in table.stdout
+    assert httpx.get(url + "/v1/status").status_code == 401
+    cookie = (daemon.datadir / ".cookie").read_text().strip()
+    assert oct(os.stat(daemon.datadir / ".cookie").st_mode & 0o777) == "0o600"
+    r = httpx.post(url + "/v1/deposits", content=b"{", headers={"Authorization": f"Bearer {cookie}"})
+    assert r.status_code == 400 and "JSON" in r.json()["error"]
+
+
+def test_graceful_sigterm_keeps_state_and_restarts(tmp_path):
+    d = Daemon(tmp_path / "node")
+    first = json.loads(cli(d.datadir, "status", "--json").stdout)
+    assert d.stop(signal.SIGTERM) == 0
+    out = d.output()
+    assert "shutting down" in out and out.rstrip().endswith("stopped")
+    assert not (d.datadir / ".cookie").exists() and not (d.datadir / "api.url").exists()
+    gone = cli(d.datadir, "status")
+    assert gone.returncode == 3 and "no daemon running" in gone.stderr
+    again = Daemon(tmp_path / "node")
+    try:
+        second = json.loads(cli(again.datadir, "status", "--json").stdout)
+        assert second["peer_id"] == first["peer_id"]
+        assert second["enclave"]["device_id"] == first["enclave"]["device_id"]  # sealed state reopened
+    finally:
+        assert again.stop(signal.SIGINT) == 0
+
+
+def test_two_daemons_exchange_offer_sheets(tmp_path):
+    """A funded-looking node (offers made by the network test factory) reaches a daemon's book."""
+    a = Daemon(tmp_path / "a")
+    try:
+        boot = a.value("swarm listening on ")
+        b_dir = tmp_path / "b"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "node.runtime", "--datadir", str(b_dir), "--bootnodes", boot,
+             "--protocol", "node.daemon:offers_factory", "--opt", "republish=1", "--opt", "keys=3"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        try:
+            deadline = time.monotonic() + 60
+            offers = []
+            while time.monotonic() < deadline and len(offers) < 3:
+                out = cli(a.datadir, "offers", "--json")
+                offers = json.loads(out.stdout)["offers"] if out.returncode == 0 else []
+                time.sleep(0.5)
+            assert len(offers) == 3, a.output()
+            assert {o["asset"] for o in offers} == {"BTC-REG"} and all(o["usd_cents"] == 5000 for o in offers)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+    finally:
+        a.stop()
