@@ -26,14 +26,17 @@ def register(app: typer.Typer) -> None:
         from node.demo import run_demo
 
         if in_datadir:
-            root = state.get_datadir()
-            run_demo(root)
+            if not run_demo(state.get_datadir()):
+                raise typer.Exit(1)
             return
         root = Path(tempfile.mkdtemp(prefix="keyswitch-demo-"))
+        ok = False
         try:
-            run_demo(root)
+            ok = run_demo(root)
         finally:
             if keep:
                 typer.echo(f"demo data kept in {root}")
             else:
                 shutil.rmtree(root, ignore_errors=True)
+        if not ok:
+            raise typer.Exit(1)

@@ -1,0 +1,14 @@
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_make_demo_main_job_runs_end_to_end():
+    out = subprocess.run([sys.executable, "-m", "node", "demo"], capture_output=True, text=True, timeout=240,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "SIMULATED" in out.stdout
+    assert "binding-mismatch" in out.stdout and "measurement-not-allowed" in out.stdout
+    assert "every node holds every other node's attested offers" in out.stdout
