@@ -74,9 +74,11 @@ def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float 
     if hasattr(enclave, "start"):
         enclave.start()
     book = OfferBook(datadir / "offers.sqlite")
+    from node.assets import validate_address
+
     proto = OffersProtocol(net=net, book=book,
                            attestations=AttestationCache(default_attestation_verifier(AttestationPolicy.dev())),
-                           republish_interval=republish)
+                           address_check=validate_address, republish_interval=republish)
     stack = OfferStack(enclave, book, proto, peer_id, net)
     proto.own = stack.own_sheet()  # published on the first republish tick and on request
     return stack
@@ -92,12 +94,18 @@ def offers_factory(ctx):
                              republish=float(ctx.options.get("republish", 60)))
     n = int(ctx.options.get("keys", 0))
     if n:
+        from node.assets import StaticPrices, address_for, chunk_amount, usd_value_cents
         from node.protocols.offers import Offer
 
         keys = stack.enclave.held_pubkeys() or stack.enclave.generate_keys(n)
         now = ctx.clock.now()
-        stack.extra["offers"] = [Offer("BTC-REG", f"unfunded-{k.hex()[:16]}", k, 50_000, 5000, "100000.00", now,
-                                       now + 3600) for k in keys[:n]]
+        price = StaticPrices().price("BTC-REG", now)
+        amount = chunk_amount("BTC-REG", 5000, price)
+        stack.extra["offers"] = [
+            Offer("BTC-REG", address_for("BTC-REG", k), k, amount, usd_value_cents("BTC-REG", amount, price),
+                  str(price.usd_per_unit), price.at, now + 3600)
+            for k in keys[:n]
+        ]
         stack.protocol.own = stack.own_sheet()
     proto = stack.protocol
     proto.status = lambda: {"offers_in_book": stack.book.count(now=ctx.clock.now()),

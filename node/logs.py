@@ -77,8 +77,14 @@ def configure(level: str = "info", fmt: str = "console", file: str | Path | None
         h._keyswitch = True  # type: ignore[attr-defined]
         root.addHandler(h)
     root.setLevel(lvl)
+    # py-libp2p's own setup_logging() (run when libp2p is imported) cuts its loggers off from the
+    # root (propagate=False, its own queue handler): route them back through ours.
+    lp = logging.getLogger("libp2p")
+    for h in list(lp.handlers):
+        lp.removeHandler(h)
+    lp.propagate = True
     # py-libp2p is chatty at debug; keep it one notch quieter than ours unless asked
-    logging.getLogger("libp2p").setLevel(lvl if lvl <= logging.DEBUG else max(lvl, logging.WARNING))
+    lp.setLevel(lvl if lvl <= logging.DEBUG else max(lvl, logging.WARNING))
 
 
 def get(name: str = "keyswitch"):

@@ -8,6 +8,10 @@ from node import logs
 
 
 async def test_json_lines_carry_utc_time_peer_and_route_stdlib():
+    import libp2p  # noqa: F401  (its import-time logging setup detaches its loggers; configure must undo that)
+    from libp2p.utils.logging import setup_logging
+
+    setup_logging()
     buf = io.StringIO()
     logs.configure(level="info", fmt="json", stream=buf)
 

@@ -186,3 +186,17 @@ def test_garbage_never_raises():
         assert v.result is Result.REJECT
 
     run()
+
+
+def test_offer_address_must_derive_from_its_deposit_key(alice):
+    from node.assets import address_for, validate_address
+
+    fake = alice.sheet(seq=11)  # addresses like bcrt1q0000: not the keys' addresses
+    v, _ = validate_sheet(fake, net=NET, now=NOW, latest_seq=lambda o: None, attestations=cache(),
+                          address_check=validate_address)
+    assert v.result is Result.REJECT and "not derived from the offered deposit key" in v.reason
+    real = [msgspec_replace(o, address=address_for(o.asset, o.pubkey))
+            for o in make_offers(alice.keys)]
+    v, _ = validate_sheet(alice.sheet(seq=12, offers=real), net=NET, now=NOW, latest_seq=lambda o: None,
+                          attestations=cache(), address_check=validate_address)
+    assert v.result is Result.ACCEPT

@@ -1,0 +1,102 @@
+"""Addresses and exported keys, cross-checked against published vectors and second implementations."""
+
+import hashlib
+from decimal import Decimal
+
+import coincurve
+import pytest
+from eth_account import Account
+from hypothesis import given, settings, strategies as st
+
+from node.assets import (
+    ASSETS, CsvPrices, JsonPrices, Price, PriceSeries, StaticPrices, UnknownAsset, address_for, address_kinds,
+    chunk_amount, export_key, get_asset, usd_value_cents, validate_address,
+)
+from node.assets.prices import PriceError
+
+G = bytes.fromhex("0279BE667EF9DCBBAC55A06295CE870B07029BFCDB2DCE28D959F2815B16F81798")  # key 1
+
+
+def test_published_vectors():
+    assert address_for("BTC", G) == "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"  # BIP-173
+    assert address_for("BTC-TEST", G) == "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx"  # BIP-173
+    assert address_for("BTC", G, kind="p2pkh") == "1BgGZ9tcN4rm9KBzDn7KprQz87SZ26SAMH"
+    assert export_key("BTC", (1).to_bytes(32, "big")) == "KwDiBf89QgGbjEhKnhXJuH7LrciVrZi3qYjgd9M7rFU73sVHnoWn"
+    assert address_for("ETH", G) == "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf"  # address of key 1
+
+
+# a second, independent base58check/hash160 implementation (test-only), checked against embit
+B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def b58check(payload: bytes) -> str:
+    data = payload + hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4]
+    n = int.from_bytes(data, "big")
+    out = ""
+    while n:
+        n, r = divmod(n, 58)
+        out = B58[r] + out
+    return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
+
+
+def hash160(b: bytes) -> bytes:
+    return hashlib.new("ripemd160", hashlib.sha256(b).digest()).digest()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=1, max_value=2**255))
+def test_every_asset_matches_a_second_implementation(secret_int):
+    secret = secret_int.to_bytes(32, "big")
+    key = coincurve.PrivateKey(secret)
+    pub = key.public_key.format()
+    for sym, a in ASSETS.items():
+        if a.kind == "account":
+            assert address_for(sym, pub) == Account.from_key(secret).address
+            assert export_key(sym, secret) == "0x" + secret.hex()
+            continue
+        assert address_for(sym, pub, kind="p2pkh") == b58check(a.network["p2pkh"] + hash160(pub))
+        assert export_key(sym, secret) == b58check(a.network["wif"] + secret + b"\x01")
+        if a.segwit:
+            assert address_for(sym, pub).startswith(a.network["bech32"] + "1q")
+        assert validate_address(sym, pub, address_for(sym, pub)) is None
+
+
+def test_bad_input_gets_clear_errors():
+    with pytest.raises(UnknownAsset, match="unknown asset 'XYZ'; known: BTC"):
+        get_asset("XYZ")
+    with pytest.raises(ValueError, match="33-byte compressed"):
+        address_for("BTC", b"\x04" + b"\x00" * 64)
+    with pytest.raises(ValueError, match="DOGE has no p2wpkh"):
+        address_for("DOGE", G, kind="p2wpkh")
+    assert "not derived" in validate_address("BTC", G, "bc1qsomethingelse")
+    assert "unknown asset" in validate_address("NOPE", G, "x")
+    assert address_kinds("DOGE") == ("p2pkh",)
+
+
+def test_chunks_round_down_and_round_trip():
+    p = StaticPrices().price("BTC-REG", 1000.0)
+    assert p.usd_per_unit == Decimal(100000) and p.at == 1000.0
+    assert chunk_amount("BTC-REG", 5000, p) == 50_000  # $50 at $100k = 0.0005 BTC
+    eth = Price("ETH", Decimal("3333.33"), 0, "t")
+    amt = chunk_amount("ETH", 5000, eth)
+    assert usd_value_cents("ETH", amt, eth) == 5000 and usd_value_cents("ETH", amt + 10**16, eth) > 5000
+    with pytest.raises(ValueError, match="less than one smallest unit"):
+        chunk_amount("BTC", 1, Price("BTC", Decimal("1e12"), 0, "t"))
+
+
+def test_price_sources(tmp_path):
+    (tmp_path / "p.json").write_text('{"at": 1700000000, "prices": {"BTC": 50000, "ETH": "2500.5"}}')
+    jp = JsonPrices(tmp_path / "p.json")
+    assert jp.price("BTC-TEST", 0).usd_per_unit == 50000 and jp.price("ETH", 0).at == 1700000000
+    (tmp_path / "p.csv").write_text("time,asset,usd\n0,BTC,100\n10,BTC,200\n")
+    cp = CsvPrices(tmp_path / "p.csv")
+    assert cp.price("BTC", 5).usd_per_unit == 100 and cp.price("BTC", 10).usd_per_unit == 200
+    with pytest.raises(PriceError, match="no BTC price at or before"):
+        cp.price("BTC", -1)
+    (tmp_path / "bad.csv").write_text("when,what\n1,2\n")
+    with pytest.raises(PriceError, match="expected columns"):
+        CsvPrices(tmp_path / "bad.csv")
+    with pytest.raises(PriceError, match="positive finite"):
+        PriceSeries([(0, "BTC", "-1")])
+    with pytest.raises(PriceError, match="no price for 'XMR'"):
+        StaticPrices().price("XMR", 0)
