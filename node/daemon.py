@@ -109,7 +109,8 @@ def offers_factory(ctx):
         stack.protocol.own = stack.own_sheet()
     proto = stack.protocol
     proto.status = lambda: {"offers_in_book": stack.book.count(now=ctx.clock.now()),
-                            "sheets": dict(stack.book._latest), **proto.stats}
+                            "origins": sorted(stack.book._latest), "seq": proto.seq,
+                            "reasons": proto.reasons, **proto.stats}
     return proto
 
 

@@ -298,6 +298,7 @@ class OffersProtocol:
         self.own: OwnSheet | None = None
         self.seq = 0
         self.stats = {"accept": 0, "reject": 0, "ignore": 0}
+        self.reasons: dict[str, dict[str, int]] = {}  # result -> reason prefix -> count
 
     # -- validation (called by the driver before delivery / forwarding)
     def validate(self, topic_: str, data: bytes, from_peer: str, now: float) -> Validation:
@@ -308,6 +309,10 @@ class OffersProtocol:
             attestations=self.attestations, address_check=self.address_check,
         )
         self.stats[v.result.value] += 1
+        if v.result is not Result.ACCEPT:
+            reasons = self.reasons.setdefault(v.result.value, {})
+            key = v.reason.split(":", 1)[0][:60]
+            reasons[key] = reasons.get(key, 0) + 1
         return v
 
     # -- events

@@ -7,6 +7,8 @@ simulated enclave process, a SQLite offer book, ``OffersProtocol``) and offers
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.functional.framework import Network
@@ -57,7 +59,8 @@ def test_offers_reach_every_book_forgeries_do_not_and_a_restart_catches_up(tmp_p
             return (reasons.get("bad signature", 0) >= 1
                     and reasons.get("untrusted or forged quote", 0) >= 1)
 
-        net.wait_until(forgeries_rejected, 40, "honest nodes REJECT the bad signature and the foreign quote")
+        took = net.wait_until(forgeries_rejected, 40, "honest nodes REJECT the bad signature and the foreign quote")
+        print(f"[test] forgeries rejected after {took:.1f}s")
         net.wait_until(lambda: offers(evil.status()).get("sent", {}).get("replay", 0) >= 2, 20, "replays sent")
         for n in nodes:
             st = n.status()
@@ -81,5 +84,7 @@ def test_offers_reach_every_book_forgeries_do_not_and_a_restart_catches_up(tmp_p
         print(f"[test] restarted node caught up after {took:.1f}s")
         assert offers(nodes[0].status())["seq"] > seq_before
 
+        t0 = time.monotonic()
         for p in nodes + [b1, b2]:
             assert p.stop() == 0, p.name
+        print(f"[test] graceful stop of 10 processes took {time.monotonic() - t0:.1f}s")
