@@ -200,3 +200,33 @@ def test_offer_address_must_derive_from_its_deposit_key(alice):
     v, _ = validate_sheet(alice.sheet(seq=12, offers=real), net=NET, now=NOW, latest_seq=lambda o: None,
                           attestations=cache(), address_check=validate_address)
     assert v.result is Result.ACCEPT
+
+
+
+
+def test_sheet_encoding_round_trips_deterministically_and_respects_size(alice):
+    from hypothesis import given, settings, strategies as st
+
+    offers = st.builds(
+        Offer, st.sampled_from(["BTC-REG", "ETH-DEV", "LTC"]), st.text(max_size=80),
+        st.sampled_from(alice.keys), st.integers(1, 2**62), st.integers(1, 2**40),
+        st.decimals(min_value=0.01, max_value=10**6, places=2, allow_nan=False).map(str),
+        st.floats(0, 2e9, allow_nan=False), st.floats(0, 2e9, allow_nan=False))
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(offers, min_size=1, max_size=3, unique_by=lambda o: o.pubkey), st.integers(0, 2**62))
+    def run(offs, seq):
+        data = alice.sheet(seq=seq, offers=offs)
+        signed, body = decode_sheet(data)
+        assert wire.encode(SignedSheet(signed.body, signed.sig)) == data  # the sent bytes are the signed bytes
+        assert wire.encode(body) == signed.body
+        assert body.offers == offs and body.seq == seq
+        assert alice.sheet(seq=seq, offers=offs)[:len(signed.body)] == data[:len(signed.body)]
+
+    run()
+    # size limit: a sheet with too many offers is refused before anything else
+    many = make_offers([alice.keys[0]] * 1001)
+    v, _ = validate_sheet(wire.encode(SignedSheet(wire.encode(msgspec_replace(
+        decode_sheet(alice.sheet())[1], offers=many)), bytes(64))), net=NET, now=NOW, latest_seq=lambda o: None,
+        attestations=cache())
+    assert v.result is Result.REJECT and ("too many offers" in v.reason or "over size" in v.reason)
