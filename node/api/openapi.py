@@ -29,7 +29,7 @@ def _post(summary: str, body: dict, code: str = "201") -> dict:
         "security": [{"cookie": []}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
         "responses": {code: {"description": "done", "content": {"application/json": {"schema": _obj}}},
-                      "400": _err, "401": _err, "409": _err, "413": _err, "503": _err},
+                      "400": _err, "401": _err, "409": _err, "413": _err, "501": _err, "503": _err},
     }
 
 
@@ -57,7 +57,7 @@ SPEC = {
         "/v1/contracts": {"get": _get("Contracts", _list("contracts"))},
         "/v1/requests": {"post": _post("Request a contract", {
             "type": "object", "additionalProperties": False, "required": ["asset", "usd"],
-            "properties": {"asset": {"type": "string"}, "usd": {"type": "number", "exclusiveMinimum": 0},
+            "properties": {"asset": {"type": "string"}, "usd": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
                            "contract": {"type": "string"}}})},
         "/v1/sweep": {"post": _post("Sweep a received key to an address", {
             "type": "object", "additionalProperties": False, "required": ["deposit", "to"],

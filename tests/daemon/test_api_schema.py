@@ -1,0 +1,34 @@
+"""Schemathesis against a real daemon: every operation in the OpenAPI description, generated inputs."""
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from node.api.openapi import SPEC
+from tests.daemon.test_daemon import Daemon
+
+schema = schemathesis.openapi.from_dict(SPEC)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    d = Daemon(tmp_path_factory.mktemp("schema") / "node")
+    yield d.value("API listening on "), (d.datadir / ".cookie").read_text().strip()
+    assert d.stop() == 0
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_conforms_and_never_errors(case, live):
+    url, cookie = live
+    headers = {"Authorization": f"Bearer {cookie}"}
+    if case.method == "POST":
+        # actions that need the ledger / risk layers answer 501 (a documented status) in this build;
+        # everything else about them must still conform, and malformed bodies must still get 4xx
+        from schemathesis.checks import not_a_server_error
+
+        response = case.call(base_url=url, headers=headers)
+        case.validate_response(response, excluded_checks=[not_a_server_error])
+        assert response.status_code in (400, 401, 405, 413, 501), response.text
+        return
+    case.call_and_validate(base_url=url, headers=headers)
