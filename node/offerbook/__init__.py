@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS offers (
     asset TEXT NOT NULL, address TEXT NOT NULL, pubkey BLOB NOT NULL, amount INTEGER NOT NULL,
     usd_cents INTEGER NOT NULL, price TEXT NOT NULL, price_at REAL NOT NULL, expiry REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS offers_by_asset ON offers (asset, usd_cents);
+CREATE INDEX IF NOT EXISTS offers_by_asset_value ON offers (asset, usd_cents DESC, offer_id);
 CREATE INDEX IF NOT EXISTS offers_by_origin ON offers (origin);
 CREATE INDEX IF NOT EXISTS offers_by_expiry ON offers (expiry);
 """
