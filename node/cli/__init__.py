@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.init",
     "node.cli.demo",
     "node.cli.run",
+    "node.cli.dev",
     "node.cli.ops",
     "node.cli.vault",
     "node.cli.attest",

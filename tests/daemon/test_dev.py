@@ -1,0 +1,37 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_keyswitch_dev_starts_a_connected_local_network_and_stops(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "node", "dev", "--nodes", "3", "--dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    out = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            out.append(line)
+            if "network up" in line or not line:
+                break
+        assert any("network up" in l for l in out), "".join(out)
+        peers = []
+        for _ in range(100):
+            r = subprocess.run([sys.executable, "-m", "node", "--datadir", str(tmp_path / "node0"), "peers", "--json"],
+                               capture_output=True, text=True, cwd=ROOT, timeout=30)
+            peers = json.loads(r.stdout)["peers"] if r.returncode == 0 else []
+            if len(peers) >= 2:
+                break
+            time.sleep(0.3)
+        assert len(peers) >= 2, peers  # node0 found the other nodes through the bootstrap node
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, "".join(out) + rest
+    assert "stopped" in rest
+    assert not (tmp_path / "node0" / ".cookie").exists()  # every daemon shut down gracefully
