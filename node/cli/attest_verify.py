@@ -1,0 +1,83 @@
+"""``keyswitch attest verify FILE``: verify any supported evidence, as of a given time.
+
+Exit status: 0 trusted; 3 genuine but not trusted (e.g. not an allowed
+Keyswitch build, debug, refused TCB status); 4 refused (forged, tampered,
+expired, malformed); 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from node.cli.attest import attest_app
+
+
+def _parse_time(value: str | None) -> datetime:
+    if not value:
+        return datetime.now(timezone.utc)
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO-8601 time, e.g. 2025-07-01T00:00:00Z") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+@attest_app.command("verify")
+def verify(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="Evidence file"),
+    collateral: Optional[Path] = typer.Option(None, "--collateral", exists=True, dir_okay=False,
+                                              help="DCAP collateral JSON (dcap-qvl QuoteCollateralV3)"),
+    at: Optional[str] = typer.Option(None, "--at", help="Verify as of this time (ISO-8601); default now"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Evidence format (default: detected)"),
+    binding: Optional[Path] = typer.Option(None, "--binding",
+                                           help="Binding JSON to check the report data against "
+                                                "(default: FILE.binding.json when present)"),
+    allow_measurement: Optional[List[str]] = typer.Option(None, "--allow-measurement",
+                                                          help="Also trust this measurement (hex; repeatable)"),
+    as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON"),
+) -> None:
+    """Verify attestation evidence and print the verdict."""
+    from node.tee.evidence import verify_evidence
+    from node.tee.policy import AttestationPolicy
+
+    when = _parse_time(at)
+    policy = AttestationPolicy.dev()
+    if allow_measurement:
+        policy = policy.with_measurements(*allow_measurement)
+    blob = file.read_bytes()
+    coll = collateral.read_bytes() if collateral else None
+    side = binding or (file.with_name(file.name + ".binding.json"))
+    if binding is not None or side.exists():
+        from node.cli.vault import binding_from_json
+        from node.tee.binding import verify_attestation
+
+        try:
+            b = binding_from_json(json.loads(side.read_text()))
+        except (OSError, ValueError, KeyError) as exc:
+            typer.echo(f"error: binding file {side}: {exc}", err=True)
+            raise typer.Exit(2)
+        verdict = verify_attestation(blob, b, policy=policy, at=when, collateral=coll)
+    else:
+        verdict = verify_evidence(blob, policy=policy, at=when, collateral=coll, format=fmt)
+    if as_json:
+        typer.echo(json.dumps(verdict.to_json(), indent=2, sort_keys=True))
+    else:
+        typer.echo(verdict.headline())
+        for k in ("code", "vendor", "verified_at", "measurement", "debug", "tcb_status", "report_data"):
+            v = getattr(verdict, k)
+            if v not in ("", None):
+                typer.echo(f"  {k}: {v}")
+        if verdict.advisories:
+            typer.echo(f"  advisories: {', '.join(verdict.advisories)}")
+        if verdict.simulated:
+            typer.echo("  SIMULATED TEE: INSECURE (development only)")
+    raise typer.Exit(0 if verdict.ok else 3 if verdict.genuine else 4)
+
+
+def register(app: typer.Typer) -> None:
+    """``attest verify`` lives on the shared ``attest`` group (mounted by node.cli.attest)."""
