@@ -204,9 +204,21 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
             task_status.started(node)
 
             async def gauges() -> None:
+                exported: dict[tuple[str, str], int] = {}
+                topic = stack.protocol.topic
                 while True:
                     metrics.peers.set(len(node.connected_peers()))
                     metrics.offers.labels(asset="all").set(stack.book.count(now=clock.now()))
+                    counts = {("accept", ""): stack.protocol.stats["accept"]}
+                    for result, reasons in stack.protocol.reasons.items():
+                        for reason, n in reasons.items():
+                            counts[(result, reason)] = n
+                    for (result, reason), n in counts.items():
+                        delta = n - exported.get((result, reason), 0)
+                        if delta > 0:
+                            metrics.gossip.labels(topic=topic, direction="in", result=result,
+                                                  reason=reason).inc(delta)
+                            exported[(result, reason)] = n
                     await trio.sleep(1.0)
 
             nursery.start_soon(gauges)

@@ -104,8 +104,14 @@ def test_graceful_sigterm_keeps_state_and_restarts(tmp_path):
 
 
 def test_two_daemons_exchange_offer_sheets(tmp_path):
-    """A funded-looking node (offers made by the network test factory) reaches a daemon's book."""
-    a = Daemon(tmp_path / "a")
+    """A node's offers (made by the network test factory) reach a daemon's book; metrics count them."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    mport = s.getsockname()[1]
+    s.close()
+    a = Daemon(tmp_path / "a", "--metrics-port", str(mport))
     try:
         boot = a.value("swarm listening on ")
         b_dir = tmp_path / "b"
@@ -122,6 +128,15 @@ def test_two_daemons_exchange_offer_sheets(tmp_path):
                 time.sleep(0.5)
             assert len(offers) == 3, a.output()
             assert {o["asset"] for o in offers} == {"BTC-REG"} and all(o["usd_cents"] == 5000 for o in offers)
+            murl = a.value("metrics on ")
+            text = ""
+            for _ in range(30):
+                text = httpx.get(murl).text
+                if 'result="accept"' in text:
+                    break
+                time.sleep(0.3)
+            assert 'keyswitch_gossip_messages_total{direction="in",reason="",result="accept"' in text, text
+            assert "keyswitch_offers_in_book" in text and "keyswitch_peers 1.0" in text
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=20)
