@@ -71,10 +71,14 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
             return False
         return hmac.compare_digest(got[7:].strip().encode(), cookie.encode())
 
-    def endpoint(fn, *, auth: bool = True):
+    def endpoint(fn, *, auth: bool = True, query: frozenset[str] = frozenset()):
         async def handler(request: Request) -> Response:
+            unknown = sorted(set(request.query_params.keys()) - query)
             if auth and not authorised(request):
                 resp: Response = _err(401, "missing or wrong cookie: send 'Authorization: Bearer <datadir/.cookie>'")
+            elif unknown:
+                resp = _err(400, f"unknown query parameter(s): {', '.join(map(repr, unknown))}"
+                                 + (f"; known: {', '.join(sorted(query))}" if query else ""))
             else:
                 try:
                     resp = await fn(request)
@@ -155,7 +159,7 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
     routes = [
         Route("/v1/status", endpoint(status)),
         Route("/v1/peers", endpoint(peers)),
-        Route("/v1/offers", endpoint(offers)),
+        Route("/v1/offers", endpoint(offers, query=frozenset({"asset", "limit"}))),
         Route("/v1/deposits", endpoint(deposits), methods=["GET", "POST"]),
         Route("/v1/contracts", endpoint(contracts)),
         Route("/v1/requests", endpoint(requests_), methods=["POST"]),

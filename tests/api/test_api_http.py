@@ -121,3 +121,11 @@ async def test_bad_query_parameter(api):
     c, *_ = api
     r = await c.get("/v1/offers", params={"limit": "lots"})
     assert r.status_code == 400 and "limit" in r.json()["error"]
+
+
+async def test_unknown_query_parameters_are_refused(api):
+    c, *_ = api
+    r = await c.get("/v1/offers", params={"assett": "BTC"})
+    assert r.status_code == 400 and "unknown query parameter(s): 'assett'; known: asset, limit" in r.json()["error"]
+    r = await c.get("/v1/status", params={"x": "1"})
+    assert r.status_code == 400

@@ -18,7 +18,7 @@ def live(tmp_path_factory):
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_conforms_and_never_errors(case, live):
     url, cookie = live
     headers = {"Authorization": f"Bearer {cookie}"}
