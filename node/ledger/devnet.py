@@ -1,0 +1,370 @@
+"""The embedded development ledger: several assets in one SQLite file.
+
+Bitcoin-like assets use a UTXO model, Ethereum-like ones an account model
+with nonces. Every spend is a signed transaction (secp256k1 over a tagged
+hash of its deterministic encoding) and the ledger verifies each signature
+and that the signing key owns the coins (its address in the asset's native
+format), so a swept deposit key really is the only way to move a deposit.
+Transactions wait in a mempool until ``mine()`` puts them in a block
+(``automine=True`` mines each at once). ``faucet`` creates coins for
+development. ``python -m node.ledger.devnet serve`` serves one over HTTP
+(``node.ledger.client.DevLedgerClient`` speaks to it).
+
+Signing happens on the wallet side (``WalletOps``, shared by the in-process
+ledger and the HTTP client): private keys are never sent to the ledger.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import coincurve
+import msgspec
+
+from node import wire
+from node.assets import address_for, address_kinds, get_asset
+from node.assets import UnknownAsset as _AssetUnknown
+from node.crypto import sha256, sign_digest, tagged_hash, verify_digest
+from node.ledger.base import (
+    AlreadySpent, Balance, InsufficientFunds, InvalidTransaction, UnknownAsset, WatchEvent,
+)
+
+TX_VERSION = 1
+MAX_TX_SIZE = 100_000
+FEES = {"utxo": 500, "account": 21_000 * 10**9}
+
+
+class Outpoint(msgspec.Struct, array_like=True, frozen=True):
+    txid: str
+    vout: int
+
+
+class TxOut(msgspec.Struct, array_like=True, frozen=True):
+    address: str
+    amount: int
+
+
+class Witness(msgspec.Struct, array_like=True, frozen=True):
+    pubkey: bytes
+    sig: bytes
+
+
+class UtxoTx(msgspec.Struct, array_like=True, frozen=True, tag="utxo"):
+    version: int
+    asset: str
+    inputs: list[Outpoint]
+    outputs: list[TxOut]
+    witnesses: list[Witness] = []
+
+
+class AccountTx(msgspec.Struct, array_like=True, frozen=True, tag="account"):
+    version: int
+    asset: str
+    to: str
+    value: int
+    nonce: int
+    fee: int
+    pubkey: bytes = b""
+    sig: bytes = b""
+
+
+Tx = UtxoTx | AccountTx
+
+
+def _unsigned(tx: Tx) -> bytes:
+    if isinstance(tx, UtxoTx):
+        return wire.encode(msgspec.structs.replace(tx, witnesses=[]))
+    return wire.encode(msgspec.structs.replace(tx, pubkey=b"", sig=b""))
+
+
+def sighash(tx: Tx) -> bytes:
+    return tagged_hash("keyswitch/devtx/1", _unsigned(tx))
+
+
+def txid_of(tx: Tx) -> str:
+    return sha256(_unsigned(tx)).hex()
+
+
+def owns(asset: str, pubkey: bytes, address: str) -> bool:
+    try:
+        return any(address_for(asset, pubkey, kind=k) == address for k in address_kinds(asset))
+    except ValueError:
+        return False
+
+
+class WalletOps:
+    """send / sweep built on ``utxos``, ``nonce``, ``submit``: the signing stays here."""
+
+    def _asset(self, asset: str):
+        try:
+            return get_asset(asset)
+        except _AssetUnknown as exc:
+            raise UnknownAsset(str(exc)) from None
+
+    def send(self, asset: str, privkey: bytes, to: str, amount: int) -> str:
+        return self._spend(asset, privkey, to, amount)
+
+    def sweep(self, asset: str, privkey: bytes, to: str) -> str:
+        return self._spend(asset, privkey, to, None)
+
+    def _spend(self, asset: str, privkey: bytes, to: str, amount: int | None) -> str:
+        a = self._asset(asset)
+        key = coincurve.PrivateKey(privkey)
+        pub = key.public_key.format()
+        fee = FEES[a.kind]
+        if a.kind == "account":
+            frm = address_for(asset, pub)
+            bal = self.balance(asset, frm).unconfirmed
+            value = bal - fee if amount is None else amount
+            if value <= 0 or value + fee > bal:
+                raise InsufficientFunds(f"{frm} holds {bal} of {asset}; {value if value > 0 else 0} + fee {fee} needed")
+            tx = AccountTx(TX_VERSION, asset, to, value, self.nonce(asset, frm), fee)
+            tx = msgspec.structs.replace(tx, pubkey=pub, sig=sign_digest(key, sighash(tx)))
+            return self.submit(asset, wire.encode(tx))
+        mine = [address_for(asset, pub, kind=k) for k in address_kinds(asset)]
+        coins = sorted(self.utxos(asset, mine), key=lambda u: (-u[3], u[0], u[1]))
+        total = sum(u[3] for u in coins)
+        if amount is None:
+            chosen, out_amount = coins, total - fee
+            if out_amount <= 0:
+                raise InsufficientFunds(f"the key controls {total} of {asset}, not more than the fee {fee}")
+        else:
+            if amount <= 0:
+                raise InvalidTransaction("amount must be positive")
+            chosen, acc = [], 0
+            for u in coins:
+                if acc >= amount + fee:
+                    break
+                chosen.append(u)
+                acc += u[3]
+            if acc < amount + fee:
+                raise InsufficientFunds(f"the key controls {total} of {asset}; {amount} + fee {fee} needed")
+            out_amount = amount
+        outputs = [TxOut(to, out_amount)]
+        change = sum(u[3] for u in chosen) - out_amount - fee
+        if change > 0:
+            outputs.append(TxOut(mine[0], change))
+        tx = UtxoTx(TX_VERSION, asset, [Outpoint(u[0], u[1]) for u in chosen], outputs)
+        sig = sign_digest(key, sighash(tx))
+        tx = msgspec.structs.replace(tx, witnesses=[Witness(pub, sig)] * len(chosen))
+        return self.submit(asset, wire.encode(tx))
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS txs (seq INTEGER PRIMARY KEY AUTOINCREMENT, asset TEXT, txid TEXT UNIQUE,
+                                height INTEGER, raw BLOB);
+CREATE TABLE IF NOT EXISTS outputs (asset TEXT, txid TEXT, vout INTEGER, address TEXT, amount INTEGER,
+                                    spent_by TEXT, PRIMARY KEY (txid, vout));
+CREATE INDEX IF NOT EXISTS outputs_addr ON outputs (asset, address);
+CREATE TABLE IF NOT EXISTS moves (asset TEXT, txid TEXT, frm TEXT, dest TEXT, value INTEGER, fee INTEGER,
+                                  nonce INTEGER);
+CREATE INDEX IF NOT EXISTS moves_from ON moves (asset, frm);
+CREATE INDEX IF NOT EXISTS moves_to ON moves (asset, dest);
+CREATE TABLE IF NOT EXISTS heights (asset TEXT PRIMARY KEY, height INTEGER);
+CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, asset TEXT, address TEXT, kind TEXT,
+                                   amount INTEGER, txid TEXT);
+CREATE INDEX IF NOT EXISTS events_addr ON events (address);
+"""
+
+
+class DevLedger(WalletOps):
+    """In-process dev ledger over a real SQLite file (``path=None``: in memory). Thread-safe."""
+
+    def __init__(self, path: Path | None = None, *, automine: bool = False) -> None:
+        self.db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None, check_same_thread=False)
+        if path:
+            self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+        self.automine = automine
+        self.lock = threading.RLock()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---------------------------------------------------------------- reads
+    def height(self, asset: str) -> int:
+        self._asset(asset)
+        row = self.db.execute("SELECT height FROM heights WHERE asset=?", (asset,)).fetchone()
+        return row[0] if row else 0
+
+    def _mined(self, txid: str) -> int | None:
+        row = self.db.execute("SELECT height FROM txs WHERE txid=?", (txid,)).fetchone()
+        return None if row is None else row[0]
+
+    def confirmations(self, asset: str, txid: str) -> int:
+        self._asset(asset)
+        h = self._mined(txid)
+        return 0 if h is None else self.height(asset) - h + 1
+
+    def balance(self, asset: str, address: str) -> Balance:
+        a = self._asset(asset)
+        with self.lock:
+            if a.kind == "utxo":
+                rows = self.db.execute(
+                    "SELECT o.amount, t.height, o.spent_by, (SELECT height FROM txs WHERE txid=o.spent_by) "
+                    "FROM outputs o JOIN txs t ON t.txid=o.txid WHERE o.asset=? AND o.address=?", (asset, address))
+                conf = unconf = 0
+                for amount, h, spent_by, spent_h in rows:
+                    if h is not None and spent_h is None:
+                        conf += amount
+                    if spent_by is None:
+                        unconf += amount
+                return Balance(conf, unconf)
+            conf = unconf = 0
+            for frm, dest, value, fee, h in self.db.execute(
+                    "SELECT m.frm, m.dest, m.value, m.fee, t.height FROM moves m JOIN txs t ON t.txid=m.txid "
+                    "WHERE m.asset=? AND (m.frm=? OR m.dest=?)", (asset, address, address)):
+                delta = (value if dest == address else 0) - (value + fee if frm == address else 0)
+                unconf += delta
+                if h is not None:
+                    conf += delta
+            return Balance(conf, unconf)
+
+    def utxos(self, asset: str, addresses: list[str]) -> list[tuple[str, int, str, int]]:
+        q = ",".join("?" * len(addresses))
+        return [tuple(r) for r in self.db.execute(
+            f"SELECT txid, vout, address, amount FROM outputs WHERE asset=? AND spent_by IS NULL AND address IN ({q}) "
+            "ORDER BY txid, vout", (asset, *addresses))]
+
+    def nonce(self, asset: str, address: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM moves WHERE asset=? AND frm=?", (asset, address)).fetchone()[0]
+
+    def watch(self, addresses: list[str], since: int = 0) -> tuple[list[WatchEvent], int]:
+        """Deposits and spends touching ``addresses`` after event ``since``; returns (events, new cursor)."""
+        q = ",".join("?" * len(addresses)) or "''"
+        rows = self.db.execute(f"SELECT seq, asset, address, kind, amount, txid FROM events WHERE seq>? AND "
+                               f"address IN ({q}) ORDER BY seq", (since, *addresses)).fetchall()
+        last = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+        return [WatchEvent(*r) for r in rows], max(last, since)
+
+    # --------------------------------------------------------------- writes
+    def mine(self, asset: str, blocks: int = 1) -> int:
+        self._asset(asset)
+        with self.lock, self.db:
+            h = self.height(asset) + blocks
+            self.db.execute("INSERT OR REPLACE INTO heights VALUES (?, ?)", (asset, h))
+            self.db.execute("UPDATE txs SET height=? WHERE asset=? AND height IS NULL", (h - blocks + 1, asset))
+        return h
+
+    def faucet(self, asset: str, address: str, amount: int) -> str:
+        """Create ``amount`` new coins at ``address`` (development only)."""
+        a = self._asset(asset)
+        if amount <= 0:
+            raise InvalidTransaction("faucet amount must be positive")
+        with self.lock, self.db:
+            seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM txs").fetchone()[0]
+            txid = sha256(b"faucet" + asset.encode() + address.encode() + seq.to_bytes(8, "big")).hex()
+            self.db.execute("INSERT INTO txs (asset, txid, height, raw) VALUES (?, ?, NULL, ?)", (asset, txid, b""))
+            if a.kind == "utxo":
+                self.db.execute("INSERT INTO outputs VALUES (?, ?, 0, ?, ?, NULL)", (asset, txid, address, amount))
+            else:
+                self.db.execute("INSERT INTO moves VALUES (?, ?, '', ?, ?, 0, 0)", (asset, txid, address, amount))
+            self.db.execute("INSERT INTO events (asset, address, kind, amount, txid) VALUES (?, ?, 'deposit', ?, ?)",
+                            (asset, address, amount, txid))
+        if self.automine:
+            self.mine(asset)
+        return txid
+
+    def submit(self, asset: str, raw: bytes) -> str:
+        """Verify and accept a signed transaction into the mempool; returns its txid."""
+        a = self._asset(asset)
+        try:
+            tx = wire.decode(raw, Tx, max_size=MAX_TX_SIZE)
+        except wire.WireError as exc:
+            raise InvalidTransaction(f"malformed transaction: {exc.reason}") from None
+        if tx.version != TX_VERSION or tx.asset != asset:
+            raise InvalidTransaction("wrong version or asset")
+        txid, digest = txid_of(tx), sighash(tx)
+        with self.lock, self.db:
+            if self.db.execute("SELECT 1 FROM txs WHERE txid=?", (txid,)).fetchone():
+                raise AlreadySpent(f"transaction {txid} already submitted")
+            if isinstance(tx, UtxoTx):
+                if a.kind != "utxo" or not tx.inputs or len(tx.witnesses) != len(tx.inputs):
+                    raise InvalidTransaction("a UTXO transaction needs inputs, each with a witness")
+                if len(set(tx.inputs)) != len(tx.inputs):
+                    raise InvalidTransaction("an input is listed twice")
+                total_in = 0
+                for op, w in zip(tx.inputs, tx.witnesses):
+                    row = self.db.execute("SELECT address, amount, spent_by FROM outputs WHERE txid=? AND vout=? "
+                                          "AND asset=?", (op.txid, op.vout, asset)).fetchone()
+                    if row is None:
+                        raise InvalidTransaction(f"input {op.txid}:{op.vout} does not exist")
+                    address, amount, spent_by = row
+                    if spent_by is not None:
+                        raise AlreadySpent(f"input {op.txid}:{op.vout} already spent by {spent_by}")
+                    if not owns(asset, w.pubkey, address) or not verify_digest(w.pubkey, digest, w.sig):
+                        raise InvalidTransaction(f"input {op.txid}:{op.vout}: signature does not prove ownership")
+                    total_in += amount
+                if any(o.amount <= 0 for o in tx.outputs) or not tx.outputs:
+                    raise InvalidTransaction("outputs must be positive")
+                if total_in - sum(o.amount for o in tx.outputs) < FEES["utxo"]:
+                    raise InsufficientFunds(f"inputs {total_in} do not cover outputs plus the fee {FEES['utxo']}")
+                self.db.execute("INSERT INTO txs (asset, txid, height, raw) VALUES (?, ?, NULL, ?)", (asset, txid, raw))
+                for op in tx.inputs:
+                    address, amount = self.db.execute("SELECT address, amount FROM outputs WHERE txid=? AND vout=?",
+                                                      (op.txid, op.vout)).fetchone()
+                    self.db.execute("UPDATE outputs SET spent_by=? WHERE txid=? AND vout=?", (txid, op.txid, op.vout))
+                    self.db.execute("INSERT INTO events (asset, address, kind, amount, txid) VALUES "
+                                    "(?, ?, 'spend', ?, ?)", (asset, address, amount, txid))
+                for i, o in enumerate(tx.outputs):
+                    self.db.execute("INSERT INTO outputs VALUES (?, ?, ?, ?, ?, NULL)", (asset, txid, i, o.address,
+                                                                                         o.amount))
+                    self.db.execute("INSERT INTO events (asset, address, kind, amount, txid) VALUES "
+                                    "(?, ?, 'deposit', ?, ?)", (asset, o.address, o.amount, txid))
+            else:
+                if a.kind != "account":
+                    raise InvalidTransaction(f"{asset} is not an account-model asset")
+                frm = address_for(asset, tx.pubkey) if len(tx.pubkey) == 33 else ""
+                if not frm or not verify_digest(tx.pubkey, digest, tx.sig):
+                    raise InvalidTransaction("bad signature")
+                if tx.nonce != self.nonce(asset, frm):
+                    raise AlreadySpent(f"nonce {tx.nonce} used or out of order (next is {self.nonce(asset, frm)})")
+                if tx.value <= 0 or tx.fee < FEES["account"]:
+                    raise InvalidTransaction("value must be positive and the fee at least the minimum")
+                if self.balance(asset, frm).unconfirmed < tx.value + tx.fee:
+                    raise InsufficientFunds(f"{frm} cannot pay {tx.value} + fee {tx.fee}")
+                self.db.execute("INSERT INTO txs (asset, txid, height, raw) VALUES (?, ?, NULL, ?)", (asset, txid, raw))
+                self.db.execute("INSERT INTO moves VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                (asset, txid, frm, tx.to, tx.value, tx.fee, tx.nonce))
+                self.db.execute("INSERT INTO events (asset, address, kind, amount, txid) VALUES (?, ?, 'spend', ?, ?)",
+                                (asset, frm, tx.value + tx.fee, txid))
+                self.db.execute("INSERT INTO events (asset, address, kind, amount, txid) VALUES "
+                                "(?, ?, 'deposit', ?, ?)", (asset, tx.to, tx.value, txid))
+        if self.automine:
+            self.mine(asset)
+        return txid
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import signal
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m node.ledger.devnet", description="Keyswitch development ledger")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="serve a dev ledger over HTTP on 127.0.0.1")
+    s.add_argument("--db", type=Path, required=True, help="SQLite file (created if absent)")
+    s.add_argument("--port", type=int, default=0)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--automine", action="store_true", help="mine every transaction at once")
+    a = ap.parse_args(argv)
+    from node.ledger.server import make_server
+
+    led = DevLedger(a.db, automine=a.automine)
+    srv = make_server(led, a.host, a.port)
+    print(f"dev ledger listening on http://{a.host}:{srv.server_address[1]} (db {a.db})", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.server_close()
+        led.close()
+        print("stopped", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The dev ledger: UTXO and account models, real signatures, typed errors; in-process and over HTTP."""
+
+import coincurve
+import pytest
+
+from node.assets import address_for, export_key
+from node.ledger.base import AlreadySpent, InsufficientFunds, InvalidTransaction, UnknownAsset
+from node.ledger.devnet import FEES, DevLedger, UtxoTx, TxOut, Outpoint, Witness, sighash
+from node import wire
+from node.crypto import sign_digest
+
+
+def key(i: int) -> coincurve.PrivateKey:
+    return coincurve.PrivateKey(i.to_bytes(32, "big"))
+
+
+@pytest.fixture(params=["inproc", "http"])
+def ledger(request, tmp_path):
+    led = DevLedger(tmp_path / "ledger.sqlite")
+    if request.param == "inproc":
+        yield led
+        led.close()
+        return
+    from node.ledger.client import DevLedgerClient
+    from node.ledger.server import serve_in_thread
+
+    url, stop = serve_in_thread(led)
+    try:
+        yield DevLedgerClient(url, admin=True)
+    finally:
+        stop()
+        led.close()
+
+
+@pytest.mark.parametrize("asset", ["BTC-REG", "LTC", "DOGE"])
+def test_utxo_deposit_confirm_send_sweep(ledger, asset):
+    k1, k2 = key(11), key(12)
+    a1, a2 = address_for(asset, k1.public_key.format()), address_for(asset, k2.public_key.format())
+    fee = FEES["utxo"]
+    t0 = ledger.faucet(asset, a1, 100_000)
+    assert ledger.balance(asset, a1).confirmed == 0 and ledger.balance(asset, a1).unconfirmed == 100_000
+    assert ledger.confirmations(asset, t0) == 0
+    ledger.mine(asset)
+    assert ledger.balance(asset, a1).confirmed == 100_000 and ledger.confirmations(asset, t0) == 1
+    tx = ledger.send(asset, k1.secret, a2, 30_000)
+    assert ledger.balance(asset, a2).unconfirmed == 30_000
+    assert ledger.balance(asset, a1).unconfirmed == 100_000 - 30_000 - fee
+    ledger.mine(asset, 2)
+    assert ledger.confirmations(asset, tx) == 2 and ledger.height(asset) == 3
+    sw = ledger.sweep(asset, k2.secret, a1)
+    ledger.mine(asset)
+    assert ledger.balance(asset, a2) .confirmed == 0
+    assert ledger.balance(asset, a1).confirmed == 100_000 - 2 * fee and ledger.confirmations(asset, sw) == 1
+    with pytest.raises(InsufficientFunds):
+        ledger.sweep(asset, k2.secret, a1)
+    with pytest.raises(InsufficientFunds, match="needed"):
+        ledger.send(asset, k1.secret, a2, 10**9)
+
+
+def test_account_model_nonces_and_balances(ledger):
+    k1, k2 = key(21), key(22)
+    a1, a2 = address_for("ETH-DEV", k1.public_key.format()), address_for("ETH-DEV", k2.public_key.format())
+    ledger.faucet("ETH-DEV", a1, 10**18)
+    ledger.mine("ETH-DEV")
+    ledger.send("ETH-DEV", k1.secret, a2, 10**17)
+    ledger.send("ETH-DEV", k1.secret, a2, 10**17)  # nonce 1
+    ledger.mine("ETH-DEV")
+    fee = FEES["account"]
+    assert ledger.balance("ETH-DEV", a2).confirmed == 2 * 10**17
+    assert ledger.balance("ETH-DEV", a1).confirmed == 10**18 - 2 * 10**17 - 2 * fee
+    ledger.sweep("ETH-DEV", k2.secret, a1)
+    ledger.mine("ETH-DEV")
+    assert ledger.balance("ETH-DEV", a2).confirmed == 0
+
+
+def test_double_spend_and_forged_spend_are_refused(tmp_path):
+    led = DevLedger(tmp_path / "l.sqlite", automine=True)
+    owner, thief = key(31), key(32)
+    addr = address_for("BTC-REG", owner.public_key.format())
+    t = led.faucet("BTC-REG", addr, 50_000)
+    # the owner's key sweeps it; a second sweep of the same coin (a broken TEE's double spend) fails
+    unsigned = UtxoTx(1, "BTC-REG", [Outpoint(t, 0)], [TxOut(address_for("BTC-REG", thief.public_key.format()), 40_000)])
+    forged = wire.encode(UtxoTx(1, "BTC-REG", unsigned.inputs, unsigned.outputs,
+                                [Witness(thief.public_key.format(), sign_digest(thief, sighash(unsigned)))]))
+    with pytest.raises(InvalidTransaction, match="ownership"):
+        led.submit("BTC-REG", forged)
+    led.sweep("BTC-REG", owner.secret, address_for("BTC-REG", key(33).public_key.format()))
+    replay = UtxoTx(1, "BTC-REG", [Outpoint(t, 0)], [TxOut(addr, 40_000)])
+    import msgspec
+
+    signed = msgspec.structs.replace(replay, witnesses=[Witness(owner.public_key.format(),
+                                                                sign_digest(owner, sighash(replay)))])
+    with pytest.raises(AlreadySpent, match="already spent"):
+        led.submit("BTC-REG", wire.encode(signed))
+    with pytest.raises(InvalidTransaction, match="malformed"):
+        led.submit("BTC-REG", b"\x00garbage")
+    with pytest.raises(UnknownAsset, match="unknown asset 'XMR'"):
+        led.balance("XMR", addr)
+
+
+def test_watch_reports_deposits_and_spends_with_a_cursor(tmp_path):
+    led = DevLedger(tmp_path / "w.sqlite", automine=True)
+    k = key(41)
+    addr = address_for("BTC-REG", k.public_key.format())
+    events, cur = led.watch([addr])
+    assert events == []
+    led.faucet("BTC-REG", addr, 10_000)
+    events, cur = led.watch([addr], cur)
+    assert [(e.kind, e.amount) for e in events] == [("deposit", 10_000)]
+    led.sweep("BTC-REG", k.secret, address_for("BTC-REG", key(42).public_key.format()))
+    events, cur2 = led.watch([addr], cur)
+    assert [e.kind for e in events] == ["spend"] and cur2 > cur
+
+
+def test_state_survives_reopen(tmp_path):
+    p = tmp_path / "persist.sqlite"
+    led = DevLedger(p, automine=True)
+    addr = address_for("LTC", key(51).public_key.format())
+    led.faucet("LTC", addr, 7)
+    led.close()
+    again = DevLedger(p)
+    assert again.balance("LTC", addr).confirmed == 7 and again.height("LTC") == 1
+
+
+def test_devnet_server_process_and_typed_errors_over_http(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from node.ledger.base import LedgerUnreachable
+    from node.ledger.client import DevLedgerClient
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(tmp_path / "d.sqlite"),
+                             "--automine"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("dev ledger listening on http://127.0.0.1:"), line
+        c = DevLedgerClient(line.split()[4])
+        addr = address_for("DOGE", key(61).public_key.format())
+        c.faucet("DOGE", addr, 10**8)
+        assert c.balance("DOGE", addr).confirmed == 10**8 and c.height("DOGE") == 1
+        with pytest.raises(UnknownAsset):
+            c.height("NOPE")
+        with pytest.raises(InvalidTransaction):
+            c.submit("DOGE", b"\x01\x02")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    with pytest.raises(LedgerUnreachable, match="unreachable"):
+        DevLedgerClient(line.split()[4], timeout=2).height("DOGE")
