@@ -58,9 +58,21 @@ class OfferStack:
         return OwnSheet(offers=list(self.extra.get("offers", [])), retracted=[], quote=quote, binding=binding,
                         sign=self.enclave.sign_offer_sheet)
 
+    def refresh_offers(self, now: float) -> None:
+        """Offers from confirmed deposits (when a ledger is attached), then a fresh own sheet."""
+        from node.deposits import offers_from
+
+        if "ledger" in self.extra:
+            self.extra["offers"] = offers_from(self.extra["deposits"].all(), self.extra["ledger"], self.enclave,
+                                               now=now)
+        self.protocol.own = self.own_sheet()
+
     def close(self) -> None:
         self.book.close()
         self.enclave.close()
+        for k in ("deposits", "ledger"):
+            if k in self.extra and hasattr(self.extra[k], "close"):
+                self.extra[k].close()
 
 
 def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float = 60.0, in_process: bool = False):
@@ -130,6 +142,7 @@ class NodeServices:
             "listen": list(self.node.listen_addrs),
             "peers": len(self.node.connected_peers()),
             "offers_in_book": self.stack.book.count(now=now),
+            "own_offers": len(self.stack.protocol.own.offers) if self.stack.protocol.own else 0,
             "uptime": round(now - self.started_at, 3),
             "enclave": {"simulated": info.simulated, "device_id": info.device_id.hex(),
                         "measurement": info.measurement},
@@ -144,8 +157,14 @@ class NodeServices:
         return self.stack.book.rows(now=self.clock.now(), asset=asset, limit=limit)
 
     def deposits(self) -> list[dict[str, Any]]:
-        return [{"pubkey": k.pubkey.hex(), "state": k.state, "origin": getattr(k, "origin", "")}
-                for k in self.stack.enclave.list_keys()]
+        states = {k.pubkey: k.state for k in self.stack.enclave.list_keys()}
+        out = []
+        for d in self.stack.extra["deposits"].all():
+            row = d.to_json()
+            row["key_state"] = states.get(d.pubkey, "unknown")
+            row["confirmed"] = self.stack.extra["ledger"].balance(d.asset, d.address).confirmed
+            out.append(row)
+        return out
 
     def contracts(self) -> list[dict[str, Any]]:
         return []  # the contract engine (issue 7) is not part of this build yet
@@ -154,13 +173,63 @@ class NodeServices:
         return []  # the risk engine (issue 6) is not part of this build yet
 
     async def deposit(self, asset: str, chunks: int) -> dict[str, Any]:
-        raise ApiError(501, "deposits need the ledger layer, which this build does not have yet")
+        from node.assets import UnknownAsset
+        from node.deposits import make_deposits
+
+        x = self.stack.extra
+        try:
+            made = await trio.to_thread.run_sync(lambda: make_deposits(
+                self.stack.enclave, x["ledger"], x["deposits"], asset=asset, chunks=chunks,
+                chunk_usd_cents=x["chunk_usd_cents"], now=self.clock.now()))
+        except UnknownAsset as exc:
+            raise ApiError(400, str(exc)) from None
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        await trio.to_thread.run_sync(self.stack.refresh_offers, self.clock.now())
+        self.node.driver.submit(self.stack.protocol,
+                                lambda now: self.stack.protocol.set_own_sheet(self.stack.protocol.own, now))
+        return {"deposits": [d.to_json() for d in made]}
 
     async def request(self, asset: str, usd: float, contract: str) -> dict[str, Any]:
         raise ApiError(501, "contract requests need the risk engine, which this build does not have yet")
 
     async def sweep(self, deposit: str, to: str) -> dict[str, Any]:
-        raise ApiError(501, "sweeping needs the ledger layer, which this build does not have yet")
+        """Withdraw one of this node's deposits to ``to``: the enclave exports the key to its owner
+        (the one clear export it allows; the key is then never offered or released again), and the
+        funds are swept at once. The key is used here and dropped, never logged or returned."""
+        from node.ledger.base import LedgerError
+        from node.tee.client import EnclaveRefused
+
+        x = self.stack.extra
+        try:
+            pub = bytes.fromhex(deposit)
+        except ValueError:
+            raise ApiError(400, "deposit must be the hex public key of one of this node's deposits") from None
+        if not to:
+            raise ApiError(400, "empty destination address")
+        match = [d for d in x["deposits"].all() if d.pubkey == pub]
+        if not match:
+            raise ApiError(404, "no such deposit on this node (see GET /v1/deposits)")
+        d = match[0]
+
+        def work() -> str:
+            secret = self.stack.enclave.export_to_owner(pub)
+            try:
+                return x["ledger"].sweep(d.asset, secret, to)
+            finally:
+                del secret
+
+        try:
+            txid = await trio.to_thread.run_sync(work)
+        except EnclaveRefused as exc:
+            raise ApiError(409, f"the enclave refused: {exc.reason}") from None
+        except LedgerError as exc:
+            raise ApiError(409, f"the ledger refused: {exc}") from None
+        await trio.to_thread.run_sync(self.stack.refresh_offers, self.clock.now())
+        self.stack.protocol.own.retracted.append(pub)
+        self.node.driver.submit(self.stack.protocol,
+                                lambda now: self.stack.protocol.set_own_sheet(self.stack.protocol.own, now))
+        return {"txid": txid, "asset": d.asset, "to": to}
 
 
 # ----------------------------------------------------------------- the daemon
@@ -179,6 +248,11 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     peer_id = identity.peer_id(datadir)
     logs.bind_peer(peer_id)
     stack = make_offer_stack(datadir, cfg["network.net"], peer_id, republish=republish)
+    from node.deposits import DepositStore, open_ledger
+
+    stack.extra.update(ledger=open_ledger(cfg), deposits=DepositStore(datadir / "deposits.sqlite"),
+                       chunk_usd_cents=int(round(cfg["deposits.chunk_usd"] * 100)))
+    stack.refresh_offers(clock.now())
     metrics = NodeMetrics()
     url_file = datadir / "api.url"
     try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from node.assets import ASSETS
+
+_ASSETS = sorted(ASSETS)
 _obj = {"type": "object"}
 _err = {"description": "error", "content": {"application/json": {"schema": {
     "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
@@ -29,7 +32,8 @@ def _post(summary: str, body: dict, code: str = "201") -> dict:
         "security": [{"cookie": []}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
         "responses": {code: {"description": "done", "content": {"application/json": {"schema": _obj}}},
-                      "400": _err, "401": _err, "409": _err, "413": _err, "501": _err, "503": _err},
+                      "400": _err, "401": _err, "404": _err, "409": _err, "413": _err, "501": _err,
+                      "503": _err},
     }
 
 
@@ -51,17 +55,19 @@ SPEC = {
             "get": _get("This node's deposits", _list("deposits")),
             "post": _post("Create and fund deposit chunks", {
                 "type": "object", "additionalProperties": False, "required": ["asset"],
-                "properties": {"asset": {"type": "string"},
+                "properties": {"asset": {"type": "string", "enum": _ASSETS},
                                "chunks": {"type": "integer", "minimum": 1, "maximum": 1000}}}),
         },
         "/v1/contracts": {"get": _get("Contracts", _list("contracts"))},
         "/v1/requests": {"post": _post("Request a contract", {
             "type": "object", "additionalProperties": False, "required": ["asset", "usd"],
-            "properties": {"asset": {"type": "string"}, "usd": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
+            "properties": {"asset": {"type": "string", "enum": _ASSETS},
+                           "usd": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
                            "contract": {"type": "string"}}})},
         "/v1/sweep": {"post": _post("Sweep a received key to an address", {
             "type": "object", "additionalProperties": False, "required": ["deposit", "to"],
-            "properties": {"deposit": {"type": "string"}, "to": {"type": "string"}}}, "200")},
+            "properties": {"deposit": {"type": "string", "pattern": "^[0-9a-f]{66}$"},
+                           "to": {"type": "string", "minLength": 1}}}, "200")},
         "/v1/reputation": {"get": _get("Local reputation of known devices", _list("devices"))},
     },
 }

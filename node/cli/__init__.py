@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.run",
     "node.cli.dev",
     "node.cli.ops",
+    "node.cli.deposit",
     "node.cli.vault",
     "node.cli.attest",
     "node.cli.attest_verify",

@@ -142,3 +142,44 @@ def test_two_daemons_exchange_offer_sheets(tmp_path):
             proc.wait(timeout=20)
     finally:
         a.stop()
+
+
+def test_deposit_offer_and_withdraw_across_two_daemons(tmp_path):
+    """DESIGN steps 1-3 on real parts: keys in the enclave, funded on the dev ledger, offered, seen by a peer;
+    then withdrawn (swept home) and retracted from the peer's book."""
+    a = Daemon(tmp_path / "a")
+    try:
+        b = Daemon(tmp_path / "b", "--bootnodes", a.value("swarm listening on "))
+        try:
+            made = json.loads(cli(a.datadir, "deposit", "--asset", "BTC-REG", "--chunks", "2", "--json").stdout)
+            assert len(made) == 2 and all(d["address"].startswith("bcrt1q") and d["usd_cents"] == 5000 for d in made)
+            deps = json.loads(cli(a.datadir, "deposits", "--json").stdout)["deposits"]
+            assert {d["address"] for d in deps} == {d["address"] for d in made}
+            assert all(d["confirmed"] == d["amount"] and d["key_state"] == "held" for d in deps)
+
+            def book_of_b() -> list:
+                out = cli(b.datadir, "offers", "--json")
+                return json.loads(out.stdout)["offers"] if out.returncode == 0 else []
+
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(book_of_b()) < 2:
+                time.sleep(0.5)
+            assert {o["address"] for o in book_of_b()} == {d["address"] for d in made}
+            # withdraw one chunk home: swept on the ledger, retracted from the peer's book
+            url = a.value("API listening on ")
+            cookie = (a.datadir / ".cookie").read_text().strip()
+            home = "bcrt1qhomeaddressforthetest"
+            r = httpx.post(url + "/v1/sweep", json={"deposit": made[0]["pubkey"], "to": home},
+                           headers={"Authorization": f"Bearer {cookie}"}, timeout=60)
+            assert r.status_code == 200, r.text
+            again = httpx.post(url + "/v1/sweep", json={"deposit": made[0]["pubkey"], "to": home},
+                               headers={"Authorization": f"Bearer {cookie}"}, timeout=60)
+            assert again.status_code == 409 and "refused" in again.json()["error"]
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(book_of_b()) != 1:
+                time.sleep(0.5)
+            assert [o["address"] for o in book_of_b()] == [made[1]["address"]]
+        finally:
+            b.stop()
+    finally:
+        a.stop()
