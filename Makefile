@@ -15,7 +15,12 @@ $(STAMP): pyproject.toml scripts/sysdeps.sh
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# anvil (a real EVM node, from npm) for the Ethereum-like ledger tests
+ANVIL := .tools/node_modules/.bin/anvil
+$(ANVIL): scripts/anvil.sh
+	./scripts/anvil.sh
+
+install: $(STAMP) $(ANVIL)
 
 demo: $(STAMP)
 	$(PY) -m node demo
@@ -25,11 +30,11 @@ demo: $(STAMP)
 KS_TIMEOUT_FACTOR ?= 3
 export KS_TIMEOUT_FACTOR
 
-test: $(STAMP)
+test: $(STAMP) $(ANVIL)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .demo
+	rm -rf $(VENV) .tools .pytest_cache .hypothesis .demo

@@ -1,0 +1,87 @@
+"""The ledger interface against a real EVM node: anvil (installed by scripts/anvil.sh) on 127.0.0.1."""
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import coincurve
+import httpx
+import pytest
+
+from node.assets import address_for
+from node.ledger.base import InsufficientFunds, UnknownAsset
+from node.ledger.evm import GAS, EvmLedger
+
+ROOT = Path(__file__).resolve().parents[2]
+ANVIL = ROOT / ".tools" / "node_modules" / ".bin" / "anvil"
+
+
+def _anvil() -> str | None:
+    return str(ANVIL) if ANVIL.exists() else shutil.which("anvil")
+
+
+@pytest.fixture(scope="module")
+def anvil():
+    exe = _anvil()
+    if exe is None:
+        pytest.skip("anvil not installed: run scripts/anvil.sh (make test does) — needs npm")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    proc = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337",
+                             "--silent"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        led = EvmLedger(url)
+        yield led
+        led.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def key(i):
+    return coincurve.PrivateKey(i.to_bytes(32, "big"))
+
+
+def test_deposit_to_an_enclave_style_address_and_sweep_it(anvil):
+    k, home = key(71), key(72)
+    addr = address_for("ETH-DEV", k.public_key.format())
+    dest = address_for("ETH-DEV", home.public_key.format())
+    anvil.faucet("ETH-DEV", addr, 10**17)
+    assert anvil.balance("ETH-DEV", addr).confirmed == 10**17
+    h0 = anvil.height("ETH-DEV")
+    tx = anvil.sweep("ETH-DEV", k.secret, dest)  # anvil automines
+    assert anvil.confirmations("ETH-DEV", tx) >= 1 and anvil.height("ETH-DEV") == h0 + 1
+    assert anvil.balance("ETH-DEV", addr).confirmed == 0
+    got = anvil.balance("ETH-DEV", dest).confirmed
+    assert 0 < got < 10**17  # the chunk minus the gas fee
+    events, cur = anvil.watch([addr, dest], h0)
+    assert {(e.kind, e.address.lower()) for e in events} == {("spend", addr.lower()), ("deposit", dest.lower())}
+    with pytest.raises(InsufficientFunds):
+        anvil.sweep("ETH-DEV", k.secret, dest)
+    anvil.mine("ETH-DEV", 3)
+    assert anvil.confirmations("ETH-DEV", tx) == 4
+
+
+def test_send_partial_and_errors(anvil):
+    k = key(73)
+    addr = address_for("ETH-DEV", k.public_key.format())
+    anvil.faucet("ETH-DEV", addr, 10**18)
+    anvil.send("ETH-DEV", k.secret, address_for("ETH-DEV", key(74).public_key.format()), 10**16)
+    assert anvil.balance("ETH-DEV", address_for("ETH-DEV", key(74).public_key.format())).confirmed == 10**16
+    assert anvil.balance("ETH-DEV", addr).confirmed < 10**18 - 10**16
+    with pytest.raises(UnknownAsset):
+        anvil.height("BTC")
+    with pytest.raises(InsufficientFunds):
+        anvil.send("ETH-DEV", k.secret, addr, 10**30)
+    assert GAS == 21_000
