@@ -174,16 +174,17 @@ class NodeServices:
 
     async def deposit(self, asset: str, chunks: int) -> dict[str, Any]:
         from node.assets import UnknownAsset
-        from node.deposits import make_deposits
+        from node.deposits import QuoteRefused, make_deposits
 
         x = self.stack.extra
         try:
             made = await trio.to_thread.run_sync(lambda: make_deposits(
                 self.stack.enclave, x["ledger"], x["deposits"], asset=asset, chunks=chunks,
-                chunk_usd_cents=x["chunk_usd_cents"], now=self.clock.now()))
-        except UnknownAsset as exc:
-            raise ApiError(400, str(exc)) from None
-        except ValueError as exc:
+                chunk_usd_cents=x["chunk_usd_cents"], now=self.clock.now(), net=self.stack.net,
+                peer_id=self.stack.peer_id))
+        except QuoteRefused as exc:
+            raise ApiError(409, str(exc)) from None
+        except (UnknownAsset, ValueError) as exc:
             raise ApiError(400, str(exc)) from None
         await trio.to_thread.run_sync(self.stack.refresh_offers, self.clock.now())
         self.node.driver.submit(self.stack.protocol,

@@ -70,16 +70,37 @@ def open_ledger(cfg):
     return DevLedger(Path(cfg.datadir) / "ledger.sqlite", automine=True)
 
 
+class QuoteRefused(ValueError):
+    """The wallet will not fund keys whose enclave's quote does not verify."""
+
+
+def verify_vault(enclave, *, net: str, peer_id: str, now: float, policy=None):
+    """The wallet's check before funding: quote the vault's binding and verify it. Returns the verdict."""
+    from datetime import datetime, timezone
+
+    from node.tee.binding import verify_attestation
+    from node.tee.policy import AttestationPolicy
+
+    binding = enclave.binding_for(net, peer_id)
+    verdict = verify_attestation(enclave.quote(binding, now=now), binding, policy=policy or AttestationPolicy.dev(),
+                                 at=datetime.fromtimestamp(now, timezone.utc))
+    if not verdict.ok:
+        raise QuoteRefused(f"not funding: the vault's quote is refused ({verdict.code}: {verdict.reason})")
+    return verdict
+
+
 def make_deposits(enclave, ledger, store: DepositStore, *, asset: str, chunks: int, chunk_usd_cents: int,
-                  now: float, prices=None) -> list[Deposit]:
-    """Generate ``chunks`` keys in the enclave and fund each with one chunk of ``asset``."""
+                  now: float, prices=None, net: str = "dev", peer_id: str = "", policy=None) -> list[Deposit]:
+    """Generate ``chunks`` keys in the enclave, verify its quote over them, then fund one chunk of ``asset`` each."""
     get_asset(asset)  # UnknownAsset with the known list, before touching the enclave
     if not 1 <= chunks <= 1000:
         raise ValueError("chunks must be 1..1000")
     price = (prices or StaticPrices()).price(asset, now)
     amount = chunk_amount(asset, chunk_usd_cents, price)
     out = []
-    for pub in enclave.generate_keys(chunks):
+    pubs = enclave.generate_keys(chunks)
+    verify_vault(enclave, net=net, peer_id=peer_id, now=now, policy=policy)  # the quote commits to the new keys
+    for pub in pubs:
         address = address_for(asset, pub)
         txid = ledger.faucet(asset, address, amount)
         d = Deposit(pub, asset, address, amount, usd_value_cents(asset, amount, price), str(price.usd_per_unit),

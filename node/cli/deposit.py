@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
         chunks: int = typer.Option(1, min=1, max=1000, help="How many chunks"),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
     ) -> None:
-        """Create deposit keys in the enclave and fund one chunk (deposits.chunk_usd) to each address."""
+        """Create deposit keys in the enclave, verify its quote over them, and only then fund one chunk
+        (deposits.chunk_usd) to each address."""
         from node.cli.ops import DaemonNotRunning, call
 
         datadir = state.get_datadir()
@@ -58,8 +59,11 @@ def _local(datadir, asset: str, chunks: int) -> list[dict]:
         raise typer.Exit(3)
     ledger, store = open_ledger(cfg), DepositStore(datadir / "deposits.sqlite")
     try:
+        from node.identity import peer_id
+
         made = make_deposits(enc, ledger, store, asset=asset, chunks=chunks,
-                             chunk_usd_cents=int(round(cfg["deposits.chunk_usd"] * 100)), now=time.time())
+                             chunk_usd_cents=int(round(cfg["deposits.chunk_usd"] * 100)), now=time.time(),
+                             net=cfg["network.net"], peer_id=peer_id(datadir))
     except (UnknownAsset, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

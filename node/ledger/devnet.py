@@ -172,13 +172,42 @@ CREATE INDEX IF NOT EXISTS events_addr ON events (address);
 class DevLedger(WalletOps):
     """In-process dev ledger over a real SQLite file (``path=None``: in memory). Thread-safe."""
 
-    def __init__(self, path: Path | None = None, *, automine: bool = False) -> None:
+    def __init__(self, path: Path | None = None, *, automine: bool = False, clock=None,
+                 block_interval: float | None = None) -> None:
+        """``block_interval`` (seconds, with ``clock``): a block is mined every interval of clock time,
+        checked on every call (so a ``ManualClock`` in the simulator drives it deterministically)."""
         self.db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None, check_same_thread=False)
         if path:
             self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")  # a confirmed transaction survives a crash
         self.db.executescript(SCHEMA)
         self.automine = automine
         self.lock = threading.RLock()
+        if block_interval is not None and (clock is None or block_interval <= 0):
+            raise ValueError("block_interval needs a clock and must be > 0")
+        self.clock, self.block_interval = clock, block_interval
+        self._block_time: dict[str, float] = {}
+
+    def _tick(self, asset: str) -> None:
+        if self.block_interval is None:
+            return
+        now = self.clock.now()
+        last = self._block_time.setdefault(asset, now)
+        n = int((now - last) // self.block_interval)
+        if n > 0:
+            self._block_time[asset] = last + n * self.block_interval
+            self.mine(asset, n)
+
+    def _asset(self, asset: str):
+        a = WalletOps._asset(self, asset)
+        self._tick(asset)
+        return a
+
+    def spent_by(self, asset: str, txid: str, vout: int) -> str | None:
+        """The transaction that spent an output (the evidence behind an "already spent")."""
+        row = self.db.execute("SELECT spent_by FROM outputs WHERE asset=? AND txid=? AND vout=?",
+                              (asset, txid, vout)).fetchone()
+        return row[0] if row else None
 
     def close(self) -> None:
         self.db.close()
@@ -241,7 +270,7 @@ class DevLedger(WalletOps):
 
     # --------------------------------------------------------------- writes
     def mine(self, asset: str, blocks: int = 1) -> int:
-        self._asset(asset)
+        WalletOps._asset(self, asset)
         with self.lock, self.db:
             h = self.height(asset) + blocks
             self.db.execute("INSERT OR REPLACE INTO heights VALUES (?, ?)", (asset, h))

@@ -100,3 +100,18 @@ def test_price_sources(tmp_path):
         PriceSeries([(0, "BTC", "-1")])
     with pytest.raises(PriceError, match="no price for 'XMR'"):
         StaticPrices().price("XMR", 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(ASSETS)), st.integers(1, 10**7),
+       st.decimals(min_value=Decimal("0.0001"), max_value=Decimal("1000000"), places=4))
+def test_chunk_is_the_largest_amount_not_worth_more_than_asked(asset, usd_cents, usd_per_unit):
+    price = Price(asset, usd_per_unit, 0, "t")
+    unit = get_asset(asset).unit
+    try:
+        amount = chunk_amount(asset, usd_cents, price)
+    except ValueError:
+        assert Decimal(usd_cents) / 100 < usd_per_unit / unit  # less than one smallest unit: refused
+        return
+    exact = lambda a: Decimal(a) * usd_per_unit / unit  # noqa: E731  (USD value, exact)
+    assert exact(amount) <= Decimal(usd_cents) / 100 < exact(amount + 1)  # never over, one unit short at most

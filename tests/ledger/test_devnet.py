@@ -149,3 +149,72 @@ def test_devnet_server_process_and_typed_errors_over_http(tmp_path):
         proc.wait(timeout=10)
     with pytest.raises(LedgerUnreachable, match="unreachable"):
         DevLedgerClient(line.split()[4], timeout=2).height("DOGE")
+
+
+def test_blocks_follow_the_clock():
+    from node.clock import ManualClock
+
+    clock = ManualClock(1000.0)
+    led = DevLedger(None, clock=clock, block_interval=10.0)
+    addr = address_for("BTC-REG", key(81).public_key.format())
+    t = led.faucet("BTC-REG", addr, 5000)
+    assert led.confirmations("BTC-REG", t) == 0
+    clock.advance(10)
+    assert led.confirmations("BTC-REG", t) == 1
+    clock.advance(35)
+    assert led.confirmations("BTC-REG", t) == 4 and led.height("BTC-REG") == 4
+
+
+def test_double_spend_evidence_is_queryable(tmp_path):
+    led = DevLedger(None, automine=True)
+    k = key(82)
+    addr = address_for("BTC-REG", k.public_key.format())
+    t = led.faucet("BTC-REG", addr, 50_000)
+    winner = led.sweep("BTC-REG", k.secret, address_for("BTC-REG", key(83).public_key.format()))
+    with pytest.raises(AlreadySpent, match=winner):
+        led.submit("BTC-REG", wire.encode(_signed_spend(k, t, addr)))
+    assert led.spent_by("BTC-REG", t, 0) == winner
+
+
+def _signed_spend(k, txid, to):
+    import msgspec
+
+    tx = UtxoTx(1, "BTC-REG", [Outpoint(txid, 0)], [TxOut(to, 1000)])
+    return msgspec.structs.replace(tx, witnesses=[Witness(k.public_key.format(), sign_digest(k, sighash(tx)))])
+
+
+def test_no_money_created_or_destroyed_under_random_transactions():
+    from hypothesis import given, settings, strategies as st
+
+    keys = [key(90 + i) for i in range(4)]
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(["BTC-REG", "ETH-DEV"]), st.integers(0, 3), st.integers(0, 3),
+                              st.integers(1, 10**6), st.booleans(), st.booleans()), max_size=25))
+    def run(ops):
+        led = DevLedger(None)
+        minted = {"BTC-REG": 0, "ETH-DEV": 0}
+        fees = {"BTC-REG": 0, "ETH-DEV": 0}
+        unit = {"BTC-REG": 1, "ETH-DEV": 10**12}
+        for asset, i, j, amt, sweep, mine in ops:
+            amt *= unit[asset]
+            src = address_for(asset, keys[i].public_key.format())
+            dst = address_for(asset, keys[j].public_key.format())
+            if led.balance(asset, src).unconfirmed < amt * 2:
+                led.faucet(asset, src, amt * 3)
+                minted[asset] += amt * 3
+            try:
+                (led.sweep(asset, keys[i].secret, dst) if sweep else led.send(asset, keys[i].secret, dst, amt))
+                fees[asset] += FEES["utxo" if asset == "BTC-REG" else "account"]
+            except InsufficientFunds:
+                pass
+            if mine:
+                led.mine(asset)
+        for asset in minted:
+            total = sum(led.balance(asset, address_for(asset, k.public_key.format())).unconfirmed for k in keys)
+            assert total == minted[asset] - fees[asset]
+            led.mine(asset)
+            assert sum(led.balance(asset, address_for(asset, k.public_key.format())).confirmed
+                       for k in keys) == total
+
+    run()
