@@ -19,3 +19,13 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
+
+# Electrum (Debian's package) for the test that restores our exported keys in a
+# real wallet. Optional: if it cannot be installed, that test is skipped with a reason.
+if ! command -v electrum >/dev/null; then
+  echo "sysdeps: installing electrum (optional, for the wallet cross-check)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends electrum >/dev/null \
+    || echo "sysdeps: electrum not installed; the Electrum cross-check will be skipped" >&2
+fi

@@ -53,11 +53,15 @@ def key(i):
     return coincurve.PrivateKey(i.to_bytes(32, "big"))
 
 
+# anvil's first pre-funded development account (its well-known, public test key)
+ANVIL0 = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
+
+
 def test_deposit_to_an_enclave_style_address_and_sweep_it(anvil):
     k, home = key(71), key(72)
     addr = address_for("ETH-DEV", k.public_key.format())
     dest = address_for("ETH-DEV", home.public_key.format())
-    anvil.faucet("ETH-DEV", addr, 10**17)
+    anvil.send("ETH-DEV", ANVIL0, addr, 10**17)  # funded from an anvil account, a real signed transfer
     assert anvil.balance("ETH-DEV", addr).confirmed == 10**17
     h0 = anvil.height("ETH-DEV")
     tx = anvil.sweep("ETH-DEV", k.secret, dest)  # anvil automines
