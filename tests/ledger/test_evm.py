@@ -49,6 +49,13 @@ def anvil():
         proc.wait(timeout=10)
 
 
+def settle(led, tx):
+    for _ in range(50):  # anvil mines each transaction as it arrives, a moment later
+        if led.confirmations("ETH-DEV", tx):
+            return
+        time.sleep(0.1)
+
+
 def key(i):
     return coincurve.PrivateKey(i.to_bytes(32, "big"))
 
@@ -61,11 +68,19 @@ def test_deposit_to_an_enclave_style_address_and_sweep_it(anvil):
     k, home = key(71), key(72)
     addr = address_for("ETH-DEV", k.public_key.format())
     dest = address_for("ETH-DEV", home.public_key.format())
-    anvil.send("ETH-DEV", ANVIL0, addr, 10**17)  # funded from an anvil account, a real signed transfer
+    fund = anvil.send("ETH-DEV", ANVIL0, addr, 10**17)  # funded from an anvil account, a real signed transfer
+    for _ in range(50):  # anvil mines each transaction as it arrives
+        if anvil.confirmations("ETH-DEV", fund):
+            break
+        time.sleep(0.1)
     assert anvil.balance("ETH-DEV", addr).confirmed == 10**17
     h0 = anvil.height("ETH-DEV")
-    tx = anvil.sweep("ETH-DEV", k.secret, dest)  # anvil automines
-    assert anvil.confirmations("ETH-DEV", tx) >= 1 and anvil.height("ETH-DEV") == h0 + 1
+    tx = anvil.sweep("ETH-DEV", k.secret, dest)
+    for _ in range(50):
+        if anvil.confirmations("ETH-DEV", tx):
+            break
+        time.sleep(0.1)
+    assert anvil.confirmations("ETH-DEV", tx) == 1 and anvil.height("ETH-DEV") == h0 + 1
     assert anvil.balance("ETH-DEV", addr).confirmed == 0
     got = anvil.balance("ETH-DEV", dest).confirmed
     assert 0 < got < 10**17  # the chunk minus the gas fee
@@ -81,7 +96,7 @@ def test_send_partial_and_errors(anvil):
     k = key(73)
     addr = address_for("ETH-DEV", k.public_key.format())
     anvil.faucet("ETH-DEV", addr, 10**18)
-    anvil.send("ETH-DEV", k.secret, address_for("ETH-DEV", key(74).public_key.format()), 10**16)
+    settle(anvil, anvil.send("ETH-DEV", k.secret, address_for("ETH-DEV", key(74).public_key.format()), 10**16))
     assert anvil.balance("ETH-DEV", address_for("ETH-DEV", key(74).public_key.format())).confirmed == 10**16
     assert anvil.balance("ETH-DEV", addr).confirmed < 10**18 - 10**16
     with pytest.raises(UnknownAsset):
