@@ -16,6 +16,7 @@ ledger and the HTTP client): private keys are never sent to the ledger.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from pathlib import Path
@@ -87,9 +88,14 @@ def txid_of(tx: Tx) -> str:
     return sha256(_unsigned(tx)).hex()
 
 
+@functools.lru_cache(maxsize=65536)
+def _addresses(asset: str, pubkey: bytes) -> frozenset[str]:
+    return frozenset(address_for(asset, pubkey, kind=k) for k in address_kinds(asset))
+
+
 def owns(asset: str, pubkey: bytes, address: str) -> bool:
     try:
-        return any(address_for(asset, pubkey, kind=k) == address for k in address_kinds(asset))
+        return address in _addresses(asset, bytes(pubkey))
     except ValueError:
         return False
 
@@ -307,14 +313,14 @@ class DevLedger(WalletOps):
             raise InvalidTransaction("wrong version or asset")
         txid, digest = txid_of(tx), sighash(tx)
         with self.lock, self.db:
-            if self.db.execute("SELECT 1 FROM txs WHERE txid=?", (txid,)).fetchone():
-                raise AlreadySpent(f"transaction {txid} already submitted")
+            # (a resubmitted transaction fails below: its inputs are spent, or its nonce is used)
             if isinstance(tx, UtxoTx):
                 if a.kind != "utxo" or not tx.inputs or len(tx.witnesses) != len(tx.inputs):
                     raise InvalidTransaction("a UTXO transaction needs inputs, each with a witness")
                 if len(set(tx.inputs)) != len(tx.inputs):
                     raise InvalidTransaction("an input is listed twice")
                 total_in = 0
+                spent: list[tuple[Outpoint, str, int]] = []
                 for op, w in zip(tx.inputs, tx.witnesses):
                     row = self.db.execute("SELECT address, amount, spent_by FROM outputs WHERE txid=? AND vout=? "
                                           "AND asset=?", (op.txid, op.vout, asset)).fetchone()
@@ -326,22 +332,20 @@ class DevLedger(WalletOps):
                     if not owns(asset, w.pubkey, address) or not verify_digest(w.pubkey, digest, w.sig):
                         raise InvalidTransaction(f"input {op.txid}:{op.vout}: signature does not prove ownership")
                     total_in += amount
+                    spent.append((op, address, amount))
                 if any(o.amount <= 0 for o in tx.outputs) or not tx.outputs:
                     raise InvalidTransaction("outputs must be positive")
                 if total_in - sum(o.amount for o in tx.outputs) < FEES["utxo"]:
                     raise InsufficientFunds(f"inputs {total_in} do not cover outputs plus the fee {FEES['utxo']}")
                 self.db.execute("INSERT INTO txs (asset, txid, height, raw) VALUES (?, ?, NULL, ?)", (asset, txid, raw))
-                for op in tx.inputs:
-                    address, amount = self.db.execute("SELECT address, amount FROM outputs WHERE txid=? AND vout=?",
-                                                      (op.txid, op.vout)).fetchone()
-                    self.db.execute("UPDATE outputs SET spent_by=? WHERE txid=? AND vout=?", (txid, op.txid, op.vout))
-                    self.db.execute("INSERT INTO events (asset, address, kind, amount, txid) VALUES "
-                                    "(?, ?, 'spend', ?, ?)", (asset, address, amount, txid))
-                for i, o in enumerate(tx.outputs):
-                    self.db.execute("INSERT INTO outputs VALUES (?, ?, ?, ?, ?, NULL)", (asset, txid, i, o.address,
-                                                                                         o.amount))
-                    self.db.execute("INSERT INTO events (asset, address, kind, amount, txid) VALUES "
-                                    "(?, ?, 'deposit', ?, ?)", (asset, o.address, o.amount, txid))
+                self.db.executemany("UPDATE outputs SET spent_by=? WHERE txid=? AND vout=?",
+                                    [(txid, op.txid, op.vout) for op, _, _ in spent])
+                self.db.executemany("INSERT INTO outputs VALUES (?, ?, ?, ?, ?, NULL)",
+                                    [(asset, txid, i, o.address, o.amount) for i, o in enumerate(tx.outputs)])
+                self.db.executemany(
+                    "INSERT INTO events (asset, address, kind, amount, txid) VALUES (?, ?, ?, ?, ?)",
+                    [(asset, address, "spend", amount, txid) for _, address, amount in spent]
+                    + [(asset, o.address, "deposit", o.amount, txid) for o in tx.outputs])
             else:
                 if a.kind != "account":
                     raise InvalidTransaction(f"{asset} is not an account-model asset")
