@@ -26,6 +26,6 @@ if ! command -v electrum >/dev/null; then
   echo "sysdeps: installing electrum (optional, for the wallet cross-check)"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends electrum >/dev/null \
-    || echo "sysdeps: electrum not installed; the Electrum cross-check will be skipped" >&2
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      electrum >/dev/null; } || echo "sysdeps: electrum not installed; the Electrum cross-check will be skipped" >&2
 fi
