@@ -99,26 +99,24 @@ def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float 
 def offers_factory(ctx):
     """``--protocol node.daemon:offers_factory`` for ``python -m node.runtime`` (functional tests).
 
-    Options: ``republish=SECONDS`` (default 60), ``keys=N`` deposit keys to generate and offer
-    as demonstration chunks (unfunded: for network tests only).
+    Options: ``republish=SECONDS`` (default 60), ``keys=N``: make N deposits of $50 of
+    ``asset=`` (default BTC-REG) on a dev ledger in the data directory (enclave keys, quote verified,
+    funded from the faucet, confirmed) and offer them.
     """
     stack = make_offer_stack(ctx.datadir, ctx.net, ctx.peer_id,
                              republish=float(ctx.options.get("republish", 60)))
     n = int(ctx.options.get("keys", 0))
     if n:
-        from node.assets import StaticPrices, address_for, chunk_amount, usd_value_cents
-        from node.protocols.offers import Offer
+        from node.deposits import DepositStore, make_deposits
+        from node.ledger.devnet import DevLedger
 
-        keys = stack.enclave.held_pubkeys() or stack.enclave.generate_keys(n)
-        now = ctx.clock.now()
-        price = StaticPrices().price("BTC-REG", now)
-        amount = chunk_amount("BTC-REG", 5000, price)
-        stack.extra["offers"] = [
-            Offer("BTC-REG", address_for("BTC-REG", k), k, amount, usd_value_cents("BTC-REG", amount, price),
-                  str(price.usd_per_unit), price.at, now + 3600)
-            for k in keys[:n]
-        ]
-        stack.protocol.own = stack.own_sheet()
+        ledger = DevLedger(ctx.datadir / "ledger.sqlite", automine=True)
+        store = DepositStore(ctx.datadir / "deposits.sqlite")
+        stack.extra.update(ledger=ledger, deposits=store)
+        if not store.all():
+            make_deposits(stack.enclave, ledger, store, asset=ctx.options.get("asset", "BTC-REG"), chunks=n,
+                          chunk_usd_cents=5000, now=ctx.clock.now(), net=ctx.net, peer_id=ctx.peer_id)
+        stack.refresh_offers(ctx.clock.now())
     proto = stack.protocol
     proto.status = lambda: {"offers_in_book": stack.book.count(now=ctx.clock.now()),
                             "origins": sorted(stack.book._latest), "seq": proto.seq,

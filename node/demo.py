@@ -9,9 +9,10 @@ Stages, each on real parts (only the TEE is simulated, and says so):
 3. real attestation evidence: the Intel SGX DCAP sample from
    ``../shared/testdata`` verified as of 2025-07-01 (when that verifier is
    present in this build);
-4. a network on 127.0.0.1: one bootstrap node and three nodes, each gossiping
-   a signed, attested offer sheet; every node's offer book fills with the
-   others' offers.
+4. a network on 127.0.0.1: one bootstrap node and three nodes, each with two
+   $50 deposits (keys from its enclave, its quote verified before funding,
+   funded and confirmed on its development ledger) gossiping a signed,
+   attested offer sheet; every node's offer book fills with the others' offers.
 """
 
 from __future__ import annotations
@@ -132,6 +133,8 @@ def _wait_line(log: Path, prefix: str, proc: subprocess.Popen, timeout: float = 
 
 def stage_network(console: Console, root: Path, n_nodes: int = 3, keys: int = 2, timeout: float = 90) -> bool:
     console.rule(f"[bold]4. A network on 127.0.0.1: 1 bootstrap node, {n_nodes} nodes gossiping offer sheets")
+    console.print(f"each node: {keys} deposits of $50 of BTC-REG (enclave keys, quote verified, funded on its dev "
+                  "ledger), offered in one signed sheet")
     procs: list[subprocess.Popen] = []
     try:
         bdir = root / "bootstrap"
