@@ -211,19 +211,32 @@ class NodeServices:
             raise ApiError(404, "no such deposit on this node (see GET /v1/deposits)")
         d = match[0]
 
+        exports = Path(self.stack.extra["datadir"]) / "owner-exports"
+        keep = exports / f"{d.asset}-{pub.hex()}.key"
+
         def work() -> str:
+            from node.assets import export_key
+            from node.identity import _atomic_write
+
             secret = self.stack.enclave.export_to_owner(pub)
             try:
-                return x["ledger"].sweep(d.asset, secret, to)
+                # nothing lost on a failed sweep: the exported key is kept for its owner (0600) until the
+                # sweep has gone through, then removed
+                exports.mkdir(mode=0o700, exist_ok=True)
+                _atomic_write(keep, (export_key(d.asset, secret) + "\n").encode())
+                txid = x["ledger"].sweep(d.asset, secret, to)
             finally:
                 del secret
+            keep.unlink()
+            return txid
 
         try:
             txid = await trio.to_thread.run_sync(work)
         except EnclaveRefused as exc:
             raise ApiError(409, f"the enclave refused: {exc.reason}") from None
         except LedgerError as exc:
-            raise ApiError(409, f"the ledger refused: {exc}") from None
+            raise ApiError(409, f"the ledger refused the sweep ({exc}); the key was exported to its owner "
+                                f"and kept in {keep} (mode 0600): sweep it with a wallet") from None
         await trio.to_thread.run_sync(self.stack.refresh_offers, self.clock.now())
         self.stack.protocol.own.retracted.append(pub)
         self.node.driver.submit(self.stack.protocol,
@@ -249,7 +262,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     stack = make_offer_stack(datadir, cfg["network.net"], peer_id, republish=republish)
     from node.deposits import DepositStore, open_ledger
 
-    stack.extra.update(ledger=open_ledger(cfg), deposits=DepositStore(datadir / "deposits.sqlite"),
+    stack.extra.update(ledger=open_ledger(cfg), deposits=DepositStore(datadir / "deposits.sqlite"), datadir=datadir,
                        chunk_usd_cents=int(round(cfg["deposits.chunk_usd"] * 100)))
     stack.refresh_offers(clock.now())
     metrics = NodeMetrics()

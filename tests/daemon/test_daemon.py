@@ -172,9 +172,16 @@ def test_deposit_offer_and_withdraw_across_two_daemons(tmp_path):
             r = httpx.post(url + "/v1/sweep", json={"deposit": made[0]["pubkey"], "to": home},
                            headers={"Authorization": f"Bearer {cookie}"}, timeout=60)
             assert r.status_code == 200, r.text
+            assert not list((a.datadir / "owner-exports").glob("*.key"))  # swept: no exported key left on disk
             again = httpx.post(url + "/v1/sweep", json={"deposit": made[0]["pubkey"], "to": home},
                                headers={"Authorization": f"Bearer {cookie}"}, timeout=60)
-            assert again.status_code == 409 and "refused" in again.json()["error"]
+            # the second sweep finds nothing to sweep: the ledger refuses, and the exported key is kept for
+            # its owner (0600) rather than lost; the first, successful sweep left no key file behind
+            assert again.status_code == 409 and "the ledger refused" in again.json()["error"]
+            kept = list((a.datadir / "owner-exports").glob("*.key"))
+            assert len(kept) == 1 and str(kept[0]) in again.json()["error"]
+            assert oct(os.stat(kept[0]).st_mode & 0o777) == "0o600"
+            assert kept[0].read_text().strip() not in (a.output() + again.text)  # the key itself is never echoed
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and len(book_of_b()) != 1:
                 time.sleep(0.5)
