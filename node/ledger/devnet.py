@@ -85,7 +85,10 @@ def sighash(tx: Tx) -> bytes:
 
 
 def txid_of(tx: Tx) -> str:
-    return sha256(_unsigned(tx)).hex()
+    # an account transfer's unsigned body does not name its sender: two senders paying the same value to
+    # the same address at the same nonce must not share a txid, so the sender's key is part of it
+    extra = tx.pubkey if isinstance(tx, AccountTx) else b""
+    return sha256(_unsigned(tx) + extra).hex()
 
 
 @functools.lru_cache(maxsize=65536)

@@ -218,3 +218,14 @@ def test_no_money_created_or_destroyed_under_random_transactions():
                        for k in keys) == total
 
     run()
+
+
+def test_two_senders_same_transfer_same_nonce_are_distinct_transactions():
+    # found by the conservation property test: the txid must not collide across senders
+    led = DevLedger(None, automine=True)
+    a, b, to = key(101), key(102), address_for("ETH-DEV", key(103).public_key.format())
+    for k in (a, b):
+        led.faucet("ETH-DEV", address_for("ETH-DEV", k.public_key.format()), 10**18)
+    t1 = led.send("ETH-DEV", a.secret, to, 10**17)
+    t2 = led.send("ETH-DEV", b.secret, to, 10**17)
+    assert t1 != t2 and led.balance("ETH-DEV", to).confirmed == 2 * 10**17
