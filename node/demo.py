@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +28,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+
+from node.localnet import spawn, stop_all, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DCAP_DIR = ROOT.parent / "shared" / "testdata" / "attestation" / "intel-dcap"
@@ -113,24 +113,6 @@ def stage_dcap(console: Console) -> None:
                   f"measurement={v.measurement[:16]}... (not a Keyswitch build, so not trusted for deposits)")
 
 
-def _spawn(argv: list[str], log: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               PYTHONUNBUFFERED="1")
-    return subprocess.Popen(argv, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-
-
-def _wait_line(log: Path, prefix: str, proc: subprocess.Popen, timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith(prefix):
-                return line[len(prefix):].strip()
-        if proc.poll() is not None:
-            raise RuntimeError(f"{log} process exited:\n{log.read_text(errors='replace')[-2000:]}")
-        time.sleep(0.1)
-    raise RuntimeError(f"timed out waiting for {prefix!r} in {log}")
-
-
 def stage_network(console: Console, root: Path, n_nodes: int = 3, keys: int = 2, timeout: float = 90) -> bool:
     console.rule(f"[bold]4. A network on 127.0.0.1: 1 bootstrap node, {n_nodes} nodes gossiping offer sheets")
     console.print(f"each node: {keys} deposits of $50 of BTC-REG (enclave keys, quote verified, funded on its dev "
@@ -140,9 +122,9 @@ def stage_network(console: Console, root: Path, n_nodes: int = 3, keys: int = 2,
         bdir = root / "bootstrap"
         bdir.mkdir(parents=True, exist_ok=True)
         blog = bdir / "out.log"
-        b = _spawn([sys.executable, "-m", "bootstrap", "--datadir", str(bdir)], blog)
+        b = spawn([sys.executable, "-m", "bootstrap", "--datadir", str(bdir)], blog)
         procs.append(b)
-        boot = _wait_line(blog, "LISTEN ", b)
+        boot = wait_for(blog, r"LISTEN (\S+)", b)
         console.print(f"bootstrap node: {boot}")
         status: list[Path] = []
         for i in range(n_nodes):
@@ -150,7 +132,7 @@ def stage_network(console: Console, root: Path, n_nodes: int = 3, keys: int = 2,
             d.mkdir(parents=True, exist_ok=True)
             st = d / "status.json"
             status.append(st)
-            procs.append(_spawn([sys.executable, "-m", "node.runtime", "--datadir", str(d), "--bootnodes", boot,
+            procs.append(spawn([sys.executable, "-m", "node.runtime", "--datadir", str(d), "--bootnodes", boot,
                                  "--protocol", "node.daemon:offers_factory", "--opt", "republish=1",
                                  "--opt", f"keys={keys}", "--status-file", str(st)], d / "out.log"))
         want = (n_nodes - 1) * keys
@@ -184,14 +166,7 @@ def stage_network(console: Console, root: Path, n_nodes: int = 3, keys: int = 2,
                       else f"[red]offers did not reach every book within {timeout:.0f} s; logs in {root}[/red]")
         return ok
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs, timeout=15)
 
 
 def run_demo(root: Path) -> bool:

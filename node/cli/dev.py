@@ -8,8 +8,6 @@ command when the ledger layer lands.)
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,20 +18,7 @@ from typing import Optional
 
 import typer
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait(log: Path, pattern: str, proc: subprocess.Popen, timeout: float = 60.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        m = re.search(pattern, log.read_text(errors="replace"))
-        if m:
-            return m.group(1)
-        if proc.poll() is not None:
-            raise RuntimeError(f"{log.parent.name} exited with {proc.returncode}:\n{log.read_text()[-1500:]}")
-        time.sleep(0.05)
-    raise RuntimeError(f"{log.parent.name}: no {pattern!r} within {timeout:.0f} s")
-
+from node.localnet import spawn, stop_all, wait_for
 
 def register(app: typer.Typer) -> None:
     @app.command("dev")
@@ -49,7 +34,6 @@ def register(app: typer.Typer) -> None:
         console = Console()
         root = directory or Path(tempfile.mkdtemp(prefix="keyswitch-dev-"))
         root.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
         procs: list[subprocess.Popen] = []
         stopping = False
 
@@ -63,26 +47,24 @@ def register(app: typer.Typer) -> None:
             bdir = root / "bootstrap"
             bdir.mkdir(exist_ok=True)
             blog = bdir / "out.log"
-            b = subprocess.Popen([sys.executable, "-m", "bootstrap", "--datadir", str(bdir), "--net", net],
-                                 stdout=open(blog, "w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            b = spawn([sys.executable, "-m", "bootstrap", "--datadir", str(bdir), "--net", net], blog)
             procs.append(b)
-            boot = _wait(blog, r"LISTEN (\S+)", b)
+            boot = wait_for(blog, r"LISTEN (\S+)", b)
             rows = []
             for i in range(nodes):
                 d = root / f"node{i}"
                 d.mkdir(exist_ok=True)
                 log = d / "out.log"
-                p = subprocess.Popen([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", net,
-                                      "--bootnodes", boot], stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                                     env=env, cwd=ROOT)
+                p = spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", net,
+                           "--bootnodes", boot], log)
                 procs.append(p)
                 rows.append((d, log, p))
             t = Table(title=f"keyswitch dev: {nodes} nodes on 127.0.0.1 (net {net})")
             for c in ("node", "API", "peer id", "data directory"):
                 t.add_column(c)
             for d, log, p in rows:
-                url = _wait(log, r"API listening on (\S+)", p)
-                pid = _wait(log, r"ready (\S+)", p)
+                url = wait_for(log, r"API listening on (\S+)", p)
+                pid = wait_for(log, r"ready (\S+)", p)
                 t.add_row(d.name, url, pid, str(d))
             console.print(f"bootstrap {boot}")
             console.print(t)
@@ -95,12 +77,5 @@ def register(app: typer.Typer) -> None:
                     console.print(f"[red]a process exited ({dead[0].args[2:5]}); stopping[/red]")
                     break
         finally:
-            for p in reversed(procs):
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_all(procs)
             console.print(f"stopped; data in {root}")

@@ -1,0 +1,50 @@
+"""Local processes on 127.0.0.1 for the demo and ``keyswitch dev``: spawn, wait for a line, stop all.
+
+Each process writes to its own log file; callers wait for a readiness line
+in it. ``stop_all`` sends SIGTERM to every process still running (newest
+first), waits for each up to ``timeout`` seconds, then kills what is left.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def spawn(argv: list[str], log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PYTHONUNBUFFERED="1")
+    with open(log, "wb") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float = 60.0) -> str:
+    """The first group of ``pattern`` once it appears in ``log``; RuntimeError if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = re.search(pattern, log.read_text(errors="replace"))
+        if m:
+            return m.group(1)
+        if proc.poll() is not None:
+            raise RuntimeError(f"{log.parent.name} exited with {proc.returncode}:\n"
+                               f"{log.read_text(errors='replace')[-1500:]}")
+        time.sleep(0.05)
+    raise RuntimeError(f"{log.parent.name}: no {pattern!r} in {log} within {timeout:.0f} s")
+
+
+def stop_all(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
