@@ -1,0 +1,125 @@
+"""Exposure caps: how much USD one device, one owner, one device class may hold.
+
+"Exposure" is the USD value of counterparties' chunks this node is relying
+on at a time (chunks in contracts that have not completed). The caps are
+functions of reputation and bond:
+
+* device: its class's limit at its score (``DeviceClass.limit_cents``), 0
+  for a cheater, a revoked class, or a score under the acceptance threshold;
+* owner: ``owner_multiple`` times the best limit among its devices, at most
+  ``owner_max_cents`` (several devices under one owner do not multiply trust);
+* class: ``ClassRegistry.class_cap_cents`` per class, 0 when revoked.
+
+``headroom`` answers with the binding cap and ``check`` refuses naming it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from node.risk.classes import ClassRegistry
+from node.risk.reputation import ACCEPT_THRESHOLD, Reputation
+
+
+@dataclass(frozen=True)
+class Refusal:
+    cap: str  # device | owner | class | reputation | revoked
+    limit_cents: int
+    held_cents: int
+    asked_cents: int
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@dataclass
+class CapPolicy:
+    owner_multiple: float = 2.0
+    owner_max_cents: int = 2_000_000
+
+
+@dataclass
+class Exposure:
+    """Exposure currently held, keyed by device, owner and class (USD cents)."""
+
+    by_device: dict[bytes, int] = field(default_factory=lambda: defaultdict(int))
+    by_owner: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    by_class: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, device: bytes, owner: str, dclass: str, cents: int) -> None:
+        self.by_device[device] += cents
+        self.by_owner[owner] += cents
+        self.by_class[dclass] += cents
+
+    def remove(self, device: bytes, owner: str, dclass: str, cents: int) -> None:
+        for table, key in ((self.by_device, device), (self.by_owner, owner), (self.by_class, dclass)):
+            table[key] = max(0, table[key] - cents)
+            if table[key] == 0:
+                del table[key]
+
+
+class Caps:
+    def __init__(self, reputation: Reputation, classes: ClassRegistry | None = None,
+                 policy: CapPolicy | None = None, exposure: Exposure | None = None) -> None:
+        self.reputation = reputation
+        self.classes = classes or ClassRegistry()
+        self.policy = policy or CapPolicy()
+        self.exposure = exposure or Exposure()
+
+    def device_limit(self, device: bytes, dclass: str, now: float) -> tuple[int, str]:
+        """(limit in cents, why it is what it is)."""
+        revoked = self.classes.is_revoked(dclass)
+        if revoked:
+            return 0, f"device class {dclass} is revoked: {revoked}"
+        if self.reputation.is_cheater(device):
+            return 0, f"device {device.hex()[:16]} is a proven cheater"
+        score = self.reputation.score(device, now)
+        if score < ACCEPT_THRESHOLD:
+            return 0, f"device {device.hex()[:16]} score {score:.1f} is below the acceptance threshold {ACCEPT_THRESHOLD:g}"
+        klass = self.classes.resolve(dclass)
+        return klass.limit_cents(score), f"class {dclass} at score {score:.1f}"
+
+    def owner_limit(self, owner: str, now: float, fallback_class: str) -> int:
+        devs = self.reputation.devices_of(owner)
+        best = 0
+        for rec in devs:
+            best = max(best, self.device_limit(rec.device_id, rec.device_class, now)[0])
+        if not devs:
+            best = self.classes.resolve(fallback_class).limit_cents(0.0)
+        return int(min(self.policy.owner_max_cents, best * self.policy.owner_multiple))
+
+    def headroom(self, device: bytes, owner: str, dclass: str, now: float) -> tuple[int, Refusal | None]:
+        """How many more cents may ride on this device now, and the cap that binds when 0."""
+        dlim, why = self.device_limit(device, dclass, now)
+        held_d = self.exposure.by_device.get(device, 0)
+        if dlim == 0:
+            cap = "revoked" if self.classes.is_revoked(dclass) else "reputation"
+            return 0, Refusal(cap, 0, held_d, 0, why)
+        olim = self.owner_limit(owner, now, dclass)
+        held_o = self.exposure.by_owner.get(owner, 0)
+        clim = self.classes.class_cap(dclass)
+        held_c = self.exposure.by_class.get(dclass, 0)
+        rooms = [(dlim - held_d, "device", dlim, held_d), (olim - held_o, "owner", olim, held_o),
+                 (clim - held_c, "class", clim, held_c)]
+        room, cap, lim, held = min(rooms, key=lambda r: r[0])
+        room = max(0, room)
+        refusal = None if room > 0 else Refusal(cap, lim, held, 0, f"{cap} cap reached: holds {held} of {lim} cents")
+        return room, refusal
+
+    def check(self, device: bytes, owner: str, dclass: str, cents: int, now: float) -> Refusal | None:
+        """None if ``cents`` more fit under every cap; else the first cap that refuses."""
+        room, refusal = self.headroom(device, owner, dclass, now)
+        if refusal is not None and refusal.cap in ("revoked", "reputation"):
+            return Refusal(refusal.cap, 0, refusal.held_cents, cents, refusal.reason)
+        dlim, _ = self.device_limit(device, dclass, now)
+        checks = [("device", dlim, self.exposure.by_device.get(device, 0)),
+                  ("owner", self.owner_limit(owner, now, dclass), self.exposure.by_owner.get(owner, 0)),
+                  ("class", self.classes.class_cap(dclass), self.exposure.by_class.get(dclass, 0))]
+        for cap, lim, held in checks:
+            if held + cents > lim:
+                who = {"device": device.hex()[:16], "owner": owner, "class": dclass}[cap]
+                return Refusal(cap, lim, held, cents,
+                               f"{cap} cap for {who}: holds {held} + asks {cents} > limit {lim} cents")
+        return None
