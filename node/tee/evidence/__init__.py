@@ -1,7 +1,10 @@
 """One entry point for every kind of attestation evidence: ``verify_evidence``.
 
-Formats: the simulated Keyswitch quote (``KSSIMQ`` magic, development only)
-and Intel SGX / TDX DCAP quotes. Every verification is done *as of* a time
+Formats: the simulated Keyswitch quote (``KSSIMQ`` magic, development only),
+Intel SGX / TDX DCAP quotes (collateral: dcap-qvl's JSON), AWS Nitro
+attestation documents (self-contained), AMD SEV-SNP reports (collateral: a
+PEM bundle, the VCEK first, then AMD's ASK/ARK chain) and Intel IAS reports
+(a ``KSIAS1`` envelope of body, signature and chain: ``ias.pack_ias``). Every verification is done *as of* a time
 given by the caller, never the wall clock, and never raises on bad input: the
 answer is always a ``Verdict`` with a code and a one-line reason.
 """
@@ -12,7 +15,7 @@ from datetime import datetime, timezone
 
 from node.tee.verdict import Verdict
 
-FORMATS = ("keyswitch-sim", "intel-dcap")
+FORMATS = ("keyswitch-sim", "intel-dcap", "aws-nitro", "amd-sev-snp", "intel-ias")
 
 
 def detect_format(blob: bytes) -> str:
@@ -23,7 +26,35 @@ def detect_format(blob: bytes) -> str:
         return "keyswitch-sim"
     if looks_like_dcap(blob):
         return "intel-dcap"
+    from node.tee.evidence.ias import looks_like_ias
+    from node.tee.evidence.nitro import looks_like_nitro
+    from node.tee.evidence.snp import looks_like_snp
+
+    if looks_like_ias(blob):
+        return "intel-ias"
+    if looks_like_snp(blob):
+        return "amd-sev-snp"
+    if looks_like_nitro(blob):
+        return "aws-nitro"
     return "unknown"
+
+
+def split_snp_collateral(collateral: bytes | None) -> tuple[bytes | None, bytes | None]:
+    """A PEM bundle -> (VCEK DER, the rest as PEM); DER alone is taken as the VCEK."""
+    if not collateral:
+        return None, None
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    if b"-----BEGIN" not in collateral:
+        return collateral, None
+    import warnings
+
+    with warnings.catch_warnings():  # AMD's VCEK has serial number 0 (see snp.py)
+        warnings.simplefilter("ignore")
+        certs = x509.load_pem_x509_certificates(collateral)
+    rest = b"".join(c.public_bytes(Encoding.PEM) for c in certs[1:])
+    return certs[0].public_bytes(Encoding.DER), rest or None
 
 
 def verify_evidence(blob: bytes, *, policy, at: datetime, collateral: bytes | None = None,
@@ -39,8 +70,25 @@ def verify_evidence(blob: bytes, *, policy, at: datetime, collateral: bytes | No
             from node.tee.evidence.dcap import verify_dcap
 
             return verify_dcap(blob, policy=policy, at=at, collateral=collateral)
+        if fmt == "aws-nitro":
+            from node.tee.evidence.nitro import verify_nitro
+
+            return verify_nitro(blob, policy=policy, at=at)
+        if fmt == "amd-sev-snp":
+            from node.tee.evidence.snp import verify_snp
+
+            try:
+                vcek, chain = split_snp_collateral(collateral)
+            except ValueError as exc:
+                return Verdict(False, False, "bad-collateral", f"SNP collateral is not a PEM bundle: {exc}",
+                               "amd-sev-snp", at.isoformat())
+            return verify_snp(blob, policy=policy, at=at, vcek=vcek, chain=chain)
+        if fmt == "intel-ias":
+            from node.tee.evidence.ias import verify_ias_blob
+
+            return verify_ias_blob(blob, policy=policy, at=at)
         reason = (f"unknown evidence format {format!r} (known: {', '.join(FORMATS)})" if format
-                  else f"unrecognised evidence ({len(blob)} bytes): not a Keyswitch sim quote or an Intel DCAP quote")
+                  else f"unrecognised evidence ({len(blob)} bytes): not any of {', '.join(FORMATS)}")
         return Verdict(False, False, "unsupported-format", reason, "unknown", at.isoformat())
     except Exception as exc:  # a verifier bug must not become a crash of the node
         return Verdict(False, False, "internal-error", f"{type(exc).__name__}: {exc}", "unknown", at.isoformat())
