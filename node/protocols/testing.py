@@ -2,8 +2,11 @@
 
 ``GossipNet`` holds N peers, each with its protocols; a ``Publish`` from one
 is offered to every other peer's ``validate`` and, on ACCEPT, delivered as
-``GossipReceived`` (full mesh, zero latency, in order). Timers are collected
-and fired by ``advance(now)``. This is the ``ConnectionPair`` of h11/wsproto
+``GossipReceived`` (full mesh, zero latency, in order). A ``SendRequest``
+reaches the target peer's protocol serving that stream protocol as
+``RequestReceived``; its ``Respond`` comes back as ``ResponseReceived`` (an
+unknown peer or protocol answers with an error at once). Timers are
+collected and fired by ``advance(now)``. This is the ``ConnectionPair`` of h11/wsproto
 grown to a small network; the simulator (``simulations/``) models latency and
 mesh degree, this helper deliberately does not.
 """
@@ -13,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from node.protocols.base import (
-    Command, Event, GossipReceived, Notify, Publish, Result, SetTimer, Started, TimerFired, Validation,
+    Command, Event, GossipReceived, Notify, Publish, RequestReceived, Respond, ResponseReceived, Result,
+    SendRequest, SetTimer, Started, TimerFired, Validation,
 )
 
 
@@ -30,6 +34,8 @@ class GossipNet:
     def __init__(self) -> None:
         self.peers: dict[str, Peer] = {}
         self.published: list[tuple[str, Publish]] = []
+        self._calls: dict[int, tuple[Peer, object, SendRequest]] = {}  # incoming id -> requester
+        self._call_ids = 0
 
     def add(self, peer_id: str, *protocols, now: float = 0.0) -> Peer:
         p = Peer(peer_id, list(protocols))
@@ -63,6 +69,29 @@ class GossipNet:
                         if v.result is Result.ACCEPT:
                             ev: Event = GossipReceived(cmd.topic, cmd.data, peer.peer_id)
                             queue += [(other, c) for c in proto.handle(ev, now)]
+            elif isinstance(cmd, SendRequest):
+                sender = next((p for p in peer.protocols if cmd.protocol in getattr(p, "stream_protocols", ())),
+                              None)
+                target = self.peers.get(cmd.peer)
+                server = target and next((p for p in target.protocols
+                                          if cmd.protocol in getattr(p, "stream_protocols", ())), None)
+                if server is None:
+                    if sender is not None:
+                        err = ResponseReceived(cmd.protocol, cmd.peer, cmd.request_id, b"", "protocol not supported")
+                        queue += [(peer, c) for c in sender.handle(err, now)]
+                    continue
+                self._call_ids += 1
+                self._calls[self._call_ids] = (peer, sender, cmd)
+                ev = RequestReceived(cmd.protocol, peer.peer_id, self._call_ids, cmd.data)
+                queue += [(target, c) for c in server.handle(ev, now)]
+            elif isinstance(cmd, Respond):
+                call = self._calls.pop(cmd.request_id, None)
+                if call is None:
+                    continue
+                requester, sender, req = call
+                if sender is not None:
+                    ev = ResponseReceived(req.protocol, peer.peer_id, req.request_id, cmd.data)
+                    queue += [(requester, c) for c in sender.handle(ev, now)]
 
     def advance(self, now: float) -> None:
         """Fire every timer due at ``now``."""

@@ -9,12 +9,14 @@ preference scores (reputation) and per-device / per-owner headroom (from
 
 Algorithm (vectorised with numpy; deterministic for the same inputs and seed):
 
-1. Order all offers by device score (best first), ties broken by a seeded
-   random key.
+1. Order all offers by device score (best first), ties and the order within
+   a device broken by a seeded random key.
 2. Caps: walking each device's offers in that order, an offer is eligible
    while the device's count and value stay within its caps (the first offer
    that would break a cap closes that device); then the same per owner over
-   what is left. Any subset of the eligible set respects every cap.
+   what is left. Any subset of the eligible set respects every cap. If that
+   leaves too little to cover X, step 1 is redone with each device's offers
+   smallest first, which lets its caps admit as many as they can.
 3. Bulk: take eligible offers in preference order while the running total
    stays at most ``X - v_max`` (``v_max`` the largest eligible value), keeping
    back the smallest eligible offer.
@@ -24,6 +26,9 @@ Algorithm (vectorised with numpy; deterministic for the same inputs and seed):
    until R is at most the smallest remaining offer, then the smallest offer
    that covers R. (b) guarantees overshoot < the smallest eligible offer, so
    the result is within one smallest chunk of the exact optimum.
+5. Swaps: a chosen offer is swapped for a cheaper one while that cuts the
+   overshoot, first within the eligible set, then with any offer whose
+   device and owner still have room.
 
 When the eligible set cannot cover X the answer says so and says why (how
 much value each cap kept out).
@@ -169,20 +174,32 @@ def allocate(table: CandidateTable, target_cents: int, *, limits: Limits = Limit
         return Allocation((), target_cents, 0, 0, 0, "the offer book holds no offers for this asset")
 
     rng = np.random.default_rng(seed)
-    # devices ranked by score (ties in a seeded random order), offers by device rank
-    # then a seeded random position: one int64 key, so one plain argsort
+    # devices ranked by score (ties in a seeded random order); within a device its
+    # offers in a seeded random order (varied values help hit X exactly). int64 keys,
+    # plain argsorts. If the caps then leave too little, the device's offers are
+    # taken smallest first instead, so its caps admit as many as they can.
     dev_rank = np.empty(nd, dtype=np.int64)
     dev_rank[np.lexsort((rng.random(nd), -score))] = np.arange(nd)
-    order = np.argsort(dev_rank[table.device] * n + rng.permutation(n))
-    values = table.value[order]
-    dev = table.device[order]
-    own = table.owner[order]
-
-    positive = values > 0
-    dev_ok = _group_prefix_mask(dev, values, dcap, limits.max_per_device) & positive
-    own_vals = np.where(dev_ok, values, 0)
-    own_ok = _group_prefix_mask(np.where(dev_ok, own, -1) + 1, own_vals,
-                                np.r_[np.int64(0), ocap], None) & dev_ok
+    perm = rng.permutation(n)
+    positive_all = table.value > 0
+    order = values = dev = own = positive = dev_ok = own_ok = None
+    for within in ("random", "smallest"):
+        if within == "random":
+            sub = perm
+        else:
+            sub = np.empty(n, dtype=np.int64)
+            sub[np.argsort(np.maximum(table.value, 0) * n + perm)] = np.arange(n)
+        order = np.argsort(dev_rank[table.device] * n + sub)
+        values = table.value[order]
+        dev = table.device[order]
+        own = table.owner[order]
+        positive = positive_all[order]
+        dev_ok = _group_prefix_mask(dev, values, dcap, limits.max_per_device) & positive
+        own_vals = np.where(dev_ok, values, 0)
+        own_ok = _group_prefix_mask(np.where(dev_ok, own, -1) + 1, own_vals,
+                                    np.r_[np.int64(0), ocap], None) & dev_ok
+        if int(values[own_ok].sum()) >= target_cents:
+            break
     elig = np.flatnonzero(own_ok)
     ev = values[elig]
     eligible_total = int(ev.sum())
@@ -208,9 +225,58 @@ def allocate(table: CandidateTable, target_cents: int, *, limits: Limits = Limit
     rest = np.r_[np.arange(bulk_n, len(ev)), [smallest_pos] if smallest_pos < bulk_n else []].astype(np.int64)
     tail = _tail(ev, rest, target_cents - taken)
     chosen = _improve(ev, bulk + tail, target_cents)
-    total = int(ev[chosen].sum()) if chosen else 0
-    return Allocation(tuple(int(order[elig[i]]) for i in chosen), target_cents, total, eligible_total,
+    picked = [int(elig[i]) for i in chosen]  # positions in preference order
+    if int(ev[chosen].sum()) > target_cents:
+        picked = _improve_across(values, dev, own, positive, picked, target_cents, dcap, ocap,
+                                 limits.max_per_device)
+    total = int(values[picked].sum()) if picked else 0
+    return Allocation(tuple(int(order[i]) for i in picked), target_cents, total, eligible_total,
                       int(ev[smallest_pos]))
+
+
+def _improve_across(values: np.ndarray, dev: np.ndarray, own: np.ndarray, positive: np.ndarray,
+                     picked: list[int], target: int, dcap: np.ndarray, ocap: np.ndarray, max_count: int,
+                     rounds: int = 12) -> list[int]:
+    """Like ``_improve`` but swapping in *any* offer whose device and owner still have
+    room (count and value) with the chosen set as it stands, so caps keep holding."""
+    n = len(values)
+    by_value = np.argsort(values, kind="stable")
+    sv = values[by_value]
+    picked = list(picked)
+    dev_cnt = np.bincount(dev[picked], minlength=len(dcap))
+    dev_sum = np.bincount(dev[picked], weights=values[picked], minlength=len(dcap)).astype(np.int64)
+    own_sum = np.bincount(own[picked], weights=values[picked], minlength=len(ocap)).astype(np.int64)
+    chosen_mask = np.zeros(n, dtype=bool)
+    chosen_mask[picked] = True
+    total = int(values[picked].sum())
+    idx = np.arange(n)
+    for _ in range(rounds):
+        over = total - target
+        if over <= 0:
+            break
+        fits = (positive & ~chosen_mask & (dev_cnt[dev] < max_count) & (dev_sum[dev] + values <= dcap[dev])
+                & (own_sum[own] + values <= ocap[own]))[by_value]
+        nxt = np.minimum.accumulate(np.where(fits, idx, n)[::-1])[::-1]  # next fitting index in value order
+        pv = values[picked]
+        j = np.searchsorted(sv, pv - over, side="left")
+        j = np.where(j < n, nxt[np.minimum(j, n - 1)], n)
+        ok = j < n
+        if not ok.any():
+            break
+        gain = np.where(ok, pv - sv[np.minimum(j, n - 1)], -1)
+        k = int(np.argmax(gain))
+        if gain[k] <= 0:
+            break
+        out, inn = picked[k], int(by_value[j[k]])
+        for arr, key, v in ((dev_sum, dev[out], -values[out]), (dev_sum, dev[inn], values[inn]),
+                            (own_sum, own[out], -values[out]), (own_sum, own[inn], values[inn])):
+            arr[key] += v
+        dev_cnt[dev[out]] -= 1
+        dev_cnt[dev[inn]] += 1
+        chosen_mask[out], chosen_mask[inn] = False, True
+        picked[k] = inn
+        total -= int(gain[k])
+    return picked
 
 
 def _tail(ev: np.ndarray, rest: np.ndarray, remaining: int) -> list[int]:

@@ -1,0 +1,388 @@
+"""Requests for proposals: the switchboard spread across peers' risk engines.
+
+A client wants "X USD of asset Y under contract Z, with these diversity
+limits". It gossips a signed ``Request`` on ``/keyswitch/<net>/requests/1``;
+every peer whose risk engine can answer *within its own caps* sends back a
+signed ``Proposal`` (the chunks it would allocate, from its own offer book)
+over the stream protocol ``/keyswitch/contract/1``. The client's own engine
+answers too. At the deadline the client chooses by its own rules: it pools
+the proposed chunks that its own book also holds (it trusts its own view of
+the attestation and the ledger, not the proposer's) and runs its own
+allocator over that pool, within its own caps. The answer (``Chosen``) names
+which proposals contributed.
+
+Both messages are signed by the sender's libp2p identity key (Ed25519; the
+key is read out of the peer id: ``node.peerkey``), carry ``expiry`` and are
+size-bounded. Validation is pure and every check is labelled ``[REJECT]`` or
+``[IGNORE]`` as in the consensus specs.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Callable
+
+import msgspec
+
+from node import peerkey, wire
+from node.protocols.base import (
+    Command, Event, GossipReceived, Notify, Publish, RequestReceived, Respond, ResponseReceived, SendRequest,
+    SetTimer, Started, TimerFired, Validation, topic,
+)
+from node.risk.allocate import Limits
+from node.risk.types import Candidate
+
+RFP_VERSION = 1
+CONTRACT_PROTOCOL = "/keyswitch/contract/1"
+MAX_REQUEST_SIZE = 2 * 1024
+MAX_PROPOSAL_SIZE = 128 * 1024
+MAX_OFFERS_PER_PROPOSAL = 500
+MAX_REQUEST_CENTS = 10_000_000  # $100k in one request
+MAX_LIFETIME = 600.0  # a request or proposal may not live longer than this
+MAX_CLOCK_SKEW = 120.0
+DEFAULT_DEADLINE = 5.0
+
+
+class Request(msgspec.Struct, array_like=True, frozen=True):
+    version: int
+    net: str
+    request_id: bytes  # 16 random bytes
+    client: str  # peer id; signs the request
+    asset: str
+    usd_cents: int
+    contract: str  # contract kind or terms hash
+    max_per_device: int
+    max_share_device_bp: int  # basis points of usd_cents
+    max_share_owner_bp: int
+    issued_at: float
+    expiry: float
+
+    def limits(self) -> Limits:
+        return Limits(self.max_per_device, self.max_share_device_bp / 10_000, self.max_share_owner_bp / 10_000)
+
+
+class ProposedOffer(msgspec.Struct, array_like=True, frozen=True):
+    offer_id: bytes
+    device_id: bytes
+    owner: str
+    usd_cents: int
+
+
+class Proposal(msgspec.Struct, array_like=True, frozen=True):
+    version: int
+    net: str
+    request_id: bytes
+    proposer: str  # peer id; signs the proposal
+    offers: list[ProposedOffer]
+    total_cents: int
+    issued_at: float
+    expiry: float
+
+
+class SignedMsg(msgspec.Struct, array_like=True, frozen=True):
+    kind: str  # "request" | "proposal"
+    body: bytes
+    sig: bytes  # Ed25519 by the body's client / proposer over tagged(kind, body)
+
+
+class Ack(msgspec.Struct, array_like=True, frozen=True):
+    accepted: bool
+    reason: str
+
+
+def _signing_bytes(kind: str, body: bytes) -> bytes:
+    return b"keyswitch/rfp/1\x00" + kind.encode() + b"\x00" + body
+
+
+def sign_msg(kind: str, body_struct, sign: Callable[[bytes], bytes]) -> bytes:
+    body = wire.encode(body_struct)
+    return wire.encode(SignedMsg(kind, body, sign(_signing_bytes(kind, body))))
+
+
+def _reject(reason: str) -> Validation:
+    return Validation.reject(reason)
+
+
+def _ignore(reason: str) -> Validation:
+    return Validation.ignore(reason)
+
+
+def _lifetime(issued_at: float, expiry: float, now: float) -> Validation | None:
+    # [REJECT] expiry after issue, and not too far out.
+    if not expiry > issued_at or expiry - issued_at > MAX_LIFETIME:
+        return _reject(f"lifetime must be in (0, {MAX_LIFETIME:g}] s, got {expiry - issued_at:g}")
+    # [IGNORE] not from the future, not expired.
+    if issued_at > now + MAX_CLOCK_SKEW:
+        return _ignore(f"issued {issued_at - now:.0f} s in the future")
+    if expiry <= now:
+        return _ignore("expired")
+    return None
+
+
+def validate_request(data: bytes, *, net: str, now: float, seen: Callable[[bytes], bool]
+                     ) -> tuple[Validation, Request | None]:
+    """ACCEPT / REJECT / IGNORE for a gossiped request (pure but for ``seen``)."""
+    # [REJECT] Within the size limit, canonical encoding, kind "request".
+    if len(data) > MAX_REQUEST_SIZE:
+        return _reject(f"over size: {len(data)} > {MAX_REQUEST_SIZE} bytes"), None
+    try:
+        msg = wire.decode(data, SignedMsg, max_size=MAX_REQUEST_SIZE)
+        if msg.kind != "request":
+            return _reject(f"wrong kind {msg.kind!r} on the requests topic"), None
+        req = wire.decode(msg.body, Request, max_size=MAX_REQUEST_SIZE)
+    except wire.WireError as exc:
+        return _reject(f"malformed: {exc.reason}"), None
+    # [REJECT] A version we speak, our network.
+    if req.version != RFP_VERSION:
+        return _reject(f"unsupported request version {req.version}"), None
+    if req.net != net:
+        return _reject(f"wrong network {req.net!r} (we are {net!r})"), None
+    # [REJECT] Well-formed fields and limits within bounds.
+    if len(req.request_id) != 16:
+        return _reject("request_id must be 16 bytes"), None
+    if not 0 < req.usd_cents <= MAX_REQUEST_CENTS:
+        return _reject(f"usd_cents must be in (0, {MAX_REQUEST_CENTS}], got {req.usd_cents}"), None
+    if not 1 <= req.max_per_device <= 1000:
+        return _reject(f"max_per_device must be in [1, 1000], got {req.max_per_device}"), None
+    for name in ("max_share_device_bp", "max_share_owner_bp"):
+        v = getattr(req, name)
+        if not 0 < v <= 10_000:
+            return _reject(f"{name} must be in (0, 10000], got {v}"), None
+    if not req.asset or len(req.asset) > 32 or len(req.contract) > 128:
+        return _reject("asset (1..32 chars) or contract (..128 chars) out of bounds"), None
+    bad = _lifetime(req.issued_at, req.expiry, now)
+    if bad is not None and bad.result.value == "reject":
+        return bad, None
+    # [REJECT] Signed by the client's identity key.
+    if not peerkey.verify(req.client, _signing_bytes(msg.kind, msg.body), msg.sig):
+        return _reject("bad signature (not by the client's identity key)"), None
+    if bad is not None:
+        return bad, None
+    # [IGNORE] Not seen before.
+    if seen(req.request_id):
+        return _ignore("duplicate request"), None
+    return Validation.accept(), req
+
+
+def validate_proposal(data: bytes, *, net: str, now: float, request: Request | None, from_peer: str
+                      ) -> tuple[Validation, Proposal | None]:
+    """ACCEPT / REJECT / IGNORE for a proposal received on the contract stream."""
+    # [REJECT] Within the size limit, canonical, kind "proposal".
+    if len(data) > MAX_PROPOSAL_SIZE:
+        return _reject(f"over size: {len(data)} > {MAX_PROPOSAL_SIZE} bytes"), None
+    try:
+        msg = wire.decode(data, SignedMsg, max_size=MAX_PROPOSAL_SIZE)
+        if msg.kind != "proposal":
+            return _reject(f"wrong kind {msg.kind!r} on {CONTRACT_PROTOCOL}"), None
+        prop = wire.decode(msg.body, Proposal, max_size=MAX_PROPOSAL_SIZE)
+    except wire.WireError as exc:
+        return _reject(f"malformed: {exc.reason}"), None
+    if prop.version != RFP_VERSION:
+        return _reject(f"unsupported proposal version {prop.version}"), None
+    if prop.net != net:
+        return _reject(f"wrong network {prop.net!r} (we are {net!r})"), None
+    # [REJECT] The stream's peer is the signer.
+    if prop.proposer != from_peer:
+        return _reject("proposer is not the peer that sent it"), None
+    if not peerkey.verify(prop.proposer, _signing_bytes(msg.kind, msg.body), msg.sig):
+        return _reject("bad signature (not by the proposer's identity key)"), None
+    # [REJECT] Bounded, consistent offers.
+    if not 0 < len(prop.offers) <= MAX_OFFERS_PER_PROPOSAL:
+        return _reject(f"must propose 1..{MAX_OFFERS_PER_PROPOSAL} offers, got {len(prop.offers)}"), None
+    if len({o.offer_id for o in prop.offers}) != len(prop.offers):
+        return _reject("an offer is proposed twice"), None
+    if any(len(o.offer_id) != 32 or len(o.device_id) != 32 or o.usd_cents <= 0 for o in prop.offers):
+        return _reject("malformed offer (ids are 32 bytes, values positive)"), None
+    if sum(o.usd_cents for o in prop.offers) != prop.total_cents:
+        return _reject("total_cents is not the sum of the offers"), None
+    bad = _lifetime(prop.issued_at, prop.expiry, now)
+    if bad is not None:
+        return bad, None
+    # [IGNORE] It answers a request of ours that is still open.
+    if request is None:
+        return _ignore("no open request with this id"), None
+    # [REJECT] Within the request's own limits.
+    per_dev: dict[bytes, list[int]] = {}
+    for o in prop.offers:
+        per_dev.setdefault(o.device_id, []).append(o.usd_cents)
+    lim = request.limits()
+    for dev, vals in per_dev.items():
+        if len(vals) > lim.max_per_device or sum(vals) > int(lim.max_share_device * request.usd_cents):
+            return _reject(f"over the request's per-device limit for device {dev.hex()[:16]}"), None
+    return Validation.accept(), prop
+
+
+@dataclass
+class OpenRequest:
+    request: Request
+    deadline: float
+    proposals: dict[str, Proposal] = field(default_factory=dict)  # proposer -> proposal
+    refused: dict[str, str] = field(default_factory=dict)  # proposer -> reason
+
+
+@dataclass(frozen=True)
+class Chosen:
+    request_id: bytes
+    ok: bool
+    offers: tuple[Candidate, ...]
+    total_cents: int
+    target_cents: int
+    from_proposers: tuple[str, ...]  # peers whose proposals hold at least one chosen offer
+    proposals: int
+    reason: str = ""
+
+    def to_json(self) -> dict:
+        return {"request_id": self.request_id.hex(), "ok": self.ok, "total_cents": self.total_cents,
+                "target_cents": self.target_cents, "overshoot_cents": max(0, self.total_cents - self.target_cents),
+                "proposals": self.proposals, "from_proposers": list(self.from_proposers), "reason": self.reason,
+                "offers": [{"offer_id": c.offer_id.hex(), "device": c.device_id.hex(), "owner": c.owner_id,
+                            "usd_cents": c.usd_cents, "address": c.address} for c in self.offers]}
+
+
+class RfpProtocol:
+    """Sans-IO requests-for-proposals. ``engine`` is a ``node.risk.engine.RiskEngine``;
+    ``sign`` signs as this node's peer id (``PeerSigner.sign``)."""
+
+    def __init__(self, *, net: str, engine, sign: Callable[[bytes], bytes], proposal_ttl: float = 60.0,
+                 max_open: int = 64, seen_limit: int = 10_000) -> None:
+        self.net = net
+        self.topic = topic(net, "requests", 1)
+        self.topics = [self.topic]
+        self.stream_protocols = [CONTRACT_PROTOCOL]
+        self.engine = engine
+        self.sign = sign
+        self.proposal_ttl = proposal_ttl
+        self.max_open = max_open
+        self.local_peer = ""
+        self.open: dict[bytes, OpenRequest] = {}
+        self.results: dict[bytes, Chosen] = {}
+        self._seen: dict[bytes, None] = {}
+        self._seen_limit = seen_limit
+        self._next = 0
+        self.stats = {"requests_in": 0, "proposals_out": 0, "proposals_in": 0, "proposals_refused": 0,
+                      "declined": 0}
+        self.reasons: dict[str, int] = {}
+
+    # ------------------------------------------------------------ gossip
+    def _remember(self, rid: bytes) -> None:
+        self._seen[rid] = None
+        while len(self._seen) > self._seen_limit:
+            self._seen.pop(next(iter(self._seen)))
+
+    def validate(self, topic_: str, data: bytes, from_peer: str, now: float) -> Validation:
+        if topic_ != self.topic:
+            return _ignore(f"not our topic {topic_}")
+        v, _ = validate_request(data, net=self.net, now=now, seen=lambda rid: rid in self._seen)
+        if v.result.value != "accept":
+            key = f"{v.result.value}: {v.reason.split(':', 1)[0][:50]}"
+            self.reasons[key] = self.reasons.get(key, 0) + 1
+        return v
+
+    def handle(self, event: Event, now: float) -> list[Command]:
+        if isinstance(event, Started):
+            self.local_peer = event.local_peer
+            return []
+        if isinstance(event, GossipReceived) and event.topic == self.topic:
+            return self._on_request(event.data, now)
+        if isinstance(event, RequestReceived) and event.protocol == CONTRACT_PROTOCOL:
+            return self._on_proposal(event, now)
+        if isinstance(event, ResponseReceived) and event.protocol == CONTRACT_PROTOCOL:
+            if event.error:
+                self.reasons[f"send failed: {event.error[:50]}"] = self.reasons.get(f"send failed: {event.error[:50]}", 0) + 1
+            return []
+        if isinstance(event, TimerFired) and event.name.startswith("rfp.deadline."):
+            return self._decide(bytes.fromhex(event.name.rsplit(".", 1)[1]), now)
+        return []
+
+    def _on_request(self, data: bytes, now: float) -> list[Command]:
+        v, req = validate_request(data, net=self.net, now=now, seen=lambda rid: False)
+        if req is None or req.client == self.local_peer:
+            return []
+        self._remember(req.request_id)
+        self.stats["requests_in"] += 1
+        choice = self.engine.choose(req.asset, req.usd_cents, now, limits=req.limits(),
+                                    seed=int.from_bytes(req.request_id[:8], "big"))
+        if not choice.ok:
+            self.stats["declined"] += 1
+            return [Notify("rfp.declined", {"request": req.request_id.hex(), "reason": choice.allocation.reason})]
+        prop = Proposal(RFP_VERSION, self.net, req.request_id, self.local_peer,
+                        [ProposedOffer(c.offer_id, c.device_id, c.owner_id, c.usd_cents) for c in choice.offers],
+                        sum(c.usd_cents for c in choice.offers), now, min(req.expiry, now + self.proposal_ttl))
+        self._next += 1
+        self.stats["proposals_out"] += 1
+        return [SendRequest(CONTRACT_PROTOCOL, req.client, self._next, sign_msg("proposal", prop, self.sign),
+                            timeout=10.0)]
+
+    def _on_proposal(self, ev: RequestReceived, now: float) -> list[Command]:
+        rid = None
+        try:
+            msg = wire.decode(ev.data, SignedMsg, max_size=MAX_PROPOSAL_SIZE)
+            rid = wire.decode(msg.body, Proposal, max_size=MAX_PROPOSAL_SIZE).request_id
+        except wire.WireError:
+            pass
+        open_ = self.open.get(rid) if rid is not None else None
+        v, prop = validate_proposal(ev.data, net=self.net, now=now,
+                                    request=open_.request if open_ else None, from_peer=ev.peer)
+        if prop is None or open_ is None:
+            self.stats["proposals_refused"] += 1
+            key = f"proposal {v.result.value}: {v.reason.split(':', 1)[0][:50]}"
+            self.reasons[key] = self.reasons.get(key, 0) + 1
+            if open_ is not None:
+                open_.refused[ev.peer] = v.reason
+            return [Respond(ev.request_id, wire.encode(Ack(False, f"[{v.result.value.upper()}] {v.reason}")))]
+        self.stats["proposals_in"] += 1
+        open_.proposals[prop.proposer] = prop
+        return [Respond(ev.request_id, wire.encode(Ack(True, "")))]
+
+    # -------------------------------------------------------- application
+    def request(self, asset: str, usd_cents: int, contract: str, now: float, *, limits: Limits | None = None,
+                deadline: float = DEFAULT_DEADLINE, ttl: float = 60.0,
+                request_id: bytes | None = None) -> tuple[bytes, list[Command]]:
+        """Ask the network; returns (request id, commands). The answer lands in ``results``."""
+        if len(self.open) >= self.max_open:
+            raise ValueError(f"too many open requests ({self.max_open}); wait for some to finish")
+        lim = limits or self.engine.limits
+        rid = request_id or secrets.token_bytes(16)
+        req = Request(RFP_VERSION, self.net, rid, self.local_peer, asset, int(usd_cents), contract,
+                      lim.max_per_device, round(lim.max_share_device * 10_000), round(lim.max_share_owner * 10_000),
+                      now, now + max(ttl, deadline))
+        data = sign_msg("request", req, self.sign)
+        v, _ = validate_request(data, net=self.net, now=now, seen=lambda r: False)
+        if v.result.value != "accept":
+            raise ValueError(f"request refused before sending: {v.reason}")
+        self._remember(rid)
+        self.open[rid] = OpenRequest(req, now + deadline)
+        return rid, [Publish(self.topic, data), SetTimer(f"rfp.deadline.{rid.hex()}", now + deadline)]
+
+    def _decide(self, rid: bytes, now: float) -> list[Command]:
+        open_ = self.open.pop(rid, None)
+        if open_ is None:
+            return []
+        req = open_.request
+        # our own engine answers too; proposals only count for offers our own book holds
+        own = {c.offer_id: c for c in self.engine.book.candidates(req.asset, now=now)}
+        pool: dict[bytes, Candidate] = {}
+        contributed: dict[bytes, set[str]] = {}
+        for proposer, prop in sorted(open_.proposals.items()):
+            for o in prop.offers:
+                c = own.get(o.offer_id)
+                if c is not None:
+                    pool.setdefault(o.offer_id, c)
+                    contributed.setdefault(o.offer_id, set()).add(proposer)
+        local = self.engine.choose(req.asset, req.usd_cents, now, limits=req.limits(),
+                                   seed=int.from_bytes(rid[:8], "big"))
+        for c in local.offers:
+            pool.setdefault(c.offer_id, c)
+            contributed.setdefault(c.offer_id, set()).add(self.local_peer)
+        choice = self.engine.choose(req.asset, req.usd_cents, now, limits=req.limits(), among=pool.values(),
+                                    seed=int.from_bytes(rid[:8], "big"))
+        if not pool:  # nobody, us included, could answer: our own engine's reason says why
+            choice = local
+        peers = tuple(sorted(set().union(set(), *(contributed[c.offer_id] for c in choice.offers)) - {self.local_peer}))
+        result = Chosen(rid, choice.ok, choice.offers, choice.allocation.total_cents if choice.ok else 0,
+                        req.usd_cents, peers, len(open_.proposals), choice.allocation.reason)
+        self.results[rid] = result
+        while len(self.results) > 1000:
+            self.results.pop(next(iter(self.results)))
+        return [Notify("rfp.chosen", result.to_json())]
