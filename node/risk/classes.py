@@ -66,6 +66,16 @@ class ClassRegistry:
     #: per class (full name) cap on the total exposure all its devices may hold
     class_cap_cents: int = 5_000_000
     unknown_family: DeviceClass = DeviceClass("unknown", 0.0, 5_000, 0, 5_000)
+    #: weights by full class name ("sgx:SWHardeningNeeded", or "sim" for a family
+    #: without a status), taking precedence over ``status_weights``; empty by default
+    class_weights: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def with_weights(cls, status_weights: dict[str, float], class_weights: dict[str, float] | None = None,
+                     **kwargs) -> "ClassRegistry":
+        """A registry with the given TCB-status weights (e.g. from a TCB policy file,
+        ``node.tee.tcb_policy.class_registry``) instead of ``DEFAULT_STATUS_WEIGHTS``."""
+        return cls(status_weights=dict(status_weights), class_weights=dict(class_weights or {}), **kwargs)
 
     def revoke(self, name: str, reason: str) -> None:
         self.revoked[name] = reason
@@ -79,7 +89,12 @@ class ClassRegistry:
         """The class with its TCB-status weight applied; weight 0 when revoked or unknown status."""
         family, status = split_class(name)
         base = self.classes.get(family, self.unknown_family)
-        weight = 0.0 if self.is_revoked(name) else self.status_weights.get(status, 0.0)
+        if self.is_revoked(name):
+            weight = 0.0
+        elif name in self.class_weights:
+            weight = self.class_weights[name]
+        else:
+            weight = self.status_weights.get(status, 0.0)
         return DeviceClass(base.family, base.bond_usd, base.start_limit_cents, base.growth_cents_per_point,
                            base.max_limit_cents, weight)
 
