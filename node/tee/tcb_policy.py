@@ -42,7 +42,7 @@ VENDOR_FAMILY = {
     "keyswitch-sim": "sim",
 }
 FAMILIES = ("sgx", "tdx", "sev-snp", "nitro", "sim")
-#: verdict codes that are the attestation policy's TCB checks: the TCB policy decides those itself
+#: verdict codes of the verifier's own TCB checks (it stops there, before debug and measurement)
 TCB_CODES = frozenset({"tcb-status-refused", "advisory-refused"})
 
 _KIND_KEYS = {"no_status", "refuse", "refuse_advisories", "accept", "advisories"}
@@ -248,7 +248,11 @@ def classify(verdict, policy: TcbPolicy | None = None) -> DeviceClassification:
     factors = {a: kind.advisories[a] for a in advisories if a in kind.advisories}
     for f in factors.values():
         weight *= f
-    if not verdict.ok and verdict.code not in TCB_CODES:
+    if verdict.code in TCB_CODES:
+        # the verifier stopped at its own TCB check, before the debug and measurement checks
+        return refused(f"the attestation policy refused it ({verdict.code}: {verdict.reason}), so debug and "
+                       "measurement were not checked; verify with TcbPolicy.attestation_policy(...)")
+    if not verdict.ok:
         return refused(f"evidence is genuine but not trusted ({verdict.code}): {verdict.reason}")
     return DeviceClassification(name, family, status, round(weight, 6), None, advisories, factors)
 

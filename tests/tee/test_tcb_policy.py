@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import warnings
 from pathlib import Path
 
 import pytest
@@ -112,8 +113,12 @@ def test_not_genuine_or_not_trusted_evidence_is_refused(pol):
     assert d.weight == 0 and "debug-not-allowed" in d.refused_reason
     u = classify(verdict(vendor="someone-else"), pol)
     assert u.family == "unknown" and not u.accepted
-    # the attestation policy refused the status, but the TCB policy decides the class
-    assert classify(verdict(ok=False, code="tcb-status-refused", status="SWHardeningNeeded"), pol).accepted
+    # the verifier refused the status itself and so never checked debug and measurement: not accepted
+    r = classify(verdict(ok=False, code="tcb-status-refused", status="SWHardeningNeeded"), pol)
+    assert r.weight == 0 and "attestation_policy" in r.refused_reason
+    # but a status the TCB policy refuses is named as such
+    assert "refused for sgx by the TCB policy" in classify(verdict(ok=False, code="tcb-status-refused",
+                                                                   status="OutOfDate"), pol).refused_reason
 
 
 def test_shipped_default_policy():
@@ -207,6 +212,40 @@ def test_real_dcap_samples_classify_as_expected():
                                                                'refuse_advisories = ["INTEL-SA-00289"]'))
     r = classify(sgx, strict)
     assert r.weight == 0 and "INTEL-SA-00289" in r.refused_reason
+    # an attestation policy narrower than the TCB policy stops early; attestation_policy() aligns them
+    narrow = dataclasses.replace(pol, accept_tcb=frozenset({"UpToDate"}))
+    args = dict(at=at, collateral=(d / "sgx_quote_v3_collateral.json").read_bytes())
+    early = verify_evidence((d / "sgx_quote_v3.bin").read_bytes(), policy=narrow, **args)
+    assert early.code == "tcb-status-refused" and not classify(early).accepted
+    aligned = load_tcb_policy().attestation_policy(narrow, "sgx")
+    assert classify(verify_evidence((d / "sgx_quote_v3.bin").read_bytes(), policy=aligned, **args)).accepted
+    assert aligned.allowed_measurements == narrow.allowed_measurements
+
+
+@needs_samples
+def test_real_nitro_and_snp_samples_have_no_status_and_full_weight():
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    doc = base64.b64decode((T / "aws-nitro" / "nitro_attestation.b64").read_bytes())
+    v = verify_evidence(doc, policy=_trusting(), at=dt.datetime.fromtimestamp(1725719859.545, UTC))
+    v = verify_evidence(doc, policy=_trusting(v.measurement), at=dt.datetime.fromtimestamp(1725719859.545, UTC))
+    assert v.ok, v.reason
+    c = classify(v)
+    assert (c.class_name, c.status, c.weight, c.refused_reason) == ("nitro", "", 1.0, None)
+    s = T / "amd-sev-snp"
+    with warnings.catch_warnings():  # AMD's sample VCEK has serial number 0
+        warnings.simplefilter("ignore")
+        vcek = x509.load_der_x509_certificate((s / "vcek.testcer").read_bytes())
+    bundle = vcek.public_bytes(Encoding.PEM) + (s / "milan.testcer").read_bytes()
+    at = dt.datetime(2023, 1, 1, tzinfo=UTC)
+    v = verify_evidence((s / "attestation.bin").read_bytes(), policy=_trusting(), at=at, collateral=bundle)
+    v = verify_evidence((s / "attestation.bin").read_bytes(), policy=_trusting(v.measurement), at=at,
+                        collateral=bundle)
+    assert v.ok, v.reason
+    assert classify(v).class_name == "sev-snp" and classify(v).weight == 1.0
 
 
 @needs_samples
