@@ -59,6 +59,10 @@ def _positive(v: float) -> str | None:
     return None if v > 0 else "must be > 0"
 
 
+def _fraction(v: float) -> str | None:
+    return None if 0 < v <= 1 else "a fraction in (0, 1]"
+
+
 def _port(v: int) -> str | None:
     return None if 0 <= v <= 65535 else "a TCP port is 0..65535 (0 = pick a free one)"
 
@@ -100,6 +104,11 @@ SETTINGS: tuple[Setting, ...] = (
             _choice("simulated", "gramine", "configfs")),
     Setting("ledger.url", str, "", "dev ledger HTTP URL; empty = embedded SQLite dev ledger in the datadir"),
     Setting("deposits.chunk_usd", float, 50.0, "USD value of one deposit chunk", _positive),
+    Setting("risk.request_deadline", float, 3.0, "seconds a request collects peers' proposals", _positive),
+    Setting("risk.max_per_device", int, 4, "most chunks one allocation takes from one device", _positive),
+    Setting("risk.max_share_device", float, 0.25, "most of a request's value from one device", _fraction),
+    Setting("risk.max_share_owner", float, 0.5, "most of a request's value from one owner", _fraction),
+    Setting("risk.half_life_days", float, 7.0, "reputation half-life", _positive),
     Setting("log.level", str, "info", "log level", _choice("debug", "info", "warning", "error")),
     Setting("log.format", str, "console", "log format", _choice("console", "json")),
     Setting("log.file", str, "", "also write logs to this file"),

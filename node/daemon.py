@@ -48,6 +48,9 @@ class OfferStack:
     peer_id: str
     net: str
     extra: dict = field(default_factory=dict)
+    engine: Any = None  # node.risk.engine.RiskEngine (add_switchboard)
+    rfp: Any = None  # node.protocols.rfp.RfpProtocol
+    request_deadline: float = 3.0
 
     def own_sheet(self):
         """This node's sheet: the attested enclave and its funded deposits (none until funded)."""
@@ -70,7 +73,7 @@ class OfferStack:
     def close(self) -> None:
         self.book.close()
         self.enclave.close()
-        for k in ("deposits", "ledger"):
+        for k in ("deposits", "ledger", "reputation"):
             if k in self.extra and hasattr(self.extra[k], "close"):
                 self.extra[k].close()
 
@@ -124,6 +127,28 @@ def offers_factory(ctx):
     return proto
 
 
+def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0) -> None:
+    """The risk engine over the stack's offer book, and the request-for-proposals protocol."""
+    from node.identity import load_or_create_seed
+    from node.peerkey import PeerSigner
+    from node.protocols.rfp import RfpProtocol
+    from node.risk.allocate import Limits
+    from node.risk.engine import RiskEngine
+    from node.risk.reputation import Reputation
+
+    get = (lambda k, d: cfg[k]) if cfg is not None else (lambda k, d: d)
+    rep = Reputation(datadir / "reputation.sqlite", half_life=get("risk.half_life_days", 7.0) * 86_400)
+    limits = Limits(get("risk.max_per_device", 4), get("risk.max_share_device", 0.25),
+                    get("risk.max_share_owner", 0.5))
+    stack.engine = RiskEngine(stack.book, rep, limits=limits, seed=seed)
+    signer = PeerSigner(load_or_create_seed(datadir))
+    if signer.peer_id != stack.peer_id:
+        raise RuntimeError("identity key and peer id disagree")
+    stack.rfp = RfpProtocol(net=stack.net, engine=stack.engine, sign=signer.sign)
+    stack.request_deadline = float(get("risk.request_deadline", 3.0))
+    stack.extra["reputation"] = rep
+
+
 # ----------------------------------------------------------------- API services
 class NodeServices:
     """``node.api.services.Services`` over a running daemon's parts."""
@@ -145,6 +170,7 @@ class NodeServices:
             "enclave": {"simulated": info.simulated, "device_id": info.device_id.hex(),
                         "measurement": info.measurement},
             "ready": True,
+            "requests": dict(self.stack.rfp.stats, reasons=dict(self.stack.rfp.reasons)) if self.stack.rfp else {},
         }
 
     def peers(self) -> list[dict[str, Any]]:
@@ -168,7 +194,7 @@ class NodeServices:
         return []  # the contract engine (issue 7) is not part of this build yet
 
     def reputation(self) -> list[dict[str, Any]]:
-        return []  # the risk engine (issue 6) is not part of this build yet
+        return self.stack.engine.reputation_table(self.clock.now())
 
     async def deposit(self, asset: str, chunks: int) -> dict[str, Any]:
         from node.assets import UnknownAsset
@@ -190,7 +216,44 @@ class NodeServices:
         return {"deposits": [d.to_json() for d in made]}
 
     async def request(self, asset: str, usd: float, contract: str) -> dict[str, Any]:
-        raise ApiError(501, "contract requests need the risk engine, which this build does not have yet")
+        """Ask the network for proposals and choose; answers once the deadline has passed."""
+        from node.assets import ASSETS
+        from node.protocols.rfp import MAX_REQUEST_CENTS
+
+        if asset not in ASSETS:
+            raise ApiError(400, f"unknown asset {asset!r}")
+        cents = int(round(usd * 100))
+        if len(contract) > 128:
+            raise ApiError(400, "contract: at most 128 characters")
+        if not 0 < cents <= MAX_REQUEST_CENTS or usd != usd:
+            raise ApiError(400, f"usd must be in (0, {MAX_REQUEST_CENTS / 100:.0f}], got {usd!r}")
+        rfp = self.stack.rfp
+        box: dict[str, Any] = {}
+        done = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def call(now: float):
+            try:
+                rid, cmds = rfp.request(asset, cents, contract, now, deadline=self.stack.request_deadline)
+                box["rid"] = rid
+            except ValueError as exc:
+                box["error"] = str(exc)
+                cmds = []
+            token.run_sync_soon(done.set)
+            return cmds
+
+        self.node.driver.submit(rfp, call)
+        with trio.move_on_after(5):
+            await done.wait()
+        if "rid" not in box:
+            raise ApiError(429, box.get("error", "the node did not take the request in time"))
+        rid = box["rid"]
+        with trio.move_on_after(self.stack.request_deadline + 10):
+            while rid not in rfp.results:
+                await trio.sleep(0.05)
+        if rid not in rfp.results:
+            raise ApiError(504, "no decision within the deadline")
+        return rfp.results[rid].to_json()
 
     async def sweep(self, deposit: str, to: str) -> dict[str, Any]:
         """Withdraw one of this node's deposits to ``to``: the enclave exports the key to its owner
@@ -265,11 +328,13 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     stack.extra.update(ledger=open_ledger(cfg), deposits=DepositStore(datadir / "deposits.sqlite"), datadir=datadir,
                        chunk_usd_cents=int(round(cfg["deposits.chunk_usd"] * 100)))
     stack.refresh_offers(clock.now())
+    add_switchboard(stack, datadir, cfg)
     metrics = NodeMetrics()
     url_file = datadir / "api.url"
     try:
         async with trio.open_nursery() as nursery:
-            node = await nursery.start(run_host, NodeConfig.from_config(cfg), [stack.protocol])
+            ncfg = NodeConfig.from_config(cfg, app_score=lambda pid: stack.engine.app_score(pid, clock.now()))
+            node = await nursery.start(run_host, ncfg, [stack.protocol, stack.rfp])
             services = NodeServices(node, stack, clock, clock.now())
             cookie = write_cookie(datadir)
             url = await nursery.start(lambda task_status: serve(build_app(services, cookie, metrics=metrics),

@@ -32,7 +32,8 @@ def _post(summary: str, body: dict, code: str = "201") -> dict:
         "security": [{"cookie": []}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
         "responses": {code: {"description": "done", "content": {"application/json": {"schema": _obj}}},
-                      "400": _err, "401": _err, "404": _err, "409": _err, "413": _err, "501": _err,
+                      "400": _err, "401": _err, "404": _err, "409": _err, "413": _err, "429": _err, "501": _err,
+                      "504": _err,
                       "503": _err},
     }
 
@@ -62,8 +63,8 @@ SPEC = {
         "/v1/requests": {"post": _post("Request a contract", {
             "type": "object", "additionalProperties": False, "required": ["asset", "usd"],
             "properties": {"asset": {"type": "string", "enum": _ASSETS},
-                           "usd": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
-                           "contract": {"type": "string"}}})},
+                           "usd": {"type": "number", "minimum": 0.01, "maximum": 100000},
+                           "contract": {"type": "string", "maxLength": 128}}})},
         "/v1/sweep": {"post": _post("Sweep a received key to an address", {
             "type": "object", "additionalProperties": False, "required": ["deposit", "to"],
             "properties": {"deposit": {"type": "string", "pattern": "^[0-9a-f]{66}$"},

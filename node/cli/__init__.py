@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.dev",
     "node.cli.ops",
     "node.cli.deposit",
+    "node.cli.request",
     "node.cli.vault",
     "node.cli.attest",
     "node.cli.attest_verify",

@@ -209,6 +209,11 @@ class Node:
                 await trio.sleep(0.002)
 
     async def request(self, peer: str, protocol: str, data: bytes, *, timeout: float = 10.0) -> bytes:
+        """One request/response with ``peer``; a peer we are not connected to is dialled
+        first at the addresses peer exchange gave us (the host alone knows none for it)."""
+        if peer not in self.connected_peers() and self.peers is not None:
+            with trio.move_on_after(timeout):
+                await self.peers.dial(peer)
         return await ask(self.host, peer, protocol, data, timeout=timeout)
 
     def mesh_peers(self, topic: str) -> list[str]:

@@ -83,6 +83,15 @@ def test_readiness_lines_cli_and_auth(daemon):
     assert oct(os.stat(daemon.datadir / ".cookie").st_mode & 0o777) == "0o600"
     r = httpx.post(url + "/v1/deposits", content=b"{", headers={"Authorization": f"Bearer {cookie}"})
     assert r.status_code == 400 and "JSON" in r.json()["error"]
+    # a request on an empty network: answered (no allocation), with the reason, by the CLI
+    out = cli(daemon.datadir, "request", "--asset", "BTC-REG", "--usd", "100", "--json")
+    assert out.returncode == 0, out.stderr
+    ans = json.loads(out.stdout)
+    assert ans["ok"] is False and ans["reason"] == "the offer book holds no offers for this asset"
+    out = cli(daemon.datadir, "request", "--asset", "BTC-REG", "--usd", "100")
+    assert out.returncode == 4 and "no allocation" in out.stderr
+    out = cli(daemon.datadir, "request", "--asset", "NOPE", "--usd", "100")
+    assert out.returncode != 0 and "unknown asset" in out.stderr
 
 
 def test_graceful_sigterm_keeps_state_and_restarts(tmp_path):
