@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench install clean sysdeps
+.PHONY: demo test bench install clean sysdeps gramine-manifest
 
 $(STAMP): pyproject.toml scripts/sysdeps.sh
 	./scripts/sysdeps.sh
@@ -35,6 +35,16 @@ test: $(STAMP) $(ANVIL)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# Render the Gramine (SGX) manifest for the enclave process into $(GRAMINE_OUT); where
+# gramine-manifest and gramine-sgx-sign are installed, also build and sign it. Without
+# them it says what is missing and exits non-zero. Uses the venv's Python if present
+# (its interpreter and site-packages become trusted files).
+GRAMINE_OUT ?= build/gramine
+GRAMINE_ARGS ?=
+GRAMINE_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gramine-manifest:
+	$(GRAMINE_PY) -m node.tee.gramine --out $(GRAMINE_OUT) $(GRAMINE_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .hypothesis .demo

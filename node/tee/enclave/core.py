@@ -118,8 +118,12 @@ class EnclaveCore:
     """
 
     def __init__(
-        self, store: SealedStore | None, *, measurement: str, debug: bool = False, seed: bytes | None = None
+        self, store: SealedStore | None, *, measurement: str, debug: bool = False, seed: bytes | None = None,
+        quote_provider=None,
     ) -> None:
+        # quote_provider: a hardware backend's ``quote(report_data64) -> bytes`` (Gramine, configfs-tsm);
+        # None = the simulated quote signed by the simulated device key.
+        self._quote_provider = quote_provider
         if seed is not None and store is not None:
             raise ValueError("a seeded (deterministic) enclave cannot persist: it would be insecure on disk")
         self._seed = seed
@@ -196,7 +200,7 @@ class EnclaveCore:
             "sign_pub": self.sign_pub,
             "enc_pub": self.enc_pub,
             "measurement": self.measurement.hex(),
-            "simulated": True,
+            "simulated": self._quote_provider is None,
             "debug": self.debug,
             "device_cert": wire.encode(self._state.cert),
         }
@@ -257,6 +261,16 @@ class EnclaveCore:
             raise Refusal("bad-request", f"nonce over {simformat.MAX_NONCE} bytes")
         if not 0 <= timestamp < 1 << 63:
             raise Refusal("bad-request", "timestamp out of range")
+        if self._quote_provider is not None:
+            # Hardware report data is 64 bytes and holds the binding's hash: no room for a nonce or a time.
+            if nonce:
+                raise Refusal("nonce-unsupported",
+                              "hardware quotes carry only the binding's 64-byte hash; a nonce cannot be included")
+            try:
+                return bytes(self._quote_provider.quote(binding.report_data()))
+            except Exception as exc:
+                raise Refusal("quote-failed", f"{getattr(self._quote_provider, 'kind', 'hardware')} quote failed: "
+                              f"{getattr(exc, 'reason', None) or exc}") from None
         return simformat.make_quote(
             self._device,
             self._state.cert,

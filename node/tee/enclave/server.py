@@ -22,6 +22,7 @@ ENCLAVE_DIR = "enclave"
 LOCK_FILE = "lock"
 EXIT_IN_USE = 3
 EXIT_SEALED = 4
+EXIT_BACKEND = 5
 
 
 def _read_exact(inp: BinaryIO, n: int) -> bytes | None:
@@ -74,15 +75,39 @@ def lock_vault(datadir: Path):
     return lock
 
 
-def open_core(datadir: Path, *, debug: bool = False) -> EnclaveCore:
+def open_core(datadir: Path, *, debug: bool = False, backend: str = "simulated", sealed_dir: Path | None = None,
+              attestation_dir: Path | None = None, tsm_dir: Path | None = None) -> EnclaveCore:
+    """The core over this vault. ``backend``: simulated | gramine | configfs (see ``node.tee.backends``)."""
     edir = Path(datadir) / ENCLAVE_DIR
-    return EnclaveCore(SealedStore(edir, sim_sealing_key(edir)), measurement=code_measurement(), debug=debug)
+    if backend == "simulated":
+        return EnclaveCore(SealedStore(edir, sim_sealing_key(edir)), measurement=code_measurement(), debug=debug)
+    from node.tee.backends import make_quote_provider  # hardware only: not loaded by the simulated enclave
+
+    provider = make_quote_provider(backend, attestation_dir=attestation_dir, tsm_dir=tsm_dir)
+    measurement = code_measurement()
+    if backend == "gramine":
+        from node.tee.gramine.sealing import SEALED_PATH, GramineSealing
+
+        store = GramineSealing(sealed_dir or SEALED_PATH).open_store()
+        mr = provider.mrenclave()
+        if mr is not None:
+            measurement = mr.hex()
+    else:
+        # configfs: the whole VM is the TEE; the sealed state is only as private as the VM's (encrypted) disk.
+        sdir = Path(sealed_dir) if sealed_dir else edir
+        store = SealedStore(sdir, sim_sealing_key(sdir))
+    return EnclaveCore(store, measurement=measurement, debug=debug, quote_provider=provider)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m node.tee.enclave", description="Keyswitch simulated enclave (INSECURE)")
+    ap = argparse.ArgumentParser(prog="python -m node.tee.enclave", description="Keyswitch enclave process")
     ap.add_argument("--datadir", required=True, type=Path)
     ap.add_argument("--debug", action="store_true", help="mark quotes as coming from a debug enclave")
+    ap.add_argument("--backend", default="simulated", choices=("simulated", "gramine", "configfs"),
+                    help="where quotes and the sealing key come from (default: simulated, INSECURE)")
+    ap.add_argument("--sealed-dir", type=Path, default=None, help="sealed state directory (gramine: encrypted mount)")
+    ap.add_argument("--attestation-dir", type=Path, default=None, help="gramine: /dev/attestation")
+    ap.add_argument("--tsm-dir", type=Path, default=None, help="configfs: /sys/kernel/config/tsm/report")
     args = ap.parse_args(argv)
     try:
         lock = lock_vault(args.datadir)  # noqa: F841  (held for the life of the process)
@@ -90,10 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"enclave: {exc.reason}", file=sys.stderr)
         return EXIT_IN_USE
     try:
-        core = open_core(args.datadir, debug=args.debug)
+        core = open_core(args.datadir, debug=args.debug, backend=args.backend, sealed_dir=args.sealed_dir,
+                         attestation_dir=args.attestation_dir, tsm_dir=args.tsm_dir)
     except SealedStateError as exc:
         print(f"enclave: cannot open sealed state: {exc.reason}", file=sys.stderr)
         return EXIT_SEALED
+    except ValueError as exc:  # a bad backend or its hardware missing (ConfigError is a ValueError)
+        print(f"enclave: {exc}", file=sys.stderr)
+        return EXIT_BACKEND
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
