@@ -10,9 +10,10 @@ trusted core (``node.tee.enclave``):
   handling, called in-process (the simulator, fast tests). ``datadir=None``
   keeps the sealed state in memory only.
 
-A hardware backend (Gramine, configfs-tsm) implements the same ``Enclave``
-protocol. Both simulated backends print a loud ``SIMULATED TEE: INSECURE``
-warning once per process.
+The hardware backends run the same process and protocol with
+``SubprocessEnclave(datadir, backend="gramine" | "configfs")``: quotes then
+come from the hardware (``node.tee.backends``). The simulated backends print a
+loud ``SIMULATED TEE: INSECURE`` warning once per process.
 
 The API is synchronous; the trio runtime wraps calls in
 ``trio.to_thread.run_sync``. Calls are serialized by a lock.
@@ -144,7 +145,8 @@ class _Base:
         self._clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._next_id = 0
-        warn_simulated()
+        if self.simulated:
+            warn_simulated()
 
     def _roundtrip(self, payload: bytes) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -282,9 +284,22 @@ class SubprocessEnclave(_Base):
         debug: bool = False,
         python: str | None = None,
         start_timeout: float = 30.0,
+        backend: str = "simulated",
+        enclave_args: list[str] | tuple[str, ...] = (),
+        command: list[str] | None = None,
     ) -> None:
-        if sealing_key_source != "secret-file":
+        """``backend``: simulated | gramine | configfs (``node.tee.backends``); hardware backends print no
+        simulated warning. ``enclave_args`` are appended to the enclave's command line (e.g. ``--tsm-dir``).
+        ``command`` replaces the whole command line, e.g. ``["gramine-sgx", "build/gramine/keyswitch-enclave"]``
+        (under Gramine the enclave's arguments are fixed in the signed manifest)."""
+        from node.tee.backends import check_backend
+
+        self.backend = check_backend(backend)
+        self.simulated = backend == "simulated"
+        if self.simulated and sealing_key_source != "secret-file":
             raise ValueError("the simulated backend derives its sealing key from a secret file ('secret-file')")
+        self._enclave_args = list(enclave_args)
+        self._command = list(command) if command else None
         super().__init__(clock)
         self.datadir = Path(datadir)
         self._python = python or sys.executable
@@ -304,9 +319,15 @@ class SubprocessEnclave(_Base):
         root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        cmd = [self._python, "-m", "node.tee.enclave", "--datadir", str(self.datadir)]
-        if self._debug:
-            cmd.append("--debug")
+        if self._command is not None:
+            cmd = list(self._command)
+        else:
+            cmd = [self._python, "-m", "node.tee.enclave", "--datadir", str(self.datadir)]
+            if self.backend != "simulated":
+                cmd += ["--backend", self.backend]
+            if self._debug:
+                cmd.append("--debug")
+            cmd += self._enclave_args
         self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                       env=env, bufsize=0)

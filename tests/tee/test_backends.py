@@ -109,6 +109,7 @@ def test_manifest_renders_to_toml_with_the_required_keys(tmp_path):
                  f"file:{site}/", "file:{{ gramine.libos }}"):
         assert want in trusted, want
     assert f"file:{(tmp_path / 'sealed').resolve()}" not in trusted  # sealed state is encrypted, not trusted
+    assert sgx["allowed_files"] == [f"file:{(tmp_path / 'data').resolve()}/"]  # the host datadir: lock only
     assert m["loader"]["env"]["PYTHONPATH"].split(":")[0] == "/keyswitch/app"
 
 
@@ -450,6 +451,22 @@ def test_enclave_process_refuses_a_missing_backend(tmp_path):
 
     rc = server.main(["--datadir", str(tmp_path), "--backend", "gramine", "--sealed-dir", str(tmp_path / "none")])
     assert rc == server.EXIT_SEALED
+
+
+def test_subprocess_enclave_with_a_hardware_backend(tmp_path):
+    """The enclave process started with --backend configfs against an empty directory (no kernel
+    behind it): it starts, says it is not simulated, and refuses to quote with the provider's reason."""
+    from node.tee.client import EnclaveRefused, SubprocessEnclave
+
+    tsm_dir = tmp_path / "tsm"
+    tsm_dir.mkdir()
+    with SubprocessEnclave(tmp_path / "data", backend="configfs", enclave_args=["--tsm-dir", str(tsm_dir)]) as enc:
+        assert enc.info().simulated is False
+        with pytest.raises(EnclaveRefused) as ei:
+            enc.quote(enc.binding_for("dev", "12D3KooWtest"), now=1)
+        assert ei.value.code == "quote-failed" and "configfs-tsm" in ei.value.reason
+    with pytest.raises(config.ConfigError):
+        SubprocessEnclave(tmp_path / "data", backend="sgx")
 
 
 # -- the real hardware path (skipped here unless the device exists) -------------------
