@@ -105,6 +105,7 @@ def render_manifest(
         node_uri=_q(f"file:{root}"),
         data_path=_q(DATA_PATH),
         data_uri=_q(f"file:{Path(datadir).resolve()}"),
+        data_allowed=_q(f"file:{Path(datadir).resolve()}/"),  # trailing '/': the whole directory
         sealed_path=_q(SEALED_PATH),
         sealed_uri=_q(f"file:{Path(sealed_dir).resolve()}"),
         key_name=_q(key_name),
