@@ -11,7 +11,8 @@ directory:
 4. read ``outblob``: the report, generated from the inblob and options (a TDX
    DCAP quote v4 with ``provider`` = ``tdx_guest``, or a raw SEV-SNP
    ATTESTATION_REPORT with ``provider`` = ``sev_guest``); ``auxblob`` (if the
-   provider emits it: the SNP certificate table) is read too;
+   provider emits it: the SNP certificate table, turned into the PEM bundle
+   ``verify_evidence`` takes by ``TsmReport.collateral()``) is read too;
 5. ``rmdir`` the entry.
 
 ``generation`` counts writes to the entry's inblob and options. Another writer
@@ -33,6 +34,7 @@ import errno
 import itertools
 import os
 import secrets
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +71,17 @@ class TsmReport:
     generation: int
     auxblob: bytes = b""
     attempts: int = 1
+
+    @property
+    def format(self) -> str:
+        """The evidence format the provider returns (``unknown`` for a provider Keyswitch does not know)."""
+        return PROVIDER_FORMATS.get(self.provider, "unknown")
+
+    def collateral(self) -> bytes | None:
+        """What ``verify_evidence`` needs beside the outblob, where the auxblob carries it (SEV-SNP)."""
+        if self.provider == "sev_guest" and self.auxblob:
+            return snp_collateral(self.auxblob)
+        return None
 
 
 class FileOps:
@@ -197,6 +210,64 @@ class ConfigfsTsm:
         return self.report(report_data).outblob
 
 
+#: SEV-SNP certificate table GUIDs (AMD GHCB spec; the table the sev_guest auxblob carries)
+SNP_CERT_GUIDS = {
+    "vcek": "63da758d-e664-4564-adc5-f4b93be8accd",
+    "vlek": "a8074bc2-a25a-483e-aae6-39c045a0b8a1",
+    "ask": "4ab7b379-bbac-4fe4-a02f-05aef327c782",
+    "ark": "c0b406a4-a803-4952-9743-3fb6014cd0ae",
+}
+
+
+def snp_certs_from_auxblob(aux: bytes) -> dict[str, bytes]:
+    """Parse an SEV-SNP certificate table: entries of GUID (16) | offset (u32 LE) | length (u32 LE),
+    ended by an all-zero entry; offsets from the table's start. Returns {name: DER} for known GUIDs
+    (GUIDs accepted in either byte order). Raises ``TsmError`` on a malformed table."""
+    import uuid
+
+    names = {}
+    for name, g in SNP_CERT_GUIDS.items():
+        u = uuid.UUID(g)
+        names[u.bytes_le] = name
+        names[u.bytes] = name
+    out: dict[str, bytes] = {}
+    pos = 0
+    while True:
+        if pos + 24 > len(aux):
+            raise TsmError("SNP certificate table: no terminating all-zero entry")
+        guid, off, length = aux[pos:pos + 16], *struct.unpack_from("<II", aux, pos + 16)
+        if guid == bytes(16) and off == 0 and length == 0:
+            return out
+        if off + length > len(aux) or length == 0:
+            raise TsmError(f"SNP certificate table: entry at {pos} points outside the blob")
+        if guid in names:
+            out[names[guid]] = bytes(aux[off:off + length])
+        pos += 24
+
+
+def snp_collateral(aux: bytes) -> bytes | None:
+    """The auxblob's certificates as the PEM bundle ``verify_evidence`` takes for SEV-SNP
+    (the VCEK or VLEK first, then ASK and ARK), or None when it holds no VCEK/VLEK."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    certs = snp_certs_from_auxblob(aux)
+    leaf = certs.get("vcek") or certs.get("vlek")
+    if leaf is None:
+        return None
+    import warnings
+
+    pem = b""
+    for der in [leaf] + [certs[k] for k in ("ask", "ark") if k in certs]:
+        try:
+            with warnings.catch_warnings():  # AMD's VCEK has serial number 0 (see evidence/snp.py)
+                warnings.simplefilter("ignore")
+                pem += x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
+        except ValueError as exc:
+            raise TsmError(f"SNP certificate table holds a certificate that does not parse: {exc}") from None
+    return pem
+
+
 def remove_stale_entries(base: Path = DEFAULT_BASE, prefix: str = "keyswitch", ops: FileOps | None = None) -> int:
     """Remove entries this program left behind (e.g. after a crash); returns how many."""
     ops = ops or FileOps()
@@ -211,4 +282,5 @@ def remove_stale_entries(base: Path = DEFAULT_BASE, prefix: str = "keyswitch", o
 
 
 __all__ = ["ConfigfsTsm", "TsmReport", "TsmError", "TsmUnavailable", "TsmConflict", "FileOps", "missing_reason",
-           "DEFAULT_BASE", "PROVIDER_FORMATS", "remove_stale_entries"]
+           "DEFAULT_BASE", "PROVIDER_FORMATS", "remove_stale_entries", "snp_certs_from_auxblob",
+           "snp_collateral"]

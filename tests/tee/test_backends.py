@@ -424,6 +424,61 @@ def test_configfs_outblob_is_verified_as_real_evidence(tsm):
     assert va.genuine and not va.ok and va.code == "binding-mismatch"
 
 
+SNP = ROOT.parent / "shared" / "testdata" / "attestation" / "amd-sev-snp"
+
+
+def snp_cert_table(entries: list[tuple[str, bytes]]) -> bytes:
+    """An SEV-SNP certificate table (GUID little-endian | offset | length, zero entry last)."""
+    import uuid
+
+    from node.tee.configfs_tsm import SNP_CERT_GUIDS
+
+    head_len = 24 * (len(entries) + 1)
+    head, body = b"", b""
+    for name, der in entries:
+        head += uuid.UUID(SNP_CERT_GUIDS[name]).bytes_le + struct.pack("<II", head_len + len(body), len(der))
+        body += der
+    return head + bytes(24) + body
+
+
+@pytest.mark.skipif(not (SNP / "attestation.bin").exists(), reason=f"SEV-SNP samples not found at {SNP}")
+def test_configfs_sev_guest_outblob_and_auxblob_reach_the_snp_verifier(tsm):
+    """The emulated sev_guest answers with the real SNP sample report as outblob and a certificate
+    table (the sample VCEK, ASK, ARK) as auxblob: the report verifies as genuine with that collateral."""
+    import warnings
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    base, _ = tsm
+    ask, ark = x509.load_pem_x509_certificates((SNP / "milan.testcer").read_bytes())
+    table = snp_cert_table([("vcek", (SNP / "vcek.testcer").read_bytes()),
+                            ("ask", ask.public_bytes(Encoding.DER)), ("ark", ark.public_bytes(Encoding.DER))])
+
+    class SevGuest(EmulatedTsmKernel):
+        def read(self, path):
+            return table if path.name == "auxblob" else super().read(path)
+
+    real = (SNP / "attestation.bin").read_bytes()
+    rep = ConfigfsTsm(base, ops=SevGuest(provider="sev_guest", make=lambda rd: real)).report(bytes(64))
+    assert rep.format == "amd-sev-snp" == detect_format(rep.outblob) and rep.auxblob == table
+    coll = rep.collateral()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert [c.subject.rfc4514_string().split("CN=")[1].split(",")[0]
+                for c in x509.load_pem_x509_certificates(coll)] == ["SEV-VCEK", "SEV-Milan", "ARK-Milan"]
+    v = verify_evidence(rep.outblob, policy=AttestationPolicy(), at=dt.datetime(2023, 1, 1, tzinfo=dt.timezone.utc),
+                        collateral=coll)
+    assert v.genuine and v.vendor == "amd-sev-snp", v
+    from node.tee.configfs_tsm import snp_certs_from_auxblob, snp_collateral
+
+    assert snp_collateral(snp_cert_table([("ask", ask.public_bytes(Encoding.DER))])) is None  # no VCEK
+    with pytest.raises(TsmError, match="terminating"):
+        snp_certs_from_auxblob(b"\x01" * 16 + struct.pack("<II", 0, 24))  # one entry, no zero entry after it
+    with pytest.raises(TsmError, match="outside"):
+        snp_certs_from_auxblob(table[:16] + struct.pack("<II", 10**6, 5) + bytes(24))
+
+
 # -- backend selection --------------------------------------------------------------
 
 
@@ -491,5 +546,7 @@ def test_real_configfs_tsm_report():
     rep = ConfigfsTsm().report(rd)
     fmt = detect_format(rep.outblob)
     assert fmt in ("intel-dcap", "amd-sev-snp"), (rep.provider, fmt)
-    v = verify_evidence(rep.outblob, policy=AttestationPolicy(), at=dt.datetime.now(dt.timezone.utc))
+    assert fmt == rep.format
+    v = verify_evidence(rep.outblob, policy=AttestationPolicy(), at=dt.datetime.now(dt.timezone.utc),
+                        collateral=rep.collateral())
     assert v.report_data == rd.hex(), v
