@@ -94,6 +94,8 @@ def open_core(datadir: Path, *, debug: bool = False, backend: str = "simulated",
             measurement = mr.hex()
     else:
         # configfs: the whole VM is the TEE; the sealed state is only as private as the VM's (encrypted) disk.
+        # info().measurement stays this code's hash: the VM's launch measurement (MRTD / SNP MEASUREMENT)
+        # is in each quote, not readable here without taking one.
         sdir = Path(sealed_dir) if sealed_dir else edir
         store = SealedStore(sdir, sim_sealing_key(sdir))
     return EnclaveCore(store, measurement=measurement, debug=debug, quote_provider=provider)
