@@ -16,7 +16,9 @@ ledger and the HTTP client): private keys are never sent to the ledger.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import sqlite3
 import threading
 from pathlib import Path
@@ -29,7 +31,7 @@ from node.assets import address_for, address_kinds, get_asset
 from node.assets import UnknownAsset as _AssetUnknown
 from node.crypto import sha256, sign_digest, tagged_hash, verify_digest
 from node.ledger.base import (
-    AlreadySpent, Balance, InsufficientFunds, InvalidTransaction, UnknownAsset, WatchEvent,
+    AlreadySpent, Balance, InsufficientFunds, InvalidTransaction, LedgerError, UnknownAsset, WatchEvent,
 )
 
 TX_VERSION = 1
@@ -74,14 +76,44 @@ class AccountTx(msgspec.Struct, array_like=True, frozen=True, tag="account"):
 Tx = UtxoTx | AccountTx
 
 
+_TX_DECODER = msgspec.msgpack.Decoder(Tx)
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+def _decode_tx(raw: bytes) -> Tx:
+    """``wire.decode(raw, Tx)`` (bounded, canonical only), with a prebuilt decoder on the common path;
+    anything unusual goes through ``wire.decode`` itself, which raises its ``WireError``."""
+    if type(raw) is bytes and 0 < len(raw) <= MAX_TX_SIZE:
+        try:
+            tx = _TX_DECODER.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass
+        else:
+            if _ENCODER.encode(tx) == raw:
+                return tx
+    return wire.decode(raw, Tx, max_size=MAX_TX_SIZE)
+
+
 def _unsigned(tx: Tx) -> bytes:
     if isinstance(tx, UtxoTx):
         return wire.encode(msgspec.structs.replace(tx, witnesses=[]))
     return wire.encode(msgspec.structs.replace(tx, pubkey=b"", sig=b""))
 
 
+SIGHASH_TAG = "keyswitch/devtx/1"
+_SIGHASH_PREFIX = hashlib.sha256(hashlib.sha256(SIGHASH_TAG.encode()).digest() * 2)
+
+
 def sighash(tx: Tx) -> bytes:
-    return tagged_hash("keyswitch/devtx/1", _unsigned(tx))
+    return tagged_hash(SIGHASH_TAG, _unsigned(tx))
+
+
+def _sighash_of_unsigned(unsigned: bytes) -> bytes:
+    """``tagged_hash(SIGHASH_TAG, unsigned)`` from a precomputed prefix state."""
+    h = _SIGHASH_PREFIX.copy()
+    h.update(len(unsigned).to_bytes(4, "big"))
+    h.update(unsigned)
+    return h.digest()
 
 
 def txid_of(tx: Tx) -> str:
@@ -161,8 +193,10 @@ class WalletOps:
         return self.submit(asset, wire.encode(tx))
 
 
+# (``seq`` without AUTOINCREMENT: rows are never deleted, so a new row's seq is max + 1 all the same,
+# without a write to sqlite_sequence per row; files made with AUTOINCREMENT behave identically)
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS txs (seq INTEGER PRIMARY KEY AUTOINCREMENT, asset TEXT, txid TEXT UNIQUE,
+CREATE TABLE IF NOT EXISTS txs (seq INTEGER PRIMARY KEY, asset TEXT, txid TEXT UNIQUE,
                                 height INTEGER, raw BLOB);
 CREATE TABLE IF NOT EXISTS outputs (asset TEXT, txid TEXT, vout INTEGER, address TEXT, amount INTEGER,
                                     spent_by TEXT, PRIMARY KEY (txid, vout));
@@ -172,7 +206,7 @@ CREATE TABLE IF NOT EXISTS moves (asset TEXT, txid TEXT, frm TEXT, dest TEXT, va
 CREATE INDEX IF NOT EXISTS moves_from ON moves (asset, frm);
 CREATE INDEX IF NOT EXISTS moves_to ON moves (asset, dest);
 CREATE TABLE IF NOT EXISTS heights (asset TEXT PRIMARY KEY, height INTEGER);
-CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, asset TEXT, address TEXT, kind TEXT,
+CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, asset TEXT, address TEXT, kind TEXT,
                                    amount INTEGER, txid TEXT);
 CREATE INDEX IF NOT EXISTS events_addr ON events (address);
 """
@@ -220,6 +254,17 @@ class DevLedger(WalletOps):
 
     def close(self) -> None:
         self.db.close()
+
+    @contextlib.contextmanager
+    def _txn(self):
+        """One SQLite transaction (the connection is in autocommit mode, so ``with self.db`` alone is not)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     # ---------------------------------------------------------------- reads
     def height(self, asset: str) -> int:
@@ -280,8 +325,9 @@ class DevLedger(WalletOps):
     # --------------------------------------------------------------- writes
     def mine(self, asset: str, blocks: int = 1) -> int:
         WalletOps._asset(self, asset)
-        with self.lock, self.db:
-            h = self.height(asset) + blocks
+        with self.lock, self._txn():
+            row = self.db.execute("SELECT height FROM heights WHERE asset=?", (asset,)).fetchone()
+            h = (row[0] if row else 0) + blocks
             self.db.execute("INSERT OR REPLACE INTO heights VALUES (?, ?)", (asset, h))
             self.db.execute("UPDATE txs SET height=? WHERE asset=? AND height IS NULL", (h - blocks + 1, asset))
         return h
@@ -291,7 +337,7 @@ class DevLedger(WalletOps):
         a = self._asset(asset)
         if amount <= 0:
             raise InvalidTransaction("faucet amount must be positive")
-        with self.lock, self.db:
+        with self.lock, self._txn():
             seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM txs").fetchone()[0]
             txid = sha256(b"faucet" + asset.encode() + address.encode() + seq.to_bytes(8, "big")).hex()
             self.db.execute("INSERT INTO txs (asset, txid, height, raw) VALUES (?, ?, NULL, ?)", (asset, txid, b""))
@@ -306,72 +352,187 @@ class DevLedger(WalletOps):
         return txid
 
     def submit(self, asset: str, raw: bytes) -> str:
-        """Verify and accept a signed transaction into the mempool; returns its txid."""
+        """Verify and accept a signed transaction into the mempool; returns its txid (``submit_many`` of one)."""
+        result = self.submit_many(asset, [raw])[0]
+        if isinstance(result, LedgerError):
+            raise result
+        return result
+
+    def submit_many(self, asset: str, raws: list[bytes]) -> list[str | LedgerError]:
+        """Verify and accept a batch of signed transactions in order, in ONE SQLite transaction.
+
+        The rules are ``submit``'s, applied as if the transactions came one by one: a transaction may
+        spend outputs made earlier in the batch; of two spends of the same coins (or the same nonce) the
+        first is accepted and the later gets ``AlreadySpent`` naming the winner. Returns, in order, the
+        txid of each accepted transaction or the typed error (not raised) of each refused one. With
+        ``automine`` the accepted ones are mined together in one block. An unknown asset raises.
+        """
         a = self._asset(asset)
-        try:
-            tx = wire.decode(raw, Tx, max_size=MAX_TX_SIZE)
-        except wire.WireError as exc:
-            raise InvalidTransaction(f"malformed transaction: {exc.reason}") from None
-        if tx.version != TX_VERSION or tx.asset != asset:
-            raise InvalidTransaction("wrong version or asset")
-        txid, digest = txid_of(tx), sighash(tx)
-        with self.lock, self.db:
-            # (a resubmitted transaction fails below: its inputs are spent, or its nonce is used)
-            if isinstance(tx, UtxoTx):
-                if a.kind != "utxo" or not tx.inputs or len(tx.witnesses) != len(tx.inputs):
-                    raise InvalidTransaction("a UTXO transaction needs inputs, each with a witness")
-                if len(set(tx.inputs)) != len(tx.inputs):
-                    raise InvalidTransaction("an input is listed twice")
-                total_in = 0
-                spent: list[tuple[Outpoint, str, int]] = []
-                for op, w in zip(tx.inputs, tx.witnesses):
-                    row = self.db.execute("SELECT address, amount, spent_by FROM outputs WHERE txid=? AND vout=? "
-                                          "AND asset=?", (op.txid, op.vout, asset)).fetchone()
-                    if row is None:
-                        raise InvalidTransaction(f"input {op.txid}:{op.vout} does not exist")
-                    address, amount, spent_by = row
-                    if spent_by is not None:
-                        raise AlreadySpent(f"input {op.txid}:{op.vout} already spent by {spent_by}")
+        results: list[str | LedgerError] = []
+        decoded: list[tuple[int, Tx, bytes]] = []
+        for raw in raws:
+            try:
+                tx = _decode_tx(raw)
+            except wire.WireError as exc:
+                results.append(InvalidTransaction(f"malformed transaction: {exc.reason}"))
+                continue
+            if tx.version != TX_VERSION or tx.asset != asset:
+                results.append(InvalidTransaction("wrong version or asset"))
+                continue
+            decoded.append((len(results), tx, raw if isinstance(raw, bytes) else bytes(raw)))
+            results.append("")  # placeholder
+        if not decoded:
+            return results
+        with self.lock:
+            batch = _Batch(self.db, asset)
+            if a.kind == "utxo":
+                batch.prefetch({op.txid for _, tx, _ in decoded if isinstance(tx, UtxoTx) for op in tx.inputs})
+            for i, tx, raw in decoded:
+                try:
+                    results[i] = batch.apply(a.kind, tx, raw)
+                except LedgerError as exc:
+                    results[i] = exc
+            if batch.txs:
+                batch.write()
+        if self.automine and batch.txs:
+            self.mine(asset)
+        return results
+
+
+class _Batch:
+    """The ledger's state as a batch of transactions sees it: the database (read once) plus the batch's
+    own effects so far; ``write`` stores the accepted transactions in one SQLite transaction."""
+
+    def __init__(self, db: sqlite3.Connection, asset: str) -> None:
+        self.db, self.asset = db, asset
+        self.coins: dict[tuple[str, int], list] = {}  # (txid, vout) -> [address, amount, spent_by]
+        self.nonces: dict[str, int] = {}
+        self.balances: dict[str, int] = {}  # unconfirmed, for account-model senders
+        self.deltas: dict[str, int] = {}
+        self.txs: list[tuple] = []
+        self.spends: list[tuple] = []
+        self.outputs: list[tuple] = []
+        self.moves: list[tuple] = []
+        self.events: list[tuple] = []
+
+    def prefetch(self, txids: set[str]) -> None:
+        ids = list(txids)
+        for k in range(0, len(ids), 500):
+            part = ids[k:k + 500]
+            q = ",".join("?" * len(part))
+            # (``+asset``: look up by the primary key, not by the (asset, address) index)
+            for txid, vout, address, amount, spent_by in self.db.execute(
+                    f"SELECT txid, vout, address, amount, spent_by FROM outputs WHERE txid IN ({q}) AND +asset=?",
+                    (*part, self.asset)):
+                self.coins[(txid, vout)] = [address, amount, spent_by]
+
+    def _nonce(self, address: str) -> int:
+        n = self.nonces.get(address)
+        if n is None:
+            n = self.nonces[address] = self.db.execute(_NONCE_SQL, (self.asset, address)).fetchone()[0]
+        return n
+
+    def _balance(self, address: str) -> int:
+        b = self.balances.get(address)
+        if b is None:
+            b = self.balances[address] = self.db.execute(_UNCONF_SQL, (self.asset, address)).fetchone()[0]
+        return b + self.deltas.get(address, 0)
+
+    def apply(self, kind: str, tx: Tx, raw: bytes) -> str:
+        """Check one transaction against the batch's view (raising the typed error) and record it."""
+        asset = self.asset
+        unsigned = _unsigned(tx)
+        digest = _sighash_of_unsigned(unsigned)
+        if isinstance(tx, UtxoTx):
+            txid = sha256(unsigned).hex()
+            if kind != "utxo" or not tx.inputs or len(tx.witnesses) != len(tx.inputs):
+                raise InvalidTransaction("a UTXO transaction needs inputs, each with a witness")
+            if len(set(tx.inputs)) != len(tx.inputs):
+                raise InvalidTransaction("an input is listed twice")
+            total_in = 0
+            spent = []
+            verified: set[Witness] = set()  # a sweep repeats one witness per input: same digest, same answer
+            for op, w in zip(tx.inputs, tx.witnesses):
+                coin = self.coins.get((op.txid, op.vout))
+                if coin is None:
+                    raise InvalidTransaction(f"input {op.txid}:{op.vout} does not exist")
+                address, amount, spent_by = coin
+                if spent_by is not None:
+                    raise AlreadySpent(f"input {op.txid}:{op.vout} already spent by {spent_by}")
+                if w not in verified:
                     if not owns(asset, w.pubkey, address) or not verify_digest(w.pubkey, digest, w.sig):
                         raise InvalidTransaction(f"input {op.txid}:{op.vout}: signature does not prove ownership")
-                    total_in += amount
-                    spent.append((op, address, amount))
-                if any(o.amount <= 0 for o in tx.outputs) or not tx.outputs:
-                    raise InvalidTransaction("outputs must be positive")
-                if total_in - sum(o.amount for o in tx.outputs) < FEES["utxo"]:
-                    raise InsufficientFunds(f"inputs {total_in} do not cover outputs plus the fee {FEES['utxo']}")
-                self.db.execute("INSERT INTO txs (asset, txid, height, raw) VALUES (?, ?, NULL, ?)", (asset, txid, raw))
-                self.db.executemany("UPDATE outputs SET spent_by=? WHERE txid=? AND vout=?",
-                                    [(txid, op.txid, op.vout) for op, _, _ in spent])
-                self.db.executemany("INSERT INTO outputs VALUES (?, ?, ?, ?, ?, NULL)",
-                                    [(asset, txid, i, o.address, o.amount) for i, o in enumerate(tx.outputs)])
-                self.db.executemany(
-                    "INSERT INTO events (asset, address, kind, amount, txid) VALUES (?, ?, ?, ?, ?)",
-                    [(asset, address, "spend", amount, txid) for _, address, amount in spent]
-                    + [(asset, o.address, "deposit", o.amount, txid) for o in tx.outputs])
-            else:
-                if a.kind != "account":
-                    raise InvalidTransaction(f"{asset} is not an account-model asset")
-                frm = address_for(asset, tx.pubkey) if len(tx.pubkey) == 33 else ""
-                if not frm or not verify_digest(tx.pubkey, digest, tx.sig):
-                    raise InvalidTransaction("bad signature")
-                if tx.nonce != self.nonce(asset, frm):
-                    raise AlreadySpent(f"nonce {tx.nonce} used or out of order (next is {self.nonce(asset, frm)})")
-                if tx.value <= 0 or tx.fee < FEES["account"]:
-                    raise InvalidTransaction("value must be positive and the fee at least the minimum")
-                if self.balance(asset, frm).unconfirmed < tx.value + tx.fee:
-                    raise InsufficientFunds(f"{frm} cannot pay {tx.value} + fee {tx.fee}")
-                self.db.execute("INSERT INTO txs (asset, txid, height, raw) VALUES (?, ?, NULL, ?)", (asset, txid, raw))
-                self.db.execute("INSERT INTO moves VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                (asset, txid, frm, tx.to, tx.value, tx.fee, tx.nonce))
-                self.db.execute("INSERT INTO events (asset, address, kind, amount, txid) VALUES (?, ?, 'spend', ?, ?)",
-                                (asset, frm, tx.value + tx.fee, txid))
-                self.db.execute("INSERT INTO events (asset, address, kind, amount, txid) VALUES "
-                                "(?, ?, 'deposit', ?, ?)", (asset, tx.to, tx.value, txid))
-        if self.automine:
-            self.mine(asset)
+                    verified.add(w)
+                elif not owns(asset, w.pubkey, address):
+                    raise InvalidTransaction(f"input {op.txid}:{op.vout}: signature does not prove ownership")
+                total_in += amount
+                spent.append((coin, op, address, amount))
+            if any(o.amount <= 0 for o in tx.outputs) or not tx.outputs:
+                raise InvalidTransaction("outputs must be positive")
+            if total_in - sum(o.amount for o in tx.outputs) < FEES["utxo"]:
+                raise InsufficientFunds(f"inputs {total_in} do not cover outputs plus the fee {FEES['utxo']}")
+            self.txs.append((asset, txid, raw))
+            for coin, op, address, amount in spent:
+                coin[2] = txid
+                self.spends.append((txid, op.txid, op.vout))
+                self.events.append((asset, address, "spend", amount, txid))
+            for i, o in enumerate(tx.outputs):
+                self.coins[(txid, i)] = [o.address, o.amount, None]
+                self.outputs.append((asset, txid, i, o.address, o.amount))
+                self.events.append((asset, o.address, "deposit", o.amount, txid))
+            return txid
+        if kind != "account":
+            raise InvalidTransaction(f"{asset} is not an account-model asset")
+        txid = sha256(unsigned + tx.pubkey).hex()
+        frm = _account_address(asset, bytes(tx.pubkey)) if len(tx.pubkey) == 33 else ""
+        if not frm or not verify_digest(tx.pubkey, digest, tx.sig):
+            raise InvalidTransaction("bad signature")
+        nonce = self._nonce(frm)
+        if tx.nonce != nonce:
+            raise AlreadySpent(f"nonce {tx.nonce} used or out of order (next is {nonce})")
+        if tx.value <= 0 or tx.fee < FEES["account"]:
+            raise InvalidTransaction("value must be positive and the fee at least the minimum")
+        if self._balance(frm) < tx.value + tx.fee:
+            raise InsufficientFunds(f"{frm} cannot pay {tx.value} + fee {tx.fee}")
+        self.nonces[frm] = nonce + 1
+        self.deltas[frm] = self.deltas.get(frm, 0) - tx.value - tx.fee
+        self.deltas[tx.to] = self.deltas.get(tx.to, 0) + tx.value
+        self.txs.append((asset, txid, raw))
+        self.moves.append((asset, txid, frm, tx.to, tx.value, tx.fee, tx.nonce))
+        self.events.append((asset, frm, "spend", tx.value + tx.fee, txid))
+        self.events.append((asset, tx.to, "deposit", tx.value, txid))
         return txid
 
+    def write(self) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT INTO txs (asset, txid, height, raw) VALUES (?, ?, NULL, ?)", self.txs)
+            if self.outputs:  # first: a later transaction of the batch may spend them
+                db.executemany("INSERT INTO outputs VALUES (?, ?, ?, ?, ?, NULL)", self.outputs)
+            if self.spends:
+                db.executemany("UPDATE outputs SET spent_by=? WHERE txid=? AND vout=?", self.spends)
+            if self.moves:
+                db.executemany("INSERT INTO moves VALUES (?, ?, ?, ?, ?, ?, ?)", self.moves)
+            db.executemany("INSERT INTO events (asset, address, kind, amount, txid) VALUES (?, ?, ?, ?, ?)",
+                           self.events)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+
+_NONCE_SQL = "SELECT COUNT(*) FROM moves WHERE asset=? AND frm=?"
+_UNCONF_SQL = ("SELECT COALESCE(SUM(CASE WHEN dest=?2 THEN value ELSE 0 END) - "
+               "SUM(CASE WHEN frm=?2 THEN value + fee ELSE 0 END), 0) FROM moves WHERE asset=?1 AND (frm=?2 OR dest=?2)")
+
+
+@functools.lru_cache(maxsize=65536)
+def _account_address(asset: str, pubkey: bytes) -> str:
+    try:
+        return address_for(asset, pubkey)
+    except ValueError:
+        return ""
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
