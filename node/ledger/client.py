@@ -50,6 +50,25 @@ class DevLedgerClient(WalletOps):
     def submit(self, asset: str, raw: bytes) -> str:
         return self._call("submit", asset=asset, raw=raw.hex())
 
+    def submit_many(self, asset: str, raws: list[bytes], *, max_body: int = 4 * 1024 * 1024) -> list:
+        """``DevLedger.submit_many`` over HTTP: txids or typed errors (not raised), in order. Batches whose
+        hex exceeds ``max_body`` go in several calls, each applied atomically by the server."""
+        out: list = []
+        part: list[str] = []
+        size = 0
+        for raw in list(raws) + [None]:
+            if part and (raw is None or size + 2 * len(raw) > max_body):
+                for r in self._call("submit_many", asset=asset, raws=part):
+                    if "error" in r:
+                        out.append(ERRORS.get(r["error"].get("code"), LedgerError)(r["error"].get("message", "")))
+                    else:
+                        out.append(r["txid"])
+                part, size = [], 0
+            if raw is not None:
+                part.append(raw.hex())
+                size += 2 * len(raw) + 4
+        return out
+
     def watch(self, addresses: list[str], since: int = 0):
         r = self._call("watch", addresses=addresses, since=since)
         return [WatchEvent(**e) for e in r["events"]], r["cursor"]

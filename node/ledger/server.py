@@ -3,8 +3,9 @@
 One endpoint, ``POST /rpc`` with ``{"method": ..., "params": {...}}``,
 answering ``{"result": ...}`` or ``{"error": {"code": ..., "message": ...}}``
 (codes from ``node.ledger.base``). Transactions arrive already signed
-(``submit`` takes the hex of a signed transaction): no private key crosses
-this interface. ``faucet`` and ``mine`` are development conveniences. Binds
+(``submit`` takes the hex of a signed transaction, ``submit_many`` a list of
+them and answers a list of ``{"txid": ...}`` or ``{"error": {...}}`` in
+order): no private key crosses this interface. ``faucet`` and ``mine`` are development conveniences. Binds
 127.0.0.1 unless told otherwise.
 """
 
@@ -18,7 +19,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from node.ledger.base import LedgerError
 from node.ledger.devnet import DevLedger
 
-MAX_BODY = 256 * 1024
+MAX_BODY = 16 * 1024 * 1024  # a batch of signed transactions (``submit_many``) on loopback
+
+
+def _result(r) -> dict:
+    if isinstance(r, LedgerError):
+        return {"error": {"code": r.code, "message": str(r)}}
+    return {"txid": r}
 
 
 def _methods(led: DevLedger) -> dict:
@@ -29,6 +36,7 @@ def _methods(led: DevLedger) -> dict:
         "utxos": lambda asset, addresses: [list(u) for u in led.utxos(asset, list(addresses))],
         "nonce": lambda asset, address: led.nonce(asset, address),
         "submit": lambda asset, raw: led.submit(asset, bytes.fromhex(raw)),
+        "submit_many": lambda asset, raws: [_result(r) for r in led.submit_many(asset, [bytes.fromhex(x) for x in raws])],
         "watch": lambda addresses, since=0: (lambda ev, cur: {"events": [dataclasses.asdict(e) for e in ev],
                                                               "cursor": cur})(*led.watch(list(addresses), int(since))),
         "faucet": lambda asset, address, amount: led.faucet(asset, address, int(amount)),
