@@ -181,14 +181,11 @@ class NodeServices:
         return self.stack.book.rows(now=self.clock.now(), asset=asset, limit=limit)
 
     def deposits(self) -> list[dict[str, Any]]:
+        from node.deposits import deposit_status
+
         states = {k.pubkey: k.state for k in self.stack.enclave.list_keys()}
-        out = []
-        for d in self.stack.extra["deposits"].all():
-            row = d.to_json()
-            row["key_state"] = states.get(d.pubkey, "unknown")
-            row["confirmed"] = self.stack.extra["ledger"].balance(d.asset, d.address).confirmed
-            out.append(row)
-        return out
+        return [deposit_status(d, self.stack.extra["ledger"], states.get(d.pubkey, "unknown"))
+                for d in self.stack.extra["deposits"].all()]
 
     def contracts(self) -> list[dict[str, Any]]:
         return []  # the contract engine (issue 7) is not part of this build yet

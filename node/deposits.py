@@ -123,3 +123,66 @@ def offers_from(deposits: list[Deposit], ledger, enclave, *, now: float, ttl: fl
             continue
         offers.append(Offer(d.asset, d.address, d.pubkey, d.amount, d.usd_cents, d.price, d.price_at, now + ttl))
     return offers
+
+
+# ------------------------------------------------------------------ waiting and status (the wallet side)
+class ConfirmationTimeout(TimeoutError):
+    """Not every funding transaction reached the wanted confirmations in time."""
+
+    def __init__(self, wanted: int, timeout: float, confirmations: dict[str, int]) -> None:
+        self.wanted, self.timeout, self.confirmations = wanted, timeout, dict(confirmations)
+        short = {t: c for t, c in confirmations.items() if c < wanted}
+        worst = min(short.items(), key=lambda kv: kv[1])
+        super().__init__(f"timed out after {timeout:g} s waiting for {wanted} confirmation(s): "
+                         f"{len(short)} of {len(confirmations)} funding transaction(s) short "
+                         f"(e.g. {worst[0][:16]}... has {worst[1]})")
+
+
+def wait_confirmations(ledger, txs: list[tuple[str, str]], wanted: int, *, timeout: float, poll: float = 0.2,
+                       on_progress=None, monotonic=None, sleep=None) -> dict[str, int]:
+    """Poll until each ``(asset, txid)`` has ``wanted`` confirmations; returns txid -> confirmations.
+
+    ``on_progress(confirmations)`` is called after every poll. Raises ``ConfirmationTimeout`` after
+    ``timeout`` seconds (the deposits stay made and funded; only the waiting stops), and lets the
+    ledger's own errors (``LedgerUnreachable``, ...) through.
+    """
+    import time
+
+    monotonic, sleep = monotonic or time.monotonic, sleep or time.sleep
+    if timeout <= 0:
+        raise ValueError("timeout must be > 0")
+    deadline = monotonic() + timeout
+    while True:
+        confs = {txid: ledger.confirmations(asset, txid) for asset, txid in txs}
+        if on_progress is not None:
+            on_progress(confs)
+        if all(c >= wanted for c in confs.values()):
+            return confs
+        left = deadline - monotonic()
+        if left <= 0:
+            raise ConfirmationTimeout(wanted, timeout, confs)
+        sleep(min(poll, left))
+
+
+def deposit_status(d: Deposit, ledger, key_state: str = "unknown") -> dict:
+    """A deposit with its status, one of:
+
+    * ``funded``: the funding transaction is not yet in a block;
+    * ``confirmed(n)``: in a block, n confirmations, the funds still at the address, the key still held;
+    * ``released``: the enclave gave the key away (to a counterparty, or exported it to its owner) and the
+      funds are still at the address;
+    * ``swept``: the funds have left the address (whoever moved them).
+    """
+    row = d.to_json()
+    confs = ledger.confirmations(d.asset, d.txid)
+    bal = ledger.balance(d.asset, d.address)
+    row.update(key_state=key_state, confirmations=confs, confirmed=bal.confirmed)
+    if confs > 0 and bal.unconfirmed < d.amount:
+        row["status"] = "swept"
+    elif key_state in ("released", "exported"):
+        row["status"] = "released"
+    elif confs == 0:
+        row["status"] = "funded"
+    else:
+        row["status"] = f"confirmed({confs})"
+    return row

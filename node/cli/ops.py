@@ -3,6 +3,8 @@
 ``keyswitch status|peers|offers|deposits|contracts|reputation`` read
 ``<datadir>/api.url`` and ``<datadir>/.cookie`` (both written by
 ``keyswitch run``), print a table (rich) or, with ``--json``, the raw answer.
+``deposits`` also works without a daemon: it then reads the data directory's
+deposit store, ledger and enclave itself, and says which source it used.
 """
 
 from __future__ import annotations
@@ -75,6 +77,42 @@ def _run(path: str, key: str | None, as_json: bool, title: str, params=None) -> 
 JSON = typer.Option(False, "--json", help="Print the API's JSON answer")
 
 
+def local_deposits(datadir: Path) -> tuple[dict, str]:
+    """``GET /v1/deposits`` without a daemon: the deposit store, the ledger, and the enclave for key states
+    (if the enclave cannot start, key states are "unknown" and the source says so)."""
+    from node.cli.deposit import watch_ledger
+    from node.deposits import DepositStore, deposit_status
+
+    path = datadir / "deposits.sqlite"
+    source = f"local deposit store {path} (no daemon running)"
+    if not path.exists():
+        return {"deposits": []}, source
+    store = DepositStore(path)
+    try:
+        deps = store.all()
+    finally:
+        store.close()
+    states: dict[bytes, str] = {}
+    if deps:
+        from node.tee.client import EnclaveUnavailable, SubprocessEnclave
+
+        enc = SubprocessEnclave(datadir)
+        try:
+            enc.start()
+            states = {k.pubkey: k.state for k in enc.list_keys()}
+        except EnclaveUnavailable as exc:
+            source += f"; key states unknown: {exc}"
+        finally:
+            enc.close()
+    ledger, label = watch_ledger(datadir)
+    try:
+        rows = [deposit_status(d, ledger, states.get(d.pubkey, "unknown")) for d in deps]
+    finally:
+        if hasattr(ledger, "close"):
+            ledger.close()
+    return {"deposits": rows}, f"{source}, {label}"
+
+
 def register(app: typer.Typer) -> None:
     @app.command("status")
     def status(as_json: bool = JSON) -> None:
@@ -98,8 +136,37 @@ def register(app: typer.Typer) -> None:
 
     @app.command("deposits")
     def deposits(as_json: bool = JSON) -> None:
-        """This node's deposits."""
-        _run("/v1/deposits", "deposits", as_json, "deposits")
+        """This node's deposits with their status (funded, confirmed(n), released, swept): from the running
+        daemon, or without one from the data directory's deposit store, ledger and enclave."""
+        datadir = state.get_datadir()
+        try:
+            data = call(datadir, "GET", "/v1/deposits")
+            source = f"daemon API ({(datadir / API_URL_FILE).read_text().strip()})"
+        except DaemonNotRunning:
+            data, source = local_deposits(datadir)
+        data["source"] = source
+        if as_json:
+            typer.echo(json.dumps(data, indent=2, sort_keys=True))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console()
+        console.print(f"source: {source}", soft_wrap=True, highlight=False)
+        if not data["deposits"]:
+            console.print("[dim]no deposits[/dim]")
+            return
+        t = Table(title="deposits")
+        t.add_column("status", no_wrap=True)
+        t.add_column("asset", no_wrap=True)
+        t.add_column("address", overflow="fold")
+        t.add_column("amount", justify="right")
+        t.add_column("USD", justify="right", no_wrap=True)
+        t.add_column("key", no_wrap=True)
+        for r in data["deposits"]:
+            t.add_row(str(r.get("status", "")), r["asset"], r["address"], str(r["amount"]),
+                      f"{r['usd_cents'] / 100:.2f}", str(r.get("key_state", "")))
+        console.print(t)
 
     @app.command("contracts")
     def contracts(as_json: bool = JSON) -> None:

@@ -78,6 +78,10 @@ def test_readiness_lines_cli_and_auth(daemon):
         assert isinstance(json.loads(out.stdout)[key], list)
     table = cli(daemon.datadir, "status")
     assert table.returncode == 0 and "peer_id" in table.stdout
+    # deposit --wait beside a running daemon: made through its API, confirmations read from the shared ledger
+    out = cli(daemon.datadir, "deposit", "--chunks", "1", "--wait", "2", "--block-interval", "0.1", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["confirmations"] >= 2
     assert httpx.get(url + "/v1/status").status_code == 401
     cookie = (daemon.datadir / ".cookie").read_text().strip()
     assert oct(os.stat(daemon.datadir / ".cookie").st_mode & 0o777) == "0o600"
@@ -162,9 +166,12 @@ def test_deposit_offer_and_withdraw_across_two_daemons(tmp_path):
         try:
             made = json.loads(cli(a.datadir, "deposit", "--asset", "BTC-REG", "--chunks", "2", "--json").stdout)
             assert len(made) == 2 and all(d["address"].startswith("bcrt1q") and d["usd_cents"] == 5000 for d in made)
-            deps = json.loads(cli(a.datadir, "deposits", "--json").stdout)["deposits"]
+            listed = json.loads(cli(a.datadir, "deposits", "--json").stdout)
+            deps = listed["deposits"]
+            assert listed["source"].startswith("daemon API (http://127.0.0.1:")
             assert {d["address"] for d in deps} == {d["address"] for d in made}
             assert all(d["confirmed"] == d["amount"] and d["key_state"] == "held" for d in deps)
+            assert all(d["status"] == f"confirmed({d['confirmations']})" and d["confirmations"] >= 1 for d in deps)
 
             def book_of_b() -> list:
                 out = cli(b.datadir, "offers", "--json")
@@ -195,6 +202,8 @@ def test_deposit_offer_and_withdraw_across_two_daemons(tmp_path):
             while time.monotonic() < deadline and len(book_of_b()) != 1:
                 time.sleep(0.5)
             assert [o["address"] for o in book_of_b()] == [made[1]["address"]]
+            status = {d["address"]: d["status"] for d in json.loads(cli(a.datadir, "deposits", "--json").stdout)["deposits"]}
+            assert status[made[0]["address"]] == "swept" and status[made[1]["address"]].startswith("confirmed(")
         finally:
             b.stop()
     finally:
