@@ -546,10 +546,14 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--port", type=int, default=0)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--automine", action="store_true", help="mine every transaction at once")
+    s.add_argument("--block-interval", type=float, default=None, metavar="SECONDS",
+                   help="also mine a block every SECONDS of wall time (checked on every request)")
     a = ap.parse_args(argv)
+    from node.clock import SystemClock
     from node.ledger.server import make_server
 
-    led = DevLedger(a.db, automine=a.automine)
+    led = DevLedger(a.db, automine=a.automine, clock=SystemClock() if a.block_interval else None,
+                    block_interval=a.block_interval)
     srv = make_server(led, a.host, a.port)
     print(f"dev ledger listening on http://{a.host}:{srv.server_address[1]} (db {a.db})", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -229,3 +229,27 @@ def test_two_senders_same_transfer_same_nonce_are_distinct_transactions():
     t1 = led.send("ETH-DEV", a.secret, to, 10**17)
     t2 = led.send("ETH-DEV", b.secret, to, 10**17)
     assert t1 != t2 and led.balance("ETH-DEV", to).confirmed == 2 * 10**17
+
+
+def test_devnet_server_mines_at_a_block_interval(tmp_path):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from node.ledger.client import DevLedgerClient
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(tmp_path / "i.sqlite"),
+                             "--block-interval", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=root)
+    try:
+        c = DevLedgerClient(proc.stdout.readline().split()[4])
+        t = c.faucet("BTC-REG", address_for("BTC-REG", key(71).public_key.format()), 1000)
+        deadline = time.monotonic() + 20
+        while c.confirmations("BTC-REG", t) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.confirmations("BTC-REG", t) >= 3  # no --automine: the interval alone made the blocks
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
