@@ -383,13 +383,16 @@ class DevLedger(WalletOps):
             results.append("")  # placeholder
         if not decoded:
             return results
+        # every signature first, in one tight loop and outside the lock (its result depends only on the
+        # transaction); ``apply`` consults it where ``submit`` always checked it, so errors come out the same
+        checked = [_check_signatures(tx) for _, tx, _ in decoded]
         with self.lock:
             batch = _Batch(self.db, asset)
             if a.kind == "utxo":
                 batch.prefetch({op.txid for _, tx, _ in decoded if isinstance(tx, UtxoTx) for op in tx.inputs})
-            for i, tx, raw in decoded:
+            for (i, tx, raw), sigs in zip(decoded, checked):
                 try:
-                    results[i] = batch.apply(a.kind, tx, raw)
+                    results[i] = batch.apply(a.kind, tx, raw, *sigs)
                 except LedgerError as exc:
                     results[i] = exc
             if batch.txs:
@@ -438,11 +441,10 @@ class _Batch:
             b = self.balances[address] = self.db.execute(_UNCONF_SQL, (self.asset, address)).fetchone()[0]
         return b + self.deltas.get(address, 0)
 
-    def apply(self, kind: str, tx: Tx, raw: bytes) -> str:
-        """Check one transaction against the batch's view (raising the typed error) and record it."""
+    def apply(self, kind: str, tx: Tx, raw: bytes, unsigned: bytes, valid) -> str:
+        """Check one transaction against the batch's view (raising the typed error) and record it.
+        ``unsigned``, ``valid``: from ``_check_signatures(tx)``."""
         asset = self.asset
-        unsigned = _unsigned(tx)
-        digest = _sighash_of_unsigned(unsigned)
         if isinstance(tx, UtxoTx):
             txid = sha256(unsigned).hex()
             if kind != "utxo" or not tx.inputs or len(tx.witnesses) != len(tx.inputs):
@@ -451,19 +453,14 @@ class _Batch:
                 raise InvalidTransaction("an input is listed twice")
             total_in = 0
             spent = []
-            verified: set[Witness] = set()  # a sweep repeats one witness per input: same digest, same answer
-            for op, w in zip(tx.inputs, tx.witnesses):
+            for op, w, ok in zip(tx.inputs, tx.witnesses, valid):
                 coin = self.coins.get((op.txid, op.vout))
                 if coin is None:
                     raise InvalidTransaction(f"input {op.txid}:{op.vout} does not exist")
                 address, amount, spent_by = coin
                 if spent_by is not None:
                     raise AlreadySpent(f"input {op.txid}:{op.vout} already spent by {spent_by}")
-                if w not in verified:
-                    if not owns(asset, w.pubkey, address) or not verify_digest(w.pubkey, digest, w.sig):
-                        raise InvalidTransaction(f"input {op.txid}:{op.vout}: signature does not prove ownership")
-                    verified.add(w)
-                elif not owns(asset, w.pubkey, address):
+                if not owns(asset, w.pubkey, address) or not ok:
                     raise InvalidTransaction(f"input {op.txid}:{op.vout}: signature does not prove ownership")
                 total_in += amount
                 spent.append((coin, op, address, amount))
@@ -485,7 +482,7 @@ class _Batch:
             raise InvalidTransaction(f"{asset} is not an account-model asset")
         txid = sha256(unsigned + tx.pubkey).hex()
         frm = _account_address(asset, bytes(tx.pubkey)) if len(tx.pubkey) == 33 else ""
-        if not frm or not verify_digest(tx.pubkey, digest, tx.sig):
+        if not frm or not valid:
             raise InvalidTransaction("bad signature")
         nonce = self._nonce(frm)
         if tx.nonce != nonce:
@@ -520,6 +517,23 @@ class _Batch:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+
+def _check_signatures(tx: Tx) -> tuple[bytes, list[bool] | bool]:
+    """(unsigned body, signature validity): per witness for a UTXO transaction (a sweep repeats one witness
+    per input: same digest, same answer, checked once), one flag for an account transfer."""
+    unsigned = _unsigned(tx)
+    digest = _sighash_of_unsigned(unsigned)
+    if isinstance(tx, UtxoTx):
+        seen: dict[Witness, bool] = {}
+        out = []
+        for w in tx.witnesses:
+            ok = seen.get(w)
+            if ok is None:
+                ok = seen[w] = verify_digest(w.pubkey, digest, w.sig)
+            out.append(ok)
+        return unsigned, out
+    return unsigned, len(tx.pubkey) == 33 and verify_digest(tx.pubkey, digest, tx.sig)
 
 
 _NONCE_SQL = "SELECT COUNT(*) FROM moves WHERE asset=? AND frm=?"
