@@ -106,7 +106,9 @@ def _wait(datadir, made: list[dict], wanted: int, timeout: float, block_interval
                                       on_progress=show)
         except ConfirmationTimeout as exc:
             progress.stop()
-            typer.echo(f"error: {exc}; the deposits are made and funded: see `keyswitch deposits`", err=True)
+            hint = "" if label.startswith("embedded") else " (is that ledger mining? `python -m node.ledger.devnet " \
+                "serve` mines with --automine or --block-interval)"
+            typer.echo(f"error: {exc}{hint}; the deposits are made and funded: see `keyswitch deposits`", err=True)
             raise typer.Exit(4)
         except LedgerError as exc:
             progress.stop()

@@ -6,8 +6,10 @@ hash of its deterministic encoding) and the ledger verifies each signature
 and that the signing key owns the coins (its address in the asset's native
 format), so a swept deposit key really is the only way to move a deposit.
 Transactions wait in a mempool until ``mine()`` puts them in a block
-(``automine=True`` mines each at once). ``faucet`` creates coins for
-development. ``python -m node.ledger.devnet serve`` serves one over HTTP
+(``automine=True`` mines each at once). ``submit_many`` verifies a batch of
+signed transactions and applies it in one SQLite transaction, with the same
+rules and per-transaction results as submitting them one by one (``submit``
+is ``submit_many`` of one). ``faucet`` creates coins for development. ``python -m node.ledger.devnet serve`` serves one over HTTP
 (``node.ledger.client.DevLedgerClient`` speaks to it).
 
 Signing happens on the wallet side (``WalletOps``, shared by the in-process
@@ -365,7 +367,8 @@ class DevLedger(WalletOps):
         spend outputs made earlier in the batch; of two spends of the same coins (or the same nonce) the
         first is accepted and the later gets ``AlreadySpent`` naming the winner. Returns, in order, the
         txid of each accepted transaction or the typed error (not raised) of each refused one. With
-        ``automine`` the accepted ones are mined together in one block. An unknown asset raises.
+        ``automine`` the accepted ones are mined together in one block. An unknown asset raises; so does a
+        failure to store the batch, and then none of it is stored.
         """
         a = self._asset(asset)
         results: list[str | LedgerError] = []
