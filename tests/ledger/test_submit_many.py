@@ -226,3 +226,13 @@ def test_batched_equals_one_by_one_and_conserves_money(spec, cuts):
     spent = batched.db.execute("SELECT COUNT(*), COUNT(DISTINCT txid || ':' || vout) FROM outputs "
                                "WHERE spent_by IS NOT NULL").fetchone()
     assert spent[0] == spent[1]
+
+
+def test_non_canonical_encodings_are_refused_in_a_batch():
+    led, coins = funded()
+    raw = wire.encode(utxo_tx(KEYS[0], [(coins[0], 0)], [(addr(BTC, KEYS[1]), 90_000)]))
+    assert b"\xa4utxo\x01" in raw
+    padded = raw.replace(b"\xa4utxo\x01", b"\xa4utxo\xcc\x01", 1)  # version 1 as a uint8: same value, other bytes
+    r = led.submit_many(BTC, [padded, bytearray(raw)])
+    assert isinstance(r[0], InvalidTransaction) and "non-canonical" in str(r[0])
+    assert isinstance(r[1], str)  # the canonical bytes (any bytes-like) are accepted
