@@ -9,7 +9,8 @@ Transactions wait in a mempool until ``mine()`` puts them in a block
 (``automine=True`` mines each at once). ``submit_many`` verifies a batch of
 signed transactions and applies it in one SQLite transaction, with the same
 rules and per-transaction results as submitting them one by one (``submit``
-is ``submit_many`` of one). ``faucet`` creates coins for development. ``python -m node.ledger.devnet serve`` serves one over HTTP
+is ``submit_many`` of one). ``faucet`` creates coins for development.
+``python -m node.ledger.devnet serve`` serves one over HTTP
 (``node.ledger.client.DevLedgerClient`` speaks to it).
 
 Signing happens on the wallet side (``WalletOps``, shared by the in-process
@@ -541,7 +542,8 @@ def _check_signatures(tx: Tx) -> tuple[bytes, list[bool] | bool]:
 
 _NONCE_SQL = "SELECT COUNT(*) FROM moves WHERE asset=? AND frm=?"
 _UNCONF_SQL = ("SELECT COALESCE(SUM(CASE WHEN dest=?2 THEN value ELSE 0 END) - "
-               "SUM(CASE WHEN frm=?2 THEN value + fee ELSE 0 END), 0) FROM moves WHERE asset=?1 AND (frm=?2 OR dest=?2)")
+               "SUM(CASE WHEN frm=?2 THEN value + fee ELSE 0 END), 0) "
+               "FROM moves WHERE asset=?1 AND (frm=?2 OR dest=?2)")
 
 
 @functools.lru_cache(maxsize=65536)

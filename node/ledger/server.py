@@ -36,7 +36,8 @@ def _methods(led: DevLedger) -> dict:
         "utxos": lambda asset, addresses: [list(u) for u in led.utxos(asset, list(addresses))],
         "nonce": lambda asset, address: led.nonce(asset, address),
         "submit": lambda asset, raw: led.submit(asset, bytes.fromhex(raw)),
-        "submit_many": lambda asset, raws: [_result(r) for r in led.submit_many(asset, [bytes.fromhex(x) for x in raws])],
+        "submit_many": lambda asset, raws: [_result(r)
+                                            for r in led.submit_many(asset, [bytes.fromhex(x) for x in raws])],
         "watch": lambda addresses, since=0: (lambda ev, cur: {"events": [dataclasses.asdict(e) for e in ev],
                                                               "cursor": cur})(*led.watch(list(addresses), int(since))),
         "faucet": lambda asset, address, amount: led.faucet(asset, address, int(amount)),

@@ -166,14 +166,17 @@ def build(spec, coins):
             _, signer, picks, to, fee, split = s
             first = known[picks[0] % len(known)]
             owner = first[2]  # usually the owner signs; sometimes someone else (a forgery)
-            ins = list(dict.fromkeys([first] + [c for c in (known[p % len(known)] for p in picks[1:]) if c[2] == owner]))
+            more = [known[p % len(known)] for p in picks[1:]]
+            ins = list(dict.fromkeys([first] + [c for c in more if c[2] == owner]))
             total = sum(c[3] for c in ins)
             k = KEYS[owner if signer else (owner + 1) % 4]
             send = total - fee
             if send <= 0:
                 continue
-            outs = [(addr(BTC, KEYS[to]), send // 2), (addr(BTC, KEYS[owner]), send - send // 2)] if split and send > 1 \
-                else [(addr(BTC, KEYS[to]), send)]
+            if split and send > 1:
+                outs = [(addr(BTC, KEYS[to]), send // 2), (addr(BTC, KEYS[owner]), send - send // 2)]
+            else:
+                outs = [(addr(BTC, KEYS[to]), send)]
             tx = utxo_tx(k, [(c[0], c[1]) for c in ins], outs)
             tid = txid_of(tx)
             known += [(tid, i, KEYS.index(next(kk for kk in KEYS if addr(BTC, kk) == a)), n)
