@@ -88,13 +88,16 @@ def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float 
     enclave = InProcessEnclave(datadir) if in_process else SubprocessEnclave(datadir)
     if hasattr(enclave, "start"):
         enclave.start()
-    book = OfferBook(datadir / "offers.sqlite")
     from node.assets import validate_address
+    from node.tee.tcb_policy import default_tcb_policy
 
-    proto = OffersProtocol(net=net, book=book,
-                           attestations=AttestationCache(default_attestation_verifier(AttestationPolicy.dev())),
-                           address_check=validate_address, republish_interval=republish)
+    cache = AttestationCache(default_attestation_verifier(AttestationPolicy.dev()))
+    tcb = default_tcb_policy()
+    book = OfferBook(datadir / "offers.sqlite", device_class=lambda body: device_class_of(cache, tcb, body))
+    proto = OffersProtocol(net=net, book=book, attestations=cache, address_check=validate_address,
+                           republish_interval=republish)
     stack = OfferStack(enclave, book, proto, peer_id, net)
+    stack.extra["tcb_policy"] = tcb
     proto.own = stack.own_sheet()  # published on the first republish tick and on request
     return stack
 
@@ -127,6 +130,14 @@ def offers_factory(ctx):
     return proto
 
 
+def device_class_of(cache, tcb, body) -> str:
+    """The risk engine's class for the device behind a validated sheet (from its verdict and the TCB policy)."""
+    from node.tee.tcb_policy import classify
+
+    verdict = cache.verdict_of(body.binding.sign_pub)
+    return classify(verdict, tcb).class_name if verdict is not None else "unknown"
+
+
 def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0) -> None:
     """The risk engine over the stack's offer book, and the request-for-proposals protocol."""
     from node.identity import load_or_create_seed
@@ -140,7 +151,10 @@ def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0
     rep = Reputation(datadir / "reputation.sqlite", half_life=get("risk.half_life_days", 7.0) * 86_400)
     limits = Limits(get("risk.max_per_device", 4), get("risk.max_share_device", 0.25),
                     get("risk.max_share_owner", 0.5))
-    stack.engine = RiskEngine(stack.book, rep, limits=limits, seed=seed)
+    from node.tee.tcb_policy import class_registry, default_tcb_policy
+
+    classes = class_registry(stack.extra.get("tcb_policy") or default_tcb_policy())
+    stack.engine = RiskEngine(stack.book, rep, classes=classes, limits=limits, seed=seed)
     signer = PeerSigner(load_or_create_seed(datadir))
     if signer.peer_id != stack.peer_id:
         raise RuntimeError("identity key and peer id disagree")

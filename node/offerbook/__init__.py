@@ -75,6 +75,10 @@ class OfferBook:
         self._latest[body.origin] = body.seq
         return len(rows)
 
+    def devices(self) -> list[tuple[bytes, str]]:
+        """(device id, device class) of every device with offers in the book."""
+        return [(bytes(d), c) for d, c in self.db.execute("SELECT DISTINCT device_id, device_class FROM offers")]
+
     def drop_device(self, device_id: bytes) -> int:
         """Remove every offer of a device (revoked, or caught cheating)."""
         with self.db:

@@ -143,6 +143,11 @@ class AttestationCache:
     good: dict[tuple[bytes, bytes], object] = field(default_factory=dict)
     bad: dict[bytes, str] = field(default_factory=dict)  # sign_pub -> reason
     verifications: int = 0
+    latest: dict[bytes, object] = field(default_factory=dict)  # sign_pub -> its last good verdict
+
+    def verdict_of(self, sign_pub: bytes):
+        """The verdict that made this device trusted (None if never verified here)."""
+        return self.latest.get(sign_pub)
 
     def check(self, quote: bytes, binding: Binding, now: float) -> str | None:
         """None when trusted, else the reason."""
@@ -155,6 +160,7 @@ class AttestationCache:
         verdict = self.verify(quote, binding, now)
         if getattr(verdict, "ok", False):
             self.good[key] = verdict
+            self.latest[binding.sign_pub] = verdict
             return None
         reason = f"{getattr(verdict, 'code', 'refused')}: {getattr(verdict, 'reason', '')}"
         self.bad[binding.sign_pub] = reason
@@ -299,6 +305,8 @@ class OffersProtocol:
         self.seq = 0
         self.stats = {"accept": 0, "reject": 0, "ignore": 0}
         self.reasons: dict[str, dict[str, int]] = {}  # result -> reason prefix -> count
+        #: ``refuse(body) -> reason | None``: sheets of revoked devices/classes (set by the node)
+        self.refuse: Callable[[SheetBody], str | None] | None = None
 
     # -- validation (called by the driver before delivery / forwarding)
     def validate(self, topic_: str, data: bytes, from_peer: str, now: float) -> Validation:
@@ -308,6 +316,11 @@ class OffersProtocol:
             data, net=self.net, now=now, latest_seq=self.book.latest_seq,
             attestations=self.attestations, address_check=self.address_check,
         )
+        # [IGNORE] The device or its class has not been revoked here.
+        if body is not None and self.refuse is not None:
+            why = self.refuse(body)
+            if why:
+                v = _ignore(f"revoked: {why}")
         self.stats[v.result.value] += 1
         if v.result is not Result.ACCEPT:
             reasons = self.reasons.setdefault(v.result.value, {})
