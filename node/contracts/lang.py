@@ -199,7 +199,7 @@ _TERMINAL_NAMES = {
     "NAME": "a name", "INT": "an integer", "STRING": "a string", "LBRACE": "'{'", "RBRACE": "'}'",
     "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "COMMA": "','", "COLON": "':'",
     "EQUAL": "'='", "STAR": "'*'", "MINUS": "'-'", "PLUS": "'+'", "SLASH": "'/'", "PERCENT": "'%'",
-    "LESSTHAN": "'<'", "MORETHAN": "'>'", "__ANON_0": "'=='",
+    "LESSTHAN": "'<'", "MORETHAN": "'>'", "$END": "end of input",
 }
 
 
@@ -341,7 +341,10 @@ def _declarations(tree):
             seen_parties = True
             if item.data == "parties_fixed":
                 roles = tuple(str(x) for x in item.children)
-                role_pos = {str(x): _pos(x) for x in reversed(item.children)}
+                for x in item.children:
+                    if str(x) in role_pos:
+                        raise ContractError(f"party {str(x)!r} declared twice", *_pos(x))
+                    role_pos[str(x)] = _pos(x)
                 min_parties = len(roles)
             else:
                 n = item.children[0] if item.children else None
@@ -494,9 +497,6 @@ def compile_source(source: str) -> Program:
     name, roles, min_parties, params, raw, role_pos = _declarations(tree)
     body = _block(raw, 0)
     scope = _Scope({})
-    if roles is not None and len(set(roles)) != len(roles):
-        dup = next(r for r in roles if roles.count(r) > 1)
-        raise ContractError(f"party {dup!r} declared twice", *role_pos[dup])
     for r in roles or ():
         scope.define(r, PARTY, Node(*role_pos[r]))
     for p in params:

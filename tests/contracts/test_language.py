@@ -202,3 +202,17 @@ def test_stdlib_lists_and_loads():
     assert stdlib.names() == ["escrow", "option", "ring", "swap"]
     with pytest.raises(KeyError):
         stdlib.source("nope")
+
+
+@pytest.mark.parametrize("src, line, column, words", [
+    ("contract t\nparties a, b, a\n", 2, 15, "party 'a' declared twice"),
+    ("contract t\nparties a\nparties b\n", 3, 1, "parties declared twice"),
+    ("contract t\nparties a\nparam n: int\nparam n: str\n", 4, 7, "name 'n' is already defined"),
+    ("contract t\nparties a\nlet x = 1 2\n", 3, 11, "unexpected '2', expected '!=',"),
+    ("contract\n", 2, 1, "expected a name"),
+])
+def test_declaration_errors_have_positions(src, line, column, words):
+    with pytest.raises(ContractError) as exc:
+        compile_terms(Terms(src, {}, ("A",)))
+    assert (exc.value.line, exc.value.column) == (line, column), str(exc.value)
+    assert words in exc.value.message, exc.value.message
