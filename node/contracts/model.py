@@ -109,11 +109,12 @@ class View:
                 if c.amount < 0 or c.usd_cents < 0:
                     raise ViewError(f"negative value in a chunk of {party!r}")
             chunks[str(party)] = cs
-        moved = tuple(sorted(set(self.moved)))
+        raw = tuple(self.moved)
+        if not all(isinstance(t, Transfer) for t in raw):
+            raise ViewError("moved must hold Transfer values")
+        moved = tuple(sorted(set(raw)))
         where: dict[tuple[str, int], str] = {}
         for t in moved:
-            if not isinstance(t, Transfer):
-                raise ViewError("moved must hold Transfer values")
             n = len(chunks.get(t.giver, ()))
             if not 0 <= t.index < n:
                 raise ViewError(f"transfer of unknown chunk {t.giver}[{t.index}]")

@@ -216,3 +216,11 @@ def test_declaration_errors_have_positions(src, line, column, words):
         compile_terms(Terms(src, {}, ("A",)))
     assert (exc.value.line, exc.value.column) == (line, column), str(exc.value)
     assert words in exc.value.message, exc.value.message
+
+
+def test_view_rejects_non_transfers_and_is_hashable():
+    with pytest.raises(ViewError, match="Transfer values"):
+        View({"A": [Chunk("X", 1, 1)]}, moved=[("A", 0, "B")])
+    v1 = View({"A": [Chunk("X", 1, 1)] * 2}, moved=[Transfer("A", 1, "B"), Transfer("A", 0, "B")])
+    v2 = View({"A": [Chunk("X", 1, 1)] * 2}, moved=[Transfer("A", 0, "B"), Transfer("A", 1, "B")])
+    assert v1 == v2 and hash(v1) == hash(v2)
