@@ -50,6 +50,7 @@ class OfferStack:
     extra: dict = field(default_factory=dict)
     engine: Any = None  # node.risk.engine.RiskEngine (add_switchboard)
     rfp: Any = None  # node.protocols.rfp.RfpProtocol
+    revocations: Any = None  # node.protocols.revocation.RevocationProtocol
     request_deadline: float = 3.0
 
     def own_sheet(self):
@@ -138,6 +139,31 @@ def device_class_of(cache, tcb, body) -> str:
     return classify(verdict, tcb).class_name if verdict is not None else "unknown"
 
 
+def make_revocations(stack: OfferStack, signers, accept_signed: bool):
+    """Revocation gossip over the stack's risk engine; sheets of revoked devices/classes are then ignored."""
+    from node.offerbook import device_id_of
+    from node.protocols.revocation import RevocationProtocol, TrustConfig
+
+    engine = stack.engine
+    own_dev = device_id_of(stack.enclave.info().sign_pub).hex()
+
+    def own_devices() -> dict[str, int]:
+        deposits = stack.extra.get("deposits")
+        return {own_dev: len(deposits.all()) if deposits is not None else 0}
+
+    def refuse(body) -> str | None:
+        dev = device_id_of(body.binding.sign_pub)
+        if engine.reputation.is_cheater(dev):
+            return f"device {dev.hex()[:16]} is revoked"
+        why = engine.caps.classes.is_revoked(stack.book.device_class(body))
+        return f"its class is revoked: {why}" if why else None
+
+    stack.protocol.refuse = refuse
+    return RevocationProtocol(net=stack.net, engine=engine,
+                              trust=TrustConfig(frozenset(signers), bool(accept_signed)),
+                              own_devices=own_devices, own_class=lambda: "sim" if stack.enclave.info().simulated else "")
+
+
 def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0) -> None:
     """The risk engine over the stack's offer book, and the request-for-proposals protocol."""
     from node.identity import load_or_create_seed
@@ -159,6 +185,8 @@ def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0
     if signer.peer_id != stack.peer_id:
         raise RuntimeError("identity key and peer id disagree")
     stack.rfp = RfpProtocol(net=stack.net, engine=stack.engine, sign=signer.sign)
+    stack.revocations = make_revocations(stack, get("risk.revocation_signers", []),
+                                         get("risk.accept_signed_revocations", False))
     stack.request_deadline = float(get("risk.request_deadline", 3.0))
     stack.extra["reputation"] = rep
 
@@ -185,6 +213,7 @@ class NodeServices:
                         "measurement": info.measurement},
             "ready": True,
             "requests": dict(self.stack.rfp.stats, reasons=dict(self.stack.rfp.reasons)) if self.stack.rfp else {},
+            "revocations": self.stack.revocations.status() if self.stack.revocations else {},
         }
 
     def peers(self) -> list[dict[str, Any]]:
@@ -345,7 +374,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     try:
         async with trio.open_nursery() as nursery:
             ncfg = NodeConfig.from_config(cfg, app_score=lambda pid: stack.engine.app_score(pid, clock.now()))
-            node = await nursery.start(run_host, ncfg, [stack.protocol, stack.rfp])
+            node = await nursery.start(run_host, ncfg, [stack.protocol, stack.rfp, stack.revocations])
             services = NodeServices(node, stack, clock, clock.now())
             cookie = write_cookie(datadir)
             url = await nursery.start(lambda task_status: serve(build_app(services, cookie, metrics=metrics),
