@@ -79,14 +79,38 @@ class OfferStack:
                 self.extra[k].close()
 
 
-def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float = 60.0, in_process: bool = False):
+def check_backend_ready(backend: str) -> None:
+    """ConfigError naming what this machine lacks for ``tee.backend`` (nothing for the simulated one)."""
+    from node.tee.backends import check_backend, missing_hardware
+
+    missing = missing_hardware(check_backend(backend))
+    if missing:
+        raise cfgmod.ConfigError("tee.backend", backend, f"this machine cannot run it: {missing}", "")
+
+
+def open_enclave(datadir: Path, backend: str = "simulated", *, gramine_enclave: str = "build/gramine/keyswitch-enclave"):
+    """The enclave process for ``tee.backend``: simulated here; on hardware, refused at once with
+    what the machine lacks, else started (under ``gramine-sgx`` for Gramine)."""
+    from node.tee.backends import check_backend
+    from node.tee.client import SubprocessEnclave
+
+    backend = check_backend(backend)
+    if backend == "simulated":
+        return SubprocessEnclave(datadir)
+    check_backend_ready(backend)
+    command = ["gramine-sgx", gramine_enclave] if backend == "gramine" else None
+    return SubprocessEnclave(datadir, backend=backend, command=command)
+
+
+def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float = 60.0, in_process: bool = False,
+                     backend: str = "simulated"):
     from node.offerbook import OfferBook
     from node.protocols.offers import AttestationCache, OffersProtocol, default_attestation_verifier
     from node.tee.client import InProcessEnclave, SubprocessEnclave
     from node.tee.policy import AttestationPolicy
 
     datadir.mkdir(parents=True, exist_ok=True)
-    enclave = InProcessEnclave(datadir) if in_process else SubprocessEnclave(datadir)
+    enclave = InProcessEnclave(datadir) if in_process else open_enclave(datadir, backend)
     if hasattr(enclave, "start"):
         enclave.start()
     from node.assets import validate_address
@@ -362,7 +386,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     clock = SystemClock()
     peer_id = identity.peer_id(datadir)
     logs.bind_peer(peer_id)
-    stack = make_offer_stack(datadir, cfg["network.net"], peer_id, republish=republish)
+    stack = make_offer_stack(datadir, cfg["network.net"], peer_id, republish=republish, backend=cfg["tee.backend"])
     from node.deposits import DepositStore, open_ledger
 
     stack.extra.update(ledger=open_ledger(cfg), deposits=DepositStore(datadir / "deposits.sqlite"), datadir=datadir,

@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
                 "log.level": log_level, "log.format": log_format, "log.file": log_file,
             })
             cfg.bootnodes  # reads and checks the bootnodes file now
+            daemon.check_backend_ready(cfg["tee.backend"])  # a hardware backend on a machine without it
         except (cfgmod.ConfigError, OSError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)

@@ -208,3 +208,11 @@ def test_deposit_offer_and_withdraw_across_two_daemons(tmp_path):
             b.stop()
     finally:
         a.stop()
+
+
+def test_a_hardware_backend_on_a_machine_without_it_is_refused_at_start(tmp_path):
+    env = dict(os.environ, KEYSWITCH_TEE_BACKEND="configfs")
+    r = subprocess.run([sys.executable, "-m", "node", "--datadir", str(tmp_path / "n"), "run"], env=env,
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2
+    assert "tee.backend='configfs'" in r.stderr and "/sys/kernel/config/tsm/report" in r.stderr
