@@ -420,6 +420,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
 
             async def gauges() -> None:
                 exported: dict[tuple[str, str], int] = {}
+                ticks = 0
                 topic = stack.protocol.topic
                 while True:
                     metrics.peers.set(len(node.connected_peers()))
@@ -434,6 +435,16 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
                             metrics.gossip.labels(topic=topic, direction="in", result=result,
                                                   reason=reason).inc(delta)
                             exported[(result, reason)] = n
+                    for event, n in stack.rfp.stats.items():
+                        metrics.requests.labels(event=event).set(n)
+                    metrics.revocations.set(len(stack.revocations.applied))
+                    if ticks % 10 == 0:  # the reputation table can be large: every 10 s
+                        now = clock.now()
+                        recs = stack.engine.reputation.devices()
+                        metrics.set_reputation([r.score_at(now, stack.engine.reputation.half_life)
+                                                for r in recs if not r.cheater],
+                                               sum(1 for r in recs if r.cheater))
+                    ticks += 1
                     await trio.sleep(1.0)
 
             nursery.start_soon(gauges)

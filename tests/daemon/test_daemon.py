@@ -150,6 +150,8 @@ def test_two_daemons_exchange_offer_sheets(tmp_path):
                 time.sleep(0.3)
             assert 'keyswitch_gossip_messages_total{direction="in",reason="",result="accept"' in text, text
             assert "keyswitch_offers_in_book" in text and "keyswitch_peers 1.0" in text
+            assert 'keyswitch_reputation_devices{band="[0,10)"}' in text
+            assert 'keyswitch_requests{event="requests_in"} 0.0' in text and "keyswitch_revocations_applied 0.0" in text
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=20)
