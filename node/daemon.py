@@ -51,6 +51,7 @@ class OfferStack:
     engine: Any = None  # node.risk.engine.RiskEngine (add_switchboard)
     rfp: Any = None  # node.protocols.rfp.RfpProtocol
     revocations: Any = None  # node.protocols.revocation.RevocationProtocol
+    outcomes: Any = None  # node.protocols.outcomes.OutcomesProtocol
     request_deadline: float = 3.0
 
     def own_sheet(self):
@@ -163,6 +164,24 @@ def device_class_of(cache, tcb, body) -> str:
     return classify(verdict, tcb).class_name if verdict is not None else "unknown"
 
 
+def ledger_check(ledger, report):
+    """What the ledger says about a double-spent report: CONFIRMED when the named transaction is on
+    the ledger and the deposit address is empty, REFUTED when the address still holds its funds,
+    UNCHECKED when this ledger cannot tell (another chain, unreachable)."""
+    from node.ledger.base import LedgerError
+    from node.risk.reputation import LedgerCheck
+
+    if ledger is None:
+        return LedgerCheck.UNCHECKED
+    try:
+        bal = ledger.balance(report.asset, report.address)
+        if bal.confirmed > 0:
+            return LedgerCheck.REFUTED
+        return LedgerCheck.CONFIRMED if ledger.confirmations(report.asset, report.txid) > 0 else LedgerCheck.UNCHECKED
+    except (LedgerError, ValueError, KeyError, OSError):
+        return LedgerCheck.UNCHECKED
+
+
 def make_revocations(stack: OfferStack, signers, accept_signed: bool):
     """Revocation gossip over the stack's risk engine; sheets of revoked devices/classes are then ignored."""
     from node.offerbook import device_id_of
@@ -211,6 +230,10 @@ def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0
     stack.rfp = RfpProtocol(net=stack.net, engine=stack.engine, sign=signer.sign)
     stack.revocations = make_revocations(stack, get("risk.revocation_signers", []),
                                          get("risk.accept_signed_revocations", False))
+    from node.protocols.outcomes import OutcomesProtocol
+
+    stack.outcomes = OutcomesProtocol(net=stack.net, engine=stack.engine,
+                                      ledger_check=lambda r: ledger_check(stack.extra.get("ledger"), r))
     stack.request_deadline = float(get("risk.request_deadline", 3.0))
     stack.extra["reputation"] = rep
 
@@ -238,6 +261,7 @@ class NodeServices:
             "ready": True,
             "requests": dict(self.stack.rfp.stats, reasons=dict(self.stack.rfp.reasons)) if self.stack.rfp else {},
             "revocations": self.stack.revocations.status() if self.stack.revocations else {},
+            "outcomes": self.stack.outcomes.status() if self.stack.outcomes else {},
         }
 
     def peers(self) -> list[dict[str, Any]]:
@@ -398,7 +422,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     try:
         async with trio.open_nursery() as nursery:
             ncfg = NodeConfig.from_config(cfg, app_score=lambda pid: stack.engine.app_score(pid, clock.now()))
-            node = await nursery.start(run_host, ncfg, [stack.protocol, stack.rfp, stack.revocations])
+            node = await nursery.start(run_host, ncfg, [stack.protocol, stack.rfp, stack.revocations, stack.outcomes])
             services = NodeServices(node, stack, clock, clock.now())
             cookie = write_cookie(datadir)
             url = await nursery.start(lambda task_status: serve(build_app(services, cookie, metrics=metrics),
