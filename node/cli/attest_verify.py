@@ -27,11 +27,44 @@ def _parse_time(value: str | None) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
+def _collateral(paths: List[Path]) -> bytes | None:
+    """One file as it is; several (SNP's VCEK and chain) as one PEM bundle, DER certificates converted."""
+    if not paths:
+        return None
+    if len(paths) == 1:
+        return paths[0].read_bytes()
+    import warnings
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    out = b""
+    for p in paths:
+        data = p.read_bytes()
+        if b"-----BEGIN" in data:
+            out += data if data.endswith(b"\n") else data + b"\n"
+            continue
+        try:
+            with warnings.catch_warnings():  # AMD's VCEK has serial number 0
+                warnings.simplefilter("ignore")
+                out += x509.load_der_x509_certificate(data).public_bytes(Encoding.PEM)
+        except ValueError:
+            typer.echo(f"error: {p} is neither PEM nor a DER certificate", err=True)
+            raise typer.Exit(2)
+    return out
+
+
 @attest_app.command("verify")
 def verify(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="Evidence file"),
-    collateral: Optional[Path] = typer.Option(None, "--collateral", exists=True, dir_okay=False,
-                                              help="DCAP collateral JSON (dcap-qvl QuoteCollateralV3)"),
+    collateral: Optional[List[Path]] = typer.Option(
+        None, "--collateral", exists=True, dir_okay=False,
+        help="DCAP: collateral JSON (dcap-qvl QuoteCollateralV3). SEV-SNP: the VCEK, then AMD's ASK/ARK chain "
+             "(PEM or DER; repeat the option or give one PEM bundle)"),
+    signature: Optional[Path] = typer.Option(None, "--signature", exists=True, dir_okay=False,
+                                             help="IAS: the report signature (base64), FILE being the report body"),
+    chain: Optional[Path] = typer.Option(None, "--chain", exists=True, dir_okay=False,
+                                         help="IAS: the signing certificate chain (PEM, URL-encoded as IAS sends it)"),
     at: Optional[str] = typer.Option(None, "--at", help="Verify as of this time (ISO-8601); default now"),
     fmt: Optional[str] = typer.Option(None, "--format", help="Evidence format (default: detected)"),
     binding: Optional[Path] = typer.Option(None, "--binding",
@@ -50,7 +83,14 @@ def verify(
     if allow_measurement:
         policy = policy.with_measurements(*allow_measurement)
     blob = file.read_bytes()
-    coll = collateral.read_bytes() if collateral else None
+    if signature is not None or chain is not None:
+        if signature is None or chain is None:
+            typer.echo("error: an IAS report needs both --signature and --chain", err=True)
+            raise typer.Exit(2)
+        from node.tee.evidence.ias import pack_ias
+
+        blob = pack_ias(blob, signature.read_bytes(), chain.read_bytes())
+    coll = _collateral(collateral or [])
     side = binding or (file.with_name(file.name + ".binding.json"))
     if binding is not None or side.exists():
         from node.cli.vault import binding_from_json
