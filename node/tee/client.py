@@ -95,9 +95,9 @@ class EnclaveInfo:
 @dataclass(frozen=True)
 class KeyStatus:
     pubkey: bytes
-    state: str  # held | released | received | exported
+    state: str  # held | released | received | exported | escrowed
     recipient: bytes = b""  # ECIES key it was released to ("released" only)
-    origin: str = "generated"  # generated | received
+    origin: str = "generated"  # generated | received | escrow
 
 
 @runtime_checkable
@@ -115,6 +115,11 @@ class Enclave(Protocol):
     def resend_release(self, deposit_pub: bytes, recipient_enc_pub: bytes, context: bytes) -> bytes: ...
     def accept_key(self, ciphertext: bytes, context: bytes, expected_pub: bytes) -> bytes: ...
     def export_to_owner(self, deposit_pub: bytes) -> bytes: ...
+    def escrow_split(self, deposit_pub: bytes, holders: list[bytes], k: int, beneficiary: bytes,
+                     context: bytes) -> list[bytes]: ...
+    def escrow_accept(self, ciphertext: bytes, owner_pub: bytes, context: bytes) -> int: ...
+    def escrow_release_share(self, owner_pub: bytes, context: bytes) -> bytes: ...
+    def escrow_recover(self, owner_pub: bytes, context: bytes, ciphertexts: list[bytes]) -> bytes: ...
     def close(self) -> None: ...
 
 
@@ -219,6 +224,22 @@ class _Base:
 
     def export_to_owner(self, deposit_pub: bytes) -> bytes:
         return self._call(m.ExportKey(deposit_pub), bytes)
+
+    # -- escrow: Shamir shares of a deposit key held by k-of-n other attested enclaves
+    def escrow_split(self, deposit_pub: bytes, holders: list[bytes], k: int, beneficiary: bytes,
+                     context: bytes) -> list[bytes]:
+        """Shares of the key, one ciphertext per holder (their attested encryption keys), any ``k``
+        of which rebuild it; only ``beneficiary``'s enclave can receive them back."""
+        return self._call(m.EscrowSplit(deposit_pub, list(holders), k, beneficiary, context), list[bytes])
+
+    def escrow_accept(self, ciphertext: bytes, owner_pub: bytes, context: bytes) -> int:
+        return self._call(m.EscrowAccept(ciphertext, owner_pub, context), int)
+
+    def escrow_release_share(self, owner_pub: bytes, context: bytes) -> bytes:
+        return self._call(m.EscrowReleaseShare(owner_pub, context), bytes)
+
+    def escrow_recover(self, owner_pub: bytes, context: bytes, ciphertexts: list[bytes]) -> bytes:
+        return self._call(m.EscrowRecover(owner_pub, context, list(ciphertexts)), bytes)
 
     def close(self) -> None:
         pass

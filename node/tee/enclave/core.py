@@ -31,8 +31,12 @@ MAX_CONTEXT = 1024
 SIGN_DOMAINS = frozenset({"outcome", "contract-terms", "rfp", "revocation", "proposal"})
 OFFER_SHEET_TAG = "keyswitch/offer-sheet/1"
 RELEASE_AAD_TAG = b"keyswitch/key-release/1"
+ESCROW_SPLIT_TAG = b"keyswitch/escrow-share/1"  # share from the key's enclave to a holder
+ESCROW_RELEASE_TAG = b"keyswitch/escrow-release/1"  # share from a holder to the beneficiary
+MAX_ESCROW_HOLDERS = 16
 
 HELD, RELEASED, RECEIVED, EXPORTED = "held", "released", "received", "exported"
+ESCROWED = "escrowed"  # split to escrow holders: released, if ever, only to the beneficiary
 SPENDABLE = (HELD, RECEIVED)  # states in which the enclave still controls the key alone
 
 
@@ -65,6 +69,23 @@ class JournalEntry(msgspec.Struct, array_like=True, frozen=True):
     context_hash: bytes = b""
 
 
+class ShareRecord(msgspec.Struct, array_like=True):
+    """A Shamir share of another enclave's deposit key, held in escrow for ``beneficiary``."""
+
+    owner_pub: bytes  # the deposit public key the share belongs to
+    index: int
+    k: int
+    n: int
+    y: bytes  # the share value (secret)
+    beneficiary: bytes  # the ECIES key of the only enclave the share may be released to
+    context: bytes
+    state: str = "held"  # held | released
+    seq: int = 0
+
+    def __repr__(self) -> str:
+        return f"ShareRecord(owner={self.owner_pub.hex()[:16]}, index={self.index}, state={self.state}, y=<redacted>)"
+
+
 class State(msgspec.Struct, array_like=True):
     version: int
     device_priv: bytes
@@ -74,6 +95,7 @@ class State(msgspec.Struct, array_like=True):
     keys: list[KeyRecord]
     journal: list[JournalEntry]
     seq: int = 0
+    shares: list[ShareRecord] = []  # escrow shares held for other enclaves (trailing: old states decode)
 
     def __repr__(self) -> str:
         return f"State(keys={len(self.keys)}, journal={len(self.journal)}, <redacted>)"
@@ -81,6 +103,19 @@ class State(msgspec.Struct, array_like=True):
 
 def release_aad(deposit_pub: bytes, context: bytes) -> bytes:
     return RELEASE_AAD_TAG + len(deposit_pub).to_bytes(2, "big") + deposit_pub + context
+
+
+def escrow_aad(tag: bytes, deposit_pub: bytes, context: bytes) -> bytes:
+    return tag + len(deposit_pub).to_bytes(2, "big") + deposit_pub + context
+
+
+class SharePayload(msgspec.Struct, array_like=True, frozen=True):
+    owner_pub: bytes
+    index: int
+    k: int
+    n: int
+    y: bytes
+    beneficiary: bytes
 
 
 def offer_sheet_digest(sheet_bytes: bytes) -> bytes:
@@ -309,7 +344,10 @@ class EnclaveCore:
 
     def release_key(self, pub: bytes, recipient: bytes, context: bytes) -> bytes:
         rec = self._record(pub)
-        if rec.state not in SPENDABLE:
+        if rec.state == ESCROWED and recipient != rec.recipient:
+            raise Refusal("escrowed", f"key {pub.hex()[:16]}... is in escrow for {rec.recipient.hex()[:16]}...; "
+                          "it may be released only to that enclave")
+        if rec.state not in SPENDABLE and rec.state != ESCROWED:
             who = f" to {rec.recipient.hex()[:16]}..." if rec.recipient else ""
             raise Refusal("already-released" if rec.state == RELEASED else "key-not-held",
                           f"key {pub.hex()[:16]}... is {rec.state}{who}; a key is released at most once")
@@ -371,6 +409,8 @@ class EnclaveCore:
     def export_to_owner(self, pub: bytes) -> bytes:
         """The one place a private key leaves in the clear: to the owner's wallet."""
         rec = self._record(pub)
+        if rec.state == ESCROWED:
+            raise Refusal("escrowed", f"key {pub.hex()[:16]}... is in escrow; not exportable")
         if rec.state == RELEASED:
             raise Refusal("already-released", f"key {pub.hex()[:16]}... was released to a peer; not exportable")
         if rec.state != EXPORTED:
@@ -384,3 +424,118 @@ class EnclaveCore:
 
             self._commit(undo)
         return rec.priv
+
+    # -- escrow (Shamir shares of a deposit key held by other enclaves) ---------------------
+
+    def escrow_split(self, pub: bytes, holders: list[bytes], k: int, beneficiary: bytes, context: bytes
+                     ) -> list[bytes]:
+        """Split ``pub``'s key into ``len(holders)`` shares, any ``k`` of which rebuild it, each
+        encrypted to one holder enclave; only ``beneficiary`` can ever receive them back. The key
+        is then ESCROWED: this enclave too releases it only to the beneficiary, and never exports it."""
+        from node.tee.enclave import shamir
+
+        rec = self._record(pub)
+        if rec.state not in SPENDABLE:
+            raise Refusal("key-not-held", f"key {pub.hex()[:16]}... is {rec.state}; only a held key is escrowed")
+        if not 2 <= k <= len(holders) <= MAX_ESCROW_HOLDERS:
+            raise Refusal("bad-request", f"need 2 <= k <= holders <= {MAX_ESCROW_HOLDERS}")
+        if len(set(holders)) != len(holders) or not all(_valid_pub(h) for h in holders) or not _valid_pub(beneficiary):
+            raise Refusal("bad-recipient", "holders and beneficiary must be distinct valid 33-byte keys")
+        if len(context) > MAX_CONTEXT:
+            raise Refusal("bad-request", f"context over {MAX_CONTEXT} bytes")
+        shares = shamir.split(rec.priv, k, len(holders))
+        out = [ecies_encrypt(h, msgspec.msgpack.encode(SharePayload(pub, x, k, len(holders), y, beneficiary)),
+                             escrow_aad(ESCROW_SPLIT_TAG, pub, context))
+               for h, (x, y) in zip(holders, shares)]
+        old = (rec.state, rec.recipient, rec.context, rec.seq)
+        rec.state, rec.recipient, rec.context = ESCROWED, beneficiary, context
+        rec.seq = self._journal("escrow", pub, beneficiary, context)
+
+        def undo() -> None:
+            rec.state, rec.recipient, rec.context, rec.seq = old
+            self._unjournal()
+
+        self._commit(undo)
+        return out
+
+    def escrow_accept(self, ciphertext: bytes, owner_pub: bytes, context: bytes) -> int:
+        """Hold a share sent by ``owner_pub``'s enclave; returns its index."""
+        try:
+            plain = ecies_decrypt(self._enc, ciphertext, escrow_aad(ESCROW_SPLIT_TAG, owner_pub, context))
+            p = msgspec.msgpack.decode(plain, type=SharePayload)
+        except (DecryptError, msgspec.MsgspecError) as exc:
+            raise Refusal("undecryptable", f"not a share for this enclave ({type(exc).__name__})") from None
+        if p.owner_pub != owner_pub:
+            raise Refusal("wrong-key", "the share is of another key")
+        if any(s.owner_pub == owner_pub and s.index == p.index for s in self._state.shares):
+            raise Refusal("duplicate-share", f"share {p.index} of this key is already held")
+        rec = ShareRecord(owner_pub, p.index, p.k, p.n, p.y, p.beneficiary, context)
+        self._state.shares.append(rec)
+        rec.seq = self._journal("escrow-accept", owner_pub, p.beneficiary, context)
+
+        def undo() -> None:
+            self._state.shares.pop()
+            self._unjournal()
+
+        self._commit(undo)
+        return p.index
+
+    def escrow_release_share(self, owner_pub: bytes, context: bytes) -> bytes:
+        """Release the held share of ``owner_pub``'s key, encrypted to its beneficiary only (again
+        after a crash: the same share to the same enclave is harmless)."""
+        rec = next((s for s in self._state.shares if s.owner_pub == owner_pub and s.context == context), None)
+        if rec is None:
+            raise Refusal("unknown-share", f"no share of {owner_pub.hex()[:16]}... held for this context")
+        ct = ecies_encrypt(rec.beneficiary, msgspec.msgpack.encode(SharePayload(
+            owner_pub, rec.index, rec.k, rec.n, rec.y, rec.beneficiary)), escrow_aad(ESCROW_RELEASE_TAG, owner_pub,
+                                                                                     context))
+        if rec.state != "released":
+            old = (rec.state, rec.seq)
+            rec.state = "released"
+            rec.seq = self._journal("escrow-release", owner_pub, rec.beneficiary, context)
+
+            def undo() -> None:
+                rec.state, rec.seq = old
+                self._unjournal()
+
+            self._commit(undo)
+        return ct
+
+    def escrow_recover(self, owner_pub: bytes, context: bytes, ciphertexts: list[bytes]) -> bytes:
+        """Rebuild ``owner_pub``'s key from k released shares addressed to this enclave."""
+        from node.tee.enclave import shamir
+
+        if self._by_pub.get(owner_pub) is not None:
+            raise Refusal("duplicate-key", "this enclave already knows the key")
+        shares: list[tuple[int, bytes]] = []
+        k = 0
+        for ct in ciphertexts[:MAX_ESCROW_HOLDERS]:
+            try:
+                p = msgspec.msgpack.decode(
+                    ecies_decrypt(self._enc, ct, escrow_aad(ESCROW_RELEASE_TAG, owner_pub, context)), type=SharePayload)
+            except (DecryptError, msgspec.MsgspecError):
+                raise Refusal("undecryptable", "a share is not addressed to this enclave for this key") from None
+            if p.owner_pub != owner_pub or p.beneficiary != self.enc_pub:
+                raise Refusal("wrong-key", "a share is of another key or for another enclave")
+            k = max(k, p.k)
+            shares.append((p.index, p.y))
+        try:
+            secret = shamir.combine(shares, k)
+            got = pubkey_of(coincurve.PrivateKey(secret))
+        except shamir.ShareError as exc:
+            raise Refusal("not-enough-shares", str(exc)) from None
+        except Exception:
+            raise Refusal("bad-key", "the shares do not combine to a valid key") from None
+        if got != owner_pub:
+            raise Refusal("wrong-key", "the shares do not rebuild the expected key")
+        rec = KeyRecord(pub=owner_pub, priv=secret, state=RECEIVED, origin="escrow")
+        self._state.keys.append(rec)
+        rec.seq = self._journal("recover", owner_pub, b"", context)
+
+        def undo() -> None:
+            self._state.keys.pop()
+            self._unjournal()
+
+        self._commit(undo)
+        self._by_pub[owner_pub] = rec
+        return owner_pub

@@ -76,9 +76,34 @@ class ExportKey(msgspec.Struct, tag="export", array_like=True, frozen=True):
     pub: bytes
 
 
+class EscrowSplit(msgspec.Struct, tag="escrow-split", array_like=True, frozen=True):
+    pub: bytes
+    holders: list[bytes]
+    k: int
+    beneficiary: bytes
+    context: bytes
+
+
+class EscrowAccept(msgspec.Struct, tag="escrow-accept", array_like=True, frozen=True):
+    ciphertext: bytes
+    owner_pub: bytes
+    context: bytes
+
+
+class EscrowReleaseShare(msgspec.Struct, tag="escrow-release", array_like=True, frozen=True):
+    owner_pub: bytes
+    context: bytes
+
+
+class EscrowRecover(msgspec.Struct, tag="escrow-recover", array_like=True, frozen=True):
+    owner_pub: bytes
+    context: bytes
+    ciphertexts: list[bytes]
+
+
 Op = Union[
     Hello, GenerateKeys, ListKeys, MakeQuote, SignOfferSheets, SignDomain, ReleaseKey, ResendRelease,
-    AcceptKey, ExportKey,
+    AcceptKey, ExportKey, EscrowSplit, EscrowAccept, EscrowReleaseShare, EscrowRecover,
 ]
 
 
@@ -155,6 +180,14 @@ def _dispatch(core: EnclaveCore, op) -> object:
         return core.accept_key(op.ciphertext, op.context, op.expected_pub)
     if isinstance(op, ExportKey):
         return core.export_to_owner(op.pub)
+    if isinstance(op, EscrowSplit):
+        return core.escrow_split(op.pub, list(op.holders), op.k, op.beneficiary, op.context)
+    if isinstance(op, EscrowAccept):
+        return core.escrow_accept(op.ciphertext, op.owner_pub, op.context)
+    if isinstance(op, EscrowReleaseShare):
+        return core.escrow_release_share(op.owner_pub, op.context)
+    if isinstance(op, EscrowRecover):
+        return core.escrow_recover(op.owner_pub, op.context, list(op.ciphertexts))
     raise Refusal("unknown-op", type(op).__name__)  # unreachable: the union is closed
 
 
