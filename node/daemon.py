@@ -471,7 +471,25 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
                     ticks += 1
                     await trio.sleep(1.0)
 
+            async def offers_refresher() -> None:
+                """Deposits confirm after the fact on a ledger with blocks (and funds can vanish):
+                every few seconds, re-derive this node's offers and publish when they changed."""
+                while True:
+                    await trio.sleep(5.0)
+                    before = {o.pubkey for o in (stack.protocol.own.offers if stack.protocol.own else [])}
+                    try:
+                        await trio.to_thread.run_sync(stack.refresh_offers, clock.now())
+                    except Exception as exc:  # an unreachable ledger server: try again later
+                        log.warning("offers refresh failed: %s", exc)
+                        continue
+                    after = {o.pubkey for o in stack.protocol.own.offers}
+                    if after != before:
+                        stack.protocol.own.retracted.extend(sorted(before - after))
+                        node.driver.submit(stack.protocol,
+                                           lambda now: stack.protocol.set_own_sheet(stack.protocol.own, now))
+
             nursery.start_soon(gauges)
+            nursery.start_soon(offers_refresher)
             await node.stopped.wait()
             nursery.cancel_scope.cancel()
     finally:

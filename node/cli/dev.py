@@ -26,8 +26,9 @@ def register(app: typer.Typer) -> None:
         nodes: int = typer.Option(4, "--nodes", min=1, max=32, help="How many nodes"),
         directory: Optional[Path] = typer.Option(None, "--dir", help="Where the data directories go (default: a new temp dir)"),
         net: str = typer.Option("dev", help="Network id"),
+        block_interval: float = typer.Option(1.0, "--block-interval", min=0.05, help="Dev ledger block interval (s)"),
     ) -> None:
-        """Start a bootstrap node and N nodes on 127.0.0.1 for experimenting by hand."""
+        """Start a dev ledger, a bootstrap node and N nodes on 127.0.0.1 for experimenting by hand."""
         from rich.console import Console
         from rich.table import Table
 
@@ -44,6 +45,13 @@ def register(app: typer.Typer) -> None:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         try:
+            ldir = root / "ledger"
+            ldir.mkdir(exist_ok=True)
+            llog = ldir / "out.log"
+            led = spawn([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(ldir / "ledger.sqlite"),
+                         "--block-interval", str(block_interval)], llog)
+            procs.append(led)
+            ledger_url = wait_for(llog, r"dev ledger listening on (\S+)", led)
             bdir = root / "bootstrap"
             bdir.mkdir(exist_ok=True)
             blog = bdir / "out.log"
@@ -56,7 +64,7 @@ def register(app: typer.Typer) -> None:
                 d.mkdir(exist_ok=True)
                 log = d / "out.log"
                 p = spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", net,
-                           "--bootnodes", boot], log)
+                           "--bootnodes", boot], log, env={"KEYSWITCH_LEDGER_URL": ledger_url})
                 procs.append(p)
                 rows.append((d, log, p))
             t = Table(title=f"keyswitch dev: {nodes} nodes on 127.0.0.1 (net {net})")
@@ -66,6 +74,7 @@ def register(app: typer.Typer) -> None:
                 url = wait_for(log, r"API listening on (\S+)", p)
                 pid = wait_for(log, r"ready (\S+)", p)
                 t.add_row(d.name, url, pid, str(d))
+            console.print(f"dev ledger {ledger_url} (one block every {block_interval:g} s; shared by every node)")
             console.print(f"bootstrap {boot}")
             console.print(t)
             console.print(f"try: keyswitch --datadir {rows[0][0]} peers     (logs: <datadir>/out.log)")

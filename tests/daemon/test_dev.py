@@ -29,6 +29,21 @@ def test_keyswitch_dev_starts_a_connected_local_network_and_stops(tmp_path):
                 break
             time.sleep(0.3)
         assert len(peers) >= 2, peers  # node0 found the other nodes through the bootstrap node
+        assert any("dev ledger http://127.0.0.1:" in l for l in out), "".join(out)
+        # a deposit on the shared dev ledger confirms with the next blocks and reaches node1's book
+        r = subprocess.run([sys.executable, "-m", "node", "--datadir", str(tmp_path / "node0"), "deposit",
+                            "--asset", "BTC-REG", "--chunks", "2", "--json"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert r.returncode == 0, r.stderr
+        offers = []
+        for _ in range(150):
+            r = subprocess.run([sys.executable, "-m", "node", "--datadir", str(tmp_path / "node1"), "offers", "--json"],
+                               capture_output=True, text=True, cwd=ROOT, timeout=30)
+            offers = json.loads(r.stdout)["offers"] if r.returncode == 0 else []
+            if len(offers) == 2:
+                break
+            time.sleep(0.3)
+        assert len(offers) == 2, offers
     finally:
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=60)[0]
