@@ -68,8 +68,13 @@ class OfferStack:
         from node.deposits import offers_from
 
         if "ledger" in self.extra:
-            self.extra["offers"] = offers_from(self.extra["deposits"].all(), self.extra["ledger"], self.enclave,
-                                               now=now)
+            fresh = offers_from(self.extra["deposits"].all(), self.extra["ledger"], self.enclave, now=now)
+            # an offer keeps its identity (its id hashes its expiry) until half its lifetime is gone,
+            # so peers' books and proposals keep naming the same offer
+            old = {o.pubkey: o for o in self.extra.get("offers", [])}
+            keep = [old[o.pubkey] if o.pubkey in old and old[o.pubkey].expiry - now > (o.expiry - now) / 2 else o
+                    for o in fresh]
+            self.extra["offers"] = keep
         self.protocol.own = self.own_sheet()
 
     def close(self) -> None:
