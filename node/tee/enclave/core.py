@@ -28,7 +28,7 @@ from node.tee.enclave.sealed import SealedStateError, SealedStore
 STATE_VERSION = 1
 MAX_KEYS_PER_CALL = 10_000
 MAX_CONTEXT = 1024
-SIGN_DOMAINS = frozenset({"outcome", "contract-terms", "rfp", "revocation", "proposal"})
+SIGN_DOMAINS = frozenset({"outcome", "contract-terms", "rfp", "revocation", "proposal", "release"})
 OFFER_SHEET_TAG = "keyswitch/offer-sheet/1"
 RELEASE_AAD_TAG = b"keyswitch/key-release/1"
 ESCROW_SPLIT_TAG = b"keyswitch/escrow-share/1"  # share from the key's enclave to a holder
