@@ -1,0 +1,925 @@
+"""Tit-for-tat key release between two enclaves (stream protocol ``/keyswitch/release/1``), sans-IO.
+
+A **schedule** is an ordered list of rounds; round ``r`` says which party
+(``giver``, 0 or 1) releases which deposit key (``chunk``) to whom
+(``taker``). ``swap_schedule(a_chunks, b_chunks)`` alternates one chunk at a
+time (a0, b0, a1, b1, ...), so neither party is ever exposed to more than one
+chunk; ``validate_schedule`` refuses any schedule that would expose a party to
+more. The schedule type is deliberately plain data so a contract language can
+produce it.
+
+Wire (``node.wire``: canonical MessagePack, size-bounded): every message is a
+``wire.Signed`` envelope ``(version, net, kind, body, signer, sig)`` whose
+``sig`` is ``Enclave.sign("release", signing_digest(...))`` by the sender's
+enclave signing key. Kinds::
+
+    hello    HelloBody(schedule, binding, quote)            initiator -> responder (request)
+    agree    AgreeBody(contract_id, binding, quote)         response to hello
+    release  ReleaseBody(contract_id, round, deposit_pub, recipient, ciphertext)   giver -> taker (request)
+    ack      AckBody(contract_id, round)                    response to release
+    error    ErrorBody(contract_id, round, code, reason)    response; unsigned (signer and sig empty)
+
+``contract_id = SHA-256(tag || schedule || binding_0 || binding_1)``. A
+signed ``release`` record names the deposit key, the recipient enclave's ECIES
+key and the contract/round: two such records by one signing key for the same
+deposit key and different recipients or contracts are a self-contained
+:class:`CheatingProof` (an honest enclave refuses a second release).
+
+State per contract (h11-style; ``TRANSITIONS`` is the table)::
+
+    PROPOSED --agree--> RUNNING --all rounds--> DONE
+        |                  |-- peer silent past the deadline --> WITHHELD
+        |                  '-- wrong key / funds gone / peer stopped --> FAILED
+        '-- refused / silent --> FAILED / WITHHELD
+
+Before releasing its next key a side requires that the key of the peer's
+previous round was accepted by its enclave (``accept_key`` checks it against
+the expected deposit public key) and that the funds are still there (claimed
+by sweep, or ``check_funds`` when the key is kept). Progress is derived from
+the enclave's journal (``list_keys``), so a restarted node resumes: a round it
+released is re-sent with ``resend_release`` (the journaled bytes, nothing new
+is released) and the next round continues. Host-side contract records (terms,
+claims, acks) live in a :class:`ContractStore`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import msgspec
+
+from node import wire
+from node.protocols.base import (
+    Command, Event, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started, TimerFired,
+    Validation,
+)
+from node.tee.binding import Binding
+
+PROTOCOL_ID = "/keyswitch/release/1"
+VERSION = 1
+SIGN_DOMAIN = "release"  # Enclave.sign domain: signatures are over tagged_hash("keyswitch/release", digest)
+MAX_MESSAGE = 256 * 1024
+MAX_ROUNDS = 1000
+CONTRACT_TAG = b"keyswitch/release-contract/1"
+CONTEXT_TAG = b"keyswitch/release/1"
+
+# contract states
+PROPOSED, RUNNING, DONE, WITHHELD, FAILED = "proposed", "running", "done", "withheld", "failed"
+TERMINAL = (DONE, WITHHELD, FAILED)
+#: the state table: which message kinds a contract in each state accepts (as request / as response)
+ACCEPTS_REQUEST = {PROPOSED: frozenset(), RUNNING: frozenset({"release"}), DONE: frozenset({"release"}),
+                   WITHHELD: frozenset(), FAILED: frozenset()}
+ACCEPTS_RESPONSE = {PROPOSED: frozenset({"agree", "error"}), RUNNING: frozenset({"ack", "error"}),
+                    DONE: frozenset({"ack", "error"}), WITHHELD: frozenset(), FAILED: frozenset()}
+TRANSITIONS = {
+    (PROPOSED, "agree"): RUNNING, (PROPOSED, "error"): FAILED, (PROPOSED, "deadline"): WITHHELD,
+    (RUNNING, "last-round"): DONE, (RUNNING, "deadline"): WITHHELD, (RUNNING, "cheat"): FAILED,
+    (RUNNING, "peer-stopped"): FAILED,
+}
+
+
+# ------------------------------------------------------------------ schedule
+class Chunk(msgspec.Struct, array_like=True, frozen=True):
+    asset: str
+    address: str
+    pubkey: bytes  # 33-byte compressed deposit key
+    amount: int
+
+
+class Round(msgspec.Struct, array_like=True, frozen=True):
+    giver: int  # party index that releases
+    taker: int  # party index that receives
+    chunk: Chunk
+
+
+class Schedule(msgspec.Struct, array_like=True, frozen=True):
+    rounds: list[Round]
+    parties: int = 2
+    version: int = 1
+
+
+def swap_schedule(a_chunks: list[Chunk], b_chunks: list[Chunk]) -> Schedule:
+    """A two-party swap, one chunk at a time: a0, b0, a1, b1, ... (party 0 = A gives first)."""
+    rounds: list[Round] = []
+    for i in range(max(len(a_chunks), len(b_chunks))):
+        if i < len(a_chunks):
+            rounds.append(Round(0, 1, a_chunks[i]))
+        if i < len(b_chunks):
+            rounds.append(Round(1, 0, b_chunks[i]))
+    s = Schedule(rounds)
+    bad = validate_schedule(s)
+    if bad:
+        raise ValueError(bad)
+    return s
+
+
+def exposure(schedule: Schedule) -> list[int]:
+    """Per party: the most chunks it has ever released without being given back as many."""
+    worst = [0] * schedule.parties
+    net = [0] * schedule.parties
+    for rd in schedule.rounds:
+        net[rd.giver] += 1
+        net[rd.taker] -= 1
+        worst[rd.giver] = max(worst[rd.giver], net[rd.giver])
+    return worst
+
+
+def validate_schedule(s: Schedule) -> str | None:
+    if s.version != 1:
+        return f"unsupported schedule version {s.version}"
+    if s.parties != 2:
+        return "only two-party schedules are supported"
+    if not 1 <= len(s.rounds) <= MAX_ROUNDS:
+        return f"a schedule has 1..{MAX_ROUNDS} rounds"
+    seen: set[bytes] = set()
+    for i, rd in enumerate(s.rounds):
+        if {rd.giver, rd.taker} != {0, 1}:
+            return f"round {i}: giver and taker must be the two parties 0 and 1"
+        pk = rd.chunk.pubkey
+        if len(pk) != 33 or pk[0] not in (2, 3):
+            return f"round {i}: deposit key is not a compressed secp256k1 key"
+        if pk in seen:
+            return f"round {i}: deposit key appears twice"
+        seen.add(pk)
+        if rd.chunk.amount <= 0 or not rd.chunk.asset or not rd.chunk.address:
+            return f"round {i}: chunk needs an asset, an address and a positive amount"
+    worst = exposure(s)
+    if max(worst) > 1:
+        return f"a party would be exposed to {max(worst)} chunks at once (at most 1)"
+    return None
+
+
+def schedule_hash(s: Schedule) -> bytes:
+    return hashlib.sha256(wire.encode(s)).digest()
+
+
+def contract_id(schedule: Schedule, bindings: list[Binding]) -> bytes:
+    """SHA-256 of the schedule and both parties' bindings (party order)."""
+    h = hashlib.sha256(CONTRACT_TAG)
+    for part in [wire.encode(schedule)] + [b.encode() for b in bindings]:
+        h.update(len(part).to_bytes(4, "big") + part)
+    return h.digest()
+
+
+def release_context(cid: bytes, rnd: int) -> bytes:
+    """The context the enclave binds a release ciphertext to (its AAD): contract and round."""
+    return CONTEXT_TAG + cid + rnd.to_bytes(4, "big")
+
+
+# ------------------------------------------------------------------ messages
+class HelloBody(msgspec.Struct, array_like=True, frozen=True):
+    schedule: Schedule
+    binding: Binding
+    quote: bytes
+
+
+class AgreeBody(msgspec.Struct, array_like=True, frozen=True):
+    contract_id: bytes
+    binding: Binding
+    quote: bytes
+
+
+class ReleaseBody(msgspec.Struct, array_like=True, frozen=True):
+    contract_id: bytes
+    round: int
+    deposit_pub: bytes
+    recipient: bytes  # the taker enclave's ECIES key the ciphertext is for
+    ciphertext: bytes
+
+
+class AckBody(msgspec.Struct, array_like=True, frozen=True):
+    contract_id: bytes
+    round: int
+
+
+class ErrorBody(msgspec.Struct, array_like=True, frozen=True):
+    contract_id: bytes
+    round: int
+    code: str
+    reason: str
+
+
+BODIES = {"hello": HelloBody, "agree": AgreeBody, "release": ReleaseBody, "ack": AckBody, "error": ErrorBody}
+
+
+class MessageError(Exception):
+    """A message refused; ``code`` is stable, ``reason`` one human line."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+def signature_ok(env: wire.Signed) -> bool:
+    from node.tee.client import verify_domain_sig
+
+    return verify_domain_sig(env.signer, SIGN_DOMAIN, env.digest(), env.sig)
+
+
+def parse(data: bytes, *, net: str, kinds: frozenset[str] | set[str]) -> tuple[wire.Signed, object]:
+    """Decode and check one message (size, canonical form, version, network, kind, signature)."""
+    try:
+        env = wire.decode(data, wire.Signed, max_size=MAX_MESSAGE)
+    except wire.WireError as exc:
+        raise MessageError("malformed", exc.reason) from None
+    if env.version != VERSION:
+        raise MessageError("version", f"unsupported version {env.version} (we speak {VERSION})")
+    if env.net != net:
+        raise MessageError("network", f"wrong network {env.net!r} (we are {net!r})")
+    if env.kind not in BODIES:
+        raise MessageError("kind", f"unknown message kind {env.kind!r}")
+    if env.kind not in kinds:
+        raise MessageError("out-of-order", f"a {env.kind!r} message is not expected here")
+    try:
+        body = wire.decode(env.body, BODIES[env.kind], max_size=MAX_MESSAGE)
+    except wire.WireError as exc:
+        raise MessageError("malformed", f"{env.kind} body: {exc.reason}") from None
+    if env.kind == "error":
+        return env, body
+    if not signature_ok(env):
+        raise MessageError("signature", f"bad enclave signature on {env.kind}")
+    return env, body
+
+
+def error_message(net: str, cid: bytes, rnd: int, code: str, reason: str) -> bytes:
+    body = wire.encode(ErrorBody(cid, rnd, code, reason[:300]))
+    return wire.encode(wire.Signed(VERSION, net, "error", body, b"", b""))
+
+
+# ------------------------------------------------------------------ records
+class ClaimRecord(msgspec.Struct, array_like=True, frozen=True):
+    round: int
+    status: str  # claimed | kept | double-spent | claim-failed
+    txid: str = ""
+    detail: str = ""
+
+
+class ContractRecord(msgspec.Struct, array_like=True):
+    """What the host keeps about a contract (the enclave's journal keeps what was released/received)."""
+
+    net: str
+    role: int  # our party index
+    peer: str
+    schedule: Schedule
+    bindings: list[Binding]  # party order; a proposal holds only ours
+    quotes: list[bytes]
+    state: str
+    reason: str = ""
+    acked: int = -1  # highest round of ours the peer acknowledged
+    claims: list[ClaimRecord] = []
+    version: int = 1
+
+
+class ChunkOutcome(msgspec.Struct, array_like=True, frozen=True):
+    round: int
+    deposit_pub: bytes
+    asset: str
+    address: str
+    status: str  # claimed | kept | double-spent | claim-failed | withheld | bad-key
+    txid: str = ""
+    detail: str = ""
+
+
+class Outcome(msgspec.Struct, array_like=True, frozen=True):
+    contract_id: bytes
+    peer: str
+    status: str  # claimed | withheld | double-spent | failed
+    reason: str
+    released: int  # chunks we released
+    received: int  # chunks we received
+    lost: int  # chunks we released without receiving as many back (at most 1)
+    chunks: list[ChunkOutcome]
+
+    def to_json(self) -> dict:
+        return {"contract_id": self.contract_id.hex(), "peer": self.peer, "status": self.status,
+                "reason": self.reason, "released": self.released, "received": self.received, "lost": self.lost,
+                "chunks": [{"round": c.round, "deposit_pub": c.deposit_pub.hex(), "asset": c.asset,
+                            "address": c.address, "status": c.status, "txid": c.txid, "detail": c.detail}
+                           for c in self.chunks]}
+
+
+class ContractStore:
+    """Contract records by key, as files (atomic replace); ``path=None`` keeps them in memory."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._mem: dict[str, bytes] = {}
+        if self.path is not None:
+            self.path.mkdir(parents=True, exist_ok=True)
+
+    def put(self, key: str, rec: ContractRecord) -> None:
+        data = wire.encode(rec)
+        if self.path is None:
+            self._mem[key] = data
+            return
+        tmp = self.path / f".{key}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path / f"{key}.rec")
+
+    def delete(self, key: str) -> None:
+        if self.path is None:
+            self._mem.pop(key, None)
+        else:
+            (self.path / f"{key}.rec").unlink(missing_ok=True)
+
+    def items(self) -> list[tuple[str, ContractRecord]]:
+        if self.path is None:
+            raw = sorted(self._mem.items())
+        else:
+            raw = [(p.name[:-4], p.read_bytes()) for p in sorted(self.path.glob("*.rec"))]
+        return [(k, msgspec.msgpack.decode(v, type=ContractRecord)) for k, v in raw]
+
+
+# ------------------------------------------------------------------ protocol
+@dataclass
+class Contract:
+    key: str  # contract id hex (or "p-..." for a proposal not yet agreed)
+    rec: ContractRecord
+    cid: bytes = b""
+    next: int = 0  # first round not done (from the enclave's journal)
+    progress_at: float = 0.0
+    outcome: Outcome | None = None
+
+    @property
+    def me(self) -> int:
+        return self.rec.role
+
+    @property
+    def rounds(self) -> list[Round]:
+        return self.rec.schedule.rounds
+
+    def claim_of(self, rnd: int) -> ClaimRecord | None:
+        return next((c for c in self.rec.claims if c.round == rnd), None)
+
+
+@dataclass
+class ReleaseProtocol:
+    """One node's side of every release contract it takes part in.
+
+    ``check_funds(asset, address) -> bool``: are the deposit's funds still there (ledger);
+    ``claim(chunk) -> txid``: sweep a received key to a fresh owner address (raises
+    ``node.ledger.base.AlreadySpent`` when the funds are gone); ``claim_policy``: "sweep" or "keep".
+    """
+
+    net: str
+    enclave: object
+    binding: Binding
+    quote: bytes
+    attestations: object  # AttestationCache: check(quote, binding, now) -> None | reason
+    check_funds: Callable[[str, str], bool]
+    claim: Callable[[Chunk], str] | None = None
+    store: ContractStore = field(default_factory=ContractStore)
+    claim_policy: str = "sweep"
+    round_timeout: float = 30.0
+    retry_interval: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.claim_policy not in ("sweep", "keep"):
+            raise ValueError("claim_policy is 'sweep' or 'keep'")
+        if self.claim_policy == "sweep" and self.claim is None:
+            raise ValueError("claim_policy 'sweep' needs a claim callable")
+        self.topics: list[str] = []
+        self.stream_protocols = [PROTOCOL_ID]
+        self.local_peer = ""
+        self.contracts: dict[str, Contract] = {}
+        self._expected: set[tuple[str, bytes]] = set()
+        self._pending: dict[int, tuple[str, str, int]] = {}  # request id -> (contract key, kind, round)
+        self._req = 0
+        self.refusals: list[tuple[str, str]] = []  # (code, reason) of every refused input, newest last
+
+    # -- application calls ------------------------------------------------
+    def expect(self, peer: str, schedule: Schedule) -> None:
+        """As responder: agree to ``schedule`` when ``peer`` proposes it (negotiated elsewhere)."""
+        self._expected.add((peer, schedule_hash(schedule)))
+
+    def propose(self, peer: str, schedule: Schedule, now: float) -> list[Command]:
+        """As initiator (party 0): start a contract with ``peer``."""
+        bad = validate_schedule(schedule)
+        if bad:
+            raise ValueError(bad)
+        key = "p-" + hashlib.sha256(peer.encode() + schedule_hash(schedule)).hexdigest()[:32]
+        rec = ContractRecord(self.net, 0, peer, schedule, [self.binding], [self.quote], PROPOSED)
+        c = Contract(key, rec, progress_at=now)
+        self.contracts[key] = c
+        self.store.put(key, rec)
+        return self._send_hello(c, now) + self._timers(c, now)
+
+    def outcome(self, cid: bytes) -> Outcome | None:
+        c = self.contracts.get(cid.hex())
+        return c.outcome if c else None
+
+    def state(self, cid: bytes) -> str | None:
+        c = self.contracts.get(cid.hex())
+        return c.rec.state if c else None
+
+    def validate(self, topic_: str, data: bytes, from_peer: str, now: float) -> Validation:
+        return Validation.ignore("the release protocol has no gossip topic")
+
+    # -- events -------------------------------------------------------------
+    def handle(self, event: Event, now: float) -> list[Command]:
+        if isinstance(event, Started):
+            self.local_peer = event.local_peer
+            return self._resume(now)
+        if isinstance(event, RequestReceived) and event.protocol == PROTOCOL_ID:
+            return self._on_request(event, now)
+        if isinstance(event, ResponseReceived) and event.protocol == PROTOCOL_ID:
+            return self._on_response(event, now)
+        if isinstance(event, TimerFired) and event.name.startswith("release."):
+            return self._on_timer(event.name, now)
+        return []
+
+    # -- helpers --------------------------------------------------------------
+    def _seal(self, kind: str, body) -> bytes:
+        raw = wire.encode(body)
+        digest = wire.signing_digest(VERSION, self.net, kind, raw)
+        sig = self.enclave.sign(SIGN_DOMAIN, digest)
+        return wire.encode(wire.Signed(VERSION, self.net, kind, raw, self.binding.sign_pub, sig))
+
+    def _request(self, c: Contract, kind: str, rnd: int, data: bytes) -> SendRequest:
+        self._req += 1
+        self._pending[self._req] = (c.key, kind, rnd)
+        return SendRequest(PROTOCOL_ID, c.rec.peer, self._req, data, timeout=self.retry_interval)
+
+    def _refuse(self, request_id: int, cid: bytes, rnd: int, code: str, reason: str, notify=True) -> list[Command]:
+        self.refusals.append((code, reason))
+        cmds: list[Command] = [Respond(request_id, error_message(self.net, cid, rnd, code, reason))]
+        if notify:
+            cmds.append(Notify("release.refused", {"code": code, "reason": reason}))
+        return cmds
+
+    def _persist(self, c: Contract) -> None:
+        self.store.put(c.key, c.rec)
+
+    def _peer_binding(self, c: Contract) -> Binding:
+        return c.rec.bindings[1 - c.me]
+
+    def _timers(self, c: Contract, now: float) -> list[Command]:
+        if c.rec.state in TERMINAL:
+            return []
+        return [SetTimer(f"release.retry:{c.key}", now + self.retry_interval),
+                SetTimer(f"release.deadline:{c.key}", c.progress_at + self.round_timeout)]
+
+    def _progress(self, c: Contract, now: float) -> None:
+        c.progress_at = now
+
+    def _send_hello(self, c: Contract, now: float) -> list[Command]:
+        data = self._seal("hello", HelloBody(c.rec.schedule, self.binding, self.quote))
+        return [self._request(c, "hello", -1, data)]
+
+    def _key_states(self) -> dict[bytes, object]:
+        return {k.pubkey: k for k in self.enclave.list_keys()}
+
+    def _sync(self, c: Contract) -> str | None:
+        """Set ``c.next`` from the enclave's journal; a reason if our keys are not in a releasable state."""
+        keys = self._key_states()
+        peer_enc = self._peer_binding(c).enc_pub
+        for r, rd in enumerate(c.rounds):
+            k = keys.get(rd.chunk.pubkey)
+            if rd.giver == c.me:
+                if k is None:
+                    c.next = r
+                    return f"round {r}: our enclave does not hold deposit key {rd.chunk.pubkey.hex()[:16]}..."
+                if k.state == "released":
+                    if k.recipient != peer_enc:
+                        c.next = r
+                        return f"round {r}: deposit key was released to another enclave"
+                    continue
+                c.next = r
+                return None if k.state == "held" else f"round {r}: our deposit key is {k.state}, not held"
+            if k is None:
+                c.next = r
+                return None
+        c.next = len(c.rounds)
+        return None
+
+    def _resume(self, now: float) -> list[Command]:
+        cmds: list[Command] = []
+        for key, rec in self.store.items():
+            c = Contract(key, rec, progress_at=now)
+            self.contracts[key] = c
+            if rec.state == PROPOSED:
+                cmds += self._send_hello(c, now) + self._timers(c, now)
+                continue
+            c.cid = bytes.fromhex(key)
+            if rec.state in TERMINAL:
+                self._sync(c)
+                c.outcome = self._make_outcome(c)
+                continue
+            why = self._sync(c)
+            if why:
+                cmds += self._stop(c, FAILED, why, now)
+                continue
+            cmds += self._resend_last(c) + self._advance(c, now)
+        return cmds
+
+    def _mine_unacked(self, c: Contract) -> int | None:
+        """Our most recent released round if the peer has not acknowledged it (and has not answered since)."""
+        r = c.next - 1
+        if r >= 0 and c.rounds[r].giver == c.me and c.rec.acked < r:
+            return r
+        return None
+
+    def _release_message(self, c: Contract, r: int, ct: bytes) -> bytes:
+        rd = c.rounds[r]
+        return self._seal("release", ReleaseBody(c.cid, r, rd.chunk.pubkey, self._peer_binding(c).enc_pub, ct))
+
+    def _resend_last(self, c: Contract) -> list[Command]:
+        r = self._mine_unacked(c)
+        if r is None or c.rec.state != RUNNING:
+            return []
+        rd = c.rounds[r]
+        ct = self.enclave.resend_release(rd.chunk.pubkey, self._peer_binding(c).enc_pub, release_context(c.cid, r))
+        return [self._request(c, "release", r, self._release_message(c, r, ct))]
+
+    def _settle(self, c: Contract, r: int, now: float) -> list[Command] | None:
+        """Claim (or verify) the key of the peer's round ``r``; commands to stop, or None when it is fine."""
+        rd = c.rounds[r]
+        rec = c.claim_of(r)
+        if rec is None:
+            rec = self._claim(rd.chunk, r)
+            c.rec.claims = [*c.rec.claims, rec]
+            self._persist(c)
+            if rec.status in ("claimed", "kept"):
+                return None
+        if rec.status == "kept":
+            return None
+        if rec.status == "claimed":
+            return None
+        return self._stop(c, FAILED, f"round {r}: {rec.status}: {rec.detail}", now, cheat=True)
+
+    def _claim(self, chunk: Chunk, r: int) -> ClaimRecord:
+        from node.ledger.base import AlreadySpent
+
+        try:
+            funds = bool(self.check_funds(chunk.asset, chunk.address))
+        except Exception as exc:  # ledger unreachable: do not go on without knowing
+            return ClaimRecord(r, "claim-failed", "", f"funds unknown: {type(exc).__name__}: {exc}")
+        if self.claim_policy == "keep":
+            if funds:
+                return ClaimRecord(r, "kept")
+            return ClaimRecord(r, "double-spent", "", f"funds at {chunk.address} are gone")
+        try:
+            txid = self.claim(chunk)
+        except AlreadySpent as exc:
+            return ClaimRecord(r, "double-spent", "", str(exc))
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            return ClaimRecord(r, "double-spent" if not funds else "claim-failed", "", detail)
+        return ClaimRecord(r, "claimed", txid)
+
+    def _advance(self, c: Contract, now: float) -> list[Command]:
+        """Release what the schedule lets us release now; finish when every round is done."""
+        cmds: list[Command] = []
+        while c.rec.state == RUNNING:
+            for r in range(c.next):  # every key received so far is settled before anything else
+                if c.rounds[r].giver != c.me:
+                    stop = self._settle(c, r, now)
+                    if stop is not None:
+                        return cmds + stop
+            if c.next >= len(c.rounds):
+                if self._mine_unacked(c) is not None:
+                    break  # wait for the last ack (resent on the retry timer)
+                return cmds + self._stop(c, DONE, "all rounds done", now)
+            rd = c.rounds[c.next]
+            if rd.giver != c.me:
+                break  # the peer's turn
+            if self._mine_unacked(c) is not None:
+                break  # our previous release is not acknowledged yet
+            prev = c.next - 1
+            if prev >= 0 and c.rounds[prev].giver != c.me and self.claim_policy == "keep":
+                pc = c.rounds[prev].chunk
+                if not self.check_funds(pc.asset, pc.address):
+                    c.rec.claims = [x for x in c.rec.claims if x.round != prev] + [
+                        ClaimRecord(prev, "double-spent", "", f"funds at {pc.address} are gone")]
+                    self._persist(c)
+                    return cmds + self._stop(c, FAILED, f"round {prev}: funds gone before our release", now,
+                                             cheat=True)
+            from node.tee.client import EnclaveRefused
+
+            r = c.next
+            try:
+                ct = self.enclave.release_key(rd.chunk.pubkey, self._peer_binding(c).enc_pub,
+                                              release_context(c.cid, r))
+            except EnclaveRefused as exc:
+                return cmds + self._stop(c, FAILED, f"round {r}: our enclave refused the release: {exc.reason}", now)
+            c.next = r + 1
+            self._progress(c, now)
+            cmds.append(self._request(c, "release", r, self._release_message(c, r, ct)))
+            cmds.append(Notify("release.released", {"contract": c.key, "round": r, "peer": c.rec.peer}))
+        return cmds + self._timers(c, now)
+
+    def _stop(self, c: Contract, state: str, reason: str, now: float, cheat: bool = False) -> list[Command]:
+        c.rec.state, c.rec.reason = state, reason
+        self._persist(c)
+        c.outcome = self._make_outcome(c)
+        cmds: list[Command] = []
+        if state == WITHHELD:
+            cmds.append(Notify("release.withheld", {"contract": c.key, "peer": c.rec.peer, "round": c.next,
+                                                    "lost": c.outcome.lost, "reason": reason}))
+        cmds.append(Notify("release.outcome", c.outcome.to_json()))
+        return cmds
+
+    def _make_outcome(self, c: Contract) -> Outcome:
+        chunks: list[ChunkOutcome] = []
+        released = received = 0
+        for r, rd in enumerate(c.rounds):
+            if rd.giver == c.me:
+                if r < c.next:
+                    released += 1
+                continue
+            ch = rd.chunk
+            cl = c.claim_of(r)
+            if r < c.next:
+                received += 1
+                if cl is None:
+                    chunks.append(ChunkOutcome(r, ch.pubkey, ch.asset, ch.address, "received"))
+                else:
+                    chunks.append(ChunkOutcome(r, ch.pubkey, ch.asset, ch.address, cl.status, cl.txid, cl.detail))
+            elif c.rec.state == WITHHELD or (c.rec.state == FAILED and r == c.next):
+                status = "withheld" if c.rec.state == WITHHELD else "bad-key"
+                chunks.append(ChunkOutcome(r, ch.pubkey, ch.asset, ch.address, status, "", c.rec.reason))
+        statuses = {x.status for x in chunks}
+        if "double-spent" in statuses:
+            status = "double-spent"
+        elif c.rec.state == WITHHELD:
+            status = "withheld"
+        elif c.rec.state == FAILED:
+            status = "failed"
+        else:
+            status = "claimed"
+        return Outcome(c.cid, c.rec.peer, status, c.rec.reason, released, received, max(0, released - received),
+                       chunks)
+
+    # -- requests ----------------------------------------------------------------
+    def _on_request(self, ev: RequestReceived, now: float) -> list[Command]:
+        try:
+            env, body = parse(ev.data, net=self.net, kinds={"hello", "release"})
+        except MessageError as exc:
+            return self._refuse(ev.request_id, b"", -1, exc.code, exc.reason)
+        if env.kind == "hello":
+            return self._on_hello(ev, env, body, now)
+        return self._on_release(ev, env, body, now)
+
+    def _on_hello(self, ev: RequestReceived, env: wire.Signed, h: HelloBody, now: float) -> list[Command]:
+        def no(code: str, reason: str) -> list[Command]:
+            return self._refuse(ev.request_id, b"", -1, code, reason)
+
+        if env.signer != h.binding.sign_pub:
+            return no("signature", "hello is not signed by the enclave its binding names")
+        bad = h.binding.validate()
+        if bad:
+            return no("attestation", f"malformed binding: {bad}")
+        if h.binding.net != self.net or h.binding.peer_id != ev.peer:
+            return no("wrong-peer", "the binding names another peer or network than the sender")
+        bad = validate_schedule(h.schedule)
+        if bad:
+            return no("schedule", bad)
+        cid = contract_id(h.schedule, [h.binding, self.binding])
+        known = self.contracts.get(cid.hex())
+        if known is None:
+            if (ev.peer, schedule_hash(h.schedule)) not in self._expected:
+                return no("not-expected", "no such contract was agreed with this peer")
+            why = self.attestations.check(h.quote, h.binding, now)
+            if why:
+                return no("attestation", f"untrusted quote: {why}")
+            keys = self._key_states()
+            for r, rd in enumerate(h.schedule.rounds):
+                if rd.giver == 1:
+                    k = keys.get(rd.chunk.pubkey)
+                    if k is None or k.state != "held":
+                        return no("not-held", f"round {r}: our enclave does not hold that deposit key")
+                elif not self.check_funds(rd.chunk.asset, rd.chunk.address):
+                    return no("funds", f"round {r}: no funds at {rd.chunk.address}")
+            rec = ContractRecord(self.net, 1, ev.peer, h.schedule, [h.binding, self.binding], [h.quote, self.quote],
+                                 RUNNING)
+            known = Contract(cid.hex(), rec, cid, progress_at=now)
+            self.contracts[known.key] = known
+            self._persist(known)
+            self._expected.discard((ev.peer, schedule_hash(h.schedule)))
+            why = self._sync(known)
+            if why:
+                return no("not-held", why) + self._stop(known, FAILED, why, now)
+        cmds: list[Command] = [Respond(ev.request_id, self._seal("agree", AgreeBody(cid, self.binding, self.quote)))]
+        if known.rec.state == RUNNING:
+            cmds += self._advance(known, now)
+        return cmds
+
+    def _on_release(self, ev: RequestReceived, env: wire.Signed, b: ReleaseBody, now: float) -> list[Command]:
+        c = self.contracts.get(b.contract_id.hex())
+
+        def no(code: str, reason: str) -> list[Command]:
+            return self._refuse(ev.request_id, b.contract_id, b.round, code, reason)
+
+        if c is None or not c.cid:
+            return no("unknown-contract", "no agreed contract with this id")
+        if ev.peer != c.rec.peer:
+            return no("wrong-peer", "this contract is with another peer")
+        if env.signer != self._peer_binding(c).sign_pub:
+            return no("signature", "not signed by the peer's attested enclave")
+        if "release" not in ACCEPTS_REQUEST[c.rec.state]:
+            return no("stopped", f"contract is {c.rec.state}: {c.rec.reason}")
+        if not 0 <= b.round < len(c.rounds):
+            return no("wrong-round", f"no round {b.round} (the schedule has {len(c.rounds)})")
+        rd = c.rounds[b.round]
+        if rd.giver == c.me:
+            return no("wrong-round", f"round {b.round} is ours to release, not the peer's")
+        if b.deposit_pub != rd.chunk.pubkey:
+            return no("wrong-key", f"round {b.round} releases deposit key {rd.chunk.pubkey.hex()[:16]}..., "
+                                   f"not {b.deposit_pub.hex()[:16]}...")
+        if b.recipient != self.binding.enc_pub:
+            return no("wrong-recipient", "the release is addressed to another enclave")
+        ack = Respond(ev.request_id, self._seal("ack", AckBody(c.cid, b.round)))
+        if b.round < c.next:
+            return [ack]  # a resend of a round we already hold: acknowledge again, nothing else
+        if b.round > c.next:
+            return no("out-of-order", f"round {b.round} before round {c.next}")
+        from node.tee.client import EnclaveRefused
+
+        try:
+            self.enclave.accept_key(b.ciphertext, release_context(c.cid, b.round), b.deposit_pub)
+        except EnclaveRefused as exc:
+            if exc.code != "duplicate-key":
+                reason = f"round {b.round}: our enclave refused the key ({exc.code}: {exc.reason})"
+                return no("wrong-key", reason) + self._stop(c, FAILED, reason, now, cheat=True)
+        # progress: the peer answered, so everything of ours before this round is acknowledged
+        c.rec.acked = max(c.rec.acked, b.round - 1)
+        c.next = b.round + 1
+        self._progress(c, now)
+        self._persist(c)
+        cmds = self._advance(c, now)
+        if c.rec.state == FAILED:
+            reason = c.rec.reason
+            return [Respond(ev.request_id, error_message(self.net, c.cid, b.round, "double-spent", reason))] + cmds
+        return [ack] + cmds
+
+    # -- responses -----------------------------------------------------------------
+    def _on_response(self, ev: ResponseReceived, now: float) -> list[Command]:
+        pend = self._pending.pop(ev.request_id, None)
+        if pend is None:
+            return []
+        key, kind, rnd = pend
+        c = self.contracts.get(key)
+        if c is None or ev.error:
+            return []  # transport failure: the retry timer resends
+        want = {"hello": frozenset({"agree", "error"}), "release": frozenset({"ack", "error"})}[kind]
+        try:
+            env, body = parse(ev.data, net=self.net, kinds=want & ACCEPTS_RESPONSE[c.rec.state])
+        except MessageError as exc:
+            self.refusals.append((exc.code, exc.reason))
+            return [Notify("release.refused", {"code": exc.code, "reason": exc.reason})]
+        if env.kind == "error":
+            return self._on_error(c, kind, rnd, body, now)
+        if env.kind == "agree":
+            return self._on_agree(c, ev, env, body, now)
+        # ack
+        if env.signer != self._peer_binding(c).sign_pub or body.contract_id != c.cid or body.round != rnd:
+            reason = "ack does not match the release it answers (signer, contract or round)"
+            self.refusals.append(("wrong-round", reason))
+            return [Notify("release.refused", {"code": "wrong-round", "reason": reason})]
+        if rnd > c.rec.acked:
+            c.rec.acked = rnd
+            self._progress(c, now)
+            self._persist(c)
+        return self._advance(c, now) if c.rec.state == RUNNING else []
+
+    def _on_error(self, c: Contract, kind: str, rnd: int, e: ErrorBody, now: float) -> list[Command]:
+        self.refusals.append(("peer-error", f"{e.code}: {e.reason}"))
+        note = Notify("release.peer-error", {"contract": c.key, "round": rnd, "code": e.code, "reason": e.reason})
+        if c.rec.state in TERMINAL:
+            return [note]
+        if e.code in ("double-spent", "wrong-key", "stopped", "not-expected", "attestation", "not-held", "funds",
+                      "schedule", "wrong-peer"):
+            return [note] + self._stop(c, FAILED, f"peer stopped: {e.code}: {e.reason}", now)
+        return [note]  # anything else: keep retrying until the deadline
+
+    def _on_agree(self, c: Contract, ev: ResponseReceived, env: wire.Signed, a: AgreeBody, now: float):
+        def bad(code: str, reason: str) -> list[Command]:
+            self.refusals.append((code, reason))
+            return [Notify("release.refused", {"code": code, "reason": reason})]
+
+        if c.rec.state != PROPOSED:
+            return []
+        if env.signer != a.binding.sign_pub:
+            return bad("signature", "agree is not signed by the enclave its binding names")
+        if a.binding.validate() or a.binding.net != self.net or a.binding.peer_id != c.rec.peer:
+            return bad("wrong-peer", "the binding names another peer or network")
+        cid = contract_id(c.rec.schedule, [self.binding, a.binding])
+        if a.contract_id != cid:
+            return bad("contract-id", "the agreed contract id is not the hash of the schedule and bindings")
+        why = self.attestations.check(a.quote, a.binding, now)
+        if why:
+            return bad("attestation", f"untrusted quote: {why}")
+        for r, rd in enumerate(c.rounds):
+            if rd.giver == 1 and not self.check_funds(rd.chunk.asset, rd.chunk.address):
+                return bad("funds", f"round {r}: no funds at {rd.chunk.address}")
+        old = c.key
+        if cid.hex() in self.contracts:  # a resumed proposal whose contract already runs
+            self.contracts.pop(old, None)
+            self.store.delete(old)
+            return []
+        c.rec.bindings = [self.binding, a.binding]
+        c.rec.quotes = [self.quote, a.quote]
+        c.rec.state = RUNNING
+        c.cid, c.key = cid, cid.hex()
+        self.contracts.pop(old, None)
+        self.contracts[c.key] = c
+        self._persist(c)
+        self.store.delete(old)
+        self._progress(c, now)
+        why = self._sync(c)
+        if why:
+            return self._stop(c, FAILED, why, now)
+        return [Notify("release.agreed", {"contract": c.key, "peer": c.rec.peer})] + self._advance(c, now)
+
+    # -- timers ----------------------------------------------------------------------
+    def _on_timer(self, name: str, now: float) -> list[Command]:
+        what, _, key = name.partition(":")
+        c = self.contracts.get(key)
+        if c is None or c.rec.state in TERMINAL:
+            return []
+        if what == "release.deadline":
+            if now + 1e-9 < c.progress_at + self.round_timeout:
+                return [SetTimer(name, c.progress_at + self.round_timeout)]
+            if c.rec.state == RUNNING and c.next >= len(c.rounds):
+                return self._stop(c, DONE, "all rounds done; the peer never acknowledged our last release", now)
+            return self._stop(c, WITHHELD, f"peer silent for {self.round_timeout:.0f} s at round {c.next}", now)
+        if what == "release.retry":
+            cmds = self._send_hello(c, now) if c.rec.state == PROPOSED else self._resend_last(c)
+            return cmds + [SetTimer(name, now + self.retry_interval)]
+        return []
+
+
+# ------------------------------------------------------------------ proof of cheating
+class CheatingProof(msgspec.Struct, array_like=True, frozen=True):
+    """Two ``release`` messages (wire-encoded signed envelopes) for one deposit key by one enclave."""
+
+    first: bytes
+    second: bytes
+
+
+def verify_cheating_proof(proof: CheatingProof, *, net: str | None = None) -> bytes | str:
+    """The device id (SHA-256 of the enclave signing key, as the offer book counts devices) when ``proof``
+    shows one enclave signing two releases of the same deposit key to different recipients or contracts;
+    otherwise a reason string. Self-contained: no ledger, no network."""
+    envs = []
+    for name, data in (("first", proof.first), ("second", proof.second)):
+        try:
+            env = wire.decode(data, wire.Signed, max_size=MAX_MESSAGE)
+        except wire.WireError as exc:
+            return f"{name}: malformed: {exc.reason}"
+        if env.version != VERSION or env.kind != "release":
+            return f"{name}: not a version-{VERSION} release record"
+        if net is not None and env.net != net:
+            return f"{name}: wrong network {env.net!r}"
+        try:
+            body = wire.decode(env.body, ReleaseBody, max_size=MAX_MESSAGE)
+        except wire.WireError as exc:
+            return f"{name}: malformed release body: {exc.reason}"
+        if not signature_ok(env):
+            return f"{name}: bad enclave signature"
+        envs.append((env, body))
+    (e1, b1), (e2, b2) = envs
+    if e1.signer != e2.signer:
+        return "the two releases are signed by different enclaves"
+    if b1.deposit_pub != b2.deposit_pub:
+        return "the two releases are of different deposit keys"
+    if (b1.recipient, b1.contract_id, b1.round) == (b2.recipient, b2.contract_id, b2.round):
+        return "the two releases are to the same recipient, contract and round (a resend, not a double release)"
+    return hashlib.sha256(e1.signer).digest()
+
+
+# ------------------------------------------------------------------ claims
+def sweep_claimer(enclave: Callable[[], object], ledger, fresh_address: Callable[[Chunk], str]
+                  ) -> Callable[[Chunk], str]:
+    """The default claim: export the received key to the owner and sweep the deposit to ``fresh_address(chunk)``.
+
+    ``enclave`` returns the current enclave (it changes across a restart); ``ledger`` is any
+    ``node.ledger.base.Ledger``. Idempotent: a deposit already swept to that owner address (a claim
+    interrupted by a crash) returns the earlier sweep's txid. When someone else spent the deposit
+    first it raises ``AlreadySpent`` naming the winning transaction (the double-spend evidence).
+    """
+    from node.ledger.base import AlreadySpent, InsufficientFunds
+
+    def claim(chunk: Chunk) -> str:
+        priv = enclave().export_to_owner(chunk.pubkey)
+        to = fresh_address(chunk)
+        try:
+            return ledger.sweep(chunk.asset, priv, to)
+        except (InsufficientFunds, AlreadySpent) as exc:
+            spends = [e.txid for e in ledger.watch([chunk.address])[0] if e.kind == "spend"]
+            if not spends:
+                raise
+            ours = {e.txid for e in ledger.watch([to])[0] if e.kind == "deposit"}
+            if spends[-1] in ours:
+                return spends[-1]
+            raise AlreadySpent(f"deposit {chunk.address} already spent by {spends[-1]}") from exc
+
+    return claim

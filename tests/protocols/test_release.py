@@ -1,0 +1,544 @@
+"""Tit-for-tat key release: swaps over an in-memory pair, every refusal reason, withholding, crash/restart at
+each step, double-spend detection, and the proof of cheating. Real InProcessEnclaves in tmp dirs, a real
+in-process DevLedger with funded deposits."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from pathlib import Path
+
+import coincurve
+import pytest
+
+from node import wire
+from node.assets import address_for
+from node.crypto import ecies_encrypt
+from node.ledger.devnet import FEES, DevLedger
+from node.protocols.base import Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started
+from node.protocols.base import TimerFired
+from node.protocols.offers import AttestationCache, default_attestation_verifier
+from node.protocols.release import (
+    DONE, FAILED, MAX_MESSAGE, PROTOCOL_ID, RUNNING, VERSION, WITHHELD, AckBody, CheatingProof, Chunk,
+    ContractStore, ErrorBody, HelloBody, ReleaseBody, ReleaseProtocol, Schedule, Round, contract_id, exposure,
+    release_context, swap_schedule, sweep_claimer, validate_schedule, verify_cheating_proof,
+)
+from node.protocols.testing import GossipNet
+from node.tee.client import InProcessEnclave
+from node.tee.enclave.core import release_aad
+from node.tee.policy import AttestationPolicy
+
+NET = "dev"
+NOW = 1_800_000_000.0
+ASSET = {"A": "BTC-REG", "B": "LTC", "C": "BTC-REG"}
+AMOUNT = 1_000_000
+POLICY = AttestationPolicy.dev()
+
+
+class Crash(BaseException):
+    """Raised at a chosen step to kill a side mid-call (the process dies; only disk survives). A BaseException,
+    so no handler in the code under test can swallow it, as none could swallow a SIGKILL."""
+
+
+class CrashPlan:
+    """Counts the steps (enclave calls and claims) of one side; raises Crash at step ``at`` (before or after)."""
+
+    def __init__(self, at: int | None = None, phase: str = "after") -> None:
+        self.at, self.phase, self.n, self.fired, self.log = at, phase, 0, False, []
+
+    def step(self, what: str, fn, *args):
+        self.n += 1
+        self.log.append(what)
+        hit = not self.fired and self.n == self.at
+        if hit and self.phase == "before":
+            self.fired = True
+            raise Crash(f"before {what}")
+        out = fn(*args)
+        if hit:
+            self.fired = True
+            raise Crash(f"after {what}")
+        return out
+
+
+class StepEnclave:
+    """Delegates to an enclave, counting the calls that change its sealed state."""
+
+    STEPS = ("release_key", "resend_release", "accept_key", "export_to_owner")
+
+    def __init__(self, inner, plan: CrashPlan) -> None:
+        self.inner, self.plan = inner, plan
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if name in self.STEPS:
+            return lambda *a: self.plan.step(name, attr, *a)
+        return attr
+
+
+class Side:
+    def __init__(self, name: str, root: Path, ledger: DevLedger, n_chunks: int = 3, plan: CrashPlan | None = None,
+                 claim_policy: str = "sweep", enclave_factory=None) -> None:
+        self.name, self.peer_id, self.dir, self.ledger = name, f"12D3Koo{name}", root / name, ledger
+        self.plan = plan or CrashPlan()
+        self.factory = enclave_factory or (lambda d: InProcessEnclave(d))
+        self.raw = self.factory(self.dir)
+        self.chunks = []
+        for pub in self.raw.generate_keys(n_chunks):
+            addr = address_for(ASSET[name], pub)
+            ledger.faucet(ASSET[name], addr, AMOUNT)
+            self.chunks.append(Chunk(ASSET[name], addr, pub, AMOUNT))
+        self.binding = self.raw.binding_for(NET, self.peer_id)
+        self.quote = self.raw.quote(self.binding, now=NOW)
+        self.claim_policy = claim_policy
+        self.gen = 0
+        self.notes: list[Notify] = []
+        self.expected: list[tuple[str, Schedule]] = []
+        self.proto = self._make()
+
+    def owner_address(self, chunk: Chunk) -> str:
+        k = coincurve.PrivateKey(hashlib.sha256(b"owner" + self.name.encode() + chunk.pubkey).digest())
+        return address_for(chunk.asset, k.public_key.format())
+
+    def _make(self) -> ReleaseProtocol:
+        self.enc = StepEnclave(self.raw, self.plan)
+        claim = sweep_claimer(lambda: self.enc, self.ledger, self.owner_address)
+        proto = ReleaseProtocol(
+            net=NET, enclave=self.enc, binding=self.binding, quote=self.quote,
+            attestations=AttestationCache(default_attestation_verifier(POLICY)),
+            check_funds=lambda asset, addr: self.ledger.balance(asset, addr).unconfirmed > 0,
+            claim=lambda chunk: self.plan.step("claim", claim, chunk),
+            store=ContractStore(self.dir / "contracts"), claim_policy=self.claim_policy,
+            round_timeout=30.0, retry_interval=2.0,
+        )
+        for peer, sched in self.expected:
+            proto.expect(peer, sched)
+        return proto
+
+    def expect(self, peer: str, sched: Schedule) -> None:
+        self.expected.append((peer, sched))
+        self.proto.expect(peer, sched)
+
+    def restart(self) -> None:
+        """What a restart looks like: the same data directory, a new enclave object and protocol object."""
+        self.raw.close()
+        self.raw = self.factory(self.dir)
+        self.gen += 1
+        self.proto = self._make()
+
+    def journal_releases(self) -> list[bytes]:
+        return [e.pub for e in self.raw._core.journal() if e.op == "release"]
+
+
+class Pair:
+    """Sides wired in memory (ConnectionPair-style) with a virtual clock, timers, crashes and message filters."""
+
+    def __init__(self, *sides: Side) -> None:
+        self.sides = {s.peer_id: s for s in sides}
+        self.now = NOW
+        self.queue: deque = deque()
+        self.timers: dict[tuple[str, str], float] = {}
+        self.calls: dict[int, tuple[str, int, int]] = {}
+        self.call_ids = 0
+        self.sent: list[tuple[str, SendRequest]] = []
+        self.drop = lambda src, cmd: False  # filter: True drops an outgoing request
+        self.on_send = lambda src, cmd: None
+        self.crashes = 0
+        for s in sides:
+            self.queue.append((s.peer_id, s.gen, Started(s.peer_id)))
+
+    def call(self, side: Side, fn, *args) -> None:
+        try:
+            self.carry(side, fn(*args, self.now))
+        except Crash:
+            self.crash(side)
+
+    def crash(self, side: Side) -> None:
+        self.crashes += 1
+        side.restart()
+        for key in [k for k in self.timers if k[0] == side.peer_id]:
+            del self.timers[key]
+        self.queue.append((side.peer_id, side.gen, Started(side.peer_id)))
+
+    def carry(self, side: Side, cmds) -> None:
+        for cmd in cmds:
+            if isinstance(cmd, SetTimer):
+                self.timers[(side.peer_id, cmd.name)] = cmd.at
+            elif isinstance(cmd, Notify):
+                side.notes.append(cmd)
+            elif isinstance(cmd, SendRequest):
+                self.sent.append((side.peer_id, cmd))
+                self.on_send(side, cmd)
+                if self.drop(side, cmd) or cmd.peer not in self.sides:
+                    continue
+                self.call_ids += 1
+                self.calls[self.call_ids] = (side.peer_id, side.gen, cmd.request_id)
+                target = self.sides[cmd.peer]
+                ev = RequestReceived(cmd.protocol, side.peer_id, self.call_ids, cmd.data)
+                self.queue.append((cmd.peer, target.gen, ev))
+            elif isinstance(cmd, Respond):
+                call = self.calls.pop(cmd.request_id, None)
+                if call is not None:
+                    peer, gen, rid = call
+                    self.queue.append((peer, gen, ResponseReceived(PROTOCOL_ID, side.peer_id, rid, cmd.data)))
+
+    def step(self) -> bool:
+        if self.queue:
+            peer, gen, ev = self.queue.popleft()
+            side = self.sides[peer]
+            if gen != side.gen:
+                return True  # addressed to a process that died
+            try:
+                self.carry(side, side.proto.handle(ev, self.now))
+            except Crash:
+                self.crash(side)
+            return True
+        if not self.timers:
+            return False
+        (peer, name), at = min(self.timers.items(), key=lambda kv: kv[1])
+        del self.timers[(peer, name)]
+        self.now = max(self.now, at)
+        self.queue.append((peer, self.sides[peer].gen, TimerFired(name)))
+        return True
+
+    def run(self, until: float = 300.0, done=None) -> None:
+        while self.now < NOW + until and self.step():
+            if done is not None and done():
+                return
+
+
+def setup_swap(tmp_path, n=3, plans=(None, None), policy="sweep", factory=None):
+    ledger = DevLedger(None, automine=True)
+    a = Side("A", tmp_path, ledger, n, plans[0], policy, factory)
+    b = Side("B", tmp_path, ledger, n, plans[1], policy)
+    sched = swap_schedule(a.chunks, b.chunks)
+    b.expect(a.peer_id, sched)
+    pair = Pair(a, b)
+    pair.run(until=0)  # deliver Started
+    pair.call(a, a.proto.propose, b.peer_id, sched)
+    cid = contract_id(sched, [a.binding, b.binding])
+    return ledger, a, b, sched, cid, pair
+
+
+def both_stopped(a, b, cid):
+    return lambda: all(s.proto.state(cid) in (DONE, WITHHELD, FAILED) for s in (a, b))
+
+
+def assert_swapped(ledger, a, b, cid):
+    for me, other in ((a, b), (b, a)):
+        assert me.proto.state(cid) == DONE, (me.name, me.proto.contracts[cid.hex()].rec.reason)
+        out = me.proto.outcome(cid)
+        assert out.status == "claimed" and out.lost == 0 and out.received == len(other.chunks)
+        assert [c.status for c in out.chunks] == ["claimed"] * len(other.chunks)
+        for ch in other.chunks:  # every chunk of the peer is now at a fresh address of our owner
+            fee = FEES["utxo"]
+            assert ledger.balance(ch.asset, me.owner_address(ch)).unconfirmed == ch.amount - fee
+            assert ledger.balance(ch.asset, ch.address).unconfirmed == 0
+        rel = me.journal_releases()  # each of our keys released exactly once, all to the peer
+        assert sorted(rel) == sorted(c.pubkey for c in me.chunks)
+        assert {k.state for k in me.raw.list_keys() if k.origin == "generated"} == {"released"}
+
+
+# ---------------------------------------------------------------- schedule
+def test_swap_schedule_alternates_and_bounds_exposure():
+    ch = [Chunk("BTC-REG", f"addr{i}", bytes([2]) + bytes([i]) * 32, 1) for i in range(1, 8)]
+    s = swap_schedule(ch[:3], ch[3:6])
+    assert [(r.giver, r.chunk.address) for r in s.rounds] == [
+        (0, "addr1"), (1, "addr4"), (0, "addr2"), (1, "addr5"), (0, "addr3"), (1, "addr6")]
+    assert exposure(s) == [1, 0]
+    with pytest.raises(ValueError, match="exposed to 2"):
+        swap_schedule(ch[:3], ch[3:4])
+    assert "appears twice" in validate_schedule(Schedule([Round(0, 1, ch[0]), Round(1, 0, ch[0])]))
+    assert "two parties" in validate_schedule(Schedule([Round(0, 0, ch[0])]))
+
+
+# ---------------------------------------------------------------- happy path
+def test_three_chunk_swap_completes_and_each_side_sweeps(tmp_path):
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path)
+    pair.run(done=both_stopped(a, b, cid))
+    assert_swapped(ledger, a, b, cid)
+    releases = [c for _, c in pair.sent if wire.decode(c.data, wire.Signed).kind == "release"]
+    assert len(releases) == 6  # one message per round, nothing resent
+    assert any(n.kind == "release.outcome" and n.detail["status"] == "claimed" for n in a.notes)
+
+
+def test_swap_over_gossipnet(tmp_path):
+    ledger = DevLedger(None, automine=True)
+    a2 = Side("A", tmp_path, ledger)
+    b2 = Side("B", tmp_path, ledger)
+    sched = swap_schedule(a2.chunks, b2.chunks)
+    b2.expect(a2.peer_id, sched)
+    net = GossipNet()
+    net.add(a2.peer_id, a2.proto, now=NOW)
+    net.add(b2.peer_id, b2.proto, now=NOW)
+    net.call(a2.peer_id, a2.proto, a2.proto.propose(b2.peer_id, sched, NOW), NOW)
+    assert_swapped(ledger, a2, b2, contract_id(sched, [a2.binding, b2.binding]))
+
+
+def test_keep_policy_keeps_keys_in_the_enclave(tmp_path):
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path, n=2, policy="keep")
+    pair.run(done=both_stopped(a, b, cid))
+    for me, other in ((a, b), (b, a)):
+        out = me.proto.outcome(cid)
+        assert me.proto.state(cid) == DONE and out.status == "claimed"
+        assert [c.status for c in out.chunks] == ["kept", "kept"]
+        states = {k.pubkey: k.state for k in me.raw.list_keys()}
+        assert all(states[c.pubkey] == "received" for c in other.chunks)  # held in the enclave, not swept
+
+
+# ---------------------------------------------------------------- validation
+def _running(tmp_path):
+    """A contract agreed on both sides, with A's releases held back so we can talk to B directly."""
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path)
+    pair.drop = lambda src, cmd: src is a and wire.decode(cmd.data, wire.Signed).kind == "release"
+    pair.run(until=1)
+    assert b.proto.state(cid) == RUNNING and a.proto.state(cid) == RUNNING
+    return ledger, a, b, sched, cid, pair
+
+
+def _ask(side: Side, data: bytes, peer: str = "12D3KooA"):
+    cmds = side.proto.handle(RequestReceived(PROTOCOL_ID, peer, 77, data), NOW + 1)
+    resp = [c for c in cmds if isinstance(c, Respond)]
+    assert len(resp) == 1
+    env = wire.decode(resp[0].data, wire.Signed)
+    if env.kind == "error":
+        body = wire.decode(env.body, ErrorBody)
+        return body.code, body.reason
+    return env.kind, ""
+
+
+def _signed(enclave, kind: str, body, *, net=NET, version=VERSION, signer=None) -> bytes:
+    raw = wire.encode(body)
+    sig = enclave.sign("release", wire.signing_digest(version, net, kind, raw))
+    signer = signer if signer is not None else enclave.info().sign_pub
+    return wire.encode(wire.Signed(version, net, kind, raw, signer, sig))
+
+
+def test_every_malformed_or_out_of_order_message_gets_its_reason(tmp_path):
+    ledger, a, b, sched, cid, pair = _running(tmp_path)
+    enc_b = b.binding.enc_pub
+    a_priv = {r.pub: r.priv for r in a.raw._core.list_keys()}
+    ch0 = sched.rounds[0].chunk
+
+    def rel(rnd=0, pub=ch0.pubkey, recipient=enc_b, ct=None, cid_=cid, **kw):
+        if ct is None:  # a genuine-looking ciphertext of the right key for that round
+            ct = ecies_encrypt(enc_b, a_priv.get(pub, b"\x01" * 32), release_aad(pub, release_context(cid_, rnd)))
+        return _signed(a.raw, "release", ReleaseBody(cid_, rnd, pub, recipient, ct), **kw)
+
+    good = rel()
+    env = wire.decode(good, wire.Signed)
+    cases = {
+        "malformed": [b"", b"\xc1garbage", b"\x00" * (MAX_MESSAGE + 1),
+                      wire.encode(wire.Signed(VERSION, NET, "release", b"\x93\x01", env.signer, env.sig))],
+        "version": [rel(version=2)],
+        "network": [rel(net="main")],
+        "kind": [_signed(a.raw, "bogus", AckBody(cid, 0))],
+        "signature": [wire.encode(wire.Signed(VERSION, NET, "release", env.body, env.signer, b"\x00" * 64)),
+                      wire.encode(wire.Signed(VERSION, NET, "release", env.body, b.binding.sign_pub, env.sig)),
+                      _signed(b.raw, "release", wire.decode(env.body, ReleaseBody))],  # signed by a stranger
+        "unknown-contract": [rel(cid_=b"\x07" * 32)],
+        "wrong-peer": [],
+        "wrong-round": [rel(rnd=99), rel(rnd=1, pub=sched.rounds[1].chunk.pubkey)],
+        "wrong-key": [rel(rnd=0, pub=sched.rounds[2].chunk.pubkey)],
+        "wrong-recipient": [rel(recipient=a.binding.enc_pub)],
+        "out-of-order": [rel(rnd=2, pub=sched.rounds[2].chunk.pubkey), _signed(a.raw, "ack", AckBody(cid, 0)),
+                         _signed(a.raw, "agree", AckBody(cid, 0))],
+    }
+    for code, msgs in cases.items():
+        for m in msgs:
+            got, reason = _ask(b, m)
+            assert got == code, (code, got, reason)
+            assert reason
+    assert _ask(b, good, peer="12D3KooMallory")[0] == "wrong-peer"
+    assert b.proto.state(cid) == RUNNING  # none of that moved or stopped the contract
+    # hellos: unexpected, from a peer its binding does not name, a bad schedule
+    hello = _signed(a.raw, "hello", HelloBody(swap_schedule(a.chunks[:1], b.chunks[:1]), a.binding, a.quote))
+    assert _ask(b, hello)[0] == "not-expected"
+    assert _ask(b, hello, peer="12D3KooMallory")[0] == "wrong-peer"
+    bad = Schedule([Round(0, 1, a.chunks[0]), Round(0, 1, a.chunks[1])])
+    assert _ask(b, _signed(a.raw, "hello", HelloBody(bad, a.binding, a.quote)))[0] == "schedule"
+    # a resent hello of the running contract is answered with the same agreement
+    assert _ask(b, _signed(a.raw, "hello", HelloBody(sched, a.binding, a.quote)))[0] == "agree"
+    # the right round and key but a ciphertext that is not that key: the enclave refuses it, the contract stops
+    got, reason = _ask(b, rel(ct=ecies_encrypt(enc_b, b"\x05" * 32, release_aad(ch0.pubkey, release_context(cid, 0)))))
+    assert got == "wrong-key" and "wrong-key" in reason
+    assert b.proto.state(cid) == FAILED and b.proto.outcome(cid).status == "failed"
+    assert _ask(b, good)[0] == "stopped"
+    assert b.journal_releases() == []  # B released nothing
+
+
+# ---------------------------------------------------------------- withholding
+@pytest.mark.parametrize("stop_at", [1, 3, 5])
+def test_a_withholding_peer_costs_at_most_one_chunk(tmp_path, stop_at):
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path)
+
+    def withhold(src, cmd):  # B sends nothing from its round `stop_at` on (neither the release nor resends)
+        env = wire.decode(cmd.data, wire.Signed)
+        return src is b and env.kind == "release" and wire.decode(env.body, ReleaseBody).round >= stop_at
+
+    pair.drop = withhold
+    pair.run(done=lambda: a.proto.state(cid) in (WITHHELD, FAILED, DONE))
+    assert a.proto.state(cid) == WITHHELD
+    out = a.proto.outcome(cid)
+    assert out.status == "withheld" and out.lost == 1 and out.released == out.received + 1
+    assert [c.status for c in out.chunks] == ["claimed"] * (stop_at // 2) + ["withheld"] * (3 - stop_at // 2)
+    note = next(n for n in a.notes if n.kind == "release.withheld")
+    assert note.detail["lost"] == 1 and note.detail["peer"] == b.peer_id
+    assert len(a.journal_releases()) == stop_at // 2 + 1  # A stopped releasing after the silent round
+
+
+def test_a_silent_peer_before_agreement_costs_nothing(tmp_path):
+    ledger2 = DevLedger(None, automine=True)
+    a2, b2 = Side("A", tmp_path / "2", ledger2), Side("B", tmp_path / "2", ledger2)
+    p2 = Pair(a2, b2)
+    p2.drop = lambda src, cmd: True
+    p2.run(until=0)
+    s2 = swap_schedule(a2.chunks, b2.chunks)
+    p2.call(a2, a2.proto.propose, b2.peer_id, s2)
+    p2.run(until=100)
+    (c,) = a2.proto.contracts.values()
+    assert c.rec.state == WITHHELD and c.outcome.lost == 0 and a2.journal_releases() == []
+
+
+# ---------------------------------------------------------------- crash / restart
+def _count_steps(tmp_path):
+    plans = (CrashPlan(), CrashPlan())
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path / "count", plans=plans)
+    pair.run(done=both_stopped(a, b, cid))
+    assert_swapped(ledger, a, b, cid)
+    return plans[0].n, plans[1].n
+
+
+_STEPS: dict = {}
+
+
+def crash_points():
+    # 3 chunks each: per side 3 releases, 3 accepts, 3 exports, 3 claims (sweeps)
+    return [(side, i, phase) for side in (0, 1) for i in range(1, 13) for phase in ("before", "after")]
+
+
+@pytest.mark.parametrize("side,step,phase", crash_points())
+def test_crash_at_each_step_finishes_the_swap_without_double_release_or_loss(tmp_path, side, step, phase):
+    plans = [CrashPlan(), CrashPlan()]
+    plans[side] = CrashPlan(step, phase)
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path, plans=tuple(plans))
+    pair.run(done=both_stopped(a, b, cid))
+    assert plans[side].fired, f"step {step} never happened ({plans[side].log})"
+    assert pair.crashes == 1
+    assert_swapped(ledger, a, b, cid)
+
+
+def test_the_crash_points_cover_every_step(tmp_path):
+    na, nb = _count_steps(tmp_path)
+    assert (na, nb) == (12, 12)  # so crash_points() visits each of them
+
+
+# ---------------------------------------------------------------- double spend
+def test_double_spend_after_release_is_detected_and_reported(tmp_path):
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path)
+    ch0 = sched.rounds[0].chunk
+    leaked = {r.pub: r.priv for r in a.raw._core.list_keys()}[ch0.pubkey]  # a broken TEE: the key got out
+    thief = address_for(ch0.asset, coincurve.PrivateKey(b"\x09" * 32).public_key.format())
+    winner = []
+
+    def double_spend(src, cmd):
+        env = wire.decode(cmd.data, wire.Signed)
+        if src is a and env.kind == "release" and not winner:
+            winner.append(ledger.sweep(ch0.asset, leaked, thief))  # spent right after the release left
+
+    pair.on_send = double_spend
+    pair.run(done=both_stopped(a, b, cid))
+    assert b.proto.state(cid) == FAILED
+    out = b.proto.outcome(cid)
+    assert out.status == "double-spent" and out.lost == 0
+    assert out.chunks[0].status == "double-spent" and winner[0] in out.chunks[0].detail  # names the winning tx
+    assert any(n.kind == "release.outcome" and n.detail["status"] == "double-spent" for n in b.notes)
+    assert b.journal_releases() == []  # B never released anything to the cheater
+    assert a.proto.state(cid) == FAILED and "double-spent" in a.proto.contracts[cid.hex()].rec.reason
+
+
+# ---------------------------------------------------------------- proof of cheating
+class DoubleReleasingEnclaveForTests:
+    """TEST-ONLY stand-in for a BROKEN enclave: it releases a deposit key again to anyone who asks,
+    which an honest enclave (``node.tee.enclave.core``) refuses. Everything else is the real enclave."""
+
+    def __init__(self, datadir: Path) -> None:
+        self.inner = InProcessEnclave(datadir)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def list_keys(self):  # the broken device also lies about what it released
+        from node.tee.client import KeyStatus
+
+        return [KeyStatus(k.pubkey, "held", b"", k.origin) if k.state == "released" else k
+                for k in self.inner.list_keys()]
+
+    def release_key(self, pub: bytes, recipient: bytes, context: bytes) -> bytes:
+        from node.tee.client import EnclaveRefused
+
+        try:
+            return self.inner.release_key(pub, recipient, context)
+        except EnclaveRefused as exc:
+            if exc.code != "already-released":
+                raise
+            priv = next(r.priv for r in self.inner._core.list_keys() if r.pub == pub)
+            return ecies_encrypt(recipient, priv, release_aad(pub, context))
+
+
+def test_cheating_proof_verifies_and_a_tampered_one_does_not(tmp_path):
+    ledger = DevLedger(None, automine=True)
+    a = Side("A", tmp_path, ledger, 1, enclave_factory=DoubleReleasingEnclaveForTests)
+    b = Side("B", tmp_path, ledger, 1)
+    c = Side("C", tmp_path, ledger, 1)
+    pair = Pair(a, b, c)
+    pair.run(until=0)
+    releases = []
+    pair.on_send = lambda src, cmd: releases.append(cmd.data) if (
+        src is a and wire.decode(cmd.data, wire.Signed).kind == "release") else None
+    for other in (b, c):  # the same chunk of A sold to two counterparties
+        s = swap_schedule(a.chunks, other.chunks)
+        other.expect(a.peer_id, s)
+        pair.call(a, a.proto.propose, other.peer_id, s)
+    pair.run(until=100)
+    assert len(releases) == 2
+    proof = CheatingProof(releases[0], releases[1])
+    device = verify_cheating_proof(proof, net=NET)
+    assert device == hashlib.sha256(a.binding.sign_pub).digest()
+    assert verify_cheating_proof(wire.decode(wire.encode(proof), CheatingProof)) == device  # it travels
+
+    # tampered: a flipped signature byte, a changed recipient, the same record twice, two different signers
+    env = wire.decode(releases[1], wire.Signed)
+    flipped = wire.encode(wire.Signed(env.version, env.net, env.kind, env.body, env.signer,
+                                      bytes([env.sig[0] ^ 1]) + env.sig[1:]))
+    body = wire.decode(env.body, ReleaseBody)
+    moved = wire.encode(wire.Signed(env.version, env.net, env.kind, wire.encode(
+        ReleaseBody(body.contract_id, body.round, body.deposit_pub, b.binding.enc_pub, body.ciphertext)),
+        env.signer, env.sig))
+    assert "bad enclave signature" in verify_cheating_proof(CheatingProof(releases[0], flipped))
+    assert "bad enclave signature" in verify_cheating_proof(CheatingProof(releases[0], moved))
+    assert "resend" in verify_cheating_proof(CheatingProof(releases[0], releases[0]))
+    assert "malformed" in verify_cheating_proof(CheatingProof(releases[0], b"\x00"))
+    assert "wrong network" in verify_cheating_proof(proof, net="main")
+    b_rel = [d for _, cmd in pair.sent if (d := cmd.data) and wire.decode(d, wire.Signed).kind == "release"
+             and wire.decode(d, wire.Signed).signer != a.binding.sign_pub]
+    assert b_rel and "different enclaves" in verify_cheating_proof(CheatingProof(releases[0], b_rel[0]))
+
+
+def test_an_honest_enclave_refuses_the_second_release(tmp_path):
+    ledger = DevLedger(None, automine=True)
+    a, b, c = (Side(n, tmp_path, ledger, 1) for n in "ABC")
+    pair = Pair(a, b, c)
+    pair.run(until=0)
+    cids = []
+    for other in (b, c):
+        s = swap_schedule(a.chunks, other.chunks)
+        other.expect(a.peer_id, s)
+        pair.call(a, a.proto.propose, other.peer_id, s)
+        cids.append(contract_id(s, [a.binding, other.binding]))
+    pair.run(until=100)
+    states = sorted(a.proto.state(x) for x in cids)
+    assert states == [DONE, FAILED]
+    failed = next(x for x in cids if a.proto.state(x) == FAILED)
+    assert "already-released" in a.proto.contracts[failed.hex()].rec.reason or "released to another" in \
+        a.proto.contracts[failed.hex()].rec.reason
+    assert len(a.journal_releases()) == 1
