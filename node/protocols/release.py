@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -393,7 +394,7 @@ class ReleaseProtocol:
         self._expected: set[tuple[str, bytes]] = set()
         self._pending: dict[int, tuple[str, str, int]] = {}  # request id -> (contract key, kind, round)
         self._req = 0
-        self.refusals: list[tuple[str, str]] = []  # (code, reason) of every refused input, newest last
+        self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)  # (code, reason) of refused input, newest last
 
     # -- application calls ------------------------------------------------
     def expect(self, peer: str, schedule: Schedule) -> None:
@@ -454,6 +455,13 @@ class ReleaseProtocol:
         if notify:
             cmds.append(Notify("release.refused", {"code": code, "reason": reason}))
         return cmds
+
+    def _funds(self, chunk: Chunk) -> bool:
+        """``check_funds`` for a chunk; a ledger that cannot answer counts as "not there" (we do not go on)."""
+        try:
+            return bool(self.check_funds(chunk.asset, chunk.address))
+        except Exception:
+            return False
 
     def _persist(self, c: Contract) -> None:
         self.store.put(c.key, c.rec)
@@ -596,7 +604,7 @@ class ReleaseProtocol:
             prev = c.next - 1
             if prev >= 0 and c.rounds[prev].giver != c.me and self.claim_policy == "keep":
                 pc = c.rounds[prev].chunk
-                if not self.check_funds(pc.asset, pc.address):
+                if not self._funds(pc):
                     c.rec.claims = [x for x in c.rec.claims if x.round != prev] + [
                         ClaimRecord(prev, "double-spent", "", f"funds at {pc.address} are gone")]
                     self._persist(c)
@@ -619,6 +627,8 @@ class ReleaseProtocol:
     def _stop(self, c: Contract, state: str, reason: str, now: float, cheat: bool = False) -> list[Command]:
         c.rec.state, c.rec.reason = state, reason
         self._persist(c)
+        for rid in [rid for rid, p in self._pending.items() if p[0] == c.key]:
+            del self._pending[rid]
         c.outcome = self._make_outcome(c)
         cmds: list[Command] = []
         if state == WITHHELD:
@@ -696,7 +706,7 @@ class ReleaseProtocol:
                     k = keys.get(rd.chunk.pubkey)
                     if k is None or k.state != "held":
                         return no("not-held", f"round {r}: our enclave does not hold that deposit key")
-                elif not self.check_funds(rd.chunk.asset, rd.chunk.address):
+                elif not self._funds(rd.chunk):
                     return no("funds", f"round {r}: no funds at {rd.chunk.address}")
             rec = ContractRecord(self.net, 1, ev.peer, h.schedule, [h.binding, self.binding], [h.quote, self.quote],
                                  RUNNING)
@@ -818,7 +828,7 @@ class ReleaseProtocol:
         if why:
             return bad("attestation", f"untrusted quote: {why}")
         for r, rd in enumerate(c.rounds):
-            if rd.giver == 1 and not self.check_funds(rd.chunk.asset, rd.chunk.address):
+            if rd.giver == 1 and not self._funds(rd.chunk):
                 return bad("funds", f"round {r}: no funds at {rd.chunk.address}")
         old = c.key
         if cid.hex() in self.contracts:  # a resumed proposal whose contract already runs

@@ -408,9 +408,6 @@ def _count_steps(tmp_path):
     return plans[0].n, plans[1].n
 
 
-_STEPS: dict = {}
-
-
 def crash_points():
     # 3 chunks each: per side 3 releases, 3 accepts, 3 exports, 3 claims (sweeps)
     return [(side, i, phase) for side in (0, 1) for i in range(1, 13) for phase in ("before", "after")]
@@ -542,3 +539,65 @@ def test_an_honest_enclave_refuses_the_second_release(tmp_path):
     assert "already-released" in a.proto.contracts[failed.hex()].rec.reason or "released to another" in \
         a.proto.contracts[failed.hex()].rec.reason
     assert len(a.journal_releases()) == 1
+
+
+# ---------------------------------------------------------------- agreement checks
+def test_an_untrusted_quote_is_refused_on_either_side(tmp_path):
+    # B answers with a quote that does not commit to its binding: A refuses the agreement, releases nothing
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path / "1")
+    assert a.proto.state(cid) is None  # the hello is still in flight
+    b.proto.quote = a.quote
+    pair.run(until=100)
+    (c,) = a.proto.contracts.values()
+    assert c.rec.state == WITHHELD and c.outcome.lost == 0 and a.journal_releases() == []
+    assert any(code == "attestation" and "binding-mismatch" in why for code, why in a.proto.refusals)
+    # A's hello carries a quote of another enclave: B refuses it with the reason
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path / "2")
+    bad = _signed(a.raw, "hello", HelloBody(sched, a.binding, b.quote))
+    b.proto.contracts.clear()
+    b.proto.expect(a.peer_id, sched)
+    code, reason = _ask(b, bad)
+    assert code == "attestation" and "binding-mismatch" in reason
+
+
+def test_agreement_needs_the_counterpartys_funds_on_the_ledger(tmp_path):
+    ledger = DevLedger(None, automine=True)
+    a, b = Side("A", tmp_path, ledger), Side("B", tmp_path, ledger)
+    leaked = {r.pub: r.priv for r in a.raw._core.list_keys()}[a.chunks[1].pubkey]
+    ledger.sweep(a.chunks[1].asset, leaked, a.owner_address(a.chunks[1]))  # A's second chunk is gone already
+    sched = swap_schedule(a.chunks, b.chunks)
+    b.expect(a.peer_id, sched)
+    pair = Pair(a, b)
+    pair.run(until=0)
+    pair.call(a, a.proto.propose, b.peer_id, sched)
+    pair.run(until=100)
+    assert any(code == "funds" for code, _ in b.proto.refusals)
+    (c,) = a.proto.contracts.values()
+    assert c.rec.state == FAILED and "funds" in c.rec.reason and a.journal_releases() == []
+    assert b.proto.contracts == {} and b.journal_releases() == []
+
+
+def test_mutated_messages_never_crash_the_protocol(tmp_path):
+    import random
+
+    ledger, a, b, sched, cid, pair = _running(tmp_path)
+    a_priv = {r.pub: r.priv for r in a.raw._core.list_keys()}
+    ch0 = sched.rounds[0].chunk
+    ct = ecies_encrypt(b.binding.enc_pub, a_priv[ch0.pubkey], release_aad(ch0.pubkey, release_context(cid, 0)))
+    seeds = [_signed(a.raw, "release", ReleaseBody(cid, 0, ch0.pubkey, b.binding.enc_pub, ct)),
+             _signed(a.raw, "hello", HelloBody(sched, a.binding, a.quote))]
+    rng = random.Random(7)
+    for i in range(400):
+        m = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            op = rng.random()
+            pos = rng.randrange(len(m))
+            if op < 0.6:
+                m[pos] ^= 1 << rng.randrange(8)
+            elif op < 0.8:
+                del m[pos]
+            else:
+                m.insert(pos, rng.randrange(256))
+        cmds = b.proto.handle(RequestReceived(PROTOCOL_ID, a.peer_id, 1000 + i, bytes(m)), NOW + 1)
+        assert sum(isinstance(c, Respond) for c in cmds) == 1
+    assert b.journal_releases() == []
