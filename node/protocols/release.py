@@ -331,12 +331,19 @@ class ContractStore:
         else:
             (self.path / f"{key}.rec").unlink(missing_ok=True)
 
-    def items(self) -> list[tuple[str, ContractRecord]]:
+    def items(self) -> list[tuple[str, ContractRecord | str]]:
+        """Every record by key; a record that does not decode is returned as the reason instead."""
         if self.path is None:
             raw = sorted(self._mem.items())
         else:
             raw = [(p.name[:-4], p.read_bytes()) for p in sorted(self.path.glob("*.rec"))]
-        return [(k, msgspec.msgpack.decode(v, type=ContractRecord)) for k, v in raw]
+        out: list[tuple[str, ContractRecord | str]] = []
+        for k, v in raw:
+            try:
+                out.append((k, wire.decode(v, ContractRecord)))
+            except wire.WireError as exc:
+                out.append((k, exc.reason))
+        return out
 
 
 # ------------------------------------------------------------------ protocol
@@ -511,6 +518,9 @@ class ReleaseProtocol:
     def _resume(self, now: float) -> list[Command]:
         cmds: list[Command] = []
         for key, rec in self.store.items():
+            if isinstance(rec, str):
+                cmds.append(Notify("release.store-error", {"contract": key, "reason": rec}))
+                continue
             c = Contract(key, rec, progress_at=now)
             self.contracts[key] = c
             if rec.state == PROPOSED:

@@ -601,3 +601,13 @@ def test_mutated_messages_never_crash_the_protocol(tmp_path):
         cmds = b.proto.handle(RequestReceived(PROTOCOL_ID, a.peer_id, 1000 + i, bytes(m)), NOW + 1)
         assert sum(isinstance(c, Respond) for c in cmds) == 1
     assert b.journal_releases() == []
+
+
+def test_a_corrupt_contract_record_is_reported_not_fatal(tmp_path):
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path)
+    pair.run(done=both_stopped(a, b, cid))
+    (rec,) = (a.dir / "contracts").glob("*.rec")
+    rec.write_bytes(b"\x00garbage")
+    a.restart()
+    cmds = a.proto.handle(Started(a.peer_id), NOW)
+    assert [c.kind for c in cmds if isinstance(c, Notify)] == ["release.store-error"]
