@@ -27,10 +27,15 @@ deposit key and different recipients or contracts are a self-contained
 
 State per contract (h11-style; ``TRANSITIONS`` is the table)::
 
-    PROPOSED --agree--> RUNNING --all rounds--> DONE
-        |                  |-- peer silent past the deadline --> WITHHELD
-        |                  '-- wrong key / funds gone / peer stopped --> FAILED
-        '-- refused / silent --> FAILED / WITHHELD
+    (none) --propose--> PROPOSED --agree--> RUNNING --last-round / unacked-end--> DONE
+    (none) --hello----------------------> RUNNING --deadline (peer silent)--> WITHHELD
+                        PROPOSED --bad-agree / refused--> FAILED   RUNNING --cheat / peer-stopped /
+                        PROPOSED --deadline--> WITHHELD                      local-refusal--> FAILED
+
+Which message kinds each state accepts is ``ACCEPTS_REQUEST`` / ``ACCEPTS_RESPONSE``; anything else is
+answered with an ``error`` carrying a stable code (malformed, version, network, kind, signature,
+out-of-order, unknown-contract, wrong-peer, wrong-round, wrong-key, wrong-recipient, stopped, schedule,
+not-expected, attestation, not-held, funds, double-spent) and a reason; input never raises.
 
 Before releasing its next key a side requires that the key of the peer's
 previous round was accepted by its enclave (``accept_key`` checks it against
@@ -76,10 +81,19 @@ ACCEPTS_REQUEST = {PROPOSED: frozenset(), RUNNING: frozenset({"release"}), DONE:
                    WITHHELD: frozenset(), FAILED: frozenset()}
 ACCEPTS_RESPONSE = {PROPOSED: frozenset({"agree", "error"}), RUNNING: frozenset({"ack", "error"}),
                     DONE: frozenset({"ack", "error"}), WITHHELD: frozenset(), FAILED: frozenset()}
-TRANSITIONS = {
-    (PROPOSED, "agree"): RUNNING, (PROPOSED, "error"): FAILED, (PROPOSED, "deadline"): WITHHELD,
-    (RUNNING, "last-round"): DONE, (RUNNING, "deadline"): WITHHELD, (RUNNING, "cheat"): FAILED,
-    (RUNNING, "peer-stopped"): FAILED,
+TRANSITIONS = {  # (state, event) -> next state; any other pair is a bug (KeyError), never silently ignored
+    (None, "propose"): PROPOSED,  # initiator: hello sent
+    (None, "hello"): RUNNING,  # responder: an expected, verified hello was agreed
+    (PROPOSED, "agree"): RUNNING,  # the peer's agreement verified
+    (PROPOSED, "bad-agree"): FAILED,  # its quote, binding, contract id or funds do not check out
+    (PROPOSED, "refused"): FAILED,  # the peer answered the hello with an error
+    (PROPOSED, "deadline"): WITHHELD,  # no answer in time
+    (RUNNING, "last-round"): DONE,  # every round done (and our last release acknowledged)
+    (RUNNING, "deadline"): WITHHELD,  # the peer stopped answering mid-contract
+    (RUNNING, "unacked-end"): DONE,  # every round done; the peer never acknowledged our last release
+    (RUNNING, "cheat"): FAILED,  # wrong key, funds gone (double spend)
+    (RUNNING, "peer-stopped"): FAILED,  # the peer refused our release and stopped
+    (RUNNING, "local-refusal"): FAILED,  # our enclave will not release (key gone elsewhere)
 }
 
 
@@ -281,7 +295,7 @@ class ChunkOutcome(msgspec.Struct, array_like=True, frozen=True):
     deposit_pub: bytes
     asset: str
     address: str
-    status: str  # claimed | kept | double-spent | claim-failed | withheld | bad-key
+    status: str  # claimed | kept | received | double-spent | claim-failed | withheld | not-received
     txid: str = ""
     detail: str = ""
 
@@ -414,7 +428,7 @@ class ReleaseProtocol:
         if bad:
             raise ValueError(bad)
         key = "p-" + hashlib.sha256(peer.encode() + schedule_hash(schedule)).hexdigest()[:32]
-        rec = ContractRecord(self.net, 0, peer, schedule, [self.binding], [self.quote], PROPOSED)
+        rec = ContractRecord(self.net, 0, peer, schedule, [self.binding], [self.quote], TRANSITIONS[(None, "propose")])
         c = Contract(key, rec, progress_at=now)
         self.contracts[key] = c
         self.store.put(key, rec)
@@ -533,7 +547,7 @@ class ReleaseProtocol:
                 continue
             why = self._sync(c)
             if why:
-                cmds += self._stop(c, FAILED, why, now)
+                cmds += self._stop(c, "local-refusal", why, now)
                 continue
             cmds += self._resend_last(c) + self._advance(c, now)
         return cmds
@@ -571,7 +585,7 @@ class ReleaseProtocol:
             return None
         if rec.status == "claimed":
             return None
-        return self._stop(c, FAILED, f"round {r}: {rec.status}: {rec.detail}", now, cheat=True)
+        return self._stop(c, "cheat", f"round {r}: {rec.status}: {rec.detail}", now)
 
     def _claim(self, chunk: Chunk, r: int) -> ClaimRecord:
         from node.ledger.base import AlreadySpent
@@ -605,7 +619,7 @@ class ReleaseProtocol:
             if c.next >= len(c.rounds):
                 if self._mine_unacked(c) is not None:
                     break  # wait for the last ack (resent on the retry timer)
-                return cmds + self._stop(c, DONE, "all rounds done", now)
+                return cmds + self._stop(c, "last-round", "all rounds done", now)
             rd = c.rounds[c.next]
             if rd.giver != c.me:
                 break  # the peer's turn
@@ -618,8 +632,7 @@ class ReleaseProtocol:
                     c.rec.claims = [x for x in c.rec.claims if x.round != prev] + [
                         ClaimRecord(prev, "double-spent", "", f"funds at {pc.address} are gone")]
                     self._persist(c)
-                    return cmds + self._stop(c, FAILED, f"round {prev}: funds gone before our release", now,
-                                             cheat=True)
+                    return cmds + self._stop(c, "cheat", f"round {prev}: funds gone before our release", now)
             from node.tee.client import EnclaveRefused
 
             r = c.next
@@ -627,14 +640,17 @@ class ReleaseProtocol:
                 ct = self.enclave.release_key(rd.chunk.pubkey, self._peer_binding(c).enc_pub,
                                               release_context(c.cid, r))
             except EnclaveRefused as exc:
-                return cmds + self._stop(c, FAILED, f"round {r}: our enclave refused the release: {exc.reason}", now)
+                why = f"round {r}: our enclave refused the release: {exc.reason}"
+                return cmds + self._stop(c, "local-refusal", why, now)
             c.next = r + 1
             self._progress(c, now)
             cmds.append(self._request(c, "release", r, self._release_message(c, r, ct)))
             cmds.append(Notify("release.released", {"contract": c.key, "round": r, "peer": c.rec.peer}))
         return cmds + self._timers(c, now)
 
-    def _stop(self, c: Contract, state: str, reason: str, now: float, cheat: bool = False) -> list[Command]:
+    def _stop(self, c: Contract, event: str, reason: str, now: float) -> list[Command]:
+        """Move to a terminal state by the table, persist, and report the outcome."""
+        state = TRANSITIONS[(c.rec.state, event)]
         c.rec.state, c.rec.reason = state, reason
         self._persist(c)
         for rid in [rid for rid, p in self._pending.items() if p[0] == c.key]:
@@ -663,8 +679,8 @@ class ReleaseProtocol:
                     chunks.append(ChunkOutcome(r, ch.pubkey, ch.asset, ch.address, "received"))
                 else:
                     chunks.append(ChunkOutcome(r, ch.pubkey, ch.asset, ch.address, cl.status, cl.txid, cl.detail))
-            elif c.rec.state == WITHHELD or (c.rec.state == FAILED and r == c.next):
-                status = "withheld" if c.rec.state == WITHHELD else "bad-key"
+            elif c.rec.state in (WITHHELD, FAILED):
+                status = "withheld" if c.rec.state == WITHHELD else "not-received"
                 chunks.append(ChunkOutcome(r, ch.pubkey, ch.asset, ch.address, status, "", c.rec.reason))
         statuses = {x.status for x in chunks}
         if "double-spent" in statuses:
@@ -719,14 +735,14 @@ class ReleaseProtocol:
                 elif not self._funds(rd.chunk):
                     return no("funds", f"round {r}: no funds at {rd.chunk.address}")
             rec = ContractRecord(self.net, 1, ev.peer, h.schedule, [h.binding, self.binding], [h.quote, self.quote],
-                                 RUNNING)
+                                 TRANSITIONS[(None, "hello")])
             known = Contract(cid.hex(), rec, cid, progress_at=now)
             self.contracts[known.key] = known
             self._persist(known)
             self._expected.discard((ev.peer, schedule_hash(h.schedule)))
             why = self._sync(known)
             if why:
-                return no("not-held", why) + self._stop(known, FAILED, why, now)
+                return no("not-held", why) + self._stop(known, "local-refusal", why, now)
         cmds: list[Command] = [Respond(ev.request_id, self._seal("agree", AgreeBody(cid, self.binding, self.quote)))]
         if known.rec.state == RUNNING:
             cmds += self._advance(known, now)
@@ -768,7 +784,7 @@ class ReleaseProtocol:
         except EnclaveRefused as exc:
             if exc.code != "duplicate-key":
                 reason = f"round {b.round}: our enclave refused the key ({exc.code}: {exc.reason})"
-                return no("wrong-key", reason) + self._stop(c, FAILED, reason, now, cheat=True)
+                return no("wrong-key", reason) + self._stop(c, "cheat", reason, now)
         # progress: the peer answered, so everything of ours before this round is acknowledged
         c.rec.acked = max(c.rec.acked, b.round - 1)
         c.next = b.round + 1
@@ -817,13 +833,15 @@ class ReleaseProtocol:
             return [note]
         if e.code in ("double-spent", "wrong-key", "stopped", "not-expected", "attestation", "not-held", "funds",
                       "schedule", "wrong-peer"):
-            return [note] + self._stop(c, FAILED, f"peer stopped: {e.code}: {e.reason}", now)
+            event = "refused" if c.rec.state == PROPOSED else "peer-stopped"
+            return [note] + self._stop(c, event, f"peer stopped: {e.code}: {e.reason}", now)
         return [note]  # anything else: keep retrying until the deadline
 
     def _on_agree(self, c: Contract, ev: ResponseReceived, env: wire.Signed, a: AgreeBody, now: float):
         def bad(code: str, reason: str) -> list[Command]:
             self.refusals.append((code, reason))
-            return [Notify("release.refused", {"code": code, "reason": reason})]
+            return ([Notify("release.refused", {"code": code, "reason": reason})]
+                    + self._stop(c, "bad-agree", f"{code}: {reason}", now))
 
         if c.rec.state != PROPOSED:
             return []
@@ -847,7 +865,7 @@ class ReleaseProtocol:
             return []
         c.rec.bindings = [self.binding, a.binding]
         c.rec.quotes = [self.quote, a.quote]
-        c.rec.state = RUNNING
+        c.rec.state = TRANSITIONS[(PROPOSED, "agree")]
         c.cid, c.key = cid, cid.hex()
         self.contracts.pop(old, None)
         self.contracts[c.key] = c
@@ -856,7 +874,7 @@ class ReleaseProtocol:
         self._progress(c, now)
         why = self._sync(c)
         if why:
-            return self._stop(c, FAILED, why, now)
+            return self._stop(c, "local-refusal", why, now)
         return [Notify("release.agreed", {"contract": c.key, "peer": c.rec.peer})] + self._advance(c, now)
 
     # -- timers ----------------------------------------------------------------------
@@ -869,8 +887,9 @@ class ReleaseProtocol:
             if now + 1e-9 < c.progress_at + self.round_timeout:
                 return [SetTimer(name, c.progress_at + self.round_timeout)]
             if c.rec.state == RUNNING and c.next >= len(c.rounds):
-                return self._stop(c, DONE, "all rounds done; the peer never acknowledged our last release", now)
-            return self._stop(c, WITHHELD, f"peer silent for {self.round_timeout:.0f} s at round {c.next}", now)
+                why = "all rounds done; the peer never acknowledged our last release"
+                return self._stop(c, "unacked-end", why, now)
+            return self._stop(c, "deadline", f"peer silent for {self.round_timeout:.0f} s at round {c.next}", now)
         if what == "release.retry":
             cmds = self._send_hello(c, now) if c.rec.state == PROPOSED else self._resend_last(c)
             return cmds + [SetTimer(name, now + self.retry_interval)]

@@ -549,7 +549,8 @@ def test_an_untrusted_quote_is_refused_on_either_side(tmp_path):
     b.proto.quote = a.quote
     pair.run(until=100)
     (c,) = a.proto.contracts.values()
-    assert c.rec.state == WITHHELD and c.outcome.lost == 0 and a.journal_releases() == []
+    assert c.rec.state == FAILED and c.outcome.lost == 0 and a.journal_releases() == []
+    assert c.rec.reason.startswith("attestation: ") and "binding-mismatch" in c.rec.reason
     assert any(code == "attestation" and "binding-mismatch" in why for code, why in a.proto.refusals)
     # A's hello carries a quote of another enclave: B refuses it with the reason
     ledger, a, b, sched, cid, pair = setup_swap(tmp_path / "2")
