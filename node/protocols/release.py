@@ -743,6 +743,8 @@ class ReleaseProtocol:
             why = self._sync(known)
             if why:
                 return no("not-held", why) + self._stop(known, "local-refusal", why, now)
+        if known.rec.state not in (RUNNING, DONE):  # never re-agree to a contract that stopped
+            return no("stopped", f"contract is {known.rec.state}: {known.rec.reason}")
         cmds: list[Command] = [Respond(ev.request_id, self._seal("agree", AgreeBody(cid, self.binding, self.quote)))]
         if known.rec.state == RUNNING:
             cmds += self._advance(known, now)
@@ -772,11 +774,11 @@ class ReleaseProtocol:
                                    f"not {b.deposit_pub.hex()[:16]}...")
         if b.recipient != self.binding.enc_pub:
             return no("wrong-recipient", "the release is addressed to another enclave")
+        if b.round > c.next:
+            return no("out-of-order", f"round {b.round} before round {c.next}")
         ack = Respond(ev.request_id, self._seal("ack", AckBody(c.cid, b.round)))
         if b.round < c.next:
             return [ack]  # a resend of a round we already hold: acknowledge again, nothing else
-        if b.round > c.next:
-            return no("out-of-order", f"round {b.round} before round {c.next}")
         from node.tee.client import EnclaveRefused
 
         try:
@@ -791,9 +793,9 @@ class ReleaseProtocol:
         self._progress(c, now)
         self._persist(c)
         cmds = self._advance(c, now)
-        if c.rec.state == FAILED:
-            reason = c.rec.reason
-            return [Respond(ev.request_id, error_message(self.net, c.cid, b.round, "double-spent", reason))] + cmds
+        if c.rec.state == FAILED:  # the key arrived but we stop here: say why
+            code = "double-spent" if any(x.status == "double-spent" for x in c.rec.claims) else "stopped"
+            return [Respond(ev.request_id, error_message(self.net, c.cid, b.round, code, c.rec.reason))] + cmds
         return [ack] + cmds
 
     # -- responses -----------------------------------------------------------------

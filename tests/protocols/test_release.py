@@ -368,6 +368,8 @@ def test_every_malformed_or_out_of_order_message_gets_its_reason(tmp_path):
     assert got == "wrong-key" and "wrong-key" in reason
     assert b.proto.state(cid) == FAILED and b.proto.outcome(cid).status == "failed"
     assert _ask(b, good)[0] == "stopped"
+    # and a resent hello of the stopped contract is not agreed again (A would release into a dead contract)
+    assert _ask(b, _signed(a.raw, "hello", HelloBody(sched, a.binding, a.quote)))[0] == "stopped"
     assert b.journal_releases() == []  # B released nothing
 
 
