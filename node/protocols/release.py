@@ -309,9 +309,11 @@ class Outcome(msgspec.Struct, array_like=True, frozen=True):
     received: int  # chunks we received
     lost: int  # chunks we released without receiving as many back (at most 1)
     chunks: list[ChunkOutcome]
+    device: bytes = b""  # the counterparty's device id (SHA-256 of its enclave signing key), once agreed
 
     def to_json(self) -> dict:
-        return {"contract_id": self.contract_id.hex(), "peer": self.peer, "status": self.status,
+        return {"contract_id": self.contract_id.hex(), "peer": self.peer, "device": self.device.hex(),
+                "status": self.status,
                 "reason": self.reason, "released": self.released, "received": self.received, "lost": self.lost,
                 "chunks": [{"round": c.round, "deposit_pub": c.deposit_pub.hex(), "asset": c.asset,
                             "address": c.address, "status": c.status, "txid": c.txid, "detail": c.detail}
@@ -319,10 +321,13 @@ class Outcome(msgspec.Struct, array_like=True, frozen=True):
 
 
 class ContractStore:
-    """Contract records by key, as files (atomic replace); ``path=None`` keeps them in memory."""
+    """Contract records by key, as files (atomic replace); ``path=None`` keeps them in memory.
 
-    def __init__(self, path: Path | None = None) -> None:
+    ``durable=False`` skips the fsync: the record survives a process crash but not a power cut (tests)."""
+
+    def __init__(self, path: Path | None = None, *, durable: bool = True) -> None:
         self.path = Path(path) if path is not None else None
+        self.durable = durable
         self._mem: dict[str, bytes] = {}
         if self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -336,7 +341,8 @@ class ContractStore:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if self.durable:
+                os.fsync(f.fileno())
         os.replace(tmp, self.path / f"{key}.rec")
 
     def delete(self, key: str) -> None:
@@ -691,8 +697,19 @@ class ReleaseProtocol:
             status = "failed"
         else:
             status = "claimed"
+        device = hashlib.sha256(self._peer_binding(c).sign_pub).digest() if len(c.rec.bindings) == 2 else b""
         return Outcome(c.cid, c.rec.peer, status, c.rec.reason, released, received, max(0, released - received),
-                       chunks)
+                       chunks, device)
+
+    def signed_outcome(self, cid: bytes) -> bytes | None:
+        """The contract's outcome as a ``wire.Signed`` record (kind "outcome") signed by our enclave
+        (``Enclave.sign("outcome", ...)``), for the outcomes topic; None while the contract runs."""
+        c = self.contracts.get(cid.hex())
+        if c is None or c.outcome is None:
+            return None
+        raw = wire.encode(c.outcome)
+        sig = self.enclave.sign("outcome", wire.signing_digest(VERSION, self.net, "outcome", raw))
+        return wire.encode(wire.Signed(VERSION, self.net, "outcome", raw, self.binding.sign_pub, sig))
 
     # -- requests ----------------------------------------------------------------
     def _on_request(self, ev: RequestReceived, now: float) -> list[Command]:
@@ -896,6 +913,24 @@ class ReleaseProtocol:
             cmds = self._send_hello(c, now) if c.rec.state == PROPOSED else self._resend_last(c)
             return cmds + [SetTimer(name, now + self.retry_interval)]
         return []
+
+
+def verify_signed_outcome(data: bytes, *, net: str) -> tuple[Outcome, bytes] | str:
+    """(outcome, reporter's enclave signing key) from a signed outcome record, or the reason it is refused.
+    The reporter's trust, and the ledger evidence behind a "double-spent" (the winning txid in the
+    chunk's detail), are for the reader to weigh."""
+    from node.tee.client import verify_domain_sig
+
+    try:
+        env = wire.decode(data, wire.Signed, max_size=MAX_MESSAGE)
+        if env.version != VERSION or env.kind != "outcome" or env.net != net:
+            return "not an outcome record of this version and network"
+        out = wire.decode(env.body, Outcome, max_size=MAX_MESSAGE)
+    except wire.WireError as exc:
+        return f"malformed: {exc.reason}"
+    if not verify_domain_sig(env.signer, "outcome", env.digest(), env.sig):
+        return "bad enclave signature"
+    return out, env.signer
 
 
 # ------------------------------------------------------------------ proof of cheating

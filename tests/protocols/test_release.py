@@ -9,6 +9,7 @@ from collections import deque
 from pathlib import Path
 
 import coincurve
+import msgspec
 import pytest
 
 from node import wire
@@ -21,7 +22,7 @@ from node.protocols.offers import AttestationCache, default_attestation_verifier
 from node.protocols.release import (
     DONE, FAILED, MAX_MESSAGE, PROTOCOL_ID, RUNNING, VERSION, WITHHELD, AckBody, CheatingProof, Chunk,
     ContractStore, ErrorBody, HelloBody, ReleaseBody, ReleaseProtocol, Schedule, Round, contract_id, exposure,
-    release_context, swap_schedule, sweep_claimer, validate_schedule, verify_cheating_proof,
+    release_context, swap_schedule, sweep_claimer, validate_schedule, verify_cheating_proof, verify_signed_outcome,
 )
 from node.protocols.testing import GossipNet
 from node.tee.client import InProcessEnclave
@@ -109,7 +110,7 @@ class Side:
             attestations=AttestationCache(default_attestation_verifier(POLICY)),
             check_funds=lambda asset, addr: self.ledger.balance(asset, addr).unconfirmed > 0,
             claim=lambda chunk: self.plan.step("claim", claim, chunk),
-            store=ContractStore(self.dir / "contracts"), claim_policy=self.claim_policy,
+            store=ContractStore(self.dir / "contracts", durable=False), claim_policy=self.claim_policy,
             round_timeout=30.0, retry_interval=2.0,
         )
         for peer, sched in self.expected:
@@ -456,6 +457,14 @@ def test_double_spend_after_release_is_detected_and_reported(tmp_path):
     assert out.status == "double-spent" and out.lost == 0
     assert out.chunks[0].status == "double-spent" and winner[0] in out.chunks[0].detail  # names the winning tx
     assert any(n.kind == "release.outcome" and n.detail["status"] == "double-spent" for n in b.notes)
+    assert out.device == hashlib.sha256(a.binding.sign_pub).digest()  # the device to blame
+    signed = b.proto.signed_outcome(cid)  # the report B would gossip, signed by B's enclave
+    assert verify_signed_outcome(signed, net=NET) == (out, b.binding.sign_pub)
+    env = wire.decode(signed, wire.Signed)
+    forged = wire.encode(wire.Signed(env.version, env.net, env.kind, wire.encode(
+        msgspec.structs.replace(out, status="claimed")), env.signer, env.sig))
+    assert verify_signed_outcome(forged, net=NET) == "bad enclave signature"
+    assert "not an outcome" in verify_signed_outcome(signed, net="main")
     assert b.journal_releases() == []  # B never released anything to the cheater
     assert a.proto.state(cid) == FAILED and "double-spent" in a.proto.contracts[cid.hex()].rec.reason
 
@@ -622,7 +631,7 @@ def test_a_corrupt_contract_record_is_reported_not_fatal(tmp_path):
 
 
 # ---------------------------------------------------------------- a lossy, duplicating, reordering network
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(6))
 def test_under_loss_duplication_and_reordering_no_side_is_ever_exposed_to_more_than_one_chunk(tmp_path, seed):
     import random
 
