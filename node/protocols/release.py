@@ -269,7 +269,7 @@ def error_message(net: str, cid: bytes, rnd: int, code: str, reason: str) -> byt
 # ------------------------------------------------------------------ records
 class ClaimRecord(msgspec.Struct, array_like=True, frozen=True):
     round: int
-    status: str  # claimed | kept | double-spent | claim-failed
+    status: str  # claimed | kept | double-spent (a failure of our own ledger is retried, not recorded)
     txid: str = ""
     detail: str = ""
 
@@ -295,7 +295,7 @@ class ChunkOutcome(msgspec.Struct, array_like=True, frozen=True):
     deposit_pub: bytes
     asset: str
     address: str
-    status: str  # claimed | kept | received | double-spent | claim-failed | withheld | not-received
+    status: str  # claimed | kept | received | double-spent | withheld | not-received
     txid: str = ""
     detail: str = ""
 
@@ -578,18 +578,18 @@ class ReleaseProtocol:
         return [self._request(c, "release", r, self._release_message(c, r, ct))]
 
     def _settle(self, c: Contract, r: int, now: float) -> list[Command] | None:
-        """Claim (or verify) the key of the peer's round ``r``; commands to stop, or None when it is fine."""
+        """Claim (or verify) the key of the peer's round ``r``: None when settled, else commands (the
+        contract stopped, or a claim that failed for a reason of ours is retried on the retry timer)."""
         rd = c.rounds[r]
         rec = c.claim_of(r)
         if rec is None:
             rec = self._claim(rd.chunk, r)
+            if rec.status == "claim-failed":  # our ledger, not the peer: retry; the peer is not to blame
+                self._progress(c, now)
+                return [Notify("release.claim-retry", {"contract": c.key, "round": r, "detail": rec.detail})]
             c.rec.claims = [*c.rec.claims, rec]
             self._persist(c)
-            if rec.status in ("claimed", "kept"):
-                return None
-        if rec.status == "kept":
-            return None
-        if rec.status == "claimed":
+        if rec.status in ("claimed", "kept"):
             return None
         return self._stop(c, "cheat", f"round {r}: {rec.status}: {rec.detail}", now)
 
@@ -621,7 +621,7 @@ class ReleaseProtocol:
                 if c.rounds[r].giver != c.me:
                     stop = self._settle(c, r, now)
                     if stop is not None:
-                        return cmds + stop
+                        return cmds + stop + self._timers(c, now)
             if c.next >= len(c.rounds):
                 if self._mine_unacked(c) is not None:
                     break  # wait for the last ack (resent on the retry timer)
@@ -634,7 +634,13 @@ class ReleaseProtocol:
             prev = c.next - 1
             if prev >= 0 and c.rounds[prev].giver != c.me and self.claim_policy == "keep":
                 pc = c.rounds[prev].chunk
-                if not self._funds(pc):
+                try:
+                    there = bool(self.check_funds(pc.asset, pc.address))
+                except Exception as exc:  # our ledger cannot answer: wait and retry, blame no one
+                    self._progress(c, now)
+                    note = Notify("release.claim-retry", {"contract": c.key, "round": prev, "detail": repr(exc)})
+                    return cmds + [note] + self._timers(c, now)
+                if not there:
                     c.rec.claims = [x for x in c.rec.claims if x.round != prev] + [
                         ClaimRecord(prev, "double-spent", "", f"funds at {pc.address} are gone")]
                     self._persist(c)
@@ -910,8 +916,9 @@ class ReleaseProtocol:
                 return self._stop(c, "unacked-end", why, now)
             return self._stop(c, "deadline", f"peer silent for {self.round_timeout:.0f} s at round {c.next}", now)
         if what == "release.retry":
-            cmds = self._send_hello(c, now) if c.rec.state == PROPOSED else self._resend_last(c)
-            return cmds + [SetTimer(name, now + self.retry_interval)]
+            if c.rec.state == PROPOSED:
+                return self._send_hello(c, now) + [SetTimer(name, now + self.retry_interval)]
+            return self._resend_last(c) + self._advance(c, now)  # _advance re-arms the timers
         return []
 
 

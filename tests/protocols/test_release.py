@@ -685,3 +685,22 @@ def test_sigkill_of_the_enclave_process_after_a_release_then_restart_finishes_th
         assert_swapped(ledger, a, b, cid)
     finally:
         a.raw.close()
+
+
+def test_a_claim_that_fails_on_our_own_ledger_is_retried_and_blames_no_one(tmp_path):
+    from node.ledger.base import LedgerUnreachable
+
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path)
+    real, failures = b.proto.claim, []
+
+    def flaky(chunk):  # B's ledger is down for the first 20 s (virtual); longer than A's deadline would be
+        if pair.now < NOW + 20:  # indistinguishable, to A, from B withholding its next key
+            failures.append(pair.now)
+            raise LedgerUnreachable("connection refused")
+        return real(chunk)
+
+    b.proto.claim = flaky
+    pair.run(done=both_stopped(a, b, cid))
+    assert len(failures) > 5  # retried every 2 s; B neither stops nor blames A meanwhile
+    assert any(n.kind == "release.claim-retry" for n in b.notes)
+    assert_swapped(ledger, a, b, cid)
