@@ -147,6 +147,7 @@ class Pair:
         self.call_ids = 0
         self.sent: list[tuple[str, SendRequest]] = []
         self.drop = lambda src, cmd: False  # filter: True drops an outgoing request
+        self.drop_response = lambda src, cmd: False  # filter: True drops an outgoing response
         self.on_send = lambda src, cmd: None
         self.crashes = 0
         for s in sides:
@@ -183,7 +184,7 @@ class Pair:
                 self.queue.append((cmd.peer, target.gen, ev))
             elif isinstance(cmd, Respond):
                 call = self.calls.pop(cmd.request_id, None)
-                if call is not None:
+                if call is not None and not self.drop_response(side, cmd):
                     peer, gen, rid = call
                     self.queue.append((peer, gen, ResponseReceived(PROTOCOL_ID, side.peer_id, rid, cmd.data)))
 
@@ -703,4 +704,13 @@ def test_a_claim_that_fails_on_our_own_ledger_is_retried_and_blames_no_one(tmp_p
     pair.run(done=both_stopped(a, b, cid))
     assert len(failures) > 5  # retried every 2 s; B neither stops nor blames A meanwhile
     assert any(n.kind == "release.claim-retry" for n in b.notes)
+    assert_swapped(ledger, a, b, cid)
+
+
+def test_a_last_release_never_acknowledged_still_ends_done(tmp_path):
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path)
+    pair.drop_response = lambda src, cmd: src is a and wire.decode(cmd.data, wire.Signed).kind == "ack" and \
+        wire.decode(wire.decode(cmd.data, wire.Signed).body, AckBody).round == 5  # B's last round
+    pair.run(done=both_stopped(a, b, cid))
+    assert "never acknowledged" in b.proto.contracts[cid.hex()].rec.reason
     assert_swapped(ledger, a, b, cid)
