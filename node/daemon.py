@@ -20,6 +20,7 @@ the way out.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import trio
+
+from node import wire
 
 from node import config as cfgmod
 from node.api.services import ApiError
@@ -52,6 +55,7 @@ class OfferStack:
     rfp: Any = None  # node.protocols.rfp.RfpProtocol
     revocations: Any = None  # node.protocols.revocation.RevocationProtocol
     outcomes: Any = None  # node.protocols.outcomes.OutcomesProtocol
+    desk: Any = None  # node.swaps.SwapDesk
     request_deadline: float = 3.0
 
     def own_sheet(self):
@@ -284,7 +288,48 @@ class NodeServices:
                 for d in self.stack.extra["deposits"].all()]
 
     def contracts(self) -> list[dict[str, Any]]:
-        return []  # the contract engine (issue 7) is not part of this build yet
+        return self.stack.desk.contracts() if self.stack.desk else []
+
+    async def contract(self, peer: str, give: str, take: str, chunks: int) -> dict[str, Any]:
+        """Plan a swap with ``peer`` from the offer book, agree it over /keyswitch/contract/1, start the
+        release rounds; answers once the peer agreed (the rounds then run by themselves)."""
+        from node.assets import ASSETS
+
+        desk = self.stack.desk
+        for a in (give, take):
+            if a not in ASSETS:
+                raise ApiError(400, f"unknown asset {a!r}")
+        if peer == self.stack.peer_id:
+            raise ApiError(400, "a swap needs another peer")
+        try:
+            schedule, summary = desk.plan_swap(peer, give, take, chunks)
+        except ValueError as exc:
+            raise ApiError(409, str(exc)) from None
+        rfp = self.stack.rfp
+        box: dict[str, Any] = {}
+        token = trio.lowlevel.current_trio_token()
+        got = trio.Event()
+
+        def offer(now: float):
+            rid, cmds = rfp.offer_contract(peer, "swap", wire.encode(schedule), now)
+            box["rid"] = rid
+            token.run_sync_soon(got.set)
+            return cmds
+
+        self.node.driver.submit(rfp, offer)
+        with trio.move_on_after(5):
+            await got.wait()
+        rid = box.get("rid")
+        with trio.move_on_after(30):
+            while rid not in rfp.contract_answers:
+                await trio.sleep(0.05)
+        if rid not in rfp.contract_answers:
+            raise ApiError(504, "the peer did not answer the contract offer in time")
+        accepted, reason = rfp.contract_answers.pop(rid)
+        if not accepted:
+            raise ApiError(409, f"the peer refused: {reason}")
+        self.node.driver.submit(desk.release, lambda now: desk.release.propose(peer, schedule, now))
+        return {"state": "agreed", **summary, "rounds": len(schedule.rounds)}
 
     def reputation(self) -> list[dict[str, Any]]:
         return self.stack.engine.reputation_table(self.clock.now())
@@ -422,12 +467,17 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
                        chunk_usd_cents=int(round(cfg["deposits.chunk_usd"] * 100)))
     stack.refresh_offers(clock.now())
     add_switchboard(stack, datadir, cfg)
+    from node.swaps import SwapDesk
+
+    stack.desk = SwapDesk(stack, identity.load_or_create_seed(datadir), clock)
     metrics = NodeMetrics()
     url_file = datadir / "api.url"
     try:
         async with trio.open_nursery() as nursery:
             ncfg = NodeConfig.from_config(cfg, app_score=lambda pid: stack.engine.app_score(pid, clock.now()))
-            node = await nursery.start(run_host, ncfg, [stack.protocol, stack.rfp, stack.revocations, stack.outcomes])
+            protocols = [stack.protocol, stack.rfp, stack.revocations, stack.outcomes, stack.desk.release]
+            node = await nursery.start(functools.partial(run_host, ncfg, protocols, on_notify=stack.desk.on_notify))
+            stack.desk.node = node
             services = NodeServices(node, stack, clock, clock.now())
             cookie = write_cookie(datadir)
             url = await nursery.start(lambda task_status: serve(build_app(services, cookie, metrics=metrics),
@@ -467,6 +517,11 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
                     for event, n in stack.rfp.stats.items():
                         metrics.requests.labels(event=event).set(n)
                     metrics.revocations.set(len(stack.revocations.applied))
+                    states: dict[str, int] = {"proposed": 0, "running": 0, "done": 0, "withheld": 0, "failed": 0}
+                    for c in stack.desk.release.contracts.values():
+                        states[c.rec.state] = states.get(c.rec.state, 0) + 1
+                    for st_, n in states.items():
+                        metrics.contracts.labels(state=st_).set(n)
                     if ticks % 10 == 0:  # the reputation table can be large: every 10 s
                         now = clock.now()
                         recs = stack.engine.reputation.devices()

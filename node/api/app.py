@@ -53,6 +53,13 @@ class RequestBody(msgspec.Struct, forbid_unknown_fields=True):
     contract: str = "swap"
 
 
+class ContractBody(msgspec.Struct, forbid_unknown_fields=True):
+    peer: str
+    give: str
+    take: str
+    chunks: int = 1
+
+
 class SweepBody(msgspec.Struct, forbid_unknown_fields=True):
     deposit: str
     to: str
@@ -130,6 +137,11 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         return JSONResponse({"deposits": services.deposits()})
 
     async def contracts(request):
+        if request.method == "POST":
+            b = await body_of(request, ContractBody)
+            if not 1 <= b.chunks <= 100:
+                raise ApiError(400, "chunks must be 1..100")
+            return JSONResponse(await services.contract(b.peer, b.give, b.take, b.chunks), status_code=201)
         return JSONResponse({"contracts": services.contracts()})
 
     async def requests_(request):
@@ -161,7 +173,7 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         Route("/v1/peers", endpoint(peers)),
         Route("/v1/offers", endpoint(offers, query=frozenset({"asset", "limit"}))),
         Route("/v1/deposits", endpoint(deposits), methods=["GET", "POST"]),
-        Route("/v1/contracts", endpoint(contracts)),
+        Route("/v1/contracts", endpoint(contracts), methods=["GET", "POST"]),
         Route("/v1/requests", endpoint(requests_), methods=["POST"]),
         Route("/v1/sweep", endpoint(sweep), methods=["POST"]),
         Route("/v1/reputation", endpoint(reputation)),

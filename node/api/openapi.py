@@ -59,7 +59,15 @@ SPEC = {
                 "properties": {"asset": {"type": "string", "enum": _ASSETS},
                                "chunks": {"type": "integer", "minimum": 1, "maximum": 1000}}}),
         },
-        "/v1/contracts": {"get": _get("Contracts", _list("contracts"))},
+        "/v1/contracts": {
+            "get": _get("Contracts", _list("contracts")),
+            "post": _post("Propose a swap to a peer (agreed over /keyswitch/contract/1, run over /keyswitch/release/1)", {
+                "type": "object", "additionalProperties": False, "required": ["peer", "give", "take"],
+                "properties": {"peer": {"type": "string", "minLength": 1, "maxLength": 128},
+                               "give": {"type": "string", "enum": _ASSETS},
+                               "take": {"type": "string", "enum": _ASSETS},
+                               "chunks": {"type": "integer", "minimum": 1, "maximum": 100}}}),
+        },
         "/v1/requests": {"post": _post("Request a contract", {
             "type": "object", "additionalProperties": False, "required": ["asset", "usd"],
             "properties": {"asset": {"type": "string", "enum": _ASSETS},

@@ -1,4 +1,5 @@
-"""``keyswitch request``: ask the network for chunks covering X USD of an asset.
+"""``keyswitch request`` (ask the network for chunks covering X USD of an asset) and
+``keyswitch swap`` (swap chunks with a peer, enclave to enclave).
 
 Through the running daemon's API (``POST /v1/requests``): the daemon gossips a
 signed request, peers' risk engines answer with proposals within their caps,
@@ -42,3 +43,43 @@ def register(app: typer.Typer) -> None:
                    f"from {len(data['from_proposers'])} peers")
         _table([{"device": o["device"][:16], "owner": o["owner"][-12:], "usd": f"{o['usd_cents'] / 100:.2f}",
                  "address": o["address"]} for o in data["offers"]], "chosen chunks")
+
+    @app.command("swap")
+    def swap(
+        peer: str = typer.Option(..., "--peer", help="The peer id to swap with (its offers must be in the book)"),
+        give: str = typer.Option(..., "--give", help="Asset this node gives (its own offered chunks)"),
+        take: str = typer.Option(..., "--take", help="Asset it takes (the peer's offered chunks)"),
+        chunks: int = typer.Option(1, "--chunks", min=1, max=100, help="Chunks each way"),
+        wait: float = typer.Option(60.0, "--wait", min=0, help="Seconds to wait for the rounds to finish (0: don't)"),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON"),
+    ) -> None:
+        """Swap CHUNKS of GIVE for a peer's TAKE, one chunk at a time, enclave to enclave."""
+        import time
+
+        datadir = state.get_datadir()
+        try:
+            agreed = call(datadir, "POST", "/v1/contracts",
+                          body={"peer": peer, "give": give, "take": take, "chunks": chunks}, timeout=90)
+        except DaemonNotRunning as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(3)
+        if not as_json:
+            typer.echo(f"agreed with {peer}: {agreed['rounds']} rounds, give {agreed['give']['usd_cents'] / 100:.2f} "
+                       f"USD of {give}, take {agreed['take']['usd_cents'] / 100:.2f} USD of {take}")
+        mine: list = []
+        end = time.monotonic() + wait
+        while wait and time.monotonic() < end:
+            mine = [c for c in call(datadir, "GET", "/v1/contracts")["contracts"]
+                    if c["peer"] == peer and c["role"] == "initiator"]
+            if mine and mine[-1]["state"] in ("done", "withheld", "failed") and "outcome" in mine[-1]:
+                break
+            time.sleep(0.3)
+        last = mine[-1] if mine else None
+        if as_json:
+            typer.echo(json.dumps({"agreed": agreed, "contract": last}, indent=2, sort_keys=True))
+        elif last is not None:
+            o = last.get("outcome") or {}
+            typer.echo(f"{last['state']}: {last['reason']}; released {o.get('released', '?')}, "
+                       f"received {o.get('received', '?')}, lost {o.get('lost', '?')}")
+        if last is not None and last["state"] in ("withheld", "failed"):
+            raise typer.Exit(4)

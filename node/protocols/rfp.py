@@ -86,6 +86,18 @@ class SignedMsg(msgspec.Struct, array_like=True, frozen=True):
     sig: bytes  # Ed25519 by the body's client / proposer over tagged(kind, body)
 
 
+class ContractOffer(msgspec.Struct, array_like=True, frozen=True):
+    """Contract agreement on ``/keyswitch/contract/1``: "run this release schedule with me"."""
+
+    version: int
+    net: str
+    proposer: str  # peer id; signs the offer
+    kind: str  # "swap"
+    schedule: bytes  # a ``node.protocols.release.Schedule``, wire-encoded
+    issued_at: float
+    expiry: float
+
+
 class Ack(msgspec.Struct, array_like=True, frozen=True):
     accepted: bool
     reason: str
@@ -261,7 +273,11 @@ class RfpProtocol:
         self._seen_limit = seen_limit
         self._next = 0
         self.stats = {"requests_in": 0, "proposals_out": 0, "proposals_in": 0, "proposals_refused": 0,
-                      "declined": 0}
+                      "declined": 0, "contracts_offered": 0, "contracts_accepted": 0, "contracts_refused": 0}
+        #: ``on_contract(peer, offer, now) -> None | reason``: the node's policy for contract offers
+        self.on_contract: Callable[[str, ContractOffer, float], str | None] | None = None
+        self.contract_answers: dict[int, tuple[bool, str]] = {}  # our request id -> (accepted, reason)
+        self._contract_reqs: set[int] = set()
         self.reasons: dict[str, int] = {}
 
     # ------------------------------------------------------------ gossip
@@ -288,6 +304,17 @@ class RfpProtocol:
         if isinstance(event, RequestReceived) and event.protocol == CONTRACT_PROTOCOL:
             return self._on_proposal(event, now)
         if isinstance(event, ResponseReceived) and event.protocol == CONTRACT_PROTOCOL:
+            if event.request_id in self._contract_reqs:
+                self._contract_reqs.discard(event.request_id)
+                if event.error:
+                    self.contract_answers[event.request_id] = (False, f"peer unreachable: {event.error}")
+                else:
+                    try:
+                        ack = wire.decode(event.data, Ack, max_size=4096)
+                        self.contract_answers[event.request_id] = (ack.accepted, ack.reason)
+                    except wire.WireError as exc:
+                        self.contract_answers[event.request_id] = (False, f"bad answer: {exc.reason}")
+                return []
             if event.error:
                 self.reasons[f"send failed: {event.error[:50]}"] = self.reasons.get(f"send failed: {event.error[:50]}", 0) + 1
             return []
@@ -314,7 +341,50 @@ class RfpProtocol:
         return [SendRequest(CONTRACT_PROTOCOL, req.client, self._next, sign_msg("proposal", prop, self.sign),
                             timeout=10.0)]
 
+    def _on_contract_offer(self, ev: RequestReceived, msg: SignedMsg, now: float) -> list[Command]:
+        why = None
+        try:
+            offer = wire.decode(msg.body, ContractOffer, max_size=MAX_PROPOSAL_SIZE)
+        except wire.WireError as exc:
+            offer, why = None, f"[REJECT] malformed: {exc.reason}"
+        if offer is not None:
+            if offer.version != RFP_VERSION or offer.net != self.net:
+                why = "[REJECT] wrong version or network"
+            elif offer.proposer != ev.peer or not peerkey.verify(offer.proposer, _signing_bytes(msg.kind, msg.body),
+                                                                 msg.sig):
+                why = "[REJECT] bad signature (not by the peer that sent it)"
+            elif (bad := _lifetime(offer.issued_at, offer.expiry, now)) is not None:
+                why = f"[{bad.result.value.upper()}] {bad.reason}"
+            elif self.on_contract is None:
+                why = "[IGNORE] this node takes no contract offers"
+            else:
+                refusal = self.on_contract(ev.peer, offer, now)
+                why = f"[REFUSED] {refusal}" if refusal else None
+        if why:
+            self.stats["contracts_refused"] += 1
+            self.reasons[f"contract: {why[:60]}"] = self.reasons.get(f"contract: {why[:60]}", 0) + 1
+            return [Respond(ev.request_id, wire.encode(Ack(False, why)))]
+        self.stats["contracts_accepted"] += 1
+        return [Respond(ev.request_id, wire.encode(Ack(True, ""))),
+                Notify("contract.accepted", {"peer": ev.peer, "kind": offer.kind})]
+
+    def offer_contract(self, peer: str, kind: str, schedule: bytes, now: float, ttl: float = 60.0
+                       ) -> tuple[int, list[Command]]:
+        """Ask ``peer`` to agree to a release schedule; the answer lands in ``contract_answers[id]``."""
+        offer = ContractOffer(RFP_VERSION, self.net, self.local_peer, kind, schedule, now, now + ttl)
+        self._next += 1
+        self._contract_reqs.add(self._next)
+        self.stats["contracts_offered"] += 1
+        return self._next, [SendRequest(CONTRACT_PROTOCOL, peer, self._next, sign_msg("contract", offer, self.sign),
+                                        timeout=15.0)]
+
     def _on_proposal(self, ev: RequestReceived, now: float) -> list[Command]:
+        try:
+            msg = wire.decode(ev.data, SignedMsg, max_size=MAX_PROPOSAL_SIZE)
+            if msg.kind == "contract":
+                return self._on_contract_offer(ev, msg, now)
+        except wire.WireError:
+            pass
         rid = None
         try:
             msg = wire.decode(ev.data, SignedMsg, max_size=MAX_PROPOSAL_SIZE)

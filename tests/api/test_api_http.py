@@ -50,6 +50,9 @@ class Recording:
     async def sweep(self, deposit, to):
         return {"deposit": deposit, "to": to}
 
+    async def contract(self, peer, give, take, chunks):
+        return {"peer": peer, "give": give, "take": take, "chunks": chunks}
+
 
 @pytest.fixture
 async def api(tmp_path, nursery):

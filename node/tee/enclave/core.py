@@ -322,8 +322,8 @@ class EnclaveCore:
         by_pub = self._by_pub
         digests = []
         for i, (sheet, pubs) in enumerate(items):
-            if not pubs:
-                raise Refusal("bad-request", f"item {i}: an offer sheet names at least one deposit key")
+            # a sheet naming no key is a retraction ("I offer nothing now"): it claims nothing, so it is
+            # signed too; every key a sheet does name must be one this enclave holds
             for pub in pubs:
                 rec = by_pub.get(pub)
                 if rec is None:

@@ -1,0 +1,104 @@
+"""A swap between two real daemons on 127.0.0.1: a shared dev ledger server, a bootstrap node, two
+``keyswitch run`` daemons. A funds BTC-REG chunks, B funds ETH-DEV chunks; A proposes a swap over
+/keyswitch/contract/1, B's policy agrees, the enclaves exchange the keys tit-for-tat over
+/keyswitch/release/1, each side sweeps what it received to its own claim addresses, and each reports
+the outcome (claimed) to the other's reputation view."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from node.localnet import spawn, stop_all, wait_for
+
+pytestmark = pytest.mark.network
+FACTOR = float(os.environ.get("KS_TIMEOUT_FACTOR", "1"))
+
+
+class Api:
+    def __init__(self, d, peer):
+        self.peer = peer
+        self.url = (d / "api.url").read_text().strip()
+        self.h = {"Authorization": "Bearer " + (d / ".cookie").read_text().strip()}
+
+    def get(self, path):
+        return httpx.get(self.url + path, headers=self.h, timeout=30).json()
+
+    def post(self, path, body):
+        return httpx.post(self.url + path, json=body, headers=self.h, timeout=90)
+
+
+def until(pred, timeout, what):
+    end = time.monotonic() + timeout * FACTOR
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out: {what}")
+
+
+def test_two_daemons_swap_chunks_and_claim_them(tmp_path):
+    procs = []
+    try:
+        (tmp_path / "ledger").mkdir()
+        led = spawn([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(tmp_path / "ledger/db.sqlite"),
+                     "--block-interval", "0.5"], tmp_path / "ledger/out.log")
+        procs.append(led)
+        lurl = wait_for(tmp_path / "ledger/out.log", r"dev ledger listening on (\S+)", led, timeout=60 * FACTOR)
+        (tmp_path / "boot").mkdir()
+        b = spawn([sys.executable, "-m", "bootstrap", "--datadir", str(tmp_path / "boot"), "--net", "swaptest"],
+                  tmp_path / "boot/out.log")
+        procs.append(b)
+        boot = wait_for(tmp_path / "boot/out.log", r"LISTEN (\S+)", b, timeout=60 * FACTOR)
+        dirs = [tmp_path / "A", tmp_path / "B"]
+        for d in dirs:
+            d.mkdir()
+            procs.append(spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", "swaptest",
+                                "--bootnodes", boot, "--republish", "2"], d / "out.log",
+                               env={"KEYSWITCH_LEDGER_URL": lurl}))
+        a, bb = [Api(d, wait_for(d / "out.log", r"ready (\S+)", p, timeout=90 * FACTOR))
+                 for d, p in zip(dirs, procs[2:])]
+        assert a.post("/v1/deposits", {"asset": "BTC-REG", "chunks": 2}).status_code == 201
+        assert bb.post("/v1/deposits", {"asset": "ETH-DEV", "chunks": 2}).status_code == 201
+        until(lambda: a.get("/v1/status")["offers_in_book"] == 2 and bb.get("/v1/status")["offers_in_book"] == 2,
+              90, "each book holds the other's two offers")
+
+        # a refusal first: B has no BTC-REG to give, so A cannot even plan the reverse swap
+        r = a.post("/v1/contracts", {"peer": bb.peer, "give": "ETH-DEV", "take": "BTC-REG", "chunks": 1})
+        assert r.status_code == 409 and "offers 0 unexpired ETH-DEV" in r.json()["error"]
+
+        # the swap itself through the CLI, as an operator would run it
+        out = subprocess.run([sys.executable, "-m", "node", "--datadir", str(dirs[0]), "swap", "--peer", bb.peer,
+                              "--give", "BTC-REG", "--take", "ETH-DEV", "--chunks", "2", "--wait", str(90 * FACTOR),
+                              "--json"], capture_output=True, text=True, timeout=200 * FACTOR)
+        assert out.returncode == 0, out.stderr
+        res = json.loads(out.stdout)
+        assert res["agreed"]["state"] == "agreed" and res["agreed"]["rounds"] == 4
+        assert res["contract"]["state"] == "done", res
+
+        def finished():
+            ca, cb = a.get("/v1/contracts")["contracts"], bb.get("/v1/contracts")["contracts"]
+            return ca and cb and all(c["state"] == "done" and "outcome" in c for c in ca + cb)
+
+        until(finished, 120, "both sides finish the swap")
+        for api, got in ((a, "ETH-DEV"), (bb, "BTC-REG")):
+            (c,) = api.get("/v1/contracts")["contracts"]
+            o = c["outcome"]
+            assert (o["status"], o["released"], o["received"], o["lost"]) == ("claimed", 2, 2, 0), o
+            assert all(ch["asset"] == got and ch["status"] == "claimed" and ch["txid"] for ch in o["chunks"]), o
+        # each side's view of the other's device went up; each received the other's outcome report
+        until(lambda: all(api.get("/v1/status")["outcomes"]["accepted"] >= 1 for api in (a, bb)), 60,
+              "outcome reports delivered")
+        rep = {r["owner"]: r for r in a.get("/v1/reputation")["devices"]}
+        assert rep[bb.peer]["score"] > 0 and not rep[bb.peer]["cheater"]
+        # the swapped deposits are no longer on offer anywhere
+        until(lambda: a.get("/v1/status")["offers_in_book"] == 0 and bb.get("/v1/status")["offers_in_book"] == 0,
+              60, "released chunks leave the books")
+    finally:
+        stop_all(procs)
