@@ -1,25 +1,28 @@
-"""Process mode of benchmarks.network: one OS process per node.
+"""The protocol every benchmark node runs (``benchmarks.network``).
 
-The protocol below runs inside each ``python -m node.runtime`` process. It
-follows a wall-clock schedule given at launch (``--opt start=<unix time>``),
-so no control channel is needed: raw one-shot rounds, a raw burst, sheet
-one-shot rounds, a sheet burst. Every node records when it published and
-when each message reached it (raw: delivered by gossipsub; sheets: in the
-book after validation) and exposes it in ``status()``, which the harness
-reads from the node's status file at the end.
+``BenchNode`` wraps the real ``OffersProtocol`` made by the daemon's
+``node.daemon:offers_factory`` (enclave keys, deposits on a dev ledger, a
+real SQLite ``OfferBook``, full sheet validation) and adds a raw topic for the
+py-libp2p anchor. It follows a wall-clock schedule given at launch
+(``--opt start=<unix time>``), so no control channel is needed: raw one-shot
+rounds, a raw burst, sheet one-shot rounds, a sheet burst. Every node records
+when it published and when each message reached it (raw: delivered by
+gossipsub; sheets: validated *and* written to the offer book) and exposes it
+in ``status()``. In process mode the harness reads it from each node's status
+file at the end; in one-process mode it calls ``status()`` directly.
 """
 
 from __future__ import annotations
 
-import random
 import struct
+import time
 
-import coincurve
+from node.protocols.base import GossipReceived, Notify, Publish, SetTimer, Started, TimerFired, Validation
+from node.protocols.base import topic as topic_name
 
-from benchmarks.network import RAW, SHEETS, Sheet, make_sheet, validate_sheet
-from node import wire
-from node.crypto import sha256
-from node.protocols.base import GossipReceived, Publish, SetTimer, Started, TimerFired, Validation
+NET = "bench"
+RAW = topic_name(NET, "raw", 1)
+
 
 def round_gap(n: int) -> float:
     """Seconds between scheduled rounds: rounds must not overlap, and on a
@@ -28,7 +31,7 @@ def round_gap(n: int) -> float:
 
 
 def schedule(rounds: int, raw_burst: int, sheet_burst: int, n: int) -> list[tuple[float, str, int, int]]:
-    """(offset s, kind, first seq, count) for every publishing step."""
+    """(offset s, kind, first label, count) for every publishing step."""
     gap = round_gap(n)
     out, t = [], 0.0
     for r in range(rounds):
@@ -48,56 +51,91 @@ def end_offset(rounds: int, raw_burst: int, sheet_burst: int, n: int) -> float:
 
 
 class BenchNode:
-    def __init__(self, *, index: int, n: int, start: float, rounds: int, offers: int, raw_burst: int,
-                 sheet_burst: int) -> None:
-        self.topics = (RAW, SHEETS)
-        self.stream_protocols = ()
-        self.index, self.start, self.offers = index, start, offers
-        self.plan = schedule(rounds, raw_burst, sheet_burst, n)
-        self.key = coincurve.PrivateKey(sha256(b"bench key %d" % index))
-        self.rng = random.Random(index)
-        self.me = ""
-        self.published: dict[str, float] = {}  # "kind:origin:seq" -> wall time
-        self.arrived: dict[str, float] = {}
-        self.latest: dict[str, int] = {}
-        self.book = 0
+    """Raw gossip on ``RAW``; real offer sheets through the wrapped ``OffersProtocol``.
 
-    def validate(self, topic, data, from_peer, now):
+    Sheets are published with ``OffersProtocol.set_own_sheet`` (built by
+    ``build_sheet``, signed by the node's enclave); their sequence numbers are
+    the protocol's own (milliseconds), so each publish is recorded under its
+    real seq with a ``labels`` entry mapping it to the schedule's round label.
+    """
+
+    def __init__(self, offers, *, n: int, start: float, rounds: int, raw_burst: int, sheet_burst: int) -> None:
+        self.offers = offers
+        self.topics = (RAW, offers.topic)
+        self.stream_protocols = ()
+        self.start = start
+        self.plan = schedule(rounds, raw_burst, sheet_burst, n)
+        self.me = ""
+        self.published: dict[str, float] = {}  # "kind:origin:seq" -> wall time of the publish call
+        self.labels: dict[str, int] = {}  # "origin:seq" -> round label (sheets)
+        self.arrived: dict[str, float] = {}  # raw: delivered; sheet: in the offer book
+        self.sheet_bytes = 0
+        self.validate_s = 0.0  # time spent validating sheets (accepted or not)
+        self.validated = 0
+
+    def validate(self, topic, data, from_peer, now) -> Validation:
         if topic == RAW:
             return Validation.accept()
-        return validate_sheet(data, self.latest)
+        t0 = time.perf_counter()
+        v = self.offers.validate(topic, data, from_peer, now)
+        self.validate_s += time.perf_counter() - t0
+        self.validated += 1
+        return v
 
     def handle(self, event, now):
         if isinstance(event, Started):
             self.me = event.local_peer
-            return [SetTimer(f"step{i}", self.start + off) for i, (off, *_rest) in enumerate(self.plan)]
-        if isinstance(event, TimerFired) and event.name.startswith("step"):
-            _, kind, first, count = self.plan[int(event.name[4:])]
+            cmds = list(self.offers.handle(event, now))
+            return cmds + [SetTimer(f"bench.step{i}", self.start + off) for i, (off, *_rest) in enumerate(self.plan)]
+        if isinstance(event, TimerFired) and event.name.startswith("bench.step"):
+            _, kind, first, count = self.plan[int(event.name[len("bench.step"):])]
             out = []
-            for seq in range(first, first + count):
-                self.published[f"{kind}:{self.me}:{seq}"] = now
+            for label in range(first, first + count):
+                t = time.time()
                 if kind == "raw":
-                    out.append(Publish(RAW, struct.pack(">I", seq) + self.me.encode() + bytes(16)))
+                    self.published[f"raw:{self.me}:{label}"] = t
+                    out.append(Publish(RAW, struct.pack(">I", label) + self.me.encode() + bytes(16)))
                 else:
-                    out.append(Publish(SHEETS, make_sheet(self.key, self.me, seq, self.offers, self.rng)))
+                    cmds = self.offers.set_own_sheet(self.offers.own, t)
+                    self.published[f"sheet:{self.me}:{self.offers.seq}"] = t
+                    self.labels[f"{self.me}:{self.offers.seq}"] = label
+                    self.sheet_bytes = max([len(c.data) for c in cmds if isinstance(c, Publish)] + [self.sheet_bytes])
+                    out += cmds
             return out
-        if isinstance(event, GossipReceived):
-            if event.topic == RAW:
-                seq = struct.unpack(">I", event.data[:4])[0]
-                origin = event.data[4:-16].decode()
-                self.arrived[f"raw:{origin}:{seq}"] = now
-            else:
-                s = wire.decode(event.data, Sheet, max_size=1 << 20)
-                self.latest[s.origin] = s.seq
-                self.book += len(s.offers)
-                self.arrived[f"sheet:{s.origin}:{s.seq}"] = now
-        return []
+        if isinstance(event, GossipReceived) and event.topic == RAW:
+            label = struct.unpack(">I", event.data[:4])[0]
+            origin = event.data[4:-16].decode()
+            self.arrived[f"raw:{origin}:{label}"] = time.time()
+            return []
+        cmds = self.offers.handle(event, now)
+        for c in cmds:
+            if isinstance(c, Notify) and c.kind == "offers.sheet":
+                self.arrived[f"sheet:{c.detail['origin']}:{c.detail['seq']}"] = time.time()
+        return cmds
 
     def status(self) -> dict:
-        return {"published": self.published, "arrived": self.arrived, "book_offers": self.book}
+        st = self.offers.status() if hasattr(self.offers, "status") else {}
+        return {"published": self.published, "labels": self.labels, "arrived": self.arrived,
+                "book_offers": self.offers.book.count(now=time.time()), "own_offers": len(self.offers.own.offers),
+                "sheet_bytes": self.sheet_bytes, "validate_s": self.validate_s, "validated": self.validated,
+                "attestation_verifications": self.offers.attestations.verifications,
+                "accept": st.get("accept"), "reject": st.get("reject"), "ignore": st.get("ignore"),
+                "reasons": st.get("reasons", {})}
+
+
+def options(*, n: int, start: float, rounds: int, offers: int, raw_burst: int, sheet_burst: int) -> dict[str, str]:
+    """``--opt`` values for ``make`` (and the daemon's ``offers_factory``)."""
+    return {"start": f"{start:.3f}", "n": str(n), "rounds": str(rounds), "keys": str(offers),
+            "raw_burst": str(raw_burst), "sheet_burst": str(sheet_burst), "enclave": "in-process",
+            "republish": "1e9", "asset": "BTC-REG"}
 
 
 def make(ctx) -> BenchNode:
+    """``--protocol benchmarks._netproc:make``: the daemon's offers stack wrapped for the schedule."""
+    from node.daemon import offers_factory
+
     o = ctx.options
-    return BenchNode(index=int(o["index"]), n=int(o["n"]), start=float(o["start"]), rounds=int(o["rounds"]),
-                     offers=int(o["offers"]), raw_burst=int(o["raw_burst"]), sheet_burst=int(o["sheet_burst"]))
+    proto = offers_factory(ctx)  # enclave keys, funded deposits, OfferBook, AttestationCache, address check
+    return BenchNode(proto, n=int(o["n"]), start=float(o["start"]), rounds=int(o["rounds"]),
+                     raw_burst=int(o["raw_burst"]), sheet_burst=int(o["sheet_burst"]))
+

@@ -142,10 +142,13 @@ def offers_factory(ctx):
 
     Options: ``republish=SECONDS`` (default 60), ``keys=N``: make N deposits of $50 of
     ``asset=`` (default BTC-REG) on a dev ledger in the data directory (enclave keys, quote verified,
-    funded from the faucet, confirmed) and offer them.
+    funded from the faucet, confirmed) and offer them. ``enclave=in-process``: the simulated enclave's
+    trusted core runs in the node's process instead of a separate one (benchmarks with many nodes on few
+    cores); the same core signs the same sheets.
     """
     stack = make_offer_stack(ctx.datadir, ctx.net, ctx.peer_id,
-                             republish=float(ctx.options.get("republish", 60)))
+                             republish=float(ctx.options.get("republish", 60)),
+                             in_process=ctx.options.get("enclave", "subprocess") == "in-process")
     n = int(ctx.options.get("keys", 0))
     if n:
         from node.deposits import DepositStore, make_deposits
