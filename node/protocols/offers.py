@@ -167,6 +167,40 @@ class AttestationCache:
         return reason
 
 
+class AddressCheckCache:
+    """Memoises an address check ``(asset, pubkey, address) -> None | reason`` for the addresses that pass.
+
+    Deriving a deposit address from its key is a pure function, and in pure
+    Python (embit's bech32) it is by far the largest per-offer cost of
+    validating a sheet (~0.15 ms an offer, ~15 ms for a sheet of 100, against
+    ~1 ms for everything else). A node republishes mostly the same offers
+    sheet after sheet, so each (asset, key, address) is derived once: only
+    triples this node has itself checked and found correct are remembered, so
+    nothing a peer sends can make a wrong address pass. Failures are not
+    cached (they reject the whole sheet anyway). Bounded: the oldest entries
+    go first once ``max_entries`` is reached.
+    """
+
+    def __init__(self, check: Callable[[str, bytes, str], str | None], max_entries: int = 100_000) -> None:
+        self.check = check
+        self.max_entries = max_entries
+        self._ok: dict[tuple[str, bytes, str], None] = {}
+        self.hits = self.misses = 0
+
+    def __call__(self, asset: str, pubkey: bytes, address: str) -> str | None:
+        key = (asset, bytes(pubkey), address)
+        if key in self._ok:
+            self.hits += 1
+            return None
+        self.misses += 1
+        why = self.check(asset, pubkey, address)
+        if why is None:
+            if len(self._ok) >= self.max_entries:
+                del self._ok[next(iter(self._ok))]
+            self._ok[key] = None
+        return why
+
+
 def default_attestation_verifier(policy) -> Callable[[bytes, Binding, float], object]:
     from node.tee.binding import verify_attestation
 

@@ -202,6 +202,29 @@ def test_offer_address_must_derive_from_its_deposit_key(alice):
     assert v.result is Result.ACCEPT
 
 
+def test_address_check_cache_remembers_only_addresses_it_derived_itself(alice):
+    from node.assets import address_for, validate_address
+    from node.protocols.offers import AddressCheckCache
+
+    calls = []
+    check = AddressCheckCache(lambda a, k, addr: calls.append(addr) or validate_address(a, k, addr))
+    real = [msgspec_replace(o, address=address_for(o.asset, o.pubkey)) for o in make_offers(alice.keys)]
+    for seq in (21, 22):  # the second sheet's addresses come from the cache
+        v, _ = validate_sheet(alice.sheet(seq=seq, offers=real), net=NET, now=NOW, latest_seq=lambda o: None,
+                              attestations=cache(), address_check=check)
+        assert v.result is Result.ACCEPT
+    assert len(calls) == len(real) and check.hits == len(real)
+    # a wrong address for a key whose right address is cached is still derived and refused, every time
+    wrong = [msgspec_replace(real[0], address=address_for("BTC-REG", alice.keys[1]))] + real[1:]
+    for seq in (23, 24):
+        v, _ = validate_sheet(alice.sheet(seq=seq, offers=wrong), net=NET, now=NOW, latest_seq=lambda o: None,
+                              attestations=cache(), address_check=check)
+        assert v.result is Result.REJECT and "not derived from the offered deposit key" in v.reason
+    assert len(calls) == len(real) + 2
+    small = AddressCheckCache(validate_address, max_entries=2)  # bounded: the oldest entry goes first
+    for o in real:
+        assert small(o.asset, o.pubkey, o.address) is None
+    assert small.misses == 3 and len(small._ok) == 2 and (real[0].asset, real[0].pubkey, real[0].address) not in small._ok
 
 
 def test_sheet_encoding_round_trips_deterministically_and_respects_size(alice):
