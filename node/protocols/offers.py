@@ -34,6 +34,7 @@ no penalty).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
@@ -358,7 +359,7 @@ class OffersProtocol:
         self.stats[v.result.value] += 1
         if v.result is not Result.ACCEPT:
             reasons = self.reasons.setdefault(v.result.value, {})
-            key = v.reason.split(":", 1)[0][:60]
+            key = re.split(r"[:\d]", v.reason, maxsplit=1)[0].strip()[:60]  # no numbers: bounded label set
             reasons[key] = reasons.get(key, 0) + 1
         return v
 
