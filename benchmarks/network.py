@@ -129,7 +129,8 @@ async def bench_one_process(n: int, offers: int, rounds: int, seed: int, tmp: Pa
     return sts, degree
 
 
-def summarize(sts: list[dict], n: int, offers: int, rounds: int, raw_burst: int, sheet_burst: int) -> dict:
+def summarize(sts: list[dict], n: int, offers: int, rounds: int, raw_burst: int, sheet_burst: int,
+              shared_process: bool = False) -> dict:
     """Join every node's publish and arrival times into the figures."""
     published: dict[str, float] = {}
     labels: dict[str, int] = {}
@@ -185,6 +186,28 @@ def summarize(sts: list[dict], n: int, offers: int, rounds: int, raw_burst: int,
     res["validate_ms"] = 1e3 * sum(st["validate_s"] for st in sts) / max(1, sum(st["validated"] for st in sts))
     res["attest_per_node"] = statistics.mean(st["attestation_verifications"] for st in sts)
     res["rejects"] = sum(st["reject"] or 0 for st in sts)
+    # CPU of the node processes over the raw one-shot rounds and over the sheet one-shot rounds (windows of
+    # the same length: rounds x gap); in one-process mode every node reports the same process, so count one
+    cpu_sts = sts[:1] if shared_process else sts
+    mk = [{m["step"]: m for m in st["marks"]} for st in cpu_sts]
+    r0, r1, s0, s1 = 0, rounds, rounds + 1, 2 * rounds + 1
+
+    def spent(key: str, a: int, b: int) -> float:
+        return sum(m[b][key] - m[a][key] for m in mk if a in m and b in m)
+
+    res["cpu_raw"], res["cpu_sheet"] = spent("cpu", r0, r1), spent("cpu", s0, s1)
+    if shared_process:
+        res["cpu_validate"] = sum(m[s1]["validate_s"] - m[s0]["validate_s"] for st in sts
+                                  for m in [{x["step"]: x for x in st["marks"]}])
+        res["cpu_book"] = sum(m[s1]["book_s"] - m[s0]["book_s"] for st in sts
+                              for m in [{x["step"]: x for x in st["marks"]}])
+    else:
+        res["cpu_validate"], res["cpu_book"] = spent("validate_s", s0, s1), spent("book_s", s0, s1)
+    rl, sl = [], []
+    for r in range(1, rounds + 1):
+        rl.append(pct(measure("raw", range(r, r + 1))[0], 0.99))
+        sl.append(pct(measure("sheet", range(r, r + 1))[0], 0.99))
+    res["raw_round_p99"], res["sheet_round_p99"] = rl, sl
     res["ignores"] = {}
     for st in sts:
         for reason, c in st["reasons"].get("ignore", {}).items():
@@ -231,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
 
                 with contextlib.redirect_stdout(io.StringIO()):  # the harness's seed lines
                     sts, degree = bench_procs(*a)
-        r = summarize(sts, n, args.offers, args.rounds, args.raw_burst, args.sheet_burst)
+        r = summarize(sts, n, args.offers, args.rounds, args.raw_burst, args.sheet_burst, args.one_process)
         rows.append(r)
         print(f"{n:>3} | {r['raw_p50'] * 1e3:>6.1f}ms {r['raw_p99'] * 1e3:>6.1f}ms {r['sheet_p50'] * 1e3:>7.1f}ms "
               f"{r['sheet_p99'] * 1e3:>7.1f}ms {r['sheet_p99'] / r['raw_p99']:>5.2f}x | "
@@ -240,13 +263,21 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['offers_per_s'] / r['raw_msgs_per_s']:>6.0f}x", flush=True)
         ign = ", ".join(f"{k} {v}" for k, v in sorted(r["ignores"].items())) or "none"
         print(f"    degree {degree:.1f}; books holding all {(n - 1) * args.offers} others' offers at the end: "
-              f"{r['books_full']}/{n}; validate {r['validate_ms']:.1f} ms/sheet; attestation verifications "
+              f"{r['books_full']}/{n}; validate {r['validate_ms']:.1f} ms CPU/sheet; attestation verifications "
               f"{r['attest_per_node']:.1f}/node; rejects {r['rejects']}; ignored: {ign}")
         print(f"    sheet rounds to all books: {', '.join(f'{x * 1e3:.0f}' for x in r['sheet_round_times'])} ms; "
               f"round 1 p99 {r['sheet_first_p99'] * 1e3:.1f} ms; delivered: raw {r['raw_delivered_frac']:.3f}, "
               f"raw burst {r['raw_burst_delivered_frac']:.3f}, sheets {r['sheet_delivered_frac']:.3f}, "
               f"burst sheets booked {r['sheet_burst_in_book_frac']:.3f} (superseded ones are ignored); "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"    p99 by round, raw / sheets: "
+              f"{', '.join(f'{a * 1e3:.0f}/{b * 1e3:.0f}' for a, b in zip(r['raw_round_p99'], r['sheet_round_p99']))} ms "
+              f"(round 1 is the first sight of every origin's offers: addresses not yet derived)")
+        extra = r["cpu_sheet"] - r["cpu_raw"]
+        print(f"    CPU of all nodes over the {args.rounds} one-shot rounds: raw {r['cpu_raw']:.1f} s, sheets "
+              f"{r['cpu_sheet']:.1f} s (+{extra:.1f} s: sheet validation {r['cpu_validate']:.1f} s, decode + "
+              f"OfferBook {r['cpu_book']:.1f} s, rest {extra - r['cpu_validate'] - r['cpu_book']:.1f} s: py-libp2p "
+              f"carrying {r['sheet_bytes'] // 1000} kB sheets instead of ~0.1 kB messages)", flush=True)
     last = rows[-1]
     thru = last["offers_per_s"] / last["raw_msgs_per_s"]
     thru1 = last["oneshot_offers_per_s"] / last["raw_oneshot_msgs_per_s"]
