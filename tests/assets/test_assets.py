@@ -61,6 +61,19 @@ def test_every_asset_matches_a_second_implementation(secret_int):
         assert validate_address(sym, pub, address_for(sym, pub)) is None
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364140))
+def test_validate_address_fast_path_is_address_for(secret_int):
+    from node.assets import _p2wpkh_address
+
+    pub = coincurve.PrivateKey(secret_int.to_bytes(32, "big")).public_key.format()
+    for a in ASSETS.values():
+        if a.kind == "utxo" and a.segwit:
+            assert _p2wpkh_address(a.network, pub) == address_for(a.symbol, pub, kind="p2wpkh")
+            assert validate_address(a.symbol, pub, address_for(a.symbol, pub, kind="p2pkh")) is None
+            assert validate_address(a.symbol, pub, address_for(a.symbol, pub).upper()) is not None
+
+
 def test_bad_input_gets_clear_errors():
     with pytest.raises(UnknownAsset, match="unknown asset 'XYZ'; known: BTC"):
         get_asset("XYZ")
