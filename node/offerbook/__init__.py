@@ -54,26 +54,39 @@ class OfferBook:
         return self._latest.get(origin)
 
     def apply_sheet(self, body, *, now: float) -> int:
-        """Replace ``body.origin``'s offers with the sheet's unexpired ones; returns how many."""
+        """Replace ``body.origin``'s offers with the sheet's unexpired ones; returns how many.
+
+        A newer sheet usually repeats most of the previous one (nodes republish
+        their sheet whether or not it changed), so when the origin's device and
+        class are unchanged only the difference is written: offers no longer
+        listed are deleted, new ones inserted. The result is the same rows as a
+        full replace."""
         from node.protocols.offers import offer_id
 
         device = device_id_of(body.binding.sign_pub)
         dclass = self.device_class(body)
-        rows = [
-            (offer_id(o), body.origin, device, dclass, o.asset, o.address, o.pubkey, o.amount,
-             o.usd_cents, o.price, o.price_at, o.expiry)
-            for o in body.offers
-            if o.expiry > now
-        ]
+        fresh = {offer_id(o): o for o in body.offers if o.expiry > now}
         with self.db:
             self.db.execute("BEGIN")
-            self.db.execute("DELETE FROM offers WHERE origin = ?", (body.origin,))
-            self.db.executemany("INSERT OR REPLACE INTO offers VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            prev = self.db.execute("SELECT device_id, device_class FROM sheets WHERE origin = ?",
+                                   (body.origin,)).fetchone()
+            if prev is not None and (bytes(prev[0]), prev[1]) == (device, dclass):
+                held = {bytes(r[0]) for r in self.db.execute("SELECT offer_id FROM offers WHERE origin = ?",
+                                                              (body.origin,))}
+                self.db.executemany("DELETE FROM offers WHERE offer_id = ?", [(i,) for i in held - fresh.keys()])
+                new = [i for i in fresh if i not in held]
+            else:
+                self.db.execute("DELETE FROM offers WHERE origin = ?", (body.origin,))
+                new = list(fresh)
+            self.db.executemany(
+                "INSERT OR REPLACE INTO offers VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(i, body.origin, device, dclass, o.asset, o.address, o.pubkey, o.amount, o.usd_cents, o.price,
+                  o.price_at, o.expiry) for i in new for o in (fresh[i],)])
             self.db.execute(
                 "INSERT OR REPLACE INTO sheets VALUES (?,?,?,?,?)", (body.origin, body.seq, device, dclass, now)
             )
         self._latest[body.origin] = body.seq
-        return len(rows)
+        return len(fresh)
 
     def devices(self) -> list[tuple[bytes, str]]:
         """(device id, device class) of every device with offers in the book."""

@@ -253,3 +253,25 @@ def test_sheet_encoding_round_trips_deterministically_and_respects_size(alice):
         decode_sheet(alice.sheet())[1], offers=many)), bytes(64))), net=NET, now=NOW, latest_seq=lambda o: None,
         attestations=cache())
     assert v.result is Result.REJECT and ("too many offers" in v.reason or "over size" in v.reason)
+
+
+def test_book_writes_only_the_difference_and_ends_as_a_full_replace_would(alice, bob):
+    def rows(book):
+        return sorted(tuple(r.items()) for r in book.rows(now=NOW, limit=1000))
+
+    def body(vault, seq, offers, now=NOW):
+        return decode_sheet(vault.sheet(seq=seq, offers=offers, now=now))[1]
+
+    k = alice.keys
+    steps = [make_offers(k), make_offers(k), make_offers(k[1:]), make_offers(k[:1], expiry=NOW + 1) + make_offers(k[2:])]
+    book = OfferBook(None)
+    for seq, offers in enumerate(steps, 1):
+        book.apply_sheet(body(alice, seq, offers), now=NOW)
+        book.apply_sheet(body(bob, seq, make_offers(bob.keys)), now=NOW)
+        fresh = OfferBook(None)  # what a book that only ever saw these two sheets holds
+        fresh.apply_sheet(body(alice, seq, offers), now=NOW)
+        fresh.apply_sheet(body(bob, seq, make_offers(bob.keys)), now=NOW)
+        assert rows(book) == rows(fresh), seq
+    assert book.count(now=NOW) == 2 + len(bob.keys)
+    assert book.apply_sheet(body(alice, 9, steps[-1]), now=NOW + 2) == 1  # the expired offer goes
+    assert book.count(now=NOW) == 1 + len(bob.keys)
