@@ -40,7 +40,7 @@ from pathlib import Path
 
 import trio
 
-from benchmarks._netproc import NET, RAW, BenchNode, end_offset, options
+from benchmarks._netproc import NET, RAW, BenchNode, end_offset, options, round_gap
 from node.clock import SystemClock
 from node.protocols.base import topic
 
@@ -270,6 +270,9 @@ def main(argv: list[str] | None = None) -> None:
               f"raw burst {r['raw_burst_delivered_frac']:.3f}, sheets {r['sheet_delivered_frac']:.3f}, "
               f"burst sheets booked {r['sheet_burst_in_book_frac']:.3f} (superseded ones are ignored); "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
+        slow = [i + 1 for i, x in enumerate(r["sheet_round_times"]) if x > round_gap(n)]
+        if slow:
+            print(f"    WARNING: sheet round(s) {slow} outlasted the {round_gap(n):.0f} s gap: the next round overlapped")
         print(f"    p99 by round, raw / sheets: "
               f"{', '.join(f'{a * 1e3:.0f}/{b * 1e3:.0f}' for a, b in zip(r['raw_round_p99'], r['sheet_round_p99']))} ms "
               f"(round 1 is the first sight of every origin's offers: addresses not yet derived)")
