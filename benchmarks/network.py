@@ -252,8 +252,13 @@ def main(argv: list[str] | None = None) -> None:
                 import contextlib
                 import io
 
-                with contextlib.redirect_stdout(io.StringIO()):  # the harness's seed lines
-                    sts, degree = bench_procs(*a)
+                buf = io.StringIO()  # the harness's seed lines; its log tails if something fails
+                try:
+                    with contextlib.redirect_stdout(buf):
+                        sts, degree = bench_procs(*a)
+                except BaseException:
+                    print(buf.getvalue(), flush=True)
+                    raise
         r = summarize(sts, n, args.offers, args.rounds, args.raw_burst, args.sheet_burst, args.one_process)
         rows.append(r)
         print(f"{n:>3} | {r['raw_p50'] * 1e3:>6.1f}ms {r['raw_p99'] * 1e3:>6.1f}ms {r['sheet_p50'] * 1e3:>7.1f}ms "
