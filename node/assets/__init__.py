@@ -147,4 +147,10 @@ def validate_address(asset: str, pubkey33: bytes, address: str) -> str | None:
         return str(exc)
     except ValueError as exc:
         return str(exc)
+    except Exception as exc:  # embit's ECError (not a ValueError): a 33-byte key that is not a curve point
+        from embit.base import EmbitError
+
+        if isinstance(exc, EmbitError):
+            return f"not a valid public key: {exc}"
+        raise
     return None if ok else f"address {address!r} is not derived from the offered deposit key on {asset}"

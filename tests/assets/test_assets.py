@@ -83,6 +83,9 @@ def test_bad_input_gets_clear_errors():
         address_for("DOGE", G, kind="p2wpkh")
     assert "not derived" in validate_address("BTC", G, "bc1qsomethingelse")
     assert "unknown asset" in validate_address("NOPE", G, "x")
+    off_curve = b"\x02" + b"\xff" * 32  # right length and prefix, not a point: a reason, not an exception
+    assert "not a valid public key" in validate_address("BTC-REG", off_curve, "bcrt1qxyz")
+    assert validate_address("ETH-DEV", off_curve, "0xabc")
     assert address_kinds("DOGE") == ("p2pkh",)
 
 
