@@ -1,0 +1,95 @@
+"""``python -m simulations run SCENARIO.toml [--seed N] [--quiet] [--out DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def run(scenario: Path, *, seed: int | None = None, out: Path | None = None, quiet: bool = False,
+        argv: list[str] | None = None) -> Path:
+    """Run one scenario; returns the output folder."""
+    import resource
+
+    import tomli_w
+
+    from simulations import report
+    from simulations.engine import Engine
+    from simulations.scenario import load
+
+    sc = load(scenario, seed=seed)
+    outdir = Path(out) if out else Path("sim-runs") / f"{sc['run']['name']}-seed{sc['run']['seed']}"
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "scenario.toml").write_text(tomli_w.dumps(sc))
+    (outdir / "seed").write_text(f"{sc['run']['seed']}\n")
+    log_f = open(outdir / "events.jsonl", "w")
+
+    def log(rec: dict) -> None:
+        log_f.write(json.dumps(rec, sort_keys=True) + "\n")
+
+    wall0 = time.perf_counter()
+    progress_ctx = None
+    if quiet:
+        progress = None
+    else:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        progress_ctx = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                TextColumn("{task.completed:.0f}/{task.total:.0f} sim s"), TimeElapsedColumn())
+        progress_ctx.start()
+        task = progress_ctx.add_task(f"building {sc['run']['name']}", total=sc["run"]["duration"])
+
+        def progress(t: float) -> None:
+            progress_ctx.update(task, completed=t, description=sc["run"]["name"])
+    try:
+        engine = Engine(sc, log=log, progress=progress)
+        build_s = time.perf_counter() - wall0
+        engine.run()
+    finally:
+        if progress_ctx is not None:
+            progress_ctx.stop()
+        log_f.close()
+    wall = time.perf_counter() - wall0
+    summary = engine.summary()
+    report.write_json(outdir / "summary.json", summary)
+    man = report.manifest(sc, wall, engine.m.events, argv or sys.argv)
+    man["build_seconds"] = round(build_s, 2)
+    man["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    report.write_json(outdir / "run.json", man)
+    images = report.plots(engine, outdir)
+    report.report(summary, man, outdir, images)
+    if not quiet:
+        r, g = summary["requests"], summary["gossip"]
+        print(f"{summary['nodes']} nodes, {sc['run']['duration']:g} simulated s, {engine.m.events} events "
+              f"in {wall:.1f} s wall (build {build_s:.1f} s, peak RSS {man['peak_rss_mib']} MiB)")
+        print(f"sheets {g['sheets_published']}, gossip p50/p90/p99 {g['latency_s']}, requests ok "
+              f"{r['ok']}/{r['decided']}, spam {summary['spam']['published']} published / "
+              f"{summary['spam']['forwarded']} forwarded")
+        print(f"report: {outdir / 'report.html'}")
+    return outdir
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m simulations", description="Keyswitch simulations")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run one scenario in the virtual engine")
+    r.add_argument("scenario", type=Path)
+    r.add_argument("--seed", type=int, default=None, help="overrides the scenario's run.seed")
+    r.add_argument("--quiet", action="store_true", help="no progress bar or summary lines (CI)")
+    r.add_argument("--out", type=Path, default=None, help="output folder (default sim-runs/NAME-seedN)")
+    args = ap.parse_args(argv)
+    from simulations.scenario import ScenarioError
+
+    try:
+        run(args.scenario, seed=args.seed, out=args.out, quiet=args.quiet, argv=sys.argv if argv is None else argv)
+    except ScenarioError as exc:
+        print(f"scenario error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,712 @@
+"""The virtual engine: the node's own sans-IO protocols on a virtual clock.
+
+A discrete-event loop (``heapq`` of ``(time, seq, kind, payload)``) drives,
+per *full* node, the same objects a real node runs: ``OffersProtocol`` over an
+in-memory ``OfferBook(None)``, ``RfpProtocol`` over a ``RiskEngine`` (with its
+``Reputation``, caps and allocator). Publishing nodes hold a real
+``InProcessEnclave`` (seeded, in memory: real secp256k1 signatures, a real
+simulated quote) whose deposits are made on one in-process ``DevLedger``, so
+every sheet is checked by ``validate_sheet`` exactly as on the wire.
+
+Gossip model (gossipsub-like):
+
+* every node has a mesh of about ``mesh_degree`` (D) peers on the topics
+  (a random graph, degree D up to ``mesh_degree_max``), fixed per run apart
+  from churn and pruning;
+* a message is forwarded by a node to its mesh peers only after ``validate``
+  returned ACCEPT, once (dedup by message id), each hop costing the sampled
+  one-way link latency plus ``validation_ms``. With first-arrival dedup this
+  flood is exactly the earliest-arrival (shortest-path) time over the mesh, so
+  each message's spread is computed in one Dijkstra (scipy, in C) over
+  per-message sampled link latencies instead of one Python event per hop;
+* a lost transmission (probability ``loss``) is recovered as gossipsub's
+  IHAVE/IWANT does: at the sender's next heartbeat (uniform wait up to
+  ``heartbeat``) plus two more one-way latencies;
+* a node that receives a REJECTed message from a peer counts it against that
+  peer and prunes it from its mesh after ``PRUNE_AFTER_REJECTS`` (the effect of
+  gossipsub's P4 invalid-message penalty and graylisting).
+
+Simplifications, stated:
+
+* Only *full* nodes (``network.full_nodes``) hold an offer book, a risk engine
+  and the RFP protocol; the others (bootstrap and relay nodes) only forward.
+  Whether a relay forwards is decided by one *reference validator* per message
+  (the same ``validate_sheet`` / ``validate_request`` with a shared
+  attestation cache and seq table), computed when the message is published:
+  honest nodes reach the same verdict on the same bytes, and every full node
+  re-validates with its own protocol on arrival (disagreements are counted as
+  ``verdict_mismatch``). This is what lets 10,000 nodes fit on two cores.
+* Stream requests (proposals) take one sampled one-way latency each way;
+  ``loss`` does not apply to them (a stream retransmits).
+* The contract layer (issue 7) is not built: a successful choice is *held* as
+  exposure by the client's risk engine for ``contract_seconds``, then
+  released, and each device in it is credited ``Action.CLAIMED``.
+* Device classes are simulation ground truth (a table from the enclave's
+  signing key to the class drawn from ``devices``), standing in for the
+  platform a real quote would name; all sim quotes verify as ``sim``.
+* Churn: an offline node neither receives nor forwards nor publishes; its mesh
+  links come back when it does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import logging
+import random
+import re
+import warnings
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Callable
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import dijkstra
+
+from node.clock import ManualClock
+from node.protocols.base import (
+    GossipReceived, Notify, Publish, RequestReceived, Respond, ResponseReceived, Result, SendRequest, SetTimer,
+    Started, TimerFired,
+)
+
+PRUNE_AFTER_REJECTS = 3
+LATENCY_BINS = np.concatenate([np.arange(0, 2.0, 0.005), np.arange(2.0, 30.0, 0.1), [np.inf]])
+
+
+@dataclass
+class SimNode:
+    idx: int
+    peer_id: str
+    kind: str  # bootstrap | relay | full | sybil | spammer
+    full: bool = False  # runs its own protocols on every delivery
+    alive: bool = True
+    offers: Any = None  # OffersProtocol (full nodes and publishers)
+    rfp: Any = None  # RfpProtocol (full nodes)
+    engine: Any = None  # RiskEngine (full nodes)
+    book: Any = None
+    enclave: Any = None
+    deposits: list = field(default_factory=list)
+    device_id: bytes = b""
+    device_class: str = ""
+    timers: dict = field(default_factory=dict)
+    rejects_from: dict = field(default_factory=dict)  # peer idx -> REJECTs received
+
+    def protocols(self) -> list:
+        return [p for p in (self.offers, self.rfp) if p is not None]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.gossip_hist = np.zeros(len(LATENCY_BINS) - 1, dtype=np.int64)  # publish -> every node reached
+        self.book_latency: list[float] = []  # publish -> a full node's book (ACCEPT), seconds
+        self.sheets_published = 0
+        self.coverage: list[float] = []  # share of online nodes each honest sheet reached
+        self.requests_sent = 0
+        self.requests_not_sent = 0
+        self.decided: list[dict] = []  # per decided request
+        self.validations = {"accept": 0, "reject": 0, "ignore": 0}
+        self.verdict_mismatch = 0
+        self.spam = {"published": 0, "receivers": 0, "forwarded": 0, "accepted": 0, "pruned_links": 0,
+                     "dropped_no_mesh": 0}
+        self.exposure_now: dict[bytes, int] = {}  # device -> cents held across all clients
+        self.exposure_peak: dict[bytes, int] = {}
+        self.exposure_peak_per_client: dict[bytes, int] = {}  # device -> max cents one client held on it
+        self.proposals_sent = 0
+        self.stream_errors = 0
+        self.churn_events = 0
+        self.events = 0
+
+
+class Engine:
+    def __init__(self, sc: dict, *, log: Callable[[dict], None] | None = None,
+                 progress: Callable[[float], None] | None = None) -> None:
+        logging.getLogger("keyswitch").setLevel(logging.ERROR)
+        self.sc = sc
+        self.seed = sc["run"]["seed"]
+        self.rng = random.Random(self.seed)
+        self.nprng = np.random.default_rng(self.seed)
+        self.t0 = float(sc["run"]["start_time"])
+        self.now = self.t0
+        self.clock = ManualClock(self.t0)
+        self.net = sc["run"]["net"]
+        self.log = log or (lambda rec: None)
+        self.progress = progress
+        self.heap: list = []
+        self._seq = 0
+        self.m = Metrics()
+        self.nodes: list[SimNode] = []
+        self.by_peer: dict[str, int] = {}
+        self.calls: dict[int, tuple] = {}
+        self._call_id = 0
+        self.device_kind: dict[bytes, str] = {}  # device id -> honest | sybil
+        self.device_class_of: dict[bytes, str] = {}  # enclave sign_pub -> class (ground truth)
+        self.device_limit: dict[bytes, int] = {}  # device id -> its class's starting limit (cents)
+        self.requesters: list[int] = []
+        self.spammers: list[int] = []
+        self.completed_over_time: list[tuple[float, int, int]] = []  # (t, ok so far, decided so far)
+        self._build()
+
+    # ------------------------------------------------------------ setup
+    def _build(self) -> None:
+        from node.ledger.devnet import DevLedger
+        from node.protocols.offers import AttestationCache, default_attestation_verifier
+        from node.tee.policy import AttestationPolicy
+
+        sc, net = self.sc, self.sc["network"]
+        self.lat = net["latency_ms"]
+        self.ledger = DevLedger(None, automine=True)
+        # one reference validator for the relays (and attestation verdicts it caches)
+        self.ref_cache = AttestationCache(default_attestation_verifier(AttestationPolicy.dev()))
+        self.ref_seq: dict[str, int] = {}
+        self.ref_seen_requests: set[bytes] = set()
+        kinds = (["bootstrap"] * net["bootstrap"] + ["full"] * net["full_nodes"]
+                 + ["relay"] * (net["nodes"] - net["bootstrap"] - net["full_nodes"]))
+        for name in ("spammer", "sybil"):
+            cfg = sc["adversaries"].get(name)
+            if cfg:
+                kinds += [name] * cfg["nodes"]
+        full_ix = [i for i, k in enumerate(kinds) if k == "full"]
+        n_offer = round(sc["deposits"]["offering_share"] * len(full_ix))
+        offering = set(self.rng.sample(full_ix, n_offer))
+        nreq = sc["requests"]["requesters"]
+        self.requesters = sorted(self.rng.sample(full_ix, nreq))
+        classes = sorted(sc["devices"])
+        weights = [sc["devices"][c] for c in classes]
+        from node.peerkey import PeerSigner
+
+        for i, kind in enumerate(kinds):
+            signer = PeerSigner(hashlib.sha256(b"keyswitch-sim/peer/%d/%d" % (self.seed, i)).digest())
+            node = SimNode(i, signer.peer_id, kind, full=(kind == "full"))
+            node.signer = signer
+            self.nodes.append(node)
+            self.by_peer[node.peer_id] = i
+            if kind == "full":
+                self._make_full(node)
+            if (kind == "full" and i in offering) or kind == "sybil":
+                if kind == "sybil":
+                    cfg = sc["adversaries"]["sybil"]
+                    dclass, chunks, usd = cfg["device_class"], cfg["chunks_per_node"], cfg["chunk_usd"]
+                else:
+                    dclass = self.rng.choices(classes, weights)[0]
+                    chunks, usd = sc["deposits"]["chunks_per_node"], self.rng.choice(sc["deposits"]["chunk_usd"])
+                self._make_publisher(node, dclass, chunks, round(usd * 100))
+            if kind == "spammer":
+                self.spammers.append(i)
+        self._build_mesh()
+
+    def _book_class(self, body) -> str:
+        return self.device_class_of.get(body.binding.sign_pub, "sim")
+
+    def _make_full(self, node: SimNode) -> None:
+        from node.assets import validate_address
+        from node.offerbook import OfferBook
+        from node.protocols.offers import AttestationCache, OffersProtocol, default_attestation_verifier
+        from node.protocols.rfp import RfpProtocol
+        from node.risk.allocate import Limits
+        from node.risk.engine import RiskEngine
+        from node.risk.reputation import Reputation
+        from node.tee.policy import AttestationPolicy
+
+        q = self.sc["requests"]
+        node.book = OfferBook(None, device_class=self._book_class)
+        node.offers = OffersProtocol(
+            net=self.net, book=node.book,
+            attestations=AttestationCache(default_attestation_verifier(AttestationPolicy.dev())),
+            address_check=validate_address, republish_interval=self.sc["deposits"]["republish"])
+        limits = Limits(q["max_per_device"], q["max_share_device"], q["max_share_owner"])
+        node.engine = RiskEngine(node.book, Reputation(None), limits=limits, seed=self.seed * 1_000_003 + node.idx)
+        node.rfp = RfpProtocol(net=self.net, engine=node.engine, sign=node.signer.sign)
+
+    def _make_publisher(self, node: SimNode, dclass: str, chunks: int, chunk_cents: int) -> None:
+        from node.deposits import DepositStore, make_deposits
+        from node.offerbook import OfferBook, device_id_of
+        from node.protocols.offers import OffersProtocol
+        from node.tee.client import InProcessEnclave
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            node.enclave = InProcessEnclave(None, clock=self.clock,
+                                            seed=hashlib.sha256(b"keyswitch-sim/enclave/%d/%d"
+                                                                % (self.seed, node.idx)).digest())
+        if node.offers is None:  # a publisher that keeps no book of its own (sybils)
+            node.book = OfferBook(None)
+            node.offers = OffersProtocol(net=self.net, book=node.book, attestations=None,
+                                         republish_interval=self.sc["deposits"]["republish"])
+        asset = self.rng.choice(self.sc["assets"])["symbol"]
+        store = DepositStore(None)
+        node.deposits = make_deposits(node.enclave, self.ledger, store, asset=asset, chunks=chunks,
+                                      chunk_usd_cents=chunk_cents, now=self.now, prices=self._prices(),
+                                      net=self.net, peer_id=node.peer_id)
+        info = node.enclave.info()
+        node.device_id = device_id_of(info.sign_pub)
+        node.device_class = dclass
+        self.device_class_of[info.sign_pub] = dclass
+        self.device_kind[node.device_id] = "sybil" if node.kind == "sybil" else "honest"
+        from node.risk.classes import ClassRegistry
+
+        self.device_limit[node.device_id] = ClassRegistry().resolve(dclass).limit_cents(0.0)
+
+    def _prices(self):
+        from node.assets.prices import StaticPrices
+
+        table = {a["symbol"]: str(self._price(a["symbol"])) for a in self.sc["assets"]}
+        return StaticPrices(table, at=self.now, source="scenario")
+
+    def _price(self, symbol: str) -> Decimal:
+        """The scenario's price path, piecewise linear in simulated seconds since the start."""
+        path = next(a["price_path"] for a in self.sc["assets"] if a["symbol"] == symbol)
+        t = self.now - self.t0
+        if t <= path[0][0]:
+            return Decimal(str(path[0][1]))
+        for (t1, p1), (t2, p2) in zip(path, path[1:]):
+            if t <= t2:
+                f = (t - t1) / (t2 - t1) if t2 > t1 else 1.0
+                return Decimal(str(round(p1 + (p2 - p1) * f, 8)))
+        return Decimal(str(path[-1][1]))
+
+    def _own_sheet(self, node: SimNode):
+        """The publisher's sheet at the current price (what ``OfferStack.refresh_offers`` does on a node)."""
+        from node.assets.prices import Price, usd_value_cents
+        from node.protocols.offers import Offer, OwnSheet
+
+        ttl = self.sc["deposits"]["offer_ttl"]
+        offers = []
+        for d in node.deposits:
+            p = Price(d.asset, self._price(d.asset), self.now, "scenario")
+            offers.append(Offer(d.asset, d.address, d.pubkey, d.amount, max(1, usd_value_cents(d.asset, d.amount, p)),
+                                str(p.usd_per_unit), self.now, self.now + ttl))
+        if node.offers.own is None:
+            binding = node.enclave.binding_for(self.net, node.peer_id)
+            quote = node.enclave.quote(binding, now=self.now)
+            return OwnSheet(offers, [], quote, binding, node.enclave.sign_offer_sheet)
+        own = node.offers.own
+        return OwnSheet(offers, [], own.quote, own.binding, own.sign)
+
+    def _build_mesh(self) -> None:
+        net = self.sc["network"]
+        n, d, dmax = len(self.nodes), net["mesh_degree"], net["mesh_degree_max"]
+        self.adj: list[set[int]] = [set() for _ in range(n)]
+        order = list(range(n))
+        self.rng.shuffle(order)
+        for i in order:
+            tries = 0
+            while len(self.adj[i]) < min(d, n - 1) and tries < 20 * d:
+                tries += 1
+                j = self.rng.randrange(n)
+                if j == i or j in self.adj[i] or len(self.adj[j]) >= dmax:
+                    continue
+                self.adj[i].add(j)
+                self.adj[j].add(i)
+        self._graph_dirty = True
+
+    def _graph(self):
+        if self._graph_dirty:
+            indptr = [0]
+            indices: list[int] = []
+            for i, node in enumerate(self.nodes):
+                if node.alive:
+                    indices += [j for j in sorted(self.adj[i]) if self.nodes[j].alive]
+                indptr.append(len(indices))
+            self._indptr = np.asarray(indptr, dtype=np.int32)
+            self._indices = np.asarray(indices, dtype=np.int32)
+            self._graph_dirty = False
+        return self._indptr, self._indices
+
+    # ------------------------------------------------------------ latency
+    def _lat(self, size: int) -> np.ndarray:
+        """One-way link latencies in seconds."""
+        lat = self.lat
+        if lat["dist"] == "constant":
+            ms = np.full(size, float(lat["value"]))
+        elif lat["dist"] == "uniform":
+            ms = self.nprng.uniform(lat["min"], lat["max"], size)
+        else:
+            ms = lat["median"] * np.exp(lat["sigma"] * self.nprng.standard_normal(size))
+        return ms / 1000.0
+
+    def _hop_weights(self, size: int) -> np.ndarray:
+        net = self.sc["network"]
+        w = self._lat(size) + net["validation_ms"] / 1000.0
+        if net["loss"] > 0:
+            lost = self.nprng.random(size) < net["loss"]
+            k = int(lost.sum())
+            if k:
+                w[lost] += self.nprng.uniform(0, net["heartbeat"], k) + self._lat(k) + self._lat(k)
+        return np.maximum(w, 1e-6)
+
+    # ------------------------------------------------------------ the loop
+    def push(self, at: float, kind: str, payload: tuple) -> None:
+        self._seq += 1
+        heapq.heappush(self.heap, (at, self._seq, kind, payload))
+
+    def run(self) -> None:
+        sc = self.sc
+        end = self.t0 + sc["run"]["duration"]
+        for node in self.nodes:
+            for proto in node.protocols():
+                self.run_cmds(node, proto.handle(Started(node.peer_id), self.now))
+            if node.enclave is not None:
+                # first sheet at a random moment in the first republish interval
+                self.push(self.now + self.rng.uniform(0, min(5.0, sc["deposits"]["republish"])), "publish", (node.idx,))
+        if sc["requests"]["rate"] > 0 and self.requesters:
+            self.push(self.now + self.rng.expovariate(sc["requests"]["rate"]), "make_request", ())
+        for i in self.spammers:
+            self.push(self.now + self.rng.expovariate(sc["adversaries"]["spammer"]["rate"]), "spam", (i,))
+        ch = sc["churn"]
+        if ch["enabled"] and ch["leave_rate"] > 0:
+            self.push(self.now + self.rng.expovariate(ch["leave_rate"] * len(self.nodes)), "churn", ())
+        self.push(self.now, "sample", ())
+        while self.heap and self.heap[0][0] <= end:
+            at, _, kind, payload = heapq.heappop(self.heap)
+            self.now = at
+            self.clock.set(at)
+            self.m.events += 1
+            getattr(self, "_ev_" + kind)(*payload)
+        self.now = end
+        if self.progress:
+            self.progress(end - self.t0)
+
+    def _ev_sample(self) -> None:
+        ok = sum(1 for r in self.m.decided if r["ok"])
+        self.completed_over_time.append((round(self.now - self.t0, 3), ok, len(self.m.decided)))
+        if self.progress:
+            self.progress(self.now - self.t0)
+        self.push(self.now + max(1.0, self.sc["run"]["duration"] / 200), "sample", ())
+
+    def _ev_publish(self, i: int) -> None:
+        node = self.nodes[i]
+        node.offers.own = self._own_sheet(node)
+        self.run_cmds(node, node.offers.set_own_sheet(node.offers.own, self.now))
+
+    def _ev_timer(self, i: int, name: str, at: float) -> None:
+        node = self.nodes[i]
+        if node.timers.get(name) != at:
+            return  # replaced or cancelled
+        del node.timers[name]
+        if not node.alive:
+            return
+        if name == "offers.republish" and node.enclave is not None:
+            node.offers.own = self._own_sheet(node)  # re-priced
+        for proto in node.protocols():
+            self.run_cmds(node, proto.handle(TimerFired(name), self.now))
+
+    def _ev_deliver(self, j: int, topic: str, data: bytes, src: int, sent_at: float, ref: Result) -> None:
+        node = self.nodes[j]
+        if not node.alive:
+            return
+        for proto in node.protocols():
+            if topic not in proto.topics:
+                continue
+            v = proto.validate(topic, data, self.nodes[src].peer_id, self.now)
+            self.m.validations[v.result.value] += 1
+            if v.result is not ref:
+                self.m.verdict_mismatch += 1
+            if v.result is Result.ACCEPT:
+                if proto is node.offers:
+                    self.m.book_latency.append(self.now - sent_at)
+                self.run_cmds(node, proto.handle(GossipReceived(topic, data, self.nodes[src].peer_id), self.now))
+
+    def _ev_req_in(self, target: int, call_id: int) -> None:
+        src, cmd = self.calls[call_id][:2]
+        node = self.nodes[target]
+        if not node.alive:
+            self.calls.pop(call_id, None)
+            self.push(self.now + cmd.timeout, "resp_in", (src, cmd, b"", "timeout: peer offline"))
+            return
+        server = next((p for p in node.protocols() if cmd.protocol in p.stream_protocols), None)
+        self.run_cmds(node, server.handle(RequestReceived(cmd.protocol, self.nodes[src].peer_id, call_id, cmd.data),
+                                          self.now))
+
+    def _ev_resp_in(self, i: int, cmd: SendRequest, data: bytes, error: str, peer: str = "") -> None:
+        node = self.nodes[i]
+        if error:
+            self.m.stream_errors += 1
+        if not node.alive:
+            return
+        for proto in node.protocols():
+            if cmd.protocol in proto.stream_protocols:
+                self.run_cmds(node, proto.handle(ResponseReceived(cmd.protocol, cmd.peer, cmd.request_id, data, error),
+                                                 self.now))
+
+    def _ev_make_request(self) -> None:
+        from node.risk.allocate import Limits
+
+        q = self.sc["requests"]
+        self.push(self.now + self.rng.expovariate(q["rate"]), "make_request", ())
+        i = self.rng.choice(self.requesters)
+        node = self.nodes[i]
+        usd = self.rng.uniform(q["usd_min"], q["usd_max"])
+        asset = self.rng.choice(self.sc["assets"])["symbol"]
+        rid = self.rng.getrandbits(128).to_bytes(16, "big")
+        if not node.alive:
+            self.m.requests_not_sent += 1
+            return
+        try:
+            rid, cmds = node.rfp.request(asset, round(usd * 100), q["contract"], self.now,
+                                         limits=Limits(q["max_per_device"], q["max_share_device"],
+                                                       q["max_share_owner"]),
+                                         deadline=q["deadline"], request_id=rid)
+        except ValueError as exc:
+            self.m.requests_not_sent += 1
+            self.log({"t": self._t(), "ev": "request_not_sent", "node": i, "reason": str(exc)[:80]})
+            return
+        self.m.requests_sent += 1
+        self.log({"t": self._t(), "ev": "request", "node": i, "request": rid.hex(), "asset": asset,
+                  "usd_cents": round(usd * 100)})
+        self.run_cmds(node, cmds)
+
+    def _ev_release(self, i: int, offers: tuple) -> None:
+        from node.risk.reputation import Action
+
+        node = self.nodes[i]
+        node.engine.release(offers)
+        for c in offers:
+            self.m.exposure_now[c.device_id] = self.m.exposure_now.get(c.device_id, 0) - c.usd_cents
+        for dev in dict.fromkeys(c.device_id for c in offers):
+            if node.engine.reputation.record(dev) is not None:
+                node.engine.reputation.apply(dev, Action.CLAIMED, self.now)
+
+    def _ev_spam(self, i: int) -> None:
+        from simulations.adversaries import spam_message
+
+        self.push(self.now + self.rng.expovariate(self.sc["adversaries"]["spammer"]["rate"]), "spam", (i,))
+        node = self.nodes[i]
+        data = spam_message(self, node)
+        self.m.spam["published"] += 1
+        self._gossip(i, f"/keyswitch/{self.net}/offers/1", data, spam=True)
+
+    def _ev_churn(self) -> None:
+        ch = self.sc["churn"]
+        self.push(self.now + self.rng.expovariate(ch["leave_rate"] * len(self.nodes)), "churn", ())
+        i = self.rng.randrange(len(self.nodes))
+        node = self.nodes[i]
+        if not node.alive or i in self.requesters:
+            return
+        node.alive = False
+        self._graph_dirty = True
+        self.m.churn_events += 1
+        self.log({"t": self._t(), "ev": "leave", "node": i})
+        self.push(self.now + self.rng.expovariate(1.0 / ch["mean_downtime"]), "rejoin", (i,))
+
+    def _ev_rejoin(self, i: int) -> None:
+        self.nodes[i].alive = True
+        self._graph_dirty = True
+        self.log({"t": self._t(), "ev": "rejoin", "node": i})
+
+    def _t(self) -> float:
+        return round(self.now - self.t0, 6)
+
+    # ------------------------------------------------------------ commands
+    def run_cmds(self, node: SimNode, cmds: list) -> None:
+        for cmd in cmds:
+            if isinstance(cmd, SetTimer):
+                node.timers[cmd.name] = cmd.at
+                self.push(max(cmd.at, self.now), "timer", (node.idx, cmd.name, cmd.at))
+            elif isinstance(cmd, Publish):
+                if node.alive:
+                    self._gossip(node.idx, cmd.topic, cmd.data)
+            elif isinstance(cmd, SendRequest):
+                self._send_request(node, cmd)
+            elif isinstance(cmd, Respond):
+                call = self.calls.pop(cmd.request_id, None)
+                if call is not None:
+                    src, req = call
+                    at = self.now + float(self._lat(1)[0])
+                    if at - self.now > req.timeout:
+                        self.push(self.now + req.timeout, "resp_in", (src, req, b"", "timeout"))
+                    else:
+                        self.push(at, "resp_in", (src, req, cmd.data, ""))
+            elif isinstance(cmd, Notify):
+                self._notify(node, cmd)
+
+    def _send_request(self, node: SimNode, cmd: SendRequest) -> None:
+        target = self.by_peer.get(cmd.peer)
+        if target is None or not self.nodes[target].full:
+            self.push(self.now, "resp_in", (node.idx, cmd, b"", "protocol not supported"))
+            return
+        self._call_id += 1
+        self.calls[self._call_id] = (node.idx, cmd)
+        if cmd.protocol.startswith("/keyswitch/contract/"):
+            self.m.proposals_sent += 1
+        self.push(self.now + float(self._lat(1)[0]), "req_in", (target, self._call_id))
+
+    def _notify(self, node: SimNode, note: Notify) -> None:
+        if note.kind != "rfp.chosen":
+            return
+        d = note.detail
+        rid = bytes.fromhex(d["request_id"])
+        rec = {"t": self._t(), "node": node.idx, "request": d["request_id"], "ok": d["ok"],
+               "target_cents": d["target_cents"], "total_cents": d["total_cents"],
+               "overshoot_cents": d["overshoot_cents"], "proposals": d["proposals"],
+               "chunks": len(d["offers"]), "reason": d["reason"][:120]}
+        self.m.decided.append(rec)
+        self.log({"ev": "chosen", **rec})
+        chosen = node.rfp.results.get(rid)
+        if chosen is None or not chosen.ok:
+            return
+        offers = tuple(chosen.offers)
+        node.engine.hold(offers)
+        per_client: dict[bytes, int] = {}
+        for c in offers:
+            now_ = self.m.exposure_now.get(c.device_id, 0) + c.usd_cents
+            self.m.exposure_now[c.device_id] = now_
+            self.m.exposure_peak[c.device_id] = max(self.m.exposure_peak.get(c.device_id, 0), now_)
+            per_client[c.device_id] = node.engine.caps.exposure.by_device.get(c.device_id, 0)
+        for dev, v in per_client.items():
+            self.m.exposure_peak_per_client[dev] = max(self.m.exposure_peak_per_client.get(dev, 0), v)
+        self.push(self.now + self.sc["requests"]["contract_seconds"], "release", (node.idx, offers))
+
+    # ------------------------------------------------------------ gossip
+    def _reference_verdict(self, topic: str, data: bytes):
+        from node.protocols.offers import validate_sheet
+        from node.protocols.rfp import validate_request
+
+        if topic.endswith("/offers/1"):
+            from node.assets import validate_address
+
+            v, body = validate_sheet(data, net=self.net, now=self.now, latest_seq=self.ref_seq.get,
+                                     attestations=self.ref_cache, address_check=validate_address)
+            if body is not None and v.result is Result.ACCEPT:
+                self.ref_seq[body.origin] = body.seq
+            return v
+        v, req = validate_request(data, net=self.net, now=self.now, seen=lambda r: r in self.ref_seen_requests)
+        if req is not None:
+            self.ref_seen_requests.add(req.request_id)
+        return v
+
+    def _gossip(self, src: int, topic: str, data: bytes, spam: bool = False) -> None:
+        indptr, indices = self._graph()
+        n = len(self.nodes)
+        v = self._reference_verdict(topic, data)
+        if not self.nodes[src].alive or indptr[src] == indptr[src + 1]:
+            if spam:
+                self.m.spam["dropped_no_mesh"] += 1
+            return
+        w = self._hop_weights(len(indices))
+        if v.result is Result.ACCEPT:
+            g = csr_matrix((w, indices, indptr), shape=(n, n))
+            dist, pred = dijkstra(g, directed=True, indices=src, return_predecessors=True)
+            reached = np.flatnonzero(np.isfinite(dist))
+            reached = reached[reached != src]
+            prev = pred
+        else:  # every receiver rejects or ignores: only the publisher's own mesh peers see it
+            reached = indices[indptr[src]:indptr[src + 1]].astype(np.int64)
+            dist = np.full(n, np.inf)
+            dist[reached] = w[indptr[src]:indptr[src + 1]]
+            prev = np.full(n, src)
+        is_sheet = topic.endswith("/offers/1")
+        if spam:
+            self.m.spam["receivers"] += len(reached)
+            if v.result is Result.ACCEPT:
+                self.m.spam["accepted"] += 1
+                self.m.spam["forwarded"] += len(reached)
+        elif is_sheet:
+            self.m.sheets_published += 1
+            if v.result is Result.ACCEPT:
+                self.m.gossip_hist += np.histogram(dist[reached], LATENCY_BINS)[0]
+                online = sum(1 for x in self.nodes if x.alive) - 1
+                self.m.coverage.append(len(reached) / max(1, online))
+        for j in reached.tolist():
+            node = self.nodes[j]
+            if v.result is Result.REJECT:
+                node.rejects_from[src] = node.rejects_from.get(src, 0) + 1
+                if node.rejects_from[src] == PRUNE_AFTER_REJECTS and src in self.adj[j]:
+                    self.adj[j].discard(src)
+                    self.adj[src].discard(j)
+                    self._graph_dirty = True
+                    if spam:
+                        self.m.spam["pruned_links"] += 1
+            if node.full:
+                self.push(self.now + float(dist[j]), "deliver", (j, topic, data, int(prev[j]), self.now, v.result))
+
+    # ------------------------------------------------------------ results
+    def summary(self) -> dict:
+        m = self.m
+        cum = np.cumsum(m.gossip_hist)
+        total = int(cum[-1]) if len(cum) else 0
+
+        def q(p: float) -> float | None:
+            if not total:
+                return None
+            k = int(np.searchsorted(cum, p * total))
+            return round(float(LATENCY_BINS[min(k + 1, len(LATENCY_BINS) - 2)]), 3)
+
+        decided = m.decided
+        ok = [r for r in decided if r["ok"]]
+        book = np.asarray(m.book_latency) if m.book_latency else np.zeros(0)
+        rep_h, rep_s = [], []
+        for i in self.requesters:
+            rep = self.nodes[i].engine.reputation
+            for dev, kind in self.device_kind.items():
+                rec = rep.record(dev)
+                if rec is not None:
+                    (rep_s if kind == "sybil" else rep_h).append(rep.score(dev, self.now))
+
+        def expo(kind: str) -> dict:
+            devs = [d for d, k in self.device_kind.items() if k == kind]
+            peak = [m.exposure_peak.get(d, 0) for d in devs]
+            per_client = [m.exposure_peak_per_client.get(d, 0) for d in devs]
+            over = sum(1 for d in devs if m.exposure_peak_per_client.get(d, 0) > self._max_limit(d))
+            return {"devices": len(devs), "peak_total_cents_max": max(peak, default=0),
+                    "peak_total_cents_sum": int(sum(peak)),
+                    "peak_per_client_cents_max": max(per_client, default=0),
+                    "devices_used": sum(1 for p in peak if p > 0),
+                    "devices_over_their_class_cap_at_one_client": over}
+
+        spam_pub = m.spam["published"]
+        return {
+            "scenario": self.sc["run"]["name"],
+            "seed": self.seed,
+            "nodes": len(self.nodes),
+            "full_nodes": sum(1 for n in self.nodes if n.full),
+            "publishers": sum(1 for n in self.nodes if n.enclave is not None),
+            "simulated_seconds": self.sc["run"]["duration"],
+            "events": m.events,
+            "gossip": {
+                "sheets_published": m.sheets_published,
+                "deliveries": total,
+                "latency_s": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99)},
+                "book_latency_s": ({"p50": round(float(np.quantile(book, 0.5)), 4),
+                                    "p90": round(float(np.quantile(book, 0.9)), 4),
+                                    "max": round(float(book.max()), 4)} if len(book) else None),
+                "coverage_mean": round(float(np.mean(m.coverage)), 4) if m.coverage else None,
+                "validations_at_full_nodes": dict(m.validations),
+                "verdict_mismatch": m.verdict_mismatch,
+            },
+            "requests": {
+                "sent": m.requests_sent,
+                "not_sent": m.requests_not_sent,
+                "decided": len(decided),
+                "ok": len(ok),
+                "ok_share": round(len(ok) / len(decided), 4) if decided else None,
+                "proposals_sent": m.proposals_sent,
+                "proposals_per_request_mean": round(float(np.mean([r["proposals"] for r in decided])), 3)
+                if decided else None,
+                "overshoot_cents_mean": round(float(np.mean([r["overshoot_cents"] for r in ok])), 2) if ok else None,
+                "overshoot_cents_max": max((r["overshoot_cents"] for r in ok), default=None),
+                "stream_errors": m.stream_errors,
+                "failure_reasons": _count(re.sub(r"\d+(\.\d+)?", "N", r["reason"])[:160] for r in decided if not r["ok"]),
+            },
+            "exposure": {"honest": expo("honest"), "sybil": expo("sybil")},
+            "reputation_at_requesters": {
+                "honest_mean": round(float(np.mean(rep_h)), 3) if rep_h else None,
+                "sybil_mean": round(float(np.mean(rep_s)), 3) if rep_s else None,
+            },
+            "spam": dict(m.spam, receivers_per_message=round(m.spam["receivers"] / spam_pub, 3) if spam_pub else None),
+            "churn_events": m.churn_events,
+        }
+
+    def _max_limit(self, dev: bytes) -> int:
+        """The most one client may hold on a device of its class (its class's maximum limit)."""
+        from node.risk.classes import ClassRegistry
+
+        dclass = next((n.device_class for n in self.nodes if n.device_id == dev), "sim")
+        return ClassRegistry().resolve(dclass).max_limit_cents
+
+
+def _count(items) -> dict:
+    out: dict[str, int] = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return dict(sorted(out.items()))

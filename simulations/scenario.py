@@ -1,0 +1,212 @@
+"""Scenario files: TOML, read with ``tomllib``, checked key by key.
+
+Every error names the key it is about (``ScenarioError("network.nodes: ...")``)
+so a researcher editing a file sees at once what to fix. Missing optional keys
+take the defaults below; unknown keys are refused (a typo must not silently
+fall back to a default).
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+#: adversaries the engine can run today
+IMPLEMENTED_ADVERSARIES = ("spammer", "sybil")
+#: named in issue 8, not yet implemented: asking for one is a clear error
+PLANNED_ADVERSARIES = ("broken_tee", "withholder", "forger", "slanderer", "revoked_class")
+
+DEVICE_CLASSES = ("sim", "sim-card", "knox", "sgx", "tdx", "sev-snp", "nitro")
+
+DEFAULTS: dict[str, Any] = {
+    "run": {"name": "unnamed", "seed": 0, "duration": 120.0, "start_time": 1_700_000_000.0, "net": "sim"},
+    "network": {"nodes": 20, "bootstrap": 1, "full_nodes": None, "mesh_degree": 6, "mesh_degree_max": 12,
+                "heartbeat": 1.0, "validation_ms": 1.0, "loss": 0.0,
+                "latency_ms": {"dist": "lognormal", "median": 50.0, "sigma": 0.5}},
+    "churn": {"enabled": False, "leave_rate": 0.0, "mean_downtime": 60.0},
+    "deposits": {"offering_share": 0.5, "chunks_per_node": 4, "chunk_usd": [50.0], "republish": 60.0,
+                 "offer_ttl": 86_400.0},
+    "requests": {"rate": 0.1, "usd_min": 100.0, "usd_max": 500.0, "requesters": 3, "deadline": 3.0,
+                 "contract_seconds": 300.0, "contract": "sim-escrow", "max_per_device": 4,
+                 "max_share_device": 0.25, "max_share_owner": 0.5},
+    "devices": {"sim": 1.0},
+    "adversaries": {},
+}
+ADVERSARY_DEFAULTS = {
+    "spammer": {"nodes": 1, "rate": 1.0},
+    "sybil": {"nodes": 10, "chunks_per_node": 4, "chunk_usd": 50.0, "device_class": "sim-card"},
+}
+
+
+class ScenarioError(ValueError):
+    """A scenario file is invalid; the message starts with the offending key."""
+
+
+def _num(d: dict, section: str, key: str, *, lo: float | None = None, hi: float | None = None,
+         integer: bool = False, lo_open: bool = False) -> None:
+    v = d[key]
+    name = f"{section}.{key}"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ScenarioError(f"{name}: expected a number, got {v!r}")
+    if integer and not isinstance(v, int):
+        raise ScenarioError(f"{name}: expected an integer, got {v!r}")
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        raise ScenarioError(f"{name}: must be {'>' if lo_open else '>='} {lo}, got {v!r}")
+    if hi is not None and v > hi:
+        raise ScenarioError(f"{name}: must be <= {hi}, got {v!r}")
+
+
+def _merge(section: str, given: Any, defaults: dict) -> dict:
+    if not isinstance(given, dict):
+        raise ScenarioError(f"{section}: expected a table, got {given!r}")
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ScenarioError(f"{section}.{unknown[0]}: unknown key (known: {', '.join(sorted(defaults))})")
+    out = copy.deepcopy(defaults)
+    out.update(copy.deepcopy(given))
+    return out
+
+
+def validate(raw: dict) -> dict:
+    """The resolved scenario (defaults filled in), or ``ScenarioError`` naming the key."""
+    known = set(DEFAULTS) | {"assets"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ScenarioError(f"{unknown[0]}: unknown section (known: {', '.join(sorted(known))})")
+    sc: dict[str, Any] = {}
+    for section in ("run", "network", "churn", "deposits", "requests"):
+        sc[section] = _merge(section, raw.get(section, {}), DEFAULTS[section])
+
+    r = sc["run"]
+    _num(r, "run", "seed", lo=0, integer=True)
+    _num(r, "run", "duration", lo=0, lo_open=True)
+    _num(r, "run", "start_time", lo=0)
+    if not isinstance(r["name"], str) or not isinstance(r["net"], str) or not r["net"]:
+        raise ScenarioError("run.name / run.net: expected non-empty strings")
+
+    n = sc["network"]
+    _num(n, "network", "nodes", lo=2, integer=True)
+    _num(n, "network", "bootstrap", lo=0, integer=True)
+    if n["bootstrap"] >= n["nodes"]:
+        raise ScenarioError(f"network.bootstrap: must be fewer than network.nodes ({n['nodes']})")
+    if n["full_nodes"] is None:
+        n["full_nodes"] = n["nodes"] - n["bootstrap"]
+    _num(n, "network", "full_nodes", lo=1, hi=n["nodes"] - n["bootstrap"], integer=True)
+    _num(n, "network", "mesh_degree", lo=1, integer=True)
+    _num(n, "network", "mesh_degree_max", lo=n["mesh_degree"], integer=True)
+    _num(n, "network", "heartbeat", lo=0, lo_open=True)
+    _num(n, "network", "validation_ms", lo=0)
+    _num(n, "network", "loss", lo=0, hi=0.99)
+    lat = n["latency_ms"]
+    if not isinstance(lat, dict) or lat.get("dist") not in ("lognormal", "uniform", "constant"):
+        raise ScenarioError("network.latency_ms.dist: must be one of lognormal, uniform, constant")
+    need = {"lognormal": ("median", "sigma"), "uniform": ("min", "max"), "constant": ("value",)}[lat["dist"]]
+    extra = sorted(set(lat) - set(need) - {"dist"})
+    if extra:
+        raise ScenarioError(f"network.latency_ms.{extra[0]}: unknown key for dist={lat['dist']}")
+    for k in need:
+        if k not in lat:
+            raise ScenarioError(f"network.latency_ms.{k}: required for dist={lat['dist']}")
+        _num(lat, "network.latency_ms", k, lo=0)
+    if lat["dist"] == "uniform" and lat["max"] < lat["min"]:
+        raise ScenarioError("network.latency_ms.max: must be >= min")
+
+    c = sc["churn"]
+    if not isinstance(c["enabled"], bool):
+        raise ScenarioError(f"churn.enabled: expected true or false, got {c['enabled']!r}")
+    _num(c, "churn", "leave_rate", lo=0)
+    _num(c, "churn", "mean_downtime", lo=0, lo_open=True)
+
+    assets = raw.get("assets", [{"symbol": "BTC-REG", "price_path": [[0, 100_000]]}])
+    if not isinstance(assets, list) or not assets:
+        raise ScenarioError("assets: expected a non-empty array of tables ([[assets]])")
+    from node.assets import UnknownAsset, get_asset
+
+    sc["assets"] = []
+    for i, a in enumerate(assets):
+        a = _merge(f"assets[{i}]", a, {"symbol": None, "price_path": None})
+        try:
+            get_asset(str(a["symbol"]))
+        except UnknownAsset as exc:
+            raise ScenarioError(f"assets[{i}].symbol: {exc}") from None
+        path = a["price_path"]
+        if (not isinstance(path, list) or not path
+                or not all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, (int, float))
+                                                                      and not isinstance(x, bool) for x in p)
+                           and p[1] > 0 for p in path)):
+            raise ScenarioError(f"assets[{i}].price_path: expected [[seconds, usd_per_unit > 0], ...]")
+        if [p[0] for p in path] != sorted(p[0] for p in path):
+            raise ScenarioError(f"assets[{i}].price_path: times must be increasing")
+        sc["assets"].append(a)
+
+    d = sc["deposits"]
+    _num(d, "deposits", "offering_share", lo=0, hi=1)
+    _num(d, "deposits", "chunks_per_node", lo=1, hi=1000, integer=True)
+    _num(d, "deposits", "republish", lo=0, lo_open=True)
+    _num(d, "deposits", "offer_ttl", lo=0, lo_open=True)
+    if (not isinstance(d["chunk_usd"], list) or not d["chunk_usd"]
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in d["chunk_usd"])):
+        raise ScenarioError("deposits.chunk_usd: expected a non-empty list of positive USD values")
+
+    q = sc["requests"]
+    _num(q, "requests", "rate", lo=0)
+    _num(q, "requests", "usd_min", lo=0, lo_open=True)
+    _num(q, "requests", "usd_max", lo=q["usd_min"])
+    _num(q, "requests", "requesters", lo=0, hi=n["full_nodes"], integer=True)
+    _num(q, "requests", "deadline", lo=0, lo_open=True, hi=60)
+    _num(q, "requests", "contract_seconds", lo=0, lo_open=True)
+    _num(q, "requests", "max_per_device", lo=1, integer=True)
+    _num(q, "requests", "max_share_device", lo=0, lo_open=True, hi=1)
+    _num(q, "requests", "max_share_owner", lo=0, lo_open=True, hi=1)
+
+    dev = raw.get("devices", DEFAULTS["devices"])
+    if not isinstance(dev, dict) or not dev:
+        raise ScenarioError("devices: expected a table of class = weight")
+    for k, v in dev.items():
+        if k not in DEVICE_CLASSES:
+            raise ScenarioError(f"devices.{k}: unknown device class (known: {', '.join(DEVICE_CLASSES)})")
+        _num(dev, "devices", k, lo=0)
+    if sum(dev.values()) <= 0:
+        raise ScenarioError("devices: the weights must not all be zero")
+    sc["devices"] = dict(dev)
+
+    adv = raw.get("adversaries", {})
+    if not isinstance(adv, dict):
+        raise ScenarioError("adversaries: expected a table")
+    sc["adversaries"] = {}
+    for name, cfg in adv.items():
+        if name in PLANNED_ADVERSARIES:
+            raise ScenarioError(f"adversaries.{name}: not implemented yet in the virtual engine "
+                                f"(implemented: {', '.join(IMPLEMENTED_ADVERSARIES)})")
+        if name not in IMPLEMENTED_ADVERSARIES:
+            raise ScenarioError(f"adversaries.{name}: unknown adversary (implemented: "
+                                f"{', '.join(IMPLEMENTED_ADVERSARIES)}; planned: {', '.join(PLANNED_ADVERSARIES)})")
+        a = _merge(f"adversaries.{name}", cfg, ADVERSARY_DEFAULTS[name])
+        _num(a, f"adversaries.{name}", "nodes", lo=0, integer=True)
+        if name == "spammer":
+            _num(a, "adversaries.spammer", "rate", lo=0, lo_open=True)
+        if name == "sybil":
+            _num(a, "adversaries.sybil", "chunks_per_node", lo=1, hi=1000, integer=True)
+            _num(a, "adversaries.sybil", "chunk_usd", lo=0, lo_open=True)
+            if a["device_class"] not in DEVICE_CLASSES:
+                raise ScenarioError(f"adversaries.sybil.device_class: unknown class {a['device_class']!r}")
+        sc["adversaries"][name] = a
+    return sc
+
+
+def load(path: Path | str, *, seed: int | None = None) -> dict:
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(f"{p}: no such scenario file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{p}: not valid TOML: {exc}") from None
+    sc = validate(raw)
+    if seed is not None:
+        if seed < 0:
+            raise ScenarioError(f"--seed: must be >= 0, got {seed}")
+        sc["run"]["seed"] = seed
+    return sc
