@@ -157,7 +157,14 @@ class Engine:
         self.lat = net["latency_ms"]
         self.ledger = DevLedger(None, automine=True)
         # one reference validator for the relays (and attestation verdicts it caches)
-        self.ref_cache = AttestationCache(default_attestation_verifier(AttestationPolicy.dev()))
+        # Pure checks memoised across nodes (same inputs, same answer): the address derivation of an offer
+        # and the verdict on a (quote, binding) pair. Each node still keeps its own AttestationCache, so
+        # it still asks once per device; only the repeated cryptography is shared. The memo ignores the
+        # verification time (a sim quote stays fresh for the policy's 7 days, longer than any run).
+        self._verify_attestation = default_attestation_verifier(AttestationPolicy.dev())
+        self._verdicts: dict[bytes, object] = {}
+        self._addresses: dict[tuple, str | None] = {}
+        self.ref_cache = AttestationCache(self._shared_verify)
         self.ref_seq: dict[str, int] = {}
         self.ref_seen_requests: set[bytes] = set()
         kinds = (["bootstrap"] * net["bootstrap"] + ["full"] * net["full_nodes"]
@@ -195,25 +202,37 @@ class Engine:
                 self.spammers.append(i)
         self._build_mesh()
 
+    def _shared_verify(self, quote: bytes, binding, now: float):
+        key = hashlib.sha256(quote + binding.encode()).digest()
+        v = self._verdicts.get(key)
+        if v is None:
+            v = self._verdicts[key] = self._verify_attestation(quote, binding, now)
+        return v
+
+    def _shared_address_check(self, asset: str, pubkey: bytes, address: str) -> str | None:
+        key = (asset, pubkey, address)
+        if key not in self._addresses:
+            from node.assets import validate_address
+
+            self._addresses[key] = validate_address(asset, pubkey, address)
+        return self._addresses[key]
+
     def _book_class(self, body) -> str:
         return self.device_class_of.get(body.binding.sign_pub, "sim")
 
     def _make_full(self, node: SimNode) -> None:
-        from node.assets import validate_address
         from node.offerbook import OfferBook
-        from node.protocols.offers import AttestationCache, OffersProtocol, default_attestation_verifier
+        from node.protocols.offers import AttestationCache, OffersProtocol
         from node.protocols.rfp import RfpProtocol
         from node.risk.allocate import Limits
         from node.risk.engine import RiskEngine
         from node.risk.reputation import Reputation
-        from node.tee.policy import AttestationPolicy
 
         q = self.sc["requests"]
         node.book = OfferBook(None, device_class=self._book_class)
         node.offers = OffersProtocol(
-            net=self.net, book=node.book,
-            attestations=AttestationCache(default_attestation_verifier(AttestationPolicy.dev())),
-            address_check=validate_address, republish_interval=self.sc["deposits"]["republish"])
+            net=self.net, book=node.book, attestations=AttestationCache(self._shared_verify),
+            address_check=self._shared_address_check, republish_interval=self.sc["deposits"]["republish"])
         limits = Limits(q["max_per_device"], q["max_share_device"], q["max_share_owner"])
         node.engine = RiskEngine(node.book, Reputation(None), limits=limits, seed=self.seed * 1_000_003 + node.idx)
         node.rfp = RfpProtocol(net=self.net, engine=node.engine, sign=node.signer.sign)
@@ -563,10 +582,8 @@ class Engine:
         from node.protocols.rfp import validate_request
 
         if topic.endswith("/offers/1"):
-            from node.assets import validate_address
-
             v, body = validate_sheet(data, net=self.net, now=self.now, latest_seq=self.ref_seq.get,
-                                     attestations=self.ref_cache, address_check=validate_address)
+                                     attestations=self.ref_cache, address_check=self._shared_address_check)
             if body is not None and v.result is Result.ACCEPT:
                 self.ref_seq[body.origin] = body.seq
             return v
