@@ -112,6 +112,7 @@ class Metrics:
         self.exposure_now: dict[bytes, int] = {}  # device -> cents held across all clients
         self.exposure_peak: dict[bytes, int] = {}
         self.exposure_peak_per_client: dict[bytes, int] = {}  # device -> max cents one client held on it
+        self.spam_receivers: set[tuple[int, int]] = set()  # (spammer, receiver) pairs, for tests
         self.proposals_sent = 0
         self.stream_errors = 0
         self.churn_events = 0
@@ -317,6 +318,7 @@ class Engine:
                     continue
                 self.adj[i].add(j)
                 self.adj[j].add(i)
+        self.initial_adj = [frozenset(a) for a in self.adj]
         self._graph_dirty = True
 
     def _graph(self):
@@ -615,6 +617,7 @@ class Engine:
         is_sheet = topic.endswith("/offers/1")
         if spam:
             self.m.spam["receivers"] += len(reached)
+            self.m.spam_receivers.update((src, j) for j in reached.tolist())
             if v.result is Result.ACCEPT:
                 self.m.spam["accepted"] += 1
                 self.m.spam["forwarded"] += len(reached)
@@ -665,7 +668,9 @@ class Engine:
             peak = [m.exposure_peak.get(d, 0) for d in devs]
             per_client = [m.exposure_peak_per_client.get(d, 0) for d in devs]
             over = sum(1 for d in devs if m.exposure_peak_per_client.get(d, 0) > self._max_limit(d))
-            return {"devices": len(devs), "peak_total_cents_max": max(peak, default=0),
+            return {"devices": len(devs), "class_start_limit_cents_max": max((self.device_limit[d] for d in devs),
+                                                                              default=0),
+                    "peak_total_cents_max": max(peak, default=0),
                     "peak_total_cents_sum": int(sum(peak)),
                     "peak_per_client_cents_max": max(per_client, default=0),
                     "devices_used": sum(1 for p in peak if p > 0),

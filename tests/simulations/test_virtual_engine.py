@@ -1,0 +1,147 @@
+"""The virtual engine: outputs, determinism, the spammer contained, sybils capped, scenario errors."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from simulations.__main__ import main, run
+from simulations.engine import Engine
+from simulations.scenario import ScenarioError, load, validate
+
+SMOKE = Path(__file__).resolve().parents[2] / "simulations" / "scenarios" / "smoke.toml"
+SCENARIOS = SMOKE.parent
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> tuple[Path, float]:
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    t = time.perf_counter()
+    run(SMOKE, out=out, quiet=True)
+    return out, time.perf_counter() - t
+
+
+@pytest.fixture(scope="module")
+def smoke_engine() -> Engine:
+    eng = Engine(load(SMOKE))
+    eng.run()
+    return eng
+
+
+def test_smoke_runs_in_seconds_and_writes_every_output(smoke_run):
+    out, wall = smoke_run
+    assert wall < 30, f"the smoke scenario took {wall:.1f} s"
+    for name in ("scenario.toml", "seed", "run.json", "events.jsonl", "summary.json", "report.md", "report.html",
+                 "requests_over_time.png", "gossip_latency.png", "exposure_per_device.png"):
+        f = out / name
+        assert f.is_file() and f.stat().st_size > 0, name
+    man = json.loads((out / "run.json").read_text())
+    assert man["seed"] == 1 and man["git_revision"] and "numpy" in man["versions"]
+    lines = (out / "events.jsonl").read_text().splitlines()
+    assert lines and all(json.loads(x)["ev"] for x in lines)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["requests"]["decided"] > 0 and summary["requests"]["ok"] > 0
+    assert summary["gossip"]["sheets_published"] > 0 and summary["gossip"]["latency_s"]["p50"] > 0
+    assert summary["gossip"]["verdict_mismatch"] == 0
+    html = (out / "report.html").read_text()
+    assert "gossip_latency.png" in html and "exposure_per_device.png" in html
+
+
+def test_same_seed_same_summary_bytes_different_seed_differs(smoke_run, tmp_path):
+    out, _ = smoke_run
+    run(SMOKE, out=tmp_path / "again", quiet=True)
+    assert (tmp_path / "again" / "summary.json").read_bytes() == (out / "summary.json").read_bytes()
+    assert (tmp_path / "again" / "events.jsonl").read_bytes() == (out / "events.jsonl").read_bytes()
+    run(SMOKE, out=tmp_path / "other", quiet=True, seed=2)
+    other = json.loads((tmp_path / "other" / "summary.json").read_text())
+    assert other["seed"] == 2
+    assert (tmp_path / "other" / "summary.json").read_bytes() != (out / "summary.json").read_bytes()
+
+
+def test_spam_is_rejected_everywhere_and_never_forwarded(smoke_engine):
+    eng = smoke_engine
+    spam = eng.m.spam
+    assert spam["published"] > 10
+    assert spam["accepted"] == 0 and spam["forwarded"] == 0
+    # only the spammer's own mesh peers ever saw a spam message
+    assert spam["receivers"] > 0
+    for src, j in eng.m.spam_receivers:
+        assert eng.nodes[src].kind == "spammer"
+        assert j in eng.initial_adj[src]
+    # its peers pruned it (gossipsub's invalid-message penalty), so later spam reaches nobody
+    assert spam["pruned_links"] > 0 and spam["dropped_no_mesh"] > 0
+    # no full node holds anything from a spammer, and what they rejected was spam
+    spammers = {eng.nodes[i].peer_id for i in eng.spammers}
+    for node in eng.nodes:
+        if node.full:
+            assert not spammers & set(node.book._latest)
+    rejected = sum(n.offers.stats["reject"] for n in eng.nodes if n.full)
+    full_receivers = sum(1 for _, j in eng.m.spam_receivers if eng.nodes[j].full)
+    assert rejected >= full_receivers > 0 or full_receivers == 0
+    assert eng.m.validations["reject"] == rejected
+
+
+def test_every_spam_kind_is_rejected_by_validate_sheet(smoke_engine):
+    from node.protocols.base import Result
+    from node.protocols.offers import validate_sheet
+    from simulations.adversaries import SPAM_KINDS, spam_message
+
+    eng = smoke_engine
+    node = eng.nodes[eng.spammers[0]]
+    for _ in SPAM_KINDS:
+        v, _body = validate_sheet(spam_message(eng, node), net=eng.net, now=eng.now, latest_seq=lambda o: None,
+                                  attestations=eng.ref_cache, address_check=eng._shared_address_check)
+        assert v.result is Result.REJECT, v
+
+
+def test_sybil_exposure_stays_within_the_cheap_class_caps(smoke_engine):
+    eng = smoke_engine
+    summ = eng.summary()
+    sy = summ["exposure"]["sybil"]
+    assert sy["devices"] == 6
+    # what any one client relied on any one fresh sybil device for is at most that class's starting limit
+    for dev, kind in eng.device_kind.items():
+        if kind == "sybil":
+            assert eng.m.exposure_peak_per_client.get(dev, 0) <= eng.device_limit[dev]
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"network": {"nodes": 1}}, "network.nodes"),
+    ({"network": {"nodez": 5}}, "network.nodez"),
+    ({"network": {"latency_ms": {"dist": "pareto"}}}, "network.latency_ms.dist"),
+    ({"network": {"latency_ms": {"dist": "uniform", "min": 5}}}, "network.latency_ms.max"),
+    ({"run": {"duration": -1}}, "run.duration"),
+    ({"requests": {"usd_min": 500, "usd_max": 100}}, "requests.usd_max"),
+    ({"assets": [{"symbol": "NOPE", "price_path": [[0, 1]]}]}, "assets[0].symbol"),
+    ({"assets": [{"symbol": "BTC-REG", "price_path": [[5, 1], [0, 2]]}]}, "assets[0].price_path"),
+    ({"devices": {"iphone": 1}}, "devices.iphone"),
+    ({"adversaries": {"withholder": {}}}, "adversaries.withholder"),
+    ({"adversaries": {"sybil": {"nodez": 3}}}, "adversaries.sybil.nodez"),
+    ({"weather": {}}, "weather"),
+])
+def test_scenario_errors_name_the_key(raw, key):
+    with pytest.raises(ScenarioError) as exc:
+        validate(raw)
+    assert str(exc.value).startswith(key + ":"), str(exc.value)
+
+
+def test_unimplemented_adversary_is_a_clear_error():
+    with pytest.raises(ScenarioError, match="not implemented yet"):
+        validate({"adversaries": {"broken_tee": {}}})
+
+
+def test_bundled_scenarios_validate():
+    for p in sorted(SCENARIOS.glob("*.toml")):
+        sc = load(p)
+        assert sc["run"]["name"] == p.stem
+    assert load(SCENARIOS / "large.toml")["network"]["nodes"] == 10_000
+
+
+def test_cli_reports_scenario_errors_with_the_key(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[network]\nmesh_degree = 0\n")
+    assert main(["run", str(bad), "--quiet", "--out", str(tmp_path / "o")]) == 2
+    assert "network.mesh_degree" in capsys.readouterr().err
