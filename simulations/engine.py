@@ -113,6 +113,8 @@ class Metrics:
         self.exposure_peak: dict[bytes, int] = {}
         self.exposure_peak_per_client: dict[bytes, int] = {}  # device -> max cents one client held on it
         self.spam_receivers: set[tuple[int, int]] = set()  # (spammer, receiver) pairs, for tests
+        self.cap_violations = 0  # a client holding more on a device than its cap allows right after a choice
+        self.reputation_over_time: list[tuple[float, float | None, float | None]] = []
         self.proposals_sent = 0
         self.stream_errors = 0
         self.churn_events = 0
@@ -391,6 +393,8 @@ class Engine:
     def _ev_sample(self) -> None:
         ok = sum(1 for r in self.m.decided if r["ok"])
         self.completed_over_time.append((round(self.now - self.t0, 3), ok, len(self.m.decided)))
+        h, sy = self._reputation_means()
+        self.m.reputation_over_time.append((round(self.now - self.t0, 3), h, sy))
         if self.progress:
             self.progress(self.now - self.t0)
         self.push(self.now + max(1.0, self.sc["run"]["duration"] / 200), "sample", ())
@@ -568,6 +572,11 @@ class Engine:
             return
         offers = tuple(chosen.offers)
         node.engine.hold(offers)
+        caps = node.engine.caps
+        for dev, owner, dclass in dict.fromkeys((c.device_id, c.owner_id, c.device_class) for c in offers):
+            if caps.exposure.by_device.get(dev, 0) > caps.device_limit(dev, dclass, self.now)[0]:
+                self.m.cap_violations += 1
+                self.log({"t": self._t(), "ev": "cap_violation", "node": node.idx, "device": dev.hex()})
         per_client: dict[bytes, int] = {}
         for c in offers:
             now_ = self.m.exposure_now.get(c.device_id, 0) + c.usd_cents
@@ -655,13 +664,7 @@ class Engine:
         decided = m.decided
         ok = [r for r in decided if r["ok"]]
         book = np.asarray(m.book_latency) if m.book_latency else np.zeros(0)
-        rep_h, rep_s = [], []
-        for i in self.requesters:
-            rep = self.nodes[i].engine.reputation
-            for dev, kind in self.device_kind.items():
-                rec = rep.record(dev)
-                if rec is not None:
-                    (rep_s if kind == "sybil" else rep_h).append(rep.score(dev, self.now))
+        rep_h, rep_s = self._reputation_means()
 
         def expo(kind: str) -> dict:
             devs = [d for d, k in self.device_kind.items() if k == kind]
@@ -710,14 +713,25 @@ class Engine:
                 "stream_errors": m.stream_errors,
                 "failure_reasons": _count(re.sub(r"\d+(\.\d+)?", "N", r["reason"])[:160] for r in decided if not r["ok"]),
             },
-            "exposure": {"honest": expo("honest"), "sybil": expo("sybil")},
+            "exposure": {"honest": expo("honest"), "sybil": expo("sybil"), "cap_violations": m.cap_violations},
             "reputation_at_requesters": {
-                "honest_mean": round(float(np.mean(rep_h)), 3) if rep_h else None,
-                "sybil_mean": round(float(np.mean(rep_s)), 3) if rep_s else None,
+                "honest_mean": rep_h,
+                "sybil_mean": rep_s,
             },
             "spam": dict(m.spam, receivers_per_message=round(m.spam["receivers"] / spam_pub, 3) if spam_pub else None),
             "churn_events": m.churn_events,
         }
+
+    def _reputation_means(self) -> tuple[float | None, float | None]:
+        """Mean score, over the requesters' views, of the honest and of the sybil devices they know."""
+        rep_h, rep_s = [], []
+        for i in self.requesters:
+            rep = self.nodes[i].engine.reputation
+            for dev, kind in self.device_kind.items():
+                if rep.record(dev) is not None:
+                    (rep_s if kind == "sybil" else rep_h).append(rep.score(dev, self.now))
+        return (round(float(np.mean(rep_h)), 3) if rep_h else None,
+                round(float(np.mean(rep_s)), 3) if rep_s else None)
 
     def _max_limit(self, dev: bytes) -> int:
         """The most one client may hold on a device of its class (its class's maximum limit)."""

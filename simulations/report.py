@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-PLOTS = ("requests_over_time.png", "gossip_latency.png", "exposure_per_device.png")
+PLOTS = ("requests_over_time.png", "gossip_latency.png", "exposure_per_device.png", "reputation_over_time.png")
 
 
 def git_revision() -> str:
@@ -79,22 +79,42 @@ def plots(engine, outdir: Path) -> list[str]:
     fig.savefig(outdir / PLOTS[1], dpi=100)
     plt.close(fig)
     made.append(PLOTS[1])
-    # exposure per device, honest vs sybil
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for kind, color in (("honest", "tab:blue"), ("sybil", "tab:red")):
-        devs = sorted((d for d, k in engine.device_kind.items() if k == kind),
-                      key=lambda d: -engine.m.exposure_peak.get(d, 0))
-        vals = [engine.m.exposure_peak.get(d, 0) / 100 for d in devs]
-        if vals:
-            ax.plot(range(len(vals)), vals, "o", ms=3, color=color, label=f"{kind} ({len(vals)} devices)")
-    ax.set_xlabel("device (sorted by peak exposure)")
-    ax.set_ylabel("peak exposure, USD (all clients)")
-    ax.set_title("Exposure per device")
-    ax.legend()
+    # exposure per device, honest vs sybil: across all clients, and the most one client held
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, table, what in ((axes[0], engine.m.exposure_peak, "peak exposure, USD (all clients)"),
+                            (axes[1], engine.m.exposure_peak_per_client, "peak held by one client, USD")):
+        for kind, color in (("honest", "tab:blue"), ("sybil", "tab:red")):
+            devs = sorted((d for d, k in engine.device_kind.items() if k == kind), key=lambda d: -table.get(d, 0))
+            vals = [table.get(d, 0) / 100 for d in devs]
+            if vals:
+                ax.plot(range(len(vals)), vals, "o", ms=3, color=color, label=f"{kind} ({len(vals)} devices)")
+        ax.set_xlabel("device (sorted)")
+        ax.set_ylabel(what)
+        ax.legend(fontsize=8)
+    sy = [engine.device_limit[d] / 100 for d, k in engine.device_kind.items() if k == "sybil"]
+    if sy:
+        axes[1].axhline(max(sy), color="tab:red", ls="--", lw=1, label="sybil class starting limit")
+        axes[1].legend(fontsize=8)
+    fig.suptitle("Exposure per device")
     fig.tight_layout()
     fig.savefig(outdir / PLOTS[2], dpi=100)
     plt.close(fig)
     made.append(PLOTS[2])
+    # reputation over time (requesters' views)
+    r = engine.m.reputation_over_time
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for col, kind, color in ((1, "honest", "tab:blue"), (2, "sybil", "tab:red")):
+        pts = [(x[0], x[col]) for x in r if x[col] is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, label=f"{kind} devices")
+    ax.set_xlabel("simulated seconds")
+    ax.set_ylabel("mean score at the requesters")
+    ax.set_title("Reputation over time")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(outdir / PLOTS[3], dpi=100)
+    plt.close(fig)
+    made.append(PLOTS[3])
     return made
 
 
