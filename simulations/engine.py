@@ -45,7 +45,8 @@ Simplifications, stated:
   signing key to the class drawn from ``devices``), standing in for the
   platform a real quote would name; all sim quotes verify as ``sim``.
 * Churn: an offline node neither receives nor forwards nor publishes; its mesh
-  links come back when it does.
+  links come back when it does (rejoining through a bootstrap node is not
+  modelled: bootstrap nodes are relays like the others). Requesters do not churn.
 """
 
 from __future__ import annotations
@@ -409,8 +410,7 @@ class Engine:
         if node.timers.get(name) != at:
             return  # replaced or cancelled
         del node.timers[name]
-        if not node.alive:
-            return
+        # an offline node's protocols still see their timers (so they re-arm); run_cmds drops what it publishes
         if name == "offers.republish" and node.enclave is not None:
             node.offers.own = self._own_sheet(node)  # re-priced
         for proto in node.protocols():
