@@ -83,6 +83,7 @@ def test_spam_is_rejected_everywhere_and_never_forwarded(smoke_engine):
     full_receivers = sum(1 for _, j in eng.m.spam_receivers if eng.nodes[j].full)
     assert rejected >= full_receivers > 0 or full_receivers == 0
     assert eng.m.validations["reject"] == rejected
+    assert eng.m.verdict_mismatch == 0
 
 
 def test_every_spam_kind_is_rejected_by_validate_sheet(smoke_engine):
@@ -152,3 +153,18 @@ def test_cli_reports_scenario_errors_with_the_key(tmp_path, capsys):
     bad.write_text("[network]\nmesh_degree = 0\n")
     assert main(["run", str(bad), "--quiet", "--out", str(tmp_path / "o")]) == 2
     assert "network.mesh_degree" in capsys.readouterr().err
+
+
+def test_large_scenario_builds_and_gossips_to_ten_thousand_nodes():
+    sc = load(SCENARIOS / "large.toml")
+    sc["run"]["duration"] = 8.0  # the first sheets only: the full run is minutes (see README "Scale")
+    t = time.perf_counter()
+    eng = Engine(sc)
+    eng.run()
+    assert len(eng.nodes) >= 10_000
+    s = eng.summary()
+    assert s["gossip"]["sheets_published"] > 50
+    assert s["gossip"]["coverage_mean"] > 0.99  # each honest sheet reached (nearly) every online node
+    assert s["gossip"]["verdict_mismatch"] == 0
+    assert s["spam"]["forwarded"] == 0
+    assert time.perf_counter() - t < 45
