@@ -1,4 +1,5 @@
-"""``python -m simulations run SCENARIO.toml [--seed N] [--quiet] [--out DIR]``."""
+"""``python -m simulations run SCENARIO.toml [--seed N] [--quiet] [--out DIR]``
+and ``python -m simulations bench [SCENARIO.toml] [--nodes 1000 10000] [--duration 60]``."""
 
 from __future__ import annotations
 
@@ -72,6 +73,43 @@ def run(scenario: Path, *, seed: int | None = None, out: Path | None = None, qui
     return outdir
 
 
+def bench(scenario: Path, sizes: list[int], duration: float) -> list[dict]:
+    """Run ``scenario`` at each node count (one subprocess each, so peak RSS is per run); print a table."""
+    import subprocess
+    import tempfile
+
+    import tomli_w
+
+    from simulations.scenario import load
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            sc = load(scenario)
+            sc["network"]["nodes"] = n
+            sc["network"]["full_nodes"] = min(sc["network"]["full_nodes"], n - sc["network"]["bootstrap"])
+            sc["requests"]["requesters"] = min(sc["requests"]["requesters"], sc["network"]["full_nodes"])
+            sc["run"]["duration"] = duration
+            sc["run"]["name"] = f"bench-{n}"
+            path = Path(tmp) / f"bench-{n}.toml"
+            path.write_text(tomli_w.dumps(sc))
+            out = Path(tmp) / f"out-{n}"
+            subprocess.run([sys.executable, "-m", "simulations", "run", str(path), "--quiet", "--out", str(out)],
+                           check=True)
+            man = json.loads((out / "run.json").read_text())
+            summ = json.loads((out / "summary.json").read_text())
+            rows.append({"nodes": summ["nodes"], "full_nodes": summ["full_nodes"], "simulated_s": duration,
+                         "wall_s": man["wall_seconds"], "events": summ["events"],
+                         "events_per_s": man["events_per_second"],
+                         "gossip_arrivals": summ["gossip"]["deliveries"], "peak_rss_mib": man["peak_rss_mib"]})
+    print(f"{'nodes':>7} {'full':>5} {'sim s':>6} {'wall s':>7} {'events':>8} {'events/s':>9} "
+          f"{'arrivals':>10} {'RSS MiB':>8}")
+    for r in rows:
+        print(f"{r['nodes']:>7} {r['full_nodes']:>5} {r['simulated_s']:>6g} {r['wall_s']:>7} {r['events']:>8} "
+              f"{r['events_per_s']:>9} {r['gossip_arrivals']:>10} {r['peak_rss_mib']:>8}")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m simulations", description="Keyswitch simulations")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -80,10 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seed", type=int, default=None, help="overrides the scenario's run.seed")
     r.add_argument("--quiet", action="store_true", help="no progress bar or summary lines (CI)")
     r.add_argument("--out", type=Path, default=None, help="output folder (default sim-runs/NAME-seedN)")
+    b = sub.add_parser("bench", help="events/s and peak memory of one scenario at several node counts")
+    b.add_argument("scenario", type=Path, nargs="?",
+                   default=Path(__file__).resolve().parent / "scenarios" / "large.toml")
+    b.add_argument("--nodes", type=int, nargs="+", default=[1000, 10000])
+    b.add_argument("--duration", type=float, default=60.0, help="simulated seconds per run")
     args = ap.parse_args(argv)
     from simulations.scenario import ScenarioError
 
     try:
+        if args.cmd == "bench":
+            bench(args.scenario, args.nodes, args.duration)
+            return 0
         run(args.scenario, seed=args.seed, out=args.out, quiet=args.quiet, argv=sys.argv if argv is None else argv)
     except ScenarioError as exc:
         print(f"scenario error: {exc}", file=sys.stderr)
