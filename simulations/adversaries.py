@@ -5,8 +5,8 @@ Implemented:
 * ``spammer``: a node that publishes malformed offer sheets at ``rate`` per
   second, cycling through kinds every honest validator must REJECT: random
   bytes, a SignedSheet whose body does not decode, a well-formed sheet with a
-  forged (random) enclave signature and no valid quote, and a sheet for
-  another network. The engine's gossip model forwards only after ACCEPT, so
+  forged (random) enclave signature, one correctly signed by a key with a
+  forged quote, and a sheet for another network. The engine's gossip model forwards only after ACCEPT, so
   a spam message reaches at most the spammer's own mesh peers, each of which
   prunes the spammer after ``PRUNE_AFTER_REJECTS`` rejects (``summary.spam``).
 * ``sybil``: a swarm of fresh devices of a cheap class (``sim-card`` by
@@ -29,17 +29,23 @@ from __future__ import annotations
 import hashlib
 
 from node import wire
-from node.crypto import pubkey_of
+from node.assets import address_for
+from node.crypto import pubkey_of, sign_digest
 from node.protocols.offers import Offer, SignedSheet, build_sheet
 from node.tee.binding import Binding
+from node.tee.client import offer_sheet_digest
 
-SPAM_KINDS = ("garbage", "bad-body", "forged-signature", "wrong-network")
+SPAM_KINDS = ("garbage", "bad-body", "forged-signature", "forged-quote", "wrong-network")
+
+
+def _priv(engine, n: int):
+    import coincurve
+
+    return coincurve.PrivateKey(hashlib.sha256(b"spam/%d/%d" % (engine.seed, n)).digest())
 
 
 def _key(engine, n: int) -> bytes:
-    import coincurve
-
-    return pubkey_of(coincurve.PrivateKey(hashlib.sha256(b"spam/%d/%d" % (engine.seed, n)).digest()))
+    return pubkey_of(_priv(engine, n))
 
 
 def spam_message(engine, node) -> bytes:
@@ -52,11 +58,18 @@ def spam_message(engine, node) -> bytes:
         return rng.getrandbits(8 * 300).to_bytes(300, "big")
     if kind == "bad-body":
         return wire.encode(SignedSheet(rng.getrandbits(8 * 64).to_bytes(64, "big"), b"\x00" * 64))
-    net = engine.net if kind == "forged-signature" else engine.net + "-other"
-    sign_pub = _key(engine, count)
-    binding = Binding(net, node.peer_id, sign_pub, _key(engine, count + 1_000_000))
+    # well-formed sheets with a valid deposit address, failing at the signature, the quote or the network
+    net = engine.net + "-other" if kind == "wrong-network" else engine.net
+    priv = _priv(engine, count)
+    binding = Binding(net, node.peer_id, pubkey_of(priv), _key(engine, count + 1_000_000))
     pub = _key(engine, count + 2_000_000)
-    offer = Offer("BTC-REG", "bcrt1qspam", pub, 10**8, 10_000_000, "100000", engine.now, engine.now + 3600)
+    offer = Offer("BTC-REG", address_for("BTC-REG", pub), pub, 10**8, 10_000_000, "100000", engine.now,
+                  engine.now + 3600)
+    if kind == "forged-signature":
+        def sign(body, keys):
+            return rng.getrandbits(8 * 64).to_bytes(64, "big")
+    else:  # a correct signature by a key no attested enclave vouches for
+        def sign(body, keys):
+            return sign_digest(priv, offer_sheet_digest(body))
     return build_sheet(net=net, origin=node.peer_id, seq=count + 1, now=engine.now, offers=[offer], retracted=[],
-                       quote=b"KSSIMQ-forged", binding=binding,
-                       sign=lambda body, keys: rng.getrandbits(8 * 64).to_bytes(64, "big"))
+                       quote=b"KSSIMQ-forged", binding=binding, sign=sign)

@@ -624,6 +624,10 @@ class Engine:
             dist[reached] = w[indptr[src]:indptr[src + 1]]
             prev = np.full(n, src)
         is_sheet = topic.endswith("/offers/1")
+        self.log({"t": self._t(), "ev": "spam" if spam else ("sheet" if is_sheet else "gossip"), "src": src,
+                  "topic": topic.rsplit("/", 2)[-2], "verdict": v.result.value, "reason": v.reason[:80],
+                  "reached": int(len(reached)),
+                  "max_ms": round(float(dist[reached].max()) * 1000, 2) if len(reached) else None})
         if spam:
             self.m.spam["receivers"] += len(reached)
             self.m.spam_receivers.update((src, j) for j in reached.tolist())

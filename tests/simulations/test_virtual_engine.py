@@ -93,10 +93,15 @@ def test_every_spam_kind_is_rejected_by_validate_sheet(smoke_engine):
 
     eng = smoke_engine
     node = eng.nodes[eng.spammers[0]]
+    reasons = []
     for _ in SPAM_KINDS:
         v, _body = validate_sheet(spam_message(eng, node), net=eng.net, now=eng.now, latest_seq=lambda o: None,
                                   attestations=eng.ref_cache, address_check=eng._shared_address_check)
         assert v.result is Result.REJECT, v
+        reasons.append(v.reason)
+    joined = " | ".join(reasons)
+    for check in ("malformed", "bad signature", "untrusted or forged quote", "wrong network"):
+        assert check in joined, joined
 
 
 def test_sybil_exposure_stays_within_the_cheap_class_caps(smoke_engine):
