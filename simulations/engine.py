@@ -715,7 +715,8 @@ class Engine:
                 "overshoot_cents_mean": round(float(np.mean([r["overshoot_cents"] for r in ok])), 2) if ok else None,
                 "overshoot_cents_max": max((r["overshoot_cents"] for r in ok), default=None),
                 "stream_errors": m.stream_errors,
-                "failure_reasons": _count(re.sub(r"\d+(\.\d+)?", "N", r["reason"])[:160] for r in decided if not r["ok"]),
+                "failure_reasons": _count(re.sub(r"\d+(\.\d+)?", "N", r["reason"])[:160]
+                                          for r in decided if not r["ok"]),
             },
             "exposure": {"honest": expo("honest"), "sybil": expo("sybil"), "cap_violations": m.cap_violations},
             "reputation_at_requesters": {
