@@ -8,6 +8,11 @@ in-memory ``OfferBook(None)``, ``RfpProtocol`` over a ``RiskEngine`` (with its
 simulated quote) whose deposits are made on one in-process ``DevLedger``, so
 every sheet is checked by ``validate_sheet`` exactly as on the wire.
 
+Measured before choosing this: an ``InProcessEnclave`` takes ~1 ms to create
+and a deposit ~0.75 ms per chunk on the ``DevLedger``, so every publisher gets
+a real one (no lightweight stand-in). The ledger funds the deposits (faucet,
+automine); with no contract layer yet it is not consulted again during a run.
+
 Gossip model (gossipsub-like):
 
 * every node has a mesh of about ``mesh_degree`` (D) peers on the topics
