@@ -12,7 +12,11 @@ Stages, each on real parts (only the TEE is simulated, and says so):
 4. a network on 127.0.0.1: one bootstrap node and three nodes, each with two
    $50 deposits (keys from its enclave, its quote verified before funding,
    funded and confirmed on its development ledger) gossiping a signed,
-   attested offer sheet; every node's offer book fills with the others' offers.
+   attested offer sheet; every node's offer book fills with the others' offers;
+5. a swap: two daemons on one dev ledger server; alice's BTC-REG chunks for
+   bob's ETH-DEV chunks, agreed over /keyswitch/contract/1 and run key by key
+   over /keyswitch/release/1; each side sweeps what it received and reports
+   the outcome, which raises the other's reputation in its view.
 """
 
 from __future__ import annotations
@@ -169,6 +173,96 @@ def stage_network(console: Console, root: Path, n_nodes: int = 3, keys: int = 2,
         stop_all(procs, timeout=15)
 
 
+def stage_swap(console: Console, root: Path, timeout: float = 120) -> bool:
+    """Two daemons on one dev ledger swap chunks enclave to enclave, and each claims what it got."""
+    import httpx
+
+    console.rule("[bold]5. A swap: alice's BTC-REG chunks for bob's ETH-DEV chunks, key by key")
+    procs: list[subprocess.Popen] = []
+
+    def until(pred, what: str) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"timed out: {what}")
+
+    try:
+        (root / "ledger").mkdir(parents=True, exist_ok=True)
+        led = spawn([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(root / "ledger/db.sqlite"),
+                     "--block-interval", "0.5"], root / "ledger/out.log")
+        procs.append(led)
+        lurl = wait_for(root / "ledger/out.log", r"dev ledger listening on (\S+)", led)
+        (root / "boot").mkdir(exist_ok=True)
+        b = spawn([sys.executable, "-m", "bootstrap", "--datadir", str(root / "boot"), "--net", "demo"],
+                  root / "boot/out.log")
+        procs.append(b)
+        boot = wait_for(root / "boot/out.log", r"LISTEN (\S+)", b)
+        console.print(f"a dev ledger server ({lurl}, a block every 0.5 s), a bootstrap node, two daemons")
+        apis = {}
+        for name in ("alice", "bob"):
+            d = root / name
+            d.mkdir(exist_ok=True)
+            p = spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", "demo", "--bootnodes", boot,
+                       "--republish", "2"], d / "out.log", env={"KEYSWITCH_LEDGER_URL": lurl})
+            procs.append(p)
+            peer = wait_for(d / "out.log", r"ready (\S+)", p)
+            h = {"Authorization": "Bearer " + (d / ".cookie").read_text().strip()}
+            apis[name] = (peer, (d / "api.url").read_text().strip(), h)
+
+        def get(n, path):
+            return httpx.get(apis[n][1] + path, headers=apis[n][2], timeout=30).json()
+
+        def post(n, path, body):
+            r = httpx.post(apis[n][1] + path, json=body, headers=apis[n][2], timeout=90)
+            if r.status_code >= 400:
+                raise RuntimeError(f"{n} {path}: {r.json().get('error', r.text)}")
+            return r.json()
+
+        post("alice", "/v1/deposits", {"asset": "BTC-REG", "chunks": 2})
+        post("bob", "/v1/deposits", {"asset": "ETH-DEV", "chunks": 2})
+        console.print("alice funds 2 x $50 of BTC-REG, bob 2 x $50 of ETH-DEV (each after verifying its own "
+                      "enclave's quote); their sheets cross")
+        until(lambda: get("alice", "/v1/status")["offers_in_book"] == 2 and get("bob", "/v1/status")[
+            "offers_in_book"] == 2, "each book holding the other's offers")
+        agreed = post("alice", "/v1/contracts", {"peer": apis["bob"][0], "give": "BTC-REG", "take": "ETH-DEV",
+                                                 "chunks": 2})
+        console.print(f"alice proposes, bob's policy agrees ({agreed['rounds']} rounds, "
+                      f"{agreed['give']['usd_cents'] / 100:.2f} USD each way); the enclaves exchange keys")
+
+        def done():
+            cs = [get(n, "/v1/contracts")["contracts"] for n in apis]
+            return all(c and c[-1]["state"] in ("done", "withheld", "failed") and "outcome" in c[-1] for c in cs)
+
+        until(done, "the swap finishing")
+        t = Table(title="the swap, as each side saw it")
+        for col in ("node", "released", "received", "lost", "claimed chunks (swept to its own addresses)", "state"):
+            t.add_column(col)
+        ok = True
+        for n in apis:
+            c = get(n, "/v1/contracts")["contracts"][-1]
+            o = c["outcome"]
+            ok &= c["state"] == "done" and o["lost"] == 0
+            t.add_row(n, str(o["released"]), str(o["received"]), str(o["lost"]),
+                      ", ".join(f"{ch['asset']} {ch['txid'][:10]}..." for ch in o["chunks"] if ch["status"] == "claimed"),
+                      c["state"])
+        console.print(t)
+        until(lambda: all(get(n, "/v1/status")["outcomes"]["accepted"] >= 1 for n in apis), "outcome reports")
+        for n, other in (("alice", "bob"), ("bob", "alice")):
+            rep = [r for r in get(n, "/v1/reputation")["devices"] if r["owner"] == apis[other][0]]
+            if rep:
+                console.print(f"{n}'s view of {other}'s device: score {rep[0]['score']:+.2f} after the swap")
+        console.print("[green]the swap completed: every key released once, each side claimed what it got[/green]"
+                      if ok else f"[red]the swap did not complete; logs in {root}[/red]")
+        return ok
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}; logs in {root}[/red]")
+        return False
+    finally:
+        stop_all(procs, timeout=15)
+
+
 def run_demo(root: Path) -> bool:
     console = Console()
     console.print("[bold red]The TEE in this demo is SIMULATED and INSECURE[/bold red] (no TEE hardware here).")
@@ -177,5 +271,6 @@ def run_demo(root: Path) -> bool:
     stage_enrol(console, alice, pid)
     stage_dcap(console)
     ok = stage_network(console, root / "net")
+    ok = stage_swap(console, root / "swap") and ok
     console.rule("[bold]done")
     return ok

@@ -12,3 +12,5 @@ def test_make_demo_main_job_runs_end_to_end():
     assert "SIMULATED" in out.stdout
     assert "binding-mismatch" in out.stdout and "measurement-not-allowed" in out.stdout
     assert "every node holds every other node's attested offers" in out.stdout
+    assert "the swap completed: every key released once, each side claimed what it got" in out.stdout
+    assert "view of bob's device: score +2.00" in out.stdout
