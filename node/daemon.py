@@ -526,6 +526,25 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
                         states[c.rec.state] = states.get(c.rec.state, 0) + 1
                     for st_, n in states.items():
                         metrics.contracts.labels(state=st_).set(n)
+                    totals: dict[tuple[str, str], int] = {("releases", ""): 0}
+                    for c in stack.desk.release.contracts.values():
+                        if c.outcome is not None:
+                            totals[("releases", "")] += c.outcome.released
+                            for ch in c.outcome.chunks:
+                                if ch.status in ("claimed", "double-spent", "kept"):
+                                    totals[("claims", ch.status)] = totals.get(("claims", ch.status), 0) + 1
+                    for kind, n in stack.outcomes.by_kind.items():
+                        totals[("outcomes", kind)] = n
+                    for (what, label), n in totals.items():
+                        delta = n - exported.get((what, label), 0)
+                        if delta > 0:
+                            exported[(what, label)] = n
+                            if what == "releases":
+                                metrics.releases.inc(delta)
+                            elif what == "claims":
+                                metrics.claims.labels(result=label).inc(delta)
+                            else:
+                                metrics.outcomes.labels(kind=label).inc(delta)
                     if ticks % 10 == 0:  # the reputation table can be large: every 10 s
                         now = clock.now()
                         recs = stack.engine.reputation.devices()

@@ -112,6 +112,7 @@ class OutcomesProtocol:
         self._seen: dict[bytes, None] = {}
         self._max_seen = max_seen
         self.stats = {"accepted": 0, "confirmed": 0, "refuted": 0, "published": 0}
+        self.by_kind: dict[str, int] = {}  # outcome -> reports applied
         self.reasons: dict[str, int] = {}
 
     def _known(self, device: bytes) -> bool:
@@ -151,6 +152,7 @@ class OutcomesProtocol:
             rep.observe(r.subject, "", "unknown", now)
         check = self.ledger_check(r) if r.outcome == "double-spent" else LedgerCheck.UNCHECKED
         self.stats["accepted"] += 1
+        self.by_kind[r.outcome] = self.by_kind.get(r.outcome, 0) + 1
         if check is LedgerCheck.CONFIRMED:
             self.stats["confirmed"] += 1
         elif check is LedgerCheck.REFUTED:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -57,10 +58,14 @@ def test_two_daemons_swap_chunks_and_claim_them(tmp_path):
         procs.append(b)
         boot = wait_for(tmp_path / "boot/out.log", r"LISTEN (\S+)", b, timeout=60 * FACTOR)
         dirs = [tmp_path / "A", tmp_path / "B"]
+        with socket.socket() as sk:
+            sk.bind(("127.0.0.1", 0))
+            mport = sk.getsockname()[1]
         for d in dirs:
             d.mkdir()
+            extra = ["--metrics-port", str(mport)] if d.name == "A" else []
             procs.append(spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", "swaptest",
-                                "--bootnodes", boot, "--republish", "2"], d / "out.log",
+                                "--bootnodes", boot, "--republish", "2", *extra], d / "out.log",
                                env={"KEYSWITCH_LEDGER_URL": lurl}))
         a, bb = [Api(d, wait_for(d / "out.log", r"ready (\S+)", p, timeout=90 * FACTOR))
                  for d, p in zip(dirs, procs[2:])]
@@ -97,6 +102,14 @@ def test_two_daemons_swap_chunks_and_claim_them(tmp_path):
               "outcome reports delivered")
         rep = {r["owner"]: r for r in a.get("/v1/reputation")["devices"]}
         assert rep[bb.peer]["score"] > 0 and not rep[bb.peer]["cheater"]
+        # the node's metrics count the contract, its releases and its claims
+        def metrics_show():
+            text = httpx.get(f"http://127.0.0.1:{mport}/metrics", timeout=10).text
+            return ('keyswitch_contracts{state="done"} 1.0' in text and "keyswitch_key_releases_total 2.0" in text
+                    and 'keyswitch_claims_total{result="claimed"} 2.0' in text
+                    and 'keyswitch_outcomes_total{kind="claimed"} 1.0' in text)
+
+        until(metrics_show, 30, "metrics counting the swap")
         # the swapped deposits are no longer on offer anywhere
         until(lambda: a.get("/v1/status")["offers_in_book"] == 0 and bb.get("/v1/status")["offers_in_book"] == 0,
               60, "released chunks leave the books")
