@@ -215,8 +215,11 @@ def make_revocations(stack: OfferStack, signers, accept_signed: bool):
         return f"its class is revoked: {why}" if why else None
 
     stack.protocol.refuse = refuse
-    return RevocationProtocol(net=stack.net, engine=engine,
-                              trust=TrustConfig(frozenset(signers), bool(accept_signed)),
+    from node.protocols.revocation import cheating_proof_checker
+
+    trust = TrustConfig(frozenset(signers), bool(accept_signed),
+                        checkers={"cheating-proof": cheating_proof_checker(stack.net)})
+    return RevocationProtocol(net=stack.net, engine=engine, trust=trust,
                               own_devices=own_devices, own_class=lambda: "sim" if stack.enclave.info().simulated else "")
 
 
@@ -293,6 +296,37 @@ class NodeServices:
 
     def contracts(self) -> list[dict[str, Any]]:
         return self.stack.desk.contracts() if self.stack.desk else []
+
+    async def revoke(self, kind: str, target: str, reason: str) -> dict[str, Any]:
+        """Sign a revocation notice with this node's peer key, apply it here and gossip it."""
+        from node.identity import load_or_create_seed
+        from node.peerkey import PeerSigner
+        from node.protocols.revocation import RevocationNotice, make_notice
+
+        signer = PeerSigner(load_or_create_seed(self.stack.extra["datadir"]))
+        notice = RevocationNotice(1, self.stack.net, kind, target, reason, "", b"", signer.peer_id, self.clock.now())
+        data = make_notice(notice, signer.sign)
+        proto = self.stack.revocations
+        box: dict[str, Any] = {}
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+
+        def publish(now: float):
+            try:
+                return proto.publish(data, now)
+            except ValueError as exc:
+                box["error"] = str(exc)
+                return []
+            finally:
+                token.run_sync_soon(done.set)
+
+        self.node.driver.submit(proto, publish)
+        with trio.move_on_after(10):
+            await done.wait()
+        if "error" in box:
+            raise ApiError(400, box["error"])
+        return {"issued": {"kind": kind, "target": target, "reason": reason, "issuer": signer.peer_id},
+                "applied_here": proto.status()["applied"][-1:] }
 
     async def contract(self, peer: str, give: str, take: str, chunks: int) -> dict[str, Any]:
         """Plan a swap with ``peer`` from the offer book, agree it over /keyswitch/contract/1, start the

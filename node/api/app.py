@@ -60,6 +60,12 @@ class ContractBody(msgspec.Struct, forbid_unknown_fields=True):
     chunks: int = 1
 
 
+class RevokeBody(msgspec.Struct, forbid_unknown_fields=True):
+    kind: str
+    target: str
+    reason: str
+
+
 class SweepBody(msgspec.Struct, forbid_unknown_fields=True):
     deposit: str
     to: str
@@ -154,6 +160,10 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         b = await body_of(request, SweepBody)
         return JSONResponse(await services.sweep(b.deposit, b.to))
 
+    async def revocations(request):
+        b = await body_of(request, RevokeBody)
+        return JSONResponse(await services.revoke(b.kind, b.target, b.reason), status_code=201)
+
     async def reputation(request):
         return JSONResponse({"devices": services.reputation()})
 
@@ -176,6 +186,7 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         Route("/v1/contracts", endpoint(contracts), methods=["GET", "POST"]),
         Route("/v1/requests", endpoint(requests_), methods=["POST"]),
         Route("/v1/sweep", endpoint(sweep), methods=["POST"]),
+        Route("/v1/revocations", endpoint(revocations), methods=["POST"]),
         Route("/v1/reputation", endpoint(reputation)),
         Route("/openapi.json", endpoint(openapi, auth=False)),
         Route("/healthz", endpoint(healthz, auth=False)),

@@ -78,5 +78,10 @@ SPEC = {
             "properties": {"deposit": {"type": "string", "pattern": "^[0-9a-f]{66}$"},
                            "to": {"type": "string", "minLength": 1}}}, "200")},
         "/v1/reputation": {"get": _get("Local reputation of known devices", _list("devices"))},
+        "/v1/revocations": {"post": _post("Issue a revocation notice signed by this node (applied here at once)", {
+            "type": "object", "additionalProperties": False, "required": ["kind", "target", "reason"],
+            "properties": {"kind": {"type": "string", "enum": ["class", "device"]},
+                           "target": {"type": "string", "minLength": 1, "maxLength": 80},
+                           "reason": {"type": "string", "minLength": 1, "maxLength": 500}}})},
     },
 }

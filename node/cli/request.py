@@ -10,6 +10,7 @@ and this node's own engine chooses among them after the deadline
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import typer
 
@@ -83,3 +84,26 @@ def register(app: typer.Typer) -> None:
                        f"received {o.get('received', '?')}, lost {o.get('lost', '?')}")
         if last is not None and last["state"] in ("withheld", "failed"):
             raise typer.Exit(4)
+
+    @app.command("revoke")
+    def revoke(
+        device_class: Optional[str] = typer.Option(None, "--class", help="Revoke a device class, e.g. sgx or sgx:OutOfDate"),
+        device: Optional[str] = typer.Option(None, "--device", help="Revoke one device (64 hex digits)"),
+        reason: str = typer.Option(..., "--reason", help="Why (shown to every node that acts on it)"),
+    ) -> None:
+        """Sign and gossip a revocation notice: applied here at once; other nodes act on it only if they
+        list this node in risk.revocation_signers and opted in (risk.accept_signed_revocations)."""
+        if (device_class is None) == (device is None):
+            typer.echo("error: give exactly one of --class or --device", err=True)
+            raise typer.Exit(2)
+        kind, target = ("class", device_class) if device_class else ("device", device)
+        try:
+            out = call(state.get_datadir(), "POST", "/v1/revocations",
+                       body={"kind": kind, "target": target, "reason": reason})
+        except DaemonNotRunning as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(3)
+        except typer.BadParameter as exc:  # the daemon refused it, with the reason
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(4)
+        typer.echo(json.dumps(out, indent=2, sort_keys=True))

@@ -69,6 +69,28 @@ class TrustConfig:
     checkers: dict[str, Callable[[RevocationNotice], str | None]] = field(default_factory=dict)
 
 
+def cheating_proof_checker(net: str) -> Callable[[RevocationNotice], str | None]:
+    """The checker for ``evidence_kind = "cheating-proof"``: the evidence is a wire-encoded
+    ``release.CheatingProof`` (two releases of one key signed by one enclave), and it must name the
+    notice's target device. Self-contained: any node checks it with no ledger and no trust."""
+
+    def check(n: RevocationNotice) -> str | None:
+        from node.protocols.release import CheatingProof, verify_cheating_proof
+
+        if n.kind != "device":
+            return "a cheating proof revokes one device, not a class"
+        try:
+            proof = wire.decode(n.evidence, CheatingProof, max_size=MAX_NOTICE_SIZE)
+        except wire.WireError as exc:
+            return f"malformed proof: {exc.reason}"
+        got = verify_cheating_proof(proof, net=net)
+        if isinstance(got, str):
+            return got
+        return None if got.hex() == n.target else "the proof names another device"
+
+    return check
+
+
 def validate_notice(data: bytes, *, net: str, now: float, trust: TrustConfig, seen: Callable[[bytes], bool]
                     ) -> tuple[Validation, RevocationNotice | None]:
     # [REJECT] Size, canonical encoding, version, network, kind.
@@ -163,8 +185,11 @@ class RevocationProtocol:
         return []
 
     def publish(self, notice_bytes: bytes, now: float) -> list[Command]:
-        """Issue a notice (this node's own, already signed); it is applied here too if it validates."""
-        v, n = validate_notice(notice_bytes, net=self.net, now=now, trust=self.trust, seen=self._seen_body)
+        """Issue this node's own notice (already signed by its peer key): this node trusts its own
+        operator, so it is applied here at once; other nodes believe it per their own trust."""
+        own = TrustConfig(self.trust.signers | {self.local_peer} if self.local_peer else self.trust.signers,
+                          True, self.trust.checkers)
+        v, n = validate_notice(notice_bytes, net=self.net, now=now, trust=own, seen=self._seen_body)
         if n is None:
             raise ValueError(f"notice refused before sending: {v.reason}")
         self._seen.add(wire.decode(notice_bytes, SignedNotice).body)

@@ -53,6 +53,9 @@ class Recording:
     async def contract(self, peer, give, take, chunks):
         return {"peer": peer, "give": give, "take": take, "chunks": chunks}
 
+    async def revoke(self, kind, target, reason):
+        return {"kind": kind, "target": target, "reason": reason}
+
 
 @pytest.fixture
 async def api(tmp_path, nursery):

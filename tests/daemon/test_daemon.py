@@ -96,6 +96,14 @@ def test_readiness_lines_cli_and_auth(daemon):
     assert out.returncode == 4 and "no allocation" in out.stderr
     out = cli(daemon.datadir, "request", "--asset", "NOPE", "--usd", "100")
     assert out.returncode != 0 and "unknown asset" in out.stderr
+    # the operator revokes a class: applied here at once (its own notice), with the reason
+    out = cli(daemon.datadir, "revoke", "--class", "sgx:OutOfDate", "--reason", "test: a broken platform")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["applied_here"][0]["target"] == "sgx:OutOfDate"
+    st = json.loads(cli(daemon.datadir, "status", "--json").stdout)
+    assert st["revocations"]["applied"][0]["reason"] == "test: a broken platform"
+    out = cli(daemon.datadir, "revoke", "--device", "zz", "--reason", "x")
+    assert out.returncode != 0 and "32-byte hex" in out.stderr
 
 
 def test_graceful_sigterm_keeps_state_and_restarts(tmp_path):

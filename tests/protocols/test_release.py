@@ -537,6 +537,30 @@ def test_cheating_proof_verifies_and_a_tampered_one_does_not(tmp_path):
              and wire.decode(d, wire.Signed).signer != a.binding.sign_pub]
     assert b_rel and "different enclaves" in verify_cheating_proof(CheatingProof(releases[0], b_rel[0]))
 
+    # gossiped as a revocation notice, the proof is believed from anyone: the device is dropped at once
+    from node.offerbook import OfferBook
+    from node.peerkey import PeerSigner
+    from node.protocols.base import GossipReceived, Result
+    from node.protocols.revocation import (
+        RevocationNotice, RevocationProtocol, TrustConfig, cheating_proof_checker, make_notice,
+    )
+    from node.risk.engine import RiskEngine
+
+    anyone = PeerSigner(bytes(32))
+    notice = RevocationNotice(1, NET, "device", device.hex(), "released one key twice", "cheating-proof",
+                              wire.encode(proof), anyone.peer_id, 0.0)
+    eng = RiskEngine(OfferBook(None))
+    rp = RevocationProtocol(net=NET, engine=eng, trust=TrustConfig(checkers={"cheating-proof":
+                                                                             cheating_proof_checker(NET)}))
+    data = make_notice(notice, anyone.sign)
+    assert rp.validate(rp.topic, data, "x", 1.0).result is Result.ACCEPT
+    rp.handle(GossipReceived(rp.topic, data, "x"), 1.0)
+    assert eng.reputation.is_cheater(device)
+    wrong = make_notice(RevocationNotice(1, NET, "device", "ab" * 32, "slander", "cheating-proof",
+                                         wire.encode(proof), anyone.peer_id, 0.0), anyone.sign)
+    v = rp.validate(rp.topic, wrong, "x", 1.0)
+    assert v.result is Result.REJECT and "names another device" in v.reason
+
 
 def test_an_honest_enclave_refuses_the_second_release(tmp_path):
     ledger = DevLedger(None, automine=True)
