@@ -94,13 +94,9 @@ class FileOps:
         os.rmdir(path)  # configfs: removes the entry and its attributes
 
     def read(self, path: Path) -> bytes:
-        with open(path, "rb", buffering=0) as f:
-            chunks = []
-            while True:
-                chunk = f.read(1 << 16)
-                if not chunk:
-                    return b"".join(chunks)
-                chunks.append(chunk)
+        from node.tee.gramine.attestation import read_all
+
+        return read_all(path)
 
     def write(self, path: Path, data: bytes) -> None:
         with open(path, "wb", buffering=0) as f:  # one write(2): configfs attributes take a whole value

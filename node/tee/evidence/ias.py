@@ -217,13 +217,9 @@ def decode_signature(signature: bytes) -> bytes:
 
 
 def pinned_root_der() -> bytes:
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
+    from node.tee.evidence.roots import load_pinned
 
-    der = x509.load_pem_x509_certificate(ROOT_PEM.read_bytes()).public_bytes(Encoding.DER)
-    if hashlib.sha256(der).hexdigest() != ROOT_SHA256:  # the file was swapped: refuse to trust it
-        raise RuntimeError(f"{ROOT_PEM} is not the pinned Intel SGX Attestation Report Signing CA")
-    return der
+    return load_pinned(ROOT_PEM.name, ROOT_SHA256, "Intel SGX Attestation Report Signing CA")
 
 
 def _name(cert) -> str:

@@ -240,13 +240,9 @@ def parse_snp_report(blob: bytes) -> ParsedSnpReport:
 
 def pinned_root_der() -> bytes:
     """The pinned AMD Milan ARK, DER. Raises ``RuntimeError`` if the file is not that certificate."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
+    from node.tee.evidence.roots import load_pinned
 
-    der = x509.load_pem_x509_certificate(ROOT_PEM.read_bytes()).public_bytes(Encoding.DER)
-    if hashlib.sha256(der).hexdigest() != ROOT_SHA256:  # the file was swapped: refuse to trust it
-        raise RuntimeError(f"{ROOT_PEM} is not the pinned AMD Milan ARK")
-    return der
+    return load_pinned(ROOT_PEM.name, ROOT_SHA256, "AMD Milan ARK")
 
 
 def _load_certs(data: bytes) -> list:

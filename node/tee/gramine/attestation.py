@@ -39,7 +39,8 @@ def missing_reason(base: Path = DEFAULT_BASE) -> str | None:
     return None
 
 
-def _read_all(path: Path) -> bytes:
+def read_all(path: Path) -> bytes:
+    """The whole of a pseudo-file (attestation devices, configfs attributes), read unbuffered until EOF."""
     with open(path, "rb", buffering=0) as f:
         chunks = []
         while True:
@@ -60,7 +61,7 @@ class GramineQuoteProvider:
     def attestation_type(self) -> str | None:
         p = self.base / "attestation_type"
         try:
-            return _read_all(p).decode(errors="replace").strip()
+            return read_all(p).decode(errors="replace").strip()
         except OSError:
             return None
 
@@ -83,7 +84,7 @@ class GramineQuoteProvider:
                 os.close(fd)
             if n != REPORT_DATA_LEN:
                 raise GramineAttestationError(f"short write to user_report_data ({n} of {REPORT_DATA_LEN} bytes)")
-            quote = _read_all(self.base / "quote")
+            quote = read_all(self.base / "quote")
         except OSError as exc:
             raise GramineAttestationError(f"Gramine attestation file I/O failed: {exc.strerror or exc}") from None
         if not quote:
@@ -93,7 +94,7 @@ class GramineQuoteProvider:
     def mrenclave(self) -> bytes | None:
         """This enclave's MRENCLAVE from ``my_target_info`` (None when not readable)."""
         try:
-            ti = _read_all(self.base / "my_target_info")
+            ti = read_all(self.base / "my_target_info")
         except OSError:
             return None
         return ti[:32] if len(ti) >= 32 else None

@@ -1,0 +1,20 @@
+"""The vendor roots of trust, pinned: each PEM file here is checked against its SHA-256 fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def load_pinned(filename: str, sha256_hex: str, name: str) -> bytes:
+    """The DER of ``roots/<filename>``; ``RuntimeError`` if the file is not the pinned certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    path = HERE / filename
+    der = x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(Encoding.DER)
+    if hashlib.sha256(der).hexdigest() != sha256_hex:  # the file was swapped: refuse to trust it
+        raise RuntimeError(f"{path} is not the pinned {name}")
+    return der
