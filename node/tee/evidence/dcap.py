@@ -93,7 +93,7 @@ def parse_quote(blob: bytes) -> ParsedQuote:
 def pinned_root_der() -> bytes:
     from node.tee.evidence.roots import load_pinned
 
-    return load_pinned(ROOT_PEM.name, ROOT_SHA256, "Intel SGX Root CA")
+    return load_pinned(ROOT_PEM, ROOT_SHA256, "Intel SGX Root CA")
 
 
 _EXPIRED = re.compile(r"(\w*Expired\w*)\s*\{([^}]*)\}")

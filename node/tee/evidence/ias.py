@@ -219,7 +219,7 @@ def decode_signature(signature: bytes) -> bytes:
 def pinned_root_der() -> bytes:
     from node.tee.evidence.roots import load_pinned
 
-    return load_pinned(ROOT_PEM.name, ROOT_SHA256, "Intel SGX Attestation Report Signing CA")
+    return load_pinned(ROOT_PEM, ROOT_SHA256, "Intel SGX Attestation Report Signing CA")
 
 
 def _name(cert) -> str:

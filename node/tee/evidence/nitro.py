@@ -250,7 +250,7 @@ def looks_like_nitro(blob: bytes) -> bool:
 def pinned_root_der() -> bytes:
     from node.tee.evidence.roots import load_pinned
 
-    return load_pinned(ROOT_PEM.name, ROOT_SHA256, "AWS Nitro Enclaves Root G1")
+    return load_pinned(ROOT_PEM, ROOT_SHA256, "AWS Nitro Enclaves Root G1")
 
 
 def _cn(cert) -> str:

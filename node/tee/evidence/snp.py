@@ -242,7 +242,7 @@ def pinned_root_der() -> bytes:
     """The pinned AMD Milan ARK, DER. Raises ``RuntimeError`` if the file is not that certificate."""
     from node.tee.evidence.roots import load_pinned
 
-    return load_pinned(ROOT_PEM.name, ROOT_SHA256, "AMD Milan ARK")
+    return load_pinned(ROOT_PEM, ROOT_SHA256, "AMD Milan ARK")
 
 
 def _load_certs(data: bytes) -> list:

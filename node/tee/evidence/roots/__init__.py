@@ -8,12 +8,12 @@ from pathlib import Path
 HERE = Path(__file__).parent
 
 
-def load_pinned(filename: str, sha256_hex: str, name: str) -> bytes:
-    """The DER of ``roots/<filename>``; ``RuntimeError`` if the file is not the pinned certificate."""
+def load_pinned(path: Path, sha256_hex: str, name: str) -> bytes:
+    """The DER of the PEM at ``path`` (one of the files here); ``RuntimeError`` if it is not the pinned
+    certificate."""
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    path = HERE / filename
     der = x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(Encoding.DER)
     if hashlib.sha256(der).hexdigest() != sha256_hex:  # the file was swapped: refuse to trust it
         raise RuntimeError(f"{path} is not the pinned {name}")
