@@ -14,14 +14,48 @@ Implemented:
   (real enclaves, real deposits): they are offered like anyone's, and what
   they can get is bounded by the risk engine's per-device / per-owner caps and
   the requests' diversity limits (``summary.exposure.sybil``).
+* ``forger``: extra nodes publishing well-formed offer sheets (valid deposit
+  addresses) whose attestation is forged: a quote no vendor root signed, or
+  an enclave signature by no attested key (the spammer's two forged kinds,
+  ``FORGER_KINDS``). ``validate_sheet`` REJECTs them at every full node, so
+  they are never stored nor forwarded (``summary.adversaries.forger``).
+* ``slanderer``: offering full nodes (real enclaves, real deposits, answering
+  requests like anyone) that also gossip, at ``rate`` per second each, an
+  ``OutcomeReport`` signed by their own enclave claiming that a random honest
+  device double-spent one of its deposits (its real address, an invented
+  txid). Every full node runs ``OutcomesProtocol`` with
+  ``node.daemon.ledger_check`` on the in-process ``DevLedger``: the deposit
+  still holds its funds, the report is REFUTED, the slanderer is charged
+  ``Action.SLANDER`` and the subject untouched (``summary.adversaries.slanderer``).
+* ``withholder``: offering full nodes that never release the keys of their
+  chosen chunks. **Simplified contract layer**: there is no key-release
+  round in the simulator (``engine.py``); when a held contract "completes"
+  after ``requests.contract_seconds`` the client applies ``Action.WITHHELD``
+  to a withholder (its own observation) instead of ``CLAIMED``, and gossips
+  a ``withheld`` report signed by its enclave, weighed by everyone else by the
+  client's standing (bare reports cannot sink a device below 0 there).
+* ``broken_tee``: offering full nodes whose enclave leaks deposit keys. When
+  a contract holding one of its chunks completes, the device spends that
+  chunk's deposit on the ``DevLedger`` (the key is exported from its
+  ``InProcessEnclave``, as a broken TEE would let its owner do) before the
+  client's sweep; the client then gossips a ``double-spent`` report naming
+  that spend. Every full node checks it on the ledger (CONFIRMED), marks the
+  device a cheater and drops its offers; ``summary.adversaries.broken_tee``
+  gives the time from the double spend to each full node isolating it. Same
+  simplification: no real release round, and the client's loss is the value
+  of the chunks it held on the device (bounded by its cap on that device).
+* ``revoked_class``: at ``at`` simulated seconds a configured signer (a peer
+  key every full node lists in its ``TrustConfig.signers`` and has opted into,
+  ``accept_signed = True``) gossips a signed ``RevocationNotice`` for
+  ``device_class``. Every full node runs ``RevocationProtocol``: its class
+  registry revokes the class (cap 0 at once), its book drops the class's
+  offers, and ``OffersProtocol.refuse`` ignores later sheets from it (as
+  ``node.daemon.make_revocations`` sets up). Contracts already held on the
+  class run out with ``contract_seconds`` (no early unwinding in the sim).
 
-Not yet implemented (a scenario naming one is refused with a clear error, see
-``scenario.PLANNED_ADVERSARIES``): ``broken_tee`` (double-spends keys after
-releasing them), ``withholder``, ``forger`` (attestation forger),
-``slanderer`` (false double-spend reports), ``revoked_class`` (a device class
-revoked mid-run). Hooks to add one: a node ``kind`` built in
-``Engine._build``, its events scheduled in ``Engine.run`` (``_ev_<kind>``), and
-its measurements added to ``Engine.summary``.
+Hooks to add one: a node ``kind`` or role built in ``Engine._build``, its
+events scheduled in ``Engine.run`` (``_ev_<kind>``), and its measurements added
+to ``Engine.summary`` under ``adversaries``.
 """
 
 from __future__ import annotations
@@ -73,3 +107,56 @@ def spam_message(engine, node) -> bytes:
             return sign_digest(priv, offer_sheet_digest(body))
     return build_sheet(net=net, origin=node.peer_id, seq=count + 1, now=engine.now, offers=[offer], retracted=[],
                        quote=b"KSSIMQ-forged", binding=binding, sign=sign)
+
+
+#: what a forger publishes: well-formed sheets whose attestation does not hold
+FORGER_KINDS = ("forged-quote", "forged-signature")
+
+
+def forged_sheet(engine, node) -> bytes:
+    """The next forged sheet from forger ``node``: alternately a forged quote and a forged signature."""
+    count = getattr(node, "forge_count", 0)
+    node.forge_count = count + 1
+    kind = FORGER_KINDS[count % len(FORGER_KINDS)]
+    # reuse the spammer's builder at the position of that kind in its cycle (deterministic per run seed)
+    node.spam_count = count * len(SPAM_KINDS) + SPAM_KINDS.index(kind)
+    return spam_message(engine, node)
+
+
+def slander_report(engine, node, subject_node) -> bytes:
+    """A false double-spent report by ``node``'s enclave against ``subject_node``'s device: the address is one
+    of the subject's real (unspent) deposits, the txid invented."""
+    from node.protocols.outcomes import REPORT_VERSION, OutcomeReport, make_report
+
+    d = engine.rng.choice(subject_node.deposits)
+    txid = engine.rng.getrandbits(256).to_bytes(32, "big").hex()
+    r = OutcomeReport(REPORT_VERSION, engine.net, engine.rng.getrandbits(256).to_bytes(32, "big"),
+                      node.enclave.info().sign_pub, subject_node.device_id, "double-spent", d.asset, d.address,
+                      txid, engine.now)
+    return make_report(r, node.enclave.sign)
+
+
+def outcome_report(engine, client, subject: bytes, outcome: str, contract_id: bytes, asset: str = "",
+                   address: str = "", txid: str = "") -> bytes:
+    """The client's own report on a device after a (simplified) contract, signed by the client's enclave."""
+    from node.protocols.outcomes import REPORT_VERSION, OutcomeReport, make_report
+
+    r = OutcomeReport(REPORT_VERSION, engine.net, contract_id, client.enclave.info().sign_pub, subject, outcome,
+                      asset, address, txid, engine.now)
+    return make_report(r, client.enclave.sign)
+
+
+def double_spend(engine, node, address: str) -> str | None:
+    """A broken TEE's owner spends the deposit at ``address`` (its key exported from the enclave). The txid, or
+    None if that deposit is already gone."""
+    from node.assets import address_for
+    from node.crypto import pubkey_of
+
+    dep = next((d for d in node.deposits if d.address == address), None)
+    if dep is None or engine.ledger.balance(dep.asset, dep.address).confirmed <= 0:
+        return None
+    key = node.enclave.export_to_owner(dep.pubkey)
+    # the enclave no longer holds that key (it would refuse to sign a sheet offering it): stop offering it
+    node.deposits = [d for d in node.deposits if d.address != address]
+    thief = address_for(dep.asset, pubkey_of(_priv(engine, 3_000_000 + node.idx)))
+    return engine.ledger.sweep(dep.asset, key, thief)

@@ -89,6 +89,8 @@ class SimNode:
     alive: bool = True
     offers: Any = None  # OffersProtocol (full nodes and publishers)
     rfp: Any = None  # RfpProtocol (full nodes)
+    outcomes: Any = None  # OutcomesProtocol (full nodes, when a scenario needs outcome reports)
+    revocations: Any = None  # RevocationProtocol (full nodes, when a scenario revokes a class)
     engine: Any = None  # RiskEngine (full nodes)
     book: Any = None
     enclave: Any = None
@@ -99,7 +101,7 @@ class SimNode:
     rejects_from: dict = field(default_factory=dict)  # peer idx -> REJECTs received
 
     def protocols(self) -> list:
-        return [p for p in (self.offers, self.rfp) if p is not None]
+        return [p for p in (self.offers, self.rfp, self.outcomes, self.revocations) if p is not None]
 
 
 class Metrics:
@@ -125,6 +127,18 @@ class Metrics:
         self.stream_errors = 0
         self.churn_events = 0
         self.events = 0
+        self.revoked_ignored = 0  # sheets a full node IGNOREd as revoked (relays still forward them)
+        self.forger = {"published": 0, "receivers": 0, "accepted_by_reference": 0, "forwarded": 0,
+                       "accepted_at_full_nodes": 0, "rejected_at_full_nodes": 0}
+        self.slander = {"published": 0}
+        self.withheld = {"contracts": 0, "reports": 0}
+        self.double_spends: list[dict] = []  # broken TEE spends: t, device, address, txid, cents
+        self.cheater_at: dict[tuple[bytes, int], float] = {}  # (device, full node) -> when it isolated it
+        self.revocation_at: dict[int, float] = {}  # full node -> when it applied the class notice
+        self.revocation_left: list[int] = []  # offers of the class left in a book right after applying
+        self.revoked_class_chosen_after = 0  # chunks of the revoked class chosen by a node that had applied it
+        self.chosen_cents: dict[str, list[int]] = {}  # device kind -> [cents chosen in 1st half, 2nd half]
+        self.class_exposure: list[tuple[float, int]] = []  # (t, cents held on the revoked class)
 
 
 class Engine:
@@ -153,6 +167,19 @@ class Engine:
         self.device_limit: dict[bytes, int] = {}  # device id -> its class's starting limit (cents)
         self.requesters: list[int] = []
         self.spammers: list[int] = []
+        self.forgers: list[int] = []
+        self.role: dict[int, str] = {}  # full node idx -> slanderer | withholder | broken_tee
+        adv = sc["adversaries"]
+        # outcome reports are gossiped (and checked on the ledger) when an adversary is about them
+        self.reports_on = any(k in adv for k in ("slanderer", "withholder", "broken_tee"))
+        self.revoke_cfg = adv.get("revoked_class")
+        from node.peerkey import PeerSigner
+
+        self.issuer = PeerSigner(hashlib.sha256(b"keyswitch-sim/revocation-issuer/%d" % self.seed).digest())
+        self._forged: set[bytes] = set()
+        self._sheet_origin: dict[bytes, int] = {}
+        self._ref_seen_reports: set[bytes] = set()
+        self._ref_seen_notices: set[bytes] = set()
         self.completed_over_time: list[tuple[float, int, int]] = []  # (t, ok so far, decided so far)
         self._build()
 
@@ -178,7 +205,7 @@ class Engine:
         self.ref_seen_requests: set[bytes] = set()
         kinds = (["bootstrap"] * net["bootstrap"] + ["full"] * net["full_nodes"]
                  + ["relay"] * (net["nodes"] - net["bootstrap"] - net["full_nodes"]))
-        for name in ("spammer", "sybil"):
+        for name in ("spammer", "sybil", "forger"):
             cfg = sc["adversaries"].get(name)
             if cfg:
                 kinds += [name] * cfg["nodes"]
@@ -187,6 +214,16 @@ class Engine:
         offering = set(self.rng.sample(full_ix, n_offer))
         nreq = sc["requests"]["requesters"]
         self.requesters = sorted(self.rng.sample(full_ix, nreq))
+        if self.reports_on:
+            # a report is signed by the client's enclave and weighed only if its device is known: clients offer too
+            offering |= set(self.requesters)
+            pool = sorted(offering - set(self.requesters))
+            self.rng.shuffle(pool)
+            from simulations.scenario import ROLE_ADVERSARIES
+
+            for name in ROLE_ADVERSARIES:
+                for _ in range(sc["adversaries"].get(name, {}).get("nodes", 0)):
+                    self.role[pool.pop()] = name
         classes = sorted(sc["devices"])
         weights = [sc["devices"][c] for c in classes]
         from node.peerkey import PeerSigner
@@ -209,6 +246,8 @@ class Engine:
                 self._make_publisher(node, dclass, chunks, round(usd * 100))
             if kind == "spammer":
                 self.spammers.append(i)
+            if kind == "forger":
+                self.forgers.append(i)
         self._build_mesh()
 
     def _shared_verify(self, quote: bytes, binding, now: float):
@@ -245,6 +284,29 @@ class Engine:
         limits = Limits(q["max_per_device"], q["max_share_device"], q["max_share_owner"])
         node.engine = RiskEngine(node.book, Reputation(None), limits=limits, seed=self.seed * 1_000_003 + node.idx)
         node.rfp = RfpProtocol(net=self.net, engine=node.engine, sign=node.signer.sign)
+        if self.reports_on:
+            from node.daemon import ledger_check
+            from node.protocols.outcomes import OutcomesProtocol
+
+            node.outcomes = OutcomesProtocol(net=self.net, engine=node.engine,
+                                             ledger_check=lambda r: ledger_check(self.ledger, r))
+        if self.revoke_cfg is not None:
+            from node.protocols.revocation import RevocationProtocol, TrustConfig
+
+            # the issuer is a configured signer and the operator opted in (risk.accept_signed_revocations)
+            node.revocations = RevocationProtocol(net=self.net, engine=node.engine,
+                                                  trust=TrustConfig(frozenset({self.issuer.peer_id}), True))
+        if self.reports_on or self.revoke_cfg is not None:
+            from node.offerbook import device_id_of
+
+            def refuse(body, node=node) -> str | None:  # as node.daemon.make_revocations sets it up
+                dev = device_id_of(body.binding.sign_pub)
+                if node.engine.reputation.is_cheater(dev):
+                    return f"device {dev.hex()[:16]} is revoked"
+                why = node.engine.caps.classes.is_revoked(node.book.device_class(body))
+                return f"its class is revoked: {why}" if why else None
+
+            node.offers.refuse = refuse
 
     def _make_publisher(self, node: SimNode, dclass: str, chunks: int, chunk_cents: int) -> None:
         from node.deposits import DepositStore, make_deposits
@@ -270,7 +332,8 @@ class Engine:
         node.device_id = device_id_of(info.sign_pub)
         node.device_class = dclass
         self.device_class_of[info.sign_pub] = dclass
-        self.device_kind[node.device_id] = "sybil" if node.kind == "sybil" else "honest"
+        self.device_kind[node.device_id] = ("sybil" if node.kind == "sybil"
+                                            else self.role.get(node.idx, "honest"))
         from node.risk.classes import ClassRegistry
 
         self.device_limit[node.device_id] = ClassRegistry().resolve(dclass).limit_cents(0.0)
@@ -382,6 +445,13 @@ class Engine:
             self.push(self.now + self.rng.expovariate(sc["requests"]["rate"]), "make_request", ())
         for i in self.spammers:
             self.push(self.now + self.rng.expovariate(sc["adversaries"]["spammer"]["rate"]), "spam", (i,))
+        for i in self.forgers:
+            self.push(self.now + self.rng.expovariate(sc["adversaries"]["forger"]["rate"]), "forge", (i,))
+        for i, role in sorted(self.role.items()):
+            if role == "slanderer":
+                self.push(self.now + self.rng.expovariate(sc["adversaries"]["slanderer"]["rate"]), "slander", (i,))
+        if self.revoke_cfg is not None:
+            self.push(self.t0 + self.revoke_cfg["at"], "revoke", ())
         ch = sc["churn"]
         if ch["enabled"] and ch["leave_rate"] > 0:
             self.push(self.now + self.rng.expovariate(ch["leave_rate"] * len(self.nodes)), "churn", ())
@@ -399,8 +469,11 @@ class Engine:
     def _ev_sample(self) -> None:
         ok = sum(1 for r in self.m.decided if r["ok"])
         self.completed_over_time.append((round(self.now - self.t0, 3), ok, len(self.m.decided)))
-        h, sy = self._reputation_means()
-        self.m.reputation_over_time.append((round(self.now - self.t0, 3), h, sy))
+        self.m.reputation_over_time.append((round(self.now - self.t0, 3), self._reputation_by_kind()))
+        if self.revoke_cfg is not None:
+            cls = self.revoke_cfg["device_class"]
+            held = sum(v for d, v in self.m.exposure_now.items() if self._dev_class.get(d) == cls)
+            self.m.class_exposure.append((round(self.now - self.t0, 3), held))
         if self.progress:
             self.progress(self.now - self.t0)
         self.push(self.now + max(1.0, self.sc["run"]["duration"] / 200), "sample", ())
@@ -430,11 +503,20 @@ class Engine:
                 continue
             v = proto.validate(topic, data, self.nodes[src].peer_id, self.now)
             self.m.validations[v.result.value] += 1
-            if v.result is not ref:
+            if data in self._forged:
+                self.m.forger["accepted_at_full_nodes" if v.result is Result.ACCEPT else "rejected_at_full_nodes"] += 1
+            if v.result is Result.IGNORE and v.reason.startswith("revoked"):
+                self.m.revoked_ignored += 1  # the relays (no risk engine) still forward it; counted apart
+            elif v.result is not ref:
                 self.m.verdict_mismatch += 1
             if v.result is Result.ACCEPT:
                 if proto is node.offers:
                     self.m.book_latency.append(self.now - sent_at)
+                    origin = self._sheet_origin.get(data)
+                    if self.reports_on and origin is not None:
+                        # the device's attestation is verified here: it is known (a reporter can be weighed)
+                        o = self.nodes[origin]
+                        node.engine.reputation.observe(o.device_id, o.peer_id, o.device_class, self.now)
                 self.run_cmds(node, proto.handle(GossipReceived(topic, data, self.nodes[src].peer_id), self.now))
 
     def _ev_req_in(self, target: int, call_id: int) -> None:
@@ -494,8 +576,83 @@ class Engine:
         for c in offers:
             self.m.exposure_now[c.device_id] = self.m.exposure_now.get(c.device_id, 0) - c.usd_cents
         for dev in dict.fromkeys(c.device_id for c in offers):
-            if node.engine.reputation.record(dev) is not None:
+            kind = self.device_kind.get(dev, "honest")
+            if kind in ("withholder", "broken_tee") and self.reports_on:
+                self._contract_outcome(node, dev, kind, [c for c in offers if c.device_id == dev])
+            elif node.engine.reputation.record(dev) is not None:
                 node.engine.reputation.apply(dev, Action.CLAIMED, self.now)
+
+    def _contract_outcome(self, client: SimNode, dev: bytes, kind: str, chunks: list) -> None:
+        """A withholder's or a broken TEE's side of a completed (simplified) contract, and the client's report."""
+        from node.risk.reputation import Action
+        from simulations.adversaries import double_spend, outcome_report
+
+        rep = client.engine.reputation
+        cid = hashlib.sha256(b"contract/%d/" % client.idx + dev + repr(self.now).encode()).digest()
+        if kind == "withholder":
+            self.m.withheld["contracts"] += 1
+            if rep.record(dev) is not None:
+                rep.apply(dev, Action.WITHHELD, self.now)  # the client's own observation
+            report = outcome_report(self, client, dev, "withheld", cid, chunks[0].asset, chunks[0].address)
+            self.m.withheld["reports"] += 1
+        else:
+            owner = self.nodes[self.by_peer[chunks[0].owner_id]]
+            spent = [(c, double_spend(self, owner, c.address)) for c in chunks]
+            spent = [(c, tx) for c, tx in spent if tx]
+            if not spent:
+                return
+            for c, tx in spent:
+                self.m.double_spends.append({"t": self._t(), "device": dev.hex(), "client": client.idx,
+                                             "address": c.address, "txid": tx, "cents": c.usd_cents})
+            c, tx = spent[0]
+            report = outcome_report(self, client, dev, "double-spent", cid, c.asset, c.address, tx)
+            # the client saw the empty deposit itself: it checks the ledger as everyone will
+            from node.daemon import ledger_check
+            from node.risk.reputation import LedgerCheck
+
+            if ledger_check(self.ledger, _decode_report(report)) is LedgerCheck.CONFIRMED:
+                if rep.record(dev) is None:
+                    rep.observe(dev, c.owner_id, c.device_class, self.now)
+                rep.mark_cheater(dev, self.now)
+                client.book.drop_device(dev)
+                self.m.cheater_at.setdefault((dev, client.idx), self.now)
+        self.log({"t": self._t(), "ev": "outcome", "client": client.idx, "device": dev.hex(), "kind": kind})
+        self.run_cmds(client, client.outcomes.publish(report, self.now))
+
+    def _ev_forge(self, i: int) -> None:
+        from simulations.adversaries import forged_sheet
+
+        self.push(self.now + self.rng.expovariate(self.sc["adversaries"]["forger"]["rate"]), "forge", (i,))
+        data = forged_sheet(self, self.nodes[i])
+        self._forged.add(data)
+        self.m.forger["published"] += 1
+        self._gossip(i, f"/keyswitch/{self.net}/offers/1", data, forger=True)
+
+    def _ev_slander(self, i: int) -> None:
+        from simulations.adversaries import slander_report
+
+        self.push(self.now + self.rng.expovariate(self.sc["adversaries"]["slanderer"]["rate"]), "slander", (i,))
+        node = self.nodes[i]
+        victims = [n for n in self.nodes if n.enclave is not None and self.device_kind.get(n.device_id) == "honest"]
+        if not victims or not node.alive:
+            return
+        data = slander_report(self, node, self.rng.choice(victims))
+        self.m.slander["published"] += 1
+        self.run_cmds(node, node.outcomes.publish(data, self.now))
+
+    def _ev_revoke(self) -> None:
+        from node.protocols.revocation import NOTICE_VERSION, RevocationNotice, make_notice
+
+        cfg = self.revoke_cfg
+        n = RevocationNotice(NOTICE_VERSION, self.net, "class", cfg["device_class"], cfg["reason"], "", b"",
+                             self.issuer.peer_id, self.now)
+        data = make_notice(n, self.issuer.sign)
+        self.revoked_at = self.now
+        self.log({"t": self._t(), "ev": "revoke", "class": cfg["device_class"]})
+        src = self.nodes[0]
+        if src.revocations is not None:
+            self.run_cmds(src, src.revocations.handle(GossipReceived(src.revocations.topic, data, ""), self.now))
+        self._gossip(0, f"/keyswitch/{self.net}/revocations/1", data)
 
     def _ev_spam(self, i: int) -> None:
         from simulations.adversaries import spam_message
@@ -562,6 +719,16 @@ class Engine:
         self.push(self.now + float(self._lat(1)[0]), "req_in", (target, self._call_id))
 
     def _notify(self, node: SimNode, note: Notify) -> None:
+        if note.kind == "outcome.cheater":
+            self.m.cheater_at.setdefault((bytes.fromhex(note.detail["subject"]), node.idx), self.now)
+            return
+        if note.kind == "revocation.applied":
+            self.m.revocation_at.setdefault(node.idx, self.now)
+            if note.detail["kind"] == "class":
+                left = sum(1 for _, dclass in node.book.devices()
+                           if node.engine.caps.classes.is_revoked(dclass) is not None)
+                self.m.revocation_left.append(left)
+            return
         if note.kind != "rfp.chosen":
             return
         d = note.detail
@@ -577,6 +744,13 @@ class Engine:
             return
         offers = tuple(chosen.offers)
         node.engine.hold(offers)
+        half = int(self.now - self.t0 >= self.sc["run"]["duration"] / 2)
+        for c in offers:
+            kind = self.device_kind.get(c.device_id, "honest")
+            self.m.chosen_cents.setdefault(kind, [0, 0])[half] += c.usd_cents
+            if (self.revoke_cfg is not None and node.idx in self.m.revocation_at
+                    and self._dev_class.get(c.device_id) == self.revoke_cfg["device_class"]):
+                self.m.revoked_class_chosen_after += 1
         caps = node.engine.caps
         for dev, owner, dclass in dict.fromkeys((c.device_id, c.owner_id, c.device_class) for c in offers):
             if caps.exposure.by_device.get(dev, 0) > caps.device_limit(dev, dclass, self.now)[0]:
@@ -597,6 +771,24 @@ class Engine:
         from node.protocols.offers import validate_sheet
         from node.protocols.rfp import validate_request
 
+        if topic.endswith("/outcomes/1"):
+            from node.protocols.outcomes import validate_report
+
+            # a relay knows the devices whose attestation it has seen: every publisher's
+            v, r = validate_report(data, net=self.net, now=self.now, known_device=self.device_kind.__contains__,
+                                   seen=self._ref_seen_reports.__contains__)
+            if r is not None:
+                self._ref_seen_reports.add(data)
+            return v
+        if topic.endswith("/revocations/1"):
+            from node.protocols.revocation import TrustConfig, validate_notice
+
+            v, n = validate_notice(data, net=self.net, now=self.now,
+                                   trust=TrustConfig(frozenset({self.issuer.peer_id}), True),
+                                   seen=self._ref_seen_notices.__contains__)
+            if n is not None:
+                self._ref_seen_notices.add(data)
+            return v
         if topic.endswith("/offers/1"):
             v, body = validate_sheet(data, net=self.net, now=self.now, latest_seq=self.ref_seq.get,
                                      attestations=self.ref_cache, address_check=self._shared_address_check)
@@ -608,10 +800,12 @@ class Engine:
             self.ref_seen_requests.add(req.request_id)
         return v
 
-    def _gossip(self, src: int, topic: str, data: bytes, spam: bool = False) -> None:
+    def _gossip(self, src: int, topic: str, data: bytes, spam: bool = False, forger: bool = False) -> None:
         indptr, indices = self._graph()
         n = len(self.nodes)
         v = self._reference_verdict(topic, data)
+        if self.reports_on and topic.endswith("/offers/1") and not (spam or forger):
+            self._sheet_origin[data] = src
         if not self.nodes[src].alive or indptr[src] == indptr[src + 1]:
             if spam:
                 self.m.spam["dropped_no_mesh"] += 1
@@ -639,6 +833,11 @@ class Engine:
             if v.result is Result.ACCEPT:
                 self.m.spam["accepted"] += 1
                 self.m.spam["forwarded"] += len(reached)
+        elif forger:
+            self.m.forger["receivers"] += len(reached)
+            if v.result is Result.ACCEPT:
+                self.m.forger["accepted_by_reference"] += 1
+                self.m.forger["forwarded"] += len(reached)
         elif is_sheet:
             self.m.sheets_published += 1
             if v.result is Result.ACCEPT:
@@ -653,7 +852,7 @@ class Engine:
                     self.adj[j].discard(src)
                     self.adj[src].discard(j)
                     self._graph_dirty = True
-                    if spam:
+                    if spam or forger:
                         self.m.spam["pruned_links"] += 1
             if node.full:
                 self.push(self.now + float(dist[j]), "deliver", (j, topic, data, int(prev[j]), self.now, v.result))
@@ -727,10 +926,112 @@ class Engine:
             "reputation_at_requesters": {
                 "honest_mean": rep_h,
                 "sybil_mean": rep_s,
+                "by_kind": self._reputation_by_kind(),
             },
+            "adversaries": self._adversary_summary(),
             "spam": dict(m.spam, receivers_per_message=round(m.spam["receivers"] / spam_pub, 3) if spam_pub else None),
             "churn_events": m.churn_events,
         }
+
+    @property
+    def _dev_class(self) -> dict[bytes, str]:
+        if not hasattr(self, "_dev_class_cache"):
+            self._dev_class_cache = {n.device_id: n.device_class for n in self.nodes if n.enclave is not None}
+        return self._dev_class_cache
+
+    def _reputation_by_kind(self) -> dict[str, float]:
+        """Mean score of each kind of device (honest, sybil, slanderer, ...) over the requesters' views."""
+        acc: dict[str, list[float]] = {}
+        for i in self.requesters:
+            rep = self.nodes[i].engine.reputation
+            for dev, kind in self.device_kind.items():
+                if rep.record(dev) is not None:
+                    acc.setdefault(kind, []).append(rep.score(dev, self.now))
+        return {k: round(float(np.mean(v)), 3) for k, v in sorted(acc.items())}
+
+    def _views(self, kind: str) -> dict:
+        """Every full node's view of the devices of ``kind``: scores, how many (view, device) pairs are not
+        acceptable, cheaters."""
+        from node.risk.reputation import ACCEPT_THRESHOLD
+
+        scores, bad, cheat = [], 0, 0
+        for node in self.nodes:
+            if not node.full:
+                continue
+            rep = node.engine.reputation
+            for dev, k in self.device_kind.items():
+                if k != kind or dev == node.device_id or rep.record(dev) is None:
+                    continue
+                scores.append(rep.score(dev, self.now))
+                bad += not rep.acceptable(dev, self.now)
+                cheat += rep.is_cheater(dev)
+        return {"views": len(scores), "score_mean": round(float(np.mean(scores)), 3) if scores else None,
+                "score_min": round(float(min(scores)), 3) if scores else None,
+                "not_acceptable": bad, "cheater_marks": cheat, "accept_threshold": ACCEPT_THRESHOLD}
+
+    def _adversary_summary(self) -> dict:
+        m, adv, out = self.m, self.sc["adversaries"], {}
+        full = [n for n in self.nodes if n.full]
+
+        def chosen(kind: str) -> dict:
+            devs = sum(1 for k in self.device_kind.values() if k == kind)
+            a, b = m.chosen_cents.get(kind, [0, 0])
+            return {"devices": devs, "chosen_cents_first_half": a, "chosen_cents_second_half": b,
+                    "chosen_cents_per_device_first_half": round(a / devs, 1) if devs else None,
+                    "chosen_cents_per_device_second_half": round(b / devs, 1) if devs else None}
+
+        if "forger" in adv:
+            out["forger"] = dict(m.forger)
+        if "slanderer" in adv:
+            refuted = sum(n.outcomes.stats["refuted"] for n in full)
+            out["slanderer"] = {"reports_published": m.slander["published"], "refuted_at_full_nodes": refuted,
+                                "honest_views": self._views("honest"), "slanderer_views": self._views("slanderer")}
+        if "withholder" in adv:
+            out["withholder"] = {**m.withheld, "withholder_views": self._views("withholder"),
+                                 "withholder": chosen("withholder"), "honest": chosen("honest")}
+        if "broken_tee" in adv:
+            devs = [d for d, k in self.device_kind.items() if k == "broken_tee"]
+            per = []
+            for dev in devs:
+                spends = [x for x in m.double_spends if x["device"] == dev.hex()]
+                others = [n for n in full if n.device_id != dev]
+                times = [m.cheater_at.get((dev, n.idx)) for n in others]
+                t0 = min((x["t"] for x in spends), default=None)
+                done = [t - self.t0 for t in times if t is not None]
+                per.append({
+                    "device": dev.hex()[:16],
+                    "double_spends": len(spends),
+                    "cents_lost_by_clients": sum(x["cents"] for x in spends),
+                    "first_double_spend_t": t0,
+                    "full_nodes": len(others),
+                    "full_nodes_isolated": len(done),
+                    "detect_s": round(min(done) - t0, 4) if done and t0 is not None else None,
+                    "isolate_all_s": round(max(done) - t0, 4) if len(done) == len(others) and t0 is not None
+                    else None,
+                    "books_with_its_offers": sum(1 for n in others
+                                                 if any(d == dev for d, _ in n.book.devices())),
+                })
+            out["broken_tee"] = {"devices": per, "double_spends": len(m.double_spends)}
+        if self.revoke_cfg is not None:
+            cls = self.revoke_cfg["device_class"]
+            at = getattr(self, "revoked_at", None)
+            ts = [t - self.t0 for t in m.revocation_at.values()]
+            out["revoked_class"] = {
+                "class": cls, "at": self.revoke_cfg["at"],
+                "devices": sum(1 for c in self._dev_class.values() if c == cls),
+                "full_nodes": len(full), "full_nodes_applied": len(ts),
+                "apply_all_s": round(max(ts) - (at - self.t0), 4) if at is not None and len(ts) == len(full)
+                else None,
+                "offers_left_in_a_book_after_applying_max": max(m.revocation_left, default=None),
+                "books_with_class_offers_at_end": sum(1 for n in full if any(c == cls for _, c in n.book.devices())),
+                "chunks_chosen_after_applying": m.revoked_class_chosen_after,
+                "class_cap_cents_at_end_max": max(n.engine.caps.device_limit(b"\0" * 32, cls, self.now)[0] for n in full),
+                "sheets_ignored_as_revoked": m.revoked_ignored,
+                "exposure_cents_at_revocation": next((v for t, v in m.class_exposure
+                                                      if at is not None and t >= at - self.t0), None),
+                "exposure_cents_at_end": m.class_exposure[-1][1] if m.class_exposure else None,
+            }
+        return out
 
     def _reputation_means(self) -> tuple[float | None, float | None]:
         """Mean score, over the requesters' views, of the honest and of the sybil devices they know."""
@@ -738,7 +1039,7 @@ class Engine:
         for i in self.requesters:
             rep = self.nodes[i].engine.reputation
             for dev, kind in self.device_kind.items():
-                if rep.record(dev) is not None:
+                if rep.record(dev) is not None and kind in ("sybil", "honest"):
                     (rep_s if kind == "sybil" else rep_h).append(rep.score(dev, self.now))
         return (round(float(np.mean(rep_h)), 3) if rep_h else None,
                 round(float(np.mean(rep_s)), 3) if rep_s else None)
@@ -749,6 +1050,13 @@ class Engine:
 
         dclass = next((n.device_class for n in self.nodes if n.device_id == dev), "sim")
         return ClassRegistry().resolve(dclass).max_limit_cents
+
+
+def _decode_report(data: bytes):
+    from node import wire
+    from node.protocols.outcomes import OutcomeReport, SignedReport
+
+    return wire.decode(wire.decode(data, SignedReport).body, OutcomeReport)
 
 
 def _count(items) -> dict:

@@ -12,6 +12,27 @@ from pathlib import Path
 import numpy as np
 
 PLOTS = ("requests_over_time.png", "gossip_latency.png", "exposure_per_device.png", "reputation_over_time.png")
+#: written when a broken TEE double-spent or a class was revoked
+ISOLATION_PLOT = "time_to_isolate.png"
+
+
+def isolation_curves(engine) -> list[tuple[str, list[float]]]:
+    """Per broken TEE that double-spent, and for a class revocation: seconds from the event to each full
+    node isolating the device / applying the notice (nodes that never did are left out of the curve, so a
+    curve below 1.0 means some full nodes never got there)."""
+    m, out = engine.m, []
+    full = [n for n in engine.nodes if n.full]
+    for dev in sorted({bytes.fromhex(x["device"]) for x in m.double_spends}):
+        t0 = engine.t0 + min(x["t"] for x in m.double_spends if x["device"] == dev.hex())
+        others = [n for n in full if n.device_id != dev]
+        xs = [m.cheater_at[(dev, n.idx)] - t0 for n in others if (dev, n.idx) in m.cheater_at]
+        if xs:
+            out.append((f"broken TEE {dev.hex()[:8]} isolated ({len(xs)}/{len(others)})", xs))
+    at = getattr(engine, "revoked_at", None)
+    if at is not None and m.revocation_at:
+        xs = [t - at for t in m.revocation_at.values()]
+        out.append((f"class {engine.revoke_cfg['device_class']} revoked ({len(xs)}/{len(full)})", xs))
+    return out
 
 
 def git_revision() -> str:
@@ -100,21 +121,41 @@ def plots(engine, outdir: Path) -> list[str]:
     fig.savefig(outdir / PLOTS[2], dpi=100)
     plt.close(fig)
     made.append(PLOTS[2])
-    # reputation over time (requesters' views)
+    # reputation over time (requesters' views), one line per kind of device
     r = engine.m.reputation_over_time
+    colors = {"honest": "tab:blue", "sybil": "tab:red", "slanderer": "tab:purple", "withholder": "tab:orange",
+              "broken_tee": "black"}
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    for col, kind, color in ((1, "honest", "tab:blue"), (2, "sybil", "tab:red")):
-        pts = [(x[0], x[col]) for x in r if x[col] is not None]
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, label=f"{kind} devices")
+    for kind in sorted({k for _, by in r for k in by}, key=lambda k: (k != "honest", k)):
+        pts = [(t, by[kind]) for t, by in r if kind in by]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colors.get(kind), label=f"{kind} devices")
+    from node.risk.reputation import ACCEPT_THRESHOLD
+
+    ax.axhline(ACCEPT_THRESHOLD, color="grey", ls=":", lw=1, label="acceptance threshold")
     ax.set_xlabel("simulated seconds")
     ax.set_ylabel("mean score at the requesters")
-    ax.set_title("Reputation over time")
-    ax.legend()
+    ax.set_title("Reputation of honest and malicious devices over time")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(outdir / PLOTS[3], dpi=100)
     plt.close(fig)
     made.append(PLOTS[3])
+    # time to detect and isolate: share of full nodes that isolated a broken TEE / applied a class revocation
+    curves = isolation_curves(engine)
+    if curves:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for label, xs in curves:
+            xs = sorted(xs)
+            ax.step([0.0] + xs, [0.0] + [(k + 1) / len(xs) for k in range(len(xs))], where="post", label=label)
+        ax.set_xlabel("seconds since the double spend / the notice")
+        ax.set_ylabel("share of full nodes")
+        ax.set_ylim(0, 1.05)
+        ax.set_title("Time to detect and isolate")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(outdir / ISOLATION_PLOT, dpi=100)
+        plt.close(fig)
+        made.append(ISOLATION_PLOT)
     return made
 
 

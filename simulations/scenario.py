@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 #: adversaries the engine can run today
-IMPLEMENTED_ADVERSARIES = ("spammer", "sybil")
-#: named in issue 8, not yet implemented: asking for one is a clear error
-PLANNED_ADVERSARIES = ("broken_tee", "withholder", "forger", "slanderer", "revoked_class")
+IMPLEMENTED_ADVERSARIES = ("spammer", "sybil", "forger", "slanderer", "withholder", "broken_tee", "revoked_class")
+#: named in issue 8, not yet implemented: asking for one is a clear error (none left)
+PLANNED_ADVERSARIES: tuple[str, ...] = ()
+#: adversaries played by some of the offering full nodes (they answer requests like anyone else)
+ROLE_ADVERSARIES = ("slanderer", "withholder", "broken_tee")
 
 DEVICE_CLASSES = ("sim", "sim-card", "knox", "sgx", "tdx", "sev-snp", "nitro")
 
@@ -37,6 +39,16 @@ DEFAULTS: dict[str, Any] = {
 ADVERSARY_DEFAULTS = {
     "spammer": {"nodes": 1, "rate": 1.0},
     "sybil": {"nodes": 10, "chunks_per_node": 4, "chunk_usd": 50.0, "device_class": "sim-card"},
+    # extra nodes publishing sheets whose quote is forged (or whose signature is): never accepted
+    "forger": {"nodes": 1, "rate": 1.0},
+    # offering full nodes that gossip false double-spent reports against honest devices, each at ``rate``/s
+    "slanderer": {"nodes": 2, "rate": 0.2},
+    # offering full nodes that withhold the keys of their chosen chunks when a contract completes
+    "withholder": {"nodes": 2},
+    # offering full nodes whose TEE is broken: they spend the deposits whose keys they released
+    "broken_tee": {"nodes": 1},
+    # at ``at`` simulated seconds a configured signer revokes ``device_class`` with a signed notice
+    "revoked_class": {"at": 60.0, "device_class": "knox", "reason": "simulated: the class's attestation is broken"},
 }
 
 
@@ -184,15 +196,31 @@ def validate(raw: dict) -> dict:
             raise ScenarioError(f"adversaries.{name}: unknown adversary (implemented: "
                                 f"{', '.join(IMPLEMENTED_ADVERSARIES)}; planned: {', '.join(PLANNED_ADVERSARIES)})")
         a = _merge(f"adversaries.{name}", cfg, ADVERSARY_DEFAULTS[name])
+        if name == "revoked_class":
+            _num(a, "adversaries.revoked_class", "at", lo=0)
+            if a["device_class"] not in sc["devices"] or sc["devices"][a["device_class"]] <= 0:
+                raise ScenarioError(f"adversaries.revoked_class.device_class: {a['device_class']!r} is not in the "
+                                    f"[devices] mix ({', '.join(sorted(sc['devices']))})")
+            if not isinstance(a["reason"], str) or len(a["reason"]) > 500:
+                raise ScenarioError("adversaries.revoked_class.reason: expected a string of at most 500 characters")
+            sc["adversaries"][name] = a
+            continue
         _num(a, f"adversaries.{name}", "nodes", lo=0, integer=True)
-        if name == "spammer":
-            _num(a, "adversaries.spammer", "rate", lo=0, lo_open=True)
+        if name in ("spammer", "forger", "slanderer"):
+            _num(a, f"adversaries.{name}", "rate", lo=0, lo_open=True)
         if name == "sybil":
             _num(a, "adversaries.sybil", "chunks_per_node", lo=1, hi=1000, integer=True)
             _num(a, "adversaries.sybil", "chunk_usd", lo=0, lo_open=True)
             if a["device_class"] not in DEVICE_CLASSES:
                 raise ScenarioError(f"adversaries.sybil.device_class: unknown class {a['device_class']!r}")
         sc["adversaries"][name] = a
+    roles = sum(sc["adversaries"][r]["nodes"] for r in ROLE_ADVERSARIES if r in sc["adversaries"])
+    if roles:
+        offering = round(d["offering_share"] * n["full_nodes"])
+        if roles > offering - q["requesters"]:
+            raise ScenarioError(f"adversaries: {roles} slanderer/withholder/broken_tee nodes need as many offering "
+                                f"full nodes besides the {q['requesters']} requesters (deposits.offering_share x "
+                                f"network.full_nodes = {offering})")
     return sc
 
 

@@ -131,7 +131,9 @@ def test_sybil_exposure_stays_within_the_cheap_class_caps(smoke_engine):
     ({"assets": [{"symbol": "NOPE", "price_path": [[0, 1]]}]}, "assets[0].symbol"),
     ({"assets": [{"symbol": "BTC-REG", "price_path": [[5, 1], [0, 2]]}]}, "assets[0].price_path"),
     ({"devices": {"iphone": 1}}, "devices.iphone"),
-    ({"adversaries": {"withholder": {}}}, "adversaries.withholder"),
+    ({"adversaries": {"withholder": {"nodez": 1}}}, "adversaries.withholder.nodez"),
+    ({"adversaries": {"withholder": {"nodes": 50}}}, "adversaries"),
+    ({"adversaries": {"revoked_class": {"device_class": "sgx"}}}, "adversaries.revoked_class.device_class"),
     ({"adversaries": {"sybil": {"nodez": 3}}}, "adversaries.sybil.nodez"),
     ({"weather": {}}, "weather"),
 ])
@@ -141,9 +143,9 @@ def test_scenario_errors_name_the_key(raw, key):
     assert str(exc.value).startswith(key + ":"), str(exc.value)
 
 
-def test_unimplemented_adversary_is_a_clear_error():
-    with pytest.raises(ScenarioError, match="not implemented yet"):
-        validate({"adversaries": {"broken_tee": {}}})
+def test_unknown_adversary_is_a_clear_error():
+    with pytest.raises(ScenarioError, match="unknown adversary"):
+        validate({"adversaries": {"time_traveller": {}}})
 
 
 def test_bundled_scenarios_validate():
