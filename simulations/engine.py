@@ -179,6 +179,7 @@ class Engine:
         self._forged: set[bytes] = set()
         self._sheet_origin: dict[bytes, int] = {}
         self._ref_seen_reports: set[bytes] = set()
+        self._ref_known: set[bytes] = set()
         self._ref_seen_notices: set[bytes] = set()
         self.completed_over_time: list[tuple[float, int, int]] = []  # (t, ok so far, decided so far)
         self._build()
@@ -774,8 +775,8 @@ class Engine:
         if topic.endswith("/outcomes/1"):
             from node.protocols.outcomes import validate_report
 
-            # a relay knows the devices whose attestation it has seen: every publisher's
-            v, r = validate_report(data, net=self.net, now=self.now, known_device=self.device_kind.__contains__,
+            # a relay knows the devices whose attested sheets it has seen
+            v, r = validate_report(data, net=self.net, now=self.now, known_device=self._ref_known.__contains__,
                                    seen=self._ref_seen_reports.__contains__)
             if r is not None:
                 self._ref_seen_reports.add(data)
@@ -794,6 +795,10 @@ class Engine:
                                      attestations=self.ref_cache, address_check=self._shared_address_check)
             if body is not None and v.result is Result.ACCEPT:
                 self.ref_seq[body.origin] = body.seq
+                if self.reports_on:
+                    from node.offerbook import device_id_of
+
+                    self._ref_known.add(device_id_of(body.binding.sign_pub))
             return v
         v, req = validate_request(data, net=self.net, now=self.now, seen=lambda r: r in self.ref_seen_requests)
         if req is not None:
