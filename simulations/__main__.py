@@ -1,5 +1,6 @@
-"""``python -m simulations run SCENARIO.toml [--seed N] [--quiet] [--out DIR]``
-and ``python -m simulations bench [SCENARIO.toml] [--nodes 1000 10000] [--duration 60]``."""
+"""``python -m simulations run SCENARIO.toml [--seed N] [--quiet] [--out DIR]``,
+``python -m simulations bench [SCENARIO.toml] [--nodes 1000 10000] [--duration 60]`` and
+``python -m simulations sweep SCENARIO.toml --grid KEY=V1,V2 [--grid ...] [--workers N]``."""
 
 from __future__ import annotations
 
@@ -123,10 +124,26 @@ def main(argv: list[str] | None = None) -> int:
                    default=Path(__file__).resolve().parent / "scenarios" / "large.toml")
     b.add_argument("--nodes", type=int, nargs="+", default=[1000, 10000])
     b.add_argument("--duration", type=float, default=60.0, help="simulated seconds per run")
+    w = sub.add_parser("sweep", help="run a scenario over a grid of values in parallel; one table and plot")
+    w.add_argument("scenario", type=Path)
+    w.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
+                   help="a dotted scenario key and its values, e.g. adversaries.sybil.nodes=0,10 (repeatable)")
+    w.add_argument("--workers", type=int, default=None, help="parallel runs (default: all cores)")
+    w.add_argument("--seed", type=int, default=None, help="the seed of every run (default: the file's)")
+    w.add_argument("--out", type=Path, default=None, help="output folder (default sim-runs/sweep-NAME)")
+    w.add_argument("--metric", action="append", default=None,
+                   help="a summary.json dotted key to plot (repeatable; default requests.ok_share)")
+    w.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     from simulations.scenario import ScenarioError
 
     try:
+        if args.cmd == "sweep":
+            from simulations.sweep import sweep
+
+            sweep(args.scenario, args.grid, workers=args.workers, seed=args.seed, out=args.out,
+                  metrics=args.metric, quiet=args.quiet)
+            return 0
         if args.cmd == "bench":
             bench(args.scenario, args.nodes, args.duration)
             return 0

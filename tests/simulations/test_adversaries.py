@@ -100,3 +100,46 @@ def test_revoked_class_gets_no_new_contracts_and_leaves_the_books():
     at = eng.revoke_cfg["at"]
     later = [held for t, held in eng.m.class_exposure if t >= at + eng.sc["requests"]["contract_seconds"] + 1]
     assert later and max(later) == 0
+
+
+def test_sweep_runs_a_tiny_grid_in_parallel_and_writes_its_table(tmp_path):
+    import csv
+
+    from simulations.__main__ import main
+
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(SCENARIOS / "forger.toml"), "--grid", "adversaries.forger.nodes=1,2",
+                 "--grid", "run.duration=15", "--workers", "2", "--out", str(out), "--quiet",
+                 "--metric", "requests.ok_share", "--metric", "adversaries.forger.published"]) == 0
+    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    assert [r["adversaries.forger.nodes"] for r in rows] == ["1", "2"]
+    assert all(r["adversaries.forger.accepted_at_full_nodes"] == "0" for r in rows)
+    assert int(rows[1]["adversaries.forger.published"]) > int(rows[0]["adversaries.forger.published"]) > 0
+    md = (out / "sweep.md").read_text()
+    assert "| run | adversaries.forger.nodes | run.duration |" in md and md.count("\n| 00") == 2
+    assert (out / "sweep.png").stat().st_size > 0
+    assert (out / "runs" / "001" / "summary.json").is_file()
+
+
+def test_sweep_grid_errors_name_the_key(tmp_path):
+    from simulations.scenario import ScenarioError
+    from simulations.sweep import parse_grid, plan
+
+    with pytest.raises(ScenarioError, match="^--grid"):
+        parse_grid(["requests.rate"])
+    with pytest.raises(ScenarioError, match="^requests.rat: unknown key"):
+        plan(SCENARIOS / "forger.toml", parse_grid(["requests.rat=1,2"]))
+    runs = plan(SCENARIOS / "forger.toml", parse_grid(["deposits.chunk_usd=50,100"]), seed=9)
+    assert [sc["deposits"]["chunk_usd"] for _, sc in runs] == [[50], [100]]
+    assert {sc["run"]["seed"] for _, sc in runs} == {9}
+
+
+def test_broken_tee_report_has_the_isolation_plot(tmp_path):
+    from simulations.__main__ import run
+
+    out = run(SCENARIOS / "broken_tee.toml", out=tmp_path / "bt", quiet=True)
+    assert (out / "time_to_isolate.png").stat().st_size > 0
+    assert "time_to_isolate.png" in (out / "report.html").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["adversaries"]["broken_tee"]["devices"][0]["full_nodes_isolated"] == \
+        summary["adversaries"]["broken_tee"]["devices"][0]["full_nodes"]
