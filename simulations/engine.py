@@ -45,7 +45,29 @@ Simplifications, stated:
   ``loss`` does not apply to them (a stream retransmits).
 * The contract layer (issue 7) is not built: a successful choice is *held* as
   exposure by the client's risk engine for ``contract_seconds``, then
-  released, and each device in it is credited ``Action.CLAIMED``.
+  released, and each device in it is credited ``Action.CLAIMED`` (or, for a
+  withholder or broken TEE, as in the next items).
+* Outcome reports and revocations (scenarios with a ``slanderer``,
+  ``withholder``, ``broken_tee`` or ``revoked_class``): every full node also
+  runs ``OutcomesProtocol`` (``ledger_check`` is ``node.daemon.ledger_check``
+  on the shared ``DevLedger``) and/or ``RevocationProtocol`` (the issuer a
+  configured, opted-into signer), with ``OffersProtocol.refuse`` set as
+  ``node.daemon.make_revocations`` sets it. A full node learns a device (so
+  that device's reports are weighed) when it ACCEPTs the device's sheet: the
+  engine calls ``Reputation.observe`` then, standing in for "attestation
+  verified here"; the reference validator of the relays likewise knows a
+  reporter once it has accepted its sheet. Clients (requesters) offer deposits
+  in those scenarios so that their enclave-signed reports are weighed. Relays
+  keep forwarding the sheets of a revoked device or class (they hold no risk
+  engine); full nodes IGNORE them, counted as ``revoked_ignored``, not as a
+  verdict mismatch.
+* Withholding and double-spending happen at the simplified contract's end
+  (above): a withholder's counterparty applies ``Action.WITHHELD`` and
+  gossips a ``withheld`` report instead of crediting ``CLAIMED``; a broken
+  TEE's deposit is swept on the ``DevLedger`` with the key exported from its
+  enclave, and the client gossips a ``double-spent`` report naming that spend
+  (and, having seen the ledger itself, marks the device a cheater at once).
+  There is no key-release round, no sweep by the client and no escrow.
 * Device classes are simulation ground truth (a table from the enclave's
   signing key to the class drawn from ``devices``), standing in for the
   platform a real quote would name; all sim quotes verify as ``sim``.
