@@ -625,7 +625,7 @@ class Engine:
             if not spent:
                 return
             for c, tx in spent:
-                self.m.double_spends.append({"t": self._t(), "device": dev.hex(), "client": client.idx,
+                self.m.double_spends.append({"t": self._t(), "at": self.now, "device": dev.hex(), "client": client.idx,
                                              "address": c.address, "txid": tx, "cents": c.usd_cents})
             c, tx = spent[0]
             report = outcome_report(self, client, dev, "double-spent", cid, c.asset, c.address, tx)
@@ -1023,16 +1023,21 @@ class Engine:
                 spends = [x for x in m.double_spends if x["device"] == dev.hex()]
                 others = [n for n in full if n.device_id != dev]
                 times = [m.cheater_at.get((dev, n.idx)) for n in others]
-                t0 = min((x["t"] for x in spends), default=None)
-                done = [t - self.t0 for t in times if t is not None]
+                t0 = min((x["at"] for x in spends), default=None)
+                done = [t for t in times if t is not None]
+                victims = {x["client"] for x in spends}
+                elsewhere = [t for n, t in zip(others, times) if t is not None and n.idx not in victims]
                 per.append({
                     "device": dev.hex()[:16],
                     "double_spends": len(spends),
                     "cents_lost_by_clients": sum(x["cents"] for x in spends),
-                    "first_double_spend_t": t0,
+                    "first_double_spend_t": round(t0 - self.t0, 6) if t0 is not None else None,
                     "full_nodes": len(others),
                     "full_nodes_isolated": len(done),
+                    # the victim sees it on the ledger at once; the others when its report reaches them
                     "detect_s": round(min(done) - t0, 4) if done and t0 is not None else None,
+                    "detect_by_a_non_victim_s": round(min(elsewhere) - t0, 4) if elsewhere and t0 is not None
+                    else None,
                     "isolate_all_s": round(max(done) - t0, 4) if len(done) == len(others) and t0 is not None
                     else None,
                     "books_with_its_offers": sum(1 for n in others

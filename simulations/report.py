@@ -16,22 +16,22 @@ PLOTS = ("requests_over_time.png", "gossip_latency.png", "exposure_per_device.pn
 ISOLATION_PLOT = "time_to_isolate.png"
 
 
-def isolation_curves(engine) -> list[tuple[str, list[float]]]:
+def isolation_curves(engine) -> list[tuple[str, list[float], int]]:
     """Per broken TEE that double-spent, and for a class revocation: seconds from the event to each full
     node isolating the device / applying the notice (nodes that never did are left out of the curve, so a
     curve below 1.0 means some full nodes never got there)."""
     m, out = engine.m, []
     full = [n for n in engine.nodes if n.full]
     for dev in sorted({bytes.fromhex(x["device"]) for x in m.double_spends}):
-        t0 = engine.t0 + min(x["t"] for x in m.double_spends if x["device"] == dev.hex())
+        t0 = min(x["at"] for x in m.double_spends if x["device"] == dev.hex())
         others = [n for n in full if n.device_id != dev]
         xs = [m.cheater_at[(dev, n.idx)] - t0 for n in others if (dev, n.idx) in m.cheater_at]
         if xs:
-            out.append((f"broken TEE {dev.hex()[:8]} isolated ({len(xs)}/{len(others)})", xs))
+            out.append((f"broken TEE {dev.hex()[:8]} isolated ({len(xs)}/{len(others)})", xs, len(others)))
     at = getattr(engine, "revoked_at", None)
     if at is not None and m.revocation_at:
         xs = [t - at for t in m.revocation_at.values()]
-        out.append((f"class {engine.revoke_cfg['device_class']} revoked ({len(xs)}/{len(full)})", xs))
+        out.append((f"class {engine.revoke_cfg['device_class']} revoked ({len(xs)}/{len(full)})", xs, len(full)))
     return out
 
 
@@ -144,9 +144,9 @@ def plots(engine, outdir: Path) -> list[str]:
     curves = isolation_curves(engine)
     if curves:
         fig, ax = plt.subplots(figsize=(7, 3.5))
-        for label, xs in curves:
+        for label, xs, total in curves:
             xs = sorted(xs)
-            ax.step([0.0] + xs, [0.0] + [(k + 1) / len(xs) for k in range(len(xs))], where="post", label=label)
+            ax.step([0.0] + xs, [0.0] + [(k + 1) / total for k in range(len(xs))], where="post", label=label)
         ax.set_xlabel("seconds since the double spend / the notice")
         ax.set_ylabel("share of full nodes")
         ax.set_ylim(0, 1.05)
