@@ -147,9 +147,29 @@ class SwapDesk:
         self.release.expect(peer, schedule)
         return None
 
+    def _retract_released(self, d: dict[str, Any]) -> None:
+        """Drop a deposit key our enclave just released from our own sheet (and list it as retracted once),
+        so the next republish neither offers it nor asks the enclave to sign for a key it no longer holds
+        (the enclave refuses: every republish after a swap failed, with a traceback, until a refresh)."""
+        c = self.release.contracts.get(d.get("contract", ""))
+        if c is None or not 0 <= d.get("round", -1) < len(c.rounds):
+            return
+        pub = c.rounds[d["round"]].chunk.pubkey
+        own = self.stack.protocol.own
+        if own is not None and any(o.pubkey == pub for o in own.offers):
+            own.offers = [o for o in own.offers if o.pubkey != pub]
+            own.retracted.append(pub)
+        extra = self.stack.extra
+        if "offers" in extra:
+            extra["offers"] = [o for o in extra["offers"] if o.pubkey != pub]
+
     # -------------------------------------------------------------- outcomes
     def on_notify(self, n) -> None:
-        """Driver notifications: a finished contract feeds reputation and is reported to the network."""
+        """Driver notifications: a released key leaves our own sheet; a finished contract feeds reputation
+        and is reported to the network."""
+        if n.kind == "release.released":
+            self._retract_released(n.detail)
+            return
         if n.kind != "release.outcome":
             return
         d: dict[str, Any] = n.detail

@@ -113,5 +113,8 @@ def test_two_daemons_swap_chunks_and_claim_them(tmp_path):
         # the swapped deposits are no longer on offer anywhere
         until(lambda: a.get("/v1/status")["offers_in_book"] == 0 and bb.get("/v1/status")["offers_in_book"] == 0,
               60, "released chunks leave the books")
+        # the republish ticks after the swap (every 2 s) sign sheets without the released keys: no handler raised
+        for d in dirs:
+            assert "raised" not in (d / "out.log").read_text(errors="replace"), (d / "out.log").read_text()[-3000:]
     finally:
         stop_all(procs)
