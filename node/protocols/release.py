@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,6 +376,7 @@ class Contract:
     next: int = 0  # first round not done (from the enclave's journal)
     progress_at: float = 0.0
     outcome: Outcome | None = None
+    claim_s: float = 0.0  # wall time this process spent settling received keys (funds checks, sweeps); not persisted
 
     @property
     def me(self) -> int:
@@ -583,7 +585,9 @@ class ReleaseProtocol:
         rd = c.rounds[r]
         rec = c.claim_of(r)
         if rec is None:
+            t0 = time.perf_counter()
             rec = self._claim(rd.chunk, r)
+            c.claim_s += time.perf_counter() - t0
             if rec.status == "claim-failed":  # our ledger, not the peer: retry; the peer is not to blame
                 self._progress(c, now)
                 return [Notify("release.claim-retry", {"contract": c.key, "round": r, "detail": rec.detail})]
