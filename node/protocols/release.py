@@ -376,7 +376,13 @@ class Contract:
     next: int = 0  # first round not done (from the enclave's journal)
     progress_at: float = 0.0
     outcome: Outcome | None = None
-    claim_s: float = 0.0  # wall time this process spent settling received keys (funds checks, sweeps); not persisted
+    #: wall seconds this process spent on the contract by kind, in memory only (not persisted): "claim" (settling
+    #: received keys: sweeps, funds checks), "enclave" (accept_key, release_key, signing releases and acks),
+    #: "store" (writing the contract record)
+    spent: dict[str, float] = field(default_factory=dict)
+
+    def add(self, what: str, t0: float) -> None:
+        self.spent[what] = self.spent.get(what, 0.0) + time.perf_counter() - t0
 
     @property
     def me(self) -> int:
@@ -493,7 +499,9 @@ class ReleaseProtocol:
             return False
 
     def _persist(self, c: Contract) -> None:
+        t0 = time.perf_counter()
         self.store.put(c.key, c.rec)
+        c.add("store", t0)
 
     def _peer_binding(self, c: Contract) -> Binding:
         return c.rec.bindings[1 - c.me]
@@ -569,7 +577,10 @@ class ReleaseProtocol:
 
     def _release_message(self, c: Contract, r: int, ct: bytes) -> bytes:
         rd = c.rounds[r]
-        return self._seal("release", ReleaseBody(c.cid, r, rd.chunk.pubkey, self._peer_binding(c).enc_pub, ct))
+        t0 = time.perf_counter()
+        data = self._seal("release", ReleaseBody(c.cid, r, rd.chunk.pubkey, self._peer_binding(c).enc_pub, ct))
+        c.add("enclave", t0)
+        return data
 
     def _resend_last(self, c: Contract) -> list[Command]:
         r = self._mine_unacked(c)
@@ -587,7 +598,7 @@ class ReleaseProtocol:
         if rec is None:
             t0 = time.perf_counter()
             rec = self._claim(rd.chunk, r)
-            c.claim_s += time.perf_counter() - t0
+            c.add("claim", t0)
             if rec.status == "claim-failed":  # our ledger, not the peer: retry; the peer is not to blame
                 self._progress(c, now)
                 return [Notify("release.claim-retry", {"contract": c.key, "round": r, "detail": rec.detail})]
@@ -600,21 +611,31 @@ class ReleaseProtocol:
     def _claim(self, chunk: Chunk, r: int) -> ClaimRecord:
         from node.ledger.base import AlreadySpent
 
-        try:
-            funds = bool(self.check_funds(chunk.asset, chunk.address))
-        except Exception as exc:  # ledger unreachable: do not go on without knowing
-            return ClaimRecord(r, "claim-failed", "", f"funds unknown: {type(exc).__name__}: {exc}")
+        def funds() -> bool | ClaimRecord:
+            try:
+                return bool(self.check_funds(chunk.asset, chunk.address))
+            except Exception as exc:  # ledger unreachable: do not go on without knowing
+                return ClaimRecord(r, "claim-failed", "", f"funds unknown: {type(exc).__name__}: {exc}")
+
         if self.claim_policy == "keep":
-            if funds:
+            there = funds()
+            if isinstance(there, ClaimRecord):
+                return there
+            if there:
                 return ClaimRecord(r, "kept")
             return ClaimRecord(r, "double-spent", "", f"funds at {chunk.address} are gone")
+        # sweep: a sweep that lands proves the funds were there, so the ledger is asked about the funds only
+        # when the sweep fails (gone: double-spent; still there: our claim failed, retried)
         try:
             txid = self.claim(chunk)
         except AlreadySpent as exc:
             return ClaimRecord(r, "double-spent", "", str(exc))
         except Exception as exc:
             detail = f"{type(exc).__name__}: {exc}"
-            return ClaimRecord(r, "double-spent" if not funds else "claim-failed", "", detail)
+            there = funds()
+            if isinstance(there, ClaimRecord):
+                return ClaimRecord(r, "claim-failed", "", f"{detail}; {there.detail}")
+            return ClaimRecord(r, "double-spent" if not there else "claim-failed", "", detail)
         return ClaimRecord(r, "claimed", txid)
 
     def _advance(self, c: Contract, now: float) -> list[Command]:
@@ -652,12 +673,14 @@ class ReleaseProtocol:
             from node.tee.client import EnclaveRefused
 
             r = c.next
+            t0 = time.perf_counter()
             try:
                 ct = self.enclave.release_key(rd.chunk.pubkey, self._peer_binding(c).enc_pub,
                                               release_context(c.cid, r))
             except EnclaveRefused as exc:
                 why = f"round {r}: our enclave refused the release: {exc.reason}"
                 return cmds + self._stop(c, "local-refusal", why, now)
+            c.add("enclave", t0)
             c.next = r + 1
             self._progress(c, now)
             cmds.append(self._request(c, "release", r, self._release_message(c, r, ct)))
@@ -803,6 +826,7 @@ class ReleaseProtocol:
             return no("wrong-recipient", "the release is addressed to another enclave")
         if b.round > c.next:
             return no("out-of-order", f"round {b.round} before round {c.next}")
+        t0 = time.perf_counter()
         ack = Respond(ev.request_id, self._seal("ack", AckBody(c.cid, b.round)))
         if b.round < c.next:
             return [ack]  # a resend of a round we already hold: acknowledge again, nothing else
@@ -810,6 +834,7 @@ class ReleaseProtocol:
 
         try:
             self.enclave.accept_key(b.ciphertext, release_context(c.cid, b.round), b.deposit_pub)
+            c.add("enclave", t0)
         except EnclaveRefused as exc:
             if exc.code != "duplicate-key":
                 reason = f"round {b.round}: our enclave refused the key ({exc.code}: {exc.reason})"
