@@ -207,7 +207,7 @@ class SwapDesk:
         for key, c in sorted(self.release.contracts.items()):
             row = {"contract": key, "peer": c.rec.peer, "role": "initiator" if c.rec.role == 0 else "responder",
                    "state": c.rec.state, "reason": c.rec.reason, "rounds": len(c.rec.schedule.rounds),
-                   "claim_ms": round(c.claim_s * 1e3, 1)}
+                   "spent_ms": {k: round(v * 1e3, 1) for k, v in sorted(c.spent.items())}}
             if c.outcome is not None:
                 row["outcome"] = c.outcome.to_json()
             out.append(row)
