@@ -380,6 +380,7 @@ class Contract:
     #: received keys: sweeps, funds checks), "enclave" (accept_key, release_key, signing releases and acks),
     #: "store" (writing the contract record)
     spent: dict[str, float] = field(default_factory=dict)
+    writes: int = 0  # records written by this process (``_persist``)
 
     def add(self, what: str, t0: float) -> None:
         self.spent[what] = self.spent.get(what, 0.0) + time.perf_counter() - t0
@@ -501,6 +502,7 @@ class ReleaseProtocol:
     def _persist(self, c: Contract) -> None:
         t0 = time.perf_counter()
         self.store.put(c.key, c.rec)
+        c.writes += 1
         c.add("store", t0)
 
     def _peer_binding(self, c: Contract) -> Binding:
@@ -843,8 +845,14 @@ class ReleaseProtocol:
         c.rec.acked = max(c.rec.acked, b.round - 1)
         c.next = b.round + 1
         self._progress(c, now)
-        self._persist(c)
+        # one record write for the round: settling the key we just accepted writes the record (with ``acked``)
+        # before anything is released; write here only when nothing did. The enclave's journal already holds
+        # the key (progress is derived from it on resume); a crash before the write costs at most a resend
+        # of our last release, which the peer acknowledges again.
+        writes = c.writes
         cmds = self._advance(c, now)
+        if c.writes == writes:
+            self._persist(c)
         if c.rec.state == FAILED:  # the key arrived but we stop here: say why
             code = "double-spent" if any(x.status == "double-spent" for x in c.rec.claims) else "stopped"
             return [Respond(ev.request_id, error_message(self.net, c.cid, b.round, code, c.rec.reason))] + cmds
