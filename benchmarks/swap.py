@@ -184,7 +184,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--chunks", type=int, default=10)
     ap.add_argument("--rtt-n", type=int, default=50)
     ap.add_argument("--quick", action="store_true", help="2 chunks, 20 round trips")
-    args = ap.parse_args(argv)
+    args, _ = ap.parse_known_args(argv)  # under `python -m benchmarks NAME ...` argv holds the names
     if args.quick:
         args.chunks, args.rtt_n = 2, 20
     import logging
