@@ -323,8 +323,8 @@ class NodeServices:
         self.node.driver.submit(proto, publish)
         with trio.move_on_after(10):
             await done.wait()
-        if "error" in box:
-            raise ApiError(400, box["error"])
+        if "error" in box:  # well-formed, but the notice itself is refused (e.g. a device id that is not one)
+            raise ApiError(409, box["error"])
         return {"issued": {"kind": kind, "target": target, "reason": reason, "issuer": signer.peer_id},
                 "applied_here": proto.status()["applied"][-1:] }
 

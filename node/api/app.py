@@ -147,6 +147,8 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
             b = await body_of(request, ContractBody)
             if not 1 <= b.chunks <= 100:
                 raise ApiError(400, "chunks must be 1..100")
+            if not 1 <= len(b.peer) <= 128:
+                raise ApiError(400, "peer must be a peer id (1..128 characters)")
             return JSONResponse(await services.contract(b.peer, b.give, b.take, b.chunks), status_code=201)
         return JSONResponse({"contracts": services.contracts()})
 
@@ -162,6 +164,10 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
 
     async def revocations(request):
         b = await body_of(request, RevokeBody)
+        if b.kind not in ("class", "device"):
+            raise ApiError(400, "kind must be 'class' or 'device'")
+        if not b.target or not b.reason:
+            raise ApiError(400, "target and reason must not be empty")
         return JSONResponse(await services.revoke(b.kind, b.target, b.reason), status_code=201)
 
     async def reputation(request):
