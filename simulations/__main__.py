@@ -1,4 +1,4 @@
-"""``python -m simulations run SCENARIO.toml [--seed N] [--quiet] [--out DIR]``,
+"""``python -m simulations run SCENARIO.toml [--seed N] [--quiet] [--out DIR] [--engine virtual|real] [--nodes N]``,
 ``python -m simulations bench [SCENARIO.toml] [--nodes 1000 10000] [--duration 60]`` and
 ``python -m simulations sweep SCENARIO.toml --grid KEY=V1,V2 [--grid ...] [--workers N]``."""
 
@@ -74,6 +74,78 @@ def run(scenario: Path, *, seed: int | None = None, out: Path | None = None, qui
     return outdir
 
 
+def run_real(scenario: Path, *, seed: int | None = None, out: Path | None = None, quiet: bool = False,
+             nodes: int | None = None, max_wall: float = 60.0, argv: list[str] | None = None) -> Path:
+    """Run one scenario with real daemons on 127.0.0.1 (``simulations.real``); returns the output folder."""
+    import resource
+
+    import tomli_w
+
+    from simulations import report
+    from simulations.real import RealEngine, plots
+    from simulations.scenario import ScenarioError, load
+
+    sc = load(scenario, seed=seed)
+    outdir = Path(out) if out else Path("sim-runs") / f"{sc['run']['name']}-seed{sc['run']['seed']}-real"
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "scenario.toml").write_text(tomli_w.dumps(sc))
+    (outdir / "seed").write_text(f"{sc['run']['seed']}\n")
+    log_f = open(outdir / "events.jsonl", "w")
+
+    def log(rec: dict) -> None:
+        log_f.write(json.dumps(rec, sort_keys=True) + "\n")
+        log_f.flush()
+
+    say = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
+    progress_ctx = None
+    progress = None
+    if not quiet:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        progress_ctx = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                TextColumn("{task.completed:.0f}/{task.total:.0f}"), TimeElapsedColumn())
+        tasks: dict[str, int] = {}
+
+        def progress(done: float, total: float, what: str) -> None:
+            if what not in tasks:
+                tasks[what] = progress_ctx.add_task(what, total=total)
+            progress_ctx.update(tasks[what], completed=done)
+    wall0 = time.perf_counter()
+    try:
+        try:
+            engine = RealEngine(sc, nodes=nodes, max_wall=max_wall, log=log, progress=progress, say=say)
+        except ValueError as exc:
+            raise ScenarioError(str(exc)) from None
+        for note in engine.notes:
+            say(f"note: {note}")
+        if progress_ctx is not None:
+            progress_ctx.start()
+        engine.run()
+    finally:
+        if progress_ctx is not None:
+            progress_ctx.stop()
+        log_f.close()
+    wall = time.perf_counter() - wall0
+    summary = engine.summary()
+    report.write_json(outdir / "summary.json", summary)
+    man = report.manifest(sc, wall, summary["events"], argv or sys.argv)
+    man.update(engine="real", daemons=engine.n, startup_seconds=round(engine.startup_s, 2),
+               processes_rss_mib=engine.peak_rss_mib,
+               driver_peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+    report.write_json(outdir / "run.json", man)
+    images = plots(engine, outdir)
+    report.report(summary, man, outdir, images)
+    if not quiet:
+        r, g = summary["requests"], summary["gossip"]
+        print(f"{engine.n} daemons + {engine.n_boot} bootstrap + ledger, {wall:.1f} s wall "
+              f"(startup {engine.startup_s:.1f} s, processes {engine.peak_rss_mib} MiB RSS)")
+        print(f"full books {g['full_books']}/{engine.n} after {g['book_latency_s']}, requests ok "
+              f"{r['ok']}/{r['decided']} (not sent {r['not_sent']}), proposals/request "
+              f"{r['proposals_per_request_mean']}, overshoot mean {r['overshoot_cents_mean']} cents")
+        print(f"report: {outdir / 'report.html'}")
+    return outdir
+
+
 def bench(scenario: Path, sizes: list[int], duration: float) -> list[dict]:
     """Run ``scenario`` at each node count (one subprocess each, so peak RSS is per run); print a table."""
     import subprocess
@@ -114,8 +186,14 @@ def bench(scenario: Path, sizes: list[int], duration: float) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m simulations", description="Keyswitch simulations")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run one scenario in the virtual engine")
+    r = sub.add_parser("run", help="run one scenario (virtual engine, or real daemons with --engine real)")
     r.add_argument("scenario", type=Path)
+    r.add_argument("--engine", choices=("virtual", "real"), default="virtual",
+                   help="virtual: simulated nodes on a virtual clock; real: daemons on 127.0.0.1")
+    r.add_argument("--nodes", type=int, default=None,
+                   help="real engine: daemons to start (default min(scenario nodes - bootstrap, 20))")
+    r.add_argument("--max-wall", type=float, default=60.0,
+                   help="real engine: a longer scenario's schedule is replayed faster to fit these seconds")
     r.add_argument("--seed", type=int, default=None, help="overrides the scenario's run.seed")
     r.add_argument("--quiet", action="store_true", help="no progress bar or summary lines (CI)")
     r.add_argument("--out", type=Path, default=None, help="output folder (default sim-runs/NAME-seedN)")
@@ -147,7 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "bench":
             bench(args.scenario, args.nodes, args.duration)
             return 0
-        run(args.scenario, seed=args.seed, out=args.out, quiet=args.quiet, argv=sys.argv if argv is None else argv)
+        if args.engine == "real":
+            run_real(args.scenario, seed=args.seed, out=args.out, quiet=args.quiet, nodes=args.nodes,
+                     max_wall=args.max_wall, argv=sys.argv if argv is None else argv)
+        else:
+            if args.nodes is not None:
+                print("--nodes applies to --engine real only", file=sys.stderr)
+                return 2
+            run(args.scenario, seed=args.seed, out=args.out, quiet=args.quiet,
+                argv=sys.argv if argv is None else argv)
     except ScenarioError as exc:
         print(f"scenario error: {exc}", file=sys.stderr)
         return 2
