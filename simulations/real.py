@@ -127,6 +127,7 @@ class RealEngine:
         self.requests_not_sent = 0
         self.errors: list[str] = []
         self.peak_rss_mib = 0.0
+        self.rfp_stats: dict[str, int] = {}
 
     # ------------------------------------------------------------------ plan
     def _plan(self) -> tuple[list[int], dict[int, float], list[tuple[float, float, int, str]]]:
@@ -280,9 +281,27 @@ class RealEngine:
                     time.sleep(0.25)
             self._tick((time.monotonic() - t_req) / self.scale)
             self.peak_rss_mib = self._rss_mib()
+            self.rfp_stats = self._rfp_stats(apis)
         finally:
             stop_all(self.procs)
         self.wall_s = time.monotonic() - w0
+
+    def _rfp_stats(self, apis: list) -> dict[str, int]:
+        """The daemons' own RFP counters, summed: proposals sent, received in time, refused, and why."""
+        tot: dict[str, int] = {}
+        for a in apis:
+            try:
+                st = a.get("/v1/status")["requests"]
+            except Exception:
+                continue
+            for k, v in st.items():
+                if isinstance(v, int):
+                    tot[k] = tot.get(k, 0) + v
+            for why, v in st.get("reasons", {}).items():
+                key = "why: " + why[:60]
+                tot[key] = tot.get(key, 0) + v
+        self.log({"ev": "rfp_stats", **tot})
+        return dict(sorted(tot.items()))
 
     def _rss_mib(self) -> float:
         tot = 0
@@ -378,6 +397,7 @@ class RealEngine:
                 "devices_over_their_class_cap_at_one_client": sum(1 for d in devs if peak_client.get(d, 0) > cap)}},
             "real": {"daemons": self.n, "bootstrap": self.n_boot, "time_scale": round(self.scale, 4),
                      "startup_wall_s": round(self.startup_s, 2), "notes": self.notes,
+                     "rfp_counters_summed": self.rfp_stats,
                      "not_modelled": ["latency/loss model", "mesh degree", "churn", "price paths",
                                       "device classes (all sim)", "adversaries",
                                       "exposure held inside the daemons"]},

@@ -1,0 +1,53 @@
+"""The real engine's planning and bookkeeping, without starting processes (fast)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simulations.__main__ import main
+from simulations.real import RealEngine
+from simulations.scenario import load
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "simulations" / "scenarios"
+
+
+def test_caps_the_daemons_and_scales_a_long_schedule():
+    sc = load(SCENARIOS / "baseline.toml")
+    sc["adversaries"] = {}  # the real engine runs honest daemons only
+    e = RealEngine(sc, max_wall=60)
+    assert e.n == 20 and any("capped at 20" in n for n in e.notes)
+    assert e.scale == pytest.approx(60 / sc["run"]["duration"]) and any("replayed" in n for n in e.notes)
+    offering, chunk, sched = e._plan()
+    assert len(offering) == round(sc["deposits"]["offering_share"] * 20)
+    assert set(chunk) == set(offering)
+    assert all(0 < t <= sc["run"]["duration"] for t, *_ in sched)
+    assert all(sc["requests"]["usd_min"] <= usd <= sc["requests"]["usd_max"] for _, usd, _, _ in sched)
+    assert {i for _, _, i, _ in sched} <= set(e.requesters)
+    # the same seed plans the same run
+    sc2 = load(SCENARIOS / "baseline.toml")
+    sc2["adversaries"] = {}
+    assert RealEngine(sc2)._plan() == (offering, chunk, sched)
+
+
+def test_refuses_adversaries_with_a_clear_message(capsys):
+    with pytest.raises(ValueError, match="honest daemons only"):
+        RealEngine(load(SCENARIOS / "smoke.toml"))
+    assert main(["run", str(SCENARIOS / "smoke.toml"), "--engine", "real", "--quiet"]) == 2
+    assert "honest daemons only" in capsys.readouterr().err
+
+
+def test_exposure_from_chosen_allocations_held_for_contract_seconds():
+    sc = load(SCENARIOS / "fidelity.toml")
+    e = RealEngine(sc)
+    hold = sc["requests"]["contract_seconds"]
+    e.decided = [
+        {"t": 1.0, "node": 0, "ok": True, "per_device": {"a": 5000, "b": 5000}},
+        {"t": 1.0 + hold / 2, "node": 1, "ok": True, "per_device": {"a": 5000}},  # overlaps: a holds 100 USD
+        {"t": 1.0 + 3 * hold, "node": 0, "ok": True, "per_device": {"a": 10000}},  # after both released
+        {"t": 2.0, "node": 2, "ok": False, "per_device": {}},
+    ]
+    peak, per_client = e.exposure()
+    assert peak == {"a": 10000, "b": 5000}
+    assert per_client == {"a": 10000, "b": 5000}
