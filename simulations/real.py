@@ -208,7 +208,7 @@ class RealEngine:
                 if self.progress:
                     self.progress(i + 1, self.n, "daemons ready")
             apis = [_Api(d) for d in dirs]
-            self.device_of = [a.get("/v1/status")["enclave"]["device_id"] for a in apis]
+            peer_of = [a.get("/v1/status")["peer_id"] for a in apis]
             self.startup_s = time.monotonic() - w0
             self.log({"ev": "started", "daemons": self.n, "bootstrap": self.n_boot, "wall_s": round(self.startup_s, 2)})
 
@@ -237,6 +237,13 @@ class RealEngine:
                     self.progress(sum(1 for x in self.book_full_s if x is not None), self.n, "full books")
                 time.sleep(POLL)
             self.coverage = (sum(min(c, w) for c, w in zip(counts, want)) / sum(want)) if sum(want) else None
+            # the device id offers carry (sha256 of the enclave's signing key), per publishing peer
+            dev_by_origin: dict[str, str] = {}
+            for a in apis[:2]:
+                for row in a.get("/v1/offers?limit=10000")["offers"]:
+                    dev_by_origin.setdefault(row["origin"], row["device_id"])
+            self.device_of = [dev_by_origin.get(p, "") for p in peer_of]
+            self.log({"ev": "devices", "device_of": {i: self.device_of[i] for i in offering}})
             self.log({"ev": "books", "full_after_s": self.book_full_s, "coverage": self.coverage})
 
             # the request schedule, in (scaled) wall-clock time
@@ -264,7 +271,10 @@ class RealEngine:
                 self.decided.append(rec)
                 self.log({"ev": "chosen", **rec})
 
-            with cf.ThreadPoolExecutor(16) as ex:
+            # not a `with`: on Ctrl-C or an error the pool must not wait for open requests before
+            # the processes are stopped (they answer fast once their daemon is gone)
+            ex = cf.ThreadPoolExecutor(16)
+            try:
                 for k, (t, usd, i, asset) in enumerate(sched):
                     while True:
                         el = time.monotonic() - t_req
@@ -279,6 +289,10 @@ class RealEngine:
                 while time.monotonic() - t_req < span or not all(f.done() for f in futs):
                     self._tick((time.monotonic() - t_req) / self.scale)
                     time.sleep(0.25)
+            except BaseException:
+                ex.shutdown(wait=False, cancel_futures=True)
+                raise
+            ex.shutdown(wait=True)
             self._tick((time.monotonic() - t_req) / self.scale)
             self.peak_rss_mib = self._rss_mib()
             self.rfp_stats = self._rfp_stats(apis)
