@@ -237,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as exc:
         print(f"scenario error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted (every process started was stopped)", file=sys.stderr)
+        return 130
     return 0
 
 
