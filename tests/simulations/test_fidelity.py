@@ -19,14 +19,15 @@ Tolerances, and why:
   cannot take part of a $50 chunk); the amounts differ per draw, so only the chunk size bounds the gap.
 * **Proposals per request in the same range** (a separate test, ``xfail`` for now). Virtual: every
   other full node proposes (19). Real: proposals arriving before the deadline; the tolerance is at
-  least half the virtual mean and at most n - 1. Measured, this does *not* hold yet. With a 3 s
+  least half the virtual mean and at most n - 1. Measured, this holds only when the machine is quiet. With a 3 s
   deadline every real daemon sent a proposal for every request (``proposals_out`` = ``requests_in``,
   none declined) but the clients received almost none in time (0-2 a request): the senders logged
   ``send failed: timeout after 10s`` (opening a stream to a client they were not connected to, 20
   daemons on 2 loaded cores) and the clients refused the late ones (``no open request with this
   id``); the clients still chose from their own books, so ok share and overshoot agree. With the
-  scenario's 10 s deadline, three runs gave 6.6, 0.7 and 0 proposals a request against 19 (in the
-  first, of 342 sent: 118 in time, 114 late, 166 send timeouts). The summed daemon counters are in ``summary.json``
+  scenario's 10 s deadline, four runs gave 6.6, 0.7, 0 and 19 proposals a request against 19 (in the
+  first, of 342 sent: 118 in time, 114 late, 166 send timeouts; in the last, on a quieter machine,
+  all 342 in time). So the gap is load-dependent, and the test is ``xfail`` but not strict. The summed daemon counters are in ``summary.json``
   (``real.rfp_counters_summed``) to see where proposals are lost. The virtual model's one sampled
   latency per stream message is the simplification this exposes.
 * **No device over its class cap at one client** in either engine.
@@ -108,8 +109,9 @@ def test_outcomes_agree_within_tolerances(both):
     assert rs["exposure"]["honest"]["devices_used"] >= 4  # $200+ at most 25% a device: 4+ devices per choice
 
 
-@pytest.mark.xfail(reason="known gap (see the module docstring): on 2 shared cores most real proposals miss the "
-                          "deadline (stream opens to the client time out), the model's streams take one latency",
+@pytest.mark.xfail(reason="load-dependent gap (see the module docstring): on 2 busy shared cores most real "
+                          "proposals miss the deadline (stream opens to the client time out); the model's streams "
+                          "take one latency",
                    strict=False)
 def test_proposals_per_request_in_the_same_range(both):
     v, rs = both["virtual"], both["real"]
