@@ -154,6 +154,9 @@ class Metrics:
                        "accepted_at_full_nodes": 0, "rejected_at_full_nodes": 0}
         self.slander = {"published": 0}
         self.withheld = {"contracts": 0, "reports": 0}
+        # fees and insurance against honest clients' losses: (t, fees collected, pool, losses) samples
+        self.fees = {"collected_cents": 0, "pool_cents": 0, "honest_losses_cents": 0, "contracts": 0}
+        self.fees_over_time: list[tuple[float, int, int, int]] = []
         self.double_spends: list[dict] = []  # broken TEE spends: t, device, address, txid, cents
         self.cheater_at: dict[tuple[bytes, int], float] = {}  # (device, full node) -> when it isolated it
         self.revocation_at: dict[int, float] = {}  # full node -> when it applied the class notice
@@ -493,6 +496,9 @@ class Engine:
         ok = sum(1 for r in self.m.decided if r["ok"])
         self.completed_over_time.append((round(self.now - self.t0, 3), ok, len(self.m.decided)))
         self.m.reputation_over_time.append((round(self.now - self.t0, 3), self._reputation_by_kind()))
+        f = self.m.fees
+        self.m.fees_over_time.append((round(self.now - self.t0, 3), f["collected_cents"], f["pool_cents"],
+                                      f["honest_losses_cents"]))
         if self.revoke_cfg is not None:
             cls = self.revoke_cfg["device_class"]
             held = sum(v for d, v in self.m.exposure_now.items() if self._dev_class.get(d) == cls)
@@ -596,6 +602,11 @@ class Engine:
 
         node = self.nodes[i]
         node.engine.release(offers)
+        value = sum(c.usd_cents for c in offers)
+        fee = value * self.sc["fees"]["contract_fee_bp"] // 10_000
+        self.m.fees["collected_cents"] += fee
+        self.m.fees["pool_cents"] += int(fee * self.sc["fees"]["insurance_share"])
+        self.m.fees["contracts"] += 1
         for c in offers:
             self.m.exposure_now[c.device_id] = self.m.exposure_now.get(c.device_id, 0) - c.usd_cents
         for dev in dict.fromkeys(c.device_id for c in offers):
@@ -614,6 +625,8 @@ class Engine:
         cid = hashlib.sha256(b"contract/%d/" % client.idx + dev + repr(self.now).encode()).digest()
         if kind == "withholder":
             self.m.withheld["contracts"] += 1
+            # tit-for-tat: the client lost at most the one chunk it released before the key it never got
+            self.m.fees["honest_losses_cents"] += max(c.usd_cents for c in chunks)
             if rep.record(dev) is not None:
                 rep.apply(dev, Action.WITHHELD, self.now)  # the client's own observation
             report = outcome_report(self, client, dev, "withheld", cid, chunks[0].asset, chunks[0].address)
@@ -625,6 +638,7 @@ class Engine:
             if not spent:
                 return
             for c, tx in spent:
+                self.m.fees["honest_losses_cents"] += c.usd_cents
                 self.m.double_spends.append({"t": self._t(), "at": self.now, "device": dev.hex(), "client": client.idx,
                                              "address": c.address, "txid": tx, "cents": c.usd_cents})
             c, tx = spent[0]
@@ -958,6 +972,10 @@ class Engine:
             "adversaries": self._adversary_summary(),
             "spam": dict(m.spam, receivers_per_message=round(m.spam["receivers"] / spam_pub, 3) if spam_pub else None),
             "churn_events": m.churn_events,
+            "fees": dict(m.fees, fee_bp=self.sc["fees"]["contract_fee_bp"],
+                         insurance_share=self.sc["fees"]["insurance_share"],
+                         losses_covered_share=(round(min(1.0, m.fees["pool_cents"] / m.fees["honest_losses_cents"]), 4)
+                                               if m.fees["honest_losses_cents"] else None)),
         }
 
     @property

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-PLOTS = ("requests_over_time.png", "gossip_latency.png", "exposure_per_device.png", "reputation_over_time.png")
+PLOTS = ("requests_over_time.png", "gossip_latency.png", "exposure_per_device.png", "reputation_over_time.png",
+         "losses_vs_insurance.png")
 #: written when a broken TEE double-spent or a class was revoked
 ISOLATION_PLOT = "time_to_isolate.png"
 
@@ -140,6 +141,22 @@ def plots(engine, outdir: Path) -> list[str]:
     fig.savefig(outdir / PLOTS[3], dpi=100)
     plt.close(fig)
     made.append(PLOTS[3])
+    # honest clients' losses against the fees collected and the insurance pool
+    f = getattr(engine.m, "fees_over_time", [])
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    if f:
+        ts = [x[0] for x in f]
+        ax.plot(ts, [x[1] / 100 for x in f], label="fees collected")
+        ax.plot(ts, [x[2] / 100 for x in f], ls="--", label="insurance pool")
+        ax.plot(ts, [x[3] / 100 for x in f], color="tab:red", label="honest clients' losses")
+    ax.set_xlabel("simulated seconds")
+    ax.set_ylabel("USD (cumulative)")
+    ax.set_title("Honest users' losses against fees / insurance collected")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(outdir / PLOTS[4], dpi=100)
+    plt.close(fig)
+    made.append(PLOTS[4])
     # time to detect and isolate: share of full nodes that isolated a broken TEE / applied a class revocation
     curves = isolation_curves(engine)
     if curves:

@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "requests": {"rate": 0.1, "usd_min": 100.0, "usd_max": 500.0, "requesters": 3, "deadline": 3.0,
                  "contract_seconds": 300.0, "contract": "sim-escrow", "max_per_device": 4,
                  "max_share_device": 0.25, "max_share_owner": 0.5},
+    # a fee on every contract, in basis points of its value; the share of it paid into the insurance pool
+    "fees": {"contract_fee_bp": 30, "insurance_share": 1.0},
     "devices": {"sim": 1.0},
     "adversaries": {},
 }
@@ -88,8 +90,10 @@ def validate(raw: dict) -> dict:
     if unknown:
         raise ScenarioError(f"{unknown[0]}: unknown section (known: {', '.join(sorted(known))})")
     sc: dict[str, Any] = {}
-    for section in ("run", "network", "churn", "deposits", "requests"):
+    for section in ("run", "network", "churn", "deposits", "requests", "fees"):
         sc[section] = _merge(section, raw.get(section, {}), DEFAULTS[section])
+    _num(sc["fees"], "fees", "contract_fee_bp", lo=0, hi=10_000, integer=True)
+    _num(sc["fees"], "fees", "insurance_share", lo=0, hi=1)
 
     r = sc["run"]
     _num(r, "run", "seed", lo=0, integer=True)
