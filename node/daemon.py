@@ -398,10 +398,12 @@ class NodeServices:
 
         if asset not in ASSETS:
             raise ApiError(400, f"unknown asset {asset!r}")
+        if usd != usd or usd in (float("inf"), float("-inf")):
+            raise ApiError(400, f"usd must be a finite number, got {usd!r}")
         cents = int(round(usd * 100))
         if len(contract) > 128:
             raise ApiError(400, "contract: at most 128 characters")
-        if not 0 < cents <= MAX_REQUEST_CENTS or usd != usd:
+        if not 0 < cents <= MAX_REQUEST_CENTS:
             raise ApiError(400, f"usd must be in (0, {MAX_REQUEST_CENTS / 100:.0f}], got {usd!r}")
         rfp = self.stack.rfp
         box: dict[str, Any] = {}
