@@ -11,19 +11,13 @@ import time
 from pathlib import Path
 
 
-def run(scenario: Path, *, seed: int | None = None, out: Path | None = None, quiet: bool = False,
-        argv: list[str] | None = None) -> Path:
-    """Run one scenario; returns the output folder."""
-    import resource
 
+def _start_run_folder(sc: dict, out: Path | None, suffix: str, *, flush: bool = False):
+    """The run's folder with the resolved scenario and seed written, and its event log:
+    (folder, open log file, ``log(record)``)."""
     import tomli_w
 
-    from simulations import report
-    from simulations.engine import Engine
-    from simulations.scenario import load
-
-    sc = load(scenario, seed=seed)
-    outdir = Path(out) if out else Path("sim-runs") / f"{sc['run']['name']}-seed{sc['run']['seed']}"
+    outdir = Path(out) if out else Path("sim-runs") / f"{sc['run']['name']}-seed{sc['run']['seed']}{suffix}"
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "scenario.toml").write_text(tomli_w.dumps(sc))
     (outdir / "seed").write_text(f"{sc['run']['seed']}\n")
@@ -31,6 +25,22 @@ def run(scenario: Path, *, seed: int | None = None, out: Path | None = None, qui
 
     def log(rec: dict) -> None:
         log_f.write(json.dumps(rec, sort_keys=True) + "\n")
+        if flush:
+            log_f.flush()
+
+    return outdir, log_f, log
+
+def run(scenario: Path, *, seed: int | None = None, out: Path | None = None, quiet: bool = False,
+        argv: list[str] | None = None) -> Path:
+    """Run one scenario; returns the output folder."""
+    import resource
+
+    from simulations import report
+    from simulations.engine import Engine
+    from simulations.scenario import load
+
+    sc = load(scenario, seed=seed)
+    outdir, log_f, log = _start_run_folder(sc, out, "")
 
     wall0 = time.perf_counter()
     progress_ctx = None
@@ -79,22 +89,12 @@ def run_real(scenario: Path, *, seed: int | None = None, out: Path | None = None
     """Run one scenario with real daemons on 127.0.0.1 (``simulations.real``); returns the output folder."""
     import resource
 
-    import tomli_w
-
     from simulations import report
     from simulations.real import RealEngine, plots
     from simulations.scenario import ScenarioError, load
 
     sc = load(scenario, seed=seed)
-    outdir = Path(out) if out else Path("sim-runs") / f"{sc['run']['name']}-seed{sc['run']['seed']}-real"
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "scenario.toml").write_text(tomli_w.dumps(sc))
-    (outdir / "seed").write_text(f"{sc['run']['seed']}\n")
-    log_f = open(outdir / "events.jsonl", "w")
-
-    def log(rec: dict) -> None:
-        log_f.write(json.dumps(rec, sort_keys=True) + "\n")
-        log_f.flush()
+    outdir, log_f, log = _start_run_folder(sc, out, "-real", flush=True)
 
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, flush=True))
     progress_ctx = None

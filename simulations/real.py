@@ -432,18 +432,11 @@ def plots(engine: RealEngine, outdir: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from simulations.report import requests_plot
+
     made = []
-    t = [x[0] for x in engine.completed_over_time]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(t, [x[2] for x in engine.completed_over_time], label="decided")
-    ax.plot(t, [x[1] for x in engine.completed_over_time], label="ok (covered)")
-    ax.set_xlabel("scenario seconds (after full books)")
-    ax.set_ylabel("requests (cumulative)")
-    ax.set_title("Requests completed over time (real daemons)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(outdir / "requests_over_time.png", dpi=100)
-    plt.close(fig)
+    requests_plot(engine.completed_over_time, outdir / "requests_over_time.png",
+                  "scenario seconds (after full books)", "Requests completed over time (real daemons)")
     made.append("requests_over_time.png")
     fig, ax = plt.subplots(figsize=(7, 3.5))
     vals = [x for x in engine.book_full_s if x is not None]

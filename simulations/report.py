@@ -64,6 +64,26 @@ def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def requests_plot(completed_over_time, path: Path, xlabel: str, title: str) -> None:
+    """Requests decided and covered (cumulative) against time: (t, ok, decided) samples."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [x[0] for x in completed_over_time]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(t, [x[2] for x in completed_over_time], label="decided")
+    ax.plot(t, [x[1] for x in completed_over_time], label="ok (covered)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("requests (cumulative)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plots(engine, outdir: Path) -> list[str]:
     import matplotlib
 
@@ -73,18 +93,7 @@ def plots(engine, outdir: Path) -> list[str]:
     from simulations.engine import LATENCY_BINS
 
     made = []
-    # requests completed over time
-    t = [x[0] for x in engine.completed_over_time]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(t, [x[2] for x in engine.completed_over_time], label="decided")
-    ax.plot(t, [x[1] for x in engine.completed_over_time], label="ok (covered)")
-    ax.set_xlabel("simulated seconds")
-    ax.set_ylabel("requests (cumulative)")
-    ax.set_title("Requests completed over time")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(outdir / PLOTS[0], dpi=100)
-    plt.close(fig)
+    requests_plot(engine.completed_over_time, outdir / PLOTS[0], "simulated seconds", "Requests completed over time")
     made.append(PLOTS[0])
     # gossip latency distribution (publish -> every node the sheet reached)
     h = engine.m.gossip_hist
