@@ -49,9 +49,17 @@ def _global(
         state.set_datadir(datadir)
 
 
+_loaded = False
+
+
 def _load() -> None:
+    """Register every command module on ``app`` (once: later calls do nothing)."""
+    global _loaded
+    if _loaded:
+        return
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(app)
+    _loaded = True
 
 
 def main() -> None:

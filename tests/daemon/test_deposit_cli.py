@@ -6,30 +6,13 @@ import json
 
 import coincurve
 import pytest
-from typer.testing import CliRunner
 
 from node.assets import address_for
-from node.cli import _load, app, state
 from node.deposits import ConfirmationTimeout, Deposit, deposit_status, wait_confirmations
 from node.ledger.devnet import DevLedger
 
 
-@pytest.fixture(scope="module")
-def cli():
-    if not any(c.name == "deposits" for c in app.registered_commands):  # load the command modules once
-        _load()
-    return CliRunner()
-
-
-@pytest.fixture
-def datadir(tmp_path):
-    old = state.get_datadir()
-    yield tmp_path / "node"
-    state.set_datadir(old)
-
-
-def run(cli, datadir, *args):
-    return cli.invoke(app, ["--datadir", str(datadir), *args])
+from tests.cli_fixtures import cli, datadir, run  # noqa: F401 (fixtures)
 
 
 def test_deposit_wait_and_list_without_a_daemon(cli, datadir):

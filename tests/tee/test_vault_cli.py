@@ -6,31 +6,13 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-from typer.testing import CliRunner
 
-from node.cli import app, _load
-from node.cli import state
 from node.cli.vault import binding_from_json
 from node.tee import simquote
 from node.tee.policy import AttestationPolicy
 
 
-@pytest.fixture(scope="module")
-def cli():
-    if not any(g.name == "vault" for g in app.registered_groups):  # load the command modules once
-        _load()
-    return CliRunner()
-
-
-@pytest.fixture
-def datadir(tmp_path):
-    old = state.get_datadir()
-    yield tmp_path / "node"
-    state.set_datadir(old)
-
-
-def run(cli, datadir, *args):
-    return cli.invoke(app, ["--datadir", str(datadir), *args])
+from tests.cli_fixtures import cli, datadir, run  # noqa: F401 (fixtures)
 
 
 def test_vault_new_show_and_quote(cli, datadir):
