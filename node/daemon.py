@@ -68,9 +68,11 @@ class OfferStack:
                         sign=self.enclave.sign_offer_sheet)
 
     def refresh_offers(self, now: float) -> None:
-        """Offers from confirmed deposits (when a ledger is attached), then a fresh own sheet."""
+        """Offers from confirmed deposits (when a ledger is attached), then a fresh own sheet, quoted
+        again only when the offers changed (the daemon re-derives them every few seconds)."""
         from node.deposits import offers_from
 
+        before = self.extra.get("offers")
         if "ledger" in self.extra:
             fresh = offers_from(self.extra["deposits"].all(), self.extra["ledger"], self.enclave, now=now)
             # an offer keeps its identity (its id hashes its expiry) until half its lifetime is gone,
@@ -79,6 +81,8 @@ class OfferStack:
             keep = [old[o.pubkey] if o.pubkey in old and old[o.pubkey].expiry - now > (o.expiry - now) / 2 else o
                     for o in fresh]
             self.extra["offers"] = keep
+            if self.protocol.own is not None and before is not None and keep == before:
+                return  # nothing changed: no new quote, no new sheet
         self.protocol.own = self.own_sheet()
 
     def close(self) -> None:
