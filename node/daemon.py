@@ -117,7 +117,7 @@ def open_enclave(datadir: Path, backend: str = "simulated", *, gramine_enclave: 
 
 
 def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float = 60.0, in_process: bool = False,
-                     backend: str = "simulated"):
+                     backend: str = "simulated", broken: str = ""):
     from node.offerbook import OfferBook
     from node.protocols.offers import (AddressCheckCache, AttestationCache, OffersProtocol,
                                        default_attestation_verifier)
@@ -125,7 +125,16 @@ def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float 
     from node.tee.policy import AttestationPolicy
 
     datadir.mkdir(parents=True, exist_ok=True)
-    enclave = InProcessEnclave(datadir) if in_process else open_enclave(datadir, backend)
+    if broken:  # tee.broken: a loud, explicit choice; the enclave logs its banner
+        from node.tee.broken import BrokenEnclave
+
+        if backend != "simulated":
+            raise cfgmod.ConfigError("tee.broken", broken, "a broken TEE is a simulation: tee.backend must be "
+                                     "simulated", "")
+        enclave = BrokenEnclave(datadir, mode=broken)
+        print(enclave.banner(), file=sys.stderr, flush=True)
+    else:
+        enclave = InProcessEnclave(datadir) if in_process else open_enclave(datadir, backend)
     if hasattr(enclave, "start"):
         enclave.start()
     from node.assets import validate_address
@@ -199,7 +208,7 @@ def ledger_check(ledger, report):
         return LedgerCheck.UNCHECKED
 
 
-def make_revocations(stack: OfferStack, signers, accept_signed: bool):
+def make_revocations(stack: OfferStack, signers, accept_signed: bool, sign=None):
     """Revocation gossip over the stack's risk engine; sheets of revoked devices/classes are then ignored."""
     from node.offerbook import device_id_of
     from node.protocols.revocation import RevocationProtocol, TrustConfig
@@ -223,7 +232,7 @@ def make_revocations(stack: OfferStack, signers, accept_signed: bool):
 
     trust = TrustConfig(frozenset(signers), bool(accept_signed),
                         checkers={"cheating-proof": cheating_proof_checker(stack.net)})
-    return RevocationProtocol(net=stack.net, engine=engine, trust=trust,
+    return RevocationProtocol(net=stack.net, engine=engine, trust=trust, sign=sign,
                               own_devices=own_devices, own_class=lambda: "sim" if stack.enclave.info().simulated else "")
 
 
@@ -249,11 +258,13 @@ def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0
         raise RuntimeError("identity key and peer id disagree")
     stack.rfp = RfpProtocol(net=stack.net, engine=stack.engine, sign=signer.sign)
     stack.revocations = make_revocations(stack, get("risk.revocation_signers", []),
-                                         get("risk.accept_signed_revocations", False))
+                                         get("risk.accept_signed_revocations", False), sign=signer.sign)
     from node.protocols.outcomes import OutcomesProtocol
 
+    # a proof of cheating assembled from outcome reports is applied and gossiped as a revocation notice
     stack.outcomes = OutcomesProtocol(net=stack.net, engine=stack.engine,
-                                      ledger_check=lambda r: ledger_check(stack.extra.get("ledger"), r))
+                                      ledger_check=lambda r: ledger_check(stack.extra.get("ledger"), r),
+                                      on_proof=stack.revocations.publish_proof)
     stack.request_deadline = float(get("risk.request_deadline", 3.0))
     stack.extra["reputation"] = rep
 
@@ -277,7 +288,7 @@ class NodeServices:
             "own_offers": len(self.stack.protocol.own.offers) if self.stack.protocol.own else 0,
             "uptime": round(now - self.started_at, 3),
             "enclave": {"simulated": info.simulated, "device_id": info.device_id.hex(),
-                        "measurement": info.measurement},
+                        "measurement": info.measurement, "broken": getattr(self.stack.enclave, "mode", "")},
             "ready": True,
             "requests": dict(self.stack.rfp.stats, reasons=dict(self.stack.rfp.reasons)) if self.stack.rfp else {},
             "revocations": self.stack.revocations.status() if self.stack.revocations else {},
@@ -504,7 +515,8 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     clock = SystemClock()
     peer_id = identity.peer_id(datadir)
     logs.bind_peer(peer_id)
-    stack = make_offer_stack(datadir, cfg["network.net"], peer_id, republish=republish, backend=cfg["tee.backend"])
+    stack = make_offer_stack(datadir, cfg["network.net"], peer_id, republish=republish, backend=cfg["tee.backend"],
+                             broken=cfg.get("tee.broken", ""))
     from node.deposits import DepositStore, open_ledger
 
     stack.extra.update(ledger=open_ledger(cfg), deposits=DepositStore(datadir / "deposits.sqlite"), datadir=datadir,
@@ -514,6 +526,9 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     from node.swaps import SwapDesk
 
     stack.desk = SwapDesk(stack, identity.load_or_create_seed(datadir), clock)
+    from node.protocols.outcomes import tap_release_records
+
+    tap_release_records(stack.desk.release, stack.outcomes.records)  # what our outcome reports carry
     metrics = NodeMetrics()
     url_file = datadir / "api.url"
     try:

@@ -176,7 +176,7 @@ class SwapDesk:
         if d["contract_id"] in self.reported or not d.get("device"):
             return
         self.reported.add(d["contract_id"])
-        from node.protocols.outcomes import OutcomeReport, make_report
+        from node.protocols.outcomes import make_report, report_for_outcome
         from node.risk.reputation import Action
 
         now = self.clock.now()
@@ -193,13 +193,10 @@ class SwapDesk:
             rep.mark_cheater(device, now)  # our own sweep failed: checked on our own ledger
         else:
             rep.apply(device, Action.CLAIMED if outcome == "claimed" else Action.WITHHELD, now)
-        spent = next((c for c in d["chunks"] if c["status"] == outcome or outcome == "withheld"), None)
-        report = OutcomeReport(1, self.stack.net, bytes.fromhex(d["contract_id"]),
-                               self.stack.enclave.info().sign_pub, device, outcome,
-                               spent["asset"] if spent else "", spent["address"] if spent else "",
-                               (spent or {}).get("txid", "") if outcome != "withheld" else "", now)
-        data = make_report(report, self.stack.enclave.sign)
         outcomes = self.stack.outcomes
+        report = report_for_outcome(d, net=self.stack.net, reporter=self.stack.enclave.info().sign_pub, now=now,
+                                    records=outcomes.records)  # carries the release record we received
+        data = make_report(report, self.stack.enclave.sign)
         self.node.driver.submit(outcomes, lambda t: outcomes.publish(data, t))
 
     def contracts(self) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ def test_defaults_and_precedence(tmp_path):
         ('[network]\nlisten = ["127.0.0.1:4001"]\n', "network.listen", "starts with '/'"),
         ('[network]\nbootnodes = ["/ip4/127.0.0.1/tcp/4001"]\n', "network.bootnodes", "/p2p/"),
         ('[tee]\nbackend = "magic"\n', "tee.backend", "must be one of"),
+        ('[tee]\nbroken = "a-little"\n', "tee.broken", "must be one of"),
         ('[nope]\nx = 1\n', "nope.x", "unknown setting"),
     ],
 )
@@ -37,6 +38,12 @@ def test_bad_values_name_key_value_and_reason(tmp_path, toml, key, why):
         config.load(tmp_path, env={})
     assert ei.value.key == key
     assert why in str(ei.value)
+
+
+def test_the_broken_tee_is_off_unless_chosen_explicitly(tmp_path):
+    assert config.load(tmp_path, env={})["tee.broken"] == ""
+    cfg = config.load(tmp_path, env={"KEYSWITCH_TEE_BROKEN": "double-release"})
+    assert cfg["tee.broken"] == "double-release" and cfg.sources["tee.broken"] == "KEYSWITCH_TEE_BROKEN"
 
 
 def test_bad_env_value_is_refused(tmp_path):

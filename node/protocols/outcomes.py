@@ -11,11 +11,31 @@ Every node checks what it can on the ledger before weighing a report
 (``ledger_check(report) -> LedgerCheck``): a double spend the ledger confirms
 marks the device a cheater; one it refutes (the deposit is still unspent)
 costs the reporter. Validation is pure and labelled ``[REJECT]`` / ``[IGNORE]``.
+
+**Proof of cheating, assembled from reports.** A ``claimed`` or
+``double-spent`` report (version 2) carries the signed ``release`` record the
+reporter received (``release.ReleaseBody`` in a ``wire.Signed`` envelope, at
+most ``MAX_RECORD_SIZE`` bytes): it must verify, be signed by the report's
+subject and name the report's contract and deposit (its key's address on the
+report's asset), or the report is rejected. Every node indexes the records of
+the reports it accepts (and of its own) by (signing enclave, deposit key). Two
+valid records of one deposit key by one enclave to different recipients,
+contracts or rounds are a :class:`release.CheatingProof`: self-contained, no
+ledger, no trust in either reporter. The node hands it to ``on_proof`` (the
+revocation protocol: applied here at once, gossiped as a notice with evidence
+kind ``cheating-proof``, once per device). One record alone proves nothing,
+and the same record carried by two reports is not two releases.
+
+A reporter cannot be tied to the record's recipient here (the report names
+the reporter's signing key, the record its encryption key), so a node could
+attach a record it saw rather than received; it gains nothing by it: a proof
+needs two records the cheating enclave itself signed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Callable
 
 import msgspec
@@ -24,8 +44,9 @@ from node import wire
 from node.protocols.base import Command, Event, GossipReceived, Notify, Publish, Validation, topic
 from node.risk.reputation import LedgerCheck, Outcome
 
-REPORT_VERSION = 1
-MAX_REPORT_SIZE = 4 * 1024
+REPORT_VERSION = 2  # 2: the signed release record rides along (``release``)
+MAX_RECORD_SIZE = 2 * 1024
+MAX_REPORT_SIZE = 8 * 1024
 MAX_CLOCK_SKEW = 600.0
 MAX_AGE = 7 * 86_400.0
 OUTCOMES = tuple(o.value for o in Outcome)
@@ -42,6 +63,9 @@ class OutcomeReport(msgspec.Struct, array_like=True, frozen=True):
     address: str  # the deposit address concerned
     txid: str  # the sweep (claimed) or the spending transaction (double-spent); "" for withheld
     issued_at: float
+    #: the signed release record of ``address``'s key the reporter received in ``contract_id`` (claimed and
+    #: double-spent; may be empty when the reporter no longer has it); always empty for withheld
+    release: bytes = b""
 
 
 class SignedReport(msgspec.Struct, array_like=True, frozen=True):
@@ -56,6 +80,53 @@ def report_digest(body: bytes) -> bytes:
 def make_report(report: OutcomeReport, enclave_sign: Callable[[str, bytes], bytes]) -> bytes:
     body = wire.encode(report)
     return wire.encode(SignedReport(body, enclave_sign("outcome", report_digest(body))))
+
+
+class ReleaseSeen(msgspec.Struct, frozen=True):
+    """A verified release record: who signed it, which key, to whom, where; ``record`` is its bytes."""
+
+    signer: bytes
+    deposit_pub: bytes
+    recipient: bytes
+    contract_id: bytes
+    round: int
+    record: bytes
+
+
+def read_release_record(record: bytes, *, net: str) -> ReleaseSeen | str:
+    """The verified content of a signed release record, or why it is refused (size, encoding, version,
+    network, kind, enclave signature): ``release.parse`` does the checks the release protocol does."""
+    from node.protocols.release import MessageError, parse
+
+    if len(record) > MAX_RECORD_SIZE:
+        return f"over size: {len(record)} > {MAX_RECORD_SIZE} bytes"
+    try:
+        env, body = parse(record, net=net, kinds={"release"})
+    except MessageError as exc:
+        return f"{exc.code}: {exc.reason}"
+    return ReleaseSeen(env.signer, body.deposit_pub, body.recipient, body.contract_id, body.round, record)
+
+
+def check_record_of(r: OutcomeReport) -> ReleaseSeen | str:
+    """The report's release record, verified and matched to the report: signed by the subject's enclave,
+    for the report's contract and for the deposit at the report's address; else the reason."""
+    from node.assets import address_for
+    from node.offerbook import device_id_of
+
+    seen = read_release_record(r.release, net=r.net)
+    if isinstance(seen, str):
+        return seen
+    if device_id_of(seen.signer) != r.subject:
+        return "signed by another enclave than the report's subject"
+    if seen.contract_id != r.contract_id:
+        return "a release of another contract"
+    try:
+        addr = address_for(r.asset, seen.deposit_pub)
+    except Exception:  # an unknown asset, or a key that is not one
+        return f"cannot derive a {r.asset!r} address from its deposit key"
+    if addr != r.address:
+        return "it releases another deposit key than the report's address"
+    return seen
 
 
 def validate_report(data: bytes, *, net: str, now: float, known_device: Callable[[bytes], bool],
@@ -83,6 +154,12 @@ def validate_report(data: bytes, *, net: str, now: float, known_device: Callable
         return Validation.reject("a double-spent report names the spending transaction"), None
     if device_id_of(r.reporter) == r.subject:
         return Validation.reject("a device cannot report on itself"), None
+    if r.release:
+        if r.outcome == "withheld":
+            return Validation.reject("a withheld report carries no release record"), None
+        got = check_record_of(r)
+        if isinstance(got, str):
+            return Validation.reject(f"release record: {got}"), None
     # [REJECT] Signed by the reporter's enclave.
     if not verify_domain_sig(r.reporter, "outcome", report_digest(signed.body), signed.sig):
         return Validation.reject("bad signature (not by the reporter's enclave key)"), None
@@ -102,21 +179,32 @@ class OutcomesProtocol:
     """Sans-IO outcome gossip feeding ``engine.reputation`` (a ``RiskEngine``)."""
 
     def __init__(self, *, net: str, engine, ledger_check: Callable[[OutcomeReport], LedgerCheck] | None = None,
-                 max_seen: int = 100_000) -> None:
+                 max_seen: int = 100_000, on_proof: Callable[[object, bytes, float], list[Command]] | None = None
+                 ) -> None:
         self.net = net
         self.topic = topic(net, "outcomes", 1)
         self.topics = [self.topic]
         self.stream_protocols: list[str] = []
         self.engine = engine
         self.ledger_check = ledger_check or (lambda r: LedgerCheck.UNCHECKED)
+        #: ``on_proof(proof, device_id, now) -> commands``: act on an assembled proof of cheating (the
+        #: revocation protocol's ``publish_proof``); without it the device is dropped here only
+        self.on_proof = on_proof
         self._seen: dict[bytes, None] = {}
         self._max_seen = max_seen
-        self.stats = {"accepted": 0, "confirmed": 0, "refuted": 0, "published": 0}
+        #: (signing enclave, deposit key) -> the first verified release record seen of that key
+        self._releases: dict[tuple[bytes, bytes], ReleaseSeen] = {}
+        self.proven: dict[bytes, object] = {}  # device id -> the CheatingProof this node assembled
+        self.records = ReleaseRecords(net, max_records=max_seen)  # records this node received itself
+        self.stats = {"accepted": 0, "confirmed": 0, "refuted": 0, "published": 0, "proofs": 0}
         self.by_kind: dict[str, int] = {}  # outcome -> reports applied
         self.reasons: dict[str, int] = {}
 
     def _known(self, device: bytes) -> bool:
-        return self.engine.reputation.record(device) is not None
+        """A device this node has weighed before, or whose attested sheet is in its offer book."""
+        if self.engine.reputation.record(device) is not None:
+            return True
+        return any(d == device for d, _ in self.engine.book.devices())
 
     def _seen_body(self, body: bytes) -> bool:
         return body in self._seen
@@ -136,8 +224,44 @@ class OutcomesProtocol:
                                    seen=self._seen_body)
             if r is not None:
                 self._remember(wire.decode(event.data, SignedReport).body)
-                return self._apply(r, now)
+                return self._apply(r, now) + self._index(r, now)
         return []
+
+    def _index(self, r: OutcomeReport, now: float) -> list[Command]:
+        """Index the report's release record; a second record of the same key by the same enclave to
+        another recipient, contract or round completes a proof of cheating."""
+        from node.protocols.release import CheatingProof, verify_cheating_proof
+
+        if not r.release:
+            return []
+        seen = read_release_record(r.release, net=self.net)
+        if isinstance(seen, str):  # validated already; defensive
+            return []
+        key = (seen.signer, seen.deposit_pub)
+        first = self._releases.get(key)
+        if first is None:
+            self._releases[key] = seen
+            while len(self._releases) > self._max_seen:
+                self._releases.pop(next(iter(self._releases)))
+            return []
+        if (first.recipient, first.contract_id, first.round) == (seen.recipient, seen.contract_id, seen.round):
+            return []  # the same release again (a resend, or another report carrying it): nothing proven
+        proof = CheatingProof(first.record, seen.record)
+        device = verify_cheating_proof(proof, net=self.net)
+        if isinstance(device, str) or device in self.proven:
+            return []
+        self.proven[device] = proof
+        self.stats["proofs"] += 1
+        note = Notify("outcome.proof", {"subject": device.hex(), "deposit": seen.deposit_pub.hex(),
+                                        "recipients": [first.recipient.hex(), seen.recipient.hex()]})
+        if self.on_proof is not None:
+            return [note] + list(self.on_proof(proof, device, now))
+        rep = self.engine.reputation
+        if rep.record(device) is None:
+            rep.observe(device, "", "unknown", now)
+        rep.mark_cheater(device, now)
+        dropped = self.engine.book.drop_device(device)
+        return [note, Notify("outcome.cheater", {"subject": device.hex(), "offers_dropped": dropped})]
 
     def _remember(self, body: bytes) -> None:
         self._seen[body] = None
@@ -171,7 +295,72 @@ class OutcomesProtocol:
         signed = wire.decode(report_bytes, SignedReport, max_size=MAX_REPORT_SIZE)
         self._remember(signed.body)
         self.stats["published"] += 1
-        return [Publish(self.topic, report_bytes)]
+        r = wire.decode(signed.body, OutcomeReport, max_size=MAX_REPORT_SIZE)
+        ok = not r.release or not isinstance(check_record_of(r), str)
+        return [Publish(self.topic, report_bytes)] + (self._index(r, now) if ok else [])
 
     def status(self) -> dict:
-        return {**self.stats, "reasons": dict(self.reasons)}
+        return {**self.stats, "reasons": dict(self.reasons), "proven": sorted(d.hex() for d in self.proven)}
+
+
+class ReleaseRecords:
+    """The release records this node received, verified, by (contract id, deposit key), bounded: what its
+    own outcome reports carry. ``observe`` takes any incoming ``/keyswitch/release/1`` request."""
+
+    def __init__(self, net: str, *, max_records: int = 100_000) -> None:
+        self.net = net
+        self.max_records = max_records
+        self._by: dict[tuple[bytes, bytes], bytes] = {}
+
+    def observe(self, data: bytes) -> bool:
+        seen = read_release_record(data, net=self.net)
+        if isinstance(seen, str):
+            return False
+        self._by.setdefault((seen.contract_id, seen.deposit_pub), data)
+        while len(self._by) > self.max_records:
+            self._by.pop(next(iter(self._by)))
+        return True
+
+    def get(self, contract_id: bytes, deposit_pub: bytes) -> bytes:
+        return self._by.get((contract_id, deposit_pub), b"")
+
+
+def tap_release_records(release_protocol, records: ReleaseRecords) -> None:
+    """Let ``records`` see every release request ``release_protocol`` is handed (wraps its ``handle``)."""
+    from node.protocols.base import RequestReceived
+    from node.protocols.release import PROTOCOL_ID
+
+    inner = release_protocol.handle
+
+    def handle(event: Event, now: float) -> list[Command]:
+        if isinstance(event, RequestReceived) and event.protocol == PROTOCOL_ID:
+            records.observe(event.data)
+        return inner(event, now)
+
+    release_protocol.handle = handle
+
+
+_SPENT_BY = re.compile(r"already spent by ([0-9a-fA-F]{16,128})")
+
+
+def report_for_outcome(d: dict, *, net: str, reporter: bytes, now: float, records: ReleaseRecords | None = None
+                       ) -> OutcomeReport | None:
+    """The outcome report for a finished contract (``release.Outcome.to_json()``), or None when there is
+    nothing to report (failed for a reason of ours). It names the first chunk with that outcome and carries
+    the release record received for it; a double-spent chunk names the spending transaction (from the
+    ledger's "already spent by TXID")."""
+    outcome = {"claimed": "claimed", "withheld": "withheld", "double-spent": "double-spent"}.get(d["status"])
+    if outcome is None or not d.get("device"):
+        return None
+    chunk = next((c for c in d["chunks"] if c["status"] == outcome or outcome == "withheld"), None)
+    txid, record = "", b""
+    if chunk is not None and outcome != "withheld":
+        txid = chunk.get("txid", "")
+        if outcome == "double-spent" and not txid:
+            m = _SPENT_BY.search(chunk.get("detail", ""))
+            txid = m.group(1) if m else ""
+        if records is not None:
+            record = records.get(bytes.fromhex(d["contract_id"]), bytes.fromhex(chunk["deposit_pub"]))
+    return OutcomeReport(REPORT_VERSION, net, bytes.fromhex(d["contract_id"]), reporter, bytes.fromhex(d["device"]),
+                         outcome, chunk["asset"] if chunk else "", chunk["address"] if chunk else "", txid, now,
+                         record)

@@ -16,18 +16,27 @@ zero at once; the offer book drops the device's offers; and if this node's
 own deposits sit in a revoked device, it says so to the operator with the
 action to take (``Notify("revocation.own-deposits", ...)``).
 
+A node that assembles a proof of cheating itself (``node.protocols.outcomes``:
+two release records of one key met in outcome reports) calls
+``publish_proof``: it signs a device notice carrying the proof as evidence,
+applies it here and gossips it, at most once per device, and not at all when a
+proof notice for that device has already reached it.
+
 Validation is pure and labelled ``[REJECT]`` / ``[IGNORE]``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
 import msgspec
 
 from node import peerkey, wire
-from node.protocols.base import Command, Event, GossipReceived, Notify, Publish, Started, Validation, topic
+from node.protocols.base import (
+    Command, Event, GossipReceived, Notify, Publish, SetTimer, Started, TimerFired, Validation, topic,
+)
 
 NOTICE_VERSION = 1
 MAX_NOTICE_SIZE = 64 * 1024
@@ -148,7 +157,8 @@ class RevocationProtocol:
     ``own_devices`` returns this node's own device ids (hex) -> deposits count, to flag to the operator."""
 
     def __init__(self, *, net: str, engine, trust: TrustConfig | None = None,
-                 own_devices: Callable[[], dict[str, int]] = dict, own_class: Callable[[], str] = lambda: "") -> None:
+                 own_devices: Callable[[], dict[str, int]] = dict, own_class: Callable[[], str] = lambda: "",
+                 sign: Callable[[bytes], bytes] | None = None, proof_delay: float = 2.0) -> None:
         self.net = net
         self.topic = topic(net, "revocations", 1)
         self.topics = [self.topic]
@@ -161,6 +171,11 @@ class RevocationProtocol:
         self._seen: set[bytes] = set()
         self.reasons: dict[str, int] = {}
         self.local_peer = ""
+        self.sign = sign  # this node's peer key (``PeerSigner.sign``): signs the proofs it assembles
+        self.proven: set[bytes] = set()  # devices revoked here on a proof of cheating (received or our own)
+        self.proofs_published = 0
+        self.proof_delay = proof_delay
+        self._pending_proofs: dict[bytes, bytes] = {}  # device -> our signed proof notice, not yet gossiped
 
     def validate(self, topic_: str, data: bytes, from_peer: str, now: float) -> Validation:
         if topic_ != self.topic:
@@ -182,21 +197,72 @@ class RevocationProtocol:
             if n is not None:
                 self._seen.add(wire.decode(event.data, SignedNotice).body)
                 return self.apply(n, now)
+        elif isinstance(event, TimerFired):
+            return self._on_timer(event.name)
         return []
 
     def publish(self, notice_bytes: bytes, now: float) -> list[Command]:
         """Issue this node's own notice (already signed by its peer key): this node trusts its own
         operator, so it is applied here at once; other nodes believe it per their own trust."""
+        n = self._take_own(notice_bytes, now)
+        return [Publish(self.topic, notice_bytes)] + self.apply(n, now)
+
+    def _take_own(self, notice_bytes: bytes, now: float) -> RevocationNotice:
         own = TrustConfig(self.trust.signers | {self.local_peer} if self.local_peer else self.trust.signers,
                           True, self.trust.checkers)
         v, n = validate_notice(notice_bytes, net=self.net, now=now, trust=own, seen=self._seen_body)
         if n is None:
             raise ValueError(f"notice refused before sending: {v.reason}")
         self._seen.add(wire.decode(notice_bytes, SignedNotice).body)
-        return [Publish(self.topic, notice_bytes)] + self.apply(n, now)
+        return n
+
+    def publish_proof(self, proof, device: bytes, now: float) -> list[Command]:
+        """Act on a proof of cheating this node assembled (a ``release.CheatingProof`` naming ``device``):
+        sign a device notice with the proof as its evidence and apply it here at once; gossip it after a
+        delay in ``[0, proof_delay)`` (deterministic per node and device) unless another node's proof of
+        the same device arrives first, so a network that assembles the proof everywhere at once does not
+        flood it N times. Without a signer the device is still dropped here."""
+        if device in self.proven:
+            return []
+        from node.protocols.release import ReleaseBody
+
+        try:
+            key = wire.decode(wire.decode(proof.first, wire.Signed).body, ReleaseBody).deposit_pub.hex()[:16]
+        except wire.WireError:
+            key = "?"
+        reason = f"proof of cheating: its enclave released deposit key {key}... twice"
+        notice = RevocationNotice(NOTICE_VERSION, self.net, "device", device.hex(), reason, "cheating-proof",
+                                  wire.encode(proof), self.local_peer, now)
+        if self.sign is None or not self.local_peer:
+            return self.apply(notice, now)
+        data = make_notice(notice, self.sign)
+        try:
+            n = self._take_own(data, now)
+        except ValueError as exc:
+            return [Notify("revocation.proof-refused", {"target": device.hex(), "reason": str(exc)})]
+        self._pending_proofs[device] = data
+        jitter = int.from_bytes(hashlib.sha256(self.local_peer.encode() + device).digest()[:4], "big") / 2 ** 32
+        return self.apply(n, now) + [SetTimer(f"revocation.proof:{device.hex()}", now + self.proof_delay * jitter)]
+
+    def _on_timer(self, name: str) -> list[Command]:
+        what, _, target = name.partition(":")
+        if what != "revocation.proof":
+            return []
+        try:
+            data = self._pending_proofs.pop(bytes.fromhex(target), None)
+        except ValueError:
+            return []
+        if data is None:  # another node's proof of this device reached us first
+            return []
+        self.proofs_published += 1
+        return [Publish(self.topic, data)]
 
     def apply(self, n: RevocationNotice, now: float) -> list[Command]:
         self.applied.append(n)
+        if n.kind == "device" and n.evidence_kind == "cheating-proof":
+            self.proven.add(bytes.fromhex(n.target))
+            if n.issuer != self.local_peer:  # someone else gossiped the proof: ours need not be
+                self._pending_proofs.pop(bytes.fromhex(n.target), None)
         cmds: list[Command] = []
         if n.kind == "class":
             self.engine.caps.classes.revoke(n.target, n.reason)
@@ -213,7 +279,8 @@ class RevocationProtocol:
             dropped = self.engine.book.drop_device(dev)
             own = {k: v for k, v in self.own_devices().items() if k == n.target}
         cmds.append(Notify("revocation.applied", {"kind": n.kind, "target": n.target, "reason": n.reason,
-                                                  "offers_dropped": dropped, "issuer": n.issuer}))
+                                                  "offers_dropped": dropped, "issuer": n.issuer,
+                                                  "evidence": n.evidence_kind}))
         if own:
             cmds.append(Notify("revocation.own-deposits", {
                 "target": n.target, "reason": n.reason, "deposits": sum(own.values()),
@@ -230,5 +297,7 @@ class RevocationProtocol:
         return n
 
     def status(self) -> dict:
-        return {"applied": [{"kind": n.kind, "target": n.target, "reason": n.reason} for n in self.applied],
-                "reasons": dict(self.reasons)}
+        return {"applied": [{"kind": n.kind, "target": n.target, "reason": n.reason, "issuer": n.issuer,
+                             "evidence": n.evidence_kind} for n in self.applied],
+                "reasons": dict(self.reasons), "proofs_published": self.proofs_published}
+

@@ -25,7 +25,7 @@ def enclaves():
 
 
 def report(enclave, **kw) -> OutcomeReport:
-    base = dict(version=1, net=NET, contract_id=b"c" * 32, reporter=enclave.info().sign_pub, subject=b"s" * 32,
+    base = dict(version=2, net=NET, contract_id=b"c" * 32, reporter=enclave.info().sign_pub, subject=b"s" * 32,
                 outcome="withheld", asset="BTC-REG", address="bcrt1qexample", txid="", issued_at=NOW)
     base.update(kw)
     return OutcomeReport(**base)
@@ -39,9 +39,9 @@ def test_every_reason(enclaves):
     a, b = enclaves
     me = device_id_of(a.info().sign_pub)
     cases = [
-        (b"\x00" * 5000, Result.REJECT, "over size"),
+        (b"\x00" * 9000, Result.REJECT, "over size"),
         (b"\xc1", Result.REJECT, "malformed"),
-        (make_report(report(a, version=2), a.sign), Result.REJECT, "unsupported report version"),
+        (make_report(report(a, version=1), a.sign), Result.REJECT, "unsupported report version"),
         (make_report(report(a, net="x"), a.sign), Result.REJECT, "wrong network"),
         (make_report(report(a, outcome="lost"), a.sign), Result.REJECT, "outcome must be"),
         (make_report(report(a, subject=b"s"), a.sign), Result.REJECT, "32 bytes"),
@@ -93,7 +93,7 @@ def test_reports_weighed_by_standing_and_checked_on_the_ledger(enclaves):
     out = proto.handle(GossipReceived(proto.topic, real, "p"), NOW)
     assert eng.reputation.is_cheater(subject)
     assert [n.kind for n in out] == ["outcome.applied", "outcome.cheater"]
-    assert proto.stats == {"accepted": 3, "confirmed": 1, "refuted": 1, "published": 0}
+    assert proto.stats == {"accepted": 3, "confirmed": 1, "refuted": 1, "published": 0, "proofs": 0}
     # the same report again is a duplicate
     assert proto.validate(proto.topic, real, "p", NOW).reason == "duplicate report"
 

@@ -1,0 +1,97 @@
+"""A BROKEN simulated TEE, for demonstrations and tests of cheating detection only.
+
+A real TEE's protections can fail (extracted sealing keys, a replayed older
+sealed state, a microcode bug). ``BrokenEnclave`` simulates one such device:
+the in-process simulated enclave whose sealed record of a key can be rolled
+back, so the key looks held again after it was released. Its modes:
+
+* ``double-release``: a key already released is released again to another
+  recipient (the record is rolled back to "held" first, as a replayed older
+  sealed state would have it), and ``list_keys`` reports released keys as held,
+  so the host goes on selling them. Each release is a real one, signed as any;
+  two of them are the proof of cheating (``release.CheatingProof``).
+* ``sweep-after-release``: the owner may still export a released key and sweep
+  the deposit away from the counterparty that received it (a double spend on
+  the ledger).
+
+Never selected by default: only ``tee.broken = "<mode>"`` (config, or
+``KEYSWITCH_TEE_BROKEN``) picks it, and the node logs a loud warning when it
+starts. The override rests on the public enclave calls (``release_key``,
+``export_to_owner``, ``list_keys``, ``resend_release``) and one rollback of
+the core's key record, so it follows changes to the release path.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from node.tee.client import EnclaveRefused, InProcessEnclave, KeyStatus
+
+log = logging.getLogger("keyswitch.tee.broken")
+MODES = ("double-release", "sweep-after-release")
+BANNER = "BROKEN SIMULATED TEE ({mode}): this enclave {what}; a demonstration of cheating, never for real funds"
+WHAT = {"double-release": "releases a deposit key more than once",
+        "sweep-after-release": "lets its owner sweep a deposit key after releasing it"}
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"broken TEE mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+class BrokenEnclave(InProcessEnclave):
+    """The in-process simulated enclave with one broken protection (``mode``, one of ``MODES``)."""
+
+    def __init__(self, datadir=None, *, mode: str, **kw) -> None:
+        self.mode = check_mode(mode)
+        super().__init__(datadir, **kw)
+        self._issued: dict[tuple[bytes, bytes, bytes], bytes] = {}  # (key, recipient, context) -> ciphertext
+        self.releases = 0  # releases of keys that were already released (the cheating this device does)
+        log.warning(self.banner())
+
+    def banner(self) -> str:
+        return BANNER.format(mode=self.mode, what=WHAT[self.mode])
+
+    def _rollback(self, pub: bytes) -> bool:
+        """Roll the key's sealed record back to "held" (a replayed older sealed state); True if it was released."""
+        from node.tee.enclave.core import HELD, RELEASED
+
+        rec = self._core._by_pub.get(pub) if self._core is not None else None
+        if rec is None or rec.state != RELEASED:
+            return False
+        self._issued[(pub, rec.recipient, rec.context)] = rec.ciphertext
+        rec.state, rec.recipient, rec.context, rec.ciphertext = HELD, b"", b"", b""
+        return True
+
+    def list_keys(self) -> list[KeyStatus]:
+        keys = super().list_keys()
+        if self.mode != "double-release":
+            return keys
+        return [KeyStatus(k.pubkey, "held", b"", k.origin) if k.state == "released" and k.origin != "received"
+                else k for k in keys]
+
+    def held_pubkeys(self) -> list[bytes]:
+        # what the enclave really holds: its quotes and offer signatures stay consistent with its sealed state
+        return [k.pubkey for k in super().list_keys() if k.state in ("held", "received")]
+
+    def release_key(self, deposit_pub: bytes, recipient_enc_pub: bytes, context: bytes) -> bytes:
+        if self.mode == "double-release":
+            try:
+                return super().release_key(deposit_pub, recipient_enc_pub, context)
+            except EnclaveRefused as exc:
+                if exc.code != "already-released" or not self._rollback(deposit_pub):
+                    raise
+            self.releases += 1
+            log.warning("broken TEE: releasing deposit key %s... a second time", deposit_pub.hex()[:16])
+        return super().release_key(deposit_pub, recipient_enc_pub, context)
+
+    def resend_release(self, deposit_pub: bytes, recipient_enc_pub: bytes, context: bytes) -> bytes:
+        ct = self._issued.get((deposit_pub, recipient_enc_pub, context))
+        return ct if ct is not None else super().resend_release(deposit_pub, recipient_enc_pub, context)
+
+    def export_to_owner(self, deposit_pub: bytes) -> bytes:
+        if self.mode == "sweep-after-release" and self._rollback(deposit_pub):
+            self.releases += 1
+            log.warning("broken TEE: exporting released deposit key %s... to its owner", deposit_pub.hex()[:16])
+        return super().export_to_owner(deposit_pub)
