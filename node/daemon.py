@@ -192,8 +192,9 @@ def device_class_of(cache, tcb, body) -> str:
 
 def ledger_check(ledger, report):
     """What the ledger says about a double-spent report: CONFIRMED when the named transaction is on
-    the ledger and the deposit address is empty, REFUTED when the address still holds its funds,
-    UNCHECKED when this ledger cannot tell (another chain, unreachable)."""
+    the ledger and the deposit address is empty, REFUTED when the address still holds its funds (even
+    counting the transactions waiting for a block), UNCHECKED when this ledger cannot tell (another
+    chain, unreachable, or the spend is not mined yet: a report often outruns the next block)."""
     from node.ledger.base import LedgerError
     from node.risk.reputation import LedgerCheck
 
@@ -201,7 +202,7 @@ def ledger_check(ledger, report):
         return LedgerCheck.UNCHECKED
     try:
         bal = ledger.balance(report.asset, report.address)
-        if bal.confirmed > 0:
+        if bal.confirmed > 0 and bal.unconfirmed > 0:
             return LedgerCheck.REFUTED
         return LedgerCheck.CONFIRMED if ledger.confirmations(report.asset, report.txid) > 0 else LedgerCheck.UNCHECKED
     except (LedgerError, ValueError, KeyError, OSError):
@@ -259,12 +260,15 @@ def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0
     stack.rfp = RfpProtocol(net=stack.net, engine=stack.engine, sign=signer.sign)
     stack.revocations = make_revocations(stack, get("risk.revocation_signers", []),
                                          get("risk.accept_signed_revocations", False), sign=signer.sign)
+    from node.offerbook import device_id_of
     from node.protocols.outcomes import OutcomesProtocol
 
     # a proof of cheating assembled from outcome reports is applied and gossiped as a revocation notice
     stack.outcomes = OutcomesProtocol(net=stack.net, engine=stack.engine,
                                       ledger_check=lambda r: ledger_check(stack.extra.get("ledger"), r),
-                                      on_proof=stack.revocations.publish_proof)
+                                      on_proof=stack.revocations.publish_proof,
+                                      on_proof_timer=stack.revocations.handle, attested=lambda dev: any(
+                                          device_id_of(k) == dev for k in list(stack.protocol.attestations.latest)))
     stack.request_deadline = float(get("risk.request_deadline", 3.0))
     stack.extra["reputation"] = rep
 

@@ -117,150 +117,355 @@ def stage_dcap(console: Console) -> None:
                   f"measurement={v.measurement[:16]}... (not a Keyswitch build, so not trusted for deposits)")
 
 
-def stage_network(console: Console, root: Path, n_nodes: int = 3, keys: int = 2, timeout: float = 90) -> bool:
-    console.rule(f"[bold]4. A network on 127.0.0.1: 1 bootstrap node, {n_nodes} nodes gossiping offer sheets")
-    console.print(f"each node: {keys} deposits of $50 of BTC-REG (enclave keys, quote verified, funded on its dev "
-                  "ledger), offered in one signed sheet")
-    procs: list[subprocess.Popen] = []
-    try:
-        bdir = root / "bootstrap"
-        bdir.mkdir(parents=True, exist_ok=True)
-        blog = bdir / "out.log"
-        b = spawn([sys.executable, "-m", "bootstrap", "--datadir", str(bdir)], blog)
-        procs.append(b)
-        boot = wait_for(blog, r"LISTEN (\S+)", b)
-        console.print(f"bootstrap node: {boot}")
-        status: list[Path] = []
-        for i in range(n_nodes):
-            d = root / f"node{i}"
-            d.mkdir(parents=True, exist_ok=True)
-            st = d / "status.json"
-            status.append(st)
-            procs.append(spawn([sys.executable, "-m", "node.runtime", "--datadir", str(d), "--bootnodes", boot,
-                                 "--protocol", "node.daemon:offers_factory", "--opt", "republish=1",
-                                 "--opt", f"keys={keys}", "--status-file", str(st)], d / "out.log"))
-        want = (n_nodes - 1) * keys
-        deadline = time.monotonic() + timeout
-        books = [0] * n_nodes
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("offers reaching every book", total=n_nodes * want)
-            while time.monotonic() < deadline:
-                for i, st in enumerate(status):
-                    try:
-                        data = json.loads(st.read_text())
-                        books[i] = next(iter(data.get("protocols", {}).values()), {}).get("offers_in_book", 0)
-                    except (OSError, ValueError, StopIteration):
-                        pass
-                progress.update(task, completed=sum(min(b, want) for b in books))
-                if all(b >= want for b in books):
-                    break
-                time.sleep(0.25)
-        t = Table(title="offer books")
-        t.add_column("node")
-        t.add_column("peer id")
-        t.add_column("peers")
-        t.add_column("offers from others")
-        for i, st in enumerate(status):
-            data = json.loads(st.read_text()) if st.exists() else {}
-            t.add_row(f"node{i}", str(data.get("peer_id", "?"))[:20] + "...", str(len(data.get("peers", []) or [])),
-                      f"{books[i]} / {want}")
-        console.print(t)
-        ok = all(b >= want for b in books)
-        console.print("[green]every node holds every other node's attested offers[/green]" if ok
-                      else f"[red]offers did not reach every book within {timeout:.0f} s; logs in {root}[/red]")
-        return ok
-    finally:
-        stop_all(procs, timeout=15)
+# ------------------------------------------------------------------ the network the story runs on
+@dataclasses.dataclass
+class Daemon:
+    name: str
+    datadir: Path
+    proc: subprocess.Popen
+    peer: str = ""
+    url: str = ""
+    headers: dict = dataclasses.field(default_factory=dict)
+    broken: str = ""
 
 
-def stage_swap(console: Console, root: Path, timeout: float = 120) -> bool:
-    """Two daemons on one dev ledger swap chunks enclave to enclave, and each claims what it got."""
-    import httpx
+class LocalNet:
+    """A dev ledger server, two bootstrap nodes and ``keyswitch run`` daemons on 127.0.0.1, all on one
+    ledger (a swap needs both sides on it), talking to each daemon through its local API."""
 
-    console.rule("[bold]5. A swap: alice's BTC-REG chunks for bob's ETH-DEV chunks, key by key")
-    procs: list[subprocess.Popen] = []
+    def __init__(self, console: Console, root: Path, names: list[str], *, broken: dict[str, str],
+                 net: str = "demo", timeout: float = 120) -> None:
+        self.console, self.root, self.names, self.broken, self.net = console, root, names, broken, net
+        self.timeout = timeout
+        self.procs: list[subprocess.Popen] = []
+        self.nodes: dict[str, Daemon] = {}
+        self.bootnodes: list[str] = []
 
-    def until(pred, what: str) -> None:
-        end = time.monotonic() + timeout
+    def __enter__(self) -> "LocalNet":
+        try:
+            self._start()
+        except BaseException:
+            stop_all(self.procs, timeout=15)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        stop_all(self.procs, timeout=15)
+
+    def _start(self) -> None:
+        led_dir = self.root / "ledger"
+        led_dir.mkdir(parents=True, exist_ok=True)
+        led = spawn([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(led_dir / "db.sqlite"),
+                     "--block-interval", "0.5"], led_dir / "out.log")
+        self.procs.append(led)
+        for i in range(2):  # the second bootstrap node starts from the first
+            d = self.root / f"boot{i}"
+            d.mkdir(exist_ok=True)
+            extra = [a for b in self.bootnodes for a in ("--bootnodes", b)]
+            b = spawn([sys.executable, "-m", "bootstrap", "--datadir", str(d), "--net", self.net, *extra],
+                      d / "out.log")
+            self.procs.append(b)
+            self.bootnodes.append(wait_for(d / "out.log", r"LISTEN (\S+)", b))
+        self.ledger_url = wait_for(led_dir / "out.log", r"dev ledger listening on (\S+)", led)
+        for name in self.names:
+            d = self.root / name
+            d.mkdir(exist_ok=True)
+            env = {"KEYSWITCH_LEDGER_URL": self.ledger_url}
+            if name in self.broken:
+                env["KEYSWITCH_TEE_BROKEN"] = self.broken[name]  # the explicit switch: tee.broken
+            boots = [a for b in self.bootnodes for a in ("--bootnodes", b)]
+            p = spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", self.net, *boots,
+                       "--republish", "2"], d / "out.log", env=env)
+            self.procs.append(p)
+            self.nodes[name] = Daemon(name, d, p, broken=self.broken.get(name, ""))
+        for n in self.nodes.values():
+            n.peer = wait_for(n.datadir / "out.log", r"ready (\S+)", n.proc, timeout=self.timeout)
+            n.url = (n.datadir / "api.url").read_text().strip()
+            n.headers = {"Authorization": "Bearer " + (n.datadir / ".cookie").read_text().strip()}
+
+    def get(self, name: str, path: str):
+        import httpx
+
+        n = self.nodes[name]
+        return httpx.get(n.url + path, headers=n.headers, timeout=30).json()
+
+    def post(self, name: str, path: str, body: dict):
+        import httpx
+
+        n = self.nodes[name]
+        r = httpx.post(n.url + path, json=body, headers=n.headers, timeout=90)
+        if r.status_code >= 400:
+            raise RuntimeError(f"{name} {path}: {r.json().get('error', r.text)}")
+        return r.json()
+
+    def parallel(self, calls: list):
+        """Run ``calls`` (zero-argument callables) at once; their results (or exceptions) in order."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def safe(fn):
+            try:
+                return fn()
+            except Exception as exc:  # reported by the caller
+                return exc
+
+        with ThreadPoolExecutor(len(calls)) as pool:
+            return list(pool.map(safe, calls))
+
+    def until(self, pred, what: str, timeout: float | None = None) -> None:
+        end = time.monotonic() + (timeout or self.timeout)
         while time.monotonic() < end:
-            if pred():
-                return
+            try:
+                if pred():
+                    return
+            except Exception:  # a daemon busy or restarting its API: ask again
+                pass
             time.sleep(0.3)
         raise RuntimeError(f"timed out: {what}")
 
-    try:
-        (root / "ledger").mkdir(parents=True, exist_ok=True)
-        led = spawn([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(root / "ledger/db.sqlite"),
-                     "--block-interval", "0.5"], root / "ledger/out.log")
-        procs.append(led)
-        lurl = wait_for(root / "ledger/out.log", r"dev ledger listening on (\S+)", led)
-        (root / "boot").mkdir(exist_ok=True)
-        b = spawn([sys.executable, "-m", "bootstrap", "--datadir", str(root / "boot"), "--net", "demo"],
-                  root / "boot/out.log")
-        procs.append(b)
-        boot = wait_for(root / "boot/out.log", r"LISTEN (\S+)", b)
-        console.print(f"a dev ledger server ({lurl}, a block every 0.5 s), a bootstrap node, two daemons")
-        apis = {}
-        for name in ("alice", "bob"):
-            d = root / name
-            d.mkdir(exist_ok=True)
-            p = spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", "demo", "--bootnodes", boot,
-                       "--republish", "2"], d / "out.log", env={"KEYSWITCH_LEDGER_URL": lurl})
-            procs.append(p)
-            peer = wait_for(d / "out.log", r"ready (\S+)", p)
-            h = {"Authorization": "Bearer " + (d / ".cookie").read_text().strip()}
-            apis[name] = (peer, (d / "api.url").read_text().strip(), h)
+    def name_of(self, peer: str) -> str:
+        return next((n.name for n in self.nodes.values() if n.peer == peer), peer[:12] + "...")
 
-        def get(n, path):
-            return httpx.get(apis[n][1] + path, headers=apis[n][2], timeout=30).json()
 
-        def post(n, path, body):
-            r = httpx.post(apis[n][1] + path, json=body, headers=apis[n][2], timeout=90)
-            if r.status_code >= 400:
-                raise RuntimeError(f"{n} {path}: {r.json().get('error', r.text)}")
-            return r.json()
+@dataclasses.dataclass
+class Story:
+    """What the stages did, for the summary at the end."""
 
-        post("alice", "/v1/deposits", {"asset": "BTC-REG", "chunks": 2})
-        post("bob", "/v1/deposits", {"asset": "ETH-DEV", "chunks": 2})
-        console.print("alice funds 2 x $50 of BTC-REG, bob 2 x $50 of ETH-DEV (each after verifying its own "
-                      "enclave's quote); their sheets cross")
-        until(lambda: get("alice", "/v1/status")["offers_in_book"] == 2 and get("bob", "/v1/status")[
-            "offers_in_book"] == 2, "each book holding the other's offers")
-        agreed = post("alice", "/v1/contracts", {"peer": apis["bob"][0], "give": "BTC-REG", "take": "ETH-DEV",
-                                                 "chunks": 2})
-        console.print(f"alice proposes, bob's policy agrees ({agreed['rounds']} rounds, "
-                      f"{agreed['give']['usd_cents'] / 100:.2f} USD each way); the enclaves exchange keys")
+    deposits: dict[str, tuple[str, int]] = dataclasses.field(default_factory=dict)  # name -> (asset, chunks)
+    cheater: str = ""
+    device: str = ""  # the cheater's device id (hex), as offer books and reputation tables name it
+    victims: tuple[str, ...] = ()
+    before: dict[str, dict] = dataclasses.field(default_factory=dict)  # node -> its view of the cheater, before
 
-        def done():
-            cs = [get(n, "/v1/contracts")["contracts"] for n in apis]
-            return all(c and c[-1]["state"] in ("done", "withheld", "failed") and "outcome" in c[-1] for c in cs)
 
-        until(done, "the swap finishing")
-        t = Table(title="the swap, as each side saw it")
-        for col in ("node", "released", "received", "lost", "claimed chunks (swept to its own addresses)", "state"):
-            t.add_column(col)
-        ok = True
-        for n in apis:
-            c = get(n, "/v1/contracts")["contracts"][-1]
-            o = c["outcome"]
-            ok &= c["state"] == "done" and o["lost"] == 0
-            t.add_row(n, str(o["released"]), str(o["received"]), str(o["lost"]),
-                      ", ".join(f"{ch['asset']} {ch['txid'][:10]}..." for ch in o["chunks"] if ch["status"] == "claimed"),
-                      c["state"])
-        console.print(t)
-        until(lambda: all(get(n, "/v1/status")["outcomes"]["accepted"] >= 1 for n in apis), "outcome reports")
-        for n, other in (("alice", "bob"), ("bob", "alice")):
-            rep = [r for r in get(n, "/v1/reputation")["devices"] if r["owner"] == apis[other][0]]
-            if rep:
-                console.print(f"{n}'s view of {other}'s device: score {rep[0]['score']:+.2f} after the swap")
-        console.print("[green]the swap completed: every key released once, each side claimed what it got[/green]"
-                      if ok else f"[red]the swap did not complete; logs in {root}[/red]")
-        return ok
-    except RuntimeError as exc:
-        console.print(f"[red]{exc}; logs in {root}[/red]")
+# ------------------------------------------------------------------ the stages on that network
+def stage_network(console: Console, net: LocalNet, story: Story) -> bool:
+    """Deposits on every daemon (the quote verified first), sheets gossiped until every book is full."""
+    console.rule(f"[bold]4. A network on 127.0.0.1: 2 bootstrap nodes, {len(net.nodes)} nodes, one dev ledger")
+    console.print(f"dev ledger server {net.ledger_url} (a block every 0.5 s); bootstrap nodes:")
+    for b in net.bootnodes:
+        console.print(f"  {b}")
+    for n in net.nodes.values():
+        if n.broken:
+            banner = next((ln for ln in (n.datadir / "out.log").read_text(errors="replace").splitlines()
+                           if "BROKEN SIMULATED TEE" in ln), "(no banner found)")
+            console.print(f"[bold red]{n.name} runs a broken TEE, and its node says so at start:[/bold red] "
+                          f"{banner.strip()}")
+    results = net.parallel([lambda n=n, a=a, c=c: net.post(n, "/v1/deposits", {"asset": a, "chunks": c})
+                            for n, (a, c) in story.deposits.items()])
+    for (n, _), r in zip(story.deposits.items(), results):
+        if isinstance(r, Exception):
+            console.print(f"[red]{n}: deposit failed: {r}[/red]")
+            return False
+    console.print("deposits: " + ", ".join(f"{n} {c} x $50 of {a}" for n, (a, c) in story.deposits.items())
+                  + " (each node's enclave keys; its own quote verified before funding)")
+    total = sum(c for _, c in story.deposits.values())
+    want = {n: total - story.deposits.get(n, ("", 0))[1] for n in net.nodes}
+    books = {n: 0 for n in net.nodes}
+    deadline = time.monotonic() + net.timeout
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("attested offers reaching every book", total=sum(want.values()))
+        while time.monotonic() < deadline:
+            for n in net.nodes:
+                try:
+                    books[n] = net.get(n, "/v1/status")["offers_in_book"]
+                except Exception:
+                    pass
+            progress.update(task, completed=sum(min(books[n], want[n]) for n in net.nodes))
+            if all(books[n] >= want[n] for n in net.nodes):
+                break
+            time.sleep(0.3)
+    t = Table(title="offer books")
+    for col in ("node", "peer id", "peers", "own deposits", "offers from others"):
+        t.add_column(col)
+    for n, d in net.nodes.items():
+        st = net.get(n, "/v1/status")
+        a, c = story.deposits.get(n, ("-", 0))
+        t.add_row(n + (" [red](broken TEE)[/red]" if d.broken else ""), d.peer[:20] + "...", str(st["peers"]),
+                  f"{c} {a}", f"{books[n]} / {want[n]}")
+    console.print(t)
+    ok = all(books[n] >= want[n] for n in net.nodes)
+    console.print("[green]every node holds every other node's attested offers[/green]" if ok
+                  else f"[red]offers did not reach every book within {net.timeout:.0f} s; logs in {net.root}[/red]")
+    return ok
+
+
+def _finished(net: LocalNet, name: str, peer: str) -> dict | None:
+    """``name``'s last contract with ``peer`` once it has ended with an outcome."""
+    cs = [c for c in net.get(name, "/v1/contracts")["contracts"] if c["peer"] == net.nodes[peer].peer]
+    if cs and cs[-1]["state"] in ("done", "withheld", "failed") and "outcome" in cs[-1]:
+        return cs[-1]
+    return None
+
+
+def stage_swap(console: Console, net: LocalNet, story: Story) -> bool:
+    """alice's two BTC-REG chunks for bob's two ETH-DEV chunks, key by key, enclave to enclave."""
+    console.rule("[bold]5. A swap: alice's BTC-REG chunks for bob's ETH-DEV chunks, key by key")
+    agreed = net.post("alice", "/v1/contracts", {"peer": net.nodes["bob"].peer, "give": "BTC-REG",
+                                                 "take": "ETH-DEV", "chunks": 2})
+    console.print(f"alice proposes, bob's policy agrees ({agreed['rounds']} rounds, "
+                  f"{agreed['give']['usd_cents'] / 100:.2f} USD each way); the enclaves exchange keys over "
+                  "/keyswitch/release/1")
+    net.until(lambda: _finished(net, "alice", "bob") and _finished(net, "bob", "alice"), "the swap finishing")
+    t = Table(title="the swap, as each side saw it")
+    for col in ("node", "released", "received", "lost", "claimed chunks (swept to its own addresses)", "state"):
+        t.add_column(col)
+    ok = True
+    for n, other in (("alice", "bob"), ("bob", "alice")):
+        c = _finished(net, n, other)
+        o = c["outcome"]
+        ok &= c["state"] == "done" and o["lost"] == 0
+        t.add_row(n, str(o["released"]), str(o["received"]), str(o["lost"]),
+                  ", ".join(f"{ch['asset']} {ch['txid'][:10]}..." for ch in o["chunks"] if ch["status"] == "claimed"),
+                  c["state"])
+    console.print(t)
+    net.until(lambda: all(net.get(n, "/v1/status")["outcomes"]["accepted"] >= 1 for n in ("alice", "bob")),
+              "outcome reports")
+    for n, other in (("alice", "bob"), ("bob", "alice")):
+        rep = [r for r in net.get(n, "/v1/reputation")["devices"] if r["owner"] == net.nodes[other].peer]
+        if rep:
+            console.print(f"{n}'s view of {other}'s device: score {rep[0]['score']:+.2f} after the swap")
+    console.print("[green]the swap completed: every key released once, each side claimed what it got[/green]"
+                  if ok else f"[red]the swap did not complete; logs in {net.root}[/red]")
+    return ok
+
+
+def _view_of(net: LocalNet, name: str, cheater: str, device: str) -> dict:
+    """``name``'s view of the cheater's device: reputation, offers in its book, revocations, proofs."""
+    rep = next((r for r in net.get(name, "/v1/reputation")["devices"] if r["device"] == device), None)
+    offers = [o for o in net.get(name, "/v1/offers?limit=500")["offers"] if o["device_id"] == device]
+    st = net.get(name, "/v1/status")
+    revs = [r for r in st["revocations"].get("applied", [])
+            if r.get("evidence") == "cheating-proof" and r["target"] == device]
+    return {"score": None if rep is None else rep["score"], "cheater": bool(rep and rep["cheater"]),
+            "offers": len(offers), "revocations": revs, "proofs": st["outcomes"].get("proofs", 0),
+            "published": st["revocations"].get("proofs_published", 0),
+            "confirmed": st["outcomes"].get("confirmed", 0)}
+
+
+def stage_cheat(console: Console, net: LocalNet, story: Story) -> bool:
+    """The broken TEE sells one chunk twice; the victims' reports meet; the proof goes round; all drop it."""
+    cheater, (v1, v2) = story.cheater, story.victims
+    console.rule(f"[bold]6. A broken TEE: {cheater} sells one BTC-REG chunk to {v1} and to {v2} at once")
+    peer = net.nodes[cheater].peer
+    story.device = next(o["device_id"] for o in net.get(v1, "/v1/offers?limit=500")["offers"] if o["origin"] == peer)
+    story.before = {n: _view_of(net, n, cheater, story.device) for n in net.nodes if n != cheater}
+    console.print(f"{cheater}'s enclave rolls its sealed state back after a release, so it releases the same "
+                  "deposit key again; an honest enclave refuses a second release")
+    got = net.parallel([lambda v=v: net.post(cheater, "/v1/contracts", {
+        "peer": net.nodes[v].peer, "give": "BTC-REG", "take": "ETH-DEV", "chunks": 1}) for v in (v1, v2)])
+    for v, r in zip((v1, v2), got):
+        console.print(f"  {cheater} -> {v}: " + (f"[red]{r}[/red]" if isinstance(r, Exception) else
+                                                 f"agreed ({r['rounds']} rounds: {cheater}'s chunk first)"))
+    if any(isinstance(r, Exception) for r in got):
         return False
-    finally:
-        stop_all(procs, timeout=15)
+    net.until(lambda: _finished(net, v1, cheater) and _finished(net, v2, cheater), "both contracts ending")
+    t = Table(title=f"the victims' contracts with {cheater}")
+    for col in ("victim", "received", "released", "lost", "chunk", "outcome", "state"):
+        t.add_column(col)
+    statuses = set()
+    for v in (v1, v2):
+        c = _finished(net, v, cheater)
+        o = c["outcome"]
+        ch = next((x for x in o["chunks"]), {})
+        statuses.add(o["status"])
+        what = (f"[green]claimed[/green] ({ch.get('txid', '')[:10]}...)" if o["status"] == "claimed" else
+                f"[red]{o['status']}[/red]: {ch.get('detail', o['reason'])[:60]}")
+        t.add_row(v, str(o["received"]), str(o["released"]), str(o["lost"]),
+                  f"{ch.get('asset', '')} {ch.get('address', '')[:14]}...", what, c["state"])
+    console.print(t)
+    console.print("the first sweep of the key wins on the ledger; the other victim finds the funds gone, stops "
+                  "before releasing its own chunk, and reports the double spend. Both reports carry the release "
+                  "record each victim received, signed by the cheater's enclave")
+    honest = [n for n in net.nodes if n != cheater]
+
+    def caught() -> bool:
+        views = [_view_of(net, n, cheater, story.device) for n in honest]
+        return all(v["cheater"] and v["offers"] == 0 and v["revocations"] for v in views) and sum(
+            v["published"] for v in views) >= 1
+
+    try:
+        net.until(caught, "every node dropping the cheater", timeout=60)
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}; logs in {net.root}[/red]")
+        return False
+    ok = statuses == {"claimed", "double-spent"}
+    console.print(f"[green]{cheater} was caught: the two release records met in the outcome reports, the proof of "
+                  "cheating was assembled and gossiped, and every node dropped the device[/green]" if ok else
+                  f"[red]unexpected outcomes {sorted(statuses)}; logs in {net.root}[/red]")
+    return ok
+
+
+def stage_summary(console: Console, net: LocalNet, story: Story) -> None:
+    console.rule("[bold]Summary")
+    seen: set[str] = set()
+    trades = Table(title="who traded what")
+    for col in ("contract", "initiator", "gave", "responder", "gave", "state"):
+        trades.add_column(col)
+    moved = Table(title="which chunks moved")
+    for col in ("contract", "chunk", "from", "to", "what became of it"):
+        moved.add_column(col)
+    for n in net.nodes:
+        for c in net.get(n, "/v1/contracts")["contracts"]:
+            if c["role"] != "initiator" or c["contract"] in seen or "outcome" not in c:
+                continue
+            seen.add(c["contract"])
+            peer = net.name_of(c["peer"])
+            mine = _finished(net, peer, n)
+            mine_chunks = mine["outcome"]["chunks"] if mine else []
+            # what one side received came from the other; a chunk never sent ("not-received", "withheld") did not move
+            gave_i = [ch for ch in mine_chunks if ch["status"] in MOVED]
+            gave_r = [ch for ch in c["outcome"]["chunks"] if ch["status"] in MOVED]
+            trades.add_row(c["contract"][:10], n, _chunks(gave_i), peer, _chunks(gave_r) or "nothing", c["state"])
+            for giver, taker, chs in ((n, peer, gave_i), (peer, n, gave_r)):
+                for ch in chs:
+                    moved.add_row(c["contract"][:10], f"{ch['asset']} {ch['address'][:14]}...", giver, taker,
+                                  _fate(ch))
+    console.print(trades)
+    console.print(moved)
+    if not story.cheater:
+        return
+    view = Table(title=f"every node's view of {story.cheater}'s device (the broken TEE)")
+    for col in ("node", "reputation before", "after", "its offers in the book before", "after",
+                "proofs applied (whose)", "assembled the proof itself", "ledger confirmed the double spend"):
+        view.add_column(col)
+    for n in net.nodes:
+        if n == story.cheater or not story.device:
+            continue
+        b, a = story.before.get(n, {}), _view_of(net, n, story.cheater, story.device)
+        issuers = sorted({"own" if r.get("issuer") == net.nodes[n].peer else net.name_of(r.get("issuer", ""))
+                          for r in a["revocations"]})
+        view.add_row(n, _score(b), "[red]cheater: 0 exposure[/red]" if a["cheater"] else _score(a),
+                     str(b.get("offers", "?")), str(a["offers"]), ", ".join(issuers) or "-",
+                     ("yes, and gossiped it" if a["published"] else "yes") if a["proofs"] else "no",
+                     "yes" if a["confirmed"] else "no")
+    console.print(view)
+    console.print(f"every node applies the proof it assembled at once; one node gossips it first (after a short "
+                  "per-node delay) and the others, receiving it, do not repeat it. The proof needs no ledger: the two "
+                  f"release records are signed by {story.cheater}'s enclave itself")
+
+
+def _chunks(chs: list[dict]) -> str:
+    by: dict[str, int] = {}
+    for ch in chs:
+        by[ch["asset"]] = by.get(ch["asset"], 0) + 1
+    return ", ".join(f"{k} x {a}" for a, k in by.items())
+
+
+def _fate(ch: dict) -> str:
+    if ch["status"] == "claimed":
+        return f"[green]claimed[/green]: swept by {ch['txid'][:10]}..."
+    return f"[red]{ch['status']}[/red] {ch.get('detail', '')[:50]}"
+
+
+def _score(v: dict) -> str:
+    if not v or v.get("score") is None:
+        return "no history"
+    return "cheater" if v.get("cheater") else f"{v['score']:+.2f}"
+
+
+# ------------------------------------------------------------------ the whole story
+NODES = ["alice", "bob", "carol", "dave", "mallory"]
+MOVED = ("claimed", "kept", "received", "double-spent")
 
 
 def run_demo(root: Path) -> bool:
@@ -270,7 +475,24 @@ def run_demo(root: Path) -> bool:
     _, pid = stage_identity(console, alice)
     stage_enrol(console, alice, pid)
     stage_dcap(console)
-    ok = stage_network(console, root / "net")
-    ok = stage_swap(console, root / "swap") and ok
+    story = Story(deposits={"alice": ("BTC-REG", 2), "bob": ("ETH-DEV", 2), "carol": ("ETH-DEV", 2),
+                            "dave": ("ETH-DEV", 2), "mallory": ("BTC-REG", 1)},
+                  cheater="mallory", victims=("carol", "dave"))
+    # The stages share one network and run in order; each is ``stage(console, net, story) -> bool``.
+    # Escrow and option contracts (node/contracts) join as stages of that shape between the swap and the
+    # broken TEE, with their own deposits added to ``story.deposits``.
+    stages = [stage_network, stage_swap, stage_cheat]
+    ok = True
+    try:
+        with LocalNet(console, root / "net", NODES, broken={"mallory": "double-release"}) as net:
+            for stage in stages:
+                if not stage(console, net, story):
+                    ok = False
+                    if stage is stage_network:
+                        break  # nothing after it works without the offers
+            stage_summary(console, net, story)
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}; logs in {root / 'net'}[/red]")
+        ok = False
     console.rule("[bold]done")
     return ok

@@ -14,3 +14,7 @@ def test_make_demo_main_job_runs_end_to_end():
     assert "every node holds every other node's attested offers" in out.stdout
     assert "the swap completed: every key released once, each side claimed what it got" in out.stdout
     assert "view of bob's device: score +2.00" in out.stdout
+    # the broken TEE: announced, caught by a proof assembled from the victims' reports, dropped everywhere
+    assert "BROKEN SIMULATED TEE (double-release)" in out.stdout
+    assert "mallory was caught: the two release records met in the outcome reports" in out.stdout
+    assert "every node's view of mallory's device" in out.stdout and "cheater: 0 exposure" in out.stdout

@@ -41,7 +41,7 @@ from typing import Callable
 import msgspec
 
 from node import wire
-from node.protocols.base import Command, Event, GossipReceived, Notify, Publish, Validation, topic
+from node.protocols.base import Command, Event, GossipReceived, Notify, Publish, TimerFired, Validation, topic
 from node.risk.reputation import LedgerCheck, Outcome
 
 REPORT_VERSION = 2  # 2: the signed release record rides along (``release``)
@@ -179,8 +179,9 @@ class OutcomesProtocol:
     """Sans-IO outcome gossip feeding ``engine.reputation`` (a ``RiskEngine``)."""
 
     def __init__(self, *, net: str, engine, ledger_check: Callable[[OutcomeReport], LedgerCheck] | None = None,
-                 max_seen: int = 100_000, on_proof: Callable[[object, bytes, float], list[Command]] | None = None
-                 ) -> None:
+                 max_seen: int = 100_000, on_proof: Callable[[object, bytes, float], list[Command]] | None = None,
+                 attested: Callable[[bytes], bool] | None = None,
+                 on_proof_timer: Callable[[Event, float], list[Command]] | None = None) -> None:
         self.net = net
         self.topic = topic(net, "outcomes", 1)
         self.topics = [self.topic]
@@ -190,6 +191,11 @@ class OutcomesProtocol:
         #: ``on_proof(proof, device_id, now) -> commands``: act on an assembled proof of cheating (the
         #: revocation protocol's ``publish_proof``); without it the device is dropped here only
         self.on_proof = on_proof
+        #: a driver fires a timer at the protocol whose commands set it: timers ``on_proof`` set come back
+        #: here and go on to ``on_proof_timer`` (the revocation protocol's ``handle``)
+        self.on_proof_timer = on_proof_timer
+        #: ``attested(device_id)``: has this node verified the device's attestation (its offer sheet's quote)?
+        self.attested = attested
         self._seen: dict[bytes, None] = {}
         self._max_seen = max_seen
         #: (signing enclave, deposit key) -> the first verified release record seen of that key
@@ -201,8 +207,11 @@ class OutcomesProtocol:
         self.reasons: dict[str, int] = {}
 
     def _known(self, device: bytes) -> bool:
-        """A device this node has weighed before, or whose attested sheet is in its offer book."""
+        """A device this node has weighed before, whose attestation it verified, or whose attested sheet is
+        in its offer book (a device that traded its last offer away is still known)."""
         if self.engine.reputation.record(device) is not None:
+            return True
+        if self.attested is not None and self.attested(device):
             return True
         return any(d == device for d, _ in self.engine.book.devices())
 
@@ -225,6 +234,8 @@ class OutcomesProtocol:
             if r is not None:
                 self._remember(wire.decode(event.data, SignedReport).body)
                 return self._apply(r, now) + self._index(r, now)
+        elif isinstance(event, TimerFired) and self.on_proof_timer is not None:
+            return list(self.on_proof_timer(event, now))
         return []
 
     def _index(self, r: OutcomeReport, now: float) -> list[Command]:

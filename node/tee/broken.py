@@ -57,12 +57,13 @@ class BrokenEnclave(InProcessEnclave):
         """Roll the key's sealed record back to "held" (a replayed older sealed state); True if it was released."""
         from node.tee.enclave.core import HELD, RELEASED
 
-        rec = self._core._by_pub.get(pub) if self._core is not None else None
-        if rec is None or rec.state != RELEASED:
-            return False
-        self._issued[(pub, rec.recipient, rec.context)] = rec.ciphertext
-        rec.state, rec.recipient, rec.context, rec.ciphertext = HELD, b"", b"", b""
-        return True
+        with self._lock:  # the client's lock: no enclave call runs meanwhile
+            rec = self._core._by_pub.get(pub) if self._core is not None else None
+            if rec is None or rec.state != RELEASED:
+                return False
+            self._issued[(pub, rec.recipient, rec.context)] = rec.ciphertext
+            rec.state, rec.recipient, rec.context, rec.ciphertext = HELD, b"", b"", b""
+            return True
 
     def list_keys(self) -> list[KeyStatus]:
         keys = super().list_keys()

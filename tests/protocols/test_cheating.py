@@ -155,7 +155,7 @@ def node(net: GossipNet, seed: int, devices):
         eng.reputation.observe(d, "peer", "sim", 0.0)
     rev = RevocationProtocol(net=NET, engine=eng, sign=signer.sign,
                              trust=TrustConfig(checkers={"cheating-proof": cheating_proof_checker(NET)}))
-    out = OutcomesProtocol(net=NET, engine=eng, on_proof=rev.publish_proof)
+    out = OutcomesProtocol(net=NET, engine=eng, on_proof=rev.publish_proof, on_proof_timer=rev.handle)
     peer = net.add(signer.peer_id, out, rev, now=NOW)
     return peer, out, rev, eng
 
@@ -238,6 +238,30 @@ def test_an_observer_assembles_the_proof_when_the_victims_do_not_talk_to_each_ot
     g.advance(NOW + rev0.proof_delay)
     assert rev0.proofs_published == 1
     assert all(eng_is_cheater(n, world) for n in nodes)
+
+
+def test_the_proof_timer_set_through_the_outcomes_protocol_comes_back_to_it(world):
+    """A driver fires a timer at the protocol whose commands set it (node.runtime.driver): the gossip of a
+    proof, scheduled by the revocation protocol from the outcomes protocol's handler, must work from there."""
+    from node.protocols.base import GossipReceived, SetTimer, Started, TimerFired
+
+    signer = PeerSigner(bytes([9]) * 32)
+    eng = RiskEngine(OfferBook(None))
+    for k in ("v1", "v2"):
+        eng.reputation.observe(dev(world[k]), "peer", "sim", 0.0)
+    rev = RevocationProtocol(net=NET, engine=eng, sign=signer.sign,
+                             trust=TrustConfig(checkers={"cheating-proof": cheating_proof_checker(NET)}))
+    out = OutcomesProtocol(net=NET, engine=eng, on_proof=rev.publish_proof, on_proof_timer=rev.handle)
+    rev.handle(Started(signer.peer_id), NOW)
+    cmds = []
+    for rec, cid, rep in ((world["r1"], b"1" * 32, "v1"), (world["r2"], b"2" * 32, "v2")):
+        cmds += out.handle(GossipReceived(out.topic, report(world[rep], world["cheat"], key=world["key"], rec=rec,
+                                                            cid=cid), "x"), NOW)
+    (timer,) = [c for c in cmds if isinstance(c, SetTimer)]
+    assert not any(isinstance(c, Publish) for c in cmds)
+    sent = out.handle(TimerFired(timer.name), timer.at)
+    assert [c.topic for c in sent] == [rev.topic] and rev.proofs_published == 1
+    assert out.handle(TimerFired(timer.name), timer.at) == []  # once
 
 
 def eng_is_cheater(n, world) -> bool:

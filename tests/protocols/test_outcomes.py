@@ -130,3 +130,29 @@ def test_the_daemon_ledger_check_on_a_real_dev_ledger():
     finally:
         e.close()
         led.close()
+
+
+def test_a_spend_waiting_for_a_block_does_not_refute_the_report():
+    """The victim's report can outrun the block that mines the winning sweep: not a lie, only not yet checkable."""
+    import coincurve
+
+    from node.assets import address_for
+    from node.daemon import ledger_check
+    from node.ledger.devnet import DevLedger
+
+    led = DevLedger(None, automine=False)
+    k = coincurve.PrivateKey()
+    addr = address_for("BTC-REG", k.public_key.format())
+    led.faucet("BTC-REG", addr, 100_000)
+    led.mine("BTC-REG")
+    e = InProcessEnclave(None)
+    try:
+        r = lambda txid: report(e, outcome="double-spent", address=addr, txid=txid)  # noqa: E731
+        assert ledger_check(led, r("00" * 32)) is LedgerCheck.REFUTED  # funded and unspent
+        spend = led.sweep("BTC-REG", k.secret, address_for("BTC-REG", coincurve.PrivateKey().public_key.format()))
+        assert ledger_check(led, r(spend)) is LedgerCheck.UNCHECKED  # spent, but not in a block yet
+        led.mine("BTC-REG")
+        assert ledger_check(led, r(spend)) is LedgerCheck.CONFIRMED
+    finally:
+        e.close()
+        led.close()
