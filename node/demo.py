@@ -424,21 +424,28 @@ def stage_summary(console: Console, net: LocalNet, story: Story) -> None:
     console.print(moved)
     if not story.cheater:
         return
-    view = Table(title=f"every node's view of {story.cheater}'s device (the broken TEE)")
-    for col in ("node", "reputation before", "after", "its offers in the book before", "after",
-                "proofs applied (whose)", "assembled the proof itself", "ledger confirmed the double spend"):
+    view = Table(title=f"every node's view of {story.cheater} (broken TEE)")
+    for col in ("node", "reputation", "its offers", "proofs applied", "assembled", "ledger"):
         view.add_column(col)
+    dropped = True
     for n in net.nodes:
         if n == story.cheater or not story.device:
             continue
         b, a = story.before.get(n, {}), _view_of(net, n, story.cheater, story.device)
+        dropped &= a["cheater"] and a["offers"] == 0
         issuers = sorted({"own" if r.get("issuer") == net.nodes[n].peer else net.name_of(r.get("issuer", ""))
                           for r in a["revocations"]})
-        view.add_row(n, _score(b), "[red]cheater: 0 exposure[/red]" if a["cheater"] else _score(a),
-                     str(b.get("offers", "?")), str(a["offers"]), ", ".join(issuers) or "-",
-                     ("yes, and gossiped it" if a["published"] else "yes") if a["proofs"] else "no",
-                     "yes" if a["confirmed"] else "no")
+        view.add_row(n, f"{_score(b)} -> " + ("[red]cheater[/red]" if a["cheater"] else _score(a)),
+                     f"{b.get('offers', '?')} -> {a['offers']}", ", ".join(issuers) or "-",
+                     ("yes, gossiped" if a["published"] else "yes") if a["proofs"] else "no",
+                     "confirmed" if a["confirmed"] else "not yet")
     console.print(view)
+    console.print("columns: reputation before -> after; its offers in the book before -> after; whose proofs "
+                  "of cheating were applied; whether the node assembled the proof itself; whether its ledger "
+                  "confirmed the double spend yet")
+    if dropped:
+        console.print(f"[green]every node's view of {story.cheater}: a cheater with 0 exposure, its offers "
+                      "gone[/green]")
     console.print(f"every node applies the proof it assembled at once; one node gossips it first (after a short "
                   "per-node delay) and the others, receiving it, do not repeat it. The proof needs no ledger: the two "
                   f"release records are signed by {story.cheater}'s enclave itself")
@@ -459,7 +466,7 @@ def _fate(ch: dict) -> str:
 
 def _score(v: dict) -> str:
     if not v or v.get("score") is None:
-        return "no history"
+        return "none"
     return "cheater" if v.get("cheater") else f"{v['score']:+.2f}"
 
 

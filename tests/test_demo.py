@@ -17,4 +17,4 @@ def test_make_demo_main_job_runs_end_to_end():
     # the broken TEE: announced, caught by a proof assembled from the victims' reports, dropped everywhere
     assert "BROKEN SIMULATED TEE (double-release)" in out.stdout
     assert "mallory was caught: the two release records met in the outcome reports" in out.stdout
-    assert "every node's view of mallory's device" in out.stdout and "cheater: 0 exposure" in out.stdout
+    assert "every node's view of mallory: a cheater with 0 exposure, its offers gone" in out.stdout
