@@ -9,20 +9,33 @@ Stages, each on real parts (only the TEE is simulated, and says so):
 3. real attestation evidence: the Intel SGX DCAP sample from
    ``../shared/testdata`` verified as of 2025-07-01 (when that verifier is
    present in this build);
-4. a network on 127.0.0.1: one bootstrap node and three nodes, each with two
-   $50 deposits (keys from its enclave, its quote verified before funding,
-   funded and confirmed on its development ledger) gossiping a signed,
-   attested offer sheet; every node's offer book fills with the others' offers;
-5. a swap: two daemons on one dev ledger server; alice's BTC-REG chunks for
-   bob's ETH-DEV chunks, agreed over /keyswitch/contract/1 and run key by key
-   over /keyswitch/release/1; each side sweeps what it received and reports
-   the outcome, which raises the other's reputation in its view.
+4. a network on 127.0.0.1 (``LocalNet``): a dev ledger server, two
+   bootstrap nodes and five ``keyswitch run`` daemons (alice, bob, carol,
+   dave and mallory, whose node runs the BROKEN simulated TEE,
+   ``tee.broken = "double-release"``, and says so at start); each funds $50
+   deposits (its own quote verified first) and gossips an attested offer
+   sheet until every offer book holds every other node's offers;
+5. a swap: alice's BTC-REG chunks for bob's ETH-DEV chunks, agreed over
+   /keyswitch/contract/1 and run key by key over /keyswitch/release/1; each
+   side sweeps what it received and reports the outcome, which raises the
+   other's reputation in its view;
+6. the broken TEE: mallory sells her one BTC-REG chunk to carol and to dave
+   at once; her enclave releases the key twice; the first victim to sweep
+   claims it, the other finds the funds gone and stops before giving
+   anything; both outcome reports carry the signed release record each
+   received; at every node the two records meet, the proof of cheating is
+   assembled and applied at once, one node gossips it, and every node drops
+   mallory's device (reputation: cheater, 0 exposure; its offers gone);
+7. a summary: who traded what, which chunks moved, every node's view of the
+   cheater before and after.
+
+Stages 4 to 6 share one network and are ``stage(console, net, story) -> bool``
+functions run in order by ``run_demo``; more contracts join the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import subprocess
 import sys
 import time

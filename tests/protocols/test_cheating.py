@@ -330,3 +330,25 @@ def test_report_for_outcome_names_the_spender_and_carries_the_received_record(wo
                                   records=records)
     assert withheld.release == b"" and withheld.txid == ""
     assert report_for_outcome(dict(d, status="failed"), net=NET, reporter=b"", now=NOW) is None
+
+
+# ------------------------------------------------------------------ the switch
+def test_only_the_explicit_switch_selects_the_broken_tee(tmp_path, capsys):
+    from node import config
+    from node.daemon import make_offer_stack
+    from node.identity import peer_id
+
+    pid = peer_id(tmp_path)
+    stack = make_offer_stack(tmp_path, NET, pid, broken="double-release", in_process=True)
+    try:
+        assert isinstance(stack.enclave, BrokenEnclave) and stack.enclave.mode == "double-release"
+        assert "BROKEN SIMULATED TEE (double-release)" in capsys.readouterr().err
+    finally:
+        stack.close()
+    stack = make_offer_stack(tmp_path / "honest", NET, pid, in_process=True)
+    try:
+        assert not isinstance(stack.enclave, BrokenEnclave)
+    finally:
+        stack.close()
+    with pytest.raises(config.ConfigError, match="tee.broken"):
+        make_offer_stack(tmp_path / "hw", NET, pid, broken="double-release", backend="gramine")
