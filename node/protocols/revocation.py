@@ -18,9 +18,13 @@ action to take (``Notify("revocation.own-deposits", ...)``).
 
 A node that assembles a proof of cheating itself (``node.protocols.outcomes``:
 two release records of one key met in outcome reports) calls
-``publish_proof``: it signs a device notice carrying the proof as evidence,
-applies it here and gossips it, at most once per device, and not at all when a
-proof notice for that device has already reached it.
+``publish_proof``: it signs a device notice carrying the proof as evidence
+and applies it here at once; it gossips it after a delay in
+``[0, proof_delay)`` (a hash of its peer id and the device: deterministic,
+different per node), at most once per device, and not at all when another
+node's proof notice for that device reaches it first. (The timer comes back
+through whichever protocol's handler returned it; the outcomes protocol hands
+it on here.)
 
 Validation is pure and labelled ``[REJECT]`` / ``[IGNORE]``.
 """
