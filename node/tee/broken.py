@@ -76,20 +76,23 @@ class BrokenEnclave(InProcessEnclave):
         # what the enclave really holds: its quotes and offer signatures stay consistent with its sealed state
         return [k.pubkey for k in super().list_keys() if k.state in ("held", "received")]
 
-    def release_key(self, deposit_pub: bytes, recipient_enc_pub: bytes, context: bytes) -> bytes:
+    def release_key(self, deposit_pub: bytes, *args, **kw):
+        # the arguments after the key pass through as they are: the release call may grow (contract, step)
         if self.mode == "double-release":
             try:
-                return super().release_key(deposit_pub, recipient_enc_pub, context)
+                return super().release_key(deposit_pub, *args, **kw)
             except EnclaveRefused as exc:
                 if exc.code != "already-released" or not self._rollback(deposit_pub):
                     raise
             self.releases += 1
             log.warning("broken TEE: releasing deposit key %s... a second time", deposit_pub.hex()[:16])
-        return super().release_key(deposit_pub, recipient_enc_pub, context)
+        return super().release_key(deposit_pub, *args, **kw)
 
-    def resend_release(self, deposit_pub: bytes, recipient_enc_pub: bytes, context: bytes) -> bytes:
-        ct = self._issued.get((deposit_pub, recipient_enc_pub, context))
-        return ct if ct is not None else super().resend_release(deposit_pub, recipient_enc_pub, context)
+    def resend_release(self, deposit_pub: bytes, *args, **kw):
+        """The first release of a key released again is no longer in the (rolled back) sealed record: it is
+        resent from this simulation's memory."""
+        ct = self._issued.get((deposit_pub, *args)) if not kw else None
+        return ct if ct is not None else super().resend_release(deposit_pub, *args, **kw)
 
     def export_to_owner(self, deposit_pub: bytes) -> bytes:
         if self.mode == "sweep-after-release" and self._rollback(deposit_pub):

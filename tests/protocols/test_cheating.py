@@ -352,3 +352,20 @@ def test_only_the_explicit_switch_selects_the_broken_tee(tmp_path, capsys):
         stack.close()
     with pytest.raises(config.ConfigError, match="tee.broken"):
         make_offer_stack(tmp_path / "hw", NET, pid, broken="double-release", backend="gramine")
+
+
+def test_the_first_release_of_a_key_released_again_can_still_be_resent():
+    """A retry after a lost ack resends the first release (same recipient and context): nothing new leaves."""
+    e, a, b = BrokenEnclave(None, mode="double-release"), InProcessEnclave(None), InProcessEnclave(None)
+    try:
+        (k,) = e.generate_keys(1)
+        first = e.release_key(k, a.info().enc_pub, b"ctx-a")
+        second = e.release_key(k, b.info().enc_pub, b"ctx-b")
+        assert e.resend_release(k, a.info().enc_pub, b"ctx-a") == first
+        assert e.resend_release(k, b.info().enc_pub, b"ctx-b") == second
+        assert a.accept_key(first, b"ctx-a", k) == k and b.accept_key(second, b"ctx-b", k) == k  # both work
+        with pytest.raises(EnclaveRefused):
+            e.resend_release(k, a.info().enc_pub, b"ctx-other")
+    finally:
+        for x in (e, a, b):
+            x.close()
