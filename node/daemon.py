@@ -88,7 +88,7 @@ class OfferStack:
     def close(self) -> None:
         self.book.close()
         self.enclave.close()
-        for k in ("deposits", "ledger", "reputation"):
+        for k in ("deposits", "ledger", "reputation", "release_records"):
             if k in self.extra and hasattr(self.extra[k], "close"):
                 self.extra[k].close()
 
@@ -261,13 +261,16 @@ def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0
     stack.revocations = make_revocations(stack, get("risk.revocation_signers", []),
                                          get("risk.accept_signed_revocations", False), sign=signer.sign)
     from node.offerbook import device_id_of
-    from node.protocols.outcomes import OutcomesProtocol
+    from node.protocols.outcomes import OutcomesProtocol, ReleaseRecords
+
+    records = stack.extra["release_records"] = ReleaseRecords(stack.net, path=datadir / "release-records.sqlite")
 
     # a proof of cheating assembled from outcome reports is applied and gossiped as a revocation notice
     stack.outcomes = OutcomesProtocol(net=stack.net, engine=stack.engine,
                                       ledger_check=lambda r: ledger_check(stack.extra.get("ledger"), r),
                                       on_proof=stack.revocations.publish_proof,
-                                      on_proof_timer=stack.revocations.handle, attested=lambda dev: any(
+                                      on_proof_timer=stack.revocations.handle, records=records,
+                                      attested=lambda dev: any(
                                           device_id_of(k) == dev for k in list(stack.protocol.attestations.latest)))
     stack.request_deadline = float(get("risk.request_deadline", 3.0))
     stack.extra["reputation"] = rep

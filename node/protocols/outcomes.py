@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sqlite3
+from pathlib import Path
 from typing import Callable
 
 import msgspec
@@ -181,7 +183,8 @@ class OutcomesProtocol:
     def __init__(self, *, net: str, engine, ledger_check: Callable[[OutcomeReport], LedgerCheck] | None = None,
                  max_seen: int = 100_000, on_proof: Callable[[object, bytes, float], list[Command]] | None = None,
                  attested: Callable[[bytes], bool] | None = None,
-                 on_proof_timer: Callable[[Event, float], list[Command]] | None = None) -> None:
+                 on_proof_timer: Callable[[Event, float], list[Command]] | None = None,
+                 records: "ReleaseRecords | None" = None) -> None:
         self.net = net
         self.topic = topic(net, "outcomes", 1)
         self.topics = [self.topic]
@@ -201,7 +204,8 @@ class OutcomesProtocol:
         #: (signing enclave, deposit key) -> the first verified release record seen of that key
         self._releases: dict[tuple[bytes, bytes], ReleaseSeen] = {}
         self.proven: dict[bytes, object] = {}  # device id -> the CheatingProof this node assembled
-        self.records = ReleaseRecords(net, max_records=max_seen)  # records this node received itself
+        #: the release records this node received itself (fed by ``tap_release_records``)
+        self.records = records if records is not None else ReleaseRecords(net, max_records=max_seen)
         self.stats = {"accepted": 0, "confirmed": 0, "refuted": 0, "published": 0, "proofs": 0}
         self.by_kind: dict[str, int] = {}  # outcome -> reports applied
         self.reasons: dict[str, int] = {}
@@ -316,24 +320,52 @@ class OutcomesProtocol:
 
 class ReleaseRecords:
     """The release records this node received, verified, by (contract id, deposit key), bounded: what its
-    own outcome reports carry. ``observe`` takes any incoming ``/keyswitch/release/1`` request."""
+    own outcome reports carry. ``observe`` takes any incoming ``/keyswitch/release/1`` request. With a
+    ``path`` they are kept in SQLite too, so a report made after a restart still carries its record."""
 
-    def __init__(self, net: str, *, max_records: int = 100_000) -> None:
+    def __init__(self, net: str, *, path: Path | None = None, max_records: int = 100_000) -> None:
         self.net = net
         self.max_records = max_records
         self._by: dict[tuple[bytes, bytes], bytes] = {}
+        self._db = None
+        if path is not None:
+            self._db = sqlite3.connect(str(path), isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS release_records (seq INTEGER PRIMARY KEY, "
+                             "contract_id BLOB NOT NULL, deposit_pub BLOB NOT NULL, record BLOB NOT NULL, "
+                             "UNIQUE (contract_id, deposit_pub))")
+            for cid, pub, rec in self._db.execute(
+                    "SELECT contract_id, deposit_pub, record FROM release_records ORDER BY seq"):
+                self._by[(bytes(cid), bytes(pub))] = bytes(rec)
 
     def observe(self, data: bytes) -> bool:
         seen = read_release_record(data, net=self.net)
         if isinstance(seen, str):
             return False
-        self._by.setdefault((seen.contract_id, seen.deposit_pub), data)
+        key = (seen.contract_id, seen.deposit_pub)
+        if key in self._by:
+            return True
+        self._by[key] = data
+        if self._db is not None:
+            self._db.execute("INSERT OR IGNORE INTO release_records (contract_id, deposit_pub, record) "
+                             "VALUES (?, ?, ?)", (*key, data))
         while len(self._by) > self.max_records:
-            self._by.pop(next(iter(self._by)))
+            old = next(iter(self._by))
+            del self._by[old]
+            if self._db is not None:
+                self._db.execute("DELETE FROM release_records WHERE contract_id = ? AND deposit_pub = ?", old)
         return True
 
     def get(self, contract_id: bytes, deposit_pub: bytes) -> bytes:
         return self._by.get((contract_id, deposit_pub), b"")
+
+    def __len__(self) -> int:
+        return len(self._by)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
 
 def tap_release_records(release_protocol, records: ReleaseRecords) -> None:

@@ -369,3 +369,19 @@ def test_the_first_release_of_a_key_released_again_can_still_be_resent():
     finally:
         for x in (e, a, b):
             x.close()
+
+
+def test_the_records_received_survive_a_restart(world, tmp_path):
+    path = tmp_path / "release-records.sqlite"
+    records = ReleaseRecords(NET, path=path, max_records=2)
+    assert records.observe(world["r1"]) and records.observe(world["r2"]) and not records.observe(b"junk")
+    assert records.observe(world["r1"]) and len(records) == 2  # the same record again: kept once
+    records.close()
+    again = ReleaseRecords(NET, path=path, max_records=2)
+    assert again.get(b"1" * 32, world["key"]) == world["r1"] and again.get(b"2" * 32, world["key"]) == world["r2"]
+    assert again.observe(world["hr"]) and len(again) == 2  # bounded: the oldest goes
+    assert again.get(b"1" * 32, world["key"]) == b""
+    again.close()
+    third = ReleaseRecords(NET, path=path)
+    assert len(third) == 2 and third.get(b"3" * 32, world["hkey"]) == world["hr"]
+    third.close()
