@@ -385,3 +385,40 @@ def test_the_records_received_survive_a_restart(world, tmp_path):
     third = ReleaseRecords(NET, path=path)
     assert len(third) == 2 and third.get(b"3" * 32, world["hkey"]) == world["hr"]
     third.close()
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """Release records: the broken device releases key k1 twice (to A in contract 1, to B in contract 2) and
+    k2 once; an honest device releases k3 once. Each entry: (record, contract id, key, signing enclave)."""
+    bad, good = BrokenEnclave(None, mode="double-release"), InProcessEnclave(None)
+    a, b, rep = InProcessEnclave(None), InProcessEnclave(None), InProcessEnclave(None)
+    k1, k2 = bad.generate_keys(2)
+    (k3,) = good.generate_keys(1)
+    entries = [(record(bad, b"1" * 32, 0, k1, a.info().enc_pub), b"1" * 32, k1, bad),
+               (record(bad, b"2" * 32, 1, k1, b.info().enc_pub), b"2" * 32, k1, bad),
+               (record(bad, b"3" * 32, 0, k2, a.info().enc_pub), b"3" * 32, k2, bad),
+               (record(good, b"4" * 32, 0, k3, b.info().enc_pub), b"4" * 32, k3, good)]
+    yield entries, rep, bad, good
+    for e in (bad, good, a, b, rep):
+        e.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(0, 3), max_size=8))
+def test_a_proof_is_assembled_exactly_when_one_key_was_released_to_two_places(pool, picks):
+    from node.protocols.base import GossipReceived
+
+    entries, reporter, bad, good = pool
+    eng = RiskEngine(OfferBook(None))
+    eng.reputation.observe(dev(reporter), "peer", "sim", 0.0)
+    out = OutcomesProtocol(net=NET, engine=eng)
+    for i, j in enumerate(picks):  # each report a new one (its time differs); records may repeat
+        rec, cid, key, signer = entries[j]
+        data = report(reporter, signer, key=key, rec=rec, cid=cid, issued_at=NOW - i)
+        assert out.validate(out.topic, data, "x", NOW).result is Result.ACCEPT
+        out.handle(GossipReceived(out.topic, data, "x"), NOW)
+    expect = {0, 1} <= set(picks)
+    assert (dev(bad) in out.proven) is expect and eng.reputation.is_cheater(dev(bad)) is expect
+    assert dev(good) not in out.proven and not eng.reputation.is_cheater(dev(good))
+    assert out.stats["proofs"] == int(expect)
