@@ -103,7 +103,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tee.backend", str, "simulated", "enclave backend: simulated (INSECURE), gramine, configfs",
             _choice("simulated", "gramine", "configfs")),
     Setting("tee.broken", str, "", "BROKEN simulated TEE for demonstrations of cheating: empty = off (always, "
-            "for real use), double-release or sweep-after-release", _choice("", "double-release", "sweep-after-release")),
+            "for real use), double-release or sweep-after-release",
+            _choice("", "double-release", "sweep-after-release")),
     Setting("ledger.url", str, "", "dev ledger HTTP URL; empty = embedded SQLite dev ledger in the datadir"),
     Setting("deposits.chunk_usd", float, 50.0, "USD value of one deposit chunk", _positive),
     Setting("risk.request_deadline", float, 3.0, "seconds a request collects peers' proposals", _positive),
