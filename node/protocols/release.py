@@ -64,21 +64,24 @@ from node.protocols.base import (
     Command, Event, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started, TimerFired,
     Validation,
 )
+from node.contracts.spec import (
+    CONTEXT_TAG, Commit, ContractSpec, PartySpec, ReleaseBody, make_spec, release_context, spec_id,
+)
 from node.tee.binding import Binding
 
 PROTOCOL_ID = "/keyswitch/release/1"
 VERSION = 1
-SIGN_DOMAIN = "release"  # Enclave.sign domain: signatures are over tagged_hash("keyswitch/release", digest)
+SIGN_DOMAIN = "release"  # release records: signed inside the enclave's contract_release, tagged_hash("keyswitch/release", d)
+MSG_DOMAIN = "release-msg"  # every other kind (hello, agree, cosign, ack): Enclave.sign("release-msg", digest)
 MAX_MESSAGE = 256 * 1024
 MAX_ROUNDS = 1000
-CONTRACT_TAG = b"keyswitch/release-contract/1"
-CONTEXT_TAG = b"keyswitch/release/1"
 
 # contract states
 PROPOSED, RUNNING, DONE, WITHHELD, FAILED = "proposed", "running", "done", "withheld", "failed"
 TERMINAL = (DONE, WITHHELD, FAILED)
 #: the state table: which message kinds a contract in each state accepts (as request / as response)
-ACCEPTS_REQUEST = {PROPOSED: frozenset(), RUNNING: frozenset({"release"}), DONE: frozenset({"release"}),
+ACCEPTS_REQUEST = {PROPOSED: frozenset(), RUNNING: frozenset({"release", "cosign"}),
+                   DONE: frozenset({"release", "cosign"}),
                    WITHHELD: frozenset(), FAILED: frozenset()}
 ACCEPTS_RESPONSE = {PROPOSED: frozenset({"agree", "error"}), RUNNING: frozenset({"ack", "error"}),
                     DONE: frozenset({"ack", "error"}), WITHHELD: frozenset(), FAILED: frozenset()}
@@ -173,17 +176,31 @@ def schedule_hash(s: Schedule) -> bytes:
     return hashlib.sha256(wire.encode(s)).digest()
 
 
+def schedule_spec(schedule: Schedule, bindings: list[Binding]) -> ContractSpec:
+    """The schedule compiled to a contract the enclaves run: the stdlib ``turns`` contract (party 0 gives
+    first, then strict alternation, one chunk each), each party's chunks in schedule order, and the step
+    order = the schedule's rounds (so a release record's ``round`` is the schedule round)."""
+    from node.contracts import stdlib
+
+    chunks: list[list[Commit]] = [[], []]
+    order: list[tuple[int, int]] = []
+    for rd in schedule.rounds:
+        c = rd.chunk
+        order.append((rd.giver, len(chunks[rd.giver])))
+        chunks[rd.giver].append(Commit(c.pubkey, c.asset, c.address, c.amount, 0))
+    return make_spec(bindings[0].net, stdlib.source("turns"), {},
+                     [PartySpec(b, chunks[k]) for k, b in enumerate(bindings)], order)
+
+
 def contract_id(schedule: Schedule, bindings: list[Binding]) -> bytes:
-    """SHA-256 of the schedule and both parties' bindings (party order)."""
-    h = hashlib.sha256(CONTRACT_TAG)
-    for part in [wire.encode(schedule)] + [b.encode() for b in bindings]:
-        h.update(len(part).to_bytes(4, "big") + part)
-    return h.digest()
+    """The id of the schedule's contract (``schedule_spec``): terms, both parties' chunks and bindings."""
+    return spec_id(schedule_spec(schedule, bindings))
 
 
-def release_context(cid: bytes, rnd: int) -> bytes:
-    """The context the enclave binds a release ciphertext to (its AAD): contract and round."""
-    return CONTEXT_TAG + cid + rnd.to_bytes(4, "big")
+def chunk_index(schedule: Schedule, rnd: int) -> int:
+    """Round ``rnd``'s chunk index among its giver's chunks."""
+    g = schedule.rounds[rnd].giver
+    return sum(1 for rd in schedule.rounds[:rnd] if rd.giver == g)
 
 
 # ------------------------------------------------------------------ messages
@@ -197,14 +214,14 @@ class AgreeBody(msgspec.Struct, array_like=True, frozen=True):
     contract_id: bytes
     binding: Binding
     quote: bytes
+    terms_sig: bytes = b""  # the responder's enclave signature over the contract id (made when it opened it)
 
 
-class ReleaseBody(msgspec.Struct, array_like=True, frozen=True):
+class CosignBody(msgspec.Struct, array_like=True, frozen=True):
+    """The initiator's enclave signature over the contract id (the responder's enclave needs it to release)."""
+
     contract_id: bytes
-    round: int
-    deposit_pub: bytes
-    recipient: bytes  # the taker enclave's ECIES key the ciphertext is for
-    ciphertext: bytes
+    terms_sig: bytes
 
 
 class AckBody(msgspec.Struct, array_like=True, frozen=True):
@@ -219,7 +236,8 @@ class ErrorBody(msgspec.Struct, array_like=True, frozen=True):
     reason: str
 
 
-BODIES = {"hello": HelloBody, "agree": AgreeBody, "release": ReleaseBody, "ack": AckBody, "error": ErrorBody}
+BODIES = {"hello": HelloBody, "agree": AgreeBody, "release": ReleaseBody, "ack": AckBody, "error": ErrorBody,
+          "cosign": CosignBody}
 
 
 class MessageError(Exception):
@@ -234,7 +252,8 @@ class MessageError(Exception):
 def signature_ok(env: wire.Signed) -> bool:
     from node.tee.client import verify_domain_sig
 
-    return verify_domain_sig(env.signer, SIGN_DOMAIN, env.digest(), env.sig)
+    domain = SIGN_DOMAIN if env.kind == "release" else MSG_DOMAIN
+    return verify_domain_sig(env.signer, domain, env.digest(), env.sig)
 
 
 def parse(data: bytes, *, net: str, kinds: frozenset[str] | set[str]) -> tuple[wire.Signed, object]:
@@ -381,6 +400,13 @@ class Contract:
     #: "store" (writing the contract record)
     spent: dict[str, float] = field(default_factory=dict)
     writes: int = 0  # records written by this process (``_persist``)
+    cosigned: bool = False  # initiator: the responder acknowledged our signature over the contract id
+    _spec: bytes = b""
+
+    def spec(self) -> bytes:
+        if not self._spec:
+            self._spec = schedule_spec(self.rec.schedule, self.rec.bindings).encode()
+        return self._spec
 
     def add(self, what: str, t0: float) -> None:
         self.spent[what] = self.spent.get(what, 0.0) + time.perf_counter() - t0
@@ -477,7 +503,7 @@ class ReleaseProtocol:
     def _seal(self, kind: str, body) -> bytes:
         raw = wire.encode(body)
         digest = wire.signing_digest(VERSION, self.net, kind, raw)
-        sig = self.enclave.sign(SIGN_DOMAIN, digest)
+        sig = self.enclave.sign(MSG_DOMAIN, digest)
         return wire.encode(wire.Signed(VERSION, self.net, kind, raw, self.binding.sign_pub, sig))
 
     def _request(self, c: Contract, kind: str, rnd: int, data: bytes) -> SendRequest:
@@ -577,20 +603,24 @@ class ReleaseProtocol:
             return r
         return None
 
-    def _release_message(self, c: Contract, r: int, ct: bytes) -> bytes:
-        rd = c.rounds[r]
-        t0 = time.perf_counter()
-        data = self._seal("release", ReleaseBody(c.cid, r, rd.chunk.pubkey, self._peer_binding(c).enc_pub, ct))
-        c.add("enclave", t0)
-        return data
+    def _send_cosign(self, c: Contract) -> list[Command]:
+        """Initiator: our enclave's signature over the contract id, until the responder acknowledges it."""
+        if c.me != 0 or c.cosigned or c.rec.state != RUNNING:
+            return []
+        from node.tee.client import EnclaveRefused
+
+        try:
+            sig = self.enclave.contract_open(c.spec(), []).sig
+        except EnclaveRefused:
+            return []  # reported by the release that follows
+        return [self._request(c, "cosign", -1, self._seal("cosign", CosignBody(c.cid, sig)))]
 
     def _resend_last(self, c: Contract) -> list[Command]:
         r = self._mine_unacked(c)
         if r is None or c.rec.state != RUNNING:
-            return []
-        rd = c.rounds[r]
-        ct = self.enclave.resend_release(rd.chunk.pubkey, self._peer_binding(c).enc_pub, release_context(c.cid, r))
-        return [self._request(c, "release", r, self._release_message(c, r, ct))]
+            return self._send_cosign(c)
+        data = self.enclave.contract_resend(c.cid, chunk_index(c.rec.schedule, r))
+        return self._send_cosign(c) + [self._request(c, "release", r, data)]
 
     def _settle(self, c: Contract, r: int, now: float) -> list[Command] | None:
         """Claim (or verify) the key of the peer's round ``r``: None when settled, else commands (the
@@ -676,16 +706,17 @@ class ReleaseProtocol:
 
             r = c.next
             t0 = time.perf_counter()
-            try:
-                ct = self.enclave.release_key(rd.chunk.pubkey, self._peer_binding(c).enc_pub,
-                                              release_context(c.cid, r))
+            try:  # the enclave decides: it releases only what the contract allows, and signs the record
+                data = self.enclave.contract_release(c.cid, chunk_index(c.rec.schedule, r), 1 - c.me)
             except EnclaveRefused as exc:
-                why = f"round {r}: our enclave refused the release: {exc.reason}"
+                if exc.code == "unsigned":
+                    break  # the peer's signature over the contract id is on its way (cosign): wait
+                why = f"round {r}: our enclave refused the release: {exc.code}: {exc.reason}"
                 return cmds + self._stop(c, "local-refusal", why, now)
             c.add("enclave", t0)
             c.next = r + 1
             self._progress(c, now)
-            cmds.append(self._request(c, "release", r, self._release_message(c, r, ct)))
+            cmds.append(self._request(c, "release", r, data))
             cmds.append(Notify("release.released", {"contract": c.key, "round": r, "peer": c.rec.peer}))
         return cmds + self._timers(c, now)
 
@@ -749,12 +780,31 @@ class ReleaseProtocol:
     # -- requests ----------------------------------------------------------------
     def _on_request(self, ev: RequestReceived, now: float) -> list[Command]:
         try:
-            env, body = parse(ev.data, net=self.net, kinds={"hello", "release"})
+            env, body = parse(ev.data, net=self.net, kinds={"hello", "release", "cosign"})
         except MessageError as exc:
             return self._refuse(ev.request_id, b"", -1, exc.code, exc.reason)
         if env.kind == "hello":
             return self._on_hello(ev, env, body, now)
+        if env.kind == "cosign":
+            return self._on_cosign(ev, env, body, now)
         return self._on_release(ev, env, body, now)
+
+    def _on_cosign(self, ev: RequestReceived, env: wire.Signed, b: CosignBody, now: float) -> list[Command]:
+        from node.tee.client import EnclaveRefused
+
+        c = self.contracts.get(b.contract_id.hex())
+        if c is None or not c.cid:
+            return self._refuse(ev.request_id, b.contract_id, -1, "unknown-contract", "no agreed contract with this id")
+        if ev.peer != c.rec.peer or env.signer != self._peer_binding(c).sign_pub or c.me != 1:
+            return self._refuse(ev.request_id, c.cid, -1, "wrong-peer", "not the initiator of this contract")
+        if "cosign" not in ACCEPTS_REQUEST[c.rec.state]:
+            return self._refuse(ev.request_id, c.cid, -1, "stopped", f"contract is {c.rec.state}: {c.rec.reason}")
+        try:
+            self.enclave.contract_open(c.spec(), [(0, b.terms_sig)])
+        except EnclaveRefused as exc:
+            return self._refuse(ev.request_id, c.cid, -1, "signature", f"our enclave refused it: {exc.reason}")
+        ack = Respond(ev.request_id, self._seal("ack", AckBody(c.cid, -1)))
+        return [ack] + (self._advance(c, now) if c.rec.state == RUNNING else [])
 
     def _on_hello(self, ev: RequestReceived, env: wire.Signed, h: HelloBody, now: float) -> list[Command]:
         def no(code: str, reason: str) -> list[Command]:
@@ -789,6 +839,12 @@ class ReleaseProtocol:
             rec = ContractRecord(self.net, 1, ev.peer, h.schedule, [h.binding, self.binding], [h.quote, self.quote],
                                  TRANSITIONS[(None, "hello")])
             known = Contract(cid.hex(), rec, cid, progress_at=now)
+            from node.tee.client import EnclaveRefused
+
+            try:  # our enclave takes the contract and signs its id (it holds our chunks for it from now on)
+                self.enclave.contract_open(known.spec(), [])
+            except EnclaveRefused as exc:
+                return no("not-held", f"our enclave refused the contract: {exc.code}: {exc.reason}")
             self.contracts[known.key] = known
             self._persist(known)
             self._expected.discard((ev.peer, schedule_hash(h.schedule)))
@@ -797,7 +853,14 @@ class ReleaseProtocol:
                 return no("not-held", why) + self._stop(known, "local-refusal", why, now)
         if known.rec.state not in (RUNNING, DONE):  # never re-agree to a contract that stopped
             return no("stopped", f"contract is {known.rec.state}: {known.rec.reason}")
-        cmds: list[Command] = [Respond(ev.request_id, self._seal("agree", AgreeBody(cid, self.binding, self.quote)))]
+        from node.tee.client import EnclaveRefused
+
+        try:
+            sig = self.enclave.contract_open(known.spec(), []).sig
+        except EnclaveRefused as exc:
+            return no("not-held", f"our enclave refused the contract: {exc.code}: {exc.reason}")
+        agree = AgreeBody(cid, self.binding, self.quote, sig)
+        cmds: list[Command] = [Respond(ev.request_id, self._seal("agree", agree))]
         if known.rec.state == RUNNING:
             cmds += self._advance(known, now)
         return cmds
@@ -834,13 +897,12 @@ class ReleaseProtocol:
             return [ack]  # a resend of a round we already hold: acknowledge again, nothing else
         from node.tee.client import EnclaveRefused
 
-        try:
-            self.enclave.accept_key(b.ciphertext, release_context(c.cid, b.round), b.deposit_pub)
+        try:  # the enclave checks the signed record itself (giver's attested key, contract, round, recipient)
+            self.enclave.contract_accept(c.cid, ev.data)
             c.add("enclave", t0)
         except EnclaveRefused as exc:
-            if exc.code != "duplicate-key":
-                reason = f"round {b.round}: our enclave refused the key ({exc.code}: {exc.reason})"
-                return no("wrong-key", reason) + self._stop(c, "cheat", reason, now)
+            reason = f"round {b.round}: our enclave refused the key ({exc.code}: {exc.reason})"
+            return no("wrong-key", reason) + self._stop(c, "cheat", reason, now)
         # progress: the peer answered, so everything of ours before this round is acknowledged
         c.rec.acked = max(c.rec.acked, b.round - 1)
         c.next = b.round + 1
@@ -867,7 +929,8 @@ class ReleaseProtocol:
         c = self.contracts.get(key)
         if c is None or ev.error:
             return []  # transport failure: the retry timer resends
-        want = {"hello": frozenset({"agree", "error"}), "release": frozenset({"ack", "error"})}[kind]
+        want = {"hello": frozenset({"agree", "error"}), "release": frozenset({"ack", "error"}),
+                "cosign": frozenset({"ack", "error"})}[kind]
         try:
             env, body = parse(ev.data, net=self.net, kinds=want & ACCEPTS_RESPONSE[c.rec.state])
         except MessageError as exc:
@@ -877,6 +940,10 @@ class ReleaseProtocol:
             return self._on_error(c, kind, rnd, body, now)
         if env.kind == "agree":
             return self._on_agree(c, ev, env, body, now)
+        if kind == "cosign":
+            if env.signer == self._peer_binding(c).sign_pub and body.contract_id == c.cid:
+                c.cosigned = True
+            return []
         # ack
         if env.signer != self._peer_binding(c).sign_pub or body.contract_id != c.cid or body.round != rnd:
             reason = "ack does not match the release it answers (signer, contract or round)"
@@ -920,6 +987,14 @@ class ReleaseProtocol:
         for r, rd in enumerate(c.rounds):
             if rd.giver == 1 and not self._funds(rd.chunk):
                 return bad("funds", f"round {r}: no funds at {rd.chunk.address}")
+        from node.tee.client import EnclaveRefused
+
+        try:  # our enclave takes the contract with the responder's signature over its id, and signs it too
+            self.enclave.contract_open(schedule_spec(c.rec.schedule, [self.binding, a.binding]).encode(),
+                                       [(1, a.terms_sig)])
+        except EnclaveRefused as exc:
+            return bad("signature" if exc.code == "bad-signature" else "not-held",
+                       f"our enclave refused the contract: {exc.code}: {exc.reason}")
         old = c.key
         if cid.hex() in self.contracts:  # a resumed proposal whose contract already runs
             self.contracts.pop(old, None)
@@ -937,7 +1012,8 @@ class ReleaseProtocol:
         why = self._sync(c)
         if why:
             return self._stop(c, "local-refusal", why, now)
-        return [Notify("release.agreed", {"contract": c.key, "peer": c.rec.peer})] + self._advance(c, now)
+        return ([Notify("release.agreed", {"contract": c.key, "peer": c.rec.peer})] + self._send_cosign(c)
+                + self._advance(c, now))
 
     # -- timers ----------------------------------------------------------------------
     def _on_timer(self, name: str, now: float) -> list[Command]:

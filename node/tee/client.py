@@ -115,6 +115,14 @@ class Enclave(Protocol):
     def resend_release(self, deposit_pub: bytes, recipient_enc_pub: bytes, context: bytes) -> bytes: ...
     def accept_key(self, ciphertext: bytes, context: bytes, expected_pub: bytes) -> bytes: ...
     def export_to_owner(self, deposit_pub: bytes) -> bytes: ...
+    def contract_open(self, spec: bytes, sigs: list[tuple[int, bytes]] = ()): ...
+    def contract_height(self, cid: bytes, asset: str, height: int) -> int: ...
+    def contract_approve(self, cid: bytes, party: int, message: str, sig: bytes) -> None: ...
+    def contract_status(self, cid: bytes): ...
+    def contract_release(self, cid: bytes, index: int, receiver: int) -> bytes: ...
+    def contract_resend(self, cid: bytes, index: int) -> bytes: ...
+    def contract_refund(self, cid: bytes, index: int) -> bytes: ...
+    def contract_accept(self, cid: bytes, record: bytes) -> tuple[int, int]: ...
     def escrow_split(self, deposit_pub: bytes, holders: list[bytes], k: int, beneficiary: bytes,
                      context: bytes) -> list[bytes]: ...
     def escrow_accept(self, ciphertext: bytes, owner_pub: bytes, context: bytes) -> int: ...
@@ -224,6 +232,43 @@ class _Base:
 
     def export_to_owner(self, deposit_pub: bytes) -> bytes:
         return self._call(m.ExportKey(deposit_pub), bytes)
+
+    # -- contracts: the enclave decides which key goes where (node.tee.enclave.contracts) -----------
+    def contract_open(self, spec: bytes, sigs: list[tuple[int, bytes]] = ()) -> "OpenResult":
+        """Open (or add the parties' signatures over the id of) a contract; returns its id, our party
+        index, our enclave's signature over the id, and the runners whose signature is still missing."""
+        from node.tee.enclave.contracts import OpenResult, PartySig
+
+        return self._call(m.ContractOpen(spec, [PartySig(k, s) for k, s in sigs]), OpenResult)
+
+    def contract_height(self, cid: bytes, asset: str, height: int) -> int:
+        """Hand in a ledger height (the enclave trusts its host for heights; they only move forward)."""
+        return self._call(m.ContractHeight(cid, asset, height), int)
+
+    def contract_approve(self, cid: bytes, party: int, message: str, sig: bytes) -> None:
+        """Hand in a party's signature over (cid, message); the enclave verifies it against the party's key."""
+        self._call(m.ContractApprove(cid, party, message, sig), bool)
+
+    def contract_status(self, cid: bytes) -> "ContractStatus":
+        from node.tee.enclave.contracts import ContractStatus
+
+        return self._call(m.ContractStatusOp(cid), ContractStatus)
+
+    def contract_release(self, cid: bytes, index: int, receiver: int) -> bytes:
+        """Our chunk ``index`` to party ``receiver``, if the contract allows it now: the signed release record."""
+        return self._call(m.ContractRelease(cid, index, receiver), bytes)
+
+    def contract_resend(self, cid: bytes, index: int) -> bytes:
+        return self._call(m.ContractResend(cid, index), bytes)
+
+    def contract_refund(self, cid: bytes, index: int) -> bytes:
+        """The private key of our chunk ``index``, handed back to its owner when the contract refunds it."""
+        return self._call(m.ContractRefund(cid, index), bytes)
+
+    def contract_accept(self, cid: bytes, record: bytes) -> tuple[int, int]:
+        """Take the key a signed release record carries; returns (giver, index)."""
+        g, i = self._call(m.ContractAccept(cid, record), list[int])
+        return g, i
 
     # -- escrow: Shamir shares of a deposit key held by k-of-n other attested enclaves
     def escrow_split(self, deposit_pub: bytes, holders: list[bytes], k: int, beneficiary: bytes,

@@ -199,7 +199,7 @@ def test_same_inputs_same_bytes_across_processes_and_hash_seeds():
 
 
 def test_stdlib_lists_and_loads():
-    assert stdlib.names() == ["escrow", "option", "ring", "swap"]
+    assert stdlib.names() == ["escrow", "option", "ring", "swap", "turns"]
     with pytest.raises(KeyError):
         stdlib.source("nope")
 

@@ -104,9 +104,12 @@ def test_offer_sheets(enc, recipient_key=coincurve.PrivateKey()):
 def test_domain_signing_allow_list(enc):
     d = tagged_hash("test", b"x")
     sign_pub = enc.info().sign_pub
-    for domain in ("outcome", "contract-terms", "rfp", "revocation", "proposal"):
+    for domain in ("outcome", "rfp", "revocation", "proposal", "release-msg", "approval"):
         assert verify_domain_sig(sign_pub, domain, d, enc.sign(domain, d))
     assert not verify_domain_sig(sign_pub, "rfp", d, enc.sign("outcome", d))
+    # release records and contract ids are signed only inside the enclave, never for its host
+    refused("domain-not-allowed", enc.sign, "release", d)
+    refused("domain-not-allowed", enc.sign, "contract-terms", d)
     refused("domain-not-allowed", enc.sign, "offer-sheet", d)
     refused("domain-not-allowed", enc.sign, "anything", d)
     refused("bad-request", enc.sign, "outcome", b"short")

@@ -23,12 +23,16 @@ from node import wire
 from node.crypto import DecryptError, ecies_decrypt, ecies_encrypt, pubkey_of, sign_digest, tagged_hash
 from node.tee.binding import Binding, keys_root
 from node.tee.enclave import simformat
+from node.tee.enclave.contracts import Contracts, ContractState
 from node.tee.enclave.sealed import SealedStateError, SealedStore
 
 STATE_VERSION = 1
 MAX_KEYS_PER_CALL = 10_000
 MAX_CONTEXT = 1024
-SIGN_DOMAINS = frozenset({"outcome", "contract-terms", "rfp", "revocation", "proposal", "release"})
+SIGN_DOMAINS = frozenset({"outcome", "rfp", "revocation", "proposal", "release-msg", "approval"})
+#: domains only the enclave itself signs in: "release" (release records, made inside a contract release) and
+#: "contract-terms" (a contract id, signed when the enclave opens the contract); a host asking is refused
+INTERNAL_DOMAINS = frozenset({"release", "contract-terms"})
 OFFER_SHEET_TAG = "keyswitch/offer-sheet/1"
 RELEASE_AAD_TAG = b"keyswitch/key-release/1"
 ESCROW_SPLIT_TAG = b"keyswitch/escrow-share/1"  # share from the key's enclave to a holder
@@ -96,6 +100,7 @@ class State(msgspec.Struct, array_like=True):
     journal: list[JournalEntry]
     seq: int = 0
     shares: list[ShareRecord] = []  # escrow shares held for other enclaves (trailing: old states decode)
+    contracts: list[ContractState] = []  # contracts this enclave runs (node.tee.enclave.contracts)
 
     def __repr__(self) -> str:
         return f"State(keys={len(self.keys)}, journal={len(self.journal)}, <redacted>)"
@@ -120,6 +125,18 @@ class SharePayload(msgspec.Struct, array_like=True, frozen=True):
 
 def offer_sheet_digest(sheet_bytes: bytes) -> bytes:
     return tagged_hash(OFFER_SHEET_TAG, sheet_bytes)
+
+
+def _add_moved(moved) -> None:
+    if moved is not None:
+        st, m = moved
+        st.moved = [*st.moved, m]
+
+
+def _drop_moved(moved) -> None:
+    if moved is not None:
+        st, m = moved
+        st.moved = [x for x in st.moved if x != m]
 
 
 def _valid_pub(pub: bytes) -> bool:
@@ -187,6 +204,7 @@ class EnclaveCore:
         self.device_pub = pubkey_of(self._device)
         self.device_id = simformat.device_id_of(self.device_pub)
         self._by_pub: dict[bytes, KeyRecord] = {r.pub: r for r in self._state.keys}
+        self.contracts = Contracts(self)
 
     def _new_key(self) -> coincurve.PrivateKey:
         if self._seed is None:
@@ -336,14 +354,23 @@ class EnclaveCore:
         return [sign_digest(sign, d) for d in digests]
 
     def sign(self, domain: str, digest: bytes) -> bytes:
+        if domain in INTERNAL_DOMAINS:
+            raise Refusal("domain-not-allowed", f"domain {domain!r} is signed only inside the enclave "
+                          "(by a contract release or a contract opening)")
         if domain not in SIGN_DOMAINS:
             raise Refusal("domain-not-allowed", f"domain {domain!r} not in {sorted(SIGN_DOMAINS)}")
         if len(digest) != 32:
             raise Refusal("bad-request", "digest must be 32 bytes")
         return sign_digest(self._sign, tagged_hash("keyswitch/" + domain, digest))
 
-    def release_key(self, pub: bytes, recipient: bytes, context: bytes) -> bytes:
+    def release_key(self, pub: bytes, recipient: bytes, context: bytes, *, _moved=None) -> bytes:
+        """The raw release (internal: ``Contracts.release`` decides and passes ``_moved``, the contract state
+        and the transfer to record in the same sealed write). A key committed to an open contract is released
+        only by that contract."""
         rec = self._record(pub)
+        if _moved is None and self.contracts.committed(pub):
+            raise Refusal("committed", f"key {pub.hex()[:16]}... is committed to a contract; only the contract "
+                          "releases it (contract_release)")
         if rec.state == ESCROWED and recipient != rec.recipient:
             raise Refusal("escrowed", f"key {pub.hex()[:16]}... is in escrow for {rec.recipient.hex()[:16]}...; "
                           "it may be released only to that enclave")
@@ -359,10 +386,12 @@ class EnclaveCore:
         old = (rec.state, rec.recipient, rec.context, rec.ciphertext, rec.seq)
         rec.state, rec.recipient, rec.context, rec.ciphertext = RELEASED, recipient, context, ct
         rec.seq = self._journal("release", pub, recipient, context)
+        _add_moved(_moved)
 
         def undo() -> None:
             rec.state, rec.recipient, rec.context, rec.ciphertext, rec.seq = old
             self._unjournal()
+            _drop_moved(_moved)
 
         self._commit(undo)  # sealed BEFORE the ciphertext leaves
         return ct
@@ -376,7 +405,7 @@ class EnclaveCore:
             raise Refusal("already-released", "key was released to another recipient or context; refusing")
         return rec.ciphertext
 
-    def accept_key(self, ciphertext: bytes, context: bytes, expected_pub: bytes) -> bytes:
+    def accept_key(self, ciphertext: bytes, context: bytes, expected_pub: bytes, *, _moved=None) -> bytes:
         if not _valid_pub(expected_pub):
             raise Refusal("bad-request", "expected_pub must be a 33-byte compressed secp256k1 key")
         if len(context) > MAX_CONTEXT:
@@ -397,17 +426,20 @@ class EnclaveCore:
         rec = KeyRecord(pub=expected_pub, priv=secret, state=RECEIVED, origin="received")
         self._state.keys.append(rec)
         rec.seq = self._journal("accept", expected_pub, b"", context)
+        _add_moved(_moved)
 
         def undo() -> None:
             self._state.keys.pop()
             self._unjournal()
+            _drop_moved(_moved)
 
         self._commit(undo)
         self._by_pub[expected_pub] = rec
         return expected_pub
 
-    def export_to_owner(self, pub: bytes) -> bytes:
-        """The one place a private key leaves in the clear: to the owner's wallet."""
+    def export_to_owner(self, pub: bytes, *, _moved=None) -> bytes:
+        """The one place a private key leaves in the clear: to the owner's wallet (also a contract's refund,
+        ``_moved`` recording it in the contract's view in the same sealed write)."""
         rec = self._record(pub)
         if rec.state == ESCROWED:
             raise Refusal("escrowed", f"key {pub.hex()[:16]}... is in escrow; not exportable")
@@ -417,10 +449,12 @@ class EnclaveCore:
             old = (rec.state, rec.seq)
             rec.state = EXPORTED
             rec.seq = self._journal("export", pub)
+            _add_moved(_moved)
 
             def undo() -> None:
                 rec.state, rec.seq = old
                 self._unjournal()
+                _drop_moved(_moved)
 
             self._commit(undo)
         return rec.priv

@@ -14,6 +14,7 @@ from typing import Union
 import msgspec
 
 from node import wire
+from node.tee.enclave.contracts import PartySig
 from node.tee.enclave.core import EnclaveCore, Refusal
 from node.tee.enclave.sealed import SealedStateError
 
@@ -101,9 +102,54 @@ class EscrowRecover(msgspec.Struct, tag="escrow-recover", array_like=True, froze
     ciphertexts: list[bytes]
 
 
+class ContractOpen(msgspec.Struct, tag="contract-open", array_like=True, frozen=True):
+    spec: bytes
+    sigs: list[PartySig]
+
+
+class ContractHeight(msgspec.Struct, tag="contract-height", array_like=True, frozen=True):
+    cid: bytes
+    asset: str
+    height: int
+
+
+class ContractApprove(msgspec.Struct, tag="contract-approve", array_like=True, frozen=True):
+    cid: bytes
+    party: int
+    message: str
+    sig: bytes
+
+
+class ContractStatusOp(msgspec.Struct, tag="contract-status", array_like=True, frozen=True):
+    cid: bytes
+
+
+class ContractRelease(msgspec.Struct, tag="contract-release", array_like=True, frozen=True):
+    cid: bytes
+    index: int
+    receiver: int
+
+
+class ContractResend(msgspec.Struct, tag="contract-resend", array_like=True, frozen=True):
+    cid: bytes
+    index: int
+
+
+class ContractRefund(msgspec.Struct, tag="contract-refund", array_like=True, frozen=True):
+    cid: bytes
+    index: int
+
+
+class ContractAccept(msgspec.Struct, tag="contract-accept", array_like=True, frozen=True):
+    cid: bytes
+    record: bytes
+
+
 Op = Union[
     Hello, GenerateKeys, ListKeys, MakeQuote, SignOfferSheets, SignDomain, ReleaseKey, ResendRelease,
     AcceptKey, ExportKey, EscrowSplit, EscrowAccept, EscrowReleaseShare, EscrowRecover,
+    ContractOpen, ContractHeight, ContractApprove, ContractStatusOp, ContractRelease, ContractResend,
+    ContractRefund, ContractAccept,
 ]
 
 
@@ -188,6 +234,24 @@ def _dispatch(core: EnclaveCore, op) -> object:
         return core.escrow_release_share(op.owner_pub, op.context)
     if isinstance(op, EscrowRecover):
         return core.escrow_recover(op.owner_pub, op.context, list(op.ciphertexts))
+    cs = core.contracts
+    if isinstance(op, ContractOpen):
+        return cs.open(op.spec, list(op.sigs))
+    if isinstance(op, ContractHeight):
+        return cs.height(op.cid, op.asset, op.height)
+    if isinstance(op, ContractApprove):
+        cs.approve(op.cid, op.party, op.message, op.sig)
+        return True
+    if isinstance(op, ContractStatusOp):
+        return cs.status(op.cid)
+    if isinstance(op, ContractRelease):
+        return cs.release(op.cid, op.index, op.receiver)
+    if isinstance(op, ContractResend):
+        return cs.resend(op.cid, op.index)
+    if isinstance(op, ContractRefund):
+        return cs.refund(op.cid, op.index)
+    if isinstance(op, ContractAccept):
+        return list(cs.accept(op.cid, op.record))
     raise Refusal("unknown-op", type(op).__name__)  # unreachable: the union is closed
 
 
