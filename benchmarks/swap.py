@@ -94,19 +94,19 @@ def ledger_rtts(url: str, n: int) -> list[float]:
 
 
 def enclave_rtts(datadir: Path, n: int) -> list[float]:
-    """One call into a simulated enclave process (``SubprocessEnclave.sign``, release domain), as the daemons make them."""
+    """One call into a simulated enclave process (``SubprocessEnclave.sign``, release-msg domain), as the daemons make them."""
     import os
 
     from node.tee.client import SubprocessEnclave
 
     enc = SubprocessEnclave(datadir)
     try:
-        enc.sign("release", os.urandom(32))
+        enc.sign("release-msg", os.urandom(32))
         out = []
         for _ in range(n):
             d = os.urandom(32)
             t0 = time.perf_counter()
-            enc.sign("release", d)
+            enc.sign("release-msg", d)
             out.append(time.perf_counter() - t0)
     finally:
         enc.close()
