@@ -256,8 +256,11 @@ def signature_ok(env: wire.Signed) -> bool:
     return verify_domain_sig(env.signer, domain, env.digest(), env.sig)
 
 
-def parse(data: bytes, *, net: str, kinds: frozenset[str] | set[str]) -> tuple[wire.Signed, object]:
-    """Decode and check one message (size, canonical form, version, network, kind, signature)."""
+def parse(data: bytes, *, net: str, kinds: frozenset[str] | set[str], bodies: dict | None = None
+          ) -> tuple[wire.Signed, object]:
+    """Decode and check one message (size, canonical form, version, network, kind, signature); ``bodies``
+    maps kinds to body types (default: this protocol's)."""
+    bodies = BODIES if bodies is None else bodies
     try:
         env = wire.decode(data, wire.Signed, max_size=MAX_MESSAGE)
     except wire.WireError as exc:
@@ -266,12 +269,12 @@ def parse(data: bytes, *, net: str, kinds: frozenset[str] | set[str]) -> tuple[w
         raise MessageError("version", f"unsupported version {env.version} (we speak {VERSION})")
     if env.net != net:
         raise MessageError("network", f"wrong network {env.net!r} (we are {net!r})")
-    if env.kind not in BODIES:
+    if env.kind not in bodies:
         raise MessageError("kind", f"unknown message kind {env.kind!r}")
     if env.kind not in kinds:
         raise MessageError("out-of-order", f"a {env.kind!r} message is not expected here")
     try:
-        body = wire.decode(env.body, BODIES[env.kind], max_size=MAX_MESSAGE)
+        body = wire.decode(env.body, bodies[env.kind], max_size=MAX_MESSAGE)
     except wire.WireError as exc:
         raise MessageError("malformed", f"{env.kind} body: {exc.reason}") from None
     if env.kind == "error":
@@ -345,14 +348,15 @@ class ContractStore:
 
     ``durable=False`` skips the fsync: the record survives a process crash but not a power cut (tests)."""
 
-    def __init__(self, path: Path | None = None, *, durable: bool = True) -> None:
+    def __init__(self, path: Path | None = None, *, durable: bool = True, record_type: type = None) -> None:
         self.path = Path(path) if path is not None else None
         self.durable = durable
+        self.record_type = record_type or ContractRecord
         self._mem: dict[str, bytes] = {}
         if self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True)
 
-    def put(self, key: str, rec: ContractRecord) -> None:
+    def put(self, key: str, rec) -> None:
         data = wire.encode(rec)
         if self.path is None:
             self._mem[key] = data
@@ -380,7 +384,7 @@ class ContractStore:
         out: list[tuple[str, ContractRecord | str]] = []
         for k, v in raw:
             try:
-                out.append((k, wire.decode(v, ContractRecord)))
+                out.append((k, wire.decode(v, self.record_type)))
             except wire.WireError as exc:
                 out.append((k, exc.reason))
         return out
@@ -641,34 +645,7 @@ class ReleaseProtocol:
         return self._stop(c, "cheat", f"round {r}: {rec.status}: {rec.detail}", now)
 
     def _claim(self, chunk: Chunk, r: int) -> ClaimRecord:
-        from node.ledger.base import AlreadySpent
-
-        def funds() -> bool | ClaimRecord:
-            try:
-                return bool(self.check_funds(chunk.asset, chunk.address))
-            except Exception as exc:  # ledger unreachable: do not go on without knowing
-                return ClaimRecord(r, "claim-failed", "", f"funds unknown: {type(exc).__name__}: {exc}")
-
-        if self.claim_policy == "keep":
-            there = funds()
-            if isinstance(there, ClaimRecord):
-                return there
-            if there:
-                return ClaimRecord(r, "kept")
-            return ClaimRecord(r, "double-spent", "", f"funds at {chunk.address} are gone")
-        # sweep: a sweep that lands proves the funds were there, so the ledger is asked about the funds only
-        # when the sweep fails (gone: double-spent; still there: our claim failed, retried)
-        try:
-            txid = self.claim(chunk)
-        except AlreadySpent as exc:
-            return ClaimRecord(r, "double-spent", "", str(exc))
-        except Exception as exc:
-            detail = f"{type(exc).__name__}: {exc}"
-            there = funds()
-            if isinstance(there, ClaimRecord):
-                return ClaimRecord(r, "claim-failed", "", f"{detail}; {there.detail}")
-            return ClaimRecord(r, "double-spent" if not there else "claim-failed", "", detail)
-        return ClaimRecord(r, "claimed", txid)
+        return claim_chunk(self.claim_policy, self.claim, self.check_funds, chunk, r)
 
     def _advance(self, c: Contract, now: float) -> list[Command]:
         """Release what the schedule lets us release now; finish when every round is done."""
@@ -1093,6 +1070,41 @@ def verify_cheating_proof(proof: CheatingProof, *, net: str | None = None) -> by
 
 
 # ------------------------------------------------------------------ claims
+def claim_chunk(policy: str, claim: Callable[[Chunk], str] | None, check_funds: Callable[[str, str], bool],
+                chunk: Chunk, r: int) -> ClaimRecord:
+    """Settle a received key by policy: "sweep" (``claim``: to a fresh owner address; the sweep landing proves
+    the funds were there) or "keep" (the funds are checked). "claim-failed" is our own ledger's failure
+    (retry, blame no one); "double-spent" names what the ledger says."""
+    from node.ledger.base import AlreadySpent
+
+    def funds() -> bool | ClaimRecord:
+        try:
+            return bool(check_funds(chunk.asset, chunk.address))
+        except Exception as exc:  # ledger unreachable: do not go on without knowing
+            return ClaimRecord(r, "claim-failed", "", f"funds unknown: {type(exc).__name__}: {exc}")
+
+    if policy == "keep":
+        there = funds()
+        if isinstance(there, ClaimRecord):
+            return there
+        if there:
+            return ClaimRecord(r, "kept")
+        return ClaimRecord(r, "double-spent", "", f"funds at {chunk.address} are gone")
+    # sweep: a sweep that lands proves the funds were there, so the ledger is asked about the funds only
+    # when the sweep fails (gone: double-spent; still there: our claim failed, retried)
+    try:
+        txid = claim(chunk)
+    except AlreadySpent as exc:
+        return ClaimRecord(r, "double-spent", "", str(exc))
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}"
+        there = funds()
+        if isinstance(there, ClaimRecord):
+            return ClaimRecord(r, "claim-failed", "", f"{detail}; {there.detail}")
+        return ClaimRecord(r, "double-spent" if not there else "claim-failed", "", detail)
+    return ClaimRecord(r, "claimed", txid)
+
+
 def sweep_claimer(enclave: Callable[[], object], ledger, fresh_address: Callable[[Chunk], str]
                   ) -> Callable[[Chunk], str]:
     """The default claim: export the received key to the owner and sweep the deposit to ``fresh_address(chunk)``.

@@ -86,6 +86,7 @@ class ContractStatus(msgspec.Struct, array_like=True, frozen=True):
     moved: list[Moved]
     missing: list[int]
     heights: list[HeightFact]
+    finished: bool = False  # for us: the contract ended, all our chunks moved, and nothing is still due to us
 
 
 def _refusal(code: str, reason: str):
@@ -144,6 +145,21 @@ class Contracts:
             raise _refusal("contract-error", f"the contract failed to evaluate: {exc}") from None
         me = spec.ids[st.me]
         return [r for r in out.releases if r.giver == me], out
+
+    def _finished(self, st: ContractState, spec: ContractSpec, out) -> bool:
+        """The contract is over *for us*: all our chunks moved, nothing more is allowed to or from us, and
+        either it ended (complete / refunding) or every party that gave to us has given us all its chunks
+        (our view cannot see transfers between others, e.g. the rest of a ring)."""
+        me = spec.ids[st.me]
+        if any(r.giver == me or r.receiver == me for r in out.releases):
+            return False
+        if len({m.index for m in st.moved if m.giver == st.me}) != len(spec.parties[st.me].chunks):
+            return False
+        if out.status != "running":
+            return True
+        senders = {m.giver for m in st.moved if m.receiver == st.me != m.giver}
+        return bool(senders) and all(
+            sum(1 for m in st.moved if m.giver == g) == len(spec.parties[g].chunks) for g in senders)
 
     def _terms_sig_ok(self, spec: ContractSpec, cid: bytes, party: int, sig: bytes) -> bool:
         from node.tee.client import verify_domain_sig
@@ -243,7 +259,7 @@ class Contracts:
         ids = spec.ids
         return ContractStatus(cid, st.me, out.status, out.settled,
                               [(st.me, r.index, ids.index(r.receiver)) for r in allowed], list(st.moved),
-                              self._missing(st, spec), list(st.heights))
+                              self._missing(st, spec), list(st.heights), self._finished(st, spec, out))
 
     def _check_allowed(self, st: ContractState, spec: ContractSpec, index: int, receiver: int) -> None:
         missing = self._missing(st, spec)

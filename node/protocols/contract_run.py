@@ -1,0 +1,631 @@
+"""Contracts in the contract language run between enclaves (stream protocol ``/keyswitch/contract-run/1``), sans-IO.
+
+Where ``release/1`` runs a fixed two-party schedule, this runs any ``ContractSpec``
+(``node.contracts.spec``: stdlib ``escrow``, ``option``, ``swap``, ``ring``...) between its *runners*,
+each of which holds the spec (agreed beforehand: ``start`` on every runner, or ``expect`` then the
+peer's ``open``). **The enclave decides**: each runner's host asks its enclave what the contract allows
+(``contract_status``) and asks it to release (``contract_release``) or refund (``contract_refund``);
+the enclave refuses anything else. A release goes straight from giver to receiver, so a ring runs as
+pairwise channels pred -> p -> succ.
+
+Wire (``node.wire``: canonical MessagePack, size-bounded, version 1): ``wire.Signed`` envelopes, the
+``release`` kind signed inside the giver's enclave (domain "release": the ``ReleaseBody`` record of
+release/1, so ``CheatingProof`` covers it), every other kind by the sender's enclave (domain
+"release-msg"). Kinds::
+
+    open     OpenBody(spec, quote, sigs)            runner -> runner (request): the spec, our quote, the
+                                                    signatures over the contract id we know
+    opened   OpenedBody(contract_id, quote, sigs)   response to open
+    release  ReleaseBody(contract_id, round, deposit_pub, recipient, ciphertext)   giver -> receiver
+    ack      AckBody(contract_id, round)            response to release / approve (round -1)
+    approve  ApproveBody(contract_id, party, message, sig)   a party's signature over (contract id,
+                                                    message), e.g. the escrow arbiter's "release"
+    error    ErrorBody(contract_id, round, code, reason)      response; unsigned
+
+Before it releases to a party, a runner has verified that party's quote against its binding and (at
+open) that every other party's committed chunks are funded on the ledger. Heights come from the ledger
+via the host (``observe_height``, an event): the enclave trusts its host for heights (a TEE has no
+trusted clock). Approvals are verified here and again inside the enclave.
+
+States (``TRANSITIONS``)::
+
+    (none) --start / expected open--> RUNNING --settled--> DONE
+                                      RUNNING --deadline (no progress)--> WITHHELD --settled--> DONE
+                                      RUNNING / WITHHELD --cheat / local-refusal--> FAILED
+
+WITHHELD is reported (``contract.withheld``) but not terminal: late keys are still taken, and the
+contract's time-lock path (``refund`` at a height) sends the unmoved chunks home: the enclave hands each
+key back to its owner and the host sweeps it to the owner's claim address (the ``claim`` callable).
+Crash safety: the enclave's sealed state is the truth about what moved; the host record (``RunRecord``)
+keeps claims, refunds and acks; ``Started`` resumes every contract (re-open, resend, continue).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import msgspec
+
+from node import wire
+from node.contracts.spec import ContractSpec, ReleaseBody, approval_digest, decode_spec, spec_id
+from node.protocols.base import (
+    Command, Event, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started, TimerFired,
+    Validation,
+)
+from node.protocols.release import (
+    MSG_DOMAIN, VERSION, AckBody, Chunk, ClaimRecord, ContractStore, ErrorBody, MessageError, claim_chunk,
+    error_message, parse,
+)
+from node.tee.enclave.contracts import PartySig
+
+PROTOCOL_ID = "/keyswitch/contract-run/1"
+RUNNING, WITHHELD, DONE, FAILED = "running", "withheld", "done", "failed"
+TERMINAL = (DONE, FAILED)
+TRANSITIONS = {
+    (None, "start"): RUNNING,
+    (RUNNING, "settled"): DONE,
+    (WITHHELD, "settled"): DONE,
+    (RUNNING, "deadline"): WITHHELD,
+    (RUNNING, "cheat"): FAILED,
+    (WITHHELD, "cheat"): FAILED,
+    (RUNNING, "local-refusal"): FAILED,
+    (WITHHELD, "local-refusal"): FAILED,
+}
+ACCEPTS_REQUEST = {RUNNING: frozenset({"open", "release", "approve"}),
+                   WITHHELD: frozenset({"open", "release", "approve"}),
+                   DONE: frozenset({"open", "release", "approve"}), FAILED: frozenset()}
+CHEAT_CODES = ("wrong-key", "bad-key", "undecryptable")
+
+
+class OpenBody(msgspec.Struct, array_like=True, frozen=True):
+    spec: bytes
+    quote: bytes
+    sigs: list[PartySig]
+
+
+class OpenedBody(msgspec.Struct, array_like=True, frozen=True):
+    contract_id: bytes
+    quote: bytes
+    sigs: list[PartySig]
+
+
+class ApproveBody(msgspec.Struct, array_like=True, frozen=True):
+    contract_id: bytes
+    party: int
+    message: str
+    sig: bytes
+
+
+BODIES = {"open": OpenBody, "opened": OpenedBody, "release": ReleaseBody, "ack": AckBody,
+          "approve": ApproveBody, "error": ErrorBody}
+
+
+class RunRecord(msgspec.Struct, array_like=True):
+    """What the host keeps about a running contract (the enclave's sealed state keeps what moved)."""
+
+    spec: bytes
+    state: str
+    reason: str = ""
+    sigs: list[PartySig] = []  # signatures over the contract id we know (forwarded in open/opened)
+    acked: list[int] = []  # steps of ours the receiver acknowledged
+    claims: list[ClaimRecord] = []  # per step: received keys (claimed / kept / double-spent) and refunds
+    version: int = 1
+
+
+@dataclass
+class Run:
+    rec: RunRecord
+    spec: ContractSpec
+    cid: bytes
+    me: int
+    progress_at: float = 0.0
+    verified: set[int] = field(default_factory=set)  # parties whose quote we verified
+    complete: set[int] = field(default_factory=set)  # runners that showed us every runner's signature
+    pending: dict[int, bytes] = field(default_factory=dict)  # our unacked release records by step
+
+    @property
+    def key(self) -> str:
+        return self.cid.hex()
+
+    def claim_of(self, step: int) -> ClaimRecord | None:
+        return next((c for c in self.rec.claims if c.round == step), None)
+
+    def runners(self) -> list[int]:
+        return [k for k, p in enumerate(self.spec.parties) if p.runner]
+
+    def chunk(self, party: int, index: int) -> Chunk:
+        c = self.spec.parties[party].chunks[index]
+        return Chunk(c.asset, c.address, c.pubkey, c.amount)
+
+
+@dataclass
+class ContractRun:
+    """One node's side of every language contract it runs. ``claim(chunk) -> txid`` sweeps a key the
+    enclave holds (received, or refunded to us) to a fresh address of our owner; ``check_funds(asset,
+    address)`` asks the ledger; ``claim_policy``: "sweep" or "keep" (received keys)."""
+
+    net: str
+    enclave: object
+    quote: bytes
+    attestations: object  # AttestationCache: check(quote, binding, now) -> None | reason
+    check_funds: Callable[[str, str], bool]
+    claim: Callable[[Chunk], str] | None = None
+    store: ContractStore = field(default_factory=lambda: ContractStore(record_type=RunRecord))
+    claim_policy: str = "sweep"
+    round_timeout: float = 30.0
+    retry_interval: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.claim_policy not in ("sweep", "keep"):
+            raise ValueError("claim_policy is 'sweep' or 'keep'")
+        if self.claim_policy == "sweep" and self.claim is None:
+            raise ValueError("claim_policy 'sweep' needs a claim callable")
+        self.topics: list[str] = []
+        self.stream_protocols = [PROTOCOL_ID]
+        self.local_peer = ""
+        self.runs: dict[str, Run] = {}
+        self._expected: set[bytes] = set()
+        self._heights: dict[str, int] = {}
+        self._pending: dict[int, tuple[str, str, int, int]] = {}  # request id -> (contract, kind, step, party)
+        self._req = 0
+        self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)
+
+    # -- application calls ------------------------------------------------------------
+    def expect(self, spec: ContractSpec) -> bytes:
+        """Run ``spec`` when a party opens it with us (agreed elsewhere); returns its id."""
+        cid = spec_id(spec)
+        self._expected.add(cid)
+        return cid
+
+    def start(self, spec: ContractSpec, now: float) -> list[Command]:
+        """Run ``spec`` (we must be one of its runners): open it in our enclave and with every other runner."""
+        bad = decode_spec(spec.encode())
+        if isinstance(bad, str):
+            raise ValueError(bad)
+        cid = spec_id(spec)
+        if cid.hex() in self.runs:
+            return []
+        r = self._new_run(spec, cid, now)
+        if isinstance(r, str):
+            raise ValueError(r)
+        return self._open_all(r) + self._drive(r, now)
+
+    def observe_height(self, asset: str, height: int, now: float) -> list[Command]:
+        """A ledger height (from the host's ledger client): handed to every running contract's enclave."""
+        if height <= self._heights.get(asset, -1):
+            return []
+        self._heights[asset] = height
+        cmds: list[Command] = []
+        for r in list(self.runs.values()):
+            if r.rec.state not in TERMINAL:
+                self._feed_heights(r)
+                cmds += self._drive(r, now)
+        return cmds
+
+    def approve(self, spec: ContractSpec, message: str, now: float) -> list[Command]:
+        """Sign ``message`` for the contract as our party (e.g. the arbiter's "release", the buyer's
+        "exercise") and deliver it to every runner (and our own enclave, if we run the contract)."""
+        cid = spec_id(spec)
+        me = self._my_party(spec)
+        if me is None:
+            raise ValueError("we are not a party of this contract")
+        sig = self.enclave.sign("approval", approval_digest(cid, message))
+        body = self._seal("approve", ApproveBody(cid, me, message, sig))
+        cmds: list[Command] = []
+        r = self.runs.get(cid.hex())
+        if r is not None:
+            self.enclave.contract_approve(cid, me, message, sig)
+            cmds += self._drive(r, now)
+        for k, p in enumerate(spec.parties):
+            if p.runner and k != me:
+                cmds.append(self._request(cid.hex(), "approve", -1, k, p.binding.peer_id, body))
+        return cmds
+
+    def state(self, cid: bytes) -> str | None:
+        r = self.runs.get(cid.hex())
+        return r.rec.state if r else None
+
+    def summary(self, cid: bytes) -> dict | None:
+        """What moved so far, from our enclave's view: released / received / refunded steps and the claims."""
+        r = self.runs.get(cid.hex())
+        if r is None:
+            return None
+        st = self.enclave.contract_status(cid)
+        out = {"state": r.rec.state, "reason": r.rec.reason, "status": st.status, "settled": st.settled,
+               "released": sorted((m.index, m.receiver) for m in st.moved if m.giver == r.me != m.receiver),
+               "received": sorted((m.giver, m.index) for m in st.moved if m.receiver == r.me != m.giver),
+               "refunded": sorted(m.index for m in st.moved if m.giver == r.me == m.receiver),
+               "claims": [(c.round, c.status, c.txid) for c in r.rec.claims]}
+        return out
+
+    def validate(self, topic_: str, data: bytes, from_peer: str, now: float) -> Validation:
+        return Validation.ignore("the contract-run protocol has no gossip topic")
+
+    # -- events -----------------------------------------------------------------------
+    def handle(self, event: Event, now: float) -> list[Command]:
+        if isinstance(event, Started):
+            self.local_peer = event.local_peer
+            return self._resume(now)
+        if isinstance(event, RequestReceived) and event.protocol == PROTOCOL_ID:
+            return self._on_request(event, now)
+        if isinstance(event, ResponseReceived) and event.protocol == PROTOCOL_ID:
+            return self._on_response(event, now)
+        if isinstance(event, TimerFired) and event.name.startswith("contract-run."):
+            return self._on_timer(event.name, now)
+        return []
+
+    # -- helpers ----------------------------------------------------------------------
+    def _my_party(self, spec: ContractSpec) -> int | None:
+        info = self.enclave.info()
+        return next((k for k, p in enumerate(spec.parties)
+                     if p.binding.sign_pub == info.sign_pub and p.binding.enc_pub == info.enc_pub), None)
+
+    def _seal(self, kind: str, body) -> bytes:
+        raw = wire.encode(body)
+        sig = self.enclave.sign(MSG_DOMAIN, wire.signing_digest(VERSION, self.net, kind, raw))
+        return wire.encode(wire.Signed(VERSION, self.net, kind, raw, self.enclave.info().sign_pub, sig))
+
+    def _request(self, key: str, kind: str, step: int, party: int, peer: str, data: bytes) -> SendRequest:
+        self._req += 1
+        self._pending[self._req] = (key, kind, step, party)
+        return SendRequest(PROTOCOL_ID, peer, self._req, data, timeout=self.retry_interval)
+
+    def _refuse(self, request_id: int, cid: bytes, step: int, code: str, reason: str) -> list[Command]:
+        self.refusals.append((code, reason))
+        return [Respond(request_id, error_message(self.net, cid, step, code, reason)),
+                Notify("contract.refused", {"code": code, "reason": reason})]
+
+    def _persist(self, r: Run) -> None:
+        self.store.put(r.key, r.rec)
+
+    def _progress(self, r: Run, now: float) -> None:
+        r.progress_at = now
+
+    def _timers(self, r: Run, now: float) -> list[Command]:
+        if r.rec.state in TERMINAL:
+            return []
+        return [SetTimer(f"contract-run.retry:{r.key}", now + self.retry_interval),
+                SetTimer(f"contract-run.deadline:{r.key}", r.progress_at + self.round_timeout)]
+
+    def _new_run(self, spec: ContractSpec, cid: bytes, now: float) -> Run | str:
+        """Record the contract, open it in our enclave (it signs the id) and feed it the heights we know."""
+        from node.tee.client import EnclaveRefused
+
+        me = self._my_party(spec)
+        if me is None or not spec.parties[me].runner:
+            return "we are not a runner of this contract"
+        for k, p in enumerate(spec.parties):
+            if k != me:
+                for i, c in enumerate(p.chunks):
+                    if not self._funds(c.asset, c.address):
+                        return f"funds: party {k} chunk {i}: no funds at {c.address}"
+        rec = RunRecord(spec.encode(), TRANSITIONS[(None, "start")])
+        r = Run(rec, spec, cid, me, progress_at=now, verified={me})
+        self.store.put(r.key, rec)  # first the record: a crash before the enclave opens it re-opens on resume
+        try:
+            res = self.enclave.contract_open(rec.spec, [])
+        except EnclaveRefused as exc:
+            self.store.delete(r.key)
+            return f"our enclave refused the contract: {exc.code}: {exc.reason}"
+        rec.sigs = [PartySig(me, res.sig)]
+        self._persist(r)
+        self.runs[r.key] = r
+        self._feed_heights(r)
+        return r
+
+    def _feed_heights(self, r: Run) -> None:
+        for asset, h in sorted(self._heights.items()):
+            self.enclave.contract_height(r.cid, asset, h)
+
+    def _funds(self, asset: str, address: str) -> bool:
+        try:
+            return bool(self.check_funds(asset, address))
+        except Exception:
+            return False
+
+    def _add_sigs(self, r: Run, sigs: list[PartySig]) -> str | None:
+        """Hand signatures over the contract id to our enclave (it verifies them); keep the good ones."""
+        from node.tee.client import EnclaveRefused
+
+        have = {s.party for s in r.rec.sigs}
+        new = [s for s in sigs if s.party not in have and 0 <= s.party < len(r.spec.parties)]
+        if not new:
+            return None
+        try:
+            self.enclave.contract_open(r.rec.spec, [(s.party, s.sig) for s in new])
+        except EnclaveRefused as exc:
+            return f"{exc.code}: {exc.reason}"
+        r.rec.sigs = sorted([*r.rec.sigs, *new], key=lambda s: s.party)
+        self._persist(r)
+        return None
+
+    def _open_all(self, r: Run) -> list[Command]:
+        """Open the contract with every runner that has not yet shown us its quote and all signatures."""
+        if r.rec.state in TERMINAL:
+            return []
+        body = self._seal("open", OpenBody(r.rec.spec, self.quote, list(r.rec.sigs)))
+        return [self._request(r.key, "open", -1, k, r.spec.parties[k].binding.peer_id, body)
+                for k in r.runners() if k != r.me and (k not in r.verified or k not in r.complete)]
+
+    def _check_party(self, r: Run, k: int, quote: bytes, now: float) -> str | None:
+        if k in r.verified:
+            return None
+        why = self.attestations.check(quote, r.spec.parties[k].binding, now)
+        if why:
+            return f"untrusted quote of party {k}: {why}"
+        r.verified.add(k)
+        return None
+
+    # -- the driver: ask the enclave, release / refund / claim what it allows ---------------
+    def _drive(self, r: Run, now: float) -> list[Command]:
+        from node.tee.client import EnclaveRefused
+
+        cmds: list[Command] = []
+        if r.rec.state in TERMINAL:
+            return cmds
+        try:
+            st = self.enclave.contract_status(r.cid)
+        except EnclaveRefused as exc:  # e.g. no height yet for a time-lock: wait for the host's ledger
+            return [Notify("contract.waiting", {"contract": r.key, "reason": f"{exc.code}: {exc.reason}"})] + \
+                self._timers(r, now)
+        for m in st.moved:  # settle every key that came to us (received, or refunded to us) before going on
+            if m.receiver != r.me:
+                continue
+            step = r.spec.step_of(m.giver, m.index)
+            if r.claim_of(step) is None:
+                stop = self._settle(r, m.giver, m.index, step, now)
+                if stop is not None:
+                    return cmds + stop + self._timers(r, now)
+        if r.rec.state in TERMINAL:
+            return cmds
+        for g, i, recv in st.allowed:
+            if st.missing:
+                break  # not every runner has signed the contract id yet
+            if recv != r.me and recv not in r.verified:
+                continue  # we have not verified the receiver's quote yet
+            try:
+                if recv == r.me:
+                    self.enclave.contract_refund(r.cid, i)  # the key goes back to its owner
+                    self._progress(r, now)
+                    cmds.append(Notify("contract.refund", {"contract": r.key, "index": i}))
+                    stop = self._settle(r, r.me, i, r.spec.step_of(r.me, i), now)
+                    if stop is not None:
+                        return cmds + stop
+                    continue
+                data = self.enclave.contract_release(r.cid, i, recv)
+            except EnclaveRefused as exc:
+                if exc.code == "not-allowed":
+                    continue  # the view moved under us: ask again next time
+                return cmds + self._stop(r, "local-refusal", f"our enclave refused: {exc.code}: {exc.reason}")
+            step = r.spec.step_of(r.me, i)
+            r.pending[step] = data
+            self._progress(r, now)
+            cmds.append(self._request(r.key, "release", step, recv, r.spec.parties[recv].binding.peer_id, data))
+            cmds.append(Notify("contract.released", {"contract": r.key, "index": i, "to": recv}))
+        if st.finished or st.settled:
+            after = self.enclave.contract_status(r.cid)
+            if (after.finished or after.settled) and not after.allowed and all(
+                    r.claim_of(r.spec.step_of(m.giver, m.index)) for m in after.moved if m.receiver == r.me):
+                return cmds + self._stop(r, "settled", f"contract {st.status}")
+        return cmds + self._timers(r, now)
+
+    def _settle(self, r: Run, giver: int, index: int, step: int, now: float) -> list[Command] | None:
+        """Claim a key that came to us: sweep (or keep) a received one; sweep a refunded one to our owner."""
+        chunk = r.chunk(giver, index)
+        if giver == r.me:  # a refund: the key is ours again; sweep it home when we can
+            if self.claim is None:
+                rec = ClaimRecord(step, "refunded", "", "key handed back to the owner (no sweep configured)")
+            else:
+                rec = claim_chunk("sweep", self.claim, self.check_funds, chunk, step)
+                rec = ClaimRecord(step, "refunded" if rec.status == "claimed" else rec.status, rec.txid, rec.detail)
+        else:
+            rec = claim_chunk(self.claim_policy, self.claim, self.check_funds, chunk, step)
+        if rec.status == "claim-failed":  # our ledger: retry on the timer, blame no one
+            return [Notify("contract.claim-retry", {"contract": r.key, "step": step, "detail": rec.detail})]
+        r.rec.claims = [*r.rec.claims, rec]
+        self._persist(r)
+        if rec.status == "double-spent" and giver != r.me:
+            return self._stop(r, "cheat", f"step {step}: double-spent: {rec.detail}")
+        return None
+
+    def _stop(self, r: Run, event: str, reason: str) -> list[Command]:
+        r.rec.state, r.rec.reason = TRANSITIONS[(r.rec.state, event)], reason
+        self._persist(r)
+        for rid in [rid for rid, p in self._pending.items() if p[0] == r.key]:
+            del self._pending[rid]
+        return [Notify("contract.outcome", {"contract": r.key, "state": r.rec.state, "reason": reason})]
+
+    def _resume(self, now: float) -> list[Command]:
+        from node.tee.client import EnclaveRefused
+
+        cmds: list[Command] = []
+        for key, rec in self.store.items():
+            if isinstance(rec, str):
+                cmds.append(Notify("contract.store-error", {"contract": key, "reason": rec}))
+                continue
+            spec = decode_spec(rec.spec)
+            if isinstance(spec, str):
+                cmds.append(Notify("contract.store-error", {"contract": key, "reason": spec}))
+                continue
+            me = self._my_party(spec)
+            r = Run(rec, spec, spec_id(spec), me, progress_at=now, verified={me})
+            self.runs[r.key] = r
+            if rec.state in TERMINAL:
+                continue
+            try:  # idempotent: re-opens a contract the crash caught before our enclave took it
+                self.enclave.contract_open(rec.spec, [(s.party, s.sig) for s in rec.sigs if s.party != me])
+                st = self.enclave.contract_status(r.cid)
+            except EnclaveRefused as exc:
+                if exc.code != "contract-error":
+                    cmds += self._stop(r, "local-refusal", f"on resume: {exc.code}: {exc.reason}")
+                    continue
+                st = None
+            if st is not None:
+                for m in st.moved:  # our releases the receiver has not acknowledged: resend them
+                    if m.giver == me != m.receiver:
+                        step = spec.step_of(me, m.index)
+                        if step not in rec.acked:
+                            r.pending[step] = self.enclave.contract_resend(r.cid, m.index)
+            cmds += self._open_all(r) + self._resend(r) + self._drive(r, now)
+        return cmds
+
+    def _resend(self, r: Run) -> list[Command]:
+        out = []
+        for step, data in sorted(r.pending.items()):
+            g, i = r.spec.steps()[step]
+            env = wire.decode(data, wire.Signed)
+            recv = r.spec.parties.index(next(p for p in r.spec.parties
+                                             if p.binding.enc_pub == wire.decode(env.body, ReleaseBody).recipient))
+            out.append(self._request(r.key, "release", step, recv, r.spec.parties[recv].binding.peer_id, data))
+        return out
+
+    # -- requests -----------------------------------------------------------------------
+    def _on_request(self, ev: RequestReceived, now: float) -> list[Command]:
+        try:
+            env, body = parse(ev.data, net=self.net, kinds={"open", "release", "approve"}, bodies=BODIES)
+        except MessageError as exc:
+            return self._refuse(ev.request_id, b"", -1, exc.code, exc.reason)
+        if env.kind == "open":
+            return self._on_open(ev, env, body, now)
+        r = self.runs.get(body.contract_id.hex())
+        if r is None:
+            return self._refuse(ev.request_id, body.contract_id, -1, "unknown-contract", "no such contract here")
+        if env.kind not in ACCEPTS_REQUEST[r.rec.state]:
+            return self._refuse(ev.request_id, r.cid, -1, "stopped", f"contract is {r.rec.state}: {r.rec.reason}")
+        if env.kind == "approve":
+            return self._on_approve(ev, env, body, r, now)
+        return self._on_release(ev, env, body, r, now)
+
+    def _on_open(self, ev: RequestReceived, env: wire.Signed, o: OpenBody, now: float) -> list[Command]:
+        spec = decode_spec(o.spec)
+        if isinstance(spec, str):
+            return self._refuse(ev.request_id, b"", -1, "spec", spec)
+        cid = spec_id(spec)
+        k = next((k for k, p in enumerate(spec.parties) if p.binding.peer_id == ev.peer), None)
+        if k is None or not spec.parties[k].runner:
+            return self._refuse(ev.request_id, cid, -1, "wrong-peer", "the sender is not a runner of this contract")
+        if env.signer != spec.parties[k].binding.sign_pub:
+            return self._refuse(ev.request_id, cid, -1, "signature", "open is not signed by the sender's enclave")
+        r = self.runs.get(cid.hex())
+        if r is None:
+            if cid not in self._expected:
+                return self._refuse(ev.request_id, cid, -1, "not-expected", "no such contract was agreed with us")
+            why = self.attestations.check(o.quote, spec.parties[k].binding, now)
+            if why:  # checked before our enclave takes the contract
+                return self._refuse(ev.request_id, cid, -1, "attestation", f"untrusted quote of party {k}: {why}")
+            made = self._new_run(spec, cid, now)
+            if isinstance(made, str):
+                code = made.split(":")[0] if made.startswith("funds") else "not-held"
+                return self._refuse(ev.request_id, cid, -1, code, made)
+            r = made
+            self._expected.discard(cid)
+        why = self._check_party(r, k, o.quote, now)
+        if why:
+            return self._refuse(ev.request_id, cid, -1, "attestation", why)
+        why = self._add_sigs(r, o.sigs)
+        if why:
+            return self._refuse(ev.request_id, cid, -1, "signature", why)
+        if {s.party for s in o.sigs} >= set(r.runners()):
+            r.complete.add(k)
+        self._progress(r, now)
+        resp = Respond(ev.request_id, self._seal("opened", OpenedBody(cid, self.quote, list(r.rec.sigs))))
+        return [resp] + self._open_all(r) + self._drive(r, now)
+
+    def _on_approve(self, ev, env, a: ApproveBody, r: Run, now: float) -> list[Command]:
+        from node.tee.client import EnclaveRefused, verify_domain_sig
+
+        if not 0 <= a.party < len(r.spec.parties):
+            return self._refuse(ev.request_id, r.cid, -1, "wrong-peer", "no such party")
+        if not verify_domain_sig(r.spec.parties[a.party].binding.sign_pub, "approval",
+                                 approval_digest(r.cid, a.message), a.sig):
+            return self._refuse(ev.request_id, r.cid, -1, "signature",
+                                f"not party {a.party}'s signature over (contract id, {a.message!r})")
+        try:
+            self.enclave.contract_approve(r.cid, a.party, a.message, a.sig)
+        except EnclaveRefused as exc:
+            return self._refuse(ev.request_id, r.cid, -1, "signature", f"our enclave refused it: {exc.reason}")
+        self._progress(r, now)
+        cmds = [Respond(ev.request_id, self._seal("ack", AckBody(r.cid, -1))),
+                Notify("contract.approval", {"contract": r.key, "party": a.party, "message": a.message})]
+        return cmds + self._drive(r, now)
+
+    def _on_release(self, ev, env, b: ReleaseBody, r: Run, now: float) -> list[Command]:
+        from node.tee.client import EnclaveRefused
+
+        owner = r.spec.owner_of(b.deposit_pub)
+        if owner is None or r.spec.parties[owner[0]].binding.peer_id != ev.peer:
+            return self._refuse(ev.request_id, r.cid, b.round, "wrong-peer", "not a chunk of the sender")
+        try:  # the enclave checks the record (signer, contract, step, recipient) and the key itself
+            self.enclave.contract_accept(r.cid, ev.data)
+        except EnclaveRefused as exc:
+            cmds = self._refuse(ev.request_id, r.cid, b.round, exc.code, f"our enclave refused the key: {exc.reason}")
+            if exc.code in CHEAT_CODES:
+                cmds += self._stop(r, "cheat", f"step {b.round}: {exc.code}: {exc.reason}")
+            return cmds
+        self._progress(r, now)
+        ack = Respond(ev.request_id, self._seal("ack", AckBody(r.cid, b.round)))
+        return [ack] + self._drive(r, now)
+
+    # -- responses ------------------------------------------------------------------------
+    def _on_response(self, ev: ResponseReceived, now: float) -> list[Command]:
+        pend = self._pending.pop(ev.request_id, None)
+        if pend is None:
+            return []
+        key, kind, step, party = pend
+        r = self.runs.get(key)
+        if r is None or ev.error:
+            return []  # transport failure: the retry timer resends
+        want = {"open": {"opened", "error"}, "release": {"ack", "error"}, "approve": {"ack", "error"}}[kind]
+        try:
+            env, body = parse(ev.data, net=self.net, kinds=want, bodies=BODIES)
+        except MessageError as exc:
+            self.refusals.append((exc.code, exc.reason))
+            return [Notify("contract.refused", {"code": exc.code, "reason": exc.reason})]
+        if env.kind == "error":
+            self.refusals.append(("peer-error", f"{body.code}: {body.reason}"))
+            return [Notify("contract.peer-error", {"contract": key, "step": step, "code": body.code,
+                                                   "reason": body.reason})]
+        if env.signer != r.spec.parties[party].binding.sign_pub or body.contract_id != r.cid:
+            self.refusals.append(("wrong-peer", f"{env.kind} not from the party asked or for another contract"))
+            return [Notify("contract.refused", {"code": "wrong-peer", "reason": "answer from the wrong enclave"})]
+        self._progress(r, now)
+        if env.kind == "opened":
+            why = self._check_party(r, party, body.quote, now) or self._add_sigs(r, body.sigs)
+            if why:
+                self.refusals.append(("attestation", why))
+                return [Notify("contract.refused", {"code": "attestation", "reason": why})]
+            if {s.party for s in body.sigs} >= set(r.runners()):
+                r.complete.add(party)
+            return self._drive(r, now)
+        if kind == "release" and body.round == step:
+            r.pending.pop(step, None)
+            if step not in r.rec.acked:
+                r.rec.acked = sorted([*r.rec.acked, step])
+                self._persist(r)
+        return self._drive(r, now)
+
+    # -- timers ---------------------------------------------------------------------------------
+    def _on_timer(self, name: str, now: float) -> list[Command]:
+        what, _, key = name.partition(":")
+        r = self.runs.get(key)
+        if r is None or r.rec.state in TERMINAL:
+            return []
+        if what == "contract-run.deadline":
+            if now + 1e-9 < r.progress_at + self.round_timeout:
+                return [SetTimer(name, r.progress_at + self.round_timeout)]
+            if r.rec.state == RUNNING:
+                st = self.enclave.contract_status(r.cid)
+                r.rec.state, r.rec.reason = TRANSITIONS[(RUNNING, "deadline")], \
+                    f"no progress for {self.round_timeout:.0f} s"
+                self._persist(r)
+                released = sum(1 for m in st.moved if m.giver == r.me != m.receiver)
+                received = sum(1 for m in st.moved if m.receiver == r.me != m.giver)
+                return [Notify("contract.withheld", {"contract": r.key, "released": released, "received": received,
+                                                     "reason": r.rec.reason})]
+            return []
+        if what == "contract-run.retry":
+            return self._open_all(r) + self._resend(r) + self._drive(r, now)
+        return []

@@ -1,0 +1,547 @@
+"""Language contracts run between real enclaves over /keyswitch/contract-run/1 (no network: an in-memory
+ConnectionPair-style harness): escrow, option, a withholding peer in a swap, a three-party ring, every
+message validated, a crash at each step. Real InProcessEnclaves in tmp dirs, a real DevLedger."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from pathlib import Path
+
+import coincurve
+import pytest
+
+from node import wire
+from node.assets import address_for
+from node.contracts import stdlib
+from node.contracts.spec import Commit, PartySpec, ReleaseBody, approval_digest, make_spec, spec_id
+from node.ledger.devnet import FEES, DevLedger
+from node.protocols.base import Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started
+from node.protocols.base import TimerFired
+from node.protocols.contract_run import (
+    DONE, FAILED, PROTOCOL_ID, RUNNING, WITHHELD, AckBody, ApproveBody, ContractRun, OpenBody, RunRecord,
+)
+from node.protocols.offers import AttestationCache, default_attestation_verifier
+from node.protocols.release import VERSION, CheatingProof, ContractStore, ErrorBody, sweep_claimer
+from node.protocols.release import verify_cheating_proof
+from node.tee.client import InProcessEnclave
+from node.tee.policy import AttestationPolicy
+
+NET = "dev"
+NOW = 1_800_000_000.0
+AMOUNT = 1_000_000
+FEE = FEES["utxo"]
+POLICY = AttestationPolicy.dev()
+
+
+class Crash(BaseException):
+    """Kills a side mid-call (only its directory survives), like a SIGKILL nothing can catch."""
+
+
+class Plan:
+    """Counts a side's steps (enclave calls that change sealed state, and claims); crashes at step ``at``."""
+
+    def __init__(self, at: int | None = None, phase: str = "after") -> None:
+        self.at, self.phase, self.n, self.fired, self.log = at, phase, 0, False, []
+
+    def step(self, what: str, fn, *args):
+        self.n += 1
+        self.log.append(what)
+        hit = not self.fired and self.n == self.at
+        if hit and self.phase == "before":
+            self.fired = True
+            raise Crash(what)
+        out = fn(*args)
+        if hit:
+            self.fired = True
+            raise Crash(what)
+        return out
+
+
+class StepEnclave:
+    STEPS = ("contract_release", "contract_accept", "contract_refund", "export_to_owner", "contract_approve")
+
+    def __init__(self, inner, plan: Plan) -> None:
+        self.inner, self.plan = inner, plan
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if name in self.STEPS:
+            return lambda *a: self.plan.step(name, attr, *a)
+        return attr
+
+
+class Side:
+    def __init__(self, name: str, root: Path, ledger: DevLedger, asset: str | None, n: int, plan: Plan | None = None,
+                 usd: int = 5_000) -> None:
+        self.name, self.peer_id, self.dir, self.ledger = name, f"12D3Koo{name}", root / name, ledger
+        self.plan = plan or Plan()
+        self.raw = InProcessEnclave(self.dir)
+        self.commits: list[Commit] = []
+        if asset:
+            for pub in self.raw.generate_keys(n):
+                addr = address_for(asset, pub)
+                ledger.faucet(asset, addr, AMOUNT)
+                self.commits.append(Commit(pub, asset, addr, AMOUNT, usd))
+        self.binding = self.raw.binding_for(NET, self.peer_id)
+        self.quote = self.raw.quote(self.binding, now=NOW)
+        self.gen = 0
+        self.notes: list[Notify] = []
+        self.specs: list = []
+        self.proto = self._make()
+
+    def party(self, runner: bool = True) -> PartySpec:
+        return PartySpec(self.binding, list(self.commits), runner)
+
+    def owner_address(self, chunk) -> str:
+        k = coincurve.PrivateKey(hashlib.sha256(b"owner" + self.name.encode() + chunk.pubkey).digest())
+        return address_for(chunk.asset, k.public_key.format())
+
+    def _make(self) -> ContractRun:
+        self.enc = StepEnclave(self.raw, self.plan)
+        claim = sweep_claimer(lambda: self.enc, self.ledger, self.owner_address)
+        proto = ContractRun(
+            net=NET, enclave=self.enc, quote=self.quote,
+            attestations=AttestationCache(default_attestation_verifier(POLICY)),
+            check_funds=lambda asset, addr: self.ledger.balance(asset, addr).unconfirmed > 0,
+            claim=lambda chunk: self.plan.step("claim", claim, chunk),
+            store=ContractStore(self.dir / "runs", durable=False, record_type=RunRecord),
+            round_timeout=30.0, retry_interval=2.0)
+        for s in self.specs:
+            proto.expect(s)
+        return proto
+
+    def restart(self) -> None:
+        self.raw.close()
+        self.raw = InProcessEnclave(self.dir)
+        self.gen += 1
+        self.proto = self._make()
+
+    def journal_releases(self) -> list[bytes]:
+        return [e.pub for e in self.raw._core.journal() if e.op == "release"]
+
+    def balance(self, chunk) -> int:
+        return self.ledger.balance(chunk.asset, self.owner_address(chunk)).unconfirmed
+
+
+class Net:
+    """Sides wired in memory with a virtual clock, timers, crashes and a filter on outgoing requests."""
+
+    def __init__(self, *sides: Side) -> None:
+        self.sides = {s.peer_id: s for s in sides}
+        self.now = NOW
+        self.queue: deque = deque()
+        self.timers: dict[tuple[str, str], float] = {}
+        self.calls: dict[int, tuple[str, int, int]] = {}
+        self.ids = 0
+        self.sent: list[tuple[str, SendRequest]] = []
+        self.drop = lambda src, cmd: False
+        self.crashes = 0
+        for s in sides:
+            self.queue.append((s.peer_id, s.gen, Started(s.peer_id)))
+        self.run(until=0)
+
+    def call(self, side: Side, fn, *args) -> None:
+        try:
+            self.carry(side, fn(*args, self.now))
+        except Crash:
+            self.crash(side)
+
+    def crash(self, side: Side) -> None:
+        self.crashes += 1
+        side.restart()
+        for k in [k for k in self.timers if k[0] == side.peer_id]:
+            del self.timers[k]
+        self.queue.append((side.peer_id, side.gen, Started(side.peer_id)))
+
+    def carry(self, side: Side, cmds) -> None:
+        for cmd in cmds:
+            if isinstance(cmd, SetTimer):
+                self.timers[(side.peer_id, cmd.name)] = cmd.at
+            elif isinstance(cmd, Notify):
+                side.notes.append(cmd)
+            elif isinstance(cmd, SendRequest):
+                self.sent.append((side.peer_id, cmd))
+                if self.drop(side, cmd) or cmd.peer not in self.sides:
+                    continue
+                self.ids += 1
+                self.calls[self.ids] = (side.peer_id, side.gen, cmd.request_id)
+                self.queue.append((cmd.peer, self.sides[cmd.peer].gen,
+                                   RequestReceived(cmd.protocol, side.peer_id, self.ids, cmd.data)))
+            elif isinstance(cmd, Respond):
+                call = self.calls.pop(cmd.request_id, None)
+                if call is not None:
+                    peer, gen, rid = call
+                    self.queue.append((peer, gen, ResponseReceived(PROTOCOL_ID, side.peer_id, rid, cmd.data)))
+
+    def step(self) -> bool:
+        if self.queue:
+            peer, gen, ev = self.queue.popleft()
+            side = self.sides[peer]
+            if gen == side.gen:
+                try:
+                    self.carry(side, side.proto.handle(ev, self.now))
+                except Crash:
+                    self.crash(side)
+            return True
+        if not self.timers:
+            return False
+        (peer, name), at = min(self.timers.items(), key=lambda kv: kv[1])
+        del self.timers[(peer, name)]
+        self.now = max(self.now, at)
+        self.queue.append((peer, self.sides[peer].gen, TimerFired(name)))
+        return True
+
+    def run(self, until: float = 120.0, done=None) -> None:
+        while self.now <= NOW + until and self.step():
+            if done is not None and done():
+                return
+
+    def height(self, asset: str, h: int, *sides: Side) -> None:
+        for s in sides or self.sides.values():
+            self.call(s, s.proto.observe_height, asset, h)
+
+
+def start(net: Net, spec, *sides: Side) -> bytes:
+    for s in sides:
+        s.specs.append(spec)
+        s.proto.expect(spec)
+    for s in sides:
+        net.call(s, s.proto.start, spec)
+    return spec_id(spec)
+
+
+def stopped(cid, *sides):
+    return lambda: all(s.proto.state(cid) in (DONE, FAILED) for s in sides)
+
+
+# ---------------------------------------------------------------- escrow
+def escrow_setup(tmp_path, plans=(None, None)):
+    ledger = DevLedger(None, automine=True)
+    payer = Side("P", tmp_path, ledger, "BTC-REG", 2, plans[0])
+    payee = Side("Q", tmp_path, ledger, None, 0, plans[1])
+    arb = Side("R", tmp_path, ledger, None, 0)
+    spec = make_spec(NET, stdlib.source("escrow"), {"height_asset": "BTC-REG", "refund_height": 200},
+                     [payer.party(), payee.party(), arb.party(runner=False)])
+    net = Net(payer, payee, arb)
+    net.height("BTC-REG", 100, payer, payee)
+    cid = start(net, spec, payer, payee)
+    return ledger, payer, payee, arb, spec, cid, net
+
+
+def test_escrow_releases_to_the_payee_only_on_the_arbiters_signed_approval(tmp_path):
+    ledger, payer, payee, arb, spec, cid, net = escrow_setup(tmp_path)
+    net.run(until=10)
+    assert payer.proto.state(cid) == RUNNING and payer.journal_releases() == []  # signed, opened, waiting
+    # an approval signed by the payee in the arbiter's name is refused, by the host and by the enclave
+    forged = ApproveBody(cid, 2, "release", payee.raw.sign("approval", approval_digest(cid, "release")))
+    code, reason = ask(payer, payee, "approve", forged)
+    assert code == "signature" and "party 2" in reason
+    from node.tee.client import EnclaveRefused
+
+    with pytest.raises(EnclaveRefused) as exc:
+        payer.raw.contract_approve(cid, 2, "release", forged.sig)
+    assert exc.value.code == "bad-signature"
+    assert payer.journal_releases() == []
+    net.call(arb, arb.proto.approve, spec, "release")  # the arbiter's node signs and delivers it
+    net.run(done=stopped(cid, payer, payee))
+    assert payer.proto.state(cid) == DONE and payee.proto.state(cid) == DONE
+    for c in payer.commits:  # both chunks at fresh addresses of the payee's owner
+        assert payee.balance(c) == AMOUNT - FEE and ledger.balance(c.asset, c.address).unconfirmed == 0
+    assert sorted(payer.journal_releases()) == sorted(c.pubkey for c in payer.commits)
+
+
+def test_escrow_refunds_the_payer_at_the_refund_height(tmp_path):
+    ledger, payer, payee, arb, spec, cid, net = escrow_setup(tmp_path)
+    net.run(until=10)
+    net.height("BTC-REG", 199)
+    net.run(until=20)
+    assert payer.journal_releases() == [] and payer.proto.summary(cid)["refunded"] == []
+    net.height("BTC-REG", 200)
+    net.run(until=40, done=stopped(cid, payer))
+    s = payer.proto.summary(cid)
+    assert payer.proto.state(cid) == DONE and s["refunded"] == [0, 1] and s["released"] == []
+    for c in payer.commits:  # the enclave handed each key back; the host swept it to the owner's address
+        assert payer.balance(c) == AMOUNT - FEE and payee.balance(c) == 0
+    assert [st for _, st, _ in s["claims"]] == ["refunded", "refunded"]
+    net.call(arb, arb.proto.approve, spec, "release")  # too late: nothing is left to release
+    net.run(until=60)
+    assert payer.journal_releases() == []
+
+
+# ---------------------------------------------------------------- option
+def option_setup(tmp_path, plans=(None, None)):
+    ledger = DevLedger(None, automine=True)
+    buyer = Side("B", tmp_path, ledger, "LTC", 3, plans[0])
+    writer = Side("W", tmp_path, ledger, "BTC-REG", 2, plans[1])
+    spec = make_spec(NET, stdlib.source("option"), {"height_asset": "BTC-REG", "premium_chunks": 1,
+                                                    "premium_by": 110, "expiry": 150},
+                     [buyer.party(), writer.party()])
+    net = Net(buyer, writer)
+    net.height("BTC-REG", 100)
+    cid = start(net, spec, buyer, writer)
+    return ledger, buyer, writer, spec, cid, net
+
+
+def test_option_premium_then_exercise_chunk_for_chunk(tmp_path):
+    ledger, buyer, writer, spec, cid, net = option_setup(tmp_path)
+    net.run(until=10)
+    assert buyer.proto.summary(cid)["released"] == [(0, 1)]  # the premium, and nothing else
+    assert writer.proto.summary(cid)["released"] == []  # the underlying is held for the buyer
+    net.call(buyer, buyer.proto.approve, spec, "exercise")
+    net.run(done=stopped(cid, buyer, writer))
+    assert buyer.proto.state(cid) == DONE and writer.proto.state(cid) == DONE
+    assert buyer.proto.summary(cid)["released"] == [(0, 1), (1, 1), (2, 1)]
+    assert buyer.proto.summary(cid)["received"] == [(1, 0), (1, 1)]
+    for c in writer.commits:
+        assert buyer.balance(c) == AMOUNT - FEE
+    for c in buyer.commits:
+        assert writer.balance(c) == AMOUNT - FEE
+
+
+def test_option_not_exercised_expires_and_both_sides_get_their_chunks_back(tmp_path):
+    ledger, buyer, writer, spec, cid, net = option_setup(tmp_path)
+    net.run(until=10)
+    net.height("BTC-REG", 150)
+    net.run(done=stopped(cid, buyer, writer))
+    assert buyer.proto.summary(cid)["refunded"] == [1, 2] and writer.proto.summary(cid)["refunded"] == [0, 1]
+    assert writer.balance(buyer.commits[0]) == AMOUNT - FEE  # the premium stays paid
+    for c in buyer.commits[1:]:
+        assert buyer.balance(c) == AMOUNT - FEE
+    for c in writer.commits:
+        assert writer.balance(c) == AMOUNT - FEE
+    # the exercise comes too late: the enclave allows nothing more
+    net.call(buyer, buyer.proto.approve, spec, "exercise")
+    net.run(until=100)
+    assert buyer.proto.summary(cid)["released"] == [(0, 1)]
+
+
+def test_an_unpaid_premium_refunds_at_premium_by(tmp_path):
+    ledger, buyer, writer, spec, cid, net = option_setup(tmp_path)
+    net.drop = lambda src, cmd: src is buyer and wire.decode(cmd.data, wire.Signed).kind == "release"
+    net.run(until=10)
+    net.drop = lambda src, cmd: False
+    net.height("BTC-REG", 110)
+    net.run(until=60)
+    # the writer saw no premium by premium_by: its chunks go home. The premium had left the buyer's enclave
+    # (its view: paid), so the buyer's strike chunks wait for the expiry; the premium arrives on a resend
+    assert writer.proto.summary(cid)["refunded"] == [0, 1]
+    assert writer.proto.summary(cid)["received"] == [(0, 0)]
+    assert buyer.proto.summary(cid)["refunded"] == [] and buyer.proto.summary(cid)["released"] == [(0, 1)]
+    net.height("BTC-REG", 150)
+    net.run(until=200, done=stopped(cid, buyer, writer))
+    assert buyer.proto.summary(cid)["refunded"] == [1, 2] and buyer.proto.state(cid) == DONE
+
+
+# ---------------------------------------------------------------- withholding, time-locks
+def swap_setup(tmp_path, n=3, plans=(None, None)):
+    ledger = DevLedger(None, automine=True)
+    a = Side("A", tmp_path, ledger, "BTC-REG", n, plans[0])
+    b = Side("B", tmp_path, ledger, "LTC", n, plans[1])
+    spec = make_spec(NET, stdlib.source("swap"), {"asset_a": "BTC-REG", "asset_b": "LTC", "usd": 5_000 * n,
+                                                  "deadline": 300}, [a.party(), b.party()])
+    net = Net(a, b)
+    net.height("BTC-REG", 100)
+    cid = start(net, spec, a, b)
+    return ledger, a, b, spec, cid, net
+
+
+def test_a_swap_in_the_language_completes(tmp_path):
+    ledger, a, b, spec, cid, net = swap_setup(tmp_path)
+    net.run(done=stopped(cid, a, b))
+    assert a.proto.state(cid) == DONE and b.proto.state(cid) == DONE
+    for c in b.commits:
+        assert a.balance(c) == AMOUNT - FEE
+    for c in a.commits:
+        assert b.balance(c) == AMOUNT - FEE
+
+
+@pytest.mark.parametrize("stop_after", [0, 1, 2])
+def test_a_withholder_costs_at_most_one_chunk_and_the_rest_goes_home_at_the_height(tmp_path, stop_after):
+    ledger, a, b, spec, cid, net = swap_setup(tmp_path)
+    sent = []
+
+    def withhold(src, cmd):  # B releases ``stop_after`` chunks, then goes silent
+        if src is b and wire.decode(cmd.data, wire.Signed).kind == "release":
+            body = wire.decode(wire.decode(cmd.data, wire.Signed).body, ReleaseBody)
+            if body.round not in sent:
+                sent.append(body.round)
+            return sent.index(body.round) >= stop_after
+        return False
+
+    net.drop = withhold
+    net.run(until=100)
+    assert a.proto.state(cid) == WITHHELD
+    assert any(n.kind == "contract.withheld" for n in a.notes)
+    s = a.proto.summary(cid)
+    assert len(s["released"]) == stop_after + 1 and len(s["received"]) == stop_after  # one chunk exposed
+    net.height("BTC-REG", 300)
+    net.run(until=200, done=stopped(cid, a))
+    s = a.proto.summary(cid)
+    assert a.proto.state(cid) == DONE
+    assert s["refunded"] == list(range(stop_after + 1, 3))  # every unmoved chunk went home
+    gave = sum(1 for c in a.commits if b.balance(c) == AMOUNT - FEE)  # on the ledger: A's chunks B swept
+    got = sum(1 for c in b.commits if a.balance(c) == AMOUNT - FEE)
+    assert gave - got == 1 and len(s["released"]) - len(s["received"]) == 1  # exactly one chunk lost
+    assert all(a.balance(c) == AMOUNT - FEE for c in a.commits[stop_after + 1:])
+
+
+# ---------------------------------------------------------------- ring
+def test_a_three_party_ring_runs_as_pairwise_channels(tmp_path):
+    ledger = DevLedger(None, automine=True)
+    sides = [Side(n, tmp_path, ledger, asset, 2, usd=2_000)
+             for n, asset in (("C", "BTC-REG"), ("D", "LTC"), ("E", "BTC-REG"))]
+    spec = make_spec(NET, stdlib.source("ring"), {"usd": 4_000, "height_asset": "BTC-REG", "deadline": 300},
+                     [s.party() for s in sides])
+    net = Net(*sides)
+    net.height("BTC-REG", 100)
+    cid = start(net, spec, *sides)
+    pairs = set()
+    net.drop = lambda src, cmd: (wire.decode(cmd.data, wire.Signed).kind == "release"
+                                 and pairs.add((src.name, cmd.peer)) and False)
+    net.run(done=stopped(cid, *sides))
+    assert [s.proto.state(cid) for s in sides] == [DONE] * 3
+    assert pairs == {("C", "12D3KooD"), ("D", "12D3KooE"), ("E", "12D3KooC")}  # only pred -> succ
+    for k, s in enumerate(sides):
+        succ = sides[(k + 1) % 3]
+        assert s.proto.summary(cid)["released"] == [(0, (k + 1) % 3), (1, (k + 1) % 3)]
+        for c in s.commits:
+            assert succ.balance(c) == AMOUNT - FEE
+
+
+# ---------------------------------------------------------------- validation
+def signed(side: Side, kind: str, body, *, net=NET, version=VERSION) -> bytes:
+    raw = wire.encode(body)
+    sig = side.raw.sign("release-msg", wire.signing_digest(version, net, kind, raw))
+    return wire.encode(wire.Signed(version, net, kind, raw, side.binding.sign_pub, sig))
+
+
+def ask(to: Side, frm: Side, kind: str | None, body=None, data: bytes | None = None) -> tuple[str, str]:
+    data = data if data is not None else signed(frm, kind, body)
+    cmds = to.proto.handle(RequestReceived(PROTOCOL_ID, frm.peer_id, 999, data), NOW)
+    resp = next(c for c in cmds if isinstance(c, Respond))
+    env = wire.decode(resp.data, wire.Signed)
+    if env.kind != "error":
+        return env.kind, ""
+    e = wire.decode(env.body, ErrorBody)
+    return e.code, e.reason
+
+
+def test_every_message_is_validated_with_a_reason(tmp_path):
+    ledger, payer, payee, arb, spec, cid, net = escrow_setup(tmp_path)
+    net.run(until=10)
+    other = make_spec(NET, stdlib.source("escrow"), {"height_asset": "BTC-REG", "refund_height": 999},
+                      [payer.party(), payee.party(), arb.party(runner=False)])
+    good_sig = arb.raw.sign("approval", approval_digest(cid, "release"))
+    rec = payer.raw._core.contracts  # a release record of a chunk that is not the sender's
+    cases = [
+        ("malformed", None, None, b"\x00\x01"),
+        ("version", "ack", AckBody(cid, 0), signed(payer, "approve", ApproveBody(cid, 2, "release", good_sig),
+                                                  version=2)),
+        ("network", "ack", AckBody(cid, 0), signed(payer, "approve", ApproveBody(cid, 2, "release", good_sig),
+                                                  net="main")),
+        ("kind", "bogus", AckBody(cid, 0), None),
+        ("out-of-order", "ack", AckBody(cid, 0), None),
+        ("unknown-contract", "approve", ApproveBody(b"\x07" * 32, 2, "release", good_sig), None),
+        ("not-expected", "open", OpenBody(other.encode(), payer.quote, []), None),
+        ("spec", "open", OpenBody(b"\x01\x02", payer.quote, []), None),
+        ("wrong-peer", "approve", ApproveBody(cid, 9, "release", good_sig), None),
+        ("signature", "approve", ApproveBody(cid, 2, "release", b"\x00" * 64), None),
+    ]
+    third = make_spec(NET, stdlib.source("escrow"), {"height_asset": "BTC-REG", "refund_height": 777},
+                      [payer.party(), payee.party(), arb.party(runner=False)])
+    payee.proto.expect(third)  # expected, but the opener's quote is another enclave's
+    cases.append(("attestation", "open", OpenBody(third.encode(), payee.quote, []), None))
+    for code, kind, body, data in cases:
+        frm = payer
+        got, reason = ask(payee, frm, kind, body, data)
+        assert got == code and reason, (code, got, reason)
+    # a signature byte flipped
+    env = wire.decode(signed(payer, "approve", ApproveBody(cid, 2, "release", good_sig)), wire.Signed)
+    bad = wire.encode(wire.Signed(env.version, env.net, env.kind, env.body, env.signer, bytes([env.sig[0] ^ 1])
+                                  + env.sig[1:]))
+    assert ask(payee, payer, None, data=bad)[0] == "signature"
+    # a release record forged by a host (not made by its enclave's contract release) is refused by the enclave
+    forged = ReleaseBody(cid, 0, payer.commits[0].pubkey, payee.binding.enc_pub, b"\x00" * 80)
+    code, reason = ask(payee, payer, None, data=wire.encode(wire.Signed(
+        VERSION, NET, "release", wire.encode(forged), payer.binding.sign_pub, payer.raw.sign(
+            "release-msg", wire.signing_digest(VERSION, NET, "release", wire.encode(forged))))))
+    assert code == "signature"  # not in the release domain, which only the enclave signs in
+    assert payee.proto.state(cid) == RUNNING and rec is not None
+
+
+def test_mutated_messages_never_crash(tmp_path):
+    import random
+
+    ledger, a, b, spec, cid, net = swap_setup(tmp_path, n=2)
+    net.run(done=stopped(cid, a, b))
+    msgs = [cmd.data for _, cmd in net.sent]
+    rng = random.Random(7)
+    for _ in range(300):
+        m = bytearray(rng.choice(msgs))
+        for _ in range(rng.randint(1, 4)):
+            m[rng.randrange(len(m))] = rng.randrange(256)
+        for side in (a, b):
+            cmds = side.proto.handle(RequestReceived(PROTOCOL_ID, "12D3KooA", 1, bytes(m)), net.now)
+            assert any(isinstance(c, Respond) for c in cmds)
+    assert a.proto.state(cid) == DONE and b.proto.state(cid) == DONE
+
+
+# ---------------------------------------------------------------- crash at each step
+def _count(tmp_path):
+    plans = (Plan(), Plan())
+    ledger, buyer, writer, spec, cid, net = option_setup(tmp_path / "count", plans)
+    net.run(until=10)
+    net.call(buyer, buyer.proto.approve, spec, "exercise")
+    net.run(done=stopped(cid, buyer, writer))
+    return plans[0].n, plans[1].n
+
+
+def test_the_option_crash_points_cover_every_step(tmp_path):
+    # buyer: 3 releases, 2 accepts, 2 claims (export + sweep), 1 approval; writer: 2 releases, 3 accepts, 3 claims
+    assert _count(tmp_path) == (11, 11)
+
+
+@pytest.mark.parametrize("side,step,phase", [(s, i, p) for s in (0, 1) for i in range(1, 12)
+                                             for p in ("before", "after")])
+def test_a_crash_at_each_step_of_an_option_finishes_with_no_key_released_twice(tmp_path, side, step, phase):
+    plans = [Plan(), Plan()]
+    plans[side] = Plan(step, phase)
+    ledger, buyer, writer, spec, cid, net = option_setup(tmp_path, tuple(plans))
+    net.run(until=10)
+    net.call(buyer, buyer.proto.approve, spec, "exercise")
+    net.run(until=120)
+    if buyer.proto.state(cid) != DONE:  # the crash took the approval with it: the buyer's owner asks again
+        net.call(buyer, buyer.proto.approve, spec, "exercise")
+    net.run(until=300, done=stopped(cid, buyer, writer))
+    assert plans[side].fired, plans[side].log
+    assert buyer.proto.state(cid) == DONE and writer.proto.state(cid) == DONE
+    for s in (buyer, writer):  # each key released exactly once
+        rel = s.journal_releases()
+        assert sorted(rel) == sorted(c.pubkey for c in s.commits)
+    for c in writer.commits:
+        assert buyer.balance(c) == AMOUNT - FEE
+    for c in buyer.commits:
+        assert writer.balance(c) == AMOUNT - FEE
+
+
+# ---------------------------------------------------------------- proofs still work on these records
+def test_release_records_of_a_language_contract_make_cheating_proofs(tmp_path):
+    ledger, a, b, spec, cid, net = swap_setup(tmp_path, n=1)
+    net.run(done=stopped(cid, a, b))
+    recs = [cmd.data for src, cmd in net.sent if src == a.peer_id and wire.decode(cmd.data, wire.Signed).kind ==
+            "release"]
+    assert recs
+    assert "resend" in verify_cheating_proof(CheatingProof(recs[0], recs[0]), net=NET)
+    # a second record of the same key to someone else: only a broken enclave could sign it
+    env = wire.decode(recs[0], wire.Signed)
+    body = wire.decode(env.body, ReleaseBody)
+    from node.crypto import sign_digest, tagged_hash
+
+    other = wire.encode(ReleaseBody(body.contract_id, body.round, body.deposit_pub, a.binding.enc_pub,
+                                    body.ciphertext))
+    sig = sign_digest(a.raw._core._sign, tagged_hash("keyswitch/release",
+                                                     wire.signing_digest(VERSION, NET, "release", other)))
+    second = wire.encode(wire.Signed(VERSION, NET, "release", other, env.signer, sig))
+    assert verify_cheating_proof(CheatingProof(recs[0], second), net=NET) == hashlib.sha256(
+        a.binding.sign_pub).digest()
