@@ -407,7 +407,7 @@ class ContractRun:
             cmds.append(Notify("contract.released", {"contract": r.key, "index": i, "to": recv}))
         if st.finished or st.settled:
             after = self.enclave.contract_status(r.cid)
-            if (after.finished or after.settled) and not after.allowed and all(
+            if (after.finished or after.settled) and not after.allowed and not r.pending and all(
                     r.claim_of(r.spec.step_of(m.giver, m.index)) for m in after.moved if m.receiver == r.me):
                 return cmds + self._stop(r, "settled", f"contract {st.status}")
         return cmds + self._timers(r, now)
@@ -562,7 +562,7 @@ class ContractRun:
             self.enclave.contract_accept(r.cid, ev.data)
         except EnclaveRefused as exc:
             cmds = self._refuse(ev.request_id, r.cid, b.round, exc.code, f"our enclave refused the key: {exc.reason}")
-            if exc.code in CHEAT_CODES:
+            if exc.code in CHEAT_CODES and r.rec.state in (RUNNING, WITHHELD):
                 cmds += self._stop(r, "cheat", f"step {b.round}: {exc.code}: {exc.reason}")
             return cmds
         self._progress(r, now)
@@ -616,8 +616,15 @@ class ContractRun:
         if what == "contract-run.deadline":
             if now + 1e-9 < r.progress_at + self.round_timeout:
                 return [SetTimer(name, r.progress_at + self.round_timeout)]
-            if r.rec.state == RUNNING:
+            from node.tee.client import EnclaveRefused
+
+            try:
                 st = self.enclave.contract_status(r.cid)
+            except EnclaveRefused as exc:  # e.g. no height handed in yet
+                return [Notify("contract.waiting", {"contract": r.key, "reason": f"{exc.code}: {exc.reason}"})]
+            if (st.finished or st.settled) and not st.allowed and r.pending:
+                return self._stop(r, "settled", "contract over; the peer never acknowledged our last release")
+            if r.rec.state == RUNNING:
                 r.rec.state, r.rec.reason = TRANSITIONS[(RUNNING, "deadline")], \
                     f"no progress for {self.round_timeout:.0f} s"
                 self._persist(r)

@@ -340,7 +340,7 @@ class Contracts:
             raise _refusal("wrong-key", "the record's deposit key is not committed to this contract")
         giver, index = owner
         if giver == st.me:
-            raise _refusal("wrong-key", "that chunk is ours")
+            raise _refusal("wrong-recipient", "that chunk is ours")
         if env.signer != spec.parties[giver].binding.sign_pub or not verify_domain_sig(
                 env.signer, "release", env.digest(), env.sig):
             raise _refusal("bad-signature", "the record is not signed by the giver's attested enclave")
