@@ -1,0 +1,182 @@
+"""Contracts at the enclave boundary: whatever its host asks, in any order, an enclave releases only what the
+contract's rules allow. Real in-memory enclaves, real signatures; hypothesis drives an adversarial host."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from node.assets import address_for
+from node.contracts import Transfer, View, evaluate, stdlib
+from node.contracts.spec import Commit, PartySpec, approval_digest, compile_spec, make_spec, spec_id
+from node.tee.client import EnclaveRefused, InProcessEnclave
+
+NET = "dev"
+
+
+def parties(enclaves, names, assets, n, usd=5_000, runners=None):
+    out = []
+    for k, (e, name) in enumerate(zip(enclaves, names)):
+        commits = []
+        if assets[k]:
+            for pub in e.generate_keys(n[k]):
+                commits.append(Commit(pub, assets[k], address_for(assets[k], pub), 1000, usd))
+        out.append(PartySpec(e.binding_for(NET, name), commits, True if runners is None else runners[k]))
+    return out
+
+
+def opened(enclaves, spec, runners):
+    """Every runner opens the contract and gets every other runner's signature over its id."""
+    sigs = {k: enclaves[k].contract_open(spec.encode()).sig for k in runners}
+    for k in runners:
+        assert enclaves[k].contract_open(spec.encode(), [(j, s) for j, s in sigs.items() if j != k]).missing == []
+    return spec_id(spec)
+
+
+class Mirror:
+    """The test's own account of one enclave's view, to check each answer against the pure language."""
+
+    def __init__(self, spec, me):
+        self.spec, self.me, self.moved, self.heights, self.sigs = spec, me, [], {}, set()
+
+    def view(self):
+        ids = self.spec.ids
+        return View(self.spec.view_chunks(), [Transfer(ids[g], i, ids[r]) for g, i, r in self.moved], self.heights,
+                    {}, sorted(self.sigs))
+
+    def allowed(self):
+        me = self.spec.ids[self.me]
+        return {(r.index, self.spec.ids.index(r.receiver)) for r in evaluate(compile_spec(self.spec), self.view()).releases
+                if r.giver == me}
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except EnclaveRefused as exc:
+        return exc
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["release", "refund", "deliver", "height", "approve"]),
+                         st.integers(0, 3), st.integers(0, 2), st.integers(0, 3)), max_size=30)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS)
+def test_a_swap_enclave_never_releases_more_than_the_rules_allow(ops):
+    a, b = InProcessEnclave(None), InProcessEnclave(None)
+    spec = make_spec(NET, stdlib.source("swap"), {"asset_a": "BTC-REG", "asset_b": "LTC", "usd": 15_000,
+                                                  "deadline": 300},
+                     parties([a, b], ["A", "B"], ["BTC-REG", "LTC"], [3, 3]))
+    cid = opened([a, b], spec, [0, 1])
+    encs, mirrors = [a, b], [Mirror(spec, 0), Mirror(spec, 1)]
+    records = {0: [], 1: []}  # records each side made, to deliver (or not) to the other
+    for e in encs:
+        e.contract_height(cid, "BTC-REG", 100)
+    for m in mirrors:
+        m.heights["BTC-REG"] = 100
+    for op, x, who, y in ops:
+        k = who % 2
+        e, m = encs[k], mirrors[k]
+        if op == "release":
+            allowed = m.allowed()
+            got = _try(e.contract_release, cid, x % 3, y % 2)
+            if isinstance(got, bytes):
+                assert (x % 3, y % 2) in allowed  # the enclave agrees with the language, never more
+                m.moved.append((k, x % 3, y % 2))  # the other side learns of it only on delivery
+                records[k].append((x % 3, got))
+            else:
+                assert (x % 3, y % 2) not in allowed or (y % 2 == k and got.code == "bad-request")  # use refund
+        elif op == "refund":
+            got = _try(e.contract_refund, cid, x % 3)
+            if isinstance(got, bytes):
+                assert (x % 3, k) in m.allowed() or (k, x % 3, k) in m.moved
+                if (k, x % 3, k) not in m.moved:
+                    m.moved.append((k, x % 3, k))
+        elif op == "deliver" and records[1 - k]:
+            idx, rec = records[1 - k][x % len(records[1 - k])]
+            got = _try(e.contract_accept, cid, rec)
+            if not isinstance(got, EnclaveRefused) and (1 - k, idx, k) not in m.moved:
+                m.moved.append((1 - k, idx, k))
+        elif op == "height":
+            h = 100 + 100 * y
+            e.contract_height(cid, "BTC-REG", h)
+            m.heights["BTC-REG"] = max(m.heights["BTC-REG"], h)
+        # the tit-for-tat bound, from each enclave's own view: given minus received stays within one chunk
+        for j in (0, 1):
+            mv = encs[j].contract_status(cid).moved
+            gave = sum(1 for t in mv if t.giver == j and t.receiver != j)
+            got_ = sum(1 for t in mv if t.receiver == j and t.giver != j)
+            assert gave - got_ <= 1
+    for e, k in ((a, 0), (b, 1)):  # no key left the enclave twice
+        pubs = [j.pub for j in e._core.journal() if j.op in ("release", "export")]
+        assert len(pubs) == len(set(pubs))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS)
+def test_an_escrow_enclave_pays_only_on_an_approval_and_refunds_only_at_the_height(ops):
+    payer, payee, arb = (InProcessEnclave(None) for _ in range(3))
+    encs = [payer, payee, arb]
+    spec = make_spec(NET, stdlib.source("escrow"), {"height_asset": "BTC-REG", "refund_height": 300},
+                     parties(encs, ["P", "Q", "R"], ["BTC-REG", None, None], [2, 0, 0], runners=[True, True, False]))
+    cid = opened(encs, spec, [0, 1])
+    payer.contract_height(cid, "BTC-REG", 100)
+    approvals: set[tuple[int, str]] = set()
+    height = 100
+    for op, x, who, y in ops:
+        if op == "approve":  # any party signs any of these messages; the host hands it in (or a forgery)
+            msg = ["release", "refund", "other", "release"][y]
+            sig = encs[who].sign("approval", approval_digest(cid, msg))
+            claimed = (who + x) % 3  # sometimes claimed to be another party's
+            got = _try(payer.contract_approve, cid, claimed, msg, sig)
+            if claimed == who:
+                assert got is None
+                approvals.add((who, msg))
+            else:
+                assert isinstance(got, EnclaveRefused) and got.code == "bad-signature"
+        elif op == "height":
+            height = max(height, 100 + 100 * y)
+            payer.contract_height(cid, "BTC-REG", 100 + 100 * y)
+        elif op == "release":
+            got = _try(payer.contract_release, cid, x % 2, 1 + y % 2)
+            approved = bool({(2, "release"), (0, "release")} & approvals)
+            cancelled = bool({(2, "refund"), (1, "refund")} & approvals)
+            if isinstance(got, bytes):
+                assert y % 2 == 0 and approved and not cancelled  # only to the payee, only when approved
+        elif op == "refund":
+            got = _try(payer.contract_refund, cid, x % 2)
+            if isinstance(got, bytes):
+                approved = bool({(2, "release"), (0, "release")} & approvals)
+                cancelled = bool({(2, "refund"), (1, "refund")} & approvals)
+                assert cancelled or (not approved and height >= 300)
+    pubs = [j.pub for j in payer._core.journal() if j.op in ("release", "export")]
+    assert len(pubs) == len(set(pubs))
+
+
+def test_a_committed_key_moves_only_by_its_contract():
+    a, b = InProcessEnclave(None), InProcessEnclave(None)
+    spec = make_spec(NET, stdlib.source("swap"), {"asset_a": "BTC-REG", "asset_b": "LTC", "usd": 5_000,
+                                                  "deadline": 300},
+                     parties([a, b], ["A", "B"], ["BTC-REG", "LTC"], [1, 1]))
+    pub = spec.parties[0].chunks[0].pubkey
+    sig_a = a.contract_open(spec.encode())
+    cid = sig_a.cid
+    a.contract_height(cid, "BTC-REG", 100)
+    assert sig_a.missing == [1]
+    with pytest.raises(EnclaveRefused) as exc:  # B has not signed the contract id yet
+        a.contract_release(cid, 0, 1)
+    assert exc.value.code == "unsigned"
+    with pytest.raises(EnclaveRefused) as exc:  # the raw release refuses a committed key
+        a.release_key(pub, b.info().enc_pub, b"ctx")
+    assert exc.value.code == "committed"
+    with pytest.raises(EnclaveRefused) as exc:  # a signature over the id that is not B's
+        a.contract_open(spec.encode(), [(1, a.contract_open(spec.encode()).sig)])
+    assert exc.value.code == "bad-signature"
+    with pytest.raises(EnclaveRefused) as exc:  # the host cannot make the enclave sign a contract id
+        a.sign("contract-terms", cid)
+    assert exc.value.code == "domain-not-allowed"
+    with pytest.raises(EnclaveRefused) as exc:  # an enclave that is not a party does not open it
+        InProcessEnclave(None).contract_open(spec.encode())
+    assert exc.value.code == "not-a-party"
