@@ -42,7 +42,6 @@ keeps claims, refunds and acks; ``Started`` resumes every contract (re-open, res
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable

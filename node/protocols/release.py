@@ -5,25 +5,35 @@ A **schedule** is an ordered list of rounds; round ``r`` says which party
 (``taker``). ``swap_schedule(a_chunks, b_chunks)`` alternates one chunk at a
 time (a0, b0, a1, b1, ...), so neither party is ever exposed to more than one
 chunk; ``validate_schedule`` refuses any schedule that would expose a party to
-more. The schedule type is deliberately plain data so a contract language can
-produce it.
+more. A schedule is run as a contract **inside the enclaves**: ``schedule_spec``
+compiles it to the stdlib ``turns`` contract with both parties' chunks and
+bindings (``node.contracts.spec``), which each enclave opens and signs; the
+enclave then releases a key only when that contract allows it (its own view:
+its releases and the keys it accepted), and signs the release record itself.
+Language contracts in general (escrow, option, ring...) run over
+``node.protocols.contract_run``.
 
 Wire (``node.wire``: canonical MessagePack, size-bounded): every message is a
-``wire.Signed`` envelope ``(version, net, kind, body, signer, sig)`` whose
-``sig`` is ``Enclave.sign("release", signing_digest(...))`` by the sender's
-enclave signing key. Kinds::
+``wire.Signed`` envelope ``(version, net, kind, body, signer, sig)``. A
+``release`` record is made and signed inside the giver's enclave
+(``contract_release``; domain "release", which a host cannot ask its enclave
+to sign); every other kind is ``Enclave.sign("release-msg", signing_digest(...))``. Kinds::
 
     hello    HelloBody(schedule, binding, quote)            initiator -> responder (request)
-    agree    AgreeBody(contract_id, binding, quote)         response to hello
+    agree    AgreeBody(contract_id, binding, quote, terms_sig)   response to hello (terms_sig: the
+                                                            responder's enclave signature over the contract id)
+    cosign   CosignBody(contract_id, terms_sig)             initiator -> responder (request), the initiator's
+                                                            enclave signature; answered with ack (round -1)
     release  ReleaseBody(contract_id, round, deposit_pub, recipient, ciphertext)   giver -> taker (request)
-    ack      AckBody(contract_id, round)                    response to release
+    ack      AckBody(contract_id, round)                    response to release / cosign
     error    ErrorBody(contract_id, round, code, reason)    response; unsigned (signer and sig empty)
 
-``contract_id = SHA-256(tag || schedule || binding_0 || binding_1)``. A
-signed ``release`` record names the deposit key, the recipient enclave's ECIES
-key and the contract/round: two such records by one signing key for the same
-deposit key and different recipients or contracts are a self-contained
-:class:`CheatingProof` (an honest enclave refuses a second release).
+``contract_id = spec_id(schedule_spec(schedule, bindings))``: SHA-256 over the
+terms, both parties' chunks and bindings. A signed ``release`` record names the
+deposit key, the recipient enclave's ECIES key and the contract/round: two such
+records by one signing key for the same deposit key and different recipients or
+contracts are a self-contained :class:`CheatingProof` against the device (an
+honest enclave refuses a second release, and no host can sign such a record).
 
 State per contract (h11-style; ``TRANSITIONS`` is the table)::
 
@@ -38,12 +48,12 @@ out-of-order, unknown-contract, wrong-peer, wrong-round, wrong-key, wrong-recipi
 not-expected, attestation, not-held, funds, double-spent) and a reason; input never raises.
 
 Before releasing its next key a side requires that the key of the peer's
-previous round was accepted by its enclave (``accept_key`` checks it against
-the expected deposit public key) and that the funds are still there (claimed
-by sweep, or ``check_funds`` when the key is kept). Progress is derived from
-the enclave's journal (``list_keys``), so a restarted node resumes: a round it
-released is re-sent with ``resend_release`` (the journaled bytes, nothing new
-is released) and the next round continues. Host-side contract records (terms,
+previous round was accepted by its enclave (``contract_accept`` checks the
+signed record and the key against the committed deposit key) and that the funds
+are still there (claimed by sweep, or ``check_funds`` when the key is kept).
+Progress is derived from the enclave's journal (``list_keys``), so a restarted
+node resumes: a round it released is re-sent with ``contract_resend`` (the
+journaled bytes, nothing new is released) and the next round continues. Host-side contract records (terms,
 claims, acks) live in a :class:`ContractStore`.
 """
 
@@ -64,9 +74,11 @@ from node.protocols.base import (
     Command, Event, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started, TimerFired,
     Validation,
 )
-from node.contracts.spec import (
+from node.contracts.spec import (  # ReleaseBody, release_context and CONTEXT_TAG are re-exported from here
     CONTEXT_TAG, Commit, ContractSpec, PartySpec, ReleaseBody, make_spec, release_context, spec_id,
 )
+
+__reexported__ = (CONTEXT_TAG, release_context)
 from node.tee.binding import Binding
 
 PROTOCOL_ID = "/keyswitch/release/1"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import msgspec
 
 from node import wire
-from node.contracts import Release, Transfer, View, next_release
+from node.contracts import Release, Transfer, View
 from node.contracts.errors import ContractRuntimeError, StepLimitExceeded
 from node.contracts.spec import (
     RELEASE_KIND, RELEASE_VERSION, ContractSpec, ReleaseBody, approval_digest, compile_spec, decode_spec,
