@@ -549,3 +549,32 @@ def test_release_records_of_a_language_contract_make_cheating_proofs(tmp_path):
     second = wire.encode(wire.Signed(VERSION, NET, "release", other, env.signer, sig))
     assert verify_cheating_proof(CheatingProof(recs[0], second), net=NET) == hashlib.sha256(
         a.binding.sign_pub).digest()
+
+
+def _refund_run(tmp_path, plan):
+    ledger, payer, payee, arb, spec, cid, net = escrow_setup(tmp_path, (plan, None))
+    net.run(until=10)
+    net.height("BTC-REG", 200)
+    net.run(until=100, done=stopped(cid, payer))
+    if payer.proto.state(cid) != DONE:  # a crash ate the height event: the ledger client hands it in again
+        net.height("BTC-REG", 201)
+        net.run(until=200, done=stopped(cid, payer))
+    return ledger, payer, payee, cid
+
+
+def test_the_refund_crash_points_cover_every_step(tmp_path):
+    plan = Plan()
+    _refund_run(tmp_path, plan)
+    assert plan.log == ["contract_refund", "claim", "export_to_owner"] * 2
+
+
+@pytest.mark.parametrize("step,phase", [(i, p) for i in range(1, 7) for p in ("before", "after")])
+def test_a_crash_at_each_step_of_a_refund_sends_every_chunk_home_once(tmp_path, step, phase):
+    plan = Plan(step, phase)
+    ledger, payer, payee, cid = _refund_run(tmp_path, plan)
+    assert plan.fired
+    assert payer.proto.state(cid) == DONE and payer.proto.summary(cid)["refunded"] == [0, 1]
+    for c in payer.commits:  # swept home exactly once, nothing to the payee
+        assert payer.balance(c) == AMOUNT - FEE and payee.balance(c) == 0
+    exports = [e.pub for e in payer.raw._core.journal() if e.op == "export"]
+    assert sorted(exports) == sorted(c.pubkey for c in payer.commits) and payer.journal_releases() == []
