@@ -350,12 +350,118 @@ class NodeServices:
         return {"issued": {"kind": kind, "target": target, "reason": reason, "issuer": signer.peer_id},
                 "applied_here": proto.status()["applied"][-1:] }
 
-    async def contract(self, peer: str, give: str, take: str, chunks: int) -> dict[str, Any]:
+    async def _submit(self, proto, fn, timeout: float = 10.0):
+        """Run ``fn(now) -> commands`` on the driver; its return value (or exception) once it ran."""
+        box: dict[str, Any] = {}
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+
+        def call(now: float):
+            try:
+                out = fn(now)
+                box["ok"] = out
+                return out if isinstance(out, list) else []
+            except ValueError as exc:
+                box["error"] = str(exc)
+                return []
+            finally:
+                token.run_sync_soon(done.set)
+
+        self.node.driver.submit(proto, call)
+        with trio.move_on_after(timeout):
+            await done.wait()
+        if "error" in box:
+            raise ApiError(409, box["error"])
+        return box.get("ok")
+
+    async def _offer(self, peer: str, kind: str, payload: bytes) -> None:
+        """Offer a contract to ``peer`` over /keyswitch/contract/1; raises ApiError unless it agrees."""
+        rfp = self.stack.rfp
+        box: dict[str, Any] = {}
+
+        def offer(now: float):
+            rid, cmds = rfp.offer_contract(peer, kind, payload, now)
+            box["rid"] = rid
+            return cmds
+
+        await self._submit(rfp, offer, timeout=5)
+        rid = box.get("rid")
+        with trio.move_on_after(30):
+            while rid not in rfp.contract_answers:
+                await trio.sleep(0.05)
+        if rid not in rfp.contract_answers:
+            raise ApiError(504, f"{peer} did not answer the contract offer in time")
+        accepted, reason = rfp.contract_answers.pop(rid)
+        if not accepted:
+            raise ApiError(409, f"{peer} refused: {reason}")
+
+    async def _who(self, peers: list[str]) -> None:
+        run = self.stack.desk.run
+        for p in peers:
+            if p not in run.known:
+                await self._submit(run, lambda now, p=p: run.who(p, now))
+        with trio.move_on_after(15):
+            while any(p not in run.known for p in peers):
+                await trio.sleep(0.05)
+        missing = [p for p in peers if p not in run.known]
+        if missing:
+            raise ApiError(504, f"no attested binding from {', '.join(missing)} (see /v1/contracts refusals)")
+
+    async def language_contract(self, kind: str, peer: str, give: str, take: str, chunks: int,
+                                terms: dict[str, Any]) -> dict[str, Any]:
+        """An escrow (we pay ``chunks`` of ``give`` to ``peer`` on ``terms['arbiter']``'s approval, refunded
+        after ``refund_blocks``) or an option (we buy a call on ``chunks`` of ``peer``'s ``take``, paying in
+        ``give``): the spec is built from attested bindings, agreed over /keyswitch/contract/1 and run over
+        /keyswitch/contract-run/1, where the enclaves decide every release."""
+        from node.contracts.spec import spec_id
+
+        desk = self.stack.desk
+        arbiter = str(terms.get("arbiter", ""))
+        await self._who([peer] + ([arbiter] if kind == "escrow" else []))
+        try:
+            if kind == "escrow":
+                if not arbiter or arbiter in (peer, self.stack.peer_id):
+                    raise ValueError("an escrow needs an arbiter other than the payer and the payee")
+                spec, summary = desk.plan_escrow(peer, arbiter, give, chunks, int(terms.get("refund_blocks", 100)))
+            else:
+                spec, summary = desk.plan_option(peer, give, take, chunks, int(terms.get("premium_chunks", 1)),
+                                                 int(terms.get("premium_blocks", 20)),
+                                                 int(terms.get("expiry_blocks", 100)))
+        except ValueError as exc:
+            raise ApiError(409, str(exc)) from None
+        except Exception as exc:  # a bug: say what, in the answer and the log
+            log.exception("planning a %s failed", kind)
+            raise ApiError(500, f"planning the {kind} failed: {type(exc).__name__}: {exc}") from None
+        data = spec.encode()
+        if kind == "escrow":
+            await self._offer(arbiter, "arbiter", data)
+        await self._offer(peer, kind, data)
+        await self._submit(desk.run, lambda now: desk.feed_heights(now) + desk.run.start(spec, now))
+        return {"state": "agreed", "contract": spec_id(spec).hex(), **summary}
+
+    async def approve(self, contract: str, message: str) -> dict[str, Any]:
+        """Sign ``message`` (an escrow arbiter's "release", an option buyer's "exercise") for a contract."""
+        desk = self.stack.desk
+        await self._submit(desk.run, lambda now: desk.approve(contract, message, now))
+        return {"contract": contract, "approved": message}
+
+    async def contract(self, peer: str, give: str, take: str, chunks: int, kind: str = "swap",
+                       terms: dict[str, Any] | None = None) -> dict[str, Any]:
         """Plan a swap with ``peer`` from the offer book, agree it over /keyswitch/contract/1, start the
-        release rounds; answers once the peer agreed (the rounds then run by themselves)."""
+        release rounds; answers once the peer agreed (the rounds then run by themselves). ``kind`` escrow
+        or option: see ``language_contract``."""
         from node.assets import ASSETS
 
         desk = self.stack.desk
+        if kind not in ("swap", "escrow", "option"):
+            raise ApiError(400, f"kind must be swap, escrow or option, not {kind!r}")
+        if peer == self.stack.peer_id:
+            raise ApiError(400, "a contract needs another peer")
+        if kind != "swap":
+            for a in (give, take) if kind == "option" else (give,):
+                if a not in ASSETS:
+                    raise ApiError(400, f"unknown asset {a!r}")
+            return await self.language_contract(kind, peer, give, take, chunks, terms or {})
         for a in (give, take):
             if a not in ASSETS:
                 raise ApiError(400, f"unknown asset {a!r}")
@@ -541,7 +647,8 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     try:
         async with trio.open_nursery() as nursery:
             ncfg = NodeConfig.from_config(cfg, app_score=lambda pid: stack.engine.app_score(pid, clock.now()))
-            protocols = [stack.protocol, stack.rfp, stack.revocations, stack.outcomes, stack.desk.release]
+            protocols = [stack.protocol, stack.rfp, stack.revocations, stack.outcomes, stack.desk.release,
+                         stack.desk.run]
             node = await nursery.start(functools.partial(run_host, ncfg, protocols, on_notify=stack.desk.on_notify))
             stack.desk.node = node
             services = NodeServices(node, stack, clock, clock.now())
@@ -616,6 +723,12 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
                     ticks += 1
                     await trio.sleep(1.0)
 
+            async def heights() -> None:
+                """Ledger heights for the language contracts' time-locks (the enclaves trust us for them)."""
+                while True:
+                    node.driver.submit(stack.desk.run, stack.desk.feed_heights)
+                    await trio.sleep(1.0)
+
             async def offers_refresher() -> None:
                 """Deposits confirm after the fact on a ledger with blocks (and funds can vanish):
                 every few seconds, re-derive this node's offers and publish when they changed."""
@@ -635,6 +748,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
 
             nursery.start_soon(gauges)
             nursery.start_soon(offers_refresher)
+            nursery.start_soon(heights)
             await node.stopped.wait()
             nursery.cancel_scope.cancel()
     finally:

@@ -11,6 +11,10 @@
   its risk engine lets it hold one chunk of the proposer's device. Then it
   ``expect``s the schedule and the release protocol (``/keyswitch/release/1``)
   runs it: quotes checked, keys exchanged encrypted enclave to enclave.
+* **Escrow and option** (``plan_escrow`` / ``plan_option``): a ``ContractSpec`` of the stdlib
+  contract, agreed over ``/keyswitch/contract/1`` (kind "escrow" / "option"; an escrow's arbiter gets
+  kind "arbiter" and keeps the spec to sign its approval) and run over ``/keyswitch/contract-run/1``
+  (``self.run``), where each enclave decides every release; ledger heights are handed in every second.
 * **Claims**: a received key is swept at once to a fresh address of the
   owner, derived from the node's identity seed and the deposit key
   (``claim_key``: the owner can always re-derive it).
@@ -57,6 +61,15 @@ class SwapDesk:
             attestations=stack.protocol.attestations, check_funds=self._funds,
             claim=sweep_claimer(lambda: stack.enclave, ledger, self.claim_address),
             store=ContractStore(stack.extra["datadir"] / "contracts"), claim_policy="sweep")
+        from node.protocols.contract_run import ContractRun, RunRecord
+
+        self.run = ContractRun(
+            net=stack.net, enclave=stack.enclave, quote=own.quote, binding=own.binding,
+            identity=lambda: (stack.protocol.own.binding, stack.protocol.own.quote),
+            attestations=stack.protocol.attestations, check_funds=self._funds,
+            claim=sweep_claimer(lambda: stack.enclave, ledger, self.claim_address),
+            store=ContractStore(stack.extra["datadir"] / "runs", record_type=RunRecord), claim_policy="sweep")
+        self.arbitrated: dict[str, Any] = {}  # contract id hex -> spec, for escrows we arbitrate
         stack.rfp.on_contract = self.accept
         self.reported: set[str] = set()
 
@@ -103,11 +116,126 @@ class SwapDesk:
                    "take": {"asset": take_asset, "chunks": chunks, "usd_cents": sum(c.usd_cents for c in theirs)}}
         return swap_schedule(a, b), summary
 
+    def _identity(self):
+        """Our current offer sheet identity (binding and quote change when our deposits do)."""
+        return self.stack.protocol.own
+
+    def _commits(self, offers) -> list:
+        from node.contracts.spec import Commit
+
+        return [Commit(o.pubkey, o.asset, o.address, o.amount, o.usd_cents) for o in offers]
+
+    def _my_offers(self, asset: str, n: int, now: float) -> list:
+        busy = {c.pubkey for r in self.run.runs.values() if r.rec.state not in ("done", "failed")
+                for c in r.spec.parties[r.me].chunks}  # committed to a running contract
+        mine = [o for o in (self.stack.protocol.own.offers if self.stack.protocol.own else [])
+                if o.asset == asset and o.expiry > now and o.pubkey not in busy][:n]
+        if len(mine) < n:
+            raise ValueError(f"this node offers {len(mine)} unexpired {asset} chunk(s), {n} needed "
+                             f"(fund more with: keyswitch deposit --asset {asset})")
+        return mine
+
+    def _known(self, peer: str):
+        b = self.run.known.get(peer)
+        if b is None:
+            raise ValueError(f"no attested binding of {peer} (it did not answer who)")
+        return b
+
+    def plan_escrow(self, payee: str, arbiter: str, asset: str, chunks: int, refund_blocks: int):
+        """(spec, summary): our ``chunks`` of ``asset`` held for ``payee`` until ``arbiter`` signs "release";
+        back to us at the current height + ``refund_blocks`` without it."""
+        from node.contracts import stdlib
+        from node.contracts.spec import PartySpec, make_spec
+
+        now = self.clock.now()
+        own = self._identity()
+        mine = self._my_offers(asset, chunks, now)
+        height = self.stack.extra["ledger"].height(asset)
+        spec = make_spec(self.stack.net, stdlib.source("escrow"),
+                         {"height_asset": asset, "refund_height": height + refund_blocks},
+                         [PartySpec(own.binding, self._commits(mine)), PartySpec(self._known(payee)),
+                          PartySpec(self._known(arbiter), [], False)])
+        return spec, {"kind": "escrow", "payee": payee, "arbiter": arbiter, "asset": asset, "chunks": chunks,
+                      "usd_cents": sum(o.usd_cents for o in mine), "refund_height": height + refund_blocks}
+
+    def plan_option(self, writer: str, give: str, take: str, chunks: int, premium_chunks: int,
+                    premium_blocks: int, expiry_blocks: int):
+        """(spec, summary): a call option on ``chunks`` of the writer's ``take``; we pay ``premium_chunks`` of
+        ``give`` now (before + ``premium_blocks``) and ``chunks`` more of ``give`` as the strike on exercise
+        (before + ``expiry_blocks``). Heights count on the ledger of ``take``."""
+        from node.contracts import stdlib
+        from node.contracts.spec import Commit, PartySpec, make_spec
+
+        now = self.clock.now()
+        own = self._identity()
+        mine = self._my_offers(give, premium_chunks + chunks, now)
+        theirs = [c for c in self.stack.book.candidates(take, now=now) if c.owner_id == writer][:chunks]
+        if len(theirs) < chunks:
+            raise ValueError(f"the book holds {len(theirs)} {take} offer(s) from {writer}, {chunks} needed")
+        wc = [Commit(bytes(self._book_offer(c.address)["pubkey"]), c.asset, c.address, c.amount, c.usd_cents)
+              for c in theirs]
+        height = self.stack.extra["ledger"].height(take)
+        params = {"height_asset": take, "premium_chunks": premium_chunks, "premium_by": height + premium_blocks,
+                  "expiry": height + expiry_blocks}
+        spec = make_spec(self.stack.net, stdlib.source("option"), params,
+                         [PartySpec(own.binding, self._commits(mine)), PartySpec(self._known(writer), wc)])
+        return spec, {"kind": "option", "writer": writer, "give": give, "take": take, "chunks": chunks,
+                      **params}
+
+    def approve(self, contract: str, message: str, now: float):
+        """Sign ``message`` for a contract we run or arbitrate (by id hex)."""
+        r = self.run.runs.get(contract)
+        spec = r.spec if r is not None else self.arbitrated.get(contract)
+        if spec is None:
+            raise ValueError(f"no contract {contract} here")
+        return self.run.approve(spec, message, now)
+
     # -------------------------------------------------------------- agreement
+    def _accept_spec(self, peer: str, offer, now: float) -> str | None:
+        """Escrow / option / arbiter offers: the spec must name us and the proposer, with current offers."""
+        from node.contracts.spec import decode_spec, spec_id
+
+        spec = decode_spec(offer.schedule)
+        if isinstance(spec, str):
+            return spec
+        want = {"escrow": "contract escrow", "option": "contract option", "arbiter": "contract escrow"}
+        if want[offer.kind] not in spec.source:
+            return f"a {offer.kind} offer must carry the stdlib {offer.kind} contract"
+        own = self._identity()
+        ids = spec.ids
+        if peer not in ids or own.binding.peer_id not in ids:
+            return "the spec does not name both of us"
+        me = spec.parties[ids.index(own.binding.peer_id)]
+        if me.binding.sign_pub != own.binding.sign_pub or me.binding.enc_pub != own.binding.enc_pub:
+            return "the spec names another enclave for us"
+        if offer.kind == "arbiter":
+            self.arbitrated[spec_id(spec).hex()] = spec
+            return None
+        mine = {o.pubkey: o for o in (own.offers or [])}
+        give = got = 0
+        for p in spec.parties:
+            for c in p.chunks:
+                if p is me:
+                    o = mine.get(c.pubkey)
+                    if o is None or o.address != c.address or o.amount != c.amount or o.expiry <= now:
+                        return f"chunk {c.address} is not one of this node's current offers"
+                    give += o.usd_cents
+                else:
+                    row = self._book_offer(c.address)
+                    if row is None or row["origin"] != p.binding.peer_id or bytes(row["pubkey"]) != c.pubkey:
+                        return f"chunk {c.address} is not an offer of {p.binding.peer_id} in this node's book"
+                    got += row["usd_cents"]
+        if got < VALUE_TOLERANCE * give:
+            return f"value: would give {give / 100:.2f} USD for {got / 100:.2f} USD"
+        self.run.expect(spec)
+        return None
+
     def accept(self, peer: str, offer, now: float) -> str | None:
         """The responder's policy; None to agree (and expect the schedule), else the reason."""
         from node.protocols.release import Schedule, validate_schedule
 
+        if offer.kind in ("escrow", "option", "arbiter"):
+            return self._accept_spec(peer, offer, now)
         if offer.kind != "swap":
             return f"unsupported contract kind {offer.kind!r}"
         try:
@@ -154,7 +282,9 @@ class SwapDesk:
         c = self.release.contracts.get(d.get("contract", ""))
         if c is None or not 0 <= d.get("round", -1) < len(c.rounds):
             return
-        pub = c.rounds[d["round"]].chunk.pubkey
+        self._retract_pub(c.rounds[d["round"]].chunk.pubkey)
+
+    def _retract_pub(self, pub: bytes) -> None:
         own = self.stack.protocol.own
         if own is not None and any(o.pubkey == pub for o in own.offers):
             own.offers = [o for o in own.offers if o.pubkey != pub]
@@ -169,6 +299,9 @@ class SwapDesk:
         and is reported to the network."""
         if n.kind == "release.released":
             self._retract_released(n.detail)
+            return
+        if n.kind in ("contract.released", "contract.refund"):
+            self._retract_pub(bytes.fromhex(n.detail["pubkey"]))
             return
         if n.kind != "release.outcome":
             return
@@ -199,8 +332,33 @@ class SwapDesk:
         data = make_report(report, self.stack.enclave.sign)
         self.node.driver.submit(outcomes, lambda t: outcomes.publish(data, t))
 
+    def feed_heights(self, now: float):
+        """Hand the ledger heights every running language contract may read to the contract runner."""
+        assets = set()
+        for r in self.run.runs.values():
+            if r.rec.state not in ("done", "failed"):
+                assets |= {c.asset for p in r.spec.parties for c in p.chunks}
+                assets |= {p.value for p in r.spec.params if isinstance(p.value, str)}
+        cmds = []
+        ledger = self.stack.extra["ledger"]
+        for a in sorted(assets):
+            try:
+                h = ledger.height(a)
+            except Exception:
+                continue  # not an asset (a message), or the ledger is away: next second
+            cmds += self.run.observe_height(a, h, now)
+        return cmds
+
     def contracts(self) -> list[dict[str, Any]]:
         out = []
+        for key, r in sorted(self.run.runs.items()):
+            row = {"contract": key, "kind": r.spec.source.split("contract ", 1)[-1].split()[0],
+                   "parties": list(r.spec.ids), "role": r.me, "state": r.rec.state, "reason": r.rec.reason}
+            try:
+                row.update(self.run.summary(r.cid))
+            except Exception as exc:  # the enclave is away: the host record still answers
+                row["summary_error"] = str(exc)
+            out.append(row)
         for key, c in sorted(self.release.contracts.items()):
             row = {"contract": key, "peer": c.rec.peer, "role": "initiator" if c.rec.role == 0 else "responder",
                    "state": c.rec.state, "reason": c.rec.reason, "rounds": len(c.rec.schedule.rounds),

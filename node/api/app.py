@@ -56,8 +56,19 @@ class RequestBody(msgspec.Struct, forbid_unknown_fields=True):
 class ContractBody(msgspec.Struct, forbid_unknown_fields=True):
     peer: str
     give: str
-    take: str
+    take: str = ""
     chunks: int = 1
+    kind: str = "swap"  # swap | escrow (peer = payee) | option (peer = writer)
+    arbiter: str = ""  # escrow: the peer whose signed "release" pays the payee
+    refund_blocks: int = 100  # escrow: back to us this many blocks of ``give`` from now
+    premium_chunks: int = 1  # option: how many of our ``give`` chunks are the premium
+    premium_blocks: int = 20  # option: the premium is due within this many blocks of ``take``
+    expiry_blocks: int = 100  # option: exercise within this many blocks of ``take``
+
+
+class ApproveBody(msgspec.Struct, forbid_unknown_fields=True):
+    contract: str
+    message: str
 
 
 class RevokeBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -149,8 +160,26 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
                 raise ApiError(400, "chunks must be 1..100")
             if not 1 <= len(b.peer) <= 128:
                 raise ApiError(400, "peer must be a peer id (1..128 characters)")
-            return JSONResponse(await services.contract(b.peer, b.give, b.take, b.chunks), status_code=201)
+            if b.kind == "swap":
+                if not b.take:
+                    raise ApiError(409, "a swap needs take (the asset to receive)")
+                return JSONResponse(await services.contract(b.peer, b.give, b.take, b.chunks), status_code=201)
+            for name in ("refund_blocks", "premium_blocks", "expiry_blocks"):
+                if not 1 <= getattr(b, name) <= 100_000:
+                    raise ApiError(400, f"{name} must be 1..100000")
+            if not 0 <= b.premium_chunks <= 100:
+                raise ApiError(400, "premium_chunks must be 0..100")
+            terms = {"arbiter": b.arbiter, "refund_blocks": b.refund_blocks, "premium_chunks": b.premium_chunks,
+                     "premium_blocks": b.premium_blocks, "expiry_blocks": b.expiry_blocks}
+            return JSONResponse(await services.contract(b.peer, b.give, b.take, b.chunks, b.kind, terms),
+                                status_code=201)
         return JSONResponse({"contracts": services.contracts()})
+
+    async def approve(request):
+        b = await body_of(request, ApproveBody)
+        if len(b.contract) != 64 or not 1 <= len(b.message) <= 64:
+            raise ApiError(400, "contract is a 64-hex-digit id; message 1..64 characters")
+        return JSONResponse(await services.approve(b.contract, b.message))
 
     async def requests_(request):
         b = await body_of(request, RequestBody)
@@ -190,6 +219,7 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         Route("/v1/offers", endpoint(offers, query=frozenset({"asset", "limit"}))),
         Route("/v1/deposits", endpoint(deposits), methods=["GET", "POST"]),
         Route("/v1/contracts", endpoint(contracts), methods=["GET", "POST"]),
+        Route("/v1/contracts/approve", endpoint(approve), methods=["POST"]),
         Route("/v1/requests", endpoint(requests_), methods=["POST"]),
         Route("/v1/sweep", endpoint(sweep), methods=["POST"]),
         Route("/v1/revocations", endpoint(revocations), methods=["POST"]),

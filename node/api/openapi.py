@@ -61,13 +61,26 @@ SPEC = {
         },
         "/v1/contracts": {
             "get": _get("Contracts", _list("contracts")),
-            "post": _post("Propose a swap to a peer (agreed over /keyswitch/contract/1, run over /keyswitch/release/1)", {
-                "type": "object", "additionalProperties": False, "required": ["peer", "give", "take"],
+            "post": _post("Propose a contract to a peer, agreed over /keyswitch/contract/1: a swap (run over "
+                          "/keyswitch/release/1), an escrow (peer = payee) or an option (peer = writer), run over "
+                          "/keyswitch/contract-run/1", {
+                "type": "object", "additionalProperties": False, "required": ["peer", "give"],
                 "properties": {"peer": {"type": "string", "minLength": 1, "maxLength": 128},
                                "give": {"type": "string", "enum": _ASSETS},
                                "take": {"type": "string", "enum": _ASSETS},
-                               "chunks": {"type": "integer", "minimum": 1, "maximum": 100}}}),
+                               "chunks": {"type": "integer", "minimum": 1, "maximum": 100},
+                               "kind": {"type": "string", "enum": ["swap", "escrow", "option"]},
+                               "arbiter": {"type": "string", "maxLength": 128},
+                               "refund_blocks": {"type": "integer", "minimum": 1, "maximum": 100000},
+                               "premium_chunks": {"type": "integer", "minimum": 0, "maximum": 100},
+                               "premium_blocks": {"type": "integer", "minimum": 1, "maximum": 100000},
+                               "expiry_blocks": {"type": "integer", "minimum": 1, "maximum": 100000}}}),
         },
+        "/v1/contracts/approve": {"post": _post("Sign an approval for a contract (an escrow arbiter's \"release\", "
+                                                "an option buyer's \"exercise\")", {
+            "type": "object", "additionalProperties": False, "required": ["contract", "message"],
+            "properties": {"contract": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                           "message": {"type": "string", "minLength": 1, "maxLength": 64}}}, "200")},
         "/v1/requests": {"post": _post("Request a contract", {
             "type": "object", "additionalProperties": False, "required": ["asset", "usd"],
             "properties": {"asset": {"type": "string", "enum": _ASSETS},

@@ -20,6 +20,8 @@ release/1, so ``CheatingProof`` covers it), every other kind by the sender's enc
     ack      AckBody(contract_id, round)            response to release / approve (round -1)
     approve  ApproveBody(contract_id, party, message, sig)   a party's signature over (contract id,
                                                     message), e.g. the escrow arbiter's "release"
+    who      WhoBody(binding, quote)                any -> any (request): our attested identity
+    whois    WhoBody(binding, quote)                response to who: the peer's (for building a spec)
     error    ErrorBody(contract_id, round, code, reason)      response; unsigned
 
 Before it releases to a party, a runner has verified that party's quote against its binding and (at
@@ -58,6 +60,7 @@ from node.protocols.release import (
     MSG_DOMAIN, VERSION, AckBody, Chunk, ClaimRecord, ContractStore, ErrorBody, MessageError, claim_chunk,
     error_message, parse,
 )
+from node.tee.binding import Binding
 from node.tee.enclave.contracts import PartySig
 
 PROTOCOL_ID = "/keyswitch/contract-run/1"
@@ -98,8 +101,13 @@ class ApproveBody(msgspec.Struct, array_like=True, frozen=True):
     sig: bytes
 
 
+class WhoBody(msgspec.Struct, array_like=True, frozen=True):
+    binding: Binding
+    quote: bytes
+
+
 BODIES = {"open": OpenBody, "opened": OpenedBody, "release": ReleaseBody, "ack": AckBody,
-          "approve": ApproveBody, "error": ErrorBody}
+          "approve": ApproveBody, "error": ErrorBody, "who": WhoBody, "whois": WhoBody}
 
 
 class RunRecord(msgspec.Struct, array_like=True):
@@ -156,6 +164,9 @@ class ContractRun:
     claim_policy: str = "sweep"
     round_timeout: float = 30.0
     retry_interval: float = 2.0
+    binding: Binding | None = None  # ours, for ``who`` (building specs with peers)
+    #: ``identity() -> (binding, quote)``: our current ones (they change with our deposits); else the fields
+    identity: Callable[[], tuple[Binding, bytes]] | None = None
 
     def __post_init__(self) -> None:
         if self.claim_policy not in ("sweep", "keep"):
@@ -171,6 +182,8 @@ class ContractRun:
         self._pending: dict[int, tuple[str, str, int, int]] = {}  # request id -> (contract, kind, step, party)
         self._req = 0
         self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)
+        self._quotes: dict[bytes, bytes] = {}
+        self.known: dict[str, Binding] = {}  # peer id -> its binding, quote verified (from who / whois)
 
     # -- application calls ------------------------------------------------------------
     def expect(self, spec: ContractSpec) -> bytes:
@@ -223,6 +236,18 @@ class ContractRun:
                 cmds.append(self._request(cid.hex(), "approve", -1, k, p.binding.peer_id, body))
         return cmds
 
+    def who(self, peer: str, now: float) -> list[Command]:
+        """Ask ``peer`` for its attested binding; once verified it is in ``known[peer]``."""
+        binding, quote = self._ident()
+        if binding is None:
+            raise ValueError("this node has no binding to introduce itself with")
+        return [self._request("", "who", -1, -1, peer, self._seal("who", WhoBody(binding, quote)))]
+
+    def spec_for(self, spec: ContractSpec) -> ContractSpec | None:
+        """A spec we hold (running, or as a non-runner who may approve), by id."""
+        r = self.runs.get(spec_id(spec).hex())
+        return r.spec if r else None
+
     def state(self, cid: bytes) -> str | None:
         r = self.runs.get(cid.hex())
         return r.rec.state if r else None
@@ -261,6 +286,27 @@ class ContractRun:
         info = self.enclave.info()
         return next((k for k, p in enumerate(spec.parties)
                      if p.binding.sign_pub == info.sign_pub and p.binding.enc_pub == info.enc_pub), None)
+
+    def _ident(self) -> tuple[Binding | None, bytes]:
+        return self.identity() if self.identity is not None else (self.binding, self.quote)
+
+    def _quote_for(self, r: Run) -> bytes:
+        """A quote for the binding the spec names for us: our current one, or a fresh one from the enclave
+        (it quotes only a binding whose keys root is that of the keys it holds now)."""
+        from node.tee.client import EnclaveRefused
+
+        want = r.spec.parties[r.me].binding
+        binding, quote = self._ident()
+        if binding == want:
+            return quote
+        q = self._quotes.get(want.encode())
+        if q is None:
+            try:
+                q = self.enclave.quote(want)
+            except EnclaveRefused:
+                return quote  # the peer refuses it with the reason: our deposits changed under the contract
+            self._quotes[want.encode()] = q
+        return q
 
     def _seal(self, kind: str, body) -> bytes:
         raw = wire.encode(body)
@@ -345,7 +391,7 @@ class ContractRun:
         """Open the contract with every runner that has not yet shown us its quote and all signatures."""
         if r.rec.state in TERMINAL:
             return []
-        body = self._seal("open", OpenBody(r.rec.spec, self.quote, list(r.rec.sigs)))
+        body = self._seal("open", OpenBody(r.rec.spec, self._quote_for(r), list(r.rec.sigs)))
         return [self._request(r.key, "open", -1, k, r.spec.parties[k].binding.peer_id, body)
                 for k in r.runners() if k != r.me and (k not in r.verified or k not in r.complete)]
 
@@ -389,7 +435,8 @@ class ContractRun:
                 if recv == r.me:
                     self.enclave.contract_refund(r.cid, i)  # the key goes back to its owner
                     self._progress(r, now)
-                    cmds.append(Notify("contract.refund", {"contract": r.key, "index": i}))
+                    cmds.append(Notify("contract.refund", {"contract": r.key, "index": i, "pubkey": r.spec.parties[
+                        r.me].chunks[i].pubkey.hex()}))
                     stop = self._settle(r, r.me, i, r.spec.step_of(r.me, i), now)
                     if stop is not None:
                         return cmds + stop
@@ -403,7 +450,8 @@ class ContractRun:
             r.pending[step] = data
             self._progress(r, now)
             cmds.append(self._request(r.key, "release", step, recv, r.spec.parties[recv].binding.peer_id, data))
-            cmds.append(Notify("contract.released", {"contract": r.key, "index": i, "to": recv}))
+            cmds.append(Notify("contract.released", {"contract": r.key, "index": i, "to": recv,
+                                                     "pubkey": r.spec.parties[r.me].chunks[i].pubkey.hex()}))
         if st.finished or st.settled:
             after = self.enclave.contract_status(r.cid)
             if (after.finished or after.settled) and not after.allowed and not r.pending and all(
@@ -484,9 +532,15 @@ class ContractRun:
     # -- requests -----------------------------------------------------------------------
     def _on_request(self, ev: RequestReceived, now: float) -> list[Command]:
         try:
-            env, body = parse(ev.data, net=self.net, kinds={"open", "release", "approve"}, bodies=BODIES)
+            env, body = parse(ev.data, net=self.net, kinds={"open", "release", "approve", "who"}, bodies=BODIES)
         except MessageError as exc:
             return self._refuse(ev.request_id, b"", -1, exc.code, exc.reason)
+        if env.kind == "who":
+            why = self._learn(ev.peer, env, body, now)
+            binding, quote = self._ident()
+            if why or binding is None:
+                return self._refuse(ev.request_id, b"", -1, "attestation", why or "no binding to answer with")
+            return [Respond(ev.request_id, self._seal("whois", WhoBody(binding, quote)))]
         if env.kind == "open":
             return self._on_open(ev, env, body, now)
         r = self.runs.get(body.contract_id.hex())
@@ -530,7 +584,7 @@ class ContractRun:
         if {s.party for s in o.sigs} >= set(r.runners()):
             r.complete.add(k)
         self._progress(r, now)
-        resp = Respond(ev.request_id, self._seal("opened", OpenedBody(cid, self.quote, list(r.rec.sigs))))
+        resp = Respond(ev.request_id, self._seal("opened", OpenedBody(cid, self._quote_for(r), list(r.rec.sigs))))
         return [resp] + self._open_all(r) + self._drive(r, now)
 
     def _on_approve(self, ev, env, a: ApproveBody, r: Run, now: float) -> list[Command]:
@@ -568,12 +622,32 @@ class ContractRun:
         ack = Respond(ev.request_id, self._seal("ack", AckBody(r.cid, b.round)))
         return [ack] + self._drive(r, now)
 
+    def _learn(self, peer: str, env: wire.Signed, w: WhoBody, now: float) -> str | None:
+        if w.binding.validate() or w.binding.net != self.net or w.binding.peer_id != peer:
+            return "the binding names another peer or network"
+        if env.signer != w.binding.sign_pub:
+            return "not signed by the enclave the binding names"
+        why = self.attestations.check(w.quote, w.binding, now)
+        if why:
+            return f"untrusted quote: {why}"
+        self.known[peer] = w.binding
+        return None
+
     # -- responses ------------------------------------------------------------------------
     def _on_response(self, ev: ResponseReceived, now: float) -> list[Command]:
         pend = self._pending.pop(ev.request_id, None)
         if pend is None:
             return []
         key, kind, step, party = pend
+        if kind == "who":
+            if ev.error:
+                return []
+            try:
+                env, body = parse(ev.data, net=self.net, kinds={"whois", "error"}, bodies=BODIES)
+            except MessageError as exc:
+                return [Notify("contract.refused", {"code": exc.code, "reason": exc.reason})]
+            why = "peer: " + body.reason if env.kind == "error" else self._learn(ev.peer, env, body, now)
+            return [Notify("contract.who", {"peer": ev.peer, "ok": why is None, "reason": why or ""})]
         r = self.runs.get(key)
         if r is None or ev.error:
             return []  # transport failure: the retry timer resends

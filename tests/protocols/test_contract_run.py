@@ -101,7 +101,7 @@ class Side:
         self.enc = StepEnclave(self.raw, self.plan)
         claim = sweep_claimer(lambda: self.enc, self.ledger, self.owner_address)
         proto = ContractRun(
-            net=NET, enclave=self.enc, quote=self.quote,
+            net=NET, enclave=self.enc, quote=self.quote, binding=self.binding,
             attestations=AttestationCache(default_attestation_verifier(POLICY)),
             check_funds=lambda asset, addr: self.ledger.balance(asset, addr).unconfirmed > 0,
             claim=lambda chunk: self.plan.step("claim", claim, chunk),

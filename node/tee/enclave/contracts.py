@@ -80,7 +80,7 @@ class OpenResult(msgspec.Struct, array_like=True, frozen=True):
 class ContractStatus(msgspec.Struct, array_like=True, frozen=True):
     cid: bytes
     me: int
-    status: str  # running | complete | refunding
+    status: str  # running | complete | refunding | "waiting: <reason>" (the contract cannot evaluate yet)
     settled: bool
     allowed: list[tuple[int, int, int]]  # (giver = me, index, receiver) the contract allows now
     moved: list[Moved]
@@ -255,7 +255,13 @@ class Contracts:
 
     def status(self, cid: bytes) -> ContractStatus:
         st, spec = self._get(cid)
-        allowed, out = self._allowed(st, spec)
+        try:
+            allowed, out = self._allowed(st, spec)
+        except Exception as exc:  # a Refusal: e.g. no height handed in yet; what moved is still answered
+            if getattr(exc, "code", "") != "contract-error":
+                raise
+            return ContractStatus(cid, st.me, "waiting: " + exc.reason, False, [], list(st.moved),
+                                  self._missing(st, spec), list(st.heights), False)
         ids = spec.ids
         return ContractStatus(cid, st.me, out.status, out.settled,
                               [(st.me, r.index, ids.index(r.receiver)) for r in allowed], list(st.moved),

@@ -1,0 +1,89 @@
+"""An escrow and an option between real daemons on 127.0.0.1 (a shared dev ledger server, a bootstrap node,
+three ``keyswitch run`` daemons): A pays B in escrow and C, the arbiter, signs "release"; then A buys a call
+option on B's ETH-DEV chunk, pays the premium, exercises it and gets the chunk for its strike. Agreed over
+/keyswitch/contract/1, run over /keyswitch/contract-run/1: every release decided inside the enclaves."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from node.localnet import spawn, stop_all, wait_for
+from tests.functional.test_swap import FACTOR, Api, until
+
+pytestmark = pytest.mark.network
+
+
+def test_an_escrow_and_an_option_between_daemons(tmp_path):
+    procs = []
+    try:
+        (tmp_path / "ledger").mkdir()
+        led = spawn([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(tmp_path / "ledger/db.sqlite"),
+                     "--block-interval", "0.5"], tmp_path / "ledger/out.log")
+        procs.append(led)
+        lurl = wait_for(tmp_path / "ledger/out.log", r"dev ledger listening on (\S+)", led, timeout=60 * FACTOR)
+        (tmp_path / "boot").mkdir()
+        b = spawn([sys.executable, "-m", "bootstrap", "--datadir", str(tmp_path / "boot"), "--net", "ctest"],
+                  tmp_path / "boot/out.log")
+        procs.append(b)
+        boot = wait_for(tmp_path / "boot/out.log", r"LISTEN (\S+)", b, timeout=60 * FACTOR)
+        dirs = [tmp_path / n for n in "ABC"]
+        for d in dirs:
+            d.mkdir()
+            procs.append(spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", "ctest",
+                                "--bootnodes", boot, "--republish", "2"], d / "out.log",
+                               env={"KEYSWITCH_LEDGER_URL": lurl}))
+        a, bb, c = [Api(d, wait_for(d / "out.log", r"ready (\S+)", p, timeout=90 * FACTOR))
+                    for d, p in zip(dirs, procs[2:])]
+        assert a.post("/v1/deposits", {"asset": "BTC-REG", "chunks": 4}).status_code == 201
+        assert bb.post("/v1/deposits", {"asset": "ETH-DEV", "chunks": 1}).status_code == 201
+        assert c.post("/v1/deposits", {"asset": "BTC-REG", "chunks": 1}).status_code == 201
+        until(lambda: bb.get("/v1/status")["offers_in_book"] >= 4 and a.get("/v1/status")["offers_in_book"] >= 1,
+              90, "the books hold the offers")
+
+        # ---- escrow: A's two chunks held for B until C signs "release"
+        r = a.post("/v1/contracts", {"kind": "escrow", "peer": bb.peer, "arbiter": c.peer, "give": "BTC-REG",
+                                     "chunks": 2, "refund_blocks": 5000})
+        assert r.status_code == 201, r.text
+        esc = r.json()["contract"]
+
+        def row(api, cid):
+            return next((x for x in api.get("/v1/contracts")["contracts"] if x["contract"] == cid), None)
+
+        until(lambda: (row(bb, esc) or {}).get("state") == "running", 60, "B runs the escrow")
+        assert row(a, esc)["released"] == []  # nothing moves without the arbiter
+        r = bb.post("/v1/contracts/approve", {"contract": esc, "message": "release"})
+        assert r.status_code == 200  # B signs "release" too: delivered, but the escrow reads only C's (or A's)
+        time.sleep(3)
+        assert row(a, esc)["released"] == []
+        r = c.post("/v1/contracts/approve", {"contract": esc, "message": "release"})
+        assert r.status_code == 200, r.text
+        try:
+            until(lambda: (row(bb, esc) or {}).get("state") == "done" and (row(a, esc) or {}).get("state") == "done",
+                  60, "the escrow pays out")
+        except AssertionError:
+            print("A", row(a, esc), "\nB", row(bb, esc))
+            for d in dirs:
+                print(d.name, [ln for ln in (d / "out.log").read_text().splitlines() if "contract" in ln][-15:])
+            raise
+        got = row(bb, esc)
+        assert [x[1] for x in got["received"]] == [0, 1] and all(st == "claimed" and tx for _, st, tx in got["claims"])
+
+        # ---- option: A buys a call on B's ETH-DEV chunk: one premium chunk now, one strike chunk on exercise
+        r = a.post("/v1/contracts", {"kind": "option", "peer": bb.peer, "give": "BTC-REG", "take": "ETH-DEV",
+                                     "chunks": 1, "premium_chunks": 1, "premium_blocks": 5000,
+                                     "expiry_blocks": 10000})
+        assert r.status_code == 201, r.text
+        opt = r.json()["contract"]
+        until(lambda: (row(a, opt) or {}).get("released") == [[0, 1]], 60, "the premium is paid")
+        assert row(bb, opt)["released"] == []  # the underlying waits for the exercise and the strike
+        assert a.post("/v1/contracts/approve", {"contract": opt, "message": "exercise"}).status_code == 200
+        until(lambda: (row(a, opt) or {}).get("state") == "done" and (row(bb, opt) or {}).get("state") == "done",
+              120, "the option is exercised")
+        assert row(a, opt)["received"] == [[1, 0]] and row(bb, opt)["received"] == [[0, 0], [0, 1]]
+        for d in dirs:
+            assert "raised" not in (d / "out.log").read_text(errors="replace"), (d / "out.log").read_text()[-3000:]
+    finally:
+        stop_all(procs)
