@@ -362,7 +362,11 @@ class NodeServices:
                 box["ok"] = out
                 return out if isinstance(out, list) else []
             except ValueError as exc:
-                box["error"] = str(exc)
+                box["error"] = (409, str(exc))
+                return []
+            except Exception as exc:  # a bug must not take the driver down: answer it
+                log.exception("contract call failed")
+                box["error"] = (500, f"{type(exc).__name__}: {exc}")
                 return []
             finally:
                 token.run_sync_soon(done.set)
@@ -371,7 +375,7 @@ class NodeServices:
         with trio.move_on_after(timeout):
             await done.wait()
         if "error" in box:
-            raise ApiError(409, box["error"])
+            raise ApiError(*box["error"])
         return box.get("ok")
 
     async def _offer(self, peer: str, kind: str, payload: bytes) -> None:
@@ -415,8 +419,15 @@ class NodeServices:
         /keyswitch/contract-run/1, where the enclaves decide every release."""
         from node.contracts.spec import spec_id
 
+        from libp2p.peer.id import ID
+
         desk = self.stack.desk
         arbiter = str(terms.get("arbiter", ""))
+        for p in [peer] + ([arbiter] if kind == "escrow" else []):
+            try:
+                ID.from_base58(p)
+            except Exception:
+                raise ApiError(409, f"{p!r} is not a peer id") from None
         await self._who([peer] + ([arbiter] if kind == "escrow" else []))
         try:
             if kind == "escrow":

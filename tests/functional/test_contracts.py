@@ -11,7 +11,7 @@ import time
 import pytest
 
 from node.localnet import spawn, stop_all, wait_for
-from tests.functional.test_swap import FACTOR, Api, until
+from tests.functional.test_swap import FACTOR, Api, ledger_and_boot, until
 
 pytestmark = pytest.mark.network
 
@@ -19,16 +19,7 @@ pytestmark = pytest.mark.network
 def test_an_escrow_and_an_option_between_daemons(tmp_path):
     procs = []
     try:
-        (tmp_path / "ledger").mkdir()
-        led = spawn([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(tmp_path / "ledger/db.sqlite"),
-                     "--block-interval", "0.5"], tmp_path / "ledger/out.log")
-        procs.append(led)
-        lurl = wait_for(tmp_path / "ledger/out.log", r"dev ledger listening on (\S+)", led, timeout=60 * FACTOR)
-        (tmp_path / "boot").mkdir()
-        b = spawn([sys.executable, "-m", "bootstrap", "--datadir", str(tmp_path / "boot"), "--net", "ctest"],
-                  tmp_path / "boot/out.log")
-        procs.append(b)
-        boot = wait_for(tmp_path / "boot/out.log", r"LISTEN (\S+)", b, timeout=60 * FACTOR)
+        lurl, boot = ledger_and_boot(tmp_path, "ctest", procs)
         dirs = [tmp_path / n for n in "ABC"]
         for d in dirs:
             d.mkdir()

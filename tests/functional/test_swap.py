@@ -44,19 +44,24 @@ def until(pred, timeout, what):
     raise AssertionError(f"timed out: {what}")
 
 
+def ledger_and_boot(tmp_path, net: str, procs: list) -> tuple[str, str]:
+    """A dev ledger server (a block every 0.5 s) and a bootstrap node; their URL and address."""
+    (tmp_path / "ledger").mkdir()
+    led = spawn([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(tmp_path / "ledger/db.sqlite"),
+                 "--block-interval", "0.5"], tmp_path / "ledger/out.log")
+    procs.append(led)
+    lurl = wait_for(tmp_path / "ledger/out.log", r"dev ledger listening on (\S+)", led, timeout=60 * FACTOR)
+    (tmp_path / "boot").mkdir()
+    b = spawn([sys.executable, "-m", "bootstrap", "--datadir", str(tmp_path / "boot"), "--net", net],
+              tmp_path / "boot/out.log")
+    procs.append(b)
+    return lurl, wait_for(tmp_path / "boot/out.log", r"LISTEN (\S+)", b, timeout=60 * FACTOR)
+
+
 def test_two_daemons_swap_chunks_and_claim_them(tmp_path):
     procs = []
     try:
-        (tmp_path / "ledger").mkdir()
-        led = spawn([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(tmp_path / "ledger/db.sqlite"),
-                     "--block-interval", "0.5"], tmp_path / "ledger/out.log")
-        procs.append(led)
-        lurl = wait_for(tmp_path / "ledger/out.log", r"dev ledger listening on (\S+)", led, timeout=60 * FACTOR)
-        (tmp_path / "boot").mkdir()
-        b = spawn([sys.executable, "-m", "bootstrap", "--datadir", str(tmp_path / "boot"), "--net", "swaptest"],
-                  tmp_path / "boot/out.log")
-        procs.append(b)
-        boot = wait_for(tmp_path / "boot/out.log", r"LISTEN (\S+)", b, timeout=60 * FACTOR)
+        lurl, boot = ledger_and_boot(tmp_path, "swaptest", procs)
         dirs = [tmp_path / "A", tmp_path / "B"]
         with socket.socket() as sk:
             sk.bind(("127.0.0.1", 0))

@@ -5,7 +5,6 @@ message validated, a crash at each step. Real InProcessEnclaves in tmp dirs, a r
 from __future__ import annotations
 
 import hashlib
-from collections import deque
 from pathlib import Path
 
 import coincurve
@@ -16,8 +15,7 @@ from node.assets import address_for
 from node.contracts import stdlib
 from node.contracts.spec import Commit, PartySpec, ReleaseBody, approval_digest, make_spec, spec_id
 from node.ledger.devnet import FEES, DevLedger
-from node.protocols.base import Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started
-from node.protocols.base import TimerFired
+from node.protocols.base import Notify, RequestReceived, Respond
 from node.protocols.contract_run import (
     DONE, FAILED, PROTOCOL_ID, RUNNING, WITHHELD, AckBody, ApproveBody, ContractRun, OpenBody, RunRecord,
 )
@@ -26,6 +24,9 @@ from node.protocols.release import VERSION, CheatingProof, ContractStore, ErrorB
 from node.protocols.release import verify_cheating_proof
 from node.tee.client import InProcessEnclave
 from node.tee.policy import AttestationPolicy
+from tests.protocols import test_release as release_tests
+from tests.protocols.test_release import Pair
+from tests.protocols.test_release import CrashPlan as Plan
 
 NET = "dev"
 NOW = 1_800_000_000.0
@@ -34,41 +35,10 @@ FEE = FEES["utxo"]
 POLICY = AttestationPolicy.dev()
 
 
-class Crash(BaseException):
-    """Kills a side mid-call (only its directory survives), like a SIGKILL nothing can catch."""
+class StepEnclave(release_tests.StepEnclave):
+    """Counts (and crashes at) the enclave calls that change its sealed state."""
 
-
-class Plan:
-    """Counts a side's steps (enclave calls that change sealed state, and claims); crashes at step ``at``."""
-
-    def __init__(self, at: int | None = None, phase: str = "after") -> None:
-        self.at, self.phase, self.n, self.fired, self.log = at, phase, 0, False, []
-
-    def step(self, what: str, fn, *args):
-        self.n += 1
-        self.log.append(what)
-        hit = not self.fired and self.n == self.at
-        if hit and self.phase == "before":
-            self.fired = True
-            raise Crash(what)
-        out = fn(*args)
-        if hit:
-            self.fired = True
-            raise Crash(what)
-        return out
-
-
-class StepEnclave:
     STEPS = ("contract_release", "contract_accept", "contract_refund", "export_to_owner", "contract_approve")
-
-    def __init__(self, inner, plan: Plan) -> None:
-        self.inner, self.plan = inner, plan
-
-    def __getattr__(self, name):
-        attr = getattr(self.inner, name)
-        if name in self.STEPS:
-            return lambda *a: self.plan.step(name, attr, *a)
-        return attr
 
 
 class Side:
@@ -124,78 +94,13 @@ class Side:
         return self.ledger.balance(chunk.asset, self.owner_address(chunk)).unconfirmed
 
 
-class Net:
-    """Sides wired in memory with a virtual clock, timers, crashes and a filter on outgoing requests."""
+class Net(Pair):
+    """The release tests' in-memory pair, grown to any number of sides, with ledger heights."""
 
     def __init__(self, *sides: Side) -> None:
-        self.sides = {s.peer_id: s for s in sides}
-        self.now = NOW
-        self.queue: deque = deque()
-        self.timers: dict[tuple[str, str], float] = {}
-        self.calls: dict[int, tuple[str, int, int]] = {}
-        self.ids = 0
-        self.sent: list[tuple[str, SendRequest]] = []
-        self.drop = lambda src, cmd: False
-        self.crashes = 0
-        for s in sides:
-            self.queue.append((s.peer_id, s.gen, Started(s.peer_id)))
-        self.run(until=0)
-
-    def call(self, side: Side, fn, *args) -> None:
-        try:
-            self.carry(side, fn(*args, self.now))
-        except Crash:
-            self.crash(side)
-
-    def crash(self, side: Side) -> None:
-        self.crashes += 1
-        side.restart()
-        for k in [k for k in self.timers if k[0] == side.peer_id]:
-            del self.timers[k]
-        self.queue.append((side.peer_id, side.gen, Started(side.peer_id)))
-
-    def carry(self, side: Side, cmds) -> None:
-        for cmd in cmds:
-            if isinstance(cmd, SetTimer):
-                self.timers[(side.peer_id, cmd.name)] = cmd.at
-            elif isinstance(cmd, Notify):
-                side.notes.append(cmd)
-            elif isinstance(cmd, SendRequest):
-                self.sent.append((side.peer_id, cmd))
-                if self.drop(side, cmd) or cmd.peer not in self.sides:
-                    continue
-                self.ids += 1
-                self.calls[self.ids] = (side.peer_id, side.gen, cmd.request_id)
-                self.queue.append((cmd.peer, self.sides[cmd.peer].gen,
-                                   RequestReceived(cmd.protocol, side.peer_id, self.ids, cmd.data)))
-            elif isinstance(cmd, Respond):
-                call = self.calls.pop(cmd.request_id, None)
-                if call is not None:
-                    peer, gen, rid = call
-                    self.queue.append((peer, gen, ResponseReceived(PROTOCOL_ID, side.peer_id, rid, cmd.data)))
-
-    def step(self) -> bool:
-        if self.queue:
-            peer, gen, ev = self.queue.popleft()
-            side = self.sides[peer]
-            if gen == side.gen:
-                try:
-                    self.carry(side, side.proto.handle(ev, self.now))
-                except Crash:
-                    self.crash(side)
-            return True
-        if not self.timers:
-            return False
-        (peer, name), at = min(self.timers.items(), key=lambda kv: kv[1])
-        del self.timers[(peer, name)]
-        self.now = max(self.now, at)
-        self.queue.append((peer, self.sides[peer].gen, TimerFired(name)))
-        return True
-
-    def run(self, until: float = 120.0, done=None) -> None:
-        while self.now <= NOW + until and self.step():
-            if done is not None and done():
-                return
+        super().__init__(*sides)
+        while self.queue:  # deliver Started
+            self.step()
 
     def height(self, asset: str, h: int, *sides: Side) -> None:
         for s in sides or self.sides.values():
@@ -209,6 +114,13 @@ def start(net: Net, spec, *sides: Side) -> bytes:
     for s in sides:
         net.call(s, s.proto.start, spec)
     return spec_id(spec)
+
+
+def running(spec, *sides: Side) -> tuple[bytes, Net]:
+    """Sides wired together at height 100 of BTC-REG, every one of them running ``spec``."""
+    net = Net(*sides)
+    net.height("BTC-REG", 100)
+    return start(net, spec, *sides), net
 
 
 def stopped(cid, *sides):
@@ -277,10 +189,7 @@ def option_setup(tmp_path, plans=(None, None)):
     spec = make_spec(NET, stdlib.source("option"), {"height_asset": "BTC-REG", "premium_chunks": 1,
                                                     "premium_by": 110, "expiry": 150},
                      [buyer.party(), writer.party()])
-    net = Net(buyer, writer)
-    net.height("BTC-REG", 100)
-    cid = start(net, spec, buyer, writer)
-    return ledger, buyer, writer, spec, cid, net
+    return (ledger, buyer, writer, spec) + running(spec, buyer, writer)
 
 
 def test_option_premium_then_exercise_chunk_for_chunk(tmp_path):
@@ -340,10 +249,7 @@ def swap_setup(tmp_path, n=3, plans=(None, None)):
     b = Side("B", tmp_path, ledger, "LTC", n, plans[1])
     spec = make_spec(NET, stdlib.source("swap"), {"asset_a": "BTC-REG", "asset_b": "LTC", "usd": 5_000 * n,
                                                   "deadline": 300}, [a.party(), b.party()])
-    net = Net(a, b)
-    net.height("BTC-REG", 100)
-    cid = start(net, spec, a, b)
-    return ledger, a, b, spec, cid, net
+    return (ledger, a, b, spec) + running(spec, a, b)
 
 
 def test_a_swap_in_the_language_completes(tmp_path):

@@ -136,7 +136,8 @@ class Side:
 
 
 class Pair:
-    """Sides wired in memory (ConnectionPair-style) with a virtual clock, timers, crashes and message filters."""
+    """Sides wired in memory (ConnectionPair-style) with a virtual clock, timers, crashes and message filters.
+    A side has ``peer_id``, ``gen``, ``notes``, ``proto`` and ``restart()``; any stream protocol."""
 
     def __init__(self, *sides: Side) -> None:
         self.sides = {s.peer_id: s for s in sides}
@@ -178,15 +179,15 @@ class Pair:
                 if self.drop(side, cmd) or cmd.peer not in self.sides:
                     continue
                 self.call_ids += 1
-                self.calls[self.call_ids] = (side.peer_id, side.gen, cmd.request_id)
+                self.calls[self.call_ids] = (side.peer_id, side.gen, cmd.request_id, cmd.protocol)
                 target = self.sides[cmd.peer]
                 ev = RequestReceived(cmd.protocol, side.peer_id, self.call_ids, cmd.data)
                 self.queue.append((cmd.peer, target.gen, ev))
             elif isinstance(cmd, Respond):
                 call = self.calls.pop(cmd.request_id, None)
                 if call is not None and not self.drop_response(side, cmd):
-                    peer, gen, rid = call
-                    self.queue.append((peer, gen, ResponseReceived(PROTOCOL_ID, side.peer_id, rid, cmd.data)))
+                    peer, gen, rid, protocol = call
+                    self.queue.append((peer, gen, ResponseReceived(protocol, side.peer_id, rid, cmd.data)))
 
     def step(self) -> bool:
         if self.queue:
