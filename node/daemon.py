@@ -401,9 +401,9 @@ class NodeServices:
 
     async def _who(self, peers: list[str]) -> None:
         run = self.stack.desk.run
-        for p in peers:
-            if p not in run.known:
-                await self._submit(run, lambda now, p=p: run.who(p, now))
+        for p in peers:  # always asked afresh: a binding's keys root moves with the peer's deposits
+            run.known.pop(p, None)
+            await self._submit(run, lambda now, p=p: run.who(p, now))
         with trio.move_on_after(15):
             while any(p not in run.known for p in peers):
                 await trio.sleep(0.05)

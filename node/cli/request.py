@@ -1,5 +1,6 @@
-"""``keyswitch request`` (ask the network for chunks covering X USD of an asset) and
-``keyswitch swap`` (swap chunks with a peer, enclave to enclave).
+"""``keyswitch request`` (ask the network for chunks covering X USD of an asset),
+``keyswitch swap`` (swap chunks with a peer, enclave to enclave), ``keyswitch escrow`` /
+``keyswitch option`` (language contracts the enclaves run) and ``keyswitch approve``.
 
 Through the running daemon's API (``POST /v1/requests``): the daemon gossips a
 signed request, peers' risk engines answer with proposals within their caps,
@@ -71,7 +72,7 @@ def register(app: typer.Typer) -> None:
         end = time.monotonic() + wait
         while wait and time.monotonic() < end:
             mine = [c for c in call(datadir, "GET", "/v1/contracts")["contracts"]
-                    if c["peer"] == peer and c["role"] == "initiator"]
+                    if c.get("peer") == peer and c.get("role") == "initiator"]
             if mine and mine[-1]["state"] in ("done", "withheld", "failed") and "outcome" in mine[-1]:
                 break
             time.sleep(0.3)
@@ -84,6 +85,53 @@ def register(app: typer.Typer) -> None:
                        f"received {o.get('received', '?')}, lost {o.get('lost', '?')}")
         if last is not None and last["state"] in ("withheld", "failed"):
             raise typer.Exit(4)
+
+    def _post(path: str, body: dict) -> None:
+        try:
+            out = call(state.get_datadir(), "POST", path, body=body, timeout=90)
+        except DaemonNotRunning as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(3)
+        except typer.BadParameter as exc:  # the daemon or the peer refused it, with the reason
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(4)
+        typer.echo(json.dumps(out, indent=2, sort_keys=True))
+
+    @app.command("escrow")
+    def escrow(
+        payee: str = typer.Option(..., "--payee", help="The peer paid on approval"),
+        arbiter: str = typer.Option(..., "--arbiter", help="The peer whose signed \"release\" pays the payee"),
+        give: str = typer.Option(..., "--give", help="Asset of this node's chunks held in escrow"),
+        chunks: int = typer.Option(1, "--chunks", min=1, max=100),
+        refund_blocks: int = typer.Option(100, "--refund-blocks", min=1, max=100_000,
+                                          help="Without approval, back to this node after this many blocks"),
+    ) -> None:
+        """Hold CHUNKS of GIVE for PAYEE until ARBITER approves (each enclave decides every release)."""
+        _post("/v1/contracts", {"kind": "escrow", "peer": payee, "arbiter": arbiter, "give": give,
+                                "chunks": chunks, "refund_blocks": refund_blocks})
+
+    @app.command("option")
+    def option(
+        writer: str = typer.Option(..., "--writer", help="The peer writing the call (its offers must be in the book)"),
+        give: str = typer.Option(..., "--give", help="Asset this node pays the premium and strike in"),
+        take: str = typer.Option(..., "--take", help="Asset of the writer's chunks (the underlying)"),
+        chunks: int = typer.Option(1, "--chunks", min=1, max=100, help="Underlying chunks (= strike chunks)"),
+        premium_chunks: int = typer.Option(1, "--premium-chunks", min=0, max=100),
+        premium_blocks: int = typer.Option(20, "--premium-blocks", min=1, max=100_000),
+        expiry_blocks: int = typer.Option(100, "--expiry-blocks", min=1, max=100_000),
+    ) -> None:
+        """Buy a call option on the writer's CHUNKS of TAKE: premium now, exercise with: keyswitch approve."""
+        _post("/v1/contracts", {"kind": "option", "peer": writer, "give": give, "take": take, "chunks": chunks,
+                                "premium_chunks": premium_chunks, "premium_blocks": premium_blocks,
+                                "expiry_blocks": expiry_blocks})
+
+    @app.command("approve")
+    def approve(
+        contract: str = typer.Option(..., "--contract", help="The contract id (64 hex digits)"),
+        message: str = typer.Option(..., "--message", help="\"release\" (escrow arbiter), \"exercise\" (option buyer)"),
+    ) -> None:
+        """Sign MESSAGE for a contract this node runs or arbitrates, and deliver it to the runners."""
+        _post("/v1/contracts/approve", {"contract": contract, "message": message})
 
     @app.command("revoke")
     def revoke(

@@ -13,9 +13,12 @@ Wire (``node.wire``: canonical MessagePack, size-bounded, version 1): ``wire.Sig
 release/1, so ``CheatingProof`` covers it), every other kind by the sender's enclave (domain
 "release-msg"). Kinds::
 
-    open     OpenBody(spec, quote, sigs)            runner -> runner (request): the spec, our quote, the
-                                                    signatures over the contract id we know
-    opened   OpenedBody(contract_id, quote, sigs)   response to open
+    open     OpenBody(spec, quote, sigs, binding)   runner -> runner (request): the spec, our quote, the
+                                                    signatures over the contract id we know, and the
+                                                    binding the quote is for (our current one: its keys
+                                                    root moves with our deposits; the enclave keys, peer
+                                                    id and network must be the spec's)
+    opened   OpenedBody(contract_id, quote, sigs, binding)   response to open
     release  ReleaseBody(contract_id, round, deposit_pub, recipient, ciphertext)   giver -> receiver
     ack      AckBody(contract_id, round)            response to release / approve (round -1)
     approve  ApproveBody(contract_id, party, message, sig)   a party's signature over (contract id,
@@ -86,12 +89,14 @@ class OpenBody(msgspec.Struct, array_like=True, frozen=True):
     spec: bytes
     quote: bytes
     sigs: list[PartySig]
+    binding: Binding | None = None  # what ``quote`` commits to; None: the spec's binding of the sender
 
 
 class OpenedBody(msgspec.Struct, array_like=True, frozen=True):
     contract_id: bytes
     quote: bytes
     sigs: list[PartySig]
+    binding: Binding | None = None
 
 
 class ApproveBody(msgspec.Struct, array_like=True, frozen=True):
@@ -148,6 +153,19 @@ class Run:
         return Chunk(c.asset, c.address, c.pubkey, c.amount)
 
 
+def _quote_check(attestations, spec: ContractSpec, k: int, quote: bytes, binding: Binding | None,
+                 now: float) -> str | None:
+    """Party ``k``'s quote, for the binding it commits to: that binding must name the spec's enclave keys,
+    peer id and network for ``k`` (its keys root may have moved with its deposits since the spec was made)."""
+    want = spec.parties[k].binding
+    binding = binding or want
+    if (binding.sign_pub, binding.enc_pub, binding.peer_id, binding.net) != (
+            want.sign_pub, want.enc_pub, want.peer_id, want.net):
+        return f"party {k}'s quote is for another enclave, peer or network than the spec names"
+    why = attestations.check(quote, binding, now)
+    return f"untrusted quote of party {k}: {why}" if why else None
+
+
 @dataclass
 class ContractRun:
     """One node's side of every language contract it runs. ``claim(chunk) -> txid`` sweeps a key the
@@ -182,7 +200,6 @@ class ContractRun:
         self._pending: dict[int, tuple[str, str, int, int]] = {}  # request id -> (contract, kind, step, party)
         self._req = 0
         self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)
-        self._quotes: dict[bytes, bytes] = {}
         self.known: dict[str, Binding] = {}  # peer id -> its binding, quote verified (from who / whois)
 
     # -- application calls ------------------------------------------------------------
@@ -290,24 +307,6 @@ class ContractRun:
     def _ident(self) -> tuple[Binding | None, bytes]:
         return self.identity() if self.identity is not None else (self.binding, self.quote)
 
-    def _quote_for(self, r: Run) -> bytes:
-        """A quote for the binding the spec names for us: our current one, or a fresh one from the enclave
-        (it quotes only a binding whose keys root is that of the keys it holds now)."""
-        from node.tee.client import EnclaveRefused
-
-        want = r.spec.parties[r.me].binding
-        binding, quote = self._ident()
-        if binding == want:
-            return quote
-        q = self._quotes.get(want.encode())
-        if q is None:
-            try:
-                q = self.enclave.quote(want)
-            except EnclaveRefused:
-                return quote  # the peer refuses it with the reason: our deposits changed under the contract
-            self._quotes[want.encode()] = q
-        return q
-
     def _seal(self, kind: str, body) -> bytes:
         raw = wire.encode(body)
         sig = self.enclave.sign(MSG_DOMAIN, wire.signing_digest(VERSION, self.net, kind, raw))
@@ -391,16 +390,17 @@ class ContractRun:
         """Open the contract with every runner that has not yet shown us its quote and all signatures."""
         if r.rec.state in TERMINAL:
             return []
-        body = self._seal("open", OpenBody(r.rec.spec, self._quote_for(r), list(r.rec.sigs)))
+        binding, quote = self._ident()
+        body = self._seal("open", OpenBody(r.rec.spec, quote, list(r.rec.sigs), binding))
         return [self._request(r.key, "open", -1, k, r.spec.parties[k].binding.peer_id, body)
                 for k in r.runners() if k != r.me and (k not in r.verified or k not in r.complete)]
 
-    def _check_party(self, r: Run, k: int, quote: bytes, now: float) -> str | None:
+    def _check_party(self, r: Run, k: int, quote: bytes, binding: Binding | None, now: float) -> str | None:
         if k in r.verified:
             return None
-        why = self.attestations.check(quote, r.spec.parties[k].binding, now)
+        why = _quote_check(self.attestations, r.spec, k, quote, binding, now)
         if why:
-            return f"untrusted quote of party {k}: {why}"
+            return why
         r.verified.add(k)
         return None
 
@@ -566,16 +566,16 @@ class ContractRun:
         if r is None:
             if cid not in self._expected:
                 return self._refuse(ev.request_id, cid, -1, "not-expected", "no such contract was agreed with us")
-            why = self.attestations.check(o.quote, spec.parties[k].binding, now)
+            why = _quote_check(self.attestations, spec, k, o.quote, o.binding, now)
             if why:  # checked before our enclave takes the contract
-                return self._refuse(ev.request_id, cid, -1, "attestation", f"untrusted quote of party {k}: {why}")
+                return self._refuse(ev.request_id, cid, -1, "attestation", why)
             made = self._new_run(spec, cid, now)
             if isinstance(made, str):
                 code = made.split(":")[0] if made.startswith("funds") else "not-held"
                 return self._refuse(ev.request_id, cid, -1, code, made)
             r = made
             self._expected.discard(cid)
-        why = self._check_party(r, k, o.quote, now)
+        why = self._check_party(r, k, o.quote, o.binding, now)
         if why:
             return self._refuse(ev.request_id, cid, -1, "attestation", why)
         why = self._add_sigs(r, o.sigs)
@@ -584,7 +584,8 @@ class ContractRun:
         if {s.party for s in o.sigs} >= set(r.runners()):
             r.complete.add(k)
         self._progress(r, now)
-        resp = Respond(ev.request_id, self._seal("opened", OpenedBody(cid, self._quote_for(r), list(r.rec.sigs))))
+        binding, quote = self._ident()
+        resp = Respond(ev.request_id, self._seal("opened", OpenedBody(cid, quote, list(r.rec.sigs), binding)))
         return [resp] + self._open_all(r) + self._drive(r, now)
 
     def _on_approve(self, ev, env, a: ApproveBody, r: Run, now: float) -> list[Command]:
@@ -666,7 +667,7 @@ class ContractRun:
             return [Notify("contract.refused", {"code": "wrong-peer", "reason": "answer from the wrong enclave"})]
         self._progress(r, now)
         if env.kind == "opened":
-            why = self._check_party(r, party, body.quote, now) or self._add_sigs(r, body.sigs)
+            why = self._check_party(r, party, body.quote, body.binding, now) or self._add_sigs(r, body.sigs)
             if why:
                 self.refusals.append(("attestation", why))
                 return [Notify("contract.refused", {"code": "attestation", "reason": why})]

@@ -5,6 +5,8 @@ option on B's ETH-DEV chunk, pays the premium, exercises it and gets the chunk f
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import time
 
@@ -49,8 +51,9 @@ def test_an_escrow_and_an_option_between_daemons(tmp_path):
         assert r.status_code == 200  # B signs "release" too: delivered, but the escrow reads only C's (or A's)
         time.sleep(3)
         assert row(a, esc)["released"] == []
-        r = c.post("/v1/contracts/approve", {"contract": esc, "message": "release"})
-        assert r.status_code == 200, r.text
+        out = subprocess.run([sys.executable, "-m", "node", "--datadir", str(dirs[2]), "approve", "--contract", esc,
+                              "--message", "release"], capture_output=True, text=True, timeout=120 * FACTOR)
+        assert out.returncode == 0 and json.loads(out.stdout)["approved"] == "release", out.stderr  # via the CLI
         try:
             until(lambda: (row(bb, esc) or {}).get("state") == "done" and (row(a, esc) or {}).get("state") == "done",
                   60, "the escrow pays out")
@@ -63,11 +66,12 @@ def test_an_escrow_and_an_option_between_daemons(tmp_path):
         assert [x[1] for x in got["received"]] == [0, 1] and all(st == "claimed" and tx for _, st, tx in got["claims"])
 
         # ---- option: A buys a call on B's ETH-DEV chunk: one premium chunk now, one strike chunk on exercise
-        r = a.post("/v1/contracts", {"kind": "option", "peer": bb.peer, "give": "BTC-REG", "take": "ETH-DEV",
-                                     "chunks": 1, "premium_chunks": 1, "premium_blocks": 5000,
-                                     "expiry_blocks": 10000})
-        assert r.status_code == 201, r.text
-        opt = r.json()["contract"]
+        out = subprocess.run([sys.executable, "-m", "node", "--datadir", str(dirs[0]), "option", "--writer", bb.peer,
+                              "--give", "BTC-REG", "--take", "ETH-DEV", "--chunks", "1", "--premium-chunks", "1",
+                              "--premium-blocks", "5000", "--expiry-blocks", "10000"],
+                             capture_output=True, text=True, timeout=120 * FACTOR)
+        assert out.returncode == 0, out.stderr
+        opt = json.loads(out.stdout)["contract"]
         until(lambda: (row(a, opt) or {}).get("released") == [[0, 1]], 60, "the premium is paid")
         assert row(bb, opt)["released"] == []  # the underlying waits for the exercise and the strike
         assert a.post("/v1/contracts/approve", {"contract": opt, "message": "exercise"}).status_code == 200

@@ -358,6 +358,8 @@ def test_every_message_is_validated_with_a_reason(tmp_path):
                       [payer.party(), payee.party(), arb.party(runner=False)])
     payee.proto.expect(third)  # expected, but the opener's quote is another enclave's
     cases.append(("attestation", "open", OpenBody(third.encode(), payee.quote, []), None))
+    # a quote for the sender's current binding is fine, but not for a binding naming other enclave keys
+    cases.append(("attestation", "open", OpenBody(third.encode(), payee.quote, [], payee.binding), None))
     for code, kind, body, data in cases:
         frm = payer
         got, reason = ask(payee, frm, kind, body, data)
