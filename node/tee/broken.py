@@ -16,15 +16,18 @@ back, so the key looks held again after it was released. Its modes:
 
 Never selected by default: only ``tee.broken = "<mode>"`` (config, or
 ``KEYSWITCH_TEE_BROKEN``) picks it, and the node logs a loud warning when it
-starts. The override rests on the public enclave calls (``release_key``,
-``export_to_owner``, ``list_keys``, ``resend_release``) and one rollback of
-the core's key record, so it follows changes to the release path.
+starts. The override rests on the public enclave calls (``contract_open``,
+``contract_release``, ``contract_resend``, the raw ``release_key``,
+``export_to_owner``, ``list_keys``) and one rollback of the core's key
+record: the enclave's contract rules stay the honest ones, only its memory of
+what it released is replayed.
 """
 
 from __future__ import annotations
 
 import logging
 
+from node import wire
 from node.tee.client import EnclaveRefused, InProcessEnclave, KeyStatus
 
 log = logging.getLogger("keyswitch.tee.broken")
@@ -48,6 +51,7 @@ class BrokenEnclave(InProcessEnclave):
         super().__init__(datadir, **kw)
         self._issued: dict[tuple[bytes, bytes, bytes], bytes] = {}  # (key, recipient, context) -> ciphertext
         self.releases = 0  # releases of keys that were already released (the cheating this device does)
+        self._rolled: set[bytes] = set()  # keys rolled back to "held" and not yet released again
         log.warning(self.banner())
 
     def banner(self) -> str:
@@ -77,16 +81,77 @@ class BrokenEnclave(InProcessEnclave):
         return [k.pubkey for k in super().list_keys() if k.state in ("held", "received")]
 
     def release_key(self, deposit_pub: bytes, *args, **kw):
-        # the arguments after the key pass through as they are: the release call may grow (contract, step)
+        """The raw release (keys outside any contract): a released key is rolled back and released again."""
         if self.mode == "double-release":
             try:
                 return super().release_key(deposit_pub, *args, **kw)
             except EnclaveRefused as exc:
                 if exc.code != "already-released" or not self._rollback(deposit_pub):
                     raise
-            self.releases += 1
-            log.warning("broken TEE: releasing deposit key %s... a second time", deposit_pub.hex()[:16])
+            self._again(deposit_pub)
         return super().release_key(deposit_pub, *args, **kw)
+
+    def _again(self, pub: bytes) -> None:
+        self.releases += 1
+        log.warning("broken TEE: releasing deposit key %s... a second time", pub.hex()[:16])
+
+    def contract_open(self, spec: bytes, sigs=()):
+        """A contract over a key this device already released: the key's record is rolled back to "held"
+        (the replayed sealed state), so the enclave's own checks let the contract commit it again."""
+        try:
+            return super().contract_open(spec, sigs)
+        except EnclaveRefused as exc:
+            if self.mode != "double-release" or exc.code != "not-held":
+                raise
+            refused = exc
+        from node.contracts.spec import decode_spec
+
+        s = decode_spec(spec)
+        me = next((p for p in s.parties if p.binding.sign_pub == self.info().sign_pub), None) \
+            if not isinstance(s, str) else None
+        rolled = [c.pubkey for c in (me.chunks if me is not None else []) if self._rollback(c.pubkey)]
+        if not rolled:
+            raise refused
+        self._rolled.update(rolled)
+        return super().contract_open(spec, sigs)
+
+    def contract_release(self, cid: bytes, index: int, receiver: int) -> bytes:
+        rec = super().contract_release(cid, index, receiver)
+        pub = self._record_pub(rec)
+        if pub in self._rolled:
+            self._rolled.discard(pub)
+            self._again(pub)
+        return rec
+
+    @staticmethod
+    def _record_pub(record: bytes) -> bytes:
+        from node.contracts.spec import ReleaseBody
+
+        return wire.decode(wire.decode(record, wire.Signed).body, ReleaseBody).deposit_pub
+
+    def contract_resend(self, cid: bytes, index: int) -> bytes:
+        """The first release of a key released again (a retry after a lost ack) is rebuilt from this
+        simulation's memory: the rolled-back sealed record no longer names it."""
+        try:
+            return super().contract_resend(cid, index)
+        except EnclaveRefused as exc:
+            if exc.code != "already-released":
+                raise
+            from node.contracts.spec import release_context
+
+            with self._lock:
+                contracts = self._core.contracts
+                st, spec = contracts._get(cid)
+                m = next((m for m in st.moved if m.giver == st.me and m.index == index), None)
+                if m is None:
+                    raise
+                pub = spec.parties[st.me].chunks[index].pubkey
+                step = spec.step_of(st.me, index)
+                recipient = spec.parties[m.receiver].binding.enc_pub
+                ct = self._issued.get((pub, recipient, release_context(cid, step)))
+                if ct is None:
+                    raise
+                return contracts._record(spec, cid, step, pub, recipient, ct)
 
     def resend_release(self, deposit_pub: bytes, *args, **kw):
         """The first release of a key released again is no longer in the (rolled back) sealed record: it is

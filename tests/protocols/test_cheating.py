@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from node import wire
 from node.assets import address_for
+from node.contracts import stdlib
+from node.contracts.spec import Commit, PartySpec, make_spec
 from node.offerbook import OfferBook, device_id_of
 from node.peerkey import PeerSigner
 from node.protocols.base import Publish, Result
@@ -29,12 +31,15 @@ from node.tee.client import EnclaveRefused, InProcessEnclave
 NET, NOW = "testnet", 50_000.0
 
 
-def record(enclave, cid: bytes, rnd: int, pub: bytes, recipient: bytes) -> bytes:
-    """A release record as the release protocol sends it: the enclave's release, signed by that enclave."""
-    ct = enclave.release_key(pub, recipient, release_context(cid, rnd))
-    body = wire.encode(ReleaseBody(cid, rnd, pub, recipient, ct))
-    sig = enclave.sign(SIGN_DOMAIN, wire.signing_digest(VERSION, NET, "release", body))
-    return wire.encode(wire.Signed(VERSION, NET, "release", body, enclave.info().sign_pub, sig))
+def record(enclave, recipient, pub: bytes) -> tuple[bytes, bytes]:
+    """A release record as the release protocol sends it, and its contract id: ``enclave`` opens a one-chunk
+    contract (the stdlib ``turns``, the giver first) giving ``pub`` to ``recipient`` (an enclave that only
+    receives), and releases it; the enclave itself signs the record."""
+    spec = make_spec(NET, stdlib.source("turns"), {}, [
+        PartySpec(enclave.binding_for(NET, "giver"), [Commit(pub, "BTC-REG", address_for("BTC-REG", pub), 1000, 5000)]),
+        PartySpec(recipient.binding_for(NET, "taker"), [], runner=False)])
+    cid = enclave.contract_open(spec.encode()).cid
+    return enclave.contract_release(cid, 0, 1), cid
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +50,11 @@ def world():
     v1, v2, w = InProcessEnclave(None), InProcessEnclave(None), InProcessEnclave(None)
     (key,) = cheat.generate_keys(1)
     (hkey,) = honest.generate_keys(1)
-    r1 = record(cheat, b"1" * 32, 0, key, v1.info().enc_pub)
-    r2 = record(cheat, b"2" * 32, 0, key, v2.info().enc_pub)
-    hr = record(honest, b"3" * 32, 0, hkey, v1.info().enc_pub)
-    yield dict(cheat=cheat, honest=honest, v1=v1, v2=v2, w=w, key=key, hkey=hkey, r1=r1, r2=r2, hr=hr)
+    r1, c1 = record(cheat, v1, key)
+    r2, c2 = record(cheat, v2, key)
+    hr, c3 = record(honest, v1, hkey)
+    yield dict(cheat=cheat, honest=honest, v1=v1, v2=v2, w=w, key=key, hkey=hkey, r1=r1, r2=r2, hr=hr,
+               c1=c1, c2=c2, c3=c3)
     for e in (cheat, honest, v1, v2, w):
         e.close()
 
@@ -72,9 +78,9 @@ def check(data):
 def test_the_broken_enclave_releases_twice_and_an_honest_one_refuses(world):
     cheat, honest, v2 = world["cheat"], world["honest"], world["v2"]
     assert cheat.releases == 1  # the second release in the fixture
-    with pytest.raises(EnclaveRefused) as exc:
-        honest.release_key(world["hkey"], v2.info().enc_pub, b"ctx")
-    assert exc.value.code == "already-released"
+    with pytest.raises(EnclaveRefused) as exc:  # an honest enclave commits a released key to no new contract
+        record(honest, v2, world["hkey"])
+    assert exc.value.code == "not-held"
     # it lies to its host (the key looks held, so the host sells it again) but quotes what it really holds
     assert [k.state for k in cheat.list_keys()] == ["held"]
     assert cheat.held_pubkeys() == []
@@ -106,9 +112,9 @@ def test_the_sweep_after_release_mode_exports_a_released_key():
 
 # ------------------------------------------------------------------ validation of the record in a report
 def test_a_report_carrying_its_release_record_is_accepted(world):
-    assert check(report(world["v1"], world["cheat"], key=world["key"], rec=world["r1"], cid=b"1" * 32)).result \
+    assert check(report(world["v1"], world["cheat"], key=world["key"], rec=world["r1"], cid=world["c1"])).result \
         is Result.ACCEPT
-    assert check(report(world["v2"], world["cheat"], key=world["key"], rec=world["r2"], cid=b"2" * 32,
+    assert check(report(world["v2"], world["cheat"], key=world["key"], rec=world["r2"], cid=world["c2"],
                         outcome="double-spent")).result is Result.ACCEPT
 
 
@@ -119,15 +125,15 @@ def test_a_forged_or_mismatched_record_is_rejected_with_its_reason(world):
                                       bytes([env.sig[0] ^ 1]) + env.sig[1:]))
     other_net = wire.encode(wire.Signed(env.version, "main", env.kind, env.body, env.signer, env.sig))
     cases = [
-        (dict(rec=flipped, cid=b"1" * 32), "release record: signature"),
-        (dict(rec=other_net, cid=b"1" * 32), "release record: network"),
-        (dict(rec=b"\xc1", cid=b"1" * 32), "release record: malformed"),
-        (dict(rec=b"x" * 3000, cid=b"1" * 32), "release record: over size"),
+        (dict(rec=flipped, cid=world["c1"]), "release record: signature"),
+        (dict(rec=other_net, cid=world["c1"]), "release record: network"),
+        (dict(rec=b"\xc1", cid=world["c1"]), "release record: malformed"),
+        (dict(rec=b"x" * 3000, cid=world["c1"]), "release record: over size"),
         (dict(rec=r1, cid=b"9" * 32), "another contract"),
-        (dict(rec=world["hr"], cid=b"3" * 32), "another enclave than the report's subject"),
-        (dict(rec=r1, cid=b"1" * 32, key=world["hkey"]), "another deposit key"),
-        (dict(rec=r1, cid=b"1" * 32, asset="NOPE", address="x"), "cannot derive"),
-        (dict(rec=r1, cid=b"1" * 32, outcome="withheld"), "withheld report carries no release record"),
+        (dict(rec=world["hr"], cid=world["c3"]), "another enclave than the report's subject"),
+        (dict(rec=r1, cid=world["c1"], key=world["hkey"]), "another deposit key"),
+        (dict(rec=r1, cid=world["c1"], asset="NOPE", address="x"), "cannot derive"),
+        (dict(rec=r1, cid=world["c1"], outcome="withheld"), "withheld report carries no release record"),
     ]
     for kw, reason in cases:
         kw.setdefault("key", key)
@@ -142,7 +148,7 @@ def test_any_altered_record_is_rejected(world, data):
     i = data.draw(st.integers(0, len(r1) - 1))
     bit = data.draw(st.integers(0, 7))
     altered = r1[:i] + bytes([r1[i] ^ (1 << bit)]) + r1[i + 1:]
-    got = check(report(world["v1"], world["cheat"], key=world["key"], rec=altered, cid=b"1" * 32))
+    got = check(report(world["v1"], world["cheat"], key=world["key"], rec=altered, cid=world["c1"]))
     assert got.result is Result.REJECT and got.reason.startswith(("release record", "malformed")), got
 
 
@@ -190,11 +196,11 @@ def test_two_victims_reports_meet_and_every_node_drops_the_cheater_once(world):
     cheat = dev(world["cheat"])
     (p1, out1, _, _), (p2, out2, rev2, _) = nodes[0], nodes[1]
     assert all(e.book.count(now=NOW) == 2 for *_, e in nodes)
-    a = report(world["v1"], world["cheat"], key=world["key"], rec=world["r1"], cid=b"1" * 32)
+    a = report(world["v1"], world["cheat"], key=world["key"], rec=world["r1"], cid=world["c1"])
     g.call(p1.peer_id, out1, out1.publish(a, NOW), NOW)
     assert not any(e.reputation.is_cheater(cheat) for *_, e in nodes)  # one record alone proves nothing
     assert notices(g, rev2) == []
-    b = report(world["v2"], world["cheat"], key=world["key"], rec=world["r2"], cid=b"2" * 32, outcome="double-spent")
+    b = report(world["v2"], world["cheat"], key=world["key"], rec=world["r2"], cid=world["c2"], outcome="double-spent")
     g.call(p2.peer_id, out2, out2.publish(b, NOW + 1), NOW + 1)
     # every node holds both records now: each assembles the proof and drops the device at once
     for peer, out, rev, eng in nodes:
@@ -226,8 +232,8 @@ def test_two_victims_reports_meet_and_every_node_drops_the_cheater_once(world):
 def test_an_observer_assembles_the_proof_when_the_victims_do_not_talk_to_each_other(world):
     # the victims' own protocols are left out: only the observers hear both reports
     g, nodes = network(world, n=3)
-    a = report(world["v1"], world["cheat"], key=world["key"], rec=world["r1"], cid=b"1" * 32)
-    b = report(world["v2"], world["cheat"], key=world["key"], rec=world["r2"], cid=b"2" * 32, outcome="double-spent")
+    a = report(world["v1"], world["cheat"], key=world["key"], rec=world["r1"], cid=world["c1"])
+    b = report(world["v2"], world["cheat"], key=world["key"], rec=world["r2"], cid=world["c2"], outcome="double-spent")
     p0, out0, rev0, _ = nodes[0]
     from node.protocols.base import GossipReceived
 
@@ -254,7 +260,7 @@ def test_the_proof_timer_set_through_the_outcomes_protocol_comes_back_to_it(worl
     out = OutcomesProtocol(net=NET, engine=eng, on_proof=rev.publish_proof, on_proof_timer=rev.handle)
     rev.handle(Started(signer.peer_id), NOW)
     cmds = []
-    for rec, cid, rep in ((world["r1"], b"1" * 32, "v1"), (world["r2"], b"2" * 32, "v2")):
+    for rec, cid, rep in ((world["r1"], world["c1"], "v1"), (world["r2"], world["c2"], "v2")):
         cmds += out.handle(GossipReceived(out.topic, report(world[rep], world["cheat"], key=world["key"], rec=rec,
                                                             cid=cid), "x"), NOW)
     (timer,) = [c for c in cmds if isinstance(c, SetTimer)]
@@ -273,8 +279,8 @@ def test_the_same_record_in_two_reports_is_not_a_proof(world):
     p0, out0, rev0, eng0 = nodes[0]
     from node.protocols.base import GossipReceived
 
-    a = report(world["v1"], world["cheat"], key=world["key"], rec=world["r1"], cid=b"1" * 32)
-    replay = report(world["w"], world["cheat"], key=world["key"], rec=world["r1"], cid=b"1" * 32,
+    a = report(world["v1"], world["cheat"], key=world["key"], rec=world["r1"], cid=world["c1"])
+    replay = report(world["w"], world["cheat"], key=world["key"], rec=world["r1"], cid=world["c1"],
                     outcome="double-spent")
     for data in (a, replay):
         assert out0.validate(out0.topic, data, "x", NOW).result is Result.ACCEPT
@@ -291,7 +297,7 @@ def test_without_a_revocation_protocol_the_proof_is_still_applied_locally(world)
     from node.protocols.base import GossipReceived
 
     cmds = []
-    for rec, cid, rep in ((world["r1"], b"1" * 32, "v1"), (world["r2"], b"2" * 32, "v2")):
+    for rec, cid, rep in ((world["r1"], world["c1"], "v1"), (world["r2"], world["c2"], "v2")):
         data = report(world[rep], world["cheat"], key=world["key"], rec=rec, cid=cid)
         cmds += out.handle(GossipReceived(out.topic, data, "x"), NOW)
     assert eng.reputation.is_cheater(dev(world["cheat"]))
@@ -318,7 +324,7 @@ def test_report_for_outcome_names_the_spender_and_carries_the_received_record(wo
     sink.handle(RequestReceived(PROTOCOL_ID, "peer", 1, world["r2"]), NOW)
     sink.handle(RequestReceived(PROTOCOL_ID, "peer", 2, b"garbage"), NOW)
     assert len(sink.seen) == 2  # the protocol still sees every event
-    key, cid = world["key"], b"2" * 32
+    key, cid = world["key"], world["c2"]
     spender = "cd" * 32
     d = {"contract_id": cid.hex(), "device": dev(world["cheat"]).hex(), "status": "double-spent", "chunks": [
         {"round": 0, "deposit_pub": key.hex(), "asset": "BTC-REG", "address": address_for("BTC-REG", key),
@@ -371,6 +377,24 @@ def test_the_first_release_of_a_key_released_again_can_still_be_resent():
             x.close()
 
 
+def test_under_contracts_the_first_release_of_a_key_released_again_can_still_be_resent():
+    """The same through the contract calls the daemons use: two contracts over one key, both records signed
+    by the enclave, and a resend of the first gives back the first record, not a third release."""
+    e, a, b = BrokenEnclave(None, mode="double-release"), InProcessEnclave(None), InProcessEnclave(None)
+    try:
+        (k,) = e.generate_keys(1)
+        (r1, c1), (r2, c2) = record(e, a, k), record(e, b, k)
+        assert c1 != c2 and e.releases == 1
+        assert e.contract_resend(c1, 0) == r1 and e.contract_resend(c2, 0) == r2
+        assert verify_cheating_proof(CheatingProof(r1, r2), net=NET) == dev(e)
+        for rec, who in ((r1, a), (r2, b)):
+            body = wire.decode(wire.decode(rec, wire.Signed).body, ReleaseBody)
+            assert who.accept_key(body.ciphertext, release_context(body.contract_id, body.round), k) == k
+    finally:
+        for x in (e, a, b):
+            x.close()
+
+
 def test_the_records_received_survive_a_restart(world, tmp_path):
     path = tmp_path / "release-records.sqlite"
     records = ReleaseRecords(NET, path=path, max_records=2)
@@ -378,12 +402,12 @@ def test_the_records_received_survive_a_restart(world, tmp_path):
     assert records.observe(world["r1"]) and len(records) == 2  # the same record again: kept once
     records.close()
     again = ReleaseRecords(NET, path=path, max_records=2)
-    assert again.get(b"1" * 32, world["key"]) == world["r1"] and again.get(b"2" * 32, world["key"]) == world["r2"]
+    assert again.get(world["c1"], world["key"]) == world["r1"] and again.get(world["c2"], world["key"]) == world["r2"]
     assert again.observe(world["hr"]) and len(again) == 2  # bounded: the oldest goes
-    assert again.get(b"1" * 32, world["key"]) == b""
+    assert again.get(world["c1"], world["key"]) == b""
     again.close()
     third = ReleaseRecords(NET, path=path)
-    assert len(third) == 2 and third.get(b"3" * 32, world["hkey"]) == world["hr"]
+    assert len(third) == 2 and third.get(world["c3"], world["hkey"]) == world["hr"]
     third.close()
 
 
@@ -395,10 +419,8 @@ def pool():
     a, b, rep = InProcessEnclave(None), InProcessEnclave(None), InProcessEnclave(None)
     k1, k2 = bad.generate_keys(2)
     (k3,) = good.generate_keys(1)
-    entries = [(record(bad, b"1" * 32, 0, k1, a.info().enc_pub), b"1" * 32, k1, bad),
-               (record(bad, b"2" * 32, 1, k1, b.info().enc_pub), b"2" * 32, k1, bad),
-               (record(bad, b"3" * 32, 0, k2, a.info().enc_pub), b"3" * 32, k2, bad),
-               (record(good, b"4" * 32, 0, k3, b.info().enc_pub), b"4" * 32, k3, good)]
+    entries = [(*record(bad, a, k1), k1, bad), (*record(bad, b, k1), k1, bad), (*record(bad, a, k2), k2, bad),
+               (*record(good, b, k3), k3, good)]
     yield entries, rep, bad, good
     for e in (bad, good, a, b, rep):
         e.close()
