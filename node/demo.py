@@ -248,6 +248,7 @@ class Story:
     device: str = ""  # the cheater's device id (hex), as offer books and reputation tables name it
     victims: tuple[str, ...] = ()
     before: dict[str, dict] = dataclasses.field(default_factory=dict)  # node -> its view of the cheater, before
+    runs: list[tuple[str, str, str, str, str]] = dataclasses.field(default_factory=list)  # language contracts
 
 
 # ------------------------------------------------------------------ the stages on that network
@@ -304,7 +305,7 @@ def stage_network(console: Console, net: LocalNet, story: Story) -> bool:
 
 def _finished(net: LocalNet, name: str, peer: str) -> dict | None:
     """``name``'s last contract with ``peer`` once it has ended with an outcome."""
-    cs = [c for c in net.get(name, "/v1/contracts")["contracts"] if c["peer"] == net.nodes[peer].peer]
+    cs = [c for c in net.get(name, "/v1/contracts")["contracts"] if c.get("peer") == net.nodes[peer].peer]
     if cs and cs[-1]["state"] in ("done", "withheld", "failed") and "outcome" in cs[-1]:
         return cs[-1]
     return None
@@ -342,6 +343,77 @@ def stage_swap(console: Console, net: LocalNet, story: Story) -> bool:
     return ok
 
 
+def _run_row(net: LocalNet, name: str, cid: str) -> dict:
+    """``name``'s row for the language contract ``cid`` (escrow, option), or {} before it knows it."""
+    return next((c for c in net.get(name, "/v1/contracts")["contracts"] if c["contract"] == cid), {})
+
+
+def _both_done(net: LocalNet, names: tuple[str, str], cid: str) -> bool:
+    return all(_run_row(net, n, cid).get("state") == "done" for n in names)
+
+
+def _run_table(net: LocalNet, title: str, cid: str, names: tuple[str, str]) -> Table:
+    t = Table(title=title)
+    for col in ("node", "released", "received", "claims (swept to its own addresses)", "state"):
+        t.add_column(col)
+    for n in names:
+        r = _run_row(net, n, cid)
+        who = [net.name_of(p) for p in r.get("parties", [])]
+        t.add_row(n, ", ".join(f"chunk {i} -> {who[k]}" for i, k in r.get("released", [])) or "nothing",
+                  ", ".join(f"{who[k]}'s chunk {i}" for k, i in r.get("received", [])) or "nothing",
+                  ", ".join(f"{st} {tx[:10]}..." for _, st, tx in r.get("claims", [])) or "-", r.get("state", "?"))
+    return t
+
+
+def stage_escrow(console: Console, net: LocalNet, story: Story) -> bool:
+    """alice pays carol in escrow; nothing moves until dave, the arbiter, signs "release"."""
+    console.rule("[bold]6. An escrow: alice pays carol one BTC-REG chunk once dave, the arbiter, approves")
+    r = net.post("alice", "/v1/contracts", {"kind": "escrow", "peer": net.nodes["carol"].peer,
+                                            "arbiter": net.nodes["dave"].peer, "give": "BTC-REG", "chunks": 1,
+                                            "refund_blocks": 5000})
+    cid = r["contract"]
+    console.print(f"contract {cid[:10]}...: the stdlib escrow (node/contracts/stdlib/escrow.ks), signed by both "
+                  "enclaves; the refund path opens 5000 blocks on")
+    net.until(lambda: _run_row(net, "carol", cid).get("state") == "running", "carol running the escrow")
+    time.sleep(2)
+    held = _run_row(net, "alice", cid).get("released") == []
+    console.print("two seconds on, alice's enclave has released nothing: its contract allows no release "
+                  "without the arbiter's signature" if held else "[red]alice released before the approval[/red]")
+    net.post("dave", "/v1/contracts/approve", {"contract": cid, "message": "release"})
+    console.print("dave signs \"release\" with his enclave key; carol's and alice's enclaves verify it")
+    net.until(lambda: _both_done(net, ("alice", "carol"), cid), "the escrow paying out")
+    console.print(_run_table(net, "the escrow", cid, ("alice", "carol")))
+    story.runs.append(("escrow", cid, "alice", "carol", "dave (arbiter)"))
+    ok = held and bool(_run_row(net, "carol", cid).get("received"))
+    console.print("[green]the escrow paid out on the arbiter's approval[/green]" if ok
+                  else f"[red]the escrow did not pay out as it should; logs in {net.root}[/red]")
+    return ok
+
+
+def stage_option(console: Console, net: LocalNet, story: Story) -> bool:
+    """bob buys a call option on alice's BTC-REG chunk: premium now, exercise, strike for the underlying."""
+    console.rule("[bold]7. An option: bob buys a call on alice's BTC-REG chunk, pays the premium, exercises")
+    r = net.post("bob", "/v1/contracts", {"kind": "option", "peer": net.nodes["alice"].peer, "give": "ETH-DEV",
+                                          "take": "BTC-REG", "chunks": 1, "premium_chunks": 1,
+                                          "premium_blocks": 5000, "expiry_blocks": 10000})
+    cid = r["contract"]
+    console.print(f"contract {cid[:10]}...: the stdlib option; bob commits 2 ETH-DEV chunks (premium, strike), "
+                  "alice 1 BTC-REG chunk (the underlying, held for bob)")
+    net.until(lambda: _run_row(net, "bob", cid).get("released") == [[0, 1]], "the premium being paid")
+    held = _run_row(net, "alice", cid).get("released") == []
+    console.print("the premium went to alice; the underlying stays in alice's enclave until bob exercises"
+                  if held else "[red]the underlying moved before the exercise[/red]")
+    net.post("bob", "/v1/contracts/approve", {"contract": cid, "message": "exercise"})
+    console.print("bob signs \"exercise\": his strike chunk goes, then alice's enclave releases the underlying")
+    net.until(lambda: _both_done(net, ("alice", "bob"), cid), "the option being exercised")
+    console.print(_run_table(net, "the option", cid, ("bob", "alice")))
+    story.runs.append(("option", cid, "bob (buyer)", "alice (writer)", ""))
+    ok = held and _run_row(net, "bob", cid).get("received") == [[1, 0]]
+    console.print("[green]the option was exercised: premium and strike to alice, the underlying to bob[/green]"
+                  if ok else f"[red]the option did not settle as it should; logs in {net.root}[/red]")
+    return ok
+
+
 def _view_of(net: LocalNet, name: str, cheater: str, device: str) -> dict:
     """``name``'s view of the cheater's device: reputation, offers in its book, revocations, proofs."""
     rep = next((r for r in net.get(name, "/v1/reputation")["devices"] if r["device"] == device), None)
@@ -358,7 +430,7 @@ def _view_of(net: LocalNet, name: str, cheater: str, device: str) -> dict:
 def stage_cheat(console: Console, net: LocalNet, story: Story) -> bool:
     """The broken TEE sells one chunk twice; the victims' reports meet; the proof goes round; all drop it."""
     cheater, (v1, v2) = story.cheater, story.victims
-    console.rule(f"[bold]6. A broken TEE: {cheater} sells one BTC-REG chunk to {v1} and to {v2} at once")
+    console.rule(f"[bold]8. A broken TEE: {cheater} sells one BTC-REG chunk to {v1} and to {v2} at once")
     peer = net.nodes[cheater].peer
     story.device = next(o["device_id"] for o in net.get(v1, "/v1/offers?limit=500")["offers"] if o["origin"] == peer)
     story.before = {n: _view_of(net, n, cheater, story.device) for n in net.nodes if n != cheater}
@@ -435,6 +507,14 @@ def stage_summary(console: Console, net: LocalNet, story: Story) -> None:
                                   _fate(ch))
     console.print(trades)
     console.print(moved)
+    if story.runs:
+        runs = Table(title="contracts in the contract language (every release decided inside the enclaves)")
+        for col in ("contract", "kind", "party", "party", "also", "state on each side"):
+            runs.add_column(col)
+        for kind, cid, p1, p2, also in story.runs:
+            states = ", ".join(f"{n}: {_run_row(net, n, cid).get('state', '?')}" for n in (p1.split()[0], p2.split()[0]))
+            runs.add_row(cid[:10], kind, p1, p2, also or "-", states)
+        console.print(runs)
     if not story.cheater:
         return
     view = Table(title=f"every node's view of {story.cheater} (broken TEE)")
@@ -495,13 +575,13 @@ def run_demo(root: Path) -> bool:
     _, pid = stage_identity(console, alice)
     stage_enrol(console, alice, pid)
     stage_dcap(console)
-    story = Story(deposits={"alice": ("BTC-REG", 2), "bob": ("ETH-DEV", 2), "carol": ("ETH-DEV", 2),
+    story = Story(deposits={"alice": ("BTC-REG", 4), "bob": ("ETH-DEV", 4), "carol": ("ETH-DEV", 2),
                             "dave": ("ETH-DEV", 2), "mallory": ("BTC-REG", 1)},
                   cheater="mallory", victims=("carol", "dave"))
     # The stages share one network and run in order; each is ``stage(console, net, story) -> bool``.
-    # Escrow and option contracts (node/contracts) join as stages of that shape between the swap and the
-    # broken TEE, with their own deposits added to ``story.deposits``.
-    stages = [stage_network, stage_swap, stage_cheat]
+    # alice's 4 BTC-REG chunks: 2 for the swap, 1 in escrow, 1 written as an option; bob's 4 ETH-DEV
+    # chunks: 2 for the swap, the option's premium and strike.
+    stages = [stage_network, stage_swap, stage_escrow, stage_option, stage_cheat]
     ok = True
     try:
         with LocalNet(console, root / "net", NODES, broken={"mallory": "double-release"}) as net:

@@ -15,6 +15,8 @@ def test_make_demo_main_job_runs_end_to_end():
     assert "the swap completed: every key released once, each side claimed what it got" in out.stdout
     assert "view of bob's device: score +2.00" in out.stdout
     # the broken TEE: announced, caught by a proof assembled from the victims' reports, dropped everywhere
+    assert "the escrow paid out on the arbiter's approval" in out.stdout
+    assert "the option was exercised: premium and strike to alice, the underlying to bob" in out.stdout
     assert "BROKEN SIMULATED TEE (double-release)" in out.stdout
     assert "mallory was caught: the two release records met in the outcome reports" in out.stdout
     assert "every node's view of mallory: a cheater with 0 exposure, its offers gone" in out.stdout
