@@ -126,6 +126,34 @@ class SimNode:
         return [p for p in (self.offers, self.rfp, self.outcomes, self.revocations) if p is not None]
 
 
+def _counting_book(device_class):
+    """An in-memory ``OfferBook`` that also counts changes to its offer rows (``version``), so that the node's
+    ``RiskEngine`` reuses its candidate table until the book changes; answers are those of ``OfferBook``."""
+    from node.offerbook import OfferBook
+
+    class CountingBook(OfferBook):
+        version = 0
+
+        def apply_sheet(self, body, *, now: float) -> int:
+            before = self.db.total_changes
+            n = super().apply_sheet(body, now=now)
+            if self.db.total_changes - before != 1:  # more than the sheet's own row: offers came or went
+                self.version += 1
+            return n
+
+        def drop_device(self, device_id: bytes) -> int:
+            n = super().drop_device(device_id)
+            self.version += 1
+            return n
+
+        def purge_expired(self, now: float) -> int:
+            n = super().purge_expired(now)
+            self.version += 1
+            return n
+
+    return CountingBook(None, device_class=device_class)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.gossip_hist = np.zeros(len(LATENCY_BINS) - 1, dtype=np.int64)  # publish -> every node reached
@@ -275,6 +303,7 @@ class Engine:
             if kind == "forger":
                 self.forgers.append(i)
         self._build_mesh()
+        self._full_mask = np.fromiter((x.full for x in self.nodes), dtype=bool, count=len(self.nodes))
 
     def _shared_verify(self, quote: bytes, binding, now: float):
         key = hashlib.sha256(quote + binding.encode()).digest()
@@ -295,7 +324,6 @@ class Engine:
         return self.device_class_of.get(body.binding.sign_pub, "sim")
 
     def _make_full(self, node: SimNode) -> None:
-        from node.offerbook import OfferBook
         from node.protocols.offers import AttestationCache, OffersProtocol
         from node.protocols.rfp import RfpProtocol
         from node.risk.allocate import Limits
@@ -303,7 +331,7 @@ class Engine:
         from node.risk.reputation import Reputation
 
         q = self.sc["requests"]
-        node.book = OfferBook(None, device_class=self._book_class)
+        node.book = _counting_book(self._book_class)
         node.offers = OffersProtocol(
             net=self.net, book=node.book, attestations=AttestationCache(self._shared_verify),
             address_check=self._shared_address_check, republish_interval=self.sc["deposits"]["republish"])
@@ -416,18 +444,25 @@ class Engine:
                 self.adj[i].add(j)
                 self.adj[j].add(i)
         self.initial_adj = [frozenset(a) for a in self.adj]
-        self._graph_dirty = True
+        self._graph_dirty = self._mesh_dirty = True
 
     def _graph(self):
+        """The mesh among online nodes as CSR (neighbours sorted): the full mesh is laid out again only when a
+        link is pruned; churn only re-filters it by who is online."""
         if self._graph_dirty:
-            indptr = [0]
-            indices: list[int] = []
-            for i, node in enumerate(self.nodes):
-                if node.alive:
-                    indices += [j for j in sorted(self.adj[i]) if self.nodes[j].alive]
-                indptr.append(len(indices))
-            self._indptr = np.asarray(indptr, dtype=np.int32)
-            self._indices = np.asarray(indices, dtype=np.int32)
+            n = len(self.nodes)
+            if self._mesh_dirty:
+                lens = np.fromiter((len(a) for a in self.adj), dtype=np.int64, count=n)
+                self._mesh_rows = np.repeat(np.arange(n, dtype=np.int32), lens)
+                self._mesh_cols = np.fromiter((j for a in self.adj for j in sorted(a)), dtype=np.int32,
+                                              count=int(lens.sum()))
+                self._mesh_dirty = False
+            alive = np.fromiter((x.alive for x in self.nodes), dtype=bool, count=n)
+            keep = alive[self._mesh_rows] & alive[self._mesh_cols]
+            self._indices = self._mesh_cols[keep]
+            self._indptr = np.zeros(n + 1, dtype=np.int32)
+            np.cumsum(np.bincount(self._mesh_rows[keep], minlength=n), out=self._indptr[1:])
+            self._online = int(alive.sum())
             self._graph_dirty = False
         return self._indptr, self._indices
 
@@ -883,8 +918,10 @@ class Engine:
             self.m.sheets_published += 1
             if v.result is Result.ACCEPT:
                 self.m.gossip_hist += np.histogram(dist[reached], LATENCY_BINS)[0]
-                online = sum(1 for x in self.nodes if x.alive) - 1
+                online = self._online - 1
                 self.m.coverage.append(len(reached) / max(1, online))
+        if v.result is not Result.REJECT:  # only full nodes act on it: deliver to them, in the same order
+            reached = reached[self._full_mask[reached]]
         for j in reached.tolist():
             node = self.nodes[j]
             if v.result is Result.REJECT:
@@ -892,7 +929,7 @@ class Engine:
                 if node.rejects_from[src] == PRUNE_AFTER_REJECTS and src in self.adj[j]:
                     self.adj[j].discard(src)
                     self.adj[src].discard(j)
-                    self._graph_dirty = True
+                    self._graph_dirty = self._mesh_dirty = True
                     if spam or forger:
                         self.m.spam["pruned_links"] += 1
             if node.full:

@@ -37,6 +37,7 @@ much value each cap kept out).
 from __future__ import annotations
 
 import bisect
+import hashlib
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -75,6 +76,14 @@ class CandidateTable:
 
     def __len__(self) -> int:
         return len(self.offer_ids)
+
+    def digest(self) -> bytes:
+        """What ``allocate`` reads of the table (values, device and owner indices), hashed."""
+        h = hashlib.sha256()
+        for a in (self.value, self.device, self.owner):
+            h.update(np.ascontiguousarray(a).tobytes())
+            h.update(b"|")
+        return h.digest()
 
     @classmethod
     def from_candidates(cls, cands: Sequence[Candidate]) -> "CandidateTable":

@@ -47,13 +47,16 @@ class Exposure:
     by_device: dict[bytes, int] = field(default_factory=lambda: defaultdict(int))
     by_owner: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     by_class: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    version: int = 0  # bumped on every add / remove
 
     def add(self, device: bytes, owner: str, dclass: str, cents: int) -> None:
+        self.version += 1
         self.by_device[device] += cents
         self.by_owner[owner] += cents
         self.by_class[dclass] += cents
 
     def remove(self, device: bytes, owner: str, dclass: str, cents: int) -> None:
+        self.version += 1
         for table, key in ((self.by_device, device), (self.by_owner, owner), (self.by_class, dclass)):
             table[key] = max(0, table[key] - cents)
             if table[key] == 0:
@@ -68,8 +71,22 @@ class Caps:
         self.policy = policy or CapPolicy()
         self.exposure = exposure or Exposure()
 
-    def device_limit(self, device: bytes, dclass: str, now: float) -> tuple[int, str]:
-        """(limit in cents, why it is what it is)."""
+    def state(self) -> tuple:
+        """Everything the limits read besides reputation scores and time: exposure, revocations, class
+        table, policy (equal states give equal limits for equal scores)."""
+        c = self.classes
+        return (self.exposure.version, tuple(c.revoked.items()), tuple(c.classes.items()),
+                tuple(c.status_weights.items()), tuple(c.class_weights.items()), c.class_cap_cents,
+                c.unknown_family, self.policy.owner_multiple, self.policy.owner_max_cents)
+
+    def device_limit(self, device: bytes, dclass: str, now: float, memo: dict | None = None) -> tuple[int, str]:
+        """(limit in cents, why it is what it is). ``memo``: a dict kept across calls at one ``now``
+        with nothing changed in between (``RiskEngine.choose`` asks for the same devices many times)."""
+        if memo is not None:
+            hit = memo.get((device, dclass))
+            if hit is None:
+                hit = memo[(device, dclass)] = self.device_limit(device, dclass, now)
+            return hit
         revoked = self.classes.is_revoked(dclass)
         if revoked:
             return 0, f"device class {dclass} is revoked: {revoked}"
@@ -81,23 +98,31 @@ class Caps:
         klass = self.classes.resolve(dclass)
         return klass.limit_cents(score), f"class {dclass} at score {score:.1f}"
 
-    def owner_limit(self, owner: str, now: float, fallback_class: str) -> int:
+    def owner_limit(self, owner: str, now: float, fallback_class: str, memo: dict | None = None) -> int:
+        key = (owner, fallback_class, "owner")
+        if memo is not None and key in memo:
+            return memo[key]
         devs = self.reputation.devices_of(owner)
         best = 0
         for rec in devs:
-            best = max(best, self.device_limit(rec.device_id, rec.device_class, now)[0])
+            best = max(best, self.device_limit(rec.device_id, rec.device_class, now, memo)[0])
         if not devs:
             best = self.classes.resolve(fallback_class).limit_cents(0.0)
-        return int(min(self.policy.owner_max_cents, best * self.policy.owner_multiple))
+        out = int(min(self.policy.owner_max_cents, best * self.policy.owner_multiple))
+        if memo is not None:
+            memo[key] = out
+        return out
 
-    def headroom(self, device: bytes, owner: str, dclass: str, now: float) -> tuple[int, Refusal | None]:
-        """How many more cents may ride on this device now, and the cap that binds when 0."""
-        dlim, why = self.device_limit(device, dclass, now)
+    def headroom(self, device: bytes, owner: str, dclass: str, now: float, memo: dict | None = None
+                 ) -> tuple[int, Refusal | None]:
+        """How many more cents may ride on this device now, and the cap that binds when 0
+        (``memo`` as in ``device_limit``)."""
+        dlim, why = self.device_limit(device, dclass, now, memo)
         held_d = self.exposure.by_device.get(device, 0)
         if dlim == 0:
             cap = "revoked" if self.classes.is_revoked(dclass) else "reputation"
             return 0, Refusal(cap, 0, held_d, 0, why)
-        olim = self.owner_limit(owner, now, dclass)
+        olim = self.owner_limit(owner, now, dclass, memo)
         held_o = self.exposure.by_owner.get(owner, 0)
         clim = self.classes.class_cap(dclass)
         held_c = self.exposure.by_class.get(dclass, 0)

@@ -7,6 +7,7 @@ and gossipsub's peer scoring calls ``app_score``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -17,6 +18,10 @@ from node.risk.caps import Caps, CapPolicy
 from node.risk.classes import ClassRegistry
 from node.risk.reputation import Reputation
 from node.risk.types import Candidate
+
+#: answers of ``allocate`` by a digest of all its inputs (shared by every engine in the process, bounded)
+_ALLOCATIONS: dict[tuple, Allocation] = {}
+_ALLOCATIONS_MAX = 512
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ class RiskEngine:
         self.caps = Caps(self.reputation, classes or ClassRegistry(), policy)
         self.limits = limits
         self.seed = seed
+        self._tables: dict[str, tuple] = {}  # asset -> (book version, at, min expiry, cands, table, digest)
+        self._rooms_cache: tuple | None = None
 
     # ------------------------------------------------------------- scoring
     def app_score(self, peer_id: str, now: float) -> float:
@@ -49,28 +56,76 @@ class RiskEngine:
             if self.reputation.record(c.device_id) is None:
                 self.reputation.observe(c.device_id, c.owner_id, c.device_class, now)
 
+    def _book_table(self, asset: str, now: float) -> tuple[list[Candidate], CandidateTable, bytes]:
+        """The book's unexpired candidates of ``asset``, their table and a digest of the allocator's inputs
+        from it. A book with a ``version`` (bumped whenever its rows change) lets the table be reused
+        while no cached offer has expired; a book without one is read every time."""
+        version = getattr(self.book, "version", None)
+        hit = self._tables.get(asset) if version is not None else None
+        if hit is not None and hit[0] == version and hit[1] <= now < hit[2]:
+            return hit[3], hit[4], hit[5]
+        cands = [c for c in self.book.candidates(asset, now=now) if c.asset == asset and c.expiry > now]
+        table = CandidateTable.from_candidates(cands)
+        digest = table.digest()
+        if version is not None:
+            self._tables[asset] = (version, now, min((c.expiry for c in cands), default=math.inf), cands, table,
+                                   digest)
+        return cands, table, digest
+
+    def _rooms(self, table: CandidateTable, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per device of ``table``: score and headroom; per owner: headroom. Reused for the same table while
+        the reputation and caps are unchanged and every score involved is exactly 0 (so time cannot change
+        it: decay scales the score), else computed for this ``now``."""
+        rep, caps = self.reputation, self.caps
+        state = (rep.version, caps.state())
+        hit = self._rooms_cache
+        if hit is not None and hit[0] is table and hit[1] == state and (hit[2] or hit[3] == now):
+            return hit[4]
+        score = np.empty(len(table.devices))
+        dev_room = np.empty(len(table.devices), dtype=np.int64)
+        memo: dict = {}  # device and owner limits, asked once each here
+        for i, (dev, dclass) in enumerate(zip(table.devices, table.device_class)):
+            owner = table.owners[int(table.device_owner[i])]
+            score[i] = rep.score(dev, now)
+            dev_room[i] = caps.headroom(dev, owner, dclass, now, memo)[0]
+        # an owner's headroom: its limit less what it already holds (device rooms bound the rest)
+        own_room = np.asarray([
+            max(0, caps.owner_limit(o, now, "sim", memo) - caps.exposure.by_owner.get(o, 0))
+            for o in table.owners], dtype=np.int64)
+        recs = [rep.record(d) for d in table.devices] + [r for o in table.owners for r in rep.devices_of(o)]
+        static = all(r is not None and r.score == 0.0 and not r.cheater for r in recs)
+        self._rooms_cache = (table, state, static, now, (score, dev_room, own_room))
+        return score, dev_room, own_room
+
     # ----------------------------------------------------------- allocation
     def choose(self, asset: str, usd_cents: int, now: float, *, limits: Limits | None = None,
                among: Iterable[Candidate] | None = None, seed: int | None = None) -> Choice:
         """Chunks of ``asset`` covering ``usd_cents`` from the book (or from ``among``),
         within this node's caps and the request's diversity limits."""
-        cands = list(among) if among is not None else self.book.candidates(asset, now=now)
-        cands = [c for c in cands if c.asset == asset and c.expiry > now]
-        self._observe(cands, now)
-        table = CandidateTable.from_candidates(cands)
-        score = np.empty(len(table.devices))
-        dev_room = np.empty(len(table.devices), dtype=np.int64)
-        for i, (dev, dclass) in enumerate(zip(table.devices, table.device_class)):
-            owner = table.owners[int(table.device_owner[i])]
-            score[i] = self.reputation.score(dev, now)
-            dev_room[i] = self.caps.headroom(dev, owner, dclass, now)[0]
-        # an owner's headroom: its limit less what it already holds (device rooms bound the rest)
-        own_room = np.asarray([
-            max(0, self.caps.owner_limit(o, now, "sim") - self.caps.exposure.by_owner.get(o, 0))
-            for o in table.owners], dtype=np.int64)
-        alloc = allocate(table, usd_cents, limits=limits or self.limits, device_score=score,
-                         device_headroom=dev_room, owner_headroom=own_room,
-                         seed=self.seed if seed is None else seed)
+        if among is not None:
+            cands = [c for c in among if c.asset == asset and c.expiry > now]
+            table = CandidateTable.from_candidates(cands)
+            digest = table.digest()
+        else:
+            cands, table, digest = self._book_table(asset, now)
+        # each device's first offer makes it known (what observing every candidate in order does)
+        rep = self.reputation
+        for i, dev in enumerate(table.devices):
+            if rep.record(dev) is None:
+                rep.observe(dev, table.owners[int(table.device_owner[i])], table.device_class[i], now)
+        score, dev_room, own_room = self._rooms(table, now)
+        lim = limits or self.limits
+        seed = self.seed if seed is None else seed
+        # the allocator is a pure function of these inputs; nodes with the same book and the same view of its
+        # devices (most nodes answering one request: its id seeds them all) reuse one answer
+        key = (digest, score.tobytes(), dev_room.tobytes(), own_room.tobytes(), int(usd_cents), lim, seed)
+        alloc = _ALLOCATIONS.get(key)
+        if alloc is None:
+            alloc = allocate(table, usd_cents, limits=lim, device_score=score, device_headroom=dev_room,
+                             owner_headroom=own_room, seed=seed)
+            _ALLOCATIONS[key] = alloc
+            while len(_ALLOCATIONS) > _ALLOCATIONS_MAX:
+                _ALLOCATIONS.pop(next(iter(_ALLOCATIONS)))
         return Choice(alloc, tuple(cands[i] for i in alloc.chosen) if alloc.ok else ())
 
     def hold(self, offers: Iterable[Candidate]) -> None:

@@ -124,6 +124,7 @@ class Reputation:
         self._dev: dict[bytes, DeviceRecord] = {}
         self._by_owner: dict[str, set[bytes]] = {}
         self._seen: set[bytes] = set()
+        self.version = 0  # bumped on every change to a device record (lets callers cache what they derive)
         self._db = None
         if path is not None:
             self._db = sqlite3.connect(str(path), isolation_level=None)
@@ -148,6 +149,7 @@ class Reputation:
             rec = DeviceRecord(device_id, owner, device_class, 0.0, now, now)
             self._dev[device_id] = rec
             self._by_owner.setdefault(owner, set()).add(device_id)
+            self.version += 1
             self._save(rec)
         return rec
 
@@ -167,6 +169,7 @@ class Reputation:
         rec.score = min(SCORE_MAX, max(SCORE_MIN, current + delta))
         rec.updated_at = now
         rec.reports += 1
+        self.version += 1
         self._save(rec, seen_key)
 
     # ---------------------------------------------------------------- queries
