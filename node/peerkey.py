@@ -9,6 +9,8 @@ protocols can use it; a test checks it agrees with py-libp2p's own ids.
 
 from __future__ import annotations
 
+import functools
+
 import base58
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -30,6 +32,13 @@ def peer_id_of(pub: bytes) -> str:
 
 def pubkey_of_peer(peer_id: str) -> bytes:
     """The Ed25519 public key inside ``peer_id``; PeerKeyError if it holds none."""
+    if not isinstance(peer_id, str):
+        raise PeerKeyError("a peer id is a string")
+    return _pubkey_of_peer(peer_id)
+
+
+@functools.lru_cache(maxsize=8192)  # pure; a node checks the same few peers' signatures over and over
+def _pubkey_of_peer(peer_id: str) -> bytes:
     try:
         raw = base58.b58decode(peer_id)
     except Exception:

@@ -304,6 +304,7 @@ class Engine:
                 self.forgers.append(i)
         self._build_mesh()
         self._full_mask = np.fromiter((x.full for x in self.nodes), dtype=bool, count=len(self.nodes))
+        self._alive = np.ones(len(self.nodes), dtype=bool)  # node.alive, as an array (set with it)
 
     def _shared_verify(self, quote: bytes, binding, now: float):
         key = hashlib.sha256(quote + binding.encode()).digest()
@@ -457,7 +458,7 @@ class Engine:
                 self._mesh_cols = np.fromiter((j for a in self.adj for j in sorted(a)), dtype=np.int32,
                                               count=int(lens.sum()))
                 self._mesh_dirty = False
-            alive = np.fromiter((x.alive for x in self.nodes), dtype=bool, count=n)
+            alive = self._alive
             keep = alive[self._mesh_rows] & alive[self._mesh_cols]
             self._indices = self._mesh_cols[keep]
             self._indptr = np.zeros(n + 1, dtype=np.int32)
@@ -742,14 +743,14 @@ class Engine:
         node = self.nodes[i]
         if not node.alive or i in self.requesters:
             return
-        node.alive = False
+        node.alive = self._alive[i] = False
         self._graph_dirty = True
         self.m.churn_events += 1
         self.log({"t": self._t(), "ev": "leave", "node": i})
         self.push(self.now + self.rng.expovariate(1.0 / ch["mean_downtime"]), "rejoin", (i,))
 
     def _ev_rejoin(self, i: int) -> None:
-        self.nodes[i].alive = True
+        self.nodes[i].alive = self._alive[i] = True
         self._graph_dirty = True
         self.log({"t": self._t(), "ev": "rejoin", "node": i})
 

@@ -140,8 +140,8 @@ def _group_prefix_mask(keys: np.ndarray, values: np.ndarray, cap_value: np.ndarr
     g = np.argsort(keys.astype(np.int64) * n + np.arange(n))  # by group, then order; keys unique
     k = keys[g]
     v = values[g]
-    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-    lengths = np.diff(np.r_[starts, n])
+    starts = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))  # (np.r_ is slow on small arrays)
+    lengths = np.diff(np.append(starts, n))
     start_of = np.repeat(starts, lengths)
     rank = np.arange(n) - start_of
     cs = np.cumsum(v)
@@ -206,7 +206,7 @@ def allocate(table: CandidateTable, target_cents: int, *, limits: Limits = Limit
         dev_ok = _group_prefix_mask(dev, values, dcap, limits.max_per_device) & positive
         own_vals = np.where(dev_ok, values, 0)
         own_ok = _group_prefix_mask(np.where(dev_ok, own, -1) + 1, own_vals,
-                                    np.r_[np.int64(0), ocap], None) & dev_ok
+                                    np.concatenate((np.zeros(1, dtype=np.int64), ocap)), None) & dev_ok
         if int(values[own_ok].sum()) >= target_cents:
             break
     elig = np.flatnonzero(own_ok)
@@ -231,7 +231,8 @@ def allocate(table: CandidateTable, target_cents: int, *, limits: Limits = Limit
     bulk_n = int(np.searchsorted(cs, target_cents - vmax, side="right"))
     bulk = [i for i in range(bulk_n) if i != smallest_pos]
     taken = int(cs[bulk_n - 1]) if bulk_n else 0
-    rest = np.r_[np.arange(bulk_n, len(ev)), [smallest_pos] if smallest_pos < bulk_n else []].astype(np.int64)
+    rest = np.concatenate((np.arange(bulk_n, len(ev), dtype=np.int64),
+                           np.asarray([smallest_pos] if smallest_pos < bulk_n else [], dtype=np.int64)))
     tail = _tail(ev, rest, target_cents - taken)
     chosen = _improve(ev, bulk + tail, target_cents)
     picked = [int(elig[i]) for i in chosen]  # positions in preference order

@@ -84,19 +84,25 @@ class Caps:
         with nothing changed in between (``RiskEngine.choose`` asks for the same devices many times)."""
         if memo is not None:
             hit = memo.get((device, dclass))
-            if hit is None:
-                hit = memo[(device, dclass)] = self.device_limit(device, dclass, now)
-            return hit
-        revoked = self.classes.is_revoked(dclass)
+            if hit is not None:
+                return hit
+            klass = memo.get(dclass)
+            if klass is None:
+                klass = memo[dclass] = (self.classes.is_revoked(dclass), self.classes.resolve(dclass))
+        else:
+            klass = (self.classes.is_revoked(dclass), None)
+        revoked = klass[0]
         if revoked:
-            return 0, f"device class {dclass} is revoked: {revoked}"
-        if self.reputation.is_cheater(device):
-            return 0, f"device {device.hex()[:16]} is a proven cheater"
-        score = self.reputation.score(device, now)
-        if score < ACCEPT_THRESHOLD:
-            return 0, f"device {device.hex()[:16]} score {score:.1f} is below the acceptance threshold {ACCEPT_THRESHOLD:g}"
-        klass = self.classes.resolve(dclass)
-        return klass.limit_cents(score), f"class {dclass} at score {score:.1f}"
+            out = 0, f"device class {dclass} is revoked: {revoked}"
+        elif self.reputation.is_cheater(device):
+            out = 0, f"device {device.hex()[:16]} is a proven cheater"
+        elif (score := self.reputation.score(device, now)) < ACCEPT_THRESHOLD:
+            out = 0, f"device {device.hex()[:16]} score {score:.1f} is below the acceptance threshold {ACCEPT_THRESHOLD:g}"
+        else:
+            out = (klass[1] or self.classes.resolve(dclass)).limit_cents(score), f"class {dclass} at score {score:.1f}"
+        if memo is not None:
+            memo[(device, dclass)] = out
+        return out
 
     def owner_limit(self, owner: str, now: float, fallback_class: str, memo: dict | None = None) -> int:
         key = (owner, fallback_class, "owner")
