@@ -49,7 +49,22 @@ def _pubkey_of_peer(peer_id: str) -> bytes:
 
 
 def verify(peer_id: str, message: bytes, sig: bytes) -> bool:
-    """True iff ``sig`` is ``peer_id``'s Ed25519 signature of ``message``. Never raises."""
+    """True iff ``sig`` is ``peer_id``'s Ed25519 signature of ``message``. Never raises.
+
+    The answer for the same (peer id, message, signature) is remembered (a bounded cache): a node checks a
+    request when it is gossiped and again when it handles it, and a simulation's nodes check the same bytes."""
+    try:
+        return _verify_cached(peer_id, message, sig)
+    except TypeError:  # unhashable arguments (a bytearray): checked without the cache
+        return _verify(peer_id, message, sig)
+
+
+@functools.lru_cache(maxsize=4096)
+def _verify_cached(peer_id: str, message: bytes, sig: bytes) -> bool:
+    return _verify(peer_id, message, sig)
+
+
+def _verify(peer_id: str, message: bytes, sig: bytes) -> bool:
     try:
         Ed25519PublicKey.from_public_bytes(pubkey_of_peer(peer_id)).verify(sig, message)
         return True

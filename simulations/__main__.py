@@ -42,10 +42,15 @@ def run(scenario: Path, *, seed: int | None = None, out: Path | None = None, qui
     sc = load(scenario, seed=seed)
     outdir, log_f, log = _start_run_folder(sc, out, "")
 
-    wall0 = time.perf_counter()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     progress_ctx = None
+    samples: list[list[float]] = []  # (simulated s, wall s) at the engine's sample points, for extrapolation
+
+    def sample(t: float) -> None:
+        samples.append([round(t, 3), round(time.perf_counter() - wall0, 3)])
+
     if quiet:
-        progress = None
+        progress = sample
     else:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -55,6 +60,7 @@ def run(scenario: Path, *, seed: int | None = None, out: Path | None = None, qui
         task = progress_ctx.add_task(f"building {sc['run']['name']}", total=sc["run"]["duration"])
 
         def progress(t: float) -> None:
+            sample(t)
             progress_ctx.update(task, completed=t, description=sc["run"]["name"])
     try:
         engine = Engine(sc, log=log, progress=progress)
@@ -64,11 +70,13 @@ def run(scenario: Path, *, seed: int | None = None, out: Path | None = None, qui
         if progress_ctx is not None:
             progress_ctx.stop()
         log_f.close()
-    wall = time.perf_counter() - wall0
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     summary = engine.summary()
     report.write_json(outdir / "summary.json", summary)
     man = report.manifest(sc, wall, engine.m.events, argv or sys.argv)
     man["build_seconds"] = round(build_s, 2)
+    man["cpu_seconds"] = round(cpu, 2)
+    man["wall_at_simulated_s"] = samples
     man["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     report.write_json(outdir / "run.json", man)
     images = report.plots(engine, outdir)
@@ -146,40 +154,62 @@ def run_real(scenario: Path, *, seed: int | None = None, out: Path | None = None
     return outdir
 
 
-def bench(scenario: Path, sizes: list[int], duration: float) -> list[dict]:
-    """Run ``scenario`` at each node count (one subprocess each, so peak RSS is per run); print a table."""
+def bench_one(scenario: Path, *, duration: float, nodes: int | None = None, overrides: dict | None = None,
+              name: str = "bench") -> dict:
+    """Run ``scenario`` (at ``nodes`` nodes, for ``duration`` simulated seconds, with dotted-key
+    ``overrides``) in a subprocess, so that its peak RSS is its own; its figures as one row."""
     import subprocess
     import tempfile
 
     import tomli_w
 
     from simulations.scenario import load
+    from simulations.sweep import apply
 
-    rows = []
+    sc = load(scenario)
+    if nodes is not None:
+        sc["network"]["nodes"] = nodes
+        sc["network"]["full_nodes"] = min(sc["network"]["full_nodes"], nodes - sc["network"]["bootstrap"])
+        sc["requests"]["requesters"] = min(sc["requests"]["requesters"], sc["network"]["full_nodes"])
+    for key, value in (overrides or {}).items():
+        sc = apply(sc, key, value)
+    sc["run"]["duration"] = duration
+    sc["run"]["name"] = name
     with tempfile.TemporaryDirectory() as tmp:
-        for n in sizes:
-            sc = load(scenario)
-            sc["network"]["nodes"] = n
-            sc["network"]["full_nodes"] = min(sc["network"]["full_nodes"], n - sc["network"]["bootstrap"])
-            sc["requests"]["requesters"] = min(sc["requests"]["requesters"], sc["network"]["full_nodes"])
-            sc["run"]["duration"] = duration
-            sc["run"]["name"] = f"bench-{n}"
-            path = Path(tmp) / f"bench-{n}.toml"
-            path.write_text(tomli_w.dumps(sc))
-            out = Path(tmp) / f"out-{n}"
-            subprocess.run([sys.executable, "-m", "simulations", "run", str(path), "--quiet", "--out", str(out)],
-                           check=True)
-            man = json.loads((out / "run.json").read_text())
-            summ = json.loads((out / "summary.json").read_text())
-            rows.append({"nodes": summ["nodes"], "full_nodes": summ["full_nodes"], "simulated_s": duration,
-                         "wall_s": man["wall_seconds"], "events": summ["events"],
-                         "events_per_s": man["events_per_second"],
-                         "gossip_arrivals": summ["gossip"]["deliveries"], "peak_rss_mib": man["peak_rss_mib"]})
-    print(f"{'nodes':>7} {'full':>5} {'sim s':>6} {'wall s':>7} {'events':>8} {'events/s':>9} "
+        path = Path(tmp) / f"{name}.toml"
+        path.write_text(tomli_w.dumps(sc))
+        out = Path(tmp) / "out"
+        subprocess.run([sys.executable, "-m", "simulations", "run", str(path), "--quiet", "--out", str(out)],
+                       check=True)
+        man = json.loads((out / "run.json").read_text())
+        summ = json.loads((out / "summary.json").read_text())
+    return {"nodes": summ["nodes"], "full_nodes": summ["full_nodes"], "simulated_s": duration,
+            "wall_s": man["wall_seconds"], "cpu_s": man["cpu_seconds"], "build_s": man["build_seconds"],
+            "events": summ["events"], "events_per_s": man["events_per_second"],
+            "gossip_arrivals": summ["gossip"]["deliveries"], "requests_decided": summ["requests"]["decided"],
+            "sheets": summ["gossip"]["sheets_published"], "peak_rss_mib": man["peak_rss_mib"],
+            "samples": man["wall_at_simulated_s"]}
+
+
+def extrapolate(row: dict, to_simulated_s: float) -> float:
+    """Wall seconds ``row``'s run would take for ``to_simulated_s`` simulated seconds: its build and its
+    first tenth as measured (the first sheets are published then), the rest at the rate of its later part."""
+    pts = [(t, w) for t, w in row["samples"] if t > 0]
+    t_end, w_end = row["simulated_s"], row["wall_s"]
+    t0, w0 = next(((t, w) for t, w in pts if t >= 0.1 * t_end), (pts[0] if pts else (0.0, row["build_s"])))
+    if t_end <= t0:
+        return w_end * to_simulated_s / t_end
+    return w0 + (w_end - w0) / (t_end - t0) * (to_simulated_s - t0)
+
+
+def bench(scenario: Path, sizes: list[int], duration: float) -> list[dict]:
+    """Run ``scenario`` at each node count (one subprocess each, so peak RSS is per run); print a table."""
+    rows = [bench_one(scenario, duration=duration, nodes=n, name=f"bench-{n}") for n in sizes]
+    print(f"{'nodes':>7} {'full':>5} {'sim s':>6} {'wall s':>7} {'cpu s':>7} {'events':>8} {'events/s':>9} "
           f"{'arrivals':>10} {'RSS MiB':>8}")
     for r in rows:
-        print(f"{r['nodes']:>7} {r['full_nodes']:>5} {r['simulated_s']:>6g} {r['wall_s']:>7} {r['events']:>8} "
-              f"{r['events_per_s']:>9} {r['gossip_arrivals']:>10} {r['peak_rss_mib']:>8}")
+        print(f"{r['nodes']:>7} {r['full_nodes']:>5} {r['simulated_s']:>6g} {r['wall_s']:>7} {r['cpu_s']:>7} "
+              f"{r['events']:>8} {r['events_per_s']:>9} {r['gossip_arrivals']:>10} {r['peak_rss_mib']:>8}")
     return rows
 
 

@@ -418,15 +418,20 @@ class Engine:
 
         ttl = self.sc["deposits"]["offer_ttl"]
         offers = []
+        own = node.offers.own
+        kept = {o.pubkey: o for o in own.offers} if own is not None and self.sc["deposits"]["keep_offers"] else {}
         for d in node.deposits:
+            old = kept.get(d.pubkey)
+            if old is not None and old.expiry - self.now > ttl / 2:  # as node.daemon's refresh_offers
+                offers.append(old)
+                continue
             p = Price(d.asset, self._price(d.asset), self.now, "scenario")
             offers.append(Offer(d.asset, d.address, d.pubkey, d.amount, max(1, usd_value_cents(d.asset, d.amount, p)),
                                 str(p.usd_per_unit), self.now, self.now + ttl))
-        if node.offers.own is None:
+        if own is None:
             binding = node.enclave.binding_for(self.net, node.peer_id)
             quote = node.enclave.quote(binding, now=self.now)
             return OwnSheet(offers, [], quote, binding, node.enclave.sign_offer_sheet)
-        own = node.offers.own
         return OwnSheet(offers, [], own.quote, own.binding, own.sign)
 
     def _build_mesh(self) -> None:

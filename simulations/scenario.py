@@ -28,8 +28,10 @@ DEFAULTS: dict[str, Any] = {
                 "heartbeat": 1.0, "validation_ms": 1.0, "loss": 0.0,
                 "latency_ms": {"dist": "lognormal", "median": 50.0, "sigma": 0.5}},
     "churn": {"enabled": False, "leave_rate": 0.0, "mean_downtime": 60.0},
+    # keep_offers: an offer keeps its identity and value until half its lifetime is gone (node.daemon's
+    # refresh_offers), so a republication repeats the same offers; false: re-priced at every republication
     "deposits": {"offering_share": 0.5, "chunks_per_node": 4, "chunk_usd": [50.0], "republish": 60.0,
-                 "offer_ttl": 86_400.0},
+                 "offer_ttl": 86_400.0, "keep_offers": False},
     "requests": {"rate": 0.1, "usd_min": 100.0, "usd_max": 500.0, "requesters": 3, "deadline": 3.0,
                  "contract_seconds": 300.0, "contract": "sim-escrow", "max_per_device": 4,
                  "max_share_device": 0.25, "max_share_owner": 0.5},
@@ -162,6 +164,8 @@ def validate(raw: dict) -> dict:
     _num(d, "deposits", "chunks_per_node", lo=1, hi=1000, integer=True)
     _num(d, "deposits", "republish", lo=0, lo_open=True)
     _num(d, "deposits", "offer_ttl", lo=0, lo_open=True)
+    if not isinstance(d["keep_offers"], bool):
+        raise ScenarioError(f"deposits.keep_offers: expected true or false, got {d['keep_offers']!r}")
     if (not isinstance(d["chunk_usd"], list) or not d["chunk_usd"]
             or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in d["chunk_usd"])):
         raise ScenarioError("deposits.chunk_usd: expected a non-empty list of positive USD values")

@@ -81,17 +81,13 @@ class RiskEngine:
         hit = self._rooms_cache
         if hit is not None and hit[0] is table and hit[1] == state and (hit[2] or hit[3] == now):
             return hit[4]
-        score = np.empty(len(table.devices))
-        dev_room = np.empty(len(table.devices), dtype=np.int64)
-        memo: dict = {}  # device and owner limits, asked once each here
-        for i, (dev, dclass) in enumerate(zip(table.devices, table.device_class)):
-            owner = table.owners[int(table.device_owner[i])]
-            score[i] = rep.score(dev, now)
-            dev_room[i] = caps.headroom(dev, owner, dclass, now, memo)[0]
-        # an owner's headroom: its limit less what it already holds (device rooms bound the rest)
-        own_room = np.asarray([
-            max(0, caps.owner_limit(o, now, "sim", memo) - caps.exposure.by_owner.get(o, 0))
-            for o in table.owners], dtype=np.int64)
+        owners = table.owners
+        score = np.fromiter((rep.score(d, now) for d in table.devices), dtype=float, count=len(table.devices))
+        # each device's headroom; an owner's: its limit less what it already holds (device rooms bound the rest)
+        dev_room, own_room = caps.rooms([(d, owners[o], c) for d, o, c in zip(table.devices, table.device_owner.tolist(),
+                                                                              table.device_class)], owners, now)
+        dev_room = np.asarray(dev_room, dtype=np.int64).reshape(len(table.devices))
+        own_room = np.asarray(own_room, dtype=np.int64).reshape(len(owners))
         recs = [rep.record(d) for d in table.devices] + [r for o in table.owners for r in rep.devices_of(o)]
         static = all(r is not None and r.score == 0.0 and not r.cheater for r in recs)
         self._rooms_cache = (table, state, static, now, (score, dev_room, own_room))
