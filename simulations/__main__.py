@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -138,7 +139,8 @@ def run_real(scenario: Path, *, seed: int | None = None, out: Path | None = None
     report.write_json(outdir / "summary.json", summary)
     man = report.manifest(sc, wall, summary["events"], argv or sys.argv)
     man.update(engine="real", daemons=engine.n, startup_seconds=round(engine.startup_s, 2),
-               processes_rss_mib=engine.peak_rss_mib,
+               processes_rss_mib=engine.peak_rss_mib, daemon_cpu_seconds=engine.daemon_cpu_s,
+               daemons_wall_seconds=engine.daemons_wall_s, cores=os.cpu_count(),
                driver_peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
     report.write_json(outdir / "run.json", man)
     images = plots(engine, outdir)

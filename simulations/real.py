@@ -127,6 +127,8 @@ class RealEngine:
         self.requests_not_sent = 0
         self.errors: list[str] = []
         self.peak_rss_mib = 0.0
+        self.daemon_cpu_s: list[float] = []  # CPU seconds per daemon (and its enclave), measured at the end
+        self.daemons_wall_s = 0.0  # the wall time those were used over (from the first process started)
         self.rfp_stats: dict[str, int] = {}
 
     # ------------------------------------------------------------------ plan
@@ -295,6 +297,9 @@ class RealEngine:
             ex.shutdown(wait=True)
             self._tick((time.monotonic() - t_req) / self.scale)
             self.peak_rss_mib = self._rss_mib()
+            # CPU each daemon used (with its enclave process), from its start to here
+            self.daemon_cpu_s = [round(_tree_cpu_s(p.pid), 2) for p in daemons]
+            self.daemons_wall_s = round(time.monotonic() - w0, 2)
             self.rfp_stats = self._rfp_stats(apis)
         finally:
             stop_all(self.procs)
@@ -416,6 +421,28 @@ class RealEngine:
                                       "device classes (all sim)", "adversaries",
                                       "exposure held inside the daemons"]},
         }
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live child processes (Linux /proc; 0 if gone)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    kids: dict[int, list[int]] = {}
+    for st in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            f = st.read_text().rsplit(")", 1)[1].split()
+            kids.setdefault(int(f[1]), []).append(int(st.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(f[11]) + int(f[12])) / tick  # utime, stime (fields 14, 15)
+        except (OSError, IndexError, ValueError):
+            pass
+        todo += kids.get(p, [])
+    return total
 
 
 def _count(items) -> dict:
