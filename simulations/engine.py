@@ -13,6 +13,24 @@ and a deposit ~0.75 ms per chunk on the ``DevLedger``, so every publisher gets
 a real one (no lightweight stand-in). The ledger funds the deposits (faucet,
 automine); with no contract layer yet it is not consulted again during a run.
 
+What lets 10,000 nodes and a simulated day fit on two cores (answers unchanged, byte for byte: the
+same seed gives the same ``summary.json`` and ``events.jsonl`` as before these were added):
+
+* each full node's book counts changes to its rows (``version``), so its ``RiskEngine`` reuses the
+  candidate table while the book is unchanged, and the per-device scores and headrooms while its
+  reputation and caps are unchanged and every score involved is 0 (a node that never held a contract);
+* ``allocate`` is a pure function of its inputs, and nodes with the same book and the same view answer a
+  request with the same seed (its id): one answer per distinct input, shared in the process;
+* pure checks are memoised across nodes (same inputs, same answer): attestation verdicts, address
+  derivations and Ed25519 signature checks (``node.peerkey`` caches them; a real node gains from that
+  only for a request it checks twice). So the engine's CPU is not the sum of the nodes' CPU;
+* churn re-filters the mesh with numpy instead of rebuilding it, and a gossip message is pushed as
+  events only to the full nodes it reaches.
+
+Measured on the shared 2-core machine (``python -m benchmarks.sim``): see simulations/README.md,
+"Scale". ``scenarios/day.toml`` states a day of activity; what it leaves out (the daemon's 60-s
+re-announcement of an unchanged sheet) the benchmark measures separately.
+
 Gossip model (gossipsub-like):
 
 * every node has a mesh of about ``mesh_degree`` (D) peers on the topics
@@ -74,6 +92,11 @@ Simplifications, stated:
 * Churn: an offline node neither receives nor forwards nor publishes; its mesh
   links come back when it does (rejoining through a bootstrap node is not
   modelled: bootstrap nodes are relays like the others). Requesters do not churn.
+* Re-publication: with ``deposits.keep_offers = false`` (the default) every republication re-prices a
+  publisher's offers (new offers, new ids). ``true`` keeps an offer's identity until half its lifetime is
+  gone, as ``node.daemon``'s ``refresh_offers`` does, then renews it at the current price (the daemon
+  keeps the deposit-time value). Deposits never move (contracts hold exposure, they spend nothing), so
+  "a sheet is re-published when its offers change" never happens between renewals.
 """
 
 from __future__ import annotations

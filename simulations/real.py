@@ -80,6 +80,16 @@ class _Api:
         return r.json()
 
 
+def _book_count(api: _Api) -> int:
+    """Offers in a daemon's book; -1 when its API did not answer this time (a loaded machine drops some)."""
+    import httpx
+
+    try:
+        return api.get("/v1/status")["offers_in_book"]
+    except httpx.TransportError:
+        return -1
+
+
 class RealEngine:
     """Run one scenario with real processes. ``run()`` returns when every process is stopped."""
 
@@ -230,7 +240,7 @@ class RealEngine:
             counts = [0] * self.n
             while time.monotonic() - t_dep < books_timeout and any(x is None for x in self.book_full_s):
                 with cf.ThreadPoolExecutor(8) as ex:
-                    counts = list(ex.map(lambda a: a.get("/v1/status")["offers_in_book"], apis))
+                    counts = list(ex.map(_book_count, apis))
                 now = time.monotonic() - t_dep
                 for i, c in enumerate(counts):
                     if self.book_full_s[i] is None and c >= want[i]:
