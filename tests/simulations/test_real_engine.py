@@ -51,3 +51,44 @@ def test_exposure_from_chosen_allocations_held_for_contract_seconds():
     peak, per_client = e.exposure()
     assert peak == {"a": 10000, "b": 5000}
     assert per_client == {"a": 10000, "b": 5000}
+
+
+def test_daemon_cpu_counts_the_child_processes():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from simulations.real import _tree_cpu_s
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\ntime.sleep(30)"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys\n"
+         f"c = subprocess.Popen([sys.executable, '-c', {burn.format(s=0.4)!r}])\nprint(c.pid, flush=True)\n"
+         + burn.format(s=0.2)], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    try:
+        deadline = time.monotonic() + 30
+        while _tree_cpu_s(parent.pid) < 0.55 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _tree_cpu_s(parent.pid) >= 0.55  # 0.2 s of its own + 0.4 s of its child's
+        assert _tree_cpu_s(child) < _tree_cpu_s(parent.pid)
+    finally:
+        os.kill(child, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
+    assert _tree_cpu_s(parent.pid) == 0.0  # gone
+
+
+def test_an_api_that_does_not_answer_counts_as_not_full(tmp_path):
+    import socket
+
+    from simulations.real import _Api, _book_count
+
+    with socket.socket() as sk:  # a port nobody listens on
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    (tmp_path / "api.url").write_text(f"http://127.0.0.1:{port}\n")
+    (tmp_path / ".cookie").write_text("x\n")
+    assert _book_count(_Api(tmp_path)) == -1
