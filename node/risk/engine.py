@@ -7,6 +7,7 @@ and gossipsub's peer scoring calls ``app_score``.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Iterable
@@ -114,7 +115,11 @@ class RiskEngine:
         seed = self.seed if seed is None else seed
         # the allocator is a pure function of these inputs; nodes with the same book and the same view of its
         # devices (most nodes answering one request: its id seeds them all) reuse one answer
-        key = (digest, score.tobytes(), dev_room.tobytes(), own_room.tobytes(), int(usd_cents), lim, seed)
+        h = hashlib.sha256(digest)  # a digest, not the arrays: a big book's key would hold megabytes
+        for a in (score, dev_room, own_room):
+            h.update(len(a).to_bytes(8, "big"))
+            h.update(a.tobytes())
+        key = (h.digest(), int(usd_cents), lim, seed)
         alloc = _ALLOCATIONS.get(key)
         if alloc is None:
             alloc = allocate(table, usd_cents, limits=lim, device_score=score, device_headroom=dev_room,
