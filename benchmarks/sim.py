@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="simulated seconds measured of the day with 60-s re-announcements (0: skip)")
     ap.add_argument("--real-nodes", type=int, default=20, help="daemons in the real-engine run (0: skip)")
     ap.add_argument("--real-wall", type=float, default=60.0, help="the real run's schedule, in wall seconds")
-    args = ap.parse_args(argv)
+    args, _ = ap.parse_known_args(argv)  # under `python -m benchmarks NAME ...` argv holds the names
     day = SCENARIOS / "day.toml"
     cores = os.cpu_count() or 1
     failed = False
