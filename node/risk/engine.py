@@ -47,6 +47,7 @@ class RiskEngine:
         self.seed = seed
         self._tables: dict[str, tuple] = {}  # asset -> (book version, at, min expiry, cands, table, digest)
         self._rooms_cache: tuple | None = None
+        self._observed: tuple | None = None  # (table, reputation) whose devices are all known
 
     # ------------------------------------------------------------- scoring
     def app_score(self, peer_id: str, now: float) -> float:
@@ -107,9 +108,12 @@ class RiskEngine:
             cands, table, digest = self._book_table(asset, now)
         # each device's first offer makes it known (what observing every candidate in order does)
         rep = self.reputation
-        for i, dev in enumerate(table.devices):
-            if rep.record(dev) is None:
-                rep.observe(dev, table.owners[int(table.device_owner[i])], table.device_class[i], now)
+        seen = self._observed  # a reputation never forgets a device: a table is observed once
+        if seen is None or seen[0] is not table or seen[1] is not rep:
+            for i, dev in enumerate(table.devices):
+                if rep.record(dev) is None:
+                    rep.observe(dev, table.owners[int(table.device_owner[i])], table.device_class[i], now)
+            self._observed = (table, rep)
         score, dev_room, own_room = self._rooms(table, now)
         lim = limits or self.limits
         seed = self.seed if seed is None else seed
