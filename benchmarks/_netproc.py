@@ -60,7 +60,8 @@ class BenchNode:
     real seq with a ``labels`` entry mapping it to the schedule's round label.
     """
 
-    def __init__(self, offers, *, n: int, start: float, rounds: int, raw_burst: int, sheet_burst: int) -> None:
+    def __init__(self, offers, *, n: int, start: float, rounds: int, raw_burst: int, sheet_burst: int,
+                 profile: str = "") -> None:
         self.offers = offers
         self.topics = (RAW, offers.topic)
         self.stream_protocols = ()
@@ -75,6 +76,10 @@ class BenchNode:
         self.validated = 0
         self.book_s = 0.0  # CPU time spent in OffersProtocol.handle for sheets (decode, write to the OfferBook)
         self.marks: list[dict] = []  # at every scheduled step: this process's CPU time and the two clocks above
+        # ``profile=PATH``: cProfile this whole process (py-libp2p included) over the sheet one-shot rounds
+        self.profile_path = profile
+        self.profiler = None
+        self.rounds = rounds
 
     def validate(self, topic, data, from_peer, now) -> Validation:
         if topic == RAW:
@@ -95,6 +100,7 @@ class BenchNode:
             _, kind, first, count = self.plan[step]
             self.marks.append({"step": step, "cpu": time.process_time(), "validate_s": self.validate_s,
                                "book_s": self.book_s})
+            self._profile_step(step)
             out = []
             for label in range(first, first + count):
                 t = time.time()
@@ -122,6 +128,20 @@ class BenchNode:
                 self.arrived[f"sheet:{c.detail['origin']}:{c.detail['seq']}"] = time.time()
         return cmds
 
+    def _profile_step(self, step: int) -> None:
+        """Profile from the first sheet one-shot round to the sheet burst (steps rounds+1 .. 2 rounds+1)."""
+        if not self.profile_path:
+            return
+        import cProfile
+
+        if step == self.rounds + 1:
+            self.profiler = cProfile.Profile()
+            self.profiler.enable()
+        elif step == 2 * self.rounds + 1 and self.profiler is not None:
+            self.profiler.disable()
+            self.profiler.dump_stats(self.profile_path)
+            self.profiler = None
+
     def status(self) -> dict:
         st = self.offers.status() if hasattr(self.offers, "status") else {}
         return {"published": self.published, "labels": self.labels, "arrived": self.arrived,
@@ -147,5 +167,5 @@ def make(ctx) -> BenchNode:
     o = ctx.options
     proto = offers_factory(ctx)  # enclave keys, funded deposits, OfferBook, AttestationCache, address check
     return BenchNode(proto, n=int(o["n"]), start=float(o["start"]), rounds=int(o["rounds"]),
-                     raw_burst=int(o["raw_burst"]), sheet_burst=int(o["sheet_burst"]))
+                     raw_burst=int(o["raw_burst"]), sheet_burst=int(o["sheet_burst"]), profile=o.get("profile", ""))
 

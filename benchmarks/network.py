@@ -65,8 +65,8 @@ def lead_time(n: int) -> float:
     return 12 + 1.2 * n
 
 
-def bench_procs(n: int, offers: int, rounds: int, seed: int, tmp: Path, raw_burst: int, sheet_burst: int
-                ) -> tuple[list[dict], float]:
+def bench_procs(n: int, offers: int, rounds: int, seed: int, tmp: Path, raw_burst: int, sheet_burst: int,
+                profile: str = "") -> tuple[list[dict], float]:
     """One OS process per node (``python -m node.runtime --protocol benchmarks._netproc:make``)."""
     from tests.functional.framework import Network
 
@@ -75,7 +75,8 @@ def bench_procs(n: int, offers: int, rounds: int, seed: int, tmp: Path, raw_burs
         net.wait_ready([boot])
         start = time.time() + lead_time(n)
         opts = options(n=n, start=start, rounds=rounds, offers=offers, raw_burst=raw_burst, sheet_burst=sheet_burst)
-        nodes = [net.add_node(f"n{i}", bootnodes=[boot.addr], protocols=["benchmarks._netproc:make"], opts=opts,
+        nodes = [net.add_node(f"n{i}", bootnodes=[boot.addr], protocols=["benchmarks._netproc:make"],
+                              opts={**opts, "profile": f"{profile}/n{n}-node{i}.prof"} if profile and i == 1 else opts,
                               extra=["--target-peers", "4", "--pex-interval", "2", "--gossip-rate-limit", "1000000",
                                      "--status-interval", "1", "--log-level", "warning"]) for i in range(n)]
         net.wait_ready(nodes, timeout=start - time.time())
@@ -223,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--raw-burst", type=int, default=10, help="raw messages per node in the throughput phase")
     ap.add_argument("--sheet-burst", type=int, default=3, help="sheets per node in the throughput phase")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--profile", default="", metavar="DIR",
+                    help="cProfile one node process (n1) over the sheet one-shot rounds into DIR/n<N>-node1.prof "
+                         "(diagnosis only: the profiled node runs slower, so its figures are not the benchmark's)")
     ap.add_argument("--one-process", action="store_true",
                     help="all nodes in one trio process instead of one OS process per node")
     args = ap.parse_args(argv)
@@ -255,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
                 buf = io.StringIO()  # the harness's seed lines; its log tails if something fails
                 try:
                     with contextlib.redirect_stdout(buf):
-                        sts, degree = bench_procs(*a)
+                        sts, degree = bench_procs(*a, profile=str(Path(args.profile).resolve()) if args.profile else "")
                 except BaseException:
                     print(buf.getvalue(), flush=True)
                     raise
