@@ -4,7 +4,9 @@ A deposit key is a compressed secp256k1 public key. For Bitcoin-like assets
 the deposit address is P2WPKH (bech32) by default, P2PKH (base58check) on
 request, and P2PKH only for Dogecoin (no segwit); for Ethereum-like assets it
 is the EIP-55 checksummed address. Encoders are embit's (Bitcoin-like) and
-eth-keys' (Ethereum-like), not hand-written. Exported private keys are WIF for
+eth-keys' (Ethereum-like), not hand-written, but for one fast path:
+``validate_address`` derives P2WPKH addresses with its own table-driven
+bech32 (``_p2wpkh_address``, tested equal to embit's for random keys). Exported private keys are WIF for
 Bitcoin-like assets and 0x-hex for Ethereum-like ones; exporting happens only
 at the final hand-over to the owner's wallet (``Enclave.export_to_owner``).
 """
@@ -121,18 +123,52 @@ def export_key(asset: str, secret32: bytes) -> str:
     return ec.PrivateKey(secret32).wif(a.network)
 
 
-def _p2wpkh_address(network: dict, pubkey33: bytes) -> str:
-    """What ``address_for(..., kind="p2wpkh")`` returns, without embit's decode-after-encode self-check.
+_BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+_BECH32_GEN = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
 
-    The same embit encoder (hash160, convertbits, bech32_encode) with one
-    bech32 checksum computation instead of three; ``validate_address`` runs
-    it for every offer of every sheet it has not seen before, where it was
-    most of the cost. ``tests/assets`` checks it equals ``address_for``."""
-    from embit import bech32, ec, hashes
+
+def _bech32_step_xor(top: int) -> int:
+    x = 0
+    for i, g in enumerate(_BECH32_GEN):
+        if top >> i & 1:
+            x ^= g
+    return x
+
+
+#: BIP-173's polymod step: its five conditional generator XORs, looked up by the top 5 bits
+_BECH32_TABLE = tuple(_bech32_step_xor(top) for top in range(32))
+_hrp_state: dict[str, int] = {}
+
+
+def _bech32_polymod(values, chk: int = 1) -> int:
+    for v in values:
+        top = chk >> 25
+        chk = ((chk & 0x1FFFFFF) << 5) ^ v ^ _BECH32_TABLE[top]
+    return chk
+
+
+def _p2wpkh_address(network: dict, pubkey33: bytes) -> str:
+    """What ``address_for(..., kind="p2wpkh")`` returns, computed for speed.
+
+    ``validate_address`` runs it for every offer of every sheet it has not
+    seen before, where embit's encoder (three bech32 checksums, a generic
+    bit converter, five conditionals per checksum step) was most of the cost
+    of validating a sheet. Same steps, BIP-173's checksum with the step's
+    generator XORs looked up in a 32-entry table, the hrp's part of the
+    checksum computed once per hrp, and the 160-bit program split into 32
+    five-bit groups directly. ``tests/assets`` checks it equals ``address_for``
+    (embit) for random keys on every segwit asset."""
+    from embit import ec, hashes
 
     ec.PublicKey.parse(bytes(pubkey33))  # a point on the curve (ValueError otherwise), as address_for checks
-    return bech32.bech32_encode(bech32.Encoding.BECH32, network["bech32"],
-                                [0] + bech32.convertbits(hashes.hash160(bytes(pubkey33)), 8, 5))
+    hrp = network["bech32"]
+    state = _hrp_state.get(hrp)
+    if state is None:
+        state = _hrp_state[hrp] = _bech32_polymod([ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp])
+    n = int.from_bytes(hashes.hash160(bytes(pubkey33)), "big")
+    data = [0] + [(n >> (155 - 5 * i)) & 31 for i in range(32)]  # witness version 0, then the program
+    mod = _bech32_polymod(data + [0] * 6, state) ^ 1  # bech32 (not bech32m) constant for version 0
+    return hrp + "1" + "".join(_BECH32_CHARSET[d] for d in data + [(mod >> 5 * (5 - i)) & 31 for i in range(6)])
 
 
 def validate_address(asset: str, pubkey33: bytes, address: str) -> str | None:

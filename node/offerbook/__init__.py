@@ -53,19 +53,24 @@ class OfferBook:
     def latest_seq(self, origin: str) -> int | None:
         return self._latest.get(origin)
 
-    def apply_sheet(self, body, *, now: float) -> int:
+    def apply_sheet(self, body, *, now: float, ids: list[bytes] | None = None) -> int:
         """Replace ``body.origin``'s offers with the sheet's unexpired ones; returns how many.
 
         A newer sheet usually repeats most of the previous one (nodes republish
         their sheet whether or not it changed), so when the origin's device and
         class are unchanged only the difference is written: offers no longer
         listed are deleted, new ones inserted. The result is the same rows as a
-        full replace."""
-        from node.protocols.offers import offer_id
+        full replace. ``ids`` are the offers' ids in order when the caller has them (validation
+        computed them); otherwise they are computed here."""
+        if ids is None:
+            from node.protocols.offers import offer_ids
 
+            ids = offer_ids(body.offers)
+        if len(ids) != len(body.offers):
+            raise ValueError(f"{len(ids)} offer ids for {len(body.offers)} offers")
         device = device_id_of(body.binding.sign_pub)
         dclass = self.device_class(body)
-        fresh = {offer_id(o): o for o in body.offers if o.expiry > now}
+        fresh = {i: o for i, o in zip(ids, body.offers) if o.expiry > now}
         with self.db:
             self.db.execute("BEGIN")
             prev = self.db.execute("SELECT device_id, device_class FROM sheets WHERE origin = ?",

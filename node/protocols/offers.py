@@ -42,7 +42,6 @@ from typing import Callable
 import msgspec
 
 from node import wire
-from node.crypto import tagged_hash
 from node.protocols.base import (
     Command,
     Event,
@@ -94,8 +93,25 @@ class SignedSheet(msgspec.Struct, array_like=True, frozen=True):
     sig: bytes
 
 
+OFFER_TAG = "keyswitch/offer/1"
+_OFFER_TAG_PREFIX = hashlib.sha256(hashlib.sha256(OFFER_TAG.encode()).digest() * 2)  # tagged_hash's prefix
+
+
+def _offer_id_of_encoding(enc: bytes) -> bytes:
+    """``tagged_hash(OFFER_TAG, enc)`` with the tag's prefix hashed once, not once per offer."""
+    h = _OFFER_TAG_PREFIX.copy()
+    h.update(len(enc).to_bytes(4, "big"))
+    h.update(enc)
+    return h.digest()
+
+
 def offer_id(offer: Offer) -> bytes:
-    return tagged_hash("keyswitch/offer/1", wire.encode(offer))
+    """An offer's id: the tagged hash of its canonical encoding (its Merkle leaf)."""
+    return _offer_id_of_encoding(wire.encode(offer))
+
+
+def offer_ids(offers: list[Offer]) -> list[bytes]:
+    return [_offer_id_of_encoding(wire.encode(o)) for o in offers]
 
 
 def merkle_root(leaves: list[bytes]) -> bytes:
@@ -111,7 +127,7 @@ def merkle_root(leaves: list[bytes]) -> bytes:
 
 
 def offers_root(offers: list[Offer]) -> bytes:
-    return merkle_root([offer_id(o) for o in offers])
+    return merkle_root(offer_ids(offers))
 
 
 def build_sheet(
@@ -219,49 +235,83 @@ def _ignore(reason: str) -> Validation:
     return Validation(Result.IGNORE, reason)
 
 
+class _SheetBodyRawOffers(msgspec.Struct, array_like=True, frozen=True):
+    """``SheetBody`` with its offers left as their encoded bytes (decoded, and checked, separately)."""
+
+    version: int
+    net: str
+    origin: str
+    seq: int
+    issued_at: float
+    offers: msgspec.Raw
+    retracted: list[bytes]
+    offers_root: bytes
+    quote: bytes
+    binding: Binding
+
+
 def decode_sheet(data: bytes) -> tuple[SignedSheet, SheetBody]:
     signed = wire.decode(data, SignedSheet, max_size=MAX_SHEET_SIZE)
     body = wire.decode(signed.body, SheetBody, max_size=MAX_SHEET_SIZE)
     return signed, body
 
 
-def validate_sheet(
-    data: bytes,
-    *,
-    net: str,
-    now: float,
-    latest_seq: Callable[[str], int | None],
-    attestations: AttestationCache,
-    address_check: Callable[[str, bytes, str], str | None] | None = None,
-) -> tuple[Validation, SheetBody | None]:
-    """Decide ACCEPT / REJECT / IGNORE for a gossiped sheet (pure but for the cache)."""
-    from node.tee.client import verify_offer_sheet_sig
+@dataclass(frozen=True)
+class CheckedOffers:
+    """The offers of a sheet that passed the per-offer checks: decoded, their ids and Merkle root."""
 
-    # [REJECT] The message is within the size limit.
-    if len(data) > MAX_SHEET_SIZE:
-        return _reject(f"over size: {len(data)} > {MAX_SHEET_SIZE} bytes"), None
-    # [REJECT] The message decodes to a canonical SignedSheet and SheetBody.
+    encoded: bytes  # the offers array exactly as it was in the sheet body
+    offers: list[Offer]
+    ids: list[bytes]
+    root: bytes
+
+
+class OffersCache:
+    """Per origin, the offers array of its last *accepted* sheet, already checked.
+
+    A node republishes its sheet (every minute, and whenever anything changes)
+    and most sheets list exactly the offers of the previous one. Every
+    per-offer check (key format, no key twice, positive amounts, the address
+    derived from the key, the offer ids and their Merkle root) is a pure
+    function of the encoded offers array, so when a new sheet from the same
+    origin carries byte-for-byte the same array, its decoded offers, ids and
+    root are reused instead of recomputed. The comparison is on the exact
+    bytes, so nothing a peer sends can make an unchecked offer pass; only
+    sheets that passed every check, the signature included, are remembered
+    (one entry per origin: a forger cannot displace a genuine entry).
+    """
+
+    def __init__(self, max_origins: int = 10_000) -> None:
+        self.max_origins = max_origins
+        self._by_origin: dict[str, CheckedOffers] = {}
+        self.hits = self.misses = 0
+
+    def get(self, origin: str, encoded: bytes) -> CheckedOffers | None:
+        c = self._by_origin.get(origin)
+        if c is not None and c.encoded == encoded:
+            self.hits += 1
+            return c
+        self.misses += 1
+        return None
+
+    def put(self, origin: str, checked: CheckedOffers) -> None:
+        self._by_origin.pop(origin, None)
+        if len(self._by_origin) >= self.max_origins:
+            del self._by_origin[next(iter(self._by_origin))]
+        self._by_origin[origin] = checked
+
+
+def _check_offers(encoded: bytes, address_check) -> tuple[Validation | None, CheckedOffers | None]:
+    """The per-offer [REJECT] checks of ``validate_sheet`` over the encoded offers array."""
     try:
-        signed, body = decode_sheet(data)
+        offers = wire.decode(encoded, list[Offer], max_size=MAX_SHEET_SIZE)
     except wire.WireError as exc:
-        return _reject(f"malformed: {exc.reason}"), None
-    # [REJECT] The sheet version is one we speak.
-    if body.version != SHEET_VERSION:
-        return _reject(f"unsupported sheet version {body.version}"), None
-    # [REJECT] The sheet is for our network.
-    if body.net != net:
-        return _reject(f"wrong network {body.net!r} (we are {net!r})"), None
-    # [REJECT] The binding is well formed and binds the origin's peer id.
-    bad = body.binding.validate()
-    if bad:
-        return _reject(f"malformed binding: {bad}"), None
-    if body.binding.net != net or body.binding.peer_id != body.origin:
-        return _reject("peer id not bound by the quote (binding names another peer or network)"), None
+        return _reject(f"malformed: offers: {exc.reason}"), None
     # [REJECT] At most MAX_OFFERS_PER_SHEET offers, each well formed, no key twice.
-    if len(body.offers) > MAX_OFFERS_PER_SHEET:
-        return _reject(f"too many offers: {len(body.offers)} > {MAX_OFFERS_PER_SHEET}"), None
+    if len(offers) > MAX_OFFERS_PER_SHEET:
+        return _reject(f"too many offers: {len(offers)} > {MAX_OFFERS_PER_SHEET}"), None
     seen: set[bytes] = set()
-    for i, o in enumerate(body.offers):
+    for i, o in enumerate(offers):
         if len(o.pubkey) != 33 or o.pubkey[0] not in (2, 3):
             return _reject(f"offer {i}: pubkey is not a compressed secp256k1 key"), None
         if o.pubkey in seen:
@@ -273,29 +323,98 @@ def validate_sheet(
             why = address_check(o.asset, o.pubkey, o.address)
             if why:
                 return _reject(f"offer {i}: {why}"), None
+    ids = offer_ids(offers)
+    return None, CheckedOffers(encoded, offers, ids, merkle_root(ids))
+
+
+def check_sheet(
+    data: bytes,
+    *,
+    net: str,
+    now: float,
+    latest_seq: Callable[[str], int | None],
+    attestations: AttestationCache,
+    address_check: Callable[[str, bytes, str], str | None] | None = None,
+    offers_cache: OffersCache | None = None,
+) -> tuple[Validation, SheetBody | None, list[bytes] | None]:
+    """``validate_sheet``, also returning the accepted sheet's offer ids (in order), so that nothing
+    downstream (the offer book) decodes the sheet or hashes its offers again."""
+    from node.tee.client import verify_offer_sheet_sig
+
+    # [REJECT] The message is within the size limit.
+    if len(data) > MAX_SHEET_SIZE:
+        return _reject(f"over size: {len(data)} > {MAX_SHEET_SIZE} bytes"), None, None
+    # [REJECT] The message decodes to a canonical SignedSheet and SheetBody.
+    try:
+        signed = wire.decode(data, SignedSheet, max_size=MAX_SHEET_SIZE)
+        raw = wire.decode(signed.body, _SheetBodyRawOffers, max_size=MAX_SHEET_SIZE)
+    except wire.WireError as exc:
+        return _reject(f"malformed: {exc.reason}"), None, None
+    # [REJECT] The sheet version is one we speak.
+    if raw.version != SHEET_VERSION:
+        return _reject(f"unsupported sheet version {raw.version}"), None, None
+    # [REJECT] The sheet is for our network.
+    if raw.net != net:
+        return _reject(f"wrong network {raw.net!r} (we are {net!r})"), None, None
+    # [REJECT] The binding is well formed and binds the origin's peer id.
+    bad = raw.binding.validate()
+    if bad:
+        return _reject(f"malformed binding: {bad}"), None, None
+    if raw.binding.net != net or raw.binding.peer_id != raw.origin:
+        return _reject("peer id not bound by the quote (binding names another peer or network)"), None, None
+    # [IGNORE] The sheet is newer than the newest we hold from this origin (checked before the
+    # per-offer work: a duplicate or superseded sheet costs a decode, nothing more).
+    last = latest_seq(raw.origin)
+    if last is not None and raw.seq == last:
+        return _ignore(f"duplicate: sheet {raw.seq} from this origin already held"), None, None
+    if last is not None and raw.seq < last:
+        return _ignore(f"stale sequence {raw.seq} < {last}"), None, None
+    # [REJECT] The offers decode canonically; at most MAX_OFFERS_PER_SHEET, each well formed (its
+    # address derived from its key), no key twice (all skipped for the very offers array this
+    # origin's last accepted sheet carried: see OffersCache).
+    encoded = bytes(raw.offers)
+    checked = offers_cache.get(raw.origin, encoded) if offers_cache is not None else None
+    if checked is None:
+        v, checked = _check_offers(encoded, address_check)
+        if v is not None:
+            return v, None, None
     # [REJECT] offers_root is the Merkle root of the offers.
-    if body.offers_root != offers_root(body.offers):
-        return _reject("offers_root does not match the offers"), None
-    # [IGNORE] The sheet is newer than the newest we hold from this origin.
-    last = latest_seq(body.origin)
-    if last is not None and body.seq == last:
-        return _ignore(f"duplicate: sheet {body.seq} from this origin already held"), None
-    if last is not None and body.seq < last:
-        return _ignore(f"stale sequence {body.seq} < {last}"), None
+    if raw.offers_root != checked.root:
+        return _reject("offers_root does not match the offers"), None, None
     # [IGNORE] The sheet is not from the future.
-    if body.issued_at > now + MAX_CLOCK_SKEW:
-        return _ignore(f"issued {body.issued_at - now:.0f} s in the future"), None
+    if raw.issued_at > now + MAX_CLOCK_SKEW:
+        return _ignore(f"issued {raw.issued_at - now:.0f} s in the future"), None, None
     # [IGNORE] At least one offer is unexpired, or the sheet retracts something.
-    if body.offers and all(o.expiry <= now for o in body.offers) and not body.retracted:
-        return _ignore("expired: every offer in the sheet is past its expiry"), None
+    if checked.offers and all(o.expiry <= now for o in checked.offers) and not raw.retracted:
+        return _ignore("expired: every offer in the sheet is past its expiry"), None, None
     # [REJECT] The enclave's signature over the body is valid.
-    if not verify_offer_sheet_sig(body.binding.sign_pub, signed.body, signed.sig):
-        return _reject("bad signature"), None
+    if not verify_offer_sheet_sig(raw.binding.sign_pub, signed.body, signed.sig):
+        return _reject("bad signature"), None, None
     # [REJECT] The quote is genuine, an allowed build, and commits to the binding.
-    why = attestations.check(body.quote, body.binding, now)
+    why = attestations.check(raw.quote, raw.binding, now)
     if why:
-        return _reject(f"untrusted or forged quote: {why}"), None
-    return Validation(Result.ACCEPT), body
+        return _reject(f"untrusted or forged quote: {why}"), None, None
+    if offers_cache is not None:
+        offers_cache.put(raw.origin, checked)
+    body = SheetBody(raw.version, raw.net, raw.origin, raw.seq, raw.issued_at, list(checked.offers), raw.retracted,
+                     raw.offers_root, raw.quote, raw.binding)
+    return Validation(Result.ACCEPT), body, checked.ids
+
+
+def validate_sheet(
+    data: bytes,
+    *,
+    net: str,
+    now: float,
+    latest_seq: Callable[[str], int | None],
+    attestations: AttestationCache,
+    address_check: Callable[[str, bytes, str], str | None] | None = None,
+    offers_cache: OffersCache | None = None,
+) -> tuple[Validation, SheetBody | None]:
+    """Decide ACCEPT / REJECT / IGNORE for a gossiped sheet (pure but for the caches)."""
+    v, body, _ids = check_sheet(data, net=net, now=now, latest_seq=latest_seq, attestations=attestations,
+                                address_check=address_check, offers_cache=offers_cache)
+    return v, body
 
 
 # ------------------------------------------------------------------ protocol
@@ -334,7 +453,12 @@ class OffersProtocol:
         self.book = book
         self.attestations = attestations
         self.address_check = address_check
+        self.offers_cache = OffersCache()
         self.republish_interval = republish_interval
+        # sheets accepted by ``validate`` and not yet handled, by their exact bytes: ``handle`` takes the
+        # decoded body and offer ids from here instead of decoding and hashing the sheet a second time
+        self._accepted: dict[bytes, tuple[SheetBody, list[bytes]]] = {}
+        self.max_pending = 1024
         self.local_peer = ""
         self.own: OwnSheet | None = None
         self.seq = 0
@@ -347,15 +471,19 @@ class OffersProtocol:
     def validate(self, topic_: str, data: bytes, from_peer: str, now: float) -> Validation:
         if topic_ != self.topic:
             return _ignore(f"not our topic {topic_}")
-        v, body = validate_sheet(
-            data, net=self.net, now=now, latest_seq=self.book.latest_seq,
-            attestations=self.attestations, address_check=self.address_check,
+        v, body, ids = check_sheet(
+            data, net=self.net, now=now, latest_seq=self.book.latest_seq, attestations=self.attestations,
+            address_check=self.address_check, offers_cache=self.offers_cache,
         )
         # [IGNORE] The device or its class has not been revoked here.
         if body is not None and self.refuse is not None:
             why = self.refuse(body)
             if why:
                 v = _ignore(f"revoked: {why}")
+        if v.result is Result.ACCEPT and body is not None and ids is not None:
+            if len(self._accepted) >= self.max_pending:  # delivered without reaching handle (queue full)
+                del self._accepted[next(iter(self._accepted))]
+            self._accepted[bytes(data)] = (body, ids)
         self.stats[v.result.value] += 1
         if v.result is not Result.ACCEPT:
             reasons = self.reasons.setdefault(v.result.value, {})
@@ -369,13 +497,18 @@ class OffersProtocol:
             self.local_peer = event.local_peer
             return [SetTimer("offers.republish", now + self.republish_interval)]
         if isinstance(event, GossipReceived) and event.topic == self.topic:
-            try:
-                _, body = decode_sheet(event.data)
-            except wire.WireError:
-                return []
+            pending = self._accepted.pop(event.data, None)
+            if pending is None:  # not validated here (a caller feeding events directly): decode it now
+                try:
+                    _, body = decode_sheet(event.data)
+                except wire.WireError:
+                    return []
+                ids = offer_ids(body.offers)
+            else:
+                body, ids = pending
             if body.origin == self.local_peer:
                 return []
-            added = self.book.apply_sheet(body, now=now)
+            added = self.book.apply_sheet(body, now=now, ids=ids)
             return [Notify("offers.sheet", {"origin": body.origin, "seq": body.seq, "offers": added})]
         if isinstance(event, TimerFired) and event.name == "offers.republish":
             cmds: list[Command] = [SetTimer("offers.republish", now + self.republish_interval)]

@@ -275,3 +275,88 @@ def test_book_writes_only_the_difference_and_ends_as_a_full_replace_would(alice,
     assert book.count(now=NOW) == 2 + len(bob.keys)
     assert book.apply_sheet(body(alice, 9, steps[-1]), now=NOW + 2) == 1  # the expired offer goes
     assert book.count(now=NOW) == 1 + len(bob.keys)
+
+
+def test_offer_id_is_the_tagged_hash_of_the_offer_encoding(alice):
+    from node.crypto import tagged_hash
+    from node.protocols.offers import OFFER_TAG, offer_ids
+
+    offers = make_offers(alice.keys)
+    assert [offer_id(o) for o in offers] == offer_ids(offers) == [tagged_hash(OFFER_TAG, wire.encode(o)) for o in offers]
+    assert len(set(offer_ids(offers))) == len(offers)
+
+
+def real_offers(vault, expiry=NOW + 3600):
+    from node.assets import address_for
+
+    return [msgspec_replace(o, address=address_for(o.asset, o.pubkey)) for o in make_offers(vault.keys, expiry)]
+
+
+def test_check_sheet_returns_the_ids_and_reuses_an_origins_checked_offers_only_byte_for_byte(alice, bob):
+    from node.assets import address_for, validate_address
+    from node.protocols.offers import OffersCache, check_sheet, offer_ids
+
+    calls = []
+    counting = lambda a, k, addr: calls.append(addr) or validate_address(a, k, addr)  # noqa: E731
+    oc, att = OffersCache(), cache()
+
+    def run(data, latest=None):
+        return check_sheet(data, net=NET, now=NOW, latest_seq=lambda o: (latest or {}).get(o), attestations=att,
+                           address_check=counting, offers_cache=oc)
+
+    real = real_offers(alice)
+    v, body, ids = run(alice.sheet(seq=1, offers=real))
+    assert v.result is Result.ACCEPT and body.offers == real and ids == offer_ids(real)
+    assert len(calls) == 3 and (oc.hits, oc.misses) == (0, 1)
+    # the same offers in a newer sheet: nothing re-derived, same body and ids as a full check gives
+    v, body2, ids2 = run(alice.sheet(seq=2, offers=real), latest={alice.peer: 1})
+    assert v.result is Result.ACCEPT and (oc.hits, len(calls)) == (1, 3)
+    assert body2 == decode_sheet(alice.sheet(seq=2, offers=real))[1] and ids2 == ids
+    # one offer changed (a wrong address): a miss, checked in full, refused; the cache still holds the good array
+    wrong = [msgspec_replace(real[0], address=address_for("BTC-REG", alice.keys[1]))] + real[1:]
+    v, _, _ = run(alice.sheet(seq=3, offers=wrong), latest={alice.peer: 2})
+    assert v.result is Result.REJECT and "not derived" in v.reason and len(calls) == 4
+    # a hit still checks everything else: the Merkle root, the signature (bob's signature over alice's body)
+    signed, b = decode_sheet(alice.sheet(seq=4, offers=real))
+    v, _, _ = run(wire.encode(SignedSheet(signed.body, bob.enc.sign(domain="outcome", digest32=b"\x00" * 32))),
+                  latest={alice.peer: 3})
+    assert v.result is Result.REJECT and v.reason == "bad signature" and oc.hits == 2
+    v, _, _ = run(resign(alice, msgspec_replace(b, offers_root=b"\x11" * 32)), latest={alice.peer: 3})
+    assert v.result is Result.REJECT and "offers_root" in v.reason
+    # a sheet that fails after its offers passed does not become the origin's cached array
+    oc2 = OffersCache()
+    v, _, _ = check_sheet(wire.encode(SignedSheet(signed.body, bytes(64))), net=NET, now=NOW, latest_seq=lambda o: None,
+                          attestations=att, address_check=counting, offers_cache=oc2)
+    assert v.result is Result.REJECT and oc2.get(alice.peer, b"") is None and oc2._by_origin == {}
+
+
+def test_a_stale_or_duplicate_sheet_is_ignored_before_any_per_offer_work(alice):
+    calls = []
+    v, _ = validate_sheet(alice.sheet(seq=5), net=NET, now=NOW, latest_seq=lambda o: 9, attestations=cache(),
+                          address_check=lambda a, k, addr: calls.append(addr))
+    assert v.result is Result.IGNORE and "stale" in v.reason and calls == []
+
+
+def test_protocol_hands_the_validated_body_to_the_book_and_still_handles_unvalidated_events(tmp_path, alice):
+    from node.protocols.base import GossipReceived, Notify, Started
+
+    book = OfferBook(tmp_path / "b.sqlite")
+    p = OffersProtocol(net=NET, book=book, attestations=cache())
+    p.handle(Started("12D3KooMe"), NOW)
+    data = alice.sheet(seq=1)
+    assert p.validate(p.topic, data, "x", NOW).result is Result.ACCEPT and len(p._accepted) == 1
+    out = p.handle(GossipReceived(p.topic, bytes(data), "x", b"id"), NOW)
+    assert p._accepted == {} and [c.detail for c in out if isinstance(c, Notify)] == [
+        {"origin": alice.peer, "seq": 1, "offers": 3}]
+    # an event that was not validated here (fed directly) is decoded and hashed on the spot
+    out = p.handle(GossipReceived(p.topic, alice.sheet(seq=2), "x", b"id2"), NOW)
+    assert [c.detail["seq"] for c in out if isinstance(c, Notify)] == [2] and book.count(now=NOW) == 3
+    assert {r["offer_id"] for r in book.rows(now=NOW)} == {offer_id(o).hex() for o in make_offers(alice.keys)}
+    # bounded: accepted sheets that never reach handle (delivery queue full) do not pile up
+    p.max_pending = 2
+    for seq in (3, 4, 5):
+        assert p.validate(p.topic, alice.sheet(seq=seq), "x", NOW).result is Result.ACCEPT
+    assert len(p._accepted) == 2
+    with pytest.raises(ValueError, match="offer ids"):
+        book.apply_sheet(decode_sheet(alice.sheet(seq=9))[1], now=NOW, ids=[b"\x00" * 32])
+    book.close()
