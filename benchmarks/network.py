@@ -89,6 +89,7 @@ def bench_procs(n: int, offers: int, rounds: int, seed: int, tmp: Path, raw_burs
         for nd in nodes:
             st = nd.status()
             sts.append(next(v for k, v in st["protocols"].items() if k.endswith("BenchNode")))
+            sts[-1]["duplicates"] = st.get("gossip_duplicates", {})
             degree.append(len(st["peers"]) - (boot.peer_id in st["peers"]))
     return sts, statistics.mean(degree)
 
@@ -122,7 +123,7 @@ async def bench_one_process(n: int, offers: int, rounds: int, seed: int, tmp: Pa
             await nursery.start(ProtocolDriver(x, [b]).run)
         await wait(lambda: all(x.mesh_peers(RAW) and x.mesh_peers(SHEETS) for x in nodes), max(1.0, start - time.time()))
         await trio.sleep(max(0.0, start + end_offset(rounds, raw_burst, sheet_burst, n) - time.time()))
-        sts = [b.status() for b in benches]
+        sts = [{**b.status(), "duplicates": dict(x.pubsub.duplicates)} for x, b in zip(nodes, benches)]
         degree = statistics.mean(len(x.connected_peers()) for x in nodes)
         for b in benches:
             b.offers.book.close()
@@ -209,6 +210,11 @@ def summarize(sts: list[dict], n: int, offers: int, rounds: int, raw_burst: int,
         rl.append(pct(measure("raw", range(r, r + 1))[0], 0.99))
         sl.append(pct(measure("sheet", range(r, r + 1))[0], 0.99))
     res["raw_round_p99"], res["sheet_round_p99"] = rl, sl
+    # copies of an already-seen message each node received (IDONTWANT and the mesh degree decide), per first copy
+    firsts_raw = sum(1 for st in sts for k in st["arrived"] if k.startswith("raw:"))
+    firsts_sheet = sum(st["validated"] for st in sts)
+    res["dup_raw"] = sum(st.get("duplicates", {}).get(RAW, 0) for st in sts) / max(1, firsts_raw)
+    res["dup_sheet"] = sum(st.get("duplicates", {}).get(SHEETS, 0) for st in sts) / max(1, firsts_sheet)
     res["ignores"] = {}
     for st in sts:
         for reason, c in st["reasons"].get("ignore", {}).items():
@@ -273,7 +279,8 @@ def main(argv: list[str] | None = None) -> None:
         ign = ", ".join(f"{k} {v}" for k, v in sorted(r["ignores"].items())) or "none"
         print(f"    degree {degree:.1f}; books holding all {(n - 1) * args.offers} others' offers at the end: "
               f"{r['books_full']}/{n}; validate {r['validate_ms']:.1f} ms CPU/sheet; attestation verifications "
-              f"{r['attest_per_node']:.1f}/node; rejects {r['rejects']}; ignored: {ign}")
+              f"{r['attest_per_node']:.1f}/node; rejects {r['rejects']}; ignored: {ign}; duplicate copies received "
+              f"per message: raw {r['dup_raw']:.2f}, sheets {r['dup_sheet']:.2f}")
         print(f"    sheet rounds to all books: {', '.join(f'{x * 1e3:.0f}' for x in r['sheet_round_times'])} ms; "
               f"round 1 p99 {r['sheet_first_p99'] * 1e3:.1f} ms; delivered: raw {r['raw_delivered_frac']:.3f}, "
               f"raw burst {r['raw_burst_delivered_frac']:.3f}, sheets {r['sheet_delivered_frac']:.3f}, "

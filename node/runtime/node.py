@@ -233,6 +233,7 @@ class Node:
             "mesh": {t: self.mesh_peers(t) for t in topics},
             "gossip": dict(self.pubsub.counters) if self.pubsub else {},
             "gossip_last_reasons": dict(self.pubsub.last_reasons) if self.pubsub else {},
+            "gossip_duplicates": dict(self.pubsub.duplicates) if self.pubsub else {},
             "peering": dict(self.peers.stats),
             "known_peers": len(self.peers.known),
         }

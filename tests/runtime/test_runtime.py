@@ -160,6 +160,36 @@ async def test_gossip_rate_limit_caps_forwarding_per_topic_per_second(tmp_path, 
             x.stop()
 
 
+async def test_large_messages_are_announced_with_idontwant_before_validation_and_only_once(tmp_path):
+    from node.runtime.gossip import IDONTWANT_BEFORE_VALIDATION, MAX_IDONTWANT_MESSAGES
+
+    async with trio.open_nursery() as n:
+        (a, b, c), (pa, pb, pc) = await line(n, tmp_path)
+        assert b.router.max_idontwant_messages == MAX_IDONTWANT_MESSAGES == 1000
+        heard: list[tuple[str, bytes]] = []  # IDONTWANT ids c receives, by sender (spy on the real handler)
+        real = c.router.handle_idontwant
+
+        async def spy(msg, sender):
+            heard.extend((sender.to_base58(), bytes(m)) for m in msg.messageIDs)
+            await real(msg, sender)
+
+        c.router.handle_idontwant = spy
+        big = b"x" * IDONTWANT_BEFORE_VALIDATION
+        await a.publish(T, b"ok-big" + big)
+        await wait_for(lambda: len(pc.got) == 1, what="big message reaches c")
+        await a.publish(T, b"bad-big" + big)  # REJECTed by b: announced all the same, never forwarded
+        await wait_for(lambda: pb.verdicts.count("reject") == 1)
+        await a.publish(T, b"ok-small")  # small: py-libp2p's own announcement, after validation
+        await wait_for(lambda: len(pc.got) == 2, what="small message reaches c")
+        await trio.sleep(0.3)
+        from_b = [m for s, m in heard if s == b.peer_id]
+        assert len(from_b) == 3 == len(set(from_b))  # one IDONTWANT per message, the rejected one included
+        assert b.pubsub.counters["early_idontwant"] == 2 and b.pubsub.counters["reject"] == 1
+        assert [d for d, _ in pc.got] == [b"ok-big" + big, b"ok-small"]
+        for x in (a, b, c):
+            x.stop()
+
+
 class Clockwork(Probe):
     """Timers replace by name; requests get answers or errors."""
 
