@@ -337,8 +337,9 @@ def check_sheet(
     address_check: Callable[[str, bytes, str], str | None] | None = None,
     offers_cache: OffersCache | None = None,
 ) -> tuple[Validation, SheetBody | None, list[bytes] | None]:
-    """``validate_sheet``, also returning the accepted sheet's offer ids (in order), so that nothing
-    downstream (the offer book) decodes the sheet or hashes its offers again."""
+    """Decide ACCEPT / REJECT / IGNORE for a gossiped sheet (pure but for the caches); with the decoded
+    body of an accepted sheet comes its offer ids (in order), so that nothing downstream (the offer
+    book) decodes the sheet or hashes its offers again."""
     from node.tee.client import verify_offer_sheet_sig
 
     # [REJECT] The message is within the size limit.
@@ -401,19 +402,11 @@ def check_sheet(
     return Validation(Result.ACCEPT), body, checked.ids
 
 
-def validate_sheet(
-    data: bytes,
-    *,
-    net: str,
-    now: float,
-    latest_seq: Callable[[str], int | None],
-    attestations: AttestationCache,
-    address_check: Callable[[str, bytes, str], str | None] | None = None,
-    offers_cache: OffersCache | None = None,
-) -> tuple[Validation, SheetBody | None]:
-    """Decide ACCEPT / REJECT / IGNORE for a gossiped sheet (pure but for the caches)."""
-    v, body, _ids = check_sheet(data, net=net, now=now, latest_seq=latest_seq, attestations=attestations,
-                                address_check=address_check, offers_cache=offers_cache)
+def validate_sheet(data: bytes, **kw) -> tuple[Validation, SheetBody | None]:
+    """Decide ACCEPT / REJECT / IGNORE for a gossiped sheet (pure but for the caches): ``check_sheet``
+    (same keyword arguments: ``net``, ``now``, ``latest_seq``, ``attestations``, and optionally
+    ``address_check`` and ``offers_cache``) without the offer ids."""
+    v, body, _ids = check_sheet(data, **kw)
     return v, body
 
 
