@@ -1,0 +1,32 @@
+"""benchmarks/network: the figures ``summarize`` derives from the nodes' publish and arrival times."""
+
+from benchmarks._netproc import RAW
+from benchmarks.network import SHEETS, summarize
+
+
+def node(published, labels, arrived, duplicates, validated):
+    marks = [{"step": s, "cpu": float(s), "validate_s": 0.1 * s, "book_s": 0.01 * s} for s in range(4)]
+    return {"published": published, "labels": labels, "arrived": arrived, "duplicates": duplicates,
+            "validated": validated, "validate_s": 0.004, "sheet_bytes": 12_000, "book_offers": 100, "own_offers": 100,
+            "attestation_verifications": 1, "reject": 0, "marks": marks, "reasons": {"ignore": {"stale sequence": 1}}}
+
+
+def test_summary_rates_latencies_and_duplicates():
+    # two nodes, one round: raw at t=10, raw burst at 20, sheets at 30, sheet burst at 40
+    a = node({"raw:A:1": 10.0, "raw:A:1000": 20.0, "sheet:A:500": 30.0, "sheet:A:700": 40.0},
+             {"A:500": 1, "A:700": 100},
+             {"raw:B:1": 11.0, "raw:B:1000": 20.4, "sheet:B:600": 30.5, "sheet:B:800": 41.0},
+             {RAW: 2, SHEETS: 1}, validated=2)
+    b = node({"raw:B:1": 10.0, "raw:B:1000": 20.0, "sheet:B:600": 30.0, "sheet:B:800": 40.0},
+             {"B:600": 1, "B:800": 100},
+             {"raw:A:1": 10.5, "raw:A:1000": 20.2, "sheet:A:500": 31.0, "sheet:A:700": 40.5},
+             {SHEETS: 3}, validated=2)
+    r = summarize([a, b], n=2, offers=100, rounds=1, raw_burst=1, sheet_burst=1)
+    assert (r["raw_p50"], r["raw_p99"], r["sheet_p99"]) == (1.0, 1.0, 1.0)
+    assert r["raw_oneshot_msgs_per_s"] == 2.0  # 2 deliveries, first publish to last arrival 1 s
+    assert r["sheet_time_all_books"] == 1.0 and r["oneshot_offers_per_s"] == 200.0
+    assert abs(r["raw_msgs_per_s"] - 5.0) < 1e-9 and r["offers_per_s"] == 200.0
+    assert r["raw_delivered_frac"] == r["sheet_delivered_frac"] == 1.0
+    assert (r["dup_raw"], r["dup_sheet"]) == (0.5, 1.0)  # 2 raw copies over 4 firsts; 4 sheet copies over 4
+    assert r["ignores"] == {"stale sequence": 2} and r["books_full"] == 2
+    assert abs(r["cpu_sheet"] - 2.0) < 1e-9 and abs(r["cpu_raw"] - 2.0) < 1e-9  # marks 2->3 and 0->1, two nodes
