@@ -279,11 +279,15 @@ class OffersCache:
     bytes, so nothing a peer sends can make an unchecked offer pass; only
     sheets that passed every check, the signature included, are remembered
     (one entry per origin: a forger cannot displace a genuine entry).
+    Bounded by the encoded bytes it holds (16 MiB: ~1,300 origins of 100
+    offers); the least recently stored origins go first, and a miss only
+    costs the full check.
     """
 
-    def __init__(self, max_origins: int = 10_000) -> None:
-        self.max_origins = max_origins
+    def __init__(self, max_bytes: int = 16 << 20) -> None:
+        self.max_bytes = max_bytes
         self._by_origin: dict[str, CheckedOffers] = {}
+        self._bytes = 0
         self.hits = self.misses = 0
 
     def get(self, origin: str, encoded: bytes) -> CheckedOffers | None:
@@ -295,10 +299,13 @@ class OffersCache:
         return None
 
     def put(self, origin: str, checked: CheckedOffers) -> None:
-        self._by_origin.pop(origin, None)
-        if len(self._by_origin) >= self.max_origins:
-            del self._by_origin[next(iter(self._by_origin))]
+        old = self._by_origin.pop(origin, None)
+        if old is not None:
+            self._bytes -= len(old.encoded)
         self._by_origin[origin] = checked
+        self._bytes += len(checked.encoded)
+        while self._bytes > self.max_bytes and len(self._by_origin) > 1:
+            self._bytes -= len(self._by_origin.pop(next(iter(self._by_origin))).encoded)
 
 
 def _check_offers(encoded: bytes, address_check) -> tuple[Validation | None, CheckedOffers | None]:
@@ -451,7 +458,7 @@ class OffersProtocol:
         # sheets accepted by ``validate`` and not yet handled, by their exact bytes: ``handle`` takes the
         # decoded body and offer ids from here instead of decoding and hashing the sheet a second time
         self._accepted: dict[bytes, tuple[SheetBody, list[bytes]]] = {}
-        self.max_pending = 1024
+        self.max_pending = 256  # a sheet evicted here is decoded again in handle: slower, same result
         self.local_peer = ""
         self.own: OwnSheet | None = None
         self.seq = 0

@@ -330,6 +330,20 @@ def test_check_sheet_returns_the_ids_and_reuses_an_origins_checked_offers_only_b
     assert v.result is Result.REJECT and oc2.get(alice.peer, b"") is None and oc2._by_origin == {}
 
 
+def test_offers_cache_is_bounded_by_the_bytes_it_holds():
+    from node.protocols.offers import CheckedOffers, OffersCache
+
+    oc = OffersCache(max_bytes=250)
+    for i in range(5):
+        oc.put(f"o{i}", CheckedOffers(bytes([i]) * 100, [], [], b""))
+    assert list(oc._by_origin) == ["o3", "o4"] and oc._bytes == 200
+    oc.put("o3", CheckedOffers(b"\x09" * 50, [], [], b""))  # replacing an origin's entry frees the old bytes
+    assert list(oc._by_origin) == ["o4", "o3"] and oc._bytes == 150
+    assert oc.get("o3", b"\x09" * 50) is not None and oc.get("o4", b"\x03" * 100) is None
+    oc.put("big", CheckedOffers(b"\x00" * 1000, [], [], b""))  # larger than the budget: held alone
+    assert list(oc._by_origin) == ["big"] and oc._bytes == 1000
+
+
 def test_a_stale_or_duplicate_sheet_is_ignored_before_any_per_offer_work(alice):
     calls = []
     v, _ = validate_sheet(alice.sheet(seq=5), net=NET, now=NOW, latest_seq=lambda o: 9, attestations=cache(),
