@@ -24,7 +24,7 @@ from node.tee.client import (
 )
 from node.tee.enclave import messages as m
 from node.tee.enclave.core import release_aad
-from node.tee.enclave.sealed import SEALED_FILE
+from node.tee.enclave.sealed import JOURNAL_FILE, SEALED_FILE
 from node.tee.policy import AttestationPolicy
 
 
@@ -199,13 +199,22 @@ def test_sealed_state_is_encrypted_and_tamper_evident(tmp_path):
 
 def test_rollback_to_an_older_sealed_state_is_detected(tmp_path):
     d = tmp_path / "n"
+    sealed = [d / "enclave" / SEALED_FILE, d / "enclave" / JOURNAL_FILE]
     with InProcessEnclave(d) as e:
         (k,) = e.generate_keys(1)
-        old = (d / "enclave" / SEALED_FILE).read_bytes()
+        old = [p.read_bytes() if p.exists() else b"" for p in sealed]
         e.release_key(k, pubkey_of(coincurve.PrivateKey()), b"c")
-    (d / "enclave" / SEALED_FILE).write_bytes(old)  # the host replays the pre-release state
+    released = [p.read_bytes() for p in sealed]
+    for p, blob in zip(sealed, old):  # the host replays the pre-release state (snapshot and journal)
+        p.write_bytes(blob)
     with pytest.raises(EnclaveUnavailable, match="rollback detected"):
         InProcessEnclave(d)
+    sealed[1].write_bytes(released[1][:-1])  # or cuts the release's record short
+    with pytest.raises(EnclaveUnavailable, match="rollback detected"):
+        InProcessEnclave(d)
+    sealed[1].write_bytes(released[1])
+    with InProcessEnclave(d) as e:
+        assert [k.state for k in e.list_keys()] == ["released"]
 
 
 def test_another_sealing_secret_cannot_open_the_vault(tmp_path):

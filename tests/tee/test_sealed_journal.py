@@ -1,0 +1,110 @@
+"""The sealed store's append-only journal (``node.tee.enclave.sealed``): a snapshot plus records appended per
+save; torn tails, stale records after a compaction, gaps and rollbacks, on real files."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from node.tee.enclave import sealed as S
+from node.tee.enclave.sealed import COUNTER_FILE, JOURNAL_FILE, SEALED_FILE, SealedStateError, SealedStore
+
+KEY = bytes(range(32))
+
+
+def opened(d) -> tuple[SealedStore, bytes | None]:
+    st = SealedStore(d, KEY)
+    return st, st.load()
+
+
+def test_saves_after_the_first_are_appended_and_the_newest_state_loads(tmp_path):
+    st, plain = opened(tmp_path)
+    assert plain is None
+    st.save(b"state-1")
+    snap = (tmp_path / SEALED_FILE).read_bytes()
+    for i in range(2, 6):
+        st.save(b"state-%d" % i)
+    assert (tmp_path / SEALED_FILE).read_bytes() == snap  # the snapshot is not rewritten per save
+    assert b"state-" not in (tmp_path / JOURNAL_FILE).read_bytes()  # records are encrypted
+    again, plain = opened(tmp_path)
+    assert plain == b"state-5" and again.counter == 5
+
+
+def test_a_torn_append_loads_the_state_before_it_and_the_next_save_cuts_it_off(tmp_path):
+    st, _ = opened(tmp_path)
+    st.save(b"one")
+    st.save(b"two")
+    journal = tmp_path / JOURNAL_FILE
+    good = journal.read_bytes()
+    st.save(b"three")
+    torn = journal.read_bytes()[: len(good) + 20]  # killed in the middle of the third append: the counter
+    journal.write_bytes(torn)  # was advanced only after the append was durable, so it still says 2
+    counter = tmp_path / COUNTER_FILE
+    counter.write_bytes(counter.read_bytes()[:-8])
+    again, plain = opened(tmp_path)
+    assert plain == b"two" and again.counter == 2
+    again.save(b"three again")
+    assert journal.read_bytes().startswith(good) and len(journal.read_bytes()) > len(torn)
+    assert opened(tmp_path)[1] == b"three again"
+
+
+def test_a_compaction_writes_a_snapshot_and_empties_the_journal(tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "JOURNAL_MAX", 200)
+    st, _ = opened(tmp_path)
+    snapshots = set()
+    for i in range(1, 30):
+        st.save(b"state-%02d" % i + bytes(30))
+        assert (tmp_path / JOURNAL_FILE).stat().st_size <= 200 if i > 1 else True
+        snapshots.add(int.from_bytes((tmp_path / SEALED_FILE).read_bytes()[7:15], "big"))  # its counter
+    assert len(snapshots) > 5  # compacted again and again
+    again, plain = opened(tmp_path)
+    assert plain == b"state-29" + bytes(30) and again.counter == 29
+
+
+def test_records_left_by_a_compaction_that_stopped_early_are_stale(tmp_path):
+    st, _ = opened(tmp_path)
+    st.save(b"one")
+    st.save(b"two")  # journal record 2
+    old_journal = (tmp_path / JOURNAL_FILE).read_bytes()
+    st._journal_end = S.JOURNAL_MAX  # force the next save to be a snapshot (counter 3) ...
+    st.save(b"three")
+    (tmp_path / JOURNAL_FILE).write_bytes(old_journal)  # ... killed before it emptied the journal
+    again, plain = opened(tmp_path)
+    assert plain == b"three" and again.counter == 3
+    again.save(b"four")
+    assert opened(tmp_path)[1] == b"four"
+
+
+def test_a_cut_journal_and_a_forged_record_are_refused(tmp_path):
+    st, _ = opened(tmp_path)
+    for i in range(1, 5):
+        st.save(b"state-%d" % i)
+    journal = tmp_path / JOURNAL_FILE
+    blob = journal.read_bytes()
+    rec = len(blob) // 3  # three equal records (2, 3, 4)
+    journal.write_bytes(blob[:rec])  # the host drops the last two releases
+    with pytest.raises(SealedStateError, match="rollback detected"):
+        opened(tmp_path)
+    bad = bytearray(blob)
+    bad[rec + 30] ^= 1  # a record in the middle does not authenticate: the chain ends there
+    journal.write_bytes(bytes(bad))
+    with pytest.raises(SealedStateError, match="rollback detected"):
+        opened(tmp_path)
+    journal.write_bytes(blob)
+    assert opened(tmp_path)[1] == b"state-4"
+
+
+def test_the_counter_log_takes_the_largest_value_and_is_rewritten_when_long(tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "COUNTER_MAX", 64)
+    st, _ = opened(tmp_path)
+    for i in range(1, 20):
+        st.save(b"s%d" % i)
+        assert (tmp_path / COUNTER_FILE).stat().st_size <= 64
+    counter = tmp_path / COUNTER_FILE
+    counter.write_bytes(counter.read_bytes() + bytes(8))  # a torn append that left zeros cannot lower it
+    again, plain = opened(tmp_path)
+    assert plain == b"s19" and again.counter == 19
+    counter.write_bytes(os.urandom(3))
+    with pytest.raises(SealedStateError, match="corrupt"):
+        opened(tmp_path)
