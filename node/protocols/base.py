@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Callable
 from typing import Protocol as _Protocol
 from typing import Sequence
 
@@ -73,7 +74,18 @@ class ResponseReceived:
     error: str = ""
 
 
-Event = Started | GossipReceived | PeerConnected | PeerDisconnected | TimerFired | RequestReceived | ResponseReceived
+@dataclass(frozen=True)
+class TaskDone:
+    """The outcome of an earlier ``RunTask`` of the same name: ``result`` is what its function returned,
+    ``error`` the exception it raised (None when it returned)."""
+
+    name: str
+    result: object = None
+    error: BaseException | None = None
+
+
+Event = (Started | GossipReceived | PeerConnected | PeerDisconnected | TimerFired | RequestReceived | ResponseReceived
+         | TaskDone)
 
 
 # ------------------------------------------------------------- commands out
@@ -114,7 +126,17 @@ class Notify:
     detail: dict
 
 
-Command = Publish | SetTimer | SendRequest | Respond | Notify
+@dataclass(frozen=True)
+class RunTask:
+    """Run ``fn()`` (blocking I/O the protocol must not do itself, e.g. a ledger call) off the event loop;
+    its outcome comes back as ``TaskDone(name, ...)``. ``fn`` must not touch the protocol's state: it is
+    called on another thread by the runtime, later and in order with other events by the test helpers."""
+
+    name: str
+    fn: Callable[[], object]
+
+
+Command = Publish | SetTimer | SendRequest | Respond | Notify | RunTask
 
 
 # ---------------------------------------------------------------- validation

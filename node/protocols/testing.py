@@ -5,7 +5,8 @@ is offered to every other peer's ``validate`` and, on ACCEPT, delivered as
 ``GossipReceived`` (full mesh, zero latency, in order). A ``SendRequest``
 reaches the target peer's protocol serving that stream protocol as
 ``RequestReceived``; its ``Respond`` comes back as ``ResponseReceived`` (an
-unknown peer or protocol answers with an error at once). Timers are
+unknown peer or protocol answers with an error at once). A ``RunTask`` runs
+when it is reached and its ``TaskDone`` goes to the peer's protocols. Timers are
 collected and fired by ``advance(now)``. This is the ``ConnectionPair`` of h11/wsproto
 grown to a small network; the simulator (``simulations/``) models latency and
 mesh degree, this helper deliberately does not.
@@ -16,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from node.protocols.base import (
-    Command, Event, GossipReceived, Notify, Publish, RequestReceived, Respond, ResponseReceived, Result,
-    SendRequest, SetTimer, Started, TimerFired, Validation,
+    Command, Event, GossipReceived, Notify, Publish, RequestReceived, Respond, ResponseReceived, Result, RunTask,
+    SendRequest, SetTimer, Started, TaskDone, TimerFired, Validation,
 )
 
 
@@ -84,6 +85,13 @@ class GossipNet:
                 self._calls[self._call_ids] = (peer, sender, cmd)
                 ev = RequestReceived(cmd.protocol, peer.peer_id, self._call_ids, cmd.data)
                 queue += [(target, c) for c in server.handle(ev, now)]
+            elif isinstance(cmd, RunTask):  # at once, in order; the outcome goes to every protocol of the peer
+                try:
+                    done = TaskDone(cmd.name, cmd.fn())
+                except Exception as exc:
+                    done = TaskDone(cmd.name, None, exc)
+                for proto in peer.protocols:
+                    queue += [(peer, c) for c in proto.handle(done, now)]
             elif isinstance(cmd, Respond):
                 call = self._calls.pop(cmd.request_id, None)
                 if call is None:

@@ -17,6 +17,9 @@ stream handler. Events (``Started``, ``GossipReceived``, ``PeerConnected``,
 * ``Respond(request_id, data)``: answers a ``RequestReceived`` (the driver
   numbers incoming requests; an unanswered request times out after
   ``respond_timeout`` and the stream is closed);
+* ``RunTask(name, fn)``: ``fn()`` runs on a worker thread (``trio.to_thread``), so blocking I/O such
+  as a ledger call never stalls the event loop; ``TaskDone(name, result, error)`` comes back to the
+  same protocol, in order with the other events;
 * ``Notify(kind, detail)``: logged, kept in ``driver.notifications`` (last
   1,000) and passed to ``on_notify`` if given.
 
@@ -52,10 +55,12 @@ from node.protocols.base import (
     Respond,
     ResponseReceived,
     Result,
+    RunTask,
     SansIOProtocol,
     SendRequest,
     SetTimer,
     Started,
+    TaskDone,
     TimerFired,
     Validation,
 )
@@ -163,6 +168,8 @@ class ProtocolDriver:
             self._timer_wake.set()
         elif isinstance(c, SendRequest):
             self._nursery.start_soon(self._request, i, c)
+        elif isinstance(c, RunTask):
+            self._nursery.start_soon(self._task, i, c)
         elif isinstance(c, Respond):
             slot = self._pending.get(c.request_id)
             if slot is None or slot[0] != i:
@@ -195,6 +202,13 @@ class ProtocolDriver:
             ev = ResponseReceived(c.protocol, c.peer, c.request_id, data)
         except StreamFailed as exc:
             ev = ResponseReceived(c.protocol, c.peer, c.request_id, b"", exc.reason or "failed")
+        await self._send.send((i, ev))
+
+    async def _task(self, i: int, c: RunTask) -> None:
+        try:
+            ev = TaskDone(c.name, await trio.to_thread.run_sync(c.fn, abandon_on_cancel=True))
+        except Exception as exc:
+            ev = TaskDone(c.name, None, exc)
         await self._send.send((i, ev))
 
     def _stream_handler(self, i: int, protocol: str):

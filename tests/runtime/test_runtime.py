@@ -23,9 +23,11 @@ from node.protocols.base import (
     RequestReceived,
     Respond,
     ResponseReceived,
+    RunTask,
     SendRequest,
     SetTimer,
     Started,
+    TaskDone,
     TimerFired,
     Validation,
     topic,
@@ -279,3 +281,35 @@ async def test_submit_runs_application_calls_through_a_protocol(tmp_path):
             a.driver.submit(Probe(), lambda now: [])  # not a protocol of this driver
         a.stop()
         b.stop()
+
+
+class Tasks(Probe):
+    """Starts a slow blocking task and a failing one; a timer due meanwhile must not wait for either."""
+
+    def handle(self, event, now):
+        super().handle(event, now)
+        if isinstance(event, Started):
+            import time
+
+            def slow():
+                time.sleep(0.5)  # blocking, as a ledger call is
+                return "slow-done"
+
+            def fail():
+                raise LookupError("no such coin")
+
+            return [RunTask("slow", slow), RunTask("fail", fail), SetTimer("tick", now + 0.05)]
+        return []
+
+
+async def test_driver_runs_tasks_off_the_event_loop_and_reports_them_as_events(tmp_path):
+    async with trio.open_nursery() as n:
+        p = Tasks()
+        a = await n.start(run_host, cfg(tmp_path, "a"), [p])
+        await wait_for(lambda: sum(isinstance(e, TaskDone) for e in p.events) == 2)
+        order = [e.name for e in p.events if isinstance(e, (TaskDone, TimerFired))]
+        assert order == ["fail", "tick", "slow"]  # the timer fired while the slow task was still blocking
+        done = {e.name: e for e in p.events if isinstance(e, TaskDone)}
+        assert done["slow"].result == "slow-done" and done["slow"].error is None
+        assert isinstance(done["fail"].error, LookupError) and done["fail"].result is None
+        a.stop()
