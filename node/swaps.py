@@ -15,9 +15,10 @@
   contract, agreed over ``/keyswitch/contract/1`` (kind "escrow" / "option"; an escrow's arbiter gets
   kind "arbiter" and keeps the spec to sign its approval) and run over ``/keyswitch/contract-run/1``
   (``self.run``), where each enclave decides every release; ledger heights are handed in every second.
-* **Claims**: a received key is swept at once to a fresh address of the
-  owner, derived from the node's identity seed and the deposit key
-  (``claim_key``: the owner can always re-derive it).
+* **Claims**: a received key's funds are checked (``_funds``) before the
+  next key is released; then it is swept, in the background, to a fresh
+  address of the owner, derived from the node's identity seed and the
+  deposit key (``claim_key``: the owner can always re-derive it).
 * **Outcomes**: when a contract ends, the node applies it to its own
   reputation view (claimed +, withheld -, double-spent: the ledger
   confirms it) and gossips a report signed by its enclave.
@@ -83,7 +84,10 @@ class SwapDesk:
         return address_for(chunk.asset, pub)
 
     def _funds(self, asset: str, address: str) -> bool:
-        return self.stack.extra["ledger"].balance(asset, address).confirmed > 0
+        """Confirmed funds at the address that no pending transaction spends (a double spend waiting in the
+        mempool counts as gone). One ledger call; the release protocol runs it as a task, off the event loop."""
+        b = self.stack.extra["ledger"].balance(asset, address)
+        return b.confirmed > 0 and b.unconfirmed > 0
 
     def _book_offer(self, address: str) -> dict | None:
         row = self.stack.book.db.execute(

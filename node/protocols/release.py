@@ -50,10 +50,14 @@ not-expected, attestation, not-held, funds, double-spent) and a reason; input ne
 Before releasing its next key a side requires that the key of the peer's
 previous round was accepted by its enclave (``contract_accept`` checks the
 signed record and the key against the committed deposit key) and that the funds
-are still there (claimed by sweep, or ``check_funds`` when the key is kept).
-Progress is derived from the enclave's journal (``list_keys``), so a restarted
-node resumes: a round it released is re-sent with ``contract_resend`` (the
-journaled bytes, nothing new is released) and the next round continues. Host-side contract records (terms,
+are still there (``check_funds``, or a sweep that landed). The ledger is never
+called from ``handle``: a funds check and a claim are ``RunTask`` commands whose
+``TaskDone`` comes back as an event. The sweep runs in the background after
+the funds check (the next key goes out meanwhile); the contract ends, and its
+outcome is reported, once every received key is claimed. Progress is derived from
+the enclave's journal (``list_keys``), so a restarted node resumes: a round it
+released is re-sent with ``contract_resend`` (the journaled bytes, nothing new
+is released) and the next round continues. Host-side contract records (terms,
 claims, acks) live in a :class:`ContractStore`.
 """
 
@@ -71,8 +75,8 @@ import msgspec
 
 from node import wire
 from node.protocols.base import (
-    Command, Event, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started, TimerFired,
-    Validation,
+    Command, Event, Notify, RequestReceived, Respond, ResponseReceived, RunTask, SendRequest, SetTimer, Started,
+    TaskDone, TimerFired, Validation,
 )
 from node.contracts.spec import (  # ReleaseBody, release_context and CONTEXT_TAG are re-exported from here
     CONTEXT_TAG, Commit, ContractSpec, PartySpec, ReleaseBody, make_spec, release_context, spec_id,
@@ -417,6 +421,9 @@ class Contract:
     spent: dict[str, float] = field(default_factory=dict)
     writes: int = 0  # records written by this process (``_persist``)
     cosigned: bool = False  # initiator: the responder acknowledged our signature over the contract id
+    checked: set[int] = field(default_factory=set)  # peer rounds whose funds this process saw still there
+    busy: set[tuple[str, int]] = field(default_factory=set)  # ledger tasks in flight: ("funds"|"claim", round)
+    held: dict[int, Respond] = field(default_factory=dict)  # acks of peer rounds held until their funds are checked
     _spec: bytes = b""
 
     def spec(self) -> bytes:
@@ -513,6 +520,8 @@ class ReleaseProtocol:
             return self._on_response(event, now)
         if isinstance(event, TimerFired) and event.name.startswith("release."):
             return self._on_timer(event.name, now)
+        if isinstance(event, TaskDone) and event.name.startswith("release.task:"):
+            return self._on_task(event, now)
         return []
 
     # -- helpers --------------------------------------------------------------
@@ -638,39 +647,114 @@ class ReleaseProtocol:
         data = self.enclave.contract_resend(c.cid, chunk_index(c.rec.schedule, r))
         return self._send_cosign(c) + [self._request(c, "release", r, data)]
 
-    def _settle(self, c: Contract, r: int, now: float) -> list[Command] | None:
-        """Claim (or verify) the key of the peer's round ``r``: None when settled, else commands (the
-        contract stopped, or a claim that failed for a reason of ours is retried on the retry timer)."""
-        rd = c.rounds[r]
-        rec = c.claim_of(r)
-        if rec is None:
+    def _task(self, c: Contract, kind: str, r: int) -> RunTask:
+        """A ledger call for the peer's round ``r`` ("funds": are they still there; "claim": sweep), run by the
+        runtime off the event loop; it returns (answer, seconds) and never touches the protocol's state."""
+        chunk = c.rounds[r].chunk
+        fn = self._funds_now if kind == "funds" else (lambda ch: self._claim(ch, r))
+
+        def run() -> tuple[object, float]:
             t0 = time.perf_counter()
-            rec = self._claim(rd.chunk, r)
-            c.add("claim", t0)
+            out = fn(chunk)
+            return out, time.perf_counter() - t0
+
+        c.busy.add((kind, r))
+        return RunTask(f"release.task:{c.key}:{kind}:{r}", run)
+
+    def _funds_now(self, chunk: Chunk) -> bool | str:
+        return funds_now(self.check_funds, chunk)
+
+    def _settle(self, c: Contract, now: float) -> tuple[list[Command], bool]:
+        """Start the ledger work the received keys still need: (commands, stopped). A received key is
+        funds-checked first (before our next release), then swept in the background ("sweep"), or
+        recorded as kept ("keep"); a key whose funds are gone stops the contract."""
+        cmds: list[Command] = []
+        for r in range(c.next):
+            if c.rounds[r].giver == c.me:
+                continue
+            rec = c.claim_of(r)
+            if rec is not None and rec.status not in ("claimed", "kept"):
+                return self._stop(c, "cheat", f"round {r}: {rec.status}: {rec.detail}", now), True
+            if ("funds", r) in c.busy or ("claim", r) in c.busy or (rec is not None and rec.status == "claimed"):
+                continue
+            if r not in c.checked and (rec is None or r == c.next - 1):  # a kept key is checked again after a restart
+                cmds.append(self._task(c, "funds", r))
+            elif rec is None and self.claim_policy == "sweep":
+                cmds.append(self._task(c, "claim", r))
+        return cmds, False
+
+    def _on_task(self, ev: TaskDone, now: float) -> list[Command]:
+        _, key, kind, rnd = ev.name.split(":")
+        c, r = self.contracts.get(key), int(rnd)
+        if c is None or (kind, r) not in c.busy:
+            return []
+        c.busy.discard((kind, r))
+        if c.rec.state != RUNNING:
+            return []
+        out, secs = ev.result if ev.error is None else (f"{type(ev.error).__name__}: {ev.error}", 0.0)
+        c.spent[kind] = c.spent.get(kind, 0.0) + secs
+        chunk = c.rounds[r].chunk
+        cmds: list[Command] = []
+        if kind == "funds":
+            if isinstance(out, str):  # our ledger cannot answer: wait and retry (retry timer), blame no one
+                self._progress(c, now)
+                return [Notify("release.claim-retry", {"contract": c.key, "round": r, "detail": out})]
+            if out:
+                c.checked.add(r)
+                if self.claim_policy == "keep" and c.claim_of(r) is None:
+                    self._record(c, ClaimRecord(r, "kept"))
+            elif self.claim_policy == "keep":
+                self._record(c, ClaimRecord(r, "double-spent", "", f"funds at {chunk.address} are gone"))
+            else:  # gone from the deposit address: the sweep tells whether we swept them (a claim before a
+                cmds.append(self._task(c, "claim", r))  # restart) or someone else did (double spend)
+        else:
+            rec = out if isinstance(out, ClaimRecord) else ClaimRecord(r, "claim-failed", "", str(out))
             if rec.status == "claim-failed":  # our ledger, not the peer: retry; the peer is not to blame
                 self._progress(c, now)
                 return [Notify("release.claim-retry", {"contract": c.key, "round": r, "detail": rec.detail})]
-            c.rec.claims = [*c.rec.claims, rec]
-            self._persist(c)
-        if rec.status in ("claimed", "kept"):
-            return None
-        return self._stop(c, "cheat", f"round {r}: {rec.status}: {rec.detail}", now)
+            self._record(c, rec)
+        cmds += self._advance(c, now)
+        return self._answer_held(c) + cmds
+
+    def _settled(self, c: Contract, r: int) -> bool:
+        rec = c.claim_of(r)
+        return r in c.checked or (rec is not None and rec.status in ("claimed", "kept"))
+
+    def _answer_held(self, c: Contract) -> list[Command]:
+        """Answer the held acks that can be answered: an ack once a round is settled, an error once stopped."""
+        out: list[Command] = []
+        for r, ack in sorted(c.held.items()):
+            if c.rec.state in (FAILED, WITHHELD):
+                code = "double-spent" if any(x.status == "double-spent" for x in c.rec.claims) else "stopped"
+                out.append(Respond(ack.request_id, error_message(self.net, c.cid, r, code, c.rec.reason)))
+            elif self._settled(c, r) or c.rec.state == DONE:
+                out.append(ack)
+            else:
+                continue
+            del c.held[r]
+        return out
+
+    def _record(self, c: Contract, rec: ClaimRecord) -> None:
+        c.rec.claims = [x for x in c.rec.claims if x.round != rec.round] + [rec]
+        self._persist(c)
 
     def _claim(self, chunk: Chunk, r: int) -> ClaimRecord:
-        return claim_chunk(self.claim_policy, self.claim, self.check_funds, chunk, r)
+        """Sweep a received key (``claim``); run as a task, off the event loop."""
+        return claim_chunk("sweep", self.claim, self.check_funds, chunk, r)
 
     def _advance(self, c: Contract, now: float) -> list[Command]:
         """Release what the schedule lets us release now; finish when every round is done."""
         cmds: list[Command] = []
         while c.rec.state == RUNNING:
-            for r in range(c.next):  # every key received so far is settled before anything else
-                if c.rounds[r].giver != c.me:
-                    stop = self._settle(c, r, now)
-                    if stop is not None:
-                        return cmds + stop + self._timers(c, now)
+            work, stopped = self._settle(c, now)  # ledger work for the keys received so far
+            cmds += work
+            if stopped:
+                return cmds + self._timers(c, now)
             if c.next >= len(c.rounds):
                 if self._mine_unacked(c) is not None:
                     break  # wait for the last ack (resent on the retry timer)
+                if any(c.rounds[r].giver != c.me and c.claim_of(r) is None for r in range(c.next)):
+                    break  # the outcome is reported once every received key is claimed
                 return cmds + self._stop(c, "last-round", "all rounds done", now)
             rd = c.rounds[c.next]
             if rd.giver != c.me:
@@ -678,19 +762,9 @@ class ReleaseProtocol:
             if self._mine_unacked(c) is not None:
                 break  # our previous release is not acknowledged yet
             prev = c.next - 1
-            if prev >= 0 and c.rounds[prev].giver != c.me and self.claim_policy == "keep":
-                pc = c.rounds[prev].chunk
-                try:
-                    there = bool(self.check_funds(pc.asset, pc.address))
-                except Exception as exc:  # our ledger cannot answer: wait and retry, blame no one
-                    self._progress(c, now)
-                    note = Notify("release.claim-retry", {"contract": c.key, "round": prev, "detail": repr(exc)})
-                    return cmds + [note] + self._timers(c, now)
-                if not there:
-                    c.rec.claims = [x for x in c.rec.claims if x.round != prev] + [
-                        ClaimRecord(prev, "double-spent", "", f"funds at {pc.address} are gone")]
-                    self._persist(c)
-                    return cmds + self._stop(c, "cheat", f"round {prev}: funds gone before our release", now)
+            if prev >= 0 and c.rounds[prev].giver != c.me and prev not in c.checked and \
+                    getattr(c.claim_of(prev), "status", "") != "claimed":
+                break  # the peer's last key: its funds must be seen still there (or swept) first
             from node.tee.client import EnclaveRefused
 
             r = c.next
@@ -717,7 +791,7 @@ class ReleaseProtocol:
         for rid in [rid for rid, p in self._pending.items() if p[0] == c.key]:
             del self._pending[rid]
         c.outcome = self._make_outcome(c)
-        cmds: list[Command] = []
+        cmds: list[Command] = self._answer_held(c)
         if state == WITHHELD:
             cmds.append(Notify("release.withheld", {"contract": c.key, "peer": c.rec.peer, "round": c.next,
                                                     "lost": c.outcome.lost, "reason": reason}))
@@ -896,17 +970,16 @@ class ReleaseProtocol:
         c.rec.acked = max(c.rec.acked, b.round - 1)
         c.next = b.round + 1
         self._progress(c, now)
-        # one record write for the round: settling the key we just accepted writes the record (with ``acked``)
-        # before anything is released; write here only when nothing did. The enclave's journal already holds
-        # the key (progress is derived from it on resume); a crash before the write costs at most a resend
-        # of our last release, which the peer acknowledges again.
-        writes = c.writes
+        # no record write here: the enclave's journal holds the key (progress is derived from it on resume)
+        # and ``acked`` is written with the claim; a crash before that costs at most a resend of our last
+        # release, which the peer acknowledges again
         cmds = self._advance(c, now)
-        if c.writes == writes:
-            self._persist(c)
         if c.rec.state == FAILED:  # the key arrived but we stop here: say why
             code = "double-spent" if any(x.status == "double-spent" for x in c.rec.claims) else "stopped"
             return [Respond(ev.request_id, error_message(self.net, c.cid, b.round, code, c.rec.reason))] + cmds
+        if not self._settled(c, b.round):  # acknowledged once the funds are seen (or refused if gone)
+            c.held[b.round] = ack
+            return cmds
         return [ack] + cmds
 
     # -- responses -----------------------------------------------------------------
@@ -938,10 +1011,9 @@ class ReleaseProtocol:
             reason = "ack does not match the release it answers (signer, contract or round)"
             self.refusals.append(("wrong-round", reason))
             return [Notify("release.refused", {"code": "wrong-round", "reason": reason})]
-        if rnd > c.rec.acked:
+        if rnd > c.rec.acked:  # written with the next record (a crash before costs a resend, acknowledged again)
             c.rec.acked = rnd
             self._progress(c, now)
-            self._persist(c)
         return self._advance(c, now) if c.rec.state == RUNNING else []
 
     def _on_error(self, c: Contract, kind: str, rnd: int, e: ErrorBody, now: float) -> list[Command]:
@@ -1011,6 +1083,8 @@ class ReleaseProtocol:
         if c is None or c.rec.state in TERMINAL:
             return []
         if what == "release.deadline":
+            if c.busy:  # waiting on our own ledger, not on the peer
+                return [SetTimer(name, now + self.round_timeout)]
             if now + 1e-9 < c.progress_at + self.round_timeout:
                 return [SetTimer(name, c.progress_at + self.round_timeout)]
             if c.rec.state == RUNNING and c.next >= len(c.rounds):
@@ -1082,6 +1156,15 @@ def verify_cheating_proof(proof: CheatingProof, *, net: str | None = None) -> by
 
 
 # ------------------------------------------------------------------ claims
+def funds_now(check_funds: Callable[[str, str], bool], chunk: Chunk) -> bool | str:
+    """``check_funds`` for the chunk, or the reason it could not answer (our ledger, not the peer: retried);
+    blocking: run it as a task (``RunTask``), never inside ``handle``."""
+    try:
+        return bool(check_funds(chunk.asset, chunk.address))
+    except Exception as exc:  # ledger unreachable: do not go on without knowing
+        return f"funds unknown: {type(exc).__name__}: {exc}"
+
+
 def claim_chunk(policy: str, claim: Callable[[Chunk], str] | None, check_funds: Callable[[str, str], bool],
                 chunk: Chunk, r: int) -> ClaimRecord:
     """Settle a received key by policy: "sweep" (``claim``: to a fresh owner address; the sweep landing proves
@@ -1090,10 +1173,8 @@ def claim_chunk(policy: str, claim: Callable[[Chunk], str] | None, check_funds: 
     from node.ledger.base import AlreadySpent
 
     def funds() -> bool | ClaimRecord:
-        try:
-            return bool(check_funds(chunk.asset, chunk.address))
-        except Exception as exc:  # ledger unreachable: do not go on without knowing
-            return ClaimRecord(r, "claim-failed", "", f"funds unknown: {type(exc).__name__}: {exc}")
+        there = funds_now(check_funds, chunk)
+        return ClaimRecord(r, "claim-failed", "", there) if isinstance(there, str) else there
 
     if policy == "keep":
         there = funds()
