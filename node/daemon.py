@@ -499,7 +499,7 @@ class NodeServices:
         rid = box.get("rid")
         with trio.move_on_after(30):
             while rid not in rfp.contract_answers:
-                await trio.sleep(0.05)
+                await trio.sleep(0.005)  # a dict lookup: polling finely costs nothing and the swap starts sooner
         if rid not in rfp.contract_answers:
             raise ApiError(504, "the peer did not answer the contract offer in time")
         accepted, reason = rfp.contract_answers.pop(rid)

@@ -573,6 +573,10 @@ def main(argv: list[str] | None = None) -> None:
 
     led = DevLedger(a.db, automine=a.automine, clock=SystemClock() if a.block_interval else None,
                     block_interval=a.block_interval)
+    from node.assets import ASSETS
+    g = bytes.fromhex("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")  # the generator point
+    for name in ASSETS:  # the address libraries load before the server listens, not in the first transaction
+        address_for(name, g)  # (eth_keys takes ~0.3 s to import: the first account transfer waited for it)
     srv = make_server(led, a.host, a.port)
     print(f"dev ledger listening on http://{a.host}:{srv.server_address[1]} (db {a.db})", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
