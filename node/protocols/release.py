@@ -480,6 +480,7 @@ class ReleaseProtocol:
         self._pending: dict[int, tuple[str, str, int]] = {}  # request id -> (contract key, kind, round)
         self._req = 0
         self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)  # (code, reason) of refused input, newest last
+        self._waiting: dict[str, Callable] = {}  # negotiation tasks in flight: name -> continuation
 
     # -- application calls ------------------------------------------------
     def expect(self, peer: str, schedule: Schedule) -> None:
@@ -522,6 +523,9 @@ class ReleaseProtocol:
             return self._on_timer(event.name, now)
         if isinstance(event, TaskDone) and event.name.startswith("release.task:"):
             return self._on_task(event, now)
+        if isinstance(event, TaskDone) and event.name in self._waiting:
+            then = self._waiting.pop(event.name)
+            return then(event.result if event.error is None else f"funds unknown: {event.error!r}", now)
         return []
 
     # -- helpers --------------------------------------------------------------
@@ -543,12 +547,24 @@ class ReleaseProtocol:
             cmds.append(Notify("release.refused", {"code": code, "reason": reason}))
         return cmds
 
-    def _funds(self, chunk: Chunk) -> bool:
-        """``check_funds`` for a chunk; a ledger that cannot answer counts as "not there" (we do not go on)."""
-        try:
-            return bool(self.check_funds(chunk.asset, chunk.address))
-        except Exception:
-            return False
+    def _funds_of(self, rounds: list[tuple[int, Chunk]]) -> str | None:
+        """Run as a task: why the first of these (round, chunk) has no funds, or None when all have. The
+        ledger is asked about them all at once; a ledger that cannot answer counts as "not there"."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(8, max(1, len(rounds)))) as pool:
+            there = list(pool.map(lambda rc: self._funds_now(rc[1]), rounds))
+        for (r, ch), ok in zip(rounds, there):
+            if ok is not True:
+                return f"round {r}: no funds at {ch.address}" + (f" ({ok})" if isinstance(ok, str) else "")
+        return None
+
+    def _offered_funds(self, name: str, schedule: Schedule, giver: int, then) -> list[Command]:
+        """A task checking the funds of ``giver``'s chunks; ``then(reason | None, now)`` continues on its
+        ``TaskDone`` (the negotiation waits for the ledger without calling it inside ``handle``)."""
+        rounds = [(r, rd.chunk) for r, rd in enumerate(schedule.rounds) if rd.giver == giver]
+        self._waiting[name] = then
+        return [RunTask(name, lambda: self._funds_of(rounds))]
 
     def _persist(self, c: Contract) -> None:
         t0 = time.perf_counter()
@@ -677,9 +693,10 @@ class ReleaseProtocol:
                 return self._stop(c, "cheat", f"round {r}: {rec.status}: {rec.detail}", now), True
             if ("funds", r) in c.busy or ("claim", r) in c.busy or (rec is not None and rec.status == "claimed"):
                 continue
-            if r not in c.checked and (rec is None or r == c.next - 1):  # a kept key is checked again after a restart
-                cmds.append(self._task(c, "funds", r))
-            elif rec is None and self.claim_policy == "sweep":
+            gates = any(x.giver == c.me for x in c.rounds[r + 1:])  # a release of ours waits for its funds
+            if r not in c.checked and (rec is None or r == c.next - 1) and (gates or self.claim_policy == "keep"):
+                cmds.append(self._task(c, "funds", r))  # (a kept key is checked again after a restart)
+            elif rec is None and self.claim_policy == "sweep":  # (no release after it: the sweep proves them)
                 cmds.append(self._task(c, "claim", r))
         return cmds, False
 
@@ -735,8 +752,10 @@ class ReleaseProtocol:
         return out
 
     def _record(self, c: Contract, rec: ClaimRecord) -> None:
+        """Keep a claim's outcome; it is written with the contract's end (``_stop``). A crash before that
+        loses nothing: on resume each received key is checked and swept again, and a sweep that already
+        went through is found on the ledger (``sweep_claimer`` returns its txid)."""
         c.rec.claims = [x for x in c.rec.claims if x.round != rec.round] + [rec]
-        self._persist(c)
 
     def _claim(self, chunk: Chunk, r: int) -> ClaimRecord:
         """Sweep a received key (``claim``); run as a task, off the event loop."""
@@ -869,7 +888,8 @@ class ReleaseProtocol:
         ack = Respond(ev.request_id, self._seal("ack", AckBody(c.cid, -1)))
         return [ack] + (self._advance(c, now) if c.rec.state == RUNNING else [])
 
-    def _on_hello(self, ev: RequestReceived, env: wire.Signed, h: HelloBody, now: float) -> list[Command]:
+    def _on_hello(self, ev: RequestReceived, env: wire.Signed, h: HelloBody, now: float,
+                  funds_checked: bool = False) -> list[Command]:
         def no(code: str, reason: str) -> list[Command]:
             return self._refuse(ev.request_id, b"", -1, code, reason)
 
@@ -897,8 +917,11 @@ class ReleaseProtocol:
                     k = keys.get(rd.chunk.pubkey)
                     if k is None or k.state != "held":
                         return no("not-held", f"round {r}: our enclave does not hold that deposit key")
-                elif not self._funds(rd.chunk):
-                    return no("funds", f"round {r}: no funds at {rd.chunk.address}")
+            if not funds_checked:
+                def then(why: str | None, t: float) -> list[Command]:
+                    return no("funds", why) if why else self._on_hello(ev, env, h, t, funds_checked=True)
+
+                return self._offered_funds(f"release.hello:{ev.request_id}", h.schedule, 0, then)
             rec = ContractRecord(self.net, 1, ev.peer, h.schedule, [h.binding, self.binding], [h.quote, self.quote],
                                  TRANSITIONS[(None, "hello")])
             known = Contract(cid.hex(), rec, cid, progress_at=now)
@@ -971,8 +994,8 @@ class ReleaseProtocol:
         c.next = b.round + 1
         self._progress(c, now)
         # no record write here: the enclave's journal holds the key (progress is derived from it on resume)
-        # and ``acked`` is written with the claim; a crash before that costs at most a resend of our last
-        # release, which the peer acknowledges again
+        # and ``acked`` is written when the contract ends; a crash before that costs at most a resend of our
+        # last release, which the peer acknowledges again
         cmds = self._advance(c, now)
         if c.rec.state == FAILED:  # the key arrived but we stop here: say why
             code = "double-spent" if any(x.status == "double-spent" for x in c.rec.claims) else "stopped"
@@ -1011,7 +1034,7 @@ class ReleaseProtocol:
             reason = "ack does not match the release it answers (signer, contract or round)"
             self.refusals.append(("wrong-round", reason))
             return [Notify("release.refused", {"code": "wrong-round", "reason": reason})]
-        if rnd > c.rec.acked:  # written with the next record (a crash before costs a resend, acknowledged again)
+        if rnd > c.rec.acked:  # written at the end (a crash before costs a resend, acknowledged again)
             c.rec.acked = rnd
             self._progress(c, now)
         return self._advance(c, now) if c.rec.state == RUNNING else []
@@ -1027,7 +1050,8 @@ class ReleaseProtocol:
             return [note] + self._stop(c, event, f"peer stopped: {e.code}: {e.reason}", now)
         return [note]  # anything else: keep retrying until the deadline
 
-    def _on_agree(self, c: Contract, ev: ResponseReceived, env: wire.Signed, a: AgreeBody, now: float):
+    def _on_agree(self, c: Contract, ev: ResponseReceived, env: wire.Signed, a: AgreeBody, now: float,
+                  funds_checked: bool = False):
         def bad(code: str, reason: str) -> list[Command]:
             self.refusals.append((code, reason))
             return ([Notify("release.refused", {"code": code, "reason": reason})]
@@ -1045,9 +1069,13 @@ class ReleaseProtocol:
         why = self.attestations.check(a.quote, a.binding, now)
         if why:
             return bad("attestation", f"untrusted quote: {why}")
-        for r, rd in enumerate(c.rounds):
-            if rd.giver == 1 and not self._funds(rd.chunk):
-                return bad("funds", f"round {r}: no funds at {rd.chunk.address}")
+        if not funds_checked:
+            def then(why: str | None, t: float) -> list[Command]:
+                if c.rec.state != PROPOSED or self.contracts.get(c.key) is not c:
+                    return []  # another agree got there first
+                return bad("funds", why) if why else self._on_agree(c, ev, env, a, t, funds_checked=True)
+
+            return self._offered_funds(f"release.agree:{c.key}:{ev.request_id}", c.rec.schedule, 1, then)
         from node.tee.client import EnclaveRefused
 
         try:  # our enclave takes the contract with the responder's signature over its id, and signs it too
