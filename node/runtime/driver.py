@@ -11,12 +11,15 @@ stream handler. Events (``Started``, ``GossipReceived``, ``PeerConnected``,
 * ``Publish(topic, data)``: gossipsub publish;
 * ``SetTimer(name, at)``: ``TimerFired(name)`` to the same protocol at
   wall time ``at`` (per protocol, a new timer replaces one of the same name);
-* ``SendRequest(protocol, peer, request_id, data, timeout)``: one-shot
-  stream request; the answer or the failure comes back as
-  ``ResponseReceived`` with the protocol's own ``request_id``;
+* ``SendRequest(protocol, peer, request_id, data, timeout)``: a stream
+  request (``Node.request``: over a stream kept open and reused); the answer
+  or the failure comes back as ``ResponseReceived`` with the protocol's own
+  ``request_id``;
 * ``Respond(request_id, data)``: answers a ``RequestReceived`` (the driver
   numbers incoming requests; an unanswered request times out after
-  ``respond_timeout`` and the stream is closed);
+  ``respond_timeout`` and the stream is reset). A stream stays open after
+  its answer for the peer's next request, in order, until the peer closes
+  it or leaves it idle for ``idle_timeout`` seconds;
 * ``RunTask(name, fn)``: ``fn()`` runs on a worker thread (``trio.to_thread``), so blocking I/O such
   as a ledger call never stalls the event loop; ``TaskDone(name, result, error)`` comes back to the
   same protocol, in order with the other events;
@@ -64,7 +67,7 @@ from node.protocols.base import (
     TimerFired,
     Validation,
 )
-from node.runtime.streams import StreamFailed, read_request, write_response
+from node.runtime.streams import StreamFailed, close_stream, read_request, write_frame, write_response
 
 log = logging.getLogger("keyswitch.runtime.driver")
 
@@ -80,12 +83,14 @@ class _Call:
 
 class ProtocolDriver:
     def __init__(self, node, protocols: Sequence[SansIOProtocol], *, clock: Clock | None = None,
-                 on_notify: Callable[[Notify], None] | None = None, respond_timeout: float = 10.0) -> None:
+                 on_notify: Callable[[Notify], None] | None = None, respond_timeout: float = 10.0,
+                 idle_timeout: float = 60.0) -> None:
         self.node = node
         self.protocols = list(protocols)
         self.clock = clock or SystemClock()
         self.on_notify = on_notify
         self.respond_timeout = respond_timeout
+        self.idle_timeout = idle_timeout  # longer than a StreamPool keeps a stream idle (30 s)
         self.notifications: collections.deque[Notify] = collections.deque(maxlen=1000)
         self.errors = 0
         self._send, self._recv = trio.open_memory_channel[tuple[int | None, Event]](10_000)
@@ -214,27 +219,32 @@ class ProtocolDriver:
     def _stream_handler(self, i: int, protocol: str):
         async def handle(stream) -> None:
             peer = stream.muxed_conn.peer_id.to_base58()
-            try:
-                data = await read_request(stream, timeout=self.respond_timeout)
-            except StreamFailed:
-                await write_response(stream, b"")
-                return
-            rid = next(self._ids)
-            done, box = trio.Event(), []
-            self._pending[rid] = (i, done, box)
-            try:
-                await self._send.send((i, RequestReceived(protocol, peer, rid, data)))
-                with trio.move_on_after(self.respond_timeout):
-                    await done.wait()
-            finally:
-                self._pending.pop(rid, None)
-            if box:
-                await write_response(stream, box[0])
-            else:
+            first = True
+            while True:  # one request at a time, for as long as the peer keeps the stream open
                 try:
-                    await stream.reset()
-                except Exception:
-                    pass
+                    data = await read_request(stream, timeout=self.respond_timeout if first else self.idle_timeout)
+                except StreamFailed:  # the peer closed it (a one-shot request ends here), or idled too long
+                    if first:
+                        await write_response(stream, b"")
+                    else:
+                        await close_stream(stream)
+                    return
+                first = False
+                rid = next(self._ids)
+                done, box = trio.Event(), []
+                self._pending[rid] = (i, done, box)
+                try:
+                    await self._send.send((i, RequestReceived(protocol, peer, rid, data)))
+                    with trio.move_on_after(self.respond_timeout):
+                        await done.wait()
+                finally:
+                    self._pending.pop(rid, None)
+                if not box or not await write_frame(stream, box[0], timeout=self.respond_timeout):
+                    try:
+                        await stream.reset()
+                    except Exception:
+                        pass
+                    return
 
         return handle
 

@@ -40,7 +40,7 @@ from node import identity
 from node.runtime import pex
 from node.runtime.gossip import KsPubsub, make_gossipsub
 from node.runtime.peering import PeerManager
-from node.runtime.streams import ask
+from node.runtime.streams import StreamPool
 
 log = logging.getLogger("keyswitch.runtime")
 
@@ -133,6 +133,7 @@ class Node:
                                                max_connections=2 * high),
         )
         self.host.get_network().auto_connector.maybe_connect = _no_auto_connect  # type: ignore[method-assign]
+        self.streams = StreamPool(self.host)  # request/response streams, kept open and reused
         self.router = None
         self.pubsub: KsPubsub | None = None
         if config.gossip:
@@ -209,12 +210,13 @@ class Node:
                 await trio.sleep(0.002)
 
     async def request(self, peer: str, protocol: str, data: bytes, *, timeout: float = 10.0) -> bytes:
-        """One request/response with ``peer``; a peer we are not connected to is dialled
-        first at the addresses peer exchange gave us (the host alone knows none for it)."""
+        """One request/response with ``peer``, over a stream kept open for the next one (``StreamPool``);
+        a peer we are not connected to is dialled first at the addresses peer exchange gave us (the host
+        alone knows none for it)."""
         if peer not in self.connected_peers() and self.peers is not None:
             with trio.move_on_after(timeout):
                 await self.peers.dial(peer)
-        return await ask(self.host, peer, protocol, data, timeout=timeout)
+        return await self.streams.ask(peer, protocol, data, timeout=timeout)
 
     def mesh_peers(self, topic: str) -> list[str]:
         if self.router is None:

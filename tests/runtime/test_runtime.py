@@ -313,3 +313,37 @@ async def test_driver_runs_tasks_off_the_event_loop_and_reports_them_as_events(t
         assert done["slow"].result == "slow-done" and done["slow"].error is None
         assert isinstance(done["fail"].error, LookupError) and done["fail"].result is None
         a.stop()
+
+
+async def test_requests_reuse_one_stream_and_survive_a_server_that_closes_it(tmp_path):
+    """``Node.request`` keeps its stream open for the next request (the driver's handler reads on); against a
+    one-shot server (answers, closes) the closed stream is noticed and a fresh one is opened, once."""
+    from node.runtime.streams import read_request, write_response
+
+    ONESHOT = "/keyswitch/test/rt-oneshot/1"
+    served = []
+
+    async def oneshot(stream):
+        data = await read_request(stream)
+        served.append(data)
+        await write_response(stream, data[::-1])
+
+    async with trio.open_nursery() as n:
+        pa, pb = Probe(), Probe()
+        a = await n.start(run_host, cfg(tmp_path, "a"), [pa])
+        b = await n.start(run_host, cfg(tmp_path, "b"), [pb])
+        b.host.set_stream_handler(ONESHOT, oneshot)
+        await a.connect(b.listen_addrs[0])
+        answers = [await a.request(b.peer_id, ECHO, b"req-%d" % i) for i in range(5)]
+        assert answers == [b"REQ-%d" % i for i in range(5)]
+        assert a.streams.stats["opened"] == 1 and a.streams.stats["reused"] == 4  # one stream, five requests
+        assert [e.data for e in pb.events if isinstance(e, RequestReceived)] == [b"req-%d" % i for i in range(5)]
+        async with trio.open_nursery() as m:  # concurrent requests each get a stream of their own
+            for i in range(3):
+                m.start_soon(a.request, b.peer_id, ECHO, b"c")
+        assert a.streams.stats["opened"] == 3
+        got = [await a.request(b.peer_id, ONESHOT, b"abc-%d" % i) for i in range(3)]
+        assert got == [b"%d-cba" % i for i in range(3)] and served == [b"abc-%d" % i for i in range(3)]
+        assert a.streams.stats["stale"] == 2  # the 2nd and 3rd found the closed stream and opened a fresh one
+        a.stop()
+        b.stop()
