@@ -693,7 +693,7 @@ class ReleaseProtocol:
                 return self._stop(c, "cheat", f"round {r}: {rec.status}: {rec.detail}", now), True
             if ("funds", r) in c.busy or ("claim", r) in c.busy or (rec is not None and rec.status == "claimed"):
                 continue
-            gates = any(x.giver == c.me for x in c.rounds[r + 1:])  # a release of ours waits for its funds
+            gates = self._gates(c, r)  # a release of ours waits for its funds
             if r not in c.checked and (rec is None or r == c.next - 1) and (gates or self.claim_policy == "keep"):
                 cmds.append(self._task(c, "funds", r))  # (a kept key is checked again after a restart)
             elif rec is None and self.claim_policy == "sweep":  # (no release after it: the sweep proves them)
@@ -732,6 +732,11 @@ class ReleaseProtocol:
             self._record(c, rec)
         cmds += self._advance(c, now)
         return self._answer_held(c) + cmds
+
+    @staticmethod
+    def _gates(c: Contract, r: int) -> bool:
+        """Does a release of ours come after the peer's round ``r`` (and so wait for its funds)?"""
+        return any(x.giver == c.me for x in c.rounds[r + 1:])
 
     def _settled(self, c: Contract, r: int) -> bool:
         rec = c.claim_of(r)
@@ -1000,9 +1005,9 @@ class ReleaseProtocol:
         if c.rec.state == FAILED:  # the key arrived but we stop here: say why
             code = "double-spent" if any(x.status == "double-spent" for x in c.rec.claims) else "stopped"
             return [Respond(ev.request_id, error_message(self.net, c.cid, b.round, code, c.rec.reason))] + cmds
-        if not self._settled(c, b.round):  # acknowledged once the funds are seen (or refused if gone)
-            c.held[b.round] = ack
-            return cmds
+        if not self._settled(c, b.round) and self._gates(c, b.round):  # acknowledged once the funds are seen
+            c.held[b.round] = ack  # (or refused if gone); after the last such round, at once: the peer
+            return cmds  # has nothing left to release, and our sweep's outcome is reported either way
         return [ack] + cmds
 
     # -- responses -----------------------------------------------------------------

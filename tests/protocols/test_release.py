@@ -521,6 +521,28 @@ def test_double_spend_after_release_is_detected_and_reported(tmp_path):
     assert a.proto.state(cid) == FAILED and "double-spent" in a.proto.contracts[cid.hex()].rec.reason
 
 
+def test_double_spend_of_the_last_chunk_is_found_by_the_sweep_and_reported(tmp_path):
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path)
+    last = sched.rounds[5].chunk  # B's last chunk: A acknowledges it at once (nothing of A's waits for it)
+    leaked = {r.pub: r.priv for r in b.raw._core.list_keys()}[last.pubkey]
+    thief = address_for(last.asset, coincurve.PrivateKey(b"\x07" * 32).public_key.format())
+    winner = []
+
+    def double_spend(src, cmd):
+        env = wire.decode(cmd.data, wire.Signed)
+        if src is b and env.kind == "release" and wire.decode(env.body, ReleaseBody).round == 5 and not winner:
+            winner.append(ledger.sweep(last.asset, leaked, thief))
+
+    pair.on_send = double_spend
+    pair.run(done=both_stopped(a, b, cid))
+    out = a.proto.outcome(cid)
+    assert a.proto.state(cid) == FAILED and out.status == "double-spent"
+    assert [c.status for c in out.chunks] == ["claimed", "claimed", "double-spent"] and winner[0] in out.chunks[2].detail
+    assert b.proto.state(cid) == DONE  # B got its acknowledgement; A's report (signed, gossiped) names B's device
+    assert verify_signed_outcome(a.proto.signed_outcome(cid), net=NET)[0].device == hashlib.sha256(
+        b.binding.sign_pub).digest()
+
+
 # ---------------------------------------------------------------- proof of cheating
 class DoubleReleasingEnclaveForTests:
     """TEST-ONLY stand-in for a BROKEN enclave: it releases a deposit key again to anyone who asks,
