@@ -329,7 +329,10 @@ class InProcessEnclave(_Base):
     def _roundtrip(self, payload: bytes) -> bytes:
         if self._core is None:
             raise EnclaveUnavailable("enclave closed")
-        return m.handle(self._core, payload)
+        try:
+            return m.handle(self._core, payload)
+        finally:
+            self._core.flush()
 
     def close(self) -> None:
         self._core = None

@@ -223,6 +223,11 @@ class EnclaveCore:
         if self._store is not None:
             self._store.save(msgspec.msgpack.encode(self._state))
 
+    def flush(self) -> None:
+        """Finish a save's trailing durable write (the monotonic counter); called once a reply is sent."""
+        if self._store is not None:
+            self._store.sync_counter()
+
     def _commit(self, undo) -> None:
         """Seal the current state; on failure undo the in-memory change and refuse."""
         try:

@@ -22,8 +22,11 @@ save cuts the journal there before appending. Once the journal outgrows
 ``JOURNAL_MAX`` the next save writes a snapshot instead and empties it.
 
 Rollback: every save increments the counter; after the state is durable, the
-counter is appended to ``counter`` and fsync'd (the simulated *monotonic
-counter*; on hardware this would be a TPM/SGX/RPMB counter the host cannot
+counter is appended to ``counter``, and fsync'd by ``sync_counter`` (the
+enclave process calls it once its reply is on its way, so the flush overlaps
+the host's work; the next save calls it first in any case). The counter is
+never ahead of the durable state, so a crash at any instant still opens (the
+simulated *monotonic counter*; on hardware this would be a TPM/SGX/RPMB counter the host cannot
 decrement; the file holds 8-byte big-endian values, the largest counts, so a
 torn append cannot lower it). On load, a state older than the counter is
 refused: replaying an older snapshot and journal, or cutting the journal, is
@@ -103,9 +106,9 @@ def sim_sealing_key(enclave_dir: Path) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"keyswitch/seal/1").derive(secret)
 
 
-def _append(path: Path, data: bytes, at: int | None = None) -> None:
-    """Write ``data`` at offset ``at`` (default: the end), cutting the file there first, then fsync; a new file's
-    directory entry is fsync'd too."""
+def _append(path: Path, data: bytes, at: int | None = None, *, sync: bool = True) -> None:
+    """Write ``data`` at offset ``at`` (default: the end), cutting the file there first, then fsync (unless
+    ``sync`` is False); a new file's directory entry is fsync'd too."""
     new = not path.exists()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
@@ -117,7 +120,8 @@ def _append(path: Path, data: bytes, at: int | None = None) -> None:
         while view:
             n = os.pwrite(fd, view, off)
             view, off = view[n:], off + n
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     if new:
@@ -132,6 +136,7 @@ class SealedStore:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._aead = AESGCM(key)
         self.counter = 0
+        self._counter_dirty = False  # appended, not yet fsync'd
         self._journal_end = 0  # where the valid chain of journal records ends (the next append goes there)
         for stale in (self.dir / (SEALED_FILE + ".tmp"), self.dir / (COUNTER_FILE + ".tmp")):
             stale.unlink(missing_ok=True)
@@ -205,7 +210,18 @@ class SealedStore:
         self.counter = counter
         return plain
 
+    def sync_counter(self) -> None:
+        """Make the last counter advance durable (it trails the state it counts, never leads it)."""
+        if self._counter_dirty:
+            fd = os.open(self.dir / COUNTER_FILE, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._counter_dirty = False
+
     def save(self, plaintext: bytes) -> None:
+        self.sync_counter()
         counter = self.counter + 1
         nonce = os.urandom(12)
         if not self.path.exists() or self._journal_end + len(plaintext) > JOURNAL_MAX:
@@ -223,6 +239,7 @@ class SealedStore:
         # After the new state is durable: advance the (simulated) monotonic counter.
         cpath = self.dir / COUNTER_FILE
         if cpath.exists() and cpath.stat().st_size + 8 <= COUNTER_MAX:
-            _append(cpath, counter.to_bytes(8, "big"))
+            _append(cpath, counter.to_bytes(8, "big"), sync=False)
+            self._counter_dirty = True
         else:
             atomic_write(cpath, counter.to_bytes(8, "big"))
