@@ -15,6 +15,7 @@ time, and turn every failure into ``StreamFailed(reason)``.
 from __future__ import annotations
 
 import collections
+import contextlib
 
 import trio
 from libp2p.peer.id import ID
@@ -37,21 +38,29 @@ async def close_stream(stream) -> None:
             pass
 
 
-async def ask(host, peer: str, protocol: str, data: bytes, *, timeout: float = 10.0,
-              max_size: int = MAX_FRAME) -> bytes:
-    """Send ``data`` to ``peer`` on ``protocol``; return the one-frame answer."""
-    stream = None
+@contextlib.contextmanager
+def _bounded(timeout: float):
+    """Bound the block by ``timeout`` and turn every failure in it into ``StreamFailed``."""
     try:
         with trio.fail_after(timeout):
-            stream = await host.new_stream(ID.from_base58(peer), [protocol])
-            await stream.write(encode_varint_prefixed(data))
-            return await read_varint_prefixed_bytes_limited(stream, max_size)
+            yield
     except trio.TooSlowError:
         raise StreamFailed(f"timeout after {timeout:g}s") from None
     except StreamFailed:
         raise
     except Exception as exc:
         raise StreamFailed(f"{type(exc).__name__}: {exc}"[:200]) from None
+
+
+async def ask(host, peer: str, protocol: str, data: bytes, *, timeout: float = 10.0,
+              max_size: int = MAX_FRAME) -> bytes:
+    """Send ``data`` to ``peer`` on ``protocol``; return the one-frame answer."""
+    stream = None
+    try:
+        with _bounded(timeout):
+            stream = await host.new_stream(ID.from_base58(peer), [protocol])
+            await stream.write(encode_varint_prefixed(data))
+            return await read_varint_prefixed_bytes_limited(stream, max_size)
     finally:
         if stream is not None:
             await close_stream(stream)
@@ -111,39 +120,32 @@ class StreamPool:
     async def ask(self, peer: str, protocol: str, data: bytes, *, timeout: float = 10.0,
                   max_size: int = MAX_FRAME) -> bytes:
         key = (peer, protocol)
-        try:
-            with trio.fail_after(timeout):
-                idle = self._idle[key]
-                while idle:
-                    stream, last = idle.pop()
-                    if trio.current_time() - last > self.idle_timeout:
-                        self._close_soon(stream)
-                        continue
-                    try:
-                        out = await self._roundtrip(stream, data, max_size)
-                        self.stats["reused"] += 1
-                    except StreamFailed:  # closed by the server (or the connection): a fresh stream
-                        self.stats["stale"] += 1
-                        await _reset(stream)
-                        continue
-                    self._keep(key, stream)
-                    return out
-                stream = await self.host.new_stream(ID.from_base58(peer), [protocol])
-                self.stats["opened"] += 1
+        with _bounded(timeout):  # one deadline for a stale stream and the fresh one after it
+            idle = self._idle[key]
+            while idle:
+                stream, last = idle.pop()
+                if trio.current_time() - last > self.idle_timeout:
+                    self._close_soon(stream)
+                    continue
                 try:
                     out = await self._roundtrip(stream, data, max_size)
-                except BaseException:
-                    with trio.CancelScope(shield=True):
-                        await _reset(stream)
-                    raise
+                    self.stats["reused"] += 1
+                except StreamFailed:  # closed by the server (or the connection): a fresh stream
+                    self.stats["stale"] += 1
+                    await _reset(stream)
+                    continue
                 self._keep(key, stream)
                 return out
-        except trio.TooSlowError:
-            raise StreamFailed(f"timeout after {timeout:g}s") from None
-        except StreamFailed:
-            raise
-        except Exception as exc:
-            raise StreamFailed(f"{type(exc).__name__}: {exc}"[:200]) from None
+            stream = await self.host.new_stream(ID.from_base58(peer), [protocol])
+            self.stats["opened"] += 1
+            try:
+                out = await self._roundtrip(stream, data, max_size)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await _reset(stream)
+                raise
+            self._keep(key, stream)
+            return out
 
     async def _roundtrip(self, stream, data: bytes, max_size: int) -> bytes:
         try:
