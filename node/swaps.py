@@ -298,14 +298,28 @@ class SwapDesk:
             extra["offers"] = [o for o in extra["offers"] if o.pubkey != pub]
 
     # -------------------------------------------------------------- outcomes
+    def _observe(self, device: bytes, peer: str, now: float) -> None:
+        """Give a counterparty's device a reputation record (its attestation was verified by the contract)."""
+        rep = self.stack.engine.reputation
+        if rep.record(device) is None:
+            dclass = dict(self.stack.book.devices()).get(device, "unknown")
+            rep.observe(device, peer, dclass, now)
+
     def on_notify(self, n) -> None:
-        """Driver notifications: a released key leaves our own sheet; a finished contract feeds reputation
-        and is reported to the network."""
+        """Driver notifications: a released key leaves our own sheet; an agreed contract makes the peer's
+        device known here (its outcome report may arrive before our own side ends); a finished contract
+        feeds reputation and is reported to the network."""
         if n.kind == "release.released":
             self._retract_released(n.detail)
             return
         if n.kind in ("contract.released", "contract.refund"):
             self._retract_pub(bytes.fromhex(n.detail["pubkey"]))
+            return
+        if n.kind == "release.agreed":
+            c = self.release.contracts.get(n.detail.get("contract", ""))
+            if c is not None and len(c.rec.bindings) == 2:
+                self._observe(hashlib.sha256(c.rec.bindings[1 - c.me].sign_pub).digest(), c.rec.peer,
+                              self.clock.now())
             return
         if n.kind != "release.outcome":
             return
@@ -319,9 +333,7 @@ class SwapDesk:
         now = self.clock.now()
         device = bytes.fromhex(d["device"])
         rep = self.stack.engine.reputation
-        if rep.record(device) is None:
-            dclass = dict(self.stack.book.devices()).get(device, "unknown")
-            rep.observe(device, d["peer"], dclass, now)
+        self._observe(device, d["peer"], now)
         status = d["status"]
         outcome = {"claimed": "claimed", "withheld": "withheld", "double-spent": "double-spent"}.get(status)
         if outcome is None:
