@@ -304,8 +304,8 @@ def test_release_rounds_call_the_ledger_in_tasks_funds_checked_before_the_next_r
     pair.run(done=both_stopped(a, b, cid))
     assert_swapped(ledger, a, b, cid)
     # B: the key of round 0 is accepted and its funds seen before B releases round 1; the sweep comes after
-    assert b.plan.log[:5] == ["accept_key", "funds", "release_key", "claim", "export_to_owner"]
-    assert a.plan.log[:4] == ["release_key", "accept_key", "funds", "release_key"]
+    assert b.plan.log[:5] == ["contract_accept", "funds", "contract_release", "claim", "export_to_owner"]
+    assert a.plan.log[:4] == ["contract_release", "contract_accept", "funds", "contract_release"]
     # one sweep per received key, one funds check per received key a release of ours follows, nothing repeated
     assert (a.plan.log.count("funds"), a.plan.log.count("claim")) == (2, 3)  # A releases nothing after round 5
     assert (b.plan.log.count("funds"), b.plan.log.count("claim")) == (3, 3)
@@ -793,7 +793,7 @@ def test_under_loss_duplication_and_reordering_no_side_is_ever_exposed_to_more_t
     assert_swapped(ledger, a, b, cid)
 
 
-@pytest.mark.parametrize("step", [1, 3])  # A's steps: release_key, accept_key, release_key, claim, ...
+@pytest.mark.parametrize("step", [1, 3])  # A's steps: contract_release, contract_accept, contract_release, claim, ...
 def test_sigkill_of_the_enclave_process_after_a_release_then_restart_finishes_the_swap(tmp_path, step):
     """The enclave as its own OS process, SIGKILLed right after it journaled a release (the ciphertext never
     left): after a restart from the same directory the swap completes, the key released once."""
