@@ -56,8 +56,8 @@ import msgspec
 from node import wire
 from node.contracts.spec import ContractSpec, ReleaseBody, approval_digest, decode_spec, spec_id
 from node.protocols.base import (
-    Command, Event, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started, TimerFired,
-    Validation,
+    Command, Event, Notify, RequestReceived, Respond, ResponseReceived, RunTask, SendRequest, SetTimer, Started,
+    TaskDone, TimerFired, Validation,
 )
 from node.protocols.release import (
     MSG_DOMAIN, VERSION, AckBody, Chunk, ClaimRecord, ContractStore, ErrorBody, MessageError, claim_chunk,
@@ -137,6 +137,7 @@ class Run:
     verified: set[int] = field(default_factory=set)  # parties whose quote we verified
     complete: set[int] = field(default_factory=set)  # runners that showed us every runner's signature
     pending: dict[int, bytes] = field(default_factory=dict)  # our unacked release records by step
+    busy: set[int] = field(default_factory=set)  # steps whose claim (a ledger task) is in flight
 
     @property
     def key(self) -> str:
@@ -296,6 +297,8 @@ class ContractRun:
             return self._on_response(event, now)
         if isinstance(event, TimerFired) and event.name.startswith("contract-run."):
             return self._on_timer(event.name, now)
+        if isinstance(event, TaskDone) and event.name.startswith("contract-run.claim:"):
+            return self._on_claimed(event, now)
         return []
 
     # -- helpers ----------------------------------------------------------------------
@@ -420,10 +423,8 @@ class ContractRun:
             if m.receiver != r.me:
                 continue
             step = r.spec.step_of(m.giver, m.index)
-            if r.claim_of(step) is None:
-                stop = self._settle(r, m.giver, m.index, step, now)
-                if stop is not None:
-                    return cmds + stop + self._timers(r, now)
+            if r.claim_of(step) is None:  # claimed in a task; we go on once its record is written
+                return cmds + self._settle(r, m.giver, m.index, step) + self._timers(r, now)
         if r.rec.state in TERMINAL:
             return cmds
         for g, i, recv in st.allowed:
@@ -437,9 +438,7 @@ class ContractRun:
                     self._progress(r, now)
                     cmds.append(Notify("contract.refund", {"contract": r.key, "index": i, "pubkey": r.spec.parties[
                         r.me].chunks[i].pubkey.hex()}))
-                    stop = self._settle(r, r.me, i, r.spec.step_of(r.me, i), now)
-                    if stop is not None:
-                        return cmds + stop
+                    cmds += self._settle(r, r.me, i, r.spec.step_of(r.me, i))
                     continue
                 data = self.enclave.contract_release(r.cid, i, recv)
             except EnclaveRefused as exc:
@@ -459,24 +458,44 @@ class ContractRun:
                 return cmds + self._stop(r, "settled", f"contract {st.status}")
         return cmds + self._timers(r, now)
 
-    def _settle(self, r: Run, giver: int, index: int, step: int, now: float) -> list[Command] | None:
-        """Claim a key that came to us: sweep (or keep) a received one; sweep a refunded one to our owner."""
+    def _settle(self, r: Run, giver: int, index: int, step: int) -> list[Command]:
+        """Claim a key that came to us (sweep or keep a received one; sweep a refunded one to our owner) in a
+        ledger task (``RunTask``: never inside ``handle``); ``_on_claimed`` records the outcome."""
+        if step in r.busy:
+            return []
         chunk = r.chunk(giver, index)
-        if giver == r.me:  # a refund: the key is ours again; sweep it home when we can
-            if self.claim is None:
-                rec = ClaimRecord(step, "refunded", "", "key handed back to the owner (no sweep configured)")
-            else:
-                rec = claim_chunk("sweep", self.claim, self.check_funds, chunk, step)
-                rec = ClaimRecord(step, "refunded" if rec.status == "claimed" else rec.status, rec.txid, rec.detail)
-        else:
-            rec = claim_chunk(self.claim_policy, self.claim, self.check_funds, chunk, step)
+        claim, check_funds, policy = self.claim, self.check_funds, self.claim_policy
+
+        def run() -> ClaimRecord:
+            if giver != r.me:
+                return claim_chunk(policy, claim, check_funds, chunk, step)
+            if claim is None:  # a refund: the key is ours again; sweep it home when we can
+                return ClaimRecord(step, "refunded", "", "key handed back to the owner (no sweep configured)")
+            rec = claim_chunk("sweep", claim, check_funds, chunk, step)
+            return ClaimRecord(step, "refunded" if rec.status == "claimed" else rec.status, rec.txid, rec.detail)
+
+        r.busy.add(step)
+        return [RunTask(f"contract-run.claim:{r.key}:{giver}:{step}", run)]
+
+    def _on_claimed(self, ev: TaskDone, now: float) -> list[Command]:
+        _, key, giver, step = ev.name.split(":")
+        r, giver, step = self.runs.get(key), int(giver), int(step)
+        if r is None or step not in r.busy:
+            return []
+        r.busy.discard(step)
+        rec = ev.result if isinstance(ev.result, ClaimRecord) else ClaimRecord(
+            step, "claim-failed", "", f"{type(ev.error).__name__}: {ev.error}")
         if rec.status == "claim-failed":  # our ledger: retry on the timer, blame no one
+            if r.rec.state in TERMINAL:
+                return []
             return [Notify("contract.claim-retry", {"contract": r.key, "step": step, "detail": rec.detail})]
-        r.rec.claims = [*r.rec.claims, rec]
+        r.rec.claims = [*r.rec.claims, rec]  # kept even if the contract stopped meanwhile (the sweep happened)
         self._persist(r)
+        if r.rec.state in TERMINAL:
+            return []
         if rec.status == "double-spent" and giver != r.me:
             return self._stop(r, "cheat", f"step {step}: double-spent: {rec.detail}")
-        return None
+        return self._drive(r, now)
 
     def _stop(self, r: Run, event: str, reason: str) -> list[Command]:
         r.rec.state, r.rec.reason = TRANSITIONS[(r.rec.state, event)], reason
@@ -688,6 +707,8 @@ class ContractRun:
         if r is None or r.rec.state in TERMINAL:
             return []
         if what == "contract-run.deadline":
+            if r.busy:  # waiting on our own ledger (a claim task), not on the peers
+                return [SetTimer(name, now + self.round_timeout)]
             if now + 1e-9 < r.progress_at + self.round_timeout:
                 return [SetTimer(name, r.progress_at + self.round_timeout)]
             from node.tee.client import EnclaveRefused

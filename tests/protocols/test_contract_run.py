@@ -262,6 +262,23 @@ def test_a_swap_in_the_language_completes(tmp_path):
         assert b.balance(c) == AMOUNT - FEE
 
 
+def test_a_swap_in_the_language_claims_in_ledger_tasks_not_inside_handle(tmp_path):
+    ledger, a, b, spec, cid, net = swap_setup(tmp_path)
+    claims = []
+    for side in (a, b):
+        claim = side.proto.claim
+
+        def in_task(chunk, claim=claim):
+            assert net.in_task, "a sweep inside handle"
+            claims.append(chunk.address)
+            return claim(chunk)
+
+        side.proto.claim = in_task
+    net.run(done=stopped(cid, a, b))
+    assert a.proto.state(cid) == DONE and b.proto.state(cid) == DONE
+    assert sorted(claims) == sorted(c.address for c in a.commits + b.commits)  # each received key swept once
+
+
 @pytest.mark.parametrize("stop_after", [0, 1, 2])
 def test_a_withholder_costs_at_most_one_chunk_and_the_rest_goes_home_at_the_height(tmp_path, stop_after):
     ledger, a, b, spec, cid, net = swap_setup(tmp_path)
@@ -473,7 +490,8 @@ def _refund_run(tmp_path, plan):
 def test_the_refund_crash_points_cover_every_step(tmp_path):
     plan = Plan()
     _refund_run(tmp_path, plan)
-    assert plan.log == ["contract_refund", "claim", "export_to_owner"] * 2
+    # both keys are refunded first; their sweeps run after, as ledger tasks
+    assert plan.log == ["contract_refund"] * 2 + ["claim", "export_to_owner"] * 2
 
 
 @pytest.mark.parametrize("step,phase", [(i, p) for i in range(1, 7) for p in ("before", "after")])
