@@ -122,3 +122,43 @@ def test_the_counter_advance_is_flushed_after_the_reply_and_may_trail_the_state(
     counter.write_bytes(counter.read_bytes()[:-8])  # a power cut lost the unflushed advance: the state leads
     again, plain = opened(tmp_path)
     assert plain == b"three" and again.counter == 3
+
+
+def test_contract_state_the_enclave_seals_is_journaled_and_survives_a_restart(tmp_path):
+    """A contract opened, signed, fed a height, released from and accepted into (node.tee.enclave.contracts)
+    lives in the sealed state: each change is a journal record, and a restarted enclave resumes it exactly
+    (the release resent byte for byte, never made twice), while a journal cut back before the release is
+    refused as a rollback."""
+    from node.contracts import stdlib
+    from node.contracts.spec import make_spec
+    from node.tee.client import EnclaveRefused, EnclaveUnavailable, InProcessEnclave
+    from tests.tee.test_contract_enclave import NET, opened as opened_contract, parties
+
+    a, b = InProcessEnclave(tmp_path / "a"), InProcessEnclave(tmp_path / "b")
+    spec = make_spec(NET, stdlib.source("swap"), {"asset_a": "BTC-REG", "asset_b": "LTC", "usd": 5_000,
+                                                  "deadline": 300},
+                     parties([a, b], ["A", "B"], ["BTC-REG", "LTC"], [1, 1]))
+    cid = opened_contract([a, b], spec, [0, 1])
+    for e in (a, b):
+        e.contract_height(cid, "BTC-REG", 100)
+    vault = tmp_path / "a" / "enclave"
+    journal = vault / JOURNAL_FILE
+    before = journal.stat().st_size
+    saved = {n: (vault / n).read_bytes() for n in (SEALED_FILE, JOURNAL_FILE)}  # before the release
+    record = a.contract_release(cid, 0, 1)
+    assert journal.stat().st_size > before  # the release (contract and key state) is one appended record
+    assert b.contract_accept(cid, record) == (0, 0)
+    a.close()
+    b.close()
+    a, b = InProcessEnclave(tmp_path / "a"), InProcessEnclave(tmp_path / "b")
+    for e in (a, b):
+        moved = [(m.giver, m.index, m.receiver) for m in e.contract_status(cid).moved]
+        assert moved == [(0, 0, 1)]
+    assert a.contract_resend(cid, 0) == record
+    with pytest.raises(EnclaveRefused):  # released once: the resumed contract allows no second release
+        a.contract_release(cid, 0, 1)
+    a.close()
+    for name, data in saved.items():  # the host puts back the sealed files from before the release
+        (vault / name).write_bytes(data)
+    with pytest.raises(EnclaveUnavailable, match="rollback"):
+        InProcessEnclave(tmp_path / "a")
