@@ -416,7 +416,7 @@ class Contract:
     progress_at: float = 0.0
     outcome: Outcome | None = None
     #: wall seconds this process spent on the contract by kind, in memory only (not persisted): "claim" (settling
-    #: received keys: sweeps, funds checks), "enclave" (accept_key, release_key, signing releases and acks),
+    #: received keys: sweeps, funds checks), "enclave" (contract_accept, contract_release, signing acks),
     #: "store" (writing the contract record)
     spent: dict[str, float] = field(default_factory=dict)
     writes: int = 0  # records written by this process (``_persist``)
