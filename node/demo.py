@@ -393,6 +393,11 @@ def stage_escrow(console: Console, net: LocalNet, story: Story) -> bool:
 def stage_option(console: Console, net: LocalNet, story: Story) -> bool:
     """bob buys a call option on alice's BTC-REG chunk: premium now, exercise, strike for the underlying."""
     console.rule("[bold]7. An option: bob buys a call on alice's BTC-REG chunk, pays the premium, exercises")
+    # bob picks the underlying from his book: wait until alice's sheet without the chunks she released (swap,
+    # escrow) has reached it, or he may pick one of those and alice refuses the option
+    alice = net.nodes["alice"].peer
+    net.until(lambda: sum(1 for o in net.get("bob", "/v1/offers?asset=BTC-REG&limit=500")["offers"]
+                          if o["origin"] == alice) == 1, "bob's book holding alice's one BTC-REG chunk left")
     r = net.post("bob", "/v1/contracts", {"kind": "option", "peer": net.nodes["alice"].peer, "give": "ETH-DEV",
                                           "take": "BTC-REG", "chunks": 1, "premium_chunks": 1,
                                           "premium_blocks": 5000, "expiry_blocks": 10000})
