@@ -157,9 +157,9 @@ def _counting_book(device_class):
     class CountingBook(OfferBook):
         version = 0
 
-        def apply_sheet(self, body, *, now: float) -> int:
+        def apply_sheet(self, body, *, now: float, ids: list[bytes] | None = None) -> int:
             before = self.db.total_changes
-            n = super().apply_sheet(body, now=now)
+            n = super().apply_sheet(body, now=now, ids=ids)
             if self.db.total_changes - before != 1:  # more than the sheet's own row: offers came or went
                 self.version += 1
             return n
