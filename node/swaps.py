@@ -19,21 +19,28 @@
   next key is released; then it is swept, in the background, to a fresh
   address of the owner, derived from the node's identity seed and the
   deposit key (``claim_key``: the owner can always re-derive it).
-* **Outcomes**: when a contract ends, the node applies it to its own
-  reputation view (claimed +, withheld -, double-spent: the ledger
-  confirms it) and gossips a report signed by its enclave.
+* **Outcomes** (``OutcomeReporter``): when a swap ends, and in a language contract for every received
+  key once its claim settles (``contract.claim``) and for every party that withheld a key the contract let
+  it give us (``contract.withheld``), the node applies it to its own reputation view (claimed +,
+  withheld -, double-spent: its own sweep found the funds gone) and gossips a report signed by its
+  enclave, carrying the signed release record its enclave accepted (``contract.received``). The subject
+  is the giver's device, sha256(its enclave signing key). Once per swap / per (contract, step) / per
+  (contract, withholding party), across restarts too: the reported keys are kept in SQLite beside the
+  release records, and the runner announces every settled claim again when it starts (a crash may have
+  lost the notice). A claim whose record a crash lost waits ``RECORD_GRACE`` for the giver's resend.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from node import wire
 
 log = logging.getLogger("keyswitch.swaps")
 VALUE_TOLERANCE = 0.98
+RECORD_GRACE = 120.0  # s a settled claim waits for its release record to be resent (a crash lost it)
 
 
 def claim_key(seed: bytes, deposit_pub: bytes) -> bytes:
@@ -48,6 +55,98 @@ def claim_key(seed: bytes, deposit_pub: bytes) -> bytes:
             return k
         except Exception:
             n += 1
+
+
+class OutcomeReporter:
+    """Our own view of a counterparty's outcome -> our reputation and a report our enclave signs, gossiped.
+
+    ``report(key, d, peer, now)`` takes a ``release.Outcome.to_json()``-shaped dict (contract_id, device,
+    status, chunks) and acts once per ``key`` (kept in ``outcomes().records``: in SQLite in a daemon, so
+    across restarts too). ``outcomes() -> OutcomesProtocol``, ``enclave() -> enclave``, ``devices() ->
+    [(device, class)]`` (the offer book's), ``publish(bytes)`` hands the signed report to the driver."""
+
+    def __init__(self, *, net: str, engine, outcomes: Callable[[], Any], enclave: Callable[[], Any],
+                 devices: Callable[[], Any], publish: Callable[[bytes], None]) -> None:
+        self.net, self.engine, self.outcomes, self.enclave = net, engine, outcomes, enclave
+        self.devices, self.publish = devices, publish
+        #: (contract, step) -> (since, claim detail): a settled claim whose release record is not here yet (a
+        #: crash between our enclave accepting the key and its ack: the giver resends it, even after our side
+        #: ended); reported without it after ``RECORD_GRACE`` seconds (``flush``)
+        self.waiting: dict[tuple[str, int], tuple[float, dict]] = {}
+
+    def observe(self, device: bytes, peer: str, now: float) -> None:
+        """Give a counterparty's device a reputation record (its attestation was verified by the contract)."""
+        rep = self.engine.reputation
+        if rep.record(device) is None:
+            rep.observe(device, peer, dict(self.devices()).get(device, "unknown"), now)
+
+    def report(self, key: str, d: dict[str, Any], peer: str, now: float) -> bytes | None:
+        """Apply and gossip the outcome ``d`` (once per ``key``); the signed report, or None."""
+        from node.protocols.outcomes import make_report, report_for_outcome
+        from node.risk.reputation import Action
+
+        records = self.outcomes().records
+        if not d.get("device") or not records.first_report(key):
+            return None
+        device = bytes.fromhex(d["device"])
+        self.observe(device, peer, now)
+        outcome = {"claimed": "claimed", "withheld": "withheld", "double-spent": "double-spent"}.get(d["status"])
+        if outcome is None:
+            return None
+        rep = self.engine.reputation
+        if outcome == "double-spent":
+            rep.mark_cheater(device, now)  # our own sweep failed: checked on our own ledger
+        else:
+            rep.apply(device, Action.CLAIMED if outcome == "claimed" else Action.WITHHELD, now)
+        enclave = self.enclave()
+        report = report_for_outcome(d, net=self.net, reporter=enclave.info().sign_pub, now=now,
+                                    records=records)  # carries the release record we received
+        data = make_report(report, enclave.sign)
+        self.publish(data)
+        return data
+
+    def on_contract_notify(self, n, now: float) -> list[bytes]:
+        """A language contract's (``contract_run``) notifications: keep the release record our enclave
+        accepted; report a settled claim of a received key (once its record is here, or ``RECORD_GRACE``
+        later without it), and each party that withheld a key the contract let it give us. The reports made."""
+        d = n.detail
+        records = self.outcomes().records
+        out = self.flush(now)
+        if n.kind == "contract.received":
+            records.observe(bytes.fromhex(d["record"]))
+            held = self.waiting.pop((d["contract"], d["step"]), None)
+            return out + (self._claimed(held[1], now) if held is not None else [])
+        if n.kind == "contract.claim":
+            key = (d["contract"], d["step"])
+            if not (records.reported(f"{key[0]}:{key[1]}")
+                    or records.get(bytes.fromhex(d["contract"]), bytes.fromhex(d["deposit_pub"]))):
+                self.waiting.setdefault(key, (now, d))  # the giver resends the record our enclave took
+                return out
+            return out + self._claimed(d, now)
+        if n.kind == "contract.withheld":
+            for o in d.get("owed", []):
+                chunk = {"asset": o["asset"], "address": o["address"], "status": "withheld"}
+                data = self.report(f"{d['contract']}:withheld:{o['giver']}",
+                                   self._outcome({**o, "contract": d["contract"]}, "withheld", [chunk]), o["peer"], now)
+                out += [data] if data else []
+        return out
+
+    def flush(self, now: float) -> list[bytes]:
+        """Report the claims whose release record did not come back within ``RECORD_GRACE`` seconds."""
+        late = [k for k, (since, _) in self.waiting.items() if now >= since + RECORD_GRACE]
+        return [x for k in late for x in self._claimed(self.waiting.pop(k)[1], now)]
+
+    def _claimed(self, d: dict, now: float) -> list[bytes]:
+        status = "claimed" if d["status"] == "kept" else d["status"]
+        chunk = {k: d[k] for k in ("asset", "address", "txid", "detail", "deposit_pub")}
+        data = self.report(f"{d['contract']}:{d['step']}", self._outcome(d, status, [{**chunk, "status": status}]),
+                           d["peer"], now)
+        return [data] if data else []
+
+    @staticmethod
+    def _outcome(d: dict, status: str, chunks: list[dict]) -> dict:
+        device = hashlib.sha256(bytes.fromhex(d["sign_pub"])).hexdigest()  # the giver's device
+        return {"contract_id": d["contract"], "device": device, "status": status, "chunks": chunks}
 
 
 class SwapDesk:
@@ -72,7 +171,11 @@ class SwapDesk:
             store=ContractStore(stack.extra["datadir"] / "runs", record_type=RunRecord), claim_policy="sweep")
         self.arbitrated: dict[str, Any] = {}  # contract id hex -> spec, for escrows we arbitrate
         stack.rfp.on_contract = self.accept
-        self.reported: set[str] = set()
+        self.reporter = OutcomeReporter(
+            net=stack.net, engine=stack.engine, outcomes=lambda: self.stack.outcomes,
+            enclave=lambda: self.stack.enclave, devices=lambda: self.stack.book.devices(),
+            publish=lambda data: self.node.driver.submit(
+                self.stack.outcomes, lambda t: self.stack.outcomes.publish(data, t)))
 
     # -------------------------------------------------------------- helpers
     def claim_address(self, chunk) -> str:
@@ -298,13 +401,6 @@ class SwapDesk:
             extra["offers"] = [o for o in extra["offers"] if o.pubkey != pub]
 
     # -------------------------------------------------------------- outcomes
-    def _observe(self, device: bytes, peer: str, now: float) -> None:
-        """Give a counterparty's device a reputation record (its attestation was verified by the contract)."""
-        rep = self.stack.engine.reputation
-        if rep.record(device) is None:
-            dclass = dict(self.stack.book.devices()).get(device, "unknown")
-            rep.observe(device, peer, dclass, now)
-
     def on_notify(self, n) -> None:
         """Driver notifications: a released key leaves our own sheet; an agreed contract makes the peer's
         device known here (its outcome report may arrive before our own side ends); a finished contract
@@ -315,38 +411,18 @@ class SwapDesk:
         if n.kind in ("contract.released", "contract.refund"):
             self._retract_pub(bytes.fromhex(n.detail["pubkey"]))
             return
+        if n.kind in ("contract.received", "contract.claim", "contract.withheld"):
+            self.reporter.on_contract_notify(n, self.clock.now())
+            return
         if n.kind == "release.agreed":
             c = self.release.contracts.get(n.detail.get("contract", ""))
             if c is not None and len(c.rec.bindings) == 2:
-                self._observe(hashlib.sha256(c.rec.bindings[1 - c.me].sign_pub).digest(), c.rec.peer,
-                              self.clock.now())
+                self.reporter.observe(hashlib.sha256(c.rec.bindings[1 - c.me].sign_pub).digest(), c.rec.peer,
+                                      self.clock.now())
             return
-        if n.kind != "release.outcome":
-            return
-        d: dict[str, Any] = n.detail
-        if d["contract_id"] in self.reported or not d.get("device"):
-            return
-        self.reported.add(d["contract_id"])
-        from node.protocols.outcomes import make_report, report_for_outcome
-        from node.risk.reputation import Action
-
-        now = self.clock.now()
-        device = bytes.fromhex(d["device"])
-        rep = self.stack.engine.reputation
-        self._observe(device, d["peer"], now)
-        status = d["status"]
-        outcome = {"claimed": "claimed", "withheld": "withheld", "double-spent": "double-spent"}.get(status)
-        if outcome is None:
-            return
-        if outcome == "double-spent":
-            rep.mark_cheater(device, now)  # our own sweep failed: checked on our own ledger
-        else:
-            rep.apply(device, Action.CLAIMED if outcome == "claimed" else Action.WITHHELD, now)
-        outcomes = self.stack.outcomes
-        report = report_for_outcome(d, net=self.stack.net, reporter=self.stack.enclave.info().sign_pub, now=now,
-                                    records=outcomes.records)  # carries the release record we received
-        data = make_report(report, self.stack.enclave.sign)
-        self.node.driver.submit(outcomes, lambda t: outcomes.publish(data, t))
+        if n.kind == "release.outcome":
+            d: dict[str, Any] = n.detail
+            self.reporter.report(d["contract_id"], d, d.get("peer", ""), self.clock.now())
 
     def feed_heights(self, now: float):
         """Hand the ledger heights every running language contract may read to the contract runner."""
@@ -355,6 +431,7 @@ class SwapDesk:
             if r.rec.state not in ("done", "failed"):
                 assets |= {c.asset for p in r.spec.parties for c in p.chunks}
                 assets |= {p.value for p in r.spec.params if isinstance(p.value, str)}
+        self.reporter.flush(now)  # every second: claims whose release record never came back
         cmds = []
         ledger = self.stack.extra["ledger"]
         for a in sorted(assets):

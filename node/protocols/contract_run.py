@@ -138,6 +138,8 @@ class Run:
     complete: set[int] = field(default_factory=set)  # runners that showed us every runner's signature
     pending: dict[int, bytes] = field(default_factory=dict)  # our unacked release records by step
     busy: set[int] = field(default_factory=set)  # steps whose claim (a ledger task) is in flight
+    #: approvals delivered to our enclave since this process started (party, message): for ``_owed`` only
+    approvals: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -248,6 +250,7 @@ class ContractRun:
         r = self.runs.get(cid.hex())
         if r is not None:
             self.enclave.contract_approve(cid, me, message, sig)
+            r.approvals.append((me, message))
             cmds += self._drive(r, now)
         for k, p in enumerate(spec.parties):
             if p.runner and k != me:
@@ -491,11 +494,48 @@ class ContractRun:
             return [Notify("contract.claim-retry", {"contract": r.key, "step": step, "detail": rec.detail})]
         r.rec.claims = [*r.rec.claims, rec]  # kept even if the contract stopped meanwhile (the sweep happened)
         self._persist(r)
+        note = [self._claim_note(r, giver, step, rec)] if giver != r.me else []  # the record is written
         if r.rec.state in TERMINAL:
-            return []
+            return note
         if rec.status == "double-spent" and giver != r.me:
-            return self._stop(r, "cheat", f"step {step}: double-spent: {rec.detail}")
-        return self._drive(r, now)
+            return note + self._stop(r, "cheat", f"step {step}: double-spent: {rec.detail}")
+        return note + self._drive(r, now)
+
+    def _party_detail(self, r: Run, k: int) -> dict:
+        b = r.spec.parties[k].binding
+        return {"giver": k, "peer": b.peer_id, "sign_pub": b.sign_pub.hex()}
+
+    def _claim_note(self, r: Run, giver: int, step: int, rec: ClaimRecord) -> Notify:
+        """``contract.claim``: a key received from ``giver`` settled (claimed / kept / double-spent), with
+        what an outcome report names: the giver's enclave key, the chunk and the transaction. Sent when the
+        claim record is written and again on every start (a crash may have lost it): the reporter dedupes."""
+        c = r.chunk(*r.spec.steps()[step])
+        return Notify("contract.claim", {"contract": r.key, "step": step, **self._party_detail(r, giver),
+                                         "status": rec.status, "txid": rec.txid, "detail": rec.detail,
+                                         "asset": c.asset, "address": c.address, "deposit_pub": c.pubkey.hex()})
+
+    def _owed(self, r: Run, st) -> list[dict]:
+        """The chunks other parties may release to us now by the contract, over our enclave's view (what
+        moved, the heights it holds, the approvals delivered since we started): whom a stall is blamed on."""
+        from node.contracts import Transfer, View, evaluate
+        from node.contracts.errors import ContractRuntimeError
+        from node.contracts.model import ViewError
+        from node.contracts.spec import compile_spec
+
+        ids = r.spec.ids
+        view = View(r.spec.view_chunks(), [Transfer(ids[m.giver], m.index, ids[m.receiver]) for m in st.moved],
+                    {h.asset: h.height for h in st.heights}, {}, [(ids[k], msg) for k, msg in r.approvals])
+        try:
+            out = evaluate(compile_spec(r.spec), view)
+        except (ContractRuntimeError, ViewError):  # our enclave cannot evaluate it either: blame no one
+            return []
+        owed = []
+        for x in out.releases:
+            if x.receiver == ids[r.me] != x.giver:
+                g = ids.index(x.giver)
+                c = r.chunk(g, x.index)
+                owed.append({**self._party_detail(r, g), "index": x.index, "asset": c.asset, "address": c.address})
+        return owed
 
     def _stop(self, r: Run, event: str, reason: str) -> list[Command]:
         r.rec.state, r.rec.reason = TRANSITIONS[(r.rec.state, event)], reason
@@ -519,6 +559,10 @@ class ContractRun:
             me = self._my_party(spec)
             r = Run(rec, spec, spec_id(spec), me, progress_at=now, verified={me})
             self.runs[r.key] = r
+            for c in rec.claims:  # settled claims of received keys, again: a crash may have lost the notice
+                giver = spec.steps()[c.round][0]
+                if giver != me:
+                    cmds.append(self._claim_note(r, giver, c.round, c))
             if rec.state in TERMINAL:
                 continue
             try:  # idempotent: re-opens a contract the crash caught before our enclave took it
@@ -620,6 +664,7 @@ class ContractRun:
             self.enclave.contract_approve(r.cid, a.party, a.message, a.sig)
         except EnclaveRefused as exc:
             return self._refuse(ev.request_id, r.cid, -1, "signature", f"our enclave refused it: {exc.reason}")
+        r.approvals.append((a.party, a.message))
         self._progress(r, now)
         cmds = [Respond(ev.request_id, self._seal("ack", AckBody(r.cid, -1))),
                 Notify("contract.approval", {"contract": r.key, "party": a.party, "message": a.message})]
@@ -640,7 +685,9 @@ class ContractRun:
             return cmds
         self._progress(r, now)
         ack = Respond(ev.request_id, self._seal("ack", AckBody(r.cid, b.round)))
-        return [ack] + self._drive(r, now)
+        got = Notify("contract.received", {"contract": r.key, "step": b.round, "giver": owner[0],
+                                           "record": ev.data.hex()})  # the signed record our enclave accepted
+        return [ack, got] + self._drive(r, now)
 
     def _learn(self, peer: str, env: wire.Signed, w: WhoBody, now: float) -> str | None:
         if w.binding.validate() or w.binding.net != self.net or w.binding.peer_id != peer:
@@ -726,7 +773,7 @@ class ContractRun:
                 released = sum(1 for m in st.moved if m.giver == r.me != m.receiver)
                 received = sum(1 for m in st.moved if m.receiver == r.me != m.giver)
                 return [Notify("contract.withheld", {"contract": r.key, "released": released, "received": received,
-                                                     "reason": r.rec.reason})]
+                                                     "reason": r.rec.reason, "owed": self._owed(r, st)})]
             return []
         if what == "contract-run.retry":
             return self._open_all(r) + self._resend(r) + self._drive(r, now)

@@ -321,12 +321,14 @@ class OutcomesProtocol:
 class ReleaseRecords:
     """The release records this node received, verified, by (contract id, deposit key), bounded: what its
     own outcome reports carry. ``observe`` takes any incoming ``/keyswitch/release/1`` request. With a
-    ``path`` they are kept in SQLite too, so a report made after a restart still carries its record."""
+    ``path`` they are kept in SQLite too, so a report made after a restart still carries its record, and
+    so is the set of outcomes this node reported (``first_report``), so none is reported twice."""
 
     def __init__(self, net: str, *, path: Path | None = None, max_records: int = 100_000) -> None:
         self.net = net
         self.max_records = max_records
         self._by: dict[tuple[bytes, bytes], bytes] = {}
+        self._reported: set[str] = set()
         self._db = None
         if path is not None:
             self._db = sqlite3.connect(str(path), isolation_level=None)
@@ -334,6 +336,8 @@ class ReleaseRecords:
             self._db.execute("CREATE TABLE IF NOT EXISTS release_records (seq INTEGER PRIMARY KEY, "
                              "contract_id BLOB NOT NULL, deposit_pub BLOB NOT NULL, record BLOB NOT NULL, "
                              "UNIQUE (contract_id, deposit_pub))")
+            self._db.execute("CREATE TABLE IF NOT EXISTS reported (key TEXT PRIMARY KEY)")
+            self._reported = {k for (k,) in self._db.execute("SELECT key FROM reported")}
             for cid, pub, rec in self._db.execute(
                     "SELECT contract_id, deposit_pub, record FROM release_records ORDER BY seq"):
                 self._by[(bytes(cid), bytes(pub))] = bytes(rec)
@@ -354,6 +358,18 @@ class ReleaseRecords:
             del self._by[old]
             if self._db is not None:
                 self._db.execute("DELETE FROM release_records WHERE contract_id = ? AND deposit_pub = ?", old)
+        return True
+
+    def reported(self, key: str) -> bool:
+        return key in self._reported
+
+    def first_report(self, key: str) -> bool:
+        """Mark the outcome ``key`` reported; False when it was already (before a restart, too)."""
+        if key in self._reported:
+            return False
+        self._reported.add(key)
+        if self._db is not None:
+            self._db.execute("INSERT OR IGNORE INTO reported (key) VALUES (?)", (key,))
         return True
 
     def get(self, contract_id: bytes, deposit_pub: bytes) -> bytes:
