@@ -64,6 +64,11 @@ def test_an_escrow_and_an_option_between_daemons(tmp_path):
             raise
         got = row(bb, esc)
         assert [x[1] for x in got["received"]] == [0, 1] and all(st == "claimed" and tx for _, st, tx in got["claims"])
+        # B reports each chunk it received (signed by its enclave, the record attached); C, a third node, takes them
+        until(lambda: bb.get("/v1/status")["outcomes"]["published"] >= 2
+              and c.get("/v1/status")["outcomes"]["accepted"] >= 2, 60, "B's outcome reports reach C")
+        assert bb.get("/v1/status")["outcomes"]["published"] == 2  # once per chunk
+        assert [x["score"] > 0 for x in bb.get("/v1/reputation")["devices"] if x["owner"] == a.peer] == [True]
 
         # ---- option: A buys a call on B's ETH-DEV chunk: one premium chunk now, one strike chunk on exercise
         out = subprocess.run([sys.executable, "-m", "node", "--datadir", str(dirs[0]), "option", "--writer", bb.peer,
