@@ -60,8 +60,8 @@ from node.protocols.base import (
     TaskDone, TimerFired, Validation,
 )
 from node.protocols.release import (
-    MSG_DOMAIN, VERSION, AckBody, Chunk, ClaimRecord, ContractStore, ErrorBody, MessageError, claim_chunk,
-    error_message, parse,
+    AckBody, Chunk, ClaimRecord, ContractStore, ErrorBody, MessageError, claim_chunk, error_message, funds_now,
+    parse, seal,
 )
 from node.tee.binding import Binding
 from node.tee.enclave.contracts import PartySig
@@ -314,9 +314,7 @@ class ContractRun:
         return self.identity() if self.identity is not None else (self.binding, self.quote)
 
     def _seal(self, kind: str, body) -> bytes:
-        raw = wire.encode(body)
-        sig = self.enclave.sign(MSG_DOMAIN, wire.signing_digest(VERSION, self.net, kind, raw))
-        return wire.encode(wire.Signed(VERSION, self.net, kind, raw, self.enclave.info().sign_pub, sig))
+        return seal(self.enclave, self.enclave.info().sign_pub, self.net, kind, body)
 
     def _request(self, key: str, kind: str, step: int, party: int, peer: str, data: bytes) -> SendRequest:
         self._req += 1
@@ -350,7 +348,7 @@ class ContractRun:
         for k, p in enumerate(spec.parties):
             if k != me:
                 for i, c in enumerate(p.chunks):
-                    if not self._funds(c.asset, c.address):
+                    if funds_now(self.check_funds, c) is not True:  # unknown counts as not there
                         return f"funds: party {k} chunk {i}: no funds at {c.address}"
         rec = RunRecord(spec.encode(), TRANSITIONS[(None, "start")])
         r = Run(rec, spec, cid, me, progress_at=now, verified={me})
@@ -369,12 +367,6 @@ class ContractRun:
     def _feed_heights(self, r: Run) -> None:
         for asset, h in sorted(self._heights.items()):
             self.enclave.contract_height(r.cid, asset, h)
-
-    def _funds(self, asset: str, address: str) -> bool:
-        try:
-            return bool(self.check_funds(asset, address))
-        except Exception:
-            return False
 
     def _add_sigs(self, r: Run, sigs: list[PartySig]) -> str | None:
         """Hand signatures over the contract id to our enclave (it verifies them); keep the good ones."""

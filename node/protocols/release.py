@@ -300,6 +300,14 @@ def parse(data: bytes, *, net: str, kinds: frozenset[str] | set[str], bodies: di
     return env, body
 
 
+def seal(enclave, sign_pub: bytes, net: str, kind: str, body) -> bytes:
+    """A ``wire.Signed`` message of ``kind`` (any but "release", which only the enclave's contract calls sign),
+    signed by ``enclave`` in the "release-msg" domain; ``sign_pub`` is that enclave's signing key."""
+    raw = wire.encode(body)
+    sig = enclave.sign(MSG_DOMAIN, wire.signing_digest(VERSION, net, kind, raw))
+    return wire.encode(wire.Signed(VERSION, net, kind, raw, sign_pub, sig))
+
+
 def error_message(net: str, cid: bytes, rnd: int, code: str, reason: str) -> bytes:
     body = wire.encode(ErrorBody(cid, rnd, code, reason[:300]))
     return wire.encode(wire.Signed(VERSION, net, "error", body, b"", b""))
@@ -530,10 +538,7 @@ class ReleaseProtocol:
 
     # -- helpers --------------------------------------------------------------
     def _seal(self, kind: str, body) -> bytes:
-        raw = wire.encode(body)
-        digest = wire.signing_digest(VERSION, self.net, kind, raw)
-        sig = self.enclave.sign(MSG_DOMAIN, digest)
-        return wire.encode(wire.Signed(VERSION, self.net, kind, raw, self.binding.sign_pub, sig))
+        return seal(self.enclave, self.binding.sign_pub, self.net, kind, body)
 
     def _request(self, c: Contract, kind: str, rnd: int, data: bytes) -> SendRequest:
         self._req += 1
