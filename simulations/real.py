@@ -469,7 +469,7 @@ def plots(engine: RealEngine, outdir: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from simulations.report import requests_plot
+    from simulations.report import requests_plot, save_figure
 
     made = []
     requests_plot(engine.completed_over_time, outdir / "requests_over_time.png",
@@ -482,10 +482,7 @@ def plots(engine: RealEngine, outdir: Path) -> list[str]:
     ax.set_xlabel("wall seconds from the deposits to a full book")
     ax.set_ylabel("daemons")
     ax.set_title("Gossip: time until every daemon's book holds every offer")
-    fig.tight_layout()
-    fig.savefig(outdir / "gossip_latency.png", dpi=100)
-    plt.close(fig)
-    made.append("gossip_latency.png")
+    save_figure(fig, outdir / "gossip_latency.png", made)
     peak, peak_client = engine.exposure()
     devs = [engine.device_of[i] for i in engine.offering]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -497,8 +494,5 @@ def plots(engine: RealEngine, outdir: Path) -> list[str]:
         ax.set_ylabel(what)
         ax.legend(fontsize=8)
     fig.suptitle("Exposure per device (from the chosen allocations)")
-    fig.tight_layout()
-    fig.savefig(outdir / "exposure_per_device.png", dpi=100)
-    plt.close(fig)
-    made.append("exposure_per_device.png")
+    save_figure(fig, outdir / "exposure_per_device.png", made)
     return made

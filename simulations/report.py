@@ -64,6 +64,17 @@ def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def save_figure(fig, path: Path, made: list[str] | None = None) -> None:
+    """Lay out, write (100 dpi) and close a figure; note its file name in ``made``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    if made is not None:
+        made.append(path.name)
+
+
 def requests_plot(completed_over_time, path: Path, xlabel: str, title: str) -> None:
     """Requests decided and covered (cumulative) against time: (t, ok, decided) samples."""
     import matplotlib
@@ -79,9 +90,7 @@ def requests_plot(completed_over_time, path: Path, xlabel: str, title: str) -> N
     ax.set_ylabel("requests (cumulative)")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plots(engine, outdir: Path) -> list[str]:
@@ -106,10 +115,7 @@ def plots(engine, outdir: Path) -> list[str]:
     ax.set_xlabel("ms from publish to arrival")
     ax.set_ylabel("deliveries")
     ax.set_title("Gossip latency of offer sheets (all nodes reached)")
-    fig.tight_layout()
-    fig.savefig(outdir / PLOTS[1], dpi=100)
-    plt.close(fig)
-    made.append(PLOTS[1])
+    save_figure(fig, outdir / PLOTS[1], made)
     # exposure per device, honest vs sybil: across all clients, and the most one client held
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, table, what in ((axes[0], engine.m.exposure_peak, "peak exposure, USD (all clients)"),
@@ -127,10 +133,7 @@ def plots(engine, outdir: Path) -> list[str]:
         axes[1].axhline(max(sy), color="tab:red", ls="--", lw=1, label="sybil class starting limit")
         axes[1].legend(fontsize=8)
     fig.suptitle("Exposure per device")
-    fig.tight_layout()
-    fig.savefig(outdir / PLOTS[2], dpi=100)
-    plt.close(fig)
-    made.append(PLOTS[2])
+    save_figure(fig, outdir / PLOTS[2], made)
     # reputation over time (requesters' views), one line per kind of device
     r = engine.m.reputation_over_time
     colors = {"honest": "tab:blue", "sybil": "tab:red", "slanderer": "tab:purple", "withholder": "tab:orange",
@@ -146,10 +149,7 @@ def plots(engine, outdir: Path) -> list[str]:
     ax.set_ylabel("mean score at the requesters")
     ax.set_title("Reputation of honest and malicious devices over time")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(outdir / PLOTS[3], dpi=100)
-    plt.close(fig)
-    made.append(PLOTS[3])
+    save_figure(fig, outdir / PLOTS[3], made)
     # honest clients' losses against the fees collected and the insurance pool
     f = getattr(engine.m, "fees_over_time", [])
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -162,10 +162,7 @@ def plots(engine, outdir: Path) -> list[str]:
     ax.set_ylabel("USD (cumulative)")
     ax.set_title("Honest users' losses against fees / insurance collected")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(outdir / PLOTS[4], dpi=100)
-    plt.close(fig)
-    made.append(PLOTS[4])
+    save_figure(fig, outdir / PLOTS[4], made)
     # time to detect and isolate: share of full nodes that isolated a broken TEE / applied a class revocation
     curves = isolation_curves(engine)
     if curves:
@@ -178,10 +175,7 @@ def plots(engine, outdir: Path) -> list[str]:
         ax.set_ylim(0, 1.05)
         ax.set_title("Time to detect and isolate")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(outdir / ISOLATION_PLOT, dpi=100)
-        plt.close(fig)
-        made.append(ISOLATION_PLOT)
+        save_figure(fig, outdir / ISOLATION_PLOT, made)
     return made
 
 
