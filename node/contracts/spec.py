@@ -14,6 +14,15 @@ covers terms, commitments and bindings. Every runner's enclave signs it (``Encla
 
 Approvals (the escrow arbiter's "release", the option buyer's "exercise") are signatures by a party's
 enclave signing key over ``approval_digest(cid, message)`` in the domain "approval".
+
+**Key escrow** (``EscrowedSpec``, issue 7's liveness half): a spec may also name, per party (for all its
+chunks, or a list of them), escrow holders (attested enclave encryption keys, with the peer id to reach
+them), a threshold ``k`` and the owner's recovery ``beneficiary`` (its heir/backup enclave's encryption
+key). ``EscrowedSpec`` is ``ContractSpec`` plus a trailing ``escrow`` list, a separate type so that a
+spec without escrow encodes exactly as before (same bytes, same ``spec_id``); ``decode_spec`` reads
+either. The owner's enclave splits each such chunk's key to the holders (``Contracts.escrow_split``),
+the holders release their shares only when the contract refunds that chunk to its owner
+(``node.tee.enclave.contracts.Holdings``), and only to ``beneficiary``; see node/contracts/README.md.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ APPROVAL_TAG = "keyswitch/contract-approval/1"
 MAX_CHUNKS = 1000
 MAX_PARTIES = 16
 MAX_SPEC = 256 * 1024
+MAX_ESCROW_HOLDERS = 16
+ESCROW_SHARE_TAG = b"keyswitch/contract-escrow/1"
 RELEASE_KIND = "release"
 RELEASE_VERSION = 1
 
@@ -102,12 +113,85 @@ class ContractSpec(msgspec.Struct, array_like=True, frozen=True):
                     return k, i
         return None
 
+    @property
+    def escrows(self) -> list["EscrowTerm"]:
+        """The escrow terms (none for a plain ``ContractSpec``)."""
+        return list(getattr(self, "escrow", []))
+
+    def escrow_of(self, party: int, index: int) -> "EscrowTerm | None":
+        """The escrow term covering ``party``'s chunk ``index``, if any."""
+        return next((t for t in self.escrows if t.party == party and (not t.chunks or index in t.chunks)), None)
+
+    def escrowed_chunks(self, term: "EscrowTerm") -> list[int]:
+        return list(term.chunks) if term.chunks else list(range(len(self.parties[term.party].chunks)))
+
+
+class EscrowHolder(msgspec.Struct, array_like=True, frozen=True):
+    enc_pub: bytes  # the holder enclave's attested ECIES key (its share is encrypted to it)
+    peer_id: str  # where its node is reached (routing only: the share itself is bound to enc_pub)
+
+
+class EscrowTerm(msgspec.Struct, array_like=True, frozen=True):
+    """Party ``party``'s chunks ``chunks`` (empty: all of them) in Shamir shares, ``k`` of the holders'
+    rebuild a key; shares are released only to ``beneficiary`` (the owner's recovery enclave's ECIES key)
+    and only when the contract refunds the chunk to the party (the time-lock path)."""
+
+    party: int
+    chunks: list[int]
+    holders: list[EscrowHolder]
+    k: int
+    beneficiary: bytes
+
+
+class EscrowedSpec(ContractSpec):
+    """A ``ContractSpec`` whose owners escrow (some of) their chunks' keys; ``escrow`` is never empty."""
+
+    escrow: list[EscrowTerm] = []
+
 
 def make_spec(net: str, source: str, params: dict, parties: list[PartySpec],
-              order: list[tuple[int, int]] | None = None) -> ContractSpec:
-    """A spec with its parameters in canonical (sorted) order."""
-    return ContractSpec(net, source, [Param(k, v) for k, v in sorted(params.items())], list(parties),
-                        [tuple(x) for x in order or []])
+              order: list[tuple[int, int]] | None = None, escrow: list[EscrowTerm] | None = None) -> ContractSpec:
+    """A spec with its parameters in canonical (sorted) order; with ``escrow`` terms, an ``EscrowedSpec``."""
+    args = (net, source, [Param(k, v) for k, v in sorted(params.items())], list(parties),
+            [tuple(x) for x in order or []])
+    if escrow:
+        return EscrowedSpec(*args, escrow=sorted(escrow, key=lambda t: t.party))
+    return ContractSpec(*args)
+
+
+def escrow_context(cid: bytes, party: int, index: int) -> bytes:
+    """What an escrow share is bound to (its AAD, with the deposit key): contract, party, chunk."""
+    return ESCROW_SHARE_TAG + cid + party.to_bytes(2, "big") + index.to_bytes(4, "big")
+
+
+def _valid_key(pub: bytes) -> bool:
+    return isinstance(pub, bytes) and len(pub) == 33 and pub[0] in (2, 3)
+
+
+def validate_escrow(spec: ContractSpec) -> str | None:
+    """A reason when the escrow terms are malformed, else None."""
+    if type(spec) is EscrowedSpec and not spec.escrows:
+        return "an escrowed spec names at least one escrow term (else it is a plain contract spec)"
+    parties = [t.party for t in spec.escrows]
+    if parties != sorted(set(parties)):
+        return "escrow terms must be sorted by party, one per party"
+    for t in spec.escrows:
+        where = f"escrow of party {t.party}"
+        if not 0 <= t.party < len(spec.parties) or not spec.parties[t.party].chunks:
+            return f"{where}: no such party with chunks"
+        n = len(spec.parties[t.party].chunks)
+        if list(t.chunks) != sorted(set(t.chunks)) or not all(0 <= i < n for i in t.chunks):
+            return f"{where}: chunk indices must be sorted, unique and in range"
+        if not 2 <= t.k <= len(t.holders) <= MAX_ESCROW_HOLDERS:
+            return f"{where}: need 2 <= k <= holders <= {MAX_ESCROW_HOLDERS}"
+        keys = [h.enc_pub for h in t.holders]
+        if len(set(keys)) != len(keys) or not all(_valid_key(h) for h in keys):
+            return f"{where}: holders must be distinct compressed secp256k1 keys"
+        if not all(0 < len(h.peer_id) <= 128 for h in t.holders):
+            return f"{where}: every holder needs a peer id (1..128 characters)"
+        if not _valid_key(t.beneficiary) or t.beneficiary in keys:
+            return f"{where}: the beneficiary must be a compressed secp256k1 key and not a holder"
+    return None
 
 
 def spec_id(spec: ContractSpec) -> bytes:
@@ -173,6 +257,9 @@ def validate_spec(spec: ContractSpec) -> str | None:
         want = sorted((k, i) for k, p in enumerate(spec.parties) for i in range(len(p.chunks)))
         if sorted(tuple(s) for s in spec.order) != want:
             return "the step order must name every chunk exactly once"
+    bad = validate_escrow(spec)
+    if bad:
+        return bad
     try:
         compile_spec(spec)
     except ContractError as exc:
@@ -181,10 +268,14 @@ def validate_spec(spec: ContractSpec) -> str | None:
 
 
 def decode_spec(data: bytes) -> ContractSpec | str:
+    """A plain spec, or an ``EscrowedSpec`` (one more trailing element); a reason when neither."""
     try:
         spec = wire.decode(data, ContractSpec, max_size=MAX_SPEC)
     except wire.WireError as exc:
-        return f"malformed contract spec: {exc.reason}"
+        try:
+            spec = wire.decode(data, EscrowedSpec, max_size=MAX_SPEC)
+        except wire.WireError:
+            return f"malformed contract spec: {exc.reason}"
     return validate_spec(spec) or spec
 
 

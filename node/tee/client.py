@@ -128,6 +128,14 @@ class Enclave(Protocol):
     def escrow_accept(self, ciphertext: bytes, owner_pub: bytes, context: bytes) -> int: ...
     def escrow_release_share(self, owner_pub: bytes, context: bytes) -> bytes: ...
     def escrow_recover(self, owner_pub: bytes, context: bytes, ciphertexts: list[bytes]) -> bytes: ...
+    def contract_escrow_split(self, cid: bytes): ...
+    def escrow_hold(self, spec: bytes, sigs: list[tuple[int, bytes]], shares: list = ()): ...
+    def escrow_height(self, cid: bytes, asset: str, height: int) -> int: ...
+    def escrow_approve(self, cid: bytes, party: int, message: str, sig: bytes) -> None: ...
+    def escrow_moved(self, cid: bytes, record: bytes) -> tuple[int, int, int]: ...
+    def escrow_share(self, cid: bytes, party: int, index: int, recipient: bytes) -> bytes: ...
+    def escrow_holdings(self, cid: bytes = b""): ...
+    def escrow_rebuild(self, cid: bytes, party: int, index: int, pub: bytes, ciphertexts: list[bytes]) -> bytes: ...
     def close(self) -> None: ...
 
 
@@ -285,6 +293,48 @@ class _Base:
 
     def escrow_recover(self, owner_pub: bytes, context: bytes, ciphertexts: list[bytes]) -> bytes:
         return self._call(m.EscrowRecover(owner_pub, context, list(ciphertexts)), bytes)
+
+    # -- key escrow under a contract (node.tee.enclave.contracts: the split, and ``Holdings``) ----------
+    def contract_escrow_split(self, cid: bytes) -> list["SplitShare"]:
+        """Owner: the (deterministic) shares of our escrowed, unmoved chunks of an open contract, one per
+        holder, encrypted to it and signed by our enclave. The keys stay committed to the contract."""
+        from node.tee.enclave.contracts import SplitShare
+
+        return self._call(m.ContractEscrowSplit(cid), list[SplitShare])
+
+    def escrow_hold(self, spec: bytes, sigs: list[tuple[int, bytes]], shares: list = ()) -> "HoldResult":
+        """Holder: take a contract we are an escrow holder of (terms verified, runners' signatures over its id)
+        and the shares sent to us; again to add signatures. Idempotent."""
+        from node.tee.enclave.contracts import HoldResult, PartySig
+
+        return self._call(m.EscrowHold(spec, [PartySig(k, s) for k, s in sigs], list(shares)), HoldResult)
+
+    def escrow_height(self, cid: bytes, asset: str, height: int) -> int:
+        """Holder: a ledger height for a held contract (trusted from the host, forward only)."""
+        return self._call(m.EscrowHeight(cid, asset, height), int)
+
+    def escrow_approve(self, cid: bytes, party: int, message: str, sig: bytes) -> None:
+        """Holder: a party's approval (verified against its key), e.g. the escrow arbiter's "release"."""
+        self._call(m.EscrowApprove(cid, party, message, sig), bool)
+
+    def escrow_moved(self, cid: bytes, record: bytes) -> tuple[int, int, int]:
+        """Holder: a giver's signed release record: that chunk moved, its share is never released."""
+        g, i, r = self._call(m.EscrowMoved(cid, record), list[int])
+        return g, i, r
+
+    def escrow_share(self, cid: bytes, party: int, index: int, recipient: bytes) -> bytes:
+        """Holder: our share of chunk (party, index) for ``recipient``, only if it is the chunk's beneficiary
+        and the contract refunds the chunk now."""
+        return self._call(m.EscrowShare(cid, party, index, recipient), bytes)
+
+    def escrow_holdings(self, cid: bytes = b"") -> list["ShareStatus"]:
+        from node.tee.enclave.contracts import ShareStatus
+
+        return self._call(m.EscrowHoldings(cid), list[ShareStatus])
+
+    def escrow_rebuild(self, cid: bytes, party: int, index: int, pub: bytes, ciphertexts: list[bytes]) -> bytes:
+        """Beneficiary: rebuild the chunk's key from its holders' released shares (then ``export_to_owner``)."""
+        return self._call(m.EscrowRebuild(cid, party, index, pub, list(ciphertexts)), bytes)
 
     def close(self) -> None:
         pass

@@ -19,6 +19,30 @@ code ``not-allowed``. The release record (a ``wire.Signed`` "release" envelope a
 naming contract, step, deposit key, recipient and ciphertext) is signed here with the enclave's signing
 key, so two such records for one key are a proof against the *device*, never a host's forgery.
 A refund (``receiver == giver``) hands the key back to its owner (the one clear export).
+
+**Key escrow under a contract** (an ``EscrowedSpec``; node/contracts/README.md, "Key escrow"):
+
+* the owner's enclave (``Contracts.escrow_split``) splits each escrowed chunk's key into Shamir shares,
+  one per holder, encrypted to the holder's attested key with the deposit key, contract, party and chunk
+  in the AAD (``escrow_context``) and signed by the owner's enclave (internal domain "escrow-share", so a
+  host cannot forge a share). The split is *deterministic* (the polynomial comes from a PRF keyed by the
+  private key itself and bound to contract and chunk), so a re-split after a crash gives the holders the
+  very same shares. It changes nothing in the owner's state: the key stays committed and the contract
+  keeps releasing it as before (escrow never blocks the normal path).
+* a holder's enclave (``Holdings``) keeps the contract like a party's enclave does (terms, the runners'
+  signatures over the contract id, heights from its host, verified approvals) but with *no party* of its
+  own; what moved, it learns only from the givers' signed release records shown to it (``moved``). It
+  releases its share of chunk (p, i) **only** when the contract, evaluated over that view, refunds the
+  chunk to its owner p (``Release(p, i, p)``: the time-lock path, or whatever the contract's refund rule
+  says), only once every runner signed, and only to the term's ``beneficiary`` (the owner's recovery
+  enclave). Asked for another recipient, before the height, for another contract or chunk: refused. A
+  share goes to one recipient only, ever (the beneficiary is fixed by the signed terms; the released
+  ciphertext is sealed and handed out again, never re-encrypted to anyone else).
+* **Safety assumption** (as with any HTLC): a holder cannot see a release it was not shown. A payee that
+  received chunk (p, i) must sweep it *before* the time-lock height (or show the giver's signed release
+  record to the holders, which then refuse for good): otherwise the owner's recovery enclave may rebuild
+  the key at the height and race the payee. Heights come from the holder's host, as for parties: k
+  holder hosts lying together can bring the refund forward, with the same consequence.
 """
 
 from __future__ import annotations
@@ -30,7 +54,7 @@ from node.contracts import Release, Transfer, View
 from node.contracts.errors import ContractRuntimeError, StepLimitExceeded
 from node.contracts.spec import (
     RELEASE_KIND, RELEASE_VERSION, ContractSpec, ReleaseBody, approval_digest, compile_spec, decode_spec,
-    release_context, spec_id,
+    escrow_context, release_context, spec_id,
 )
 from node.contracts import evaluate
 
@@ -57,6 +81,70 @@ class HeightFact(msgspec.Struct, array_like=True, frozen=True):
 class ApprovalFact(msgspec.Struct, array_like=True, frozen=True):
     party: int
     message: str
+
+
+class SplitShare(msgspec.Struct, array_like=True, frozen=True):
+    """One escrow share of chunk (party, index) for one holder, signed by the owner's enclave."""
+
+    party: int
+    index: int
+    holder: bytes  # the holder's ECIES key
+    ciphertext: bytes
+    sig: bytes  # owner's enclave, domain "escrow-share", over share_digest(...)
+
+
+class SharePayloadV(msgspec.Struct, array_like=True, frozen=True):
+    """The plaintext of a contract escrow share (to a holder, and from a holder to the beneficiary)."""
+
+    cid: bytes
+    party: int
+    index: int
+    pub: bytes
+    x: int
+    k: int
+    n: int
+    y: bytes
+    beneficiary: bytes
+
+
+class ContractShare(msgspec.Struct, array_like=True):
+    """A share this enclave holds as an escrow holder of a contract's chunk."""
+
+    cid: bytes
+    party: int
+    index: int
+    pub: bytes
+    x: int
+    k: int
+    n: int
+    y: bytes  # the share value (secret)
+    beneficiary: bytes
+    state: str = "held"  # held | released
+    ciphertext: bytes = b""  # the sealed release to the beneficiary (handed out again, never re-made)
+
+    def __repr__(self) -> str:
+        return f"ContractShare(cid={self.cid.hex()[:16]}, chunk={self.party}/{self.index}, {self.state}, y=<redacted>)"
+
+
+class HoldResult(msgspec.Struct, array_like=True, frozen=True):
+    cid: bytes
+    held: list[tuple[int, int]]  # (party, index) of every share of this contract we hold
+    missing: list[int]  # runners whose signature over the contract id we still lack
+
+
+class ShareStatus(msgspec.Struct, array_like=True, frozen=True):
+    cid: bytes
+    party: int
+    index: int
+    state: str  # held | released
+    allowed: bool  # would the share be released to the beneficiary now
+    why: str = ""  # when not: the reason
+
+
+def share_digest(context: bytes, holder: bytes, ciphertext: bytes) -> bytes:
+    from node.crypto import tagged_hash
+
+    return tagged_hash("keyswitch/escrow-share-digest/1", context, holder, ciphertext)
 
 
 class ContractState(msgspec.Struct, array_like=True):
@@ -87,6 +175,23 @@ class ContractStatus(msgspec.Struct, array_like=True, frozen=True):
     missing: list[int]
     heights: list[HeightFact]
     finished: bool = False  # for us: the contract ended, all our chunks moved, and nothing is still due to us
+
+
+def _decode_record(spec: ContractSpec, cid: bytes, record: bytes) -> tuple[wire.Signed, ReleaseBody, int, int]:
+    """A release record's envelope, body and chunk (giver, index), if it is one of this contract's."""
+    try:
+        env = wire.decode(record, wire.Signed, max_size=256 * 1024)
+        body = wire.decode(env.body, ReleaseBody, max_size=256 * 1024)
+    except wire.WireError as exc:
+        raise _refusal("malformed", f"release record: {exc.reason}") from None
+    if env.version != RELEASE_VERSION or env.kind != RELEASE_KIND or env.net != spec.net:
+        raise _refusal("malformed", "not a release record of this version and network")
+    if body.contract_id != cid:
+        raise _refusal("wrong-contract", "the record names another contract")
+    owner = spec.owner_of(body.deposit_pub)
+    if owner is None:
+        raise _refusal("wrong-key", "the record's deposit key is not committed to this contract")
+    return env, body, owner[0], owner[1]
 
 
 def _refusal(code: str, reason: str):
@@ -332,19 +437,7 @@ class Contracts:
         from node.tee.client import verify_domain_sig
 
         st, spec = self._get(cid)
-        try:
-            env = wire.decode(record, wire.Signed, max_size=256 * 1024)
-            body = wire.decode(env.body, ReleaseBody, max_size=256 * 1024)
-        except wire.WireError as exc:
-            raise _refusal("malformed", f"release record: {exc.reason}") from None
-        if env.version != RELEASE_VERSION or env.kind != RELEASE_KIND or env.net != spec.net:
-            raise _refusal("malformed", "not a release record of this version and network")
-        if body.contract_id != cid:
-            raise _refusal("wrong-contract", "the record names another contract")
-        owner = spec.owner_of(body.deposit_pub)
-        if owner is None:
-            raise _refusal("wrong-key", "the record's deposit key is not committed to this contract")
-        giver, index = owner
+        env, body, giver, index = _decode_record(spec, cid, record)
         if giver == st.me:
             raise _refusal("wrong-recipient", "that chunk is ours")
         if env.signer != spec.parties[giver].binding.sign_pub or not verify_domain_sig(
@@ -360,3 +453,225 @@ class Contracts:
         self.core.accept_key(body.ciphertext, release_context(cid, body.round), body.deposit_pub,
                              _moved=(st, Moved(giver, index, st.me)))
         return giver, index
+
+    # -- key escrow: the owner's split -------------------------------------------------------
+    def escrow_split(self, cid: bytes) -> list[SplitShare]:
+        """The shares of our escrowed chunks that have not moved, one per (chunk, holder), each encrypted to
+        its holder and signed by us. Deterministic per (key, contract, chunk): asking again (after a crash)
+        gives the holders the same shares. Changes no state: the contract keeps releasing the keys."""
+        from node.crypto import ecies_encrypt, sign_digest, tagged_hash
+        from node.tee.enclave import shamir
+        from node.tee.enclave.core import ESCROW_SPLIT_TAG, escrow_aad
+
+        st, spec = self._get(cid)
+        term = next((t for t in spec.escrows if t.party == st.me), None)
+        if term is None:
+            return []
+        moved = {m.index for m in st.moved if m.giver == st.me}
+        out = []
+        for i in spec.escrowed_chunks(term):
+            if i in moved:
+                continue
+            pub = spec.parties[st.me].chunks[i].pubkey
+            rec = self.core._record(pub)
+            if rec.state not in ("held", "received"):
+                continue  # it left the enclave (e.g. refunded): nothing to escrow
+            ctx = escrow_context(cid, st.me, i)
+            n = len(term.holders)
+            prf = _prf(rec.priv, ctx)
+            for h, (x, y) in zip(term.holders, shamir.split(rec.priv, term.k, n, randbelow=prf)):
+                plain = msgspec.msgpack.encode(SharePayloadV(cid, st.me, i, pub, x, term.k, n, y, term.beneficiary))
+                ct = ecies_encrypt(h.enc_pub, plain, escrow_aad(ESCROW_SPLIT_TAG, pub, ctx))
+                sig = sign_digest(self.core._sign, tagged_hash("keyswitch/escrow-share", share_digest(
+                    ctx, h.enc_pub, ct)))
+                out.append(SplitShare(st.me, i, h.enc_pub, ct, sig))
+        return out
+
+
+def _prf(secret: bytes, ctx: bytes):
+    """``randbelow`` for a deterministic split: a tagged-hash stream keyed by the secret, bound to ``ctx``."""
+    from node.crypto import tagged_hash
+    from node.tee.enclave.shamir import N
+
+    counter = [0]
+
+    def randbelow(bound: int) -> int:
+        assert bound == N
+        while True:
+            counter[0] += 1
+            v = int.from_bytes(tagged_hash("keyswitch/escrow-poly/1", secret, ctx, counter[0].to_bytes(4, "big")),
+                               "big")
+            if v < N:
+                return v
+
+    return randbelow
+
+
+class Holdings(Contracts):
+    """The escrow-holder book of ``EnclaveCore`` (``State.holding``: contracts we hold shares of, with no party
+    of our own, ``me = -1``; ``State.cshares``: the shares). Heights and approvals are handed in as for a
+    party (``height``, ``approve``); what moved only from the givers' signed release records (``moved``)."""
+
+    @property
+    def _all(self) -> list[ContractState]:
+        return self.core._state.holding
+
+    def committed(self, pub: bytes) -> bool:  # a holder commits nothing
+        return False
+
+    def _shares(self, cid: bytes) -> list[ContractShare]:
+        return [s for s in self.core._state.cshares if s.cid == cid]
+
+    def hold(self, spec_bytes: bytes, sigs: list[PartySig], shares: list[SplitShare]) -> HoldResult:
+        """Take (or add runners' signatures to) a contract we are an escrow holder of, and the shares sent
+        to us; each share must be signed by its owner's enclave and bound to this contract and chunk."""
+        from node.crypto import DecryptError, ecies_decrypt
+        from node.tee.client import verify_domain_sig
+        from node.tee.enclave.core import ESCROW_SPLIT_TAG, MAX_ESCROW_HOLDERS, escrow_aad
+
+        spec = decode_spec(spec_bytes)
+        if isinstance(spec, str):
+            raise _refusal("bad-spec", spec)
+        cid = spec_id(spec)
+        me = self.core.enc_pub
+        if not any(h.enc_pub == me for t in spec.escrows for h in t.holders):
+            raise _refusal("not-a-holder", "this enclave is not an escrow holder of the contract")
+        for s in sigs:
+            if not 0 <= s.party < len(spec.parties) or not self._terms_sig_ok(spec, cid, s.party, s.sig):
+                raise _refusal("bad-signature", f"party {s.party}'s signature over the contract id does not verify")
+        if len(shares) > MAX_ESCROW_HOLDERS * 1000:
+            raise _refusal("bad-request", "too many shares in one call")
+        have = {(s.party, s.index) for s in self._shares(cid)}
+        new: list[ContractShare] = []
+        for sh in shares:
+            term = spec.escrow_of(sh.party, sh.index) if 0 <= sh.party < len(spec.parties) else None
+            if term is None or not 0 <= sh.index < len(spec.parties[sh.party].chunks):
+                raise _refusal("bad-request", f"chunk {sh.party}/{sh.index} is not escrowed by this contract")
+            pos = next((x for x, h in enumerate(term.holders) if h.enc_pub == me), None)
+            if pos is None or sh.holder != me:
+                raise _refusal("not-a-holder", f"this enclave holds no share of chunk {sh.party}/{sh.index}")
+            ctx = escrow_context(cid, sh.party, sh.index)
+            if not verify_domain_sig(spec.parties[sh.party].binding.sign_pub, "escrow-share",
+                                     share_digest(ctx, me, sh.ciphertext), sh.sig):
+                raise _refusal("bad-signature", f"share of chunk {sh.party}/{sh.index} is not signed by its owner")
+            if (sh.party, sh.index) in have:
+                continue  # the deterministic split: the same share again
+            pub = spec.parties[sh.party].chunks[sh.index].pubkey
+            try:
+                p = msgspec.msgpack.decode(ecies_decrypt(self.core._enc, sh.ciphertext, escrow_aad(
+                    ESCROW_SPLIT_TAG, pub, ctx)), type=SharePayloadV)
+            except (DecryptError, msgspec.MsgspecError) as exc:
+                raise _refusal("undecryptable", f"not a share for this enclave ({type(exc).__name__})") from None
+            if (p.cid, p.party, p.index, p.pub, p.x, p.k, p.n, p.beneficiary) != (
+                    cid, sh.party, sh.index, pub, pos + 1, term.k, len(term.holders), term.beneficiary):
+                raise _refusal("wrong-share", f"share of chunk {sh.party}/{sh.index} does not match the terms")
+            new.append(ContractShare(cid, sh.party, sh.index, pub, p.x, p.k, p.n, p.y, p.beneficiary))
+            have.add((sh.party, sh.index))
+        st = next((c for c in self._all if c.cid == cid), None)
+        created = st is None
+        if created:
+            if len(self._all) >= MAX_CONTRACTS:
+                raise _refusal("full", f"at most {MAX_CONTRACTS} contracts held in escrow")
+            st = ContractState(cid, spec.encode(), -1)
+            self._all.append(st)
+            self._specs[cid] = spec
+        old_sigs = list(st.sigs)
+        known = {s.party for s in st.sigs}
+        add = list({s.party: s for s in sigs if s.party not in known}.values())
+        if created or add or new:
+            st.sigs = sorted([*st.sigs, *add], key=lambda s: s.party)
+            self.core._state.cshares.extend(new)
+
+            def undo() -> None:
+                del self.core._state.cshares[len(self.core._state.cshares) - len(new):]
+                st.sigs = old_sigs
+                if created:
+                    self._all.remove(st)
+
+            self._commit(undo)
+        return HoldResult(cid, sorted(have), self._missing(st, spec))
+
+    def _refund_allowed(self, st: ContractState, spec: ContractSpec, party: int, index: int) -> str | None:
+        """None when the contract, over our view, refunds chunk (party, index) to its owner now; else why not."""
+        from node.contracts import ViewError
+
+        missing = self._missing(st, spec)
+        if missing:
+            return f"parties {missing} have not signed the contract id"
+        try:
+            out = evaluate(compile_spec(spec), self._view(st, spec))
+        except (ContractRuntimeError, StepLimitExceeded, ViewError) as exc:
+            return f"the contract cannot decide yet: {exc}"
+        owner = spec.ids[party]
+        if Release(owner, index, owner) in out.releases:
+            return None
+        if any(m.giver == party and m.index == index for m in st.moved):
+            return f"chunk {party}/{index} moved to another party (a signed release record)"
+        heights = {h.asset: h.height for h in st.heights}
+        return f"the contract does not refund chunk {party}/{index} now (status {out.status}, heights {heights})"
+
+    def share(self, cid: bytes, party: int, index: int, recipient: bytes) -> bytes:
+        """Our share of chunk (party, index), encrypted to ``recipient``: only if it is the term's beneficiary
+        and the contract refunds that chunk now. Again after that: the same sealed ciphertext."""
+        from node.crypto import ecies_encrypt
+        from node.tee.enclave.core import ESCROW_RELEASE_TAG, escrow_aad
+
+        st, spec = self._get(cid)
+        rec = next((s for s in self._shares(cid) if (s.party, s.index) == (party, index)), None)
+        if rec is None:
+            raise _refusal("unknown-share", f"no share of chunk {party}/{index} of this contract is held here")
+        if recipient != rec.beneficiary:
+            raise _refusal("wrong-recipient", "the contract's escrow names another beneficiary for this chunk")
+        if rec.state == "released":
+            return rec.ciphertext
+        why = self._refund_allowed(st, spec, party, index)
+        if why:
+            raise _refusal("not-allowed", why)
+        plain = msgspec.msgpack.encode(SharePayloadV(cid, party, index, rec.pub, rec.x, rec.k, rec.n, rec.y,
+                                                     rec.beneficiary))
+        ct = ecies_encrypt(rec.beneficiary, plain, escrow_aad(ESCROW_RELEASE_TAG, rec.pub,
+                                                              escrow_context(cid, party, index)))
+        rec.state, rec.ciphertext = "released", ct
+        self.core._journal("escrow-release", rec.pub, rec.beneficiary, escrow_context(cid, party, index))
+
+        def undo() -> None:
+            rec.state, rec.ciphertext = "held", b""
+            self.core._unjournal()
+
+        self._commit(undo)  # sealed before the ciphertext leaves
+        return ct
+
+    def moved(self, cid: bytes, record: bytes) -> tuple[int, int, int]:
+        """Learn from a giver's signed release record that its chunk went to another party: our share of
+        that chunk is then never released (the contract no longer refunds it). Returns (giver, index, receiver)."""
+        from node.tee.client import verify_domain_sig
+
+        st, spec = self._get(cid)
+        env, body, giver, index = _decode_record(spec, cid, record)
+        if env.signer != spec.parties[giver].binding.sign_pub or not verify_domain_sig(
+                env.signer, "release", env.digest(), env.sig):
+            raise _refusal("bad-signature", "the record is not signed by the giver's attested enclave")
+        receiver = next((k for k, p in enumerate(spec.parties) if p.binding.enc_pub == body.recipient), None)
+        if receiver is None or receiver == giver or body.round != spec.step_of(giver, index):
+            raise _refusal("malformed", "the record names no other party of the contract, or another step")
+        if not any(m.giver == giver and m.index == index for m in st.moved):
+            old = list(st.moved)
+            st.moved = [*st.moved, Moved(giver, index, receiver)]
+
+            def undo() -> None:
+                st.moved = old
+
+            self._commit(undo)
+        return giver, index, receiver
+
+    def status(self, cid: bytes = b"") -> list[ShareStatus]:  # type: ignore[override]
+        """Every share we hold (of ``cid``, or of all contracts) and whether it would be released now."""
+        out = []
+        for st in list(self._all):
+            if cid and st.cid != cid:
+                continue
+            _, spec = self._get(st.cid)
+            for s in self._shares(st.cid):
+                why = "" if s.state == "released" else (self._refund_allowed(st, spec, s.party, s.index) or "")
+                out.append(ShareStatus(st.cid, s.party, s.index, s.state, not why, why))
+        return out

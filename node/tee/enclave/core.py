@@ -23,21 +23,23 @@ from node import wire
 from node.crypto import DecryptError, ecies_decrypt, ecies_encrypt, pubkey_of, sign_digest, tagged_hash
 from node.tee.binding import Binding, keys_root
 from node.tee.enclave import simformat
-from node.tee.enclave.contracts import Contracts, ContractState
+from node.tee.enclave.contracts import Contracts, ContractShare, ContractState, Holdings, SharePayloadV
 from node.tee.enclave.sealed import SealedStateError, SealedStore
 
 STATE_VERSION = 1
 MAX_KEYS_PER_CALL = 10_000
 MAX_CONTEXT = 1024
 SIGN_DOMAINS = frozenset({"outcome", "rfp", "revocation", "proposal", "release-msg", "approval"})
-#: domains only the enclave itself signs in: "release" (release records, made inside a contract release) and
-#: "contract-terms" (a contract id, signed when the enclave opens the contract); a host asking is refused
-INTERNAL_DOMAINS = frozenset({"release", "contract-terms"})
+#: domains only the enclave itself signs in: "release" (release records, made inside a contract release),
+#: "contract-terms" (a contract id, signed when the enclave opens the contract) and "escrow-share" (a contract
+#: escrow share, signed when the enclave splits a committed key); a host asking is refused
+INTERNAL_DOMAINS = frozenset({"release", "contract-terms", "escrow-share"})
 OFFER_SHEET_TAG = "keyswitch/offer-sheet/1"
 RELEASE_AAD_TAG = b"keyswitch/key-release/1"
 ESCROW_SPLIT_TAG = b"keyswitch/escrow-share/1"  # share from the key's enclave to a holder
 ESCROW_RELEASE_TAG = b"keyswitch/escrow-release/1"  # share from a holder to the beneficiary
 MAX_ESCROW_HOLDERS = 16
+MAX_REBUILD_TRIES = 20_000  # k-subsets tried when some shares handed in are bad (C(16, 8) = 12 870)
 
 HELD, RELEASED, RECEIVED, EXPORTED = "held", "released", "received", "exported"
 ESCROWED = "escrowed"  # split to escrow holders: released, if ever, only to the beneficiary
@@ -101,6 +103,8 @@ class State(msgspec.Struct, array_like=True):
     seq: int = 0
     shares: list[ShareRecord] = []  # escrow shares held for other enclaves (trailing: old states decode)
     contracts: list[ContractState] = []  # contracts this enclave runs (node.tee.enclave.contracts)
+    holding: list[ContractState] = []  # contracts this enclave is an escrow holder of (``Holdings``; me = -1)
+    cshares: list[ContractShare] = []  # the escrow shares of those contracts' chunks
 
     def __repr__(self) -> str:
         return f"State(keys={len(self.keys)}, journal={len(self.journal)}, <redacted>)"
@@ -205,6 +209,7 @@ class EnclaveCore:
         self.device_id = simformat.device_id_of(self.device_pub)
         self._by_pub: dict[bytes, KeyRecord] = {r.pub: r for r in self._state.keys}
         self.contracts = Contracts(self)
+        self.holdings = Holdings(self)
 
     def _new_key(self) -> coincurve.PrivateKey:
         if self._seed is None:
@@ -542,8 +547,6 @@ class EnclaveCore:
 
     def escrow_recover(self, owner_pub: bytes, context: bytes, ciphertexts: list[bytes]) -> bytes:
         """Rebuild ``owner_pub``'s key from k released shares addressed to this enclave."""
-        from node.tee.enclave import shamir
-
         if self._by_pub.get(owner_pub) is not None:
             raise Refusal("duplicate-key", "this enclave already knows the key")
         shares: list[tuple[int, bytes]] = []
@@ -558,15 +561,66 @@ class EnclaveCore:
                 raise Refusal("wrong-key", "a share is of another key or for another enclave")
             k = max(k, p.k)
             shares.append((p.index, p.y))
-        try:
-            secret = shamir.combine(shares, k)
-            got = pubkey_of(coincurve.PrivateKey(secret))
-        except shamir.ShareError as exc:
-            raise Refusal("not-enough-shares", str(exc)) from None
-        except Exception:
-            raise Refusal("bad-key", "the shares do not combine to a valid key") from None
-        if got != owner_pub:
-            raise Refusal("wrong-key", "the shares do not rebuild the expected key")
+        return self._keep_rebuilt(owner_pub, context, self._combine(owner_pub, {k}, shares))
+
+    def escrow_rebuild(self, cid: bytes, party: int, index: int, owner_pub: bytes, ciphertexts: list[bytes]) -> bytes:
+        """Rebuild the key of a contract's escrowed chunk (``party``, ``index``) from shares its holders released
+        to this enclave (the chunk's beneficiary). Shares that do not open here, or name another chunk, are
+        skipped; when the rest do not combine, k-subsets are tried (a host may slip in a forged share). The key
+        is then held here (received, origin "escrow") for the owner's sweep (``export_to_owner``)."""
+        from node.contracts.spec import escrow_context
+
+        if not _valid_pub(owner_pub):
+            raise Refusal("bad-request", "owner_pub must be a 33-byte compressed secp256k1 key")
+        if self._by_pub.get(owner_pub) is not None:
+            raise Refusal("duplicate-key", "this enclave already knows the key")
+        context = escrow_context(cid, party, index)
+        shares: list[tuple[int, bytes]] = []
+        ks: set[int] = set()
+        for ct in ciphertexts[:4 * MAX_ESCROW_HOLDERS]:
+            try:
+                p = msgspec.msgpack.decode(ecies_decrypt(self._enc, ct, escrow_aad(ESCROW_RELEASE_TAG, owner_pub,
+                                                                                   context)), type=SharePayloadV)
+            except (DecryptError, msgspec.MsgspecError):
+                continue
+            if (p.cid, p.party, p.index, p.pub, p.beneficiary) == (cid, party, index, owner_pub, self.enc_pub) \
+                    and 2 <= p.k <= MAX_ESCROW_HOLDERS:
+                ks.add(p.k)
+                shares.append((p.x, p.y))
+        if not shares:
+            raise Refusal("undecryptable", "no share is addressed to this enclave for this contract chunk")
+        return self._keep_rebuilt(owner_pub, context, self._combine(owner_pub, ks, shares))
+
+    def _combine(self, owner_pub: bytes, ks: set[int], shares: list[tuple[int, bytes]]) -> bytes:
+        """The secret of ``owner_pub`` from ``shares`` (all of them, else k-subsets), or a refusal."""
+        import itertools
+
+        from node.tee.enclave import shamir
+
+        def key_of(subset) -> bytes | None:
+            try:
+                secret = shamir.combine(subset, len(subset))
+                return secret if pubkey_of(coincurve.PrivateKey(secret)) == owner_pub else None
+            except Exception:
+                return None
+
+        distinct = len({x for x, _ in shares})
+        for k in sorted(ks):
+            if distinct < k:
+                raise Refusal("not-enough-shares", f"not enough shares: {distinct} distinct of the {k} needed")
+            tries = 0
+            for subset in itertools.combinations(shares, k):
+                if len({x for x, _ in subset}) < k:
+                    continue
+                got = key_of(list(subset))
+                if got is not None:
+                    return got
+                tries += 1
+                if tries >= MAX_REBUILD_TRIES:
+                    break
+        raise Refusal("wrong-key", "the shares do not rebuild the expected key")
+
+    def _keep_rebuilt(self, owner_pub: bytes, context: bytes, secret: bytes) -> bytes:
         rec = KeyRecord(pub=owner_pub, priv=secret, state=RECEIVED, origin="escrow")
         self._state.keys.append(rec)
         rec.seq = self._journal("recover", owner_pub, b"", context)

@@ -14,7 +14,7 @@ from typing import Union
 import msgspec
 
 from node import wire
-from node.tee.enclave.contracts import PartySig
+from node.tee.enclave.contracts import PartySig, SplitShare
 from node.tee.enclave.core import EnclaveCore, Refusal
 from node.tee.enclave.sealed import SealedStateError
 
@@ -145,11 +145,59 @@ class ContractAccept(msgspec.Struct, tag="contract-accept", array_like=True, fro
     record: bytes
 
 
+class ContractEscrowSplit(msgspec.Struct, tag="contract-escrow-split", array_like=True, frozen=True):
+    cid: bytes
+
+
+class EscrowHold(msgspec.Struct, tag="escrow-hold", array_like=True, frozen=True):
+    spec: bytes
+    sigs: list[PartySig]
+    shares: list[SplitShare]
+
+
+class EscrowHeight(msgspec.Struct, tag="escrow-height", array_like=True, frozen=True):
+    cid: bytes
+    asset: str
+    height: int
+
+
+class EscrowApprove(msgspec.Struct, tag="escrow-approve", array_like=True, frozen=True):
+    cid: bytes
+    party: int
+    message: str
+    sig: bytes
+
+
+class EscrowMoved(msgspec.Struct, tag="escrow-moved", array_like=True, frozen=True):
+    cid: bytes
+    record: bytes
+
+
+class EscrowShare(msgspec.Struct, tag="escrow-share", array_like=True, frozen=True):
+    cid: bytes
+    party: int
+    index: int
+    recipient: bytes
+
+
+class EscrowHoldings(msgspec.Struct, tag="escrow-holdings", array_like=True, frozen=True):
+    cid: bytes  # b"": every contract
+
+
+class EscrowRebuild(msgspec.Struct, tag="escrow-rebuild", array_like=True, frozen=True):
+    cid: bytes
+    party: int
+    index: int
+    pub: bytes
+    ciphertexts: list[bytes]
+
+
 Op = Union[
     Hello, GenerateKeys, ListKeys, MakeQuote, SignOfferSheets, SignDomain, ReleaseKey, ResendRelease,
     AcceptKey, ExportKey, EscrowSplit, EscrowAccept, EscrowReleaseShare, EscrowRecover,
     ContractOpen, ContractHeight, ContractApprove, ContractStatusOp, ContractRelease, ContractResend,
-    ContractRefund, ContractAccept,
+    ContractRefund, ContractAccept, ContractEscrowSplit, EscrowHold, EscrowHeight, EscrowApprove, EscrowMoved,
+    EscrowShare, EscrowHoldings, EscrowRebuild,
 ]
 
 
@@ -234,7 +282,25 @@ def _dispatch(core: EnclaveCore, op) -> object:
         return core.escrow_release_share(op.owner_pub, op.context)
     if isinstance(op, EscrowRecover):
         return core.escrow_recover(op.owner_pub, op.context, list(op.ciphertexts))
+    if isinstance(op, EscrowRebuild):
+        return core.escrow_rebuild(op.cid, op.party, op.index, op.pub, list(op.ciphertexts))
+    hs = core.holdings
+    if isinstance(op, EscrowHold):
+        return hs.hold(op.spec, list(op.sigs), list(op.shares))
+    if isinstance(op, EscrowHeight):
+        return hs.height(op.cid, op.asset, op.height)
+    if isinstance(op, EscrowApprove):
+        hs.approve(op.cid, op.party, op.message, op.sig)
+        return True
+    if isinstance(op, EscrowMoved):
+        return list(hs.moved(op.cid, op.record))
+    if isinstance(op, EscrowShare):
+        return hs.share(op.cid, op.party, op.index, op.recipient)
+    if isinstance(op, EscrowHoldings):
+        return hs.status(op.cid)
     cs = core.contracts
+    if isinstance(op, ContractEscrowSplit):
+        return cs.escrow_split(op.cid)
     if isinstance(op, ContractOpen):
         return cs.open(op.spec, list(op.sigs))
     if isinstance(op, ContractHeight):
