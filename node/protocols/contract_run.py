@@ -41,6 +41,14 @@ States (``TRANSITIONS``)::
 WITHHELD is reported (``contract.withheld``) but not terminal: late keys are still taken, and the
 contract's time-lock path (``refund`` at a height) sends the unmoved chunks home: the enclave hands each
 key back to its owner and the host sweeps it to the owner's claim address (the ``claim`` callable).
+
+Key escrow (an ``EscrowedSpec``, with ``escrow=KeyEscrow(...)``): once our enclave opened the contract,
+and again each time more runners' signatures are in, our escrowed chunks' shares go to their holders
+(``node.protocols.keyescrow``); a key we receive is shown to the holders of that chunk (its signed
+release record), so they never hand its shares to the giver's recovery enclave. Neither waits for the
+other: the contract runs as without escrow. The time-lock path without the giver's enclave (its recovery
+node rebuilding the key from k shares and sweeping it home) is ``KeyEscrow.recover``.
+
 Crash safety: the enclave's sealed state is the truth about what moved; the host record (``RunRecord``)
 keeps claims, refunds and acks; ``Started`` resumes every contract (re-open, resend, continue).
 """
@@ -140,6 +148,7 @@ class Run:
     busy: set[int] = field(default_factory=set)  # steps whose claim (a ledger task) is in flight
     #: approvals delivered to our enclave since this process started (party, message): for ``_owed`` only
     approvals: list[tuple[int, str]] = field(default_factory=list)
+    escrow_sigs: int = -1  # how many runners' signatures the escrow holders were last sent
 
     @property
     def key(self) -> str:
@@ -188,6 +197,9 @@ class ContractRun:
     binding: Binding | None = None  # ours, for ``who`` (building specs with peers)
     #: ``identity() -> (binding, quote)``: our current ones (they change with our deposits); else the fields
     identity: Callable[[], tuple[Binding, bytes]] | None = None
+    #: ``node.protocols.keyescrow.KeyEscrow``: sends our escrowed chunks' shares to their holders once our enclave
+    #: opened the contract (again as signatures come in), and shows the holders the records of keys we receive
+    escrow: object | None = None
 
     def __post_init__(self) -> None:
         if self.claim_policy not in ("sweep", "keep"):
@@ -409,6 +421,10 @@ class ContractRun:
         cmds: list[Command] = []
         if r.rec.state in TERMINAL:
             return cmds
+        if self.escrow is not None and r.escrow_sigs != len(r.rec.sigs) and any(
+                t.party == r.me for t in r.spec.escrows):
+            r.escrow_sigs = len(r.rec.sigs)  # escrow beside the contract: it never holds the releases up
+            cmds += self.escrow.distribute(r.spec, r.rec.sigs, now)
         try:
             st = self.enclave.contract_status(r.cid)
         except EnclaveRefused as exc:  # e.g. no height yet for a time-lock: wait for the host's ledger
@@ -679,7 +695,8 @@ class ContractRun:
         ack = Respond(ev.request_id, self._seal("ack", AckBody(r.cid, b.round)))
         got = Notify("contract.received", {"contract": r.key, "step": b.round, "giver": owner[0],
                                            "record": ev.data.hex()})  # the signed record our enclave accepted
-        return [ack, got] + self._drive(r, now)
+        shown = self.escrow.show_moved(r.spec, ev.data, now) if self.escrow is not None else []
+        return [ack, got, *shown] + self._drive(r, now)
 
     def _learn(self, peer: str, env: wire.Signed, w: WhoBody, now: float) -> str | None:
         if w.binding.validate() or w.binding.net != self.net or w.binding.peer_id != peer:

@@ -569,6 +569,8 @@ class Holdings(Contracts):
             have.add((sh.party, sh.index))
         st = next((c for c in self._all if c.cid == cid), None)
         created = st is None
+        if created and not new:  # only a share signed by its owner opens a holding: no empty ones for anyone
+            raise _refusal("unknown-contract", "no share of this contract is held here")
         if created:
             if len(self._all) >= MAX_CONTRACTS:
                 raise _refusal("full", f"at most {MAX_CONTRACTS} contracts held in escrow")

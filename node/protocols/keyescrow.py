@@ -1,0 +1,376 @@
+"""Key escrow of a contract's chunks, between nodes (stream protocol ``/keyswitch/key-escrow/1``), sans-IO.
+
+A contract (``EscrowedSpec``) names, per party, escrow holders, a threshold k and the owner's recovery
+enclave (the *beneficiary*). This protocol carries the shares; the enclaves decide
+(``node.tee.enclave.contracts``: the owner's split, ``Holdings`` on a holder, ``escrow_rebuild`` on the
+beneficiary). Three roles, any node may play each:
+
+* **owner** (``distribute``, called by ``ContractRun`` once its enclave opened the contract, and again when
+  the runners' signatures are all in): its enclave splits every escrowed, unmoved chunk's key
+  (deterministically: the same shares again after a crash) and the host sends each holder its shares with
+  the spec and the signatures over the contract id, until the holder answers ``held``. Nothing here blocks
+  the contract: releases go on meanwhile.
+* **holder**: hands ``hold`` / ``moved`` / ``ask`` to its enclave, and every ledger height it observes
+  (``observe_height``) to every contract it holds shares of. Its enclave answers an ``ask`` only when the
+  contract refunds that chunk to its owner (the time-lock path: at the refund height, or whatever the
+  contract's refund rule says) and only for the term's beneficiary.
+* **recovery** (``recover``: the owner's heir/backup node, whose enclave is the beneficiary): at the height,
+  asks every holder for its share of the chunk, retries those that refuse (e.g. "not-allowed": their
+  height is behind) every ``retry_interval``, rebuilds the key in its enclave once k shares came, and
+  sweeps it home to the owner's claim address in a ledger task (``claim``). With fewer than k holders
+  answering it never rebuilds; after ``give_up_after`` seconds it reports ``escrow.failed`` with what the
+  holders said.
+
+Wire (``node.wire``: canonical MessagePack, size-bounded to 256 KiB, version 1; ``wire.Signed`` envelopes
+signed by the sender's enclave in the domain "release-msg", like contract-run; errors unsigned)::
+
+    hold   HoldBody(spec, sigs, shares)                    owner -> holder (request)
+    moved  MovedBody(contract_id, record)                  any -> holder (request): a giver's signed
+                                                           release record (the chunk went to a party)
+    held   HeldBody(contract_id, held, missing)            response to hold / moved
+    ask    AskBody(spec, sigs, party, index, recipient)    recovery -> holder (request)
+    share  ShareBody(contract_id, party, index, ciphertext)  response to ask: the share, encrypted by the
+                                                           holder's enclave to the beneficiary
+    error  ErrorBody(contract_id, round=-1, code, reason)  response; unsigned
+
+Every message is validated (``release.parse``: size, canonical form, version, network, kind, signature)
+and refused with a labelled reason; the enclave checks again what matters (the spec and its signatures,
+the owner's signature on each share, the beneficiary, the contract's rule). A share in transit is
+ciphertext only its recipient enclave opens; a forged share slipped in by a host is skipped at rebuild.
+
+Safety assumption (as with any HTLC; node/contracts/README.md): a payee must sweep a chunk it received
+before the contract's time-lock height, or show the giver's release record to the holders (``moved``),
+else the owner's recovery enclave may rebuild the key at the height and race it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import msgspec
+
+from node.contracts.spec import ContractSpec, decode_spec, spec_id
+from node.protocols.base import (
+    Command, Event, Notify, RequestReceived, Respond, ResponseReceived, RunTask, SendRequest, SetTimer, Started,
+    TaskDone, TimerFired, Validation,
+)
+from node.protocols.release import Chunk, ClaimRecord, ErrorBody, MessageError, claim_chunk, error_message, parse, seal
+from node.tee.enclave.contracts import PartySig, SplitShare
+
+PROTOCOL_ID = "/keyswitch/key-escrow/1"
+ASKING, REBUILT, SWEPT, FAILED = "asking", "rebuilt", "swept", "failed"
+
+
+class HoldBody(msgspec.Struct, array_like=True, frozen=True):
+    spec: bytes
+    sigs: list[PartySig]
+    shares: list[SplitShare]
+
+
+class MovedBody(msgspec.Struct, array_like=True, frozen=True):
+    contract_id: bytes
+    record: bytes
+
+
+class HeldBody(msgspec.Struct, array_like=True, frozen=True):
+    contract_id: bytes
+    held: list[tuple[int, int]]
+    missing: list[int]
+
+
+class AskBody(msgspec.Struct, array_like=True, frozen=True):
+    spec: bytes
+    sigs: list[PartySig]
+    party: int
+    index: int
+    recipient: bytes
+
+
+class ShareBody(msgspec.Struct, array_like=True, frozen=True):
+    contract_id: bytes
+    party: int
+    index: int
+    ciphertext: bytes
+
+
+BODIES = {"hold": HoldBody, "moved": MovedBody, "held": HeldBody, "ask": AskBody, "share": ShareBody,
+          "error": ErrorBody}
+
+
+@dataclass
+class Recovery:
+    """One chunk the recovery node is bringing home: shares by holder position, what the others said."""
+
+    spec: ContractSpec
+    cid: bytes
+    sigs: list[PartySig]
+    party: int
+    index: int
+    started: float
+    state: str = ASKING
+    shares: dict[int, bytes] = field(default_factory=dict)
+    said: dict[int, str] = field(default_factory=dict)  # holder position -> its last refusal
+    busy: bool = False
+    claim: ClaimRecord | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.cid.hex()}:{self.party}:{self.index}"
+
+    @property
+    def term(self):
+        return self.spec.escrow_of(self.party, self.index)
+
+
+@dataclass
+class KeyEscrow:
+    """One node's side of key escrow: owner, holder and recovery. ``claim(chunk) -> txid`` sweeps a key the
+    enclave holds to the owner's address (a recovery); ``check_funds`` tells a double spend from our own
+    ledger failing."""
+
+    net: str
+    enclave: object
+    claim: Callable[[Chunk], str] | None = None
+    check_funds: Callable[[str, str], bool] = lambda asset, address: True
+    retry_interval: float = 2.0
+    give_up_after: float = 3600.0
+
+    def __post_init__(self) -> None:
+        self.topics: list[str] = []
+        self.stream_protocols = [PROTOCOL_ID]
+        self.local_peer = ""
+        self._heights: dict[str, int] = {}
+        self._held: set[bytes] = set()  # contracts our enclave holds shares of
+        self._out: dict[tuple[bytes, bytes], tuple[str, bytes]] = {}  # (cid, holder) -> (peer, hold message)
+        self._pending: dict[int, tuple[str, object]] = {}  # request id -> (kind, key)
+        self._req = 0
+        self.recoveries: dict[str, Recovery] = {}
+        self.refusals: list[tuple[str, str]] = []
+
+    # -- application calls -------------------------------------------------------------
+    def distribute(self, spec: ContractSpec, sigs: list[PartySig], now: float) -> list[Command]:
+        """Owner: send every holder its shares of our escrowed chunks (with the spec and the signatures)."""
+        cid = spec_id(spec)
+        shares = self.enclave.contract_escrow_split(cid)
+        cmds: list[Command] = []
+        for term in spec.escrows:
+            for h in term.holders:
+                mine = [s for s in shares if s.holder == h.enc_pub]
+                if not mine:
+                    continue
+                data = self._seal("hold", HoldBody(spec.encode(), list(sigs), mine))
+                self._out[(cid, h.enc_pub)] = (h.peer_id, data)
+                cmds.append(self._request("hold", (cid, h.enc_pub), h.peer_id, data))
+        return cmds + self._timer(now) if cmds else cmds
+
+    def recover(self, spec: ContractSpec, sigs: list[PartySig], party: int, index: int, now: float
+                ) -> list[Command]:
+        """Recovery: bring chunk (party, index) home without its owner's enclave; our enclave must be the
+        chunk's beneficiary. Progress and the end come as ``escrow.*`` notices."""
+        bad = decode_spec(spec.encode())
+        if isinstance(bad, str):
+            raise ValueError(bad)
+        term = spec.escrow_of(party, index) if 0 <= party < len(spec.parties) else None
+        if term is None or not 0 <= index < len(spec.parties[party].chunks):
+            raise ValueError(f"chunk {party}/{index} is not escrowed by this contract")
+        if term.beneficiary != self.enclave.info().enc_pub:
+            raise ValueError("our enclave is not this chunk's beneficiary")
+        r = Recovery(spec, spec_id(spec), sorted(sigs, key=lambda s: s.party), party, index, now)
+        if r.key in self.recoveries and self.recoveries[r.key].state != FAILED:
+            return []
+        self.recoveries[r.key] = r
+        return self._ask(r) + self._timer(now)
+
+    def show_moved(self, spec: ContractSpec, record: bytes, now: float) -> list[Command]:
+        """Show a giver's signed release record to the holders of that chunk (e.g. the payee, on receipt):
+        their shares of it are then never released."""
+        from node.contracts.spec import ReleaseBody
+        from node import wire
+
+        body = wire.decode(wire.decode(record, wire.Signed).body, ReleaseBody)
+        owner = spec.owner_of(body.deposit_pub)
+        term = spec.escrow_of(*owner) if owner else None
+        if term is None:
+            return []
+        data = self._seal("moved", MovedBody(spec_id(spec), record))
+        return [self._request("moved", None, h.peer_id, data) for h in term.holders]
+
+    def observe_height(self, asset: str, height: int, now: float) -> list[Command]:
+        """A ledger height from our host's ledger: handed to every contract our enclave holds shares of."""
+        if height <= self._heights.get(asset, -1):
+            return []
+        self._heights[asset] = height
+        for cid in sorted(self._held):
+            self.enclave.escrow_height(cid, asset, height)
+        return self._ask_all() if self.recoveries else []
+
+    def state(self, cid: bytes, party: int, index: int) -> str | None:
+        r = self.recoveries.get(f"{cid.hex()}:{party}:{index}")
+        return r.state if r else None
+
+    def validate(self, topic_: str, data: bytes, from_peer: str, now: float) -> Validation:
+        return Validation.ignore("the key-escrow protocol has no gossip topic")
+
+    # -- events -----------------------------------------------------------------------
+    def handle(self, event: Event, now: float) -> list[Command]:
+        if isinstance(event, Started):
+            self.local_peer = event.local_peer
+            self._held = {s.cid for s in self.enclave.escrow_holdings()}
+            return []
+        if isinstance(event, RequestReceived) and event.protocol == PROTOCOL_ID:
+            return self._on_request(event)
+        if isinstance(event, ResponseReceived) and event.protocol == PROTOCOL_ID:
+            return self._on_response(event, now)
+        if isinstance(event, TimerFired) and event.name == "key-escrow.retry":
+            return self._on_timer(now)
+        if isinstance(event, TaskDone) and event.name.startswith("key-escrow.sweep:"):
+            return self._on_swept(event, now)
+        return []
+
+    # -- helpers ----------------------------------------------------------------------
+    def _seal(self, kind: str, body) -> bytes:
+        return seal(self.enclave, self.enclave.info().sign_pub, self.net, kind, body)
+
+    def _request(self, kind: str, key, peer: str, data: bytes) -> SendRequest:
+        self._req += 1
+        self._pending[self._req] = (kind, key)
+        return SendRequest(PROTOCOL_ID, peer, self._req, data, timeout=self.retry_interval)
+
+    def _refuse(self, rid: int, cid: bytes, code: str, reason: str) -> list[Command]:
+        self.refusals.append((code, reason))
+        return [Respond(rid, error_message(self.net, cid, -1, code, reason)),
+                Notify("escrow.refused", {"code": code, "reason": reason})]
+
+    def _timer(self, now: float) -> list[Command]:
+        return [SetTimer("key-escrow.retry", now + self.retry_interval)]
+
+    def _ask(self, r: Recovery) -> list[Command]:
+        if r.state != ASKING:
+            return []
+        data = self._seal("ask", AskBody(r.spec.encode(), r.sigs, r.party, r.index, r.term.beneficiary))
+        return [self._request("ask", (r.key, pos), h.peer_id, data)
+                for pos, h in enumerate(r.term.holders) if pos not in r.shares]
+
+    def _ask_all(self) -> list[Command]:
+        return [c for r in list(self.recoveries.values()) for c in self._ask(r)]
+
+    def _feed(self, cid: bytes) -> None:
+        self._held.add(cid)
+        for asset, h in sorted(self._heights.items()):
+            self.enclave.escrow_height(cid, asset, h)
+
+    # -- holder: requests ---------------------------------------------------------------
+    def _on_request(self, ev: RequestReceived) -> list[Command]:
+        from node.tee.client import EnclaveRefused
+
+        try:
+            env, body = parse(ev.data, net=self.net, kinds={"hold", "moved", "ask"}, bodies=BODIES)
+        except MessageError as exc:
+            return self._refuse(ev.request_id, b"", exc.code, exc.reason)
+        cid = getattr(body, "contract_id", b"")
+        try:
+            if env.kind == "moved":
+                self.enclave.escrow_moved(body.contract_id, body.record)
+                return [Respond(ev.request_id, self._seal("held", HeldBody(cid, [], [])))]
+            spec = decode_spec(body.spec)
+            if isinstance(spec, str):
+                return self._refuse(ev.request_id, b"", "spec", spec)
+            cid = spec_id(spec)
+            if env.kind == "hold" and env.signer not in {p.binding.sign_pub for p in spec.parties if p.runner}:
+                return self._refuse(ev.request_id, cid, "wrong-peer", "hold is not signed by a runner's enclave")
+            res = self.enclave.escrow_hold(body.spec, [(s.party, s.sig) for s in body.sigs],
+                                           body.shares if env.kind == "hold" else [])
+            self._feed(cid)
+            if env.kind == "hold":
+                return [Respond(ev.request_id, self._seal("held", HeldBody(cid, res.held, res.missing)))]
+            ct = self.enclave.escrow_share(cid, body.party, body.index, body.recipient)
+        except EnclaveRefused as exc:
+            return self._refuse(ev.request_id, cid, exc.code, f"our enclave refused: {exc.reason}")
+        return [Respond(ev.request_id, self._seal("share", ShareBody(cid, body.party, body.index, ct))),
+                Notify("escrow.share-released", {"contract": cid.hex(), "party": body.party, "index": body.index})]
+
+    # -- owner / recovery: responses ----------------------------------------------------------
+    def _on_response(self, ev: ResponseReceived, now: float) -> list[Command]:
+        pend = self._pending.pop(ev.request_id, None)
+        if pend is None or ev.error:
+            return []  # transport failure: the retry timer asks again
+        kind, key = pend
+        want = {"hold": {"held", "error"}, "moved": {"held", "error"}, "ask": {"share", "error"}}[kind]
+        try:
+            env, body = parse(ev.data, net=self.net, kinds=want, bodies=BODIES)
+        except MessageError as exc:
+            self.refusals.append((exc.code, exc.reason))
+            return [Notify("escrow.refused", {"code": exc.code, "reason": exc.reason})]
+        if env.kind == "error":
+            self.refusals.append(("peer-error", f"{body.code}: {body.reason}"))
+            if kind == "ask" and key[0] in self.recoveries:
+                self.recoveries[key[0]].said[key[1]] = f"{body.code}: {body.reason}"
+            return [Notify("escrow.peer-error", {"kind": kind, "code": body.code, "reason": body.reason})]
+        if kind == "hold":
+            if body.contract_id == key[0]:
+                self._out.pop(key, None)
+            return [Notify("escrow.held", {"contract": key[0].hex(), "holder": key[1].hex(), "held": body.held})]
+        if kind == "moved":
+            return []
+        r = self.recoveries.get(key[0])
+        if r is None or r.state != ASKING:
+            return []
+        if (body.contract_id, body.party, body.index) != (r.cid, r.party, r.index):
+            self.refusals.append(("wrong-share", "a share of another contract or chunk"))
+            return [Notify("escrow.refused", {"code": "wrong-share", "reason": "a share of another chunk"})]
+        r.shares[key[1]] = body.ciphertext
+        r.said.pop(key[1], None)
+        return self._try_rebuild(r, now)
+
+    def _try_rebuild(self, r: Recovery, now: float) -> list[Command]:
+        from node.tee.client import EnclaveRefused
+
+        if len(r.shares) < r.term.k:
+            return []
+        pub = r.spec.parties[r.party].chunks[r.index].pubkey
+        try:
+            self.enclave.escrow_rebuild(r.cid, r.party, r.index, pub, list(r.shares.values()))
+        except EnclaveRefused as exc:
+            if exc.code != "duplicate-key":  # duplicate: rebuilt before (a restart); go on to the sweep
+                return [Notify("escrow.rebuild-failed", {"chunk": r.key, "code": exc.code, "reason": exc.reason})]
+        r.state = REBUILT
+        return [Notify("escrow.rebuilt", {"contract": r.cid.hex(), "party": r.party, "index": r.index,
+                                          "holders": sorted(r.shares)})] + self._sweep(r)
+
+    def _sweep(self, r: Recovery) -> list[Command]:
+        if self.claim is None or r.busy:
+            return []
+        c = r.spec.parties[r.party].chunks[r.index]
+        chunk, claim, funds = Chunk(c.asset, c.address, c.pubkey, c.amount), self.claim, self.check_funds
+        r.busy = True
+        return [RunTask(f"key-escrow.sweep:{r.key}", lambda: claim_chunk("sweep", claim, funds, chunk, r.index))]
+
+    def _on_swept(self, ev: TaskDone, now: float) -> list[Command]:
+        r = self.recoveries.get(ev.name.split(":", 1)[1])
+        if r is None:
+            return []
+        r.busy = False
+        rec = ev.result if isinstance(ev.result, ClaimRecord) else ClaimRecord(
+            r.index, "claim-failed", "", f"{type(ev.error).__name__}: {ev.error}")
+        if rec.status == "claim-failed":  # our ledger: again on the timer
+            return [Notify("escrow.sweep-retry", {"chunk": r.key, "detail": rec.detail})] + self._timer(now)
+        r.claim, r.state = rec, SWEPT
+        return [Notify("escrow.recovered", {"contract": r.cid.hex(), "party": r.party, "index": r.index,
+                                            "status": rec.status, "txid": rec.txid, "detail": rec.detail})]
+
+    def _on_timer(self, now: float) -> list[Command]:
+        cmds: list[Command] = [self._request("hold", key, peer, data) for key, (peer, data) in self._out.items()]
+        for r in list(self.recoveries.values()):
+            if r.state == REBUILT and not r.busy:
+                cmds += self._sweep(r)
+            elif r.state == ASKING and now >= r.started + self.give_up_after:
+                r.state = FAILED
+                cmds.append(Notify("escrow.failed", {"contract": r.cid.hex(), "party": r.party, "index": r.index,
+                                                     "shares": len(r.shares), "k": r.term.k, "holders": dict(
+                                                         sorted(r.said.items()))}))
+            else:
+                cmds += self._ask(r)
+        if self._out or any(r.state in (ASKING, REBUILT) for r in self.recoveries.values()):
+            cmds += self._timer(now)
+        return cmds

@@ -1,0 +1,272 @@
+"""The contract time-lock path without the owner's enclave (/keyswitch/key-escrow/1, sans-IO, wired in memory
+by ``GossipNet``): the payer's node runs an escrow contract over /keyswitch/contract-run/1 and sends its
+chunks' shares to three holders; its device then dies. At the refund height the payer's recovery node asks
+the holders, rebuilds each key from k shares in its enclave and sweeps it home on a real DevLedger; with
+k-1 holders it cannot. Real enclaves, real signatures, every message validated."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import coincurve
+import pytest
+
+from node import wire
+from node.assets import address_for
+from node.contracts import stdlib
+from node.contracts.spec import Commit, EscrowHolder, EscrowTerm, PartySpec, approval_digest, make_spec, spec_id
+from node.ledger.devnet import FEES, DevLedger
+from node.protocols.base import Notify, RequestReceived, Respond
+from node.protocols.contract_run import DONE, ApproveBody, ContractRun, RunRecord
+from node.protocols.keyescrow import (
+    ASKING, FAILED, PROTOCOL_ID, SWEPT, AskBody, HoldBody, KeyEscrow, ShareBody,
+)
+from node.protocols.offers import AttestationCache, default_attestation_verifier
+from node.protocols.release import VERSION, ContractStore, ErrorBody, seal, sweep_claimer
+from node.protocols.testing import GossipNet
+from node.tee.client import InProcessEnclave
+from node.tee.policy import AttestationPolicy
+
+NET = "dev"
+NOW = 1_800_000_000.0
+ASSET = "BTC-REG"
+AMOUNT = 1_000_000
+FEE = FEES["utxo"]
+REFUND = 200
+
+
+def owner_address(chunk) -> str:
+    k = coincurve.PrivateKey(hashlib.sha256(b"payer-owner" + chunk.pubkey).digest())
+    return address_for(chunk.asset, k.public_key.format())
+
+
+class World:
+    def __init__(self, root, n_holders=3, k=2):
+        self.root = root
+        self.ledger = DevLedger(None, automine=True)
+        self.net = GossipNet()
+        e = {n: InProcessEnclave(root / n) for n in ("P", "Q", "R", "heir", "x")}
+        self.enc = e
+        self.holders = [InProcessEnclave(root / f"H{i}") for i in range(n_holders)]
+        self.pubs = e["P"].generate_keys(2)
+        self.commits = []
+        for pub in self.pubs:
+            addr = address_for(ASSET, pub)
+            self.ledger.faucet(ASSET, addr, AMOUNT)
+            self.commits.append(Commit(pub, ASSET, addr, AMOUNT, 5_000))
+        b = {n: e[n].binding_for(NET, n) for n in ("P", "Q", "R")}
+        self.term = EscrowTerm(0, [], [EscrowHolder(h.info().enc_pub, f"H{i}") for i, h in enumerate(self.holders)],
+                               k, e["heir"].info().enc_pub)
+        self.spec = make_spec(NET, stdlib.source("escrow"), {"height_asset": ASSET, "refund_height": REFUND},
+                              [PartySpec(b["P"], self.commits), PartySpec(b["Q"], []), PartySpec(b["R"], [], False)],
+                              escrow=[self.term])
+        self.cid = spec_id(self.spec)
+        self.runs = {n: self._runner(n, b[n]) for n in ("P", "Q")}
+        self.escrows = {}
+        for n in ("P", "Q"):
+            self.net.add(n, self.runs[n], self.runs[n].escrow, now=NOW)
+        for i, h in enumerate(self.holders):
+            self.add_holder(i, h)
+        self.heir = KeyEscrow(NET, e["heir"], claim=sweep_claimer(lambda: e["heir"], self.ledger, owner_address),
+                              check_funds=self.funds, retry_interval=2.0, give_up_after=60.0)
+        self.net.add("heir", self.heir, now=NOW)
+        self.now = NOW
+
+    def funds(self, asset, addr):
+        return self.ledger.balance(asset, addr).unconfirmed > 0
+
+    def _runner(self, name, binding):
+        enc = self.enc[name]
+        return ContractRun(net=NET, enclave=enc, quote=enc.quote(binding, now=NOW), binding=binding,
+                           attestations=AttestationCache(default_attestation_verifier(AttestationPolicy.dev())),
+                           check_funds=self.funds, claim_policy="keep", store=ContractStore(
+                               None, record_type=RunRecord), escrow=KeyEscrow(NET, enc))
+
+    def add_holder(self, i, enclave):
+        ke = KeyEscrow(NET, enclave)
+        self.escrows[f"H{i}"] = ke
+        self.net.add(f"H{i}", ke, now=NOW)
+
+    def start(self):
+        for n in ("P", "Q"):
+            self.runs[n].expect(self.spec)
+        for n in ("P", "Q"):
+            self.net.call(n, self.runs[n], self.runs[n].start(self.spec, self.now), self.now)
+        self.settle()
+
+    def height(self, h, *names):
+        for n in names:
+            proto = self.runs[n] if n in self.runs else self.escrows.get(n) or self.heir
+            self.net.call(n, proto, proto.observe_height(ASSET, h, self.now), self.now)
+
+    def settle(self, seconds=0.0, step=2.0):
+        end = self.now + seconds
+        while True:
+            self.net.advance(self.now)
+            if self.now >= end:
+                return
+            self.now = min(end, self.now + step)
+
+    def kill(self, name):
+        """A device that dies with its data: its enclave closed, its directory gone, its node off the net."""
+        self.net.peers.pop(name)
+        self.enc[name].close()
+        shutil.rmtree(self.root / name)
+
+    def notes(self, peer, kind):
+        return [n.detail for n in self.net.peers[peer].notes if n.kind == kind]
+
+    def close(self):
+        for x in [*self.enc.values(), *self.holders]:
+            x.close()
+
+
+@pytest.fixture
+def w(tmp_path):
+    world = World(tmp_path)
+    world.height(100, "P", "Q")
+    world.start()
+    yield world
+    world.close()
+
+
+def sigs_of(w):
+    return list(w.runs["Q"].runs[w.cid.hex()].rec.sigs)
+
+
+def test_the_owner_escrows_at_open_and_the_contract_runs_as_without_escrow(w):
+    for h in w.holders:  # every holder took both chunks' shares and has both runners' signatures
+        assert {(s.party, s.index) for s in h.escrow_holdings(w.cid)} == {(0, 0), (0, 1)}
+    assert len(sigs_of(w)) == 2 and len(w.notes("P", "escrow.held")) >= 3
+    assert {k.state for k in w.enc["P"].list_keys()} == {"held"}
+    # the normal path: the arbiter approves, the payer releases both chunks to the payee, who keeps them
+    sig = w.enc["R"].sign("approval", approval_digest(w.cid, "release"))
+    for n in ("P", "Q"):
+        w.net.call(n, w.runs[n], w.runs[n].handle(RequestReceived(
+            "/keyswitch/contract-run/1", "R", 999, seal(w.enc["R"], w.enc["R"].info().sign_pub, NET, "approve",
+                                                       ApproveBody(w.cid, 2, "release", sig))), w.now), w.now)
+    w.settle(20)
+    assert w.runs["P"].state(w.cid) == DONE and w.runs["Q"].summary(w.cid)["received"] == [(0, 0), (0, 1)]
+    # the payee showed the holders the payer's release records: their shares of those chunks never leave
+    for h in w.holders:
+        h.escrow_height(w.cid, ASSET, REFUND + 5)
+        st = h.escrow_holdings(w.cid)
+        assert not any(s.allowed for s in st) and all("moved" in s.why for s in st)
+
+
+def test_without_the_owners_enclave_k_of_n_holders_refund_the_chunks_home(w):
+    w.kill("P")
+    for i in range(2):
+        w.net.call("heir", w.heir, w.heir.recover(w.spec, sigs_of(w), 0, i, w.now), w.now)
+    w.height(REFUND - 1, "H0", "H1", "H2", "heir")
+    w.settle(10)
+    assert [w.heir.state(w.cid, 0, i) for i in range(2)] == [ASKING, ASKING]  # before the height: refused
+    refused = [d for d in w.notes("heir", "escrow.peer-error")]
+    assert refused and all(d["code"] == "not-allowed" for d in refused)
+    assert w.enc["heir"].list_keys() == []
+    w.height(REFUND, "H0", "H1", "H2")
+    w.settle(10)
+    assert [w.heir.state(w.cid, 0, i) for i in range(2)] == [SWEPT, SWEPT]
+    done = w.notes("heir", "escrow.recovered")
+    assert sorted(d["index"] for d in done) == [0, 1] and {d["status"] for d in done} == {"claimed"}
+    for c in w.commits:  # each deposit swept to the payer owner's address by the recovery node
+        assert w.ledger.balance(ASSET, owner_address(c)).unconfirmed == AMOUNT - FEE
+        assert w.ledger.balance(ASSET, c.address).unconfirmed == 0
+    assert {k.origin for k in w.enc["heir"].list_keys()} == {"escrow"}
+
+
+def test_with_k_minus_1_holders_nothing_is_recovered(w):
+    w.kill("P")
+    for name in ("H1", "H2"):  # two of three holders are gone: one share, k = 2
+        w.net.peers.pop(name)
+    w.height(REFUND + 1, "H0", "heir")
+    w.net.call("heir", w.heir, w.heir.recover(w.spec, sigs_of(w), 0, 0, w.now), w.now)
+    w.settle(70)
+    assert w.heir.state(w.cid, 0, 0) == FAILED
+    (failed,) = w.notes("heir", "escrow.failed")
+    assert failed["shares"] == 1 and failed["k"] == 2
+    assert w.enc["heir"].list_keys() == []
+    assert w.ledger.balance(ASSET, w.commits[0].address).unconfirmed == AMOUNT  # the deposit did not move
+
+
+def ask(w, holder: str, frm: str, body=None, data: bytes | None = None) -> tuple[str, str]:
+    """One request to a holder's node; the (code, reason) of an error answer, or ("share", "")."""
+    proto = w.escrows[holder]
+    if data is None:
+        e = w.enc[frm]
+        data = seal(e, e.info().sign_pub, NET, "ask", body)
+    out = proto.handle(RequestReceived(PROTOCOL_ID, frm, 77, data), w.now)
+    resp = next(c for c in out if isinstance(c, Respond))
+    env = wire.decode(resp.data, wire.Signed)
+    if env.kind == "error":
+        b = wire.decode(env.body, ErrorBody)
+        return b.code, b.reason
+    assert env.kind == "share"
+    return "share", wire.decode(env.body, ShareBody).ciphertext.hex()
+
+
+def test_a_holder_refuses_before_the_height_another_recipient_chunk_or_contract(w):
+    spec, sigs = w.spec.encode(), sigs_of(w)
+    heir, stranger = w.enc["heir"].info().enc_pub, w.enc["x"].info().enc_pub
+    assert ask(w, "H0", "x", AskBody(spec, sigs, 0, 0, heir))[0] == "not-allowed"  # no height yet
+    w.height(REFUND - 1, "H0")
+    code, reason = ask(w, "H0", "x", AskBody(spec, sigs, 0, 0, heir))
+    assert code == "not-allowed" and "refund" in reason
+    w.height(REFUND, "H0")
+    assert ask(w, "H0", "x", AskBody(spec, sigs, 0, 0, stranger))[0] == "wrong-recipient"
+    assert ask(w, "H0", "x", AskBody(spec, sigs, 0, 1, w.enc["Q"].info().enc_pub))[0] == "wrong-recipient"
+    assert ask(w, "H0", "x", AskBody(spec, sigs, 0, 5, heir))[0] == "unknown-share"
+    other = make_spec(NET, stdlib.source("escrow"), {"height_asset": ASSET, "refund_height": 1}, w.spec.parties,
+                      escrow=w.spec.escrows)
+    assert ask(w, "H0", "x", AskBody(other.encode(), sigs, 0, 0, heir))[0] in ("unknown-contract", "bad-signature")
+    code, ct = ask(w, "H0", "x", AskBody(spec, sigs, 0, 0, heir))
+    assert code == "share"  # anyone may ask: only the heir's enclave can open it
+    assert ask(w, "H0", "x", AskBody(spec, sigs, 0, 0, heir)) == (code, ct)  # the sealed share again
+
+
+def test_every_message_is_validated_with_a_reason(w):
+    e = w.enc["x"]
+    heir = w.enc["heir"].info().enc_pub
+    good = seal(e, e.info().sign_pub, NET, "ask", AskBody(w.spec.encode(), sigs_of(w), 0, 0, heir))
+    env = wire.decode(good, wire.Signed)
+    cases = {
+        "malformed": b"\x93garbage",
+        "network": wire.encode(wire.Signed(env.version, "main", env.kind, env.body, env.signer, env.sig)),
+        "version": wire.encode(wire.Signed(VERSION + 1, NET, env.kind, env.body, env.signer, env.sig)),
+        "kind": wire.encode(wire.Signed(VERSION, NET, "bogus", env.body, env.signer, env.sig)),
+        "out-of-order": seal(e, e.info().sign_pub, NET, "share", ShareBody(w.cid, 0, 0, b"")),
+        "signature": wire.encode(wire.Signed(VERSION, NET, "ask", env.body, env.signer, bytes(64))),
+        "spec": seal(e, e.info().sign_pub, NET, "ask", AskBody(b"\x90", [], 0, 0, heir)),
+        "wrong-peer": seal(e, e.info().sign_pub, NET, "hold", HoldBody(w.spec.encode(), [], [])),
+    }
+    for want, data in cases.items():
+        code, reason = ask(w, "H0", "x", data=data)
+        assert code == want and reason, (want, code, reason)
+    for i in range(0, len(good), 7):  # mutated messages never crash the holder
+        ask(w, "H0", "x", data=good[:i] + bytes([good[i] ^ 0x55]) + good[i + 1:])
+
+
+def test_a_holder_restart_keeps_its_shares_and_answers_at_the_height(w):
+    w.net.peers.pop("H1")
+    w.holders[1].close()
+    w.holders[1] = again = InProcessEnclave(w.root / "H1")
+    w.add_holder(1, again)  # a new process: Started reads what its enclave holds
+    w.kill("P")
+    w.height(REFUND, "H1", "H2")
+    w.net.call("heir", w.heir, w.heir.recover(w.spec, sigs_of(w), 0, 1, w.now), w.now)
+    w.net.peers.pop("H0")  # only the restarted holder and one other
+    w.settle(10)
+    assert w.heir.state(w.cid, 0, 1) == SWEPT
+    assert w.ledger.balance(ASSET, owner_address(w.commits[1])).unconfirmed == AMOUNT - FEE
+    assert any(n.kind == "escrow.share-released" for n in w.net.peers["H1"].notes)
+
+
+def test_recover_refuses_a_chunk_we_are_not_the_beneficiary_of(w):
+    stranger = KeyEscrow(NET, w.enc["x"])
+    with pytest.raises(ValueError, match="beneficiary"):
+        stranger.recover(w.spec, sigs_of(w), 0, 0, w.now)
+    with pytest.raises(ValueError, match="not escrowed"):
+        w.heir.recover(w.spec, sigs_of(w), 1, 0, w.now)
+    assert isinstance(w.notes("heir", "escrow.recovered"), list) and not w.notes("heir", "escrow.recovered")
+    assert all(isinstance(n, Notify) for n in w.net.peers["heir"].notes)
