@@ -91,6 +91,7 @@ ACCEPTS_REQUEST = {RUNNING: frozenset({"open", "release", "approve"}),
                    WITHHELD: frozenset({"open", "release", "approve"}),
                    DONE: frozenset({"open", "release", "approve"}), FAILED: frozenset()}
 CHEAT_CODES = ("wrong-key", "bad-key", "undecryptable")
+MAX_WAITING_OPENS = 16  # opens of one new contract answered when its funds check (a ledger task) is done
 
 
 class OpenBody(msgspec.Struct, array_like=True, frozen=True):
@@ -178,6 +179,16 @@ def _quote_check(attestations, spec: ContractSpec, k: int, quote: bytes, binding
     return f"untrusted quote of party {k}: {why}" if why else None
 
 
+def _funds_missing(check_funds: Callable[[str, str], bool], spec: ContractSpec, me: int | None) -> str | None:
+    """Why the other parties' committed chunks are not all funded on the ledger (None: they are); blocking."""
+    for k, p in enumerate(spec.parties):
+        if k != me:
+            for i, c in enumerate(p.chunks):
+                if funds_now(check_funds, c) is not True:  # unknown counts as not there
+                    return f"funds: party {k} chunk {i}: no funds at {c.address}"
+    return None
+
+
 @dataclass
 class ContractRun:
     """One node's side of every language contract it runs. ``claim(chunk) -> txid`` sweeps a key the
@@ -211,6 +222,8 @@ class ContractRun:
         self.local_peer = ""
         self.runs: dict[str, Run] = {}
         self._expected: set[bytes] = set()
+        #: contracts a peer opened whose funds check is in flight: the opens waiting for it
+        self._opening: dict[bytes, list[tuple[int, ContractSpec, int, OpenBody]]] = {}
         self._heights: dict[str, int] = {}
         self._pending: dict[int, tuple[str, str, int, int]] = {}  # request id -> (contract, kind, step, party)
         self._req = 0
@@ -314,6 +327,8 @@ class ContractRun:
             return self._on_timer(event.name, now)
         if isinstance(event, TaskDone) and event.name.startswith("contract-run.claim:"):
             return self._on_claimed(event, now)
+        if isinstance(event, TaskDone) and event.name.startswith("contract-run.funds:"):
+            return self._on_funds(event, now)
         return []
 
     # -- helpers ----------------------------------------------------------------------
@@ -350,18 +365,18 @@ class ContractRun:
         return [SetTimer(f"contract-run.retry:{r.key}", now + self.retry_interval),
                 SetTimer(f"contract-run.deadline:{r.key}", r.progress_at + self.round_timeout)]
 
-    def _new_run(self, spec: ContractSpec, cid: bytes, now: float) -> Run | str:
-        """Record the contract, open it in our enclave (it signs the id) and feed it the heights we know."""
+    def _new_run(self, spec: ContractSpec, cid: bytes, now: float, funds_checked: bool = False) -> Run | str:
+        """Record the contract, open it in our enclave (it signs the id) and feed it the heights we know.
+        The other parties' funds are checked here (an application call: ``start``) unless ``funds_checked``
+        (a peer's open: checked in a ledger task first)."""
         from node.tee.client import EnclaveRefused
 
         me = self._my_party(spec)
         if me is None or not spec.parties[me].runner:
             return "we are not a runner of this contract"
-        for k, p in enumerate(spec.parties):
-            if k != me:
-                for i, c in enumerate(p.chunks):
-                    if funds_now(self.check_funds, c) is not True:  # unknown counts as not there
-                        return f"funds: party {k} chunk {i}: no funds at {c.address}"
+        missing = None if funds_checked else _funds_missing(self.check_funds, spec, me)
+        if missing:
+            return missing
         rec = RunRecord(spec.encode(), TRANSITIONS[(None, "start")])
         r = Run(rec, spec, cid, me, progress_at=now, verified={me})
         self.store.put(r.key, rec)  # first the record: a crash before the enclave opens it re-opens on resume
@@ -640,23 +655,54 @@ class ContractRun:
             why = _quote_check(self.attestations, spec, k, o.quote, o.binding, now)
             if why:  # checked before our enclave takes the contract
                 return self._refuse(ev.request_id, cid, -1, "attestation", why)
-            made = self._new_run(spec, cid, now)
+            return self._check_funds_first(ev.request_id, spec, cid, k, o)
+        return self._opened(ev.request_id, r, k, o, now)
+
+    def _check_funds_first(self, request_id: int, spec: ContractSpec, cid: bytes, k: int, o: OpenBody
+                           ) -> list[Command]:
+        """A new contract opened by a peer: the other parties' funds are checked on the ledger in a task
+        (``RunTask``, never inside ``handle``); the open is answered when it is done (``_on_funds``)."""
+        waiting = self._opening.setdefault(cid, [])
+        if len(waiting) >= MAX_WAITING_OPENS:
+            return self._refuse(request_id, cid, -1, "busy", "the funds check of this contract is still running")
+        waiting.append((request_id, spec, k, o))
+        if len(waiting) > 1:
+            return []  # a check of this contract is in flight already
+        me = self._my_party(spec)
+        check = self.check_funds
+        return [RunTask(f"contract-run.funds:{cid.hex()}", lambda: _funds_missing(check, spec, me))]
+
+    def _on_funds(self, ev: TaskDone, now: float) -> list[Command]:
+        cid = bytes.fromhex(ev.name.split(":", 1)[1])
+        waiting = self._opening.pop(cid, [])
+        if not waiting:
+            return []
+        spec = waiting[0][1]
+        missing = ev.result if ev.error is None else f"funds unknown: {type(ev.error).__name__}: {ev.error}"
+        r = self.runs.get(cid.hex())
+        if r is None:
+            made = missing or self._new_run(spec, cid, now, funds_checked=True)
             if isinstance(made, str):
                 code = made.split(":")[0] if made.startswith("funds") else "not-held"
-                return self._refuse(ev.request_id, cid, -1, code, made)
+                return [c for rid, *_ in waiting for c in self._refuse(rid, cid, -1, code, made)]
             r = made
             self._expected.discard(cid)
+        return [c for rid, _, k, o in waiting for c in self._opened(rid, r, k, o, now)]
+
+    def _opened(self, request_id: int, r: Run, k: int, o: OpenBody, now: float) -> list[Command]:
+        """Answer party ``k``'s open of a contract we run: its quote and signatures, then ``opened``."""
+        cid = r.cid
         why = self._check_party(r, k, o.quote, o.binding, now)
         if why:
-            return self._refuse(ev.request_id, cid, -1, "attestation", why)
+            return self._refuse(request_id, cid, -1, "attestation", why)
         why = self._add_sigs(r, o.sigs)
         if why:
-            return self._refuse(ev.request_id, cid, -1, "signature", why)
+            return self._refuse(request_id, cid, -1, "signature", why)
         if {s.party for s in o.sigs} >= set(r.runners()):
             r.complete.add(k)
         self._progress(r, now)
         binding, quote = self._ident()
-        resp = Respond(ev.request_id, self._seal("opened", OpenedBody(cid, quote, list(r.rec.sigs), binding)))
+        resp = Respond(request_id, self._seal("opened", OpenedBody(cid, quote, list(r.rec.sigs), binding)))
         return [resp] + self._open_all(r) + self._drive(r, now)
 
     def _on_approve(self, ev, env, a: ApproveBody, r: Run, now: float) -> list[Command]:
