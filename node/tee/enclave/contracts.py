@@ -108,22 +108,15 @@ class SharePayloadV(msgspec.Struct, array_like=True, frozen=True):
 
 
 class ContractShare(msgspec.Struct, array_like=True):
-    """A share this enclave holds as an escrow holder of a contract's chunk."""
+    """A share this enclave holds as an escrow holder of a contract's chunk (``share.y`` is secret)."""
 
-    cid: bytes
-    party: int
-    index: int
-    pub: bytes
-    x: int
-    k: int
-    n: int
-    y: bytes  # the share value (secret)
-    beneficiary: bytes
+    share: SharePayloadV
     state: str = "held"  # held | released
     ciphertext: bytes = b""  # the sealed release to the beneficiary (handed out again, never re-made)
 
     def __repr__(self) -> str:
-        return f"ContractShare(cid={self.cid.hex()[:16]}, chunk={self.party}/{self.index}, {self.state}, y=<redacted>)"
+        s = self.share
+        return f"ContractShare(cid={s.cid.hex()[:16]}, chunk={s.party}/{s.index}, {self.state}, y=<redacted>)"
 
 
 class HoldResult(msgspec.Struct, array_like=True, frozen=True):
@@ -520,7 +513,7 @@ class Holdings(Contracts):
         return False
 
     def _shares(self, cid: bytes) -> list[ContractShare]:
-        return [s for s in self.core._state.cshares if s.cid == cid]
+        return [s for s in self.core._state.cshares if s.share.cid == cid]
 
     def hold(self, spec_bytes: bytes, sigs: list[PartySig], shares: list[SplitShare]) -> HoldResult:
         """Take (or add runners' signatures to) a contract we are an escrow holder of, and the shares sent
@@ -541,7 +534,7 @@ class Holdings(Contracts):
                 raise _refusal("bad-signature", f"party {s.party}'s signature over the contract id does not verify")
         if len(shares) > MAX_ESCROW_HOLDERS * 1000:
             raise _refusal("bad-request", "too many shares in one call")
-        have = {(s.party, s.index) for s in self._shares(cid)}
+        have = {(s.share.party, s.share.index) for s in self._shares(cid)}
         new: list[ContractShare] = []
         for sh in shares:
             term = spec.escrow_of(sh.party, sh.index) if 0 <= sh.party < len(spec.parties) else None
@@ -565,7 +558,7 @@ class Holdings(Contracts):
             if (p.cid, p.party, p.index, p.pub, p.x, p.k, p.n, p.beneficiary) != (
                     cid, sh.party, sh.index, pub, pos + 1, term.k, len(term.holders), term.beneficiary):
                 raise _refusal("wrong-share", f"share of chunk {sh.party}/{sh.index} does not match the terms")
-            new.append(ContractShare(cid, sh.party, sh.index, pub, p.x, p.k, p.n, p.y, p.beneficiary))
+            new.append(ContractShare(p))
             have.add((sh.party, sh.index))
         st = next((c for c in self._all if c.cid == cid), None)
         created = st is None
@@ -619,22 +612,21 @@ class Holdings(Contracts):
         from node.tee.enclave.core import ESCROW_RELEASE_TAG, escrow_aad
 
         st, spec = self._get(cid)
-        rec = next((s for s in self._shares(cid) if (s.party, s.index) == (party, index)), None)
+        rec = next((s for s in self._shares(cid) if (s.share.party, s.share.index) == (party, index)), None)
         if rec is None:
             raise _refusal("unknown-share", f"no share of chunk {party}/{index} of this contract is held here")
-        if recipient != rec.beneficiary:
+        p = rec.share
+        if recipient != p.beneficiary:
             raise _refusal("wrong-recipient", "the contract's escrow names another beneficiary for this chunk")
         if rec.state == "released":
             return rec.ciphertext
         why = self._refund_allowed(st, spec, party, index)
         if why:
             raise _refusal("not-allowed", why)
-        plain = msgspec.msgpack.encode(SharePayloadV(cid, party, index, rec.pub, rec.x, rec.k, rec.n, rec.y,
-                                                     rec.beneficiary))
-        ct = ecies_encrypt(rec.beneficiary, plain, escrow_aad(ESCROW_RELEASE_TAG, rec.pub,
-                                                              escrow_context(cid, party, index)))
+        ctx = escrow_context(cid, party, index)
+        ct = ecies_encrypt(p.beneficiary, msgspec.msgpack.encode(p), escrow_aad(ESCROW_RELEASE_TAG, p.pub, ctx))
         rec.state, rec.ciphertext = "released", ct
-        self.core._journal("escrow-release", rec.pub, rec.beneficiary, escrow_context(cid, party, index))
+        self.core._journal("escrow-release", p.pub, p.beneficiary, ctx)
 
         def undo() -> None:
             rec.state, rec.ciphertext = "held", b""
@@ -674,6 +666,7 @@ class Holdings(Contracts):
                 continue
             _, spec = self._get(st.cid)
             for s in self._shares(st.cid):
-                why = "" if s.state == "released" else (self._refund_allowed(st, spec, s.party, s.index) or "")
-                out.append(ShareStatus(st.cid, s.party, s.index, s.state, not why, why))
+                p = s.share
+                why = "" if s.state == "released" else (self._refund_allowed(st, spec, p.party, p.index) or "")
+                out.append(ShareStatus(st.cid, p.party, p.index, s.state, not why, why))
         return out

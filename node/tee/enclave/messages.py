@@ -155,17 +155,13 @@ class EscrowHold(msgspec.Struct, tag="escrow-hold", array_like=True, frozen=True
     shares: list[SplitShare]
 
 
-class EscrowHeight(msgspec.Struct, tag="escrow-height", array_like=True, frozen=True):
-    cid: bytes
-    asset: str
-    height: int
+# the holder's height and approval calls carry what a party's do (and are dispatched before them)
+class EscrowHeight(ContractHeight, tag="escrow-height"):
+    pass
 
 
-class EscrowApprove(msgspec.Struct, tag="escrow-approve", array_like=True, frozen=True):
-    cid: bytes
-    party: int
-    message: str
-    sig: bytes
+class EscrowApprove(ContractApprove, tag="escrow-approve"):
+    pass
 
 
 class EscrowMoved(msgspec.Struct, tag="escrow-moved", array_like=True, frozen=True):
