@@ -270,3 +270,21 @@ def test_recover_refuses_a_chunk_we_are_not_the_beneficiary_of(w):
         w.heir.recover(w.spec, sigs_of(w), 1, 0, w.now)
     assert isinstance(w.notes("heir", "escrow.recovered"), list) and not w.notes("heir", "escrow.recovered")
     assert all(isinstance(n, Notify) for n in w.net.peers["heir"].notes)
+
+
+def test_a_recovery_node_restarted_after_the_rebuild_still_sweeps_once(w):
+    w.kill("P")
+    w.height(REFUND, "H0", "H1", "H2")
+    no_sweep = KeyEscrow(NET, w.enc["heir"], retry_interval=2.0)  # a recovery node that dies before its sweep
+    w.net.peers.pop("heir")
+    w.net.add("heir", no_sweep, now=w.now)
+    w.net.call("heir", no_sweep, no_sweep.recover(w.spec, sigs_of(w), 0, 0, w.now), w.now)
+    w.settle(4)
+    assert no_sweep.state(w.cid, 0, 0) == "rebuilt" and w.ledger.balance(ASSET, w.commits[0].address).unconfirmed
+    w.net.peers.pop("heir")  # restart: a fresh process asks again; its enclave already holds the key
+    w.net.add("heir", w.heir, now=w.now)
+    w.net.call("heir", w.heir, w.heir.recover(w.spec, sigs_of(w), 0, 0, w.now), w.now)
+    w.settle(4)
+    assert w.heir.state(w.cid, 0, 0) == SWEPT
+    assert w.ledger.balance(ASSET, owner_address(w.commits[0])).unconfirmed == AMOUNT - FEE
+    assert [e.op for e in w.enc["heir"]._core.journal()].count("recover") == 1
