@@ -28,7 +28,8 @@ release/1, so ``CheatingProof`` covers it), every other kind by the sender's enc
     error    ErrorBody(contract_id, round, code, reason)      response; unsigned
 
 Before it releases to a party, a runner has verified that party's quote against its binding and (at
-open) that every other party's committed chunks are funded on the ledger. Heights come from the ledger
+open) that every other party's committed chunks are funded on the ledger (for a peer's open of a new
+contract in a ledger task, ``RunTask``: the open is answered when it is done). Heights come from the ledger
 via the host (``observe_height``, an event): the enclave trusts its host for heights (a TEE has no
 trusted clock). Approvals are verified here and again inside the enclave.
 
