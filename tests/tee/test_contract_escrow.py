@@ -73,8 +73,11 @@ def refused(fn, *args) -> str:
 
 def test_a_spec_without_escrow_keeps_its_bytes_and_id_and_escrow_terms_are_validated(w):
     plain = make_spec(NET, stdlib.source("escrow"), {"height_asset": ASSET, "refund_height": REFUND}, w.parties)
-    assert type(plain) is ContractSpec and plain.encode() == ContractSpec(*[getattr(plain, f) for f in
-                                                                            plain.__struct_fields__]).encode()
+    import msgspec
+
+    # the plain spec keeps the 6-element shape it always had (so its bytes and spec id are unchanged)
+    assert type(plain) is ContractSpec and len(msgspec.msgpack.decode(plain.encode())) == 6
+    assert len(msgspec.msgpack.decode(w.spec.encode())) == 7
     assert len(plain.encode()) < len(w.spec.encode()) and spec_id(plain) != w.cid
     assert decode_spec(plain.encode()) == plain and decode_spec(w.spec.encode()) == w.spec
     bad = [EscrowTerm(0, [], w.term.holders, 1, w.heir_enc),  # k < 2
