@@ -320,3 +320,36 @@ def test_a_holder_never_releases_more_than_the_escrow_contract_allows(base, ops,
                     released.add(index)
     finally:
         holder.close()
+
+
+def test_in_a_swap_holders_refund_only_the_unmoved_chunks_at_the_deadline(tmp_path):
+    """Another contract, its own refund rule: the stdlib swap refunds every unmoved chunk at ``deadline``."""
+    a, b, heir = (InProcessEnclave(tmp_path / n) for n in ("a", "b", "heir"))
+    hs = [InProcessEnclave(tmp_path / f"h{i}") for i in range(2)]
+    try:
+        ca = [Commit(p, ASSET, address_for(ASSET, p), 1000, 5_000) for p in a.generate_keys(2)]
+        cb = [Commit(p, "LTC", address_for("LTC", p), 1000, 5_000) for p in b.generate_keys(2)]
+        term = EscrowTerm(0, [], [EscrowHolder(h.info().enc_pub, f"H{i}") for i, h in enumerate(hs)], 2,
+                          heir.info().enc_pub)
+        spec = make_spec(NET, stdlib.source("swap"), {"asset_a": ASSET, "asset_b": "LTC", "usd": 10_000,
+                                                      "deadline": 300},
+                         [PartySpec(a.binding_for(NET, "A"), ca), PartySpec(b.binding_for(NET, "B"), cb)],
+                         escrow=[term])
+        cid = spec_id(spec)
+        x = a.contract_open(spec.encode())
+        y = b.contract_open(spec.encode(), [(0, x.sig)])
+        a.contract_open(spec.encode(), [(1, y.sig)])
+        shares = a.contract_escrow_split(cid)
+        for h in hs:
+            h.escrow_hold(spec.encode(), [(0, x.sig), (1, y.sig)], [s for s in shares if s.holder == h.info().enc_pub])
+        a.contract_height(cid, ASSET, 100)
+        rec = a.contract_release(cid, 0, 1)  # a's chunk 0 goes to b, tit-for-tat
+        hs[0].escrow_moved(cid, rec)
+        hs[0].escrow_height(cid, ASSET, 299)
+        assert refused(hs[0].escrow_share, cid, 0, 1, heir.info().enc_pub) == "not-allowed"
+        hs[0].escrow_height(cid, ASSET, 300)
+        assert refused(hs[0].escrow_share, cid, 0, 0, heir.info().enc_pub) == "not-allowed"  # moved to b
+        assert hs[0].escrow_share(cid, 0, 1, heir.info().enc_pub)  # unmoved: home at the deadline
+    finally:
+        for e in [a, b, heir, *hs]:
+            e.close()
