@@ -56,6 +56,7 @@ class OfferStack:
     revocations: Any = None  # node.protocols.revocation.RevocationProtocol
     outcomes: Any = None  # node.protocols.outcomes.OutcomesProtocol
     desk: Any = None  # node.swaps.SwapDesk
+    escrow: Any = None  # node.escrowdesk.EscrowDesk
     request_deadline: float = 3.0
 
     def own_sheet(self):
@@ -319,6 +320,12 @@ class NodeServices:
     def contracts(self) -> list[dict[str, Any]]:
         return self.stack.desk.contracts() if self.stack.desk else []
 
+    def escrow(self) -> dict[str, Any]:
+        return self.stack.escrow.status()
+
+    async def escrow_recover(self, contract: str) -> dict[str, Any]:
+        return await self.stack.escrow.recover(self, contract)
+
     async def revoke(self, kind: str, target: str, reason: str) -> dict[str, Any]:
         """Sign a revocation notice with this node's peer key, apply it here and gossip it."""
         from node.identity import load_or_create_seed
@@ -443,6 +450,8 @@ class NodeServices:
         except Exception as exc:  # a bug: say what, in the answer and the log
             log.exception("planning a %s failed", kind)
             raise ApiError(500, f"planning the {kind} failed: {type(exc).__name__}: {exc}") from None
+        if terms.get("key_escrow"):  # our chunks' keys in shares held by other nodes (node.escrowdesk)
+            spec, summary = await self.stack.escrow.attach(self, spec, summary, terms["key_escrow"])
         data = spec.encode()
         if kind == "escrow":
             await self._offer(arbiter, "arbiter", data)
@@ -653,13 +662,16 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     from node.protocols.outcomes import tap_release_records
 
     tap_release_records(stack.desk.release, stack.outcomes.records)  # what our outcome reports carry
+    from node.escrowdesk import EscrowDesk
+
+    stack.escrow = EscrowDesk(stack, clock)  # /keyswitch/key-escrow/1: holder, owner, recovery
     metrics = NodeMetrics()
     url_file = datadir / "api.url"
     try:
         async with trio.open_nursery() as nursery:
             ncfg = NodeConfig.from_config(cfg, app_score=lambda pid: stack.engine.app_score(pid, clock.now()))
             protocols = [stack.protocol, stack.rfp, stack.revocations, stack.outcomes, stack.desk.release,
-                         stack.desk.run]
+                         stack.desk.run, stack.escrow.proto]
             node = await nursery.start(functools.partial(run_host, ncfg, protocols, on_notify=stack.desk.on_notify))
             stack.desk.node = node
             services = NodeServices(node, stack, clock, clock.now())
@@ -760,6 +772,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
             nursery.start_soon(gauges)
             nursery.start_soon(offers_refresher)
             nursery.start_soon(heights)
+            nursery.start_soon(stack.escrow.run, node)
             await node.stopped.wait()
             nursery.cancel_scope.cancel()
     finally:

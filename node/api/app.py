@@ -53,6 +53,12 @@ class RequestBody(msgspec.Struct, forbid_unknown_fields=True):
     contract: str = "swap"
 
 
+class KeyEscrowBody(msgspec.Struct, forbid_unknown_fields=True):
+    holders: list[str]  # peer ids of the nodes holding the shares of our chunks' keys
+    k: int  # how many of them rebuild a key
+    recovery: str  # peer id of our recovery node: its enclave gets the shares back at the time-lock
+
+
 class ContractBody(msgspec.Struct, forbid_unknown_fields=True):
     peer: str
     give: str
@@ -64,6 +70,11 @@ class ContractBody(msgspec.Struct, forbid_unknown_fields=True):
     premium_chunks: int = 1  # option: how many of our ``give`` chunks are the premium
     premium_blocks: int = 20  # option: the premium is due within this many blocks of ``take``
     expiry_blocks: int = 100  # option: exercise within this many blocks of ``take``
+    key_escrow: KeyEscrowBody | None = None  # escrow / option: our chunks' keys in k-of-n shares (node.escrowdesk)
+
+
+class RecoverBody(msgspec.Struct, forbid_unknown_fields=True):
+    contract: str
 
 
 class ApproveBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -161,6 +172,8 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
             if not 1 <= len(b.peer) <= 128:
                 raise ApiError(400, "peer must be a peer id (1..128 characters)")
             if b.kind == "swap":
+                if b.key_escrow is not None:
+                    raise ApiError(400, "key_escrow applies to an escrow or an option, not a swap")
                 if not b.take:
                     raise ApiError(409, "a swap needs take (the asset to receive)")
                 return JSONResponse(await services.contract(b.peer, b.give, b.take, b.chunks), status_code=201)
@@ -171,9 +184,33 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
                 raise ApiError(400, "premium_chunks must be 0..100")
             terms = {"arbiter": b.arbiter, "refund_blocks": b.refund_blocks, "premium_chunks": b.premium_chunks,
                      "premium_blocks": b.premium_blocks, "expiry_blocks": b.expiry_blocks}
+            if b.key_escrow is not None:
+                terms["key_escrow"] = key_escrow_terms(b.key_escrow)
             return JSONResponse(await services.contract(b.peer, b.give, b.take, b.chunks, b.kind, terms),
                                 status_code=201)
         return JSONResponse({"contracts": services.contracts()})
+
+    def key_escrow_terms(ke: KeyEscrowBody) -> dict:
+        from node.contracts.spec import MAX_ESCROW_HOLDERS
+
+        if not 2 <= len(ke.holders) <= MAX_ESCROW_HOLDERS:
+            raise ApiError(400, f"key_escrow.holders: 2..{MAX_ESCROW_HOLDERS} peer ids, got {len(ke.holders)}")
+        if not all(1 <= len(h) <= 128 for h in [*ke.holders, ke.recovery]):
+            raise ApiError(400, "key_escrow: holders and recovery are peer ids (1..128 characters)")
+        if len(set(ke.holders)) != len(ke.holders):
+            raise ApiError(400, "key_escrow.holders must be distinct")
+        if not 2 <= ke.k <= len(ke.holders):
+            raise ApiError(400, f"key_escrow.k must be 2..{len(ke.holders)} (the number of holders), got {ke.k}")
+        return {"holders": list(ke.holders), "k": ke.k, "recovery": ke.recovery}
+
+    async def escrow(request):
+        return JSONResponse(services.escrow())
+
+    async def escrow_recover(request):
+        b = await body_of(request, RecoverBody)
+        if len(b.contract) != 64 or any(ch not in "0123456789abcdef" for ch in b.contract):
+            raise ApiError(400, "contract is a 64-hex-digit id (lower case)")
+        return JSONResponse(await services.escrow_recover(b.contract))
 
     async def approve(request):
         b = await body_of(request, ApproveBody)
@@ -220,6 +257,8 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         Route("/v1/deposits", endpoint(deposits), methods=["GET", "POST"]),
         Route("/v1/contracts", endpoint(contracts), methods=["GET", "POST"]),
         Route("/v1/contracts/approve", endpoint(approve), methods=["POST"]),
+        Route("/v1/escrow", endpoint(escrow)),
+        Route("/v1/escrow/recover", endpoint(escrow_recover), methods=["POST"]),
         Route("/v1/requests", endpoint(requests_), methods=["POST"]),
         Route("/v1/sweep", endpoint(sweep), methods=["POST"]),
         Route("/v1/revocations", endpoint(revocations), methods=["POST"]),

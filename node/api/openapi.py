@@ -74,8 +74,26 @@ SPEC = {
                                "refund_blocks": {"type": "integer", "minimum": 1, "maximum": 100000},
                                "premium_chunks": {"type": "integer", "minimum": 0, "maximum": 100},
                                "premium_blocks": {"type": "integer", "minimum": 1, "maximum": 100000},
-                               "expiry_blocks": {"type": "integer", "minimum": 1, "maximum": 100000}}}),
+                               "expiry_blocks": {"type": "integer", "minimum": 1, "maximum": 100000},
+                               "key_escrow": {
+                                   "type": "object", "additionalProperties": False,
+                                   "required": ["holders", "k", "recovery"],
+                                   "description": "escrow / option: our chunks' keys in Shamir shares held by "
+                                                  "these nodes, k of which rebuild a key in the recovery node's "
+                                                  "enclave when the contract refunds it (node.escrowdesk)",
+                                   "properties": {
+                                       "holders": {"type": "array", "minItems": 2, "maxItems": 16, "uniqueItems": True,
+                                                   "items": {"type": "string", "minLength": 1, "maxLength": 128}},
+                                       "k": {"type": "integer", "minimum": 2, "maximum": 16},
+                                       "recovery": {"type": "string", "minLength": 1, "maxLength": 128}}}}}),
         },
+        "/v1/escrow": {"get": _get("Key escrow: shares held for others, contracts this node is the recovery "
+                                   "node of, recoveries", {"type": "object", "required": [
+                                       "holding", "recovery_node_of", "recoveries"]})},
+        "/v1/escrow/recover": {"post": _post("Recovery node: bring the owner's key-escrowed chunks of a contract "
+                                             "home (asks the holders until the contract refunds them)", {
+            "type": "object", "additionalProperties": False, "required": ["contract"],
+            "properties": {"contract": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}, "200")},
         "/v1/contracts/approve": {"post": _post("Sign an approval for a contract (an escrow arbiter's \"release\", "
                                                 "an option buyer's \"exercise\")", {
             "type": "object", "additionalProperties": False, "required": ["contract", "message"],

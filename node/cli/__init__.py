@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.ops",
     "node.cli.deposit",
     "node.cli.request",
+    "node.cli.keyescrow",
     "node.cli.vault",
     "node.cli.attest",
     "node.cli.attest_verify",

@@ -19,6 +19,24 @@ from node.cli import state
 from node.cli.ops import DaemonNotRunning, _table, call
 
 
+HOLDERS = typer.Option("", "--key-escrow-holders", help="Key escrow: peer ids (comma-separated) holding Shamir "
+                       "shares of this node's chunks' keys (with --k and --recovery)")
+K = typer.Option(0, "--k", min=0, max=16, help="Key escrow: how many holders rebuild a key")
+RECOVERY = typer.Option("", "--recovery", help="Key escrow: peer id of this node's recovery node, whose enclave "
+                        "gets the shares at the time-lock and sweeps the chunks home (keyswitch recover)")
+
+
+def key_escrow_option(holders: str, k: int, recovery: str) -> dict:
+    """The ``key_escrow`` body field of --key-escrow-holders/--k/--recovery (none of them: no key escrow)."""
+    if not (holders or k or recovery):
+        return {}
+    if not (holders and k and recovery):
+        typer.echo("error: key escrow needs --key-escrow-holders, --k and --recovery together", err=True)
+        raise typer.Exit(2)
+    return {"key_escrow": {"holders": [h.strip() for h in holders.split(",") if h.strip()], "k": k,
+                           "recovery": recovery}}
+
+
 def register(app: typer.Typer) -> None:
     @app.command("request")
     def request(
@@ -105,10 +123,12 @@ def register(app: typer.Typer) -> None:
         chunks: int = typer.Option(1, "--chunks", min=1, max=100),
         refund_blocks: int = typer.Option(100, "--refund-blocks", min=1, max=100_000,
                                           help="Without approval, back to this node after this many blocks"),
+        holders: str = HOLDERS, k: int = K, recovery: str = RECOVERY,
     ) -> None:
         """Hold CHUNKS of GIVE for PAYEE until ARBITER approves (each enclave decides every release)."""
         _post("/v1/contracts", {"kind": "escrow", "peer": payee, "arbiter": arbiter, "give": give,
-                                "chunks": chunks, "refund_blocks": refund_blocks})
+                                "chunks": chunks, "refund_blocks": refund_blocks,
+                                **key_escrow_option(holders, k, recovery)})
 
     @app.command("option")
     def option(
@@ -119,11 +139,12 @@ def register(app: typer.Typer) -> None:
         premium_chunks: int = typer.Option(1, "--premium-chunks", min=0, max=100),
         premium_blocks: int = typer.Option(20, "--premium-blocks", min=1, max=100_000),
         expiry_blocks: int = typer.Option(100, "--expiry-blocks", min=1, max=100_000),
+        holders: str = HOLDERS, k: int = K, recovery: str = RECOVERY,
     ) -> None:
         """Buy a call option on the writer's CHUNKS of TAKE: premium now, exercise with: keyswitch approve."""
         _post("/v1/contracts", {"kind": "option", "peer": writer, "give": give, "take": take, "chunks": chunks,
                                 "premium_chunks": premium_chunks, "premium_blocks": premium_blocks,
-                                "expiry_blocks": expiry_blocks})
+                                "expiry_blocks": expiry_blocks, **key_escrow_option(holders, k, recovery)})
 
     @app.command("approve")
     def approve(

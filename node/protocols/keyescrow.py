@@ -135,6 +135,8 @@ class KeyEscrow:
     check_funds: Callable[[str, str], bool] = lambda asset, address: True
     retry_interval: float = 2.0
     give_up_after: float = 3600.0
+    max_contracts: int = 0  # holder: at most this many contracts held for others (0: no bound), then "full"
+    max_shares: int = 0  # holder: at most this many shares over all of them (0: no bound), then "full"
 
     def __post_init__(self) -> None:
         self.topics: list[str] = []
@@ -142,6 +144,7 @@ class KeyEscrow:
         self.local_peer = ""
         self._heights: dict[str, int] = {}
         self._held: set[bytes] = set()  # contracts our enclave holds shares of
+        self._counts: dict[bytes, int] = {}  # contract -> how many of its shares our enclave holds
         self._out: dict[tuple[bytes, bytes], tuple[str, bytes]] = {}  # (cid, holder) -> (peer, hold message)
         self._pending: dict[int, tuple[str, object]] = {}  # request id -> (kind, key)
         self._req = 0
@@ -216,7 +219,10 @@ class KeyEscrow:
     def handle(self, event: Event, now: float) -> list[Command]:
         if isinstance(event, Started):
             self.local_peer = event.local_peer
-            self._held = {s.cid for s in self.enclave.escrow_holdings()}
+            self._counts = {}
+            for s in self.enclave.escrow_holdings():
+                self._counts[s.cid] = self._counts.get(s.cid, 0) + 1
+            self._held = set(self._counts)
             return []
         if isinstance(event, RequestReceived) and event.protocol == PROTOCOL_ID:
             return self._on_request(event)
@@ -261,6 +267,21 @@ class KeyEscrow:
             self.enclave.escrow_height(cid, asset, h)
 
     # -- holder: requests ---------------------------------------------------------------
+    def over_bound(self, cid: bytes, shares: int) -> str | None:
+        """Why a hold of ``shares`` shares of ``cid`` would take us past our bounds, else None (a contract we
+        already hold is re-sent with all its shares: they replace its count)."""
+        if self.max_contracts and cid not in self._held and len(self._held) >= self.max_contracts:
+            return f"this node already holds escrow shares of {len(self._held)} contracts (at most {self.max_contracts})"
+        others = sum(n for c, n in self._counts.items() if c != cid)
+        if self.max_shares and others + shares > self.max_shares:
+            return f"this node holds {others} escrow shares for others; {shares} more would pass its bound of " \
+                   f"{self.max_shares}"
+        return None
+
+    def holding(self) -> dict[str, int]:
+        """Contracts (id hex) our enclave holds shares of, with how many."""
+        return {c.hex(): n for c, n in sorted(self._counts.items())}
+
     def _on_request(self, ev: RequestReceived) -> list[Command]:
         from node.tee.client import EnclaveRefused
 
@@ -279,10 +300,14 @@ class KeyEscrow:
             cid = spec_id(spec)
             if env.kind == "hold" and env.signer not in {p.binding.sign_pub for p in spec.parties if p.runner}:
                 return self._refuse(ev.request_id, cid, "wrong-peer", "hold is not signed by a runner's enclave")
+            full = self.over_bound(cid, len(body.shares)) if env.kind == "hold" else None
+            if full:
+                return self._refuse(ev.request_id, cid, "full", full)
             res = self.enclave.escrow_hold(body.spec, [(s.party, s.sig) for s in body.sigs],
                                            body.shares if env.kind == "hold" else [])
             self._feed(cid)
             if env.kind == "hold":
+                self._counts[cid] = len(res.held)
                 return [Respond(ev.request_id, self._seal("held", HeldBody(cid, res.held, res.missing)))]
             ct = self.enclave.escrow_share(cid, body.party, body.index, body.recipient)
         except EnclaveRefused as exc:

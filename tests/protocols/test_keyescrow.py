@@ -288,3 +288,22 @@ def test_a_recovery_node_restarted_after_the_rebuild_still_sweeps_once(w):
     assert w.heir.state(w.cid, 0, 0) == SWEPT
     assert w.ledger.balance(ASSET, owner_address(w.commits[0])).unconfirmed == AMOUNT - FEE
     assert [e.op for e in w.enc["heir"]._core.journal()].count("recover") == 1
+
+
+def test_a_holder_past_its_bound_refuses_the_shares_with_full(tmp_path):
+    world = World(tmp_path)
+    try:
+        world.escrows["H0"].max_shares = 1  # two chunks: two shares, one more than H0 takes
+        world.escrows["H1"].max_contracts = 1  # room for this one contract
+        world.height(100, "P", "Q")
+        world.start()
+        assert world.holders[0].escrow_holdings(world.cid) == [] and world.escrows["H0"].holding() == {}
+        assert len(world.holders[1].escrow_holdings(world.cid)) == 2
+        assert world.escrows["H1"].holding() == {world.cid.hex(): 2}
+        full = [d for d in world.notes("P", "escrow.peer-error") if d["code"] == "full"]
+        assert full and "bound of 1" in full[0]["reason"]
+        assert world.escrows["H1"].over_bound(b"\x01" * 32, 1) == (
+            "this node already holds escrow shares of 1 contracts (at most 1)")
+        assert world.escrows["H1"].over_bound(world.cid, 2) is None  # the same contract again: no new room needed
+    finally:
+        world.close()
