@@ -145,6 +145,7 @@ class KeyEscrow:
         self._heights: dict[str, int] = {}
         self._held: set[bytes] = set()  # contracts our enclave holds shares of
         self._counts: dict[bytes, int] = {}  # contract -> how many of its shares our enclave holds
+        self._reads: dict[bytes, set[str]] = {}  # contract -> assets whose heights it may read (as feed_heights)
         self._out: dict[tuple[bytes, bytes], tuple[str, bytes]] = {}  # (cid, holder) -> (peer, hold message)
         self._pending: dict[int, tuple[str, object]] = {}  # request id -> (kind, key)
         self._req = 0
@@ -205,7 +206,8 @@ class KeyEscrow:
             return []
         self._heights[asset] = height
         for cid in sorted(self._held):
-            self.enclave.escrow_height(cid, asset, height)
+            if asset in self._reads.get(cid, (asset,)):  # unknown (held before a restart): every asset
+                self.enclave.escrow_height(cid, asset, height)
         return self._ask_all() if self.recoveries else []
 
     def state(self, cid: bytes, party: int, index: int) -> str | None:
@@ -261,10 +263,13 @@ class KeyEscrow:
     def _ask_all(self) -> list[Command]:
         return [c for r in list(self.recoveries.values()) for c in self._ask(r)]
 
-    def _feed(self, cid: bytes) -> None:
+    def _feed(self, spec: ContractSpec, cid: bytes) -> None:
         self._held.add(cid)
+        self._reads[cid] = {p.value for p in spec.params if isinstance(p.value, str)} | {
+            c.asset for p in spec.parties for c in p.chunks}  # what its terms may read heights of
         for asset, h in sorted(self._heights.items()):
-            self.enclave.escrow_height(cid, asset, h)
+            if asset in self._reads[cid]:
+                self.enclave.escrow_height(cid, asset, h)
 
     # -- holder: requests ---------------------------------------------------------------
     def over_bound(self, cid: bytes, shares: int) -> str | None:
@@ -305,7 +310,7 @@ class KeyEscrow:
                 return self._refuse(ev.request_id, cid, "full", full)
             res = self.enclave.escrow_hold(body.spec, [(s.party, s.sig) for s in body.sigs],
                                            body.shares if env.kind == "hold" else [])
-            self._feed(cid)
+            self._feed(spec, cid)
             if env.kind == "hold":
                 self._counts[cid] = len(res.held)
                 return [Respond(ev.request_id, self._seal("held", HeldBody(cid, res.held, res.missing)))]

@@ -50,8 +50,16 @@ class Recording:
     async def sweep(self, deposit, to):
         return {"deposit": deposit, "to": to}
 
-    async def contract(self, peer, give, take, chunks):
+    async def contract(self, peer, give, take, chunks, kind="swap", terms=None):
+        self.calls.append(("contract", kind, terms))
         return {"peer": peer, "give": give, "take": take, "chunks": chunks}
+
+    def escrow(self):
+        return {"holding": {"contracts": {}, "shares": []}, "recovery_node_of": [], "recoveries": []}
+
+    async def escrow_recover(self, contract):
+        self.calls.append(("recover", contract))
+        return {"contract": contract, "recovering": []}
 
     async def revoke(self, kind, target, reason):
         return {"kind": kind, "target": target, "reason": reason}
@@ -104,6 +112,17 @@ async def test_without_or_with_wrong_cookie_is_401(api):
         ("/v1/requests", b'{"usd": 3}', "missing required field"),
         ("/v1/sweep", b"[]", "Expected `object`"),
         ("/v1/deposits", b"x" * 70000, "body over"),
+        ("/v1/contracts", b'{"peer": "P", "give": "BTC-REG", "kind": "escrow", "key_escrow": {"holders": ["H1", "H2"], '
+                          b'"k": 3, "recovery": "R"}}', "k must be 2..2"),
+        ("/v1/contracts", b'{"peer": "P", "give": "BTC-REG", "kind": "escrow", "key_escrow": {"holders": ["H1"], '
+                          b'"k": 2, "recovery": "R"}}', "2..16 peer ids, got 1"),
+        ("/v1/contracts", b'{"peer": "P", "give": "BTC-REG", "kind": "option", "key_escrow": {"holders": ["H", "H"], '
+                          b'"k": 2, "recovery": "R"}}', "must be distinct"),
+        ("/v1/contracts", b'{"peer": "P", "give": "BTC-REG", "kind": "option", "key_escrow": {"holders": ["H", "I"], '
+                          b'"k": 2}}', "missing required field `recovery`"),
+        ("/v1/contracts", b'{"peer": "P", "give": "BTC-REG", "take": "ETH-DEV", "key_escrow": {"holders": ["H", "I"], '
+                          b'"k": 2, "recovery": "R"}}', "not a swap"),
+        ("/v1/escrow/recover", b'{"contract": "xyz"}', "64-hex-digit"),
     ],
 )
 async def test_malformed_bodies_get_4xx_with_reason(api, path, body, reason):
@@ -121,6 +140,20 @@ async def test_actions(api):
     assert r.status_code == 201 and r.json()["contract"] == "swap"
     r = await c.post("/v1/sweep", json={"deposit": "02ab", "to": "bcrt1q..."})
     assert r.status_code == 200
+
+
+async def test_key_escrow_terms_reach_the_node_and_recovery_is_asked_by_contract_id(api):
+    c, svc, *_ = api
+    ke = {"holders": ["H1", "H2", "H3"], "k": 2, "recovery": "R"}
+    r = await c.post("/v1/contracts", json={"peer": "P", "give": "BTC-REG", "kind": "escrow", "arbiter": "A",
+                                            "key_escrow": ke})
+    assert r.status_code == 201 and svc.calls[-1][:2] == ("contract", "escrow")
+    assert svc.calls[-1][2]["key_escrow"] == ke and svc.calls[-1][2]["arbiter"] == "A"
+    r = await c.post("/v1/contracts", json={"peer": "P", "give": "BTC-REG", "kind": "escrow", "arbiter": "A"})
+    assert r.status_code == 201 and "key_escrow" not in svc.calls[-1][2]
+    r = await c.post("/v1/escrow/recover", json={"contract": "ab" * 32})
+    assert r.status_code == 200 and svc.calls[-1] == ("recover", "ab" * 32)
+    assert set((await c.get("/v1/escrow")).json()) == {"holding", "recovery_node_of", "recoveries"}
 
 
 async def test_bad_query_parameter(api):
