@@ -160,6 +160,9 @@ class EscrowDesk:
             node.driver.submit(self.proto, lambda now, cid=cid: self._resume(cid, now))
         while True:
             self._flush()
+            if not (self.proto.holding() or self.proto.recoveries):  # nothing reads heights: no ledger calls
+                await trio.sleep(1.0)
+                continue
             if self._assets is None:
                 self._assets = await trio.to_thread.run_sync(self._served_assets)
             heights = await trio.to_thread.run_sync(self._heights)
