@@ -113,9 +113,9 @@ class EscrowDesk:
         self.db.execute("CREATE TABLE IF NOT EXISTS designations (cid TEXT PRIMARY KEY, owner TEXT NOT NULL, "
                         "party INTEGER NOT NULL, spec BLOB NOT NULL, dest TEXT NOT NULL, agreed REAL NOT NULL, "
                         "recover REAL, result TEXT)")
-        self._dest: dict[str, str] = {}  # deposit key hex -> the owner's address (recovery)
-        for (dest,) in self.db.execute("SELECT dest FROM designations"):
-            self._dest.update(json.loads(dest))
+        #: deposit key hex -> the owner's address, from the contract whose recovery was asked (not from every
+        #: designation: anyone may name someone else's deposit key in a spec it proposes to us)
+        self._dest: dict[str, str] = {}
         self.node = None
         self._queued: list = []
         self._assets: list[str] | None = None  # assets our ledger serves (heights for held contracts)
@@ -209,6 +209,13 @@ class EscrowDesk:
     # -------------------------------------------------------------- holder / recovery: agreeing
     def accept(self, peer: str, offer, now: float) -> str | None:
         """A ``key-escrow-hold`` or ``key-escrow-recovery`` offer: None to agree, else the reason."""
+        try:
+            return self._accept(peer, offer, now)
+        except Exception as exc:  # the enclave or our database is away: refuse, say why
+            log.exception("key-escrow offer from %s", peer)
+            return f"this node could not take it: {type(exc).__name__}: {exc}"
+
+    def _accept(self, peer: str, offer, now: float) -> str | None:
         from node.contracts.spec import decode_spec, spec_id
 
         try:
@@ -241,8 +248,6 @@ class EscrowDesk:
                                                          (cid.hex(),)).fetchone():
             return f"full: this node is already the recovery node of {n} contracts (at most {MAX_DESIGNATIONS})"
         dest = {spec.parties[term.party].chunks[i].pubkey.hex(): a for i, a in zip(idx, order.to)}
-        for pub, a in dest.items():
-            self._dest.setdefault(pub, a)
         self.db.execute("INSERT OR IGNORE INTO designations (cid, owner, party, spec, dest, agreed) "
                         "VALUES (?, ?, ?, ?, ?, ?)", (cid.hex(), peer, term.party, order.spec, json.dumps(dest), now))
         return None
@@ -294,10 +299,11 @@ class EscrowDesk:
         driver, as ``KeyEscrow``'s call)."""
         from node.contracts.spec import decode_spec
 
-        row = self.db.execute("SELECT party, spec FROM designations WHERE cid = ?", (cid,)).fetchone()
+        row = self.db.execute("SELECT party, spec, dest FROM designations WHERE cid = ?", (cid,)).fetchone()
         if row is None:
             raise ValueError(f"this node is not the recovery node of contract {cid}")
-        party, data = row
+        party, data, dest = row
+        self._dest.update(json.loads(dest))
         spec = decode_spec(data)
         if isinstance(spec, str):
             raise ValueError(spec)

@@ -173,7 +173,7 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
                 raise ApiError(400, "peer must be a peer id (1..128 characters)")
             if b.kind == "swap":
                 if b.key_escrow is not None:
-                    raise ApiError(400, "key_escrow applies to an escrow or an option, not a swap")
+                    raise ApiError(409, "key_escrow applies to an escrow or an option, not a swap")
                 if not b.take:
                     raise ApiError(409, "a swap needs take (the asset to receive)")
                 return JSONResponse(await services.contract(b.peer, b.give, b.take, b.chunks), status_code=201)
@@ -200,7 +200,7 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         if len(set(ke.holders)) != len(ke.holders):
             raise ApiError(400, "key_escrow.holders must be distinct")
         if not 2 <= ke.k <= len(ke.holders):
-            raise ApiError(400, f"key_escrow.k must be 2..{len(ke.holders)} (the number of holders), got {ke.k}")
+            raise ApiError(409, f"key_escrow.k must be 2..{len(ke.holders)} (the number of holders), got {ke.k}")
         return {"holders": list(ke.holders), "k": ke.k, "recovery": ke.recovery}
 
     async def escrow(request):
