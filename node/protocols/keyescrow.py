@@ -13,7 +13,8 @@ beneficiary). Three roles, any node may play each:
 * **holder**: hands ``hold`` / ``moved`` / ``ask`` to its enclave, and every ledger height it observes
   (``observe_height``) to every contract it holds shares of. Its enclave answers an ``ask`` only when the
   contract refunds that chunk to its owner (the time-lock path: at the refund height, or whatever the
-  contract's refund rule says) and only for the term's beneficiary.
+  contract's refund rule says) and only for the term's beneficiary. With ``max_contracts`` /
+  ``max_shares`` set (the daemon: node/escrowdesk.py) a ``hold`` past either bound is refused, code "full".
 * **recovery** (``recover``: the owner's heir/backup node, whose enclave is the beneficiary): at the height,
   asks every holder for its share of the chunk, retries those that refuse (e.g. "not-allowed": their
   height is behind) every ``retry_interval``, rebuilds the key in its enclave once k shares came, and
