@@ -107,6 +107,9 @@ SETTINGS: tuple[Setting, ...] = (
             _choice("", "double-release", "sweep-after-release")),
     Setting("ledger.url", str, "", "dev ledger HTTP URL; empty = embedded SQLite dev ledger in the datadir"),
     Setting("deposits.chunk_usd", float, 50.0, "USD value of one deposit chunk", _positive),
+    Setting("claims.policy", str, "sweep", "what the node does with a key it receives in a contract: sweep "
+            "(at once, to a fresh address of the owner) or keep (in the enclave, offered again as a deposit)",
+            _choice("sweep", "keep")),
     Setting("risk.request_deadline", float, 3.0, "seconds a request collects peers' proposals", _positive),
     Setting("risk.max_per_device", int, 4, "most chunks one allocation takes from one device", _positive),
     Setting("risk.max_share_device", float, 0.25, "most of a request's value from one device", _fraction),

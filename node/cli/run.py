@@ -23,6 +23,9 @@ def register(app: typer.Typer) -> None:
         log_level: Optional[str] = typer.Option(None, help="debug|info|warning|error"),
         log_format: Optional[str] = typer.Option(None, help="console|json"),
         log_file: Optional[str] = typer.Option(None, help="Also write logs here"),
+        claim_policy: Optional[str] = typer.Option(None, "--claim-policy",
+                                                   help="sweep|keep: a received key is swept to the owner at "
+                                                        "once, or kept in the enclave and offered again"),
         republish: float = typer.Option(60.0, help="Seconds between re-publications of this node's offer sheet"),
     ) -> None:
         """Run the node: enclave, offer gossip, local API. Stops on Ctrl-C / SIGTERM."""
@@ -36,6 +39,7 @@ def register(app: typer.Typer) -> None:
                 "network.bootnodes": boots, "network.bootnodes_file": bootnodes_file,
                 "api.port": api_port, "api.metrics_port": metrics_port,
                 "log.level": log_level, "log.format": log_format, "log.file": log_file,
+                "claims.policy": claim_policy,
             })
             cfg.bootnodes  # reads and checks the bootnodes file now
             daemon.check_backend_ready(cfg["tee.backend"])  # a hardware backend on a machine without it
