@@ -71,10 +71,13 @@ class OfferStack:
     def refresh_offers(self, now: float) -> None:
         """Offers from confirmed deposits (when a ledger is attached), then a fresh own sheet, quoted
         again only when the offers changed (the daemon re-derives them every few seconds)."""
-        from node.deposits import offers_from
+        from node.deposits import adopt_kept, offers_from
 
         before = self.extra.get("offers")
         if "ledger" in self.extra:
+            if self.desk is not None:  # keys our contracts kept (claims.policy keep) become deposits, once;
+                # from the records on disk, so after a restart too (even if the policy changed since)
+                adopt_kept(self.extra["deposits"], self.desk.kept(), self.extra["ledger"], self.enclave, now=now)
             fresh = offers_from(self.extra["deposits"].all(), self.extra["ledger"], self.enclave, now=now)
             # an offer keeps its identity (its id hashes its expiry) until half its lifetime is gone,
             # so peers' books and proposals keep naming the same offer
@@ -314,8 +317,10 @@ class NodeServices:
         from node.deposits import deposit_status
 
         states = {k.pubkey: k.state for k in self.stack.enclave.list_keys()}
-        return [deposit_status(d, self.stack.extra["ledger"], states.get(d.pubkey, "unknown"))
-                for d in self.stack.extra["deposits"].all()]
+        store = self.stack.extra["deposits"]
+        kept = store.kept()
+        return [{**deposit_status(d, self.stack.extra["ledger"], states.get(d.pubkey, "unknown")),
+                 "kept_from": kept.get(d.pubkey, "")} for d in store.all()]
 
     def contracts(self) -> list[dict[str, Any]]:
         return self.stack.desk.contracts() if self.stack.desk else []
@@ -658,7 +663,8 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     add_switchboard(stack, datadir, cfg)
     from node.swaps import SwapDesk
 
-    stack.desk = SwapDesk(stack, identity.load_or_create_seed(datadir), clock)
+    stack.desk = SwapDesk(stack, identity.load_or_create_seed(datadir), clock, claim_policy=cfg["claims.policy"])
+    stack.refresh_offers(clock.now())  # kept keys a crash left unadopted are offered at once
     from node.protocols.outcomes import tap_release_records
 
     tap_release_records(stack.desk.release, stack.outcomes.records)  # what our outcome reports carry

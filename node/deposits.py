@@ -22,6 +22,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS deposits (pubkey BLOB PRIMARY KEY, asset TEXT NOT NULL, address TEXT NOT NULL,
   amount INTEGER NOT NULL, usd_cents INTEGER NOT NULL, price TEXT NOT NULL, price_at REAL NOT NULL,
   txid TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS kept (pubkey BLOB PRIMARY KEY, contract TEXT NOT NULL);
 """
 
 
@@ -54,6 +55,21 @@ class DepositStore:
 
     def all(self) -> list[Deposit]:
         return [Deposit(*r) for r in self.db.execute("SELECT * FROM deposits ORDER BY created_at, pubkey")]
+
+    def add_kept(self, d: Deposit, contract: str) -> bool:
+        """Record a key kept from ``contract`` as a deposit, once (a second call for the same key changes
+        nothing and answers False): the deposit and where it came from in one transaction."""
+        with self.db:
+            cur = self.db.execute("INSERT OR IGNORE INTO deposits VALUES (?,?,?,?,?,?,?,?,?)",
+                                  tuple(d.__dict__.values()))
+            if cur.rowcount == 0:
+                return False
+            self.db.execute("INSERT OR REPLACE INTO kept VALUES (?,?)", (d.pubkey, contract))
+        return True
+
+    def kept(self) -> dict[bytes, str]:
+        """Deposit key -> the contract it was received in, for the deposits this node kept (claim policy keep)."""
+        return {bytes(p): c for p, c in self.db.execute("SELECT pubkey, contract FROM kept")}
 
     def close(self) -> None:
         self.db.close()
@@ -107,6 +123,38 @@ def make_deposits(enclave, ledger, store: DepositStore, *, asset: str, chunks: i
                     price.at, txid, now)
         store.add(d)
         out.append(d)
+    return out
+
+
+def adopt_kept(store: DepositStore, kept, ledger, enclave, *, now: float, prices=None) -> list[Deposit]:
+    """Turn keys this node kept from contracts (claim policy "keep") into its deposits, each once.
+
+    ``kept`` is ``[(contract key, Chunk)]`` (``node.swaps.kept_chunks``). A key is adopted only while the
+    enclave holds it (never exported: it stays in the enclave) and its funds are at the address, confirmed
+    and not being spent (a giver's double spend leaves it out); its funding transaction is read from the
+    ledger, its USD value at the current price. Idempotent: the key is the deposit's primary key, so a
+    restart or a second pass adds nothing. Returns the deposits added."""
+    known = {d.pubkey for d in store.all()}
+    todo = [(k, c) for k, c in kept if c.pubkey not in known]
+    if not todo:
+        return []
+    held = set(enclave.held_pubkeys())
+    prices = prices or StaticPrices()
+    out = []
+    for contract, c in todo:
+        if c.pubkey not in held:
+            continue
+        bal = ledger.balance(c.asset, c.address)
+        if bal.confirmed < c.amount or bal.unconfirmed < c.amount:
+            continue
+        funding = [e.txid for e in ledger.watch([c.address])[0] if e.kind == "deposit"]
+        if not funding:
+            continue
+        price = prices.price(c.asset, now)
+        d = Deposit(c.pubkey, c.asset, c.address, c.amount, usd_value_cents(c.asset, c.amount, price),
+                    str(price.usd_per_unit), price.at, funding[-1], now)
+        if store.add_kept(d, contract):
+            out.append(d)
     return out
 
 

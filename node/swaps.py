@@ -149,18 +149,52 @@ class OutcomeReporter:
         return {"contract_id": d["contract"], "device": device, "status": status, "chunks": chunks}
 
 
+def kept_chunks(release_store, run_store) -> list[tuple[str, Any]]:
+    """``[(contract key, Chunk)]``: every received key a contract recorded as kept (claim policy "keep"),
+    read from the contract records on disk (a swap's are written when it ends, a language contract's
+    when the claim settles), so a restart finds them all again. Records that do not decode are skipped
+    (the protocols report them)."""
+    from node.contracts.spec import decode_spec
+    from node.protocols.release import Chunk
+
+    out: list[tuple[str, Any]] = []
+    for key, rec in release_store.items():
+        if isinstance(rec, str):
+            continue
+        for cl in rec.claims:
+            if cl.status == "kept" and 0 <= cl.round < len(rec.schedule.rounds) \
+                    and rec.schedule.rounds[cl.round].giver != rec.role:
+                out.append((key, rec.schedule.rounds[cl.round].chunk))
+    for key, rec in run_store.items():
+        if isinstance(rec, str) or not any(cl.status == "kept" for cl in rec.claims):
+            continue
+        spec = decode_spec(rec.spec)
+        if isinstance(spec, str):
+            continue
+        steps = spec.steps()
+        for cl in rec.claims:
+            if cl.status == "kept" and 0 <= cl.round < len(steps):
+                giver, index = steps[cl.round]
+                c = spec.parties[giver].chunks[index]
+                out.append((key, Chunk(c.asset, c.address, c.pubkey, c.amount)))
+    return out
+
+
 class SwapDesk:
-    def __init__(self, stack, seed: bytes, clock) -> None:
+    """The node's contracts: swaps (release/1) and language contracts (contract-run/1) with one claim
+    policy for the keys it receives, ``claim_policy`` (config ``claims.policy``): "sweep" or "keep"."""
+
+    def __init__(self, stack, seed: bytes, clock, claim_policy: str = "sweep") -> None:
         from node.protocols.release import ContractStore, ReleaseProtocol, sweep_claimer
 
-        self.stack, self.clock, self._seed = stack, clock, seed
+        self.stack, self.clock, self._seed, self.claim_policy = stack, clock, seed, claim_policy
         ledger = stack.extra["ledger"]
         own = stack.protocol.own
         self.release = ReleaseProtocol(
             net=stack.net, enclave=stack.enclave, binding=own.binding, quote=own.quote,
             attestations=stack.protocol.attestations, check_funds=self._funds,
             claim=sweep_claimer(lambda: stack.enclave, ledger, self.claim_address),
-            store=ContractStore(stack.extra["datadir"] / "contracts"), claim_policy="sweep")
+            store=ContractStore(stack.extra["datadir"] / "contracts"), claim_policy=claim_policy)
         from node.protocols.contract_run import ContractRun, RunRecord
 
         self.run = ContractRun(
@@ -168,7 +202,7 @@ class SwapDesk:
             identity=lambda: (stack.protocol.own.binding, stack.protocol.own.quote),
             attestations=stack.protocol.attestations, check_funds=self._funds,
             claim=sweep_claimer(lambda: stack.enclave, ledger, self.claim_address),
-            store=ContractStore(stack.extra["datadir"] / "runs", record_type=RunRecord), claim_policy="sweep")
+            store=ContractStore(stack.extra["datadir"] / "runs", record_type=RunRecord), claim_policy=claim_policy)
         self.arbitrated: dict[str, Any] = {}  # contract id hex -> spec, for escrows we arbitrate
         stack.rfp.on_contract = self.accept
         self.reporter = OutcomeReporter(
@@ -192,13 +226,19 @@ class SwapDesk:
         b = self.stack.extra["ledger"].balance(asset, address)
         return b.confirmed > 0 and b.unconfirmed > 0
 
-    def _book_offer(self, address: str) -> dict | None:
+    def _book_offer(self, address: str, origin: str) -> dict | None:
+        """``origin``'s offer of ``address`` in our book (a kept chunk is offered by its new holder; the
+        giver's retraction may not have reached us yet)."""
         row = self.stack.book.db.execute(
-            "SELECT origin, device_id, device_class, asset, amount, usd_cents, pubkey FROM offers WHERE address = ?",
-            (address,)).fetchone()
+            "SELECT origin, device_id, device_class, asset, amount, usd_cents, pubkey FROM offers "
+            "WHERE address = ? AND origin = ?", (address, origin)).fetchone()
         if row is None:
             return None
         return dict(zip(("origin", "device_id", "device_class", "asset", "amount", "usd_cents", "pubkey"), row))
+
+    def kept(self) -> list[tuple[str, Any]]:
+        """The keys our contracts kept (``kept_chunks`` over their stores); blocking file reads."""
+        return kept_chunks(self.release.store, self.run.store)
 
     # -------------------------------------------------------------- planning
     def plan_swap(self, peer: str, give_asset: str, take_asset: str, chunks: int):
@@ -218,7 +258,7 @@ class SwapDesk:
         theirs.sort(key=lambda c: (abs(c.usd_cents - want / chunks), c.offer_id))
         theirs = theirs[:chunks]
         a = [Chunk(o.asset, o.address, o.pubkey, o.amount) for o in mine]
-        b = [Chunk(c.asset, c.address, bytes(self._book_offer(c.address)["pubkey"]), c.amount) for c in theirs]
+        b = [Chunk(c.asset, c.address, bytes(self._book_offer(c.address, peer)["pubkey"]), c.amount) for c in theirs]
         summary = {"peer": peer, "give": {"asset": give_asset, "chunks": chunks, "usd_cents": want},
                    "take": {"asset": take_asset, "chunks": chunks, "usd_cents": sum(c.usd_cents for c in theirs)}}
         return swap_schedule(a, b), summary
@@ -279,7 +319,7 @@ class SwapDesk:
         theirs = [c for c in self.stack.book.candidates(take, now=now) if c.owner_id == writer][:chunks]
         if len(theirs) < chunks:
             raise ValueError(f"the book holds {len(theirs)} {take} offer(s) from {writer}, {chunks} needed")
-        wc = [Commit(bytes(self._book_offer(c.address)["pubkey"]), c.asset, c.address, c.amount, c.usd_cents)
+        wc = [Commit(bytes(self._book_offer(c.address, writer)["pubkey"]), c.asset, c.address, c.amount, c.usd_cents)
               for c in theirs]
         height = self.stack.extra["ledger"].height(take)
         params = {"height_asset": take, "premium_chunks": premium_chunks, "premium_by": height + premium_blocks,
@@ -328,7 +368,7 @@ class SwapDesk:
                         return f"chunk {c.address} is not one of this node's current offers"
                     give += o.usd_cents
                 else:
-                    row = self._book_offer(c.address)
+                    row = self._book_offer(c.address, p.binding.peer_id)
                     if row is None or row["origin"] != p.binding.peer_id or bytes(row["pubkey"]) != c.pubkey:
                         return f"chunk {c.address} is not an offer of {p.binding.peer_id} in this node's book"
                     got += row["usd_cents"]
@@ -363,7 +403,7 @@ class SwapDesk:
                     return f"chunk {r.chunk.address} is not one of this node's current offers"
                 give += o.usd_cents
             else:
-                row = self._book_offer(r.chunk.address)
+                row = self._book_offer(r.chunk.address, peer)
                 if row is None or row["origin"] != peer or bytes(row["pubkey"]) != r.chunk.pubkey \
                         or row["amount"] != r.chunk.amount:
                     return f"chunk {r.chunk.address} is not an offer of {peer} in this node's book"

@@ -612,7 +612,8 @@ class ReleaseProtocol:
                         return f"round {r}: deposit key was released to another enclave"
                     continue
                 c.next = r
-                return None if k.state == "held" else f"round {r}: our deposit key is {k.state}, not held"
+                return None if k.state in ("held", "received") else \
+                    f"round {r}: our deposit key is {k.state}, not held"  # received: kept from a contract
             if k is None:
                 c.next = r
                 return None
@@ -925,7 +926,7 @@ class ReleaseProtocol:
             for r, rd in enumerate(h.schedule.rounds):
                 if rd.giver == 1:
                     k = keys.get(rd.chunk.pubkey)
-                    if k is None or k.state != "held":
+                    if k is None or k.state not in ("held", "received"):  # received: kept from a contract
                         return no("not-held", f"round {r}: our enclave does not hold that deposit key")
             if not funds_checked:
                 def then(why: str | None, t: float) -> list[Command]:

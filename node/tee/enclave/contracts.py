@@ -289,7 +289,7 @@ class Contracts:
                 raise _refusal("full", f"at most {MAX_CONTRACTS} contracts")
             for i, c in enumerate(spec.parties[me].chunks):
                 rec = self.core._by_pub.get(c.pubkey)
-                if rec is None or rec.state != "held":
+                if rec is None or rec.state not in ("held", "received"):  # received: a key kept from a contract
                     state = "unknown" if rec is None else rec.state
                     raise _refusal("not-held", f"our chunk {i}: deposit key {c.pubkey.hex()[:16]}... is {state}")
             st = ContractState(cid, spec.encode(), me, [PartySig(me, own)])
