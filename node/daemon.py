@@ -464,6 +464,32 @@ class NodeServices:
         await self._submit(desk.run, lambda now: desk.feed_heights(now) + desk.run.start(spec, now))
         return {"state": "agreed", "contract": spec_id(spec).hex(), **summary}
 
+    async def ring(self, give: str, legs: list[tuple[str, str]], chunks: int, deadline_blocks: int
+                   ) -> dict[str, Any]:
+        """A ring (stdlib ``ring``): we give ``chunks`` of ``give`` to the first peer of ``legs``, each
+        ``(peer, asset)`` gives its chunks to the next, the last to us; agreed with every peer over
+        /keyswitch/contract/1, run over /keyswitch/contract-run/1 (the enclaves decide every release)."""
+        from node.contracts.spec import spec_id
+
+        from libp2p.peer.id import ID
+
+        desk = self.stack.desk
+        for p, _ in legs:
+            try:
+                ID.from_base58(p)
+            except Exception:
+                raise ApiError(409, f"{p!r} is not a peer id") from None
+        await self._who([p for p, _ in legs])
+        try:
+            spec, summary = desk.plan_ring(give, legs, chunks, deadline_blocks)
+        except ValueError as exc:
+            raise ApiError(409, str(exc)) from None
+        data = spec.encode()
+        for p, _ in legs:
+            await self._offer(p, "ring", data)
+        await self._submit(desk.run, lambda now: desk.feed_heights(now) + desk.run.start(spec, now))
+        return {"state": "agreed", "contract": spec_id(spec).hex(), **summary}
+
     async def approve(self, contract: str, message: str) -> dict[str, Any]:
         """Sign ``message`` (an escrow arbiter's "release", an option buyer's "exercise") for a contract."""
         desk = self.stack.desk
@@ -478,10 +504,15 @@ class NodeServices:
         from node.assets import ASSETS
 
         desk = self.stack.desk
-        if kind not in ("swap", "escrow", "option"):
-            raise ApiError(400, f"kind must be swap, escrow or option, not {kind!r}")
+        if kind not in ("swap", "escrow", "option", "ring"):
+            raise ApiError(400, f"kind must be swap, escrow, option or ring, not {kind!r}")
         if peer == self.stack.peer_id:
             raise ApiError(400, "a contract needs another peer")
+        if kind == "ring":  # terms: legs [(peer, asset)] in ring order, refund_blocks
+            for a in [give] + [a for _, a in terms["legs"]]:
+                if a not in ASSETS:
+                    raise ApiError(400, f"unknown asset {a!r}")
+            return await self.ring(give, list(terms["legs"]), chunks, int(terms.get("refund_blocks", 100)))
         if kind != "swap":
             for a in (give, take) if kind == "option" else (give,):
                 if a not in ASSETS:

@@ -329,6 +329,35 @@ class SwapDesk:
         return spec, {"kind": "option", "writer": writer, "give": give, "take": take, "chunks": chunks,
                       **params}
 
+    def plan_ring(self, give: str, legs: list[tuple[str, str]], chunks: int, deadline_blocks: int):
+        """(spec, summary): the stdlib ring: we give ``chunks`` of ``give`` to the first peer of ``legs``,
+        each peer ``(peer, asset)`` gives ``chunks`` of its ``asset`` offers (from our book) to the next, the
+        last to us. Each party must bring ``usd`` (the smallest total): unmoved chunks go home at the current
+        height of ``give`` + ``deadline_blocks``."""
+        from node.contracts import stdlib
+        from node.contracts.spec import Commit, PartySpec, make_spec
+
+        now = self.clock.now()
+        own = self._identity()
+        peers = [p for p, _ in legs]
+        if len(legs) < 2 or len(set(peers)) != len(peers) or own.binding.peer_id in peers:
+            raise ValueError("a ring needs at least two other, distinct peers")
+        parties = [PartySpec(own.binding, self._commits(self._my_offers(give, chunks, now)))]
+        for peer, asset in legs:
+            theirs = sorted(self.stack.book.candidates(asset, now=now), key=lambda c: c.offer_id)
+            theirs = [c for c in theirs if c.owner_id == peer][:chunks]
+            if len(theirs) < chunks:
+                raise ValueError(f"the book holds {len(theirs)} {asset} offer(s) from {peer}, {chunks} needed")
+            parties.append(PartySpec(self._known(peer), [
+                Commit(bytes(self._book_offer(c.address, peer)["pubkey"]), c.asset, c.address, c.amount,
+                       c.usd_cents) for c in theirs]))
+        usd = min(sum(c.usd_cents for c in p.chunks) for p in parties)
+        height = self.stack.extra["ledger"].height(give)
+        params = {"usd": usd, "height_asset": give, "deadline": height + deadline_blocks}
+        spec = make_spec(self.stack.net, stdlib.source("ring"), params, parties)
+        return spec, {"kind": "ring", "parties": [own.binding.peer_id, *peers], "give": give,
+                      "legs": [{"peer": p, "asset": a} for p, a in legs], "chunks": chunks, **params}
+
     def approve(self, contract: str, message: str, now: float):
         """Sign ``message`` for a contract we run or arbitrate (by id hex)."""
         r = self.run.runs.get(contract)
@@ -345,7 +374,8 @@ class SwapDesk:
         spec = decode_spec(offer.schedule)
         if isinstance(spec, str):
             return spec
-        want = {"escrow": "contract escrow", "option": "contract option", "arbiter": "contract escrow"}
+        want = {"escrow": "contract escrow", "option": "contract option", "arbiter": "contract escrow",
+                "ring": "contract ring"}
         if want[offer.kind] not in spec.source:
             return f"a {offer.kind} offer must carry the stdlib {offer.kind} contract"
         own = self._identity()
@@ -359,6 +389,8 @@ class SwapDesk:
             self.arbitrated[spec_id(spec).hex()] = spec
             return None
         mine = {o.pubkey: o for o in (own.offers or [])}
+        k = ids.index(own.binding.peer_id)
+        pred = spec.parties[(k - 1) % len(spec.parties)]  # in a ring, only our predecessor gives to us
         give = got = 0
         for p in spec.parties:
             for c in p.chunks:
@@ -371,7 +403,8 @@ class SwapDesk:
                     row = self._book_offer(c.address, p.binding.peer_id)
                     if row is None or row["origin"] != p.binding.peer_id or bytes(row["pubkey"]) != c.pubkey:
                         return f"chunk {c.address} is not an offer of {p.binding.peer_id} in this node's book"
-                    got += row["usd_cents"]
+                    if offer.kind != "ring" or p is pred:
+                        got += row["usd_cents"]
         if got < VALUE_TOLERANCE * give:
             return f"value: would give {give / 100:.2f} USD for {got / 100:.2f} USD"
         self.run.expect(spec)
@@ -381,7 +414,7 @@ class SwapDesk:
         """The responder's policy; None to agree (and expect the schedule), else the reason."""
         from node.protocols.release import Schedule, validate_schedule
 
-        if offer.kind in ("escrow", "option", "arbiter"):
+        if offer.kind in ("escrow", "option", "arbiter", "ring"):
             return self._accept_spec(peer, offer, now)
         if offer.kind != "swap":
             return f"unsupported contract kind {offer.kind!r}"

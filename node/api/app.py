@@ -59,12 +59,18 @@ class KeyEscrowBody(msgspec.Struct, forbid_unknown_fields=True):
     recovery: str  # peer id of our recovery node: its enclave gets the shares back at the time-lock
 
 
+class Leg(msgspec.Struct, forbid_unknown_fields=True):
+    peer: str  # a ring party after us, in ring order
+    asset: str  # the asset of its chunks, given to the next party (the last gives to us)
+
+
 class ContractBody(msgspec.Struct, forbid_unknown_fields=True):
-    peer: str
     give: str
+    peer: str = ""  # every kind but ring
     take: str = ""
     chunks: int = 1
-    kind: str = "swap"  # swap | escrow (peer = payee) | option (peer = writer)
+    kind: str = "swap"  # swap | escrow (peer = payee) | option (peer = writer) | ring (legs)
+    legs: list[Leg] = []  # ring: the other parties in ring order (we give to the first; the last gives to us)
     arbiter: str = ""  # escrow: the peer whose signed "release" pays the payee
     refund_blocks: int = 100  # escrow: back to us this many blocks of ``give`` from now
     premium_chunks: int = 1  # option: how many of our ``give`` chunks are the premium
@@ -169,7 +175,23 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
             b = await body_of(request, ContractBody)
             if not 1 <= b.chunks <= 100:
                 raise ApiError(400, "chunks must be 1..100")
-            if not 1 <= len(b.peer) <= 128:
+            if b.kind == "ring":
+                if b.key_escrow is not None:
+                    raise ApiError(409, "key_escrow applies to an escrow or an option, not a ring")
+                if not 2 <= len(b.legs) <= 8:  # (too few is schema-valid: legs may be absent for other kinds)
+                    raise ApiError(409 if len(b.legs) < 2 else 400,
+                                   "a ring names 2..8 legs (peer and asset, in ring order)")
+                if not 1 <= b.refund_blocks <= 100_000:
+                    raise ApiError(400, "refund_blocks must be 1..100000")
+                legs = [(x.peer, x.asset) for x in b.legs]
+                if any(not 1 <= len(p) <= 128 for p, _ in legs):
+                    raise ApiError(400, "a leg's peer must be a peer id (1..128 characters)")
+                return JSONResponse(await services.contract(legs[0][0], b.give, "", b.chunks, "ring",
+                                                            {"legs": legs, "refund_blocks": b.refund_blocks}),
+                                    status_code=201)
+            if not b.peer:  # (the schema cannot say "required unless kind is ring")
+                raise ApiError(409, f"a {b.kind} needs peer (the peer id of the other party)")
+            if len(b.peer) > 128:
                 raise ApiError(400, "peer must be a peer id (1..128 characters)")
             if b.kind == "swap":
                 if b.key_escrow is not None:

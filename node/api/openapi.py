@@ -62,14 +62,18 @@ SPEC = {
         "/v1/contracts": {
             "get": _get("Contracts", _list("contracts")),
             "post": _post("Propose a contract to a peer, agreed over /keyswitch/contract/1: a swap (run over "
-                          "/keyswitch/release/1), an escrow (peer = payee) or an option (peer = writer), run over "
-                          "/keyswitch/contract-run/1", {
-                "type": "object", "additionalProperties": False, "required": ["peer", "give"],
+                          "/keyswitch/release/1), an escrow (peer = payee), an option (peer = writer) or a ring "
+                          "(legs; peer is ignored), run over /keyswitch/contract-run/1", {
+                "type": "object", "additionalProperties": False, "required": ["give"],
                 "properties": {"peer": {"type": "string", "minLength": 1, "maxLength": 128},
                                "give": {"type": "string", "enum": _ASSETS},
                                "take": {"type": "string", "enum": _ASSETS},
                                "chunks": {"type": "integer", "minimum": 1, "maximum": 100},
-                               "kind": {"type": "string", "enum": ["swap", "escrow", "option"]},
+                               "kind": {"type": "string", "enum": ["swap", "escrow", "option", "ring"]},
+                               "legs": {"type": "array", "minItems": 2, "maxItems": 8, "items": {
+                                   "type": "object", "additionalProperties": False, "required": ["peer", "asset"],
+                                   "properties": {"peer": {"type": "string", "minLength": 1, "maxLength": 128},
+                                                  "asset": {"type": "string", "enum": _ASSETS}}}},
                                "arbiter": {"type": "string", "maxLength": 128},
                                "refund_blocks": {"type": "integer", "minimum": 1, "maximum": 100000},
                                "premium_chunks": {"type": "integer", "minimum": 0, "maximum": 100},

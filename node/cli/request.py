@@ -1,6 +1,6 @@
 """``keyswitch request`` (ask the network for chunks covering X USD of an asset),
 ``keyswitch swap`` (swap chunks with a peer, enclave to enclave), ``keyswitch escrow`` /
-``keyswitch option`` (language contracts the enclaves run) and ``keyswitch approve``.
+``keyswitch option`` / ``keyswitch ring`` (language contracts the enclaves run) and ``keyswitch approve``.
 
 Through the running daemon's API (``POST /v1/requests``): the daemon gossips a
 signed request, peers' risk engines answer with proposals within their caps,
@@ -11,7 +11,7 @@ and this node's own engine chooses among them after the deadline
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -145,6 +145,26 @@ def register(app: typer.Typer) -> None:
         _post("/v1/contracts", {"kind": "option", "peer": writer, "give": give, "take": take, "chunks": chunks,
                                 "premium_chunks": premium_chunks, "premium_blocks": premium_blocks,
                                 "expiry_blocks": expiry_blocks, **key_escrow_option(holders, k, recovery)})
+
+    @app.command("ring")
+    def ring(
+        give: str = typer.Option(..., "--give", help="Asset of this node's chunks, given to the first leg's peer"),
+        leg: List[str] = typer.Option(..., "--leg", help="PEER=ASSET, in ring order (2 or more): the peer gives "
+                                                          "chunks of ASSET to the next leg's peer, the last to us"),
+        chunks: int = typer.Option(1, "--chunks", min=1, max=100, help="Chunks each party gives"),
+        deadline_blocks: int = typer.Option(100, "--deadline-blocks", min=1, max=100_000,
+                                            help="Unmoved chunks go home after this many blocks of GIVE"),
+    ) -> None:
+        """A ring trade (stdlib ring): we give to the first peer, each gives to the next, the last to us."""
+        legs = []
+        for x in leg:
+            peer, sep, asset = x.partition("=")
+            if not sep or not peer or not asset:
+                typer.echo(f"error: --leg {x!r}: expected PEER=ASSET", err=True)
+                raise typer.Exit(2)
+            legs.append({"peer": peer, "asset": asset})
+        _post("/v1/contracts", {"kind": "ring", "give": give, "legs": legs, "chunks": chunks,
+                                "refund_blocks": deadline_blocks})
 
     @app.command("approve")
     def approve(
