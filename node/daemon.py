@@ -123,8 +123,7 @@ def open_enclave(datadir: Path, backend: str = "simulated", *, gramine_enclave: 
 def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float = 60.0, in_process: bool = False,
                      backend: str = "simulated", broken: str = ""):
     from node.offerbook import OfferBook
-    from node.protocols.offers import (AddressCheckCache, AttestationCache, OffersProtocol,
-                                       default_attestation_verifier)
+    from node.protocols.offers import AttestationCache, OffersProtocol, default_attestation_verifier
     from node.tee.client import InProcessEnclave, SubprocessEnclave
     from node.tee.policy import AttestationPolicy
 
@@ -141,14 +140,12 @@ def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float 
         enclave = InProcessEnclave(datadir) if in_process else open_enclave(datadir, backend)
     if hasattr(enclave, "start"):
         enclave.start()
-    from node.assets import validate_address
     from node.tee.tcb_policy import default_tcb_policy
 
     cache = AttestationCache(default_attestation_verifier(AttestationPolicy.dev()))
     tcb = default_tcb_policy()
     book = OfferBook(datadir / "offers.sqlite", device_class=lambda body: device_class_of(cache, tcb, body))
-    proto = OffersProtocol(net=net, book=book, attestations=cache, address_check=AddressCheckCache(validate_address),
-                           republish_interval=republish)
+    proto = OffersProtocol(net=net, book=book, attestations=cache, republish_interval=republish)
     stack = OfferStack(enclave, book, proto, peer_id, net)
     stack.extra["tcb_policy"] = tcb
     proto.own = stack.own_sheet()  # published on the first republish tick and on request

@@ -270,13 +270,12 @@ class Engine:
         self.lat = net["latency_ms"]
         self.ledger = DevLedger(None, automine=True)
         # one reference validator for the relays (and attestation verdicts it caches)
-        # Pure checks memoised across nodes (same inputs, same answer): the address derivation of an offer
-        # and the verdict on a (quote, binding) pair. Each node still keeps its own AttestationCache, so
+        # Pure checks memoised across nodes (same inputs, same answer): the verdict on a (quote, binding)
+        # pair (offer addresses: node.protocols.offers.ADDRESSES). Each node still keeps its own AttestationCache, so
         # it still asks once per device; only the repeated cryptography is shared. The memo ignores the
         # verification time (a sim quote stays fresh for the policy's 7 days, longer than any run).
         self._verify_attestation = default_attestation_verifier(AttestationPolicy.dev())
         self._verdicts: dict[bytes, object] = {}
-        self._addresses: dict[tuple, str | None] = {}
         self.ref_cache = AttestationCache(self._shared_verify)
         self.ref_seq: dict[str, int] = {}
         self.ref_seen_requests: set[bytes] = set()
@@ -336,14 +335,6 @@ class Engine:
             v = self._verdicts[key] = self._verify_attestation(quote, binding, now)
         return v
 
-    def _shared_address_check(self, asset: str, pubkey: bytes, address: str) -> str | None:
-        key = (asset, pubkey, address)
-        if key not in self._addresses:
-            from node.assets import validate_address
-
-            self._addresses[key] = validate_address(asset, pubkey, address)
-        return self._addresses[key]
-
     def _book_class(self, body) -> str:
         return self.device_class_of.get(body.binding.sign_pub, "sim")
 
@@ -358,7 +349,7 @@ class Engine:
         node.book = _counting_book(self._book_class)
         node.offers = OffersProtocol(
             net=self.net, book=node.book, attestations=AttestationCache(self._shared_verify),
-            address_check=self._shared_address_check, republish_interval=self.sc["deposits"]["republish"])
+            republish_interval=self.sc["deposits"]["republish"])
         limits = Limits(q["max_per_device"], q["max_share_device"], q["max_share_owner"])
         node.engine = RiskEngine(node.book, Reputation(None), limits=limits, seed=self.seed * 1_000_003 + node.idx)
         node.rfp = RfpProtocol(net=self.net, engine=node.engine, sign=node.signer.sign)
@@ -892,7 +883,7 @@ class Engine:
             return v
         if topic.endswith("/offers/1"):
             v, body = validate_sheet(data, net=self.net, now=self.now, latest_seq=self.ref_seq.get,
-                                     attestations=self.ref_cache, address_check=self._shared_address_check)
+                                     attestations=self.ref_cache)
             if body is not None and v.result is Result.ACCEPT:
                 self.ref_seq[body.origin] = body.seq
                 if self.reports_on:

@@ -6,11 +6,32 @@ sheet supersedes the older one, so a chunk that was released, spent or
 expired is retracted simply by leaving it out (its deposit key is listed in
 ``retracted`` for one sheet so books can say why).
 
-Wire form (``node.wire``, deterministic MessagePack)::
+Wire form, version 2 (``node.wire``, deterministic MessagePack)::
 
     SignedSheet(body: bytes, sig: bytes)          # sig = enclave signature over body
-    SheetBody(version, net, origin, seq, issued_at, offers, retracted,
+    SheetWire(version, net, origin, seq, issued_at, offers: OfferTable, retracted,
               offers_root, quote, binding)
+    OfferTable(terms: [Terms(asset, price, price_at, expiry)],
+               entries: [Entry(terms, kind, pubkey, amount, usd_cents)])
+
+The sheet is compact, because on a gossip network every byte is carried
+(encrypted, framed, hashed) at every hop:
+
+* what offers have in common is said once: an offer's asset, price, price
+  timestamp and expiry are its ``Terms``, listed once in the table (in order
+  of first use, no two alike) and named by index from each entry;
+* the deposit address does not travel at all: it is a function of the
+  deposit key and the address kind (``node.assets.address_kinds``: P2WPKH or
+  P2PKH, EIP-55), so an entry carries the kind's index and every receiver
+  derives the address itself (``AddressDeriver``, remembered per key). An
+  address in a valid sheet is therefore the key's address by construction;
+* keys travel as 33 bytes, amounts and values as integers.
+
+A sheet of 100 offers of one asset is ~5.5 kB (version 1, which spelled out
+every field of every offer, was ~12.8 kB). Decoding gives the same ``Offer``
+and ``SheetBody`` objects as before, so the offer book, the risk engine, the
+simulator and the API see no difference; an offer's id is still the tagged
+hash of its ``Offer`` encoding.
 
 * ``offers_root`` is the Merkle root of the offers' leaf hashes (an offer's
   id is its leaf hash), so one enclave signature covers the whole sheet and a
@@ -34,6 +55,7 @@ no penalty).
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -57,7 +79,7 @@ from node.protocols.base import (
 )
 from node.tee.binding import Binding
 
-SHEET_VERSION = 1
+SHEET_VERSION = 2
 MAX_SHEET_SIZE = 256 * 1024
 MAX_OFFERS_PER_SHEET = 1000
 MAX_CLOCK_SKEW = 120.0  # seconds a sheet's issued_at may be ahead of our clock
@@ -65,6 +87,9 @@ REPUBLISH_INTERVAL = 60.0
 
 
 class Offer(msgspec.Struct, array_like=True, frozen=True):
+    """One offer as the rest of the node sees it (the book, the risk engine, the API); on the wire it is
+    an ``Entry`` of the sheet's ``OfferTable``."""
+
     asset: str
     address: str
     pubkey: bytes  # 33-byte compressed deposit key
@@ -76,6 +101,8 @@ class Offer(msgspec.Struct, array_like=True, frozen=True):
 
 
 class SheetBody(msgspec.Struct, array_like=True, frozen=True):
+    """A decoded sheet body (``SheetWire`` with its offer table expanded into ``Offer`` objects)."""
+
     version: int
     net: str
     origin: str  # peer id of the publishing node
@@ -83,6 +110,45 @@ class SheetBody(msgspec.Struct, array_like=True, frozen=True):
     issued_at: float
     offers: list[Offer]
     retracted: list[bytes]  # deposit pubkeys withdrawn since the last sheet
+    offers_root: bytes
+    quote: bytes
+    binding: Binding
+
+
+class Terms(msgspec.Struct, array_like=True, frozen=True):
+    """What offers of a sheet share, said once in its table."""
+
+    asset: str
+    price: str
+    price_at: float
+    expiry: float
+
+
+class Entry(msgspec.Struct, array_like=True, frozen=True):
+    """One offer on the wire: its terms and address kind by index, its key, its amounts."""
+
+    terms: int  # index into OfferTable.terms
+    kind: int  # index into node.assets.address_kinds(asset); the address is derived from the key
+    pubkey: bytes
+    amount: int
+    usd_cents: int
+
+
+class OfferTable(msgspec.Struct, array_like=True, frozen=True):
+    terms: list[Terms]  # in order of first use, no two alike, each used
+    entries: list[Entry]
+
+
+class SheetWire(msgspec.Struct, array_like=True, frozen=True):
+    """The signed body bytes of a version-2 sheet."""
+
+    version: int
+    net: str
+    origin: str
+    seq: int
+    issued_at: float
+    offers: OfferTable
+    retracted: list[bytes]
     offers_root: bytes
     quote: bytes
     binding: Binding
@@ -106,7 +172,7 @@ def _offer_id_of_encoding(enc: bytes) -> bytes:
 
 
 def offer_id(offer: Offer) -> bytes:
-    """An offer's id: the tagged hash of its canonical encoding (its Merkle leaf)."""
+    """An offer's id: the tagged hash of its canonical ``Offer`` encoding (its Merkle leaf)."""
     return _offer_id_of_encoding(wire.encode(offer))
 
 
@@ -130,6 +196,97 @@ def offers_root(offers: list[Offer]) -> bytes:
     return merkle_root(offer_ids(offers))
 
 
+# ------------------------------------------------------------------ addresses
+class AddressDeriver:
+    """``(asset, deposit key, address kind index) -> address``, derived here and remembered.
+
+    The address does not travel in a sheet: every receiver derives it from the
+    key (``node.assets``: P2WPKH with its fast table-driven bech32, P2PKH and
+    EIP-55 with embit's and eth-keys' encoders). Deriving is a pure function
+    and, in pure Python, the largest per-offer cost of a sheet seen for the
+    first time (~0.1-0.5 ms an offer); a node republishes mostly the same
+    offers, so each (asset, key, kind) is derived once. Only what this process
+    derived itself is remembered, so nothing a peer sends can plant a wrong
+    address. Bounded: the oldest entries go first once ``max_entries`` is
+    reached. One instance (``ADDRESSES``) serves every protocol in a process
+    (the simulator's thousands of nodes share it), the sender's side included.
+    """
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self.max_entries = max_entries
+        self._known: dict[tuple[str, bytes, int], str] = {}
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def kinds(asset: str) -> tuple[str, ...]:
+        """The asset's address kinds (``ValueError`` naming the known assets if it is unknown)."""
+        from node.assets import UnknownAsset, address_kinds
+
+        try:
+            return address_kinds(asset)
+        except UnknownAsset as exc:
+            raise ValueError(str(exc)) from None
+
+    def __call__(self, asset: str, pubkey: bytes, kind: int) -> str:
+        """The address; ``ValueError`` with the reason when there is none (unknown asset or kind, not a key)."""
+        key = (asset, pubkey, kind)
+        address = self._known.get(key)
+        if address is not None:
+            self.hits += 1
+            return address
+        self.misses += 1
+        address = self._derive(asset, pubkey, kind)
+        if len(self._known) >= self.max_entries:
+            del self._known[next(iter(self._known))]
+        self._known[key] = address
+        return address
+
+    def _derive(self, asset: str, pubkey: bytes, kind: int) -> str:
+        from node.assets import _p2wpkh_address, address_for, get_asset
+
+        kinds = self.kinds(asset)
+        if not 0 <= kind < len(kinds):
+            raise ValueError(f"address kind {kind} out of range: {asset} has {', '.join(kinds)}")
+        if len(pubkey) != 33 or pubkey[0] not in (2, 3):
+            raise ValueError("pubkey is not a compressed secp256k1 key")
+        try:
+            if kinds[kind] == "p2wpkh":
+                return _p2wpkh_address(get_asset(asset).network, pubkey)  # address_for's, faster
+            return address_for(asset, pubkey, kind=kinds[kind])
+        except Exception as exc:  # embit's ECError, eth-keys' errors, ValueError: not a point on the curve
+            raise ValueError(f"not a valid public key ({type(exc).__name__})") from None
+
+    def kind_of(self, asset: str, pubkey: bytes, address: str) -> int:
+        """The index of the kind of ``pubkey``'s address that ``address`` is (``ValueError`` if none)."""
+        for i in range(len(self.kinds(asset))):
+            if self(asset, pubkey, i) == address:
+                return i
+        raise ValueError(f"address {address!r} is not derived from the offered deposit key on {asset}")
+
+
+#: the process's address cache (sender and receivers)
+ADDRESSES = AddressDeriver()
+
+
+def offer_table(offers: list[Offer], addresses: AddressDeriver = ADDRESSES) -> OfferTable:
+    """The wire table of ``offers`` (in their order). ``ValueError`` if an offer's address is not one of
+    its key's addresses (a sheet can only carry addresses every receiver derives the same way)."""
+    index: dict[Terms, int] = {}
+    entries = []
+    for o in offers:
+        t = Terms(o.asset, o.price, o.price_at, o.expiry)
+        i = index.setdefault(t, len(index))
+        entries.append(Entry(i, addresses.kind_of(o.asset, o.pubkey, o.address), o.pubkey, o.amount, o.usd_cents))
+    return OfferTable(list(index), entries)
+
+
+def encode_body(body: SheetBody, addresses: AddressDeriver = ADDRESSES) -> bytes:
+    """The exact bytes an enclave signs for ``body`` (its version field is written as SHEET_VERSION)."""
+    return wire.encode(SheetWire(SHEET_VERSION, body.net, body.origin, body.seq, body.issued_at,
+                                 offer_table(body.offers, addresses), list(body.retracted), body.offers_root,
+                                 body.quote, body.binding))
+
+
 def build_sheet(
     *,
     net: str,
@@ -143,10 +300,9 @@ def build_sheet(
     sign: Callable[[bytes, list[bytes]], bytes],
 ) -> bytes:
     """Encode and sign a sheet. ``sign`` is ``Enclave.sign_offer_sheet``."""
-    body = SheetBody(
-        SHEET_VERSION, net, origin, seq, now, list(offers), list(retracted), offers_root(offers), quote, binding
-    )
-    body_bytes = wire.encode(body)
+    offers = list(offers)
+    body_bytes = encode_body(SheetBody(SHEET_VERSION, net, origin, seq, now, offers, list(retracted),
+                                       offers_root(offers), quote, binding))
     sig = sign(body_bytes, [o.pubkey for o in offers])
     return wire.encode(SignedSheet(body_bytes, sig))
 
@@ -184,40 +340,6 @@ class AttestationCache:
         return reason
 
 
-class AddressCheckCache:
-    """Memoises an address check ``(asset, pubkey, address) -> None | reason`` for the addresses that pass.
-
-    Deriving a deposit address from its key is a pure function, and in pure
-    Python (embit's bech32) it is by far the largest per-offer cost of
-    validating a sheet (~0.15 ms an offer, ~15 ms for a sheet of 100, against
-    ~1 ms for everything else). A node republishes mostly the same offers
-    sheet after sheet, so each (asset, key, address) is derived once: only
-    triples this node has itself checked and found correct are remembered, so
-    nothing a peer sends can make a wrong address pass. Failures are not
-    cached (they reject the whole sheet anyway). Bounded: the oldest entries
-    go first once ``max_entries`` is reached.
-    """
-
-    def __init__(self, check: Callable[[str, bytes, str], str | None], max_entries: int = 100_000) -> None:
-        self.check = check
-        self.max_entries = max_entries
-        self._ok: dict[tuple[str, bytes, str], None] = {}
-        self.hits = self.misses = 0
-
-    def __call__(self, asset: str, pubkey: bytes, address: str) -> str | None:
-        key = (asset, bytes(pubkey), address)
-        if key in self._ok:
-            self.hits += 1
-            return None
-        self.misses += 1
-        why = self.check(asset, pubkey, address)
-        if why is None:
-            if len(self._ok) >= self.max_entries:
-                del self._ok[next(iter(self._ok))]
-            self._ok[key] = None
-        return why
-
-
 def default_attestation_verifier(policy) -> Callable[[bytes, Binding, float], object]:
     from node.tee.binding import verify_attestation
 
@@ -235,8 +357,8 @@ def _ignore(reason: str) -> Validation:
     return Validation(Result.IGNORE, reason)
 
 
-class _SheetBodyRawOffers(msgspec.Struct, array_like=True, frozen=True):
-    """``SheetBody`` with its offers left as their encoded bytes (decoded, and checked, separately)."""
+class _SheetWireRawOffers(msgspec.Struct, array_like=True, frozen=True):
+    """``SheetWire`` with its offer table left as its encoded bytes (decoded, and checked, separately)."""
 
     version: int
     net: str
@@ -250,37 +372,31 @@ class _SheetBodyRawOffers(msgspec.Struct, array_like=True, frozen=True):
     binding: Binding
 
 
-def decode_sheet(data: bytes) -> tuple[SignedSheet, SheetBody]:
-    signed = wire.decode(data, SignedSheet, max_size=MAX_SHEET_SIZE)
-    body = wire.decode(signed.body, SheetBody, max_size=MAX_SHEET_SIZE)
-    return signed, body
-
-
 @dataclass(frozen=True)
 class CheckedOffers:
     """The offers of a sheet that passed the per-offer checks: decoded, their ids and Merkle root."""
 
-    encoded: bytes  # the offers array exactly as it was in the sheet body
+    encoded: bytes  # the offer table exactly as it was in the sheet body
     offers: list[Offer]
     ids: list[bytes]
     root: bytes
 
 
 class OffersCache:
-    """Per origin, the offers array of its last *accepted* sheet, already checked.
+    """Per origin, the offer table of its last *accepted* sheet, already checked.
 
     A node republishes its sheet (every minute, and whenever anything changes)
     and most sheets list exactly the offers of the previous one. Every
-    per-offer check (key format, no key twice, positive amounts, the address
-    derived from the key, the offer ids and their Merkle root) is a pure
-    function of the encoded offers array, so when a new sheet from the same
-    origin carries byte-for-byte the same array, its decoded offers, ids and
-    root are reused instead of recomputed. The comparison is on the exact
-    bytes, so nothing a peer sends can make an unchecked offer pass; only
-    sheets that passed every check, the signature included, are remembered
-    (one entry per origin: a forger cannot displace a genuine entry).
-    Bounded by the encoded bytes it holds (16 MiB: ~1,300 origins of 100
-    offers); the least recently stored origins go first, and a miss only
+    per-offer check (table canonical, key format, no key twice, positive
+    amounts, the address derived from the key, the offer ids and their Merkle
+    root) is a pure function of the encoded table, so when a new sheet from
+    the same origin carries byte-for-byte the same table, its decoded offers,
+    ids and root are reused instead of recomputed. The comparison is on the
+    exact bytes, so nothing a peer sends can make an unchecked offer pass;
+    only sheets that passed every check, the signature included, are
+    remembered (one entry per origin: a forger cannot displace a genuine
+    entry). Bounded by the encoded bytes it holds (16 MiB: ~3,000 origins of
+    100 offers); the least recently stored origins go first, and a miss only
     costs the full check.
     """
 
@@ -308,30 +424,68 @@ class OffersCache:
             self._bytes -= len(self._by_origin.pop(next(iter(self._by_origin))).encoded)
 
 
-def _check_offers(encoded: bytes, address_check) -> tuple[Validation | None, CheckedOffers | None]:
-    """The per-offer [REJECT] checks of ``validate_sheet`` over the encoded offers array."""
+def _expand(table: OfferTable, addresses: AddressDeriver) -> tuple[str | None, list[Offer]]:
+    """The table's offers (in order), or the [REJECT] reason it is not a canonical, well-formed table."""
+    # [REJECT] At most MAX_OFFERS_PER_SHEET offers.
+    if len(table.entries) > MAX_OFFERS_PER_SHEET:
+        return f"too many offers: {len(table.entries)} > {MAX_OFFERS_PER_SHEET}", []
+    # [REJECT] The terms are listed once each, in order of first use, each used (one table per offer list).
+    terms = table.terms
+    if len(set(terms)) != len(terms):
+        return "malformed: the same terms listed twice", []
+    if not all(math.isfinite(t.price_at) and math.isfinite(t.expiry) for t in terms):
+        return "malformed: a price time or expiry is not a finite number", []
+    offers: list[Offer] = []
+    seen: set[bytes] = set()
+    used = 0
+    for i, e in enumerate(table.entries):
+        if not 0 <= e.terms <= used or e.terms >= len(terms):
+            return f"malformed: offer {i}: terms {e.terms} not the next unused or an earlier one", []
+        if e.terms == used:
+            used += 1
+        # [REJECT] Each offer well formed: a compressed key, listed once, positive amounts, an address kind
+        # its asset has (its address derived from its key).
+        if len(e.pubkey) != 33 or e.pubkey[0] not in (2, 3):
+            return f"offer {i}: pubkey is not a compressed secp256k1 key", []
+        if e.pubkey in seen:
+            return f"offer {i}: deposit key listed twice", []
+        seen.add(e.pubkey)
+        if e.amount <= 0 or e.usd_cents <= 0:
+            return f"offer {i}: amount and usd_cents must be positive", []
+        t = terms[e.terms]
+        try:
+            address = addresses(t.asset, e.pubkey, e.kind)
+        except ValueError as exc:
+            return f"offer {i}: {exc}", []
+        offers.append(Offer(t.asset, address, e.pubkey, e.amount, e.usd_cents, t.price, t.price_at, t.expiry))
+    if used != len(terms):
+        return f"malformed: {len(terms) - used} terms listed but not used", []
+    return None, offers
+
+
+def _check_offers(encoded: bytes, addresses: AddressDeriver) -> tuple[Validation | None, CheckedOffers | None]:
+    """The per-offer [REJECT] checks of ``validate_sheet`` over the encoded offer table."""
     try:
-        offers = wire.decode(encoded, list[Offer], max_size=MAX_SHEET_SIZE)
+        table = wire.decode(encoded, OfferTable, max_size=MAX_SHEET_SIZE)
     except wire.WireError as exc:
         return _reject(f"malformed: offers: {exc.reason}"), None
-    # [REJECT] At most MAX_OFFERS_PER_SHEET offers, each well formed, no key twice.
-    if len(offers) > MAX_OFFERS_PER_SHEET:
-        return _reject(f"too many offers: {len(offers)} > {MAX_OFFERS_PER_SHEET}"), None
-    seen: set[bytes] = set()
-    for i, o in enumerate(offers):
-        if len(o.pubkey) != 33 or o.pubkey[0] not in (2, 3):
-            return _reject(f"offer {i}: pubkey is not a compressed secp256k1 key"), None
-        if o.pubkey in seen:
-            return _reject(f"offer {i}: deposit key listed twice"), None
-        seen.add(o.pubkey)
-        if o.amount <= 0 or o.usd_cents <= 0:
-            return _reject(f"offer {i}: amount and usd_cents must be positive"), None
-        if address_check is not None:
-            why = address_check(o.asset, o.pubkey, o.address)
-            if why:
-                return _reject(f"offer {i}: {why}"), None
+    why, offers = _expand(table, addresses)
+    if why:
+        return _reject(why), None
     ids = offer_ids(offers)
     return None, CheckedOffers(encoded, offers, ids, merkle_root(ids))
+
+
+def decode_sheet(data: bytes, addresses: AddressDeriver = ADDRESSES) -> tuple[SignedSheet, SheetBody]:
+    """The signed sheet and its decoded body; ``wire.WireError`` with the reason if it is malformed (no
+    signature or attestation checked: that is ``validate_sheet``)."""
+    signed = wire.decode(data, SignedSheet, max_size=MAX_SHEET_SIZE)
+    w = wire.decode(signed.body, SheetWire, max_size=MAX_SHEET_SIZE)
+    why, offers = _expand(w.offers, addresses)
+    if why:
+        raise wire.WireError(why)
+    return signed, SheetBody(w.version, w.net, w.origin, w.seq, w.issued_at, offers, w.retracted, w.offers_root,
+                             w.quote, w.binding)
 
 
 def check_sheet(
@@ -341,7 +495,7 @@ def check_sheet(
     now: float,
     latest_seq: Callable[[str], int | None],
     attestations: AttestationCache,
-    address_check: Callable[[str, bytes, str], str | None] | None = None,
+    addresses: AddressDeriver = ADDRESSES,
     offers_cache: OffersCache | None = None,
 ) -> tuple[Validation, SheetBody | None, list[bytes] | None]:
     """Decide ACCEPT / REJECT / IGNORE for a gossiped sheet (pure but for the caches); with the decoded
@@ -352,10 +506,10 @@ def check_sheet(
     # [REJECT] The message is within the size limit.
     if len(data) > MAX_SHEET_SIZE:
         return _reject(f"over size: {len(data)} > {MAX_SHEET_SIZE} bytes"), None, None
-    # [REJECT] The message decodes to a canonical SignedSheet and SheetBody.
+    # [REJECT] The message decodes to a canonical SignedSheet and SheetWire.
     try:
         signed = wire.decode(data, SignedSheet, max_size=MAX_SHEET_SIZE)
-        raw = wire.decode(signed.body, _SheetBodyRawOffers, max_size=MAX_SHEET_SIZE)
+        raw = wire.decode(signed.body, _SheetWireRawOffers, max_size=MAX_SHEET_SIZE)
     except wire.WireError as exc:
         return _reject(f"malformed: {exc.reason}"), None, None
     # [REJECT] The sheet version is one we speak.
@@ -377,13 +531,12 @@ def check_sheet(
         return _ignore(f"duplicate: sheet {raw.seq} from this origin already held"), None, None
     if last is not None and raw.seq < last:
         return _ignore(f"stale sequence {raw.seq} < {last}"), None, None
-    # [REJECT] The offers decode canonically; at most MAX_OFFERS_PER_SHEET, each well formed (its
-    # address derived from its key), no key twice (all skipped for the very offers array this
-    # origin's last accepted sheet carried: see OffersCache).
+    # [REJECT] The offer table decodes canonically and every offer is well formed (see ``_expand``; all
+    # skipped for the very table this origin's last accepted sheet carried: see OffersCache).
     encoded = bytes(raw.offers)
     checked = offers_cache.get(raw.origin, encoded) if offers_cache is not None else None
     if checked is None:
-        v, checked = _check_offers(encoded, address_check)
+        v, checked = _check_offers(encoded, addresses)
         if v is not None:
             return v, None, None
     # [REJECT] offers_root is the Merkle root of the offers.
@@ -412,7 +565,7 @@ def check_sheet(
 def validate_sheet(data: bytes, **kw) -> tuple[Validation, SheetBody | None]:
     """Decide ACCEPT / REJECT / IGNORE for a gossiped sheet (pure but for the caches): ``check_sheet``
     (same keyword arguments: ``net``, ``now``, ``latest_seq``, ``attestations``, and optionally
-    ``address_check`` and ``offers_cache``) without the offer ids."""
+    ``addresses`` and ``offers_cache``) without the offer ids."""
     v, body, _ids = check_sheet(data, **kw)
     return v, body
 
@@ -443,7 +596,7 @@ class OffersProtocol:
         net: str,
         book,
         attestations: AttestationCache,
-        address_check: Callable[[str, bytes, str], str | None] | None = None,
+        addresses: AddressDeriver = ADDRESSES,
         republish_interval: float = REPUBLISH_INTERVAL,
     ) -> None:
         self.net = net
@@ -452,7 +605,7 @@ class OffersProtocol:
         self.stream_protocols: list[str] = []
         self.book = book
         self.attestations = attestations
-        self.address_check = address_check
+        self.addresses = addresses
         self.offers_cache = OffersCache()
         self.republish_interval = republish_interval
         # sheets accepted by ``validate`` and not yet handled, by their exact bytes: ``handle`` takes the
@@ -473,7 +626,7 @@ class OffersProtocol:
             return _ignore(f"not our topic {topic_}")
         v, body, ids = check_sheet(
             data, net=self.net, now=now, latest_seq=self.book.latest_seq, attestations=self.attestations,
-            address_check=self.address_check, offers_cache=self.offers_cache,
+            addresses=self.addresses, offers_cache=self.offers_cache,
         )
         # [IGNORE] The device or its class has not been revoked here.
         if body is not None and self.refuse is not None:
@@ -500,7 +653,7 @@ class OffersProtocol:
             pending = self._accepted.pop(event.data, None)
             if pending is None:  # not validated here (a caller feeding events directly): decode it now
                 try:
-                    _, body = decode_sheet(event.data)
+                    _, body = decode_sheet(event.data, self.addresses)
                 except wire.WireError:
                     return []
                 ids = offer_ids(body.offers)

@@ -13,7 +13,7 @@ import msgspec
 from node import wire
 from node.daemon import offers_factory
 from node.protocols.base import Publish, SetTimer, TimerFired
-from node.protocols.offers import SignedSheet, decode_sheet
+from node.protocols.offers import SignedSheet, decode_sheet, encode_body
 from node.tee.client import InProcessEnclave
 
 
@@ -50,7 +50,7 @@ class Forger:
         if self.n % 3 == 2:
             self.sent["foreign-quote"] += 1
             other = self.other.quote(self.other.binding_for(body.net, body.origin), now=now)
-            b = wire.encode(msgspec.structs.replace(body, quote=other))
+            b = encode_body(msgspec.structs.replace(body, quote=other))
             sig = self.inner.own.sign(b, [o.pubkey for o in body.offers])
             return Publish(self.inner.topic, wire.encode(SignedSheet(b, sig)))
         self.sent["replay"] += 1

@@ -8,8 +8,9 @@ from node import wire
 from node.offerbook import OfferBook, device_id_of
 from node.protocols.base import Result
 from node.protocols.offers import (
-    MAX_SHEET_SIZE, AttestationCache, Offer, OffersProtocol, OwnSheet, SheetBody, SignedSheet, build_sheet,
-    decode_sheet, default_attestation_verifier, merkle_root, offer_id, validate_sheet,
+    ADDRESSES, MAX_SHEET_SIZE, AddressDeriver, AttestationCache, Entry, Offer, OffersProtocol, OfferTable, OwnSheet,
+    SheetBody, SheetWire, SignedSheet, Terms, build_sheet, decode_sheet, default_attestation_verifier, encode_body,
+    merkle_root, offer_id, validate_sheet,
 )
 from node.protocols.testing import GossipNet
 from node.tee.client import InProcessEnclave
@@ -20,7 +21,9 @@ NOW = 1_800_000_000.0
 
 
 def make_offers(pubkeys, expiry=NOW + 3600):
-    return [Offer("BTC-REG", f"bcrt1q{i:04d}", pk, 50_000 + i, 5000, "100000.00", NOW, expiry)
+    """Offers of the keys at their default (P2WPKH) addresses: the only addresses a sheet can carry are
+    its keys' own, which every receiver derives itself."""
+    return [Offer("BTC-REG", ADDRESSES("BTC-REG", pk, 0), pk, 50_000 + i, 5000, "100000.00", NOW, expiry)
             for i, pk in enumerate(pubkeys)]
 
 
@@ -60,8 +63,18 @@ def check(data, latest=None, attest=None, now=NOW):
 
 
 def resign(vault, body: SheetBody) -> bytes:
-    b = wire.encode(body)
+    b = encode_body(body)
     return wire.encode(SignedSheet(b, vault.enc.sign_offer_sheet(b, [o.pubkey for o in body.offers])))
+
+
+def wire_body(data: bytes) -> SheetWire:
+    return wire.decode(wire.decode(data, SignedSheet).body, SheetWire)
+
+
+def resign_wire(vault, w: SheetWire) -> bytes:
+    """A sheet whose body is ``w`` as given (however malformed its table), signed by ``vault``'s enclave."""
+    b = wire.encode(w)
+    return wire.encode(SignedSheet(b, vault.enc.sign_offer_sheet(b, [e.pubkey for e in w.offers.entries])))
 
 
 def test_valid_sheet_is_accepted_and_round_trips(alice):
@@ -79,8 +92,8 @@ def test_every_reject_reason(alice, bob):
     # wrong network: re-encoded and re-signed by the genuine enclave, so only the net is wrong
     v = check(resign(alice, msgspec_replace(body, net="main")))
     assert v.result is Result.REJECT and "wrong network" in v.reason
-    v = check(resign(alice, msgspec_replace(body, version=2)))
-    assert v.result is Result.REJECT and "version" in v.reason
+    v = check(resign_wire(alice, msgspec_replace(wire_body(good), version=1)))  # the old, verbose form
+    assert v.result is Result.REJECT and "unsupported sheet version 1" in v.reason
     # origin not the bound peer id (a node replaying another's attestation under its own name)
     v = check(resign(alice, msgspec_replace(body, origin="12D3KooMallory")))
     assert v.result is Result.REJECT and "peer id not bound" in v.reason
@@ -92,7 +105,7 @@ def test_every_reject_reason(alice, bob):
     assert v.result is Result.REJECT and v.reason == "bad signature"
     # a key listed twice
     dup = body.offers + [body.offers[0]]
-    v = check(wire.encode(SignedSheet(wire.encode(msgspec_replace(body, offers=dup, offers_root=merkle_root([offer_id(o) for o in dup]))), signed.sig)))
+    v = check(wire.encode(SignedSheet(encode_body(msgspec_replace(body, offers=dup, offers_root=merkle_root([offer_id(o) for o in dup]))), signed.sig)))
     assert v.result is Result.REJECT and "twice" in v.reason
     # Bob's quote with Alice's binding: the quote does not commit to this binding
     forged = msgspec_replace(body, quote=bob.quote)
@@ -188,71 +201,137 @@ def test_garbage_never_raises():
     run()
 
 
-def test_offer_address_must_derive_from_its_deposit_key(alice):
-    from node.assets import address_for, validate_address
+def test_addresses_do_not_travel_and_a_sheet_can_carry_only_its_keys_own(alice):
+    from node.assets import address_for
 
-    fake = alice.sheet(seq=11)  # addresses like bcrt1q0000: not the keys' addresses
-    v, _ = validate_sheet(fake, net=NET, now=NOW, latest_seq=lambda o: None, attestations=cache(),
-                          address_check=validate_address)
-    assert v.result is Result.REJECT and "not derived from the offered deposit key" in v.reason
-    real = [msgspec_replace(o, address=address_for(o.asset, o.pubkey))
-            for o in make_offers(alice.keys)]
-    v, _ = validate_sheet(alice.sheet(seq=12, offers=real), net=NET, now=NOW, latest_seq=lambda o: None,
-                          attestations=cache(), address_check=validate_address)
-    assert v.result is Result.ACCEPT
+    # every address kind of every kind of asset round-trips: the entry says the kind, the receiver derives
+    k = alice.keys
+    offers = [msgspec_replace(make_offers(k[:1])[0], address=address_for("BTC-REG", k[0], kind="p2pkh")),
+              msgspec_replace(make_offers(k[1:2])[0], asset="DOGE", address=address_for("DOGE", k[1])),
+              msgspec_replace(make_offers(k[2:3])[0], asset="ETH-DEV", address=address_for("ETH-DEV", k[2]))]
+    data = alice.sheet(seq=11, offers=offers)
+    assert [e.kind for e in wire_body(data).offers.entries] == [1, 0, 0]
+    assert all(o.address.encode() not in data for o in offers)
+    v, body = validate_sheet(data, net=NET, now=NOW, latest_seq=lambda o: None, attestations=cache())
+    assert v.result is Result.ACCEPT and body.offers == offers
+    # an address that is not one of the key's cannot be put in a sheet at all
+    wrong = [msgspec_replace(offers[0], address=address_for("BTC-REG", k[1]))]
+    with pytest.raises(ValueError, match="not derived from the offered deposit key"):
+        alice.sheet(seq=12, offers=wrong)
+    with pytest.raises(ValueError, match="unknown asset"):
+        alice.sheet(seq=12, offers=[msgspec_replace(offers[0], asset="XYZ")])
 
 
-def test_address_check_cache_remembers_only_addresses_it_derived_itself(alice):
-    from node.assets import address_for, validate_address
-    from node.protocols.offers import AddressCheckCache
+def test_every_malformed_offer_table_is_rejected_with_its_reason(alice):
+    good = wire_body(alice.sheet(seq=1))
+    t, es = good.offers.terms, good.offers.entries
+    t2 = msgspec_replace(t[0], expiry=NOW + 7200)
 
-    calls = []
-    check = AddressCheckCache(lambda a, k, addr: calls.append(addr) or validate_address(a, k, addr))
-    real = [msgspec_replace(o, address=address_for(o.asset, o.pubkey)) for o in make_offers(alice.keys)]
-    for seq in (21, 22):  # the second sheet's addresses come from the cache
-        v, _ = validate_sheet(alice.sheet(seq=seq, offers=real), net=NET, now=NOW, latest_seq=lambda o: None,
-                              attestations=cache(), address_check=check)
+    def table(terms, entries):  # the table is checked before the signature: any signature will do
+        v = check(wire.encode(SignedSheet(wire.encode(msgspec_replace(good, offers=OfferTable(terms, entries))),
+                                          bytes(64))))
+        assert v.result is Result.REJECT
+        return v.reason
+
+    not_a_point = b"\x02" + b"\x00" * 32  # 33 bytes, prefix right, x = 0 is not on the curve
+    cases = {
+        "the same terms listed twice": table([t[0], t[0]], [es[0], msgspec_replace(es[1], terms=1), es[2]]),
+        "terms 1 not the next unused": table([t[0], t2], [msgspec_replace(es[0], terms=1), es[1], es[2]]),
+        "terms 2 not the next unused": table([t[0]], [es[0], msgspec_replace(es[1], terms=2), es[2]]),
+        "terms -1 not the next unused": table([t[0]], [msgspec_replace(es[0], terms=-1), es[1], es[2]]),
+        "1 terms listed but not used": table([t[0], t2], es),
+        "not a finite number": table([msgspec_replace(t[0], expiry=float("nan"))], es),
+        "offer 0: address kind 2 out of range": table(t, [msgspec_replace(es[0], kind=2)] + es[1:]),
+        "offer 0: address kind -1 out of range": table(t, [msgspec_replace(es[0], kind=-1)] + es[1:]),
+        "offer 1: unknown asset 'XYZ'": table([t[0], msgspec_replace(t[0], asset="XYZ")],
+                                              [es[0], msgspec_replace(es[1], terms=1), es[2]]),
+        "offer 2: pubkey is not a compressed": table(t, es[:2] + [msgspec_replace(es[2], pubkey=b"\x04" * 33)]),
+        "offer 2: deposit key listed twice": table(t, es[:2] + [es[0]]),
+        "offer 1: amount and usd_cents must be positive": table(t, [es[0], msgspec_replace(es[1], usd_cents=0)]),
+        "too many offers: 1001": table(t, [es[0]] * 1001),
+    }
+    for want, reason in cases.items():
+        assert want in reason, (want, reason)
+    assert table(t, [msgspec_replace(es[0], pubkey=not_a_point)]).startswith("offer 0: not a valid public key")
+
+
+def test_address_deriver_remembers_only_what_it_derived_and_is_bounded(alice):
+    d = AddressDeriver(max_entries=2)
+    from node.assets import address_for
+
+    for _ in range(2):
+        assert [d("BTC-REG", k, 0) for k in alice.keys[:2]] == [address_for("BTC-REG", k) for k in alice.keys[:2]]
+    assert (d.misses, d.hits) == (2, 2)
+    assert d.kind_of("BTC-REG", alice.keys[0], address_for("BTC-REG", alice.keys[0], kind="p2pkh")) == 1
+    assert len(d._known) == 2 and ("BTC-REG", alice.keys[0], 0) not in d._known  # the oldest went first
+    # receivers share a deriver: the second sight of an origin's keys derives nothing
+    shared = AddressDeriver()
+    for seq in (1, 2):
+        v, _ = validate_sheet(alice.sheet(seq=seq), net=NET, now=NOW, latest_seq=lambda o: None,
+                              attestations=cache(), addresses=shared)
         assert v.result is Result.ACCEPT
-    assert len(calls) == len(real) and check.hits == len(real)
-    # a wrong address for a key whose right address is cached is still derived and refused, every time
-    wrong = [msgspec_replace(real[0], address=address_for("BTC-REG", alice.keys[1]))] + real[1:]
-    for seq in (23, 24):
-        v, _ = validate_sheet(alice.sheet(seq=seq, offers=wrong), net=NET, now=NOW, latest_seq=lambda o: None,
-                              attestations=cache(), address_check=check)
-        assert v.result is Result.REJECT and "not derived from the offered deposit key" in v.reason
-    assert len(calls) == len(real) + 2
-    small = AddressCheckCache(validate_address, max_entries=2)  # bounded: the oldest entry goes first
-    for o in real:
-        assert small(o.asset, o.pubkey, o.address) is None
-    assert small.misses == 3 and len(small._ok) == 2 and (real[0].asset, real[0].pubkey, real[0].address) not in small._ok
+    assert (shared.misses, shared.hits) == (3, 3)
 
 
 def test_sheet_encoding_round_trips_deterministically_and_respects_size(alice):
     from hypothesis import given, settings, strategies as st
 
-    offers = st.builds(
-        Offer, st.sampled_from(["BTC-REG", "ETH-DEV", "LTC"]), st.text(max_size=80),
-        st.sampled_from(alice.keys), st.integers(1, 2**62), st.integers(1, 2**40),
-        st.decimals(min_value=0.01, max_value=10**6, places=2, allow_nan=False).map(str),
-        st.floats(0, 2e9, allow_nan=False), st.floats(0, 2e9, allow_nan=False))
+    from node.assets import address_for, address_kinds
+
+    @st.composite
+    def offer(draw, pub):
+        asset = draw(st.sampled_from(["BTC-REG", "LTC", "DOGE", "ETH-DEV"]))
+        kind = draw(st.sampled_from(address_kinds(asset)))
+        # few distinct prices, times and expiries, so that offers share terms (and sometimes do not)
+        return Offer(asset, address_for(asset, pub, kind=kind), pub, draw(st.integers(1, 2**62)),
+                     draw(st.integers(1, 2**40)), draw(st.sampled_from(["0.01", "100000.00", "3125.5"])),
+                     draw(st.sampled_from([0.0, NOW, 2e9])), draw(st.sampled_from([NOW + 1, NOW + 3600, 2e9])))
 
     @settings(max_examples=150, deadline=None)
-    @given(st.lists(offers, min_size=1, max_size=3, unique_by=lambda o: o.pubkey), st.integers(0, 2**62))
+    @given(st.permutations(alice.keys).flatmap(lambda ks: st.tuples(*[offer(k) for k in ks])).flatmap(
+        lambda offs: st.integers(1, 3).map(lambda n: list(offs[:n]))), st.integers(0, 2**62))
     def run(offs, seq):
         data = alice.sheet(seq=seq, offers=offs)
         signed, body = decode_sheet(data)
         assert wire.encode(SignedSheet(signed.body, signed.sig)) == data  # the sent bytes are the signed bytes
-        assert wire.encode(body) == signed.body
+        assert encode_body(body) == signed.body
         assert body.offers == offs and body.seq == seq
+        w = wire_body(data)  # shared terms said once, in order of first use
+        assert len(w.offers.terms) == len({(o.asset, o.price, o.price_at, o.expiry) for o in offs})
         assert alice.sheet(seq=seq, offers=offs)[:len(signed.body)] == data[:len(signed.body)]
+        assert validate_sheet(data, net=NET, now=NOW, latest_seq=lambda o: None,
+                              attestations=cache())[0].result is Result.ACCEPT or all(o.expiry <= NOW for o in offs)
 
     run()
-    # size limit: a sheet with too many offers is refused before anything else
-    many = make_offers([alice.keys[0]] * 1001)
-    v, _ = validate_sheet(wire.encode(SignedSheet(wire.encode(msgspec_replace(
-        decode_sheet(alice.sheet())[1], offers=many)), bytes(64))), net=NET, now=NOW, latest_seq=lambda o: None,
-        attestations=cache())
-    assert v.result is Result.REJECT and ("too many offers" in v.reason or "over size" in v.reason)
+    # size limit: an over-size message is refused before it is decoded
+    v, _ = validate_sheet(alice.sheet() + bytes(MAX_SHEET_SIZE), net=NET, now=NOW, latest_seq=lambda o: None,
+                          attestations=cache())
+    assert v.result is Result.REJECT and "over size" in v.reason
+    # and the compact form: 100 offers of one asset and terms cost ~50 bytes each, the attestation ~450
+    hundred = Vault("12D3KooHundred", n=100, seed=b"h")
+    data = hundred.sheet(offers=make_offers(hundred.keys))
+    assert len(data) < 100 * 55 + 600, len(data)
+
+
+def test_structured_garbage_in_a_well_formed_sheet_never_raises(alice):
+    """Any offer table inside an otherwise well-formed sheet yields a verdict, never an exception."""
+    from hypothesis import given, settings, strategies as st
+
+    good = wire_body(alice.sheet(seq=1))
+    terms = st.builds(Terms, st.sampled_from(["BTC-REG", "ETH-DEV", "", "XYZ"]), st.text(max_size=5),
+                      st.floats(allow_nan=True), st.floats(allow_nan=True))
+    entries = st.builds(Entry, st.integers(-2, 3), st.integers(-2, 3),
+                        st.one_of(st.sampled_from(alice.keys), st.binary(max_size=34)),
+                        st.integers(-2**63, 2**64 - 1), st.integers(-2**63, 2**64 - 1))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(terms, max_size=3), st.lists(entries, max_size=4))
+    def run(ts, es):
+        data = wire.encode(SignedSheet(wire.encode(msgspec_replace(good, offers=OfferTable(ts, es))), bytes(64)))
+        v, _ = validate_sheet(data, net=NET, now=NOW, latest_seq=lambda o: None, attestations=cache())
+        assert v.result in (Result.REJECT, Result.IGNORE) and v.reason
+
+    run()
 
 
 def test_book_writes_only_the_difference_and_ends_as_a_full_replace_would(alice, bob):
@@ -286,36 +365,29 @@ def test_offer_id_is_the_tagged_hash_of_the_offer_encoding(alice):
     assert len(set(offer_ids(offers))) == len(offers)
 
 
-def real_offers(vault, expiry=NOW + 3600):
-    from node.assets import address_for
-
-    return [msgspec_replace(o, address=address_for(o.asset, o.pubkey)) for o in make_offers(vault.keys, expiry)]
-
-
 def test_check_sheet_returns_the_ids_and_reuses_an_origins_checked_offers_only_byte_for_byte(alice, bob):
-    from node.assets import address_for, validate_address
     from node.protocols.offers import OffersCache, check_sheet, offer_ids
 
-    calls = []
-    counting = lambda a, k, addr: calls.append(addr) or validate_address(a, k, addr)  # noqa: E731
-    oc, att = OffersCache(), cache()
+    addrs, oc, att = AddressDeriver(), OffersCache(), cache()
 
     def run(data, latest=None):
         return check_sheet(data, net=NET, now=NOW, latest_seq=lambda o: (latest or {}).get(o), attestations=att,
-                           address_check=counting, offers_cache=oc)
+                           addresses=addrs, offers_cache=oc)
 
-    real = real_offers(alice)
+    real = make_offers(alice.keys)
     v, body, ids = run(alice.sheet(seq=1, offers=real))
     assert v.result is Result.ACCEPT and body.offers == real and ids == offer_ids(real)
-    assert len(calls) == 3 and (oc.hits, oc.misses) == (0, 1)
-    # the same offers in a newer sheet: nothing re-derived, same body and ids as a full check gives
+    assert addrs.misses == 3 and (oc.hits, oc.misses) == (0, 1)
+    # the same offers in a newer sheet: nothing looked up again, same body and ids as a full check gives
     v, body2, ids2 = run(alice.sheet(seq=2, offers=real), latest={alice.peer: 1})
-    assert v.result is Result.ACCEPT and (oc.hits, len(calls)) == (1, 3)
+    assert v.result is Result.ACCEPT and oc.hits == 1 and (addrs.misses, addrs.hits) == (3, 0)
     assert body2 == decode_sheet(alice.sheet(seq=2, offers=real))[1] and ids2 == ids
-    # one offer changed (a wrong address): a miss, checked in full, refused; the cache still holds the good array
-    wrong = [msgspec_replace(real[0], address=address_for("BTC-REG", alice.keys[1]))] + real[1:]
-    v, _, _ = run(alice.sheet(seq=3, offers=wrong), latest={alice.peer: 2})
-    assert v.result is Result.REJECT and "not derived" in v.reason and len(calls) == 4
+    # one offer changed (a kind its asset lacks): a miss, checked in full, refused; the cache keeps the good table
+    w = wire_body(alice.sheet(seq=3, offers=real))
+    bad = msgspec_replace(w, offers=msgspec_replace(w.offers, entries=[msgspec_replace(w.offers.entries[0], kind=5)]
+                                                    + w.offers.entries[1:]))
+    v, _, _ = run(resign_wire(alice, bad), latest={alice.peer: 2})
+    assert v.result is Result.REJECT and "kind 5 out of range" in v.reason and oc.misses == 2
     # a hit still checks everything else: the Merkle root, the signature (bob's signature over alice's body)
     signed, b = decode_sheet(alice.sheet(seq=4, offers=real))
     v, _, _ = run(wire.encode(SignedSheet(signed.body, bob.enc.sign(domain="outcome", digest32=b"\x00" * 32))),
@@ -323,10 +395,10 @@ def test_check_sheet_returns_the_ids_and_reuses_an_origins_checked_offers_only_b
     assert v.result is Result.REJECT and v.reason == "bad signature" and oc.hits == 2
     v, _, _ = run(resign(alice, msgspec_replace(b, offers_root=b"\x11" * 32)), latest={alice.peer: 3})
     assert v.result is Result.REJECT and "offers_root" in v.reason
-    # a sheet that fails after its offers passed does not become the origin's cached array
+    # a sheet that fails after its offers passed does not become the origin's cached table
     oc2 = OffersCache()
     v, _, _ = check_sheet(wire.encode(SignedSheet(signed.body, bytes(64))), net=NET, now=NOW, latest_seq=lambda o: None,
-                          attestations=att, address_check=counting, offers_cache=oc2)
+                          attestations=att, addresses=addrs, offers_cache=oc2)
     assert v.result is Result.REJECT and oc2.get(alice.peer, b"") is None and oc2._by_origin == {}
 
 
@@ -345,10 +417,10 @@ def test_offers_cache_is_bounded_by_the_bytes_it_holds():
 
 
 def test_a_stale_or_duplicate_sheet_is_ignored_before_any_per_offer_work(alice):
-    calls = []
+    addrs = AddressDeriver()
     v, _ = validate_sheet(alice.sheet(seq=5), net=NET, now=NOW, latest_seq=lambda o: 9, attestations=cache(),
-                          address_check=lambda a, k, addr: calls.append(addr))
-    assert v.result is Result.IGNORE and "stale" in v.reason and calls == []
+                          addresses=addrs)
+    assert v.result is Result.IGNORE and "stale" in v.reason and addrs.misses == addrs.hits == 0
 
 
 def test_protocol_hands_the_validated_body_to_the_book_and_still_handles_unvalidated_events(tmp_path, alice):

@@ -96,7 +96,7 @@ def test_every_spam_kind_is_rejected_by_validate_sheet(smoke_engine):
     reasons = []
     for _ in SPAM_KINDS:
         v, _body = validate_sheet(spam_message(eng, node), net=eng.net, now=eng.now, latest_seq=lambda o: None,
-                                  attestations=eng.ref_cache, address_check=eng._shared_address_check)
+                                  attestations=eng.ref_cache)
         assert v.result is Result.REJECT, v
         reasons.append(v.reason)
     joined = " | ".join(reasons)
