@@ -165,7 +165,7 @@ def make(ctx) -> BenchNode:
     from node.daemon import offers_factory
 
     o = ctx.options
-    proto = offers_factory(ctx)  # enclave keys, funded deposits, OfferBook, AttestationCache, address check
+    proto = offers_factory(ctx)  # enclave keys, funded deposits, OfferBook, AttestationCache
     return BenchNode(proto, n=int(o["n"]), start=float(o["start"]), rounds=int(o["rounds"]),
                      raw_burst=int(o["raw_burst"]), sheet_burst=int(o["sheet_burst"]), profile=o.get("profile", ""))
 

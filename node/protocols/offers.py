@@ -27,7 +27,7 @@ The sheet is compact, because on a gossip network every byte is carried
   address in a valid sheet is therefore the key's address by construction;
 * keys travel as 33 bytes, amounts and values as integers.
 
-A sheet of 100 offers of one asset is ~5.5 kB (version 1, which spelled out
+A sheet of 100 offers of one asset is ~5 kB (version 1, which spelled out
 every field of every offer, was ~12.8 kB). Decoding gives the same ``Offer``
 and ``SheetBody`` objects as before, so the offer book, the risk engine, the
 simulator and the API see no difference; an offer's id is still the tagged

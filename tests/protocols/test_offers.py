@@ -446,3 +446,15 @@ def test_protocol_hands_the_validated_body_to_the_book_and_still_handles_unvalid
     with pytest.raises(ValueError, match="offer ids"):
         book.apply_sheet(decode_sheet(alice.sheet(seq=9))[1], now=NOW, ids=[b"\x00" * 32])
     book.close()
+
+
+def test_decode_sheet_names_what_is_wrong_with_a_malformed_table(alice):
+    w = wire_body(alice.sheet(seq=1))
+    bad = msgspec_replace(w, offers=msgspec_replace(w.offers, entries=[msgspec_replace(w.offers.entries[0], kind=7)]))
+    with pytest.raises(wire.WireError, match="offer 0: address kind 7 out of range"):
+        decode_sheet(wire.encode(SignedSheet(wire.encode(bad), bytes(64))))
+    # the protocol fed such a sheet directly (not validated first) drops it without raising
+    p = OffersProtocol(net=NET, book=OfferBook(None), attestations=cache())
+    from node.protocols.base import GossipReceived
+
+    assert p.handle(GossipReceived(p.topic, wire.encode(SignedSheet(wire.encode(bad), bytes(64))), "x", b"i"), NOW) == []
