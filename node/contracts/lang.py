@@ -9,6 +9,7 @@ that compiles cannot fail with a type error at run time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import lark
@@ -491,6 +492,7 @@ def _check_stmt(s: Node, scope: _Scope) -> None:
         raise ContractError("unknown statement", s.line, s.column)
 
 
+@lru_cache(maxsize=64)  # a Program is immutable; a new contract over a known source (new parties) skips the parse
 def compile_source(source: str) -> Program:
     """Parse and check ``source``. Raises ContractError (with line and column) on any problem."""
     tree = parse(source)

@@ -432,6 +432,7 @@ class Contract:
     checked: set[int] = field(default_factory=set)  # peer rounds whose funds this process saw still there
     busy: set[tuple[str, int]] = field(default_factory=set)  # ledger tasks in flight: ("funds"|"claim", round)
     held: dict[int, Respond] = field(default_factory=dict)  # acks of peer rounds held until their funds are checked
+    terms_sig: bytes = b""  # our enclave's signature over the contract id, from its (one) contract_open
     _spec: bytes = b""
 
     def spec(self) -> bytes:
@@ -657,10 +658,17 @@ class ReleaseProtocol:
         from node.tee.client import EnclaveRefused
 
         try:
-            sig = self.enclave.contract_open(c.spec(), []).sig
+            sig = self._terms_sig(c)
         except EnclaveRefused:
             return []  # reported by the release that follows
         return [self._request(c, "cosign", -1, self._seal("cosign", CosignBody(c.cid, sig)))]
+
+    def _terms_sig(self, c: Contract) -> bytes:
+        """Our enclave's signature over the contract id: kept from the contract's opening; after a restart the
+        enclave is asked once (it finds the contract it sealed: nothing is decoded or checked again)."""
+        if not c.terms_sig:
+            c.terms_sig = self.enclave.contract_open(c.spec(), []).sig
+        return c.terms_sig
 
     def _resend_last(self, c: Contract) -> list[Command]:
         r = self._mine_unacked(c)
@@ -922,13 +930,14 @@ class ReleaseProtocol:
             why = self.attestations.check(h.quote, h.binding, now)
             if why:
                 return no("attestation", f"untrusted quote: {why}")
-            keys = self._key_states()
-            for r, rd in enumerate(h.schedule.rounds):
-                if rd.giver == 1:
-                    k = keys.get(rd.chunk.pubkey)
-                    if k is None or k.state not in ("held", "received"):  # received: kept from a contract
-                        return no("not-held", f"round {r}: our enclave does not hold that deposit key")
-            if not funds_checked:
+            if not funds_checked:  # (afterwards the enclave checks it again, when it opens the contract)
+                keys = self._key_states()
+                for r, rd in enumerate(h.schedule.rounds):
+                    if rd.giver == 1:
+                        k = keys.get(rd.chunk.pubkey)
+                        if k is None or k.state not in ("held", "received"):  # received: kept from a contract
+                            return no("not-held", f"round {r}: our enclave does not hold that deposit key")
+
                 def then(why: str | None, t: float) -> list[Command]:
                     return no("funds", why) if why else self._on_hello(ev, env, h, t, funds_checked=True)
 
@@ -939,7 +948,7 @@ class ReleaseProtocol:
             from node.tee.client import EnclaveRefused
 
             try:  # our enclave takes the contract and signs its id (it holds our chunks for it from now on)
-                self.enclave.contract_open(known.spec(), [])
+                known.terms_sig = self.enclave.contract_open(known.spec(), []).sig
             except EnclaveRefused as exc:
                 return no("not-held", f"our enclave refused the contract: {exc.code}: {exc.reason}")
             self.contracts[known.key] = known
@@ -953,7 +962,7 @@ class ReleaseProtocol:
         from node.tee.client import EnclaveRefused
 
         try:
-            sig = self.enclave.contract_open(known.spec(), []).sig
+            sig = self._terms_sig(known)
         except EnclaveRefused as exc:
             return no("not-held", f"our enclave refused the contract: {exc.code}: {exc.reason}")
         agree = AgreeBody(cid, self.binding, self.quote, sig)
@@ -1089,9 +1098,9 @@ class ReleaseProtocol:
             return self._offered_funds(f"release.agree:{c.key}:{ev.request_id}", c.rec.schedule, 1, then)
         from node.tee.client import EnclaveRefused
 
+        spec = schedule_spec(c.rec.schedule, [self.binding, a.binding]).encode()
         try:  # our enclave takes the contract with the responder's signature over its id, and signs it too
-            self.enclave.contract_open(schedule_spec(c.rec.schedule, [self.binding, a.binding]).encode(),
-                                       [(1, a.terms_sig)])
+            terms_sig = self.enclave.contract_open(spec, [(1, a.terms_sig)]).sig
         except EnclaveRefused as exc:
             return bad("signature" if exc.code == "bad-signature" else "not-held",
                        f"our enclave refused the contract: {exc.code}: {exc.reason}")
@@ -1103,7 +1112,7 @@ class ReleaseProtocol:
         c.rec.bindings = [self.binding, a.binding]
         c.rec.quotes = [self.quote, a.quote]
         c.rec.state = TRANSITIONS[(PROPOSED, "agree")]
-        c.cid, c.key = cid, cid.hex()
+        c.cid, c.key, c.terms_sig, c._spec = cid, cid.hex(), terms_sig, spec
         self.contracts.pop(old, None)
         self.contracts[c.key] = c
         self._persist(c)

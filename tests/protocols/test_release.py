@@ -5,7 +5,7 @@ in-process DevLedger with funded deposits."""
 from __future__ import annotations
 
 import hashlib
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 
 import coincurve
@@ -24,7 +24,8 @@ from node.protocols.offers import AttestationCache, default_attestation_verifier
 from node.protocols.release import (
     DONE, FAILED, MAX_MESSAGE, PROTOCOL_ID, RUNNING, VERSION, WITHHELD, AckBody, CheatingProof, Chunk,
     ContractStore, ErrorBody, HelloBody, ReleaseBody, ReleaseProtocol, Schedule, Round, contract_id, exposure,
-    release_context, swap_schedule, sweep_claimer, validate_schedule, verify_cheating_proof, verify_signed_outcome,
+    release_context, schedule_spec, swap_schedule, sweep_claimer, validate_schedule, verify_cheating_proof,
+    verify_signed_outcome,
 )
 from node.protocols.testing import GossipNet
 from node.tee.client import InProcessEnclave
@@ -280,6 +281,40 @@ def test_three_chunk_swap_completes_and_each_side_sweeps(tmp_path):
     releases = [c for _, c in pair.sent if wire.decode(c.data, wire.Signed).kind == "release"]
     assert len(releases) == 6  # one message per round, nothing resent
     assert any(n.kind == "release.outcome" and n.detail["status"] == "claimed" for n in a.notes)
+
+
+class CountingEnclave:
+    """Delegates to an enclave, counting every call by name."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls = inner, Counter()
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kw):
+            self.calls[name] += 1
+            return attr(*args, **kw)
+
+        return call
+
+
+def test_each_enclave_opens_the_contract_once_and_signs_its_id_once(tmp_path):
+    """The initiator's enclave opens the contract once (with the responder's signature) and its signature
+    over the id is kept for the cosign; the responder's opens it on the hello and is handed the initiator's
+    signature once (the cosign), which the enclave takes without decoding or checking the spec again."""
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path)
+    for side in (a, b):
+        side.proto.enclave = CountingEnclave(side.proto.enclave)
+    pair.run(done=both_stopped(a, b, cid))
+    assert_swapped(ledger, a, b, cid)
+    assert a.proto.enclave.calls["contract_open"] == 1
+    assert b.proto.enclave.calls["contract_open"] == 2
+    for side in (a, b):  # the signature the peer got is the enclave's own over the contract id
+        assert side.proto.contracts[cid.hex()].terms_sig == side.raw.contract_open(
+            schedule_spec(sched, [a.binding, b.binding]).encode()).sig
 
 
 def test_release_rounds_call_the_ledger_in_tasks_funds_checked_before_the_next_release_swept_after(tmp_path):

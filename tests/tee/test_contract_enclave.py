@@ -182,3 +182,29 @@ def test_a_committed_key_moves_only_by_its_contract():
     with pytest.raises(EnclaveRefused) as exc:  # an enclave that is not a party does not open it
         InProcessEnclave(None).contract_open(spec.encode())
     assert exc.value.code == "not-a-party"
+
+
+def test_opening_a_contract_again_reuses_the_sealed_spec_and_still_checks_every_signature(monkeypatch):
+    """A contract is decoded and checked once, when it is first opened; later opens with the same bytes (the
+    other party's signature, our own signature asked again) find the sealed contract and skip the decoding,
+    but every signature handed in is still verified, and other bytes are a new contract, checked in full."""
+    import node.tee.enclave.contracts as enclave_contracts
+
+    a, b = InProcessEnclave(None), InProcessEnclave(None)
+    spec = make_spec(NET, stdlib.source("swap"), {"asset_a": "BTC-REG", "asset_b": "LTC", "usd": 5_000,
+                                                  "deadline": 300},
+                     parties([a, b], ["A", "B"], ["BTC-REG", "LTC"], [1, 1]))
+    decoded = []
+    real = enclave_contracts.decode_spec
+    monkeypatch.setattr(enclave_contracts, "decode_spec", lambda data: decoded.append(data) or real(data))
+    first = a.contract_open(spec.encode())
+    assert decoded == [spec.encode()] and first.missing == [1]
+    assert a.contract_open(spec.encode()) == first and len(decoded) == 1  # the sealed contract, not decoded again
+    with pytest.raises(EnclaveRefused) as exc:  # a signature that is not B's, on the quick path too
+        a.contract_open(spec.encode(), [(1, first.sig)])
+    assert exc.value.code == "bad-signature" and len(decoded) == 1
+    assert a.contract_open(spec.encode(), [(1, b.contract_open(spec.encode()).sig)]).missing == []
+    assert len(decoded) == 2  # (B's enclave decoded it once, for its own opening)
+    other = make_spec(NET, stdlib.source("swap"), {"asset_a": "BTC-REG", "asset_b": "LTC", "usd": 5_001,
+                                                   "deadline": 300}, spec.parties)
+    assert a.contract_open(other.encode()).cid != first.cid and len(decoded) == 3

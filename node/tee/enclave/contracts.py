@@ -47,13 +47,15 @@ A refund (``receiver == giver``) hands the key back to its owner (the one clear 
 
 from __future__ import annotations
 
+import hashlib
+
 import msgspec
 
 from node import wire
 from node.contracts import Release, Transfer, View
 from node.contracts.errors import ContractRuntimeError, StepLimitExceeded
 from node.contracts.spec import (
-    RELEASE_KIND, RELEASE_VERSION, ContractSpec, ReleaseBody, approval_digest, compile_spec, decode_spec,
+    RELEASE_KIND, RELEASE_VERSION, SPEC_TAG, ContractSpec, ReleaseBody, approval_digest, compile_spec, decode_spec,
     escrow_context, release_context, spec_id,
 )
 from node.contracts import evaluate
@@ -268,17 +270,28 @@ class Contracts:
         self.core._commit(undo)
 
     # -- operations ----------------------------------------------------------------------
+    def _opened(self, spec_bytes: bytes) -> tuple[ContractState, ContractSpec] | None:
+        """The contract these exact spec bytes opened before (its sealed spec was decoded and checked then,
+        and is cached): a later open (the parties' signatures, the host asking for ours again) skips both."""
+        cid = hashlib.sha256(SPEC_TAG + spec_bytes).digest()  # = spec_id when the bytes are the canonical encoding
+        st = next((c for c in self._all if c.cid == cid), None)
+        return self._get(cid) if st is not None and st.spec == spec_bytes else None
+
     def open(self, spec_bytes: bytes, sigs: list[PartySig]) -> OpenResult:
         from node.crypto import sign_digest, tagged_hash
 
-        spec = decode_spec(spec_bytes)
-        if isinstance(spec, str):
-            raise _refusal("bad-spec", spec)
-        cid = spec_id(spec)
-        me = next((k for k, p in enumerate(spec.parties)
-                   if p.binding.sign_pub == self.core.sign_pub and p.binding.enc_pub == self.core.enc_pub), None)
-        if me is None:
-            raise _refusal("not-a-party", "this enclave's keys are not one of the contract's parties")
+        known = self._opened(spec_bytes)
+        if known is not None:
+            spec, cid, me = known[1], known[0].cid, known[0].me
+        else:
+            spec = decode_spec(spec_bytes)
+            if isinstance(spec, str):
+                raise _refusal("bad-spec", spec)
+            cid = spec_id(spec)
+            me = next((k for k, p in enumerate(spec.parties)
+                       if p.binding.sign_pub == self.core.sign_pub and p.binding.enc_pub == self.core.enc_pub), None)
+            if me is None:
+                raise _refusal("not-a-party", "this enclave's keys are not one of the contract's parties")
         for s in sigs:
             if not 0 <= s.party < len(spec.parties) or not self._terms_sig_ok(spec, cid, s.party, s.sig):
                 raise _refusal("bad-signature", f"party {s.party}'s signature over the contract id does not verify")
