@@ -433,6 +433,9 @@ class Contract:
     busy: set[tuple[str, int]] = field(default_factory=set)  # ledger tasks in flight: ("funds"|"claim", round)
     held: dict[int, Respond] = field(default_factory=dict)  # acks of peer rounds held until their funds are checked
     terms_sig: bytes = b""  # our enclave's signature over the contract id, from its (one) contract_open
+    #: peer rounds received and not yet taken by our enclave: their funds are checked first, then one enclave
+    #: call takes the key, signs the ack and releases our next round (``_step``): round -> (record, request ids)
+    waiting: dict[int, tuple[bytes, list[int]]] = field(default_factory=dict)
     _spec: bytes = b""
 
     def spec(self) -> bytes:
@@ -698,7 +701,7 @@ class ReleaseProtocol:
         """Start the ledger work the received keys still need: (commands, stopped). A received key is
         funds-checked first (before our next release), then swept in the background ("sweep"), or
         recorded as kept ("keep"); a key whose funds are gone stops the contract."""
-        cmds: list[Command] = []
+        cmds: list[Command] = [self._task(c, "funds", r) for r in c.waiting if ("funds", r) not in c.busy]
         for r in range(c.next):
             if c.rounds[r].giver == c.me:
                 continue
@@ -726,6 +729,16 @@ class ReleaseProtocol:
         c.spent[kind] = c.spent.get(kind, 0.0) + secs
         chunk = c.rounds[r].chunk
         cmds: list[Command] = []
+        if kind == "funds" and r in c.waiting:
+            if out is True:
+                return self._step(c, r, now)
+            if not isinstance(out, str):  # gone: take the key all the same, the sweep tells who spent them
+                cmds = self._take(c, r, now)
+                if c.rec.state != RUNNING:
+                    return cmds
+        if kind == "funds" and r in c.waiting:  # our ledger cannot answer: retried (``_settle``)
+            self._progress(c, now)
+            return [Notify("release.claim-retry", {"contract": c.key, "round": r, "detail": out})]
         if kind == "funds":
             if isinstance(out, str):  # our ledger cannot answer: wait and retry (retry timer), blame no one
                 self._progress(c, now)
@@ -748,6 +761,65 @@ class ReleaseProtocol:
         return self._answer_held(c) + cmds
 
     @staticmethod
+    def _steps(c: Contract, r: int) -> bool:
+        """Is the peer's round ``r`` followed at once by a release of ours (one enclave call takes the one and
+        makes the other, once the funds of ``r`` are seen)?"""
+        return r + 1 < len(c.rounds) and c.rounds[r + 1].giver == c.me
+
+    def _ack(self, c: Contract, r: int) -> tuple[bytes, bytes]:
+        """The ack of round ``r`` to be signed: (body, digest to sign)."""
+        raw = wire.encode(AckBody(c.cid, r))
+        return raw, wire.signing_digest(VERSION, self.net, "ack", raw)
+
+    def _step(self, c: Contract, r: int, now: float) -> list[Command]:
+        """The funds of the peer's round ``r`` are there: one enclave call takes its key (checked against the
+        committed deposit key), signs our ack and releases our round ``r + 1`` if the contract allows it."""
+        from node.tee.client import EnclaveRefused
+
+        record, rids = c.waiting.pop(r)
+        raw, digest = self._ack(c, r)
+        t0 = time.perf_counter()
+        try:
+            out = self.enclave.contract_step(c.cid, record, chunk_index(c.rec.schedule, r + 1), 1 - c.me, digest)
+        except EnclaveRefused as exc:
+            reason = f"round {r}: our enclave refused the key ({exc.code}: {exc.reason})"
+            return ([Respond(rid, error_message(self.net, c.cid, r, "wrong-key", reason)) for rid in rids]
+                    + self._stop(c, "cheat", reason, now))
+        c.add("enclave", t0)
+        c.next = r + 1
+        c.checked.add(r)
+        if self.claim_policy == "keep" and c.claim_of(r) is None:
+            self._record(c, ClaimRecord(r, "kept"))
+        ack = wire.encode(wire.Signed(VERSION, self.net, "ack", raw, self.binding.sign_pub, out.ack_sig))
+        cmds: list[Command] = [Respond(rid, ack) for rid in rids]
+        if out.record:
+            c.next = r + 2
+            cmds += [self._request(c, "release", r + 1, out.record),
+                     Notify("release.released", {"contract": c.key, "round": r + 1, "peer": c.rec.peer})]
+        elif out.code != "unsigned":  # (unsigned: the peer's signature over the id is on its way: _advance)
+            why = f"round {r + 1}: our enclave refused the release: {out.code}: {out.reason}"
+            return cmds + self._stop(c, "local-refusal", why, now)
+        self._progress(c, now)
+        return cmds + self._advance(c, now)
+
+    def _take(self, c: Contract, r: int, now: float) -> list[Command]:
+        """Take the key of a waiting round whose funds are gone (the sweep then tells who spent them); its
+        ack is held (``_answer_held``: refused once the contract stops)."""
+        from node.tee.client import EnclaveRefused
+
+        record, rids = c.waiting.pop(r)
+        try:
+            self.enclave.contract_accept(c.cid, record)
+        except EnclaveRefused as exc:
+            reason = f"round {r}: our enclave refused the key ({exc.code}: {exc.reason})"
+            return ([Respond(rid, error_message(self.net, c.cid, r, "wrong-key", reason)) for rid in rids]
+                    + self._stop(c, "cheat", reason, now))
+        c.next = r + 1
+        ack = Respond(rids[-1], self._seal("ack", AckBody(c.cid, r)))
+        c.held[r] = ack
+        return []
+
+    @staticmethod
     def _gates(c: Contract, r: int) -> bool:
         """Does a release of ours come after the peer's round ``r`` (and so wait for its funds)?"""
         return any(x.giver == c.me for x in c.rounds[r + 1:])
@@ -759,6 +831,10 @@ class ReleaseProtocol:
     def _answer_held(self, c: Contract) -> list[Command]:
         """Answer the held acks that can be answered: an ack once a round is settled, an error once stopped."""
         out: list[Command] = []
+        if c.rec.state in (FAILED, WITHHELD):
+            for r, (_, rids) in sorted(c.waiting.items()):
+                out += [Respond(rid, error_message(self.net, c.cid, r, "stopped", c.rec.reason)) for rid in rids]
+            c.waiting.clear()
         for r, ack in sorted(c.held.items()):
             if c.rec.state in (FAILED, WITHHELD):
                 code = "double-spent" if any(x.status == "double-spent" for x in c.rec.claims) else "stopped"
@@ -997,10 +1073,18 @@ class ReleaseProtocol:
             return no("wrong-recipient", "the release is addressed to another enclave")
         if b.round > c.next:
             return no("out-of-order", f"round {b.round} before round {c.next}")
+        if b.round < c.next:  # a resend of a round we already hold: acknowledge again, nothing else
+            return [Respond(ev.request_id, self._seal("ack", AckBody(c.cid, b.round)))]
+        if self._steps(c, b.round):  # our release follows at once: the funds first, then one enclave call
+            record, rids = c.waiting.get(b.round, (ev.data, []))
+            c.waiting[b.round] = (record, rids + [ev.request_id])  # (a resend's request is answered too)
+            c.rec.acked = max(c.rec.acked, b.round - 1)  # the peer answered: our rounds before are acknowledged
+            self._progress(c, now)
+            if ("funds", b.round) in c.busy:
+                return []
+            return [self._task(c, "funds", b.round)] + self._timers(c, now)
         t0 = time.perf_counter()
         ack = Respond(ev.request_id, self._seal("ack", AckBody(c.cid, b.round)))
-        if b.round < c.next:
-            return [ack]  # a resend of a round we already hold: acknowledge again, nothing else
         from node.tee.client import EnclaveRefused
 
         try:  # the enclave checks the signed record itself (giver's attested key, contract, round, recipient)

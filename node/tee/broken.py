@@ -116,7 +116,15 @@ class BrokenEnclave(InProcessEnclave):
         return super().contract_open(spec, sigs)
 
     def contract_release(self, cid: bytes, index: int, receiver: int) -> bytes:
-        rec = super().contract_release(cid, index, receiver)
+        return self._released(super().contract_release(cid, index, receiver))
+
+    def contract_step(self, cid: bytes, record: bytes, index: int, receiver: int, ack_digest: bytes):
+        out = super().contract_step(cid, record, index, receiver, ack_digest)
+        if out.record:
+            self._released(out.record)
+        return out
+
+    def _released(self, rec: bytes) -> bytes:
         pub = self._record_pub(rec)
         if pub in self._rolled:
             self._rolled.discard(pub)

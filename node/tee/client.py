@@ -123,6 +123,7 @@ class Enclave(Protocol):
     def contract_resend(self, cid: bytes, index: int) -> bytes: ...
     def contract_refund(self, cid: bytes, index: int) -> bytes: ...
     def contract_accept(self, cid: bytes, record: bytes) -> tuple[int, int]: ...
+    def contract_step(self, cid: bytes, record: bytes, index: int, receiver: int, ack_digest: bytes): ...
     def escrow_split(self, deposit_pub: bytes, holders: list[bytes], k: int, beneficiary: bytes,
                      context: bytes) -> list[bytes]: ...
     def escrow_accept(self, ciphertext: bytes, owner_pub: bytes, context: bytes) -> int: ...
@@ -277,6 +278,15 @@ class _Base:
         """Take the key a signed release record carries; returns (giver, index)."""
         g, i = self._call(m.ContractAccept(cid, record), list[int])
         return g, i
+
+    def contract_step(self, cid: bytes, record: bytes, index: int, receiver: int, ack_digest: bytes) -> "StepResult":
+        """One enclave round trip for a round of a tit-for-tat contract: ``contract_accept(cid, record)``
+        (refused as it would be: nothing released), our "release-msg" signature over ``ack_digest``, then
+        ``contract_release(cid, index, receiver)`` if the contract allows it now (else ``record`` is b"" and
+        ``code``/``reason`` say why). Call it once the funds of the key in ``record`` were seen still there."""
+        from node.tee.enclave.contracts import StepResult
+
+        return self._call(m.ContractStep(cid, record, index, receiver, ack_digest), StepResult)
 
     # -- escrow: Shamir shares of a deposit key held by k-of-n other attested enclaves
     def escrow_split(self, deposit_pub: bytes, holders: list[bytes], k: int, beneficiary: bytes,

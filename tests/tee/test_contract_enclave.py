@@ -208,3 +208,40 @@ def test_opening_a_contract_again_reuses_the_sealed_spec_and_still_checks_every_
     other = make_spec(NET, stdlib.source("swap"), {"asset_a": "BTC-REG", "asset_b": "LTC", "usd": 5_001,
                                                    "deadline": 300}, spec.parties)
     assert a.contract_open(other.encode()).cid != first.cid and len(decoded) == 3
+
+
+def test_a_step_takes_the_key_signs_the_answer_and_releases_only_what_the_contract_allows():
+    """``contract_step`` = ``contract_accept`` + a "release-msg" signature + ``contract_release``, in one call:
+    a record refused by the accept releases nothing; a release the contract does not allow (yet) is not made
+    and says why, while the key is still taken; the signature is the enclave's over the digest it was given."""
+    from node.protocols.release import Chunk, chunk_index, schedule_spec, swap_schedule
+    from node.tee.client import verify_domain_sig
+
+    a, b = InProcessEnclave(None), InProcessEnclave(None)
+    chunks = [[Chunk(asset, address_for(asset, p), p, 1000) for p in e.generate_keys(2)]
+              for e, asset in ((a, "BTC-REG"), (b, "LTC"))]
+    sched = swap_schedule(*chunks)
+    spec = schedule_spec(sched, [a.binding_for(NET, "A"), b.binding_for(NET, "B")]).encode()
+    cid = b.contract_open(spec).cid
+    a.contract_open(spec, [(1, b.contract_open(spec).sig)])
+    rec0 = a.contract_release(cid, 0, 1)  # round 0: A's chunk 0
+    digest = bytes(range(32))
+    out = b.contract_step(cid, rec0, chunk_index(sched, 1), 0, digest)  # A's signature over the id is missing
+    assert (out.giver, out.index, out.record, out.code) == (0, 0, b"", "unsigned")
+    assert verify_domain_sig(b.info().sign_pub, "release-msg", digest, out.ack_sig)
+    assert {k.pubkey: k.state for k in b.list_keys()}[chunks[0][0].pubkey] == "received"
+    b.contract_open(spec, [(0, a.contract_open(spec).sig)])
+    rec1 = b.contract_step(cid, rec0, chunk_index(sched, 1), 0, digest).record  # the same key again: idempotent
+    assert a.contract_accept(cid, rec1) == (1, 0)  # B's chunk 0 reached A
+    for bad, code in ((rec1, "wrong-recipient"), (rec0[:-1] + bytes([rec0[-1] ^ 1]), "bad-signature")):
+        with pytest.raises(EnclaveRefused) as exc:  # the accept refuses: nothing is released
+            b.contract_step(cid, bad, chunk_index(sched, 3), 0, digest)
+        assert exc.value.code == code
+    assert {k.pubkey: k.state for k in b.list_keys()}[chunks[1][1].pubkey] == "held"
+    out = b.contract_step(cid, rec0, chunk_index(sched, 3), 0, digest)  # round 3 before A's round 2: not allowed
+    assert (out.record, out.code) == (b"", "not-allowed")
+    assert {k.pubkey: k.state for k in b.list_keys()}[chunks[1][1].pubkey] == "held"
+    with pytest.raises(EnclaveRefused) as exc:  # the answer's digest is checked before anything is taken
+        b.contract_step(cid, a.contract_release(cid, 1, 1), chunk_index(sched, 3), 0, b"short")
+    assert exc.value.code == "bad-request"
+    assert {k.pubkey: k.state for k in b.list_keys()}.get(chunks[0][1].pubkey) is None

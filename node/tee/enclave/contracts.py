@@ -189,6 +189,18 @@ def _decode_record(spec: ContractSpec, cid: bytes, record: bytes) -> tuple[wire.
     return env, body, owner[0], owner[1]
 
 
+class StepResult(msgspec.Struct, array_like=True, frozen=True):
+    """``Contracts.step``: the key taken (giver, index), our release record (b"" when the contract does not
+    allow it now: ``code``/``reason`` say why) and our "release-msg" signature over the answer's digest."""
+
+    giver: int
+    index: int
+    record: bytes
+    code: str
+    reason: str
+    ack_sig: bytes
+
+
 def _refusal(code: str, reason: str):
     from node.tee.enclave.core import Refusal
 
@@ -435,6 +447,25 @@ class Contracts:
             return self.core._record(pub).priv
         self._check_allowed(st, spec, index, st.me)
         return self.core.export_to_owner(pub, _moved=(st, Moved(st.me, index, st.me)))
+
+    def step(self, cid: bytes, record: bytes, index: int, receiver: int, ack_digest: bytes) -> StepResult:
+        """One round of a tit-for-tat contract in one call: ``accept`` the peer's signed release record (every
+        check of ``accept``; a refusal there refuses the call and releases nothing), sign the host's answer
+        (``ack_digest``, domain "release-msg", as ``sign`` would), then ``release`` our chunk ``index`` to
+        ``receiver`` if the contract, its view now holding the key just taken, allows it (every check of
+        ``release``; the key journaled before its ciphertext leaves). The host has seen the funds of the
+        key it hands in still there before it asks (the enclave reads no ledger)."""
+        from node.tee.enclave.core import Refusal
+
+        if len(ack_digest) != 32:
+            raise _refusal("bad-request", "the answer's digest must be 32 bytes")
+        giver, taken = self.accept(cid, record)
+        sig = self.core.sign("release-msg", ack_digest)
+        try:
+            out = self.release(cid, index, receiver)
+        except Refusal as exc:
+            return StepResult(giver, taken, b"", exc.code, exc.reason, sig)
+        return StepResult(giver, taken, out, "", "", sig)
 
     def accept(self, cid: bytes, record: bytes) -> tuple[int, int]:
         """Take a key from a signed release record of the giver's enclave under this contract: checks the

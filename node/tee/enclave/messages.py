@@ -188,12 +188,22 @@ class EscrowRebuild(msgspec.Struct, tag="escrow-rebuild", array_like=True, froze
     ciphertexts: list[bytes]
 
 
+class ContractStep(msgspec.Struct, tag="contract-step", array_like=True, frozen=True):
+    """contract-accept, then (one call, one round trip) contract-release and a signature over the answer."""
+
+    cid: bytes
+    record: bytes
+    index: int
+    receiver: int
+    ack_digest: bytes
+
+
 Op = Union[
     Hello, GenerateKeys, ListKeys, MakeQuote, SignOfferSheets, SignDomain, ReleaseKey, ResendRelease,
     AcceptKey, ExportKey, EscrowSplit, EscrowAccept, EscrowReleaseShare, EscrowRecover,
     ContractOpen, ContractHeight, ContractApprove, ContractStatusOp, ContractRelease, ContractResend,
     ContractRefund, ContractAccept, ContractEscrowSplit, EscrowHold, EscrowHeight, EscrowApprove, EscrowMoved,
-    EscrowShare, EscrowHoldings, EscrowRebuild,
+    EscrowShare, EscrowHoldings, EscrowRebuild, ContractStep,
 ]
 
 
@@ -314,6 +324,8 @@ def _dispatch(core: EnclaveCore, op) -> object:
         return cs.refund(op.cid, op.index)
     if isinstance(op, ContractAccept):
         return list(cs.accept(op.cid, op.record))
+    if isinstance(op, ContractStep):
+        return cs.step(op.cid, op.record, op.index, op.receiver, op.ack_digest)
     raise Refusal("unknown-op", type(op).__name__)  # unreachable: the union is closed
 
 
