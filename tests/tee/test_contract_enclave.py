@@ -245,3 +245,33 @@ def test_a_step_takes_the_key_signs_the_answer_and_releases_only_what_the_contra
         b.contract_step(cid, a.contract_release(cid, 1, 1), chunk_index(sched, 3), 0, b"short")
     assert exc.value.code == "bad-request"
     assert {k.pubkey: k.state for k in b.list_keys()}.get(chunks[0][1].pubkey) is None
+
+
+def test_a_step_seals_once_and_a_failed_write_takes_and_releases_nothing(tmp_path, monkeypatch):
+    from node.protocols.release import Chunk, chunk_index, schedule_spec, swap_schedule
+
+    a, b = InProcessEnclave(None), InProcessEnclave(tmp_path / "b")
+    chunks = [[Chunk(asset, address_for(asset, p), p, 1000) for p in e.generate_keys(2)]
+              for e, asset in ((a, "BTC-REG"), (b, "LTC"))]
+    sched = swap_schedule(*chunks)
+    spec = schedule_spec(sched, [a.binding_for(NET, "A"), b.binding_for(NET, "B")]).encode()
+    cid = a.contract_open(spec, [(1, b.contract_open(spec).sig)]).cid
+    b.contract_open(spec, [(0, a.contract_open(spec).sig)])
+    before = b.info().counter
+    out = b.contract_step(cid, a.contract_release(cid, 0, 1), chunk_index(sched, 1), 0, bytes(32))
+    assert out.record and b.info().counter == before + 1  # the key taken and ours released: one sealed write
+    a.contract_accept(cid, out.record)
+    rec2 = a.contract_release(cid, 1, 1)
+
+    def boom(plaintext):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(b._core._store, "save", boom)
+    with pytest.raises(EnclaveRefused) as exc:
+        b.contract_step(cid, rec2, chunk_index(sched, 3), 0, bytes(32))
+    assert exc.value.code == "storage-failed"
+    states = {k.pubkey: k.state for k in b.list_keys()}
+    assert chunks[0][1].pubkey not in states and states[chunks[1][1].pubkey] == "held"  # nothing taken or released
+    monkeypatch.undo()
+    assert b.contract_step(cid, rec2, chunk_index(sched, 3), 0, bytes(32)).record  # the same step, sealed now
+    assert {k.pubkey: k.state for k in b.list_keys()}[chunks[1][1].pubkey] == "released"

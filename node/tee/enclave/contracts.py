@@ -47,6 +47,7 @@ A refund (``receiver == giver``) hands the key back to its owner (the one clear 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import msgspec
@@ -459,13 +460,38 @@ class Contracts:
 
         if len(ack_digest) != 32:
             raise _refusal("bad-request", "the answer's digest must be 32 bytes")
-        giver, taken = self.accept(cid, record)
-        sig = self.core.sign("release-msg", ack_digest)
+        with self._one_write():
+            giver, taken = self.accept(cid, record)
+            sig = self.core.sign("release-msg", ack_digest)
+            try:
+                out = StepResult(giver, taken, self.release(cid, index, receiver), "", "", sig)
+            except Refusal as exc:
+                out = StepResult(giver, taken, b"", exc.code, exc.reason, sig)
+        return out  # (the record leaves only now: after the one sealed write of the key taken and ours released)
+
+    @contextlib.contextmanager
+    def _one_write(self):
+        """The core's sealed writes inside the block made as one, when it ends: a round's accept and release
+        seal once (one fsync where three were: each save first syncs the counter the previous one advanced).
+        Nothing made inside may leave before the block ends. An exception inside, or a failed write, undoes
+        every change of the block (so memory matches what is sealed) and is raised."""
+        core, undos = self.core, []
+
+        def undo_all() -> None:
+            for undo in reversed(undos):
+                undo()
+            core._by_pub = {r.pub: r for r in core._state.keys}  # (a key taken is indexed after its commit)
+
+        core._commit = undos.append  # shadows EnclaveCore._commit on this instance while the block runs
         try:
-            out = self.release(cid, index, receiver)
-        except Refusal as exc:
-            return StepResult(giver, taken, b"", exc.code, exc.reason, sig)
-        return StepResult(giver, taken, out, "", "", sig)
+            yield
+        except BaseException:
+            undo_all()
+            raise
+        finally:
+            del core._commit
+        if undos:
+            core._commit(undo_all)
 
     def accept(self, cid: bytes, record: bytes) -> tuple[int, int]:
         """Take a key from a signed release record of the giver's enclave under this contract: checks the
