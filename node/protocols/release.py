@@ -486,6 +486,7 @@ class ReleaseProtocol:
             raise ValueError("claim_policy 'sweep' needs a claim callable")
         self.topics: list[str] = []
         self.stream_protocols = [PROTOCOL_ID]
+        self.duplex_streams = [PROTOCOL_ID]  # both sides send requests: the runtime opens a stream back early
         self.local_peer = ""
         self.contracts: dict[str, Contract] = {}
         self._expected: set[tuple[str, bytes]] = set()

@@ -19,7 +19,11 @@ stream handler. Events (``Started``, ``GossipReceived``, ``PeerConnected``,
   numbers incoming requests; an unanswered request times out after
   ``respond_timeout`` and the stream is reset). A stream stays open after
   its answer for the peer's next request, in order, until the peer closes
-  it or leaves it idle for ``idle_timeout`` seconds;
+  it or leaves it idle for ``idle_timeout`` seconds. A protocol whose
+  ``duplex_streams`` names a stream protocol asks its peers on it too (each
+  side sends requests): a peer's first request there opens a stream back to
+  it at once (``StreamPool.warm``), so our first request does not wait for
+  that stream's negotiation;
 * ``RunTask(name, fn)``: ``fn()`` runs on a worker thread (``trio.to_thread``), so blocking I/O such
   as a ledger call never stalls the event loop; ``TaskDone(name, result, error)`` comes back to the
   same protocol, in order with the other events;
@@ -216,19 +220,29 @@ class ProtocolDriver:
             ev = TaskDone(c.name, None, exc)
         await self._send.send((i, ev))
 
+    async def _warm(self, peer: str, protocol: str) -> None:
+        streams = getattr(self.node, "streams", None)  # (a node without a stream pool opens none)
+        if streams is not None:
+            await streams.warm(peer, protocol, timeout=self.respond_timeout)
+
     def _stream_handler(self, i: int, protocol: str):
+        duplex = protocol in getattr(self.protocols[i], "duplex_streams", ())
+
         async def handle(stream) -> None:
             peer = stream.muxed_conn.peer_id.to_base58()
             first = True
             while True:  # one request at a time, for as long as the peer keeps the stream open
-                try:
-                    data = await read_request(stream, timeout=self.respond_timeout if first else self.idle_timeout)
+                try:  # (a duplex protocol's peer may open a stream ahead of its first request: ``warm``)
+                    data = await read_request(stream, timeout=self.respond_timeout if first and not duplex
+                                              else self.idle_timeout)
                 except StreamFailed:  # the peer closed it (a one-shot request ends here), or idled too long
-                    if first:
+                    if first and not duplex:
                         await write_response(stream, b"")
-                    else:
+                    else:  # (an empty answer on a warmed stream would answer the request it was kept for)
                         await close_stream(stream)
                     return
+                if first and duplex:  # we will ask this peer on this protocol too: have a stream ready
+                    self._nursery.start_soon(self._warm, peer, protocol)
                 first = False
                 rid = next(self._ids)
                 done, box = trio.Event(), []

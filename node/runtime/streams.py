@@ -4,7 +4,8 @@
 ``StreamPool.ask`` does the same over a stream it keeps open afterwards and
 reuses for the next request to that peer and protocol: opening a stream costs
 a multistream-select negotiation (a round trip of its own), so a reused stream
-answers in about half the time. A server that answers one request per stream
+answers in about half the time (``StreamPool.warm`` opens one ahead of the first request). A server that
+answers one request per stream
 (``read_request`` / ``write_response``) closes it, so a reused stream that
 fails before its answer arrives is retried once on a fresh stream, within the
 same deadline; a server that keeps streams open reads the next frame with
@@ -115,7 +116,26 @@ class StreamPool:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self._idle: dict[tuple[str, str], list[tuple[object, float]]] = collections.defaultdict(list)
-        self.stats = {"opened": 0, "reused": 0, "stale": 0}
+        self._warming: set[tuple[str, str]] = set()
+        self.stats = {"opened": 0, "reused": 0, "stale": 0, "warmed": 0}
+
+    async def warm(self, peer: str, protocol: str, *, timeout: float = 10.0) -> None:
+        """Open a stream to ``peer`` on ``protocol`` before its first request and keep it idle, so that
+        request does not wait for the stream's negotiation (a round trip of its own); nothing when one is
+        idle already or being opened. A failure only means the first request opens its own."""
+        key = (peer, protocol)
+        if self._idle[key] or key in self._warming:
+            return
+        self._warming.add(key)
+        try:
+            with _bounded(timeout):
+                stream = await self.host.new_stream(ID.from_base58(peer), [protocol])
+            self.stats["warmed"] += 1
+            self._keep(key, stream)
+        except StreamFailed:
+            pass
+        finally:
+            self._warming.discard(key)
 
     async def ask(self, peer: str, protocol: str, data: bytes, *, timeout: float = 10.0,
                   max_size: int = MAX_FRAME) -> bytes:

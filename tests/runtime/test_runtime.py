@@ -347,3 +347,39 @@ async def test_requests_reuse_one_stream_and_survive_a_server_that_closes_it(tmp
         assert a.streams.stats["stale"] == 2  # the 2nd and 3rd found the closed stream and opened a fresh one
         a.stop()
         b.stop()
+
+
+class DuplexProbe(Probe):
+    """A protocol whose peers ask each other (``duplex_streams``), as the release protocol's do."""
+
+    duplex_streams = (ECHO,)
+
+
+async def test_a_duplex_protocol_opens_a_stream_back_at_the_first_request_and_its_first_answer_is_its_own(tmp_path):
+    """The side asked first opens a stream back (negotiated ahead) and its own first request goes over it;
+    the warmed stream, idle on the other side before its first request, answers that request (no empty answer
+    left on it), and a one-way protocol opens nothing back."""
+    async with trio.open_nursery() as n:
+        pa, pb = DuplexProbe(), DuplexProbe()
+        a = await n.start(run_host, cfg(tmp_path, "a"), [pa])
+        b = await n.start(run_host, cfg(tmp_path, "b"), [pb])
+        await a.connect(b.listen_addrs[0])
+        assert await a.request(b.peer_id, ECHO, b"first") == b"FIRST"
+        await wait_for(lambda: b.streams.stats["warmed"] == 1, what="b warms a stream back to a")
+        assert b.streams.stats["opened"] == 0
+        await trio.sleep(0.3)  # the warmed stream idles on a's side before b's first request
+        assert await b.request(a.peer_id, ECHO, b"back") == b"BACK"
+        assert b.streams.stats == {"opened": 0, "reused": 1, "stale": 0, "warmed": 1}
+        assert a.streams.stats["warmed"] == 0  # (a opened its own stream for its request: nothing to warm)
+        a.stop()
+        b.stop()
+    async with trio.open_nursery() as n:  # a one-way protocol: nothing opened back
+        pa, pb = Probe(), Probe()
+        a = await n.start(run_host, cfg(tmp_path, "c"), [pa])
+        b = await n.start(run_host, cfg(tmp_path, "d"), [pb])
+        await a.connect(b.listen_addrs[0])
+        assert await a.request(b.peer_id, ECHO, b"x") == b"X"
+        await trio.sleep(0.3)
+        assert b.streams.stats["warmed"] == 0
+        a.stop()
+        b.stop()
