@@ -220,7 +220,8 @@ def main(argv: list[str]) -> int:
     kinds = ("funds", "enclave", "store", "claim")
     total = {k: spent["A"].get(k, 0.0) + spent["B"].get(k, 0.0) for k in kinds}
     for k, what in (("funds", "a balance call per received key before the next release (a task, off the loop)"),
-                    ("enclave", "contract_accept, contract_release (record signed inside), signing acks"),
+                    ("enclave", "contract_step (key taken, ack signed, ours released: one call a round), "
+                                "contract_release, contract_accept, the acks' signatures"),
                     ("store", "contract record written, fsync"),
                     ("claim", "key export and sweep, in the background (a task): not between rounds")):
         print(f"  in {k:<8}                {total[k]:8.1f} ms  (A {spent['A'].get(k, 0.0):.1f} + B "

@@ -50,7 +50,11 @@ not-expected, attestation, not-held, funds, double-spent) and a reason; input ne
 Before releasing its next key a side requires that the key of the peer's
 previous round was accepted by its enclave (``contract_accept`` checks the
 signed record and the key against the committed deposit key) and that the funds
-are still there (``check_funds``, or a sweep that landed). The ledger is never
+are still there (``check_funds``, or a sweep that landed). When our release
+follows the peer's round at once (a swap: every round but the last), the funds
+are checked first and then one enclave call does the rest (``contract_step``:
+the key taken with every check of ``contract_accept``, the ack signed, our next
+key released if the contract allows it, all in one sealed write). The ledger is never
 called from ``handle``: a funds check and a claim are ``RunTask`` commands whose
 ``TaskDone`` comes back as an event. The sweep runs in the background after
 the funds check (the next key goes out meanwhile); the contract ends, and its
