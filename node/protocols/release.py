@@ -776,6 +776,9 @@ class ReleaseProtocol:
         raw = wire.encode(AckBody(c.cid, r))
         return raw, wire.signing_digest(VERSION, self.net, "ack", raw)
 
+    def _signed_ack(self, raw: bytes, sig: bytes) -> bytes:
+        return wire.encode(wire.Signed(VERSION, self.net, "ack", raw, self.binding.sign_pub, sig))
+
     def _step(self, c: Contract, r: int, now: float) -> list[Command]:
         """The funds of the peer's round ``r`` are there: one enclave call takes its key (checked against the
         committed deposit key), signs our ack and releases our round ``r + 1`` if the contract allows it."""
@@ -785,7 +788,8 @@ class ReleaseProtocol:
         raw, digest = self._ack(c, r)
         t0 = time.perf_counter()
         try:
-            out = self.enclave.contract_step(c.cid, record, chunk_index(c.rec.schedule, r + 1), 1 - c.me, digest)
+            out = self.enclave.contract_step(c.cid, record, chunk_index(c.rec.schedule, r + 1), 1 - c.me, digest,
+                                             self.claim_policy == "sweep")  # (the sweep follows: handed over now)
         except EnclaveRefused as exc:
             reason = f"round {r}: our enclave refused the key ({exc.code}: {exc.reason})"
             return ([Respond(rid, error_message(self.net, c.cid, r, "wrong-key", reason)) for rid in rids]
@@ -795,7 +799,7 @@ class ReleaseProtocol:
         c.checked.add(r)
         if self.claim_policy == "keep" and c.claim_of(r) is None:
             self._record(c, ClaimRecord(r, "kept"))
-        ack = wire.encode(wire.Signed(VERSION, self.net, "ack", raw, self.binding.sign_pub, out.ack_sig))
+        ack = self._signed_ack(raw, out.ack_sig)
         cmds: list[Command] = [Respond(rid, ack) for rid in rids]
         if out.record:
             c.next = r + 2
@@ -1088,16 +1092,17 @@ class ReleaseProtocol:
             if ("funds", b.round) in c.busy:
                 return []
             return [self._task(c, "funds", b.round)] + self._timers(c, now)
-        t0 = time.perf_counter()
-        ack = Respond(ev.request_id, self._seal("ack", AckBody(c.cid, b.round)))
         from node.tee.client import EnclaveRefused
 
+        t0 = time.perf_counter()
+        raw, digest = self._ack(c, b.round)
         try:  # the enclave checks the signed record itself (giver's attested key, contract, round, recipient)
-            self.enclave.contract_accept(c.cid, ev.data)
-            c.add("enclave", t0)
+            out = self.enclave.contract_step(c.cid, ev.data, -1, -1, digest, self.claim_policy == "sweep")
+            c.add("enclave", t0)  # (and signs our ack; with "sweep" the key is handed to the owner's sweep)
         except EnclaveRefused as exc:
             reason = f"round {b.round}: our enclave refused the key ({exc.code}: {exc.reason})"
             return no("wrong-key", reason) + self._stop(c, "cheat", reason, now)
+        ack = Respond(ev.request_id, self._signed_ack(raw, out.ack_sig))
         # progress: the peer answered, so everything of ours before this round is acknowledged
         c.rec.acked = max(c.rec.acked, b.round - 1)
         c.next = b.round + 1

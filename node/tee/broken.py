@@ -118,8 +118,9 @@ class BrokenEnclave(InProcessEnclave):
     def contract_release(self, cid: bytes, index: int, receiver: int) -> bytes:
         return self._released(super().contract_release(cid, index, receiver))
 
-    def contract_step(self, cid: bytes, record: bytes, index: int, receiver: int, ack_digest: bytes):
-        out = super().contract_step(cid, record, index, receiver, ack_digest)
+    def contract_step(self, cid: bytes, record: bytes, index: int, receiver: int, ack_digest: bytes,
+                      export: bool = False):
+        out = super().contract_step(cid, record, index, receiver, ack_digest, export)
         if out.record:
             self._released(out.record)
         return out

@@ -123,7 +123,8 @@ class Enclave(Protocol):
     def contract_resend(self, cid: bytes, index: int) -> bytes: ...
     def contract_refund(self, cid: bytes, index: int) -> bytes: ...
     def contract_accept(self, cid: bytes, record: bytes) -> tuple[int, int]: ...
-    def contract_step(self, cid: bytes, record: bytes, index: int, receiver: int, ack_digest: bytes): ...
+    def contract_step(self, cid: bytes, record: bytes, index: int, receiver: int, ack_digest: bytes,
+                      export: bool = False): ...
     def escrow_split(self, deposit_pub: bytes, holders: list[bytes], k: int, beneficiary: bytes,
                      context: bytes) -> list[bytes]: ...
     def escrow_accept(self, ciphertext: bytes, owner_pub: bytes, context: bytes) -> int: ...
@@ -279,14 +280,18 @@ class _Base:
         g, i = self._call(m.ContractAccept(cid, record), list[int])
         return g, i
 
-    def contract_step(self, cid: bytes, record: bytes, index: int, receiver: int, ack_digest: bytes) -> "StepResult":
-        """One enclave round trip for a round of a tit-for-tat contract: ``contract_accept(cid, record)``
-        (refused as it would be: nothing released), our "release-msg" signature over ``ack_digest``, then
+    def contract_step(self, cid: bytes, record: bytes, index: int, receiver: int, ack_digest: bytes,
+                      export: bool = False) -> "StepResult":
+        """One enclave round trip (one sealed write) for a round of a tit-for-tat contract:
+        ``contract_accept(cid, record)`` (refused as it would be: nothing released), with ``export`` the key
+        taken handed to its owner too (as ``export_to_owner``, which then returns it without a write), our
+        "release-msg" signature over ``ack_digest``, then, unless ``index`` is -1,
         ``contract_release(cid, index, receiver)`` if the contract allows it now (else ``record`` is b"" and
-        ``code``/``reason`` say why). Call it once the funds of the key in ``record`` were seen still there."""
+        ``code``/``reason`` say why). Ask for a release only once the funds of the key in ``record`` were
+        seen still there."""
         from node.tee.enclave.contracts import StepResult
 
-        return self._call(m.ContractStep(cid, record, index, receiver, ack_digest), StepResult)
+        return self._call(m.ContractStep(cid, record, index, receiver, ack_digest, export), StepResult)
 
     # -- escrow: Shamir shares of a deposit key held by k-of-n other attested enclaves
     def escrow_split(self, deposit_pub: bytes, holders: list[bytes], k: int, beneficiary: bytes,

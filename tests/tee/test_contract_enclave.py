@@ -3,6 +3,7 @@ contract's rules allow. Real in-memory enclaves, real signatures; hypothesis dri
 
 from __future__ import annotations
 
+import coincurve
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -258,8 +259,12 @@ def test_a_step_seals_once_and_a_failed_write_takes_and_releases_nothing(tmp_pat
     cid = a.contract_open(spec, [(1, b.contract_open(spec).sig)]).cid
     b.contract_open(spec, [(0, a.contract_open(spec).sig)])
     before = b.info().counter
-    out = b.contract_step(cid, a.contract_release(cid, 0, 1), chunk_index(sched, 1), 0, bytes(32))
-    assert out.record and b.info().counter == before + 1  # the key taken and ours released: one sealed write
+    out = b.contract_step(cid, a.contract_release(cid, 0, 1), chunk_index(sched, 1), 0, bytes(32), True)
+    assert out.record and b.info().counter == before + 1  # taken, handed to the owner, ours released: one write
+    taken = chunks[0][0].pubkey
+    assert {k.pubkey: k.state for k in b.list_keys()}[taken] == "exported"
+    priv = b.export_to_owner(taken)  # the owner's sweep reads it: no write of its own
+    assert coincurve.PrivateKey(priv).public_key.format() == taken and b.info().counter == before + 1
     a.contract_accept(cid, out.record)
     rec2 = a.contract_release(cid, 1, 1)
 

@@ -449,22 +449,29 @@ class Contracts:
         self._check_allowed(st, spec, index, st.me)
         return self.core.export_to_owner(pub, _moved=(st, Moved(st.me, index, st.me)))
 
-    def step(self, cid: bytes, record: bytes, index: int, receiver: int, ack_digest: bytes) -> StepResult:
+    def step(self, cid: bytes, record: bytes, index: int, receiver: int, ack_digest: bytes,
+             export: bool = False) -> StepResult:
         """One round of a tit-for-tat contract in one call: ``accept`` the peer's signed release record (every
-        check of ``accept``; a refusal there refuses the call and releases nothing), sign the host's answer
-        (``ack_digest``, domain "release-msg", as ``sign`` would), then ``release`` our chunk ``index`` to
-        ``receiver`` if the contract, its view now holding the key just taken, allows it (every check of
-        ``release``; the key journaled before its ciphertext leaves). The host has seen the funds of the
-        key it hands in still there before it asks (the enclave reads no ledger)."""
+        check of ``accept``; a refusal there refuses the call and releases nothing), with ``export`` hand the
+        key just taken to its owner as well (``core.export_to_owner``: the owner's sweep then reads it without
+        a write of its own), sign the host's answer (``ack_digest``, domain "release-msg", as ``sign``
+        would), then, unless ``index`` is -1, ``release`` our chunk ``index`` to ``receiver`` if the
+        contract, its view now holding the key just taken, allows it (every check of ``release``; the key
+        journaled before its ciphertext leaves). The host has seen the funds of the key it hands in still
+        there before it asks for a release (the enclave reads no ledger)."""
         from node.tee.enclave.core import Refusal
 
         if len(ack_digest) != 32:
             raise _refusal("bad-request", "the answer's digest must be 32 bytes")
         with self._one_write():
             giver, taken = self.accept(cid, record)
+            if export:
+                _, spec = self._get(cid)
+                self.core.export_to_owner(spec.parties[giver].chunks[taken].pubkey)
             sig = self.core.sign("release-msg", ack_digest)
             try:
-                out = StepResult(giver, taken, self.release(cid, index, receiver), "", "", sig)
+                rec = self.release(cid, index, receiver) if index != -1 else b""
+                out = StepResult(giver, taken, rec, "", "", sig)
             except Refusal as exc:
                 out = StepResult(giver, taken, b"", exc.code, exc.reason, sig)
         return out  # (the record leaves only now: after the one sealed write of the key taken and ours released)

@@ -193,9 +193,10 @@ class ContractStep(msgspec.Struct, tag="contract-step", array_like=True, frozen=
 
     cid: bytes
     record: bytes
-    index: int
+    index: int  # -1: release nothing
     receiver: int
     ack_digest: bytes
+    export: bool = False
 
 
 Op = Union[
@@ -325,7 +326,7 @@ def _dispatch(core: EnclaveCore, op) -> object:
     if isinstance(op, ContractAccept):
         return list(cs.accept(op.cid, op.record))
     if isinstance(op, ContractStep):
-        return cs.step(op.cid, op.record, op.index, op.receiver, op.ack_digest)
+        return cs.step(op.cid, op.record, op.index, op.receiver, op.ack_digest, op.export)
     raise Refusal("unknown-op", type(op).__name__)  # unreachable: the union is closed
 
 
