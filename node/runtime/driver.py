@@ -23,7 +23,9 @@ stream handler. Events (``Started``, ``GossipReceived``, ``PeerConnected``,
   ``duplex_streams`` names a stream protocol asks its peers on it too (each
   side sends requests): a peer's first request there opens a stream back to
   it at once (``StreamPool.warm``), so our first request does not wait for
-  that stream's negotiation;
+  that stream's negotiation, and a request that finds no idle stream opens a
+  spare one alongside its own (two requests in a row, e.g. a release
+  protocol's cosign and first release, then both find one);
 * ``RunTask(name, fn)``: ``fn()`` runs on a worker thread (``trio.to_thread``), so blocking I/O such
   as a ledger call never stalls the event loop; ``TaskDone(name, result, error)`` comes back to the
   same protocol, in order with the other events;
@@ -206,6 +208,10 @@ class ProtocolDriver:
             log.exception("publish on %s failed", c.topic)
 
     async def _request(self, i: int, c: SendRequest) -> None:
+        streams = getattr(self.node, "streams", None)
+        if streams is not None and c.protocol in getattr(self.protocols[i], "duplex_streams", ()) and \
+                not streams.idle(c.peer, c.protocol):  # no stream idle: a spare one opened alongside this
+            self._nursery.start_soon(self._warm, c.peer, c.protocol)  # request's own, for the next
         try:
             data = await self.node.request(c.peer, c.protocol, c.data, timeout=c.timeout)
             ev = ResponseReceived(c.protocol, c.peer, c.request_id, data)

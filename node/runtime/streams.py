@@ -119,6 +119,10 @@ class StreamPool:
         self._warming: set[tuple[str, str]] = set()
         self.stats = {"opened": 0, "reused": 0, "stale": 0, "warmed": 0}
 
+    def idle(self, peer: str, protocol: str) -> int:
+        """How many open streams to ``peer`` on ``protocol`` wait for a request."""
+        return len(self._idle.get((peer, protocol), ()))
+
     async def warm(self, peer: str, protocol: str, *, timeout: float = 10.0) -> None:
         """Open a stream to ``peer`` on ``protocol`` before its first request and keep it idle, so that
         request does not wait for the stream's negotiation (a round trip of its own); nothing when one is

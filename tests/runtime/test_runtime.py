@@ -358,7 +358,8 @@ class DuplexProbe(Probe):
 async def test_a_duplex_protocol_opens_a_stream_back_at_the_first_request_and_its_first_answer_is_its_own(tmp_path):
     """The side asked first opens a stream back (negotiated ahead) and its own first request goes over it;
     the warmed stream, idle on the other side before its first request, answers that request (no empty answer
-    left on it), and a one-way protocol opens nothing back."""
+    left on it); a request that finds no stream idle opens a spare one alongside (two in a row then find
+    one each); a one-way protocol opens nothing back."""
     async with trio.open_nursery() as n:
         pa, pb = DuplexProbe(), DuplexProbe()
         a = await n.start(run_host, cfg(tmp_path, "a"), [pa])
@@ -370,7 +371,25 @@ async def test_a_duplex_protocol_opens_a_stream_back_at_the_first_request_and_it
         await trio.sleep(0.3)  # the warmed stream idles on a's side before b's first request
         assert await b.request(a.peer_id, ECHO, b"back") == b"BACK"
         assert b.streams.stats == {"opened": 0, "reused": 1, "stale": 0, "warmed": 1}
-        assert a.streams.stats["warmed"] == 0  # (a opened its own stream for its request: nothing to warm)
+        a.stop()
+        b.stop()
+    async with trio.open_nursery() as n:  # the protocol's requests: the first opens a spare alongside
+        pa, pb = DuplexProbe(), DuplexProbe()
+        a = await n.start(run_host, cfg(tmp_path, "e"), [pa])
+        b = await n.start(run_host, cfg(tmp_path, "f"), [pb])
+        await a.connect(b.listen_addrs[0])
+
+        def answers():
+            return sorted(e.data for e in pa.events if isinstance(e, ResponseReceived))
+
+        a.driver.submit(pa, lambda now: [SendRequest(ECHO, b.peer_id, 1, b"one")])
+        await wait_for(lambda: answers() == [b"ONE"] and a.streams.stats["warmed"] == 1, what="answer and spare")
+        assert a.streams.stats["opened"] == 1
+        a.driver.submit(pa, lambda now: [SendRequest(ECHO, b.peer_id, 2, b"two"),
+                                         SendRequest(ECHO, b.peer_id, 3, b"three")])
+        await wait_for(lambda: len(answers()) == 3, what="two requests at once")
+        assert answers() == [b"ONE", b"THREE", b"TWO"]
+        assert a.streams.stats["opened"] == 1 and a.streams.stats["reused"] == 2  # each found one idle
         a.stop()
         b.stop()
     async with trio.open_nursery() as n:  # a one-way protocol: nothing opened back
