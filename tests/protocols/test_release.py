@@ -779,6 +779,40 @@ def test_agreement_needs_the_counterpartys_funds_on_the_ledger(tmp_path):
     assert b.proto.contracts == {} and b.journal_releases() == []
 
 
+def test_the_initiator_checks_the_offered_funds_as_the_hello_goes_out_once_and_fails_when_they_are_gone(tmp_path):
+    """The schedule names the responder's chunks: their funds are checked alongside the hello (and the
+    responder's check of ours), not after the agree; the agree uses that check (once per chunk); a chunk
+    whose funds are gone fails the contract before anything is released."""
+    for gone in (False, True):
+        ledger = DevLedger(None, automine=True)
+        a, b = Side("A", tmp_path / str(gone), ledger), Side("B", tmp_path / str(gone), ledger)
+        if gone:  # B's second chunk is swept away before the proposal
+            leaked = {r.pub: r.priv for r in b.raw._core.list_keys()}[b.chunks[1].pubkey]
+            ledger.sweep(b.chunks[1].asset, leaked, b.owner_address(b.chunks[1]))
+        sched = swap_schedule(a.chunks, b.chunks)
+        b.expect(a.peer_id, sched)
+        pair = Pair(a, b)
+        asked = []
+
+        def check(asset, addr, real=a.proto.check_funds):
+            asked.append(addr)
+            return real(asset, addr)
+
+        a.proto.check_funds = check
+        while pair.queue:  # Started, on both sides
+            pair.step()
+        cmds = a.proto.propose(b.peer_id, sched, pair.now)
+        assert [c.name.split(":")[0] for c in cmds if isinstance(c, RunTask)] == ["release.offered"]
+        pair.carry(a, cmds)
+        (c,) = a.proto.contracts.values()
+        pair.run(until=100, done=lambda: c.rec.state != "proposed")
+        assert sorted(asked) == sorted(ch.address for ch in b.chunks)  # each of B's chunks, once
+        if gone:
+            assert c.rec.state == FAILED and "funds" in c.rec.reason and a.journal_releases() == []
+        else:
+            assert a.proto.state(contract_id(sched, [a.binding, b.binding])) == RUNNING
+
+
 def test_mutated_messages_never_crash_the_protocol(tmp_path):
     import random
 
