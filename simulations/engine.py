@@ -352,7 +352,8 @@ class Engine:
             republish_interval=self.sc["deposits"]["republish"])
         limits = Limits(q["max_per_device"], q["max_share_device"], q["max_share_owner"])
         node.engine = RiskEngine(node.book, Reputation(None), limits=limits, seed=self.seed * 1_000_003 + node.idx)
-        node.rfp = RfpProtocol(net=self.net, engine=node.engine, sign=node.signer.sign)
+        node.rfp = RfpProtocol(net=self.net, engine=node.engine, sign=node.signer.sign,
+                               target_proposals=q["proposals"])
         if self.reports_on:
             from node.daemon import ledger_check
             from node.protocols.outcomes import OutcomesProtocol

@@ -13,6 +13,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from node.protocols.rfp import DEFAULT_TARGET_PROPOSALS
+
 #: adversaries the engine can run today
 IMPLEMENTED_ADVERSARIES = ("spammer", "sybil", "forger", "slanderer", "withholder", "broken_tee", "revoked_class")
 #: named in issue 8, not yet implemented: asking for one is a clear error (none left)
@@ -34,7 +36,8 @@ DEFAULTS: dict[str, Any] = {
                  "offer_ttl": 86_400.0, "keep_offers": False},
     "requests": {"rate": 0.1, "usd_min": 100.0, "usd_max": 500.0, "requesters": 3, "deadline": 3.0,
                  "contract_seconds": 300.0, "contract": "sim-escrow", "max_per_device": 4,
-                 "max_share_device": 0.25, "max_share_owner": 0.5},
+                 "max_share_device": 0.25, "max_share_owner": 0.5,
+                 "proposals": DEFAULT_TARGET_PROPOSALS},
     # a fee on every contract, in basis points of its value; the share of it paid into the insurance pool
     "fees": {"contract_fee_bp": 30, "insurance_share": 1.0},
     "devices": {"sim": 1.0},
@@ -180,6 +183,8 @@ def validate(raw: dict) -> dict:
     _num(q, "requests", "max_per_device", lo=1, integer=True)
     _num(q, "requests", "max_share_device", lo=0, lo_open=True, hi=1)
     _num(q, "requests", "max_share_owner", lo=0, lo_open=True, hi=1)
+    # the proposals a request draws (node.protocols.rfp's responder sortition); 0: every full node answers
+    _num(q, "requests", "proposals", lo=0, integer=True)
 
     dev = raw.get("devices", DEFAULTS["devices"])
     if not isinstance(dev, dict) or not dev:

@@ -15,10 +15,32 @@ Both messages are signed by the sender's libp2p identity key (Ed25519; the
 key is read out of the peer id: ``node.peerkey``), carry ``expiry`` and are
 size-bounded. Validation is pure and every check is labelled ``[REJECT]`` or
 ``[IGNORE]`` as in the consensus specs.
+
+Responder sortition (request version 2). A request carries ``draw_bp``: the
+share of peers, in basis points, drawn to answer it. A peer answers only if
+``drawn(request_id, its peer id, draw_bp)``: a hash of the two, read as a
+fraction, falls under the share; 10,000 draws every peer. The client sets
+the share so that about ``target_proposals`` (``DEFAULT_TARGET_PROPOSALS``)
+peers answer, from how many answered its earlier requests (the first one
+goes to every peer); when fewer than a quarter of the target arrive by the
+deadline it asks once more under a new id with four times the share
+(every peer at most), keeping what came, and decides at the second deadline.
+Why k proposals suffice: the client never takes a proposer's word for a
+chunk, it pools only the proposed chunks its *own* book holds, adds its own
+engine's answer and runs its own allocator over that pool within its own
+caps. A proposal adds chunks the client's own allocator did not reach for;
+k peers drawn at random (not chosen by the client: the draw is fixed by the
+request id and the peer id, and the client gains nothing from grinding ids,
+as it is free to ignore proposals anyway) give as diverse a pool as all of
+them when the books agree, and the request costs the network ~k allocations
+and k proposals instead of one per full node. A proposal from a peer that
+was not drawn is IGNOREd.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import secrets
 from dataclasses import dataclass, field
 from typing import Callable
@@ -33,7 +55,10 @@ from node.protocols.base import (
 from node.risk.allocate import Limits
 from node.risk.types import Candidate
 
-RFP_VERSION = 1
+RFP_VERSION = 1  # proposals and contract offers
+REQUEST_VERSION = 2  # 2: responder sortition (``draw_bp``)
+DRAW_ALL_BP = 10_000  # every peer is drawn
+DEFAULT_TARGET_PROPOSALS = 16
 CONTRACT_PROTOCOL = "/keyswitch/contract/1"
 MAX_REQUEST_SIZE = 2 * 1024
 MAX_PROPOSAL_SIZE = 128 * 1024
@@ -57,6 +82,7 @@ class Request(msgspec.Struct, array_like=True, frozen=True):
     max_share_owner_bp: int
     issued_at: float
     expiry: float
+    draw_bp: int  # share of peers drawn to answer, basis points (10,000: every peer)
 
     def limits(self) -> Limits:
         return Limits(self.max_per_device, self.max_share_device_bp / 10_000, self.max_share_owner_bp / 10_000)
@@ -103,6 +129,23 @@ class Ack(msgspec.Struct, array_like=True, frozen=True):
     reason: str
 
 
+def drawn(request_id: bytes, peer_id: str, draw_bp: int) -> bool:
+    """Whether ``peer_id`` is drawn to answer the request: sha256(tag, request id, peer id), its first 8 bytes
+    read as a fraction of 2**64, under ``draw_bp`` / 10,000."""
+    if draw_bp >= DRAW_ALL_BP:
+        return True
+    h = hashlib.sha256(b"keyswitch/rfp/draw\x00" + request_id + peer_id.encode()).digest()
+    return int.from_bytes(h[:8], "big") * DRAW_ALL_BP < draw_bp << 64
+
+
+def draw_share(target: int, responders: float | None) -> int:
+    """The ``draw_bp`` that draws about ``target`` of ``responders`` peers (every peer when the count is
+    unknown, at or under the target, or the target is 0)."""
+    if not target or responders is None or responders <= target:
+        return DRAW_ALL_BP
+    return max(1, min(DRAW_ALL_BP, math.ceil(target * DRAW_ALL_BP / responders)))
+
+
 def _signing_bytes(kind: str, body: bytes) -> bytes:
     return b"keyswitch/rfp/1\x00" + kind.encode() + b"\x00" + body
 
@@ -146,7 +189,7 @@ def validate_request(data: bytes, *, net: str, now: float, seen: Callable[[bytes
     except wire.WireError as exc:
         return _reject(f"malformed: {exc.reason}"), None
     # [REJECT] A version we speak, our network.
-    if req.version != RFP_VERSION:
+    if req.version != REQUEST_VERSION:
         return _reject(f"unsupported request version {req.version}"), None
     if req.net != net:
         return _reject(f"wrong network {req.net!r} (we are {net!r})"), None
@@ -161,6 +204,8 @@ def validate_request(data: bytes, *, net: str, now: float, seen: Callable[[bytes
         v = getattr(req, name)
         if not 0 < v <= 10_000:
             return _reject(f"{name} must be in (0, 10000], got {v}"), None
+    if not 0 < req.draw_bp <= DRAW_ALL_BP:
+        return _reject(f"draw_bp must be in (0, {DRAW_ALL_BP}], got {req.draw_bp}"), None
     if not req.asset or len(req.asset) > 32 or len(req.contract) > 128:
         return _reject("asset (1..32 chars) or contract (..128 chars) out of bounds"), None
     bad = _lifetime(req.issued_at, req.expiry, now)
@@ -214,6 +259,9 @@ def validate_proposal(data: bytes, *, net: str, now: float, request: Request | N
     # [IGNORE] It answers a request of ours that is still open.
     if request is None:
         return _ignore("no open request with this id"), None
+    # [IGNORE] The proposer was drawn to answer this request.
+    if not drawn(request.request_id, prop.proposer, request.draw_bp):
+        return _ignore("proposer not drawn for this request"), None
     # [REJECT] Within the request's own limits.
     per_dev: dict[bytes, list[int]] = {}
     for o in prop.offers:
@@ -229,6 +277,8 @@ def validate_proposal(data: bytes, *, net: str, now: float, request: Request | N
 class OpenRequest:
     request: Request
     deadline: float
+    origin: bytes = b""  # the id the client asked under first (its answer is filed under it)
+    rounds: int = 1  # 2 after a re-ask with a wider draw
     proposals: dict[str, Proposal] = field(default_factory=dict)  # proposer -> proposal
     refused: dict[str, str] = field(default_factory=dict)  # proposer -> reason
 
@@ -257,7 +307,8 @@ class RfpProtocol:
     ``sign`` signs as this node's peer id (``PeerSigner.sign``)."""
 
     def __init__(self, *, net: str, engine, sign: Callable[[bytes], bytes], proposal_ttl: float = 60.0,
-                 max_open: int = 64, seen_limit: int = 10_000) -> None:
+                 max_open: int = 64, seen_limit: int = 10_000,
+                 target_proposals: int = DEFAULT_TARGET_PROPOSALS) -> None:
         self.net = net
         self.topic = topic(net, "requests", 1)
         self.topics = [self.topic]
@@ -273,12 +324,17 @@ class RfpProtocol:
         self._seen_limit = seen_limit
         self._next = 0
         self.stats = {"requests_in": 0, "proposals_out": 0, "proposals_in": 0, "proposals_refused": 0,
-                      "declined": 0, "contracts_offered": 0, "contracts_accepted": 0, "contracts_refused": 0}
+                      "declined": 0, "not_drawn": 0, "reasked": 0, "contracts_offered": 0, "contracts_accepted": 0, "contracts_refused": 0}
         #: ``on_contract(peer, offer, now) -> None | reason``: the node's policy for contract offers
         self.on_contract: Callable[[str, ContractOffer, float], str | None] | None = None
         self.contract_answers: dict[int, tuple[bool, str]] = {}  # our request id -> (accepted, reason)
         self._contract_reqs: set[int] = set()
         self.reasons: dict[str, int] = {}
+        #: proposals a request should draw (0: every peer answers every request); ``responders`` estimates how
+        #: many peers answer a request sent to all (proposals received / share drawn, smoothed)
+        self.target_proposals = target_proposals
+        self.responders: float | None = None
+        self._accepted: tuple[bytes, Request] | None = None  # the last request ``validate`` accepted
 
     # ------------------------------------------------------------ gossip
     def _remember(self, rid: bytes) -> None:
@@ -289,10 +345,12 @@ class RfpProtocol:
     def validate(self, topic_: str, data: bytes, from_peer: str, now: float) -> Validation:
         if topic_ != self.topic:
             return _ignore(f"not our topic {topic_}")
-        v, _ = validate_request(data, net=self.net, now=now, seen=lambda rid: rid in self._seen)
+        v, req = validate_request(data, net=self.net, now=now, seen=lambda rid: rid in self._seen)
         if v.result.value != "accept":
             key = f"{v.result.value}: {v.reason.split(':', 1)[0][:50]}"
             self.reasons[key] = self.reasons.get(key, 0) + 1
+        else:
+            self._accepted = (data, req)  # handle() takes it from here instead of validating again
         return v
 
     def handle(self, event: Event, now: float) -> list[Command]:
@@ -323,11 +381,18 @@ class RfpProtocol:
         return []
 
     def _on_request(self, data: bytes, now: float) -> list[Command]:
-        v, req = validate_request(data, net=self.net, now=now, seen=lambda rid: False)
+        hit, self._accepted = self._accepted, None
+        if hit is not None and hit[0] == data:  # validated a moment ago: only time can have changed
+            req = hit[1] if hit[1].expiry > now else None
+        else:
+            req = validate_request(data, net=self.net, now=now, seen=lambda rid: False)[1]
         if req is None or req.client == self.local_peer:
             return []
         self._remember(req.request_id)
         self.stats["requests_in"] += 1
+        if not drawn(req.request_id, self.local_peer, req.draw_bp):
+            self.stats["not_drawn"] += 1
+            return []
         choice = self.engine.choose(req.asset, req.usd_cents, now, limits=req.limits(),
                                     seed=int.from_bytes(req.request_id[:8], "big"))
         if not choice.ok:
@@ -414,22 +479,51 @@ class RfpProtocol:
             raise ValueError(f"too many open requests ({self.max_open}); wait for some to finish")
         lim = limits or self.engine.limits
         rid = request_id or secrets.token_bytes(16)
-        req = Request(RFP_VERSION, self.net, rid, self.local_peer, asset, int(usd_cents), contract,
+        req = Request(REQUEST_VERSION, self.net, rid, self.local_peer, asset, int(usd_cents), contract,
                       lim.max_per_device, round(lim.max_share_device * 10_000), round(lim.max_share_owner * 10_000),
-                      now, now + max(ttl, deadline))
+                      now, now + max(ttl, deadline), draw_share(self.target_proposals, self.responders))
+        return rid, self._ask(OpenRequest(req, now + deadline, rid), now)
+
+    def _ask(self, open_: OpenRequest, now: float) -> list[Command]:
+        """Sign, check and gossip ``open_.request``; its deadline timer."""
+        req = open_.request
         data = sign_msg("request", req, self.sign)
         v, _ = validate_request(data, net=self.net, now=now, seen=lambda r: False)
         if v.result.value != "accept":
             raise ValueError(f"request refused before sending: {v.reason}")
-        self._remember(rid)
-        self.open[rid] = OpenRequest(req, now + deadline)
-        return rid, [Publish(self.topic, data), SetTimer(f"rfp.deadline.{rid.hex()}", now + deadline)]
+        self._remember(req.request_id)
+        self.open[req.request_id] = open_
+        return [Publish(self.topic, data), SetTimer(f"rfp.deadline.{req.request_id.hex()}", open_.deadline)]
+
+    def _reask(self, open_: OpenRequest, now: float) -> list[Command]:
+        """Too few answered: the same request under a new id with four times the share drawn (every peer at
+        most), keeping the proposals that came; decided at a second deadline as long as the first."""
+        req, wait = open_.request, open_.deadline - open_.request.issued_at
+        rid = hashlib.sha256(b"keyswitch/rfp/reask\x00" + req.request_id).digest()[:16]
+        wider = msgspec.structs.replace(req, request_id=rid, issued_at=now, expiry=max(req.expiry, now + wait),
+                                        draw_bp=min(DRAW_ALL_BP, req.draw_bp * 4))
+        self.stats["reasked"] += 1
+        return self._ask(OpenRequest(wider, now + wait, open_.origin, 2, dict(open_.proposals), dict(open_.refused)),
+                         now)
+
+    def _learn(self, proposals: int, draw_bp: int) -> None:
+        """How many peers answer a request drawn to all: this round's proposals / share, smoothed."""
+        sample = proposals * DRAW_ALL_BP / draw_bp
+        self.responders = sample if self.responders is None else 0.75 * self.responders + 0.25 * sample
 
     def _decide(self, rid: bytes, now: float) -> list[Command]:
         open_ = self.open.pop(rid, None)
         if open_ is None:
             return []
         req = open_.request
+        if self.target_proposals and open_.rounds == 1:
+            self._learn(len(open_.proposals), req.draw_bp)
+            if req.draw_bp < DRAW_ALL_BP and len(open_.proposals) < max(1, self.target_proposals // 4):
+                try:
+                    return self._reask(open_, now)
+                except ValueError:
+                    pass  # cannot be re-sent (expired): decide with what came
+        rid = open_.origin or rid
         # our own engine answers too; proposals only count for offers our own book holds
         own = {c.offer_id: c for c in self.engine.book.candidates(req.asset, now=now)}
         pool: dict[bytes, Candidate] = {}
@@ -441,7 +535,7 @@ class RfpProtocol:
                     pool.setdefault(o.offer_id, c)
                     contributed.setdefault(o.offer_id, set()).add(proposer)
         local = self.engine.choose(req.asset, req.usd_cents, now, limits=req.limits(),
-                                   seed=int.from_bytes(rid[:8], "big"))
+                                   seed=int.from_bytes(rid[:8], "big"))  # the first id seeds the choice
         for c in local.offers:
             pool.setdefault(c.offer_id, c)
             contributed.setdefault(c.offer_id, set()).add(self.local_peer)

@@ -15,8 +15,8 @@ from node.peerkey import PeerSigner
 from node.protocols.base import Result
 from node.protocols.offers import Offer, SheetBody, offers_root
 from node.protocols.rfp import (
-    CONTRACT_PROTOCOL, RFP_VERSION, Ack, Proposal, ProposedOffer, Request, RfpProtocol, SignedMsg, sign_msg,
-    validate_proposal, validate_request,
+    CONTRACT_PROTOCOL, DRAW_ALL_BP, REQUEST_VERSION, RFP_VERSION, Ack, Proposal, ProposedOffer, Request,
+    RfpProtocol, SignedMsg, draw_share, drawn, sign_msg, validate_proposal, validate_request,
 )
 from node.protocols.testing import GossipNet
 from node.risk.allocate import Limits
@@ -43,18 +43,18 @@ def sheets(origins: int = 6, per: int = 8):
     return out
 
 
-def node(classes: ClassRegistry | None = None, seed: bytes | None = None):
+def node(classes: ClassRegistry | None = None, seed: bytes | None = None, **kw):
     signer = PeerSigner(seed or os.urandom(32))
     book = OfferBook(None)
     for body in sheets():
         book.apply_sheet(body, now=NOW)
     engine = RiskEngine(book, classes=classes, limits=Limits(3, 0.34, 0.5))
-    return signer, RfpProtocol(net=NET, engine=engine, sign=signer.sign)
+    return signer, RfpProtocol(net=NET, engine=engine, sign=signer.sign, **kw)
 
 
-def network(n: int = 5):
+def network(n: int = 5, **kw):
     net = GossipNet()
-    nodes = [node() for _ in range(n)]
+    nodes = [node(seed=bytes([7, i]) * 16, **kw) for i in range(n)]
     for signer, proto in nodes:
         net.add(signer.peer_id, proto, now=NOW)
     return net, nodes
@@ -113,9 +113,9 @@ OTHER = PeerSigner(bytes(range(1, 33)))
 
 
 def req(**kw) -> Request:
-    base = dict(version=RFP_VERSION, net=NET, request_id=b"r" * 16, client=SIGNER.peer_id, asset="BTC-REG",
+    base = dict(version=REQUEST_VERSION, net=NET, request_id=b"r" * 16, client=SIGNER.peer_id, asset="BTC-REG",
                 usd_cents=10_000, contract="swap", max_per_device=2, max_share_device_bp=5_000,
-                max_share_owner_bp=5_000, issued_at=NOW, expiry=NOW + 60)
+                max_share_owner_bp=5_000, issued_at=NOW, expiry=NOW + 60, draw_bp=DRAW_ALL_BP)
     base.update(kw)
     return Request(**base)
 
@@ -128,7 +128,9 @@ def vreq(data: bytes, seen=lambda r: False, now=NOW):
     (b"\x00" * 5000, Result.REJECT, "over size"),
     (b"\xc1", Result.REJECT, "malformed"),
     (wire.encode(SignedMsg("proposal", b"", b"")), Result.REJECT, "wrong kind"),
-    (sign_msg("request", req(version=2), SIGNER.sign), Result.REJECT, "unsupported request version"),
+    (sign_msg("request", req(version=1), SIGNER.sign), Result.REJECT, "unsupported request version"),
+    (sign_msg("request", req(draw_bp=0), SIGNER.sign), Result.REJECT, "draw_bp"),
+    (sign_msg("request", req(draw_bp=DRAW_ALL_BP + 1), SIGNER.sign), Result.REJECT, "draw_bp"),
     (sign_msg("request", req(net="other"), SIGNER.sign), Result.REJECT, "wrong network"),
     (sign_msg("request", req(request_id=b"short"), SIGNER.sign), Result.REJECT, "request_id"),
     (sign_msg("request", req(usd_cents=0), SIGNER.sign), Result.REJECT, "usd_cents"),
@@ -175,6 +177,7 @@ def vprop(p: Proposal, signer=OTHER, request=req(), from_peer=None):
     (prop(net="other"), {}, Result.REJECT, "wrong network"),
     (prop(issued_at=NOW - 100, expiry=NOW - 1), {}, Result.IGNORE, "expired"),
     (prop(), dict(request=None), Result.IGNORE, "no open request"),
+    (prop(), dict(request=req(draw_bp=1)), Result.IGNORE, "not drawn"),
     (prop(offers=[ProposedOffer(bytes([i]) * 32, b"d" * 32, "x", 2_000) for i in range(3)]), {}, Result.REJECT,
      "per-device limit"),
 ])
@@ -202,3 +205,84 @@ def test_garbage_never_raises(blob):
     assert vreq(blob).result is not Result.ACCEPT
     v, _ = validate_proposal(blob, net=NET, now=NOW, request=req(), from_peer=OTHER.peer_id)
     assert v.result is not Result.ACCEPT
+
+
+# ------------------------------------------------------------------ responder sortition
+def test_the_draw_is_a_fixed_share_of_peers():
+    peers = [PeerSigner(bytes([3, i % 256, i // 256]) + bytes(29)).peer_id for i in range(2000)]
+    rid = bytes(range(16))
+    share = sum(drawn(rid, p, 1_600) for p in peers) / len(peers)
+    assert 0.13 < share < 0.19, share
+    assert [drawn(rid, p, 1_600) for p in peers] == [drawn(rid, p, 1_600) for p in peers]  # a fixed draw
+    assert all(drawn(rid, p, DRAW_ALL_BP) for p in peers) and not any(drawn(rid, p, 1) for p in peers[:100])
+    other = sum(a != b for a, b in zip((drawn(rid, p, 1_600) for p in peers),
+                                       (drawn(b"x" * 16, p, 1_600) for p in peers)))
+    assert other > 300  # another request draws other peers
+    assert draw_share(16, None) == draw_share(16, 10) == draw_share(0, 500) == DRAW_ALL_BP
+    assert draw_share(16, 100) == 1_600 and draw_share(16, 1e9) == 1
+
+
+def test_a_request_draws_about_the_target_after_the_first():
+    net, nodes = network(30, target_proposals=6)
+    cs, client = nodes[0]
+    rid, cmds = client.request("BTC-REG", 20_000, "swap", NOW)  # nothing learnt yet: every peer answers
+    net.call(cs.peer_id, client, cmds, NOW)
+    assert len(client.open[rid].proposals) == 29
+    net.advance(NOW + 10)
+    assert client.results[rid].ok and client.responders == 29
+    rid2, cmds = client.request("BTC-REG", 20_000, "swap", NOW + 20)
+    bp = client.open[rid2].request.draw_bp
+    assert bp == draw_share(6, 29) < DRAW_ALL_BP
+    net.call(cs.peer_id, client, cmds, NOW + 20)
+    want = {s.peer_id for s, _ in nodes[1:] if drawn(rid2, s.peer_id, bp)}
+    assert set(client.open[rid2].proposals) == want and 0 < len(want) < 29
+    for s, p in nodes[1:]:  # an undrawn peer ran no allocation and sent nothing
+        assert p.stats["proposals_out"] == 1 + (s.peer_id in want)
+        assert p.stats["not_drawn"] == (s.peer_id not in want)
+    net.advance(NOW + 30)
+    chosen = client.results[rid2]
+    assert chosen.ok and chosen.proposals == len(want) and client.stats["reasked"] == 0
+    assert set(chosen.from_proposers) <= want
+
+
+def test_too_few_answers_reask_once_with_a_wider_draw():
+    net, nodes = network(12, target_proposals=8)
+    cs, client = nodes[0]
+    client.responders = 5_000.0  # as if the network were large: a share that draws almost nobody here
+    rid, cmds = client.request("BTC-REG", 20_000, "swap", NOW)
+    assert client.open[rid].request.draw_bp == 16
+    net.call(cs.peer_id, client, cmds, NOW)
+    first = len(client.open[rid].proposals)
+    assert first < 2
+    net.advance(NOW + 6)  # the deadline: a re-ask under a new id with 4x the share, no decision yet
+    assert rid not in client.results and client.stats["reasked"] == 1
+    (rid2, again), = client.open.items()
+    assert rid2 != rid and again.origin == rid and again.request.draw_bp == 64 and again.rounds == 2
+    net.advance(NOW + 12)  # decided after the second deadline, filed under the first id; never a third round
+    assert client.results[rid].ok and client.stats["reasked"] == 1 and not client.open
+    assert client.responders == pytest.approx(0.75 * 5_000 + 0.25 * first * DRAW_ALL_BP / 16)  # learnt, smoothed
+
+
+def test_no_target_means_every_peer_answers_every_request():
+    net, nodes = network(6, target_proposals=0)
+    cs, client = nodes[0]
+    for k in range(3):
+        rid, cmds = client.request("BTC-REG", 20_000, "swap", NOW + k)
+        assert client.open[rid].request.draw_bp == DRAW_ALL_BP
+        net.call(cs.peer_id, client, cmds, NOW + k)
+        assert len(client.open[rid].proposals) == 5
+        net.advance(NOW + k + 0.5)
+    assert client.responders is None
+
+
+def test_a_request_is_validated_once_and_not_answered_once_expired():
+    _, nodes = network(2)
+    _, peer = nodes[1]
+    data = sign_msg("request", req(request_id=b"q" * 16, issued_at=NOW, expiry=NOW + 5), SIGNER.sign)
+    from node.protocols.base import GossipReceived
+    assert peer.validate(peer.topic, data, SIGNER.peer_id, NOW).result is Result.ACCEPT
+    assert peer.handle(GossipReceived(peer.topic, data, SIGNER.peer_id), NOW + 6) == []  # expired meanwhile
+    assert peer.stats["requests_in"] == 0
+    assert peer.validate(peer.topic, data, SIGNER.peer_id, NOW).result is Result.ACCEPT
+    out = peer.handle(GossipReceived(peer.topic, data, SIGNER.peer_id), NOW + 1)
+    assert peer.stats["requests_in"] == 1 and len(out) == 1 and out[0].peer == SIGNER.peer_id
