@@ -82,6 +82,20 @@ def _key(engine, n: int) -> bytes:
     return pubkey_of(_priv(engine, n))
 
 
+def _spam_keys(engine, count: int) -> tuple:
+    """The keys and deposit address of a spammer's ``count``-th sheet: the same for every spammer of a run,
+    so derived once per count (kept for the last 20,000 counts; spammers advance at about the same pace)."""
+    memo = engine.__dict__.setdefault("_spam_keys", {})
+    hit = memo.get(count)
+    if hit is None:
+        priv = _priv(engine, count)
+        pub = _key(engine, count + 2_000_000)
+        hit = memo[count] = (priv, pubkey_of(priv), _key(engine, count + 1_000_000), pub, address_for("BTC-REG", pub))
+        while len(memo) > 20_000:
+            memo.pop(next(iter(memo)))
+    return hit
+
+
 def spam_message(engine, node) -> bytes:
     """The next malformed sheet from spammer ``node`` (deterministic per run seed)."""
     count = getattr(node, "spam_count", 0)
@@ -94,11 +108,9 @@ def spam_message(engine, node) -> bytes:
         return wire.encode(SignedSheet(rng.getrandbits(8 * 64).to_bytes(64, "big"), b"\x00" * 64))
     # well-formed sheets with a valid deposit address, failing at the signature, the quote or the network
     net = engine.net + "-other" if kind == "wrong-network" else engine.net
-    priv = _priv(engine, count)
-    binding = Binding(net, node.peer_id, pubkey_of(priv), _key(engine, count + 1_000_000))
-    pub = _key(engine, count + 2_000_000)
-    offer = Offer("BTC-REG", address_for("BTC-REG", pub), pub, 10**8, 10_000_000, "100000", engine.now,
-                  engine.now + 3600)
+    priv, sign_pub, enc_pub, pub, address = _spam_keys(engine, count)
+    binding = Binding(net, node.peer_id, sign_pub, enc_pub)
+    offer = Offer("BTC-REG", address, pub, 10**8, 10_000_000, "100000", engine.now, engine.now + 3600)
     if kind == "forged-signature":
         def sign(body, keys):
             return rng.getrandbits(8 * 64).to_bytes(64, "big")

@@ -898,6 +898,10 @@ class Engine:
         return v
 
     def _gossip(self, src: int, topic: str, data: bytes, spam: bool = False, forger: bool = False) -> None:
+        if spam and not any(self._alive[j] for j in self.adj[src]):
+            # a pruned spammer reaches nobody (what the check below finds, without laying out the mesh)
+            self.m.spam["dropped_no_mesh"] += 1
+            return
         indptr, indices = self._graph()
         n = len(self.nodes)
         v = self._reference_verdict(topic, data)
