@@ -525,7 +525,7 @@ class RfpProtocol:
                     pass  # cannot be re-sent (expired): decide with what came
         rid = open_.origin or rid
         # our own engine answers too; proposals only count for offers our own book holds
-        own = {c.offer_id: c for c in self.engine.book.candidates(req.asset, now=now)}
+        own = {c.offer_id: c for c in self.engine.candidates(req.asset, now)}
         pool: dict[bytes, Candidate] = {}
         contributed: dict[bytes, set[str]] = {}
         for proposer, prop in sorted(open_.proposals.items()):

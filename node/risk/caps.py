@@ -142,22 +142,50 @@ class Caps:
     def rooms(self, devices: list[tuple[bytes, str, str]], owners: list[str], now: float
               ) -> tuple[list[int], list[int]]:
         """``headroom`` of each (device, owner, class) and each owner's own room (its limit less what it
-        holds), the numbers only, each limit asked once (what ``RiskEngine.choose`` needs)."""
-        memo: dict = {}
-        ex = self.exposure
+        holds), the numbers only, each limit computed once (what ``RiskEngine.choose`` needs): the same
+        numbers as ``device_limit`` and ``owner_limit``, without their reasons."""
+        rep, classes, pol = self.reputation, self.classes, self.policy
+        half_life, record = rep.half_life, rep.record
+        ex_d, ex_o, ex_c = self.exposure.by_device, self.exposure.by_owner, self.exposure.by_class
+        klass: dict[str, tuple] = {}  # class -> (revoked, resolved class, class cap)
+        dlims: dict[tuple[bytes, str], int] = {}
+        olims: dict[str, int] = {}  # owners with known devices (their limit does not depend on a fallback)
+
+        def kl(dclass: str) -> tuple:
+            k = klass.get(dclass)
+            if k is None:
+                k = klass[dclass] = (classes.is_revoked(dclass), classes.resolve(dclass), classes.class_cap(dclass))
+            return k
+
+        def dlim(dev: bytes, dclass: str) -> int:  # device_limit's number
+            v = dlims.get((dev, dclass))
+            if v is None:
+                k = kl(dclass)
+                rec = record(dev)
+                if k[0] or (rec is not None and rec.cheater):
+                    v = 0
+                else:
+                    score = 0.0 if rec is None else rec.score_at(now, half_life)
+                    v = 0 if score < ACCEPT_THRESHOLD else k[1].limit_cents(score)
+                dlims[(dev, dclass)] = v
+            return v
+
+        def olim(owner: str, fallback: str) -> int:  # owner_limit's number
+            v = olims.get(owner)
+            if v is None:
+                devs = rep.devices_of(owner)
+                if not devs:
+                    return int(min(pol.owner_max_cents, kl(fallback)[1].limit_cents(0.0) * pol.owner_multiple))
+                best = max(0, max(dlim(r.device_id, r.device_class) for r in devs))
+                v = olims[owner] = int(min(pol.owner_max_cents, best * pol.owner_multiple))
+            return v
+
         out = []
         for dev, owner, dclass in devices:
-            dlim = self.device_limit(dev, dclass, now, memo)[0]
-            if dlim == 0:
-                out.append(0)
-                continue
-            ccap = memo.get((dclass, "cap"))
-            if ccap is None:
-                ccap = memo[(dclass, "cap")] = self.classes.class_cap(dclass)
-            out.append(max(0, min(dlim - ex.by_device.get(dev, 0),
-                                  self.owner_limit(owner, now, dclass, memo) - ex.by_owner.get(owner, 0),
-                                  ccap - ex.by_class.get(dclass, 0))))
-        return out, [max(0, self.owner_limit(o, now, "sim", memo) - ex.by_owner.get(o, 0)) for o in owners]
+            d = dlim(dev, dclass)
+            out.append(0 if d == 0 else max(0, min(d - ex_d.get(dev, 0), olim(owner, dclass) - ex_o.get(owner, 0),
+                                                   kl(dclass)[2] - ex_c.get(dclass, 0))))
+        return out, [max(0, olim(o, "sim") - ex_o.get(o, 0)) for o in owners]
 
     def check(self, device: bytes, owner: str, dclass: str, cents: int, now: float) -> Refusal | None:
         """None if ``cents`` more fit under every cap; else the first cap that refuses."""

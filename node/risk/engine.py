@@ -47,6 +47,7 @@ class RiskEngine:
         self.seed = seed
         self._tables: dict[str, tuple] = {}  # asset -> (book version, at, min expiry, cands, table, digest)
         self._rooms_cache: tuple | None = None
+        self._kept_table: CandidateTable | None = None  # the book table last asked for: its rooms are kept
         self._observed: tuple | None = None  # (table, reputation) whose devices are all known
 
     # ------------------------------------------------------------- scoring
@@ -74,25 +75,45 @@ class RiskEngine:
                                    digest)
         return cands, table, digest
 
+    def candidates(self, asset: str, now: float) -> list[Candidate]:
+        """The book's unexpired candidates of ``asset`` (the list ``choose`` reads; do not modify it)."""
+        return self._book_table(asset, now)[0]
+
     def _rooms(self, table: CandidateTable, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per device of ``table``: score and headroom; per owner: headroom. Reused for the same table while
-        the reputation and caps are unchanged and every score involved is exactly 0 (so time cannot change
-        it: decay scales the score), else computed for this ``now``."""
+        """Per device of ``table``: score and headroom; per owner: headroom. Each is a function of the device
+        (or owner) alone at one state and time, not of the table. Kept for the last book table while the
+        reputation and caps are unchanged and, unless every score involved is exactly 0 (so time cannot
+        change them: decay scales the score), for the same ``now``; a table of proposed offers (``among``)
+        takes its rows from there when they are all in it, else they are computed and not kept."""
         rep, caps = self.reputation, self.caps
         state = (rep.version, caps.state())
         hit = self._rooms_cache
-        if hit is not None and hit[0] is table and hit[1] == state and (hit[2] or hit[3] == now):
+        valid = hit is not None and hit[1] == state and (hit[2] or hit[3] == now)
+        if valid and hit[0] is table:
             return hit[4]
+        if valid and hit[5] is not None:
+            dev_ix, own_ix = hit[5]
+            di = [dev_ix.get(k) for k in zip(table.devices, table.device_class)]
+            oi = [own_ix.get(o) for o in table.owners]
+            if None not in di and None not in oi:
+                score, dev_room, own_room = hit[4]
+                return score[di], dev_room[di], own_room[oi]
         owners = table.owners
-        score = np.fromiter((rep.score(d, now) for d in table.devices), dtype=float, count=len(table.devices))
+        recs = [rep.record(d) for d in table.devices]
+        half_life = rep.half_life
+        score = np.fromiter((0.0 if r is None else r.score_at(now, half_life) for r in recs), dtype=float,
+                            count=len(recs))
         # each device's headroom; an owner's: its limit less what it already holds (device rooms bound the rest)
         dev_room, own_room = caps.rooms([(d, owners[o], c) for d, o, c in zip(table.devices, table.device_owner.tolist(),
                                                                               table.device_class)], owners, now)
         dev_room = np.asarray(dev_room, dtype=np.int64).reshape(len(table.devices))
         own_room = np.asarray(own_room, dtype=np.int64).reshape(len(owners))
-        recs = [rep.record(d) for d in table.devices] + [r for o in table.owners for r in rep.devices_of(o)]
-        static = all(r is not None and r.score == 0.0 and not r.cheater for r in recs)
-        self._rooms_cache = (table, state, static, now, (score, dev_room, own_room))
+        if table is self._kept_table:
+            recs += [r for o in owners for r in rep.devices_of(o)]
+            static = all(r is not None and r.score == 0.0 and not r.cheater for r in recs)
+            index = ({k: i for i, k in enumerate(zip(table.devices, table.device_class))},
+                     {o: i for i, o in enumerate(owners)})
+            self._rooms_cache = (table, state, static, now, (score, dev_room, own_room), index)
         return score, dev_room, own_room
 
     # ----------------------------------------------------------- allocation
@@ -106,6 +127,7 @@ class RiskEngine:
             digest = table.digest()
         else:
             cands, table, digest = self._book_table(asset, now)
+            self._kept_table = table
         # each device's first offer makes it known (what observing every candidate in order does)
         rep = self.reputation
         seen = self._observed  # a reputation never forgets a device: a table is observed once
