@@ -96,6 +96,17 @@ def _spam_keys(engine, count: int) -> tuple:
     return hit
 
 
+def skip_spam(engine, node) -> None:
+    """What ``spam_message`` does to the run's state (its count and its draws from the run's RNG) without
+    building the message: for a spammer no one hears (its mesh peers pruned it)."""
+    count = getattr(node, "spam_count", 0)
+    node.spam_count = count + 1
+    kind = SPAM_KINDS[count % len(SPAM_KINDS)]
+    bits = {"garbage": 8 * 300, "bad-body": 8 * 64, "forged-signature": 8 * 64}.get(kind)
+    if bits:
+        engine.rng.getrandbits(bits)
+
+
 def spam_message(engine, node) -> bytes:
     """The next malformed sheet from spammer ``node`` (deterministic per run seed)."""
     count = getattr(node, "spam_count", 0)

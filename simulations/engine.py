@@ -748,13 +748,16 @@ class Engine:
         self._gossip(0, f"/keyswitch/{self.net}/revocations/1", data)
 
     def _ev_spam(self, i: int) -> None:
-        from simulations.adversaries import spam_message
+        from simulations.adversaries import skip_spam, spam_message
 
         self.push(self.now + self.rng.expovariate(self.sc["adversaries"]["spammer"]["rate"]), "spam", (i,))
         node = self.nodes[i]
-        data = spam_message(self, node)
         self.m.spam["published"] += 1
-        self._gossip(i, f"/keyswitch/{self.net}/offers/1", data, spam=True)
+        if not any(self._alive[j] for j in self.adj[i]):  # pruned by every mesh peer: nobody hears it
+            skip_spam(self, node)
+            self.m.spam["dropped_no_mesh"] += 1
+            return
+        self._gossip(i, f"/keyswitch/{self.net}/offers/1", spam_message(self, node), spam=True)
 
     def _ev_churn(self) -> None:
         ch = self.sc["churn"]
@@ -898,10 +901,6 @@ class Engine:
         return v
 
     def _gossip(self, src: int, topic: str, data: bytes, spam: bool = False, forger: bool = False) -> None:
-        if spam and not any(self._alive[j] for j in self.adj[src]):
-            # a pruned spammer reaches nobody (what the check below finds, without laying out the mesh)
-            self.m.spam["dropped_no_mesh"] += 1
-            return
         indptr, indices = self._graph()
         n = len(self.nodes)
         v = self._reference_verdict(topic, data)
