@@ -175,3 +175,28 @@ def test_large_scenario_builds_and_gossips_to_ten_thousand_nodes():
     assert s["gossip"]["verdict_mismatch"] == 0
     assert s["spam"]["forwarded"] == 0
     assert time.perf_counter() - t < 45
+
+
+def test_responder_sortition_draws_fewer_proposals_and_requests_still_succeed():
+    """``requests.proposals`` (node.protocols.rfp's responder sortition) against every full node answering,
+    same scenario and seed: after each requester's first request (sent to all, to learn how many answer)
+    a request draws about the target; the share of requests answered ok does not fall."""
+    runs = {}
+    for k in (0, 4):
+        sc = load(SMOKE)
+        sc["requests"]["proposals"] = k
+        eng = Engine(sc)
+        eng.run()
+        runs[k] = eng
+    every, drawn = runs[0].m.decided, runs[4].m.decided
+    assert every and len(drawn) == len(every)
+    full = sum(n.full for n in runs[0].nodes)
+    assert max(r["proposals"] for r in every) == full - 1  # every other full node answers
+    # the same requests in the same order (the draw takes nothing from the run's RNG); where some node could
+    # answer, a request after the requester's first draws about 4 (a second, 4x wider round when under 1 came)
+    firsts = {r["node"]: r["request"] for r in reversed(drawn)}
+    later = [d["proposals"] for e, d in zip(every, drawn) if e["proposals"] and d["request"] not in firsts.values()]
+    assert len(later) >= 5 and sum(later) / len(later) <= 8, later
+    assert sum(r["ok"] for r in drawn) >= sum(r["ok"] for r in every) - 1
+    assert sum(n.rfp.stats["not_drawn"] for n in runs[4].nodes if n.rfp) > 0
+    assert sum(n.rfp.stats["not_drawn"] for n in runs[0].nodes if n.rfp) == 0
