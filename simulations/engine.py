@@ -34,8 +34,8 @@ of (request id, peer id) under a share the client learns from earlier answers, i
 outcome metrics of day.toml do not get worse (simulations/README.md, "Scale"). ``requests.proposals = 0``
 runs the old every-peer-answers protocol.
 
-Measured on the shared 2-core machine (``python -m benchmarks.sim``): see simulations/README.md,
-"Scale". ``scenarios/day.toml`` states a day of activity; what it leaves out (the daemon's 60-s
+Measured on the shared 2-core machine (``python -m benchmarks.sim``, and the whole of ``day.toml``: 369-371 s
+of CPU, 374 s wall when the machine was quiet, 467 MiB): see simulations/README.md, "Scale". ``scenarios/day.toml`` states a day of activity; what it leaves out (the daemon's 60-s
 re-announcement of an unchanged sheet) the benchmark measures separately.
 
 Gossip model (gossipsub-like):

@@ -18,7 +18,8 @@ Tolerances, and why:
 * **Mean overshoot within one chunk ($50).** Overshoot is set by chunk granularity (the allocator
   cannot take part of a $50 chunk); the amounts differ per draw, so only the chunk size bounds the gap.
 * **Proposals per request in the same range** (a separate test, ``xfail``, not strict). Virtual:
-  every other full node proposes (19). Real: proposals arriving before the deadline; the tolerance
+  every other full node proposes (19) to each requester's first request, ~16 after (responder
+  sortition). Real: proposals arriving before the deadline; the tolerance
   is at least half the virtual mean and at most n - 1. Measured, this holds only on a quiet machine.
   With a 3 s deadline every real daemon sent a proposal for every request (``proposals_out`` =
   ``requests_in``, none declined) but the clients received almost none in time (0-2 a request): the
