@@ -8,7 +8,8 @@ and two ``keyswitch run`` daemons on 127.0.0.1 (one OS process each, as in
 deposits as many ETH-DEV chunks; the clock does not run while deposits
 confirm and each book fills with the other's offers. Then it times, from the
 ``POST /v1/contracts`` on A to both sides listing the contract as ``done``
-(polled every 20 ms): the proposal over /keyswitch/contract/1, the hello and
+(polled every 20 ms; the figure the target is about ends earlier, when all keys are exchanged: the
+later of the two enclaves taking the last key due to it, stamped by each daemon): the proposal over /keyswitch/contract/1, the hello and
 2 x chunks releases over /keyswitch/release/1 (each release answered by an
 ack; every received key is checked by the enclave, its funds are checked on
 the dev ledger server before the next release, and it is swept in the
@@ -173,14 +174,17 @@ def swap_once(tmp: Path, chunks: int, log_level: str = "warning") -> dict:
             ca, cb = a.get("/v1/contracts")["contracts"], bb.get("/v1/contracts")["contracts"]
             return bool(ca and cb) and all(c["state"] == "done" for c in ca + cb)
 
+        w0 = time.time()  # (the daemons stamp keys_in_at with the same wall clock: one machine)
         t0 = time.perf_counter()
         r = a.post("/v1/contracts", {"peer": bb.peer, "give": "BTC-REG", "take": "ETH-DEV", "chunks": chunks})
         t_post = time.perf_counter() - t0
         assert r.status_code in (200, 201), (r.status_code, r.text)
         until(done, 120, "both sides finish the swap", every=0.02)
-        wall = time.perf_counter() - t0
+        t_done = time.perf_counter() - t0
         rows = {"A": a.get("/v1/contracts")["contracts"][0], "B": bb.get("/v1/contracts")["contracts"][0]}
-        return {"wall": wall, "post": t_post, "rows": rows, "agreed": r.json(),
+        # all keys exchanged: each side's enclave took the last key due to it (stamped by the daemon, not polled)
+        wall = max(rows[s]["keys_in_at"] for s in rows) - w0
+        return {"wall": wall, "done": t_done, "post": t_post, "rows": rows, "agreed": r.json(),
                 "ledger_rtts": ledger_rtts(lurl, 30), "enclave_rtts": enclave_rtts(tmp / "enc", 30)}
     finally:
         stop_all(procs)
@@ -210,8 +214,11 @@ def main(argv: list[str]) -> int:
     print(f"swap: {args.chunks} chunks each way (BTC-REG <-> ETH-DEV), claim policy sweep (every received key swept "
           f"to the dev ledger server, no confirmation waited for); {claimed}/{2 * args.chunks} chunks claimed")
     print(f"rounds (release round trips)  {rounds:8d}     (1 hello + {2 * args.chunks} releases, each acked)")
-    print(f"swap wall time                {res['wall'] * 1e3:8.1f} ms  (POST /v1/contracts -> both sides done; "
-          f"the POST itself returned after {res['post'] * 1e3:.1f} ms)")
+    print(f"swap wall time                {res['wall'] * 1e3:8.1f} ms  (POST /v1/contracts -> all keys exchanged: the "
+          f"later of the two enclaves taking the last key due to it; the POST itself returned after "
+          f"{res['post'] * 1e3:.1f} ms)")
+    print(f"both sides done               {res['done'] * 1e3:8.1f} ms  (-> both list the contract done: the last "
+          f"sweeps too, polled every 20 ms; not the issue's measure, shown for the whole picture)")
     print(f"time per round                {per_round * 1e3:8.1f} ms")
     print(f"py-libp2p stream RTT          {rtt * 1e3:8.2f} ms  (anchor, same run: median of {len(rtts)} one-shot "
           f"streams, p90 {sorted(rtts)[int(0.9 * len(rtts))] * 1e3:.2f} ms)")
@@ -227,7 +234,7 @@ def main(argv: list[str]) -> int:
         print(f"  in {k:<8}                {total[k]:8.1f} ms  (A {spent['A'].get(k, 0.0):.1f} + B "
               f"{spent['B'].get(k, 0.0):.1f}: {what})")
     busy = sum(total[k] for k in ("funds", "enclave", "store"))
-    print(f"  elsewhere                   {res['wall'] * 1e3 - busy:8.1f} ms  (wall minus funds, enclave and store: "
+    print(f"  elsewhere                   {res['done'] * 1e3 - busy:8.1f} ms  (done minus funds, enclave and store: "
           f"streams, driver, contract proposal, both event loops, the last sweeps; the sides' work mostly "
           f"alternates, so those parts add up)")
     claimed_n = max(1, claimed)

@@ -529,6 +529,8 @@ class SwapDesk:
             row = {"contract": key, "peer": c.rec.peer, "role": "initiator" if c.rec.role == 0 else "responder",
                    "state": c.rec.state, "reason": c.rec.reason, "rounds": len(c.rec.schedule.rounds),
                    "spent_ms": {k: round(v * 1e3, 1) for k, v in sorted(c.spent.items())}}
+            if c.keys_in_at:
+                row["keys_in_at"] = c.keys_in_at  # wall time our enclave took the last key due to us
             if c.outcome is not None:
                 row["outcome"] = c.outcome.to_json()
             out.append(row)

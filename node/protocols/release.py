@@ -445,6 +445,9 @@ class Contract:
     offered: str | None = None
     offered_at: float = 0.0
     offered_then: Callable | None = None
+    #: wall time (the protocol's clock) our enclave took the last key due to us, in memory only: with the
+    #: peer's, the moment every key of the contract was exchanged (``benchmarks.swap``)
+    keys_in_at: float = 0.0
     _spec: bytes = b""
 
     def spec(self) -> bytes:
@@ -815,6 +818,7 @@ class ReleaseProtocol:
             return ([Respond(rid, error_message(self.net, c.cid, r, "wrong-key", reason)) for rid in rids]
                     + self._stop(c, "cheat", reason, now))
         c.add("enclave", t0)
+        self._keys_in(c, r, now, t0)
         c.next = r + 1
         c.checked.add(r)
         if self.claim_policy == "keep" and c.claim_of(r) is None:
@@ -830,6 +834,13 @@ class ReleaseProtocol:
             return cmds + self._stop(c, "local-refusal", why, now)
         self._progress(c, now)
         return cmds + self._advance(c, now)
+
+    @staticmethod
+    def _keys_in(c: Contract, r: int, now: float, t0: float) -> None:
+        """Our enclave just took the peer's round ``r`` in a call begun at ``t0``: if it was the last key due
+        to us, stamp when (``now`` plus the call's duration)."""
+        if not any(x.giver != c.me for x in c.rounds[r + 1:]):
+            c.keys_in_at = now + (time.perf_counter() - t0)
 
     def _take(self, c: Contract, r: int, now: float) -> list[Command]:
         """Take the key of a waiting round whose funds are gone (the sweep then tells who spent them); its
@@ -1119,6 +1130,7 @@ class ReleaseProtocol:
         try:  # the enclave checks the signed record itself (giver's attested key, contract, round, recipient)
             out = self.enclave.contract_step(c.cid, ev.data, -1, -1, digest, self.claim_policy == "sweep")
             c.add("enclave", t0)  # (and signs our ack; with "sweep" the key is handed to the owner's sweep)
+            self._keys_in(c, b.round, now, t0)
         except EnclaveRefused as exc:
             reason = f"round {b.round}: our enclave refused the key ({exc.code}: {exc.reason})"
             return no("wrong-key", reason) + self._stop(c, "cheat", reason, now)
