@@ -80,6 +80,15 @@ def _net(v: str) -> str | None:
     return None
 
 
+def _evm_asset(v: str) -> str | None:
+    from node.assets import ASSETS
+
+    a = ASSETS.get(v)
+    if a is None or a.kind != "account":
+        return "an Ethereum-like asset: " + ", ".join(s for s, x in sorted(ASSETS.items()) if x.kind == "account")
+    return None
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str  # dotted: section.name
@@ -106,6 +115,9 @@ SETTINGS: tuple[Setting, ...] = (
             "for real use), double-release or sweep-after-release",
             _choice("", "double-release", "sweep-after-release")),
     Setting("ledger.url", str, "", "dev ledger HTTP URL; empty = embedded SQLite dev ledger in the datadir"),
+    Setting("ledger.evm_url", str, "", "EVM node JSON-RPC URL (anvil in development) serving ledger.evm_asset; "
+            "empty = that asset on the dev ledger too"),
+    Setting("ledger.evm_asset", str, "ETH-DEV", "the Ethereum-like asset ledger.evm_url serves", _evm_asset),
     Setting("deposits.chunk_usd", float, 50.0, "USD value of one deposit chunk", _positive),
     Setting("claims.policy", str, "sweep", "what the node does with a key it receives in a contract: sweep "
             "(at once, to a fresh address of the owner) or keep (in the enclave, offered again as a deposit)",

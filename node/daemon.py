@@ -681,11 +681,18 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     clock = SystemClock()
     peer_id = identity.peer_id(datadir)
     logs.bind_peer(peer_id)
-    stack = make_offer_stack(datadir, cfg["network.net"], peer_id, republish=republish, backend=cfg["tee.backend"],
-                             broken=cfg.get("tee.broken", ""))
     from node.deposits import DepositStore, open_ledger
 
-    stack.extra.update(ledger=open_ledger(cfg), deposits=DepositStore(datadir / "deposits.sqlite"), datadir=datadir,
+    ledger = open_ledger(cfg)  # first: an unreachable EVM node (ledger.evm_url) stops the start with its reason
+    try:
+        stack = make_offer_stack(datadir, cfg["network.net"], peer_id, republish=republish,
+                                 backend=cfg["tee.backend"], broken=cfg.get("tee.broken", ""))
+    except BaseException:
+        ledger.close()
+        raise
+    for asset, backend in getattr(ledger, "describe", dict)().items():
+        print(f"ledger: {asset} on {backend}", file=out, flush=True)
+    stack.extra.update(ledger=ledger, deposits=DepositStore(datadir / "deposits.sqlite"), datadir=datadir,
                        chunk_usd_cents=int(round(cfg["deposits.chunk_usd"] * 100)))
     stack.refresh_offers(clock.now())
     add_switchboard(stack, datadir, cfg)
@@ -848,4 +855,13 @@ async def _main(cfg: cfgmod.Config, republish: float) -> None:
 
 
 def main(cfg: cfgmod.Config, *, republish: float = 60.0) -> None:
-    trio.run(_main, cfg, republish)
+    from node.ledger.base import LedgerError
+
+    failed = ""
+    try:
+        trio.run(_main, cfg, republish)
+    except* LedgerError as eg:  # the ledger the node cannot start without (an unreachable EVM node)
+        failed = "; ".join(str(e) for e in eg.exceptions)
+    if failed:
+        print(f"error: {failed}", file=sys.stderr, flush=True)
+        raise SystemExit(3)

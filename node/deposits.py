@@ -76,14 +76,24 @@ class DepositStore:
 
 
 def open_ledger(cfg):
-    """The ledger the node uses: ``ledger.url`` (a dev ledger server) or the embedded one in the datadir."""
+    """The ledger the node uses: ``ledger.url`` (a dev ledger server) or the embedded one in the datadir,
+    with ``ledger.evm_asset`` routed to the EVM node at ``ledger.evm_url`` when that is set
+    (``node.ledger.router``; an unreachable EVM node is a ``LedgerError`` here)."""
+    from node.ledger.router import with_evm
+
     if cfg["ledger.url"]:
         from node.ledger.client import DevLedgerClient
 
-        return DevLedgerClient(cfg["ledger.url"], admin=True)
-    from node.ledger.devnet import DevLedger
+        base = DevLedgerClient(cfg["ledger.url"], admin=True)
+    else:
+        from node.ledger.devnet import DevLedger
 
-    return DevLedger(Path(cfg.datadir) / "ledger.sqlite", automine=True)
+        base = DevLedger(Path(cfg.datadir) / "ledger.sqlite", automine=True)
+    try:
+        return with_evm(base, cfg.get("ledger.evm_url", ""), cfg.get("ledger.evm_asset", "ETH-DEV"))
+    except Exception:
+        base.close()
+        raise
 
 
 class QuoteRefused(ValueError):

@@ -48,3 +48,51 @@ def stop_all(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+# ------------------------------------------------------------------ anvil, a real EVM node, when installed
+ANVIL_CHAIN_ID = 31337  # ETH-DEV's chain id (node.assets)
+
+
+def find_anvil() -> str | None:
+    """anvil as ``make test`` / ``make install`` installs it (``.tools/node_modules/.bin/anvil``), else on PATH."""
+    import shutil
+
+    local = ROOT / ".tools" / "node_modules" / ".bin" / "anvil"
+    return str(local) if local.exists() else shutil.which("anvil")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_anvil(exe: str, log: Path, *, block_time: float | None = None, timeout: float = 30.0
+                ) -> tuple[subprocess.Popen, str]:
+    """anvil on a free 127.0.0.1 port, chain id ``ANVIL_CHAIN_ID``; returns (process, JSON-RPC URL) once it
+    answers. Transactions are mined as they arrive; with ``block_time`` an empty block also comes every
+    ``block_time`` seconds (``--mixed-mining``), so heights advance like the dev ledger's. The caller stops
+    the process (``stop_all``); it is killed here if it never answers."""
+    import httpx
+
+    port = free_port()
+    argv = [exe, "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(ANVIL_CHAIN_ID)]
+    if block_time:
+        argv += ["--mixed-mining", "--block-time", f"{block_time:g}"]
+    proc = spawn(argv, log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=1)
+            return proc, url
+        except httpx.HTTPError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+    stop_all([proc], timeout=5)
+    raise RuntimeError(f"anvil ({exe}) did not answer on {url} within {timeout:.0f} s:\n"
+                       f"{log.read_text(errors='replace')[-1500:]}")

@@ -63,6 +63,22 @@ def watch_ledger(datadir, *, block_interval: float | None = None):
     except cfgmod.ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    led, label = _dev_ledger(datadir, cfg, block_interval)
+    if not cfg["ledger.evm_url"]:
+        return led, label
+    from node.ledger.base import LedgerError
+    from node.ledger.router import with_evm
+
+    try:
+        routed = with_evm(led, cfg["ledger.evm_url"], cfg["ledger.evm_asset"])
+    except LedgerError as exc:
+        led.close()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(3)
+    return routed, f"{label} ({cfg['ledger.evm_asset']} on the EVM node at {cfg['ledger.evm_url']})"
+
+
+def _dev_ledger(datadir, cfg, block_interval: float | None):
     if cfg["ledger.url"]:
         from node.ledger.client import DevLedgerClient
 
@@ -138,7 +154,15 @@ def _local(datadir, asset: str, chunks: int) -> list[dict]:
     except EnclaveUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3)
-    ledger, store = open_ledger(cfg), DepositStore(datadir / "deposits.sqlite")
+    from node.ledger.base import LedgerError
+
+    try:
+        ledger = open_ledger(cfg)
+    except LedgerError as exc:
+        enc.close()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(3)
+    store = DepositStore(datadir / "deposits.sqlite")
     try:
         from node.identity import peer_id
 

@@ -2,8 +2,8 @@
 
 Transactions are legacy (EIP-155) transfers signed locally with eth-account
 and sent raw (``eth_sendRawTransaction``): the node never sees a private key.
-``faucet`` uses anvil's ``anvil_setBalance`` and ``mine`` its ``anvil_mine``
-(development only). ``watch`` scans blocks for transfers touching the
+``faucet`` funds through anvil's ``anvil_setBalance`` and a real transfer, and
+``mine`` uses ``anvil_mine`` (development only). ``watch`` scans blocks for transfers touching the
 addresses.
 """
 
@@ -26,6 +26,7 @@ class EvmLedger:
         self.url, self.asset = url, asset
         self.http = httpx.Client(timeout=timeout)
         self._ids = itertools.count(1)
+        self._faucets = itertools.count(1)
         self._chain_id: int | None = None
 
     def close(self) -> None:
@@ -116,10 +117,21 @@ class EvmLedger:
 
     # development conveniences (anvil)
     def faucet(self, asset: str, address: str, amount: int) -> str:
+        """Fund ``address`` with a real, signed transfer (a watchable deposit with a txid, as on a real
+        chain) from a one-off funder account that ``anvil_setBalance`` fills first: one funder per call, so
+        concurrent faucet calls never race for one account's nonce. The funder key is derived from the
+        address, the amount and a per-ledger counter (development only: it guards no value)."""
+        import hashlib
+
+        from eth_account import Account
+
         self._check(asset)
-        cur = self.balance(asset, address).confirmed
-        self._rpc("anvil_setBalance", address, hex(cur + amount))
-        return f"faucet:{address}:{cur + amount}"
+        n = next(self._faucets)
+        seed = hashlib.sha256(f"keyswitch evm faucet|{address.lower()}|{amount}|{n}".encode()).digest()
+        funder = Account.from_key(seed)
+        fee = int(self._rpc("eth_gasPrice"), 16) * GAS
+        self._rpc("anvil_setBalance", funder.address, hex(amount + 4 * fee))
+        return self._spend(asset, seed, address, amount)
 
     def mine(self, asset: str, blocks: int = 1) -> int:
         self._check(asset)

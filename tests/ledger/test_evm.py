@@ -1,52 +1,12 @@
 """The ledger interface against a real EVM node: anvil (installed by scripts/anvil.sh) on 127.0.0.1."""
 
-import shutil
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import coincurve
-import httpx
 import pytest
 
 from node.assets import address_for
 from node.ledger.base import InsufficientFunds, UnknownAsset
-from node.ledger.evm import EvmLedger
-
-ROOT = Path(__file__).resolve().parents[2]
-ANVIL = ROOT / ".tools" / "node_modules" / ".bin" / "anvil"
-
-
-def _anvil() -> str | None:
-    return str(ANVIL) if ANVIL.exists() else shutil.which("anvil")
-
-
-@pytest.fixture(scope="module")
-def anvil():
-    exe = _anvil()
-    if exe is None:
-        pytest.skip("anvil not installed: run scripts/anvil.sh (make test does) — needs npm")
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    proc = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337",
-                             "--silent"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        led = EvmLedger(url)
-        yield led
-        led.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def settle(led, tx):
@@ -103,3 +63,16 @@ def test_send_partial_and_errors(anvil):
         anvil.height("BTC")
     with pytest.raises(InsufficientFunds):
         anvil.send("ETH-DEV", k.secret, addr, 10**30)
+
+
+def test_faucet_is_a_real_watchable_transfer(anvil):
+    """The faucet funds with a signed transfer: a txid that confirms and a deposit event, as deposits need."""
+    addrs = [address_for("ETH-DEV", key(i).public_key.format()) for i in (75, 76)]
+    h0 = anvil.height("ETH-DEV")
+    txs = [anvil.faucet("ETH-DEV", a, 3 * 10**16) for a in addrs]
+    for tx in txs:
+        settle(anvil, tx)
+        assert anvil.confirmations("ETH-DEV", tx) >= 1
+    assert [anvil.balance("ETH-DEV", a).confirmed for a in addrs] == [3 * 10**16] * 2
+    events, _ = anvil.watch(addrs, h0)
+    assert sorted((e.kind, e.txid) for e in events) == sorted(("deposit", t) for t in txs)
