@@ -9,8 +9,8 @@ Stages, each on real parts (only the TEE is simulated, and says so):
 3. real attestation evidence: the Intel SGX DCAP sample from
    ``../shared/testdata`` verified as of 2025-07-01 (when that verifier is
    present in this build);
-4. a network on 127.0.0.1 (``LocalNet``): a dev ledger server, two
-   bootstrap nodes and five ``keyswitch run`` daemons (alice, bob, carol,
+4. a network on 127.0.0.1 (``LocalNet``): a dev ledger server (and anvil,
+   a real EVM node, for ETH-DEV when it is installed), two bootstrap nodes and five ``keyswitch run`` daemons (alice, bob, carol,
    dave and mallory, whose node runs the BROKEN simulated TEE,
    ``tee.broken = "double-release"``, and says so at start); each funds $50
    deposits (its own quote verified first) and gossips an attested offer
@@ -46,9 +46,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from node.localnet import spawn, stop_all, wait_for
+from node.localnet import ANVIL_CHAIN_ID, find_anvil, spawn, start_anvil, stop_all, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
+ANVIL_BLOCK_TIME = 1.0  # seconds between anvil's empty blocks: ETH-DEV heights advance as the dev ledger's do
 DCAP_DIR = ROOT.parent / "shared" / "testdata" / "attestation" / "intel-dcap"
 
 
@@ -144,15 +145,19 @@ class Daemon:
 
 class LocalNet:
     """A dev ledger server, two bootstrap nodes and ``keyswitch run`` daemons on 127.0.0.1, all on one
-    ledger (a swap needs both sides on it), talking to each daemon through its local API."""
+    ledger (a swap needs both sides on it), talking to each daemon through its local API. When anvil is
+    installed (``find_anvil``; ``use_anvil``) it runs too and every daemon serves ETH-DEV from it
+    (``ledger.evm_url``); it is stopped with the rest, on failure too."""
 
     def __init__(self, console: Console, root: Path, names: list[str], *, broken: dict[str, str],
-                 net: str = "demo", timeout: float = 120) -> None:
+                 net: str = "demo", timeout: float = 120, use_anvil: bool = True) -> None:
         self.console, self.root, self.names, self.broken, self.net = console, root, names, broken, net
         self.timeout = timeout
         self.procs: list[subprocess.Popen] = []
         self.nodes: dict[str, Daemon] = {}
         self.bootnodes: list[str] = []
+        self.evm_url = ""  # anvil's JSON-RPC URL when anvil serves ETH-DEV
+        self.anvil = find_anvil() if use_anvil else None
 
     def __enter__(self) -> "LocalNet":
         try:
@@ -171,6 +176,11 @@ class LocalNet:
         led = spawn([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(led_dir / "db.sqlite"),
                      "--block-interval", "0.5"], led_dir / "out.log")
         self.procs.append(led)
+        if self.anvil:  # a real EVM node for ETH-DEV: transactions mined at once, an empty block every second
+            evm_dir = self.root / "anvil"
+            evm_dir.mkdir(exist_ok=True)
+            proc, self.evm_url = start_anvil(self.anvil, evm_dir / "out.log", block_time=ANVIL_BLOCK_TIME)
+            self.procs.append(proc)
         for i in range(2):  # the second bootstrap node starts from the first
             d = self.root / f"boot{i}"
             d.mkdir(exist_ok=True)
@@ -184,6 +194,8 @@ class LocalNet:
             d = self.root / name
             d.mkdir(exist_ok=True)
             env = {"KEYSWITCH_LEDGER_URL": self.ledger_url}
+            if self.evm_url:
+                env.update(KEYSWITCH_LEDGER_EVM_URL=self.evm_url, KEYSWITCH_LEDGER_EVM_ASSET="ETH-DEV")
             if name in self.broken:
                 env["KEYSWITCH_TEE_BROKEN"] = self.broken[name]  # the explicit switch: tee.broken
             boots = [a for b in self.bootnodes for a in ("--bootnodes", b)]
@@ -254,8 +266,24 @@ class Story:
 # ------------------------------------------------------------------ the stages on that network
 def stage_network(console: Console, net: LocalNet, story: Story) -> bool:
     """Deposits on every daemon (the quote verified first), sheets gossiped until every book is full."""
-    console.rule(f"[bold]4. A network on 127.0.0.1: 2 bootstrap nodes, {len(net.nodes)} nodes, one dev ledger")
-    console.print(f"dev ledger server {net.ledger_url} (a block every 0.5 s); bootstrap nodes:")
+    console.rule(f"[bold]4. A network on 127.0.0.1: 2 bootstrap nodes, {len(net.nodes)} nodes, one dev ledger"
+                 + (" and anvil" if net.evm_url else ""))
+    console.print(f"dev ledger server {net.ledger_url} (a block every 0.5 s)")
+    if net.evm_url:
+        console.print(f"BTC-REG on the dev ledger; [bold]ETH-DEV on anvil (a real EVM node)[/bold] at {net.evm_url} "
+                      f"(chain id {ANVIL_CHAIN_ID}; transactions mined as they arrive, an empty block every "
+                      f"{ANVIL_BLOCK_TIME:g} s; sweeps pay gas)")
+    else:
+        console.print("BTC-REG and ETH-DEV on the dev ledger (ETH-DEV on the dev ledger: anvil not installed; "
+                      "`make test` installs it)")
+    if net.evm_url:  # each daemon says at start which ledger serves which asset
+        routed = [n.name for n in net.nodes.values()
+                  if "ledger: ETH-DEV on EvmLedger" in (n.datadir / "out.log").read_text(errors="replace")]
+        if len(routed) < len(net.nodes):
+            console.print(f"[red]only {', '.join(routed) or 'no daemon'} serve ETH-DEV from anvil[/red]")
+            return False
+        console.print(f"every daemon serves ETH-DEV from anvil ({len(routed)}/{len(net.nodes)} say so at start)")
+    console.print("bootstrap nodes:")
     for b in net.bootnodes:
         console.print(f"  {b}")
     for n in net.nodes.values():
@@ -332,6 +360,9 @@ def stage_swap(console: Console, net: LocalNet, story: Story) -> bool:
                   ", ".join(f"{ch['asset']} {ch['txid'][:10]}..." for ch in o["chunks"] if ch["status"] == "claimed"),
                   c["state"])
     console.print(t)
+    if net.evm_url:
+        ok &= _evm_claims(console, net, [ch for ch in _finished(net, "alice", "bob")["outcome"]["chunks"]
+                                         if ch["status"] == "claimed" and ch["asset"] == "ETH-DEV"])
     net.until(lambda: all(net.get(n, "/v1/status")["outcomes"]["accepted"] >= 1 for n in ("alice", "bob")),
               "outcome reports")
     for n, other in (("alice", "bob"), ("bob", "alice")):
@@ -340,6 +371,29 @@ def stage_swap(console: Console, net: LocalNet, story: Story) -> bool:
             console.print(f"{n}'s view of {other}'s device: score {rep[0]['score']:+.2f} after the swap")
     console.print("[green]the swap completed: every key released once, each side claimed what it got[/green]"
                   if ok else f"[red]the swap did not complete; logs in {net.root}[/red]")
+    return ok
+
+
+def _evm_claims(console: Console, net: LocalNet, chunks: list[dict]) -> bool:
+    """The ETH-DEV claims on anvil: each sweep moved the chunk minus the gas it paid, read from anvil."""
+    from node.ledger.evm import EvmLedger
+
+    evm = EvmLedger(net.evm_url)
+    ok = bool(chunks)
+    try:
+        for ch in chunks:
+            funded = sum(e.amount for e in evm.watch([ch["address"]])[0] if e.kind == "deposit")
+            tx = evm._rpc("eth_getTransactionByHash", ch["txid"])
+            rec = evm._rpc("eth_getTransactionReceipt", ch["txid"])
+            value = int(tx["value"], 16)
+            fee = int(rec["gasUsed"], 16) * int(rec["effectiveGasPrice"], 16)
+            good = rec["status"] == "0x1" and value + fee == funded
+            ok &= good
+            console.print(f"  on anvil, sweep {ch['txid'][:10]}... (block {int(rec['blockNumber'], 16)}): claimed "
+                          f"{value / 1e18:.9f} ETH-DEV = the chunk's {funded / 1e18:.9f} minus {fee / 1e18:.9f} gas"
+                          + ("" if good else " [red](does not add up)[/red]"))
+    finally:
+        evm.close()
     return ok
 
 
