@@ -20,3 +20,14 @@ def test_make_demo_main_job_runs_end_to_end():
     assert "BROKEN SIMULATED TEE (double-release)" in out.stdout
     assert "mallory was caught: the two release records met in the outcome reports" in out.stdout
     assert "every node's view of mallory: a cheater with 0 exposure, its offers gone" in out.stdout
+    # ETH-DEV on anvil when it is installed (make test installs it), else on the dev ledger, said either way
+    from node.localnet import find_anvil
+
+    flat = " ".join(out.stdout.split())  # rich wraps lines at the terminal width
+    if find_anvil():
+        assert "ETH-DEV on anvil (a real EVM node)" in flat
+        assert "every daemon serves ETH-DEV from anvil (5/5 say so at start)" in flat
+        assert flat.count(" ETH-DEV = the chunk's ") == 2 and flat.count(" gas") >= 2  # bob's two chunks
+        assert "does not add up" not in out.stdout
+    else:
+        assert "ETH-DEV on the dev ledger: anvil not installed" in flat
