@@ -124,3 +124,20 @@ def test_open_ledger_routes_deposits_to_anvil(tmp_path, anvil_url):
     finally:
         enc.close()
         led.close()
+
+
+def test_daemon_refuses_to_start_without_its_evm_node(tmp_path):
+    """``keyswitch run`` with ``ledger.evm_url`` pointing at nothing: exit 3 with the reason, before the network."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    url = f"http://127.0.0.1:{free_port()}"
+    env = dict(os.environ, KEYSWITCH_LEDGER_EVM_URL=url, PYTHONPATH=str(root))
+    out = subprocess.run([sys.executable, "-m", "node", "--datadir", str(tmp_path / "n"), "run", "--net", "t"],
+                         capture_output=True, text=True, timeout=120, env=env, cwd=root)
+    assert out.returncode == 3, out.stdout[-2000:] + out.stderr[-2000:]
+    assert f"error: ledger.evm_url: EVM node at {url} unreachable" in out.stderr
+    assert "ready" not in out.stdout
