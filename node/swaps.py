@@ -188,6 +188,7 @@ class SwapDesk:
         from node.protocols.release import ContractStore, ReleaseProtocol, sweep_claimer
 
         self.stack, self.clock, self._seed, self.claim_policy = stack, clock, seed, claim_policy
+        self._kept: tuple[tuple[int, int], list] | None = None  # (store versions, kept_chunks) of ``kept``
         ledger = stack.extra["ledger"]
         own = stack.protocol.own
         self.release = ReleaseProtocol(
@@ -237,8 +238,12 @@ class SwapDesk:
         return dict(zip(("origin", "device_id", "device_class", "asset", "amount", "usd_cents", "pubkey"), row))
 
     def kept(self) -> list[tuple[str, Any]]:
-        """The keys our contracts kept (``kept_chunks`` over their stores); blocking file reads."""
-        return kept_chunks(self.release.store, self.run.store)
+        """The keys our contracts kept (``kept_chunks`` over their stores): read from disk again only after
+        this process wrote a record (the offers refresher asks every few seconds); blocking file reads."""
+        at = (self.release.store.version, self.run.store.version)
+        if self._kept is None or self._kept[0] != at:
+            self._kept = (at, kept_chunks(self.release.store, self.run.store))
+        return self._kept[1]
 
     # -------------------------------------------------------------- planning
     def plan_swap(self, peer: str, give_asset: str, take_asset: str, chunks: int):

@@ -381,11 +381,13 @@ class ContractStore:
         self.durable = durable
         self.record_type = record_type or ContractRecord
         self._mem: dict[str, bytes] = {}
+        self.version = 0  # advanced by every put and delete of this process (a reader's cache key)
         if self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True)
 
     def put(self, key: str, rec) -> None:
         data = wire.encode(rec)
+        self.version += 1
         if self.path is None:
             self._mem[key] = data
             return
@@ -398,6 +400,7 @@ class ContractStore:
         os.replace(tmp, self.path / f"{key}.rec")
 
     def delete(self, key: str) -> None:
+        self.version += 1
         if self.path is None:
             self._mem.pop(key, None)
         else:

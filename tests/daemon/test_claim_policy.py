@@ -148,3 +148,18 @@ def test_a_language_contract_s_kept_claims_are_found_in_its_run_record(world):
     runs.put("01" * 32, RunRecord(spec.encode(), "done", claims=[ClaimRecord(1, "kept"),
                                                                    ClaimRecord(0, "claimed", "tx")]))
     assert kept_chunks(ContractStore(None), runs) == [("01" * 32, chunks[1])]
+
+
+def test_a_contract_store_version_moves_with_its_writes_only(tmp_path):
+    # SwapDesk.kept reads the records again only when a version moved (the offers refresher asks every 5 s)
+    store = ContractStore(tmp_path / "c")
+    v0 = store.version
+    store.items()
+    assert store.version == v0
+    store.put("aa" * 32, RunRecord(b"spec", "running"))
+    v1 = store.version
+    assert v1 > v0
+    store.items()
+    assert store.version == v1
+    store.delete("aa" * 32)
+    assert store.version > v1 and store.items() == []
