@@ -194,13 +194,13 @@ class EscrowDesk:
         return out
 
     def _record_results(self) -> None:
-        from node.protocols.keyescrow import FAILED, SWEPT
+        from node.protocols.keyescrow import FAILED, MOVED, SWEPT
 
         done: dict[str, list] = {}
         for r in self.proto.recoveries.values():
             done.setdefault(r.cid.hex(), []).append(r)
         for cid, rs in done.items():
-            if all(r.state in (SWEPT, FAILED) for r in rs):
+            if all(r.state in (SWEPT, FAILED, MOVED) for r in rs):
                 res = [{"index": r.index, "state": r.state, **({"status": r.claim.status, "txid": r.claim.txid}
                                                                if r.claim else {})} for r in rs]
                 self.db.execute("UPDATE designations SET result = ? WHERE cid = ? AND result IS NULL",

@@ -20,7 +20,8 @@ beneficiary). Three roles, any node may play each:
   height is behind) every ``retry_interval``, rebuilds the key in its enclave once k shares came, and
   sweeps it home to the owner's claim address in a ledger task (``claim``). With fewer than k holders
   answering it never rebuilds; after ``give_up_after`` seconds it reports ``escrow.failed`` with what the
-  holders said.
+  holders said. A holder whose enclave saw the giver's release record answers "moved" and is not asked
+  again; once too few holders are left to reach k, the recovery ends at once with ``escrow.moved``.
 
 Wire (``node.wire``: canonical MessagePack, size-bounded to 256 KiB, version 1; ``wire.Signed`` envelopes
 signed by the sender's enclave in the domain "release-msg", like contract-run; errors unsigned)::
@@ -60,7 +61,7 @@ from node.protocols.release import Chunk, ClaimRecord, ErrorBody, MessageError, 
 from node.tee.enclave.contracts import PartySig, SplitShare
 
 PROTOCOL_ID = "/keyswitch/key-escrow/1"
-ASKING, REBUILT, SWEPT, FAILED = "asking", "rebuilt", "swept", "failed"
+ASKING, REBUILT, SWEPT, FAILED, MOVED = "asking", "rebuilt", "swept", "failed", "moved"
 
 
 class HoldBody(msgspec.Struct, array_like=True, frozen=True):
@@ -112,6 +113,7 @@ class Recovery:
     state: str = ASKING
     shares: dict[int, bytes] = field(default_factory=dict)
     said: dict[int, str] = field(default_factory=dict)  # holder position -> its last refusal
+    moved: set[int] = field(default_factory=set)  # holders whose enclave knows the chunk moved: never asked again
     busy: bool = False
     claim: ClaimRecord | None = None
 
@@ -259,7 +261,18 @@ class KeyEscrow:
             return []
         data = self._seal("ask", AskBody(r.spec.encode(), r.sigs, r.party, r.index, r.term.beneficiary))
         return [self._request("ask", (r.key, pos), h.peer_id, data)
-                for pos, h in enumerate(r.term.holders) if pos not in r.shares]
+                for pos, h in enumerate(r.term.holders) if pos not in r.shares and pos not in r.moved]
+
+    def _stop_if_moved(self, r: Recovery) -> list[Command]:
+        """Stop a recovery that can no longer reach k shares because holders' enclaves know the chunk moved to
+        another party (a holder that says "moved" keeps saying it: its enclave sealed the giver's record). A
+        lying holder gains nothing by it: it could refuse its share anyway."""
+        could = len(r.shares) + sum(1 for pos in range(len(r.term.holders)) if pos not in r.shares and pos not in r.moved)
+        if could >= r.term.k:
+            return []
+        r.state = MOVED
+        return [Notify("escrow.moved", {"contract": r.cid.hex(), "party": r.party, "index": r.index,
+                                        "holders": sorted(r.moved), "k": r.term.k})]
 
     def _ask_all(self) -> list[Command]:
         return [c for r in list(self.recoveries.values()) for c in self._ask(r)]
@@ -335,9 +348,14 @@ class KeyEscrow:
             return [Notify("escrow.refused", {"code": exc.code, "reason": exc.reason})]
         if env.kind == "error":
             self.refusals.append(("peer-error", f"{body.code}: {body.reason}"))
-            if kind == "ask" and key[0] in self.recoveries:
-                self.recoveries[key[0]].said[key[1]] = f"{body.code}: {body.reason}"
-            return [Notify("escrow.peer-error", {"kind": kind, "code": body.code, "reason": body.reason})]
+            cmds: list[Command] = [Notify("escrow.peer-error", {"kind": kind, "code": body.code, "reason": body.reason})]
+            r = self.recoveries.get(key[0]) if kind == "ask" else None
+            if r is not None:
+                r.said[key[1]] = f"{body.code}: {body.reason}"
+                if body.code == "moved" and r.state == ASKING:
+                    r.moved.add(key[1])
+                    cmds += self._stop_if_moved(r)
+            return cmds
         if kind == "hold":
             if body.contract_id == key[0]:
                 self._out.pop(key, None)

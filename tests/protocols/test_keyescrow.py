@@ -20,7 +20,7 @@ from node.ledger.devnet import FEES, DevLedger
 from node.protocols.base import Notify, RequestReceived, Respond
 from node.protocols.contract_run import DONE, ApproveBody, ContractRun, RunRecord
 from node.protocols.keyescrow import (
-    ASKING, FAILED, PROTOCOL_ID, SWEPT, AskBody, HoldBody, KeyEscrow, ShareBody,
+    ASKING, FAILED, MOVED, PROTOCOL_ID, SWEPT, AskBody, HoldBody, KeyEscrow, ShareBody,
 )
 from node.protocols.offers import AttestationCache, default_attestation_verifier
 from node.protocols.release import VERSION, ContractStore, ErrorBody, seal, sweep_claimer
@@ -135,18 +135,22 @@ def sigs_of(w):
     return list(w.runs["Q"].runs[w.cid.hex()].rec.sigs)
 
 
-def test_the_owner_escrows_at_open_and_the_contract_runs_as_without_escrow(w):
-    for h in w.holders:  # every holder took both chunks' shares and has both runners' signatures
-        assert {(s.party, s.index) for s in h.escrow_holdings(w.cid)} == {(0, 0), (0, 1)}
-    assert len(sigs_of(w)) == 2 and len(w.notes("P", "escrow.held")) >= 3
-    assert {k.state for k in w.enc["P"].list_keys()} == {"held"}
-    # the normal path: the arbiter approves, the payer releases both chunks to the payee, who keeps them
+def pay_out(w):
+    """The normal path: the arbiter approves, the payer releases both chunks to the payee, who keeps them."""
     sig = w.enc["R"].sign("approval", approval_digest(w.cid, "release"))
     for n in ("P", "Q"):
         w.net.call(n, w.runs[n], w.runs[n].handle(RequestReceived(
             "/keyswitch/contract-run/1", "R", 999, seal(w.enc["R"], w.enc["R"].info().sign_pub, NET, "approve",
                                                        ApproveBody(w.cid, 2, "release", sig))), w.now), w.now)
     w.settle(20)
+
+
+def test_the_owner_escrows_at_open_and_the_contract_runs_as_without_escrow(w):
+    for h in w.holders:  # every holder took both chunks' shares and has both runners' signatures
+        assert {(s.party, s.index) for s in h.escrow_holdings(w.cid)} == {(0, 0), (0, 1)}
+    assert len(sigs_of(w)) == 2 and len(w.notes("P", "escrow.held")) >= 3
+    assert {k.state for k in w.enc["P"].list_keys()} == {"held"}
+    pay_out(w)
     assert w.runs["P"].state(w.cid) == DONE and w.runs["Q"].summary(w.cid)["received"] == [(0, 0), (0, 1)]
     # the payee showed the holders the payer's release records: their shares of those chunks never leave
     for h in w.holders:
@@ -174,6 +178,22 @@ def test_without_the_owners_enclave_k_of_n_holders_refund_the_chunks_home(w):
         assert w.ledger.balance(ASSET, owner_address(c)).unconfirmed == AMOUNT - FEE
         assert w.ledger.balance(ASSET, c.address).unconfirmed == 0
     assert {k.origin for k in w.enc["heir"].list_keys()} == {"escrow"}
+
+
+def test_a_recovery_of_chunks_that_moved_ends_at_once_and_stops_asking(w):
+    pay_out(w)  # both chunks went to the payee, and the payee showed the holders the release records
+    w.height(REFUND + 1, "H0", "H1", "H2", "heir")
+    for i in range(2):
+        w.net.call("heir", w.heir, w.heir.recover(w.spec, sigs_of(w), 0, i, w.now), w.now)
+    w.settle(10)
+    assert [w.heir.state(w.cid, 0, i) for i in range(2)] == [MOVED, MOVED]  # not asking until the give-up
+    ended = w.notes("heir", "escrow.moved")
+    assert sorted(d["index"] for d in ended) == [0, 1] and all(d["k"] == 2 and len(d["holders"]) >= 2 for d in ended)
+    assert {d["code"] for d in w.notes("heir", "escrow.peer-error")} == {"moved"}
+    asked = len(w.notes("heir", "escrow.peer-error"))
+    w.settle(30)  # retry timers pass: nobody is asked again
+    assert len(w.notes("heir", "escrow.peer-error")) == asked and not w.notes("heir", "escrow.failed")
+    assert w.enc["heir"].list_keys() == []
 
 
 def test_with_k_minus_1_holders_nothing_is_recovered(w):

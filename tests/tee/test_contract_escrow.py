@@ -172,7 +172,7 @@ def test_the_contracts_rules_decide_approval_moved_chunk_and_early_cancel(w):
     assert refused(h1.escrow_approve, w.cid, 2, "release", w.payee.sign("approval", approval_digest(
         w.cid, "release"))) == "bad-signature"
     w.height(REFUND + 10)
-    assert refused(h0.escrow_share, w.cid, 0, 0, w.heir_enc) == "not-allowed"
+    assert refused(h0.escrow_share, w.cid, 0, 0, w.heir_enc) == "moved"  # final: chunk 0 went to the payee
     assert h0.escrow_share(w.cid, 0, 1, w.heir_enc)  # chunk 1 did not move: refunded at the height
     assert refused(h1.escrow_share, w.cid, 0, 1, w.heir_enc) == "not-allowed"
     # the payee's "refund" cancels at once, before any height: the rule says refund, the holder follows it
@@ -313,7 +313,8 @@ def test_a_holder_never_releases_more_than_the_escrow_contract_allows(base, ops,
                     holder.escrow_share(w.cid, 0, index, to)
                     got = True
                 except EnclaveRefused as e:
-                    assert e.code in ("not-allowed", "wrong-recipient")
+                    assert e.code in ("not-allowed", "wrong-recipient", "moved")
+                    assert (e.code == "moved") == (who == 0 and index in moved and index not in released)
                     got = False
                 assert got == (ok and who == 0), (ops, op, arg)
                 if got:
@@ -348,7 +349,7 @@ def test_in_a_swap_holders_refund_only_the_unmoved_chunks_at_the_deadline(tmp_pa
         hs[0].escrow_height(cid, ASSET, 299)
         assert refused(hs[0].escrow_share, cid, 0, 1, heir.info().enc_pub) == "not-allowed"
         hs[0].escrow_height(cid, ASSET, 300)
-        assert refused(hs[0].escrow_share, cid, 0, 0, heir.info().enc_pub) == "not-allowed"  # moved to b
+        assert refused(hs[0].escrow_share, cid, 0, 0, heir.info().enc_pub) == "moved"  # moved to b: final
         assert hs[0].escrow_share(cid, 0, 1, heir.info().enc_pub)  # unmoved: home at the deadline
     finally:
         for e in [a, b, heir, *hs]:

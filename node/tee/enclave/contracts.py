@@ -697,6 +697,8 @@ class Holdings(Contracts):
             raise _refusal("wrong-recipient", "the contract's escrow names another beneficiary for this chunk")
         if rec.state == "released":
             return rec.ciphertext
+        if any(m.giver == party and m.index == index for m in st.moved):  # final: a recovery stops asking us
+            raise _refusal("moved", f"chunk {party}/{index} moved to another party (a signed release record)")
         why = self._refund_allowed(st, spec, party, index)
         if why:
             raise _refusal("not-allowed", why)
