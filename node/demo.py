@@ -46,10 +46,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from node.localnet import ANVIL_CHAIN_ID, find_anvil, spawn, start_anvil, stop_all, wait_for
+from node.localnet import ANVIL_BLOCK_TIME, ANVIL_CHAIN_ID, find_anvil, spawn, start_anvil, stop_all, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-ANVIL_BLOCK_TIME = 1.0  # seconds between anvil's empty blocks: ETH-DEV heights advance as the dev ledger's do
 DCAP_DIR = ROOT.parent / "shared" / "testdata" / "attestation" / "intel-dcap"
 
 

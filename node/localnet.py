@@ -52,6 +52,7 @@ def stop_all(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
 
 # ------------------------------------------------------------------ anvil, a real EVM node, when installed
 ANVIL_CHAIN_ID = 31337  # ETH-DEV's chain id (node.assets)
+ANVIL_BLOCK_TIME = 1.0  # seconds between anvil's empty blocks (demo, keyswitch dev): ETH-DEV heights advance as the dev ledger's do
 
 
 def find_anvil() -> str | None:

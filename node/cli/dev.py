@@ -1,9 +1,10 @@
 """``keyswitch dev --nodes N``: a local network on 127.0.0.1 in one command.
 
-Starts one bootstrap node and N daemons (``keyswitch run``), each in its own
-data directory under ``--dir``, prints how to reach each one, and runs until
-Ctrl-C or SIGTERM, then stops them all gracefully. (The dev ledger joins this
-command when the ledger layer lands.)
+Starts a dev ledger server, anvil (a real EVM node serving ETH-DEV, when it
+is installed: ``make install`` puts it in ``.tools``; ``--no-anvil`` skips it),
+one bootstrap node and N daemons (``keyswitch run``), each in its own data
+directory under ``--dir``, prints how to reach each one, and runs until Ctrl-C
+or SIGTERM, then stops them all gracefully.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from node.localnet import spawn, stop_all, wait_for
+from node.localnet import ANVIL_BLOCK_TIME, find_anvil, spawn, start_anvil, stop_all, wait_for
 
 def register(app: typer.Typer) -> None:
     @app.command("dev")
@@ -27,6 +28,8 @@ def register(app: typer.Typer) -> None:
         directory: Optional[Path] = typer.Option(None, "--dir", help="Where the data directories go (default: a new temp dir)"),
         net: str = typer.Option("dev", help="Network id"),
         block_interval: float = typer.Option(1.0, "--block-interval", min=0.05, help="Dev ledger block interval (s)"),
+        anvil: bool = typer.Option(True, "--anvil/--no-anvil",
+                                   help="Serve ETH-DEV from anvil (a real EVM node) when it is installed"),
     ) -> None:
         """Start a dev ledger, a bootstrap node and N nodes on 127.0.0.1 for experimenting by hand."""
         from rich.console import Console
@@ -52,6 +55,14 @@ def register(app: typer.Typer) -> None:
                          "--block-interval", str(block_interval)], llog)
             procs.append(led)
             ledger_url = wait_for(llog, r"dev ledger listening on (\S+)", led)
+            env = {"KEYSWITCH_LEDGER_URL": ledger_url}
+            exe = find_anvil() if anvil else None
+            evm_url = ""
+            if exe:
+                (root / "anvil").mkdir(exist_ok=True)
+                evm, evm_url = start_anvil(exe, root / "anvil" / "out.log", block_time=ANVIL_BLOCK_TIME)
+                procs.append(evm)
+                env.update(KEYSWITCH_LEDGER_EVM_URL=evm_url, KEYSWITCH_LEDGER_EVM_ASSET="ETH-DEV")
             bdir = root / "bootstrap"
             bdir.mkdir(exist_ok=True)
             blog = bdir / "out.log"
@@ -64,7 +75,7 @@ def register(app: typer.Typer) -> None:
                 d.mkdir(exist_ok=True)
                 log = d / "out.log"
                 p = spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", net,
-                           "--bootnodes", boot], log, env={"KEYSWITCH_LEDGER_URL": ledger_url})
+                           "--bootnodes", boot], log, env=env)
                 procs.append(p)
                 rows.append((d, log, p))
             t = Table(title=f"keyswitch dev: {nodes} nodes on 127.0.0.1 (net {net})")
@@ -75,6 +86,11 @@ def register(app: typer.Typer) -> None:
                 pid = wait_for(log, r"ready (\S+)", p)
                 t.add_row(d.name, url, pid, str(d))
             console.print(f"dev ledger {ledger_url} (one block every {block_interval:g} s; shared by every node)")
+            if evm_url:
+                console.print(f"anvil {evm_url} serves ETH-DEV (a real EVM node; an empty block every "
+                              f"{ANVIL_BLOCK_TIME:g} s); the dev ledger serves the other assets")
+            elif anvil:
+                console.print("ETH-DEV on the dev ledger: anvil is not installed (make install puts it in .tools)")
             console.print(f"bootstrap {boot}")
             console.print(t)
             console.print(f"try: keyswitch --datadir {rows[0][0]} peers     (logs: <datadir>/out.log)")

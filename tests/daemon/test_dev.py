@@ -5,6 +5,10 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
+from node.localnet import find_anvil
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -44,6 +48,16 @@ def test_keyswitch_dev_starts_a_connected_local_network_and_stops(tmp_path):
                 break
             time.sleep(0.3)
         assert len(offers) == 2, offers
+        if find_anvil():  # make test installs anvil: ETH-DEV deposits land on the real EVM node
+            (url,) = [l.split()[1] for l in out if l.startswith("anvil http://127.0.0.1:")]
+            r = subprocess.run([sys.executable, "-m", "node", "--datadir", str(tmp_path / "node2"), "deposit",
+                                "--asset", "ETH-DEV", "--chunks", "1", "--json"],
+                               capture_output=True, text=True, cwd=ROOT, timeout=120)
+            assert r.returncode == 0, r.stderr
+            (dep,) = json.loads(r.stdout)
+            got = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance",
+                                        "params": [dep["address"], "latest"]}, timeout=10).json()["result"]
+            assert int(got, 16) == int(dep["amount"]) > 0, (got, dep)
     finally:
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=60)[0]
