@@ -121,9 +121,12 @@ def open_enclave(datadir: Path, backend: str = "simulated", *, gramine_enclave: 
 
 
 def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float = 60.0, in_process: bool = False,
-                     backend: str = "simulated", broken: str = ""):
+                     backend: str = "simulated", broken: str = "", republish_max: float | None = None):
+    """The enclave, book and ``OffersProtocol`` of a node. ``republish`` is the first re-announcement of an
+    unchanged sheet, ``republish_max`` (default ``node.protocols.offers.REPUBLISH_MAX``; never below
+    ``republish``) the cap its doubling stops at."""
     from node.offerbook import OfferBook
-    from node.protocols.offers import AttestationCache, OffersProtocol, default_attestation_verifier
+    from node.protocols.offers import REPUBLISH_MAX, AttestationCache, OffersProtocol, default_attestation_verifier
     from node.tee.client import InProcessEnclave, SubprocessEnclave
     from node.tee.policy import AttestationPolicy
 
@@ -145,17 +148,19 @@ def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float 
     cache = AttestationCache(default_attestation_verifier(AttestationPolicy.dev()))
     tcb = default_tcb_policy()
     book = OfferBook(datadir / "offers.sqlite", device_class=lambda body: device_class_of(cache, tcb, body))
-    proto = OffersProtocol(net=net, book=book, attestations=cache, republish_interval=republish)
+    cap = max(republish, REPUBLISH_MAX if republish_max is None else republish_max)
+    proto = OffersProtocol(net=net, book=book, attestations=cache, republish_interval=republish, republish_max=cap)
     stack = OfferStack(enclave, book, proto, peer_id, net)
     stack.extra["tcb_policy"] = tcb
-    proto.own = stack.own_sheet()  # published on the first republish tick and on request
+    proto.own = stack.own_sheet()  # published when the protocol starts (if it offers anything) and on change
     return stack
 
 
 def offers_factory(ctx):
     """``--protocol node.daemon:offers_factory`` for ``python -m node.runtime`` (functional tests).
 
-    Options: ``republish=SECONDS`` (default 60), ``keys=N``: make N deposits of $50 of
+    Options: ``republish=SECONDS`` (default 60: the first re-announcement of an unchanged sheet),
+    ``republish_max=SECONDS`` (default 1800: the cap of its doubling), ``keys=N``: make N deposits of $50 of
     ``asset=`` (default BTC-REG) on a dev ledger in the data directory (enclave keys, quote verified,
     funded from the faucet, confirmed) and offer them. ``enclave=in-process``: the simulated enclave's
     trusted core runs in the node's process instead of a separate one (benchmarks with many nodes on few
@@ -163,6 +168,8 @@ def offers_factory(ctx):
     """
     stack = make_offer_stack(ctx.datadir, ctx.net, ctx.peer_id,
                              republish=float(ctx.options.get("republish", 60)),
+                             republish_max=(float(ctx.options["republish_max"])
+                                            if "republish_max" in ctx.options else None),
                              in_process=ctx.options.get("enclave", "subprocess") == "in-process")
     n = int(ctx.options.get("keys", 0))
     if n:
@@ -179,7 +186,8 @@ def offers_factory(ctx):
     proto = stack.protocol
     proto.status = lambda: {"offers_in_book": stack.book.count(now=ctx.clock.now()),
                             "origins": sorted(stack.book._latest), "seq": proto.seq,
-                            "reasons": proto.reasons, **proto.stats}
+                            "reasons": proto.reasons, "pull": dict(proto.pull_stats),
+                            "next_interval": proto.next_interval, **proto.stats}
     return proto
 
 
@@ -686,7 +694,8 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     ledger = open_ledger(cfg)  # first: an unreachable EVM node (ledger.evm_url) stops the start with its reason
     try:
         stack = make_offer_stack(datadir, cfg["network.net"], peer_id, republish=republish,
-                                 backend=cfg["tee.backend"], broken=cfg.get("tee.broken", ""))
+                                 republish_max=cfg["network.republish_max"], backend=cfg["tee.backend"],
+                                 broken=cfg.get("tee.broken", ""))
     except BaseException:
         ledger.close()
         raise

@@ -69,8 +69,13 @@ from node.protocols.base import (
     Event,
     GossipReceived,
     Notify,
+    PeerConnected,
     Publish,
+    RequestReceived,
+    Respond,
+    ResponseReceived,
     Result,
+    SendRequest,
     SetTimer,
     Started,
     TimerFired,
@@ -582,12 +587,42 @@ class OwnSheet:
     sign: Callable[[bytes, list[bytes]], bytes]
 
 
+# re-announcement of an unchanged own sheet: REPUBLISH_INTERVAL after a publish, then doubling up to this
+# (OffersProtocol; why 30 min: README, "Offer gossip")
+REPUBLISH_MAX = 1800.0
+# the pull on connect (OffersProtocol, SheetsAsk/SheetsAnswer below)
+SHEETS_VERSION = 1
+PULL_MAX_SHEETS = 256  # sheets in one answer
+PULL_MAX_BYTES = 960 * 1024  # sheet bytes in one answer (a stream frame is at most 1 MiB: node.runtime.streams)
+MAX_ASK_SIZE = 256
+MAX_ANSWER_SIZE = PULL_MAX_BYTES + 16 * 1024  # the sheets plus their framing
+PULL_TIMEOUT = 10.0
+PULL_AGAIN = 300.0  # seconds before the same peer is asked again (a flapping link asks once per 5 min)
+PULL_ANSWERS_PER_MINUTE = 4  # answers one peer gets in a minute
+PULL_ANSWERS_PER_MINUTE_TOTAL = 120  # answers all peers together get in a minute (~120 MiB at the most)
+MAX_TRACKED_PEERS = 4096
+
+
 class OffersProtocol:
-    """Sans-IO offer gossip: validates sheets, feeds the offer book, republishes ours.
+    """Sans-IO offer gossip: validates sheets, feeds the offer book, publishes ours, answers and makes pulls.
 
     ``book`` is an ``node.offerbook.OfferBook`` (or anything with ``latest_seq``
     and ``apply_sheet``). ``device_class`` maps a verified binding to the risk
     engine's device class name.
+
+    Re-announcement (``republish_interval``, ``republish_max``): a changed own sheet (``set_own_sheet`` with
+    other offers, another quote, or a retraction) is published at once; the same sheet is then re-signed
+    and re-published after ``republish_interval`` seconds, then after twice that, and so on, doubling up to
+    ``republish_max``. A change publishes at once and starts the schedule again. A re-announcement repairs
+    a sheet a connected peer missed; a peer that joins or comes back asks instead (the pull below).
+
+    Pull on connect (``/keyswitch/<net>/sheets/1``, ``SheetsAsk`` -> ``SheetsAnswer``): on ``PeerConnected``
+    the node asks that peer (not again within ``pull_again`` seconds) for the latest sheets it holds: its
+    own and the latest accepted sheet of each origin it knows (``SheetStore``), at most
+    ``PULL_MAX_SHEETS`` and ``PULL_MAX_BYTES``. Every sheet in an answer goes through ``validate`` (the
+    gossip path: the same [REJECT]/[IGNORE] labels and counters), and only an ACCEPTed one reaches
+    ``handle`` and the book. A peer gets at most ``answers_per_minute`` answers a minute (all peers together
+    ``answers_per_minute_total``); over that it gets a refusal, so a reconnect storm cannot amplify.
     """
 
     def __init__(
@@ -598,27 +633,50 @@ class OffersProtocol:
         attestations: AttestationCache,
         addresses: AddressDeriver = ADDRESSES,
         republish_interval: float = REPUBLISH_INTERVAL,
+        republish_max: float = REPUBLISH_MAX,
+        pull: bool = True,
+        pull_again: float = PULL_AGAIN,
+        answers_per_minute: int = PULL_ANSWERS_PER_MINUTE,
+        answers_per_minute_total: int = PULL_ANSWERS_PER_MINUTE_TOTAL,
     ) -> None:
+        if not 0 < republish_interval <= republish_max:
+            raise ValueError(f"republish interval {republish_interval} must be > 0 and <= republish_max "
+                             f"{republish_max}")
         self.net = net
         self.topic = topic(net, "offers", 1)
         self.topics = [self.topic]
-        self.stream_protocols: list[str] = []
+        self.sheets_protocol = sheets_protocol(net)
+        self.stream_protocols: list[str] = [self.sheets_protocol]
         self.book = book
         self.attestations = attestations
         self.addresses = addresses
         self.offers_cache = OffersCache()
         self.republish_interval = republish_interval
+        self.republish_max = republish_max
+        self.next_interval = republish_interval  # the wait before the next re-announcement of an unchanged sheet
         # sheets accepted by ``validate`` and not yet handled, by their exact bytes: ``handle`` takes the
         # decoded body and offer ids from here instead of decoding and hashing the sheet a second time
         self._accepted: dict[bytes, tuple[SheetBody, list[bytes]]] = {}
         self.max_pending = 256  # a sheet evicted here is decoded again in handle: slower, same result
         self.local_peer = ""
         self.own: OwnSheet | None = None
+        self.own_data: bytes | None = None  # the bytes of the last sheet we published
+        self._published: tuple | None = None  # (offers, quote, binding) of the last sheet we published
         self.seq = 0
         self.stats = {"accept": 0, "reject": 0, "ignore": 0}
         self.reasons: dict[str, dict[str, int]] = {}  # result -> reason prefix -> count
         #: ``refuse(body) -> reason | None``: sheets of revoked devices/classes (set by the node)
         self.refuse: Callable[[SheetBody], str | None] | None = None
+        # the pull
+        self.sheets = SheetStore()
+        self.pull = pull
+        self.pull_again = pull_again
+        self.answers = RateLimit(answers_per_minute, answers_per_minute_total)
+        self._pulled: dict[str, float] = {}  # peer -> when we last asked it
+        self._asks: dict[int, str] = {}  # our request id -> peer
+        self._req = 0
+        self.pull_stats = {"asked": 0, "answered": 0, "refused_by_peer": 0, "failed": 0, "malformed": 0,
+                           "sheets": 0, "accepted": 0, "served": 0, "refused": 0}
 
     # -- validation (called by the driver before delivery / forwarding)
     def validate(self, topic_: str, data: bytes, from_peer: str, now: float) -> Validation:
@@ -648,33 +706,66 @@ class OffersProtocol:
     def handle(self, event: Event, now: float) -> list[Command]:
         if isinstance(event, Started):
             self.local_peer = event.local_peer
+            if self.own is not None:  # set before the start (the daemon): published at once
+                cmds = self.set_own_sheet(self.own, now)
+                if cmds:
+                    return cmds
             return [SetTimer("offers.republish", now + self.republish_interval)]
         if isinstance(event, GossipReceived) and event.topic == self.topic:
-            pending = self._accepted.pop(event.data, None)
-            if pending is None:  # not validated here (a caller feeding events directly): decode it now
-                try:
-                    _, body = decode_sheet(event.data, self.addresses)
-                except wire.WireError:
-                    return []
-                ids = offer_ids(body.offers)
-            else:
-                body, ids = pending
-            if body.origin == self.local_peer:
-                return []
-            added = self.book.apply_sheet(body, now=now, ids=ids)
-            return [Notify("offers.sheet", {"origin": body.origin, "seq": body.seq, "offers": added})]
+            return self._deliver(event.data, now, pulled=False)
         if isinstance(event, TimerFired) and event.name == "offers.republish":
-            cmds: list[Command] = [SetTimer("offers.republish", now + self.republish_interval)]
-            if self.own is not None:
-                cmds += self._publish(now)
-            return cmds
+            return self._reannounce(now)
+        if isinstance(event, PeerConnected):
+            return self._ask(event.peer, now)
+        if isinstance(event, RequestReceived) and event.protocol == self.sheets_protocol:
+            return self._answer(event, now)
+        if isinstance(event, ResponseReceived) and event.protocol == self.sheets_protocol:
+            return self._on_answer(event, now)
         return []
+
+    def _deliver(self, data: bytes, now: float, *, pulled: bool) -> list[Command]:
+        pending = self._accepted.pop(data, None)
+        if pending is None:  # not validated here (a caller feeding events directly): decode it now
+            try:
+                _, body = decode_sheet(data, self.addresses)
+            except wire.WireError:
+                return []
+            ids = offer_ids(body.offers)
+        else:
+            body, ids = pending
+        if body.origin == self.local_peer:
+            return []
+        added = self.book.apply_sheet(body, now=now, ids=ids)
+        if pending is not None:  # validated here: kept (the latest per origin) for peers that pull
+            self.sheets.put(body.origin, body.seq, data)
+        detail = {"origin": body.origin, "seq": body.seq, "offers": added}
+        if pulled:
+            detail["pulled"] = True
+        return [Notify("offers.sheet", detail)]
+
+    def _reannounce(self, now: float) -> list[Command]:
+        """The timer: re-sign and re-publish the unchanged own sheet, and wait twice as long for the next
+        (up to ``republish_max``). Nothing to publish: the timer stops (``set_own_sheet`` starts it)."""
+        if self.own is None:
+            return []
+        pub = self._publish(now)
+        if not pub:
+            return []
+        self.next_interval = min(self.next_interval * 2, self.republish_max)
+        return [SetTimer("offers.republish", now + self.next_interval), *pub]
 
     # -- application calls (through driver.submit)
     def set_own_sheet(self, own: OwnSheet, now: float) -> list[Command]:
-        """Replace what this node offers and publish it at once."""
+        """Replace what this node offers. A changed sheet (other offers, another quote or binding, or a
+        retraction to carry) is published at once and the re-announcement back-off starts again at
+        ``republish_interval``; an unchanged one is not published again (its re-announcements go on)."""
         self.own = own
-        return self._publish(now)
+        if own.retracted or self._published != _sheet_key(own):
+            pub = self._publish(now)
+            if pub:
+                self.next_interval = self.republish_interval
+                return [SetTimer("offers.republish", now + self.next_interval), *pub]
+        return []
 
     def _publish(self, now: float) -> list[Command]:
         assert self.own is not None
@@ -686,4 +777,189 @@ class OffersProtocol:
             retracted=self.own.retracted, quote=self.own.quote, binding=self.own.binding, sign=self.own.sign,
         )
         self.own.retracted = []  # a retraction rides on one sheet
+        self.own_data = data
+        self._published = _sheet_key(self.own)
         return [Publish(self.topic, data)]
+
+    # -- the pull
+    def _ask(self, peer: str, now: float) -> list[Command]:
+        if not self.pull or self.attestations is None or not peer or peer == self.local_peer:
+            return []
+        last = self._pulled.get(peer)
+        if last is not None and now - last < self.pull_again:
+            return []
+        if len(self._pulled) >= MAX_TRACKED_PEERS:  # forget the peers asked longest ago
+            for p in [p for p, t in self._pulled.items() if now - t >= self.pull_again] or list(self._pulled)[:1]:
+                del self._pulled[p]
+        self._pulled[peer] = now
+        self._req += 1
+        if len(self._asks) >= MAX_TRACKED_PEERS:  # (each ask is answered or fails: this only bounds a bad driver)
+            del self._asks[next(iter(self._asks))]
+        self._asks[self._req] = peer
+        self.pull_stats["asked"] += 1
+        ask = wire.encode(SheetsAsk(SHEETS_VERSION, self.net, PULL_MAX_SHEETS, PULL_MAX_BYTES))
+        return [SendRequest(self.sheets_protocol, peer, self._req, ask, timeout=PULL_TIMEOUT)]
+
+    def _answer(self, event: RequestReceived, now: float) -> list[Command]:
+        why = self.answers.take(event.peer, now)
+        if why:
+            self.pull_stats["refused"] += 1
+            return [Respond(event.request_id, wire.encode(SheetsAnswer(SHEETS_VERSION, self.net, why, [])))]
+        self.pull_stats["served"] += 1
+        return [Respond(event.request_id, answer_pull(event.data, net=self.net, own=self.own_data,
+                                                      store=self.sheets))]
+
+    def _on_answer(self, event: ResponseReceived, now: float) -> list[Command]:
+        peer = self._asks.pop(event.request_id, None)
+        if peer is None:
+            return []
+        if event.error:  # no answer (a bootstrap node does not speak the protocol, a timeout)
+            self.pull_stats["failed"] += 1
+            return []
+        why, sheets = read_answer(event.data, net=self.net)
+        if why:
+            self.pull_stats["malformed" if why.startswith("malformed") else "refused_by_peer"] += 1
+            return [Notify("offers.pull", {"peer": peer, "error": why})]
+        self.pull_stats["answered"] += 1
+        self.pull_stats["sheets"] += len(sheets)
+        cmds: list[Command] = []
+        accepted = 0
+        for data in sheets:  # the gossip path: validate, then (ACCEPT only) handle
+            if self.validate(self.topic, data, peer, now).result is Result.ACCEPT:
+                accepted += 1
+                cmds += self._deliver(data, now, pulled=True)
+        self.pull_stats["accepted"] += accepted
+        return cmds + [Notify("offers.pull", {"peer": peer, "sheets": len(sheets), "accepted": accepted})]
+
+
+def _sheet_key(own: OwnSheet) -> tuple:
+    return (list(own.offers), bytes(own.quote), own.binding)
+
+
+# ------------------------------------------------------------------ the pull (wire, store, limits)
+def sheets_protocol(net: str) -> str:
+    """The pull's stream protocol id: ``/keyswitch/<net>/sheets/1``."""
+    return f"/keyswitch/{net}/sheets/{SHEETS_VERSION}"
+
+
+class SheetsAsk(msgspec.Struct, array_like=True, frozen=True):
+    """``/keyswitch/<net>/sheets/1`` request: "send me the latest sheets you hold", within these bounds."""
+
+    version: int
+    net: str
+    max_sheets: int
+    max_bytes: int
+
+
+class SheetsAnswer(msgspec.Struct, array_like=True, frozen=True):
+    """The answer: signed sheets exactly as they were gossiped (each checked by the asker as gossip is),
+    or ``error`` (a refusal: rate limited, malformed request) and no sheets."""
+
+    version: int
+    net: str
+    error: str
+    sheets: list[bytes]
+
+
+class SheetStore:
+    """The latest accepted sheet of each origin, as raw bytes, for peers that pull. Bounded by origins and
+    by bytes: the origins stored longest ago go first."""
+
+    def __init__(self, max_origins: int = 4096, max_bytes: int = 32 << 20) -> None:
+        self.max_origins = max_origins
+        self.max_bytes = max_bytes
+        self._by_origin: dict[str, tuple[int, bytes]] = {}
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._by_origin)
+
+    def put(self, origin: str, seq: int, data: bytes) -> None:
+        old = self._by_origin.get(origin)
+        if old is not None:
+            if old[0] >= seq:
+                return
+            del self._by_origin[origin]
+            self._bytes -= len(old[1])
+        self._by_origin[origin] = (seq, data)
+        self._bytes += len(data)
+        while self._by_origin and (len(self._by_origin) > self.max_origins or self._bytes > self.max_bytes):
+            self._bytes -= len(self._by_origin.pop(next(iter(self._by_origin)))[1])
+
+    def newest_first(self):
+        for _seq, data in reversed(self._by_origin.values()):
+            yield data
+
+
+def answer_pull(ask: bytes, *, net: str, own: bytes | None, store: SheetStore) -> bytes:
+    """The encoded ``SheetsAnswer`` to an encoded ``SheetsAsk``: our own sheet first, then the latest of
+    each origin, newest first, within the smaller of the asker's and our bounds (a malformed or foreign
+    ask gets an answer naming why, and no sheets)."""
+
+    def refuse(why: str) -> bytes:
+        return wire.encode(SheetsAnswer(SHEETS_VERSION, net, why, []))
+
+    try:
+        a = wire.decode(ask, SheetsAsk, max_size=MAX_ASK_SIZE)
+    except wire.WireError as exc:
+        return refuse(f"malformed request: {exc.reason}")
+    if a.version != SHEETS_VERSION:
+        return refuse(f"unsupported request version {a.version}")
+    if a.net != net:
+        return refuse(f"wrong network {a.net!r}")
+    max_sheets = max(0, min(a.max_sheets, PULL_MAX_SHEETS))
+    budget = max(0, min(a.max_bytes, PULL_MAX_BYTES))
+    out: list[bytes] = []
+    for data in ([own] if own else []) + [d for d in store.newest_first() if d is not own]:
+        if len(out) >= max_sheets:
+            break
+        if len(data) <= budget:
+            out.append(data)
+            budget -= len(data)
+    return wire.encode(SheetsAnswer(SHEETS_VERSION, net, "", out))
+
+
+def read_answer(data: bytes, *, net: str) -> tuple[str, list[bytes]]:
+    """``(reason, [])`` for a malformed answer or a refusal, else ``("", sheets)`` (each still to be
+    validated). A malformed answer's reason starts with "malformed"."""
+    try:
+        a = wire.decode(data, SheetsAnswer, max_size=MAX_ANSWER_SIZE)
+    except wire.WireError as exc:
+        return f"malformed answer: {exc.reason}", []
+    if a.version != SHEETS_VERSION:
+        return f"malformed answer: unsupported version {a.version}", []
+    if a.net != net:
+        return f"malformed answer: wrong network {a.net!r}", []
+    if a.error:
+        return f"refused: {a.error[:200]}", []
+    if len(a.sheets) > PULL_MAX_SHEETS:
+        return f"malformed answer: {len(a.sheets)} sheets > {PULL_MAX_SHEETS}", []
+    if sum(len(s) for s in a.sheets) > PULL_MAX_BYTES:
+        return f"malformed answer: over {PULL_MAX_BYTES} bytes of sheets", []
+    return "", a.sheets
+
+
+class RateLimit:
+    """At most ``per_peer`` events per peer and ``total`` in all per sliding minute; ``take`` says why not."""
+
+    WINDOW = 60.0
+
+    def __init__(self, per_peer: int, total: int) -> None:
+        self.per_peer, self.total = per_peer, total
+        self._peer: dict[str, list[float]] = {}
+        self._all: list[float] = []
+
+    def take(self, peer: str, now: float) -> str:
+        cut = now - self.WINDOW
+        self._all = [t for t in self._all if t > cut]
+        if len(self._peer) >= MAX_TRACKED_PEERS:
+            self._peer = {p: ts for p, ts in self._peer.items() if ts and ts[-1] > cut}
+        mine = [t for t in self._peer.get(peer, ()) if t > cut]
+        if len(mine) >= self.per_peer:
+            return f"rate limited: {self.per_peer} answers a minute per peer"
+        if len(self._all) >= self.total:
+            return f"rate limited: {self.total} answers a minute in all"
+        mine.append(now)
+        self._peer[peer] = mine
+        self._all.append(now)
+        return ""
