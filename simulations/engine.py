@@ -124,11 +124,12 @@ from scipy.sparse.csgraph import dijkstra
 
 from node.clock import ManualClock
 from node.protocols.base import (
-    GossipReceived, Notify, Publish, RequestReceived, Respond, ResponseReceived, Result, SendRequest, SetTimer,
-    Started, TimerFired,
+    GossipReceived, Notify, PeerConnected, Publish, RequestReceived, Respond, ResponseReceived, Result, SendRequest,
+    SetTimer, Started, TimerFired,
 )
 
 PRUNE_AFTER_REJECTS = 3
+REFRESH_LAG = 5.0  # node.daemon's offers_refresher re-derives the offers every 5 s: a renewal is seen that late
 LATENCY_BINS = np.concatenate([np.arange(0, 2.0, 0.005), np.arange(2.0, 30.0, 0.1), [np.inf]])
 
 
@@ -150,6 +151,7 @@ class SimNode:
     device_id: bytes = b""
     device_class: str = ""
     timers: dict = field(default_factory=dict)
+    refresh_at: float | None = None  # when the daemon's refresher next renews this publisher's offers
     rejects_from: dict = field(default_factory=dict)  # peer idx -> REJECTs received
 
     def protocols(self) -> list:
@@ -194,6 +196,9 @@ class Metrics:
         self.requests_not_sent = 0
         self.decided: list[dict] = []  # per decided request
         self.validations = {"accept": 0, "reject": 0, "ignore": 0}
+        self.sheets_changed = 0  # sheets published because the offers changed (first, renewed, re-priced)
+        self.sheets_reannounced = 0  # re-announcements of an unchanged sheet (OffersProtocol's back-off)
+        self.relay_pull_answers = 0  # pulls answered by a relay (from the reference validator's sheets)
         self.verdict_mismatch = 0
         self.spam = {"published": 0, "receivers": 0, "forwarded": 0, "accepted": 0, "pruned_links": 0,
                      "dropped_no_mesh": 0}
@@ -285,6 +290,9 @@ class Engine:
         self._verdicts: dict[bytes, object] = {}
         self.ref_cache = AttestationCache(self._shared_verify)
         self.ref_seq: dict[str, int] = {}
+        from node.protocols.offers import SheetStore
+
+        self.ref_sheets = SheetStore()  # the latest accepted sheet per origin, as a relay holds it for pulls
         self.ref_seen_requests: set[bytes] = set()
         kinds = (["bootstrap"] * net["bootstrap"] + ["full"] * net["full_nodes"]
                  + ["relay"] * (net["nodes"] - net["bootstrap"] - net["full_nodes"]))
@@ -356,7 +364,7 @@ class Engine:
         node.book = _counting_book(self._book_class)
         node.offers = OffersProtocol(
             net=self.net, book=node.book, attestations=AttestationCache(self._shared_verify),
-            republish_interval=self.sc["deposits"]["republish"])
+            republish_interval=self.sc["deposits"]["republish"], republish_max=self.sc["deposits"]["republish_max"])
         limits = Limits(q["max_per_device"], q["max_share_device"], q["max_share_owner"])
         node.engine = RiskEngine(node.book, Reputation(None), limits=limits, seed=self.seed * 1_000_003 + node.idx)
         node.rfp = RfpProtocol(net=self.net, engine=node.engine, sign=node.signer.sign,
@@ -399,7 +407,8 @@ class Engine:
         if node.offers is None:  # a publisher that keeps no book of its own (sybils)
             node.book = OfferBook(None)
             node.offers = OffersProtocol(net=self.net, book=node.book, attestations=None,
-                                         republish_interval=self.sc["deposits"]["republish"])
+                                         republish_interval=self.sc["deposits"]["republish"],
+                                         republish_max=self.sc["deposits"]["republish_max"])
         asset = self.rng.choice(self.sc["assets"])["symbol"]
         store = DepositStore(None)
         node.deposits = make_deposits(node.enclave, self.ledger, store, asset=asset, chunks=chunks,
@@ -572,8 +581,26 @@ class Engine:
 
     def _ev_publish(self, i: int) -> None:
         node = self.nodes[i]
-        node.offers.own = self._own_sheet(node)
-        self.run_cmds(node, node.offers.set_own_sheet(node.offers.own, self.now))
+        self._set_own(node, self._own_sheet(node))
+
+    def _set_own(self, node: SimNode, own) -> None:
+        """A changed own sheet, as the daemon hands it over (``set_own_sheet``: published at once, the
+        re-announcement back-off restarted); with ``keep_offers`` the refresher renews it at half its offers'
+        lifetime (``_ev_refresh``)."""
+        cmds = node.offers.set_own_sheet(own, self.now)
+        self.m.sheets_changed += any(isinstance(c, Publish) for c in cmds)
+        self.run_cmds(node, cmds)
+        if self.sc["deposits"]["keep_offers"] and own.offers:
+            node.refresh_at = min(o.expiry for o in own.offers) - self.sc["deposits"]["offer_ttl"] / 2 + REFRESH_LAG
+            self.push(node.refresh_at, "refresh", (node.idx, node.refresh_at))
+
+    def _ev_refresh(self, i: int, at: float) -> None:
+        node = self.nodes[i]
+        if node.refresh_at != at:
+            return  # superseded by a later publication
+        fresh = self._own_sheet(node)
+        if fresh.offers != node.offers.own.offers:
+            self._set_own(node, fresh)
 
     def _ev_timer(self, i: int, name: str, at: float) -> None:
         node = self.nodes[i]
@@ -581,8 +608,15 @@ class Engine:
             return  # replaced or cancelled
         del node.timers[name]
         # an offline node's protocols still see their timers (so they re-arm); run_cmds drops what it publishes
-        if name == "offers.republish" and node.enclave is not None:
-            node.offers.own = self._own_sheet(node)  # re-priced
+        if name == "offers.republish" and node.enclave is not None and node.offers.own is not None:
+            fresh = self._own_sheet(node)  # re-priced (keep_offers = false), or the same offers
+            if fresh.offers != node.offers.own.offers:
+                self._set_own(node, fresh)  # a changed sheet: published at once, no back-off
+                return
+            cmds = node.offers.handle(TimerFired(name), self.now)  # the unchanged sheet, re-announced
+            self.m.sheets_reannounced += any(isinstance(c, Publish) for c in cmds)
+            self.run_cmds(node, cmds)
+            return
         for proto in node.protocols():
             self.run_cmds(node, proto.handle(TimerFired(name), self.now))
 
@@ -624,7 +658,7 @@ class Engine:
 
     def _ev_resp_in(self, i: int, cmd: SendRequest, data: bytes, error: str, peer: str = "") -> None:
         node = self.nodes[i]
-        if error:
+        if error and cmd.protocol != node.offers.sheets_protocol:  # (a pull's failures: the pull's counters)
             self.m.stream_errors += 1
         if not node.alive:
             return
@@ -780,9 +814,14 @@ class Engine:
         self.push(self.now + self.rng.expovariate(1.0 / ch["mean_downtime"]), "rejoin", (i,))
 
     def _ev_rejoin(self, i: int) -> None:
-        self.nodes[i].alive = self._alive[i] = True
+        node = self.nodes[i]
+        node.alive = self._alive[i] = True
         self._graph_dirty = True
         self.log({"t": self._t(), "ev": "rejoin", "node": i})
+        if node.full:  # connected again to its mesh peers: it pulls the sheets it missed from each
+            for j in sorted(self.adj[i]):
+                if self._alive[j]:
+                    self.run_cmds(node, node.offers.handle(PeerConnected(self.nodes[j].peer_id), self.now))
 
     def _t(self) -> float:
         return round(self.now - self.t0, 6)
@@ -812,6 +851,10 @@ class Engine:
 
     def _send_request(self, node: SimNode, cmd: SendRequest) -> None:
         target = self.by_peer.get(cmd.peer)
+        if (target is not None and self.nodes[target].kind == "relay"
+                and cmd.protocol == node.offers.sheets_protocol):
+            self._relay_pull(node, self.nodes[target], cmd)
+            return
         if target is None or not self.nodes[target].full:
             self.push(self.now, "resp_in", (node.idx, cmd, b"", "protocol not supported"))
             return
@@ -821,7 +864,29 @@ class Engine:
             self.m.proposals_sent += 1
         self.push(self.now + float(self._lat(1)[0]), "req_in", (target, self._call_id))
 
+    def _relay_pull(self, node: SimNode, relay: SimNode, cmd: SendRequest) -> None:
+        """A relay answers a pull with the sheets the reference validator accepted (the latest per origin),
+        through the same ``answer_pull`` a node runs; relays apply no rate limit (each node asks a peer at
+        most once per ``pull_again``)."""
+        from node.protocols.offers import answer_pull
+
+        if not relay.alive:
+            self.push(self.now + cmd.timeout, "resp_in", (node.idx, cmd, b"", "timeout: peer offline"))
+            return
+        self.m.relay_pull_answers += 1
+        data = answer_pull(cmd.data, net=self.net, own=None, store=self.ref_sheets)
+        at = self.now + float(self._lat(1)[0]) + float(self._lat(1)[0])
+        if at - self.now > cmd.timeout:
+            self.push(self.now + cmd.timeout, "resp_in", (node.idx, cmd, b"", "timeout"))
+        else:
+            self.push(at, "resp_in", (node.idx, cmd, data, ""))
+
     def _notify(self, node: SimNode, note: Notify) -> None:
+        if note.kind == "offers.sheet":
+            if self.reports_on and note.detail.get("pulled"):  # as for a gossiped sheet (_ev_deliver)
+                o = self.nodes[self.by_peer[note.detail["origin"]]]
+                node.engine.reputation.observe(o.device_id, o.peer_id, o.device_class, self.now)
+            return
         if note.kind == "outcome.cheater":
             self.m.cheater_at.setdefault((bytes.fromhex(note.detail["subject"]), node.idx), self.now)
             return
@@ -897,6 +962,7 @@ class Engine:
                                      attestations=self.ref_cache)
             if body is not None and v.result is Result.ACCEPT:
                 self.ref_seq[body.origin] = body.seq
+                self.ref_sheets.put(body.origin, body.seq, data)
                 if self.reports_on:
                     from node.offerbook import device_id_of
 
@@ -1007,6 +1073,9 @@ class Engine:
             "events": m.events,
             "gossip": {
                 "sheets_published": m.sheets_published,
+                "sheets_changed": m.sheets_changed,
+                "sheets_reannounced": m.sheets_reannounced,
+                "pull": self._pull_summary(),
                 "deliveries": total,
                 "latency_s": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99)},
                 "book_latency_s": ({"p50": round(float(np.quantile(book, 0.5)), 4),
@@ -1045,6 +1114,15 @@ class Engine:
                          losses_covered_share=(round(min(1.0, m.fees["pool_cents"] / m.fees["honest_losses_cents"]), 4)
                                                if m.fees["honest_losses_cents"] else None)),
         }
+
+    def _pull_summary(self) -> dict:
+        """The pulls on (re)connect of the full nodes, summed (``OffersProtocol.pull_stats``)."""
+        out: dict[str, int] = {}
+        for n in self.nodes:
+            if n.full:
+                for k, v in n.offers.pull_stats.items():
+                    out[k] = out.get(k, 0) + v
+        return dict(out, relay_answers=self.m.relay_pull_answers)
 
     @property
     def _dev_class(self) -> dict[bytes, str]:

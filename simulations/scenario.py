@@ -30,10 +30,13 @@ DEFAULTS: dict[str, Any] = {
                 "heartbeat": 1.0, "validation_ms": 1.0, "loss": 0.0,
                 "latency_ms": {"dist": "lognormal", "median": 50.0, "sigma": 0.5}},
     "churn": {"enabled": False, "leave_rate": 0.0, "mean_downtime": 60.0},
+    # republish, republish_max: OffersProtocol's re-announcement of an unchanged sheet (the first after
+    # ``republish`` s, each next twice as late, up to ``republish_max``; the daemon's defaults: 60 and 1800).
     # keep_offers: an offer keeps its identity and value until half its lifetime is gone (node.daemon's
-    # refresh_offers), so a republication repeats the same offers; false: re-priced at every republication
+    # refresh_offers), then is renewed and the changed sheet published at once; false: the offers are
+    # re-priced at every re-announcement tick (a changed sheet each tick: no back-off)
     "deposits": {"offering_share": 0.5, "chunks_per_node": 4, "chunk_usd": [50.0], "republish": 60.0,
-                 "offer_ttl": 86_400.0, "keep_offers": False},
+                 "republish_max": None, "offer_ttl": 86_400.0, "keep_offers": False},
     "requests": {"rate": 0.1, "usd_min": 100.0, "usd_max": 500.0, "requesters": 3, "deadline": 3.0,
                  "contract_seconds": 300.0, "contract": "sim-escrow", "max_per_device": 4,
                  "max_share_device": 0.25, "max_share_owner": 0.5,
@@ -166,6 +169,11 @@ def validate(raw: dict) -> dict:
     _num(d, "deposits", "offering_share", lo=0, hi=1)
     _num(d, "deposits", "chunks_per_node", lo=1, hi=1000, integer=True)
     _num(d, "deposits", "republish", lo=0, lo_open=True)
+    if d["republish_max"] is None:  # the daemon's default cap (never below the base interval)
+        from node.protocols.offers import REPUBLISH_MAX
+
+        d["republish_max"] = max(REPUBLISH_MAX, float(d["republish"]))
+    _num(d, "deposits", "republish_max", lo=d["republish"])
     _num(d, "deposits", "offer_ttl", lo=0, lo_open=True)
     if not isinstance(d["keep_offers"], bool):
         raise ScenarioError(f"deposits.keep_offers: expected true or false, got {d['keep_offers']!r}")

@@ -691,6 +691,9 @@ class OffersProtocol:
             why = self.refuse(body)
             if why:
                 v = _ignore(f"revoked: {why}")
+        # [IGNORE] Not our own sheet (a pulled answer may carry it back).
+        if body is not None and body.origin == self.local_peer:
+            v = _ignore("our own sheet")
         if v.result is Result.ACCEPT and body is not None and ids is not None:
             if len(self._accepted) >= self.max_pending:  # delivered without reaching handle (queue full)
                 del self._accepted[next(iter(self._accepted))]
