@@ -8,8 +8,9 @@ real-engine daemons per core, in one run, each beside its target.
 * The day: with ``--full-day`` the whole 86,400 s at 10,000 nodes is run and timed; otherwise its wall time
   is *extrapolated* from the measured prefix (its build and first tenth as measured, the rest at the rate
   of the later part: ``simulations.__main__.extrapolate``) and printed as such.
-* The same day with the real daemon's 60-s re-announcement of unchanged sheets (``deposits.republish =
-  60``, ``keep_offers``), which day.toml leaves out: a ``--announce-prefix`` run, extrapolated.
+* day.toml runs the daemon's re-announcement of unchanged sheets as it is (60 s, doubling to a 30-min
+  cap: ~5,600 sheets a day). For comparison, the same day with the protocol before the back-off (every
+  60 s, ``deposits.republish_max = 60``: 144,000 sheets a day): a ``--announce-prefix`` run, extrapolated.
 * The real engine: ``fidelity.toml`` with ``--real-nodes`` daemons, a dev ledger and a bootstrap node on
   127.0.0.1 (``--engine real``, bounded by ``--real-wall``): daemons per core, and the CPU each daemon
   (with its enclave process) used over the run, hence how many such daemons one core carries.
@@ -87,12 +88,11 @@ def virtual_engine(day: Path, args) -> bool:
 
     if args.announce_prefix > 0:
         ann = bench_one(day, duration=args.announce_prefix, name="day-60s",
-                        overrides={"deposits.republish": 60.0, "deposits.keep_offers": True})
+                        overrides={"deposits.republish": 60.0, "deposits.republish_max": 60.0})
         est = extrapolate(ann, DAY_S)
-        print(f"the same day with the daemon's 60-s re-announcement of unchanged sheets ({ann['sheets']} sheets in "
-              f"{args.announce_prefix:g} s): {est:.0f} s wall extrapolated from {ann['wall_s']} s "
-              f"({ann['cpu_s']} s CPU); target < {TARGET_WALL_S:.0f} s: {_verdict(est < TARGET_WALL_S)} "
-              f"(not part of day.toml)", flush=True)
+        print(f"for comparison, the day with the re-announcement before its back-off (every 60 s; "
+              f"{ann['sheets']} sheets in {args.announce_prefix:g} s): {est:.0f} s wall extrapolated from "
+              f"{ann['wall_s']} s ({ann['cpu_s']} s CPU) (not what daemons do now)", flush=True)
 
     return failed
 
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="simulated seconds of the day measured per size (0: skip the virtual engine)")
     ap.add_argument("--full-day", action="store_true", help="run the whole simulated day at 10k nodes")
     ap.add_argument("--announce-prefix", type=float, default=300.0,
-                    help="simulated seconds measured of the day with 60-s re-announcements (0: skip)")
+                    help="simulated seconds measured of the day re-announcing every 60 s, the protocol before "
+                         "its back-off, for comparison (0: skip)")
     ap.add_argument("--real-nodes", type=int, default=20, help="daemons in the real-engine run (0: skip)")
     ap.add_argument("--real-wall", type=float, default=60.0, help="the real run's schedule, in wall seconds")
     args, _ = ap.parse_known_args(argv)  # under `python -m benchmarks NAME ...` argv holds the names

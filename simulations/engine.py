@@ -34,9 +34,9 @@ of (request id, peer id) under a share the client learns from earlier answers, i
 outcome metrics of day.toml do not get worse (simulations/README.md, "Scale"). ``requests.proposals = 0``
 runs the old every-peer-answers protocol.
 
-Measured on the shared 2-core machine (``python -m benchmarks.sim``, and the whole of ``day.toml``: 369-371 s
-of CPU, 374 s wall when the machine was quiet, 467 MiB): see simulations/README.md, "Scale". ``scenarios/day.toml`` states a day of activity; what it leaves out (the daemon's 60-s
-re-announcement of an unchanged sheet) the benchmark measures separately.
+Measured on the shared 2-core machine (``python -m benchmarks.sim``, and the whole of ``day.toml``): see
+simulations/README.md, "Scale". ``scenarios/day.toml`` states a day of activity, the daemon's
+re-announcement of unchanged sheets included (``OffersProtocol``'s back-off: 60 s, doubling to 30 min).
 
 Gossip model (gossipsub-like):
 
@@ -99,11 +99,21 @@ Simplifications, stated:
 * Churn: an offline node neither receives nor forwards nor publishes; its mesh
   links come back when it does (rejoining through a bootstrap node is not
   modelled: bootstrap nodes are relays like the others). Requesters do not churn.
-* Re-publication: with ``deposits.keep_offers = false`` (the default) every republication re-prices a
-  publisher's offers (new offers, new ids). ``true`` keeps an offer's identity until half its lifetime is
-  gone, as ``node.daemon``'s ``refresh_offers`` does, then renews it at the current price (the daemon
-  keeps the deposit-time value). Deposits never move (contracts hold exposure, they spend nothing), so
-  "a sheet is re-published when its offers change" never happens between renewals.
+  A full node that comes back gets ``PeerConnected`` for each online mesh peer, so its ``OffersProtocol``
+  pulls the latest sheets from each (``/keyswitch/<net>/sheets/1``) and validates them as gossip. A full
+  peer answers with its own protocol (rate limits included); a relay answers through the same
+  ``answer_pull`` from the sheets the reference validator accepted (the latest per origin: what a relay
+  that never went offline holds), without rate limits; bootstrap nodes and adversaries do not speak the
+  protocol. At the start nobody pulls (nobody holds a sheet yet).
+* Re-publication, as the daemon does it: a publisher's ``OffersProtocol`` re-announces its unchanged sheet
+  after ``deposits.republish`` s, then twice as late each time up to ``deposits.republish_max`` (the
+  protocol's own timer and back-off); a changed sheet goes through ``set_own_sheet`` (published at once,
+  the back-off restarted). With ``deposits.keep_offers = true`` an offer keeps its identity until half its
+  lifetime is gone, as ``node.daemon``'s ``refresh_offers`` does, and is then renewed at the current price
+  (the daemon keeps the deposit-time value) at most ``REFRESH_LAG`` (the refresher's 5 s) later. With
+  ``false`` (the default of the small scenarios) every re-announcement tick re-prices the offers, which
+  is a change each time: one sheet per ``republish`` s, no back-off. Deposits never move (contracts
+  hold exposure, they spend nothing), so no other change happens between renewals.
 """
 
 from __future__ import annotations
