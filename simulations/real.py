@@ -202,6 +202,9 @@ class RealEngine:
                         "KEYSWITCH_RISK_MAX_PER_DEVICE": str(q["max_per_device"]),
                         "KEYSWITCH_RISK_MAX_SHARE_DEVICE": str(q["max_share_device"]),
                         "KEYSWITCH_RISK_MAX_SHARE_OWNER": str(q["max_share_owner"]),
+                        # the re-announcement back-off's cap, scaled as the base interval is
+                        "KEYSWITCH_NETWORK_REPUBLISH_MAX":
+                            f"{max(republish, sc['deposits']['republish_max'] * self.scale):g}",
                         "KEYSWITCH_LOG_LEVEL": "warning"}
             for i in range(self.n):
                 d = root / f"node{i}"

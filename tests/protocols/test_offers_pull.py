@@ -220,3 +220,21 @@ def test_answers_and_the_store_are_bounded_and_a_bad_ask_gets_its_reason():
                         (b"\x94" + b"\x01" * 300, "malformed request")]:
         why, sheets = read_answer(answer_pull(ask, net=NET, own=b"mine", store=store), net=NET)
         assert reason in why and sheets == []
+
+
+def test_the_daemon_wires_the_base_interval_and_the_configured_cap(tmp_path):
+    from node.config import BY_KEY, load
+    from node.daemon import make_offer_stack
+
+    cfg = load(tmp_path / "cfg", env={"KEYSWITCH_NETWORK_REPUBLISH_MAX": "900"})
+    assert cfg["network.republish_max"] == 900.0 and BY_KEY["network.republish_max"].default == REPUBLISH_MAX
+    for republish, cap, want in ((60.0, cfg["network.republish_max"], 900.0), (60.0, None, REPUBLISH_MAX),
+                                 (7200.0, 900.0, 7200.0)):  # a cap below the base interval is raised to it
+        stack = make_offer_stack(tmp_path / f"d{republish}{cap}", NET, "12D3KooDaemon", republish=republish,
+                                 republish_max=cap, in_process=True)
+        try:
+            p = stack.protocol
+            assert (p.republish_interval, p.republish_max) == (republish, want)
+            assert p.stream_protocols == [sheets_protocol(NET)] == ["/keyswitch/dev/sheets/1"]
+        finally:
+            stack.close()
