@@ -238,3 +238,26 @@ def test_the_daemon_wires_the_base_interval_and_the_configured_cap(tmp_path):
             assert p.stream_protocols == [sheets_protocol(NET)] == ["/keyswitch/dev/sheets/1"]
         finally:
             stack.close()
+
+
+def test_garbage_answers_and_asks_never_raise():
+    from hypothesis import given, settings, strategies as st
+
+    d = proto()
+    d.handle(Started("12D3KooAsker"), NOW)
+    store = SheetStore()
+    store.put("o", 1, b"sheet")
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=512), st.lists(st.binary(max_size=64), max_size=4))
+    def run(data, sheets):
+        for blob in (data, wire.encode(SheetsAnswer(1, NET, "", sheets))):
+            d._pulled.clear()
+            (ask,) = d.handle(PeerConnected("12D3KooPeer"), NOW)
+            out = d.handle(ResponseReceived(ask.protocol, "12D3KooPeer", ask.request_id, blob), NOW)
+            assert all(isinstance(c, Notify) for c in out)
+        why, got = read_answer(answer_pull(data, net=NET, own=None, store=store), net=NET)
+        assert why or got == [b"sheet"]
+
+    run()
+    assert d.book.count(now=NOW) == 0 and d.stats["accept"] == 0
