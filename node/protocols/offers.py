@@ -633,12 +633,14 @@ class OffersProtocol:
         attestations: AttestationCache,
         addresses: AddressDeriver = ADDRESSES,
         republish_interval: float = REPUBLISH_INTERVAL,
-        republish_max: float = REPUBLISH_MAX,
+        republish_max: float | None = None,  # default: REPUBLISH_MAX (the interval if that is longer)
         pull: bool = True,
         pull_again: float = PULL_AGAIN,
         answers_per_minute: int = PULL_ANSWERS_PER_MINUTE,
         answers_per_minute_total: int = PULL_ANSWERS_PER_MINUTE_TOTAL,
     ) -> None:
+        if republish_max is None:
+            republish_max = max(REPUBLISH_MAX, republish_interval)
         if not 0 < republish_interval <= republish_max:
             raise ValueError(f"republish interval {republish_interval} must be > 0 and <= republish_max "
                              f"{republish_max}")

@@ -98,6 +98,7 @@ def test_a_sheet_set_before_the_start_is_published_at_start_and_nothing_to_offer
     assert p.handle(TimerFired("offers.republish"), NOW + 60) == []
     with pytest.raises(ValueError):
         proto(republish_interval=120, republish_max=60)
+    assert proto(republish_interval=7200).republish_max == 7200 and proto().republish_max == REPUBLISH_MAX
 
 
 # ---------------------------------------------------------------- pull
