@@ -9,7 +9,7 @@ real-engine daemons per core, in one run, each beside its target.
   is *extrapolated* from the measured prefix (its build and first tenth as measured, the rest at the rate
   of the later part: ``simulations.__main__.extrapolate``) and printed as such. The extrapolation is
   high: a prefix holds the dense start of the re-announcement back-off (a publisher's first 30 min carry
-  5 of its 56 sheets of the day), e.g. 1,262 s from a 300-s prefix against 415-428 s of CPU measured.
+  5 of its 56 sheets of the day), e.g. 1,262 s from a 300-s prefix against 558-627 s measured.
 * day.toml runs the daemon's re-announcement of unchanged sheets as it is (60 s, doubling to a 30-min
   cap: ~5,600 sheets a day). For comparison, the same day with the protocol before the back-off (every
   60 s, ``deposits.republish_max = 60``: 144,000 sheets a day): a ``--announce-prefix`` run, extrapolated.
