@@ -13,7 +13,13 @@ at the final hand-over to the owner's wallet (``Enclave.export_to_owner``).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+
+from coincurve._libsecp256k1 import ffi as _ffi
+from coincurve._libsecp256k1 import lib as _secp
+from coincurve.context import GLOBAL_CONTEXT as _GLOBAL_CONTEXT
+from embit.hashes import ripemd160 as _ripemd160  # OpenSSL's, or embit's own where OpenSSL lacks it
 
 from node.assets.prices import (  # noqa: F401  (re-exported)
     CsvPrices, JsonPrices, Price, PriceFeed, PriceSeries, StaticPrices, chunk_amount, usd_value_cents,
@@ -138,6 +144,9 @@ def _bech32_step_xor(top: int) -> int:
 #: BIP-173's polymod step: its five conditional generator XORs, looked up by the top 5 bits
 _BECH32_TABLE = tuple(_bech32_step_xor(top) for top in range(32))
 _hrp_state: dict[str, int] = {}
+_SECP_CTX = _GLOBAL_CONTEXT.ctx
+_secp_parse = _secp.secp256k1_ec_pubkey_parse
+_POINT_BUF = _ffi.new("secp256k1_pubkey *")  # parse's output, discarded: only its success is used
 
 
 def _bech32_polymod(values, chk: int = 1) -> int:
@@ -147,28 +156,62 @@ def _bech32_polymod(values, chk: int = 1) -> int:
     return chk
 
 
+_program_tables: list[list[int]] = []  # [byte position][byte value] -> its share of the checksum (built once)
+#: every pair of bech32 symbols, by their 10 bits
+_BECH32_PAIRS = tuple(a + b for a in _BECH32_CHARSET for b in _BECH32_CHARSET)
+
+
+def _p2wpkh_program_tables() -> list[list[int]]:
+    """BIP-173's checksum is linear over GF(2) in the data: each of the program's 20 bytes adds (XOR) a
+    share that depends only on its position and value, tabulated here (20 x 256 entries)."""
+    if not _program_tables:
+        data0 = [0] * 39  # witness version 0, 32 program symbols, 6 checksum symbols (zero)
+        bit = []
+        for i in range(160):  # program bit i (0 = most significant) is bit 4 - i % 5 of symbol 1 + i // 5
+            d = list(data0)
+            d[1 + i // 5] = 1 << (4 - i % 5)
+            bit.append(_bech32_polymod(d, 0))
+        for j in range(20):
+            row = [0] * 256
+            for v in range(1, 256):
+                low = v & -v  # the lowest set bit: bit 7 - k of the byte counted from its most significant
+                row[v] = row[v ^ low] ^ bit[8 * j + 8 - low.bit_length()]
+            _program_tables.append(row)
+    return _program_tables
+
+
 def _p2wpkh_address(network: dict, pubkey33: bytes) -> str:
     """What ``address_for(..., kind="p2wpkh")`` returns, computed for speed.
 
-    ``validate_address`` runs it for every offer of every sheet it has not
-    seen before, where embit's encoder (three bech32 checksums, a generic
-    bit converter, five conditionals per checksum step) was most of the cost
-    of validating a sheet. Same steps, BIP-173's checksum with the step's
-    generator XORs looked up in a 32-entry table, the hrp's part of the
-    checksum computed once per hrp, and the 160-bit program split into 32
-    five-bit groups directly. ``tests/assets`` checks it equals ``address_for``
-    (embit) for random keys on every segwit asset."""
-    from embit import ec, hashes
-
-    ec.PublicKey.parse(bytes(pubkey33))  # a point on the curve (ValueError otherwise), as address_for checks
+    Validating a sheet seen for the first time derives the address of every
+    offer's key, where embit's encoder (three bech32 checksums, a generic bit
+    converter, five conditionals per checksum step) was most of the cost.
+    Same result: the key is checked to be a curve point (libsecp256k1's
+    ``ec_pubkey_parse``), the program is its HASH160, its 160 bits are read
+    as 16 pairs of bech32 symbols, and BIP-173's checksum, linear in the
+    data, is the hrp's part (computed once per hrp) XOR one tabulated share
+    per program byte. ``tests/assets`` checks it equals ``address_for``
+    (embit) for random keys on every segwit asset, and that non-points fail."""
+    _check_point(pubkey33)
     hrp = network["bech32"]
     state = _hrp_state.get(hrp)
     if state is None:
-        state = _hrp_state[hrp] = _bech32_polymod([ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp])
-    n = int.from_bytes(hashes.hash160(bytes(pubkey33)), "big")
-    data = [0] + [(n >> (155 - 5 * i)) & 31 for i in range(32)]  # witness version 0, then the program
-    mod = _bech32_polymod(data + [0] * 6, state) ^ 1  # bech32 (not bech32m) constant for version 0
-    return hrp + "1" + "".join(_BECH32_CHARSET[d] for d in data + [(mod >> 5 * (5 - i)) & 31 for i in range(6)])
+        hrp_part = _bech32_polymod([ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp])
+        state = _hrp_state[hrp] = _bech32_polymod([0] * 39, hrp_part) ^ 1  # bech32 (not bech32m) constant
+    program = _ripemd160(hashlib.sha256(pubkey33).digest())
+    mod = state
+    for row, b in zip(_program_tables or _p2wpkh_program_tables(), program):
+        mod ^= row[b]
+    n = int.from_bytes(program, "big") << 30 | mod  # the 32 program symbols, then the 6 checksum symbols
+    pairs = _BECH32_PAIRS
+    return hrp + "1q" + "".join([pairs[n >> s & 1023] for s in range(180, -10, -10)])
+
+
+def _check_point(pubkey33: bytes) -> None:
+    """``ValueError`` unless ``pubkey33`` is a compressed secp256k1 point (libsecp256k1's
+    ``ec_pubkey_parse`` called directly, without building a key object)."""
+    if len(pubkey33) != 33 or not _secp_parse(_SECP_CTX, _POINT_BUF, pubkey33, 33):
+        raise ValueError("not a valid public key: not a point on secp256k1")
 
 
 def validate_address(asset: str, pubkey33: bytes, address: str) -> str | None:

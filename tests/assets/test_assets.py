@@ -74,6 +74,31 @@ def test_validate_address_fast_path_is_address_for(secret_int):
             assert validate_address(a.symbol, pub, address_for(a.symbol, pub).upper()) is not None
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([2, 3]), st.binary(min_size=32, max_size=32))
+def test_fast_path_accepts_exactly_the_curve_points_embit_accepts(prefix, x):
+    """The fast path's point check (libsecp256k1 directly) agrees with embit's parse on random x
+    coordinates (about half of them are not on the curve)."""
+    from embit import ec
+    from embit.base import EmbitError
+
+    from node.assets import _p2wpkh_address
+
+    pub = bytes([prefix]) + x
+    try:
+        ec.PublicKey.parse(pub)
+        on_curve = True
+    except (EmbitError, ValueError):
+        on_curve = False
+    net = ASSETS["BTC"].network
+    if on_curve:
+        assert _p2wpkh_address(net, pub) == address_for("BTC", pub, kind="p2wpkh")
+    else:
+        with pytest.raises(ValueError, match="not a point on secp256k1"):
+            _p2wpkh_address(net, pub)
+        assert validate_address("BTC", pub, "bc1qanything") is not None
+
+
 def test_bad_input_gets_clear_errors():
     with pytest.raises(UnknownAsset, match="unknown asset 'XYZ'; known: BTC"):
         get_asset("XYZ")
