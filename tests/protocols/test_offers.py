@@ -105,8 +105,16 @@ def test_every_reject_reason(alice, bob):
     assert v.result is Result.REJECT and v.reason == "bad signature"
     # a key listed twice
     dup = body.offers + [body.offers[0]]
-    v = check(wire.encode(SignedSheet(encode_body(msgspec_replace(body, offers=dup, offers_root=merkle_root([offer_id(o) for o in dup]))), signed.sig)))
+    v = check(resign(alice, msgspec_replace(body, offers=dup, offers_root=merkle_root([offer_id(o) for o in dup]))))
     assert v.result is Result.REJECT and "twice" in v.reason
+    # the same tampered body under the original signature: refused on the signature, before any per-offer work
+    deriver = AddressDeriver()
+    tampered = wire.encode(SignedSheet(encode_body(msgspec_replace(
+        body, offers=dup, offers_root=merkle_root([offer_id(o) for o in dup]))), signed.sig))
+    v, _ = validate_sheet(tampered, net=NET, now=NOW, latest_seq=lambda o: None, attestations=cache(),
+                          addresses=deriver)
+    assert v.result is Result.REJECT and v.reason == "bad signature"
+    assert deriver.hits == deriver.misses == 0
     # Bob's quote with Alice's binding: the quote does not commit to this binding
     forged = msgspec_replace(body, quote=bob.quote)
     v = check(resign(alice, forged))
@@ -227,9 +235,10 @@ def test_every_malformed_offer_table_is_rejected_with_its_reason(alice):
     t, es = good.offers.terms, good.offers.entries
     t2 = msgspec_replace(t[0], expiry=NOW + 7200)
 
-    def table(terms, entries):  # the table is checked before the signature: any signature will do
-        v = check(wire.encode(SignedSheet(wire.encode(msgspec_replace(good, offers=OfferTable(terms, entries))),
-                                          bytes(64))))
+    def table(terms, entries):  # signed by the genuine enclave (it checks its keys occur, not the table's form)
+        body = wire.encode(msgspec_replace(good, offers=OfferTable(terms, entries)))
+        sig = alice.enc.sign_offer_sheet(body, [k for k in alice.keys if k in body])
+        v = check(wire.encode(SignedSheet(body, sig)))
         assert v.result is Result.REJECT
         return v.reason
 
@@ -388,18 +397,20 @@ def test_check_sheet_returns_the_ids_and_reuses_an_origins_checked_offers_only_b
                                                     + w.offers.entries[1:]))
     v, _, _ = run(resign_wire(alice, bad), latest={alice.peer: 2})
     assert v.result is Result.REJECT and "kind 5 out of range" in v.reason and oc.misses == 2
-    # a hit still checks everything else: the Merkle root, the signature (bob's signature over alice's body)
+    # the signature is checked before the table is looked up (bob's signature over alice's body: no lookup)
     signed, b = decode_sheet(alice.sheet(seq=4, offers=real))
     v, _, _ = run(wire.encode(SignedSheet(signed.body, bob.enc.sign(domain="outcome", digest32=b"\x00" * 32))),
                   latest={alice.peer: 3})
-    assert v.result is Result.REJECT and v.reason == "bad signature" and oc.hits == 2
+    assert v.result is Result.REJECT and v.reason == "bad signature" and (oc.hits, oc.misses) == (1, 2)
+    # a hit still checks everything else: the Merkle root
     v, _, _ = run(resign(alice, msgspec_replace(b, offers_root=b"\x11" * 32)), latest={alice.peer: 3})
-    assert v.result is Result.REJECT and "offers_root" in v.reason
+    assert v.result is Result.REJECT and "offers_root" in v.reason and oc.hits == 2
     # a sheet that fails after its offers passed does not become the origin's cached table
     oc2 = OffersCache()
-    v, _, _ = check_sheet(wire.encode(SignedSheet(signed.body, bytes(64))), net=NET, now=NOW, latest_seq=lambda o: None,
-                          attestations=att, addresses=addrs, offers_cache=oc2)
-    assert v.result is Result.REJECT and oc2.get(alice.peer, b"") is None and oc2._by_origin == {}
+    v, _, _ = check_sheet(resign(alice, msgspec_replace(b, offers_root=b"\x11" * 32)), net=NET, now=NOW,
+                          latest_seq=lambda o: None, attestations=att, addresses=addrs, offers_cache=oc2)
+    assert v.result is Result.REJECT and "offers_root" in v.reason and oc2.misses == 1
+    assert oc2.get(alice.peer, b"") is None and oc2._by_origin == {}
 
 
 def test_offers_cache_is_bounded_by_the_bytes_it_holds():
