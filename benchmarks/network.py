@@ -10,9 +10,9 @@ graph). Every node runs the daemon's offer stack (``node.daemon:offers_factory``
 funded on a dev ledger, offered in a real ``node.protocols.offers`` sheet
 (``build_sheet``, Merkle root, signed by the enclave, quote and binding
 inside); every receiver runs the full ``validate_sheet`` (size, decoding,
-binding, the compact offer table, every offer's key and the address derived
-from it, Merkle root, sequence, expiry, the enclave signature, the
-attestation cached per device) before forwarding, and puts the offers in its
+binding, sequence, the enclave signature, the attestation cached per device,
+then the compact offer table, every offer's key and the address derived from
+it, Merkle root, expiry) before forwarding, and puts the offers in its
 SQLite ``OfferBook``. On the same nodes and graph it
 measures, on a wall-clock schedule (``benchmarks/_netproc.py``):
 

@@ -5,8 +5,10 @@ the deposit address is P2WPKH (bech32) by default, P2PKH (base58check) on
 request, and P2PKH only for Dogecoin (no segwit); for Ethereum-like assets it
 is the EIP-55 checksummed address. Encoders are embit's (Bitcoin-like) and
 eth-keys' (Ethereum-like), not hand-written, but for one fast path:
-``validate_address`` derives P2WPKH addresses with its own table-driven
-bech32 (``_p2wpkh_address``, tested equal to embit's for random keys). Exported private keys are WIF for
+``validate_address`` and offer-sheet validation derive P2WPKH addresses with
+their own table-driven bech32 and libsecp256k1's point check
+(``_p2wpkh_address``, tested equal to embit's for random keys and for random
+non-points). Exported private keys are WIF for
 Bitcoin-like assets and 0x-hex for Ethereum-like ones; exporting happens only
 at the final hand-over to the owner's wallet (``Enclave.export_to_owner``).
 """
@@ -187,11 +189,12 @@ def _p2wpkh_address(network: dict, pubkey33: bytes) -> str:
     offer's key, where embit's encoder (three bech32 checksums, a generic bit
     converter, five conditionals per checksum step) was most of the cost.
     Same result: the key is checked to be a curve point (libsecp256k1's
-    ``ec_pubkey_parse``), the program is its HASH160, its 160 bits are read
-    as 16 pairs of bech32 symbols, and BIP-173's checksum, linear in the
-    data, is the hrp's part (computed once per hrp) XOR one tabulated share
-    per program byte. ``tests/assets`` checks it equals ``address_for``
+    ``ec_pubkey_parse``), the program is its HASH160, BIP-173's checksum,
+    linear in the data, is the hrp's part (computed once per hrp) XOR one
+    tabulated share per program byte, and the program's 160 bits and the
+    checksum's 30 are written as 19 pairs of bech32 symbols. ``tests/assets`` checks it equals ``address_for``
     (embit) for random keys on every segwit asset, and that non-points fail."""
+    pubkey33 = bytes(pubkey33)
     _check_point(pubkey33)
     hrp = network["bech32"]
     state = _hrp_state.get(hrp)

@@ -49,7 +49,14 @@ hash of its ``Offer`` encoding.
 Validation (``validate_sheet``) is a pure function in the style of the
 consensus specs: every check is labelled ``[REJECT]`` (the sender forwarded
 something invalid: its gossipsub score drops) or ``[IGNORE]`` (not useful now,
-no penalty).
+no penalty). The checks run cheapest first: size, decoding, network, binding,
+sequence, then the enclave signature and the quote, and only then the
+per-offer work (every key a curve point, its address derived, offer ids,
+Merkle root), so a sheet without a genuine signature from an attested
+enclave costs no per-offer work. That work is what a sheet seen for the
+first time costs each receiver (~1.5 ms for 100 P2WPKH offers, most of it
+libsecp256k1's point check); a republished table is not checked again
+(``OffersCache``).
 """
 
 from __future__ import annotations
