@@ -5,8 +5,8 @@ real-engine daemons per core, in one run, each beside its target.
   rate of its day stated in the file) at 1,000 and at 10,000 nodes for the first ``--prefix`` simulated
   seconds, each in its own process (``simulations.__main__.bench_one``): wall and CPU seconds, events,
   events per wall second, peak RSS.
-* The day: with ``--full-day`` the whole 86,400 s at 10,000 nodes is run and timed; otherwise its wall time
-  is *extrapolated* from the measured prefix (its build and first tenth as measured, the rest at the rate
+* The day: the whole 86,400 s at 10,000 nodes is run and timed (~7-10 min); with ``--extrapolate`` its wall
+  time is instead *extrapolated* from the measured prefix (its build and first tenth as measured, the rest at the rate
   of the later part: ``simulations.__main__.extrapolate``) and printed as such. The extrapolation is
   high: a prefix holds the dense start of the re-announcement back-off (a publisher's first 30 min carry
   5 of its 56 sheets of the day), e.g. 1,262 s from a 300-s prefix against 558-627 s measured.
@@ -20,7 +20,7 @@ real-engine daemons per core, in one run, each beside its target.
 Targets (issue 8): 10,000 nodes and a simulated day in under 10 minutes on this machine; memory under 4 GiB.
 Wall time on a shared machine is noisy: CPU seconds are printed beside it.
 
-    .venv/bin/python -m benchmarks.sim [--prefix 1800] [--full-day] [--real-nodes 20]
+    .venv/bin/python -m benchmarks.sim [--prefix 1800] [--extrapolate] [--real-nodes 20]
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def virtual_engine(day: Path, args) -> bool:
               f"{_verdict(ok)}", flush=True)
 
     big = rows[-1]
-    if args.full_day:
+    if not args.extrapolate:
         full = bench_one(day, duration=DAY_S, name="day-full")
         wall, cpu, how = full["wall_s"], full["cpu_s"], "measured"
         rss = full["peak_rss_mib"]
@@ -81,11 +81,13 @@ def virtual_engine(day: Path, args) -> bool:
     else:
         wall = extrapolate(big, DAY_S)
         cpu = big["cpu_s"] * wall / big["wall_s"]
-        rss, how, extra = big["peak_rss_mib"], f"extrapolated from the first {args.prefix:g} s", ""
+        rss, how = big["peak_rss_mib"], f"extrapolated from the first {args.prefix:g} s"
+        extra = ": an upper bound, the prefix holds the dense start of the re-announcement back-off"
     ok = wall < TARGET_WALL_S and rss < TARGET_RSS_MIB
-    failed |= not ok
+    verdict = _verdict(ok) if not args.extrapolate or ok else "not shown by the extrapolation (run without --extrapolate)"
+    failed |= not ok and not args.extrapolate
     print(f"simulated day at {big['nodes']} nodes: {wall:.0f} s wall, ~{cpu:.0f} s CPU ({how}{extra}); "
-          f"peak RSS {rss} MiB; target < {TARGET_WALL_S:.0f} s and < {TARGET_RSS_MIB:.0f} MiB: {_verdict(ok)}",
+          f"peak RSS {rss} MiB; target < {TARGET_WALL_S:.0f} s and < {TARGET_RSS_MIB:.0f} MiB: {verdict}",
           flush=True)
 
     if args.announce_prefix > 0:
@@ -103,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.sim", description=__doc__.split("\n\n")[0])
     ap.add_argument("--prefix", type=float, default=1800.0,
                     help="simulated seconds of the day measured per size (0: skip the virtual engine)")
-    ap.add_argument("--full-day", action="store_true", help="run the whole simulated day at 10k nodes")
+    ap.add_argument("--extrapolate", action="store_true",
+                    help="extrapolate the simulated day at 10k nodes from the prefix (an upper bound) instead of "
+                         "running the whole day (~7-10 min)")
+    ap.add_argument("--full-day", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old calls
     ap.add_argument("--announce-prefix", type=float, default=300.0,
                     help="simulated seconds measured of the day re-announcing every 60 s, the protocol before "
                          "its back-off, for comparison (0: skip)")
