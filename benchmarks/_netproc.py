@@ -54,7 +54,7 @@ def end_offset(rounds: int, raw_burst: int, sheet_burst: int, n: int) -> float:
 class BenchNode:
     """Raw gossip on ``RAW``; real offer sheets through the wrapped ``OffersProtocol``.
 
-    Sheets are published with ``OffersProtocol.set_own_sheet`` (built by
+    Sheets are published with ``OffersProtocol.announce`` (built by
     ``build_sheet``, signed by the node's enclave); their sequence numbers are
     the protocol's own (milliseconds), so each publish is recorded under its
     real seq with a ``labels`` entry mapping it to the schedule's round label.
@@ -63,6 +63,9 @@ class BenchNode:
     def __init__(self, offers, *, n: int, start: float, rounds: int, raw_burst: int, sheet_burst: int,
                  profile: str = "") -> None:
         self.offers = offers
+        # the sheet to publish in the rounds, held back until the first: set on the protocol, it would be
+        # published at ``Started`` (and pulled by peers), and round 1 would no longer be a first sight
+        self.own, offers.own = offers.own, None
         self.topics = (RAW, offers.topic)
         self.stream_protocols = ()
         self.start = start
@@ -108,7 +111,8 @@ class BenchNode:
                     self.published[f"raw:{self.me}:{label}"] = t
                     out.append(Publish(RAW, struct.pack(">I", label) + self.me.encode() + bytes(16)))
                 else:
-                    cmds = self.offers.set_own_sheet(self.offers.own, t)
+                    self.offers.own = self.own
+                    cmds = self.offers.announce(t)  # re-signed, new seq: published every round, unchanged or not
                     self.published[f"sheet:{self.me}:{self.offers.seq}"] = t
                     self.labels[f"{self.me}:{self.offers.seq}"] = label
                     self.sheet_bytes = max([len(c.data) for c in cmds if isinstance(c, Publish)] + [self.sheet_bytes])
@@ -145,7 +149,7 @@ class BenchNode:
     def status(self) -> dict:
         st = self.offers.status() if hasattr(self.offers, "status") else {}
         return {"published": self.published, "labels": self.labels, "arrived": self.arrived,
-                "book_offers": self.offers.book.count(now=time.time()), "own_offers": len(self.offers.own.offers),
+                "book_offers": self.offers.book.count(now=time.time()), "own_offers": len(self.own.offers),
                 "sheet_bytes": self.sheet_bytes, "validate_s": self.validate_s, "validated": self.validated,
                 "book_s": self.book_s, "marks": self.marks,
                 "attestation_verifications": self.offers.attestations.verifications,

@@ -30,3 +30,22 @@ def test_summary_rates_latencies_and_duplicates():
     assert (r["dup_raw"], r["dup_sheet"]) == (0.5, 1.0)  # 2 raw copies over 4 firsts; 4 sheet copies over 4
     assert r["ignores"] == {"stale sequence": 2} and r["books_full"] == 2
     assert abs(r["cpu_sheet"] - 2.0) < 1e-9 and abs(r["cpu_raw"] - 2.0) < 1e-9  # marks 2->3 and 0->1, two nodes
+
+
+def test_a_small_one_process_run_publishes_every_scheduled_sheet_and_fills_every_book(tmp_path):
+    """Three real nodes on 127.0.0.1 in one process (``--one-process``): every scheduled sheet is published
+    (re-signed each time, the offers unchanged), none before the schedule (so round 1 is the first sight of
+    every origin), and every book ends up holding every other node's offers."""
+    import trio
+
+    from benchmarks.network import bench_one_process
+
+    n, offers = 3, 4
+    sts, _ = trio.run(bench_one_process, n, offers, 1, 5, tmp_path, 1, 2)
+    r = summarize(sts, n=n, offers=offers, rounds=1, raw_burst=1, sheet_burst=2, shared_process=True)
+    assert r["books_full"] == n and r["own_offers"] == offers, r
+    for st in sts:
+        sheets = sorted(k for k in st["published"] if k.startswith("sheet:"))
+        assert len(sheets) == 1 + 2, st["published"]  # the round and the burst of two: nothing at start
+        assert st["labels"] and sorted(st["labels"].values()) == [1, 100, 101]
+        assert st["accept"] >= n - 1 and st["reject"] == 0 and st["attestation_verifications"] == n - 1

@@ -782,6 +782,11 @@ class OffersProtocol:
         return [SetTimer("offers.republish", now + self.next_interval), *pub]
 
     # -- application calls (through driver.submit)
+    def announce(self, now: float) -> list[Command]:
+        """Re-sign and publish the own sheet now, changed or not: what a re-announcement does, on demand (the
+        network benchmark's rounds). The back-off schedule is left as it is."""
+        return self._publish(now) if self.own is not None else []
+
     def set_own_sheet(self, own: OwnSheet, now: float) -> list[Command]:
         """Replace what this node offers. A changed sheet (other offers, another quote or binding, or a
         retraction to carry) is published at once and the re-announcement back-off starts again at

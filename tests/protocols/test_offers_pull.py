@@ -78,6 +78,10 @@ def test_a_change_publishes_at_once_and_restarts_the_back_off_an_unchanged_set_d
     assert p.next_interval == 100 and t == NOW + 250
     # the same offers again (a new OwnSheet object, as the daemon's refresher makes): nothing happens
     assert p.set_own_sheet(own_of(v), t - 1) == []
+    # ``announce`` (the network benchmark's rounds) re-signs and publishes it anyway, leaving the back-off
+    before = p.seq
+    (pub,) = p.announce(t - 1)
+    assert seq_of(pub) == p.seq > before and decode_sheet(pub.data)[1].offers and p.next_interval == 100
     # other offers: published at once, the next re-announcement 10 s later
     cmds = p.set_own_sheet(own_of(v, keys=v.keys[:2]), t - 1)
     assert len(publishes(cmds)) == 1 and timer_at(cmds) == t - 1 + 10 and p.next_interval == 10
