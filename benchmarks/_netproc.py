@@ -67,7 +67,7 @@ class BenchNode:
         # published at ``Started`` (and pulled by peers), and round 1 would no longer be a first sight
         self.own, offers.own = offers.own, None
         self.topics = (RAW, offers.topic)
-        self.stream_protocols = ()
+        self.stream_protocols = tuple(offers.stream_protocols)  # the pull on connect, answered as a daemon does
         self.start = start
         self.plan = schedule(rounds, raw_burst, sheet_burst, n)
         self.me = ""
