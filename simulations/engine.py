@@ -23,7 +23,7 @@ same seed gives the same ``summary.json`` and ``events.jsonl`` as before these w
   request with the same seed (its id): one answer per distinct input, shared in the process;
 * pure checks are memoised across nodes (same inputs, same answer): attestation verdicts, address
   derivations, Ed25519 signature checks (``node.peerkey`` caches them; a real node gains from that
-  only for a request it checks twice) and sheet signatures (``_memoise_sheet_signatures``: the 100 full
+  only for a request it checks twice) and sheet signatures (``_memoised_sheet_signatures``: the 100 full
   nodes check each sheet's once between them). So the engine's CPU is not the sum of the nodes' CPU;
 * a full node's book skips the SQL of a re-announced sheet whose offers are the ones it stored from that
   origin last, none expired (``CountingBook``: no offer row would change; the sheet's own row is not
@@ -224,15 +224,12 @@ def _counting_book(device_class):
     return CountingBook(None, device_class=device_class)
 
 
-def _memoise_sheet_signatures() -> None:
-    """Every full node checks the enclave signature of the same sheet: the verdict of ``node.tee.client.
-    verify_offer_sheet_sig`` (a pure function of its three arguments) is computed once per sheet in this
-    process and remembered (bounded). Same answers; ``check_sheet`` looks the function up when it runs."""
-    import node.tee.client as tc
+def _memoised_sheet_signatures() -> Callable[[bytes, bytes, bytes], bool]:
+    """Every full node checks the enclave signature of the same sheet: a memo (bounded) of ``node.tee.
+    client.verify_offer_sheet_sig`` (a pure function of its three arguments) that one engine's nodes share
+    (``OffersProtocol(verify_sig=...)``), so each sheet's signature is verified once per run. Same answers."""
+    from node.tee.client import verify_offer_sheet_sig as real
 
-    if getattr(tc.verify_offer_sheet_sig, "memoised", False):
-        return
-    real = tc.verify_offer_sheet_sig
     memo: dict[tuple[bytes, bytes, bytes], bool] = {}
 
     def verify_offer_sheet_sig(sign_pub: bytes, sheet_bytes: bytes, sig: bytes) -> bool:
@@ -244,8 +241,7 @@ def _memoise_sheet_signatures() -> None:
             ok = memo[key] = real(sign_pub, sheet_bytes, sig)
         return ok
 
-    verify_offer_sheet_sig.memoised = True  # type: ignore[attr-defined]
-    tc.verify_offer_sheet_sig = verify_offer_sheet_sig
+    return verify_offer_sheet_sig
 
 
 class Metrics:
@@ -332,7 +328,7 @@ class Engine:
         self._ref_known: set[bytes] = set()
         self._ref_seen_notices: set[bytes] = set()
         self.completed_over_time: list[tuple[float, int, int]] = []  # (t, ok so far, decided so far)
-        _memoise_sheet_signatures()
+        self._verify_sheet_sig = _memoised_sheet_signatures()
         self._build()
 
     # ------------------------------------------------------------ setup
@@ -427,7 +423,8 @@ class Engine:
         node.book = _counting_book(self._book_class)
         node.offers = OffersProtocol(
             net=self.net, book=node.book, attestations=AttestationCache(self._shared_verify),
-            republish_interval=self.sc["deposits"]["republish"], republish_max=self.sc["deposits"]["republish_max"])
+            republish_interval=self.sc["deposits"]["republish"], republish_max=self.sc["deposits"]["republish_max"],
+            verify_sig=self._verify_sheet_sig)
         limits = Limits(q["max_per_device"], q["max_share_device"], q["max_share_owner"])
         node.engine = RiskEngine(node.book, Reputation(None), limits=limits, seed=self.seed * 1_000_003 + node.idx)
         node.rfp = RfpProtocol(net=self.net, engine=node.engine, sign=node.signer.sign,
@@ -1022,7 +1019,7 @@ class Engine:
             return v
         if topic.endswith("/offers/1"):
             v, body = validate_sheet(data, net=self.net, now=self.now, latest_seq=self.ref_seq.get,
-                                     attestations=self.ref_cache)
+                                     attestations=self.ref_cache, verify_sig=self._verify_sheet_sig)
             if body is not None and v.result is Result.ACCEPT:
                 self.ref_seq[body.origin] = body.seq
                 self.ref_sheets.put(body.origin, body.seq, data)

@@ -62,6 +62,7 @@ libsecp256k1's point check); a republished table is not checked again
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -523,11 +524,15 @@ def check_sheet(
     attestations: AttestationCache,
     addresses: AddressDeriver = ADDRESSES,
     offers_cache: OffersCache | None = None,
+    verify_sig: Callable[[bytes, bytes, bytes], bool] | None = None,
 ) -> tuple[Validation, SheetBody | None, list[bytes] | None]:
     """Decide ACCEPT / REJECT / IGNORE for a gossiped sheet (pure but for the caches); with the decoded
     body of an accepted sheet comes its offer ids (in order), so that nothing downstream (the offer
-    book) decodes the sheet or hashes its offers again."""
-    from node.tee.client import verify_offer_sheet_sig
+    book) decodes the sheet or hashes its offers again. ``verify_sig(sign_pub, body, sig)`` checks the
+    enclave signature (default ``node.tee.client.verify_offer_sheet_sig``; the simulator passes a memo of
+    it shared by its nodes)."""
+    if verify_sig is None:
+        from node.tee.client import verify_offer_sheet_sig as verify_sig
 
     # [REJECT] The message is within the size limit.
     if len(data) > MAX_SHEET_SIZE:
@@ -562,7 +567,7 @@ def check_sheet(
         return _ignore(f"issued {raw.issued_at - now:.0f} s in the future"), None, None
     # [REJECT] The enclave's signature over the body is valid. (Checked before the per-offer work, as is
     # the quote: without a genuine signature from an attested enclave a sheet costs no per-offer work.)
-    if not verify_offer_sheet_sig(raw.binding.sign_pub, signed.body, signed.sig):
+    if not verify_sig(raw.binding.sign_pub, signed.body, signed.sig):
         return _reject("bad signature"), None, None
     # [REJECT] The quote is genuine, an allowed build, and commits to the binding.
     why = attestations.check(raw.quote, raw.binding, now)
@@ -592,7 +597,7 @@ def check_sheet(
 def validate_sheet(data: bytes, **kw) -> tuple[Validation, SheetBody | None]:
     """Decide ACCEPT / REJECT / IGNORE for a gossiped sheet (pure but for the caches): ``check_sheet``
     (same keyword arguments: ``net``, ``now``, ``latest_seq``, ``attestations``, and optionally
-    ``addresses`` and ``offers_cache``) without the offer ids."""
+    ``addresses``, ``offers_cache`` and ``verify_sig``) without the offer ids."""
     v, body, _ids = check_sheet(data, **kw)
     return v, body
 
@@ -660,6 +665,7 @@ class OffersProtocol:
         pull_again: float = PULL_AGAIN,
         answers_per_minute: int = PULL_ANSWERS_PER_MINUTE,
         answers_per_minute_total: int = PULL_ANSWERS_PER_MINUTE_TOTAL,
+        verify_sig: Callable[[bytes, bytes, bytes], bool] | None = None,  # see check_sheet
     ) -> None:
         if republish_max is None:
             republish_max = max(REPUBLISH_MAX, republish_interval)
@@ -674,6 +680,7 @@ class OffersProtocol:
         self.book = book
         self.attestations = attestations
         self.addresses = addresses
+        self.verify_sig = verify_sig
         self.offers_cache = OffersCache()
         self.republish_interval = republish_interval
         self.republish_max = republish_max
@@ -708,7 +715,7 @@ class OffersProtocol:
             return _ignore(f"not our topic {topic_}")
         v, body, ids = check_sheet(
             data, net=self.net, now=now, latest_seq=self.book.latest_seq, attestations=self.attestations,
-            addresses=self.addresses, offers_cache=self.offers_cache,
+            addresses=self.addresses, offers_cache=self.offers_cache, verify_sig=self.verify_sig,
         )
         # [IGNORE] The device or its class has not been revoked here.
         if body is not None and self.refuse is not None:
@@ -942,7 +949,8 @@ def answer_pull(ask: bytes, *, net: str, own: bytes | None, store: SheetStore) -
     max_sheets = max(0, min(a.max_sheets, PULL_MAX_SHEETS))
     budget = max(0, min(a.max_bytes, PULL_MAX_BYTES))
     out: list[bytes] = []
-    for data in ([own] if own else []) + [d for d in store.newest_first() if d is not own]:
+    # (the store never holds our own sheet: ``_deliver`` stores only accepted sheets, ``validate`` ignores ours)
+    for data in itertools.chain([own] if own else [], store.newest_first()):
         if len(out) >= max_sheets:
             break
         if len(data) <= budget:

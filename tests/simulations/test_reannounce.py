@@ -73,3 +73,20 @@ def test_a_full_node_that_comes_back_pulls_the_sheets_it_missed_from_its_mesh_pe
     # without the pull it would still be empty: nothing was re-announced
     eng2, x2 = _offline_then_back(pull=False)
     assert x2 == x and eng2.nodes[x2].book.count(now=eng2.now) == 0
+
+
+def test_the_sheet_signature_memo_is_the_engines_own_and_the_process_keeps_the_real_check():
+    """The engine's full nodes share one memo of the pure sheet-signature check (each sheet verified once
+    per run); nothing outside the engine sees it, so a test that runs after a simulation checks for real."""
+    import node.tee.client as tc
+
+    real = tc.verify_offer_sheet_sig
+    sc = quiet_smoke(keep_offers=True)
+    sc["run"]["duration"] = 30.0
+    a, b = Engine(sc), Engine(copy.deepcopy(sc))
+    a.run()
+    assert tc.verify_offer_sheet_sig is real
+    full = [n.offers for n in a.nodes if n.full and n.offers is not None and n.offers.attestations is not None]
+    assert full and all(o.verify_sig is a._verify_sheet_sig for o in full)
+    assert a._verify_sheet_sig is not b._verify_sheet_sig
+    assert a.summary()["gossip"]["sheets_published"] > 0
