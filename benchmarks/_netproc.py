@@ -4,8 +4,8 @@
 ``node.daemon:offers_factory`` (enclave keys, deposits on a dev ledger, a
 real SQLite ``OfferBook``, full sheet validation) and adds a raw topic for the
 py-libp2p anchor. It follows a wall-clock schedule given at launch
-(``--opt start=<unix time>``), so no control channel is needed: raw one-shot
-rounds, a raw burst, sheet one-shot rounds, a sheet burst. Every node records
+(``--opt start=<unix time>``), so no control channel is needed: one-shot
+rounds in raw/sheet pairs, a raw burst, a sheet burst. Every node records
 when it published and when each message reached it (raw: delivered by
 gossipsub; sheets: validated *and* written to the offer book) and exposes it
 in ``status()``. In process mode the harness reads it from each node's status
@@ -32,17 +32,20 @@ def round_gap(n: int) -> float:
 
 
 def schedule(rounds: int, raw_burst: int, sheet_burst: int, n: int) -> list[tuple[float, str, int, int]]:
-    """(offset s, kind, first label, count) for every publishing step."""
+    """(offset s, kind, first label, count) for every publishing step.
+
+    The one-shot rounds come in pairs, raw and sheet interleaved (raw first in odd pairs, sheet first in
+    even ones), so that whatever drifts over a run (the mesh settling after start, peers still
+    exchanged, other load on the machine) weighs on both kinds alike and each pair compares like with
+    like; then a raw burst, then a sheet burst."""
     gap = round_gap(n)
     out, t = [], 0.0
     for r in range(rounds):
-        out.append((t, "raw", 1 + r, 1))
-        t += gap
+        for kind in (("raw", "sheet") if r % 2 == 0 else ("sheet", "raw")):
+            out.append((t, kind, 1 + r, 1))
+            t += gap
     out.append((t, "raw", 1000, raw_burst))
     t += gap * 3
-    for r in range(rounds):
-        out.append((t, "sheet", 1 + r, 1))
-        t += gap
     out.append((t, "sheet", 100, sheet_burst))
     return out
 
@@ -79,9 +82,10 @@ class BenchNode:
         self.validated = 0
         self.book_s = 0.0  # CPU time spent in OffersProtocol.handle for sheets (decode, write to the OfferBook)
         self.marks: list[dict] = []  # at every scheduled step: this process's CPU time and the two clocks above
-        # ``profile=PATH``: cProfile this whole process (py-libp2p included) over the sheet one-shot rounds
+        # ``profile=PATH``: cProfile this whole process (py-libp2p included) over the one-shot rounds
         self.profile_path = profile
         self.profiler = None
+        self.profilers: dict[str, object] = {}
         self.rounds = rounds
 
     def validate(self, topic, data, from_peer, now) -> Validation:
@@ -133,17 +137,21 @@ class BenchNode:
         return cmds
 
     def _profile_step(self, step: int) -> None:
-        """Profile from the first sheet one-shot round to the sheet burst (steps rounds+1 .. 2 rounds+1)."""
+        """Profile the one-shot rounds, each step's window (up to the next step) into ``<path>.raw`` or
+        ``<path>`` by the kind of its round (the same number of windows of the same length, to compare)."""
         if not self.profile_path:
             return
         import cProfile
 
-        if step == self.rounds + 1:
-            self.profiler = cProfile.Profile()
-            self.profiler.enable()
-        elif step == 2 * self.rounds + 1 and self.profiler is not None:
+        if self.profiler is not None:
             self.profiler.disable()
-            self.profiler.dump_stats(self.profile_path)
+        if step < 2 * self.rounds:
+            kind = self.plan[step][1]
+            self.profiler = self.profilers.setdefault(kind, cProfile.Profile())
+            self.profiler.enable()
+        elif step == 2 * self.rounds:  # the raw burst: the one-shot rounds are over
+            for kind, prof in self.profilers.items():
+                prof.dump_stats(self.profile_path + (".raw" if kind == "raw" else ""))
             self.profiler = None
 
     def status(self) -> dict:

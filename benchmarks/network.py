@@ -1,6 +1,6 @@
 """Gossip on loopback: real offer sheets against raw py-libp2p messages.
 
-``python -m benchmarks.network [--sizes 5,10,20] [--offers 100] [--rounds 3] [--one-process]``
+``python -m benchmarks.network [--sizes 5,10,20] [--offers 100] [--rounds 5] [--one-process]``
 
 For each N it starts N real nodes on 127.0.0.1 (by default one OS process per
 node, ``python -m node.runtime`` joined through a bootstrap node; with
@@ -16,19 +16,27 @@ it, Merkle root, expiry) before forwarding, and puts the offers in its
 SQLite ``OfferBook``. On the same nodes and graph it
 measures, on a wall-clock schedule (``benchmarks/_netproc.py``):
 
-* **raw latency**: every node publishes one small message at the same
-  moment; publish-to-delivery p50/p99 at every other node (py-libp2p's
-  gossipsub through the same driver, accept-all validator);
-* **raw throughput**: every node publishes a burst of small messages;
-  messages delivered per second network-wide;
-* **sheets**: every node publishes its sheet of ``--offers`` offers at the
-  same moment; time until every book holds every offer, offers delivered
-  per second, publish-to-book p50/p99; then a burst of sheets per node.
+* **one-shot rounds, in pairs**: in a raw round every node publishes one
+  small message at the same moment (py-libp2p's gossipsub through the same
+  driver, accept-all validator); in a sheet round every node publishes its
+  sheet of ``--offers`` offers at the same moment. Raw and sheet rounds
+  alternate (raw first in odd pairs, sheet first in even ones), so drift over
+  the run weighs on both alike. Raw: publish-to-delivery p50/p99 and
+  messages per second (N(N-1) deliveries over the round's first publish to
+  last arrival); sheets: publish-to-book p50/p99 (validated *and* in the
+  SQLite book), time until every book holds every offer, offers per second;
+* **a raw burst**: every node publishes ``--raw-burst`` small messages;
+  deliveries per second network-wide;
+* **a sheet burst**: every node publishes ``--sheet-burst`` superseding sheets.
 
-The anchor is the raw figures of the same run: targets are offer throughput
->= 100x the raw message rate at N=20 and sheet p99 <= 1.5x raw p99. The
-gossipsub per-topic rate limit is lifted (1e6/s) for both so the library, not
-our setting, is what is measured.
+The anchor is the raw figures of the same run. Targets at N=20: offer
+throughput >= 100x the raw message rate, taken round against round (each
+pair's offers/s over its raw round's messages/s; the verdict is the median
+pair), and sheet p99 <= 1.5x raw p99. The raw burst rate is printed beside
+them but is not the throughput target's measure: it pipelines ten messages
+per node, which a node never does with its one sheet. The gossipsub
+per-topic rate limit is lifted (1e6/s) for both so the library, not our
+setting, is what is measured.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from pathlib import Path
 
 import trio
 
-from benchmarks._netproc import NET, RAW, BenchNode, end_offset, options, round_gap
+from benchmarks._netproc import NET, RAW, BenchNode, end_offset, options, round_gap, schedule
 from node.clock import SystemClock
 from node.protocols.base import topic
 
@@ -189,23 +197,28 @@ def summarize(sts: list[dict], n: int, offers: int, rounds: int, raw_burst: int,
     res["validate_ms"] = 1e3 * sum(st["validate_s"] for st in sts) / max(1, sum(st["validated"] for st in sts))
     res["attest_per_node"] = statistics.mean(st["attestation_verifications"] for st in sts)
     res["rejects"] = sum(st["reject"] or 0 for st in sts)
-    # CPU of the node processes over the raw one-shot rounds and over the sheet one-shot rounds (windows of
-    # the same length: rounds x gap); in one-process mode every node reports the same process, so count one
+    # CPU of the node processes over the raw one-shot rounds and over the sheet one-shot rounds (each round's
+    # window runs from its step to the next: one gap each); in one-process mode every node reports the same
+    # process, so count one
     cpu_sts = sts[:1] if shared_process else sts
-    mk = [{m["step"]: m for m in st["marks"]} for st in cpu_sts]
-    r0, r1, s0, s1 = 0, rounds, rounds + 1, 2 * rounds + 1
+    plan = schedule(rounds, raw_burst, sheet_burst, n)
+    steps = {kind: [i for i, (_, k, first, count) in enumerate(plan[:2 * rounds]) if k == kind]
+             for kind in ("raw", "sheet")}
 
-    def spent(key: str, a: int, b: int) -> float:
-        return sum(m[b][key] - m[a][key] for m in mk if a in m and b in m)
+    def spent(key: str, kind: str, among: list[dict]) -> float:
+        total = 0.0
+        for st in among:
+            m = {x["step"]: x for x in st["marks"]}
+            total += sum(m[i + 1][key] - m[i][key] for i in steps[kind] if i in m and i + 1 in m)
+        return total
 
-    res["cpu_raw"], res["cpu_sheet"] = spent("cpu", r0, r1), spent("cpu", s0, s1)
-    if shared_process:
-        res["cpu_validate"] = sum(m[s1]["validate_s"] - m[s0]["validate_s"] for st in sts
-                                  for m in [{x["step"]: x for x in st["marks"]}])
-        res["cpu_book"] = sum(m[s1]["book_s"] - m[s0]["book_s"] for st in sts
-                              for m in [{x["step"]: x for x in st["marks"]}])
-    else:
-        res["cpu_validate"], res["cpu_book"] = spent("validate_s", s0, s1), spent("book_s", s0, s1)
+    res["cpu_raw"], res["cpu_sheet"] = spent("cpu", "raw", cpu_sts), spent("cpu", "sheet", cpu_sts)
+    res["cpu_validate"] = spent("validate_s", "sheet", sts)  # (each node's own clocks, in either mode)
+    res["cpu_book"] = spent("book_s", "sheet", sts)
+    # each pair of one-shot rounds (raw r, sheet r): offers/s over raw msgs/s = offers x raw time / sheet time
+    res["raw_round_times"] = [measure("raw", range(r, r + 1))[1] for r in range(1, rounds + 1)]
+    res["pair_x"] = [offers * a / b for a, b in zip(res["raw_round_times"], times_s)]
+    res["pair_x_median"] = statistics.median(res["pair_x"])
     rl, sl = [], []
     for r in range(1, rounds + 1):
         rl.append(pct(measure("raw", range(r, r + 1))[0], 0.99))
@@ -227,13 +240,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.network", description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="5,10,20")
     ap.add_argument("--offers", type=int, default=100, help="offers (enclave deposit keys) per node's sheet")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5, help="one-shot rounds of each kind (raw and sheet, in pairs)")
     ap.add_argument("--raw-burst", type=int, default=10, help="raw messages per node in the throughput phase")
     ap.add_argument("--sheet-burst", type=int, default=3, help="sheets per node in the throughput phase")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--profile", default="", metavar="DIR",
-                    help="cProfile one node process (n1) over the sheet one-shot rounds into DIR/n<N>-node1.prof "
+                    help="cProfile one node process (n1) over the sheet one-shot rounds into DIR/n<N>-node1.prof, and over "
+                         "the raw ones into DIR/n<N>-node1.prof.raw "
                          "(diagnosis only: the profiled node runs slower, so its figures are not the benchmark's)")
+    ap.add_argument("--dump", default="", metavar="DIR",
+                    help="write every node's raw records (publish and arrival times, CPU marks) to DIR/n<N>.json")
     ap.add_argument("--one-process", action="store_true",
                     help="all nodes in one trio process instead of one OS process per node")
     args = ap.parse_args(argv)
@@ -270,6 +286,10 @@ def main(argv: list[str] | None = None) -> None:
                 except BaseException:
                     print(buf.getvalue(), flush=True)
                     raise
+        if args.dump:
+            import json
+            Path(args.dump).mkdir(parents=True, exist_ok=True)
+            (Path(args.dump) / f"n{n}.json").write_text(json.dumps(sts))
         r = summarize(sts, n, args.offers, args.rounds, args.raw_burst, args.sheet_burst, args.one_process)
         rows.append(r)
         print(f"{n:>3} | {r['raw_p50'] * 1e3:>6.1f}ms {r['raw_p99'] * 1e3:>6.1f}ms {r['sheet_p50'] * 1e3:>7.1f}ms "
@@ -282,20 +302,25 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['books_full']}/{n}; validate {r['validate_ms']:.1f} ms CPU/sheet; attestation verifications "
               f"{r['attest_per_node']:.1f}/node; rejects {r['rejects']}; ignored: {ign}; duplicate copies received "
               f"per message: raw {r['dup_raw']:.2f}, sheets {r['dup_sheet']:.2f}")
-        print(f"    sheet rounds to all books: {', '.join(f'{x * 1e3:.0f}' for x in r['sheet_round_times'])} ms; "
+        print(f"    rounds (raw and sheets interleaved in pairs), first publish to last arrival, raw / sheets: "
+              f"{', '.join(f'{a * 1e3:.0f}/{b * 1e3:.0f}' for a, b in zip(r['raw_round_times'], r['sheet_round_times']))}"
+              f" ms; "
               f"round 1 p99 {r['sheet_first_p99'] * 1e3:.1f} ms; delivered: raw {r['raw_delivered_frac']:.3f}, "
               f"raw burst {r['raw_burst_delivered_frac']:.3f}, sheets {r['sheet_delivered_frac']:.3f}, "
               f"a burst of {args.sheet_burst} superseding sheets/node booked {r['sheet_burst_in_book_frac']:.3f} of them "
               f"({r['offers_per_s']:.0f} offers/s; one overtaken by its successor is ignored, by design); "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
-        slow = [i + 1 for i, x in enumerate(r["sheet_round_times"]) if x > round_gap(n)]
+        slow = [f"{kind} {i + 1}" for kind in ("raw", "sheet") for i, x in enumerate(r[f"{kind}_round_times"])
+                if x > round_gap(n)]
         if slow:
-            print(f"    WARNING: sheet round(s) {slow} outlasted the {round_gap(n):.0f} s gap: the next round overlapped")
+            print(f"    WARNING: round(s) {', '.join(slow)} outlasted the {round_gap(n):.0f} s gap: the next round "
+                  f"overlapped")
         print(f"    p99 by round, raw / sheets: "
               f"{', '.join(f'{a * 1e3:.0f}/{b * 1e3:.0f}' for a, b in zip(r['raw_round_p99'], r['sheet_round_p99']))} ms "
               f"(round 1 is the first sight of every origin's offers: addresses not yet derived)")
         extra = r["cpu_sheet"] - r["cpu_raw"]
-        print(f"    CPU of all nodes over the {args.rounds} one-shot rounds: raw {r['cpu_raw']:.1f} s, sheets "
+        print(f"    CPU of all nodes over the {args.rounds} one-shot rounds of each kind (each round's window up to "
+              f"the next round, {round_gap(n):.0f} s): raw {r['cpu_raw']:.1f} s, sheets "
               f"{r['cpu_sheet']:.1f} s (+{extra:.1f} s: sheet validation {r['cpu_validate']:.1f} s, decode + "
               f"OfferBook {r['cpu_book']:.1f} s, rest {extra - r['cpu_validate'] - r['cpu_book']:.1f} s: py-libp2p "
               f"carrying {r['sheet_bytes'] // 1000} kB sheets instead of ~0.1 kB messages, and noise)", flush=True)
@@ -306,9 +331,14 @@ def main(argv: list[str] | None = None) -> None:
     steady = max(b / a for a, b in zip(last["raw_round_p99"][1:], last["sheet_round_p99"][1:])) if args.rounds > 1 else p99x
     print(f"\nsheet size {last['sheet_bytes']} bytes for {last['own_offers']} offers")
     print(f"targets at N={last['n']} (offer throughput = N(N-1) x offers / time until every book holds every offer):")
-    print(f"  offer throughput >= 100x raw message rate: {last['oneshot_offers_per_s']:.0f} offers/s = {thru1:.0f}x the "
-          f"raw one-shot rate ({'met' if thru1 >= 100 else 'NOT met'}), {thru_sat:.0f}x the raw saturated rate "
-          f"({'met' if thru_sat >= 100 else 'NOT met'})")
+    px = last["pair_x"]
+    print(f"  offer throughput >= 100x raw message rate, round against round (each pair of one-shot rounds: "
+          f"{', '.join(f'{x:.0f}x' for x in px)}): median {last['pair_x_median']:.0f}x "
+          f"({'met' if last['pair_x_median'] >= 100 else 'NOT met'}; {sum(x >= 100 for x in px)} of {len(px)} pairs "
+          f"at 100x or more)")
+    print(f"    medians of all rounds: {last['oneshot_offers_per_s']:.0f} offers/s = {thru1:.0f}x the raw one-shot "
+          f"rate; {thru_sat:.0f}x the raw burst rate (a burst pipelines 10 messages per node, which a node never "
+          f"does with its one sheet: shown, not the target's measure)")
     print(f"  sheet publish-to-book p99 <= 1.5x raw p99: {p99x:.2f}x over all rounds ({'met' if p99x <= 1.5 else 'NOT met'}); "
           f"rounds 2+ (offers already seen, republished) at most {steady:.2f}x ({'met' if steady <= 1.5 else 'NOT met'})")
 

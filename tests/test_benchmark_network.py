@@ -12,7 +12,7 @@ def node(published, labels, arrived, duplicates, validated):
 
 
 def test_summary_rates_latencies_and_duplicates():
-    # two nodes, one round: raw at t=10, raw burst at 20, sheets at 30, sheet burst at 40
+    # two nodes, one pair of rounds: raw at t=10, sheets at 30, raw burst at 20, sheet burst at 40
     a = node({"raw:A:1": 10.0, "raw:A:1000": 20.0, "sheet:A:500": 30.0, "sheet:A:700": 40.0},
              {"A:500": 1, "A:700": 100},
              {"raw:B:1": 11.0, "raw:B:1000": 20.4, "sheet:B:600": 30.5, "sheet:B:800": 41.0},
@@ -29,7 +29,42 @@ def test_summary_rates_latencies_and_duplicates():
     assert r["raw_delivered_frac"] == r["sheet_delivered_frac"] == 1.0
     assert (r["dup_raw"], r["dup_sheet"]) == (0.5, 1.0)  # 2 raw copies over 4 firsts; 4 sheet copies over 4
     assert r["ignores"] == {"stale sequence": 2} and r["books_full"] == 2
-    assert abs(r["cpu_sheet"] - 2.0) < 1e-9 and abs(r["cpu_raw"] - 2.0) < 1e-9  # marks 2->3 and 0->1, two nodes
+    assert abs(r["cpu_sheet"] - 2.0) < 1e-9 and abs(r["cpu_raw"] - 2.0) < 1e-9  # marks 1->2 and 0->1, two nodes
+    assert r["raw_round_times"] == [1.0] and r["pair_x"] == [100.0] and r["pair_x_median"] == 100.0
+
+
+def test_rounds_come_in_interleaved_pairs_and_each_pair_is_compared_with_itself():
+    from benchmarks._netproc import round_gap, schedule
+
+    plan = schedule(3, 10, 2, 20)
+    assert [(k, first) for _, k, first, _ in plan] == [
+        ("raw", 1), ("sheet", 1), ("sheet", 2), ("raw", 2), ("raw", 3), ("sheet", 3), ("raw", 1000), ("sheet", 100)]
+    assert [t for t, *_ in plan[:7]] == [i * round_gap(20) for i in range(7)]
+    assert plan[7][0] == plan[6][0] + 3 * round_gap(20) and plan[6][3] == 10 and plan[7][3] == 2
+
+    # two nodes, two pairs: pair 1 raw 1 s / sheets 2 s (50x), pair 2 raw 1.5 s / sheets 1 s (150x)
+    def one(me, seqs):
+        pub = {f"raw:{me}:1": 0.0, f"sheet:{me}:{seqs[0]}": 10.0, f"sheet:{me}:{seqs[1]}": 20.0,
+               f"raw:{me}:2": 30.0, f"raw:{me}:1000": 40.0, f"sheet:{me}:{seqs[2]}": 50.0}
+        return pub, {f"{me}:{q}": lab for q, lab in zip(seqs, (1, 2, 100))}
+
+    pa, la = one("A", (11, 12, 13))
+    pb, lb = one("B", (21, 22, 23))
+    arr_b = {"raw:A:1": 1.0, "sheet:A:11": 12.0, "sheet:A:12": 21.0, "raw:A:2": 31.5, "raw:A:1000": 40.5,
+             "sheet:A:13": 51.0}
+    arr_a = {"raw:B:1": 0.5, "sheet:B:21": 11.0, "sheet:B:22": 20.5, "raw:B:2": 31.0, "raw:B:1000": 40.5,
+             "sheet:B:23": 51.0}
+    marks = [{"step": s, "cpu": 10.0 * s + (5 if s == 2 else 0), "validate_s": 0.0, "book_s": 0.0}
+             for s in range(6)]
+    common = {"duplicates": {}, "validated": 2, "validate_s": 0.0, "sheet_bytes": 1, "book_offers": 100,
+              "own_offers": 100, "attestation_verifications": 1, "reject": 0, "marks": marks, "reasons": {}}
+    a = {**common, "published": pa, "labels": la, "arrived": arr_a}
+    b = {**common, "published": pb, "labels": lb, "arrived": arr_b}
+    r = summarize([a, b], n=2, offers=100, rounds=2, raw_burst=1, sheet_burst=1)
+    assert r["raw_round_times"] == [1.0, 1.5] and r["sheet_round_times"] == [2.0, 1.0]
+    assert r["pair_x"] == [50.0, 150.0] and r["pair_x_median"] == 100.0
+    # steps: 0 raw 1, 1 sheet 1, 2 sheet 2, 3 raw 2; each round's window runs to the next step's mark
+    assert r["cpu_raw"] == 2 * (10 + 10) and r["cpu_sheet"] == 2 * (15 + 5)
 
 
 def test_a_small_one_process_run_publishes_every_scheduled_sheet_and_fills_every_book(tmp_path):
