@@ -336,6 +336,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{', '.join(f'{x:.0f}x' for x in px)}): median {last['pair_x_median']:.0f}x "
           f"({'met' if last['pair_x_median'] >= 100 else 'NOT met'}; {sum(x >= 100 for x in px)} of {len(px)} pairs "
           f"at 100x or more)")
+    if len(px) > 1:
+        print(f"    pair 1 (every origin's offers seen for the first time: keys checked, addresses derived, rows "
+              f"inserted) {px[0]:.0f}x; pairs 2+ (the same offers re-announced) median {statistics.median(px[1:]):.0f}x")
     print(f"    medians of all rounds: {last['oneshot_offers_per_s']:.0f} offers/s = {thru1:.0f}x the raw one-shot "
           f"rate; {thru_sat:.0f}x the raw burst rate (a burst pipelines 10 messages per node, which a node never "
           f"does with its one sheet: shown, not the target's measure)")
