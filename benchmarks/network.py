@@ -202,7 +202,7 @@ def summarize(sts: list[dict], n: int, offers: int, rounds: int, raw_burst: int,
     # process, so count one
     cpu_sts = sts[:1] if shared_process else sts
     plan = schedule(rounds, raw_burst, sheet_burst, n)
-    steps = {kind: [i for i, (_, k, first, count) in enumerate(plan[:2 * rounds]) if k == kind]
+    steps = {kind: [i for i, (_t, k, _first, _count) in enumerate(plan[:2 * rounds]) if k == kind]
              for kind in ("raw", "sheet")}
 
     def spent(key: str, kind: str, among: list[dict]) -> float:
@@ -245,8 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sheet-burst", type=int, default=3, help="sheets per node in the throughput phase")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--profile", default="", metavar="DIR",
-                    help="cProfile one node process (n1) over the sheet one-shot rounds into DIR/n<N>-node1.prof, and over "
-                         "the raw ones into DIR/n<N>-node1.prof.raw "
+                    help="cProfile one node process (n1) over the sheet one-shot rounds into DIR/n<N>-node1.prof, "
+                         "and over the raw ones into DIR/n<N>-node1.prof.raw "
                          "(diagnosis only: the profiled node runs slower, so its figures are not the benchmark's)")
     ap.add_argument("--dump", default="", metavar="DIR",
                     help="write every node's raw records (publish and arrival times, CPU marks) to DIR/n<N>.json")
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"    pair 1 (every origin's offers seen for the first time: keys checked, addresses derived, rows "
               f"inserted) {px[0]:.0f}x; pairs 2+ (the same offers re-announced) median {statistics.median(px[1:]):.0f}x")
     print(f"    medians of all rounds: {last['oneshot_offers_per_s']:.0f} offers/s = {thru1:.0f}x the raw one-shot "
-          f"rate; {thru_sat:.0f}x the raw burst rate (a burst pipelines 10 messages per node, which a node never "
+          f"rate; {thru_sat:.0f}x the raw burst rate (a burst pipelines {args.raw_burst} messages per node, which a node never "
           f"does with its one sheet: shown, not the target's measure)")
     print(f"  sheet publish-to-book p99 <= 1.5x raw p99: {p99x:.2f}x over all rounds ({'met' if p99x <= 1.5 else 'NOT met'}); "
           f"rounds 2+ (offers already seen, republished) at most {steady:.2f}x ({'met' if steady <= 1.5 else 'NOT met'})")
