@@ -25,9 +25,8 @@ same seed gives the same ``summary.json`` and ``events.jsonl`` as before these w
   derivations, Ed25519 signature checks (``node.peerkey`` caches them; a real node gains from that
   only for a request it checks twice) and sheet signatures (``_memoised_sheet_signatures``: the 100 full
   nodes check each sheet's once between them). So the engine's CPU is not the sum of the nodes' CPU;
-* a full node's book skips the SQL of a re-announced sheet whose offers are the ones it stored from that
-  origin last, none expired (``CountingBook``: no offer row would change; the sheet's own row is not
-  rewritten, nothing reads it again in a run);
+* a full node's book, like a daemon's, writes only the sheet's own row for a re-announced sheet whose
+  offers are the ones it stored from that origin last, none expired or gone (``OfferBook.apply_sheet``);
 * churn re-filters the mesh with numpy instead of rebuilding it, and a gossip message is pushed as
   events only to the full nodes it reaches; a spammer pruned by every mesh peer only advances its RNG draws.
 
@@ -177,46 +176,22 @@ def _counting_book(device_class):
     ``RiskEngine`` reuses its candidate table until the book changes; answers are those of ``OfferBook``."""
     from node.offerbook import OfferBook
 
-    from node.offerbook import device_id_of
-
     class CountingBook(OfferBook):
         version = 0
 
-        def __init__(self, *a, **kw) -> None:
-            super().__init__(*a, **kw)
-            # origin -> ((device, class, offer ids), earliest expiry) of its last sheet, when every offer of
-            # it was stored: a re-announced sheet with the same offers, none expired, changes no offer row
-            self._same: dict[str, tuple[tuple, float]] = {}
-
         def apply_sheet(self, body, *, now: float, ids: list[bytes] | None = None) -> int:
-            key = None
-            if ids is not None:
-                key = (device_id_of(body.binding.sign_pub), self.device_class(body), tuple(ids))
-                prev = self._same.get(body.origin)
-                if prev is not None and prev[0] == key and prev[1] > now:
-                    # what OfferBook.apply_sheet would do: no offer row changes; the sheet's own row (its
-                    # seq and arrival time) is not rewritten, as nothing reads it again in a run (the book
-                    # is never reopened; its device and class are the same)
-                    self._latest[body.origin] = body.seq
-                    return len(ids)
             before = self.db.total_changes
             n = super().apply_sheet(body, now=now, ids=ids)
             if self.db.total_changes - before != 1:  # more than the sheet's own row: offers came or went
                 self.version += 1
-            if key is not None and n == len(ids):
-                self._same[body.origin] = (key, min((o.expiry for o in body.offers), default=float("inf")))
-            else:
-                self._same.pop(body.origin, None)
             return n
 
         def drop_device(self, device_id: bytes) -> int:
-            self._same.clear()
             n = super().drop_device(device_id)
             self.version += 1
             return n
 
         def purge_expired(self, now: float) -> int:
-            self._same.clear()
             n = super().purge_expired(now)
             self.version += 1
             return n

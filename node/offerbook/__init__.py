@@ -9,6 +9,8 @@ restart; ``OfferBook(None)`` keeps it in memory for simulations.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import sqlite3
 from pathlib import Path
 
@@ -46,6 +48,10 @@ class OfferBook:
         self.db.executescript(SCHEMA)
         self.device_class = device_class
         self._latest: dict[str, int] = dict(self.db.execute("SELECT origin, seq FROM sheets"))
+        # origin -> (device, class, digest of the offer ids in order, earliest expiry) of the sheet stored
+        # from it, kept only when every offer of that sheet was stored: see ``apply_sheet`` (rows gone since
+        # by any way, ``drop_device``, ``purge_expired`` or another origin's sheet, show in the origin's count)
+        self._same: dict[str, tuple[bytes, str, bytes, float]] = {}
 
     def close(self) -> None:
         self.db.close()
@@ -60,8 +66,11 @@ class OfferBook:
         their sheet whether or not it changed), so when the origin's device and
         class are unchanged only the difference is written: offers no longer
         listed are deleted, new ones inserted. The result is the same rows as a
-        full replace. ``ids`` are the offers' ids in order when the caller has them (validation
-        computed them); otherwise they are computed here."""
+        full replace. A re-announced sheet (the same offers, in order, from the same device and class as
+        the sheet stored from that origin, every one of them stored and none expired since) changes no
+        offer row at all: only the sheet's own row (seq, arrival) is written, without reading the origin's
+        rows back. ``ids`` are the offers' ids in order when the caller has them (validation computed
+        them); otherwise they are computed here."""
         if ids is None:
             from node.protocols.offers import offer_ids
 
@@ -70,6 +79,17 @@ class OfferBook:
             raise ValueError(f"{len(ids)} offer ids for {len(body.offers)} offers")
         device = device_id_of(body.binding.sign_pub)
         dclass = self.device_class(body)
+        digest = hashlib.sha256(b"".join(ids)).digest()
+        same = self._same.get(body.origin)
+        if same is not None and same[:3] == (device, dclass, digest) and same[3] > now and self.db.execute(
+                "SELECT COUNT(*) FROM offers WHERE origin = ?", (body.origin,)).fetchone()[0] == len(ids):
+            # a re-announcement: the same offers from the same device and class as the sheet stored, all of
+            # them stored, none expired since and none gone (a row another origin's sheet took over by its id
+            # leaves this origin's count short), so no offer row changes; only the sheet's own row is written
+            self.db.execute("INSERT OR REPLACE INTO sheets VALUES (?,?,?,?,?)",
+                            (body.origin, body.seq, device, dclass, now))
+            self._latest[body.origin] = body.seq
+            return len(ids)
         fresh = {i: o for i, o in zip(ids, body.offers) if o.expiry > now}
         with self.db:
             self.db.execute("BEGIN")
@@ -91,6 +111,10 @@ class OfferBook:
                 "INSERT OR REPLACE INTO sheets VALUES (?,?,?,?,?)", (body.origin, body.seq, device, dclass, now)
             )
         self._latest[body.origin] = body.seq
+        if len(fresh) == len(ids):
+            self._same[body.origin] = (device, dclass, digest, min((o.expiry for o in body.offers), default=math.inf))
+        else:
+            self._same.pop(body.origin, None)
         return len(fresh)
 
     def devices(self) -> list[tuple[bytes, str]]:

@@ -365,6 +365,44 @@ def test_book_writes_only_the_difference_and_ends_as_a_full_replace_would(alice,
     assert book.count(now=NOW) == 1 + len(bob.keys)
 
 
+def test_a_re_announced_sheet_writes_only_its_own_row_and_the_book_stays_what_a_full_replace_gives(
+        tmp_path, alice, bob):
+    def rows(book):
+        return sorted(tuple(r.items()) for r in book.rows(now=NOW, limit=1000))
+
+    a1, a2 = (decode_sheet(alice.sheet(seq=s))[1] for s in (1, 2))
+    book = OfferBook(tmp_path / "b.sqlite")
+    book.apply_sheet(a1, now=NOW)
+    before, held, sql = book.db.total_changes, rows(book), []
+    book.db.set_trace_callback(sql.append)
+    assert book.apply_sheet(a2, now=NOW + 1) == len(alice.keys)
+    book.db.set_trace_callback(None)
+    assert book.db.total_changes - before == 1  # the sheet's own row
+    assert not [q for q in sql if "offer_id FROM offers" in q or "INTO offers" in q], sql  # none read or written
+    assert rows(book) == held and book.latest_seq(alice.peer) == 2
+    book.close()
+    assert OfferBook(tmp_path / "b.sqlite").latest_seq(alice.peer) == 2  # persisted for a restart
+
+    # rows that went another way come back with the next re-announcement, as with a full replace
+    book = OfferBook(None)
+    book.apply_sheet(a1, now=NOW)
+    assert book.drop_device(device_id_of(alice.binding.sign_pub)) == len(alice.keys)
+    assert book.apply_sheet(a2, now=NOW) == len(alice.keys) and book.count(now=NOW) == len(alice.keys)
+    # ... and so does a row another origin's sheet took over by listing the same offer (a forged sheet a
+    # broken enclave could sign): the origin's count is short, so its re-announcement is applied in full
+    thief = msgspec_replace(a1, origin=bob.peer, binding=bob.binding, offers=a1.offers[:1], seq=1)
+    book.apply_sheet(thief, now=NOW)
+    assert book.count(now=NOW) == len(alice.keys)  # the row moved to bob
+    book.apply_sheet(msgspec_replace(a2, seq=3), now=NOW)
+    assert sorted(r["origin"] for r in book.rows(now=NOW)).count(alice.peer) == len(alice.keys)
+    # ... and an offer that expired since is not kept by a re-announcement
+    short = decode_sheet(alice.sheet(seq=4, offers=make_offers(alice.keys[:1], expiry=NOW + 5)
+                                     + make_offers(alice.keys[1:])))[1]
+    book.apply_sheet(short, now=NOW)
+    assert book.apply_sheet(msgspec_replace(short, seq=5), now=NOW + 10) == len(alice.keys) - 1
+    assert book.count(now=NOW) == len(alice.keys) - 1
+
+
 def test_offer_id_is_the_tagged_hash_of_the_offer_encoding(alice):
     from node.crypto import tagged_hash
     from node.protocols.offers import OFFER_TAG, offer_ids
