@@ -167,21 +167,20 @@ def summarize(sts: list[dict], n: int, offers: int, rounds: int, raw_burst: int,
 
     pairs = n * (n - 1)
     res: dict = {"n": n}
-    lat_r, times_r, lat_s, times_s = [], [], [], []
-    for r in range(1, rounds + 1):
-        lt, el, _ = measure("raw", range(r, r + 1))
-        lat_r += lt
-        times_r.append(el)
-        lt, el, _ = measure("sheet", range(r, r + 1))
-        lat_s += lt
-        times_s.append(el)
+    # every one-shot round once: (latencies, first publish to last arrival) by kind, rounds 1..rounds
+    per_round = {kind: [measure(kind, range(r, r + 1))[:2] for r in range(1, rounds + 1)] for kind in ("raw", "sheet")}
+    lat_r = [x for lt, _ in per_round["raw"] for x in lt]
+    lat_s = [x for lt, _ in per_round["sheet"] for x in lt]
+    times_r = [el for _, el in per_round["raw"]]
+    times_s = [el for _, el in per_round["sheet"]]
     res["raw_p50"], res["raw_p99"] = pct(lat_r, 0.5), pct(lat_r, 0.99)
     res["raw_delivered_frac"] = len(lat_r) / (rounds * pairs)
     res["raw_oneshot_msgs_per_s"] = pairs / statistics.median(times_r)
     res["sheet_p50"], res["sheet_p99"] = pct(lat_s, 0.5), pct(lat_s, 0.99)
-    res["sheet_round_times"] = times_s
-    lat1, _, _ = measure("sheet", range(1, 2))
-    res["sheet_first_p99"] = pct(lat1, 0.99)
+    res["raw_round_times"], res["sheet_round_times"] = times_r, times_s
+    res["raw_round_p99"] = [pct(lt, 0.99) for lt, _ in per_round["raw"]]
+    res["sheet_round_p99"] = [pct(lt, 0.99) for lt, _ in per_round["sheet"]]
+    res["sheet_first_p99"] = res["sheet_round_p99"][0]
     res["sheet_delivered_frac"] = len(lat_s) / (rounds * pairs)
     res["sheet_time_all_books"] = statistics.median(times_s)
     res["oneshot_offers_per_s"] = pairs * offers / res["sheet_time_all_books"]
@@ -216,14 +215,8 @@ def summarize(sts: list[dict], n: int, offers: int, rounds: int, raw_burst: int,
     res["cpu_validate"] = spent("validate_s", "sheet", sts)  # (each node's own clocks, in either mode)
     res["cpu_book"] = spent("book_s", "sheet", sts)
     # each pair of one-shot rounds (raw r, sheet r): offers/s over raw msgs/s = offers x raw time / sheet time
-    res["raw_round_times"] = [measure("raw", range(r, r + 1))[1] for r in range(1, rounds + 1)]
-    res["pair_x"] = [offers * a / b for a, b in zip(res["raw_round_times"], times_s)]
+    res["pair_x"] = [offers * a / b for a, b in zip(times_r, times_s)]
     res["pair_x_median"] = statistics.median(res["pair_x"])
-    rl, sl = [], []
-    for r in range(1, rounds + 1):
-        rl.append(pct(measure("raw", range(r, r + 1))[0], 0.99))
-        sl.append(pct(measure("sheet", range(r, r + 1))[0], 0.99))
-    res["raw_round_p99"], res["sheet_round_p99"] = rl, sl
     # copies of an already-seen message each node received (IDONTWANT and the mesh degree decide), per first copy
     firsts_raw = sum(1 for st in sts for k in st["arrived"] if k.startswith("raw:"))
     firsts_sheet = sum(st["validated"] for st in sts)
