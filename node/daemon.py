@@ -126,7 +126,7 @@ def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float 
     unchanged sheet, ``republish_max`` (default ``node.protocols.offers.REPUBLISH_MAX``; never below
     ``republish``) the cap its doubling stops at."""
     from node.offerbook import OfferBook
-    from node.protocols.offers import REPUBLISH_MAX, AttestationCache, OffersProtocol, default_attestation_verifier
+    from node.protocols.offers import AttestationCache, OffersProtocol, default_attestation_verifier
     from node.tee.client import InProcessEnclave, SubprocessEnclave
     from node.tee.policy import AttestationPolicy
 
@@ -148,7 +148,7 @@ def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float 
     cache = AttestationCache(default_attestation_verifier(AttestationPolicy.dev()))
     tcb = default_tcb_policy()
     book = OfferBook(datadir / "offers.sqlite", device_class=lambda body: device_class_of(cache, tcb, body))
-    cap = max(republish, REPUBLISH_MAX if republish_max is None else republish_max)
+    cap = None if republish_max is None else max(republish, republish_max)  # (None: the protocol's default)
     proto = OffersProtocol(net=net, book=book, attestations=cache, republish_interval=republish, republish_max=cap)
     stack = OfferStack(enclave, book, proto, peer_id, net)
     stack.extra["tcb_policy"] = tcb
