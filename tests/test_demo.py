@@ -31,3 +31,23 @@ def test_make_demo_main_job_runs_end_to_end():
         assert "does not add up" not in out.stdout
     else:
         assert "ETH-DEV on the dev ledger: anvil not installed" in flat
+
+
+def test_a_failed_demo_keeps_its_data_directory_and_says_where(tmp_path, monkeypatch):
+    """The demo's red lines name the logs' folder: a failed run must not delete it (a passing one does)."""
+    import tempfile
+
+    import node.demo
+    from node.cli import _load, app
+    from typer.testing import CliRunner
+
+    _load()
+    made = []
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda prefix="": made.append(tmp_path / f"{prefix}{len(made)}")
+                        or made[-1].mkdir() or str(made[-1]))
+    for ok in (False, True):
+        monkeypatch.setattr(node.demo, "run_demo", lambda root, ok=ok: (root / "net").mkdir() or ok)
+        r = CliRunner().invoke(app, ["demo"])
+        assert r.exit_code == (0 if ok else 1), r.output
+        assert made[-1].exists() == (not ok), r.output
+        assert ("demo data kept in" in r.output) == (not ok)

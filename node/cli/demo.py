@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         try:
             ok = run_demo(root)
         finally:
-            if keep:
+            if keep or not ok:  # a failed demo keeps its logs: the red lines name the folder
                 typer.echo(f"demo data kept in {root}")
             else:
                 shutil.rmtree(root, ignore_errors=True)
