@@ -131,6 +131,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("risk.max_per_device", int, 4, "most chunks one allocation takes from one device", _positive),
     Setting("risk.max_share_device", float, 0.25, "most of a request's value from one device", _fraction),
     Setting("risk.max_share_owner", float, 0.5, "most of a request's value from one owner", _fraction),
+    Setting("risk.price_tolerance", float, 0.10,
+            "how far a peer's declared USD value of a chunk may differ from its amount at this node's own price "
+            "(a fraction) before an offer, proposal or contract is refused", _fraction),
     Setting("risk.half_life_days", float, 7.0, "reputation half-life", _positive),
     Setting("risk.revocation_signers", list, [], "peer ids whose revocation notices may be believed"),
     Setting("risk.accept_signed_revocations", bool, False,

@@ -140,3 +140,23 @@ def usd_value_cents(asset: str, amount: int, price: Price) -> int:
 
     unit = get_asset(asset).unit
     return int((Decimal(amount) * price.usd_per_unit * 100 / unit).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+#: how far a declared USD value may stray from amount x our own price (``risk.price_tolerance``)
+DEFAULT_PRICE_TOLERANCE = 0.10
+
+
+def declared_usd_mismatch(asset: str, amount: int, usd_cents: int, price: Price,
+                          tolerance: float = DEFAULT_PRICE_TOLERANCE) -> str | None:
+    """None when ``usd_cents`` (declared by a peer) is within ``tolerance`` of what ``amount`` smallest units
+    of ``asset`` are worth at ``price`` (ours); otherwise the reason, naming both values and the setting.
+
+    Never trusts the declared figure: a value below the tolerance is refused as much as one above it (a
+    chunk declared at $50 that is worth $5 at our price is a $5 chunk)."""
+    if amount <= 0 or usd_cents <= 0:
+        return f"declared amount {amount} / usd_cents {usd_cents} must be positive"
+    ours = usd_value_cents(asset, amount, price)
+    if abs(ours - usd_cents) > tolerance * max(ours, usd_cents):
+        return (f"declared ${usd_cents / 100:,.2f} but {amount} units of {asset} are worth ${ours / 100:,.2f} "
+                f"at our price (beyond risk.price_tolerance={tolerance:g})")
+    return None

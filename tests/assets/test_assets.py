@@ -156,3 +156,16 @@ def test_chunk_is_the_largest_amount_not_worth_more_than_asked(asset, usd_cents,
         return
     exact = lambda a: Decimal(a) * usd_per_unit / unit  # noqa: E731  (USD value, exact)
     assert exact(amount) <= Decimal(usd_cents) / 100 < exact(amount + 1)  # never over, one unit short at most
+
+
+def test_a_declared_usd_value_is_checked_against_our_own_price_both_ways():
+    from node.assets.prices import StaticPrices, chunk_amount, declared_usd_mismatch
+
+    p = StaticPrices().price("BTC-REG", 0)
+    amt = chunk_amount("BTC-REG", 5000, p)
+    assert declared_usd_mismatch("BTC-REG", amt, 5000, p) is None
+    assert declared_usd_mismatch("BTC-REG", amt, 5400, p) is None  # within 10 %
+    assert "risk.price_tolerance" in declared_usd_mismatch("BTC-REG", 1, 5000, p)  # 1 sat declared as $50
+    assert declared_usd_mismatch("BTC-REG", amt, 50000, p)  # $50 of coin declared as $500
+    assert declared_usd_mismatch("BTC-REG", amt, 5400, p, tolerance=0.01)
+    assert declared_usd_mismatch("BTC-REG", 0, 5000, p) and declared_usd_mismatch("BTC-REG", amt, 0, p)
