@@ -40,7 +40,7 @@ from node import identity
 from node.runtime import pex
 from node.runtime.gossip import KsPubsub, make_gossipsub
 from node.runtime.peering import PeerManager
-from node.runtime.streams import StreamPool
+from node.runtime.streams import StreamFailed, StreamPool
 
 log = logging.getLogger("keyswitch.runtime")
 
@@ -212,9 +212,13 @@ class Node:
     async def request(self, peer: str, protocol: str, data: bytes, *, timeout: float = 10.0) -> bytes:
         """One request/response with ``peer``, over a stream kept open for the next one (``StreamPool``);
         a peer we are not connected to is dialled first at the addresses peer exchange gave us (the host
-        alone knows none for it)."""
+        alone knows none for it), and a peer we have no address for is looked up through our connected
+        peers first (``PeerManager.lookup``). Raises ``StreamFailed`` with the reason."""
         if peer not in self.connected_peers() and self.peers is not None:
             with trio.move_on_after(timeout):
+                if not await self.peers.lookup(peer):
+                    raise StreamFailed(f"no address known for peer {peer} (asked our connected peers; is it "
+                                       f"online and on network {self.net!r}?)")
                 await self.peers.dial(peer)
         return await self.streams.ask(peer, protocol, data, timeout=timeout)
 

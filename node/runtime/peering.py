@@ -38,6 +38,7 @@ MIN_BACKOFF = 1.0
 MAX_BACKOFF = 300.0
 DIAL_TIMEOUT = 10.0
 PARALLEL_DIALS = 4
+LOOKUP_FANOUT = 3  # connected peers asked at once for a peer we have no address for
 FORGET_AFTER = 4  # failed dials in a row before a (non-boot) peer is forgotten
 
 
@@ -63,7 +64,7 @@ class PeerManager:
         self.backoff: dict[str, _Backoff] = {}
         self.dialing: set[str] = set()
         self.stats = {"dials": 0, "dial_failures": 0, "pex_asked": 0, "pex_learned": 0,
-                      "pex_served": 0, "rebootstraps": 0}
+                      "pex_served": 0, "rebootstraps": 0, "lookups": 0, "lookup_failures": 0}
         self._kick = trio.Event()
         self._had_peers = False
 
@@ -154,19 +155,41 @@ class PeerManager:
                 self.known.note(pid, [b], self.now())
 
     # --------------------------------------------------------- peer exchange
-    async def ask_peers(self, peer: str) -> int:
+    async def ask_peers(self, peer: str, *, find: list[str] = ()) -> int:
+        """Ask ``peer`` for peers (and for the addresses of the peers in ``find``); returns how many were new."""
         self.stats["pex_asked"] += 1
         try:
             data = await ask(self.node.host, peer, pex.PEX_PROTOCOL,
-                             pex.request_bytes(self.node.net, self.node.announce_addrs()),
+                             pex.request_bytes(self.node.net, self.node.announce_addrs(), find=find),
                              timeout=5.0, max_size=pex.MAX_PEX_MESSAGE)
             found = pex.parse_answer(data, net=self.node.net, me=self.node.peer_id)
         except (StreamFailed, WireError) as exc:
             log.debug("peer exchange with %s failed: %s", peer, getattr(exc, "reason", exc))
             return 0
+        for p in find:  # asked for by name: fresher than whatever we had, however we had it
+            if found.get(p):
+                self.known.note(p, found.pop(p), self.now())
         new = self.add_candidates(found)
         self.stats["pex_learned"] += new
         return new
+
+    async def lookup(self, peer: str, *, ask_at_most: int = LOOKUP_FANOUT) -> bool:
+        """Find addresses for ``peer`` by asking connected peers (bootnodes first) at once; True when known.
+
+        For a peer we must reach but never met since we started: the origin of an offer our book kept across a
+        restart, say. Each answerer names the addresses it has seen the peer at (peer exchange, ``find``)."""
+        if self.known.addrs(peer):
+            return True
+        connected = [p for p in self.node.connected_peers() if p != peer]
+        asked = sorted(connected, key=lambda p: (p not in self.boot_ids, self.rng.random()))[:ask_at_most]
+        self.stats["lookups"] += 1
+        async with trio.open_nursery() as n:
+            for p in asked:
+                n.start_soon(lambda p=p: self.ask_peers(p, find=[peer]))
+        if self.known.addrs(peer):
+            return True
+        self.stats["lookup_failures"] += 1
+        return False
 
     async def serve(self, stream) -> None:
         """Stream handler for ``/keyswitch/pex/1.0.0``."""

@@ -9,6 +9,11 @@ a random sample of recent peers, never the asker itself.
 Wire: one varint-length-prefixed msgspec message each way (``node.wire``),
 versioned, network-scoped, size-capped. Everything here but ``serve``/``ask``
 is pure and tested without sockets.
+
+A request may also name up to ``MAX_FIND`` peers to **find** (version 2): the
+answer then leads with the addresses the answerer knows for them. A node uses
+it when it must reach a peer it has no address for, for example the origin of
+an offer its book kept across a restart (``PeerManager.lookup``).
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ import msgspec
 from node import wire
 
 PEX_PROTOCOL = "/keyswitch/pex/1.0.0"
-PEX_VERSION = 1
+PEX_VERSION = 2  # 2: requests name peers to find
 MAX_PEX_MESSAGE = 16 * 1024
 MAX_ADDRS_PER_PEER = 4
 MAX_WANT = 32
 MAX_ADDR_LEN = 200
+MAX_FIND = 4
+MAX_PEER_ID_LEN = 64  # base58 of a 38-byte identity multihash is ~52
 UNSPECIFIED = ("0.0.0.0", "::")
 
 
@@ -33,7 +40,8 @@ class PexRequest(msgspec.Struct, array_like=True, frozen=True):
     version: int
     net: str
     addrs: list[str]  # how to reach the asker (multiaddrs; /p2p/<asker> optional)
-    want: int
+    want: int  # 0..MAX_WANT random recent peers
+    find: list[str] = []  # 0..MAX_FIND peer ids whose addresses the asker needs
 
 
 class PexResponse(msgspec.Struct, array_like=True, frozen=True):
@@ -89,6 +97,8 @@ def decode_request(data: bytes, net: str) -> PexRequest:
         raise wire.WireError(f"want {req.want} outside 0..{MAX_WANT}")
     if len(req.addrs) > MAX_ADDRS_PER_PEER * 2:
         raise wire.WireError("too many addresses")
+    if len(req.find) > MAX_FIND or any(not 0 < len(p) <= MAX_PEER_ID_LEN for p in req.find):
+        raise wire.WireError(f"find names 0..{MAX_FIND} peer ids of 1..{MAX_PEER_ID_LEN} characters")
     return req
 
 
@@ -145,9 +155,12 @@ class PeerTable:
     def forget(self, peer: str) -> None:
         self._peers.pop(peer, None)
 
-    def addrs(self, peer: str) -> tuple[str, ...]:
+    def addrs(self, peer: str, *, now: float | None = None) -> tuple[str, ...]:
+        """How to reach ``peer``; with ``now``, only if it was seen within the ttl."""
         e = self._peers.get(peer)
-        return e.addrs if e else ()
+        if e is None or now is not None and now - e.last_seen > self.ttl:
+            return ()
+        return e.addrs
 
     def expire(self, now: float) -> None:
         for p in [p for p, e in self._peers.items() if now - e.last_seen > self.ttl]:
@@ -174,11 +187,14 @@ def answer(table: PeerTable, data: bytes, asker: str, *, net: str, now: float) -
     except wire.WireError as exc:
         return wire.encode(PexResponse(PEX_VERSION, net, [], exc.reason))
     table.note(asker, addrs, now)
-    return wire.encode(PexResponse(PEX_VERSION, net, table.sample(req.want, exclude={asker}, now=now)))
+    found = [a for p in dict.fromkeys(req.find) if p != asker for a in table.addrs(p, now=now)]
+    sample = table.sample(req.want, exclude={asker, *req.find}, now=now)
+    return wire.encode(PexResponse(PEX_VERSION, net, (found + sample)[: MAX_WANT * MAX_ADDRS_PER_PEER]))
 
 
-def request_bytes(net: str, my_addrs: list[str], want: int = MAX_WANT) -> bytes:
-    return wire.encode(PexRequest(PEX_VERSION, net, list(my_addrs)[:MAX_ADDRS_PER_PEER], min(want, MAX_WANT)))
+def request_bytes(net: str, my_addrs: list[str], want: int = MAX_WANT, find: list[str] = ()) -> bytes:
+    return wire.encode(PexRequest(PEX_VERSION, net, list(my_addrs)[:MAX_ADDRS_PER_PEER], min(want, MAX_WANT),
+                                  list(find)[:MAX_FIND]))
 
 
 def parse_answer(data: bytes, *, net: str, me: str) -> dict[str, list[str]]:

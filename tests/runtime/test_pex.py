@@ -43,17 +43,37 @@ def test_wrong_network_and_bad_want_are_refused_with_a_reason():
     resp = pex.answer(t, pex.request_bytes("other", []), A, net="dev", now=1.0)
     with pytest.raises(wire.WireError, match="wrong network"):
         pex.parse_answer(resp, net="dev", me=A)  # the response itself names net dev, but carries the refusal
-    bad_want = wire.encode(pex.PexRequest(1, "dev", [], 10_000))
+    bad_want = wire.encode(pex.PexRequest(pex.PEX_VERSION, "dev", [], 10_000))
     with pytest.raises(wire.WireError, match="want"):
         pex.decode_request(bad_want, "dev")
     with pytest.raises(wire.WireError, match="version"):
-        pex.decode_request(wire.encode(pex.PexRequest(2, "dev", [], 1)), "dev")
+        pex.decode_request(wire.encode(pex.PexRequest(pex.PEX_VERSION + 1, "dev", [], 1)), "dev")
+    with pytest.raises(wire.WireError, match="find"):
+        pex.decode_request(wire.encode(pex.PexRequest(pex.PEX_VERSION, "dev", [], 1, [A] * (pex.MAX_FIND + 1))), "dev")
+    with pytest.raises(wire.WireError, match="find"):
+        pex.decode_request(wire.encode(pex.PexRequest(pex.PEX_VERSION, "dev", [], 1, ["x" * 65])), "dev")
     with pytest.raises(wire.WireError, match="over size"):
         pex.decode_request(b"\x94" + b"\x00" * (pex.MAX_PEX_MESSAGE + 1), "dev")
 
 
+def test_a_request_that_names_a_peer_gets_its_addresses_first_even_with_want_zero():
+    t = pex.PeerTable(seed=1)
+    t.note(B, [f"/ip4/127.0.0.1/tcp/2/p2p/{B}"], now=100.0)
+    t.note(C, [f"/ip4/127.0.0.1/tcp/3/p2p/{C}"], now=100.0)
+    found = pex.parse_answer(pex.answer(t, pex.request_bytes("dev", [], want=0, find=[C]), A, net="dev", now=101.0),
+                             net="dev", me=A)
+    assert found == {C: [f"/ip4/127.0.0.1/tcp/3/p2p/{C}"]}
+    # a peer not seen within the table's ttl is not handed out, by name or otherwise
+    late = t.ttl + 101.0
+    assert pex.parse_answer(pex.answer(t, pex.request_bytes("dev", [], find=[C]), A, net="dev", now=late),
+                            net="dev", me=A) == {}
+    # the asker cannot learn its own entry by naming itself
+    assert A not in pex.parse_answer(pex.answer(t, pex.request_bytes("dev", [], want=0, find=[A]), A, net="dev",
+                                                now=101.0), net="dev", me=C)
+
+
 def test_parse_answer_drops_self_and_unnamed_entries():
-    data = wire.encode(pex.PexResponse(1, "dev", [f"/ip4/127.0.0.1/tcp/1/p2p/{A}", "/ip4/127.0.0.1/tcp/2",
+    data = wire.encode(pex.PexResponse(pex.PEX_VERSION, "dev", [f"/ip4/127.0.0.1/tcp/1/p2p/{A}", "/ip4/127.0.0.1/tcp/2",
                                                   f"/ip4/127.0.0.1/tcp/3/p2p/{C}"]))
     assert pex.parse_answer(data, net="dev", me=A) == {C: [f"/ip4/127.0.0.1/tcp/3/p2p/{C}"]}
 
@@ -83,4 +103,4 @@ def test_garbage_never_escapes_as_anything_but_wireerror(data):
     # the server never raises either: it answers with a refusal
     t = pex.PeerTable()
     out = pex.answer(t, data, A, net="dev", now=0.0)
-    assert wire.decode(out, pex.PexResponse).version == 1
+    assert wire.decode(out, pex.PexResponse).version == pex.PEX_VERSION

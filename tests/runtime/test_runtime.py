@@ -230,6 +230,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+async def test_a_request_to_a_peer_we_have_no_address_for_is_looked_up_through_connected_peers(tmp_path):
+    """a and c know only b; c is not in a's peer table (peer exchange idle). a's request to c finds c's address
+    through b (pex ``find``), dials it and gets the answer: no "No known addresses to peer"."""
+    async with trio.open_nursery() as n:
+        probes = [Probe(), Probe(), Probe()]
+        a, b, c = [await n.start(run_host, cfg(tmp_path, x, dial_learned=False), [p]) for x, p in zip("abc", probes)]
+        await a.connect(b.listen_addrs[0])
+        await c.connect(b.listen_addrs[0])
+        await wait_for(lambda: c.peer_id in b.connected_peers() and a.peer_id in b.connected_peers())
+        assert not a.peers.known.addrs(c.peer_id) and c.peer_id not in a.connected_peers()
+        assert await a.request(c.peer_id, ECHO, b"hi") == b"HI"
+        assert a.peers.stats["lookups"] == 1 and a.peers.stats["lookup_failures"] == 0
+        # a peer nobody knows: one clear reason, no traceback from the host
+        from node.runtime.streams import StreamFailed
+
+        ghost = "12D3KooWFDgnApxek5hH8rfrJpqpn46xX7zi9TkmYhb96xDj1t6V"
+        with pytest.raises(StreamFailed, match="no address known for peer"):
+            await a.request(ghost, ECHO, b"hi", timeout=5)
+        for x in (a, b, c):
+            x.stop()
+
+
 async def test_node_that_loses_all_peers_rebootstraps(tmp_path):
     port = free_port()
     boot_cfg = NodeConfig(datadir=tmp_path / "boot", net="rt", listen=[f"/ip4/127.0.0.1/tcp/{port}"],
