@@ -106,11 +106,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("network.bootnodes_file", str, "", "file with one bootnode multiaddr per line"),
     Setting("network.target_peers", int, 8, "connections the node keeps open", _positive),
     Setting("network.gossip_rate_limit", int, 40,
-            "py-libp2p gossipsub max_messages_per_topic_per_second (see README)", _positive),
+            "py-libp2p gossipsub max_messages_per_topic_per_second (see docs/network.md)", _positive),
     Setting("network.republish_max", float, 1800.0,
             "longest wait, in seconds, between re-announcements of an unchanged offer sheet: the first comes "
             "`keyswitch run --republish` seconds (60) after a publish, each next one twice as late, up to this "
-            "(a changed sheet is published at once; peers that connect pull the sheets: README, Offer gossip)",
+            "(a changed sheet is published at once; peers that connect pull the sheets: docs/network.md, Offer gossip)",
             _positive),
     Setting("api.port", int, 0, "local control API port on 127.0.0.1 (0 = pick one)", _port),
     Setting("api.metrics_port", int, 0, "Prometheus metrics port on 127.0.0.1 (0 = off)", _port),

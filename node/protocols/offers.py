@@ -615,7 +615,7 @@ class OwnSheet:
 
 
 # re-announcement of an unchanged own sheet: REPUBLISH_INTERVAL after a publish, then doubling up to this
-# (OffersProtocol; why 30 min: README, "Offer gossip")
+# (OffersProtocol; why 30 min: docs/network.md, "Offer gossip")
 REPUBLISH_MAX = 1800.0
 # the pull on connect (OffersProtocol, SheetsAsk/SheetsAnswer below)
 SHEETS_VERSION = 1
