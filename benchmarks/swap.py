@@ -2,7 +2,7 @@
 
     python -m benchmarks.swap [--chunks 10] [--rtt-n 50] [--quick]
 
-Starts a dev ledger server (``node.ledger.devnet serve``), a bootstrap node
+Starts a dev ledger server (``node.ledger.server serve``), a bootstrap node
 and two ``keyswitch run`` daemons on 127.0.0.1 (one OS process each, as in
 ``tests/functional/test_swap.py``). A deposits ``--chunks`` BTC-REG chunks, B
 deposits as many ETH-DEV chunks; the clock does not run while deposits
@@ -150,7 +150,7 @@ def swap_once(tmp: Path, chunks: int, log_level: str = "warning") -> dict:
     procs = []
     try:
         (tmp / "ledger").mkdir()
-        led = spawn([py, "-m", "node.ledger.devnet", "serve", "--db", str(tmp / "ledger/db.sqlite"),
+        led = spawn([py, "-m", "node.ledger.server", "serve", "--db", str(tmp / "ledger/db.sqlite"),
                      "--block-interval", "0.5"], tmp / "ledger/out.log")
         procs.append(led)
         lurl = wait_for(tmp / "ledger/out.log", r"dev ledger listening on (\S+)", led, timeout=60)

@@ -172,7 +172,7 @@ class LocalNet:
     def _start(self) -> None:
         led_dir = self.root / "ledger"
         led_dir.mkdir(parents=True, exist_ok=True)
-        led = spawn([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(led_dir / "db.sqlite"),
+        led = spawn([sys.executable, "-m", "node.ledger.server", "serve", "--db", str(led_dir / "db.sqlite"),
                      "--block-interval", "0.5"], led_dir / "out.log")
         self.procs.append(led)
         if self.anvil:  # a real EVM node for ETH-DEV: transactions mined at once, an empty block every second

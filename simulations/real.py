@@ -1,6 +1,6 @@
 """The real engine: a scenario run with real processes on 127.0.0.1.
 
-What runs: one dev ledger server (``python -m node.ledger.devnet serve``), the
+What runs: one dev ledger server (``python -m node.ledger.server serve``), the
 scenario's bootstrap nodes (``python -m bootstrap``, at most ``MAX_BOOTSTRAP``)
 and N ``keyswitch run`` daemons (``python -m node ... run``), each with its own
 data directory, all sharing the ledger through ``KEYSWITCH_LEDGER_URL``. Every
@@ -183,7 +183,7 @@ class RealEngine:
         w0 = time.monotonic()
         try:
             (root / "ledger").mkdir(exist_ok=True)
-            led = spawn([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(root / "ledger/db.sqlite"),
+            led = spawn([sys.executable, "-m", "node.ledger.server", "serve", "--db", str(root / "ledger/db.sqlite"),
                          "--block-interval", "0.5"], root / "ledger/out.log")
             self.procs.append(led)
             self.say(f"starting the dev ledger, {self.n_boot} bootstrap node(s) and {self.n} daemons")

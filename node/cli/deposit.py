@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create deposit keys in the enclave, verify its quote over them, and only then fund one chunk
         (deposits.chunk_usd) to each address; with --wait N, wait for N confirmations of each."""
-        from node.cli.ops import DaemonNotRunning, call
+        from node.cli.client import DaemonNotRunning, call
 
         datadir = state.get_datadir()
         try:
@@ -122,7 +122,7 @@ def _wait(datadir, made: list[dict], wanted: int, timeout: float, block_interval
                                       on_progress=show)
         except ConfirmationTimeout as exc:
             progress.stop()
-            hint = "" if label.startswith("embedded") else " (is that ledger mining? `python -m node.ledger.devnet " \
+            hint = "" if label.startswith("embedded") else " (is that ledger mining? `python -m node.ledger.server " \
                 "serve` mines with --automine or --block-interval)"
             typer.echo(f"error: {exc}{hint}; the deposits are made and funded: see `keyswitch deposits`", err=True)
             raise typer.Exit(4)

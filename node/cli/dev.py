@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
             ldir = root / "ledger"
             ldir.mkdir(exist_ok=True)
             llog = ldir / "out.log"
-            led = spawn([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(ldir / "ledger.sqlite"),
+            led = spawn([sys.executable, "-m", "node.ledger.server", "serve", "--db", str(ldir / "ledger.sqlite"),
                          "--block-interval", str(block_interval)], llog)
             procs.append(led)
             ledger_url = wait_for(llog, r"dev ledger listening on (\S+)", led)

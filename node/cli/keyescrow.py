@@ -9,7 +9,8 @@ import json
 import typer
 
 from node.cli import state
-from node.cli.ops import DaemonNotRunning, _table, call
+from node.cli.client import DaemonNotRunning, call
+from node.cli.ops import _table
 
 
 def _call(method: str, path: str, body=None):

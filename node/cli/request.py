@@ -16,7 +16,8 @@ from typing import List, Optional
 import typer
 
 from node.cli import state
-from node.cli.ops import DaemonNotRunning, _table, call
+from node.cli.client import DaemonNotRunning, call
+from node.cli.ops import _table
 
 
 HOLDERS = typer.Option("", "--key-escrow-holders", help="Key escrow: peer ids (comma-separated) holding Shamir "

@@ -10,7 +10,7 @@ Transactions wait in a mempool until ``mine()`` puts them in a block
 signed transactions and applies it in one SQLite transaction, with the same
 rules and per-transaction results as submitting them one by one (``submit``
 is ``submit_many`` of one). ``faucet`` creates coins for development.
-``python -m node.ledger.devnet serve`` serves one over HTTP
+``python -m node.ledger.server serve`` serves one over HTTP
 (``node.ledger.client.DevLedgerClient`` speaks to it).
 
 Signing happens on the wallet side (``WalletOps``, shared by the in-process
@@ -552,43 +552,3 @@ def _account_address(asset: str, pubkey: bytes) -> str:
         return address_for(asset, pubkey)
     except ValueError:
         return ""
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-    import signal
-    import sys
-
-    ap = argparse.ArgumentParser(prog="python -m node.ledger.devnet", description="Keyswitch development ledger")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("serve", help="serve a dev ledger over HTTP on 127.0.0.1")
-    s.add_argument("--db", type=Path, required=True, help="SQLite file (created if absent)")
-    s.add_argument("--port", type=int, default=0)
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--automine", action="store_true", help="mine every transaction at once")
-    s.add_argument("--block-interval", type=float, default=None, metavar="SECONDS",
-                   help="also mine a block every SECONDS of wall time (checked on every request)")
-    a = ap.parse_args(argv)
-    from node.clock import SystemClock
-    from node.ledger.server import make_server
-
-    led = DevLedger(a.db, automine=a.automine, clock=SystemClock() if a.block_interval else None,
-                    block_interval=a.block_interval)
-    from node.assets import ASSETS
-    g = bytes.fromhex("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")  # the generator point
-    for name in ASSETS:  # the address libraries load before the server listens, not in the first transaction
-        address_for(name, g)  # (eth_keys takes ~0.3 s to import: the first account transfer waited for it)
-    srv = make_server(led, a.host, a.port)
-    print(f"dev ledger listening on http://{a.host}:{srv.server_address[1]} (db {a.db})", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        srv.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        srv.server_close()
-        led.close()
-        print("stopped", file=sys.stderr, flush=True)
-
-
-if __name__ == "__main__":
-    main()

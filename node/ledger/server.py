@@ -1,4 +1,4 @@
-"""HTTP front of a ``DevLedger``: ``python -m node.ledger.devnet serve --port P --db FILE``.
+"""HTTP front of a ``DevLedger``: ``python -m node.ledger.server serve --port P --db FILE``.
 
 One endpoint, ``POST /rpc`` with ``{"method": ..., "params": {...}}``,
 answering ``{"result": ...}`` or ``{"error": {"code": ..., "message": ...}}``
@@ -15,7 +15,9 @@ import dataclasses
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+from node.assets import address_for
 from node.ledger.base import LedgerError
 from node.ledger.devnet import DevLedger
 
@@ -95,3 +97,43 @@ def serve_in_thread(led: DevLedger, host: str = "127.0.0.1", port: int = 0):
         srv.server_close()
 
     return f"http://{host}:{srv.server_address[1]}", stop
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import signal
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m node.ledger.server", description="Keyswitch development ledger")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="serve a dev ledger over HTTP on 127.0.0.1")
+    s.add_argument("--db", type=Path, required=True, help="SQLite file (created if absent)")
+    s.add_argument("--port", type=int, default=0)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--automine", action="store_true", help="mine every transaction at once")
+    s.add_argument("--block-interval", type=float, default=None, metavar="SECONDS",
+                   help="also mine a block every SECONDS of wall time (checked on every request)")
+    a = ap.parse_args(argv)
+    from node.clock import SystemClock
+
+    led = DevLedger(a.db, automine=a.automine, clock=SystemClock() if a.block_interval else None,
+                    block_interval=a.block_interval)
+    from node.assets import ASSETS
+    g = bytes.fromhex("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")  # the generator point
+    for name in ASSETS:  # the address libraries load before the server listens, not in the first transaction
+        address_for(name, g)  # (eth_keys takes ~0.3 s to import: the first account transfer waited for it)
+    srv = make_server(led, a.host, a.port)
+    print(f"dev ledger listening on http://{a.host}:{srv.server_address[1]} (db {a.db})", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.server_close()
+        led.close()
+        print("stopped", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -47,7 +47,7 @@ def until(pred, timeout, what):
 def ledger_and_boot(tmp_path, net: str, procs: list) -> tuple[str, str]:
     """A dev ledger server (a block every 0.5 s) and a bootstrap node; their URL and address."""
     (tmp_path / "ledger").mkdir()
-    led = spawn([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(tmp_path / "ledger/db.sqlite"),
+    led = spawn([sys.executable, "-m", "node.ledger.server", "serve", "--db", str(tmp_path / "ledger/db.sqlite"),
                  "--block-interval", "0.5"], tmp_path / "ledger/out.log")
     procs.append(led)
     lurl = wait_for(tmp_path / "ledger/out.log", r"dev ledger listening on (\S+)", led, timeout=60 * FACTOR)

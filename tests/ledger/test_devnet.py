@@ -131,7 +131,7 @@ def test_devnet_server_process_and_typed_errors_over_http(tmp_path):
     from node.ledger.client import DevLedgerClient
 
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(tmp_path / "d.sqlite"),
+    proc = subprocess.Popen([sys.executable, "-m", "node.ledger.server", "serve", "--db", str(tmp_path / "d.sqlite"),
                              "--automine"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
     try:
         line = proc.stdout.readline()
@@ -240,7 +240,7 @@ def test_devnet_server_mines_at_a_block_interval(tmp_path):
     from node.ledger.client import DevLedgerClient
 
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "node.ledger.devnet", "serve", "--db", str(tmp_path / "i.sqlite"),
+    proc = subprocess.Popen([sys.executable, "-m", "node.ledger.server", "serve", "--db", str(tmp_path / "i.sqlite"),
                              "--block-interval", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=root)
     try:
