@@ -17,6 +17,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def timeout_factor() -> float:
+    """``KS_TIMEOUT_FACTOR`` (default 1): how much longer every wait for local processes may take on a slow
+    or loaded machine (``make test`` sets 3). The one place it is read."""
+    try:
+        f = float(os.environ.get("KS_TIMEOUT_FACTOR", "1"))
+    except ValueError:
+        raise SystemExit(f"KS_TIMEOUT_FACTOR={os.environ['KS_TIMEOUT_FACTOR']!r} is not a number") from None
+    return f if f > 0 else 1.0
+
+
 def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                PYTHONUNBUFFERED="1", **(env or {}))

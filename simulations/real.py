@@ -105,7 +105,9 @@ class RealEngine:
         self.log = log or (lambda rec: None)
         self.progress = progress
         self.say = say or (lambda msg: None)
-        self.factor = timeout_factor if timeout_factor is not None else float(os.environ.get("KS_TIMEOUT_FACTOR", "1"))
+        from node.localnet import timeout_factor as env_timeout_factor
+
+        self.factor = timeout_factor if timeout_factor is not None else env_timeout_factor()
         net = sc["network"]
         want = net["nodes"] - net["bootstrap"]
         self.n = nodes if nodes is not None else min(want, DEFAULT_CAP)

@@ -27,9 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import httpx
+
+from node.localnet import spawn, timeout_factor, wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
-TIMEOUT_FACTOR = float(os.environ.get("KS_TIMEOUT_FACTOR", "1"))
+TIMEOUT_FACTOR = FACTOR = timeout_factor()
 
 
 class HarnessError(AssertionError):
@@ -181,3 +185,45 @@ class Network:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(failed=exc_type is not None)
+
+
+# ------------------------------------------------------------------ daemons (keyswitch run) and their API
+
+
+class Api:
+    """A test-node proxy: a running ``keyswitch run`` daemon's local API (its data directory's URL and cookie)."""
+
+    def __init__(self, d, peer):
+        self.peer = peer
+        self.url = (d / "api.url").read_text().strip()
+        self.h = {"Authorization": "Bearer " + (d / ".cookie").read_text().strip()}
+
+    def get(self, path):
+        return httpx.get(self.url + path, headers=self.h, timeout=30).json()
+
+    def post(self, path, body):
+        return httpx.post(self.url + path, json=body, headers=self.h, timeout=90)
+
+
+def until(pred, timeout, what):
+    """Poll ``pred`` until true; AssertionError after ``timeout`` x KS_TIMEOUT_FACTOR seconds."""
+    end = time.monotonic() + timeout * FACTOR
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out: {what}")
+
+
+def ledger_and_boot(tmp_path, net: str, procs: list) -> tuple[str, str]:
+    """A dev ledger server (a block every 0.5 s) and a bootstrap node; their URL and address."""
+    (tmp_path / "ledger").mkdir()
+    led = spawn([sys.executable, "-m", "node.ledger.server", "serve", "--db", str(tmp_path / "ledger/db.sqlite"),
+                 "--block-interval", "0.5"], tmp_path / "ledger/out.log")
+    procs.append(led)
+    lurl = wait_for(tmp_path / "ledger/out.log", r"dev ledger listening on (\S+)", led, timeout=60 * FACTOR)
+    (tmp_path / "boot").mkdir()
+    b = spawn([sys.executable, "-m", "bootstrap", "--datadir", str(tmp_path / "boot"), "--net", net],
+              tmp_path / "boot/out.log")
+    procs.append(b)
+    return lurl, wait_for(tmp_path / "boot/out.log", r"LISTEN (\S+)", b, timeout=60 * FACTOR)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from node.localnet import find_anvil, spawn, start_anvil, stop_all, wait_for
-from tests.functional.test_swap import FACTOR, Api, ledger_and_boot, until
+from tests.functional.framework import FACTOR, Api, ledger_and_boot, until
 
 pytestmark = [pytest.mark.network,
               pytest.mark.skipif(find_anvil() is None, reason="anvil is not installed (make test installs it)")]

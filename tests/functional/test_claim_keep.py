@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from node.localnet import spawn, stop_all, wait_for
-from tests.functional.test_swap import FACTOR, Api, ledger_and_boot, until
+from tests.functional.framework import FACTOR, Api, ledger_and_boot, until
 
 pytestmark = pytest.mark.network
 

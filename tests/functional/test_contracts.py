@@ -13,7 +13,7 @@ import time
 import pytest
 
 from node.localnet import spawn, stop_all, wait_for
-from tests.functional.test_swap import FACTOR, Api, ledger_and_boot, until
+from tests.functional.framework import FACTOR, Api, ledger_and_boot, until
 
 pytestmark = pytest.mark.network
 

@@ -23,7 +23,7 @@ from node.ledger.client import DevLedgerClient
 from node.ledger.devnet import FEES
 from node.localnet import spawn, stop_all, wait_for
 from node.swaps import claim_key
-from tests.functional.test_swap import FACTOR, Api, ledger_and_boot, until
+from tests.functional.framework import FACTOR, Api, ledger_and_boot, until
 
 pytestmark = pytest.mark.network
 NAMES = ["A", "B", "H1", "H2", "H3", "R"]

@@ -7,56 +7,17 @@ the outcome (claimed) to the other's reputation view."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
 from node.localnet import spawn, stop_all, wait_for
+from tests.functional.framework import FACTOR, Api, ledger_and_boot, until
 
 pytestmark = pytest.mark.network
-FACTOR = float(os.environ.get("KS_TIMEOUT_FACTOR", "1"))
-
-
-class Api:
-    def __init__(self, d, peer):
-        self.peer = peer
-        self.url = (d / "api.url").read_text().strip()
-        self.h = {"Authorization": "Bearer " + (d / ".cookie").read_text().strip()}
-
-    def get(self, path):
-        return httpx.get(self.url + path, headers=self.h, timeout=30).json()
-
-    def post(self, path, body):
-        return httpx.post(self.url + path, json=body, headers=self.h, timeout=90)
-
-
-def until(pred, timeout, what):
-    end = time.monotonic() + timeout * FACTOR
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out: {what}")
-
-
-def ledger_and_boot(tmp_path, net: str, procs: list) -> tuple[str, str]:
-    """A dev ledger server (a block every 0.5 s) and a bootstrap node; their URL and address."""
-    (tmp_path / "ledger").mkdir()
-    led = spawn([sys.executable, "-m", "node.ledger.server", "serve", "--db", str(tmp_path / "ledger/db.sqlite"),
-                 "--block-interval", "0.5"], tmp_path / "ledger/out.log")
-    procs.append(led)
-    lurl = wait_for(tmp_path / "ledger/out.log", r"dev ledger listening on (\S+)", led, timeout=60 * FACTOR)
-    (tmp_path / "boot").mkdir()
-    b = spawn([sys.executable, "-m", "bootstrap", "--datadir", str(tmp_path / "boot"), "--net", net],
-              tmp_path / "boot/out.log")
-    procs.append(b)
-    return lurl, wait_for(tmp_path / "boot/out.log", r"LISTEN (\S+)", b, timeout=60 * FACTOR)
-
 
 def test_two_daemons_swap_chunks_and_claim_them(tmp_path):
     procs = []

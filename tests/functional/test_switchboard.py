@@ -11,10 +11,12 @@ import time
 import httpx
 import pytest
 
+from node.localnet import timeout_factor
+
 from node.localnet import spawn, stop_all, wait_for
 
 pytestmark = pytest.mark.network
-FACTOR = float(os.environ.get("KS_TIMEOUT_FACTOR", "1"))
+FACTOR = timeout_factor()
 NODES, CHUNKS = 8, 2
 
 

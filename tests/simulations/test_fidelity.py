@@ -42,10 +42,11 @@ Real-engine cost here: ~20 daemons + bootstrap + ledger, about 2 minutes on 2 sh
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+
+from node.localnet import timeout_factor
 
 from simulations.__main__ import run_real
 from simulations.engine import Engine
@@ -53,7 +54,7 @@ from simulations.scenario import load
 
 pytestmark = pytest.mark.network
 SCENARIO = Path(__file__).resolve().parents[2] / "simulations" / "scenarios" / "fidelity.toml"
-FACTOR = float(os.environ.get("KS_TIMEOUT_FACTOR", "1"))
+FACTOR = timeout_factor()
 WARMUP = 6.0  # virtual sheets are first published within min(5 s, republish); + a margin
 OK_SHARE_MARGIN = 0.25
 CHUNK_CENTS = 5_000
