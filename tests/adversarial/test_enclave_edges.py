@@ -98,3 +98,79 @@ def test_a_host_that_edits_its_signature_check_cannot_make_the_enclave_accept_a_
             opened = enc.contract_open(spec.encode(), [(1, forged)])
             pytest.fail(f"the enclave took a forged signature for party B (missing={opened.missing})")
         assert exc.value.code == "bad-signature"
+
+
+# -- claim addresses: their own seed, not the libp2p identity key ---------------------------------------------
+
+
+def _desk_as_the_daemon_builds_it(datadir: Path):
+    """The node's stack and contract desk, assembled as ``node.daemon.run_daemon`` assembles them (in-process
+    enclave, a dev ledger; no network)."""
+    from node import identity
+    from node.clock import SystemClock
+    from node.daemon import add_switchboard, make_offer_stack
+    from node.ledger.devnet import DevLedger
+    from node.swaps import SwapDesk
+
+    stack = make_offer_stack(datadir, NET, identity.peer_id(datadir), in_process=True)
+    stack.extra.update(ledger=DevLedger(None, automine=True), datadir=datadir)
+    add_switchboard(stack, datadir)
+    return stack, SwapDesk(stack, clock=SystemClock())
+
+
+def test_a_stolen_network_identity_key_does_not_give_the_owners_claim_keys(tmp_path):
+    """The attacker holds the node's libp2p identity key (``identity.key``: the key the network stack signs
+    with all day; operators copy it to move a peer id) and sees the claim addresses the node names to its peers
+    (key escrow agreements carry them). Deriving the claim key from the identity seed must not give the key of
+    any claim address."""
+    import coincurve
+
+    from node.crypto import tagged_hash
+    from node.protocols.release import Chunk
+    from node.swaps import claim_key
+
+    datadir = tmp_path / "node"
+    stack, desk = _desk_as_the_daemon_builds_it(datadir)
+    try:
+        stolen = (datadir / "identity.key").read_bytes()
+        for i in range(3):
+            pub = coincurve.PrivateKey(tagged_hash("test/deposit", bytes([i]))).public_key.format()
+            chunk = Chunk("BTC-REG", address_for("BTC-REG", pub), pub, 1000)
+            published = desk.claim_address(chunk)
+            guessed = address_for("BTC-REG", coincurve.PrivateKey(claim_key(stolen, pub)).public_key.format())
+            assert guessed != published, "the claim key of a published claim address derives from identity.key"
+            # the owner can always re-derive it, from the claim seed
+            own = (datadir / "claim.seed").read_bytes()
+            assert address_for("BTC-REG", coincurve.PrivateKey(claim_key(own, pub)).public_key.format()) == published
+    finally:
+        stack.close()
+
+
+def test_an_existing_datadir_gets_a_claim_seed_once_0600_and_keeps_its_identity(tmp_path):
+    """Migration: a data directory from before the claim seed (identity.key only) gets ``claim.seed`` on the
+    first start: random, 0600, written once (later starts read the same bytes; no temporary file is left),
+    and identity.key is untouched (claims made before still re-derive from it)."""
+    import os
+    import stat
+
+    from node import identity
+
+    d = tmp_path / "old"
+    ident = identity.load_or_create_seed(d)
+    assert not (d / identity.CLAIM_SEED_FILE).exists()
+    seed = identity.load_or_create_claim_seed(d)
+    assert len(seed) == 32 and seed != ident
+    assert stat.S_IMODE((d / identity.CLAIM_SEED_FILE).stat().st_mode) == 0o600
+    assert identity.load_or_create_claim_seed(d) == seed and (d / identity.IDENTITY_FILE).read_bytes() == ident
+    assert sorted(os.listdir(d)) == [identity.CLAIM_SEED_FILE, identity.IDENTITY_FILE]
+
+
+def test_a_claim_seed_that_is_the_identity_seed_is_refused(tmp_path):
+    """An operator "restores" claim.seed from identity.key: the node refuses to derive claim keys from it."""
+    from node import identity
+
+    d = tmp_path / "n"
+    (d / identity.CLAIM_SEED_FILE).parent.mkdir(parents=True)
+    (d / identity.CLAIM_SEED_FILE).write_bytes(identity.load_or_create_seed(d))
+    with pytest.raises(identity.IdentityError, match="claim seed is the network identity seed"):
+        identity.load_or_create_claim_seed(d)
