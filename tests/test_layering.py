@@ -87,8 +87,9 @@ def project_imports(rel: str, source: str | None = None) -> list[tuple[int, str,
                 found.append((n.lineno, "dynamic", "<import by computed name>"))
             continue
         for name in names:
-            if name.split(".")[0] != "node":
-                continue
+            top = name.split(".")[0]
+            if not ((ROOT / top / "__init__.py").is_file() or (ROOT / f"{top}.py").is_file()):
+                continue  # not this repository's code (stdlib, third-party)
             for f in _module_files(name):
                 found.append((n.lineno, name, f))
     return found
