@@ -56,6 +56,14 @@ def verify_digest(pubkey: bytes, digest: bytes, sig: bytes) -> bool:
         return False
 
 
+def verify_domain_sig(sign_pub: bytes, domain: str, digest32: bytes, sig: bytes) -> bool:
+    """True iff ``sig`` is ``Enclave.sign(domain, digest32)`` by the enclave key ``sign_pub``.
+
+    Lives here (pure, in the enclave's trusted code set) because the enclave checks its peers' signatures with
+    it; ``node.tee.client`` re-exports it for host callers."""
+    return verify_digest(sign_pub, tagged_hash("keyswitch/" + domain, digest32), sig)
+
+
 def pubkey_of(key: coincurve.PrivateKey) -> bytes:
     return key.public_key.format(compressed=True)
 

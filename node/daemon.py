@@ -707,7 +707,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     add_switchboard(stack, datadir, cfg)
     from node.swaps import SwapDesk
 
-    stack.desk = SwapDesk(stack, identity.load_or_create_seed(datadir), clock, claim_policy=cfg["claims.policy"])
+    stack.desk = SwapDesk(stack, clock=clock, claim_policy=cfg["claims.policy"])  # claim keys: claim.seed
     stack.refresh_offers(clock.now())  # kept keys a crash left unadopted are offered at once
     from node.protocols.outcomes import tap_release_records
 

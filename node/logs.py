@@ -7,8 +7,10 @@ task tree stamps every line that tree logs; several nodes in one process
 (tests, simulations) each get their own, because trio tasks inherit context
 variables from the task that spawned them.
 
-Never log private keys: nothing in ``node.tee.enclave`` logs key material, and
-``redact`` below masks any field whose name says it holds a secret.
+Never log private keys: nothing in ``node.tee.enclave`` logs key material,
+``redact`` below masks any field whose name says it holds a secret, and
+tracebacks are rendered without frame locals (``plain_exc_info``), in both
+formats.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ def redact(_logger, _name, event_dict):
         if any(s in k.lower() for s in SECRET_FIELDS):
             event_dict[k] = "[redacted]"
     return event_dict
+
+
+def plain_exc_info(logger, name, event_dict):
+    """``exc_info`` -> ``exception``: the plain traceback text (frames and source lines, no frame locals), for
+    every format; the renderers then never see the traceback object, so none can show what its frames held."""
+    return structlog.processors.format_exc_info(logger, name, event_dict)
 
 
 def _add_peer(_logger, _name, event_dict):
@@ -50,10 +58,12 @@ def configure(level: str = "info", fmt: str = "console", file: str | Path | None
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact,
     ]
+    # Tracebacks are rendered as plain text (``traceback.format_exception``): never with frame locals, which may
+    # hold keys. structlog's ConsoleRenderer would otherwise use rich (installed) with show_locals=True.
     renderer = (
         structlog.processors.JSONRenderer(sort_keys=True)
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -63,7 +73,7 @@ def configure(level: str = "info", fmt: str = "console", file: str | Path | None
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, plain_exc_info, renderer],
     )
     root = logging.getLogger()
     for h in list(root.handlers):

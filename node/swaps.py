@@ -17,7 +17,8 @@
   (``self.run``), where each enclave decides every release; ledger heights are handed in every second.
 * **Claims**: a received key's funds are checked (``_funds``) before the
   next key is released; then it is swept, in the background, to a fresh
-  address of the owner, derived from the node's identity seed and the
+  address of the owner, derived from the owner's claim seed (``claim.seed``,
+  its own secret, not the libp2p identity key: ``node.identity``) and the
   deposit key (``claim_key``: the owner can always re-derive it).
 * **Outcomes** (``OutcomeReporter``): when a swap ends, and in a language contract for every received
   key once its claim settles (``contract.claim``) and for every party that withheld a key the contract let
@@ -44,7 +45,10 @@ RECORD_GRACE = 120.0  # s a settled claim waits for its release record to be res
 
 
 def claim_key(seed: bytes, deposit_pub: bytes) -> bytes:
-    """The owner's private key for the claim address of one received deposit (re-derivable from the seed)."""
+    """The owner's private key for the claim address of one received deposit (re-derivable from the seed).
+
+    ``seed``: the owner's claim seed (``node.identity.load_or_create_claim_seed``). Claims made before that
+    seed existed used the identity seed here; ``claim_key(identity seed, deposit pub)`` still re-derives them."""
     import coincurve
 
     n = 0
@@ -184,10 +188,13 @@ class SwapDesk:
     """The node's contracts: swaps (release/1) and language contracts (contract-run/1) with one claim
     policy for the keys it receives, ``claim_policy`` (config ``claims.policy``): "sweep" or "keep"."""
 
-    def __init__(self, stack, seed: bytes, clock, claim_policy: str = "sweep") -> None:
+    def __init__(self, stack, *, clock, claim_policy: str = "sweep") -> None:
+        from node.identity import load_or_create_claim_seed
         from node.protocols.release import ContractStore, ReleaseProtocol, sweep_claimer
 
-        self.stack, self.clock, self._seed, self.claim_policy = stack, clock, seed, claim_policy
+        self.stack, self.clock, self.claim_policy = stack, clock, claim_policy
+        # the owner's claim seed (``claim.seed``), never the libp2p identity seed: see ``node.identity``
+        self._seed = load_or_create_claim_seed(stack.extra["datadir"])
         self._kept: tuple[tuple[int, int], list] | None = None  # (store versions, kept_chunks) of ``kept``
         ledger = stack.extra["ledger"]
         own = stack.protocol.own

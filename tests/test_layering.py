@@ -28,3 +28,148 @@ def test_the_check_itself_catches_io_imports():
     code = "import sys, trio; print(','.join(n for n in sys.modules if n.split('.')[0]=='trio')[:20])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "trio" in out.stdout
+
+
+# -- the enclave's trusted code set (node.tee.enclave.measure.TRUSTED_CODE) -------------------------------------
+# The enclave decides releases; what it loads must be what is measured, and it must load nothing of the host's.
+
+import ast  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from node.tee.enclave.measure import measured_files, project_root  # noqa: E402
+
+ROOT = project_root()
+
+
+def _module_files(name: str) -> list[str]:
+    """The project files importing ``name`` loads: the module (``a/b.py`` or ``a/b/__init__.py``) and every
+    parent package's ``__init__.py``; a name that is no module (``from m import function``) gives []."""
+    parts = name.split(".")
+    out = []
+    for i in range(1, len(parts) + 1):
+        base = ROOT.joinpath(*parts[:i])
+        if (base / "__init__.py").is_file():
+            out.append((base / "__init__.py").relative_to(ROOT).as_posix())
+        elif base.with_suffix(".py").is_file():
+            out.append(base.with_suffix(".py").relative_to(ROOT).as_posix())
+        else:
+            return out if i == len(parts) else []
+    return out
+
+
+def project_imports(rel: str, source: str | None = None) -> list[tuple[int, str, str]]:
+    """``(line, imported name, project file it loads)`` for every import in a file, wherever it is written:
+    module level, inside functions, under ``if``/``try``. Relative imports are resolved. Calls that import by
+    a computed name (``__import__``, ``importlib.import_module``) cannot be followed: reported as "dynamic"."""
+    path = ROOT / rel
+    tree = ast.parse(path.read_text() if source is None else source)
+    pkg = rel[: -len(".py")].replace("/", ".")
+    if not rel.endswith("/__init__.py"):
+        pkg = pkg.rsplit(".", 1)[0]
+    else:
+        pkg = pkg[: -len(".__init__")]
+    found = []
+    for n in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(n, ast.Import):
+            names = [a.name for a in n.names]
+        elif isinstance(n, ast.ImportFrom):
+            mod = n.module or ""
+            if n.level:
+                base = pkg.split(".")[: len(pkg.split(".")) - (n.level - 1)]
+                mod = ".".join(base + ([mod] if mod else []))
+            names = [mod] + [f"{mod}.{a.name}" for a in n.names]
+        elif isinstance(n, ast.Call):
+            f = n.func
+            if (isinstance(f, ast.Name) and f.id == "__import__") or (
+                    isinstance(f, ast.Attribute) and f.attr == "import_module"):
+                found.append((n.lineno, "dynamic", "<import by computed name>"))
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            if not ((ROOT / top / "__init__.py").is_file() or (ROOT / f"{top}.py").is_file()):
+                continue  # not this repository's code (stdlib, third-party)
+            for f in _module_files(name):
+                found.append((n.lineno, name, f))
+    return found
+
+
+def outside_imports(files: list[str]) -> list[str]:
+    trusted = set(files)
+    bad = []
+    for rel in files:
+        if rel.endswith(".py"):
+            for line, name, f in project_imports(rel):
+                if f not in trusted:
+                    bad.append(f"{rel}:{line} loads {f}" + (" (import by computed name)" if name == "dynamic" else ""))
+    return sorted(set(bad))
+
+
+def test_the_enclave_imports_no_module_outside_its_trusted_code():
+    files = measured_files()
+    bad = outside_imports(files)
+    assert bad == [], "the enclave's trusted code imports modules outside it:\n" + "\n".join(bad)
+    assert "node/tee/enclave/core.py" in files and "node/contracts/interp.py" in files
+
+
+def test_the_import_scan_sees_imports_inside_functions_and_relative_ones():
+    src = ("def f():\n    if True:\n        from node.tee.client import verify_domain_sig\n"
+           "from .core import EnclaveCore\nimport importlib\nimportlib.import_module('node.daemon')\n")
+    got = project_imports("node/tee/enclave/contracts.py", src)
+    assert (3, "node.tee.client", "node/tee/client.py") in got
+    assert (4, "node.tee.enclave.core", "node/tee/enclave/core.py") in got
+    assert any(name == "dynamic" for _, name, _ in got)
+    files = [f for f in measured_files() if f != "node/tee/enclave/contracts.py"]  # a set without contracts.py
+    assert any("node/tee/enclave/contracts.py" in b for b in outside_imports(files))
+
+
+_PROBE = """
+import atexit, json, runpy, sys
+out, datadir = sys.argv[1], sys.argv[2]
+def dump():
+    with open(out, "w") as f:
+        json.dump(sorted({getattr(m, "__file__", None) or "" for m in list(sys.modules.values())}), f)
+atexit.register(dump)
+sys.argv = ["node.tee.enclave", "--datadir", datadir]
+runpy.run_module("node.tee.enclave", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_running_enclave_loads_no_project_file_that_is_not_measured(tmp_path):
+    """Start the enclave process the way the client does (``SubprocessEnclave``: a fresh interpreter running
+    ``python -m node.tee.enclave``, here under a probe that writes the files behind ``sys.modules`` at exit),
+    drive it through a contract (open, signatures, release, accept), and compare. Rule: a loaded file under
+    the repository root is project code and must be measured, unless it is the interpreter's own (the standard
+    library, site-packages: third-party libraries, pinned by the environment, even in a venv inside the
+    checkout), which is not part of the measurement."""
+    import sys as _sys
+
+    from node.assets import address_for
+    from node.protocols.release import Chunk, schedule_spec, swap_schedule
+    from node.tee.client import InProcessEnclave, SubprocessEnclave
+
+    dump = tmp_path / "loaded.json"
+    cmd = [_sys.executable, "-c", _PROBE, str(dump), str(tmp_path / "enc")]
+    b = SubprocessEnclave(tmp_path / "enc", command=cmd)
+    try:
+        a = InProcessEnclave(None)
+        chunks = [[Chunk(asset, address_for(asset, p), p, 1000) for p in e.generate_keys(1)]
+                  for e, asset in ((a, "BTC-REG"), (b, "LTC"))]
+        spec = schedule_spec(swap_schedule(*chunks), [a.binding_for("dev", "A"), b.binding_for("dev", "B")]).encode()
+        cid = b.contract_open(spec).cid
+        a.contract_open(spec, [(1, b.contract_open(spec).sig)])
+        b.contract_open(spec, [(0, a.contract_open(spec).sig)])
+        assert b.contract_accept(cid, a.contract_release(cid, 0, 1)) == (0, 0)
+        a.contract_accept(cid, b.contract_release(cid, 0, 0))
+    finally:
+        b.close()
+    loaded = {Path(f).resolve() for f in json.loads(dump.read_text()) if f}
+    import sysconfig
+
+    installed = {Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    project = {p.relative_to(ROOT).as_posix() for p in loaded
+               if p.is_relative_to(ROOT) and not any(p.is_relative_to(d) for d in installed)}
+    assert "node/tee/enclave/server.py" in project and "node/contracts/interp.py" in project  # the probe saw it
+    unmeasured = sorted(project - set(measured_files()))
+    assert unmeasured == [], f"the enclave loaded project files its measurement leaves out: {unmeasured}"

@@ -35,6 +35,7 @@ import msgspec
 
 from node.clock import Clock, SystemClock
 from node.crypto import tagged_hash, verify_digest
+from node.crypto import verify_domain_sig  # noqa: F401  (re-exported: it moved into the enclave's trusted code)
 from node.tee.binding import Binding, keys_root
 from node.tee.enclave import messages as m
 from node.tee.enclave.core import OFFER_SHEET_TAG
@@ -148,11 +149,6 @@ def offer_sheet_digest(sheet_bytes: bytes) -> bytes:
 def verify_offer_sheet_sig(sign_pub: bytes, sheet_bytes: bytes, sig: bytes) -> bool:
     """True iff ``sig`` is the enclave key ``sign_pub``'s signature over the offer sheet."""
     return verify_digest(sign_pub, tagged_hash(OFFER_SHEET_TAG, sheet_bytes), sig)
-
-
-def verify_domain_sig(sign_pub: bytes, domain: str, digest32: bytes, sig: bytes) -> bool:
-    """True iff ``sig`` is ``Enclave.sign(domain, digest32)`` by the enclave key ``sign_pub``."""
-    return verify_digest(sign_pub, tagged_hash("keyswitch/" + domain, digest32), sig)
 
 
 _enc = msgspec.msgpack.Encoder()

@@ -81,7 +81,7 @@ def test_a_recovery_node_sweeps_a_dead_payers_escrowed_chunk_home(tmp_path):
                           and any("moved" in s["why"] for s in shares(h)) for h in ("H1", "H2", "H3")), 60,
               "every holder holds the shares, signed by both runners")
         (mine,) = [d for d in r.get("/v1/escrow")["recovery_node_of"] if d["contract"] == cid]
-        seed = (dirs["A"] / "identity.key").read_bytes()
+        seed = (dirs["A"] / "claim.seed").read_bytes()  # the owner's claim seed (not the libp2p identity key)
         dest = {p: address_for("BTC-REG", coincurve.PrivateKey(claim_key(seed, bytes.fromhex(p))).public_key.format())
                 for p in mine["destinations"]}
         assert mine["destinations"] == dest and sorted(dest.values()) == sorted(agreed["key_escrow"]["claim_addresses"])

@@ -4,8 +4,12 @@ This package is the code a TEE would measure and run: deposit key generation,
 sealed storage (keys, the release journal, a monotonic counter), quote
 production, offer-sheet and domain signing, ECIES key release and acceptance,
 and the export of a key to its owner. It imports only pure libraries
-(coincurve, cryptography, msgspec) and ``node.crypto`` / ``node.wire``; never
-trio, libp2p or the network.
+(coincurve, cryptography, msgspec, lark) and the project modules of its
+trusted code set (``measure.TRUSTED_CODE``: this package, ``node.crypto``,
+``node.wire``, ``node.contracts``, the bindings and attestation verifiers),
+all of them measured; never host code (``node.tee.client``, the runtime,
+the config), trio, libp2p or the network. ``tests/test_layering.py`` holds it
+to that.
 
 The *simulated* backend runs it as a separate OS process
 (``python -m node.tee.enclave --datadir D``) speaking a narrow, versioned

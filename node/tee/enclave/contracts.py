@@ -275,7 +275,7 @@ class Contracts:
             sum(1 for m in st.moved if m.giver == g) == len(spec.parties[g].chunks) for g in senders)
 
     def _terms_sig_ok(self, spec: ContractSpec, cid: bytes, party: int, sig: bytes) -> bool:
-        from node.tee.client import verify_domain_sig
+        from node.crypto import verify_domain_sig
 
         return verify_domain_sig(spec.parties[party].binding.sign_pub, "contract-terms", cid, sig)
 
@@ -358,7 +358,7 @@ class Contracts:
         return height
 
     def approve(self, cid: bytes, party: int, message: str, sig: bytes) -> None:
-        from node.tee.client import verify_domain_sig
+        from node.crypto import verify_domain_sig
 
         st, spec = self._get(cid)
         if not 0 <= party < len(spec.parties) or not message or len(message) > 256:
@@ -504,7 +504,7 @@ class Contracts:
         """Take a key from a signed release record of the giver's enclave under this contract: checks the
         record (signature by the giver's attested key, contract, step, recipient = us), decrypts and checks
         the key against the committed deposit key. Returns (giver, index); idempotent."""
-        from node.tee.client import verify_domain_sig
+        from node.crypto import verify_domain_sig
 
         st, spec = self._get(cid)
         env, body, giver, index = _decode_record(spec, cid, record)
@@ -596,7 +596,7 @@ class Holdings(Contracts):
         """Take (or add runners' signatures to) a contract we are an escrow holder of, and the shares sent
         to us; each share must be signed by its owner's enclave and bound to this contract and chunk."""
         from node.crypto import DecryptError, ecies_decrypt
-        from node.tee.client import verify_domain_sig
+        from node.crypto import verify_domain_sig
         from node.tee.enclave.core import ESCROW_SPLIT_TAG, MAX_ESCROW_HOLDERS, escrow_aad
 
         spec = decode_spec(spec_bytes)
@@ -717,7 +717,7 @@ class Holdings(Contracts):
     def moved(self, cid: bytes, record: bytes) -> tuple[int, int, int]:
         """Learn from a giver's signed release record that its chunk went to another party: our share of
         that chunk is then never released (the contract no longer refunds it). Returns (giver, index, receiver)."""
-        from node.tee.client import verify_domain_sig
+        from node.crypto import verify_domain_sig
 
         st, spec = self._get(cid)
         env, body, giver, index = _decode_record(spec, cid, record)

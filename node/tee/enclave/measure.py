@@ -1,10 +1,21 @@
 """The measurement of the enclave's trusted code (the simulated MRENCLAVE).
 
-A SHA-256 over the enclave's code files, reproducible from a source checkout:
-every ``*.py`` under ``node/tee/enclave/`` plus the project modules it
-loads (``EXTRA_FILES``: ``node/crypto.py``, ``node/wire.py``, ``node/tee/binding.py``, ...), each as its path relative to
-the repository root and its bytes, in sorted order. Anyone with the same
-source revision computes the same value.
+``TRUSTED_CODE`` is the enclave's trusted code set, decided here and nowhere
+else: the enclave package plus the pure shared modules it loads (wire format,
+crypto, bindings, the contract interpreter and its grammar and stdlib, the
+attestation verifiers ``node.tee.binding`` calls, the hardware quote and
+sealing providers). ``measured_files`` expands it into files; the
+measurement is a SHA-256 over those files, each as its path relative to the
+repository root and its bytes, in sorted order. Anyone with the same source
+revision computes the same value.
+
+Two tests hold the set to the truth (``tests/test_layering.py``): no module in
+it imports a project module outside it (a static scan, imports inside
+functions included), and an enclave process started the way the client
+starts it loads no project file that is not measured. Third-party libraries
+(coincurve, cryptography, msgspec, lark) and the standard library are not
+measured: they come from the installed environment, pinned by the package
+lock, not from this checkout.
 """
 
 from __future__ import annotations
@@ -12,16 +23,28 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-MEASURE_TAG = b"keyswitch/sim-measurement/1"
-#: project modules outside this package that the enclave process loads
-EXTRA_FILES = (
+MEASURE_TAG = b"keyswitch/sim-measurement/2"
+
+#: The enclave's trusted code set, relative to the repository root. An entry ending in "/" is a directory:
+#: every file under it is measured (code and the data files the code reads: the contract grammar and stdlib,
+#: the pinned vendor roots), except ``__pycache__`` and documentation (``*.md``: never loaded).
+TRUSTED_CODE = (
     "node/__init__.py",
-    "node/crypto.py",
     "node/wire.py",
+    "node/crypto.py",
+    "node/contracts/",
     "node/tee/__init__.py",
     "node/tee/binding.py",
     "node/tee/verdict.py",
+    "node/tee/simquote.py",
+    "node/tee/evidence/",
+    "node/tee/configfs_tsm.py",
+    "node/tee/gramine/__init__.py",
+    "node/tee/gramine/attestation.py",
+    "node/tee/gramine/sealing.py",
+    "node/tee/enclave/",
 )
+_NOT_LOADED_SUFFIXES = (".md", ".pyc", ".pyo")
 
 
 def project_root() -> Path:
@@ -29,11 +52,16 @@ def project_root() -> Path:
 
 
 def measured_files(root: Path | None = None) -> list[str]:
-    """Relative paths (posix) of the measured files, sorted."""
+    """Relative paths (posix) of the measured files, sorted: ``TRUSTED_CODE`` expanded."""
     root = project_root() if root is None else Path(root)
-    pkg = root / "node" / "tee" / "enclave"
-    rels = {p.relative_to(root).as_posix() for p in pkg.rglob("*.py") if "__pycache__" not in p.parts}
-    rels.update(EXTRA_FILES)
+    rels: set[str] = set()
+    for entry in TRUSTED_CODE:
+        if entry.endswith("/"):
+            for p in (root / entry).rglob("*"):
+                if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(_NOT_LOADED_SUFFIXES):
+                    rels.add(p.relative_to(root).as_posix())
+        else:
+            rels.add(entry)
     return sorted(rels)
 
 

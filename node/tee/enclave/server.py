@@ -67,7 +67,7 @@ def preload() -> None:
     """Load what the first contract call needs (signature checks, the contract language) before serving, so the
     first contract of a fresh enclave process does not wait ~20 ms for imports and the first compile."""
     from node.contracts import compile_source, stdlib
-    from node.tee.client import verify_domain_sig  # noqa: F401  (the contract calls check signatures with it)
+    from node.crypto import verify_domain_sig  # noqa: F401  (the contract calls check signatures with it)
 
     compile_source(stdlib.source("turns"))
 
@@ -91,23 +91,29 @@ def open_core(datadir: Path, *, debug: bool = False, backend: str = "simulated",
     edir = Path(datadir) / ENCLAVE_DIR
     if backend == "simulated":
         return EnclaveCore(SealedStore(edir, sim_sealing_key(edir)), measurement=code_measurement(), debug=debug)
-    from node.tee.backends import make_quote_provider  # hardware only: not loaded by the simulated enclave
-
-    provider = make_quote_provider(backend, attestation_dir=attestation_dir, tsm_dir=tsm_dir)
+    # Hardware providers are built here from their own modules (in the trusted code set, see ``measure``), not
+    # through the host's ``node.tee.backends`` (which loads the host's configuration code).
     measurement = code_measurement()
     if backend == "gramine":
+        from node.tee.gramine.attestation import DEFAULT_BASE, GramineQuoteProvider
         from node.tee.gramine.sealing import SEALED_PATH, GramineSealing
 
+        provider = GramineQuoteProvider(attestation_dir or DEFAULT_BASE)
         store = GramineSealing(sealed_dir or SEALED_PATH).open_store()
         mr = provider.mrenclave()
         if mr is not None:
             measurement = mr.hex()
-    else:
+    elif backend == "configfs":
+        from node.tee.configfs_tsm import DEFAULT_BASE as TSM_BASE, ConfigfsTsm
+
+        provider = ConfigfsTsm(tsm_dir or TSM_BASE)
         # configfs: the whole VM is the TEE; the sealed state is only as private as the VM's (encrypted) disk.
         # info().measurement stays this code's hash: the VM's launch measurement (MRTD / SNP MEASUREMENT)
         # is in each quote, not readable here without taking one.
         sdir = Path(sealed_dir) if sealed_dir else edir
         store = SealedStore(sdir, sim_sealing_key(sdir))
+    else:
+        raise ValueError(f"enclave backend {backend!r} is not one of simulated, gramine, configfs")
     return EnclaveCore(store, measurement=measurement, debug=debug, quote_provider=provider)
 
 
