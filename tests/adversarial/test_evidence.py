@@ -225,12 +225,6 @@ def test_nitro_non_empty_unprotected_header_is_refused(unprotected):
     assert refused(nitro_verify(tagged))
 
 
-def _flip_s(doc: list) -> list:
-    prot, unprot, payload, sig = doc
-    s = int.from_bytes(sig[48:], "big")
-    return [prot, unprot, payload, sig[:48] + (P384_N - s).to_bytes(48, "big")]
-
-
 @pytest.mark.parametrize("r_or_s", ["r", "s"])
 @pytest.mark.parametrize("value", [0, P384_N, P384_N + 1, 2 ** 384 - 1])
 def test_nitro_signature_scalars_out_of_range_are_refused(r_or_s, value):
@@ -239,6 +233,53 @@ def test_nitro_signature_scalars_out_of_range_are_refused(r_or_s, value):
     sig = enc + sig[48:] if r_or_s == "r" else sig[:48] + enc
     v = nitro_verify([prot, unprot, payload, sig])
     assert refused(v) and v.code == "bad-signature", v
+
+
+def _self_made_nitro(timestamp_ms: int) -> tuple[bytes, bytes]:
+    """(document, root DER): a Nitro-shaped document signed under a throwaway P-384 root, as a test root
+    stands in for AWS's (``verify_nitro(root_der=...)``): a signer that can pick the document's timestamp."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    root_key, leaf_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
+    window = dict(not_valid_before=dt.datetime(2020, 1, 1), not_valid_after=dt.datetime(2040, 1, 1))
+    root = (x509.CertificateBuilder(subject_name=name("root"), issuer_name=name("root"),
+                                    public_key=root_key.public_key(), serial_number=1, **window)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(root_key, hashes.SHA384()))
+    leaf = x509.CertificateBuilder(subject_name=name("leaf"), issuer_name=name("root"),
+                                   public_key=leaf_key.public_key(), serial_number=2, **window) \
+        .sign(root_key, hashes.SHA384())
+    root_der = root.public_bytes(Encoding.DER)
+    payload = cbor2.dumps({"module_id": "i-test", "digest": "SHA384", "timestamp": timestamp_ms,
+                           "pcrs": {0: bytes.fromhex(PCR0)}, "certificate": leaf.public_bytes(Encoding.DER),
+                           "cabundle": [root_der], "public_key": None, "user_data": None, "nonce": None})
+    prot = cbor2.dumps({1: -35})
+    der = leaf_key.sign(cbor2.dumps(["Signature1", prot, b"", payload]), ec.ECDSA(hashes.SHA384()))
+    r, s = decode_dss_signature(der)
+    if s > P384_N // 2:
+        s = P384_N - s
+    return cbor2.dumps([prot, {}, payload, r.to_bytes(48, "big") + s.to_bytes(48, "big")]), root_der
+
+
+def test_nitro_document_signed_after_the_verification_time_is_refused():
+    from node.tee.evidence.nitro import verify_nitro
+
+    signed_at = dt.datetime(2030, 1, 1, 12, tzinfo=UTC)
+    doc, root = _self_made_nitro(int(signed_at.timestamp() * 1000))
+    pol = trusting(PCR0, max_quote_age=7 * 86400)
+    assert verify_nitro(doc, policy=pol, at=signed_at, root_der=root).ok  # the document itself is fine
+    assert verify_nitro(doc, policy=pol, at=signed_at - dt.timedelta(seconds=299), root_der=root).ok  # skew
+    for early in (dt.timedelta(seconds=301), dt.timedelta(hours=1), dt.timedelta(days=300)):
+        v = verify_nitro(doc, policy=pol, at=signed_at - early, root_der=root)
+        assert refused(v) and v.code == "quote-from-future", (early, v)
 
 
 # ------------------------------------------------------------------ Intel IAS

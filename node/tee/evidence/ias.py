@@ -23,9 +23,11 @@ checked as of a caller-given time (never the wall clock).
 5. the quote status: statuses saying the quote itself is not genuine
    (``SIGNATURE_INVALID``, ``*_REVOKED``, ``SIGRL_VERSION_MISMATCH``) give
    ``genuine=False``;
-6. the report timestamp (UTC) is not after ``at`` (with the same 5-minute
-   clock-skew allowance as the simulated quotes) -> ``quote-from-future``, and
-   not older than ``policy.max_quote_age`` -> ``quote-stale`` (both genuine);
+6. the report timestamp (UTC) is not after ``at``, not even by a microsecond
+   (no clock-skew allowance: IAS reports are old by nature, and one dated
+   after ``at`` did not exist at ``at``) -> ``quote-from-future`` with
+   ``genuine=False`` (exit 4); and not older than ``policy.max_quote_age`` ->
+   ``quote-stale`` (genuine);
 7. the policy, as ``dcap.verify_dcap`` applies it: accepted TCB statuses
    (``tcb-status-refused``), refused advisories (``advisory-refused``), then
    ``dcap.check_report``: debug (``debug-not-allowed``) and the measurement
@@ -70,7 +72,6 @@ MAX_BLOB = 64 * 1024  # a real AVR body is ~1 KB, the chain ~4 KB
 MAX_PART = 32 * 1024
 EPID_QUOTE_LEN = HEADER_LEN + SGX_BODY_LEN  # 432: the quote without its EPID signature
 SUPPORTED_VERSIONS = (4, 5)
-CLOCK_SKEW = 300.0  # seconds a report timestamp may be ahead of ``at`` (as for simulated quotes)
 
 #: IAS ``isvEnclaveQuoteStatus`` -> the DCAP-style TCB status name the policy uses
 IAS_STATUS_TO_TCB = {
@@ -333,10 +334,10 @@ def _verify(body, signature, cert_chain_pem, policy, at: datetime, when: str, ro
     if report.status in IAS_STATUS_NOT_GENUINE:
         code, meaning = IAS_STATUS_NOT_GENUINE[report.status]
         return refuse(code, f"IAS says {report.status}: {meaning}", **fields)
+    if report.timestamp > at:  # no report existed yet at ``at``: not genuine as of then (exit 4)
+        return refuse("quote-from-future", f"report timestamp {report.timestamp.isoformat()} is after the "
+                      f"verification time {when}: the report did not exist yet", **fields)
     age = (at - report.timestamp).total_seconds()
-    if age < -CLOCK_SKEW:
-        return refuse("quote-from-future", f"report timestamp {report.timestamp.isoformat()} is after {when}",
-                      genuine=True, **fields)
     if age > policy.max_quote_age:
         return refuse("quote-stale", f"report is {age:.0f} s old, over the policy's {policy.max_quote_age:.0f} s",
                       genuine=True, **fields)

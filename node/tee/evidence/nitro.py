@@ -11,13 +11,19 @@ Nitro Enclaves Root G1. This module:
 * walks root -> cabundle[1] -> ... -> cabundle[-1] -> certificate: issuer
   names and signatures, CA basic constraints with path lengths, key usage,
   no unknown critical extension, every certificate valid at ``at``;
+* requires the unprotected header to be empty, as AWS sends it: it is not
+  signed, so anything in it would be attacker-chosen bytes riding along a
+  genuine document;
 * verifies the COSE signature over
   ``["Signature1", protected, b"", payload]`` with the leaf's P-384 key;
 * checks the document's fields as AWS specifies them (module_id, digest
   "SHA384", timestamp, pcrs, certificate, cabundle, and the optional
   public_key / user_data / nonce of at most 1024 bytes each);
-* then Keyswitch's own checks on a genuine document: the timestamp is not
-  from the future nor older than the policy allows, the enclave is not in
+* then the timestamp: not more than ``CLOCK_SKEW`` (5 minutes: documents are
+  fresh, made at the handshake on another machine's clock) after ``at``, else
+  ``quote-from-future`` with ``genuine=False`` (the document did not exist as
+  of ``at``), and not older than the policy allows (``quote-stale``, genuine);
+* then Keyswitch's own checks on a genuine document: the enclave is not in
   debug mode (debug enclaves have an all-zero PCR0), and PCR0 is on the
   policy's measurement allow-list.
 
@@ -188,7 +194,11 @@ def _opt_bytes(p: Mapping, key: str, lo: int) -> bytes | None:
 
 def parse_document(blob: bytes) -> NitroDocument:
     """Decode a Nitro attestation document and check its fields' types and sizes (no cryptography)."""
-    protected, _unprotected, payload, signature = _cose_parts(_raw(blob))
+    protected, unprotected, payload, signature = _cose_parts(_raw(blob))
+    if len(unprotected):
+        keys = ", ".join(_printable(repr(k), 40) for k in list(unprotected)[:8])
+        raise NitroParseError(f"the COSE unprotected header must be empty (AWS sends {{}}), it has {len(unprotected)} "
+                              f"entries ({keys}): the signature does not cover it")
     header = _decode_exactly(protected, "protected header")
     if not isinstance(header, Mapping) or header.get(1) != COSE_ALG_ES384:
         alg = header.get(1) if isinstance(header, Mapping) else None
@@ -409,9 +419,9 @@ def _verify(blob, *, policy, at: datetime, when: str, root_der: bytes | None) ->
 
     # genuine from here on: AWS hardware signed exactly this document
     now = at.timestamp()
-    if ts > now + CLOCK_SKEW:
-        return refuse("quote-from-future", f"document timestamp {facts['details']['timestamp']} is after {when}",
-                      genuine=True)
+    if ts > now + CLOCK_SKEW:  # signed after ``at`` (beyond the skew): not genuine as of ``at`` (exit 4)
+        return refuse("quote-from-future", f"document timestamp {facts['details']['timestamp']} is more than "
+                                           f"{CLOCK_SKEW:.0f} s after the verification time {when}")
     if now - ts > policy.max_quote_age:
         return refuse("quote-stale", f"document is {now - ts:.0f} s old, over the policy's "
                                      f"{policy.max_quote_age:.0f} s", genuine=True)
