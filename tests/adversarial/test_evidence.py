@@ -306,6 +306,55 @@ def test_ias_report_verified_at_or_after_its_timestamp_is_trusted():
         assert verify_evidence(ias_blob(), policy=trusting(IAS_MRENCLAVE, allow_debug=True), at=at).ok
 
 
+def _ias_parts():
+    return (IAS_V5.with_suffix(".json").read_bytes(), IAS_V5.with_suffix(".sig").read_bytes(),
+            IAS_CHAIN.read_bytes())
+
+
+def _plain_chain() -> bytes:
+    import urllib.parse
+
+    return urllib.parse.unquote_to_bytes(IAS_CHAIN.read_bytes())
+
+
+@pytest.mark.parametrize("variant", ["junk-after-encoded", "junk-after-plain", "junk-before", "junk-between",
+                                     "re-encoded", "extra-blank-line"])
+def test_ias_chain_with_bytes_besides_the_certificates_is_refused(variant):
+    """The chain is not signed: anything but the certificates in it would ride along a genuine report."""
+    body, sig, chain = _ias_parts()
+    plain = _plain_chain()
+    end = plain.index(b"-----END CERTIFICATE-----\n") + len(b"-----END CERTIFICATE-----\n")
+    chain = {
+        "junk-after-encoded": chain + b"%0Ahello",
+        "junk-after-plain": plain + b"hello world\n",
+        "junk-before": b"junk\n" + plain,
+        "junk-between": plain[:end] + b"between\n" + plain[end:],
+        "re-encoded": chain.replace(b"-----BEGIN", b"%2D----BEGIN", 1),  # same PEM once URL-decoded
+        "extra-blank-line": plain + b"\n",
+    }[variant]
+    v = verify_evidence(pack_ias(body, sig, chain), policy=trusting(IAS_MRENCLAVE, allow_debug=True),
+                        at=IAS_TS + dt.timedelta(minutes=1))
+    assert refused(v) and v.code == "malformed" and "chain" in v.reason, v
+
+
+@pytest.mark.parametrize("variant", ["trailing-newline", "inner-whitespace", "padding-bits"])
+def test_ias_signature_in_a_non_canonical_spelling_is_refused(variant):
+    body, sig, chain = _ias_parts()
+    assert sig.endswith(b"Q==")  # 'Q' carries 2 bits of the last byte and 4 zero padding bits
+    sig = {"trailing-newline": sig + b"\n", "inner-whitespace": sig[:10] + b" " + sig[10:],
+           "padding-bits": sig[:-3] + b"R=="}[variant]
+    v = verify_evidence(pack_ias(body, sig, chain), policy=trusting(IAS_MRENCLAVE, allow_debug=True),
+                        at=IAS_TS + dt.timedelta(minutes=1))
+    assert refused(v) and v.code == "malformed" and "signature" in v.reason, v
+
+
+def test_ias_chain_plain_or_as_intel_encodes_it_is_trusted():
+    body, sig, chain = _ias_parts()
+    for c in (chain, _plain_chain()):
+        assert verify_evidence(pack_ias(body, sig, c), policy=trusting(IAS_MRENCLAVE, allow_debug=True),
+                               at=IAS_TS + dt.timedelta(minutes=1)).ok
+
+
 # ------------------------------------------------------------------ AMD SEV-SNP
 
 def snp_verify(blob: bytes, fmt=None):
