@@ -225,6 +225,37 @@ def test_nitro_non_empty_unprotected_header_is_refused(unprotected):
     assert refused(nitro_verify(tagged))
 
 
+@pytest.mark.parametrize("variant", ["long-length", "indefinite-array", "indefinite-map", "tagged-long-length"])
+def test_nitro_non_shortest_cbor_encoding_is_refused(variant):
+    """Same COSE_Sign1 values, other bytes: the signature covers none of the outer structure's encoding."""
+    prot, unprot, payload, sig = nitro()
+    head = cbor2.dumps([prot, unprot, payload])[1:]  # the first three items, without the array header
+    blob = {
+        "long-length": b"\x84" + head + b"\x59\x00\x60" + sig,  # 96-byte bstr with a 2-byte length
+        "indefinite-array": b"\x9f" + head + cbor2.dumps(sig) + b"\xff",
+        "indefinite-map": b"\x84" + cbor2.dumps(prot) + b"\xbf\xff" + cbor2.dumps(payload) + cbor2.dumps(sig),
+        "tagged-long-length": b"\xd8\x12\x84" + head + b"\x59\x00\x60" + sig,  # tag 18 in two bytes
+    }[variant]
+    v = nitro_verify(blob)
+    assert refused(v) and v.code == "malformed" and "shortest" in v.reason, v
+
+
+B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+@pytest.mark.parametrize("variant", ["inner-newline", "spaces", "padding-bits"])
+def test_nitro_base64_in_another_spelling_is_refused(variant):
+    tagged = b"\xd2" + base64.b64decode(NITRO.read_bytes())  # the genuine document, COSE-tagged
+    text = base64.b64encode(tagged)
+    assert text.endswith(b"==") and nitro_verify(text).ok  # the last data character carries 4 padding bits
+    flipped = bytes([B64[B64.index(text[-3]) ^ 1]])
+    blob = {"inner-newline": text[:76] + b"\n" + text[76:], "spaces": b"  " + text,
+            "padding-bits": text[:-3] + flipped + b"=="}[variant]
+    assert base64.b64decode(b"".join(blob.split())) == tagged  # the same bytes, decoded
+    v = nitro_verify(blob)
+    assert refused(v), v
+
+
 @pytest.mark.parametrize("r_or_s", ["r", "s"])
 @pytest.mark.parametrize("value", [0, P384_N, P384_N + 1, 2 ** 384 - 1])
 def test_nitro_signature_scalars_out_of_range_are_refused(r_or_s, value):

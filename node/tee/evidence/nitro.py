@@ -11,6 +11,9 @@ Nitro Enclaves Root G1. This module:
 * walks root -> cabundle[1] -> ... -> cabundle[-1] -> certificate: issuer
   names and signatures, CA basic constraints with path lengths, key usage,
   no unknown critical extension, every certificate valid at ``at``;
+* reads the document in one spelling only (up to the COSE tag and base64
+  text, a final newline allowed): the COSE_Sign1 structure in its shortest
+  CBOR encoding, base64 without whitespace or stray padding bits;
 * requires the unprotected header to be empty, as AWS sends it: it is not
   signed, so anything in it would be attacker-chosen bytes riding along a
   genuine document;
@@ -154,22 +157,27 @@ def _raw(blob) -> bytes:
     raw = bytes(blob)
     if raw[:1] in (b"\x84", b"\xd2") or len(raw) > MAX_DOC_LEN * 2:
         return raw
-    text = b"".join(raw.split())
+    text = raw[:-1] if raw.endswith(b"\n") else raw  # one final newline, as a file has; no other whitespace
     if not text:
         return raw
     try:
         decoded = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return raw
+    if base64.b64encode(decoded) != text:  # stray padding bits: another spelling of the same bytes
+        return raw
     return decoded if decoded[:1] in (b"\x84", b"\xd2") else raw
 
 
-def _cose_parts(raw: bytes) -> tuple[bytes, Mapping, bytes, bytes]:
+def _cose_parts(raw: bytes, strict: bool = True) -> tuple[bytes, Mapping, bytes, bytes]:
     import cbor2
 
     if len(raw) > MAX_DOC_LEN:
         raise NitroParseError(f"document too large: {len(raw)} bytes > {MAX_DOC_LEN}")
     obj = _decode_exactly(raw, "document")
+    if strict and cbor2.dumps(obj) != raw:  # indefinite lengths, over-long length or integer encodings
+        raise NitroParseError("the COSE_Sign1 structure is not in its shortest CBOR encoding (as AWS writes it): "
+                              "the signature does not cover these bytes")
     if isinstance(obj, cbor2.CBORTag):
         if obj.tag != COSE_SIGN1_TAG:
             raise NitroParseError(f"CBOR tag {obj.tag} is not COSE_Sign1 ({COSE_SIGN1_TAG})")
@@ -247,7 +255,7 @@ def parse_document(blob: bytes) -> NitroDocument:
 def looks_like_nitro(blob: bytes) -> bool:
     """A COSE_Sign1 (raw or base64) whose payload is a CBOR map: format detection, not verification."""
     try:
-        _protected, _u, payload, _s = _cose_parts(_raw(blob))
+        _protected, _u, payload, _s = _cose_parts(_raw(blob), strict=False)  # parse_document is strict
         return payload[:1] != b"" and 0xA0 <= payload[0] <= 0xBF
     except Exception:
         return False
