@@ -177,3 +177,26 @@ def test_cli_attest_verify_exact_command(tmp_path):
     human = subprocess.run(cmd[:5] + [str(tampered)] + cmd[6:-1], capture_output=True, text=True, cwd=ROOT,
                            timeout=60)
     assert human.returncode == 4 and human.stdout.startswith("REFUSED")
+
+
+@pytest.mark.parametrize("version,akt,words", [(5, 2, "version 5"), (3, 3, "attestation key type 3"),
+                                               (2, 2, "version 2")])
+def test_unsupported_quote_layouts_are_refused_before_any_reading(version, akt, words):
+    """A v5 quote has a body descriptor at byte 48, so reading it at v3's offsets would report the wrong
+    MRENCLAVE and report data: only the layouts read here (SGX v3/v4, TDX v4, ECDSA P-256) are accepted."""
+    import struct
+
+    q = bytearray(SGX.read_bytes())
+    struct.pack_into("<HH", q, 0, version, akt)
+    with pytest.raises(ValueError, match=words):
+        parse_quote(bytes(q))
+    v = verify(bytes(q), SGX_C.read_bytes(), pol=policy(MRENCLAVE))
+    if version == 2:  # not even detected as DCAP
+        assert not v.genuine and v.code == "unsupported-format", v
+    else:
+        assert not v.genuine and v.code == "malformed" and words in v.reason, v
+
+
+def test_quote_end_reads_the_declared_length():
+    assert quote_end(SGX.read_bytes()) == len(SGX.read_bytes()) == 4600
+    assert quote_end(TDX.read_bytes()) == 4936 and quote_end(b"") == 0 and quote_end(bytes(100)) == 0
