@@ -163,13 +163,7 @@ def check_layout(blob: bytes) -> None:
     if len(blob) > MAX_QUOTE_LEN:
         raise QuoteParseError(f"quote is {len(blob)} bytes, over {MAX_QUOTE_LEN}")
     r = _Reader(blob, 0, len(blob))
-    version, akt, tee = struct.unpack("<HHI", r.take(8, "the header"))
-    r.take(HEADER_LEN - 8, "the header")
-    if akt != ATT_KEY_ECDSA_P256:
-        raise QuoteParseError(f"attestation key type {akt} is not supported ({ATT_KEY_ECDSA_P256}, ECDSA P-256, is)")
-    if (tee, version) not in ((TEE_SGX, 3), (TEE_SGX, 4), (TEE_TDX, 4)):
-        raise QuoteParseError(f"quote version {version} for TEE type 0x{tee:x} is not supported "
-                              "(SGX v3/v4, TDX v4 are)")
+    version, _akt, tee = _header(r.take(HEADER_LEN, "the header"))
     r.take(TDX10_BODY_LEN if tee == TEE_TDX else SGX_BODY_LEN, "the report body")
     sig_len = r.u32("the signature data length")
     if sig_len < r.end - r.pos:
@@ -195,26 +189,47 @@ def check_layout(blob: bytes) -> None:
     qe.done("the signature data" if version == 3 else "the QE report certification data")
 
 
-def parse_quote(blob: bytes) -> ParsedQuote:
-    """Check the whole layout (``check_layout``), then read the header and report body.
+def _header(header: bytes) -> tuple[int, int, int]:
+    """(version, attestation key type, TEE type) of a layout read here, else ``QuoteParseError``."""
+    version, akt, tee = struct.unpack_from("<HHI", header, 0)
+    if akt != ATT_KEY_ECDSA_P256:
+        raise QuoteParseError(f"attestation key type {akt} is not supported ({ATT_KEY_ECDSA_P256}, ECDSA P-256, is)")
+    if (tee, version) not in ((TEE_SGX, 3), (TEE_SGX, 4), (TEE_TDX, 4)):
+        raise QuoteParseError(f"quote version {version} for TEE type 0x{tee:x} is not supported "
+                              "(SGX v3/v4, TDX v4 are)")
+    return version, akt, tee
 
-    Raises ``QuoteParseError``.
-    """
+
+def read_report(blob: bytes) -> ParsedQuote:
+    """The header and report body only (no check of what follows them: see ``parse_quote``)."""
     if len(blob) < HEADER_LEN:
         raise QuoteParseError(f"quote too short: {len(blob)} bytes < {HEADER_LEN}-byte header")
-    check_layout(bytes(blob))
-    version, akt, tee, qe_svn, pce_svn = struct.unpack_from("<HHIHH", blob, 0)
+    version, akt, tee = _header(blob[:HEADER_LEN])
+    qe_svn, pce_svn = struct.unpack_from("<HH", blob, 8)
     vendor_id = blob[12:28]
     body = blob[HEADER_LEN:]
     if tee == TEE_SGX:
+        if len(body) < SGX_BODY_LEN:
+            raise QuoteParseError("quote too short for an SGX report body")
         attributes = body[48:64]
         return ParsedQuote(version, akt, tee, qe_svn, pce_svn, vendor_id, "intel-sgx-dcap",
                            measurement=body[64:96], signer=body[128:160], attributes=attributes,
                            debug=bool(attributes[0] & SGX_ATTR_DEBUG), report_data=body[320:384])
+    if len(body) < TDX10_BODY_LEN:
+        raise QuoteParseError("quote too short for a TD report body")
     td_attributes = body[120:128]
     return ParsedQuote(version, akt, tee, qe_svn, pce_svn, vendor_id, "intel-tdx-dcap",
                        measurement=body[136:184], signer=body[64:112], attributes=td_attributes,
                        debug=bool(td_attributes[0] & TD_ATTR_DEBUG), report_data=body[520:584])
+
+
+def parse_quote(blob: bytes) -> ParsedQuote:
+    """The whole quote checked (``check_layout``), then its header and report body read (``read_report``).
+
+    Raises ``QuoteParseError``.
+    """
+    check_layout(bytes(blob))
+    return read_report(blob)
 
 
 def pinned_root_der() -> bytes:
@@ -252,7 +267,7 @@ def verify_dcap(blob: bytes, *, policy, at: datetime, collateral: bytes | None,
     at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
     when = at.isoformat()
     try:
-        parsed = parse_quote(blob)
+        parsed = read_report(blob)
     except QuoteParseError as exc:
         return Verdict(False, False, "malformed", str(exc), "intel-dcap", when)
     base = dict(vendor=parsed.vendor, verified_at=when, measurement=parsed.measurement.hex(),
@@ -263,6 +278,10 @@ def verify_dcap(blob: bytes, *, policy, at: datetime, collateral: bytes | None,
 
     if collateral is None:
         return refuse("collateral-missing", "DCAP quotes are verified offline: give the collateral (--collateral)")
+    try:
+        check_layout(bytes(blob))  # before dcap-qvl, which is lenient about every length below
+    except QuoteParseError as exc:
+        return refuse("malformed", str(exc))
     try:
         import dcap_qvl
 
