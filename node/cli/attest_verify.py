@@ -89,7 +89,8 @@ def verify(
             raise typer.Exit(2)
         from node.tee.evidence.ias import pack_ias
 
-        blob = pack_ias(blob, signature.read_bytes(), chain.read_bytes())
+        # a signature file may end in a newline; the header value itself is canonical base64, checked as such
+        blob = pack_ias(blob, signature.read_bytes().strip(), chain.read_bytes())
     coll = _collateral(collateral or [])
     side = binding or (file.with_name(file.name + ".binding.json"))
     if binding is not None or side.exists():

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from node.tee.evidence import detect_format, verify_evidence
-from node.tee.evidence.dcap import check_report, parse_quote, verify_dcap
+from node.tee.evidence.dcap import check_report, parse_quote, quote_end, verify_dcap
 from node.tee.policy import AttestationPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +23,14 @@ TDX, TDX_C = D / "tdx_quote_v4.bin", D / "tdx_quote_v4_collateral.json"
 MRENCLAVE = "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
 
 pytestmark = pytest.mark.skipif(not SGX.exists(), reason=f"DCAP samples not found at {D}")
+
+
+def tdx_quote() -> bytes:
+    """The TDX sample as long as it declares itself: the shared file has 70 zero bytes of padding after it,
+    which the verifier refuses as trailing bytes (tests/adversarial/test_evidence.py)."""
+    q = TDX.read_bytes()
+    assert len(q) - quote_end(q) == 70 and not any(q[quote_end(q):])
+    return q[:quote_end(q)]
 
 
 def policy(*allowed):
@@ -45,9 +53,9 @@ def test_sgx_sample_is_genuine_with_status_and_advisories():
 
 
 def test_tdx_sample_is_up_to_date():
-    v = verify(TDX.read_bytes(), TDX_C.read_bytes())
+    v = verify(tdx_quote(), TDX_C.read_bytes())
     assert v.genuine and v.tcb_status == "UpToDate" and v.vendor == "intel-tdx-dcap" and len(v.measurement) == 96
-    assert verify(TDX.read_bytes(), TDX_C.read_bytes(), pol=policy(v.measurement)).ok
+    assert verify(tdx_quote(), TDX_C.read_bytes(), pol=policy(v.measurement)).ok
 
 
 @pytest.mark.parametrize("offset", [0, 10, 48 + 64, 48 + 100, 48 + 330, 431])
@@ -119,8 +127,7 @@ def test_refused_tcb_status_and_advisory_are_genuine_but_not_trusted():
 
 
 def test_our_report_body_parser_agrees_with_dcap_qvl():
-    for path in (SGX, TDX):
-        blob = path.read_bytes()
+    for blob in (SGX.read_bytes(), tdx_quote()):
         ours, theirs = parse_quote(blob), dcap_qvl.Quote.parse(blob)
         assert ours.version == theirs.header.version and ours.tee_type == theirs.header.tee_type
         assert ours.qe_svn == theirs.header.qe_svn and ours.pce_svn == theirs.header.pce_svn
@@ -170,3 +177,26 @@ def test_cli_attest_verify_exact_command(tmp_path):
     human = subprocess.run(cmd[:5] + [str(tampered)] + cmd[6:-1], capture_output=True, text=True, cwd=ROOT,
                            timeout=60)
     assert human.returncode == 4 and human.stdout.startswith("REFUSED")
+
+
+@pytest.mark.parametrize("version,akt,words", [(5, 2, "version 5"), (3, 3, "attestation key type 3"),
+                                               (2, 2, "version 2")])
+def test_unsupported_quote_layouts_are_refused_before_any_reading(version, akt, words):
+    """A v5 quote has a body descriptor at byte 48, so reading it at v3's offsets would report the wrong
+    MRENCLAVE and report data: only the layouts read here (SGX v3/v4, TDX v4, ECDSA P-256) are accepted."""
+    import struct
+
+    q = bytearray(SGX.read_bytes())
+    struct.pack_into("<HH", q, 0, version, akt)
+    with pytest.raises(ValueError, match=words):
+        parse_quote(bytes(q))
+    v = verify(bytes(q), SGX_C.read_bytes(), pol=policy(MRENCLAVE))
+    if version == 2:  # not even detected as DCAP
+        assert not v.genuine and v.code == "unsupported-format", v
+    else:
+        assert not v.genuine and v.code == "malformed" and words in v.reason, v
+
+
+def test_quote_end_reads_the_declared_length():
+    assert quote_end(SGX.read_bytes()) == len(SGX.read_bytes()) == 4600
+    assert quote_end(TDX.read_bytes()) == 4936 and quote_end(b"") == 0 and quote_end(bytes(100)) == 0

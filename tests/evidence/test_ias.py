@@ -154,9 +154,12 @@ def test_after_the_signing_certificate_expired():
 
 def test_report_time_against_at():
     early = verify("v5", at=dt.datetime(2023, 9, 27, 15, 0, tzinfo=UTC), pol=policy(allow_debug=True))
-    assert early.genuine and not early.ok and early.code == "quote-from-future"
-    # the README's suggested instant, 44 ms before the timestamp, is within the clock-skew allowance
-    assert verify("v5", at=dt.datetime(2023, 9, 27, 15, 51, 58, tzinfo=UTC)).code == "debug-not-allowed"
+    assert not early.genuine and not early.ok and early.code == "quote-from-future"
+    # no clock-skew allowance: the README's suggested instant, 44 ms before the timestamp, is refused too
+    # (it used to pass as genuine: issue #17 item 10); the timestamp itself is the earliest time that verifies
+    just_before = verify("v5", at=dt.datetime(2023, 9, 27, 15, 51, 58, tzinfo=UTC))
+    assert not just_before.genuine and just_before.code == "quote-from-future"
+    assert verify("v5", at=dt.datetime(2023, 9, 27, 15, 51, 58, 44803, tzinfo=UTC)).code == "debug-not-allowed"
     old = verify("v4", at=SAMPLES["v5"]["at"], pol=policy(allow_debug=True))
     assert old.genuine and old.code == "quote-stale"
     naive = verify("v4", at=SAMPLES["v4"]["at"].replace(tzinfo=None))

@@ -285,3 +285,22 @@ def test_mutated_samples_give_a_verdict_and_are_never_genuine(flips, cut):
         doc = doc[:cut]
     v = _checked(verify(bytes(doc), pol=policy(PCR0)))
     assert not v.genuine and not v.ok
+
+
+P384_N = int("ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973", 16)
+
+
+def test_aws_signs_with_high_s_so_high_s_is_not_refused():
+    """Why a high-S (r, n - s) signature is accepted (issue #17 item 10 asked to refuse it): AWS's own signer
+    does not normalise S. The shared debug document, genuine, has a high S; refusing high S would refuse about
+    half of all genuine Nitro documents. The flipped form carries nothing new: every checked byte but S is the
+    same, so it yields the very same verdict (the one thing it changes is the blob's hash, i.e. one extra
+    cache entry per document)."""
+    _p, _u, _pl, debug_sig = cbor2.loads(raw(DEBUG))
+    assert int.from_bytes(debug_sig[48:], "big") > P384_N // 2  # AWS signed it so
+    assert verify(raw(DEBUG), at=AT_DEBUG).genuine
+    prot, unprot, payload, sig = cbor2.loads(raw())
+    flipped = sig[:48] + (P384_N - int.from_bytes(sig[48:], "big")).to_bytes(48, "big")
+    a = verify(raw(), pol=policy(PCR0))
+    b = verify(cbor2.dumps([prot, unprot, payload, flipped]), pol=policy(PCR0))
+    assert a.ok and b == a

@@ -17,15 +17,21 @@ checked as of a caller-given time (never the wall clock).
 2. every certificate's validity window contains ``at`` -> ``expired``;
 3. the body signature: RSA PKCS#1 v1.5 with SHA-256 by the leaf over the exact
    body bytes -> ``bad-signature``;
+   Before any of it, the two unsigned parts must be spelt canonically: the
+   chain only PEM certificates (plain, or URL-encoded exactly as IAS does
+   it), the signature base64 without whitespace or stray padding bits ->
+   ``malformed``: nothing outside the signed body is left for anyone to vary;
 4. the body: JSON of API version 4 or 5 with ``isvEnclaveQuoteBody`` a
    432-byte EPID quote (48-byte header, then the SGX report body, read at the
    same offsets as ``dcap.parse_quote``) -> ``malformed``;
 5. the quote status: statuses saying the quote itself is not genuine
    (``SIGNATURE_INVALID``, ``*_REVOKED``, ``SIGRL_VERSION_MISMATCH``) give
    ``genuine=False``;
-6. the report timestamp (UTC) is not after ``at`` (with the same 5-minute
-   clock-skew allowance as the simulated quotes) -> ``quote-from-future``, and
-   not older than ``policy.max_quote_age`` -> ``quote-stale`` (both genuine);
+6. the report timestamp (UTC) is not after ``at``, not even by a microsecond
+   (no clock-skew allowance: IAS reports are old by nature, and one dated
+   after ``at`` did not exist at ``at``) -> ``quote-from-future`` with
+   ``genuine=False`` (exit 4); and not older than ``policy.max_quote_age`` ->
+   ``quote-stale`` (genuine);
 7. the policy, as ``dcap.verify_dcap`` applies it: accepted TCB statuses
    (``tcb-status-refused``), refused advisories (``advisory-refused``), then
    ``dcap.check_report``: debug (``debug-not-allowed``) and the measurement
@@ -52,6 +58,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import struct
 import urllib.parse
 from dataclasses import dataclass
@@ -70,7 +77,8 @@ MAX_BLOB = 64 * 1024  # a real AVR body is ~1 KB, the chain ~4 KB
 MAX_PART = 32 * 1024
 EPID_QUOTE_LEN = HEADER_LEN + SGX_BODY_LEN  # 432: the quote without its EPID signature
 SUPPORTED_VERSIONS = (4, 5)
-CLOCK_SKEW = 300.0  # seconds a report timestamp may be ahead of ``at`` (as for simulated quotes)
+MAX_CHAIN_CERTS = 4  # IAS sends 2: the report signing certificate and the CA
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]{1,16384}?-----END CERTIFICATE-----\n")
 
 #: IAS ``isvEnclaveQuoteStatus`` -> the DCAP-style TCB status name the policy uses
 IAS_STATUS_TO_TCB = {
@@ -192,7 +200,16 @@ def load_chain(cert_chain_pem: bytes) -> list:
 
     data = bytes(cert_chain_pem)
     if b"%" in data:  # URL-encoded header value; plain PEM never contains '%'
-        data = urllib.parse.unquote_to_bytes(data)
+        encoded, data = data, urllib.parse.unquote_to_bytes(data)
+        if urllib.parse.quote_from_bytes(data).encode() != encoded:
+            raise IasFormatError("URL-encoded certificate chain is not in the encoding IAS uses "
+                                 "(urllib.parse.quote of the PEM): the same chain can be spelt only two ways")
+    pos, count = 0, 0
+    while (m := _PEM_CERT.match(data, pos)) is not None:
+        pos, count = m.end(), count + 1
+    if pos != len(data) or not 1 <= count <= MAX_CHAIN_CERTS:
+        raise IasFormatError(f"certificate chain is not only 1..{MAX_CHAIN_CERTS} PEM certificates: {count} "
+                             f"certificate(s), then {len(data) - pos} other bytes at offset {pos}")
     try:
         certs = x509.load_pem_x509_certificates(data)
     except Exception as exc:  # ValueError, or a Rust-side parse error on odd DER
@@ -209,11 +226,16 @@ def load_chain(cert_chain_pem: bytes) -> list:
 
 
 def decode_signature(signature: bytes) -> bytes:
-    """The base64 ``X-IASReport-Signature``. Raises ``IasFormatError``."""
+    """The base64 ``X-IASReport-Signature``, in its one canonical spelling: no whitespace, no non-zero
+    padding bits (the bytes of the evidence are not left for anyone to vary). Raises ``IasFormatError``."""
+    text = bytes(signature)
     try:
-        return base64.b64decode(b"".join(bytes(signature).split()), validate=True)
+        sig = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise IasFormatError("report signature is not base64") from None
+        raise IasFormatError("report signature is not base64 (without whitespace)") from None
+    if base64.b64encode(sig) != text:
+        raise IasFormatError("report signature is not in canonical base64 (padding bits or '=' padding differ)")
+    return sig
 
 
 def pinned_root_der() -> bytes:
@@ -333,10 +355,10 @@ def _verify(body, signature, cert_chain_pem, policy, at: datetime, when: str, ro
     if report.status in IAS_STATUS_NOT_GENUINE:
         code, meaning = IAS_STATUS_NOT_GENUINE[report.status]
         return refuse(code, f"IAS says {report.status}: {meaning}", **fields)
+    if report.timestamp > at:  # no report existed yet at ``at``: not genuine as of then (exit 4)
+        return refuse("quote-from-future", f"report timestamp {report.timestamp.isoformat()} is after the "
+                      f"verification time {when}: the report did not exist yet", **fields)
     age = (at - report.timestamp).total_seconds()
-    if age < -CLOCK_SKEW:
-        return refuse("quote-from-future", f"report timestamp {report.timestamp.isoformat()} is after {when}",
-                      genuine=True, **fields)
     if age > policy.max_quote_age:
         return refuse("quote-stale", f"report is {age:.0f} s old, over the policy's {policy.max_quote_age:.0f} s",
                       genuine=True, **fields)

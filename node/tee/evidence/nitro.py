@@ -11,13 +11,22 @@ Nitro Enclaves Root G1. This module:
 * walks root -> cabundle[1] -> ... -> cabundle[-1] -> certificate: issuer
   names and signatures, CA basic constraints with path lengths, key usage,
   no unknown critical extension, every certificate valid at ``at``;
+* reads the document in one spelling only (up to the COSE tag and base64
+  text, a final newline allowed): the COSE_Sign1 structure in its shortest
+  CBOR encoding, base64 without whitespace or stray padding bits;
+* requires the unprotected header to be empty, as AWS sends it: it is not
+  signed, so anything in it would be attacker-chosen bytes riding along a
+  genuine document;
 * verifies the COSE signature over
   ``["Signature1", protected, b"", payload]`` with the leaf's P-384 key;
 * checks the document's fields as AWS specifies them (module_id, digest
   "SHA384", timestamp, pcrs, certificate, cabundle, and the optional
   public_key / user_data / nonce of at most 1024 bytes each);
-* then Keyswitch's own checks on a genuine document: the timestamp is not
-  from the future nor older than the policy allows, the enclave is not in
+* then the timestamp: not more than ``CLOCK_SKEW`` (5 minutes: documents are
+  fresh, made at the handshake on another machine's clock) after ``at``, else
+  ``quote-from-future`` with ``genuine=False`` (the document did not exist as
+  of ``at``), and not older than the policy allows (``quote-stale``, genuine);
+* then Keyswitch's own checks on a genuine document: the enclave is not in
   debug mode (debug enclaves have an all-zero PCR0), and PCR0 is on the
   policy's measurement allow-list.
 
@@ -148,22 +157,27 @@ def _raw(blob) -> bytes:
     raw = bytes(blob)
     if raw[:1] in (b"\x84", b"\xd2") or len(raw) > MAX_DOC_LEN * 2:
         return raw
-    text = b"".join(raw.split())
+    text = raw[:-1] if raw.endswith(b"\n") else raw  # one final newline, as a file has; no other whitespace
     if not text:
         return raw
     try:
         decoded = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return raw
+    if base64.b64encode(decoded) != text:  # stray padding bits: another spelling of the same bytes
+        return raw
     return decoded if decoded[:1] in (b"\x84", b"\xd2") else raw
 
 
-def _cose_parts(raw: bytes) -> tuple[bytes, Mapping, bytes, bytes]:
+def _cose_parts(raw: bytes, strict: bool = True) -> tuple[bytes, Mapping, bytes, bytes]:
     import cbor2
 
     if len(raw) > MAX_DOC_LEN:
         raise NitroParseError(f"document too large: {len(raw)} bytes > {MAX_DOC_LEN}")
     obj = _decode_exactly(raw, "document")
+    if strict and cbor2.dumps(obj) != raw:  # indefinite lengths, over-long length or integer encodings
+        raise NitroParseError("the COSE_Sign1 structure is not in its shortest CBOR encoding (as AWS writes it): "
+                              "the signature does not cover these bytes")
     if isinstance(obj, cbor2.CBORTag):
         if obj.tag != COSE_SIGN1_TAG:
             raise NitroParseError(f"CBOR tag {obj.tag} is not COSE_Sign1 ({COSE_SIGN1_TAG})")
@@ -188,7 +202,11 @@ def _opt_bytes(p: Mapping, key: str, lo: int) -> bytes | None:
 
 def parse_document(blob: bytes) -> NitroDocument:
     """Decode a Nitro attestation document and check its fields' types and sizes (no cryptography)."""
-    protected, _unprotected, payload, signature = _cose_parts(_raw(blob))
+    protected, unprotected, payload, signature = _cose_parts(_raw(blob))
+    if len(unprotected):
+        keys = ", ".join(_printable(repr(k), 40) for k in list(unprotected)[:8])
+        raise NitroParseError(f"the COSE unprotected header must be empty (AWS sends {{}}), it has {len(unprotected)} "
+                              f"entries ({keys}): the signature does not cover it")
     header = _decode_exactly(protected, "protected header")
     if not isinstance(header, Mapping) or header.get(1) != COSE_ALG_ES384:
         alg = header.get(1) if isinstance(header, Mapping) else None
@@ -237,7 +255,7 @@ def parse_document(blob: bytes) -> NitroDocument:
 def looks_like_nitro(blob: bytes) -> bool:
     """A COSE_Sign1 (raw or base64) whose payload is a CBOR map: format detection, not verification."""
     try:
-        _protected, _u, payload, _s = _cose_parts(_raw(blob))
+        _protected, _u, payload, _s = _cose_parts(_raw(blob), strict=False)  # parse_document is strict
         return payload[:1] != b"" and 0xA0 <= payload[0] <= 0xBF
     except Exception:
         return False
@@ -409,9 +427,9 @@ def _verify(blob, *, policy, at: datetime, when: str, root_der: bytes | None) ->
 
     # genuine from here on: AWS hardware signed exactly this document
     now = at.timestamp()
-    if ts > now + CLOCK_SKEW:
-        return refuse("quote-from-future", f"document timestamp {facts['details']['timestamp']} is after {when}",
-                      genuine=True)
+    if ts > now + CLOCK_SKEW:  # signed after ``at`` (beyond the skew): not genuine as of ``at`` (exit 4)
+        return refuse("quote-from-future", f"document timestamp {facts['details']['timestamp']} is more than "
+                                           f"{CLOCK_SKEW:.0f} s after the verification time {when}")
     if now - ts > policy.max_quote_age:
         return refuse("quote-stale", f"document is {now - ts:.0f} s old, over the policy's "
                                      f"{policy.max_quote_age:.0f} s", genuine=True)

@@ -8,7 +8,8 @@ code                           genuine   meaning
 =============================  ========  ===========================================
 ``malformed``                  False     not a 1184-byte SNP report of version 2..5,
                                          or a signature algorithm other than
-                                         ECDSA P-384 / SHA-384
+                                         ECDSA P-384 / SHA-384, or non-zero bytes
+                                         in the unsigned signature padding
 ``unsupported-signing-key``    False     signed by a VLEK (or no key), not a VCEK
 ``collateral-missing``         False     no VCEK certificate, or no ASK chain
 ``bad-collateral``             False     VCEK / chain unreadable, no ASK for the
@@ -32,7 +33,11 @@ What is checked:
   version 2..5, signature algorithm 1 (ECDSA P-384 with SHA-384), signing key
   VCEK (bits 4:2 of the word at 0x48);
 * the report signature at 0x2A0 (R and S, 72 bytes each, little-endian) over
-  bytes [0, 0x2A0), with the VCEK's P-384 public key;
+  bytes [0, 0x2A0), with the VCEK's P-384 public key; the bytes no signature
+  covers must be zero, as the firmware writes them: R's and S's zero-extension
+  (bytes 48..71 of each) and the 368 reserved bytes after S (``malformed``
+  otherwise). High S is accepted: AMD's firmware does not normalise S (the
+  shared sample's S is high);
 * the chain VCEK <- ASK <- ARK: each link RSASSA-PSS with SHA-384, MGF1-SHA-384
   and a 48-byte salt (AMD's parameters; other parameters are refused), the ARK
   self-signed and byte-identical to the pinned Milan ARK
@@ -89,6 +94,7 @@ ROOT_SHA256 = "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd"
 REPORT_LEN = 0x4A0  # 1184
 SIGNED_LEN = 0x2A0  # the signature covers bytes [0, 0x2A0)
 SIG_COMPONENT_LEN = 72  # R and S, little-endian, zero-padded
+P384_LEN = 48  # bytes of R and S that may be non-zero
 VERSIONS = range(2, 6)
 SIG_ALGO_ECDSA_P384_SHA384 = 1
 
@@ -215,6 +221,17 @@ def parse_snp_report(blob: bytes) -> ParsedSnpReport:
     version, guest_svn, policy = struct.unpack_from("<IIQ", b, 0x00)
     if version not in VERSIONS:
         raise SnpParseError(f"SNP report version {version} not supported (2..5 are)")
+    sig_area = b[SIGNED_LEN:]
+    for name, start in (("R", 0), ("S", SIG_COMPONENT_LEN)):
+        lo, hi = start + P384_LEN, start + SIG_COMPONENT_LEN
+        if any(sig_area[lo:hi]):
+            raise SnpParseError(f"signature {name} is not zero-extended: bytes {SIGNED_LEN + lo:#x}.."
+                                f"{SIGNED_LEN + hi - 1:#x} must be zero for a P-384 value")
+    reserved = sig_area[2 * SIG_COMPONENT_LEN:]
+    if any(reserved):
+        first = SIGNED_LEN + 2 * SIG_COMPONENT_LEN + next(i for i, x in enumerate(reserved) if x)
+        raise SnpParseError(f"reserved bytes after the signature are not zero (first at {first:#x}): "
+                            "no signature covers them")
     vmpl, sig_algo = struct.unpack_from("<II", b, 0x30)
     platform_info, flags = struct.unpack_from("<QI", b, 0x40)
     tcb = lambda off: TcbVersion.from_bytes(b[off:off + 8])  # noqa: E731
