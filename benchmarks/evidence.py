@@ -109,6 +109,7 @@ def sample_cases(root: Path) -> list[Case]:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
+    from node.tee.evidence.dcap import quote_end
     from node.tee.evidence.ias import pack_ias
     from node.tee.policy import AttestationPolicy
 
@@ -126,11 +127,12 @@ def sample_cases(root: Path) -> list[Case]:
     ias = pack_ias((i / "avr_v5_body_sw_hardening_needed.json").read_bytes(),
                    (i / "avr_v5_body_sw_hardening_needed.sig").read_bytes(),
                    (i / "avr_certificates_urlencoded.pem").read_bytes())
+    tdx = (d / "tdx_quote_v4.bin").read_bytes()
     return [
         Case("DCAP SGX (quote v3)", "ECDSA P-256", (d / "sgx_quote_v3.bin").read_bytes(), dcap_at,
              (d / "sgx_quote_v3_collateral.json").read_bytes(),
              trusting("33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"), "ok"),
-        Case("DCAP TDX (quote v4)", "ECDSA P-256", (d / "tdx_quote_v4.bin").read_bytes(), dcap_at,
+        Case("DCAP TDX (quote v4)", "ECDSA P-256", tdx[:quote_end(tdx)], dcap_at,  # the file pads 70 zero bytes
              (d / "tdx_quote_v4_collateral.json").read_bytes(),
              trusting("91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407"
                       "de03ae6dc5f87f27428b2538873118b7"), "ok"),
