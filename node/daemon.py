@@ -63,10 +63,11 @@ class OfferStack:
         """This node's sheet: the attested enclave and its funded deposits (none until funded)."""
         from node.protocols.offers import OwnSheet
 
+        committed = self.enclave.held_pubkeys()  # what the binding's keys_root commits to (the sheet carries it)
         binding = self.enclave.binding_for(self.net, self.peer_id)
         quote = self.enclave.quote(binding)
         return OwnSheet(offers=list(self.extra.get("offers", [])), retracted=[], quote=quote, binding=binding,
-                        sign=self.enclave.sign_offer_sheet)
+                        sign=self.enclave.sign_offer_sheet, committed=committed)
 
     def refresh_offers(self, now: float) -> None:
         """Offers from confirmed deposits (when a ledger is attached), then a fresh own sheet, quoted
