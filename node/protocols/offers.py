@@ -6,11 +6,12 @@ sheet supersedes the older one, so a chunk that was released, spent or
 expired is retracted simply by leaving it out (its deposit key is listed in
 ``retracted`` for one sheet so books can say why).
 
-Wire form, version 2 (``node.wire``, deterministic MessagePack)::
+Wire form, version 3 (``node.wire``, deterministic MessagePack; every field has a stated range,
+see the comment above ``Terms``)::
 
     SignedSheet(body: bytes, sig: bytes)          # sig = enclave signature over body
     SheetWire(version, net, origin, seq, issued_at, offers: OfferTable, retracted,
-              offers_root, quote, binding)
+              offers_root, quote, binding, unoffered)
     OfferTable(terms: [Terms(asset, price, price_at, expiry)],
                entries: [Entry(terms, kind, pubkey, amount, usd_cents)])
 
@@ -43,8 +44,18 @@ hash of its ``Offer`` encoding.
   verified once, and a device whose quote failed is remembered and rejected
   at once afterwards.
 * The enclave signs the exact body bytes (``Enclave.sign_offer_sheet``), and
-  refuses keys it does not hold or has released, so an offer in a valid sheet
-  is a key the attested enclave holds.
+  refuses keys it does not hold or has released. A receiver does not rely on
+  that (the host is hostile and chooses what it asks its enclave to sign):
+  ``unoffered`` (version 3) lists the rest of the deposit keys the binding's
+  ``keys_root`` commits to, so the receiver recomputes the root over the
+  offered and unoffered keys and REJECTs a sheet whose offered keys are not in
+  the commitment the quote attests (an enclave quotes only the root of the
+  keys it holds). A node cannot republish another device's offers as its own.
+* Per device, the receiver accepts at most ``max_origins_per_device`` origins
+  (a quote binds whatever peer id its host names), does at most
+  ``VALIDATION_BUDGET`` offers of first-sight work a minute, and books no
+  offer expiring beyond ``MAX_OFFER_LIFETIME``; with a price feed, it books
+  no offer whose declared USD value disagrees with its own price.
 
 Validation (``validate_sheet``) is a pure function in the style of the
 consensus specs: every check is labelled ``[REJECT]`` (the sender forwarded
@@ -422,6 +433,11 @@ def default_attestation_verifier(policy) -> Callable[[bytes, Binding, float], ob
     return verify
 
 
+def device_id_of(sign_pub: bytes) -> bytes:
+    """A device's id: the SHA-256 of its enclave signing key (as ``node.offerbook.device_id_of``)."""
+    return hashlib.sha256(sign_pub).digest()
+
+
 def _reject(reason: str) -> Validation:
     return Validation(Result.REJECT, reason)
 
@@ -688,8 +704,6 @@ def check_sheet(
     why = attestations.check(raw.quote, raw.binding, now)
     if why:
         return _reject(f"untrusted or forged quote: {why}"), None, None
-    from node.offerbook import device_id_of
-
     device = device_id_of(raw.binding.sign_pub)
     # [IGNORE] The origin is one the device already has here, or the device has fewer than
     # ``max_origins_per_device`` origins (a quote binds whatever peer id its host asks for: one device could
@@ -936,8 +950,6 @@ class OffersProtocol:
             body, ids = self._priced(body, ids, now)
         added = self.book.apply_sheet(body, now=now, ids=ids)
         if pending is not None:  # validated here: kept (the latest per origin) for peers that pull
-            from node.offerbook import device_id_of
-
             self.sheets.put(body.origin, body.seq, data, device=device_id_of(body.binding.sign_pub))
         detail = {"origin": body.origin, "seq": body.seq, "offers": added}
         if pulled:
