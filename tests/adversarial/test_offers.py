@@ -15,7 +15,7 @@ import pytest
 
 from node import wire
 from node.offerbook import OfferBook, device_id_of
-from node.protocols.base import GossipReceived, Result
+from node.protocols.base import GossipReceived, Result, Started
 from node.protocols.offers import (
     ADDRESSES, Offer, OffersProtocol, SheetsAsk, SignedSheet, SheetWire, AttestationCache, answer_pull,
     build_sheet, default_attestation_verifier, read_answer,
@@ -59,7 +59,7 @@ class Node:
 def receiver(**kw) -> OffersProtocol:
     p = OffersProtocol(net=NET, book=OfferBook(None), attestations=AttestationCache(
         default_attestation_verifier(AttestationPolicy.dev())), pull=False, **kw)
-    p.handle(__import__("node.protocols.base", fromlist=["Started"]).Started("12D3KooReceiver"), NOW)
+    p.handle(Started("12D3KooReceiver"), NOW)
     return p
 
 
@@ -207,3 +207,37 @@ def test_offers_declaring_a_usd_value_our_price_disagrees_with_are_not_booked_an
     rows = book_rows(p)
     assert [r["usd_cents"] for r in rows] == [5200]
     assert p.reasons["ignore_offer"]["usd value disagrees with our price"] == 2
+
+
+def test_the_commitment_cannot_be_padded_or_bent_and_an_honest_subset_passes(alice, mallory):
+    """Mallory offers one of Alice's keys and lists her own held keys as ``unoffered``; or lists them out of
+    order, twice, or not at all: each is REJECTed. Alice offering two of her three keys, with the third as
+    ``unoffered``, is ACCEPTed."""
+    import msgspec
+
+    from node.protocols.offers import decode_sheet, encode_body, offers_root
+
+    def signed(node, body):  # a hostile host: its enclave signs whatever body, listing no key
+        b = encode_body(body)
+        return wire.encode(SignedSheet(b, node.enc.sign_offer_sheet(b, [])))
+
+    _, base = decode_sheet(mallory.sheet(offers_of(mallory.keys[:1]), hostile=True))
+    rest = sorted(mallory.keys[1:])
+    cases = {
+        "not in the device's attested key commitment": dict(offers=offers_of(alice.keys[:1]),
+                                                             unoffered=sorted(mallory.keys)),
+        "out of order or listed twice": dict(unoffered=[rest[1], rest[0]]),
+        "listed twice": dict(unoffered=[rest[0], rest[0], rest[1]]),
+        "not a compressed secp256k1 key": dict(unoffered=[b"\x05" * 33]),
+        "do not hash to the quote's keys_root": dict(unoffered=[]),
+    }
+    for want, change in cases.items():
+        body = msgspec.structs.replace(base, **change)
+        body = msgspec.structs.replace(body, offers_root=offers_root(body.offers))
+        v = gossip(receiver(), signed(mallory, body))
+        assert v.result is Result.REJECT and want in v.reason, (want, v)
+    honest = build_sheet(net=NET, origin=alice.peer, seq=1, now=NOW, offers=offers_of(alice.keys[:2]), retracted=[],
+                         quote=alice.quote, binding=alice.binding, sign=alice.enc.sign_offer_sheet,
+                         committed=alice.keys)
+    p = receiver()
+    assert gossip(p, honest).result is Result.ACCEPT and len(book_rows(p)) == 2
