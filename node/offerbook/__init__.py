@@ -161,11 +161,22 @@ class OfferBook:
         return self.db.execute(q, (now, asset) if asset else (now,)).fetchone()[0]
 
     def candidates(self, asset: str, *, now: float, limit: int | None = None) -> list[Candidate]:
-        q = ("SELECT offer_id, device_id, origin, device_class, asset, address, amount, usd_cents, expiry "
-             "FROM offers WHERE asset = ? AND expiry > ? ORDER BY usd_cents DESC, offer_id")
-        if limit:
-            q += f" LIMIT {int(limit)}"
-        return [Candidate(*row) for row in self.db.execute(q, (asset, now))]
+        """Unexpired offers of ``asset``, most valuable first; one per deposit key of a device (a device may
+        publish under up to ``offers.max_origins_per_device`` origins: the same key offered under two of them
+        is one chunk, never two candidates)."""
+        q = ("SELECT offer_id, device_id, origin, device_class, asset, address, amount, usd_cents, expiry, pubkey "
+             "FROM offers WHERE asset = ? AND expiry > ? ORDER BY usd_cents DESC, offer_id, origin")
+        out: list[Candidate] = []
+        seen: set[tuple[bytes, bytes]] = set()
+        for row in self.db.execute(q, (asset, now)):
+            key = (bytes(row[1]), bytes(row[9]))
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(Candidate(*row[:9]))
+            if limit and len(out) >= limit:
+                break
+        return out
 
     def rows(self, *, now: float, asset: str | None = None, limit: int = 100) -> list[dict]:
         """Offers as JSON-able dicts (the API's view)."""

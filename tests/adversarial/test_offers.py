@@ -241,3 +241,18 @@ def test_the_commitment_cannot_be_padded_or_bent_and_an_honest_subset_passes(ali
                          committed=alice.keys)
     p = receiver()
     assert gossip(p, honest).result is Result.ACCEPT and len(book_rows(p)) == 2
+
+
+def test_one_key_offered_under_two_origins_of_its_device_is_one_candidate(mallory):
+    """Within the origin cap a device may publish the same keys under two origins: the book keeps both origins'
+    rows (neither takes over the other's) but the risk engine sees each key once."""
+    p = receiver()
+    for i in range(2):
+        peer = f"12D3KooMallorySybil{i}"
+        b, q = mallory.as_peer(peer)
+        assert gossip(p, mallory.sheet(offers_of(mallory.keys), peer=peer, binding=b, quote=q)).result \
+            is Result.ACCEPT
+    assert len(book_rows(p)) == 2 * len(mallory.keys)
+    cands = p.book.candidates(ASSET, now=NOW)
+    assert len(cands) == len(mallory.keys) == len({c.address for c in cands})
+    assert len(p.book.candidates(ASSET, now=NOW, limit=2)) == 2
