@@ -1055,7 +1055,7 @@ class OffersProtocol:
         why = self.answers.take(event.peer, now)
         if why:
             self.pull_stats["refused"] += 1
-            return [Respond(event.request_id, wire.encode(SheetsAnswer(SHEETS_VERSION, self.net, why, [])))]
+            return [Respond(event.request_id, wire.encode(SheetsAnswer(SHEETS_VERSION, self.net, why[:500], [])))]
         self.pull_stats["served"] += 1
         return [Respond(event.request_id, answer_pull(event.data, net=self.net, own=self.own_data,
                                                       store=self.sheets))]
@@ -1094,22 +1094,25 @@ def sheets_protocol(net: str) -> str:
 
 
 class SheetsAsk(msgspec.Struct, array_like=True, frozen=True):
-    """``/keyswitch/<net>/sheets/1`` request: "send me the latest sheets you hold", within these bounds."""
+    """``/keyswitch/<net>/sheets/1`` request: "send me the latest sheets you hold", within these bounds.
+    Ranges: version 0..65535, net <= 64 chars, max_sheets and max_bytes 0..2^31 (decode fails outside)."""
 
-    version: int
-    net: str
-    max_sheets: int
-    max_bytes: int
+    version: U16
+    net: _Net
+    max_sheets: Annotated[int, msgspec.Meta(ge=0, le=1 << 31)]
+    max_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 31)]
 
 
 class SheetsAnswer(msgspec.Struct, array_like=True, frozen=True):
     """The answer: signed sheets exactly as they were gossiped (each checked by the asker as gossip is),
-    or ``error`` (a refusal: rate limited, malformed request) and no sheets."""
+    or ``error`` (a refusal: rate limited, malformed request) and no sheets. Ranges: version 0..65535,
+    net <= 64 chars, error <= 512 chars, at most PULL_MAX_SHEETS sheets of at most MAX_SHEET_SIZE bytes."""
 
-    version: int
-    net: str
-    error: str
-    sheets: list[bytes]
+    version: U16
+    net: _Net
+    error: Annotated[str, msgspec.Meta(max_length=512)]
+    sheets: Annotated[list[Annotated[bytes, msgspec.Meta(max_length=MAX_SHEET_SIZE)]],
+                      msgspec.Meta(max_length=PULL_MAX_SHEETS)]
 
 
 class SheetStore:
@@ -1171,7 +1174,7 @@ def answer_pull(ask: bytes, *, net: str, own: bytes | None, store: SheetStore) -
     ask gets an answer naming why, and no sheets)."""
 
     def refuse(why: str) -> bytes:
-        return wire.encode(SheetsAnswer(SHEETS_VERSION, net, why, []))
+        return wire.encode(SheetsAnswer(SHEETS_VERSION, net, why[:500], []))
 
     try:
         a = wire.decode(ask, SheetsAsk, max_size=MAX_ASK_SIZE)
