@@ -617,6 +617,7 @@ class DeviceBudget:
 
     def take(self, device: bytes, n: int, now: float) -> str:
         level = self._level(device, now)
+        n = min(n, self.per_minute)  # a sheet larger than the budget passes on a full bucket (and empties it)
         if n > level:
             return (f"validation budget: device over offers.validation_budget={self.per_minute} offers a minute "
                     f"({n} asked, {int(level)} left)")

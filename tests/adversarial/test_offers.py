@@ -256,3 +256,17 @@ def test_one_key_offered_under_two_origins_of_its_device_is_one_candidate(mallor
     cands = p.book.candidates(ASSET, now=NOW)
     assert len(cands) == len(mallory.keys) == len({c.address for c in cands})
     assert len(p.book.candidates(ASSET, now=NOW, limit=2)) == 2
+
+
+def test_the_validation_budget_is_a_token_bucket_per_device():
+    from node.protocols.offers import DeviceBudget
+
+    b = DeviceBudget(per_minute=600, max_devices=2)
+    assert b.take(b"d1", 600, NOW) == "" and "validation budget" in b.take(b"d1", 1, NOW)
+    assert b.take(b"d2", 600, NOW) == ""  # another device has its own bucket
+    assert b.take(b"d1", 100, NOW + 10) == "" and b.take(b"d1", 1, NOW + 10) != ""  # 10 per second refill
+    assert b.take(b"d1", 1000, NOW + 120) == ""  # more than the budget: passes on a full bucket, empties it
+    assert b.take(b"d1", 1, NOW + 120) != ""
+    assert b.take(b"d3", 1, NOW + 120) == "" and len(b._buckets) <= 2  # bounded: a full bucket is forgotten
+    with pytest.raises(ValueError, match="validation budget"):
+        DeviceBudget(per_minute=0)
