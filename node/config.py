@@ -112,6 +112,15 @@ SETTINGS: tuple[Setting, ...] = (
             "`keyswitch run --republish` seconds (60) after a publish, each next one twice as late, up to this "
             "(a changed sheet is published at once; peers that connect pull the sheets: docs/network.md, Offer gossip)",
             _positive),
+    Setting("offers.max_origins_per_device", int, 2,
+            "origins (peer ids publishing offer sheets) one attested device may have in this node's offer book; "
+            "a sheet from a further origin of that device is ignored", _positive),
+    Setting("offers.validation_budget", int, 3000,
+            "offers of one device this node validates for the first time per minute (a token bucket); a sheet "
+            "beyond it is ignored, with the reason counted", _positive),
+    Setting("offers.max_offer_lifetime", float, 172800.0,
+            "longest an offer may be valid, in seconds from now: a sheet with an offer expiring later is rejected",
+            _positive),
     Setting("api.port", int, 0, "local control API port on 127.0.0.1 (0 = pick one)", _port),
     Setting("api.metrics_port", int, 0, "Prometheus metrics port on 127.0.0.1 (0 = off)", _port),
     Setting("tee.backend", str, "simulated", "enclave backend: simulated (INSECURE), gramine, configfs",

@@ -63,10 +63,11 @@ class OfferStack:
         """This node's sheet: the attested enclave and its funded deposits (none until funded)."""
         from node.protocols.offers import OwnSheet
 
+        committed = self.enclave.held_pubkeys()  # what the binding's keys_root commits to (the sheet carries it)
         binding = self.enclave.binding_for(self.net, self.peer_id)
         quote = self.enclave.quote(binding)
         return OwnSheet(offers=list(self.extra.get("offers", [])), retracted=[], quote=quote, binding=binding,
-                        sign=self.enclave.sign_offer_sheet)
+                        sign=self.enclave.sign_offer_sheet, committed=committed)
 
     def refresh_offers(self, now: float) -> None:
         """Offers from confirmed deposits (when a ledger is attached), then a fresh own sheet, quoted
@@ -121,7 +122,8 @@ def open_enclave(datadir: Path, backend: str = "simulated", *, gramine_enclave: 
 
 
 def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float = 60.0, in_process: bool = False,
-                     backend: str = "simulated", broken: str = "", republish_max: float | None = None):
+                     backend: str = "simulated", broken: str = "", republish_max: float | None = None,
+                     offers: dict | None = None):
     """The enclave, book and ``OffersProtocol`` of a node. ``republish`` is the first re-announcement of an
     unchanged sheet, ``republish_max`` (default ``node.protocols.offers.REPUBLISH_MAX``; never below
     ``republish``) the cap its doubling stops at."""
@@ -149,11 +151,23 @@ def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float 
     tcb = default_tcb_policy()
     book = OfferBook(datadir / "offers.sqlite", device_class=lambda body: device_class_of(cache, tcb, body))
     cap = None if republish_max is None else max(republish, republish_max)  # (None: the protocol's default)
-    proto = OffersProtocol(net=net, book=book, attestations=cache, republish_interval=republish, republish_max=cap)
+    proto = OffersProtocol(net=net, book=book, attestations=cache, republish_interval=republish, republish_max=cap,
+                           **(offers or {}))  # offers.* settings, the price feed and risk.price_tolerance
     stack = OfferStack(enclave, book, proto, peer_id, net)
     stack.extra["tcb_policy"] = tcb
     proto.own = stack.own_sheet()  # published when the protocol starts (if it offers anything) and on change
     return stack
+
+
+def offer_settings(cfg) -> dict:
+    """``OffersProtocol`` keywords from the configuration: the offers.* limits, and the node's price feed with
+    risk.price_tolerance (offers whose declared USD value disagrees with our price are not booked)."""
+    from node.assets.prices import StaticPrices
+
+    return {"max_origins_per_device": cfg["offers.max_origins_per_device"],
+            "validation_budget": cfg["offers.validation_budget"],
+            "max_offer_lifetime": cfg["offers.max_offer_lifetime"],
+            "prices": StaticPrices(), "price_tolerance": cfg["risk.price_tolerance"]}
 
 
 def offers_factory(ctx):
@@ -695,7 +709,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     try:
         stack = make_offer_stack(datadir, cfg["network.net"], peer_id, republish=republish,
                                  republish_max=cfg["network.republish_max"], backend=cfg["tee.backend"],
-                                 broken=cfg.get("tee.broken", ""))
+                                 broken=cfg.get("tee.broken", ""), offers=offer_settings(cfg))
     except BaseException:
         ledger.close()
         raise

@@ -16,13 +16,28 @@ else escapes ``decode``.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 WIRE_VERSION = 1
 #: Default ceiling for any message; each message type may set a smaller one.
 MAX_MESSAGE_SIZE = 1 << 20
+
+# ---- ranges: every integer on the wire is bounded, every float finite. A value outside its type's range
+# fails ``decode`` (a ``WireError`` naming the field and the bound), so it is never forwarded nor stored.
+#: the largest integer a wire field may carry: what SQLite INTEGER and a signed 64-bit column hold
+MAX_INT = (1 << 63) - 1
+#: the latest time a wire timestamp may name: 2^34 s after the epoch (year 2514)
+MAX_TIME = float(1 << 34)
+#: 0 <= n <= 2^63 - 1 (sequence numbers, counts)
+U63 = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT)]
+#: 1 <= n <= 2^63 - 1 (amounts in smallest units, USD cents)
+Positive63 = Annotated[int, msgspec.Meta(ge=1, le=MAX_INT)]
+#: 0 <= n <= 65535 (versions)
+U16 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFF)]
+#: unix seconds, 0 <= t <= 2^34 (finite: NaN and infinities fail the bound)
+Timestamp = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TIME)]
 
 T = TypeVar("T")
 

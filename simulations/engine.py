@@ -495,10 +495,11 @@ class Engine:
             offers.append(Offer(d.asset, d.address, d.pubkey, d.amount, max(1, usd_value_cents(d.asset, d.amount, p)),
                                 str(p.usd_per_unit), self.now, self.now + ttl))
         if own is None:
+            committed = node.enclave.held_pubkeys()  # what the binding's keys_root commits to (sheets carry it)
             binding = node.enclave.binding_for(self.net, node.peer_id)
             quote = node.enclave.quote(binding, now=self.now)
-            return OwnSheet(offers, [], quote, binding, node.enclave.sign_offer_sheet)
-        return OwnSheet(offers, [], own.quote, own.binding, own.sign)
+            return OwnSheet(offers, [], quote, binding, node.enclave.sign_offer_sheet, committed)
+        return OwnSheet(offers, [], own.quote, own.binding, own.sign, own.committed)
 
     def _build_mesh(self) -> None:
         net = self.sc["network"]

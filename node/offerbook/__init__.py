@@ -2,7 +2,11 @@
 
 One row per offer of the newest valid sheet of each origin; applying a newer
 sheet replaces that origin's rows in one transaction (so retractions are
-implicit). Offers past their expiry drop out of every query and are purged by
+implicit). Rows are keyed by (origin, device, offer id): one origin's sheet
+never touches another origin's rows, even for an offer id they share (a node
+republishing another's offers gets rows of its own, never the other's; the
+receiver's validation rejects such offers anyway: not in the device's
+attested key commitment). Offers past their expiry drop out of every query and are purged by
 ``purge_expired``. The book is a real SQLite file (WAL), so it survives a
 restart; ``OfferBook(None)`` keeps it in memory for simulations.
 """
@@ -16,19 +20,22 @@ from pathlib import Path
 
 from node.risk.types import Candidate
 
+SCHEMA_VERSION = 2  # 2: offers keyed by (origin, device_id, offer_id)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sheets (
     origin TEXT PRIMARY KEY, seq INTEGER NOT NULL, device_id BLOB NOT NULL,
     device_class TEXT NOT NULL, received_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS offers (
-    offer_id BLOB PRIMARY KEY, origin TEXT NOT NULL, device_id BLOB NOT NULL, device_class TEXT NOT NULL,
+    offer_id BLOB NOT NULL, origin TEXT NOT NULL, device_id BLOB NOT NULL, device_class TEXT NOT NULL,
     asset TEXT NOT NULL, address TEXT NOT NULL, pubkey BLOB NOT NULL, amount INTEGER NOT NULL,
-    usd_cents INTEGER NOT NULL, price TEXT NOT NULL, price_at REAL NOT NULL, expiry REAL NOT NULL
+    usd_cents INTEGER NOT NULL, price TEXT NOT NULL, price_at REAL NOT NULL, expiry REAL NOT NULL,
+    PRIMARY KEY (origin, device_id, offer_id)
 );
 CREATE INDEX IF NOT EXISTS offers_by_asset_value ON offers (asset, usd_cents DESC, offer_id);
 CREATE INDEX IF NOT EXISTS offers_by_origin ON offers (origin);
 CREATE INDEX IF NOT EXISTS offers_by_expiry ON offers (expiry);
+CREATE INDEX IF NOT EXISTS sheets_by_device ON sheets (device_id);
 """
 
 
@@ -45,6 +52,11 @@ class OfferBook:
         if path:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+        if self.db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            # an older layout (offers keyed by offer id alone): the book is a cache of gossip, refilled by the
+            # pull on connect, so it is rebuilt rather than migrated
+            self.db.executescript("DROP TABLE IF EXISTS offers; DROP TABLE IF EXISTS sheets;")
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self.db.executescript(SCHEMA)
         self.device_class = device_class
         self._latest: dict[str, int] = dict(self.db.execute("SELECT origin, seq FROM sheets"))
@@ -58,6 +70,17 @@ class OfferBook:
 
     def latest_seq(self, origin: str) -> int | None:
         return self._latest.get(origin)
+
+    def origins_of(self, device_id: bytes, now: float) -> set[str]:
+        """The origins whose latest sheet here is from this device and still counts: received within the
+        longest an offer may live (``offers.max_offer_lifetime``), or with an unexpired offer. What the origin
+        cap (``offers.max_origins_per_device``) counts."""
+        from node.protocols.offers import MAX_OFFER_LIFETIME
+
+        return {r[0] for r in self.db.execute(
+            "SELECT origin FROM sheets WHERE device_id = ? AND (received_at > ? OR origin IN "
+            "(SELECT origin FROM offers WHERE device_id = ? AND expiry > ?))",
+            (device_id, now - MAX_OFFER_LIFETIME, device_id, now))}
 
     def apply_sheet(self, body, *, now: float, ids: list[bytes] | None = None) -> int:
         """Replace ``body.origin``'s offers with the sheet's unexpired ones; returns how many.
@@ -98,7 +121,8 @@ class OfferBook:
             if prev is not None and (bytes(prev[0]), prev[1]) == (device, dclass):
                 held = {bytes(r[0]) for r in self.db.execute("SELECT offer_id FROM offers WHERE origin = ?",
                                                               (body.origin,))}
-                self.db.executemany("DELETE FROM offers WHERE offer_id = ?", [(i,) for i in held - fresh.keys()])
+                self.db.executemany("DELETE FROM offers WHERE origin = ? AND device_id = ? AND offer_id = ?",
+                                    [(body.origin, device, i) for i in held - fresh.keys()])
                 new = [i for i in fresh if i not in held]
             else:
                 self.db.execute("DELETE FROM offers WHERE origin = ?", (body.origin,))
@@ -137,11 +161,22 @@ class OfferBook:
         return self.db.execute(q, (now, asset) if asset else (now,)).fetchone()[0]
 
     def candidates(self, asset: str, *, now: float, limit: int | None = None) -> list[Candidate]:
-        q = ("SELECT offer_id, device_id, origin, device_class, asset, address, amount, usd_cents, expiry "
-             "FROM offers WHERE asset = ? AND expiry > ? ORDER BY usd_cents DESC, offer_id")
-        if limit:
-            q += f" LIMIT {int(limit)}"
-        return [Candidate(*row) for row in self.db.execute(q, (asset, now))]
+        """Unexpired offers of ``asset``, most valuable first; one per deposit key of a device (a device may
+        publish under up to ``offers.max_origins_per_device`` origins: the same key offered under two of them
+        is one chunk, never two candidates)."""
+        q = ("SELECT offer_id, device_id, origin, device_class, asset, address, amount, usd_cents, expiry, pubkey "
+             "FROM offers WHERE asset = ? AND expiry > ? ORDER BY usd_cents DESC, offer_id, origin")
+        out: list[Candidate] = []
+        seen: set[tuple[bytes, bytes]] = set()
+        for row in self.db.execute(q, (asset, now)):
+            key = (bytes(row[1]), bytes(row[9]))
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(Candidate(*row[:9]))
+            if limit and len(out) >= limit:
+                break
+        return out
 
     def rows(self, *, now: float, asset: str | None = None, limit: int = 100) -> list[dict]:
         """Offers as JSON-able dicts (the API's view)."""

@@ -6,11 +6,12 @@ sheet supersedes the older one, so a chunk that was released, spent or
 expired is retracted simply by leaving it out (its deposit key is listed in
 ``retracted`` for one sheet so books can say why).
 
-Wire form, version 2 (``node.wire``, deterministic MessagePack)::
+Wire form, version 3 (``node.wire``, deterministic MessagePack; every field has a stated range,
+see the comment above ``Terms``)::
 
     SignedSheet(body: bytes, sig: bytes)          # sig = enclave signature over body
     SheetWire(version, net, origin, seq, issued_at, offers: OfferTable, retracted,
-              offers_root, quote, binding)
+              offers_root, quote, binding, unoffered)
     OfferTable(terms: [Terms(asset, price, price_at, expiry)],
                entries: [Entry(terms, kind, pubkey, amount, usd_cents)])
 
@@ -43,8 +44,18 @@ hash of its ``Offer`` encoding.
   verified once, and a device whose quote failed is remembered and rejected
   at once afterwards.
 * The enclave signs the exact body bytes (``Enclave.sign_offer_sheet``), and
-  refuses keys it does not hold or has released, so an offer in a valid sheet
-  is a key the attested enclave holds.
+  refuses keys it does not hold or has released. A receiver does not rely on
+  that (the host is hostile and chooses what it asks its enclave to sign):
+  ``unoffered`` (version 3) lists the rest of the deposit keys the binding's
+  ``keys_root`` commits to, so the receiver recomputes the root over the
+  offered and unoffered keys and REJECTs a sheet whose offered keys are not in
+  the commitment the quote attests (an enclave quotes only the root of the
+  keys it holds). A node cannot republish another device's offers as its own.
+* Per device, the receiver accepts at most ``max_origins_per_device`` origins
+  (a quote binds whatever peer id its host names), does at most
+  ``VALIDATION_BUDGET`` offers of first-sight work a minute, and books no
+  offer expiring beyond ``MAX_OFFER_LIFETIME``; with a price feed, it books
+  no offer whose declared USD value disagrees with its own price.
 
 Validation (``validate_sheet``) is a pure function in the style of the
 consensus specs: every check is labelled ``[REJECT]`` (the sender forwarded
@@ -67,7 +78,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Annotated, Callable
 
 import msgspec
 
@@ -90,13 +101,39 @@ from node.protocols.base import (
     Validation,
     topic,
 )
-from node.tee.binding import Binding
+from node.tee.binding import Binding, keys_root
+from node.wire import U16, U63, Positive63, Timestamp
 
-SHEET_VERSION = 2
+SHEET_VERSION = 3  # 3: ``unoffered`` (the rest of the attested key commitment) added
 MAX_SHEET_SIZE = 256 * 1024
 MAX_OFFERS_PER_SHEET = 1000
 MAX_CLOCK_SKEW = 120.0  # seconds a sheet's issued_at may be ahead of our clock
 REPUBLISH_INTERVAL = 60.0
+#: the longest an offer may be valid: its expiry is at most this long after our clock (plus MAX_CLOCK_SKEW);
+#: the node offers for a day (node.deposits.OFFER_TTL). Setting ``offers.max_offer_lifetime``.
+MAX_OFFER_LIFETIME = 2 * 86_400.0
+#: origins (libp2p peer ids publishing sheets) one device may have in a book; setting
+#: ``offers.max_origins_per_device``
+MAX_ORIGINS_PER_DEVICE = 2
+#: offers of one device validated for the first time per minute (a token bucket of this size, refilled over a
+#: minute); setting ``offers.validation_budget``
+VALIDATION_BUDGET = 3000
+#: deposit keys a sheet's ``unoffered`` may list (the attested commitment minus the offered keys)
+MAX_COMMITTED_KEYS = 4096
+MAX_KINDS = 16  # address kinds an asset may have (an entry's ``kind`` index is below this)
+
+# wire ranges of the sheet's fields (decode fails outside them: nothing out of range is forwarded)
+_Asset = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+_PriceText = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]  # decimal USD per whole unit
+_Net = Annotated[str, msgspec.Meta(max_length=64)]
+_PeerId = Annotated[str, msgspec.Meta(max_length=128)]
+_Key = Annotated[bytes, msgspec.Meta(max_length=33)]
+_Hash = Annotated[bytes, msgspec.Meta(max_length=32)]
+_Quote = Annotated[bytes, msgspec.Meta(max_length=MAX_SHEET_SIZE)]
+_TermsIndex = Annotated[int, msgspec.Meta(ge=0, lt=MAX_OFFERS_PER_SHEET)]
+_KindIndex = Annotated[int, msgspec.Meta(ge=0, lt=MAX_KINDS)]
+_Retracted = Annotated[list[_Key], msgspec.Meta(max_length=MAX_COMMITTED_KEYS)]
+_Unoffered = Annotated[list[_Key], msgspec.Meta(max_length=MAX_COMMITTED_KEYS)]
 
 
 class Offer(msgspec.Struct, array_like=True, frozen=True):
@@ -126,45 +163,55 @@ class SheetBody(msgspec.Struct, array_like=True, frozen=True):
     offers_root: bytes
     quote: bytes
     binding: Binding
+    #: the deposit keys of the binding's ``keys_root`` that are not offered (sorted): with the offered keys,
+    #: exactly the keys the attested enclave committed to, so a receiver recomputes the root itself
+    unoffered: list[bytes] = msgspec.field(default_factory=list)
 
 
+# Wire ranges (checked by ``wire.decode``: a sheet with a value outside them is REJECTed as malformed and
+# never forwarded):
+#   version 0..65535; seq 0..2^63-1; amount, usd_cents 1..2^63-1; terms index 0..MAX_OFFERS_PER_SHEET-1;
+#   kind 0..MAX_KINDS-1; issued_at, price_at, expiry unix seconds 0..2^34 (finite: NaN and infinities fail);
+#   asset 1..32 chars, price 1..40 chars; net <= 64, origin <= 128 chars; keys <= 33 bytes, roots <= 32 bytes;
+#   retracted, unoffered <= MAX_COMMITTED_KEYS keys; the sheet <= MAX_SHEET_SIZE bytes.
 class Terms(msgspec.Struct, array_like=True, frozen=True):
     """What offers of a sheet share, said once in its table."""
 
-    asset: str
-    price: str
-    price_at: float
-    expiry: float
+    asset: _Asset
+    price: _PriceText
+    price_at: Timestamp
+    expiry: Timestamp
 
 
 class Entry(msgspec.Struct, array_like=True, frozen=True):
     """One offer on the wire: its terms and address kind by index, its key, its amounts."""
 
-    terms: int  # index into OfferTable.terms
-    kind: int  # index into node.assets.address_kinds(asset); the address is derived from the key
-    pubkey: bytes
-    amount: int
-    usd_cents: int
+    terms: _TermsIndex  # index into OfferTable.terms
+    kind: _KindIndex  # index into node.assets.address_kinds(asset); the address is derived from the key
+    pubkey: _Key
+    amount: Positive63
+    usd_cents: Positive63
 
 
 class OfferTable(msgspec.Struct, array_like=True, frozen=True):
-    terms: list[Terms]  # in order of first use, no two alike, each used
-    entries: list[Entry]
+    terms: Annotated[list[Terms], msgspec.Meta(max_length=MAX_OFFERS_PER_SHEET)]  # first-use order, each used once
+    entries: Annotated[list[Entry], msgspec.Meta(max_length=MAX_OFFERS_PER_SHEET)]
 
 
 class SheetWire(msgspec.Struct, array_like=True, frozen=True):
-    """The signed body bytes of a version-2 sheet."""
+    """The signed body bytes of a version-3 sheet."""
 
-    version: int
-    net: str
-    origin: str
-    seq: int
-    issued_at: float
+    version: U16
+    net: _Net
+    origin: _PeerId
+    seq: U63
+    issued_at: Timestamp
     offers: OfferTable
-    retracted: list[bytes]
-    offers_root: bytes
-    quote: bytes
+    retracted: _Retracted
+    offers_root: _Hash
+    quote: _Quote
     binding: Binding
+    unoffered: _Unoffered = msgspec.field(default_factory=list)  # see SheetBody.unoffered
 
 
 class SignedSheet(msgspec.Struct, array_like=True, frozen=True):
@@ -311,7 +358,14 @@ def encode_body(body: SheetBody, addresses: AddressDeriver = ADDRESSES) -> bytes
     """The exact bytes an enclave signs for ``body`` (its version field is written as SHEET_VERSION)."""
     return wire.encode(SheetWire(SHEET_VERSION, body.net, body.origin, body.seq, body.issued_at,
                                  offer_table(body.offers, addresses), list(body.retracted), body.offers_root,
-                                 body.quote, body.binding))
+                                 body.quote, body.binding, list(body.unoffered)))
+
+
+def unoffered_keys(committed: list[bytes] | None, offers: list[Offer]) -> list[bytes]:
+    """The keys of ``committed`` (what the binding's ``keys_root`` commits to) not among ``offers``, sorted:
+    a sheet's ``unoffered``. ``None``: the offered keys are the whole commitment."""
+    offered = {o.pubkey for o in offers}
+    return sorted({bytes(k) for k in committed or ()} - offered)
 
 
 def build_sheet(
@@ -325,11 +379,14 @@ def build_sheet(
     quote: bytes,
     binding: Binding,
     sign: Callable[[bytes, list[bytes]], bytes],
+    committed: list[bytes] | None = None,
 ) -> bytes:
-    """Encode and sign a sheet. ``sign`` is ``Enclave.sign_offer_sheet``."""
+    """Encode and sign a sheet. ``sign`` is ``Enclave.sign_offer_sheet``; ``committed`` the deposit keys the
+    binding's ``keys_root`` commits to (``None``: exactly the offered ones), so that the sheet can carry the
+    rest of them (``unoffered``) and receivers can check every offered key is in the attested commitment."""
     offers = list(offers)
     body_bytes = encode_body(SheetBody(SHEET_VERSION, net, origin, seq, now, offers, list(retracted),
-                                       offers_root(offers), quote, binding))
+                                       offers_root(offers), quote, binding, unoffered_keys(committed, offers)))
     sig = sign(body_bytes, [o.pubkey for o in offers])
     return wire.encode(SignedSheet(body_bytes, sig))
 
@@ -376,6 +433,11 @@ def default_attestation_verifier(policy) -> Callable[[bytes, Binding, float], ob
     return verify
 
 
+def device_id_of(sign_pub: bytes) -> bytes:
+    """A device's id: the SHA-256 of its enclave signing key (as ``node.offerbook.device_id_of``)."""
+    return hashlib.sha256(sign_pub).digest()
+
+
 def _reject(reason: str) -> Validation:
     return Validation(Result.REJECT, reason)
 
@@ -387,16 +449,17 @@ def _ignore(reason: str) -> Validation:
 class _SheetWireRawOffers(msgspec.Struct, array_like=True, frozen=True):
     """``SheetWire`` with its offer table left as its encoded bytes (decoded, and checked, separately)."""
 
-    version: int
-    net: str
-    origin: str
-    seq: int
-    issued_at: float
+    version: U16
+    net: _Net
+    origin: _PeerId
+    seq: U63
+    issued_at: Timestamp
     offers: msgspec.Raw
-    retracted: list[bytes]
-    offers_root: bytes
-    quote: bytes
+    retracted: _Retracted
+    offers_root: _Hash
+    quote: _Quote
     binding: Binding
+    unoffered: _Unoffered = msgspec.field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -407,6 +470,7 @@ class CheckedOffers:
     offers: list[Offer]
     ids: list[bytes]
     root: bytes
+    max_expiry: float = 0.0  # the latest expiry of the offers (0 for none)
 
 
 class OffersCache:
@@ -490,17 +554,79 @@ def _expand(table: OfferTable, addresses: AddressDeriver) -> tuple[str | None, l
     return None, offers
 
 
-def _check_offers(encoded: bytes, addresses: AddressDeriver) -> tuple[Validation | None, CheckedOffers | None]:
-    """The per-offer [REJECT] checks of ``validate_sheet`` over the encoded offer table."""
+def _decode_table(encoded: bytes) -> tuple[Validation | None, OfferTable | None]:
     try:
-        table = wire.decode(encoded, OfferTable, max_size=MAX_SHEET_SIZE)
+        return None, wire.decode(encoded, OfferTable, max_size=MAX_SHEET_SIZE)
     except wire.WireError as exc:
         return _reject(f"malformed: offers: {exc.reason}"), None
+
+
+def _check_table(encoded: bytes, table: OfferTable,
+                 addresses: AddressDeriver) -> tuple[Validation | None, CheckedOffers | None]:
+    """The per-offer [REJECT] checks of ``validate_sheet`` over the decoded offer table."""
     why, offers = _expand(table, addresses)
     if why:
         return _reject(why), None
     ids = offer_ids(offers)
-    return None, CheckedOffers(encoded, offers, ids, merkle_root(ids))
+    return None, CheckedOffers(encoded, offers, ids, merkle_root(ids), max((t.expiry for t in table.terms), default=0.0))
+
+
+def _check_offers(encoded: bytes, addresses: AddressDeriver) -> tuple[Validation | None, CheckedOffers | None]:
+    """The per-offer [REJECT] checks of ``validate_sheet`` over the encoded offer table."""
+    v, table = _decode_table(encoded)
+    if v is not None:
+        return v, None
+    return _check_table(encoded, table, addresses)
+
+
+def commitment_mismatch(offered: list[bytes], unoffered: list[bytes], binding: Binding) -> str | None:
+    """None when the offered keys and ``unoffered`` are together exactly the keys the binding's ``keys_root``
+    commits to (``node.tee.binding.keys_root``, which the enclave's quote attests), else the reason."""
+    prev = b""
+    for i, k in enumerate(unoffered):
+        if len(k) != 33 or k[0] not in (2, 3):
+            return f"unoffered key {i} is not a compressed secp256k1 key"
+        if k <= prev:
+            return f"unoffered key {i} out of order or listed twice (the list is sorted, each key once)"
+        prev = k
+    if keys_root(list(offered) + list(unoffered)) != binding.keys_root:
+        return ("an offered key is not in the device's attested key commitment (the offered and unoffered keys "
+                "do not hash to the quote's keys_root)")
+    return None
+
+
+class DeviceBudget:
+    """First-sight validation work per device: a token bucket of ``per_minute`` offers, refilled evenly over a
+    minute. ``take(device, n, now)`` is "" when ``n`` offers may be validated now (and spends them), else the
+    reason. Bounded: at most ``max_devices`` buckets (full ones are forgotten first: a forgotten bucket is a
+    full one)."""
+
+    def __init__(self, per_minute: int = VALIDATION_BUDGET, max_devices: int = 4096) -> None:
+        if per_minute < 1:
+            raise ValueError(f"validation budget {per_minute} must be >= 1 offer a minute")
+        self.per_minute = per_minute
+        self.max_devices = max_devices
+        self._buckets: dict[bytes, tuple[float, float]] = {}  # device -> (tokens, at)
+
+    def _level(self, device: bytes, now: float) -> float:
+        b = self._buckets.get(device)
+        if b is None:
+            return float(self.per_minute)
+        tokens, at = b
+        return min(float(self.per_minute), tokens + max(0.0, now - at) * self.per_minute / 60.0)
+
+    def take(self, device: bytes, n: int, now: float) -> str:
+        level = self._level(device, now)
+        n = min(n, self.per_minute)  # a sheet larger than the budget passes on a full bucket (and empties it)
+        if n > level:
+            return (f"validation budget: device over offers.validation_budget={self.per_minute} offers a minute "
+                    f"({n} asked, {int(level)} left)")
+        if device not in self._buckets and len(self._buckets) >= self.max_devices:
+            full = [d for d in self._buckets if self._level(d, now) >= self.per_minute]
+            for d in full or list(self._buckets)[:1]:
+                del self._buckets[d]
+        self._buckets[device] = (level - n, now)
+        return ""
 
 
 def decode_sheet(data: bytes, addresses: AddressDeriver = ADDRESSES) -> tuple[SignedSheet, SheetBody]:
@@ -512,7 +638,7 @@ def decode_sheet(data: bytes, addresses: AddressDeriver = ADDRESSES) -> tuple[Si
     if why:
         raise wire.WireError(why)
     return signed, SheetBody(w.version, w.net, w.origin, w.seq, w.issued_at, offers, w.retracted, w.offers_root,
-                             w.quote, w.binding)
+                             w.quote, w.binding, w.unoffered)
 
 
 def check_sheet(
@@ -525,12 +651,18 @@ def check_sheet(
     addresses: AddressDeriver = ADDRESSES,
     offers_cache: OffersCache | None = None,
     verify_sig: Callable[[bytes, bytes, bytes], bool] | None = None,
+    device_origins: Callable[[bytes, float], "set[str] | frozenset[str] | list[str]"] | None = None,
+    max_origins_per_device: int = MAX_ORIGINS_PER_DEVICE,
+    budget: DeviceBudget | None = None,
+    max_offer_lifetime: float = MAX_OFFER_LIFETIME,
 ) -> tuple[Validation, SheetBody | None, list[bytes] | None]:
     """Decide ACCEPT / REJECT / IGNORE for a gossiped sheet (pure but for the caches); with the decoded
     body of an accepted sheet comes its offer ids (in order), so that nothing downstream (the offer
     book) decodes the sheet or hashes its offers again. ``verify_sig(sign_pub, body, sig)`` checks the
     enclave signature (default ``node.tee.client.verify_offer_sheet_sig``; the simulator passes a memo of
-    it shared by its nodes)."""
+    it shared by its nodes). ``device_origins(device_id, now)`` names the origins a device already has (the
+    book's ``origins_of``): a new one beyond ``max_origins_per_device`` is ignored. ``budget`` limits the
+    first-sight per-offer work per device."""
     if verify_sig is None:
         from node.tee.client import verify_offer_sheet_sig as verify_sig
 
@@ -573,24 +705,52 @@ def check_sheet(
     why = attestations.check(raw.quote, raw.binding, now)
     if why:
         return _reject(f"untrusted or forged quote: {why}"), None, None
+    device = device_id_of(raw.binding.sign_pub)
+    # [IGNORE] The origin is one the device already has here, or the device has fewer than
+    # ``max_origins_per_device`` origins (a quote binds whatever peer id its host asks for: one device could
+    # otherwise publish under any number of origins).
+    if device_origins is not None:
+        known = device_origins(device, now)
+        if raw.origin not in known and len(known) >= max_origins_per_device:
+            return _ignore(f"origins per device: the device already has {len(known)} origins "
+                           f"(offers.max_origins_per_device={max_origins_per_device})"), None, None
     # [REJECT] The offer table decodes canonically and every offer is well formed (see ``_expand``; all
     # skipped for the very table this origin's last accepted sheet carried: see OffersCache).
     encoded = bytes(raw.offers)
     checked = offers_cache.get(raw.origin, encoded) if offers_cache is not None else None
     if checked is None:
-        v, checked = _check_offers(encoded, addresses)
+        v, table = _decode_table(encoded)
+        if v is not None:
+            return v, None, None
+        # [IGNORE] The device has first-sight validation budget left for this many offers (a token bucket
+        # per device: a device re-issuing fresh sheets cannot make every node do unbounded work).
+        if budget is not None:
+            why = budget.take(device, len(table.entries), now)
+            if why:
+                return _ignore(why), None, None
+        v, checked = _check_table(encoded, table, addresses)
         if v is not None:
             return v, None, None
     # [REJECT] offers_root is the Merkle root of the offers.
     if raw.offers_root != checked.root:
         return _reject("offers_root does not match the offers"), None, None
+    # [REJECT] No offer lives longer than ``max_offer_lifetime`` from now (plus the clock skew allowed).
+    if checked.max_expiry > now + MAX_CLOCK_SKEW + max_offer_lifetime:
+        return _reject(f"expiry too far: an offer expires {checked.max_expiry - now:.0f} s from now "
+                       f"(offers.max_offer_lifetime={max_offer_lifetime:g} s)"), None, None
+    # [REJECT] Every offered key is in the device's attested key commitment: the offered keys and
+    # ``unoffered`` hash to the binding's keys_root, which the quote attests (an enclave quotes only the root
+    # of the keys it holds). A node republishing another device's offers under its own quote fails here.
+    why = commitment_mismatch([o.pubkey for o in checked.offers], raw.unoffered, raw.binding)
+    if why:
+        return _reject(f"offer not attested: {why}"), None, None
     # [IGNORE] At least one offer is unexpired, or the sheet retracts something.
     if checked.offers and all(o.expiry <= now for o in checked.offers) and not raw.retracted:
         return _ignore("expired: every offer in the sheet is past its expiry"), None, None
     if offers_cache is not None:
         offers_cache.put(raw.origin, checked)
     body = SheetBody(raw.version, raw.net, raw.origin, raw.seq, raw.issued_at, list(checked.offers), raw.retracted,
-                     raw.offers_root, raw.quote, raw.binding)
+                     raw.offers_root, raw.quote, raw.binding, raw.unoffered)
     return Validation(Result.ACCEPT), body, checked.ids
 
 
@@ -612,6 +772,8 @@ class OwnSheet:
     quote: bytes
     binding: Binding
     sign: Callable[[bytes, list[bytes]], bytes]
+    #: the deposit keys ``binding.keys_root`` commits to (None: exactly the offered ones); see ``build_sheet``
+    committed: list[bytes] | None = None
 
 
 # re-announcement of an unchanged own sheet: REPUBLISH_INTERVAL after a publish, then doubling up to this
@@ -666,6 +828,11 @@ class OffersProtocol:
         answers_per_minute: int = PULL_ANSWERS_PER_MINUTE,
         answers_per_minute_total: int = PULL_ANSWERS_PER_MINUTE_TOTAL,
         verify_sig: Callable[[bytes, bytes, bytes], bool] | None = None,  # see check_sheet
+        max_origins_per_device: int = MAX_ORIGINS_PER_DEVICE,
+        validation_budget: int = VALIDATION_BUDGET,
+        max_offer_lifetime: float = MAX_OFFER_LIFETIME,
+        prices=None,  # node.assets.prices.PriceFeed: offers whose USD value disagrees with it are not booked
+        price_tolerance: float | None = None,  # default node.assets.prices.DEFAULT_PRICE_TOLERANCE
     ) -> None:
         if republish_max is None:
             republish_max = max(REPUBLISH_MAX, republish_interval)
@@ -682,6 +849,17 @@ class OffersProtocol:
         self.addresses = addresses
         self.verify_sig = verify_sig
         self.offers_cache = OffersCache()
+        if max_origins_per_device < 1:
+            raise ValueError(f"offers.max_origins_per_device {max_origins_per_device} must be >= 1")
+        if not 0 < max_offer_lifetime < math.inf:
+            raise ValueError(f"offers.max_offer_lifetime {max_offer_lifetime} must be a positive number of seconds")
+        self.max_origins_per_device = max_origins_per_device
+        self.max_offer_lifetime = max_offer_lifetime
+        self.budget = DeviceBudget(validation_budget)
+        self.prices = prices
+        if price_tolerance is None:
+            from node.assets.prices import DEFAULT_PRICE_TOLERANCE as price_tolerance
+        self.price_tolerance = price_tolerance
         self.republish_interval = republish_interval
         self.republish_max = republish_max
         self.next_interval = republish_interval  # the wait before the next re-announcement of an unchanged sheet
@@ -699,7 +877,7 @@ class OffersProtocol:
         #: ``refuse(body) -> reason | None``: sheets of revoked devices/classes (set by the node)
         self.refuse: Callable[[SheetBody], str | None] | None = None
         # the pull
-        self.sheets = SheetStore()
+        self.sheets = SheetStore(max_per_device=max_origins_per_device)
         self.pull = pull
         self.pull_again = pull_again
         self.answers = RateLimit(answers_per_minute, answers_per_minute_total)
@@ -716,6 +894,8 @@ class OffersProtocol:
         v, body, ids = check_sheet(
             data, net=self.net, now=now, latest_seq=self.book.latest_seq, attestations=self.attestations,
             addresses=self.addresses, offers_cache=self.offers_cache, verify_sig=self.verify_sig,
+            device_origins=getattr(self.book, "origins_of", None), max_origins_per_device=self.max_origins_per_device,
+            budget=self.budget, max_offer_lifetime=self.max_offer_lifetime,
         )
         # [IGNORE] The device or its class has not been revoked here.
         if body is not None and self.refuse is not None:
@@ -731,9 +911,7 @@ class OffersProtocol:
             self._accepted[bytes(data)] = (body, ids)
         self.stats[v.result.value] += 1
         if v.result is not Result.ACCEPT:
-            reasons = self.reasons.setdefault(v.result.value, {})
-            key = re.split(r"[:\d]", v.reason, maxsplit=1)[0].strip()[:60]  # no numbers: bounded label set
-            reasons[key] = reasons.get(key, 0) + 1
+            self._count(v.result.value, v.reason)
         return v
 
     # -- events
@@ -769,13 +947,47 @@ class OffersProtocol:
             body, ids = pending
         if body.origin == self.local_peer:
             return []
+        if self.prices is not None:
+            body, ids = self._priced(body, ids, now)
         added = self.book.apply_sheet(body, now=now, ids=ids)
         if pending is not None:  # validated here: kept (the latest per origin) for peers that pull
-            self.sheets.put(body.origin, body.seq, data)
+            self.sheets.put(body.origin, body.seq, data, device=device_id_of(body.binding.sign_pub))
         detail = {"origin": body.origin, "seq": body.seq, "offers": added}
         if pulled:
             detail["pulled"] = True
         return [Notify("offers.sheet", detail)]
+
+    def _count(self, result: str, reason: str, n: int = 1) -> None:
+        reasons = self.reasons.setdefault(result, {})
+        key = re.split(r"[:\d]", reason, maxsplit=1)[0].strip()[:60]  # no numbers: bounded label set
+        reasons[key] = reasons.get(key, 0) + n
+
+    def _priced(self, body: SheetBody, ids: list[bytes], now: float) -> tuple[SheetBody, list[bytes]]:
+        """[IGNORE] (per offer, counted under "ignore_offer") An offer whose declared USD value disagrees with
+        its amount at our own price beyond ``price_tolerance`` (``declared_usd_mismatch``), or of an asset we
+        have no price for, is not booked. The sheet itself stays valid (prices differ between nodes: the rest
+        of its offers are booked and it is forwarded)."""
+        from node.assets.prices import PriceError, declared_usd_mismatch
+
+        keep_offers, keep_ids, prices = [], [], {}
+        for o, i in zip(body.offers, ids):
+            if o.asset not in prices:
+                try:
+                    prices[o.asset] = self.prices.price(o.asset, now)
+                except (PriceError, ValueError) as exc:
+                    prices[o.asset] = str(exc) or "no price"
+            p = prices[o.asset]
+            why = (f"no price: {p}" if isinstance(p, str)
+                   else declared_usd_mismatch(o.asset, o.amount, o.usd_cents, p, self.price_tolerance))
+            if why:
+                self._count("ignore_offer", "usd value disagrees with our price" if not isinstance(p, str)
+                            else "no price for the asset")
+                continue
+            keep_offers.append(o)
+            keep_ids.append(i)
+        if len(keep_offers) == len(body.offers):
+            return body, ids
+        return msgspec.structs.replace(body, offers=keep_offers), keep_ids
 
     def _reannounce(self, now: float) -> list[Command]:
         """The timer: re-sign and re-publish the unchanged own sheet, and wait twice as long for the next
@@ -814,6 +1026,7 @@ class OffersProtocol:
         data = build_sheet(
             net=self.net, origin=self.local_peer, seq=self.seq, now=now, offers=self.own.offers,
             retracted=self.own.retracted, quote=self.own.quote, binding=self.own.binding, sign=self.own.sign,
+            committed=self.own.committed,
         )
         self.own.retracted = []  # a retraction rides on one sheet
         self.own_data = data
@@ -843,7 +1056,7 @@ class OffersProtocol:
         why = self.answers.take(event.peer, now)
         if why:
             self.pull_stats["refused"] += 1
-            return [Respond(event.request_id, wire.encode(SheetsAnswer(SHEETS_VERSION, self.net, why, [])))]
+            return [Respond(event.request_id, wire.encode(SheetsAnswer(SHEETS_VERSION, self.net, why[:500], [])))]
         self.pull_stats["served"] += 1
         return [Respond(event.request_id, answer_pull(event.data, net=self.net, own=self.own_data,
                                                       store=self.sheets))]
@@ -872,7 +1085,7 @@ class OffersProtocol:
 
 
 def _sheet_key(own: OwnSheet) -> tuple:
-    return (list(own.offers), bytes(own.quote), own.binding)
+    return (list(own.offers), bytes(own.quote), own.binding, sorted(own.committed or ()))
 
 
 # ------------------------------------------------------------------ the pull (wire, store, limits)
@@ -882,51 +1095,77 @@ def sheets_protocol(net: str) -> str:
 
 
 class SheetsAsk(msgspec.Struct, array_like=True, frozen=True):
-    """``/keyswitch/<net>/sheets/1`` request: "send me the latest sheets you hold", within these bounds."""
+    """``/keyswitch/<net>/sheets/1`` request: "send me the latest sheets you hold", within these bounds.
+    Ranges: version 0..65535, net <= 64 chars, max_sheets and max_bytes 0..2^31 (decode fails outside)."""
 
-    version: int
-    net: str
-    max_sheets: int
-    max_bytes: int
+    version: U16
+    net: _Net
+    max_sheets: Annotated[int, msgspec.Meta(ge=0, le=1 << 31)]
+    max_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 31)]
 
 
 class SheetsAnswer(msgspec.Struct, array_like=True, frozen=True):
     """The answer: signed sheets exactly as they were gossiped (each checked by the asker as gossip is),
-    or ``error`` (a refusal: rate limited, malformed request) and no sheets."""
+    or ``error`` (a refusal: rate limited, malformed request) and no sheets. Ranges: version 0..65535,
+    net <= 64 chars, error <= 512 chars, at most PULL_MAX_SHEETS sheets of at most MAX_SHEET_SIZE bytes."""
 
-    version: int
-    net: str
-    error: str
-    sheets: list[bytes]
+    version: U16
+    net: _Net
+    error: Annotated[str, msgspec.Meta(max_length=512)]
+    sheets: Annotated[list[Annotated[bytes, msgspec.Meta(max_length=MAX_SHEET_SIZE)]],
+                      msgspec.Meta(max_length=PULL_MAX_SHEETS)]
 
 
 class SheetStore:
-    """The latest accepted sheet of each origin, as raw bytes, for peers that pull. Bounded by origins and
-    by bytes: the origins stored longest ago go first."""
+    """The latest accepted sheet of each origin, as raw bytes, for peers that pull. Bounded by origins, by
+    bytes and by origins per device: a device's sheets are stored under at most ``max_per_device`` origins
+    (a new origin of a device over that replaces that device's oldest one), and when the store is full the
+    sheet that goes is the oldest of the device holding the most origins, so one device's origins never push
+    another device's sheets out while it holds more than they do. ``device=None``: the origin is its own
+    device (the simulator's relays, which keep no devices)."""
 
-    def __init__(self, max_origins: int = 4096, max_bytes: int = 32 << 20) -> None:
+    def __init__(self, max_origins: int = 4096, max_bytes: int = 32 << 20,
+                 max_per_device: int = MAX_ORIGINS_PER_DEVICE) -> None:
         self.max_origins = max_origins
         self.max_bytes = max_bytes
-        self._by_origin: dict[str, tuple[int, bytes]] = {}
+        self.max_per_device = max_per_device
+        self._by_origin: dict[str, tuple[int, bytes, object]] = {}  # origin -> (seq, data, device)
+        self._by_device: dict[object, dict[str, None]] = {}  # device -> its origins, oldest stored first
         self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._by_origin)
 
-    def put(self, origin: str, seq: int, data: bytes) -> None:
+    def _drop(self, origin: str) -> None:
+        _seq, data, device = self._by_origin.pop(origin)
+        self._bytes -= len(data)
+        mine = self._by_device[device]
+        del mine[origin]
+        if not mine:
+            del self._by_device[device]
+
+    def put(self, origin: str, seq: int, data: bytes, device: object = None) -> None:
+        device = ("origin", origin) if device is None else device
         old = self._by_origin.get(origin)
         if old is not None:
             if old[0] >= seq:
                 return
-            del self._by_origin[origin]
-            self._bytes -= len(old[1])
-        self._by_origin[origin] = (seq, data)
+            self._drop(origin)
+        mine = self._by_device.setdefault(device, {})
+        while len(mine) >= self.max_per_device:  # the device's own oldest origin makes room
+            self._drop(next(iter(mine)))
+            mine = self._by_device.setdefault(device, {})
+        self._by_origin[origin] = (seq, data, device)
+        mine[origin] = None
         self._bytes += len(data)
         while self._by_origin and (len(self._by_origin) > self.max_origins or self._bytes > self.max_bytes):
-            self._bytes -= len(self._by_origin.pop(next(iter(self._by_origin)))[1])
+            # the device holding the most origins loses its oldest (ties: the oldest stored of those)
+            most = max(len(o) for o in self._by_device.values())
+            victim = next(o for o in self._by_origin if len(self._by_device[self._by_origin[o][2]]) == most)
+            self._drop(victim)
 
     def newest_first(self):
-        for _seq, data in reversed(self._by_origin.values()):
+        for _seq, data, _device in reversed(self._by_origin.values()):
             yield data
 
 
@@ -936,7 +1175,7 @@ def answer_pull(ask: bytes, *, net: str, own: bytes | None, store: SheetStore) -
     ask gets an answer naming why, and no sheets)."""
 
     def refuse(why: str) -> bytes:
-        return wire.encode(SheetsAnswer(SHEETS_VERSION, net, why, []))
+        return wire.encode(SheetsAnswer(SHEETS_VERSION, net, why[:500], []))
 
     try:
         a = wire.decode(ask, SheetsAsk, max_size=MAX_ASK_SIZE)

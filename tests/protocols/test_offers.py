@@ -8,7 +8,7 @@ from node import wire
 from node.offerbook import OfferBook, device_id_of
 from node.protocols.base import Result
 from node.protocols.offers import (
-    ADDRESSES, MAX_SHEET_SIZE, AddressDeriver, AttestationCache, Entry, Offer, OffersProtocol, OfferTable, OwnSheet,
+    ADDRESSES, MAX_CLOCK_SKEW, MAX_OFFER_LIFETIME, MAX_SHEET_SIZE, AddressDeriver, AttestationCache, Entry, Offer, OffersProtocol, OfferTable, OwnSheet,
     SheetBody, SheetWire, SignedSheet, Terms, build_sheet, decode_sheet, default_attestation_verifier, encode_body,
     merkle_root, offer_id, validate_sheet,
 )
@@ -37,7 +37,8 @@ class Vault:
 
     def sheet(self, seq=1, offers=None, **kw):
         args = dict(net=NET, origin=self.peer, seq=seq, now=NOW, offers=make_offers(self.keys) if offers is None else offers,
-                    retracted=[], quote=self.quote, binding=self.binding, sign=self.enc.sign_offer_sheet)
+                    retracted=[], quote=self.quote, binding=self.binding, sign=self.enc.sign_offer_sheet,
+                    committed=self.keys)  # the keys the binding's keys_root commits to
         args.update(kw)
         return build_sheet(**args)
 
@@ -175,7 +176,8 @@ def test_protocol_over_in_memory_net_fills_every_book_and_retracts(tmp_path):
         assert book.count(now=NOW) == 12, i  # 3 other nodes x 4 offers
     # node 0 retracts one key: the next sheet leaves it out
     v0, p0 = vaults[0], protos[0]
-    own = OwnSheet(make_offers(v0.keys[1:]), [v0.keys[0]], v0.quote, v0.binding, v0.enc.sign_offer_sheet)
+    own = OwnSheet(make_offers(v0.keys[1:]), [v0.keys[0]], v0.quote, v0.binding, v0.enc.sign_offer_sheet,
+                   committed=v0.keys)  # the retracted key is still in the attested commitment
     net.call(v0.peer, p0, p0.set_own_sheet(own, NOW + 1), NOW + 1)
     assert books[1].count(now=NOW + 1) == 11
     cands = books[1].candidates("BTC-REG", now=NOW + 1)
@@ -247,17 +249,21 @@ def test_every_malformed_offer_table_is_rejected_with_its_reason(alice):
         "the same terms listed twice": table([t[0], t[0]], [es[0], msgspec_replace(es[1], terms=1), es[2]]),
         "terms 1 not the next unused": table([t[0], t2], [msgspec_replace(es[0], terms=1), es[1], es[2]]),
         "terms 2 not the next unused": table([t[0]], [es[0], msgspec_replace(es[1], terms=2), es[2]]),
-        "terms -1 not the next unused": table([t[0]], [msgspec_replace(es[0], terms=-1), es[1], es[2]]),
+        # out of the wire range: refused at decode (wire ranges)
+        "malformed OfferTable: Expected `int` >= 0": table([t[0]], [msgspec_replace(es[0], terms=-1), es[1], es[2]]),
         "1 terms listed but not used": table([t[0], t2], es),
-        "not a finite number": table([msgspec_replace(t[0], expiry=float("nan"))], es),
+        "Expected `float` >= 0.0": table(  # NaN: out of the wire range, refused at decode
+            [msgspec_replace(t[0], expiry=float("nan"))], es),
         "offer 0: address kind 2 out of range": table(t, [msgspec_replace(es[0], kind=2)] + es[1:]),
-        "offer 0: address kind -1 out of range": table(t, [msgspec_replace(es[0], kind=-1)] + es[1:]),
+        "malformed OfferTable: Expected `int` >= 0 - at `$[1][0][1]`": table(t, [msgspec_replace(es[0], kind=-1)]
+                                                                           + es[1:]),
         "offer 1: unknown asset 'XYZ'": table([t[0], msgspec_replace(t[0], asset="XYZ")],
                                               [es[0], msgspec_replace(es[1], terms=1), es[2]]),
         "offer 2: pubkey is not a compressed": table(t, es[:2] + [msgspec_replace(es[2], pubkey=b"\x04" * 33)]),
         "offer 2: deposit key listed twice": table(t, es[:2] + [es[0]]),
-        "offer 1: amount and usd_cents must be positive": table(t, [es[0], msgspec_replace(es[1], usd_cents=0)]),
-        "too many offers: 1001": table(t, [es[0]] * 1001),
+        "Expected `int` >= 1 - at `$[1][1][4]`": table(  # usd_cents 0: out of the wire range
+            t, [es[0], msgspec_replace(es[1], usd_cents=0)]),
+        "Expected `array` of length <= 1000": table(t, [es[0]] * 1001),
     }
     for want, reason in cases.items():
         assert want in reason, (want, reason)
@@ -308,8 +314,13 @@ def test_sheet_encoding_round_trips_deterministically_and_respects_size(alice):
         w = wire_body(data)  # shared terms said once, in order of first use
         assert len(w.offers.terms) == len({(o.asset, o.price, o.price_at, o.expiry) for o in offs})
         assert alice.sheet(seq=seq, offers=offs)[:len(signed.body)] == data[:len(signed.body)]
-        assert validate_sheet(data, net=NET, now=NOW, latest_seq=lambda o: None,
-                              attestations=cache())[0].result is Result.ACCEPT or all(o.expiry <= NOW for o in offs)
+        v = validate_sheet(data, net=NET, now=NOW, latest_seq=lambda o: None, attestations=cache())[0]
+        if any(o.expiry > NOW + MAX_CLOCK_SKEW + MAX_OFFER_LIFETIME for o in offs):
+            assert v.result is Result.REJECT and "expiry too far" in v.reason
+        elif all(o.expiry <= NOW for o in offs):
+            assert v.result is Result.IGNORE
+        else:
+            assert v.result is Result.ACCEPT, v
 
     run()
     # size limit: an over-size message is refused before it is decoded
@@ -388,11 +399,13 @@ def test_a_re_announced_sheet_writes_only_its_own_row_and_the_book_stays_what_a_
     book.apply_sheet(a1, now=NOW)
     assert book.drop_device(device_id_of(alice.binding.sign_pub)) == len(alice.keys)
     assert book.apply_sheet(a2, now=NOW) == len(alice.keys) and book.count(now=NOW) == len(alice.keys)
-    # ... and so does a row another origin's sheet took over by listing the same offer (a forged sheet a
-    # broken enclave could sign): the origin's count is short, so its re-announcement is applied in full
+    # another origin's sheet listing the same offer (a forged sheet a broken enclave could sign; validation
+    # rejects it: not in bob's attested key commitment) gets a row of its own: alice's row stays hers (rows are
+    # keyed by origin, device and offer id; before, the row moved to bob)
     thief = msgspec_replace(a1, origin=bob.peer, binding=bob.binding, offers=a1.offers[:1], seq=1)
     book.apply_sheet(thief, now=NOW)
-    assert book.count(now=NOW) == len(alice.keys)  # the row moved to bob
+    assert book.count(now=NOW) == len(alice.keys) + 1
+    assert sorted(r["origin"] for r in book.rows(now=NOW)).count(alice.peer) == len(alice.keys)
     book.apply_sheet(msgspec_replace(a2, seq=3), now=NOW)
     assert sorted(r["origin"] for r in book.rows(now=NOW)).count(alice.peer) == len(alice.keys)
     # ... and an offer that expired since is not kept by a re-announcement
@@ -400,7 +413,7 @@ def test_a_re_announced_sheet_writes_only_its_own_row_and_the_book_stays_what_a_
                                      + make_offers(alice.keys[1:])))[1]
     book.apply_sheet(short, now=NOW)
     assert book.apply_sheet(msgspec_replace(short, seq=5), now=NOW + 10) == len(alice.keys) - 1
-    assert book.count(now=NOW) == len(alice.keys) - 1
+    assert [r["origin"] for r in book.rows(now=NOW)].count(alice.peer) == len(alice.keys) - 1  # (+ bob's own row)
 
 
 def test_offer_id_is_the_tagged_hash_of_the_offer_encoding(alice):

@@ -169,7 +169,7 @@ def test_a_pulled_sheet_is_judged_as_gossip_forgeries_and_garbage_never_reach_th
             (b"\xff\x00", "malformed answer"),
             (answer([good], version=2), "unsupported version 2"),
             (answer([good], net="other"), "wrong network"),
-            (answer([good] * (PULL_MAX_SHEETS + 1)), "sheets >"),
+            (answer([good] * (PULL_MAX_SHEETS + 1)), "length <= 256"),  # out of the wire range: at decode
             (answer([b"x" * (600 * 1024), b"y" * (600 * 1024)]), "over"),
             (answer([], error="rate limited: 4 answers a minute per peer"), "refused: rate limited")]):
         cmds = ask_and_get(data, f"12D3KooBad{i}")
@@ -266,3 +266,26 @@ def test_garbage_answers_and_asks_never_raise():
 
     run()
     assert d.book.count(now=NOW) == 0 and d.stats["accept"] == 0
+
+
+def test_the_daemon_wires_the_offers_settings_and_its_price_feed(tmp_path):
+    from node.config import BY_KEY, load
+    from node.daemon import make_offer_stack, offer_settings
+    from node.protocols.offers import MAX_OFFER_LIFETIME, MAX_ORIGINS_PER_DEVICE, VALIDATION_BUDGET
+
+    for key, const in (("offers.max_origins_per_device", MAX_ORIGINS_PER_DEVICE),
+                       ("offers.validation_budget", VALIDATION_BUDGET),
+                       ("offers.max_offer_lifetime", MAX_OFFER_LIFETIME)):
+        assert BY_KEY[key].default == const, key
+    cfg = load(tmp_path / "cfg", env={"KEYSWITCH_OFFERS_MAX_ORIGINS_PER_DEVICE": "3",
+                                      "KEYSWITCH_OFFERS_VALIDATION_BUDGET": "500",
+                                      "KEYSWITCH_OFFERS_MAX_OFFER_LIFETIME": "3600",
+                                      "KEYSWITCH_RISK_PRICE_TOLERANCE": "0.05"})
+    stack = make_offer_stack(tmp_path / "d", NET, "12D3KooDaemon", in_process=True, offers=offer_settings(cfg))
+    try:
+        p = stack.protocol
+        assert (p.max_origins_per_device, p.budget.per_minute, p.max_offer_lifetime, p.price_tolerance) == \
+            (3, 500, 3600.0, 0.05)
+        assert p.sheets.max_per_device == 3 and p.prices.price("BTC-REG", NOW).usd_per_unit > 0
+    finally:
+        stack.close()
