@@ -200,10 +200,13 @@ def device_class_of(cache, tcb, body) -> str:
 
 
 def ledger_check(ledger, report):
-    """What the ledger says about a double-spent report: CONFIRMED when the named transaction is on
-    the ledger and the deposit address is empty, REFUTED when the address still holds its funds (even
-    counting the transactions waiting for a block), UNCHECKED when this ledger cannot tell (another
-    chain, unreachable, or the spend is not mined yet: a report often outruns the next block)."""
+    """What the ledger says about a double-spent report. CONFIRMED only when the named transaction is in a
+    block *and* spends from the report's deposit address (one of that address's spends on the ledger's own
+    record, not the reporter's word). REFUTED when the ledger contradicts the report: the address still holds
+    its funds (even counting the transactions waiting for a block), or the named transaction is in a block
+    but spends nothing from that address. UNCHECKED when this ledger cannot tell (another chain,
+    unreachable, or the spend is not mined yet: a report often outruns the next block). CONFIRMED shows that
+    the deposit was spent, not by whom: ``node.protocols.outcomes`` decides whether it proves anything."""
     from node.ledger.base import LedgerError
     from node.risk.reputation import LedgerCheck
 
@@ -213,7 +216,13 @@ def ledger_check(ledger, report):
         bal = ledger.balance(report.asset, report.address)
         if bal.confirmed > 0 and bal.unconfirmed > 0:
             return LedgerCheck.REFUTED
-        return LedgerCheck.CONFIRMED if ledger.confirmations(report.asset, report.txid) > 0 else LedgerCheck.UNCHECKED
+        if ledger.confirmations(report.asset, report.txid) <= 0:
+            return LedgerCheck.UNCHECKED
+        events, _ = ledger.watch([report.address], 0)
+        txid = report.txid.lower()
+        if any(e.kind == "spend" and e.asset == report.asset and e.txid.lower() == txid for e in events):
+            return LedgerCheck.CONFIRMED
+        return LedgerCheck.REFUTED  # a mined transaction, but not a spend of that deposit
     except (LedgerError, ValueError, KeyError, OSError):
         return LedgerCheck.UNCHECKED
 

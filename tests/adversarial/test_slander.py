@@ -1,0 +1,116 @@
+"""Slander: a device with no standing cannot get an honest device marked a cheater with outcome reports.
+
+Driven as a hostile node would: its own simulated enclave (a genuine, freshly made device identity),
+reports it signs itself, gossiped as wire bytes to receivers wired as ``node.daemon`` wires them
+(``OutcomesProtocol`` with ``node.daemon.ledger_check`` on a real ``DevLedger``)."""
+
+from __future__ import annotations
+
+import coincurve
+
+from node import wire
+from node.assets import address_for
+from node.daemon import ledger_check
+from node.ledger.devnet import DevLedger
+from node.offerbook import OfferBook, device_id_of
+from node.protocols.base import GossipReceived, Result
+from node.protocols.outcomes import OutcomeReport, OutcomesProtocol, SignedReport, make_report
+from node.risk.engine import RiskEngine
+from node.risk.reputation import Action
+from node.tee.client import InProcessEnclave
+
+NET, NOW = "testnet", 10_000.0
+
+
+def fresh_address(asset: str = "BTC-REG") -> str:
+    return address_for(asset, coincurve.PrivateKey().public_key.format())
+
+
+class Receiver:
+    """One full node's outcome gossip, wired as the daemon wires it."""
+
+    def __init__(self, ledger, *, honest: list[bytes], attested: set[bytes], enc_keys: dict | None = None,
+                 net: str = NET, now: float = NOW) -> None:
+        self.engine = RiskEngine(OfferBook(None))
+        rep = self.engine.reputation
+        for d in honest:  # old, honest devices this node traded with: full standing
+            rep.observe(d, "honest", "sim", 0.0)
+            for _ in range(40):
+                rep.apply(d, Action.CLAIMED, now)
+        for d in attested:  # a fresh device whose attested offer sheet this node accepted: known, score 0
+            rep.observe(d, "12D3KooWslanderer", "sim", now)
+        self.proto = OutcomesProtocol(net=net, engine=self.engine, ledger_check=lambda r: ledger_check(ledger, r),
+                                      attested=lambda dev: dev in attested)
+        # the attested encryption key of each device whose quote this node verified (the daemon learns them
+        # from the offer sheets' bindings)
+        self.proto.enc_key_of = (enc_keys or {}).get
+
+    def gossip(self, data: bytes, now: float = NOW):
+        v = self.proto.validate(self.proto.topic, data, "12D3KooWslanderer", now)
+        assert v.result is Result.ACCEPT, v.reason  # well formed, signed by an attested enclave: forwarded
+        return self.proto.handle(GossipReceived(self.proto.topic, data, "12D3KooWslanderer"), now)
+
+    def rep(self):
+        return self.engine.reputation
+
+
+def test_a_fresh_device_cannot_mark_an_honest_device_a_cheater_with_an_empty_address_and_any_txid():
+    ledger = DevLedger(None, automine=True)
+    honest, hostile = InProcessEnclave(None), InProcessEnclave(None)
+    try:
+        subject = device_id_of(honest.info().sign_pub)
+        attacker = device_id_of(hostile.info().sign_pub)
+        # any confirmed transaction on the ledger, nothing to do with the subject
+        some_txid = ledger.faucet("BTC-REG", fresh_address(), 70_000)
+        assert ledger.confirmations("BTC-REG", some_txid) > 0
+        empty = fresh_address()  # never funded: its balance is 0
+        lie = make_report(OutcomeReport(2, NET, b"\x01" * 32, hostile.info().sign_pub, subject, "double-spent",
+                                        "BTC-REG", empty, some_txid, NOW), hostile.sign)
+        receivers = [Receiver(ledger, honest=[subject], attested={attacker}) for _ in range(3)]
+        before = [r.rep().score(subject, NOW) for r in receivers]
+        for r in receivers:
+            r.gossip(lie)
+        for r, b in zip(receivers, before):
+            assert not r.rep().is_cheater(subject), "one gossiped report marked an honest device a cheater"
+            assert r.rep().acceptable(subject, NOW)
+            assert r.rep().score(subject, NOW) == b  # a reporter without standing moves nothing
+            # the ledger contradicts the report (that txid spends nothing from that address): the reporter pays
+            assert r.rep().score(attacker, NOW) <= Action.SLANDER.penalty
+            assert not r.rep().acceptable(attacker, NOW)
+            assert r.proto.stats["refuted"] == 1 and r.proto.stats["confirmed"] == 0
+    finally:
+        honest.close()
+        hostile.close()
+        ledger.close()
+
+
+def test_a_release_record_seen_in_gossip_and_its_real_claim_do_not_make_a_proof(tmp_path):
+    """The slanderer attaches a genuine release record of the subject it saw in another device's report
+    and names that device's own sweep: the ledger shows that txid spending the deposit, but the record
+    names another enclave than the reporter's."""
+    from tests.protocols.test_contract_outcomes import Reporting
+    from tests.protocols.test_contract_run import NET as CNET
+    from tests.protocols.test_contract_run import stopped, swap_setup
+
+    ledger, a, b, spec, cid, net = swap_setup(tmp_path, n=1)
+    net.run(done=stopped(cid, a, b))
+    rb = Reporting(b)
+    rb.feed(net.now)
+    [claim] = [wire.decode(wire.decode(d, SignedReport).body, OutcomeReport) for d in rb.published]
+    assert claim.outcome == "claimed" and claim.release and claim.txid
+    hostile = InProcessEnclave(None)
+    try:
+        attacker = device_id_of(hostile.info().sign_pub)
+        lie = make_report(OutcomeReport(2, CNET, cid, hostile.info().sign_pub, claim.subject, "double-spent",
+                                        claim.asset, claim.address, claim.txid, net.now, claim.release),
+                          hostile.sign)
+        enc = {b.binding.sign_pub: b.binding.enc_pub, hostile.info().sign_pub: hostile.info().enc_pub}
+        receivers = [Receiver(ledger, honest=[claim.subject], attested={attacker}, enc_keys=enc, net=CNET,
+                              now=net.now) for _ in range(3)]
+        for r in receivers:
+            r.gossip(lie, net.now)
+            assert not r.rep().is_cheater(claim.subject), "a record seen in gossip made a proof of cheating"
+            assert r.rep().acceptable(claim.subject, net.now)
+            assert r.rep().score(attacker, net.now) <= 0.0
+    finally:
+        hostile.close()
