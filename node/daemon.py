@@ -282,12 +282,26 @@ def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0
     from node.protocols.outcomes import OutcomesProtocol, ReleaseRecords
 
     records = stack.extra["release_records"] = ReleaseRecords(stack.net, path=datadir / "release-records.sqlite")
+    # the attested encryption key of every device whose quote this node verifies (a release record names
+    # its recipient by it): lets an outcome report with a release record to its reporter be a proof by the ledger
+    enc_keys: dict[bytes, bytes] = {}
+    cache = stack.protocol.attestations
+    inner_verify = cache.verify
+
+    def verify_and_learn(quote, binding, now):
+        verdict = inner_verify(quote, binding, now)
+        if getattr(verdict, "ok", False):
+            enc_keys[binding.sign_pub] = binding.enc_pub
+        return verdict
+
+    cache.verify = verify_and_learn
 
     # a proof of cheating assembled from outcome reports is applied and gossiped as a revocation notice
     stack.outcomes = OutcomesProtocol(net=stack.net, engine=stack.engine,
                                       ledger_check=lambda r: ledger_check(stack.extra.get("ledger"), r),
                                       on_proof=stack.revocations.publish_proof,
                                       on_proof_timer=stack.revocations.handle, records=records,
+                                      enc_key_of=enc_keys.get,
                                       attested=lambda dev: any(
                                           device_id_of(k) == dev for k in list(stack.protocol.attestations.latest)))
     stack.request_deadline = float(get("risk.request_deadline", 3.0))

@@ -251,7 +251,8 @@ class Reputation:
         """
         if reporter == subject or reporter not in self._dev or subject not in self._dev:
             return 0.0
-        key = reporter + subject + contract_id
+        # a refuted lie is charged once per contract, apart from the reporter's other report of that contract
+        key = reporter + subject + contract_id + (b"/refuted" if check is LedgerCheck.REFUTED else b"")
         if key in self._seen:
             return 0.0
         self._seen.add(key)

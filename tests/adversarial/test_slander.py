@@ -114,3 +114,33 @@ def test_a_release_record_seen_in_gossip_and_its_real_claim_do_not_make_a_proof(
             assert r.rep().score(attacker, net.now) <= 0.0
     finally:
         hostile.close()
+
+
+def test_a_counterparty_naming_its_own_claimed_sweep_as_a_double_spend_is_refuted_and_pays(tmp_path):
+    """The device the subject really released a key to sweeps it, reports it claimed (with the genuine
+    release record to itself), then reports the same deposit double-spent naming its own sweep."""
+    from tests.protocols.test_contract_outcomes import Reporting
+    from tests.protocols.test_contract_run import NET as CNET
+    from tests.protocols.test_contract_run import stopped, swap_setup
+
+    ledger, a, b, spec, cid, net = swap_setup(tmp_path, n=1)
+    net.run(done=stopped(cid, a, b))
+    rb = Reporting(b)
+    rb.feed(net.now)
+    [claim_bytes] = rb.published
+    claim = wire.decode(wire.decode(claim_bytes, SignedReport).body, OutcomeReport)
+    assert claim.outcome == "claimed" and claim.release and claim.subject == device_id_of(a.binding.sign_pub)
+    liar = device_id_of(b.binding.sign_pub)
+    lie = make_report(OutcomeReport(2, CNET, cid, b.binding.sign_pub, claim.subject, "double-spent", claim.asset,
+                                    claim.address, claim.txid, net.now + 1, claim.release), b.raw.sign)
+    enc = {b.binding.sign_pub: b.binding.enc_pub}
+    receivers = [Receiver(ledger, honest=[claim.subject], attested={liar}, enc_keys=enc, net=CNET, now=net.now)
+                 for _ in range(3)]
+    for r in receivers:
+        r.gossip(claim_bytes, net.now)
+        before = r.rep().score(liar, net.now)
+        r.gossip(lie, net.now + 1)
+        assert not r.rep().is_cheater(claim.subject), "its own claimed sweep made a proof of cheating"
+        assert r.rep().acceptable(claim.subject, net.now + 1)
+        assert r.rep().score(liar, net.now + 1) <= before + Action.SLANDER.penalty + 1e-6
+        assert r.proto.stats["refuted"] == 1

@@ -94,7 +94,8 @@ def test_reports_weighed_by_standing_and_checked_on_the_ledger(enclaves):
     out = proto.handle(GossipReceived(proto.topic, real, "p"), NOW)
     assert not eng.reputation.is_cheater(subject) and eng.reputation.score(subject, NOW) == before
     assert [n.kind for n in out] == ["outcome.applied"]
-    assert proto.stats == {"accepted": 3, "confirmed": 1, "refuted": 1, "published": 0, "proofs": 0}
+    assert proto.stats == {"accepted": 3, "confirmed": 1, "refuted": 1, "published": 0, "proofs": 0,
+                           "ledger_proofs": 0}
     # the same report again is a duplicate
     assert proto.validate(proto.topic, real, "p", NOW).reason == "duplicate report"
 
