@@ -338,9 +338,8 @@ class OutcomesProtocol:
 
         rep = self.engine.reputation
         reporter = device_id_of(r.reporter)
-        for dev in (r.subject, reporter):  # the reporter passed validation: its attestation is verified here
-            if rep.record(dev) is None:
-                rep.observe(dev, "", "unknown", now)
+        if rep.record(r.subject) is None:
+            rep.observe(r.subject, "", "unknown", now)
         check = self.ledger_check(r) if r.outcome == "double-spent" else LedgerCheck.UNCHECKED
         claimant = self._claims.get((r.asset, r.txid.lower())) if r.outcome == "double-spent" else None
         if claimant == reporter and check is not LedgerCheck.REFUTED:
@@ -349,6 +348,9 @@ class OutcomesProtocol:
             self._claims[(r.asset, r.txid.lower())] = reporter
             while len(self._claims) > self._max_seen:
                 self._claims.pop(next(iter(self._claims)))
+        if check is LedgerCheck.REFUTED and rep.record(reporter) is None:
+            # a liar known only by its verified attestation (not yet by an offer in the book) pays too
+            rep.observe(reporter, "", "unknown", now)
         self.stats["accepted"] += 1
         self.by_kind[r.outcome] = self.by_kind.get(r.outcome, 0) + 1
         if check is LedgerCheck.CONFIRMED:

@@ -7,6 +7,7 @@ reports it signs itself, gossiped as wire bytes to receivers wired as ``node.dae
 from __future__ import annotations
 
 import coincurve
+import pytest
 
 from node import wire
 from node.assets import address_for
@@ -30,14 +31,14 @@ class Receiver:
     """One full node's outcome gossip, wired as the daemon wires it."""
 
     def __init__(self, ledger, *, honest: list[bytes], attested: set[bytes], enc_keys: dict | None = None,
-                 net: str = NET, now: float = NOW) -> None:
+                 net: str = NET, now: float = NOW, in_book: bool = True) -> None:
         self.engine = RiskEngine(OfferBook(None))
         rep = self.engine.reputation
         for d in honest:  # old, honest devices this node traded with: full standing
             rep.observe(d, "honest", "sim", 0.0)
             for _ in range(40):
                 rep.apply(d, Action.CLAIMED, now)
-        for d in attested:  # a fresh device whose attested offer sheet this node accepted: known, score 0
+        for d in attested if in_book else ():  # a fresh device whose attested offer sheet is in the book: score 0
             rep.observe(d, "12D3KooWslanderer", "sim", now)
         self.proto = OutcomesProtocol(net=net, engine=self.engine, ledger_check=lambda r: ledger_check(ledger, r),
                                       attested=lambda dev: dev in attested)
@@ -54,7 +55,8 @@ class Receiver:
         return self.engine.reputation
 
 
-def test_a_fresh_device_cannot_mark_an_honest_device_a_cheater_with_an_empty_address_and_any_txid():
+@pytest.mark.parametrize("in_book", [True, False], ids=["offering", "attested-only"])
+def test_a_fresh_device_cannot_mark_an_honest_device_a_cheater_with_an_empty_address_and_any_txid(in_book):
     ledger = DevLedger(None, automine=True)
     honest, hostile = InProcessEnclave(None), InProcessEnclave(None)
     try:
@@ -66,7 +68,7 @@ def test_a_fresh_device_cannot_mark_an_honest_device_a_cheater_with_an_empty_add
         empty = fresh_address()  # never funded: its balance is 0
         lie = make_report(OutcomeReport(2, NET, b"\x01" * 32, hostile.info().sign_pub, subject, "double-spent",
                                         "BTC-REG", empty, some_txid, NOW), hostile.sign)
-        receivers = [Receiver(ledger, honest=[subject], attested={attacker}) for _ in range(3)]
+        receivers = [Receiver(ledger, honest=[subject], attested={attacker}, in_book=in_book) for _ in range(3)]
         before = [r.rep().score(subject, NOW) for r in receivers]
         for r in receivers:
             r.gossip(lie)
