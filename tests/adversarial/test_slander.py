@@ -146,3 +146,31 @@ def test_a_counterparty_naming_its_own_claimed_sweep_as_a_double_spend_is_refute
         assert r.rep().acceptable(claim.subject, net.now + 1)
         assert r.rep().score(liar, net.now + 1) <= before + Action.SLANDER.penalty + 1e-6
         assert r.proto.stats["refuted"] == 1
+
+
+def test_the_daemon_learns_a_reporters_attested_key_only_from_a_quote_it_verified(tmp_path):
+    """``node.daemon.add_switchboard`` wires ``enc_key_of`` to the bindings of the quotes its offers protocol
+    verifies: a binding with a quote that does not commit to it teaches nothing."""
+    import time
+
+    from node.daemon import add_switchboard, make_offer_stack
+    from node.identity import peer_id
+
+    stack = make_offer_stack(tmp_path, NET, peer_id(tmp_path), in_process=True)
+    other, forger = InProcessEnclave(None), InProcessEnclave(None)
+    try:
+        add_switchboard(stack, tmp_path)
+        now = time.time()
+        binding = other.binding_for(NET, "12D3KooWother")
+        assert stack.outcomes.enc_key_of(binding.sign_pub) is None
+        assert stack.protocol.attestations.check(other.quote(binding, now=now), binding, now) is None
+        assert stack.outcomes.enc_key_of(binding.sign_pub) == binding.enc_pub == other.info().enc_pub
+        # the forger's binding claims another enclave's encryption key; its quote commits to its own binding
+        fake = forger.binding_for(NET, "12D3KooWforger")
+        claimed = type(fake)(**{**{f: getattr(fake, f) for f in fake.__struct_fields__}, "enc_pub": binding.enc_pub})
+        assert stack.protocol.attestations.check(forger.quote(fake, now=now), claimed, now) is not None
+        assert stack.outcomes.enc_key_of(fake.sign_pub) is None
+    finally:
+        other.close()
+        forger.close()
+        stack.close()

@@ -46,6 +46,8 @@ def test_every_reason(enclaves):
         (make_report(report(a, outcome="lost"), a.sign), Result.REJECT, "outcome must be"),
         (make_report(report(a, subject=b"s"), a.sign), Result.REJECT, "32 bytes"),
         (make_report(report(a, outcome="double-spent"), a.sign), Result.REJECT, "names the spending"),
+        (make_report(report(a, outcome="double-spent", txid="ab" * 65), a.sign), Result.REJECT, "at most 128"),
+        (make_report(report(a, address="x" * 129), a.sign), Result.REJECT, "at most 128"),
         (make_report(report(a, subject=me), a.sign), Result.REJECT, "on itself"),
         (make_report(report(a), b.sign), Result.REJECT, "bad signature"),
         (make_report(report(a, issued_at=NOW + 3600), a.sign), Result.IGNORE, "future"),
