@@ -202,9 +202,9 @@ def device_class_of(cache, tcb, body) -> str:
 def ledger_check(ledger, report):
     """What the ledger says about a double-spent report. CONFIRMED only when the named transaction is in a
     block *and* spends from the report's deposit address (one of that address's spends on the ledger's own
-    record, not the reporter's word). REFUTED when the ledger contradicts the report: the address still holds
-    its funds (even counting the transactions waiting for a block), or the named transaction is in a block
-    but spends nothing from that address. UNCHECKED when this ledger cannot tell (another chain,
+    record, not the reporter's word; coins sent to the address since do not undo it). REFUTED when the ledger
+    contradicts the report: the named transaction is in a block but spends nothing from that address, or the
+    address still holds its funds (even counting the transactions waiting for a block). UNCHECKED when this ledger cannot tell (another chain,
     unreachable, or the spend is not mined yet: a report often outruns the next block). CONFIRMED shows that
     the deposit was spent, not by whom: ``node.protocols.outcomes`` decides whether it proves anything."""
     from node.ledger.base import LedgerError
@@ -213,16 +213,17 @@ def ledger_check(ledger, report):
     if ledger is None:
         return LedgerCheck.UNCHECKED
     try:
+        mined = ledger.confirmations(report.asset, report.txid) > 0
+        if mined:
+            txid = report.txid.lower()
+            events, _ = ledger.watch([report.address], 0)
+            if any(e.kind == "spend" and e.asset == report.asset and e.txid.lower() == txid for e in events):
+                return LedgerCheck.CONFIRMED  # whatever was sent to the address since (dust cannot refute it)
         bal = ledger.balance(report.asset, report.address)
         if bal.confirmed > 0 and bal.unconfirmed > 0:
             return LedgerCheck.REFUTED
-        if ledger.confirmations(report.asset, report.txid) <= 0:
-            return LedgerCheck.UNCHECKED
-        events, _ = ledger.watch([report.address], 0)
-        txid = report.txid.lower()
-        if any(e.kind == "spend" and e.asset == report.asset and e.txid.lower() == txid for e in events):
-            return LedgerCheck.CONFIRMED
-        return LedgerCheck.REFUTED  # a mined transaction, but not a spend of that deposit
+        # a mined transaction that is not a spend of that deposit contradicts the report
+        return LedgerCheck.REFUTED if mined else LedgerCheck.UNCHECKED
     except (LedgerError, ValueError, KeyError, OSError):
         return LedgerCheck.UNCHECKED
 

@@ -315,10 +315,8 @@ class OutcomesProtocol:
         while len(self._seen) > self._max_seen:
             self._seen.pop(next(iter(self._seen)))
 
-    def _ledger_proof(self, r: OutcomeReport, check: LedgerCheck) -> str | None:
-        """None when the report is a proof of cheating by the ledger (see the module docstring), else why not."""
-        if r.outcome != "double-spent" or check is not LedgerCheck.CONFIRMED:
-            return f"not a ledger-confirmed double spend ({r.outcome}, {check.value})"
+    def _record_to_reporter(self, r: OutcomeReport) -> str | None:
+        """None when the report carries the subject's release record naming the reporter's attested enclave."""
         if not r.release:
             return "no release record to the reporter"
         seen = check_record_of(r)
@@ -329,6 +327,15 @@ class OutcomesProtocol:
             return "the reporter's attested encryption key is unknown here"
         if seen.recipient != enc:
             return "the release record names another enclave than the reporter's"
+        return None
+
+    def _ledger_proof(self, r: OutcomeReport, check: LedgerCheck) -> str | None:
+        """None when the report is a proof of cheating by the ledger (see the module docstring), else why not."""
+        if r.outcome != "double-spent" or check is not LedgerCheck.CONFIRMED:
+            return f"not a ledger-confirmed double spend ({r.outcome}, {check.value})"
+        why = self._record_to_reporter(r)
+        if why is not None:
+            return why
         if (r.asset, r.txid.lower()) in self._claims:
             return "the spend is a claimed sweep"
         return None
@@ -344,7 +351,9 @@ class OutcomesProtocol:
         claimant = self._claims.get((r.asset, r.txid.lower())) if r.outcome == "double-spent" else None
         if claimant == reporter and check is not LedgerCheck.REFUTED:
             check = LedgerCheck.REFUTED  # its own claimed sweep, named as someone else's double spend
-        elif r.outcome == "claimed" and r.txid:
+        elif r.outcome == "claimed" and r.txid and self._record_to_reporter(r) is None:
+            # only a claim backed by the subject's release record to the claimant counts: a bare "claimed"
+            # naming a thief's spend cannot shield the thief's accomplice from a victim's proof
             self._claims[(r.asset, r.txid.lower())] = reporter
             while len(self._claims) > self._max_seen:
                 self._claims.pop(next(iter(self._claims)))

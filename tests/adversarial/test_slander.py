@@ -174,3 +174,65 @@ def test_the_daemon_learns_a_reporters_attested_key_only_from_a_quote_it_verifie
         other.close()
         forger.close()
         stack.close()
+
+
+def _double_spent_report(tmp_path):
+    """A broken TEE (a) releases its chunk to b and spends it at once; b's report carries a's release record
+    to b's enclave and names the spend. Returns (ledger, a, b, the report bytes, its OutcomeReport)."""
+    from tests.protocols.test_contract_outcomes import Reporting
+    from tests.protocols.test_contract_run import stopped, swap_setup
+
+    ledger, a, b, spec, cid, net = swap_setup(tmp_path, n=1)
+    ch = a.commits[0]
+    leaked = {r.pub: r.priv for r in a.raw._core.list_keys()}[ch.pubkey]  # a broken TEE: the key got out
+    winner = []
+
+    def double_spend(src, cmd):
+        if src is a and wire.decode(cmd.data, wire.Signed).kind == "release" and not winner:
+            winner.append(ledger.sweep(ch.asset, leaked, fresh_address(ch.asset)))
+
+    net.on_send = double_spend
+    rb = Reporting(b)
+    net.run(done=stopped(cid, b))
+    rb.feed(net.now)
+    [data] = rb.published
+    r = wire.decode(wire.decode(data, SignedReport).body, OutcomeReport)
+    assert r.outcome == "double-spent" and r.txid == winner[0] and r.release
+    return ledger, a, b, data, r, net
+
+
+def test_dust_sent_to_the_spent_deposit_does_not_turn_the_victims_proof_into_slander(tmp_path):
+    """The cheater refills its emptied deposit address with dust so that the ledger seems to say the funds are
+    still there: the victim's report would be refuted and the victim charged as a slanderer."""
+    from tests.protocols.test_contract_run import NET as CNET
+
+    ledger, a, b, data, r, net = _double_spent_report(tmp_path)
+    ledger.faucet(r.asset, r.address, 1_000)  # dust, mined
+    cheater, victim = device_id_of(a.binding.sign_pub), device_id_of(b.binding.sign_pub)
+    rcv = Receiver(ledger, honest=[cheater, victim], attested=set(), enc_keys={b.binding.sign_pub: b.binding.enc_pub},
+                   net=CNET, now=net.now)
+    before = rcv.rep().score(victim, net.now)
+    rcv.gossip(data, net.now)
+    assert rcv.rep().score(victim, net.now) >= before, "the victim was charged as a slanderer"
+    assert rcv.rep().is_cheater(cheater) and rcv.proto.stats["ledger_proofs"] == 1
+
+
+def test_a_bare_claimed_report_naming_the_thiefs_spend_does_not_shield_the_cheater(tmp_path):
+    """An accomplice gossips "claimed" naming the double spend as its own sweep, before the victim's report,
+    so that the spend looks like a legitimate claim."""
+    from tests.protocols.test_contract_run import NET as CNET
+
+    ledger, a, b, data, r, net = _double_spent_report(tmp_path)
+    accomplice = InProcessEnclave(None)
+    try:
+        cheater = device_id_of(a.binding.sign_pub)
+        shield = make_report(OutcomeReport(2, CNET, b"\x07" * 32, accomplice.info().sign_pub, cheater, "claimed",
+                                           r.asset, r.address, r.txid, net.now), accomplice.sign)
+        enc = {b.binding.sign_pub: b.binding.enc_pub, accomplice.info().sign_pub: accomplice.info().enc_pub}
+        rcv = Receiver(ledger, honest=[cheater, device_id_of(b.binding.sign_pub)],
+                       attested={device_id_of(accomplice.info().sign_pub)}, enc_keys=enc, net=CNET, now=net.now)
+        rcv.gossip(shield, net.now)
+        rcv.gossip(data, net.now)
+        assert rcv.rep().is_cheater(cheater) and rcv.proto.stats["ledger_proofs"] == 1
+    finally:
+        accomplice.close()
