@@ -26,11 +26,15 @@ names the *reporter's* enclave as recipient (its attested encryption key,
 ``enc_key_of(reporter signing key)``, learnt from the reporter's verified
 quote: a record seen in someone else's report does not name the reporter);
 this node's own ledger confirms that the named transaction is mined and
-spends from that deposit's address; and the transaction is not the sweep
-the reporter itself reported as its claim. The subject released the key to
-the reporter and the funds went elsewhere before the reporter could sweep
-them: the device is marked a cheater for good and its offers dropped here
-(each node checks the report itself on its own ledger).
+spends from that deposit's address; and no device has reported that
+transaction as its claimed sweep with a release record of the subject naming
+it (a bare "claimed" counts for nothing here; a backed one, from another
+device, makes a record pair below instead; from the reporter itself, the
+report is refuted). The subject released the key to the reporter and the
+funds went elsewhere: the device is marked a cheater for good and its offers
+dropped here (each node checks the report itself, on its own ledger; nothing
+is gossiped beyond the report). What it cannot tell: a reporter that swept
+the key itself and never reported the claim.
 
 **Proof of cheating, assembled from reports.** A ``claimed`` or
 ``double-spent`` report (version 2) carries the signed ``release`` record the
@@ -226,7 +230,8 @@ class OutcomesProtocol:
         #: ``enc_key_of(sign_pub)``: the attested encryption key of the enclave with that signing key, from a
         #: quote this node verified (None when unknown); without it no report is a proof by the ledger
         self.enc_key_of = enc_key_of
-        #: (asset, txid) -> the device that reported that transaction as its own claimed sweep (bounded)
+        #: (asset, txid) -> the device that reported that transaction as its own claimed sweep, with the
+        #: subject's release record naming it (bounded)
         self._claims: dict[tuple[str, str], bytes] = {}
         #: device id -> the signed report body that proved it a cheater by the ledger
         self.ledger_proven: dict[bytes, bytes] = {}
@@ -368,9 +373,11 @@ class OutcomesProtocol:
             self.stats["refuted"] += 1
         delta = rep.report(reporter=reporter, subject=r.subject, outcome=Outcome(r.outcome),
                            contract_id=r.contract_id, check=check, now=now)
-        cmds: list[Command] = [Notify("outcome.applied", {"subject": r.subject.hex(), "outcome": r.outcome,
-                                                          "check": check.value, "delta": round(delta, 3)})]
         why_not = self._ledger_proof(r, check)
+        applied = {"subject": r.subject.hex(), "outcome": r.outcome, "check": check.value, "delta": round(delta, 3)}
+        if r.outcome == "double-spent":  # why it proves nothing on its own, when it does not
+            applied["not_a_proof"] = why_not or ""
+        cmds: list[Command] = [Notify("outcome.applied", applied)]
         if why_not is None and not rep.is_cheater(r.subject):
             rep.mark_cheater(r.subject, now)
             self.ledger_proven[r.subject] = body

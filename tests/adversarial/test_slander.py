@@ -110,8 +110,10 @@ def test_a_release_record_seen_in_gossip_and_its_real_claim_do_not_make_a_proof(
         receivers = [Receiver(ledger, honest=[claim.subject], attested={attacker}, enc_keys=enc, net=CNET,
                               now=net.now) for _ in range(3)]
         for r in receivers:
-            r.gossip(lie, net.now)
+            cmds = r.gossip(lie, net.now)
             assert not r.rep().is_cheater(claim.subject), "a record seen in gossip made a proof of cheating"
+            [applied] = [c for c in cmds if getattr(c, "kind", "") == "outcome.applied"]
+            assert applied.detail["not_a_proof"] == "the release record names another enclave than the reporter's"
             assert r.rep().acceptable(claim.subject, net.now)
             assert r.rep().score(attacker, net.now) <= 0.0
     finally:
