@@ -214,20 +214,30 @@ def device_class_of(cache, tcb, body) -> str:
 
 
 def ledger_check(ledger, report):
-    """What the ledger says about a double-spent report: CONFIRMED when the named transaction is on
-    the ledger and the deposit address is empty, REFUTED when the address still holds its funds (even
-    counting the transactions waiting for a block), UNCHECKED when this ledger cannot tell (another
-    chain, unreachable, or the spend is not mined yet: a report often outruns the next block)."""
+    """What the ledger says about a double-spent report. CONFIRMED only when the named transaction is in a
+    block *and* spends from the report's deposit address (one of that address's spends on the ledger's own
+    record, not the reporter's word; coins sent to the address since do not undo it). REFUTED when the ledger
+    contradicts the report: the named transaction is in a block but spends nothing from that address, or the
+    address still holds its funds (even counting the transactions waiting for a block). UNCHECKED when this ledger cannot tell (another chain,
+    unreachable, or the spend is not mined yet: a report often outruns the next block). CONFIRMED shows that
+    the deposit was spent, not by whom: ``node.protocols.outcomes`` decides whether it proves anything."""
     from node.ledger.base import LedgerError
     from node.risk.reputation import LedgerCheck
 
     if ledger is None:
         return LedgerCheck.UNCHECKED
     try:
+        mined = ledger.confirmations(report.asset, report.txid) > 0
+        if mined:
+            txid = report.txid.lower()
+            events, _ = ledger.watch([report.address], 0)
+            if any(e.kind == "spend" and e.asset == report.asset and e.txid.lower() == txid for e in events):
+                return LedgerCheck.CONFIRMED  # whatever was sent to the address since (dust cannot refute it)
         bal = ledger.balance(report.asset, report.address)
         if bal.confirmed > 0 and bal.unconfirmed > 0:
             return LedgerCheck.REFUTED
-        return LedgerCheck.CONFIRMED if ledger.confirmations(report.asset, report.txid) > 0 else LedgerCheck.UNCHECKED
+        # a mined transaction that is not a spend of that deposit contradicts the report
+        return LedgerCheck.REFUTED if mined else LedgerCheck.UNCHECKED
     except (LedgerError, ValueError, KeyError, OSError):
         return LedgerCheck.UNCHECKED
 
@@ -287,12 +297,26 @@ def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0
     from node.protocols.outcomes import OutcomesProtocol, ReleaseRecords
 
     records = stack.extra["release_records"] = ReleaseRecords(stack.net, path=datadir / "release-records.sqlite")
+    # the attested encryption key of every device whose quote this node verifies (a release record names
+    # its recipient by it): lets an outcome report with a release record to its reporter be a proof by the ledger
+    enc_keys: dict[bytes, bytes] = {}
+    cache = stack.protocol.attestations
+    inner_verify = cache.verify
+
+    def verify_and_learn(quote, binding, now):
+        verdict = inner_verify(quote, binding, now)
+        if getattr(verdict, "ok", False):
+            enc_keys[binding.sign_pub] = binding.enc_pub
+        return verdict
+
+    cache.verify = verify_and_learn
 
     # a proof of cheating assembled from outcome reports is applied and gossiped as a revocation notice
     stack.outcomes = OutcomesProtocol(net=stack.net, engine=stack.engine,
                                       ledger_check=lambda r: ledger_check(stack.extra.get("ledger"), r),
                                       on_proof=stack.revocations.publish_proof,
                                       on_proof_timer=stack.revocations.handle, records=records,
+                                      enc_key_of=enc_keys.get,
                                       attested=lambda dev: any(
                                           device_id_of(k) == dev for k in list(stack.protocol.attestations.latest)))
     stack.request_deadline = float(get("risk.request_deadline", 3.0))

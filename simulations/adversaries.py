@@ -160,13 +160,28 @@ def slander_report(engine, node, subject_node) -> bytes:
 
 
 def outcome_report(engine, client, subject: bytes, outcome: str, contract_id: bytes, asset: str = "",
-                   address: str = "", txid: str = "") -> bytes:
+                   address: str = "", txid: str = "", release: bytes = b"") -> bytes:
     """The client's own report on a device after a (simplified) contract, signed by the client's enclave."""
     from node.protocols.outcomes import REPORT_VERSION, OutcomeReport, make_report
 
     r = OutcomeReport(REPORT_VERSION, engine.net, contract_id, client.enclave.info().sign_pub, subject, outcome,
-                      asset, address, txid, engine.now)
+                      asset, address, txid, engine.now, release)
     return make_report(r, client.enclave.sign)
+
+
+def release_record(engine, giver, receiver, deposit_pub: bytes, contract_id: bytes) -> bytes:
+    """The signed release record of ``deposit_pub`` to ``receiver``'s enclave, as ``giver``'s enclave signs it
+    in a contract's release round (``node.tee.enclave.contracts`` ``_record``). Simplified contract layer: no
+    round runs, so the record is signed here with the giver's simulated enclave key (ciphertext left empty)."""
+    from node import wire
+    from node.contracts.spec import RELEASE_KIND, RELEASE_VERSION, ReleaseBody
+    from node.crypto import sign_digest, tagged_hash
+
+    core = giver.enclave._core
+    body = wire.encode(ReleaseBody(contract_id, 0, deposit_pub, receiver.enclave.info().enc_pub, b""))
+    digest = wire.signing_digest(RELEASE_VERSION, engine.net, RELEASE_KIND, body)
+    sig = sign_digest(core._sign, tagged_hash("keyswitch/release", digest))
+    return wire.encode(wire.Signed(RELEASE_VERSION, engine.net, RELEASE_KIND, body, core.sign_pub, sig))
 
 
 def double_spend(engine, node, address: str) -> str | None:

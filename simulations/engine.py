@@ -322,6 +322,10 @@ class Engine:
         # verification time (a sim quote stays fresh for the policy's 7 days, longer than any run).
         self._verify_attestation = default_attestation_verifier(AttestationPolicy.dev())
         self._verdicts: dict[bytes, object] = {}
+        # enclave sign_pub -> its attested encryption key, from the bindings of the quotes verified (shared by
+        # the full nodes as the verdict memo is)
+        self._enc_keys: dict[bytes, bytes] = {}
+        self._enc_key_of = self._enc_keys.get
         self.ref_cache = AttestationCache(self._shared_verify)
         self.ref_seq: dict[str, int] = {}
         from node.protocols.offers import SheetStore
@@ -382,6 +386,8 @@ class Engine:
         v = self._verdicts.get(key)
         if v is None:
             v = self._verdicts[key] = self._verify_attestation(quote, binding, now)
+            if getattr(v, "ok", False):
+                self._enc_keys[binding.sign_pub] = binding.enc_pub
         return v
 
     def _book_class(self, body) -> str:
@@ -408,8 +414,10 @@ class Engine:
             from node.daemon import ledger_check
             from node.protocols.outcomes import OutcomesProtocol
 
+            # the attested encryption key of each enclave (bound by the quote in its verified sheets)
             node.outcomes = OutcomesProtocol(net=self.net, engine=node.engine,
-                                             ledger_check=lambda r: ledger_check(self.ledger, r))
+                                             ledger_check=lambda r: ledger_check(self.ledger, r),
+                                             enc_key_of=self._enc_key_of)
         if self.revoke_cfg is not None:
             from node.protocols.revocation import RevocationProtocol, TrustConfig
 
@@ -752,7 +760,7 @@ class Engine:
     def _contract_outcome(self, client: SimNode, dev: bytes, kind: str, chunks: list) -> None:
         """A withholder's or a broken TEE's side of a completed (simplified) contract, and the client's report."""
         from node.risk.reputation import Action
-        from simulations.adversaries import double_spend, outcome_report
+        from simulations.adversaries import double_spend, outcome_report, release_record
 
         rep = client.engine.reputation
         cid = hashlib.sha256(b"contract/%d/" % client.idx + dev + repr(self.now).encode()).digest()
@@ -766,6 +774,7 @@ class Engine:
             self.m.withheld["reports"] += 1
         else:
             owner = self.nodes[self.by_peer[chunks[0].owner_id]]
+            pubs = {d.address: d.pubkey for d in owner.deposits}  # before the spends take them off
             spent = [(c, double_spend(self, owner, c.address)) for c in chunks]
             spent = [(c, tx) for c, tx in spent if tx]
             if not spent:
@@ -775,7 +784,9 @@ class Engine:
                 self.m.double_spends.append({"t": self._t(), "at": self.now, "device": dev.hex(), "client": client.idx,
                                              "address": c.address, "txid": tx, "cents": c.usd_cents})
             c, tx = spent[0]
-            report = outcome_report(self, client, dev, "double-spent", cid, c.asset, c.address, tx)
+            # the report carries the release record the device's enclave signed to the client's enclave
+            record = release_record(self, owner, client, pubs[c.address], cid)
+            report = outcome_report(self, client, dev, "double-spent", cid, c.asset, c.address, tx, record)
             # the client saw the empty deposit itself: it checks the ledger as everyone will
             from node.daemon import ledger_check
             from node.risk.reputation import LedgerCheck

@@ -8,9 +8,33 @@ reporter's *enclave* (``Enclave.sign("outcome", digest)``), so a report is tied
 to an attested device whose standing weighs it (``node.risk.reputation``).
 
 Every node checks what it can on the ledger before weighing a report
-(``ledger_check(report) -> LedgerCheck``): a double spend the ledger confirms
-marks the device a cheater; one it refutes (the deposit is still unspent)
-costs the reporter. Validation is pure and labelled ``[REJECT]`` / ``[IGNORE]``.
+(``ledger_check(report) -> LedgerCheck``; ``node.daemon.ledger_check``
+confirms only a mined transaction that spends from the report's address). A
+report is weighed by its reporter's standing, within the bounds every report
+has (``node.risk.reputation``): a ledger-confirmed one weighs more, but an
+emptied deposit does not say who emptied it (the reporter may have swept the
+key it was given), so no report marks a device a cheater on its own. One the
+ledger refutes (the deposit still holds its funds, or the named transaction
+spends nothing from it), or that names the reporter's own claimed sweep as
+the double spend, costs the reporter ``Action.SLANDER``. Validation is pure
+and labelled ``[REJECT]`` / ``[IGNORE]``.
+
+**Proof by the ledger.** A ``double-spent`` report proves cheating when all
+of these hold: its release record verifies, is signed by the subject's
+enclave for the report's contract and deposit (checked at validation), and
+names the *reporter's* enclave as recipient (its attested encryption key,
+``enc_key_of(reporter signing key)``, learnt from the reporter's verified
+quote: a record seen in someone else's report does not name the reporter);
+this node's own ledger confirms that the named transaction is mined and
+spends from that deposit's address; and no device has reported that
+transaction as its claimed sweep with a release record of the subject naming
+it (a bare "claimed" counts for nothing here; a backed one, from another
+device, makes a record pair below instead; from the reporter itself, the
+report is refuted). The subject released the key to the reporter and the
+funds went elsewhere: the device is marked a cheater for good and its offers
+dropped here (each node checks the report itself, on its own ledger; nothing
+is gossiped beyond the report). What it cannot tell: a reporter that swept
+the key itself and never reported the claim.
 
 **Proof of cheating, assembled from reports.** A ``claimed`` or
 ``double-spent`` report (version 2) carries the signed ``release`` record the
@@ -49,6 +73,7 @@ from node.risk.reputation import LedgerCheck, Outcome
 REPORT_VERSION = 2  # 2: the signed release record rides along (``release``)
 MAX_RECORD_SIZE = 2 * 1024
 MAX_REPORT_SIZE = 8 * 1024
+MAX_FIELD = 128  # characters of asset, address and txid
 MAX_CLOCK_SKEW = 600.0
 MAX_AGE = 7 * 86_400.0
 OUTCOMES = tuple(o.value for o in Outcome)
@@ -152,6 +177,8 @@ def validate_report(data: bytes, *, net: str, now: float, known_device: Callable
         return Validation.reject(f"outcome must be one of {', '.join(OUTCOMES)}, got {r.outcome!r}"), None
     if len(r.contract_id) != 32 or len(r.subject) != 32 or len(r.reporter) != 33:
         return Validation.reject("contract_id and subject are 32 bytes, reporter a 33-byte key"), None
+    if max(len(r.asset), len(r.address), len(r.txid)) > MAX_FIELD:
+        return Validation.reject(f"asset, address and txid are at most {MAX_FIELD} characters"), None
     if r.outcome == "double-spent" and not r.txid:
         return Validation.reject("a double-spent report names the spending transaction"), None
     if device_id_of(r.reporter) == r.subject:
@@ -184,7 +211,8 @@ class OutcomesProtocol:
                  max_seen: int = 100_000, on_proof: Callable[[object, bytes, float], list[Command]] | None = None,
                  attested: Callable[[bytes], bool] | None = None,
                  on_proof_timer: Callable[[Event, float], list[Command]] | None = None,
-                 records: "ReleaseRecords | None" = None) -> None:
+                 records: "ReleaseRecords | None" = None,
+                 enc_key_of: Callable[[bytes], bytes | None] | None = None) -> None:
         self.net = net
         self.topic = topic(net, "outcomes", 1)
         self.topics = [self.topic]
@@ -199,6 +227,14 @@ class OutcomesProtocol:
         self.on_proof_timer = on_proof_timer
         #: ``attested(device_id)``: has this node verified the device's attestation (its offer sheet's quote)?
         self.attested = attested
+        #: ``enc_key_of(sign_pub)``: the attested encryption key of the enclave with that signing key, from a
+        #: quote this node verified (None when unknown); without it no report is a proof by the ledger
+        self.enc_key_of = enc_key_of
+        #: (asset, txid) -> the device that reported that transaction as its own claimed sweep, with the
+        #: subject's release record naming it (bounded)
+        self._claims: dict[tuple[str, str], bytes] = {}
+        #: device id -> the signed report body that proved it a cheater by the ledger
+        self.ledger_proven: dict[bytes, bytes] = {}
         self._seen: dict[bytes, None] = {}
         self._max_seen = max_seen
         #: (signing enclave, deposit key) -> the first verified release record seen of that key
@@ -206,7 +242,7 @@ class OutcomesProtocol:
         self.proven: dict[bytes, object] = {}  # device id -> the CheatingProof this node assembled
         #: the release records this node received itself (fed by ``tap_release_records``)
         self.records = records if records is not None else ReleaseRecords(net, max_records=max_seen)
-        self.stats = {"accepted": 0, "confirmed": 0, "refuted": 0, "published": 0, "proofs": 0}
+        self.stats = {"accepted": 0, "confirmed": 0, "refuted": 0, "published": 0, "proofs": 0, "ledger_proofs": 0}
         self.by_kind: dict[str, int] = {}  # outcome -> reports applied
         self.reasons: dict[str, int] = {}
 
@@ -236,8 +272,9 @@ class OutcomesProtocol:
             v, r = validate_report(event.data, net=self.net, now=now, known_device=self._known,
                                    seen=self._seen_body)
             if r is not None:
-                self._remember(wire.decode(event.data, SignedReport).body)
-                return self._apply(r, now) + self._index(r, now)
+                body = wire.decode(event.data, SignedReport).body
+                self._remember(body)
+                return self._apply(r, body, now) + self._index(r, now)
         elif isinstance(event, TimerFired) and self.on_proof_timer is not None:
             return list(self.on_proof_timer(event, now))
         return []
@@ -283,24 +320,71 @@ class OutcomesProtocol:
         while len(self._seen) > self._max_seen:
             self._seen.pop(next(iter(self._seen)))
 
-    def _apply(self, r: OutcomeReport, now: float) -> list[Command]:
+    def _record_to_reporter(self, r: OutcomeReport) -> str | None:
+        """None when the report carries the subject's release record naming the reporter's attested enclave."""
+        if not r.release:
+            return "no release record to the reporter"
+        seen = check_record_of(r)
+        if isinstance(seen, str):  # validated already; defensive
+            return f"release record: {seen}"
+        enc = self.enc_key_of(r.reporter) if self.enc_key_of is not None else None
+        if enc is None:
+            return "the reporter's attested encryption key is unknown here"
+        if seen.recipient != enc:
+            return "the release record names another enclave than the reporter's"
+        return None
+
+    def _ledger_proof(self, r: OutcomeReport, check: LedgerCheck) -> str | None:
+        """None when the report is a proof of cheating by the ledger (see the module docstring), else why not."""
+        if r.outcome != "double-spent" or check is not LedgerCheck.CONFIRMED:
+            return f"not a ledger-confirmed double spend ({r.outcome}, {check.value})"
+        why = self._record_to_reporter(r)
+        if why is not None:
+            return why
+        if (r.asset, r.txid.lower()) in self._claims:
+            return "the spend is a claimed sweep"
+        return None
+
+    def _apply(self, r: OutcomeReport, body: bytes, now: float) -> list[Command]:
         from node.offerbook import device_id_of
 
         rep = self.engine.reputation
+        reporter = device_id_of(r.reporter)
         if rep.record(r.subject) is None:
             rep.observe(r.subject, "", "unknown", now)
         check = self.ledger_check(r) if r.outcome == "double-spent" else LedgerCheck.UNCHECKED
+        claimant = self._claims.get((r.asset, r.txid.lower())) if r.outcome == "double-spent" else None
+        if claimant == reporter and check is not LedgerCheck.REFUTED:
+            check = LedgerCheck.REFUTED  # its own claimed sweep, named as someone else's double spend
+        elif r.outcome == "claimed" and r.txid and self._record_to_reporter(r) is None:
+            # only a claim backed by the subject's release record to the claimant counts: a bare "claimed"
+            # naming a thief's spend cannot shield the thief's accomplice from a victim's proof
+            self._claims[(r.asset, r.txid.lower())] = reporter
+            while len(self._claims) > self._max_seen:
+                self._claims.pop(next(iter(self._claims)))
+        if check is LedgerCheck.REFUTED and rep.record(reporter) is None:
+            # a liar known only by its verified attestation (not yet by an offer in the book) pays too
+            rep.observe(reporter, "", "unknown", now)
         self.stats["accepted"] += 1
         self.by_kind[r.outcome] = self.by_kind.get(r.outcome, 0) + 1
         if check is LedgerCheck.CONFIRMED:
             self.stats["confirmed"] += 1
         elif check is LedgerCheck.REFUTED:
             self.stats["refuted"] += 1
-        delta = rep.report(reporter=device_id_of(r.reporter), subject=r.subject, outcome=Outcome(r.outcome),
+        delta = rep.report(reporter=reporter, subject=r.subject, outcome=Outcome(r.outcome),
                            contract_id=r.contract_id, check=check, now=now)
-        cmds: list[Command] = [Notify("outcome.applied", {"subject": r.subject.hex(), "outcome": r.outcome,
-                                                          "check": check.value, "delta": round(delta, 3)})]
-        if rep.is_cheater(r.subject):
+        why_not = self._ledger_proof(r, check)
+        applied = {"subject": r.subject.hex(), "outcome": r.outcome, "check": check.value, "delta": round(delta, 3)}
+        if r.outcome == "double-spent":  # why it proves nothing on its own, when it does not
+            applied["not_a_proof"] = why_not or ""
+        cmds: list[Command] = [Notify("outcome.applied", applied)]
+        if why_not is None and not rep.is_cheater(r.subject):
+            rep.mark_cheater(r.subject, now)
+            self.ledger_proven[r.subject] = body
+            self.stats["ledger_proofs"] += 1
+            cmds.append(Notify("outcome.proof", {"subject": r.subject.hex(), "by": "ledger", "txid": r.txid,
+                                                 "address": r.address, "reporter": reporter.hex()}))
+        if rep.is_cheater(r.subject):  # proven now, or before (by a record pair, a notice, our own sweep)
             dropped = self.engine.book.drop_device(r.subject)
             cmds.append(Notify("outcome.cheater", {"subject": r.subject.hex(), "offers_dropped": dropped}))
         return cmds
@@ -315,7 +399,8 @@ class OutcomesProtocol:
         return [Publish(self.topic, report_bytes)] + (self._index(r, now) if ok else [])
 
     def status(self) -> dict:
-        return {**self.stats, "reasons": dict(self.reasons), "proven": sorted(d.hex() for d in self.proven)}
+        return {**self.stats, "reasons": dict(self.reasons), "proven": sorted(d.hex() for d in self.proven),
+                "ledger_proven": sorted(d.hex() for d in self.ledger_proven)}
 
 
 class ReleaseRecords:

@@ -15,15 +15,20 @@ Rules, all pure and with time passed in:
 * Reports gossiped by others are weighted by the *reporter's* standing
   (``standing()`` in [0, 1]; a device with score <= 0 has none), so a ring of
   fresh devices can neither slander an old device nor raise each other.
-  A report the ledger can confirm (a sweep that failed because the funds were
-  already spent) weighs ``LEDGER_WEIGHT`` times a bare claim; a report the
-  ledger refutes costs the *reporter* ``Action.SLANDER``.
-* A proven double-spend or a forged attestation marks the device a cheater
-  for good: its score is pinned at ``SCORE_MIN`` and decay does not forgive it.
-* Bare claims are bounded in aggregate: however many devices make them, they
-  cannot push a score below ``BARE_FLOOR`` (0: the device keeps only its
-  class's starting limits) nor lift it above ``BARE_CEIL`` (half of full
-  standing). A slander ring can cost an honest device its earned headroom
+  A report the ledger can confirm (the named transaction spends the deposit)
+  weighs ``LEDGER_WEIGHT`` times a bare claim; a report the ledger refutes
+  costs the *reporter* ``Action.SLANDER``.
+* A report alone, ledger-confirmed or not, never marks a device a cheater: an
+  emptied deposit shows that *someone* spent it (the reporter itself may have
+  swept the key it was given), not who. Only a proof does (``mark_cheater``,
+  called by ``node.protocols.outcomes`` on two release records of one key by
+  the subject's enclave, or on a ledger spend of a key the subject released to
+  the reporter), as does a forged attestation: its score is pinned at
+  ``SCORE_MIN`` and decay does not forgive it.
+* Reports are bounded in aggregate: however many devices make them, checked
+  or not, they cannot push a score below ``BARE_FLOOR`` (0: the device keeps
+  only its class's starting limits) nor lift it above ``BARE_CEIL`` (half of
+  full standing). A slander ring can cost an honest device its earned headroom
   until its next contracts, never its acceptability.
 * Each (reporter, subject, contract) counts once.
 
@@ -241,11 +246,13 @@ class Reputation:
 
         Returns the change applied to the subject's score (0 when the report
         counts for nothing: unknown or standing-less reporter, duplicate,
-        self-report, refuted).
+        self-report, refuted). Never marks the subject a cheater, whatever
+        ``check`` says: a report is not a proof.
         """
         if reporter == subject or reporter not in self._dev or subject not in self._dev:
             return 0.0
-        key = reporter + subject + contract_id
+        # a refuted lie is charged once per contract, apart from the reporter's other report of that contract
+        key = reporter + subject + contract_id + (b"/refuted" if check is LedgerCheck.REFUTED else b"")
         if key in self._seen:
             return 0.0
         self._seen.add(key)
@@ -254,12 +261,6 @@ class Reputation:
             # the reporter lied; the subject is untouched
             self._bump(self._dev[reporter], Action.SLANDER.penalty, now, key)
             return 0.0
-        if outcome is Outcome.DOUBLE_SPENT and check is LedgerCheck.CONFIRMED:
-            # checked by this node on the ledger: as good as its own observation
-            before = subj.score_at(now, self.half_life)
-            self.mark_cheater(subject, now)
-            self._save(subj, key)
-            return SCORE_MIN - before
         weight = self.standing(reporter, now) * (LEDGER_WEIGHT * BARE_WEIGHT if check is LedgerCheck.CONFIRMED
                                                  else BARE_WEIGHT)
         if weight <= 0.0:
@@ -269,11 +270,11 @@ class Reputation:
             return 0.0
         before = subj.score_at(now, self.half_life)
         delta = _OUTCOME_ACTION[outcome].penalty * weight
-        if check is LedgerCheck.UNCHECKED:
-            # bare claims alone can neither sink a device below BARE_FLOOR nor lift it above BARE_CEIL
-            if delta < 0:
-                delta = max(delta, min(0.0, BARE_FLOOR - before))
-            else:
-                delta = min(delta, max(0.0, BARE_CEIL - before))
+        # reports alone, ledger-confirmed or not, can neither sink a device below BARE_FLOOR nor lift it
+        # above BARE_CEIL: a confirmed spend of a deposit does not say who spent it (a proof does: mark_cheater)
+        if delta < 0:
+            delta = max(delta, min(0.0, BARE_FLOOR - before))
+        else:
+            delta = min(delta, max(0.0, BARE_CEIL - before))
         self._bump(subj, delta, now, key)
         return subj.score_at(now, self.half_life) - before

@@ -75,9 +75,9 @@ def accepted(data: bytes, now: float) -> OutcomeReport:
     return r
 
 
-def third_node(*sides) -> OutcomesProtocol:
+def third_node(*sides, **kw) -> OutcomesProtocol:
     """A node that knows the sides' devices, each with some standing of its own (a report of a reporter
-    without standing weighs nothing)."""
+    without standing weighs nothing); ``kw`` go to its ``OutcomesProtocol``."""
     from node.risk.reputation import Action
 
     eng = RiskEngine(OfferBook(None))
@@ -85,7 +85,7 @@ def third_node(*sides) -> OutcomesProtocol:
         eng.reputation.observe(dev(s), s.peer_id, "sim", 0.0)
         for _ in range(10):
             eng.reputation.apply(dev(s), Action.CLAIMED, NOW)
-    return OutcomesProtocol(net=NET, engine=eng)
+    return OutcomesProtocol(net=NET, engine=eng, **kw)
 
 
 def score(proto: OutcomesProtocol, side, now: float) -> float:
@@ -241,3 +241,39 @@ def test_a_claim_whose_record_never_comes_back_is_reported_without_it_after_the_
     x = accepted(data, net.now + RECORD_GRACE)
     assert x.outcome == "claimed" and x.release == b"" and x.subject == dev(b)
     assert ra.reporter.flush(net.now + 10 * RECORD_GRACE) == [] and ra.published == [data]
+
+
+def test_a_double_spent_report_with_the_release_to_its_reporter_is_a_proof_by_the_ledger(tmp_path):
+    """A key the giver's enclave released to the reporter, spent elsewhere before the reporter's sweep: every
+    node checks the spend on its own ledger and the record's recipient against the reporter's attested key."""
+    from node.daemon import ledger_check
+
+    ledger, a, b, spec, cid, net = swap_setup(tmp_path, n=1)
+    ch = a.commits[0]
+    leaked = {r.pub: r.priv for r in a.raw._core.list_keys()}[ch.pubkey]  # a broken TEE: the key got out
+    thief = address_for(ch.asset, coincurve.PrivateKey(b"\x09" * 32).public_key.format())
+    winner = []
+
+    def double_spend(src, cmd):
+        if src is a and wire.decode(cmd.data, wire.Signed).kind == "release" and not winner:
+            winner.append(ledger.sweep(ch.asset, leaked, thief))
+
+    net.on_send = double_spend
+    rb = Reporting(b)
+    net.run(done=stopped(cid, b))
+    rb.feed(net.now)
+    [data] = rb.published
+    check = lambda r: ledger_check(ledger, r)  # noqa: E731
+    enc = {b.binding.sign_pub: b.binding.enc_pub}
+    watcher = third_node(a, b, ledger_check=check, enc_key_of=enc.get)
+    cmds = watcher.handle(GossipReceived(watcher.topic, data, b.peer_id), NOW + 200)
+    assert watcher.engine.reputation.is_cheater(dev(a))
+    assert [c.kind for c in cmds if hasattr(c, "kind")] == ["outcome.applied", "outcome.proof", "outcome.cheater"]
+    assert watcher.stats["ledger_proofs"] == 1 and watcher.status()["ledger_proven"] == [dev(a).hex()]
+    # the same report where the node does not know the reporter's attested key, or with a ledger that cannot
+    # tell: weighed by the reporter's standing, within bounds, and no proof
+    for kw in ({"ledger_check": check}, {"enc_key_of": enc.get}):
+        w = third_node(a, b, **kw)
+        w.handle(GossipReceived(w.topic, data, b.peer_id), NOW + 200)
+        assert not w.engine.reputation.is_cheater(dev(a)) and w.engine.reputation.acceptable(dev(a), NOW + 200)
+        assert w.stats["ledger_proofs"] == 0

@@ -46,6 +46,8 @@ def test_every_reason(enclaves):
         (make_report(report(a, outcome="lost"), a.sign), Result.REJECT, "outcome must be"),
         (make_report(report(a, subject=b"s"), a.sign), Result.REJECT, "32 bytes"),
         (make_report(report(a, outcome="double-spent"), a.sign), Result.REJECT, "names the spending"),
+        (make_report(report(a, outcome="double-spent", txid="ab" * 65), a.sign), Result.REJECT, "at most 128"),
+        (make_report(report(a, address="x" * 129), a.sign), Result.REJECT, "at most 128"),
         (make_report(report(a, subject=me), a.sign), Result.REJECT, "on itself"),
         (make_report(report(a), b.sign), Result.REJECT, "bad signature"),
         (make_report(report(a, issued_at=NOW + 3600), a.sign), Result.IGNORE, "future"),
@@ -87,13 +89,15 @@ def test_reports_weighed_by_standing_and_checked_on_the_ledger(enclaves):
     proto.handle(GossipReceived(proto.topic, lie, "p"), NOW)
     assert eng.reputation.score(device_id_of(a.info().sign_pub), NOW) < 0
     assert not eng.reputation.is_cheater(subject)
-    # one the ledger confirms makes the subject a cheater at once, whoever reported it
+    # one the ledger confirms is weighed by the reporter's standing (none here) and is no proof: an emptied
+    # deposit does not say who emptied it, and this one carries no release record to the reporter
     real = make_report(report(a, subject=subject, outcome="double-spent", txid="tx-real", contract_id=b"3" * 32),
                        a.sign)
     out = proto.handle(GossipReceived(proto.topic, real, "p"), NOW)
-    assert eng.reputation.is_cheater(subject)
-    assert [n.kind for n in out] == ["outcome.applied", "outcome.cheater"]
-    assert proto.stats == {"accepted": 3, "confirmed": 1, "refuted": 1, "published": 0, "proofs": 0}
+    assert not eng.reputation.is_cheater(subject) and eng.reputation.score(subject, NOW) == before
+    assert [n.kind for n in out] == ["outcome.applied"]
+    assert proto.stats == {"accepted": 3, "confirmed": 1, "refuted": 1, "published": 0, "proofs": 0,
+                           "ledger_proofs": 0}
     # the same report again is a duplicate
     assert proto.validate(proto.topic, real, "p", NOW).reason == "duplicate report"
 
@@ -125,6 +129,11 @@ def test_the_daemon_ledger_check_on_a_real_dev_ledger():
         assert ledger_check(led, r(a1, spend)) is LedgerCheck.CONFIRMED  # emptied by that transaction
         assert ledger_check(led, r(a2, "00" * 32)) is LedgerCheck.REFUTED  # the funds are still there
         assert ledger_check(led, r(a1, "ab" * 32)) is LedgerCheck.UNCHECKED  # empty, but not by a tx we know
+        # a mined transaction that spends nothing from the address: contradicted (a2's deposit; a1's funding)
+        fund_a2 = led.watch([a2], 0)[0][0].txid
+        assert ledger_check(led, r(a1, fund_a2)) is LedgerCheck.REFUTED
+        never = address_for("BTC-REG", coincurve.PrivateKey().public_key.format())  # never funded: empty
+        assert ledger_check(led, r(never, spend)) is LedgerCheck.REFUTED  # spend is a1's, not never's
         assert ledger_check(led, r(a1, spend, asset="NOPE")) is LedgerCheck.UNCHECKED
         assert ledger_check(None, r(a1, spend)) is LedgerCheck.UNCHECKED
     finally:

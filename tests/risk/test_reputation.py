@@ -104,8 +104,22 @@ def test_weighted_reports_and_ledger_confirmation():
         rep.report(reporter=dev(1), subject=dev(2), outcome=Outcome.DOUBLE_SPENT, contract_id=bytes([c]),
                    check=LedgerCheck.UNCHECKED, now=1.5)
     assert rep.score(dev(2), 1.5) == 0.0 and rep.acceptable(dev(2), 1.5)
-    rep.report(reporter=dev(1), subject=dev(2), outcome=Outcome.DOUBLE_SPENT, contract_id=b"b",
-               check=LedgerCheck.CONFIRMED, now=2.0)
+    # a ledger-confirmed report weighs LEDGER_WEIGHT times a bare one, within the same bounds, and never marks
+    # a cheater on its own (an emptied deposit does not say who emptied it: only a proof does, mark_cheater)
+    rep.observe(dev(3), "y", "sim", 0.0)
+    for _ in range(20):
+        rep.apply(dev(3), Action.CLAIMED, 0.0)  # 40
+    before = rep.score(dev(3), 2.0)
+    delta = rep.report(reporter=dev(1), subject=dev(3), outcome=Outcome.DOUBLE_SPENT, contract_id=b"b",
+                       check=LedgerCheck.CONFIRMED, now=2.0)
+    assert Action.DOUBLE_SPENT.penalty * 0.25 * 4 < -before  # the full weight would sink it below 0: bounded
+    assert abs(delta + before) < 1e-6 and rep.score(dev(3), 2.0) == 0.0
+    for c in range(20):
+        rep.report(reporter=dev(1), subject=dev(2), outcome=Outcome.DOUBLE_SPENT, contract_id=b"c" + bytes([c]),
+                   check=LedgerCheck.CONFIRMED, now=2.0)
+    assert not rep.is_cheater(dev(2)) and not rep.is_cheater(dev(3))
+    assert rep.score(dev(2), 2.0) == 0.0 and rep.acceptable(dev(2), 2.0) and rep.acceptable(dev(3), 2.0)
+    rep.mark_cheater(dev(2), 2.0)  # a proof, checked by the caller
     assert rep.is_cheater(dev(2)) and rep.app_score("x", 2.0) == SCORE_MIN / 10
 
 
