@@ -115,7 +115,13 @@ CONTRACT_NUMBERS = {"chunks": "contracts.chunks", "refund_blocks": "refund_block
                     "premium_blocks": "premium_blocks", "expiry_blocks": "expiry_blocks", "key_escrow.k": "key_escrow.k"}
 
 
+MAX_REASON = 500  # characters of an error reason: one line, whatever a client's field names held
+
+
 def _err(status: int, reason: str) -> JSONResponse:
+    reason = " ".join(reason.split())
+    if len(reason) > MAX_REASON:
+        reason = reason[:MAX_REASON - 1] + "…"
     return JSONResponse({"error": reason}, status_code=status)
 
 

@@ -314,3 +314,13 @@ def test_metrics_on_the_api_port_needs_the_cookie(live):
     # the separate metrics port (--metrics-port) stays as documented: no cookie, loopback only
     assert live["murl"].startswith("http://127.0.0.1:")
     assert httpx.get(live["murl"]).status_code == 200
+
+
+def test_a_refusal_is_one_short_line_whatever_the_body_holds(live):
+    """msgspec echoes an unknown field's name: a 60 KB name full of newlines must not become the reason."""
+    name = "x\n" * 18000  # 54 KB once JSON-escaped: under the body limit
+    r = httpx.post(live["url"] + "/v1/deposits", content=json.dumps({"asset": "BTC-REG", name: 1}).encode(),
+                   headers=live["auth"])
+    reason = r.json()["error"]
+    assert r.status_code == 400 and "unknown field" in reason
+    assert "\n" not in reason and len(reason) <= 500, (len(reason), reason[:100])
