@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from node.api.limits import MAX_ADDRESS, MAX_BODY, MAX_PEER_ID, check_float, check_int, range_text
+from node.api.limits import MAX_ADDRESS, MAX_BODY, MAX_PEER_ID, check_float, check_int, check_str, range_text
 from node.api.openapi import SPEC
 from node.api.services import ApiError, Services
 
@@ -238,7 +238,11 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         return JSONResponse({"peers": services.peers()})
 
     async def offers(request):
+        from node.assets import ASSETS
+
         asset = request.query_params.get("asset") or None
+        if asset is not None and asset not in ASSETS:
+            raise ApiError(400, f"asset must be one of {', '.join(sorted(ASSETS))}, got {asset[:24]!r}")
         return JSONResponse({"offers": services.offers(asset, limit_of(request))})
 
     async def deposits(request):
@@ -257,6 +261,7 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
                 check_int(name, getattr(b, name))
             if b.key_escrow is not None:
                 check_int("key_escrow.k", b.key_escrow.k)
+            check_str("arbiter", b.arbiter)
             if b.kind == "ring":
                 if b.key_escrow is not None:
                     raise ApiError(409, "key_escrow applies to an escrow or an option, not a ring")
@@ -318,6 +323,7 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
     async def requests_(request):
         b = await body_of(request, RequestBody, {"usd": "usd"})
         check_float("usd", b.usd)
+        check_str("contract", b.contract)
         return JSONResponse(await services.request(b.asset, b.usd, b.contract), status_code=201)
 
     async def sweep(request):
@@ -336,8 +342,8 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         b = await body_of(request, RevokeBody)
         if b.kind not in ("class", "device"):
             raise ApiError(400, "kind must be 'class' or 'device'")
-        if not b.target or not b.reason:
-            raise ApiError(400, "target and reason must not be empty")
+        check_str("target", b.target)
+        check_str("reason", b.reason)
         return JSONResponse(await services.revoke(b.kind, b.target, b.reason), status_code=201)
 
     async def reputation(request):

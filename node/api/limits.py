@@ -34,6 +34,22 @@ FLOAT_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+#: string fields: (minimum, maximum) characters
+STR_RANGES: dict[str, tuple[int, int]] = {
+    "arbiter": (0, MAX_PEER_ID),  # POST /v1/contracts (escrow); empty for other kinds
+    "contract": (0, 128),  # POST /v1/requests: the contract kind asked for
+    "target": (1, 80),  # POST /v1/revocations: a class (vendor:status) or a device id
+    "reason": (1, 500),
+}
+
+
+def check_str(name: str, v: str) -> str:
+    lo, hi = STR_RANGES[name]
+    if not lo <= len(v) <= hi:
+        raise ApiError(400, f"{name} must be {lo}..{hi} characters, got {len(v)}")
+    return v
+
+
 def _num(v) -> str:
     if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10**15:
         return f"an integer of {v.bit_length()} bits"

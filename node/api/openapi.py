@@ -6,7 +6,7 @@ use; bodies larger than ``MAX_BODY`` get a 413. ``tests/daemon/test_api_schema.p
 
 from __future__ import annotations
 
-from node.api.limits import MAX_ADDRESS, MAX_BODY, MAX_PEER_ID, float_schema, int_schema
+from node.api.limits import MAX_ADDRESS, MAX_BODY, MAX_PEER_ID, STR_RANGES, float_schema, int_schema
 from node.assets import ASSETS
 
 _ASSETS = sorted(ASSETS)
@@ -54,7 +54,7 @@ SPEC = {
         "/v1/status": {"get": _get("Node status", _obj)},
         "/v1/peers": {"get": _get("Connected peers", _list("peers"))},
         "/v1/offers": {"get": _get("Offer book", _list("offers"), [
-            {"name": "asset", "in": "query", "required": False, "schema": {"type": "string"}},
+            {"name": "asset", "in": "query", "required": False, "schema": {"type": "string", "enum": _ASSETS}},
             {"name": "limit", "in": "query", "required": False, "schema": int_schema("limit")},
         ])},
         "/v1/deposits": {
@@ -79,7 +79,7 @@ SPEC = {
                                    "type": "object", "additionalProperties": False, "required": ["peer", "asset"],
                                    "properties": {"peer": {"type": "string", "minLength": 1, "maxLength": MAX_PEER_ID},
                                                   "asset": {"type": "string", "enum": _ASSETS}}}},
-                               "arbiter": {"type": "string", "maxLength": MAX_PEER_ID},
+                               "arbiter": {"type": "string", "maxLength": STR_RANGES["arbiter"][1]},
                                "refund_blocks": int_schema("refund_blocks"),
                                "premium_chunks": int_schema("premium_chunks"),
                                "premium_blocks": int_schema("premium_blocks"),
@@ -112,7 +112,7 @@ SPEC = {
             "type": "object", "additionalProperties": False, "required": ["asset", "usd"],
             "properties": {"asset": {"type": "string", "enum": _ASSETS},
                            "usd": float_schema("usd"),
-                           "contract": {"type": "string", "maxLength": 128}}})},
+                           "contract": {"type": "string", "maxLength": STR_RANGES["contract"][1]}}})},
         "/v1/sweep": {"post": _post("Withdraw one of this node's deposits: the enclave exports its key to the "
                                     "owner and the funds are swept to ``to``, which must be an address of the "
                                     "deposit's chain (its asset's format, network and checksum; else 400, before "
@@ -131,7 +131,9 @@ SPEC = {
         "/v1/revocations": {"post": _post("Issue a revocation notice signed by this node (applied here at once)", {
             "type": "object", "additionalProperties": False, "required": ["kind", "target", "reason"],
             "properties": {"kind": {"type": "string", "enum": ["class", "device"]},
-                           "target": {"type": "string", "minLength": 1, "maxLength": 80},
-                           "reason": {"type": "string", "minLength": 1, "maxLength": 500}}})},
+                           "target": {"type": "string", "minLength": STR_RANGES["target"][0],
+                                      "maxLength": STR_RANGES["target"][1]},
+                           "reason": {"type": "string", "minLength": STR_RANGES["reason"][0],
+                                      "maxLength": STR_RANGES["reason"][1]}}})},
     },
 }

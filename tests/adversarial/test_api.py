@@ -324,3 +324,21 @@ def test_a_refusal_is_one_short_line_whatever_the_body_holds(live):
     reason = r.json()["error"]
     assert r.status_code == 400 and "unknown field" in reason
     assert "\n" not in reason and len(reason) <= 500, (len(reason), reason[:100])
+
+
+# ----------------------------------------------------------------- strings: the lengths the description states
+@pytest.mark.parametrize("path, body, field", [
+    ("/v1/revocations", {"kind": "class", "target": "t" * 81, "reason": "r"}, "target"),
+    ("/v1/revocations", {"kind": "class", "target": "sgx:Nothing", "reason": "r" * 501}, "reason"),
+    ("/v1/contracts", {"peer": "P", "give": "BTC-REG", "kind": "escrow", "arbiter": "a" * 129}, "arbiter"),
+    ("/v1/requests", {"asset": "BTC-REG", "usd": 10, "contract": "c" * 129}, "contract"),
+])
+def test_strings_longer_than_described_get_400_naming_the_field(live, path, body, field):
+    r = httpx.post(live["url"] + path, json=body, headers=live["auth"], timeout=60)
+    assert r.status_code == 400, (path, field, r.status_code, r.text[:300])
+    assert field in r.json()["error"] and ".." in r.json()["error"], r.text
+
+
+def test_offers_asset_must_be_a_known_asset(live):
+    r = httpx.get(live["url"] + "/v1/offers", params={"asset": "x" * 5000}, headers=live["auth"])
+    assert r.status_code == 400 and "asset" in r.json()["error"] and "BTC-REG" in r.json()["error"], r.text[:300]
