@@ -240,7 +240,7 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
     async def offers(request):
         from node.assets import ASSETS
 
-        asset = request.query_params.get("asset") or None
+        asset = request.query_params.get("asset")  # absent: every asset; present, it must be one
         if asset is not None and asset not in ASSETS:
             raise ApiError(400, f"asset must be one of {', '.join(sorted(ASSETS))}, got {asset[:24]!r}")
         return JSONResponse({"offers": services.offers(asset, limit_of(request))})

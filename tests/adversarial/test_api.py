@@ -339,6 +339,7 @@ def test_strings_longer_than_described_get_400_naming_the_field(live, path, body
     assert field in r.json()["error"] and ".." in r.json()["error"], r.text
 
 
-def test_offers_asset_must_be_a_known_asset(live):
-    r = httpx.get(live["url"] + "/v1/offers", params={"asset": "x" * 5000}, headers=live["auth"])
+@pytest.mark.parametrize("asset", ["x" * 5000, "", "btc-reg"])
+def test_offers_asset_must_be_a_known_asset(live, asset):
+    r = httpx.get(live["url"] + "/v1/offers", params={"asset": asset}, headers=live["auth"])
     assert r.status_code == 400 and "asset" in r.json()["error"] and "BTC-REG" in r.json()["error"], r.text[:300]
