@@ -678,6 +678,14 @@ class NodeServices:
         if not match:
             raise ApiError(404, "no such deposit on this node (see GET /v1/deposits)")
         d = match[0]
+        from node.api.addresses import check_destination
+
+        # before the enclave exports anything: a destination that is not an address of the deposit's chain
+        # (another asset's or network's, a checksum error) would burn the funds
+        canonical, why = check_destination(d.asset, to)
+        if why is not None:
+            raise ApiError(400, f"to: not a {d.asset} address to sweep to: {why}")
+        to = canonical
 
         exports = Path(self.stack.extra["datadir"]) / "owner-exports"
         keep = exports / f"{d.asset}-{pub.hex()}.key"

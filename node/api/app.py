@@ -3,9 +3,19 @@
 As bitcoind does, the daemon writes a random cookie to ``<datadir>/.cookie``
 (mode 0600) at start and deletes it at stop; a client proves it may read the
 data directory by sending ``Authorization: Bearer <cookie>``. Every call but
-``/openapi.json`` and ``/healthz`` needs it. Bodies are decoded strictly
-(msgspec): unknown fields, wrong types and missing fields give a 400 with the
-reason; nothing a client sends can crash the node.
+``/openapi.json`` and ``/healthz`` needs it, ``/metrics`` on this port included
+(the separate ``--metrics-port`` app, ``build_metrics_app``, serves metrics
+without a cookie, on loopback only).
+
+Bodies are read in pieces and refused (413) as soon as they pass ``MAX_BODY``
+bytes, or at once when their Content-Length says so; the rest is never read.
+They are decoded strictly (msgspec): unknown fields, wrong types and missing
+fields give a 400 with the reason. Every number has a range
+(``node.api.limits``, stated in the OpenAPI description too): out of it, or
+NaN or infinite, is a 400 whose reason names the field and the range. A sweep's
+destination must be an address of its deposit's chain (``node.api.addresses``),
+checked before the enclave exports the key. Nothing a client sends can crash
+the node.
 """
 
 from __future__ import annotations
@@ -16,15 +26,16 @@ import secrets
 from pathlib import Path
 import msgspec
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from node.api.limits import MAX_ADDRESS, MAX_BODY, MAX_PEER_ID, check_float, check_int, check_str, range_text
 from node.api.openapi import SPEC
 from node.api.services import ApiError, Services
 
 COOKIE_FILE = ".cookie"
-MAX_BODY = 64 * 1024
+__all__ = ["MAX_BODY", "build_app", "build_metrics_app", "read_cookie", "serve", "write_cookie"]
 
 
 def write_cookie(datadir: Path) -> str:
@@ -95,16 +106,60 @@ class RevokeBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class SweepBody(msgspec.Struct, forbid_unknown_fields=True):
-    deposit: str
-    to: str
+    deposit: str  # the hex public key of one of this node's deposits
+    to: str  # an address of the deposit's chain (node.api.addresses)
+
+
+#: POST /v1/contracts: each number's JSON path -> its range in node.api.limits
+CONTRACT_NUMBERS = {"chunks": "contracts.chunks", "refund_blocks": "refund_blocks", "premium_chunks": "premium_chunks",
+                    "premium_blocks": "premium_blocks", "expiry_blocks": "expiry_blocks", "key_escrow.k": "key_escrow.k"}
+
+
+MAX_REASON = 500  # characters of an error reason: one line, whatever a client's field names held
 
 
 def _err(status: int, reason: str) -> JSONResponse:
+    reason = " ".join(reason.split())
+    if len(reason) > MAX_REASON:
+        reason = reason[:MAX_REASON - 1] + "…"
     return JSONResponse({"error": reason}, status_code=status)
 
 
+class _NonFinite:
+    def __init__(self, token: str):
+        self.token = token
+
+
+def _nonfinite_fields(raw: bytes) -> list[tuple[str, str]]:
+    """Where a body msgspec refused as not JSON holds NaN / Infinity / -Infinity (which Python's json.dumps
+    writes): [(path, token)], paths as ``key_escrow.k``. Only ever called on a body of at most MAX_BODY bytes."""
+    import json
+
+    try:
+        obj = json.loads(raw, parse_constant=_NonFinite)
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        return []
+    found: list[tuple[str, str]] = []
+
+    def walk(v, path: str, depth: int) -> None:
+        if depth > 32 or len(found) >= 4:
+            return
+        if isinstance(v, _NonFinite):
+            found.append((path or "$", v.token))
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{path}.{k}" if path else str(k), depth + 1)
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, f"{path}[{i}]", depth + 1)
+
+    walk(obj, "", 0)
+    return found
+
+
 def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
-    """The ASGI app. ``metrics`` (a ``NodeMetrics``) adds ``/metrics`` and request counts."""
+    """The ASGI app. ``metrics`` (a ``NodeMetrics``) adds ``/metrics`` (cookie required, as everywhere on
+    this port) and request counts."""
 
     def authorised(request: Request) -> bool:
         got = request.headers.get("authorization", "")
@@ -131,26 +186,50 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
 
         return handler
 
-    async def body_of(request: Request, typ):
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise ApiError(413, f"body over {MAX_BODY} bytes")
+    async def read_body(request: Request) -> bytes:
+        """The body, read piece by piece: 413 as soon as it passes MAX_BODY bytes (or at once when its
+        Content-Length says it will), without reading, let alone keeping, the rest."""
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not (declared.isascii() and declared.isdigit()) or len(declared) > 20:
+                raise ApiError(400, f"Content-Length {declared[:24]!r} is not a byte count")
+            if int(declared) > MAX_BODY:
+                raise ApiError(413, f"body over {MAX_BODY} bytes (Content-Length: {int(declared)}); none of it read")
+        buf = bytearray()
+        try:
+            async for piece in request.stream():
+                buf += piece
+                if len(buf) > MAX_BODY:
+                    raise ApiError(413, f"body over {MAX_BODY} bytes; reading stopped at {len(buf)}")
+        except ClientDisconnect:
+            raise ApiError(400, "the client went away before the body was complete") from None
+        return bytes(buf)
+
+    async def body_of(request: Request, typ, ranges: dict[str, str] | None = None):
+        """The decoded body. ``ranges`` maps a JSON path (``key_escrow.k``) to its entry in node.api.limits,
+        so that a number msgspec refuses (wrong type, too large for any integer, 1e400) gets its range too."""
+        ranges = ranges or {}
+        raw = await read_body(request)
         try:
             return msgspec.json.decode(raw or b"null", type=typ)
         except msgspec.ValidationError as exc:
-            raise ApiError(400, f"invalid body: {exc}") from None
+            msg = str(exc)
+            path = msg.rsplit("- at `$.", 1)[-1].rstrip("`") if "- at `$." in msg else ""
+            hint = f"; {range_text(ranges[path])}" if path in ranges else ""
+            raise ApiError(400, f"invalid body: {msg}{hint}") from None
         except msgspec.DecodeError as exc:
+            bad = _nonfinite_fields(raw)
+            if bad:
+                path, token = bad[0]
+                hint = f"; {range_text(ranges[path])}" if path in ranges else ""
+                raise ApiError(400, f"invalid body: {path} is {token}, which is not a JSON number{hint}") from None
             raise ApiError(400, f"body is not JSON: {exc}") from None
 
     def limit_of(request: Request) -> int:
         raw = request.query_params.get("limit", "100")
-        try:
-            n = int(raw)
-        except ValueError:
-            raise ApiError(400, f"limit={raw!r} is not an integer") from None
-        if not 1 <= n <= 10_000:
-            raise ApiError(400, "limit must be 1..10000")
-        return n
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 6):
+            raise ApiError(400, f"{range_text('limit')}, got {raw[:24]!r}")
+        return check_int("limit", int(raw))
 
     async def status(request):
         return JSONResponse(services.status())
@@ -159,39 +238,45 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         return JSONResponse({"peers": services.peers()})
 
     async def offers(request):
-        asset = request.query_params.get("asset") or None
+        from node.assets import ASSETS
+
+        asset = request.query_params.get("asset")  # absent: every asset; present, it must be one
+        if asset is not None and asset not in ASSETS:
+            raise ApiError(400, f"asset must be one of {', '.join(sorted(ASSETS))}, got {asset[:24]!r}")
         return JSONResponse({"offers": services.offers(asset, limit_of(request))})
 
     async def deposits(request):
         if request.method == "POST":
-            b = await body_of(request, DepositBody)
-            if not 1 <= b.chunks <= 1000:
-                raise ApiError(400, "chunks must be 1..1000")
+            b = await body_of(request, DepositBody, {"chunks": "deposits.chunks"})
+            check_int("deposits.chunks", b.chunks)
             return JSONResponse(await services.deposit(b.asset, b.chunks), status_code=201)
         return JSONResponse({"deposits": services.deposits()})
 
     async def contracts(request):
         if request.method == "POST":
-            b = await body_of(request, ContractBody)
-            if not 1 <= b.chunks <= 100:
-                raise ApiError(400, "chunks must be 1..100")
+            b = await body_of(request, ContractBody, CONTRACT_NUMBERS)
+            # every number of every kind in range, used by the kind or not
+            check_int("contracts.chunks", b.chunks)
+            for name in ("refund_blocks", "premium_chunks", "premium_blocks", "expiry_blocks"):
+                check_int(name, getattr(b, name))
+            if b.key_escrow is not None:
+                check_int("key_escrow.k", b.key_escrow.k)
+            check_str("arbiter", b.arbiter)
             if b.kind == "ring":
                 if b.key_escrow is not None:
                     raise ApiError(409, "key_escrow applies to an escrow or an option, not a ring")
                 if not 2 <= len(b.legs) <= 8:  # (too few is schema-valid: legs may be absent for other kinds)
                     raise ApiError(409 if len(b.legs) < 2 else 400,
                                    "a ring names 2..8 legs (peer and asset, in ring order)")
-                if not 1 <= b.refund_blocks <= 100_000:
-                    raise ApiError(400, "refund_blocks must be 1..100000")
                 legs = [(x.peer, x.asset) for x in b.legs]
-                if any(not 1 <= len(p) <= 128 for p, _ in legs):
+                if any(not 1 <= len(p) <= MAX_PEER_ID for p, _ in legs):
                     raise ApiError(400, "a leg's peer must be a peer id (1..128 characters)")
                 return JSONResponse(await services.contract(legs[0][0], b.give, "", b.chunks, "ring",
                                                             {"legs": legs, "refund_blocks": b.refund_blocks}),
                                     status_code=201)
             if not b.peer:  # (the schema cannot say "required unless kind is ring")
                 raise ApiError(409, f"a {b.kind} needs peer (the peer id of the other party)")
-            if len(b.peer) > 128:
+            if len(b.peer) > MAX_PEER_ID:
                 raise ApiError(400, "peer must be a peer id (1..128 characters)")
             if b.kind == "swap":
                 if b.key_escrow is not None:
@@ -199,11 +284,6 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
                 if not b.take:
                     raise ApiError(409, "a swap needs take (the asset to receive)")
                 return JSONResponse(await services.contract(b.peer, b.give, b.take, b.chunks), status_code=201)
-            for name in ("refund_blocks", "premium_blocks", "expiry_blocks"):
-                if not 1 <= getattr(b, name) <= 100_000:
-                    raise ApiError(400, f"{name} must be 1..100000")
-            if not 0 <= b.premium_chunks <= 100:
-                raise ApiError(400, "premium_chunks must be 0..100")
             terms = {"arbiter": b.arbiter, "refund_blocks": b.refund_blocks, "premium_chunks": b.premium_chunks,
                      "premium_blocks": b.premium_blocks, "expiry_blocks": b.expiry_blocks}
             if b.key_escrow is not None:
@@ -217,7 +297,7 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
 
         if not 2 <= len(ke.holders) <= MAX_ESCROW_HOLDERS:
             raise ApiError(400, f"key_escrow.holders: 2..{MAX_ESCROW_HOLDERS} peer ids, got {len(ke.holders)}")
-        if not all(1 <= len(h) <= 128 for h in [*ke.holders, ke.recovery]):
+        if not all(1 <= len(h) <= MAX_PEER_ID for h in [*ke.holders, ke.recovery]):
             raise ApiError(400, "key_escrow: holders and recovery are peer ids (1..128 characters)")
         if len(set(ke.holders)) != len(ke.holders):
             raise ApiError(400, "key_escrow.holders must be distinct")
@@ -241,21 +321,29 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         return JSONResponse(await services.approve(b.contract, b.message))
 
     async def requests_(request):
-        b = await body_of(request, RequestBody)
-        if not b.usd > 0:
-            raise ApiError(400, "usd must be > 0")
+        b = await body_of(request, RequestBody, {"usd": "usd"})
+        check_float("usd", b.usd)
+        check_str("contract", b.contract)
         return JSONResponse(await services.request(b.asset, b.usd, b.contract), status_code=201)
 
     async def sweep(request):
         b = await body_of(request, SweepBody)
+        if len(b.deposit) != 66 or any(ch not in "0123456789abcdef" for ch in b.deposit):
+            raise ApiError(400, f"deposit must be 66 lower-case hex digits (the 33-byte public key of one of this "
+                                f"node's deposits), got {len(b.deposit)} characters")
+        if not 1 <= len(b.to) <= MAX_ADDRESS:
+            raise ApiError(400, "to: the destination address is empty" if not b.to else
+                           f"to: a destination address has 1..{MAX_ADDRESS} characters, got {len(b.to)}")
+        # the address format of the deposit's asset is checked by the node (Services.sweep), which knows the
+        # asset, before the enclave is asked for anything
         return JSONResponse(await services.sweep(b.deposit, b.to))
 
     async def revocations(request):
         b = await body_of(request, RevokeBody)
         if b.kind not in ("class", "device"):
             raise ApiError(400, "kind must be 'class' or 'device'")
-        if not b.target or not b.reason:
-            raise ApiError(400, "target and reason must not be empty")
+        check_str("target", b.target)
+        check_str("reason", b.reason)
         return JSONResponse(await services.revoke(b.kind, b.target, b.reason), status_code=201)
 
     async def reputation(request):
@@ -289,7 +377,7 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         Route("/healthz", endpoint(healthz, auth=False)),
     ]
     if metrics is not None:
-        routes.append(Route("/metrics", endpoint(metrics_ep, auth=False)))
+        routes.append(Route("/metrics", endpoint(metrics_ep)))  # the cookie, as every call on this port
     return Starlette(routes=routes)
 
 

@@ -1,7 +1,12 @@
-"""OpenAPI 3.0 description of the local control API (served at /openapi.json)."""
+"""OpenAPI 3.0 description of the local control API (served at /openapi.json).
+
+Every number states its range (minimum and maximum) from ``node.api.limits``, the table the API's checks
+use; bodies larger than ``MAX_BODY`` get a 413. ``tests/daemon/test_api_schema.py`` checks both.
+"""
 
 from __future__ import annotations
 
+from node.api.limits import MAX_ADDRESS, MAX_BODY, MAX_PEER_ID, STR_RANGES, float_schema, int_schema
 from node.assets import ASSETS
 
 _ASSETS = sorted(ASSETS)
@@ -30,7 +35,8 @@ def _post(summary: str, body: dict, code: str = "201") -> dict:
     return {
         "summary": summary,
         "security": [{"cookie": []}],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "requestBody": {"required": True, "description": f"JSON, at most {MAX_BODY} bytes (else 413)",
+                        "content": {"application/json": {"schema": body}}},
         "responses": {code: {"description": "done", "content": {"application/json": {"schema": _obj}}},
                       "400": _err, "401": _err, "404": _err, "409": _err, "413": _err, "429": _err, "501": _err,
                       "504": _err,
@@ -48,16 +54,15 @@ SPEC = {
         "/v1/status": {"get": _get("Node status", _obj)},
         "/v1/peers": {"get": _get("Connected peers", _list("peers"))},
         "/v1/offers": {"get": _get("Offer book", _list("offers"), [
-            {"name": "asset", "in": "query", "required": False, "schema": {"type": "string"}},
-            {"name": "limit", "in": "query", "required": False,
-             "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+            {"name": "asset", "in": "query", "required": False, "schema": {"type": "string", "enum": _ASSETS}},
+            {"name": "limit", "in": "query", "required": False, "schema": int_schema("limit")},
         ])},
         "/v1/deposits": {
             "get": _get("This node's deposits", _list("deposits")),
             "post": _post("Create and fund deposit chunks", {
                 "type": "object", "additionalProperties": False, "required": ["asset"],
                 "properties": {"asset": {"type": "string", "enum": _ASSETS},
-                               "chunks": {"type": "integer", "minimum": 1, "maximum": 1000}}}),
+                               "chunks": int_schema("deposits.chunks")}}),
         },
         "/v1/contracts": {
             "get": _get("Contracts", _list("contracts")),
@@ -65,20 +70,20 @@ SPEC = {
                           "/keyswitch/release/1), an escrow (peer = payee), an option (peer = writer) or a ring "
                           "(legs; peer is ignored), run over /keyswitch/contract-run/1", {
                 "type": "object", "additionalProperties": False, "required": ["give"],
-                "properties": {"peer": {"type": "string", "minLength": 1, "maxLength": 128},
+                "properties": {"peer": {"type": "string", "minLength": 1, "maxLength": MAX_PEER_ID},
                                "give": {"type": "string", "enum": _ASSETS},
                                "take": {"type": "string", "enum": _ASSETS},
-                               "chunks": {"type": "integer", "minimum": 1, "maximum": 100},
+                               "chunks": int_schema("contracts.chunks"),
                                "kind": {"type": "string", "enum": ["swap", "escrow", "option", "ring"]},
                                "legs": {"type": "array", "minItems": 2, "maxItems": 8, "items": {
                                    "type": "object", "additionalProperties": False, "required": ["peer", "asset"],
-                                   "properties": {"peer": {"type": "string", "minLength": 1, "maxLength": 128},
+                                   "properties": {"peer": {"type": "string", "minLength": 1, "maxLength": MAX_PEER_ID},
                                                   "asset": {"type": "string", "enum": _ASSETS}}}},
-                               "arbiter": {"type": "string", "maxLength": 128},
-                               "refund_blocks": {"type": "integer", "minimum": 1, "maximum": 100000},
-                               "premium_chunks": {"type": "integer", "minimum": 0, "maximum": 100},
-                               "premium_blocks": {"type": "integer", "minimum": 1, "maximum": 100000},
-                               "expiry_blocks": {"type": "integer", "minimum": 1, "maximum": 100000},
+                               "arbiter": {"type": "string", "maxLength": STR_RANGES["arbiter"][1]},
+                               "refund_blocks": int_schema("refund_blocks"),
+                               "premium_chunks": int_schema("premium_chunks"),
+                               "premium_blocks": int_schema("premium_blocks"),
+                               "expiry_blocks": int_schema("expiry_blocks"),
                                "key_escrow": {
                                    "type": "object", "additionalProperties": False,
                                    "required": ["holders", "k", "recovery"],
@@ -87,9 +92,9 @@ SPEC = {
                                                   "enclave when the contract refunds it (node.escrowdesk)",
                                    "properties": {
                                        "holders": {"type": "array", "minItems": 2, "maxItems": 16, "uniqueItems": True,
-                                                   "items": {"type": "string", "minLength": 1, "maxLength": 128}},
-                                       "k": {"type": "integer", "minimum": 2, "maximum": 16},
-                                       "recovery": {"type": "string", "minLength": 1, "maxLength": 128}}}}}),
+                                                   "items": {"type": "string", "minLength": 1, "maxLength": MAX_PEER_ID}},
+                                       "k": int_schema("key_escrow.k"),
+                                       "recovery": {"type": "string", "minLength": 1, "maxLength": MAX_PEER_ID}}}}}),
         },
         "/v1/escrow": {"get": _get("Key escrow: shares held for others, contracts this node is the recovery "
                                    "node of, recoveries", {"type": "object", "required": [
@@ -106,17 +111,29 @@ SPEC = {
         "/v1/requests": {"post": _post("Request a contract", {
             "type": "object", "additionalProperties": False, "required": ["asset", "usd"],
             "properties": {"asset": {"type": "string", "enum": _ASSETS},
-                           "usd": {"type": "number", "minimum": 0.01, "maximum": 100000},
-                           "contract": {"type": "string", "maxLength": 128}}})},
-        "/v1/sweep": {"post": _post("Sweep a received key to an address", {
+                           "usd": float_schema("usd"),
+                           "contract": {"type": "string", "maxLength": STR_RANGES["contract"][1]}}})},
+        "/v1/sweep": {"post": _post("Withdraw one of this node's deposits: the enclave exports its key to the "
+                                    "owner and the funds are swept to ``to``, which must be an address of the "
+                                    "deposit's chain (its asset's format, network and checksum; else 400, before "
+                                    "anything is exported or signed)", {
             "type": "object", "additionalProperties": False, "required": ["deposit", "to"],
             "properties": {"deposit": {"type": "string", "pattern": "^[0-9a-f]{66}$"},
-                           "to": {"type": "string", "minLength": 1}}}, "200")},
+                           "to": {"type": "string", "minLength": 1, "maxLength": MAX_ADDRESS}}}, "200")},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (the cookie is needed here as everywhere on this port; "
+                       "--metrics-port serves them without one, on loopback)",
+            "security": [{"cookie": []}],
+            "responses": {"200": {"description": "Prometheus text format",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}},
+                          "401": _err, "400": _err}}},
         "/v1/reputation": {"get": _get("Local reputation of known devices", _list("devices"))},
         "/v1/revocations": {"post": _post("Issue a revocation notice signed by this node (applied here at once)", {
             "type": "object", "additionalProperties": False, "required": ["kind", "target", "reason"],
             "properties": {"kind": {"type": "string", "enum": ["class", "device"]},
-                           "target": {"type": "string", "minLength": 1, "maxLength": 80},
-                           "reason": {"type": "string", "minLength": 1, "maxLength": 500}}})},
+                           "target": {"type": "string", "minLength": STR_RANGES["target"][0],
+                                      "maxLength": STR_RANGES["target"][1]},
+                           "reason": {"type": "string", "minLength": STR_RANGES["reason"][0],
+                                      "maxLength": STR_RANGES["reason"][1]}}})},
     },
 }

@@ -138,8 +138,8 @@ async def test_actions(api):
     assert r.status_code == 201 and svc.calls[-1] == ("deposit", "BTC", 3)
     r = await c.post("/v1/requests", json={"asset": "ETH", "usd": 100})
     assert r.status_code == 201 and r.json()["contract"] == "swap"
-    r = await c.post("/v1/sweep", json={"deposit": "02ab", "to": "bcrt1q..."})
-    assert r.status_code == 200
+    r = await c.post("/v1/sweep", json={"deposit": "02" + "ab" * 32, "to": "bcrt1q..."})
+    assert r.status_code == 200  # (the address format is the node's check: it knows the deposit's asset)
 
 
 async def test_key_escrow_terms_reach_the_node_and_recovery_is_asked_by_contract_id(api):

@@ -42,3 +42,36 @@ def test_api_conforms_and_never_errors(case, live):
         assert response.status_code in (200, 201, 400, 401, 404, 405, 409, 413, 429, 501, 504), response.text
         return
     case.call_and_validate(base_url=url, headers=headers)
+
+
+def _numbers(node, path="$"):
+    """Every integer/number schema in the description: (path, schema)."""
+    if isinstance(node, dict):
+        if node.get("type") in ("integer", "number"):
+            yield path, node
+        for k, v in node.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _numbers(v, f"{path}[{i}]")
+
+
+def test_the_description_states_the_range_of_every_number():
+    """Each number a client may send has a minimum and a maximum, and they are the ones the API enforces."""
+    from node.api.limits import FLOAT_RANGES, INT_RANGES
+
+    found = list(_numbers(SPEC["paths"]))
+    assert len(found) >= len(INT_RANGES) + len(FLOAT_RANGES)
+    stated = set()
+    for path, s in found:
+        assert "minimum" in s and "maximum" in s, f"{path} states no range"
+        assert s["minimum"] <= s["maximum"], path
+        stated.add((s["type"], s["minimum"], s["maximum"]))
+    for lo, hi in INT_RANGES.values():
+        assert ("integer", lo, hi) in stated, (lo, hi)
+    for lo, hi in FLOAT_RANGES.values():
+        assert ("number", lo, hi) in stated, (lo, hi)
+    assert SPEC["paths"]["/metrics"]["get"]["security"] == [{"cookie": []}]
+    assert SPEC["paths"]["/v1/sweep"]["post"]["requestBody"]["content"]["application/json"]["schema"][
+        "properties"]["to"]["maxLength"] > 0
+

@@ -8,8 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import coincurve
 import httpx
 import pytest
+
+from node.assets import address_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -194,7 +197,7 @@ def test_deposit_offer_and_withdraw_across_two_daemons(tmp_path):
             # withdraw one chunk home: swept on the ledger, retracted from the peer's book
             url = a.value("API listening on ")
             cookie = (a.datadir / ".cookie").read_text().strip()
-            home = "bcrt1qhomeaddressforthetest"
+            home = address_for("BTC-REG", coincurve.PrivateKey(b"\x0b" * 32).public_key.format())
             r = httpx.post(url + "/v1/sweep", json={"deposit": made[0]["pubkey"], "to": home},
                            headers={"Authorization": f"Bearer {cookie}"}, timeout=60)
             assert r.status_code == 200, r.text
