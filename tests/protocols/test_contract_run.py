@@ -91,7 +91,8 @@ class Side:
             check_funds=lambda asset, addr: self.ledger.balance(asset, addr),
             claim=lambda chunk: self.plan.step("claim", claim, chunk),
             store=ContractStore(self.dir / "runs", durable=False, record_type=RunRecord),
-            round_timeout=30.0, retry_interval=2.0, price_of=prices_for(self.usd))
+            round_timeout=30.0, retry_interval=2.0)
+        proto.price_of = prices_for(self.usd)  # our own price feed
         for s in self.specs:
             proto.expect(s)
         return proto

@@ -51,8 +51,10 @@ def node(classes: ClassRegistry | None = None, seed: bytes | None = None, **kw):
     for body in sheets():
         book.apply_sheet(body, now=NOW)
     engine = RiskEngine(book, classes=classes, limits=Limits(3, 0.34, 0.5))
-    kw.setdefault("prices", OUR_PRICES)
-    return signer, RfpProtocol(net=NET, engine=engine, sign=signer.sign, **kw)
+    prices = kw.pop("prices", OUR_PRICES)
+    proto = RfpProtocol(net=NET, engine=engine, sign=signer.sign, **kw)
+    proto.prices = prices
+    return signer, proto
 
 
 def network(n: int = 5, **kw):
