@@ -25,6 +25,7 @@ from node.contracts.spec import Commit, make_spec, spec_id
 from node.ledger.devnet import FEES, DevLedger
 from node.protocols.base import RequestReceived, Started
 from node.protocols.release import DONE, FAILED, Chunk, ReleaseBody, contract_id, swap_schedule
+from node.protocols.testing import GossipNet
 from node.protocols.rfp import CONTRACT_PROTOCOL, RFP_VERSION, Proposal, ProposedOffer, sign_msg
 from tests.protocols import test_contract_run as run_tests
 from tests.protocols import test_rfp as rfp_tests
@@ -162,3 +163,45 @@ def test_a_proposal_declaring_50_usd_for_offers_our_price_values_at_10_is_ignore
     assert not ack.accepted and ack.reason.startswith("[IGNORE] price check")
     assert "declared $50.00 but 10000 units of BTC-REG are worth $10.00" in ack.reason
     assert sum(v for k, v in client.reasons.items() if "price" in k) == 1
+
+
+# ------------------------------------------------------------------ the host's swap policy (real nodes)
+def test_a_swap_offered_with_chunks_of_one_unit_declared_at_50_usd_is_refused_by_the_hosts_policy(tmp_path):
+    """The attacker's offer sheet (signed by its enclave, which signs whatever the host writes) offers chunks
+    of 1 unit at $50 each, and each address holds exactly 1 unit, so no ledger check can tell; it offers a
+    swap over /keyswitch/contract/1 and proposes it over release/1. The victim values what it gets at its
+    own price."""
+    import time
+
+    from node.protocols.offers import Offer
+    from tests.adversarial.test_policy import connect, make_node
+
+    now = time.time()
+    ledger = DevLedger(None, automine=True)
+    attacker = make_node(tmp_path, "attacker", ledger, "BTC-REG", 1, now)
+    victim = make_node(tmp_path, "victim", ledger, "BTC-REG", 3, now)
+    try:
+        forged = []
+        for pub in attacker.enclave.generate_keys(3):
+            addr = address_for("BTC-REG", pub)
+            ledger.faucet("BTC-REG", addr, 1)
+            forged.append(Offer("BTC-REG", addr, pub, 1, 5_000, "100000", now, now + 3_600))
+        attacker.extra["offers"] = forged
+        attacker.protocol.own = attacker.own_sheet()
+        net = GossipNet()
+        connect(net, now, attacker, victim)
+        mine = [Chunk(o.asset, o.address, o.pubkey, o.amount) for o in forged]
+        theirs = [Chunk(o.asset, o.address, o.pubkey, o.amount) for o in victim.protocol.own.offers]
+        sched = swap_schedule(mine, theirs)
+        rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "swap", wire.encode(sched), now)
+        net.call(attacker.peer_id, attacker.rfp, cmds, now)
+        accepted, reason = attacker.rfp.contract_answers[rid]
+        net.call(attacker.peer_id, attacker.desk.release, attacker.desk.release.propose(victim.peer_id, sched, now),
+                 now)
+        released = [k for k in victim.enclave.list_keys() if k.state == "released"]
+        assert released == [], f"the victim released {len(released)} chunk(s) for chunks of 1 unit"
+        assert not accepted and "[REFUSED] price: offer" in reason
+        assert "declared $50.00 but 1 units of BTC-REG are worth $0.00 at our price" in reason
+    finally:
+        attacker.close()
+        victim.close()

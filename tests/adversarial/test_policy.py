@@ -70,7 +70,7 @@ def make_node(root, name: str, ledger, asset: str, n: int, now: float, **desk):
 def connect(net, now: float, *stacks) -> None:
     """The nodes on one gossip mesh, each announcing its offer sheet to the others."""
     for s in stacks:
-        net.add(s.peer_id, s.protocol, s.rfp, s.desk.run, now=now)
+        net.add(s.peer_id, s.protocol, s.rfp, s.desk.run, s.desk.release, now=now)
     for s in stacks:
         net.call(s.peer_id, s.protocol, s.protocol.announce(now), now)
     for s in stacks:  # each holds the other's sheet
