@@ -205,3 +205,23 @@ def test_a_swap_offered_with_chunks_of_one_unit_declared_at_50_usd_is_refused_by
     finally:
         attacker.close()
         victim.close()
+
+
+def test_chunks_funded_only_in_the_mempool_are_refused_at_agreement(tmp_path):
+    """Confirmed, not merely seen: the attacker's deposits are unconfirmed transactions (which it may never let
+    confirm, or double-spend); the victim's own deposits are confirmed."""
+    ledger = DevLedger(None, automine=True)
+    victim = Side("B", tmp_path, ledger)
+    ledger.automine = False
+    attacker = Side("A", tmp_path, ledger)  # funded in the mempool only
+    assert all(ledger.balance(c.asset, c.address).confirmed == 0 and ledger.balance(
+        c.asset, c.address).unconfirmed == AMOUNT for c in attacker.chunks)
+    sched = swap_schedule(attacker.chunks, victim.chunks)
+    victim.expect(attacker.peer_id, sched)
+    pair = Pair(attacker, victim)
+    pair.run(until=0)
+    pair.call(attacker, attacker.proto.propose, victim.peer_id, sched)
+    pair.run(until=200)
+    assert victim.journal_releases() == [], "the victim released its keys for unconfirmed chunks"
+    funds = [reason for code, reason in victim.proto.refusals if code == "funds"]
+    assert funds and "no confirmed funds at" in funds[0] and "committed 1000000" in funds[0]
