@@ -225,3 +225,39 @@ def test_chunks_funded_only_in_the_mempool_are_refused_at_agreement(tmp_path):
     assert victim.journal_releases() == [], "the victim released its keys for unconfirmed chunks"
     funds = [reason for code, reason in victim.proto.refusals if code == "funds"]
     assert funds and "no confirmed funds at" in funds[0] and "committed 1000000" in funds[0]
+
+
+@pytest.mark.parametrize("left", [1, 1_000])
+def test_a_contract_whose_chunks_are_drained_as_they_are_released_stops_after_at_most_one_chunk(tmp_path, left):
+    """contract-run (the stdlib swap): the attacker's enclave leaked its keys; as each of its releases after the
+    first leaves, all but ``left`` units of that chunk leave too. The victim checks each key's chunk on its
+    ledger before it claims it and goes on."""
+    ledger = DevLedger(None, automine=True)
+    attacker = run_tests.Side("A", tmp_path, ledger, "BTC-REG", 3)
+    victim = run_tests.Side("B", tmp_path, ledger, "LTC", 3)
+    spec = make_spec("dev", stdlib.source("swap"), {"asset_a": "BTC-REG", "asset_b": "LTC", "usd": 15_000,
+                                                   "deadline": 300}, [attacker.party(), victim.party()])
+    leaked = {r.pub: r.priv for r in attacker.raw._core.list_keys()}
+    thief = address_for("BTC-REG", coincurve.PrivateKey(b"\x0c" * 32).public_key.format())
+    steps = spec.steps()
+    drained = []
+
+    def drain(src, cmd):
+        env = wire.decode(cmd.data, wire.Signed)
+        if src is attacker and env.kind == "release":
+            k, i = steps[wire.decode(env.body, ReleaseBody).round]
+            c = attacker.commits[i]
+            if i > 0 and i not in drained:
+                drained.append(i)
+                ledger.send(c.asset, leaked[c.pubkey], thief, run_tests.AMOUNT - left - FEE)
+
+    net = run_tests.Net(attacker, victim)
+    net.on_send = drain
+    net.height("BTC-REG", 100)
+    cid = run_tests.start(net, spec, attacker, victim)
+    net.run(until=200, done=run_tests.stopped(cid, attacker, victim))
+    released = len(victim.journal_releases())
+    assert released <= 1 + 1, f"the victim released {released} chunks for 1 full one"  # at most one chunk lost
+    assert victim.proto.state(cid) == FAILED
+    reason = victim.proto.runs[cid.hex()].rec.reason
+    assert f"holds {left} confirmed, less than the committed amount" in reason and drained[0] == 1
