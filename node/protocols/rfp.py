@@ -282,6 +282,8 @@ class OpenRequest:
     rounds: int = 1  # 2 after a re-ask with a wider draw
     proposals: dict[str, Proposal] = field(default_factory=dict)  # proposer -> proposal
     refused: dict[str, str] = field(default_factory=dict)  # proposer -> reason
+    #: our book's offers of the request's asset and our price of it, read at the first proposal (``_mispriced``)
+    priced: tuple[dict, dict] | None = None
 
 
 @dataclass(frozen=True)
@@ -475,7 +477,7 @@ class RfpProtocol:
             if open_ is not None:
                 open_.refused[ev.peer] = v.reason
             return [Respond(ev.request_id, wire.encode(Ack(False, f"[{v.result.value.upper()}] {v.reason}")))]
-        why = self._mispriced(open_.request, prop, now)
+        why = self._mispriced(open_, prop, now)
         if why:  # [IGNORE] a value our own price does not bear out: the proposal is not counted
             self.stats["proposals_refused"] += 1
             key = f"proposal ignore: price: {why.split(':', 1)[0][:40]}"
@@ -486,21 +488,25 @@ class RfpProtocol:
         open_.proposals[prop.proposer] = prop
         return [Respond(ev.request_id, wire.encode(Ack(True, "")))]
 
-    def _mispriced(self, req: Request, prop: Proposal, now: float) -> str | None:
+    def _mispriced(self, open_: OpenRequest, prop: Proposal, now: float) -> str | None:
         """Why an offer's USD value in ``prop`` is not believed (None: every one is within tolerance): each
         offer our book holds is priced from its amount at OUR price (``declared_usd_mismatch``); offers our
-        book does not hold are never used (``_decide``)."""
+        book does not hold are never used (``_decide``). Book and prices are read once per request."""
         from node.assets.prices import PriceError
 
-        book = {c.offer_id: c for c in self.engine.candidates(req.asset, now)}
+        if open_.priced is None:
+            open_.priced = ({c.offer_id: c for c in self.engine.candidates(open_.request.asset, now)}, {})
+        book, prices = open_.priced
         for o in prop.offers:
             c = book.get(o.offer_id)
             if c is None:
                 continue
-            try:
-                price = self.prices.price(c.asset, now)
-            except PriceError as exc:
-                return f"price unknown: {exc}"
+            if c.asset not in prices:
+                try:
+                    prices[c.asset] = self.prices.price(c.asset, now)
+                except PriceError as exc:
+                    return f"price unknown: {exc}"
+            price = prices[c.asset]
             for declared, whose in ((o.usd_cents, "proposal"), (c.usd_cents, "offer sheet")):
                 bad = declared_usd_mismatch(c.asset, c.amount, declared, price, self.price_tolerance)
                 if bad:
