@@ -63,6 +63,13 @@ def _fraction(v: float) -> str | None:
     return None if 0 < v <= 1 else "a fraction in (0, 1]"
 
 
+def _hashes(vs: list[str]) -> str | None:
+    for v in vs:
+        if len(v) != 64 or any(ch not in "0123456789abcdef" for ch in v.lower()):
+            return f"{v!r} is not a SHA-256 hash (64 hex characters)"
+    return None
+
+
 def _port(v: int) -> str | None:
     return None if 0 <= v <= 65535 else "a TCP port is 0..65535 (0 = pick a free one)"
 
@@ -147,6 +154,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("risk.revocation_signers", list, [], "peer ids whose revocation notices may be believed"),
     Setting("risk.accept_signed_revocations", bool, False,
             "act on notices from those signers without checkable evidence (opt-in)"),
+    Setting("contracts.allowed_hashes", list, [],
+            "SHA-256 hashes (64 hex) of contract sources, other than the stdlib's, this node agrees to run when a "
+            "peer proposes them (the stdlib contracts are known by their exact hash; empty = no others)", _hashes),
     Setting("log.level", str, "info", "log level", _choice("debug", "info", "warning", "error")),
     Setting("log.format", str, "console", "log format", _choice("console", "json")),
     Setting("log.file", str, "", "also write logs to this file"),

@@ -290,7 +290,8 @@ def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0
     signer = PeerSigner(load_or_create_seed(datadir))
     if signer.peer_id != stack.peer_id:
         raise RuntimeError("identity key and peer id disagree")
-    stack.rfp = RfpProtocol(net=stack.net, engine=stack.engine, sign=signer.sign)
+    stack.rfp = RfpProtocol(net=stack.net, engine=stack.engine, sign=signer.sign,
+                            price_tolerance=get("risk.price_tolerance", 0.10))
     stack.revocations = make_revocations(stack, get("risk.revocation_signers", []),
                                          get("risk.accept_signed_revocations", False), sign=signer.sign)
     from node.offerbook import device_id_of
@@ -753,7 +754,8 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     add_switchboard(stack, datadir, cfg)
     from node.swaps import SwapDesk
 
-    stack.desk = SwapDesk(stack, clock=clock, claim_policy=cfg["claims.policy"])  # claim keys: claim.seed
+    stack.desk = SwapDesk(stack, clock=clock, claim_policy=cfg["claims.policy"],  # claim keys: claim.seed
+                          price_tolerance=cfg["risk.price_tolerance"], allowed_hashes=cfg["contracts.allowed_hashes"])
     stack.refresh_offers(clock.now())  # kept keys a crash left unadopted are offered at once
     from node.protocols.outcomes import tap_release_records
 

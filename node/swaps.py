@@ -188,13 +188,22 @@ class SwapDesk:
     """The node's contracts: swaps (release/1) and language contracts (contract-run/1) with one claim
     policy for the keys it receives, ``claim_policy`` (config ``claims.policy``): "sweep" or "keep"."""
 
-    def __init__(self, stack, *, clock, claim_policy: str = "sweep") -> None:
+    def __init__(self, stack, *, clock, claim_policy: str = "sweep", prices=None, price_tolerance: float = 0.10,
+                 allowed_hashes: list[str] | tuple[str, ...] = ()) -> None:
+        """``prices``: this node's own price feed (``node.assets.prices.PriceFeed``; default the stack's
+        ``extra["prices"]``, else the embedded table deposits are made with); ``price_tolerance``: config
+        ``risk.price_tolerance``; ``allowed_hashes``: config ``contracts.allowed_hashes`` (contract sources,
+        other than the stdlib's, this node agrees to run)."""
+        from node.assets.prices import StaticPrices
         from node.identity import load_or_create_claim_seed
         from node.protocols.release import ContractStore, ReleaseProtocol, sweep_claimer
 
         self.stack, self.clock, self.claim_policy = stack, clock, claim_policy
         # the owner's claim seed (``claim.seed``), never the libp2p identity seed: see ``node.identity``
         self._seed = load_or_create_claim_seed(stack.extra["datadir"])
+        self.prices = prices or stack.extra.get("prices") or StaticPrices()
+        self.price_tolerance = price_tolerance
+        self.allowed_hashes = frozenset(h.lower() for h in allowed_hashes)
         self._kept: tuple[tuple[int, int], list] | None = None  # (store versions, kept_chunks) of ``kept``
         ledger = stack.extra["ledger"]
         own = stack.protocol.own
@@ -210,7 +219,8 @@ class SwapDesk:
             identity=lambda: (stack.protocol.own.binding, stack.protocol.own.quote),
             attestations=stack.protocol.attestations, check_funds=self._funds,
             claim=sweep_claimer(lambda: stack.enclave, ledger, self.claim_address),
-            store=ContractStore(stack.extra["datadir"] / "runs", record_type=RunRecord), claim_policy=claim_policy)
+            store=ContractStore(stack.extra["datadir"] / "runs", record_type=RunRecord), claim_policy=claim_policy,
+            price_of=self._price, price_tolerance=price_tolerance)
         self.arbitrated: dict[str, Any] = {}  # contract id hex -> spec, for escrows we arbitrate
         stack.rfp.on_contract = self.accept
         self.reporter = OutcomeReporter(
@@ -228,11 +238,39 @@ class SwapDesk:
         pub = coincurve.PrivateKey(claim_key(self._seed, chunk.pubkey)).public_key.format()
         return address_for(chunk.asset, pub)
 
-    def _funds(self, asset: str, address: str) -> bool:
-        """Confirmed funds at the address that no pending transaction spends (a double spend waiting in the
-        mempool counts as gone). One ledger call; the release protocol runs it as a task, off the event loop."""
-        b = self.stack.extra["ledger"].balance(asset, address)
-        return b.confirmed > 0 and b.unconfirmed > 0
+    def _funds(self, asset: str, address: str):
+        """The address's ``Balance`` on our ledger: the protocols count a chunk as funded only when its
+        confirmed balance, net of pending spends (a double spend waiting in the mempool counts as gone), is
+        at least the committed amount (``node.protocols.release.funds_state``), never merely "above zero".
+        One ledger call; the protocols run it as a task, off the event loop."""
+        return self.stack.extra["ledger"].balance(asset, address)
+
+    def _price(self, asset: str):
+        """OUR price of ``asset`` now (the node's feed), never a peer's."""
+        return self.prices.price(asset, self.clock.now())
+
+    def _worth(self, asset: str, amount: int, fallback: int) -> int:
+        """What our own chunk is worth at our price now (what we give is valued as what we get)."""
+        from node.assets.prices import PriceError, usd_value_cents
+
+        try:
+            return usd_value_cents(asset, amount, self._price(asset))
+        except PriceError:
+            return fallback
+
+    def _our_value(self, what: str, asset: str, amount: int, declared_cents: int) -> int | str:
+        """The USD cents ``amount`` of ``asset`` is worth at our price, or the refusal (which check, which
+        values) when a peer's ``declared_cents`` for it strays beyond ``risk.price_tolerance``."""
+        from node.assets.prices import PriceError, declared_usd_mismatch, usd_value_cents
+
+        try:
+            price = self._price(asset)
+        except PriceError as exc:
+            return f"price: {what}: {exc}"
+        bad = declared_usd_mismatch(asset, amount, declared_cents, price, self.price_tolerance)
+        if bad:
+            return f"price: {what}: {bad}"
+        return usd_value_cents(asset, amount, price)
 
     def _book_offer(self, address: str, origin: str) -> dict | None:
         """``origin``'s offer of ``address`` in our book (a kept chunk is offered by its new holder; the
@@ -267,6 +305,10 @@ class SwapDesk:
         if len(theirs) < chunks:
             raise ValueError(f"the book holds {len(theirs)} {take_asset} offer(s) from {peer}, {chunks} needed")
         want = sum(o.usd_cents for o in mine)
+        theirs = [c for c in theirs if isinstance(self._our_value("", c.asset, c.amount, c.usd_cents), int)]
+        if len(theirs) < chunks:  # (a chunk whose declared value our price does not bear out is skipped)
+            raise ValueError(f"the book holds {len(theirs)} {take_asset} offer(s) from {peer} whose declared "
+                             f"value matches our price (risk.price_tolerance), {chunks} needed")
         theirs.sort(key=lambda c: (abs(c.usd_cents - want / chunks), c.offer_id))
         theirs = theirs[:chunks]
         a = [Chunk(o.asset, o.address, o.pubkey, o.amount) for o in mine]
@@ -386,10 +428,9 @@ class SwapDesk:
         spec = decode_spec(offer.schedule)
         if isinstance(spec, str):
             return spec
-        want = {"escrow": "contract escrow", "option": "contract option", "arbiter": "contract escrow",
-                "ring": "contract ring"}
-        if want[offer.kind] not in spec.source:
-            return f"a {offer.kind} offer must carry the stdlib {offer.kind} contract"
+        bad = self._contract_policy(offer.kind, spec)
+        if bad:
+            return bad
         own = self._identity()
         ids = spec.ids
         if peer not in ids or own.binding.peer_id not in ids:
@@ -410,17 +451,42 @@ class SwapDesk:
                     o = mine.get(c.pubkey)
                     if o is None or o.address != c.address or o.amount != c.amount or o.expiry <= now:
                         return f"chunk {c.address} is not one of this node's current offers"
-                    give += o.usd_cents
+                    give += self._worth(o.asset, o.amount, o.usd_cents)
                 else:
                     row = self._book_offer(c.address, p.binding.peer_id)
-                    if row is None or row["origin"] != p.binding.peer_id or bytes(row["pubkey"]) != c.pubkey:
+                    if row is None or row["origin"] != p.binding.peer_id or bytes(row["pubkey"]) != c.pubkey \
+                            or row["amount"] != c.amount or row["asset"] != c.asset:
                         return f"chunk {c.address} is not an offer of {p.binding.peer_id} in this node's book"
+                    worth = self._our_value(f"chunk {c.address} in the spec", c.asset, c.amount, c.usd_cents) \
+                        if c.usd_cents else 0  # (0: no USD declared in the spec; the book's value is checked)
+                    if isinstance(worth, str):
+                        return worth
+                    worth = self._our_value(f"offer {c.address} in our book", c.asset, c.amount, row["usd_cents"])
+                    if isinstance(worth, str):
+                        return worth
                     if offer.kind != "ring" or p is pred:
-                        got += row["usd_cents"]
+                        got += worth  # at OUR price, never the declared figure
         if got < VALUE_TOLERANCE * give:
             return f"value: would give {give / 100:.2f} USD for {got / 100:.2f} USD"
         self.run.expect(spec)
         return None
+
+    def _contract_policy(self, kind: str, spec) -> str | None:
+        """Which contracts this node runs for a peer: a ``kind`` offer must carry the stdlib contract of that
+        kind, known by the EXACT hash of its source and its parameter schema (never by words in its text), or
+        a contract whose source hash the operator allowed (``contracts.allowed_hashes``)."""
+        from node.contracts import stdlib
+
+        want = {"escrow": "escrow", "option": "option", "arbiter": "escrow", "ring": "ring"}[kind]
+        name, why = stdlib.identify(spec.source, {p.name: p.value for p in spec.params})
+        if name == want:
+            return None
+        h = stdlib.source_hash(spec.source)
+        if h in self.allowed_hashes:
+            return None
+        return (f"contract policy: a {kind} offer must carry the stdlib {want} contract (source hash "
+                f"{stdlib.SOURCE_HASHES[want]}) or a contract in contracts.allowed_hashes; this one's source hash "
+                f"is {h}: {why or f'it is the stdlib {name}'}")
 
     def accept(self, peer: str, offer, now: float) -> str | None:
         """The responder's policy; None to agree (and expect the schedule), else the reason."""
@@ -446,14 +512,17 @@ class SwapDesk:
                 o = own.get(r.chunk.pubkey)
                 if o is None or o.address != r.chunk.address or o.amount != r.chunk.amount or o.expiry <= now:
                     return f"chunk {r.chunk.address} is not one of this node's current offers"
-                give += o.usd_cents
+                give += self._worth(o.asset, o.amount, o.usd_cents)
             else:
                 row = self._book_offer(r.chunk.address, peer)
                 if row is None or row["origin"] != peer or bytes(row["pubkey"]) != r.chunk.pubkey \
-                        or row["amount"] != r.chunk.amount:
+                        or row["amount"] != r.chunk.amount or row["asset"] != r.chunk.asset:
                     return f"chunk {r.chunk.address} is not an offer of {peer} in this node's book"
-                got += row["usd_cents"]
-                biggest = max(biggest, row["usd_cents"])
+                worth = self._our_value(f"offer {r.chunk.address}", r.chunk.asset, r.chunk.amount, row["usd_cents"])
+                if isinstance(worth, str):
+                    return worth
+                got += worth  # at OUR price, never the declared figure
+                biggest = max(biggest, worth)
                 device, dclass = bytes(row["device_id"]), row["device_class"]
         if got < VALUE_TOLERANCE * give:
             return f"value: would give {give / 100:.2f} USD for {got / 100:.2f} USD"

@@ -409,7 +409,7 @@ class Engine:
         limits = Limits(q["max_per_device"], q["max_share_device"], q["max_share_owner"])
         node.engine = RiskEngine(node.book, Reputation(None), limits=limits, seed=self.seed * 1_000_003 + node.idx)
         node.rfp = RfpProtocol(net=self.net, engine=node.engine, sign=node.signer.sign,
-                               target_proposals=q["proposals"])
+                               target_proposals=q["proposals"], prices=self)  # the scenario's prices are ours
         if self.reports_on:
             from node.daemon import ledger_check
             from node.protocols.outcomes import OutcomesProtocol
@@ -466,6 +466,10 @@ class Engine:
         from node.risk.classes import ClassRegistry
 
         self.device_limit[node.device_id] = ClassRegistry().resolve(dclass).limit_cents(0.0)
+
+    def price(self, asset: str, at: float):
+        """The scenario's price of ``asset`` now (a ``PriceFeed``: each node's own price)."""
+        return self._prices().price(asset, at)
 
     def _prices(self):
         from node.assets.prices import StaticPrices

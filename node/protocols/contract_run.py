@@ -69,8 +69,8 @@ from node.protocols.base import (
     TaskDone, TimerFired, Validation,
 )
 from node.protocols.release import (
-    AckBody, Chunk, ClaimRecord, ContractStore, ErrorBody, MessageError, claim_chunk, error_message, funds_now,
-    parse, seal,
+    FUNDS_OK, FUNDS_SHORT, FUNDS_UNKNOWN, AckBody, Chunk, ClaimRecord, ContractStore, ErrorBody,
+    MessageError, claim_chunk, error_message, funds_state, parse, seal,
 )
 from node.tee.binding import Binding
 from node.tee.enclave.contracts import PartySig
@@ -180,13 +180,17 @@ def _quote_check(attestations, spec: ContractSpec, k: int, quote: bytes, binding
     return f"untrusted quote of party {k}: {why}" if why else None
 
 
-def _funds_missing(check_funds: Callable[[str, str], bool], spec: ContractSpec, me: int | None) -> str | None:
-    """Why the other parties' committed chunks are not all funded on the ledger (None: they are); blocking."""
+def _funds_missing(check_funds: Callable[[str, str], object], spec: ContractSpec, me: int | None,
+                   price_of=None, tolerance: float = 0.10) -> str | None:
+    """Why the other parties' committed chunks are not all as committed (None: they are): each must hold,
+    confirmed, at least its committed amount, and a declared USD value must be within ``tolerance`` of that
+    amount at our own price (``funds_state``); blocking."""
     for k, p in enumerate(spec.parties):
         if k != me:
             for i, c in enumerate(p.chunks):
-                if funds_now(check_funds, c) is not True:  # unknown counts as not there
-                    return f"funds: party {k} chunk {i}: no funds at {c.address}"
+                state, why = funds_state(check_funds, c, c.usd_cents, price_of, tolerance)
+                if state != FUNDS_OK:  # unknown counts as not there
+                    return f"funds: party {k} chunk {i}: {why}"
     return None
 
 
@@ -194,7 +198,13 @@ def _funds_missing(check_funds: Callable[[str, str], bool], spec: ContractSpec, 
 class ContractRun:
     """One node's side of every language contract it runs. ``claim(chunk) -> txid`` sweeps a key the
     enclave holds (received, or refunded to us) to a fresh address of our owner; ``check_funds(asset,
-    address)`` asks the ledger; ``claim_policy``: "sweep" or "keep" (received keys)."""
+    address) -> node.ledger.base.Balance`` asks the ledger; ``claim_policy``: "sweep" or "keep" (received keys).
+
+    Declared amounts are never believed: at agreement (``start`` / a peer's ``open``) every other party's
+    chunk must hold, confirmed, at least its committed amount, and its declared USD value must be within
+    ``price_tolerance`` of that amount at OUR price (``price_of(asset) -> Price``, the node's feed); each
+    key received is checked the same way before it is claimed and before the contract goes on, so a chunk
+    drained between steps stops the contract (``cheat``) before anything more of ours is released."""
 
     net: str
     enclave: object
@@ -212,12 +222,22 @@ class ContractRun:
     #: ``node.protocols.keyescrow.KeyEscrow``: sends our escrowed chunks' shares to their holders once our enclave
     #: opened the contract (again as signatures come in), and shows the holders the records of keys we receive
     escrow: object | None = None
+    #: ``price_of(asset) -> node.assets.prices.Price``: OUR price (the node's feed); None: the embedded table
+    price_of: Callable[[str], object] | None = None
+    price_tolerance: float = 0.10  # config ``risk.price_tolerance``
 
     def __post_init__(self) -> None:
         if self.claim_policy not in ("sweep", "keep"):
             raise ValueError("claim_policy is 'sweep' or 'keep'")
         if self.claim_policy == "sweep" and self.claim is None:
             raise ValueError("claim_policy 'sweep' needs a claim callable")
+        if not 0 <= self.price_tolerance < 1:
+            raise ValueError(f"price_tolerance must be a fraction in [0, 1), got {self.price_tolerance!r}")
+        if self.price_of is None:
+            from node.assets.prices import StaticPrices
+
+            table = StaticPrices()
+            self.price_of = lambda asset: table.price(asset, 0.0)
         self.topics: list[str] = []
         self.stream_protocols = [PROTOCOL_ID]
         self.local_peer = ""
@@ -375,7 +395,8 @@ class ContractRun:
         me = self._my_party(spec)
         if me is None or not spec.parties[me].runner:
             return "we are not a runner of this contract"
-        missing = None if funds_checked else _funds_missing(self.check_funds, spec, me)
+        missing = None if funds_checked else _funds_missing(self.check_funds, spec, me, self.price_of,
+                                                            self.price_tolerance)
         if missing:
             return missing
         rec = RunRecord(spec.encode(), TRANSITIONS[(None, "start")])
@@ -494,8 +515,14 @@ class ContractRun:
         claim, check_funds, policy = self.claim, self.check_funds, self.claim_policy
 
         def run() -> ClaimRecord:
-            if giver != r.me:
-                return claim_chunk(policy, claim, check_funds, chunk, step)
+            if giver != r.me:  # a peer's key: its chunk must still hold what was committed before we go on
+                # (its USD value was checked at our price at agreement; a price move since is no one's fault)
+                state, why = funds_state(check_funds, chunk)
+                if state == FUNDS_SHORT:
+                    return ClaimRecord(step, "double-spent", "", why)
+                if state == FUNDS_UNKNOWN:
+                    return ClaimRecord(step, "claim-failed", "", why)
+                return claim_chunk(policy, claim, check_funds, chunk, step)  # (gone: the sweep tells who spent)
             if claim is None:  # a refund: the key is ours again; sweep it home when we can
                 return ClaimRecord(step, "refunded", "", "key handed back to the owner (no sweep configured)")
             rec = claim_chunk("sweep", claim, check_funds, chunk, step)
@@ -670,8 +697,8 @@ class ContractRun:
         if len(waiting) > 1:
             return []  # a check of this contract is in flight already
         me = self._my_party(spec)
-        check = self.check_funds
-        return [RunTask(f"contract-run.funds:{cid.hex()}", lambda: _funds_missing(check, spec, me))]
+        check, price_of, tol = self.check_funds, self.price_of, self.price_tolerance
+        return [RunTask(f"contract-run.funds:{cid.hex()}", lambda: _funds_missing(check, spec, me, price_of, tol))]
 
     def _on_funds(self, ev: TaskDone, now: float) -> list[Command]:
         cid = bytes.fromhex(ev.name.split(":", 1)[1])

@@ -50,7 +50,8 @@ not-expected, attestation, not-held, funds, double-spent) and a reason; input ne
 Before releasing its next key a side requires that the key of the peer's
 previous round was accepted by its enclave (``contract_accept`` checks the
 signed record and the key against the committed deposit key) and that the funds
-are still there (``check_funds``, or a sweep that landed). When our release
+are still there: at least the committed amount, confirmed (``check_funds``, ``funds_state``; a chunk
+holding less stops the contract), or a sweep that landed. When our release
 follows the peer's round at once (a swap: every round but the last), the funds
 are checked first and then one enclave call does the rest (``contract_step``:
 the key taken with every check of ``contract_accept``, the ack signed, our next
@@ -477,7 +478,9 @@ class Contract:
 class ReleaseProtocol:
     """One node's side of every release contract it takes part in.
 
-    ``check_funds(asset, address) -> bool``: are the deposit's funds still there (ledger);
+    ``check_funds(asset, address) -> node.ledger.base.Balance``: the deposit address's balance on our
+    ledger; a peer's chunk counts as funded only when its confirmed balance, net of pending spends, is at least
+    the amount committed in the schedule (``funds_state``: at agreement and before each release of ours);
     ``claim(chunk) -> txid``: sweep a received key to a fresh owner address (raises
     ``node.ledger.base.AlreadySpent`` when the funds are gone); ``claim_policy``: "sweep" or "keep".
     """
@@ -487,7 +490,7 @@ class ReleaseProtocol:
     binding: Binding
     quote: bytes
     attestations: object  # AttestationCache: check(quote, binding, now) -> None | reason
-    check_funds: Callable[[str, str], bool]
+    check_funds: Callable[[str, str], object]
     claim: Callable[[Chunk], str] | None = None
     store: ContractStore = field(default_factory=ContractStore)
     claim_policy: str = "sweep"
@@ -594,9 +597,9 @@ class ReleaseProtocol:
 
         with ThreadPoolExecutor(max_workers=min(8, max(1, len(rounds)))) as pool:
             there = list(pool.map(lambda rc: self._funds_now(rc[1]), rounds))
-        for (r, ch), ok in zip(rounds, there):
-            if ok is not True:
-                return f"round {r}: no funds at {ch.address}" + (f" ({ok})" if isinstance(ok, str) else "")
+        for (r, ch), (state, why) in zip(rounds, there):
+            if state != FUNDS_OK:  # short, gone or unknown: no agreement
+                return f"round {r}: {why}"
         return None
 
     def _offered_funds(self, name: str, schedule: Schedule, giver: int, then) -> list[Command]:
@@ -725,8 +728,9 @@ class ReleaseProtocol:
         c.busy.add((kind, r))
         return RunTask(f"release.task:{c.key}:{kind}:{r}", run)
 
-    def _funds_now(self, chunk: Chunk) -> bool | str:
-        return funds_now(self.check_funds, chunk)
+    def _funds_now(self, chunk: Chunk) -> tuple[str, str]:
+        """(state, reason) of the chunk's committed funds on our ledger (``funds_state``)."""
+        return funds_state(self.check_funds, chunk)
 
     def _settle(self, c: Contract, now: float) -> tuple[list[Command], bool]:
         """Start the ledger work the received keys still need: (commands, stopped). A received key is
@@ -760,6 +764,12 @@ class ReleaseProtocol:
         c.spent[kind] = c.spent.get(kind, 0.0) + secs
         chunk = c.rounds[r].chunk
         cmds: list[Command] = []
+        if kind == "funds":  # (state, reason) -> True (all there), False (nothing left), reason (unknown)
+            state, why = out if isinstance(out, tuple) else (FUNDS_UNKNOWN, str(out))
+            if state == FUNDS_SHORT:  # less than committed: the peer's chunk is not what it agreed to give;
+                # nothing more of ours goes out (its key, if it came, is not taken)
+                return self._stop(c, "cheat", f"round {r}: {why}", now)
+            out = True if state == FUNDS_OK else False if state == FUNDS_GONE else why
         if kind == "funds" and r in c.waiting:
             if out is True:
                 return self._step(c, r, now)
@@ -1341,13 +1351,69 @@ def verify_cheating_proof(proof: CheatingProof, *, net: str | None = None) -> by
 
 
 # ------------------------------------------------------------------ claims
-def funds_now(check_funds: Callable[[str, str], bool], chunk: Chunk) -> bool | str:
-    """``check_funds`` for the chunk, or the reason it could not answer (our ledger, not the peer: retried);
-    blocking: run it as a task (``RunTask``), never inside ``handle``."""
+FUNDS_OK, FUNDS_SHORT, FUNDS_GONE, FUNDS_UNKNOWN = "ok", "short", "gone", "unknown"
+
+
+def _held(answer) -> int | None:
+    """The confirmed balance no pending transaction spends, from a ``check_funds`` answer: a
+    ``node.ledger.base.Balance`` (min of confirmed and unconfirmed) or an int; None for anything else (a
+    yes/no answer cannot show an amount)."""
+    from node.ledger.base import Balance
+
+    if isinstance(answer, Balance):
+        return min(answer.confirmed, answer.unconfirmed)
+    if isinstance(answer, int) and not isinstance(answer, bool):
+        return answer
+    return None
+
+
+def funds_state(check_funds: Callable[[str, str], object], chunk, usd_cents: int = 0, price_of=None,
+                tolerance: float = 0.10) -> tuple[str, str]:
+    """Does ``chunk`` hold, CONFIRMED and unspent, at least its committed ``amount`` (and, when a USD value
+    was declared for it, ``usd_cents``, is that value within ``tolerance`` of the amount at our own price,
+    ``price_of(asset) -> Price``)? (state, reason): ``FUNDS_OK`` / ``FUNDS_SHORT`` (less than committed, or a
+    declared value our price does not bear out) / ``FUNDS_GONE`` (nothing left) / ``FUNDS_UNKNOWN`` (our
+    ledger or price feed could not answer: retried, no one blamed). Never believes the declared amount: the
+    ledger's confirmed balance decides. Blocking: run it as a task (``RunTask``), never inside ``handle``."""
+    if usd_cents and price_of is not None:
+        from node.assets.prices import declared_usd_mismatch
+
+        try:
+            price = price_of(chunk.asset)
+        except Exception as exc:
+            return FUNDS_UNKNOWN, f"price unknown for {chunk.asset}: {type(exc).__name__}: {exc}"
+        bad = declared_usd_mismatch(chunk.asset, chunk.amount, usd_cents, price, tolerance)
+        if bad:
+            return FUNDS_SHORT, f"price check: chunk at {chunk.address}: {bad}"
     try:
-        return bool(check_funds(chunk.asset, chunk.address))
+        answer = check_funds(chunk.asset, chunk.address)
+    except Exception as exc:  # ledger unreachable: do not go on without knowing
+        return FUNDS_UNKNOWN, f"funds unknown: {type(exc).__name__}: {exc}"
+    have = _held(answer)
+    if have is None:
+        return FUNDS_UNKNOWN, (f"funds unknown: the ledger answer {answer!r} is not a confirmed balance "
+                               "(check_funds must return node.ledger.base.Balance)")
+    if have >= chunk.amount:
+        return FUNDS_OK, ""
+    if have <= 0:
+        return FUNDS_GONE, f"funds check: no confirmed funds at {chunk.address} (committed {chunk.amount})"
+    return FUNDS_SHORT, (f"funds check: {chunk.address} holds {have} confirmed, less than the committed "
+                         f"amount {chunk.amount} of {chunk.asset}")
+
+
+def funds_now(check_funds: Callable[[str, str], object], chunk: Chunk) -> bool | str:
+    """Are the chunk's committed funds there: True, False (gone, or less than its committed amount), or the
+    reason our ledger could not answer (not the peer: retried); blocking: run it as a task (``RunTask``),
+    never inside ``handle``. A plain yes/no ``check_funds`` (key escrow's recovery sweep asks only whether
+    the funds went elsewhere) is taken as it is."""
+    try:
+        answer = check_funds(chunk.asset, chunk.address)
     except Exception as exc:  # ledger unreachable: do not go on without knowing
         return f"funds unknown: {type(exc).__name__}: {exc}"
+    if isinstance(answer, bool):
+        return answer
+    state, why = funds_state(lambda a, b: answer, chunk)
+    return why if state == FUNDS_UNKNOWN else state == FUNDS_OK
 
 
 def claim_chunk(policy: str, claim: Callable[[Chunk], str] | None, check_funds: Callable[[str, str], bool],

@@ -48,6 +48,7 @@ from typing import Callable
 import msgspec
 
 from node import peerkey, wire
+from node.assets.prices import DEFAULT_PRICE_TOLERANCE, StaticPrices, declared_usd_mismatch
 from node.protocols.base import (
     Command, Event, GossipReceived, Notify, Publish, RequestReceived, Respond, ResponseReceived, SendRequest,
     SetTimer, Started, TimerFired, Validation, topic,
@@ -281,6 +282,8 @@ class OpenRequest:
     rounds: int = 1  # 2 after a re-ask with a wider draw
     proposals: dict[str, Proposal] = field(default_factory=dict)  # proposer -> proposal
     refused: dict[str, str] = field(default_factory=dict)  # proposer -> reason
+    #: our book's offers of the request's asset and our price of it, read at the first proposal (``_mispriced``)
+    priced: tuple[dict, dict] | None = None
 
 
 @dataclass(frozen=True)
@@ -308,7 +311,15 @@ class RfpProtocol:
 
     def __init__(self, *, net: str, engine, sign: Callable[[bytes], bytes], proposal_ttl: float = 60.0,
                  max_open: int = 64, seen_limit: int = 10_000,
-                 target_proposals: int = DEFAULT_TARGET_PROPOSALS) -> None:
+                 target_proposals: int = DEFAULT_TARGET_PROPOSALS, prices=None,
+                 price_tolerance: float = DEFAULT_PRICE_TOLERANCE) -> None:
+        """``prices``: OUR price feed (``node.assets.prices.PriceFeed``; default the embedded table): a
+        proposal whose USD value of an offer strays from the offer's amount at our price beyond
+        ``price_tolerance`` (config ``risk.price_tolerance``) is ignored, its reason counted."""
+        if not 0 <= price_tolerance < 1:
+            raise ValueError(f"price_tolerance must be a fraction in [0, 1), got {price_tolerance!r}")
+        self.prices = prices if prices is not None else StaticPrices()
+        self.price_tolerance = price_tolerance
         self.net = net
         self.topic = topic(net, "requests", 1)
         self.topics = [self.topic]
@@ -466,9 +477,41 @@ class RfpProtocol:
             if open_ is not None:
                 open_.refused[ev.peer] = v.reason
             return [Respond(ev.request_id, wire.encode(Ack(False, f"[{v.result.value.upper()}] {v.reason}")))]
+        why = self._mispriced(open_, prop, now)
+        if why:  # [IGNORE] a value our own price does not bear out: the proposal is not counted
+            self.stats["proposals_refused"] += 1
+            key = f"proposal ignore: price: {why.split(':', 1)[0][:40]}"
+            self.reasons[key] = self.reasons.get(key, 0) + 1
+            open_.refused[ev.peer] = why
+            return [Respond(ev.request_id, wire.encode(Ack(False, f"[IGNORE] {why}")))]
         self.stats["proposals_in"] += 1
         open_.proposals[prop.proposer] = prop
         return [Respond(ev.request_id, wire.encode(Ack(True, "")))]
+
+    def _mispriced(self, open_: OpenRequest, prop: Proposal, now: float) -> str | None:
+        """Why an offer's USD value in ``prop`` is not believed (None: every one is within tolerance): each
+        offer our book holds is priced from its amount at OUR price (``declared_usd_mismatch``); offers our
+        book does not hold are never used (``_decide``). Book and prices are read once per request."""
+        from node.assets.prices import PriceError
+
+        if open_.priced is None:
+            open_.priced = ({c.offer_id: c for c in self.engine.candidates(open_.request.asset, now)}, {})
+        book, prices = open_.priced
+        for o in prop.offers:
+            c = book.get(o.offer_id)
+            if c is None:
+                continue
+            if c.asset not in prices:
+                try:
+                    prices[c.asset] = self.prices.price(c.asset, now)
+                except PriceError as exc:
+                    return f"price unknown: {exc}"
+            price = prices[c.asset]
+            for declared, whose in ((o.usd_cents, "proposal"), (c.usd_cents, "offer sheet")):
+                bad = declared_usd_mismatch(c.asset, c.amount, declared, price, self.price_tolerance)
+                if bad:
+                    return f"price check: offer {o.offer_id.hex()[:16]} ({whose}): {bad}"
+        return None
 
     # -------------------------------------------------------- application
     def request(self, asset: str, usd_cents: int, contract: str, now: float, *, limits: Limits | None = None,

@@ -35,6 +35,20 @@ FEE = FEES["utxo"]
 POLICY = AttestationPolicy.dev()
 
 
+def prices_for(usd: int):
+    """Our own price feed in these tests: ``AMOUNT`` smallest units of any asset are worth ``usd`` cents (the
+    value the sides commit their chunks at), so declared values agree with the receiver's own price."""
+    from decimal import Decimal
+
+    from node.assets import get_asset
+    from node.assets.prices import Price
+
+    def price_of(asset: str) -> Price:
+        return Price(asset, Decimal(usd) / 100 / (Decimal(AMOUNT) / get_asset(asset).unit), NOW, "test")
+
+    return price_of
+
+
 class StepEnclave(release_tests.StepEnclave):
     """Counts (and crashes at) the enclave calls that change its sealed state."""
 
@@ -46,6 +60,7 @@ class Side:
                  usd: int = 5_000) -> None:
         self.name, self.peer_id, self.dir, self.ledger = name, f"12D3Koo{name}", root / name, ledger
         self.plan = plan or Plan()
+        self.usd = usd
         self.raw = InProcessEnclave(self.dir)
         self.commits: list[Commit] = []
         if asset:
@@ -73,10 +88,11 @@ class Side:
         proto = ContractRun(
             net=NET, enclave=self.enc, quote=self.quote, binding=self.binding,
             attestations=AttestationCache(default_attestation_verifier(POLICY)),
-            check_funds=lambda asset, addr: self.ledger.balance(asset, addr).unconfirmed > 0,
+            check_funds=lambda asset, addr: self.ledger.balance(asset, addr),
             claim=lambda chunk: self.plan.step("claim", claim, chunk),
             store=ContractStore(self.dir / "runs", durable=False, record_type=RunRecord),
             round_timeout=30.0, retry_interval=2.0)
+        proto.price_of = prices_for(self.usd)  # our own price feed
         for s in self.specs:
             proto.expect(s)
         return proto

@@ -13,7 +13,7 @@ import coincurve
 import pytest
 
 from node import wire
-from node.assets import address_for
+from node.assets import StaticPrices, address_for, usd_value_cents
 from node.contracts import stdlib
 from node.contracts.spec import Commit, EscrowHolder, EscrowTerm, PartySpec, approval_digest, make_spec, spec_id
 from node.ledger.devnet import FEES, DevLedger
@@ -54,7 +54,8 @@ class World:
         for pub in self.pubs:
             addr = address_for(ASSET, pub)
             self.ledger.faucet(ASSET, addr, AMOUNT)
-            self.commits.append(Commit(pub, ASSET, addr, AMOUNT, 5_000))
+            self.commits.append(Commit(pub, ASSET, addr, AMOUNT, usd_value_cents(ASSET, AMOUNT, StaticPrices().price(
+                ASSET, NOW))))  # the value at the receivers' own price (a declared value is checked against it)
         b = {n: e[n].binding_for(NET, n) for n in ("P", "Q", "R")}
         self.term = EscrowTerm(0, [], [EscrowHolder(h.info().enc_pub, f"H{i}") for i, h in enumerate(self.holders)],
                                k, e["heir"].info().enc_pub)
@@ -74,7 +75,7 @@ class World:
         self.now = NOW
 
     def funds(self, asset, addr):
-        return self.ledger.balance(asset, addr).unconfirmed > 0
+        return self.ledger.balance(asset, addr)  # the balance: a chunk must hold its committed amount
 
     def _runner(self, name, binding):
         enc = self.enc[name]

@@ -111,7 +111,7 @@ class Side:
         proto = ReleaseProtocol(
             net=NET, enclave=self.enc, binding=self.binding, quote=self.quote,
             attestations=AttestationCache(default_attestation_verifier(POLICY)),
-            check_funds=lambda asset, addr: self.ledger.balance(asset, addr).unconfirmed > 0,
+            check_funds=lambda asset, addr: self.ledger.balance(asset, addr),
             claim=lambda chunk: self.plan.step("claim", claim, chunk),
             store=ContractStore(self.dir / "contracts", durable=False), claim_policy=self.claim_policy,
             round_timeout=30.0, retry_interval=2.0,

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node import wire
+from node.assets.prices import StaticPrices
 from node.offerbook import OfferBook, device_id_of
 from node.peerkey import PeerSigner
 from node.protocols.base import Result
@@ -26,6 +27,7 @@ from node.tee.binding import Binding
 
 NET = "testnet"
 NOW = 1_000.0
+OUR_PRICES = StaticPrices({"BTC": "500000"})  # the nodes' own price: a 10,000-unit chunk is worth $50
 
 
 def key33(i: int) -> bytes:
@@ -49,7 +51,10 @@ def node(classes: ClassRegistry | None = None, seed: bytes | None = None, **kw):
     for body in sheets():
         book.apply_sheet(body, now=NOW)
     engine = RiskEngine(book, classes=classes, limits=Limits(3, 0.34, 0.5))
-    return signer, RfpProtocol(net=NET, engine=engine, sign=signer.sign, **kw)
+    prices = kw.pop("prices", OUR_PRICES)
+    proto = RfpProtocol(net=NET, engine=engine, sign=signer.sign, **kw)
+    proto.prices = prices
+    return signer, proto
 
 
 def network(n: int = 5, **kw):

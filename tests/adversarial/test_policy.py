@@ -1,0 +1,171 @@
+"""The host's contract policy knows the stdlib contracts by the exact hash of their source and parameter schema,
+never by words in their text (issue #17, finding 3).
+
+Two real nodes (SwapDesk over make_offer_stack + add_switchboard: real in-process enclaves, offer books,
+deposits on a shared dev ledger) exchange offer sheets over the in-memory gossip harness. The attacker
+(the buyer) proposes an "option" over ``/keyswitch/contract/1`` whose source is the stdlib option with a
+harmless-looking change, or another contract carrying the stdlib's words in a comment; the victim (the
+writer) must refuse it, with the reason. On the old code it agreed, and once the attacker opened the
+contract the writer's enclave released the underlying with no strike (or premium) paid.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from node import config, identity
+from node.contracts import stdlib
+from node.contracts.spec import Commit, PartySpec, make_spec, spec_id
+from node.daemon import add_switchboard, make_offer_stack
+from node.deposits import DepositStore, make_deposits
+from node.ledger.devnet import DevLedger
+from node.protocols.testing import GossipNet
+from node.swaps import SwapDesk
+
+NET = "dev"
+OPTION = stdlib.source("option")
+#: "and" -> "or": the writer's chunk j goes to the buyer once the contract is valid, strike paid or not
+TWEAKED = OPTION.replace("release writer[j] to buyer when valid and moved_to(buyer, s, writer)",
+                         "release writer[j] to buyer when valid or moved_to(buyer, s, writer)")
+#: another contract altogether, with the stdlib's words in a comment
+GIFT = """# contract option (see the stdlib): parties buyer, writer; premium, strike and expiry as usual
+contract gift
+parties buyer, writer
+param height_asset: str
+param premium_chunks: int
+param premium_by: int
+param expiry: int
+
+for j in 0 .. chunks(writer) {
+    release writer[j] to buyer when height(height_asset) >= 0
+}
+"""
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def now(self) -> float:
+        return self.t
+
+
+def make_node(root, name: str, ledger, asset: str, n: int, now: float, **desk):
+    d = root / name
+    d.mkdir(parents=True)
+    pid = identity.peer_id(d)
+    stack = make_offer_stack(d, NET, pid, in_process=True)
+    store = DepositStore(d / "deposits.sqlite")
+    stack.extra.update(ledger=ledger, deposits=store, datadir=d, chunk_usd_cents=5_000)
+    make_deposits(stack.enclave, ledger, store, asset=asset, chunks=n, chunk_usd_cents=5_000, now=now, net=NET,
+                  peer_id=pid)
+    stack.refresh_offers(now)
+    add_switchboard(stack, d)
+    stack.desk = SwapDesk(stack, clock=Clock(now), **desk)
+    return stack
+
+
+def connect(net, now: float, *stacks) -> None:
+    """The nodes on one gossip mesh, each announcing its offer sheet to the others."""
+    for s in stacks:
+        net.add(s.peer_id, s.protocol, s.rfp, s.desk.run, s.desk.release, now=now)
+    for s in stacks:
+        net.call(s.peer_id, s.protocol, s.protocol.announce(now), now)
+    for s in stacks:  # each holds the other's sheet
+        assert s.book.count(now=now) == sum(len(o.protocol.own.offers) for o in stacks if o is not s)
+
+
+@pytest.fixture
+def world(tmp_path):
+    now = time.time()
+    ledger = DevLedger(None, automine=True)
+    buyer = make_node(tmp_path, "buyer", ledger, "BTC-REG", 3, now)
+    writer = make_node(tmp_path, "writer", ledger, "BTC-REG", 2, now)
+    net = GossipNet()
+    connect(net, now, buyer, writer)
+    yield net, buyer, writer, now
+    for s in (buyer, writer):
+        s.close()
+
+
+def option_spec(buyer, writer, source: str, now: float):
+    """What the attacker (buyer) builds: its 3 chunks (1 premium, 2 strike) and the writer's 2 offers."""
+    commits = [Commit(o.pubkey, o.asset, o.address, o.amount, o.usd_cents) for o in buyer.protocol.own.offers]
+    theirs = [Commit(o.pubkey, o.asset, o.address, o.amount, o.usd_cents) for o in writer.protocol.own.offers]
+    params = {"height_asset": "BTC-REG", "premium_chunks": 1, "premium_by": 10_000, "expiry": 10_000}
+    return make_spec(NET, source, params, [PartySpec(buyer.protocol.own.binding, commits),
+                                           PartySpec(writer.protocol.own.binding, theirs)])
+
+
+def propose(net, buyer, writer, spec, now: float) -> tuple[bool, str]:
+    """The attacker's ContractOffer over /keyswitch/contract/1, as the wire carries it."""
+    rid, cmds = buyer.rfp.offer_contract(writer.peer_id, "option", spec.encode(), now)
+    net.call(buyer.peer_id, buyer.rfp, cmds, now)
+    return buyer.rfp.contract_answers[rid]
+
+
+def run_contract(net, buyer, writer, spec, now: float) -> list[str]:
+    """The attacker opens the contract; heights flow; what the writer's enclave released."""
+    net.call(buyer.peer_id, buyer.desk.run, buyer.desk.run.start(spec, now), now)
+    for s in (buyer, writer):
+        net.call(s.peer_id, s.desk.run, s.desk.run.observe_height("BTC-REG", 100, now), now)
+    return [k.pubkey.hex() for k in writer.enclave.list_keys() if k.state == "released"]
+
+
+@pytest.mark.parametrize("source", [TWEAKED, GIFT], ids=["stdlib-option-tweaked", "stdlib-words-in-a-comment"])
+def test_an_option_that_only_looks_like_the_stdlib_one_is_refused_with_the_reason(world, source):
+    net, buyer, writer, now = world
+    assert source != OPTION and "contract option" in source  # the old policy's text search finds the words
+    spec = option_spec(buyer, writer, source, now)
+    accepted, reason = propose(net, buyer, writer, spec, now)
+    released = run_contract(net, buyer, writer, spec, now)
+    assert released == [], f"the writer's enclave released {len(released)} chunk(s) of the underlying"
+    assert not accepted
+    assert "contract policy: a option offer must carry the stdlib option contract" in reason
+    assert stdlib.source_hash(source) in reason and stdlib.SOURCE_HASHES["option"] in reason
+    assert writer.desk.run.state(spec_id(spec)) is None
+
+
+def test_the_stdlib_option_itself_is_agreed(world):
+    net, buyer, writer, now = world
+    spec = option_spec(buyer, writer, OPTION, now)
+    assert propose(net, buyer, writer, spec, now) == (True, "")
+
+
+def test_another_contract_runs_only_when_the_operator_allowed_its_hash(tmp_path):
+    now = time.time()
+    ledger = DevLedger(None, automine=True)
+    buyer = make_node(tmp_path, "buyer", ledger, "BTC-REG", 3, now)
+    writer = make_node(tmp_path, "writer", ledger, "BTC-REG", 2, now,
+                       allowed_hashes=[stdlib.source_hash(TWEAKED).upper()])
+    try:
+        net = GossipNet()
+        connect(net, now, buyer, writer)
+        assert propose(net, buyer, writer, option_spec(buyer, writer, TWEAKED, now), now) == (True, "")
+        accepted, reason = propose(net, buyer, writer, option_spec(buyer, writer, GIFT, now), now)
+        assert not accepted and stdlib.source_hash(GIFT) in reason
+    finally:
+        buyer.close()
+        writer.close()
+
+
+def test_the_stdlib_option_with_another_parameter_schema_is_not_the_stdlib_option():
+    name, why = stdlib.identify(OPTION, {"height_asset": "BTC-REG", "premium_chunks": True, "premium_by": 1,
+                                         "expiry": 2})
+    assert name is None and "parameter premium_chunks is bool, the stdlib option takes int" in why
+    name, why = stdlib.identify(OPTION, {"height_asset": "BTC-REG", "premium_chunks": 1, "premium_by": 1})
+    assert name is None and "are not the stdlib option's" in why
+    assert stdlib.identify(OPTION, {"height_asset": "X", "premium_chunks": 1, "premium_by": 1, "expiry": 2}) == (
+        "option", "")
+
+
+@pytest.mark.parametrize("bad", ["abc", "g" * 64, "a" * 63, "a" * 65])
+def test_contracts_allowed_hashes_takes_only_sha256_hex(tmp_path, bad):
+    with pytest.raises(config.ConfigError) as ei:
+        config.load(tmp_path, env={"KEYSWITCH_CONTRACTS_ALLOWED_HASHES": f"{'a' * 64},{bad}"})
+    assert ei.value.key == "contracts.allowed_hashes" and "64 hex characters" in str(ei.value)
+    ok = config.load(tmp_path, env={"KEYSWITCH_CONTRACTS_ALLOWED_HASHES": "a" * 64})
+    assert ok["contracts.allowed_hashes"] == ["a" * 64]
+    assert config.load(tmp_path, env={})["contracts.allowed_hashes"] == []
