@@ -3,15 +3,16 @@
 import pytest
 
 from node.tee.client import EnclaveRefused, InProcessEnclave, SubprocessEnclave
+from tests.tee.testbuild import RawOps, RawOpsSubprocess  # the test build: raw release/resend/accept
 
 CTX = b"contract-7f3a/time-lock"
 
 
 @pytest.fixture
 def world(tmp_path):
-    owner = InProcessEnclave(tmp_path / "owner")
+    owner = RawOps(tmp_path / "owner")
     holders = [InProcessEnclave(tmp_path / f"h{i}") for i in range(3)]
-    heir = InProcessEnclave(tmp_path / "heir")
+    heir = RawOps(tmp_path / "heir")
     stranger = InProcessEnclave(tmp_path / "stranger")
     yield tmp_path, owner, holders, heir, stranger
     for e in [owner, *holders, heir, stranger]:

@@ -217,12 +217,39 @@ class Contracts:
 
     # -- helpers ---------------------------------------------------------------------------
     def committed(self, pub: bytes) -> bool:
-        """Is ``pub`` one of our chunks in a contract this enclave opened?"""
+        """Is ``pub`` one of our chunks committed to an open contract (``committed_to``)?"""
+        return self.committed_to(pub) is not None
+
+    def committed_to(self, pub: bytes) -> bytes | None:
+        """The id of the open contract ``pub`` (one of our chunks) is committed to, else None (I1).
+
+        A chunk stays committed until it moved under that contract (released to a party, or refunded to us),
+        or the contract ended without a release of it (status no longer "running" and the contract releases
+        nothing of that chunk): only then may its owner export it, split it or commit it again."""
         for st in self._all:
             _, spec = self._get(st.cid)
-            if any(c.pubkey == pub for c in spec.parties[st.me].chunks):
-                return True
-        return False
+            idx = [i for i, c in enumerate(spec.parties[st.me].chunks) if c.pubkey == pub]
+            if not idx:
+                continue
+            if all(any(m.giver == st.me and m.index == i for m in st.moved) for i in idx):
+                continue  # it moved under this contract: the key's own state (released / exported) governs
+            if self._ended_without(st, spec, idx):
+                continue
+            return st.cid
+        return None
+
+    def _ended_without(self, st: ContractState, spec: ContractSpec, idx: list[int]) -> bool:
+        """The contract ended (not running) and releases none of our chunks ``idx`` to anyone."""
+        from node.contracts import ViewError
+
+        if self._missing(st, spec):
+            return False  # not every runner signed: it cannot be said to have ended
+        try:
+            out = evaluate(compile_spec(spec), self._view(st, spec))
+        except (ContractRuntimeError, StepLimitExceeded, ViewError):
+            return False
+        me = spec.ids[st.me]
+        return out.status != "running" and not any(r.giver == me and r.index in idx for r in out.releases)
 
     @property
     def _all(self) -> list[ContractState]:
@@ -318,6 +345,10 @@ class Contracts:
                 if rec is None or rec.state not in ("held", "received"):  # received: a key kept from a contract
                     state = "unknown" if rec is None else rec.state
                     raise _refusal("not-held", f"our chunk {i}: deposit key {c.pubkey.hex()[:16]}... is {state}")
+                other = self.committed_to(c.pubkey)
+                if other is not None:  # I1: one key, one open contract
+                    raise _refusal("committed", f"our chunk {i}: deposit key {c.pubkey.hex()[:16]}... is already "
+                                   f"committed to open contract {other.hex()[:16]}...")
             st = ContractState(cid, spec.encode(), me, [PartySig(me, own)])
             self._all.append(st)
             self._specs[cid] = spec
@@ -588,6 +619,9 @@ class Holdings(Contracts):
 
     def committed(self, pub: bytes) -> bool:  # a holder commits nothing
         return False
+
+    def committed_to(self, pub: bytes) -> bytes | None:
+        return None
 
     def _shares(self, cid: bytes) -> list[ContractShare]:
         return [s for s in self.core._state.cshares if s.share.cid == cid]

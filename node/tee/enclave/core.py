@@ -358,6 +358,10 @@ class EnclaveCore:
                     raise Refusal("unknown-key", f"item {i}: this enclave does not hold key {pub.hex()[:16]}...")
                 if rec.state not in SPENDABLE:
                     raise Refusal("key-not-held", f"item {i}: key {pub.hex()[:16]}... is {rec.state}")
+                cid = self.contracts.committed_to(pub)
+                if cid is not None:  # I4: a committed key is not for sale (and would be sold twice)
+                    raise Refusal("committed", f"item {i}: key {pub.hex()[:16]}... is committed to open contract "
+                                  f"{cid.hex()[:16]}...; it is not offered")
                 if pub not in sheet:
                     raise Refusal("key-not-in-sheet", f"item {i}: key {pub.hex()[:16]}... does not occur in the sheet")
             digests.append(tagged_hash(OFFER_SHEET_TAG, sheet))
@@ -378,7 +382,7 @@ class EnclaveCore:
         and the transfer to record in the same sealed write). A key committed to an open contract is released
         only by that contract."""
         rec = self._record(pub)
-        if _moved is None and self.contracts.committed(pub):
+        if _moved is None and self.contracts.committed_to(pub) is not None:
             raise Refusal("committed", f"key {pub.hex()[:16]}... is committed to a contract; only the contract "
                           "releases it (contract_release)")
         if rec.state == ESCROWED and recipient != rec.recipient:
@@ -451,6 +455,12 @@ class EnclaveCore:
         """The one place a private key leaves in the clear: to the owner's wallet (also a contract's refund,
         ``_moved`` recording it in the contract's view in the same sealed write)."""
         rec = self._record(pub)
+        if _moved is None:
+            cid = self.contracts.committed_to(pub)
+            if cid is not None:  # I1: only the contract (contract_refund) hands a committed key back
+                raise Refusal("committed", f"key {pub.hex()[:16]}... is committed to open contract "
+                              f"{cid.hex()[:16]}...; it goes back to its owner only by that contract's refund "
+                              "(contract_refund), not by export")
         if rec.state == ESCROWED:
             raise Refusal("escrowed", f"key {pub.hex()[:16]}... is in escrow; not exportable")
         if rec.state == RELEASED:
@@ -481,6 +491,10 @@ class EnclaveCore:
         rec = self._record(pub)
         if rec.state not in SPENDABLE:
             raise Refusal("key-not-held", f"key {pub.hex()[:16]}... is {rec.state}; only a held key is escrowed")
+        cid = self.contracts.committed_to(pub)
+        if cid is not None:  # I1: a raw split would hand a committed key to whoever holds k shares
+            raise Refusal("committed", f"key {pub.hex()[:16]}... is committed to open contract {cid.hex()[:16]}...; "
+                          "a raw escrow split is refused (the contract's own escrow terms split it)")
         if not 2 <= k <= len(holders) <= MAX_ESCROW_HOLDERS:
             raise Refusal("bad-request", f"need 2 <= k <= holders <= {MAX_ESCROW_HOLDERS}")
         if len(set(holders)) != len(holders) or not all(_valid_pub(h) for h in holders) or not _valid_pub(beneficiary):
