@@ -14,6 +14,7 @@ from node.contracts.spec import Commit, PartySpec, approval_digest, make_spec
 from node.crypto import pubkey_of
 from node.tee.client import EnclaveRefused, InProcessEnclave, SubprocessEnclave
 from node.tee.enclave import messages as m
+from tests.tee.testbuild import attest
 
 NET = "dev"
 
@@ -21,6 +22,7 @@ NET = "dev"
 def _escrow(payer, payee, arb, *, refund_height=300):
     """An escrow contract: the payer commits one chunk, released to the payee on the arbiter's approval,
     refunded to the payer at ``refund_height``. Both runners opened it and exchanged signatures."""
+    attest(payer, payee)  # the runners' enclaves verified each other's quotes (I3)
     (pub,) = payer.generate_keys(1)
     spec = make_spec(NET, stdlib.source("escrow"), {"height_asset": "BTC-REG", "refund_height": refund_height}, [
         PartySpec(payer.binding_for(NET, "P"), [Commit(pub, "BTC-REG", address_for("BTC-REG", pub), 1000, 5000)]),
@@ -139,3 +141,69 @@ def test_the_production_enclave_process_refuses_test_only_operations(tmp_path):
         assert [k.state for k in e.list_keys()] == ["held"]
     finally:
         e.close()
+
+
+def _host_binding(peer: str = "H"):
+    """A "party" made of plain host keys: the host holds both private keys."""
+    from node.tee.binding import Binding
+
+    hs, he = coincurve.PrivateKey(), coincurve.PrivateKey()
+    return hs, he, Binding(NET, peer, pubkey_of(hs), pubkey_of(he))
+
+
+def test_a_contract_party_made_of_host_keys_receives_nothing():
+    """I3: a first contract (the key is not committed elsewhere) whose receiving party is the host's own keys;
+    the enclave never saw that party's quote. Old code: the release record's ciphertext opens with the host's
+    ECIES key, so the host reads the deposit key."""
+    from node.contracts.spec import release_context
+    from node.crypto import ecies_decrypt
+    from node.contracts.spec import ReleaseBody
+    from node import wire
+    from node.tee.enclave.core import release_aad
+
+    e = InProcessEnclave(None)
+    (pub,) = e.generate_keys(1)
+    hs, he, fake = _host_binding()
+    spec = make_spec(NET, stdlib.source("turns"), {}, [
+        PartySpec(e.binding_for(NET, "giver"), [Commit(pub, "BTC-REG", address_for("BTC-REG", pub), 1000, 5000)]),
+        PartySpec(fake, [], runner=False)])
+    cid = e.contract_open(spec.encode()).cid
+    try:
+        record = e.contract_release(cid, 0, 1)
+    except EnclaveRefused as exc:
+        assert exc.code == "unattested" and "[1]" in exc.reason
+        return
+    body = wire.decode(wire.decode(record, wire.Signed).body, ReleaseBody)
+    secret = ecies_decrypt(he, body.ciphertext, release_aad(pub, release_context(cid, body.round)))
+    pytest.fail(f"the host read the deposit key of {pub.hex()[:16]}... ({len(secret)} bytes)")
+
+
+def test_a_peer_quote_that_is_not_for_the_binding_or_not_our_build_is_refused():
+    """I3, the verification itself: a genuine quote of another enclave replayed for host keys, and a
+    quote of the right keys but another measurement, are both refused with the verifier's reason."""
+    from node.tee.enclave import simformat
+
+    a, b = InProcessEnclave(None), InProcessEnclave(None)
+    hs, he, fake = _host_binding()
+    real = b.binding_for(NET, "B")
+    with pytest.raises(EnclaveRefused) as exc:  # b's real quote, for a binding naming host keys
+        a.attest_peer(fake, b.quote(real))
+    assert exc.value.code == "untrusted-quote" and "binding-mismatch" in exc.value.reason
+    device = coincurve.PrivateKey()  # a host-made "device" certified by the (public) dev root, other code
+    other = simformat.make_quote(device, simformat.certify_device(pubkey_of(device)), measurement=b"\x11" * 32,
+                                 report_data=fake.report_data(), timestamp=int(__import__("time").time()))
+    with pytest.raises(EnclaveRefused) as exc:
+        a.attest_peer(fake, other)
+    assert exc.value.code == "untrusted-quote" and "measurement-not-allowed" in exc.value.reason
+    assert a.attest_peer(real, b.quote(real)) == real.enc_pub  # the real thing
+
+
+def test_a_raw_escrow_split_to_host_made_holders_is_refused():
+    """I3 via EscrowSplit: "holders" and "beneficiary" that are host keys (the host then rebuilds the key)."""
+    e = InProcessEnclave(None)
+    (pub,) = e.generate_keys(1)
+    holders = [pubkey_of(coincurve.PrivateKey()) for _ in range(2)]
+    with pytest.raises(EnclaveRefused) as exc:
+        e.escrow_split(pub, holders, 2, pubkey_of(coincurve.PrivateKey()), b"ctx")
+    assert exc.value.code == "unattested" and "holder" in exc.value.reason
+    assert [k.state for k in e.list_keys()] == ["held"]

@@ -27,7 +27,7 @@ from node.protocols.testing import GossipNet
 from node.risk.engine import RiskEngine
 from node.tee.broken import BrokenEnclave, check_mode
 from node.tee.client import EnclaveRefused, InProcessEnclave
-from tests.tee.testbuild import RawOps  # the test build: raw release/resend/accept
+from tests.tee.testbuild import RawOps, attest  # the test build: raw release/resend/accept; attestation
 
 
 class RawBroken(BrokenEnclave, RawOps):
@@ -41,6 +41,7 @@ def record(enclave, recipient, pub: bytes) -> tuple[bytes, bytes]:
     """A release record as the release protocol sends it, and its contract id: ``enclave`` opens a one-chunk
     contract (the stdlib ``turns``, the giver first) giving ``pub`` to ``recipient`` (an enclave that only
     receives), and releases it; the enclave itself signs the record."""
+    attest(enclave, recipient)  # (I3: the giver's enclave verified the taker's quote itself)
     spec = make_spec(NET, stdlib.source("turns"), {}, [
         PartySpec(enclave.binding_for(NET, "giver"), [Commit(pub, "BTC-REG", address_for("BTC-REG", pub), 1000, 5000)]),
         PartySpec(recipient.binding_for(NET, "taker"), [], runner=False)])

@@ -12,12 +12,13 @@ from node.assets import address_for
 from node.contracts import Transfer, View, evaluate, stdlib
 from node.contracts.spec import Commit, PartySpec, approval_digest, compile_spec, make_spec, spec_id
 from node.tee.client import EnclaveRefused, InProcessEnclave
-from tests.tee.testbuild import RawOps  # the test build: raw release
+from tests.tee.testbuild import RawOps, attest  # the test build: raw release; mutual attestation
 
 NET = "dev"
 
 
 def parties(enclaves, names, assets, n, usd=5_000, runners=None):
+    attest(*enclaves)  # each enclave verified the others' quotes itself (I3)
     out = []
     for k, (e, name) in enumerate(zip(enclaves, names)):
         commits = []
@@ -222,6 +223,7 @@ def test_a_step_takes_the_key_signs_the_answer_and_releases_only_what_the_contra
     from node.tee.client import verify_domain_sig
 
     a, b = InProcessEnclave(None), InProcessEnclave(None)
+    attest(a, b)
     chunks = [[Chunk(asset, address_for(asset, p), p, 1000) for p in e.generate_keys(2)]
               for e, asset in ((a, "BTC-REG"), (b, "LTC"))]
     sched = swap_schedule(*chunks)
@@ -255,6 +257,7 @@ def test_a_step_seals_once_and_a_failed_write_takes_and_releases_nothing(tmp_pat
     from node.protocols.release import Chunk, chunk_index, schedule_spec, swap_schedule
 
     a, b = InProcessEnclave(None), InProcessEnclave(tmp_path / "b")
+    attest(a, b)
     chunks = [[Chunk(asset, address_for(asset, p), p, 1000) for p in e.generate_keys(2)]
               for e, asset in ((a, "BTC-REG"), (b, "LTC"))]
     sched = swap_schedule(*chunks)

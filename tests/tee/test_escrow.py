@@ -21,6 +21,9 @@ def world(tmp_path):
 
 def escrow(owner, holders, heir, k=2):
     (pub,) = owner.generate_keys(1)
+    for e in (*holders, heir):  # the owner's enclave verified holders and heir itself (I3)
+        binding = e.binding_for("dev", "peer")
+        owner.attest_peer(binding, e.quote(binding))
     cts = owner.escrow_split(pub, [h.info().enc_pub for h in holders], k, heir.info().enc_pub, CTX)
     for h, ct in zip(holders, cts):
         h.escrow_accept(ct, pub, CTX)

@@ -103,3 +103,13 @@ class RawOpsSubprocess(_RawCalls, SubprocessEnclave):
 
         kw.setdefault("command", [sys.executable, "-m", "tests.tee.testbuild_server", "--datadir", str(datadir)])
         super().__init__(datadir, **kw)
+
+
+def attest(*enclaves, net: str = "dev") -> None:
+    """Every enclave verifies every other's quote itself (``attest_peer``, I3), as the contract protocol's
+    host has them do when a party's quote arrives."""
+    for a in enclaves:
+        for b in enclaves:
+            if a is not b:
+                binding = b.binding_for(net, "peer")
+                a.attest_peer(binding, b.quote(binding))

@@ -422,12 +422,22 @@ class Contracts:
                               [(st.me, r.index, ids.index(r.receiver)) for r in allowed], list(st.moved),
                               self._missing(st, spec), list(st.heights), self._finished(st, spec, out))
 
+    def _unattested(self, spec: ContractSpec, receiver: int) -> list[int]:
+        """The runners, and ``receiver``, whose enclave this enclave has not verified itself (I3)."""
+        return [k for k, p in enumerate(spec.parties)
+                if (p.runner or k == receiver) and not self.core.attested(p.binding.sign_pub, p.binding.enc_pub)]
+
     def _check_allowed(self, st: ContractState, spec: ContractSpec, index: int, receiver: int) -> None:
         missing = self._missing(st, spec)
         if missing:
             raise _refusal("unsigned", f"parties {missing} have not signed the contract id yet")
         if not 0 <= receiver < len(spec.parties) or not 0 <= index < len(spec.parties[st.me].chunks):
             raise _refusal("bad-request", "no such chunk or receiver")
+        if receiver != st.me:
+            unverified = self._unattested(spec, receiver)
+            if unverified:  # I3: a key leaves only to an enclave, in a contract run by enclaves, verified here
+                raise _refusal("unattested", f"parties {unverified} are not enclaves this enclave verified "
+                               "(hand their quotes in: attest_peer / contract_open quotes)")
         allowed, _ = self._allowed(st, spec)
         want = Release(spec.ids[st.me], index, spec.ids[receiver])
         if want not in allowed:

@@ -84,9 +84,24 @@ class EscrowRecover(msgspec.Struct, tag="escrow-recover", array_like=True, froze
     ciphertexts: list[bytes]
 
 
+class PeerQuote(msgspec.Struct, array_like=True, frozen=True):
+    binding: bytes  # a peer enclave's Binding (canonical msgpack)
+    quote: bytes  # its attestation evidence for that binding
+    at: int  # the host's unix time (validity windows only): 0 <= at < 2^40
+
+
+class AttestPeer(msgspec.Struct, tag="attest-peer", array_like=True, frozen=True):
+    """I3: the enclave verifies a peer's quote itself, under its own policy, and remembers the peer."""
+
+    binding: bytes
+    quote: bytes
+    at: int
+
+
 class ContractOpen(msgspec.Struct, tag="contract-open", array_like=True, frozen=True):
     spec: bytes
     sigs: list[PartySig]
+    quotes: list[PeerQuote] = []  # parties' quotes, verified (attest_peer) before the contract is taken
 
 
 class ContractHeight(msgspec.Struct, tag="contract-height", array_like=True, frozen=True):
@@ -182,7 +197,7 @@ class ContractStep(msgspec.Struct, tag="contract-step", array_like=True, frozen=
 
 
 Op = Union[
-    Hello, GenerateKeys, ListKeys, MakeQuote, SignOfferSheets, SignDomain, ExportKey, EscrowSplit, EscrowAccept, EscrowReleaseShare, EscrowRecover,
+    Hello, GenerateKeys, ListKeys, MakeQuote, SignOfferSheets, SignDomain, ExportKey, AttestPeer, EscrowSplit, EscrowAccept, EscrowReleaseShare, EscrowRecover,
     ContractOpen, ContractHeight, ContractApprove, ContractStatusOp, ContractRelease, ContractResend,
     ContractRefund, ContractAccept, ContractEscrowSplit, EscrowHold, EscrowHeight, EscrowApprove, EscrowMoved,
     EscrowShare, EscrowHoldings, EscrowRebuild, ContractStep,
@@ -254,6 +269,8 @@ def _dispatch(core: EnclaveCore, op) -> object:
         return core.sign_offer_sheets([(it.sheet, it.pubs) for it in op.items])
     if isinstance(op, SignDomain):
         return core.sign(op.domain, op.digest)
+    if isinstance(op, AttestPeer):
+        return core.attest_peer(op.binding, op.quote, op.at)
     if isinstance(op, ExportKey):
         return core.export_to_owner(op.pub)
     if isinstance(op, EscrowSplit):
@@ -284,6 +301,10 @@ def _dispatch(core: EnclaveCore, op) -> object:
     if isinstance(op, ContractEscrowSplit):
         return cs.escrow_split(op.cid)
     if isinstance(op, ContractOpen):
+        if len(op.quotes) > 64:
+            raise Refusal("bad-request", "over 64 quotes in one contract-open")
+        for q in op.quotes:
+            core.attest_peer(q.binding, q.quote, q.at)
         return cs.open(op.spec, list(op.sigs))
     if isinstance(op, ContractHeight):
         return cs.height(op.cid, op.asset, op.height)
