@@ -220,6 +220,18 @@ class Contracts:
         """Is ``pub`` one of our chunks committed to an open contract (``committed_to``)?"""
         return self.committed_to(pub) is not None
 
+    def committed_all(self) -> dict[bytes, bytes]:
+        """Every key committed now (``committed_to``), to its contract id: one pass for a batch of checks."""
+        out: dict[bytes, bytes] = {}
+        for st in self._all:
+            _, spec = self._get(st.cid)
+            moved = {m.index for m in st.moved if m.giver == st.me}
+            left = [i for i in range(len(spec.parties[st.me].chunks)) if i not in moved]
+            for i in left:
+                if not self._ended_without(st, spec, [i]):
+                    out.setdefault(spec.parties[st.me].chunks[i].pubkey, st.cid)
+        return out
+
     def committed_to(self, pub: bytes) -> bytes | None:
         """The id of the open contract ``pub`` (one of our chunks) is committed to, else None (I1).
 
@@ -630,8 +642,23 @@ class Holdings(Contracts):
     def committed(self, pub: bytes) -> bool:  # a holder commits nothing
         return False
 
+    def committed_all(self) -> dict[bytes, bytes]:
+        """Every key committed now (``committed_to``), to its contract id: one pass for a batch of checks."""
+        out: dict[bytes, bytes] = {}
+        for st in self._all:
+            _, spec = self._get(st.cid)
+            moved = {m.index for m in st.moved if m.giver == st.me}
+            left = [i for i in range(len(spec.parties[st.me].chunks)) if i not in moved]
+            for i in left:
+                if not self._ended_without(st, spec, [i]):
+                    out.setdefault(spec.parties[st.me].chunks[i].pubkey, st.cid)
+        return out
+
     def committed_to(self, pub: bytes) -> bytes | None:
         return None
+
+    def committed_all(self) -> dict[bytes, bytes]:
+        return {}
 
     def _shares(self, cid: bytes) -> list[ContractShare]:
         return [s for s in self.core._state.cshares if s.share.cid == cid]

@@ -360,6 +360,7 @@ class EnclaveCore:
         """Sign each offer sheet; all-or-nothing: one bad item refuses the batch."""
         sign = self._sign
         by_pub = self._by_pub
+        committed = self.contracts.committed_all() if any(pubs for _, pubs in items) else {}
         digests = []
         for i, (sheet, pubs) in enumerate(items):
             # a sheet naming no key is a retraction ("I offer nothing now"): it claims nothing, so it is
@@ -370,7 +371,7 @@ class EnclaveCore:
                     raise Refusal("unknown-key", f"item {i}: this enclave does not hold key {pub.hex()[:16]}...")
                 if rec.state not in SPENDABLE:
                     raise Refusal("key-not-held", f"item {i}: key {pub.hex()[:16]}... is {rec.state}")
-                cid = self.contracts.committed_to(pub)
+                cid = committed.get(pub)
                 if cid is not None:  # I4: a committed key is not for sale (and would be sold twice)
                     raise Refusal("committed", f"item {i}: key {pub.hex()[:16]}... is committed to open contract "
                                   f"{cid.hex()[:16]}...; it is not offered")
