@@ -207,3 +207,23 @@ def test_a_raw_escrow_split_to_host_made_holders_is_refused():
         e.escrow_split(pub, holders, 2, pubkey_of(coincurve.PrivateKey()), b"ctx")
     assert exc.value.code == "unattested" and "holder" in exc.value.reason
     assert [k.state for k in e.list_keys()] == ["held"]
+
+
+def test_a_key_whose_counterparty_never_signed_comes_back_by_the_refund_rule(three):
+    """I1 without a dead end: the payee never signs the contract id; the key stays committed (no export),
+    and comes back to its owner only when the contract's own refund rule says so (the refund height)."""
+    payer, payee, arb = three
+    attest(payer, payee)
+    (pub,) = payer.generate_keys(1)
+    spec = make_spec(NET, stdlib.source("escrow"), {"height_asset": "BTC-REG", "refund_height": 300}, [
+        PartySpec(payer.binding_for(NET, "P"), [Commit(pub, "BTC-REG", address_for("BTC-REG", pub), 1000, 5000)]),
+        PartySpec(payee.binding_for(NET, "Q"), []),
+        PartySpec(arb.binding_for(NET, "R"), [], runner=False)])
+    cid = payer.contract_open(spec.encode()).cid
+    payer.contract_height(cid, "BTC-REG", 100)
+    for fn in (lambda: payer.export_to_owner(pub), lambda: payer.contract_refund(cid, 0)):
+        with pytest.raises(EnclaveRefused) as exc:
+            fn()
+        assert exc.value.code in ("committed", "not-allowed")
+    payer.contract_height(cid, "BTC-REG", 300)
+    assert pubkey_of(coincurve.PrivateKey(payer.contract_refund(cid, 0))) == pub

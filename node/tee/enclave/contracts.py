@@ -441,7 +441,8 @@ class Contracts:
 
     def _check_allowed(self, st: ContractState, spec: ContractSpec, index: int, receiver: int) -> None:
         missing = self._missing(st, spec)
-        if missing:
+        if missing and receiver != st.me:  # (a refund needs no one's signature: the contract's rule decides;
+            # a committed key whose counterparty never signed is not locked forever, I1 makes it leave only so)
             raise _refusal("unsigned", f"parties {missing} have not signed the contract id yet")
         if not 0 <= receiver < len(spec.parties) or not 0 <= index < len(spec.parties[st.me].chunks):
             raise _refusal("bad-request", "no such chunk or receiver")
