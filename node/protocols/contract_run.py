@@ -448,6 +448,12 @@ class ContractRun:
         why = _quote_check(self.attestations, r.spec, k, quote, binding, now)
         if why:
             return why
+        from node.tee.client import EnclaveRefused
+
+        try:  # our enclave verifies it too, itself (I3): it releases only to enclaves it verified
+            self.enclave.attest_peer(binding or r.spec.parties[k].binding, quote, now=now)
+        except EnclaveRefused as exc:
+            return f"our enclave refused party {k}'s quote: {exc.code}: {exc.reason}"
         r.verified.add(k)
         return None
 

@@ -700,6 +700,16 @@ class ReleaseProtocol:
             return []  # reported by the release that follows
         return [self._request(c, "cosign", -1, self._seal("cosign", CosignBody(c.cid, sig)))]
 
+    def _enclave_attests(self, binding, quote: bytes, now: float) -> str | None:
+        """Our enclave verifies the peer's quote too, itself (I3: it releases only to enclaves it verified)."""
+        from node.tee.client import EnclaveRefused
+
+        try:
+            self.enclave.attest_peer(binding, quote, now=now)
+        except EnclaveRefused as exc:
+            return f"our enclave refused it: {exc.code}: {exc.reason}"
+        return None
+
     def _terms_sig(self, c: Contract) -> bytes:
         """Our enclave's signature over the contract id: kept from the contract's opening; after a restart the
         enclave is asked once (it finds the contract it sealed: nothing is decoded or checked again)."""
@@ -1056,7 +1066,7 @@ class ReleaseProtocol:
         if known is None:
             if (ev.peer, schedule_hash(h.schedule)) not in self._expected:
                 return no("not-expected", "no such contract was agreed with this peer")
-            why = self.attestations.check(h.quote, h.binding, now)
+            why = self.attestations.check(h.quote, h.binding, now) or self._enclave_attests(h.binding, h.quote, now)
             if why:
                 return no("attestation", f"untrusted quote: {why}")
             if not funds_checked:  # (afterwards the enclave checks it again, when it opens the contract)
@@ -1225,7 +1235,7 @@ class ReleaseProtocol:
         cid = contract_id(c.rec.schedule, [self.binding, a.binding])
         if a.contract_id != cid:
             return bad("contract-id", "the agreed contract id is not the hash of the schedule and bindings")
-        why = self.attestations.check(a.quote, a.binding, now)
+        why = self.attestations.check(a.quote, a.binding, now) or self._enclave_attests(a.binding, a.quote, now)
         if why:
             return bad("attestation", f"untrusted quote: {why}")
         if not funds_checked:

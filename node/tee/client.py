@@ -112,11 +112,9 @@ class Enclave(Protocol):
     def sign_offer_sheet(self, sheet_bytes: bytes, deposit_pubkeys: list[bytes]) -> bytes: ...
     def sign_offer_sheets(self, batch: list[tuple[bytes, list[bytes]]]) -> list[bytes]: ...
     def sign(self, domain: str, digest32: bytes) -> bytes: ...
-    def release_key(self, deposit_pub: bytes, recipient_enc_pub: bytes, context: bytes) -> bytes: ...
-    def resend_release(self, deposit_pub: bytes, recipient_enc_pub: bytes, context: bytes) -> bytes: ...
-    def accept_key(self, ciphertext: bytes, context: bytes, expected_pub: bytes) -> bytes: ...
     def export_to_owner(self, deposit_pub: bytes) -> bytes: ...
     def contract_open(self, spec: bytes, sigs: list[tuple[int, bytes]] = ()): ...
+    def attest_peer(self, binding: Binding, quote: bytes, *, now: float | None = None) -> bytes: ...
     def contract_height(self, cid: bytes, asset: str, height: int) -> int: ...
     def contract_approve(self, cid: bytes, party: int, message: str, sig: bytes) -> None: ...
     def contract_status(self, cid: bytes): ...
@@ -226,16 +224,6 @@ class _Base:
     def sign(self, domain: str, digest32: bytes) -> bytes:
         return self._call(m.SignDomain(domain, digest32), bytes)
 
-    def release_key(self, deposit_pub: bytes, recipient_enc_pub: bytes, context: bytes) -> bytes:
-        return self._call(m.ReleaseKey(deposit_pub, recipient_enc_pub, context), bytes)
-
-    def resend_release(self, deposit_pub: bytes, recipient_enc_pub: bytes, context: bytes) -> bytes:
-        """After a crash: the journaled ciphertext of a past release (same recipient and context only)."""
-        return self._call(m.ResendRelease(deposit_pub, recipient_enc_pub, context), bytes)
-
-    def accept_key(self, ciphertext: bytes, context: bytes, expected_pub: bytes) -> bytes:
-        return self._call(m.AcceptKey(ciphertext, context, expected_pub), bytes)
-
     def export_to_owner(self, deposit_pub: bytes) -> bytes:
         return self._call(m.ExportKey(deposit_pub), bytes)
 
@@ -246,6 +234,14 @@ class _Base:
         from node.tee.enclave.contracts import OpenResult, PartySig
 
         return self._call(m.ContractOpen(spec, [PartySig(k, s) for k, s in sigs]), OpenResult)
+
+    def attest_peer(self, binding: Binding, quote: bytes, *, now: float | None = None) -> bytes:
+        """Have the enclave verify a peer enclave's quote for ``binding`` itself (under its own policy) and
+        remember it (I3): the enclave releases keys and escrow shares only to enclaves it verified.
+        ``now`` (default: the client's clock) is the host's time for the evidence's validity window.
+        Returns the peer's encryption key."""
+        t = self._clock.now() if now is None else now
+        return self._call(m.AttestPeer(binding.encode(), quote, max(0, int(t))), bytes)
 
     def contract_height(self, cid: bytes, asset: str, height: int) -> int:
         """Hand in a ledger height (the enclave trusts its host for heights; they only move forward)."""

@@ -18,6 +18,7 @@ from node.protocols.release import Chunk, ClaimRecord, ContractRecord, ContractS
 from node.swaps import kept_chunks
 from node.tee.client import InProcessEnclave
 from node.tee.enclave.core import release_aad
+from tests.tee.testbuild import RawOps  # the test build: raw release/accept
 
 NET, NOW = "dev", 1_000.0
 
@@ -48,8 +49,8 @@ class World:
     def __init__(self, tmp_path):
         self.tmp = tmp_path
         self.ledger = DevLedger(None, automine=True)
-        self.giver = InProcessEnclave(tmp_path / "G")
-        self.recv = InProcessEnclave(tmp_path / "R")
+        self.giver = RawOps(tmp_path / "G")
+        self.recv = RawOps(tmp_path / "R")
 
     def fund(self, pub: bytes, amount: int = 100_000) -> Chunk:
         addr = address_for("BTC-REG", pub)

@@ -27,6 +27,12 @@ from node.protocols.testing import GossipNet
 from node.risk.engine import RiskEngine
 from node.tee.broken import BrokenEnclave, check_mode
 from node.tee.client import EnclaveRefused, InProcessEnclave
+from tests.tee.testbuild import RawOps, attest  # the test build: raw release/resend/accept; attestation
+
+
+class RawBroken(BrokenEnclave, RawOps):
+    """The broken enclave over the test build (its raw release override reaches the raw call)."""
+
 
 NET, NOW = "testnet", 50_000.0
 
@@ -35,6 +41,7 @@ def record(enclave, recipient, pub: bytes) -> tuple[bytes, bytes]:
     """A release record as the release protocol sends it, and its contract id: ``enclave`` opens a one-chunk
     contract (the stdlib ``turns``, the giver first) giving ``pub`` to ``recipient`` (an enclave that only
     receives), and releases it; the enclave itself signs the record."""
+    attest(enclave, recipient)  # (I3: the giver's enclave verified the taker's quote itself)
     spec = make_spec(NET, stdlib.source("turns"), {}, [
         PartySpec(enclave.binding_for(NET, "giver"), [Commit(pub, "BTC-REG", address_for("BTC-REG", pub), 1000, 5000)]),
         PartySpec(recipient.binding_for(NET, "taker"), [], runner=False)])
@@ -45,9 +52,9 @@ def record(enclave, recipient, pub: bytes) -> tuple[bytes, bytes]:
 @pytest.fixture(scope="module")
 def world():
     """A broken device that released one BTC-REG key to two victims, and an honest device with one release."""
-    cheat = BrokenEnclave(None, mode="double-release")
-    honest = InProcessEnclave(None)
-    v1, v2, w = InProcessEnclave(None), InProcessEnclave(None), InProcessEnclave(None)
+    cheat = RawBroken(None, mode="double-release")
+    honest = RawOps(None)
+    v1, v2, w = RawOps(None), RawOps(None), RawOps(None)
     (key,) = cheat.generate_keys(1)
     (hkey,) = honest.generate_keys(1)
     r1, c1 = record(cheat, v1, key)
@@ -91,8 +98,8 @@ def test_the_broken_enclave_releases_twice_and_an_honest_one_refuses(world):
 
 
 def test_the_sweep_after_release_mode_exports_a_released_key():
-    e = BrokenEnclave(None, mode="sweep-after-release")
-    honest = InProcessEnclave(None)
+    e = RawBroken(None, mode="sweep-after-release")
+    honest = RawOps(None)
     try:
         for enc in (e, honest):
             (k,) = enc.generate_keys(1)
@@ -362,7 +369,7 @@ def test_only_the_explicit_switch_selects_the_broken_tee(tmp_path, capsys):
 
 def test_the_first_release_of_a_key_released_again_can_still_be_resent():
     """A retry after a lost ack resends the first release (same recipient and context): nothing new leaves."""
-    e, a, b = BrokenEnclave(None, mode="double-release"), InProcessEnclave(None), InProcessEnclave(None)
+    e, a, b = RawBroken(None, mode="double-release"), RawOps(None), RawOps(None)
     try:
         (k,) = e.generate_keys(1)
         first = e.release_key(k, a.info().enc_pub, b"ctx-a")
@@ -380,7 +387,7 @@ def test_the_first_release_of_a_key_released_again_can_still_be_resent():
 def test_under_contracts_the_first_release_of_a_key_released_again_can_still_be_resent():
     """The same through the contract calls the daemons use: two contracts over one key, both records signed
     by the enclave, and a resend of the first gives back the first record, not a third release."""
-    e, a, b = BrokenEnclave(None, mode="double-release"), InProcessEnclave(None), InProcessEnclave(None)
+    e, a, b = RawBroken(None, mode="double-release"), RawOps(None), RawOps(None)
     try:
         (k,) = e.generate_keys(1)
         (r1, c1), (r2, c2) = record(e, a, k), record(e, b, k)
@@ -415,8 +422,8 @@ def test_the_records_received_survive_a_restart(world, tmp_path):
 def pool():
     """Release records: the broken device releases key k1 twice (to A in contract 1, to B in contract 2) and
     k2 once; an honest device releases k3 once. Each entry: (record, contract id, key, signing enclave)."""
-    bad, good = BrokenEnclave(None, mode="double-release"), InProcessEnclave(None)
-    a, b, rep = InProcessEnclave(None), InProcessEnclave(None), InProcessEnclave(None)
+    bad, good = RawBroken(None, mode="double-release"), RawOps(None)
+    a, b, rep = RawOps(None), RawOps(None), RawOps(None)
     k1, k2 = bad.generate_keys(2)
     (k3,) = good.generate_keys(1)
     entries = [(*record(bad, a, k1), k1, bad), (*record(bad, b, k1), k1, bad), (*record(bad, a, k2), k2, bad),

@@ -12,11 +12,13 @@ from node.assets import address_for
 from node.contracts import Transfer, View, evaluate, stdlib
 from node.contracts.spec import Commit, PartySpec, approval_digest, compile_spec, make_spec, spec_id
 from node.tee.client import EnclaveRefused, InProcessEnclave
+from tests.tee.testbuild import RawOps, attest  # the test build: raw release; mutual attestation
 
 NET = "dev"
 
 
 def parties(enclaves, names, assets, n, usd=5_000, runners=None):
+    attest(*enclaves)  # each enclave verified the others' quotes itself (I3)
     out = []
     for k, (e, name) in enumerate(zip(enclaves, names)):
         commits = []
@@ -159,7 +161,7 @@ def test_an_escrow_enclave_pays_only_on_an_approval_and_refunds_only_at_the_heig
 
 
 def test_a_committed_key_moves_only_by_its_contract():
-    a, b = InProcessEnclave(None), InProcessEnclave(None)
+    a, b = RawOps(None), InProcessEnclave(None)
     spec = make_spec(NET, stdlib.source("swap"), {"asset_a": "BTC-REG", "asset_b": "LTC", "usd": 5_000,
                                                   "deadline": 300},
                      parties([a, b], ["A", "B"], ["BTC-REG", "LTC"], [1, 1]))
@@ -208,7 +210,9 @@ def test_opening_a_contract_again_reuses_the_sealed_spec_and_still_checks_every_
     assert len(decoded) == 2  # (B's enclave decoded it once, for its own opening)
     other = make_spec(NET, stdlib.source("swap"), {"asset_a": "BTC-REG", "asset_b": "LTC", "usd": 5_001,
                                                    "deadline": 300}, spec.parties)
-    assert a.contract_open(other.encode()).cid != first.cid and len(decoded) == 3
+    with pytest.raises(EnclaveRefused) as exc:  # other bytes are checked in full: its keys are committed (I1)
+        a.contract_open(other.encode())
+    assert exc.value.code == "committed" and len(decoded) == 3
 
 
 def test_a_step_takes_the_key_signs_the_answer_and_releases_only_what_the_contract_allows():
@@ -219,6 +223,7 @@ def test_a_step_takes_the_key_signs_the_answer_and_releases_only_what_the_contra
     from node.tee.client import verify_domain_sig
 
     a, b = InProcessEnclave(None), InProcessEnclave(None)
+    attest(a, b)
     chunks = [[Chunk(asset, address_for(asset, p), p, 1000) for p in e.generate_keys(2)]
               for e, asset in ((a, "BTC-REG"), (b, "LTC"))]
     sched = swap_schedule(*chunks)
@@ -252,6 +257,7 @@ def test_a_step_seals_once_and_a_failed_write_takes_and_releases_nothing(tmp_pat
     from node.protocols.release import Chunk, chunk_index, schedule_spec, swap_schedule
 
     a, b = InProcessEnclave(None), InProcessEnclave(tmp_path / "b")
+    attest(a, b)
     chunks = [[Chunk(asset, address_for(asset, p), p, 1000) for p in e.generate_keys(2)]
               for e, asset in ((a, "BTC-REG"), (b, "LTC"))]
     sched = swap_schedule(*chunks)

@@ -16,6 +16,7 @@ from node.contracts.spec import (
     Commit, ContractSpec, EscrowHolder, EscrowTerm, PartySpec, approval_digest, decode_spec, make_spec, spec_id,
 )
 from node.tee.client import EnclaveRefused, InProcessEnclave, SubprocessEnclave
+from tests.tee.testbuild import attest
 
 NET = "dev"
 ASSET = "BTC-REG"
@@ -27,6 +28,7 @@ class World:
         self.root = root
         self.payer, self.payee, self.arb, self.heir = (InProcessEnclave(root / n) for n in ("p", "q", "r", "heir"))
         self.holders = [holder_cls(root / f"h{i}") for i in range(n_holders)]
+        attest(self.payer, self.payee)  # (I3: each runner's enclave verified the other's quote itself)
         self.pubs = self.payer.generate_keys(2)
         commits = [Commit(p, ASSET, address_for(ASSET, p), 1000, 5) for p in self.pubs]
         self.parties = [PartySpec(self.payer.binding_for(NET, "P"), commits),
@@ -327,6 +329,7 @@ def test_in_a_swap_holders_refund_only_the_unmoved_chunks_at_the_deadline(tmp_pa
     """Another contract, its own refund rule: the stdlib swap refunds every unmoved chunk at ``deadline``."""
     a, b, heir = (InProcessEnclave(tmp_path / n) for n in ("a", "b", "heir"))
     hs = [InProcessEnclave(tmp_path / f"h{i}") for i in range(2)]
+    attest(a, b)
     try:
         ca = [Commit(p, ASSET, address_for(ASSET, p), 1000, 5_000) for p in a.generate_keys(2)]
         cb = [Commit(p, "LTC", address_for("LTC", p), 1000, 5_000) for p in b.generate_keys(2)]

@@ -26,6 +26,7 @@ import coincurve
 from node.crypto import ecies_decrypt, pubkey_of
 from node.tee.client import EnclaveRefused, EnclaveUnavailable, SubprocessEnclave
 from node.tee.enclave.core import release_aad
+from tests.tee.testbuild import RawOps, RawOpsSubprocess  # the test build: raw release/resend/accept
 
 TRIALS = 50
 GEN_BATCH = 5
@@ -41,7 +42,7 @@ def test_sigkill_during_releases(tmp_path):
 
     attempted: dict[bytes, tuple[bytes, bytes]] = {}  # pub -> (recipient, context) of its first release attempt
     seen: dict[bytes, set[bytes]] = {}  # ciphertexts that reached the host, per key
-    e = SubprocessEnclave(d)
+    e = RawOpsSubprocess(d)
     known: set[bytes] = set(e.generate_keys(60))
     # How long does one release take here (two fsyncs)? Kill within ~a dozen of them.
     t0 = time.perf_counter()
@@ -53,7 +54,7 @@ def test_sigkill_during_releases(tmp_path):
     stats = dict(killed_in_call=0, recovered=0, releases=0, refusals=0, lost_generate_replies=0)
     last_counter = 0
 
-    def check(enc: SubprocessEnclave) -> list[bytes]:
+    def check(enc: RawOpsSubprocess) -> list[bytes]:
         nonlocal last_counter
         info = enc.info()
         assert info.counter >= last_counter, "sealed state went backwards"
@@ -85,7 +86,7 @@ def test_sigkill_during_releases(tmp_path):
         return [pk for pk, st in status.items() if st.state == "held"]
 
     for trial in range(TRIALS):
-        enc = SubprocessEnclave(d)  # the sealed state must always open
+        enc = RawOpsSubprocess(d)  # the sealed state must always open
         held = check(enc)
         rng.shuffle(held)
         timer = threading.Timer(rng.uniform(0.0, window), os.kill, (enc.pid, signal.SIGKILL))
@@ -122,7 +123,7 @@ def test_sigkill_during_releases(tmp_path):
             timer.join()
             enc.close()
 
-    enc = SubprocessEnclave(d)
+    enc = RawOpsSubprocess(d)
     check(enc)
     enc.close()
     print(f"crash test: {TRIALS} kills within {window * 1000:.0f} ms, {len(known)} keys, stats {stats}")

@@ -3,15 +3,16 @@
 import pytest
 
 from node.tee.client import EnclaveRefused, InProcessEnclave, SubprocessEnclave
+from tests.tee.testbuild import RawOps, RawOpsSubprocess  # the test build: raw release/resend/accept
 
 CTX = b"contract-7f3a/time-lock"
 
 
 @pytest.fixture
 def world(tmp_path):
-    owner = InProcessEnclave(tmp_path / "owner")
+    owner = RawOps(tmp_path / "owner")
     holders = [InProcessEnclave(tmp_path / f"h{i}") for i in range(3)]
-    heir = InProcessEnclave(tmp_path / "heir")
+    heir = RawOps(tmp_path / "heir")
     stranger = InProcessEnclave(tmp_path / "stranger")
     yield tmp_path, owner, holders, heir, stranger
     for e in [owner, *holders, heir, stranger]:
@@ -20,6 +21,9 @@ def world(tmp_path):
 
 def escrow(owner, holders, heir, k=2):
     (pub,) = owner.generate_keys(1)
+    for e in (*holders, heir):  # the owner's enclave verified holders and heir itself (I3)
+        binding = e.binding_for("dev", "peer")
+        owner.attest_peer(binding, e.quote(binding))
     cts = owner.escrow_split(pub, [h.info().enc_pub for h in holders], k, heir.info().enc_pub, CTX)
     for h, ct in zip(holders, cts):
         h.escrow_accept(ct, pub, CTX)

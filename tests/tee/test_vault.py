@@ -26,11 +26,12 @@ from node.tee.enclave import messages as m
 from node.tee.enclave.core import release_aad
 from node.tee.enclave.sealed import JOURNAL_FILE, SEALED_FILE
 from node.tee.policy import AttestationPolicy
+from tests.tee.testbuild import RawOps, RawOpsSubprocess  # the test build: raw release/resend/accept
 
 
 @pytest.fixture(params=["inprocess", "subprocess"])
 def enc(request, tmp_path):
-    cls = InProcessEnclave if request.param == "inprocess" else SubprocessEnclave
+    cls = RawOps if request.param == "inprocess" else RawOpsSubprocess
     e = cls(tmp_path / "node")
     yield e
     e.close()
@@ -38,7 +39,7 @@ def enc(request, tmp_path):
 
 @pytest.fixture
 def peer(tmp_path):
-    with InProcessEnclave(tmp_path / "peer") as e:
+    with RawOps(tmp_path / "peer") as e:
         yield e
 
 
@@ -164,11 +165,11 @@ def test_bad_requests_are_refused_with_reasons(enc):
 
 def test_state_survives_a_restart(tmp_path):
     d = tmp_path / "n"
-    with SubprocessEnclave(d) as e:
+    with RawOpsSubprocess(d) as e:
         pubs = e.generate_keys(4)
         info = e.info()
         e.release_key(pubs[0], pubkey_of(coincurve.PrivateKey()), b"c")
-    with SubprocessEnclave(d) as e:
+    with RawOpsSubprocess(d) as e:
         again = e.info()
         assert (again.sign_pub, again.enc_pub, again.device_id) == (info.sign_pub, info.enc_pub, info.device_id)
         assert [k.pubkey for k in e.list_keys()] == pubs
@@ -200,7 +201,7 @@ def test_sealed_state_is_encrypted_and_tamper_evident(tmp_path):
 def test_rollback_to_an_older_sealed_state_is_detected(tmp_path):
     d = tmp_path / "n"
     sealed = [d / "enclave" / SEALED_FILE, d / "enclave" / JOURNAL_FILE]
-    with InProcessEnclave(d) as e:
+    with RawOps(d) as e:
         (k,) = e.generate_keys(1)
         old = [p.read_bytes() if p.exists() else b"" for p in sealed]
         e.release_key(k, pubkey_of(coincurve.PrivateKey()), b"c")

@@ -17,6 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from node.crypto import ecies_decrypt, pubkey_of
 from node.tee.client import EnclaveRefused, InProcessEnclave
 from node.tee.enclave.core import release_aad
+from tests.tee.testbuild import RawOps, RawOpsSubprocess  # the test build: raw release/resend/accept
 
 OUTSIDER = coincurve.PrivateKey(b"\x05" * 32)
 
@@ -25,8 +26,8 @@ class Journal(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="ks-journal-"))
-        self.a = InProcessEnclave(self.dir)
-        self.b = InProcessEnclave(None)  # a peer enclave, memory only
+        self.a = RawOps(self.dir)
+        self.b = RawOps(None)  # a peer enclave, memory only
         self.model: dict[bytes, str] = {}
         self.released: dict[bytes, tuple[bytes, bytes, bytes]] = {}  # pub -> (recipient, ctx, ciphertext)
         self.seen_ciphertexts: dict[bytes, set[bytes]] = {}
@@ -102,7 +103,7 @@ class Journal(RuleBasedStateMachine):
     @rule()
     def restart(self):
         self.a.close()
-        self.a = InProcessEnclave(self.dir)
+        self.a = RawOps(self.dir)
 
     @invariant()
     def states_match_the_model(self):

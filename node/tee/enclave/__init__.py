@@ -1,5 +1,26 @@
 """The enclave's trusted core.
 
+**Invariants** (kept inside the enclave whatever the host sends; the host is hostile):
+
+* **I1** A key committed to an open contract leaves only as that contract's rules decide: to the named
+  counterparty's enclave (``Contracts.release`` / ``step``), or back to its owner once the contract refunds
+  it (``Contracts.refund``) or has ended without releasing it. ``ExportKey``, a raw ``EscrowSplit`` and a
+  second ``ContractOpen`` naming it are refused (code ``committed``; ``Contracts.committed_to``).
+* **I2** No key leaves twice, across crashes: every release, export and split is journaled in sealed state
+  before its result leaves the core; a resend hands back the journaled bytes only.
+* **I3** A contract party that receives a key (and every runner of that contract), and a raw escrow split's
+  holders and beneficiary, are enclaves whose quotes THIS enclave verified itself (``attest_peer``, under
+  ``EnclaveCore.peer_policy``: its own measurement, its own kind of device and vendor root, no debug peer
+  unless itself debug); keys of anything else are refused (code ``unattested``). NOT yet covered: the
+  holders and beneficiary of a *contract's* escrow terms (``Contracts.escrow_split``, ``Holdings.share``),
+  because the key-escrow protocol does not carry the holders' quotes yet.
+* **I4** An offer sheet is signed only when every key it names is held here (held / received), not
+  committed to an open contract, and so is in the set ``keys_root`` commits to in this enclave's quotes
+  (``EnclaveCore.quote`` accepts only ``keys_root(held_pubkeys())``).
+
+The raw ``release`` / ``resend`` / ``accept`` operations are not in the production handler table
+(``messages.handle`` refuses them with code ``test-only-op``); tests build their own table on top of it.
+
 This package is the code a TEE would measure and run: deposit key generation,
 sealed storage (keys, the release journal, a monotonic counter), quote
 production, offer-sheet and domain signing, ECIES key release and acceptance,

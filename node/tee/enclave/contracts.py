@@ -217,12 +217,51 @@ class Contracts:
 
     # -- helpers ---------------------------------------------------------------------------
     def committed(self, pub: bytes) -> bool:
-        """Is ``pub`` one of our chunks in a contract this enclave opened?"""
+        """Is ``pub`` one of our chunks committed to an open contract (``committed_to``)?"""
+        return self.committed_to(pub) is not None
+
+    def committed_all(self) -> dict[bytes, bytes]:
+        """Every key committed now (``committed_to``), to its contract id: one pass for a batch of checks."""
+        out: dict[bytes, bytes] = {}
         for st in self._all:
             _, spec = self._get(st.cid)
-            if any(c.pubkey == pub for c in spec.parties[st.me].chunks):
-                return True
-        return False
+            moved = {m.index for m in st.moved if m.giver == st.me}
+            left = [i for i in range(len(spec.parties[st.me].chunks)) if i not in moved]
+            for i in left:
+                if not self._ended_without(st, spec, [i]):
+                    out.setdefault(spec.parties[st.me].chunks[i].pubkey, st.cid)
+        return out
+
+    def committed_to(self, pub: bytes) -> bytes | None:
+        """The id of the open contract ``pub`` (one of our chunks) is committed to, else None (I1).
+
+        A chunk stays committed until it moved under that contract (released to a party, or refunded to us),
+        or the contract ended without a release of it (status no longer "running" and the contract releases
+        nothing of that chunk): only then may its owner export it, split it or commit it again."""
+        for st in self._all:
+            _, spec = self._get(st.cid)
+            idx = [i for i, c in enumerate(spec.parties[st.me].chunks) if c.pubkey == pub]
+            if not idx:
+                continue
+            if all(any(m.giver == st.me and m.index == i for m in st.moved) for i in idx):
+                continue  # it moved under this contract: the key's own state (released / exported) governs
+            if self._ended_without(st, spec, idx):
+                continue
+            return st.cid
+        return None
+
+    def _ended_without(self, st: ContractState, spec: ContractSpec, idx: list[int]) -> bool:
+        """The contract ended (not running) and releases none of our chunks ``idx`` to anyone."""
+        from node.contracts import ViewError
+
+        if self._missing(st, spec):
+            return False  # not every runner signed: it cannot be said to have ended
+        try:
+            out = evaluate(compile_spec(spec), self._view(st, spec))
+        except (ContractRuntimeError, StepLimitExceeded, ViewError):
+            return False
+        me = spec.ids[st.me]
+        return out.status != "running" and not any(r.giver == me and r.index in idx for r in out.releases)
 
     @property
     def _all(self) -> list[ContractState]:
@@ -318,6 +357,10 @@ class Contracts:
                 if rec is None or rec.state not in ("held", "received"):  # received: a key kept from a contract
                     state = "unknown" if rec is None else rec.state
                     raise _refusal("not-held", f"our chunk {i}: deposit key {c.pubkey.hex()[:16]}... is {state}")
+                other = self.committed_to(c.pubkey)
+                if other is not None:  # I1: one key, one open contract
+                    raise _refusal("committed", f"our chunk {i}: deposit key {c.pubkey.hex()[:16]}... is already "
+                                   f"committed to open contract {other.hex()[:16]}...")
             st = ContractState(cid, spec.encode(), me, [PartySig(me, own)])
             self._all.append(st)
             self._specs[cid] = spec
@@ -391,12 +434,23 @@ class Contracts:
                               [(st.me, r.index, ids.index(r.receiver)) for r in allowed], list(st.moved),
                               self._missing(st, spec), list(st.heights), self._finished(st, spec, out))
 
+    def _unattested(self, spec: ContractSpec, receiver: int) -> list[int]:
+        """The runners, and ``receiver``, whose enclave this enclave has not verified itself (I3)."""
+        return [k for k, p in enumerate(spec.parties)
+                if (p.runner or k == receiver) and not self.core.attested(p.binding.sign_pub, p.binding.enc_pub)]
+
     def _check_allowed(self, st: ContractState, spec: ContractSpec, index: int, receiver: int) -> None:
         missing = self._missing(st, spec)
-        if missing:
+        if missing and receiver != st.me:  # (a refund needs no one's signature: the contract's rule decides;
+            # a committed key whose counterparty never signed is not locked forever, I1 makes it leave only so)
             raise _refusal("unsigned", f"parties {missing} have not signed the contract id yet")
         if not 0 <= receiver < len(spec.parties) or not 0 <= index < len(spec.parties[st.me].chunks):
             raise _refusal("bad-request", "no such chunk or receiver")
+        if receiver != st.me:
+            unverified = self._unattested(spec, receiver)
+            if unverified:  # I3: a key leaves only to an enclave, in a contract run by enclaves, verified here
+                raise _refusal("unattested", f"parties {unverified} are not enclaves this enclave verified "
+                               "(hand their quotes in: attest_peer / contract_open quotes)")
         allowed, _ = self._allowed(st, spec)
         want = Release(spec.ids[st.me], index, spec.ids[receiver])
         if want not in allowed:
@@ -588,6 +642,24 @@ class Holdings(Contracts):
 
     def committed(self, pub: bytes) -> bool:  # a holder commits nothing
         return False
+
+    def committed_all(self) -> dict[bytes, bytes]:
+        """Every key committed now (``committed_to``), to its contract id: one pass for a batch of checks."""
+        out: dict[bytes, bytes] = {}
+        for st in self._all:
+            _, spec = self._get(st.cid)
+            moved = {m.index for m in st.moved if m.giver == st.me}
+            left = [i for i in range(len(spec.parties[st.me].chunks)) if i not in moved]
+            for i in left:
+                if not self._ended_without(st, spec, [i]):
+                    out.setdefault(spec.parties[st.me].chunks[i].pubkey, st.cid)
+        return out
+
+    def committed_to(self, pub: bytes) -> bytes | None:
+        return None
+
+    def committed_all(self) -> dict[bytes, bytes]:
+        return {}
 
     def _shares(self, cid: bytes) -> list[ContractShare]:
         return [s for s in self.core._state.cshares if s.share.cid == cid]

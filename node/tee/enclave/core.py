@@ -39,6 +39,8 @@ RELEASE_AAD_TAG = b"keyswitch/key-release/1"
 ESCROW_SPLIT_TAG = b"keyswitch/escrow-share/1"  # share from the key's enclave to a holder
 ESCROW_RELEASE_TAG = b"keyswitch/escrow-release/1"  # share from a holder to the beneficiary
 MAX_ESCROW_HOLDERS = 16
+MAX_PEERS = 100_000  # attested peer enclaves kept in sealed state
+MAX_QUOTE = 64 * 1024  # a peer's quote handed in (hardware evidence with its certificate chain)
 MAX_REBUILD_TRIES = 20_000  # k-subsets tried when some shares handed in are bad (C(16, 8) = 12 870)
 
 HELD, RELEASED, RECEIVED, EXPORTED = "held", "released", "received", "exported"
@@ -92,6 +94,15 @@ class ShareRecord(msgspec.Struct, array_like=True):
         return f"ShareRecord(owner={self.owner_pub.hex()[:16]}, index={self.index}, state={self.state}, y=<redacted>)"
 
 
+class PeerRecord(msgspec.Struct, array_like=True, frozen=True):
+    """An enclave whose quote THIS enclave verified under its own policy (``attest_peer``, I3)."""
+
+    sign_pub: bytes
+    enc_pub: bytes
+    peer_id: str
+    net: str
+
+
 class State(msgspec.Struct, array_like=True):
     version: int
     device_priv: bytes
@@ -105,6 +116,7 @@ class State(msgspec.Struct, array_like=True):
     contracts: list[ContractState] = []  # contracts this enclave runs (node.tee.enclave.contracts)
     holding: list[ContractState] = []  # contracts this enclave is an escrow holder of (``Holdings``; me = -1)
     cshares: list[ContractShare] = []  # the escrow shares of those contracts' chunks
+    peers: list[PeerRecord] = []  # enclaves whose quotes this enclave verified itself (I3)
 
     def __repr__(self) -> str:
         return f"State(keys={len(self.keys)}, journal={len(self.journal)}, <redacted>)"
@@ -348,6 +360,7 @@ class EnclaveCore:
         """Sign each offer sheet; all-or-nothing: one bad item refuses the batch."""
         sign = self._sign
         by_pub = self._by_pub
+        committed = self.contracts.committed_all() if any(pubs for _, pubs in items) else {}
         digests = []
         for i, (sheet, pubs) in enumerate(items):
             # a sheet naming no key is a retraction ("I offer nothing now"): it claims nothing, so it is
@@ -358,6 +371,10 @@ class EnclaveCore:
                     raise Refusal("unknown-key", f"item {i}: this enclave does not hold key {pub.hex()[:16]}...")
                 if rec.state not in SPENDABLE:
                     raise Refusal("key-not-held", f"item {i}: key {pub.hex()[:16]}... is {rec.state}")
+                cid = committed.get(pub)
+                if cid is not None:  # I4: a committed key is not for sale (and would be sold twice)
+                    raise Refusal("committed", f"item {i}: key {pub.hex()[:16]}... is committed to open contract "
+                                  f"{cid.hex()[:16]}...; it is not offered")
                 if pub not in sheet:
                     raise Refusal("key-not-in-sheet", f"item {i}: key {pub.hex()[:16]}... does not occur in the sheet")
             digests.append(tagged_hash(OFFER_SHEET_TAG, sheet))
@@ -378,7 +395,7 @@ class EnclaveCore:
         and the transfer to record in the same sealed write). A key committed to an open contract is released
         only by that contract."""
         rec = self._record(pub)
-        if _moved is None and self.contracts.committed(pub):
+        if _moved is None and self.contracts.committed_to(pub) is not None:
             raise Refusal("committed", f"key {pub.hex()[:16]}... is committed to a contract; only the contract "
                           "releases it (contract_release)")
         if rec.state == ESCROWED and recipient != rec.recipient:
@@ -451,6 +468,12 @@ class EnclaveCore:
         """The one place a private key leaves in the clear: to the owner's wallet (also a contract's refund,
         ``_moved`` recording it in the contract's view in the same sealed write)."""
         rec = self._record(pub)
+        if _moved is None:
+            cid = self.contracts.committed_to(pub)
+            if cid is not None:  # I1: only the contract (contract_refund) hands a committed key back
+                raise Refusal("committed", f"key {pub.hex()[:16]}... is committed to open contract "
+                              f"{cid.hex()[:16]}...; it goes back to its owner only by that contract's refund "
+                              "(contract_refund), not by export")
         if rec.state == ESCROWED:
             raise Refusal("escrowed", f"key {pub.hex()[:16]}... is in escrow; not exportable")
         if rec.state == RELEASED:
@@ -469,6 +492,67 @@ class EnclaveCore:
             self._commit(undo)
         return rec.priv
 
+    # -- peers: enclaves whose quotes this enclave verified itself (I3) ---------------------
+
+    def peer_policy(self):
+        """The policy THIS enclave verifies peers under (never the host's): the same code (its own
+        measurement), the same kind of device (simulated peers only for a simulated enclave, certified by the
+        root that certified its own device key), debug peers only for a debug enclave."""
+        from node.tee.policy import AttestationPolicy
+
+        simulated = self._quote_provider is None
+        return AttestationPolicy(
+            allowed_measurements=frozenset({self.measurement.hex()}),
+            allow_simulated=simulated,
+            allow_debug=self.debug,
+            sim_vendor_roots=frozenset({self._state.cert.root_pub.hex()}) if simulated else frozenset(),
+        )
+
+    def attest_peer(self, binding_bytes: bytes, quote: bytes, at: int) -> bytes:
+        """Verify a peer enclave's ``quote`` for ``binding`` under ``peer_policy`` and remember the enclave
+        (its signing and encryption keys) in sealed state. ``at`` (unix seconds) is the host's time, used only
+        for the evidence's validity window: the enclave has no trusted clock, and a genuine enclave's older
+        quote still proves its keys. Returns the peer's encryption key."""
+        from datetime import datetime, timezone
+
+        from node.tee.binding import verify_attestation
+
+        try:
+            binding = wire.decode(binding_bytes, Binding, max_size=1024)
+        except wire.WireError as exc:
+            raise Refusal("bad-binding", exc.reason) from None
+        bad = binding.validate()
+        if bad:
+            raise Refusal("bad-binding", bad)
+        if not isinstance(quote, bytes) or not 0 < len(quote) <= MAX_QUOTE:
+            raise Refusal("bad-request", f"quote must be 1..{MAX_QUOTE} bytes")
+        if not 0 <= at < 1 << 40:
+            raise Refusal("bad-request", "at (unix seconds) out of range 0..2^40")
+        verdict = verify_attestation(quote, binding, policy=self.peer_policy(),
+                                     at=datetime.fromtimestamp(at, timezone.utc))
+        if not verdict.ok:
+            raise Refusal("untrusted-quote", f"peer quote refused under this enclave's policy: {verdict.code}: "
+                          f"{verdict.reason}")
+        rec = PeerRecord(binding.sign_pub, binding.enc_pub, binding.peer_id, binding.net)
+        if rec in self._state.peers:
+            return binding.enc_pub
+        if len(self._state.peers) >= MAX_PEERS:
+            raise Refusal("full", f"at most {MAX_PEERS} attested peers")
+        self._state.peers.append(rec)
+
+        def undo() -> None:
+            self._state.peers.remove(rec)
+
+        self._commit(undo)
+        return binding.enc_pub
+
+    def attested(self, sign_pub: bytes | None, enc_pub: bytes) -> bool:
+        """Is (``sign_pub``, ``enc_pub``) an enclave this enclave verified itself (or itself)? ``sign_pub``
+        None: any verified enclave with that encryption key (an escrow holder or beneficiary, named by it)."""
+        if enc_pub == self.enc_pub and sign_pub in (None, self.sign_pub):
+            return True
+        return any(p.enc_pub == enc_pub and sign_pub in (None, p.sign_pub) for p in self._state.peers)
+
     # -- escrow (Shamir shares of a deposit key held by other enclaves) ---------------------
 
     def escrow_split(self, pub: bytes, holders: list[bytes], k: int, beneficiary: bytes, context: bytes
@@ -481,10 +565,18 @@ class EnclaveCore:
         rec = self._record(pub)
         if rec.state not in SPENDABLE:
             raise Refusal("key-not-held", f"key {pub.hex()[:16]}... is {rec.state}; only a held key is escrowed")
+        cid = self.contracts.committed_to(pub)
+        if cid is not None:  # I1: a raw split would hand a committed key to whoever holds k shares
+            raise Refusal("committed", f"key {pub.hex()[:16]}... is committed to open contract {cid.hex()[:16]}...; "
+                          "a raw escrow split is refused (the contract's own escrow terms split it)")
         if not 2 <= k <= len(holders) <= MAX_ESCROW_HOLDERS:
             raise Refusal("bad-request", f"need 2 <= k <= holders <= {MAX_ESCROW_HOLDERS}")
         if len(set(holders)) != len(holders) or not all(_valid_pub(h) for h in holders) or not _valid_pub(beneficiary):
             raise Refusal("bad-recipient", "holders and beneficiary must be distinct valid 33-byte keys")
+        for who, key in [*(("holder", h) for h in holders), ("beneficiary", beneficiary)]:
+            if not self.attested(None, key):  # I3: host keys would rebuild the key
+                raise Refusal("unattested", f"{who} {key.hex()[:16]}... is not an enclave this enclave verified "
+                              "(attest_peer its quote first)")
         if len(context) > MAX_CONTEXT:
             raise Refusal("bad-request", f"context over {MAX_CONTEXT} bytes")
         shares = shamir.split(rec.priv, k, len(holders))
