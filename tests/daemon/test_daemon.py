@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from node.localnet import init_datadir
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -22,6 +24,7 @@ def cli(datadir, *args, timeout=60):
 class Daemon:
     def __init__(self, datadir: Path, *extra: str):
         self.datadir = datadir
+        init_datadir(datadir)  # `keyswitch init`: run refuses a data directory never initialised
         self.log = open(datadir.parent / f"{datadir.name}.out", "w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "node", "--datadir", str(datadir), "run", "--republish", "1", *extra],
@@ -222,6 +225,7 @@ def test_deposit_offer_and_withdraw_across_two_daemons(tmp_path):
 
 def test_a_hardware_backend_on_a_machine_without_it_is_refused_at_start(tmp_path):
     env = dict(os.environ, KEYSWITCH_TEE_BACKEND="configfs")
+    init_datadir(tmp_path / "n")
     r = subprocess.run([sys.executable, "-m", "node", "--datadir", str(tmp_path / "n"), "run"], env=env,
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2
