@@ -70,7 +70,13 @@ def running_pid(datadir: Path) -> int | None:
         pid = int((datadir / PID_FILE).read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if 0 < pid < 2**22 else None
+    if not 0 < pid < 2**22:
+        return None
+    try:  # Linux: the pid must still be a `run` (a pid file outliving its daemon may name another program)
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return pid
+    return pid if b"run" in argv else None
 
 
 def port_in_use(host: str, port: int) -> bool:
