@@ -76,7 +76,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="ks-bench-api-") as tmp:
         d = Path(tmp) / "node"
-        d.mkdir()
+        from node.localnet import init_datadir
+
+        init_datadir(d)  # `keyswitch init`: run refuses a data directory never initialised
         t = time.perf_counter()
         fill_book(d / "offers.sqlite", a.offers)
         print(f"offer book filled with {a.offers:,} offers in {time.perf_counter() - t:.1f} s")

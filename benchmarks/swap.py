@@ -144,7 +144,7 @@ def until(pred, timeout: float, what: str, every: float = 0.2) -> None:
 def swap_once(tmp: Path, chunks: int, log_level: str = "warning") -> dict:
     import socket  # noqa: F401  (kept light: the daemons do the work)
 
-    from node.localnet import spawn, stop_all, wait_for
+    from node.localnet import init_datadir, spawn, stop_all, wait_for
 
     py = sys.executable
     procs = []
@@ -160,7 +160,7 @@ def swap_once(tmp: Path, chunks: int, log_level: str = "warning") -> dict:
         boot = wait_for(tmp / "boot/out.log", r"LISTEN (\S+)", b, timeout=60)
         dirs = [tmp / "A", tmp / "B"]
         for d in dirs:
-            d.mkdir()
+            init_datadir(d)  # `keyswitch init`: run refuses a data directory never initialised
             procs.append(spawn([py, "-m", "node", "--datadir", str(d), "run", "--net", "swapbench",
                                 "--bootnodes", boot, "--republish", "2", "--log-level", log_level], d / "out.log",
                                env={"KEYSWITCH_LEDGER_URL": lurl}))

@@ -1,6 +1,6 @@
-"""``python -m bootstrap``: run a bootstrap node (see bootstrap/__init__.py)."""
+"""``python -m bootstrap`` (also ``keyswitch bootstrap``): run a bootstrap node (see bootstrap/__init__.py)."""
 
-from node.runtime.runner import main
+from bootstrap import main
 
 if __name__ == "__main__":
-    main(bootstrap=True)
+    main()

@@ -52,6 +52,8 @@ def _bootnodes(vs: list[str]) -> str | None:
     for v in vs:
         if "/p2p/" not in v:
             return f"{v!r}: a bootnode needs /p2p/<peer id> at the end"
+        if v.startswith(("/dns/", "/dns4/", "/dns6/", "/dnsaddr/")):  # py-libp2p would never dial it: 0 peers
+            return f"{v!r}: DNS bootnodes are not dialled; give the address as /ip4/<ip>/... or /ip6/<ip>/..."
     return None
 
 

@@ -46,7 +46,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from node.localnet import ANVIL_BLOCK_TIME, ANVIL_CHAIN_ID, find_anvil, spawn, start_anvil, stop_all, wait_for
+from node.localnet import ANVIL_BLOCK_TIME, ANVIL_CHAIN_ID, find_anvil, init_datadir, spawn, start_anvil, stop_all, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DCAP_DIR = ROOT.parent / "shared" / "testdata" / "attestation" / "intel-dcap"
@@ -191,7 +191,7 @@ class LocalNet:
         self.ledger_url = wait_for(led_dir / "out.log", r"dev ledger listening on (\S+)", led)
         for name in self.names:
             d = self.root / name
-            d.mkdir(exist_ok=True)
+            init_datadir(d)  # `keyswitch init`: run refuses a data directory never initialised
             env = {"KEYSWITCH_LEDGER_URL": self.ledger_url}
             if self.evm_url:
                 env.update(KEYSWITCH_LEDGER_EVM_URL=self.evm_url, KEYSWITCH_LEDGER_EVM_ASSET="ETH-DEV")

@@ -107,3 +107,11 @@ def start_anvil(exe: str, log: Path, *, block_time: float | None = None, timeout
     stop_all([proc], timeout=5)
     raise RuntimeError(f"anvil ({exe}) did not answer on {url} within {timeout:.0f} s:\n"
                        f"{log.read_text(errors='replace')[-1500:]}")
+
+
+def init_datadir(d: Path, settings: dict | None = None) -> str:
+    """``keyswitch init`` for a local node's data directory (config.toml with ``settings``, identity); returns
+    its peer id. Every command but ``init``, ``dev`` and ``demo`` refuses a data directory never initialised."""
+    from node.cli.init import initialise
+
+    return initialise(d, settings)[2]

@@ -175,7 +175,7 @@ class RealEngine:
             self._run(self.workdir)
 
     def _run(self, root: Path) -> None:
-        from node.localnet import spawn, stop_all, wait_for
+        from node.localnet import init_datadir, spawn, stop_all, wait_for
 
         sc, q, F = self.sc, self.sc["requests"], self.factor
         net = f"sim{self.seed}x{os.getpid()}"[:32]
@@ -210,7 +210,7 @@ class RealEngine:
                         "KEYSWITCH_LOG_LEVEL": "warning"}
             for i in range(self.n):
                 d = root / f"node{i}"
-                d.mkdir(exist_ok=True)
+                init_datadir(d)  # `keyswitch init`: run refuses a data directory never initialised
                 env = dict(env_base)
                 if i in chunk:
                     env["KEYSWITCH_DEPOSITS_CHUNK_USD"] = str(chunk[i])

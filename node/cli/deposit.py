@@ -130,6 +130,13 @@ def _wait(datadir, made: list[dict], wanted: int, timeout: float, block_interval
             progress.stop()
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(3)
+        except KeyboardInterrupt:  # Ctrl-C: the deposits are made and funded all the same; say so
+            progress.stop()
+            made_ = ", ".join(f"{d['asset']} {d['address']} ({d['amount']} units, tx {d['txid'][:16]}...)"
+                              for d in made)
+            typer.echo(f"interrupted while waiting for {wanted} confirmation(s); {len(made)} deposit(s) are made "
+                       f"and funded: {made_}; see `keyswitch --datadir {datadir} deposits`", err=True)
+            raise typer.Exit(130)
         finally:
             if hasattr(ledger, "close"):
                 ledger.close()

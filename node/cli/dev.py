@@ -3,7 +3,8 @@
 Starts a dev ledger server, anvil (a real EVM node serving ETH-DEV, when it
 is installed: ``make install`` puts it in ``.tools``; ``--no-anvil`` skips it),
 one bootstrap node and N daemons (``keyswitch run``), each in its own data
-directory under ``--dir``, prints how to reach each one, and runs until Ctrl-C
+directory under ``--dir`` with a config.toml naming the ledger(s), the network and the bootstrap node
+(rewritten on every start: the ledger's port changes), prints how to reach each one, and runs until Ctrl-C
 or SIGTERM, then stops them all gracefully.
 """
 
@@ -19,6 +20,7 @@ from typing import Optional
 
 import typer
 
+from node.cli.init import initialise
 from node.localnet import ANVIL_BLOCK_TIME, find_anvil, spawn, start_anvil, stop_all, wait_for
 
 def register(app: typer.Typer) -> None:
@@ -55,27 +57,29 @@ def register(app: typer.Typer) -> None:
                          "--block-interval", str(block_interval)], llog)
             procs.append(led)
             ledger_url = wait_for(llog, r"dev ledger listening on (\S+)", led)
-            env = {"KEYSWITCH_LEDGER_URL": ledger_url}
+            settings = {"ledger.url": ledger_url, "network.net": net}
             exe = find_anvil() if anvil else None
             evm_url = ""
             if exe:
                 (root / "anvil").mkdir(exist_ok=True)
                 evm, evm_url = start_anvil(exe, root / "anvil" / "out.log", block_time=ANVIL_BLOCK_TIME)
                 procs.append(evm)
-                env.update(KEYSWITCH_LEDGER_EVM_URL=evm_url, KEYSWITCH_LEDGER_EVM_ASSET="ETH-DEV")
+                settings.update({"ledger.evm_url": evm_url, "ledger.evm_asset": "ETH-DEV"})
             bdir = root / "bootstrap"
             bdir.mkdir(exist_ok=True)
             blog = bdir / "out.log"
             b = spawn([sys.executable, "-m", "bootstrap", "--datadir", str(bdir), "--net", net], blog)
             procs.append(b)
             boot = wait_for(blog, r"LISTEN (\S+)", b)
+            settings["network.bootnodes"] = [boot]
             rows = []
             for i in range(nodes):
                 d = root / f"node{i}"
-                d.mkdir(exist_ok=True)
+                # each node's config.toml says which ledger, network and bootnode it uses, so every command
+                # run by hand against it (deposit --wait, deposits, config show) reads what the daemon reads
+                initialise(d, settings, force=True)
                 log = d / "out.log"
-                p = spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", net,
-                           "--bootnodes", boot], log, env=env)
+                p = spawn([sys.executable, "-m", "node", "--datadir", str(d), "run"], log)
                 procs.append(p)
                 rows.append((d, log, p))
             t = Table(title=f"keyswitch dev: {nodes} nodes on 127.0.0.1 (net {net})")

@@ -53,8 +53,10 @@ def register(app: typer.Typer) -> None:
         except DaemonNotRunning as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(3)
-        if as_json:
+        if as_json:  # the same exit code as the table: 4 when nothing was allocated
             typer.echo(json.dumps(data, indent=2, sort_keys=True))
+            if not data["ok"]:
+                raise typer.Exit(4)
             return
         if not data["ok"]:
             typer.echo(f"no allocation: {data['reason']}", err=True)

@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         """Run the node: enclave, offer gossip, local API. Stops on Ctrl-C / SIGTERM."""
         from node import config as cfgmod
         from node import daemon, logs
+        from node.cli import daemonlock
 
         boots = [b.strip() for arg in bootnodes for b in arg.split(",") if b.strip()] if bootnodes else None
         try:
@@ -46,6 +47,36 @@ def register(app: typer.Typer) -> None:
         except (cfgmod.ConfigError, OSError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)
-        logs.configure(level=cfg["log.level"], fmt=cfg["log.format"], file=cfg["log.file"] or None,
-                       stream=sys.stderr)
-        daemon.main(cfg, republish=republish)
+        datadir = state.get_datadir()
+        try:
+            daemonlock.acquire(datadir)  # one daemon per data directory; its pid for `keyswitch stop`
+        except daemonlock.Refused as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(3)
+        try:
+            try:
+                daemonlock.check_ports(cfg)
+            except daemonlock.Refused as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2)
+            logs.configure(level=cfg["log.level"], fmt=cfg["log.format"], file=cfg["log.file"] or None,
+                           stream=sys.stderr)
+            failed = ""
+            try:
+                daemon.main(cfg, republish=republish)
+            except* OSError as eg:  # a port taken between the check and the bind: still one line
+                failed = "; ".join(_oserror_line(e, cfg) for e in eg.exceptions)
+            if failed:
+                typer.echo(f"error: {failed}", err=True)
+                raise typer.Exit(2)
+        finally:
+            daemonlock.release(datadir)
+
+
+def _oserror_line(exc: BaseException, cfg) -> str:
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return (f"{exc.strerror or exc} (network.listen {cfg['network.listen']}, api.port {cfg['api.port']}, "
+                f"api.metrics_port {cfg['api.metrics_port']})")
+    return str(exc)

@@ -82,6 +82,35 @@ class NodeConfig:
         )
 
 
+def tcp_listen_ports(listen: list[str]) -> list[tuple[str, int]]:
+    """(host, port) of each /ip4|ip6/<host>/tcp/<port> listen multiaddr with a fixed port (not 0)."""
+    out = []
+    for a in listen:
+        parts = a.split("/")
+        if len(parts) >= 5 and parts[1] in ("ip4", "ip6") and parts[3] == "tcp" and parts[4].isdigit():
+            if int(parts[4]):
+                out.append((parts[2], int(parts[4])))
+    return out
+
+
+def check_listen_ports_free(listen: list[str]) -> None:
+    """OSError(EADDRINUSE) naming the port when a fixed listen port is already held. py-libp2p's TCP listener
+    sets SO_REUSEPORT (for hole punching), so a second node would otherwise bind the same port silently."""
+    import errno
+    import socket
+
+    for host, port in tcp_listen_ports(listen):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # no SO_REUSEPORT: a live listener fails it
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(errno.EADDRINUSE, f"swarm port {host}:{port} is already in use "
+                                                    f"(network.listen)") from None
+                raise
+
+
 async def _no_auto_connect() -> None:
     """Replaces py-libp2p's AutoConnector.maybe_connect (see Node.__init__)."""
 
@@ -259,6 +288,7 @@ class Node:
         connections; cancellation is the shutdown signal, nothing survives it.
         """
         try:
+            check_listen_ports_free(self.config.listen)
             with trio.CancelScope() as scope:
                 self._cancel = scope
                 async with self.host.run(listen_addrs=[multiaddr.Multiaddr(a) for a in self.config.listen]):

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from node.assets import address_for
+from node.localnet import init_datadir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,6 +26,7 @@ def cli(datadir, *args, timeout=60):
 class Daemon:
     def __init__(self, datadir: Path, *extra: str):
         self.datadir = datadir
+        init_datadir(datadir)  # `keyswitch init`: run refuses a data directory never initialised
         self.log = open(datadir.parent / f"{datadir.name}.out", "w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "node", "--datadir", str(datadir), "run", "--republish", "1", *extra],
@@ -92,7 +94,7 @@ def test_readiness_lines_cli_and_auth(daemon):
     assert r.status_code == 400 and "JSON" in r.json()["error"]
     # a request on an empty network: answered (no allocation), with the reason, by the CLI
     out = cli(daemon.datadir, "request", "--asset", "BTC-REG", "--usd", "100", "--json")
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 4, out.stderr  # no allocation: the same exit code as the table below (issue #21)
     ans = json.loads(out.stdout)
     assert ans["ok"] is False and ans["reason"] == "the offer book holds no offers for this asset"
     out = cli(daemon.datadir, "request", "--asset", "BTC-REG", "--usd", "100")
@@ -225,6 +227,7 @@ def test_deposit_offer_and_withdraw_across_two_daemons(tmp_path):
 
 def test_a_hardware_backend_on_a_machine_without_it_is_refused_at_start(tmp_path):
     env = dict(os.environ, KEYSWITCH_TEE_BACKEND="configfs")
+    init_datadir(tmp_path / "n")
     r = subprocess.run([sys.executable, "-m", "node", "--datadir", str(tmp_path / "n"), "run"], env=env,
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2

@@ -39,15 +39,28 @@ def test_keyswitch_dev_starts_a_connected_local_network_and_stops(tmp_path):
                             "--asset", "BTC-REG", "--chunks", "2", "--json"],
                            capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert r.returncode == 0, r.stderr
+        # each node's config.toml names the dev ledger and the bootstrap node, so commands run by hand read the
+        # ledger the daemons use (issue #21: `deposit --wait` watched an unused embedded ledger and hung)
+        (lurl,) = [l.split()[2] for l in out if l.startswith("dev ledger http://127.0.0.1:")]
+        shown = subprocess.run([sys.executable, "-m", "node", "--datadir", str(tmp_path / "node0"), "config", "show",
+                                "--json"], capture_output=True, text=True, cwd=ROOT, timeout=30)
+        values = json.loads(shown.stdout)["values"]
+        assert values["ledger.url"] == lurl, values
+        assert [b.split("/")[1:3] for b in values["network.bootnodes"]] == [["ip4", "127.0.0.1"]], values
+        r = subprocess.run([sys.executable, "-m", "node", "--datadir", str(tmp_path / "node0"), "deposit",
+                            "--asset", "BTC-REG", "--chunks", "1", "--wait", "1", "--timeout", "60", "--json"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert json.loads(r.stdout)[0]["confirmations"] >= 1
         offers = []
         for _ in range(150):
             r = subprocess.run([sys.executable, "-m", "node", "--datadir", str(tmp_path / "node1"), "offers", "--json"],
                                capture_output=True, text=True, cwd=ROOT, timeout=30)
             offers = json.loads(r.stdout)["offers"] if r.returncode == 0 else []
-            if len(offers) == 2:
+            if len(offers) == 3:
                 break
             time.sleep(0.3)
-        assert len(offers) == 2, offers
+        assert len(offers) == 3, offers
         if find_anvil():  # make test installs anvil: ETH-DEV deposits land on the real EVM node
             (url,) = [l.split()[1] for l in out if l.startswith("anvil http://127.0.0.1:")]
             r = subprocess.run([sys.executable, "-m", "node", "--datadir", str(tmp_path / "node2"), "deposit",

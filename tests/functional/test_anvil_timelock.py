@@ -10,7 +10,7 @@ import sys
 import httpx
 import pytest
 
-from node.localnet import find_anvil, spawn, start_anvil, stop_all, wait_for
+from node.localnet import init_datadir, find_anvil, spawn, start_anvil, stop_all, wait_for
 from tests.functional.framework import FACTOR, Api, ledger_and_boot, until
 
 pytestmark = [pytest.mark.network,
@@ -35,7 +35,7 @@ def test_an_escrow_refunds_at_a_height_counted_in_anvil_blocks(tmp_path):
         env = {"KEYSWITCH_LEDGER_URL": lurl, "KEYSWITCH_LEDGER_EVM_URL": evm_url, "KEYSWITCH_LEDGER_EVM_ASSET": "ETH-DEV"}
         dirs = [tmp_path / n for n in "ABC"]
         for d in dirs:
-            d.mkdir()
+            init_datadir(d)  # `keyswitch init`: run refuses a data directory never initialised
             procs.append(spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", "evmlock",
                                 "--bootnodes", boot, "--republish", "2"], d / "out.log", env=env))
         a, b, c = [Api(d, wait_for(d / "out.log", r"ready (\S+)", p, timeout=90 * FACTOR))

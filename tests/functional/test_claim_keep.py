@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from node.localnet import spawn, stop_all, wait_for
+from node.localnet import init_datadir, spawn, stop_all, wait_for
 from tests.functional.framework import FACTOR, Api, ledger_and_boot, until
 
 pytestmark = pytest.mark.network
@@ -36,7 +36,7 @@ def test_a_kept_key_is_offered_again_and_swapped_onward(tmp_path):
         lurl, boot = ledger_and_boot(tmp_path, "keeptest", procs)
         dirs = [tmp_path / n for n in "ABC"]
         for d in dirs:
-            d.mkdir()
+            init_datadir(d)  # `keyswitch init`: run refuses a data directory never initialised
             procs.append(_run(d, boot, lurl, d / "out.log", *(["--claim-policy", "keep"] if d.name == "B" else [])))
         a, bb, c = [Api(d, wait_for(d / "out.log", r"ready (\S+)", p, timeout=90 * FACTOR))
                     for d, p in zip(dirs, procs[2:])]

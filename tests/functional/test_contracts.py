@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from node.localnet import spawn, stop_all, wait_for
+from node.localnet import init_datadir, spawn, stop_all, wait_for
 from tests.functional.framework import FACTOR, Api, ledger_and_boot, until
 
 pytestmark = pytest.mark.network
@@ -24,7 +24,7 @@ def test_an_escrow_and_an_option_between_daemons(tmp_path):
         lurl, boot = ledger_and_boot(tmp_path, "ctest", procs)
         dirs = [tmp_path / n for n in "ABC"]
         for d in dirs:
-            d.mkdir()
+            init_datadir(d)  # `keyswitch init`: run refuses a data directory never initialised
             procs.append(spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", "ctest",
                                 "--bootnodes", boot, "--republish", "2"], d / "out.log",
                                env={"KEYSWITCH_LEDGER_URL": lurl}))

@@ -21,7 +21,7 @@ import pytest
 from node.assets import address_for
 from node.ledger.client import DevLedgerClient
 from node.ledger.devnet import FEES
-from node.localnet import spawn, stop_all, wait_for
+from node.localnet import init_datadir, spawn, stop_all, wait_for
 from node.swaps import claim_key
 from tests.functional.framework import FACTOR, Api, ledger_and_boot, until
 
@@ -35,7 +35,7 @@ def test_a_recovery_node_sweeps_a_dead_payers_escrowed_chunk_home(tmp_path):
         lurl, boot = ledger_and_boot(tmp_path, "kesc", procs)
         dirs = {n: tmp_path / n for n in NAMES}
         for n, d in dirs.items():
-            d.mkdir()
+            init_datadir(d)  # `keyswitch init`: run refuses a data directory never initialised
             procs.append(spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", "kesc",
                                 "--bootnodes", boot, "--republish", "2"], d / "out.log",
                                env={"KEYSWITCH_LEDGER_URL": lurl}))

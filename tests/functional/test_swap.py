@@ -14,7 +14,7 @@ import sys
 import httpx
 import pytest
 
-from node.localnet import spawn, stop_all, wait_for
+from node.localnet import init_datadir, spawn, stop_all, wait_for
 from tests.functional.framework import FACTOR, Api, ledger_and_boot, until
 
 pytestmark = pytest.mark.network
@@ -28,7 +28,7 @@ def test_two_daemons_swap_chunks_and_claim_them(tmp_path):
             sk.bind(("127.0.0.1", 0))
             mport = sk.getsockname()[1]
         for d in dirs:
-            d.mkdir()
+            init_datadir(d)  # `keyswitch init`: run refuses a data directory never initialised
             extra = ["--metrics-port", str(mport)] if d.name == "A" else []
             procs.append(spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", "swaptest",
                                 "--bootnodes", boot, "--republish", "2", *extra], d / "out.log",

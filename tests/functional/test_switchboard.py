@@ -13,7 +13,7 @@ import pytest
 
 from node.localnet import timeout_factor
 
-from node.localnet import spawn, stop_all, wait_for
+from node.localnet import init_datadir, spawn, stop_all, wait_for
 
 pytestmark = pytest.mark.network
 FACTOR = timeout_factor()
@@ -56,7 +56,7 @@ def test_request_answered_by_several_peers_within_caps(tmp_path):
         dirs = []
         for i in range(NODES):
             d = tmp_path / f"node{i}"
-            d.mkdir()
+            init_datadir(d)  # `keyswitch init`: run refuses a data directory never initialised
             procs.append(spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", "sbtest",
                                 "--bootnodes", boot, "--republish", "2"], d / "out.log"))
             dirs.append(d)

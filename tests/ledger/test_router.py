@@ -136,6 +136,9 @@ def test_daemon_refuses_to_start_without_its_evm_node(tmp_path):
     root = Path(__file__).resolve().parents[2]
     url = f"http://127.0.0.1:{free_port()}"
     env = dict(os.environ, KEYSWITCH_LEDGER_EVM_URL=url, PYTHONPATH=str(root))
+    from node.localnet import init_datadir
+
+    init_datadir(tmp_path / "n")  # `keyswitch init`: run refuses a data directory never initialised
     out = subprocess.run([sys.executable, "-m", "node", "--datadir", str(tmp_path / "n"), "run", "--net", "t"],
                          capture_output=True, text=True, timeout=120, env=env, cwd=root)
     assert out.returncode == 3, out.stdout[-2000:] + out.stderr[-2000:]

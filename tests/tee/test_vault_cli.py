@@ -16,6 +16,10 @@ from tests.cli_fixtures import cli, datadir, run  # noqa: F401 (fixtures)
 
 
 def test_vault_new_show_and_quote(cli, datadir):
+    for cmd in (("vault", "new", "--keys", "3"), ("attest", "quote")):  # a data directory never initialised
+        r = run(cli, datadir, *cmd)
+        assert r.exit_code == 2 and f"keyswitch --datadir {datadir} init" in r.output, r.output
+    assert run(cli, datadir, "init").exit_code == 0
     r = run(cli, datadir, "vault", "new", "--keys", "3")
     assert r.exit_code == 0, r.output
     assert "generated 3 deposit keys" in r.output
@@ -26,9 +30,6 @@ def test_vault_new_show_and_quote(cli, datadir):
     # never a private key: the sealed state's plaintext is not reachable, and no 32-byte secrets are printed
     assert all(set(k) == {"pubkey", "state", "origin", "recipient"} for k in shown["keys"])
 
-    r = run(cli, datadir, "attest", "quote")
-    assert r.exit_code == 2 and "keyswitch init" in r.output  # needs the node identity for the peer id
-    assert run(cli, datadir, "init").exit_code == 0
     out = datadir / "q.bin"
     r = run(cli, datadir, "attest", "quote", "--out", str(out), "--nonce", "abcd")
     assert r.exit_code == 0, r.output
@@ -45,5 +46,6 @@ def test_vault_new_show_and_quote(cli, datadir):
 
 
 def test_vault_new_refuses_a_bad_count(cli, datadir):
+    assert run(cli, datadir, "init").exit_code == 0
     r = run(cli, datadir, "vault", "new", "--keys", "0")
     assert r.exit_code != 0
