@@ -148,12 +148,14 @@ def test_a_running_enclave_loads_no_project_file_that_is_not_measured(tmp_path):
     from node.assets import address_for
     from node.protocols.release import Chunk, schedule_spec, swap_schedule
     from node.tee.client import InProcessEnclave, SubprocessEnclave
+    from tests.tee.testbuild import attest
 
     dump = tmp_path / "loaded.json"
     cmd = [_sys.executable, "-c", _PROBE, str(dump), str(tmp_path / "enc")]
     b = SubprocessEnclave(tmp_path / "enc", command=cmd)
     try:
         a = InProcessEnclave(None)
+        attest(a, b)  # I3: each verifies the other's quote itself, as the contract hosts have them do
         chunks = [[Chunk(asset, address_for(asset, p), p, 1000) for p in e.generate_keys(1)]
                   for e, asset in ((a, "BTC-REG"), (b, "LTC"))]
         spec = schedule_spec(swap_schedule(*chunks), [a.binding_for("dev", "A"), b.binding_for("dev", "B")]).encode()

@@ -53,6 +53,7 @@ import hashlib
 import msgspec
 
 from node import wire
+from node.tee.enclave.common import ESCROW_RELEASE_TAG, ESCROW_SPLIT_TAG, MAX_ESCROW_HOLDERS, Refusal, escrow_aad
 from node.contracts import Release, Transfer, View
 from node.contracts.errors import ContractRuntimeError, StepLimitExceeded
 from node.contracts.spec import (
@@ -203,8 +204,6 @@ class StepResult(msgspec.Struct, array_like=True, frozen=True):
 
 
 def _refusal(code: str, reason: str):
-    from node.tee.enclave.core import Refusal
-
     return Refusal(code, reason)
 
 
@@ -513,7 +512,6 @@ class Contracts:
         contract, its view now holding the key just taken, allows it (every check of ``release``; the key
         journaled before its ciphertext leaves). The host has seen the funds of the key it hands in still
         there before it asks for a release (the enclave reads no ledger)."""
-        from node.tee.enclave.core import Refusal
 
         if len(ack_digest) != 32:
             raise _refusal("bad-request", "the answer's digest must be 32 bytes")
@@ -585,7 +583,6 @@ class Contracts:
         gives the holders the same shares. Changes no state: the contract keeps releasing the keys."""
         from node.crypto import ecies_encrypt, sign_digest, tagged_hash
         from node.tee.enclave import shamir
-        from node.tee.enclave.core import ESCROW_SPLIT_TAG, escrow_aad
 
         st, spec = self._get(cid)
         term = next((t for t in spec.escrows if t.party == st.me), None)
@@ -643,18 +640,6 @@ class Holdings(Contracts):
     def committed(self, pub: bytes) -> bool:  # a holder commits nothing
         return False
 
-    def committed_all(self) -> dict[bytes, bytes]:
-        """Every key committed now (``committed_to``), to its contract id: one pass for a batch of checks."""
-        out: dict[bytes, bytes] = {}
-        for st in self._all:
-            _, spec = self._get(st.cid)
-            moved = {m.index for m in st.moved if m.giver == st.me}
-            left = [i for i in range(len(spec.parties[st.me].chunks)) if i not in moved]
-            for i in left:
-                if not self._ended_without(st, spec, [i]):
-                    out.setdefault(spec.parties[st.me].chunks[i].pubkey, st.cid)
-        return out
-
     def committed_to(self, pub: bytes) -> bytes | None:
         return None
 
@@ -669,7 +654,6 @@ class Holdings(Contracts):
         to us; each share must be signed by its owner's enclave and bound to this contract and chunk."""
         from node.crypto import DecryptError, ecies_decrypt
         from node.crypto import verify_domain_sig
-        from node.tee.enclave.core import ESCROW_SPLIT_TAG, MAX_ESCROW_HOLDERS, escrow_aad
 
         spec = decode_spec(spec_bytes)
         if isinstance(spec, str):
@@ -758,7 +742,6 @@ class Holdings(Contracts):
         """Our share of chunk (party, index), encrypted to ``recipient``: only if it is the term's beneficiary
         and the contract refunds that chunk now. Again after that: the same sealed ciphertext."""
         from node.crypto import ecies_encrypt
-        from node.tee.enclave.core import ESCROW_RELEASE_TAG, escrow_aad
 
         st, spec = self._get(cid)
         rec = next((s for s in self._shares(cid) if (s.share.party, s.share.index) == (party, index)), None)

@@ -23,6 +23,9 @@ from node import wire
 from node.crypto import DecryptError, ecies_decrypt, ecies_encrypt, pubkey_of, sign_digest, tagged_hash
 from node.tee.binding import Binding, keys_root
 from node.tee.enclave import simformat
+from node.tee.enclave.common import (  # noqa: F401 (re-exported: the host and tests name them here)
+    ESCROW_RELEASE_TAG, ESCROW_SPLIT_TAG, MAX_ESCROW_HOLDERS, Refusal, escrow_aad,
+)
 from node.tee.enclave.contracts import Contracts, ContractShare, ContractState, Holdings, SharePayloadV
 from node.tee.enclave.sealed import SealedStateError, SealedStore
 
@@ -36,9 +39,6 @@ SIGN_DOMAINS = frozenset({"outcome", "rfp", "revocation", "proposal", "release-m
 INTERNAL_DOMAINS = frozenset({"release", "contract-terms", "escrow-share"})
 OFFER_SHEET_TAG = "keyswitch/offer-sheet/1"
 RELEASE_AAD_TAG = b"keyswitch/key-release/1"
-ESCROW_SPLIT_TAG = b"keyswitch/escrow-share/1"  # share from the key's enclave to a holder
-ESCROW_RELEASE_TAG = b"keyswitch/escrow-release/1"  # share from a holder to the beneficiary
-MAX_ESCROW_HOLDERS = 16
 MAX_PEERS = 100_000  # attested peer enclaves kept in sealed state
 MAX_QUOTE = 64 * 1024  # a peer's quote handed in (hardware evidence with its certificate chain)
 MAX_REBUILD_TRIES = 20_000  # k-subsets tried when some shares handed in are bad (C(16, 8) = 12 870)
@@ -46,13 +46,6 @@ MAX_REBUILD_TRIES = 20_000  # k-subsets tried when some shares handed in are bad
 HELD, RELEASED, RECEIVED, EXPORTED = "held", "released", "received", "exported"
 ESCROWED = "escrowed"  # split to escrow holders: released, if ever, only to the beneficiary
 SPENDABLE = (HELD, RECEIVED)  # states in which the enclave still controls the key alone
-
-
-class Refusal(Exception):
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
 
 
 class KeyRecord(msgspec.Struct, array_like=True):
@@ -124,10 +117,6 @@ class State(msgspec.Struct, array_like=True):
 
 def release_aad(deposit_pub: bytes, context: bytes) -> bytes:
     return RELEASE_AAD_TAG + len(deposit_pub).to_bytes(2, "big") + deposit_pub + context
-
-
-def escrow_aad(tag: bytes, deposit_pub: bytes, context: bytes) -> bytes:
-    return tag + len(deposit_pub).to_bytes(2, "big") + deposit_pub + context
 
 
 class SharePayload(msgspec.Struct, array_like=True, frozen=True):

@@ -35,6 +35,7 @@ TRUSTED_CODE = (
     "node/contracts/",
     "node/tee/__init__.py",
     "node/tee/binding.py",
+    "node/tee/policy.py",  # the policy the enclave verifies peers under (attest_peer, I3)
     "node/tee/verdict.py",
     "node/tee/simquote.py",
     "node/tee/evidence/",
