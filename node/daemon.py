@@ -693,14 +693,14 @@ class NodeServices:
 
         def work() -> str:
             from node.assets import export_key
-            from node.identity import _atomic_write
+            from node.fsutil import atomic_write
 
             secret = self.stack.enclave.export_to_owner(pub)
             try:
                 # nothing lost on a failed sweep: the exported key is kept for its owner (0600) until the
                 # sweep has gone through, then removed
                 exports.mkdir(mode=0o700, exist_ok=True)
-                _atomic_write(keep, (export_key(d.asset, secret) + "\n").encode())
+                atomic_write(keep, (export_key(d.asset, secret) + "\n").encode())
                 txid = x["ledger"].sweep(d.asset, secret, to)
             finally:
                 del secret

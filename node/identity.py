@@ -23,6 +23,8 @@ import os
 import secrets
 from pathlib import Path
 
+from node.fsutil import atomic_write
+
 IDENTITY_FILE = "identity.key"
 CLAIM_SEED_FILE = "claim.seed"
 SEED_LEN = 32
@@ -32,22 +34,6 @@ class IdentityError(Exception):
     pass
 
 
-def _atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def load_or_create_seed(datadir: Path) -> bytes:
     """Return the 32-byte identity seed, creating it (0600) if absent."""
     datadir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +41,7 @@ def load_or_create_seed(datadir: Path) -> bytes:
     if path.exists():
         return _read_seed(path, "identity seed")
     seed = secrets.token_bytes(SEED_LEN)
-    _atomic_write(path, seed)
+    atomic_write(path, seed)
     return seed
 
 

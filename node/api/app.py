@@ -21,7 +21,6 @@ the node.
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 from pathlib import Path
 import msgspec
@@ -33,6 +32,7 @@ from starlette.routing import Route
 from node.api.limits import MAX_ADDRESS, MAX_BODY, MAX_PEER_ID, check_float, check_int, check_str, range_text
 from node.api.openapi import SPEC
 from node.api.services import ApiError, Services
+from node.fsutil import atomic_write
 
 COOKIE_FILE = ".cookie"
 __all__ = ["MAX_BODY", "build_app", "build_metrics_app", "read_cookie", "serve", "write_cookie"]
@@ -40,12 +40,7 @@ __all__ = ["MAX_BODY", "build_app", "build_metrics_app", "read_cookie", "serve",
 
 def write_cookie(datadir: Path) -> str:
     token = secrets.token_hex(32)
-    path = Path(datadir) / COOKIE_FILE
-    tmp = path.with_name(COOKIE_FILE + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
-    os.replace(tmp, path)
+    atomic_write(Path(datadir) / COOKIE_FILE, token.encode(), durable=False)  # a new one at every start
     return token
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import trio
 
 from node.clock import Clock, SystemClock
+from node.fsutil import atomic_write
 
 log = logging.getLogger("keyswitch.runtime.runner")
 
@@ -57,9 +58,7 @@ def make_protocols(specs: list[str], ctx: ProtocolContext) -> list[Any]:
 
 
 def write_status(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, default=str, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, default=str, sort_keys=True).encode(), mode=0o644, durable=False)
 
 
 def snapshot(node, protocols: list[Any], clock: Clock) -> dict:
