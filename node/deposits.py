@@ -169,10 +169,11 @@ def adopt_kept(store: DepositStore, kept, ledger, enclave, *, now: float, prices
 
 
 def offers_from(deposits: list[Deposit], ledger, enclave, *, now: float, ttl: float = OFFER_TTL):
-    """Offers for confirmed deposits whose key the enclave still holds and whose funds are still there."""
+    """Offers for confirmed deposits whose key the enclave still holds, uncommitted to any open contract (it
+    signs no sheet naming a committed key: I4), and whose funds are still there."""
     from node.protocols.offers import Offer
 
-    held = set(enclave.held_pubkeys())
+    held = set(enclave.offerable_pubkeys())
     offers = []
     for d in deposits:
         if d.pubkey not in held:

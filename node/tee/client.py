@@ -203,6 +203,10 @@ class _Base:
         """Deposit keys this enclave still controls alone (held or received)."""
         return [k.pubkey for k in self.list_keys() if k.state in ("held", "received")]
 
+    def offerable_pubkeys(self) -> list[bytes]:
+        """The held keys the enclave would sign an offer for: not committed to an open contract (I4)."""
+        return self._call(m.OfferableKeys(), list[bytes])
+
     def binding_for(self, net: str, peer_id: str) -> Binding:
         """The binding this enclave will quote: its keys, the peer id, the root of its held deposit keys."""
         i = self.info()

@@ -111,6 +111,30 @@ def test_an_offer_sheet_naming_a_committed_key_is_not_signed(three):
     assert exc.value.code == "committed"
 
 
+def test_the_host_offers_only_what_its_enclave_would_sign(three, tmp_path):
+    """The host derives its offers from the enclave's own answer (``offerable_pubkeys``: held, uncommitted), so
+    a key committed to an open contract leaves the node's sheet at once, and its re-announcement is never a
+    refused signature (on the first merge of I4 the daemon logged a traceback at every re-announcement)."""
+    from node.deposits import Deposit, offers_from
+
+    payer, payee, arb = three
+    spec, cid, pub = _escrow(payer, payee, arb)
+    (free,) = payer.generate_keys(1)
+    assert pub in payer.held_pubkeys() and pub not in payer.offerable_pubkeys()
+    assert free in payer.offerable_pubkeys()
+
+    class Ledger:
+        def balance(self, asset, address):
+            from node.ledger.base import Balance
+
+            return Balance(10**8, 10**8)
+
+    deps = [Deposit(p, "BTC-REG", f"addr-{p.hex()[:6]}", 10**6, 5000, "100000", 0.0, "tx" + p.hex()[:6], 0.0)
+            for p in (pub, free)]
+    offered = offers_from(deps, Ledger(), payer, now=100.0)
+    assert [o.pubkey for o in offered] == [free]
+
+
 def _raw(tag: str, *fields) -> bytes:
     return msgspec.msgpack.encode([m.PROTOCOL_VERSION, 7, [tag, *fields]])
 

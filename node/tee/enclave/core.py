@@ -278,6 +278,11 @@ class EnclaveCore:
     def held_pubkeys(self) -> list[bytes]:
         return [r.pub for r in self._state.keys if r.state in SPENDABLE]
 
+    def offerable_pubkeys(self) -> list[bytes]:
+        """What ``sign_offer_sheets`` would sign an offer for (I4): held keys not committed to an open contract."""
+        committed = self.contracts.committed_all()
+        return [p for p in self.held_pubkeys() if p not in committed]
+
     def _record(self, pub: bytes) -> KeyRecord:
         rec = self._by_pub.get(pub)
         if rec is None:

@@ -35,6 +35,10 @@ class ListKeys(msgspec.Struct, tag="list", array_like=True, frozen=True):
     pass
 
 
+class OfferableKeys(msgspec.Struct, tag="offerable", array_like=True, frozen=True):
+    """The keys this enclave would sign an offer sheet for (I4): held, not released, not committed."""
+
+
 class MakeQuote(msgspec.Struct, tag="quote", array_like=True, frozen=True):
     binding: bytes
     timestamp: int
@@ -197,7 +201,7 @@ class ContractStep(msgspec.Struct, tag="contract-step", array_like=True, frozen=
 
 
 Op = Union[
-    Hello, GenerateKeys, ListKeys, MakeQuote, SignOfferSheets, SignDomain, ExportKey, AttestPeer, EscrowSplit, EscrowAccept, EscrowReleaseShare, EscrowRecover,
+    Hello, GenerateKeys, ListKeys, OfferableKeys, MakeQuote, SignOfferSheets, SignDomain, ExportKey, AttestPeer, EscrowSplit, EscrowAccept, EscrowReleaseShare, EscrowRecover,
     ContractOpen, ContractHeight, ContractApprove, ContractStatusOp, ContractRelease, ContractResend,
     ContractRefund, ContractAccept, ContractEscrowSplit, EscrowHold, EscrowHeight, EscrowApprove, EscrowMoved,
     EscrowShare, EscrowHoldings, EscrowRebuild, ContractStep,
@@ -269,6 +273,8 @@ def _dispatch(core: EnclaveCore, op) -> object:
         return core.sign_offer_sheets([(it.sheet, it.pubs) for it in op.items])
     if isinstance(op, SignDomain):
         return core.sign(op.domain, op.digest)
+    if isinstance(op, OfferableKeys):
+        return core.offerable_pubkeys()
     if isinstance(op, AttestPeer):
         return core.attest_peer(op.binding, op.quote, op.at)
     if isinstance(op, ExportKey):
