@@ -131,7 +131,7 @@ class BitcoindLedger:
         if not (0 < fallback_sat_vb <= max_sat_vb):
             raise LedgerError(f"fallback fee rate {fallback_sat_vb} sat/vB must be in (0, max {max_sat_vb}]")
         self.url, self.asset, self.network = url.rstrip("/"), asset, a.network
-        self.cookie = Path(cookie) if cookie else None
+        self.cookie = Path(cookie).expanduser() if cookie else None
         self._user, self._password = user, password
         self.fallback_sat_vb, self.max_sat_vb, self.conf_target = fallback_sat_vb, max_sat_vb, conf_target
         self.http = httpx.Client(timeout=timeout)
