@@ -3,7 +3,8 @@
 * **Balance without keys in the node**: confirmed = the address's coins in the UTXO set (``scantxoutset``
   with an ``addr(...)`` descriptor: no wallet, no key import, no rescan); unconfirmed = those plus the
   mempool's effects, read from ``getrawmempool`` and each mempool transaction decoded
-  (``getrawtransaction <txid> true``): outputs paying the address's script are added, coins spent by a
+  (``getrawtransaction <txid> true``, in one JSON-RPC batch, and kept by txid so that the next read
+  fetches only the transactions that arrived since): outputs paying the address's script are added, coins spent by a
   mempool input are removed. Both are read between two identical ``getbestblockhash`` answers (retried
   when a block arrives in between, so a coin is never missed while it moves from mempool to block).
 * **Send and sweep on our side**: segwit v0 P2WPKH spends built and signed here with embit (BIP-143
@@ -138,6 +139,8 @@ class BitcoindLedger:
         self._ids = itertools.count(1)
         self._scan_lock = threading.Lock()  # the node runs one scantxoutset at a time
         self._seen: dict[tuple[str, int], tuple[str, int]] = {}  # outpoint -> (watched address, sats)
+        self._mempool_cache: dict[str, tuple] = {}  # txid -> decoded (txid, inputs, outputs), mempool only
+        self._mempool_lock = threading.Lock()
         self._auth = self._read_auth()
 
     # ------------------------------------------------------------------ transport
@@ -266,14 +269,60 @@ class BitcoindLedger:
             out.append((_txid(u.get("txid")), _int(u.get("vout"), "vout"), addr, _sats(u.get("amount"), "amount")))
         return out
 
-    def _mempool(self) -> list[dict]:
-        txs = []
-        for txid in self.rpc("getrawmempool"):
+    def rpc_batch(self, calls: list[tuple[str, list]]) -> list:
+        """Many calls in one HTTP request (Bitcoin Core's JSON-RPC batch): each answer is the result or an
+        ``RpcError`` (returned, not raised), in the order asked."""
+        import httpx
+
+        out: list = []
+        for start in range(0, len(calls), 500):
+            part = calls[start:start + 500]
+            body = [{"jsonrpc": "1.0", "id": i, "method": m, "params": list(p)} for i, (m, p) in enumerate(part)]
             try:
-                txs.append(self.rpc("getrawtransaction", _txid(txid), True))
-            except RpcError:
+                r = self.http.post(self.url, content=json.dumps(body, default=_json_default), auth=self._auth)
+            except httpx.HTTPError as exc:
+                raise LedgerUnreachable(f"node at {self.url} unreachable: {exc.__class__.__name__}") from None
+            if r.status_code in (401, 403):
+                raise LedgerUnreachable(f"node at {self.url} refused the RPC credentials (HTTP {r.status_code})")
+            try:
+                data = json.loads(r.content, parse_float=Decimal)
+            except ValueError:
+                raise LedgerError(f"node at {self.url} answered a batch with HTTP {r.status_code}, not JSON") from None
+            if not isinstance(data, list) or len(data) != len(part):
+                raise LedgerError(f"node at {self.url} answered a batch of {len(part)} with something else")
+            by_id = {d.get("id"): d for d in data if isinstance(d, dict)}
+            for i, (m, _) in enumerate(part):
+                d = by_id.get(i)
+                if d is None:
+                    raise LedgerError(f"node at {self.url} left call {i} ({m}) of a batch unanswered")
+                err = d.get("error")
+                out.append(RpcError(m, err.get("code", 0) if isinstance(err, dict) else 0,
+                                    str(err.get("message", err) if isinstance(err, dict) else err)[:500])
+                           if err else d.get("result"))
+        return out
+
+    def _mempool(self) -> list[tuple[str, list[tuple[str, int]], list[tuple[int, str, int]]]]:
+        """The mempool as (txid, spent outpoints, [(n, script hex, sats)]). Decoded transactions are kept by
+        txid (a txid fixes its inputs and outputs) and only new ones are fetched, in one batch: a balance
+        read costs one getrawmempool plus the transactions that arrived since the last one."""
+        with self._mempool_lock:
+            return self._mempool_locked()
+
+    def _mempool_locked(self):
+        txids = [_txid(t) for t in self.rpc("getrawmempool")]
+        cache = self._mempool_cache
+        new = [t for t in txids if t not in cache]
+        for t, tx in zip(new, self.rpc_batch([("getrawtransaction", [t, True]) for t in new])):
+            if isinstance(tx, RpcError) or not isinstance(tx, dict):
                 continue  # left the mempool since the list was read
-        return txs
+            ins = [(_txid(i["txid"]), _int(i.get("vout"), "vout")) for i in tx.get("vin", []) if "txid" in i]
+            outs = [(_int(o.get("n"), "n"), str(o.get("scriptPubKey", {}).get("hex", "")).lower(),
+                     _sats(o.get("value"), "value")) for o in tx.get("vout", [])]
+            cache[t] = (t, ins, outs)
+        live = set(txids)
+        for t in [t for t in cache if t not in live]:
+            del cache[t]
+        return [cache[t] for t in txids if t in cache]
 
     def _coins(self, address: str) -> tuple[int, dict[tuple[str, int], int]]:
         """(confirmed sats, {outpoint: sats} of every coin the address holds once the mempool is applied)."""
@@ -288,13 +337,11 @@ class BitcoindLedger:
             raise LedgerUnreachable(f"node at {self.url}: the chain moved during five balance reads")
         owned = {(t, v): s for t, v, _, s in conf}
         spent = set()
-        for tx in mem:
-            for i in tx.get("vin", []):
-                if "txid" in i:
-                    spent.add((_txid(i["txid"]), _int(i.get("vout"), "vout")))
-            for o in tx.get("vout", []):
-                if str(o.get("scriptPubKey", {}).get("hex", "")).lower() == spk:
-                    owned[(_txid(tx.get("txid")), _int(o.get("n"), "n"))] = _sats(o.get("value"), "value")
+        for txid, ins, outs in mem:
+            spent.update(ins)
+            for n, script_hex, sats in outs:
+                if script_hex == spk:
+                    owned[(txid, n)] = sats
         for op, s in owned.items():
             self._seen[op] = (address, s)
         return sum(s for _, _, _, s in conf), {op: s for op, s in owned.items() if op not in spent}

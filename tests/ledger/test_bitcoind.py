@@ -229,3 +229,24 @@ def test_router_serves_the_asset_from_the_node_and_checks_it(ltc, litecoind, tmp
     with pytest.raises(LedgerUnreachable, match="refused the RPC credentials"):
         with_bitcoind(base, {**cfg, "ledger.rpc_cookie": str(bad)})
     base.close()
+
+
+def test_a_node_configured_with_ledger_rpc_settings_opens_the_routed_ledger(ltc, litecoind, tmp_path):
+    """The daemon's own path: KEYSWITCH_LEDGER_RPC_* in the environment -> node.deposits.open_ledger."""
+    from node.config import ConfigError, load
+    from node.deposits import open_ledger
+
+    url, cookie = litecoind
+    env = {"KEYSWITCH_LEDGER_RPC_URL": url, "KEYSWITCH_LEDGER_RPC_COOKIE": str(cookie),
+           "KEYSWITCH_LEDGER_RPC_ASSET": A}
+    cfg = load(tmp_path, env=env)
+    led = open_ledger(cfg)
+    try:
+        assert led.height(A) == ltc.height(A) and "BitcoindLedger" in led.describe()[A]
+        assert led.height("BTC-REG") == 0  # the embedded dev ledger still serves the rest
+    finally:
+        led.close()
+    with pytest.raises(ConfigError, match="segwit Bitcoin-like"):
+        load(tmp_path, env={**env, "KEYSWITCH_LEDGER_RPC_ASSET": "DOGE"})
+    with pytest.raises(ConfigError, match="not in the URL"):
+        load(tmp_path, env={**env, "KEYSWITCH_LEDGER_RPC_URL": "http://u:p@127.0.0.1:1"})
