@@ -415,9 +415,12 @@ class BitcoindLedger:
                                    or not 0 < amount <= MAX_SATS):
             raise InvalidTransaction(f"amount {amount!r} is not an integer in 1..{MAX_SATS} satoshis")
         dest = self.script_of(to)
-        if len(privkey) != 32:
+        if not isinstance(privkey, (bytes, bytearray)) or len(privkey) != 32:
             raise InvalidTransaction("a private key is 32 bytes")
-        key = ec.PrivateKey(bytes(privkey))
+        try:
+            key = ec.PrivateKey(bytes(privkey))
+        except Exception:  # embit's ECError: zero or not below the group order (the key is not repeated)
+            raise InvalidTransaction("not a valid secp256k1 private key (zero or not below the group order)") from None
         pub = key.get_public_key()
         own = script.p2wpkh(pub)
         own_addr = own.address(self.network)

@@ -43,13 +43,9 @@ class FakeNode:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 node.bodies.append(body)
                 req = json.loads(body)
-                ans = node.answers.get(req["method"])
-                if ans is None:
-                    out = {"result": None, "error": {"code": -32601, "message": "Method not found"}, "id": req["id"]}
-                else:
-                    res = ans(req["params"]) if callable(ans) else ans
-                    out = {"result": None, "error": res["error"], "id": req["id"]} if isinstance(res, dict) and \
-                        "error" in res else {"result": res, "error": None, "id": req["id"]}
+                out = [node.answer(r) for r in req] if isinstance(req, list) else node.answer(req)
+                if isinstance(req, list) and "__batch__" in node.answers:
+                    out = node.answers["__batch__"](out)
                 data = json.dumps(out).encode().replace(b'"__RAW__', b"").replace(b'__RAW__"', b"")
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -64,8 +60,21 @@ class FakeNode:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def answer(self, req: dict) -> dict:
+        ans = self.answers.get(req["method"])
+        if ans is None:
+            return {"result": None, "error": {"code": -32601, "message": "Method not found"}, "id": req["id"]}
+        res = ans(req["params"]) if callable(ans) else ans
+        if isinstance(res, dict) and "error" in res:
+            return {"result": None, "error": res["error"], "id": req["id"]}
+        return {"result": res, "error": None, "id": req["id"]}
+
     def methods(self) -> list[str]:
-        return [json.loads(b)["method"] for b in self.bodies]
+        out = []
+        for b in self.bodies:
+            req = json.loads(b)
+            out += [r["method"] for r in req] if isinstance(req, list) else [req["method"]]
+        return out
 
     def close(self):
         self.server.shutdown()
@@ -168,3 +177,43 @@ def test_a_node_of_another_chain_is_refused_at_connect(fake):
     node2 = fake(honest(getindexinfo={}))
     with pytest.raises(LedgerError, match="txindex"):
         with_bitcoind(object(), {"ledger.rpc_url": node2.url, "ledger.rpc_asset": A})
+
+
+@pytest.mark.parametrize("bad", [bytes(32), b"\xff" * 32, SECRET[:31]])
+def test_an_invalid_private_key_is_refused_without_echoing_it(fake, bad):
+    node = fake(honest())
+    led = BitcoindLedger(node.url, asset=A)
+    with pytest.raises(LedgerError) as exc:
+        led.sweep(A, bad, DEST)
+    assert bad.hex() not in str(exc.value) and "sendrawtransaction" not in node.methods()
+
+
+def _mempool_tx(value: str) -> dict:
+    from embit import script
+
+    return {"txid": "ee" * 32, "vin": [{"txid": "99" * 32, "vout": 0}],
+            "vout": [{"n": 0, "value": raw(value),
+                      "scriptPubKey": {"hex": script.p2wpkh(ec.PublicKey.parse(PUB)).data.hex()}}]}
+
+
+@pytest.mark.parametrize("value", ["0.123456789", "-0.5", "99999999999"])
+def test_a_node_answering_a_mempool_output_that_is_no_amount_is_refused(fake, value):
+    """The unconfirmed balance adds mempool outputs paying the address: their values are checked too."""
+    node = fake(honest(getrawmempool=["ee" * 32], getrawtransaction=_mempool_tx(value)))
+    led = BitcoindLedger(node.url, asset=A)
+    with pytest.raises(LedgerError, match="value"):
+        led.balance(A, ADDR)
+    with pytest.raises(LedgerError, match="value"):
+        led.sweep(A, SECRET, DEST)
+    assert "sendrawtransaction" not in node.methods()
+
+
+def test_a_node_dropping_answers_from_a_batch_is_refused(fake):
+    """A batch answered short (a mempool transaction silently left out) is an error, not a smaller mempool."""
+    node = fake(honest(getrawmempool=["ee" * 32], getrawtransaction=_mempool_tx("0.5"),
+                       __batch__=lambda out: out[:-1]))
+    led = BitcoindLedger(node.url, asset=A)
+    with pytest.raises(LedgerError, match="batch"):
+        led.balance(A, ADDR)
+    node.answers.pop("__batch__")
+    assert led.balance(A, ADDR).unconfirmed == 10**8 + 5 * 10**7  # honest: the coin plus the mempool output
