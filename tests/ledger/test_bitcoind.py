@@ -250,3 +250,18 @@ def test_a_node_configured_with_ledger_rpc_settings_opens_the_routed_ledger(ltc,
         load(tmp_path, env={**env, "KEYSWITCH_LEDGER_RPC_ASSET": "DOGE"})
     with pytest.raises(ConfigError, match="not in the URL"):
         load(tmp_path, env={**env, "KEYSWITCH_LEDGER_RPC_URL": "http://u:p@127.0.0.1:1"})
+
+
+def test_the_wallet_commands_read_the_asset_from_the_node(ltc, litecoind, tmp_path, monkeypatch):
+    """``keyswitch deposit``'s ledger (node.cli.deposit.watch_ledger) routes ledger.rpc_asset the same way."""
+    from node.cli.deposit import watch_ledger
+
+    url, cookie = litecoind
+    monkeypatch.setenv("KEYSWITCH_LEDGER_RPC_URL", url)
+    monkeypatch.setenv("KEYSWITCH_LEDGER_RPC_COOKIE", str(cookie))
+    led, label = watch_ledger(tmp_path)
+    try:
+        assert f"LTC-REG on the node at {url}" in label
+        assert led.height(A) == ltc.height(A)
+    finally:
+        led.close()
