@@ -7,6 +7,8 @@
   fetches only the transactions that arrived since): outputs paying the address's script are added, coins spent by a
   mempool input are removed. Both are read between two identical ``getbestblockhash`` answers (retried
   when a block arrives in between, so a coin is never missed while it moves from mempool to block).
+  ``scantxoutset`` walks the whole UTXO set: instant on regtest and test chains, about a minute per read
+  on a mainnet node (a watch-only descriptor wallet would be the faster choice there; not built).
 * **Send and sweep on our side**: segwit v0 P2WPKH spends built and signed here with embit (BIP-143
   sighash, which commits to each input's amount: a node that lies about a coin's value gets a
   transaction no chain accepts, never a bigger fee). Only the signed transaction goes to the node
