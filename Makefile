@@ -20,7 +20,14 @@ ANVIL := .tools/node_modules/.bin/anvil
 $(ANVIL): scripts/anvil.sh
 	./scripts/anvil.sh
 
-install: $(STAMP) $(ANVIL)
+# litecoind (Debian's package, a real Bitcoin-family node) for the Bitcoin Core RPC ledger tests:
+# scripts/sysdeps.sh installs it when missing (optional: the tests skip with the reason without it)
+LITECOIND_CHECKED := .tools/litecoind.checked
+$(LITECOIND_CHECKED): scripts/sysdeps.sh
+	./scripts/sysdeps.sh
+	mkdir -p .tools && touch $@
+
+install: $(STAMP) $(ANVIL) $(LITECOIND_CHECKED)
 
 demo: $(STAMP)
 	$(PY) -m node demo
@@ -30,7 +37,7 @@ demo: $(STAMP)
 KS_TIMEOUT_FACTOR ?= 3
 export KS_TIMEOUT_FACTOR
 
-test: $(STAMP) $(ANVIL)
+test: $(STAMP) $(ANVIL) $(LITECOIND_CHECKED)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -6,7 +6,9 @@ signature verified, the batch applied in one SQLite transaction), beside raw
 coincurve signature verification per second measured in the same run (the
 anchor: ``node.crypto.verify_digest``, the very call the ledger makes per
 signature; target: batched in-process >= 0.5x raw verify), plus the time from
-a deposit to N confirmations at a block interval.
+a deposit to N confirmations at a block interval and a claim's sweep, on the dev ledger and, in the same
+run, on a real litecoind -regtest where it is installed (``--no-litecoind`` to skip; blocks are mined every
+``--interval`` seconds on both).
 
 Every transaction spends one coin of one key (so the ledger's address cache
 for that key is warm; its signature is verified every time).
@@ -117,6 +119,8 @@ def main() -> None:
     ap.add_argument("--txs", type=int, default=3000)
     ap.add_argument("--confirmations", type=int, default=3)
     ap.add_argument("--interval", type=float, default=1.0)
+    ap.add_argument("--no-litecoind", dest="litecoind", action="store_false",
+                    help="skip the litecoind figures (default: run them when litecoind is installed)")
     ap.add_argument("--batch", type=int, default=500, help="transactions per submit_many call")
     ap.add_argument("--rounds", type=int, default=3, help="in-process rounds (best of; machines are noisy)")
     a = ap.parse_args()
@@ -173,14 +177,62 @@ def main() -> None:
         ratio = medians[name][0] / medians[name][1]
         print(f"target {name} >= 0.5x raw verify: {ratio:.2f}x (median chunk), "
               f"{'met' if ratio >= 0.5 else 'NOT met'}")
-    clock = SystemClock()
-    led = DevLedger(None, clock=clock, block_interval=a.interval)
+    chain_figures(a.confirmations, a.interval, litecoind=a.litecoind)
+
+
+def deposit_and_sweep(led, asset: str, confirmations: int, amount: int) -> tuple[float, float, float]:
+    """(seconds from a deposit to ``confirmations``, seconds to build/sign/broadcast a claim's sweep of it,
+    seconds until that sweep has 1 confirmation)."""
+    k, home = coincurve.PrivateKey(), coincurve.PrivateKey()
     t0 = time.perf_counter()
-    txid = led.faucet(ASSET, address_for(ASSET, coincurve.PrivateKey().public_key.format()), 5000)
-    while led.confirmations(ASSET, txid) < a.confirmations:
+    txid = led.faucet(asset, address_for(asset, k.public_key.format()), amount)
+    while led.confirmations(asset, txid) < confirmations:
         time.sleep(0.01)
-    print(f"deposit to {a.confirmations} confirmations at a {a.interval:g} s block interval: "
-          f"{time.perf_counter() - t0:.2f} s")
+    t1 = time.perf_counter()
+    sweep = led.sweep(asset, k.secret, address_for(asset, home.public_key.format()))
+    t2 = time.perf_counter()
+    while led.confirmations(asset, sweep) < 1:
+        time.sleep(0.01)
+    return t1 - t0, t2 - t1, time.perf_counter() - t2
+
+
+def chain_figures(confirmations: int, interval: float, *, litecoind: bool = True) -> None:
+    rows = []
+    led = DevLedger(None, clock=SystemClock(), block_interval=interval)
+    rows.append(("dev ledger (SQLite, BTC-REG)", deposit_and_sweep(led, ASSET, confirmations, 10**7)))
+    from node.localnet import find_litecoind
+
+    exe = find_litecoind() if litecoind else None
+    if exe is None:
+        print("litecoind: " + ("not installed (apt-get install litecoind)" if litecoind else "skipped"))
+    else:
+        import threading
+
+        from node.ledger.bitcoind import BitcoindLedger
+        from node.localnet import start_litecoind, stop_all
+
+        tmp = Path(tempfile.mkdtemp(prefix="bench-ltc-"))
+        proc, url, cookie = start_litecoind(exe, tmp)
+        stop = threading.Event()
+        try:
+            ltc = BitcoindLedger(url, asset="LTC-REG", cookie=cookie)
+            ltc.mine("LTC-REG", 101)
+            miner = BitcoindLedger(url, asset="LTC-REG", cookie=cookie)
+
+            def mine():  # a block every `interval` seconds, as the dev ledger's
+                while not stop.wait(interval):
+                    miner.mine("LTC-REG", 1)
+
+            threading.Thread(target=mine, daemon=True).start()
+            rows.append(("litecoind -regtest (LTC-REG, real P2WPKH txs)",
+                         deposit_and_sweep(ltc, "LTC-REG", confirmations, 10**7)))
+        finally:
+            stop.set()
+            stop_all([proc], timeout=30)
+    print(f"\n{'deposit to ' + str(confirmations) + ' confirmations, then its sweep':48} {'deposit s':>9} "
+          f"{'sweep s':>8} {'sweep 1 conf s':>14}   (a block every {interval:g} s)")
+    for name, (dep, sw, conf) in rows:
+        print(f"{name:48} {dep:9.2f} {sw:8.3f} {conf:14.2f}")
 
 
 if __name__ == "__main__":

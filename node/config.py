@@ -89,6 +89,24 @@ def _net(v: str) -> str | None:
     return None
 
 
+def _rpc_asset(v: str) -> str | None:
+    from node.assets import ASSETS
+
+    a = ASSETS.get(v)
+    if a is None or a.kind != "utxo" or not a.segwit:
+        return "a segwit Bitcoin-like asset: " + ", ".join(
+            s for s, x in sorted(ASSETS.items()) if x.kind == "utxo" and x.segwit)
+    return None
+
+
+def _rpc_url(v: str) -> str | None:
+    if v and not v.startswith(("http://", "https://")):
+        return "an http:// URL of a Bitcoin Core-style JSON-RPC server, e.g. http://127.0.0.1:19443"
+    if "@" in v:
+        return "put credentials in ledger.rpc_cookie or ledger.rpc_user/rpc_password, not in the URL"
+    return None
+
+
 def _evm_asset(v: str) -> str | None:
     from node.assets import ASSETS
 
@@ -141,6 +159,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ledger.evm_url", str, "", "EVM node JSON-RPC URL (anvil in development) serving ledger.evm_asset; "
             "empty = that asset on the dev ledger too"),
     Setting("ledger.evm_asset", str, "ETH-DEV", "the Ethereum-like asset ledger.evm_url serves", _evm_asset),
+    Setting("ledger.rpc_url", str, "", "Bitcoin Core JSON-RPC URL (bitcoind, litecoind) serving ledger.rpc_asset "
+            "with real transactions signed on this side (the node needs -txindex=1); empty = that asset on the dev "
+            "ledger", _rpc_url),
+    Setting("ledger.rpc_asset", str, "LTC-REG", "the Bitcoin-like asset ledger.rpc_url serves", _rpc_asset),
+    Setting("ledger.rpc_cookie", str, "", "the node's .cookie file (e.g. ~/.litecoin/regtest/.cookie); empty = "
+            "ledger.rpc_user/rpc_password"),
+    Setting("ledger.rpc_user", str, "", "rpcuser of the node at ledger.rpc_url (when no cookie)"),
+    Setting("ledger.rpc_password", str, "", "rpcpassword of the node at ledger.rpc_url (when no cookie)"),
+    Setting("ledger.rpc_fallback_fee", float, 10.0, "sat/vB paid when the node's estimatesmartfee has no estimate",
+            _positive),
+    Setting("ledger.rpc_max_fee_rate", float, 500.0, "highest fee rate (sat/vB) a spend on ledger.rpc_url may pay, "
+            "whatever the node estimates: above it the spend is refused", _positive),
     Setting("deposits.chunk_usd", float, 50.0, "USD value of one deposit chunk", _positive),
     Setting("claims.policy", str, "sweep", "what the node does with a key it receives in a contract: sweep "
             "(at once, to a fresh address of the owner) or keep (in the enclave, offered again as a deposit)",

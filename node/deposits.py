@@ -79,7 +79,7 @@ def open_ledger(cfg):
     """The ledger the node uses: ``ledger.url`` (a dev ledger server) or the embedded one in the datadir,
     with ``ledger.evm_asset`` routed to the EVM node at ``ledger.evm_url`` when that is set
     (``node.ledger.router``; an unreachable EVM node is a ``LedgerError`` here)."""
-    from node.ledger.router import with_evm
+    from node.ledger.router import with_bitcoind, with_evm
 
     if cfg["ledger.url"]:
         from node.ledger.client import DevLedgerClient
@@ -90,7 +90,8 @@ def open_ledger(cfg):
 
         base = DevLedger(Path(cfg.datadir) / "ledger.sqlite", automine=True)
     try:
-        return with_evm(base, cfg.get("ledger.evm_url", ""), cfg.get("ledger.evm_asset", "ETH-DEV"))
+        routed = with_evm(base, cfg.get("ledger.evm_url", ""), cfg.get("ledger.evm_asset", "ETH-DEV"))
+        return with_bitcoind(routed, cfg)  # ledger.rpc_asset on a Bitcoin Core JSON-RPC node when ledger.rpc_url is set
     except Exception:
         base.close()
         raise

@@ -115,3 +115,46 @@ def init_datadir(d: Path, settings: dict | None = None) -> str:
     from node.cli.init import initialise
 
     return initialise(d, settings)[2]
+
+
+# ------------------------------------------------------------------ litecoind, a real Bitcoin-family node, when installed
+def find_litecoind() -> str | None:
+    """``litecoind`` (Debian's package, which ``make install`` / ``make test`` install) on PATH."""
+    import shutil
+
+    return shutil.which("litecoind")
+
+
+def start_litecoind(exe: str, datadir: Path, *, timeout: float = 60.0) -> tuple[subprocess.Popen, str, Path]:
+    """litecoind on regtest in ``datadir``, RPC and P2P on free 127.0.0.1 ports, no outside peers, txindex on
+    (``BitcoindLedger.confirmations`` reads any txid), ``-fallbackfee`` for its own (faucet) wallet. Returns
+    (process, RPC URL, cookie file) once it answers RPC. The caller stops it (``stop_all``; litecoind shuts
+    down on SIGTERM); it is stopped here if it never answers."""
+    import httpx
+
+    datadir.mkdir(parents=True, exist_ok=True)
+    rpcport, port = free_port(), free_port()
+    argv = [exe, "-regtest", f"-datadir={datadir}", "-server=1", "-listen=1", "-bind=127.0.0.1",
+            f"-port={port}", "-rpcbind=127.0.0.1", "-rpcallowip=127.0.0.1", f"-rpcport={rpcport}",
+            "-connect=0", "-dnsseed=0", "-discover=0", "-upnp=0", "-txindex=1", "-fallbackfee=0.0002",
+            "-printtoconsole=1", "-disablewallet=0"]
+    proc = spawn(argv, datadir / "out.log")
+    url = f"http://127.0.0.1:{rpcport}"
+    cookie = datadir / "regtest" / ".cookie"
+    deadline = time.monotonic() + timeout * timeout_factor()
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        if cookie.exists():
+            user, _, pw = cookie.read_text().strip().partition(":")
+            try:
+                r = httpx.post(url, json={"jsonrpc": "1.0", "id": 1, "method": "getblockcount", "params": []},
+                               auth=(user, pw), timeout=2)
+                if r.status_code == 200:
+                    return proc, url, cookie
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.1)
+    stop_all([proc], timeout=10)
+    raise RuntimeError(f"litecoind ({exe}) did not answer on {url} within {timeout:.0f} s:\n"
+                       f"{(datadir / 'out.log').read_text(errors='replace')[-1500:]}")

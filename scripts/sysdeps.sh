@@ -29,3 +29,14 @@ if ! command -v electrum >/dev/null; then
   { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
       electrum >/dev/null; } || echo "sysdeps: electrum not installed; the Electrum cross-check will be skipped" >&2
 fi
+
+# litecoind (Debian's Litecoin Core, a Bitcoin Core fork) for the Bitcoin Core JSON-RPC ledger tests
+# (tests/ledger/test_bitcoind.py, started on regtest by node.localnet.start_litecoind), as anvil is for
+# the EVM ones. Optional: if it cannot be installed, those tests are skipped with the reason.
+if ! command -v litecoind >/dev/null; then
+  echo "sysdeps: installing litecoind (optional, a real Bitcoin-family node for the ledger tests)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      litecoind >/dev/null; } || echo "sysdeps: litecoind not installed; the litecoind ledger tests will be skipped" >&2
+fi

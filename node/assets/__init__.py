@@ -60,6 +60,9 @@ def _btc_net(name: str) -> dict:
 
 _LTC = {"name": "Litecoin", "wif": b"\xb0", "p2pkh": b"\x30", "p2sh": b"\x32", "bech32": "ltc"}
 _LTC_TEST = {"name": "Litecoin testnet", "wif": b"\xef", "p2pkh": b"\x6f", "p2sh": b"\x3a", "bech32": "tltc"}
+#: Litecoin Core's regtest (chainparams.cpp CRegTestParams: PUBKEY_ADDRESS 111, SCRIPT_ADDRESS2 58, SECRET_KEY 239,
+#: bech32 "rltc"), as litecoind -regtest answers getnewaddress (rltc1q..., m/n..., Q...)
+_LTC_REG = {"name": "Litecoin regtest", "wif": b"\xef", "p2pkh": b"\x6f", "p2sh": b"\x3a", "bech32": "rltc"}
 _DOGE = {"name": "Dogecoin", "wif": b"\x9e", "p2pkh": b"\x1e", "p2sh": b"\x16", "bech32": ""}
 _DOGE_TEST = {"name": "Dogecoin testnet", "wif": b"\xf1", "p2pkh": b"\x71", "p2sh": b"\xc4", "bech32": ""}
 
@@ -71,6 +74,7 @@ def _registry() -> dict[str, Asset]:
         Asset("BTC-REG", "Bitcoin regtest", "utxo", 8, _btc_net("regtest")),
         Asset("LTC", "Litecoin", "utxo", 8, _LTC),
         Asset("LTC-TEST", "Litecoin testnet", "utxo", 8, _LTC_TEST),
+        Asset("LTC-REG", "Litecoin regtest (litecoind -regtest)", "utxo", 8, _LTC_REG),
         Asset("DOGE", "Dogecoin", "utxo", 8, _DOGE, segwit=False),
         Asset("DOGE-TEST", "Dogecoin testnet", "utxo", 8, _DOGE_TEST, segwit=False),
         Asset("ETH", "Ether", "account", 18, chain_id=1),

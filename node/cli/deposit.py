@@ -64,18 +64,20 @@ def watch_ledger(datadir, *, block_interval: float | None = None):
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     led, label = _dev_ledger(datadir, cfg, block_interval)
-    if not cfg["ledger.evm_url"]:
+    if not cfg["ledger.evm_url"] and not cfg["ledger.rpc_url"]:
         return led, label
     from node.ledger.base import LedgerError
-    from node.ledger.router import with_evm
+    from node.ledger.router import with_bitcoind, with_evm
 
     try:
-        routed = with_evm(led, cfg["ledger.evm_url"], cfg["ledger.evm_asset"])
+        routed = with_bitcoind(with_evm(led, cfg["ledger.evm_url"], cfg["ledger.evm_asset"]), cfg)
     except LedgerError as exc:
         led.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3)
-    return routed, f"{label} ({cfg['ledger.evm_asset']} on the EVM node at {cfg['ledger.evm_url']})"
+    on = [f"{cfg[f'ledger.{k}_asset']} on the {what} at {cfg[f'ledger.{k}_url']}"
+          for k, what in (("evm", "EVM node"), ("rpc", "node")) if cfg[f"ledger.{k}_url"]]
+    return routed, f"{label} ({'; '.join(on)})"
 
 
 def _dev_ledger(datadir, cfg, block_interval: float | None):

@@ -1,10 +1,12 @@
 """``RoutedLedger(default, {asset: ledger})``: one ledger interface over several backends.
 
 A daemon with ``ledger.evm_url`` set serves ``ledger.evm_asset`` (ETH-DEV by default) from a real EVM
-node (``EvmLedger``, anvil in development) and every other asset from the dev ledger. Each call that
-names an asset goes to that asset's ledger; ``watch`` (which names addresses only) asks the default
-ledger for every address and each routed ledger for the addresses of its asset's kind (0x... for an
-Ethereum-like asset), and merges the events.
+node (``EvmLedger``, anvil in development); with ``ledger.rpc_url`` set it serves ``ledger.rpc_asset``
+(LTC-REG by default) from a Bitcoin Core JSON-RPC node (``BitcoindLedger``: litecoind, bitcoind); every
+other asset comes from the dev ledger. Each call that names an asset goes to that asset's ledger;
+``watch`` (which names addresses only) asks the default ledger for every address and each routed ledger
+for the addresses it accepts (its ``accepts_address``: an address of its asset's network; else 0x... for
+an Ethereum-like asset), and merges the events.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ class RoutedLedger:
         than one ledger asked, ``since`` must be 0 (the whole history) and the cursor answered is 0."""
         asks = [(self.default, list(addresses))]
         for led in {id(v): v for v in self.routes.values()}.values():
-            mine = [a for a in addresses if _account_address(a)]
+            accepts = getattr(led, "accepts_address", _account_address)
+            mine = [a for a in addresses if accepts(a)]
             if mine:
                 asks.append((led, mine))
         if len(asks) == 1:
@@ -120,3 +123,40 @@ def with_evm(base, evm_url: str, evm_asset: str = "ETH-DEV", *, timeout: float =
         raise LedgerError(f"ledger.evm_url={evm_url} runs chain id {chain}; {evm_asset} is chain id "
                           f"{asset.chain_id} (start anvil with --chain-id {asset.chain_id})")
     return RoutedLedger(base, {evm_asset: evm})
+
+
+def with_bitcoind(base, cfg_or_url, asset: str = "LTC-REG", *, cookie: str = "", user: str = "", password: str = "",
+                  fallback_fee: float = 10.0, max_fee_rate: float = 500.0, timeout: float = 10.0):
+    """``base`` alone, or ``base`` (a ledger or a ``RoutedLedger``) with ``asset`` routed to the Bitcoin Core
+    JSON-RPC node at ``cfg_or_url`` (when set). ``cfg_or_url`` may be a ``Config``: its ``ledger.rpc_*``
+    settings are read.
+
+    The node is checked at once (``BitcoindLedger.check``: it answers with these credentials, runs the
+    asset's chain and genesis block, keeps a transaction index): a wrong node is a clear ``LedgerError`` now
+    rather than a lost deposit later."""
+    if not isinstance(cfg_or_url, str):
+        cfg = cfg_or_url
+        url, asset = cfg.get("ledger.rpc_url", ""), cfg.get("ledger.rpc_asset", "LTC-REG")
+        cookie, user, password = (cfg.get("ledger.rpc_cookie", ""), cfg.get("ledger.rpc_user", ""),
+                                  cfg.get("ledger.rpc_password", ""))
+        fallback_fee, max_fee_rate = cfg.get("ledger.rpc_fallback_fee", 10.0), cfg.get("ledger.rpc_max_fee_rate", 500.0)
+    else:
+        url = cfg_or_url
+    if not url:
+        return base
+    from node.ledger.bitcoind import BitcoindLedger
+
+    led = BitcoindLedger(url, asset=asset, cookie=cookie, user=user, password=password, timeout=timeout,
+                         fallback_sat_vb=fallback_fee, max_sat_vb=max_fee_rate)
+    try:
+        led.check()
+    except LedgerUnreachable as exc:
+        led.close()
+        raise LedgerUnreachable(f"ledger.rpc_url: {exc}; start the node (litecoind/bitcoind) or unset "
+                                f"ledger.rpc_url to serve {asset} from the dev ledger") from None
+    except LedgerError as exc:
+        led.close()
+        raise LedgerError(f"ledger.rpc_url={url}: {exc}") from None
+    if isinstance(base, RoutedLedger):
+        return RoutedLedger(base.default, {**base.routes, asset: led})
+    return RoutedLedger(base, {asset: led})

@@ -46,7 +46,7 @@ def test_every_other_assets_address_is_refused_with_a_reason():
                 got, why = check_destination(mine, addr)
                 if why is None:
                     # a legacy base58 address whose version byte two testnets share
-                    assert kind == "p2pkh" and {mine, other} <= {"BTC-TEST", "BTC-REG", "LTC-TEST"}, (mine, addr)
+                    assert kind == "p2pkh" and {mine, other} <= {"BTC-TEST", "BTC-REG", "LTC-TEST", "LTC-REG"}, (mine, addr)
                 else:
                     assert got is None and len(why) < 200 and "\n" not in why
 
