@@ -108,6 +108,14 @@ def check_backend_ready(backend: str) -> None:
         raise cfgmod.ConfigError("tee.backend", backend, f"this machine cannot run it: {missing}", "")
 
 
+def check_prices(cfg) -> None:
+    """ConfigError naming the prices.* setting the node's feed cannot be built from (e.g. an unreadable
+    prices.file); nothing is fetched."""
+    from node.assets.feeds import build_feed
+
+    build_feed(cfg, datadir=Path(cfg.datadir))
+
+
 def open_enclave(datadir: Path, backend: str = "simulated", *, gramine_enclave: str = "build/gramine/keyswitch-enclave"):
     """The enclave process for ``tee.backend``: simulated here; on hardware, refused at once with
     what the machine lacks, else started (under ``gramine-sgx`` for Gramine)."""

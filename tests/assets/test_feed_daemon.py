@@ -6,7 +6,11 @@ from __future__ import annotations
 import functools
 import io
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from decimal import Decimal
 
 import httpx
@@ -72,3 +76,15 @@ def test_a_configured_file_feed_prices_the_offers_and_checks_peers_offers(tmp_pa
     assert [(o.amount, o.usd_cents, Decimal(o.price)) for o in seen["own"]] == [(100_000, 5000, Decimal("50000"))]
     assert seen["gossip"] is Result.ACCEPT and seen["book"] == []
     assert seen["ignored"] == {"usd value disagrees with our price": 1}
+
+
+def test_keyswitch_run_with_an_unreadable_prices_file_stops_at_once_naming_the_setting(tmp_path):
+    d = tmp_path / "node"
+    init_datadir(d)
+    r = subprocess.run([sys.executable, "-m", "node", "--datadir", str(d), "run"], capture_output=True, text=True,
+                       timeout=60, cwd=Path(__file__).resolve().parents[2],
+                       env={**os.environ, "KEYSWITCH_PRICES_SOURCE": "file",
+                            "KEYSWITCH_PRICES_FILE": "missing.json"})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: config prices.file='missing.json'") and "No such file" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
