@@ -299,18 +299,6 @@ class MedianFeed:
             except Exception as exc:  # a source's failure never stops the others
                 s.error = f"{type(exc).__name__}: {_one_line(exc)}"
 
-    def status(self, now: float) -> list[dict]:
-        out = []
-        for s in self.sources:
-            ages = {}
-            for base in DEFAULT_ASSETS:
-                try:
-                    ages[base] = round(now - s.quote(base, now).at, 1)
-                except PriceError:
-                    pass
-            out.append({"source": s.name, "error": s.error, "age_seconds": ages})
-        return out
-
     def price(self, asset: str, at: float) -> Price:
         fresh: list[Price] = []
         why: list[str] = []
