@@ -257,6 +257,8 @@ class HttpSource:
                 errors.append(str(exc))
             except httpx.HTTPError as exc:
                 errors.append(f"{self.name} {base}: unreachable ({type(exc).__name__}: {_one_line(exc)})")
+                if isinstance(exc, httpx.TransportError):  # down or timing out: not asked again this round
+                    break
         self.error = "; ".join(errors)[:400] if errors else None
 
     def quote(self, asset: str, at: float) -> Price:

@@ -119,7 +119,9 @@ def test_a_stale_source_is_left_out_and_all_stale_is_a_one_line_error_naming_eac
     feed = http_feed(tmp_path, t, sources=("coinbase", "kraken"), max_age=120)
     feed.refresh(NOW)
     t.override["api.kraken.com"] = httpx.ConnectError("connection refused")
+    asked = len(t.requests)
     feed.refresh(NOW + 100)  # coinbase fresh at NOW+100, kraken kept at NOW with its error
+    assert len(t.requests) == asked + 3  # coinbase BTC, ETH; kraken once (down: its ETH is not asked this round)
     p = feed.price("BTC", NOW + 150)
     assert p.source == "coinbase" and p.usd_per_unit == Decimal("97012.35") and p.at == NOW + 100
     t.override["api.coinbase.com"] = lambda req: httpx.Response(503, content=b"down")
