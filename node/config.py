@@ -116,6 +116,37 @@ def _evm_asset(v: str) -> str | None:
     return None
 
 
+def _bounded(lo: float, hi: float) -> Callable[[float], str | None]:
+    def check(v: float) -> str | None:
+        return None if lo <= v <= hi else f"must be between {lo:g} and {hi:g}"
+
+    return check
+
+
+def _price_sources(vs: list[str]) -> str | None:
+    from node.assets.feeds import SOURCES
+
+    if not vs:
+        return f"name at least one source: {', '.join(SOURCES)}"
+    for v in vs:
+        if v not in SOURCES:
+            return f"unknown source {v!r}: one or more of {', '.join(SOURCES)}"
+    if len(set(vs)) != len(vs):
+        return "a source is named twice"
+    return None
+
+
+def _price_assets(vs: list[str]) -> str | None:
+    from node.assets.feeds import COINGECKO_IDS
+
+    if not vs:
+        return "name at least one coin"
+    for v in vs:
+        if v not in COINGECKO_IDS:
+            return f"unknown coin {v!r}: one or more of {', '.join(sorted(COINGECKO_IDS))}"
+    return None
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str  # dotted: section.name
@@ -175,6 +206,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("claims.policy", str, "sweep", "what the node does with a key it receives in a contract: sweep "
             "(at once, to a fresh address of the owner) or keep (in the enclave, offered again as a deposit)",
             _choice("sweep", "keep")),
+    Setting("prices.source", list, ["static"],
+            "where this node's prices come from, one or more of: static (the embedded development table), file "
+            "(prices.file), coinbase, kraken, coingecko (public spot-price APIs); several: the median of the fresh "
+            "ones", _price_sources),
+    Setting("prices.file", str, "", "JSON table ({\"BTC\": 97000}) or CSV time series (time,asset,usd) for "
+            "prices.source = file; relative to the data directory; re-read when it changes"),
+    Setting("prices.max_age", float, 300.0,
+            "seconds a source's price stays usable; when every source is older (or unreachable) the node prices "
+            "nothing and says which sources and how old", _bounded(1.0, 7 * 86400.0)),
+    Setting("prices.refresh", float, 60.0, "seconds between two fetches of the price sources (in the background)",
+            _bounded(1.0, 86400.0)),
+    Setting("prices.http_timeout", float, 10.0, "seconds an HTTP price source may take to answer",
+            _bounded(0.1, 120.0)),
+    Setting("prices.assets", list, ["BTC", "ETH", "LTC", "DOGE"],
+            "the coins the HTTP sources are asked for (test networks price like their main coin)", _price_assets),
     Setting("risk.request_deadline", float, 3.0, "seconds a request collects peers' proposals", _positive),
     Setting("risk.max_per_device", int, 4, "most chunks one allocation takes from one device", _positive),
     Setting("risk.max_share_device", float, 0.25, "most of a request's value from one device", _fraction),
@@ -305,6 +351,9 @@ def load(
             why = s.check(cfg.values[s.key])
             if why:
                 raise ConfigError(s.key, cfg.values[s.key], why, cfg.sources[s.key])
+    if "file" in cfg.values["prices.source"] and not cfg.values["prices.file"]:
+        raise ConfigError("prices.file", "", "prices.source names file: give the JSON or CSV file to read",
+                          cfg.sources["prices.file"])
     return cfg
 
 

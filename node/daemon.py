@@ -78,7 +78,8 @@ class OfferStack:
         if "ledger" in self.extra:
             if self.desk is not None:  # keys our contracts kept (claims.policy keep) become deposits, once;
                 # from the records on disk, so after a restart too (even if the policy changed since)
-                adopt_kept(self.extra["deposits"], self.desk.kept(), self.extra["ledger"], self.enclave, now=now)
+                adopt_kept(self.extra["deposits"], self.desk.kept(), self.extra["ledger"], self.enclave, now=now,
+                           prices=self.extra.get("prices"))  # the node's feed
             fresh = offers_from(self.extra["deposits"].all(), self.extra["ledger"], self.enclave, now=now)
             # an offer keeps its identity (its id hashes its expiry) until half its lifetime is gone,
             # so peers' books and proposals keep naming the same offer
@@ -105,6 +106,14 @@ def check_backend_ready(backend: str) -> None:
     missing = missing_hardware(check_backend(backend))
     if missing:
         raise cfgmod.ConfigError("tee.backend", backend, f"this machine cannot run it: {missing}", "")
+
+
+def check_prices(cfg) -> None:
+    """ConfigError naming the prices.* setting the node's feed cannot be built from (e.g. an unreadable
+    prices.file); nothing is fetched."""
+    from node.assets.feeds import build_feed
+
+    build_feed(cfg, datadir=Path(cfg.datadir))
 
 
 def open_enclave(datadir: Path, backend: str = "simulated", *, gramine_enclave: str = "build/gramine/keyswitch-enclave"):
@@ -159,15 +168,18 @@ def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float 
     return stack
 
 
-def offer_settings(cfg) -> dict:
+def offer_settings(cfg, prices=None) -> dict:
     """``OffersProtocol`` keywords from the configuration: the offers.* limits, and the node's price feed with
-    risk.price_tolerance (offers whose declared USD value disagrees with our price are not booked)."""
-    from node.assets.prices import StaticPrices
+    risk.price_tolerance (offers whose declared USD value disagrees with our price are not booked).
+    ``prices``: the node's one feed (``node.assets.feeds.build_feed``); built from the prices.* settings if None."""
+    if prices is None:
+        from node.assets.feeds import build_feed
 
+        prices = build_feed(cfg, datadir=cfg.datadir)
     return {"max_origins_per_device": cfg["offers.max_origins_per_device"],
             "validation_budget": cfg["offers.validation_budget"],
             "max_offer_lifetime": cfg["offers.max_offer_lifetime"],
-            "prices": StaticPrices(), "price_tolerance": cfg["risk.price_tolerance"]}
+            "prices": prices, "price_tolerance": cfg["risk.price_tolerance"]}
 
 
 def offers_factory(ctx):
@@ -290,8 +302,8 @@ def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0
     signer = PeerSigner(load_or_create_seed(datadir))
     if signer.peer_id != stack.peer_id:
         raise RuntimeError("identity key and peer id disagree")
-    stack.rfp = RfpProtocol(net=stack.net, engine=stack.engine, sign=signer.sign,
-                            price_tolerance=get("risk.price_tolerance", 0.10))
+    stack.rfp = RfpProtocol(net=stack.net, engine=stack.engine, sign=signer.sign, prices=stack.extra.get("prices"),
+                            price_tolerance=get("risk.price_tolerance", 0.10))  # the node's feed (None: static)
     stack.revocations = make_revocations(stack, get("risk.revocation_signers", []),
                                          get("risk.accept_signed_revocations", False), sign=signer.sign)
     from node.offerbook import device_id_of
@@ -609,7 +621,7 @@ class NodeServices:
             made = await trio.to_thread.run_sync(lambda: make_deposits(
                 self.stack.enclave, x["ledger"], x["deposits"], asset=asset, chunks=chunks,
                 chunk_usd_cents=x["chunk_usd_cents"], now=self.clock.now(), net=self.stack.net,
-                peer_id=self.stack.peer_id))
+                peer_id=self.stack.peer_id, prices=x.get("prices")))  # priced with the node's feed
         except QuoteRefused as exc:
             raise ApiError(409, str(exc)) from None
         except (UnknownAsset, ValueError) as exc:
@@ -738,14 +750,23 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     logs.bind_peer(peer_id)
     from node.deposits import DepositStore, open_ledger
 
+    from node.assets.feeds import build_feed
+
+    prices = build_feed(cfg, datadir=datadir)  # the node's one price feed: a bad prices.* setting stops the start
+    await trio.to_thread.run_sync(prices.refresh, clock.now())  # first fetch (HTTP sources) off the event loop
     ledger = open_ledger(cfg)  # first: an unreachable EVM node (ledger.evm_url) stops the start with its reason
     try:
         stack = make_offer_stack(datadir, cfg["network.net"], peer_id, republish=republish,
                                  republish_max=cfg["network.republish_max"], backend=cfg["tee.backend"],
-                                 broken=cfg.get("tee.broken", ""), offers=offer_settings(cfg))
+                                 broken=cfg.get("tee.broken", ""), offers=offer_settings(cfg, prices))
     except BaseException:
         ledger.close()
         raise
+    stack.extra["prices"] = prices  # deposits, kept keys, proposals and contracts price with this same object
+    print(f"prices: {prices.source} (prices.max_age={prices.max_age:g} s)", file=out, flush=True)
+    for s_ in prices.sources:
+        if s_.error:
+            print(f"prices: {s_.name}: {s_.error}", file=out, flush=True)
     for asset, backend in getattr(ledger, "describe", dict)().items():
         print(f"ledger: {asset} on {backend}", file=out, flush=True)
     stack.extra.update(ledger=ledger, deposits=DepositStore(datadir / "deposits.sqlite"), datadir=datadir,
@@ -755,7 +776,8 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     from node.swaps import SwapDesk
 
     stack.desk = SwapDesk(stack, clock=clock, claim_policy=cfg["claims.policy"],  # claim keys: claim.seed
-                          price_tolerance=cfg["risk.price_tolerance"], allowed_hashes=cfg["contracts.allowed_hashes"])
+                          prices=prices, price_tolerance=cfg["risk.price_tolerance"],
+                          allowed_hashes=cfg["contracts.allowed_hashes"])
     stack.refresh_offers(clock.now())  # kept keys a crash left unadopted are offered at once
     from node.protocols.outcomes import tap_release_records
 
@@ -867,7 +889,18 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
                         node.driver.submit(stack.protocol,
                                            lambda now: stack.protocol.set_own_sheet(stack.protocol.own, now))
 
+            async def prices_refresher() -> None:
+                """The price sources are fetched in a worker thread, never in the event loop; ``price()``
+                answers from the last good values meanwhile (and refuses once all are older than prices.max_age)."""
+                while True:
+                    await trio.sleep(cfg["prices.refresh"])
+                    await trio.to_thread.run_sync(prices.refresh, clock.now(), abandon_on_cancel=True)
+                    for s_ in prices.sources:
+                        if s_.error:
+                            log.warning("prices: %s: %s", s_.name, s_.error)
+
             nursery.start_soon(gauges)
+            nursery.start_soon(prices_refresher)
             nursery.start_soon(offers_refresher)
             nursery.start_soon(heights)
             nursery.start_soon(stack.escrow.run, node)

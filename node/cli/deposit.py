@@ -154,9 +154,13 @@ def _local(datadir, asset: str, chunks: int) -> list[dict]:
 
     try:
         cfg = cfgmod.load(datadir)
+        from node.assets.feeds import build_feed
+
+        prices = build_feed(cfg, datadir=datadir)  # the node's prices.* feed, as the daemon prices deposits
     except cfgmod.ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    prices.refresh(time.time())
     try:
         enc = SubprocessEnclave(datadir)
         enc.start()
@@ -177,7 +181,7 @@ def _local(datadir, asset: str, chunks: int) -> list[dict]:
 
         made = make_deposits(enc, ledger, store, asset=asset, chunks=chunks,
                              chunk_usd_cents=int(round(cfg["deposits.chunk_usd"] * 100)), now=time.time(),
-                             net=cfg["network.net"], peer_id=peer_id(datadir))
+                             net=cfg["network.net"], peer_id=peer_id(datadir), prices=prices)
     except (UnknownAsset, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
             })
             cfg.bootnodes  # reads and checks the bootnodes file now
             daemon.check_backend_ready(cfg["tee.backend"])  # a hardware backend on a machine without it
+            daemon.check_prices(cfg)  # prices.*: an unreadable prices.file, before anything starts
         except (cfgmod.ConfigError, OSError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)
