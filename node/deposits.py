@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node.assets import StaticPrices, address_for, chunk_amount, get_asset, usd_value_cents
+from node.assets.prices import PriceError
 
 OFFER_TTL = 24 * 3600.0
 
@@ -161,7 +162,10 @@ def adopt_kept(store: DepositStore, kept, ledger, enclave, *, now: float, prices
         funding = [e.txid for e in ledger.watch([c.address])[0] if e.kind == "deposit"]
         if not funding:
             continue
-        price = prices.price(c.asset, now)
+        try:
+            price = prices.price(c.asset, now)
+        except PriceError:  # no fresh price now (prices.max_age): adopted at a later refresh, not at a stale one
+            continue
         d = Deposit(c.pubkey, c.asset, c.address, c.amount, usd_value_cents(c.asset, c.amount, price),
                     str(price.usd_per_unit), price.at, funding[-1], now)
         if store.add_kept(d, contract):

@@ -164,3 +164,23 @@ def test_a_contract_store_version_moves_with_its_writes_only(tmp_path):
     assert store.version == v1
     store.delete("aa" * 32)
     assert store.version > v1 and store.items() == []
+
+
+def test_a_kept_key_waits_for_a_fresh_price_instead_of_failing_the_refresh(world):
+    """With no fresh price (every source past prices.max_age), adopting a kept key is put off, not an error that
+    would stop the daemon's start (its first offers refresh runs before the price refresher)."""
+    from node.assets.prices import PriceError
+
+    class NoPrice:
+        def price(self, asset, at):
+            raise PriceError("no fresh price: coinbase 301 s old (prices.max_age=300 s)")
+
+    chunks = [world.fund(p) for p in world.giver.generate_keys(1)]
+    world.give(chunks[0])
+    store = ContractStore(world.tmp / "R" / "contracts")
+    store.put("cd" * 32, world.swap_record(chunks, kept=[0]))
+    kept = kept_chunks(store, ContractStore(world.tmp / "R" / "runs", record_type=RunRecord))
+    deposits = DepositStore(None)
+    assert adopt_kept(deposits, kept, world.ledger, world.recv, now=NOW, prices=NoPrice()) == []
+    assert deposits.all() == []
+    assert [d.address for d in adopt_kept(deposits, kept, world.ledger, world.recv, now=NOW)] == [chunks[0].address]
