@@ -20,7 +20,12 @@ ANVIL := .tools/node_modules/.bin/anvil
 $(ANVIL): scripts/anvil.sh
 	./scripts/anvil.sh
 
-install: $(STAMP) $(ANVIL)
+# a js-libp2p gossipsub node (pinned npm packages) for the interop test, tests/interop/
+JSLIBP2P := .tools/jslibp2p/node_modules/.keyswitch-lock
+$(JSLIBP2P): scripts/jslibp2p.sh tests/interop/jsnode/package-lock.json
+	./scripts/jslibp2p.sh
+
+install: $(STAMP) $(ANVIL) $(JSLIBP2P)
 
 demo: $(STAMP)
 	$(PY) -m node demo
@@ -30,7 +35,7 @@ demo: $(STAMP)
 KS_TIMEOUT_FACTOR ?= 3
 export KS_TIMEOUT_FACTOR
 
-test: $(STAMP) $(ANVIL)
+test: $(STAMP) $(ANVIL) $(JSLIBP2P)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
