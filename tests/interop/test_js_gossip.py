@@ -234,11 +234,21 @@ def test_js_libp2p_node_is_grafted_relays_sheets_between_two_daemons_and_its_gar
         assert gossip_counts(mports[0]).get(("ignore", "our own sheet"), 0) >= 1, gossip_counts(mports[0])
         assert gossip_counts(mports[1]).get(("ignore", "duplicate"), 0) >= 1, gossip_counts(mports[1])
         # nothing hostile entered a book: each still holds exactly the other's 2 offers, and they stay up
-        time.sleep(1.0)
         for api, other in ((a, b), (b, a)):
             st = api.get("/v1/status")
             assert st["ready"] and st["offers_in_book"] == 2 and st["own_offers"] == 2, st
             assert {o["origin"] for o in api.get("/v1/offers")["offers"]} == {other.peer}
+        # KNOWN GAP (issue #23, items 1-2; runtime work on branch gossip): after these 3-4 invalid messages the
+        # daemons' score of the js node is below the publish threshold, and with the heartbeat slowed by py-libp2p's
+        # adaptive gossip it stays there for minutes: A does not send its next sheet to its only peer. Observed
+        # here for a fixed 6 s and printed, not asserted, so that the fix can turn it into "forgiven within T".
+        n_a = len(sheets_from(a.peer))
+        assert a.post("/v1/deposits", {"asset": "BTC-REG", "chunks": 1}).status_code == 201
+        end = min(time.monotonic() + 6, deadline)
+        while time.monotonic() < end and b.get("/v1/status")["offers_in_book"] < 3:
+            time.sleep(0.5)
+        print(f"[interop] after the penalty, in 6 s: js node got {len(sheets_from(a.peer)) - n_a} new sheet(s) "
+              f"from A; B's book holds {b.get('/v1/status')['offers_in_book']} offers (3 = A's new one relayed)")
         for d, p in zip(dirs, procs[2:]):
             assert p.poll() is None, f"{d.name} died:\n{(d / 'out.log').read_text(errors='replace')[-3000:]}"
             log = (d / "out.log").read_text(errors="replace")
