@@ -27,7 +27,12 @@ $(LITECOIND_CHECKED): scripts/sysdeps.sh
 	./scripts/sysdeps.sh
 	mkdir -p .tools && touch $@
 
-install: $(STAMP) $(ANVIL) $(LITECOIND_CHECKED)
+# a js-libp2p gossipsub node (pinned npm packages) for the interop test, tests/interop/
+JSLIBP2P := .tools/jslibp2p/node_modules/.keyswitch-lock
+$(JSLIBP2P): scripts/jslibp2p.sh tests/interop/jsnode/package-lock.json
+	./scripts/jslibp2p.sh
+
+install: $(STAMP) $(ANVIL) $(LITECOIND_CHECKED) $(JSLIBP2P)
 
 demo: $(STAMP)
 	$(PY) -m node demo
@@ -37,7 +42,7 @@ demo: $(STAMP)
 KS_TIMEOUT_FACTOR ?= 3
 export KS_TIMEOUT_FACTOR
 
-test: $(STAMP) $(ANVIL) $(LITECOIND_CHECKED)
+test: $(STAMP) $(ANVIL) $(LITECOIND_CHECKED) $(JSLIBP2P)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
