@@ -1,0 +1,94 @@
+"""The local dashboard (issue #21): a one-time link from the Bearer cookie, a session cookie (HttpOnly,
+SameSite=Strict) that opens the page and the API's reads only, refused without it or from a foreign Host.
+The browser test drives Debian's chromium (headless) against a real daemon with a deposit made by the CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from node.api.app import build_app, read_cookie, serve, write_cookie
+from node.metrics import NodeMetrics
+from tests.api.test_api_http import Recording
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def dash(tmp_path, nursery):
+    cookie = write_cookie(tmp_path)
+    metrics = NodeMetrics()
+    url = await nursery.start(serve, build_app(Recording(), cookie, metrics=metrics))
+    async with httpx.AsyncClient(base_url=url) as anon:
+        yield anon, {"Authorization": f"Bearer {read_cookie(tmp_path)}"}, metrics, url
+
+
+async def login(anon, bearer) -> tuple[str, httpx.Response]:
+    link = await anon.post("/v1/dashboard/link", headers=bearer)
+    assert link.status_code == 201, link.text
+    url = link.json()["url"]
+    assert "/dashboard/login?token=" in url
+    return url, await anon.get(url)
+
+
+async def test_page_refused_without_a_session_and_link_needs_the_bearer_cookie(dash):
+    anon, bearer, _, _ = dash
+    r = await anon.get("/dashboard")
+    assert r.status_code == 401 and "Not signed in" in r.text and "keyswitch dashboard" in r.text
+    assert (await anon.get("/dashboard/app.js")).status_code == 401
+    assert (await anon.post("/v1/dashboard/link")).status_code == 401
+    forged = await anon.get("/dashboard", headers={"Cookie": "keyswitch_session=" + "x" * 43})
+    assert forged.status_code == 401
+
+
+async def test_one_time_link_sets_a_strict_httponly_cookie_once(dash):
+    anon, bearer, _, _ = dash
+    url, r = await login(anon, bearer)
+    assert r.status_code == 200 and "Keyswitch node" in r.text
+    sc = r.headers["set-cookie"]
+    assert sc.startswith("keyswitch_session=") and "HttpOnly" in sc and "SameSite=Strict" in sc, sc
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    assert (await anon.get("/dashboard")).status_code == 200  # the client kept the cookie
+    assert (await anon.get("/dashboard/app.js")).status_code == 200
+    async with httpx.AsyncClient() as other:
+        again = await other.get(url)  # the same link, a second time
+    assert again.status_code == 401 and "already used or has expired" in again.text
+
+
+async def test_session_cookie_reads_the_api_but_cannot_act(dash):
+    anon, bearer, _, _ = dash
+    await login(anon, bearer)
+    for path in ("/v1/status", "/v1/peers", "/v1/deposits", "/v1/offers", "/v1/contracts", "/v1/reputation",
+                 "/v1/gossip"):
+        assert (await anon.get(path)).status_code == 200, path
+    # a cross-site form or a confused page cannot spend: every action still needs the Bearer cookie
+    post = await anon.post("/v1/deposits", json={"asset": "BTC-REG", "chunks": 1})
+    assert post.status_code == 401, post.text
+    assert (await anon.post("/v1/dashboard/link")).status_code == 401  # a session cannot mint more links
+
+
+async def test_foreign_host_header_refused_even_with_the_session(dash):
+    anon, bearer, _, _ = dash
+    await login(anon, bearer)
+    rebinding = {"Host": "evil.example:80"}
+    assert (await anon.get("/dashboard", headers=rebinding)).status_code == 403
+    assert (await anon.get("/v1/deposits", headers=rebinding)).status_code == 401
+
+
+async def test_gossip_counters_sum_per_topic(dash):
+    anon, bearer, metrics, _ = dash
+    metrics.gossip_in("offers", "accept")
+    metrics.gossip_in("offers", "accept")
+    metrics.gossip_in("offers", "reject", "bad signature")
+    metrics.gossip_in("offers", "ignore", "stale")
+    metrics.gossip_out("offers")
+    g = (await anon.get("/v1/gossip", headers=bearer)).json()
+    assert g["topics"] == [{"topic": "offers", "accept": 2, "reject": 1, "ignore": 1, "sent": 1}]
