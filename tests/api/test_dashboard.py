@@ -92,3 +92,67 @@ async def test_gossip_counters_sum_per_topic(dash):
     metrics.gossip_out("offers")
     g = (await anon.get("/v1/gossip", headers=bearer)).json()
     assert g["topics"] == [{"topic": "offers", "accept": 2, "reject": 1, "ignore": 1, "sent": 1}]
+
+
+# ------------------------------------------------------------------ a real browser against a real daemon
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ENV = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+
+
+def ks(*args, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "node", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout, env=ENV)
+
+
+def chromium(profile: Path, *args) -> str:
+    r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        f"--user-data-dir={profile}", "--virtual-time-budget=6000", *map(str, args)],
+                       capture_output=True, text=True, timeout=120)
+    return r.stdout
+
+
+@pytest.mark.network
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/sysdeps.sh installs it for make test)")
+def test_dashboard_in_headless_chromium_shows_a_cli_deposit(tmp_path):
+    from node.localnet import timeout_factor
+
+    d = tmp_path / "n"
+    assert ks("--datadir", d, "init").returncode == 0
+    log = tmp_path / "run.out"
+    p = subprocess.Popen([sys.executable, "-m", "node", "--datadir", str(d), "run"], stdout=open(log, "wb"),
+                         stderr=subprocess.STDOUT, cwd=ROOT, env=ENV)
+    try:
+        deadline = time.monotonic() + 90 * timeout_factor()
+        while "ready " not in log.read_text(errors="replace"):
+            assert p.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+            time.sleep(0.2)
+        dep = ks("--datadir", d, "deposit", "--asset", "BTC-REG", "--chunks", "1")
+        assert dep.returncode == 0, dep.stdout + dep.stderr
+        address = next(w for w in dep.stdout.split() if w.startswith("bcrt1q"))
+        base = (d / "api.url").read_text().strip()
+
+        # without the session cookie: refused, and no data on the page
+        fresh = chromium(tmp_path / "fresh", "--dump-dom", base + "/dashboard")
+        assert "Not signed in" in fresh and address not in fresh, fresh[-2000:]
+
+        # the one-time link: the page loads, polls the API with the cookie and shows the deposit
+        link = ks("--datadir", d, "dashboard")
+        assert link.returncode == 0, link.stderr
+        url = link.stdout.strip().splitlines()[-1]
+        assert url.startswith(base + "/dashboard/login?token="), link.stdout
+        prof = tmp_path / "browser"
+        dom = chromium(prof, "--dump-dom", url)
+        assert address in dom and "0.0005 BTC-REG" in dom and "$50.00" in dom, dom[-3000:]
+        assert 'id="error" class="error" hidden' in dom, dom[-3000:]  # every API call answered
+        # the same browser, later, on the plain page: the session cookie persisted
+        again = chromium(prof, "--window-size=1280,1200", f"--screenshot={tmp_path / 'dashboard.png'}",
+                         base + "/dashboard")
+        assert (tmp_path / "dashboard.png").stat().st_size > 10_000, again
+        # the link was for one use: a second browser gets the refusal
+        reused = chromium(tmp_path / "other", "--dump-dom", url)
+        assert "already used" in reused and address not in reused, reused[-2000:]
+    finally:
+        ks("--datadir", d, "stop", timeout=60)
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        p.wait(30)
