@@ -156,3 +156,50 @@ def test_dashboard_in_headless_chromium_shows_a_cli_deposit(tmp_path):
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
         p.wait(30)
+
+
+# ------------------------------------------------------------------ contrib/: Grafana dashboard, systemd unit
+def exposed_metric_names() -> set[str]:
+    """Every series name node/metrics.py exposes (counters as <name>_total and <name>_created)."""
+    m = NodeMetrics()
+    names = set()
+    for fam in m.registry.collect():
+        if fam.type == "counter":
+            names |= {fam.name + "_total", fam.name + "_created"}
+        else:
+            names.add(fam.name)
+    return names
+
+
+def test_grafana_dashboard_exprs_name_existing_metrics():
+    import json
+    import re
+
+    dash = json.loads((ROOT / "contrib" / "grafana" / "keyswitch.json").read_text())
+    known = exposed_metric_names()
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs += [v["definition"] for v in dash["templating"]["list"]]
+    assert len(dash["panels"]) >= 8 and exprs
+    used = set()
+    for e in exprs:
+        names = set(re.findall(r"\bkeyswitch_[a-z_]+\b", e))
+        assert names, f"expr names no keyswitch metric: {e}"
+        assert names <= known, f"{e}: {sorted(names - known)} not exposed by node/metrics.py (known: {sorted(known)})"
+        used |= names
+    # every metric the node exposes has a panel (a metric added later should get one)
+    assert {n.removesuffix("_created") for n in known if not n.endswith("_created")} <= used, sorted(known - used)
+    assert dash["__inputs"][0]["pluginId"] == "prometheus"  # importable: the data source is asked for at import
+    for p in dash["panels"]:
+        assert p["datasource"]["uid"] == "${DS_PROMETHEUS}" and {"h", "w", "x", "y"} <= set(p["gridPos"])
+
+
+def test_systemd_unit_runs_keyswitch_run():
+    import configparser
+
+    cp = configparser.ConfigParser(strict=False, interpolation=None)
+    cp.optionxform = str
+    cp.read(ROOT / "contrib" / "systemd" / "keyswitch.service")
+    svc = cp["Service"]
+    assert " run" in svc["ExecStart"] and "--datadir" in svc["ExecStart"]
+    assert svc["KillSignal"] == "SIGTERM" and svc["User"] != "root"
+    assert cp["Install"]["WantedBy"] == "multi-user.target"
