@@ -5,6 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+TEST_STAMP := $(VENV)/.test-sysdeps
 
 .PHONY: demo test bench install clean sysdeps gramine-manifest
 
@@ -14,6 +15,11 @@ $(STAMP): pyproject.toml scripts/sysdeps.sh
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# What only the tests use (Electrum, Chromium), not `make demo`: see scripts/sysdeps.sh --test
+$(TEST_STAMP): $(STAMP) scripts/sysdeps.sh
+	./scripts/sysdeps.sh --test
+	touch $(TEST_STAMP)
 
 # anvil (a real EVM node, from npm) for the Ethereum-like ledger tests
 ANVIL := .tools/node_modules/.bin/anvil
@@ -30,7 +36,7 @@ demo: $(STAMP)
 KS_TIMEOUT_FACTOR ?= 3
 export KS_TIMEOUT_FACTOR
 
-test: $(STAMP) $(ANVIL)
+test: $(STAMP) $(TEST_STAMP) $(ANVIL)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -193,3 +193,18 @@ def test_contracts_for_people(fake_daemon):
     assert "c0" * 32 not in out and OTHER not in out, out
     assert "done" in out and "running" in out and "ring" in out, out
     assert str(int(NOW - 60))[:6] not in out, out
+
+
+# ------------------------------------------------------------------ make demo installs no test-only packages
+def test_make_demo_installs_neither_electrum_nor_chromium():
+    script = ROOT / "scripts" / "sysdeps.sh"
+    assert "SYSDEPS_DRY_RUN" in script.read_text()  # (else running it below would really install)
+    env = dict(os.environ, SYSDEPS_DRY_RUN="1")
+    base = subprocess.run([str(script)], capture_output=True, text=True, env=env, timeout=30).stdout
+    full = subprocess.run([str(script), "--test"], capture_output=True, text=True, env=env, timeout=30).stdout
+    assert "electrum" not in base and "chromium" not in base, base
+    assert "electrum" in full and "chromium" in full, full
+    demo = subprocess.run(["make", "-n", "-B", "demo"], capture_output=True, text=True, cwd=ROOT, timeout=30).stdout
+    test = subprocess.run(["make", "-n", "-B", "test"], capture_output=True, text=True, cwd=ROOT, timeout=30).stdout
+    assert "sysdeps.sh" in demo and "--test" not in demo, demo
+    assert "sysdeps.sh --test" in test, test
