@@ -315,7 +315,7 @@ def striking_facts(summary: dict) -> list[str]:
     total_b = sum(b.values())
     n_dev = sum(int(v.get("devices", 0)) for v in kinds.values())
     for k, v in kinds.items():
-        if k == "honest" or not n_dev or not total_b:
+        if k == "honest" or not n_dev or not total_b or not v.get("devices"):
             continue
         dev_share, biz_share = v.get("devices", 0) / n_dev, b[k] / total_b
         word = "MORE than" if biz_share > dev_share else "less than"
