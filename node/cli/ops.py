@@ -114,6 +114,8 @@ def value(key: str, v, row: dict | None = None) -> str:
 
 
 def header(key: str) -> str:
+    if key == "usd_cents":
+        return "USD"
     return (key[:-6] + " USD" if key.endswith("_cents") else key).replace("_", " ")
 
 
@@ -153,6 +155,28 @@ def _table(rows: list[dict], title: str, first: tuple[str, ...] = ()) -> None:
             vals = r.get(c) or []
             for a in vals if isinstance(vals, list) else [vals]:
                 typer.echo(f"#{i} {a}")
+
+
+def _offers(rows: list[dict]) -> None:
+    """The offer book for people: amount in coin and USD, device (short) and class, origin, expiry as an age;
+    the deposit addresses whole below."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not rows:
+        console.print("[dim]no offers[/dim]")
+        return
+    t = Table(title="offers")
+    for name in ("#", "amount", "USD", "device", "class", "expires"):
+        t.add_column(name, no_wrap=True, justify="right" if name in ("#", "amount", "USD") else "left")
+    for i, r in enumerate(rows, 1):
+        exp = when(r["expiry"]).split("(")[-1].rstrip(")") if r.get("expiry") else ""
+        t.add_row(str(i), coin(r.get("asset", ""), r.get("amount")), usd(r.get("usd_cents")),
+                  short_id(r.get("device_id", "")), str(r.get("device_class", "")), exp)
+    console.print(t)
+    for i, r in enumerate(rows, 1):
+        typer.echo(f"#{i} {r.get('address', '')}")
 
 
 def _contracts(rows: list[dict]) -> None:
@@ -204,9 +228,16 @@ def _status(data: dict) -> None:
         broken = f", BROKEN mode {enc['broken']}" if enc.get("broken") else ""
         facts.append(("enclave", f"{kind}{broken}, device {short_id(enc.get('device_id', ''))}"))
     shown = {"peer_id", "net", "ready", "uptime", "peers", "offers_in_book", "own_offers", "enclave", "listen"}
+    def nonzero(v):  # counters that are all 0 say nothing: keep what happened
+        if isinstance(v, dict):
+            kept = {k: nonzero(x) for k, x in v.items()}
+            return {k: x for k, x in kept.items() if x not in (0, 0.0, {}, [], None, "")}
+        return v
+
     for k, v in data.items():
         if k not in shown:
-            facts.append((k.replace("_", " "), value(k, v) if v not in ({}, [], None) else "none"))
+            v = nonzero(v)
+            facts.append((k.replace("_", " "), value(k, v) if v not in ({}, [], None, "") else "nothing yet"))
     width = max(len(k) for k, _ in facts)
     for k, v in facts:
         typer.echo(f"{k:<{width}}  {v}")
@@ -229,6 +260,8 @@ def _run(path: str, key: str | None, as_json: bool, title: str, params=None, fir
         _status(data)
     elif key == "contracts":
         _contracts(data[key])
+    elif key == "offers":
+        _offers(data[key])
     else:
         _table(data[key], title, first)
 
