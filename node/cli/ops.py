@@ -113,17 +113,26 @@ def value(key: str, v, row: dict | None = None) -> str:
     return plain(v)
 
 
+def cell(key: str, v, row: dict) -> str:
+    """``value`` for a table cell: a time as its age only (the date is in --json)."""
+    if key in TIME_KEYS:
+        return when(v).split("(")[-1].rstrip(")")
+    return value(key, v, row)
+
+
 def header(key: str) -> str:
     if key == "usd_cents":
         return "USD"
-    return (key[:-6] + " USD" if key.endswith("_cents") else key).replace("_", " ")
+    if key == "first_seen":
+        return "seen"
+    return (key[:-6] if key.endswith("_cents") else key).replace("_", " ")  # (the cells say $)
 
 
 def _is_addr(key: str) -> bool:
     return "addr" in key or key in ("listen", "multiaddr", "multiaddrs")
 
 
-def _table(rows: list[dict], title: str, first: tuple[str, ...] = ()) -> None:
+def _table(rows: list[dict], title: str, first: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> None:
     """A table of ``rows`` (the union of their fields, ``first`` first), every cell plain text. Addresses
     (multiaddrs) go below the table, whole, one a line, to copy."""
     from rich.console import Console
@@ -135,7 +144,7 @@ def _table(rows: list[dict], title: str, first: tuple[str, ...] = ()) -> None:
         return
     cols = [c for c in first if any(c in r for r in rows)]
     for r in rows:
-        cols += [k for k in r if k not in cols and k not in TABLE_HIDDEN]
+        cols += [k for k in r if k not in cols and k not in TABLE_HIDDEN and (not only or k in only)]
     addr_cols = [c for c in cols if _is_addr(c)]
     cols = [c for c in cols if c not in addr_cols]
     numeric = {c for c in cols if all(isinstance(r.get(c, 0), (int, float)) and not isinstance(r.get(c), bool)
@@ -144,11 +153,10 @@ def _table(rows: list[dict], title: str, first: tuple[str, ...] = ()) -> None:
     if addr_cols:
         t.add_column("#", justify="right", no_wrap=True)
     for c in cols:
-        t.add_column(header(c), overflow="fold",
-                     no_wrap=c in ID_KEYS or c.endswith("_cents") or c in ("amount", "state", "status"),
+        t.add_column(header(c), overflow="fold", no_wrap=c not in ("reason", "refused", "score"),
                      justify="right" if c.endswith("_cents") or c == "amount" or c in numeric else "left")
     for i, r in enumerate(rows, 1):
-        t.add_row(*([str(i)] if addr_cols else []), *[value(c, r[c], r) if c in r else "" for c in cols])
+        t.add_row(*([str(i)] if addr_cols else []), *[cell(c, r[c], r) if c in r else "" for c in cols])
     console.print(t)
     for i, r in enumerate(rows, 1):
         for c in addr_cols:
@@ -248,7 +256,8 @@ def _status(data: dict) -> None:
             typer.echo(a)
 
 
-def _run(path: str, key: str | None, as_json: bool, title: str, params=None, first: tuple[str, ...] = ()) -> None:
+def _run(path: str, key: str | None, as_json: bool, title: str, params=None, first: tuple[str, ...] = (),
+         only: tuple[str, ...] = ()) -> None:
     try:
         data = call(state.get_datadir(), "GET", path, params=params)
     except DaemonNotRunning as exc:
@@ -262,8 +271,13 @@ def _run(path: str, key: str | None, as_json: bool, title: str, params=None, fir
         _contracts(data[key])
     elif key == "offers":
         _offers(data[key])
+    elif key == "devices":  # reputation: a cheater's score says CHEATER; the reports count is in --json
+        rows = [{**{k: v for k, v in r.items() if k not in ("cheater", "reports")},
+                 "score": "CHEATER" if r.get("cheater") else round(float(r.get("score", 0)), 2)}
+                for r in data[key]]
+        _table(rows, title, first, only)
     else:
-        _table(data[key], title, first)
+        _table(data[key], title, first, only)
 
 
 JSON = typer.Option(False, "--json", help="Print the API's JSON answer")
@@ -369,4 +383,7 @@ def register(app: typer.Typer) -> None:
     @app.command("reputation")
     def reputation(as_json: bool = JSON) -> None:
         """Local reputation of known devices."""
-        _run("/v1/reputation", "devices", as_json, "reputation", first=("device",))
+        _run("/v1/reputation", "devices", as_json, "reputation",
+             first=("device", "class", "score", "cheater", "reports", "exposure_cents", "headroom_cents"),
+             only=("device", "class", "score", "cheater", "reports", "exposure_cents", "headroom_cents",
+                   "first_seen", "refused"))
