@@ -5,6 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+TEST_STAMP := $(VENV)/.test-sysdeps
 
 .PHONY: demo test bench install clean sysdeps gramine-manifest
 
@@ -15,24 +16,22 @@ $(STAMP): pyproject.toml scripts/sysdeps.sh
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# What only the tests use (Electrum, Chromium, litecoind), not `make demo`: see scripts/sysdeps.sh --test
+$(TEST_STAMP): $(STAMP) scripts/sysdeps.sh
+	./scripts/sysdeps.sh --test
+	touch $(TEST_STAMP)
+
 # anvil (a real EVM node, from npm) for the Ethereum-like ledger tests
 ANVIL := .tools/node_modules/.bin/anvil
 $(ANVIL): scripts/anvil.sh
 	./scripts/anvil.sh
-
-# litecoind (Debian's package, a real Bitcoin-family node) for the Bitcoin Core RPC ledger tests:
-# scripts/sysdeps.sh installs it when missing (optional: the tests skip with the reason without it)
-LITECOIND_CHECKED := .tools/litecoind.checked
-$(LITECOIND_CHECKED): scripts/sysdeps.sh
-	./scripts/sysdeps.sh
-	mkdir -p .tools && touch $@
 
 # a js-libp2p gossipsub node (pinned npm packages) for the interop test, tests/interop/
 JSLIBP2P := .tools/jslibp2p/node_modules/.keyswitch-lock
 $(JSLIBP2P): scripts/jslibp2p.sh tests/interop/jsnode/package-lock.json
 	./scripts/jslibp2p.sh
 
-install: $(STAMP) $(ANVIL) $(LITECOIND_CHECKED) $(JSLIBP2P)
+install: $(STAMP) $(TEST_STAMP) $(ANVIL) $(JSLIBP2P)
 
 demo: $(STAMP)
 	$(PY) -m node demo
@@ -42,7 +41,7 @@ demo: $(STAMP)
 KS_TIMEOUT_FACTOR ?= 3
 export KS_TIMEOUT_FACTOR
 
-test: $(STAMP) $(ANVIL) $(LITECOIND_CHECKED) $(JSLIBP2P)
+test: $(STAMP) $(TEST_STAMP) $(ANVIL) $(JSLIBP2P)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

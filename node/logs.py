@@ -95,6 +95,14 @@ def configure(level: str = "info", fmt: str = "console", file: str | Path | None
     lp.propagate = True
     # py-libp2p is chatty at debug; keep it one notch quieter than ours unless asked
     lp.setLevel(lvl if lvl <= logging.DEBUG else max(lvl, logging.WARNING))
+    # httpx logs every request at INFO ("HTTP Request: POST .../rpc"): a dev node's ledger polling made
+    # ~90 % of its log. Warnings and errors still show; --log-level debug shows them all.
+    for name in QUIET_BELOW_WARNING:
+        logging.getLogger(name).setLevel(lvl if lvl <= logging.DEBUG else max(lvl, logging.WARNING))
+
+
+#: third-party loggers kept at WARNING unless the node runs at DEBUG
+QUIET_BELOW_WARNING = ("httpx", "httpcore")
 
 
 def get(name: str = "keyswitch"):

@@ -1,42 +1,59 @@
 #!/usr/bin/env bash
 # Installs the system packages Keyswitch needs, only when they are missing.
 # Debian/Ubuntu (apt-get). Run as root, or with sudo available.
+#
+#   scripts/sysdeps.sh            what `make demo` needs (build libraries)
+#   scripts/sysdeps.sh --test     also what only the tests use (optional; their tests skip with a reason
+#                                 without them): Electrum, for the wallet cross-check; Chromium, for the
+#                                 dashboard's headless-browser test; litecoind (Litecoin Core, a Bitcoin Core
+#                                 fork), for the Bitcoin Core JSON-RPC ledger tests on regtest
+#   SYSDEPS_DRY_RUN=1 scripts/sysdeps.sh [--test]   print what it would consider, install nothing
 set -euo pipefail
+
+test_deps=0
+extras=()
+for arg in "$@"; do
+  case "$arg" in
+    --test) test_deps=1 ;;
+    *) extras+=("$arg") ;;
+  esac
+done
+
+if [ -n "${SYSDEPS_DRY_RUN:-}" ]; then
+  echo "sysdeps: required libgmp-dev build-essential python3-venv ${extras[*]:-}"
+  [ "$test_deps" -eq 1 ] && echo "sysdeps: optional (tests) electrum chromium litecoind"
+  exit 0
+fi
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 need=()
 # py-libp2p depends on fastecdsa, which compiles against GMP.
 [ -e /usr/include/gmp.h ] || [ -e /usr/include/x86_64-linux-gnu/gmp.h ] || [ -e /usr/include/aarch64-linux-gnu/gmp.h ] || need+=(libgmp-dev)
 command -v gcc >/dev/null || need+=(build-essential)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
-for extra in "$@"; do
+for extra in "${extras[@]+"${extras[@]}"}"; do
   dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra")
 done
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "sysdeps: installing ${need[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
 
-# Electrum (Debian's package) for the test that restores our exported keys in a
-# real wallet. Optional: if it cannot be installed, that test is skipped with a reason.
-if ! command -v electrum >/dev/null; then
-  echo "sysdeps: installing electrum (optional, for the wallet cross-check)"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-      electrum >/dev/null; } || echo "sysdeps: electrum not installed; the Electrum cross-check will be skipped" >&2
-fi
+[ "$test_deps" -eq 1 ] || exit 0
 
-# litecoind (Debian's Litecoin Core, a Bitcoin Core fork) for the Bitcoin Core JSON-RPC ledger tests
-# (tests/ledger/test_bitcoind.py, started on regtest by node.localnet.start_litecoind), as anvil is for
-# the EVM ones. Optional: if it cannot be installed, those tests are skipped with the reason.
-if ! command -v litecoind >/dev/null; then
-  echo "sysdeps: installing litecoind (optional, a real Bitcoin-family node for the ledger tests)"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+# Test-only, optional: if one cannot be installed, its test is skipped with a reason.
+# Electrum (Debian's package): the test that restores our exported keys in a real wallet.
+# Chromium (Debian's package): the test that loads the dashboard in a headless browser.
+optional=()
+command -v electrum >/dev/null || optional+=(electrum)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || optional+=(chromium)
+command -v litecoind >/dev/null || optional+=(litecoind)
+for pkg in "${optional[@]+"${optional[@]}"}"; do
+  echo "sysdeps: installing $pkg (optional, for the tests)"
   { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-      litecoind >/dev/null; } || echo "sysdeps: litecoind not installed; the litecoind ledger tests will be skipped" >&2
-fi
+      "$pkg" >/dev/null; } || echo "sysdeps: $pkg not installed; the tests that need it will be skipped" >&2
+done

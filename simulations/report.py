@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -189,26 +190,241 @@ def _table(d: dict, prefix: str = "") -> list[tuple[str, str]]:
     return rows
 
 
-def report(summary: dict, manifest: dict, outdir: Path, images: list[str]) -> None:
+# ------------------------------------------------------------------ the verdict
+def _kinds(summary: dict) -> dict[str, dict]:
+    """exposure.<kind> tables (honest, sybil, ...): devices, devices_used, peak_total_cents_sum."""
+    ex = summary.get("exposure") or {}
+    return {k: v for k, v in ex.items() if isinstance(v, dict) and "devices" in v}
+
+
+def business_cents(summary: dict) -> dict[str, int]:
+    """Business per kind of device: the sum over its devices of their peak exposure (USD cents held for clients)."""
+    return {k: int(v.get("peak_total_cents_sum", 0)) for k, v in _kinds(summary).items()}
+
+
+def adversary_business_share(summary: dict) -> float | None:
+    b = business_cents(summary)
+    total = sum(b.values())
+    return None if total == 0 else sum(v for k, v in b.items() if k != "honest") / total
+
+
+def honest_loss_share(summary: dict) -> float | None:
+    total = sum(business_cents(summary).values())
+    lost = (summary.get("fees") or {}).get("honest_losses_cents", 0) or 0
+    return None if total == 0 else lost / total
+
+
+def honest_devices_used_share(summary: dict) -> float | None:
+    h = _kinds(summary).get("honest")
+    return None if not h or not h.get("devices") else h.get("devices_used", 0) / h["devices"]
+
+
+def adversary_reputation_margin(summary: dict) -> float | None:
+    """The best adversary kind's mean reputation at the requesters minus the honest devices' (> 0: adversaries
+    ended above the honest)."""
+    by = (summary.get("reputation_at_requesters") or {}).get("by_kind") or {}
+    adv = [v for k, v in by.items() if k != "honest" and v is not None]
+    return None if "honest" not in by or not adv else max(adv) - by["honest"]
+
+
+def _path(*keys):
+    def get(summary: dict):
+        v = summary
+        for k in keys:
+            if isinstance(v, list) and k.isdigit() and int(k) < len(v):
+                v = v[int(k)]
+            elif isinstance(v, dict) and k in v:
+                v = v[k]
+            else:
+                return None
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    return get
+
+
+_PATH_KEY = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z0-9_]+)+_(max|min)$")
+
+
+def criterion(key: str) -> tuple[str, object] | None:
+    """(what, how) of a criterion key: a named one (CRITERIA), or any number in summary.json named by its
+    dotted path with _max / _min (``"adversaries.forger.accepted_at_full_nodes_max" = 0``; list items by
+    index: ``devices.0.x``)."""
+    if key in CRITERIA:
+        return CRITERIA[key]
+    if _PATH_KEY.match(key):
+        path = key.rsplit("_", 1)[0]
+        return f"summary {path}", _path(*path.split("."))
+    return None
+
+
+#: criterion key (in a scenario's [criteria]) -> (what it bounds, how it is computed from summary.json)
+#: a key ending in _max passes when the value is <= the bound, _min when >= the bound
+CRITERIA: dict[str, tuple[str, object]] = {
+    "honest_loss_share_max": ("honest clients' losses / all business", honest_loss_share),
+    "adversary_business_share_max": ("adversary devices' share of business (peak exposure summed)",
+                                     adversary_business_share),
+    "adversary_reputation_margin_max": ("best adversary kind's mean reputation minus the honest devices'",
+                                        adversary_reputation_margin),
+    "honest_devices_used_share_min": ("share of honest devices that got any business", honest_devices_used_share),
+    "request_ok_share_min": ("share of decided requests fully covered", _path("requests", "ok_share")),
+    "cap_violations_max": ("exposure cap violations", _path("exposure", "cap_violations")),
+    "gossip_coverage_min": ("mean share of full nodes an offer sheet reached", _path("gossip", "coverage_mean")),
+    "gossip_latency_p99_s_max": ("99th percentile gossip latency, seconds", _path("gossip", "latency_s", "p99")),
+    "spam_accepted_max": ("spam messages accepted", _path("spam", "accepted")),
+    "verdict_mismatch_max": ("gossip validations that disagreed with the reference", _path("gossip", "verdict_mismatch")),
+}
+
+
+def check_criteria(raw) -> dict[str, float]:
+    """A scenario's [criteria] table, checked (``ValueError`` naming the key): known keys, finite numbers."""
+    import math
+
+    if not isinstance(raw, dict):
+        raise ValueError("criteria: expected a table of criterion = bound")
+    out = {}
+    for k, v in raw.items():
+        if not isinstance(k, str) or criterion(k) is None:
+            raise ValueError(f"criteria.{k}: unknown criterion (known: {', '.join(sorted(CRITERIA))}, or a "
+                             "quoted summary.json path ending in _max or _min)")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"criteria.{k}: expected a finite number, got {v!r}")
+        out[k] = float(v)
+    return out
+
+
+def verdict(summary: dict, criteria: dict[str, float]) -> list[dict]:
+    """One row per criterion: key, what, bound, value, passed (None when the run could not measure it)."""
+    rows = []
+    for key, bound in criteria.items():
+        what, fn = criterion(key)
+        v = fn(summary)
+        ok = None if v is None else (v <= bound if key.endswith("_max") else v >= bound)
+        rows.append({"criterion": key, "what": what, "bound": bound, "value": v, "passed": ok})
+    return rows
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f} %"
+
+
+def striking_facts(summary: dict) -> list[str]:
+    """What a reader must not miss, in sentences: adversaries' share of business and reputation against the
+    honest devices', honest devices left without business, losses, cap violations, uncovered requests."""
+    facts = []
+    kinds = _kinds(summary)
+    b = business_cents(summary)
+    total_b = sum(b.values())
+    n_dev = sum(int(v.get("devices", 0)) for v in kinds.values())
+    for k, v in kinds.items():
+        if k == "honest" or not n_dev or not total_b or not v.get("devices"):
+            continue
+        dev_share, biz_share = v.get("devices", 0) / n_dev, b[k] / total_b
+        word = "MORE than" if biz_share > dev_share else "less than"
+        facts.append(f"{k} devices ({v.get('devices', 0)} of {n_dev}, {_pct(dev_share)} of devices) carried "
+                     f"{_pct(biz_share)} of the business ({word} their share of devices)")
+    by = (summary.get("reputation_at_requesters") or {}).get("by_kind") or {}
+    if "honest" in by:
+        for k, r in by.items():
+            if k != "honest" and r is not None:
+                rel = "HIGHER" if r > by["honest"] else "lower"
+                facts.append(f"{k} devices ended with a {rel} mean reputation at the requesters ({r:.2f}) than "
+                             f"honest devices ({by['honest']:.2f})")
+    h = kinds.get("honest")
+    if h and h.get("devices"):
+        idle = h["devices"] - h.get("devices_used", 0)
+        if idle:
+            facts.append(f"{idle} of {h['devices']} honest devices got no business at all")
+    lost = (summary.get("fees") or {}).get("honest_losses_cents", 0) or 0
+    if lost:
+        facts.append(f"honest clients lost ${lost / 100:,.2f}")
+    cv = (summary.get("exposure") or {}).get("cap_violations", 0)
+    if cv:
+        facts.append(f"{cv} exposure cap violations")
+    r = summary.get("requests") or {}
+    if r.get("decided") and r.get("ok_share", 1) < 0.5:
+        facts.append(f"only {_pct(r['ok_share'])} of requests were covered ({r.get('ok', 0)} of {r['decided']})")
+    sp = summary.get("spam") or {}
+    if sp.get("accepted"):
+        facts.append(f"{sp['accepted']} spam messages were accepted")
+    return facts
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "not measured"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _criteria_of(outdir: Path) -> dict[str, float]:
+    """The run's [criteria], from the resolved scenario.toml written next to the report."""
+    import tomllib
+
+    try:
+        raw = tomllib.loads((outdir / "scenario.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    return check_criteria(raw.get("criteria", {}))
+
+
+def report(summary: dict, manifest: dict, outdir: Path, images: list[str],
+           criteria: dict[str, float] | None = None) -> dict:
+    """report.md and report.html: the verdict per criterion first, then the striking facts, then every metric
+    and the plots. Returns ``{"passed": bool | None, "criteria": [...], "facts": [...]}`` (also in verdict.json)."""
+    crit = _criteria_of(outdir) if criteria is None else criteria
+    checks = verdict(summary, crit)
+    facts = striking_facts(summary)
+    failed = [c for c in checks if c["passed"] is False]
+    unmeasured = [c for c in checks if c["passed"] is None]
+    passed = None if not checks else (not failed and not unmeasured)
+    head = ("no pass criteria in the scenario ([criteria])" if not checks else
+            f"PASS: all {len(checks)} criteria met" if passed else
+            f"FAIL: {len(failed)} of {len(checks)} criteria not met" + (f", {len(unmeasured)} not measured"
+                                                                         if unmeasured else "")
+            if failed else f"INCOMPLETE: {len(unmeasured)} of {len(checks)} criteria not measured")
+    result = {"passed": passed, "headline": head, "criteria": checks, "facts": facts}
+    write_json(outdir / "verdict.json", result)
+    mark = {True: "pass", False: "FAIL", None: "not measured"}
     rows = _table(summary)
     title = f"Simulation report: {summary['scenario']} (seed {summary['seed']})"
-    md = [f"# {title}", "",
-          f"Git revision `{manifest['git_revision']}`; {summary['nodes']} nodes, "
-          f"{summary['simulated_seconds']} simulated seconds in {manifest['wall_seconds']} s wall "
-          f"({manifest['events_per_second']} events/s).", "",
-          "| metric | value |", "|---|---|"]
+    md = [f"# {title}", "", f"**Verdict: {head}**", ""]
+    if checks:
+        md += ["| criterion | bound | value | result |", "|---|---|---|---|"]
+        md += [f"| `{c['criterion']}` ({c['what']}) | {'<=' if c['criterion'].endswith('_max') else '>='} "
+               f"{_fmt(c['bound'])} | {_fmt(c['value'])} | {mark[c['passed']]} |" for c in checks]
+        md.append("")
+    if facts:
+        md += ["## What stands out", ""] + [f"- {f}" for f in facts] + [""]
+    md += ["## Run", "",
+           f"Git revision `{manifest['git_revision']}`; {summary['nodes']} nodes, "
+           f"{summary['simulated_seconds']} simulated seconds in {manifest['wall_seconds']} s wall "
+           f"({manifest['events_per_second']} events/s).", "",
+           "| metric | value |", "|---|---|"]
     md += [f"| `{k}` | {v} |" for k, v in rows]
     md += [""] + [f"![{img}]({img})" for img in images] + [""]
     (outdir / "report.md").write_text("\n".join(md))
+    colour = {True: "#1d6b35", False: "#a11", None: "#7a5200"}
     body = [f"<h1>{html.escape(title)}</h1>",
-            f"<p>Git revision <code>{html.escape(manifest['git_revision'])}</code>; {summary['nodes']} nodes, "
-            f"{summary['simulated_seconds']} simulated seconds in {manifest['wall_seconds']} s wall.</p>",
-            "<table border=1 cellpadding=3><tr><th>metric</th><th>value</th></tr>"]
+            f"<p id='verdict' style='font-size:1.3em;font-weight:bold;color:{colour[passed]}'>Verdict: "
+            f"{html.escape(head)}</p>"]
+    if checks:
+        body.append("<table border=1 cellpadding=3><tr><th>criterion</th><th>bound</th><th>value</th>"
+                    "<th>result</th></tr>")
+        body += [f"<tr><td><code>{html.escape(c['criterion'])}</code> {html.escape(c['what'])}</td>"
+                 f"<td>{'&le;' if c['criterion'].endswith('_max') else '&ge;'} {_fmt(c['bound'])}</td>"
+                 f"<td>{_fmt(c['value'])}</td><td style='color:{colour[c['passed']]}'><b>{mark[c['passed']]}</b>"
+                 "</td></tr>" for c in checks]
+        body.append("</table>")
+    if facts:
+        body += ["<h2>What stands out</h2>", "<ul>"] + [f"<li>{html.escape(f)}</li>" for f in facts] + ["</ul>"]
+    body += ["<h2>Run</h2>",
+             f"<p>Git revision <code>{html.escape(manifest['git_revision'])}</code>; {summary['nodes']} nodes, "
+             f"{summary['simulated_seconds']} simulated seconds in {manifest['wall_seconds']} s wall.</p>",
+             "<table border=1 cellpadding=3><tr><th>metric</th><th>value</th></tr>"]
     body += [f"<tr><td><code>{html.escape(k)}</code></td><td>{html.escape(v)}</td></tr>" for k, v in rows]
     body += ["</table>"] + [f'<p><img src="{html.escape(img)}" alt="{html.escape(img)}"></p>' for img in images]
     (outdir / "report.html").write_text("<!doctype html><html><head><meta charset='utf-8'><title>"
                                         + html.escape(title) + "</title></head><body>\n" + "\n".join(body)
                                         + "\n</body></html>\n")
+    return result
 
 
 def manifest(sc: dict, wall: float, events: int, argv: list[str]) -> dict:

@@ -93,11 +93,18 @@ def _merge(section: str, given: Any, defaults: dict) -> dict:
 
 def validate(raw: dict) -> dict:
     """The resolved scenario (defaults filled in), or ``ScenarioError`` naming the key."""
-    known = set(DEFAULTS) | {"assets"}
+    known = set(DEFAULTS) | {"assets", "criteria"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ScenarioError(f"{unknown[0]}: unknown section (known: {', '.join(sorted(known))})")
     sc: dict[str, Any] = {}
+    if "criteria" in raw:  # pass criteria of the run's verdict (simulations.report.CRITERIA)
+        from simulations.report import check_criteria
+
+        try:
+            sc["criteria"] = check_criteria(raw["criteria"])
+        except ValueError as exc:
+            raise ScenarioError(str(exc)) from None
     for section in ("run", "network", "churn", "deposits", "requests", "fees"):
         sc[section] = _merge(section, raw.get(section, {}), DEFAULTS[section])
     _num(sc["fees"], "fees", "contract_fee_bp", lo=0, hi=10_000, integer=True)

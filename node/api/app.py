@@ -156,11 +156,17 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
     """The ASGI app. ``metrics`` (a ``NodeMetrics``) adds ``/metrics`` (cookie required, as everywhere on
     this port) and request counts."""
 
+    from node.api import dashboard as dash
+
+    sessions = dash.Sessions()
+
     def authorised(request: Request) -> bool:
         got = request.headers.get("authorization", "")
-        if not got.startswith("Bearer "):
-            return False
-        return hmac.compare_digest(got[7:].strip().encode(), cookie.encode())
+        if got.startswith("Bearer "):
+            return hmac.compare_digest(got[7:].strip().encode(), cookie.encode())
+        # the dashboard's session cookie: reads only (GET), from a loopback Host (node.api.dashboard)
+        return (request.method == "GET" and dash.host_ok(request.headers.get("host"))
+                and sessions.valid(request.cookies.get(dash.SESSION_COOKIE)))
 
     def endpoint(fn, *, auth: bool = True, query: frozenset[str] = frozenset()):
         async def handler(request: Request) -> Response:
@@ -350,6 +356,86 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
     async def healthz(request):
         return JSONResponse({"ok": True})
 
+    async def gossip(request):
+        """The gossip validation counters (``keyswitch_gossip_messages``) summed per topic: accept / reject /
+        ignore (received) and sent."""
+        topics: dict[str, dict] = {}
+        if metrics is not None:
+            for fam in metrics.gossip.collect():
+                for smp in fam.samples:
+                    if not smp.name.endswith("_total"):
+                        continue
+                    t = smp.labels.get("topic", "")
+                    row = topics.setdefault(t, {"topic": t, "accept": 0, "reject": 0, "ignore": 0, "sent": 0})
+                    res = smp.labels.get("result", "")
+                    key = "sent" if smp.labels.get("direction") == "out" else res
+                    if key in row:
+                        row[key] += int(smp.value)
+        return JSONResponse({"topics": [topics[t] for t in sorted(topics)]})
+
+    async def dashboard_link(request):
+        """A one-time login link for the dashboard (``keyswitch dashboard``): Bearer cookie only."""
+        if not request.headers.get("authorization", "").startswith("Bearer "):
+            raise ApiError(401, "a dashboard link needs the Bearer cookie (run: keyswitch dashboard)")
+        token = sessions.new_link()
+        base = str(request.base_url).rstrip("/")
+        return JSONResponse({"url": f"{base}/dashboard/login?token={token}", "expires_in": int(dash.LINK_TTL)},
+                            status_code=201)
+
+    def html_response(body: str, status: int = 200, headers: dict | None = None) -> Response:
+        h = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+             "Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+             "X-Content-Type-Options": "nosniff"}
+        return Response(body, status_code=status, media_type="text/html; charset=utf-8", headers=h | (headers or {}))
+
+    def dashboard_page() -> str:
+        import json as _json
+
+        from node.assets import ASSETS
+
+        return dash.page(_json.dumps({k: {"decimals": a.decimals} for k, a in ASSETS.items()}))
+
+    def dashboard_guard(request: Request) -> Response | None:
+        if not dash.host_ok(request.headers.get("host")):
+            return html_response(dash.refusal_page(
+                f"refused: Host {request.headers.get('host', '')[:64]!r} is not this node's loopback address; "
+                "open the link exactly as keyswitch dashboard printed it"), 403)
+        return None
+
+    async def dashboard_login(request):
+        bad = dashboard_guard(request)
+        if bad is not None:
+            return bad
+        sid = sessions.redeem(request.query_params.get("token", "")[:128])
+        if sid is None:
+            return html_response(dash.refusal_page("this link was already used or has expired (links last "
+                                                   f"{int(dash.LINK_TTL)} s and open once)"), 401)
+        cookie_hdr = (f"{dash.SESSION_COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/; "
+                      f"Max-Age={int(dash.SESSION_TTL)}")
+        return html_response(dashboard_page(), 200, {"Set-Cookie": cookie_hdr})
+
+    async def dashboard_index(request):
+        bad = dashboard_guard(request)
+        if bad is not None:
+            return bad
+        if not sessions.valid(request.cookies.get(dash.SESSION_COOKIE)):
+            return html_response(dash.refusal_page("no dashboard session: this browser has not opened a "
+                                                   "login link, or its session ended"), 401)
+        return html_response(dashboard_page())
+
+    async def dashboard_static(request):
+        bad = dashboard_guard(request)
+        if bad is not None:
+            return bad
+        if not sessions.valid(request.cookies.get(dash.SESSION_COOKIE)):
+            return Response("no dashboard session", status_code=401, media_type="text/plain")
+        name = request.url.path.rsplit("/", 1)[-1]
+        types = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+        if name not in types:
+            return Response("not found", status_code=404, media_type="text/plain")
+        return Response(dash.static(name), media_type=types[name],
+                        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+
     async def metrics_ep(request):
         from node.metrics import CONTENT_TYPE
 
@@ -368,6 +454,12 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         Route("/v1/sweep", endpoint(sweep), methods=["POST"]),
         Route("/v1/revocations", endpoint(revocations), methods=["POST"]),
         Route("/v1/reputation", endpoint(reputation)),
+        Route("/v1/gossip", endpoint(gossip)),
+        Route("/v1/dashboard/link", endpoint(dashboard_link), methods=["POST"]),
+        Route("/dashboard", endpoint(dashboard_index, auth=False)),
+        Route("/dashboard/login", endpoint(dashboard_login, auth=False, query=frozenset({"token"}))),
+        Route("/dashboard/app.js", endpoint(dashboard_static, auth=False)),
+        Route("/dashboard/style.css", endpoint(dashboard_static, auth=False)),
         Route("/openapi.json", endpoint(openapi, auth=False)),
         Route("/healthz", endpoint(healthz, auth=False)),
     ]

@@ -128,6 +128,13 @@ SPEC = {
                                   "content": {"text/plain": {"schema": {"type": "string"}}}},
                           "401": _err, "400": _err}}},
         "/v1/reputation": {"get": _get("Local reputation of known devices", _list("devices"))},
+        "/v1/gossip": {"get": _get("Gossip validation counters per topic (accept, reject, ignore, sent)",
+                                   _list("topics"))},
+        "/v1/dashboard/link": {"post": {
+            "summary": "A one-time dashboard login link (120 s, one use); Bearer cookie only (not the session)",
+            "security": [{"cookie": []}],
+            "responses": {"201": {"description": "url and expires_in",
+                                  "content": {"application/json": {"schema": _obj}}}, "401": _err}}},
         "/v1/revocations": {"post": _post("Issue a revocation notice signed by this node (applied here at once)", {
             "type": "object", "additionalProperties": False, "required": ["kind", "target", "reason"],
             "properties": {"kind": {"type": "string", "enum": ["class", "device"]},

@@ -42,6 +42,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.stop",
     "node.cli.bootstrap",
     "node.cli.ops",
+    "node.cli.dashboard",
     "node.cli.deposit",
     "node.cli.request",
     "node.cli.keyescrow",

@@ -75,9 +75,12 @@ def verify(
     as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON"),
 ) -> None:
     """Verify attestation evidence and print the verdict."""
-    from node.tee.evidence import verify_evidence
+    from node.tee.evidence import FORMATS, verify_evidence
     from node.tee.policy import AttestationPolicy
 
+    if fmt is not None and fmt not in FORMATS:
+        typer.echo(f"error: --format {fmt[:40]!r} is not an evidence format (known: {', '.join(FORMATS)})", err=True)
+        raise typer.Exit(2)
     when = _parse_time(at)
     policy = AttestationPolicy.dev()
     if allow_measurement:
@@ -93,7 +96,8 @@ def verify(
         blob = pack_ias(blob, signature.read_bytes().strip(), chain.read_bytes())
     coll = _collateral(collateral or [])
     side = binding or (file.with_name(file.name + ".binding.json"))
-    if binding is not None or side.exists():
+    checked = binding is not None or side.exists()
+    if checked:
         from node.cli.vault import binding_from_json
         from node.tee.binding import verify_attestation
 
@@ -105,10 +109,23 @@ def verify(
         verdict = verify_attestation(blob, b, policy=policy, at=when, collateral=coll)
     else:
         verdict = verify_evidence(blob, policy=policy, at=when, collateral=coll, format=fmt)
+    # an expired certificate / CRL / TCB info as of now: the evidence may have been fine when it was made
+    at_hint = (at is None and not verdict.ok and (verdict.code == "expired" or "Expired" in verdict.reason))
     if as_json:
-        typer.echo(json.dumps(verdict.to_json(), indent=2, sort_keys=True))
+        out = dict(verdict.to_json(), binding_checked=checked)
+        if checked:
+            out["binding_file"] = str(side)
+        typer.echo(json.dumps(out, indent=2, sort_keys=True))
     else:
-        typer.echo(verdict.headline())
+        typer.echo(verdict.headline() + ("" if checked or not verdict.ok else "; binding not checked"))
+        if checked:
+            typer.echo(f"  binding: checked against {side}")
+        else:
+            typer.echo(f"  binding: NOT CHECKED (no {side.name}; pass --binding FILE): the report data was not "
+                       "matched to any keys, peer id or network")
+        if at_hint:
+            typer.echo("  hint: verified as of now; to verify as of when the evidence was made, pass "
+                       "--at <ISO-8601 time>, e.g. --at 2025-01-01T00:00:00Z")
         for k in ("code", "vendor", "verified_at", "measurement", "debug", "tcb_status", "report_data"):
             v = getattr(verdict, k)
             if v not in ("", None):
