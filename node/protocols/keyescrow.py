@@ -54,10 +54,10 @@ import msgspec
 
 from node.contracts.spec import ContractSpec, decode_spec, spec_id
 from node.protocols.base import (
-    Command, Event, Notify, RequestReceived, Respond, ResponseReceived, RunTask, SendRequest, SetTimer, Started,
+    Command, Event, LedgerCall, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started,
     TaskDone, TimerFired, Validation,
 )
-from node.protocols.release import Chunk, ClaimRecord, ErrorBody, MessageError, claim_chunk, error_message, parse, seal
+from node.protocols.release import Chunk, ClaimRecord, ErrorBody, MessageError, error_message, parse, seal
 from node.tee.enclave.contracts import PartySig, SplitShare
 
 PROTOCOL_ID = "/keyswitch/key-escrow/1"
@@ -391,9 +391,9 @@ class KeyEscrow:
         if self.claim is None or r.busy:
             return []
         c = r.spec.parties[r.party].chunks[r.index]
-        chunk, claim, funds = Chunk(c.asset, c.address, c.pubkey, c.amount), self.claim, self.check_funds
+        chunk = Chunk(c.asset, c.address, c.pubkey, c.amount)
         r.busy = True
-        return [RunTask(f"key-escrow.sweep:{r.key}", lambda: claim_chunk("sweep", claim, funds, chunk, r.index))]
+        return [LedgerCall(f"key-escrow.sweep:{r.key}", "claim_chunk", ("sweep", chunk, r.index))]
 
     def _on_swept(self, ev: TaskDone, now: float) -> list[Command]:
         r = self.recoveries.get(ev.name.split(":", 1)[1])
