@@ -22,10 +22,15 @@ the simulator and the harness none, so durations there are 0).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from node.protocols.base import Command, LedgerCall, Notify, Publish, Respond, SendRequest, SetTimer, TaskDone
+from node.protocols.contract_run import _funds_missing
+from node.protocols.release import (
+    FUNDS_OK, FUNDS_SHORT, FUNDS_UNKNOWN, ClaimRecord, claim_chunk, funds_state,
+)
 
 
 class UnknownCommand(TypeError):
@@ -58,18 +63,12 @@ def _need(adapter, what: str, op: str):
 
 def _op_funds_state(ad: LedgerAdapters, chunk, usd_cents: int = 0, tolerance: float = 0.10):
     """(state, reason) of ``chunk``'s committed funds on our ledger (``release.funds_state``)."""
-    from node.protocols.release import funds_state
-
     return funds_state(_need(ad.check_funds, "check_funds", "funds_state"), chunk, usd_cents, ad.price_of, tolerance)
 
 
 def _op_first_unfunded(ad: LedgerAdapters, rounds: tuple):
     """Why the first of these ``(round, chunk)`` has no funds (``"round r: why"``), or None when all have.
     The ledger is asked about them all at once; a ledger that cannot answer counts as "not there"."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from node.protocols.release import FUNDS_OK, funds_state
-
     check = _need(ad.check_funds, "check_funds", "first_unfunded")
     with ThreadPoolExecutor(max_workers=min(8, max(1, len(rounds)))) as pool:
         there = list(pool.map(lambda rc: funds_state(check, rc[1]), rounds))
@@ -81,16 +80,12 @@ def _op_first_unfunded(ad: LedgerAdapters, rounds: tuple):
 
 def _op_contract_funds_missing(ad: LedgerAdapters, spec, me, tolerance: float = 0.10):
     """Why the other parties' committed chunks of ``spec`` are not all as committed (``contract_run``)."""
-    from node.protocols.contract_run import _funds_missing
-
     return _funds_missing(_need(ad.check_funds, "check_funds", "contract_funds_missing"), spec, me, ad.price_of,
                           tolerance)
 
 
 def _op_claim_chunk(ad: LedgerAdapters, policy: str, chunk, r: int):
     """Settle a received key by policy (``release.claim_chunk``): a ``ClaimRecord``."""
-    from node.protocols.release import claim_chunk
-
     return claim_chunk(policy, ad.claim, _need(ad.check_funds, "check_funds", "claim_chunk"), chunk, r)
 
 
@@ -98,8 +93,6 @@ def _op_contract_settle(ad: LedgerAdapters, policy: str, chunk, step: int, from_
     """A key that came to us in a language contract: a peer's (``from_peer``: its chunk must still hold what
     was committed, then claimed by ``policy``), or our own handed back (a refund, swept home when a claim is
     configured). A ``ClaimRecord``."""
-    from node.protocols.release import FUNDS_SHORT, FUNDS_UNKNOWN, ClaimRecord, claim_chunk, funds_state
-
     check = _need(ad.check_funds, "check_funds", "contract_settle")
     if from_peer:  # (its USD value was checked at our price at agreement; a price move since is no one's fault)
         state, why = funds_state(check, chunk)
