@@ -206,6 +206,9 @@ class ContractRun:
     key received is checked the same way before it is claimed and before the contract goes on, so a chunk
     drained between steps stops the contract (``cheat``) before anything more of ours is released."""
 
+    #: its handle calls the enclave (a blocking IPC): the runtime runs it off the event loop (node.runtime.driver)
+    handle_blocks = True
+
     net: str
     enclave: object
     quote: bytes

@@ -132,6 +132,9 @@ class KeyEscrow:
     enclave holds to the owner's address (a recovery); ``check_funds`` tells a double spend from our own
     ledger failing."""
 
+    #: its handle calls the enclave (a blocking IPC): the runtime runs it off the event loop (node.runtime.driver)
+    handle_blocks = True
+
     net: str
     enclave: object
     claim: Callable[[Chunk], str] | None = None

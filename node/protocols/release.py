@@ -485,6 +485,9 @@ class ReleaseProtocol:
     ``node.ledger.base.AlreadySpent`` when the funds are gone); ``claim_policy``: "sweep" or "keep".
     """
 
+    #: its handle calls the enclave (a blocking IPC): the runtime runs it off the event loop (node.runtime.driver)
+    handle_blocks = True
+
     net: str
     enclave: object
     binding: Binding

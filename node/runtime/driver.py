@@ -37,15 +37,17 @@ Every command goes through ``node.protocols.interpret.Interpreter`` (as in the s
 test harness); a command it does not know (``UnknownCommand``) is logged as an error and counted in
 ``errors``, like a protocol that raises.
 
-``handle`` (and ``submit``'s calls) may call the enclave, a blocking IPC: they run OFF the trio thread, on
-one dedicated worker thread per driver (``trio.to_thread.run_sync`` with a ``CapacityLimiter(1)``), one
-event at a time and in order, so the event loop (timers, streams, gossip, the API) stays responsive while
-a handle waits. The commands a handle returns are carried out back on the trio thread. ``validate`` is
-called synchronously by gossipsub on the trio thread; it and every handle hold ``driver.lock`` (a
-``threading.RLock``), so validate and handle still never run concurrently and protocols need no locks of
-their own. Application code that reads protocol state from the trio thread should copy it at once
-(``list(d.values())``) or hold ``driver.lock``. A protocol that raises is logged and the event is dropped;
-the node keeps running.
+A protocol whose ``handle`` calls the enclave (a blocking IPC) says so with the class attribute
+``handle_blocks = True`` (the contract protocols: release, contract-run, key escrow): its ``handle`` (and
+``submit``'s calls on it) run OFF the trio thread, on one worker at a time (``trio.to_thread.run_sync`` with
+a ``CapacityLimiter(1)``), event after event in order, so the event loop (timers, streams, gossip, the API)
+stays responsive while it waits. Other protocols (the offer book and the stores behind outcomes and
+reputation are SQLite connections bound to the trio thread) keep running on the trio thread. The commands
+a handle returns are carried out on the trio thread. ``validate`` is called synchronously by gossipsub on
+the trio thread; it and every handle hold ``driver.lock`` (a ``threading.RLock``), so validate and handle
+still never run concurrently and protocols need no locks of their own. Application code that reads an
+offloaded protocol's state from the trio thread should copy it at once (``list(d.values())``) or hold
+``driver.lock``. A protocol that raises is logged and the event is dropped; the node keeps running.
 
 Lifecycle: ``run`` is started by ``run_host`` in the node's nursery (or by
 you with ``nursery.start``) and runs until cancelled; cancelling it drops
@@ -172,25 +174,21 @@ class ProtocolDriver:
         without ever running concurrently with ``validate``/``handle``."""
         self._post(self.protocols.index(protocol), _Call(fn))  # type: ignore[arg-type]
 
-    def _handle_all(self, target: int | None, event: Event) -> list[tuple[int, list[Command]]]:
-        """Run on the worker thread: ``handle`` (or a submitted call) of the target protocol(s), under
-        ``lock``; the commands are returned, to be carried out on the trio thread."""
-        idxs = range(len(self.protocols)) if target is None else (target,)
-        out = []
-        for i in idxs:
-            p = self.protocols[i]
-            try:
-                with self.lock:
-                    if isinstance(event, _Call):
-                        cmds = event.fn(self.clock.now())
-                    else:
-                        cmds = p.handle(event, self.clock.now())
-            except Exception:
-                self.errors += 1
-                log.exception("%s.handle(%s) raised", type(p).__name__, type(event).__name__)
-                continue
-            out.append((i, list(cmds or ())))
-        return out
+    def _handle_one(self, i: int, event: Event) -> list[tuple[int, list[Command]]]:
+        """``handle`` (or a submitted call) of protocol ``i``, under ``lock``: its commands, to be carried out
+        on the trio thread (none when it raised: logged, counted, the event dropped)."""
+        p = self.protocols[i]
+        try:
+            with self.lock:
+                if isinstance(event, _Call):
+                    cmds = event.fn(self.clock.now())
+                else:
+                    cmds = p.handle(event, self.clock.now())
+        except Exception:
+            self.errors += 1
+            log.exception("%s.handle(%s) raised", type(p).__name__, type(event).__name__)
+            return []
+        return [(i, list(cmds or ()))]
 
     def _carry_out(self, results: list[tuple[int, list[Command]]]) -> None:
         for i, cmds in results:
@@ -202,10 +200,19 @@ class ProtocolDriver:
                     log.error("%s returned a command no interpreter knows: %s", type(self.protocols[i]).__name__,
                               exc)
 
+    def offloaded(self, i: int) -> bool:
+        """Does protocol ``i``'s handle run on the worker thread (its class says ``handle_blocks = True``)?"""
+        return bool(getattr(self.protocols[i], "handle_blocks", False))
+
     async def _dispatch(self, target: int | None, event: Event) -> None:
-        """Feed one event: handle off the trio thread (the worker, one at a time), commands on it."""
-        results = await trio.to_thread.run_sync(self._handle_all, target, event, limiter=self._worker)
-        self._carry_out(results)
+        """Feed one event to its protocol(s), one after the other: a blocking handle on the worker thread (one
+        at a time, the trio loop free meanwhile), any other on the trio thread; commands on the trio thread."""
+        for i in range(len(self.protocols)) if target is None else (target,):
+            if self.offloaded(i):
+                results = await trio.to_thread.run_sync(self._handle_one, i, event, limiter=self._worker)
+            else:
+                results = self._handle_one(i, event)
+            self._carry_out(results)
 
     # --------------------------------------------------------------- commands (the interpreter's transport)
     def publish(self, i: int, c: Publish) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.protocols.base import LedgerCall, Notify, SetTimer, Started, TaskDone, Validation
+from node.protocols.base import LedgerCall, Notify, SetTimer, Started, TaskDone, TimerFired, Validation
 from node.protocols.interpret import LEDGER_OPS, UnknownCommand
 from node.protocols.release import FUNDS_OK, Chunk
 from node.protocols.testing import GossipNet
@@ -37,6 +37,7 @@ class Proto:
 
     topics: tuple = ()
     stream_protocols: tuple = ()
+    handle_blocks = True  # its handle calls the enclave, as the contract protocols' do
 
     def __init__(self, on_start=(), check_funds=None, block: float = 0.0) -> None:
         self.on_start = list(on_start)
@@ -158,6 +159,36 @@ async def test_a_blocking_handle_does_not_stall_the_event_loop():
         n.cancel_scope.cancel()
     assert p.blocked.is_set() and isinstance(p.events[0], Started), "the handle never ran: the test proves nothing"
     assert late < 0.2, f"a 0.1 s trio timer fired {late:.3f} s late while a handle blocked: the event loop stalled"
+
+
+def test_the_contract_protocols_say_their_handle_blocks():
+    """The protocols whose handle calls the enclave are the ones the runtime runs off the event loop."""
+    from node.protocols.contract_run import ContractRun
+    from node.protocols.keyescrow import KeyEscrow
+    from node.protocols.release import ReleaseProtocol
+
+    assert all(getattr(c, "handle_blocks", False) for c in (ReleaseProtocol, ContractRun, KeyEscrow))
+
+
+async def test_events_reach_a_blocking_protocol_in_order():
+    """One worker at a time: events are handled in the order they came, even when each handle blocks."""
+    from node.runtime.driver import ProtocolDriver
+
+    p = Proto(on_start=[SetTimer(f"t{k}", 0.0) for k in range(5)])
+    drv = ProtocolDriver(FakeNode(), [p])
+    async with trio.open_nursery() as n:
+        n.start_soon(drv.run)
+        with trio.fail_after(5):
+            while len(p.events) < 6:
+                await trio.sleep(0.01)
+        for k in range(5, 10):
+            drv._post(0, TimerFired(f"t{k}"))
+        with trio.fail_after(5):
+            while len(p.events) < 11:
+                await trio.sleep(0.01)
+        n.cancel_scope.cancel()
+    fired = [e.name for e in p.events if isinstance(e, TimerFired)]
+    assert sorted(fired[:5]) == [f"t{k}" for k in range(5)] and fired[5:] == [f"t{k}" for k in range(5, 10)], fired
 
 
 async def test_runtime_routes_a_ledger_result_to_the_issuer_and_counts_an_unknown_command(caplog):
