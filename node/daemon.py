@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import random
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -303,7 +304,8 @@ def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0
     if signer.peer_id != stack.peer_id:
         raise RuntimeError("identity key and peer id disagree")
     stack.rfp = RfpProtocol(net=stack.net, engine=stack.engine, sign=signer.sign, prices=stack.extra.get("prices"),
-                            price_tolerance=get("risk.price_tolerance", 0.10))  # the node's feed (None: static)
+                            price_tolerance=get("risk.price_tolerance", 0.10),  # the node's feed (None: static)
+                            rng=random.SystemRandom())  # request ids nobody can guess from earlier ones
     stack.revocations = make_revocations(stack, get("risk.revocation_signers", []),
                                          get("risk.accept_signed_revocations", False), sign=signer.sign)
     from node.offerbook import device_id_of
@@ -834,12 +836,12 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
                         metrics.requests.labels(event=event).set(n)
                     metrics.revocations.set(len(stack.revocations.applied))
                     states: dict[str, int] = {"proposed": 0, "running": 0, "done": 0, "withheld": 0, "failed": 0}
-                    for c in stack.desk.release.contracts.values():
+                    for c in list(stack.desk.release.contracts.values()):  # (handles run on a worker thread)
                         states[c.rec.state] = states.get(c.rec.state, 0) + 1
                     for st_, n in states.items():
                         metrics.contracts.labels(state=st_).set(n)
                     totals: dict[tuple[str, str], int] = {("releases", ""): 0}
-                    for c in stack.desk.release.contracts.values():
+                    for c in list(stack.desk.release.contracts.values()):  # (handles run on a worker thread)
                         if c.outcome is not None:
                             totals[("releases", "")] += c.outcome.released
                             for ch in c.outcome.chunks:

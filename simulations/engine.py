@@ -140,6 +140,7 @@ from node.protocols.base import (
     GossipReceived, Notify, PeerConnected, Publish, RequestReceived, Respond, ResponseReceived, Result, SendRequest,
     SetTimer, Started, TimerFired,
 )
+from node.protocols.interpret import Interpreter, LedgerAdapters
 
 PRUNE_AFTER_REJECTS = 3
 REFRESH_LAG = 5.0  # node.daemon's offers_refresher re-derives the offers every 5 s: a renewal is seen that late
@@ -169,6 +170,45 @@ class SimNode:
 
     def protocols(self) -> list:
         return [p for p in (self.offers, self.rfp, self.outcomes, self.revocations) if p is not None]
+
+
+class _SimTransport:
+    """The simulator's side of the interpreter: virtual network and clock (``src`` is (node, protocol))."""
+
+    def __init__(self, sim) -> None:
+        self.sim = sim
+
+    def set_timer(self, src, cmd: SetTimer) -> None:
+        node = src[0]
+        node.timers[cmd.name] = cmd.at
+        self.sim.push(max(cmd.at, self.sim.now), "timer", (node.idx, cmd.name, cmd.at))
+
+    def publish(self, src, cmd: Publish) -> None:
+        if src[0].alive:
+            self.sim._gossip(src[0].idx, cmd.topic, cmd.data)
+
+    def send_request(self, src, cmd: SendRequest) -> None:
+        self.sim._send_request(src[0], cmd)
+
+    def respond(self, src, cmd: Respond) -> None:
+        sim = self.sim
+        call = sim.calls.pop(cmd.request_id, None)
+        if call is not None:
+            s, req = call
+            at = sim.now + float(sim._lat(1)[0])
+            if at - sim.now > req.timeout:
+                sim.push(sim.now + req.timeout, "resp_in", (s, req, b"", "timeout"))
+            else:
+                sim.push(at, "resp_in", (s, req, cmd.data, ""))
+
+    def notify(self, src, cmd: Notify) -> None:
+        self.sim._notify(src[0], cmd)
+
+    def run_job(self, src, job) -> None:  # at once (virtual time), in order; back to the issuing protocol
+        node, proto = src
+        if proto is None:
+            raise RuntimeError("a LedgerCall from an unknown protocol: run_cmds needs proto=")
+        self.sim.run_cmds(node, proto.handle(job(), self.sim.now), proto)
 
 
 def _counting_book(device_class):
@@ -282,6 +322,7 @@ class Engine:
         self.nodes: list[SimNode] = []
         self.by_peer: dict[str, int] = {}
         self.calls: dict[int, tuple] = {}
+        self._interp = None  # the one interpreter (``run_cmds``), made on first use
         self._call_id = 0
         self.device_kind: dict[bytes, str] = {}  # device id -> honest | sybil
         self.device_class_of: dict[bytes, str] = {}  # enclave sign_pub -> class (ground truth)
@@ -583,7 +624,7 @@ class Engine:
         end = self.t0 + sc["run"]["duration"]
         for node in self.nodes:
             for proto in node.protocols():
-                self.run_cmds(node, proto.handle(Started(node.peer_id), self.now))
+                self.run_cmds(node, proto.handle(Started(node.peer_id), self.now), proto)
             if node.enclave is not None:
                 # first sheet at a random moment in the first republish interval
                 self.push(self.now + self.rng.uniform(0, min(5.0, sc["deposits"]["republish"])), "publish", (node.idx,))
@@ -637,7 +678,7 @@ class Engine:
         lifetime (``_ev_refresh``)."""
         cmds = node.offers.set_own_sheet(own, self.now)
         self.m.sheets_changed += any(isinstance(c, Publish) for c in cmds)
-        self.run_cmds(node, cmds)
+        self.run_cmds(node, cmds, node.offers)
         if self.sc["deposits"]["keep_offers"] and own.offers:
             node.refresh_at = min(o.expiry for o in own.offers) - self.sc["deposits"]["offer_ttl"] / 2 + REFRESH_LAG
             self.push(node.refresh_at, "refresh", (node.idx, node.refresh_at))
@@ -663,10 +704,10 @@ class Engine:
                 return
             cmds = node.offers.handle(TimerFired(name), self.now)  # the unchanged sheet, re-announced
             self.m.sheets_reannounced += any(isinstance(c, Publish) for c in cmds)
-            self.run_cmds(node, cmds)
+            self.run_cmds(node, cmds, node.offers)
             return
         for proto in node.protocols():
-            self.run_cmds(node, proto.handle(TimerFired(name), self.now))
+            self.run_cmds(node, proto.handle(TimerFired(name), self.now), proto)
 
     def _ev_deliver(self, j: int, topic: str, data: bytes, src: int, sent_at: float, ref: Result) -> None:
         node = self.nodes[j]
@@ -691,7 +732,7 @@ class Engine:
                         # the device's attestation is verified here: it is known (a reporter can be weighed)
                         o = self.nodes[origin]
                         node.engine.reputation.observe(o.device_id, o.peer_id, o.device_class, self.now)
-                self.run_cmds(node, proto.handle(GossipReceived(topic, data, self.nodes[src].peer_id), self.now))
+                self.run_cmds(node, proto.handle(GossipReceived(topic, data, self.nodes[src].peer_id), self.now), proto)
 
     def _ev_req_in(self, target: int, call_id: int) -> None:
         src, cmd = self.calls[call_id][:2]
@@ -702,7 +743,7 @@ class Engine:
             return
         server = next((p for p in node.protocols() if cmd.protocol in p.stream_protocols), None)
         self.run_cmds(node, server.handle(RequestReceived(cmd.protocol, self.nodes[src].peer_id, call_id, cmd.data),
-                                          self.now))
+                                          self.now), server)
 
     def _ev_resp_in(self, i: int, cmd: SendRequest, data: bytes, error: str, peer: str = "") -> None:
         node = self.nodes[i]
@@ -713,7 +754,7 @@ class Engine:
         for proto in node.protocols():
             if cmd.protocol in proto.stream_protocols:
                 self.run_cmds(node, proto.handle(ResponseReceived(cmd.protocol, cmd.peer, cmd.request_id, data, error),
-                                                 self.now))
+                                                 self.now), proto)
 
     def _ev_make_request(self) -> None:
         from node.risk.allocate import Limits
@@ -740,7 +781,7 @@ class Engine:
         self.m.requests_sent += 1
         self.log({"t": self._t(), "ev": "request", "node": i, "request": rid.hex(), "asset": asset,
                   "usd_cents": round(usd * 100)})
-        self.run_cmds(node, cmds)
+        self.run_cmds(node, cmds, node.rfp)
 
     def _ev_release(self, i: int, offers: tuple) -> None:
         from node.risk.reputation import Action
@@ -802,7 +843,7 @@ class Engine:
                 client.book.drop_device(dev)
                 self.m.cheater_at.setdefault((dev, client.idx), self.now)
         self.log({"t": self._t(), "ev": "outcome", "client": client.idx, "device": dev.hex(), "kind": kind})
-        self.run_cmds(client, client.outcomes.publish(report, self.now))
+        self.run_cmds(client, client.outcomes.publish(report, self.now), client.outcomes)
 
     def _ev_forge(self, i: int) -> None:
         from simulations.adversaries import forged_sheet
@@ -823,7 +864,7 @@ class Engine:
             return
         data = slander_report(self, node, self.rng.choice(victims))
         self.m.slander["published"] += 1
-        self.run_cmds(node, node.outcomes.publish(data, self.now))
+        self.run_cmds(node, node.outcomes.publish(data, self.now), node.outcomes)
 
     def _ev_revoke(self) -> None:
         from node.protocols.revocation import NOTICE_VERSION, RevocationNotice, make_notice
@@ -836,7 +877,8 @@ class Engine:
         self.log({"t": self._t(), "ev": "revoke", "class": cfg["device_class"]})
         src = self.nodes[0]
         if src.revocations is not None:
-            self.run_cmds(src, src.revocations.handle(GossipReceived(src.revocations.topic, data, ""), self.now))
+            self.run_cmds(src, src.revocations.handle(GossipReceived(src.revocations.topic, data, ""), self.now),
+                          src.revocations)
         self._gossip(0, f"/keyswitch/{self.net}/revocations/1", data)
 
     def _ev_spam(self, i: int) -> None:
@@ -872,33 +914,20 @@ class Engine:
         if node.full:  # connected again to its mesh peers: it pulls the sheets it missed from each
             for j in sorted(self.adj[i]):
                 if self._alive[j]:
-                    self.run_cmds(node, node.offers.handle(PeerConnected(self.nodes[j].peer_id), self.now))
+                    self.run_cmds(node, node.offers.handle(PeerConnected(self.nodes[j].peer_id), self.now), node.offers)
 
     def _t(self) -> float:
         return round(self.now - self.t0, 6)
 
     # ------------------------------------------------------------ commands
-    def run_cmds(self, node: SimNode, cmds: list) -> None:
+    def run_cmds(self, node: SimNode, cmds: list, proto=None) -> None:
+        """Carry out the commands ``node``'s protocol ``proto`` returned, through the one interpreter
+        (``node.protocols.interpret``): a ``LedgerCall`` runs at once with that protocol's ledger adapters and
+        its ``TaskDone`` goes back to ``proto`` only; a command no interpreter knows raises ``UnknownCommand``."""
+        if self._interp is None:
+            self._interp = Interpreter(_SimTransport(self), lambda src: LedgerAdapters.of(src[1]))
         for cmd in cmds:
-            if isinstance(cmd, SetTimer):
-                node.timers[cmd.name] = cmd.at
-                self.push(max(cmd.at, self.now), "timer", (node.idx, cmd.name, cmd.at))
-            elif isinstance(cmd, Publish):
-                if node.alive:
-                    self._gossip(node.idx, cmd.topic, cmd.data)
-            elif isinstance(cmd, SendRequest):
-                self._send_request(node, cmd)
-            elif isinstance(cmd, Respond):
-                call = self.calls.pop(cmd.request_id, None)
-                if call is not None:
-                    src, req = call
-                    at = self.now + float(self._lat(1)[0])
-                    if at - self.now > req.timeout:
-                        self.push(self.now + req.timeout, "resp_in", (src, req, b"", "timeout"))
-                    else:
-                        self.push(at, "resp_in", (src, req, cmd.data, ""))
-            elif isinstance(cmd, Notify):
-                self._notify(node, cmd)
+            self._interp.execute((node, proto), cmd)
 
     def _send_request(self, node: SimNode, cmd: SendRequest) -> None:
         target = self.by_peer.get(cmd.peer)

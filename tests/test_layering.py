@@ -1,7 +1,9 @@
 """The sans-IO layers must not load the I/O stack (DESIGN.md section 2)."""
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +25,89 @@ def test_pure_layer_loads_no_io_stack(module):
     assert out.stdout.strip() == "", f"{module} (or a submodule) imports {out.stdout.strip()}"
 
 
+# -- no I/O in the sans-IO packages, by reading their source (issue #19) -----------------------------------------
+# ``sys.modules`` cannot tell: ``time``, ``os`` and ``pathlib`` are loaded by Python itself. So every file is
+# parsed and these are refused: importing an I/O or clock or entropy module, calling ``open()``, reading or
+# writing a file through a path object, reading the wall clock through ``datetime``, and module-level
+# ``random`` functions (randomness comes from an RNG passed in: a ``random.Random`` the composition root seeds).
+
+SANS_IO = ["node/protocols", "node/risk", "node/contracts"]
+FORBIDDEN_MODULES = {"trio", "libp2p", "sqlite3", "secrets", "time", "os", "pathlib", "shutil", "tempfile", "socket",
+                     "subprocess", "io"}
+FILE_METHODS = {"read_text", "read_bytes", "write_text", "write_bytes"}
+RANDOM_OK = {"Random", "SystemRandom"}  # the types; never random.random(), random.choice(), ...
+
+#: What still does I/O, and why. Issue #19, "persistence out of the protocols": the stores (contracts, release
+#: records, reputation, outcomes, the offer book) move to one place and protocols emit state changes as
+#: commands. Until then these are the ONLY exceptions; this list must shrink, never grow.
+IO_ALLOWED: dict[str, set[str]] = {
+    # ContractStore (open/fsync/rename of sealed contract records) and its crash-resume read; time.perf_counter
+    # spans of the protocol's own work (``Contract.spent``/``stats``: not a clock read for decisions)
+    "node/protocols/release.py": {"os", "pathlib", "time", "open()", ".read_bytes"},
+    # ReleaseRecords / outcome reports kept in SQLite
+    "node/protocols/outcomes.py": {"sqlite3", "pathlib"},
+    # the reputation table kept in SQLite
+    "node/risk/reputation.py": {"sqlite3", "pathlib"},
+    # the contract language's sources shipped with the package (read-only package data, read at load)
+    "node/contracts/lang.py": {"pathlib", ".read_text"},
+    "node/contracts/stdlib/__init__.py": {"pathlib", ".read_text"},
+}
+
+
+def io_uses(source: str) -> set[str]:
+    """The I/O a module's source does, in the terms of ``IO_ALLOWED``."""
+    found: set[str] = set()
+    for n in ast.walk(ast.parse(source)):
+        if isinstance(n, ast.Import):
+            found |= {a.name.split(".")[0] for a in n.names if a.name.split(".")[0] in FORBIDDEN_MODULES}
+        elif isinstance(n, ast.ImportFrom) and n.level == 0 and n.module:
+            top = n.module.split(".")[0]
+            if top in FORBIDDEN_MODULES:
+                found.add(top)
+            if top == "random":
+                found |= {f"random.{a.name}" for a in n.names if a.name not in RANDOM_OK}
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "open":
+            found.add("open()")
+        elif isinstance(n, ast.Attribute):
+            if n.attr in FILE_METHODS:
+                found.add("." + n.attr)
+            elif isinstance(n.value, ast.Name) and n.value.id == "random" and n.attr not in RANDOM_OK:
+                found.add(f"random.{n.attr}")
+            elif isinstance(n.value, ast.Name) and n.value.id in ("datetime", "date") and \
+                    n.attr in ("now", "utcnow", "today"):
+                found.add(f"{n.value.id}.{n.attr}()")
+    return found
+
+
+def test_sans_io_packages_do_no_io_but_the_listed_stores():
+    root = Path(__file__).resolve().parents[1]
+    seen, bad = set(), []
+    for pkg in SANS_IO:
+        for f in sorted((root / pkg).rglob("*.py")):
+            rel = f.relative_to(root).as_posix()
+            uses = io_uses(f.read_text())
+            if uses:
+                seen.add(rel)
+            extra = uses - IO_ALLOWED.get(rel, set())
+            if extra:
+                bad.append(f"{rel}: {sorted(extra)}")
+    assert bad == [], "I/O in the sans-IO layer (issue #19):\n" + "\n".join(bad)
+    stale = sorted(set(IO_ALLOWED) - seen)
+    assert stale == [], f"no longer doing I/O, remove from IO_ALLOWED (the list only shrinks): {stale}"
+    for rel, allowed in IO_ALLOWED.items():
+        unused = allowed - io_uses((root / rel).read_text())
+        assert not unused, f"{rel} no longer uses {sorted(unused)}: remove it from IO_ALLOWED"
+
+
+def test_the_io_scan_sees_what_it_must():
+    src = ("import secrets\nfrom time import monotonic\nimport random\nfrom random import choice, Random\n"
+           "def f(p):\n    open('x')\n    p.write_text('y')\n    random.random()\n    random.Random(1)\n"
+           "    datetime.now()\n")
+    assert io_uses(src) == {"secrets", "time", "random.choice", "open()", ".write_text", "random.random",
+                            "datetime.now()"}
+    assert io_uses("import random\nrng = random.Random(7)\nx = rng.random()\n") == set()
+
+
 def test_the_check_itself_catches_io_imports():
     # The same probe on node.runtime's stack must see trio, or the test above proves nothing.
     code = "import sys, trio; print(','.join(n for n in sys.modules if n.split('.')[0]=='trio')[:20])"
@@ -33,9 +118,7 @@ def test_the_check_itself_catches_io_imports():
 # -- the enclave's trusted code set (node.tee.enclave.measure.TRUSTED_CODE) -------------------------------------
 # The enclave decides releases; what it loads must be what is measured, and it must load nothing of the host's.
 
-import ast  # noqa: E402
 import json  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 from node.tee.enclave.measure import measured_files, project_root  # noqa: E402
 

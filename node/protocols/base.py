@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Callable
 from typing import Protocol as _Protocol
 from typing import Sequence
 
@@ -76,8 +75,9 @@ class ResponseReceived:
 
 @dataclass(frozen=True)
 class TaskDone:
-    """The outcome of an earlier ``RunTask`` of the same name: ``result`` is what its function returned,
-    ``error`` the exception it raised (None when it returned)."""
+    """The outcome of an earlier ``LedgerCall`` of the same name, delivered to the protocol that issued it
+    (and to no other): ``result`` is what the call returned, ``error`` the exception it raised (None when
+    it returned). Every driver makes it the same way (``node.protocols.interpret``)."""
 
     name: str
     result: object = None
@@ -127,16 +127,19 @@ class Notify:
 
 
 @dataclass(frozen=True)
-class RunTask:
-    """Run ``fn()`` (blocking I/O the protocol must not do itself, e.g. a ledger call) off the event loop;
-    its outcome comes back as ``TaskDone(name, ...)``. ``fn`` must not touch the protocol's state: it is
-    called on another thread by the runtime, later and in order with other events by the test helpers."""
+class LedgerCall:
+    """Blocking ledger work the protocol must not do itself (a funds check, a sweep), as plain data: ``op``
+    names one of ``node.protocols.interpret.LEDGER_OPS``, ``args`` are its arguments (frozen values: chunks,
+    ints, strings, tuples of them). The interpreter runs it with the ledger adapters the composition root gave
+    (``check_funds``, ``claim``, ``price_of``) off the event loop, and its outcome comes back as
+    ``TaskDone(name, ...)`` to the issuing protocol only. No callable travels in a command."""
 
     name: str
-    fn: Callable[[], object]
+    op: str
+    args: tuple = ()
 
 
-Command = Publish | SetTimer | SendRequest | Respond | Notify | RunTask
+Command = Publish | SetTimer | SendRequest | Respond | Notify | LedgerCall
 
 
 # ---------------------------------------------------------------- validation

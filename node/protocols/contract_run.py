@@ -29,7 +29,7 @@ release/1, so ``CheatingProof`` covers it), every other kind by the sender's enc
 
 Before it releases to a party, a runner has verified that party's quote against its binding and (at
 open) that every other party's committed chunks are funded on the ledger (for a peer's open of a new
-contract in a ledger task, ``RunTask``: the open is answered when it is done). Heights come from the ledger
+contract in a ledger task, ``LedgerCall``: the open is answered when it is done). Heights come from the ledger
 via the host (``observe_height``, an event): the enclave trusts its host for heights (a TEE has no
 trusted clock). Approvals are verified here and again inside the enclave.
 
@@ -65,12 +65,12 @@ import msgspec
 from node import wire
 from node.contracts.spec import ContractSpec, ReleaseBody, approval_digest, decode_spec, spec_id
 from node.protocols.base import (
-    Command, Event, Notify, RequestReceived, Respond, ResponseReceived, RunTask, SendRequest, SetTimer, Started,
+    Command, Event, LedgerCall, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started,
     TaskDone, TimerFired, Validation,
 )
 from node.protocols.release import (
-    FUNDS_OK, FUNDS_SHORT, FUNDS_UNKNOWN, AckBody, Chunk, ClaimRecord, ContractStore, ErrorBody,
-    MessageError, claim_chunk, error_message, funds_state, parse, seal,
+    FUNDS_OK, AckBody, Chunk, ClaimRecord, ContractStore, ErrorBody, MessageError, error_message, funds_state,
+    parse, seal,
 )
 from node.tee.binding import Binding
 from node.tee.enclave.contracts import PartySig
@@ -205,6 +205,9 @@ class ContractRun:
     ``price_tolerance`` of that amount at OUR price (``price_of(asset) -> Price``, the node's feed); each
     key received is checked the same way before it is claimed and before the contract goes on, so a chunk
     drained between steps stops the contract (``cheat``) before anything more of ours is released."""
+
+    #: its handle calls the enclave (a blocking IPC): the runtime runs it off the event loop (node.runtime.driver)
+    handle_blocks = True
 
     net: str
     enclave: object
@@ -514,28 +517,15 @@ class ContractRun:
 
     def _settle(self, r: Run, giver: int, index: int, step: int) -> list[Command]:
         """Claim a key that came to us (sweep or keep a received one; sweep a refunded one to our owner) in a
-        ledger task (``RunTask``: never inside ``handle``); ``_on_claimed`` records the outcome."""
+        ledger task (``LedgerCall``: never inside ``handle``); ``_on_claimed`` records the outcome."""
         if step in r.busy:
             return []
         chunk = r.chunk(giver, index)
-        claim, check_funds, policy = self.claim, self.check_funds, self.claim_policy
-
-        def run() -> ClaimRecord:
-            if giver != r.me:  # a peer's key: its chunk must still hold what was committed before we go on
-                # (its USD value was checked at our price at agreement; a price move since is no one's fault)
-                state, why = funds_state(check_funds, chunk)
-                if state == FUNDS_SHORT:
-                    return ClaimRecord(step, "double-spent", "", why)
-                if state == FUNDS_UNKNOWN:
-                    return ClaimRecord(step, "claim-failed", "", why)
-                return claim_chunk(policy, claim, check_funds, chunk, step)  # (gone: the sweep tells who spent)
-            if claim is None:  # a refund: the key is ours again; sweep it home when we can
-                return ClaimRecord(step, "refunded", "", "key handed back to the owner (no sweep configured)")
-            rec = claim_chunk("sweep", claim, check_funds, chunk, step)
-            return ClaimRecord(step, "refunded" if rec.status == "claimed" else rec.status, rec.txid, rec.detail)
-
+        # a peer's key: its chunk must still hold what was committed before we go on, then ``claim_policy``;
+        # our own key handed back (a refund): swept home when a claim is configured (``interpret.contract_settle``)
         r.busy.add(step)
-        return [RunTask(f"contract-run.claim:{r.key}:{giver}:{step}", run)]
+        return [LedgerCall(f"contract-run.claim:{r.key}:{giver}:{step}", "contract_settle",
+                           (self.claim_policy, chunk, step, giver != r.me))]
 
     def _on_claimed(self, ev: TaskDone, now: float) -> list[Command]:
         _, key, giver, step = ev.name.split(":")
@@ -695,7 +685,7 @@ class ContractRun:
     def _check_funds_first(self, request_id: int, spec: ContractSpec, cid: bytes, k: int, o: OpenBody
                            ) -> list[Command]:
         """A new contract opened by a peer: the other parties' funds are checked on the ledger in a task
-        (``RunTask``, never inside ``handle``); the open is answered when it is done (``_on_funds``)."""
+        (``LedgerCall``, never inside ``handle``); the open is answered when it is done (``_on_funds``)."""
         waiting = self._opening.setdefault(cid, [])
         if len(waiting) >= MAX_WAITING_OPENS:
             return self._refuse(request_id, cid, -1, "busy", "the funds check of this contract is still running")
@@ -703,8 +693,8 @@ class ContractRun:
         if len(waiting) > 1:
             return []  # a check of this contract is in flight already
         me = self._my_party(spec)
-        check, price_of, tol = self.check_funds, self.price_of, self.price_tolerance
-        return [RunTask(f"contract-run.funds:{cid.hex()}", lambda: _funds_missing(check, spec, me, price_of, tol))]
+        return [LedgerCall(f"contract-run.funds:{cid.hex()}", "contract_funds_missing",
+                           (spec, me, self.price_tolerance))]  # ``_funds_missing`` with our ledger and price
 
     def _on_funds(self, ev: TaskDone, now: float) -> list[Command]:
         cid = bytes.fromhex(ev.name.split(":", 1)[1])

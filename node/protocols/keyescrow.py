@@ -54,10 +54,10 @@ import msgspec
 
 from node.contracts.spec import ContractSpec, decode_spec, spec_id
 from node.protocols.base import (
-    Command, Event, Notify, RequestReceived, Respond, ResponseReceived, RunTask, SendRequest, SetTimer, Started,
+    Command, Event, LedgerCall, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started,
     TaskDone, TimerFired, Validation,
 )
-from node.protocols.release import Chunk, ClaimRecord, ErrorBody, MessageError, claim_chunk, error_message, parse, seal
+from node.protocols.release import Chunk, ClaimRecord, ErrorBody, MessageError, error_message, parse, seal
 from node.tee.enclave.contracts import PartySig, SplitShare
 
 PROTOCOL_ID = "/keyswitch/key-escrow/1"
@@ -131,6 +131,9 @@ class KeyEscrow:
     """One node's side of key escrow: owner, holder and recovery. ``claim(chunk) -> txid`` sweeps a key the
     enclave holds to the owner's address (a recovery); ``check_funds`` tells a double spend from our own
     ledger failing."""
+
+    #: its handle calls the enclave (a blocking IPC): the runtime runs it off the event loop (node.runtime.driver)
+    handle_blocks = True
 
     net: str
     enclave: object
@@ -391,9 +394,9 @@ class KeyEscrow:
         if self.claim is None or r.busy:
             return []
         c = r.spec.parties[r.party].chunks[r.index]
-        chunk, claim, funds = Chunk(c.asset, c.address, c.pubkey, c.amount), self.claim, self.check_funds
+        chunk = Chunk(c.asset, c.address, c.pubkey, c.amount)
         r.busy = True
-        return [RunTask(f"key-escrow.sweep:{r.key}", lambda: claim_chunk("sweep", claim, funds, chunk, r.index))]
+        return [LedgerCall(f"key-escrow.sweep:{r.key}", "claim_chunk", ("sweep", chunk, r.index))]
 
     def _on_swept(self, ev: TaskDone, now: float) -> list[Command]:
         r = self.recoveries.get(ev.name.split(":", 1)[1])

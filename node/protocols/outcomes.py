@@ -416,7 +416,9 @@ class ReleaseRecords:
         self._reported: set[str] = set()
         self._db = None
         if path is not None:
-            self._db = sqlite3.connect(str(path), isolation_level=None)
+            # (``observe`` runs inside the release protocol's handle, which the runtime runs on its worker thread
+            # (``handle_blocks``); single autocommit statements on a serialized SQLite: safe across threads)
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS release_records (seq INTEGER PRIMARY KEY, "
                              "contract_id BLOB NOT NULL, deposit_pub BLOB NOT NULL, record BLOB NOT NULL, "

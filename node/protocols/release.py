@@ -56,7 +56,7 @@ follows the peer's round at once (a swap: every round but the last), the funds
 are checked first and then one enclave call does the rest (``contract_step``:
 the key taken with every check of ``contract_accept``, the ack signed, our next
 key released if the contract allows it, all in one sealed write). The ledger is never
-called from ``handle``: a funds check and a claim are ``RunTask`` commands whose
+called from ``handle``: a funds check and a claim are ``LedgerCall`` commands whose
 ``TaskDone`` comes back as an event. The sweep runs in the background after
 the funds check (the next key goes out meanwhile); the contract ends, and its
 outcome is reported, once every received key is claimed. Progress is derived from
@@ -80,7 +80,7 @@ import msgspec
 
 from node import wire
 from node.protocols.base import (
-    Command, Event, Notify, RequestReceived, Respond, ResponseReceived, RunTask, SendRequest, SetTimer, Started,
+    Command, Event, LedgerCall, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started,
     TaskDone, TimerFired, Validation,
 )
 from node.contracts.spec import (  # ReleaseBody, release_context and CONTEXT_TAG are re-exported from here
@@ -485,6 +485,9 @@ class ReleaseProtocol:
     ``node.ledger.base.AlreadySpent`` when the funds are gone); ``claim_policy``: "sweep" or "keep".
     """
 
+    #: its handle calls the enclave (a blocking IPC): the runtime runs it off the event loop (node.runtime.driver)
+    handle_blocks = True
+
     net: str
     enclave: object
     binding: Binding
@@ -590,24 +593,12 @@ class ReleaseProtocol:
             cmds.append(Notify("release.refused", {"code": code, "reason": reason}))
         return cmds
 
-    def _funds_of(self, rounds: list[tuple[int, Chunk]]) -> str | None:
-        """Run as a task: why the first of these (round, chunk) has no funds, or None when all have. The
-        ledger is asked about them all at once; a ledger that cannot answer counts as "not there"."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(8, max(1, len(rounds)))) as pool:
-            there = list(pool.map(lambda rc: self._funds_now(rc[1]), rounds))
-        for (r, ch), (state, why) in zip(rounds, there):
-            if state != FUNDS_OK:  # short, gone or unknown: no agreement
-                return f"round {r}: {why}"
-        return None
-
     def _offered_funds(self, name: str, schedule: Schedule, giver: int, then) -> list[Command]:
         """A task checking the funds of ``giver``'s chunks; ``then(reason | None, now)`` continues on its
         ``TaskDone`` (the negotiation waits for the ledger without calling it inside ``handle``)."""
-        rounds = [(r, rd.chunk) for r, rd in enumerate(schedule.rounds) if rd.giver == giver]
+        rounds = tuple((r, rd.chunk) for r, rd in enumerate(schedule.rounds) if rd.giver == giver)
         self._waiting[name] = then
-        return [RunTask(name, lambda: self._funds_of(rounds))]
+        return [LedgerCall(name, "first_unfunded", (rounds,))]  # why the first has no funds, or None
 
     def _persist(self, c: Contract) -> None:
         t0 = time.perf_counter()
@@ -724,19 +715,13 @@ class ReleaseProtocol:
         data = self.enclave.contract_resend(c.cid, chunk_index(c.rec.schedule, r))
         return self._send_cosign(c) + [self._request(c, "release", r, data)]
 
-    def _task(self, c: Contract, kind: str, r: int) -> RunTask:
-        """A ledger call for the peer's round ``r`` ("funds": are they still there; "claim": sweep), run by the
-        runtime off the event loop; it returns (answer, seconds) and never touches the protocol's state."""
+    def _task(self, c: Contract, kind: str, r: int) -> LedgerCall:
+        """A ledger call for the peer's round ``r`` ("funds": are they still there, ``funds_state``; "claim":
+        sweep, ``claim_chunk``), run by the driver off the event loop; it returns (answer, seconds)."""
         chunk = c.rounds[r].chunk
-        fn = self._funds_now if kind == "funds" else (lambda ch: self._claim(ch, r))
-
-        def run() -> tuple[object, float]:
-            t0 = time.perf_counter()
-            out = fn(chunk)
-            return out, time.perf_counter() - t0
-
+        op = ("funds_state", (chunk,)) if kind == "funds" else ("claim_chunk", ("sweep", chunk, r))
         c.busy.add((kind, r))
-        return RunTask(f"release.task:{c.key}:{kind}:{r}", run)
+        return LedgerCall(f"release.task:{c.key}:{kind}:{r}", "timed", op)
 
     def _funds_now(self, chunk: Chunk) -> tuple[str, str]:
         """(state, reason) of the chunk's committed funds on our ledger (``funds_state``)."""
@@ -914,10 +899,6 @@ class ReleaseProtocol:
         loses nothing: on resume each received key is checked and swept again, and a sweep that already
         went through is found on the ledger (``sweep_claimer`` returns its txid)."""
         c.rec.claims = [x for x in c.rec.claims if x.round != rec.round] + [rec]
-
-    def _claim(self, chunk: Chunk, r: int) -> ClaimRecord:
-        """Sweep a received key (``claim``); run as a task, off the event loop."""
-        return claim_chunk("sweep", self.claim, self.check_funds, chunk, r)
 
     def _advance(self, c: Contract, now: float) -> list[Command]:
         """Release what the schedule lets us release now; finish when every round is done."""
@@ -1384,7 +1365,7 @@ def funds_state(check_funds: Callable[[str, str], object], chunk, usd_cents: int
     ``price_of(asset) -> Price``)? (state, reason): ``FUNDS_OK`` / ``FUNDS_SHORT`` (less than committed, or a
     declared value our price does not bear out) / ``FUNDS_GONE`` (nothing left) / ``FUNDS_UNKNOWN`` (our
     ledger or price feed could not answer: retried, no one blamed). Never believes the declared amount: the
-    ledger's confirmed balance decides. Blocking: run it as a task (``RunTask``), never inside ``handle``."""
+    ledger's confirmed balance decides. Blocking: run it as a task (``LedgerCall``), never inside ``handle``."""
     if usd_cents and price_of is not None:
         from node.assets.prices import declared_usd_mismatch
 
@@ -1413,7 +1394,7 @@ def funds_state(check_funds: Callable[[str, str], object], chunk, usd_cents: int
 
 def funds_now(check_funds: Callable[[str, str], object], chunk: Chunk) -> bool | str:
     """Are the chunk's committed funds there: True, False (gone, or less than its committed amount), or the
-    reason our ledger could not answer (not the peer: retried); blocking: run it as a task (``RunTask``),
+    reason our ledger could not answer (not the peer: retried); blocking: run it as a task (``LedgerCall``),
     never inside ``handle``. A plain yes/no ``check_funds`` (key escrow's recovery sweep asks only whether
     the funds went elsewhere) is taken as it is."""
     try:

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import secrets
+import random
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -312,14 +312,18 @@ class RfpProtocol:
     def __init__(self, *, net: str, engine, sign: Callable[[bytes], bytes], proposal_ttl: float = 60.0,
                  max_open: int = 64, seen_limit: int = 10_000,
                  target_proposals: int = DEFAULT_TARGET_PROPOSALS, prices=None,
-                 price_tolerance: float = DEFAULT_PRICE_TOLERANCE) -> None:
+                 price_tolerance: float = DEFAULT_PRICE_TOLERANCE, rng: random.Random | None = None) -> None:
         """``prices``: OUR price feed (``node.assets.prices.PriceFeed``; default the embedded table): a
         proposal whose USD value of an offer strays from the offer's amount at our price beyond
-        ``price_tolerance`` (config ``risk.price_tolerance``) is ignored, its reason counted."""
+        ``price_tolerance`` (config ``risk.price_tolerance``) is ignored, its reason counted. ``rng``: where
+        request ids come from, passed in by the composition root (the simulator and tests: a seeded
+        ``random.Random``, for replay; default ``random.SystemRandom()``, the OS's entropy: a request id must
+        not be predictable from earlier ones, which a Mersenne twister seeded once is not)."""
         if not 0 <= price_tolerance < 1:
             raise ValueError(f"price_tolerance must be a fraction in [0, 1), got {price_tolerance!r}")
         self.prices = prices if prices is not None else StaticPrices()
         self.price_tolerance = price_tolerance
+        self.rng = rng if rng is not None else random.SystemRandom()
         self.net = net
         self.topic = topic(net, "requests", 1)
         self.topics = [self.topic]
@@ -521,7 +525,7 @@ class RfpProtocol:
         if len(self.open) >= self.max_open:
             raise ValueError(f"too many open requests ({self.max_open}); wait for some to finish")
         lim = limits or self.engine.limits
-        rid = request_id or secrets.token_bytes(16)
+        rid = request_id or self.rng.getrandbits(128).to_bytes(16, "big")
         req = Request(REQUEST_VERSION, self.net, rid, self.local_peer, asset, int(usd_cents), contract,
                       lim.max_per_device, round(lim.max_share_device * 10_000), round(lim.max_share_owner * 10_000),
                       now, now + max(ttl, deadline), draw_share(self.target_proposals, self.responders))

@@ -26,15 +26,28 @@ stream handler. Events (``Started``, ``GossipReceived``, ``PeerConnected``,
   that stream's negotiation, and a request that finds no idle stream opens a
   spare one alongside its own (two requests in a row, e.g. a release
   protocol's cosign and first release, then both find one);
-* ``RunTask(name, fn)``: ``fn()`` runs on a worker thread (``trio.to_thread``), so blocking I/O such
-  as a ledger call never stalls the event loop; ``TaskDone(name, result, error)`` comes back to the
-  same protocol, in order with the other events;
+* ``LedgerCall(name, op, args)``: run by the one interpreter (``node.protocols.interpret``) with the
+  issuing protocol's ledger adapters on a worker thread (``trio.to_thread``), so blocking I/O such as a
+  ledger call never stalls the event loop; ``TaskDone(name, result, error)`` comes back to the same
+  protocol (only), in order with the other events;
 * ``Notify(kind, detail)``: logged, kept in ``driver.notifications`` (last
   1,000) and passed to ``on_notify`` if given.
 
-``validate`` and ``handle`` run on the trio thread, never concurrently with
-each other, so protocols need no locks. A protocol that raises is logged and
-the event is dropped; the node keeps running.
+Every command goes through ``node.protocols.interpret.Interpreter`` (as in the simulator and the protocol
+test harness); a command it does not know (``UnknownCommand``) is logged as an error and counted in
+``errors``, like a protocol that raises.
+
+A protocol whose ``handle`` calls the enclave (a blocking IPC) says so with the class attribute
+``handle_blocks = True`` (the contract protocols: release, contract-run, key escrow): its ``handle`` (and
+``submit``'s calls on it) run OFF the trio thread, on one worker at a time (``trio.to_thread.run_sync`` with
+a ``CapacityLimiter(1)``), event after event in order, so the event loop (timers, streams, gossip, the API)
+stays responsive while it waits. Other protocols (the offer book and the stores behind outcomes and
+reputation are SQLite connections bound to the trio thread) keep running on the trio thread. The commands
+a handle returns are carried out on the trio thread. ``validate`` is called synchronously by gossipsub on
+the trio thread; it and every handle hold ``driver.lock`` (a ``threading.RLock``), so validate and handle
+still never run concurrently and protocols need no locks of their own. Application code that reads an
+offloaded protocol's state from the trio thread should copy it at once (``list(d.values())``) or hold
+``driver.lock``. A protocol that raises is logged and the event is dropped; the node keeps running.
 
 Lifecycle: ``run`` is started by ``run_host`` in the node's nursery (or by
 you with ``nursery.start``) and runs until cancelled; cancelling it drops
@@ -45,8 +58,11 @@ streams are closed by the host when the node stops).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import logging
+import threading
+import time
 from typing import Any, Callable, Sequence
 
 import trio
@@ -64,7 +80,6 @@ from node.protocols.base import (
     Respond,
     ResponseReceived,
     Result,
-    RunTask,
     SansIOProtocol,
     SendRequest,
     SetTimer,
@@ -73,6 +88,7 @@ from node.protocols.base import (
     TimerFired,
     Validation,
 )
+from node.protocols.interpret import Interpreter, LedgerAdapters, UnknownCommand
 from node.runtime.streams import StreamFailed, close_stream, read_request, write_frame, write_response
 
 log = logging.getLogger("keyswitch.runtime.driver")
@@ -109,6 +125,10 @@ class ProtocolDriver:
         for i, p in enumerate(self.protocols):
             for t in p.topics:
                 self._by_topic[t].append(i)
+        self.lock = threading.RLock()  # held by every handle/submit call (worker thread) and validate (trio)
+        self._worker = trio.CapacityLimiter(1)  # one handle at a time, in order, off the trio thread
+        self.interpreter = Interpreter(self, lambda i: dataclasses.replace(
+            LedgerAdapters.of(self.protocols[i]), clock=time.perf_counter))
 
     # --------------------------------------------------------------- validate
     def _validator(self, topic: str):
@@ -118,7 +138,8 @@ class ProtocolDriver:
             now = self.clock.now()
             worst = Validation.accept()
             for p in owners:
-                v = p.validate(topic, data, forwarder, now)
+                with self.lock:
+                    v = p.validate(topic, data, forwarder, now)
                 if v.result is Result.REJECT:
                     return v
                 if v.result is Result.IGNORE:
@@ -153,52 +174,76 @@ class ProtocolDriver:
         without ever running concurrently with ``validate``/``handle``."""
         self._post(self.protocols.index(protocol), _Call(fn))  # type: ignore[arg-type]
 
-    def _dispatch(self, target: int | None, event: Event) -> None:
-        idxs = range(len(self.protocols)) if target is None else (target,)
-        for i in idxs:
-            p = self.protocols[i]
-            try:
+    def _handle_one(self, i: int, event: Event) -> list[tuple[int, list[Command]]]:
+        """``handle`` (or a submitted call) of protocol ``i``, under ``lock``: its commands, to be carried out
+        on the trio thread (none when it raised: logged, counted, the event dropped)."""
+        p = self.protocols[i]
+        try:
+            with self.lock:
                 if isinstance(event, _Call):
                     cmds = event.fn(self.clock.now())
                 else:
                     cmds = p.handle(event, self.clock.now())
-            except Exception:
-                self.errors += 1
-                log.exception("%s.handle(%s) raised", type(p).__name__, type(event).__name__)
-                continue
-            for c in cmds or ():
-                self._execute(i, c)
-
-    # --------------------------------------------------------------- commands
-    def _execute(self, i: int, c: Command) -> None:
-        assert self._nursery is not None
-        if isinstance(c, Publish):
-            self._nursery.start_soon(self._publish, c)
-        elif isinstance(c, SetTimer):
-            self._timers[(i, c.name)] = c.at
-            self._timer_wake.set()
-        elif isinstance(c, SendRequest):
-            self._nursery.start_soon(self._request, i, c)
-        elif isinstance(c, RunTask):
-            self._nursery.start_soon(self._task, i, c)
-        elif isinstance(c, Respond):
-            slot = self._pending.get(c.request_id)
-            if slot is None or slot[0] != i:
-                log.warning("Respond to unknown request %s", c.request_id)
-                return
-            slot[2].append(c.data)
-            slot[1].set()
-        elif isinstance(c, Notify):
-            self.notifications.append(c)
-            log.info("notify %s %s", c.kind, c.detail)
-            if self.on_notify is not None:
-                try:
-                    self.on_notify(c)
-                except Exception:
-                    log.exception("on_notify raised")
-        else:
+        except Exception:
             self.errors += 1
-            log.error("unknown command %r", c)
+            log.exception("%s.handle(%s) raised", type(p).__name__, type(event).__name__)
+            return []
+        return [(i, list(cmds or ()))]
+
+    def _carry_out(self, results: list[tuple[int, list[Command]]]) -> None:
+        for i, cmds in results:
+            for c in cmds:
+                try:
+                    self.interpreter.execute(i, c)
+                except UnknownCommand as exc:
+                    self.errors += 1
+                    log.error("%s returned a command no interpreter knows: %s", type(self.protocols[i]).__name__,
+                              exc)
+
+    def offloaded(self, i: int) -> bool:
+        """Does protocol ``i``'s handle run on the worker thread (its class says ``handle_blocks = True``)?"""
+        return bool(getattr(self.protocols[i], "handle_blocks", False))
+
+    async def _dispatch(self, target: int | None, event: Event) -> None:
+        """Feed one event to its protocol(s), one after the other: a blocking handle on the worker thread (one
+        at a time, the trio loop free meanwhile), any other on the trio thread; commands on the trio thread."""
+        for i in range(len(self.protocols)) if target is None else (target,):
+            if self.offloaded(i):
+                results = await trio.to_thread.run_sync(self._handle_one, i, event, limiter=self._worker)
+            else:
+                results = self._handle_one(i, event)
+            self._carry_out(results)
+
+    # --------------------------------------------------------------- commands (the interpreter's transport)
+    def publish(self, i: int, c: Publish) -> None:
+        self._nursery.start_soon(self._publish, c)
+
+    def set_timer(self, i: int, c: SetTimer) -> None:
+        self._timers[(i, c.name)] = c.at
+        self._timer_wake.set()
+
+    def send_request(self, i: int, c: SendRequest) -> None:
+        self._nursery.start_soon(self._request, i, c)
+
+    def respond(self, i: int, c: Respond) -> None:
+        slot = self._pending.get(c.request_id)
+        if slot is None or slot[0] != i:
+            log.warning("Respond to unknown request %s", c.request_id)
+            return
+        slot[2].append(c.data)
+        slot[1].set()
+
+    def notify(self, i: int, c: Notify) -> None:
+        self.notifications.append(c)
+        log.info("notify %s %s", c.kind, c.detail)
+        if self.on_notify is not None:
+            try:
+                self.on_notify(c)
+            except Exception:
+                log.exception("on_notify raised")
+
+    def run_job(self, i: int, job: Callable[[], TaskDone]) -> None:
+        self._nursery.start_soon(self._job, i, job)
 
     async def _publish(self, c: Publish) -> None:
         try:
@@ -219,11 +264,10 @@ class ProtocolDriver:
             ev = ResponseReceived(c.protocol, c.peer, c.request_id, b"", exc.reason or "failed")
         await self._send.send((i, ev))
 
-    async def _task(self, i: int, c: RunTask) -> None:
-        try:
-            ev = TaskDone(c.name, await trio.to_thread.run_sync(c.fn, abandon_on_cancel=True))
-        except Exception as exc:
-            ev = TaskDone(c.name, None, exc)
+    async def _job(self, i: int, job: Callable[[], TaskDone]) -> None:
+        """A ledger call's job (it never raises: its error is in the ``TaskDone``), on a worker thread of
+        its own (not the handle worker: a slow ledger does not hold up events); back to protocol ``i``."""
+        ev = await trio.to_thread.run_sync(job, abandon_on_cancel=True)
         await self._send.send((i, ev))
 
     async def _warm(self, peer: str, protocol: str) -> None:
@@ -298,12 +342,12 @@ class ProtocolDriver:
             if self.node.pubsub is not None:
                 nursery.start_soon(self._pump_gossip)
             nursery.start_soon(self._timer_loop)
-            self._dispatch(None, Started(self.node.peer_id))
+            await self._dispatch(None, Started(self.node.peer_id))
             for p in self.node.connected_peers():
-                self._dispatch(None, PeerConnected(p))
+                await self._dispatch(None, PeerConnected(p))
             task_status.started(self)
             async for target, event in self._recv:
-                self._dispatch(target, event)
+                await self._dispatch(target, event)
 
 
 async def run_host(config, protocols: Sequence[SansIOProtocol] = (), *, clock: Clock | None = None,

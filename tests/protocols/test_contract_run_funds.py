@@ -1,4 +1,4 @@
-"""A peer's open of a new contract: the other parties' funds are checked in a ledger task (``RunTask``),
+"""A peer's open of a new contract: the other parties' funds are checked in a ledger task (``LedgerCall``),
 never inside ``handle``, and the open is answered when the task is done. Real enclaves, a real DevLedger."""
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from node.assets import address_for
 from node.crypto import ecies_encrypt
 from node.ledger.devnet import FEES, DevLedger
 from node.protocols.base import (
-    Notify, RequestReceived, Respond, ResponseReceived, RunTask, SendRequest, SetTimer, Started, TaskDone,
+    LedgerCall, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started, TaskDone,
 )
 from node.protocols.base import TimerFired
 from node.protocols.offers import AttestationCache, default_attestation_verifier
@@ -28,6 +28,7 @@ from node.protocols.release import (
     verify_signed_outcome,
 )
 from node.protocols.testing import GossipNet
+from node.protocols.interpret import LedgerAdapters, UnknownCommand, run_ledger_call
 from node.tee.client import InProcessEnclave
 from node.tee.enclave.core import release_aad
 from node.tee.policy import AttestationPolicy
@@ -154,7 +155,7 @@ class Pair:
         self.drop_response = lambda src, cmd: False  # filter: True drops an outgoing response
         self.on_send = lambda src, cmd: None
         self.crashes = 0
-        self.in_task = False  # True while a RunTask's function runs (ledger calls belong there, not in handle)
+        self.in_task = False  # True while a LedgerCall runs (ledger calls belong there, not in handle)
         for s in sides:
             self.queue.append((s.peer_id, s.gen, Started(s.peer_id)))
 
@@ -187,13 +188,15 @@ class Pair:
                 target = self.sides[cmd.peer]
                 ev = RequestReceived(cmd.protocol, side.peer_id, self.call_ids, cmd.data)
                 self.queue.append((cmd.peer, target.gen, ev))
-            elif isinstance(cmd, RunTask):  # a ledger call: runs when its turn in the queue comes
+            elif isinstance(cmd, LedgerCall):  # a ledger call: runs when its turn in the queue comes
                 self.queue.append((side.peer_id, side.gen, cmd))
             elif isinstance(cmd, Respond):
                 call = self.calls.pop(cmd.request_id, None)
                 if call is not None and not self.drop_response(side, cmd):
                     peer, gen, rid, protocol = call
                     self.queue.append((peer, gen, ResponseReceived(protocol, side.peer_id, rid, cmd.data)))
+            else:
+                raise UnknownCommand(f"the test pair does not know {cmd!r}")
 
     def step(self) -> bool:
         if self.queue:
@@ -202,12 +205,10 @@ class Pair:
             if gen != side.gen:
                 return True  # addressed to a process that died
             try:
-                if isinstance(ev, RunTask):
+                if isinstance(ev, LedgerCall):  # the one interpreter's ledger ops, with the side's adapters
                     self.in_task = True
                     try:
-                        ev = TaskDone(ev.name, ev.fn())
-                    except Exception as exc:
-                        ev = TaskDone(ev.name, None, exc)
+                        ev = run_ledger_call(ev, LedgerAdapters.of(side.proto))
                     finally:
                         self.in_task = False
                 self.carry(side, side.proto.handle(ev, self.now))
@@ -321,7 +322,7 @@ def test_release_rounds_call_the_ledger_in_tasks_funds_checked_before_the_next_r
     ledger, a, b, sched, cid, pair = setup_swap(tmp_path, plans=(CrashPlan(), CrashPlan()))
     # agreed: the offered funds were checked (A's restart on Started resent its hello: a second agree's check too)
     while not (a.proto.state(cid) == b.proto.state(cid) == RUNNING) or \
-            any(isinstance(ev, RunTask) for _, _, ev in pair.queue):
+            any(isinstance(ev, LedgerCall) for _, _, ev in pair.queue):
         assert pair.step()
     for side in (a, b):  # from here on, in the release rounds:
         check, claim = side.proto.check_funds, side.proto.claim
@@ -398,8 +399,8 @@ def _ask_through_tasks(side: Side, data: bytes, peer: str = "12D3KooA"):
     the key) is done, as the runtime would run it."""
     cmds = side.proto.handle(RequestReceived(PROTOCOL_ID, peer, 77, data), NOW + 1)
     while not any(isinstance(c, Respond) for c in cmds):
-        (task,) = [c for c in cmds if isinstance(c, RunTask)]
-        cmds = side.proto.handle(TaskDone(task.name, task.fn()), NOW + 1)
+        (task,) = [c for c in cmds if isinstance(c, LedgerCall)]
+        cmds = side.proto.handle(run_ledger_call(task, LedgerAdapters.of(side.proto)), NOW + 1)
     (resp,) = [c for c in cmds if isinstance(c, Respond)]
     body = wire.decode(wire.decode(resp.data, wire.Signed).body, ErrorBody)
     return body.code, body.reason
@@ -802,7 +803,7 @@ def test_the_initiator_checks_the_offered_funds_as_the_hello_goes_out_once_and_f
         while pair.queue:  # Started, on both sides
             pair.step()
         cmds = a.proto.propose(b.peer_id, sched, pair.now)
-        assert [c.name.split(":")[0] for c in cmds if isinstance(c, RunTask)] == ["release.offered"]
+        assert [c.name.split(":")[0] for c in cmds if isinstance(c, LedgerCall)] == ["release.offered"]
         pair.carry(a, cmds)
         (c,) = a.proto.contracts.values()
         pair.run(until=100, done=lambda: c.rec.state != "proposed")

@@ -23,7 +23,7 @@ from node.protocols.base import (
     RequestReceived,
     Respond,
     ResponseReceived,
-    RunTask,
+    LedgerCall,
     SendRequest,
     SetTimer,
     Started,
@@ -306,21 +306,23 @@ async def test_submit_runs_application_calls_through_a_protocol(tmp_path):
 
 
 class Tasks(Probe):
-    """Starts a slow blocking task and a failing one; a timer due meanwhile must not wait for either."""
+    """Starts a slow blocking ledger call and a failing one; a timer due meanwhile must not wait for either."""
+
+    def check_funds(self, asset, address):  # the ledger adapter the composition root gave this protocol
+        import time
+
+        time.sleep(0.5)  # blocking, as a ledger call is
+        return 5_000
 
     def handle(self, event, now):
         super().handle(event, now)
         if isinstance(event, Started):
-            import time
+            from node.protocols.release import Chunk
 
-            def slow():
-                time.sleep(0.5)  # blocking, as a ledger call is
-                return "slow-done"
-
-            def fail():
-                raise LookupError("no such coin")
-
-            return [RunTask("slow", slow), RunTask("fail", fail), SetTimer("tick", now + 0.05)]
+            chunk = Chunk("BTC-REG", "bcrt1qdeposit", bytes([2]) + bytes(32), 1_000)
+            return [LedgerCall("slow", "funds_state", (chunk,)),
+                    LedgerCall("fail", "contract_funds_missing", (None, 0)),  # (no spec: its op raises)
+                    SetTimer("tick", now + 0.05)]
         return []
 
 
@@ -332,8 +334,8 @@ async def test_driver_runs_tasks_off_the_event_loop_and_reports_them_as_events(t
         order = [e.name for e in p.events if isinstance(e, (TaskDone, TimerFired))]
         assert order == ["fail", "tick", "slow"]  # the timer fired while the slow task was still blocking
         done = {e.name: e for e in p.events if isinstance(e, TaskDone)}
-        assert done["slow"].result == "slow-done" and done["slow"].error is None
-        assert isinstance(done["fail"].error, LookupError) and done["fail"].result is None
+        assert done["slow"].result == ("ok", "") and done["slow"].error is None
+        assert isinstance(done["fail"].error, AttributeError) and done["fail"].result is None
         a.stop()
 
 
