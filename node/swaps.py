@@ -570,6 +570,10 @@ class SwapDesk:
             return
         if n.kind == "release.agreed":
             c = self.release.contracts.get(n.detail.get("contract", ""))
+            if c is not None:  # our chunks are committed now: off our sheet (the enclave signs none of them: I4)
+                for rd in c.rounds:
+                    if rd.giver == c.me:
+                        self._retract_pub(rd.chunk.pubkey)
             if c is not None and len(c.rec.bindings) == 2:
                 self.reporter.observe(hashlib.sha256(c.rec.bindings[1 - c.me].sign_pub).digest(), c.rec.peer,
                                       self.clock.now())

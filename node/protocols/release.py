@@ -1044,6 +1044,7 @@ class ReleaseProtocol:
             return no("schedule", bad)
         cid = contract_id(h.schedule, [h.binding, self.binding])
         known = self.contracts.get(cid.hex())
+        opened = False  # this hello opens the contract here (not a retry of one already agreed)
         if known is None:
             if (ev.peer, schedule_hash(h.schedule)) not in self._expected:
                 return no("not-expected", "no such contract was agreed with this peer")
@@ -1073,6 +1074,7 @@ class ReleaseProtocol:
                 return no("not-held", f"our enclave refused the contract: {exc.code}: {exc.reason}")
             self.contracts[known.key] = known
             self._persist(known)
+            opened = True
             self._expected.discard((ev.peer, schedule_hash(h.schedule)))
             why = self._sync(known)
             if why:
@@ -1087,6 +1089,8 @@ class ReleaseProtocol:
             return no("not-held", f"our enclave refused the contract: {exc.code}: {exc.reason}")
         agree = AgreeBody(cid, self.binding, self.quote, sig)
         cmds: list[Command] = [Respond(ev.request_id, self._seal("agree", agree))]
+        if opened:  # our chunks are committed to it now (the host takes them off its sheet)
+            cmds.append(Notify("release.agreed", {"contract": known.key, "peer": known.rec.peer}))
         if known.rec.state == RUNNING:
             cmds += self._advance(known, now)
         return cmds

@@ -282,6 +282,10 @@ def test_three_chunk_swap_completes_and_each_side_sweeps(tmp_path):
     releases = [c for _, c in pair.sent if wire.decode(c.data, wire.Signed).kind == "release"]
     assert len(releases) == 6  # one message per round, nothing resent
     assert any(n.kind == "release.outcome" and n.detail["status"] == "claimed" for n in a.notes)
+    # both sides say when their chunks became committed (the host takes them off its offer sheet then: the
+    # enclave signs no sheet naming a committed key, I4), each exactly once
+    for side in (a, b):
+        assert [n.detail["contract"] for n in side.notes if n.kind == "release.agreed"] == [cid.hex()], side.peer_id
 
 
 class CountingEnclave:
