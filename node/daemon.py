@@ -20,6 +20,7 @@ the way out.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -380,11 +381,20 @@ class NodeServices:
         return [{**deposit_status(d, self.stack.extra["ledger"], states.get(d.pubkey, "unknown")),
                  "kept_from": kept.get(d.pubkey, "")} for d in store.all()]
 
+    def _consistent(self):
+        """The driver's lock: the contract protocols' ``handle`` runs on a worker thread (it calls the enclave),
+        so a reader of their state on the event loop takes the lock every handle holds, and never iterates a
+        contract table while a handle changes it. Held for the reading only (no ledger call under it)."""
+        driver = getattr(self.node, "driver", None)
+        return driver.lock if driver is not None else contextlib.nullcontext()
+
     def contracts(self) -> list[dict[str, Any]]:
-        return self.stack.desk.contracts() if self.stack.desk else []
+        with self._consistent():
+            return self.stack.desk.contracts() if self.stack.desk else []
 
     def escrow(self) -> dict[str, Any]:
-        return self.stack.escrow.status()
+        with self._consistent():
+            return self.stack.escrow.status()
 
     async def escrow_recover(self, contract: str) -> dict[str, Any]:
         return await self.stack.escrow.recover(self, contract)
