@@ -87,7 +87,7 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
-from libp2p.pubsub.score import ScoreParams, TopicScoreParams
+from libp2p.pubsub.score import PeerScorer, ScoreParams, TopicScoreParams
 from libp2p.pubsub.validators import signature_validator
 
 from node.protocols.base import Result, Validation
@@ -122,7 +122,9 @@ def score_params(app_score: Callable[[str], float] | None = None) -> ScoreParams
     Any REJECT puts it below 0: out of our mesh at the next heartbeat.
     Forgiveness, at the 1 s heartbeat: a peer that sent 5 REJECTed messages
     (-50) is heard again after ``forgiven_after(5, -40)`` = 23 s and gets
-    gossip (IHAVE) again after ``forgiven_after(5, -20)`` = 92 s.
+    gossip (IHAVE) again after ``forgiven_after(5, -20)`` = 92 s; its counter
+    reaches ``DECAY_TO_ZERO`` (score 0: back in the mesh) after
+    ``forgiven_after(5, 0)`` = 619 s (one REJECT: 459 s).
     ``app_score(peer_id) -> float`` is the node's local reputation of the
     peer (P6, weight 1), e.g. the risk engine's view of the peer's devices.
     """
@@ -151,6 +153,8 @@ P4_DECAY = 0.99
 
 def forgiven_after(rejects: int, threshold: float, *, heartbeat: float = 1.0) -> float:
     """Seconds until ``rejects`` REJECTs (P4 only) decay back to ``threshold`` (a negative score)."""
+    if threshold >= 0:  # back to 0: the counter must fall below DECAY_TO_ZERO
+        return heartbeat * math.ceil(math.log(DECAY_TO_ZERO / rejects) / math.log(P4_DECAY))
     penalty = P4_WEIGHT * rejects
     if penalty <= -threshold:
         return 0.0
@@ -187,11 +191,38 @@ IDONTWANT_BEFORE_VALIDATION = 1024
 MAX_IDONTWANT_MESSAGES = 1000
 
 
+#: a decayed counter below this is zeroed (go-libp2p-pubsub's DecayToZero): without it a score that decays
+#: by multiplication never gets back to 0, and a peer that once sent a REJECTed message would stay out of
+#: our mesh (score < 0) for as long as it stays connected
+DECAY_TO_ZERO = 0.01
+
+
+class KsPeerScorer(PeerScorer):
+    """py-libp2p's ``PeerScorer`` whose decayed counters reach zero (``DECAY_TO_ZERO``), as go's do."""
+
+    def on_heartbeat(self, dt_seconds: float = 1.0) -> None:
+        super().on_heartbeat(dt_seconds)
+        for table in (self.time_in_mesh, self.first_message_deliveries, self.mesh_message_deliveries,
+                      self.invalid_messages):
+            for peer in list(table):
+                per_topic = table[peer]
+                for topic in [t for t, v in per_topic.items() if abs(v) < DECAY_TO_ZERO]:
+                    del per_topic[topic]
+                if not per_topic:
+                    del table[peer]
+        for table in (self.behavior_penalty, self.graft_flood_penalties, self.iwant_spam_penalties,
+                      self.ihave_spam_penalties, self.equivocation_penalties):
+            for peer in [p for p, v in table.items() if abs(v) < DECAY_TO_ZERO]:
+                del table[peer]
+
+
 class KsGossipSub(GossipSub):
     """py-libp2p's GossipSub, able to announce a message (IDONTWANT) before validating it."""
 
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
+        if self.scorer is not None:  # (no state yet: swapped for one whose counters decay to zero)
+            self.scorer = KsPeerScorer(self.scorer.params)
         self._announced: dict[bytes, None] = {}  # ids announced before validation, not yet forwarded
         self.max_announced = 4096
         self.counters = {"heartbeats": 0, "pruned_negative": 0, "graft_refused_negative": 0,

@@ -83,7 +83,7 @@ async def test_the_heartbeat_keeps_its_configured_period_quiet_and_under_traffic
         times = beats[x.peer_id]
         for name, lo, hi in (("quiet", t0, t1), ("traffic", t1, t2)):
             window = [t for t in times if lo <= t < hi]
-            g = gaps(window)
+            g = gaps([lo, *window, hi])  # (the window's edges count: no beat at all is one long gap)
             print(f"[heartbeat] {x.peer_id[-6:]} {name}: {len(window)} beats in {hi - lo:.1f}s, "
                   f"gap median {statistics.median(g):.3f}s p95 {sorted(g)[int(0.95 * (len(g) - 1))]:.3f}s "
                   f"max {max(g):.3f}s")
@@ -91,3 +91,21 @@ async def test_the_heartbeat_keeps_its_configured_period_quiet_and_under_traffic
             assert max(g) <= period + slack, (name, max(g))
         assert x.router.heartbeat_interval == period
     assert sinks[1].got >= 100  # the traffic did flow
+
+
+def test_a_penalty_decays_to_zero_at_the_stated_heartbeat_so_the_peer_can_rejoin_the_mesh():
+    from libp2p.peer.id import ID
+
+    from node.runtime.gossip import KsPeerScorer, forgiven_after, score_params
+
+    scorer = KsPeerScorer(score_params())
+    peer = ID(b"\x00\x03abc")
+    for _ in range(5):
+        scorer.on_invalid_message(peer, T)
+    assert scorer.score(peer, [T]) == -50.0
+    stated = int(forgiven_after(5, 0.0))  # 619 heartbeats of 1 s
+    for _ in range(stated - 1):
+        scorer.on_heartbeat()
+    assert -0.2 < scorer.score(peer, [T]) < 0  # still below 0: still out of the mesh
+    scorer.on_heartbeat()
+    assert scorer.score(peer, [T]) == 0.0 and scorer.invalid_messages[peer][T] == 0.0
