@@ -53,6 +53,15 @@ def _run(path: str, key: str | None, as_json: bool, title: str, params=None) -> 
 JSON = typer.Option(False, "--json", help="Print the API's JSON answer")
 
 
+def peer_row(r: dict) -> dict:
+    """One ``keyswitch peers`` row from a ``GET /v1/peers`` entry (score columns: issue #23)."""
+    comps = r.get("score_components", {})
+    return {"peer": r["peer"], "in_offer_mesh": r.get("in_offer_mesh", ""), "score": r.get("score", ""),
+            "invalid(P4)": comps.get("p4_invalid", ""), "behaviour(P5)": comps.get("p5_behaviour", ""),
+            "app(P6)": comps.get("p6_app", ""), "below": ",".join(r.get("below", [])) or "-",
+            "publish_dropped": r.get("publish_dropped", ""), "graylist_dropped": r.get("graylist_dropped", "")}
+
+
 def local_deposits(datadir: Path) -> tuple[dict, str]:
     """``GET /v1/deposits`` without a daemon: the deposit store, the ledger, and the enclave for key states
     (if the enclave cannot start, key states are "unknown" and the source says so)."""
@@ -97,8 +106,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command("peers")
     def peers(as_json: bool = JSON) -> None:
-        """Connected peers."""
-        _run("/v1/peers", "peers", as_json, "peers")
+        """Connected peers, with their gossipsub score, its main components and the messages dropped."""
+        if as_json:
+            _run("/v1/peers", "peers", as_json, "peers")
+            return
+        try:
+            data = call(state.get_datadir(), "GET", "/v1/peers")
+        except DaemonNotRunning as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(3)
+        _table([peer_row(r) for r in data["peers"]], "peers")
 
     @app.command("offers")
     def offers(
