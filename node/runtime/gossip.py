@@ -70,6 +70,8 @@ Heartbeat and mesh (issue #23):
   (PRUNE, with the usual back-off), never grafts one, and a GRAFT from one is
   answered with a PRUNE. py-libp2p prunes only an over-full mesh, so a
   penalised peer kept its slot.
+* **IHAVE gossip only above the gossip threshold** (``gossip_heartbeat``), as
+  the spec says; py-libp2p applied that threshold only when publishing.
 * **Graylist**: py-libp2p checks the graylist threshold only on GRAFT; here
   messages and control from a peer under it are dropped (counted), as go's
   ``AcceptFrom`` does.
@@ -226,7 +228,8 @@ class KsGossipSub(GossipSub):
         self._announced: dict[bytes, None] = {}  # ids announced before validation, not yet forwarded
         self.max_announced = 4096
         self.counters = {"heartbeats": 0, "pruned_negative": 0, "graft_refused_negative": 0,
-                         "graylist_dropped_rpcs": 0}
+                         "graylist_dropped_rpcs": 0, "gossip_withheld": 0}
+        self._grafting = False
         self.last_heartbeat = 0.0
 
     # -- mesh: negative-score peers out (go-libp2p's heartbeat), never grafted
@@ -240,12 +243,19 @@ class KsGossipSub(GossipSub):
         negative: dict[ID, list[str]] = {}
         for topic, peers in self.mesh.items():
             for peer in [p for p in peers if self._score(p, topic) < 0]:
+                # (no local back-off: py-libp2p would then also leave it out of IHAVE gossip, which the
+                # gossip threshold alone decides; the PRUNE tells the peer to wait 60 s before a GRAFT)
                 peers.discard(peer)
-                self._add_back_off(peer, topic, False)
+                if self.scorer is not None:
+                    self.scorer.on_leave_mesh(peer, topic)
                 negative.setdefault(peer, []).append(topic)
                 self.counters["pruned_negative"] += 1
                 log.debug("pruning %s from the %s mesh: score %.2f < 0", peer, topic, self._score(peer, topic))
-        graft, prune = super().mesh_heartbeat()
+        self._grafting = True
+        try:
+            graft, prune = super().mesh_heartbeat()
+        finally:
+            self._grafting = False
         for peer, topics in negative.items():
             for t in topics:
                 if t not in prune[peer]:
@@ -253,12 +263,25 @@ class KsGossipSub(GossipSub):
         return graft, prune
 
     def _get_in_topic_gossipsub_peers_from_minus(self, topic, num_to_select, minus, backoff_check=False):
-        if not backoff_check:  # (fanout, gossip targets: the library's own choice and score gates)
+        if not getattr(self, "_grafting", False):  # (fanout, gossip targets: the library's choice)
             return super()._get_in_topic_gossipsub_peers_from_minus(topic, num_to_select, minus, backoff_check)
-        # mesh grafting: never a peer with a negative score
+        # mesh grafting (in mesh_heartbeat): never a peer with a negative score
         negative = [p for p in self.pubsub.peer_topics.get(topic, ()) if self._score(p, topic) < 0]
         return super()._get_in_topic_gossipsub_peers_from_minus(topic, num_to_select, set(minus) | set(negative),
                                                                 backoff_check)
+
+    def gossip_heartbeat(self):
+        """IHAVE targets, without the peers below the gossip threshold (py-libp2p checks it only on publish)."""
+        targets = super().gossip_heartbeat()
+        if self.scorer is not None:
+            for peer in list(targets):
+                topics = [t for t in targets[peer] if self.scorer.allow_gossip(peer, [t])]
+                if len(topics) < len(targets[peer]):
+                    self.counters["gossip_withheld"] += 1
+                    targets[peer] = {t: targets[peer][t] for t in topics}
+                    if not topics:
+                        del targets[peer]
+        return targets
 
     async def handle_graft(self, graft_msg, sender_peer_id: ID) -> None:
         topic = graft_msg.topicID
@@ -266,7 +289,6 @@ class KsGossipSub(GossipSub):
             self.counters["graft_refused_negative"] += 1
             log.debug("refusing GRAFT from %s on %s: score %.2f < 0", sender_peer_id, topic,
                       self._score(sender_peer_id, topic))
-            self._add_back_off(sender_peer_id, topic, False)
             await self.emit_prune(topic, sender_peer_id, False, False)
             return
         await super().handle_graft(graft_msg, sender_peer_id)

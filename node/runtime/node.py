@@ -186,6 +186,7 @@ class Node:
                                  seed=config.seed, dial_learned=config.dial_learned)
         self.host.set_stream_handler(pex.PEX_PROTOCOL, self.peers.serve)
         self._conns: dict[str, int] = collections.defaultdict(int)
+        self._identify_waited: set[str] = set()  # connected peers not identified within IDENTIFY_WAIT
         self._peer_listeners: list[Callable[[str, bool], None]] = []
         self.host.get_network().register_notifee(_ConnNotifee(self))
         self._cancel: trio.CancelScope | None = None
@@ -204,6 +205,7 @@ class Node:
             if up:
                 self.peers.note_connected(peer)
             else:
+                self._identify_waited.discard(peer)
                 self.peers.kick()
             for fn in list(self._peer_listeners):
                 fn(peer, up)
@@ -246,9 +248,12 @@ class Node:
 
     async def will_speak(self, peer: str, protocol: str, *, wait: float = IDENTIFY_WAIT) -> bool:
         """False when identify (awaited up to ``wait`` s) says ``peer`` does not speak ``protocol``."""
-        with trio.move_on_after(wait):
-            while self.speaks(peer, protocol) is None and peer in self._conns:
-                await trio.sleep(0.02)
+        if peer not in self._identify_waited:  # a peer whose identify never came is waited for once
+            with trio.move_on_after(wait):
+                while self.speaks(peer, protocol) is None and peer in self._conns:
+                    await trio.sleep(0.02)
+            if self.speaks(peer, protocol) is None and peer in self._conns:
+                self._identify_waited.add(peer)
         if self.speaks(peer, protocol) is False:
             self.peers.stats["skipped_unsupported"] += 1
             log.debug("not opening %s to %s: not among the protocols it listed in identify", protocol, peer)
