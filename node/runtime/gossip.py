@@ -183,7 +183,7 @@ def score_components(scorer, peer: ID, topics: list[str]) -> dict[str, float]:
     out["p6_app"] = scorer.app_specific_scores.get(peer, 0.0) * p.p6_appl_slack_weight
     out["p7_ip_colocation"] = -scorer.ip_colocation_penalty(peer)
     for k, v in out.items():  # wire values: finite, rounded
-        out[k] = round(v, 3) if math.isfinite(v) else 0.0
+        out[k] = round(v, 3) + 0.0 if math.isfinite(v) else 0.0  # (+ 0.0: no "-0.0")
     return out
 
 
