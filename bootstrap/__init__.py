@@ -9,7 +9,8 @@ keeps a table of peers seen recently (peers that asked it, peers connected)
 and hands a random sample of them to whoever asks. Bootstrap nodes given each
 other as ``--bootnodes`` stay connected and exchange their tables, so a node
 that knows any one of them finds the peers that used the others. It dials
-only its own bootnodes, never the peers it learns of.
+only its own bootnodes, never the peers it learns of. It lists no sheets protocol in identify, so
+nodes never ask it for the sheets pull (``node.runtime.node``: protocol selection).
 
 Its identity (``identity.key``) lives in ``--datadir`` (default
 ``~/.keyswitch-bootstrap``), so its multiaddr is stable across restarts.

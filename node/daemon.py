@@ -367,7 +367,9 @@ class NodeServices:
 
     def peers(self) -> list[dict[str, Any]]:
         mesh = set(self.node.mesh_peers(self.stack.protocol.topic)) if self.node.pubsub else set()
-        return [{"peer": p, "in_offer_mesh": p in mesh} for p in sorted(self.node.connected_peers())]
+        peers = sorted(self.node.connected_peers())
+        scores = self.node.gossip_health(peers)["peer_scores"]  # gossipsub score, components, drops (issue #23)
+        return [{"peer": p, "in_offer_mesh": p in mesh, **scores.get(p, {})} for p in peers]
 
     def offers(self, asset: str | None, limit: int) -> list[dict[str, Any]]:
         return self.stack.book.rows(now=self.clock.now(), asset=asset, limit=limit)
@@ -831,6 +833,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
                 topic = stack.protocol.topic
                 while True:
                     metrics.peers.set(len(node.connected_peers()))
+                    metrics.set_gossip(node.gossip_health(), node.pubsub.counters if node.pubsub else {})
                     metrics.offers.labels(asset="all").set(stack.book.count(now=clock.now()))
                     counts = {("accept", ""): stack.protocol.stats["accept"]}
                     for result, reasons in stack.protocol.reasons.items():

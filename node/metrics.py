@@ -32,6 +32,18 @@ class NodeMetrics:
         self.requests = Gauge("keyswitch_requests", "Requests for proposals, by what happened to them",
                               ["event"], registry=r)
         self.revocations = Gauge("keyswitch_revocations_applied", "Revocation notices acted on", registry=r)
+        # gossipsub peer scores (issue #23): one series per connected peer, replaced at every update
+        self.peer_score = Gauge("keyswitch_gossip_peer_score", "Gossipsub score of a connected peer", ["peer"],
+                                registry=r)
+        self.peer_score_component = Gauge("keyswitch_gossip_peer_score_component",
+                                          "Gossipsub score components of a connected peer (P1..P7, as summed)",
+                                          ["peer", "component"], registry=r)
+        self.gossip_dropped = Gauge("keyswitch_gossip_dropped",
+                                    "Messages dropped unvalidated: sender below the publish or graylist threshold",
+                                    ["reason"], registry=r)
+        self.gossip_router = Gauge("keyswitch_gossip_router_events",
+                                   "Gossipsub router events: heartbeats, negative-score peers pruned, GRAFTs refused, "
+                                   "graylisted RPCs ignored", ["event"], registry=r)
         self.api_requests = Counter("keyswitch_api_requests", "Local API requests", ["path", "status"], registry=r)
 
     def gossip_in(self, topic: str, result: str, reason: str = "") -> None:
@@ -51,6 +63,19 @@ class NodeMetrics:
         counts["cheater"] = cheaters
         for band, n in counts.items():
             self.reputation.labels(band=band).set(n)
+
+    def set_gossip(self, health: dict, counters: dict) -> None:
+        """From ``Node.gossip_health()`` and ``KsPubsub.counters``: scores of the peers connected now only."""
+        self.peer_score.clear()
+        self.peer_score_component.clear()
+        for peer, row in health.get("peer_scores", {}).items():
+            self.peer_score.labels(peer=peer).set(row["score"])
+            for comp, v in row.get("score_components", {}).items():
+                self.peer_score_component.labels(peer=peer, component=comp).set(v)
+        self.gossip_dropped.labels(reason="publish_threshold").set(counters.get("publish_dropped", 0))
+        self.gossip_dropped.labels(reason="graylist").set(counters.get("graylist_dropped", 0))
+        for event, n in health.get("router", {}).items():
+            self.gossip_router.labels(event=event).set(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -283,6 +283,19 @@ def _run(path: str, key: str | None, as_json: bool, title: str, params=None, fir
 JSON = typer.Option(False, "--json", help="Print the API's JSON answer")
 
 
+def peer_row(r: dict) -> dict:
+    """One ``keyswitch peers`` row from a ``GET /v1/peers`` entry (score columns: issue #23)."""
+    comps = r.get("score_components", {})
+    row = {k: v for k, v in r.items() if k not in ("score_components", "below", "score", "publish_dropped",
+                                                     "graylist_dropped")}  # addresses, mesh state, ...
+    if "score" in r:
+        row.update({"score": r["score"], "invalid(P4)": comps.get("p4_invalid", ""),
+                    "behaviour(P5)": comps.get("p5_behaviour", ""), "app(P6)": comps.get("p6_app", ""),
+                    "below": ",".join(r.get("below", [])) or "-", "publish_dropped": r.get("publish_dropped", ""),
+                    "graylist_dropped": r.get("graylist_dropped", "")})
+    return row
+
+
 def local_deposits(datadir: Path) -> tuple[dict, str]:
     """``GET /v1/deposits`` without a daemon: the deposit store, the ledger, and the enclave for key states
     (if the enclave cannot start, key states are "unknown" and the source says so)."""
@@ -327,8 +340,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command("peers")
     def peers(as_json: bool = JSON) -> None:
-        """Connected peers."""
-        _run("/v1/peers", "peers", as_json, "peers", first=("peer",))
+        """Connected peers, with their gossipsub score, its main components and the messages dropped."""
+        if as_json:
+            _run("/v1/peers", "peers", as_json, "peers")
+            return
+        try:
+            data = call(state.get_datadir(), "GET", "/v1/peers")
+        except DaemonNotRunning as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(3)
+        _table([peer_row(r) for r in data["peers"]], "peers", first=("peer",))
 
     @app.command("offers")
     def offers(

@@ -54,6 +54,27 @@ IDONTWANT (gossipsub v1.2), set as go-libp2p-pubsub does:
   leaves before validation starts (yielding to the per-peer writers until
   their queues drained, 2026-11-27: 2.70 copies per sheet and raw 2.49 in
   the same run; 2.59 to 2.82 without it). Their case is links with real latency.
+
+Heartbeat and mesh (issue #23):
+
+* **Adaptive gossip is off** (``adaptive_gossip_enabled=False``). py-libp2p
+  0.8.1 turns it on by default: every 30 s it computes a "network health"
+  figure and below 0.7 raises the heartbeat to ``max(60, ...)`` (below 0.4
+  ``max(30, ...)``), floors meant for its own 120 s default. Our score has no
+  positive component, so health never passed 0.75 and a quiet minute or a mesh
+  of fewer than 6 peers slowed the 1 s heartbeat 30-60 fold: score decay, mesh
+  repair and IHAVE gossip with it. Off, the heartbeat stays at ``heartbeat``
+  (tests/runtime/test_gossip_heartbeat.py measures it).
+* **Negative-score peers leave the mesh at the heartbeat**, as in go-libp2p:
+  ``KsGossipSub.mesh_heartbeat`` prunes every mesh peer whose score is below 0
+  (PRUNE, with the usual back-off), never grafts one, and a GRAFT from one is
+  answered with a PRUNE. py-libp2p prunes only an over-full mesh, so a
+  penalised peer kept its slot.
+* **IHAVE gossip only above the gossip threshold** (``gossip_heartbeat``), as
+  the spec says; py-libp2p applied that threshold only when publishing.
+* **Graylist**: py-libp2p checks the graylist threshold only on GRAFT; here
+  messages and control from a peer under it are dropped (counted), as go's
+  ``AcceptFrom`` does.
 """
 
 from __future__ import annotations
@@ -68,7 +89,7 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
-from libp2p.pubsub.score import ScoreParams, TopicScoreParams
+from libp2p.pubsub.score import PeerScorer, ScoreParams, TopicScoreParams
 from libp2p.pubsub.validators import signature_validator
 
 from node.protocols.base import Result, Validation
@@ -100,6 +121,12 @@ def score_params(app_score: Callable[[str], float] | None = None) -> ScoreParams
     One REJECT costs 10 points, decaying 1 %/heartbeat (1 s); 4 recent
     REJECTs put a peer under the publish threshold (-40: its messages are
     dropped unvalidated), 8 under the graylist (-80: its RPCs are ignored).
+    Any REJECT puts it below 0: out of our mesh at the next heartbeat.
+    Forgiveness, at the 1 s heartbeat: a peer that sent 5 REJECTed messages
+    (-50) is heard again after ``forgiven_after(5, -40)`` = 23 s and gets
+    gossip (IHAVE) again after ``forgiven_after(5, -20)`` = 92 s; its counter
+    reaches ``DECAY_TO_ZERO`` (score 0: back in the mesh) after
+    ``forgiven_after(5, 0)`` = 619 s (one REJECT: 459 s).
     ``app_score(peer_id) -> float`` is the node's local reputation of the
     peer (P6, weight 1), e.g. the risk engine's view of the peer's devices.
     """
@@ -108,7 +135,7 @@ def score_params(app_score: Callable[[str], float] | None = None) -> ScoreParams
         def fn(peer: ID) -> float:  # noqa: E306
             return float(app_score(peer.to_base58()))
     return ScoreParams(
-        p4_invalid_messages=TopicScoreParams(weight=10.0, cap=100.0, decay=0.99),
+        p4_invalid_messages=TopicScoreParams(weight=P4_WEIGHT, cap=100.0, decay=P4_DECAY),
         p5_behavior_penalty_weight=1.0,
         p5_behavior_penalty_decay=0.99,
         p5_behavior_penalty_threshold=20.0,
@@ -122,10 +149,73 @@ def score_params(app_score: Callable[[str], float] | None = None) -> ScoreParams
     )
 
 
+P4_WEIGHT = 10.0
+P4_DECAY = 0.99
+
+
+def forgiven_after(rejects: int, threshold: float, *, heartbeat: float = 1.0) -> float:
+    """Seconds until ``rejects`` REJECTs (P4 only) decay back to ``threshold`` (a negative score)."""
+    if threshold >= 0:  # back to 0: the counter must fall below DECAY_TO_ZERO
+        return heartbeat * math.ceil(math.log(DECAY_TO_ZERO / rejects) / math.log(P4_DECAY))
+    penalty = P4_WEIGHT * rejects
+    if penalty <= -threshold:
+        return 0.0
+    return heartbeat * math.ceil(math.log(-threshold / penalty) / math.log(P4_DECAY))
+
+
+def score_components(scorer, peer: ID, topics: list[str]) -> dict[str, float]:
+    """The parts of ``scorer.score(peer, topics)`` (py-libp2p's ``PeerScorer``), each as it counts in the sum."""
+    p = scorer.params
+    out = {"p1_time_in_mesh": 0.0, "p2_first_deliveries": 0.0, "p3_mesh_deliveries": 0.0, "p4_invalid": 0.0}
+    for t in topics:
+        out["p1_time_in_mesh"] += p.p1_time_in_mesh.weight * min(scorer.time_in_mesh[peer][t], p.p1_time_in_mesh.cap)
+        out["p2_first_deliveries"] += p.p2_first_message_deliveries.weight * min(
+            scorer.first_message_deliveries[peer][t], p.p2_first_message_deliveries.cap)
+        out["p3_mesh_deliveries"] += p.p3_mesh_message_deliveries.weight * min(
+            scorer.mesh_message_deliveries[peer][t], p.p3_mesh_message_deliveries.cap)
+        out["p4_invalid"] -= p.p4_invalid_messages.weight * min(scorer.invalid_messages[peer][t],
+                                                                 p.p4_invalid_messages.cap)
+    behaviour = (scorer.behavior_penalty.get(peer, 0.0) + scorer.graft_flood_penalties.get(peer, 0.0)
+                 + scorer.iwant_spam_penalties.get(peer, 0.0) + scorer.ihave_spam_penalties.get(peer, 0.0)
+                 + scorer.equivocation_penalties.get(peer, 0.0))
+    over = behaviour - p.p5_behavior_penalty_threshold
+    out["p5_behaviour"] = -over * p.p5_behavior_penalty_weight if over > 0 else 0.0
+    out["p6_app"] = scorer.app_specific_scores.get(peer, 0.0) * p.p6_appl_slack_weight
+    out["p7_ip_colocation"] = -scorer.ip_colocation_penalty(peer)
+    for k, v in out.items():  # wire values: finite, rounded
+        out[k] = round(v, 3) + 0.0 if math.isfinite(v) else 0.0  # (+ 0.0: no "-0.0")
+    return out
+
+
 #: messages this large or larger are announced with IDONTWANT before validation (go's threshold)
 IDONTWANT_BEFORE_VALIDATION = 1024
 #: message ids a peer's IDONTWANTs may name per heartbeat (go's GossipSubMaxIDontWantMessages)
 MAX_IDONTWANT_MESSAGES = 1000
+
+
+#: a decayed counter below this is zeroed (go-libp2p-pubsub's DecayToZero): without it a score that decays
+#: by multiplication never gets back to 0, and a peer that once sent a REJECTed message would stay out of
+#: our mesh (score < 0) for as long as it stays connected
+DECAY_TO_ZERO = 0.01
+
+
+class KsPeerScorer(PeerScorer):
+    """py-libp2p's ``PeerScorer`` whose decayed counters reach zero (``DECAY_TO_ZERO``), as go's do."""
+
+    def on_heartbeat(self, dt_seconds: float = 1.0) -> None:
+        super().on_heartbeat(dt_seconds)
+        for table in (self.time_in_mesh, self.first_message_deliveries, self.mesh_message_deliveries,
+                      self.invalid_messages):
+            for peer in list(table):
+                per_topic = table[peer]
+                for topic in [t for t, v in per_topic.items() if abs(v) < DECAY_TO_ZERO]:
+                    del per_topic[topic]
+                if not per_topic:
+                    del table[peer]
+        for table in (self.behavior_penalty, self.graft_flood_penalties, self.iwant_spam_penalties,
+                      self.ihave_spam_penalties, self.equivocation_penalties):
+            for peer in [p for p, v in table.items() if abs(v) < DECAY_TO_ZERO]:
+                del table[peer]
 
 
 class KsGossipSub(GossipSub):
@@ -133,8 +223,85 @@ class KsGossipSub(GossipSub):
 
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
+        if self.scorer is not None:  # (no state yet: swapped for one whose counters decay to zero)
+            self.scorer = KsPeerScorer(self.scorer.params)
         self._announced: dict[bytes, None] = {}  # ids announced before validation, not yet forwarded
         self.max_announced = 4096
+        self.counters = {"heartbeats": 0, "pruned_negative": 0, "graft_refused_negative": 0,
+                         "graylist_dropped_rpcs": 0, "gossip_withheld": 0}
+        self._grafting = False
+        self.last_heartbeat = 0.0
+
+    # -- mesh: negative-score peers out (go-libp2p's heartbeat), never grafted
+    def _score(self, peer: ID, topic: str) -> float:
+        s = self.scorer.score(peer, [topic]) if self.scorer is not None else 0.0
+        return s if math.isfinite(s) else -math.inf
+
+    def mesh_heartbeat(self):
+        self.counters["heartbeats"] += 1
+        self.last_heartbeat = trio.current_time()
+        negative: dict[ID, list[str]] = {}
+        for topic, peers in self.mesh.items():
+            for peer in [p for p in peers if self._score(p, topic) < 0]:
+                # (no local back-off: py-libp2p would then also leave it out of IHAVE gossip, which the
+                # gossip threshold alone decides; the PRUNE tells the peer to wait 60 s before a GRAFT)
+                peers.discard(peer)
+                if self.scorer is not None:
+                    self.scorer.on_leave_mesh(peer, topic)
+                negative.setdefault(peer, []).append(topic)
+                self.counters["pruned_negative"] += 1
+                log.debug("pruning %s from the %s mesh: score %.2f < 0", peer, topic, self._score(peer, topic))
+        self._grafting = True
+        try:
+            graft, prune = super().mesh_heartbeat()
+        finally:
+            self._grafting = False
+        for peer, topics in negative.items():
+            for t in topics:
+                if t not in prune[peer]:
+                    prune[peer].append(t)
+        return graft, prune
+
+    def _get_in_topic_gossipsub_peers_from_minus(self, topic, num_to_select, minus, backoff_check=False):
+        if not getattr(self, "_grafting", False):  # (fanout, gossip targets: the library's choice)
+            return super()._get_in_topic_gossipsub_peers_from_minus(topic, num_to_select, minus, backoff_check)
+        # mesh grafting (in mesh_heartbeat): never a peer with a negative score
+        negative = [p for p in self.pubsub.peer_topics.get(topic, ()) if self._score(p, topic) < 0]
+        return super()._get_in_topic_gossipsub_peers_from_minus(topic, num_to_select, set(minus) | set(negative),
+                                                                backoff_check)
+
+    def gossip_heartbeat(self):
+        """IHAVE targets, without the peers below the gossip threshold (py-libp2p checks it only on publish)."""
+        targets = super().gossip_heartbeat()
+        if self.scorer is not None:
+            for peer in list(targets):
+                topics = [t for t in targets[peer] if self.scorer.allow_gossip(peer, [t])]
+                if len(topics) < len(targets[peer]):
+                    self.counters["gossip_withheld"] += 1
+                    targets[peer] = {t: targets[peer][t] for t in topics}
+                    if not topics:
+                        del targets[peer]
+        return targets
+
+    async def handle_graft(self, graft_msg, sender_peer_id: ID) -> None:
+        topic = graft_msg.topicID
+        if topic in self.mesh and self._score(sender_peer_id, topic) < 0:
+            self.counters["graft_refused_negative"] += 1
+            log.debug("refusing GRAFT from %s on %s: score %.2f < 0", sender_peer_id, topic,
+                      self._score(sender_peer_id, topic))
+            await self.emit_prune(topic, sender_peer_id, False, False)
+            return
+        await super().handle_graft(graft_msg, sender_peer_id)
+
+    def graylisted(self, peer: ID) -> bool:
+        topics = list(self.mesh) or list(getattr(self.pubsub, "topic_ids", ()))
+        return self.scorer is not None and bool(topics) and self.scorer.is_graylisted(peer, topics)
+
+    async def handle_rpc(self, rpc, sender_peer_id: ID) -> None:
+        if self.graylisted(sender_peer_id):  # go's AcceptFrom: a graylisted peer's control is ignored
+            self.counters["graylist_dropped_rpcs"] += 1
+            return
+        await super().handle_rpc(rpc, sender_peer_id)
 
     async def announce_before_validation(self, msg_id: bytes, topic_ids) -> None:
         """IDONTWANT ``msg_id`` to our mesh peers now; the announcement on forwarding is then skipped."""
@@ -165,6 +332,8 @@ def make_gossipsub(*, rate_limit: float, app_score: Callable[[str], float] | Non
         # repaired only on heartbeats, so 120 s would leave new peers out.
         heartbeat_interval=heartbeat,  # type: ignore[arg-type]
         score_params=score_params(app_score),
+        # see the module docstring: its floors slowed our 1 s heartbeat to 30-60 s
+        adaptive_gossip_enabled=False,
         max_messages_per_topic_per_second=float(rate_limit),
         max_idontwant_messages=MAX_IDONTWANT_MESSAGES,
         # all peers of a loopback test share one IP; the diversity logic is
@@ -180,7 +349,10 @@ class KsPubsub(Pubsub):
         super().__init__(host, router, **kw)
         self.tri_validators: dict[str, TriValidator] = {}
         self._deliver_send, self.deliveries = trio.open_memory_channel[Delivered](deliver_buffer)
-        self.counters = {"accept": 0, "reject": 0, "ignore": 0, "dropped_delivery": 0, "early_idontwant": 0}
+        self.counters = {"accept": 0, "reject": 0, "ignore": 0, "dropped_delivery": 0, "early_idontwant": 0,
+                         "publish_dropped": 0, "graylist_dropped": 0}
+        #: per peer: messages dropped unvalidated under the publish threshold / the graylist
+        self.peer_drops: dict[str, dict[str, int]] = {}
         self.duplicates: dict[str, int] = {}  # topic -> copies received of messages already seen
         self.last_reasons: dict[str, str] = {}
 
@@ -213,9 +385,16 @@ class KsPubsub(Pubsub):
             return
         scorer = getattr(self.router, "scorer", None)
         local = msg_forwarder == self.my_id
-        if not local and scorer is not None and not scorer.allow_publish(msg_forwarder, list(msg.topicIDs)):
-            log.debug("dropping message from %s: under publish threshold", msg_forwarder)
-            return
+        if not local and scorer is not None:
+            graylisted = getattr(self.router, "graylisted", None)
+            if graylisted is not None and graylisted(msg_forwarder):
+                self._drop(msg_forwarder, "graylist_dropped")
+                log.debug("dropping message from %s: under the graylist threshold", msg_forwarder)
+                return
+            if not scorer.allow_publish(msg_forwarder, list(msg.topicIDs)):
+                self._drop(msg_forwarder, "publish_dropped")
+                log.debug("dropping message from %s: under publish threshold", msg_forwarder)
+                return
         if self.strict_signing and not signature_validator(msg):
             log.debug("dropping message with bad pubsub signature from %s", msg_forwarder)
             if scorer is not None:
@@ -254,6 +433,31 @@ class KsPubsub(Pubsub):
                     except trio.WouldBlock:
                         self.counters["dropped_delivery"] += 1
         await self.router.publish(msg_forwarder, msg)
+
+    def _drop(self, peer: ID, key: str) -> None:
+        self.counters[key] += 1
+        p = peer.to_base58()
+        if p not in self.peer_drops and len(self.peer_drops) >= 4096:
+            del self.peer_drops[next(iter(self.peer_drops))]
+        d = self.peer_drops.setdefault(p, {"publish_dropped": 0, "graylist_dropped": 0})
+        d[key] += 1
+
+    def peer_score(self, peer: str, topics: list[str]) -> dict:
+        """Score, its components, the thresholds it is below ("mesh" = below 0: kept out of our mesh; "gossip",
+        "publish", "graylist") and the messages of ``peer`` dropped unvalidated (publish threshold, graylist)."""
+        scorer = getattr(self.router, "scorer", None)
+        pid = ID.from_base58(peer)
+        drops = dict(self.peer_drops.get(peer, {"publish_dropped": 0, "graylist_dropped": 0}))
+        if scorer is None or not topics:
+            return {"score": 0.0, "score_components": {}, "below": [], **drops}
+        score = self.score_of(peer, topics)
+        p = scorer.params
+        under = [name for name, th in (("gossip", p.gossip_threshold), ("publish", p.publish_threshold),
+                                       ("graylist", p.graylist_threshold)) if score < th]
+        if score < 0:
+            under.insert(0, "mesh")
+        return {"score": round(score, 3), "score_components": score_components(scorer, pid, topics),
+                "below": under, **drops}
 
     def score_of(self, peer: str, topics: list[str]) -> float:
         scorer = getattr(self.router, "scorer", None)

@@ -12,6 +12,14 @@ TLS, SECIO and *plaintext*); Yamux is the muxer. Protocol ids are the
 standard ones: ``/ipfs/id/1.0.0``, ``/ipfs/id/push/1.0.0``,
 ``/ipfs/ping/1.0.0``, ``/meshsub/1.2.0`` and ``/meshsub/1.1.0``, plus our
 ``/keyswitch/pex/1.0.0`` peer exchange.
+
+Protocol selection: before opening one of *our* protocols (peer exchange, a
+request such as the sheets pull) to a peer, the node reads the protocols the
+peer listed in identify (``speaks``; waiting up to ``IDENTIFY_WAIT`` for
+identify to finish). A peer that listed them but not this one is not asked:
+no stream, no "protocol not supported" error line (py-libp2p logs one at
+error level for every failed negotiation), ``peering.skipped_unsupported``
+counts it. A peer that never completed identify is asked as before.
 """
 
 from __future__ import annotations
@@ -43,6 +51,10 @@ from node.runtime.peering import PeerManager
 from node.runtime.streams import StreamFailed, StreamPool
 
 log = logging.getLogger("keyswitch.runtime")
+
+IDENTIFY_ID = "/ipfs/id/1.0.0"
+#: seconds a request waits for identify of a just-connected peer before asking it blind
+IDENTIFY_WAIT = 3.0
 
 
 @dataclass
@@ -174,6 +186,7 @@ class Node:
                                  seed=config.seed, dial_learned=config.dial_learned)
         self.host.set_stream_handler(pex.PEX_PROTOCOL, self.peers.serve)
         self._conns: dict[str, int] = collections.defaultdict(int)
+        self._identify_waited: set[str] = set()  # connected peers not identified within IDENTIFY_WAIT
         self._peer_listeners: list[Callable[[str, bool], None]] = []
         self.host.get_network().register_notifee(_ConnNotifee(self))
         self._cancel: trio.CancelScope | None = None
@@ -192,6 +205,7 @@ class Node:
             if up:
                 self.peers.note_connected(peer)
             else:
+                self._identify_waited.discard(peer)
                 self.peers.kick()
             for fn in list(self._peer_listeners):
                 fn(peer, up)
@@ -215,6 +229,36 @@ class Node:
         self.peers.known.note(info.peer_id.to_base58(), [addr], trio.current_time())
         await self.host.connect(info)
         return info.peer_id.to_base58()
+
+    def speaks(self, peer: str, protocol: str) -> bool | None:
+        """True/False: ``peer`` listed / did not list ``protocol`` in identify; None: not identified (yet)."""
+        try:
+            pid = ID.from_base58(peer)
+        except Exception:
+            return None
+        identified = getattr(self.host, "_identified_peers", None)
+        store = self.host.get_peerstore()
+        try:
+            protocols = set(store.get_protocols(pid)) if store.has_peer(pid) else set()
+        except Exception:
+            protocols = set()
+        if not (identified is not None and pid in identified) and IDENTIFY_ID not in protocols:
+            return None
+        return protocol in protocols
+
+    async def will_speak(self, peer: str, protocol: str, *, wait: float = IDENTIFY_WAIT) -> bool:
+        """False when identify (awaited up to ``wait`` s) says ``peer`` does not speak ``protocol``."""
+        if peer not in self._identify_waited:  # a peer whose identify never came is waited for once
+            with trio.move_on_after(wait):
+                while self.speaks(peer, protocol) is None and peer in self._conns:
+                    await trio.sleep(0.02)
+            if self.speaks(peer, protocol) is None and peer in self._conns:
+                self._identify_waited.add(peer)
+        if self.speaks(peer, protocol) is False:
+            self.peers.stats["skipped_unsupported"] += 1
+            log.debug("not opening %s to %s: not among the protocols it listed in identify", protocol, peer)
+            return False
+        return True
 
     async def disconnect(self, peer: str) -> None:
         await self.host.disconnect(ID.from_base58(peer))
@@ -249,12 +293,25 @@ class Node:
                     raise StreamFailed(f"no address known for peer {peer} (asked our connected peers; is it "
                                        f"online and on network {self.net!r}?)")
                 await self.peers.dial(peer)
+        if not await self.will_speak(peer, protocol, wait=min(IDENTIFY_WAIT, timeout)):
+            raise StreamFailed(f"peer {peer} does not speak {protocol} (not in the protocols it listed in identify)")
         return await self.streams.ask(peer, protocol, data, timeout=timeout)
 
     def mesh_peers(self, topic: str) -> list[str]:
         if self.router is None:
             return []
         return sorted(p.to_base58() for p in self.router.mesh.get(topic, ()))
+
+    def gossip_health(self, peers: list[str] | None = None) -> dict[str, Any]:
+        """Per connected peer: gossipsub score, its components, thresholds below, drops; the router's counters
+        (heartbeats, negative-score prunes, refused GRAFTs, graylisted RPCs) and the configured heartbeat."""
+        topics = list(self.pubsub.topic_ids) if self.pubsub else []
+        peers = sorted(self.connected_peers()) if peers is None else peers
+        return {
+            "peer_scores": {p: self.pubsub.peer_score(p, topics) for p in peers} if self.pubsub and topics else {},
+            "router": dict(getattr(self.router, "counters", {})) if self.router is not None else {},
+            "heartbeat": self.config.heartbeat,
+        }
 
     def status(self) -> dict[str, Any]:
         topics = list(self.pubsub.topic_ids) if self.pubsub else []
@@ -265,6 +322,7 @@ class Node:
             "listen_addrs": self.listen_addrs,
             "peers": peers,
             "scores": {p: round(self.pubsub.score_of(p, topics), 3) for p in peers} if self.pubsub and topics else {},
+            **self.gossip_health(peers),
             "mesh": {t: self.mesh_peers(t) for t in topics},
             "gossip": dict(self.pubsub.counters) if self.pubsub else {},
             "gossip_last_reasons": dict(self.pubsub.last_reasons) if self.pubsub else {},

@@ -64,7 +64,8 @@ class PeerManager:
         self.backoff: dict[str, _Backoff] = {}
         self.dialing: set[str] = set()
         self.stats = {"dials": 0, "dial_failures": 0, "pex_asked": 0, "pex_learned": 0,
-                      "pex_served": 0, "rebootstraps": 0, "lookups": 0, "lookup_failures": 0}
+                      "pex_served": 0, "rebootstraps": 0, "lookups": 0, "lookup_failures": 0,
+                      "skipped_unsupported": 0}
         self._kick = trio.Event()
         self._had_peers = False
 
@@ -157,6 +158,9 @@ class PeerManager:
     # --------------------------------------------------------- peer exchange
     async def ask_peers(self, peer: str, *, find: list[str] = ()) -> int:
         """Ask ``peer`` for peers (and for the addresses of the peers in ``find``); returns how many were new."""
+        will_speak = getattr(self.node, "will_speak", None)
+        if will_speak is not None and not await will_speak(peer, pex.PEX_PROTOCOL):
+            return 0  # identify says it has no peer exchange (another implementation, a plain libp2p node)
         self.stats["pex_asked"] += 1
         try:
             data = await ask(self.node.host, peer, pex.PEX_PROTOCOL,
@@ -181,6 +185,7 @@ class PeerManager:
         if self.known.addrs(peer):
             return True
         connected = [p for p in self.node.connected_peers() if p != peer]
+        connected = [p for p in connected if self._may_speak_pex(p)]
         asked = sorted(connected, key=lambda p: (p not in self.boot_ids, self.rng.random()))[:ask_at_most]
         self.stats["lookups"] += 1
         async with trio.open_nursery() as n:
@@ -205,6 +210,11 @@ class PeerManager:
         out = pex.answer(self.known, data, asker, net=self.node.net, now=now)
         self.stats["pex_served"] += 1
         await write_response(stream, out)
+
+    def _may_speak_pex(self, peer: str) -> bool:
+        """Not known (from identify) to lack peer exchange."""
+        speaks = getattr(self.node, "speaks", None)
+        return speaks is None or speaks(peer, pex.PEX_PROTOCOL) is not False
 
     def note_connected(self, peer: str) -> None:
         """A connection opened (either way): a first-hand sighting."""
@@ -245,6 +255,7 @@ class PeerManager:
             await self._top_up()
             connected = self.node.connected_peers()
             now = self.now()
+            connected = [p for p in connected if self._may_speak_pex(p)]
             if connected and (now >= next_pex or len(connected) < self.target and now >= next_pex - self.pex_interval + 2):
                 boots = [p for p in connected if p in self.boot_ids]
                 peer = self.rng.choice(boots or connected)

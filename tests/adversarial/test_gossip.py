@@ -1,0 +1,205 @@
+"""Gossip attacks on real in-process nodes over loopback (issue #23).
+
+* a peer that sent rejected messages must be muted and pruned for a *bounded* time, as configured: with
+  py-libp2p's adaptive gossip its heartbeat (and so the score decay) slowed to 60 s, muting it 12-23 min;
+* a peer with a negative score must lose its mesh slot at the next heartbeat and not get it back by GRAFT
+  (go-libp2p's behaviour; py-libp2p prunes only an over-full mesh);
+* a peer that does not speak our protocols (another implementation, a bootstrap node) must not be asked
+  on them: no stream attempt, no error line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import trio
+from libp2p.peer.id import ID
+
+from node.protocols.base import PeerConnected, ResponseReceived, SendRequest, Validation, topic
+from node.runtime import NodeConfig, run_host
+from node.runtime import pex
+from node.runtime.gossip import score_params
+
+pytestmark = pytest.mark.network
+
+T = topic("gsp", "probe", 1)
+ASKED = "/keyswitch/gsp/sheets/1"  # a stream protocol of ours, asked on connect (as the offers pull is)
+
+
+class Probe:
+    """validate: b"bad*" REJECT, anything else ACCEPT; records what it got. Asks ``ASKED`` of every new peer."""
+
+    topics = (T,)
+    stream_protocols = (ASKED,)
+
+    def __init__(self, ask: bool = False) -> None:
+        self.got: list[tuple[bytes, str]] = []
+        self.verdicts: list[str] = []
+        self.responses: list[ResponseReceived] = []
+        self.ask = ask
+        self._req = 0
+
+    def validate(self, topic_, data, from_peer, now):
+        v = Validation.reject("bad") if data.startswith(b"bad") else Validation.accept()
+        self.verdicts.append(v.result.value)
+        return v
+
+    def handle(self, event, now):
+        from node.protocols.base import GossipReceived, RequestReceived, Respond
+
+        if isinstance(event, GossipReceived):
+            self.got.append((event.data, event.from_peer))
+        if isinstance(event, RequestReceived):
+            return [Respond(event.request_id, b"answer")]
+        if isinstance(event, ResponseReceived):
+            self.responses.append(event)
+        if isinstance(event, PeerConnected) and self.ask:
+            self._req += 1
+            return [SendRequest(ASKED, event.peer, self._req, b"hello", 5.0)]
+        return []
+
+
+def cfg(tmp: Path, name: str, **kw) -> NodeConfig:
+    kw.setdefault("target_peers", 4)
+    kw.setdefault("pex_interval", 3600.0)
+    return NodeConfig(datadir=tmp / name, net="gsp", seed=1, **kw)  # default heartbeat (1 s)
+
+
+async def wait_for(pred, timeout=15.0):
+    with trio.fail_after(timeout):
+        while not pred():
+            await trio.sleep(0.05)
+
+
+async def test_a_peer_that_sent_5_rejected_messages_is_heard_again_and_gets_gossip_within_the_stated_time(tmp_path):
+    params = score_params()
+    p4 = params.p4_invalid_messages  # 5 REJECTs: 5 x weight, times decay per 1 s heartbeat
+
+    def forgiven(threshold):
+        return math.ceil(math.log(-threshold / (5 * p4.weight)) / math.log(p4.decay))
+    heard_after = forgiven(params.publish_threshold)  # 23 s at the 1 s heartbeat
+    gossip_after = forgiven(params.gossip_threshold)  # 92 s
+    async with trio.open_nursery() as n:
+        pa, pm, pb = Probe(), Probe(), Probe()
+        # a star around a (nobody dials the peers it learns of): m's messages reach a only from m itself
+        a = await n.start(run_host, cfg(tmp_path, "a", dial_learned=False), [pa])
+        m = await n.start(run_host, cfg(tmp_path, "m", dial_learned=False), [pm])  # the attacker
+        b = await n.start(run_host, cfg(tmp_path, "b", dial_learned=False), [pb])
+        await m.connect(a.listen_addrs[0])
+        await b.connect(a.listen_addrs[0])
+        await wait_for(lambda: set(a.mesh_peers(T)) == {m.peer_id, b.peer_id})
+
+        ihaves: list[float] = []  # IHAVEs the attacker gets from a (gossip: a sends them only above -20)
+        orig = m.router.handle_ihave
+
+        async def spy(msg, sender, orig=orig):
+            if sender == ID.from_base58(a.peer_id):
+                ihaves.append(trio.current_time())
+            await orig(msg, sender)
+        m.router.handle_ihave = spy
+        # the attacker sends its own messages straight to a, mesh or not (go-libp2p's default flood publish)
+        m.router._get_peers_to_send = lambda *args, **kw: [ID.from_base58(a.peer_id)]
+
+        for i in range(5):
+            await m.publish(T, b"bad-%d" % i)
+        await wait_for(lambda: pa.verdicts.count("reject") == 5)
+        t0 = trio.current_time()
+        assert a.pubsub.score_of(m.peer_id, [T]) == pytest.approx(-50, abs=1)
+
+        heard: list[float] = []
+
+        async def attacker_speaks() -> None:
+            i = 0
+            while not heard:
+                i += 1
+                await m.publish(T, b"ok-m-%d" % i)
+                await trio.sleep(1.0)
+                if any(d.startswith(b"ok-m-") and fwd == m.peer_id for d, fwd in pa.got):
+                    heard.append(trio.current_time())
+
+        async def honest_traffic() -> None:  # something for a to gossip about
+            i = 0
+            while True:
+                i += 1
+                await b.publish(T, b"ok-b-%d" % i)
+                await trio.sleep(0.5)
+
+        n.start_soon(honest_traffic)
+        n.start_soon(attacker_speaks)
+        with trio.move_on_after(gossip_after + 30):
+            while not (heard and [t for t in ihaves if t > t0]):
+                await trio.sleep(0.2)
+        assert heard and [t for t in ihaves if t > t0], (
+            f"after {trio.current_time() - t0:.0f}s: heard again {bool(heard)}, IHAVEs from a since the penalty "
+            f"{len([t for t in ihaves if t > t0])}, score {a.pubsub.score_of(m.peer_id, [T]):.1f}, "
+            f"m in a's mesh {m.peer_id in a.mesh_peers(T)}")
+        assert set(a.connected_peers()) == {m.peer_id, b.peer_id} and b.peer_id not in m.connected_peers()
+        t_heard = heard[0] - t0
+        t_gossip = min(t for t in ihaves if t > t0) - t0
+        print(f"[gossip] heard again after {t_heard:.1f}s (stated {heard_after:.0f}s); gossip again after "
+              f"{t_gossip:.1f}s (stated {gossip_after:.0f}s); publish drops {a.pubsub.counters.get('publish_dropped')}")
+        assert heard_after - 6 <= t_heard <= heard_after + 6, (t_heard, heard_after)
+        assert gossip_after - 10 <= t_gossip <= gossip_after + 10, (t_gossip, gossip_after)
+        assert a.pubsub.counters["publish_dropped"] >= 10  # muted meanwhile, and counted
+        for x in (a, m, b):
+            x.stop()
+        n.cancel_scope.cancel()
+
+
+async def test_a_negative_score_peer_is_pruned_from_the_mesh_at_the_heartbeat_and_its_graft_refused(tmp_path):
+    async with trio.open_nursery() as n:
+        pa = Probe()
+        a = await n.start(run_host, cfg(tmp_path, "a"), [pa])
+        m = await n.start(run_host, cfg(tmp_path, "m"), [Probe()])
+        others = [await n.start(run_host, cfg(tmp_path, x), [Probe()]) for x in "bc"]
+        for x in [m, *others]:
+            await x.connect(a.listen_addrs[0])
+        await wait_for(lambda: set(a.mesh_peers(T)) == {m.peer_id, *(o.peer_id for o in others)})
+
+        await m.publish(T, b"bad-once")  # one REJECT: -10, above every threshold but below 0
+        await wait_for(lambda: pa.verdicts.count("reject") == 1)
+        assert -40 < a.pubsub.score_of(m.peer_id, [T]) < 0
+        with trio.fail_after(2.5):  # the next heartbeat (1 s) prunes it
+            while m.peer_id in a.mesh_peers(T):
+                await trio.sleep(0.05)
+        assert set(a.mesh_peers(T)) == {o.peer_id for o in others}
+        await wait_for(lambda: a.peer_id not in m.mesh_peers(T))  # m got the PRUNE
+
+        # the attacker GRAFTs itself back at once, as a hostile peer would: refused, it stays out
+        await m.router.emit_graft(T, ID.from_base58(a.peer_id))
+        for _ in range(30):
+            await trio.sleep(0.1)
+            assert m.peer_id not in a.mesh_peers(T)
+        assert a.status()["peer_scores"][m.peer_id]["below"][:1] == ["mesh"]
+        for x in (a, m, *others):
+            x.stop()
+
+
+async def test_our_protocols_are_not_opened_to_a_peer_that_did_not_list_them_in_identify(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="libp2p")
+    async with trio.open_nursery() as n:
+        asker = Probe(ask=True)
+        a = await n.start(run_host, cfg(tmp_path, "a", pex_interval=1.0, dial_interval=0.5), [asker])
+        # another implementation: libp2p with identify, ping and gossipsub, none of our protocols
+        x = await n.start(run_host, cfg(tmp_path, "x"), [])
+        x.host.remove_stream_handler(pex.PEX_PROTOCOL)
+        await a.connect(x.listen_addrs[0])
+        await wait_for(lambda: asker.responses)
+        await trio.sleep(5.0)  # several peer-exchange rounds
+        errors = [r.getMessage() for r in caplog.records
+                  if r.levelno >= logging.WARNING and ("Failed to open stream" in r.getMessage()
+                                                       or "protocol not supported" in r.getMessage())]
+        assert errors == [], errors[:1]
+        assert "does not speak" in asker.responses[0].error, asker.responses[0]
+        assert a.peers.stats["pex_asked"] == 0 and a.peers.stats["skipped_unsupported"] >= 1, a.peers.stats
+
+        # a peer that does speak them is asked as before
+        b = await n.start(run_host, cfg(tmp_path, "b"), [Probe()])
+        await a.connect(b.listen_addrs[0])
+        await wait_for(lambda: any(r.peer == b.peer_id and r.data == b"answer" for r in asker.responses))
+        await wait_for(lambda: a.peers.stats["pex_asked"] >= 1)
+        for y in (a, x, b):
+            y.stop()

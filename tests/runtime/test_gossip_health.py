@@ -1,0 +1,111 @@
+"""The gossipsub heartbeat keeps its configured period (issue #23), measured on real in-process nodes.
+
+py-libp2p 0.8.1's adaptive gossip (on by default) recomputed a "network health" figure every 30 s and, below
+0.7, set the heartbeat to max(60, ...): our 1 s heartbeat became 60 s in any small or quiet network. The
+test records every heartbeat of three nodes over 35 s of silence then 30 s of traffic (65 s in all).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import trio
+
+from node.localnet import timeout_factor
+from node.protocols.base import Validation, topic
+from node.runtime import NodeConfig, run_host
+
+pytestmark = pytest.mark.network
+
+T = topic("hb", "probe", 1)
+QUIET, BUSY = 35.0, 30.0
+
+
+class Sink:
+    topics = (T,)
+    stream_protocols = ()
+
+    def __init__(self) -> None:
+        self.got = 0
+
+    def validate(self, topic_, data, from_peer, now):
+        return Validation.accept()
+
+    def handle(self, event, now):
+        from node.protocols.base import GossipReceived
+
+        if isinstance(event, GossipReceived):
+            self.got += 1
+        return []
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in zip(times, times[1:])]
+
+
+async def test_the_heartbeat_keeps_its_configured_period_quiet_and_under_traffic(tmp_path):
+    sinks = [Sink() for _ in range(3)]
+    async with trio.open_nursery() as n:
+        nodes = [await n.start(run_host, NodeConfig(datadir=tmp_path / x, net="hb", target_peers=4,
+                                                     pex_interval=3600.0, seed=1), [s])
+                 for x, s in zip("abc", sinks)]
+        a, b, c = nodes
+        await a.connect(b.listen_addrs[0])
+        await c.connect(b.listen_addrs[0])
+        with trio.fail_after(15):
+            while not (len(b.mesh_peers(T)) == 2 and a.mesh_peers(T) and c.mesh_peers(T)):
+                await trio.sleep(0.05)
+        beats: dict[str, list[float]] = {x.peer_id: [] for x in nodes}
+        for x in nodes:  # record each heartbeat (the router calls mesh_heartbeat once per heartbeat)
+            orig = x.router.mesh_heartbeat
+
+            def rec(orig=orig, lst=beats[x.peer_id]):
+                lst.append(trio.current_time())
+                return orig()
+            x.router.mesh_heartbeat = rec
+        t0 = trio.current_time()
+        await trio.sleep(QUIET)
+        t1 = trio.current_time()
+        with trio.move_on_after(BUSY):
+            i = 0
+            while True:  # 10 messages a second in all
+                i += 1
+                await a.publish(T, b"a-%d" % i)
+                await c.publish(T, b"c-%d" % i)
+                await trio.sleep(0.2)
+        t2 = trio.current_time()
+        for x in nodes:
+            x.stop()
+    period = nodes[0].config.heartbeat
+    slack = 1.5 * timeout_factor()  # a loaded 2-core machine delays a trio sleep, not by 30 s
+    for x in nodes:
+        times = beats[x.peer_id]
+        for name, lo, hi in (("quiet", t0, t1), ("traffic", t1, t2)):
+            window = [t for t in times if lo <= t < hi]
+            g = gaps([lo, *window, hi])  # (the window's edges count: no beat at all is one long gap)
+            print(f"[heartbeat] {x.peer_id[-6:]} {name}: {len(window)} beats in {hi - lo:.1f}s, "
+                  f"gap median {statistics.median(g):.3f}s p95 {sorted(g)[int(0.95 * (len(g) - 1))]:.3f}s "
+                  f"max {max(g):.3f}s")
+            assert len(window) >= 0.8 * (hi - lo) / period, (name, len(window))
+            assert max(g) <= period + slack, (name, max(g))
+        assert x.router.heartbeat_interval == period
+    assert sinks[1].got >= 100  # the traffic did flow
+
+
+def test_a_penalty_decays_to_zero_at_the_stated_heartbeat_so_the_peer_can_rejoin_the_mesh():
+    from libp2p.peer.id import ID
+
+    from node.runtime.gossip import KsPeerScorer, forgiven_after, score_params
+
+    scorer = KsPeerScorer(score_params())
+    peer = ID(b"\x00\x03abc")
+    for _ in range(5):
+        scorer.on_invalid_message(peer, T)
+    assert scorer.score(peer, [T]) == -50.0
+    stated = int(forgiven_after(5, 0.0))  # 619 heartbeats of 1 s
+    for _ in range(stated - 1):
+        scorer.on_heartbeat()
+    assert -0.2 < scorer.score(peer, [T]) < 0  # still below 0: still out of the mesh
+    scorer.on_heartbeat()
+    assert scorer.score(peer, [T]) == 0.0 and scorer.invalid_messages[peer][T] == 0.0
