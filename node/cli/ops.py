@@ -284,15 +284,21 @@ JSON = typer.Option(False, "--json", help="Print the API's JSON answer")
 
 
 def peer_row(r: dict) -> dict:
-    """One ``keyswitch peers`` row from a ``GET /v1/peers`` entry (score columns: issue #23)."""
+    """One ``keyswitch peers`` row from a ``GET /v1/peers`` entry: its fields, and the gossipsub score (issue
+    #23) in two columns that fit 80 columns: the score with its non-zero components (P4 invalid messages, P5
+    behaviour, P6 application) and the thresholds it is below; the messages dropped (publish / graylist).
+    Every component, zero or not, is in ``--json``."""
     comps = r.get("score_components", {})
     row = {k: v for k, v in r.items() if k not in ("score_components", "below", "score", "publish_dropped",
                                                      "graylist_dropped")}  # addresses, mesh state, ...
     if "score" in r:
-        row.update({"score": r["score"], "invalid(P4)": comps.get("p4_invalid", ""),
-                    "behaviour(P5)": comps.get("p5_behaviour", ""), "app(P6)": comps.get("p6_app", ""),
-                    "below": ",".join(r.get("below", [])) or "-", "publish_dropped": r.get("publish_dropped", ""),
-                    "graylist_dropped": r.get("graylist_dropped", "")})
+        parts = [f"{name} {comps[key]:g}" for name, key in (("P4", "p4_invalid"), ("P5", "p5_behaviour"),
+                                                           ("P6", "p6_app"))
+                 if isinstance(comps.get(key), (int, float)) and comps[key]]
+        below = ",".join(r.get("below", []))
+        row["score"] = f"{r['score']:g}" if isinstance(r["score"], (int, float)) else str(r["score"])
+        row["score"] += (f" ({', '.join(parts)})" if parts else "") + (f" below {below}" if below else "")
+        row["dropped"] = f"{r.get('publish_dropped', 0)}/{r.get('graylist_dropped', 0)}"
     return row
 
 
