@@ -106,21 +106,26 @@ def tcp_listen_ports(listen: list[str]) -> list[tuple[str, int]]:
 
 
 def check_listen_ports_free(listen: list[str]) -> None:
-    """OSError(EADDRINUSE) naming the port when a fixed listen port is already held. py-libp2p's TCP listener
-    sets SO_REUSEPORT (for hole punching), so a second node would otherwise bind the same port silently."""
+    """OSError(EADDRINUSE) naming the port when a fixed listen port already has a live listener. py-libp2p's TCP
+    listener sets SO_REUSEPORT (for hole punching), so a second node would otherwise bind the same port
+    silently and the kernel would split incoming connections between the two.
+
+    The probe is a connection, not a bind: only a listener accepts one. A bind probe also fails while the
+    sockets of a node that just stopped linger on the port (its accepted connections closing), and would
+    refuse a restart on the same port that py-libp2p itself would accept."""
     import errno
     import socket
 
     for host, port in tcp_listen_ports(listen):
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # no SO_REUSEPORT: a live listener fails it
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        target = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(1.0)
             try:
-                s.bind((host, port))
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise OSError(errno.EADDRINUSE, f"swarm port {host}:{port} is already in use "
-                                                    f"(network.listen)") from None
-                raise
+                s.connect((target, port))
+            except OSError:  # refused, unreachable, timed out: nobody listens there
+                continue
+        raise OSError(errno.EADDRINUSE, f"swarm port {host}:{port} is already in use (network.listen)")
 
 
 async def _no_auto_connect() -> None:
@@ -350,14 +355,22 @@ class Node:
             with trio.CancelScope() as scope:
                 self._cancel = scope
                 async with self.host.run(listen_addrs=[multiaddr.Multiaddr(a) for a in self.config.listen]):
-                    self.listen_addrs = self.announce_addrs()
-                    if self.pubsub is not None:
-                        async with background_trio_service(self.pubsub):
-                            async with background_trio_service(self.router):
-                                await self.pubsub.wait_until_ready()
-                                await self._serve(task_status)
-                    else:
-                        await self._serve(task_status)
+                    try:
+                        self.listen_addrs = self.announce_addrs()
+                        if self.pubsub is not None:
+                            async with background_trio_service(self.pubsub):
+                                async with background_trio_service(self.router):
+                                    await self.pubsub.wait_until_ready()
+                                    await self._serve(task_status)
+                        else:
+                            await self._serve(task_status)
+                    finally:
+                        # py-libp2p's TCP listeners run in nurseries of their own: cancelling the swarm's
+                        # service leaves them accepting. Close the swarm (connections, then listeners) here,
+                        # so a stopped node's port is free again (a node restarted in-process on it).
+                        with trio.move_on_after(5) as cs:
+                            cs.shield = True
+                            await self.host.get_network().close()
         finally:
             self.stopped.set()
 

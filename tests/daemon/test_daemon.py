@@ -82,7 +82,8 @@ def test_readiness_lines_cli_and_auth(daemon):
         assert out.returncode == 0, out.stderr
         assert isinstance(json.loads(out.stdout)[key], list)
     table = cli(daemon.datadir, "status")
-    assert table.returncode == 0 and "peer_id" in table.stdout
+    assert table.returncode == 0 and "peer id" in table.stdout  # for people: one fact a line
+    assert swarm in table.stdout.replace("\n", "")  # the multiaddr to copy, whole
     # deposit --wait beside a running daemon: made through its API, confirmations read from the shared ledger
     out = cli(daemon.datadir, "deposit", "--chunks", "1", "--wait", "2", "--block-interval", "0.1", "--json")
     assert out.returncode == 0, out.stderr
