@@ -331,8 +331,10 @@ class SwapDesk:
         return (Hold(dev[0], peer, dev[1], biggest),)
 
     def _spec_holds(self, spec, me: int) -> tuple:
-        """What a language contract puts at risk: every chunk another party's enclave gives to us (in a ring,
-        our predecessor's), at our price, on that party's device (the whole value: no tit-for-tat here)."""
+        """What a language contract puts at risk: per other party whose enclave gives chunks to us (in a ring,
+        our predecessor), its biggest such chunk at our price, on its device (the steps run in order, each
+        enclave releasing only what the contract allows then: what we have given and not got back is at most
+        one step, as in a swap)."""
         from node.risk.caps import Hold
 
         n = len(spec.parties)
@@ -346,7 +348,7 @@ class SwapDesk:
             if dev is None:
                 continue
             out.append(Hold(dev[0], peer, dev[1],
-                            sum(self._chunk_worth(c.asset, c.amount, c.address, peer) for c in p.chunks)))
+                            max(self._chunk_worth(c.asset, c.amount, c.address, peer) for c in p.chunks)))
         return tuple(out)
 
     def sync_holds(self, now: float) -> None:

@@ -15,7 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from node.risk.allocate import Allocation, CandidateTable, Limits, allocate
-from node.risk.caps import Caps, CapPolicy, Hold, Refusal
+from node.risk.caps import CAP_SETTING, Caps, CapPolicy, Hold, Refusal
 from node.risk.classes import ClassRegistry
 from node.risk.reputation import Reputation
 from node.risk.types import Candidate
@@ -156,6 +156,21 @@ class RiskEngine:
             _ALLOCATIONS[key] = alloc
             while len(_ALLOCATIONS) > _ALLOCATIONS_MAX:
                 _ALLOCATIONS.pop(next(iter(_ALLOCATIONS)))
+        if alloc.ok:  # the allocator bounds each device and owner; a class's room is shared by its devices
+            by_class: dict[str, int] = {}
+            for i in alloc.chosen:
+                by_class[cands[i].device_class] = by_class.get(cands[i].device_class, 0) + cands[i].usd_cents
+            ex = self.caps.exposure.by_class
+            for k, v in by_class.items():
+                lim = self.caps.classes.class_cap(k)
+                if ex.get(k, 0) + v > lim:
+                    why = (f"class cap: class {k} would hold ${(ex.get(k, 0) + v) / 100:.2f} of ${lim / 100:.2f} "
+                           f"allowed (holds ${ex.get(k, 0) / 100:.2f}, the allocation asks ${v / 100:.2f}; "
+                           f"{CAP_SETTING['class']})")
+                    alloc = Allocation(alloc.chosen, alloc.target_cents, alloc.total_cents, alloc.eligible_cents,
+                                       alloc.smallest_eligible_cents, f"cannot cover {usd_cents / 100:.2f} USD: "
+                                       + why, alloc.notes)
+                    break
         return Choice(alloc, tuple(cands[i] for i in alloc.chosen) if alloc.ok else ())
 
     def hold(self, offers: Iterable[Candidate]) -> None:
