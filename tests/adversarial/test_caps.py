@@ -174,3 +174,39 @@ def test_holds_survive_a_restart_with_contracts_in_flight(pair):
     assert _held_on(victim.engine, _device(attacker)) == LIMIT, "the restart forgot the holds in flight"
     out = _swap_by_hand(net, victim, attacker.peer_id, now, 1)
     assert out[0][0] == 409 and "device cap:" in out[0][1], out
+
+
+# ------------------------------------------------------------------ defaults that work on a small network
+def test_a_100_usd_request_on_a_four_node_network_of_50_usd_chunks_is_covered_and_says_how(tmp_path):
+    """The README's ``keyswitch dev`` network: four nodes, $50 chunks, the default limits
+    (risk.max_share_device = 0.25). A $100 request left every device a $25 share, under one chunk: it always
+    failed with "device cap kept out ...". A share cap is never below one chunk now, and the answer says so."""
+    now = time.time()
+    ledger = DevLedger(None, automine=True)
+    nodes = [make_node(tmp_path, f"n{i}", ledger, "BTC-REG", 3, now) for i in range(4)]
+    try:
+        net = GossipNet()
+        connect(net, now, *nodes)
+        me = nodes[0]
+        for usd in (100, 150):
+            rid, cmds = me.rfp.request("BTC-REG", usd * 100, "swap", now)
+            net.call(me.peer_id, me.rfp, cmds, now)
+            net.advance(now + 10)
+            res = me.rfp.results[rid]
+            assert res.ok, f"a ${usd} request on a 4-node network failed: {res.reason}"
+            assert res.total_cents == usd * 100
+            devices = {c.device_id for c in res.offers}
+            assert len(devices) == usd // 50, "one chunk per device: the diversity rule still spreads the request"
+            assert any("risk.max_share_device=0.25" in n and "raised to one chunk" in n for n in res.notes), res.notes
+            assert "risk.max_share_device=0.25" in res.to_json()["notes"][0]
+        # what cannot be covered says which setting kept it out: $200 allows one $50 chunk per device (a quarter),
+        # and three providers hold $150 that way
+        rid, cmds = me.rfp.request("BTC-REG", 200 * 100, "swap", now + 1)
+        net.call(me.peer_id, me.rfp, cmds, now + 1)
+        net.advance(now + 20)
+        res = me.rfp.results[rid]
+        assert not res.ok, res
+        assert "device cap kept out" in res.reason and "risk.max_share_device=0.25" in res.reason, res.reason
+    finally:
+        for s in nodes:
+            s.close()
