@@ -362,7 +362,8 @@ class SwapDesk:
         wanted: dict[str, tuple] = {}
         present: set[tuple] = set()
         for key, c in list(self.release.contracts.items()):
-            present.add(("swap", c.rec.peer, schedule_hash(c.rec.schedule)))
+            if self._reserved:  # (what a reservation waits for; hashed only while one waits)
+                present.add(("swap", c.rec.peer, schedule_hash(c.rec.schedule)))
             if c.rec.state in TERMINAL:
                 continue
             them = 1 - c.me
