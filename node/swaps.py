@@ -41,6 +41,9 @@ from node import wire
 
 log = logging.getLogger("keyswitch.swaps")
 VALUE_TOLERANCE = 0.98
+#: s an agreed contract's exposure stays reserved before its contract exists (the initiator proposes as soon as
+#: the offer is answered, within the API's 35 s; a responder hears the hello right after)
+RESERVE_TTL = 60.0
 RECORD_GRACE = 120.0  # s a settled claim waits for its release record to be resent (a crash lost it)
 
 
@@ -380,8 +383,9 @@ class SwapDesk:
                 wanted[key] = engine.holds[key]
         engine.sync_holds(wanted)
 
-    def _reserve(self, match: tuple, holds: tuple, now: float, ttl: float = 120.0) -> str | None:
-        """Check ``holds`` against every cap and hold them until the contract ``match`` names is in a store;
+    def _reserve(self, match: tuple, holds: tuple, now: float, ttl: float = RESERVE_TTL) -> str | None:
+        """Check ``holds`` against every cap and hold them until the contract ``match`` names is in a store
+        (or ``ttl`` seconds: a contract agreed but never started, e.g. one whose open an enclave refused);
         None, or the refusal (which cap, which device, which figures, which setting)."""
         self.sync_holds(now)
         key = "v-" + hashlib.sha256(repr(match).encode()).hexdigest()[:32]
