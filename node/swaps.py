@@ -296,7 +296,6 @@ class SwapDesk:
             self._kept = (at, kept_chunks(self.release.store, self.run.store))
         return self._kept[1]
 
-
     # -------------------------------------------------------------- exposure holds
     def _chunk_worth(self, asset: str, amount: int, address: str, origin: str) -> int:
         row = self._book_offer(address, origin)
