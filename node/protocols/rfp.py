@@ -263,13 +263,14 @@ def validate_proposal(data: bytes, *, net: str, now: float, request: Request | N
     # [IGNORE] The proposer was drawn to answer this request.
     if not drawn(request.request_id, prop.proposer, request.draw_bp):
         return _ignore("proposer not drawn for this request"), None
-    # [REJECT] Within the request's own limits.
+    # [REJECT] Within the request's own limits (a device's share is never below one chunk: node.risk.allocate).
     per_dev: dict[bytes, list[int]] = {}
     for o in prop.offers:
         per_dev.setdefault(o.device_id, []).append(o.usd_cents)
     lim = request.limits()
     for dev, vals in per_dev.items():
-        if len(vals) > lim.max_per_device or sum(vals) > int(lim.max_share_device * request.usd_cents):
+        if len(vals) > lim.max_per_device or sum(vals) > max(int(lim.max_share_device * request.usd_cents),
+                                                              min(vals)):
             return _reject(f"over the request's per-device limit for device {dev.hex()[:16]}"), None
     return Validation.accept(), prop
 
