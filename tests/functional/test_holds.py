@@ -48,9 +48,9 @@ def test_concurrent_swaps_against_one_device_stay_within_its_cap_and_release_the
 
         trio.run(main)
         refused = [body["error"] for status, body in answers if status == 409 and "cap" in body.get("error", "")]
-        agreed = [body for status, body in answers if status == 200]
+        agreed = [body for status, body in answers if status in (200, 201)]
         # B's simulated device starts at a $100 limit; each swap holds one $50 chunk of it
-        assert len(agreed) <= 2, f"A agreed to {len(agreed)} concurrent swaps against one $100 device: {answers}"
+        assert 1 <= len(agreed) <= 2, f"A agreed to {len(agreed)} concurrent swaps against one $100 device: {answers}"
         assert len(refused) >= 2, answers
         assert all("device cap:" in r and "allowed (" in r and "device class limit" in r for r in refused), refused
 
