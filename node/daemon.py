@@ -527,10 +527,17 @@ class NodeServices:
             raise ApiError(500, f"planning the {kind} failed: {type(exc).__name__}: {exc}") from None
         if terms.get("key_escrow"):  # our chunks' keys in shares held by other nodes (node.escrowdesk)
             spec, summary = await self.stack.escrow.attach(self, spec, summary, terms["key_escrow"])
+        why = desk.reserve_spec(spec, self.clock.now())  # the peer's device, owner and class caps, held
+        if why:
+            raise ApiError(409, why)
         data = spec.encode()
-        if kind == "escrow":
-            await self._offer(arbiter, "arbiter", data)
-        await self._offer(peer, kind, data)
+        try:
+            if kind == "escrow":
+                await self._offer(arbiter, "arbiter", data)
+            await self._offer(peer, kind, data)
+        except BaseException:
+            desk.unreserve_spec(spec)
+            raise
         await self._submit(desk.run, lambda now: desk.feed_heights(now) + desk.run.start(spec, now))
         return {"state": "agreed", "contract": spec_id(spec).hex(), **summary}
 
@@ -554,9 +561,16 @@ class NodeServices:
             spec, summary = desk.plan_ring(give, legs, chunks, deadline_blocks)
         except ValueError as exc:
             raise ApiError(409, str(exc)) from None
+        why = desk.reserve_spec(spec, self.clock.now())  # our predecessor's device, owner and class caps, held
+        if why:
+            raise ApiError(409, why)
         data = spec.encode()
-        for p, _ in legs:
-            await self._offer(p, "ring", data)
+        try:
+            for p, _ in legs:
+                await self._offer(p, "ring", data)
+        except BaseException:
+            desk.unreserve_spec(spec)
+            raise
         await self._submit(desk.run, lambda now: desk.feed_heights(now) + desk.run.start(spec, now))
         return {"state": "agreed", "contract": spec_id(spec).hex(), **summary}
 
@@ -597,6 +611,18 @@ class NodeServices:
             schedule, summary = desk.plan_swap(peer, give, take, chunks)
         except ValueError as exc:
             raise ApiError(409, str(exc)) from None
+        # the initiator's own caps on the peer named by hand: its device's reputation, device, owner and class
+        # caps, checked and held from now (released if the offer comes to nothing, else when the contract ends)
+        why = desk.reserve_swap(peer, schedule, self.clock.now())
+        if why:
+            raise ApiError(409, why)
+        try:
+            return await self._offer_swap(desk, peer, schedule, summary)
+        except BaseException:
+            desk.unreserve_swap(peer, schedule)
+            raise
+
+    async def _offer_swap(self, desk, peer: str, schedule, summary: dict[str, Any]) -> dict[str, Any]:
         rfp = self.stack.rfp
         box: dict[str, Any] = {}
         token = trio.lowlevel.current_trio_token()

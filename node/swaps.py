@@ -41,6 +41,9 @@ from node import wire
 
 log = logging.getLogger("keyswitch.swaps")
 VALUE_TOLERANCE = 0.98
+#: s an agreed contract's exposure stays reserved before its contract exists (the initiator proposes as soon as
+#: the offer is answered, within the API's 35 s; a responder hears the hello right after)
+RESERVE_TTL = 60.0
 RECORD_GRACE = 120.0  # s a settled claim waits for its release record to be resent (a crash lost it)
 
 
@@ -222,6 +225,9 @@ class SwapDesk:
             store=ContractStore(stack.extra["datadir"] / "runs", record_type=RunRecord), claim_policy=claim_policy,
             price_of=self._price, price_tolerance=price_tolerance)
         self.arbitrated: dict[str, Any] = {}  # contract id hex -> spec, for escrows we arbitrate
+        #: exposure reserved for contracts agreed but not yet in a contract store (the peer's hello, our
+        #: proposal, the run's open are still to come): key -> (expires at, what matches it in the stores)
+        self._reserved: dict[str, tuple[float, tuple]] = {}
         stack.rfp.on_contract = self.accept
         self.reporter = OutcomeReporter(
             net=stack.net, engine=stack.engine, outcomes=lambda: self.stack.outcomes,
@@ -289,6 +295,139 @@ class SwapDesk:
         if self._kept is None or self._kept[0] != at:
             self._kept = (at, kept_chunks(self.release.store, self.run.store))
         return self._kept[1]
+
+    # -------------------------------------------------------------- exposure holds
+    def _chunk_worth(self, asset: str, amount: int, address: str, origin: str) -> int:
+        row = self._book_offer(address, origin)
+        return self._worth(asset, amount, int(row["usd_cents"]) if row else 0)
+
+    def _device_of(self, peer: str, sign_pub: bytes | None, addresses: list[str]) -> tuple[bytes, str] | None:
+        """(device id, class) of ``peer``'s enclave: from its binding when the contract has it (a device id is
+        the SHA-256 of the enclave signing key), else from its offers in our book."""
+        device = hashlib.sha256(sign_pub).digest() if sign_pub else None
+        dclass = None
+        for a in addresses:
+            row = self._book_offer(a, peer)
+            if row is not None and (device is None or bytes(row["device_id"]) == device):
+                device, dclass = bytes(row["device_id"]), row["device_class"]
+                break
+        if device is None:
+            return None
+        if dclass is None:
+            rec = self.stack.engine.reputation.record(device)
+            dclass = rec.device_class if rec is not None else "unknown"
+        return device, dclass
+
+    def _swap_holds(self, peer: str, schedule, them: int, sign_pub: bytes | None = None) -> tuple:
+        """What a swap with ``peer`` (party ``them`` of ``schedule``) puts at risk: its biggest chunk due to us,
+        at our price (tit-for-tat: a withholder takes at most one chunk), on its device."""
+        from node.risk.caps import Hold
+
+        theirs = [r.chunk for r in schedule.rounds if r.giver == them]
+        if not theirs:
+            return ()
+        dev = self._device_of(peer, sign_pub, [c.address for c in theirs])
+        if dev is None:
+            return ()
+        biggest = max(self._chunk_worth(c.asset, c.amount, c.address, peer) for c in theirs)
+        return (Hold(dev[0], peer, dev[1], biggest),)
+
+    def _spec_holds(self, spec, me: int) -> tuple:
+        """What a language contract puts at risk: per other party whose enclave gives chunks to us (in a ring,
+        our predecessor), its biggest such chunk at our price, on its device (the steps run in order, each
+        enclave releasing only what the contract allows then: what we have given and not got back is at most
+        one step, as in a swap)."""
+        from node.risk.caps import Hold
+
+        n = len(spec.parties)
+        ring = spec.source.split("contract ", 1)[-1].split()[:1] == ["ring"]
+        out = []
+        for i, p in enumerate(spec.parties):
+            if i == me or not p.chunks or (ring and i != (me - 1) % n):
+                continue
+            peer = p.binding.peer_id
+            dev = self._device_of(peer, p.binding.sign_pub, [c.address for c in p.chunks])
+            if dev is None:
+                continue
+            out.append(Hold(dev[0], peer, dev[1],
+                            max(self._chunk_worth(c.asset, c.amount, c.address, peer) for c in p.chunks)))
+        return tuple(out)
+
+    def sync_holds(self, now: float) -> None:
+        """Rebuild the risk engine's holds from the contract stores (one source of truth, so holds survive a
+        restart with contracts in flight): every contract not ended holds its exposure; a reservation holds
+        until its contract appears in a store (then the contract holds) or it expires."""
+        from node.protocols.contract_run import TERMINAL as RUN_TERMINAL
+        from node.protocols.release import TERMINAL, schedule_hash
+
+        engine = self.stack.engine
+        wanted: dict[str, tuple] = {}
+        present: set[tuple] = set()
+        for key, c in list(self.release.contracts.items()):
+            if self._reserved:  # (what a reservation waits for; hashed only while one waits)
+                present.add(("swap", c.rec.peer, schedule_hash(c.rec.schedule)))
+            if c.rec.state in TERMINAL:
+                continue
+            them = 1 - c.me
+            pub = c.rec.bindings[them].sign_pub if len(c.rec.bindings) == 2 else None
+            wanted["c-" + key] = self._swap_holds(c.rec.peer, c.rec.schedule, them, pub)
+        for key, r in list(self.run.runs.items()):
+            present.add(("run", key))
+            if r.rec.state not in RUN_TERMINAL:
+                wanted["r-" + key] = self._spec_holds(r.spec, r.me)
+        for key, (until, match) in list(self._reserved.items()):
+            if match in present or until <= now:
+                del self._reserved[key]
+            elif key in engine.holds:
+                wanted[key] = engine.holds[key]
+        engine.sync_holds(wanted)
+
+    def _reserve(self, match: tuple, holds: tuple, now: float, ttl: float = RESERVE_TTL) -> str | None:
+        """Check ``holds`` against every cap and hold them until the contract ``match`` names is in a store
+        (or ``ttl`` seconds: a contract agreed but never started, e.g. one whose open an enclave refused);
+        None, or the refusal (which cap, which device, which figures, which setting)."""
+        self.sync_holds(now)
+        key = "v-" + hashlib.sha256(repr(match).encode()).hexdigest()[:32]
+        if key in self._reserved:
+            return None  # the same contract offered again
+        refusal = self.stack.engine.try_hold(key, holds, now)
+        if refusal is not None:
+            return f"risk: {refusal.reason}"
+        self._reserved[key] = (now + ttl, match)
+        return None
+
+    def _unreserve(self, match: tuple) -> None:
+        key = "v-" + hashlib.sha256(repr(match).encode()).hexdigest()[:32]
+        self._reserved.pop(key, None)
+        self.stack.engine.release_hold(key)
+
+    def unreserve_swap(self, peer: str, schedule) -> None:
+        """The contract offer came to nothing (refused, no answer): its reservation goes."""
+        from node.protocols.release import schedule_hash
+
+        self._unreserve(("swap", peer, schedule_hash(schedule)))
+
+    def unreserve_spec(self, spec) -> None:
+        from node.contracts.spec import spec_id
+
+        self._unreserve(("run", spec_id(spec).hex()))
+
+    def reserve_swap(self, peer: str, schedule, now: float, them: int = 1) -> str | None:
+        """Either side of a swap with ``peer``: its device, owner and class caps, checked and held."""
+        from node.protocols.release import schedule_hash
+
+        holds = self._swap_holds(peer, schedule, them)
+        if not holds:
+            return f"risk: no device of {peer} is known for the chunks it would give (not in this node's book)"
+        return self._reserve(("swap", peer, schedule_hash(schedule)), holds, now)
+
+    def reserve_spec(self, spec, now: float) -> str | None:
+        """Either side of a language contract: every counterparty device's caps, checked and held."""
+        from node.contracts.spec import spec_id
+
+        ids = spec.ids
+        me = ids.index(self._identity().binding.peer_id)
+        return self._reserve(("run", spec_id(spec).hex()), self._spec_holds(spec, me), now)
 
     # -------------------------------------------------------------- planning
     def plan_swap(self, peer: str, give_asset: str, take_asset: str, chunks: int):
@@ -468,6 +607,9 @@ class SwapDesk:
                         got += worth  # at OUR price, never the declared figure
         if got < VALUE_TOLERANCE * give:
             return f"value: would give {give / 100:.2f} USD for {got / 100:.2f} USD"
+        why = self.reserve_spec(spec, now)  # every counterparty device's caps, checked and held
+        if why:
+            return why
         self.run.expect(spec)
         return None
 
@@ -526,13 +668,10 @@ class SwapDesk:
                 device, dclass = bytes(row["device_id"]), row["device_class"]
         if got < VALUE_TOLERANCE * give:
             return f"value: would give {give / 100:.2f} USD for {got / 100:.2f} USD"
-        if device is not None:
-            engine = self.stack.engine
-            if engine.reputation.record(device) is None:
-                engine.reputation.observe(device, peer, dclass, now)
-            refusal = engine.caps.check(device, peer, dclass, biggest, now)  # tit-for-tat: one chunk at risk
-            if refusal is not None:
-                return f"risk: {refusal.reason}"
+        if device is not None:  # tit-for-tat: one chunk at risk, checked against every cap and held
+            why = self.reserve_swap(peer, schedule, now, them=0)
+            if why:
+                return why
         self.release.expect(peer, schedule)
         return None
 
@@ -558,7 +697,10 @@ class SwapDesk:
     def on_notify(self, n) -> None:
         """Driver notifications: a released key leaves our own sheet; an agreed contract makes the peer's
         device known here (its outcome report may arrive before our own side ends); a finished contract
-        feeds reputation and is reported to the network."""
+        feeds reputation and is reported to the network. Any contract event brings the exposure holds up to
+        date (a contract agreed holds, one ended releases)."""
+        if n.kind.startswith(("release.", "contract.")):
+            self.sync_holds(self.clock.now())
         if n.kind == "release.released":
             self._retract_released(n.detail)
             return
@@ -590,6 +732,7 @@ class SwapDesk:
                 assets |= {c.asset for p in r.spec.parties for c in p.chunks}
                 assets |= {p.value for p in r.spec.params if isinstance(p.value, str)}
         self.reporter.flush(now)  # every second: claims whose release record never came back
+        self.sync_holds(now)  # (resumed contracts after a restart; reservations that expired)
         cmds = []
         ledger = self.stack.extra["ledger"]
         for a in sorted(assets):

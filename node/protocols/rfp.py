@@ -263,13 +263,14 @@ def validate_proposal(data: bytes, *, net: str, now: float, request: Request | N
     # [IGNORE] The proposer was drawn to answer this request.
     if not drawn(request.request_id, prop.proposer, request.draw_bp):
         return _ignore("proposer not drawn for this request"), None
-    # [REJECT] Within the request's own limits.
+    # [REJECT] Within the request's own limits (a device's share is never below one chunk: node.risk.allocate).
     per_dev: dict[bytes, list[int]] = {}
     for o in prop.offers:
         per_dev.setdefault(o.device_id, []).append(o.usd_cents)
     lim = request.limits()
     for dev, vals in per_dev.items():
-        if len(vals) > lim.max_per_device or sum(vals) > int(lim.max_share_device * request.usd_cents):
+        if len(vals) > lim.max_per_device or sum(vals) > max(int(lim.max_share_device * request.usd_cents),
+                                                              min(vals)):
             return _reject(f"over the request's per-device limit for device {dev.hex()[:16]}"), None
     return Validation.accept(), prop
 
@@ -296,11 +297,13 @@ class Chosen:
     from_proposers: tuple[str, ...]  # peers whose proposals hold at least one chosen offer
     proposals: int
     reason: str = ""
+    notes: tuple[str, ...] = ()  # how the allocation rules bent (``Allocation.notes``)
 
     def to_json(self) -> dict:
         return {"request_id": self.request_id.hex(), "ok": self.ok, "total_cents": self.total_cents,
                 "target_cents": self.target_cents, "overshoot_cents": max(0, self.total_cents - self.target_cents),
                 "proposals": self.proposals, "from_proposers": list(self.from_proposers), "reason": self.reason,
+                "notes": list(self.notes),
                 "offers": [{"offer_id": c.offer_id.hex(), "device": c.device_id.hex(), "owner": c.owner_id,
                             "usd_cents": c.usd_cents, "address": c.address} for c in self.offers]}
 
@@ -592,7 +595,7 @@ class RfpProtocol:
             choice = local
         peers = tuple(sorted(set().union(set(), *(contributed[c.offer_id] for c in choice.offers)) - {self.local_peer}))
         result = Chosen(rid, choice.ok, choice.offers, choice.allocation.total_cents if choice.ok else 0,
-                        req.usd_cents, peers, len(open_.proposals), choice.allocation.reason)
+                        req.usd_cents, peers, len(open_.proposals), choice.allocation.reason, choice.allocation.notes)
         self.results[rid] = result
         while len(self.results) > 1000:
             self.results.pop(next(iter(self.results)))

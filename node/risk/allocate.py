@@ -117,6 +117,8 @@ class Allocation:
     eligible_cents: int
     smallest_eligible_cents: int
     reason: str = ""  # set when X cannot be covered
+    #: how the rules were applied when they had to bend (a share cap raised to one chunk on a small network)
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -173,14 +175,33 @@ def allocate(table: CandidateTable, target_cents: int, *, limits: Limits = Limit
     n = len(table)
     nd, no = len(table.devices), len(table.owners)
     score = np.zeros(nd) if device_score is None else np.asarray(device_score, dtype=float)
-    dcap = np.full(nd, int(limits.max_share_device * target_cents), dtype=np.int64)
-    if device_headroom is not None:
-        dcap = np.minimum(dcap, np.asarray(device_headroom, dtype=np.int64))
-    ocap = np.full(no, int(limits.max_share_owner * target_cents), dtype=np.int64)
-    if owner_headroom is not None:
-        ocap = np.minimum(ocap, np.asarray(owner_headroom, dtype=np.int64))
     if n == 0:
         return Allocation((), target_cents, 0, 0, 0, "the offer book holds no offers for this asset")
+    # the diversity shares (a fraction of X) are never below one chunk: on a small network, or for a small X,
+    # a share under the device's (owner's) smallest offer would keep every device out; the exposure caps
+    # (headroom) still bound what rides on each device
+    notes: list[str] = []
+    big = np.iinfo(np.int64).max
+    pos_value = np.where(table.value > 0, table.value, big)
+    dev_min = np.full(nd, big, dtype=np.int64)
+    np.minimum.at(dev_min, table.device, pos_value)
+    own_min = np.full(no, big, dtype=np.int64)
+    np.minimum.at(own_min, table.owner, pos_value)
+    dshare, oshare = int(limits.max_share_device * target_cents), int(limits.max_share_owner * target_cents)
+    dcap = np.maximum(np.full(nd, dshare, dtype=np.int64), np.where(dev_min < big, dev_min, 0))
+    ocap = np.maximum(np.full(no, oshare, dtype=np.int64), np.where(own_min < big, own_min, 0))
+    if (dcap > dshare).any():
+        notes.append(f"risk.max_share_device={limits.max_share_device:g} of {target_cents / 100:.2f} USD is "
+                     f"{dshare / 100:.2f} USD, below one chunk for {int((dcap > dshare).sum())} of {nd} device(s): "
+                     f"their share cap is raised to one chunk (their smallest offer)")
+    if (ocap > oshare).any():
+        notes.append(f"risk.max_share_owner={limits.max_share_owner:g} of {target_cents / 100:.2f} USD is "
+                     f"{oshare / 100:.2f} USD, below one chunk for {int((ocap > oshare).sum())} of {no} owner(s): "
+                     f"their share cap is raised to one chunk (their smallest offer)")
+    if device_headroom is not None:
+        dcap = np.minimum(dcap, np.asarray(device_headroom, dtype=np.int64))
+    if owner_headroom is not None:
+        ocap = np.minimum(ocap, np.asarray(owner_headroom, dtype=np.int64))
 
     rng = np.random.default_rng(seed)
     # devices ranked by score (ties in a seeded random order); within a device its
@@ -217,11 +238,18 @@ def allocate(table: CandidateTable, target_cents: int, *, limits: Limits = Limit
             "device cap": int(values[positive & ~dev_ok].sum()),
             "owner cap": int(values[dev_ok & ~own_ok].sum()),
         }
-        why = ", ".join(f"{k} kept out {v / 100:.2f} USD" for k, v in kept_out.items() if v)
+        setting = {
+            "device cap": f"risk.max_share_device={limits.max_share_device:g} (never below one chunk), "
+                          f"risk.max_per_device={limits.max_per_device}, and each device's exposure headroom "
+                          f"(its class limit less what contracts in flight hold)",
+            "owner cap": f"risk.max_share_owner={limits.max_share_owner:g} (never below one chunk) and each "
+                         f"owner's exposure headroom",
+        }
+        why = ", ".join(f"{k} kept out {v / 100:.2f} USD [{setting[k]}]" for k, v in kept_out.items() if v)
         reason = (f"cannot cover {target_cents / 100:.2f} USD: eligible offers total {eligible_total / 100:.2f} USD "
                   f"of {int(values.sum()) / 100:.2f} USD in the book" + (f" ({why})" if why else ""))
         return Allocation(tuple(int(order[i]) for i in elig), target_cents, eligible_total, eligible_total,
-                          int(ev.min()) if len(ev) else 0, reason)
+                          int(ev.min()) if len(ev) else 0, reason, tuple(notes))
 
     vmax = int(ev.max())
     smallest_pos = int(np.argmin(ev))  # kept back from the bulk
@@ -241,7 +269,7 @@ def allocate(table: CandidateTable, target_cents: int, *, limits: Limits = Limit
                                  limits.max_per_device)
     total = int(values[picked].sum()) if picked else 0
     return Allocation(tuple(int(order[i]) for i in picked), target_cents, total, eligible_total,
-                      int(ev[smallest_pos]))
+                      int(ev[smallest_pos]), notes=tuple(notes))
 
 
 def _improve_across(values: np.ndarray, dev: np.ndarray, own: np.ndarray, positive: np.ndarray,

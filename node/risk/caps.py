@@ -34,6 +34,25 @@ class Refusal:
         return self.reason
 
 
+@dataclass(frozen=True)
+class Hold:
+    """One exposure a contract holds: ``usd_cents`` riding on ``device`` (of ``owner``, in ``device_class``)."""
+
+    device: bytes
+    owner: str
+    device_class: str
+    usd_cents: int
+
+
+#: where each cap's limit comes from (named in every refusal)
+CAP_SETTING = {
+    "device": "device class limit at its score: start_limit + growth x score, x the TCB weight "
+              "(node/risk/classes.py, tcb_policy.toml)",
+    "owner": "owner cap: CapPolicy.owner_multiple x its best device's limit, at most CapPolicy.owner_max_cents",
+    "class": "class cap: ClassRegistry.class_cap_cents per device class",
+}
+
+
 @dataclass
 class CapPolicy:
     owner_multiple: float = 2.0
@@ -198,7 +217,9 @@ class Caps:
                   ("class", self.classes.class_cap(dclass), self.exposure.by_class.get(dclass, 0))]
         for cap, lim, held in checks:
             if held + cents > lim:
-                who = {"device": device.hex()[:16], "owner": owner, "class": dclass}[cap]
+                who = {"device": f"{owner[:12]}.. device {device.hex()[:12]}..", "owner": f"owner {owner}",
+                       "class": f"class {dclass}"}[cap]
                 return Refusal(cap, lim, held, cents,
-                               f"{cap} cap for {who}: holds {held} + asks {cents} > limit {lim} cents")
+                               f"{cap} cap: {who} would hold ${(held + cents) / 100:.2f} of ${lim / 100:.2f} "
+                               f"allowed (holds ${held / 100:.2f}, asks ${cents / 100:.2f}; {CAP_SETTING[cap]})")
         return None

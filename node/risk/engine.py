@@ -15,7 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from node.risk.allocate import Allocation, CandidateTable, Limits, allocate
-from node.risk.caps import Caps, CapPolicy
+from node.risk.caps import CAP_SETTING, Caps, CapPolicy, Hold, Refusal
 from node.risk.classes import ClassRegistry
 from node.risk.reputation import Reputation
 from node.risk.types import Candidate
@@ -49,6 +49,9 @@ class RiskEngine:
         self._rooms_cache: tuple | None = None
         self._kept_table: CandidateTable | None = None  # the book table last asked for: its rooms are kept
         self._observed: tuple | None = None  # (table, reputation) whose devices are all known
+        #: exposure held by the live node, by key (a contract id, a proposal, a reservation): what ``caps``
+        #: counts; ``sync_holds`` makes it equal to what the contract stores say is in flight
+        self.holds: dict[str, tuple[Hold, ...]] = {}
 
     # ------------------------------------------------------------- scoring
     def app_score(self, peer_id: str, now: float) -> float:
@@ -153,10 +156,25 @@ class RiskEngine:
             _ALLOCATIONS[key] = alloc
             while len(_ALLOCATIONS) > _ALLOCATIONS_MAX:
                 _ALLOCATIONS.pop(next(iter(_ALLOCATIONS)))
+        if alloc.ok:  # the allocator bounds each device and owner; a class's room is shared by its devices
+            by_class: dict[str, int] = {}
+            for i in alloc.chosen:
+                by_class[cands[i].device_class] = by_class.get(cands[i].device_class, 0) + cands[i].usd_cents
+            ex = self.caps.exposure.by_class
+            for k, v in by_class.items():
+                lim = self.caps.classes.class_cap(k)
+                if ex.get(k, 0) + v > lim:
+                    why = (f"class cap: class {k} would hold ${(ex.get(k, 0) + v) / 100:.2f} of ${lim / 100:.2f} "
+                           f"allowed (holds ${ex.get(k, 0) / 100:.2f}, the allocation asks ${v / 100:.2f}; "
+                           f"{CAP_SETTING['class']})")
+                    alloc = Allocation(alloc.chosen, alloc.target_cents, alloc.total_cents, alloc.eligible_cents,
+                                       alloc.smallest_eligible_cents, f"cannot cover {usd_cents / 100:.2f} USD: "
+                                       + why, alloc.notes)
+                    break
         return Choice(alloc, tuple(cands[i] for i in alloc.chosen) if alloc.ok else ())
 
     def hold(self, offers: Iterable[Candidate]) -> None:
-        """Count chosen offers as exposure (a contract started with them)."""
+        """Count chosen offers as exposure (a contract started with them; the simulator's unkeyed form)."""
         for c in offers:
             self.caps.exposure.add(c.device_id, c.owner_id, c.device_class, c.usd_cents)
 
@@ -164,6 +182,52 @@ class RiskEngine:
         """A contract ended: its offers no longer count as exposure."""
         for c in offers:
             self.caps.exposure.remove(c.device_id, c.owner_id, c.device_class, c.usd_cents)
+
+    # ------------------------------------------------------- keyed holds
+    def try_hold(self, key: str, holds: Iterable[Hold], now: float) -> Refusal | None:
+        """Check ``holds`` against every cap (device, owner, class, reputation), counting what is already
+        held and each earlier hold of this call, and take them all under ``key``; or take none and return the
+        first refusal. Check and take are one step: nothing can run between them (a trio task does not yield
+        here), so concurrent contracts against one device never pass the check against the same figure.
+        A key already held is left as it is (None)."""
+        if key in self.holds:
+            return None
+        taken: list[Hold] = []
+        for h in holds:
+            if h.usd_cents < 0:
+                raise ValueError(f"a hold is a non-negative number of cents, got {h.usd_cents!r}")
+            if self.reputation.record(h.device) is None:
+                self.reputation.observe(h.device, h.owner, h.device_class, now)
+            refusal = self.caps.check(h.device, h.owner, h.device_class, h.usd_cents, now)
+            if refusal is not None:
+                for t in taken:
+                    self.caps.exposure.remove(t.device, t.owner, t.device_class, t.usd_cents)
+                return refusal
+            self.caps.exposure.add(h.device, h.owner, h.device_class, h.usd_cents)
+            taken.append(h)
+        self.holds[key] = tuple(taken)
+        return None
+
+    def release_hold(self, key: str) -> bool:
+        """Drop the exposure held under ``key`` (its contract ended); False when nothing was held."""
+        held = self.holds.pop(key, None)
+        if held is None:
+            return False
+        for h in held:
+            self.caps.exposure.remove(h.device, h.owner, h.device_class, h.usd_cents)
+        return True
+
+    def sync_holds(self, wanted: dict[str, tuple[Hold, ...]]) -> None:
+        """Make the keyed holds exactly ``wanted`` (rebuilt from the contract stores: one source of truth).
+        Contracts already agreed are held whatever the caps say now: they run, and their exposure is real."""
+        for key in [k for k, v in self.holds.items() if wanted.get(k) != v]:
+            self.release_hold(key)
+        for key, hs in wanted.items():
+            if key not in self.holds:
+                hs = tuple(hs)
+                for h in hs:
+                    self.caps.exposure.add(h.device, h.owner, h.device_class, h.usd_cents)
+                self.holds[key] = hs
 
     def reputation_table(self, now: float) -> list[dict]:
         rows = self.reputation.table(now)

@@ -24,21 +24,31 @@ def table_from(values, devices, owners_of_device) -> CandidateTable:
                           ["sim"] * nd, dev_owner)
 
 
+def share_caps(t: CandidateTable, target: int, lim: Limits) -> tuple[list[int], list[int]]:
+    """Each device's and owner's share cap: its share of X, never below its smallest offer (one chunk)."""
+    dev = [max(int(lim.max_share_device * target), int(t.value[t.device == d].min(initial=2**62)) % 2**62)
+           for d in range(len(t.devices))]
+    own = [max(int(lim.max_share_owner * target), int(t.value[t.owner == o].min(initial=2**62)) % 2**62)
+           for o in range(len(t.owners))]
+    return dev, own
+
+
 def exact_optimum(t: CandidateTable, target: int, lim: Limits) -> int | None:
     """Least total >= target under the same caps, by MILP (None if infeasible)."""
     n = len(t)
+    dcap, ocap = share_caps(t, target, lim)
     v = t.value.astype(float)
     rows, lo, hi = [v], [target], [np.inf]
     for d in range(len(t.devices)):
         m = (t.device == d).astype(float)
         rows += [m, m * v]
         lo += [0, 0]
-        hi += [lim.max_per_device, int(lim.max_share_device * target)]
+        hi += [lim.max_per_device, dcap[d]]
     for o in range(len(t.owners)):
         m = (t.owner == o).astype(float)
         rows.append(m * v)
         lo.append(0)
-        hi.append(int(lim.max_share_owner * target))
+        hi.append(ocap[o])
     res = milp(c=v, constraints=LinearConstraint(np.vstack(rows), lo, hi), integrality=np.ones(n),
                bounds=Bounds(0, 1))
     if res.status != 0:
@@ -49,13 +59,14 @@ def exact_optimum(t: CandidateTable, target: int, lim: Limits) -> int | None:
 def check_caps(t: CandidateTable, a: Allocation, lim: Limits) -> None:
     chosen = np.asarray(a.chosen, dtype=np.int64)
     assert len(set(a.chosen)) == len(a.chosen)
+    dcap, ocap = share_caps(t, a.target_cents, lim)
     for d in set(t.device[chosen].tolist()):
         sel = chosen[t.device[chosen] == d]
         assert len(sel) <= lim.max_per_device
-        assert t.value[sel].sum() <= int(lim.max_share_device * a.target_cents)
+        assert t.value[sel].sum() <= dcap[d]
     for o in set(t.owner[chosen].tolist()):
         sel = chosen[t.owner[chosen] == o]
-        assert t.value[sel].sum() <= int(lim.max_share_owner * a.target_cents)
+        assert t.value[sel].sum() <= ocap[o]
 
 
 instances = st.integers(2, 60).flatmap(lambda n: st.tuples(

@@ -1,0 +1,212 @@
+"""Exposure held in the live node: caps on both sides of every contract, across concurrent contracts and a restart.
+
+Real nodes in process (offer stacks, enclaves, the switchboard, the swap desk) on the in-memory network: the
+attacker speaks /keyswitch/contract/1 and release/1 as the wire carries them. A simulated device starts with a
+$100 limit (class ``sim`` at score 0) and every chunk here is $50: a swap puts one chunk at risk (tit-for-tat),
+so at most two swaps may run at once against one device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+import trio
+
+from node import wire
+from node.ledger.devnet import DevLedger
+from node.protocols.release import Chunk, swap_schedule
+from node.protocols.testing import GossipNet
+from node.risk.engine import RiskEngine
+from tests.adversarial.test_policy import Clock, connect, make_node
+
+LIMIT = 10_000  # cents: a fresh simulated device's limit
+CHUNK = 5_000
+
+
+def _chunks(stack) -> list[Chunk]:
+    return [Chunk(o.asset, o.address, o.pubkey, o.amount) for o in stack.protocol.own.offers]
+
+
+def _device(stack) -> bytes:
+    return hashlib.sha256(stack.protocol.own.binding.sign_pub).digest()
+
+
+def _held_on(engine: RiskEngine, device: bytes) -> int:
+    return engine.caps.exposure.by_device.get(device, 0)
+
+
+@pytest.fixture
+def pair(tmp_path):
+    now = time.time()
+    ledger = DevLedger(None, automine=True)
+    attacker = make_node(tmp_path, "attacker", ledger, "BTC-REG", 6, now)
+    victim = make_node(tmp_path, "victim", ledger, "BTC-REG", 6, now)
+    net = GossipNet()
+    connect(net, now, attacker, victim)
+    yield net, attacker, victim, now, ledger, tmp_path
+    for s in (attacker, victim):
+        s.close()
+
+
+# ------------------------------------------------------------------ the responder's side
+def test_concurrent_swap_offers_against_one_device_never_exceed_its_cap(pair):
+    """The attacker offers six one-chunk swaps at once over /keyswitch/contract/1 (each would be agreed, then
+    proposed over release/1 later): the victim may agree to as many as its cap on the attacker's device allows,
+    never all six against an exposure of zero."""
+    net, attacker, victim, now, _, _ = pair
+    mine, theirs = _chunks(attacker), _chunks(victim)
+    answers = []
+    for a, b in zip(mine, theirs):
+        sched = swap_schedule([a], [b])
+        rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "swap", wire.encode(sched), now)
+        net.call(attacker.peer_id, attacker.rfp, cmds, now)
+        answers.append(attacker.rfp.contract_answers[rid])
+    agreed = [r for ok, r in answers if ok]
+    assert len(agreed) * CHUNK <= LIMIT, f"the victim agreed to {len(agreed)} swaps of $50 against one $100 device"
+    assert len(agreed) == LIMIT // CHUNK
+    refused = [r for ok, r in answers if not ok]
+    assert all("device cap:" in r and f"device {_device(attacker).hex()[:12]}.." in r for r in refused), refused
+    assert "would hold $150.00 of $100.00 allowed" in refused[0] and "device class limit" in refused[0]
+    assert _held_on(victim.engine, _device(attacker)) == LIMIT
+
+
+def test_a_hold_is_taken_when_a_swap_is_agreed_and_released_when_it_ends(pair):
+    net, attacker, victim, now, _, _ = pair
+    sched = swap_schedule(_chunks(attacker)[:1], _chunks(victim)[:1])
+    rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "swap", wire.encode(sched), now)
+    net.call(attacker.peer_id, attacker.rfp, cmds, now)
+    assert attacker.rfp.contract_answers[rid][0]
+    assert _held_on(victim.engine, _device(attacker)) == CHUNK  # agreed: held before the contract starts
+    net.call(attacker.peer_id, attacker.desk.release, attacker.desk.release.propose(victim.peer_id, sched, now), now)
+    victim.desk.feed_heights(now)  # the daemon's one-second tick
+    states = {c.rec.state for c in victim.desk.release.contracts.values()}
+    assert states == {"done"}, states
+    assert _held_on(victim.engine, _device(attacker)) == 0, "the hold outlived its contract"
+    assert victim.engine.holds == {}
+
+
+# ------------------------------------------------------------------ the initiator's side (swap --peer)
+class _Node:
+    """The daemon's host as NodeServices sees it: commands go to the in-memory network."""
+
+    def __init__(self, net, stack, now):
+        outer = self
+
+        class Driver:
+            def submit(self, proto, fn):
+                net.call(stack.peer_id, proto, fn(now), now)
+
+        self.driver, self.peer_id, self.listen_addrs = Driver(), stack.peer_id, []
+        del outer
+
+
+def _swap_by_hand(net, victim, attacker_id: str, now: float, n: int) -> list[tuple[int, str]]:
+    """The victim's operator runs ``keyswitch swap --peer <attacker> --chunks k`` for k = 1..n (the API call;
+    each a different contract, all in flight at once)."""
+    from node.api.services import ApiError
+    from node.daemon import NodeServices
+
+    svc = NodeServices(_Node(net, victim, now), victim, Clock(now), now)
+    out: list[tuple[int, str]] = []
+
+    async def main():
+        for k in range(1, n + 1):
+            try:
+                r = await svc.contract(attacker_id, "BTC-REG", "BTC-REG", k)
+                out.append((200, r["state"]))
+            except ApiError as exc:
+                out.append((exc.status, str(exc)))
+
+    trio.run(main)
+    return out
+
+
+def _silent(net, attacker) -> None:
+    """A hostile peer: agrees to any contract offer over /keyswitch/contract/1, then never speaks release/1
+    (the victim's proposals stay in flight)."""
+    attacker.rfp.on_contract = lambda peer, offer, now: None
+    net.peers[attacker.peer_id].protocols = [attacker.protocol, attacker.rfp, attacker.desk.run]
+
+
+def test_swap_peer_named_by_hand_is_held_to_the_initiators_caps(pair):
+    net, attacker, victim, now, _, _ = pair
+    _silent(net, attacker)
+    out = _swap_by_hand(net, victim, attacker.peer_id, now, 4)
+    ok = [o for o in out if o[0] == 200]
+    assert len(ok) * CHUNK <= LIMIT, f"the initiator started {len(ok)} swaps of $50 against one $100 device: {out}"
+    assert [s for s, _ in out] == [200, 200, 409, 409], out
+    assert "device cap:" in out[2][1] and "would hold $150.00 of $100.00 allowed" in out[2][1]
+    assert _held_on(victim.engine, _device(attacker)) == LIMIT
+
+
+def test_swap_peer_named_by_hand_whose_device_is_a_proven_cheater_is_refused(pair):
+    net, attacker, victim, now, _, _ = pair
+    _silent(net, attacker)
+    rep = victim.engine.reputation
+    if rep.record(_device(attacker)) is None:
+        rep.observe(_device(attacker), attacker.peer_id, "sim", now)
+    rep.mark_cheater(_device(attacker), now)  # a double spend the ledger proved, earlier
+    out = _swap_by_hand(net, victim, attacker.peer_id, now, 1)
+    assert out[0][0] == 409, f"the initiator swapped with a proven cheater: {out}"
+    assert "proven cheater" in out[0][1]
+    assert not victim.desk.release.contracts
+
+
+def test_holds_survive_a_restart_with_contracts_in_flight(pair):
+    """Two swaps in flight (the peer went silent); the victim's host restarts (new risk engine, new desk, same
+    data directory): the contracts are rebuilt from the store and hold again, so a third is still refused."""
+    from node.daemon import add_switchboard
+    from node.swaps import SwapDesk
+
+    net, attacker, victim, now, _, root = pair
+    _silent(net, attacker)
+    assert [s for s, _ in _swap_by_hand(net, victim, attacker.peer_id, now, 2)] == [200, 200]
+    assert len(victim.desk.release.contracts) == 2
+    # restart
+    victim.engine.reputation.close()
+    add_switchboard(victim, root / "victim")
+    victim.desk = SwapDesk(victim, clock=Clock(now))
+    net.add(victim.peer_id, victim.protocol, victim.rfp, victim.desk.run, victim.desk.release, now=now)
+    victim.desk.feed_heights(now)  # the daemon's tick (also run before every cap check)
+    assert len(victim.desk.release.contracts) == 2
+    assert _held_on(victim.engine, _device(attacker)) == LIMIT, "the restart forgot the holds in flight"
+    out = _swap_by_hand(net, victim, attacker.peer_id, now, 1)
+    assert out[0][0] == 409 and "device cap:" in out[0][1], out
+
+
+# ------------------------------------------------------------------ defaults that work on a small network
+def test_a_100_usd_request_on_a_four_node_network_of_50_usd_chunks_is_covered_and_says_how(tmp_path):
+    """The README's ``keyswitch dev`` network: four nodes, $50 chunks, the default limits
+    (risk.max_share_device = 0.25). A $100 request left every device a $25 share, under one chunk: it always
+    failed with "device cap kept out ...". A share cap is never below one chunk now, and the answer says so."""
+    now = time.time()
+    ledger = DevLedger(None, automine=True)
+    nodes = [make_node(tmp_path, f"n{i}", ledger, "BTC-REG", 3, now) for i in range(4)]
+    try:
+        net = GossipNet()
+        connect(net, now, *nodes)
+        me = nodes[0]
+        for usd in (100, 150):
+            rid, cmds = me.rfp.request("BTC-REG", usd * 100, "swap", now)
+            net.call(me.peer_id, me.rfp, cmds, now)
+            net.advance(now + 10)
+            res = me.rfp.results[rid]
+            assert res.ok, f"a ${usd} request on a 4-node network failed: {res.reason}"
+            assert res.total_cents == usd * 100
+            devices = {c.device_id for c in res.offers}
+            assert len(devices) == usd // 50, "one chunk per device: the diversity rule still spreads the request"
+            assert any("risk.max_share_device=0.25" in n and "raised to one chunk" in n for n in res.notes), res.notes
+            assert "risk.max_share_device=0.25" in res.to_json()["notes"][0]
+        # what cannot be covered says which setting kept it out: $200 allows one $50 chunk per device (a quarter),
+        # and three providers hold $150 that way
+        rid, cmds = me.rfp.request("BTC-REG", 200 * 100, "swap", now + 1)
+        net.call(me.peer_id, me.rfp, cmds, now + 1)
+        net.advance(now + 20)
+        res = me.rfp.results[rid]
+        assert not res.ok, res
+        assert "device cap kept out" in res.reason and "risk.max_share_device=0.25" in res.reason, res.reason
+    finally:
+        for s in nodes:
+            s.close()
