@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -347,6 +348,11 @@ class KsPubsub(Pubsub):
 
     def __init__(self, host, router, *, deliver_buffer: int = 4096, **kw) -> None:
         super().__init__(host, router, **kw)
+        # Message ids are (origin, seqno). py-libp2p starts the seqno at the Unix time in *seconds* and adds one
+        # a message: a node that published more than one message a second restarts below the seqnos it used
+        # before its crash, so its new messages carry ids its peers have seen and are dropped for as long as
+        # their seen cache lasts. go-libp2p starts at Unix nanoseconds; so do we.
+        self.counter = time.time_ns()
         self.tri_validators: dict[str, TriValidator] = {}
         self._deliver_send, self.deliveries = trio.open_memory_channel[Delivered](deliver_buffer)
         self.counters = {"accept": 0, "reject": 0, "ignore": 0, "dropped_delivery": 0, "early_idontwant": 0,
