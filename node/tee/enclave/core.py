@@ -144,6 +144,18 @@ def _drop_moved(moved) -> None:
         st.moved = [x for x in st.moved if x != m]
 
 
+def _decode_binding(binding_bytes: bytes) -> Binding:
+    """A binding handed in by the host (for a quote of ours, or a peer's): decoded and checked, or refused."""
+    try:
+        binding = wire.decode(binding_bytes, Binding, max_size=1024)
+    except wire.WireError as exc:
+        raise Refusal("bad-binding", exc.reason) from None
+    bad = binding.validate()
+    if bad:
+        raise Refusal("bad-binding", bad)
+    return binding
+
+
 def _valid_pub(pub: bytes) -> bool:
     if not isinstance(pub, bytes) or len(pub) != 33 or pub[0] not in (2, 3):
         return False
@@ -310,13 +322,7 @@ class EnclaveCore:
         return [r.pub for r in new]
 
     def quote(self, binding_bytes: bytes, *, timestamp: int, nonce: bytes = b"") -> bytes:
-        try:
-            binding = wire.decode(binding_bytes, Binding, max_size=1024)
-        except wire.WireError as exc:
-            raise Refusal("bad-binding", exc.reason) from None
-        bad = binding.validate()
-        if bad:
-            raise Refusal("bad-binding", bad)
+        binding = _decode_binding(binding_bytes)
         if binding.sign_pub != self.sign_pub or binding.enc_pub != self.enc_pub:
             raise Refusal("foreign-keys", "the binding's sign_pub/enc_pub are not this enclave's keys")
         expected_root = keys_root(self.held_pubkeys())
@@ -511,13 +517,7 @@ class EnclaveCore:
 
         from node.tee.binding import verify_attestation
 
-        try:
-            binding = wire.decode(binding_bytes, Binding, max_size=1024)
-        except wire.WireError as exc:
-            raise Refusal("bad-binding", exc.reason) from None
-        bad = binding.validate()
-        if bad:
-            raise Refusal("bad-binding", bad)
+        binding = _decode_binding(binding_bytes)
         if not isinstance(quote, bytes) or not 0 < len(quote) <= MAX_QUOTE:
             raise Refusal("bad-request", f"quote must be 1..{MAX_QUOTE} bytes")
         if not 0 <= at < 1 << 40:
