@@ -125,3 +125,59 @@ def test_the_double_sale_on_time_releases_twice_and_both_sales_end(tmp_path):
             for v in (carol, dave)]
     assert all(e is not None and e[0] == "ended" for e in ends), ends
     assert {e[1]["outcome"]["status"] for e in ends} == {"claimed", "double-spent"}
+
+
+def test_a_resent_hello_refused_after_its_first_copy_was_agreed_leaves_no_half_open_contract(tmp_path):
+    """Under load a victim's funds check of the hello takes longer than the proposer's request timeout (2 s):
+    mallory resends the hello. The first copy's check (funds there) agrees and opens dave's contract; the
+    resent copy's check runs after carol swept the chunk and answered "funds" -- so mallory dropped a
+    contract dave had agreed to, and dave's side waited (its chunk committed) until its deadline, withheld.
+    The same contract's hello must get the same answer: once agreed, a later copy is answered as agreed."""
+    from node.ledger.devnet import DevLedger
+    from node.protocols.base import ResponseReceived, RunTask, TaskDone
+    from node.protocols.release import DONE, FAILED, RUNNING, WITHHELD, contract_id, swap_schedule
+    from node.tee.broken import BrokenEnclave
+
+    from tests.protocols.test_release import NOW as T0, Pair, Side
+
+    ledger = DevLedger(None, automine=True)
+    m = Side("A", tmp_path, ledger, 1, enclave_factory=lambda d: BrokenEnclave(d, mode="double-release"))
+    carol, dave = Side("B", tmp_path, ledger, 1), Side("C", tmp_path, ledger, 1)
+    pair = Pair(m, carol, dave)
+    pair.run(until=0)
+    s1, s2 = swap_schedule(m.chunks, carol.chunks), swap_schedule(m.chunks, dave.chunks)
+    carol.expect(m.peer_id, s1)
+    dave.expect(m.peer_id, s2)
+    cid1, cid2 = contract_id(s1, [m.binding, carol.binding]), contract_id(s2, [m.binding, dave.binding])
+    pair.call(m, m.proto.propose, carol.peer_id, s1)
+    pair.call(m, m.proto.propose, dave.peer_id, s2)
+    # dave's first hello check runs now (funds there) but its answer is late: mallory's request times out
+    # and the retry timer resends the hello; the resent copy's check runs once carol has swept the chunk
+    held: list = []
+    while pair.now < T0 + 120:
+        q = pair.queue
+        if q and q[0][0] == dave.peer_id and isinstance(q[0][2], RunTask) and q[0][2].name.startswith("release.hello:"):
+            peer, gen, task = q.popleft()
+            if not held:  # mallory's request times out (2 s): dave's answer to this copy goes nowhere
+                src, sgen, rid, proto = pair.calls.pop(int(task.name.split(":")[1]))
+                q.append((src, sgen, ResponseReceived(proto, dave.peer_id, rid, b"", "timeout")))
+            held.append((peer, gen, task, task.fn() if not held else None))
+            continue
+        if len(held) == 2 and carol.proto.state(cid1) == DONE and not q:
+            (p1, g1, t1, r1), (p2, g2, t2, _) = held
+            q.append((p1, g1, TaskDone(t1.name, r1)))  # the first copy: funds were there, dave agrees
+            q.append((p2, g2, TaskDone(t2.name, t2.fn())))  # the resent copy: checked after carol's sweep
+            held.append(None)
+            continue
+        if not pair.step():
+            break
+        if len(held) == 3 and all(s.proto.state(c) in (DONE, FAILED, WITHHELD)
+                                  for s, c in ((carol, cid1), (dave, cid2))):
+            break
+    assert len(held) == 3, f"the interleaving was not reached ({len(held)} hello checks held)"
+    assert any(n.kind == "release.refused" for n in dave.notes) or dave.proto.state(cid2) is not None
+    # dave agreed once: the contract must not be half open (dave waiting, mallory failed)
+    d_state, m_state = dave.proto.state(cid2), m.proto.state(cid2)
+    m_rec = next(c.rec for c in m.proto.contracts.values() if c.rec.peer == dave.peer_id)
+    assert not (d_state in (RUNNING, WITHHELD) and m_rec.state == FAILED), (d_state, m_rec.state, m_rec.reason)
+    assert d_state in (DONE, FAILED), (d_state, dave.proto.contracts[cid2.hex()].rec.reason)
