@@ -709,7 +709,12 @@ def run_demo(root: Path) -> bool:
     try:
         with LocalNet(console, root / "net", NODES, broken={"mallory": "double-release"}) as net:
             for stage in stages:
-                if not stage(console, net, story):
+                try:
+                    ok = stage(console, net, story)
+                except RuntimeError as exc:  # a wait that timed out: named with its stage, not as the setup
+                    console.print(f"[red]{exc}; logs in {net.root}[/red]")
+                    ok = False
+                if not ok:
                     failed.append(stage.__name__.removeprefix("stage_"))
                     if stage is stage_network:
                         break  # nothing after it works without the offers
