@@ -1079,6 +1079,9 @@ class ReleaseProtocol:
 
                 def then(why: str | None, t: float) -> list[Command]:
                     if why and cid.hex() not in self.contracts:
+                        # refused for good: a copy of this hello whose check ends later (resent after a
+                        # timeout; the checks run in worker threads) finds it no longer expected, and refuses too
+                        self._expected.discard((ev.peer, schedule_hash(h.schedule)))
                         return no("funds", why)
                     # (agreed meanwhile on an earlier copy of this hello, resent after a timeout: the same
                     # contract gets the same answer, never a refusal the proposer would stop on while we run)

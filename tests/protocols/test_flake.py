@@ -6,6 +6,8 @@ functions for the exact story) and fails on the code before the fix.
 
 from __future__ import annotations
 
+import pytest
+
 from node.offerbook import OfferBook
 from node.protocols.base import Notify, Publish, SetTimer, TimerFired
 from node.protocols.offers import OffersProtocol, OwnSheet, decode_sheet
@@ -127,12 +129,16 @@ def test_the_double_sale_on_time_releases_twice_and_both_sales_end(tmp_path):
     assert {e[1]["outcome"]["status"] for e in ends} == {"claimed", "double-spent"}
 
 
-def test_a_resent_hello_refused_after_its_first_copy_was_agreed_leaves_no_half_open_contract(tmp_path):
+@pytest.mark.parametrize("first_answers_first", [True, False])
+def test_a_resent_hello_refused_after_its_first_copy_was_agreed_leaves_no_half_open_contract(tmp_path,
+                                                                                           first_answers_first):
     """Under load a victim's funds check of the hello takes longer than the proposer's request timeout (2 s):
     mallory resends the hello. The first copy's check (funds there) agrees and opens dave's contract; the
     resent copy's check runs after carol swept the chunk and answered "funds" -- so mallory dropped a
     contract dave had agreed to, and dave's side waited (its chunk committed) until its deadline, withheld.
-    The same contract's hello must get the same answer: once agreed, a later copy is answered as agreed."""
+    The same contract's hello must get the same answer: once agreed, a later copy is answered as agreed; once
+    refused for funds, a later answer of an earlier copy refuses too (the checks run in worker threads: either
+    may end first)."""
     from node.ledger.devnet import DevLedger
     from node.protocols.base import ResponseReceived, RunTask, TaskDone
     from node.protocols.release import DONE, FAILED, RUNNING, WITHHELD, contract_id, swap_schedule
@@ -165,8 +171,9 @@ def test_a_resent_hello_refused_after_its_first_copy_was_agreed_leaves_no_half_o
             continue
         if len(held) == 2 and carol.proto.state(cid1) == DONE and not q:
             (p1, g1, t1, r1), (p2, g2, t2, _) = held
-            q.append((p1, g1, TaskDone(t1.name, r1)))  # the first copy: funds were there, dave agrees
-            q.append((p2, g2, TaskDone(t2.name, t2.fn())))  # the resent copy: checked after carol's sweep
+            one = (p1, g1, TaskDone(t1.name, r1))  # the first copy: funds were there when it checked
+            two = (p2, g2, TaskDone(t2.name, t2.fn()))  # the resent copy: checked after carol's sweep
+            q.extend([one, two] if first_answers_first else [two, one])
             held.append(None)
             continue
         if not pair.step():
@@ -180,4 +187,7 @@ def test_a_resent_hello_refused_after_its_first_copy_was_agreed_leaves_no_half_o
     d_state, m_state = dave.proto.state(cid2), m.proto.state(cid2)
     m_rec = next(c.rec for c in m.proto.contracts.values() if c.rec.peer == dave.peer_id)
     assert not (d_state in (RUNNING, WITHHELD) and m_rec.state == FAILED), (d_state, m_rec.state, m_rec.reason)
-    assert d_state in (DONE, FAILED), (d_state, dave.proto.contracts[cid2.hex()].rec.reason)
+    if first_answers_first:  # dave agreed, then mallory released: dave took the key and found the funds gone
+        assert d_state in (DONE, FAILED), (d_state, dave.proto.contracts[cid2.hex()].rec.reason)
+    else:  # dave refused: no contract on his side, and mallory's proposal failed
+        assert d_state is None and m_rec.state == FAILED, (d_state, m_rec.state)
