@@ -19,8 +19,10 @@ Stages, each on real parts (only the TEE is simulated, and says so):
    /keyswitch/contract/1 and run key by key over /keyswitch/release/1; each
    side sweeps what it received and reports the outcome, which raises the
    other's reputation in its view;
-6. the broken TEE: mallory sells her one BTC-REG chunk to carol and to dave
-   at once; her enclave releases the key twice; the first victim to sweep
+6. the broken TEE: mallory sells one BTC-REG chunk to carol and to dave
+   at once; her enclave releases the key twice (when the second victim's
+   funds check comes after the first victim's sweep it refuses the sale,
+   nothing is released twice, and mallory tries again with her next chunk); the first victim to sweep
    claims it, the other finds the funds gone and stops before giving
    anything; both outcome reports carry the signed release record each
    received; at every node the two records meet, the proof of cheating is
@@ -485,8 +487,41 @@ def _view_of(net: LocalNet, name: str, cheater: str, device: str) -> dict:
             "confirmed": st["outcomes"].get("confirmed", 0)}
 
 
+def _contracts_with(net: LocalNet, name: str, peer: str) -> dict[str, dict]:
+    """``name``'s release contracts with ``peer`` (contract key -> row)."""
+    return {c["contract"]: c for c in net.get(name, "/v1/contracts")["contracts"]
+            if c.get("peer") == net.nodes[peer].peer}
+
+
+ENDED = ("done", "withheld", "failed")
+
+
+def sale_end(victim_rows: dict[str, dict], cheater_rows: dict[str, dict], before: set[str]) -> tuple[str, dict] | None:
+    """How one sale of the double-selling stage ended, from both sides' contract rows (``/v1/contracts``) and
+    the contract keys known before it started: ("ended", the victim's row) once the victim's new contract
+    ended with an outcome; ("refused", the cheater's row) when the victim never opened one and the cheater's
+    proposal failed (the victim refused the hello: an honest node checks the offered chunk's funds before it
+    agrees, and they were gone, swept by the other victim); None while it runs."""
+    mine = [r for k, r in sorted(victim_rows.items()) if k not in before]
+    for r in mine:
+        if r["state"] in ENDED and "outcome" in r:
+            return "ended", r
+    if mine:
+        return None
+    theirs = [r for k, r in sorted(cheater_rows.items()) if k not in before]
+    if theirs and all(r["state"] in ENDED for r in theirs):
+        return "refused", theirs[-1]
+    return None
+
+
 def stage_cheat(console: Console, net: LocalNet, story: Story) -> bool:
-    """The broken TEE sells one chunk twice; the victims' reports meet; the proof goes round; all drop it."""
+    """The broken TEE sells one chunk twice; the victims' reports meet; the proof goes round; all drop it.
+
+    The double release needs both victims to agree before either sweeps the key: each victim checks the
+    chunk's funds on the ledger before agreeing, and a sweep already sent makes them gone. When the second
+    victim's check comes after the first victim's sweep (the two sales race; about 1 run in 8), it refuses
+    the sale and no key is released twice: that sale ends at once (``sale_end``), and the cheater tries again
+    with its next chunk (``story.deposits`` gives it ``CHEAT_ATTEMPTS``)."""
     cheater, (v1, v2) = story.cheater, story.victims
     console.rule(f"[bold]8. A broken TEE: {cheater} sells one BTC-REG chunk to {v1} and to {v2} at once")
     peer = net.nodes[cheater].peer
@@ -494,20 +529,45 @@ def stage_cheat(console: Console, net: LocalNet, story: Story) -> bool:
     story.before = {n: _view_of(net, n, cheater, story.device) for n in net.nodes if n != cheater}
     console.print(f"{cheater}'s enclave rolls its sealed state back after a release, so it releases the same "
                   "deposit key again; an honest enclave refuses a second release")
-    got = net.parallel([lambda v=v: net.post(cheater, "/v1/contracts", {
-        "peer": net.nodes[v].peer, "give": "BTC-REG", "take": "ETH-DEV", "chunks": 1}) for v in (v1, v2)])
-    for v, r in zip((v1, v2), got):
-        console.print(f"  {cheater} -> {v}: " + (f"[red]{r}[/red]" if isinstance(r, Exception) else
-                                                 f"agreed ({r['rounds']} rounds: {cheater}'s chunk first)"))
-    if any(isinstance(r, Exception) for r in got):
+    ends: dict[str, tuple[str, dict]] = {}
+    for attempt in range(1, CHEAT_ATTEMPTS + 1):
+        before = {v: set(_contracts_with(net, v, cheater)) | set(_contracts_with(net, cheater, v)) for v in (v1, v2)}
+        got = net.parallel([lambda v=v: net.post(cheater, "/v1/contracts", {
+            "peer": net.nodes[v].peer, "give": "BTC-REG", "take": "ETH-DEV", "chunks": 1}) for v in (v1, v2)])
+        for v, r in zip((v1, v2), got):
+            console.print(f"  {cheater} -> {v}: " + (f"[red]{r}[/red]" if isinstance(r, Exception) else
+                                                     f"agreed ({r['rounds']} rounds: {cheater}'s chunk first)"))
+        if any(isinstance(r, Exception) for r in got):
+            return False
+        ends = {}
+
+        def both_ended() -> bool:
+            for v in (v1, v2):
+                if v not in ends:
+                    e = sale_end(_contracts_with(net, v, cheater), _contracts_with(net, cheater, v), before[v])
+                    if e is not None:
+                        ends[v] = e
+            return len(ends) == 2
+
+        net.until(both_ended, "both contracts ending")
+        refused = [v for v in (v1, v2) if ends[v][0] == "refused"]
+        if not refused:
+            break
+        for v in refused:
+            console.print(f"  [yellow]{v} refused the sale[/yellow]: {ends[v][1]['reason'][:120]} -- the other "
+                          "victim had swept the chunk before this check, so no key went out twice and there is "
+                          "nothing to prove")
+        if attempt < CHEAT_ATTEMPTS:
+            console.print(f"  {cheater} tries again with its next BTC-REG chunk")
+    else:
+        console.print(f"[red]every attempt ended with a refusal; logs in {net.root}[/red]")
         return False
-    net.until(lambda: _finished(net, v1, cheater) and _finished(net, v2, cheater), "both contracts ending")
     t = Table(title=f"the victims' contracts with {cheater}")
     for col in ("victim", "received", "released", "lost", "chunk", "outcome", "state"):
         t.add_column(col)
     statuses = set()
     for v in (v1, v2):
-        c = _finished(net, v, cheater)
+        c = ends[v][1]
         o = c["outcome"]
         ch = next((x for x in o["chunks"]), {})
         statuses.add(o["status"])
@@ -555,7 +615,8 @@ def stage_summary(console: Console, net: LocalNet, story: Story) -> None:
                 continue
             seen.add(c["contract"])
             peer = net.name_of(c["peer"])
-            mine = _finished(net, peer, n)
+            mine = next((r for r in net.get(peer, "/v1/contracts")["contracts"]
+                         if r["contract"] == c["contract"] and "outcome" in r), None)  # the same contract's other side
             mine_chunks = mine["outcome"]["chunks"] if mine else []
             # what one side received came from the other; a chunk never sent ("not-received", "withheld") did not move
             gave_i = [ch for ch in mine_chunks if ch["status"] in MOVED]
@@ -626,6 +687,7 @@ def _score(v: dict) -> str:
 
 # ------------------------------------------------------------------ the whole story
 NODES = ["alice", "bob", "carol", "dave", "mallory"]
+CHEAT_ATTEMPTS = 2  # the cheater's chunks (and each victim's ETH-DEV chunks): one per double sale tried
 MOVED = ("claimed", "kept", "received", "double-spent")
 
 
@@ -637,7 +699,7 @@ def run_demo(root: Path) -> bool:
     stage_enrol(console, alice, pid)
     stage_dcap(console)
     story = Story(deposits={"alice": ("BTC-REG", 4), "bob": ("ETH-DEV", 4), "carol": ("ETH-DEV", 2),
-                            "dave": ("ETH-DEV", 2), "mallory": ("BTC-REG", 1)},
+                            "dave": ("ETH-DEV", 2), "mallory": ("BTC-REG", CHEAT_ATTEMPTS)},
                   cheater="mallory", victims=("carol", "dave"))
     # The stages share one network and run in order; each is ``stage(console, net, story) -> bool``.
     # alice's 4 BTC-REG chunks: 2 for the swap, 1 in escrow, 1 written as an option; bob's 4 ETH-DEV
@@ -647,7 +709,12 @@ def run_demo(root: Path) -> bool:
     try:
         with LocalNet(console, root / "net", NODES, broken={"mallory": "double-release"}) as net:
             for stage in stages:
-                if not stage(console, net, story):
+                try:
+                    ok = stage(console, net, story)
+                except RuntimeError as exc:  # a wait that timed out: named with its stage, not as the setup
+                    console.print(f"[red]{exc}; logs in {net.root}[/red]")
+                    ok = False
+                if not ok:
                     failed.append(stage.__name__.removeprefix("stage_"))
                     if stage is stage_network:
                         break  # nothing after it works without the offers

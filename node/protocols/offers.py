@@ -994,11 +994,23 @@ class OffersProtocol:
         (up to ``republish_max``). Nothing to publish: the timer stops (``set_own_sheet`` starts it)."""
         if self.own is None:
             return []
-        pub = self._publish(now)
+        try:
+            pub = self._publish(now)
+        except Exception as exc:  # the enclave refused to sign (e.g. a key just committed to a contract): the
+            return self._refused(exc, now)  # timer must survive, or this node never re-announces again
         if not pub:
             return []
         self.next_interval = min(self.next_interval * 2, self.republish_max)
         return [SetTimer("offers.republish", now + self.next_interval), *pub]
+
+    def _refused(self, exc: Exception, now: float) -> list[Command]:
+        """Our sheet could not be signed now (the enclave refuses a sheet offering a key committed to an open
+        contract, I4, until the host's offers catch up with the contract): say why, and try again after
+        ``republish_interval`` with the back-off restarted; the queued retractions stay queued."""
+        self.next_interval = self.republish_interval
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        return [SetTimer("offers.republish", now + self.republish_interval),
+                Notify("offers.publish-refused", {"reason": reason, "retry_in": self.republish_interval})]
 
     # -- application calls (through driver.submit)
     def announce(self, now: float) -> list[Command]:
@@ -1012,7 +1024,10 @@ class OffersProtocol:
         ``republish_interval``; an unchanged one is not published again (its re-announcements go on)."""
         self.own = own
         if own.retracted or self._published != _sheet_key(own):
-            pub = self._publish(now)
+            try:
+                pub = self._publish(now)
+            except Exception as exc:  # (see _reannounce) retried by the timer
+                return self._refused(exc, now)
             if pub:
                 self.next_interval = self.republish_interval
                 return [SetTimer("offers.republish", now + self.next_interval), *pub]

@@ -1060,7 +1060,14 @@ class ReleaseProtocol:
                             return no("not-held", f"round {r}: our enclave does not hold that deposit key")
 
                 def then(why: str | None, t: float) -> list[Command]:
-                    return no("funds", why) if why else self._on_hello(ev, env, h, t, funds_checked=True)
+                    if why and cid.hex() not in self.contracts:
+                        # refused for good: a copy of this hello whose check ends later (resent after a
+                        # timeout; the checks run in worker threads) finds it no longer expected, and refuses too
+                        self._expected.discard((ev.peer, schedule_hash(h.schedule)))
+                        return no("funds", why)
+                    # (agreed meanwhile on an earlier copy of this hello, resent after a timeout: the same
+                    # contract gets the same answer, never a refusal the proposer would stop on while we run)
+                    return self._on_hello(ev, env, h, t, funds_checked=True)
 
                 return self._offered_funds(f"release.hello:{ev.request_id}", h.schedule, 0, then)
             rec = ContractRecord(self.net, 1, ev.peer, h.schedule, [h.binding, self.binding], [h.quote, self.quote],
