@@ -1038,16 +1038,11 @@ class OffersProtocol:
         if not self.own.offers and not self.own.retracted:
             return []  # nothing to offer or retract: no sheet (the enclave signs only sheets naming its keys)
         self.seq = max(self.seq + 1, int(now * 1000))  # monotonic across restarts
-        try:
-            data = build_sheet(
-                net=self.net, origin=self.local_peer, seq=self.seq, now=now, offers=self.own.offers,
-                retracted=self.own.retracted, quote=self.own.quote, binding=self.own.binding, sign=self.own.sign,
-                committed=self.own.committed,
-            )
-        except Exception as exc:  # the enclave refused (I4: a key committed or gone since the offers were
-            # derived): nothing is published; the host's next refresh derives the offers again
-            reason = getattr(exc, "reason", None) or str(exc)
-            return [Notify("offers.sign_refused", {"reason": reason[:200], "offers": len(self.own.offers)})]
+        data = build_sheet(  # may raise: the enclave refuses (I4); the callers retry (``_refused``)
+            net=self.net, origin=self.local_peer, seq=self.seq, now=now, offers=self.own.offers,
+            retracted=self.own.retracted, quote=self.own.quote, binding=self.own.binding, sign=self.own.sign,
+            committed=self.own.committed,
+        )
         self.own.retracted = []  # a retraction rides on one sheet
         self.own_data = data
         self._published = _sheet_key(self.own)

@@ -140,7 +140,8 @@ def test_a_resent_hello_refused_after_its_first_copy_was_agreed_leaves_no_half_o
     refused for funds, a later answer of an earlier copy refuses too (the checks run in worker threads: either
     may end first)."""
     from node.ledger.devnet import DevLedger
-    from node.protocols.base import ResponseReceived, RunTask, TaskDone
+    from node.protocols.base import LedgerCall, ResponseReceived, TaskDone
+    from node.protocols.interpret import LedgerAdapters, run_ledger_call
     from node.protocols.release import DONE, FAILED, RUNNING, WITHHELD, contract_id, swap_schedule
     from node.tee.broken import BrokenEnclave
 
@@ -160,19 +161,25 @@ def test_a_resent_hello_refused_after_its_first_copy_was_agreed_leaves_no_half_o
     # dave's first hello check runs now (funds there) but its answer is late: mallory's request times out
     # and the retry timer resends the hello; the resent copy's check runs once carol has swept the chunk
     held: list = []
+
+    def check(task):  # dave's funds check, run now (the interpreter's way: dave's own ledger adapters)
+        done = run_ledger_call(task, LedgerAdapters.of(dave.proto))
+        assert done.error is None, done.error
+        return done.result
+
     while pair.now < T0 + 120:
         q = pair.queue
-        if q and q[0][0] == dave.peer_id and isinstance(q[0][2], RunTask) and q[0][2].name.startswith("release.hello:"):
+        if q and q[0][0] == dave.peer_id and isinstance(q[0][2], LedgerCall) and q[0][2].name.startswith("release.hello:"):
             peer, gen, task = q.popleft()
             if not held:  # mallory's request times out (2 s): dave's answer to this copy goes nowhere
                 src, sgen, rid, proto = pair.calls.pop(int(task.name.split(":")[1]))
                 q.append((src, sgen, ResponseReceived(proto, dave.peer_id, rid, b"", "timeout")))
-            held.append((peer, gen, task, task.fn() if not held else None))
+            held.append((peer, gen, task, check(task) if not held else None))
             continue
         if len(held) == 2 and carol.proto.state(cid1) == DONE and not q:
             (p1, g1, t1, r1), (p2, g2, t2, _) = held
             one = (p1, g1, TaskDone(t1.name, r1))  # the first copy: funds were there when it checked
-            two = (p2, g2, TaskDone(t2.name, t2.fn()))  # the resent copy: checked after carol's sweep
+            two = (p2, g2, TaskDone(t2.name, check(t2)))  # the resent copy: checked after carol's sweep
             q.extend([one, two] if first_answers_first else [two, one])
             held.append(None)
             continue

@@ -525,7 +525,7 @@ def test_decode_sheet_names_what_is_wrong_with_a_malformed_table(alice):
 def test_a_sheet_the_enclave_refuses_to_sign_is_a_notice_not_a_crash():
     """I4 in the enclave, a stale offer set in the host (a key committed since the offers were derived): the
     re-announcement publishes nothing and says why; the next refresh derives the offers again."""
-    from node.protocols.base import Notify, Publish, Started
+    from node.protocols.base import Notify, Publish, SetTimer, Started
 
     v = Vault("12D3KooCarol", seed=b"c")
     p = OffersProtocol(net=NET, book=OfferBook(None), attestations=cache())
@@ -537,7 +537,8 @@ def test_a_sheet_the_enclave_refuses_to_sign_is_a_notice_not_a_crash():
     cmds = p.set_own_sheet(OwnSheet(make_offers(v.keys), [], v.quote, v.binding, refuse), NOW)
     assert not [c for c in cmds if isinstance(c, Publish)]
     (note,) = [c for c in cmds if isinstance(c, Notify)]
-    assert note.kind == "offers.sign_refused" and "committed" in note.detail["reason"]
+    assert note.kind == "offers.publish-refused" and "committed" in note.detail["reason"]
+    assert any(isinstance(c, SetTimer) and c.name == "offers.republish" for c in cmds)  # tried again later
     # once the host derives the offers again and the enclave signs, the sheet goes out
     cmds = p.set_own_sheet(OwnSheet(make_offers(v.keys), [], v.quote, v.binding, v.enc.sign_offer_sheet), NOW + 1)
     assert [c for c in cmds if isinstance(c, Publish)]
