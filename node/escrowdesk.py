@@ -109,7 +109,9 @@ class EscrowDesk:
                                claim=sweep_claimer(lambda: stack.enclave, self.ledger, self._destination),
                                check_funds=stack.desk._funds, max_contracts=MAX_HELD_CONTRACTS,
                                max_shares=MAX_HELD_SHARES)
-        self.db = sqlite3.connect(stack.extra["datadir"] / "escrow.sqlite", isolation_level=None)
+        # (used from the key-escrow protocol's handle, on the driver's worker thread, under its lock)
+        self.db = sqlite3.connect(stack.extra["datadir"] / "escrow.sqlite", isolation_level=None,
+                                  check_same_thread=False)
         self.db.execute("CREATE TABLE IF NOT EXISTS designations (cid TEXT PRIMARY KEY, owner TEXT NOT NULL, "
                         "party INTEGER NOT NULL, spec BLOB NOT NULL, dest TEXT NOT NULL, agreed REAL NOT NULL, "
                         "recover REAL, result TEXT)")

@@ -48,7 +48,7 @@ def device_id_of(sign_pub: bytes) -> bytes:
 class OfferBook:
     def __init__(self, path: Path | None = None, *, device_class=lambda body: "sim") -> None:
         self.path = path
-        self.db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
+        self.db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None, check_same_thread=False)
         if path:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")

@@ -132,7 +132,7 @@ class Reputation:
         self.version = 0  # bumped on every change to a device record (lets callers cache what they derive)
         self._db = None
         if path is not None:
-            self._db = sqlite3.connect(str(path), isolation_level=None)
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
             for row in self._db.execute("SELECT * FROM devices"):
