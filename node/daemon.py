@@ -232,8 +232,9 @@ def ledger_check(ledger, report):
     block *and* spends from the report's deposit address (one of that address's spends on the ledger's own
     record, not the reporter's word; coins sent to the address since do not undo it). REFUTED when the ledger
     contradicts the report: the named transaction is in a block but spends nothing from that address, or the
-    address still holds its funds (even counting the transactions waiting for a block). UNCHECKED when this ledger cannot tell (another chain,
-    unreachable, or the spend is not mined yet: a report often outruns the next block). CONFIRMED shows that
+    address still holds its funds (even counting the transactions waiting for a block). UNCHECKED when this
+    ledger cannot tell (another chain, unreachable, or the spend is not mined yet: a report often outruns the
+    next block). CONFIRMED shows that
     the deposit was spent, not by whom: ``node.protocols.outcomes`` decides whether it proves anything."""
     from node.ledger.base import LedgerError
     from node.risk.reputation import LedgerCheck
