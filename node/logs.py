@@ -99,6 +99,10 @@ def configure(level: str = "info", fmt: str = "console", file: str | Path | None
     # ~90 % of its log. Warnings and errors still show; --log-level debug shows them all.
     for name in QUIET_BELOW_WARNING:
         logging.getLogger(name).setLevel(lvl if lvl <= logging.DEBUG else max(lvl, logging.WARNING))
+        # its children inherit: a level left on one (httpcore.connection, by a library or an earlier
+        # configuration) would let its INFO lines through
+        for child in [n for n in logging.root.manager.loggerDict if n.startswith(name + ".")]:
+            logging.getLogger(child).setLevel(logging.NOTSET)
 
 
 #: third-party loggers kept at WARNING unless the node runs at DEBUG
