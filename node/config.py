@@ -124,7 +124,7 @@ def _bounded(lo: float, hi: float) -> Callable[[float], str | None]:
 
 
 def _price_sources(vs: list[str]) -> str | None:
-    from node.assets.feeds import SOURCES
+    from node.assets.feed_names import SOURCES
 
     if not vs:
         return f"name at least one source: {', '.join(SOURCES)}"
@@ -137,7 +137,7 @@ def _price_sources(vs: list[str]) -> str | None:
 
 
 def _price_assets(vs: list[str]) -> str | None:
-    from node.assets.feeds import COINGECKO_IDS
+    from node.assets.feed_names import COINGECKO_IDS
 
     if not vs:
         return "name at least one coin"

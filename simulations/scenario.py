@@ -98,8 +98,8 @@ def validate(raw: dict) -> dict:
     if unknown:
         raise ScenarioError(f"{unknown[0]}: unknown section (known: {', '.join(sorted(known))})")
     sc: dict[str, Any] = {}
-    if "criteria" in raw:  # pass criteria of the run's verdict (simulations.report.CRITERIA)
-        from simulations.report import check_criteria
+    if "criteria" in raw:  # pass criteria of the run's verdict (simulations.criteria.CRITERIA)
+        from simulations.criteria import check_criteria
 
         try:
             sc["criteria"] = check_criteria(raw["criteria"])

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from node.assets.feed_names import COINGECKO_IDS, SOURCES  # noqa: F401 (SOURCES re-exported)
 from node.assets.prices import DEFAULT_PRICES, CsvPrices, JsonPrices, Price, PriceError, StaticPrices, _base
 
 #: the largest HTTP response body a price source may send (bytes); a larger one is refused unread
@@ -33,7 +34,6 @@ MAX_BODY = 64 * 1024
 MIN_PRICE = Decimal("1e-8")
 MAX_PRICE = Decimal("1e9")
 #: the sources ``prices.source`` may name
-SOURCES = ("static", "file", "coinbase", "kraken", "coingecko")
 HTTP_SOURCES = ("coinbase", "kraken", "coingecko")
 #: the assets the HTTP sources are asked for (base symbols: test networks price like their main asset)
 DEFAULT_ASSETS = ("BTC", "ETH", "LTC", "DOGE")
@@ -126,7 +126,6 @@ def parse_kraken(body: bytes, base: str) -> Decimal:
     return checked_price(last[0], where)
 
 
-COINGECKO_IDS = {"BTC": "bitcoin", "ETH": "ethereum", "LTC": "litecoin", "DOGE": "dogecoin"}
 
 
 def coingecko_url(base: str) -> str:
