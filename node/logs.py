@@ -97,15 +97,18 @@ def configure(level: str = "info", fmt: str = "console", file: str | Path | None
     lp.setLevel(lvl if lvl <= logging.DEBUG else max(lvl, logging.WARNING))
     # httpx logs every request at INFO ("HTTP Request: POST .../rpc"): a dev node's ledger polling made
     # ~90 % of its log. Warnings and errors still show; --log-level debug shows them all.
+    # this configuration owns the process's logging: a library's dictConfig (disable_existing_loggers, its
+    # default) must not leave ours, or anyone's warnings, switched off
+    for existing in list(logging.root.manager.loggerDict.values()):
+        if isinstance(existing, logging.Logger):
+            existing.disabled = False
     for name in QUIET_BELOW_WARNING:
         parent = logging.getLogger(name)
         parent.setLevel(lvl if lvl <= logging.DEBUG else max(lvl, logging.WARNING))
-        parent.disabled = False  # a library's dictConfig (disable_existing_loggers) would hide its warnings too
         # its children inherit: a level left on one (httpcore.connection, by a library or an earlier
         # configuration) would let its INFO lines through
         for child in [n for n in logging.root.manager.loggerDict if n.startswith(name + ".")]:
             logging.getLogger(child).setLevel(logging.NOTSET)
-            logging.getLogger(child).disabled = False
 
 
 #: third-party loggers kept at WARNING unless the node runs at DEBUG

@@ -13,7 +13,8 @@ def test_httpx_request_lines_are_quiet_at_info():
     """A dev node's log was ~90 % httpx "HTTP Request: POST .../rpc" lines (logged at INFO by httpx)."""
     buf = io.StringIO()
     logging.getLogger("httpcore.connection").setLevel(logging.DEBUG)  # a level left on a child by someone else
-    logging.getLogger("httpx").disabled = True  # as a library's dictConfig(disable_existing_loggers) leaves it
+    for name in ("httpx", "keyswitch"):  # as a library's dictConfig (disable_existing_loggers) leaves them
+        logging.getLogger(name).disabled = True
     logs.configure(level="info", fmt="json", stream=buf)
     logging.getLogger("httpx").info('HTTP Request: POST http://127.0.0.1:1/rpc "HTTP/1.1 200 OK"')
     logging.getLogger("httpcore.connection").info("connect_tcp.started")
