@@ -10,18 +10,32 @@ from node import logs
 
 
 def test_httpx_request_lines_are_quiet_at_info():
-    """A dev node's log was ~90 % httpx "HTTP Request: POST .../rpc" lines (logged at INFO by httpx)."""
-    buf = io.StringIO()
-    logging.getLogger("httpcore.connection").setLevel(logging.DEBUG)  # a level left on a child by someone else
-    for name in ("httpx", "keyswitch"):  # as a library's dictConfig (disable_existing_loggers) leaves them
-        logging.getLogger(name).disabled = True
-    logs.configure(level="info", fmt="json", stream=buf)
-    logging.getLogger("httpx").info('HTTP Request: POST http://127.0.0.1:1/rpc "HTTP/1.1 200 OK"')
-    logging.getLogger("httpcore.connection").info("connect_tcp.started")
-    logging.getLogger("httpx").warning("a real httpx problem")
-    logs.get("keyswitch").info("ours")
-    events = [json.loads(l)["event"] for l in buf.getvalue().splitlines()]
-    assert "ours" in events and "a real httpx problem" in events
+    """A dev node's log was ~90 % httpx "HTTP Request: POST .../rpc" lines (logged at INFO by httpx). Checked in
+    a fresh interpreter, as a daemon configures its logging at start (earlier tests of this process leave
+    logging state of their own), with the state libraries may leave: a level on a child logger, loggers
+    disabled by a dictConfig."""
+    import subprocess
+    import sys
+
+    code = """
+import io, json, logging, logging.config
+from node import logs
+logging.getLogger("httpx"); logging.getLogger("keyswitch")
+logging.config.dictConfig({"version": 1})  # disable_existing_loggers, as a library's configuration may do
+logging.getLogger("httpcore.connection").setLevel(logging.DEBUG)
+buf = io.StringIO()
+logs.configure(level="info", fmt="json", stream=buf)
+logging.getLogger("httpx").info('HTTP Request: POST http://127.0.0.1:1/rpc "HTTP/1.1 200 OK"')
+logging.getLogger("httpcore.connection").info("connect_tcp.started")
+logging.getLogger("httpx").warning("a real httpx problem")
+logs.get("keyswitch").info("ours")
+print(json.dumps([json.loads(l)["event"] for l in buf.getvalue().splitlines()]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    events = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "ours" in events and "a real httpx problem" in events, events
     assert not any("HTTP Request" in e or "connect_tcp" in e for e in events), events
 
 
