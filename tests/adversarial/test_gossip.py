@@ -22,6 +22,7 @@ from node.protocols.base import PeerConnected, ResponseReceived, SendRequest, Va
 from node.runtime import NodeConfig, run_host
 from node.runtime import pex
 from node.runtime.gossip import score_params
+from tests.polling import eventually
 
 pytestmark = pytest.mark.network
 
@@ -68,10 +69,8 @@ def cfg(tmp: Path, name: str, **kw) -> NodeConfig:
     return NodeConfig(datadir=tmp / name, net="gsp", seed=1, **kw)  # default heartbeat (1 s)
 
 
-async def wait_for(pred, timeout=15.0):
-    with trio.fail_after(timeout):
-        while not pred():
-            await trio.sleep(0.05)
+async def wait_for(pred, timeout=15.0, what=""):
+    await eventually(pred, timeout, what)
 
 
 async def test_a_peer_that_sent_5_rejected_messages_is_heard_again_and_gets_gossip_within_the_stated_time(tmp_path):

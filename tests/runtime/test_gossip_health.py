@@ -15,6 +15,7 @@ import trio
 from node.localnet import timeout_factor
 from node.protocols.base import Validation, topic
 from node.runtime import NodeConfig, run_host
+from tests.polling import eventually
 
 pytestmark = pytest.mark.network
 
@@ -53,9 +54,7 @@ async def test_the_heartbeat_keeps_its_configured_period_quiet_and_under_traffic
         a, b, c = nodes
         await a.connect(b.listen_addrs[0])
         await c.connect(b.listen_addrs[0])
-        with trio.fail_after(15):
-            while not (len(b.mesh_peers(T)) == 2 and a.mesh_peers(T) and c.mesh_peers(T)):
-                await trio.sleep(0.05)
+        await eventually(lambda: len(b.mesh_peers(T)) == 2 and a.mesh_peers(T) and c.mesh_peers(T), 15, "mesh")
         beats: dict[str, list[float]] = {x.peer_id: [] for x in nodes}
         for x in nodes:  # record each heartbeat (the router calls mesh_heartbeat once per heartbeat)
             orig = x.router.mesh_heartbeat
