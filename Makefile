@@ -21,7 +21,13 @@ $(TEST_STAMP): $(STAMP) scripts/sysdeps.sh
 	./scripts/sysdeps.sh --test
 	touch $(TEST_STAMP)
 
-# anvil (a real EVM node, from npm) for the Ethereum-like ledger tests
+# litecoind (optional), the real Bitcoin-family node the demo runs for LTC-REG when it is installed
+CHAINS_STAMP := $(VENV)/.chains
+$(CHAINS_STAMP): $(STAMP) scripts/sysdeps.sh
+	./scripts/sysdeps.sh --chains
+	touch $(CHAINS_STAMP)
+
+# anvil (a real EVM node, from npm) for the Ethereum-like ledger tests and the demo's ETH-DEV
 ANVIL := .tools/node_modules/.bin/anvil
 $(ANVIL): scripts/anvil.sh
 	./scripts/anvil.sh
@@ -33,7 +39,8 @@ $(JSLIBP2P): scripts/jslibp2p.sh tests/interop/jsnode/package-lock.json
 
 install: $(STAMP) $(TEST_STAMP) $(ANVIL) $(JSLIBP2P)
 
-demo: $(STAMP)
+# the demo runs ETH-DEV on anvil and LTC-REG on litecoind when they could be installed, else on the dev ledger
+demo: $(STAMP) $(CHAINS_STAMP) $(ANVIL)
 	$(PY) -m node demo
 
 # Functional tests wait on polled conditions; on a loaded 2-core CI machine give

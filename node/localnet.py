@@ -158,3 +158,41 @@ def start_litecoind(exe: str, datadir: Path, *, timeout: float = 60.0) -> tuple[
     stop_all([proc], timeout=10)
     raise RuntimeError(f"litecoind ({exe}) did not answer on {url} within {timeout:.0f} s:\n"
                        f"{(datadir / 'out.log').read_text(errors='replace')[-1500:]}")
+
+
+LITECOIND_BLOCK_TIME = 1.0  # seconds between litecoind's blocks (demo, keyswitch dev): as anvil's ANVIL_BLOCK_TIME
+LITECOIND_ASSET = "LTC-REG"  # the asset a local litecoind serves (ledger.rpc_asset)
+
+
+def start_litecoind_network(exe: str, datadir: Path, *, block_time: float = LITECOIND_BLOCK_TIME
+                            ) -> tuple[list[subprocess.Popen], str, Path]:
+    """One litecoind for a whole local network (the demo, ``keyswitch dev``): ``start_litecoind``, 101 blocks
+    mined at once (a mature coinbase: the faucet wallet funds the first deposits without waiting), then a
+    block every ``block_time`` seconds from ``node.ledger.regtest_miner``. Returns ([litecoind, miner], RPC
+    URL, cookie file); the caller stops both with the rest (``stop_all``: the miner first, being newer); on a
+    failure here both are stopped before the error goes up."""
+    import sys
+
+    from node.ledger.base import LedgerError
+    from node.ledger.bitcoind import BitcoindLedger
+
+    proc, url, cookie = start_litecoind(exe, datadir)
+    procs = [proc]
+    try:
+        # createwallet writes and syncs a new wallet: seconds on a loaded disk, hence the long read timeout
+        led = BitcoindLedger(url, asset=LITECOIND_ASSET, cookie=cookie, timeout=60 * timeout_factor())
+        try:
+            led.mine(LITECOIND_ASSET, 101)
+        except LedgerError as exc:
+            raise RuntimeError(f"litecoind at {url}: {exc} (its log: {datadir / 'out.log'})") from None
+        finally:
+            led.close()
+        log = datadir / "miner.log"
+        miner = spawn([sys.executable, "-m", "node.ledger.regtest_miner", "--url", url, "--cookie", str(cookie),
+                       "--asset", LITECOIND_ASSET, "--interval", f"{block_time:g}"], log)
+        procs.append(miner)
+        wait_for(log, r"(mining) ", miner, timeout=30 * timeout_factor())
+    except BaseException:
+        stop_all(procs, timeout=30)
+        raise
+    return procs, url, cookie

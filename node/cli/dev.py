@@ -2,7 +2,8 @@
 
 Starts a dev ledger server, anvil (a real EVM node serving ETH-DEV, when it
 is installed: ``make install`` puts it in ``.tools``; ``--no-anvil`` skips it),
-one bootstrap node and N daemons (``keyswitch run``), each in its own data
+litecoind (a real Bitcoin-family node on regtest serving LTC-REG, a block every second, when it is installed:
+``make install`` installs Debian's package; ``--no-litecoind`` skips it), one bootstrap node and N daemons (``keyswitch run``), each in its own data
 directory under ``--dir`` with a config.toml naming the ledger(s), the network and the bootstrap node
 (rewritten on every start: the ledger's port changes), prints how to reach each one, and runs until Ctrl-C
 or SIGTERM, then stops them all gracefully.
@@ -21,7 +22,8 @@ from typing import Optional
 import typer
 
 from node.cli.init import initialise
-from node.localnet import ANVIL_BLOCK_TIME, find_anvil, spawn, start_anvil, stop_all, wait_for
+from node.localnet import (ANVIL_BLOCK_TIME, LITECOIND_ASSET, LITECOIND_BLOCK_TIME, find_anvil, find_litecoind, spawn,
+                           start_anvil, start_litecoind_network, stop_all, wait_for)
 
 def register(app: typer.Typer) -> None:
     @app.command("dev")
@@ -32,6 +34,8 @@ def register(app: typer.Typer) -> None:
         block_interval: float = typer.Option(1.0, "--block-interval", min=0.05, help="Dev ledger block interval (s)"),
         anvil: bool = typer.Option(True, "--anvil/--no-anvil",
                                    help="Serve ETH-DEV from anvil (a real EVM node) when it is installed"),
+        litecoind: bool = typer.Option(True, "--litecoind/--no-litecoind",
+                                       help="Serve LTC-REG from litecoind (a real Bitcoin-family node) when it is installed"),
     ) -> None:
         """Start a dev ledger, a bootstrap node and N nodes on 127.0.0.1 for experimenting by hand."""
         from rich.console import Console
@@ -65,6 +69,13 @@ def register(app: typer.Typer) -> None:
                 evm, evm_url = start_anvil(exe, root / "anvil" / "out.log", block_time=ANVIL_BLOCK_TIME)
                 procs.append(evm)
                 settings.update({"ledger.evm_url": evm_url, "ledger.evm_asset": "ETH-DEV"})
+            ltc_exe = find_litecoind() if litecoind else None
+            ltc_url = ""
+            if ltc_exe:
+                started, ltc_url, cookie = start_litecoind_network(ltc_exe, root / "litecoind")
+                procs.extend(started)
+                settings.update({"ledger.rpc_url": ltc_url, "ledger.rpc_cookie": str(cookie),
+                                 "ledger.rpc_asset": LITECOIND_ASSET})
             bdir = root / "bootstrap"
             bdir.mkdir(exist_ok=True)
             blog = bdir / "out.log"
@@ -92,9 +103,16 @@ def register(app: typer.Typer) -> None:
             console.print(f"dev ledger {ledger_url} (one block every {block_interval:g} s; shared by every node)")
             if evm_url:
                 console.print(f"anvil {evm_url} serves ETH-DEV (a real EVM node; an empty block every "
-                              f"{ANVIL_BLOCK_TIME:g} s); the dev ledger serves the other assets")
+                              f"{ANVIL_BLOCK_TIME:g} s)")
             elif anvil:
                 console.print("ETH-DEV on the dev ledger: anvil is not installed (make install puts it in .tools)")
+            if ltc_url:
+                console.print(f"litecoind {ltc_url} serves {LITECOIND_ASSET} (a real Bitcoin-family node on regtest; "
+                              f"a block every {LITECOIND_BLOCK_TIME:g} s; data in {root / 'litecoind'})")
+            elif litecoind:
+                console.print(f"{LITECOIND_ASSET} on the dev ledger: litecoind is not installed "
+                              "(make install installs it: apt-get install litecoind)")
+            console.print("the dev ledger serves " + ("the other assets" if evm_url or ltc_url else "every asset"))
             console.print(f"bootstrap {boot}")
             console.print(t)
             console.print(f"try: keyswitch --datadir {rows[0][0]} peers     (logs: <datadir>/out.log)")

@@ -221,9 +221,12 @@ def test_make_demo_installs_neither_electrum_nor_chromium():
     full = subprocess.run([str(script), "--test"], capture_output=True, text=True, env=env, timeout=30).stdout
     assert "electrum" not in base and "chromium" not in base, base
     assert "electrum" in full and "chromium" in full, full
+    chains = subprocess.run([str(script), "--chains"], capture_output=True, text=True, env=env, timeout=30).stdout
+    assert "litecoind" in chains and "electrum" not in chains and "chromium" not in chains, chains
     demo = subprocess.run(["make", "-n", "-B", "demo"], capture_output=True, text=True, cwd=ROOT, timeout=30).stdout
     test = subprocess.run(["make", "-n", "-B", "test"], capture_output=True, text=True, cwd=ROOT, timeout=30).stdout
     assert "sysdeps.sh" in demo and "--test" not in demo, demo
+    assert "sysdeps.sh --chains" in demo and "anvil.sh" in demo, demo  # the real nodes of the demo's swap
     assert "sysdeps.sh --test" in test, test
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from node.localnet import find_anvil
+from node.ledger.bitcoind import BitcoindLedger
+from node.localnet import find_anvil, find_litecoind
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,9 +72,27 @@ def test_keyswitch_dev_starts_a_connected_local_network_and_stops(tmp_path):
             got = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance",
                                         "params": [dep["address"], "latest"]}, timeout=10).json()["result"]
             assert int(got, 16) == int(dep["amount"]) > 0, (got, dep)
+        if find_litecoind():  # make test installs litecoind: LTC-REG deposits are litecoind's transactions
+            (url,) = [l.split()[1] for l in out if l.startswith("litecoind http://127.0.0.1:")]
+            r = subprocess.run([sys.executable, "-m", "node", "--datadir", str(tmp_path / "node2"), "deposit",
+                                "--asset", "LTC-REG", "--chunks", "1", "--wait", "2", "--timeout", "60", "--json"],
+                               capture_output=True, text=True, cwd=ROOT, timeout=120)
+            assert r.returncode == 0, r.stderr[-2000:]
+            (dep,) = json.loads(r.stdout)
+            assert dep["confirmations"] >= 2  # the miner's blocks, one a second
+            led = BitcoindLedger(url, asset="LTC-REG", cookie=tmp_path / "litecoind" / "regtest" / ".cookie")
+            try:
+                tx = led.rpc("getrawtransaction", dep["txid"], True)
+                paid = [o for o in tx["vout"] if o["scriptPubKey"]["hex"] == led.script_of(dep["address"]).hex()]
+                assert [round(o["value"] * 10**8) for o in paid] == [int(dep["amount"])] and tx["confirmations"] >= 2
+            finally:
+                led.close()
     finally:
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, "".join(out) + rest
     assert "stopped" in rest
     assert not (tmp_path / "node0" / ".cookie").exists()  # every daemon shut down gracefully
+    if find_litecoind():  # and litecoind with them: it removes its cookie and pid file on a clean shutdown
+        assert not any((tmp_path / "litecoind" / "regtest" / f).exists() for f in (".cookie", "bitcoind.pid"))
+        assert "mining LTC-REG every 1 s" in (tmp_path / "litecoind" / "miner.log").read_text()
