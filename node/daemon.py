@@ -93,6 +93,22 @@ class OfferStack:
                 return  # nothing changed: no new quote, no new sheet
         self.protocol.own = self.own_sheet()
 
+    def offered(self) -> set[bytes]:
+        """The deposit keys of this node's current offers."""
+        return {o.pubkey for o in (self.protocol.own.offers if self.protocol.own else [])}
+
+    def retract_gone(self, before: set[bytes]) -> bool:
+        """After ``refresh_offers``: the offers that left since ``before`` (``offered()`` then) ride as
+        retractions on the next sheet: their funds unconfirmed again (a reorganisation), spent, or their key
+        committed or released. A sheet that offers nothing is published only when it retracts something, so
+        without this the last offer would stay in every book until it expired. True when the offers changed
+        (the caller publishes: ``set_own_sheet``)."""
+        after = self.offered()
+        if after == before:
+            return False
+        self.protocol.own.retracted.extend(sorted(before - after))
+        return True
+
     def close(self) -> None:
         self.book.close()
         self.enclave.close()
@@ -919,15 +935,13 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
                 every few seconds, re-derive this node's offers and publish when they changed."""
                 while True:
                     await trio.sleep(5.0)
-                    before = {o.pubkey for o in (stack.protocol.own.offers if stack.protocol.own else [])}
+                    before = stack.offered()
                     try:
                         await trio.to_thread.run_sync(stack.refresh_offers, clock.now())
                     except Exception as exc:  # an unreachable ledger server: try again later
                         log.warning("offers refresh failed: %s", exc)
                         continue
-                    after = {o.pubkey for o in stack.protocol.own.offers}
-                    if after != before:
-                        stack.protocol.own.retracted.extend(sorted(before - after))
+                    if stack.retract_gone(before):  # in the event loop, as the protocol's own publishing
                         node.driver.submit(stack.protocol,
                                            lambda now: stack.protocol.set_own_sheet(stack.protocol.own, now))
 
