@@ -19,6 +19,7 @@ for that key is warm; its signature is verified every time).
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -206,29 +207,20 @@ def chain_figures(confirmations: int, interval: float, *, litecoind: bool = True
     if exe is None:
         print("litecoind: " + ("not installed (apt-get install litecoind)" if litecoind else "skipped"))
     else:
-        import threading
-
         from node.ledger.bitcoind import BitcoindLedger
-        from node.localnet import start_litecoind, stop_all
+        from node.localnet import start_litecoind_network, stop_all
 
         tmp = Path(tempfile.mkdtemp(prefix="bench-ltc-"))
-        proc, url, cookie = start_litecoind(exe, tmp)
-        stop = threading.Event()
+        # the demo's and keyswitch dev's litecoind: a mature faucet, then a block every `interval` seconds
+        procs, url, cookie = start_litecoind_network(exe, tmp, block_time=interval)
         try:
             ltc = BitcoindLedger(url, asset="LTC-REG", cookie=cookie)
-            ltc.mine("LTC-REG", 101)
-            miner = BitcoindLedger(url, asset="LTC-REG", cookie=cookie)
-
-            def mine():  # a block every `interval` seconds, as the dev ledger's
-                while not stop.wait(interval):
-                    miner.mine("LTC-REG", 1)
-
-            threading.Thread(target=mine, daemon=True).start()
             rows.append(("litecoind -regtest (LTC-REG, real P2WPKH txs)",
                          deposit_and_sweep(ltc, "LTC-REG", confirmations, 10**7)))
+            ltc.close()
         finally:
-            stop.set()
-            stop_all([proc], timeout=30)
+            stop_all(procs, timeout=30)
+            shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n{'deposit to ' + str(confirmations) + ' confirmations, then its sweep':48} {'deposit s':>9} "
           f"{'sweep s':>8} {'sweep 1 conf s':>14}   (a block every {interval:g} s)")
     for name, (dep, sw, conf) in rows:
