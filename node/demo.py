@@ -15,9 +15,12 @@ Stages, each on real parts (only the TEE is simulated, and says so):
    ``tee.broken = "double-release"``, and says so at start); each funds $50
    deposits (its own quote verified first) and gossips an attested offer
    sheet until every offer book holds every other node's offers;
-5. a swap: alice's BTC-REG chunks for bob's ETH-DEV chunks, agreed over
+   When litecoind is installed (``find_litecoind``) it runs too, with a block every second, and every daemon
+   serves LTC-REG from it: alice's chunks are then LTC-REG on litecoind instead of BTC-REG on the dev ledger;
+5. a swap: alice's BTC-REG (or LTC-REG) chunks for bob's ETH-DEV chunks, agreed over
    /keyswitch/contract/1 and run key by key over /keyswitch/release/1; each
-   side sweeps what it received and reports the outcome, which raises the
+   side sweeps what it received (on anvil and litecoind each sweep is read back from the node, with the
+   fee it paid) and reports the outcome, which raises the
    other's reputation in its view;
 6. the broken TEE: mallory sells one BTC-REG chunk to carol and to dave
    at once; her enclave releases the key twice (when the second victim's
@@ -48,7 +51,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from node.localnet import ANVIL_BLOCK_TIME, ANVIL_CHAIN_ID, find_anvil, init_datadir, spawn, start_anvil, stop_all, wait_for
+from node.demo_chains import evm_claims, litecoind_claims
+from node.localnet import (ANVIL_BLOCK_TIME, ANVIL_CHAIN_ID, LITECOIND_ASSET, LITECOIND_BLOCK_TIME, find_anvil,
+                           find_litecoind, init_datadir, spawn, start_anvil, start_litecoind_network, stop_all, wait_for)
 
 ROOT = Path(__file__).resolve().parents[1]
 DCAP_DIR = ROOT.parent / "shared" / "testdata" / "attestation" / "intel-dcap"
@@ -148,10 +153,12 @@ class LocalNet:
     """A dev ledger server, two bootstrap nodes and ``keyswitch run`` daemons on 127.0.0.1, all on one
     ledger (a swap needs both sides on it), talking to each daemon through its local API. When anvil is
     installed (``find_anvil``; ``use_anvil``) it runs too and every daemon serves ETH-DEV from it
-    (``ledger.evm_url``); it is stopped with the rest, on failure too."""
+    (``ledger.evm_url``); when litecoind is (``find_litecoind``; ``use_litecoind``) one litecoind on regtest
+    with a block every second serves LTC-REG to every daemon (``ledger.rpc_url``). Both are stopped with the
+    rest, on failure too."""
 
     def __init__(self, console: Console, root: Path, names: list[str], *, broken: dict[str, str],
-                 net: str = "demo", timeout: float = 120, use_anvil: bool = True) -> None:
+                 net: str = "demo", timeout: float = 120, use_anvil: bool = True, use_litecoind: bool = True) -> None:
         self.console, self.root, self.names, self.broken, self.net = console, root, names, broken, net
         self.timeout = timeout
         self.procs: list[subprocess.Popen] = []
@@ -159,6 +166,8 @@ class LocalNet:
         self.bootnodes: list[str] = []
         self.evm_url = ""  # anvil's JSON-RPC URL when anvil serves ETH-DEV
         self.anvil = find_anvil() if use_anvil else None
+        self.litecoind = find_litecoind() if use_litecoind else None
+        self.ltc_url, self.ltc_cookie = "", Path()  # litecoind's JSON-RPC URL and cookie when it serves LTC-REG
 
     def __enter__(self) -> "LocalNet":
         try:
@@ -182,6 +191,9 @@ class LocalNet:
             evm_dir.mkdir(exist_ok=True)
             proc, self.evm_url = start_anvil(self.anvil, evm_dir / "out.log", block_time=ANVIL_BLOCK_TIME)
             self.procs.append(proc)
+        if self.litecoind:  # a real Bitcoin-family node for LTC-REG: a block every second, as anvil's
+            started, self.ltc_url, self.ltc_cookie = start_litecoind_network(self.litecoind, self.root / "litecoind")
+            self.procs.extend(started)
         for i in range(2):  # the second bootstrap node starts from the first
             d = self.root / f"boot{i}"
             d.mkdir(exist_ok=True)
@@ -197,6 +209,9 @@ class LocalNet:
             env = {"KEYSWITCH_LEDGER_URL": self.ledger_url}
             if self.evm_url:
                 env.update(KEYSWITCH_LEDGER_EVM_URL=self.evm_url, KEYSWITCH_LEDGER_EVM_ASSET="ETH-DEV")
+            if self.ltc_url:
+                env.update(KEYSWITCH_LEDGER_RPC_URL=self.ltc_url, KEYSWITCH_LEDGER_RPC_COOKIE=str(self.ltc_cookie),
+                           KEYSWITCH_LEDGER_RPC_ASSET=LITECOIND_ASSET)
             if name in self.broken:
                 env["KEYSWITCH_TEE_BROKEN"] = self.broken[name]  # the explicit switch: tee.broken
             boots = [a for b in self.bootnodes for a in ("--bootnodes", b)]
@@ -262,28 +277,40 @@ class Story:
     victims: tuple[str, ...] = ()
     before: dict[str, dict] = dataclasses.field(default_factory=dict)  # node -> its view of the cheater, before
     runs: list[tuple[str, str, str, str, str]] = dataclasses.field(default_factory=list)  # language contracts
+    utxo: str = "BTC-REG"  # alice's Bitcoin-like asset (swap, escrow, option): LTC-REG when litecoind serves it
 
 
 # ------------------------------------------------------------------ the stages on that network
 def stage_network(console: Console, net: LocalNet, story: Story) -> bool:
     """Deposits on every daemon (the quote verified first), sheets gossiped until every book is full."""
     console.rule(f"[bold]4. A network on 127.0.0.1: 2 bootstrap nodes, {len(net.nodes)} nodes, one dev ledger"
-                 + (" and anvil" if net.evm_url else ""))
-    console.print(f"dev ledger server {net.ledger_url} (a block every 0.5 s)")
+                 + (" and anvil" if net.evm_url else "") + (" and litecoind" if net.ltc_url else ""))
+    real = {a for a, url in (("ETH-DEV", net.evm_url), (LITECOIND_ASSET, net.ltc_url)) if url}
+    console.print(f"dev ledger server {net.ledger_url} (a block every 0.5 s) serves "
+                  + ", ".join(a for a in ("BTC-REG", "ETH-DEV", LITECOIND_ASSET) if a not in real))
     if net.evm_url:
-        console.print(f"BTC-REG on the dev ledger; [bold]ETH-DEV on anvil (a real EVM node)[/bold] at {net.evm_url} "
+        console.print(f"[bold]ETH-DEV on anvil (a real EVM node)[/bold] at {net.evm_url} "
                       f"(chain id {ANVIL_CHAIN_ID}; transactions mined as they arrive, an empty block every "
                       f"{ANVIL_BLOCK_TIME:g} s; sweeps pay gas)")
     else:
-        console.print("BTC-REG and ETH-DEV on the dev ledger (ETH-DEV on the dev ledger: anvil not installed; "
-                      "`make test` installs it)")
-    if net.evm_url:  # each daemon says at start which ledger serves which asset
+        console.print("ETH-DEV on the dev ledger: anvil not installed (`make test` installs it)")
+    if net.ltc_url:
+        console.print(f"[bold]{LITECOIND_ASSET} on litecoind (a real Bitcoin-family node, regtest)[/bold] at "
+                      f"{net.ltc_url} (a block every {LITECOIND_BLOCK_TIME:g} s; segwit transactions signed by the "
+                      "wallets, never by the node; sweeps pay fees)")
+    else:
+        console.print(f"{LITECOIND_ASSET} on the dev ledger: litecoind not installed (`make test` installs it)")
+    # each daemon says at start which ledger serves which asset
+    for url, asset, backend, chain in ((net.evm_url, "ETH-DEV", "EvmLedger", "anvil"),
+                                       (net.ltc_url, LITECOIND_ASSET, "BitcoindLedger", "litecoind")):
+        if not url:
+            continue
         routed = [n.name for n in net.nodes.values()
-                  if "ledger: ETH-DEV on EvmLedger" in (n.datadir / "out.log").read_text(errors="replace")]
+                  if f"ledger: {asset} on {backend}" in (n.datadir / "out.log").read_text(errors="replace")]
         if len(routed) < len(net.nodes):
-            console.print(f"[red]only {', '.join(routed) or 'no daemon'} serve ETH-DEV from anvil[/red]")
+            console.print(f"[red]only {', '.join(routed) or 'no daemon'} serve {asset} from {chain}[/red]")
             return False
-        console.print(f"every daemon serves ETH-DEV from anvil ({len(routed)}/{len(net.nodes)} say so at start)")
+        console.print(f"every daemon serves {asset} from {chain} ({len(routed)}/{len(net.nodes)} say so at start)")
     console.print("bootstrap nodes:")
     for b in net.bootnodes:
         console.print(f"  {b}")
@@ -341,9 +368,11 @@ def _finished(net: LocalNet, name: str, peer: str) -> dict | None:
 
 
 def stage_swap(console: Console, net: LocalNet, story: Story) -> bool:
-    """alice's two BTC-REG chunks for bob's two ETH-DEV chunks, key by key, enclave to enclave."""
-    console.rule("[bold]5. A swap: alice's BTC-REG chunks for bob's ETH-DEV chunks, key by key")
-    agreed = net.post("alice", "/v1/contracts", {"peer": net.nodes["bob"].peer, "give": "BTC-REG",
+    """alice's two BTC-REG (LTC-REG) chunks for bob's two ETH-DEV chunks, key by key, enclave to enclave."""
+    where = {"ETH-DEV": " on anvil" if net.evm_url else "", LITECOIND_ASSET: " on litecoind" if net.ltc_url else ""}
+    console.rule(f"[bold]5. A swap: alice's {story.utxo} chunks{where.get(story.utxo, '')} for bob's ETH-DEV "
+                 f"chunks{where['ETH-DEV']}, key by key")
+    agreed = net.post("alice", "/v1/contracts", {"peer": net.nodes["bob"].peer, "give": story.utxo,
                                                  "take": "ETH-DEV", "chunks": 2})
     console.print(f"alice proposes, bob's policy agrees ({agreed['rounds']} rounds, "
                   f"{agreed['give']['usd_cents'] / 100:.2f} USD each way); the enclaves exchange keys over "
@@ -362,8 +391,9 @@ def stage_swap(console: Console, net: LocalNet, story: Story) -> bool:
                   c["state"])
     console.print(t)
     if net.evm_url:
-        ok &= _evm_claims(console, net, [ch for ch in _finished(net, "alice", "bob")["outcome"]["chunks"]
-                                         if ch["status"] == "claimed" and ch["asset"] == "ETH-DEV"])
+        ok &= evm_claims(console, net.evm_url, _claimed(net, "alice", "bob", "ETH-DEV"))
+    if net.ltc_url and story.utxo == LITECOIND_ASSET:
+        ok &= litecoind_claims(console, net, _claimed(net, "bob", "alice", LITECOIND_ASSET))
     net.until(lambda: all(net.get(n, "/v1/status")["outcomes"]["accepted"] >= 1 for n in ("alice", "bob")),
               "outcome reports")
     for n, other in (("alice", "bob"), ("bob", "alice")):
@@ -375,27 +405,10 @@ def stage_swap(console: Console, net: LocalNet, story: Story) -> bool:
     return ok
 
 
-def _evm_claims(console: Console, net: LocalNet, chunks: list[dict]) -> bool:
-    """The ETH-DEV claims on anvil: each sweep moved the chunk minus the gas it paid, read from anvil."""
-    from node.ledger.evm import EvmLedger
-
-    evm = EvmLedger(net.evm_url)
-    ok = bool(chunks)
-    try:
-        for ch in chunks:
-            funded = sum(e.amount for e in evm.watch([ch["address"]])[0] if e.kind == "deposit")
-            tx = evm._rpc("eth_getTransactionByHash", ch["txid"])
-            rec = evm._rpc("eth_getTransactionReceipt", ch["txid"])
-            value = int(tx["value"], 16)
-            fee = int(rec["gasUsed"], 16) * int(rec["effectiveGasPrice"], 16)
-            good = rec["status"] == "0x1" and value + fee == funded
-            ok &= good
-            console.print(f"  on anvil, sweep {ch['txid'][:10]}... (block {int(rec['blockNumber'], 16)}): claimed "
-                          f"{value / 1e18:.9f} ETH-DEV = the chunk's {funded / 1e18:.9f} minus {fee / 1e18:.9f} gas"
-                          + ("" if good else " [red](does not add up)[/red]"))
-    finally:
-        evm.close()
-    return ok
+def _claimed(net: LocalNet, name: str, peer: str, asset: str) -> list[dict]:
+    """The ``asset`` chunks ``name`` claimed (swept) in its last contract with ``peer``."""
+    return [ch for ch in _finished(net, name, peer)["outcome"]["chunks"]
+            if ch["status"] == "claimed" and ch["asset"] == asset]
 
 
 def _run_row(net: LocalNet, name: str, cid: str) -> dict:
@@ -422,13 +435,15 @@ def _run_table(net: LocalNet, title: str, cid: str, names: tuple[str, str]) -> T
 
 def stage_escrow(console: Console, net: LocalNet, story: Story) -> bool:
     """alice pays carol in escrow; nothing moves until dave, the arbiter, signs "release"."""
-    console.rule("[bold]6. An escrow: alice pays carol one BTC-REG chunk once dave, the arbiter, approves")
+    console.rule(f"[bold]6. An escrow: alice pays carol one {story.utxo} chunk once dave, the arbiter, approves")
     r = net.post("alice", "/v1/contracts", {"kind": "escrow", "peer": net.nodes["carol"].peer,
-                                            "arbiter": net.nodes["dave"].peer, "give": "BTC-REG", "chunks": 1,
+                                            "arbiter": net.nodes["dave"].peer, "give": story.utxo, "chunks": 1,
                                             "refund_blocks": 5000})
     cid = r["contract"]
     console.print(f"contract {cid[:10]}...: the stdlib escrow (node/contracts/stdlib/escrow.ks), signed by both "
-                  "enclaves; the refund path opens 5000 blocks on")
+                  f"enclaves; the refund path opens 5000 {story.utxo} blocks on"
+                  + (" (litecoind's blocks: its time-lock counts a real chain's height)"
+                     if story.utxo == LITECOIND_ASSET and net.ltc_url else ""))
     net.until(lambda: _run_row(net, "carol", cid).get("state") == "running", "carol running the escrow")
     time.sleep(2)
     held = _run_row(net, "alice", cid).get("released") == []
@@ -446,19 +461,20 @@ def stage_escrow(console: Console, net: LocalNet, story: Story) -> bool:
 
 
 def stage_option(console: Console, net: LocalNet, story: Story) -> bool:
-    """bob buys a call option on alice's BTC-REG chunk: premium now, exercise, strike for the underlying."""
-    console.rule("[bold]7. An option: bob buys a call on alice's BTC-REG chunk, pays the premium, exercises")
+    """bob buys a call option on alice's BTC-REG (LTC-REG) chunk: premium now, exercise, strike for the
+    underlying."""
+    console.rule(f"[bold]7. An option: bob buys a call on alice's {story.utxo} chunk, pays the premium, exercises")
     # bob picks the underlying from his book: wait until alice's sheet without the chunks she released (swap,
     # escrow) has reached it, or he may pick one of those and alice refuses the option
     alice = net.nodes["alice"].peer
-    net.until(lambda: sum(1 for o in net.get("bob", "/v1/offers?asset=BTC-REG&limit=500")["offers"]
-                          if o["origin"] == alice) == 1, "bob's book holding alice's one BTC-REG chunk left")
+    net.until(lambda: sum(1 for o in net.get("bob", f"/v1/offers?asset={story.utxo}&limit=500")["offers"]
+                          if o["origin"] == alice) == 1, f"bob's book holding alice's one {story.utxo} chunk left")
     r = net.post("bob", "/v1/contracts", {"kind": "option", "peer": net.nodes["alice"].peer, "give": "ETH-DEV",
-                                          "take": "BTC-REG", "chunks": 1, "premium_chunks": 1,
+                                          "take": story.utxo, "chunks": 1, "premium_chunks": 1,
                                           "premium_blocks": 5000, "expiry_blocks": 10000})
     cid = r["contract"]
     console.print(f"contract {cid[:10]}...: the stdlib option; bob commits 2 ETH-DEV chunks (premium, strike), "
-                  "alice 1 BTC-REG chunk (the underlying, held for bob)")
+                  f"alice 1 {story.utxo} chunk (the underlying, held for bob)")
     net.until(lambda: _run_row(net, "bob", cid).get("released") == [[0, 1]], "the premium being paid")
     held = _run_row(net, "alice", cid).get("released") == []
     console.print("the premium went to alice; the underlying stays in alice's enclave until bob exercises"
@@ -698,11 +714,12 @@ def run_demo(root: Path) -> bool:
     _, pid = stage_identity(console, alice)
     stage_enrol(console, alice, pid)
     stage_dcap(console)
-    story = Story(deposits={"alice": ("BTC-REG", 4), "bob": ("ETH-DEV", 4), "carol": ("ETH-DEV", 2),
+    utxo = LITECOIND_ASSET if find_litecoind() else "BTC-REG"  # alice's chunks on litecoind when it is installed
+    story = Story(deposits={"alice": (utxo, 4), "bob": ("ETH-DEV", 4), "carol": ("ETH-DEV", 2),
                             "dave": ("ETH-DEV", 2), "mallory": ("BTC-REG", CHEAT_ATTEMPTS)},
-                  cheater="mallory", victims=("carol", "dave"))
+                  cheater="mallory", victims=("carol", "dave"), utxo=utxo)
     # The stages share one network and run in order; each is ``stage(console, net, story) -> bool``.
-    # alice's 4 BTC-REG chunks: 2 for the swap, 1 in escrow, 1 written as an option; bob's 4 ETH-DEV
+    # alice's 4 chunks (LTC-REG on litecoind when installed, else BTC-REG): 2 for the swap, 1 in escrow, 1 written as an option; bob's 4 ETH-DEV
     # chunks: 2 for the swap, the option's premium and strike.
     stages = [stage_network, stage_swap, stage_escrow, stage_option, stage_cheat]
     failed: list[str] = []

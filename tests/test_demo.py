@@ -1,3 +1,6 @@
+import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -5,9 +8,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_demo(timeout: float) -> subprocess.CompletedProcess:
+    """``python -m node demo`` in a process group of its own. Past ``timeout`` the whole group gets SIGTERM
+    (then SIGKILL): the demo's daemons, dev ledger, anvil, litecoind and miner stop with it instead of running
+    on, orphaned, and loading the machine for the tests after this one."""
+    p = subprocess.Popen([sys.executable, "-m", "node", "demo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, cwd=ROOT, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            out, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+        raise AssertionError(f"the demo took more than {timeout:.0f} s:\n{out[-3000:]}\n{err[-3000:]}") from None
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
 def test_make_demo_main_job_runs_end_to_end():
-    out = subprocess.run([sys.executable, "-m", "node", "demo"], capture_output=True, text=True, timeout=240,
-                         cwd=ROOT)
+    out = run_demo(timeout=240)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "SIMULATED" in out.stdout
     assert "binding-mismatch" in out.stdout and "measurement-not-allowed" in out.stdout
@@ -31,6 +52,23 @@ def test_make_demo_main_job_runs_end_to_end():
         assert "does not add up" not in out.stdout
     else:
         assert "ETH-DEV on the dev ledger: anvil not installed" in flat
+    # LTC-REG on litecoind when it is installed (make test installs it): alice's leg of the swap is real
+    # segwit transactions there, each claim read back from litecoind with its txid and the fee it paid
+    from node.localnet import find_litecoind
+
+    if find_litecoind():
+        assert "LTC-REG on litecoind (a real Bitcoin-family node, regtest)" in flat
+        assert "every daemon serves LTC-REG from litecoind (5/5 say so at start)" in flat
+        assert "A swap: alice's LTC-REG chunks on litecoind for bob's ETH-DEV" in flat
+        claims = re.findall(r"on litecoind, sweep ([0-9a-f]{64}) \(block (\d+)\): claimed ([0-9.]+) LTC-REG = "
+                            r"the chunk's ([0-9.]+) minus a (\d+) sat fee", flat)
+        assert len(claims) == 2 and len({c[0] for c in claims}) == 2, flat[-4000:]  # bob's two chunks
+        for _, _, got, chunk, fee in claims:
+            assert int(fee) > 0 and round(float(chunk) * 1e8) - round(float(got) * 1e8) == int(fee)
+        assert "litecoind's blocks: its time-lock counts a real chain's height" in flat  # the escrow
+        assert "does not add up" not in out.stdout
+    else:
+        assert "LTC-REG on the dev ledger: litecoind not installed" in flat
 
 
 def test_a_failed_demo_keeps_its_data_directory_and_says_where(tmp_path, monkeypatch):
