@@ -179,8 +179,7 @@ def start_litecoind_network(exe: str, datadir: Path, *, block_time: float = LITE
     proc, url, cookie = start_litecoind(exe, datadir)
     procs = [proc]
     try:
-        # createwallet writes and syncs a new wallet: seconds on a loaded disk, hence the long read timeout
-        led = BitcoindLedger(url, asset=LITECOIND_ASSET, cookie=cookie, timeout=60 * timeout_factor())
+        led = BitcoindLedger(url, asset=LITECOIND_ASSET, cookie=cookie)
         try:
             led.mine(LITECOIND_ASSET, 101)
         except LedgerError as exc:

@@ -56,6 +56,9 @@ MAX_SATS = 84_000_000 * COIN  # Litecoin's MAX_MONEY (Bitcoin's is 21e6 coins): 
 MAX_HEIGHT = 2**31 - 1
 DUST_SATS = 546  # change below this is left to the fee rather than made an output the node calls dust
 FAUCET_WALLET = "keyswitch-faucet"
+#: read timeout (s) of the development calls that write and sync the node's disk (creating or loading its
+#: wallet, mining 101 blocks): seconds on a loaded machine, where the reads' ``timeout`` would give up
+SLOW_RPC_TIMEOUT = 120.0
 
 #: the chain (``getblockchaininfo.chain``) and genesis block each asset lives on (None: not checked)
 CHAINS: dict[str, tuple[str, str | None]] = {
@@ -160,15 +163,17 @@ class BitcoindLedger:
     def close(self) -> None:
         self.http.close()
 
-    def rpc(self, method: str, *params, wallet: str | None = None):
-        """One JSON-RPC call; the answer's numbers with a fraction are Decimals (never floats)."""
+    def rpc(self, method: str, *params, wallet: str | None = None, timeout: float | None = None):
+        """One JSON-RPC call; the answer's numbers with a fraction are Decimals (never floats). ``timeout``:
+        this call's own read timeout (default: the ledger's)."""
         import httpx
 
         url = self.url + (f"/wallet/{wallet}" if wallet is not None else "")
         body = {"jsonrpc": "1.0", "id": next(self._ids), "method": method, "params": list(params)}
         for attempt in (0, 1):
             try:
-                r = self.http.post(url, content=json.dumps(body, default=_json_default), auth=self._auth)
+                r = self.http.post(url, content=json.dumps(body, default=_json_default), auth=self._auth,
+                                   **({} if timeout is None else {"timeout": timeout}))
             except httpx.HTTPError as exc:
                 raise LedgerUnreachable(f"node at {self.url} unreachable: {exc.__class__.__name__}") from None
             if r.status_code == 401 and attempt == 0 and self.cookie is not None:
@@ -490,9 +495,9 @@ class BitcoindLedger:
         if FAUCET_WALLET in (self.rpc("listwallets") or []):
             return
         try:
-            self.rpc("loadwallet", FAUCET_WALLET)
+            self.rpc("loadwallet", FAUCET_WALLET, timeout=SLOW_RPC_TIMEOUT)
         except RpcError:
-            self.rpc("createwallet", FAUCET_WALLET)
+            self.rpc("createwallet", FAUCET_WALLET, timeout=SLOW_RPC_TIMEOUT)
 
     def faucet(self, asset: str, address: str, amount: int) -> str:
         """Fund ``address`` from the node's own regtest wallet (mining to it first when it is short)."""
@@ -503,7 +508,8 @@ class BitcoindLedger:
         self._regtest("faucet")
         self._faucet_wallet()
         if _sats(self.rpc("getbalance", wallet=FAUCET_WALLET), "getbalance") < amount + COIN:
-            self.rpc("generatetoaddress", 101, self.rpc("getnewaddress", wallet=FAUCET_WALLET))
+            self.rpc("generatetoaddress", 101, self.rpc("getnewaddress", wallet=FAUCET_WALLET),
+                     timeout=SLOW_RPC_TIMEOUT)
         try:
             return _txid(self.rpc("sendtoaddress", address, Decimal(amount) / COIN, wallet=FAUCET_WALLET))
         except RpcError as exc:
@@ -515,7 +521,8 @@ class BitcoindLedger:
             raise LedgerError(f"mine: blocks={blocks!r} is not an integer in 1..1000")
         self._regtest("mine")
         self._faucet_wallet()
-        self.rpc("generatetoaddress", blocks, self.rpc("getnewaddress", wallet=FAUCET_WALLET))
+        self.rpc("generatetoaddress", blocks, self.rpc("getnewaddress", wallet=FAUCET_WALLET),
+                 timeout=SLOW_RPC_TIMEOUT if blocks > 1 else None)
         return self.height(asset)
 
 

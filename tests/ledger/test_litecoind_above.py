@@ -96,6 +96,7 @@ def node(root, name: str, ledger):
 
 def test_a_reorganisation_retracts_the_offers_counts_nothing_twice_and_the_chain_resumes(ltc, routed, tmp_path):
     from node.deposits import deposit_status, make_deposits
+    from node.protocols.release import FUNDS_GONE, FUNDS_OK, Chunk, funds_state
     from node.protocols.testing import GossipNet
 
     now = time.time()
@@ -121,6 +122,10 @@ def test_a_reorganisation_retracts_the_offers_counts_nothing_twice_and_the_chain
         def statuses() -> list[str]:
             return [deposit_status(d, routed)["status"] for d in made]
 
+        def funds() -> list[str]:
+            """What a counterparty's release protocol finds, checking these chunks before it agrees."""
+            return [funds_state(routed.balance, Chunk(A, d.address, d.pubkey, d.amount))[0] for d in made]
+
         addresses = {d.address for d in made}
         assert statuses() == ["funded", "funded"]
         refresh(now)
@@ -128,7 +133,7 @@ def test_a_reorganisation_retracts_the_offers_counts_nothing_twice_and_the_chain
         h0 = ltc.height(A)
         ltc.mine(A, 3)  # N = 3 confirmations
         assert refresh(now + 1) and book() == addresses  # offered; the buyer's book holds both
-        assert statuses() == ["confirmed(3)", "confirmed(3)"]
+        assert statuses() == ["confirmed(3)", "confirmed(3)"] and funds() == [FUNDS_OK, FUNDS_OK]
         total = sum(routed.balance(A, a).confirmed for a in addresses)
         assert total == sum(d.amount for d in made)
 
@@ -138,6 +143,7 @@ def test_a_reorganisation_retracts_the_offers_counts_nothing_twice_and_the_chain
         assert ltc.height(A) == h0
         assert [routed.confirmations(A, d.txid) for d in made] == [0, 0]
         assert statuses() == ["funded", "funded"]
+        assert funds() == [FUNDS_GONE, FUNDS_GONE]  # no contract agrees on them now: no confirmed funds
         # nothing counted twice: each deposit is once in the unconfirmed balance and no longer in the confirmed one
         assert [routed.balance(A, d.address) for d in made] == [Balance(0, d.amount) for d in made]
         assert refresh(now + 2)  # the next sheet retracts both offers (it offers nothing)
@@ -147,7 +153,7 @@ def test_a_reorganisation_retracts_the_offers_counts_nothing_twice_and_the_chain
         ltc.mine(A, 3)  # the chain re-mines: the deposits confirm in new blocks
         assert [routed.confirmations(A, d.txid) for d in made] == [3, 3]
         assert refresh(now + 4) and book() == addresses  # offered again, once each
-        assert statuses() == ["confirmed(3)", "confirmed(3)"]
+        assert statuses() == ["confirmed(3)", "confirmed(3)"] and funds() == [FUNDS_OK, FUNDS_OK]
         assert [routed.balance(A, d.address) for d in made] == [Balance(d.amount, d.amount) for d in made]
         assert len(buyer.book.rows(now=now + 10, asset=A)) == 2
     finally:
