@@ -48,8 +48,9 @@ demo: $(STAMP) $(CHAINS_STAMP) $(ANVIL)
 KS_TIMEOUT_FACTOR ?= 3
 export KS_TIMEOUT_FACTOR
 
+# --durations=25: every run ends with its 25 slowest steps, so a CI log shows where the time goes (issue #22)
 test: $(STAMP) $(TEST_STAMP) $(ANVIL) $(JSLIBP2P)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
