@@ -37,17 +37,9 @@ FORBIDDEN_MODULES = {"trio", "libp2p", "sqlite3", "secrets", "time", "os", "path
 FILE_METHODS = {"read_text", "read_bytes", "write_text", "write_bytes"}
 RANDOM_OK = {"Random", "SystemRandom"}  # the types; never random.random(), random.choice(), ...
 
-#: What still does I/O, and why. Issue #19, "persistence out of the protocols": the stores (contracts, release
-#: records, reputation, outcomes, the offer book) move to one place and protocols emit state changes as
-#: commands. Until then these are the ONLY exceptions; this list must shrink, never grow.
+#: What still does I/O, and why (issue #19: the stores moved to ``node.stores``). These are the ONLY
+#: exceptions; this list must shrink, never grow.
 IO_ALLOWED: dict[str, set[str]] = {
-    # ContractStore (open/fsync/rename of sealed contract records) and its crash-resume read; time.perf_counter
-    # spans of the protocol's own work (``Contract.spent``/``stats``: not a clock read for decisions)
-    "node/protocols/release.py": {"os", "pathlib", "time", "open()", ".read_bytes"},
-    # ReleaseRecords / outcome reports kept in SQLite
-    "node/protocols/outcomes.py": {"sqlite3", "pathlib"},
-    # the reputation table kept in SQLite
-    "node/risk/reputation.py": {"sqlite3", "pathlib"},
     # the contract language's sources shipped with the package (read-only package data, read at load)
     "node/contracts/lang.py": {"pathlib", ".read_text"},
     "node/contracts/stdlib/__init__.py": {"pathlib", ".read_text"},

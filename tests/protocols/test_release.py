@@ -23,11 +23,12 @@ from node.protocols.base import TimerFired
 from node.protocols.offers import AttestationCache, default_attestation_verifier
 from node.protocols.release import (
     DONE, FAILED, MAX_MESSAGE, PROTOCOL_ID, RUNNING, VERSION, WITHHELD, AckBody, CheatingProof, Chunk,
-    ContractStore, ErrorBody, HelloBody, ReleaseBody, ReleaseProtocol, Schedule, Round, contract_id, exposure,
+    ErrorBody, HelloBody, ReleaseBody, ReleaseProtocol, Schedule, Round, contract_id, exposure,
     release_context, schedule_spec, swap_schedule, sweep_claimer, validate_schedule, verify_cheating_proof,
     verify_signed_outcome,
 )
 from node.protocols.testing import GossipNet
+from node.stores.contracts import ContractStore
 from node.protocols.interpret import LedgerAdapters, UnknownCommand, run_ledger_call
 from node.tee.client import InProcessEnclave
 from node.tee.enclave.core import release_aad
@@ -694,7 +695,7 @@ def test_cheating_proof_verifies_and_a_tampered_one_does_not(tmp_path):
     assert b_rel and "different enclaves" in verify_cheating_proof(CheatingProof(releases[0], b_rel[0]))
 
     # gossiped as a revocation notice, the proof is believed from anyone: the device is dropped at once
-    from node.offerbook import OfferBook
+    from node.stores.offerbook import OfferBook
     from node.peerkey import PeerSigner
     from node.protocols.base import GossipReceived, Result
     from node.protocols.revocation import (
