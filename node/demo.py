@@ -427,7 +427,7 @@ def stage_escrow(console: Console, net: LocalNet, story: Story) -> bool:
                                             "arbiter": net.nodes["dave"].peer, "give": "BTC-REG", "chunks": 1,
                                             "refund_blocks": 5000})
     cid = r["contract"]
-    console.print(f"contract {cid[:10]}...: the stdlib escrow (node/contracts/stdlib/escrow.ks), signed by both "
+    console.print(f"contract {cid[:10]}...: the stdlib escrow (node/contracts/stdlib/escrow.py), signed by both "
                   "enclaves; the refund path opens 5000 blocks on")
     net.until(lambda: _run_row(net, "carol", cid).get("state") == "running", "carol running the escrow")
     time.sleep(2)
