@@ -393,7 +393,7 @@ class MemoryContractStore:
     def __init__(self, *, record_type: type | None = None) -> None:
         self.record_type = record_type or ContractRecord
         self._mem: dict[str, bytes] = {}
-        self.version = 0
+        self.version = 0  # advanced by every put and delete of this process (a reader's cache key)
 
     def put(self, key: str, rec) -> None:
         data = wire.encode(rec)
