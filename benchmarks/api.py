@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def fill_book(path: Path, n: int) -> None:
     import hashlib
 
-    from node.offerbook import OfferBook
+    from node.stores.offerbook import OfferBook
 
     book = OfferBook(path)
     rows = []

@@ -154,7 +154,7 @@ def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float 
     """The enclave, book and ``OffersProtocol`` of a node. ``republish`` is the first re-announcement of an
     unchanged sheet, ``republish_max`` (default ``node.protocols.offers.REPUBLISH_MAX``; never below
     ``republish``) the cap its doubling stops at."""
-    from node.offerbook import OfferBook
+    from node.stores.offerbook import OfferBook
     from node.protocols.offers import AttestationCache, OffersProtocol, default_attestation_verifier
     from node.tee.client import InProcessEnclave, SubprocessEnclave
     from node.tee.policy import AttestationPolicy
@@ -275,7 +275,7 @@ def ledger_check(ledger, report):
 
 def make_revocations(stack: OfferStack, signers, accept_signed: bool, sign=None):
     """Revocation gossip over the stack's risk engine; sheets of revoked devices/classes are then ignored."""
-    from node.offerbook import device_id_of
+    from node.stores.offerbook import device_id_of
     from node.protocols.revocation import RevocationProtocol, TrustConfig
 
     engine = stack.engine
@@ -309,9 +309,10 @@ def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0
     from node.risk.allocate import Limits
     from node.risk.engine import RiskEngine
     from node.risk.reputation import Reputation
+    from node.stores.reputation import ReputationDB
 
     get = (lambda k, d: cfg[k]) if cfg is not None else (lambda k, d: d)
-    rep = Reputation(datadir / "reputation.sqlite", half_life=get("risk.half_life_days", 7.0) * 86_400)
+    rep = Reputation(ReputationDB(datadir / "reputation.sqlite"), half_life=get("risk.half_life_days", 7.0) * 86_400)
     limits = Limits(get("risk.max_per_device", 4), get("risk.max_share_device", 0.25),
                     get("risk.max_share_owner", 0.5))
     from node.tee.tcb_policy import class_registry, default_tcb_policy
@@ -326,10 +327,12 @@ def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0
                             rng=random.SystemRandom())  # request ids nobody can guess from earlier ones
     stack.revocations = make_revocations(stack, get("risk.revocation_signers", []),
                                          get("risk.accept_signed_revocations", False), sign=signer.sign)
-    from node.offerbook import device_id_of
+    from node.stores.offerbook import device_id_of
     from node.protocols.outcomes import OutcomesProtocol, ReleaseRecords
+    from node.stores.release_records import ReleaseRecordsDB
 
-    records = stack.extra["release_records"] = ReleaseRecords(stack.net, path=datadir / "release-records.sqlite")
+    records = stack.extra["release_records"] = ReleaseRecords(
+        stack.net, store=ReleaseRecordsDB(datadir / "release-records.sqlite"))
     # the attested encryption key of every device whose quote this node verifies (a release record names
     # its recipient by it): lets an outcome report with a release record to its reporter be a proof by the ledger
     enc_keys: dict[bytes, bytes] = {}

@@ -440,7 +440,7 @@ def stage_escrow(console: Console, net: LocalNet, story: Story) -> bool:
                                             "arbiter": net.nodes["dave"].peer, "give": story.utxo, "chunks": 1,
                                             "refund_blocks": 5000})
     cid = r["contract"]
-    console.print(f"contract {cid[:10]}...: the stdlib escrow (node/contracts/stdlib/escrow.ks), signed by both "
+    console.print(f"contract {cid[:10]}...: the stdlib escrow (node/contracts/stdlib/escrow.py), signed by both "
                   f"enclaves; the refund path opens 5000 {story.utxo} blocks on"
                   + (" (litecoind's blocks: its time-lock counts a real chain's height)"
                      if story.utxo == LITECOIND_ASSET and net.ltc_url else ""))

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from typing import Any, Callable
 
 from node import wire
@@ -199,7 +200,8 @@ class SwapDesk:
         other than the stdlib's, this node agrees to run)."""
         from node.assets.prices import StaticPrices
         from node.identity import load_or_create_claim_seed
-        from node.protocols.release import ContractStore, ReleaseProtocol, sweep_claimer
+        from node.protocols.release import ReleaseProtocol, sweep_claimer
+        from node.stores.contracts import ContractStore
 
         self.stack, self.clock, self.claim_policy = stack, clock, claim_policy
         # the owner's claim seed (``claim.seed``), never the libp2p identity seed: see ``node.identity``
@@ -214,7 +216,8 @@ class SwapDesk:
             net=stack.net, enclave=stack.enclave, binding=own.binding, quote=own.quote,
             attestations=stack.protocol.attestations, check_funds=self._funds,
             claim=sweep_claimer(lambda: stack.enclave, ledger, self.claim_address),
-            store=ContractStore(stack.extra["datadir"] / "contracts"), claim_policy=claim_policy)
+            store=ContractStore(stack.extra["datadir"] / "contracts"), claim_policy=claim_policy,
+            perf=time.perf_counter)
         from node.protocols.contract_run import ContractRun, RunRecord
 
         self.run = ContractRun(

@@ -214,7 +214,7 @@ class _SimTransport:
 def _counting_book(device_class):
     """An in-memory ``OfferBook`` that also counts changes to its offer rows (``version``), so that the node's
     ``RiskEngine`` reuses its candidate table until the book changes; answers are those of ``OfferBook``."""
-    from node.offerbook import OfferBook
+    from node.stores.offerbook import OfferBook
 
     class CountingBook(OfferBook):
         version = 0
@@ -466,7 +466,7 @@ class Engine:
             node.revocations = RevocationProtocol(net=self.net, engine=node.engine,
                                                   trust=TrustConfig(frozenset({self.issuer.peer_id}), True))
         if self.reports_on or self.revoke_cfg is not None:
-            from node.offerbook import device_id_of
+            from node.stores.offerbook import device_id_of
 
             def refuse(body, node=node) -> str | None:  # as node.daemon.make_revocations sets it up
                 dev = device_id_of(body.binding.sign_pub)
@@ -479,7 +479,7 @@ class Engine:
 
     def _make_publisher(self, node: SimNode, dclass: str, chunks: int, chunk_cents: int) -> None:
         from node.deposits import DepositStore, make_deposits
-        from node.offerbook import OfferBook, device_id_of
+        from node.stores.offerbook import OfferBook, device_id_of
         from node.protocols.offers import OffersProtocol
         from node.tee.client import InProcessEnclave
 
@@ -1044,7 +1044,7 @@ class Engine:
                 self.ref_seq[body.origin] = body.seq
                 self.ref_sheets.put(body.origin, body.seq, data)
                 if self.reports_on:
-                    from node.offerbook import device_id_of
+                    from node.stores.offerbook import device_id_of
 
                     self._ref_known.add(device_id_of(body.binding.sign_pub))
             return v

@@ -1,6 +1,6 @@
 """Parser and static checker: source text -> a checked program.
 
-The grammar (``grammar.lark``) is parsed with lark's LALR(1) parser. The parse
+The grammar (``grammar.GRAMMAR``) is parsed with lark's LALR(1) parser. The parse
 tree is turned into small immutable AST nodes that carry their line and column,
 and every name, arity and type is checked before any evaluation: a contract
 that compiles cannot fail with a type error at run time.
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import lark
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .errors import ContractError
+from .grammar import GRAMMAR
 
 INT, BOOL, STR, PARTY = "int", "bool", "str", "party"
 TYPES = (INT, BOOL, STR, PARTY)
@@ -26,7 +26,7 @@ MAX_DEPTH = 64
 INT_LIMIT = 1 << 127
 
 _parser = lark.Lark(
-    (Path(__file__).parent / "grammar.lark").read_text(encoding="utf-8"),
+    GRAMMAR,
     parser="lalr",
     propagate_positions=True,
     maybe_placeholders=True,

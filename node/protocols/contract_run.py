@@ -69,8 +69,8 @@ from node.protocols.base import (
     TaskDone, TimerFired, Validation,
 )
 from node.protocols.release import (
-    FUNDS_OK, AckBody, Chunk, ClaimRecord, ContractStore, ErrorBody, MessageError, error_message, funds_state,
-    parse, seal,
+    FUNDS_OK, AckBody, Chunk, ClaimRecord, ErrorBody, MemoryContractStore, MessageError, RecordStore, error_message,
+    funds_state, parse, seal,
 )
 from node.tee.binding import Binding
 from node.tee.enclave.contracts import PartySig
@@ -215,7 +215,7 @@ class ContractRun:
     attestations: object  # AttestationCache: check(quote, binding, now) -> None | reason
     check_funds: Callable[[str, str], bool]
     claim: Callable[[Chunk], str] | None = None
-    store: ContractStore = field(default_factory=lambda: ContractStore(record_type=RunRecord))
+    store: RecordStore = field(default_factory=lambda: MemoryContractStore(record_type=RunRecord))
     claim_policy: str = "sweep"
     round_timeout: float = 30.0
     retry_interval: float = 2.0

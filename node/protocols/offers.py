@@ -434,7 +434,7 @@ def default_attestation_verifier(policy) -> Callable[[bytes, Binding, float], ob
 
 
 def device_id_of(sign_pub: bytes) -> bytes:
-    """A device's id: the SHA-256 of its enclave signing key (as ``node.offerbook.device_id_of``)."""
+    """A device's id: the SHA-256 of its enclave signing key."""
     return hashlib.sha256(sign_pub).digest()
 
 
@@ -795,7 +795,7 @@ MAX_TRACKED_PEERS = 4096
 class OffersProtocol:
     """Sans-IO offer gossip: validates sheets, feeds the offer book, publishes ours, answers and makes pulls.
 
-    ``book`` is an ``node.offerbook.OfferBook`` (or anything with ``latest_seq``
+    ``book`` is an ``node.stores.offerbook.OfferBook`` (or anything with ``latest_seq``
     and ``apply_sheet``). ``device_class`` maps a verified binding to the risk
     engine's device class name.
 

@@ -60,9 +60,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
-from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import msgspec
 
@@ -138,7 +136,7 @@ def check_record_of(r: OutcomeReport) -> ReleaseSeen | str:
     """The report's release record, verified and matched to the report: signed by the subject's enclave,
     for the report's contract and for the deposit at the report's address; else the reason."""
     from node.assets import address_for
-    from node.offerbook import device_id_of
+    from node.protocols.offers import device_id_of
 
     seen = read_release_record(r.release, net=r.net)
     if isinstance(seen, str):
@@ -158,7 +156,7 @@ def check_record_of(r: OutcomeReport) -> ReleaseSeen | str:
 
 def validate_report(data: bytes, *, net: str, now: float, known_device: Callable[[bytes], bool],
                     seen: Callable[[bytes], bool]) -> tuple[Validation, OutcomeReport | None]:
-    from node.offerbook import device_id_of
+    from node.protocols.offers import device_id_of
     from node.tee.client import verify_domain_sig
 
     # [REJECT] Size, canonical encoding, version, network, fields.
@@ -346,7 +344,7 @@ class OutcomesProtocol:
         return None
 
     def _apply(self, r: OutcomeReport, body: bytes, now: float) -> list[Command]:
-        from node.offerbook import device_id_of
+        from node.protocols.offers import device_id_of
 
         rep = self.engine.reputation
         reporter = device_id_of(r.reporter)
@@ -403,31 +401,38 @@ class OutcomesProtocol:
                 "ledger_proven": sorted(d.hex() for d in self.ledger_proven)}
 
 
+class ReleaseRecordStore(Protocol):
+    """Where ``ReleaseRecords`` keeps what must survive a restart (``node.stores.release_records``: SQLite).
+    ``load()`` gives the records ``(contract id, deposit key, record)`` in the order they were added and the
+    keys of the outcomes reported; each other call is one durable change."""
+
+    def load(self) -> tuple[list[tuple[bytes, bytes, bytes]], set[str]]: ...
+
+    def add(self, contract_id: bytes, deposit_pub: bytes, record: bytes) -> None: ...
+
+    def remove(self, contract_id: bytes, deposit_pub: bytes) -> None: ...
+
+    def add_reported(self, key: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class ReleaseRecords:
     """The release records this node received, verified, by (contract id, deposit key), bounded: what its
     own outcome reports carry. ``observe`` takes any incoming ``/keyswitch/release/1`` request. With a
-    ``path`` they are kept in SQLite too, so a report made after a restart still carries its record, and
+    ``store`` they are kept there too, so a report made after a restart still carries its record, and
     so is the set of outcomes this node reported (``first_report``), so none is reported twice."""
 
-    def __init__(self, net: str, *, path: Path | None = None, max_records: int = 100_000) -> None:
+    def __init__(self, net: str, *, store: ReleaseRecordStore | None = None, max_records: int = 100_000) -> None:
         self.net = net
         self.max_records = max_records
         self._by: dict[tuple[bytes, bytes], bytes] = {}
         self._reported: set[str] = set()
-        self._db = None
-        if path is not None:
-            # (``observe`` runs inside the release protocol's handle, which the runtime runs on its worker thread
-            # (``handle_blocks``); single autocommit statements on a serialized SQLite: safe across threads)
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS release_records (seq INTEGER PRIMARY KEY, "
-                             "contract_id BLOB NOT NULL, deposit_pub BLOB NOT NULL, record BLOB NOT NULL, "
-                             "UNIQUE (contract_id, deposit_pub))")
-            self._db.execute("CREATE TABLE IF NOT EXISTS reported (key TEXT PRIMARY KEY)")
-            self._reported = {k for (k,) in self._db.execute("SELECT key FROM reported")}
-            for cid, pub, rec in self._db.execute(
-                    "SELECT contract_id, deposit_pub, record FROM release_records ORDER BY seq"):
-                self._by[(bytes(cid), bytes(pub))] = bytes(rec)
+        self._store = store
+        if store is not None:
+            records, self._reported = store.load()
+            for cid, pub, rec in records:
+                self._by[(cid, pub)] = rec
 
     def observe(self, data: bytes) -> bool:
         seen = read_release_record(data, net=self.net)
@@ -437,14 +442,13 @@ class ReleaseRecords:
         if key in self._by:
             return True
         self._by[key] = data
-        if self._db is not None:
-            self._db.execute("INSERT OR IGNORE INTO release_records (contract_id, deposit_pub, record) "
-                             "VALUES (?, ?, ?)", (*key, data))
+        if self._store is not None:
+            self._store.add(*key, data)
         while len(self._by) > self.max_records:
             old = next(iter(self._by))
             del self._by[old]
-            if self._db is not None:
-                self._db.execute("DELETE FROM release_records WHERE contract_id = ? AND deposit_pub = ?", old)
+            if self._store is not None:
+                self._store.remove(*old)
         return True
 
     def reported(self, key: str) -> bool:
@@ -455,8 +459,8 @@ class ReleaseRecords:
         if key in self._reported:
             return False
         self._reported.add(key)
-        if self._db is not None:
-            self._db.execute("INSERT OR IGNORE INTO reported (key) VALUES (?)", (key,))
+        if self._store is not None:
+            self._store.add_reported(key)
         return True
 
     def get(self, contract_id: bytes, deposit_pub: bytes) -> bytes:
@@ -466,9 +470,9 @@ class ReleaseRecords:
         return len(self._by)
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
 
 def tap_release_records(release_protocol, records: ReleaseRecords) -> None:

@@ -63,18 +63,16 @@ outcome is reported, once every received key is claimed. Progress is derived fro
 the enclave's journal (``list_keys``), so a restarted node resumes: a round it
 released is re-sent with ``contract_resend`` (the journaled bytes, nothing new
 is released) and the next round continues. Host-side contract records (terms,
-claims, acks) live in a :class:`ContractStore`.
+claims, acks) live in the ``store`` it is given (a :class:`RecordStore`: in memory by default, files in
+``node.stores.contracts``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import msgspec
 
@@ -372,54 +370,58 @@ class Outcome(msgspec.Struct, array_like=True, frozen=True):
                            for c in self.chunks]}
 
 
-class ContractStore:
-    """Contract records by key, as files (atomic replace); ``path=None`` keeps them in memory.
+class RecordStore(Protocol):
+    """Where a contract protocol keeps its host-side records (terms, claims, acks), by key: the narrow interface
+    the protocol is given. ``put`` returns once the record is written as durably as the store promises (the
+    file store, ``node.stores.contracts.ContractStore``: atomically, fsynced); ``items`` gives every record,
+    or for one that does not decode the reason instead; ``version`` advances with every put and delete of
+    this process (a reader's cache key)."""
 
-    ``durable=False`` skips the fsync: the record survives a process crash but not a power cut (tests)."""
+    version: int
 
-    def __init__(self, path: Path | None = None, *, durable: bool = True, record_type: type = None) -> None:
-        self.path = Path(path) if path is not None else None
-        self.durable = durable
+    def put(self, key: str, rec) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def items(self) -> list[tuple[str, object]]: ...
+
+
+class MemoryContractStore:
+    """Contract records by key, in memory (the default; tests, the simulator). A subclass keeps the encoded
+    bytes elsewhere by overriding ``_write``, ``_remove`` and ``_raw`` (``node.stores.contracts``)."""
+
+    def __init__(self, *, record_type: type | None = None) -> None:
         self.record_type = record_type or ContractRecord
         self._mem: dict[str, bytes] = {}
         self.version = 0  # advanced by every put and delete of this process (a reader's cache key)
-        if self.path is not None:
-            self.path.mkdir(parents=True, exist_ok=True)
 
     def put(self, key: str, rec) -> None:
         data = wire.encode(rec)
         self.version += 1
-        if self.path is None:
-            self._mem[key] = data
-            return
-        tmp = self.path / f".{key}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            if self.durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, self.path / f"{key}.rec")
+        self._write(key, data)
 
     def delete(self, key: str) -> None:
         self.version += 1
-        if self.path is None:
-            self._mem.pop(key, None)
-        else:
-            (self.path / f"{key}.rec").unlink(missing_ok=True)
+        self._remove(key)
 
     def items(self) -> list[tuple[str, ContractRecord | str]]:
         """Every record by key; a record that does not decode is returned as the reason instead."""
-        if self.path is None:
-            raw = sorted(self._mem.items())
-        else:
-            raw = [(p.name[:-4], p.read_bytes()) for p in sorted(self.path.glob("*.rec"))]
         out: list[tuple[str, ContractRecord | str]] = []
-        for k, v in raw:
+        for k, v in self._raw():
             try:
                 out.append((k, wire.decode(v, self.record_type)))
             except wire.WireError as exc:
                 out.append((k, exc.reason))
         return out
+
+    def _write(self, key: str, data: bytes) -> None:
+        self._mem[key] = data
+
+    def _remove(self, key: str) -> None:
+        self._mem.pop(key, None)
+
+    def _raw(self) -> list[tuple[str, bytes]]:
+        return sorted(self._mem.items())
 
 
 # ------------------------------------------------------------------ protocol
@@ -459,8 +461,8 @@ class Contract:
             self._spec = schedule_spec(self.rec.schedule, self.rec.bindings).encode()
         return self._spec
 
-    def add(self, what: str, t0: float) -> None:
-        self.spent[what] = self.spent.get(what, 0.0) + time.perf_counter() - t0
+    def add(self, what: str, seconds: float) -> None:
+        self.spent[what] = self.spent.get(what, 0.0) + seconds
 
     @property
     def me(self) -> int:
@@ -495,10 +497,13 @@ class ReleaseProtocol:
     attestations: object  # AttestationCache: check(quote, binding, now) -> None | reason
     check_funds: Callable[[str, str], object]
     claim: Callable[[Chunk], str] | None = None
-    store: ContractStore = field(default_factory=ContractStore)
+    store: RecordStore = field(default_factory=MemoryContractStore)
     claim_policy: str = "sweep"
     round_timeout: float = 30.0
     retry_interval: float = 2.0
+    #: a monotonic clock (seconds) for the spans of its own work (``Contract.spent``, ``keys_in_at``), given by
+    #: the composition root (the daemon: ``time.perf_counter``); None: every span is 0. Never used to decide.
+    perf: Callable[[], float] | None = None
 
     def __post_init__(self) -> None:
         if self.claim_policy not in ("sweep", "keep"):
@@ -600,11 +605,14 @@ class ReleaseProtocol:
         self._waiting[name] = then
         return [LedgerCall(name, "first_unfunded", (rounds,))]  # why the first has no funds, or None
 
+    def _tick(self) -> float:
+        return self.perf() if self.perf is not None else 0.0
+
     def _persist(self, c: Contract) -> None:
-        t0 = time.perf_counter()
+        t0 = self._tick()
         self.store.put(c.key, c.rec)
         c.writes += 1
-        c.add("store", t0)
+        c.add("store", self._tick() - t0)
 
     def _peer_binding(self, c: Contract) -> Binding:
         return c.rec.bindings[1 - c.me]
@@ -817,7 +825,7 @@ class ReleaseProtocol:
 
         record, rids = c.waiting.pop(r)
         raw, digest = self._ack(c, r)
-        t0 = time.perf_counter()
+        t0 = self._tick()
         try:
             out = self.enclave.contract_step(c.cid, record, chunk_index(c.rec.schedule, r + 1), 1 - c.me, digest,
                                              self.claim_policy == "sweep")  # (the sweep follows: handed over now)
@@ -825,8 +833,9 @@ class ReleaseProtocol:
             reason = f"round {r}: our enclave refused the key ({exc.code}: {exc.reason})"
             return ([Respond(rid, error_message(self.net, c.cid, r, "wrong-key", reason)) for rid in rids]
                     + self._stop(c, "cheat", reason, now))
-        c.add("enclave", t0)
-        self._keys_in(c, r, now, t0)
+        took = self._tick() - t0
+        c.add("enclave", took)
+        self._keys_in(c, r, now, took)
         c.next = r + 1
         c.checked.add(r)
         if self.claim_policy == "keep" and c.claim_of(r) is None:
@@ -844,11 +853,11 @@ class ReleaseProtocol:
         return cmds + self._advance(c, now)
 
     @staticmethod
-    def _keys_in(c: Contract, r: int, now: float, t0: float) -> None:
-        """Our enclave just took the peer's round ``r`` in a call begun at ``t0``: if it was the last key due
-        to us, stamp when (``now`` plus the call's duration)."""
+    def _keys_in(c: Contract, r: int, now: float, took: float) -> None:
+        """Our enclave just took the peer's round ``r`` in a call that took ``took`` seconds: if it was the last
+        key due to us, stamp when (``now`` plus the call's duration)."""
         if not any(x.giver != c.me for x in c.rounds[r + 1:]):
-            c.keys_in_at = now + (time.perf_counter() - t0)
+            c.keys_in_at = now + took
 
     def _take(self, c: Contract, r: int, now: float) -> list[Command]:
         """Take the key of a waiting round whose funds are gone (the sweep then tells who spent them); its
@@ -926,7 +935,7 @@ class ReleaseProtocol:
             from node.tee.client import EnclaveRefused
 
             r = c.next
-            t0 = time.perf_counter()
+            t0 = self._tick()
             try:  # the enclave decides: it releases only what the contract allows, and signs the record
                 data = self.enclave.contract_release(c.cid, chunk_index(c.rec.schedule, r), 1 - c.me)
             except EnclaveRefused as exc:
@@ -934,7 +943,7 @@ class ReleaseProtocol:
                     break  # the peer's signature over the contract id is on its way (cosign): wait
                 why = f"round {r}: our enclave refused the release: {exc.code}: {exc.reason}"
                 return cmds + self._stop(c, "local-refusal", why, now)
-            c.add("enclave", t0)
+            c.add("enclave", self._tick() - t0)
             c.next = r + 1
             self._progress(c, now)
             cmds.append(self._request(c, "release", r, data))
@@ -1140,12 +1149,13 @@ class ReleaseProtocol:
             return [self._task(c, "funds", b.round)] + self._timers(c, now)
         from node.tee.client import EnclaveRefused
 
-        t0 = time.perf_counter()
+        t0 = self._tick()
         raw, digest = self._ack(c, b.round)
         try:  # the enclave checks the signed record itself (giver's attested key, contract, round, recipient)
             out = self.enclave.contract_step(c.cid, ev.data, -1, -1, digest, self.claim_policy == "sweep")
-            c.add("enclave", t0)  # (and signs our ack; with "sweep" the key is handed to the owner's sweep)
-            self._keys_in(c, b.round, now, t0)
+            took = self._tick() - t0
+            c.add("enclave", took)  # (and signs our ack; with "sweep" the key is handed to the owner's sweep)
+            self._keys_in(c, b.round, now, took)
         except EnclaveRefused as exc:
             reason = f"round {b.round}: our enclave refused the key ({exc.code}: {exc.reason})"
             return no("wrong-key", reason) + self._stop(c, "cheat", reason, now)

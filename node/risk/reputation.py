@@ -32,17 +32,16 @@ Rules, all pure and with time passed in:
   until its next contracts, never its acceptability.
 * Each (reporter, subject, contract) counts once.
 
-State is in memory, optionally mirrored to SQLite (``path``) so a restart
-keeps it; every change is one transaction.
+State is in memory, optionally mirrored to a ``ReputationStore`` (the daemon's: SQLite,
+``node.stores.reputation``) so a restart keeps it; every change is one transaction.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Protocol
 
 SCORE_MIN = -100.0
 SCORE_MAX = 100.0
@@ -110,19 +109,24 @@ class DeviceRecord:
         return self.score * math.pow(0.5, dt / half_life) if half_life > 0 else self.score
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (
-    device_id BLOB PRIMARY KEY, owner TEXT NOT NULL, device_class TEXT NOT NULL,
-    score REAL NOT NULL, updated_at REAL NOT NULL, first_seen REAL NOT NULL,
-    cheater INTEGER NOT NULL, reports INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS seen_reports (key BLOB PRIMARY KEY);
-"""
+class ReputationStore(Protocol):
+    """Where the table is kept across restarts (``node.stores.reputation``: SQLite). ``load()`` gives every
+    device record and the keys of the reports counted; ``save`` writes a record (and the report key that
+    changed it) in one transaction; ``see`` records a report key alone."""
+
+    def load(self) -> tuple[list[DeviceRecord], set[bytes]]: ...
+
+    def save(self, rec: DeviceRecord, seen_key: bytes | None = None) -> None: ...
+
+    def see(self, key: bytes) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Reputation:
     """This node's reputation table. Not thread-safe; one owner (the node's loop)."""
 
-    def __init__(self, path: Path | None = None, *, half_life: float = DEFAULT_HALF_LIFE) -> None:
+    def __init__(self, store: ReputationStore | None = None, *, half_life: float = DEFAULT_HALF_LIFE) -> None:
         if half_life <= 0:
             raise ValueError(f"half_life must be positive, got {half_life!r}")
         self.half_life = half_life
@@ -130,21 +134,17 @@ class Reputation:
         self._by_owner: dict[str, set[bytes]] = {}
         self._seen: set[bytes] = set()
         self.version = 0  # bumped on every change to a device record (lets callers cache what they derive)
-        self._db = None
-        if path is not None:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-            for row in self._db.execute("SELECT * FROM devices"):
-                rec = DeviceRecord(bytes(row[0]), row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7])
+        self._store = store
+        if store is not None:
+            records, self._seen = store.load()
+            for rec in records:
                 self._dev[rec.device_id] = rec
                 self._by_owner.setdefault(rec.owner, set()).add(rec.device_id)
-            self._seen = {bytes(r[0]) for r in self._db.execute("SELECT key FROM seen_reports")}
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     # ------------------------------------------------------------ bookkeeping
     def observe(self, device_id: bytes, owner: str, device_class: str, now: float) -> DeviceRecord:
@@ -159,15 +159,8 @@ class Reputation:
         return rec
 
     def _save(self, rec: DeviceRecord, seen_key: bytes | None = None) -> None:
-        if self._db is None:
-            return
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute("INSERT OR REPLACE INTO devices VALUES (?,?,?,?,?,?,?,?)",
-                             (rec.device_id, rec.owner, rec.device_class, rec.score, rec.updated_at,
-                              rec.first_seen, int(rec.cheater), rec.reports))
-            if seen_key is not None:
-                self._db.execute("INSERT OR IGNORE INTO seen_reports VALUES (?)", (seen_key,))
+        if self._store is not None:
+            self._store.save(rec, seen_key)
 
     def _bump(self, rec: DeviceRecord, delta: float, now: float, seen_key: bytes | None = None) -> None:
         current = rec.score_at(now, self.half_life)
@@ -264,9 +257,8 @@ class Reputation:
         weight = self.standing(reporter, now) * (LEDGER_WEIGHT * BARE_WEIGHT if check is LedgerCheck.CONFIRMED
                                                  else BARE_WEIGHT)
         if weight <= 0.0:
-            if self._db is not None:
-                with self._db:
-                    self._db.execute("INSERT OR IGNORE INTO seen_reports VALUES (?)", (key,))
+            if self._store is not None:
+                self._store.see(key)
             return 0.0
         before = subj.score_at(now, self.half_life)
         delta = _OUTCOME_ACTION[outcome].penalty * weight

@@ -213,7 +213,7 @@ async def test_runtime_routes_a_ledger_result_to_the_issuer_and_counts_an_unknow
 
 # ------------------------------------------------------------------------------------------- randomness
 def test_rfp_request_ids_come_from_the_rng_passed_in():
-    from node.offerbook import OfferBook
+    from node.stores.offerbook import OfferBook
     from node.peerkey import PeerSigner
     from node.protocols.rfp import RfpProtocol
     from node.risk.allocate import Limits

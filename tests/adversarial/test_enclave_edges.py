@@ -47,8 +47,8 @@ def _release_everything(src: str) -> str:  # the interpreter obeys "release ever
 
 @pytest.mark.parametrize("rel, edit", [
     ("node/contracts/interp.py", _release_everything),
-    ("node/contracts/grammar.lark", lambda s: s + "\n// backdoor\n"),
-    ("node/contracts/stdlib/swap.ks", lambda s: s + "\n# backdoor\n"),
+    ("node/contracts/grammar.py", lambda s: s.replace("%ignore WS", "%ignore WS\n// backdoor")),
+    ("node/contracts/stdlib/swap.py", lambda s: s.replace("contract swap", "# backdoor\ncontract swap")),
     ("node/contracts/spec.py", lambda s: s + "\n# backdoor\n"),
 ])
 def test_a_host_that_edits_the_contract_interpreter_gets_a_quote_no_peer_accepts(tmp_path, rel, edit):
@@ -67,7 +67,7 @@ def test_a_host_that_edits_the_contract_interpreter_gets_a_quote_no_peer_accepts
 
 def test_an_untampered_copy_is_accepted(tmp_path):
     """The control: the same procedure with no edit is accepted, so the refusals above are the edits'."""
-    root = tampered_checkout(tmp_path, "node/contracts/grammar.lark", lambda s: s)
+    root = tampered_checkout(tmp_path, "node/contracts/grammar.py", lambda s: s)
     with enclave_from(root, tmp_path / "enc") as enc:
         enc.generate_keys(1)
         b = enc.binding_for(NET, "12D3KooWhonest")

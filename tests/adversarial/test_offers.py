@@ -14,7 +14,7 @@ import math
 import pytest
 
 from node import wire
-from node.offerbook import OfferBook, device_id_of
+from node.stores.offerbook import OfferBook, device_id_of
 from node.protocols.base import GossipReceived, Result, Started
 from node.protocols.offers import (
     ADDRESSES, Offer, OffersProtocol, SheetsAsk, SignedSheet, SheetWire, AttestationCache, answer_pull,

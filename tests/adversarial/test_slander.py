@@ -13,7 +13,7 @@ from node import wire
 from node.assets import address_for
 from node.daemon import ledger_check
 from node.ledger.devnet import DevLedger
-from node.offerbook import OfferBook, device_id_of
+from node.stores.offerbook import OfferBook, device_id_of
 from node.protocols.base import GossipReceived, Result
 from node.protocols.outcomes import OutcomeReport, OutcomesProtocol, SignedReport, make_report
 from node.risk.engine import RiskEngine

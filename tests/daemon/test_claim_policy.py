@@ -14,7 +14,8 @@ from node.crypto import ecies_encrypt
 from node.deposits import DepositStore, adopt_kept, offers_from
 from node.ledger.devnet import DevLedger
 from node.protocols.contract_run import RunRecord
-from node.protocols.release import Chunk, ClaimRecord, ContractRecord, ContractStore, swap_schedule
+from node.protocols.release import Chunk, ClaimRecord, ContractRecord, swap_schedule
+from node.stores.contracts import ContractStore
 from node.swaps import kept_chunks
 from node.tee.client import InProcessEnclave
 from node.tee.enclave.core import release_aad

@@ -12,7 +12,7 @@ from node import wire
 from node.assets import address_for
 from node.contracts import stdlib
 from node.contracts.spec import Commit, PartySpec, make_spec
-from node.offerbook import OfferBook, device_id_of
+from node.stores.offerbook import OfferBook, device_id_of
 from node.peerkey import PeerSigner
 from node.protocols.base import Publish, Result
 from node.protocols.outcomes import (
@@ -24,6 +24,7 @@ from node.protocols.release import (
 )
 from node.protocols.revocation import RevocationProtocol, TrustConfig, cheating_proof_checker
 from node.protocols.testing import GossipNet
+from node.stores.release_records import ReleaseRecordsDB
 from node.risk.engine import RiskEngine
 from node.tee.broken import BrokenEnclave, check_mode
 from node.tee.client import EnclaveRefused, InProcessEnclave
@@ -404,16 +405,16 @@ def test_under_contracts_the_first_release_of_a_key_released_again_can_still_be_
 
 def test_the_records_received_survive_a_restart(world, tmp_path):
     path = tmp_path / "release-records.sqlite"
-    records = ReleaseRecords(NET, path=path, max_records=2)
+    records = ReleaseRecords(NET, store=ReleaseRecordsDB(path), max_records=2)
     assert records.observe(world["r1"]) and records.observe(world["r2"]) and not records.observe(b"junk")
     assert records.observe(world["r1"]) and len(records) == 2  # the same record again: kept once
     records.close()
-    again = ReleaseRecords(NET, path=path, max_records=2)
+    again = ReleaseRecords(NET, store=ReleaseRecordsDB(path), max_records=2)
     assert again.get(world["c1"], world["key"]) == world["r1"] and again.get(world["c2"], world["key"]) == world["r2"]
     assert again.observe(world["hr"]) and len(again) == 2  # bounded: the oldest goes
     assert again.get(world["c1"], world["key"]) == b""
     again.close()
-    third = ReleaseRecords(NET, path=path)
+    third = ReleaseRecords(NET, store=ReleaseRecordsDB(path))
     assert len(third) == 2 and third.get(world["c3"], world["hkey"]) == world["hr"]
     third.close()
 

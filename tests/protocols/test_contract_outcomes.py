@@ -14,13 +14,14 @@ import pytest
 from node import wire
 from node.assets import address_for
 from node.contracts.spec import ReleaseBody
-from node.offerbook import OfferBook
+from node.stores.offerbook import OfferBook
 from node.protocols.base import GossipReceived, Publish, Result
 from node.protocols.contract_run import DONE, FAILED, WITHHELD
 from node.protocols.outcomes import (
     OutcomeReport, OutcomesProtocol, ReleaseRecords, SignedReport, check_record_of, validate_report,
 )
 from node.risk.engine import RiskEngine
+from node.stores.release_records import ReleaseRecordsDB
 from node.swaps import OutcomeReporter
 from tests.protocols.test_contract_run import NET, NOW, Plan, escrow_setup, stopped, swap_setup
 
@@ -41,7 +42,7 @@ class Reporting:
         self._start()
 
     def _start(self) -> None:
-        self.records = ReleaseRecords(NET, path=self.side.dir / "release-records.sqlite")
+        self.records = ReleaseRecords(NET, store=ReleaseRecordsDB(self.side.dir / "release-records.sqlite"))
         self.outcomes = OutcomesProtocol(net=NET, engine=self.engine, records=self.records)
         self.published: list[bytes] = []
         self.reporter = OutcomeReporter(net=NET, engine=self.engine, outcomes=lambda: self.outcomes,

@@ -20,7 +20,8 @@ from node.protocols.contract_run import (
     DONE, FAILED, PROTOCOL_ID, RUNNING, WITHHELD, AckBody, ApproveBody, ContractRun, OpenBody, RunRecord,
 )
 from node.protocols.offers import AttestationCache, default_attestation_verifier
-from node.protocols.release import VERSION, CheatingProof, ContractStore, ErrorBody, sweep_claimer
+from node.protocols.release import VERSION, CheatingProof, ErrorBody, sweep_claimer
+from node.stores.contracts import ContractStore
 from node.protocols.release import verify_cheating_proof
 from node.tee.client import InProcessEnclave
 from node.tee.policy import AttestationPolicy

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.offerbook import OfferBook
+from node.stores.offerbook import OfferBook
 from node.protocols.base import Notify, Publish, SetTimer, TimerFired
 from node.protocols.offers import OffersProtocol, OwnSheet, decode_sheet
 from node.tee.client import EnclaveRefused

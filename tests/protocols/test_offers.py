@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from node import wire
-from node.offerbook import OfferBook, device_id_of
+from node.stores.offerbook import OfferBook, device_id_of
 from node.protocols.base import Result
 from node.protocols.offers import (
     ADDRESSES, MAX_CLOCK_SKEW, MAX_OFFER_LIFETIME, MAX_SHEET_SIZE, AddressDeriver, AttestationCache, Entry, Offer, OffersProtocol, OfferTable, OwnSheet,

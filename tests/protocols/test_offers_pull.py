@@ -4,7 +4,7 @@ import msgspec
 import pytest
 
 from node import wire
-from node.offerbook import OfferBook
+from node.stores.offerbook import OfferBook
 from node.protocols.base import (
     Notify, PeerConnected, Publish, RequestReceived, Respond, ResponseReceived, Result, SendRequest, SetTimer, Started,
     TimerFired,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.offerbook import OfferBook, device_id_of
+from node.stores.offerbook import OfferBook, device_id_of
 from node.protocols.base import GossipReceived, Result
 from node.protocols.outcomes import OutcomeReport, OutcomesProtocol, make_report, validate_report
 from node.risk.engine import RiskEngine

@@ -5,6 +5,7 @@ in-process DevLedger with funded deposits."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import Counter, deque
 from pathlib import Path
 
@@ -23,11 +24,12 @@ from node.protocols.base import TimerFired
 from node.protocols.offers import AttestationCache, default_attestation_verifier
 from node.protocols.release import (
     DONE, FAILED, MAX_MESSAGE, PROTOCOL_ID, RUNNING, VERSION, WITHHELD, AckBody, CheatingProof, Chunk,
-    ContractStore, ErrorBody, HelloBody, ReleaseBody, ReleaseProtocol, Schedule, Round, contract_id, exposure,
+    ErrorBody, HelloBody, ReleaseBody, ReleaseProtocol, Schedule, Round, contract_id, exposure,
     release_context, schedule_spec, swap_schedule, sweep_claimer, validate_schedule, verify_cheating_proof,
     verify_signed_outcome,
 )
 from node.protocols.testing import GossipNet
+from node.stores.contracts import ContractStore
 from node.protocols.interpret import LedgerAdapters, UnknownCommand, run_ledger_call
 from node.tee.client import InProcessEnclave
 from node.tee.enclave.core import release_aad
@@ -286,6 +288,19 @@ def test_three_chunk_swap_completes_and_each_side_sweeps(tmp_path):
     # enclave signs no sheet naming a committed key, I4), each exactly once
     for side in (a, b):
         assert [n.detail["contract"] for n in side.notes if n.kind == "release.agreed"] == [cid.hex()], side.peer_id
+
+
+def test_the_spans_of_its_own_work_come_from_the_clock_it_is_given(tmp_path):
+    # the protocol reads no clock itself (tests/test_layering.py): the daemon gives it time.perf_counter
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path)
+    ticks = itertools.count()
+    a.proto.perf = lambda: float(next(ticks))  # every read is one second after the one before
+    pair.run(done=both_stopped(a, b, cid))
+    ca, cb = a.proto.contracts[cid.hex()], b.proto.contracts[cid.hex()]
+    assert ca.writes > 0 and ca.spent["store"] == ca.writes  # one second per record written: read before, after
+    assert ca.spent["enclave"] >= 3 and ca.keys_in_at >= NOW + 1.0  # the call that took the last key: 1 s
+    assert cb.spent.get("store", 0.0) == cb.spent.get("enclave", 0.0) == 0.0  # no clock given: every span is 0
+    assert cb.keys_in_at >= NOW
 
 
 class CountingEnclave:
@@ -694,7 +709,7 @@ def test_cheating_proof_verifies_and_a_tampered_one_does_not(tmp_path):
     assert b_rel and "different enclaves" in verify_cheating_proof(CheatingProof(releases[0], b_rel[0]))
 
     # gossiped as a revocation notice, the proof is believed from anyone: the device is dropped at once
-    from node.offerbook import OfferBook
+    from node.stores.offerbook import OfferBook
     from node.peerkey import PeerSigner
     from node.protocols.base import GossipReceived, Result
     from node.protocols.revocation import (

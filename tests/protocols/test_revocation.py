@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node import wire
-from node.offerbook import OfferBook, device_id_of
+from node.stores.offerbook import OfferBook, device_id_of
 from node.peerkey import PeerSigner
 from node.protocols.base import Result
 from node.protocols.offers import Offer, SheetBody, offers_root

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from node import wire
 from node.assets.prices import StaticPrices
-from node.offerbook import OfferBook, device_id_of
+from node.stores.offerbook import OfferBook, device_id_of
 from node.peerkey import PeerSigner
 from node.protocols.base import Result
 from node.protocols.offers import Offer, SheetBody, offers_root

@@ -3,7 +3,7 @@ computing everything afresh, through book changes, exposure, reputation, time an
 
 from __future__ import annotations
 
-from node.offerbook import OfferBook
+from node.stores.offerbook import OfferBook
 from node.protocols.offers import Offer, SheetBody, offers_root
 from node.risk.allocate import Limits
 from node.risk.engine import RiskEngine

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from node.risk.caps import Caps, CapPolicy
 from node.risk.classes import ClassRegistry
+from node.stores.reputation import ReputationDB
 from node.risk.reputation import (
     ACCEPT_THRESHOLD, SCORE_MAX, SCORE_MIN, Action, LedgerCheck, Outcome, Reputation,
 )
@@ -125,14 +126,14 @@ def test_weighted_reports_and_ledger_confirmation():
 
 def test_persists_across_restart(tmp_path):
     db = tmp_path / "rep.sqlite"
-    rep = Reputation(db)
+    rep = Reputation(ReputationDB(db))
     honest_old(rep, dev(1), 0.0, contracts=5)
     rep.observe(dev(2), "o2", "sim", 0.0)
     rep.report(reporter=dev(1), subject=dev(2), outcome=Outcome.CLAIMED, contract_id=b"k",
                check=LedgerCheck.UNCHECKED, now=1.0)
     s1, s2 = rep.score(dev(1), 5.0), rep.score(dev(2), 5.0)
     rep.close()
-    again = Reputation(db)
+    again = Reputation(ReputationDB(db))
     assert again.score(dev(1), 5.0) == s1 and again.score(dev(2), 5.0) == s2
     assert again.report(reporter=dev(1), subject=dev(2), outcome=Outcome.CLAIMED, contract_id=b"k",
                         check=LedgerCheck.UNCHECKED, now=6.0) == 0.0  # the duplicate is remembered

@@ -9,15 +9,17 @@ comment, or the stdlib text with one clause changed) is another contract. ``SOUR
 SHA-256 of each stdlib source (UTF-8 bytes, exactly as shipped) and ``SCHEMAS`` its parameters (name ->
 type); ``identify(source, params)`` names the stdlib contract whose hash *and* parameter schema both
 match exactly, else None. ``tests/contracts/test_stdlib_hashes.py`` checks the pinned hashes against the
-files, so a change to a stdlib file is a reviewed change of its hash.
+sources, so a change to a stdlib contract is a reviewed change of its hash.
 """
 
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
-_DIR = Path(__file__).parent
+from . import escrow, option, ring, swap, turns
+
+#: name -> source text (each in its own module, ``stdlib/<name>.py``: the package reads no file)
+_SOURCES: dict[str, str] = {m.__name__.rsplit(".", 1)[1]: m.SOURCE for m in (escrow, option, ring, swap, turns)}
 
 #: SHA-256 (hex) of each stdlib contract's source text, pinned
 SOURCE_HASHES: dict[str, str] = {
@@ -39,13 +41,13 @@ SCHEMAS: dict[str, dict[str, str]] = {
 
 
 def names() -> list[str]:
-    return sorted(p.stem for p in _DIR.glob("*.ks"))
+    return sorted(_SOURCES)
 
 
 def source(name: str) -> str:
-    if name not in names():
+    if name not in _SOURCES:
         raise KeyError(f"no standard contract {name!r} (have: {', '.join(names())})")
-    return (_DIR / f"{name}.ks").read_text(encoding="utf-8")
+    return _SOURCES[name]
 
 
 def source_hash(text: str) -> str:

@@ -1,3 +1,6 @@
+"""The stdlib ``swap`` contract: its source text, byte for byte what ``SOURCE_HASHES`` pins."""
+
+SOURCE = '''\
 # swap: `usd` cents of asset_a (party a's chunks) against `usd` cents of asset_b
 # (party b's chunks), tit-for-tat, one chunk at a time.
 #
@@ -30,3 +33,4 @@ release b[ib] to a when open and ib < chunks(b)
 
 complete when sent_count(a, b) == chunks(a) and sent_count(b, a) == chunks(b)
 refund when expired or not valid
+'''

@@ -1,3 +1,6 @@
+"""The stdlib ``option`` contract: its source text, byte for byte what ``SOURCE_HASHES`` pins."""
+
+SOURCE = '''\
 # option: a call option. The writer's chunks (the underlying) are held for
 # the buyer. The buyer's chunks 0 .. premium_chunks-1 are the premium, paid to
 # the writer before `premium_by`; the remaining buyer chunks are the strike,
@@ -32,3 +35,4 @@ for j in 0 .. n {
 
 complete when valid and premium_paid and sent_count(writer, buyer) == n
 refund when not valid or (not premium_paid and now >= premium_by) or now >= expiry
+'''

@@ -1,4 +1,4 @@
-"""The offer book: every valid offer by asset and value, in SQLite.
+"""The offer book: every valid offer by asset and value, in SQLite (``<datadir>/offers.sqlite``).
 
 One row per offer of the newest valid sheet of each origin; applying a newer
 sheet replaces that origin's rows in one transaction (so retractions are
@@ -18,6 +18,7 @@ import math
 import sqlite3
 from pathlib import Path
 
+from node.protocols.offers import device_id_of  # noqa: F401  (re-exported: a device's id)
 from node.risk.types import Candidate
 
 SCHEMA_VERSION = 2  # 2: offers keyed by (origin, device_id, offer_id)
@@ -37,12 +38,6 @@ CREATE INDEX IF NOT EXISTS offers_by_origin ON offers (origin);
 CREATE INDEX IF NOT EXISTS offers_by_expiry ON offers (expiry);
 CREATE INDEX IF NOT EXISTS sheets_by_device ON sheets (device_id);
 """
-
-
-def device_id_of(sign_pub: bytes) -> bytes:
-    from node.crypto import sha256
-
-    return sha256(sign_pub)
 
 
 class OfferBook:

@@ -1,3 +1,6 @@
+"""The stdlib ``turns`` contract: its source text, byte for byte what ``SOURCE_HASHES`` pins."""
+
+SOURCE = '''\
 # turns: the compiled form of a two-party release schedule
 # (node.protocols.release.swap_schedule: a0, b0, a1, b1, ...). Party a gives
 # first; a may release its next chunk only while it has given no more chunks
@@ -15,3 +18,4 @@ release b[ib] to a when ib < chunks(b) and (sent_count(b, a) < sent_count(a, b)
     or (sent_count(a, b) == chunks(a) and sent_count(b, a) <= sent_count(a, b)))
 
 complete when sent_count(a, b) == chunks(a) and sent_count(b, a) == chunks(b)
+'''

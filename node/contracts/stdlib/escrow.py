@@ -1,3 +1,6 @@
+"""The stdlib ``escrow`` contract: its source text, byte for byte what ``SOURCE_HASHES`` pins."""
+
+SOURCE = '''\
 # escrow: the payer's chunks go to the payee once the arbiter (or the payer
 # itself) has signed "release"; they go back to the payer if the arbiter (or
 # the payee) signs "refund", or once `refund_height` is reached on the ledger
@@ -17,3 +20,4 @@ for i in 0 .. chunks(payer) {
 
 complete when approved and not cancelled and sent_count(payer, payee) == chunks(payer)
 refund when cancelled or (not approved and height(height_asset) >= refund_height)
+'''

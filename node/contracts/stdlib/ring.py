@@ -1,3 +1,6 @@
+"""The stdlib ``ring`` contract: its source text, byte for byte what ``SOURCE_HASHES`` pins."""
+
+SOURCE = '''\
 # ring: three or more parties trade around a ring: party k gives its chunks to
 # party k+1 (the last gives to the first), each worth at least `usd` cents.
 # Tit-for-tat around the ring: a party may release its next chunk only if,
@@ -29,3 +32,4 @@ for k in 0 .. n {
 
 complete when all(k in 0 .. n: sent_count(party(k), party((k + 1) % n)) == chunks(party(k)))
 refund when expired or short
+'''

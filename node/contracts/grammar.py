@@ -1,4 +1,8 @@
-// Keyswitch contract language (LALR(1)). See node/contracts/README.md.
+"""The contract language's grammar (lark, LALR(1)): ``lang`` parses every contract with it. Kept as a Python
+string so the language loads without reading a file (the package does no I/O); part of the enclave's measured
+code like every file of ``node.contracts``."""
+
+GRAMMAR = r'''// Keyswitch contract language (LALR(1)). See node/contracts/README.md.
 
 start: header decl* stmt*
 
@@ -64,3 +68,4 @@ COMMENT: /#[^\n]*/
 %import common.WS
 %ignore WS
 %ignore COMMENT
+'''

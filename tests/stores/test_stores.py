@@ -1,0 +1,93 @@
+"""node.stores: the files and databases the protocols used to open themselves (issue #19). A data directory
+written before the stores moved opens as it is, and a contract record is replaced atomically and fsynced."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import node.fsutil
+from node import wire
+from node.protocols.outcomes import ReleaseRecords
+from node.protocols.release import Chunk, ContractRecord, Round, Schedule
+from node.risk.reputation import Reputation
+from node.stores.contracts import ContractStore
+from node.stores.release_records import ReleaseRecordsDB
+from node.stores.reputation import ReputationDB
+
+NET = "dev"
+
+
+def record(state: str = "running", acked: int = -1) -> ContractRecord:
+    chunk = Chunk("BTC-REG", "bcrt1qexample", b"\x02" * 33, 1000)
+    return ContractRecord(NET, 0, "12D3KooWpeer", Schedule([Round(0, 1, chunk)]), [], [b"q"], state, acked=acked)
+
+
+#: a data directory written by the protocols themselves before the stores moved out (commit 43fef4d: its
+#: ``Reputation(path)``, ``ReleaseRecords(net, path=...)`` and ``release.ContractStore``)
+OLD_DATADIR = Path(__file__).parent / "datadir_43fef4d"
+
+
+def test_a_data_directory_written_before_the_stores_moved_opens_as_it_is(tmp_path):
+    datadir = tmp_path / "data"
+    shutil.copytree(OLD_DATADIR, datadir)
+    (datadir / "contracts" / ".bb.tmp").write_bytes(b"half a record")  # a write the old store never finished
+    (datadir / "contracts" / "cc.rec").write_bytes(b"\xff junk")
+    got = ContractStore(datadir / "contracts").items()
+    assert [k for k, _ in got] == ["aa" * 32, "cc"] and isinstance(got[1][1], str)  # junk: the reason
+    assert got[0][1].state == "done" and got[0][1].acked == 0 and got[0][1].schedule.rounds[0].chunk.amount == 1000
+
+    rep = Reputation(ReputationDB(datadir / "reputation.sqlite"))
+    assert rep.record(b"\x01" * 32).reports == 1 and rep.score(b"\x01" * 32, 100.0) == 2.0
+    assert rep.is_cheater(b"\x02" * 32) and not rep.is_cheater(b"\x01" * 32)
+    assert [d.device_id for d in rep.devices_of("owner-1")] == [b"\x01" * 32]
+    assert b"k" in rep._seen
+    rep.close()
+
+    records = ReleaseRecords(NET, store=ReleaseRecordsDB(datadir / "release-records.sqlite"))
+    assert records.get(b"\xc1" * 32, b"\xd1" * 33) == b"record-1" and len(records) == 1
+    assert records.reported("c1:claimed") and not records.first_report("c1:claimed")
+    records.close()
+
+
+def test_what_the_protocols_change_is_in_the_files_after_a_restart(tmp_path):
+    rep = Reputation(ReputationDB(tmp_path / "rep.sqlite"))
+    rep.observe(b"\x07", "o", "sgx", 10.0)
+    rep.mark_cheater(b"\x07", 11.0)
+    rep.close()
+    rows = sqlite3.connect(tmp_path / "rep.sqlite").execute("SELECT device_id, cheater FROM devices").fetchall()
+    assert rows == [(b"\x07", 1)]
+
+    store = ContractStore(tmp_path / "runs")
+    store.put("k1", record(acked=0))
+    store.put("k1", record(acked=1))
+    store.put("k2", record())
+    store.delete("k2")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["k1.rec"]  # no temporary file left
+    assert [(k, r.acked) for k, r in ContractStore(tmp_path / "runs").items()] == [("k1", 1)]
+
+
+def test_a_crash_in_the_middle_of_a_record_write_leaves_the_old_record(tmp_path, monkeypatch):
+    store = ContractStore(tmp_path / "c")
+    store.put("k", record(acked=0))
+
+    def crash(src, dst):
+        raise OSError("power cut before the rename")
+
+    monkeypatch.setattr(node.fsutil.os, "replace", crash)
+    with pytest.raises(OSError):
+        store.put("k", record(acked=5))
+    monkeypatch.undo()
+    assert [(k, r.acked) for k, r in ContractStore(tmp_path / "c").items()] == [("k", 0)]
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_record_is_fsynced_unless_the_store_is_told_not_to(tmp_path, monkeypatch, durable):
+    synced = []
+    real = node.fsutil.os.fsync
+    monkeypatch.setattr(node.fsutil.os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    ContractStore(tmp_path / "c", durable=durable).put("k", record())
+    assert bool(synced) is durable
