@@ -253,6 +253,7 @@ class ContractRun:
         self._req = 0
         self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)
         self.known: dict[str, Binding] = {}  # peer id -> its binding, quote verified (from who / whois)
+        self.known_quotes: dict[str, bytes] = {}  # peer id -> the quote of ``known[peer]`` (for ``attest_known``)
 
     # -- application calls ------------------------------------------------------------
     def expect(self, spec: ContractSpec) -> bytes:
@@ -777,7 +778,20 @@ class ContractRun:
         if why:
             return f"untrusted quote: {why}"
         self.known[peer] = w.binding
+        self.known_quotes[peer] = w.quote
         return None
+
+    def attest_known(self, peer: str, now: float) -> None:
+        """Our enclave verifies ``peer``'s quote (from ``who``) itself (I3: e.g. a key-escrow holder or recovery
+        enclave, before our enclave splits a key to it); ValueError with the reason when it refuses."""
+        from node.tee.client import EnclaveRefused
+
+        if peer not in self.known:
+            raise ValueError(f"no attested binding from {peer}")
+        try:
+            self.enclave.attest_peer(self.known[peer], self.known_quotes[peer], now=now)
+        except EnclaveRefused as exc:
+            raise ValueError(f"our enclave refused {peer}'s quote: {exc.code}: {exc.reason}") from None
 
     # -- responses ------------------------------------------------------------------------
     def _on_response(self, ev: ResponseReceived, now: float) -> list[Command]:
