@@ -204,7 +204,9 @@ class ContractRun:
     chunk must hold, confirmed, at least its committed amount, and its declared USD value must be within
     ``price_tolerance`` of that amount at OUR price (``price_of(asset) -> Price``, the node's feed); each
     key received is checked the same way before it is claimed and before the contract goes on, so a chunk
-    drained between steps stops the contract (``cheat``) before anything more of ours is released."""
+    drained between steps stops the contract (``cheat``) before anything more of ours is released, and a
+    chunk whose value at our price NOW strays beyond ``price_tolerance`` from the value fixed at agreement
+    stops it too (``local-refusal``, the reason naming risk.price_tolerance; the key received is claimed)."""
 
     #: its handle calls the enclave (a blocking IPC): the runtime runs it off the event loop (node.runtime.driver)
     handle_blocks = True
@@ -522,11 +524,13 @@ class ContractRun:
         if step in r.busy:
             return []
         chunk = r.chunk(giver, index)
-        # a peer's key: its chunk must still hold what was committed before we go on, then ``claim_policy``;
-        # our own key handed back (a refund): swept home when a claim is configured (``interpret.contract_settle``)
+        # a peer's key: its chunk must still hold what was committed, and its declared USD value be within
+        # risk.price_tolerance at our price now, before we go on, then ``claim_policy``; our own key handed back
+        # (a refund): swept home when a claim is configured (``interpret.contract_settle``)
         r.busy.add(step)
+        usd = r.spec.parties[giver].chunks[index].usd_cents
         return [LedgerCall(f"contract-run.claim:{r.key}:{giver}:{step}", "contract_settle",
-                           (self.claim_policy, chunk, step, giver != r.me))]
+                           (self.claim_policy, chunk, step, giver != r.me, usd, self.price_tolerance))]
 
     def _on_claimed(self, ev: TaskDone, now: float) -> list[Command]:
         _, key, giver, step = ev.name.split(":")
@@ -534,8 +538,9 @@ class ContractRun:
         if r is None or step not in r.busy:
             return []
         r.busy.discard(step)
-        rec = ev.result if isinstance(ev.result, ClaimRecord) else ClaimRecord(
-            step, "claim-failed", "", f"{type(ev.error).__name__}: {ev.error}")
+        rec, mispriced = ev.result if isinstance(ev.result, tuple) else (ev.result, None)
+        if not isinstance(rec, ClaimRecord):
+            rec = ClaimRecord(step, "claim-failed", "", f"{type(ev.error).__name__}: {ev.error}")
         if rec.status == "claim-failed":  # our ledger: retry on the timer, blame no one
             if r.rec.state in TERMINAL:
                 return []
@@ -547,6 +552,8 @@ class ContractRun:
             return note
         if rec.status == "double-spent" and giver != r.me:
             return note + self._stop(r, "cheat", f"step {step}: double-spent: {rec.detail}")
+        if mispriced and giver != r.me:  # the key is ours (claimed); nothing more of ours goes out for it
+            return note + self._stop(r, "local-refusal", f"step {step}: {mispriced}")
         return note + self._drive(r, now)
 
     def _party_detail(self, r: Run, k: int) -> dict:

@@ -1377,16 +1377,9 @@ def funds_state(check_funds: Callable[[str, str], object], chunk, usd_cents: int
     declared value our price does not bear out) / ``FUNDS_GONE`` (nothing left) / ``FUNDS_UNKNOWN`` (our
     ledger or price feed could not answer: retried, no one blamed). Never believes the declared amount: the
     ledger's confirmed balance decides. Blocking: run it as a task (``LedgerCall``), never inside ``handle``."""
-    if usd_cents and price_of is not None:
-        from node.assets.prices import declared_usd_mismatch
-
-        try:
-            price = price_of(chunk.asset)
-        except Exception as exc:
-            return FUNDS_UNKNOWN, f"price unknown for {chunk.asset}: {type(exc).__name__}: {exc}"
-        bad = declared_usd_mismatch(chunk.asset, chunk.amount, usd_cents, price, tolerance)
-        if bad:
-            return FUNDS_SHORT, f"price check: chunk at {chunk.address}: {bad}"
+    priced = price_state(chunk, usd_cents, price_of, tolerance)
+    if priced is not None:
+        return priced
     try:
         answer = check_funds(chunk.asset, chunk.address)
     except Exception as exc:  # ledger unreachable: do not go on without knowing
@@ -1401,6 +1394,23 @@ def funds_state(check_funds: Callable[[str, str], object], chunk, usd_cents: int
         return FUNDS_GONE, f"funds check: no confirmed funds at {chunk.address} (committed {chunk.amount})"
     return FUNDS_SHORT, (f"funds check: {chunk.address} holds {have} confirmed, less than the committed "
                          f"amount {chunk.amount} of {chunk.asset}")
+
+
+def price_state(chunk, usd_cents: int, price_of, tolerance: float = 0.10) -> tuple[str, str] | None:
+    """None when no USD value was declared for ``chunk`` (or we have no price feed) or when ``usd_cents`` is
+    within ``tolerance`` of the chunk's amount at our own price (``price_of(asset) -> Price``, asked now);
+    else (``FUNDS_SHORT``, reason naming risk.price_tolerance) or (``FUNDS_UNKNOWN``, reason) when our feed
+    cannot answer. Blocking (a feed may be asked): in a task, never inside ``handle``."""
+    if not usd_cents or price_of is None:
+        return None
+    from node.assets.prices import declared_usd_mismatch
+
+    try:
+        price = price_of(chunk.asset)
+    except Exception as exc:
+        return FUNDS_UNKNOWN, f"price unknown for {chunk.asset}: {type(exc).__name__}: {exc}"
+    bad = declared_usd_mismatch(chunk.asset, chunk.amount, usd_cents, price, tolerance)
+    return (FUNDS_SHORT, f"price check: chunk at {chunk.address}: {bad}") if bad else None
 
 
 def funds_now(check_funds: Callable[[str, str], object], chunk: Chunk) -> bool | str:

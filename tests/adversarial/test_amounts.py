@@ -261,3 +261,38 @@ def test_a_contract_whose_chunks_are_drained_as_they_are_released_stops_after_at
     assert victim.proto.state(cid) == FAILED
     reason = victim.proto.runs[cid.hex()].rec.reason
     assert f"holds {left} confirmed, less than the committed amount" in reason and drained[0] == 1
+
+
+def test_a_contract_chunk_whose_value_falls_beyond_the_tolerance_mid_contract_is_refused(tmp_path):
+    """contract-run (the stdlib swap, tit-for-tat): the attacker's chunks were worth what it declared at
+    agreement; once the victim has claimed the first one, BTC-REG falls to half at the victim's own price. The
+    victim checks each chunk it receives against the value fixed at agreement at its price NOW, before it
+    releases its next one: the chunk received after the fall is refused (kept: claimed) and nothing more of the
+    victim's goes out, the reason naming risk.price_tolerance. Old code checked the price at agreement only."""
+    import dataclasses
+    from decimal import Decimal
+
+    ledger = DevLedger(None, automine=True)
+    attacker = run_tests.Side("A", tmp_path, ledger, "BTC-REG", 3)
+    victim = run_tests.Side("B", tmp_path, ledger, "LTC", 3)
+    spec = make_spec("dev", stdlib.source("swap"), {"asset_a": "BTC-REG", "asset_b": "LTC", "usd": 15_000,
+                                                   "deadline": 300}, [attacker.party(), victim.party()])
+    ours = run_tests.prices_for(victim.usd)
+
+    def price_of(asset: str):
+        fallen = asset == "BTC-REG" and any(r.rec.claims for r in victim.proto.runs.values())
+        return dataclasses.replace(ours(asset), usd_per_unit=ours(asset).usd_per_unit * Decimal(
+            "0.5" if fallen else "1"))
+
+    victim.proto.price_of = price_of
+    net = run_tests.Net(attacker, victim)
+    net.height("BTC-REG", 100)
+    cid = run_tests.start(net, spec, attacker, victim)
+    net.run(until=200, done=run_tests.stopped(cid, attacker, victim))
+    released = len(victim.journal_releases())
+    assert released <= 2, f"the victim released {released} chunks; the value fell after its first claim"
+    run = victim.proto.runs[cid.hex()]
+    assert [c.status for c in run.rec.claims] == ["claimed", "claimed"]  # both keys received are the victim's
+    assert victim.proto.state(cid) == FAILED and "risk.price_tolerance=0.1" in run.rec.reason, run.rec.reason
+    assert run.rec.reason.startswith("step 1: price check") and "declared $50.00" in run.rec.reason
+    assert "are worth $25.00 at our price" in run.rec.reason
