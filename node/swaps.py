@@ -606,7 +606,6 @@ class SwapDesk:
                         return worth
                     if offer.kind != "ring" or p is pred:
                         got += worth  # at OUR price, never the declared figure
-                usd[n] = row["usd_cents"]
         if got < VALUE_TOLERANCE * give:
             return f"value: would give {give / 100:.2f} USD for {got / 100:.2f} USD"
         why = self.reserve_spec(spec, now)  # every counterparty device's caps, checked and held
