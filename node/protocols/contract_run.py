@@ -546,14 +546,15 @@ class ContractRun:
                 return []
             return [Notify("contract.claim-retry", {"contract": r.key, "step": step, "detail": rec.detail})]
         r.rec.claims = [*r.rec.claims, rec]  # kept even if the contract stopped meanwhile (the sweep happened)
-        self._persist(r)
-        note = [self._claim_note(r, giver, step, rec)] if giver != r.me else []  # the record is written
+        note = [self._claim_note(r, giver, step, rec)] if giver != r.me else []
+        if mispriced and giver != r.me and r.rec.state not in TERMINAL:  # the key is ours (claimed); nothing
+            # more of ours goes out for it (the claim and the stop in one write: a restart never goes on)
+            return note + self._stop(r, "local-refusal", f"step {step}: {mispriced}")
+        self._persist(r)  # (the record is written before its notice leaves)
         if r.rec.state in TERMINAL:
             return note
         if rec.status == "double-spent" and giver != r.me:
             return note + self._stop(r, "cheat", f"step {step}: double-spent: {rec.detail}")
-        if mispriced and giver != r.me:  # the key is ours (claimed); nothing more of ours goes out for it
-            return note + self._stop(r, "local-refusal", f"step {step}: {mispriced}")
         return note + self._drive(r, now)
 
     def _party_detail(self, r: Run, k: int) -> dict:
