@@ -666,7 +666,8 @@ class NodeServices:
         accepted, reason = rfp.contract_answers.pop(rid)
         if not accepted:
             raise ApiError(409, f"the peer refused: {reason}")
-        self.node.driver.submit(desk.release, lambda now: desk.release.propose(peer, schedule, now))
+        usd = desk.declared_usd(peer, schedule)
+        self.node.driver.submit(desk.release, lambda now: desk.release.propose(peer, schedule, now, usd))
         return {"state": "agreed", **summary, "rounds": len(schedule.rounds)}
 
     def reputation(self) -> list[dict[str, Any]]:

@@ -9,7 +9,8 @@ module wires them into the daemon the way ``node.swaps`` wires ``ContractRun``:
   ``key-escrow-hold`` contract offer an owner sends before its contract starts. Ledger heights (every
   second, off the event loop) feed every contract it holds.
 * **owner**: ``POST /v1/contracts`` for kind escrow / option takes ``key_escrow: {holders, k, recovery}``
-  (peer ids). ``attach`` fetches the holders' and the recovery node's attested bindings (``who``), refuses
+  (peer ids). ``attach`` fetches the holders' and the recovery node's attested bindings (``who``) and hands
+  their quotes to our enclave (``attest_peer``: it splits a key only to enclaves it verified itself), refuses
   bad input with the reason (a holder or the recovery node that is a party, k out of range, an unknown or
   unattested peer, a node that declines), and builds the ``EscrowedSpec``: all our chunks in Shamir shares,
   k of the holders rebuild a key, released only to the recovery node's enclave. Each holder is asked to
@@ -20,7 +21,8 @@ module wires them into the daemon the way ``node.swaps`` wires ``ContractRun``:
   come back to ``KeyEscrow`` (the driver returns them to the protocol that issued the command).
 * **recovery** (on request): the recovery node keeps what it agreed to in ``<datadir>/escrow.sqlite``.
   ``POST /v1/escrow/recover {"contract": id}`` (``keyswitch recover --contract ID``) starts bringing the
-  owner's escrowed chunks home: the holders are asked, they answer only once the contract refunds a chunk
+  owner's escrowed chunks home: the holders are asked (each ask carries our enclave's binding and quote,
+  which the holder's enclave verifies itself), they answer only once the contract refunds a chunk
   to its owner (the time-lock height on their own ledger view), k shares are rebuilt in our enclave and the
   chunk is swept to the owner's claim address named at agreement. Recovery is an operator's decision, not
   automatic: a live owner refunds its chunks itself at the height, and only its operator knows the device
@@ -108,7 +110,8 @@ class EscrowDesk:
         self.proto = KeyEscrow(stack.net, stack.enclave,
                                claim=sweep_claimer(lambda: stack.enclave, self.ledger, self._destination),
                                check_funds=stack.desk._funds, max_contracts=MAX_HELD_CONTRACTS,
-                               max_shares=MAX_HELD_SHARES)
+                               max_shares=MAX_HELD_SHARES,
+                               identity=lambda: (stack.protocol.own.binding, stack.protocol.own.quote))
         # (used from the key-escrow protocol's handle, on the driver's worker thread, under its lock)
         self.db = sqlite3.connect(stack.extra["datadir"] / "escrow.sqlite", isolation_level=None,
                                   check_same_thread=False)
@@ -279,7 +282,18 @@ class EscrowDesk:
         except ApiError as exc:
             raise ApiError(409, f"key escrow: {exc.reason}: an unknown or unreachable peer, or one whose quote "
                                 "did not verify") from None
-        known = self.stack.desk.run.known
+        run = self.stack.desk.run
+
+        def verify(now: float) -> list:  # I3: our enclave splits only to holders and for a beneficiary it verified
+            for p in holders + [recovery]:
+                run.attest_known(p, now)
+            return []
+
+        try:
+            await services._submit(run, verify)
+        except ApiError as exc:
+            raise ApiError(409, f"key escrow: {exc.reason}") from None
+        known = run.known
         term = EscrowTerm(me, [], [EscrowHolder(known[h].enc_pub, h) for h in holders], k, known[recovery].enc_pub)
         out = make_spec(spec.net, spec.source, {p.name: p.value for p in spec.params}, list(spec.parties),
                         spec.order, escrow=[term])

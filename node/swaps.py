@@ -217,7 +217,7 @@ class SwapDesk:
             attestations=stack.protocol.attestations, check_funds=self._funds,
             claim=sweep_claimer(lambda: stack.enclave, ledger, self.claim_address),
             store=ContractStore(stack.extra["datadir"] / "contracts"), claim_policy=claim_policy,
-            perf=time.perf_counter)
+            perf=time.perf_counter, price_of=self._price, price_tolerance=price_tolerance)
         from node.protocols.contract_run import ContractRun, RunRecord
 
         self.run = ContractRun(
@@ -652,7 +652,8 @@ class SwapDesk:
         give = got = 0
         biggest = 0
         device = dclass = None
-        for r in schedule.rounds:
+        usd = [0] * len(schedule.rounds)  # what the peer declared per chunk: checked again before our rounds
+        for n, r in enumerate(schedule.rounds):
             if r.giver == 1:
                 o = own.get(r.chunk.pubkey)
                 if o is None or o.address != r.chunk.address or o.amount != r.chunk.amount or o.expiry <= now:
@@ -667,6 +668,7 @@ class SwapDesk:
                 if isinstance(worth, str):
                     return worth
                 got += worth  # at OUR price, never the declared figure
+                usd[n] = row["usd_cents"]
                 biggest = max(biggest, worth)
                 device, dclass = bytes(row["device_id"]), row["device_class"]
         if got < VALUE_TOLERANCE * give:
@@ -675,8 +677,17 @@ class SwapDesk:
             why = self.reserve_swap(peer, schedule, now, them=0)
             if why:
                 return why
-        self.release.expect(peer, schedule)
+        self.release.expect(peer, schedule, usd)
         return None
+
+    def declared_usd(self, peer: str, schedule) -> list[int]:
+        """Per round of a swap we propose (we are party 0), the USD cents ``peer`` declared in its offer for its
+        chunk (0: ours, or no longer in our book), for the release protocol's check before each of our rounds."""
+        out = []
+        for r in schedule.rounds:
+            row = self._book_offer(r.chunk.address, peer) if r.giver == 1 else None
+            out.append(int(row["usd_cents"]) if row is not None else 0)
+        return out
 
     def _retract_released(self, d: dict[str, Any]) -> None:
         """Drop a deposit key our enclave just released from our own sheet (and list it as retracted once),

@@ -204,7 +204,9 @@ class ContractRun:
     chunk must hold, confirmed, at least its committed amount, and its declared USD value must be within
     ``price_tolerance`` of that amount at OUR price (``price_of(asset) -> Price``, the node's feed); each
     key received is checked the same way before it is claimed and before the contract goes on, so a chunk
-    drained between steps stops the contract (``cheat``) before anything more of ours is released."""
+    drained between steps stops the contract (``cheat``) before anything more of ours is released, and a
+    chunk whose value at our price NOW strays beyond ``price_tolerance`` from the value fixed at agreement
+    stops it too (``local-refusal``, the reason naming risk.price_tolerance; the key received is claimed)."""
 
     #: its handle calls the enclave (a blocking IPC): the runtime runs it off the event loop (node.runtime.driver)
     handle_blocks = True
@@ -253,6 +255,7 @@ class ContractRun:
         self._req = 0
         self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)
         self.known: dict[str, Binding] = {}  # peer id -> its binding, quote verified (from who / whois)
+        self.known_quotes: dict[str, bytes] = {}  # peer id -> the quote of ``known[peer]`` (for ``attest_known``)
 
     # -- application calls ------------------------------------------------------------
     def expect(self, spec: ContractSpec) -> bytes:
@@ -521,11 +524,13 @@ class ContractRun:
         if step in r.busy:
             return []
         chunk = r.chunk(giver, index)
-        # a peer's key: its chunk must still hold what was committed before we go on, then ``claim_policy``;
-        # our own key handed back (a refund): swept home when a claim is configured (``interpret.contract_settle``)
+        # a peer's key: its chunk must still hold what was committed, and its declared USD value be within
+        # risk.price_tolerance at our price now, before we go on, then ``claim_policy``; our own key handed back
+        # (a refund): swept home when a claim is configured (``interpret.contract_settle``)
         r.busy.add(step)
+        usd = r.spec.parties[giver].chunks[index].usd_cents
         return [LedgerCall(f"contract-run.claim:{r.key}:{giver}:{step}", "contract_settle",
-                           (self.claim_policy, chunk, step, giver != r.me))]
+                           (self.claim_policy, chunk, step, giver != r.me, usd, self.price_tolerance))]
 
     def _on_claimed(self, ev: TaskDone, now: float) -> list[Command]:
         _, key, giver, step = ev.name.split(":")
@@ -533,15 +538,19 @@ class ContractRun:
         if r is None or step not in r.busy:
             return []
         r.busy.discard(step)
-        rec = ev.result if isinstance(ev.result, ClaimRecord) else ClaimRecord(
-            step, "claim-failed", "", f"{type(ev.error).__name__}: {ev.error}")
+        rec, mispriced = ev.result if isinstance(ev.result, tuple) else (ev.result, None)
+        if not isinstance(rec, ClaimRecord):
+            rec = ClaimRecord(step, "claim-failed", "", f"{type(ev.error).__name__}: {ev.error}")
         if rec.status == "claim-failed":  # our ledger: retry on the timer, blame no one
             if r.rec.state in TERMINAL:
                 return []
             return [Notify("contract.claim-retry", {"contract": r.key, "step": step, "detail": rec.detail})]
         r.rec.claims = [*r.rec.claims, rec]  # kept even if the contract stopped meanwhile (the sweep happened)
-        self._persist(r)
-        note = [self._claim_note(r, giver, step, rec)] if giver != r.me else []  # the record is written
+        note = [self._claim_note(r, giver, step, rec)] if giver != r.me else []
+        if mispriced and giver != r.me and r.rec.state not in TERMINAL:  # the key is ours (claimed); nothing
+            # more of ours goes out for it (the claim and the stop in one write: a restart never goes on)
+            return note + self._stop(r, "local-refusal", f"step {step}: {mispriced}")
+        self._persist(r)  # (the record is written before its notice leaves)
         if r.rec.state in TERMINAL:
             return note
         if rec.status == "double-spent" and giver != r.me:
@@ -777,7 +786,20 @@ class ContractRun:
         if why:
             return f"untrusted quote: {why}"
         self.known[peer] = w.binding
+        self.known_quotes[peer] = w.quote
         return None
+
+    def attest_known(self, peer: str, now: float) -> None:
+        """Our enclave verifies ``peer``'s quote (from ``who``) itself (I3: e.g. a key-escrow holder or recovery
+        enclave, before our enclave splits a key to it); ValueError with the reason when it refuses."""
+        from node.tee.client import EnclaveRefused
+
+        if peer not in self.known:
+            raise ValueError(f"no attested binding from {peer}")
+        try:
+            self.enclave.attest_peer(self.known[peer], self.known_quotes[peer], now=now)
+        except EnclaveRefused as exc:
+            raise ValueError(f"our enclave refused {peer}'s quote: {exc.code}: {exc.reason}") from None
 
     # -- responses ------------------------------------------------------------------------
     def _on_response(self, ev: ResponseReceived, now: float) -> list[Command]:

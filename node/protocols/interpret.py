@@ -29,7 +29,7 @@ from typing import Any, Callable, Protocol
 from node.protocols.base import Command, LedgerCall, Notify, Publish, Respond, SendRequest, SetTimer, TaskDone
 from node.protocols.contract_run import _funds_missing
 from node.protocols.release import (
-    FUNDS_OK, FUNDS_SHORT, FUNDS_UNKNOWN, ClaimRecord, claim_chunk, funds_state,
+    FUNDS_OK, FUNDS_SHORT, FUNDS_UNKNOWN, ClaimRecord, claim_chunk, funds_state, price_state,
 )
 
 
@@ -89,18 +89,25 @@ def _op_claim_chunk(ad: LedgerAdapters, policy: str, chunk, r: int):
     return claim_chunk(policy, ad.claim, _need(ad.check_funds, "check_funds", "claim_chunk"), chunk, r)
 
 
-def _op_contract_settle(ad: LedgerAdapters, policy: str, chunk, step: int, from_peer: bool):
+def _op_contract_settle(ad: LedgerAdapters, policy: str, chunk, step: int, from_peer: bool, usd_cents: int = 0,
+                        tolerance: float = 0.10):
     """A key that came to us in a language contract: a peer's (``from_peer``: its chunk must still hold what
     was committed, then claimed by ``policy``), or our own handed back (a refund, swept home when a claim is
-    configured). A ``ClaimRecord``."""
+    configured). A ``ClaimRecord``; for a peer's key with a declared ``usd_cents``, ``(ClaimRecord, reason)``
+    when that value is no longer within ``tolerance`` of the chunk's amount at our price NOW (the key is ours
+    and claimed all the same; the contract goes no further: ``ContractRun._on_claimed``)."""
     check = _need(ad.check_funds, "check_funds", "contract_settle")
-    if from_peer:  # (its USD value was checked at our price at agreement; a price move since is no one's fault)
+    if from_peer:
+        priced = price_state(chunk, usd_cents, ad.price_of, tolerance)  # (before every round, not only at agreement)
+        if priced is not None and priced[0] == FUNDS_UNKNOWN:  # our feed: retried, no one blamed
+            return ClaimRecord(step, "claim-failed", "", priced[1])
         state, why = funds_state(check, chunk)
         if state == FUNDS_SHORT:
             return ClaimRecord(step, "double-spent", "", why)
         if state == FUNDS_UNKNOWN:
             return ClaimRecord(step, "claim-failed", "", why)
-        return claim_chunk(policy, ad.claim, check, chunk, step)  # (gone: the sweep tells who spent)
+        rec = claim_chunk(policy, ad.claim, check, chunk, step)  # (gone: the sweep tells who spent)
+        return (rec, priced[1]) if priced is not None and rec.status != "claim-failed" else rec
     if ad.claim is None:  # a refund: the key is ours again; sweep it home when we can
         return ClaimRecord(step, "refunded", "", "key handed back to the owner (no sweep configured)")
     rec = claim_chunk("sweep", ad.claim, check, chunk, step)

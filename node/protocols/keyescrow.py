@@ -6,14 +6,17 @@ enclave (the *beneficiary*). This protocol carries the shares; the enclaves deci
 beneficiary). Three roles, any node may play each:
 
 * **owner** (``distribute``, called by ``ContractRun`` once its enclave opened the contract, and again when
-  the runners' signatures are all in): its enclave splits every escrowed, unmoved chunk's key
+  the runners' signatures are all in): its enclave splits every escrowed, unmoved chunk's key, only if it
+  verified every holder's and the beneficiary's quote itself (I3: else "unattested", ``escrow.split-refused``;
+  the escrow desk hands those quotes in when it builds the terms)
   (deterministically: the same shares again after a crash) and the host sends each holder its shares with
   the spec and the signatures over the contract id, until the holder answers ``held``. Nothing here blocks
   the contract: releases go on meanwhile.
 * **holder**: hands ``hold`` / ``moved`` / ``ask`` to its enclave, and every ledger height it observes
   (``observe_height``) to every contract it holds shares of. Its enclave answers an ``ask`` only when the
   contract refunds that chunk to its owner (the time-lock path: at the refund height, or whatever the
-  contract's refund rule says) and only for the term's beneficiary. With ``max_contracts`` /
+  contract's refund rule says) and only for the term's beneficiary, an enclave it verified itself (the
+  ``ask`` carries the beneficiary's binding and quote; the holder's host hands them to its enclave). With ``max_contracts`` /
   ``max_shares`` set (the daemon: node/escrowdesk.py) a ``hold`` past either bound is refused, code "full".
 * **recovery** (``recover``: the owner's heir/backup node, whose enclave is the beneficiary): at the height,
   asks every holder for its share of the chunk, retries those that refuse (e.g. "not-allowed": their
@@ -30,7 +33,8 @@ signed by the sender's enclave in the domain "release-msg", like contract-run; e
     moved  MovedBody(contract_id, record)                  any -> holder (request): a giver's signed
                                                            release record (the chunk went to a party)
     held   HeldBody(contract_id, held, missing)            response to hold / moved
-    ask    AskBody(spec, sigs, party, index, recipient)    recovery -> holder (request)
+    ask    AskBody(spec, sigs, party, index, recipient,   recovery -> holder (request); the asker's
+                   binding, quote)                         binding and quote, handed to the holder's enclave
     share  ShareBody(contract_id, party, index, ciphertext)  response to ask: the share, encrypted by the
                                                            holder's enclave to the beneficiary
     error  ErrorBody(contract_id, round=-1, code, reason)  response; unsigned
@@ -58,6 +62,7 @@ from node.protocols.base import (
     TaskDone, TimerFired, Validation,
 )
 from node.protocols.release import Chunk, ClaimRecord, ErrorBody, MessageError, error_message, parse, seal
+from node.tee.binding import Binding
 from node.tee.enclave.contracts import PartySig, SplitShare
 
 PROTOCOL_ID = "/keyswitch/key-escrow/1"
@@ -87,6 +92,10 @@ class AskBody(msgspec.Struct, array_like=True, frozen=True):
     party: int
     index: int
     recipient: bytes
+    #: the asking (beneficiary) enclave's binding and quote: the holder's enclave releases a share only to a
+    #: beneficiary it verified itself (I3), so the holder's host hands them to it (``attest_peer``) first
+    binding: Binding | None = None
+    quote: bytes = b""
 
 
 class ShareBody(msgspec.Struct, array_like=True, frozen=True):
@@ -143,6 +152,9 @@ class KeyEscrow:
     give_up_after: float = 3600.0
     max_contracts: int = 0  # holder: at most this many contracts held for others (0: no bound), then "full"
     max_shares: int = 0  # holder: at most this many shares over all of them (0: no bound), then "full"
+    #: recovery: ``identity() -> (binding, quote)``, ours, carried in every ``ask`` (the holders' enclaves
+    #: release a share only to a beneficiary they verified themselves); None: asks carry none
+    identity: Callable[[], tuple[Binding, bytes]] | None = None
 
     def __post_init__(self) -> None:
         self.topics: list[str] = []
@@ -157,12 +169,19 @@ class KeyEscrow:
         self._req = 0
         self.recoveries: dict[str, Recovery] = {}
         self.refusals: list[tuple[str, str]] = []
+        self._verified: set[tuple[bytes, bytes]] = set()  # holder: (binding, quote) our enclave verified
 
     # -- application calls -------------------------------------------------------------
     def distribute(self, spec: ContractSpec, sigs: list[PartySig], now: float) -> list[Command]:
         """Owner: send every holder its shares of our escrowed chunks (with the spec and the signatures)."""
+        from node.tee.client import EnclaveRefused
+
         cid = spec_id(spec)
-        shares = self.enclave.contract_escrow_split(cid)
+        try:
+            shares = self.enclave.contract_escrow_split(cid)
+        except EnclaveRefused as exc:  # e.g. "unattested": a holder or the beneficiary our enclave never verified
+            self.refusals.append((exc.code, exc.reason))
+            return [Notify("escrow.split-refused", {"contract": cid.hex(), "code": exc.code, "reason": exc.reason})]
         cmds: list[Command] = []
         for term in spec.escrows:
             for h in term.holders:
@@ -233,7 +252,7 @@ class KeyEscrow:
             self._held = set(self._counts)
             return []
         if isinstance(event, RequestReceived) and event.protocol == PROTOCOL_ID:
-            return self._on_request(event)
+            return self._on_request(event, now)
         if isinstance(event, ResponseReceived) and event.protocol == PROTOCOL_ID:
             return self._on_response(event, now)
         if isinstance(event, TimerFired) and event.name == "key-escrow.retry":
@@ -262,7 +281,9 @@ class KeyEscrow:
     def _ask(self, r: Recovery) -> list[Command]:
         if r.state != ASKING:
             return []
-        data = self._seal("ask", AskBody(r.spec.encode(), r.sigs, r.party, r.index, r.term.beneficiary))
+        binding, quote = self.identity() if self.identity is not None else (None, b"")
+        data = self._seal("ask", AskBody(r.spec.encode(), r.sigs, r.party, r.index, r.term.beneficiary, binding,
+                                         quote))
         return [self._request("ask", (r.key, pos), h.peer_id, data)
                 for pos, h in enumerate(r.term.holders) if pos not in r.shares and pos not in r.moved]
 
@@ -304,7 +325,19 @@ class KeyEscrow:
         """Contracts (id hex) our enclave holds shares of, with how many."""
         return {c.hex(): n for c, n in sorted(self._counts.items())}
 
-    def _on_request(self, ev: RequestReceived) -> list[Command]:
+    def _verify_asker(self, body: AskBody, now: float) -> None:
+        """Hand the asking beneficiary's quote to our enclave (it verifies it itself: I3); the enclave refuses
+        the share anyway when the beneficiary is not an enclave it verified."""
+        if body.binding is None or not body.quote or body.binding.enc_pub != body.recipient:
+            return  # nothing (usable) carried: our enclave decides on what it verified before
+        seen = (body.binding.encode(), body.quote)
+        if seen not in self._verified:
+            self.enclave.attest_peer(body.binding, body.quote, now=now)
+            if len(self._verified) >= 1024:
+                self._verified.clear()
+            self._verified.add(seen)
+
+    def _on_request(self, ev: RequestReceived, now: float) -> list[Command]:
         from node.tee.client import EnclaveRefused
 
         try:
@@ -331,6 +364,7 @@ class KeyEscrow:
             if env.kind == "hold":
                 self._counts[cid] = len(res.held)
                 return [Respond(ev.request_id, self._seal("held", HeldBody(cid, res.held, res.missing)))]
+            self._verify_asker(body, now)
             ct = self.enclave.escrow_share(cid, body.party, body.index, body.recipient)
         except EnclaveRefused as exc:
             return self._refuse(ev.request_id, cid, exc.code, f"our enclave refused: {exc.reason}")

@@ -338,6 +338,9 @@ class ContractRecord(msgspec.Struct, array_like=True):
     acked: int = -1  # highest round of ours the peer acknowledged
     claims: list[ClaimRecord] = []
     version: int = 1
+    #: per round, the USD cents the peer declared for its chunk at agreement (0: none; ours: 0), checked at our
+    #: price before each release of ours that follows it (``funds_state``, ``risk.price_tolerance``)
+    usd: list[int] = []
 
 
 class ChunkOutcome(msgspec.Struct, array_like=True, frozen=True):
@@ -482,7 +485,10 @@ class ReleaseProtocol:
 
     ``check_funds(asset, address) -> node.ledger.base.Balance``: the deposit address's balance on our
     ledger; a peer's chunk counts as funded only when its confirmed balance, net of pending spends, is at least
-    the amount committed in the schedule (``funds_state``: at agreement and before each release of ours);
+    the amount committed in the schedule (``funds_state``: at agreement and before each release of ours), and,
+    when the peer declared a USD value for it (``expect`` / ``propose``: ``usd``), when that value is within
+    ``price_tolerance`` of the amount at OUR price (``price_of``) before each release of ours (else the key is
+    taken and the contract stops, ``local-refusal``);
     ``claim(chunk) -> txid``: sweep a received key to a fresh owner address (raises
     ``node.ledger.base.AlreadySpent`` when the funds are gone); ``claim_policy``: "sweep" or "keep".
     """
@@ -504,12 +510,16 @@ class ReleaseProtocol:
     #: a monotonic clock (seconds) for the spans of its own work (``Contract.spent``, ``keys_in_at``), given by
     #: the composition root (the daemon: ``time.perf_counter``); None: every span is 0. Never used to decide.
     perf: Callable[[], float] | None = None
+    #: ``price_of(asset) -> node.assets.prices.Price``: OUR price (the node's feed), for the declared values
+    price_of: Callable[[str], object] | None = None
+    price_tolerance: float = 0.10  # config ``risk.price_tolerance``
 
     def __post_init__(self) -> None:
         if self.claim_policy not in ("sweep", "keep"):
             raise ValueError("claim_policy is 'sweep' or 'keep'")
         if self.claim_policy == "sweep" and self.claim is None:
             raise ValueError("claim_policy 'sweep' needs a claim callable")
+        self._declared: dict[tuple[str, bytes], list[int]] = {}  # expected contracts' ``ContractRecord.usd``
         self.topics: list[str] = []
         self.stream_protocols = [PROTOCOL_ID]
         self.duplex_streams = [PROTOCOL_ID]  # both sides send requests: the runtime opens a stream back early
@@ -522,17 +532,21 @@ class ReleaseProtocol:
         self._waiting: dict[str, Callable] = {}  # negotiation tasks in flight: name -> continuation
 
     # -- application calls ------------------------------------------------
-    def expect(self, peer: str, schedule: Schedule) -> None:
-        """As responder: agree to ``schedule`` when ``peer`` proposes it (negotiated elsewhere)."""
+    def expect(self, peer: str, schedule: Schedule, usd: list[int] | None = None) -> None:
+        """As responder: agree to ``schedule`` when ``peer`` proposes it (negotiated elsewhere). ``usd``: per
+        round, the USD cents the peer declared for its chunk (checked at our price before each of our rounds)."""
         self._expected.add((peer, schedule_hash(schedule)))
+        if usd:
+            self._declared[(peer, schedule_hash(schedule))] = list(usd)
 
-    def propose(self, peer: str, schedule: Schedule, now: float) -> list[Command]:
-        """As initiator (party 0): start a contract with ``peer``."""
+    def propose(self, peer: str, schedule: Schedule, now: float, usd: list[int] | None = None) -> list[Command]:
+        """As initiator (party 0): start a contract with ``peer`` (``usd``: as for ``expect``)."""
         bad = validate_schedule(schedule)
         if bad:
             raise ValueError(bad)
         key = "p-" + hashlib.sha256(peer.encode() + schedule_hash(schedule)).hexdigest()[:32]
-        rec = ContractRecord(self.net, 0, peer, schedule, [self.binding], [self.quote], TRANSITIONS[(None, "propose")])
+        rec = ContractRecord(self.net, 0, peer, schedule, [self.binding], [self.quote], TRANSITIONS[(None, "propose")],
+                             usd=list(usd or []))
         c = Contract(key, rec, progress_at=now)
         self.contracts[key] = c
         self.store.put(key, rec)
@@ -727,7 +741,9 @@ class ReleaseProtocol:
         """A ledger call for the peer's round ``r`` ("funds": are they still there, ``funds_state``; "claim":
         sweep, ``claim_chunk``), run by the driver off the event loop; it returns (answer, seconds)."""
         chunk = c.rounds[r].chunk
-        op = ("funds_state", (chunk,)) if kind == "funds" else ("claim_chunk", ("sweep", chunk, r))
+        usd = c.rec.usd[r] if r < len(c.rec.usd) and self._gates(c, r) else 0  # (nothing of ours after it: no matter)
+        op = ("funds_state", (chunk, usd, self.price_tolerance)) if kind == "funds" else (
+            "claim_chunk", ("sweep", chunk, r))
         c.busy.add((kind, r))
         return LedgerCall(f"release.task:{c.key}:{kind}:{r}", "timed", op)
 
@@ -772,6 +788,11 @@ class ReleaseProtocol:
             if state == FUNDS_SHORT:  # less than committed: the peer's chunk is not what it agreed to give;
                 # nothing more of ours goes out (its key, if it came, is not taken)
                 return self._stop(c, "cheat", f"round {r}: {why}", now)
+            if state == FUNDS_MISPRICED:  # worth less (or more) than agreed at our price now: no one cheated; its
+                # key is ours (taken, kept in our enclave for the owner's sweep), nothing more of ours goes out
+                cmds = self._take(c, r, now) if r in c.waiting else []
+                return cmds if c.rec.state != RUNNING else cmds + self._stop(c, "local-refusal", f"round {r}: {why}",
+                                                                             now)
             out = True if state == FUNDS_OK else False if state == FUNDS_GONE else why
         if kind == "funds" and r in c.waiting:
             if out is True:
@@ -1073,6 +1094,7 @@ class ReleaseProtocol:
                         # refused for good: a copy of this hello whose check ends later (resent after a
                         # timeout; the checks run in worker threads) finds it no longer expected, and refuses too
                         self._expected.discard((ev.peer, schedule_hash(h.schedule)))
+                        self._declared.pop((ev.peer, schedule_hash(h.schedule)), None)
                         return no("funds", why)
                     # (agreed meanwhile on an earlier copy of this hello, resent after a timeout: the same
                     # contract gets the same answer, never a refusal the proposer would stop on while we run)
@@ -1080,7 +1102,8 @@ class ReleaseProtocol:
 
                 return self._offered_funds(f"release.hello:{ev.request_id}", h.schedule, 0, then)
             rec = ContractRecord(self.net, 1, ev.peer, h.schedule, [h.binding, self.binding], [h.quote, self.quote],
-                                 TRANSITIONS[(None, "hello")])
+                                 TRANSITIONS[(None, "hello")],
+                                 usd=self._declared.pop((ev.peer, schedule_hash(h.schedule)), []))
             known = Contract(cid.hex(), rec, cid, progress_at=now)
             from node.tee.client import EnclaveRefused
 
@@ -1364,6 +1387,7 @@ def verify_cheating_proof(proof: CheatingProof, *, net: str | None = None) -> by
 
 # ------------------------------------------------------------------ claims
 FUNDS_OK, FUNDS_SHORT, FUNDS_GONE, FUNDS_UNKNOWN = "ok", "short", "gone", "unknown"
+FUNDS_MISPRICED = "mispriced"  # the declared USD value is beyond risk.price_tolerance at our price (no one cheated)
 
 
 def _held(answer) -> int | None:
@@ -1383,20 +1407,13 @@ def funds_state(check_funds: Callable[[str, str], object], chunk, usd_cents: int
                 tolerance: float = 0.10) -> tuple[str, str]:
     """Does ``chunk`` hold, CONFIRMED and unspent, at least its committed ``amount`` (and, when a USD value
     was declared for it, ``usd_cents``, is that value within ``tolerance`` of the amount at our own price,
-    ``price_of(asset) -> Price``)? (state, reason): ``FUNDS_OK`` / ``FUNDS_SHORT`` (less than committed, or a
-    declared value our price does not bear out) / ``FUNDS_GONE`` (nothing left) / ``FUNDS_UNKNOWN`` (our
+    ``price_of(asset) -> Price``)? (state, reason): ``FUNDS_OK`` / ``FUNDS_SHORT`` (less than committed) /
+    ``FUNDS_MISPRICED`` (a declared value our price does not bear out) / ``FUNDS_GONE`` (nothing left) / ``FUNDS_UNKNOWN`` (our
     ledger or price feed could not answer: retried, no one blamed). Never believes the declared amount: the
     ledger's confirmed balance decides. Blocking: run it as a task (``LedgerCall``), never inside ``handle``."""
-    if usd_cents and price_of is not None:
-        from node.assets.prices import declared_usd_mismatch
-
-        try:
-            price = price_of(chunk.asset)
-        except Exception as exc:
-            return FUNDS_UNKNOWN, f"price unknown for {chunk.asset}: {type(exc).__name__}: {exc}"
-        bad = declared_usd_mismatch(chunk.asset, chunk.amount, usd_cents, price, tolerance)
-        if bad:
-            return FUNDS_SHORT, f"price check: chunk at {chunk.address}: {bad}"
+    priced = price_state(chunk, usd_cents, price_of, tolerance)
+    if priced is not None:
+        return priced
     try:
         answer = check_funds(chunk.asset, chunk.address)
     except Exception as exc:  # ledger unreachable: do not go on without knowing
@@ -1411,6 +1428,23 @@ def funds_state(check_funds: Callable[[str, str], object], chunk, usd_cents: int
         return FUNDS_GONE, f"funds check: no confirmed funds at {chunk.address} (committed {chunk.amount})"
     return FUNDS_SHORT, (f"funds check: {chunk.address} holds {have} confirmed, less than the committed "
                          f"amount {chunk.amount} of {chunk.asset}")
+
+
+def price_state(chunk, usd_cents: int, price_of, tolerance: float = 0.10) -> tuple[str, str] | None:
+    """None when no USD value was declared for ``chunk`` (or we have no price feed) or when ``usd_cents`` is
+    within ``tolerance`` of the chunk's amount at our own price (``price_of(asset) -> Price``, asked now);
+    else (``FUNDS_MISPRICED``, reason naming risk.price_tolerance) or (``FUNDS_UNKNOWN``, reason) when our feed
+    cannot answer. Blocking (a feed may be asked): in a task, never inside ``handle``."""
+    if not usd_cents or price_of is None:
+        return None
+    from node.assets.prices import declared_usd_mismatch
+
+    try:
+        price = price_of(chunk.asset)
+    except Exception as exc:
+        return FUNDS_UNKNOWN, f"price unknown for {chunk.asset}: {type(exc).__name__}: {exc}"
+    bad = declared_usd_mismatch(chunk.asset, chunk.amount, usd_cents, price, tolerance)
+    return (FUNDS_MISPRICED, f"price check: chunk at {chunk.address}: {bad}") if bad else None
 
 
 def funds_now(check_funds: Callable[[str, str], object], chunk: Chunk) -> bool | str:

@@ -64,6 +64,16 @@ def test_a_swap_whose_chunks_hold_one_unit_but_commit_the_full_amount_is_refused
 
 
 # ------------------------------------------------------------------ release/1: drained between rounds
+def _swap_until_the_victim_stops(pair, attacker, victim, sched, on_send) -> bytes:
+    """The attacker proposes ``sched`` (``on_send`` sees every message); run until the victim's side ends."""
+    pair.on_send = on_send
+    pair.run(until=0)
+    pair.call(attacker, attacker.proto.propose, victim.peer_id, sched)
+    cid = contract_id(sched, [attacker.binding, victim.binding])
+    pair.run(until=300, done=lambda: victim.proto.state(cid) in (DONE, FAILED))
+    return cid
+
+
 @pytest.mark.parametrize("left", [1, 1_000])  # 1 unit (a sweep fails: below the fee) or enough to sweep
 def test_chunks_drained_as_they_are_released_stop_the_swap_after_at_most_one_chunk(tmp_path, left):
     ledger = DevLedger(None, automine=True)
@@ -85,17 +95,47 @@ def test_chunks_drained_as_they_are_released_stop_the_swap_after_at_most_one_chu
                 ledger.send(ch.asset, leaked[ch.pubkey], thief, AMOUNT - left - FEE)
                 assert ledger.balance(ch.asset, ch.address).confirmed == left
 
-    pair.on_send = drain
-    pair.run(until=0)
-    pair.call(attacker, attacker.proto.propose, victim.peer_id, sched)
-    cid = contract_id(sched, [attacker.binding, victim.binding])
-    pair.run(until=300, done=lambda: victim.proto.state(cid) in (DONE, FAILED))
+    cid = _swap_until_the_victim_stops(pair, attacker, victim, sched, drain)
     released = len(victim.journal_releases())
     full = 1  # the attacker's round 0 chunk was not drained: the victim's round 1 paid for it
     assert released == full, f"the victim released {released} chunks for {full} full one"
     c = victim.proto.contracts[cid.hex()]
     assert c.rec.state == FAILED and f"holds {left} confirmed, less than the committed amount" in c.rec.reason
     assert c.outcome.lost == 0 and drained == [2]  # stopped at the first drained chunk
+
+
+def test_a_swap_chunk_whose_value_falls_beyond_the_tolerance_mid_swap_is_refused(tmp_path):
+    """release/1: the attacker's chunks were worth what its offers declared when the victim agreed; after the
+    victim's first release, the attacker's asset falls to half at the victim's own price. Before each release of
+    its own the victim checks the chunk it got against the declared value at its price NOW: the next one is
+    refused (its key taken, kept), nothing more of the victim's goes out, the reason naming risk.price_tolerance.
+    Old code checked the value at agreement only: the victim paid full price for every chunk."""
+    import dataclasses
+    from decimal import Decimal
+
+    from tests.protocols.test_contract_run import prices_for
+
+    ledger = DevLedger(None, automine=True)
+    attacker, victim = Side("A", tmp_path, ledger), Side("B", tmp_path, ledger)
+    sched = swap_schedule(attacker.chunks, victim.chunks)
+    declared = [5_000 if r.giver == 0 else 0 for r in sched.rounds]  # the attacker's offers, as booked
+    victim.expected.append((attacker.peer_id, sched))
+    victim.proto.expect(attacker.peer_id, sched, declared)
+    ours, fall = prices_for(5_000), {"factor": Decimal(1)}
+    victim.proto.price_of = lambda asset: dataclasses.replace(ours(asset), usd_per_unit=ours(
+        asset).usd_per_unit * fall["factor"])
+
+    def falls(src, cmd):  # the victim's first release goes out: the market moves
+        if src is victim and wire.decode(cmd.data, wire.Signed).kind == "release":
+            fall["factor"] = Decimal("0.5")
+
+    cid = _swap_until_the_victim_stops(Pair(attacker, victim), attacker, victim, sched, falls)
+    released = len(victim.journal_releases())
+    assert released == 1, f"the victim released {released} chunks, the value having halved after its first"
+    c = victim.proto.contracts[cid.hex()]
+    assert c.rec.state == FAILED and c.rec.reason.startswith("round 2: price check"), c.rec.reason
+    assert "risk.price_tolerance=0.1" in c.rec.reason and "declared $50.00" in c.rec.reason
+    assert c.next == 3 and c.outcome.lost == 0  # the attacker's round 2 key was taken: the victim's to sweep
 
 
 # ------------------------------------------------------------------ contract-run: agreement
@@ -261,3 +301,38 @@ def test_a_contract_whose_chunks_are_drained_as_they_are_released_stops_after_at
     assert victim.proto.state(cid) == FAILED
     reason = victim.proto.runs[cid.hex()].rec.reason
     assert f"holds {left} confirmed, less than the committed amount" in reason and drained[0] == 1
+
+
+def test_a_contract_chunk_whose_value_falls_beyond_the_tolerance_mid_contract_is_refused(tmp_path):
+    """contract-run (the stdlib swap, tit-for-tat): the attacker's chunks were worth what it declared at
+    agreement; once the victim has claimed the first one, BTC-REG falls to half at the victim's own price. The
+    victim checks each chunk it receives against the value fixed at agreement at its price NOW, before it
+    releases its next one: the chunk received after the fall is refused (kept: claimed) and nothing more of the
+    victim's goes out, the reason naming risk.price_tolerance. Old code checked the price at agreement only."""
+    import dataclasses
+    from decimal import Decimal
+
+    ledger = DevLedger(None, automine=True)
+    attacker = run_tests.Side("A", tmp_path, ledger, "BTC-REG", 3)
+    victim = run_tests.Side("B", tmp_path, ledger, "LTC", 3)
+    spec = make_spec("dev", stdlib.source("swap"), {"asset_a": "BTC-REG", "asset_b": "LTC", "usd": 15_000,
+                                                   "deadline": 300}, [attacker.party(), victim.party()])
+    ours = run_tests.prices_for(victim.usd)
+
+    def price_of(asset: str):
+        fallen = asset == "BTC-REG" and any(r.rec.claims for r in victim.proto.runs.values())
+        return dataclasses.replace(ours(asset), usd_per_unit=ours(asset).usd_per_unit * Decimal(
+            "0.5" if fallen else "1"))
+
+    victim.proto.price_of = price_of
+    net = run_tests.Net(attacker, victim)
+    net.height("BTC-REG", 100)
+    cid = run_tests.start(net, spec, attacker, victim)
+    net.run(until=200, done=run_tests.stopped(cid, attacker, victim))
+    released = len(victim.journal_releases())
+    assert released <= 2, f"the victim released {released} chunks; the value fell after its first claim"
+    run = victim.proto.runs[cid.hex()]
+    assert [c.status for c in run.rec.claims] == ["claimed", "claimed"]  # both keys received are the victim's
+    assert victim.proto.state(cid) == FAILED and "risk.price_tolerance=0.1" in run.rec.reason, run.rec.reason
+    assert run.rec.reason.startswith("step 1: price check") and "declared $50.00" in run.rec.reason
+    assert "are worth $25.00 at our price" in run.rec.reason

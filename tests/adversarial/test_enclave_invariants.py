@@ -14,7 +14,7 @@ from node.contracts.spec import Commit, PartySpec, approval_digest, make_spec
 from node.crypto import pubkey_of
 from node.tee.client import EnclaveRefused, InProcessEnclave, SubprocessEnclave
 from node.tee.enclave import messages as m
-from tests.tee.testbuild import attest
+from tests.tee.testbuild import attest, verifies
 
 NET = "dev"
 
@@ -251,3 +251,118 @@ def test_a_key_whose_counterparty_never_signed_comes_back_by_the_refund_rule(thr
         assert exc.value.code in ("committed", "not-allowed")
     payer.contract_height(cid, "BTC-REG", 300)
     assert pubkey_of(coincurve.PrivateKey(payer.contract_refund(cid, 0))) == pub
+
+
+def _escrowed(owner, payee, arb, holder_keys: list[bytes], beneficiary: bytes, *, k: int = 2):
+    """An escrow contract whose payer's chunk is key-escrowed to ``holder_keys`` (k of them rebuild it), shares
+    released only to ``beneficiary``; both runners opened it and signed its id (an honest-looking contract)."""
+    from node.contracts.spec import EscrowHolder, EscrowTerm
+
+    attest(owner, payee)
+    (pub,) = owner.generate_keys(1)
+    term = EscrowTerm(0, [], [EscrowHolder(h, f"H{i}") for i, h in enumerate(holder_keys)], k, beneficiary)
+    spec = make_spec(NET, stdlib.source("escrow"), {"height_asset": "BTC-REG", "refund_height": 300}, [
+        PartySpec(owner.binding_for(NET, "P"), [Commit(pub, "BTC-REG", address_for("BTC-REG", pub), 1000, 5000)]),
+        PartySpec(payee.binding_for(NET, "Q"), []),
+        PartySpec(arb.binding_for(NET, "R"), [], runner=False)], escrow=[term])
+    sp = owner.contract_open(spec.encode())
+    sq = payee.contract_open(spec.encode(), [(0, sp.sig)])
+    owner.contract_open(spec.encode(), [(1, sq.sig)])
+    owner.contract_height(sp.cid, "BTC-REG", 100)
+    return spec, sp.cid, pub, [(0, sp.sig), (1, sq.sig)]
+
+
+def _host_rebuilds(pub: bytes, cts: list[tuple[coincurve.PrivateKey, bytes]], context: bytes, tag: bytes) -> bytes:
+    """The host opens escrow shares with its own ECIES keys and combines them: the deposit key, or b""."""
+    from node.crypto import DecryptError, ecies_decrypt
+    from node.tee.enclave import shamir
+    from node.tee.enclave.common import escrow_aad
+    from node.tee.enclave.contracts import SharePayloadV
+
+    got = []
+    for key, ct in cts:
+        try:
+            p = msgspec.msgpack.decode(ecies_decrypt(key, ct, escrow_aad(tag, pub, context)), type=SharePayloadV)
+        except (DecryptError, msgspec.MsgspecError):
+            continue
+        got.append((p.x, p.y))
+    if len(got) < 2:
+        return b""
+    secret = shamir.combine(got[:2], 2)
+    return secret if pubkey_of(coincurve.PrivateKey(secret)) == pub else b""
+
+
+def test_a_contract_escrow_term_naming_host_made_holders_gets_no_shares(three):
+    """I3 via a contract's key-escrow terms: the payer's host names two ECIES keys of its own as the escrow
+    holders of its committed chunk (and a third as the beneficiary), then asks its enclave for the split and
+    opens the shares itself. Old code: the split is made, the host combines the two shares mid-contract and
+    holds the committed key (the payee's release is then worthless)."""
+    from node.contracts.spec import escrow_context
+    from node.tee.enclave.common import ESCROW_SPLIT_TAG
+
+    payer, payee, arb = three
+    hk = [coincurve.PrivateKey() for _ in range(3)]
+    spec, cid, pub, _ = _escrowed(payer, payee, arb, [pubkey_of(k) for k in hk[:2]], pubkey_of(hk[2]))
+    try:
+        shares = payer.contract_escrow_split(cid)
+    except EnclaveRefused as exc:
+        assert exc.code == "unattested" and "holder" in exc.reason and "attest_peer" in exc.reason, exc
+        assert [k.state for k in payer.list_keys()] == ["held"]
+        return
+    secret = _host_rebuilds(pub, [(k, s.ciphertext) for s in shares for k in hk[:2]], escrow_context(cid, 0, 0),
+                            ESCROW_SPLIT_TAG)
+    pytest.fail(f"{len(shares)} shares split to host keys; host rebuilt the committed key: {bool(secret)}")
+
+
+def test_a_contract_escrow_term_naming_a_host_made_beneficiary_gets_no_shares(three, tmp_path):
+    """I3, the beneficiary: genuine holder enclaves (the payer's enclave verified them), but the recovery
+    "enclave" is a host key. Old code: the payer's enclave splits, the holders hold, and at the refund height
+    each releases its share to the host's key, which rebuilds the key."""
+    from node.contracts.spec import escrow_context
+    from node.tee.enclave.common import ESCROW_RELEASE_TAG
+
+    payer, payee, arb = three
+    holders = [InProcessEnclave(None) for _ in range(2)]
+    try:
+        verifies(payer, *holders)
+        ben = coincurve.PrivateKey()
+        spec, cid, pub, sigs = _escrowed(payer, payee, arb, [h.info().enc_pub for h in holders], pubkey_of(ben))
+        try:
+            shares = payer.contract_escrow_split(cid)
+        except EnclaveRefused as exc:
+            assert exc.code == "unattested" and "beneficiary" in exc.reason, exc
+            return
+        cts = []
+        for h in holders:
+            h.escrow_hold(spec.encode(), sigs, [s for s in shares if s.holder == h.info().enc_pub])
+            h.escrow_height(cid, "BTC-REG", 300)
+            cts.append((ben, h.escrow_share(cid, 0, 0, pubkey_of(ben))))
+        secret = _host_rebuilds(pub, cts, escrow_context(cid, 0, 0), ESCROW_RELEASE_TAG)
+        pytest.fail(f"holders released to a host-made beneficiary; host rebuilt the key: {bool(secret)}")
+    finally:
+        for h in holders:
+            h.close()
+
+
+def test_a_holder_releases_its_share_only_to_a_beneficiary_its_own_enclave_verified(three):
+    """I3 on the holder's side: the beneficiary the terms name must be an enclave the HOLDER's enclave verified
+    itself (the owner's word for it is not enough); once its quote is handed in, the share goes to it."""
+    payer, payee, arb = three
+    holders = [InProcessEnclave(None) for _ in range(2)]
+    heir = InProcessEnclave(None)
+    try:
+        verifies(payer, *holders, heir)  # (the owner's enclave verified the beneficiary; the holders' never did)
+        spec, cid, pub, sigs = _escrowed(payer, payee, arb, [h.info().enc_pub for h in holders], heir.info().enc_pub)
+        shares = payer.contract_escrow_split(cid)
+        h = holders[0]
+        h.escrow_hold(spec.encode(), sigs, [s for s in shares if s.holder == h.info().enc_pub])
+        h.escrow_height(cid, "BTC-REG", 300)
+        with pytest.raises(EnclaveRefused) as exc:
+            h.escrow_share(cid, 0, 0, heir.info().enc_pub)
+        assert exc.value.code == "unattested" and "beneficiary" in exc.value.reason
+        b = heir.binding_for(NET, "heir")
+        h.attest_peer(b, heir.quote(b))
+        assert h.escrow_share(cid, 0, 0, heir.info().enc_pub)
+    finally:
+        for e in (*holders, heir):
+            e.close()

@@ -9,7 +9,10 @@ operations, and crashes (the core reopened from its sealed store). After every s
   contract of it succeeds while it is committed, and no release record is ever readable by a host key;
 * I2: no key leaves twice: per enclave's journal one release/export/escrow per key, ever (across crashes);
 * I3: a release or escrow share goes only to an enclave's key, never to a host key (the release-record
-  check above), and a host-made quote is never accepted;
+  check above), and a host-made quote is never accepted; a contract's key-escrow terms may name host-made
+  holders or beneficiary (or enclaves the splitting enclave never verified): a contract escrow split is made
+  only when every holder and the beneficiary is an enclave the splitting enclave verified, no share opens
+  with a host key, and a holder releases its share only to a beneficiary IT verified;
 * I4: no signature over an offer sheet naming a key the enclave does not hold, or one that is committed.
 """
 
@@ -28,12 +31,15 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from node import wire
 from node.assets import address_for
 from node.contracts import stdlib
-from node.contracts.spec import Commit, PartySpec, ReleaseBody, approval_digest, make_spec, release_context
+from node.contracts.spec import (
+    Commit, EscrowHolder, EscrowTerm, PartySpec, ReleaseBody, approval_digest, make_spec, release_context,
+)
 from node.crypto import DecryptError, ecies_decrypt, pubkey_of, sign_digest, tagged_hash
 from node.tee.binding import Binding, keys_root
 from node.tee.enclave import messages as m
 from node.tee.enclave import simformat
-from node.tee.enclave.contracts import PartySig
+from node.tee.enclave.common import ESCROW_RELEASE_TAG, ESCROW_SPLIT_TAG, escrow_aad
+from node.tee.enclave.contracts import PartySig, SplitShare
 from node.tee.enclave.core import release_aad
 from node.tee.enclave.server import open_core
 
@@ -48,7 +54,7 @@ class Host:
 
     def __init__(self) -> None:
         self.sign = coincurve.PrivateKey()
-        self.encs = [coincurve.PrivateKey() for _ in range(2)]
+        self.encs = [coincurve.PrivateKey() for _ in range(3)]
         self.known: set[bytes] = set()  # deposit private keys the host learned
 
     def binding(self, peer: str) -> Binding:
@@ -67,6 +73,10 @@ class HostileHost(RuleBasedStateMachine):
         self.committed: dict[bytes, set[bytes]] = {}
         self.contracts: list[tuple[bytes, bytes, int, int]] = []  # (cid, spec bytes, enclave, chunk owner party)
         self.records: list[tuple[bytes, bytes]] = []  # (cid, release record) the host saw
+        self.sigs: dict[bytes, list[PartySig]] = {}  # cid -> the runners' signatures over it the host saw
+        self.escrowed: list[tuple[bytes, bytes, int, int]] = []  # the contracts whose terms key-escrow a chunk
+        #: enclave -> the ECIES keys of the enclaves it verified (a genuine quote it accepted), and its own
+        self.verified: list[set[bytes]] = [set() for _ in range(N_ENCLAVES)]
         self.violations: list[str] = []
 
     def teardown(self) -> None:
@@ -152,17 +162,31 @@ class HostileHost(RuleBasedStateMachine):
             qb = Binding(NET, b.peer_id, b.sign_pub, b.enc_pub, keys_root([p for _, p in self.keys
                                                                           if p in self.held(j)]))
             r = self.call(j, m.MakeQuote(qb.encode(), 1_700_000_000))
-            if r.ok:
-                self.call(i, attest_op(qb.encode(), msgspec.msgpack.decode(r.body, type=bytes), 1_700_000_000))
+            if r.ok and self.call(i, attest_op(qb.encode(), msgspec.msgpack.decode(r.body, type=bytes),
+                                               1_700_000_000)).ok:
+                self.verified[i].add(b.enc_pub)
 
     def held(self, j: int) -> set[bytes]:
         return {p for p, s in self.states(j).items() if s in ("held", "received")}
 
+    def _escrow_term(self, i: int, j: int, holders: str) -> list[EscrowTerm]:
+        """Key-escrow terms for party 0's chunk (enclave i's): holders and beneficiary made of the host's keys,
+        of the other enclaves' keys (the beneficiary: enclave i itself, which its holders may never have
+        verified), or a mix; none for "none"."""
+        host = [pubkey_of(k) for k in self.host.encs]
+        encl = [self.info(x).enc_pub for x in (j, 3 - i - j)]
+        keys, ben = {"host": (host[:2], host[2]), "mixed": ([encl[0], host[0]], encl[1]),
+                     "beneficiary": (encl, host[2]), "enclave": (encl, self.info(i).enc_pub), "unverified": (encl, self.info(i).enc_pub),
+                     "none": ([], b"")}[holders]
+        return [EscrowTerm(0, [], [EscrowHolder(h, f"H{x}") for x, h in enumerate(keys)], 2, ben)] if keys else []
+
     @rule(data=st.data(), i=st.integers(0, N_ENCLAVES - 1), party=st.sampled_from(["enclave", "host"]),
-          kind=st.sampled_from(["turns", "escrow"]), sign_both=st.booleans())
-    def open_contract(self, data, i, party, kind, sign_both) -> None:
+          kind=st.sampled_from(["turns", "escrow"]), sign_both=st.booleans(),
+          holders=st.sampled_from(["none", "host", "mixed", "beneficiary", "enclave", "enclave", "unverified"]))
+    def open_contract(self, data, i, party, kind, sign_both, holders) -> None:
         """Enclave i commits one of ITS keys (any, in any state, perhaps already committed) to a contract
-        whose other party is another enclave or the host's own keys."""
+        whose other party is another enclave or the host's own keys, its chunk perhaps key-escrowed to
+        holders (and for a beneficiary) the host made, or to enclaves enclave i may never have verified."""
         mine = [p for e, p in self.keys if e == i]
         if not mine:
             return
@@ -170,12 +194,19 @@ class HostileHost(RuleBasedStateMachine):
         j = data.draw(st.sampled_from([x for x in range(N_ENCLAVES) if x != i]))
         other = self.binding(j, "B") if party == "enclave" else self.host.binding("B")
         giver = PartySpec(self.binding(i, "A"), [Commit(pub, "BTC-REG", address_for("BTC-REG", pub), 1000, 5000)])
+        escrow = self._escrow_term(i, j, holders)
+        if escrow and holders != "unverified":  # as the escrow desk does: enclave i verifies the enclaves named
+            named = [h.enc_pub for h in escrow[0].holders] + [escrow[0].beneficiary]
+            for x in range(N_ENCLAVES):
+                if x != i and self.info(x).enc_pub in named:
+                    self.attest(i, x, False)
         if kind == "turns":
-            spec = make_spec(NET, stdlib.source("turns"), {}, [giver, PartySpec(other, [], runner=sign_both)])
+            spec = make_spec(NET, stdlib.source("turns"), {}, [giver, PartySpec(other, [], runner=sign_both)],
+                             escrow=escrow)
         else:
             arb = self.host.binding("R") if data.draw(st.booleans()) else self.binding(3 - i - j, "R")
             spec = make_spec(NET, stdlib.source("escrow"), {"height_asset": "BTC-REG", "refund_height": 300},
-                             [giver, PartySpec(other, []), PartySpec(arb, [], runner=False)])
+                             [giver, PartySpec(other, []), PartySpec(arb, [], runner=False)], escrow=escrow)
         sb = spec.encode()
         r = self.call(i, m.ContractOpen(sb, []))
         if not r.ok:
@@ -186,6 +217,8 @@ class HostileHost(RuleBasedStateMachine):
             self.violations.append(f"I1: enclave {i} committed key {pub.hex()[:16]} to a second open contract")
         self.committed.setdefault(pub, set()).add(cid)
         self.contracts.append((cid, sb, i, 0))
+        if escrow:
+            self.escrowed.append((cid, sb, i, 0))
         if kind == "escrow" or sign_both:  # the other runner's signature over the id
             if party == "host":
                 sig = sign_digest(self.host.sign, tagged_hash("keyswitch/contract-terms", cid))
@@ -193,6 +226,7 @@ class HostileHost(RuleBasedStateMachine):
                 r2 = self.call(j, m.ContractOpen(sb, [PartySig(0, res[2])]))
                 sig = msgspec.msgpack.decode(r2.body)[2] if r2.ok else b"\x00" * 64
             self.call(i, m.ContractOpen(sb, [PartySig(1, sig)]))
+            self.sigs[cid] = [PartySig(0, res[2]), PartySig(1, sig)]
         self.call(i, m.ContractHeight(cid, "BTC-REG", 100))
         if data.draw(st.booleans()):  # at once: the giver's release, shown to the other enclave
             r = self.call(i, m.ContractRelease(cid, 0, 1))
@@ -290,6 +324,58 @@ class HostileHost(RuleBasedStateMachine):
             self.violations.append(f"I3: enclave {i} split key {pub.hex()[:16]} to host-made holders")
             self.host.known.add(pub)
 
+    @precondition(lambda self: self.escrowed)
+    @rule(data=st.data(), height=st.sampled_from([100, 300, 300]))
+    def contract_escrow_split(self, data, height) -> None:
+        """The host asks the owner's enclave for its contract's escrow shares and tries to open them; then hands
+        each holder enclave its shares and a height, and asks it for its share to the beneficiary the terms
+        name (perhaps a host key, or an enclave that holder never verified)."""
+        from node.contracts.spec import decode_spec, escrow_context
+
+        cid, sb, i, _ = data.draw(st.sampled_from(self.escrowed))
+        r = self.call(i, m.ContractEscrowSplit(cid))
+        shares = msgspec.msgpack.decode(r.body, type=list[SplitShare]) if r.ok else []
+        if not shares:
+            return
+        spec = decode_spec(sb)
+        (term,) = spec.escrows
+        named = [h.enc_pub for h in term.holders] + [term.beneficiary]
+        unverified = [k for k in named if k not in self.verified[i] | {self.info(i).enc_pub}]
+        if unverified:
+            self.violations.append(f"I3: enclave {i} split a contract's key to {unverified[0].hex()[:16]}, an "
+                                   "escrow holder or beneficiary it never verified")
+        for sh in shares:
+            pub = spec.parties[sh.party].chunks[sh.index].pubkey
+            ctx = escrow_context(cid, sh.party, sh.index)
+            if self._host_opens(sh.ciphertext, escrow_aad(ESCROW_SPLIT_TAG, pub, ctx)):
+                self.violations.append(f"I3: a contract escrow share of {pub.hex()[:16]} opens with a host key")
+        for j in range(N_ENCLAVES):
+            me = self.info(j).enc_pub
+            mine = [sh for sh in shares if sh.holder == me]
+            if not mine or not self.call(j, m.EscrowHold(sb, self.sigs.get(cid, []), mine)).ok:
+                continue
+            self.call(j, m.EscrowHeight(cid, "BTC-REG", height))
+            sh = mine[0]
+            r = self.call(j, m.EscrowShare(cid, sh.party, sh.index, term.beneficiary))
+            if not r.ok:
+                continue
+            if term.beneficiary not in self.verified[j] | {me}:
+                self.violations.append(f"I3: holder {j} released a share to {term.beneficiary.hex()[:16]}, a "
+                                       "beneficiary it never verified")
+            pub = spec.parties[sh.party].chunks[sh.index].pubkey
+            if self._host_opens(msgspec.msgpack.decode(r.body, type=bytes), escrow_aad(
+                    ESCROW_RELEASE_TAG, pub, escrow_context(cid, sh.party, sh.index))):
+                self.violations.append(f"I3: holder {j} released a share of {pub.hex()[:16]} a host key opens")
+
+    def _host_opens(self, ct: bytes, aad: bytes) -> bool:
+        for k in self.host.encs:
+            try:
+                ecies_decrypt(k, ct, aad)
+            except DecryptError:
+                continue
+            return True
+        return False
+
     @precondition(lambda self: self.keys)
     @rule(data=st.data(), with_other=st.booleans())
     def sign_offer(self, data, with_other) -> None:
@@ -336,11 +422,7 @@ class HostileHost(RuleBasedStateMachine):
         self._host_reads_raw(body.deposit_pub, body.ciphertext, release_context(cid, body.round))
 
     def _host_reads_raw(self, pub: bytes, ct: bytes, ctx: bytes) -> None:
-        for k in self.host.encs:
-            try:
-                ecies_decrypt(k, ct, release_aad(pub, ctx))
-            except DecryptError:
-                continue
+        if self._host_opens(ct, release_aad(pub, ctx)):
             self.host.known.add(pub)
             self.violations.append(f"I1/I3: a release of {pub.hex()[:16]} is readable by a host key")
 

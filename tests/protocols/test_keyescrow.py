@@ -28,6 +28,7 @@ from node.stores.contracts import ContractStore
 from node.protocols.testing import GossipNet
 from node.tee.client import InProcessEnclave
 from node.tee.policy import AttestationPolicy
+from tests.tee.testbuild import verifies
 
 NET = "dev"
 NOW = 1_800_000_000.0
@@ -43,13 +44,17 @@ def owner_address(chunk) -> str:
 
 
 class World:
-    def __init__(self, root, n_holders=3, k=2):
+    def __init__(self, root, n_holders=3, k=2, verified=True):
         self.root = root
         self.ledger = DevLedger(None, automine=True)
         self.net = GossipNet()
         e = {n: InProcessEnclave(root / n) for n in ("P", "Q", "R", "heir", "x")}
         self.enc = e
         self.holders = [InProcessEnclave(root / f"H{i}") for i in range(n_holders)]
+        if verified:  # the owner's enclave verified its holders and recovery enclave (the escrow desk's ``attach``)
+            verifies(e["P"], *self.holders, e["heir"])
+        hb = e["heir"].binding_for(NET, "heir")
+        self.heir_id = (hb, e["heir"].quote(hb, now=NOW))  # carried in the heir's asks
         self.pubs = e["P"].generate_keys(2)
         self.commits = []
         for pub in self.pubs:
@@ -71,6 +76,7 @@ class World:
         for i, h in enumerate(self.holders):
             self.add_holder(i, h)
         self.heir = KeyEscrow(NET, e["heir"], claim=sweep_claimer(lambda: e["heir"], self.ledger, owner_address),
+                              identity=lambda: self.heir_id,
                               check_funds=self.funds, retry_interval=2.0, give_up_after=60.0)
         self.net.add("heir", self.heir, now=NOW)
         self.now = NOW
@@ -161,6 +167,35 @@ def test_the_owner_escrows_at_open_and_the_contract_runs_as_without_escrow(w):
         assert not any(s.allowed for s in st) and all("moved" in s.why for s in st)
 
 
+def test_an_owner_whose_enclave_never_verified_the_holders_sends_no_share_and_the_contract_runs(tmp_path):
+    """I3 at the owner: its enclave splits only to holders (and for a beneficiary) whose quotes it verified
+    itself; a host that never handed them in gets a refusal with the reason, and the contract runs as usual."""
+    world = World(tmp_path, verified=False)
+    try:
+        world.height(100, "P", "Q")
+        world.start()
+        refused = world.notes("P", "escrow.split-refused")
+        assert refused and refused[0]["code"] == "unattested" and "attest_peer" in refused[0]["reason"]
+        assert all(h.escrow_holdings(world.cid) == [] for h in world.holders)
+        pay_out(world)
+        assert world.runs["P"].state(world.cid) == DONE
+    finally:
+        world.close()
+
+
+def test_a_holder_verifies_the_beneficiary_quote_an_ask_carries_and_refuses_a_foreign_one(w):
+    """An ask naming the heir but carrying another enclave's quote for the heir's binding: the holder's enclave
+    refuses it ("untrusted-quote") and releases nothing; the heir's own binding and quote are then accepted."""
+    w.height(REFUND, "H0")
+    hb, _ = w.heir_id
+    x = w.enc["x"]
+    code, reason = ask(w, "H0", "x", AskBody(w.spec.encode(), sigs_of(w), 0, 0, hb.enc_pub, hb,
+                                             x.quote(x.binding_for(NET, "x"))))
+    assert code == "untrusted-quote" and "binding" in reason
+    assert not any(s.state == "released" for s in w.holders[0].escrow_holdings(w.cid))
+    assert ask(w, "H0", "x", AskBody(w.spec.encode(), sigs_of(w), 0, 0, hb.enc_pub, *w.heir_id))[0] == "share"
+
+
 def test_without_the_owners_enclave_k_of_n_holders_refund_the_chunks_home(w):
     w.kill("P")
     for i in range(2):
@@ -231,7 +266,10 @@ def ask(w, holder: str, frm: str, body=None, data: bytes | None = None) -> tuple
 def test_a_holder_refuses_before_the_height_another_recipient_chunk_or_contract(w):
     spec, sigs = w.spec.encode(), sigs_of(w)
     heir, stranger = w.enc["heir"].info().enc_pub, w.enc["x"].info().enc_pub
-    assert ask(w, "H0", "x", AskBody(spec, sigs, 0, 0, heir))[0] == "not-allowed"  # no height yet
+    w.height(REFUND, "H1")
+    code, reason = ask(w, "H1", "x", AskBody(spec, sigs, 0, 0, heir))  # no quote of the beneficiary carried
+    assert code == "unattested" and "beneficiary" in reason
+    assert ask(w, "H0", "x", AskBody(spec, sigs, 0, 0, heir, *w.heir_id))[0] == "not-allowed"  # no height yet
     w.height(REFUND - 1, "H0")
     code, reason = ask(w, "H0", "x", AskBody(spec, sigs, 0, 0, heir))
     assert code == "not-allowed" and "refund" in reason
@@ -297,7 +335,8 @@ def test_recover_refuses_a_chunk_we_are_not_the_beneficiary_of(w):
 def test_a_recovery_node_restarted_after_the_rebuild_still_sweeps_once(w):
     w.kill("P")
     w.height(REFUND, "H0", "H1", "H2")
-    no_sweep = KeyEscrow(NET, w.enc["heir"], retry_interval=2.0)  # a recovery node that dies before its sweep
+    no_sweep = KeyEscrow(NET, w.enc["heir"], retry_interval=2.0,  # a recovery node that dies before its sweep
+                         identity=lambda: w.heir_id)
     w.net.peers.pop("heir")
     w.net.add("heir", no_sweep, now=w.now)
     w.net.call("heir", no_sweep, no_sweep.recover(w.spec, sigs_of(w), 0, 0, w.now), w.now)

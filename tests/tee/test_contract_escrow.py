@@ -16,7 +16,7 @@ from node.contracts.spec import (
     Commit, ContractSpec, EscrowHolder, EscrowTerm, PartySpec, approval_digest, decode_spec, make_spec, spec_id,
 )
 from node.tee.client import EnclaveRefused, InProcessEnclave, SubprocessEnclave
-from tests.tee.testbuild import attest
+from tests.tee.testbuild import attest, verifies
 
 NET = "dev"
 ASSET = "BTC-REG"
@@ -29,6 +29,9 @@ class World:
         self.payer, self.payee, self.arb, self.heir = (InProcessEnclave(root / n) for n in ("p", "q", "r", "heir"))
         self.holders = [holder_cls(root / f"h{i}") for i in range(n_holders)]
         attest(self.payer, self.payee)  # (I3: each runner's enclave verified the other's quote itself)
+        verifies(self.payer, *self.holders, self.heir)  # (I3: the owner's enclave splits only to enclaves it verified)
+        for h in self.holders:  # (and a holder releases only to a beneficiary it verified)
+            verifies(h, self.heir)
         self.pubs = self.payer.generate_keys(2)
         commits = [Commit(p, ASSET, address_for(ASSET, p), 1000, 5) for p in self.pubs]
         self.parties = [PartySpec(self.payer.binding_for(NET, "P"), commits),
@@ -206,6 +209,8 @@ def test_a_holder_with_one_signature_waits_for_the_other(tmp_path):
     payer, payee, arb, heir = (InProcessEnclave(root / n) for n in ("p", "q", "r", "heir"))
     hs = [InProcessEnclave(root / f"h{i}") for i in range(2)]
     try:
+        verifies(payer, *hs, heir)
+        verifies(hs[0], heir)
         pubs = payer.generate_keys(1)
         parties = [PartySpec(payer.binding_for(NET, "P"), [Commit(pubs[0], ASSET, address_for(ASSET, pubs[0]), 9, 1)]),
                    PartySpec(payee.binding_for(NET, "Q"), []), PartySpec(arb.binding_for(NET, "R"), [], False)]
@@ -330,6 +335,8 @@ def test_in_a_swap_holders_refund_only_the_unmoved_chunks_at_the_deadline(tmp_pa
     a, b, heir = (InProcessEnclave(tmp_path / n) for n in ("a", "b", "heir"))
     hs = [InProcessEnclave(tmp_path / f"h{i}") for i in range(2)]
     attest(a, b)
+    verifies(a, *hs, heir)
+    verifies(hs[0], heir)
     try:
         ca = [Commit(p, ASSET, address_for(ASSET, p), 1000, 5_000) for p in a.generate_keys(2)]
         cb = [Commit(p, "LTC", address_for("LTC", p), 1000, 5_000) for p in b.generate_keys(2)]

@@ -109,7 +109,13 @@ def attest(*enclaves, net: str = "dev") -> None:
     """Every enclave verifies every other's quote itself (``attest_peer``, I3), as the contract protocol's
     host has them do when a party's quote arrives."""
     for a in enclaves:
-        for b in enclaves:
-            if a is not b:
-                binding = b.binding_for(net, "peer")
-                a.attest_peer(binding, b.quote(binding))
+        verifies(a, *(b for b in enclaves if b is not a), net=net)
+
+
+def verifies(enclave, *others, net: str = "dev") -> None:
+    """``enclave`` verifies each of ``others``' quotes itself (``attest_peer``), and only that way round (an
+    owner's enclave and its escrow holders and recovery enclave, as the escrow desk and the key-escrow
+    protocol's asks have them do)."""
+    for b in others:
+        binding = b.binding_for(net, "peer")
+        enclave.attest_peer(binding, b.quote(binding))

@@ -8,12 +8,12 @@
   second ``ContractOpen`` naming it are refused (code ``committed``; ``Contracts.committed_to``).
 * **I2** No key leaves twice, across crashes: every release, export and split is journaled in sealed state
   before its result leaves the core; a resend hands back the journaled bytes only.
-* **I3** A contract party that receives a key (and every runner of that contract), and a raw escrow split's
-  holders and beneficiary, are enclaves whose quotes THIS enclave verified itself (``attest_peer``, under
-  ``EnclaveCore.peer_policy``: its own measurement, its own kind of device and vendor root, no debug peer
-  unless itself debug); keys of anything else are refused (code ``unattested``). NOT yet covered: the
-  holders and beneficiary of a *contract's* escrow terms (``Contracts.escrow_split``, ``Holdings.share``),
-  because the key-escrow protocol does not carry the holders' quotes yet.
+* **I3** A contract party that receives a key (and every runner of that contract), the holders and
+  beneficiary of a raw escrow split, the holders and beneficiary of a contract's escrow terms (the owner's
+  ``Contracts.escrow_split``) and the beneficiary a holder releases its share to (``Holdings.share``) are
+  enclaves whose quotes THIS enclave verified itself (``attest_peer``, under ``EnclaveCore.peer_policy``:
+  its own measurement, its own kind of device and vendor root, no debug peer unless itself debug); keys of
+  anything else are refused (code ``unattested``; ``EnclaveCore.require_attested`` for escrow).
 * **I4** An offer sheet is signed only when every key it names is held here (held / received), not
   committed to an open contract, and so is in the set ``keys_root`` commits to in this enclave's quotes
   (``EnclaveCore.quote`` accepts only ``keys_root(held_pubkeys())``).

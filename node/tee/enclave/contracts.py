@@ -23,7 +23,8 @@ A refund (``receiver == giver``) hands the key back to its owner (the one clear 
 **Key escrow under a contract** (an ``EscrowedSpec``; node/contracts/README.md, "Key escrow"):
 
 * the owner's enclave (``Contracts.escrow_split``) splits each escrowed chunk's key into Shamir shares,
-  one per holder, encrypted to the holder's attested key with the deposit key, contract, party and chunk
+  one per holder, only when every holder and the beneficiary is an enclave it verified itself (I3,
+  ``EnclaveCore.require_attested``: else "unattested", and no share is made), encrypted to the holder's attested key with the deposit key, contract, party and chunk
   in the AAD (``escrow_context``) and signed by the owner's enclave (internal domain "escrow-share", so a
   host cannot forge a share). The split is *deterministic* (the polynomial comes from a PRF keyed by the
   private key itself and bound to contract and chunk), so a re-split after a crash gives the holders the
@@ -35,7 +36,7 @@ A refund (``receiver == giver``) hands the key back to its owner (the one clear 
   releases its share of chunk (p, i) **only** when the contract, evaluated over that view, refunds the
   chunk to its owner p (``Release(p, i, p)``: the time-lock path, or whatever the contract's refund rule
   says), only once every runner signed, and only to the term's ``beneficiary`` (the owner's recovery
-  enclave). Asked for another recipient, before the height, for another contract or chunk: refused. A
+  enclave), once it verified that enclave's quote itself (I3). Asked for another recipient, before the height, for another contract or chunk: refused. A
   share goes to one recipient only, ever (the beneficiary is fixed by the signed terms; the released
   ciphertext is sealed and handed out again, never re-encrypted to anyone else).
 * **Safety assumption** (as with any HTLC): a holder cannot see a release it was not shown. A payee that
@@ -588,6 +589,7 @@ class Contracts:
         term = next((t for t in spec.escrows if t.party == st.me), None)
         if term is None:
             return []
+        self.core.require_attested([h.enc_pub for h in term.holders], term.beneficiary)  # I3
         moved = {m.index for m in st.moved if m.giver == st.me}
         out = []
         for i in spec.escrowed_chunks(term):
@@ -750,6 +752,7 @@ class Holdings(Contracts):
         p = rec.share
         if recipient != p.beneficiary:
             raise _refusal("wrong-recipient", "the contract's escrow names another beneficiary for this chunk")
+        self.core.require_attested([], p.beneficiary)  # I3: the terms name it; we must have verified it ourselves
         if rec.state == "released":
             return rec.ciphertext
         if any(m.giver == party and m.index == index for m in st.moved):  # final: a recovery stops asking us

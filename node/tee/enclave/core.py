@@ -547,6 +547,15 @@ class EnclaveCore:
             return True
         return any(p.enc_pub == enc_pub and sign_pub in (None, p.sign_pub) for p in self._state.peers)
 
+    def require_attested(self, holders: list[bytes], beneficiary: bytes | None) -> None:
+        """I3 for key escrow: refuse (code "unattested") unless every holder and the beneficiary (None: none
+        asked) is an enclave this enclave verified itself; host keys would rebuild the key."""
+        named = [*(("holder", h) for h in holders), *([("beneficiary", beneficiary)] if beneficiary else [])]
+        for who, key in named:
+            if not self.attested(None, key):
+                raise Refusal("unattested", f"escrow {who} {key.hex()[:16]}... is not an enclave this enclave "
+                              "verified (attest_peer its quote first)")
+
     # -- escrow (Shamir shares of a deposit key held by other enclaves) ---------------------
 
     def escrow_split(self, pub: bytes, holders: list[bytes], k: int, beneficiary: bytes, context: bytes
@@ -567,10 +576,7 @@ class EnclaveCore:
             raise Refusal("bad-request", f"need 2 <= k <= holders <= {MAX_ESCROW_HOLDERS}")
         if len(set(holders)) != len(holders) or not all(_valid_pub(h) for h in holders) or not _valid_pub(beneficiary):
             raise Refusal("bad-recipient", "holders and beneficiary must be distinct valid 33-byte keys")
-        for who, key in [*(("holder", h) for h in holders), ("beneficiary", beneficiary)]:
-            if not self.attested(None, key):  # I3: host keys would rebuild the key
-                raise Refusal("unattested", f"{who} {key.hex()[:16]}... is not an enclave this enclave verified "
-                              "(attest_peer its quote first)")
+        self.require_attested(holders, beneficiary)
         if len(context) > MAX_CONTEXT:
             raise Refusal("bad-request", f"context over {MAX_CONTEXT} bytes")
         shares = shamir.split(rec.priv, k, len(holders))
