@@ -56,8 +56,10 @@ def encode(obj: Any) -> bytes:
     return _encoder.encode(obj)
 
 
-def decode(data: bytes, typ: type[T], *, max_size: int = MAX_MESSAGE_SIZE) -> T:
-    """Decode ``data`` as ``typ``; raise WireError with a reason on any problem."""
+def decode(data: bytes, typ: type[T], *, max_size: int = MAX_MESSAGE_SIZE, canonical: bool = True) -> T:
+    """Decode ``data`` as ``typ``; raise WireError with a reason on any problem. ``canonical=False`` is for
+    the node's own records on its disk only (never for what a peer sent): a record an older version wrote,
+    before a trailing field with a default was added, re-encodes with that field and is still read."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise WireError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -73,7 +75,7 @@ def decode(data: bytes, typ: type[T], *, max_size: int = MAX_MESSAGE_SIZE) -> T:
         raise WireError(f"undecodable {getattr(typ, '__name__', typ)}: {exc}") from None
     except Exception as exc:  # defensive: msgspec should raise only the above
         raise WireError(f"undecodable: {type(exc).__name__}") from None
-    if _encoder.encode(obj) != data:
+    if canonical and _encoder.encode(obj) != data:
         raise WireError("non-canonical encoding")
     return obj
 

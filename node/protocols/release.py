@@ -412,7 +412,7 @@ class MemoryContractStore:
         out: list[tuple[str, ContractRecord | str]] = []
         for k, v in self._raw():
             try:
-                out.append((k, wire.decode(v, self.record_type)))
+                out.append((k, wire.decode(v, self.record_type, canonical=False)))  # our own, maybe older
             except wire.WireError as exc:
                 out.append((k, exc.reason))
         return out
