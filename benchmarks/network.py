@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="write every node's raw records (publish and arrival times, CPU marks) to DIR/n<N>.json")
     ap.add_argument("--cost-n", type=int, default=10,
                     help="nodes per implementation in figure (b), CPU per delivery of ours vs stock py-libp2p vs "
-                         "js-libp2p (benchmarks/network_cost.py); 0 skips it")
+                         "js-libp2p (benchmarks/_netcost.py); 0 skips it")
     ap.add_argument("--cost-rounds", type=int, default=10, help="rounds of figure (b)")
     ap.add_argument("--one-process", action="store_true",
                     help="all nodes in one trio process instead of one OS process per node")
@@ -356,10 +356,10 @@ def main(argv: list[str] | None = None) -> None:
               f"{100 * r['own_share_again']:.1f} % (goal <= 5 % at first sight too); anchor: the rounds' CPU, sheets "
               f"{r['cpu_sheet']:.1f} s vs raw {r['cpu_raw']:.1f} s")
     if args.cost_n:
-        from benchmarks.network_cost import compare, report
+        from benchmarks._netcost import compare, report
 
         print(f"  (b) CPU per delivered message on the same graph (n={args.cost_n} processes each, ring + chords, "
-              f"{args.cost_rounds} rounds of one 40-byte message from every node; benchmarks/network_cost.py):",
+              f"{args.cost_rounds} rounds of one 40-byte message from every node; benchmarks/_netcost.py):",
               flush=True)
         print("\n".join(report(compare(args.cost_n, args.cost_rounds, args.seed))), flush=True)
 

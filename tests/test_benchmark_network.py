@@ -89,10 +89,10 @@ def test_a_small_one_process_run_publishes_every_scheduled_sheet_and_fills_every
 
 
 def test_the_cost_comparison_graph_report_and_a_small_run_of_our_node(tmp_path):
-    """benchmarks/network_cost: every node dials only earlier ones and the graph is connected; the report compares
+    """benchmarks/_netcost: every node dials only earlier ones and the graph is connected; the report compares
     with stock py-libp2p against the goal; two of our node processes deliver every message of a round, counted
     once each and never their own (two of them: a process takes seconds to start on a loaded machine)."""
-    from benchmarks.network_cost import graph, report, run_impl
+    from benchmarks._netcost import graph, report, run_impl
 
     g = graph(6, 7)
     assert all(j < i for i, js in enumerate(g) for j in js) and 0 in g[5]

@@ -49,7 +49,7 @@ IDONTWANT (gossipsub v1.2), set as go-libp2p-pubsub does:
 * smaller messages, and our own, get no IDONTWANT at all, as in go-libp2p
   (the spec's threshold): py-libp2p sent one RPC to every mesh peer for
   every message it forwarded, as many RPCs as forwarding a small message
-  takes (issue #23: ``benchmarks.network_cost`` measures what it saves).
+  takes (issue #23: ``benchmarks._netcost`` measures what it saves).
   Measured on loopback (``benchmarks.network``, N=20), neither setting
   reduced the duplicate copies of a sheet a node receives (2.4 to 3.1 per
   sheet with them, 2.4 in a run without): there the copies are already in

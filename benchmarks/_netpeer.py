@@ -1,6 +1,6 @@
-"""A gossip peer for the cost comparison of ``benchmarks.network_cost``: our runtime or stock py-libp2p.
+"""A gossip peer for the cost comparison of ``benchmarks._netcost``: our runtime or stock py-libp2p.
 
-``python -m benchmarks.network_peer --impl ours|stock [--listen MA] [--dial MA]... --topic T --datadir D``
+``python -m benchmarks._netpeer --impl ours|stock [--listen MA] [--dial MA]... --topic T --datadir D``
 
 Speaks the same JSON lines as the js-libp2p node of the interop test (tests/interop/jsnode/node.mjs), so the
 harness drives the three implementations alike: on stdout ``{"event": "listening", "peer", "addrs"}`` first, then
@@ -67,6 +67,7 @@ async def run_ours(args) -> None:
                      gossip_rate_limit=1e6, seed=1)
     async with trio.open_nursery() as nursery:
         node = await nursery.start(Node(cfg).run)
+        undo(node, args.undo)
         for t in args.topic:
             await node.pubsub.subscribe(t)
         emit(event="listening", peer=node.peer_id, addrs=node.listen_addrs)
@@ -81,6 +82,21 @@ async def run_ours(args) -> None:
             return {"peers": sorted(node.connected_peers()), "mesh": {t: node.mesh_peers(t) for t in args.topic}}
 
         await commands(node.publish, status, nursery.cancel_scope.cancel)
+
+
+def undo(node, changes: list[str]) -> None:
+    """Take back issue #23's changes to our use of py-libp2p on this node, to measure each alone:
+    ``idontwant`` (py-libp2p's IDONTWANT for every message, ours included), ``record`` (our signed peer
+    record in every RPC, as py-libp2p sends it)."""
+    from libp2p.pubsub.pubsub import Pubsub
+
+    for change in changes:
+        if change == "idontwant":
+            node.router.skip_idontwant = lambda msg_id: None
+        elif change == "record":
+            node.pubsub.write_msg = lambda stream, rpc: Pubsub.write_msg(node.pubsub, stream, rpc)
+        else:
+            raise SystemExit(f"--undo: unknown change {change!r} (idontwant, record)")
 
 
 async def run_stock(args) -> None:
@@ -134,13 +150,15 @@ async def run_stock(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.network_peer", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks._netpeer", description=__doc__.splitlines()[0])
     ap.add_argument("--impl", choices=("ours", "stock"), required=True)
     ap.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0")
     ap.add_argument("--dial", action="append", default=[])
     ap.add_argument("--topic", action="append", default=[])
     ap.add_argument("--datadir", required=True)
     ap.add_argument("--profile", default="", help="cProfile the process into this file (diagnosis)")
+    ap.add_argument("--undo", action="append", default=[], help="ours without a change of issue #23: idontwant, "
+                    "record (to measure each; repeatable)")
     args = ap.parse_args(argv)
     import logging
 

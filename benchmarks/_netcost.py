@@ -1,9 +1,9 @@
 """CPU per delivered gossip message: our node, stock py-libp2p and js-libp2p on the same graph.
 
-``python -m benchmarks.network_cost [--n 10] [--rounds 10] [--impls ours,stock,js]`` (``python -m
+``python -m benchmarks._netcost [--n 10] [--rounds 10] [--impls ours,stock,js]`` (``python -m
 benchmarks.network`` runs it too and prints it beside its own figures).
 
-For each implementation it starts ``n`` OS processes on 127.0.0.1 (``benchmarks/network_peer.py --impl
+For each implementation it starts ``n`` OS processes on 127.0.0.1 (``benchmarks/_netpeer.py --impl
 ours|stock``, or the interop test's js-libp2p node ``tests/interop/jsnode/node.mjs``), wired as the same
 graph: a ring plus one seeded chord per node, each node dialling only nodes started before it. All subscribe
 to one topic. Once every mesh holds a peer it measures the processes' CPU time (``/proc/<pid>/stat``, user +
@@ -134,7 +134,9 @@ def start(impl: str, i: int, dial: list[str], tmp: Path, profile: str = "") -> P
         (d / "node_modules").symlink_to(JS_MODULES, target_is_directory=True)
         argv = ["node", str(d / "node.mjs"), "--topic", TOPIC]
     else:
-        argv = [sys.executable, "-m", "benchmarks.network_peer", "--impl", impl, "--topic", TOPIC, "--datadir", str(d)]
+        base, _, undone = impl.partition("-without-")  # e.g. ours-without-idontwant+record: ours, those undone
+        argv = [sys.executable, "-m", "benchmarks._netpeer", "--impl", base, "--topic", TOPIC, "--datadir", str(d)]
+        argv += [a for u in undone.split("+") if u for a in ("--undo", u)]
         if profile and i == 1:
             argv += ["--profile", f"{profile}/{impl}-node1.prof"]
     for a in dial:
@@ -247,11 +249,13 @@ def report(rows: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.network_cost", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks._netcost", description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--impls", default=",".join(IMPLS))
+    ap.add_argument("--impls", default=",".join(IMPLS),
+                    help="ours, stock, js, and ours-without-<change>[+<change>] (idontwant, record: issue #23's "
+                         "changes, taken back to measure each)")
     ap.add_argument("--profile", default="", metavar="DIR",
                     help="cProfile node 1 of each Python implementation into DIR/<impl>-node1.prof (diagnosis only)")
     args = ap.parse_args(argv)
