@@ -204,14 +204,22 @@ def summarize(sts: list[dict], n: int, offers: int, rounds: int, raw_burst: int,
     steps = {kind: [i for i, (_t, k, _first, _count) in enumerate(plan[:2 * rounds]) if k == kind]
              for kind in ("raw", "sheet")}
 
-    def spent(key: str, kind: str, among: list[dict]) -> float:
+    def spent(key: str, kind: str, among: list[dict], only: list[int] | None = None) -> float:
         total = 0.0
         for st in among:
             m = {x["step"]: x for x in st["marks"]}
-            total += sum(m[i + 1][key] - m[i][key] for i in steps[kind] if i in m and i + 1 in m)
+            total += sum(m[i + 1][key] - m[i][key] for i in (steps[kind] if only is None else only)
+                         if i in m and i + 1 in m)
         return total
 
     res["cpu_raw"], res["cpu_sheet"] = spent("cpu", "raw", cpu_sts), spent("cpu", "sheet", cpu_sts)
+    # figure (a) of issue #23: our own work on the sheets (validation, decode + book) as a share of the nodes' CPU
+    # in a sheet round, at first sight (round 1) and re-announced (rounds 2+)
+    first, again = steps["sheet"][:1], steps["sheet"][1:]
+    for name, sel in (("first", first), ("again", again)):
+        own = spent("validate_s", "sheet", sts, sel) + spent("book_s", "sheet", sts, sel)
+        cpu = spent("cpu", "sheet", cpu_sts, sel)
+        res[f"own_share_{name}"] = own / cpu if cpu > 0 else float("nan")
     res["cpu_validate"] = spent("validate_s", "sheet", sts)  # (each node's own clocks, in either mode)
     res["cpu_book"] = spent("book_s", "sheet", sts)
     # each pair of one-shot rounds (raw r, sheet r): offers/s over raw msgs/s = offers x raw time / sheet time
@@ -243,6 +251,10 @@ def main(argv: list[str] | None = None) -> None:
                          "(diagnosis only: the profiled node runs slower, so its figures are not the benchmark's)")
     ap.add_argument("--dump", default="", metavar="DIR",
                     help="write every node's raw records (publish and arrival times, CPU marks) to DIR/n<N>.json")
+    ap.add_argument("--cost-n", type=int, default=10,
+                    help="nodes per implementation in figure (b), CPU per delivery of ours vs stock py-libp2p vs "
+                         "js-libp2p (benchmarks/_netcost.py); 0 skips it")
+    ap.add_argument("--cost-rounds", type=int, default=10, help="rounds of figure (b)")
     ap.add_argument("--one-process", action="store_true",
                     help="all nodes in one trio process instead of one OS process per node")
     args = ap.parse_args(argv)
@@ -337,6 +349,19 @@ def main(argv: list[str] | None = None) -> None:
           f"does with its one sheet: shown, not the target's measure)")
     print(f"  sheet publish-to-book p99 <= 1.5x raw p99: {p99x:.2f}x over all rounds ({'met' if p99x <= 1.5 else 'NOT met'}); "
           f"rounds 2+ (offers already seen, republished) at most {steady:.2f}x ({'met' if steady <= 1.5 else 'NOT met'})")
+    print(f"\nissue #23, figures of this run:")
+    for r in rows:
+        print(f"  (a) N={r['n']}: our own work per sheet received (validation, decode + OfferBook) as a share of the "
+              f"nodes' CPU in a sheet round: first sight {100 * r['own_share_first']:.1f} %, re-announced "
+              f"{100 * r['own_share_again']:.1f} % (goal <= 5 % at first sight too); anchor: the rounds' CPU, sheets "
+              f"{r['cpu_sheet']:.1f} s vs raw {r['cpu_raw']:.1f} s")
+    if args.cost_n:
+        from benchmarks._netcost import compare, report
+
+        print(f"  (b) CPU per delivered message on the same graph (n={args.cost_n} processes each, ring + chords, "
+              f"{args.cost_rounds} rounds of one 40-byte message from every node; benchmarks/_netcost.py):",
+              flush=True)
+        print("\n".join(report(compare(args.cost_n, args.cost_rounds, args.seed))), flush=True)
 
 
 if __name__ == "__main__":

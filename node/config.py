@@ -61,6 +61,10 @@ def _positive(v: float) -> str | None:
     return None if v > 0 else "must be > 0"
 
 
+def _decay(v: float) -> str | None:
+    return None if 0 < v < 1 else "a factor in (0, 1): 1 would never forgive, 0 forget at once"
+
+
 def _fraction(v: float) -> str | None:
     return None if 0 < v <= 1 else "a fraction in (0, 1]"
 
@@ -165,6 +169,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("network.target_peers", int, 8, "connections the node keeps open", _positive),
     Setting("network.gossip_rate_limit", int, 40,
             "py-libp2p gossipsub max_messages_per_topic_per_second (see docs/network.md)", _positive),
+    Setting("network.gossip_penalty_decay", float, 0.99,
+            "factor a peer's REJECTed-message penalty (gossipsub P4) is multiplied by at every 1 s heartbeat: 0.99 "
+            "forgives one REJECT in 459 s (docs/network.md, Heartbeat, scores and the mesh)", _decay),
+    Setting("network.gossip_prune_backoff", int, 60,
+            "seconds a peer pruned from our gossip mesh must wait before it GRAFTs again (sent in the PRUNE; "
+            "a peer pruned for a negative score is not grafted by us sooner either)", _positive),
     Setting("network.republish_max", float, 1800.0,
             "longest wait, in seconds, between re-announcements of an unchanged offer sheet: the first comes "
             "`keyswitch run --republish` seconds (60) after a publish, each next one twice as late, up to this "

@@ -54,7 +54,7 @@ def test_rounds_come_in_interleaved_pairs_and_each_pair_is_compared_with_itself(
              "sheet:A:13": 51.0}
     arr_a = {"raw:B:1": 0.5, "sheet:B:21": 11.0, "sheet:B:22": 20.5, "raw:B:2": 31.0, "raw:B:1000": 40.5,
              "sheet:B:23": 51.0}
-    marks = [{"step": s, "cpu": 10.0 * s + (5 if s == 2 else 0), "validate_s": 0.0, "book_s": 0.0}
+    marks = [{"step": s, "cpu": 10.0 * s + (5 if s == 2 else 0), "validate_s": 1.0 * s, "book_s": 0.5 * s}
              for s in range(6)]
     common = {"duplicates": {}, "validated": 2, "validate_s": 0.0, "sheet_bytes": 1, "book_offers": 100,
               "own_offers": 100, "attestation_verifications": 1, "reject": 0, "marks": marks, "reasons": {}}
@@ -65,6 +65,8 @@ def test_rounds_come_in_interleaved_pairs_and_each_pair_is_compared_with_itself(
     assert r["pair_x"] == [50.0, 150.0] and r["pair_x_median"] == 100.0
     # steps: 0 raw 1, 1 sheet 1, 2 sheet 2, 3 raw 2; each round's window runs to the next step's mark
     assert r["cpu_raw"] == 2 * (10 + 10) and r["cpu_sheet"] == 2 * (15 + 5)
+    # figure (a): own work (validation 1 s + book 0.5 s a step) over the round's CPU: first sight 1.5/15, then 1.5/5
+    assert abs(r["own_share_first"] - 0.1) < 1e-9 and abs(r["own_share_again"] - 0.3) < 1e-9
 
 
 def test_a_small_one_process_run_publishes_every_scheduled_sheet_and_fills_every_book(tmp_path):
@@ -84,3 +86,31 @@ def test_a_small_one_process_run_publishes_every_scheduled_sheet_and_fills_every
         assert len(sheets) == 1 + 2, st["published"]  # the round and the burst of two: nothing at start
         assert st["labels"] and sorted(st["labels"].values()) == [1, 100, 101]
         assert st["accept"] >= n - 1 and st["reject"] == 0 and st["attestation_verifications"] == n - 1
+
+
+def test_the_cost_comparison_graph_report_and_a_small_run_of_our_node(tmp_path):
+    """benchmarks/_netcost: every node dials only earlier ones and the graph is connected; the report compares
+    with stock py-libp2p against the goal; two of our node processes deliver every message of a round, counted
+    once each and never their own (two of them: a process takes seconds to start on a loaded machine)."""
+    from benchmarks._netcost import graph, report, run_impl
+
+    g = graph(6, 7)
+    assert all(j < i for i, js in enumerate(g) for j in js) and 0 in g[5]
+    reach, todo = {0}, [0]
+    while todo:
+        x = todo.pop()
+        for y in [j for i, js in enumerate(g) if i == x for j in js] + [i for i, js in enumerate(g) if x in js]:
+            if y not in reach:
+                reach.add(y)
+                todo.append(y)
+    assert reach == set(range(6))
+    rows = [{"impl": "ours", "ms_per_delivery": 1.0, "gross_ms_per_delivery": 1.2, "delivered": 6, "expected": 6,
+             "elapsed": 1.0, "cpu": 1.0, "idle_rate": 0.1, "n": 3, "lost_rounds": 0},
+            {"impl": "stock", "ms_per_delivery": 4.0, "gross_ms_per_delivery": 4.0, "delivered": 6, "expected": 6,
+             "elapsed": 1.0, "cpu": 1.0, "idle_rate": 0.0, "n": 3, "lost_rounds": 0},
+            {"impl": "js", "skipped": "node is not installed"}]
+    lines = report(rows)
+    assert "ours / stock py-libp2p: 0.25 (goal <= 0.5: met)" in lines[-1] and "skipped (node is not installed)" in lines[2]
+    r = run_impl("ours", 2, 2, 7, tmp_path, idle=0.5, settle=0.5)
+    assert r["delivered"] == r["expected"] == 2 * 2 * 1 and r["lost_rounds"] == 0, r
+    assert r["cpu"] > 0 and r["ms_per_delivery"] > 0, r

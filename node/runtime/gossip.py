@@ -45,8 +45,11 @@ IDONTWANT (gossipsub v1.2), set as go-libp2p-pubsub does:
   origin seen for the first time derives every offer's address, and the
   copies mesh peers would send meanwhile are whole sheets. py-libp2p sends
   its IDONTWANT only after validation, when it forwards; ``KsGossipSub``
-  skips that second announcement for the messages announced early. Smaller
-  messages keep py-libp2p's behaviour (announced after validation).
+  skips that second announcement for the messages announced early.
+* smaller messages, and our own, get no IDONTWANT at all, as in go-libp2p
+  (the spec's threshold): py-libp2p sent one RPC to every mesh peer for
+  every message it forwarded, as many RPCs as forwarding a small message
+  takes (issue #23: ``benchmarks._netcost`` measures what it saves).
   Measured on loopback (``benchmarks.network``, N=20), neither setting
   reduced the duplicate copies of a sheet a node receives (2.4 to 3.1 per
   sheet with them, 2.4 in a run without): there the copies are already in
@@ -67,8 +70,10 @@ Heartbeat and mesh (issue #23):
   (tests/runtime/test_gossip_heartbeat.py measures it).
 * **Negative-score peers leave the mesh at the heartbeat**, as in go-libp2p:
   ``KsGossipSub.mesh_heartbeat`` prunes every mesh peer whose score is below 0
-  (PRUNE, with the usual back-off), never grafts one, and a GRAFT from one is
-  answered with a PRUNE. py-libp2p prunes only an over-full mesh, so a
+  (PRUNE, with the usual back-off, ``network.gossip_prune_backoff``), never
+  grafts one, nor, as go-libp2p, one it pruned so within the back-off plus a
+  heartbeat (else our GRAFT reaches a peer still backing off, which refuses it
+  and backs off anew), and a GRAFT from one is answered with a PRUNE. py-libp2p prunes only an over-full mesh, so a
   penalised peer kept its slot.
 * **IHAVE gossip only above the gossip threshold** (``gossip_heartbeat``), as
   the spec says; py-libp2p applied that threshold only when publishing.
@@ -116,7 +121,7 @@ class Delivered:
     msg_id: bytes
 
 
-def score_params(app_score: Callable[[str], float] | None = None) -> ScoreParams:
+def score_params(app_score: Callable[[str], float] | None = None, *, penalty_decay: float = 0.99) -> ScoreParams:
     """Peer-score weights: REJECTs (P4) and rate-limit abuse (P5) cost score.
 
     One REJECT costs 10 points, decaying 1 %/heartbeat (1 s); 4 recent
@@ -130,13 +135,16 @@ def score_params(app_score: Callable[[str], float] | None = None) -> ScoreParams
     ``forgiven_after(5, 0)`` = 619 s (one REJECT: 459 s).
     ``app_score(peer_id) -> float`` is the node's local reputation of the
     peer (P6, weight 1), e.g. the risk engine's view of the peer's devices.
+    ``penalty_decay`` (``network.gossip_penalty_decay``) replaces the 0.99 of
+    the REJECT counter; ``forgiven_after(..., decay=...)`` gives the times then
+    (0.7: 3 REJECTs forgiven in 16 s, as tests/interop sets it).
     """
     fn = None
     if app_score is not None:
         def fn(peer: ID) -> float:  # noqa: E306
             return float(app_score(peer.to_base58()))
     return ScoreParams(
-        p4_invalid_messages=TopicScoreParams(weight=P4_WEIGHT, cap=100.0, decay=P4_DECAY),
+        p4_invalid_messages=TopicScoreParams(weight=P4_WEIGHT, cap=100.0, decay=penalty_decay),
         p5_behavior_penalty_weight=1.0,
         p5_behavior_penalty_decay=0.99,
         p5_behavior_penalty_threshold=20.0,
@@ -154,14 +162,15 @@ P4_WEIGHT = 10.0
 P4_DECAY = 0.99
 
 
-def forgiven_after(rejects: int, threshold: float, *, heartbeat: float = 1.0) -> float:
-    """Seconds until ``rejects`` REJECTs (P4 only) decay back to ``threshold`` (a negative score)."""
+def forgiven_after(rejects: int, threshold: float, *, heartbeat: float = 1.0, decay: float = P4_DECAY) -> float:
+    """Seconds until ``rejects`` REJECTs (P4 only, each decaying by ``decay`` a heartbeat) decay back to
+    ``threshold`` (a negative score, or 0: the score is 0 again)."""
     if threshold >= 0:  # back to 0: the counter must fall below DECAY_TO_ZERO
-        return heartbeat * math.ceil(math.log(DECAY_TO_ZERO / rejects) / math.log(P4_DECAY))
+        return heartbeat * math.ceil(math.log(DECAY_TO_ZERO / rejects) / math.log(decay))
     penalty = P4_WEIGHT * rejects
     if penalty <= -threshold:
         return 0.0
-    return heartbeat * math.ceil(math.log(-threshold / penalty) / math.log(P4_DECAY))
+    return heartbeat * math.ceil(math.log(-threshold / penalty) / math.log(decay))
 
 
 def score_components(scorer, peer: ID, topics: list[str]) -> dict[str, float]:
@@ -232,6 +241,10 @@ class KsGossipSub(GossipSub):
                          "graylist_dropped_rpcs": 0, "gossip_withheld": 0}
         self._grafting = False
         self.last_heartbeat = 0.0
+        #: (peer, topic) -> monotonic time it was pruned for a negative score: not grafted by us again before
+        #: ``prune_back_off`` + one heartbeat (go-libp2p's local back-off and its slack), so that our GRAFT does
+        #: not reach a peer still backing off from our PRUNE (which would refuse it and back off anew)
+        self._pruned_negative: dict[tuple[ID, str], float] = {}
 
     # -- mesh: negative-score peers out (go-libp2p's heartbeat), never grafted
     def _score(self, peer: ID, topic: str) -> float:
@@ -241,15 +254,18 @@ class KsGossipSub(GossipSub):
     def mesh_heartbeat(self):
         self.counters["heartbeats"] += 1
         self.last_heartbeat = trio.current_time()
+        self._forget_expired_prunes()
         negative: dict[ID, list[str]] = {}
         for topic, peers in self.mesh.items():
             for peer in [p for p in peers if self._score(p, topic) < 0]:
-                # (no local back-off: py-libp2p would then also leave it out of IHAVE gossip, which the
-                # gossip threshold alone decides; the PRUNE tells the peer to wait 60 s before a GRAFT)
+                # (not py-libp2p's local back-off, which would also leave it out of IHAVE gossip, which the
+                # gossip threshold alone decides: our own, ``_pruned_negative``; the PRUNE tells the peer to
+                # wait ``prune_back_off`` s before a GRAFT)
                 peers.discard(peer)
                 if self.scorer is not None:
                     self.scorer.on_leave_mesh(peer, topic)
                 negative.setdefault(peer, []).append(topic)
+                self._pruned_negative[(peer, topic)] = time.monotonic()
                 self.counters["pruned_negative"] += 1
                 log.debug("pruning %s from the %s mesh: score %.2f < 0", peer, topic, self._score(peer, topic))
         self._grafting = True
@@ -266,10 +282,34 @@ class KsGossipSub(GossipSub):
     def _get_in_topic_gossipsub_peers_from_minus(self, topic, num_to_select, minus, backoff_check=False):
         if not getattr(self, "_grafting", False):  # (fanout, gossip targets: the library's choice)
             return super()._get_in_topic_gossipsub_peers_from_minus(topic, num_to_select, minus, backoff_check)
-        # mesh grafting (in mesh_heartbeat): never a peer with a negative score
-        negative = [p for p in self.pubsub.peer_topics.get(topic, ()) if self._score(p, topic) < 0]
+        # mesh grafting (in mesh_heartbeat): never a peer with a negative score, nor one we pruned for it
+        # within its back-off
+        negative = [p for p in self.pubsub.peer_topics.get(topic, ()) if self._score(p, topic) < 0
+                    or self._backing_off(p, topic)]
         return super()._get_in_topic_gossipsub_peers_from_minus(topic, num_to_select, set(minus) | set(negative),
                                                                 backoff_check)
+
+    def pack_control_msgs(self, ihave_msgs, graft_msgs, prune_msgs, *args, **kw):
+        """Every PRUNE says its back-off, as go-libp2p's do. py-libp2p's heartbeat PRUNEs (over-full mesh, negative
+        score) carried none, and the pruned peer then applied its own default (60 s in js-libp2p) whatever
+        ``network.gossip_prune_backoff`` says: a GRAFT of ours before that was refused and the back-off renewed."""
+        for prune in prune_msgs or ():
+            if not prune.backoff:
+                prune.backoff = self.prune_back_off
+        return super().pack_control_msgs(ihave_msgs, graft_msgs, prune_msgs, *args, **kw)
+
+    def _forget_expired_prunes(self) -> None:
+        for key in list(self._pruned_negative):
+            self._backing_off(*key)  # (drops the entry once its back-off is over)
+
+    def _backing_off(self, peer: ID, topic: str) -> bool:
+        at = self._pruned_negative.get((peer, topic))
+        if at is None:
+            return False
+        if time.monotonic() - at < self.prune_back_off + self.heartbeat_interval:
+            return True
+        del self._pruned_negative[(peer, topic)]
+        return False
 
     def gossip_heartbeat(self):
         """IHAVE targets, without the peers below the gossip threshold (py-libp2p checks it only on publish)."""
@@ -290,6 +330,7 @@ class KsGossipSub(GossipSub):
             self.counters["graft_refused_negative"] += 1
             log.debug("refusing GRAFT from %s on %s: score %.2f < 0", sender_peer_id, topic,
                       self._score(sender_peer_id, topic))
+            self._pruned_negative[(sender_peer_id, topic)] = time.monotonic()
             await self.emit_prune(topic, sender_peer_id, False, False)
             return
         await super().handle_graft(graft_msg, sender_peer_id)
@@ -302,14 +343,22 @@ class KsGossipSub(GossipSub):
         if self.graylisted(sender_peer_id):  # go's AcceptFrom: a graylisted peer's control is ignored
             self.counters["graylist_dropped_rpcs"] += 1
             return
+        if rpc.HasField("senderRecord"):
+            # Pubsub's reader verified and stored it a moment ago (and dropped the RPC had it been invalid); the
+            # library's handle_rpc would verify the same signature again
+            rpc.ClearField("senderRecord")
         await super().handle_rpc(rpc, sender_peer_id)
 
     async def announce_before_validation(self, msg_id: bytes, topic_ids) -> None:
         """IDONTWANT ``msg_id`` to our mesh peers now; the announcement on forwarding is then skipped."""
+        self.skip_idontwant(msg_id)
+        await GossipSub._emit_idontwant_for_message(self, msg_id, topic_ids)
+
+    def skip_idontwant(self, msg_id: bytes) -> None:
+        """No IDONTWANT for ``msg_id`` when it is forwarded (announced already, or not to be announced)."""
         if len(self._announced) >= self.max_announced:  # ids of messages that failed validation
             del self._announced[next(iter(self._announced))]
         self._announced[msg_id] = None
-        await GossipSub._emit_idontwant_for_message(self, msg_id, topic_ids)
 
     async def _emit_idontwant_for_message(self, msg_id: bytes, topic_ids) -> None:
         if self._announced.pop(msg_id, 0) is None:
@@ -318,7 +367,8 @@ class KsGossipSub(GossipSub):
 
 
 def make_gossipsub(*, rate_limit: float, app_score: Callable[[str], float] | None = None,
-                   degree: int = 6, heartbeat: float = 1.0) -> GossipSub:
+                   degree: int = 6, heartbeat: float = 1.0, penalty_decay: float = P4_DECAY,
+                   prune_backoff: int = 60) -> GossipSub:
     """A GossipSub router with deliberate settings (see module docstring)."""
     return KsGossipSub(
         protocols=list(MESHSUB_PROTOCOLS),
@@ -332,7 +382,8 @@ def make_gossipsub(*, rate_limit: float, app_score: Callable[[str], float] | Non
         # py-libp2p's default is 120 s (go and rust use 1 s); the mesh is
         # repaired only on heartbeats, so 120 s would leave new peers out.
         heartbeat_interval=heartbeat,  # type: ignore[arg-type]
-        score_params=score_params(app_score),
+        score_params=score_params(app_score, penalty_decay=penalty_decay),
+        prune_back_off=int(prune_backoff),
         # see the module docstring: its floors slowed our 1 s heartbeat to 30-60 s
         adaptive_gossip_enabled=False,
         max_messages_per_topic_per_second=float(rate_limit),
@@ -361,6 +412,14 @@ class KsPubsub(Pubsub):
         self.peer_drops: dict[str, dict[str, int]] = {}
         self.duplicates: dict[str, int] = {}  # topic -> copies received of messages already seen
         self.last_reasons: dict[str, str] = {}
+
+    async def write_msg(self, stream, rpc_msg: rpc_pb2.RPC) -> bool:
+        """Every RPC after the hello without our signed peer record: the hello on this stream carried it
+        (``get_hello_packet``). py-libp2p attaches it to every RPC it writes and every receiver verifies its
+        signature, twice (issue #23's hot spot); go- and js-libp2p send it in no gossip RPC."""
+        if rpc_msg.senderRecord:
+            rpc_msg.ClearField("senderRecord")  # (an RPC queued for several peers goes to each without it)
+        return await super().write_msg(stream, rpc_msg)
 
     def set_tri_validator(self, topic: str, fn: TriValidator) -> None:
         self.tri_validators[topic] = fn
@@ -411,11 +470,18 @@ class KsPubsub(Pubsub):
             return  # our own message echoed back
         self._mark_msg_seen(msg)
         msg_id = self.get_message_id(msg)
-        if not local:
+        if local or len(msg.data) < IDONTWANT_BEFORE_VALIDATION:
+            # as go-libp2p-pubsub: no IDONTWANT for a message smaller than its threshold, nor for our own (py-libp2p
+            # sent one for every message, to every mesh peer: as many RPCs as forwarding a small message costs)
+            skip = getattr(self.router, "skip_idontwant", None)
+            if skip is not None:
+                skip(msg_id)
+        else:
             announce = getattr(self.router, "announce_before_validation", None)
-            if announce is not None and len(msg.data) >= IDONTWANT_BEFORE_VALIDATION:
+            if announce is not None:
                 self.counters["early_idontwant"] += 1
                 await announce(msg_id, list(msg.topicIDs))
+        if not local:
             v = self._validate(msg_forwarder, msg)
             if v.result is not Result.ACCEPT:
                 key = v.result.value

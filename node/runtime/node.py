@@ -75,6 +75,9 @@ class NodeConfig:
     dial_interval: float = 1.0
     pex_interval: float = 10.0
     heartbeat: float = 1.0
+    #: a REJECT penalty's decay per heartbeat and the PRUNE back-off (``network.gossip_penalty_decay``, ``..._prune_backoff``)
+    penalty_decay: float = 0.99
+    prune_backoff: int = 60
     mesh_degree: int = 6
     #: dial peers learned by peer exchange (bootstrap nodes only dial bootnodes)
     dial_learned: bool = True
@@ -90,6 +93,8 @@ class NodeConfig:
             bootnodes=list(cfg.bootnodes),
             target_peers=int(cfg["network.target_peers"]),
             gossip_rate_limit=float(cfg["network.gossip_rate_limit"]),
+            penalty_decay=float(cfg["network.gossip_penalty_decay"]),
+            prune_backoff=int(cfg["network.gossip_prune_backoff"]),
             **kw,
         )
 
@@ -184,7 +189,8 @@ class Node:
         self.pubsub: KsPubsub | None = None
         if config.gossip:
             self.router = make_gossipsub(rate_limit=config.gossip_rate_limit, app_score=config.app_score,
-                                         degree=config.mesh_degree, heartbeat=config.heartbeat)
+                                         degree=config.mesh_degree, heartbeat=config.heartbeat,
+                                         penalty_decay=config.penalty_decay, prune_backoff=config.prune_backoff)
             self.pubsub = KsPubsub(self.host, self.router)
         self.peers = PeerManager(self, bootnodes=config.bootnodes, target=config.target_peers,
                                  dial_interval=config.dial_interval, pex_interval=config.pex_interval,

@@ -14,6 +14,15 @@ by the js node). Then the js node publishes garbage, a tampered copy of A's shee
 on the offers topic: both daemons refuse them (their counters, on /metrics), their books hold the
 same offers, and they stay up and answering.
 
+Penalised and forgiven: the REJECTs put the js node's score below 0 on both daemons, which prune it from
+their offers mesh (the js node logs the PRUNEs); its score comes back to 0 no sooner and no later than
+``forgiven_after(rejects, 0, decay=PENALTY_DECAY)`` (node/runtime/gossip.py) says, and it receives A's
+next sheet, which it relays to B (by the mesh, or by IHAVE/IWANT while the js node, which may briefly hold a
+behaviour penalty against a daemon under its own default score parameters, keeps its own 60 s back-off before
+a GRAFT: whether it is back in both meshes is printed, see docs/network.md, Interoperability). To keep the test short the daemons' config.toml shortens
+the decay and the PRUNE back-off: ``network.gossip_penalty_decay = 0.7`` (3 REJECTs forgiven in 16 s,
+459 s for one with the default 0.99) and ``network.gossip_prune_backoff = 5`` (default 60).
+
 Skips (saying why) when node or the npm packages are not installed.
 """
 
@@ -31,7 +40,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks._netcost import send_line, stop_line_process
 from node.localnet import free_port, init_datadir, spawn, stop_all, wait_for
+from node.runtime.gossip import forgiven_after
 from tests.functional.framework import FACTOR, Api, ledger_and_boot
 
 pytestmark = pytest.mark.network
@@ -41,7 +52,10 @@ JSNODE = ROOT / "tests" / "interop" / "jsnode" / "node.mjs"
 MODULES = ROOT / ".tools" / "jslibp2p" / "node_modules"
 NET = "jsinterop"
 OFFERS_TOPIC = f"/keyswitch/{NET}/offers/1"
-BUDGET = 85.0  # seconds for the whole test at KS_TIMEOUT_FACTOR=1
+BUDGET = 120.0  # seconds for the whole test at KS_TIMEOUT_FACTOR=1
+#: the daemons' config.toml: a REJECT's penalty decays by 0.7 a heartbeat (default 0.99), PRUNE back-off 5 s (60)
+PENALTY_DECAY = 0.7
+PRUNE_BACKOFF = 5
 
 
 def _js_available() -> str:
@@ -84,21 +98,14 @@ class JsNode:
         return evs
 
     def send(self, **cmd) -> None:
-        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
-        self.proc.stdin.flush()
+        send_line(self.proc, cmd)
 
     def mesh(self, topic: str) -> set[str]:
         ms = self.events("mesh")
         return set(ms[-1]["mesh"].get(topic, [])) if ms else set()
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send(cmd="stop")
-                self.proc.wait(10)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_line_process(self.proc)
         self._err.close()
 
     def tail(self) -> str:
@@ -129,11 +136,18 @@ def gossip_counts(mport: int) -> dict[tuple[str, str], float]:
     return out
 
 
+def js_score(mport: int, peer: str) -> float | None:
+    """keyswitch_gossip_peer_score{peer} of one daemon (None: not listed)."""
+    text = httpx.get(f"http://127.0.0.1:{mport}/metrics", timeout=10).text
+    m = re.search(r'^keyswitch_gossip_peer_score\{peer="' + re.escape(peer) + r'"\} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else None
+
+
 def total(counts: dict[tuple[str, str], float], result: str) -> float:
     return sum(n for (r, _), n in counts.items() if r == result)
 
 
-def test_js_libp2p_node_is_grafted_relays_sheets_between_two_daemons_and_its_garbage_is_refused(tmp_path):
+def test_js_libp2p_node_is_grafted_relays_sheets_its_garbage_is_refused_and_it_is_penalised_then_forgiven(tmp_path):
     why = _js_available()
     if why:
         pytest.skip(why)
@@ -155,7 +169,7 @@ def test_js_libp2p_node_is_grafted_relays_sheets_between_two_daemons_and_its_gar
         # two daemons whose only bootnode is the js node: no bootstrap node in common, no direct connection
         mports = [free_port(), free_port()]
         for d, mport in zip(dirs, mports):
-            init_datadir(d)
+            init_datadir(d, {"network.gossip_penalty_decay": PENALTY_DECAY, "network.gossip_prune_backoff": PRUNE_BACKOFF})
             procs.append(spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", NET,
                                 "--bootnodes", js.addr, "--republish", "2", "--metrics-port", str(mport)],
                                d / "out.log", env={"KEYSWITCH_LEDGER_URL": lurl}))
@@ -206,10 +220,12 @@ def test_js_libp2p_node_is_grafted_relays_sheets_between_two_daemons_and_its_gar
             assert {a.peer, b.peer} <= set(ev["recipients"]), ev
 
         seen: dict = {}
+        low = {a.peer: 0.0, b.peer: 0.0}  # the lowest score of the js node each daemon showed
 
         def refused() -> bool:
             for api, m in zip((a, b), mports):
                 seen[api.peer] = gossip_counts(m)
+                low[api.peer] = min(low[api.peer], js_score(m, js.peer) or 0.0)
             # the 2 garbage payloads rejected as malformed, and all 4 hostile messages refused (REJECT) or
             # dropped (IGNORE: the replay, and the tampered copy where the daemon already holds that sheet)
             return all(c.get(("reject", "malformed"), 0) >= 2
@@ -238,17 +254,56 @@ def test_js_libp2p_node_is_grafted_relays_sheets_between_two_daemons_and_its_gar
             st = api.get("/v1/status")
             assert st["ready"] and st["offers_in_book"] == 2 and st["own_offers"] == 2, st
             assert {o["origin"] for o in api.get("/v1/offers")["offers"]} == {other.peer}
-        # KNOWN GAP (issue #23, items 1-2; runtime work on branch gossip): after these 3-4 invalid messages the
-        # daemons' score of the js node is below the publish threshold, and with the heartbeat slowed by py-libp2p's
-        # adaptive gossip it stays there for minutes: A does not send its next sheet to its only peer. Observed
-        # here for a fixed 6 s and printed, not asserted, so that the fix can turn it into "forgiven within T".
+        # ---- penalised: below 0 on both daemons (seen while they refused), pruned from their offers mesh
+        last_hostile = max(ev["t"] for ev in js.events("published"))  # (the js node's wall clock, as ours)
+        rejects = {api.peer: int(total(gossip_counts(m), "reject") - total(before[api.peer], "reject"))
+                   for api, m in zip((a, b), mports)}
+        print(f"[interop] REJECTs of the js node's messages {rejects}; lowest score seen {low}")
+        for api, m in zip((a, b), mports):
+            # each REJECT costs 10 points; the lowest score seen is at most that, decayed while we polled
+            assert low[api.peer] < 0, (api.peer, low, rejects)
+
+        def pruned() -> bool:
+            pruned_by = {ev["peer"] for ev in js.events("prune") if ev.get("topic") == OFFERS_TOPIC}
+            return {a.peer, b.peer} <= pruned_by
+
+        until(pruned, 10, "both daemons PRUNE the js node from their offers mesh (score below 0)", deadline)
+        for m in mports:
+            text = httpx.get(f"http://127.0.0.1:{m}/metrics", timeout=10).text
+            assert re.search(r'keyswitch_gossip_router_events\{event="pruned_negative"\} [1-9]', text), text[-2000:]
+
+        # ---- forgiven: back to 0 when the decay arithmetic says (to within two heartbeats)
+        due = forgiven_after(max(rejects.values()), 0, decay=PENALTY_DECAY)
+        earliest = forgiven_after(min(rejects.values()), 0, decay=PENALTY_DECAY)
+        until(lambda: all((js_score(m, js.peer) if js_score(m, js.peer) is not None else -1) >= 0 for m in mports),
+              due + 5,
+              f"the js node's score back to >= 0 on both daemons ({due:.0f} s after its REJECTs)", deadline)
+        after = time.time() - last_hostile
+        print(f"[interop] js node forgiven {after:.1f} s after its last hostile message (decay arithmetic: "
+              f"{earliest:.0f}-{due:.0f} s)")
+        assert after >= earliest - 2, f"forgiven after {after:.1f} s, before the {earliest:.0f} s the decay allows"
+        assert after <= (due + 3) * FACTOR, f"forgiven after {after:.1f} s, the decay says {due:.0f} s"
+        # ---- and is sent sheets again: A's next sheet reaches it, and through it B's book
         n_a = len(sheets_from(a.peer))
         assert a.post("/v1/deposits", {"asset": "BTC-REG", "chunks": 1}).status_code == 201
-        end = min(time.monotonic() + 6, deadline)
-        while time.monotonic() < end and b.get("/v1/status")["offers_in_book"] < 3:
-            time.sleep(0.5)
-        print(f"[interop] after the penalty, in 6 s: js node got {len(sheets_from(a.peer)) - n_a} new sheet(s) "
-              f"from A; B's book holds {b.get('/v1/status')['offers_in_book']} offers (3 = A's new one relayed)")
+        try:
+            took = until(lambda: len(sheets_from(a.peer)) > n_a and b.get("/v1/status")["offers_in_book"] == 3,
+                         PRUNE_BACKOFF + 20, "A's next sheet reaches the forgiven js node and, relayed, B's book "
+                         "(3 offers)", deadline)
+        except AssertionError as exc:
+            js.send(cmd="status")
+            time.sleep(1)
+            moves = [(round(ev["t"] - last_hostile, 1), ev["event"], ev["peer"][-6:], ev.get("direction"),
+                      ev.get("backoff"), ev.get("score"))
+                     for ev in js.events() if ev.get("event") in ("graft", "prune") and ev.get("topic") == OFFERS_TOPIC]
+            rows = [[p for p in api.get("/v1/peers")["peers"] if p["peer"] == js.peer] for api in (a, b)]
+            raise AssertionError(f"{exc}\njs grafts/prunes (s after its last hostile message): {moves}\n"
+                                 f"js status: {js.events('status')[-1:]}\ndaemons' rows of the js node: {rows}") from None
+        # grafted again: as soon as both sides' back-offs allow, unless the js node, which scores our daemons with
+        # its own (default) parameters, still holds a behaviour penalty against one: it then refuses the GRAFT and
+        # backs off its own 60 s. Printed, not asserted (the sheets above flow by the mesh or by IHAVE/IWANT).
+        print(f"[interop] A's new sheet at the js node and in B's book after {took:.1f}s; js node in both offers "
+              f"meshes again: {grafted()}")
         for d, p in zip(dirs, procs[2:]):
             assert p.poll() is None, f"{d.name} died:\n{(d / 'out.log').read_text(errors='replace')[-3000:]}"
             log = (d / "out.log").read_text(errors="replace")

@@ -108,3 +108,69 @@ def test_a_penalty_decays_to_zero_at_the_stated_heartbeat_so_the_peer_can_rejoin
     assert -0.2 < scorer.score(peer, [T]) < 0  # still below 0: still out of the mesh
     scorer.on_heartbeat()
     assert scorer.score(peer, [T]) == 0.0 and scorer.invalid_messages[peer][T] == 0.0
+
+
+def test_the_configured_penalty_decay_forgives_in_the_time_forgiven_after_states():
+    """``network.gossip_penalty_decay`` (0.7 in the js interop test) replaces the 0.99 and the arithmetic follows."""
+    from libp2p.peer.id import ID
+
+    from node.runtime.gossip import KsPeerScorer, forgiven_after, score_params
+
+    scorer = KsPeerScorer(score_params(penalty_decay=0.7))
+    peer = ID(b"\x00\x03abc")
+    for _ in range(3):
+        scorer.on_invalid_message(peer, T)
+    stated = int(forgiven_after(3, 0.0, decay=0.7))
+    assert stated == 16 and int(forgiven_after(3, 0.0)) == 568  # the default decay: 0.99
+    for _ in range(stated - 1):
+        scorer.on_heartbeat()
+    assert scorer.score(peer, [T]) < 0
+    scorer.on_heartbeat()
+    assert scorer.score(peer, [T]) == 0.0
+
+
+def test_a_peer_pruned_for_its_score_is_not_grafted_by_us_again_within_the_prune_backoff(monkeypatch):
+    """go-libp2p's local back-off: our GRAFT must not reach a peer still backing off from our PRUNE (it would
+    refuse it and back off anew). The entries go once their back-off is over, and forgetting several at one
+    heartbeat works (it raised 'dictionary changed size during iteration' and killed the heartbeat)."""
+    from libp2p.peer.id import ID
+
+    from node.runtime import gossip
+
+    router = gossip.make_gossipsub(rate_limit=10, heartbeat=1.0, prune_backoff=5)
+    assert router.prune_back_off == 5
+    now = [100.0]
+    monkeypatch.setattr(gossip.time, "monotonic", lambda: now[0])
+    p, q = ID(b"\x00\x03abc"), ID(b"\x00\x03abd")
+    router._pruned_negative[(p, T)] = 100.0
+    router._pruned_negative[(q, T)] = 100.0
+    now[0] = 105.9  # back-off (5 s) plus a heartbeat of slack
+    assert router._backing_off(p, T)
+    now[0] = 106.1
+    router._forget_expired_prunes()
+    assert not router._pruned_negative and not router._backing_off(p, T)
+
+
+def test_the_penalty_decay_and_the_prune_backoff_come_from_the_daemons_config(tmp_path):
+    from node import config
+    from node.cli.init import initialise
+
+    initialise(tmp_path, {"network.gossip_penalty_decay": 0.7, "network.gossip_prune_backoff": 5})
+    ncfg = NodeConfig.from_config(config.load(tmp_path, env={}))
+    assert (ncfg.penalty_decay, ncfg.prune_backoff) == (0.7, 5)
+    assert NodeConfig(datadir=tmp_path).penalty_decay == 0.99  # the default: one REJECT forgiven in 459 s
+    with pytest.raises(config.ConfigError, match="never forgive"):
+        config.load(tmp_path, env={"KEYSWITCH_NETWORK_GOSSIP_PENALTY_DECAY": "1"})
+
+
+def test_every_prune_of_the_heartbeat_says_its_backoff():
+    """py-libp2p's heartbeat PRUNEs carried no back-off, so a js-libp2p peer backed off its own 60 s whatever
+    ``network.gossip_prune_backoff`` said, and refused (and renewed) our GRAFT before that."""
+    from libp2p.pubsub.pb import rpc_pb2
+
+    from node.runtime import gossip
+
+    router = gossip.make_gossipsub(rate_limit=10, prune_backoff=5)
+    ctl = router.pack_control_msgs(None, None, [rpc_pb2.ControlPrune(topicID=T),
+                                                rpc_pb2.ControlPrune(topicID=T, backoff=10)])
+    assert [p.backoff for p in ctl.prune] == [5, 10]

@@ -164,24 +164,29 @@ async def test_gossip_rate_limit_caps_forwarding_per_topic_per_second(tmp_path, 
             x.stop()
 
 
-async def test_large_messages_are_announced_with_idontwant_before_validation_and_only_once(tmp_path):
+async def test_large_messages_are_announced_with_idontwant_before_validation_and_only_once_small_ones_never(tmp_path):
     from node.runtime.gossip import IDONTWANT_BEFORE_VALIDATION, MAX_IDONTWANT_MESSAGES
 
     async with trio.open_nursery() as n:
         (a, b, c), (pa, pb, pc) = await line(n, tmp_path)
         assert b.router.max_idontwant_messages == MAX_IDONTWANT_MESSAGES == 1000
-        heard: list[tuple[str, bytes]] = []  # IDONTWANT ids c receives, by sender (spy on the real handler)
-        real = c.router.handle_idontwant
+        heard: list[tuple[str, bytes]] = []  # IDONTWANT ids b and c receive, by sender (spies on the real handlers)
 
-        async def spy(msg, sender):
-            heard.extend((sender.to_base58(), bytes(m)) for m in msg.messageIDs)
-            await real(msg, sender)
+        def spy_on(x):
+            real = x.router.handle_idontwant
 
-        c.router.handle_idontwant = spy
+            async def spy(msg, sender):
+                heard.extend((sender.to_base58(), bytes(m)) for m in msg.messageIDs)
+                await real(msg, sender)
+
+            x.router.handle_idontwant = spy
+
+        spy_on(b)
+        spy_on(c)
         big = b"x" * IDONTWANT_BEFORE_VALIDATION
         await a.publish(T, b"ok-big" + big)
         await wait_for(lambda: len(pc.got) == 1, what="big message reaches c")
-        await a.publish(T, b"ok-small")  # small: py-libp2p's own announcement, after validation
+        await a.publish(T, b"ok-small")  # small: no announcement at all (go-libp2p's threshold)
         await wait_for(lambda: len(pc.got) == 2, what="small message reaches c")
         # last, as b prunes a from its mesh at its next heartbeat after a REJECT (score < 0) and a, told so,
         # publishes to nobody: a message sent after the REJECT raced that heartbeat (lost under load, in CI)
@@ -189,7 +194,9 @@ async def test_large_messages_are_announced_with_idontwant_before_validation_and
         await wait_for(lambda: pb.verdicts.count("reject") == 1, what="b rejects the big bad message")
         await trio.sleep(0.3)
         from_b = [m for s, m in heard if s == b.peer_id]
-        assert len(from_b) == 3 == len(set(from_b))  # one IDONTWANT per message, the rejected one included
+        # one IDONTWANT per big message, the rejected one included, none for the small one
+        assert len(from_b) == 2 == len(set(from_b))
+        assert not [m for s, m in heard if s == a.peer_id], heard  # a announces none of its own messages to b
         assert b.pubsub.counters["early_idontwant"] == 2 and b.pubsub.counters["reject"] == 1
         assert [d for d, _ in pc.got] == [b"ok-big" + big, b"ok-small"]
         for x in (a, b, c):
@@ -441,3 +448,39 @@ def test_a_restarted_node_numbers_its_messages_above_those_it_sent_before(tmp_pa
     again = Node(cfg(tmp_path, "a"))  # the same identity, restarted at once
     assert again.peer_id == before.peer_id
     assert again.pubsub.counter > sent
+
+
+async def test_our_signed_peer_record_goes_in_the_hello_only_and_the_peer_still_holds_it(tmp_path):
+    """Issue #23's hot spot: py-libp2p attached our signed peer record to every RPC (building it each time) and
+    every receiver verified it, twice. It now goes in the hello of each stream only (as go/js-libp2p send none
+    at all): a peer still stores it, and the RPCs after the hello are the same without it."""
+    from libp2p.peer.id import ID
+    from libp2p.pubsub.pb import rpc_pb2
+
+    async with trio.open_nursery() as n:
+        (a, b, c), (pa, pb, pc) = await line(n, tmp_path)
+        record = b.host.get_peerstore().get_peer_record(ID.from_base58(a.peer_id))
+        assert record is not None and record.record().peer_id.to_base58() == a.peer_id  # from a's hello
+
+        class Wire:
+            data = b""
+
+            async def write(self, data: bytes) -> None:
+                self.data += data
+
+        sent = rpc_pb2.RPC(publish=[rpc_pb2.Message(data=b"ok-1", topicIDs=[T])], senderRecord=b"\x01" * 200,
+                           control=rpc_pb2.ControlMessage(graft=[rpc_pb2.ControlGraft(topicID=T)]))
+        wire = Wire()
+        assert await a.pubsub.write_msg(wire, sent)
+        from libp2p.utils.varint import decode_uvarint, encode_uvarint
+
+        n_len = decode_uvarint(wire.data)
+        i = len(encode_uvarint(n_len))
+        got = rpc_pb2.RPC.FromString(wire.data[i:i + n_len])
+        assert len(wire.data) == i + n_len and not got.HasField("senderRecord")
+        assert got.publish == sent.publish and got.control == sent.control
+        # and messages flow as before: a's publish reaches c through b
+        await a.publish(T, b"ok-after")
+        await wait_for(lambda: [d for d, _ in pc.got] == [b"ok-after"], what="a's message reaches c")
+        for x in (a, b, c):
+            x.stop()

@@ -16,7 +16,7 @@
 // size, sha256 and the data in hex), "published" (topic, recipients), "error" (what, reason).
 // Reads one JSON command per line on stdin:
 //   {"cmd": "publish", "topic": T, "hex": "00ff..."}   publish these bytes (signed by this node)
-//   {"cmd": "status"}                                   print {"event": "status", peers, mesh, topics}
+//   {"cmd": "status"}                                   print {"event": "status", peers, mesh, topics, scores}
 //   {"cmd": "stop"}                                     stop and exit 0 (as on stdin EOF or SIGTERM)
 import { createHash } from 'node:crypto'
 import { createInterface } from 'node:readline'
@@ -100,7 +100,12 @@ ps.addEventListener('subscription-change', (evt) => {
   }
 })
 ps.addEventListener('gossipsub:graft', (evt) => emit({ event: 'graft', peer: evt.detail.peerId, topic: evt.detail.topic, direction: evt.detail.direction }))
-ps.addEventListener('gossipsub:prune', (evt) => emit({ event: 'prune', peer: evt.detail.peerId, topic: evt.detail.topic, direction: evt.detail.direction }))
+// backoff: ms until this node may GRAFT the peer again on the topic (after a PRUNE), score: its score of the peer
+const backoffOf = (peer, topic) => { const e = ps.backoff?.get(topic)?.get(peer); return typeof e === 'number' ? e - Date.now() : null }
+ps.addEventListener('gossipsub:prune', (evt) => emit({
+  event: 'prune', peer: evt.detail.peerId, topic: evt.detail.topic, direction: evt.detail.direction,
+  backoff: backoffOf(evt.detail.peerId, evt.detail.topic), score: ps.getScore(evt.detail.peerId)
+}))
 ps.addEventListener('gossipsub:message', (evt) => {
   const { propagationSource, msgId, msg } = evt.detail
   emit({
@@ -187,7 +192,9 @@ async function command (line) {
   } else if (c.cmd === 'status') {
     const mesh = {}
     for (const t of [...subscribed].sort()) mesh[t] = ps.getMeshPeers(t).map(String).sort()
-    emit({ event: 'status', peers: node.getPeers().map(String).sort(), mesh, topics: [...subscribed].sort() })
+    const scores = {}
+    for (const p of node.getPeers()) scores[p.toString()] = ps.getScore(p.toString())
+    emit({ event: 'status', peers: node.getPeers().map(String).sort(), mesh, topics: [...subscribed].sort(), scores })
   } else if (c.cmd === 'stop') {
     await stop(0)
   } else {
