@@ -24,8 +24,8 @@ import sys
 def main(argv: list[str] | None = None, *, prog: str = "python -m bootstrap") -> None:
     """Run a bootstrap node (``python -m bootstrap`` and ``keyswitch bootstrap``, same options): an operator's
     mistake (a bad setting, a swarm port in use) exits 2 with one line, never a traceback. Prints
-    ``LISTEN <multiaddr>`` and ``READY <peer id>`` (what tests/functional/framework.py and ``keyswitch dev``
-    wait for) and ``STOPPED`` on the way out."""
+    ``LISTEN <multiaddr>`` and ``ready <peer id>`` as ``keyswitch run`` does (what tests/functional/framework.py
+    and ``keyswitch dev`` wait for), and ``stopped`` on the way out."""
     import functools
 
     import trio
