@@ -45,15 +45,24 @@ def _multiaddrs(vs: list[str]) -> str | None:
     return None
 
 
-def _bootnodes(vs: list[str]) -> str | None:
-    bad = _multiaddrs(vs)
+def peer_address_problem(v: str, what: str = "bootnode") -> str | None:
+    """Why ``v`` is not an address this node can dial (a bootnode, ``keyswitch connect``), or None."""
+    bad = _multiaddr(v)
     if bad:
         return bad
+    if "/p2p/" not in v:
+        return f"a {what} needs /p2p/<peer id> at the end"
+    if v.startswith(("/dns/", "/dns4/", "/dns6/", "/dnsaddr/")):  # py-libp2p would never dial it: 0 peers
+        plural = what + ("es" if what.endswith("s") else "s")
+        return f"DNS {plural} are not dialled; give the address as /ip4/<ip>/... or /ip6/<ip>/..."
+    return None
+
+
+def _bootnodes(vs: list[str]) -> str | None:
     for v in vs:
-        if "/p2p/" not in v:
-            return f"{v!r}: a bootnode needs /p2p/<peer id> at the end"
-        if v.startswith(("/dns/", "/dns4/", "/dns6/", "/dnsaddr/")):  # py-libp2p would never dial it: 0 peers
-            return f"{v!r}: DNS bootnodes are not dialled; give the address as /ip4/<ip>/... or /ip6/<ip>/..."
+        bad = peer_address_problem(v)
+        if bad:
+            return f"{v!r}: {bad}"
     return None
 
 
