@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m bootstrap") ->
     except Refused as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    configure(level=cfg["log.level"], fmt=cfg["log.format"], file=cfg["log.file"] or None, stream=sys.stderr)
+    configure(level=cfg["log.level"], fmt=cfg["log.format"], file=cfg.log_file, stream=sys.stderr)
     failed = ""
     try:
         trio.run(functools.partial(runner.serve, ncfg, [], {}, status_file=args.status_file,

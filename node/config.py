@@ -18,6 +18,9 @@ from typing import Any, Callable, Mapping
 CONFIG_FILE = "config.toml"
 
 
+LOG_FILE = "keyswitch.log"  # the default log file, in the data directory
+
+
 class ConfigError(ValueError):
     def __init__(self, key: str, value: Any, why: str, source: str = ""):
         self.key, self.value, self.why, self.source = key, value, why, source
@@ -246,7 +249,8 @@ SETTINGS: tuple[Setting, ...] = (
             "peer proposes them (the stdlib contracts are known by their exact hash; empty = no others)", _hashes),
     Setting("log.level", str, "info", "log level", _choice("debug", "info", "warning", "error")),
     Setting("log.format", str, "console", "log format", _choice("console", "json")),
-    Setting("log.file", str, "", "also write logs to this file"),
+    Setting("log.file", str, LOG_FILE, "also write logs to this file (relative: in the data directory; "
+            "`keyswitch logs` reads it); empty: stderr only"),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 
@@ -297,6 +301,18 @@ class Config:
             section, name = key.split(".", 1)
             out.setdefault(section, {})[name] = value
         return out
+
+    @property
+    def log_file(self) -> Path | None:
+        """Where the node writes its log besides stderr: ``log.file`` in the data directory when relative (a
+        relative ``--log-file`` on the command line: from the current directory); None when empty."""
+        f = self.values["log.file"]
+        if not f:
+            return None
+        path = Path(f).expanduser()
+        if path.is_absolute():
+            return path
+        return path.resolve() if self.sources.get("log.file") == "command line" else self.datadir / path
 
     @property
     def bootnodes(self) -> list[str]:

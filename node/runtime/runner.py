@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None, *, bootstrap: bool = False) -> None:
         cfg, ncfg = build_config(args, bootstrap=bootstrap)
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
-    configure(level=cfg["log.level"], fmt=cfg["log.format"], file=cfg["log.file"] or None, stream=sys.stderr)
+    configure(level=cfg["log.level"], fmt=cfg["log.format"], file=cfg.log_file, stream=sys.stderr)
     options = dict(o.split("=", 1) for o in getattr(args, "opt", []) if "=" in o)
     trio.run(functools.partial(serve, ncfg, getattr(args, "protocol", []), options,
                                status_file=args.status_file, status_interval=args.status_interval))

@@ -111,3 +111,19 @@ async def test_connect_dials_and_refuses_bad_addresses_with_one_line(net, tmp_pa
         assert ghosts[0] not in net.b.connected_peers() and ghosts[1] not in net.b.connected_peers()
     r = await net.api.post("/v1/peers", json={"multiaddr": "/" + "x" * 600})
     assert r.status_code == 400 and "1..512" in r.json()["error"]
+
+
+async def test_a_hostile_agent_string_reaches_neither_the_api_nor_a_terminal_as_it_was_sent(net, monkeypatch):
+    """A peer's agent version is its own words: one that sends terminal escapes (clear the screen, retitle the
+    window) and a kilobyte of text gets them cut to MAX_AGENT printable characters before any operator sees them."""
+    from libp2p.identity.identify import identify
+
+    from node.runtime.peerinfo import MAX_AGENT
+
+    evil = "\x1b[2J\x1b]0;pwned\x07" + "A" * 1000
+    monkeypatch.setattr(identify, "AGENT_VERSION", evil)  # what every node of this process now says in identify
+    await net.d.connect(net.b.listen_addrs[0])
+    await eventually(lambda: net.b.probe.agent.get(net.d.peer_id), what="b identified d")
+    agent = (await rows(net.api))[net.d.peer_id]["agent"]
+    assert agent.isprintable() and "\x1b" not in agent and "\x07" not in agent, repr(agent)
+    assert len(agent) <= MAX_AGENT and agent.startswith("?[2J?]0;pwned?AAA"), repr(agent)
