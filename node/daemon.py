@@ -377,6 +377,7 @@ class NodeServices:
     async def connect(self, multiaddr: str) -> dict[str, Any]:
         """Dial ``multiaddr`` (checked by the API: ip4/ip6, ends in /p2p/<id>); the peer's row once connected."""
         from node.runtime.peering import DIAL_TIMEOUT
+        from node.runtime.peerinfo import PING_ID
 
         pid = multiaddr.rsplit("/p2p/", 1)[-1]
         if pid == self.node.peer_id:
@@ -390,7 +391,8 @@ class NodeServices:
                 why = " ".join(str(exc).split()) or exc.__class__.__name__
                 raise ApiError(409, f"could not connect to {multiaddr}: {why} (is the node running there, and "
                                     f"is /p2p/ its peer id?)") from None
-            await self.node.probe.ping(pid)
+            if await self.node.will_speak(pid, PING_ID):  # (once the host's identify is done: node.runtime.peerinfo)
+                await self.node.probe.ping(pid)
             return {"peer": pid, "connected": True, **self.node.probe.describe(pid)}
         raise ApiError(504, f"no answer from {multiaddr} within {DIAL_TIMEOUT:g} s")
 

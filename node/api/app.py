@@ -248,8 +248,8 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
             if not 1 <= len(b.multiaddr) <= MAX_MULTIADDR:
                 raise ApiError(400, f"multiaddr: 1..{MAX_MULTIADDR} characters, got {len(b.multiaddr)}")
             why = peer_address_problem(b.multiaddr, "peer address")
-            if why is not None:
-                raise ApiError(400, f"multiaddr {b.multiaddr!r}: {why}")
+            if why is not None:  # (a string of the right length: 409, as a peer id that is none in a contract)
+                raise ApiError(409, f"multiaddr {b.multiaddr!r}: {why}")
             return JSONResponse(await services.connect(b.multiaddr))
         return JSONResponse({"peers": services.peers()})
 

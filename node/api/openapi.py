@@ -56,8 +56,9 @@ SPEC = {
         "/v1/peers": {
             "get": _get("Connected peers: address, direction, ping latency, agent, mesh state, bootstrap, score",
                         _list("peers")),
-            "post": _post("Dial a peer (keyswitch connect): 400 for an address this node cannot dial, 409 when "
-                          "the dial fails, 504 when it takes too long", {
+            "post": _post("Dial a peer (keyswitch connect): 409 for an address this node cannot dial (not "
+                          "/ip4 or /ip6 with /p2p/<peer id>, its own) or when the dial fails, 504 when it takes "
+                          "too long", {
                 "type": "object", "additionalProperties": False, "required": ["multiaddr"],
                 "properties": {"multiaddr": {"type": "string", "minLength": 1, "maxLength": MAX_MULTIADDR}}},
                           "200"),

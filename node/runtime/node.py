@@ -48,7 +48,7 @@ from node import identity
 from node.runtime import pex
 from node.runtime.gossip import KsPubsub, make_gossipsub
 from node.runtime.peering import PeerManager
-from node.runtime.peerinfo import PeerProbe, announce_agent
+from node.runtime.peerinfo import PING_ID, PeerProbe, announce_agent
 from node.runtime.streams import StreamFailed, StreamPool
 
 log = logging.getLogger("keyswitch.runtime")
@@ -196,7 +196,8 @@ class Node:
         self._peer_listeners: list[Callable[[str, bool], None]] = []
         self.host.get_network().register_notifee(_ConnNotifee(self))
         announce_agent()  # identify says keyswitch/<version>
-        self.probe = PeerProbe(self.host)  # each peer's address, direction, ping latency, agent (keyswitch peers)
+        # each peer's address, direction, ping latency, agent (keyswitch peers), once identify is done
+        self.probe = PeerProbe(self.host, identified=lambda peer: self.will_speak(peer, PING_ID))
         self.on_peer(self.probe.on_peer)
         self._cancel: trio.CancelScope | None = None
         self.started = trio.Event()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import trio
 from libp2p.peer.id import ID
@@ -64,11 +64,15 @@ def _tcp_multiaddr(endpoint) -> str:
 class PeerProbe:
     """Per connected peer: latency (ms, the last ping), agent version (identify); see the module docstring."""
 
-    def __init__(self, host, *, interval: float = INTERVAL, timeout: float = TIMEOUT) -> None:
+    def __init__(self, host, *, interval: float = INTERVAL, timeout: float = TIMEOUT,
+                 identified: Callable[[str], Awaitable[bool]] | None = None) -> None:
         self.host, self.interval, self.timeout = host, interval, timeout
+        self.identified = identified
         self.latency_ms: dict[str, float] = {}
         self.agent: dict[str, str] = {}
         self._new: set[str] = set()
+        self._first: set[str] = set()  # peers whose first probe (after identify) has not finished
+        self._scopes: dict[str, set[trio.CancelScope]] = {}  # probes in flight, cancelled when the peer leaves
         self._wake = trio.Event()
 
     # ------------------------------------------------------------- facts
@@ -98,12 +102,16 @@ class PeerProbe:
             self._new.discard(peer)
             self.latency_ms.pop(peer, None)
             self.agent.pop(peer, None)
+            for cs in self._scopes.pop(peer, ()):  # (a stream being opened would dial the peer again)
+                cs.cancel()
 
     # ------------------------------------------------------------- probes
     async def ping(self, peer: str) -> float | None:
         """One ping round trip to ``peer`` in ms (None: no answer within ``timeout``, or refused)."""
         from libp2p.host.ping import perform_ping_roundtrip
 
+        if peer not in self._connected():  # (host.new_stream would dial it: a probe never connects anyone)
+            return None
         with trio.move_on_after(self.timeout):
             try:
                 stream = await self.host.new_stream(ID.from_base58(peer), [PING_ID])
@@ -133,6 +141,8 @@ class PeerProbe:
         from libp2p.identity.identify.pb.identify_pb2 import Identify
         from libp2p.utils import read_length_prefixed_protobuf
 
+        if peer not in self._connected():  # (host.new_stream would dial it)
+            return ""
         with trio.move_on_after(self.timeout):
             try:
                 stream = await self.host.new_stream(ID.from_base58(peer), [IDENTIFY_ID])
@@ -156,11 +166,28 @@ class PeerProbe:
         return {p.to_base58() for p, conns in list(net.connections.items()) if conns}
 
     async def _probe(self, peer: str, first: bool) -> None:
-        if first:
-            await self.identify(peer)
-        await self.ping(peer)
+        with trio.CancelScope() as cs:
+            self._scopes.setdefault(peer, set()).add(cs)
+            try:
+                if first:
+                    self._first.add(peer)
+                    await self._first_probe(peer)
+                else:
+                    await self.ping(peer)
+            finally:
+                self._first.discard(peer)
+                self._scopes.get(peer, set()).discard(cs)
         if peer not in self._connected():  # it left meanwhile: nothing kept
             self.on_peer(peer, False)
+
+    async def _first_probe(self, peer: str) -> None:
+        # after the host's own identify of the peer (or its wait for it): py-libp2p skips that identify when the
+        # peerstore already lists ping or identify for the peer, as a stream of ours opened first would make it,
+        # and the node's requests would then wait for an identify that never comes
+        if self.identified is not None and not await self.identified(peer):
+            return  # it did not list ping: nothing to ask
+        await self.identify(peer)
+        await self.ping(peer)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Until cancelled: probe each peer as it connects, and ping every connected peer every ``interval``."""
@@ -176,5 +203,5 @@ class PeerProbe:
                     nursery.start_soon(self._probe, p, True)
                 if trio.current_time() >= next_round:
                     next_round = trio.current_time() + self.interval
-                    for p in self._connected() - new:
+                    for p in self._connected() - new - self._first:
                         nursery.start_soon(self._probe, p, False)
