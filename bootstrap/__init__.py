@@ -24,8 +24,8 @@ import sys
 def main(argv: list[str] | None = None, *, prog: str = "python -m bootstrap") -> None:
     """Run a bootstrap node (``python -m bootstrap`` and ``keyswitch bootstrap``, same options): an operator's
     mistake (a bad setting, a swarm port in use) exits 2 with one line, never a traceback. Prints
-    ``LISTEN <multiaddr>`` and ``READY <peer id>`` (what tests/functional/framework.py and ``keyswitch dev``
-    wait for) and ``STOPPED`` on the way out."""
+    ``LISTEN <multiaddr>`` and ``ready <peer id>`` as ``keyswitch run`` does (what tests/functional/framework.py
+    and ``keyswitch dev`` wait for), and ``stopped`` on the way out."""
     import functools
 
     import trio
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m bootstrap") ->
     except Refused as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    configure(level=cfg["log.level"], fmt=cfg["log.format"], file=cfg["log.file"] or None, stream=sys.stderr)
+    configure(level=cfg["log.level"], fmt=cfg["log.format"], file=cfg.log_file, stream=sys.stderr)
     failed = ""
     try:
         trio.run(functools.partial(runner.serve, ncfg, [], {}, status_file=args.status_file,

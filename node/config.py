@@ -18,6 +18,9 @@ from typing import Any, Callable, Mapping
 CONFIG_FILE = "config.toml"
 
 
+LOG_FILE = "keyswitch.log"  # the default log file, in the data directory
+
+
 class ConfigError(ValueError):
     def __init__(self, key: str, value: Any, why: str, source: str = ""):
         self.key, self.value, self.why, self.source = key, value, why, source
@@ -45,15 +48,24 @@ def _multiaddrs(vs: list[str]) -> str | None:
     return None
 
 
-def _bootnodes(vs: list[str]) -> str | None:
-    bad = _multiaddrs(vs)
+def peer_address_problem(v: str, what: str = "bootnode") -> str | None:
+    """Why ``v`` is not an address this node can dial (a bootnode, ``keyswitch connect``), or None."""
+    bad = _multiaddr(v)
     if bad:
         return bad
+    if "/p2p/" not in v:
+        return f"a {what} needs /p2p/<peer id> at the end"
+    if v.startswith(("/dns/", "/dns4/", "/dns6/", "/dnsaddr/")):  # py-libp2p would never dial it: 0 peers
+        plural = what + ("es" if what.endswith("s") else "s")
+        return f"DNS {plural} are not dialled; give the address as /ip4/<ip>/... or /ip6/<ip>/..."
+    return None
+
+
+def _bootnodes(vs: list[str]) -> str | None:
     for v in vs:
-        if "/p2p/" not in v:
-            return f"{v!r}: a bootnode needs /p2p/<peer id> at the end"
-        if v.startswith(("/dns/", "/dns4/", "/dns6/", "/dnsaddr/")):  # py-libp2p would never dial it: 0 peers
-            return f"{v!r}: DNS bootnodes are not dialled; give the address as /ip4/<ip>/... or /ip6/<ip>/..."
+        bad = peer_address_problem(v)
+        if bad:
+            return f"{v!r}: {bad}"
     return None
 
 
@@ -247,7 +259,8 @@ SETTINGS: tuple[Setting, ...] = (
             "peer proposes them (the stdlib contracts are known by their exact hash; empty = no others)", _hashes),
     Setting("log.level", str, "info", "log level", _choice("debug", "info", "warning", "error")),
     Setting("log.format", str, "console", "log format", _choice("console", "json")),
-    Setting("log.file", str, "", "also write logs to this file"),
+    Setting("log.file", str, LOG_FILE, "also write logs to this file (relative: in the data directory; "
+            "`keyswitch logs` reads it); empty: stderr only"),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 
@@ -298,6 +311,18 @@ class Config:
             section, name = key.split(".", 1)
             out.setdefault(section, {})[name] = value
         return out
+
+    @property
+    def log_file(self) -> Path | None:
+        """Where the node writes its log besides stderr: ``log.file`` in the data directory when relative (a
+        relative ``--log-file`` on the command line: from the current directory); None when empty."""
+        f = self.values["log.file"]
+        if not f:
+            return None
+        path = Path(f).expanduser()
+        if path.is_absolute():
+            return path
+        return path.resolve() if self.sources.get("log.file") == "command line" else self.datadir / path
 
     @property
     def bootnodes(self) -> list[str]:

@@ -389,7 +389,35 @@ class NodeServices:
         mesh = set(self.node.mesh_peers(self.stack.protocol.topic)) if self.node.pubsub else set()
         peers = sorted(self.node.connected_peers())
         scores = self.node.gossip_health(peers)["peer_scores"]  # gossipsub score, components, drops (issue #23)
-        return [{"peer": p, "in_offer_mesh": p in mesh, **scores.get(p, {})} for p in peers]
+        boot = self.node.peers.boot_ids
+        return [{"peer": p, "bootstrap": p in boot, **self.node.probe.describe(p), "in_offer_mesh": p in mesh,
+                 **scores.get(p, {})} for p in peers]
+
+    async def connect(self, multiaddr: str) -> dict[str, Any]:
+        """Dial ``multiaddr`` (checked by the API: ip4/ip6, ends in /p2p/<id>); the peer's row once connected."""
+        from node.runtime.peering import DIAL_TIMEOUT
+        from node.runtime.peerinfo import PING_ID
+
+        pid = multiaddr.rsplit("/p2p/", 1)[-1]
+        if pid == self.node.peer_id:
+            raise ApiError(409, f"{multiaddr} is this node's own address")
+        if pid in self.node.connected_peers():  # (py-libp2p would not dial it again, whatever the address)
+            return {"peer": pid, "connected": True, "already": True, **self.node.probe.describe(pid)}
+        with trio.move_on_after(DIAL_TIMEOUT):
+            try:
+                pid = await self.node.connect(multiaddr, now=True)
+            except Exception as exc:  # noqa: BLE001 (refused, unreachable, another peer id at that address, ...)
+                why = " ".join(str(exc).split()) or exc.__class__.__name__
+                raise ApiError(409, f"could not connect to {multiaddr}: {why} (is the node running there, and "
+                                    f"is /p2p/ its peer id?)") from None
+            if await self.node.will_speak(pid, PING_ID):  # (once the host's identify is done: node.runtime.peerinfo)
+                await self.node.probe.ping(pid)
+            return {"peer": pid, "connected": True, **self.node.probe.describe(pid)}
+        raise ApiError(504, f"no answer from {multiaddr} within {DIAL_TIMEOUT:g} s")
+
+    def balance(self) -> dict[str, Any]:
+        with self._consistent():
+            return self.stack.desk.balance() if self.stack.desk else {"claims": [], "totals": []}
 
     def offers(self, asset: str | None, limit: int) -> list[dict[str, Any]]:
         return self.stack.book.rows(now=self.clock.now(), asset=asset, limit=limit)

@@ -81,7 +81,10 @@ def configure(level: str = "info", fmt: str = "console", file: str | Path | None
             root.removeHandler(h)
     handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
     if file:
-        handlers.append(logging.FileHandler(file))
+        from logging.handlers import WatchedFileHandler
+
+        Path(file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(WatchedFileHandler(file))  # reopened when logrotate moves it away
     for h in handlers:
         h.setFormatter(formatter)
         h._keyswitch = True  # type: ignore[attr-defined]

@@ -162,30 +162,9 @@ def kept_chunks(release_store, run_store) -> list[tuple[str, Any]]:
     read from the contract records on disk (a swap's are written when it ends, a language contract's
     when the claim settles), so a restart finds them all again. Records that do not decode are skipped
     (the protocols report them)."""
-    from node.contracts.spec import decode_spec
-    from node.protocols.release import Chunk
+    from node.balance import received_claims
 
-    out: list[tuple[str, Any]] = []
-    for key, rec in release_store.items():
-        if isinstance(rec, str):
-            continue
-        for cl in rec.claims:
-            if cl.status == "kept" and 0 <= cl.round < len(rec.schedule.rounds) \
-                    and rec.schedule.rounds[cl.round].giver != rec.role:
-                out.append((key, rec.schedule.rounds[cl.round].chunk))
-    for key, rec in run_store.items():
-        if isinstance(rec, str) or not any(cl.status == "kept" for cl in rec.claims):
-            continue
-        spec = decode_spec(rec.spec)
-        if isinstance(spec, str):
-            continue
-        steps = spec.steps()
-        for cl in rec.claims:
-            if cl.status == "kept" and 0 <= cl.round < len(steps):
-                giver, index = steps[cl.round]
-                c = spec.parties[giver].chunks[index]
-                out.append((key, Chunk(c.asset, c.address, c.pubkey, c.amount)))
-    return out
+    return [(key, chunk) for key, chunk, cl in received_claims(release_store, run_store) if cl.status == "kept"]
 
 
 class SwapDesk:
@@ -756,6 +735,13 @@ class SwapDesk:
                 continue  # not an asset (a message), or the ledger is away: next second
             cmds += self.run.observe_height(a, h, now)
         return cmds
+
+    def balance(self) -> dict[str, Any]:
+        """Where the keys received in contracts went (``node.balance``): claims and totals per destination."""
+        from node.balance import claim_rows, received_claims, totals
+
+        rows = claim_rows(received_claims(self.release.store, self.run.store), self.claim_address)
+        return {"claims": rows, "totals": totals(rows)}
 
     def contracts(self) -> list[dict[str, Any]]:
         out = []

@@ -29,7 +29,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from node.api.limits import MAX_ADDRESS, MAX_BODY, MAX_PEER_ID, check_float, check_int, check_str, range_text
+from node.api.limits import (MAX_ADDRESS, MAX_BODY, MAX_MULTIADDR, MAX_PEER_ID, check_float, check_int, check_str,
+                             range_text)
 from node.api.openapi import SPEC
 from node.api.services import ApiError, Services
 from node.fsutil import atomic_write
@@ -98,6 +99,10 @@ class RevokeBody(msgspec.Struct, forbid_unknown_fields=True):
     kind: str
     target: str
     reason: str
+
+
+class ConnectBody(msgspec.Struct, forbid_unknown_fields=True):
+    multiaddr: str  # /ip4/<ip>/tcp/<port>/p2p/<peer id> (keyswitch connect)
 
 
 class SweepBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -236,7 +241,20 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         return JSONResponse(services.status())
 
     async def peers(request):
+        if request.method == "POST":  # keyswitch connect: dial a peer
+            from node.config import peer_address_problem
+
+            b = await body_of(request, ConnectBody)
+            if not 1 <= len(b.multiaddr) <= MAX_MULTIADDR:
+                raise ApiError(400, f"multiaddr: 1..{MAX_MULTIADDR} characters, got {len(b.multiaddr)}")
+            why = peer_address_problem(b.multiaddr, "peer address")
+            if why is not None:  # (a string of the right length: 409, as a peer id that is none in a contract)
+                raise ApiError(409, f"multiaddr {b.multiaddr!r}: {why}")
+            return JSONResponse(await services.connect(b.multiaddr))
         return JSONResponse({"peers": services.peers()})
+
+    async def balance(request):
+        return JSONResponse(services.balance())
 
     async def offers(request):
         from node.assets import ASSETS
@@ -443,7 +461,8 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
 
     routes = [
         Route("/v1/status", endpoint(status)),
-        Route("/v1/peers", endpoint(peers)),
+        Route("/v1/peers", endpoint(peers), methods=["GET", "POST"]),
+        Route("/v1/balance", endpoint(balance)),
         Route("/v1/offers", endpoint(offers, query=frozenset({"asset", "limit"}))),
         Route("/v1/deposits", endpoint(deposits), methods=["GET", "POST"]),
         Route("/v1/contracts", endpoint(contracts), methods=["GET", "POST"]),

@@ -16,6 +16,7 @@ from node.protocols.rfp import MAX_REQUEST_CENTS
 MAX_BODY = 64 * 1024  # bytes of a request body; read in pieces, refused (413) as soon as it is passed
 MAX_PEER_ID = 128  # characters of a peer id
 MAX_ADDRESS = 128  # characters of a sweep destination (bech32 is at most 90, an Ethereum address 42)
+MAX_MULTIADDR = 512  # characters of a peer's multiaddr (POST /v1/peers, keyswitch connect)
 
 #: integer fields, by the name their reason uses: (minimum, maximum)
 INT_RANGES: dict[str, tuple[int, int]] = {

@@ -6,7 +6,8 @@ use; bodies larger than ``MAX_BODY`` get a 413. ``tests/daemon/test_api_schema.p
 
 from __future__ import annotations
 
-from node.api.limits import MAX_ADDRESS, MAX_BODY, MAX_PEER_ID, STR_RANGES, float_schema, int_schema
+from node.api.limits import (MAX_ADDRESS, MAX_BODY, MAX_MULTIADDR, MAX_PEER_ID, STR_RANGES, float_schema,
+                             int_schema)
 from node.assets import ASSETS
 
 _ASSETS = sorted(ASSETS)
@@ -52,7 +53,20 @@ SPEC = {
                                                   "description": "contents of <datadir>/.cookie"}}},
     "paths": {
         "/v1/status": {"get": _get("Node status", _obj)},
-        "/v1/peers": {"get": _get("Connected peers", _list("peers"))},
+        "/v1/peers": {
+            "get": _get("Connected peers: address, direction, ping latency, agent, mesh state, bootstrap, score",
+                        _list("peers")),
+            "post": _post("Dial a peer (keyswitch connect): 409 for an address this node cannot dial (not "
+                          "/ip4 or /ip6 with /p2p/<peer id>, its own) or when the dial fails, 504 when it takes "
+                          "too long", {
+                "type": "object", "additionalProperties": False, "required": ["multiaddr"],
+                "properties": {"multiaddr": {"type": "string", "minLength": 1, "maxLength": MAX_MULTIADDR}}},
+                          "200"),
+        },
+        "/v1/balance": {"get": _get("Where claimed funds went: each key received in a contract (claimed and "
+                                    "swept to an owner address, kept in the enclave, or lost to a double spend) "
+                                    "and totals per asset and destination",
+                                    {"type": "object", "required": ["claims", "totals"]})},
         "/v1/offers": {"get": _get("Offer book", _list("offers"), [
             {"name": "asset", "in": "query", "required": False, "schema": {"type": "string", "enum": _ASSETS}},
             {"name": "limit", "in": "query", "required": False, "schema": int_schema("limit")},

@@ -42,6 +42,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.stop",
     "node.cli.bootstrap",
     "node.cli.ops",
+    "node.cli.network",
+    "node.cli.balance",
+    "node.cli.logfile",
     "node.cli.dashboard",
     "node.cli.deposit",
     "node.cli.request",
@@ -49,6 +52,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node.cli.vault",
     "node.cli.attest",
     "node.cli.attest_verify",
+    "node.cli.completion",
 )
 
 
@@ -66,8 +70,8 @@ def _version(value: bool) -> None:
 
 # Commands that need no initialised data directory: ``init`` makes one, ``dev`` and ``demo`` make their own,
 # ``bootstrap`` keeps its own (--datadir of its own, default ~/.keyswitch-bootstrap), ``attest verify`` reads
-# only the files it is given.
-NO_DATADIR_NEEDED = {("init",), ("dev",), ("demo",), ("bootstrap",), ("attest", "verify")}
+# only the files it is given, ``completion`` prints a script.
+NO_DATADIR_NEEDED = {("init",), ("dev",), ("demo",), ("bootstrap",), ("attest", "verify"), ("completion",)}
 
 
 @app.callback()
@@ -109,5 +113,8 @@ def _load() -> None:
 
 
 def main() -> None:
+    from node.cli.completion import COMPLETE_VAR, enable
+
     _load()
-    app()
+    enable()  # a shell's completion call (_KEYSWITCH_COMPLETE, `keyswitch completion bash`) gets the candidates
+    app(complete_var=COMPLETE_VAR)  # (the same variable when run as `python -m node`)

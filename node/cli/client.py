@@ -32,3 +32,17 @@ def call(datadir: Path, method: str, path: str, *, params=None, body=None, timeo
     if r.status_code >= 400:
         raise typer.BadParameter(data.get("error", r.text))
     return data
+
+
+def ask(datadir: Path, method: str, path: str, *, body=None, params=None, timeout: float = 10.0,
+        refused_exit: int = 4) -> Any:
+    """``call`` for a command: no daemon is one line and exit 3; the API's refusal (its one-line reason) is
+    one line and exit ``refused_exit``."""
+    try:
+        return call(datadir, method, path, params=params, body=body, timeout=timeout)
+    except DaemonNotRunning as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(3)
+    except typer.BadParameter as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(refused_exit)

@@ -187,16 +187,36 @@ def _offers(rows: list[dict]) -> None:
         typer.echo(f"#{i} {r.get('address', '')}")
 
 
-def _contracts(rows: list[dict]) -> None:
-    """Contracts for people: id, kind, our role, the other party (or parties), state, rounds, reason."""
+def answer(path: str, as_json: bool) -> dict | None:
+    """``GET path`` of the running daemon (one line and exit 3 without one); with ``as_json`` printed as it is
+    and None returned (the caller prints nothing more)."""
+    from node.cli.client import ask
+
+    data = ask(state.get_datadir(), "GET", path)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        return None
+    return data
+
+
+def new_table(rows: list, title: str, empty: str):
+    """(console, an empty rich table titled ``title``), or None after printing ``empty`` when there are no rows."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
     if not rows:
-        console.print("[dim]no contracts[/dim]")
+        console.print(f"[dim]{empty}[/dim]")
+        return None
+    return console, Table(title=title)
+
+
+def _contracts(rows: list[dict]) -> None:
+    """Contracts for people: id, kind, our role, the other party (or parties), state, rounds, reason."""
+    made = new_table(rows, "contracts", "no contracts")
+    if made is None:
         return
-    t = Table(title="contracts")
+    console, t = made
     for name in ("contract", "kind", "role", "with", "state", "rounds"):
         t.add_column(name, no_wrap=name != "state", overflow="fold", justify="right" if name == "rounds" else "left")
     notes = []
@@ -281,25 +301,30 @@ def _run(path: str, key: str | None, as_json: bool, title: str, params=None, fir
 
 
 JSON = typer.Option(False, "--json", help="Print the API's JSON answer")
+WAIT_DEFAULT = 60.0  # s `status --wait` waits without a number
 
 
-def peer_row(r: dict) -> dict:
-    """One ``keyswitch peers`` row from a ``GET /v1/peers`` entry: its fields, and the gossipsub score (issue
-    #23) in two columns that fit 80 columns: the score with its non-zero components (P4 invalid messages, P5
-    behaviour, P6 application) and the thresholds it is below; the messages dropped (publish / graylist).
-    Every component, zero or not, is in ``--json``."""
-    comps = r.get("score_components", {})
-    row = {k: v for k, v in r.items() if k not in ("score_components", "below", "score", "publish_dropped",
-                                                     "graylist_dropped")}  # addresses, mesh state, ...
-    if "score" in r:
-        parts = [f"{name} {comps[key]:g}" for name, key in (("P4", "p4_invalid"), ("P5", "p5_behaviour"),
-                                                           ("P6", "p6_app"))
-                 if isinstance(comps.get(key), (int, float)) and comps[key]]
-        below = ",".join(r.get("below", []))
-        row["score"] = f"{r['score']:g}" if isinstance(r["score"], (int, float)) else str(r["score"])
-        row["score"] += (f" ({', '.join(parts)})" if parts else "") + (f" below {below}" if below else "")
-        row["dropped"] = f"{r.get('publish_dropped', 0)}/{r.get('graylist_dropped', 0)}"
-    return row
+def wait_ready(datadir: Path, seconds: float) -> None:
+    """Until the daemon of ``datadir`` answers ``GET /v1/status`` with ready (it may not be started yet: its
+    api.url and cookie appear once its API listens); exit 3 with one line after ``seconds``. A CLI waiting
+    for another process has nothing to be woken by: it asks again every 0.2 s, as ``bitcoin-cli -rpcwait``."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    last = "no answer"
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            if call(datadir, "GET", "/v1/status", timeout=max(0.5, min(5.0, left))).get("ready"):
+                return
+            last = "it answered, not ready yet"
+        except (DaemonNotRunning, typer.BadParameter) as exc:  # not started, or a cookie of the last run
+            last = str(getattr(exc, "message", exc))
+        if left <= 0:
+            typer.echo(f"error: the daemon of {datadir} was not ready within {seconds:g} s ({last}); its log: "
+                       f"keyswitch --datadir {datadir} logs", err=True)
+            raise typer.Exit(3)
+        time.sleep(min(0.2, max(0.0, left)))
 
 
 def local_deposits(datadir: Path) -> tuple[dict, str]:
@@ -340,22 +365,20 @@ def local_deposits(datadir: Path) -> tuple[dict, str]:
 
 def register(app: typer.Typer) -> None:
     @app.command("status")
-    def status(as_json: bool = JSON) -> None:
-        """Status of the running daemon."""
+    def status(
+        as_json: bool = JSON,
+        wait: bool = typer.Option(False, "--wait", help="First wait until the daemon answers and is ready (SECONDS, "
+                                                        f"default {WAIT_DEFAULT:g}); exit 3 with one line if not"),
+        seconds: Optional[float] = typer.Argument(None, metavar="[SECONDS]", min=0.0, max=86400.0,
+                                                  help="With --wait: how long to wait"),
+    ) -> None:
+        """Status of the running daemon (`status --wait [SECONDS]`: once it is up and ready)."""
+        if seconds is not None and not wait:
+            typer.echo(f"error: {seconds:g} is for --wait (keyswitch status --wait {seconds:g})", err=True)
+            raise typer.Exit(2)
+        if wait:
+            wait_ready(state.get_datadir(), WAIT_DEFAULT if seconds is None else seconds)
         _run("/v1/status", None, as_json, "status")
-
-    @app.command("peers")
-    def peers(as_json: bool = JSON) -> None:
-        """Connected peers, with their gossipsub score, its main components and the messages dropped."""
-        if as_json:
-            _run("/v1/peers", "peers", as_json, "peers")
-            return
-        try:
-            data = call(state.get_datadir(), "GET", "/v1/peers")
-        except DaemonNotRunning as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(3)
-        _table([peer_row(r) for r in data["peers"]], "peers", first=("peer",))
 
     @app.command("offers")
     def offers(

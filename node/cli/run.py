@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
             except daemonlock.Refused as exc:
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(2)
-            logs.configure(level=cfg["log.level"], fmt=cfg["log.format"], file=cfg["log.file"] or None,
+            logs.configure(level=cfg["log.level"], fmt=cfg["log.format"], file=cfg.log_file,
                            stream=sys.stderr)
             failed = ""
             try:

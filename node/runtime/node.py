@@ -48,6 +48,7 @@ from node import identity
 from node.runtime import pex
 from node.runtime.gossip import KsPubsub, make_gossipsub
 from node.runtime.peering import PeerManager
+from node.runtime.peerinfo import PING_ID, PeerProbe, announce_agent
 from node.runtime.streams import StreamFailed, StreamPool
 
 log = logging.getLogger("keyswitch.runtime")
@@ -200,6 +201,10 @@ class Node:
         self._identify_waited: set[str] = set()  # connected peers not identified within IDENTIFY_WAIT
         self._peer_listeners: list[Callable[[str, bool], None]] = []
         self.host.get_network().register_notifee(_ConnNotifee(self))
+        announce_agent()  # identify says keyswitch/<version>
+        # each peer's address, direction, ping latency, agent (keyswitch peers), once identify is done
+        self.probe = PeerProbe(self.host, identified=lambda peer: self.will_speak(peer, PING_ID))
+        self.on_peer(self.probe.on_peer)
         self._cancel: trio.CancelScope | None = None
         self.started = trio.Event()
         self.stopped = trio.Event()
@@ -234,10 +239,15 @@ class Node:
     def announce_addrs(self) -> list[str]:
         return [str(a) for a in self.host.get_addrs()]
 
-    async def connect(self, addr: str) -> str:
-        """Dial a full multiaddr (``.../p2p/<id>``); return the peer id."""
+    async def connect(self, addr: str, *, now: bool = False) -> str:
+        """Dial a full multiaddr (``.../p2p/<id>``); return the peer id. ``now``: even if a dial of that peer
+        failed a moment ago (an operator's ``keyswitch connect``; py-libp2p would refuse from its negative cache)."""
         info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
         self.peers.known.note(info.peer_id.to_base58(), [addr], trio.current_time())
+        if now:
+            unblock = getattr(self.host.get_network(), "unblock_peer", None)
+            if unblock is not None:
+                unblock(info.peer_id)
         await self.host.connect(info)
         return info.peer_id.to_base58()
 
@@ -389,6 +399,7 @@ class Node:
     async def _serve(self, task_status) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.peers.run)
+            await nursery.start(self.probe.run)
             self.started.set()
             log.info("node %s listening on %s", self.peer_id, ", ".join(self.listen_addrs))
             if all("/ip4/0.0.0.0/" in a or "/ip6/::/" in a for a in self.listen_addrs):

@@ -150,7 +150,7 @@ async def serve(ncfg, protocol_specs: list[str], options: dict[str, str], *, sta
         node = await nursery.start(run_host, ncfg, protocols)
         for a in node.listen_addrs:
             print(f"LISTEN {a}", file=out, flush=True)
-        print(f"READY {node.peer_id}", file=out, flush=True)
+        print(f"ready {node.peer_id}", file=out, flush=True)  # as `keyswitch run` says it
 
         async def on_signals() -> None:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as sigs:
@@ -173,7 +173,7 @@ async def serve(ncfg, protocol_specs: list[str], options: dict[str, str], *, sta
             st["stopped"] = True
             write_status(status_file, st)
         nursery.cancel_scope.cancel()
-    print("STOPPED", file=out, flush=True)
+    print("stopped", file=out, flush=True)
 
 
 def main(argv: list[str] | None = None, *, bootstrap: bool = False) -> None:
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None, *, bootstrap: bool = False) -> None:
         cfg, ncfg = build_config(args, bootstrap=bootstrap)
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
-    configure(level=cfg["log.level"], fmt=cfg["log.format"], file=cfg["log.file"] or None, stream=sys.stderr)
+    configure(level=cfg["log.level"], fmt=cfg["log.format"], file=cfg.log_file, stream=sys.stderr)
     options = dict(o.split("=", 1) for o in getattr(args, "opt", []) if "=" in o)
     trio.run(functools.partial(serve, ncfg, getattr(args, "protocol", []), options,
                                status_file=args.status_file, status_interval=args.status_interval))

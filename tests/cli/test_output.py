@@ -121,8 +121,15 @@ CANNED = {
                                "broken": ""},
                    "requests": {"made": 2, "ok": 1, "reasons": {"no offers": 1}},
                    "revocations": {"applied": 0}, "outcomes": {"seen": 0, "cheaters": []}},
-    "/v1/peers": {"peers": [{"peer": OTHER, "in_offer_mesh": True,
-                             "addrs": ["/ip4/10.0.0.7/tcp/4001"], "score": {"total": 1.5, "behaviour": 0.0}}]},
+    "/v1/peers": {"peers": [{"peer": OTHER, "in_offer_mesh": True, "bootstrap": False, "direction": "in",
+                             "address": "/ip4/10.0.0.7/tcp/4001", "latency_ms": 0.4213, "agent": "keyswitch/0.1.0",
+                             "score": 1.5, "score_components": {"p4_invalid": -2.0}, "below": [],
+                             "publish_dropped": 0, "graylist_dropped": 3}]},
+    "/v1/balance": {"claims": [], "totals": [
+        {"asset": "BTC-REG", "status": "claimed", "destination": "bcrt1qmxe5s6e7dpq6vvnyqz9ctmfyj7clwzx4pxf4uf",
+         "amount": 150000, "keys": 3},
+        {"asset": "ETH-DEV", "status": "kept", "destination": "kept in this node's enclave (offered again as a "
+         "deposit)", "amount": 25 * 10 ** 15, "keys": 1}]},
     "/v1/deposits": {"deposits": [{"pubkey": "02" + "11" * 32, "asset": "BTC-REG",
                                    "address": "bcrt1qxz3z2078m4wsxu6nffdhxd3n2gf7a39r4n0scn", "amount": 50000,
                                    "usd_cents": 5000, "price": "100000", "price_at": NOW - 7200, "txid": "66" * 32,
@@ -192,6 +199,22 @@ def test_peers_for_people(fake_daemon):
     assert not JSONISH.search(out), out
     assert "yes" in out and "/ip4/10.0.0.7/tcp/4001" in out, out
     assert OTHER in run80(fake_daemon, "peers", "--json")  # the full id via --json
+
+
+def test_peers_show_direction_ping_agent_and_score_at_80_columns(fake_daemon):
+    out = run80(fake_daemon, "peers")
+    assert max(map(len, out.splitlines())) <= 80, out
+    assert "in" in out and "0.42 ms" in out and "1.5 (P4 -2)" in out and "0/3" in out, out
+    assert "#1 /ip4/10.0.0.7/tcp/4001  keyswitch/0.1.0" in out.splitlines(), out
+
+
+def test_balance_for_people(fake_daemon):
+    out = run80(fake_daemon, "balance")
+    assert not JSONISH.search(out), out
+    assert "0.0015 BTC-REG" in out and "0.025 ETH-DEV" in out and "150000" not in out, out  # coin units
+    lines = out.splitlines()
+    assert "#1 swept to bcrt1qmxe5s6e7dpq6vvnyqz9ctmfyj7clwzx4pxf4uf" in lines, out  # the destination whole
+    assert any(l.startswith("#2 kept in this node's enclave") for l in lines), out
 
 
 def test_deposits_for_people(fake_daemon):

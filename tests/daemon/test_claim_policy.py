@@ -185,3 +185,26 @@ def test_a_kept_key_waits_for_a_fresh_price_instead_of_failing_the_refresh(world
     assert adopt_kept(deposits, kept, world.ledger, world.recv, now=NOW, prices=NoPrice()) == []
     assert deposits.all() == []
     assert [d.address for d in adopt_kept(deposits, kept, world.ledger, world.recv, now=NOW)] == [chunks[0].address]
+
+
+# ------------------------------------------------------------------ where claimed funds went (keyswitch balance)
+def test_balance_says_where_each_received_key_went(world):
+    from node.balance import KEPT, LOST, claim_rows, received_claims, totals
+
+    theirs = [world.fund(p, 100_000 + i) for i, p in enumerate(world.giver.generate_keys(3))]
+    rec = world.swap_record(theirs, kept=[])
+    given = [r for r, rd in enumerate(rec.schedule.rounds) if rd.giver == 0]  # the rounds G gave us
+    rec.claims = [ClaimRecord(given[0], "claimed", "tx0"), ClaimRecord(given[1], "kept"),
+                  ClaimRecord(given[2], "double-spent", "", "spent by tx9"),
+                  ClaimRecord(1, "claimed", "ours")]  # (round 1 is ours to give: never counted as received)
+    store = ContractStore(None)
+    store.put("ab" * 32, rec)
+    rows = claim_rows(received_claims(store, ContractStore(None)), lambda c: "bcrt1-claim-of-" + c.address[-6:])
+    by_round = {r["from_address"]: r for r in rows}
+    assert len(rows) == 3
+    first, second, third = (by_round[theirs[i].address] for i in range(3))
+    assert (first["status"], first["destination"], first["txid"]) == (
+        "claimed", "bcrt1-claim-of-" + theirs[0].address[-6:], "tx0")
+    assert second["destination"] == KEPT and third["destination"] == LOST
+    assert [(t["status"], t["amount"], t["keys"]) for t in totals(rows + [dict(first)])] == [
+        ("claimed", 2 * theirs[0].amount, 2), ("double-spent", theirs[2].amount, 1), ("kept", theirs[1].amount, 1)]

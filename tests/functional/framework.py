@@ -78,7 +78,7 @@ class Proc:
         for line in self.log_text().splitlines():
             if line.startswith("LISTEN ") and not self.addr:
                 self.addr = line.split(" ", 1)[1].strip()
-            if line.startswith("READY "):
+            if line.startswith("ready "):
                 self.peer_id = line.split(" ", 1)[1].strip()
                 return bool(self.addr)
         return False

@@ -63,6 +63,18 @@ def test_two_daemons_swap_chunks_and_claim_them(tmp_path):
             o = c["outcome"]
             assert (o["status"], o["released"], o["received"], o["lost"]) == ("claimed", 2, 2, 0), o
             assert all(ch["asset"] == got and ch["status"] == "claimed" and ch["txid"] for ch in o["chunks"]), o
+        # `keyswitch balance`: where the received keys went: both swept to the owner's claim addresses, by the
+        # sweeps the outcome names
+        for api, got in ((a, "ETH-DEV"), (bb, "BTC-REG")):
+            bal = api.get("/v1/balance")
+            (c,) = api.get("/v1/contracts")["contracts"]
+            assert sorted(r["txid"] for r in bal["claims"]) == sorted(ch["txid"] for ch in c["outcome"]["chunks"])
+            assert [(t["asset"], t["status"], t["keys"]) for t in bal["totals"]] in (
+                [(got, "claimed", 1), (got, "claimed", 1)], [(got, "claimed", 2)]), bal  # (an address per key)
+        text = subprocess.run([sys.executable, "-m", "node", "--datadir", str(dirs[0]), "balance"],
+                              capture_output=True, text=True, timeout=60 * FACTOR).stdout
+        dests = {r["destination"] for r in a.get("/v1/balance")["claims"]}
+        assert all(f"swept to {d}" in text for d in dests) and "ETH-DEV" in text, text
         # each side's view of the other's device went up; each received the other's outcome report
         until(lambda: all(api.get("/v1/status")["outcomes"]["accepted"] >= 1 for api in (a, bb)), 60,
               "outcome reports delivered")
