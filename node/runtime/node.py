@@ -222,7 +222,7 @@ class Node:
                 self.peers.note_connected(peer)
             else:
                 self._identify_waited.discard(peer)
-                self.peers.kick()
+                self.peers.note_disconnected(none_left=not self._conns)
             for fn in list(self._peer_listeners):
                 fn(peer, up)
 

@@ -223,6 +223,16 @@ class PeerManager:
         if addrs:
             self.known.note(peer, list(addrs), self.now())
 
+    def note_disconnected(self, *, none_left: bool) -> None:
+        """A peer's last connection closed. With no peer left, re-bootstrap at once rather than at the loop's
+        next turn: the loop may be busy in a dial or a peer exchange, and a dial in flight could reconnect us
+        first, so the bootnodes' backoff would stay and the loss would go uncounted."""
+        if none_left and self._had_peers and self.bootnodes:
+            log.info("no peers left: re-bootstrapping from %d bootnodes", len(self.bootnodes))
+            self._rebootstrap()
+            self._had_peers = False
+        self.kick()
+
     def _touch_connected(self, now: float) -> None:
         for p in self.node.connected_peers():
             if p in self.known:
@@ -248,10 +258,8 @@ class PeerManager:
         task_status.started()
         next_pex = 0.0
         while True:
-            if not self.node.connected_peers() and self._had_peers and self.bootnodes:
-                log.info("no peers left: re-bootstrapping from %d bootnodes", len(self.bootnodes))
-                self._rebootstrap()
-                self._had_peers = False
+            if not self.node.connected_peers() and self._had_peers and self.bootnodes:  # missed by the notifee
+                self.note_disconnected(none_left=True)
             await self._top_up()
             connected = self.node.connected_peers()
             now = self.now()
