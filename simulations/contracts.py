@@ -16,8 +16,8 @@ at the contract's start, never offered); the device gives the chosen chunks. The
 agreement over ``/keyswitch/contract/1`` (``node.swaps.SwapDesk.accept``) is not run: the device
 ``expect``s the schedule, as it would after agreeing. Both sides sweep what they receive (claim policy
 "sweep", the daemon's default). An honest device retracts its committed chunks from its sheet at
-agreement (as ``SwapDesk`` does) and, once its side ends, its owner deposits as many fresh chunks again
-(so supply does not run dry over a day) and publishes the new sheet.
+agreement (as ``SwapDesk`` does) and its owner deposits as many fresh chunks at once (one new sheet; supply
+does not run dry over a day).
 
 Adversaries, driven as attackers would (the host, not the code under test, misbehaves):
 
@@ -156,7 +156,9 @@ class ContractLayer:
         self.deals: dict[str, Deal] = {}  # contract id hex -> deal
         self.reporters: dict[int, object] = {}  # full node idx -> its OutcomeReporter
         self.stats = Stats()
-        self.hold = float(sim.sc["adversaries"].get("broken_tee", {}).get("hold", 0.0))
+        broken = sim.sc["adversaries"].get("broken_tee", {})
+        self.hold = float(broken.get("hold", 0.0))
+        self.turns_at = sim.t0 + float(broken.get("after", 0.0))
         self.round_timeout = float(sim.sc["requests"]["round_timeout"])
 
     # ------------------------------------------------------------------ setup
@@ -250,11 +252,17 @@ class ContractLayer:
         return out
 
     # ------------------------------------------------------------------ the host's network
+    def cheating(self, node) -> bool:
+        """Does ``node``'s host cheat now? A withholder always; a broken TEE from ``broken_tee.after`` s on
+        (before, it behaves as an honest device would and builds a record)."""
+        role = self.sim.role.get(node.idx)
+        return role == "withholder" or (role == "broken_tee" and self.sim.now >= self.turns_at)
+
     def outgoing(self, node, cmd) -> float | None:
         """Extra delay of an outgoing release-protocol request by ``node``'s host, or None: dropped."""
-        role = self.sim.role.get(node.idx)
-        if role not in ("withholder", "broken_tee"):
+        if not self.cheating(node):
             return 0.0
+        role = self.sim.role.get(node.idx)
         try:
             kind = wire.decode(cmd.data, wire.Signed).kind
         except wire.WireError:
@@ -272,17 +280,14 @@ class ContractLayer:
         kind, d = note.kind, note.detail
         if kind == "release.released":
             self.stats.released_notes += 1
-        elif kind == "release.agreed" and self.sim.role.get(node.idx) != "broken_tee":
+        elif kind == "release.agreed" and not (self.cheating(node) and self.sim.role.get(node.idx) == "broken_tee"):
             c = node.release.contracts.get(d.get("contract", ""))
-            if c is not None and c.me == 1:  # our committed chunks leave our sheet (SwapDesk does the same)
-                gone = {rd.chunk.pubkey for rd in c.rounds if rd.giver == c.me}
-                self._resheet(node, [x for x in node.deposits if x.pubkey not in gone])
+            if c is not None and c.me == 1:
+                self._replenish(node, {rd.chunk.pubkey for rd in c.rounds if rd.giver == c.me})
         elif kind == "release.outcome":
             deal = self.deals.get(d["contract_id"])
             if deal is not None and deal.client == node.idx and deal.outcome is None:
                 self._client_outcome(node, deal, d)
-            elif deal is not None and deal.device == node.idx:
-                self._replenish(node, deal)
             reporter = self.reporters.get(node.idx)
             if reporter is not None:
                 reporter.report(d["contract_id"], d, d.get("peer", ""), self.sim.now)
@@ -325,20 +330,15 @@ class ContractLayer:
         self.sim._contract_ended(client, offers, charged=status is not None)
         self.sim.m.fees["honest_losses_cents"] += loss
 
-    def _replenish(self, device, deal: Deal) -> None:
-        """An honest device's side ended: its owner deposits again what it released, and publishes."""
-        if self.sim.role.get(device.idx) == "broken_tee":
-            return
-        gone = {rd.chunk.pubkey for rd in deal.schedule.rounds if rd.giver == 1}
+    def _replenish(self, device, gone: set[bytes]) -> None:
+        """An honest device agreed to a swap: the chunks it committed leave its sheet (``SwapDesk`` does the
+        same) and its owner deposits as many fresh ones at once: one new sheet, supply kept constant."""
         keep = [x for x in device.deposits if x.pubkey not in gone]
-        fresh = self._fund(device, [(c.asset, c.usd_cents) for c in deal.offers])
+        fresh = self._fund(device, [(x.asset, x.usd_cents) for x in device.deposits if x.pubkey in gone])
         self.stats.replenished += len(fresh)
-        self._resheet(device, keep + fresh, fresh=True)
-
-    def _resheet(self, node, deposits: list, fresh: bool = False) -> None:
-        node.deposits = deposits
-        if node.offers.own is not None:
-            self.sim._set_own(node, self.sim._own_sheet(node, fresh=fresh))
+        device.deposits = keep + fresh
+        if device.offers.own is not None:
+            self.sim._set_own(device, self.sim._own_sheet(device, fresh=True))
 
     # ------------------------------------------------------------------ summary
     def _broken_summary(self) -> dict:

@@ -71,10 +71,12 @@ Simplifications, stated:
   ``verdict_mismatch``). This is what lets 10,000 nodes fit on two cores.
 * Stream requests (proposals) take one sampled one-way latency each way;
   ``loss`` does not apply to them (a stream retransmits).
-* The contract layer (issue 7) is not built: a successful choice is *held* as
+* Contracts, by default (``requests.contracts = "model"``): a successful choice is *held* as
   exposure by the client's risk engine for ``contract_seconds``, then
   released, and each device in it is credited ``Action.CLAIMED`` (or, for a
-  withholder or broken TEE, as in the next items).
+  withholder or broken TEE, as in the next items). With ``"real"`` each contract
+  runs the release code instead (``simulations.contracts``: the swap protocol
+  between the devices' enclaves, outcomes and reports from the code).
 * Outcome reports and revocations (scenarios with a ``slanderer``,
   ``withholder``, ``broken_tee`` or ``revoked_class``): every full node also
   runs ``OutcomesProtocol`` (``ledger_check`` is ``node.daemon.ledger_check``
@@ -89,7 +91,7 @@ Simplifications, stated:
   keep forwarding the sheets of a revoked device or class (they hold no risk
   engine); full nodes IGNORE them, counted as ``revoked_ignored``, not as a
   verdict mismatch.
-* Withholding and double-spending happen at the simplified contract's end
+* Withholding and double-spending (model contracts) happen at the simplified contract's end
   (above): a withholder's counterparty applies ``Action.WITHHELD`` and
   gossips a ``withheld`` report instead of crediting ``CLAIMED``; a broken
   TEE's deposit is swept on the ``DevLedger`` with the key exported from its

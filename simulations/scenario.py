@@ -56,9 +56,10 @@ ADVERSARY_DEFAULTS = {
     # offering full nodes that withhold the keys of their chosen chunks when a contract completes
     "withholder": {"nodes": 2},
     # offering full nodes whose TEE is broken: they spend the deposits whose keys they released (contracts =
-    # "model"), or release a key again in another contract (contracts = "real"; the host holds each release
-    # back ``hold`` s so that more buyers of the same chunk pay first)
-    "broken_tee": {"nodes": 1, "hold": 0.0},
+    # "model"), or release a key again in another contract (contracts = "real"; from ``after`` s on, before
+    # which they behave and build a record, the host holds each release back ``hold`` s so that more buyers
+    # of the same chunk pay first)
+    "broken_tee": {"nodes": 1, "hold": 0.0, "after": 0.0},
     # at ``at`` simulated seconds a configured signer revokes ``device_class`` with a signed notice
     "revoked_class": {"at": 60.0, "device_class": "knox", "reason": "simulated: the class's attestation is broken"},
 }
@@ -244,6 +245,7 @@ def validate(raw: dict) -> dict:
         _num(a, f"adversaries.{name}", "nodes", lo=0, integer=True)
         if name == "broken_tee":
             _num(a, "adversaries.broken_tee", "hold", lo=0, hi=600)
+            _num(a, "adversaries.broken_tee", "after", lo=0)  # (real contracts) honest until then
         if name in ("spammer", "forger", "slanderer"):
             _num(a, f"adversaries.{name}", "rate", lo=0, lo_open=True)
         if name == "sybil":

@@ -102,7 +102,7 @@ def test_security_scenario_figures_come_from_the_release_code():
     assert s["second_releases"] >= 1 and s["by_status"].get("double-spent", 0) >= 1
     # honest clients' losses, recomputed from the clients' own contract records: what each gave minus what
     # it claimed; a double-spent chunk is one whose sweep found the funds gone (the ledger names the spend)
-    lost = 0
+    lost = unreported = 0
     for cid, deal in eng.contracts.deals.items():
         if deal.outcome is None:
             continue
@@ -110,6 +110,7 @@ def test_security_scenario_figures_come_from_the_release_code():
         gave = sum(deal.cents[rd.chunk.pubkey] for r, rd in enumerate(c.rounds) if rd.giver == 0 and r < c.next)
         got = sum(deal.cents[c.rounds[x.round].chunk.pubkey] for x in c.rec.claims if x.status == "claimed")
         lost += max(0, gave - got)
+        unreported += max(0, gave - got) if c.outcome.status == "failed" else 0  # (no report names it)
         for x in c.rec.claims:
             if x.status == "double-spent":
                 assert eng.role[deal.device] == "broken_tee"
@@ -124,4 +125,9 @@ def test_security_scenario_figures_come_from_the_release_code():
         if n.device_id.hex() in caught:
             assert all(f.engine.reputation.is_cheater(n.device_id) for f in eng.nodes if f.full and f is not n)
     assert s["broken"]["isolate_all_s_max"] is not None
-    assert all(row["passed"] for row in verdict(summ, eng.sc["criteria"])), verdict(summ, eng.sc["criteria"])
+    # the verdict reads these figures (it may fail: a victim whose enclave refuses the twice-released key, or
+    # finds its funds short, ends "failed", and no report names the device: docs/simulations.md)
+    rows = {r["criterion"]: r for r in verdict(summ, eng.sc["criteria"])}
+    assert rows["contracts.honest_losses_unreported_cents_max"]["value"] == s["honest_losses_unreported_cents"]
+    assert s["honest_losses_unreported_cents"] == unreported
+    assert rows["contracts.broken.not_isolated_max"]["value"] == s["broken"]["not_isolated"] == 0
