@@ -160,7 +160,7 @@ class SimNode:
     rfp: Any = None  # RfpProtocol (full nodes)
     outcomes: Any = None  # OutcomesProtocol (full nodes, when a scenario needs outcome reports)
     revocations: Any = None  # RevocationProtocol (full nodes, when a scenario revokes a class)
-    release: Any = None  # ReleaseProtocol (publishers, when contracts are real: simulations.contracts)
+    release: object = None  # ReleaseProtocol (publishers, when contracts are real: simulations.contracts)
     engine: Any = None  # RiskEngine (full nodes)
     book: Any = None
     enclave: Any = None
