@@ -53,6 +53,10 @@ Implemented:
   ``node.daemon.make_revocations`` sets up). Contracts already held on the
   class run out with ``contract_seconds`` (no early unwinding in the sim).
 
+With ``requests.contracts = "real"`` the withholder and the broken TEE are hosts driven as attackers
+around the real release code instead (``simulations.contracts``): the withholder's host drops its releases,
+the broken TEE runs an enclave build whose double-release guard is off and sells a chunk twice.
+
 Hooks to add one: a node ``kind`` or role built in ``Engine._build``, its
 events scheduled in ``Engine.run`` (``_ev_<kind>``), and its measurements added
 to ``Engine.summary`` under ``adversaries``.

@@ -71,10 +71,12 @@ Simplifications, stated:
   ``verdict_mismatch``). This is what lets 10,000 nodes fit on two cores.
 * Stream requests (proposals) take one sampled one-way latency each way;
   ``loss`` does not apply to them (a stream retransmits).
-* The contract layer (issue 7) is not built: a successful choice is *held* as
+* Contracts, by default (``requests.contracts = "model"``): a successful choice is *held* as
   exposure by the client's risk engine for ``contract_seconds``, then
   released, and each device in it is credited ``Action.CLAIMED`` (or, for a
-  withholder or broken TEE, as in the next items).
+  withholder or broken TEE, as in the next items). With ``"real"`` each contract
+  runs the release code instead (``simulations.contracts``: the swap protocol
+  between the devices' enclaves, outcomes and reports from the code).
 * Outcome reports and revocations (scenarios with a ``slanderer``,
   ``withholder``, ``broken_tee`` or ``revoked_class``): every full node also
   runs ``OutcomesProtocol`` (``ledger_check`` is ``node.daemon.ledger_check``
@@ -89,7 +91,7 @@ Simplifications, stated:
   keep forwarding the sheets of a revoked device or class (they hold no risk
   engine); full nodes IGNORE them, counted as ``revoked_ignored``, not as a
   verdict mismatch.
-* Withholding and double-spending happen at the simplified contract's end
+* Withholding and double-spending (model contracts) happen at the simplified contract's end
   (above): a withholder's counterparty applies ``Action.WITHHELD`` and
   gossips a ``withheld`` report instead of crediting ``CLAIMED``; a broken
   TEE's deposit is swept on the ``DevLedger`` with the key exported from its
@@ -158,6 +160,7 @@ class SimNode:
     rfp: Any = None  # RfpProtocol (full nodes)
     outcomes: Any = None  # OutcomesProtocol (full nodes, when a scenario needs outcome reports)
     revocations: Any = None  # RevocationProtocol (full nodes, when a scenario revokes a class)
+    release: object = None  # ReleaseProtocol (publishers, when contracts are real: simulations.contracts)
     engine: Any = None  # RiskEngine (full nodes)
     book: Any = None
     enclave: Any = None
@@ -169,7 +172,7 @@ class SimNode:
     rejects_from: dict = field(default_factory=dict)  # peer idx -> REJECTs received
 
     def protocols(self) -> list:
-        return [p for p in (self.offers, self.rfp, self.outcomes, self.revocations) if p is not None]
+        return [p for p in (self.offers, self.rfp, self.outcomes, self.revocations, self.release) if p is not None]
 
 
 class _SimTransport:
@@ -334,6 +337,12 @@ class Engine:
         adv = sc["adversaries"]
         # outcome reports are gossiped (and checked on the ledger) when an adversary is about them
         self.reports_on = any(k in adv for k in ("slanderer", "withholder", "broken_tee"))
+        self.contracts = None  # simulations.contracts.ContractLayer when contracts run the release code
+        if sc["requests"]["contracts"] == "real":
+            from simulations.contracts import ContractLayer
+
+            self.contracts = ContractLayer(self)
+            self.reports_on = True  # contract outcomes are reported, as daemons do
         self.revoke_cfg = adv.get("revoked_class")
         from node.peerkey import PeerSigner
 
@@ -485,9 +494,9 @@ class Engine:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            node.enclave = InProcessEnclave(None, clock=self.clock,
-                                            seed=hashlib.sha256(b"keyswitch-sim/enclave/%d/%d"
-                                                                % (self.seed, node.idx)).digest())
+            seed = hashlib.sha256(b"keyswitch-sim/enclave/%d/%d" % (self.seed, node.idx)).digest()
+            node.enclave = (InProcessEnclave(None, clock=self.clock, seed=seed) if self.contracts is None
+                            else self.contracts.enclave(node, seed))
         if node.offers is None:  # a publisher that keeps no book of its own (sybils)
             node.book = OfferBook(None)
             node.offers = OffersProtocol(net=self.net, book=node.book, attestations=None,
@@ -507,6 +516,8 @@ class Engine:
         from node.risk.classes import ClassRegistry
 
         self.device_limit[node.device_id] = ClassRegistry().resolve(dclass).limit_cents(0.0)
+        if self.contracts is not None:
+            self.contracts.attach(node)
 
     def price(self, asset: str, at: float):
         """The scenario's price of ``asset`` now (a ``PriceFeed``: each node's own price)."""
@@ -530,8 +541,9 @@ class Engine:
                 return Decimal(str(round(p1 + (p2 - p1) * f, 8)))
         return Decimal(str(path[-1][1]))
 
-    def _own_sheet(self, node: SimNode):
-        """The publisher's sheet at the current price (what ``OfferStack.refresh_offers`` does on a node)."""
+    def _own_sheet(self, node: SimNode, fresh: bool = False):
+        """The publisher's sheet at the current price (what ``OfferStack.refresh_offers`` does on a node);
+        ``fresh``: a new binding and quote (its deposit keys changed)."""
         from node.assets.prices import Price, usd_value_cents
         from node.protocols.offers import Offer, OwnSheet
 
@@ -547,7 +559,7 @@ class Engine:
             p = Price(d.asset, self._price(d.asset), self.now, "scenario")
             offers.append(Offer(d.asset, d.address, d.pubkey, d.amount, max(1, usd_value_cents(d.asset, d.amount, p)),
                                 str(p.usd_per_unit), self.now, self.now + ttl))
-        if own is None:
+        if own is None or fresh:
             committed = node.enclave.held_pubkeys()  # what the binding's keys_root commits to (sheets carry it)
             binding = node.enclave.binding_for(self.net, node.peer_id)
             quote = node.enclave.quote(binding, now=self.now)
@@ -620,6 +632,14 @@ class Engine:
         heapq.heappush(self.heap, (at, self._seq, kind, payload))
 
     def run(self) -> None:
+        if self.contracts is None:
+            return self._run()
+        from simulations.contracts import shared_pure_checks
+
+        with shared_pure_checks():
+            return self._run()
+
+    def _run(self) -> None:
         sc = self.sc
         end = self.t0 + sc["run"]["duration"]
         for node in self.nodes:
@@ -783,18 +803,22 @@ class Engine:
                   "usd_cents": round(usd * 100)})
         self.run_cmds(node, cmds, node.rfp)
 
+    def _contract_ended(self, node: SimNode, offers: tuple, charged: bool = True) -> None:
+        """A contract over ``offers`` ended: the client's exposure on them is released; a fee is charged."""
+        node.engine.release(offers)
+        if charged:
+            fee = sum(c.usd_cents for c in offers) * self.sc["fees"]["contract_fee_bp"] // 10_000
+            self.m.fees["collected_cents"] += fee
+            self.m.fees["pool_cents"] += int(fee * self.sc["fees"]["insurance_share"])
+            self.m.fees["contracts"] += 1
+        for c in offers:
+            self.m.exposure_now[c.device_id] = self.m.exposure_now.get(c.device_id, 0) - c.usd_cents
+
     def _ev_release(self, i: int, offers: tuple) -> None:
         from node.risk.reputation import Action
 
         node = self.nodes[i]
-        node.engine.release(offers)
-        value = sum(c.usd_cents for c in offers)
-        fee = value * self.sc["fees"]["contract_fee_bp"] // 10_000
-        self.m.fees["collected_cents"] += fee
-        self.m.fees["pool_cents"] += int(fee * self.sc["fees"]["insurance_share"])
-        self.m.fees["contracts"] += 1
-        for c in offers:
-            self.m.exposure_now[c.device_id] = self.m.exposure_now.get(c.device_id, 0) - c.usd_cents
+        self._contract_ended(node, offers)
         for dev in dict.fromkeys(c.device_id for c in offers):
             kind = self.device_kind.get(dev, "honest")
             if kind in ("withholder", "broken_tee") and self.reports_on:
@@ -935,14 +959,19 @@ class Engine:
                 and cmd.protocol == node.offers.sheets_protocol):
             self._relay_pull(node, self.nodes[target], cmd)
             return
-        if target is None or not self.nodes[target].full:
+        delay = 0.0
+        if target is not None and self.contracts is not None and cmd.protocol == self.contracts.protocol:
+            delay = self.contracts.outgoing(node, cmd)  # a hostile host may hold or drop what it sends
+            if delay is None:
+                return
+        elif target is None or not self.nodes[target].full:
             self.push(self.now, "resp_in", (node.idx, cmd, b"", "protocol not supported"))
             return
         self._call_id += 1
         self.calls[self._call_id] = (node.idx, cmd)
         if cmd.protocol.startswith("/keyswitch/contract/"):
             self.m.proposals_sent += 1
-        self.push(self.now + float(self._lat(1)[0]), "req_in", (target, self._call_id))
+        self.push(self.now + float(self._lat(1)[0]) + delay, "req_in", (target, self._call_id))
 
     def _relay_pull(self, node: SimNode, relay: SimNode, cmd: SendRequest) -> None:
         """A relay answers a pull with the sheets the reference validator accepted (the latest per origin),
@@ -962,6 +991,9 @@ class Engine:
             self.push(at, "resp_in", (node.idx, cmd, data, ""))
 
     def _notify(self, node: SimNode, note: Notify) -> None:
+        if note.kind.startswith("release.") and self.contracts is not None:
+            self.contracts.on_notify(node, note)
+            return
         if note.kind == "offers.sheet":
             if self.reports_on and note.detail.get("pulled"):  # as for a gossiped sheet (_ev_deliver)
                 o = self.nodes[self.by_peer[note.detail["origin"]]]
@@ -1012,7 +1044,10 @@ class Engine:
             per_client[c.device_id] = node.engine.caps.exposure.by_device.get(c.device_id, 0)
         for dev, v in per_client.items():
             self.m.exposure_peak_per_client[dev] = max(self.m.exposure_peak_per_client.get(dev, 0), v)
-        self.push(self.now + self.sc["requests"]["contract_seconds"], "release", (node.idx, offers))
+        if self.contracts is not None:
+            self.contracts.start(node, offers)  # the release code runs them (simulations.contracts)
+        else:
+            self.push(self.now + self.sc["requests"]["contract_seconds"], "release", (node.idx, offers))
 
     # ------------------------------------------------------------ gossip
     def _reference_verdict(self, topic: str, data: bytes):
@@ -1180,7 +1215,10 @@ class Engine:
                 "failure_reasons": _count(re.sub(r"\d+(\.\d+)?", "N", r["reason"])[:160]
                                           for r in decided if not r["ok"]),
             },
-            "exposure": {"honest": expo("honest"), "sybil": expo("sybil"), "cap_violations": m.cap_violations},
+            "exposure": {"honest": expo("honest"), "sybil": expo("sybil"), "cap_violations": m.cap_violations,
+                         # with real contracts, the role adversaries' business too (simulations.contracts)
+                         **({k: expo(k) for k in sorted(set(self.device_kind.values()) - {"honest", "sybil"})}
+                            if self.contracts is not None else {})},
             "reputation_at_requesters": {
                 "honest_mean": rep_h,
                 "sybil_mean": rep_s,
@@ -1189,6 +1227,7 @@ class Engine:
             "adversaries": self._adversary_summary(),
             "spam": dict(m.spam, receivers_per_message=round(m.spam["receivers"] / spam_pub, 3) if spam_pub else None),
             "churn_events": m.churn_events,
+            **({"contracts": self.contracts.summary()} if self.contracts is not None else {}),
             "fees": dict(m.fees, fee_bp=self.sc["fees"]["contract_fee_bp"],
                          insurance_share=self.sc["fees"]["insurance_share"],
                          losses_covered_share=(round(min(1.0, m.fees["pool_cents"] / m.fees["honest_losses_cents"]), 4)

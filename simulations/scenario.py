@@ -40,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "requests": {"rate": 0.1, "usd_min": 100.0, "usd_max": 500.0, "requesters": 3, "deadline": 3.0,
                  "contract_seconds": 300.0, "contract": "sim-escrow", "max_per_device": 4,
                  "max_share_device": 0.25, "max_share_owner": 0.5,
-                 "proposals": DEFAULT_TARGET_PROPOSALS},
+                 "proposals": DEFAULT_TARGET_PROPOSALS, "contracts": "model", "round_timeout": 30.0},
     # a fee on every contract, in basis points of its value; the share of it paid into the insurance pool
     "fees": {"contract_fee_bp": 30, "insurance_share": 1.0},
     "devices": {"sim": 1.0},
@@ -55,8 +55,11 @@ ADVERSARY_DEFAULTS = {
     "slanderer": {"nodes": 2, "rate": 0.2},
     # offering full nodes that withhold the keys of their chosen chunks when a contract completes
     "withholder": {"nodes": 2},
-    # offering full nodes whose TEE is broken: they spend the deposits whose keys they released
-    "broken_tee": {"nodes": 1},
+    # offering full nodes whose TEE is broken: they spend the deposits whose keys they released (contracts =
+    # "model"), or release a key again in another contract (contracts = "real"; from ``after`` s on, before
+    # which they behave and build a record, the host holds each release back ``hold`` s so that more buyers
+    # of the same chunk pay first)
+    "broken_tee": {"nodes": 1, "hold": 0.0, "after": 0.0},
     # at ``at`` simulated seconds a configured signer revokes ``device_class`` with a signed notice
     "revoked_class": {"at": 60.0, "device_class": "knox", "reason": "simulated: the class's attestation is broken"},
 }
@@ -200,6 +203,12 @@ def validate(raw: dict) -> dict:
     _num(q, "requests", "max_share_owner", lo=0, lo_open=True, hi=1)
     # the proposals a request draws (node.protocols.rfp's responder sortition); 0: every full node answers
     _num(q, "requests", "proposals", lo=0, integer=True)
+    # contracts: "model" (a chosen set is held as exposure for contract_seconds) or "real" (each runs the
+    # swap protocol with the devices' enclaves: simulations.contracts); round_timeout: the release
+    # protocol's wait for a silent peer
+    if q["contracts"] not in ("model", "real"):
+        raise ScenarioError(f"requests.contracts: expected \"model\" or \"real\", got {q['contracts']!r}")
+    _num(q, "requests", "round_timeout", lo=0, lo_open=True)
 
     dev = raw.get("devices", DEFAULTS["devices"])
     if not isinstance(dev, dict) or not dev:
@@ -234,6 +243,9 @@ def validate(raw: dict) -> dict:
             sc["adversaries"][name] = a
             continue
         _num(a, f"adversaries.{name}", "nodes", lo=0, integer=True)
+        if name == "broken_tee":
+            _num(a, "adversaries.broken_tee", "hold", lo=0, hi=600)
+            _num(a, "adversaries.broken_tee", "after", lo=0)  # (real contracts) honest until then
         if name in ("spammer", "forger", "slanderer"):
             _num(a, f"adversaries.{name}", "rate", lo=0, lo_open=True)
         if name == "sybil":

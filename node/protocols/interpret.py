@@ -70,8 +70,11 @@ def _op_first_unfunded(ad: LedgerAdapters, rounds: tuple):
     """Why the first of these ``(round, chunk)`` has no funds (``"round r: why"``), or None when all have.
     The ledger is asked about them all at once; a ledger that cannot answer counts as "not there"."""
     check = _need(ad.check_funds, "check_funds", "first_unfunded")
-    with ThreadPoolExecutor(max_workers=min(8, max(1, len(rounds)))) as pool:
-        there = list(pool.map(lambda rc: funds_state(check, rc[1]), rounds))
+    if len(rounds) <= 1:  # one question: no pool of threads for it
+        there = [funds_state(check, rc[1]) for rc in rounds]
+    else:
+        with ThreadPoolExecutor(max_workers=min(8, len(rounds))) as pool:
+            there = list(pool.map(lambda rc: funds_state(check, rc[1]), rounds))
     for (r, _), (state, why) in zip(rounds, there):
         if state != FUNDS_OK:  # short, gone or unknown: no agreement
             return f"round {r}: {why}"
