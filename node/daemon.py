@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import random
 import signal
@@ -694,7 +695,7 @@ class NodeServices:
             raise ApiError(400, f"usd must be in (0, {MAX_REQUEST_CENTS / 100:.0f}], got {usd!r}")
         if give:
             rid = self.requests.start(asset, cents, contract, give)
-            return await self.requests.wait(rid, -1, 1e9) if wait else self.requests.report(rid)
+            return await self.requests.wait(rid, -1, math.inf, until_done=True) if wait else self.requests.report(rid)
         return (await self.choose(asset, cents, contract)).to_json()
 
     async def request_report(self, rid: str, version: int, timeout: float) -> dict[str, Any]:

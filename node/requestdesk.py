@@ -77,13 +77,14 @@ class RequestDesk:
             raise ApiError(404, f"no request {rid!r} on this node (the last {KEEP} finished ones are kept)")
         return e.run.report()
 
-    async def wait(self, rid: str, version: int, timeout: float) -> dict:
-        """The run's report once its version passes ``version`` (or ``timeout`` seconds, or it ended)."""
+    async def wait(self, rid: str, version: int, timeout: float, *, until_done: bool = False) -> dict:
+        """The run's report once its version passes ``version`` (or it ended, or ``timeout`` seconds passed);
+        ``until_done``: once it ended."""
         e = self.runs.get(rid)
         if e is None:
             return self.report(rid)
         with trio.move_on_after(timeout):
-            while e.run.version <= version and not e.run.done:
+            while (until_done or e.run.version <= version) and not e.run.done:
                 await e.changed.wait()
         return e.run.report()
 
