@@ -340,7 +340,7 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         if not (1 <= len(rid) <= 32 and rid.isascii() and rid.isalnum()):
             raise ApiError(400, "a request id is 1..32 letters and digits")
         raw = request.query_params.get("version", "-1")
-        if not (raw.isascii() and raw.lstrip("-").isdigit() and len(raw) <= 9):
+        if not (raw == "-1" or (raw.isascii() and raw.isdigit() and len(raw) <= 8)):
             raise ApiError(400, f"version must be an integer in -1..99999999, got {raw[:24]!r}")
         return JSONResponse(await services.request_report(rid, int(raw), REPORT_WAIT))
 
