@@ -74,12 +74,24 @@ def run(tmp: Path, deadline: float) -> dict:
         until(lambda: len(r.get("/v1/offers?asset=BTC-REG")["offers"]) == want
               and all(len(api[n].get("/v1/offers?asset=ETH-DEV")["offers"]) == 14 for n in names[1:]), 180,
               "every book holds the others' offers")
+        left = {"n": want}
+
+        def settled() -> None:
+            """Until R's book no longer offers the chunks it already took (their givers' retractions are
+            gossiped: a stale offer would be refused by its giver, and counted here as a slower run)."""
+            until(lambda: len(r.get("/v1/offers?asset=BTC-REG")["offers"]) == left["n"], 120,
+                  f"R's book holds the {left['n']} BTC-REG offers not yet taken")
+
         anchors = [anchor_swap(r, api["P1"].peer)]
+        left["n"] -= 1
         reports = {}
         for k in (1, 3, PROVIDERS):
+            settled()
             resp = r.post("/v1/requests", {"asset": "BTC-REG", "usd": 50 * k, "give": "ETH-DEV"})
             assert resp.status_code == 201, resp.text
             reports[k] = resp.json()
+            left["n"] -= sum(p["received"] for p in reports[k]["providers"])
+        settled()
         anchors.append(anchor_swap(r, api["P1"].peer))
         return {"anchors": anchors, "reports": reports}
     finally:

@@ -691,10 +691,17 @@ class SwapDesk:
         self._retract_pub(c.rounds[d["round"]].chunk.pubkey)
 
     def _retract_pub(self, pub: bytes) -> None:
+        """Our deposit key ``pub`` is committed or released: off our sheet, and the retraction published at
+        once (not at the next re-announcement, which backs off up to ``offers.REPUBLISH_MAX``: peers' books
+        would offer it meanwhile, and their contracts over it be refused)."""
         own = self.stack.protocol.own
         if own is not None and any(o.pubkey == pub for o in own.offers):
             own.offers = [o for o in own.offers if o.pubkey != pub]
             own.retracted.append(pub)
+            node = getattr(self, "node", None)
+            if node is not None:  # (set by the daemon once its host runs)
+                proto = self.stack.protocol
+                node.driver.submit(proto, lambda now: proto.set_own_sheet(proto.own, now))
         extra = self.stack.extra
         if "offers" in extra:
             extra["offers"] = [o for o in extra["offers"] if o.pubkey != pub]
