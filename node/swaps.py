@@ -225,6 +225,7 @@ class SwapDesk:
             store=ContractStore(stack.extra["datadir"] / "runs", record_type=RunRecord), claim_policy=claim_policy,
             price_of=self._price, price_tolerance=price_tolerance)
         self.arbitrated: dict[str, Any] = {}  # contract id hex -> spec, for escrows we arbitrate
+        self._publishing = False  # a publish of our sheet (retractions) is queued on the driver
         #: called with every swap outcome (``release.outcome``'s detail) once it is reported, on the trio thread
         self.watchers: list[Callable[[dict], None]] = []
         #: exposure reserved for contracts agreed but not yet in a contract store (the peer's hello, our
@@ -699,9 +700,15 @@ class SwapDesk:
             own.offers = [o for o in own.offers if o.pubkey != pub]
             own.retracted.append(pub)
             node = getattr(self, "node", None)
-            if node is not None:  # (set by the daemon once its host runs)
+            if node is not None and not self._publishing:  # (node: set by the daemon once its host runs)
+                self._publishing = True  # the retractions of one contract event go out on one sheet
                 proto = self.stack.protocol
-                node.driver.submit(proto, lambda now: proto.set_own_sheet(proto.own, now))
+
+                def publish(now: float):
+                    self._publishing = False
+                    return proto.set_own_sheet(proto.own, now)
+
+                node.driver.submit(proto, publish)
         extra = self.stack.extra
         if "offers" in extra:
             extra["offers"] = [o for o in extra["offers"] if o.pubkey != pub]
