@@ -156,3 +156,6 @@ SPEC = {
     },
 }
 SPEC["paths"]["/v1/requests/{rid}"]["get"]["responses"]["404"] = _err  # an id this node does not know (or forgot)
+SPEC["paths"]["/v1/requests"]["post"]["responses"]["202"] = {  # with give and wait false: the report so far
+    "description": "a request to contracts started (give, wait false): its report so far",
+    "content": {"application/json": {"schema": _obj}}}
