@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import random
 import signal
@@ -365,6 +366,7 @@ class NodeServices:
 
     def __init__(self, node, stack: OfferStack, clock, started_at: float) -> None:
         self.node, self.stack, self.clock, self.started_at = node, stack, clock, started_at
+        self.requests = None  # node.requestdesk.RequestDesk, set by run_daemon (it needs the daemon's nursery)
 
     def status(self) -> dict[str, Any]:
         info = self.stack.enclave.info()
@@ -720,13 +722,18 @@ class NodeServices:
                                 lambda now: self.stack.protocol.set_own_sheet(self.stack.protocol.own, now))
         return {"deposits": [d.to_json() for d in made]}
 
-    async def request(self, asset: str, usd: float, contract: str) -> dict[str, Any]:
-        """Ask the network for proposals and choose; answers once the deadline has passed."""
+    async def request(self, asset: str, usd: float, contract: str, give: str = "", wait: bool = True
+                      ) -> dict[str, Any]:
+        """Ask the network for proposals and choose; answers once the deadline has passed. With ``give``: a
+        request to contracts (``node.requestdesk``): the chosen providers' chunks are swapped against ours of
+        ``give``; its report once it ended (``wait``), else at once (its ``request_id`` names it)."""
         from node.assets import ASSETS
         from node.protocols.rfp import MAX_REQUEST_CENTS
 
         if asset not in ASSETS:
             raise ApiError(400, f"unknown asset {asset!r}")
+        if give and give not in ASSETS:
+            raise ApiError(400, f"unknown asset {give!r} (give)")
         if usd != usd or usd in (float("inf"), float("-inf")):
             raise ApiError(400, f"usd must be a finite number, got {usd!r}")
         cents = int(round(usd * 100))
@@ -734,6 +741,19 @@ class NodeServices:
             raise ApiError(400, "contract: at most 128 characters")
         if not 0 < cents <= MAX_REQUEST_CENTS:
             raise ApiError(400, f"usd must be in (0, {MAX_REQUEST_CENTS / 100:.0f}], got {usd!r}")
+        if give:
+            rid = self.requests.start(asset, cents, contract, give)
+            return await self.requests.wait(rid, -1, math.inf, until_done=True) if wait else self.requests.report(rid)
+        return (await self.choose(asset, cents, contract)).to_json()
+
+    async def request_report(self, rid: str, version: int, timeout: float) -> dict[str, Any]:
+        """A request to contracts' report; with ``version`` >= 0, once it changed since (or ``timeout``)."""
+        if version < 0:
+            return self.requests.report(rid)
+        return await self.requests.wait(rid, version, timeout)
+
+    async def choose(self, asset: str, cents: int, contract: str, exclude: frozenset[str] = frozenset()):
+        """The requests-for-proposals round trip: the ``rfp.Chosen`` (leaving out offers of ``exclude``)."""
         rfp = self.stack.rfp
         box: dict[str, Any] = {}
         done = trio.Event()
@@ -741,7 +761,8 @@ class NodeServices:
 
         def call(now: float):
             try:
-                rid, cmds = rfp.request(asset, cents, contract, now, deadline=self.stack.request_deadline)
+                rid, cmds = rfp.request(asset, cents, contract, now, deadline=self.stack.request_deadline,
+                                        exclude=exclude)
                 box["rid"] = rid
             except ValueError as exc:
                 box["error"] = str(exc)
@@ -760,7 +781,7 @@ class NodeServices:
                 await trio.sleep(0.05)
         if rid not in rfp.results:
             raise ApiError(504, "no decision within the deadline")
-        return rfp.results[rid].to_json()
+        return rfp.results[rid]
 
     async def sweep(self, deposit: str, to: str) -> dict[str, Any]:
         """Withdraw one of this node's deposits to ``to``: the enclave exports the key to its owner
@@ -884,6 +905,9 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
             node = await nursery.start(functools.partial(run_host, ncfg, protocols, on_notify=stack.desk.on_notify))
             stack.desk.node = node
             services = NodeServices(node, stack, clock, clock.now())
+            from node.requestdesk import RequestDesk
+
+            services.requests = RequestDesk(services, nursery)  # requests to contracts (request --give)
             cookie = write_cookie(datadir)
             url = await nursery.start(lambda task_status: serve(build_app(services, cookie, metrics=metrics),
                                                                 port=cfg["api.port"], task_status=task_status))

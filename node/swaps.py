@@ -207,6 +207,9 @@ class SwapDesk:
             store=ContractStore(stack.extra["datadir"] / "runs", record_type=RunRecord), claim_policy=claim_policy,
             price_of=self._price, price_tolerance=price_tolerance)
         self.arbitrated: dict[str, Any] = {}  # contract id hex -> spec, for escrows we arbitrate
+        self._publishing = False  # a publish of our sheet (retractions) is queued on the driver
+        #: called with every swap outcome (``release.outcome``'s detail) once it is reported, on the trio thread
+        self.watchers: list[Callable[[dict], None]] = []
         #: exposure reserved for contracts agreed but not yet in a contract store (the peer's hello, our
         #: proposal, the run's open are still to come): key -> (expires at, what matches it in the stores)
         self._reserved: dict[str, tuple[float, tuple]] = {}
@@ -412,17 +415,21 @@ class SwapDesk:
         return self._reserve(("run", spec_id(spec).hex()), self._spec_holds(spec, me), now)
 
     # -------------------------------------------------------------- planning
-    def plan_swap(self, peer: str, give_asset: str, take_asset: str, chunks: int):
-        """(schedule, summary) for swapping ``chunks`` of our ``give_asset`` for the peer's ``take_asset``."""
+    def plan_swap(self, peer: str, give_asset: str, take_asset: str, chunks: int, *,
+                  busy: frozenset[bytes] = frozenset(), addresses: frozenset[str] | None = None):
+        """(schedule, summary) for swapping ``chunks`` of our ``give_asset`` for the peer's ``take_asset``.
+        ``busy``: deposit keys of ours not to use (promised to another swap being agreed); ``addresses``: take
+        only these offers of the peer (a request's allocation), else any."""
         from node.protocols.release import Chunk, swap_schedule
 
         now = self.clock.now()
         mine = [o for o in (self.stack.protocol.own.offers if self.stack.protocol.own else [])
-                if o.asset == give_asset and o.expiry > now][:chunks]
+                if o.asset == give_asset and o.expiry > now and o.pubkey not in busy][:chunks]
         if len(mine) < chunks:
-            raise ValueError(f"this node offers {len(mine)} unexpired {give_asset} chunk(s), {chunks} needed "
-                             f"(fund more with: keyswitch deposit --asset {give_asset})")
-        theirs = [c for c in self.stack.book.candidates(take_asset, now=now) if c.owner_id == peer]
+            raise ValueError(f"this node offers {len(mine)} unexpired {give_asset} chunk(s) not promised to another "
+                             f"swap, {chunks} needed (fund more with: keyswitch deposit --asset {give_asset})")
+        theirs = [c for c in self.stack.book.candidates(take_asset, now=now) if c.owner_id == peer
+                  and (addresses is None or c.address in addresses)]
         if len(theirs) < chunks:
             raise ValueError(f"the book holds {len(theirs)} {take_asset} offer(s) from {peer}, {chunks} needed")
         want = sum(o.usd_cents for o in mine)
@@ -678,10 +685,23 @@ class SwapDesk:
         self._retract_pub(c.rounds[d["round"]].chunk.pubkey)
 
     def _retract_pub(self, pub: bytes) -> None:
+        """Our deposit key ``pub`` is committed or released: off our sheet, and the retraction published at
+        once (not at the next re-announcement, which backs off up to ``offers.REPUBLISH_MAX``: peers' books
+        would offer it meanwhile, and their contracts over it be refused)."""
         own = self.stack.protocol.own
         if own is not None and any(o.pubkey == pub for o in own.offers):
             own.offers = [o for o in own.offers if o.pubkey != pub]
             own.retracted.append(pub)
+            node = getattr(self, "node", None)
+            if node is not None and not self._publishing:  # (node: set by the daemon once its host runs)
+                self._publishing = True  # the retractions of one contract event go out on one sheet
+                proto = self.stack.protocol
+
+                def publish(now: float):
+                    self._publishing = False
+                    return proto.set_own_sheet(proto.own, now)
+
+                node.driver.submit(proto, publish)
         extra = self.stack.extra
         if "offers" in extra:
             extra["offers"] = [o for o in extra["offers"] if o.pubkey != pub]
@@ -716,6 +736,8 @@ class SwapDesk:
         if n.kind == "release.outcome":
             d: dict[str, Any] = n.detail
             self.reporter.report(d["contract_id"], d, d.get("peer", ""), self.clock.now())
+            for w in list(self.watchers):  # (a request to contracts waits for its swaps' ends: node.requestdesk)
+                w(d)
 
     def feed_heights(self, now: float):
         """Hand the ledger heights every running language contract may read to the contract runner."""

@@ -58,6 +58,8 @@ class RequestBody(msgspec.Struct, forbid_unknown_fields=True):
     asset: str
     usd: float
     contract: str = "swap"
+    give: str = ""  # with it: swap the chosen providers' chunks against ours of ``give`` (node.requestdesk)
+    wait: bool = True  # with give: answer once every contract ended (else at once; GET /v1/requests/{id})
 
 
 class KeyEscrowBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -115,6 +117,7 @@ CONTRACT_NUMBERS = {"chunks": "contracts.chunks", "refund_blocks": "refund_block
                     "premium_blocks": "premium_blocks", "expiry_blocks": "expiry_blocks", "key_escrow.k": "key_escrow.k"}
 
 
+REPORT_WAIT = 20.0  # s GET /v1/requests/{id}?version=N waits for news at most
 MAX_REASON = 500  # characters of an error reason: one line, whatever a client's field names held
 
 
@@ -343,7 +346,21 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         b = await body_of(request, RequestBody, {"usd": "usd"})
         check_float("usd", b.usd)
         check_str("contract", b.contract)
-        return JSONResponse(await services.request(b.asset, b.usd, b.contract), status_code=201)
+        if not b.give:
+            return JSONResponse(await services.request(b.asset, b.usd, b.contract), status_code=201)
+        out = await services.request(b.asset, b.usd, b.contract, b.give, b.wait)
+        return JSONResponse(out, status_code=201 if out["done"] else 202)
+
+    async def request_get(request):
+        """A request to contracts' report; ``?version=N``: once it changed since N (a long poll, at most
+        ``REPORT_WAIT`` seconds)."""
+        rid = request.path_params["rid"]
+        if not (1 <= len(rid) <= 32 and rid.isascii() and rid.isalnum()):
+            raise ApiError(400, "a request id is 1..32 letters and digits")
+        raw = request.query_params.get("version", "-1")
+        if not (raw == "-1" or (raw.isascii() and raw.isdigit() and len(raw) <= 8)):
+            raise ApiError(400, f"version must be an integer in -1..99999999, got {raw[:24]!r}")
+        return JSONResponse(await services.request_report(rid, int(raw), REPORT_WAIT))
 
     async def sweep(request):
         b = await body_of(request, SweepBody)
@@ -470,6 +487,7 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         Route("/v1/escrow", endpoint(escrow)),
         Route("/v1/escrow/recover", endpoint(escrow_recover), methods=["POST"]),
         Route("/v1/requests", endpoint(requests_), methods=["POST"]),
+        Route("/v1/requests/{rid}", endpoint(request_get, query=frozenset({"version"}))),
         Route("/v1/sweep", endpoint(sweep), methods=["POST"]),
         Route("/v1/revocations", endpoint(revocations), methods=["POST"]),
         Route("/v1/reputation", endpoint(reputation)),

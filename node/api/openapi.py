@@ -122,11 +122,22 @@ SPEC = {
             "type": "object", "additionalProperties": False, "required": ["contract", "message"],
             "properties": {"contract": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                            "message": {"type": "string", "minLength": 1, "maxLength": 64}}}, "200")},
-        "/v1/requests": {"post": _post("Request a contract", {
+        "/v1/requests": {"post": _post("Request chunks of an asset worth usd from the network's risk engines "
+                                       "(the allocation); with give, also swap each chosen provider's chunks "
+                                       "against this node's chunks of give, concurrently (201: the final report; "
+                                       "202 with wait false: the report so far, see GET /v1/requests/{rid})", {
             "type": "object", "additionalProperties": False, "required": ["asset", "usd"],
             "properties": {"asset": {"type": "string", "enum": _ASSETS},
                            "usd": float_schema("usd"),
-                           "contract": {"type": "string", "maxLength": STR_RANGES["contract"][1]}}})},
+                           "contract": {"type": "string", "maxLength": STR_RANGES["contract"][1]},
+                           "give": {"type": "string", "enum": _ASSETS},
+                           "wait": {"type": "boolean"}}})},
+        "/v1/requests/{rid}": {"get": _get("A request to contracts: its report (providers, obtained, lost, "
+                                           "exit_code); with version, once it changed since (at most 20 s)", _obj, [
+            {"name": "rid", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": "^[0-9A-Za-z]{1,32}$"}},
+            {"name": "version", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": -1, "maximum": 99_999_999}}])},
         "/v1/sweep": {"post": _post("Withdraw one of this node's deposits: the enclave exports its key to the "
                                     "owner and the funds are swept to ``to``, which must be an address of the "
                                     "deposit's chain (its asset's format, network and checksum; else 400, before "
@@ -158,3 +169,7 @@ SPEC = {
                                       "maxLength": STR_RANGES["reason"][1]}}})},
     },
 }
+SPEC["paths"]["/v1/requests/{rid}"]["get"]["responses"]["404"] = _err  # an id this node does not know (or forgot)
+SPEC["paths"]["/v1/requests"]["post"]["responses"]["202"] = {  # with give and wait false: the report so far
+    "description": "a request to contracts started (give, wait false): its report so far",
+    "content": {"application/json": {"schema": _obj}}}

@@ -44,9 +44,18 @@ def register(app: typer.Typer) -> None:
         asset: str = typer.Option(..., "--asset", help="Asset symbol, e.g. BTC-REG"),
         usd: float = typer.Option(..., "--usd", min=0.01, help="USD value wanted"),
         contract: str = typer.Option("swap", "--contract", help="Contract kind or terms hash"),
-        as_json: bool = typer.Option(False, "--json", help="Print the API's JSON answer"),
+        give: str = typer.Option("", "--give", help="Also swap the chosen chunks against this node's chunks of "
+                                 "this asset: one swap per provider, concurrently, followed to the end (exit 0: "
+                                 "all obtained, 5: less, 4: nothing allocated)"),
+        as_json: bool = typer.Option(False, "--json", help="Print the API's JSON answer (with --give: the final "
+                                     "report only)"),
     ) -> None:
-        """Request chunks worth USD of ASSET from the network's risk engines and show the choice."""
+        """Request chunks worth USD of ASSET from the network's risk engines and show the choice; with
+        --give, run the contracts too."""
+        if give:
+            from node.cli.request_progress import run
+
+            return run(asset, usd, contract, give, as_json)
         try:
             data = call(state.get_datadir(), "POST", "/v1/requests",
                         body={"asset": asset, "usd": usd, "contract": contract}, timeout=60)

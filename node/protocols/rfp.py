@@ -285,6 +285,9 @@ class OpenRequest:
     refused: dict[str, str] = field(default_factory=dict)  # proposer -> reason
     #: our book's offers of the request's asset and our price of it, read at the first proposal (``_mispriced``)
     priced: tuple[dict, dict] | None = None
+    #: owners whose offers this client leaves out of its choice (a request to contracts asking for its
+    #: shortfall again: not from the providers that refused or withheld; ``node.protocols.request_run``)
+    exclude: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -522,9 +525,10 @@ class RfpProtocol:
 
     # -------------------------------------------------------- application
     def request(self, asset: str, usd_cents: int, contract: str, now: float, *, limits: Limits | None = None,
-                deadline: float = DEFAULT_DEADLINE, ttl: float = 60.0,
-                request_id: bytes | None = None) -> tuple[bytes, list[Command]]:
-        """Ask the network; returns (request id, commands). The answer lands in ``results``."""
+                deadline: float = DEFAULT_DEADLINE, ttl: float = 60.0, request_id: bytes | None = None,
+                exclude: frozenset[str] = frozenset()) -> tuple[bytes, list[Command]]:
+        """Ask the network; returns (request id, commands). The answer lands in ``results``. Offers of the
+        owners in ``exclude`` are left out of the choice (a local decision: the request on the wire is the same)."""
         if len(self.open) >= self.max_open:
             raise ValueError(f"too many open requests ({self.max_open}); wait for some to finish")
         lim = limits or self.engine.limits
@@ -532,7 +536,7 @@ class RfpProtocol:
         req = Request(REQUEST_VERSION, self.net, rid, self.local_peer, asset, int(usd_cents), contract,
                       lim.max_per_device, round(lim.max_share_device * 10_000), round(lim.max_share_owner * 10_000),
                       now, now + max(ttl, deadline), draw_share(self.target_proposals, self.responders))
-        return rid, self._ask(OpenRequest(req, now + deadline, rid), now)
+        return rid, self._ask(OpenRequest(req, now + deadline, rid, exclude=frozenset(exclude)), now)
 
     def _ask(self, open_: OpenRequest, now: float) -> list[Command]:
         """Sign, check and gossip ``open_.request``; its deadline timer."""
@@ -553,8 +557,8 @@ class RfpProtocol:
         wider = msgspec.structs.replace(req, request_id=rid, issued_at=now, expiry=max(req.expiry, now + wait),
                                         draw_bp=min(DRAW_ALL_BP, req.draw_bp * 4))
         self.stats["reasked"] += 1
-        return self._ask(OpenRequest(wider, now + wait, open_.origin, 2, dict(open_.proposals), dict(open_.refused)),
-                         now)
+        return self._ask(OpenRequest(wider, now + wait, open_.origin, 2, dict(open_.proposals), dict(open_.refused),
+                                     exclude=open_.exclude), now)
 
     def _learn(self, proposals: int, draw_bp: int) -> None:
         """How many peers answer a request drawn to all: this round's proposals / share, smoothed."""
@@ -575,7 +579,7 @@ class RfpProtocol:
                     pass  # cannot be re-sent (expired): decide with what came
         rid = open_.origin or rid
         # our own engine answers too; proposals only count for offers our own book holds
-        own = {c.offer_id: c for c in self.engine.candidates(req.asset, now)}
+        own = {c.offer_id: c for c in self.engine.candidates(req.asset, now) if c.owner_id not in open_.exclude}
         pool: dict[bytes, Candidate] = {}
         contributed: dict[bytes, set[str]] = {}
         for proposer, prop in sorted(open_.proposals.items()):
@@ -585,6 +589,7 @@ class RfpProtocol:
                     pool.setdefault(o.offer_id, c)
                     contributed.setdefault(o.offer_id, set()).add(proposer)
         local = self.engine.choose(req.asset, req.usd_cents, now, limits=req.limits(),
+                                   among=list(own.values()) if open_.exclude else None,
                                    seed=int.from_bytes(rid[:8], "big"))  # the first id seeds the choice
         for c in local.offers:
             pool.setdefault(c.offer_id, c)

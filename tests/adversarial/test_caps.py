@@ -87,6 +87,26 @@ def test_a_hold_is_taken_when_a_swap_is_agreed_and_released_when_it_ends(pair):
     assert victim.engine.holds == {}
 
 
+def test_a_chunk_released_in_a_swap_leaves_the_givers_sheet_in_its_peers_books_at_once(pair):
+    """A released key's offer is retracted and the sheet published at once, not at the next re-announcement
+    (which backs off up to 30 min): else a requester's allocation picks the stale offer, and its giver refuses
+    the contract ("not one of this node's current offers"), as ``python -m benchmarks.request`` found."""
+    net, attacker, victim, now, _, _ = pair
+    gone = _chunks(victim)[0]
+    sched = swap_schedule(_chunks(attacker)[:1], [gone])
+    rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "swap", wire.encode(sched), now)
+    net.call(attacker.peer_id, attacker.rfp, cmds, now)
+    assert attacker.rfp.contract_answers[rid][0]
+    assert attacker.desk._book_offer(gone.address, victim.peer_id) is not None
+    net.call(attacker.peer_id, attacker.desk.release, attacker.desk.release.propose(victim.peer_id, sched, now), now)
+    assert {c.rec.state for c in victim.desk.release.contracts.values()} == {"done"}
+    victim.desk.node = _Node(net, victim, now)
+    for n in list(net.peers[victim.peer_id].notes):  # what the daemon's driver hands the desk
+        victim.desk.on_notify(n)
+    assert all(o.pubkey != gone.pubkey for o in victim.protocol.own.offers)
+    assert attacker.desk._book_offer(gone.address, victim.peer_id) is None, "the released chunk is still offered"
+
+
 # ------------------------------------------------------------------ the initiator's side (swap --peer)
 class _Node:
     """The daemon's host as NodeServices sees it: commands go to the in-memory network."""

@@ -44,8 +44,17 @@ class Recording:
         self.calls.append(("deposit", asset, chunks))
         return {"asset": asset, "chunks": chunks}
 
-    async def request(self, asset, usd, contract):
+    async def request(self, asset, usd, contract, give="", wait=True):
+        if give:  # a request to contracts: its report, final (wait) or so far
+            self.calls.append(("request", asset, give, wait))
+            return {"request_id": "r1", "done": wait, "version": 1}
         return {"asset": asset, "usd": usd, "contract": contract}
+
+    async def request_report(self, rid, version, timeout):
+        if rid != "r1":
+            raise ApiError(404, f"no request {rid!r} on this node")
+        self.calls.append(("report", rid, version, timeout))
+        return {"request_id": rid, "done": True, "version": version + 1}
 
     async def sweep(self, deposit, to):
         return {"deposit": deposit, "to": to}
@@ -168,3 +177,25 @@ async def test_unknown_query_parameters_are_refused(api):
     assert r.status_code == 400 and "unknown query parameter(s): 'assett'; known: asset, limit" in r.json()["error"]
     r = await c.get("/v1/status", params={"x": "1"})
     assert r.status_code == 400
+
+
+async def test_a_request_to_contracts_answers_final_or_at_once_and_its_report_long_polls(api):
+    c, svc, *_ = api
+    body = {"asset": "BTC-REG", "usd": 300, "give": "ETH-DEV"}
+    r = await c.post("/v1/requests", json=body)
+    assert r.status_code == 201 and r.json()["done"] and svc.calls[-1] == ("request", "BTC-REG", "ETH-DEV", True)
+    r = await c.post("/v1/requests", json={**body, "wait": False})
+    assert r.status_code == 202 and not r.json()["done"] and svc.calls[-1][-1] is False
+    r = await c.get("/v1/requests/r1", params={"version": 7})
+    assert r.status_code == 200 and r.json()["version"] == 8 and svc.calls[-1][:3] == ("report", "r1", 7)
+    assert svc.calls[-1][3] <= 30  # a bounded long poll
+    assert (await c.get("/v1/requests/r1")).json()["version"] == 0  # no version: the report as it is (-1)
+    for bad in ("--5", "x", "-2", "1e3", "123456789"):
+        r = await c.get("/v1/requests/r1", params={"version": bad})
+        assert r.status_code == 400 and "version must be" in r.json()["error"], bad
+    r = await c.get("/v1/requests/nope")
+    assert r.status_code == 404 and "no request" in r.json()["error"]
+    r = await c.get("/v1/requests/bad%20id")
+    assert r.status_code == 400 and "request id" in r.json()["error"]
+    r = await c.get("/v1/requests/r1", params={"other": 1})
+    assert r.status_code == 400 and "unknown query parameter" in r.json()["error"]

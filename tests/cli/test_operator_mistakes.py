@@ -208,6 +208,11 @@ def test_second_daemon_on_a_datadir_gets_one_line_and_stop_stops_the_first(tmp_p
         assert table.returncode == 4, table.stdout + table.stderr
         assert js.returncode == 4, js.stdout + js.stderr  # old code: 0
         assert json.loads(js.stdout)["ok"] is False
+        # a request to contracts too (--give): nothing allocated is exit 4 for both, the reason on the last line
+        table = ks("--datadir", d, "request", "--asset", "BTC-REG", "--usd", "10", "--give", "ETH-DEV")
+        js = ks("--datadir", d, "request", "--asset", "BTC-REG", "--usd", "10", "--give", "ETH-DEV", "--json")
+        assert table.returncode == 4 and table.stdout.splitlines()[-1].startswith("no-allocation: "), table.stdout
+        assert js.returncode == 4 and json.loads(js.stdout)["state"] == "no-allocation", js.stdout + js.stderr
 
         s = ks("--datadir", d, "stop", timeout=60)
         assert s.returncode == 0, s.stdout + s.stderr  # old code: no such command (exit 2)

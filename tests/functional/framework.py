@@ -215,6 +215,22 @@ def until(pred, timeout, what):
     raise AssertionError(f"timed out: {what}")
 
 
+def until_holds_released(apis: dict, timeout: float, context: str = "") -> None:
+    """Wait until no node of ``apis`` (name -> Api) holds exposure on any device (``GET /v1/reputation``);
+    AssertionError naming the holds left (and ``context``) otherwise."""
+    seen: dict = {}
+
+    def released():
+        seen["rows"] = [(n, r["device"][:12], r["exposure_cents"]) for n, api in apis.items()
+                        for r in api.get("/v1/reputation")["devices"]]
+        return all(x == 0 for _, _, x in seen["rows"])
+
+    try:
+        until(released, timeout, "every hold is released when its contract ends")
+    except AssertionError:
+        raise AssertionError(f"holds left: {[x for x in seen['rows'] if x[2]]}; {context}") from None
+
+
 def ledger_and_boot(tmp_path, net: str, procs: list) -> tuple[str, str]:
     """A dev ledger server (a block every 0.5 s) and a bootstrap node; their URL and address."""
     (tmp_path / "ledger").mkdir()

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from node.localnet import init_datadir, spawn, stop_all, wait_for
-from tests.functional.framework import FACTOR, Api, ledger_and_boot, until
+from tests.functional.framework import FACTOR, Api, ledger_and_boot, until, until_holds_released
 
 pytestmark = pytest.mark.network
 
@@ -61,16 +61,6 @@ def test_concurrent_swaps_against_one_device_stay_within_its_cap_and_release_the
         until(ended, 180, "every contract ends")
         # (a contract agreed whose open an enclave then refused, as two of these reuse one chunk, never existed:
         # its reservation lapses after node.swaps.RESERVE_TTL seconds)
-        seen = {}
-
-        def released():
-            seen["rows"] = [(n, r["device"][:12], r["exposure_cents"]) for n, api in (("A", a), ("B", b))
-                            for r in api.get("/v1/reputation")["devices"]]
-            return all(x == 0 for _, _, x in seen["rows"])
-
-        try:
-            until(released, 90, "every hold is released when its contract ends")
-        except AssertionError:
-            raise AssertionError(f"holds left: {seen['rows']}; answers: {answers}") from None
+        until_holds_released({"A": a, "B": b}, 90, f"answers: {answers}")
     finally:
         stop_all(procs)

@@ -89,6 +89,25 @@ def test_request_answered_by_several_peers_and_choice_respects_caps():
     assert note.detail["ok"] and note.detail["request_id"] == rid.hex()
 
 
+def test_a_request_can_leave_owners_out_of_the_choice():
+    """A request to contracts asks for its shortfall again without the providers that refused or withheld
+    (``exclude``): neither the proposals nor the client's own engine bring their offers back."""
+    net, nodes = network(5)
+    client_signer, client = nodes[0]
+    first, cmds = client.request("BTC-REG", 40_000, "swap", NOW)
+    net.call(client_signer.peer_id, client, cmds, NOW)
+    net.advance(NOW + 10)
+    used = {c.owner_id for c in client.results[first].offers}
+    left_out = frozenset(sorted(used)[:2])
+    rid, cmds = client.request("BTC-REG", 15_000, "swap", NOW + 10, exclude=left_out)
+    net.call(client_signer.peer_id, client, cmds, NOW + 10)
+    net.advance(NOW + 20)
+    chosen = client.results[rid]
+    assert chosen.ok, chosen.reason
+    assert left_out and not {c.owner_id for c in chosen.offers} & left_out
+    assert not set(chosen.from_proposers) & left_out
+
+
 def test_a_peer_answers_only_within_its_own_caps():
     classes = ClassRegistry()
     classes.revoke("sim", "test: this peer trusts no simulated device")

@@ -1,0 +1,270 @@
+"""From a request to contracts, on the requester's side: a small sans-IO state machine.
+
+``keyswitch request --asset A --usd X --give B`` (``POST /v1/requests`` with ``give``) asks the network for
+chunks of A worth X USD (``node.protocols.rfp``), lets the local rules allocate them, then swaps each chosen
+provider's chunks of A against as many of our chunks of B, one swap per provider, all at once. This machine
+decides; the daemon (``node.requestdesk``) does what it says and feeds back what happened:
+
+* events: ``Allocated`` (the allocation of an ask: the RFP's ``Chosen``), ``SwapAgreed`` / ``SwapRefused``
+  (the provider's answer to the contract offer, or why it was never offered), ``SwapEnded`` (the swap's end:
+  what we received, released and lost);
+* commands: ``Ask`` (collect proposals and allocate, leaving out some providers), ``StartSwap`` (one swap
+  with one provider over the chunks allocated from it), ``Finished`` (the final report).
+
+A provider that refuses, is unreachable or withholds does not stop the others. Once every swap of the first
+ask has ended, what is still missing (the shortfall) is asked for once more, from providers other than those
+that refused or withheld; the run then ends with what it has. Tit-for-tat bounds what a withholder takes to
+one chunk (``SwapEnded.lost``). ``report()`` says what was obtained, from whom, and what was lost; its
+``exit_code`` is the CLI's: ``EXIT_COMPLETE`` (0) all obtained, ``EXIT_NO_ALLOCATION`` (4) no contract could
+even start (nothing allocated), ``EXIT_SHORT`` (5) contracts ran but less than asked for was obtained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from node.risk.types import Candidate
+
+EXIT_COMPLETE, EXIT_NO_ALLOCATION, EXIT_SHORT = 0, 4, 5
+MAX_ASKS = 2  # the first ask, then the shortfall once more
+#: a provider row's states; the last three end it
+PROPOSING, RUNNING, DONE, WITHHELD, FAILED, REFUSED = "proposing", "running", "done", "withheld", "failed", "refused"
+ENDED = (DONE, WITHHELD, FAILED, REFUSED)
+
+
+# ------------------------------------------------------------------ events
+@dataclass(frozen=True)
+class Allocated:
+    """The allocation answering the last ``Ask``: the chosen offers (or why there are none)."""
+
+    ok: bool
+    offers: tuple[Candidate, ...] = ()
+    reason: str = ""
+    notes: tuple[str, ...] = ()
+    proposals: int = 0
+
+
+@dataclass(frozen=True)
+class SwapAgreed:
+    peer: str
+
+
+@dataclass(frozen=True)
+class SwapRefused:
+    """The swap with ``peer`` never started: it refused, did not answer, or could not be planned."""
+
+    peer: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SwapEnded:
+    """The swap with ``peer`` ended (``state`` done, withheld or failed): the addresses of its chunks we
+    received, how many of ours we released, how many of those were not matched (``lost``) and their value."""
+
+    peer: str
+    state: str
+    received: tuple[str, ...] = ()
+    released: int = 0
+    lost: int = 0
+    lost_cents: int = 0
+    reason: str = ""
+
+
+Event = Allocated | SwapAgreed | SwapRefused | SwapEnded
+
+
+# ------------------------------------------------------------------ commands
+@dataclass(frozen=True)
+class Ask:
+    """Collect proposals and allocate ``usd_cents`` of the asset, without offers of ``exclude`` (peer ids)."""
+
+    usd_cents: int
+    exclude: frozenset[str]
+
+
+@dataclass(frozen=True)
+class StartSwap:
+    """Swap ``offers`` (all of one provider, ``peer``) against as many of our chunks of the give asset."""
+
+    peer: str
+    offers: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True)
+class Finished:
+    report: dict
+
+
+Command = Ask | StartSwap | Finished
+
+
+@dataclass
+class Provider:
+    """One swap of the run: a provider asked in one ask."""
+
+    peer: str
+    ask: int
+    offers: tuple[Candidate, ...]
+    state: str = PROPOSING
+    received: tuple[str, ...] = ()
+    released: int = 0
+    lost: int = 0
+    lost_cents: int = 0
+    reason: str = ""
+    started_at: float = 0.0
+    ended_at: float | None = None
+
+    @property
+    def received_cents(self) -> int:
+        got = set(self.received)
+        return sum(c.usd_cents for c in self.offers if c.address in got)
+
+    def to_json(self) -> dict:
+        return {"peer": self.peer, "ask": self.ask, "state": self.state, "chunks": len(self.offers),
+                "usd_cents": sum(c.usd_cents for c in self.offers), "received": len(self.received),
+                "received_cents": self.received_cents, "released": self.released, "lost": self.lost,
+                "lost_cents": self.lost_cents, "reason": self.reason,
+                "addresses": [c.address for c in self.offers], "received_addresses": list(self.received),
+                "seconds": round(self.ended_at - self.started_at, 3) if self.ended_at is not None else None}
+
+
+@dataclass
+class RequestRun:
+    """The requester's run of one request: ``start(now)``, then ``handle(event, now)`` until ``Finished``."""
+
+    request_id: str
+    asset: str
+    give: str
+    target_cents: int
+    local_peer: str
+    max_asks: int = MAX_ASKS
+    providers: list[Provider] = field(default_factory=list)
+    asks: int = 0
+    state: str = "collecting"  # collecting | running | complete | short | no-allocation
+    reason: str = ""
+    notes: list[str] = field(default_factory=list)
+    proposals: int = 0
+    started_at: float = 0.0
+    ended_at: float | None = None
+    version: int = 0  # bumped by every change (a reader waiting for news compares it)
+
+    def __post_init__(self) -> None:
+        if self.target_cents <= 0:
+            raise ValueError(f"a request asks for a positive value, got {self.target_cents} cents")
+        if self.asset == self.give:
+            raise ValueError(f"give another asset than the one asked for ({self.asset})")
+
+    @property
+    def done(self) -> bool:
+        return self.ended_at is not None
+
+    @property
+    def obtained_cents(self) -> int:
+        return sum(p.received_cents for p in self.providers)
+
+    def start(self, now: float) -> list[Command]:
+        self.started_at = now
+        return self._ask(self.target_cents, now)
+
+    def _ask(self, cents: int, now: float) -> list[Command]:
+        self.asks += 1
+        self.state = "collecting"
+        self.version += 1
+        failed = {p.peer for p in self.providers if p.state in (WITHHELD, FAILED, REFUSED)}
+        return [Ask(cents, frozenset({self.local_peer} | failed))]
+
+    def handle(self, event: Event, now: float) -> list[Command]:
+        if self.done:
+            return []
+        if isinstance(event, Allocated):
+            return self._allocated(event, now)
+        row = self._row(event.peer)
+        if row is None:
+            return []  # not a swap of this run's current ask (a late or foreign event): ignored
+        if isinstance(event, SwapAgreed):
+            if row.state == PROPOSING:
+                row.state = RUNNING
+        elif isinstance(event, SwapRefused):
+            row.state, row.reason, row.ended_at = REFUSED, event.reason, now
+        elif isinstance(event, SwapEnded):
+            if event.state not in (DONE, WITHHELD, FAILED):
+                raise ValueError(f"a swap ends done, withheld or failed, not {event.state!r}")
+            mine = {c.address for c in row.offers}
+            row.state, row.reason, row.ended_at = event.state, event.reason, now
+            row.received = tuple(a for a in event.received if a in mine)  # only what it was asked for counts
+            row.released, row.lost, row.lost_cents = event.released, event.lost, event.lost_cents
+        self.version += 1
+        return self._next(now)
+
+    def _row(self, peer: str) -> Provider | None:
+        """The current ask's row of ``peer`` while it has not ended."""
+        for p in self.providers:
+            if p.peer == peer and p.ask == self.asks and p.state not in ENDED:
+                return p
+        return None
+
+    def _allocated(self, a: Allocated, now: float) -> list[Command]:
+        if self.state != "collecting":
+            return []
+        self.version += 1
+        if self.asks == 1:
+            self.proposals = a.proposals
+        self.notes += [n for n in a.notes if n not in self.notes]
+        by_peer: dict[str, list[Candidate]] = {}
+        failed = {p.peer for p in self.providers if p.state in (WITHHELD, FAILED, REFUSED)}
+        for c in a.offers if a.ok else ():
+            if c.owner_id != self.local_peer and c.owner_id not in failed and c.asset == self.asset:
+                by_peer.setdefault(c.owner_id, []).append(c)
+        if not by_peer:
+            why = a.reason or "no offer of another peer was allocated"
+            self.reason = why if self.asks == 1 else f"the shortfall was asked for again: {why}"
+            return self._finish(now)
+        self.state = "running"
+        cmds: list[Command] = []
+        for peer in sorted(by_peer):
+            offers = tuple(sorted(by_peer[peer], key=lambda c: c.address))
+            self.providers.append(Provider(peer, self.asks, offers, started_at=now))
+            cmds.append(StartSwap(peer, offers))
+        return cmds
+
+    def _next(self, now: float) -> list[Command]:
+        if any(p.state not in ENDED for p in self.providers):
+            return []
+        short = self.target_cents - self.obtained_cents
+        if short <= 0:
+            return self._finish(now)
+        if self.asks < self.max_asks:
+            return self._ask(short, now)
+        self.reason = f"{short / 100:.2f} USD short after {self.asks} asks"
+        return self._finish(now)
+
+    def _finish(self, now: float) -> list[Command]:
+        self.ended_at = now
+        got = self.obtained_cents
+        if got >= self.target_cents:
+            self.state = "complete"
+        elif not self.providers:
+            self.state = "no-allocation"
+        else:
+            self.state = "short"
+        self.version += 1
+        return [Finished(self.report())]
+
+    @property
+    def exit_code(self) -> int | None:
+        """The CLI's exit code once the run ended (None while it runs)."""
+        if not self.done:
+            return None
+        return {"complete": EXIT_COMPLETE, "no-allocation": EXIT_NO_ALLOCATION}.get(self.state, EXIT_SHORT)
+
+    def report(self) -> dict:
+        got = self.obtained_cents
+        return {"request_id": self.request_id, "asset": self.asset, "give": self.give, "state": self.state,
+                "done": self.done, "exit_code": self.exit_code, "ok": self.state == "complete",
+                "target_cents": self.target_cents, "obtained_cents": got,
+                "shortfall_cents": max(0, self.target_cents - got), "asks": self.asks,
+                "lost": sum(p.lost for p in self.providers), "lost_cents": sum(p.lost_cents for p in self.providers),
+                "proposals": self.proposals, "reason": self.reason, "notes": list(self.notes),
+                "providers": [p.to_json() for p in self.providers], "version": self.version,
+                "seconds": round(self.ended_at - self.started_at, 3) if self.ended_at is not None else None}

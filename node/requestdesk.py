@@ -1,0 +1,182 @@
+"""Requests to contracts in a running daemon: ``POST /v1/requests`` with ``give`` (``keyswitch request --give``).
+
+The decisions are ``node.protocols.request_run.RequestRun``'s (sans-IO); this module carries out its commands
+and feeds it what happened, one run per request, in the daemon's nursery:
+
+* ``Ask``: the requests-for-proposals round trip (``NodeServices.choose``: gossip the request, collect the
+  proposals until ``risk.request_deadline``, allocate by the local rules), leaving out the providers named;
+  its ``Chosen`` comes back as ``Allocated``.
+* ``StartSwap``: one swap per provider, all at once, through the machinery ``keyswitch swap --peer`` uses
+  (``SwapDesk.plan_swap`` over exactly the allocated offers, the initiator's caps checked and held by
+  ``reserve_swap``, the offer over ``/keyswitch/contract/1``, the rounds over ``/keyswitch/release/1``). Our
+  chunks of the give asset are split between the swaps being agreed (``_promised``), never promised twice.
+  The swap's end comes from its outcome (``SwapDesk.watchers``): no polling.
+* ``Finished``: the report is kept (the last ``KEEP`` runs) for ``GET /v1/requests/{id}``.
+
+Readers wait for news with ``wait(id, version, timeout)`` (a long poll: the answer comes as soon as the
+run's ``version`` passes the one the reader has).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+import trio
+
+from node.api.services import ApiError
+from node.protocols.request_run import (
+    Allocated, Ask, Finished, RequestRun, StartSwap, SwapAgreed, SwapEnded, SwapRefused,
+)
+
+log = logging.getLogger("keyswitch.requests")
+KEEP = 100  # finished runs kept for GET /v1/requests/{id}
+SWAP_LIMIT = 900.0  # s one swap may take, agreement to outcome, before it is counted as failed
+RECEIVED = ("claimed", "kept", "received")  # a chunk outcome that means we hold the key (or swept its funds)
+
+
+@dataclass
+class _Entry:
+    run: RequestRun
+    send: trio.MemorySendChannel
+    recv: trio.MemoryReceiveChannel
+    changed: trio.Event = field(default_factory=trio.Event)
+
+
+class RequestDesk:
+    """The runs of this daemon's requests to contracts. ``services``: the daemon's ``NodeServices``."""
+
+    def __init__(self, services, nursery) -> None:
+        self.svc, self.nursery = services, nursery
+        self.runs: dict[str, _Entry] = {}
+        self._promised: set[bytes] = set()  # our deposit keys promised to swaps being agreed
+        self._waiting: dict[tuple[str, frozenset[str]], trio.MemorySendChannel] = {}  # (peer, their addresses)
+        services.stack.desk.watchers.append(self._on_outcome)
+
+    # ------------------------------------------------------------------ API
+    def start(self, asset: str, cents: int, contract: str, give: str) -> str:
+        """Start a run; its id (``GET /v1/requests/{id}``)."""
+        if len([e for e in self.runs.values() if not e.run.done]) >= 16:
+            raise ApiError(429, "16 requests to contracts are running; wait for one to end")
+        rid = secrets.token_hex(8)
+        try:
+            run = RequestRun(rid, asset, give, cents, self.svc.stack.peer_id)
+        except ValueError as exc:
+            raise ApiError(409, str(exc)) from None
+        send, recv = trio.open_memory_channel(1000)
+        self.runs[rid] = _Entry(run, send, recv)
+        for old in [k for k, e in self.runs.items() if e.run.done][:-KEEP]:
+            del self.runs[old]
+        self.nursery.start_soon(self._drive, self.runs[rid], contract)
+        return rid
+
+    def report(self, rid: str) -> dict:
+        e = self.runs.get(rid)
+        if e is None:
+            raise ApiError(404, f"no request {rid!r} on this node (the last {KEEP} finished ones are kept)")
+        return e.run.report()
+
+    async def wait(self, rid: str, version: int, timeout: float, *, until_done: bool = False) -> dict:
+        """The run's report once its version passes ``version`` (or it ended, or ``timeout`` seconds passed);
+        ``until_done``: once it ended."""
+        e = self.runs.get(rid)
+        if e is None:
+            return self.report(rid)
+        with trio.move_on_after(timeout):
+            while (until_done or e.run.version <= version) and not e.run.done:
+                await e.changed.wait()
+        return e.run.report()
+
+    # ------------------------------------------------------------------ the run
+    def _news(self, e: _Entry) -> None:
+        e.changed.set()
+        e.changed = trio.Event()
+
+    async def _drive(self, e: _Entry, contract: str) -> None:
+        run = e.run
+        clock = self.svc.clock
+        try:
+            async with trio.open_nursery() as swaps:
+                cmds = run.start(clock.now())
+                while True:
+                    for c in cmds:
+                        if isinstance(c, Ask):
+                            swaps.start_soon(self._ask, e, c, contract)
+                        elif isinstance(c, StartSwap):
+                            swaps.start_soon(self._swap, e, c)
+                        elif isinstance(c, Finished):
+                            log.info("request %s %s: %s", run.request_id, run.state, c.report["reason"])
+                    self._news(e)
+                    if run.done:
+                        break
+                    event = await e.recv.receive()
+                    cmds = run.handle(event, clock.now())
+                swaps.cancel_scope.cancel()
+        except Exception as exc:  # a bug: the run ends with the reason rather than hanging its readers
+            log.exception("request %s failed", run.request_id)
+            run.reason = f"internal error: {type(exc).__name__}: {exc}"
+            run._finish(clock.now())
+            self._news(e)
+
+    async def _ask(self, e: _Entry, c: Ask, contract: str) -> None:
+        run = e.run
+        try:
+            chosen = await self.svc.choose(run.asset, c.usd_cents, contract, exclude=c.exclude)
+        except ApiError as exc:
+            await e.send.send(Allocated(False, (), exc.reason))
+            return
+        await e.send.send(Allocated(chosen.ok, chosen.offers, chosen.reason, tuple(chosen.notes), chosen.proposals))
+
+    async def _swap(self, e: _Entry, c: StartSwap) -> None:
+        run, desk = e.run, self.svc.stack.desk
+        addresses = frozenset(o.address for o in c.offers)
+        key = (c.peer, addresses)
+        ends_send, ends_recv = trio.open_memory_channel(4)
+        mine: list[bytes] = []
+        try:
+            try:
+                schedule, summary = desk.plan_swap(c.peer, run.give, run.asset, len(c.offers),
+                                                   busy=frozenset(self._promised), addresses=addresses)
+            except ValueError as exc:
+                await e.send.send(SwapRefused(c.peer, str(exc)))
+                return
+            mine = [rd.chunk.pubkey for rd in schedule.rounds if rd.giver == 0]
+            self._promised.update(mine)
+            why = desk.reserve_swap(c.peer, schedule, self.svc.clock.now())  # our caps on its device, held
+            if why:
+                await e.send.send(SwapRefused(c.peer, why))
+                return
+            self._waiting[key] = ends_send
+            try:
+                await self.svc._offer_swap(desk, c.peer, schedule, summary)
+            except ApiError as exc:
+                desk.unreserve_swap(c.peer, schedule)
+                await e.send.send(SwapRefused(c.peer, exc.reason))
+                return
+            await e.send.send(SwapAgreed(c.peer))
+            give_cents = summary["give"]["usd_cents"] // max(1, len(mine))  # one chunk of ours, for what is lost
+            with trio.move_on_after(SWAP_LIMIT):
+                d = await ends_recv.receive()
+                await e.send.send(self._ended(c.peer, d, give_cents))
+                return
+            await e.send.send(SwapEnded(c.peer, "failed", reason=f"no outcome within {SWAP_LIMIT:.0f} s"))
+        finally:
+            self._waiting.pop(key, None)
+            self._promised.difference_update(mine)
+
+    @staticmethod
+    def _ended(peer: str, d: dict, give_cents: int) -> SwapEnded:
+        state = {"claimed": "done", "withheld": "withheld"}.get(d["status"], "failed")
+        got = tuple(ch["address"] for ch in d["chunks"] if ch["status"] in RECEIVED)
+        return SwapEnded(peer, state, got, int(d["released"]), int(d["lost"]), int(d["lost"]) * give_cents,
+                         d.get("reason", ""))
+
+    def _on_outcome(self, d: dict) -> None:
+        """A swap's outcome (on the trio thread): the swap of a run that waits for it ends."""
+        send = self._waiting.get((d.get("peer", ""), frozenset(ch["address"] for ch in d.get("chunks", []))))
+        if send is not None:
+            try:
+                send.send_nowait(d)
+            except trio.WouldBlock:
+                pass

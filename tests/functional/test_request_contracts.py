@@ -1,0 +1,99 @@
+"""From a request to contracts on real daemons (issue 18): six ``keyswitch run`` daemons on 127.0.0.1. The
+requester R asks for $300 of BTC-REG giving ETH-DEV; the allocation spreads it over three providers, one of
+which (W, ``tests.functional.withholder``) withholds its second chunk mid-contract. R loses at most that one
+chunk, the shortfall is asked for again and covered by a provider funded meanwhile, and every exposure hold
+on every node is released at the end (``GET /v1/reputation``)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from node.localnet import init_datadir, spawn, stop_all, wait_for
+from tests.functional.framework import FACTOR, Api, ledger_and_boot, until, until_holds_released
+
+pytestmark = pytest.mark.network
+NET = "reqtest"
+
+
+def test_a_request_spreads_over_providers_and_a_withholder_costs_one_chunk_covered_by_another(tmp_path):
+    procs = []
+    dirs: dict = {}
+    try:
+        _run(tmp_path, procs, dirs)
+    except BaseException:
+        for n, d in dirs.items():  # what each daemon said about its contracts (the logs go with tmp_path)
+            lines = [ln for ln in (d / "out.log").read_text(errors="replace").splitlines()
+                     if any(k in ln for k in ("release.", "contract", "withh", "refus", "request", "offers.publish"))]
+            print(f"===== {n} =====\n" + "\n".join(ln[:300] for ln in lines[-40:]))
+        raise
+    finally:
+        stop_all(procs)
+
+
+def _run(tmp_path, procs: list, dirs: dict) -> None:
+    lurl, boot = ledger_and_boot(tmp_path, NET, procs)
+    names = ["R", "W", "P2", "P3", "P4", "P5"]
+    dirs.update({n: tmp_path / n for n in names})
+    for n, d in dirs.items():
+        init_datadir(d)
+        module = "tests.functional.withholder" if n == "W" else "node"
+        # R takes up to 2 chunks ($100, a new device's cap) of one device for $300 (the default 25% share
+        # would need six providers: five exist here)
+        env = {"KEYSWITCH_LEDGER_URL": lurl, "KEYSWITCH_RISK_MAX_SHARE_DEVICE": "0.34",
+               "KEYSWITCH_RISK_REQUEST_DEADLINE": str(3 * FACTOR)}
+        procs.append(spawn([sys.executable, "-m", module, "--datadir", str(d), "run", "--net", NET,
+                            "--bootnodes", boot, "--republish", "2"], d / "out.log", env=env))
+    api = {n: Api(d, wait_for(d / "out.log", r"ready (\S+)", p, timeout=90 * FACTOR))
+           for (n, d), p in zip(dirs.items(), procs[2:])}
+    r = api["R"]
+    assert r.post("/v1/deposits", {"asset": "ETH-DEV", "chunks": 8}).status_code == 201
+    for n in ("W", "P2", "P3"):
+        assert api[n].post("/v1/deposits", {"asset": "BTC-REG", "chunks": 2}).status_code == 201
+
+    def offers(a, asset):
+        return len(a.get(f"/v1/offers?asset={asset}")["offers"])
+
+    until(lambda: offers(r, "BTC-REG") == 6 and all(offers(api[n], "ETH-DEV") == 8 for n in names[1:]), 120,
+          "R's book holds the six BTC-REG offers, every provider's R's eight ETH-DEV offers")
+
+    started = r.post("/v1/requests", {"asset": "BTC-REG", "usd": 300, "give": "ETH-DEV", "wait": False})
+    assert started.status_code == 202, started.text
+    rid = started.json()["request_id"]
+    report = {"report": started.json()}
+
+    def state(*want):
+        report["report"] = r.get(f"/v1/requests/{rid}")
+        return report["report"]["state"] in want
+
+    until(lambda: state("running", "complete", "short", "no-allocation"), 60, "the first allocation")
+    first = report["report"]
+    assert first["state"] == "running", first
+    # two more providers fund now: only the shortfall's ask can find them
+    for n in ("P4", "P5"):
+        assert api[n].post("/v1/deposits", {"asset": "BTC-REG", "chunks": 2}).status_code == 201
+    until(lambda: state("complete", "short", "no-allocation"), 240, "the request to end")
+    rep = report["report"]
+    print("[test] report:", {k: v for k, v in rep.items() if k != "providers"})
+    for p in rep["providers"]:
+        print("[test]  ", {k: p[k] for k in ("peer", "ask", "state", "received", "lost", "reason")})
+    peers = {api[n].peer: n for n in names}
+    ask1 = [p for p in rep["providers"] if p["ask"] == 1]
+    assert len({p["peer"] for p in ask1}) >= 3, ask1  # spread over at least three providers
+    w = [p for p in ask1 if peers[p["peer"]] == "W"]
+    assert w and w[0]["state"] == "withheld" and w[0]["lost"] <= 1 and w[0]["received"] == 1, w
+    assert rep["lost"] <= 1, rep  # at most one chunk lost, to the one withholder
+    ask2 = [p for p in rep["providers"] if p["ask"] == 2]
+    assert ask2 and all(peers[p["peer"]] not in ("W",) for p in ask2), ask2
+    assert any(p["received"] >= 1 and peers[p["peer"]] in ("P4", "P5") for p in ask2), ask2
+    assert rep["state"] == "complete" and rep["exit_code"] == 0, rep
+    assert rep["obtained_cents"] >= 30_000
+
+    # what R received was claimed: its swaps' outcomes name a sweep for every chunk it counts
+    got = {a for p in rep["providers"] for a in p["received_addresses"]}
+    claimed = {ch["address"] for c in r.get("/v1/contracts")["contracts"] if c.get("role") == "initiator"
+               for ch in c.get("outcome", {}).get("chunks", []) if ch["status"] == "claimed" and ch["txid"]}
+    assert got and got <= claimed, (got, claimed)
+
+    until_holds_released(api, 120, "after the request to contracts")

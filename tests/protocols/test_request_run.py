@@ -1,0 +1,165 @@
+"""From a request to contracts (node.protocols.request_run), pure: allocation to one swap per provider, a
+refuser and a withholder that do not stop the others, the shortfall asked for once more from other providers,
+the final report and its exit code."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from node.protocols.request_run import (
+    EXIT_COMPLETE, EXIT_NO_ALLOCATION, EXIT_SHORT, Allocated, Ask, Finished, RequestRun, StartSwap, SwapAgreed,
+    SwapEnded, SwapRefused,
+)
+from node.risk.types import Candidate
+
+ME = "me"
+
+
+def chunk(owner: str, i: int, cents: int = 5_000) -> Candidate:
+    return Candidate(bytes([i]) * 32, owner.encode().ljust(32, b"\0"), owner, "sim", "BTC-REG", f"{owner}-a{i}",
+                     10_000, cents, 10_000.0)
+
+
+def run(target: int = 30_000) -> tuple[RequestRun, list]:
+    r = RequestRun("rid", "BTC-REG", "ETH-DEV", target, ME)
+    return r, r.start(0.0)
+
+
+def swaps(cmds) -> dict[str, StartSwap]:
+    return {c.peer: c for c in cmds if isinstance(c, StartSwap)}
+
+
+def deliver(r: RequestRun, s: StartSwap, now: float, upto: int | None = None, state: str = "done"):
+    """The provider agrees and its swap ends with its first ``upto`` chunks received (all by default)."""
+    got = s.offers if upto is None else s.offers[:upto]
+    lost = 0 if upto is None or state == "done" else 1
+    return r.handle(SwapAgreed(s.peer), now) + r.handle(
+        SwapEnded(s.peer, state, tuple(c.address for c in got), len(got) + lost, lost, 5_000 * lost), now)
+
+
+def test_one_swap_per_provider_and_complete_when_all_deliver():
+    r, cmds = run()
+    assert cmds == [Ask(30_000, frozenset({ME}))]
+    offers = tuple(chunk(p, i) for p in ("p1", "p2", "p3") for i in range(2))
+    starts = swaps(r.handle(Allocated(True, offers, proposals=5), 1.0))
+    assert sorted(starts) == ["p1", "p2", "p3"]
+    assert all(len(s.offers) == 2 and {c.owner_id for c in s.offers} == {s.peer} for s in starts.values())
+    assert r.handle(SwapAgreed("p1"), 2.0) == []
+    out = deliver(r, starts["p1"], 3.0) + deliver(r, starts["p2"], 3.5)
+    assert out == [] and not r.done  # p3 still running
+    out = deliver(r, starts["p3"], 4.0)
+    assert len(out) == 1 and isinstance(out[0], Finished)
+    rep = out[0].report
+    assert rep["state"] == "complete" and rep["exit_code"] == EXIT_COMPLETE and rep["ok"]
+    assert rep["obtained_cents"] == 30_000 and rep["shortfall_cents"] == 0 and rep["lost"] == 0
+    assert rep["asks"] == 1 and rep["proposals"] == 5 and rep["seconds"] == 4.0
+    assert {p["peer"]: p["received_cents"] for p in rep["providers"]} == {"p1": 10_000, "p2": 10_000, "p3": 10_000}
+
+
+def test_a_withholder_and_a_refuser_do_not_stop_the_others_and_the_shortfall_is_asked_once_from_others():
+    r, _ = run()
+    offers = tuple(chunk(p, i) for p in ("p1", "p2", "w", "x") for i in range(2))[:7]  # x: one chunk
+    starts = swaps(r.handle(Allocated(True, offers), 1.0))
+    assert r.handle(SwapRefused("x", "risk: device cap"), 1.5) == []
+    assert deliver(r, starts["p1"], 2.0) == [] and deliver(r, starts["p2"], 2.0) == []
+    # w releases its first chunk, then withholds the second: we lost the one chunk we gave after it
+    again = deliver(r, starts["w"], 31.0, upto=1, state="withheld")
+    assert again == [Ask(5_000, frozenset({ME, "w", "x"}))]  # the shortfall, never from the refuser or withholder
+    assert r.report()["state"] == "collecting" and not r.done
+    # an answer from a provider left out, had the allocation still held it, is not used
+    starts2 = swaps(r.handle(Allocated(True, (chunk("w", 9), chunk("p4", 0))), 34.0))
+    assert list(starts2) == ["p4"]
+    out = deliver(r, starts2["p4"], 36.0)
+    rep = out[-1].report
+    assert rep["state"] == "complete" and rep["exit_code"] == EXIT_COMPLETE
+    assert rep["obtained_cents"] == 30_000 and rep["lost"] == 1 and rep["lost_cents"] == 5_000 and rep["asks"] == 2
+    rows = {(p["peer"], p["ask"]): p for p in rep["providers"]}
+    assert rows[("w", 1)]["state"] == "withheld" and rows[("w", 1)]["received"] == 1 and rows[("w", 1)]["lost"] == 1
+    assert rows[("x", 1)]["state"] == "refused" and "device cap" in rows[("x", 1)]["reason"]
+    assert rows[("p4", 2)]["received_cents"] == 5_000
+
+
+def test_the_shortfall_is_asked_only_once_then_the_report_says_short():
+    r, _ = run(10_000)
+    starts = swaps(r.handle(Allocated(True, (chunk("w", 0), chunk("w", 1))), 1.0))
+    assert isinstance(deliver(r, starts["w"], 30.0, upto=0, state="withheld")[0], Ask)
+    starts = swaps(r.handle(Allocated(True, (chunk("p", 0),)), 31.0))
+    out = r.handle(SwapEnded("p", "failed", (), 1, 1, 5_000, "peer silent"), 60.0)
+    rep = out[-1].report
+    assert rep["state"] == "short" and rep["exit_code"] == EXIT_SHORT and rep["shortfall_cents"] == 10_000
+    assert "short after 2 asks" in rep["reason"]
+    assert r.handle(Allocated(True, (chunk("q", 0),)), 61.0) == []  # ended: nothing more happens
+
+
+def test_no_allocation_ends_at_once_with_the_reason_and_its_own_exit_code():
+    r, _ = run()
+    out = r.handle(Allocated(False, (), "cannot cover 300.00 USD: device cap kept out ..."), 3.0)
+    rep = out[-1].report
+    assert rep["state"] == "no-allocation" and rep["exit_code"] == EXIT_NO_ALLOCATION
+    assert "device cap" in rep["reason"] and rep["providers"] == []
+
+
+def test_our_own_offers_are_never_swapped_with_ourselves():
+    r, _ = run(5_000)
+    out = r.handle(Allocated(True, (chunk(ME, 0),)), 1.0)
+    assert out[-1].report["state"] == "no-allocation"
+
+
+def test_a_short_second_allocation_is_reported_with_its_reason():
+    r, _ = run(10_000)
+    starts = swaps(r.handle(Allocated(True, (chunk("a", 0), chunk("b", 0))), 1.0))
+    deliver(r, starts["a"], 2.0)
+    r.handle(SwapRefused("b", "b refused: value"), 2.5)
+    rep = r.handle(Allocated(False, (), "the book holds nothing more"), 6.0)[-1].report
+    assert rep["state"] == "short" and rep["exit_code"] == EXIT_SHORT and rep["obtained_cents"] == 5_000
+    assert "asked for again: the book holds nothing more" in rep["reason"]
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError):
+        RequestRun("r", "BTC-REG", "BTC-REG", 100, ME)
+    with pytest.raises(ValueError):
+        RequestRun("r", "BTC-REG", "ETH-DEV", 0, ME)
+    r, _ = run()
+    swaps(r.handle(Allocated(True, (chunk("a", 0),)), 1.0))
+    with pytest.raises(ValueError):
+        r.handle(SwapEnded("a", "running"), 2.0)
+    assert r.handle(SwapEnded("stranger", "done", ("stranger-a0",)), 2.0) == []  # not a provider of this run
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_any_order_of_outcomes_ends_once_with_a_true_report(data):
+    """Whatever each provider does (deliver, refuse, withhold after k chunks), in any order: the run asks at
+    most twice, ends exactly once, counts only chunks it asked for, loses at most one chunk per withholder,
+    and its exit code matches what it obtained."""
+    n = data.draw(st.integers(1, 6))
+    per = data.draw(st.integers(1, 3))
+    r, _ = run(n * per * 5_000)
+    finished = []
+    for ask in range(2):
+        peers = [f"a{ask}p{i}" for i in range(data.draw(st.integers(0 if ask else 1, 4)))]
+        out = r.handle(Allocated(bool(peers), tuple(chunk(p, i) for p in peers for i in range(per)), "none"), ask)
+        finished += [c for c in out if isinstance(c, Finished)]
+        starts = swaps(out)
+        for peer in data.draw(st.permutations(sorted(starts))):
+            s = starts[peer]
+            what = data.draw(st.sampled_from(["done", "refused", "withheld"]))
+            if what == "refused":
+                out = r.handle(SwapRefused(peer, "no"), ask + 0.5)
+            elif what == "done":
+                out = deliver(r, s, ask + 0.5)
+            else:
+                out = deliver(r, s, ask + 0.5, upto=data.draw(st.integers(0, per - 1)), state="withheld")
+            finished += [c for c in out if isinstance(c, Finished)]
+        if r.done:
+            break
+    assert len(finished) == 1 and r.done and r.asks <= 2
+    rep = finished[0].report
+    assert rep["obtained_cents"] == sum(p["received_cents"] for p in rep["providers"])
+    assert all(p["received_cents"] <= p["usd_cents"] for p in rep["providers"])  # only what was asked of it
+    assert all(p["lost"] <= 1 for p in rep["providers"])
+    assert (rep["exit_code"] == EXIT_COMPLETE) == (rep["obtained_cents"] >= r.target_cents)
+    assert rep["exit_code"] in (EXIT_COMPLETE, EXIT_SHORT, EXIT_NO_ALLOCATION)
