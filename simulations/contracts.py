@@ -174,7 +174,7 @@ class ContractLayer:
         """Give a publishing node its release protocol (and a full node its outcome reporter)."""
         from node.protocols.offers import AttestationCache
         from node.protocols.outcomes import tap_release_records
-        from node.protocols.release import ContractStore, ReleaseProtocol, sweep_claimer
+        from node.protocols.release import MemoryContractStore, ReleaseProtocol, sweep_claimer
 
         sim = self.sim
         binding = node.enclave.binding_for(sim.net, node.peer_id)
@@ -182,7 +182,7 @@ class ContractLayer:
             net=sim.net, enclave=node.enclave, binding=binding, quote=node.enclave.quote(binding, now=sim.now),
             attestations=AttestationCache(sim._shared_verify), check_funds=sim.ledger.balance,
             claim=sweep_claimer(lambda: node.enclave, sim.ledger, lambda c: self._owner_address(node, c)),
-            store=ContractStore(None), claim_policy="sweep", round_timeout=self.round_timeout)
+            store=MemoryContractStore(), claim_policy="sweep", round_timeout=self.round_timeout)
         if node.outcomes is not None:
             from node.swaps import OutcomeReporter
 
