@@ -221,7 +221,9 @@ class _Base:
         return self.sign_offer_sheets([(sheet_bytes, deposit_pubkeys)])[0]
 
     def sign_offer_sheets(self, batch: list[tuple[bytes, list[bytes]]]) -> list[bytes]:
-        """Sign many sheets in one round trip; one bad item refuses the whole batch."""
+        """Sign many sheets in one round trip; one bad item refuses the whole batch. Each item is a version-3
+        sheet body (``node.protocols.offers.encode_body``) and exactly the keys it offers (I4: the enclave
+        reads them from the body and checks each)."""
         items = [m.OfferItem(bytes(s), list(p)) for s, p in batch]
         return self._call(m.SignOfferSheets(items), list[bytes])
 

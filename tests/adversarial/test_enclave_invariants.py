@@ -14,6 +14,7 @@ from node.contracts.spec import Commit, PartySpec, approval_digest, make_spec
 from node.crypto import pubkey_of
 from node.tee.client import EnclaveRefused, InProcessEnclave, SubprocessEnclave
 from node.tee.enclave import messages as m
+from tests.sheetbody import sheet_body
 from tests.tee.testbuild import attest, verifies
 
 NET = "dev"
@@ -105,10 +106,43 @@ def test_an_offer_sheet_naming_a_committed_key_is_not_signed(three):
     payer, payee, arb = three
     spec, cid, pub = _escrow(payer, payee, arb)
     (free,) = payer.generate_keys(1)
-    assert payer.sign_offer_sheet(b"sheet:" + free, [free])  # an uncommitted held key: signed
+    assert payer.sign_offer_sheet(sheet_body([free]), [free])  # an uncommitted held key: signed
     with pytest.raises(EnclaveRefused) as exc:
-        payer.sign_offer_sheet(b"sheet:" + pub, [pub])
+        payer.sign_offer_sheet(sheet_body([pub]), [pub])
     assert exc.value.code == "committed"
+
+
+def _refused(enc, body: bytes, pubs: list[bytes]) -> str:
+    with pytest.raises(EnclaveRefused) as exc:
+        enc.sign_offer_sheets([(body, pubs)])
+    return exc.value.code
+
+
+def test_the_enclave_reads_the_keys_a_sheet_offers_not_the_hosts_list(three):
+    """I4 in full: a real version-3 sheet body offers a committed key, another enclave's key, an exported key;
+    the hostile host lists only a free held key with it (the enclave of c95c458 checked only that list, and
+    signed all three)."""
+    payer, payee, arb = three
+    spec, cid, committed = _escrow(payer, payee, arb)
+    free, gone = payer.generate_keys(2)
+    payer.export_to_owner(gone)
+    (foreign,) = payee.generate_keys(1)
+    assert _refused(payer, sheet_body([free, committed]), [free]) == "committed"
+    assert _refused(payer, sheet_body([free, foreign]), [free]) == "unknown-key"
+    assert _refused(payer, sheet_body([free, gone]), [free]) == "key-not-held"
+    # the host's list is the sheet's keys, no more and no fewer
+    assert _refused(payer, sheet_body([free]), [free, committed]) == "keys-mismatch"
+    assert _refused(payer, sheet_body([free]), []) == "keys-mismatch"
+    # bytes that are not a version-3 sheet body are not signed at all
+    assert _refused(payer, b"sheet:" + free, [free]) == "sheet-unreadable"
+    body = sheet_body([free])
+    assert body[1] == 3  # [version=3, ...]: the same sheet as version 2
+    assert _refused(payer, body[:1] + b"\x02" + body[2:], [free]) == "sheet-unreadable"
+    # one bad sheet refuses the batch; a retraction (no key offered) is signed
+    assert _refused(payer, sheet_body([foreign]), [foreign]) == "unknown-key"
+    with pytest.raises(EnclaveRefused):
+        payer.sign_offer_sheets([(sheet_body([free]), [free]), (sheet_body([committed]), [committed])])
+    assert len(payer.sign_offer_sheets([(sheet_body([free]), [free]), (sheet_body([]), [])])) == 2
 
 
 def test_the_host_offers_only_what_its_enclave_would_sign(three, tmp_path):

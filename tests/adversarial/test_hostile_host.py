@@ -13,7 +13,8 @@ operations, and crashes (the core reopened from its sealed store). After every s
   holders or beneficiary (or enclaves the splitting enclave never verified): a contract escrow split is made
   only when every holder and the beneficiary is an enclave the splitting enclave verified, no share opens
   with a host key, and a holder releases its share only to a beneficiary IT verified;
-* I4: no signature over an offer sheet naming a key the enclave does not hold, or one that is committed.
+* I4: no signature over an offer sheet (a real version-3 body) offering a key the enclave does not hold, or
+  one that is committed, whatever keys the host lists with it (the sheet is parsed as receivers parse it).
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ from node.tee.enclave import simformat
 from node.tee.enclave.common import ESCROW_RELEASE_TAG, ESCROW_SPLIT_TAG, escrow_aad
 from node.tee.enclave.contracts import PartySig, SplitShare
 from node.tee.enclave.core import release_aad
+from node.protocols.offers import SheetWire
 from node.tee.enclave.server import open_core
+from tests.sheetbody import sheet_body
 
 NET = "dev"
 N_ENCLAVES = 3
@@ -377,18 +380,24 @@ class HostileHost(RuleBasedStateMachine):
         return False
 
     @precondition(lambda self: self.keys)
-    @rule(data=st.data(), with_other=st.booleans())
-    def sign_offer(self, data, with_other) -> None:
+    @rule(data=st.data(), with_other=st.booleans(), listed=st.sampled_from(["offered", "one-own", "none"]))
+    def sign_offer(self, data, with_other, listed) -> None:
+        """A real version-3 sheet body offering the enclave's keys and maybe another's (any state); the host
+        lists to the enclave the offered keys, only one key of the enclave's own, or none."""
         i = data.draw(st.integers(0, N_ENCLAVES - 1))
-        pubs = [data.draw(st.sampled_from([p for e, p in self.keys if e == i] or [p for _, p in self.keys]))]
+        own = [p for e, p in self.keys if e == i]
+        offered = [data.draw(st.sampled_from(own or [p for _, p in self.keys]))]
         if with_other:
-            pubs.append(data.draw(st.sampled_from(self.keys))[1])
+            offered.append(data.draw(st.sampled_from(self.keys))[1])
+        pubs = {"offered": offered, "one-own": own[:1], "none": []}[listed]
         held = self.held(i)
-        r = self.call(i, m.SignOfferSheets([m.OfferItem(b"sheet" + b"".join(pubs), pubs)]))
-        if r.ok:
-            bad = [p for p in pubs if p not in held or self._committed_now(p)]
+        body = sheet_body(offered)
+        r = self.call(i, m.SignOfferSheets([m.OfferItem(body, pubs)]))
+        if r.ok:  # I4 on the sheet as receivers parse it, not on the host's list
+            keys = [e.pubkey for e in wire.decode(body, SheetWire).offers.entries]
+            bad = [p for p in keys if p not in held or self._committed_now(p)]
             if bad:
-                self.violations.append(f"I4: enclave {i} signed a sheet naming unheld/committed {bad[0].hex()[:16]}")
+                self.violations.append(f"I4: enclave {i} signed a sheet offering unheld/committed {bad[0].hex()[:16]}")
 
     @precondition(lambda self: self.keys)
     @rule(data=st.data(), tag=st.sampled_from(["release", "resend", "accept"]))

@@ -2,7 +2,9 @@
 
 Every hostile sheet here is made by a hostile node with its own real (simulated) enclave: its own keys, its
 own quotes over bindings it chose, its enclave's signature. A hostile host asks its enclave to sign body
-bytes and lists no deposit key (``sign_offer_sheet(body, [])``): the enclave of the base commit signs that.
+bytes and lists no deposit key (``sign_offer_sheet(body, [])``): the enclave of the base commit signed that;
+the enclave now reads the keys the body offers and refuses (I4). The receiver's checks stay for a broken TEE:
+``hostile`` sheets are signed with the device's signing key as an attacker who extracted it would sign them.
 The bytes go to the receiver's ``OffersProtocol`` as gossip delivers them: ``validate`` first, and only an
 ACCEPTed message reaches ``handle`` (a ``GossipReceived``) and the book.
 """
@@ -20,8 +22,9 @@ from node.protocols.offers import (
     ADDRESSES, Offer, OffersProtocol, SheetsAsk, SignedSheet, SheetWire, AttestationCache, answer_pull,
     build_sheet, default_attestation_verifier, read_answer,
 )
-from node.tee.client import InProcessEnclave
+from node.tee.client import EnclaveRefused, InProcessEnclave
 from node.tee.policy import AttestationPolicy
+from tests.sheetbody import broken_tee_sign, sheet_body
 
 NET = "dev"
 NOW = 1_800_000_000.0
@@ -45,8 +48,8 @@ class Node:
         self.quote = self.enc.quote(self.binding, now=NOW)
 
     def sheet(self, offers, *, seq=1, now=NOW, peer=None, binding=None, quote=None, hostile=False):
-        """A sheet signed by this node's enclave. ``hostile``: the host lists no key to its enclave."""
-        sign = (lambda body, keys: self.enc.sign_offer_sheet(body, [])) if hostile else self.enc.sign_offer_sheet
+        """A sheet signed by this node's enclave. ``hostile``: signed with the extracted signing key."""
+        sign = (lambda body, keys: broken_tee_sign(self.enc, body)) if hostile else self.enc.sign_offer_sheet
         return build_sheet(net=NET, origin=peer or self.peer, seq=seq, now=now, offers=offers, retracted=[],
                            quote=quote or self.quote, binding=binding or self.binding, sign=sign)
 
@@ -90,7 +93,11 @@ def test_a_node_republishing_another_devices_offers_is_rejected_and_the_book_kee
     p = receiver()
     assert gossip(p, alice.sheet(offers_of(alice.keys))).result is Result.ACCEPT
     # Mallory copies Alice's offers (same keys, amounts, expiry: the same offer ids) into her own sheet, under
-    # her own genuine quote, and her host has her enclave sign it listing no key
+    # her own genuine quote; her host has her enclave sign it listing no key, which the enclave refuses (I4)
+    with pytest.raises(EnclaveRefused) as exc:
+        mallory.enc.sign_offer_sheet(sheet_body(alice.keys, binding=mallory.binding), [])
+    assert exc.value.code == "unknown-key"
+    # with her TEE broken (its signing key extracted), the receivers still reject it
     v = gossip(p, mallory.sheet(offers_of(alice.keys), hostile=True))
     assert v.result is Result.REJECT and "not in the device's attested key commitment" in v.reason, v
     rows = book_rows(p)
@@ -217,9 +224,9 @@ def test_the_commitment_cannot_be_padded_or_bent_and_an_honest_subset_passes(ali
 
     from node.protocols.offers import decode_sheet, encode_body, offers_root
 
-    def signed(node, body):  # a hostile host: its enclave signs whatever body, listing no key
+    def signed(node, body):  # a broken TEE: whatever body, signed with the extracted signing key
         b = encode_body(body)
-        return wire.encode(SignedSheet(b, node.enc.sign_offer_sheet(b, [])))
+        return wire.encode(SignedSheet(b, broken_tee_sign(node.enc, b)))
 
     _, base = decode_sheet(mallory.sheet(offers_of(mallory.keys[:1]), hostile=True))
     rest = sorted(mallory.keys[1:])

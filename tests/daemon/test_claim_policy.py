@@ -19,6 +19,7 @@ from node.stores.contracts import ContractStore
 from node.swaps import kept_chunks
 from node.tee.client import InProcessEnclave
 from node.tee.enclave.core import release_aad
+from tests.sheetbody import sheet_body
 from tests.tee.testbuild import RawOps  # the test build: raw release/accept
 
 NET, NOW = "dev", 1_000.0
@@ -103,7 +104,7 @@ def test_kept_keys_become_deposits_and_offers_once_across_a_restart(world):
     assert sorted(o.address for o in offers) == sorted(c.address for c in chunks[:2])
     # the key stays in the enclave, counted in the keys its quote commits to; it can be offered (signed)
     assert chunks[0].pubkey in world.recv.held_pubkeys()
-    assert world.recv.sign_offer_sheet(b"sheet" + chunks[0].pubkey, [chunks[0].pubkey])
+    assert world.recv.sign_offer_sheet(sheet_body([chunks[0].pubkey]), [chunks[0].pubkey])
 
     # again, and after a restart (a new store over the same file): nothing is added twice
     assert adopt_kept(deposits, kept, world.ledger, world.recv, now=NOW + 5) == []

@@ -13,8 +13,9 @@ from node.protocols.offers import (
     merkle_root, offer_id, validate_sheet,
 )
 from node.protocols.testing import GossipNet
-from node.tee.client import InProcessEnclave
+from node.tee.client import EnclaveRefused, InProcessEnclave
 from node.tee.policy import AttestationPolicy
+from tests.sheetbody import broken_tee_sign
 
 NET = "dev"
 NOW = 1_800_000_000.0
@@ -93,7 +94,10 @@ def test_every_reject_reason(alice, bob):
     # wrong network: re-encoded and re-signed by the genuine enclave, so only the net is wrong
     v = check(resign(alice, msgspec_replace(body, net="main")))
     assert v.result is Result.REJECT and "wrong network" in v.reason
-    v = check(resign_wire(alice, msgspec_replace(wire_body(good), version=1)))  # the old, verbose form
+    old = wire.encode(msgspec_replace(wire_body(good), version=1))  # the old, verbose form: no enclave signs it
+    with pytest.raises(EnclaveRefused, match="sheet-unreadable"):
+        alice.enc.sign_offer_sheet(old, alice.keys)
+    v = check(wire.encode(SignedSheet(old, broken_tee_sign(alice.enc, old))))
     assert v.result is Result.REJECT and "unsupported sheet version 1" in v.reason
     # origin not the bound peer id (a node replaying another's attestation under its own name)
     v = check(resign(alice, msgspec_replace(body, origin="12D3KooMallory")))
@@ -237,10 +241,9 @@ def test_every_malformed_offer_table_is_rejected_with_its_reason(alice):
     t, es = good.offers.terms, good.offers.entries
     t2 = msgspec_replace(t[0], expiry=NOW + 7200)
 
-    def table(terms, entries):  # signed by the genuine enclave (it checks its keys occur, not the table's form)
+    def table(terms, entries):  # signed with the device's key (the enclave refuses a table offering keys it lacks)
         body = wire.encode(msgspec_replace(good, offers=OfferTable(terms, entries)))
-        sig = alice.enc.sign_offer_sheet(body, [k for k in alice.keys if k in body])
-        v = check(wire.encode(SignedSheet(body, sig)))
+        v = check(wire.encode(SignedSheet(body, broken_tee_sign(alice.enc, body))))
         assert v.result is Result.REJECT
         return v.reason
 

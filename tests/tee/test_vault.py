@@ -26,6 +26,7 @@ from node.tee.enclave import messages as m
 from node.tee.enclave.core import release_aad
 from node.tee.enclave.sealed import JOURNAL_FILE, SEALED_FILE
 from node.tee.policy import AttestationPolicy
+from tests.sheetbody import sheet_body
 from tests.tee.testbuild import RawOps, RawOpsSubprocess  # the test build: raw release/resend/accept
 
 
@@ -87,19 +88,20 @@ def test_quote_refuses_a_binding_it_cannot_vouch_for(enc, peer):
 def test_offer_sheets(enc, recipient_key=coincurve.PrivateKey()):
     a, b, c = enc.generate_keys(3)
     sign_pub = enc.info().sign_pub
-    sheets = [(b"offer:" + a, [a]), (b"offer:" + b + a, [a, b])]
+    sheets = [(sheet_body([a]), [a]), (sheet_body([b, a]), [a, b])]  # the host's list in any order
     sigs = enc.sign_offer_sheets(sheets)
     assert all(verify_offer_sheet_sig(sign_pub, s, sig) for (s, _), sig in zip(sheets, sigs))
-    assert not verify_offer_sheet_sig(sign_pub, b"offer:" + c, sigs[0])
-    assert verify_offer_sheet_sig(sign_pub, b"offer:" + a, enc.sign_offer_sheet(b"offer:" + a, [a]))
-    refused("key-not-in-sheet", enc.sign_offer_sheet, b"offer:" + a, [b])
-    refused("unknown-key", enc.sign_offer_sheet, b"offer:" + b"\x02" * 33, [b"\x02" * 33])
-    # a sheet naming no key (a retraction) is signed: it claims nothing
-    assert verify_offer_sheet_sig(sign_pub, b"offer", enc.sign_offer_sheet(b"offer", []))
+    assert not verify_offer_sheet_sig(sign_pub, sheet_body([c]), sigs[0])
+    assert verify_offer_sheet_sig(sign_pub, sheet_body([a]), enc.sign_offer_sheet(sheet_body([a]), [a]))
+    refused("keys-mismatch", enc.sign_offer_sheet, sheet_body([a]), [b])
+    refused("unknown-key", enc.sign_offer_sheet, sheet_body([pubkey_of(recipient_key)]), [pubkey_of(recipient_key)])
+    refused("sheet-unreadable", enc.sign_offer_sheet, b"offer:" + a, [a])
+    # a sheet offering no key (a retraction) is signed: it claims nothing
+    assert verify_offer_sheet_sig(sign_pub, sheet_body([]), enc.sign_offer_sheet(sheet_body([]), []))
     enc.release_key(c, pubkey_of(recipient_key), b"ctx")
-    refused("key-not-held", enc.sign_offer_sheet, b"offer:" + c, [c])
+    refused("key-not-held", enc.sign_offer_sheet, sheet_body([c]), [c])
     # all or nothing: a batch with one bad item signs nothing
-    refused("key-not-held", enc.sign_offer_sheets, [(b"offer:" + a, [a]), (b"offer:" + c, [c])])
+    refused("key-not-held", enc.sign_offer_sheets, [(sheet_body([a]), [a]), (sheet_body([c]), [c])])
 
 
 def test_domain_signing_allow_list(enc):
@@ -128,7 +130,7 @@ def test_release_accept_export_between_two_enclaves(enc, peer):
     st = {s.pubkey: s for s in peer.list_keys()}[k]
     assert (st.state, st.origin) == ("received", "received")
     # a received key can be offered and exported to the owner (the one cleartext exit)
-    assert verify_offer_sheet_sig(peer.info().sign_pub, b"o" + k, peer.sign_offer_sheet(b"o" + k, [k]))
+    assert verify_offer_sheet_sig(peer.info().sign_pub, sheet_body([k]), peer.sign_offer_sheet(sheet_body([k]), [k]))
     priv = peer.export_to_owner(k)
     assert pubkey_of(coincurve.PrivateKey(priv)) == k
     assert peer.export_to_owner(k) == priv  # idempotent for the owner

@@ -14,9 +14,11 @@
   enclaves whose quotes THIS enclave verified itself (``attest_peer``, under ``EnclaveCore.peer_policy``:
   its own measurement, its own kind of device and vendor root, no debug peer unless itself debug); keys of
   anything else are refused (code ``unattested``; ``EnclaveCore.require_attested`` for escrow).
-* **I4** An offer sheet is signed only when every key it names is held here (held / received), not
+* **I4** An offer sheet is signed only when every key it offers is held here (held / received), not
   committed to an open contract, and so is in the set ``keys_root`` commits to in this enclave's quotes
-  (``EnclaveCore.quote`` accepts only ``keys_root(held_pubkeys())``).
+  (``EnclaveCore.quote`` accepts only ``keys_root(held_pubkeys())``). The enclave reads the offered keys
+  from the body it signs (``sheet.offered_keys``; bytes that are not a version-3 sheet: ``sheet-unreadable``),
+  not from the host's list, which must be those keys (``keys-mismatch``).
 
 The raw ``release`` / ``resend`` / ``accept`` operations are not in the production handler table
 (``messages.handle`` refuses them with code ``test-only-op``); tests build their own table on top of it.

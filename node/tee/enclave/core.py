@@ -28,6 +28,7 @@ from node.tee.enclave.common import (  # noqa: F401 (re-exported: the host and t
 )
 from node.tee.enclave.contracts import Contracts, ContractShare, ContractState, Holdings, SharePayloadV
 from node.tee.enclave.sealed import SealedStateError, SealedStore
+from node.tee.enclave.sheet import offered_keys
 
 STATE_VERSION = 1
 MAX_KEYS_PER_CALL = 10_000
@@ -357,15 +358,19 @@ class EnclaveCore:
         )
 
     def sign_offer_sheets(self, items: list[tuple[bytes, list[bytes]]]) -> list[bytes]:
-        """Sign each offer sheet; all-or-nothing: one bad item refuses the batch."""
+        """Sign each offer sheet; all-or-nothing: one bad item refuses the batch.
+
+        I4: the enclave reads each body itself (``sheet.offered_keys``: a version-3 sheet, else
+        "sheet-unreadable") and checks EVERY key it offers: held, spendable, not committed to an open contract.
+        The host's ``pubs`` must be exactly those keys ("keys-mismatch"). A sheet offering no key (a retraction:
+        "I offer nothing now") claims nothing and is signed too."""
         sign = self._sign
         by_pub = self._by_pub
-        committed = self.contracts.committed_all() if any(pubs for _, pubs in items) else {}
+        offered = [offered_keys(sheet) for sheet, _ in items]
+        committed = self.contracts.committed_all() if any(offered) else {}
         digests = []
-        for i, (sheet, pubs) in enumerate(items):
-            # a sheet naming no key is a retraction ("I offer nothing now"): it claims nothing, so it is
-            # signed too; every key a sheet does name must be one this enclave holds
-            for pub in pubs:
+        for i, ((sheet, pubs), keys) in enumerate(zip(items, offered)):
+            for pub in keys:
                 rec = by_pub.get(pub)
                 if rec is None:
                     raise Refusal("unknown-key", f"item {i}: this enclave does not hold key {pub.hex()[:16]}...")
@@ -375,8 +380,9 @@ class EnclaveCore:
                 if cid is not None:  # I4: a committed key is not for sale (and would be sold twice)
                     raise Refusal("committed", f"item {i}: key {pub.hex()[:16]}... is committed to open contract "
                                   f"{cid.hex()[:16]}...; it is not offered")
-                if pub not in sheet:
-                    raise Refusal("key-not-in-sheet", f"item {i}: key {pub.hex()[:16]}... does not occur in the sheet")
+            if sorted(pubs) != sorted(keys):
+                raise Refusal("keys-mismatch", f"item {i}: the keys listed ({len(pubs)}) are not the keys the "
+                              f"sheet offers ({len(keys)})")
             digests.append(tagged_hash(OFFER_SHEET_TAG, sheet))
         return [sign_digest(sign, d) for d in digests]
 
