@@ -430,8 +430,12 @@ class SwapDesk:
                              f"swap, {chunks} needed (fund more with: keyswitch deposit --asset {give_asset})")
         theirs = [c for c in self.stack.book.candidates(take_asset, now=now) if c.owner_id == peer
                   and (addresses is None or c.address in addresses)]
-        if len(theirs) < chunks:
-            raise ValueError(f"the book holds {len(theirs)} {take_asset} offer(s) from {peer}, {chunks} needed")
+        taken = self.keys_in_our_contracts()
+        theirs = [c for c in theirs if bytes(self._book_offer(c.address, peer)["pubkey"]) not in taken]
+        if len(theirs) < chunks:  # (a key already in one of our contracts is never bought again: a device that
+            # offers it once more would be selling it twice, and our own enclave would refuse the second copy)
+            raise ValueError(f"the book holds {len(theirs)} {take_asset} offer(s) from {peer} that are in none of "
+                             f"our contracts, {chunks} needed")
         want = sum(o.usd_cents for o in mine)
         theirs = [c for c in theirs if isinstance(self._our_value("", c.asset, c.amount, c.usd_cents), int)]
         if len(theirs) < chunks:  # (a chunk whose declared value our price does not bear out is skipped)
@@ -444,6 +448,12 @@ class SwapDesk:
         summary = {"peer": peer, "give": {"asset": give_asset, "chunks": chunks, "usd_cents": want},
                    "take": {"asset": take_asset, "chunks": chunks, "usd_cents": sum(c.usd_cents for c in theirs)}}
         return swap_schedule(a, b), summary
+
+    def keys_in_our_contracts(self) -> set[bytes]:
+        """Every deposit key named in one of our contracts, any state (swaps and language contracts)."""
+        keys = {r.chunk.pubkey for c in list(self.release.contracts.values()) for r in c.rec.schedule.rounds}
+        keys.update(ch.pubkey for r in list(self.run.runs.values()) for p in r.spec.parties for ch in p.chunks)
+        return keys
 
     def _identity(self):
         """Our current offer sheet identity (binding and quote change when our deposits do)."""

@@ -150,6 +150,21 @@ def _silent(net, attacker) -> None:
     net.peers[attacker.peer_id].protocols = [attacker.protocol, attacker.rfp, attacker.desk.run]
 
 
+def test_a_key_already_in_one_of_our_contracts_is_never_bought_again(pair):
+    """A device whose offer of key K is still in our book while K is already in a contract of ours (a broken TEE
+    sells a chunk twice; or its retraction has not reached us): a second swap never takes K. Without this, our
+    own enclave refused the second copy and the contract ended "failed" with our chunk paid and no report naming
+    the device (found by the simulator's real-contract mode)."""
+    net, attacker, victim, now, _, _ = pair
+    k = _chunks(attacker)[0]
+    victim.desk.release.propose(attacker.peer_id, swap_schedule(_chunks(victim)[:1], [k]), now)  # (not yet sent)
+    assert victim.desk._book_offer(k.address, attacker.peer_id) is not None  # K is still offered to us
+    sched, _summary = victim.desk.plan_swap(attacker.peer_id, "BTC-REG", "BTC-REG", 5)
+    assert k.pubkey not in {r.chunk.pubkey for r in sched.rounds}
+    with pytest.raises(ValueError, match="that are in none of our contracts, 6 needed"):
+        victim.desk.plan_swap(attacker.peer_id, "BTC-REG", "BTC-REG", 6)
+
+
 def test_swap_peer_named_by_hand_is_held_to_the_initiators_caps(pair):
     net, attacker, victim, now, _, _ = pair
     _silent(net, attacker)
