@@ -512,24 +512,36 @@ class NodeServices:
 
     async def _offer(self, peer: str, kind: str, payload: bytes) -> None:
         """Offer a contract to ``peer`` over /keyswitch/contract/1; raises ApiError unless it agrees."""
+        answer = await self._contract_answer(peer, kind, payload)
+        if answer is None:
+            raise ApiError(504, f"{peer} did not answer the contract offer in time")
+        accepted, reason = answer
+        if not accepted:
+            raise ApiError(409, f"{peer} refused: {reason}")
+
+    async def _contract_answer(self, peer: str, kind: str, payload: bytes) -> tuple[bool, str] | None:
+        """Offer a contract to ``peer`` over /keyswitch/contract/1 and await its (accepted, reason); None when no
+        answer came in time. The answer wakes us (``rfp.answer_listeners``, registered in the very call that
+        makes the offer, so it cannot be missed): no polling."""
         rfp = self.stack.rfp
-        box: dict[str, Any] = {}
+        token = trio.lowlevel.current_trio_token()
+        answered = trio.Event()
+        box: dict[str, int] = {}
 
         def offer(now: float):
             rid, cmds = rfp.offer_contract(peer, kind, payload, now)
             box["rid"] = rid
+            rfp.answer_listeners[rid] = lambda: token.run_sync_soon(answered.set)
             return cmds
 
-        await self._submit(rfp, offer, timeout=5)
+        self.node.driver.submit(rfp, offer)
+        with trio.move_on_after(35):  # the offer's own request times out sooner, with an answer saying so
+            await answered.wait()
         rid = box.get("rid")
-        with trio.move_on_after(30):
-            while rid not in rfp.contract_answers:
-                await trio.sleep(0.05)
-        if rid not in rfp.contract_answers:
-            raise ApiError(504, f"{peer} did not answer the contract offer in time")
-        accepted, reason = rfp.contract_answers.pop(rid)
-        if not accepted:
-            raise ApiError(409, f"{peer} refused: {reason}")
+        if rid is None:
+            return None
+        rfp.answer_listeners.pop(rid, None)
+        return rfp.contract_answers.pop(rid, None)
 
     async def _who(self, peers: list[str]) -> None:
         run = self.stack.desk.run
@@ -673,27 +685,10 @@ class NodeServices:
             raise
 
     async def _offer_swap(self, desk, peer: str, schedule, summary: dict[str, Any]) -> dict[str, Any]:
-        rfp = self.stack.rfp
-        box: dict[str, Any] = {}
-        token = trio.lowlevel.current_trio_token()
-        got = trio.Event()
-
-        def offer(now: float):
-            rid, cmds = rfp.offer_contract(peer, "swap", wire.encode(schedule), now)
-            box["rid"] = rid
-            token.run_sync_soon(got.set)
-            return cmds
-
-        self.node.driver.submit(rfp, offer)
-        with trio.move_on_after(5):
-            await got.wait()
-        rid = box.get("rid")
-        with trio.move_on_after(30):
-            while rid not in rfp.contract_answers:
-                await trio.sleep(0.005)  # a dict lookup: polling finely costs nothing and the swap starts sooner
-        if rid not in rfp.contract_answers:
+        answer = await self._contract_answer(peer, "swap", wire.encode(schedule))
+        if answer is None:
             raise ApiError(504, "the peer did not answer the contract offer in time")
-        accepted, reason = rfp.contract_answers.pop(rid)
+        accepted, reason = answer
         if not accepted:
             raise ApiError(409, f"the peer refused: {reason}")
         usd = desk.declared_usd(peer, schedule)

@@ -349,6 +349,9 @@ class RfpProtocol:
         #: ``on_contract(peer, offer, now) -> None | reason``: the node's policy for contract offers
         self.on_contract: Callable[[str, ContractOffer, float], str | None] | None = None
         self.contract_answers: dict[int, tuple[bool, str]] = {}  # our request id -> (accepted, reason)
+        #: our request id -> a callable run (with no argument) once its answer is in ``contract_answers``: how the
+        #: application awaits an answer instead of polling (it registers in the call that makes the offer)
+        self.answer_listeners: dict[int, Callable[[], None]] = {}
         self._contract_reqs: set[int] = set()
         self.reasons: dict[str, int] = {}
         #: proposals a request should draw (0: every peer answers every request); ``responders`` estimates how
@@ -393,6 +396,9 @@ class RfpProtocol:
                         self.contract_answers[event.request_id] = (ack.accepted, ack.reason)
                     except wire.WireError as exc:
                         self.contract_answers[event.request_id] = (False, f"bad answer: {exc.reason}")
+                listener = self.answer_listeners.pop(event.request_id, None)
+                if listener is not None:
+                    listener()
                 return []
             if event.error:
                 self.reasons[f"send failed: {event.error[:50]}"] = self.reasons.get(f"send failed: {event.error[:50]}", 0) + 1
