@@ -531,7 +531,7 @@ class NodeServices:
         def offer(now: float):
             rid, cmds = rfp.offer_contract(peer, kind, payload, now)
             box["rid"] = rid
-            rfp.answer_listeners[rid] = lambda: token.run_sync_soon(answered.set)
+            rfp.answer_listeners.add(rid, lambda: token.run_sync_soon(answered.set))
             return cmds
 
         self.node.driver.submit(rfp, offer)
@@ -540,17 +540,26 @@ class NodeServices:
         rid = box.get("rid")
         if rid is None:
             return None
-        rfp.answer_listeners.pop(rid, None)
+        self.node.driver.submit(rfp, lambda now: rfp.answer_listeners.discard(rid))
         return rfp.contract_answers.pop(rid, None)
 
     async def _who(self, peers: list[str]) -> None:
         run = self.stack.desk.run
-        for p in peers:  # always asked afresh: a binding's keys root moves with the peer's deposits
-            run.known.pop(p, None)
-            await self._submit(run, lambda now, p=p: run.who(p, now))
-        with trio.move_on_after(15):
-            while any(p not in run.known for p in peers):
-                await trio.sleep(0.05)
+        token = trio.lowlevel.current_trio_token()
+        learnt = {p: trio.Event() for p in peers}
+
+        def ask(now: float, p: str):
+            run.known.pop(p, None)  # always asked afresh: a binding's keys root moves with the peer's deposits
+            run.who_listeners.add(p, lambda: token.run_sync_soon(learnt[p].set))
+            return run.who(p, now)
+
+        for p in peers:
+            await self._submit(run, lambda now, p=p: ask(now, p))
+        with trio.move_on_after(15):  # woken as each binding is learnt (``run.who_listeners``): no polling
+            for p in peers:
+                await learnt[p].wait()
+        for p in peers:
+            self.node.driver.submit(run, lambda now, p=p: run.who_listeners.discard(p))
         missing = [p for p in peers if p not in run.known]
         if missing:
             raise ApiError(504, f"no attested binding from {', '.join(missing)} (see /v1/contracts refusals)")
@@ -751,7 +760,7 @@ class NodeServices:
         """The requests-for-proposals round trip: the ``rfp.Chosen`` (leaving out offers of ``exclude``)."""
         rfp = self.stack.rfp
         box: dict[str, Any] = {}
-        done = trio.Event()
+        done, decided = trio.Event(), trio.Event()
         token = trio.lowlevel.current_trio_token()
 
         def call(now: float):
@@ -759,6 +768,9 @@ class NodeServices:
                 rid, cmds = rfp.request(asset, cents, contract, now, deadline=self.stack.request_deadline,
                                         exclude=exclude)
                 box["rid"] = rid
+                rfp.result_listeners.add(rid, lambda: token.run_sync_soon(decided.set))
+                if rid in rfp.results:  # (decided at once)
+                    rfp.result_listeners.fire(rid)
             except ValueError as exc:
                 box["error"] = str(exc)
                 cmds = []
@@ -771,9 +783,9 @@ class NodeServices:
         if "rid" not in box:
             raise ApiError(429, box.get("error", "the node did not take the request in time"))
         rid = box["rid"]
-        with trio.move_on_after(self.stack.request_deadline + 10):
-            while rid not in rfp.results:
-                await trio.sleep(0.05)
+        with trio.move_on_after(self.stack.request_deadline + 10):  # woken by the decision: no polling
+            await decided.wait()
+        self.node.driver.submit(rfp, lambda now: rfp.result_listeners.discard(rid))
         if rid not in rfp.results:
             raise ApiError(504, "no decision within the deadline")
         return rfp.results[rid]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from typing import Protocol as _Protocol
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 # ---------------------------------------------------------------- events in
@@ -176,6 +176,30 @@ class SansIOProtocol(_Protocol):
     def validate(self, topic: str, data: bytes, from_peer: str, now: float) -> Validation: ...
 
     def handle(self, event: Event, now: float) -> list[Command]: ...
+
+
+class Listeners:
+    """Callables the application registers to be woken when a protocol records something under a key (an
+    answer, a decision, a peer's binding): how it awaits instead of polling. ``fire(key)`` runs and forgets
+    the key's callables. They run where the protocol runs (perhaps a worker thread), so they must be
+    thread-safe: the daemon's are ``trio_token.run_sync_soon(event.set)``. Register in a call submitted to the
+    protocol (``driver.submit``), so the registration and the firing never race."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[object, list[Callable[[], None]]] = {}
+
+    def add(self, key: object, fn: Callable[[], None]) -> None:
+        self._by_key.setdefault(key, []).append(fn)
+
+    def discard(self, key: object) -> None:
+        self._by_key.pop(key, None)
+
+    def fire(self, key: object) -> None:
+        for fn in self._by_key.pop(key, ()):
+            fn()
+
+    def __len__(self) -> int:
+        return len(self._by_key)
 
 
 def topic(net: str, name: str, version: int = 1) -> str:

@@ -65,8 +65,8 @@ import msgspec
 from node import wire
 from node.contracts.spec import ContractSpec, ReleaseBody, approval_digest, decode_spec, spec_id
 from node.protocols.base import (
-    Command, Event, LedgerCall, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started,
-    TaskDone, TimerFired, Validation,
+    Command, Event, LedgerCall, Listeners, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer,
+    Started, TaskDone, TimerFired, Validation,
 )
 from node.protocols.release import (
     FUNDS_OK, AckBody, Chunk, ClaimRecord, ErrorBody, MemoryContractStore, MessageError, RecordStore, error_message,
@@ -256,6 +256,7 @@ class ContractRun:
         self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)
         self.known: dict[str, Binding] = {}  # peer id -> its binding, quote verified (from who / whois)
         self.known_quotes: dict[str, bytes] = {}  # peer id -> the quote of ``known[peer]`` (for ``attest_known``)
+        self.who_listeners = Listeners()  # woken by peer id once ``known[peer]`` is set
 
     # -- application calls ------------------------------------------------------------
     def expect(self, spec: ContractSpec) -> bytes:
@@ -787,6 +788,7 @@ class ContractRun:
             return f"untrusted quote: {why}"
         self.known[peer] = w.binding
         self.known_quotes[peer] = w.quote
+        self.who_listeners.fire(peer)
         return None
 
     def attest_known(self, peer: str, now: float) -> None:

@@ -50,8 +50,8 @@ import msgspec
 from node import peerkey, wire
 from node.assets.prices import DEFAULT_PRICE_TOLERANCE, StaticPrices, declared_usd_mismatch
 from node.protocols.base import (
-    Command, Event, GossipReceived, Notify, Publish, RequestReceived, Respond, ResponseReceived, SendRequest,
-    SetTimer, Started, TimerFired, Validation, topic,
+    Command, Event, GossipReceived, Listeners, Notify, Publish, RequestReceived, Respond, ResponseReceived,
+    SendRequest, SetTimer, Started, TimerFired, Validation, topic,
 )
 from node.risk.allocate import Limits
 from node.risk.types import Candidate
@@ -349,9 +349,9 @@ class RfpProtocol:
         #: ``on_contract(peer, offer, now) -> None | reason``: the node's policy for contract offers
         self.on_contract: Callable[[str, ContractOffer, float], str | None] | None = None
         self.contract_answers: dict[int, tuple[bool, str]] = {}  # our request id -> (accepted, reason)
-        #: our request id -> a callable run (with no argument) once its answer is in ``contract_answers``: how the
-        #: application awaits an answer instead of polling (it registers in the call that makes the offer)
-        self.answer_listeners: dict[int, Callable[[], None]] = {}
+        #: woken by our request id once its answer is in ``contract_answers`` / its decision in ``results``
+        self.answer_listeners = Listeners()
+        self.result_listeners = Listeners()
         self._contract_reqs: set[int] = set()
         self.reasons: dict[str, int] = {}
         #: proposals a request should draw (0: every peer answers every request); ``responders`` estimates how
@@ -396,9 +396,7 @@ class RfpProtocol:
                         self.contract_answers[event.request_id] = (ack.accepted, ack.reason)
                     except wire.WireError as exc:
                         self.contract_answers[event.request_id] = (False, f"bad answer: {exc.reason}")
-                listener = self.answer_listeners.pop(event.request_id, None)
-                if listener is not None:
-                    listener()
+                self.answer_listeners.fire(event.request_id)
                 return []
             if event.error:
                 self.reasons[f"send failed: {event.error[:50]}"] = self.reasons.get(f"send failed: {event.error[:50]}", 0) + 1
@@ -608,6 +606,7 @@ class RfpProtocol:
         result = Chosen(rid, choice.ok, choice.offers, choice.allocation.total_cents if choice.ok else 0,
                         req.usd_cents, peers, len(open_.proposals), choice.allocation.reason, choice.allocation.notes)
         self.results[rid] = result
+        self.result_listeners.fire(rid)
         while len(self.results) > 1000:
             self.results.pop(next(iter(self.results)))
         return [Notify("rfp.chosen", result.to_json())]

@@ -79,10 +79,10 @@ def test_a_contract_answer_wakes_its_listener_once_with_the_answer_in_place(pair
     for sched in (swap_schedule(_chunks(attacker)[:1], _chunks(victim)[:1]),
                   swap_schedule(_chunks(attacker)[1:2], _chunks(attacker)[2:3])):  # (the second: refused)
         rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "swap", wire.encode(sched), now)
-        attacker.rfp.answer_listeners[rid] = lambda rid=rid: heard.append(attacker.rfp.contract_answers[rid])
+        attacker.rfp.answer_listeners.add(rid, lambda rid=rid: heard.append(attacker.rfp.contract_answers[rid]))
         net.call(attacker.peer_id, attacker.rfp, cmds, now)
     assert [ok for ok, _ in heard] == [True, False] and heard[1][1], heard
-    assert attacker.rfp.answer_listeners == {}
+    assert len(attacker.rfp.answer_listeners) == 0
 
 
 def test_a_hold_is_taken_when_a_swap_is_agreed_and_released_when_it_ends(pair):
