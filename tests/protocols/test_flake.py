@@ -68,11 +68,11 @@ def _rows(side) -> dict[str, dict]:
     return out
 
 
-def _double_sale(tmp_path, *, late: bool):
-    """mallory (a BROKEN double-release enclave) sells her one chunk to carol and to dave. ``late``: dave's
-    hello comes once carol's contract has ended (carol swept the chunk), as under load in the demo."""
+def _mallory_sells_to_carol_and_dave(tmp_path):
+    """mallory (a BROKEN double-release enclave) and her two buyers, each expecting a swap of her one chunk:
+    (mallory, carol, dave, the pair driving them, carol's schedule, dave's schedule)."""
     from node.ledger.devnet import DevLedger
-    from node.protocols.release import DONE, FAILED, WITHHELD, contract_id, swap_schedule
+    from node.protocols.release import swap_schedule
     from node.tee.broken import BrokenEnclave
 
     from tests.protocols.test_release import Pair, Side
@@ -85,6 +85,15 @@ def _double_sale(tmp_path, *, late: bool):
     s1, s2 = swap_schedule(m.chunks, carol.chunks), swap_schedule(m.chunks, dave.chunks)
     carol.expect(m.peer_id, s1)
     dave.expect(m.peer_id, s2)
+    return m, carol, dave, pair, s1, s2
+
+
+def _double_sale(tmp_path, *, late: bool):
+    """mallory (a BROKEN double-release enclave) sells her one chunk to carol and to dave. ``late``: dave's
+    hello comes once carol's contract has ended (carol swept the chunk), as under load in the demo."""
+    from node.protocols.release import DONE, FAILED, WITHHELD, contract_id
+
+    m, carol, dave, pair, s1, s2 = _mallory_sells_to_carol_and_dave(tmp_path)
     cid1 = contract_id(s1, [m.binding, carol.binding])
     pair.call(m, m.proto.propose, carol.peer_id, s1)
     if late:
@@ -139,22 +148,13 @@ def test_a_resent_hello_refused_after_its_first_copy_was_agreed_leaves_no_half_o
     The same contract's hello must get the same answer: once agreed, a later copy is answered as agreed; once
     refused for funds, a later answer of an earlier copy refuses too (the checks run in worker threads: either
     may end first)."""
-    from node.ledger.devnet import DevLedger
     from node.protocols.base import LedgerCall, ResponseReceived, TaskDone
     from node.protocols.interpret import LedgerAdapters, run_ledger_call
-    from node.protocols.release import DONE, FAILED, RUNNING, WITHHELD, contract_id, swap_schedule
-    from node.tee.broken import BrokenEnclave
+    from node.protocols.release import DONE, FAILED, RUNNING, WITHHELD, contract_id
 
-    from tests.protocols.test_release import NOW as T0, Pair, Side
+    from tests.protocols.test_release import NOW as T0
 
-    ledger = DevLedger(None, automine=True)
-    m = Side("A", tmp_path, ledger, 1, enclave_factory=lambda d: BrokenEnclave(d, mode="double-release"))
-    carol, dave = Side("B", tmp_path, ledger, 1), Side("C", tmp_path, ledger, 1)
-    pair = Pair(m, carol, dave)
-    pair.run(until=0)
-    s1, s2 = swap_schedule(m.chunks, carol.chunks), swap_schedule(m.chunks, dave.chunks)
-    carol.expect(m.peer_id, s1)
-    dave.expect(m.peer_id, s2)
+    m, carol, dave, pair, s1, s2 = _mallory_sells_to_carol_and_dave(tmp_path)
     cid1, cid2 = contract_id(s1, [m.binding, carol.binding]), contract_id(s2, [m.binding, dave.binding])
     pair.call(m, m.proto.propose, carol.peer_id, s1)
     pair.call(m, m.proto.propose, dave.peer_id, s2)
