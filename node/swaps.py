@@ -730,6 +730,10 @@ class SwapDesk:
         if n.kind in ("contract.released", "contract.refund"):
             self._retract_pub(bytes.fromhex(n.detail["pubkey"]))
             return
+        if n.kind == "contract.opened":  # our chunks are committed now: off our sheet (as at a swap's agreement)
+            for pub in n.detail["committed"]:  # (no reputation record yet: the peers' quotes are verified later)
+                self._retract_pub(bytes.fromhex(pub))
+            return
         if n.kind in ("contract.received", "contract.claim", "contract.withheld"):
             self.reporter.on_contract_notify(n, self.clock.now())
             return

@@ -63,11 +63,14 @@ from typing import Callable
 import msgspec
 
 from node import wire
+import hashlib
+
 from node.contracts.spec import ContractSpec, ReleaseBody, approval_digest, decode_spec, spec_id
 from node.protocols.base import (
     Command, Event, LedgerCall, Listeners, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer,
     Started, TaskDone, TimerFired, Validation,
 )
+from node.protocols.contract_swap import swap_outcome
 from node.protocols.release import (
     FUNDS_OK, AckBody, Chunk, ClaimRecord, ErrorBody, MemoryContractStore, MessageError, RecordStore, error_message,
     funds_state, parse, seal,
@@ -151,6 +154,8 @@ class Run:
     #: approvals delivered to our enclave since this process started (party, message): for ``_owed`` only
     approvals: list[tuple[int, str]] = field(default_factory=list)
     escrow_sigs: int = -1  # how many runners' signatures the escrow holders were last sent
+    #: a two-party contract's swap-shaped outcome (``contract_swap.swap_outcome``), once withheld or ended
+    outcome: object | None = None
 
     @property
     def key(self) -> str:
@@ -276,7 +281,7 @@ class ContractRun:
         r = self._new_run(spec, cid, now)
         if isinstance(r, str):
             raise ValueError(r)
-        return self._open_all(r) + self._drive(r, now)
+        return [self._opened_note(r)] + self._open_all(r) + self._drive(r, now)
 
     def observe_height(self, asset: str, height: int, now: float) -> list[Command]:
         """A ledger height (from the host's ledger client): handed to every running contract's enclave."""
@@ -325,6 +330,11 @@ class ContractRun:
     def state(self, cid: bytes) -> str | None:
         r = self.runs.get(cid.hex())
         return r.rec.state if r else None
+
+    def outcome(self, cid: bytes):
+        """A two-party contract's swap-shaped outcome (``release.Outcome``) once it was withheld or ended, else None."""
+        r = self.runs.get(cid.hex())
+        return r.outcome if r else None
 
     def summary(self, cid: bytes) -> dict | None:
         """What moved so far, from our enclave's view: released / received / refunded steps and the claims."""
@@ -595,11 +605,33 @@ class ContractRun:
         return owed
 
     def _stop(self, r: Run, event: str, reason: str) -> list[Command]:
+        from node.tee.client import EnclaveRefused
+
         r.rec.state, r.rec.reason = TRANSITIONS[(r.rec.state, event)], reason
         self._persist(r)
         for rid in [rid for rid, p in self._pending.items() if p[0] == r.key]:
             del self._pending[rid]
-        return [Notify("contract.outcome", {"contract": r.key, "state": r.rec.state, "reason": reason})]
+        try:
+            moved = self.enclave.contract_status(r.cid).moved if len(r.spec.parties) == 2 else []
+        except EnclaveRefused:
+            moved = []
+        return [Notify("contract.outcome", {"contract": r.key, "state": r.rec.state, "reason": reason,
+                                            **self._outcome_detail(r, moved)})]
+
+    def _outcome_detail(self, r: Run, moved) -> dict:
+        """A two-party contract: ``{"outcome": swap-shaped outcome}`` (what the request desk and the outcome
+        reporter read of a swap: released / received / lost and each of the peer's chunks), kept in ``r.outcome``."""
+        r.outcome = swap_outcome(r.spec, r.cid, r.me, r.rec.state, r.rec.reason, moved, r.rec.claims)
+        return {"outcome": r.outcome.to_json()} if r.outcome is not None else {}
+
+    def _opened_note(self, r: Run) -> Notify:
+        """``contract.opened``: our enclave took the contract, so our chunks in it are committed (the desk takes
+        them off our sheet at once: release/1's retraction at agreement) and the counterparties' devices are
+        known. Sent at open and again on every start for a contract still running (idempotent for the reader)."""
+        return Notify("contract.opened", {
+            "contract": r.key, "party": r.me, "committed": [c.pubkey.hex() for c in r.spec.parties[r.me].chunks],
+            "parties": [{"party": k, "peer": p.binding.peer_id, "device": hashlib.sha256(p.binding.sign_pub).hexdigest()}
+                        for k, p in enumerate(r.spec.parties) if k != r.me]})
 
     def _resume(self, now: float) -> list[Command]:
         from node.tee.client import EnclaveRefused
@@ -623,7 +655,10 @@ class ContractRun:
             if rec.state in TERMINAL:
                 continue
             try:  # idempotent: re-opens a contract the crash caught before our enclave took it
-                self.enclave.contract_open(rec.spec, [(s.party, s.sig) for s in rec.sigs if s.party != me])
+                res = self.enclave.contract_open(rec.spec, [(s.party, s.sig) for s in rec.sigs if s.party != me])
+                if all(s.party != me for s in rec.sigs):  # a record migrated from release/1 keeps no signatures
+                    rec.sigs = sorted([*rec.sigs, PartySig(me, res.sig)], key=lambda s: s.party)
+                    self._persist(r)
                 st = self.enclave.contract_status(r.cid)
             except EnclaveRefused as exc:
                 if exc.code != "contract-error":
@@ -636,7 +671,7 @@ class ContractRun:
                         step = spec.step_of(me, m.index)
                         if step not in rec.acked:
                             r.pending[step] = self.enclave.contract_resend(r.cid, m.index)
-            cmds += self._open_all(r) + self._resend(r) + self._drive(r, now)
+            cmds += [self._opened_note(r)] + self._open_all(r) + self._resend(r) + self._drive(r, now)
         return cmds
 
     def _resend(self, r: Run) -> list[Command]:
@@ -721,6 +756,7 @@ class ContractRun:
                 return [c for rid, *_ in waiting for c in self._refuse(rid, cid, -1, code, made)]
             r = made
             self._expected.discard(cid)
+            return [self._opened_note(r)] + [c for rid, _, k, o in waiting for c in self._opened(rid, r, k, o, now)]
         return [c for rid, _, k, o in waiting for c in self._opened(rid, r, k, o, now)]
 
     def _opened(self, request_id: int, r: Run, k: int, o: OpenBody, now: float) -> list[Command]:
@@ -876,7 +912,8 @@ class ContractRun:
                 released = sum(1 for m in st.moved if m.giver == r.me != m.receiver)
                 received = sum(1 for m in st.moved if m.receiver == r.me != m.giver)
                 return [Notify("contract.withheld", {"contract": r.key, "released": released, "received": received,
-                                                     "reason": r.rec.reason, "owed": self._owed(r, st)})]
+                                                     "reason": r.rec.reason, "owed": self._owed(r, st),
+                                                     **self._outcome_detail(r, st.moved)})]
             return []
         if what == "contract-run.retry":
             return self._open_all(r) + self._resend(r) + self._drive(r, now)

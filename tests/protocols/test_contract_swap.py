@@ -1,0 +1,167 @@
+"""The swap as a contract over /keyswitch/contract-run/1 (issue #19, one contract protocol): what release/1 gave
+the swap desk that contract-run/1 now gives too (the swap-shaped outcome, the commitment notice that takes our
+chunks off our sheet at once), and a node upgraded with a release/1 swap in flight resuming it over
+contract-run/1 (same contract id, same enclave state) with no key released twice. Real InProcessEnclaves, a
+real DevLedger, the in-memory pair of the release tests."""
+
+from __future__ import annotations
+
+import hashlib
+
+from node import wire
+from node.contracts.spec import ReleaseBody
+from node.protocols.contract_run import DONE, RUNNING, WITHHELD, ContractRun, RunRecord
+from node.protocols.contract_swap import migrate_release_records, run_record_of
+from node.protocols.offers import AttestationCache, default_attestation_verifier
+from node.protocols.release import ContractRecord, sweep_claimer
+from node.stores.contracts import ContractStore
+from node.tee.client import InProcessEnclave
+from tests.protocols import test_contract_run as run_tests
+from tests.protocols import test_release as release_tests
+from tests.protocols.test_release import AMOUNT, NOW, POLICY, Pair
+
+
+def _device(side) -> str:
+    return hashlib.sha256(side.binding.sign_pub).hexdigest()
+
+
+# ---------------------------------------------------------------- commitment notice (release/1's "agreed")
+def test_each_runner_hears_its_chunks_committed_and_the_peers_device_once_its_enclave_opened(tmp_path):
+    ledger, a, b, spec, cid, net = run_tests.swap_setup(tmp_path)
+    for me, other in ((a, b), (b, a)):
+        opened = [n.detail for n in me.notes if n.kind == "contract.opened"]
+        assert opened and opened[0]["contract"] == cid.hex()
+        assert opened[0]["committed"] == [c.pubkey.hex() for c in me.commits]
+        assert opened[0]["parties"] == [{"party": 1 - opened[0]["party"], "peer": other.peer_id,
+                                         "device": _device(other)}]
+        # before anything of ours is released: the desk takes the chunks off our sheet at agreement
+        first_release = next((i for i, n in enumerate(me.notes) if n.kind == "contract.released"), len(me.notes))
+        assert me.notes.index(next(n for n in me.notes if n.kind == "contract.opened")) < first_release
+
+
+def test_a_restarted_runner_announces_its_running_contracts_commitments_again(tmp_path):
+    ledger, a, b, spec, cid, net = run_tests.swap_setup(tmp_path)
+    a.notes.clear()
+    net.crash(a)  # (a crash may have lost the notice before the sheet went out)
+    while net.queue:  # up to and past its Started
+        net.step()
+    assert [n.detail["contract"] for n in a.notes if n.kind == "contract.opened"] == [cid.hex()]
+
+
+# ---------------------------------------------------------------- the swap-shaped outcome
+def test_a_completed_swap_ends_with_an_outcome_every_chunk_claimed(tmp_path):
+    ledger, a, b, spec, cid, net = run_tests.swap_setup(tmp_path)
+    net.run(done=run_tests.stopped(cid, a, b))
+    for me, other in ((a, b), (b, a)):
+        out = me.proto.outcome(cid)
+        assert (out.status, out.released, out.received, out.lost) == ("claimed", 3, 3, 0)
+        assert [c.status for c in out.chunks] == ["claimed"] * 3 and out.peer == other.peer_id
+        assert [c.address for c in out.chunks] == [c.address for c in other.commits]
+        assert out.device.hex() == _device(other)
+        final = [n.detail for n in me.notes if n.kind == "contract.outcome"][-1]
+        assert final["state"] == DONE and final["outcome"] == out.to_json()
+
+
+def test_a_withheld_swap_reports_the_one_chunk_lost_then_the_refund_keeps_it_withheld(tmp_path):
+    ledger, a, b, spec, cid, net = run_tests.swap_setup(tmp_path)
+
+    def withhold(src, cmd):  # B releases its chunk 0, then goes silent
+        if src is b and wire.decode(cmd.data, wire.Signed).kind == "release":
+            return wire.decode(wire.decode(cmd.data, wire.Signed).body, ReleaseBody).round != spec.step_of(1, 0)
+        return False
+
+    net.drop = withhold
+    net.run(until=100)
+    assert a.proto.state(cid) == WITHHELD
+    held = next(n.detail for n in a.notes if n.kind == "contract.withheld")["outcome"]
+    assert (held["status"], held["released"], held["received"], held["lost"]) == ("withheld", 2, 1, 1)
+    assert [c["status"] for c in held["chunks"]] == ["claimed", "withheld", "withheld"]
+    net.height("BTC-REG", 300)  # the deadline: A's unmoved chunk goes home
+    net.run(until=200, done=run_tests.stopped(cid, a))
+    out = a.proto.outcome(cid)
+    assert a.proto.state(cid) == DONE and (out.status, out.lost, out.received) == ("withheld", 1, 1)
+
+
+# ---------------------------------------------------------------- a node upgraded with release/1 records in flight
+class Upgraded:
+    """A release test side after the upgrade: the same data directory (enclave, ledger) runs contract-run/1."""
+
+    def __init__(self, old: release_tests.Side) -> None:
+        self.name, self.peer_id, self.dir, self.ledger = old.name, old.peer_id, old.dir, old.ledger
+        self.binding, self.quote, self.chunks, self.owner_address = old.binding, old.quote, old.chunks, old.owner_address
+        old.raw.close()
+        self.gen, self.notes = 0, []
+        self.store = ContractStore(self.dir / "runs", durable=False, record_type=RunRecord)
+        self.migrated = migrate_release_records(ContractStore(self.dir / "contracts", durable=False), self.store,
+                                                RunRecord)
+        self._make()
+
+    def _make(self) -> None:
+        self.raw = InProcessEnclave(self.dir)
+        self.proto = ContractRun(
+            net=release_tests.NET, enclave=self.raw, quote=self.quote, binding=self.binding,
+            attestations=AttestationCache(default_attestation_verifier(POLICY)),
+            check_funds=lambda asset, addr: self.ledger.balance(asset, addr),
+            claim=sweep_claimer(lambda: self.raw, self.ledger, self.owner_address), store=self.store)
+
+    def restart(self) -> None:
+        self.raw.close()
+        self.gen += 1
+        self._make()
+
+
+def _swap_cut_after(tmp_path, releases: int):
+    """A release/1 swap of 3 chunks each, both nodes stopped once ``releases`` keys were released in all."""
+    ledger, a, b, sched, cid, pair = release_tests.setup_swap(tmp_path)
+    while len(a.journal_releases()) + len(b.journal_releases()) < releases and pair.step():
+        pass
+    assert a.proto.state(cid) == b.proto.state(cid) == "running"
+    return ledger, a, b, cid
+
+
+def test_an_upgraded_node_resumes_a_release1_swap_in_flight_over_contract_run(tmp_path):
+    ledger, a, b, cid = _swap_cut_after(tmp_path, 3)  # A gave 2 (rounds 0, 2), B gave 1 (round 1)
+    before = {s.name: s.journal_releases() for s in (a, b)}
+    ua, ub = Upgraded(a), Upgraded(b)
+    assert ua.migrated == [(cid.hex(), "migrated")] and ub.migrated == [(cid.hex(), "migrated")]
+    assert ua.store.items()[0][0] == cid.hex()  # the same contract id: the enclave's contract, carried on
+    pair = Pair(ua, ub)
+    pair.run(done=run_tests.stopped(cid, ua, ub))
+    fee = release_tests.FEES["utxo"]
+    for me, other in ((ua, ub), (ub, ua)):
+        assert me.proto.state(cid) == DONE, me.proto.runs[cid.hex()].rec.reason
+        # each side's record learned both signatures over the contract id (ours from our enclave, the peer's from
+        # its open): the opens stop once every runner showed all of them
+        assert [s.party for s in me.proto.runs[cid.hex()].rec.sigs] == [0, 1]
+        out = me.proto.outcome(cid)
+        assert (out.status, out.received, out.lost) == ("claimed", 3, 0)
+        for ch in other.chunks:
+            assert ledger.balance(ch.asset, me.owner_address(ch)).unconfirmed == AMOUNT - fee
+        rel = [e.pub for e in me.raw._core.journal() if e.op == "release"]
+        assert sorted(rel) == sorted(c.pubkey for c in me.chunks)  # each key once, the old ones not again
+        assert set(before[me.name]) <= set(rel)
+    assert not ContractStore(ua.dir / "contracts").items()  # the old records are gone once migrated
+
+
+def test_migration_drops_a_proposal_never_agreed_and_leaves_an_unreadable_record_with_what_to_do(tmp_path):
+    ledger, a, b, sched, cid, pair = release_tests.setup_swap(tmp_path)  # A's hello not yet delivered
+    old = ContractStore(a.dir / "contracts", durable=False)
+    [(key, rec)] = old.items()
+    assert isinstance(rec, ContractRecord) and rec.state == "proposed"
+    assert "propose the swap again" in run_record_of(rec, RunRecord)
+    old._write("broken", b"\xc1")
+    runs = ContractStore(a.dir / "runs", durable=False, record_type=RunRecord)
+    done = dict(migrate_release_records(old, runs, RunRecord))
+    assert done[key].startswith("dropped: ") and "left in place" in done["broken"]
+    assert runs.items() == [] and [k for k, _ in old.items()] == ["broken"]
+
+
+def test_a_migrated_record_keeps_the_acks_claims_and_state(tmp_path):
+    ledger, a, b, cid = _swap_cut_after(tmp_path, 4)
+    pair_rec = dict(ContractStore(b.dir / "contracts").items())[cid.hex()]
+    new = run_record_of(pair_rec, RunRecord)
+    assert new.state == RUNNING and new.sigs == [] and new.claims == pair_rec.claims
+    assert new.acked == [r for r in range(pair_rec.acked + 1) if pair_rec.schedule.rounds[r].giver == 1]
+    from node.contracts.spec import decode_spec, spec_id
+
+    assert spec_id(decode_spec(new.spec)) == cid
