@@ -1,20 +1,22 @@
 """Real contracts in the virtual engine (``requests.contracts = "real"``).
 
-In this mode every contract between two simulated devices runs the swap ``keyswitch swap`` runs: the
-node's own ``ReleaseProtocol`` (``/keyswitch/release/1``: hello, agree, cosign, one release round at a
-time, funds checks and sweeps as ``LedgerCall`` commands), between the two devices' real in-process
+In this mode every contract between two simulated devices is the swap as a contract: the schedule
+compiled to the stdlib ``turns`` contract (``release.schedule_spec``) and run by the node's own
+``ContractRun`` (``/keyswitch/contract-run/1``: open / opened, one release at a time as the contract
+allows, funds checks and sweeps as ``LedgerCall`` commands), between the two devices' real in-process
 enclaves (each decides and signs every release itself), through the engine's one interpreter
 (``Engine.run_cmds``), on the engine's clock, network latencies and ``DevLedger``. Nothing here decides
-an outcome: the client's ``release.outcome`` (its ``Outcome``) is what the engine counts, and the client's
-``OutcomeReporter`` (``node.swaps``, as a daemon's swap desk runs it) applies it to its reputation and
-gossips the report its enclave signs, carrying the release record the device's enclave signed.
+an outcome: the client's swap-shaped outcome (``contract.withheld`` / ``contract.outcome``, from
+``contract_swap.swap_outcome``) is what the engine counts, and the client's ``OutcomeReporter``
+(``node.swaps``, as a daemon's swap desk runs it) applies each settled claim and each withholding to its
+reputation and gossips the report its enclave signs, carrying the release record the device's enclave signed.
 
 What a chosen set becomes: per device in it, one swap. The client (party 0, it gives first) pays with
 fresh deposits of its own asset, one per chunk it receives and of the same USD value (its "wallet": made
 at the contract's start, never offered); the device gives the chosen chunks. The schedule is
 ``swap_schedule`` (a0, b0, a1, b1, ...: neither side is ever exposed to more than one chunk). The
 agreement over ``/keyswitch/contract/1`` (``node.swaps.SwapDesk.accept``) is not run: the device
-``expect``s the schedule, as it would after agreeing. Both sides sweep what they receive (claim policy
+``expect``s the spec, as it would after agreeing. Both sides sweep what they receive (claim policy
 "sweep", the daemon's default). An honest device retracts its committed chunks from its sheet at
 agreement (as ``SwapDesk`` does) and its owner deposits as many fresh chunks at once (one new sheet; supply
 does not run dry over a day).
@@ -22,7 +24,8 @@ does not run dry over a day).
 Adversaries, driven as attackers would (the host, not the code under test, misbehaves):
 
 * ``withholder``: its host stops sending releases (drops every outgoing ``release`` message of the
-  protocol, as the withholder tests' hosts do); its enclave's protocol is the honest one.
+  protocol, as the withholder tests' hosts do); its enclave's protocol is the honest one. The ``turns``
+  contract has no time-lock: the client's side stays withheld (its outcome counted when it is withheld).
 * ``broken_tee``: its enclave is ``DoubleReleaseEnclave``, a build whose double-release guard is off (a key
   may be committed to several open contracts, and a key released in one contract is released again in
   another); its host keeps offering the chunks it released and holds each outgoing release back
@@ -38,10 +41,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from node import wire
-from node.protocols.release import PROTOCOL_ID, Chunk, Schedule, swap_schedule
+from node.protocols.contract_run import PROTOCOL_ID
+from node.protocols.release import Chunk, Schedule, swap_schedule
 from node.tee.broken import BrokenEnclave
 
-RELEASE_PROTOCOL = PROTOCOL_ID
+CONTRACT_PROTOCOL = PROTOCOL_ID
 
 
 @contextmanager
@@ -138,7 +142,7 @@ class Stats:
     started: int = 0
     not_started: int = 0  # a chosen offer the device no longer holds in its deposits
     rounds_scheduled: int = 0
-    released_notes: int = 0  # release.released notifications (one per release record sent)
+    released_notes: int = 0  # contract.released notifications (one per release record sent)
     by_status: dict[str, int] = field(default_factory=dict)  # client outcome status -> contracts
     honest_losses_cents: int = 0
     honest_losses_unreported_cents: int = 0
@@ -148,11 +152,11 @@ class Stats:
 
 
 class ContractLayer:
-    """The engine's real-contract mode: one ``ReleaseProtocol`` per device (``node.release``)."""
+    """The engine's real-contract mode: one ``ContractRun`` per device (``node.release``)."""
 
     def __init__(self, sim) -> None:
         self.sim = sim
-        self.protocol = RELEASE_PROTOCOL
+        self.protocol = CONTRACT_PROTOCOL
         self.deals: dict[str, Deal] = {}  # contract id hex -> deal
         self.reporters: dict[int, object] = {}  # full node idx -> its OutcomeReporter
         self.stats = Stats()
@@ -171,22 +175,21 @@ class ContractLayer:
         return InProcessEnclave(None, clock=self.sim.clock, seed=seed)
 
     def attach(self, node) -> None:
-        """Give a publishing node its release protocol (and a full node its outcome reporter)."""
+        """Give a publishing node its contract runner (and a full node its outcome reporter)."""
+        from node.protocols.contract_run import ContractRun, RunRecord
         from node.protocols.offers import AttestationCache
-        from node.protocols.outcomes import tap_release_records
-        from node.protocols.release import MemoryContractStore, ReleaseProtocol, sweep_claimer
+        from node.protocols.release import MemoryContractStore, sweep_claimer
 
         sim = self.sim
         binding = node.enclave.binding_for(sim.net, node.peer_id)
-        node.release = ReleaseProtocol(
+        node.release = ContractRun(
             net=sim.net, enclave=node.enclave, binding=binding, quote=node.enclave.quote(binding, now=sim.now),
             attestations=AttestationCache(sim._shared_verify), check_funds=sim.ledger.balance,
             claim=sweep_claimer(lambda: node.enclave, sim.ledger, lambda c: self._owner_address(node, c)),
-            store=MemoryContractStore(), claim_policy="sweep", round_timeout=self.round_timeout)
+            store=MemoryContractStore(record_type=RunRecord), claim_policy="sweep", round_timeout=self.round_timeout)
         if node.outcomes is not None:
             from node.swaps import OutcomeReporter
 
-            tap_release_records(node.release, node.outcomes.records)
             self.reporters[node.idx] = OutcomeReporter(
                 net=sim.net, engine=node.engine, outcomes=lambda: node.outcomes, enclave=lambda: node.enclave,
                 devices=lambda: node.book.devices(),
@@ -204,7 +207,8 @@ class ContractLayer:
     # ------------------------------------------------------------------ contracts
     def start(self, client, offers: tuple) -> None:
         """The client's chosen set: one swap per device in it."""
-        from node.protocols.release import contract_id
+        from node.contracts.spec import spec_id
+        from node.protocols.release import schedule_spec
 
         sim = self.sim
         by_dev: dict[bytes, list] = {}
@@ -221,12 +225,20 @@ class ContractLayer:
             pay = self._wallet(client, [c.usd_cents for c in mine])
             schedule = swap_schedule([p for p, _ in pay], give)
             cents = {p.pubkey: v for p, v in pay} | {g.pubkey: c.usd_cents for g, c in zip(give, mine)}
-            cid = contract_id(schedule, [client.release.binding, device.release.binding]).hex()
+            spec = schedule_spec(schedule, [client.release.binding, device.release.binding])
+            cid = spec_id(spec).hex()
+            device.release.expect(spec)  # stands in for the agreement (SwapDesk.accept)
+            try:  # (the client checks the device's committed funds on the ledger first)
+                cmds = client.release.start(spec, sim.now)
+            except ValueError as exc:  # e.g. the device's chunk was swept meanwhile: the contract never opens
+                sim.log({"t": sim._t(), "ev": "contract-not-opened", "client": client.idx, "reason": str(exc)[:160]})
+                self.stats.not_started += 1
+                self._ended(client, tuple(mine), None)
+                continue
             self.deals[cid] = Deal(client.idx, device.idx, tuple(mine), schedule, cents, sim.now)
             self.stats.started += 1
             self.stats.rounds_scheduled += len(schedule.rounds)
-            device.release.expect(client.peer_id, schedule)  # stands in for the agreement (SwapDesk.accept)
-            sim.run_cmds(client, client.release.propose(device.peer_id, schedule, sim.now), client.release)
+            sim.run_cmds(client, cmds, client.release)
 
     def _wallet(self, client, cents: list[int]) -> list[tuple[Chunk, int]]:
         """Fresh deposits of the client's asset, one per value, funded on the ledger (never offered)."""
@@ -278,19 +290,18 @@ class ContractLayer:
     # ------------------------------------------------------------------ notifications
     def on_notify(self, node, note) -> None:
         kind, d = note.kind, note.detail
-        if kind == "release.released":
+        reporter = self.reporters.get(node.idx)
+        if reporter is not None and kind in ("contract.received", "contract.claim", "contract.withheld"):
+            reporter.on_contract_notify(note, self.sim.now)  # as the daemon's swap desk does
+        if kind == "contract.released":
             self.stats.released_notes += 1
-        elif kind == "release.agreed" and not (self.cheating(node) and self.sim.role.get(node.idx) == "broken_tee"):
-            c = node.release.contracts.get(d.get("contract", ""))
-            if c is not None and c.me == 1:
-                self._replenish(node, {rd.chunk.pubkey for rd in c.rounds if rd.giver == c.me})
-        elif kind == "release.outcome":
-            deal = self.deals.get(d["contract_id"])
+        elif kind == "contract.opened" and not (self.cheating(node) and self.sim.role.get(node.idx) == "broken_tee"):
+            if d["party"] == 1:  # the device: its committed chunks leave its sheet
+                self._replenish(node, {bytes.fromhex(p) for p in d["committed"]})
+        elif kind in ("contract.withheld", "contract.outcome") and "outcome" in d:
+            deal = self.deals.get(d["contract"])
             if deal is not None and deal.client == node.idx and deal.outcome is None:
-                self._client_outcome(node, deal, d)
-            reporter = self.reporters.get(node.idx)
-            if reporter is not None:
-                reporter.report(d["contract_id"], d, d.get("peer", ""), self.sim.now)
+                self._client_outcome(node, deal, d["outcome"])
 
     def _client_outcome(self, client, deal: Deal, d: dict) -> None:
         """The client's side ended: its exposure is released, fees are charged on a contract that ran, and

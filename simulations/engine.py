@@ -160,7 +160,7 @@ class SimNode:
     rfp: Any = None  # RfpProtocol (full nodes)
     outcomes: Any = None  # OutcomesProtocol (full nodes, when a scenario needs outcome reports)
     revocations: Any = None  # RevocationProtocol (full nodes, when a scenario revokes a class)
-    release: object = None  # ReleaseProtocol (publishers, when contracts are real: simulations.contracts)
+    release: object = None  # ContractRun (publishers, when contracts are real: simulations.contracts)
     engine: Any = None  # RiskEngine (full nodes)
     book: Any = None
     enclave: Any = None
@@ -991,7 +991,7 @@ class Engine:
             self.push(at, "resp_in", (node.idx, cmd, data, ""))
 
     def _notify(self, node: SimNode, note: Notify) -> None:
-        if note.kind.startswith("release.") and self.contracts is not None:
+        if note.kind.startswith("contract.") and self.contracts is not None:
             self.contracts.on_notify(node, note)
             return
         if note.kind == "offers.sheet":

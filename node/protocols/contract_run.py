@@ -89,12 +89,17 @@ TRANSITIONS = {
     (RUNNING, "cheat"): FAILED,
     (WITHHELD, "cheat"): FAILED,
     (RUNNING, "local-refusal"): FAILED,
+    (RUNNING, "peer-refused"): FAILED,  # a runner refused the contract before signing it (release/1's "refused")
     (WITHHELD, "local-refusal"): FAILED,
 }
 ACCEPTS_REQUEST = {RUNNING: frozenset({"open", "release", "approve"}),
                    WITHHELD: frozenset({"open", "release", "approve"}),
                    DONE: frozenset({"open", "release", "approve"}), FAILED: frozenset()}
 CHEAT_CODES = ("wrong-key", "bad-key", "undecryptable")
+#: a runner's answers to our ``open`` that end the contract while it has not signed it: its enclave will not take
+#: it ("not-held": a key of its own is released, unknown, or committed to another contract). Any other refusal
+#: (funds short: maybe not confirmed yet; not expected yet; busy) is retried until the deadline.
+OPEN_REFUSALS = ("not-held",)
 MAX_WAITING_OPENS = 16  # opens of one new contract answered when its funds check (a ledger task) is done
 
 
@@ -865,8 +870,13 @@ class ContractRun:
             return [Notify("contract.refused", {"code": exc.code, "reason": exc.reason})]
         if env.kind == "error":
             self.refusals.append(("peer-error", f"{body.code}: {body.reason}"))
-            return [Notify("contract.peer-error", {"contract": key, "step": step, "code": body.code,
-                                                   "reason": body.reason})]
+            note = Notify("contract.peer-error", {"contract": key, "step": step, "code": body.code,
+                                                  "reason": body.reason})
+            if kind == "open" and body.code in OPEN_REFUSALS and r.rec.state == RUNNING and \
+                    party not in {s.party for s in r.rec.sigs}:  # nothing of ours can have moved: it never signed
+                return [note] + self._stop(r, "peer-refused", f"party {party} refused the contract: {body.code}: "
+                                                              f"{body.reason}")
+            return [note]
         if env.signer != r.spec.parties[party].binding.sign_pub or body.contract_id != r.cid:
             self.refusals.append(("wrong-peer", f"{env.kind} not from the party asked or for another contract"))
             return [Notify("contract.refused", {"code": "wrong-peer", "reason": "answer from the wrong enclave"})]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from node import wire
 from node.contracts.spec import ReleaseBody
 from node.protocols.contract_run import DONE, RUNNING, WITHHELD, ContractRun, RunRecord
@@ -165,3 +167,113 @@ def test_a_migrated_record_keeps_the_acks_claims_and_state(tmp_path):
     from node.contracts.spec import decode_spec, spec_id
 
     assert spec_id(decode_spec(new.spec)) == cid
+
+
+# ---------------------------------------------------------------- release/1's swap tests, over contract-run/1
+# The schedule compiled to ``turns`` (``schedule_spec``), as release/1 runs it, now run by ContractRun: the
+# withholding bound, a crash at each step, a lossy network. (The stdlib ``swap`` has the same in
+# tests/protocols/test_contract_run.py.)
+def turns_setup(tmp_path, plans=(None, None)):
+    from node.ledger.devnet import DevLedger
+    from node.protocols.release import Chunk, schedule_spec, swap_schedule
+
+    ledger = DevLedger(None, automine=True)
+    a = run_tests.Side("A", tmp_path, ledger, "BTC-REG", 3, plans[0])
+    b = run_tests.Side("B", tmp_path, ledger, "LTC", 3, plans[1])
+    chunks = [[Chunk(c.asset, c.address, c.pubkey, c.amount) for c in s.commits] for s in (a, b)]
+    spec = schedule_spec(swap_schedule(*chunks), [a.binding, b.binding])
+    return (ledger, a, b, spec) + run_tests.running(spec, a, b)
+
+
+def assert_turns_swapped(a, b, cid):
+    for me, other in ((a, b), (b, a)):
+        assert me.proto.state(cid) == DONE, me.proto.runs[cid.hex()].rec.reason
+        out = me.proto.outcome(cid)
+        assert (out.status, out.received, out.lost) == ("claimed", 3, 0)
+        for c in other.commits:
+            assert me.balance(c) == AMOUNT - run_tests.FEE
+        assert sorted(me.journal_releases()) == sorted(c.pubkey for c in me.commits)  # each key once
+
+
+@pytest.mark.parametrize("stop_at", [1, 3, 5])
+def test_a_withholding_peer_in_a_turns_swap_costs_at_most_one_chunk(tmp_path, stop_at):
+    ledger, a, b, spec, cid, net = turns_setup(tmp_path)
+
+    def withhold(src, cmd):  # B sends no release from its round ``stop_at`` on (nor resends)
+        env = wire.decode(cmd.data, wire.Signed)
+        return src is b and env.kind == "release" and wire.decode(env.body, ReleaseBody).round >= stop_at
+
+    net.drop = withhold
+    net.run(until=200, done=lambda: a.proto.state(cid) != RUNNING)
+    assert a.proto.state(cid) == WITHHELD
+    out = a.proto.outcome(cid)
+    assert out.status == "withheld" and out.lost == 1 and out.released == out.received + 1
+    assert [c.status for c in out.chunks] == ["claimed"] * (stop_at // 2) + ["withheld"] * (3 - stop_at // 2)
+    assert len(a.journal_releases()) == stop_at // 2 + 1  # A stopped releasing after the silent round
+
+
+def _count_turns_steps(tmp_path):
+    plans = (run_tests.Plan(), run_tests.Plan())
+    ledger, a, b, spec, cid, net = turns_setup(tmp_path / "count", plans)
+    net.run(done=run_tests.stopped(cid, a, b))
+    assert_turns_swapped(a, b, cid)
+    return plans[0].n, plans[1].n
+
+
+TURNS_STEPS = (12, 12)  # per side: 3 releases, 3 accepts, 3 claims each with the enclave's export
+
+
+def test_the_turns_crash_points_cover_every_step(tmp_path):
+    assert _count_turns_steps(tmp_path) == TURNS_STEPS
+
+
+@pytest.mark.parametrize("side,step,phase", [(s, i, p) for s in (0, 1) for i in range(1, TURNS_STEPS[s] + 1)
+                                             for p in ("before", "after")])
+def test_a_crash_at_each_step_of_a_turns_swap_finishes_it_with_no_key_released_twice(tmp_path, side, step, phase):
+    plans = [run_tests.Plan(), run_tests.Plan()]
+    plans[side] = run_tests.Plan(step, phase)
+    ledger, a, b, spec, cid, net = turns_setup(tmp_path, tuple(plans))
+    net.run(done=run_tests.stopped(cid, a, b))
+    assert plans[side].fired, plans[side].log
+    assert net.crashes == 1
+    assert_turns_swapped(a, b, cid)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_turns_swap_under_loss_duplication_and_reordering_never_exposes_more_than_one_chunk(tmp_path, seed):
+    import random
+
+    ledger, a, b, spec, cid, net = turns_setup(tmp_path)
+    net.chaos(random.Random(seed))
+    while net.now < NOW + 600 and net.step():
+        assert release_tests.exposed(a) <= 1 and release_tests.exposed(b) <= 1
+        if run_tests.stopped(cid, a, b)():
+            break
+    assert_turns_swapped(a, b, cid)
+
+
+def test_a_runner_that_refuses_the_contract_before_signing_it_ends_it_failed_with_nothing_released(tmp_path):
+    """release/1's "refused": B's enclave never takes the contract (here B's chunk 0 is a funded deposit whose key
+    B's enclave does not hold: "not-held"), so A's contract ends failed at once instead of waiting to be called
+    withheld. (A refusal that may pass, such as funds not yet confirmed, is retried: test_contract_run_funds.)"""
+    from node.contracts.spec import spec_id
+    from node.ledger.devnet import DevLedger
+    from node.protocols.contract_run import FAILED
+    from node.protocols.release import Chunk, schedule_spec, swap_schedule
+
+    ledger = DevLedger(None, automine=True)
+    a = run_tests.Side("A", tmp_path, ledger, "BTC-REG", 3)
+    b = run_tests.Side("B", tmp_path, ledger, "LTC", 3)
+    stranger = run_tests.Side("X", tmp_path, ledger, "LTC", 1)
+    b.commits[0] = stranger.commits[0]  # funded on the ledger, but not a key of B's enclave
+    chunks = [[Chunk(c.asset, c.address, c.pubkey, c.amount) for c in s.commits] for s in (a, b)]
+    spec = schedule_spec(swap_schedule(*chunks), [a.binding, b.binding])
+    net = run_tests.Net(a, b)
+    b.proto.expect(spec)  # B agreed; its enclave refuses the contract when A opens it
+    cid = spec_id(spec)
+    net.call(a, a.proto.start, spec)
+    net.run(until=100, done=lambda: a.proto.state(cid) != RUNNING)
+    assert a.proto.state(cid) == FAILED and "refused the contract: not-held" in a.proto.runs[cid.hex()].rec.reason
+    out = a.proto.outcome(cid)
+    assert (out.status, out.released, out.lost) == ("failed", 0, 0)
+    assert a.journal_releases() == [] and b.journal_releases() == []

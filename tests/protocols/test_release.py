@@ -230,6 +230,28 @@ class Pair:
             if done is not None and done():
                 return
 
+    def chaos(self, rng) -> None:
+        """From now on a lossy, duplicating, reordering network: a request is lost one time in four, and what
+        a side sends is sometimes delivered twice, in any order (``rng``: a seeded ``random.Random``)."""
+        self.drop = lambda src, cmd: rng.random() < 0.25
+        original = self.carry
+
+        def chaotic(side, cmds):
+            before = len(self.queue)
+            original(side, cmds)
+            new = [self.queue.pop() for _ in range(len(self.queue) - before)]
+            for item in new:
+                for _ in range(2 if rng.random() < 0.2 else 1):  # sometimes delivered twice
+                    self.queue.insert(rng.randint(0, len(self.queue)), item)  # in any order
+
+        self.carry = chaotic
+
+
+def exposed(side) -> int:
+    """Chunks a side's enclave released beyond the keys it received: what a cheating peer could keep."""
+    keys = side.raw.list_keys()
+    return sum(k.state == "released" for k in keys) - sum(k.origin == "received" for k in keys)
+
 
 def setup_swap(tmp_path, n=3, plans=(None, None), policy="sweep", factory=None):
     ledger = DevLedger(None, automine=True)
@@ -874,25 +896,8 @@ def test_a_corrupt_contract_record_is_reported_not_fatal(tmp_path):
 def test_under_loss_duplication_and_reordering_no_side_is_ever_exposed_to_more_than_one_chunk(tmp_path, seed):
     import random
 
-    rng = random.Random(seed)
     ledger, a, b, sched, cid, pair = setup_swap(tmp_path)
-    pair.drop = lambda src, cmd: rng.random() < 0.25
-    original = pair.carry
-
-    def chaotic(side, cmds):
-        before = len(pair.queue)
-        original(side, cmds)
-        new = [pair.queue.pop() for _ in range(len(pair.queue) - before)]
-        for item in new:
-            for _ in range(2 if rng.random() < 0.2 else 1):  # sometimes delivered twice
-                pair.queue.insert(rng.randint(0, len(pair.queue)), item)  # in any order
-
-    pair.carry = chaotic
-
-    def exposed(s: Side) -> int:
-        keys = s.raw.list_keys()
-        return sum(k.state == "released" for k in keys) - sum(k.origin == "received" for k in keys)
-
+    pair.chaos(random.Random(seed))
     while pair.now < NOW + 600 and pair.step():
         assert exposed(a) <= 1 and exposed(b) <= 1
         if both_stopped(a, b, cid)():

@@ -1,7 +1,7 @@
 """The simulator's real-contract mode (``requests.contracts = "real"``, ``simulations/contracts.py``): every
-contract runs the release protocol between the devices' in-process enclaves, and the figures of the
-summary are checked here against what the release code itself recorded (enclave journals, the
-protocols' contract records, the ledger)."""
+contract is the swap as a contract (stdlib ``turns``) run over /keyswitch/contract-run/1 between the devices'
+in-process enclaves, and the figures of the summary are checked here against what the contract code itself
+recorded (enclave journals and contract states, the runners' contract records, the ledger)."""
 
 from __future__ import annotations
 
@@ -31,15 +31,26 @@ def run(name: str, raw: dict | None = None) -> Engine:
     return _runs[name]
 
 
+def released_by(node, r) -> list[int]:
+    """The chunk indexes of ours a runner's enclave released to the peer in contract run ``r`` (its own view)."""
+    return [m.index for m in node.enclave.contract_status(r.cid).moved if m.giver == r.me != m.receiver]
+
+
 def released_by_protocols(eng: Engine) -> int:
-    """Rounds each side's ReleaseProtocol counts as released by itself (its own view, from its enclave)."""
-    return sum(1 for n in eng.nodes if n.release is not None for c in n.release.contracts.values()
-               for r, rd in enumerate(c.rounds) if rd.giver == c.me and r < c.next)
+    """Releases each side's ContractRun counts as its own (its enclave's view of the contract)."""
+    return sum(len(released_by(n, r)) for n in eng.nodes if n.release is not None for r in n.release.runs.values())
 
 
 def client_contract(eng: Engine, cid: str):
     deal = eng.contracts.deals[cid]
-    return eng.nodes[deal.client].release.contracts[cid]
+    return eng.nodes[deal.client].release.runs[cid]
+
+
+def client_gave(eng: Engine, cid: str) -> int:
+    """USD cents of the client's chunks its enclave released in contract ``cid``."""
+    deal = eng.contracts.deals[cid]
+    mine = [rd.chunk.pubkey for rd in deal.schedule.rounds if rd.giver == 0]
+    return sum(deal.cents[mine[i]] for i in released_by(eng.nodes[deal.client], client_contract(eng, cid)))
 
 
 def test_honest_swaps_every_round_is_a_release_record_of_the_enclaves():
@@ -49,9 +60,9 @@ def test_honest_swaps_every_round_is_a_release_record_of_the_enclaves():
     assert s["by_status"] == {"claimed": s["ended"]}
     # each round of each contract is one release record journaled by the giver's enclave, and nothing else is
     # (a contract still running when the run ends counts the rounds its two sides released so far)
-    running = sum(1 for cid, d in eng.contracts.deals.items() if d.outcome is None
-                  for n in (eng.nodes[d.client], eng.nodes[d.device]) for c in [n.release.contracts.get(cid)]
-                  if c is not None for r, rd in enumerate(c.rounds) if rd.giver == c.me and r < c.next)
+    running = sum(len(released_by(n, r)) for cid, d in eng.contracts.deals.items() if d.outcome is None
+                  for n in (eng.nodes[d.client], eng.nodes[d.device]) for r in [n.release.runs.get(cid)]
+                  if r is not None)
     assert s["release_records"] == s["rounds_of_claimed_contracts"] + running
     assert s["release_records"] == s["release_notes"] == released_by_protocols(eng)
     assert s["honest_losses_cents"] == 0 and eng.m.fees["contracts"] == s["ended"]
@@ -60,7 +71,7 @@ def test_honest_swaps_every_round_is_a_release_record_of_the_enclaves():
             continue
         c = client_contract(eng, cid)
         assert c.rec.state == "done" and {x.status for x in c.rec.claims} == {"claimed"}
-        for rd in c.rounds:  # every deposit of the swap was swept by its taker: nothing left at its address
+        for rd in deal.schedule.rounds:  # every deposit of the swap was swept by its taker: nothing left at its address
             assert eng.ledger.balance(rd.chunk.asset, rd.chunk.address).confirmed == 0
 
 
@@ -84,7 +95,7 @@ def test_a_withholders_host_stops_sending_releases_and_its_clients_lose_at_most_
         assert eng.role[deal.device] == "withholder"
         c = client_contract(eng, cid)
         assert c.rec.state == "withheld"
-        mine = [eng.contracts.deals[cid].cents[rd.chunk.pubkey] for rd in c.rounds if rd.giver == 0]
+        mine = [deal.cents[rd.chunk.pubkey] for rd in deal.schedule.rounds if rd.giver == 0]
         loss = sum(mine[:deal.outcome["released"]]) - sum(
             deal.cents[bytes.fromhex(x["deposit_pub"])] for x in deal.outcome["chunks"] if x["status"] == "claimed")
         assert 0 < loss <= max(mine)  # the one-chunk bound of the swap schedule
@@ -107,14 +118,15 @@ def test_security_scenario_figures_come_from_the_release_code():
         if deal.outcome is None:
             continue
         c = client_contract(eng, cid)
-        gave = sum(deal.cents[rd.chunk.pubkey] for r, rd in enumerate(c.rounds) if rd.giver == 0 and r < c.next)
-        got = sum(deal.cents[c.rounds[x.round].chunk.pubkey] for x in c.rec.claims if x.status == "claimed")
+        gave = client_gave(eng, cid)
+        rounds = deal.schedule.rounds  # (a step of the contract is a round of the schedule)
+        got = sum(deal.cents[rounds[x.round].chunk.pubkey] for x in c.rec.claims if x.status == "claimed")
         lost += max(0, gave - got)
         unreported += max(0, gave - got) if c.outcome.status == "failed" else 0  # (no report names it)
         for x in c.rec.claims:
             if x.status == "double-spent":
                 assert eng.role[deal.device] == "broken_tee"
-                chunk = c.rounds[x.round].chunk
+                chunk = rounds[x.round].chunk
                 spends = [e.txid for e in eng.ledger.watch([chunk.address])[0] if e.kind == "spend"]
                 assert spends and spends[-1] in x.detail
     assert lost == s["honest_losses_cents"] == summ["fees"]["honest_losses_cents"] > 0
