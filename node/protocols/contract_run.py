@@ -72,7 +72,7 @@ from node.protocols.base import (
 )
 from node.protocols.contract_swap import swap_outcome
 from node.protocols.release import (
-    FUNDS_OK, AckBody, Chunk, ClaimRecord, ErrorBody, MemoryContractStore, MessageError, RecordStore, error_message,
+    FUNDS_OK, FUNDS_UNKNOWN, AckBody, Chunk, ClaimRecord, ErrorBody, MemoryContractStore, MessageError, RecordStore, error_message,
     funds_state, parse, seal,
 )
 from node.tee.binding import Binding
@@ -156,6 +156,10 @@ class Run:
     complete: set[int] = field(default_factory=set)  # runners that showed us every runner's signature
     pending: dict[int, bytes] = field(default_factory=dict)  # our unacked release records by step
     busy: set[int] = field(default_factory=set)  # steps whose claim (a ledger task) is in flight
+    #: steps of keys received whose funds (and declared value at our price) this process saw still there: the
+    #: contract goes on while their sweep runs in the background (release/1's fast path); in memory only
+    checked: set[int] = field(default_factory=set)
+    checking: set[int] = field(default_factory=set)  # their funds check (a ledger task) is in flight
     #: approvals delivered to our enclave since this process started (party, message): for ``_owed`` only
     approvals: list[tuple[int, str]] = field(default_factory=list)
     escrow_sigs: int = -1  # how many runners' signatures the escrow holders were last sent
@@ -372,6 +376,8 @@ class ContractRun:
             return self._on_claimed(event, now)
         if isinstance(event, TaskDone) and event.name.startswith("contract-run.funds:"):
             return self._on_funds(event, now)
+        if isinstance(event, TaskDone) and event.name.startswith("contract-run.check:"):
+            return self._on_checked(event, now)
         return []
 
     # -- helpers ----------------------------------------------------------------------
@@ -495,12 +501,18 @@ class ContractRun:
         except EnclaveRefused as exc:  # e.g. no height yet for a time-lock: wait for the host's ledger
             return [Notify("contract.waiting", {"contract": r.key, "reason": f"{exc.code}: {exc.reason}"})] + \
                 self._timers(r, now)
-        for m in st.moved:  # settle every key that came to us (received, or refunded to us) before going on
+        for m in st.moved:  # every key that came to us (received, or refunded to us) is settled
             if m.receiver != r.me:
                 continue
             step = r.spec.step_of(m.giver, m.index)
-            if r.claim_of(step) is None:  # claimed in a task; we go on once its record is written
-                return cmds + self._settle(r, m.giver, m.index, step) + self._timers(r, now)
+            if r.claim_of(step) is not None:
+                continue
+            if m.giver != r.me and step in r.checked:  # its funds are there: swept in the background
+                cmds += self._settle(r, m.giver, m.index, step)
+                continue
+            if m.giver != r.me:  # a peer's key: nothing more of ours goes out before its funds are checked
+                return cmds + self._check(r, m.giver, m.index, step) + self._timers(r, now)
+            return cmds + self._settle(r, m.giver, m.index, step) + self._timers(r, now)  # a refund: swept first
         if r.rec.state in TERMINAL:
             return cmds
         for g, i, recv in st.allowed:
@@ -546,7 +558,37 @@ class ContractRun:
         r.busy.add(step)
         usd = r.spec.parties[giver].chunks[index].usd_cents
         return [LedgerCall(f"contract-run.claim:{r.key}:{giver}:{step}", "contract_settle",
-                           (self.claim_policy, chunk, step, giver != r.me, usd, self.price_tolerance))]
+                           (self.claim_policy, chunk, step, giver != r.me, usd, self.price_tolerance,
+                            step in r.checked))]
+
+    def _check(self, r: Run, giver: int, index: int, step: int) -> list[Command]:
+        """A received key's chunk: does it still hold what was committed, and is its declared USD value within
+        ``price_tolerance`` at our price now? (``funds_state``, in a ledger task; ``_on_checked``.)"""
+        if step in r.checking or step in r.busy:
+            return []
+        r.checking.add(step)
+        usd = r.spec.parties[giver].chunks[index].usd_cents
+        return [LedgerCall(f"contract-run.check:{r.key}:{giver}:{step}", "funds_state",
+                           (r.chunk(giver, index), usd, self.price_tolerance))]
+
+    def _on_checked(self, ev: TaskDone, now: float) -> list[Command]:
+        """Funds there: the contract goes on and the key is swept alongside. Unknown (our ledger or feed):
+        asked again on the retry timer, no one blamed. Short, gone or mispriced: settled first, as before
+        (the claim finds and records a double spend, or the mispricing stops the contract)."""
+        _, key, giver, step = ev.name.split(":")
+        r, giver, step = self.runs.get(key), int(giver), int(step)
+        if r is None or step not in r.checking:
+            return []
+        r.checking.discard(step)
+        if r.rec.state in TERMINAL:
+            return []
+        state, why = ev.result if ev.error is None else (FUNDS_UNKNOWN, f"{type(ev.error).__name__}: {ev.error}")
+        if state == FUNDS_OK:
+            r.checked.add(step)
+            return self._drive(r, now)
+        if state == FUNDS_UNKNOWN:
+            return [Notify("contract.waiting", {"contract": r.key, "reason": f"step {step}: {why}"})]
+        return self._settle(r, giver, r.spec.steps()[step][1], step)
 
     def _on_claimed(self, ev: TaskDone, now: float) -> list[Command]:
         _, key, giver, step = ev.name.split(":")
@@ -903,7 +945,7 @@ class ContractRun:
         if r is None or r.rec.state in TERMINAL:
             return []
         if what == "contract-run.deadline":
-            if r.busy:  # waiting on our own ledger (a claim task), not on the peers
+            if r.busy or r.checking:  # waiting on our own ledger (a claim or funds task), not on the peers
                 return [SetTimer(name, now + self.round_timeout)]
             if now + 1e-9 < r.progress_at + self.round_timeout:
                 return [SetTimer(name, r.progress_at + self.round_timeout)]

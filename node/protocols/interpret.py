@@ -93,13 +93,16 @@ def _op_claim_chunk(ad: LedgerAdapters, policy: str, chunk, r: int):
 
 
 def _op_contract_settle(ad: LedgerAdapters, policy: str, chunk, step: int, from_peer: bool, usd_cents: int = 0,
-                        tolerance: float = 0.10):
+                        tolerance: float = 0.10, checked: bool = False):
     """A key that came to us in a language contract: a peer's (``from_peer``: its chunk must still hold what
     was committed, then claimed by ``policy``), or our own handed back (a refund, swept home when a claim is
     configured). A ``ClaimRecord``; for a peer's key with a declared ``usd_cents``, ``(ClaimRecord, reason)``
     when that value is no longer within ``tolerance`` of the chunk's amount at our price NOW (the key is ours
-    and claimed all the same; the contract goes no further: ``ContractRun._on_claimed``)."""
+    and claimed all the same; the contract goes no further: ``ContractRun._on_claimed``). ``checked``: the
+    funds and the price were checked in a task of their own just before (the fast path): claimed at once."""
     check = _need(ad.check_funds, "check_funds", "contract_settle")
+    if from_peer and checked:
+        return claim_chunk(policy, ad.claim, check, chunk, step)  # (a failed sweep asks the ledger why)
     if from_peer:
         priced = price_state(chunk, usd_cents, ad.price_of, tolerance)  # (before every round, not only at agreement)
         if priced is not None and priced[0] == FUNDS_UNKNOWN:  # our feed: retried, no one blamed

@@ -277,3 +277,26 @@ def test_a_runner_that_refuses_the_contract_before_signing_it_ends_it_failed_wit
     out = a.proto.outcome(cid)
     assert (out.status, out.released, out.lost) == ("failed", 0, 0)
     assert a.journal_releases() == [] and b.journal_releases() == []
+
+
+def test_the_next_release_does_not_wait_for_the_sweep_of_the_key_received_before_it(tmp_path):
+    """release/1's fast path: once a received key's funds are checked, the contract goes on and the key is
+    swept alongside. B's sweeps all fail for a while (its ledger's node away): B still gives every chunk the
+    contract lets it give, and the contract ends only once its sweeps went through."""
+    ledger, a, b, spec, cid, net = turns_setup(tmp_path)
+    down = {"on": True}
+    claim = b.proto.claim
+
+    def flaky(chunk):
+        if down["on"]:
+            raise ConnectionError("our ledger's node is away")
+        return claim(chunk)
+
+    b.proto.claim = flaky
+    net.run(until=25, done=lambda: len(b.journal_releases()) == 3)
+    assert len(b.journal_releases()) == 3  # each of B's releases followed A's checked key, none its sweep
+    assert b.proto.runs[cid.hex()].rec.claims == [] and b.proto.state(cid) == RUNNING
+    assert any(n.kind == "contract.claim-retry" for n in b.notes)
+    down["on"] = False
+    net.run(done=run_tests.stopped(cid, a, b))
+    assert_turns_swapped(a, b, cid)
