@@ -169,3 +169,26 @@ def test_contracts_allowed_hashes_takes_only_sha256_hex(tmp_path, bad):
     ok = config.load(tmp_path, env={"KEYSWITCH_CONTRACTS_ALLOWED_HASHES": "a" * 64})
     assert ok["contracts.allowed_hashes"] == ["a" * 64]
     assert config.load(tmp_path, env={})["contracts.allowed_hashes"] == []
+
+
+def test_a_language_contracts_committed_chunks_leave_the_givers_sheet_at_commit(world):
+    """As a swap's chunks leave its sheet at agreement: once the writer's enclave took the option
+    (``contract.opened``), its committed chunks are off its sheet and out of its peers' books at once. Before,
+    they stayed offered until released (an option not exercised: never), and a third node agreeing to buy one
+    was refused by the writer's enclave (the key is committed)."""
+    net, buyer, writer, now = world
+    spec = option_spec(buyer, writer, OPTION, now)
+    assert propose(net, buyer, writer, spec, now)[0]
+    assert run_contract(net, buyer, writer, spec, now) == []  # nothing of the writer's released: not exercised
+    committed = list(spec.parties[1].chunks)
+    assert all(buyer.desk._book_offer(c.address, writer.peer_id) is not None for c in committed)
+
+    class Driver:  # the daemon's driver: a submitted call's commands go to the in-memory network
+        def submit(self, proto, fn):
+            net.call(writer.peer_id, proto, fn(now), now)
+
+    writer.desk.node = type("Host", (), {"driver": Driver()})()
+    for n in list(net.peers[writer.peer_id].notes):  # what the daemon's driver hands the desk
+        writer.desk.on_notify(n)
+    assert not {c.pubkey for c in committed} & {o.pubkey for o in writer.protocol.own.offers}
+    assert all(buyer.desk._book_offer(c.address, writer.peer_id) is None for c in committed)
