@@ -63,8 +63,10 @@ def run_record_of(rec: ContractRecord, record_type: type):
     """The contract-run record (``record_type``: ``contract_run.RunRecord``, which imports this module) of a
     release/1 record (same spec, so same contract id), or why it cannot resume: a proposal never agreed (one
     binding) moved nothing; the node proposes again if it still wants it."""
-    if rec.state == PROPOSED or len(rec.bindings) != 2:
+    if rec.state == PROPOSED:
         return "a proposal the peer never agreed to: nothing was released; propose the swap again"
+    if len(rec.bindings) != 2:
+        return f"a {rec.state} contract whose record names {len(rec.bindings)} binding(s), not both parties'"
     spec = schedule_spec(rec.schedule, rec.bindings)
     state = {RUNNING: "running", WITHHELD: "withheld", DONE: "done", FAILED: "failed"}[rec.state]
     acked = [r for r, rd in enumerate(rec.schedule.rounds) if rd.giver == rec.role and r <= rec.acked]
@@ -75,16 +77,20 @@ def run_record_of(rec: ContractRecord, record_type: type):
 def migrate_release_records(old: RecordStore, runs: RecordStore, record_type: type) -> list[tuple[str, str]]:
     """Move every release/1 record of ``old`` into ``runs`` (``record_type`` records, keyed by the same contract
     id), each written before the old one is deleted (a crash in between migrates it again, to the same
-    record). Returns (old key, what happened) per record: "migrated", or why it was dropped or left."""
+    record). Returns (old key, what happened) per record: "migrated", "dropped: why" (a proposal never
+    agreed: nothing moved) or "left in place: why" (it does not decode, or cannot be a contract-run record)."""
     done: list[tuple[str, str]] = []
     for key, rec in old.items():
         if isinstance(rec, str):
             done.append((key, f"left in place: it does not decode ({rec}); move it aside to silence this"))
             continue
         new = run_record_of(rec, record_type)
-        if isinstance(new, str):
+        if isinstance(new, str) and rec.state == PROPOSED:
             old.delete(key)
             done.append((key, f"dropped: {new}"))
+            continue
+        if isinstance(new, str):  # (its claims stay readable where they are: node.balance reads both stores)
+            done.append((key, f"left in place: {new}"))
             continue
         runs.put(spec_id(decode_spec(new.spec)).hex(), new)
         old.delete(key)

@@ -300,3 +300,19 @@ def test_the_next_release_does_not_wait_for_the_sweep_of_the_key_received_before
     down["on"] = False
     net.run(done=run_tests.stopped(cid, a, b))
     assert_turns_swapped(a, b, cid)
+
+
+def test_a_data_directory_from_before_the_stores_moved_migrates_what_it_can_and_says_why_not_the_rest(tmp_path):
+    """The tests/stores fixture (a data directory of 43fef4d): its one release/1 record, done, names no
+    bindings, so it cannot become a contract-run record; it stays where it is (its claims still read there),
+    with the reason, and nothing is written to runs/."""
+    import shutil
+    from pathlib import Path
+
+    datadir = tmp_path / "data"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "stores" / "datadir_43fef4d", datadir)
+    old = ContractStore(datadir / "contracts", durable=False)
+    runs = ContractStore(datadir / "runs", durable=False, record_type=RunRecord)
+    done = migrate_release_records(old, runs, RunRecord)
+    assert done == [("aa" * 32, "left in place: a done contract whose record names 0 binding(s), not both parties'")]
+    assert runs.items() == [] and [k for k, _ in old.items()] == ["aa" * 32]
