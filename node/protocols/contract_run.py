@@ -38,6 +38,8 @@ States (``TRANSITIONS``)::
     (none) --start / expected open--> RUNNING --settled--> DONE
                                       RUNNING --deadline (no progress)--> WITHHELD --settled--> DONE
                                       RUNNING / WITHHELD --cheat / local-refusal--> FAILED
+                                      RUNNING --peer-refused (a runner that never signed answers
+                                                our open "not-held")--> FAILED
 
 WITHHELD is reported (``contract.withheld``) but not terminal: late keys are still taken, and the
 contract's time-lock path (``refund`` at a height) sends the unmoved chunks home: the enclave hands each
@@ -50,8 +52,20 @@ release record), so they never hand its shares to the giver's recovery enclave. 
 other: the contract runs as without escrow. The time-lock path without the giver's enclave (its recovery
 node rebuilding the key from k shares and sweeping it home) is ``KeyEscrow.recover``.
 
+Keys received: each is checked (funds still there, declared value within ``price_tolerance`` at our price: a
+``funds_state`` task) before anything more of ours goes out, then swept in the background while the contract
+goes on (release/1's fast path); a key whose check fails is settled first (double spend: ``cheat``; mispriced:
+``local-refusal``).
+
+Notices for the host (``Notify``): ``contract.opened`` (our enclave took the contract: our chunks in it are
+committed; again on every start), ``released`` / ``refund`` / ``received`` / ``claim`` / ``approval``,
+``withheld`` and ``outcome``; for a two-party contract (a swap) these two carry ``outcome``, the swap-shaped
+``release.Outcome`` (``contract_swap.swap_outcome``: released / received / lost, each of the peer's chunks).
+
 Crash safety: the enclave's sealed state is the truth about what moved; the host record (``RunRecord``)
-keeps claims, refunds and acks; ``Started`` resumes every contract (re-open, resend, continue).
+keeps claims, refunds and acks; ``Started`` resumes every contract (re-open, resend, continue). A release/1
+swap's record becomes a ``RunRecord`` of the same contract id (``contract_swap.migrate_release_records``); its
+resume asks our enclave for our signature over the id, which release/1 never kept.
 """
 
 from __future__ import annotations
