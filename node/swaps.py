@@ -698,10 +698,7 @@ class SwapDesk:
         """Our deposit key ``pub`` is committed or released: off our sheet, and the retraction published at
         once (not at the next re-announcement, which backs off up to ``offers.REPUBLISH_MAX``: peers' books
         would offer it meanwhile, and their contracts over it be refused)."""
-        own = self.stack.protocol.own
-        if own is not None and any(o.pubkey == pub for o in own.offers):
-            own.offers = [o for o in own.offers if o.pubkey != pub]
-            own.retracted.append(pub)
+        if self.stack.withdraw(pub):  # (and no refresh of our offers running meanwhile puts it back)
             node = getattr(self, "node", None)
             if node is not None and not self._publishing:  # (node: set by the daemon once its host runs)
                 self._publishing = True  # the retractions of one contract event go out on one sheet
@@ -712,9 +709,6 @@ class SwapDesk:
                     return proto.set_own_sheet(proto.own, now)
 
                 node.driver.submit(proto, publish)
-        extra = self.stack.extra
-        if "offers" in extra:
-            extra["offers"] = [o for o in extra["offers"] if o.pubkey != pub]
 
     # -------------------------------------------------------------- outcomes
     def on_notify(self, n) -> None:
