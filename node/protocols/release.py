@@ -641,8 +641,14 @@ class ReleaseProtocol:
         c.progress_at = now
 
     def _send_hello(self, c: Contract, now: float) -> list[Command]:
-        data = self._seal("hello", HelloBody(c.rec.schedule, self.binding, self.quote))
+        data = self._seal("hello", HelloBody(c.rec.schedule, *self._proposed_as(c)))
         return [self._request(c, "hello", -1, data)]
+
+    def _proposed_as(self, c: Contract) -> tuple[Binding, bytes]:
+        """Initiator: the binding and quote our proposal was made with (kept in its record). After a restart our
+        binding is another (its ``keys_root`` commits to the keys held now): a hello carrying that one names
+        another contract id, and a responder that agreed before the restart refused it ("not-expected")."""
+        return (c.rec.bindings[0], c.rec.quotes[0]) if c.rec.bindings else (self.binding, self.quote)
 
     def _key_states(self) -> dict[bytes, object]:
         return {k.pubkey: k for k in self.enclave.list_keys()}
@@ -1257,7 +1263,8 @@ class ReleaseProtocol:
             return bad("signature", "agree is not signed by the enclave its binding names")
         if a.binding.validate() or a.binding.net != self.net or a.binding.peer_id != c.rec.peer:
             return bad("wrong-peer", "the binding names another peer or network")
-        cid = contract_id(c.rec.schedule, [self.binding, a.binding])
+        mine, my_quote = self._proposed_as(c)
+        cid = contract_id(c.rec.schedule, [mine, a.binding])
         if a.contract_id != cid:
             return bad("contract-id", "the agreed contract id is not the hash of the schedule and bindings")
         why = self.attestations.check(a.quote, a.binding, now) or self._enclave_attests(a.binding, a.quote, now)
@@ -1280,7 +1287,7 @@ class ReleaseProtocol:
             return then(None if c.offered == "ok" else c.offered, now)
         from node.tee.client import EnclaveRefused
 
-        spec = schedule_spec(c.rec.schedule, [self.binding, a.binding]).encode()
+        spec = schedule_spec(c.rec.schedule, [mine, a.binding]).encode()
         try:  # our enclave takes the contract with the responder's signature over its id, and signs it too
             terms_sig = self.enclave.contract_open(spec, [(1, a.terms_sig)]).sig
         except EnclaveRefused as exc:
@@ -1291,8 +1298,8 @@ class ReleaseProtocol:
             self.contracts.pop(old, None)
             self.store.delete(old)
             return []
-        c.rec.bindings = [self.binding, a.binding]
-        c.rec.quotes = [self.quote, a.quote]
+        c.rec.bindings = [mine, a.binding]
+        c.rec.quotes = [my_quote, a.quote]
         c.rec.state = TRANSITIONS[(PROPOSED, "agree")]
         c.cid, c.key, c.terms_sig, c._spec = cid, cid.hex(), terms_sig, spec
         self.contracts.pop(old, None)

@@ -953,3 +953,29 @@ def test_a_last_release_never_acknowledged_still_ends_done(tmp_path):
     pair.run(done=both_stopped(a, b, cid))
     assert "never acknowledged" in b.proto.contracts[cid.hex()].rec.reason
     assert_swapped(ledger, a, b, cid)
+
+
+def test_a_proposal_resumed_after_a_restart_that_changed_our_binding_is_agreed_by_a_responder_that_agreed_before(
+        tmp_path):
+    """The initiator A proposes; B agrees, and A dies before B's agree reaches it. A restarts with another binding
+    (its enclave holds other keys now: the binding's ``keys_root`` changed, as a daemon's does once a key of a
+    contract running meanwhile was released). The resumed hello carried the new binding, so it named another
+    contract id, and B, which had agreed to the first, refused it ("not-expected"): the swap failed. The hello
+    carries the binding the proposal was made with, and the swap completes."""
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path, n=2)
+    pair.drop_response = lambda src, cmd: src is b  # B's agree never reaches A
+    pair.run(until=1, done=lambda: b.proto.state(cid) is not None)
+    assert b.proto.state(cid) == RUNNING
+    a.raw.generate_keys(1)  # A's enclave now holds another key: its binding is another after the restart
+    old = a.binding
+    a.binding = a.raw.binding_for(NET, a.peer_id)
+    a.quote = a.raw.quote(a.binding, now=NOW)
+    assert a.binding != old
+    pair.drop_response = lambda src, cmd: False
+    pair.crash(a)
+    pair.run(until=200, done=both_stopped(a, b, cid))
+    for me, other in ((a, b), (b, a)):
+        assert me.proto.state(cid) == DONE, (me.name, [c.rec.reason for c in me.proto.contracts.values()])
+        out = me.proto.outcome(cid)
+        assert out.status == "claimed" and out.lost == 0 and out.received == len(other.chunks)
+        assert sorted(me.journal_releases()) == sorted(c.pubkey for c in me.chunks)
