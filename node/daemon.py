@@ -949,6 +949,9 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     stack.escrow = EscrowDesk(stack, clock)  # /keyswitch/key-escrow/1: holder, owner, recovery
     metrics = NodeMetrics()
     url_file = datadir / "api.url"
+    from node.stores.requests import RequestStore
+
+    requests = RequestStore(datadir / "requests.sqlite")  # requests to contracts, across restarts
     try:
         async with trio.open_nursery() as nursery:
             ncfg = NodeConfig.from_config(cfg, app_score=lambda pid: stack.engine.app_score(pid, clock.now()))
@@ -959,7 +962,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
             services = NodeServices(node, stack, clock, clock.now())
             from node.requestdesk import RequestDesk
 
-            services.requests = RequestDesk(services, nursery)  # requests to contracts (request --give)
+            services.requests = RequestDesk(services, nursery, requests)  # requests to contracts (request --give)
             cookie = write_cookie(datadir)
             url = await nursery.start(lambda task_status: serve(build_app(services, cookie, metrics=metrics),
                                                                 port=cfg["api.port"], task_status=task_status))
@@ -1076,6 +1079,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
                 f.unlink()
             except FileNotFoundError:
                 pass
+        requests.close()
         stack.close()
         print("stopped", file=out, flush=True)
 
