@@ -42,6 +42,13 @@ from node.api.services import ApiError
 
 log = logging.getLogger("keyswitch.daemon")
 SHUTDOWN_DEADLINE = 10.0
+#: why a request to contracts (``request --give``) is not made under these kinds (docs/risk.md, "Escrow and option")
+REQUEST_KINDS = {
+    "escrow": "contract escrow: an escrow has one giver, a payee and an arbiter you name, nothing for providers "
+              "to propose; make it with: keyswitch escrow --payee P --arbiter A --give ASSET",
+    "option": "contract option: requests for options are not built yet; write one with a named peer: "
+              "keyswitch option --writer W --give B --take A",
+}
 
 
 # ----------------------------------------------------------------- offers wiring
@@ -791,6 +798,9 @@ class NodeServices:
         if not 0 < cents <= MAX_REQUEST_CENTS:
             raise ApiError(400, f"usd must be in (0, {MAX_REQUEST_CENTS / 100:.0f}], got {usd!r}")
         if give:
+            if contract.strip().lower() not in ("", "swap"):  # (what runs is a swap per provider: say so)
+                raise ApiError(400, REQUEST_KINDS.get(contract.strip().lower(), f"contract {contract!r}: a request "
+                               "to contracts (give) runs swaps only: ask with contract swap"))
             rid = self.requests.start(asset, cents, contract, give)
             return await self.requests.wait(rid, -1, math.inf, until_done=True) if wait else self.requests.report(rid)
         return (await self.choose(asset, cents, contract)).to_json()

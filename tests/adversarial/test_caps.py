@@ -313,3 +313,18 @@ def test_a_chunk_released_while_the_offers_refresh_runs_is_not_offered_again(pai
     rid, cmds = victim.rfp.offer_contract(attacker.peer_id, "swap", wire.encode(sched), now)
     net.call(victim.peer_id, victim.rfp, cmds, now)
     assert victim.rfp.contract_answers[rid] == (True, ""), victim.rfp.contract_answers[rid]
+
+
+def test_a_request_to_contracts_under_escrow_or_option_is_refused_with_why_not_run_as_swaps(pair):
+    """``request --give B --contract escrow|option`` ran plain swaps whatever the contract said. It is refused
+    with one line saying why and what to run instead (docs/risk.md, "Escrow and option")."""
+    from node.api.services import ApiError
+    from node.daemon import NodeServices
+
+    net, attacker, victim, now, _, _ = pair
+    svc = NodeServices(_Node(net, victim, now), victim, Clock(now), now)
+    for kind, why in (("escrow", "keyswitch escrow --payee"), ("option", "keyswitch option --writer"),
+                      ("ring", "runs swaps only")):
+        with pytest.raises(ApiError) as exc:
+            trio.run(lambda: svc.request("BTC-REG", 100, kind, give="ETH-DEV"))
+        assert exc.value.status == 400 and why in exc.value.reason and "\n" not in exc.value.reason
