@@ -1048,7 +1048,10 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
             async def heights() -> None:
                 """Ledger heights for the language contracts' time-locks (the enclaves trust us for them)."""
                 while True:
-                    node.driver.submit(stack.desk.run, stack.desk.feed_heights)
+                    if stack.desk.heights_wanted():  # (on the contract worker: it feeds the contract runner)
+                        node.driver.submit(stack.desk.run, stack.desk.feed_heights)
+                    else:  # nothing to feed: the rest of that tick stays off the worker swaps run on
+                        stack.desk.tick(clock.now())
                     await trio.sleep(1.0)
 
             async def offers_refresher() -> None:

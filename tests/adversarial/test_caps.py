@@ -202,7 +202,8 @@ def test_swap_peer_named_by_hand_whose_device_is_a_proven_cheater_is_refused(pai
     assert not victim.desk.release.contracts
 
 
-def test_holds_survive_a_restart_with_contracts_in_flight(pair):
+@pytest.mark.parametrize("tick", ["feed_heights", "tick"])  # the daemon's second: language contracts run, or none
+def test_holds_survive_a_restart_with_contracts_in_flight(pair, tick):
     """Two swaps in flight (the peer went silent); the victim's host restarts (new risk engine, new desk, same
     data directory): the contracts are rebuilt from the store and hold again, so a third is still refused."""
     from node.daemon import add_switchboard
@@ -217,7 +218,8 @@ def test_holds_survive_a_restart_with_contracts_in_flight(pair):
     add_switchboard(victim, root / "victim")
     victim.desk = SwapDesk(victim, clock=Clock(now))
     net.add(victim.peer_id, victim.protocol, victim.rfp, victim.desk.run, victim.desk.release, now=now)
-    victim.desk.feed_heights(now)  # the daemon's tick (also run before every cap check)
+    assert not victim.desk.heights_wanted()
+    getattr(victim.desk, tick)(now)  # the daemon's tick (also run before every cap check)
     assert len(victim.desk.release.contracts) == 2
     assert _held_on(victim.engine, _device(attacker)) == LIMIT, "the restart forgot the holds in flight"
     out = _swap_by_hand(net, victim, attacker.peer_id, now, 1)
