@@ -28,6 +28,7 @@ import os
 import random
 import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,13 @@ from node.api.services import ApiError
 
 log = logging.getLogger("keyswitch.daemon")
 SHUTDOWN_DEADLINE = 10.0
+#: why a request to contracts (``request --give``) is not made under these kinds (docs/risk.md, "Escrow and option")
+REQUEST_KINDS = {
+    "escrow": "contract escrow: an escrow has one giver, a payee and an arbiter you name, nothing for providers "
+              "to propose; make it with: keyswitch escrow --payee P --arbiter A --give ASSET",
+    "option": "contract option: requests for options are not built yet; write one with a named peer: "
+              "keyswitch option --writer W --give B --take A",
+}
 
 
 # ----------------------------------------------------------------- offers wiring
@@ -61,6 +69,13 @@ class OfferStack:
     desk: Any = None  # node.swaps.SwapDesk
     escrow: Any = None  # node.escrowdesk.EscrowDesk
     request_deadline: float = 3.0
+    #: deposit keys a contract took off our sheet (``withdraw``) -> the withdrawal's number (``withdrawals``
+    #: then): a refresh whose enclave read began before a key's withdrawal never offers that key (see
+    #: ``refresh_offers``); kept until a refresh that began after it ends
+    withdrawn: dict[bytes, int] = field(default_factory=dict)
+    withdrawals: int = 0
+    _refreshing: Any = field(default_factory=threading.Lock, repr=False)  # one refresh at a time
+    _guard: Any = field(default_factory=threading.Lock, repr=False)  # a withdrawal vs a refresh's result
 
     def own_sheet(self):
         """This node's sheet: the attested enclave and its funded deposits (none until funded)."""
@@ -74,25 +89,61 @@ class OfferStack:
 
     def refresh_offers(self, now: float) -> None:
         """Offers from confirmed deposits (when a ledger is attached), then a fresh own sheet, quoted
-        again only when the offers changed (the daemon re-derives them every few seconds)."""
+        again only when the offers changed (the daemon re-derives them every few seconds, in a worker thread).
+
+        Contracts run meanwhile on the event loop: a key one of them commits or releases is withdrawn from our
+        sheet at once (``withdraw``, its retraction published). This refresh read the enclave's offerable keys
+        (and the ledger) before it ends, perhaps before that withdrawal: such a key is left out of its result,
+        else the sheet would offer it to our own planner again while every peer's book had its retraction
+        (the next refresh reads the enclave afresh: a key whose contract ended without moving it comes back)."""
         from node.deposits import adopt_kept, offers_from
 
-        before = self.extra.get("offers")
-        if "ledger" in self.extra:
-            if self.desk is not None:  # keys our contracts kept (claims.policy keep) become deposits, once;
-                # from the records on disk, so after a restart too (even if the policy changed since)
-                adopt_kept(self.extra["deposits"], self.desk.kept(), self.extra["ledger"], self.enclave, now=now,
-                           prices=self.extra.get("prices"))  # the node's feed
-            fresh = offers_from(self.extra["deposits"].all(), self.extra["ledger"], self.enclave, now=now)
-            # an offer keeps its identity (its id hashes its expiry) until half its lifetime is gone,
-            # so peers' books and proposals keep naming the same offer
-            old = {o.pubkey: o for o in self.extra.get("offers", [])}
-            keep = [old[o.pubkey] if o.pubkey in old and old[o.pubkey].expiry - now > (o.expiry - now) / 2 else o
-                    for o in fresh]
-            self.extra["offers"] = keep
-            if self.protocol.own is not None and before is not None and keep == before:
-                return  # nothing changed: no new quote, no new sheet
-        self.protocol.own = self.own_sheet()
+        with self._refreshing:  # (the refresher and a deposit's refresh run in worker threads)
+            since = self.withdrawals
+            before = self.extra.get("offers")
+            if "ledger" in self.extra:
+                if self.desk is not None:  # keys our contracts kept (claims.policy keep) become deposits, once;
+                    # from the records on disk, so after a restart too (even if the policy changed since)
+                    adopt_kept(self.extra["deposits"], self.desk.kept(), self.extra["ledger"], self.enclave, now=now,
+                               prices=self.extra.get("prices"))  # the node's feed
+                fresh = offers_from(self.extra["deposits"].all(), self.extra["ledger"], self.enclave, now=now)
+                # an offer keeps its identity (its id hashes its expiry) until half its lifetime is gone,
+                # so peers' books and proposals keep naming the same offer
+                old = {o.pubkey: o for o in self.extra.get("offers", [])}
+                keep = [old[o.pubkey] if o.pubkey in old and old[o.pubkey].expiry - now > (o.expiry - now) / 2
+                        else o for o in fresh]
+                with self._guard:
+                    self.extra["offers"] = self._unwithdrawn(keep, since)
+                if self.protocol.own is not None and before is not None and self.extra["offers"] == before:
+                    return  # nothing changed: no new quote, no new sheet
+            own = self.own_sheet()
+            with self._guard:  # (a withdrawal while the enclave quoted: still left out)
+                own.offers = self._unwithdrawn(own.offers, since)
+                self.extra["offers"] = self._unwithdrawn(self.extra.get("offers", []), since)
+                if self.protocol.own is not None:  # retractions not yet published ride on the new sheet
+                    own.retracted = [*self.protocol.own.retracted, *own.retracted]
+                self.protocol.own = own
+                for k in [k for k, n in self.withdrawn.items() if n <= since]:
+                    del self.withdrawn[k]  # this refresh read the enclave after these: the next one will too
+
+    def _unwithdrawn(self, offers: list, since: int) -> list:
+        return [o for o in offers if self.withdrawn.get(o.pubkey, 0) <= since]
+
+    def withdraw(self, pub: bytes) -> bool:
+        """Our deposit key ``pub`` is committed or released (a contract event, on the event loop): off our
+        sheet now and listed as retracted; no refresh that began before puts it back. True when it was on
+        the sheet (the caller publishes)."""
+        with self._guard:
+            self.withdrawals += 1
+            self.withdrawn[pub] = self.withdrawals
+            if "offers" in self.extra:
+                self.extra["offers"] = [o for o in self.extra["offers"] if o.pubkey != pub]
+            own = self.protocol.own
+            if own is None or not any(o.pubkey == pub for o in own.offers):
+                return False
+            own.offers = [o for o in own.offers if o.pubkey != pub]
+            own.retracted.append(pub)
+            return True
 
     def offered(self) -> set[bytes]:
         """The deposit keys of this node's current offers."""
@@ -107,7 +158,8 @@ class OfferStack:
         after = self.offered()
         if after == before:
             return False
-        self.protocol.own.retracted.extend(sorted(before - after))
+        listed = set(self.protocol.own.retracted)
+        self.protocol.own.retracted.extend(sorted(before - after - listed))
         return True
 
     def close(self) -> None:
@@ -746,6 +798,9 @@ class NodeServices:
         if not 0 < cents <= MAX_REQUEST_CENTS:
             raise ApiError(400, f"usd must be in (0, {MAX_REQUEST_CENTS / 100:.0f}], got {usd!r}")
         if give:
+            if contract.strip().lower() not in ("", "swap"):  # (what runs is a swap per provider: say so)
+                raise ApiError(400, REQUEST_KINDS.get(contract.strip().lower(), f"contract {contract!r}: a request "
+                               "to contracts (give) runs swaps only: ask with contract swap"))
             rid = self.requests.start(asset, cents, contract, give)
             return await self.requests.wait(rid, -1, math.inf, until_done=True) if wait else self.requests.report(rid)
         return (await self.choose(asset, cents, contract)).to_json()
@@ -904,6 +959,9 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     stack.escrow = EscrowDesk(stack, clock)  # /keyswitch/key-escrow/1: holder, owner, recovery
     metrics = NodeMetrics()
     url_file = datadir / "api.url"
+    from node.stores.requests import RequestStore
+
+    requests = RequestStore(datadir / "requests.sqlite")  # requests to contracts, across restarts
     try:
         async with trio.open_nursery() as nursery:
             ncfg = NodeConfig.from_config(cfg, app_score=lambda pid: stack.engine.app_score(pid, clock.now()))
@@ -914,7 +972,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
             services = NodeServices(node, stack, clock, clock.now())
             from node.requestdesk import RequestDesk
 
-            services.requests = RequestDesk(services, nursery)  # requests to contracts (request --give)
+            services.requests = RequestDesk(services, nursery, requests)  # requests to contracts (request --give)
             cookie = write_cookie(datadir)
             url = await nursery.start(lambda task_status: serve(build_app(services, cookie, metrics=metrics),
                                                                 port=cfg["api.port"], task_status=task_status))
@@ -990,7 +1048,10 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
             async def heights() -> None:
                 """Ledger heights for the language contracts' time-locks (the enclaves trust us for them)."""
                 while True:
-                    node.driver.submit(stack.desk.run, stack.desk.feed_heights)
+                    if stack.desk.heights_wanted():  # (on the contract worker: it feeds the contract runner)
+                        node.driver.submit(stack.desk.run, stack.desk.feed_heights)
+                    else:  # nothing to feed: the rest of that tick stays off the worker swaps run on
+                        stack.desk.tick(clock.now())
                     await trio.sleep(1.0)
 
             async def offers_refresher() -> None:
@@ -1031,6 +1092,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
                 f.unlink()
             except FileNotFoundError:
                 pass
+        requests.close()
         stack.close()
         print("stopped", file=out, flush=True)
 

@@ -13,6 +13,12 @@ and feeds it what happened, one run per request, in the daemon's nursery:
   The swap's end comes from its outcome (``SwapDesk.watchers``): no polling.
 * ``Finished``: the report is kept (the last ``KEEP`` runs) for ``GET /v1/requests/{id}``.
 
+Every run's state is stored after each change (``node.stores.requests``, ``requests.sqlite``): after a restart
+its report is still there, and a run that had not ended resumes (``RequestRun.resume``): an ask in flight is
+asked again; a swap not ended is found among the contracts the release protocol resumed (``ResumeSwap``) and
+waited for, its outcome read at once when it ended while the daemon was down; a swap that was never proposed
+(the restart came between the provider's agreement and our proposal) counts as refused.
+
 Readers wait for news with ``wait(id, version, timeout)`` (a long poll: the answer comes as soon as the
 run's ``version`` passes the one the reader has).
 """
@@ -27,7 +33,7 @@ import trio
 
 from node.api.services import ApiError
 from node.protocols.request_run import (
-    Allocated, Ask, Finished, RequestRun, StartSwap, SwapAgreed, SwapEnded, SwapRefused,
+    Allocated, Ask, Finished, RequestRun, ResumeSwap, StartSwap, SwapAgreed, SwapEnded, SwapRefused,
 )
 
 log = logging.getLogger("keyswitch.requests")
@@ -45,14 +51,43 @@ class _Entry:
 
 
 class RequestDesk:
-    """The runs of this daemon's requests to contracts. ``services``: the daemon's ``NodeServices``."""
+    """The runs of this daemon's requests to contracts. ``services``: the daemon's ``NodeServices``; ``store``: a
+    ``node.stores.requests.RequestStore`` (the runs it holds are loaded, and those not ended resumed), or None
+    (in memory only)."""
 
-    def __init__(self, services, nursery) -> None:
-        self.svc, self.nursery = services, nursery
+    def __init__(self, services, nursery, store=None) -> None:
+        self.svc, self.nursery, self.store = services, nursery, store
         self.runs: dict[str, _Entry] = {}
         self._promised: set[bytes] = set()  # our deposit keys promised to swaps being agreed
         self._waiting: dict[tuple[str, frozenset[str]], trio.MemorySendChannel] = {}  # (peer, their addresses)
+        self._contracts: dict[str, str] = {}  # request id -> its contract field (asked again on a resume)
         services.stack.desk.watchers.append(self._on_outcome)
+        for rid, state in store.load() if store is not None else ():
+            self._load(rid, state)
+
+    def _load(self, rid: str, state: dict | str) -> None:
+        try:
+            if isinstance(state, str):
+                raise ValueError(state)
+            run = RequestRun.from_state(state["run"])
+        except (KeyError, ValueError) as exc:
+            log.warning("request %s: its stored state is skipped: %s", rid, exc)
+            return
+        send, recv = trio.open_memory_channel(1000)
+        self.runs[rid] = e = _Entry(run, send, recv)
+        self._contracts[rid] = str(state.get("contract", ""))
+        if not run.done:
+            self.nursery.start_soon(self._drive, e, self._contracts[rid], True)
+
+    def _save(self, e: _Entry) -> None:
+        if self.store is None:
+            return
+        run = e.run
+        try:
+            self.store.save(run.request_id, run.started_at, run.done,
+                            {"run": run.to_state(), "contract": self._contracts.get(run.request_id, "")})
+        except Exception:  # (a full disk: the run goes on in memory; its report is lost on a restart)
+            log.exception("request %s: its state could not be stored", run.request_id)
 
     # ------------------------------------------------------------------ API
     def start(self, asset: str, cents: int, contract: str, give: str) -> str:
@@ -66,8 +101,10 @@ class RequestDesk:
             raise ApiError(409, str(exc)) from None
         send, recv = trio.open_memory_channel(1000)
         self.runs[rid] = _Entry(run, send, recv)
+        self._contracts[rid] = contract
         for old in [k for k, e in self.runs.items() if e.run.done][:-KEEP]:
             del self.runs[old]
+            self._contracts.pop(old, None)
         self.nursery.start_soon(self._drive, self.runs[rid], contract)
         return rid
 
@@ -93,18 +130,21 @@ class RequestDesk:
         e.changed.set()
         e.changed = trio.Event()
 
-    async def _drive(self, e: _Entry, contract: str) -> None:
+    async def _drive(self, e: _Entry, contract: str, resumed: bool = False) -> None:
         run = e.run
         clock = self.svc.clock
         try:
             async with trio.open_nursery() as swaps:
-                cmds = run.start(clock.now())
+                cmds = run.resume(clock.now()) if resumed else run.start(clock.now())
                 while True:
+                    self._save(e)
                     for c in cmds:
                         if isinstance(c, Ask):
                             swaps.start_soon(self._ask, e, c, contract)
                         elif isinstance(c, StartSwap):
                             swaps.start_soon(self._swap, e, c)
+                        elif isinstance(c, ResumeSwap):
+                            swaps.start_soon(self._resume_swap, e, c)
                         elif isinstance(c, Finished):
                             log.info("request %s %s: %s", run.request_id, run.state, c.report["reason"])
                     self._news(e)
@@ -117,6 +157,7 @@ class RequestDesk:
             log.exception("request %s failed", run.request_id)
             run.reason = f"internal error: {type(exc).__name__}: {exc}"
             run._finish(clock.now())
+            self._save(e)
             self._news(e)
 
     async def _ask(self, e: _Entry, c: Ask, contract: str) -> None:
@@ -154,16 +195,48 @@ class RequestDesk:
                 desk.unreserve_swap(c.peer, schedule)
                 await e.send.send(SwapRefused(c.peer, exc.reason))
                 return
-            await e.send.send(SwapAgreed(c.peer))
             give_cents = summary["give"]["usd_cents"] // max(1, len(mine))  # one chunk of ours, for what is lost
-            with trio.move_on_after(SWAP_LIMIT):
-                d = await ends_recv.receive()
-                await e.send.send(self._ended(c.peer, d, give_cents))
-                return
-            await e.send.send(SwapEnded(c.peer, "failed", reason=f"no outcome within {SWAP_LIMIT:.0f} s"))
+            await e.send.send(SwapAgreed(c.peer, give_cents))
+            await self._until_ended(e, c.peer, ends_recv, give_cents)
         finally:
             self._waiting.pop(key, None)
             self._promised.difference_update(mine)
+
+    async def _until_ended(self, e: _Entry, peer: str, ends, give_cents: int) -> None:
+        with trio.move_on_after(SWAP_LIMIT):
+            d = await ends.receive()
+            await e.send.send(self._ended(peer, d, give_cents))
+            return
+        await e.send.send(SwapEnded(peer, "failed", reason=f"no outcome within {SWAP_LIMIT:.0f} s"))
+
+    async def _resume_swap(self, e: _Entry, c: ResumeSwap) -> None:
+        """After a restart: the swap's contract (persisted, resumed by the release protocol) ends it; none
+        means it was never proposed."""
+        addresses = frozenset(o.address for o in c.offers)
+        key = (c.peer, addresses)
+        ends_send, ends_recv = trio.open_memory_channel(4)
+        self._waiting[key] = ends_send  # (before the look: an outcome from now on is heard)
+        try:
+            found = self._contract_of(c.peer, addresses)
+            if found is None:
+                await e.send.send(SwapRefused(c.peer, "the daemon restarted before this swap was proposed"))
+                return
+            if not c.agreed:
+                await e.send.send(SwapAgreed(c.peer, c.give_cents))
+            if found.outcome is not None:  # it ended before the restart, or while its record was read again
+                await e.send.send(self._ended(c.peer, found.outcome.to_json(), c.give_cents))
+                return
+            await self._until_ended(e, c.peer, ends_recv, c.give_cents)
+        finally:
+            self._waiting.pop(key, None)
+
+    def _contract_of(self, peer: str, addresses: frozenset[str]):
+        """Our swap with ``peer`` in which it gives the chunks at ``addresses`` (one not ended first), or None."""
+        found = [c for c in list(self.svc.stack.desk.release.contracts.values())
+                 if c.rec.peer == peer and addresses == frozenset(
+                     rd.chunk.address for rd in c.rec.schedule.rounds if rd.giver != c.me)]
+        found.sort(key=lambda c: c.outcome is not None)
+        return found[0] if found else None
 
     @staticmethod
     def _ended(peer: str, d: dict, give_cents: int) -> SwapEnded:

@@ -208,6 +208,7 @@ class SwapDesk:
             price_of=self._price, price_tolerance=price_tolerance)
         self.arbitrated: dict[str, Any] = {}  # contract id hex -> spec, for escrows we arbitrate
         self._publishing = False  # a publish of our sheet (retractions) is queued on the driver
+        self._ticked = False  # ``tick`` has brought the holds up to date once
         #: called with every swap outcome (``release.outcome``'s detail) once it is reported, on the trio thread
         self.watchers: list[Callable[[dict], None]] = []
         #: exposure reserved for contracts agreed but not yet in a contract store (the peer's hello, our
@@ -698,10 +699,7 @@ class SwapDesk:
         """Our deposit key ``pub`` is committed or released: off our sheet, and the retraction published at
         once (not at the next re-announcement, which backs off up to ``offers.REPUBLISH_MAX``: peers' books
         would offer it meanwhile, and their contracts over it be refused)."""
-        own = self.stack.protocol.own
-        if own is not None and any(o.pubkey == pub for o in own.offers):
-            own.offers = [o for o in own.offers if o.pubkey != pub]
-            own.retracted.append(pub)
+        if self.stack.withdraw(pub):  # (and no refresh of our offers running meanwhile puts it back)
             node = getattr(self, "node", None)
             if node is not None and not self._publishing:  # (node: set by the daemon once its host runs)
                 self._publishing = True  # the retractions of one contract event go out on one sheet
@@ -712,9 +710,6 @@ class SwapDesk:
                     return proto.set_own_sheet(proto.own, now)
 
                 node.driver.submit(proto, publish)
-        extra = self.stack.extra
-        if "offers" in extra:
-            extra["offers"] = [o for o in extra["offers"] if o.pubkey != pub]
 
     # -------------------------------------------------------------- outcomes
     def on_notify(self, n) -> None:
@@ -752,6 +747,21 @@ class SwapDesk:
             self.reporter.report(d["contract_id"], d, d.get("peer", ""), self.clock.now())
             for w in list(self.watchers):  # (a request to contracts waits for its swaps' ends: node.requestdesk)
                 w(d)
+
+    def heights_wanted(self) -> bool:
+        """Does a language contract run (its enclave reads ledger heights: ``feed_heights``)? From the event loop."""
+        return any(r.rec.state not in ("done", "failed") for r in list(self.run.runs.values()))
+
+    def tick(self, now: float) -> None:
+        """Once a second on the event loop while no language contract runs (``feed_heights`` does this then, on
+        the contract worker): claims whose release record never came back; the holds brought up to date once
+        after the start (contracts resumed) and while a reservation waits to lapse (each contract event brings
+        them up to date anyway). Not on the worker: it held up every swap's events once a second (under load
+        ~0.2-1 s each time, the driver's lock held, the event loop's gossip validation waiting for it)."""
+        self.reporter.flush(now)
+        if self._reserved or not self._ticked:
+            self._ticked = True
+            self.sync_holds(now)
 
     def feed_heights(self, now: float):
         """Hand the ledger heights every running language contract may read to the contract runner."""

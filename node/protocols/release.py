@@ -446,6 +446,7 @@ class Contract:
     busy: set[tuple[str, int]] = field(default_factory=set)  # ledger tasks in flight: ("funds"|"claim", round)
     held: dict[int, Respond] = field(default_factory=dict)  # acks of peer rounds held until their funds are checked
     terms_sig: bytes = b""  # our enclave's signature over the contract id, from its (one) contract_open
+    held_back: bool = False  # a retry tick sent no copy: a request was in flight (``_in_flight``)
     #: peer rounds received and not yet taken by our enclave: their funds are checked first, then one enclave
     #: call takes the key, signs the ack and releases our next round (``_step``): round -> (record, request ids)
     waiting: dict[int, tuple[bytes, list[int]]] = field(default_factory=dict)
@@ -507,6 +508,11 @@ class ReleaseProtocol:
     claim_policy: str = "sweep"
     round_timeout: float = 30.0
     retry_interval: float = 2.0
+    #: s a request waits for its answer (the runtime's: the responder's driver answers or resets within its
+    #: ``respond_timeout``, 10 s). Not ``retry_interval``: on a loaded machine an answer later than 2 s was
+    #: thrown away and the request sent again, each copy costing both enclaves work, and the copies queued
+    #: ahead of the answers: agreements came ~29 s late against the 30 s ``round_timeout``
+    request_timeout: float = 10.0
     #: a monotonic clock (seconds) for the spans of its own work (``Contract.spent``, ``keys_in_at``), given by
     #: the composition root (the daemon: ``time.perf_counter``); None: every span is 0. Never used to decide.
     perf: Callable[[], float] | None = None
@@ -603,7 +609,21 @@ class ReleaseProtocol:
     def _request(self, c: Contract, kind: str, rnd: int, data: bytes) -> SendRequest:
         self._req += 1
         self._pending[self._req] = (c.key, kind, rnd)
-        return SendRequest(PROTOCOL_ID, c.rec.peer, self._req, data, timeout=self.retry_interval)
+        c.held_back = False
+        return SendRequest(PROTOCOL_ID, c.rec.peer, self._req, data,
+                           timeout=max(self.retry_interval, self.request_timeout))
+
+    def _in_flight(self, c: Contract) -> bool:
+        """A request of ``c`` still waits for its answer (or the transport's failure): the retry timer sends no
+        copy, and looks again ``request_timeout`` later (``held_back``). Still unanswered then, it is taken as
+        lost (a driver that never reports it): forgotten, and the copy goes out."""
+        mine = [rid for rid, p in self._pending.items() if p[0] == c.key]
+        if mine and not c.held_back:
+            c.held_back = True
+            return True
+        for rid in mine:
+            del self._pending[rid]
+        return False
 
     def _refuse(self, request_id: int, cid: bytes, rnd: int, code: str, reason: str, notify=True) -> list[Command]:
         self.refusals.append((code, reason))
@@ -641,8 +661,14 @@ class ReleaseProtocol:
         c.progress_at = now
 
     def _send_hello(self, c: Contract, now: float) -> list[Command]:
-        data = self._seal("hello", HelloBody(c.rec.schedule, self.binding, self.quote))
+        data = self._seal("hello", HelloBody(c.rec.schedule, *self._proposed_as(c)))
         return [self._request(c, "hello", -1, data)]
+
+    def _proposed_as(self, c: Contract) -> tuple[Binding, bytes]:
+        """Initiator: the binding and quote our proposal was made with (kept in its record). After a restart our
+        binding is another (its ``keys_root`` commits to the keys held now): a hello carrying that one names
+        another contract id, and a responder that agreed before the restart refused it ("not-expected")."""
+        return (c.rec.bindings[0], c.rec.quotes[0]) if c.rec.bindings else (self.binding, self.quote)
 
     def _key_states(self) -> dict[bytes, object]:
         return {k.pubkey: k for k in self.enclave.list_keys()}
@@ -1206,8 +1232,10 @@ class ReleaseProtocol:
             return []
         key, kind, rnd = pend
         c = self.contracts.get(key)
-        if c is None or ev.error:
-            return []  # transport failure: the retry timer resends
+        if c is None:
+            return []
+        if ev.error:  # transport failure: the retry timer resends, soon (it waited for this answer)
+            return [] if c.rec.state in TERMINAL else [SetTimer(f"release.retry:{key}", now + self.retry_interval)]
         want = {"hello": frozenset({"agree", "error"}), "release": frozenset({"ack", "error"}),
                 "cosign": frozenset({"ack", "error"})}[kind]
         try:
@@ -1257,7 +1285,8 @@ class ReleaseProtocol:
             return bad("signature", "agree is not signed by the enclave its binding names")
         if a.binding.validate() or a.binding.net != self.net or a.binding.peer_id != c.rec.peer:
             return bad("wrong-peer", "the binding names another peer or network")
-        cid = contract_id(c.rec.schedule, [self.binding, a.binding])
+        mine, my_quote = self._proposed_as(c)
+        cid = contract_id(c.rec.schedule, [mine, a.binding])
         if a.contract_id != cid:
             return bad("contract-id", "the agreed contract id is not the hash of the schedule and bindings")
         why = self.attestations.check(a.quote, a.binding, now) or self._enclave_attests(a.binding, a.quote, now)
@@ -1280,7 +1309,7 @@ class ReleaseProtocol:
             return then(None if c.offered == "ok" else c.offered, now)
         from node.tee.client import EnclaveRefused
 
-        spec = schedule_spec(c.rec.schedule, [self.binding, a.binding]).encode()
+        spec = schedule_spec(c.rec.schedule, [mine, a.binding]).encode()
         try:  # our enclave takes the contract with the responder's signature over its id, and signs it too
             terms_sig = self.enclave.contract_open(spec, [(1, a.terms_sig)]).sig
         except EnclaveRefused as exc:
@@ -1291,8 +1320,8 @@ class ReleaseProtocol:
             self.contracts.pop(old, None)
             self.store.delete(old)
             return []
-        c.rec.bindings = [self.binding, a.binding]
-        c.rec.quotes = [self.quote, a.quote]
+        c.rec.bindings = [mine, a.binding]
+        c.rec.quotes = [my_quote, a.quote]
         c.rec.state = TRANSITIONS[(PROPOSED, "agree")]
         c.cid, c.key, c.terms_sig, c._spec = cid, cid.hex(), terms_sig, spec
         self.contracts.pop(old, None)
@@ -1322,6 +1351,8 @@ class ReleaseProtocol:
                 return self._stop(c, "unacked-end", why, now)
             return self._stop(c, "deadline", f"peer silent for {self.round_timeout:.0f} s at round {c.next}", now)
         if what == "release.retry":
+            if self._in_flight(c):  # its answer, or the transport's failure (which brings the retry on), is to come
+                return [SetTimer(name, now + self.request_timeout)]
             if c.rec.state == PROPOSED:
                 return self._send_hello(c, now) + [SetTimer(name, now + self.retry_interval)]
             return self._resend_last(c) + self._advance(c, now)  # _advance re-arms the timers

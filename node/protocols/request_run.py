@@ -17,6 +17,11 @@ that refused or withheld; the run then ends with what it has. Tit-for-tat bounds
 one chunk (``SwapEnded.lost``). ``report()`` says what was obtained, from whom, and what was lost; its
 ``exit_code`` is the CLI's: ``EXIT_COMPLETE`` (0) all obtained, ``EXIT_NO_ALLOCATION`` (4) no contract could
 even start (nothing allocated), ``EXIT_SHORT`` (5) contracts ran but less than asked for was obtained.
+
+A run outlives its daemon: ``to_state()`` is what the daemon stores after every change, ``RequestRun.from_state``
+reads it back, and ``resume(now)`` says what to do after a restart: ask again (an ask in flight was lost with the
+process), and for every swap not ended, ``ResumeSwap`` (find its contract, which persisted and resumed on its
+own, and wait for its end; a swap never proposed is refused).
 """
 
 from __future__ import annotations
@@ -46,7 +51,10 @@ class Allocated:
 
 @dataclass(frozen=True)
 class SwapAgreed:
+    """The provider agreed; ``give_cents``: what one of our chunks in the swap is worth (a lost chunk's value)."""
+
     peer: str
+    give_cents: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,11 +100,22 @@ class StartSwap:
 
 
 @dataclass(frozen=True)
+class ResumeSwap:
+    """After a restart: the swap with ``peer`` over ``offers`` had not ended (``agreed``: the provider had agreed);
+    find its contract and wait for its end (``SwapEnded``), or say it never started (``SwapRefused``)."""
+
+    peer: str
+    offers: tuple[Candidate, ...]
+    agreed: bool
+    give_cents: int
+
+
+@dataclass(frozen=True)
 class Finished:
     report: dict
 
 
-Command = Ask | StartSwap | Finished
+Command = Ask | StartSwap | ResumeSwap | Finished
 
 
 @dataclass
@@ -114,6 +133,7 @@ class Provider:
     reason: str = ""
     started_at: float = 0.0
     ended_at: float | None = None
+    give_cents: int = 0  # one of our chunks in this swap, as the desk valued it at agreement
 
     @property
     def received_cents(self) -> int:
@@ -148,6 +168,7 @@ class RequestRun:
     started_at: float = 0.0
     ended_at: float | None = None
     version: int = 0  # bumped by every change (a reader waiting for news compares it)
+    restarts: int = 0  # daemon restarts this run was resumed from
 
     def __post_init__(self) -> None:
         if self.target_cents <= 0:
@@ -185,6 +206,7 @@ class RequestRun:
         if isinstance(event, SwapAgreed):
             if row.state == PROPOSING:
                 row.state = RUNNING
+            row.give_cents = event.give_cents or row.give_cents
         elif isinstance(event, SwapRefused):
             row.state, row.reason, row.ended_at = REFUSED, event.reason, now
         elif isinstance(event, SwapEnded):
@@ -251,6 +273,41 @@ class RequestRun:
         self.version += 1
         return [Finished(self.report())]
 
+    def resume(self, now: float) -> list[Command]:
+        """After a daemon restart: what the run does again (nothing once it ended). An ask in flight was lost
+        with the process: asked again (the same ask, for what is still missing); each swap not ended is found
+        again (``ResumeSwap``)."""
+        if self.done:
+            return []
+        self.restarts += 1
+        self.version += 1
+        if self.state == "collecting":
+            failed = {p.peer for p in self.providers if p.state in (WITHHELD, FAILED, REFUSED)}
+            return [Ask(max(1, self.target_cents - self.obtained_cents), frozenset({self.local_peer} | failed))]
+        return [ResumeSwap(p.peer, p.offers, p.state == RUNNING, p.give_cents)
+                for p in self.providers if p.ask == self.asks and p.state not in ENDED] or self._next(now)
+
+    # ------------------------------------------------------------------ persistence
+    def to_state(self) -> dict:
+        """Everything the run is, as JSON-able values (``from_state`` reads it back)."""
+        plain = {k: getattr(self, k) for k in _FIELDS}
+        plain["providers"] = [{**{k: getattr(p, k) for k in _ROW_FIELDS}, "received": list(p.received),
+                               "offers": [_candidate_state(c) for c in p.offers]} for p in self.providers]
+        plain["notes"] = list(self.notes)
+        return plain
+
+    @classmethod
+    def from_state(cls, d: dict) -> "RequestRun":
+        """The run ``to_state`` gave (ValueError when it does not read as one)."""
+        try:
+            run = cls(**{k: d[k] for k in _FIELDS if k in d})
+            run.notes = [str(n) for n in d.get("notes", [])]
+            run.providers = [Provider(**{k: p[k] for k in _ROW_FIELDS if k in p}, received=tuple(p["received"]),
+                                      offers=tuple(_candidate(c) for c in p["offers"])) for p in d["providers"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a stored request run: {exc!r}") from None
+        return run
+
     @property
     def exit_code(self) -> int | None:
         """The CLI's exit code once the run ended (None while it runs)."""
@@ -267,4 +324,22 @@ class RequestRun:
                 "lost": sum(p.lost for p in self.providers), "lost_cents": sum(p.lost_cents for p in self.providers),
                 "proposals": self.proposals, "reason": self.reason, "notes": list(self.notes),
                 "providers": [p.to_json() for p in self.providers], "version": self.version,
+                "restarts": self.restarts,
                 "seconds": round(self.ended_at - self.started_at, 3) if self.ended_at is not None else None}
+
+
+_FIELDS = ("request_id", "asset", "give", "target_cents", "local_peer", "max_asks", "asks", "state", "reason",
+           "proposals", "started_at", "ended_at", "version", "restarts")
+_ROW_FIELDS = ("peer", "ask", "state", "released", "lost", "lost_cents", "reason", "started_at", "ended_at",
+               "give_cents")
+
+
+def _candidate_state(c: Candidate) -> dict:
+    return {"offer_id": c.offer_id.hex(), "device_id": c.device_id.hex(), "owner_id": c.owner_id,
+            "device_class": c.device_class, "asset": c.asset, "address": c.address, "amount": c.amount,
+            "usd_cents": c.usd_cents, "expiry": c.expiry}
+
+
+def _candidate(d: dict) -> Candidate:
+    return Candidate(bytes.fromhex(d["offer_id"]), bytes.fromhex(d["device_id"]), d["owner_id"], d["device_class"],
+                     d["asset"], d["address"], int(d["amount"]), int(d["usd_cents"]), float(d["expiry"]))

@@ -14,6 +14,8 @@ module                    file in the data directory             given to
 ``release_records``       ``release-records.sqlite``             ``outcomes.ReleaseRecords(store=...)``
 ``reputation``            ``reputation.sqlite``                  ``risk.reputation.Reputation(store)``
 ``offerbook``             ``offers.sqlite``                      ``RiskEngine.book``, ``OffersProtocol.book``
+``requests``              ``requests.sqlite``                    ``node.requestdesk.RequestDesk`` (each
+                                                                 ``RequestRun.to_state``)
 ========================  =====================================  ============================================
 
 Files and schemas are those the protocols used to open themselves: an existing data directory opens as it is.

@@ -202,7 +202,8 @@ def test_swap_peer_named_by_hand_whose_device_is_a_proven_cheater_is_refused(pai
     assert not victim.desk.release.contracts
 
 
-def test_holds_survive_a_restart_with_contracts_in_flight(pair):
+@pytest.mark.parametrize("tick", ["feed_heights", "tick"])  # the daemon's second: language contracts run, or none
+def test_holds_survive_a_restart_with_contracts_in_flight(pair, tick):
     """Two swaps in flight (the peer went silent); the victim's host restarts (new risk engine, new desk, same
     data directory): the contracts are rebuilt from the store and hold again, so a third is still refused."""
     from node.daemon import add_switchboard
@@ -217,7 +218,8 @@ def test_holds_survive_a_restart_with_contracts_in_flight(pair):
     add_switchboard(victim, root / "victim")
     victim.desk = SwapDesk(victim, clock=Clock(now))
     net.add(victim.peer_id, victim.protocol, victim.rfp, victim.desk.run, victim.desk.release, now=now)
-    victim.desk.feed_heights(now)  # the daemon's tick (also run before every cap check)
+    assert not victim.desk.heights_wanted()
+    getattr(victim.desk, tick)(now)  # the daemon's tick (also run before every cap check)
     assert len(victim.desk.release.contracts) == 2
     assert _held_on(victim.engine, _device(attacker)) == LIMIT, "the restart forgot the holds in flight"
     out = _swap_by_hand(net, victim, attacker.peer_id, now, 1)
@@ -258,3 +260,73 @@ def test_a_100_usd_request_on_a_four_node_network_of_50_usd_chunks_is_covered_an
     finally:
         for s in nodes:
             s.close()
+
+
+class _LedgerDuring:
+    """The node's ledger, as its offers refresher reads it in a worker thread: once the balance of ``address``
+    is read, ``during()`` runs (what the event loop does meanwhile), once."""
+
+    def __init__(self, ledger, address, during):
+        self._ledger, self._address, self._during = ledger, address, during
+
+    def balance(self, asset, address):
+        out = self._ledger.balance(asset, address)
+        if address == self._address and self._during is not None:
+            during, self._during = self._during, None
+            during()
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._ledger, name)
+
+
+def test_a_chunk_released_while_the_offers_refresh_runs_is_not_offered_again(pair):
+    """The daemon re-derives its offers every few seconds in a worker thread (``refresh_offers``: the enclave's
+    offerable keys, then the ledger); the event loop meanwhile runs contracts. A swap that releases our chunk K
+    between the enclave read and the end of the refresh retracts K from our sheet at once (published); the
+    refresh then put K back from its older enclave read, and nothing published it: our sheet offered K to our
+    own planner but to no peer. The next swap we planned used K and the peer refused it ("not an offer of <us> in
+    this node's book"), as ``python -m benchmarks.request``'s closing anchor swap found."""
+    net, attacker, victim, now, ledger, _ = pair
+    gone = _chunks(victim)[0]
+    victim.desk.node = _Node(net, victim, now)
+
+    def swap_released_k() -> None:  # the attacker's swap takes K, over the wire, while the refresh runs
+        sched = swap_schedule(_chunks(attacker)[:1], [gone])
+        rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "swap", wire.encode(sched), now)
+        net.call(attacker.peer_id, attacker.rfp, cmds, now)
+        assert attacker.rfp.contract_answers[rid][0]
+        net.call(attacker.peer_id, attacker.desk.release, attacker.desk.release.propose(victim.peer_id, sched, now),
+                 now)
+        for n in list(net.peers[victim.peer_id].notes):  # what the daemon's driver hands the desk
+            victim.desk.on_notify(n)
+
+    victim.extra["ledger"] = _LedgerDuring(ledger, gone.address, swap_released_k)
+    before = victim.offered()
+    victim.refresh_offers(now + 1)
+    if victim.retract_gone(before):
+        victim.desk.node.driver.submit(victim.protocol, lambda t: victim.protocol.set_own_sheet(victim.protocol.own, t))
+    assert {c.rec.state for c in victim.desk.release.contracts.values()} == {"done"}
+    assert gone.pubkey not in victim.offered(), "the released chunk is on our sheet again"
+    assert attacker.desk._book_offer(gone.address, victim.peer_id) is None
+    # the next swap the victim plans with the attacker is one the attacker can agree to
+    victim.extra["ledger"] = ledger
+    sched, _summary = victim.desk.plan_swap(attacker.peer_id, "BTC-REG", "BTC-REG", 1)
+    rid, cmds = victim.rfp.offer_contract(attacker.peer_id, "swap", wire.encode(sched), now)
+    net.call(victim.peer_id, victim.rfp, cmds, now)
+    assert victim.rfp.contract_answers[rid] == (True, ""), victim.rfp.contract_answers[rid]
+
+
+def test_a_request_to_contracts_under_escrow_or_option_is_refused_with_why_not_run_as_swaps(pair):
+    """``request --give B --contract escrow|option`` ran plain swaps whatever the contract said. It is refused
+    with one line saying why and what to run instead (docs/risk.md, "Escrow and option")."""
+    from node.api.services import ApiError
+    from node.daemon import NodeServices
+
+    net, attacker, victim, now, _, _ = pair
+    svc = NodeServices(_Node(net, victim, now), victim, Clock(now), now)
+    for kind, why in (("escrow", "keyswitch escrow --payee"), ("option", "keyswitch option --writer"),
+                      ("ring", "runs swaps only")):
+        with pytest.raises(ApiError) as exc:
+            trio.run(lambda: svc.request("BTC-REG", 100, kind, give="ETH-DEV"))
+        assert exc.value.status == 400 and why in exc.value.reason and "\n" not in exc.value.reason

@@ -958,3 +958,59 @@ def test_a_last_release_never_acknowledged_still_ends_done(tmp_path):
     pair.run(done=both_stopped(a, b, cid))
     assert "never acknowledged" in b.proto.contracts[cid.hex()].rec.reason
     assert_swapped(ledger, a, b, cid)
+
+
+def test_a_proposal_resumed_after_a_restart_that_changed_our_binding_is_agreed_by_a_responder_that_agreed_before(
+        tmp_path):
+    """The initiator A proposes; B agrees, and A dies before B's agree reaches it. A restarts with another binding
+    (its enclave holds other keys now: the binding's ``keys_root`` changed, as a daemon's does once a key of a
+    contract running meanwhile was released). The resumed hello carried the new binding, so it named another
+    contract id, and B, which had agreed to the first, refused it ("not-expected"): the swap failed. The hello
+    carries the binding the proposal was made with, and the swap completes."""
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path, n=2)
+    pair.drop_response = lambda src, cmd: src is b  # B's agree never reaches A
+    pair.run(until=1, done=lambda: b.proto.state(cid) is not None)
+    assert b.proto.state(cid) == RUNNING
+    a.raw.generate_keys(1)  # A's enclave now holds another key: its binding is another after the restart
+    old = a.binding
+    a.binding = a.raw.binding_for(NET, a.peer_id)
+    a.quote = a.raw.quote(a.binding, now=NOW)
+    assert a.binding != old
+    pair.drop_response = lambda src, cmd: False
+    pair.crash(a)
+    pair.run(until=200, done=both_stopped(a, b, cid))
+    for me, other in ((a, b), (b, a)):
+        assert me.proto.state(cid) == DONE, (me.name, [c.rec.reason for c in me.proto.contracts.values()])
+        out = me.proto.outcome(cid)
+        assert out.status == "claimed" and out.lost == 0 and out.received == len(other.chunks)
+        assert sorted(me.journal_releases()) == sorted(c.pubkey for c in me.chunks)
+
+
+def test_a_responder_slower_than_the_retry_interval_gets_one_hello_and_its_late_answer_is_taken(tmp_path):
+    """A loaded machine: the responder answers 9 s after the hello (its event queue is long). The initiator sent a
+    copy every 2 s (``retry_interval``), each with a 2 s timeout, so the runtime threw every answer later than 2 s
+    away; each copy cost both enclaves work and queued ahead of the answers, and agreements came ~29 s late
+    against the 30 s round timeout (the request functional test and benchmarks.request under load). Now one
+    request per contract is in flight at a time, and it waits ``request_timeout`` for its answer."""
+    ledger = DevLedger(None, automine=True)
+    a, b = Side("A", tmp_path, ledger, 2), Side("B", tmp_path, ledger, 2)
+    sched = swap_schedule(a.chunks, b.chunks)
+    b.expect(a.peer_id, sched)
+    pair = Pair(a, b)
+    while pair.queue:  # both sides started
+        pair.step()
+    pair.drop = lambda src, cmd: True  # what A sends waits in B's queue
+    pair.call(a, a.proto.propose, b.peer_id, sched)
+    while pair.queue or min(pair.timers.values()) <= NOW + 9:  # the first 9 s (timers due by then)
+        pair.step()
+    pair.now = NOW + 9
+    hellos = [c for src, c in pair.sent if src == a.peer_id]
+    assert len(hellos) == 1, f"{len(hellos)} copies of the hello in 9 s while the first awaited its answer"
+    assert hellos[0].timeout >= 9.0  # the runtime gives up a request after its timeout: a 9 s answer counts
+    pair.drop = lambda src, cmd: False
+    pair.carry(a, hellos)  # B takes the hello now, 9 s late, and answers it
+    after = len(pair.sent)
+    cid = contract_id(sched, [a.binding, b.binding])
+    pair.run(until=200, done=both_stopped(a, b, cid))
+    assert a.proto.state(cid) == DONE and b.proto.state(cid) == DONE
+    assert not [c for src, c in pair.sent[after:] if src == a.peer_id and b"hello" in c.data[:12]]  # no copy

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.protocols.request_run import (
-    EXIT_COMPLETE, EXIT_NO_ALLOCATION, EXIT_SHORT, Allocated, Ask, Finished, RequestRun, StartSwap, SwapAgreed,
-    SwapEnded, SwapRefused,
+    EXIT_COMPLETE, EXIT_NO_ALLOCATION, EXIT_SHORT, Allocated, Ask, Finished, RequestRun, ResumeSwap, StartSwap,
+    SwapAgreed, SwapEnded, SwapRefused,
 )
 from node.risk.types import Candidate
 
@@ -163,3 +163,57 @@ def test_any_order_of_outcomes_ends_once_with_a_true_report(data):
     assert all(p["lost"] <= 1 for p in rep["providers"])
     assert (rep["exit_code"] == EXIT_COMPLETE) == (rep["obtained_cents"] >= r.target_cents)
     assert rep["exit_code"] in (EXIT_COMPLETE, EXIT_SHORT, EXIT_NO_ALLOCATION)
+
+
+# ------------------------------------------------------------------ across a daemon restart
+def restarted(r: RequestRun) -> RequestRun:
+    """What the daemon stores after every change, read back by a new process (through JSON, as stored)."""
+    import json
+
+    return RequestRun.from_state(json.loads(json.dumps(r.to_state())))
+
+
+def test_a_stored_run_reads_back_as_it_was_and_its_report_is_the_same():
+    r, _ = run()
+    offers = tuple(chunk(p, i) for p in ("p1", "p2", "w") for i in range(2))
+    starts = swaps(r.handle(Allocated(True, offers, notes=("a note",), proposals=4), 1.0))
+    deliver(r, starts["p1"], 2.0)
+    r.handle(SwapAgreed("p2", 5_000), 2.5)
+    deliver(r, starts["w"], 31.0, upto=1, state="withheld")
+    back = restarted(r)
+    assert back.report() == r.report() and back.to_state() == r.to_state()
+    assert back.providers == r.providers
+
+
+def test_after_a_restart_each_swap_not_ended_is_found_again_and_the_run_goes_on():
+    r, _ = run()
+    offers = tuple(chunk(p, i) for p in ("p1", "p2", "p3") for i in range(2))
+    starts = swaps(r.handle(Allocated(True, offers), 1.0))
+    deliver(r, starts["p1"], 2.0)
+    r.handle(SwapAgreed("p2", 4_900), 2.5)  # p2 agreed, p3 had not answered: the daemon dies here
+    back = restarted(r)
+    cmds = back.resume(40.0)
+    assert cmds == [ResumeSwap("p2", starts["p2"].offers, True, 4_900), ResumeSwap("p3", starts["p3"].offers, False, 0)]
+    assert back.report()["restarts"] == 1 and back.report()["state"] == "running"
+    assert back.handle(SwapRefused("p3", "the daemon restarted before this swap was proposed"), 41.0) == []
+    again = back.handle(SwapEnded("p2", "done", tuple(c.address for c in starts["p2"].offers), 2), 42.0)
+    assert again == [Ask(10_000, frozenset({ME, "p3"}))]  # the shortfall, asked once more without p3
+
+
+def test_after_a_restart_an_ask_in_flight_is_asked_again_and_an_ended_run_does_nothing():
+    r, cmds = run()
+    back = restarted(r)
+    assert back.resume(5.0) == cmds  # the proposals collected before the restart were lost with it
+    starts = swaps(back.handle(Allocated(True, (chunk("p1", 0),)), 6.0))
+    assert deliver(back, starts["p1"], 7.0) == [Ask(25_000, frozenset({ME}))]
+    out = back.handle(Allocated(False, reason="no proposals"), 8.0)
+    assert back.done and isinstance(out[-1], Finished) and back.report()["state"] == "short"
+    ended = restarted(back)
+    assert ended.resume(9.0) == [] and ended.report() == back.report()
+
+
+def test_a_stored_state_that_does_not_read_is_refused():
+    with pytest.raises(ValueError, match="not a stored request run"):
+        RequestRun.from_state({"request_id": "x"})
+    with pytest.raises(ValueError, match="not a stored request run"):
+        RequestRun.from_state({**run()[0].to_state(), "providers": [{"peer": "p"}]})

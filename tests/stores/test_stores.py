@@ -91,3 +91,26 @@ def test_a_record_is_fsynced_unless_the_store_is_told_not_to(tmp_path, monkeypat
     monkeypatch.setattr(node.fsutil.os, "fsync", lambda fd: synced.append(fd) or real(fd))
     ContractStore(tmp_path / "c", durable=durable).put("k", record())
     assert bool(synced) is durable
+
+
+def test_request_runs_survive_a_reopen_and_only_the_newest_finished_ones_are_kept(tmp_path):
+    """``requests.sqlite``: a request to contracts' state, as the daemon stores it after every change, reads back
+    after the store is reopened (a restart); runs not ended are never dropped; the finished ones beyond ``keep``
+    are, oldest first; a row that does not read comes back as its reason."""
+    from node.protocols.request_run import RequestRun
+    from node.stores.requests import RequestStore
+
+    path = tmp_path / "requests.sqlite"
+    store = RequestStore(path, keep=2)
+    runs = [RequestRun(f"r{i}", "BTC-REG", "ETH-DEV", 5_000, "me", started_at=float(i)) for i in range(5)]
+    for i, run in enumerate(runs):
+        done = i != 1  # r1 still runs
+        store.save(run.request_id, run.started_at, done, {"run": run.to_state(), "contract": "swap"})
+    store.close()
+    store = RequestStore(path, keep=2)
+    got = store.load()
+    assert [rid for rid, _ in got] == ["r1", "r3", "r4"]
+    assert RequestRun.from_state(got[0][1]["run"]).report() == runs[1].report() and got[0][1]["contract"] == "swap"
+    store._db.execute("UPDATE runs SET state = '[1' WHERE request_id = 'r3'")
+    assert isinstance(dict(store.load())["r3"], str)
+    store.close()
