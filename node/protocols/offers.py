@@ -276,7 +276,7 @@ class AddressDeriver:
     def __init__(self, max_entries: int = 200_000) -> None:
         self.max_entries = max_entries
         self._known: dict[tuple[str, bytes, int], str] = {}
-        self._assets: dict[str, tuple[tuple[str, ...], Callable[[bytes], str] | None]] = {}  # see ``_asset``
+        self._assets: dict[str, tuple[tuple[str, ...], Callable[[list[bytes]], list[str | None]] | None]] = {}  # see ``_asset``
         self.hits = self.misses = 0
 
     @staticmethod
@@ -298,10 +298,47 @@ class AddressDeriver:
             return address
         self.misses += 1
         address = self._derive(asset, pubkey, kind)
+        self._remember(key, address)
+        return address
+
+    def many(self, items: list[tuple[str, bytes, int]]) -> tuple[list[str], int, str]:
+        """The addresses of ``(asset, pubkey, kind)`` items, in order, exactly as calling this deriver on each
+        in turn gives them, up to the first item that has none: ``(addresses, -1, "")``, or ``(the addresses
+        before it, its index, the reason)``. The keys not known yet whose kind is P2WPKH are derived in one
+        loop per asset (``node.assets._p2wpkh_addresses``: what a sheet seen for the first time costs is
+        mostly this); the others, and any key that fails there, go through ``__call__`` one by one (so a
+        failure gives the same reason)."""
+        known = self._known
+        out: list[str | None] = [known.get(it) for it in items]
+        batch: dict[str, list[int]] = {}
+        for i, address in enumerate(out):
+            if address is None and items[i][2] == 0 and type(items[i][1]) is bytes:
+                batch.setdefault(items[i][0], []).append(i)
+        self.hits += len(out) - sum(1 for a in out if a is None)
+        for asset, idx in batch.items():
+            try:
+                _kinds, fast = self._assets.get(asset) or self._asset(asset)
+            except ValueError:
+                continue  # an unknown asset: ``__call__`` below gives the reason
+            if fast is None:
+                continue
+            for i, address in zip(idx, fast([items[i][1] for i in idx])):
+                if address is not None:  # (not a point: ``__call__`` below gives the reason)
+                    self.misses += 1
+                    self._remember(items[i], address)
+                    out[i] = address
+        for i, address in enumerate(out):
+            if address is None:
+                try:
+                    out[i] = self(*items[i])
+                except ValueError as exc:
+                    return out[:i], i, str(exc)  # type: ignore[return-value]
+        return out, -1, ""  # type: ignore[return-value]
+
+    def _remember(self, key: tuple[str, bytes, int], address: str) -> None:
         if len(self._known) >= self.max_entries:
             del self._known[next(iter(self._known))]
         self._known[key] = address
-        return address
 
     def _derive(self, asset: str, pubkey: bytes, kind: int) -> str:
         kinds, fast = self._assets.get(asset) or self._asset(asset)
@@ -311,22 +348,26 @@ class AddressDeriver:
             raise ValueError("pubkey is not a compressed secp256k1 key")
         try:
             if kind == 0 and fast is not None:
-                return fast(pubkey)  # address_for's, faster
+                address = fast([bytes(pubkey)])[0]  # address_for's, faster
+                if address is None:
+                    raise ValueError("not a point on secp256k1")
+                return address
             from node.assets import address_for
 
             return address_for(asset, pubkey, kind=kinds[kind])
         except Exception as exc:  # embit's ECError, eth-keys' errors, ValueError: not a point on the curve
             raise ValueError(f"not a valid public key ({type(exc).__name__})") from None
 
-    def _asset(self, asset: str) -> tuple[tuple[str, ...], Callable[[bytes], str] | None]:
-        """The asset's address kinds and, when its first kind is P2WPKH, the fast encoder of that kind."""
-        from node.assets import _p2wpkh_address, get_asset
+    def _asset(self, asset: str) -> tuple[tuple[str, ...], Callable[[list[bytes]], list[str | None]] | None]:
+        """The asset's address kinds and, when its first kind is P2WPKH, the fast encoder of that kind (keys
+        to addresses, None for a key that is not a point)."""
+        from node.assets import _p2wpkh_addresses, get_asset
 
         kinds = self.kinds(asset)
         fast = None
         if kinds[0] == "p2wpkh":
             network = get_asset(asset).network
-            fast = lambda pubkey: _p2wpkh_address(network, pubkey)  # noqa: E731
+            fast = lambda pubkeys: _p2wpkh_addresses(network, pubkeys)  # noqa: E731
         self._assets[asset] = (kinds, fast)
         return kinds, fast
 
@@ -526,31 +567,39 @@ def _expand(table: OfferTable, addresses: AddressDeriver) -> tuple[str | None, l
         return "malformed: the same terms listed twice", []
     if not all(math.isfinite(t.price_at) and math.isfinite(t.expiry) for t in terms):
         return "malformed: a price time or expiry is not a finite number", []
-    offers: list[Offer] = []
     seen: set[bytes] = set()
     used = 0
+    items: list[tuple[str, bytes, int]] = []  # (asset, key, kind) of each offer before the first bad one
+    why = None
     for i, e in enumerate(table.entries):
         if not 0 <= e.terms <= used or e.terms >= len(terms):
-            return f"malformed: offer {i}: terms {e.terms} not the next unused or an earlier one", []
+            why = f"malformed: offer {i}: terms {e.terms} not the next unused or an earlier one"
+            break
         if e.terms == used:
             used += 1
         # [REJECT] Each offer well formed: a compressed key, listed once, positive amounts, an address kind
-        # its asset has (its address derived from its key).
+        # its asset has (its address derived from its key: below, for all the offers at once).
         if len(e.pubkey) != 33 or e.pubkey[0] not in (2, 3):
-            return f"offer {i}: pubkey is not a compressed secp256k1 key", []
+            why = f"offer {i}: pubkey is not a compressed secp256k1 key"
+            break
         if e.pubkey in seen:
-            return f"offer {i}: deposit key listed twice", []
+            why = f"offer {i}: deposit key listed twice"
+            break
         seen.add(e.pubkey)
         if e.amount <= 0 or e.usd_cents <= 0:
-            return f"offer {i}: amount and usd_cents must be positive", []
-        t = terms[e.terms]
-        try:
-            address = addresses(t.asset, e.pubkey, e.kind)
-        except ValueError as exc:
-            return f"offer {i}: {exc}", []
-        offers.append(Offer(t.asset, address, e.pubkey, e.amount, e.usd_cents, t.price, t.price_at, t.expiry))
+            why = f"offer {i}: amount and usd_cents must be positive"
+            break
+        items.append((terms[e.terms].asset, e.pubkey, e.kind))
+    # the addresses of the offers before the first bad one (if any): an offer's own failure comes first
+    found, bad, reason = addresses.many(items)
+    if bad >= 0:
+        return f"offer {bad}: {reason}", []
+    if why:
+        return why, []
     if used != len(terms):
         return f"malformed: {len(terms) - used} terms listed but not used", []
+    offers = [Offer(t.asset, address, e.pubkey, e.amount, e.usd_cents, t.price, t.price_at, t.expiry)
+              for e, address in zip(table.entries, found) for t in (terms[e.terms],)]
     return None, offers
 
 
