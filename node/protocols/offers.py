@@ -66,8 +66,9 @@ per-offer work (every key a curve point, its address derived, offer ids,
 Merkle root), so a sheet without a genuine signature from an attested
 enclave costs no per-offer work. That work is what a sheet seen for the
 first time costs each receiver (~1.5 ms for 100 P2WPKH offers, most of it
-libsecp256k1's point check); a republished table is not checked again
-(``OffersCache``).
+deriving the addresses, a third of that libsecp256k1's point check; then
+~1 ms to book them: docs/network.md); a republished table is not checked
+again (``OffersCache``).
 """
 
 from __future__ import annotations
@@ -257,6 +258,10 @@ def offers_root(offers: list[Offer]) -> bytes:
 
 
 # ------------------------------------------------------------------ addresses
+#: keys to their addresses of one kind, None for a key that is not a point (``node.assets._p2wpkh_addresses``)
+_BatchEncoder = Callable[[list[bytes]], list["str | None"]]
+
+
 class AddressDeriver:
     """``(asset, deposit key, address kind index) -> address``, derived here and remembered.
 
@@ -264,8 +269,8 @@ class AddressDeriver:
     key (``node.assets``: P2WPKH with its fast table-driven bech32, P2PKH and
     EIP-55 with embit's and eth-keys' encoders). Deriving is a pure function
     and the largest per-offer cost of a sheet seen for the first time
-    (~15 us an offer for P2WPKH, most of it libsecp256k1's point check;
-    ~0.1-0.5 ms for the others); a node republishes mostly the same
+    (~12 us an offer for P2WPKH, ~5.6 us of it libsecp256k1's point check; a sheet's keys go
+    through ``many`` in one loop; ~0.1-0.5 ms for the others); a node republishes mostly the same
     offers, so each (asset, key, kind) is derived once. Only what this process
     derived itself is remembered, so nothing a peer sends can plant a wrong
     address. Bounded: the oldest entries go first once ``max_entries`` is
@@ -276,7 +281,7 @@ class AddressDeriver:
     def __init__(self, max_entries: int = 200_000) -> None:
         self.max_entries = max_entries
         self._known: dict[tuple[str, bytes, int], str] = {}
-        self._assets: dict[str, tuple[tuple[str, ...], Callable[[list[bytes]], list[str | None]] | None]] = {}  # see ``_asset``
+        self._assets: dict[str, tuple[tuple[str, ...], _BatchEncoder | None]] = {}  # see ``_asset``
         self.hits = self.misses = 0
 
     @staticmethod
@@ -358,7 +363,7 @@ class AddressDeriver:
         except Exception as exc:  # embit's ECError, eth-keys' errors, ValueError: not a point on the curve
             raise ValueError(f"not a valid public key ({type(exc).__name__})") from None
 
-    def _asset(self, asset: str) -> tuple[tuple[str, ...], Callable[[list[bytes]], list[str | None]] | None]:
+    def _asset(self, asset: str) -> tuple[tuple[str, ...], _BatchEncoder | None]:
         """The asset's address kinds and, when its first kind is P2WPKH, the fast encoder of that kind (keys
         to addresses, None for a key that is not a point)."""
         from node.assets import _p2wpkh_addresses, get_asset
