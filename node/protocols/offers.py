@@ -41,8 +41,9 @@ hash of its ``Offer`` encoding.
   sheets are self-contained, with no fetch round trip, at a cost of a few
   hundred bytes (a DCAP quote is ~5 kB, within the size limit). Verification
   is cached per (device signing key, quote hash): each device's quote is
-  verified once, and a device whose quote failed is remembered and rejected
-  at once afterwards.
+  verified once per ``ATTESTATION_RECHECK`` (so a quote that went stale is
+  refused within that time), and a device whose quote failed is remembered
+  and rejected at once afterwards.
 * The enclave signs the exact body bytes (``Enclave.sign_offer_sheet``), and
   refuses keys it does not hold or has released. A receiver does not rely on
   that (the host is hostile and chooses what it asks its enclave to sign):
@@ -121,6 +122,9 @@ MAX_ORIGINS_PER_DEVICE = 2
 VALIDATION_BUDGET = 3000
 #: deposit keys a sheet's ``unoffered`` may list (the attested commitment minus the offered keys)
 MAX_COMMITTED_KEYS = 4096
+#: seconds a device's verified quote is trusted before it is verified again (``AttestationCache``): a quote that
+#: has gone stale (``max_quote_age``) or otherwise stopped passing is refused at most this long after
+ATTESTATION_RECHECK = 600.0
 MAX_KINDS = 16  # address kinds an asset may have (an entry's ``kind`` index is below this)
 
 # wire ranges of the sheet's fields (decode fails outside them: nothing out of range is forwarded)
@@ -440,13 +444,17 @@ def build_sheet(
 # ------------------------------------------------------------------ validation
 @dataclass
 class AttestationCache:
-    """Verdicts per (device signing key, quote hash). Failing devices are remembered."""
+    """Verdicts per (device signing key, quote hash), each trusted for ``recheck`` seconds after it was
+    verified and then verified again at the time of the sheet carrying it, so a quote that went stale
+    (``max_quote_age``) is refused as a receiver seeing it for the first time refuses it, within
+    ``recheck``. Failing devices are remembered."""
 
     verify: Callable[[bytes, Binding, float], "object"]  # (quote, binding, now) -> Verdict
-    good: dict[tuple[bytes, bytes], object] = field(default_factory=dict)
+    good: dict[tuple[bytes, bytes], tuple[object, float]] = field(default_factory=dict)  # -> (verdict, verified at)
     bad: dict[bytes, str] = field(default_factory=dict)  # sign_pub -> reason
     verifications: int = 0
     latest: dict[bytes, object] = field(default_factory=dict)  # sign_pub -> its last good verdict
+    recheck: float = ATTESTATION_RECHECK
 
     def verdict_of(self, sign_pub: bytes):
         """The verdict that made this device trusted (None if never verified here)."""
@@ -457,14 +465,16 @@ class AttestationCache:
         if binding.sign_pub in self.bad:
             return f"device already refused: {self.bad[binding.sign_pub]}"
         key = (binding.sign_pub, hashlib.sha256(quote + binding.encode()).digest())
-        if key in self.good:
+        hit = self.good.get(key)
+        if hit is not None and now - hit[1] < self.recheck:
             return None
         self.verifications += 1
         verdict = self.verify(quote, binding, now)
         if getattr(verdict, "ok", False):
-            self.good[key] = verdict
+            self.good[key] = (verdict, now)
             self.latest[binding.sign_pub] = verdict
             return None
+        self.good.pop(key, None)
         reason = f"{getattr(verdict, 'code', 'refused')}: {getattr(verdict, 'reason', '')}"
         self.bad[binding.sign_pub] = reason
         return reason
