@@ -122,6 +122,9 @@ MAX_ORIGINS_PER_DEVICE = 2
 VALIDATION_BUDGET = 3000
 #: deposit keys a sheet's ``unoffered`` may list (the attested commitment minus the offered keys)
 MAX_COMMITTED_KEYS = 4096
+#: verdict codes that refuse a quote for its time, not the device (``AttestationCache``)
+_QUOTE_TIME_CODES = frozenset({"quote-stale", "quote-from-future"})
+MAX_STALE_QUOTES = 4096  # quotes remembered as stale (the oldest forgotten first: verified again if seen)
 #: seconds a device's verified quote is trusted before it is verified again (``AttestationCache``): a quote that
 #: has gone stale (``max_quote_age``) or otherwise stopped passing is refused at most this long after
 ATTESTATION_RECHECK = 600.0
@@ -447,7 +450,9 @@ class AttestationCache:
     """Verdicts per (device signing key, quote hash), each trusted for ``recheck`` seconds after it was
     verified and then verified again at the time of the sheet carrying it, so a quote that went stale
     (``max_quote_age``) is refused as a receiver seeing it for the first time refuses it, within
-    ``recheck``. Failing devices are remembered."""
+    ``recheck``. Failing devices are remembered, but for a quote refused for its time alone (stale, or
+    from the future): that quote is refused, the device's other quotes still count (a peer replaying a
+    device's old sheet cannot get the device refused)."""
 
     verify: Callable[[bytes, Binding, float], "object"]  # (quote, binding, now) -> Verdict
     good: dict[tuple[bytes, bytes], tuple[object, float]] = field(default_factory=dict)  # -> (verdict, verified at)
@@ -455,6 +460,8 @@ class AttestationCache:
     verifications: int = 0
     latest: dict[bytes, object] = field(default_factory=dict)  # sign_pub -> its last good verdict
     recheck: float = ATTESTATION_RECHECK
+    #: quotes refused as stale (the device is not: anyone can replay its old sheet), bounded
+    stale: dict[tuple[bytes, bytes], str] = field(default_factory=dict)
 
     def verdict_of(self, sign_pub: bytes):
         """The verdict that made this device trusted (None if never verified here)."""
@@ -465,6 +472,8 @@ class AttestationCache:
         if binding.sign_pub in self.bad:
             return f"device already refused: {self.bad[binding.sign_pub]}"
         key = (binding.sign_pub, hashlib.sha256(quote + binding.encode()).digest())
+        if key in self.stale:
+            return self.stale[key]
         hit = self.good.get(key)
         if hit is not None and now - hit[1] < self.recheck:
             return None
@@ -475,7 +484,14 @@ class AttestationCache:
             self.latest[binding.sign_pub] = verdict
             return None
         self.good.pop(key, None)
-        reason = f"{getattr(verdict, 'code', 'refused')}: {getattr(verdict, 'reason', '')}"
+        code = getattr(verdict, "code", "refused")
+        reason = f"{code}: {getattr(verdict, 'reason', '')}"
+        if code in _QUOTE_TIME_CODES:  # this quote's time, not the device: its fresh quotes still count
+            if code == "quote-stale":  # (stale for good: refused without verifying it again)
+                if len(self.stale) >= MAX_STALE_QUOTES:
+                    del self.stale[next(iter(self.stale))]
+                self.stale[key] = reason
+            return reason
         self.bad[binding.sign_pub] = reason
         return reason
 
