@@ -7,7 +7,7 @@ is the EIP-55 checksummed address. Encoders are embit's (Bitcoin-like) and
 eth-keys' (Ethereum-like), not hand-written, but for one fast path:
 ``validate_address`` and offer-sheet validation derive P2WPKH addresses with
 their own table-driven bech32 and libsecp256k1's point check
-(``_p2wpkh_address``, tested equal to embit's for random keys and for random
+(``_p2wpkh_addresses``, tested equal to embit's for random keys and for random
 non-points). Exported private keys are WIF for
 Bitcoin-like assets and 0x-hex for Ethereum-like ones; exporting happens only
 at the final hand-over to the owner's wallet (``Enclave.export_to_owner``).
@@ -187,38 +187,51 @@ def _p2wpkh_program_tables() -> list[list[int]]:
 
 
 def _p2wpkh_address(network: dict, pubkey33: bytes) -> str:
-    """What ``address_for(..., kind="p2wpkh")`` returns, computed for speed.
+    """What ``address_for(..., kind="p2wpkh")`` returns, computed for speed (``_p2wpkh_addresses`` for
+    one key); ``ValueError`` if the key is not a compressed secp256k1 point."""
+    address = _p2wpkh_addresses(network, [bytes(pubkey33)])[0]
+    if address is None:
+        raise ValueError("not a valid public key: not a point on secp256k1")
+    return address
+
+
+_SYMBOL_PAIR_SHIFTS = tuple(range(180, -10, -10))  # 19 pairs of bech32 symbols: 32 of the program, 6 of checksum
+
+
+def _p2wpkh_addresses(network: dict, pubkeys: list[bytes]) -> list[str | None]:
+    """The P2WPKH address of each key (``address_for(..., kind="p2wpkh")``), None for a key that is not a
+    compressed secp256k1 point, computed for speed in one loop over a sheet's keys.
 
     Validating a sheet seen for the first time derives the address of every
     offer's key, where embit's encoder (three bech32 checksums, a generic bit
     converter, five conditionals per checksum step) was most of the cost.
     Same result: the key is checked to be a curve point (libsecp256k1's
-    ``ec_pubkey_parse``), the program is its HASH160, BIP-173's checksum,
+    ``ec_pubkey_parse``, ~5 us of the ~11 us a key costs), the program is its HASH160, BIP-173's checksum,
     linear in the data, is the hrp's part (computed once per hrp) XOR one
     tabulated share per program byte, and the program's 160 bits and the
     checksum's 30 are written as 19 pairs of bech32 symbols. ``tests/assets`` checks it equals ``address_for``
     (embit) for random keys on every segwit asset, and that non-points fail."""
-    pubkey33 = bytes(pubkey33)
-    _check_point(pubkey33)
     hrp = network["bech32"]
     state = _hrp_state.get(hrp)
     if state is None:
         hrp_part = _bech32_polymod([ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp])
         state = _hrp_state[hrp] = _bech32_polymod([0] * 39, hrp_part) ^ 1  # bech32 (not bech32m) constant
-    program = _ripemd160(hashlib.sha256(pubkey33).digest())
-    mod = state
-    for row, b in zip(_program_tables or _p2wpkh_program_tables(), program):
-        mod ^= row[b]
-    n = int.from_bytes(program, "big") << 30 | mod  # the 32 program symbols, then the 6 checksum symbols
-    pairs = _BECH32_PAIRS
-    return hrp + "1q" + "".join([pairs[n >> s & 1023] for s in range(180, -10, -10)])
-
-
-def _check_point(pubkey33: bytes) -> None:
-    """``ValueError`` unless ``pubkey33`` is a compressed secp256k1 point (libsecp256k1's
-    ``ec_pubkey_parse`` called directly, without building a key object)."""
-    if len(pubkey33) != 33 or not _secp_parse(_SECP_CTX, _POINT_BUF, pubkey33, 33):
-        raise ValueError("not a valid public key: not a point on secp256k1")
+    tables = _program_tables or _p2wpkh_program_tables()
+    parse, ctx, point, sha256, hash160 = _secp_parse, _SECP_CTX, _POINT_BUF, hashlib.sha256, _ripemd160
+    pairs, shifts, from_bytes, join = _BECH32_PAIRS, _SYMBOL_PAIR_SHIFTS, int.from_bytes, "".join
+    prefix = hrp + "1q"
+    out: list[str | None] = []
+    for pubkey33 in pubkeys:
+        if len(pubkey33) != 33 or not parse(ctx, point, pubkey33, 33):
+            out.append(None)
+            continue
+        program = hash160(sha256(pubkey33).digest())
+        mod = state
+        for row, b in zip(tables, program):
+            mod ^= row[b]
+        n = from_bytes(program, "big") << 30 | mod  # the 32 program symbols, then the 6 checksum symbols
+        out.append(prefix + join([pairs[n >> s & 1023] for s in shifts]))
+    return out
 
 
 def validate_address(asset: str, pubkey33: bytes, address: str) -> str | None:

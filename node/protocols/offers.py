@@ -41,8 +41,9 @@ hash of its ``Offer`` encoding.
   sheets are self-contained, with no fetch round trip, at a cost of a few
   hundred bytes (a DCAP quote is ~5 kB, within the size limit). Verification
   is cached per (device signing key, quote hash): each device's quote is
-  verified once, and a device whose quote failed is remembered and rejected
-  at once afterwards.
+  verified once per ``ATTESTATION_RECHECK`` (so a quote that went stale is
+  refused within that time), and a device whose quote failed is remembered
+  and rejected at once afterwards.
 * The enclave signs the exact body bytes (``Enclave.sign_offer_sheet``), and
   refuses keys it does not hold or has released. A receiver does not rely on
   that (the host is hostile and chooses what it asks its enclave to sign):
@@ -66,8 +67,9 @@ per-offer work (every key a curve point, its address derived, offer ids,
 Merkle root), so a sheet without a genuine signature from an attested
 enclave costs no per-offer work. That work is what a sheet seen for the
 first time costs each receiver (~1.5 ms for 100 P2WPKH offers, most of it
-libsecp256k1's point check); a republished table is not checked again
-(``OffersCache``).
+deriving the addresses, a third of that libsecp256k1's point check; then
+~1 ms to book them: docs/network.md); a republished table is not checked
+again (``OffersCache``).
 """
 
 from __future__ import annotations
@@ -120,6 +122,12 @@ MAX_ORIGINS_PER_DEVICE = 2
 VALIDATION_BUDGET = 3000
 #: deposit keys a sheet's ``unoffered`` may list (the attested commitment minus the offered keys)
 MAX_COMMITTED_KEYS = 4096
+#: verdict codes that refuse a quote for its time, not the device (``AttestationCache``)
+_QUOTE_TIME_CODES = frozenset({"quote-stale", "quote-from-future"})
+MAX_STALE_QUOTES = 4096  # quotes remembered as stale (the oldest forgotten first: verified again if seen)
+#: seconds a device's verified quote is trusted before it is verified again (``AttestationCache``): a quote that
+#: has gone stale (``max_quote_age``) or otherwise stopped passing is refused at most this long after
+ATTESTATION_RECHECK = 600.0
 MAX_KINDS = 16  # address kinds an asset may have (an entry's ``kind`` index is below this)
 
 # wire ranges of the sheet's fields (decode fails outside them: nothing out of range is forwarded)
@@ -257,6 +265,10 @@ def offers_root(offers: list[Offer]) -> bytes:
 
 
 # ------------------------------------------------------------------ addresses
+#: keys to their addresses of one kind, None for a key that is not a point (``node.assets._p2wpkh_addresses``)
+_BatchEncoder = Callable[[list[bytes]], list["str | None"]]
+
+
 class AddressDeriver:
     """``(asset, deposit key, address kind index) -> address``, derived here and remembered.
 
@@ -264,8 +276,8 @@ class AddressDeriver:
     key (``node.assets``: P2WPKH with its fast table-driven bech32, P2PKH and
     EIP-55 with embit's and eth-keys' encoders). Deriving is a pure function
     and the largest per-offer cost of a sheet seen for the first time
-    (~15 us an offer for P2WPKH, most of it libsecp256k1's point check;
-    ~0.1-0.5 ms for the others); a node republishes mostly the same
+    (~12 us an offer for P2WPKH, ~5.6 us of it libsecp256k1's point check; a sheet's keys go
+    through ``many`` in one loop; ~0.1-0.5 ms for the others); a node republishes mostly the same
     offers, so each (asset, key, kind) is derived once. Only what this process
     derived itself is remembered, so nothing a peer sends can plant a wrong
     address. Bounded: the oldest entries go first once ``max_entries`` is
@@ -276,7 +288,7 @@ class AddressDeriver:
     def __init__(self, max_entries: int = 200_000) -> None:
         self.max_entries = max_entries
         self._known: dict[tuple[str, bytes, int], str] = {}
-        self._assets: dict[str, tuple[tuple[str, ...], Callable[[bytes], str] | None]] = {}  # see ``_asset``
+        self._assets: dict[str, tuple[tuple[str, ...], _BatchEncoder | None]] = {}  # see ``_asset``
         self.hits = self.misses = 0
 
     @staticmethod
@@ -298,10 +310,47 @@ class AddressDeriver:
             return address
         self.misses += 1
         address = self._derive(asset, pubkey, kind)
+        self._remember(key, address)
+        return address
+
+    def many(self, items: list[tuple[str, bytes, int]]) -> tuple[list[str], int, str]:
+        """The addresses of ``(asset, pubkey, kind)`` items, in order, exactly as calling this deriver on each
+        in turn gives them, up to the first item that has none: ``(addresses, -1, "")``, or ``(the addresses
+        before it, its index, the reason)``. The keys not known yet whose kind is P2WPKH are derived in one
+        loop per asset (``node.assets._p2wpkh_addresses``: what a sheet seen for the first time costs is
+        mostly this); the others, and any key that fails there, go through ``__call__`` one by one (so a
+        failure gives the same reason)."""
+        known = self._known
+        out: list[str | None] = [known.get(it) for it in items]
+        batch: dict[str, list[int]] = {}
+        for i, address in enumerate(out):
+            if address is None and items[i][2] == 0 and type(items[i][1]) is bytes:
+                batch.setdefault(items[i][0], []).append(i)
+        self.hits += len(out) - sum(1 for a in out if a is None)
+        for asset, idx in batch.items():
+            try:
+                _kinds, fast = self._assets.get(asset) or self._asset(asset)
+            except ValueError:
+                continue  # an unknown asset: ``__call__`` below gives the reason
+            if fast is None:
+                continue
+            for i, address in zip(idx, fast([items[i][1] for i in idx])):
+                if address is not None:  # (not a point: ``__call__`` below gives the reason)
+                    self.misses += 1
+                    self._remember(items[i], address)
+                    out[i] = address
+        for i, address in enumerate(out):
+            if address is None:
+                try:
+                    out[i] = self(*items[i])
+                except ValueError as exc:
+                    return out[:i], i, str(exc)  # type: ignore[return-value]
+        return out, -1, ""  # type: ignore[return-value]
+
+    def _remember(self, key: tuple[str, bytes, int], address: str) -> None:
         if len(self._known) >= self.max_entries:
             del self._known[next(iter(self._known))]
         self._known[key] = address
-        return address
 
     def _derive(self, asset: str, pubkey: bytes, kind: int) -> str:
         kinds, fast = self._assets.get(asset) or self._asset(asset)
@@ -311,22 +360,26 @@ class AddressDeriver:
             raise ValueError("pubkey is not a compressed secp256k1 key")
         try:
             if kind == 0 and fast is not None:
-                return fast(pubkey)  # address_for's, faster
+                address = fast([bytes(pubkey)])[0]  # address_for's, faster
+                if address is None:
+                    raise ValueError("not a point on secp256k1")
+                return address
             from node.assets import address_for
 
             return address_for(asset, pubkey, kind=kinds[kind])
         except Exception as exc:  # embit's ECError, eth-keys' errors, ValueError: not a point on the curve
             raise ValueError(f"not a valid public key ({type(exc).__name__})") from None
 
-    def _asset(self, asset: str) -> tuple[tuple[str, ...], Callable[[bytes], str] | None]:
-        """The asset's address kinds and, when its first kind is P2WPKH, the fast encoder of that kind."""
-        from node.assets import _p2wpkh_address, get_asset
+    def _asset(self, asset: str) -> tuple[tuple[str, ...], _BatchEncoder | None]:
+        """The asset's address kinds and, when its first kind is P2WPKH, the fast encoder of that kind (keys
+        to addresses, None for a key that is not a point)."""
+        from node.assets import _p2wpkh_addresses, get_asset
 
         kinds = self.kinds(asset)
         fast = None
         if kinds[0] == "p2wpkh":
             network = get_asset(asset).network
-            fast = lambda pubkey: _p2wpkh_address(network, pubkey)  # noqa: E731
+            fast = lambda pubkeys: _p2wpkh_addresses(network, pubkeys)  # noqa: E731
         self._assets[asset] = (kinds, fast)
         return kinds, fast
 
@@ -394,13 +447,21 @@ def build_sheet(
 # ------------------------------------------------------------------ validation
 @dataclass
 class AttestationCache:
-    """Verdicts per (device signing key, quote hash). Failing devices are remembered."""
+    """Verdicts per (device signing key, quote hash), each trusted for ``recheck`` seconds after it was
+    verified and then verified again at the time of the sheet carrying it, so a quote that went stale
+    (``max_quote_age``) is refused as a receiver seeing it for the first time refuses it, within
+    ``recheck``. Failing devices are remembered, but for a quote refused for its time alone (stale, or
+    from the future): that quote is refused, the device's other quotes still count (a peer replaying a
+    device's old sheet cannot get the device refused)."""
 
     verify: Callable[[bytes, Binding, float], "object"]  # (quote, binding, now) -> Verdict
-    good: dict[tuple[bytes, bytes], object] = field(default_factory=dict)
+    good: dict[tuple[bytes, bytes], tuple[object, float]] = field(default_factory=dict)  # -> (verdict, verified at)
     bad: dict[bytes, str] = field(default_factory=dict)  # sign_pub -> reason
     verifications: int = 0
     latest: dict[bytes, object] = field(default_factory=dict)  # sign_pub -> its last good verdict
+    recheck: float = ATTESTATION_RECHECK
+    #: quotes refused as stale (the device is not: anyone can replay its old sheet), bounded
+    stale: dict[tuple[bytes, bytes], str] = field(default_factory=dict)
 
     def verdict_of(self, sign_pub: bytes):
         """The verdict that made this device trusted (None if never verified here)."""
@@ -411,15 +472,26 @@ class AttestationCache:
         if binding.sign_pub in self.bad:
             return f"device already refused: {self.bad[binding.sign_pub]}"
         key = (binding.sign_pub, hashlib.sha256(quote + binding.encode()).digest())
-        if key in self.good:
+        if key in self.stale:
+            return self.stale[key]
+        hit = self.good.get(key)
+        if hit is not None and now - hit[1] < self.recheck:
             return None
         self.verifications += 1
         verdict = self.verify(quote, binding, now)
         if getattr(verdict, "ok", False):
-            self.good[key] = verdict
+            self.good[key] = (verdict, now)
             self.latest[binding.sign_pub] = verdict
             return None
-        reason = f"{getattr(verdict, 'code', 'refused')}: {getattr(verdict, 'reason', '')}"
+        self.good.pop(key, None)
+        code = getattr(verdict, "code", "refused")
+        reason = f"{code}: {getattr(verdict, 'reason', '')}"
+        if code in _QUOTE_TIME_CODES:  # this quote's time, not the device: its fresh quotes still count
+            if code == "quote-stale":  # (stale for good: refused without verifying it again)
+                if len(self.stale) >= MAX_STALE_QUOTES:
+                    del self.stale[next(iter(self.stale))]
+                self.stale[key] = reason
+            return reason
         self.bad[binding.sign_pub] = reason
         return reason
 
@@ -526,31 +598,39 @@ def _expand(table: OfferTable, addresses: AddressDeriver) -> tuple[str | None, l
         return "malformed: the same terms listed twice", []
     if not all(math.isfinite(t.price_at) and math.isfinite(t.expiry) for t in terms):
         return "malformed: a price time or expiry is not a finite number", []
-    offers: list[Offer] = []
     seen: set[bytes] = set()
     used = 0
+    items: list[tuple[str, bytes, int]] = []  # (asset, key, kind) of each offer before the first bad one
+    why = None
     for i, e in enumerate(table.entries):
         if not 0 <= e.terms <= used or e.terms >= len(terms):
-            return f"malformed: offer {i}: terms {e.terms} not the next unused or an earlier one", []
+            why = f"malformed: offer {i}: terms {e.terms} not the next unused or an earlier one"
+            break
         if e.terms == used:
             used += 1
         # [REJECT] Each offer well formed: a compressed key, listed once, positive amounts, an address kind
-        # its asset has (its address derived from its key).
+        # its asset has (its address derived from its key: below, for all the offers at once).
         if len(e.pubkey) != 33 or e.pubkey[0] not in (2, 3):
-            return f"offer {i}: pubkey is not a compressed secp256k1 key", []
+            why = f"offer {i}: pubkey is not a compressed secp256k1 key"
+            break
         if e.pubkey in seen:
-            return f"offer {i}: deposit key listed twice", []
+            why = f"offer {i}: deposit key listed twice"
+            break
         seen.add(e.pubkey)
         if e.amount <= 0 or e.usd_cents <= 0:
-            return f"offer {i}: amount and usd_cents must be positive", []
-        t = terms[e.terms]
-        try:
-            address = addresses(t.asset, e.pubkey, e.kind)
-        except ValueError as exc:
-            return f"offer {i}: {exc}", []
-        offers.append(Offer(t.asset, address, e.pubkey, e.amount, e.usd_cents, t.price, t.price_at, t.expiry))
+            why = f"offer {i}: amount and usd_cents must be positive"
+            break
+        items.append((terms[e.terms].asset, e.pubkey, e.kind))
+    # the addresses of the offers before the first bad one (if any): an offer's own failure comes first
+    found, bad, reason = addresses.many(items)
+    if bad >= 0:
+        return f"offer {bad}: {reason}", []
+    if why:
+        return why, []
     if used != len(terms):
         return f"malformed: {len(terms) - used} terms listed but not used", []
+    offers = [Offer(t.asset, address, e.pubkey, e.amount, e.usd_cents, t.price, t.price_at, t.expiry)
+              for e, address in zip(table.entries, found) for t in (terms[e.terms],)]
     return None, offers
 
 

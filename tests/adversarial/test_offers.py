@@ -277,3 +277,48 @@ def test_the_validation_budget_is_a_token_bucket_per_device():
     assert b.take(b"d3", 1, NOW + 120) == "" and len(b._buckets) <= 2  # bounded: a full bucket is forgotten
     with pytest.raises(ValueError, match="validation budget"):
         DeviceBudget(per_minute=0)
+
+
+# ------------------------------------------------------------------ the attestation cache
+def test_a_quote_gone_stale_is_refused_by_a_receiver_that_trusted_it_as_by_a_fresh_one(alice):
+    """A device keeps sending the quote a receiver verified once, past the policy's ``max_quote_age``: the
+    receiver that cached the verdict refuses it as a receiver seeing it for the first time does (on the base
+    commit the cached verdict let the device's sheets in for ever)."""
+    from node.protocols.offers import ATTESTATION_RECHECK
+
+    later = NOW + AttestationPolicy.dev().max_quote_age + ATTESTATION_RECHECK
+    old = receiver()
+    assert gossip(old, alice.sheet(offers_of(alice.keys))).result is Result.ACCEPT
+    again = alice.sheet(offers_of(alice.keys, expiry=later + 3600), seq=2, now=later)  # the same quote, stale now
+    fresh = gossip(receiver(), again, now=later)
+    assert fresh.result is Result.REJECT and "quote-stale" in fresh.reason
+    v = gossip(old, again, now=later)
+    assert (v.result, v.reason) == (fresh.result, fresh.reason)
+    assert old.book.latest_seq(alice.peer) == 1  # the first sheet stays; nothing of the stale one is booked
+    # within the recheck interval the cached verdict still stands (no verification per sheet)
+    p = receiver()
+    assert gossip(p, alice.sheet(offers_of(alice.keys))).result is Result.ACCEPT
+    n = p.attestations.verifications
+    soon = NOW + ATTESTATION_RECHECK / 2
+    assert gossip(p, alice.sheet(offers_of(alice.keys), seq=3, now=soon), now=soon).result is Result.ACCEPT
+    assert p.attestations.verifications == n
+
+
+def test_a_replayed_sheet_with_a_stale_quote_does_not_get_the_honest_device_refused(alice, mallory):
+    """Mallory keeps an honest device's old sheet and replays it to a receiver once its quote is past the
+    policy's ``max_quote_age``: the sheet is rejected (and Mallory's score drops), but the device's own sheets
+    with a fresh quote are still accepted (on the base commit the stale quote got the device refused for
+    good: "device already refused")."""
+    later = NOW + AttestationPolicy.dev().max_quote_age + 1
+    p = receiver()
+    replay = alice.sheet(offers_of(alice.keys))  # made at NOW, with the quote of NOW
+    v = gossip(p, replay, now=later, from_peer=mallory.peer)
+    assert v.result is Result.REJECT and "quote-stale" in v.reason
+    n = p.attestations.verifications
+    assert gossip(p, replay, now=later + 1).result is Result.REJECT  # the stale quote is not verified twice
+    assert p.attestations.verifications == n
+    fresh_quote = alice.enc.quote(alice.binding, now=later)
+    own = alice.sheet(offers_of(alice.keys, expiry=later + 3600), seq=2, now=later, quote=fresh_quote)
+    v = gossip(p, own, now=later)
+    assert v.result is Result.ACCEPT, v.reason
+    assert p.book.latest_seq(alice.peer) == 2

@@ -3,6 +3,7 @@
 import dataclasses
 
 import pytest
+from coincurve import PrivateKey
 
 from node import wire
 from node.stores.offerbook import OfferBook, device_id_of
@@ -545,3 +546,71 @@ def test_a_sheet_the_enclave_refuses_to_sign_is_a_notice_not_a_crash():
     # once the host derives the offers again and the enclave signs, the sheet goes out
     cmds = p.set_own_sheet(OwnSheet(make_offers(v.keys), [], v.quote, v.binding, v.enc.sign_offer_sheet), NOW + 1)
     assert [c for c in cmds if isinstance(c, Publish)]
+
+
+def _one_by_one(items):
+    """What a fresh deriver gives calling it on each item in turn, up to the first item without an address."""
+    d, out = AddressDeriver(), []
+    for i, it in enumerate(items):
+        try:
+            out.append(d(*it))
+        except ValueError as exc:
+            return out, i, str(exc)
+    return out, -1, ""
+
+
+def test_address_deriver_many_gives_exactly_what_one_by_one_calls_give():
+    """``AddressDeriver.many`` (a sheet's keys derived in one loop: first-sight validation's largest cost) is
+    equivalent to calling the deriver on each (asset, key, kind) in turn: the same addresses, and for the
+    first item that has none the same index and reason, whatever mix of assets, kinds, points, non-points,
+    malformed keys, unknown assets and repeated items; what it remembers is what the one-by-one path derives."""
+    import random
+
+    from hypothesis import given, settings, strategies as st
+
+    from node.assets import address_for
+
+    good = [bytes(PrivateKey(bytes([i + 1]) * 32).public_key.format()) for i in range(6)]
+    bad = [b"\x02" + b"\x00" * 32,  # not on the curve
+           b"\x04" + b"\x11" * 32,  # not a compressed key's prefix
+           b"\x03" + b"\x22" * 31,  # 32 bytes
+           bytes(good[0][:1]) + b"\xff" * 32]  # x >= p
+    item = st.tuples(st.sampled_from(["BTC-REG", "LTC", "DOGE", "ETH-DEV", "XYZ"]),
+                     st.sampled_from(good + bad), st.integers(0, 2))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(item, max_size=12), st.randoms(use_true_random=False))
+    def check(items, rnd: random.Random):
+        d = AddressDeriver()
+        if rnd.random() < 0.5 and items:  # some of the keys already known
+            for it in rnd.sample(items, rnd.randint(1, len(items))):
+                try:
+                    d(*it)
+                except ValueError:
+                    pass
+        got = d.many(items)
+        assert got == _one_by_one(items)
+        for it, address in zip(items, got[0]):
+            assert address == address_for(it[0], it[1], kind=AddressDeriver.kinds(it[0])[it[2]])
+            assert d._known[it] == address  # remembered only as derived here
+
+    check()
+
+
+def test_a_sheets_first_bad_offer_is_named_whichever_check_it_fails():
+    """The per-offer checks run for all offers before their addresses are derived together; the reason still
+    names the first bad offer, as checking them one by one did: an earlier non-point before a later
+    repeated key, and an earlier repeated key before a later non-point."""
+    from node.protocols.offers import _expand
+
+    keys = [bytes(PrivateKey(bytes([i + 1]) * 32).public_key.format()) for i in range(4)]
+    not_a_point = b"\x02" + b"\x00" * 32
+    t = [Terms("BTC-REG", "100000.00", NOW, NOW + 3600)]
+
+    def reason(pubkeys):
+        return _expand(OfferTable(t, [Entry(0, 0, k, 1000, 5) for k in pubkeys]), AddressDeriver())[0]
+
+    assert reason([keys[0], not_a_point, keys[1], keys[0]]) == "offer 1: not a valid public key (ValueError)"
+    assert reason([keys[0], keys[1], keys[0], not_a_point]) == "offer 2: deposit key listed twice"
+    assert reason([keys[0], b"\x05" + keys[1][1:], not_a_point]) == "offer 1: pubkey is not a compressed secp256k1 key"
+    assert reason([keys[0], keys[1]]) is None
