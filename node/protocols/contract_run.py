@@ -151,6 +151,7 @@ class Run:
     #: approvals delivered to our enclave since this process started (party, message): for ``_owed`` only
     approvals: list[tuple[int, str]] = field(default_factory=list)
     escrow_sigs: int = -1  # how many runners' signatures the escrow holders were last sent
+    retry_armed: bool = False  # a retry timer is set and has not fired yet (``_timers``)
 
     @property
     def key(self) -> str:
@@ -390,8 +391,11 @@ class ContractRun:
     def _timers(self, r: Run, now: float) -> list[Command]:
         if r.rec.state in TERMINAL:
             return []
-        return [SetTimer(f"contract-run.retry:{r.key}", now + self.retry_interval),
-                SetTimer(f"contract-run.deadline:{r.key}", r.progress_at + self.round_timeout)]
+        cmds: list[Command] = []
+        if not r.retry_armed:  # armed once until it fires: every drive (a new height each second on a fast
+            r.retry_armed = True  # ledger) set it 2 s ahead again, and a lost release was never resent
+            cmds.append(SetTimer(f"contract-run.retry:{r.key}", now + self.retry_interval))
+        return cmds + [SetTimer(f"contract-run.deadline:{r.key}", r.progress_at + self.round_timeout)]
 
     def _new_run(self, spec: ContractSpec, cid: bytes, now: float, funds_checked: bool = False) -> Run | str:
         """Record the contract, open it in our enclave (it signs the id) and feed it the heights we know.
@@ -879,5 +883,6 @@ class ContractRun:
                                                      "reason": r.rec.reason, "owed": self._owed(r, st)})]
             return []
         if what == "contract-run.retry":
+            r.retry_armed = False
             return self._open_all(r) + self._resend(r) + self._drive(r, now)
         return []

@@ -327,14 +327,20 @@ def test_a_withholder_costs_at_most_one_chunk_and_the_rest_goes_home_at_the_heig
 
 
 # ---------------------------------------------------------------- ring
-def test_a_three_party_ring_runs_as_pairwise_channels(tmp_path):
+def ring_net(tmp_path, chunks: int):
+    """C gives BTC-REG to D, D LTC to E, E BTC-REG to C, ``chunks`` each, wired at height 100 (not started)."""
     ledger = DevLedger(None, automine=True)
-    sides = [Side(n, tmp_path, ledger, asset, 2, usd=2_000)
+    sides = [Side(n, tmp_path, ledger, asset, chunks, usd=2_000)
              for n, asset in (("C", "BTC-REG"), ("D", "LTC"), ("E", "BTC-REG"))]
-    spec = make_spec(NET, stdlib.source("ring"), {"usd": 4_000, "height_asset": "BTC-REG", "deadline": 300},
+    spec = make_spec(NET, stdlib.source("ring"), {"usd": 2_000 * chunks, "height_asset": "BTC-REG", "deadline": 300},
                      [s.party() for s in sides])
     net = Net(*sides)
     net.height("BTC-REG", 100)
+    return sides, spec, net
+
+
+def test_a_three_party_ring_runs_as_pairwise_channels(tmp_path):
+    sides, spec, net = ring_net(tmp_path, 2)
     cid = start(net, spec, *sides)
     pairs = set()
     net.drop = lambda src, cmd: (wire.decode(cmd.data, wire.Signed).kind == "release"
@@ -347,6 +353,28 @@ def test_a_three_party_ring_runs_as_pairwise_channels(tmp_path):
         assert s.proto.summary(cid)["released"] == [(0, (k + 1) % 3), (1, (k + 1) % 3)]
         for c in s.commits:
             assert succ.balance(c) == AMOUNT - FEE
+
+
+def test_a_release_lost_in_a_cut_is_resent_though_heights_arrive_every_second(tmp_path):
+    """Every release of a ring is lost for 5 s (a cut link), while the host hands in a new height every second,
+    as the daemon does on a ledger mining a block a second. Each drive used to set the retry timer 2 s ahead
+    again, so it never fired: nothing was resent, the round timeout ended the contract "done" with every key
+    released and none delivered (found by the fault trials, tests/faults: a ring, links cut 3.5 s)."""
+    sides, spec, net = ring_net(tmp_path, 1)
+    cut = {"on": True}
+    net.drop = lambda src, cmd: cut["on"] and wire.decode(cmd.data, wire.Signed).kind == "release"
+    cid = start(net, spec, *sides)
+    for t in range(1, 41):  # 40 s, a new height every second; the cut mended after 5 s
+        cut["on"] = t <= 5
+        net.now = NOW + t
+        net.height("BTC-REG", 100 + t)
+        while net.queue or any(at <= net.now for at in net.timers.values()):
+            net.step()
+    assert [s.proto.state(cid) for s in sides] == [DONE] * 3
+    for k, s in enumerate(sides):
+        assert len(s.proto.summary(cid)["received"]) == 1, (s.name, s.proto.summary(cid))
+        for c in s.commits:
+            assert sides[(k + 1) % 3].balance(c) == AMOUNT - FEE
 
 
 # ---------------------------------------------------------------- validation
