@@ -495,8 +495,10 @@ class ContractRun:
         for g, i, recv in st.allowed:
             if st.missing:
                 break  # not every runner has signed the contract id yet
-            if recv != r.me and recv not in r.verified:
-                continue  # we have not verified the receiver's quote yet
+            if recv != r.me and any(k not in r.verified for k in {*r.runners(), recv}):
+                continue  # our enclave releases only when it verified the receiver's and every runner's quote (I3):
+                # wait for their opens (asking it early failed the contract: a ring's third party stopped for good
+                # before the second's quote came, and refused the key the second had released to it)
             try:
                 if recv == r.me:
                     self.enclave.contract_refund(r.cid, i)  # the key goes back to its owner
@@ -507,8 +509,8 @@ class ContractRun:
                     continue
                 data = self.enclave.contract_release(r.cid, i, recv)
             except EnclaveRefused as exc:
-                if exc.code == "not-allowed":
-                    continue  # the view moved under us: ask again next time
+                if exc.code in ("not-allowed", "unattested"):
+                    continue  # the view moved under us, or a quote is still on its way: ask again next time
                 return cmds + self._stop(r, "local-refusal", f"our enclave refused: {exc.code}: {exc.reason}")
             step = r.spec.step_of(r.me, i)
             r.pending[step] = data
