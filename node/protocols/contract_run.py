@@ -444,14 +444,15 @@ class ContractRun:
         self._persist(r)
         return None
 
-    def _open_all(self, r: Run) -> list[Command]:
-        """Open the contract with every runner that has not yet shown us its quote and all signatures."""
+    def _open_all(self, r: Run, skip: int = -1) -> list[Command]:
+        """Open the contract with every runner that has not yet shown us its quote and all signatures (but
+        ``skip``: the party whose open we are answering; our answer carries our quote and signatures)."""
         if r.rec.state in TERMINAL:
             return []
         binding, quote = self._ident()
         body = self._seal("open", OpenBody(r.rec.spec, quote, list(r.rec.sigs), binding))
         return [self._request(r.key, "open", -1, k, r.spec.parties[k].binding.peer_id, body)
-                for k in r.runners() if k != r.me and (k not in r.verified or k not in r.complete)]
+                for k in r.runners() if k not in (r.me, skip) and (k not in r.verified or k not in r.complete)]
 
     def _check_party(self, r: Run, k: int, quote: bytes, binding: Binding | None, now: float) -> str | None:
         if k in r.verified:
@@ -493,8 +494,9 @@ class ContractRun:
         if r.rec.state in TERMINAL:
             return cmds
         for g, i, recv in st.allowed:
-            if st.missing:
-                break  # not every runner has signed the contract id yet
+            if st.missing and recv != r.me:
+                continue  # not every runner has signed the contract id yet (a refund needs no signature, I1: a
+                # party that never opened the contract used to keep every other party's chunk from going home)
             if recv != r.me and any(k not in r.verified for k in {*r.runners(), recv}):
                 continue  # our enclave releases only when it verified the receiver's and every runner's quote (I3):
                 # wait for their opens (asking it early failed the contract: a ring's third party stopped for good
@@ -743,7 +745,8 @@ class ContractRun:
         self._progress(r, now)
         binding, quote = self._ident()
         resp = Respond(request_id, self._seal("opened", OpenedBody(cid, quote, list(r.rec.sigs), binding)))
-        return [resp] + self._open_all(r) + self._drive(r, now)
+        return [resp] + self._open_all(r, skip=k) + self._drive(r, now)  # (opening k again at once, while a
+        # runner had not signed, made two parties open to each other in a loop with no pause)
 
     def _on_approve(self, ev, env, a: ApproveBody, r: Run, now: float) -> list[Command]:
         from node.tee.client import EnclaveRefused, verify_domain_sig

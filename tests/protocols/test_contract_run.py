@@ -346,8 +346,12 @@ def every_second(net: Net, seconds: int, before) -> None:
         before(t)
         net.now = NOW + t
         net.height("BTC-REG", 100 + t)
-        while net.queue or any(at <= net.now for at in net.timers.values()):
+        for _ in range(10_000):
+            if not (net.queue or any(at <= net.now for at in net.timers.values())):
+                break
             net.step()
+        else:
+            raise AssertionError(f"second {t}: messages without end (sides answering each other in a loop)")
 
 
 def test_a_three_party_ring_runs_as_pairwise_channels(tmp_path):
@@ -399,6 +403,22 @@ def test_a_ring_party_that_has_not_verified_every_runner_yet_waits_and_fails_not
     for k, s in enumerate(sides):
         for ch in s.commits:
             assert sides[(k + 1) % 3].balance(ch) == AMOUNT - FEE
+
+
+def test_a_ring_whose_third_party_never_opens_it_sends_every_chunk_home_at_the_deadline(tmp_path):
+    """E agreed to the ring and crashed before it opened it (its agreement was in memory only): it never signs.
+    C and D must get their chunks back at the refund height, which needs no runner's signature (I1); the host
+    stopped looking at the contract's moves while a signature was missing, so neither refunded and both stayed
+    "running" for ever with their chunks committed (the fault trials, tests/faults, seed 1: B killed just after
+    the ring was agreed)."""
+    sides, spec, net = ring_net(tmp_path, 1)
+    c, d, e = sides
+    cid = start(net, spec, c, d)  # E never starts it
+    every_second(net, 230, lambda t: None)  # heights 101..330: the deadline is 300
+    assert [c.proto.state(cid), d.proto.state(cid)] == [DONE, DONE]
+    for s in (c, d):
+        assert s.proto.summary(cid)["refunded"] == [0], s.proto.summary(cid)
+        assert s.balance(s.commits[0]) == AMOUNT - FEE  # swept home to its owner's claim address
 
 
 # ---------------------------------------------------------------- validation
