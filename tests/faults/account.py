@@ -6,8 +6,8 @@ For each deposit (its owner's chunk committed to the contract):
 
 * **still funded**: no node may report it claimed; and its key must still be its owner's (``held``): a key its
   owner's enclave released whose funds nobody swept is a chunk lost with no one holding it;
-* **empty**: exactly one node's record claims it, by a transaction the ledger has mined, and that node is the
-  step's taker (its counterparty), or its owner if its contract refunded it;
+* **empty**: exactly one node's record claims it, by a transaction the ledger has mined: the step's taker (its
+  counterparty, "claimed"), or its owner if its contract refunded it ("refunded");
 * **no key released twice**: at most one claim record, on one node, names a deposit; a deposit claimed by anyone
   has its key marked given away in its owner's enclave journal (``key_state`` released or exported);
 * **at most one chunk lost**: each party receives at most one chunk fewer than it gave (tit-for-tat: the
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from tests.faults.observe import Step, contract_row, safe_get
 from tests.functional.framework import Api
+
+SWEPT = ("claimed", "refunded")  # a claim record's status once its sweep left: a taker's, an owner's refund
 
 
 def collect(apis: dict[str, Api]) -> dict[str, dict]:
@@ -35,7 +37,7 @@ def unmined_claims(seen: dict[str, dict], ledger) -> list[str]:
     out = []
     for n, v in seen.items():
         for c in v["claims"] or []:
-            if c["status"] == "claimed" and (not c["txid"] or ledger.confirmations(c["asset"], c["txid"]) <= 0):
+            if c["status"] in SWEPT and (not c["txid"] or ledger.confirmations(c["asset"], c["txid"]) <= 0):
                 out.append(f"{n}:{c['from_address'][:10]}")
     return out
 
@@ -58,7 +60,6 @@ def account(steps: list[Step], deposits: dict[str, list[dict]], seen: dict[str, 
     got = {n: 0 for n in seen}
     gave = {n: 0 for n in seen}
     for owner, ds in deposits.items():
-        refunded = bool((seen[owner]["row"] or {}).get("refunded"))
         for d in ds:
             addr, tag = d["address"], f"{owner}'s chunk {d['address'][:10]}"
             claims = claims_of.get(addr, [])
@@ -69,17 +70,18 @@ def account(steps: list[Step], deposits: dict[str, list[dict]], seen: dict[str, 
             if claims and state not in ("released", "exported"):
                 problems.append(f"{tag} is claimed by {claims[0][0]} but its owner's enclave says {state}")
             if bal.confirmed >= d["amount"]:
-                if any(c["status"] == "claimed" for _, c in claims):
+                if any(c["status"] in SWEPT for _, c in claims):
                     problems.append(f"{tag} is reported claimed but still funded")
                 elif state != "held":
                     problems.append(f"{tag}: its key left its owner's enclave ({state}) and nobody swept it")
                 continue
-            claimed = [(n, c) for n, c in claims if c["status"] == "claimed"]
+            claimed = [(n, c) for n, c in claims if c["status"] in SWEPT]
             if not claimed:
                 problems.append(f"{tag} left its address but no node's record claims it")
                 continue
             n, c = claimed[0]
-            if not (n != owner and (owner, n) in takers or n == owner and refunded):
+            if not (n != owner and (owner, n) in takers and c["status"] == "claimed"
+                    or n == owner and c["status"] == "refunded"):
                 problems.append(f"{tag} was swept by {n}, neither its taker nor its owner's refund")
             if ledger.confirmations(d["asset"], c["txid"]) <= 0:
                 problems.append(f"{n} claims {tag} by {c['txid'][:10]}, which the ledger has not mined")
