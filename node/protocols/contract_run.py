@@ -179,6 +179,7 @@ class Run:
     escrow_sigs: int = -1  # how many runners' signatures the escrow holders were last sent
     #: a two-party contract's swap-shaped outcome (``contract_swap.swap_outcome``), once withheld or ended
     outcome: object | None = None
+    retry_armed: bool = False  # a retry timer is set and has not fired yet (``_timers``)
 
     @property
     def key(self) -> str:
@@ -425,8 +426,11 @@ class ContractRun:
     def _timers(self, r: Run, now: float) -> list[Command]:
         if r.rec.state in TERMINAL:
             return []
-        return [SetTimer(f"contract-run.retry:{r.key}", now + self.retry_interval),
-                SetTimer(f"contract-run.deadline:{r.key}", r.progress_at + self.round_timeout)]
+        cmds: list[Command] = []
+        if not r.retry_armed:  # armed once until it fires: every drive (a new height each second on a fast
+            r.retry_armed = True  # ledger) set it 2 s ahead again, and a lost release was never resent
+            cmds.append(SetTimer(f"contract-run.retry:{r.key}", now + self.retry_interval))
+        return cmds + [SetTimer(f"contract-run.deadline:{r.key}", r.progress_at + self.round_timeout)]
 
     def _new_run(self, spec: ContractSpec, cid: bytes, now: float, funds_checked: bool = False) -> Run | str:
         """Record the contract, open it in our enclave (it signs the id) and feed it the heights we know.
@@ -475,14 +479,15 @@ class ContractRun:
         self._persist(r)
         return None
 
-    def _open_all(self, r: Run) -> list[Command]:
-        """Open the contract with every runner that has not yet shown us its quote and all signatures."""
+    def _open_all(self, r: Run, skip: int = -1) -> list[Command]:
+        """Open the contract with every runner that has not yet shown us its quote and all signatures (but
+        ``skip``: the party whose open we are answering; our answer carries our quote and signatures)."""
         if r.rec.state in TERMINAL:
             return []
         binding, quote = self._ident()
         body = self._seal("open", OpenBody(r.rec.spec, quote, list(r.rec.sigs), binding))
         return [self._request(r.key, "open", -1, k, r.spec.parties[k].binding.peer_id, body)
-                for k in r.runners() if k != r.me and (k not in r.verified or k not in r.complete)]
+                for k in r.runners() if k not in (r.me, skip) and (k not in r.verified or k not in r.complete)]
 
     def _check_party(self, r: Run, k: int, quote: bytes, binding: Binding | None, now: float) -> str | None:
         if k in r.verified:
@@ -530,10 +535,13 @@ class ContractRun:
         if r.rec.state in TERMINAL:
             return cmds
         for g, i, recv in st.allowed:
-            if st.missing:
-                break  # not every runner has signed the contract id yet
-            if recv != r.me and recv not in r.verified:
-                continue  # we have not verified the receiver's quote yet
+            if st.missing and recv != r.me:
+                continue  # not every runner has signed the contract id yet (a refund needs no signature, I1: a
+                # party that never opened the contract used to keep every other party's chunk from going home)
+            if recv != r.me and any(k not in r.verified for k in {*r.runners(), recv}):
+                continue  # our enclave releases only when it verified the receiver's and every runner's quote (I3):
+                # wait for their opens (asking it early failed the contract: a ring's third party stopped for good
+                # before the second's quote came, and refused the key the second had released to it)
             try:
                 if recv == r.me:
                     self.enclave.contract_refund(r.cid, i)  # the key goes back to its owner
@@ -544,8 +552,8 @@ class ContractRun:
                     continue
                 data = self.enclave.contract_release(r.cid, i, recv)
             except EnclaveRefused as exc:
-                if exc.code == "not-allowed":
-                    continue  # the view moved under us: ask again next time
+                if exc.code in ("not-allowed", "unattested"):
+                    continue  # the view moved under us, or a quote is still on its way: ask again next time
                 return cmds + self._stop(r, "local-refusal", f"our enclave refused: {exc.code}: {exc.reason}")
             step = r.spec.step_of(r.me, i)
             r.pending[step] = data
@@ -834,7 +842,8 @@ class ContractRun:
         self._progress(r, now)
         binding, quote = self._ident()
         resp = Respond(request_id, self._seal("opened", OpenedBody(cid, quote, list(r.rec.sigs), binding)))
-        return [resp] + self._open_all(r) + self._drive(r, now)
+        return [resp] + self._open_all(r, skip=k) + self._drive(r, now)  # (opening k again at once, while a
+        # runner had not signed, made two parties open to each other in a loop with no pause)
 
     def _on_approve(self, ev, env, a: ApproveBody, r: Run, now: float) -> list[Command]:
         from node.tee.client import EnclaveRefused, verify_domain_sig
@@ -982,5 +991,6 @@ class ContractRun:
                                                      **self._outcome_detail(r, st.moved)})]
             return []
         if what == "contract-run.retry":
+            r.retry_armed = False
             return self._open_all(r) + self._resend(r) + self._drive(r, now)
         return []

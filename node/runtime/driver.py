@@ -261,6 +261,7 @@ class ProtocolDriver:
             data = await self.node.request(c.peer, c.protocol, c.data, timeout=c.timeout)
             ev = ResponseReceived(c.protocol, c.peer, c.request_id, data)
         except StreamFailed as exc:
+            log.debug("request %s to %s failed: %s", c.protocol, c.peer, exc.reason)
             ev = ResponseReceived(c.protocol, c.peer, c.request_id, b"", exc.reason or "failed")
         await self._send.send((i, ev))
 

@@ -185,6 +185,14 @@ class Node:
                                                max_connections=2 * high),
         )
         self.host.get_network().auto_connector.maybe_connect = _no_auto_connect  # type: ignore[method-assign]
+        # py-libp2p refuses every dial of a peer for 60 s after one dial of it failed (its negative cache). The
+        # PeerManager backs off its own dials per peer, and a protocol's request paces its own retries (a
+        # contract resends a released key every few seconds until it is acknowledged): with the cache, a peer
+        # back from a restart or a cut link within the minute got no key, and the contract ended without it
+        # (tests/faults, a ring with its links cut 3.5 s: all three keys lost). So nothing is cached.
+        negative = getattr(self.host.get_network(), "_negative_peer_cache", None)
+        if negative is not None:
+            negative._ttl = 0.0
         self.streams = StreamPool(self.host)  # request/response streams, kept open and reused
         self.router = None
         self.pubsub: KsPubsub | None = None

@@ -327,14 +327,35 @@ def test_a_withholder_costs_at_most_one_chunk_and_the_rest_goes_home_at_the_heig
 
 
 # ---------------------------------------------------------------- ring
-def test_a_three_party_ring_runs_as_pairwise_channels(tmp_path):
+def ring_net(tmp_path, chunks: int):
+    """C gives BTC-REG to D, D LTC to E, E BTC-REG to C, ``chunks`` each, wired at height 100 (not started)."""
     ledger = DevLedger(None, automine=True)
-    sides = [Side(n, tmp_path, ledger, asset, 2, usd=2_000)
+    sides = [Side(n, tmp_path, ledger, asset, chunks, usd=2_000)
              for n, asset in (("C", "BTC-REG"), ("D", "LTC"), ("E", "BTC-REG"))]
-    spec = make_spec(NET, stdlib.source("ring"), {"usd": 4_000, "height_asset": "BTC-REG", "deadline": 300},
+    spec = make_spec(NET, stdlib.source("ring"), {"usd": 2_000 * chunks, "height_asset": "BTC-REG", "deadline": 300},
                      [s.party() for s in sides])
     net = Net(*sides)
     net.height("BTC-REG", 100)
+    return sides, spec, net
+
+
+def every_second(net: Net, seconds: int, before) -> None:
+    """``seconds`` of virtual time, a new BTC-REG height each second (as the daemon feeds a fast ledger's), every
+    message and due timer handled; ``before(t)`` runs at the start of second ``t``."""
+    for t in range(1, seconds + 1):
+        before(t)
+        net.now = NOW + t
+        net.height("BTC-REG", 100 + t)
+        for _ in range(10_000):
+            if not (net.queue or any(at <= net.now for at in net.timers.values())):
+                break
+            net.step()
+        else:
+            raise AssertionError(f"second {t}: messages without end (sides answering each other in a loop)")
+
+
+def test_a_three_party_ring_runs_as_pairwise_channels(tmp_path):
+    sides, spec, net = ring_net(tmp_path, 2)
     cid = start(net, spec, *sides)
     pairs = set()
     net.drop = lambda src, cmd: (wire.decode(cmd.data, wire.Signed).kind == "release"
@@ -347,6 +368,57 @@ def test_a_three_party_ring_runs_as_pairwise_channels(tmp_path):
         assert s.proto.summary(cid)["released"] == [(0, (k + 1) % 3), (1, (k + 1) % 3)]
         for c in s.commits:
             assert succ.balance(c) == AMOUNT - FEE
+
+
+def test_a_release_lost_in_a_cut_is_resent_though_heights_arrive_every_second(tmp_path):
+    """Every release of a ring is lost for 5 s (a cut link), while the host hands in a new height every second,
+    as the daemon does on a ledger mining a block a second. Each drive used to set the retry timer 2 s ahead
+    again, so it never fired: nothing was resent, the round timeout ended the contract "done" with every key
+    released and none delivered (found by the fault trials, tests/faults: a ring, links cut 3.5 s)."""
+    sides, spec, net = ring_net(tmp_path, 1)
+    cut = {"on": True}
+    net.drop = lambda src, cmd: cut["on"] and wire.decode(cmd.data, wire.Signed).kind == "release"
+    cid = start(net, spec, *sides)
+    every_second(net, 40, lambda t: cut.update(on=t <= 5))  # the cut mended after 5 s
+    assert [s.proto.state(cid) for s in sides] == [DONE] * 3
+    for k, s in enumerate(sides):
+        assert len(s.proto.summary(cid)["received"]) == 1, (s.name, s.proto.summary(cid))
+        for c in s.commits:
+            assert sides[(k + 1) % 3].balance(c) == AMOUNT - FEE
+
+
+def test_a_ring_party_that_has_not_verified_every_runner_yet_waits_and_fails_nothing(tmp_path):
+    """E hears from C first (C's open) while D's quote is still on its way (the opens between D and E are lost
+    for 5 s). E's enclave releases only when it verified every runner (I3): E used to ask it at once, took the
+    refusal ("unattested") for a final one and failed the contract, then refused the key D had released to it:
+    D's chunk lost (the fault trials, tests/faults, seed 100: a ring under load, no fault needed)."""
+    sides, spec, net = ring_net(tmp_path, 1)
+    c, d, e = sides
+    slow = {"on": True}
+    net.drop = lambda src, cmd: slow["on"] and {src.peer_id, cmd.peer} == {d.peer_id, e.peer_id} and \
+        wire.decode(cmd.data, wire.Signed).kind == "open"
+    cid = start(net, spec, *sides)
+    every_second(net, 40, lambda t: slow.update(on=t <= 5))
+    assert [s.proto.state(cid) for s in sides] == [DONE] * 3, [s.notes[-1:] for s in sides]
+    for k, s in enumerate(sides):
+        for ch in s.commits:
+            assert sides[(k + 1) % 3].balance(ch) == AMOUNT - FEE
+
+
+def test_a_ring_whose_third_party_never_opens_it_sends_every_chunk_home_at_the_deadline(tmp_path):
+    """E agreed to the ring and crashed before it opened it (its agreement was in memory only): it never signs.
+    C and D must get their chunks back at the refund height, which needs no runner's signature (I1); the host
+    stopped looking at the contract's moves while a signature was missing, so neither refunded and both stayed
+    "running" for ever with their chunks committed (the fault trials, tests/faults, seed 1: B killed just after
+    the ring was agreed)."""
+    sides, spec, net = ring_net(tmp_path, 1)
+    c, d, e = sides
+    cid = start(net, spec, c, d)  # E never starts it
+    every_second(net, 230, lambda t: None)  # heights 101..330: the deadline is 300
+    assert [c.proto.state(cid), d.proto.state(cid)] == [DONE, DONE]
+    for s in (c, d):
+        assert s.proto.summary(cid)["refunded"] == [0], s.proto.summary(cid)
+        assert s.balance(s.commits[0]) == AMOUNT - FEE  # swept home to its owner's claim address
 
 
 # ---------------------------------------------------------------- validation

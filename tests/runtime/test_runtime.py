@@ -491,3 +491,29 @@ async def test_our_signed_peer_record_goes_in_the_hello_only_and_the_peer_still_
         await wait_for(lambda: [d for d, _ in pc.got] == [b"ok-after"], what="a's message reaches c")
         for x in (a, b, c):
             x.stop()
+
+
+async def test_a_request_to_a_peer_whose_dial_just_failed_goes_out_once_the_peer_is_back(tmp_path):
+    """A peer away for a moment (restarting, a cut link): a's request to it fails, then the peer is back on the
+    same address. a's next request dials it again at once: py-libp2p's negative cache would refuse every dial of
+    it for 60 s, longer than a contract's round timeout (a contract's resend of a released key never arrived, and
+    the contract ended with the key lost: the fault trials' ring, links cut 3.5 s, tests/faults)."""
+    from node.runtime.streams import StreamFailed
+
+    port = free_port()
+    c_cfg = cfg(tmp_path, "c", listen=[f"/ip4/127.0.0.1/tcp/{port}"])
+    async with trio.open_nursery() as n:
+        a = await n.start(run_host, cfg(tmp_path, "a"), [Probe()])
+        c = await n.start(run_host, c_cfg, [Probe()])
+        await a.connect(c.listen_addrs[0])
+        assert await a.request(c.peer_id, ECHO, b"hi") == b"HI"
+        c.stop()
+        await c.stopped.wait()
+        await wait_for(lambda: c.peer_id not in a.connected_peers(), what="c gone")
+        with pytest.raises(StreamFailed):
+            await a.request(c.peer_id, ECHO, b"hi", timeout=5)
+        c2 = await n.start(run_host, c_cfg, [Probe()])  # back: same identity, same port
+        assert c2.peer_id == c.peer_id
+        assert await a.request(c.peer_id, ECHO, b"again", timeout=10) == b"AGAIN"
+        a.stop()
+        c2.stop()
