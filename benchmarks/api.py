@@ -76,7 +76,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="ks-bench-api-") as tmp:
         d = Path(tmp) / "node"
-        from node.localnet import init_datadir
+        from node.dev.localnet import init_datadir
 
         init_datadir(d)  # `keyswitch init`: run refuses a data directory never initialised
         t = time.perf_counter()

@@ -1,6 +1,6 @@
 """Key escrow in a running daemon (issue 7's liveness half): ``/keyswitch/key-escrow/1`` for operators.
 
-The protocol and the enclave side are ``node.protocols.keyescrow`` and ``node.tee.enclave.contracts``; this
+The protocol and the enclave side are ``node.protocols.keyescrow`` and ``node.enclave.contracts``; this
 module wires them into the daemon the way ``node.swaps`` wires ``ContractRun``:
 
 * **holder** (always on): the daemon runs ``KeyEscrow`` on its stream protocol, so any attested node may name

@@ -162,7 +162,7 @@ def kept_chunks(release_store, run_store) -> list[tuple[str, Any]]:
     read from the contract records on disk (a swap's are written when it ends, a language contract's
     when the claim settles), so a restart finds them all again. Records that do not decode are skipped
     (the protocols report them)."""
-    from node.balance import received_claims
+    from node.app.balance import received_claims
 
     return [(key, chunk) for key, chunk, cl in received_claims(release_store, run_store) if cl.status == "kept"]
 
@@ -746,7 +746,7 @@ class SwapDesk:
         if n.kind == "release.outcome":
             d: dict[str, Any] = n.detail
             self.reporter.report(d["contract_id"], d, d.get("peer", ""), self.clock.now())
-            for w in list(self.watchers):  # (a request to contracts waits for its swaps' ends: node.requestdesk)
+            for w in list(self.watchers):  # (a request to contracts waits for its swaps' ends: node.app.requestdesk)
                 w(d)
 
     def feed_heights(self, now: float):
@@ -769,8 +769,8 @@ class SwapDesk:
         return cmds
 
     def balance(self) -> dict[str, Any]:
-        """Where the keys received in contracts went (``node.balance``): claims and totals per destination."""
-        from node.balance import claim_rows, received_claims, totals
+        """Where the keys received in contracts went (``node.app.balance``): claims and totals per destination."""
+        from node.app.balance import claim_rows, received_claims, totals
 
         rows = claim_rows(received_claims(self.release.store, self.run.store), self.claim_address)
         return {"claims": rows, "totals": totals(rows)}

@@ -42,7 +42,7 @@ def test_make_demo_main_job_runs_end_to_end():
     assert "mallory was caught: the two release records met in the outcome reports" in out.stdout
     assert "every node's view of mallory: a cheater with 0 exposure, its offers gone" in out.stdout
     # ETH-DEV on anvil when it is installed (make test installs it), else on the dev ledger, said either way
-    from node.localnet import find_anvil
+    from node.dev.localnet import find_anvil
 
     flat = " ".join(out.stdout.split())  # rich wraps lines at the terminal width
     if find_anvil():
@@ -54,7 +54,7 @@ def test_make_demo_main_job_runs_end_to_end():
         assert "ETH-DEV on the dev ledger: anvil not installed" in flat
     # LTC-REG on litecoind when it is installed (make test installs it): alice's leg of the swap is real
     # segwit transactions there, each claim read back from litecoind with its txid and the fee it paid
-    from node.localnet import find_litecoind
+    from node.dev.localnet import find_litecoind
 
     if find_litecoind():
         assert "LTC-REG on litecoind (a real Bitcoin-family node, regtest)" in flat
@@ -75,7 +75,7 @@ def test_a_failed_demo_keeps_its_data_directory_and_says_where(tmp_path, monkeyp
     """The demo's red lines name the logs' folder: a failed run must not delete it (a passing one does)."""
     import tempfile
 
-    import node.demo
+    import node.dev.demo
     from node.cli import _load, app
     from typer.testing import CliRunner
 
@@ -84,7 +84,7 @@ def test_a_failed_demo_keeps_its_data_directory_and_says_where(tmp_path, monkeyp
     monkeypatch.setattr(tempfile, "mkdtemp", lambda prefix="": made.append(tmp_path / f"{prefix}{len(made)}")
                         or made[-1].mkdir() or str(made[-1]))
     for ok in (False, True):
-        monkeypatch.setattr(node.demo, "run_demo", lambda root, ok=ok: (root / "net").mkdir() or ok)
+        monkeypatch.setattr(node.dev.demo, "run_demo", lambda root, ok=ok: (root / "net").mkdir() or ok)
         r = CliRunner().invoke(app, ["demo"])
         assert r.exit_code == (0 if ok else 1), r.output
         assert made[-1].exists() == (not ok), r.output

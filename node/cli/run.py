@@ -1,4 +1,4 @@
-"""``keyswitch run``: start the node daemon (see ``node.daemon``)."""
+"""``keyswitch run``: start the node daemon (see ``node.app.daemon``)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the node: enclave, offer gossip, local API. Stops on Ctrl-C / SIGTERM."""
         from node import config as cfgmod
-        from node import daemon, logs
+        from node import logs
+        from node.app import daemon
         from node.cli import daemonlock
 
         boots = [b.strip() for arg in bootnodes for b in arg.split(",") if b.strip()] if bootnodes else None

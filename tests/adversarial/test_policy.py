@@ -18,8 +18,8 @@ import pytest
 from node import config, identity
 from node.contracts import stdlib
 from node.contracts.spec import Commit, PartySpec, make_spec, spec_id
-from node.daemon import add_switchboard, make_offer_stack
-from node.deposits import DepositStore, make_deposits
+from node.app.daemon import add_switchboard, make_offer_stack
+from node.app.deposits import DepositStore, make_deposits
 from node.ledger.devnet import DevLedger
 from node.protocols.testing import GossipNet
 from node.swaps import SwapDesk

@@ -114,7 +114,7 @@ def chromium(profile: Path, *args) -> str:
 @pytest.mark.network
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/sysdeps.sh installs it for make test)")
 def test_dashboard_in_headless_chromium_shows_a_cli_deposit(tmp_path):
-    from node.localnet import timeout_factor
+    from node.dev.localnet import timeout_factor
 
     d = tmp_path / "n"
     assert ks("--datadir", d, "init").returncode == 0

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from node.localnet import timeout_factor
+from node.dev.localnet import timeout_factor
 from tests.cli.test_operator_mistakes import one_line_error, terminate
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from node.assets import address_for
-from node.localnet import init_datadir
+from node.dev.localnet import init_datadir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,7 +149,7 @@ def test_two_daemons_exchange_offer_sheets(tmp_path):
         b_dir = tmp_path / "b"
         proc = subprocess.Popen(
             [sys.executable, "-m", "node.runtime", "--datadir", str(b_dir), "--bootnodes", boot,
-             "--protocol", "node.daemon:offers_factory", "--opt", "republish=1", "--opt", "keys=3"],
+             "--protocol", "node.app.daemon:offers_factory", "--opt", "republish=1", "--opt", "keys=3"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
         try:
             deadline = time.monotonic() + 60

@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.localnet import init_datadir, spawn, stop_all, wait_for
+from node.dev.localnet import init_datadir, spawn, stop_all, wait_for
 from tests.functional.framework import FACTOR, Api, ledger_and_boot, until
 
 NET = "faultnet"

@@ -29,7 +29,7 @@ from typing import Callable
 
 import httpx
 
-from node.localnet import spawn, timeout_factor, wait_for
+from node.dev.localnet import spawn, timeout_factor, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable

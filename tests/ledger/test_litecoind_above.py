@@ -84,8 +84,8 @@ def test_a_key_released_in_a_contract_spends_on_litecoind_with_another_library(l
 # ------------------------------------------------------------------ a reorganisation under offers
 def node(root, name: str, ledger):
     from node import identity
-    from node.daemon import make_offer_stack
-    from node.deposits import DepositStore
+    from node.app.daemon import make_offer_stack
+    from node.app.deposits import DepositStore
 
     d = root / name
     d.mkdir(parents=True)
@@ -95,7 +95,7 @@ def node(root, name: str, ledger):
 
 
 def test_a_reorganisation_retracts_the_offers_counts_nothing_twice_and_the_chain_resumes(ltc, routed, tmp_path):
-    from node.deposits import deposit_status, make_deposits
+    from node.app.deposits import deposit_status, make_deposits
     from node.protocols.release import FUNDS_GONE, FUNDS_OK, Chunk, funds_state
     from node.protocols.testing import GossipNet
 
@@ -166,9 +166,9 @@ def test_a_reorganisation_retracts_the_offers_counts_nothing_twice_and_the_chain
 def test_the_local_networks_litecoind_mines_a_block_a_second_and_stops_with_the_rest(tmp_path):
     """``start_litecoind_network`` (make demo, keyswitch dev): a mature faucet at once, then a block every
     ``block_time`` seconds from the miner process; ``stop_all`` stops both, cleanly."""
-    from node.deposits import wait_confirmations
+    from node.app.deposits import wait_confirmations
     from node.ledger.bitcoind import BitcoindLedger
-    from node.localnet import find_litecoind, start_litecoind_network, stop_all, timeout_factor
+    from node.dev.localnet import find_litecoind, start_litecoind_network, stop_all, timeout_factor
 
     exe = find_litecoind()
     if exe is None:
