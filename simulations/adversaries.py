@@ -24,7 +24,7 @@ Implemented:
   ``OutcomeReport`` signed by their own enclave claiming that a random honest
   device double-spent one of its deposits (its real address, an invented
   txid). Every full node runs ``OutcomesProtocol`` with
-  ``node.app.daemon.ledger_check`` on the in-process ``DevLedger``: the deposit
+  ``node.app.stack.ledger_check`` on the in-process ``DevLedger``: the deposit
   still holds its funds, the report is REFUTED, the slanderer is charged
   ``Action.SLANDER`` and the subject untouched (``summary.adversaries.slanderer``).
 * ``withholder``: offering full nodes that never release the keys of their
@@ -50,7 +50,7 @@ Implemented:
   ``device_class``. Every full node runs ``RevocationProtocol``: its class
   registry revokes the class (cap 0 at once), its book drops the class's
   offers, and ``OffersProtocol.refuse`` ignores later sheets from it (as
-  ``node.app.daemon.make_revocations`` sets up). Contracts already held on the
+  ``node.app.stack.make_revocations`` sets up). Contracts already held on the
   class run out with ``contract_seconds`` (no early unwinding in the sim).
 
 With ``requests.contracts = "real"`` the withholder and the broken TEE are hosts driven as attackers

@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         from node import config as cfgmod
         from node import logs
         from node.app import daemon
+        from node.app.stack import check_backend_ready, check_prices
         from node.cli import daemonlock
 
         boots = [b.strip() for arg in bootnodes for b in arg.split(",") if b.strip()] if bootnodes else None
@@ -44,8 +45,8 @@ def register(app: typer.Typer) -> None:
                 "claims.policy": claim_policy,
             })
             cfg.bootnodes  # reads and checks the bootnodes file now
-            daemon.check_backend_ready(cfg["tee.backend"])  # a hardware backend on a machine without it
-            daemon.check_prices(cfg)  # prices.*: an unreadable prices.file, before anything starts
+            check_backend_ready(cfg["tee.backend"])  # a hardware backend on a machine without it
+            check_prices(cfg)  # prices.*: an unreadable prices.file, before anything starts
         except (cfgmod.ConfigError, OSError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)

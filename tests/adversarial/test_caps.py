@@ -139,7 +139,7 @@ def _swap_by_hand(net, victim, attacker_id: str, now: float, n: int) -> list[tup
     """The victim's operator runs ``keyswitch swap --peer <attacker> --chunks k`` for k = 1..n (the API call;
     each a different contract, all in flight at once)."""
     from node.api.services import ApiError
-    from node.app.daemon import NodeServices
+    from node.app.services import NodeServices
 
     svc = NodeServices(_Node(net, victim, now), victim, Clock(now), now)
     out: list[tuple[int, str]] = []
@@ -205,7 +205,7 @@ def test_swap_peer_named_by_hand_whose_device_is_a_proven_cheater_is_refused(pai
 def test_holds_survive_a_restart_with_contracts_in_flight(pair):
     """Two swaps in flight (the peer went silent); the victim's host restarts (new risk engine, new desk, same
     data directory): the contracts are rebuilt from the store and hold again, so a third is still refused."""
-    from node.app.daemon import add_switchboard
+    from node.app.stack import add_switchboard
     from node.swaps import SwapDesk
 
     net, attacker, victim, now, _, root = pair

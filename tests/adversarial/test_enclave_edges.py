@@ -108,7 +108,7 @@ def _desk_as_the_daemon_builds_it(datadir: Path):
     enclave, a dev ledger; no network)."""
     from node import identity
     from node.clock import SystemClock
-    from node.app.daemon import add_switchboard, make_offer_stack
+    from node.app.stack import add_switchboard, make_offer_stack
     from node.ledger.devnet import DevLedger
     from node.swaps import SwapDesk
 

@@ -18,7 +18,7 @@ import pytest
 from node import config, identity
 from node.contracts import stdlib
 from node.contracts.spec import Commit, PartySpec, make_spec, spec_id
-from node.app.daemon import add_switchboard, make_offer_stack
+from node.app.stack import add_switchboard, make_offer_stack
 from node.app.deposits import DepositStore, make_deposits
 from node.ledger.devnet import DevLedger
 from node.protocols.testing import GossipNet

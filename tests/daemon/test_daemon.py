@@ -149,7 +149,7 @@ def test_two_daemons_exchange_offer_sheets(tmp_path):
         b_dir = tmp_path / "b"
         proc = subprocess.Popen(
             [sys.executable, "-m", "node.runtime", "--datadir", str(b_dir), "--bootnodes", boot,
-             "--protocol", "node.app.daemon:offers_factory", "--opt", "republish=1", "--opt", "keys=3"],
+             "--protocol", "node.dev.factory:offers_factory", "--opt", "republish=1", "--opt", "keys=3"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
         try:
             deadline = time.monotonic() + 60

@@ -84,7 +84,7 @@ def test_a_key_released_in_a_contract_spends_on_litecoind_with_another_library(l
 # ------------------------------------------------------------------ a reorganisation under offers
 def node(root, name: str, ledger):
     from node import identity
-    from node.app.daemon import make_offer_stack
+    from node.app.stack import make_offer_stack
     from node.app.deposits import DepositStore
 
     d = root / name

@@ -349,7 +349,7 @@ def test_report_for_outcome_names_the_spender_and_carries_the_received_record(wo
 # ------------------------------------------------------------------ the switch
 def test_only_the_explicit_switch_selects_the_broken_tee(tmp_path, capsys):
     from node import config
-    from node.app.daemon import make_offer_stack
+    from node.app.stack import make_offer_stack
     from node.identity import peer_id
 
     pid = peer_id(tmp_path)

@@ -1,0 +1,297 @@
+"""The offer stack a node runs: its enclave, offer book and offers protocol (``make_offer_stack``), then the
+risk engine, requests for proposals, revocations and outcome reports over them (``add_switchboard``).
+
+``node.app.daemon`` assembles a node from it; the simulator, the tests and ``node.dev.factory`` build the same
+stack. ``ledger_check`` is what a node's ledger says about a double-spent report.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node import config as cfgmod
+
+
+@dataclass
+class OfferStack:
+    """The enclave, book and protocol a node runs for offer gossip."""
+
+    enclave: Any
+    book: Any
+    protocol: Any
+    peer_id: str
+    net: str
+    extra: dict = field(default_factory=dict)
+    engine: Any = None  # node.risk.engine.RiskEngine (add_switchboard)
+    rfp: Any = None  # node.protocols.rfp.RfpProtocol
+    revocations: Any = None  # node.protocols.revocation.RevocationProtocol
+    outcomes: Any = None  # node.protocols.outcomes.OutcomesProtocol
+    desk: Any = None  # node.swaps.SwapDesk
+    escrow: Any = None  # node.escrowdesk.EscrowDesk
+    request_deadline: float = 3.0
+
+    def own_sheet(self):
+        """This node's sheet: the attested enclave and its funded deposits (none until funded)."""
+        from node.protocols.offers import OwnSheet
+
+        committed = self.enclave.held_pubkeys()  # what the binding's keys_root commits to (the sheet carries it)
+        binding = self.enclave.binding_for(self.net, self.peer_id)
+        quote = self.enclave.quote(binding)
+        return OwnSheet(offers=list(self.extra.get("offers", [])), retracted=[], quote=quote, binding=binding,
+                        sign=self.enclave.sign_offer_sheet, committed=committed)
+
+    def refresh_offers(self, now: float) -> None:
+        """Offers from confirmed deposits (when a ledger is attached), then a fresh own sheet, quoted
+        again only when the offers changed (the daemon re-derives them every few seconds)."""
+        from node.app.deposits import adopt_kept, offers_from
+
+        before = self.extra.get("offers")
+        if "ledger" in self.extra:
+            if self.desk is not None:  # keys our contracts kept (claims.policy keep) become deposits, once;
+                # from the records on disk, so after a restart too (even if the policy changed since)
+                adopt_kept(self.extra["deposits"], self.desk.kept(), self.extra["ledger"], self.enclave, now=now,
+                           prices=self.extra.get("prices"))  # the node's feed
+            fresh = offers_from(self.extra["deposits"].all(), self.extra["ledger"], self.enclave, now=now)
+            # an offer keeps its identity (its id hashes its expiry) until half its lifetime is gone,
+            # so peers' books and proposals keep naming the same offer
+            old = {o.pubkey: o for o in self.extra.get("offers", [])}
+            keep = [old[o.pubkey] if o.pubkey in old and old[o.pubkey].expiry - now > (o.expiry - now) / 2 else o
+                    for o in fresh]
+            self.extra["offers"] = keep
+            if self.protocol.own is not None and before is not None and keep == before:
+                return  # nothing changed: no new quote, no new sheet
+        self.protocol.own = self.own_sheet()
+
+    def offered(self) -> set[bytes]:
+        """The deposit keys of this node's current offers."""
+        return {o.pubkey for o in (self.protocol.own.offers if self.protocol.own else [])}
+
+    def retract_gone(self, before: set[bytes]) -> bool:
+        """After ``refresh_offers``: the offers that left since ``before`` (``offered()`` then) ride as
+        retractions on the next sheet: their funds unconfirmed again (a reorganisation), spent, or their key
+        committed or released. A sheet that offers nothing is published only when it retracts something, so
+        without this the last offer would stay in every book until it expired. True when the offers changed
+        (the caller publishes: ``set_own_sheet``)."""
+        after = self.offered()
+        if after == before:
+            return False
+        self.protocol.own.retracted.extend(sorted(before - after))
+        return True
+
+    def close(self) -> None:
+        self.book.close()
+        self.enclave.close()
+        for k in ("deposits", "ledger", "reputation", "release_records"):
+            if k in self.extra and hasattr(self.extra[k], "close"):
+                self.extra[k].close()
+
+
+def check_backend_ready(backend: str) -> None:
+    """ConfigError naming what this machine lacks for ``tee.backend`` (nothing for the simulated one)."""
+    from node.tee.backends import check_backend, missing_hardware
+
+    missing = missing_hardware(check_backend(backend))
+    if missing:
+        raise cfgmod.ConfigError("tee.backend", backend, f"this machine cannot run it: {missing}", "")
+
+
+def check_prices(cfg) -> None:
+    """ConfigError naming the prices.* setting the node's feed cannot be built from (e.g. an unreadable
+    prices.file); nothing is fetched."""
+    from node.assets.feeds import build_feed
+
+    build_feed(cfg, datadir=Path(cfg.datadir))
+
+
+def open_enclave(datadir: Path, backend: str = "simulated", *, gramine_enclave: str = "build/gramine/keyswitch-enclave"):
+    """The enclave process for ``tee.backend``: simulated here; on hardware, refused at once with
+    what the machine lacks, else started (under ``gramine-sgx`` for Gramine)."""
+    from node.tee.backends import check_backend
+    from node.tee.client import SubprocessEnclave
+
+    backend = check_backend(backend)
+    if backend == "simulated":
+        return SubprocessEnclave(datadir)
+    check_backend_ready(backend)
+    command = ["gramine-sgx", gramine_enclave] if backend == "gramine" else None
+    return SubprocessEnclave(datadir, backend=backend, command=command)
+
+
+def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float = 60.0, in_process: bool = False,
+                     backend: str = "simulated", broken: str = "", republish_max: float | None = None,
+                     offers: dict | None = None):
+    """The enclave, book and ``OffersProtocol`` of a node. ``republish`` is the first re-announcement of an
+    unchanged sheet, ``republish_max`` (default ``node.protocols.offers.REPUBLISH_MAX``; never below
+    ``republish``) the cap its doubling stops at."""
+    from node.stores.offerbook import OfferBook
+    from node.protocols.offers import AttestationCache, OffersProtocol, default_attestation_verifier
+    from node.tee.client import InProcessEnclave, SubprocessEnclave
+    from node.attest.policy import AttestationPolicy
+
+    datadir.mkdir(parents=True, exist_ok=True)
+    if broken:  # tee.broken: a loud, explicit choice; the enclave logs its banner
+        from node.tee.broken import BrokenEnclave
+
+        if backend != "simulated":
+            raise cfgmod.ConfigError("tee.broken", broken, "a broken TEE is a simulation: tee.backend must be "
+                                     "simulated", "")
+        enclave = BrokenEnclave(datadir, mode=broken)
+        print(enclave.banner(), file=sys.stderr, flush=True)
+    else:
+        enclave = InProcessEnclave(datadir) if in_process else open_enclave(datadir, backend)
+    if hasattr(enclave, "start"):
+        enclave.start()
+    from node.attest.tcb_policy import default_tcb_policy
+
+    cache = AttestationCache(default_attestation_verifier(AttestationPolicy.dev()))
+    tcb = default_tcb_policy()
+    book = OfferBook(datadir / "offers.sqlite", device_class=lambda body: device_class_of(cache, tcb, body))
+    cap = None if republish_max is None else max(republish, republish_max)  # (None: the protocol's default)
+    proto = OffersProtocol(net=net, book=book, attestations=cache, republish_interval=republish, republish_max=cap,
+                           **(offers or {}))  # offers.* settings, the price feed and risk.price_tolerance
+    stack = OfferStack(enclave, book, proto, peer_id, net)
+    stack.extra["tcb_policy"] = tcb
+    proto.own = stack.own_sheet()  # published when the protocol starts (if it offers anything) and on change
+    return stack
+
+
+def offer_settings(cfg, prices=None) -> dict:
+    """``OffersProtocol`` keywords from the configuration: the offers.* limits, and the node's price feed with
+    risk.price_tolerance (offers whose declared USD value disagrees with our price are not booked).
+    ``prices``: the node's one feed (``node.assets.feeds.build_feed``); built from the prices.* settings if None."""
+    if prices is None:
+        from node.assets.feeds import build_feed
+
+        prices = build_feed(cfg, datadir=cfg.datadir)
+    return {"max_origins_per_device": cfg["offers.max_origins_per_device"],
+            "validation_budget": cfg["offers.validation_budget"],
+            "max_offer_lifetime": cfg["offers.max_offer_lifetime"],
+            "prices": prices, "price_tolerance": cfg["risk.price_tolerance"]}
+
+
+def device_class_of(cache, tcb, body) -> str:
+    """The risk engine's class for the device behind a validated sheet (from its verdict and the TCB policy)."""
+    from node.attest.tcb_policy import classify
+
+    verdict = cache.verdict_of(body.binding.sign_pub)
+    return classify(verdict, tcb).class_name if verdict is not None else "unknown"
+
+
+def ledger_check(ledger, report):
+    """What the ledger says about a double-spent report. CONFIRMED only when the named transaction is in a
+    block *and* spends from the report's deposit address (one of that address's spends on the ledger's own
+    record, not the reporter's word; coins sent to the address since do not undo it). REFUTED when the ledger
+    contradicts the report: the named transaction is in a block but spends nothing from that address, or the
+    address still holds its funds (even counting the transactions waiting for a block). UNCHECKED when this
+    ledger cannot tell (another chain, unreachable, or the spend is not mined yet: a report often outruns the
+    next block). CONFIRMED shows that
+    the deposit was spent, not by whom: ``node.protocols.outcomes`` decides whether it proves anything."""
+    from node.ledger.base import LedgerError
+    from node.risk.reputation import LedgerCheck
+
+    if ledger is None:
+        return LedgerCheck.UNCHECKED
+    try:
+        mined = ledger.confirmations(report.asset, report.txid) > 0
+        if mined:
+            txid = report.txid.lower()
+            events, _ = ledger.watch([report.address], 0)
+            if any(e.kind == "spend" and e.asset == report.asset and e.txid.lower() == txid for e in events):
+                return LedgerCheck.CONFIRMED  # whatever was sent to the address since (dust cannot refute it)
+        bal = ledger.balance(report.asset, report.address)
+        if bal.confirmed > 0 and bal.unconfirmed > 0:
+            return LedgerCheck.REFUTED
+        # a mined transaction that is not a spend of that deposit contradicts the report
+        return LedgerCheck.REFUTED if mined else LedgerCheck.UNCHECKED
+    except (LedgerError, ValueError, KeyError, OSError):
+        return LedgerCheck.UNCHECKED
+
+
+def make_revocations(stack: OfferStack, signers, accept_signed: bool, sign=None):
+    """Revocation gossip over the stack's risk engine; sheets of revoked devices/classes are then ignored."""
+    from node.stores.offerbook import device_id_of
+    from node.protocols.revocation import RevocationProtocol, TrustConfig
+
+    engine = stack.engine
+    own_dev = device_id_of(stack.enclave.info().sign_pub).hex()
+
+    def own_devices() -> dict[str, int]:
+        deposits = stack.extra.get("deposits")
+        return {own_dev: len(deposits.all()) if deposits is not None else 0}
+
+    def refuse(body) -> str | None:
+        dev = device_id_of(body.binding.sign_pub)
+        if engine.reputation.is_cheater(dev):
+            return f"device {dev.hex()[:16]} is revoked"
+        why = engine.caps.classes.is_revoked(stack.book.device_class(body))
+        return f"its class is revoked: {why}" if why else None
+
+    stack.protocol.refuse = refuse
+    from node.protocols.revocation import cheating_proof_checker
+
+    trust = TrustConfig(frozenset(signers), bool(accept_signed),
+                        checkers={"cheating-proof": cheating_proof_checker(stack.net)})
+    return RevocationProtocol(net=stack.net, engine=engine, trust=trust, sign=sign,
+                              own_devices=own_devices, own_class=lambda: "sim" if stack.enclave.info().simulated else "")
+
+
+def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0) -> None:
+    """The risk engine over the stack's offer book, and the request-for-proposals protocol."""
+    from node.identity import load_or_create_seed
+    from node.peerkey import PeerSigner
+    from node.protocols.rfp import RfpProtocol
+    from node.risk.allocate import Limits
+    from node.risk.engine import RiskEngine
+    from node.risk.reputation import Reputation
+    from node.stores.reputation import ReputationDB
+
+    get = (lambda k, d: cfg[k]) if cfg is not None else (lambda k, d: d)
+    rep = Reputation(ReputationDB(datadir / "reputation.sqlite"), half_life=get("risk.half_life_days", 7.0) * 86_400)
+    limits = Limits(get("risk.max_per_device", 4), get("risk.max_share_device", 0.25),
+                    get("risk.max_share_owner", 0.5))
+    from node.attest.tcb_policy import class_registry, default_tcb_policy
+
+    classes = class_registry(stack.extra.get("tcb_policy") or default_tcb_policy())
+    stack.engine = RiskEngine(stack.book, rep, classes=classes, limits=limits, seed=seed)
+    signer = PeerSigner(load_or_create_seed(datadir))
+    if signer.peer_id != stack.peer_id:
+        raise RuntimeError("identity key and peer id disagree")
+    stack.rfp = RfpProtocol(net=stack.net, engine=stack.engine, sign=signer.sign, prices=stack.extra.get("prices"),
+                            price_tolerance=get("risk.price_tolerance", 0.10),  # the node's feed (None: static)
+                            rng=random.SystemRandom())  # request ids nobody can guess from earlier ones
+    stack.revocations = make_revocations(stack, get("risk.revocation_signers", []),
+                                         get("risk.accept_signed_revocations", False), sign=signer.sign)
+    from node.stores.offerbook import device_id_of
+    from node.protocols.outcomes import OutcomesProtocol, ReleaseRecords
+    from node.stores.release_records import ReleaseRecordsDB
+
+    records = stack.extra["release_records"] = ReleaseRecords(
+        stack.net, store=ReleaseRecordsDB(datadir / "release-records.sqlite"))
+    # the attested encryption key of every device whose quote this node verifies (a release record names
+    # its recipient by it): lets an outcome report with a release record to its reporter be a proof by the ledger
+    enc_keys: dict[bytes, bytes] = {}
+    cache = stack.protocol.attestations
+    inner_verify = cache.verify
+
+    def verify_and_learn(quote, binding, now):
+        verdict = inner_verify(quote, binding, now)
+        if getattr(verdict, "ok", False):
+            enc_keys[binding.sign_pub] = binding.enc_pub
+        return verdict
+
+    cache.verify = verify_and_learn
+
+    # a proof of cheating assembled from outcome reports is applied and gossiped as a revocation notice
+    stack.outcomes = OutcomesProtocol(net=stack.net, engine=stack.engine,
+                                      ledger_check=lambda r: ledger_check(stack.extra.get("ledger"), r),
+                                      on_proof=stack.revocations.publish_proof,
+                                      on_proof_timer=stack.revocations.handle, records=records,
+                                      enc_key_of=enc_keys.get,
+                                      attested=lambda dev: any(
+                                          device_id_of(k) == dev for k in list(stack.protocol.attestations.latest)))
+    stack.request_deadline = float(get("risk.request_deadline", 3.0))
+    stack.extra["reputation"] = rep
