@@ -5,30 +5,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 
+def run_demo(timeout: float, log: Path) -> subprocess.CompletedProcess:
+    """``python -m node demo`` in a process group of its own, its output (stdout and stderr) in ``log``. Past
+    ``timeout`` the whole group gets SIGTERM (then SIGKILL): the demo's daemons, dev ledger, anvil, litecoind
+    and miner stop with it instead of running on, orphaned, and loading the machine for the tests after this one."""
+    from node.dev.localnet import spawn
 
-def run_demo(timeout: float) -> subprocess.CompletedProcess:
-    """``python -m node demo`` in a process group of its own. Past ``timeout`` the whole group gets SIGTERM
-    (then SIGKILL): the demo's daemons, dev ledger, anvil, litecoind and miner stop with it instead of running
-    on, orphaned, and loading the machine for the tests after this one."""
-    p = subprocess.Popen([sys.executable, "-m", "node", "demo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, cwd=ROOT, start_new_session=True)
+    p = spawn([sys.executable, "-m", "node", "demo"], log, new_session=True)
     try:
-        out, err = p.communicate(timeout=timeout)
+        p.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGTERM)
         try:
-            out, err = p.communicate(timeout=30)
+            p.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
-            out, err = p.communicate()
-        raise AssertionError(f"the demo took more than {timeout:.0f} s:\n{out[-3000:]}\n{err[-3000:]}") from None
-    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+            p.wait()
+        raise AssertionError(f"the demo took more than {timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}"
+                             ) from None
+    return subprocess.CompletedProcess(p.args, p.returncode, log.read_text(errors="replace"), "")
 
 
-def test_make_demo_main_job_runs_end_to_end():
-    out = run_demo(timeout=240)
+def test_make_demo_main_job_runs_end_to_end(tmp_path):
+    out = run_demo(timeout=240, log=tmp_path / "demo.out")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "SIMULATED" in out.stdout
     assert "binding-mismatch" in out.stdout and "measurement-not-allowed" in out.stdout

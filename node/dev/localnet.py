@@ -27,11 +27,17 @@ def timeout_factor() -> float:
     return f if f > 0 else 1.0
 
 
-def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               PYTHONUNBUFFERED="1", **(env or {}))
+def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None, *,
+          new_session: bool = False) -> subprocess.Popen:
+    """The one way the dev tools and the tests start a local process: ``argv`` from the repository root, this
+    checkout first on its ``PYTHONPATH``, unbuffered, stdout and stderr into ``log`` (never a pipe nobody
+    reads, which would stall a chatty child), ``env`` on top of ours. ``new_session``: in a session (and
+    process group) of its own, so ``os.killpg`` stops it with every process it started."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log, "wb") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                start_new_session=new_session)
 
 
 def wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float = 60.0) -> str:
