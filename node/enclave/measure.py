@@ -32,6 +32,7 @@ TRUSTED_CODE = (
     "node/__init__.py",
     "node/wire.py",
     "node/crypto.py",
+    "node/fsutil.py",  # the atomic file write the sealed store uses
     "node/contracts/",
     "node/attest/__init__.py",
     "node/attest/binding.py",
