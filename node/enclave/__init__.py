@@ -28,10 +28,11 @@ sealed storage (keys, the release journal, a monotonic counter), quote
 production, offer-sheet and domain signing, ECIES key release and acceptance,
 and the export of a key to its owner. It imports only pure libraries
 (coincurve, cryptography, msgspec, lark) and the project modules of its
-trusted code set (``measure.TRUSTED_CODE``: this package, ``node.crypto``,
-``node.wire``, ``node.contracts``, the bindings and attestation verifiers),
-all of them measured; never host code (``node.tee.client``, the runtime,
-the config), trio, libp2p or the network. ``tests/test_layering.py`` holds it
+trusted code set (``measure.TRUSTED_CODE``: this package with its hardware
+providers ``hw/``, ``node.crypto``, ``node.wire``, ``node.fsutil``,
+``node.contracts``, the bindings and attestation verifiers of ``node.attest``),
+all of them measured; never host code (``node.tee``, the runtime, the
+config), trio, libp2p or the network. ``tests/test_layering.py`` holds it
 to that.
 
 The *simulated* backend runs it as a separate OS process
