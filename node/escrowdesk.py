@@ -106,14 +106,14 @@ class EscrowDesk:
         from node.protocols.release import sweep_claimer
 
         self.stack, self.clock = stack, clock
-        self.ledger = stack.extra["ledger"]
+        self.ledger = stack.ledger
         self.proto = KeyEscrow(stack.net, stack.enclave,
                                claim=sweep_claimer(lambda: stack.enclave, self.ledger, self._destination),
                                check_funds=stack.desk._funds, max_contracts=MAX_HELD_CONTRACTS,
                                max_shares=MAX_HELD_SHARES,
                                identity=lambda: (stack.protocol.own.binding, stack.protocol.own.quote))
         # (used from the key-escrow protocol's handle, on the driver's worker thread, under its lock)
-        self.db = sqlite3.connect(stack.extra["datadir"] / "escrow.sqlite", isolation_level=None,
+        self.db = sqlite3.connect(stack.datadir / "escrow.sqlite", isolation_level=None,
                                   check_same_thread=False)
         self.db.execute("CREATE TABLE IF NOT EXISTS designations (cid TEXT PRIMARY KEY, owner TEXT NOT NULL, "
                         "party INTEGER NOT NULL, spec BLOB NOT NULL, dest TEXT NOT NULL, agreed REAL NOT NULL, "

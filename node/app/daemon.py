@@ -66,15 +66,15 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     except BaseException:
         ledger.close()
         raise
-    stack.extra["prices"] = prices  # deposits, kept keys, proposals and contracts price with this same object
+    stack.prices = prices  # deposits, kept keys, proposals and contracts price with this same object
     print(f"prices: {prices.source} (prices.max_age={prices.max_age:g} s)", file=out, flush=True)
     for s_ in prices.sources:
         if s_.error:
             print(f"prices: {s_.name}: {s_.error}", file=out, flush=True)
     for asset, backend in getattr(ledger, "describe", dict)().items():
         print(f"ledger: {asset} on {backend}", file=out, flush=True)
-    stack.extra.update(ledger=ledger, deposits=DepositStore(datadir / "deposits.sqlite"), datadir=datadir,
-                       chunk_usd_cents=int(round(cfg["deposits.chunk_usd"] * 100)))
+    stack.ledger, stack.deposits, stack.datadir = ledger, DepositStore(datadir / "deposits.sqlite"), datadir
+    stack.chunk_usd_cents = int(round(cfg["deposits.chunk_usd"] * 100))
     stack.refresh_offers(clock.now())
     add_switchboard(stack, datadir, cfg)
     from node.swaps import SwapDesk

@@ -88,9 +88,9 @@ class NodeServices:
         from node.app.deposits import deposit_status
 
         states = {k.pubkey: k.state for k in self.stack.enclave.list_keys()}
-        store = self.stack.extra["deposits"]
+        store = self.stack.deposits
         kept = store.kept()
-        return [{**deposit_status(d, self.stack.extra["ledger"], states.get(d.pubkey, "unknown")),
+        return [{**deposit_status(d, self.stack.ledger, states.get(d.pubkey, "unknown")),
                  "kept_from": kept.get(d.pubkey, "")} for d in store.all()]
 
     def _consistent(self):
@@ -117,7 +117,7 @@ class NodeServices:
         from node.peerkey import PeerSigner
         from node.protocols.revocation import RevocationNotice, make_notice
 
-        signer = PeerSigner(load_or_create_seed(self.stack.extra["datadir"]))
+        signer = PeerSigner(load_or_create_seed(self.stack.datadir))
         notice = RevocationNotice(1, self.stack.net, kind, target, reason, "", b"", signer.peer_id, self.clock.now())
         data = make_notice(notice, signer.sign)
         proto = self.stack.revocations
@@ -371,12 +371,12 @@ class NodeServices:
         from node.assets import UnknownAsset
         from node.app.deposits import QuoteRefused, make_deposits
 
-        x = self.stack.extra
+        stack = self.stack
         try:
             made = await trio.to_thread.run_sync(lambda: make_deposits(
-                self.stack.enclave, x["ledger"], x["deposits"], asset=asset, chunks=chunks,
-                chunk_usd_cents=x["chunk_usd_cents"], now=self.clock.now(), net=self.stack.net,
-                peer_id=self.stack.peer_id, prices=x.get("prices")))  # priced with the node's feed
+                self.stack.enclave, stack.ledger, stack.deposits, asset=asset, chunks=chunks,
+                chunk_usd_cents=stack.chunk_usd_cents, now=self.clock.now(), net=self.stack.net,
+                peer_id=self.stack.peer_id, prices=stack.prices))  # priced with the node's feed
         except QuoteRefused as exc:
             raise ApiError(409, str(exc)) from None
         except (UnknownAsset, ValueError) as exc:
@@ -457,14 +457,14 @@ class NodeServices:
         from node.ledger.base import LedgerError
         from node.tee.client import EnclaveRefused
 
-        x = self.stack.extra
+        stack = self.stack
         try:
             pub = bytes.fromhex(deposit)
         except ValueError:
             raise ApiError(400, "deposit must be the hex public key of one of this node's deposits") from None
         if not to:
             raise ApiError(400, "empty destination address")
-        match = [d for d in x["deposits"].all() if d.pubkey == pub]
+        match = [d for d in stack.deposits.all() if d.pubkey == pub]
         if not match:
             raise ApiError(404, "no such deposit on this node (see GET /v1/deposits)")
         d = match[0]
@@ -477,7 +477,7 @@ class NodeServices:
             raise ApiError(400, f"to: not a {d.asset} address to sweep to: {why}")
         to = canonical
 
-        exports = Path(self.stack.extra["datadir"]) / "owner-exports"
+        exports = Path(self.stack.datadir) / "owner-exports"
         keep = exports / f"{d.asset}-{pub.hex()}.key"
 
         def work() -> str:
@@ -490,7 +490,7 @@ class NodeServices:
                 # sweep has gone through, then removed
                 exports.mkdir(mode=0o700, exist_ok=True)
                 atomic_write(keep, (export_key(d.asset, secret) + "\n").encode())
-                txid = x["ledger"].sweep(d.asset, secret, to)
+                txid = stack.ledger.sweep(d.asset, secret, to)
             finally:
                 del secret
             keep.unlink()

@@ -9,30 +9,59 @@ from __future__ import annotations
 
 import random
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from node import config as cfgmod
+
+if TYPE_CHECKING:  # (types only: the application layer imports what it composes when it composes it)
+    from node.app.deposits import DepositStore
+    from node.assets.prices import PriceFeed
+    from node.attest.tcb_policy import TcbPolicy
+    from node.escrowdesk import EscrowDesk
+    from node.ledger.base import Ledger
+    from node.protocols.offers import Offer, OffersProtocol
+    from node.protocols.outcomes import OutcomesProtocol, ReleaseRecords
+    from node.protocols.revocation import RevocationProtocol
+    from node.protocols.rfp import RfpProtocol
+    from node.risk.engine import RiskEngine
+    from node.risk.reputation import Reputation
+    from node.stores.offerbook import OfferBook
+    from node.swaps import SwapDesk
+    from node.tee.client import Enclave
 
 
 @dataclass
 class OfferStack:
     """The enclave, book and protocol a node runs for offer gossip."""
 
-    enclave: Any
-    book: Any
-    protocol: Any
+    enclave: Enclave
+    book: OfferBook
+    protocol: OffersProtocol
     peer_id: str
     net: str
-    extra: dict = field(default_factory=dict)
-    engine: Any = None  # node.risk.engine.RiskEngine (add_switchboard)
-    rfp: Any = None  # node.protocols.rfp.RfpProtocol
-    revocations: Any = None  # node.protocols.revocation.RevocationProtocol
-    outcomes: Any = None  # node.protocols.outcomes.OutcomesProtocol
-    desk: Any = None  # node.swaps.SwapDesk
-    escrow: Any = None  # node.escrowdesk.EscrowDesk
+    #: this node's current offers (None until first derived from its deposits: ``refresh_offers``)
+    offers: list[Offer] | None = None
+    #: the ledger, the deposits and the data directory a daemon attaches (None in protocol-only stacks)
+    ledger: Ledger | None = None
+    deposits: DepositStore | None = None
+    datadir: Path | None = None
+    chunk_usd_cents: int = 0
+    #: the node's one price feed (None: the embedded static table)
+    prices: PriceFeed | None = None
+    tcb_policy: TcbPolicy | None = None
+    # add_switchboard:
+    engine: RiskEngine | None = None
+    rfp: RfpProtocol | None = None
+    revocations: RevocationProtocol | None = None
+    outcomes: OutcomesProtocol | None = None
+    release_records: ReleaseRecords | None = None
+    reputation: Reputation | None = None
     request_deadline: float = 3.0
+    # the desks (node.app.daemon):
+    desk: SwapDesk | None = None
+    escrow: EscrowDesk | None = None
 
     def own_sheet(self):
         """This node's sheet: the attested enclave and its funded deposits (none until funded)."""
@@ -41,7 +70,7 @@ class OfferStack:
         committed = self.enclave.held_pubkeys()  # what the binding's keys_root commits to (the sheet carries it)
         binding = self.enclave.binding_for(self.net, self.peer_id)
         quote = self.enclave.quote(binding)
-        return OwnSheet(offers=list(self.extra.get("offers", [])), retracted=[], quote=quote, binding=binding,
+        return OwnSheet(offers=list(self.offers or []), retracted=[], quote=quote, binding=binding,
                         sign=self.enclave.sign_offer_sheet, committed=committed)
 
     def refresh_offers(self, now: float) -> None:
@@ -49,19 +78,19 @@ class OfferStack:
         again only when the offers changed (the daemon re-derives them every few seconds)."""
         from node.app.deposits import adopt_kept, offers_from
 
-        before = self.extra.get("offers")
-        if "ledger" in self.extra:
+        before = self.offers
+        if self.ledger is not None:
             if self.desk is not None:  # keys our contracts kept (claims.policy keep) become deposits, once;
                 # from the records on disk, so after a restart too (even if the policy changed since)
-                adopt_kept(self.extra["deposits"], self.desk.kept(), self.extra["ledger"], self.enclave, now=now,
-                           prices=self.extra.get("prices"))  # the node's feed
-            fresh = offers_from(self.extra["deposits"].all(), self.extra["ledger"], self.enclave, now=now)
+                adopt_kept(self.deposits, self.desk.kept(), self.ledger, self.enclave, now=now,
+                           prices=self.prices)  # the node's feed
+            fresh = offers_from(self.deposits.all(), self.ledger, self.enclave, now=now)
             # an offer keeps its identity (its id hashes its expiry) until half its lifetime is gone,
             # so peers' books and proposals keep naming the same offer
-            old = {o.pubkey: o for o in self.extra.get("offers", [])}
+            old = {o.pubkey: o for o in self.offers or []}
             keep = [old[o.pubkey] if o.pubkey in old and old[o.pubkey].expiry - now > (o.expiry - now) / 2 else o
                     for o in fresh]
-            self.extra["offers"] = keep
+            self.offers = keep
             if self.protocol.own is not None and before is not None and keep == before:
                 return  # nothing changed: no new quote, no new sheet
         self.protocol.own = self.own_sheet()
@@ -85,9 +114,9 @@ class OfferStack:
     def close(self) -> None:
         self.book.close()
         self.enclave.close()
-        for k in ("deposits", "ledger", "reputation", "release_records"):
-            if k in self.extra and hasattr(self.extra[k], "close"):
-                self.extra[k].close()
+        for part in (self.deposits, self.ledger, self.reputation, self.release_records):
+            if part is not None and hasattr(part, "close"):
+                part.close()
 
 
 def check_backend_ready(backend: str) -> None:
@@ -154,7 +183,7 @@ def make_offer_stack(datadir: Path, net: str, peer_id: str, *, republish: float 
     proto = OffersProtocol(net=net, book=book, attestations=cache, republish_interval=republish, republish_max=cap,
                            **(offers or {}))  # offers.* settings, the price feed and risk.price_tolerance
     stack = OfferStack(enclave, book, proto, peer_id, net)
-    stack.extra["tcb_policy"] = tcb
+    stack.tcb_policy = tcb
     proto.own = stack.own_sheet()  # published when the protocol starts (if it offers anything) and on change
     return stack
 
@@ -220,7 +249,7 @@ def make_revocations(stack: OfferStack, signers, accept_signed: bool, sign=None)
     own_dev = device_id_of(stack.enclave.info().sign_pub).hex()
 
     def own_devices() -> dict[str, int]:
-        deposits = stack.extra.get("deposits")
+        deposits = stack.deposits
         return {own_dev: len(deposits.all()) if deposits is not None else 0}
 
     def refuse(body) -> str | None:
@@ -255,12 +284,12 @@ def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0
                     get("risk.max_share_owner", 0.5))
     from node.attest.tcb_policy import class_registry, default_tcb_policy
 
-    classes = class_registry(stack.extra.get("tcb_policy") or default_tcb_policy())
+    classes = class_registry(stack.tcb_policy or default_tcb_policy())
     stack.engine = RiskEngine(stack.book, rep, classes=classes, limits=limits, seed=seed)
     signer = PeerSigner(load_or_create_seed(datadir))
     if signer.peer_id != stack.peer_id:
         raise RuntimeError("identity key and peer id disagree")
-    stack.rfp = RfpProtocol(net=stack.net, engine=stack.engine, sign=signer.sign, prices=stack.extra.get("prices"),
+    stack.rfp = RfpProtocol(net=stack.net, engine=stack.engine, sign=signer.sign, prices=stack.prices,
                             price_tolerance=get("risk.price_tolerance", 0.10),  # the node's feed (None: static)
                             rng=random.SystemRandom())  # request ids nobody can guess from earlier ones
     stack.revocations = make_revocations(stack, get("risk.revocation_signers", []),
@@ -269,7 +298,7 @@ def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0
     from node.protocols.outcomes import OutcomesProtocol, ReleaseRecords
     from node.stores.release_records import ReleaseRecordsDB
 
-    records = stack.extra["release_records"] = ReleaseRecords(
+    records = stack.release_records = ReleaseRecords(
         stack.net, store=ReleaseRecordsDB(datadir / "release-records.sqlite"))
     # the attested encryption key of every device whose quote this node verifies (a release record names
     # its recipient by it): lets an outcome report with a release record to its reporter be a proof by the ledger
@@ -287,11 +316,11 @@ def add_switchboard(stack: OfferStack, datadir: Path, cfg=None, *, seed: int = 0
 
     # a proof of cheating assembled from outcome reports is applied and gossiped as a revocation notice
     stack.outcomes = OutcomesProtocol(net=stack.net, engine=stack.engine,
-                                      ledger_check=lambda r: ledger_check(stack.extra.get("ledger"), r),
+                                      ledger_check=lambda r: ledger_check(stack.ledger, r),
                                       on_proof=stack.revocations.publish_proof,
                                       on_proof_timer=stack.revocations.handle, records=records,
                                       enc_key_of=enc_keys.get,
                                       attested=lambda dev: any(
                                           device_id_of(k) == dev for k in list(stack.protocol.attestations.latest)))
     stack.request_deadline = float(get("risk.request_deadline", 3.0))
-    stack.extra["reputation"] = rep
+    stack.reputation = rep

@@ -28,7 +28,7 @@ def offers_factory(ctx):
 
         ledger = DevLedger(ctx.datadir / "ledger.sqlite", automine=True)
         store = DepositStore(ctx.datadir / "deposits.sqlite")
-        stack.extra.update(ledger=ledger, deposits=store)
+        stack.ledger, stack.deposits = ledger, store
         if not store.all():
             make_deposits(stack.enclave, ledger, store, asset=ctx.options.get("asset", "BTC-REG"), chunks=n,
                           chunk_usd_cents=5000, now=ctx.clock.now(), net=ctx.net, peer_id=ctx.peer_id)

@@ -113,7 +113,7 @@ def _desk_as_the_daemon_builds_it(datadir: Path):
     from node.swaps import SwapDesk
 
     stack = make_offer_stack(datadir, NET, identity.peer_id(datadir), in_process=True)
-    stack.extra.update(ledger=DevLedger(None, automine=True), datadir=datadir)
+    stack.ledger, stack.datadir = DevLedger(None, automine=True), datadir
     add_switchboard(stack, datadir)
     return stack, SwapDesk(stack, clock=SystemClock())
 

@@ -58,7 +58,7 @@ def make_node(root, name: str, ledger, asset: str, n: int, now: float, **desk):
     pid = identity.peer_id(d)
     stack = make_offer_stack(d, NET, pid, in_process=True)
     store = DepositStore(d / "deposits.sqlite")
-    stack.extra.update(ledger=ledger, deposits=store, datadir=d, chunk_usd_cents=5_000)
+    stack.ledger, stack.deposits, stack.datadir, stack.chunk_usd_cents = ledger, store, d, 5_000
     make_deposits(stack.enclave, ledger, store, asset=asset, chunks=n, chunk_usd_cents=5_000, now=now, net=NET,
                   peer_id=pid)
     stack.refresh_offers(now)

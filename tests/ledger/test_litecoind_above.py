@@ -90,7 +90,8 @@ def node(root, name: str, ledger):
     d = root / name
     d.mkdir(parents=True)
     stack = make_offer_stack(d, NET, identity.peer_id(d), in_process=True)
-    stack.extra.update(ledger=ledger, deposits=DepositStore(d / "deposits.sqlite"), datadir=d, chunk_usd_cents=5_000)
+    stack.ledger, stack.deposits, stack.datadir = ledger, DepositStore(d / "deposits.sqlite"), d
+    stack.chunk_usd_cents = 5_000
     return stack
 
 
@@ -102,7 +103,7 @@ def test_a_reorganisation_retracts_the_offers_counts_nothing_twice_and_the_chain
     now = time.time()
     seller, buyer = node(tmp_path, "seller", routed), node(tmp_path, "buyer", routed)
     try:
-        made = make_deposits(seller.enclave, routed, seller.extra["deposits"], asset=A, chunks=2,
+        made = make_deposits(seller.enclave, routed, seller.deposits, asset=A, chunks=2,
                              chunk_usd_cents=5_000, now=now, net=NET, peer_id=seller.peer_id)
         net = GossipNet()
         for s in (seller, buyer):
@@ -158,7 +159,7 @@ def test_a_reorganisation_retracts_the_offers_counts_nothing_twice_and_the_chain
         assert len(buyer.book.rows(now=now + 10, asset=A)) == 2
     finally:
         for s in (seller, buyer):
-            s.extra.pop("ledger")  # the module's litecoind client: the fixtures close it
+            s.ledger = None  # the module's litecoind client: the fixtures close it
             s.close()
 
 
