@@ -1,7 +1,7 @@
 """The protocol every benchmark node runs (``benchmarks.network``).
 
 ``BenchNode`` wraps the real ``OffersProtocol`` made by the daemon's
-``node.daemon:offers_factory`` (enclave keys, deposits on a dev ledger, a
+``node.dev.factory:offers_factory`` (enclave keys, deposits on a dev ledger, a
 real SQLite ``OfferBook``, full sheet validation) and adds a raw topic for the
 py-libp2p anchor. It follows a wall-clock schedule given at launch
 (``--opt start=<unix time>``), so no control channel is needed: one-shot
@@ -174,7 +174,7 @@ def options(*, n: int, start: float, rounds: int, offers: int, raw_burst: int, s
 
 def make(ctx) -> BenchNode:
     """``--protocol benchmarks._netproc:make``: the daemon's offers stack wrapped for the schedule."""
-    from node.daemon import offers_factory
+    from node.dev.factory import offers_factory
 
     o = ctx.options
     proto = offers_factory(ctx)  # enclave keys, funded deposits, OfferBook, AttestationCache

@@ -14,13 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def fill_book(path: Path, n: int) -> None:
@@ -76,7 +73,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="ks-bench-api-") as tmp:
         d = Path(tmp) / "node"
-        from node.localnet import init_datadir
+        from node.dev.localnet import init_datadir, spawn
 
         init_datadir(d)  # `keyswitch init`: run refuses a data directory never initialised
         t = time.perf_counter()
@@ -84,8 +81,7 @@ def main() -> None:
         print(f"offer book filled with {a.offers:,} offers in {time.perf_counter() - t:.1f} s")
         log = Path(tmp) / "out.log"
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "node", "--datadir", str(d), "run"], cwd=ROOT,
-                                stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        proc = spawn([sys.executable, "-m", "node", "--datadir", str(d), "run"], log)
         try:
             while "ready " not in log.read_text():
                 if proc.poll() is not None or time.perf_counter() - t0 > 120:

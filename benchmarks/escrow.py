@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
     from node.contracts import stdlib
     from node.contracts.spec import Commit, EscrowHolder, EscrowTerm, PartySpec, make_spec, spec_id
     from node.tee.client import InProcessEnclave
-    from node.tee.enclave import shamir
+    from node.enclave import shamir
 
     quick = "--quick" in argv
     cases = [(2, 3), (3, 5)] if quick else [(2, 3), (3, 5), (5, 9), (8, 16)]

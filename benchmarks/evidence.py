@@ -94,8 +94,8 @@ def sim_case() -> Case:
     import coincurve
 
     from node.crypto import pubkey_of
-    from node.tee import simquote
-    from node.tee.policy import AttestationPolicy
+    from node.attest import simquote
+    from node.attest.policy import AttestationPolicy
 
     at = datetime(2026, 1, 1, tzinfo=UTC)
     device = coincurve.PrivateKey(b"\x07" * 32)
@@ -109,9 +109,9 @@ def sample_cases(root: Path) -> list[Case]:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from node.tee.evidence.dcap import quote_end
-    from node.tee.evidence.ias import pack_ias
-    from node.tee.policy import AttestationPolicy
+    from node.attest.evidence.dcap import quote_end
+    from node.attest.evidence.ias import pack_ias
+    from node.attest.policy import AttestationPolicy
 
     # trust every sample's build and allow debug builds, so each verification runs every check
     def trusting(*meas: str):
@@ -120,7 +120,7 @@ def sample_cases(root: Path) -> list[Case]:
     d, dcap_at = root / "intel-dcap", datetime(2025, 7, 1, tzinfo=UTC)
     n = root / "aws-nitro"
     s = root / "amd-sev-snp"
-    with warnings.catch_warnings():  # AMD's sample VCEK has serial number 0 (see node/tee/evidence/snp.py)
+    with warnings.catch_warnings():  # AMD's sample VCEK has serial number 0 (see node/attest/evidence/snp.py)
         warnings.simplefilter("ignore")
         vcek = x509.load_der_x509_certificate((s / "vcek.testcer").read_bytes())
     i = root / "intel-ias"
@@ -158,7 +158,7 @@ def main(argv: list[str]) -> int:
     a, _ = ap.parse_known_args(argv)  # under `python -m benchmarks NAME ...` argv holds the names
     seconds = a.seconds if a.seconds is not None else (1.0 if a.quick else 4.0)
 
-    from node.tee.evidence import verify_evidence
+    from node.attest.evidence import verify_evidence
 
     cases = [sim_case()]
     if a.samples.is_dir():

@@ -201,14 +201,14 @@ def chain_figures(confirmations: int, interval: float, *, litecoind: bool = True
     rows = []
     led = DevLedger(None, clock=SystemClock(), block_interval=interval)
     rows.append(("dev ledger (SQLite, BTC-REG)", deposit_and_sweep(led, ASSET, confirmations, 10**7)))
-    from node.localnet import find_litecoind
+    from node.dev.localnet import find_litecoind
 
     exe = find_litecoind() if litecoind else None
     if exe is None:
         print("litecoind: " + ("not installed (apt-get install litecoind)" if litecoind else "skipped"))
     else:
         from node.ledger.bitcoind import BitcoindLedger
-        from node.localnet import start_litecoind_network, stop_all
+        from node.dev.localnet import start_litecoind_network, stop_all
 
         tmp = Path(tempfile.mkdtemp(prefix="bench-ltc-"))
         # the demo's and keyswitch dev's litecoind: a mature faucet, then a block every `interval` seconds

@@ -5,7 +5,7 @@
 For each N it starts N real nodes on 127.0.0.1 (by default one OS process per
 node, ``python -m node.runtime`` joined through a bootstrap node; with
 ``--one-process`` all nodes in one trio process on a fixed ring-plus-chords
-graph). Every node runs the daemon's offer stack (``node.daemon:offers_factory``):
+graph). Every node runs the daemon's offer stack (``node.dev.factory:offers_factory``):
 ``--offers`` deposit keys generated in its simulated enclave (in-process core),
 funded on a dev ledger, offered in a real ``node.protocols.offers`` sheet
 (``build_sheet``, Merkle root, signed by the enclave, quote and binding

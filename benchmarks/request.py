@@ -52,7 +52,7 @@ def anchor_swap(r, peer: str, taken: set[str]) -> float:
 
 
 def run(tmp: Path, deadline: float) -> dict:
-    from node.localnet import init_datadir, spawn, stop_all, wait_for
+    from node.dev.localnet import init_datadir, spawn, stop_all, wait_for
     from tests.functional.framework import Api, ledger_and_boot, until
 
     procs: list = []

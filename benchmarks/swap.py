@@ -144,7 +144,7 @@ def until(pred, timeout: float, what: str, every: float = 0.2) -> None:
 def swap_once(tmp: Path, chunks: int, log_level: str = "warning") -> dict:
     import socket  # noqa: F401  (kept light: the daemons do the work)
 
-    from node.localnet import init_datadir, spawn, stop_all, wait_for
+    from node.dev.localnet import init_datadir, spawn, stop_all, wait_for
 
     py = sys.executable
     procs = []

@@ -49,9 +49,9 @@ def raw_coincurve(n: int) -> tuple[float, float]:
 
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
-    from node.tee import simquote
+    from node.attest import simquote
     from node.tee.client import SubprocessEnclave, verify_offer_sheet_sig
-    from node.tee.policy import AttestationPolicy
+    from node.attest.policy import AttestationPolicy
     from tests.sheetbody import sheet_body
 
     n_keys = 500 if quick else 2000

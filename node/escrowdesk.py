@@ -1,6 +1,6 @@
 """Key escrow in a running daemon (issue 7's liveness half): ``/keyswitch/key-escrow/1`` for operators.
 
-The protocol and the enclave side are ``node.protocols.keyescrow`` and ``node.tee.enclave.contracts``; this
+The protocol and the enclave side are ``node.protocols.keyescrow`` and ``node.enclave.contracts``; this
 module wires them into the daemon the way ``node.swaps`` wires ``ContractRun``:
 
 * **holder** (always on): the daemon runs ``KeyEscrow`` on its stream protocol, so any attested node may name
@@ -106,14 +106,14 @@ class EscrowDesk:
         from node.protocols.release import sweep_claimer
 
         self.stack, self.clock = stack, clock
-        self.ledger = stack.extra["ledger"]
+        self.ledger = stack.ledger
         self.proto = KeyEscrow(stack.net, stack.enclave,
                                claim=sweep_claimer(lambda: stack.enclave, self.ledger, self._destination),
                                check_funds=stack.desk._funds, max_contracts=MAX_HELD_CONTRACTS,
                                max_shares=MAX_HELD_SHARES,
                                identity=lambda: (stack.protocol.own.binding, stack.protocol.own.quote))
         # (used from the key-escrow protocol's handle, on the driver's worker thread, under its lock)
-        self.db = sqlite3.connect(stack.extra["datadir"] / "escrow.sqlite", isolation_level=None,
+        self.db = sqlite3.connect(stack.datadir / "escrow.sqlite", isolation_level=None,
                                   check_same_thread=False)
         self.db.execute("CREATE TABLE IF NOT EXISTS designations (cid TEXT PRIMARY KEY, owner TEXT NOT NULL, "
                         "party INTEGER NOT NULL, spec BLOB NOT NULL, dest TEXT NOT NULL, agreed REAL NOT NULL, "

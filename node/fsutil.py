@@ -1,5 +1,6 @@
-"""Writing a file so that a crash leaves either the old content or the new, never a mix: the one atomic write
-of the host side (the enclave's sealed store has its own, inside its measured code)."""
+"""Writing a file so that a crash leaves either the old content or the new, never a mix: the one atomic write,
+of the host and of the enclave's sealed store alike (so this module is part of the enclave's measured code,
+``node.enclave.measure.TRUSTED_CODE``: it imports nothing of the project)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,13 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = 
         os.close(fd)
     os.replace(tmp, path)
     if durable:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a folder, so that a file created or renamed in it survives a power cut."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -8,7 +8,7 @@
   created once. It is not derived from the identity key and the identity key
   is not derived from it: a leaked network key reveals no claim key.
 
-Deposit keys and the enclave's own keys never leave the enclave (``node.tee``).
+Deposit keys and the enclave's own keys never leave the enclave (``node.enclave``).
 
 Migration: a data directory from before the claim seed has no
 ``claim.seed``; the node creates it (random) on its first start. Addresses

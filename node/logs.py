@@ -7,7 +7,7 @@ task tree stamps every line that tree logs; several nodes in one process
 (tests, simulations) each get their own, because trio tasks inherit context
 variables from the task that spawned them.
 
-Never log private keys: nothing in ``node.tee.enclave`` logs key material,
+Never log private keys: nothing in ``node.enclave`` logs key material,
 ``redact`` below masks any field whose name says it holds a secret, and
 tracebacks are rendered without frame locals (``plain_exc_info``), in both
 formats.

@@ -162,7 +162,7 @@ def kept_chunks(release_store, run_store) -> list[tuple[str, Any]]:
     read from the contract records on disk (a swap's are written when it ends, a language contract's
     when the claim settles), so a restart finds them all again. Records that do not decode are skipped
     (the protocols report them)."""
-    from node.balance import received_claims
+    from node.app.balance import received_claims
 
     return [(key, chunk) for key, chunk, cl in received_claims(release_store, run_store) if cl.status == "kept"]
 
@@ -174,7 +174,7 @@ class SwapDesk:
     def __init__(self, stack, *, clock, claim_policy: str = "sweep", prices=None, price_tolerance: float = 0.10,
                  allowed_hashes: list[str] | tuple[str, ...] = ()) -> None:
         """``prices``: this node's own price feed (``node.assets.prices.PriceFeed``; default the stack's
-        ``extra["prices"]``, else the embedded table deposits are made with); ``price_tolerance``: config
+        ``stack.prices``, else the embedded table deposits are made with); ``price_tolerance``: config
         ``risk.price_tolerance``; ``allowed_hashes``: config ``contracts.allowed_hashes`` (contract sources,
         other than the stdlib's, this node agrees to run)."""
         from node.assets.prices import StaticPrices
@@ -184,18 +184,18 @@ class SwapDesk:
 
         self.stack, self.clock, self.claim_policy = stack, clock, claim_policy
         # the owner's claim seed (``claim.seed``), never the libp2p identity seed: see ``node.identity``
-        self._seed = load_or_create_claim_seed(stack.extra["datadir"])
-        self.prices = prices or stack.extra.get("prices") or StaticPrices()
+        self._seed = load_or_create_claim_seed(stack.datadir)
+        self.prices = prices or stack.prices or StaticPrices()
         self.price_tolerance = price_tolerance
         self.allowed_hashes = frozenset(h.lower() for h in allowed_hashes)
         self._kept: tuple[tuple[int, int], list] | None = None  # (store versions, kept_chunks) of ``kept``
-        ledger = stack.extra["ledger"]
+        ledger = stack.ledger
         own = stack.protocol.own
         self.release = ReleaseProtocol(
             net=stack.net, enclave=stack.enclave, binding=own.binding, quote=own.quote,
             attestations=stack.protocol.attestations, check_funds=self._funds,
             claim=sweep_claimer(lambda: stack.enclave, ledger, self.claim_address),
-            store=ContractStore(stack.extra["datadir"] / "contracts"), claim_policy=claim_policy,
+            store=ContractStore(stack.datadir / "contracts"), claim_policy=claim_policy,
             perf=time.perf_counter, price_of=self._price, price_tolerance=price_tolerance)
         from node.protocols.contract_run import ContractRun, RunRecord
 
@@ -204,7 +204,7 @@ class SwapDesk:
             identity=lambda: (stack.protocol.own.binding, stack.protocol.own.quote),
             attestations=stack.protocol.attestations, check_funds=self._funds,
             claim=sweep_claimer(lambda: stack.enclave, ledger, self.claim_address),
-            store=ContractStore(stack.extra["datadir"] / "runs", record_type=RunRecord), claim_policy=claim_policy,
+            store=ContractStore(stack.datadir / "runs", record_type=RunRecord), claim_policy=claim_policy,
             price_of=self._price, price_tolerance=price_tolerance)
         self.arbitrated: dict[str, Any] = {}  # contract id hex -> spec, for escrows we arbitrate
         self._publishing = False  # a publish of our sheet (retractions) is queued on the driver
@@ -235,7 +235,7 @@ class SwapDesk:
         confirmed balance, net of pending spends (a double spend waiting in the mempool counts as gone), is
         at least the committed amount (``node.protocols.release.funds_state``), never merely "above zero".
         One ledger call; the protocols run it as a task, off the event loop."""
-        return self.stack.extra["ledger"].balance(asset, address)
+        return self.stack.ledger.balance(asset, address)
 
     def _price(self, asset: str):
         """OUR price of ``asset`` now (the node's feed), never a peer's."""
@@ -490,7 +490,7 @@ class SwapDesk:
         now = self.clock.now()
         own = self._identity()
         mine = self._my_offers(asset, chunks, now)
-        height = self.stack.extra["ledger"].height(asset)
+        height = self.stack.ledger.height(asset)
         spec = make_spec(self.stack.net, stdlib.source("escrow"),
                          {"height_asset": asset, "refund_height": height + refund_blocks},
                          [PartySpec(own.binding, self._commits(mine)), PartySpec(self._known(payee)),
@@ -514,7 +514,7 @@ class SwapDesk:
             raise ValueError(f"the book holds {len(theirs)} {take} offer(s) from {writer}, {chunks} needed")
         wc = [Commit(bytes(self._book_offer(c.address, writer)["pubkey"]), c.asset, c.address, c.amount, c.usd_cents)
               for c in theirs]
-        height = self.stack.extra["ledger"].height(take)
+        height = self.stack.ledger.height(take)
         params = {"height_asset": take, "premium_chunks": premium_chunks, "premium_by": height + premium_blocks,
                   "expiry": height + expiry_blocks}
         spec = make_spec(self.stack.net, stdlib.source("option"), params,
@@ -545,7 +545,7 @@ class SwapDesk:
                 Commit(bytes(self._book_offer(c.address, peer)["pubkey"]), c.asset, c.address, c.amount,
                        c.usd_cents) for c in theirs]))
         usd = min(sum(c.usd_cents for c in p.chunks) for p in parties)
-        height = self.stack.extra["ledger"].height(give)
+        height = self.stack.ledger.height(give)
         params = {"usd": usd, "height_asset": give, "deadline": height + deadline_blocks}
         spec = make_spec(self.stack.net, stdlib.source("ring"), params, parties)
         return spec, {"kind": "ring", "parties": [own.binding.peer_id, *peers], "give": give,
@@ -745,7 +745,7 @@ class SwapDesk:
         if n.kind == "release.outcome":
             d: dict[str, Any] = n.detail
             self.reporter.report(d["contract_id"], d, d.get("peer", ""), self.clock.now())
-            for w in list(self.watchers):  # (a request to contracts waits for its swaps' ends: node.requestdesk)
+            for w in list(self.watchers):  # (a request to contracts waits for its swaps' ends: node.app.requestdesk)
                 w(d)
 
     def heights_wanted(self) -> bool:
@@ -773,7 +773,7 @@ class SwapDesk:
         self.reporter.flush(now)  # every second: claims whose release record never came back
         self.sync_holds(now)  # (resumed contracts after a restart; reservations that expired)
         cmds = []
-        ledger = self.stack.extra["ledger"]
+        ledger = self.stack.ledger
         for a in sorted(assets):
             try:
                 h = ledger.height(a)
@@ -783,8 +783,8 @@ class SwapDesk:
         return cmds
 
     def balance(self) -> dict[str, Any]:
-        """Where the keys received in contracts went (``node.balance``): claims and totals per destination."""
-        from node.balance import claim_rows, received_claims, totals
+        """Where the keys received in contracts went (``node.app.balance``): claims and totals per destination."""
+        from node.app.balance import claim_rows, received_claims, totals
 
         rows = claim_rows(received_claims(self.release.store, self.run.store), self.claim_address)
         return {"claims": rows, "totals": totals(rows)}

@@ -24,7 +24,7 @@ Implemented:
   ``OutcomeReport`` signed by their own enclave claiming that a random honest
   device double-spent one of its deposits (its real address, an invented
   txid). Every full node runs ``OutcomesProtocol`` with
-  ``node.daemon.ledger_check`` on the in-process ``DevLedger``: the deposit
+  ``node.app.stack.ledger_check`` on the in-process ``DevLedger``: the deposit
   still holds its funds, the report is REFUTED, the slanderer is charged
   ``Action.SLANDER`` and the subject untouched (``summary.adversaries.slanderer``).
 * ``withholder``: offering full nodes that never release the keys of their
@@ -50,7 +50,7 @@ Implemented:
   ``device_class``. Every full node runs ``RevocationProtocol``: its class
   registry revokes the class (cap 0 at once), its book drops the class's
   offers, and ``OffersProtocol.refuse`` ignores later sheets from it (as
-  ``node.daemon.make_revocations`` sets up). Contracts already held on the
+  ``node.app.stack.make_revocations`` sets up). Contracts already held on the
   class run out with ``contract_seconds`` (no early unwinding in the sim).
 
 With ``requests.contracts = "real"`` the withholder and the broken TEE are hosts driven as attackers
@@ -70,7 +70,7 @@ from node import wire
 from node.assets import address_for
 from node.crypto import pubkey_of, sign_digest
 from node.protocols.offers import Offer, SignedSheet, build_sheet
-from node.tee.binding import Binding
+from node.attest.binding import Binding
 from node.tee.client import offer_sheet_digest
 
 SPAM_KINDS = ("garbage", "bad-body", "forged-signature", "forged-quote", "wrong-network")
@@ -175,7 +175,7 @@ def outcome_report(engine, client, subject: bytes, outcome: str, contract_id: by
 
 def release_record(engine, giver, receiver, deposit_pub: bytes, contract_id: bytes) -> bytes:
     """The signed release record of ``deposit_pub`` to ``receiver``'s enclave, as ``giver``'s enclave signs it
-    in a contract's release round (``node.tee.enclave.contracts`` ``_record``). Simplified contract layer: no
+    in a contract's release round (``node.enclave.contracts`` ``_record``). Simplified contract layer: no
     round runs, so the record is signed here with the giver's simulated enclave key (ciphertext left empty)."""
     from node import wire
     from node.contracts.spec import RELEASE_KIND, RELEASE_VERSION, ReleaseBody
@@ -194,11 +194,11 @@ def double_spend(engine, node, address: str) -> str | None:
     from node.assets import address_for
     from node.crypto import pubkey_of
 
-    dep = next((d for d in node.deposits if d.address == address), None)
+    dep = next((d for d in node.app.deposits if d.address == address), None)
     if dep is None or engine.ledger.balance(dep.asset, dep.address).confirmed <= 0:
         return None
     key = node.enclave.export_to_owner(dep.pubkey)
     # the enclave no longer holds that key (it would refuse to sign a sheet offering it): stop offering it
-    node.deposits = [d for d in node.deposits if d.address != address]
+    node.app.deposits = [d for d in node.app.deposits if d.address != address]
     thief = address_for(dep.asset, pubkey_of(_priv(engine, 3_000_000 + node.idx)))
     return engine.ledger.sweep(dep.asset, key, thief)

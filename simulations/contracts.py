@@ -251,7 +251,7 @@ class ContractLayer:
         ``Deposit``s (as ``make_deposits`` makes them, without re-verifying the vault each time)."""
         from node.assets import address_for
         from node.assets.prices import chunk_amount, usd_value_cents
-        from node.deposits import Deposit
+        from node.app.deposits import Deposit
 
         sim, out = self.sim, []
         for pub, (asset, v) in zip(node.enclave.generate_keys(len(wanted)), wanted):

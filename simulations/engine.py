@@ -79,10 +79,10 @@ Simplifications, stated:
   between the devices' enclaves, outcomes and reports from the code).
 * Outcome reports and revocations (scenarios with a ``slanderer``,
   ``withholder``, ``broken_tee`` or ``revoked_class``): every full node also
-  runs ``OutcomesProtocol`` (``ledger_check`` is ``node.daemon.ledger_check``
+  runs ``OutcomesProtocol`` (``ledger_check`` is ``node.app.stack.ledger_check``
   on the shared ``DevLedger``) and/or ``RevocationProtocol`` (the issuer a
   configured, opted-into signer), with ``OffersProtocol.refuse`` set as
-  ``node.daemon.make_revocations`` sets it. A full node learns a device (so
+  ``node.app.stack.make_revocations`` sets it. A full node learns a device (so
   that device's reports are weighed) when it ACCEPTs the device's sheet: the
   engine calls ``Reputation.observe`` then, standing in for "attestation
   verified here"; the reference validator of the relays likewise knows a
@@ -114,7 +114,7 @@ Simplifications, stated:
   after ``deposits.republish`` s, then twice as late each time up to ``deposits.republish_max`` (the
   protocol's own timer and back-off); a changed sheet goes through ``set_own_sheet`` (published at once,
   the back-off restarted). With ``deposits.keep_offers = true`` an offer keeps its identity until half its
-  lifetime is gone, as ``node.daemon``'s ``refresh_offers`` does, and is then renewed at the current price
+  lifetime is gone, as ``node.app.stack``'s ``refresh_offers`` does, and is then renewed at the current price
   (the daemon keeps the deposit-time value) at most ``REFRESH_LAG`` (the refresher's 5 s) later. With
   ``false`` (the default of the small scenarios) every re-announcement tick re-prices the offers, which
   is a change each time: one sheet per ``republish`` s, no back-off. Deposits never move (contracts
@@ -145,7 +145,7 @@ from node.protocols.base import (
 from node.protocols.interpret import Interpreter, LedgerAdapters
 
 PRUNE_AFTER_REJECTS = 3
-REFRESH_LAG = 5.0  # node.daemon's offers_refresher re-derives the offers every 5 s: a renewal is seen that late
+REFRESH_LAG = 5.0  # node.app.daemon's offers_refresher re-derives the offers every 5 s: a renewal is seen that late
 LATENCY_BINS = np.concatenate([np.arange(0, 2.0, 0.005), np.arange(2.0, 30.0, 0.1), [np.inf]])
 
 
@@ -360,7 +360,7 @@ class Engine:
     def _build(self) -> None:
         from node.ledger.devnet import DevLedger
         from node.protocols.offers import AttestationCache, default_attestation_verifier
-        from node.tee.policy import AttestationPolicy
+        from node.attest.policy import AttestationPolicy
 
         sc, net = self.sc, self.sc["network"]
         self.lat = net["latency_ms"]
@@ -461,7 +461,7 @@ class Engine:
         node.rfp = RfpProtocol(net=self.net, engine=node.engine, sign=node.signer.sign,
                                target_proposals=q["proposals"], prices=self)  # the scenario's prices are ours
         if self.reports_on:
-            from node.daemon import ledger_check
+            from node.app.stack import ledger_check
             from node.protocols.outcomes import OutcomesProtocol
 
             # the attested encryption key of each enclave (bound by the quote in its verified sheets)
@@ -477,7 +477,7 @@ class Engine:
         if self.reports_on or self.revoke_cfg is not None:
             from node.stores.offerbook import device_id_of
 
-            def refuse(body, node=node) -> str | None:  # as node.daemon.make_revocations sets it up
+            def refuse(body, node=node) -> str | None:  # as node.app.stack.make_revocations sets it up
                 dev = device_id_of(body.binding.sign_pub)
                 if node.engine.reputation.is_cheater(dev):
                     return f"device {dev.hex()[:16]} is revoked"
@@ -487,7 +487,7 @@ class Engine:
             node.offers.refuse = refuse
 
     def _make_publisher(self, node: SimNode, dclass: str, chunks: int, chunk_cents: int) -> None:
-        from node.deposits import DepositStore, make_deposits
+        from node.app.deposits import DepositStore, make_deposits
         from node.stores.offerbook import OfferBook, device_id_of
         from node.protocols.offers import OffersProtocol
         from node.tee.client import InProcessEnclave
@@ -504,7 +504,7 @@ class Engine:
                                          republish_max=self.sc["deposits"]["republish_max"])
         asset = self.rng.choice(self.sc["assets"])["symbol"]
         store = DepositStore(None)
-        node.deposits = make_deposits(node.enclave, self.ledger, store, asset=asset, chunks=chunks,
+        node.app.deposits = make_deposits(node.enclave, self.ledger, store, asset=asset, chunks=chunks,
                                       chunk_usd_cents=chunk_cents, now=self.now, prices=self._prices(),
                                       net=self.net, peer_id=node.peer_id)
         info = node.enclave.info()
@@ -551,9 +551,9 @@ class Engine:
         offers = []
         own = node.offers.own
         kept = {o.pubkey: o for o in own.offers} if own is not None and self.sc["deposits"]["keep_offers"] else {}
-        for d in node.deposits:
+        for d in node.app.deposits:
             old = kept.get(d.pubkey)
-            if old is not None and old.expiry - self.now > ttl / 2:  # as node.daemon's refresh_offers
+            if old is not None and old.expiry - self.now > ttl / 2:  # as node.app.stack's refresh_offers
                 offers.append(old)
                 continue
             p = Price(d.asset, self._price(d.asset), self.now, "scenario")
@@ -857,7 +857,7 @@ class Engine:
             record = release_record(self, owner, client, pubs[c.address], cid)
             report = outcome_report(self, client, dev, "double-spent", cid, c.asset, c.address, tx, record)
             # the client saw the empty deposit itself: it checks the ledger as everyone will
-            from node.daemon import ledger_check
+            from node.app.stack import ledger_check
             from node.risk.reputation import LedgerCheck
 
             if ledger_check(self.ledger, _decode_report(report)) is LedgerCheck.CONFIRMED:

@@ -105,7 +105,7 @@ class RealEngine:
         self.log = log or (lambda rec: None)
         self.progress = progress
         self.say = say or (lambda msg: None)
-        from node.localnet import timeout_factor as env_timeout_factor
+        from node.dev.localnet import timeout_factor as env_timeout_factor
 
         self.factor = timeout_factor if timeout_factor is not None else env_timeout_factor()
         net = sc["network"]
@@ -175,7 +175,7 @@ class RealEngine:
             self._run(self.workdir)
 
     def _run(self, root: Path) -> None:
-        from node.localnet import init_datadir, spawn, stop_all, wait_for
+        from node.dev.localnet import init_datadir, spawn, stop_all, wait_for
 
         sc, q, F = self.sc, self.sc["requests"], self.factor
         net = f"sim{self.seed}x{os.getpid()}"[:32]

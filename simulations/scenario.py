@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "churn": {"enabled": False, "leave_rate": 0.0, "mean_downtime": 60.0},
     # republish, republish_max: OffersProtocol's re-announcement of an unchanged sheet (the first after
     # ``republish`` s, each next twice as late, up to ``republish_max``; the daemon's defaults: 60 and 1800).
-    # keep_offers: an offer keeps its identity and value until half its lifetime is gone (node.daemon's
+    # keep_offers: an offer keeps its identity and value until half its lifetime is gone (node.app.stack's
     # refresh_offers), then is renewed and the changed sheet published at once; false: the offers are
     # re-priced at every re-announcement tick (a changed sheet each tick: no back-off)
     "deposits": {"offering_share": 0.5, "chunks_per_node": 4, "chunk_usd": [50.0], "republish": 60.0,

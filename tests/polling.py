@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import trio
 
-from node.localnet import timeout_factor
+from node.dev.localnet import timeout_factor
 
 
 async def eventually(pred: Callable[[], object], timeout: float = 10.0, what: str = "", step: float = 0.05) -> None:

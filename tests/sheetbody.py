@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from node.crypto import sign_digest, tagged_hash
 from node.protocols.offers import ADDRESSES, Offer, SheetBody, encode_body, offers_root, unoffered_keys
-from node.tee.binding import Binding
-from node.tee.enclave.core import OFFER_SHEET_TAG
+from node.attest.binding import Binding
+from node.enclave.core import OFFER_SHEET_TAG
 
 NOW = 1_800_000_000.0
 _BINDING = Binding("dev", "12D3KooHost", b"\x02" * 33, b"\x03" * 33)

@@ -5,30 +5,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 
+def run_demo(timeout: float, log: Path) -> subprocess.CompletedProcess:
+    """``python -m node demo`` in a process group of its own, its output (stdout and stderr) in ``log``. Past
+    ``timeout`` the whole group gets SIGTERM (then SIGKILL): the demo's daemons, dev ledger, anvil, litecoind
+    and miner stop with it instead of running on, orphaned, and loading the machine for the tests after this one."""
+    from node.dev.localnet import spawn
 
-def run_demo(timeout: float) -> subprocess.CompletedProcess:
-    """``python -m node demo`` in a process group of its own. Past ``timeout`` the whole group gets SIGTERM
-    (then SIGKILL): the demo's daemons, dev ledger, anvil, litecoind and miner stop with it instead of running
-    on, orphaned, and loading the machine for the tests after this one."""
-    p = subprocess.Popen([sys.executable, "-m", "node", "demo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, cwd=ROOT, start_new_session=True)
+    p = spawn([sys.executable, "-m", "node", "demo"], log, new_session=True)
     try:
-        out, err = p.communicate(timeout=timeout)
+        p.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGTERM)
         try:
-            out, err = p.communicate(timeout=30)
+            p.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
-            out, err = p.communicate()
-        raise AssertionError(f"the demo took more than {timeout:.0f} s:\n{out[-3000:]}\n{err[-3000:]}") from None
-    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+            p.wait()
+        raise AssertionError(f"the demo took more than {timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}"
+                             ) from None
+    return subprocess.CompletedProcess(p.args, p.returncode, log.read_text(errors="replace"), "")
 
 
-def test_make_demo_main_job_runs_end_to_end():
-    out = run_demo(timeout=240)
+def test_make_demo_main_job_runs_end_to_end(tmp_path):
+    out = run_demo(timeout=240, log=tmp_path / "demo.out")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "SIMULATED" in out.stdout
     assert "binding-mismatch" in out.stdout and "measurement-not-allowed" in out.stdout
@@ -42,7 +42,7 @@ def test_make_demo_main_job_runs_end_to_end():
     assert "mallory was caught: the two release records met in the outcome reports" in out.stdout
     assert "every node's view of mallory: a cheater with 0 exposure, its offers gone" in out.stdout
     # ETH-DEV on anvil when it is installed (make test installs it), else on the dev ledger, said either way
-    from node.localnet import find_anvil
+    from node.dev.localnet import find_anvil
 
     flat = " ".join(out.stdout.split())  # rich wraps lines at the terminal width
     if find_anvil():
@@ -54,7 +54,7 @@ def test_make_demo_main_job_runs_end_to_end():
         assert "ETH-DEV on the dev ledger: anvil not installed" in flat
     # LTC-REG on litecoind when it is installed (make test installs it): alice's leg of the swap is real
     # segwit transactions there, each claim read back from litecoind with its txid and the fee it paid
-    from node.localnet import find_litecoind
+    from node.dev.localnet import find_litecoind
 
     if find_litecoind():
         assert "LTC-REG on litecoind (a real Bitcoin-family node, regtest)" in flat
@@ -75,7 +75,7 @@ def test_a_failed_demo_keeps_its_data_directory_and_says_where(tmp_path, monkeyp
     """The demo's red lines name the logs' folder: a failed run must not delete it (a passing one does)."""
     import tempfile
 
-    import node.demo
+    import node.dev.demo
     from node.cli import _load, app
     from typer.testing import CliRunner
 
@@ -84,7 +84,7 @@ def test_a_failed_demo_keeps_its_data_directory_and_says_where(tmp_path, monkeyp
     monkeypatch.setattr(tempfile, "mkdtemp", lambda prefix="": made.append(tmp_path / f"{prefix}{len(made)}")
                         or made[-1].mkdir() or str(made[-1]))
     for ok in (False, True):
-        monkeypatch.setattr(node.demo, "run_demo", lambda root, ok=ok: (root / "net").mkdir() or ok)
+        monkeypatch.setattr(node.dev.demo, "run_demo", lambda root, ok=ok: (root / "net").mkdir() or ok)
         r = CliRunner().invoke(app, ["demo"])
         assert r.exit_code == (0 if ok else 1), r.output
         assert made[-1].exists() == (not ok), r.output

@@ -91,3 +91,48 @@ def test_the_import_graph_has_no_cycles():
 def test_the_cycle_check_can_fail():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+# -- the layers point down (issue #19: a layout that shows the architecture) -------------------------------------
+#: the application and the tools on top of it: only each other, the desks (``node.swaps``, ``node.escrowdesk``,
+#: application code kept at the root for now), the simulator and the bootstrap program may import them
+UPPER = ("node.app", "node.dev", "node.cli", "node.__main__")
+UPPER_USERS = UPPER + ("node.swaps", "node.escrowdesk", "simulations", "bootstrap")
+#: the primitives at the root of ``node``: they import no layer above them (only each other and the asset table)
+PRIMITIVES = ("node.wire", "node.crypto", "node.clock", "node.config", "node.fsutil", "node.logs", "node.identity",
+              "node.peerkey", "node.metrics")
+PRIMITIVES_MAY_USE = PRIMITIVES + ("node", "node.assets")
+#: attestation verification knows nothing of the TEE host side (its client, backends) nor of the node around it
+ATTEST_MAY_NOT_USE = ("node.tee", "node.app", "node.dev", "node.cli", "node.api", "node.runtime", "node.stores",
+                      "node.ledger", "node.protocols")
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for m, deps in sorted(graph.items()):
+        for d in sorted(deps):
+            if _within(d, UPPER) and not _within(m, UPPER_USERS):
+                bad.append(f"{m} imports {d} (the application layer or a tool)")
+            if m in PRIMITIVES and not (d in PRIMITIVES_MAY_USE or _within(d, ("node.assets",))):
+                bad.append(f"{m} (a primitive) imports {d}")
+            if _within(m, ("node.attest",)) and _within(d, ATTEST_MAY_NOT_USE):
+                bad.append(f"{m} (attestation verification) imports {d}")
+    return bad
+
+
+def test_the_layers_point_down():
+    bad = layer_violations(import_graph(modules()))
+    assert bad == [], "imports against the layering:\n" + "\n".join(bad)
+
+
+def test_the_layer_check_can_fail():
+    assert layer_violations({"node.protocols.offers": {"node.app.stack"}, "node.app.stack": set()}) == [
+        "node.protocols.offers imports node.app.stack (the application layer or a tool)"]
+    assert layer_violations({"node.wire": {"node.runtime.node"}}) == ["node.wire (a primitive) imports node.runtime.node"]
+    assert layer_violations({"node.attest.binding": {"node.tee.client"}}) == [
+        "node.attest.binding (attestation verification) imports node.tee.client"]
+    assert layer_violations({"node.cli.run": {"node.app.daemon"}, "node.wire": {"node.crypto"}}) == []

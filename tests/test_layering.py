@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-PURE = ["node.protocols", "node.risk", "node.tee.enclave", "node.contracts"]
+PURE = ["node.protocols", "node.risk", "node.enclave", "node.contracts"]
 #: what loading a pure package may not load: the network stack; for the sans-IO layers (not the enclave, which
 #: keeps its sealed store and draws its keys) the database too
 IO_STACK = {"trio", "libp2p"}
@@ -16,7 +16,7 @@ SANS_IO_STACK = IO_STACK | {"sqlite3", "_sqlite3"}
 
 def loaded_io_stack(module: str) -> str:
     """The I/O stack modules that importing ``module`` and every submodule loads (comma-separated)."""
-    banned = SANS_IO_STACK if module != "node.tee.enclave" else IO_STACK
+    banned = SANS_IO_STACK if module != "node.enclave" else IO_STACK
     code = (
         "import importlib, pkgutil, sys\n"
         f"pkg = importlib.import_module({module!r})\n"
@@ -127,12 +127,12 @@ def test_the_check_itself_catches_io_imports():
     assert "trio" in out.stdout
 
 
-# -- the enclave's trusted code set (node.tee.enclave.measure.TRUSTED_CODE) -------------------------------------
+# -- the enclave's trusted code set (node.enclave.measure.TRUSTED_CODE) -------------------------------------
 # The enclave decides releases; what it loads must be what is measured, and it must load nothing of the host's.
 
 import json  # noqa: E402
 
-from node.tee.enclave.measure import measured_files, project_root  # noqa: E402
+from node.enclave.measure import measured_files, project_root  # noqa: E402
 
 ROOT = project_root()
 
@@ -205,18 +205,18 @@ def test_the_enclave_imports_no_module_outside_its_trusted_code():
     files = measured_files()
     bad = outside_imports(files)
     assert bad == [], "the enclave's trusted code imports modules outside it:\n" + "\n".join(bad)
-    assert "node/tee/enclave/core.py" in files and "node/contracts/interp.py" in files
+    assert "node/enclave/core.py" in files and "node/contracts/interp.py" in files
 
 
 def test_the_import_scan_sees_imports_inside_functions_and_relative_ones():
     src = ("def f():\n    if True:\n        from node.tee.client import verify_domain_sig\n"
-           "from .core import EnclaveCore\nimport importlib\nimportlib.import_module('node.daemon')\n")
-    got = project_imports("node/tee/enclave/contracts.py", src)
+           "from .core import EnclaveCore\nimport importlib\nimportlib.import_module('node.app.daemon')\n")
+    got = project_imports("node/enclave/contracts.py", src)
     assert (3, "node.tee.client", "node/tee/client.py") in got
-    assert (4, "node.tee.enclave.core", "node/tee/enclave/core.py") in got
+    assert (4, "node.enclave.core", "node/enclave/core.py") in got
     assert any(name == "dynamic" for _, name, _ in got)
-    files = [f for f in measured_files() if f != "node/tee/enclave/contracts.py"]  # a set without contracts.py
-    assert any("node/tee/enclave/contracts.py" in b for b in outside_imports(files))
+    files = [f for f in measured_files() if f != "node/enclave/contracts.py"]  # a set without contracts.py
+    assert any("node/enclave/contracts.py" in b for b in outside_imports(files))
 
 
 _PROBE = """
@@ -226,14 +226,14 @@ def dump():
     with open(out, "w") as f:
         json.dump(sorted({getattr(m, "__file__", None) or "" for m in list(sys.modules.values())}), f)
 atexit.register(dump)
-sys.argv = ["node.tee.enclave", "--datadir", datadir]
-runpy.run_module("node.tee.enclave", run_name="__main__", alter_sys=True)
+sys.argv = ["node.enclave", "--datadir", datadir]
+runpy.run_module("node.enclave", run_name="__main__", alter_sys=True)
 """
 
 
 def test_a_running_enclave_loads_no_project_file_that_is_not_measured(tmp_path):
     """Start the enclave process the way the client does (``SubprocessEnclave``: a fresh interpreter running
-    ``python -m node.tee.enclave``, here under a probe that writes the files behind ``sys.modules`` at exit),
+    ``python -m node.enclave``, here under a probe that writes the files behind ``sys.modules`` at exit),
     drive it through a contract (open, signatures, release, accept), and compare. Rule: a loaded file under
     the repository root is project code and must be measured, unless it is the interpreter's own (the standard
     library, site-packages: third-party libraries, pinned by the environment, even in a venv inside the
@@ -267,6 +267,6 @@ def test_a_running_enclave_loads_no_project_file_that_is_not_measured(tmp_path):
     installed = {Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     project = {p.relative_to(ROOT).as_posix() for p in loaded
                if p.is_relative_to(ROOT) and not any(p.is_relative_to(d) for d in installed)}
-    assert "node/tee/enclave/server.py" in project and "node/contracts/interp.py" in project  # the probe saw it
+    assert "node/enclave/server.py" in project and "node/contracts/interp.py" in project  # the probe saw it
     unmeasured = sorted(project - set(measured_files()))
     assert unmeasured == [], f"the enclave loaded project files its measurement leaves out: {unmeasured}"

@@ -58,7 +58,7 @@ class RequestBody(msgspec.Struct, forbid_unknown_fields=True):
     asset: str
     usd: float
     contract: str = "swap"
-    give: str = ""  # with it: swap the chosen providers' chunks against ours of ``give`` (node.requestdesk)
+    give: str = ""  # with it: swap the chosen providers' chunks against ours of ``give`` (node.app.requestdesk)
     wait: bool = True  # with give: answer once every contract ended (else at once; GET /v1/requests/{id})
 
 

@@ -1,6 +1,6 @@
 """What the local API asks of a running node.
 
-The daemon (``node.daemon``) implements ``Services`` over its real parts
+The daemon (``node.app.daemon``) implements ``Services`` over its real parts
 (runtime, offer book, enclave, ledger, risk engine); the API layer only
 translates HTTP to these calls and back. Reads are synchronous and cheap;
 actions are async (they may talk to the enclave process or a ledger).

@@ -75,8 +75,8 @@ def verify(
     as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON"),
 ) -> None:
     """Verify attestation evidence and print the verdict."""
-    from node.tee.evidence import FORMATS, verify_evidence
-    from node.tee.policy import AttestationPolicy
+    from node.attest.evidence import FORMATS, verify_evidence
+    from node.attest.policy import AttestationPolicy
 
     if fmt is not None and fmt not in FORMATS:
         typer.echo(f"error: --format {fmt[:40]!r} is not an evidence format (known: {', '.join(FORMATS)})", err=True)
@@ -90,7 +90,7 @@ def verify(
         if signature is None or chain is None:
             typer.echo("error: an IAS report needs both --signature and --chain", err=True)
             raise typer.Exit(2)
-        from node.tee.evidence.ias import pack_ias
+        from node.attest.evidence.ias import pack_ias
 
         # a signature file may end in a newline; the header value itself is canonical base64, checked as such
         blob = pack_ias(blob, signature.read_bytes().strip(), chain.read_bytes())
@@ -99,7 +99,7 @@ def verify(
     checked = binding is not None or side.exists()
     if checked:
         from node.cli.vault import binding_from_json
-        from node.tee.binding import verify_attestation
+        from node.attest.binding import verify_attestation
 
         try:
             b = binding_from_json(json.loads(side.read_text()))

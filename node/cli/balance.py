@@ -1,4 +1,4 @@
-"""``keyswitch balance``: where the funds this node claimed went (``GET /v1/balance``, ``node.balance``): per
+"""``keyswitch balance``: where the funds this node claimed went (``GET /v1/balance``, ``node.app.balance``): per
 asset, outcome and destination the amount in coin units and how many keys; each destination whole below."""
 
 from __future__ import annotations

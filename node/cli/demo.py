@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         in_datadir: bool = typer.Option(False, "--in-datadir", help="Use --datadir instead of a temporary one"),
     ) -> None:
         """Run the end-to-end demonstration on the embedded defaults."""
-        from node.demo import run_demo
+        from node.dev.demo import run_demo
 
         if in_datadir:
             if not run_demo(state.get_datadir()):

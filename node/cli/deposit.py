@@ -99,7 +99,7 @@ def _wait(datadir, made: list[dict], wanted: int, timeout: float, block_interval
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from node.deposits import ConfirmationTimeout, wait_confirmations
+    from node.app.deposits import ConfirmationTimeout, wait_confirmations
     from node.ledger.base import LedgerError
 
     ledger, label = watch_ledger(datadir, block_interval=block_interval)
@@ -149,7 +149,7 @@ def _local(datadir, asset: str, chunks: int) -> list[dict]:
 
     from node import config as cfgmod
     from node.assets import UnknownAsset
-    from node.deposits import DepositStore, make_deposits, open_ledger
+    from node.app.deposits import DepositStore, make_deposits, open_ledger
     from node.tee.client import EnclaveUnavailable, SubprocessEnclave
 
     try:

@@ -22,7 +22,7 @@ from typing import Optional
 import typer
 
 from node.cli.init import initialise
-from node.localnet import (ANVIL_BLOCK_TIME, LITECOIND_ASSET, LITECOIND_BLOCK_TIME, find_anvil, find_litecoind, spawn,
+from node.dev.localnet import (ANVIL_BLOCK_TIME, LITECOIND_ASSET, LITECOIND_BLOCK_TIME, find_anvil, find_litecoind, spawn,
                            start_anvil, start_litecoind_network, stop_all, wait_for)
 
 def register(app: typer.Typer) -> None:

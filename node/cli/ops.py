@@ -331,7 +331,7 @@ def local_deposits(datadir: Path) -> tuple[dict, str]:
     """``GET /v1/deposits`` without a daemon: the deposit store, the ledger, and the enclave for key states
     (if the enclave cannot start, key states are "unknown" and the source says so)."""
     from node.cli.deposit import watch_ledger
-    from node.deposits import DepositStore, deposit_status
+    from node.app.deposits import DepositStore, deposit_status
 
     path = datadir / "deposits.sqlite"
     source = f"local deposit store {path} (no daemon running)"

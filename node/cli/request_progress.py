@@ -1,6 +1,6 @@
 """``keyswitch request --give``: a request to contracts, followed to its end with one line per provider.
 
-The daemon runs it (``POST /v1/requests`` with ``give``, ``node.requestdesk``); this command shows its
+The daemon runs it (``POST /v1/requests`` with ``give``, ``node.app.requestdesk``); this command shows its
 report as it changes (``GET /v1/requests/{id}?version=N`` answers as soon as something changed): on a
 terminal the lines are redrawn in place, elsewhere a provider's line is printed again whenever it changes.
 ``--json`` prints the final report only. Exit codes (the same for both): 0 everything obtained, 4 nothing

@@ -1,4 +1,4 @@
-"""``keyswitch run``: start the node daemon (see ``node.daemon``)."""
+"""``keyswitch run``: start the node daemon (see ``node.app.daemon``)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the node: enclave, offer gossip, local API. Stops on Ctrl-C / SIGTERM."""
         from node import config as cfgmod
-        from node import daemon, logs
+        from node import logs
+        from node.app import daemon
+        from node.app.stack import check_backend_ready, check_prices
         from node.cli import daemonlock
 
         boots = [b.strip() for arg in bootnodes for b in arg.split(",") if b.strip()] if bootnodes else None
@@ -43,8 +45,8 @@ def register(app: typer.Typer) -> None:
                 "claims.policy": claim_policy,
             })
             cfg.bootnodes  # reads and checks the bootnodes file now
-            daemon.check_backend_ready(cfg["tee.backend"])  # a hardware backend on a machine without it
-            daemon.check_prices(cfg)  # prices.*: an unreadable prices.file, before anything starts
+            check_backend_ready(cfg["tee.backend"])  # a hardware backend on a machine without it
+            check_prices(cfg)  # prices.*: an unreadable prices.file, before anything starts
         except (cfgmod.ConfigError, OSError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)

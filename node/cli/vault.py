@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
     @vault_app.command("show")
     def show(as_json: bool = typer.Option(False, "--json", help="Machine-readable output")) -> None:
         """Show the enclave's identity and its deposit keys (public keys and states only)."""
-        from node.tee.binding import keys_root
+        from node.attest.binding import keys_root
 
         with _enclave() as enc:
             info = enc.info()
@@ -147,7 +147,7 @@ def binding_json(binding) -> dict:
 
 def binding_from_json(data: dict):
     """Inverse of ``binding_json`` (for ``attest verify --binding``)."""
-    from node.tee.binding import Binding
+    from node.attest.binding import Binding
 
     return Binding(
         net=data["net"], peer_id=data["peer_id"], sign_pub=bytes.fromhex(data["sign_pub"]),

@@ -1,6 +1,6 @@
 """A contract as the enclaves hold it: terms + each party's committed chunks + the parties' bindings.
 
-Shared by the host (protocols) and the enclave (``node.tee.enclave.contracts``); pure, no I/O.
+Shared by the host (protocols) and the enclave (``node.enclave.contracts``); pure, no I/O.
 
 ``ContractSpec`` carries the contract source and parameters, one ``PartySpec`` per party (its attested
 ``Binding``, whose ``peer_id`` is the party's identity in the terms, and the chunks it commits: deposit
@@ -22,7 +22,7 @@ key). ``EscrowedSpec`` is ``ContractSpec`` plus a trailing ``escrow`` list, a se
 spec without escrow encodes exactly as before (same bytes, same ``spec_id``); ``decode_spec`` reads
 either. The owner's enclave splits each such chunk's key to the holders (``Contracts.escrow_split``),
 the holders release their shares only when the contract refunds that chunk to its owner
-(``node.tee.enclave.contracts.Holdings``), and only to ``beneficiary``; see node/contracts/README.md.
+(``node.enclave.contracts.Holdings``), and only to ``beneficiary``; see node/contracts/README.md.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from functools import lru_cache
 import msgspec
 
 from node import wire
-from node.tee.binding import Binding
+from node.attest.binding import Binding
 
 from .errors import ContractError
 from .model import Chunk, Terms

@@ -89,8 +89,8 @@ from node.protocols.release import (
     FUNDS_OK, FUNDS_UNKNOWN, AckBody, Chunk, ClaimRecord, ErrorBody, MemoryContractStore, MessageError, RecordStore, error_message,
     funds_state, parse, seal,
 )
-from node.tee.binding import Binding
-from node.tee.enclave.contracts import PartySig
+from node.attest.binding import Binding
+from node.enclave.contracts import PartySig
 
 PROTOCOL_ID = "/keyswitch/contract-run/1"
 RUNNING, WITHHELD, DONE, FAILED = "running", "withheld", "done", "failed"

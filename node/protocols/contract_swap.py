@@ -89,7 +89,7 @@ def migrate_release_records(old: RecordStore, runs: RecordStore, record_type: ty
             old.delete(key)
             done.append((key, f"dropped: {new}"))
             continue
-        if isinstance(new, str):  # (its claims stay readable where they are: node.balance reads both stores)
+        if isinstance(new, str):  # (its claims stay readable where they are: node.app.balance reads both stores)
             done.append((key, f"left in place: {new}"))
             continue
         runs.put(spec_id(decode_spec(new.spec)).hex(), new)

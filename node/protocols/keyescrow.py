@@ -2,7 +2,7 @@
 
 A contract (``EscrowedSpec``) names, per party, escrow holders, a threshold k and the owner's recovery
 enclave (the *beneficiary*). This protocol carries the shares; the enclaves decide
-(``node.tee.enclave.contracts``: the owner's split, ``Holdings`` on a holder, ``escrow_rebuild`` on the
+(``node.enclave.contracts``: the owner's split, ``Holdings`` on a holder, ``escrow_rebuild`` on the
 beneficiary). Three roles, any node may play each:
 
 * **owner** (``distribute``, called by ``ContractRun`` once its enclave opened the contract, and again when
@@ -62,8 +62,8 @@ from node.protocols.base import (
     TaskDone, TimerFired, Validation,
 )
 from node.protocols.release import Chunk, ClaimRecord, ErrorBody, MessageError, error_message, parse, seal
-from node.tee.binding import Binding
-from node.tee.enclave.contracts import PartySig, SplitShare
+from node.attest.binding import Binding
+from node.enclave.contracts import PartySig, SplitShare
 
 PROTOCOL_ID = "/keyswitch/key-escrow/1"
 ASKING, REBUILT, SWEPT, FAILED, MOVED = "asking", "rebuilt", "swept", "failed", "moved"

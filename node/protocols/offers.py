@@ -103,7 +103,7 @@ from node.protocols.base import (
     Validation,
     topic,
 )
-from node.tee.binding import Binding, keys_root
+from node.attest.binding import Binding, keys_root
 from node.wire import U16, U63, Positive63, Timestamp
 
 SHEET_VERSION = 3  # 3: ``unoffered`` (the rest of the attested key commitment) added
@@ -112,7 +112,7 @@ MAX_OFFERS_PER_SHEET = 1000
 MAX_CLOCK_SKEW = 120.0  # seconds a sheet's issued_at may be ahead of our clock
 REPUBLISH_INTERVAL = 60.0
 #: the longest an offer may be valid: its expiry is at most this long after our clock (plus MAX_CLOCK_SKEW);
-#: the node offers for a day (node.deposits.OFFER_TTL). Setting ``offers.max_offer_lifetime``.
+#: the node offers for a day (node.app.deposits.OFFER_TTL). Setting ``offers.max_offer_lifetime``.
 MAX_OFFER_LIFETIME = 2 * 86_400.0
 #: origins (libp2p peer ids publishing sheets) one device may have in a book; setting
 #: ``offers.max_origins_per_device``
@@ -497,7 +497,7 @@ class AttestationCache:
 
 
 def default_attestation_verifier(policy) -> Callable[[bytes, Binding, float], object]:
-    from node.tee.binding import verify_attestation
+    from node.attest.binding import verify_attestation
 
     def verify(quote: bytes, binding: Binding, now: float):
         return verify_attestation(quote, binding, policy=policy, at=datetime.fromtimestamp(now, timezone.utc))
@@ -661,7 +661,7 @@ def _check_offers(encoded: bytes, addresses: AddressDeriver) -> tuple[Validation
 
 def commitment_mismatch(offered: list[bytes], unoffered: list[bytes], binding: Binding) -> str | None:
     """None when the offered keys and ``unoffered`` are together exactly the keys the binding's ``keys_root``
-    commits to (``node.tee.binding.keys_root``, which the enclave's quote attests), else the reason."""
+    commits to (``node.attest.binding.keys_root``, which the enclave's quote attests), else the reason."""
     prev = b""
     for i, k in enumerate(unoffered):
         if len(k) != 33 or k[0] not in (2, 3):

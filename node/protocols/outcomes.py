@@ -8,7 +8,7 @@ reporter's *enclave* (``Enclave.sign("outcome", digest)``), so a report is tied
 to an attested device whose standing weighs it (``node.risk.reputation``).
 
 Every node checks what it can on the ledger before weighing a report
-(``ledger_check(report) -> LedgerCheck``; ``node.daemon.ledger_check``
+(``ledger_check(report) -> LedgerCheck``; ``node.app.stack.ledger_check``
 confirms only a mined transaction that spends from the report's address). A
 report is weighed by its reporter's standing, within the bounds every report
 has (``node.risk.reputation``): a ledger-confirmed one weighs more, but an

@@ -86,7 +86,7 @@ from node.contracts.spec import (  # ReleaseBody, release_context and CONTEXT_TA
 )
 
 __reexported__ = (CONTEXT_TAG, release_context)
-from node.tee.binding import Binding
+from node.attest.binding import Binding
 
 PROTOCOL_ID = "/keyswitch/release/1"
 VERSION = 1

@@ -3,7 +3,7 @@
 ``keyswitch request --asset A --usd X --give B`` (``POST /v1/requests`` with ``give``) asks the network for
 chunks of A worth X USD (``node.protocols.rfp``), lets the local rules allocate them, then swaps each chosen
 provider's chunks of A against as many of our chunks of B, one swap per provider, all at once. This machine
-decides; the daemon (``node.requestdesk``) does what it says and feeds back what happened:
+decides; the daemon (``node.app.requestdesk``) does what it says and feeds back what happened:
 
 * events: ``Allocated`` (the allocation of an ask: the RFP's ``Chosen``), ``SwapAgreed`` / ``SwapRefused``
   (the provider's answer to the contract offer, or why it was never offered), ``SwapEnded`` (the swap's end:

@@ -74,7 +74,7 @@ class ClassRegistry:
     def with_weights(cls, status_weights: dict[str, float], class_weights: dict[str, float] | None = None,
                      **kwargs) -> "ClassRegistry":
         """A registry with the given TCB-status weights (e.g. from a TCB policy file,
-        ``node.tee.tcb_policy.class_registry``) instead of ``DEFAULT_STATUS_WEIGHTS``."""
+        ``node.attest.tcb_policy.class_registry``) instead of ``DEFAULT_STATUS_WEIGHTS``."""
         return cls(status_weights=dict(status_weights), class_weights=dict(class_weights or {}), **kwargs)
 
     def revoke(self, name: str, reason: str) -> None:

@@ -3,7 +3,7 @@ engine keep their state in.
 
 The sans-IO layers (``node.protocols``, ``node.risk``, ``node.contracts``) do no I/O: each declares the narrow
 interface of the store it needs and keeps its state in memory by default (tests, the simulator); the
-composition root (``node.daemon``, ``node.swaps``) opens the stores below in the node's data directory and
+composition root (``node.app.daemon``, ``node.swaps``) opens the stores below in the node's data directory and
 hands them in.
 
 ========================  =====================================  ============================================
@@ -14,7 +14,7 @@ module                    file in the data directory             given to
 ``release_records``       ``release-records.sqlite``             ``outcomes.ReleaseRecords(store=...)``
 ``reputation``            ``reputation.sqlite``                  ``risk.reputation.Reputation(store)``
 ``offerbook``             ``offers.sqlite``                      ``RiskEngine.book``, ``OffersProtocol.book``
-``requests``              ``requests.sqlite``                    ``node.requestdesk.RequestDesk`` (each
+``requests``              ``requests.sqlite``                    ``node.app.requestdesk.RequestDesk`` (each
                                                                  ``RequestRun.to_state``)
 ========================  =====================================  ============================================
 

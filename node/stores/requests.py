@@ -1,6 +1,6 @@
 """Requests to contracts in SQLite (``<datadir>/requests.sqlite``): each run's state (``RequestRun.to_state``,
 as JSON) written after every change, so a restarted daemon still answers ``GET /v1/requests/{id}`` and resumes
-the runs that had not ended (``node.requestdesk``). Every write is one transaction (WAL); the finished runs
+the runs that had not ended (``node.app.requestdesk``). Every write is one transaction (WAL); the finished runs
 beyond the newest ``keep`` are dropped as new ones finish."""
 
 from __future__ import annotations

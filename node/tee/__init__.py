@@ -1,7 +1,7 @@
-"""The enclave boundary.
+"""The TEE host side: the untrusted host's view of the enclave.
 
-``node.tee.enclave`` is the *trusted* side (the code that is measured and
-runs inside the TEE, or in a separate OS process for the simulated backend).
-Everything else in ``node.tee`` is the untrusted host side: the client that
-talks to the enclave, and verifiers of attestation evidence.
+``client`` talks to the enclave (a separate process, or in-process for the simulator and fast tests),
+``backends`` chooses and checks the hardware backend, ``broken`` simulates a broken TEE for demonstrations,
+``gramine`` renders and signs the SGX manifest. The trusted side is ``node.enclave`` (measured, it imports
+nothing of this package); attestation verification is ``node.attest``.
 """

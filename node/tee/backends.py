@@ -2,10 +2,10 @@
 
 * ``simulated`` (default): quotes signed by a simulated device key; INSECURE.
 * ``gramine``: the enclave process runs under ``gramine-sgx`` (Intel SGX);
-  quotes through ``/dev/attestation`` (``node.tee.gramine.attestation``),
+  quotes through ``/dev/attestation`` (``node.enclave.hw.gramine_attestation``),
   sealed state on Gramine's encrypted mount.
 * ``configfs``: the node runs in a confidential VM (Intel TDX or AMD SEV-SNP);
-  quotes through Linux configfs-tsm (``node.tee.configfs_tsm``).
+  quotes through Linux configfs-tsm (``node.enclave.hw.configfs_tsm``).
 
 ``make_quote_provider(backend)`` builds the hardware quote provider (None for
 ``simulated``: the enclave core makes its own simulated quotes). Every
@@ -49,10 +49,10 @@ def make_quote_provider(backend: str, *, attestation_dir: Path | str | None = No
     if backend == "simulated":
         return None
     if backend == "gramine":
-        from node.tee.gramine.attestation import DEFAULT_BASE, GramineQuoteProvider
+        from node.enclave.hw.gramine_attestation import DEFAULT_BASE, GramineQuoteProvider
 
         return GramineQuoteProvider(attestation_dir or DEFAULT_BASE)
-    from node.tee.configfs_tsm import DEFAULT_BASE as TSM_BASE, ConfigfsTsm
+    from node.enclave.hw.configfs_tsm import DEFAULT_BASE as TSM_BASE, ConfigfsTsm
 
     return ConfigfsTsm(tsm_dir or TSM_BASE, privlevel=privlevel)
 
@@ -64,9 +64,9 @@ def missing_hardware(backend: str, *, attestation_dir: Path | str | None = None,
     if backend == "simulated":
         return None
     if backend == "gramine":
-        from node.tee.gramine.attestation import DEFAULT_BASE, missing_reason
+        from node.enclave.hw.gramine_attestation import DEFAULT_BASE, missing_reason
 
         return missing_reason(Path(attestation_dir or DEFAULT_BASE))
-    from node.tee.configfs_tsm import DEFAULT_BASE as TSM_BASE, missing_reason as tsm_missing
+    from node.enclave.hw.configfs_tsm import DEFAULT_BASE as TSM_BASE, missing_reason as tsm_missing
 
     return tsm_missing(Path(tsm_dir or TSM_BASE))

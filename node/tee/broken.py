@@ -59,7 +59,7 @@ class BrokenEnclave(InProcessEnclave):
 
     def _rollback(self, pub: bytes) -> bool:
         """Roll the key's sealed record back to "held" (a replayed older sealed state); True if it was released."""
-        from node.tee.enclave.core import HELD, RELEASED
+        from node.enclave.core import HELD, RELEASED
 
         with self._lock:  # the client's lock: no enclave call runs meanwhile
             rec = self._core._by_pub.get(pub) if self._core is not None else None

@@ -1,10 +1,10 @@
 """The untrusted host's view of the enclave.
 
 ``Enclave`` is the TEE backend interface; two implementations run the same
-trusted core (``node.tee.enclave``):
+trusted core (``node.enclave``):
 
 * ``SubprocessEnclave(datadir)``: the enclave as a separate OS process
-  (``python -m node.tee.enclave --datadir D``) behind framed request/response
+  (``python -m node.enclave --datadir D``) behind framed request/response
   messages over pipes. This is the simulated backend a node uses.
 * ``InProcessEnclave(datadir=None)``: the same core and the same message
   handling, called in-process (the simulator, fast tests). ``datadir=None``
@@ -36,9 +36,9 @@ import msgspec
 from node.clock import Clock, SystemClock
 from node.crypto import tagged_hash, verify_digest
 from node.crypto import verify_domain_sig  # noqa: F401  (re-exported: it moved into the enclave's trusted code)
-from node.tee.binding import Binding, keys_root
-from node.tee.enclave import messages as m
-from node.tee.enclave.core import OFFER_SHEET_TAG
+from node.attest.binding import Binding, keys_root
+from node.enclave import messages as m
+from node.enclave.core import OFFER_SHEET_TAG
 
 log = logging.getLogger("keyswitch.tee")
 T = TypeVar("T")
@@ -233,11 +233,11 @@ class _Base:
     def export_to_owner(self, deposit_pub: bytes) -> bytes:
         return self._call(m.ExportKey(deposit_pub), bytes)
 
-    # -- contracts: the enclave decides which key goes where (node.tee.enclave.contracts) -----------
+    # -- contracts: the enclave decides which key goes where (node.enclave.contracts) -----------
     def contract_open(self, spec: bytes, sigs: list[tuple[int, bytes]] = ()) -> "OpenResult":
         """Open (or add the parties' signatures over the id of) a contract; returns its id, our party
         index, our enclave's signature over the id, and the runners whose signature is still missing."""
-        from node.tee.enclave.contracts import OpenResult, PartySig
+        from node.enclave.contracts import OpenResult, PartySig
 
         return self._call(m.ContractOpen(spec, [PartySig(k, s) for k, s in sigs]), OpenResult)
 
@@ -258,7 +258,7 @@ class _Base:
         self._call(m.ContractApprove(cid, party, message, sig), bool)
 
     def contract_status(self, cid: bytes) -> "ContractStatus":
-        from node.tee.enclave.contracts import ContractStatus
+        from node.enclave.contracts import ContractStatus
 
         return self._call(m.ContractStatusOp(cid), ContractStatus)
 
@@ -287,7 +287,7 @@ class _Base:
         ``contract_release(cid, index, receiver)`` if the contract allows it now (else ``record`` is b"" and
         ``code``/``reason`` say why). Ask for a release only once the funds of the key in ``record`` were
         seen still there."""
-        from node.tee.enclave.contracts import StepResult
+        from node.enclave.contracts import StepResult
 
         return self._call(m.ContractStep(cid, record, index, receiver, ack_digest, export), StepResult)
 
@@ -307,18 +307,18 @@ class _Base:
     def escrow_recover(self, owner_pub: bytes, context: bytes, ciphertexts: list[bytes]) -> bytes:
         return self._call(m.EscrowRecover(owner_pub, context, list(ciphertexts)), bytes)
 
-    # -- key escrow under a contract (node.tee.enclave.contracts: the split, and ``Holdings``) ----------
+    # -- key escrow under a contract (node.enclave.contracts: the split, and ``Holdings``) ----------
     def contract_escrow_split(self, cid: bytes) -> list["SplitShare"]:
         """Owner: the (deterministic) shares of our escrowed, unmoved chunks of an open contract, one per
         holder, encrypted to it and signed by our enclave. The keys stay committed to the contract."""
-        from node.tee.enclave.contracts import SplitShare
+        from node.enclave.contracts import SplitShare
 
         return self._call(m.ContractEscrowSplit(cid), list[SplitShare])
 
     def escrow_hold(self, spec: bytes, sigs: list[tuple[int, bytes]], shares: list = ()) -> "HoldResult":
         """Holder: take a contract we are an escrow holder of (terms verified, runners' signatures over its id)
         and the shares sent to us; again to add signatures. Idempotent."""
-        from node.tee.enclave.contracts import HoldResult, PartySig
+        from node.enclave.contracts import HoldResult, PartySig
 
         return self._call(m.EscrowHold(spec, [PartySig(k, s) for k, s in sigs], list(shares)), HoldResult)
 
@@ -341,7 +341,7 @@ class _Base:
         return self._call(m.EscrowShare(cid, party, index, recipient), bytes)
 
     def escrow_holdings(self, cid: bytes = b"") -> list["ShareStatus"]:
-        from node.tee.enclave.contracts import ShareStatus
+        from node.enclave.contracts import ShareStatus
 
         return self._call(m.EscrowHoldings(cid), list[ShareStatus])
 
@@ -369,10 +369,10 @@ class InProcessEnclave(_Base):
         self, datadir: Path | None = None, *, clock: Clock | None = None, debug: bool = False,
         seed: bytes | None = None,
     ) -> None:
-        from node.tee.enclave.core import EnclaveCore
-        from node.tee.enclave.measure import code_measurement
-        from node.tee.enclave.server import lock_vault, open_core
-        from node.tee.enclave.sealed import SealedStateError
+        from node.enclave.core import EnclaveCore
+        from node.enclave.measure import code_measurement
+        from node.enclave.server import lock_vault, open_core
+        from node.enclave.sealed import SealedStateError
 
         super().__init__(clock)
         self._lockfile = None
@@ -454,7 +454,7 @@ class SubprocessEnclave(_Base):
         if self._command is not None:
             cmd = list(self._command)
         else:
-            cmd = [self._python, "-m", "node.tee.enclave", "--datadir", str(self.datadir)]
+            cmd = [self._python, "-m", "node.enclave", "--datadir", str(self.datadir)]
             if self.backend != "simulated":
                 cmd += ["--backend", self.backend]
             if self._debug:

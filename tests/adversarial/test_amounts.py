@@ -226,7 +226,7 @@ def test_a_swap_offered_with_chunks_of_one_unit_declared_at_50_usd_is_refused_by
             addr = address_for("BTC-REG", pub)
             ledger.faucet("BTC-REG", addr, 1)
             forged.append(Offer("BTC-REG", addr, pub, 1, 5_000, "100000", now, now + 3_600))
-        attacker.extra["offers"] = forged
+        attacker.offers = forged
         attacker.protocol.own = attacker.own_sheet()
         net = GossipNet()
         connect(net, now, attacker, victim)

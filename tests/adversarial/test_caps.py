@@ -139,7 +139,7 @@ def _swap_by_hand(net, victim, attacker_id: str, now: float, n: int) -> list[tup
     """The victim's operator runs ``keyswitch swap --peer <attacker> --chunks k`` for k = 1..n (the API call;
     each a different contract, all in flight at once)."""
     from node.api.services import ApiError
-    from node.daemon import NodeServices
+    from node.app.services import NodeServices
 
     svc = NodeServices(_Node(net, victim, now), victim, Clock(now), now)
     out: list[tuple[int, str]] = []
@@ -206,7 +206,7 @@ def test_swap_peer_named_by_hand_whose_device_is_a_proven_cheater_is_refused(pai
 def test_holds_survive_a_restart_with_contracts_in_flight(pair, tick):
     """Two swaps in flight (the peer went silent); the victim's host restarts (new risk engine, new desk, same
     data directory): the contracts are rebuilt from the store and hold again, so a third is still refused."""
-    from node.daemon import add_switchboard
+    from node.app.stack import add_switchboard
     from node.swaps import SwapDesk
 
     net, attacker, victim, now, _, root = pair
@@ -301,7 +301,7 @@ def test_a_chunk_released_while_the_offers_refresh_runs_is_not_offered_again(pai
         for n in list(net.peers[victim.peer_id].notes):  # what the daemon's driver hands the desk
             victim.desk.on_notify(n)
 
-    victim.extra["ledger"] = _LedgerDuring(ledger, gone.address, swap_released_k)
+    victim.ledger = _LedgerDuring(ledger, gone.address, swap_released_k)
     before = victim.offered()
     victim.refresh_offers(now + 1)
     if victim.retract_gone(before):
@@ -310,7 +310,7 @@ def test_a_chunk_released_while_the_offers_refresh_runs_is_not_offered_again(pai
     assert gone.pubkey not in victim.offered(), "the released chunk is on our sheet again"
     assert attacker.desk._book_offer(gone.address, victim.peer_id) is None
     # the next swap the victim plans with the attacker is one the attacker can agree to
-    victim.extra["ledger"] = ledger
+    victim.ledger = ledger
     sched, _summary = victim.desk.plan_swap(attacker.peer_id, "BTC-REG", "BTC-REG", 1)
     rid, cmds = victim.rfp.offer_contract(attacker.peer_id, "swap", wire.encode(sched), now)
     net.call(victim.peer_id, victim.rfp, cmds, now)
@@ -321,7 +321,7 @@ def test_a_request_to_contracts_under_escrow_or_option_is_refused_with_why_not_r
     """``request --give B --contract escrow|option`` ran plain swaps whatever the contract said. It is refused
     with one line saying why and what to run instead (docs/risk.md, "Escrow and option")."""
     from node.api.services import ApiError
-    from node.daemon import NodeServices
+    from node.app.services import NodeServices
 
     net, attacker, victim, now, _, _ = pair
     svc = NodeServices(_Node(net, victim, now), victim, Clock(now), now)

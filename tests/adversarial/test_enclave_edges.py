@@ -17,15 +17,15 @@ import pytest
 from node.assets import address_for
 from node.contracts.spec import Commit, PartySpec, make_spec
 from node.contracts import stdlib
-from node.tee.binding import verify_attestation
+from node.attest.binding import verify_attestation
 from node.tee.client import EnclaveRefused, InProcessEnclave, SubprocessEnclave
-from node.tee.enclave.measure import project_root
-from node.tee.policy import AttestationPolicy
+from node.enclave.measure import project_root
+from node.attest.policy import AttestationPolicy
 
 NET = "dev"
 _RUN = ("import runpy, sys\nsys.path.insert(0, sys.argv[1])\n"
-        "sys.argv = ['node.tee.enclave', '--datadir', sys.argv[2]]\n"
-        "runpy.run_module('node.tee.enclave', run_name='__main__', alter_sys=True)\n")
+        "sys.argv = ['node.enclave', '--datadir', sys.argv[2]]\n"
+        "runpy.run_module('node.enclave', run_name='__main__', alter_sys=True)\n")
 
 
 def tampered_checkout(tmp_path: Path, rel: str, edit) -> Path:
@@ -104,16 +104,16 @@ def test_a_host_that_edits_its_signature_check_cannot_make_the_enclave_accept_a_
 
 
 def _desk_as_the_daemon_builds_it(datadir: Path):
-    """The node's stack and contract desk, assembled as ``node.daemon.run_daemon`` assembles them (in-process
+    """The node's stack and contract desk, assembled as ``node.app.daemon.run_daemon`` assembles them (in-process
     enclave, a dev ledger; no network)."""
     from node import identity
     from node.clock import SystemClock
-    from node.daemon import add_switchboard, make_offer_stack
+    from node.app.stack import add_switchboard, make_offer_stack
     from node.ledger.devnet import DevLedger
     from node.swaps import SwapDesk
 
     stack = make_offer_stack(datadir, NET, identity.peer_id(datadir), in_process=True)
-    stack.extra.update(ledger=DevLedger(None, automine=True), datadir=datadir)
+    stack.ledger, stack.datadir = DevLedger(None, automine=True), datadir
     add_switchboard(stack, datadir)
     return stack, SwapDesk(stack, clock=SystemClock())
 

@@ -13,7 +13,7 @@ from node.contracts import stdlib
 from node.contracts.spec import Commit, PartySpec, approval_digest, make_spec
 from node.crypto import pubkey_of
 from node.tee.client import EnclaveRefused, InProcessEnclave, SubprocessEnclave
-from node.tee.enclave import messages as m
+from node.enclave import messages as m
 from tests.sheetbody import sheet_body
 from tests.tee.testbuild import attest, verifies
 
@@ -82,7 +82,7 @@ def test_a_host_cannot_commit_a_key_to_a_second_contract_with_a_counterparty_it_
     """I1 via a second ContractOpen: the same key in a contract whose other "party" is plain host keys; the
     host then signs that contract's id with its own key and has the enclave release the chunk to itself."""
     from node.crypto import sign_digest, tagged_hash
-    from node.tee.binding import Binding
+    from node.attest.binding import Binding
 
     payer, payee, arb = three
     spec, cid, pub = _escrow(payer, payee, arb)
@@ -149,7 +149,7 @@ def test_the_host_offers_only_what_its_enclave_would_sign(three, tmp_path):
     """The host derives its offers from the enclave's own answer (``offerable_pubkeys``: held, uncommitted), so
     a key committed to an open contract leaves the node's sheet at once, and its re-announcement is never a
     refused signature (on the first merge of I4 the daemon logged a traceback at every re-announcement)."""
-    from node.deposits import Deposit, offers_from
+    from node.app.deposits import Deposit, offers_from
 
     payer, payee, arb = three
     spec, cid, pub = _escrow(payer, payee, arb)
@@ -186,7 +186,7 @@ def test_the_in_process_enclave_refuses_test_only_operations(tag):
 
 
 def test_the_production_enclave_process_refuses_test_only_operations(tmp_path):
-    """``python -m node.tee.enclave`` as the client spawns it: a raw release is refused with a reason."""
+    """``python -m node.enclave`` as the client spawns it: a raw release is refused with a reason."""
     e = SubprocessEnclave(tmp_path / "n")
     try:
         (pub,) = e.generate_keys(1)
@@ -203,7 +203,7 @@ def test_the_production_enclave_process_refuses_test_only_operations(tmp_path):
 
 def _host_binding(peer: str = "H"):
     """A "party" made of plain host keys: the host holds both private keys."""
-    from node.tee.binding import Binding
+    from node.attest.binding import Binding
 
     hs, he = coincurve.PrivateKey(), coincurve.PrivateKey()
     return hs, he, Binding(NET, peer, pubkey_of(hs), pubkey_of(he))
@@ -217,7 +217,7 @@ def test_a_contract_party_made_of_host_keys_receives_nothing():
     from node.crypto import ecies_decrypt
     from node.contracts.spec import ReleaseBody
     from node import wire
-    from node.tee.enclave.core import release_aad
+    from node.enclave.core import release_aad
 
     e = InProcessEnclave(None)
     (pub,) = e.generate_keys(1)
@@ -239,7 +239,7 @@ def test_a_contract_party_made_of_host_keys_receives_nothing():
 def test_a_peer_quote_that_is_not_for_the_binding_or_not_our_build_is_refused():
     """I3, the verification itself: a genuine quote of another enclave replayed for host keys, and a
     quote of the right keys but another measurement, are both refused with the verifier's reason."""
-    from node.tee.enclave import simformat
+    from node.enclave import simformat
 
     a, b = InProcessEnclave(None), InProcessEnclave(None)
     hs, he, fake = _host_binding()
@@ -309,9 +309,9 @@ def _escrowed(owner, payee, arb, holder_keys: list[bytes], beneficiary: bytes, *
 def _host_rebuilds(pub: bytes, cts: list[tuple[coincurve.PrivateKey, bytes]], context: bytes, tag: bytes) -> bytes:
     """The host opens escrow shares with its own ECIES keys and combines them: the deposit key, or b""."""
     from node.crypto import DecryptError, ecies_decrypt
-    from node.tee.enclave import shamir
-    from node.tee.enclave.common import escrow_aad
-    from node.tee.enclave.contracts import SharePayloadV
+    from node.enclave import shamir
+    from node.enclave.common import escrow_aad
+    from node.enclave.contracts import SharePayloadV
 
     got = []
     for key, ct in cts:
@@ -332,7 +332,7 @@ def test_a_contract_escrow_term_naming_host_made_holders_gets_no_shares(three):
     opens the shares itself. Old code: the split is made, the host combines the two shares mid-contract and
     holds the committed key (the payee's release is then worthless)."""
     from node.contracts.spec import escrow_context
-    from node.tee.enclave.common import ESCROW_SPLIT_TAG
+    from node.enclave.common import ESCROW_SPLIT_TAG
 
     payer, payee, arb = three
     hk = [coincurve.PrivateKey() for _ in range(3)]
@@ -353,7 +353,7 @@ def test_a_contract_escrow_term_naming_a_host_made_beneficiary_gets_no_shares(th
     "enclave" is a host key. Old code: the payer's enclave splits, the holders hold, and at the refund height
     each releases its share to the host's key, which rebuilds the key."""
     from node.contracts.spec import escrow_context
-    from node.tee.enclave.common import ESCROW_RELEASE_TAG
+    from node.enclave.common import ESCROW_RELEASE_TAG
 
     payer, payee, arb = three
     holders = [InProcessEnclave(None) for _ in range(2)]

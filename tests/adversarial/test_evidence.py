@@ -18,9 +18,9 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from node.tee.evidence import verify_evidence
-from node.tee.evidence.ias import pack_ias
-from node.tee.policy import AttestationPolicy
+from node.attest.evidence import verify_evidence
+from node.attest.evidence.ias import pack_ias
+from node.attest.policy import AttestationPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 T = ROOT.parent / "shared" / "testdata" / "attestation"
@@ -302,7 +302,7 @@ def _self_made_nitro(timestamp_ms: int) -> tuple[bytes, bytes]:
 
 
 def test_nitro_document_signed_after_the_verification_time_is_refused():
-    from node.tee.evidence.nitro import verify_nitro
+    from node.attest.evidence.nitro import verify_nitro
 
     signed_at = dt.datetime(2030, 1, 1, 12, tzinfo=UTC)
     doc, root = _self_made_nitro(int(signed_at.timestamp() * 1000))

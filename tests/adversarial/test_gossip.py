@@ -21,7 +21,7 @@ from libp2p.peer.id import ID
 from node.protocols.base import PeerConnected, ResponseReceived, SendRequest, Validation, topic
 from node.runtime import NodeConfig, run_host
 from node.runtime import pex
-from node.localnet import timeout_factor
+from node.dev.localnet import timeout_factor
 from node.runtime.gossip import score_params
 from tests.polling import eventually
 

@@ -1,5 +1,5 @@
 """A hostile host against three enclaves: hypothesis drives random sequences of EVERY production IPC
-operation (raw request bytes through ``node.tee.enclave.messages.handle``, which is the IPC), with random and
+operation (raw request bytes through ``node.enclave.messages.handle``, which is the IPC), with random and
 adversarial arguments: specs naming other enclaves' or host-made keys, a key committed again to a second
 contract, exports and raw escrow splits of committed keys, releases and refunds in any order, other enclaves'
 release records replayed, forged and genuine quotes, offer sheets naming any key, the test-only raw
@@ -36,14 +36,14 @@ from node.contracts.spec import (
     Commit, EscrowHolder, EscrowTerm, PartySpec, ReleaseBody, approval_digest, make_spec, release_context,
 )
 from node.crypto import DecryptError, ecies_decrypt, pubkey_of, sign_digest, tagged_hash
-from node.tee.binding import Binding, keys_root
-from node.tee.enclave import messages as m
-from node.tee.enclave import simformat
-from node.tee.enclave.common import ESCROW_RELEASE_TAG, ESCROW_SPLIT_TAG, escrow_aad
-from node.tee.enclave.contracts import PartySig, SplitShare
-from node.tee.enclave.core import release_aad
+from node.attest.binding import Binding, keys_root
+from node.enclave import messages as m
+from node.enclave import simformat
+from node.enclave.common import ESCROW_RELEASE_TAG, ESCROW_SPLIT_TAG, escrow_aad
+from node.enclave.contracts import PartySig, SplitShare
+from node.enclave.core import release_aad
 from node.protocols.offers import SheetWire
-from node.tee.enclave.server import open_core
+from node.enclave.server import open_core
 from tests.sheetbody import sheet_body
 
 NET = "dev"

@@ -23,7 +23,7 @@ from node.protocols.offers import (
     build_sheet, default_attestation_verifier, read_answer,
 )
 from node.tee.client import EnclaveRefused, InProcessEnclave
-from node.tee.policy import AttestationPolicy
+from node.attest.policy import AttestationPolicy
 from tests.sheetbody import broken_tee_sign, sheet_body
 
 NET = "dev"

@@ -18,8 +18,8 @@ import pytest
 from node import config, identity
 from node.contracts import stdlib
 from node.contracts.spec import Commit, PartySpec, make_spec, spec_id
-from node.daemon import add_switchboard, make_offer_stack
-from node.deposits import DepositStore, make_deposits
+from node.app.stack import add_switchboard, make_offer_stack
+from node.app.deposits import DepositStore, make_deposits
 from node.ledger.devnet import DevLedger
 from node.protocols.testing import GossipNet
 from node.swaps import SwapDesk
@@ -58,7 +58,7 @@ def make_node(root, name: str, ledger, asset: str, n: int, now: float, **desk):
     pid = identity.peer_id(d)
     stack = make_offer_stack(d, NET, pid, in_process=True)
     store = DepositStore(d / "deposits.sqlite")
-    stack.extra.update(ledger=ledger, deposits=store, datadir=d, chunk_usd_cents=5_000)
+    stack.ledger, stack.deposits, stack.datadir, stack.chunk_usd_cents = ledger, store, d, 5_000
     make_deposits(stack.enclave, ledger, store, asset=asset, chunks=n, chunk_usd_cents=5_000, now=now, net=NET,
                   peer_id=pid)
     stack.refresh_offers(now)

@@ -3,7 +3,7 @@ source, a feed cut off so that an old price would be used.
 
 The hostile peer is a real node with its own simulated enclave (``tests.adversarial.test_offers.Node``); its
 sheet goes through the receiver's ``OffersProtocol`` as gossip delivers it, and the receiver is built with the
-daemon's own ``node.daemon.offer_settings(cfg, feed)`` from a configuration as an operator writes it. HTTP
+daemon's own ``node.app.stack.offer_settings(cfg, feed)`` from a configuration as an operator writes it. HTTP
 sources answer through an ``httpx`` transport serving the recorded responses (``tests/assets/recorded``), or
 what the attacker makes them answer.
 """
@@ -18,7 +18,7 @@ import pytest
 
 from node.assets.feeds import build_feed
 from node.assets.prices import PriceError
-from node.daemon import offer_settings
+from node.app.stack import offer_settings
 from node.protocols.base import Result
 from tests.adversarial.test_offers import NOW, Node, book_rows, gossip, offers_of, receiver
 from tests.assets.feedkit import Transport, config

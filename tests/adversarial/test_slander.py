@@ -1,8 +1,8 @@
 """Slander: a device with no standing cannot get an honest device marked a cheater with outcome reports.
 
 Driven as a hostile node would: its own simulated enclave (a genuine, freshly made device identity),
-reports it signs itself, gossiped as wire bytes to receivers wired as ``node.daemon`` wires them
-(``OutcomesProtocol`` with ``node.daemon.ledger_check`` on a real ``DevLedger``)."""
+reports it signs itself, gossiped as wire bytes to receivers wired as ``node.app.daemon`` wires them
+(``OutcomesProtocol`` with ``node.app.stack.ledger_check`` on a real ``DevLedger``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from node import wire
 from node.assets import address_for
-from node.daemon import ledger_check
+from node.app.stack import ledger_check
 from node.ledger.devnet import DevLedger
 from node.stores.offerbook import OfferBook, device_id_of
 from node.protocols.base import GossipReceived, Result
@@ -151,11 +151,11 @@ def test_a_counterparty_naming_its_own_claimed_sweep_as_a_double_spend_is_refute
 
 
 def test_the_daemon_learns_a_reporters_attested_key_only_from_a_quote_it_verified(tmp_path):
-    """``node.daemon.add_switchboard`` wires ``enc_key_of`` to the bindings of the quotes its offers protocol
+    """``node.app.stack.add_switchboard`` wires ``enc_key_of`` to the bindings of the quotes its offers protocol
     verifies: a binding with a quote that does not commit to it teaches nothing."""
     import time
 
-    from node.daemon import add_switchboard, make_offer_stack
+    from node.app.stack import add_switchboard, make_offer_stack
     from node.identity import peer_id
 
     stack = make_offer_stack(tmp_path, NET, peer_id(tmp_path), in_process=True)

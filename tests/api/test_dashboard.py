@@ -114,13 +114,12 @@ def chromium(profile: Path, *args) -> str:
 @pytest.mark.network
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/sysdeps.sh installs it for make test)")
 def test_dashboard_in_headless_chromium_shows_a_cli_deposit(tmp_path):
-    from node.localnet import timeout_factor
+    from node.dev.localnet import spawn, timeout_factor
 
     d = tmp_path / "n"
     assert ks("--datadir", d, "init").returncode == 0
     log = tmp_path / "run.out"
-    p = subprocess.Popen([sys.executable, "-m", "node", "--datadir", str(d), "run"], stdout=open(log, "wb"),
-                         stderr=subprocess.STDOUT, cwd=ROOT, env=ENV)
+    p = spawn([sys.executable, "-m", "node", "--datadir", str(d), "run"], log, env=ENV)
     try:
         deadline = time.monotonic() + 90 * timeout_factor()
         while "ready " not in log.read_text(errors="replace"):

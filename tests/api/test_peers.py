@@ -16,7 +16,7 @@ import trio
 
 from node import identity
 from node.api.app import build_app, serve, write_cookie
-from node.daemon import NodeServices
+from node.app.services import NodeServices
 from node.protocols.base import Validation, topic
 from node.runtime import Node, NodeConfig, run_host
 from tests.polling import eventually

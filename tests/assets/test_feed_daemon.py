@@ -1,4 +1,4 @@
-"""The daemon as it runs (``node.daemon.run_daemon``, in this process): a configured file feed is the one price
+"""The daemon as it runs (``node.app.daemon.run_daemon``, in this process): a configured file feed is the one price
 object of the node: its deposits and offers are priced with it, and peers' offers are checked against it."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 import trio
 
 from node import config as cfgmod
-from node.daemon import run_daemon
-from node.localnet import init_datadir
+from node.app.daemon import run_daemon
+from node.dev.localnet import init_datadir
 from node.protocols.base import GossipReceived, Result
 from tests.adversarial.test_offers import Node, gossip, offers_of
 

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from node.localnet import timeout_factor
+from node.dev.localnet import spawn, timeout_factor
 from tests.cli.test_operator_mistakes import one_line_error, terminate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,8 +35,7 @@ def ks(*args, timeout: float = 120, env=None) -> subprocess.CompletedProcess:
 
 
 def start(args: list, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "node", *map(str, args)], stdout=open(log, "wb"),
-                            stderr=subprocess.STDOUT, cwd=ROOT, env=ENV)
+    return spawn([sys.executable, "-m", "node", *map(str, args)], log, env=ENV)
 
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from node.dev.localnet import spawn
 from tests.daemon.test_daemon import QUICK_REQUESTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,9 +35,7 @@ def one_line_error(r: subprocess.CompletedProcess) -> str:
 
 
 def start(args: list, log: Path, env=None) -> subprocess.Popen:
-    out = open(log, "wb")
-    return subprocess.Popen([sys.executable, "-m", "node", *map(str, args)], stdout=out, stderr=subprocess.STDOUT,
-                            cwd=ROOT, env=env or ENV)
+    return spawn([sys.executable, "-m", "node", *map(str, args)], log, env=env or ENV)
 
 
 def wait_line(log: Path, needle: str, proc: subprocess.Popen, timeout: float = 90) -> str:

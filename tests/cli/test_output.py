@@ -159,7 +159,7 @@ class _Fake(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def fake_daemon(tmp_path_factory):
-    from node.localnet import init_datadir
+    from node.dev.localnet import init_datadir
 
     d = tmp_path_factory.mktemp("fake") / "n"
     init_datadir(d)
@@ -254,7 +254,7 @@ def test_make_demo_installs_neither_electrum_nor_chromium():
 
 
 def test_dashboard_without_a_daemon_is_one_line(tmp_path):
-    from node.localnet import init_datadir
+    from node.dev.localnet import init_datadir
 
     d = tmp_path / "n"
     init_datadir(d)

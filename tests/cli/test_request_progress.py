@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from node.cli import _load, app, request_progress
-from node.localnet import init_datadir
+from node.dev.localnet import init_datadir
 
 
 def provider(peer, ask, state, received, chunks=2, lost=0, reason=""):

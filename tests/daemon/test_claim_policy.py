@@ -11,14 +11,14 @@ from node.assets import address_for
 from node.contracts import stdlib
 from node.contracts.spec import Commit, PartySpec, make_spec
 from node.crypto import ecies_encrypt
-from node.deposits import DepositStore, adopt_kept, offers_from
+from node.app.deposits import DepositStore, adopt_kept, offers_from
 from node.ledger.devnet import DevLedger
 from node.protocols.contract_run import RunRecord
 from node.protocols.release import Chunk, ClaimRecord, ContractRecord, swap_schedule
 from node.stores.contracts import ContractStore
 from node.swaps import kept_chunks
 from node.tee.client import InProcessEnclave
-from node.tee.enclave.core import release_aad
+from node.enclave.core import release_aad
 from tests.sheetbody import sheet_body
 from tests.tee.testbuild import RawOps  # the test build: raw release/accept
 
@@ -190,7 +190,7 @@ def test_a_kept_key_waits_for_a_fresh_price_instead_of_failing_the_refresh(world
 
 # ------------------------------------------------------------------ where claimed funds went (keyswitch balance)
 def test_balance_says_where_each_received_key_went(world):
-    from node.balance import KEPT, LOST, claim_rows, received_claims, totals
+    from node.app.balance import KEPT, LOST, claim_rows, received_claims, totals
 
     theirs = [world.fund(p, 100_000 + i) for i, p in enumerate(world.giver.generate_keys(3))]
     rec = world.swap_record(theirs, kept=[])

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from node.assets import address_for
-from node.localnet import init_datadir
+from node.dev.localnet import init_datadir, spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,15 +32,13 @@ class Daemon:
     def __init__(self, datadir: Path, *extra: str, env: dict[str, str] | None = None):
         self.datadir = datadir
         init_datadir(datadir)  # `keyswitch init`: run refuses a data directory never initialised
-        self.log = open(datadir.parent / f"{datadir.name}.out", "w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "node", "--datadir", str(datadir), "run", "--republish", "1", *extra],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, text=True, env=dict(os.environ, **(env or {})))
+        self.log = datadir.parent / f"{datadir.name}.out"
+        self.proc = spawn([sys.executable, "-m", "node", "--datadir", str(datadir), "run", "--republish", "1", *extra],
+                          self.log, env=env)
         self.lines = self.wait_for("ready ", timeout=60)
 
     def output(self) -> str:
-        self.log.flush()
-        return Path(self.log.name).read_text()
+        return self.log.read_text(errors="replace")
 
     def wait_for(self, needle: str, timeout: float) -> list[str]:
         deadline = time.monotonic() + timeout
@@ -147,10 +145,9 @@ def test_two_daemons_exchange_offer_sheets(tmp_path):
     try:
         boot = a.value("swarm listening on ")
         b_dir = tmp_path / "b"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "node.runtime", "--datadir", str(b_dir), "--bootnodes", boot,
-             "--protocol", "node.daemon:offers_factory", "--opt", "republish=1", "--opt", "keys=3"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        proc = spawn([sys.executable, "-m", "node.runtime", "--datadir", str(b_dir), "--bootnodes", boot,
+                      "--protocol", "node.dev.factory:offers_factory", "--opt", "republish=1", "--opt", "keys=3"],
+                     tmp_path / "b.out")  # (a log file: a pipe nobody reads would stall the node once full)
         try:
             deadline = time.monotonic() + 60
             offers = []

@@ -8,7 +8,7 @@ import coincurve
 import pytest
 
 from node.assets import address_for
-from node.deposits import ConfirmationTimeout, Deposit, deposit_status, wait_confirmations
+from node.app.deposits import ConfirmationTimeout, Deposit, deposit_status, wait_confirmations
 from node.ledger.devnet import DevLedger
 
 

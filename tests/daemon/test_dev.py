@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from node.ledger.bitcoind import BitcoindLedger
-from node.localnet import find_anvil, find_litecoind
+from node.dev.localnet import find_anvil, find_litecoind
 
 ROOT = Path(__file__).resolve().parents[2]
 

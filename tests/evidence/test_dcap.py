@@ -11,9 +11,9 @@ import dcap_qvl
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from node.tee.evidence import detect_format, verify_evidence
-from node.tee.evidence.dcap import check_report, parse_quote, quote_end, verify_dcap
-from node.tee.policy import AttestationPolicy
+from node.attest.evidence import detect_format, verify_evidence
+from node.attest.evidence.dcap import check_report, parse_quote, quote_end, verify_dcap
+from node.attest.policy import AttestationPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 D = ROOT.parent / "shared" / "testdata" / "attestation" / "intel-dcap"

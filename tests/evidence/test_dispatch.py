@@ -11,9 +11,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from node.tee.evidence import detect_format, verify_evidence
-from node.tee.evidence.ias import pack_ias
-from node.tee.policy import AttestationPolicy
+from node.attest.evidence import detect_format, verify_evidence
+from node.attest.evidence.ias import pack_ias
+from node.attest.policy import AttestationPolicy
 
 UTC = dt.timezone.utc
 T = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "attestation"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from node.tee.evidence.ias import (
+from node.attest.evidence.ias import (
     ROOT_SHA256,
     IasFormatError,
     looks_like_ias,
@@ -21,7 +21,7 @@ from node.tee.evidence.ias import (
     verify_ias,
     verify_ias_blob,
 )
-from node.tee.policy import AttestationPolicy
+from node.attest.policy import AttestationPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 D = ROOT.parent / "shared" / "testdata" / "attestation" / "intel-ias"

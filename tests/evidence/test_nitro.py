@@ -11,7 +11,7 @@ import cbor2
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from node.tee.evidence.nitro import (
+from node.attest.evidence.nitro import (
     CODES,
     ROOT_SHA256,
     ChainError,
@@ -21,8 +21,8 @@ from node.tee.evidence.nitro import (
     pinned_root_der,
     verify_nitro,
 )
-from node.tee.policy import AttestationPolicy
-from node.tee.verdict import Verdict
+from node.attest.policy import AttestationPolicy
+from node.attest.verdict import Verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTDATA = ROOT.parent / "shared" / "testdata" / "attestation"

@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from node.tee.evidence import snp
-from node.tee.evidence.snp import looks_like_snp, parse_snp_report, verify_snp
-from node.tee.policy import AttestationPolicy
+from node.attest.evidence import snp
+from node.attest.evidence.snp import looks_like_snp, parse_snp_report, verify_snp
+from node.attest.policy import AttestationPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 D = ROOT.parent / "shared" / "testdata" / "attestation" / "amd-sev-snp"

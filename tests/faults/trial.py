@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.localnet import ROOT, init_datadir, stop_all, wait_for
+from node.dev.localnet import ROOT, init_datadir, stop_all, wait_for
 from tests.faults.account import account, collect, unmined_claims
 from tests.faults.cut import Relay, swarm_port
 from tests.faults.observe import LogWatch, Step, fast_progress, points, ring_steps, snapshot, swap_steps

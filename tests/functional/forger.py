@@ -11,7 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from node import wire
-from node.daemon import offers_factory
+from node.dev.factory import offers_factory
 from node.protocols.base import Publish, SetTimer, TimerFired
 from node.protocols.offers import SignedSheet, decode_sheet, encode_body
 from node.tee.client import InProcessEnclave

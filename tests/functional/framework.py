@@ -29,9 +29,8 @@ from typing import Callable
 
 import httpx
 
-from node.localnet import spawn, timeout_factor, wait_for
+from node.dev.localnet import spawn, timeout_factor, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 TIMEOUT_FACTOR = FACTOR = timeout_factor()
 
@@ -59,11 +58,7 @@ class Proc:
         self.datadir.mkdir(parents=True, exist_ok=True)
         if self.status_path and self.status_path.exists():
             self.status_path.unlink()
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                   PYTHONUNBUFFERED="1")
-        with open(self.log_path, "wb") as log:
-            self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                                          start_new_session=True)
+        self.popen = spawn(self.argv, self.log_path, new_session=True)
         self.addr = ""
 
     def log_text(self) -> str:

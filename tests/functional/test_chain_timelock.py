@@ -15,7 +15,7 @@ from typing import Callable
 import httpx
 import pytest
 
-from node.localnet import find_anvil, find_litecoind, init_datadir, spawn, start_anvil, start_litecoind, stop_all, wait_for
+from node.dev.localnet import find_anvil, find_litecoind, init_datadir, spawn, start_anvil, start_litecoind, stop_all, wait_for
 from tests.functional.framework import FACTOR, Api, ledger_and_boot, until
 
 pytestmark = pytest.mark.network

@@ -16,7 +16,7 @@ import time
 import httpx
 import pytest
 
-from node.localnet import init_datadir, spawn, stop_all, wait_for
+from node.dev.localnet import init_datadir, spawn, stop_all, wait_for
 from tests.functional.framework import FACTOR, Api, ledger_and_boot, until
 
 pytestmark = pytest.mark.network

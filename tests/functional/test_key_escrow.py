@@ -21,7 +21,7 @@ import pytest
 from node.assets import address_for
 from node.ledger.client import DevLedgerClient
 from node.ledger.devnet import FEES
-from node.localnet import init_datadir, spawn, stop_all, wait_for
+from node.dev.localnet import init_datadir, spawn, stop_all, wait_for
 from node.swaps import claim_key
 from tests.functional.framework import FACTOR, Api, ledger_and_boot, until
 

@@ -1,6 +1,6 @@
 """Offer gossip on real processes: 2 bootstrap nodes, 8 nodes with enclaves, a forger, a crash.
 
-Every node runs the real offers stack (``node.daemon:offers_factory``: a
+Every node runs the real offers stack (``node.dev.factory:offers_factory``: a
 simulated enclave process, a SQLite offer book, ``OffersProtocol``) and offers
 2 attested chunks. See framework.py for the harness.
 """
@@ -15,7 +15,7 @@ from tests.functional.framework import Network
 
 pytestmark = pytest.mark.network
 
-OFFERS = "node.daemon:offers_factory"
+OFFERS = "node.dev.factory:offers_factory"
 FAST = ["--pex-interval", "2"]
 KEYS = 2
 

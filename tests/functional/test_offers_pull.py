@@ -2,7 +2,7 @@
 any wait below), so a node whose book is empty (a restart that lost it) can catch up only by asking the
 peers it connects to (``/keyswitch/<net>/sheets/1``).
 
-1 bootstrap node and 4 nodes running the real offers stack (``node.daemon:offers_factory``), 2 chunks each.
+1 bootstrap node and 4 nodes running the real offers stack (``node.dev.factory:offers_factory``), 2 chunks each.
 """
 
 from __future__ import annotations

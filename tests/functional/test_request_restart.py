@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from node.localnet import init_datadir, spawn, stop_all, wait_for
+from node.dev.localnet import init_datadir, spawn, stop_all, wait_for
 from tests.functional.framework import FACTOR, Api, ledger_and_boot, until, until_holds_released
 
 pytestmark = pytest.mark.network

@@ -11,9 +11,9 @@ import time
 import httpx
 import pytest
 
-from node.localnet import timeout_factor
+from node.dev.localnet import timeout_factor
 
-from node.localnet import init_datadir, spawn, stop_all, wait_for
+from node.dev.localnet import init_datadir, spawn, stop_all, wait_for
 
 pytestmark = pytest.mark.network
 FACTOR = timeout_factor()

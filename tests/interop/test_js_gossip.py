@@ -41,7 +41,7 @@ import httpx
 import pytest
 
 from benchmarks._netcost import send_line, stop_line_process
-from node.localnet import free_port, init_datadir, spawn, stop_all, wait_for
+from node.dev.localnet import free_port, init_datadir, spawn, stop_all, wait_for
 from node.runtime.gossip import forgiven_after
 from tests.functional.framework import FACTOR, Api, ledger_and_boot
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from node.localnet import find_anvil, start_anvil, stop_all
+from node.dev.localnet import find_anvil, start_anvil, stop_all
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def anvil(anvil_url):
 def litecoind(tmp_path_factory):
     """A real litecoind -regtest on 127.0.0.1 (free ports, a temp datadir, txindex), stopped even on failure.
     Yields (RPC URL, cookie path). Skipped with the reason when litecoind is not installed."""
-    from node.localnet import find_litecoind, start_litecoind
+    from node.dev.localnet import find_litecoind, start_litecoind
 
     exe = find_litecoind()
     if exe is None:

@@ -232,9 +232,9 @@ def test_router_serves_the_asset_from_the_node_and_checks_it(ltc, litecoind, tmp
 
 
 def test_a_node_configured_with_ledger_rpc_settings_opens_the_routed_ledger(ltc, litecoind, tmp_path):
-    """The daemon's own path: KEYSWITCH_LEDGER_RPC_* in the environment -> node.deposits.open_ledger."""
+    """The daemon's own path: KEYSWITCH_LEDGER_RPC_* in the environment -> node.app.deposits.open_ledger."""
     from node.config import ConfigError, load
-    from node.deposits import open_ledger
+    from node.app.deposits import open_ledger
 
     url, cookie = litecoind
     env = {"KEYSWITCH_LEDGER_RPC_URL": url, "KEYSWITCH_LEDGER_RPC_COOKIE": str(cookie),

@@ -123,20 +123,19 @@ def test_state_survives_reopen(tmp_path):
 
 
 def test_devnet_server_process_and_typed_errors_over_http(tmp_path):
-    import subprocess
     import sys
-    from pathlib import Path
 
+    from node.dev.localnet import spawn, wait_for
     from node.ledger.base import LedgerUnreachable
     from node.ledger.client import DevLedgerClient
 
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "node.ledger.server", "serve", "--db", str(tmp_path / "d.sqlite"),
-                             "--automine"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
+    log = tmp_path / "ledger.out"
+    proc = spawn([sys.executable, "-m", "node.ledger.server", "serve", "--db", str(tmp_path / "d.sqlite"),
+                  "--automine"], log)
     try:
-        line = proc.stdout.readline()
-        assert line.startswith("dev ledger listening on http://127.0.0.1:"), line
-        c = DevLedgerClient(line.split()[4])
+        url = wait_for(log, r"dev ledger listening on (\S+)", proc, timeout=60)
+        assert url.startswith("http://127.0.0.1:"), url
+        c = DevLedgerClient(url)
         addr = address_for("DOGE", key(61).public_key.format())
         c.faucet("DOGE", addr, 10**8)
         assert c.balance("DOGE", addr).confirmed == 10**8 and c.height("DOGE") == 1
@@ -148,7 +147,7 @@ def test_devnet_server_process_and_typed_errors_over_http(tmp_path):
         proc.terminate()
         proc.wait(timeout=10)
     with pytest.raises(LedgerUnreachable, match="unreachable"):
-        DevLedgerClient(line.split()[4], timeout=2).height("DOGE")
+        DevLedgerClient(url, timeout=2).height("DOGE")
 
 
 def test_blocks_follow_the_clock():
@@ -232,19 +231,17 @@ def test_two_senders_same_transfer_same_nonce_are_distinct_transactions():
 
 
 def test_devnet_server_mines_at_a_block_interval(tmp_path):
-    import subprocess
     import sys
     import time
-    from pathlib import Path
 
+    from node.dev.localnet import spawn, wait_for
     from node.ledger.client import DevLedgerClient
 
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "node.ledger.server", "serve", "--db", str(tmp_path / "i.sqlite"),
-                             "--block-interval", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=root)
+    log = tmp_path / "ledger.out"
+    proc = spawn([sys.executable, "-m", "node.ledger.server", "serve", "--db", str(tmp_path / "i.sqlite"),
+                  "--block-interval", "0.1"], log)
     try:
-        c = DevLedgerClient(proc.stdout.readline().split()[4])
+        c = DevLedgerClient(wait_for(log, r"dev ledger listening on (\S+)", proc, timeout=60))
         t = c.faucet("BTC-REG", address_for("BTC-REG", key(71).public_key.format()), 1000)
         deadline = time.monotonic() + 20
         while c.confirmations("BTC-REG", t) < 3 and time.monotonic() < deadline:

@@ -84,25 +84,26 @@ def test_a_key_released_in_a_contract_spends_on_litecoind_with_another_library(l
 # ------------------------------------------------------------------ a reorganisation under offers
 def node(root, name: str, ledger):
     from node import identity
-    from node.daemon import make_offer_stack
-    from node.deposits import DepositStore
+    from node.app.stack import make_offer_stack
+    from node.app.deposits import DepositStore
 
     d = root / name
     d.mkdir(parents=True)
     stack = make_offer_stack(d, NET, identity.peer_id(d), in_process=True)
-    stack.extra.update(ledger=ledger, deposits=DepositStore(d / "deposits.sqlite"), datadir=d, chunk_usd_cents=5_000)
+    stack.ledger, stack.deposits, stack.datadir = ledger, DepositStore(d / "deposits.sqlite"), d
+    stack.chunk_usd_cents = 5_000
     return stack
 
 
 def test_a_reorganisation_retracts_the_offers_counts_nothing_twice_and_the_chain_resumes(ltc, routed, tmp_path):
-    from node.deposits import deposit_status, make_deposits
+    from node.app.deposits import deposit_status, make_deposits
     from node.protocols.release import FUNDS_GONE, FUNDS_OK, Chunk, funds_state
     from node.protocols.testing import GossipNet
 
     now = time.time()
     seller, buyer = node(tmp_path, "seller", routed), node(tmp_path, "buyer", routed)
     try:
-        made = make_deposits(seller.enclave, routed, seller.extra["deposits"], asset=A, chunks=2,
+        made = make_deposits(seller.enclave, routed, seller.deposits, asset=A, chunks=2,
                              chunk_usd_cents=5_000, now=now, net=NET, peer_id=seller.peer_id)
         net = GossipNet()
         for s in (seller, buyer):
@@ -158,7 +159,7 @@ def test_a_reorganisation_retracts_the_offers_counts_nothing_twice_and_the_chain
         assert len(buyer.book.rows(now=now + 10, asset=A)) == 2
     finally:
         for s in (seller, buyer):
-            s.extra.pop("ledger")  # the module's litecoind client: the fixtures close it
+            s.ledger = None  # the module's litecoind client: the fixtures close it
             s.close()
 
 
@@ -166,9 +167,9 @@ def test_a_reorganisation_retracts_the_offers_counts_nothing_twice_and_the_chain
 def test_the_local_networks_litecoind_mines_a_block_a_second_and_stops_with_the_rest(tmp_path):
     """``start_litecoind_network`` (make demo, keyswitch dev): a mature faucet at once, then a block every
     ``block_time`` seconds from the miner process; ``stop_all`` stops both, cleanly."""
-    from node.deposits import wait_confirmations
+    from node.app.deposits import wait_confirmations
     from node.ledger.bitcoind import BitcoindLedger
-    from node.localnet import find_litecoind, start_litecoind_network, stop_all, timeout_factor
+    from node.dev.localnet import find_litecoind, start_litecoind_network, stop_all, timeout_factor
 
     exe = find_litecoind()
     if exe is None:

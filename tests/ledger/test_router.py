@@ -7,11 +7,11 @@ import pytest
 
 from node import config
 from node.assets import address_for
-from node.deposits import DepositStore, open_ledger
+from node.app.deposits import DepositStore, open_ledger
 from node.ledger.base import LedgerError, LedgerUnreachable, UnknownAsset
 from node.ledger.devnet import DevLedger
 from node.ledger.router import RoutedLedger, with_evm
-from node.localnet import free_port
+from node.dev.localnet import free_port
 
 
 def key(i):
@@ -105,7 +105,7 @@ def test_unreachable_or_wrong_evm_node_is_a_clear_error(tmp_path):
 def test_open_ledger_routes_deposits_to_anvil(tmp_path, anvil_url):
     """The daemon's ledger (``open_ledger``) with ``ledger.evm_url``: deposits of ETH-DEV are funded on anvil
     and BTC-REG ones on the embedded dev ledger, through ``make_deposits`` and a real enclave."""
-    from node.deposits import make_deposits, offers_from
+    from node.app.deposits import make_deposits, offers_from
     from node.tee.client import InProcessEnclave
 
     cfg = config.load(tmp_path, env={"KEYSWITCH_LEDGER_EVM_URL": anvil_url})
@@ -136,7 +136,7 @@ def test_daemon_refuses_to_start_without_its_evm_node(tmp_path):
     root = Path(__file__).resolve().parents[2]
     url = f"http://127.0.0.1:{free_port()}"
     env = dict(os.environ, KEYSWITCH_LEDGER_EVM_URL=url, PYTHONPATH=str(root))
-    from node.localnet import init_datadir
+    from node.dev.localnet import init_datadir
 
     init_datadir(tmp_path / "n")  # `keyswitch init`: run refuses a data directory never initialised
     out = subprocess.run([sys.executable, "-m", "node", "--datadir", str(tmp_path / "n"), "run", "--net", "t"],

@@ -178,7 +178,7 @@ def book_with_offers_of(sign_pub: bytes) -> OfferBook:
     """A book holding two offers of the device with enclave key ``sign_pub`` (its reputation record comes
     from the risk engine's first look at the book)."""
     from node.protocols.offers import Offer, SheetBody, offers_root
-    from node.tee.binding import Binding
+    from node.attest.binding import Binding
 
     book = OfferBook(None)
     offers = [Offer("BTC-REG", f"addr{i}", bytes([2]) + bytes([i + 1]) * 32, 1000, 5_000, "50000", NOW, NOW + 999)
@@ -349,7 +349,7 @@ def test_report_for_outcome_names_the_spender_and_carries_the_received_record(wo
 # ------------------------------------------------------------------ the switch
 def test_only_the_explicit_switch_selects_the_broken_tee(tmp_path, capsys):
     from node import config
-    from node.daemon import make_offer_stack
+    from node.app.stack import make_offer_stack
     from node.identity import peer_id
 
     pid = peer_id(tmp_path)

@@ -247,7 +247,7 @@ def test_a_claim_whose_record_never_comes_back_is_reported_without_it_after_the_
 def test_a_double_spent_report_with_the_release_to_its_reporter_is_a_proof_by_the_ledger(tmp_path):
     """A key the giver's enclave released to the reporter, spent elsewhere before the reporter's sweep: every
     node checks the spend on its own ledger and the record's recipient against the reporter's attested key."""
-    from node.daemon import ledger_check
+    from node.app.stack import ledger_check
 
     ledger, a, b, spec, cid, net = swap_setup(tmp_path, n=1)
     ch = a.commits[0]

@@ -24,7 +24,7 @@ from node.protocols.release import VERSION, CheatingProof, ErrorBody, sweep_clai
 from node.stores.contracts import ContractStore
 from node.protocols.release import verify_cheating_proof
 from node.tee.client import InProcessEnclave
-from node.tee.policy import AttestationPolicy
+from node.attest.policy import AttestationPolicy
 from tests.protocols import test_release as release_tests
 from tests.protocols.test_release import Pair
 from tests.protocols.test_release import CrashPlan as Plan

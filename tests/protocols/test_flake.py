@@ -110,7 +110,7 @@ def test_the_double_sale_raced_late_the_second_victim_refuses_and_the_demo_wait_
     dave rightly refuses the sale ("funds": gone) and never opens a contract; mallory's proposal fails; no key
     is released twice. The demo waited for dave's contract with mallory to end: it never existed, so the wait
     could only time out. ``sale_end`` sees the refusal from mallory's side."""
-    from node.demo import sale_end
+    from node.dev.demo import sale_end
 
     m, carol, dave = _double_sale(tmp_path, late=True)
     assert dave.proto.contracts == {}  # dave never agreed: nothing of his moved
@@ -128,7 +128,7 @@ def test_the_double_sale_raced_late_the_second_victim_refuses_and_the_demo_wait_
 def test_the_double_sale_on_time_releases_twice_and_both_sales_end(tmp_path):
     """Both hellos before either sweep (the demo's usual order): the key goes out twice, one victim claims,
     the other finds the funds gone; ``sale_end`` gives both victims' ended contracts."""
-    from node.demo import sale_end
+    from node.dev.demo import sale_end
 
     m, carol, dave = _double_sale(tmp_path, late=False)
     assert m.raw.releases == 1  # the second release of the one key

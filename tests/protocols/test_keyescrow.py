@@ -27,7 +27,7 @@ from node.protocols.release import VERSION, ErrorBody, seal, sweep_claimer
 from node.stores.contracts import ContractStore
 from node.protocols.testing import GossipNet
 from node.tee.client import InProcessEnclave
-from node.tee.policy import AttestationPolicy
+from node.attest.policy import AttestationPolicy
 from tests.tee.testbuild import verifies
 
 NET = "dev"

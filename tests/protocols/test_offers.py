@@ -15,7 +15,7 @@ from node.protocols.offers import (
 )
 from node.protocols.testing import GossipNet
 from node.tee.client import EnclaveRefused, InProcessEnclave
-from node.tee.policy import AttestationPolicy
+from node.attest.policy import AttestationPolicy
 from tests.sheetbody import broken_tee_sign
 
 NET = "dev"

@@ -229,7 +229,7 @@ def test_answers_and_the_store_are_bounded_and_a_bad_ask_gets_its_reason():
 
 def test_the_daemon_wires_the_base_interval_and_the_configured_cap(tmp_path):
     from node.config import BY_KEY, load
-    from node.daemon import make_offer_stack
+    from node.app.stack import make_offer_stack
 
     cfg = load(tmp_path / "cfg", env={"KEYSWITCH_NETWORK_REPUBLISH_MAX": "900"})
     assert cfg["network.republish_max"] == 900.0 and BY_KEY["network.republish_max"].default == REPUBLISH_MAX
@@ -270,7 +270,7 @@ def test_garbage_answers_and_asks_never_raise():
 
 def test_the_daemon_wires_the_offers_settings_and_its_price_feed(tmp_path):
     from node.config import BY_KEY, load
-    from node.daemon import make_offer_stack, offer_settings
+    from node.app.stack import make_offer_stack, offer_settings
     from node.protocols.offers import MAX_OFFER_LIFETIME, MAX_ORIGINS_PER_DEVICE, VALIDATION_BUDGET
 
     for key, const in (("offers.max_origins_per_device", MAX_ORIGINS_PER_DEVICE),

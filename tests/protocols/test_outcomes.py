@@ -112,7 +112,7 @@ def test_the_daemon_ledger_check_on_a_real_dev_ledger():
     import coincurve
 
     from node.assets import address_for
-    from node.daemon import ledger_check
+    from node.app.stack import ledger_check
     from node.ledger.devnet import DevLedger
 
     led = DevLedger(None, automine=True)
@@ -146,7 +146,7 @@ def test_a_spend_waiting_for_a_block_does_not_refute_the_report():
     import coincurve
 
     from node.assets import address_for
-    from node.daemon import ledger_check
+    from node.app.stack import ledger_check
     from node.ledger.devnet import DevLedger
 
     led = DevLedger(None, automine=False)

@@ -32,8 +32,8 @@ from node.protocols.testing import GossipNet
 from node.stores.contracts import ContractStore
 from node.protocols.interpret import LedgerAdapters, UnknownCommand, run_ledger_call
 from node.tee.client import InProcessEnclave
-from node.tee.enclave.core import release_aad
-from node.tee.policy import AttestationPolicy
+from node.enclave.core import release_aad
+from node.attest.policy import AttestationPolicy
 
 NET = "dev"
 NOW = 1_800_000_000.0
@@ -643,7 +643,7 @@ def test_double_spend_of_the_last_chunk_is_found_by_the_sweep_and_reported(tmp_p
 # ---------------------------------------------------------------- proof of cheating
 class DoubleReleasingEnclaveForTests:
     """TEST-ONLY stand-in for a BROKEN enclave: it releases a deposit key again to anyone who asks,
-    which an honest enclave (``node.tee.enclave.core``) refuses. Everything else is the real enclave."""
+    which an honest enclave (``node.enclave.core``) refuses. Everything else is the real enclave."""
 
     def __init__(self, datadir: Path) -> None:
         self.inner = InProcessEnclave(datadir)
@@ -664,7 +664,7 @@ class DoubleReleasingEnclaveForTests:
         from node.contracts.spec import decode_spec, spec_id
         from node.crypto import sign_digest, tagged_hash
         from node.tee.client import EnclaveRefused
-        from node.tee.enclave.contracts import OpenResult
+        from node.enclave.contracts import OpenResult
 
         try:
             return self.inner.contract_open(spec, sigs)

@@ -16,7 +16,7 @@ from node.protocols.revocation import (
 )
 from node.protocols.testing import GossipNet
 from node.risk.engine import RiskEngine
-from node.tee.binding import Binding
+from node.attest.binding import Binding
 
 NET, NOW = "testnet", 5_000.0
 ISSUER = PeerSigner(bytes(range(32)))

@@ -24,7 +24,7 @@ from node.protocols.testing import GossipNet
 from node.risk.allocate import Limits
 from node.risk.classes import ClassRegistry
 from node.risk.engine import RiskEngine
-from node.tee.binding import Binding
+from node.attest.binding import Binding
 
 NET = "testnet"
 NOW = 1_000.0

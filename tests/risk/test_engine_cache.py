@@ -8,7 +8,7 @@ from node.protocols.offers import Offer, SheetBody, offers_root
 from node.risk.allocate import Limits
 from node.risk.engine import RiskEngine
 from node.risk.reputation import Action
-from node.tee.binding import Binding
+from node.attest.binding import Binding
 
 NET = "testnet"
 NOW = 1_000.0

@@ -12,7 +12,7 @@ import statistics
 import pytest
 import trio
 
-from node.localnet import timeout_factor
+from node.dev.localnet import timeout_factor
 from node.protocols.base import Validation, topic
 from node.runtime import NodeConfig, run_host
 from tests.polling import eventually

@@ -19,10 +19,10 @@ def test_day_scenario_states_a_day_of_activity():
     assert sc["run"]["duration"] == 86_400.0 and net["nodes"] == 10_000
     # one request per honest node per day (the comment says so), within rounding of the rate
     assert abs(q["rate"] * 86_400 - net["nodes"]) / net["nodes"] < 0.01
-    # offers renewed at half their lifetime, the lifetime the daemon gives them (node.deposits.OFFER_TTL), and
+    # offers renewed at half their lifetime, the lifetime the daemon gives them (node.app.deposits.OFFER_TTL), and
     # re-announced as the daemon does by default
     from node.config import BY_KEY
-    from node.deposits import OFFER_TTL
+    from node.app.deposits import OFFER_TTL
     from node.protocols.offers import REPUBLISH_INTERVAL, REPUBLISH_MAX
 
     assert dep["offer_ttl"] == OFFER_TTL and dep["keep_offers"] is True

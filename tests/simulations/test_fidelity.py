@@ -46,7 +46,7 @@ from pathlib import Path
 
 import pytest
 
-from node.localnet import timeout_factor
+from node.dev.localnet import timeout_factor
 
 from simulations.__main__ import run_real
 from simulations.engine import Engine

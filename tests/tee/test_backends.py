@@ -38,15 +38,15 @@ import pytest
 
 from node import config
 from node.tee import backends
-from node.tee.binding import BINDING_TAG, Binding, keys_root, verify_attestation
-from node.tee.configfs_tsm import ConfigfsTsm, FileOps, TsmConflict, TsmError, TsmUnavailable
-from node.tee.enclave.core import EnclaveCore, Refusal
-from node.tee.enclave.measure import code_measurement
-from node.tee.evidence import detect_format, verify_evidence
-from node.tee.gramine import attestation as gatt
+from node.attest.binding import BINDING_TAG, Binding, keys_root, verify_attestation
+from node.enclave.hw.configfs_tsm import ConfigfsTsm, FileOps, TsmConflict, TsmError, TsmUnavailable
+from node.enclave.core import EnclaveCore, Refusal
+from node.enclave.measure import code_measurement
+from node.attest.evidence import detect_format, verify_evidence
+from node.enclave.hw import gramine_attestation as gatt
 from node.tee.gramine.manifest import ENCLAVE_MODULE, render_manifest
-from node.tee.gramine.sealing import SEALED_PATH, GramineSealing
-from node.tee.policy import AttestationPolicy
+from node.enclave.hw.gramine_sealing import SEALED_PATH, GramineSealing
+from node.attest.policy import AttestationPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT.parent / "shared" / "testdata" / "attestation" / "intel-dcap"
@@ -236,7 +236,7 @@ def test_gramine_provider_speaks_the_pseudo_file_protocol(emulated_attestation):
 
 
 def test_gramine_backend_through_the_enclave_core(emulated_attestation, tmp_path):
-    from node.tee.enclave.server import open_core
+    from node.enclave.server import open_core
 
     base, start, served = emulated_attestation
     sealed = tmp_path / "sealed"  # stands in for the encrypted mount (Gramine's encryption is not tested here)
@@ -267,7 +267,7 @@ def test_gramine_provider_errors(tmp_path, emulated_attestation):
     empty.mkdir()
     with pytest.raises(gatt.GramineAttestationError, match="not running inside a Gramine-SGX enclave"):
         gatt.GramineQuoteProvider(empty).quote(bytes(64))
-    from node.tee.enclave.sealed import SealedStateError
+    from node.enclave.sealed import SealedStateError
 
     with pytest.raises(SealedStateError, match="encrypted mount"):
         GramineSealing(tmp_path / "no-mount").open_store()
@@ -412,7 +412,7 @@ def test_configfs_outblob_is_verified_as_real_evidence(tsm):
     the verifier finds it genuine, and ``verify_attestation`` refuses it because its report data is
     not this node's binding."""
     base, _ = tsm
-    from node.tee.evidence.dcap import quote_end
+    from node.attest.evidence.dcap import quote_end
 
     real = (SAMPLES / "tdx_quote_v4.bin").read_bytes()
     real = real[:quote_end(real)]  # the shared file ends in zero padding (refused); a kernel answers exactly
@@ -434,7 +434,7 @@ def snp_cert_table(entries: list[tuple[str, bytes]]) -> bytes:
     """An SEV-SNP certificate table (GUID little-endian | offset | length, zero entry last)."""
     import uuid
 
-    from node.tee.configfs_tsm import SNP_CERT_GUIDS
+    from node.enclave.hw.configfs_tsm import SNP_CERT_GUIDS
 
     head_len = 24 * (len(entries) + 1)
     head, body = b"", b""
@@ -473,7 +473,7 @@ def test_configfs_sev_guest_outblob_and_auxblob_reach_the_snp_verifier(tsm):
     v = verify_evidence(rep.outblob, policy=AttestationPolicy(), at=dt.datetime(2023, 1, 1, tzinfo=dt.timezone.utc),
                         collateral=coll)
     assert v.genuine and v.vendor == "amd-sev-snp", v
-    from node.tee.configfs_tsm import snp_certs_from_auxblob, snp_collateral
+    from node.enclave.hw.configfs_tsm import snp_certs_from_auxblob, snp_collateral
 
     assert snp_collateral(snp_cert_table([("ask", ask.public_bytes(Encoding.DER))])) is None  # no VCEK
     with pytest.raises(TsmError, match="terminating"):
@@ -505,7 +505,7 @@ def test_backend_config_and_factory(tmp_path):
 
 
 def test_enclave_process_refuses_a_missing_backend(tmp_path):
-    from node.tee.enclave import server
+    from node.enclave import server
 
     rc = server.main(["--datadir", str(tmp_path), "--backend", "gramine", "--sealed-dir", str(tmp_path / "none")])
     assert rc == server.EXIT_SEALED
@@ -536,7 +536,7 @@ TSM_MISSING = backends.missing_hardware("configfs")
 
 @pytest.mark.skipif(GRAMINE_MISSING is not None, reason=f"Gramine SGX quote device missing: {GRAMINE_MISSING}")
 def test_real_gramine_quote():
-    from node.tee.evidence.dcap import parse_quote
+    from node.attest.evidence.dcap import parse_quote
 
     rd = hashlib.sha512(b"keyswitch real gramine test").digest()
     blob = gatt.GramineQuoteProvider().quote(rd)

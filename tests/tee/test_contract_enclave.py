@@ -191,7 +191,7 @@ def test_opening_a_contract_again_reuses_the_sealed_spec_and_still_checks_every_
     """A contract is decoded and checked once, when it is first opened; later opens with the same bytes (the
     other party's signature, our own signature asked again) find the sealed contract and skip the decoding,
     but every signature handed in is still verified, and other bytes are a new contract, checked in full."""
-    import node.tee.enclave.contracts as enclave_contracts
+    import node.enclave.contracts as enclave_contracts
 
     a, b = InProcessEnclave(None), InProcessEnclave(None)
     spec = make_spec(NET, stdlib.source("swap"), {"asset_a": "BTC-REG", "asset_b": "LTC", "usd": 5_000,

@@ -153,8 +153,8 @@ def test_a_forged_share_slipped_in_by_a_host_is_skipped(w):
     from node.crypto import ecies_encrypt
     import msgspec
     from node.contracts.spec import escrow_context
-    from node.tee.enclave.contracts import SharePayloadV
-    from node.tee.enclave.core import ESCROW_RELEASE_TAG, escrow_aad
+    from node.enclave.contracts import SharePayloadV
+    from node.enclave.core import ESCROW_RELEASE_TAG, escrow_aad
 
     w.height(REFUND)
     real = [h.escrow_share(w.cid, 0, 0, w.heir_enc) for h in w.holders[:2]]
@@ -189,7 +189,7 @@ def test_the_contracts_rules_decide_approval_moved_chunk_and_early_cancel(w):
 
 
 def test_a_holder_takes_only_its_own_shares_signed_by_the_owner(w, tmp_path):
-    from node.tee.enclave.contracts import SplitShare
+    from node.enclave.contracts import SplitShare
 
     extra = InProcessEnclave(tmp_path / "x")
     try:
@@ -222,7 +222,7 @@ def test_a_holder_with_one_signature_waits_for_the_other(tmp_path):
         a = payer.contract_open(spec.encode())
         shares = payer.contract_escrow_split(cid)
         bad = [s for s in shares if s.holder == hs[0].info().enc_pub]
-        from node.tee.enclave.contracts import SplitShare
+        from node.enclave.contracts import SplitShare
 
         forged = [SplitShare(x.party, x.index, x.holder, x.ciphertext, payee.sign("approval", b"\0" * 32)) for x in bad]
         assert refused(hs[0].escrow_hold, spec.encode(), [(0, a.sig)], forged) == "bad-signature"

@@ -25,7 +25,7 @@ import coincurve
 
 from node.crypto import ecies_decrypt, pubkey_of
 from node.tee.client import EnclaveRefused, EnclaveUnavailable, SubprocessEnclave
-from node.tee.enclave.core import release_aad
+from node.enclave.core import release_aad
 from tests.tee.testbuild import RawOps, RawOpsSubprocess  # the test build: raw release/resend/accept
 
 TRIALS = 50

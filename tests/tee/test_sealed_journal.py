@@ -1,4 +1,4 @@
-"""The sealed store's append-only journal (``node.tee.enclave.sealed``): a snapshot plus records appended per
+"""The sealed store's append-only journal (``node.enclave.sealed``): a snapshot plus records appended per
 save; torn tails, stale records after a compaction, gaps and rollbacks, on real files."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from node.tee.enclave import sealed as S
-from node.tee.enclave.sealed import COUNTER_FILE, JOURNAL_FILE, SEALED_FILE, SealedStateError, SealedStore
+from node.enclave import sealed as S
+from node.enclave.sealed import COUNTER_FILE, JOURNAL_FILE, SEALED_FILE, SealedStateError, SealedStore
 
 KEY = bytes(range(32))
 
@@ -125,7 +125,7 @@ def test_the_counter_advance_is_flushed_after_the_reply_and_may_trail_the_state(
 
 
 def test_contract_state_the_enclave_seals_is_journaled_and_survives_a_restart(tmp_path):
-    """A contract opened, signed, fed a height, released from and accepted into (node.tee.enclave.contracts)
+    """A contract opened, signed, fed a height, released from and accepted into (node.enclave.contracts)
     lives in the sealed state: each change is a journal record, and a restarted enclave resumes it exactly
     (the release resent byte for byte, never made twice), while a journal cut back before the release is
     refused as a rollback."""

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.tee.enclave.shamir import N, ShareError, combine, split
+from node.enclave.shamir import N, ShareError, combine, split
 
 
 @settings(max_examples=60, deadline=None)

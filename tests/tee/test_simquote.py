@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.crypto import pubkey_of
-from node.tee import simquote as sq
-from node.tee.policy import AttestationPolicy
+from node.attest import simquote as sq
+from node.attest.policy import AttestationPolicy
 
 AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
 NOW = int(AT.timestamp())
@@ -155,16 +155,16 @@ def test_dev_vendor_root_is_a_public_constant():
 
 
 def test_measurement_is_reproducible_and_covers_the_enclave_code(tmp_path):
-    from node.tee.enclave.measure import project_root
+    from node.enclave.measure import project_root
 
     root = project_root()
     files = sq.measured_files(root)
-    assert "node/tee/enclave/core.py" in files and "node/crypto.py" in files
+    assert "node/enclave/core.py" in files and "node/crypto.py" in files
     for rel in files:
         dst = tmp_path / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(root / rel, dst)
     assert sq.code_measurement(tmp_path) == sq.code_measurement()  # same source -> same measurement
-    core = tmp_path / "node/tee/enclave/core.py"
+    core = tmp_path / "node/enclave/core.py"
     core.write_bytes(core.read_bytes() + b"\n# changed\n")
     assert sq.code_measurement(tmp_path) != sq.code_measurement()

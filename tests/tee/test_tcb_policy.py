@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from node.risk.classes import DEFAULT_STATUS_WEIGHTS, ClassRegistry
-from node.tee.evidence import verify_evidence
-from node.tee.evidence.ias import pack_ias
-from node.tee.policy import AttestationPolicy
-from node.tee.tcb_policy import (DEFAULT_PATH, TcbPolicyError, class_registry, classify, load_tcb_policy,
+from node.attest.evidence import verify_evidence
+from node.attest.evidence.ias import pack_ias
+from node.attest.policy import AttestationPolicy
+from node.attest.tcb_policy import (DEFAULT_PATH, TcbPolicyError, class_registry, classify, load_tcb_policy,
                                  parse_tcb_policy)
-from node.tee.verdict import Verdict
+from node.attest.verdict import Verdict
 
 UTC = dt.timezone.utc
 T = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "attestation"
@@ -198,7 +198,7 @@ def test_real_dcap_samples_classify_as_expected():
     pol = _trusting(SGX_MRENCLAVE, TDX_MRTD)
     sgx = verify_evidence((d / "sgx_quote_v3.bin").read_bytes(), policy=pol, at=at,
                           collateral=(d / "sgx_quote_v3_collateral.json").read_bytes())
-    from node.tee.evidence.dcap import quote_end
+    from node.attest.evidence.dcap import quote_end
 
     padded = (d / "tdx_quote_v4.bin").read_bytes()  # the shared file ends in zero padding, refused as trailing
     tdx = verify_evidence(padded[:quote_end(padded)], policy=pol, at=at,

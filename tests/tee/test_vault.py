@@ -11,8 +11,8 @@ import msgspec
 import pytest
 
 from node.crypto import ecies_decrypt, pubkey_of, tagged_hash
-from node.tee import simquote
-from node.tee.binding import Binding, keys_root
+from node.attest import simquote
+from node.attest.binding import Binding, keys_root
 from node.tee.client import (
     Enclave,
     EnclaveRefused,
@@ -22,10 +22,10 @@ from node.tee.client import (
     verify_domain_sig,
     verify_offer_sheet_sig,
 )
-from node.tee.enclave import messages as m
-from node.tee.enclave.core import release_aad
-from node.tee.enclave.sealed import JOURNAL_FILE, SEALED_FILE
-from node.tee.policy import AttestationPolicy
+from node.enclave import messages as m
+from node.enclave.core import release_aad
+from node.enclave.sealed import JOURNAL_FILE, SEALED_FILE
+from node.attest.policy import AttestationPolicy
 from tests.sheetbody import sheet_body
 from tests.tee.testbuild import RawOps, RawOpsSubprocess  # the test build: raw release/resend/accept
 
@@ -236,8 +236,8 @@ def test_second_process_on_the_same_vault_is_refused(tmp_path):
 
 
 def test_no_private_key_in_reprs_or_errors(tmp_path):
-    from node.tee.enclave.core import EnclaveCore
-    from node.tee.enclave.measure import code_measurement
+    from node.enclave.core import EnclaveCore
+    from node.enclave.measure import code_measurement
 
     core = EnclaveCore(None, measurement=code_measurement())
     (k,) = core.generate_keys(1)
@@ -255,8 +255,8 @@ def test_malformed_requests_get_error_replies(tmp_path):
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from node.tee.enclave.core import EnclaveCore
-    from node.tee.enclave.measure import code_measurement
+    from node.enclave.core import EnclaveCore
+    from node.enclave.measure import code_measurement
 
     core = EnclaveCore(None, measurement=code_measurement())
     dec = msgspec.msgpack.Decoder(m.Response)
@@ -326,8 +326,8 @@ def test_seeded_memory_enclaves_are_reproducible():
 
 
 def test_verify_attestation_checks_the_binding(enc):
-    pytest.importorskip("node.tee.evidence", reason="the evidence dispatcher (helper EVIDENCE) is not there yet")
-    from node.tee.binding import verify_attestation
+    pytest.importorskip("node.attest.evidence", reason="the evidence dispatcher (helper EVIDENCE) is not there yet")
+    from node.attest.binding import verify_attestation
 
     enc.generate_keys(2)
     b = enc.binding_for("dev", "12D3KooWpeer")

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import pytest
 
 from node.cli.vault import binding_from_json
-from node.tee import simquote
-from node.tee.policy import AttestationPolicy
+from node.attest import simquote
+from node.attest.policy import AttestationPolicy
 
 
 from tests.cli_fixtures import cli, datadir, run  # noqa: F401 (fixtures)

@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from node.crypto import ecies_decrypt, pubkey_of
 from node.tee.client import EnclaveRefused, InProcessEnclave
-from node.tee.enclave.core import release_aad
+from node.enclave.core import release_aad
 from tests.tee.testbuild import RawOps, RawOpsSubprocess  # the test build: raw release/resend/accept
 
 OUTSIDER = coincurve.PrivateKey(b"\x05" * 32)

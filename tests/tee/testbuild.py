@@ -2,8 +2,8 @@
 are not in it (``release``, ``resend``, ``accept``: a key released, resent or accepted outside any contract).
 
 Only tests import this module (it lives under ``tests/``, which the package does not ship): neither the daemon
-nor any setting can select it. ``python -m node.tee.enclave`` and ``InProcessEnclave`` serve only
-``node.tee.enclave.messages.handle``, which refuses these operations (code ``test-only-op``).
+nor any setting can select it. ``python -m node.enclave`` and ``InProcessEnclave`` serve only
+``node.enclave.messages.handle``, which refuses these operations (code ``test-only-op``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import msgspec
 
 from node import wire
 from node.tee.client import InProcessEnclave, SubprocessEnclave
-from node.tee.enclave import messages as m
-from node.tee.enclave.core import EnclaveCore, Refusal
+from node.enclave import messages as m
+from node.enclave.core import EnclaveCore, Refusal
 
 
 class ReleaseKey(msgspec.Struct, tag="release", array_like=True, frozen=True):

@@ -4,7 +4,7 @@ server loop answering through ``tests.tee.testbuild.handle_test``). Tests only: 
 import sys
 
 if __name__ == "__main__":
-    from node.tee.enclave import server
+    from node.enclave import server
     from tests.tee.testbuild import handle_test
 
     server.handle = handle_test

@@ -1,7 +1,7 @@
 """Gramine (Intel SGX) backend: the enclave process under ``gramine-sgx``.
 
 * ``manifest``: renders ``keyswitch-enclave.manifest.template`` (string.Template,
-  no Jinja) into a Gramine manifest that runs ``python -m node.tee.enclave
+  no Jinja) into a Gramine manifest that runs ``python -m node.enclave
   --backend gramine`` with the Python runtime and the ``node`` package as
   trusted files (so Gramine's MRENCLAVE measures them), sealed state on an
   encrypted mount keyed with Gramine's ``_sgx_mrenclave`` sealing key, and

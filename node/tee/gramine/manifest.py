@@ -16,10 +16,10 @@ import sysconfig
 from pathlib import Path
 from string import Template
 
-from node.tee.gramine.sealing import SEALED_PATH
+from node.enclave.hw.gramine_sealing import SEALED_PATH
 
 TEMPLATE = Path(__file__).with_name("keyswitch-enclave.manifest.template")
-ENCLAVE_MODULE = "node.tee.enclave"  # python -m node.tee.enclave (node/tee/enclave/__main__.py)
+ENCLAVE_MODULE = "node.enclave"  # python -m node.enclave (node/enclave/__main__.py)
 NODE_MOUNT = "/keyswitch/app"  # where the project root (holding node/) appears inside the enclave
 DATA_PATH = "/keyswitch/data"
 SEALING_KEYS = ("_sgx_mrenclave", "_sgx_mrsigner")
@@ -85,8 +85,8 @@ def render_manifest(
     if size & (size - 1):
         raise ValueError("SGX enclave_size must be a power of two")
     root = Path(project_root).resolve()
-    if not (root / "node" / "tee" / "enclave" / "__main__.py").exists():
-        raise ValueError(f"{root} is not a Keyswitch checkout (no node/tee/enclave/__main__.py)")
+    if not (root / "node" / "enclave" / "__main__.py").exists():
+        raise ValueError(f"{root} is not a Keyswitch checkout (no node/enclave/__main__.py)")
     python = os.path.realpath(python or sys.executable)
     pdirs = python_dirs() if python_dirs_ is None else list(python_dirs_)
     argv = ["python3", "-m", ENCLAVE_MODULE, "--backend", "gramine", "--datadir", DATA_PATH,
