@@ -31,13 +31,11 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.localnet import init_datadir, spawn, stop_all, wait_for
-from tests.functional.framework import FACTOR, Api, ledger_and_boot, until
+from tests.functional.framework import Api, Network, until
 
 NET = "faultnet"
 FAULTS = ("kill-a", "kill-b", "pause-ledger")
@@ -59,11 +57,6 @@ class TrialResult:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def _daemon(d: Path, boot: str, lurl: str, log: Path):
-    return spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", NET, "--bootnodes", boot,
-                  "--republish", "2"], log, env={"KEYSWITCH_LEDGER_URL": lurl})
 
 
 def _released(api: Api) -> int:
@@ -89,21 +82,13 @@ def run_trial(root: Path, seed: int, *, fault: str | None = None) -> TrialResult
     fault = fault or rng.choice(FAULTS)
     res = TrialResult(seed, fault, delay=round(rng.uniform(0.0, 0.6), 2), pause=round(rng.uniform(0.5, 6.0), 1))
     t0 = time.monotonic()
-    procs: list = []
     root.mkdir(parents=True, exist_ok=True)
+    net = Network(root, net=NET)
     try:
-        lurl, boot = ledger_and_boot(root, NET, procs)
-        ledger_proc = procs[0]
-        dirs = {n: root / n for n in "AB"}
-        for d in dirs.values():
-            init_datadir(d)
-        logs = {n: [d / "out.log"] for n, d in dirs.items()}
-        idx = {}
-        for n, d in dirs.items():
-            idx[n] = len(procs)
-            procs.append(_daemon(d, boot, lurl, logs[n][-1]))
-        apis = {n: Api(dirs[n], wait_for(logs[n][-1], r"ready (\S+)", procs[idx[n]], timeout=90 * FACTOR))
-                for n in "AB"}
+        lurl = net.add_ledger()
+        ledger_proc = net.procs[0]
+        boot = net.add_boot()
+        apis = dict(zip("AB", net.start_daemons(["A", "B"], bootnodes=[boot], env={"KEYSWITCH_LEDGER_URL": lurl})))
         a, b = apis["A"], apis["B"]
         assert a.post("/v1/deposits", {"asset": "BTC-REG", "chunks": 2}).status_code == 201
         assert b.post("/v1/deposits", {"asset": "ETH-DEV", "chunks": 2}).status_code == 201
@@ -124,13 +109,9 @@ def run_trial(root: Path, seed: int, *, fault: str | None = None) -> TrialResult
             os.kill(ledger_proc.pid, signal.SIGCONT)
         else:
             n = "A" if fault == "kill-a" else "B"
-            procs[idx[n]].kill()
-            procs[idx[n]].wait(timeout=30)
+            apis[n].kill()
             time.sleep(res.pause)
-            logs[n].append(dirs[n] / f"out{len(logs[n]) + 1}.log")
-            procs[idx[n]] = _daemon(dirs[n], boot, lurl, logs[n][-1])
-            apis[n] = Api(dirs[n], wait_for(logs[n][-1], r"ready (\S+)", procs[idx[n]], timeout=90 * FACTOR))
-            a, b = apis["A"], apis["B"]
+            apis[n].restart()  # the same data directory; its log out-2.log
 
         # ---- the contract runs out: nothing stuck past the round timeout (after the restart)
         try:
@@ -142,14 +123,14 @@ def run_trial(root: Path, seed: int, *, fault: str | None = None) -> TrialResult
         res.states = (ca["state"], cb["state"])
         res.problems += account(lurl, deposits, {"A": ca["outcome"], "B": cb["outcome"]}, res)
         for n in "AB":
-            for log in logs[n]:
+            for log in apis[n].logs():
                 text = log.read_text(errors="replace")
                 if "Traceback" in text and "raised" in text:
                     res.problems.append(f"{n}'s log {log.name} has a traceback")
         return res
     finally:
         res.seconds = round(time.monotonic() - t0, 1)
-        stop_all(procs)
+        net.close()
 
 
 def account(lurl: str, deposits: dict[str, list[dict]], outcomes: dict[str, dict], res: TrialResult) -> list[str]:
