@@ -8,6 +8,7 @@ from node.ledger.base import AlreadySpent, InsufficientFunds, InvalidTransaction
 from node.ledger.devnet import FEES, DevLedger, UtxoTx, TxOut, Outpoint, Witness, sighash
 from node import wire
 from node.crypto import sign_digest
+from tests.functional.framework import Process
 
 
 def key(i: int) -> coincurve.PrivateKey:
@@ -123,18 +124,15 @@ def test_state_survives_reopen(tmp_path):
 
 
 def test_devnet_server_process_and_typed_errors_over_http(tmp_path):
-    import subprocess
     import sys
-    from pathlib import Path
 
     from node.ledger.base import LedgerUnreachable
     from node.ledger.client import DevLedgerClient
 
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "node.ledger.server", "serve", "--db", str(tmp_path / "d.sqlite"),
-                             "--automine"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
+    proc = Process("ledger", [sys.executable, "-m", "node.ledger.server", "serve", "--db", str(tmp_path / "d.sqlite"),
+                              "--automine"], tmp_path / "ledger.out").start()
     try:
-        line = proc.stdout.readline()
+        line = proc.wait_line(r"^dev ledger listening on .+$").group(0)
         assert line.startswith("dev ledger listening on http://127.0.0.1:"), line
         c = DevLedgerClient(line.split()[4])
         addr = address_for("DOGE", key(61).public_key.format())
@@ -145,8 +143,7 @@ def test_devnet_server_process_and_typed_errors_over_http(tmp_path):
         with pytest.raises(InvalidTransaction):
             c.submit("DOGE", b"\x01\x02")
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.stop(timeout=10)
     with pytest.raises(LedgerUnreachable, match="unreachable"):
         DevLedgerClient(line.split()[4], timeout=2).height("DOGE")
 
@@ -232,24 +229,19 @@ def test_two_senders_same_transfer_same_nonce_are_distinct_transactions():
 
 
 def test_devnet_server_mines_at_a_block_interval(tmp_path):
-    import subprocess
     import sys
     import time
-    from pathlib import Path
 
     from node.ledger.client import DevLedgerClient
 
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "node.ledger.server", "serve", "--db", str(tmp_path / "i.sqlite"),
-                             "--block-interval", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=root)
+    proc = Process("ledger", [sys.executable, "-m", "node.ledger.server", "serve", "--db", str(tmp_path / "i.sqlite"),
+                              "--block-interval", "0.1"], tmp_path / "ledger.out").start()
     try:
-        c = DevLedgerClient(proc.stdout.readline().split()[4])
+        c = DevLedgerClient(proc.wait_line(r"dev ledger listening on (\S+)").group(1))
         t = c.faucet("BTC-REG", address_for("BTC-REG", key(71).public_key.format()), 1000)
         deadline = time.monotonic() + 20
         while c.confirmations("BTC-REG", t) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert c.confirmations("BTC-REG", t) >= 3  # no --automine: the interval alone made the blocks
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.stop(timeout=10)
