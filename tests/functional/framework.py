@@ -472,9 +472,3 @@ def until_holds_released(apis: dict, timeout: float, context: str = "") -> None:
     except AssertionError:
         raise AssertionError(f"holds left: {[x for x in seen['rows'] if x[2]]}; {context}") from None
 
-
-def assert_no_traceback(node: TestNode) -> None:
-    """No log of ``node`` (one per start) shows an exception a task raised."""
-    for log in node.logs():
-        text = log.read_text(errors="replace") if log.exists() else ""
-        assert "raised" not in text, f"{node.name} ({log.name}):\n{text[-3000:]}"
