@@ -27,11 +27,15 @@ def timeout_factor() -> float:
     return f if f > 0 else 1.0
 
 
-def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None, *, new_session: bool = False
+          ) -> subprocess.Popen:
+    """``argv`` from the repository root, its output in ``log``. ``new_session``: in a session of its own (with
+    the kernel's autogroup scheduling, its own share of the CPU rather than part of its parent's)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                PYTHONUNBUFFERED="1", **(env or {}))
     with open(log, "wb") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                start_new_session=new_session)
 
 
 def wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float = 60.0) -> str:

@@ -76,10 +76,12 @@ def terminate(popen: subprocess.Popen, timeout: float = 20.0, sig: int | None = 
 
 class Process:
     """A process a test started: ``argv`` run from the repository root by ``node.localnet.spawn``, its output
-    in ``log`` (a new log each ``start``: ``out.log``, ``out-2.log``, ...)."""
+    in ``log`` (a new log each ``start``: ``out.log``, ``out-2.log``, ...); ``new_session``: in a session of
+    its own (spawn's)."""
 
-    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-        self.name, self.argv, self.env = name, list(argv), dict(env or {})
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None, *,
+                 new_session: bool = False) -> None:
+        self.name, self.argv, self.env, self.new_session = name, list(argv), dict(env or {}), new_session
         self.first_log = self.log_path = Path(log)
         self.popen: subprocess.Popen | None = None
         self.starts = 0
@@ -89,7 +91,7 @@ class Process:
         if self.starts > 1:
             self.log_path = self.first_log.with_name(f"{self.first_log.stem}-{self.starts}{self.first_log.suffix}")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.popen = spawn(self.argv, self.log_path, env=self.env)
+        self.popen = spawn(self.argv, self.log_path, env=self.env, new_session=self.new_session)
         return self
 
     @property
@@ -168,10 +170,12 @@ def stop_processes(procs: list[Process], timeout: float = 20.0) -> None:
 
 class Proc(Process):
     """A ``python -m node.runtime`` node or ``python -m bootstrap`` process with a JSON status file (written a
-    few times a second) and ``LISTEN``/``ready`` lines in its log (``poll_ready`` reads them)."""
+    few times a second) and ``LISTEN``/``ready`` lines in its log (``poll_ready`` reads them). Each in a
+    session of its own, as this harness always started them: with autogroup scheduling, ten of them in the
+    test's own session would share one process's CPU on a loaded machine."""
 
     def __init__(self, name: str, datadir: Path, argv: list[str], kind: str) -> None:
-        super().__init__(name, argv, datadir / "process-1.log")
+        super().__init__(name, argv, datadir / "process-1.log", new_session=True)
         self.datadir = datadir
         self.kind = kind  # "node" | "bootstrap"
         self.status_path = datadir / "status.json"
