@@ -194,11 +194,11 @@ def double_spend(engine, node, address: str) -> str | None:
     from node.assets import address_for
     from node.crypto import pubkey_of
 
-    dep = next((d for d in node.app.deposits if d.address == address), None)
+    dep = next((d for d in node.deposits if d.address == address), None)
     if dep is None or engine.ledger.balance(dep.asset, dep.address).confirmed <= 0:
         return None
     key = node.enclave.export_to_owner(dep.pubkey)
     # the enclave no longer holds that key (it would refuse to sign a sheet offering it): stop offering it
-    node.app.deposits = [d for d in node.app.deposits if d.address != address]
+    node.deposits = [d for d in node.deposits if d.address != address]
     thief = address_for(dep.asset, pubkey_of(_priv(engine, 3_000_000 + node.idx)))
     return engine.ledger.sweep(dep.asset, key, thief)

@@ -504,7 +504,7 @@ class Engine:
                                          republish_max=self.sc["deposits"]["republish_max"])
         asset = self.rng.choice(self.sc["assets"])["symbol"]
         store = DepositStore(None)
-        node.app.deposits = make_deposits(node.enclave, self.ledger, store, asset=asset, chunks=chunks,
+        node.deposits = make_deposits(node.enclave, self.ledger, store, asset=asset, chunks=chunks,
                                       chunk_usd_cents=chunk_cents, now=self.now, prices=self._prices(),
                                       net=self.net, peer_id=node.peer_id)
         info = node.enclave.info()
@@ -551,7 +551,7 @@ class Engine:
         offers = []
         own = node.offers.own
         kept = {o.pubkey: o for o in own.offers} if own is not None and self.sc["deposits"]["keep_offers"] else {}
-        for d in node.app.deposits:
+        for d in node.deposits:
             old = kept.get(d.pubkey)
             if old is not None and old.expiry - self.now > ttl / 2:  # as node.app.stack's refresh_offers
                 offers.append(old)

@@ -1,6 +1,9 @@
-"""Shared fixtures for tests that drive the ``keyswitch`` CLI in-process (typer's CliRunner)."""
+"""Shared fixtures for tests that drive the ``keyswitch`` CLI in-process (typer's CliRunner), and the check of
+an operator's error for those that run it as a subprocess."""
 
 from __future__ import annotations
+
+import subprocess
 
 import pytest
 from typer.testing import CliRunner
@@ -23,3 +26,11 @@ def datadir(tmp_path):
 
 def run(cli, datadir, *args):
     return cli.invoke(app, ["--datadir", str(datadir), *args])
+
+
+def one_line_error(r: subprocess.CompletedProcess) -> str:
+    """stderr is exactly one line starting with "error: " (no traceback)."""
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert "Traceback" not in r.stderr and "ExceptionGroup" not in r.stderr, r.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr[-3000:]
+    return lines[0]

@@ -12,3 +12,30 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("dev", print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+# ------------------------------------------------------------------ processes: the functional framework
+import pytest  # noqa: E402
+
+from tests.functional.framework import Network  # noqa: E402
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so a fixture can tell whether its test failed."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+@pytest.fixture
+def network(request, tmp_path):
+    """The processes of one test (``tests/functional/framework.py``): stopped when the test ends; a failed
+    test prints each one's log tail. Set the libp2p network name with ``network.net = "..."``
+    before adding a daemon."""
+    net = Network(tmp_path)
+    try:
+        yield net
+    finally:
+        rep = getattr(request.node, "rep_call", None)
+        net.close(failed=rep is None or rep.failed)

@@ -131,7 +131,9 @@ SPEC = {
                            "usd": float_schema("usd"),
                            "contract": {"type": "string", "maxLength": STR_RANGES["contract"][1]},
                            "give": {"type": "string", "enum": _ASSETS},
-                           "wait": {"type": "boolean"}}})},
+                           "wait": {"type": "boolean"}},
+            # with give, what runs is one swap per provider: any other contract kind is refused (400, saying why)
+            "if": {"required": ["give"]}, "then": {"properties": {"contract": {"enum": ["", "swap"]}}}})},
         "/v1/requests/{rid}": {"get": _get("A request to contracts: its report (providers, obtained, lost, "
                                            "exit_code); with version, once it changed since (at most 20 s)", _obj, [
             {"name": "rid", "in": "path", "required": True,

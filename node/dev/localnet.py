@@ -32,7 +32,8 @@ def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None, *,
     """The one way the dev tools and the tests start a local process: ``argv`` from the repository root, this
     checkout first on its ``PYTHONPATH``, unbuffered, stdout and stderr into ``log`` (never a pipe nobody
     reads, which would stall a chatty child), ``env`` on top of ours. ``new_session``: in a session (and
-    process group) of its own, so ``os.killpg`` stops it with every process it started."""
+    process group) of its own, so ``os.killpg`` stops it with every process it started
+    (and, with the kernel's autogroup scheduling, it gets its own share of the CPU, not a part of its parent's)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log, "wb") as out:

@@ -214,7 +214,7 @@ def test_a_swap_offered_with_chunks_of_one_unit_declared_at_50_usd_is_refused_by
     import time
 
     from node.protocols.offers import Offer
-    from tests.adversarial.test_policy import connect, make_node
+    from tests.adversarial.deskkit import connect, make_node
 
     now = time.time()
     ledger = DevLedger(None, automine=True)

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from node.assets import address_for
-from tests.daemon.test_daemon import Daemon
+from tests.functional.framework import Daemon
 
 MiB = 1024 * 1024
 

@@ -19,7 +19,7 @@ from node.ledger.devnet import DevLedger
 from node.protocols.release import Chunk, swap_schedule
 from node.protocols.testing import GossipNet
 from node.risk.engine import RiskEngine
-from tests.adversarial.test_policy import Clock, connect, make_node
+from tests.adversarial.deskkit import Clock, connect, make_node
 
 LIMIT = 10_000  # cents: a fresh simulated device's limit
 CHUNK = 5_000

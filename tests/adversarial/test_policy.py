@@ -15,16 +15,13 @@ import time
 
 import pytest
 
-from node import config, identity
+from node import config
 from node.contracts import stdlib
 from node.contracts.spec import Commit, PartySpec, make_spec, spec_id
-from node.app.stack import add_switchboard, make_offer_stack
-from node.app.deposits import DepositStore, make_deposits
 from node.ledger.devnet import DevLedger
 from node.protocols.testing import GossipNet
-from node.swaps import SwapDesk
+from tests.adversarial.deskkit import NET, connect, make_node
 
-NET = "dev"
 OPTION = stdlib.source("option")
 #: "and" -> "or": the writer's chunk j goes to the buyer once the contract is valid, strike paid or not
 TWEAKED = OPTION.replace("release writer[j] to buyer when valid and moved_to(buyer, s, writer)",
@@ -42,39 +39,6 @@ for j in 0 .. chunks(writer) {
     release writer[j] to buyer when height(height_asset) >= 0
 }
 """
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def now(self) -> float:
-        return self.t
-
-
-def make_node(root, name: str, ledger, asset: str, n: int, now: float, **desk):
-    d = root / name
-    d.mkdir(parents=True)
-    pid = identity.peer_id(d)
-    stack = make_offer_stack(d, NET, pid, in_process=True)
-    store = DepositStore(d / "deposits.sqlite")
-    stack.ledger, stack.deposits, stack.datadir, stack.chunk_usd_cents = ledger, store, d, 5_000
-    make_deposits(stack.enclave, ledger, store, asset=asset, chunks=n, chunk_usd_cents=5_000, now=now, net=NET,
-                  peer_id=pid)
-    stack.refresh_offers(now)
-    add_switchboard(stack, d)
-    stack.desk = SwapDesk(stack, clock=Clock(now), **desk)
-    return stack
-
-
-def connect(net, now: float, *stacks) -> None:
-    """The nodes on one gossip mesh, each announcing its offer sheet to the others."""
-    for s in stacks:
-        net.add(s.peer_id, s.protocol, s.rfp, s.desk.run, s.desk.release, now=now)
-    for s in stacks:
-        net.call(s.peer_id, s.protocol, s.protocol.announce(now), now)
-    for s in stacks:  # each holds the other's sheet
-        assert s.book.count(now=now) == sum(len(o.protocol.own.offers) for o in stacks if o is not s)
 
 
 @pytest.fixture

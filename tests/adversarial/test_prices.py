@@ -20,7 +20,7 @@ from node.assets.feeds import build_feed
 from node.assets.prices import PriceError
 from node.app.stack import offer_settings
 from node.protocols.base import Result
-from tests.adversarial.test_offers import NOW, Node, book_rows, gossip, offers_of, receiver
+from tests.adversarial.offerkit import NOW, Node, book_rows, gossip, offers_of, receiver
 from tests.assets.feedkit import Transport, config
 
 

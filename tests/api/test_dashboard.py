@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,7 +15,8 @@ import pytest
 
 from node.api.app import build_app, read_cookie, serve, write_cookie
 from node.metrics import NodeMetrics
-from tests.api.test_api_http import Recording
+from tests.api.recording import Recording
+from tests.functional.framework import Process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,17 +113,11 @@ def chromium(profile: Path, *args) -> str:
 @pytest.mark.network
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/sysdeps.sh installs it for make test)")
 def test_dashboard_in_headless_chromium_shows_a_cli_deposit(tmp_path):
-    from node.dev.localnet import spawn, timeout_factor
-
     d = tmp_path / "n"
     assert ks("--datadir", d, "init").returncode == 0
-    log = tmp_path / "run.out"
-    p = spawn([sys.executable, "-m", "node", "--datadir", str(d), "run"], log, env=ENV)
+    p = Process("n", [sys.executable, "-m", "node", "--datadir", str(d), "run"], tmp_path / "run.out").start()
     try:
-        deadline = time.monotonic() + 90 * timeout_factor()
-        while "ready " not in log.read_text(errors="replace"):
-            assert p.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
-            time.sleep(0.2)
+        p.wait_line("ready ", 90)
         dep = ks("--datadir", d, "deposit", "--asset", "BTC-REG", "--chunks", "1")
         assert dep.returncode == 0, dep.stdout + dep.stderr
         address = next(w for w in dep.stdout.split() if w.startswith("bcrt1q"))
@@ -152,9 +145,7 @@ def test_dashboard_in_headless_chromium_shows_a_cli_deposit(tmp_path):
         assert "already used" in reused and address not in reused, reused[-2000:]
     finally:
         ks("--datadir", d, "stop", timeout=60)
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-        p.wait(30)
+        p.stop(timeout=30)
 
 
 # ------------------------------------------------------------------ contrib/: Grafana dashboard, systemd unit

@@ -21,7 +21,7 @@ from node import config as cfgmod
 from node.app.daemon import run_daemon
 from node.dev.localnet import init_datadir
 from node.protocols.base import GossipReceived, Result
-from tests.adversarial.test_offers import Node, gossip, offers_of
+from tests.adversarial.offerkit import Node, gossip, offers_of
 
 
 @pytest.mark.network

@@ -19,12 +19,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from node.dev.localnet import spawn, timeout_factor
-from tests.cli.test_operator_mistakes import one_line_error, terminate
+from tests.cli_fixtures import one_line_error
+from tests.functional.framework import FACTOR, Network, Process, terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", COLUMNS="80", TERM="dumb")
-FACTOR = timeout_factor()
 
 pytestmark = pytest.mark.network
 
@@ -34,34 +33,17 @@ def ks(*args, timeout: float = 120, env=None) -> subprocess.CompletedProcess:
                           cwd=ROOT, timeout=timeout * FACTOR, env=env or ENV)
 
 
-def start(args: list, log: Path) -> subprocess.Popen:
-    return spawn([sys.executable, "-m", "node", *map(str, args)], log, env=ENV)
-
-
-
-
-def wait_line(log: Path, pattern: str, proc: subprocess.Popen, timeout: float = 90) -> re.Match:
-    deadline = time.monotonic() + timeout * FACTOR
-    while time.monotonic() < deadline:
-        m = re.search(pattern, log.read_text(errors="replace"), re.M)
-        if m:
-            return m
-        if proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode} before {pattern!r}:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
-    raise AssertionError(f"no {pattern!r} within {timeout * FACTOR:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-
-
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ops")
-    procs = []
-    try:
+    with Network(tmp, net="opsnet") as network:
+
+        def start(args: list, log: Path) -> Process:
+            return network.add_process(log.stem, [sys.executable, "-m", "node", *map(str, args)],
+                                       env={"COLUMNS": "80", "TERM": "dumb"}, log=log)
+
         boot = start(["bootstrap", "--datadir", tmp / "boot", "--net", "opsnet"], tmp / "boot.out")
-        procs.append(boot)
-        boot_addr = wait_line(tmp / "boot.out", r"^LISTEN (\S+)", boot).group(1)
+        boot_addr = boot.wait_line(r"^LISTEN (\S+)").group(1)
         a, b = tmp / "a", tmp / "b"
         for d in (a, b):
             assert ks("--datadir", d, "init").returncode == 0
@@ -69,20 +51,18 @@ def net(tmp_path_factory):
         waiter = subprocess.Popen([sys.executable, "-m", "node", "--datadir", str(a), "status", "--wait",
                                    str(180 * FACTOR)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   cwd=ROOT, env=ENV)
-        procs.append(waiter)
-        time.sleep(1)
-        assert waiter.poll() is None  # (no daemon yet: still waiting, not failed)
-        pa = start(["--datadir", a, "run", "--net", "opsnet", "--bootnodes", boot_addr], tmp / "a.out")
-        pb = start(["--datadir", b, "run", "--net", "opsnet"], tmp / "b.out")
-        procs += [pa, pb]
-        out, err = waiter.communicate(timeout=200 * FACTOR)
+        try:
+            time.sleep(1)
+            assert waiter.poll() is None  # (no daemon yet: still waiting, not failed)
+            pa = start(["--datadir", a, "run", "--net", "opsnet", "--bootnodes", boot_addr], tmp / "a.out")
+            pb = start(["--datadir", b, "run", "--net", "opsnet"], tmp / "b.out")
+            out, err = waiter.communicate(timeout=200 * FACTOR)
+        finally:
+            terminate(waiter)
         ready_at = (a / "api.url").exists()
-        wait_line(tmp / "b.out", r"^ready ", pb)
+        pb.wait_line(r"^ready ")
         yield SimpleNamespace(tmp=tmp, a=a, b=b, boot=boot_addr, boot_id=boot_addr.rsplit("/", 1)[-1],
                               waited=(waiter.returncode, out, err, ready_at), pa=pa, pb=pb)
-    finally:
-        for p in reversed(procs):
-            terminate(p)
 
 
 def ident(d: Path) -> dict:

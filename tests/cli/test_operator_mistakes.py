@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from node.dev.localnet import spawn
-from tests.daemon.test_daemon import QUICK_REQUESTS
+from tests.cli_fixtures import one_line_error
+from tests.functional.framework import QUICK_REQUESTS, Process
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
@@ -26,49 +26,9 @@ def ks(*args, timeout: float = 120, env=None) -> subprocess.CompletedProcess:
                           cwd=ROOT, timeout=timeout, env=env or ENV)
 
 
-def one_line_error(r: subprocess.CompletedProcess) -> str:
-    """stderr is exactly one line starting with "error: " (no traceback)."""
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert "Traceback" not in r.stderr and "ExceptionGroup" not in r.stderr, r.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr[-3000:]
-    return lines[0]
-
-
-def start(args: list, log: Path, env=None) -> subprocess.Popen:
-    return spawn([sys.executable, "-m", "node", *map(str, args)], log, env=env or ENV)
-
-
-def wait_line(log: Path, needle: str, proc: subprocess.Popen, timeout: float = 90) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace")
-        if needle in text:
-            return text
-        if proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode} before {needle!r}:\n{text[-3000:]}")
-        time.sleep(0.1)
-    raise AssertionError(f"no {needle!r} within {timeout} s:\n{log.read_text(errors='replace')[-3000:]}")
-
-
-def terminate(proc: subprocess.Popen) -> None:
-    """SIGTERM a process still running, SIGKILL after 20 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def finish(proc: subprocess.Popen, log: Path, timeout: float = 60) -> tuple[int | None, str]:
-    """The exit code of a process that must stop by itself (None, and killed, when it kept running)."""
-    try:
-        rc = proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        terminate(proc)
-        rc = None
-    return rc, log.read_text(errors="replace")
+def start(args: list, log: Path, env: dict[str, str] | None = None) -> Process:
+    """``python -m node ARGS`` (``env`` added to this process's), its output in ``log``."""
+    return Process(log.stem, [sys.executable, "-m", "node", *map(str, args)], log, env).start()
 
 
 def free_port() -> int:
@@ -127,7 +87,7 @@ def test_a_dns_bootnode_is_refused_at_config_check(tmp_path):
     assert r.returncode == 2 and "network.bootnodes" in line and "DNS bootnodes are not dialled" in line
     log = tmp_path / "run.out"
     p = start(["--datadir", d, "run", "--bootnodes", boot], log)
-    rc, out = finish(p, log, timeout=60)
+    rc, out = p.finish(60)
     assert rc == 2, out[-3000:]  # on the old code: the node ran with 0 peers and no warning
     assert "DNS bootnodes are not dialled" in out and "Traceback" not in out
     b = ks("bootstrap", "--datadir", tmp_path / "b", "--bootnodes", boot, timeout=60)
@@ -151,7 +111,7 @@ def test_a_swarm_api_or_metrics_port_in_use_is_one_line_naming_the_port(tmp_path
                                (["--metrics-port", port], "api.metrics_port")):
             log = tmp_path / f"{setting}.out"
             p = start(["--datadir", d, "run", *flags], log)
-            rc, out = finish(p, log, timeout=60)
+            rc, out = p.finish(60)
             assert rc == 2, (setting, rc, out[-3000:])  # old code: swarm shared the port; API: 100-line traceback
             assert "Traceback" not in out and "ExceptionGroup" not in out, out[-3000:]
             errors = [l for l in out.splitlines() if l.startswith("error: ")]
@@ -173,15 +133,14 @@ def test_two_nodes_on_one_fixed_swarm_port_second_refused(tmp_path):
     la, lb = tmp_path / "a.out", tmp_path / "b.out"
     pa = start(["--datadir", a, "run", "--listen", f"/ip4/127.0.0.1/tcp/{port}"], la)
     try:
-        wait_line(la, "ready ", pa)
+        pa.wait_line("ready ")
         pb = start(["--datadir", b, "run", "--listen", f"/ip4/127.0.0.1/tcp/{port}"], lb)
-        rc, out = finish(pb, lb, timeout=60)
+        rc, out = pb.finish(60)
         assert rc == 2, out[-3000:]  # old code: both printed "swarm listening on .../tcp/<port>"
         assert f"swarm port 127.0.0.1:{port} is already in use (network.listen" in out
         assert f"swarm listening on /ip4/127.0.0.1/tcp/{port}" not in out
     finally:
-        pa.send_signal(signal.SIGTERM)
-        pa.wait(30)
+        pa.stop(timeout=30)
 
 
 # ------------------------------------------------------------------ the data directory lock, stop, request --json
@@ -189,12 +148,12 @@ def test_second_daemon_on_a_datadir_gets_one_line_and_stop_stops_the_first(tmp_p
     d = tmp_path / "n"
     assert ks("--datadir", d, "init").returncode == 0
     log = tmp_path / "a.out"
-    p = start(["--datadir", d, "run"], log, env=dict(ENV, **QUICK_REQUESTS))  # its requests below find no peer
+    p = start(["--datadir", d, "run"], log, env=QUICK_REQUESTS)  # its requests below find no peer
     try:
-        wait_line(log, "ready ", p)
+        p.wait_line("ready ")
         log2 = tmp_path / "b.out"
         p2 = start(["--datadir", d, "run"], log2)
-        rc, out = finish(p2, log2, timeout=60)
+        rc, out = p2.finish(60)
         assert rc == 3, out[-3000:]
         assert "Traceback" not in out and "ExceptionGroup" not in out, out[-3000:]
         assert [l for l in out.splitlines() if l.strip()] == [
@@ -222,9 +181,7 @@ def test_second_daemon_on_a_datadir_gets_one_line_and_stop_stops_the_first(tmp_p
         again = ks("--datadir", d, "stop")
         assert again.returncode == 3 and "no daemon running" in one_line_error(again)
     finally:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            p.wait(30)
+        p.stop(timeout=30)
 
 
 # ------------------------------------------------------------------ keyswitch bootstrap
@@ -232,7 +189,7 @@ def test_keyswitch_bootstrap_runs_the_bootstrap_node(tmp_path):
     log = tmp_path / "boot.out"
     p = start(["bootstrap", "--datadir", tmp_path / "b", "--net", "t"], log)
     try:
-        text = wait_line(log, "\nready ", p)  # as `keyswitch run` prints it (old: READY); the lines
+        text = p.wait_line("\nready ").string  # as `keyswitch run` prints it (old: READY); the lines
         assert "LISTEN /ip4/127.0.0.1/tcp/" in text and "/p2p/" in text  # framework.py and `keyswitch dev` parse
         assert "READY" not in text
     finally:

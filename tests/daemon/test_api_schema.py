@@ -7,7 +7,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from node.api.openapi import SPEC
-from tests.daemon.test_daemon import Daemon
+from tests.functional.framework import Daemon
 
 schema = schemathesis.openapi.from_dict(SPEC)
 

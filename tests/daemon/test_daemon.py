@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from node.assets import address_for
-from node.dev.localnet import init_datadir, spawn
+from node.dev.localnet import init_datadir
+from tests.functional.framework import QUICK_REQUESTS, Daemon, Process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,48 +22,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def cli(datadir, *args, timeout=60):
     return subprocess.run([sys.executable, "-m", "node", "--datadir", str(datadir), *args],
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-
-
-#: a request on a network with no peers waits its deadline (3 s by default) twice (it is asked again, wider)
-#: before it says "no allocation"; where a test only reads that answer, the daemon waits 0.5 s instead
-QUICK_REQUESTS = {"KEYSWITCH_RISK_REQUEST_DEADLINE": "0.5"}
-
-
-class Daemon:
-    def __init__(self, datadir: Path, *extra: str, env: dict[str, str] | None = None):
-        self.datadir = datadir
-        init_datadir(datadir)  # `keyswitch init`: run refuses a data directory never initialised
-        self.log = datadir.parent / f"{datadir.name}.out"
-        self.proc = spawn([sys.executable, "-m", "node", "--datadir", str(datadir), "run", "--republish", "1", *extra],
-                          self.log, env=env)
-        self.lines = self.wait_for("ready ", timeout=60)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for(self, needle: str, timeout: float) -> list[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            out = self.output()
-            if needle in out:
-                return out.splitlines()
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{out}")
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {needle!r}:\n{self.output()}")
-
-    def value(self, prefix: str) -> str:
-        return [l for l in self.lines if l.startswith(prefix)][0][len(prefix):].strip()
-
-    def stop(self, sig=signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 @pytest.fixture
@@ -145,9 +104,9 @@ def test_two_daemons_exchange_offer_sheets(tmp_path):
     try:
         boot = a.value("swarm listening on ")
         b_dir = tmp_path / "b"
-        proc = spawn([sys.executable, "-m", "node.runtime", "--datadir", str(b_dir), "--bootnodes", boot,
-                      "--protocol", "node.dev.factory:offers_factory", "--opt", "republish=1", "--opt", "keys=3"],
-                     tmp_path / "b.out")  # (a log file: a pipe nobody reads would stall the node once full)
+        proc = Process("b", [sys.executable, "-m", "node.runtime", "--datadir", str(b_dir), "--bootnodes", boot,
+                             "--protocol", "node.dev.factory:offers_factory", "--opt", "republish=1", "--opt", "keys=3"],
+                       tmp_path / "b.out").start()
         try:
             deadline = time.monotonic() + 60
             offers = []
@@ -169,8 +128,7 @@ def test_two_daemons_exchange_offer_sheets(tmp_path):
             assert 'keyswitch_reputation_devices{band="[0,10)"}' in text
             assert 'keyswitch_requests{event="requests_in"} 0.0' in text and "keyswitch_revocations_applied 0.0" in text
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=20)
+            proc.stop()
     finally:
         a.stop()
 

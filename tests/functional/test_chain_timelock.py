@@ -8,15 +8,14 @@ a fee in sat/vB), each skipped with the reason where it is not installed."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Callable
 
 import httpx
 import pytest
 
-from node.dev.localnet import find_anvil, find_litecoind, init_datadir, spawn, start_anvil, start_litecoind, stop_all, wait_for
-from tests.functional.framework import FACTOR, Api, ledger_and_boot, until
+from node.dev.localnet import find_anvil, find_litecoind, start_anvil, start_litecoind
+from tests.functional.framework import FACTOR, Network, until
 
 pytestmark = pytest.mark.network
 
@@ -41,10 +40,11 @@ class Chain:
     spent_ok: Callable[[str, str], bool]  # (txid, deposit address): a real transaction spending that deposit
 
 
-def anvil_chain(tmp_path, procs: list) -> Chain:
-    (tmp_path / "anvil").mkdir()
-    evm, url = start_anvil(find_anvil(), tmp_path / "anvil/out.log")  # blocks only when asked or on a tx
-    procs.append(evm)
+def anvil_chain(network: Network) -> Chain:
+    log = network.tmpdir / "anvil/out.log"
+    log.parent.mkdir()
+    evm, url = start_anvil(find_anvil(), log)  # blocks only when asked or on a tx
+    network.adopt("anvil", evm, log)
 
     def spent_ok(txid: str, address: str) -> bool:
         receipt = rpc(url, "eth_getTransactionReceipt", txid)
@@ -55,11 +55,12 @@ def anvil_chain(tmp_path, procs: list) -> Chain:
                  lambda a: int(rpc(url, "eth_getBalance", a, "latest"), 16), spent_ok)
 
 
-def litecoind_chain(tmp_path, procs: list) -> Chain:
+def litecoind_chain(network: Network) -> Chain:
     from node.ledger.bitcoind import BitcoindLedger
 
-    proc, url, cookie = start_litecoind(find_litecoind(), tmp_path / "litecoind")  # blocks only when asked
-    procs.append(proc)
+    d = network.tmpdir / "litecoind"
+    proc, url, cookie = start_litecoind(find_litecoind(), d)  # blocks only when asked
+    network.adopt("litecoind", proc, d / "out.log")
     led = BitcoindLedger(url, asset="LTC-REG", cookie=cookie, timeout=30 * FACTOR)
     led.mine("LTC-REG", 101)  # a mature coinbase for the faucet wallet that funds the deposit
 
@@ -82,55 +83,45 @@ CHAINS = [pytest.param(anvil_chain, id="anvil", marks=pytest.mark.skipif(
 
 
 @pytest.mark.parametrize("make_chain", CHAINS)
-def test_an_escrow_refunds_at_a_height_counted_in_a_real_nodes_blocks(tmp_path, make_chain):
-    procs = []
-    try:
-        lurl, boot = ledger_and_boot(tmp_path, "chainlock", procs)
-        chain = make_chain(tmp_path, procs)
-        env = {"KEYSWITCH_LEDGER_URL": lurl, **chain.env}
-        dirs = [tmp_path / n for n in "ABC"]
-        daemons = []
-        for d in dirs:
-            init_datadir(d)  # `keyswitch init`: run refuses a data directory never initialised
-            daemons.append(spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", "chainlock",
-                                  "--bootnodes", boot, "--republish", "2"], d / "out.log", env=env))
-        procs += daemons
-        a, b, c = [Api(d, wait_for(d / "out.log", r"ready (\S+)", p, timeout=90 * FACTOR))
-                   for d, p in zip(dirs, daemons)]
-        r = a.post("/v1/deposits", {"asset": chain.asset, "chunks": 1})
-        assert r.status_code == 201, r.text
-        (dep,) = r.json()["deposits"]
-        assert chain.holds(dep["address"]) == int(dep["amount"])  # on the real node
-        chain.mine(1)  # litecoind mines only when asked: the deposit confirms, and is offered
-        for x in (b, c):
-            assert x.post("/v1/deposits", {"asset": "BTC-REG", "chunks": 1}).status_code == 201
-        until(lambda: b.get("/v1/status")["offers_in_book"] >= 2 and a.get("/v1/status")["offers_in_book"] >= 2,
-              90, "the books hold the offers")
+def test_an_escrow_refunds_at_a_height_counted_in_a_real_nodes_blocks(network, make_chain):
+    network.net = "chainlock"
+    lurl, boot = network.ledger_and_boot()
+    chain = make_chain(network)
+    env = {"KEYSWITCH_LEDGER_URL": lurl, **chain.env}
+    a, b, c = network.start_daemons(["A", "B", "C"], bootnodes=[boot], env=env)
+    dirs = [a.datadir, b.datadir, c.datadir]
+    r = a.post("/v1/deposits", {"asset": chain.asset, "chunks": 1})
+    assert r.status_code == 201, r.text
+    (dep,) = r.json()["deposits"]
+    assert chain.holds(dep["address"]) == int(dep["amount"])  # on the real node
+    chain.mine(1)  # litecoind mines only when asked: the deposit confirms, and is offered
+    for x in (b, c):
+        assert x.post("/v1/deposits", {"asset": "BTC-REG", "chunks": 1}).status_code == 201
+    until(lambda: b.get("/v1/status")["offers_in_book"] >= 2 and a.get("/v1/status")["offers_in_book"] >= 2,
+          90, "the books hold the offers")
 
-        h0 = chain.height()
-        r = a.post("/v1/contracts", {"kind": "escrow", "peer": b.peer, "arbiter": c.peer, "give": chain.asset,
-                                     "chunks": 1, "refund_blocks": REFUND_BLOCKS})
-        assert r.status_code == 201, r.text
-        cid = r.json()["contract"]
-        # the refund height is the node's height + 20 (the dev ledger, a block every 0.5 s, is far ahead by now)
-        assert h0 <= r.json()["refund_height"] - REFUND_BLOCKS <= chain.height(), r.json()
+    h0 = chain.height()
+    r = a.post("/v1/contracts", {"kind": "escrow", "peer": b.peer, "arbiter": c.peer, "give": chain.asset,
+                                 "chunks": 1, "refund_blocks": REFUND_BLOCKS})
+    assert r.status_code == 201, r.text
+    cid = r.json()["contract"]
+    # the refund height is the node's height + 20 (the dev ledger, a block every 0.5 s, is far ahead by now)
+    assert h0 <= r.json()["refund_height"] - REFUND_BLOCKS <= chain.height(), r.json()
 
-        def row(api):
-            return next((x for x in api.get("/v1/contracts")["contracts"] if x["contract"] == cid), {})
+    def row(api):
+        return next((x for x in api.get("/v1/contracts")["contracts"] if x["contract"] == cid), {})
 
-        until(lambda: row(b).get("state") == "running" and row(a).get("state") == "running", 60,
-              "both run the escrow")
-        assert row(a)["released"] == [] and row(a)["refunded"] == []  # before the height nothing moves
-        chain.mine(REFUND_BLOCKS + 2)  # past the refund height, in the node's blocks
-        until(lambda: row(a).get("refunded") == [0] and row(a).get("claims"), 90,
-              "A's enclave refunds the chunk at the node's height and A's node sweeps it")
-        got = row(a)
-        (claim,) = got["claims"]
-        assert got["state"] == "done" and got["released"] == [] and claim[1] == "refunded" and claim[2], got
-        assert chain.spent_ok(claim[2], dep["address"])  # a real transaction spending the deposit
-        assert chain.holds(dep["address"]) == 0  # swept, the fee paid from it
-        assert row(b).get("received") == [] and row(b).get("claims") == []  # the payee got nothing
-        for d in dirs:
-            assert "raised" not in (d / "out.log").read_text(errors="replace"), (d / "out.log").read_text()[-3000:]
-    finally:
-        stop_all(procs)
+    until(lambda: row(b).get("state") == "running" and row(a).get("state") == "running", 60,
+          "both run the escrow")
+    assert row(a)["released"] == [] and row(a)["refunded"] == []  # before the height nothing moves
+    chain.mine(REFUND_BLOCKS + 2)  # past the refund height, in the node's blocks
+    until(lambda: row(a).get("refunded") == [0] and row(a).get("claims"), 90,
+          "A's enclave refunds the chunk at the node's height and A's node sweeps it")
+    got = row(a)
+    (claim,) = got["claims"]
+    assert got["state"] == "done" and got["released"] == [] and claim[1] == "refunded" and claim[2], got
+    assert chain.spent_ok(claim[2], dep["address"])  # a real transaction spending the deposit
+    assert chain.holds(dep["address"]) == 0  # swept, the fee paid from it
+    assert row(b).get("received") == [] and row(b).get("claims") == []  # the payee got nothing
+    for d in dirs:
+        assert "raised" not in (d / "out.log").read_text(errors="replace"), (d / "out.log").read_text()[-3000:]

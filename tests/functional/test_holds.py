@@ -4,63 +4,50 @@ every hold is released when the contracts end."""
 
 from __future__ import annotations
 
-import sys
-
 import httpx
 import pytest
 import trio
 
-from node.dev.localnet import init_datadir, spawn, stop_all, wait_for
-from tests.functional.framework import FACTOR, Api, ledger_and_boot, until, until_holds_released
+from tests.functional.framework import FACTOR, until, until_holds_released
 
 pytestmark = pytest.mark.network
 
 
-def test_concurrent_swaps_against_one_device_stay_within_its_cap_and_release_their_holds(tmp_path):
-    procs = []
-    try:
-        lurl, boot = ledger_and_boot(tmp_path, "holdstest", procs)
-        dirs = [tmp_path / "A", tmp_path / "B"]
-        for d in dirs:
-            init_datadir(d)
-            procs.append(spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", "holdstest",
-                                "--bootnodes", boot, "--republish", "2"], d / "out.log",
-                               env={"KEYSWITCH_LEDGER_URL": lurl}))
-        a, b = [Api(d, wait_for(d / "out.log", r"ready (\S+)", p, timeout=90 * FACTOR))
-                for d, p in zip(dirs, procs[2:])]
-        assert a.post("/v1/deposits", {"asset": "BTC-REG", "chunks": 4}).status_code == 201
-        assert b.post("/v1/deposits", {"asset": "ETH-DEV", "chunks": 4}).status_code == 201
-        until(lambda: a.get("/v1/status")["offers_in_book"] == 4 and b.get("/v1/status")["offers_in_book"] == 4,
-              90, "each book holds the other's four offers")
+def test_concurrent_swaps_against_one_device_stay_within_its_cap_and_release_their_holds(network):
+    network.net = "holdstest"
+    lurl, boot = network.ledger_and_boot()
+    a, b = network.start_daemons(["A", "B"], bootnodes=[boot], env={"KEYSWITCH_LEDGER_URL": lurl})
+    assert a.post("/v1/deposits", {"asset": "BTC-REG", "chunks": 4}).status_code == 201
+    assert b.post("/v1/deposits", {"asset": "ETH-DEV", "chunks": 4}).status_code == 201
+    until(lambda: a.get("/v1/status")["offers_in_book"] == 4 and b.get("/v1/status")["offers_in_book"] == 4,
+          90, "each book holds the other's four offers")
 
-        answers: list[tuple[int, dict]] = []
+    answers: list[tuple[int, dict]] = []
 
-        async def swap(k: int) -> None:  # `keyswitch swap --peer B --chunks k`, four at once
-            async with httpx.AsyncClient(timeout=120 * FACTOR) as c:
-                r = await c.post(a.url + "/v1/contracts", headers=a.h,
-                                 json={"peer": b.peer, "give": "BTC-REG", "take": "ETH-DEV", "chunks": k})
-                answers.append((r.status_code, r.json()))
+    async def swap(k: int) -> None:  # `keyswitch swap --peer B --chunks k`, four at once
+        async with httpx.AsyncClient(timeout=120 * FACTOR) as c:
+            r = await c.post(a.url + "/v1/contracts", headers=a.h,
+                             json={"peer": b.peer, "give": "BTC-REG", "take": "ETH-DEV", "chunks": k})
+            answers.append((r.status_code, r.json()))
 
-        async def main() -> None:
-            async with trio.open_nursery() as n:
-                for k in range(1, 5):
-                    n.start_soon(swap, k)
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            for k in range(1, 5):
+                n.start_soon(swap, k)
 
-        trio.run(main)
-        refused = [body["error"] for status, body in answers if status == 409 and "cap" in body.get("error", "")]
-        agreed = [body for status, body in answers if status in (200, 201)]
-        # B's simulated device starts at a $100 limit; each swap holds one $50 chunk of it
-        assert 1 <= len(agreed) <= 2, f"A agreed to {len(agreed)} concurrent swaps against one $100 device: {answers}"
-        assert len(refused) >= 2, answers
-        assert all("device cap:" in r and "allowed (" in r and "device class limit" in r for r in refused), refused
+    trio.run(main)
+    refused = [body["error"] for status, body in answers if status == 409 and "cap" in body.get("error", "")]
+    agreed = [body for status, body in answers if status in (200, 201)]
+    # B's simulated device starts at a $100 limit; each swap holds one $50 chunk of it
+    assert 1 <= len(agreed) <= 2, f"A agreed to {len(agreed)} concurrent swaps against one $100 device: {answers}"
+    assert len(refused) >= 2, answers
+    assert all("device cap:" in r and "allowed (" in r and "device class limit" in r for r in refused), refused
 
-        def ended():
-            cs = a.get("/v1/contracts")["contracts"] + b.get("/v1/contracts")["contracts"]
-            return all(c["state"] in ("done", "withheld", "failed") for c in cs)
+    def ended():
+        cs = a.get("/v1/contracts")["contracts"] + b.get("/v1/contracts")["contracts"]
+        return all(c["state"] in ("done", "withheld", "failed") for c in cs)
 
-        until(ended, 180, "every contract ends")
-        # (a contract agreed whose open an enclave then refused, as two of these reuse one chunk, never existed:
-        # its reservation lapses after node.swaps.RESERVE_TTL seconds)
-        until_holds_released({"A": a, "B": b}, 90, f"answers: {answers}")
-    finally:
-        stop_all(procs)
+    until(ended, 180, "every contract ends")
+    # (a contract agreed whose open an enclave then refused, as two of these reuse one chunk, never existed:
+    # its reservation lapses after node.swaps.RESERVE_TTL seconds)
+    until_holds_released({"A": a, "B": b}, 90, f"answers: {answers}")

@@ -6,47 +6,36 @@ on every node is released at the end (``GET /v1/reputation``)."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
-from node.dev.localnet import init_datadir, spawn, stop_all, wait_for
-from tests.functional.framework import FACTOR, Api, ledger_and_boot, until, until_holds_released
+from tests.functional.framework import FACTOR, Network, until, until_holds_released
 
 pytestmark = pytest.mark.network
 NET = "reqtest"
 
 
-def test_a_request_spreads_over_providers_and_a_withholder_costs_one_chunk_covered_by_another(tmp_path):
-    procs = []
-    dirs: dict = {}
+def test_a_request_spreads_over_providers_and_a_withholder_costs_one_chunk_covered_by_another(network):
+    network.net = NET
     try:
-        _run(tmp_path, procs, dirs)
+        _run(network)
     except BaseException:
-        for n, d in dirs.items():  # what each daemon said about its contracts (the logs go with tmp_path)
-            lines = [ln for ln in (d / "out.log").read_text(errors="replace").splitlines()
+        for n, node in network.nodes.items():  # what each daemon said about its contracts
+            lines = [ln for ln in node.log_text().splitlines()
                      if any(k in ln for k in ("release.", "contract", "withh", "refus", "request", "offers.publish"))]
             print(f"===== {n} =====\n" + "\n".join(ln[:300] for ln in lines[-40:]))
         raise
-    finally:
-        stop_all(procs)
 
 
-def _run(tmp_path, procs: list, dirs: dict) -> None:
-    lurl, boot = ledger_and_boot(tmp_path, NET, procs)
+def _run(network: Network) -> None:
+    lurl, boot = network.ledger_and_boot()
     names = ["R", "W", "P2", "P3", "P4", "P5"]
-    dirs.update({n: tmp_path / n for n in names})
-    for n, d in dirs.items():
-        init_datadir(d)
-        module = "tests.functional.withholder" if n == "W" else "node"
-        # R takes up to 2 chunks ($100, a new device's cap) of one device for $300 (the default 25% share
-        # would need six providers: five exist here)
-        env = {"KEYSWITCH_LEDGER_URL": lurl, "KEYSWITCH_RISK_MAX_SHARE_DEVICE": "0.34",
-               "KEYSWITCH_RISK_REQUEST_DEADLINE": str(3 * FACTOR)}
-        procs.append(spawn([sys.executable, "-m", module, "--datadir", str(d), "run", "--net", NET,
-                            "--bootnodes", boot, "--republish", "2"], d / "out.log", env=env))
-    api = {n: Api(d, wait_for(d / "out.log", r"ready (\S+)", p, timeout=90 * FACTOR))
-           for (n, d), p in zip(dirs.items(), procs[2:])}
+    # R takes up to 2 chunks ($100, a new device's cap) of one device for $300 (the default 25% share
+    # would need six providers: five exist here)
+    env = {"KEYSWITCH_LEDGER_URL": lurl, "KEYSWITCH_RISK_MAX_SHARE_DEVICE": "0.34",
+           "KEYSWITCH_RISK_REQUEST_DEADLINE": str(3 * FACTOR)}
+    api = dict(zip(names, network.wait_daemons([
+        network.add_daemon(n, bootnodes=[boot], env=env,
+                           module="tests.functional.withholder" if n == "W" else "node") for n in names])))
     r = api["R"]
     assert r.post("/v1/deposits", {"asset": "ETH-DEV", "chunks": 8}).status_code == 201
     for n in ("W", "P2", "P3"):

@@ -33,7 +33,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -41,9 +40,9 @@ import httpx
 import pytest
 
 from benchmarks._netcost import send_line, stop_line_process
-from node.dev.localnet import free_port, init_datadir, spawn, stop_all, wait_for
+from node.dev.localnet import free_port
 from node.runtime.gossip import forgiven_after
-from tests.functional.framework import FACTOR, Api, ledger_and_boot
+from tests.functional.framework import FACTOR, Network
 
 pytestmark = pytest.mark.network
 
@@ -151,17 +150,18 @@ def total(counts: dict[tuple[str, str], float], result: str) -> float:
     return sum(n for (r, _), n in counts.items() if r == result)
 
 
-def test_js_libp2p_node_is_grafted_relays_sheets_its_garbage_is_refused_and_it_is_penalised_then_forgiven(tmp_path):
+def test_js_libp2p_node_is_grafted_relays_sheets_its_garbage_is_refused_and_it_is_penalised_then_forgiven(
+        network: Network):
     why = _js_available()
     if why:
         pytest.skip(why)
+    network.net = NET
+    tmp_path = network.tmpdir
     deadline = time.monotonic() + BUDGET * FACTOR + JS_PRUNE_BACKOFF + 20
-    procs: list[subprocess.Popen] = []
     js: JsNode | None = None
-    dirs = [tmp_path / "A", tmp_path / "B"]
     ok = False
     try:
-        lurl, boot = ledger_and_boot(tmp_path, NET, procs)
+        lurl, boot = network.ledger_and_boot()
         js = JsNode(tmp_path / "js", ["--listen", "/ip4/127.0.0.1/tcp/0", "--topic", OFFERS_TOPIC, "--follow",
                                       "--dial", boot])
         until(lambda: js.events("listening") or js.proc.poll() is not None, 20, "the js node listens", deadline)
@@ -172,13 +172,10 @@ def test_js_libp2p_node_is_grafted_relays_sheets_its_garbage_is_refused_and_it_i
 
         # two daemons whose only bootnode is the js node: no bootstrap node in common, no direct connection
         mports = [free_port(), free_port()]
-        for d, mport in zip(dirs, mports):
-            init_datadir(d, {"network.gossip_penalty_decay": PENALTY_DECAY, "network.gossip_prune_backoff": PRUNE_BACKOFF})
-            procs.append(spawn([sys.executable, "-m", "node", "--datadir", str(d), "run", "--net", NET,
-                                "--bootnodes", js.addr, "--republish", "2", "--metrics-port", str(mport)],
-                               d / "out.log", env={"KEYSWITCH_LEDGER_URL": lurl}))
-        a, b = [Api(d, wait_for(d / "out.log", r"ready (\S+)", p, timeout=60 * FACTOR))
-                for d, p in zip(dirs, procs[2:])]
+        settings = {"network.gossip_penalty_decay": PENALTY_DECAY, "network.gossip_prune_backoff": PRUNE_BACKOFF}
+        a, b = network.wait_daemons([network.add_daemon(name, "--metrics-port", str(mport), bootnodes=[js.addr],
+                                                        env={"KEYSWITCH_LEDGER_URL": lurl}, settings=settings)
+                                     for name, mport in zip("AB", mports)], timeout=60)
         assert a.post("/v1/deposits", {"asset": "BTC-REG", "chunks": 2}).status_code == 201
         assert b.post("/v1/deposits", {"asset": "ETH-DEV", "chunks": 2}).status_code == 201
 
@@ -311,19 +308,14 @@ def test_js_libp2p_node_is_grafted_relays_sheets_its_garbage_is_refused_and_it_i
         # backs off its own 60 s. Printed, not asserted (the sheets above flow by the mesh or by IHAVE/IWANT).
         print(f"[interop] A's new sheet at the js node and in B's book after {took:.1f}s; js node in both offers "
               f"meshes again: {grafted()}")
-        for d, p in zip(dirs, procs[2:]):
-            assert p.poll() is None, f"{d.name} died:\n{(d / 'out.log').read_text(errors='replace')[-3000:]}"
-            log = (d / "out.log").read_text(errors="replace")
+        for node in (a, b):
+            assert node.running(), f"{node.name} died:\n{node.log_text()[-3000:]}"
+            log = node.log_text()
             assert "Traceback" not in log and "raised" not in log, log[-3000:]
         assert js.proc.poll() is None, js.tail()
         ok = True
     finally:
         if js is not None:
             js.close()
-        stop_all(procs)
-        if not ok:
-            if js is not None:
-                print(f"===== js node =====\n{js.tail()}")
-            for d in dirs:
-                if (d / "out.log").exists():
-                    print(f"===== {d.name} =====\n{(d / 'out.log').read_text(errors='replace')[-4000:]}")
+        if not ok and js is not None:  # (the network fixture prints the daemons' logs)
+            print(f"===== js node =====\n{js.tail()}")

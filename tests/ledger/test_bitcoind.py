@@ -8,38 +8,12 @@ from __future__ import annotations
 
 import coincurve
 import pytest
-from embit import ec, script
-from embit.transaction import Transaction, TransactionInput, TransactionOutput
+from embit import ec
 
-from node.assets import address_for, export_key, get_asset, validate_address
+from node.assets import address_for, export_key, validate_address
 from node.ledger.base import AlreadySpent, InsufficientFunds, InvalidTransaction, LedgerError, LedgerUnreachable
 from node.ledger.base import Balance, UnknownAsset
-
-A = "LTC-REG"
-
-
-def key(i: int) -> coincurve.PrivateKey:
-    return coincurve.PrivateKey((0x1000 + i).to_bytes(32, "big"))
-
-
-def addr(k: coincurve.PrivateKey) -> str:
-    return address_for(A, k.public_key.format())
-
-
-def spend_by_hand(secret: bytes, coins: list[tuple[str, int, int]], to: str, fee: int) -> bytes:
-    """A P2WPKH spend of ``coins`` (txid, vout, sats) built and signed with embit alone (an independent
-    wallet: no node.ledger code)."""
-    k = ec.PrivateKey(secret)
-    pub = k.get_public_key()
-    total = sum(s for _, _, s in coins)
-    net = get_asset(A).network
-    tx = Transaction(vin=[TransactionInput(bytes.fromhex(t), v) for t, v, _ in coins],
-                     vout=[TransactionOutput(total - fee, script.address_to_scriptpubkey(to))])
-    assert script.address_to_scriptpubkey(to).address(net) == to
-    for i, (_, _, s) in enumerate(coins):
-        sig = k.sign(tx.sighash_segwit(i, script.p2pkh(pub), s))
-        tx.vin[i].witness = script.Witness([sig.serialize() + b"\x01", pub.sec()])
-    return tx.serialize()
+from tests.ledger.ltckit import A, addr, key, spend_by_hand
 
 
 # ------------------------------------------------------------------ LTC mainnet formats (published vectors)

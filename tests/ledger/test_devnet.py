@@ -8,6 +8,7 @@ from node.ledger.base import AlreadySpent, InsufficientFunds, InvalidTransaction
 from node.ledger.devnet import FEES, DevLedger, UtxoTx, TxOut, Outpoint, Witness, sighash
 from node import wire
 from node.crypto import sign_digest
+from tests.functional.framework import Process
 
 
 def key(i: int) -> coincurve.PrivateKey:
@@ -125,17 +126,15 @@ def test_state_survives_reopen(tmp_path):
 def test_devnet_server_process_and_typed_errors_over_http(tmp_path):
     import sys
 
-    from node.dev.localnet import spawn, wait_for
     from node.ledger.base import LedgerUnreachable
     from node.ledger.client import DevLedgerClient
 
-    log = tmp_path / "ledger.out"
-    proc = spawn([sys.executable, "-m", "node.ledger.server", "serve", "--db", str(tmp_path / "d.sqlite"),
-                  "--automine"], log)
+    proc = Process("ledger", [sys.executable, "-m", "node.ledger.server", "serve", "--db", str(tmp_path / "d.sqlite"),
+                              "--automine"], tmp_path / "ledger.out").start()
     try:
-        url = wait_for(log, r"dev ledger listening on (\S+)", proc, timeout=60)
-        assert url.startswith("http://127.0.0.1:"), url
-        c = DevLedgerClient(url)
+        line = proc.wait_line(r"^dev ledger listening on .+$").group(0)
+        assert line.startswith("dev ledger listening on http://127.0.0.1:"), line
+        c = DevLedgerClient(line.split()[4])
         addr = address_for("DOGE", key(61).public_key.format())
         c.faucet("DOGE", addr, 10**8)
         assert c.balance("DOGE", addr).confirmed == 10**8 and c.height("DOGE") == 1
@@ -144,10 +143,9 @@ def test_devnet_server_process_and_typed_errors_over_http(tmp_path):
         with pytest.raises(InvalidTransaction):
             c.submit("DOGE", b"\x01\x02")
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.stop(timeout=10)
     with pytest.raises(LedgerUnreachable, match="unreachable"):
-        DevLedgerClient(url, timeout=2).height("DOGE")
+        DevLedgerClient(line.split()[4], timeout=2).height("DOGE")
 
 
 def test_blocks_follow_the_clock():
@@ -234,19 +232,16 @@ def test_devnet_server_mines_at_a_block_interval(tmp_path):
     import sys
     import time
 
-    from node.dev.localnet import spawn, wait_for
     from node.ledger.client import DevLedgerClient
 
-    log = tmp_path / "ledger.out"
-    proc = spawn([sys.executable, "-m", "node.ledger.server", "serve", "--db", str(tmp_path / "i.sqlite"),
-                  "--block-interval", "0.1"], log)
+    proc = Process("ledger", [sys.executable, "-m", "node.ledger.server", "serve", "--db", str(tmp_path / "i.sqlite"),
+                              "--block-interval", "0.1"], tmp_path / "ledger.out").start()
     try:
-        c = DevLedgerClient(wait_for(log, r"dev ledger listening on (\S+)", proc, timeout=60))
+        c = DevLedgerClient(proc.wait_line(r"dev ledger listening on (\S+)").group(1))
         t = c.faucet("BTC-REG", address_for("BTC-REG", key(71).public_key.format()), 1000)
         deadline = time.monotonic() + 20
         while c.confirmations("BTC-REG", t) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert c.confirmations("BTC-REG", t) >= 3  # no --automine: the interval alone made the blocks
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.stop(timeout=10)

@@ -21,7 +21,7 @@ from node.assets import address_for
 from node.ledger.base import Balance
 from node.ledger.devnet import DevLedger
 from node.ledger.router import RoutedLedger
-from tests.ledger.test_bitcoind import addr, key, spend_by_hand
+from tests.ledger.ltckit import addr, key, spend_by_hand
 
 A = "LTC-REG"
 NET = "dev"

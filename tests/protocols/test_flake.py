@@ -13,7 +13,7 @@ from node.protocols.base import Notify, Publish, SetTimer, TimerFired
 from node.protocols.offers import OffersProtocol, OwnSheet, decode_sheet
 from node.tee.client import EnclaveRefused
 
-from tests.protocols.test_offers import NET, NOW, Vault, cache, make_offers
+from tests.protocols.offerkit import NET, NOW, Vault, cache, make_offers
 
 
 def test_a_refused_republish_keeps_the_republish_timer_and_later_carries_the_retraction(tmp_path):

@@ -8,41 +8,12 @@ from coincurve import PrivateKey
 from node import wire
 from node.stores.offerbook import OfferBook, device_id_of
 from node.protocols.base import Result
-from node.protocols.offers import (
-    ADDRESSES, MAX_CLOCK_SKEW, MAX_OFFER_LIFETIME, MAX_SHEET_SIZE, AddressDeriver, AttestationCache, Entry, Offer, OffersProtocol, OfferTable, OwnSheet,
-    SheetBody, SheetWire, SignedSheet, Terms, build_sheet, decode_sheet, default_attestation_verifier, encode_body,
-    merkle_root, offer_id, validate_sheet,
-)
+from node.protocols.offers import MAX_CLOCK_SKEW, MAX_OFFER_LIFETIME, MAX_SHEET_SIZE, AddressDeriver, AttestationCache, Entry, Offer, OffersProtocol, OfferTable, OwnSheet, SheetBody, SheetWire, SignedSheet, Terms, decode_sheet, default_attestation_verifier, encode_body, merkle_root, offer_id, validate_sheet
 from node.protocols.testing import GossipNet
-from node.tee.client import EnclaveRefused, InProcessEnclave
+from node.tee.client import EnclaveRefused
 from node.attest.policy import AttestationPolicy
 from tests.sheetbody import broken_tee_sign
-
-NET = "dev"
-NOW = 1_800_000_000.0
-
-
-def make_offers(pubkeys, expiry=NOW + 3600):
-    """Offers of the keys at their default (P2WPKH) addresses: the only addresses a sheet can carry are
-    its keys' own, which every receiver derives itself."""
-    return [Offer("BTC-REG", ADDRESSES("BTC-REG", pk, 0), pk, 50_000 + i, 5000, "100000.00", NOW, expiry)
-            for i, pk in enumerate(pubkeys)]
-
-
-class Vault:
-    def __init__(self, peer: str, n: int = 3, seed: bytes = b"a"):
-        self.enc = InProcessEnclave(seed=seed * 32 if len(seed) == 1 else seed)
-        self.keys = self.enc.generate_keys(n)
-        self.peer = peer
-        self.binding = self.enc.binding_for(NET, peer)
-        self.quote = self.enc.quote(self.binding, now=NOW)
-
-    def sheet(self, seq=1, offers=None, **kw):
-        args = dict(net=NET, origin=self.peer, seq=seq, now=NOW, offers=make_offers(self.keys) if offers is None else offers,
-                    retracted=[], quote=self.quote, binding=self.binding, sign=self.enc.sign_offer_sheet,
-                    committed=self.keys)  # the keys the binding's keys_root commits to
-        args.update(kw)
-        return build_sheet(**args)
+from tests.protocols.offerkit import NET, NOW, Vault, cache, make_offers
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +24,6 @@ def alice():
 @pytest.fixture(scope="module")
 def bob():
     return Vault("12D3KooBob", seed=b"b")
-
-
-def cache():
-    return AttestationCache(default_attestation_verifier(AttestationPolicy.dev()))
 
 
 def check(data, latest=None, attest=None, now=NOW):

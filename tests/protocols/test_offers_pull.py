@@ -14,7 +14,7 @@ from node.protocols.offers import (
     decode_sheet, read_answer, sheets_protocol,
 )
 from node.protocols.testing import GossipNet
-from tests.protocols.test_offers import NET, NOW, Vault, cache, make_offers
+from tests.protocols.offerkit import NET, NOW, Vault, cache, make_offers
 
 
 def own_of(v: Vault, keys=None, retracted=()) -> OwnSheet:

@@ -10,31 +10,10 @@ from hypothesis import strategies as st
 
 from node.assets import address_for
 from node.contracts import Transfer, View, evaluate, stdlib
-from node.contracts.spec import Commit, PartySpec, approval_digest, compile_spec, make_spec, spec_id
+from node.contracts.spec import approval_digest, compile_spec, make_spec
 from node.tee.client import EnclaveRefused, InProcessEnclave
 from tests.tee.testbuild import RawOps, attest  # the test build: raw release; mutual attestation
-
-NET = "dev"
-
-
-def parties(enclaves, names, assets, n, usd=5_000, runners=None):
-    attest(*enclaves)  # each enclave verified the others' quotes itself (I3)
-    out = []
-    for k, (e, name) in enumerate(zip(enclaves, names)):
-        commits = []
-        if assets[k]:
-            for pub in e.generate_keys(n[k]):
-                commits.append(Commit(pub, assets[k], address_for(assets[k], pub), 1000, usd))
-        out.append(PartySpec(e.binding_for(NET, name), commits, True if runners is None else runners[k]))
-    return out
-
-
-def opened(enclaves, spec, runners):
-    """Every runner opens the contract and gets every other runner's signature over its id."""
-    sigs = {k: enclaves[k].contract_open(spec.encode()).sig for k in runners}
-    for k in runners:
-        assert enclaves[k].contract_open(spec.encode(), [(j, s) for j, s in sigs.items() if j != k]).missing == []
-    return spec_id(spec)
+from tests.tee.contractkit import NET, opened, parties
 
 
 class Mirror:

@@ -132,7 +132,7 @@ def test_contract_state_the_enclave_seals_is_journaled_and_survives_a_restart(tm
     from node.contracts import stdlib
     from node.contracts.spec import make_spec
     from node.tee.client import EnclaveRefused, EnclaveUnavailable, InProcessEnclave
-    from tests.tee.test_contract_enclave import NET, opened as opened_contract, parties
+    from tests.tee.contractkit import NET, opened as opened_contract, parties
 
     a, b = InProcessEnclave(tmp_path / "a"), InProcessEnclave(tmp_path / "b")
     spec = make_spec(NET, stdlib.source("swap"), {"asset_a": "BTC-REG", "asset_b": "LTC", "usd": 5_000,
