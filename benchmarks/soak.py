@@ -31,6 +31,7 @@ import argparse
 import csv
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -176,15 +177,22 @@ class Sampler:
         self.nodes, self.procs, self.dirs, self.t0 = nodes, procs, dirs, t0
         self.first_seen: dict[tuple[str, str], float] = {}
         self.samples: list[Sample] = []
+        self.api_errors: dict[str, int] = {}
+        self.pool = ThreadPoolExecutor(max_workers=len(nodes))
 
     def sample(self, name: str) -> Sample:
         now = time.monotonic()
         rss, fds = process_figures(self.procs[name].pid)
         api = self.nodes[name]
-        st = api.get("/v1/status")
         states: dict[str, int] = {}
-        stuck = []
-        for row in api.get("/v1/contracts")["contracts"]:
+        stuck: list[str] = []
+        try:
+            tasks = int(api.get("/v1/status").get("tasks", -1))
+            rows = api.get("/v1/contracts")["contracts"]
+        except Exception as exc:  # noqa: BLE001 (a daemon too slow to answer: counted, its /proc figures kept)
+            self.api_errors[type(exc).__name__] = self.api_errors.get(type(exc).__name__, 0) + 1
+            tasks, rows = -1, []
+        for row in rows:
             key = (name, row["contract"])
             seen = self.first_seen.setdefault(key, now)
             if ended(row):
@@ -193,10 +201,27 @@ class Sampler:
             states["open"] = states.get("open", 0) + 1
             if now - seen > stuck_after(int(row.get("rounds", 2))):
                 stuck.append(f"{row['contract'][:12]} ({row['state']}, {now - seen:.0f} s)")
-        s = Sample(round(now - self.t0, 1), name, rss, fds, db_bytes(self.dirs[name]), int(st.get("tasks", -1)),
-                   states, stuck)
+        s = Sample(round(now - self.t0, 1), name, rss, fds, db_bytes(self.dirs[name]), tasks, states, stuck)
         self.samples.append(s)
         return s
+
+    def round(self) -> list[Sample]:
+        """One sample of every daemon, taken side by side (a loaded daemon answers slowly)."""
+        return list(self.pool.map(self.sample, sorted(self.nodes)))
+
+
+def periodic(period: float, fn, stop: threading.Event) -> threading.Thread:
+    """A thread calling ``fn()`` every ``period`` seconds until ``stop`` (a late call is not made up for)."""
+    def body() -> None:
+        nxt = time.monotonic()
+        while not stop.is_set():
+            fn()
+            nxt = max(nxt + period, time.monotonic())
+            stop.wait(nxt - time.monotonic())
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    return t
 
 
 # ------------------------------------------------------------------ the load
@@ -209,7 +234,7 @@ class Load:
         self.lock = threading.Lock()
         self.counts: dict[str, int] = {"started": 0, "done": 0}
         self.errors: dict[str, int] = {}
-        self.pool = ThreadPoolExecutor(max_workers=4)
+        self.pool = ThreadPoolExecutor(max_workers=8)
 
     def _count(self, key: str, errors: bool = False) -> None:
         with self.lock:
@@ -329,27 +354,31 @@ def run(tmp: Path, args, out) -> dict:
         sampler = Sampler(nodes, daemons, {n: tmp / n for n in names}, t0)
         load = Load(nodes, rng, args.gap)
         end = t0 + args.minutes * 60
-        next_action = next_sample = next_fill = t0
-        i = deposited = 0
+        filled = [0]
+        stop = threading.Event()
+
+        def fill() -> None:
+            try:
+                filled[0] += replenish(nodes)
+            except Exception as exc:  # noqa: BLE001 (a slow daemon: the next pass tries again)
+                load._count(f"replenish: {type(exc).__name__}", errors=True)
+
         print(table_header(), file=out, flush=True)
+        threads = [periodic(args.every, lambda: print(table_row(sampler.round()), file=out, flush=True), stop),
+                   periodic(30.0, fill, stop)]
+        i = 0
         while time.monotonic() < end:
-            now = time.monotonic()
-            if now >= next_action:
-                load.tick(i)
-                i += 1
-                next_action += args.gap
-            if now >= next_fill:
-                deposited += replenish(nodes)
-                next_fill += 30
-            if now >= next_sample:
-                print(table_row([sampler.sample(n) for n in names]), file=out, flush=True)
-                next_sample += args.every
-            time.sleep(max(0.0, min(next_action, next_sample, next_fill, end) - time.monotonic()))
+            load.tick(i)
+            i += 1
+            time.sleep(max(0.0, min(t0 + i * args.gap, end) - time.monotonic()))
+        stop.set()
+        for t in threads:
+            t.join()
         load.pool.shutdown(wait=True)  # the actions under way end (a request waits for its report)
         last: list[Sample] = []
 
         def quiet() -> bool:  # the contracts still running end (or are seen stuck)
-            last[:] = [sampler.sample(n) for n in names]
+            last[:] = sampler.round()
             return not any(s.states.get("open") for s in last)
 
         end = time.monotonic() + stuck_after(2)
@@ -358,7 +387,7 @@ def run(tmp: Path, args, out) -> dict:
         print(table_row(last), file=out, flush=True)
         mismatches = settle_books(nodes, SETTLE)
         return {"samples": sampler.samples, "mismatches": mismatches, "counts": load.counts,
-                "errors": load.errors, "deposited": deposited, "t_end": args.minutes * 60}
+                "errors": load.errors, "deposited": filled[0], "api_errors": sampler.api_errors}
     finally:
         stop_all(procs)
 
@@ -428,6 +457,8 @@ def main(argv: list[str]) -> int:
           f"samples every {args.every:g} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at "
           f"the start", flush=True)
     warmup = warmup_of(args.minutes * 60)
+    # SIGTERM (and SIGINT, ignored in a background job) stop the run with its daemons (``run``'s finally)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="ks-bench-soak-") as tmp:
         res = run(Path(tmp), args, sys.stdout)
     outdir = args.out or Path(tempfile.mkdtemp(prefix="ks-soak-out-"))
@@ -435,6 +466,7 @@ def main(argv: list[str]) -> int:
     failed = verdict(res["samples"], warmup=warmup, mismatches=res["mismatches"], actions=res["counts"])
     print(f"actions: {res['counts']}; not done: {res['errors'] or 'none'}; {res['deposited']} chunks deposited "
           f"to replenish; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end")
+    print(f"API calls of the sampler not answered: {res['api_errors'] or 'none'}")
     print(f"samples: {outdir / 'soak.csv'}; plot: {outdir / 'soak.png'}; warm-up: the first {warmup:.0f} s")
     print("verdict: " + ("PASS (RSS growth < 10 % after warm-up, no descriptor growth, no contract stuck, "
                          "every book consistent with every origin's last sheet)" if not failed else "FAIL"))
