@@ -110,6 +110,26 @@ def verdict(samples: list[Sample], *, warmup: float, mismatches: list[str], acti
     return failed
 
 
+def summary(samples: list[Sample], warmup: float) -> list[str]:
+    """Per node: the figures the verdict compares (just after the warm-up -> the end), one line each."""
+    out = [f"{'node':<5} {'RSS MB after warm-up -> end':>28} {'growth':>7} {'fds max -> end':>15} "
+           f"{'tasks -> end':>13} {'SQLite MB':>10} {'done':>5} {'withheld':>8} {'failed':>6}"]
+    for node in sorted({s.node for s in samples}):
+        after = sorted((s for s in samples if s.node == node and s.t >= warmup), key=lambda s: s.t)
+        if not after:
+            continue
+        rss0 = statistics.median(_window([s.rss_kb for s in after], True)) / 1024
+        rss1 = statistics.median(_window([s.rss_kb for s in after], False)) / 1024
+        fd0, fd1 = max(_window([s.fds for s in after], True)), statistics.median(_window([s.fds for s in after], False))
+        tk0 = statistics.median(_window([s.tasks for s in after], True))
+        tk1 = statistics.median(_window([s.tasks for s in after], False))
+        last = after[-1]
+        out.append(f"{node:<5} {rss0:>18.1f} -> {rss1:>6.1f} {100 * (rss1 / rss0 - 1):>6.1f}% {fd0:>8} -> {fd1:>4g} "
+                   f"{tk0:>6g} -> {tk1:>4g} {last.db_bytes / 1e6:>10.2f} {last.states.get('done', 0):>5} "
+                   f"{last.states.get('withheld', 0):>8} {last.states.get('failed', 0):>6}")
+    return out
+
+
 def book_mismatches(sheets: dict[str, set[str]], books: dict[str, dict[str, set[str]]],
                     names: dict[str, str]) -> list[str]:
     """For every node (``books``: name -> origin peer id -> addresses its book holds) and every other origin
@@ -235,6 +255,7 @@ class Load:
         self.counts: dict[str, int] = {"started": 0, "done": 0}
         self.errors: dict[str, int] = {}
         self.pool = ThreadPoolExecutor(max_workers=8)
+        self.requests: list[tuple[str, str]] = []  # (node, request id)
 
     def _count(self, key: str, errors: bool = False) -> None:
         with self.lock:
@@ -257,20 +278,35 @@ class Load:
             raise RuntimeError(f"swap {r.status_code}: {r.json().get('error', '')[:60]}")
 
     def _request(self, a: str, give: str, take: str) -> None:
-        r = self.nodes[a].post("/v1/requests", {"asset": take, "usd": 50, "give": give})
-        if r.status_code != 201:
+        """Started (``wait`` false: a request's contracts may take minutes on a loaded machine, and the load
+        must not wait for them); its report is read by ``requests_ended``."""
+        r = self.nodes[a].post("/v1/requests", {"asset": take, "usd": 50, "give": give, "wait": False})
+        if r.status_code not in (201, 202):
             raise RuntimeError(f"request {r.status_code}: {r.json().get('error', '')[:60]}")
-        if r.json().get("state") != "complete":
-            raise RuntimeError(f"request {r.json().get('state')}")
+        with self.lock:
+            self.requests.append((a, r.json()["request_id"]))
+
+    def requests_ended(self) -> None:
+        """Once the load stopped: each request's state from its report (``complete`` counts as done)."""
+        for a, rid in self.requests:
+            try:
+                state = self.nodes[a].get(f"/v1/requests/{rid}").get("state", "unknown")
+            except Exception as exc:  # noqa: BLE001
+                state = type(exc).__name__
+            if state == "complete":
+                self._count("done")
+                self._count("requests done")
+            else:
+                self._count(f"request: {state}", errors=True)
 
     def _run(self, kind: str, names: list[str], give: str, take: str) -> None:
         try:
             if kind == "swap":
                 self._swap(names[0], names[1], give, take)
+                self._count("done")
+                self._count("swaps done")
             else:
                 self._request(names[0], give, take)
-            self._count("done")
-            self._count(f"{kind}s done")
         except Exception as exc:  # noqa: BLE001 (counted by reason, the run goes on)
             self._count(f"{kind}: {' '.join(str(exc).split())[:70]}", errors=True)
         finally:
@@ -339,7 +375,7 @@ def run(tmp: Path, args, out) -> dict:
             init_datadir(tmp / n)
             daemons[n] = spawn([sys.executable, "-m", "node", "--datadir", str(tmp / n), "run", "--net", NET,
                                 "--bootnodes", boot, "--log-level", "warning"], tmp / n / "out.log",
-                               env={"KEYSWITCH_LEDGER_URL": lurl, "KEYSWITCH_RISK_REQUEST_DEADLINE": "1.0"})
+                               env={"KEYSWITCH_LEDGER_URL": lurl})
             procs.append(daemons[n])
         nodes = {n: Api(tmp / n, wait_for(tmp / n / "out.log", r"ready (\S+)", daemons[n], timeout=120))
                  for n in names}
@@ -385,6 +421,7 @@ def run(tmp: Path, args, out) -> dict:
         while not quiet() and time.monotonic() < end:
             time.sleep(5)
         print(table_row(last), file=out, flush=True)
+        load.requests_ended()
         mismatches = settle_books(nodes, SETTLE)
         return {"samples": sampler.samples, "mismatches": mismatches, "counts": load.counts,
                 "errors": load.errors, "deposited": filled[0], "api_errors": sampler.api_errors}
@@ -463,6 +500,7 @@ def main(argv: list[str]) -> int:
         res = run(Path(tmp), args, sys.stdout)
     outdir = args.out or Path(tempfile.mkdtemp(prefix="ks-soak-out-"))
     write_outputs(res["samples"], outdir, warmup)
+    print("\n".join(summary(res["samples"], warmup)))
     failed = verdict(res["samples"], warmup=warmup, mismatches=res["mismatches"], actions=res["counts"])
     print(f"actions: {res['counts']}; not done: {res['errors'] or 'none'}; {res['deposited']} chunks deposited "
           f"to replenish; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end")
