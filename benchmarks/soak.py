@@ -19,8 +19,8 @@ sheet (``/v1/status`` ``sheet``), within SETTLE seconds.
 
 The verdict (``verdict``): after the warm-up (``warmup_of``: the first fifth of the run, at least 2 minutes), each
 daemon's RSS at the end (median of the last fifth of samples) at most 10 % above its RSS just after the
-warm-up (median of the first fifth after it); descriptors at the end (median) no more than the most seen
-just after the warm-up; no contract stuck; every book consistent; at least half the actions done (a load
+warm-up (median of the first fifth after it); descriptors at the end (median) no more than FD_NOISE above
+the most seen just after the warm-up; no contract stuck; every book consistent; at least half the actions done (a load
 that did not run proves nothing). Output: a table over time, ``soak.csv`` and ``soak.png`` in ``--out``.
 Exit status 1 on a failed verdict.
 """
@@ -47,6 +47,10 @@ START_CHUNKS = 6  # per asset per node
 LOW, TOP = 3, 4  # replenish: fewer than LOW unspent chunks of an asset -> deposit TOP
 WARMUP_SHARE, WARMUP_MIN = 0.2, 120.0
 RSS_GROWTH = 0.10
+#: descriptors come and go with connections, streams and API calls: a daemon of a 3-node run was seen at 35
+#: just after the warm-up and 38 at the end of a minute (its sheets and deposits still settling); a leak grows
+#: with the contracts and requests run, dozens in half an hour
+FD_NOISE = 5
 SETTLE = 120.0
 ROUND_TIMEOUT = 30.0  # node.protocols.release: a contract with no progress for this long ends (withheld)
 
@@ -97,9 +101,9 @@ def verdict(samples: list[Sample], *, warmup: float, mismatches: list[str], acti
                           f"({rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MB; limit {100 * RSS_GROWTH:.0f} %)")
         fd0 = max(_window([s.fds for s in after], True))
         fd1 = statistics.median(_window([s.fds for s in after], False))
-        if fd1 > fd0:
+        if fd1 > fd0 + FD_NOISE:
             failed.append(f"{node}: open descriptors grew after warm-up (at most {fd0} just after it, "
-                          f"median {fd1:g} at the end)")
+                          f"median {fd1:g} at the end; noise allowed {FD_NOISE})")
         stuck = sorted({c for s in mine for c in s.stuck})
         if stuck:
             failed.append(f"{node}: {len(stuck)} contract(s) stuck past their deadline: {', '.join(stuck[:5])}")
@@ -364,6 +368,7 @@ def settle_books(nodes: dict, timeout: float) -> list[str]:
 def run(tmp: Path, args, out) -> dict:
     from node.localnet import init_datadir, spawn, stop_all, wait_for
     from tests.functional.framework import Api, ledger_and_boot, until
+    import httpx
 
     procs: list = []
     rng = random.Random(args.seed)
@@ -377,15 +382,20 @@ def run(tmp: Path, args, out) -> dict:
                                 "--bootnodes", boot, "--log-level", "warning"], tmp / n / "out.log",
                                env={"KEYSWITCH_LEDGER_URL": lurl})
             procs.append(daemons[n])
-        nodes = {n: Api(tmp / n, wait_for(tmp / n / "out.log", r"ready (\S+)", daemons[n], timeout=120))
+        nodes = {n: Api(tmp / n, wait_for(tmp / n / "out.log", r"ready (\S+)", daemons[n], timeout=600))
                  for n in names}
         for api in nodes.values():
             for asset in ASSETS:
                 assert api.post("/v1/deposits", {"asset": asset, "chunks": START_CHUNKS}).status_code == 201
         want = START_CHUNKS * (args.nodes - 1)
-        until(lambda: all(len([o for o in api.get(f"/v1/offers?asset={a}&limit=10000")["offers"]
-                                if o["origin"] != api.peer]) >= want for api in nodes.values() for a in ASSETS),
-              300, "every book holds the others' offers")
+        def full() -> bool:
+            try:
+                return all(len([o for o in api.get(f"/v1/offers?asset={a}&limit=10000")["offers"]
+                                if o["origin"] != api.peer]) >= want for api in nodes.values() for a in ASSETS)
+            except httpx.TimeoutException:  # a daemon of a loaded machine slow to answer: asked again
+                return False
+
+        until(full, 300, "every book holds the others' offers")
         t0 = time.monotonic()
         sampler = Sampler(nodes, daemons, {n: tmp / n for n in names}, t0)
         load = Load(nodes, rng, args.gap)
