@@ -36,6 +36,8 @@ class NodeServices:
         self.requests = None  # node.app.requestdesk.RequestDesk, set by run_daemon (it needs the daemon's nursery)
 
     def status(self) -> dict[str, Any]:
+        from node.runtime.runner import trio_tasks
+
         info = self.stack.enclave.info()
         now = self.clock.now()
         return {
@@ -52,6 +54,8 @@ class NodeServices:
             "requests": dict(self.stack.rfp.stats, reasons=dict(self.stack.rfp.reasons)) if self.stack.rfp else {},
             "revocations": self.stack.revocations.status() if self.stack.revocations else {},
             "outcomes": self.stack.outcomes.status() if self.stack.outcomes else {},
+            "tasks": trio_tasks(),  # trio tasks alive in the daemon (a leak shows as growth: benchmarks.soak)
+            "sheet": self.stack.protocol.published(),  # our last published sheet: seq, addresses offered
         }
 
     def peers(self) -> list[dict[str, Any]]:

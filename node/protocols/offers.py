@@ -1098,6 +1098,12 @@ class OffersProtocol:
         network benchmark's rounds). The back-off schedule is left as it is."""
         return self._publish(now) if self.own is not None else []
 
+    def published(self) -> dict:
+        """The last sheet this node published: its ``seq`` and the addresses it offers (sorted); what
+        every other node's book should hold for this origin once gossip settles (``benchmarks.soak``)."""
+        offers = self._published[0] if self._published is not None else []
+        return {"seq": self.seq, "addresses": sorted(o.address for o in offers)}
+
     def set_own_sheet(self, own: OwnSheet, now: float) -> list[Command]:
         """Replace what this node offers. A changed sheet (other offers, another quote or binding, or a
         retraction to carry) is published at once and the re-announcement back-off starts again at

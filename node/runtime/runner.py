@@ -30,6 +30,18 @@ from node.fsutil import atomic_write
 log = logging.getLogger("keyswitch.runtime.runner")
 
 
+def trio_tasks() -> int:
+    """The trio tasks alive in this run now (the root task and every descendant): what ``/v1/status``
+    reports as ``tasks``, so that a long run (``benchmarks.soak``) sees a task leak. Call it on the trio
+    thread."""
+    stack, n = [trio.lowlevel.current_root_task()], 0
+    while stack:
+        task = stack.pop()
+        n += 1
+        stack.extend(t for nursery in task.child_nurseries for t in nursery.child_tasks)
+    return n
+
+
 @dataclass
 class ProtocolContext:
     """What a protocol factory gets."""

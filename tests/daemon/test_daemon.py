@@ -74,6 +74,22 @@ def test_readiness_lines_cli_and_auth(daemon):
     assert out.returncode != 0 and "32-byte hex" in out.stderr
 
 
+def test_status_counts_trio_tasks_and_names_the_last_published_sheet(daemon):
+    """``/v1/status`` ``tasks`` (what the soak watches for a task leak) and ``sheet`` (what every other book
+    must hold for this origin: ``benchmarks.soak``)."""
+    st = json.loads(cli(daemon.datadir, "status", "--json").stdout)
+    assert isinstance(st["tasks"], int) and st["tasks"] > 5  # the API server, the host, the gossip, ...
+    assert st["sheet"] == {"seq": 0, "addresses": []}  # nothing deposited: no sheet
+    out = cli(daemon.datadir, "deposit", "--chunks", "2", "--wait", "1", "--block-interval", "0.1", "--json")
+    assert out.returncode == 0, out.stderr
+    made = sorted(d["address"] for d in json.loads(out.stdout))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and st["sheet"]["addresses"] != made:
+        time.sleep(0.2)
+        st = json.loads(cli(daemon.datadir, "status", "--json").stdout)
+    assert st["sheet"]["addresses"] == made and st["sheet"]["seq"] > 0, st["sheet"]
+
+
 def test_graceful_sigterm_keeps_state_and_restarts(tmp_path):
     d = Daemon(tmp_path / "node")
     first = json.loads(cli(d.datadir, "status", "--json").stdout)
