@@ -8,7 +8,9 @@ environment says otherwise). Beside the rounds a CPU-heavy job runs in a loop, n
 large simulation, ``python -m simulations run simulations/scenarios/large.toml --quiet``), so that
 load-dependent failures show. Per round the JUnit XML report is kept in ``--out``; at the end a table
 says, per test, how many rounds it ran, passed, failed (or errored) and was skipped, and the exit
-status is 1 when any test failed in any round. The load job is started in its own process group and
+status is 1 when any test failed in any round. Each round's pytest ``--basetemp`` is ``--out``/roundN-tmp,
+so the daemons' data directories and logs of a failed test are kept there (pytest's default temporary
+directories are shared by every pytest run of the user and pruned to the last three). The load job is started in its own process group and
 stopped (that group only) when the rounds end, on Ctrl-C too.
 """
 
@@ -77,7 +79,7 @@ def run_round(i: int, tests: list[str], out: Path, extra: list[str]) -> tuple[di
     t0 = time.monotonic()
     with open(out / f"round{i}.log", "w") as log:
         rc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
-                             *extra, *tests], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+                             f"--basetemp={out / f'round{i}-tmp'}", *extra, *tests], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     return parse_junit(xml), time.monotonic() - t0, rc
 
 
