@@ -8,7 +8,9 @@ environment says otherwise). Beside the rounds a CPU-heavy job runs in a loop, n
 large simulation, ``python -m simulations run simulations/scenarios/large.toml --quiet``), so that
 load-dependent failures show. Per round the JUnit XML report is kept in ``--out``; at the end a table
 says, per test, how many rounds it ran, passed, failed (or errored) and was skipped, and the exit
-status is 1 when any test failed in any round. The load job is started in its own process group and
+status is 1 when any test failed in any round. Each round's pytest ``--basetemp`` is ``--out``/roundN-tmp,
+so the daemons' data directories and logs of a failed test are kept there (pytest's default temporary
+directories are shared by every pytest run of the user and pruned to the last three). The load job is started in its own process group and
 stopped (that group only) when the rounds end, on Ctrl-C too.
 """
 
@@ -70,6 +72,19 @@ def parse_junit(path: Path) -> dict[str, tuple[str, str]]:
     return out
 
 
+def where() -> str:
+    """The commit the round runs on (with "+changes" when the work tree differs) and the load averages, so a
+    table of rounds says what it measured and under which load (``/proc/loadavg``: 1, 5 and 15 minutes)."""
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    try:
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        load = "?"
+    return f"at {git.stdout.strip() or '?'}{'+changes' if dirty else ''}, load {load}"
+
+
 def run_round(i: int, tests: list[str], out: Path, extra: list[str]) -> tuple[dict[str, tuple[str, str]], float, int]:
     xml = out / f"round{i}.xml"
     env = dict(os.environ)
@@ -77,7 +92,8 @@ def run_round(i: int, tests: list[str], out: Path, extra: list[str]) -> tuple[di
     t0 = time.monotonic()
     with open(out / f"round{i}.log", "w") as log:
         rc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
-                             *extra, *tests], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+                             f"--basetemp={out / f'round{i}-tmp'}", *extra, *tests],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     return parse_junit(xml), time.monotonic() - t0, rc
 
 
@@ -123,10 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, tuple[str, str]]] = []
     try:
         for i in range(1, a.rounds + 1):
+            before = where()
             res, secs, rc = run_round(i, a.tests, out, a.pytest_arg)
             results.append(res)
             failed = sorted(n for n, (o, _) in res.items() if o == "failed")
-            print(f"round {i}/{a.rounds}: {len(res)} tests, {len(failed)} failed, {secs:.0f} s (pytest exit {rc})"
+            print(f"round {i}/{a.rounds}: {len(res)} tests, {len(failed)} failed, {secs:.0f} s (pytest exit {rc}); "
+                  f"started {before}, ended {where()}"
                   + "".join(f"\n    FAILED {n}" for n in failed), flush=True)
             if not res:
                 print(f"    no report: see {out / f'round{i}.log'}", flush=True)

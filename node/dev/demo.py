@@ -530,6 +530,27 @@ def sale_end(victim_rows: dict[str, dict], cheater_rows: dict[str, dict], before
     return None
 
 
+def one_chunk_sold_twice(row1: dict, row2: dict) -> bool:
+    """Whether two ended sales (victims' ``/v1/contracts`` rows with their outcomes) received the same chunk of
+    the cheater: the double sale. When the cheater's node plans its second sale after the first one's agreement
+    (both API calls race inside the cheater's node, the second later on a loaded machine), the first chunk is
+    already off its sheet and the second sale takes the next: two honest sales."""
+    got = [{ch.get("address") for ch in r.get("outcome", {}).get("chunks", [])} for r in (row1, row2)]
+    return bool(got[0] & got[1])
+
+
+def offer_end(answer) -> tuple[str, dict] | None:
+    """How one sale of the double-selling stage ended at its offer, from the cheater's API answer to
+    ``POST /v1/contracts``: ("refused", a row with the reason) when the victim refused the contract offer (no
+    contract was proposed, so ``sale_end`` would never see one end). The usual refusal: the other victim agreed
+    first, the cheater's (honest) host took the chunk off its sheet at once, and this victim's book held that
+    sheet before the cheater's offer came (the two offers race, more often on a loaded machine). None otherwise
+    (agreed, or an error that is not the peer's answer)."""
+    if isinstance(answer, Exception) and "the peer refused:" in str(answer):
+        return "refused", {"state": "failed", "reason": str(answer).split("the peer refused:", 1)[1].strip()}
+    return None
+
+
 def stage_cheat(console: Console, net: LocalNet, story: Story) -> bool:
     """The broken TEE sells one chunk twice; the victims' reports meet; the proof goes round; all drop it.
 
@@ -537,7 +558,9 @@ def stage_cheat(console: Console, net: LocalNet, story: Story) -> bool:
     chunk's funds on the ledger before agreeing, and a sweep already sent makes them gone. When the second
     victim's check comes after the first victim's sweep (the two sales race; about 1 run in 8), it refuses
     the sale and no key is released twice: that sale ends at once (``sale_end``), and the cheater tries again
-    with its next chunk (``story.deposits`` gives it ``CHEAT_ATTEMPTS``)."""
+    with its next chunk (``story.deposits`` gives it ``CHEAT_ATTEMPTS`` tries). The two sales race inside the
+    cheater's node too: a victim that refused the offer (``offer_end``: the chunk left the sheet when the other
+    agreed) or a second sale planned with the next chunk (``one_chunk_sold_twice``) is tried again the same way."""
     cheater, (v1, v2) = story.cheater, story.victims
     console.rule(f"[bold]8. A broken TEE: {cheater} sells one BTC-REG chunk to {v1} and to {v2} at once")
     peer = net.nodes[cheater].peer
@@ -550,12 +573,13 @@ def stage_cheat(console: Console, net: LocalNet, story: Story) -> bool:
         before = {v: set(_contracts_with(net, v, cheater)) | set(_contracts_with(net, cheater, v)) for v in (v1, v2)}
         got = net.parallel([lambda v=v: net.post(cheater, "/v1/contracts", {
             "peer": net.nodes[v].peer, "give": "BTC-REG", "take": "ETH-DEV", "chunks": 1}) for v in (v1, v2)])
+        ends = {v: e for v, r in zip((v1, v2), got) if (e := offer_end(r)) is not None}
         for v, r in zip((v1, v2), got):
-            console.print(f"  {cheater} -> {v}: " + (f"[red]{r}[/red]" if isinstance(r, Exception) else
-                                                     f"agreed ({r['rounds']} rounds: {cheater}'s chunk first)"))
-        if any(isinstance(r, Exception) for r in got):
+            console.print(f"  {cheater} -> {v}: " + (
+                "refused at the offer" if v in ends else f"[red]{r}[/red]" if isinstance(r, Exception) else
+                f"agreed ({r['rounds']} rounds: {cheater}'s chunk first)"))
+        if any(isinstance(r, Exception) and v not in ends for v, r in zip((v1, v2), got)):
             return False
-        ends = {}
 
         def both_ended() -> bool:
             for v in (v1, v2):
@@ -567,16 +591,20 @@ def stage_cheat(console: Console, net: LocalNet, story: Story) -> bool:
 
         net.until(both_ended, "both contracts ending")
         refused = [v for v in (v1, v2) if ends[v][0] == "refused"]
-        if not refused:
+        if not refused and one_chunk_sold_twice(ends[v1][1], ends[v2][1]):
             break
+        if not refused:
+            console.print(f"  [yellow]{cheater}'s node sold two different chunks[/yellow]: it planned the second sale "
+                          "after the first had taken its chunk off the sheet -- two honest sales, nothing to prove")
         for v in refused:
-            console.print(f"  [yellow]{v} refused the sale[/yellow]: {ends[v][1]['reason'][:120]} -- the other "
-                          "victim had swept the chunk before this check, so no key went out twice and there is "
-                          "nothing to prove")
+            why = ("the chunk had left the cheater's sheet when the other victim agreed" if "book" in
+                   ends[v][1]["reason"] else "the other victim had swept the chunk before this check")
+            console.print(f"  [yellow]{v} refused the sale[/yellow]: {ends[v][1]['reason'][:120]} -- {why}, so no "
+                          "key went out twice and there is nothing to prove")
         if attempt < CHEAT_ATTEMPTS:
             console.print(f"  {cheater} tries again with its next BTC-REG chunk")
     else:
-        console.print(f"[red]every attempt ended with a refusal; logs in {net.root}[/red]")
+        console.print(f"[red]no attempt sold one chunk twice; logs in {net.root}[/red]")
         return False
     t = Table(title=f"the victims' contracts with {cheater}")
     for col in ("victim", "received", "released", "lost", "chunk", "outcome", "state"):
@@ -703,7 +731,7 @@ def _score(v: dict) -> str:
 
 # ------------------------------------------------------------------ the whole story
 NODES = ["alice", "bob", "carol", "dave", "mallory"]
-CHEAT_ATTEMPTS = 2  # the cheater's chunks (and each victim's ETH-DEV chunks): one per double sale tried
+CHEAT_ATTEMPTS = 3  # double sales tried: each victim's ETH-DEV chunks (one a try), the cheater's twice that
 MOVED = ("claimed", "kept", "received", "double-spent")
 
 
@@ -715,8 +743,8 @@ def run_demo(root: Path) -> bool:
     stage_enrol(console, alice, pid)
     stage_dcap(console)
     utxo = LITECOIND_ASSET if find_litecoind() else "BTC-REG"  # alice's chunks on litecoind when it is installed
-    story = Story(deposits={"alice": (utxo, 4), "bob": ("ETH-DEV", 4), "carol": ("ETH-DEV", 2),
-                            "dave": ("ETH-DEV", 2), "mallory": ("BTC-REG", CHEAT_ATTEMPTS)},
+    story = Story(deposits={"alice": (utxo, 4), "bob": ("ETH-DEV", 4), "carol": ("ETH-DEV", CHEAT_ATTEMPTS),
+                            "dave": ("ETH-DEV", CHEAT_ATTEMPTS), "mallory": ("BTC-REG", 2 * CHEAT_ATTEMPTS)},
                   cheater="mallory", victims=("carol", "dave"), utxo=utxo)
     # The stages share one network and run in order; each is ``stage(console, net, story) -> bool``.
     # alice's 4 chunks (LTC-REG on litecoind when installed, else BTC-REG): 2 for the swap, 1 in escrow, 1 written as an option; bob's 4 ETH-DEV

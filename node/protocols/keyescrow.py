@@ -20,7 +20,7 @@ beneficiary). Three roles, any node may play each:
   ``max_shares`` set (the daemon: node/escrowdesk.py) a ``hold`` past either bound is refused, code "full".
 * **recovery** (``recover``: the owner's heir/backup node, whose enclave is the beneficiary): at the height,
   asks every holder for its share of the chunk, retries those that refuse (e.g. "not-allowed": their
-  height is behind) every ``retry_interval``, rebuilds the key in its enclave once k shares came, and
+  height is behind) or never answered (``request_timeout``) every ``retry_interval``, rebuilds the key in its enclave once k shares came, and
   sweeps it home to the owner's claim address in a ledger task (``claim``). With fewer than k holders
   answering it never rebuilds; after ``give_up_after`` seconds it reports ``escrow.failed`` with what the
   holders said. A holder whose enclave saw the giver's release record answers "moved" and is not asked
@@ -149,6 +149,10 @@ class KeyEscrow:
     claim: Callable[[Chunk], str] | None = None
     check_funds: Callable[[str, str], bool] = lambda asset, address: True
     retry_interval: float = 2.0
+    #: s a request may wait for its answer: a holder checks an ask and releases its share in its enclave, which
+    #: takes far longer than ``retry_interval`` on a loaded machine; while one request to a peer is out for a
+    #: chunk the retry timer sends it no other (each copy would cost the holder the same work again)
+    request_timeout: float = 60.0
     give_up_after: float = 3600.0
     max_contracts: int = 0  # holder: at most this many contracts held for others (0: no bound), then "full"
     max_shares: int = 0  # holder: at most this many shares over all of them (0: no bound), then "full"
@@ -268,7 +272,11 @@ class KeyEscrow:
     def _request(self, kind: str, key, peer: str, data: bytes) -> SendRequest:
         self._req += 1
         self._pending[self._req] = (kind, key)
-        return SendRequest(PROTOCOL_ID, peer, self._req, data, timeout=self.retry_interval)
+        return SendRequest(PROTOCOL_ID, peer, self._req, data, timeout=self.request_timeout)
+
+    def _out_now(self) -> set[tuple[str, object]]:
+        """(kind, key) of every request still waiting for its answer (or its timeout)."""
+        return set(self._pending.values())
 
     def _refuse(self, rid: int, cid: bytes, code: str, reason: str) -> list[Command]:
         self.refusals.append((code, reason))
@@ -284,8 +292,10 @@ class KeyEscrow:
         binding, quote = self.identity() if self.identity is not None else (None, b"")
         data = self._seal("ask", AskBody(r.spec.encode(), r.sigs, r.party, r.index, r.term.beneficiary, binding,
                                          quote))
+        out = self._out_now()
         return [self._request("ask", (r.key, pos), h.peer_id, data)
-                for pos, h in enumerate(r.term.holders) if pos not in r.shares and pos not in r.moved]
+                for pos, h in enumerate(r.term.holders)
+                if pos not in r.shares and pos not in r.moved and ("ask", (r.key, pos)) not in out]
 
     def _stop_if_moved(self, r: Recovery) -> list[Command]:
         """Stop a recovery that can no longer reach k shares because holders' enclaves know the chunk moved to
@@ -446,7 +456,9 @@ class KeyEscrow:
                                             "status": rec.status, "txid": rec.txid, "detail": rec.detail})]
 
     def _on_timer(self, now: float) -> list[Command]:
-        cmds: list[Command] = [self._request("hold", key, peer, data) for key, (peer, data) in self._out.items()]
+        out = self._out_now()
+        cmds: list[Command] = [self._request("hold", key, peer, data) for key, (peer, data) in self._out.items()
+                               if ("hold", key) not in out]
         for r in list(self.recoveries.values()):
             if r.state == REBUILT and not r.busy:
                 cmds += self._sweep(r)

@@ -138,6 +138,40 @@ def test_the_double_sale_on_time_releases_twice_and_both_sales_end(tmp_path):
     assert {e[1]["outcome"]["status"] for e in ends} == {"claimed", "double-spent"}
 
 
+def test_a_double_sale_refused_at_its_offer_ends_that_sale_and_the_cheater_tries_again():
+    """demo stage 8 failed (1 demo run in 4 at load ~35, 2026-12-07: "mallory -> carol: the peer refused: chunk
+    bcrt1q... is not an offer of <mallory> in this node's book"): mallory's two offers race. dave agreed first,
+    mallory's honest host took the chunk off her sheet at once (02:28:11.53), carol's book held that sheet
+    (11.66) before mallory's offer to carol was checked, and carol refused the offer. No contract was proposed
+    to carol, so nothing of hers can ever end; the stage gave up on any error. A refusal at the offer is an
+    ended sale (tried again with the next chunk); an error that is not the peer's answer is not."""
+    from node.demo import offer_end, sale_end
+
+    refusal = RuntimeError("mallory /v1/contracts: the peer refused: [REFUSED] chunk bcrt1qnrsq is not an offer "
+                           "of 12D3KooWDp in this node's book")
+    end = offer_end(refusal)
+    assert end == ("refused", {"state": "failed", "reason": "[REFUSED] chunk bcrt1qnrsq is not an offer of "
+                                                             "12D3KooWDp in this node's book"}), end
+    assert sale_end({}, {}, set()) is None  # what the rows of a sale refused at its offer say: never an end
+    assert offer_end({"state": "agreed", "rounds": 2}) is None
+    assert offer_end(RuntimeError("mallory /v1/contracts: the peer did not answer the contract offer in time")) is None
+
+
+def test_two_sales_of_different_chunks_are_not_the_double_sale_and_are_tried_again():
+    """Found with an injected order (mallory's sale to dave posted 5 s before her sale to carol, as a loaded
+    machine may): mallory's node planned the second sale after the first had committed its chunk, so it sold
+    carol its next chunk; both victims claimed, nothing was released twice, and the stage would wait a minute
+    for a proof that cannot exist. Only two sales of one chunk are the double sale."""
+    from node.demo import one_chunk_sold_twice
+
+    def row(address, status):
+        return {"state": "done", "outcome": {"status": status, "chunks": [{"address": address, "asset": "BTC-REG"}]}}
+
+    assert not one_chunk_sold_twice(row("bcrt1qu552", "claimed"), row("bcrt1qyuh7", "claimed"))
+    assert one_chunk_sold_twice(row("bcrt1qu552", "claimed"), row("bcrt1qu552", "double-spent"))
+    assert not one_chunk_sold_twice(row("bcrt1qu552", "claimed"), {"state": "failed", "reason": "refused"})
+
+
 @pytest.mark.parametrize("first_answers_first", [True, False])
 def test_a_resent_hello_refused_after_its_first_copy_was_agreed_leaves_no_half_open_contract(tmp_path,
                                                                                            first_answers_first):
