@@ -366,7 +366,7 @@ def settle_books(nodes: dict, timeout: float) -> list[str]:
 
 
 def run(tmp: Path, args, out) -> dict:
-    from node.localnet import init_datadir, spawn, stop_all, wait_for
+    from node.dev.localnet import init_datadir, spawn, stop_all, wait_for
     from tests.functional.framework import Api, ledger_and_boot, until
     import httpx
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.soak import Sample, book_mismatches, ended, stuck_after, verdict
-from node.localnet import timeout_factor
+from node.dev.localnet import timeout_factor
 
 ROOT = Path(__file__).resolve().parents[1]
 RAN = {"started": 10, "done": 9}

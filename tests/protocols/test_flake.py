@@ -145,7 +145,7 @@ def test_a_double_sale_refused_at_its_offer_ends_that_sale_and_the_cheater_tries
     (11.66) before mallory's offer to carol was checked, and carol refused the offer. No contract was proposed
     to carol, so nothing of hers can ever end; the stage gave up on any error. A refusal at the offer is an
     ended sale (tried again with the next chunk); an error that is not the peer's answer is not."""
-    from node.demo import offer_end, sale_end
+    from node.dev.demo import offer_end, sale_end
 
     refusal = RuntimeError("mallory /v1/contracts: the peer refused: [REFUSED] chunk bcrt1qnrsq is not an offer "
                            "of 12D3KooWDp in this node's book")
@@ -162,7 +162,7 @@ def test_two_sales_of_different_chunks_are_not_the_double_sale_and_are_tried_aga
     machine may): mallory's node planned the second sale after the first had committed its chunk, so it sold
     carol its next chunk; both victims claimed, nothing was released twice, and the stage would wait a minute
     for a proof that cannot exist. Only two sales of one chunk are the double sale."""
-    from node.demo import one_chunk_sold_twice
+    from node.dev.demo import one_chunk_sold_twice
 
     def row(address, status):
         return {"state": "done", "outcome": {"status": status, "chunks": [{"address": address, "asset": "BTC-REG"}]}}
