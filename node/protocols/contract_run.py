@@ -159,6 +159,16 @@ class RunRecord(msgspec.Struct, array_like=True):
     version: int = 1
 
 
+class AgreedRecord(msgspec.Struct, array_like=True):
+    """A contract we agreed to run when a runner opens it with us (``expect``), kept until it runs here: a party
+    restarted between its agreement and the first open still takes the open (in memory only, it refused it as
+    "not-expected" until the contract ended by refund)."""
+
+    spec: bytes
+    at: float  # when we agreed
+    version: int = 1
+
+
 @dataclass
 class Run:
     rec: RunRecord
@@ -250,6 +260,15 @@ class ContractRun:
     claim_policy: str = "sweep"
     round_timeout: float = 30.0
     retry_interval: float = 2.0
+    #: s a request waits for its answer (the runtime's ``respond_timeout`` is 10 s). Not ``retry_interval``: on a
+    #: loaded machine every answer later than 2 s was thrown away and a copy sent every 2 s while the first was
+    #: still being answered, each copy costing both enclaves work (release/1 had the same: its ``request_timeout``).
+    #: The retry timer sends no copy of a request still waiting for its answer (``_in_flight``).
+    request_timeout: float = 10.0
+    #: contracts agreed and not yet opened with us (``AgreedRecord`` by contract id hex): kept across restarts
+    agreed: RecordStore = field(default_factory=lambda: MemoryContractStore(record_type=AgreedRecord))
+    #: s an agreement waits for its first open; older ones are dropped on restart
+    agreement_ttl: float = 86_400.0
     binding: Binding | None = None  # ours, for ``who`` (building specs with peers)
     #: ``identity() -> (binding, quote)``: our current ones (they change with our deposits); else the fields
     identity: Callable[[], tuple[Binding, bytes]] | None = None
@@ -280,7 +299,8 @@ class ContractRun:
         #: contracts a peer opened whose funds check is in flight: the opens waiting for it
         self._opening: dict[bytes, list[tuple[int, ContractSpec, int, OpenBody]]] = {}
         self._heights: dict[str, int] = {}
-        self._pending: dict[int, tuple[str, str, int, int]] = {}  # request id -> (contract, kind, step, party)
+        #: request id -> (contract, kind, step, party, sent at)
+        self._pending: dict[int, tuple[str, str, int, int, float]] = {}
         self._req = 0
         self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)
         self.known: dict[str, Binding] = {}  # peer id -> its binding, quote verified (from who / whois)
@@ -288,11 +308,20 @@ class ContractRun:
         self.who_listeners = Listeners()  # woken by peer id once ``known[peer]`` is set
 
     # -- application calls ------------------------------------------------------------
-    def expect(self, spec: ContractSpec) -> bytes:
-        """Run ``spec`` when a party opens it with us (agreed elsewhere); returns its id."""
+    def expect(self, spec: ContractSpec, now: float = 0.0) -> bytes:
+        """Run ``spec`` when a party opens it with us (agreed elsewhere); returns its id. The agreement is kept
+        (``agreed``) until the contract runs here, or ``agreement_ttl`` after ``now``."""
         cid = spec_id(spec)
+        if cid not in self._expected and cid.hex() not in self.runs:
+            self.agreed.put(cid.hex(), AgreedRecord(spec.encode(), now))
         self._expected.add(cid)
         return cid
+
+    def _agreed_done(self, cid: bytes) -> None:
+        """The contract runs here now (its record is in ``store``): the agreement is no longer needed."""
+        if cid in self._expected:
+            self._expected.discard(cid)
+            self.agreed.delete(cid.hex())
 
     def start(self, spec: ContractSpec, now: float) -> list[Command]:
         """Run ``spec`` (we must be one of its runners): open it in our enclave and with every other runner."""
@@ -305,7 +334,8 @@ class ContractRun:
         r = self._new_run(spec, cid, now)
         if isinstance(r, str):
             raise ValueError(r)
-        return [self._opened_note(r)] + self._open_all(r) + self._drive(r, now)
+        self._agreed_done(cid)
+        return [self._opened_note(r)] + self._open_all(r, now) + self._drive(r, now)
 
     def observe_height(self, asset: str, height: int, now: float) -> list[Command]:
         """A ledger height (from the host's ledger client): handed to every running contract's enclave."""
@@ -336,7 +366,7 @@ class ContractRun:
             cmds += self._drive(r, now)
         for k, p in enumerate(spec.parties):
             if p.runner and k != me:
-                cmds.append(self._request(cid.hex(), "approve", -1, k, p.binding.peer_id, body))
+                cmds.append(self._request(cid.hex(), "approve", -1, k, p.binding.peer_id, body, now))
         return cmds
 
     def who(self, peer: str, now: float) -> list[Command]:
@@ -344,7 +374,7 @@ class ContractRun:
         binding, quote = self._ident()
         if binding is None:
             raise ValueError("this node has no binding to introduce itself with")
-        return [self._request("", "who", -1, -1, peer, self._seal("who", WhoBody(binding, quote)))]
+        return [self._request("", "who", -1, -1, peer, self._seal("who", WhoBody(binding, quote)), now)]
 
     def spec_for(self, spec: ContractSpec) -> ContractSpec | None:
         """A spec we hold (running, or as a non-runner who may approve), by id."""
@@ -407,10 +437,23 @@ class ContractRun:
     def _seal(self, kind: str, body) -> bytes:
         return seal(self.enclave, self.enclave.info().sign_pub, self.net, kind, body)
 
-    def _request(self, key: str, kind: str, step: int, party: int, peer: str, data: bytes) -> SendRequest:
+    def _request(self, key: str, kind: str, step: int, party: int, peer: str, data: bytes, now: float
+                 ) -> SendRequest:
         self._req += 1
-        self._pending[self._req] = (key, kind, step, party)
-        return SendRequest(PROTOCOL_ID, peer, self._req, data, timeout=self.retry_interval)
+        self._pending[self._req] = (key, kind, step, party, now)
+        return SendRequest(PROTOCOL_ID, peer, self._req, data, timeout=max(self.retry_interval, self.request_timeout))
+
+    def _in_flight(self, r: Run, now: float) -> set[tuple[str, int, int]]:
+        """(kind, step, party) of ``r``'s requests still waiting for their answer: no copy of them goes out. One
+        unanswered after ``request_timeout`` is taken as lost (a driver that never reports it): forgotten."""
+        out = set()
+        for rid, (key, kind, step, party, at) in list(self._pending.items()):
+            if key == r.key:
+                if now < at + max(self.retry_interval, self.request_timeout):
+                    out.add((kind, step, party))
+                else:
+                    del self._pending[rid]
+        return out
 
     def _refuse(self, request_id: int, cid: bytes, step: int, code: str, reason: str) -> list[Command]:
         self.refusals.append((code, reason))
@@ -479,15 +522,20 @@ class ContractRun:
         self._persist(r)
         return None
 
-    def _open_all(self, r: Run, skip: int = -1) -> list[Command]:
+    def _open_all(self, r: Run, now: float, skip: int = -1) -> list[Command]:
         """Open the contract with every runner that has not yet shown us its quote and all signatures (but
-        ``skip``: the party whose open we are answering; our answer carries our quote and signatures)."""
+        ``skip``: the party whose open we are answering; our answer carries our quote and signatures; and a
+        runner whose answer to our last open is still to come)."""
         if r.rec.state in TERMINAL:
+            return []
+        busy = self._in_flight(r, now)
+        to = [k for k in r.runners() if k not in (r.me, skip) and (k not in r.verified or k not in r.complete)
+              and ("open", -1, k) not in busy]
+        if not to:
             return []
         binding, quote = self._ident()
         body = self._seal("open", OpenBody(r.rec.spec, quote, list(r.rec.sigs), binding))
-        return [self._request(r.key, "open", -1, k, r.spec.parties[k].binding.peer_id, body)
-                for k in r.runners() if k not in (r.me, skip) and (k not in r.verified or k not in r.complete)]
+        return [self._request(r.key, "open", -1, k, r.spec.parties[k].binding.peer_id, body, now) for k in to]
 
     def _check_party(self, r: Run, k: int, quote: bytes, binding: Binding | None, now: float) -> str | None:
         if k in r.verified:
@@ -558,7 +606,7 @@ class ContractRun:
             step = r.spec.step_of(r.me, i)
             r.pending[step] = data
             self._progress(r, now)
-            cmds.append(self._request(r.key, "release", step, recv, r.spec.parties[recv].binding.peer_id, data))
+            cmds.append(self._request(r.key, "release", step, recv, r.spec.parties[recv].binding.peer_id, data, now))
             cmds.append(Notify("contract.released", {"contract": r.key, "index": i, "to": recv,
                                                      "pubkey": r.spec.parties[r.me].chunks[i].pubkey.hex()}))
         if st.finished or st.settled:
@@ -702,6 +750,20 @@ class ContractRun:
             "parties": [{"party": k, "peer": p.binding.peer_id, "device": hashlib.sha256(p.binding.sign_pub).hexdigest()}
                         for k, p in enumerate(r.spec.parties) if k != r.me]})
 
+    def _resume_agreed(self, now: float) -> list[Command]:
+        """Contracts agreed before a restart and not yet opened with us: expected again (or dropped: run here
+        already, older than ``agreement_ttl``, or unreadable)."""
+        cmds: list[Command] = []
+        for key, rec in self.agreed.items():
+            spec = rec if isinstance(rec, str) else decode_spec(rec.spec)
+            if isinstance(spec, str):
+                cmds.append(Notify("contract.store-error", {"contract": key, "reason": f"agreement: {spec}"}))
+            elif key == spec_id(spec).hex() and key not in self.runs and now < rec.at + self.agreement_ttl:
+                self._expected.add(spec_id(spec))
+                continue
+            self.agreed.delete(key)
+        return cmds
+
     def _resume(self, now: float) -> list[Command]:
         from node.tee.client import EnclaveRefused
 
@@ -740,17 +802,20 @@ class ContractRun:
                         step = spec.step_of(me, m.index)
                         if step not in rec.acked:
                             r.pending[step] = self.enclave.contract_resend(r.cid, m.index)
-            cmds += [self._opened_note(r)] + self._open_all(r) + self._resend(r) + self._drive(r, now)
-        return cmds
+            cmds += [self._opened_note(r)] + self._open_all(r, now) + self._resend(r, now) + self._drive(r, now)
+        return cmds + self._resume_agreed(now)
 
-    def _resend(self, r: Run) -> list[Command]:
+    def _resend(self, r: Run, now: float) -> list[Command]:
+        """Our unacknowledged releases again, but those whose answer is still to come (``_in_flight``)."""
         out = []
+        busy = self._in_flight(r, now)
         for step, data in sorted(r.pending.items()):
-            g, i = r.spec.steps()[step]
             env = wire.decode(data, wire.Signed)
             recv = r.spec.parties.index(next(p for p in r.spec.parties
                                              if p.binding.enc_pub == wire.decode(env.body, ReleaseBody).recipient))
-            out.append(self._request(r.key, "release", step, recv, r.spec.parties[recv].binding.peer_id, data))
+            if ("release", step, recv) not in busy:
+                out.append(self._request(r.key, "release", step, recv, r.spec.parties[recv].binding.peer_id, data,
+                                         now))
         return out
 
     # -- requests -----------------------------------------------------------------------
@@ -824,7 +889,7 @@ class ContractRun:
                 code = made.split(":")[0] if made.startswith("funds") else "not-held"
                 return [c for rid, *_ in waiting for c in self._refuse(rid, cid, -1, code, made)]
             r = made
-            self._expected.discard(cid)
+            self._agreed_done(cid)
             return [self._opened_note(r)] + [c for rid, _, k, o in waiting for c in self._opened(rid, r, k, o, now)]
         return [c for rid, _, k, o in waiting for c in self._opened(rid, r, k, o, now)]
 
@@ -842,7 +907,7 @@ class ContractRun:
         self._progress(r, now)
         binding, quote = self._ident()
         resp = Respond(request_id, self._seal("opened", OpenedBody(cid, quote, list(r.rec.sigs), binding)))
-        return [resp] + self._open_all(r, skip=k) + self._drive(r, now)  # (opening k again at once, while a
+        return [resp] + self._open_all(r, now, skip=k) + self._drive(r, now)  # (opening k again at once, while a
         # runner had not signed, made two parties open to each other in a loop with no pause)
 
     def _on_approve(self, ev, env, a: ApproveBody, r: Run, now: float) -> list[Command]:
@@ -914,7 +979,7 @@ class ContractRun:
         pend = self._pending.pop(ev.request_id, None)
         if pend is None:
             return []
-        key, kind, step, party = pend
+        key, kind, step, party, _ = pend
         if kind == "who":
             if ev.error:
                 return []
@@ -992,5 +1057,5 @@ class ContractRun:
             return []
         if what == "contract-run.retry":
             r.retry_armed = False
-            return self._open_all(r) + self._resend(r) + self._drive(r, now)
+            return self._open_all(r, now) + self._resend(r, now) + self._drive(r, now)
         return []
