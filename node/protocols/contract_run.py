@@ -114,6 +114,9 @@ CHEAT_CODES = ("wrong-key", "bad-key", "undecryptable")
 #: it ("not-held": a key of its own is released, unknown, or committed to another contract). Any other refusal
 #: (funds short: maybe not confirmed yet; not expected yet; busy) is retried until the deadline.
 OPEN_REFUSALS = ("not-held",)
+#: tries of a ``who`` whose request fails in transport (a dial refused, no address yet, a reset, a timeout),
+#: ``retry_interval`` apart; then ``contract.who`` reports the failure
+WHO_ATTEMPTS = 3
 MAX_WAITING_OPENS = 16  # opens of one new contract answered when its funds check (a ledger task) is done
 
 
@@ -306,6 +309,7 @@ class ContractRun:
         self.known: dict[str, Binding] = {}  # peer id -> its binding, quote verified (from who / whois)
         self.known_quotes: dict[str, bytes] = {}  # peer id -> the quote of ``known[peer]`` (for ``attest_known``)
         self.who_listeners = Listeners()  # woken by peer id once ``known[peer]`` is set
+        self._who_tries: dict[str, int] = {}  # peer id -> tries of the ``who`` in progress (``WHO_ATTEMPTS``)
 
     # -- application calls ------------------------------------------------------------
     def expect(self, spec: ContractSpec, now: float = 0.0) -> bytes:
@@ -370,11 +374,31 @@ class ContractRun:
         return cmds
 
     def who(self, peer: str, now: float) -> list[Command]:
-        """Ask ``peer`` for its attested binding; once verified it is in ``known[peer]``."""
+        """Ask ``peer`` for its attested binding; once verified it is in ``known[peer]``. A request that fails in
+        transport is tried again, ``WHO_ATTEMPTS`` in all."""
         binding, quote = self._ident()
         if binding is None:
             raise ValueError("this node has no binding to introduce itself with")
+        self._who_tries[peer] = 1
         return [self._request("", "who", -1, -1, peer, self._seal("who", WhoBody(binding, quote)), now)]
+
+    def _who_failed(self, peer: str, error: str, now: float) -> list[Command]:
+        tries = self._who_tries.get(peer)
+        if tries is None:
+            return []
+        if tries < WHO_ATTEMPTS:
+            return [SetTimer(f"contract-run.who:{peer}", now + self.retry_interval)]
+        del self._who_tries[peer]
+        return [Notify("contract.who", {"peer": peer, "ok": False,
+                                        "reason": f"no answer after {tries} tries: {error}"})]
+
+    def _who_again(self, peer: str, now: float) -> list[Command]:
+        tries = self._who_tries.get(peer)
+        if tries is None or peer in self.known:
+            return []
+        cmds = self.who(peer, now)
+        self._who_tries[peer] = tries + 1
+        return cmds
 
     def spec_for(self, spec: ContractSpec) -> ContractSpec | None:
         """A spec we hold (running, or as a non-runner who may approve), by id."""
@@ -982,7 +1006,8 @@ class ContractRun:
         key, kind, step, party, _ = pend
         if kind == "who":
             if ev.error:
-                return []
+                return self._who_failed(ev.peer, ev.error, now)
+            self._who_tries.pop(ev.peer, None)
             try:
                 env, body = parse(ev.data, net=self.net, kinds={"whois", "error"}, bodies=BODIES)
             except MessageError as exc:
@@ -1029,6 +1054,8 @@ class ContractRun:
     # -- timers ---------------------------------------------------------------------------------
     def _on_timer(self, name: str, now: float) -> list[Command]:
         what, _, key = name.partition(":")
+        if what == "contract-run.who":
+            return self._who_again(key, now)
         r = self.runs.get(key)
         if r is None or r.rec.state in TERMINAL:
             return []

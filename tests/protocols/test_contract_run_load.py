@@ -8,7 +8,7 @@ from node import wire
 from node.contracts import stdlib
 from node.contracts.spec import make_spec, spec_id
 from node.protocols.base import ResponseReceived, Respond, SendRequest
-from node.protocols.contract_run import DONE
+from node.protocols.contract_run import DONE, PROTOCOL_ID, WHO_ATTEMPTS
 from node.ledger.devnet import DevLedger
 from tests.protocols.test_contract_run import AMOUNT, FEE, NET, NOW, Net, Side, every_second, ring_net, stopped
 
@@ -105,3 +105,42 @@ def test_a_ring_party_restarted_just_after_agreeing_still_runs_the_ring_to_done(
         for ch in s.commits:
             assert sides[(k + 1) % 3].balance(ch) == AMOUNT - FEE
     assert [s.proto.agreed.items() for s in sides] == [[], [], []]  # kept only until the contract ran
+
+
+def who_net(tmp_path, failures: int):
+    """A asks B ``who``; the first ``failures`` requests fail in transport, as the runtime reports a dial that
+    fails (a peer just restarted: "No known addresses to peer")."""
+    ledger = DevLedger(None, automine=True)
+    a, b = Side("A", tmp_path, ledger, None, 0), Side("B", tmp_path, ledger, None, 0)
+    net = Net(a, b)
+    left = [failures]
+
+    def refuse(src, cmd):
+        if wire.decode(cmd.data, wire.Signed).kind != "who" or not left[0]:
+            return False
+        left[0] -= 1
+        net.queue.append((src.peer_id, src.gen,
+                          ResponseReceived(PROTOCOL_ID, cmd.peer, cmd.request_id, b"", "No known addresses to peer")))
+        return True
+
+    net.drop = refuse
+    net.call(a, a.proto.who, b.peer_id)
+    net.run(until=60)
+    return a, b, [c for src, c in net.sent if src == a.peer_id]
+
+
+def test_a_who_that_fails_in_transport_is_tried_again(tmp_path):
+    """The daemon's ``who`` (a peer's attested binding, before a contract is built with it) was sent once: a dial
+    that failed (the peer just restarted) left the API call waiting its 15 s for nothing."""
+    a, b, sent = who_net(tmp_path, WHO_ATTEMPTS - 1)
+    assert a.proto.known.get(b.peer_id) == b.binding
+    assert len(sent) == WHO_ATTEMPTS
+    assert [n.detail["ok"] for n in a.notes if n.kind == "contract.who"] == [True]
+
+
+def test_a_who_that_always_fails_is_tried_a_bounded_number_of_times_and_reported(tmp_path):
+    a, b, sent = who_net(tmp_path, 100)
+    assert b.peer_id not in a.proto.known
+    assert len(sent) == WHO_ATTEMPTS  # then no more
+    (note,) = [n.detail for n in a.notes if n.kind == "contract.who"]
+    assert note["ok"] is False and "No known addresses" in note["reason"], note
