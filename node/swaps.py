@@ -197,7 +197,7 @@ class SwapDesk:
             claim=sweep_claimer(lambda: stack.enclave, ledger, self.claim_address),
             store=ContractStore(stack.datadir / "contracts"), claim_policy=claim_policy,
             perf=time.perf_counter, price_of=self._price, price_tolerance=price_tolerance)
-        from node.protocols.contract_run import ContractRun, RunRecord
+        from node.protocols.contract_run import AgreedRecord, ContractRun, RunRecord
 
         self.run = ContractRun(
             net=stack.net, enclave=stack.enclave, quote=own.quote, binding=own.binding,
@@ -205,6 +205,7 @@ class SwapDesk:
             attestations=stack.protocol.attestations, check_funds=self._funds,
             claim=sweep_claimer(lambda: stack.enclave, ledger, self.claim_address),
             store=ContractStore(stack.datadir / "runs", record_type=RunRecord), claim_policy=claim_policy,
+            agreed=ContractStore(stack.datadir / "runs-agreed", record_type=AgreedRecord),
             price_of=self._price, price_tolerance=price_tolerance)
         self.arbitrated: dict[str, Any] = {}  # contract id hex -> spec, for escrows we arbitrate
         self._publishing = False  # a publish of our sheet (retractions) is queued on the driver
@@ -610,7 +611,7 @@ class SwapDesk:
         why = self.reserve_spec(spec, now)  # every counterparty device's caps, checked and held
         if why:
             return why
-        self.run.expect(spec)
+        self.run.expect(spec, now)
         return None
 
     def _contract_policy(self, kind: str, spec) -> str | None:

@@ -33,13 +33,8 @@ contract in a ledger task, ``LedgerCall``: the open is answered when it is done)
 via the host (``observe_height``, an event): the enclave trusts its host for heights (a TEE has no
 trusted clock). Approvals are verified here and again inside the enclave.
 
-States (``TRANSITIONS``)::
-
-    (none) --start / expected open--> RUNNING --settled--> DONE
-                                      RUNNING --deadline (no progress)--> WITHHELD --settled--> DONE
-                                      RUNNING / WITHHELD --cheat / local-refusal--> FAILED
-                                      RUNNING --peer-refused (a runner that never signed answers
-                                                our open "not-held")--> FAILED
+States (``TRANSITIONS``), the message bodies and the records are in ``node.protocols.contract_run_state``
+(re-exported here): RUNNING, then DONE, or WITHHELD (no progress by the deadline) then DONE, or FAILED.
 
 WITHHELD is reported (``contract.withheld``) but not terminal: late keys are still taken, and the
 contract's time-lock path (``refund`` at a height) sends the unmoved chunks home: the enclave hands each
@@ -63,7 +58,8 @@ committed; again on every start), ``released`` / ``refund`` / ``received`` / ``c
 ``release.Outcome`` (``contract_swap.swap_outcome``: released / received / lost, each of the peer's chunks).
 
 Crash safety: the enclave's sealed state is the truth about what moved; the host record (``RunRecord``)
-keeps claims, refunds and acks; ``Started`` resumes every contract (re-open, resend, continue). A release/1
+keeps claims, refunds and acks, and ``AgreedRecord`` (store ``agreed``) a contract agreed and not yet opened
+with us; ``Started`` resumes every contract (re-open, resend, continue) and agreement. A release/1
 swap's record becomes a ``RunRecord`` of the same contract id (``contract_swap.migrate_release_records``); its
 resume asks our enclave for our signature over the id, which release/1 never kept.
 """
@@ -74,8 +70,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-import msgspec
-
 from node import wire
 import hashlib
 
@@ -84,143 +78,18 @@ from node.protocols.base import (
     Command, Event, LedgerCall, Listeners, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer,
     Started, TaskDone, TimerFired, Validation,
 )
+from node.protocols.contract_run_state import (  # noqa: F401 (re-exported: the protocol's public names)
+    ACCEPTS_REQUEST, BODIES, CHEAT_CODES, DONE, FAILED, MAX_WAITING_OPENS, OPEN_REFUSALS, PROTOCOL_ID, RUNNING,
+    TERMINAL, TRANSITIONS, WHO_ATTEMPTS, WITHHELD, AgreedRecord, ApproveBody, OpenBody, OpenedBody, Run, RunRecord,
+    WhoBody, _funds_missing, _quote_check,
+)
 from node.protocols.contract_swap import swap_outcome
 from node.protocols.release import (
-    FUNDS_OK, FUNDS_UNKNOWN, AckBody, Chunk, ClaimRecord, ErrorBody, MemoryContractStore, MessageError, RecordStore, error_message,
-    funds_state, parse, seal,
+    FUNDS_OK, FUNDS_UNKNOWN, AckBody, Chunk, ClaimRecord, MemoryContractStore, MessageError, RecordStore, error_message,
+    parse, seal,
 )
 from node.attest.binding import Binding
 from node.enclave.contracts import PartySig
-
-PROTOCOL_ID = "/keyswitch/contract-run/1"
-RUNNING, WITHHELD, DONE, FAILED = "running", "withheld", "done", "failed"
-TERMINAL = (DONE, FAILED)
-TRANSITIONS = {
-    (None, "start"): RUNNING,
-    (RUNNING, "settled"): DONE,
-    (WITHHELD, "settled"): DONE,
-    (RUNNING, "deadline"): WITHHELD,
-    (RUNNING, "cheat"): FAILED,
-    (WITHHELD, "cheat"): FAILED,
-    (RUNNING, "local-refusal"): FAILED,
-    (RUNNING, "peer-refused"): FAILED,  # a runner refused the contract before signing it (release/1's "refused")
-    (WITHHELD, "local-refusal"): FAILED,
-}
-ACCEPTS_REQUEST = {RUNNING: frozenset({"open", "release", "approve"}),
-                   WITHHELD: frozenset({"open", "release", "approve"}),
-                   DONE: frozenset({"open", "release", "approve"}), FAILED: frozenset()}
-CHEAT_CODES = ("wrong-key", "bad-key", "undecryptable")
-#: a runner's answers to our ``open`` that end the contract while it has not signed it: its enclave will not take
-#: it ("not-held": a key of its own is released, unknown, or committed to another contract). Any other refusal
-#: (funds short: maybe not confirmed yet; not expected yet; busy) is retried until the deadline.
-OPEN_REFUSALS = ("not-held",)
-MAX_WAITING_OPENS = 16  # opens of one new contract answered when its funds check (a ledger task) is done
-
-
-class OpenBody(msgspec.Struct, array_like=True, frozen=True):
-    spec: bytes
-    quote: bytes
-    sigs: list[PartySig]
-    binding: Binding | None = None  # what ``quote`` commits to; None: the spec's binding of the sender
-
-
-class OpenedBody(msgspec.Struct, array_like=True, frozen=True):
-    contract_id: bytes
-    quote: bytes
-    sigs: list[PartySig]
-    binding: Binding | None = None
-
-
-class ApproveBody(msgspec.Struct, array_like=True, frozen=True):
-    contract_id: bytes
-    party: int
-    message: str
-    sig: bytes
-
-
-class WhoBody(msgspec.Struct, array_like=True, frozen=True):
-    binding: Binding
-    quote: bytes
-
-
-BODIES = {"open": OpenBody, "opened": OpenedBody, "release": ReleaseBody, "ack": AckBody,
-          "approve": ApproveBody, "error": ErrorBody, "who": WhoBody, "whois": WhoBody}
-
-
-class RunRecord(msgspec.Struct, array_like=True):
-    """What the host keeps about a running contract (the enclave's sealed state keeps what moved)."""
-
-    spec: bytes
-    state: str
-    reason: str = ""
-    sigs: list[PartySig] = []  # signatures over the contract id we know (forwarded in open/opened)
-    acked: list[int] = []  # steps of ours the receiver acknowledged
-    claims: list[ClaimRecord] = []  # per step: received keys (claimed / kept / double-spent) and refunds
-    version: int = 1
-
-
-@dataclass
-class Run:
-    rec: RunRecord
-    spec: ContractSpec
-    cid: bytes
-    me: int
-    progress_at: float = 0.0
-    verified: set[int] = field(default_factory=set)  # parties whose quote we verified
-    complete: set[int] = field(default_factory=set)  # runners that showed us every runner's signature
-    pending: dict[int, bytes] = field(default_factory=dict)  # our unacked release records by step
-    busy: set[int] = field(default_factory=set)  # steps whose claim (a ledger task) is in flight
-    #: steps of keys received whose funds (and declared value at our price) this process saw still there: the
-    #: contract goes on while their sweep runs in the background (release/1's fast path); in memory only
-    checked: set[int] = field(default_factory=set)
-    checking: set[int] = field(default_factory=set)  # their funds check (a ledger task) is in flight
-    #: approvals delivered to our enclave since this process started (party, message): for ``_owed`` only
-    approvals: list[tuple[int, str]] = field(default_factory=list)
-    escrow_sigs: int = -1  # how many runners' signatures the escrow holders were last sent
-    #: a two-party contract's swap-shaped outcome (``contract_swap.swap_outcome``), once withheld or ended
-    outcome: object | None = None
-    retry_armed: bool = False  # a retry timer is set and has not fired yet (``_timers``)
-
-    @property
-    def key(self) -> str:
-        return self.cid.hex()
-
-    def claim_of(self, step: int) -> ClaimRecord | None:
-        return next((c for c in self.rec.claims if c.round == step), None)
-
-    def runners(self) -> list[int]:
-        return [k for k, p in enumerate(self.spec.parties) if p.runner]
-
-    def chunk(self, party: int, index: int) -> Chunk:
-        c = self.spec.parties[party].chunks[index]
-        return Chunk(c.asset, c.address, c.pubkey, c.amount)
-
-
-def _quote_check(attestations, spec: ContractSpec, k: int, quote: bytes, binding: Binding | None,
-                 now: float) -> str | None:
-    """Party ``k``'s quote, for the binding it commits to: that binding must name the spec's enclave keys,
-    peer id and network for ``k`` (its keys root may have moved with its deposits since the spec was made)."""
-    want = spec.parties[k].binding
-    binding = binding or want
-    if (binding.sign_pub, binding.enc_pub, binding.peer_id, binding.net) != (
-            want.sign_pub, want.enc_pub, want.peer_id, want.net):
-        return f"party {k}'s quote is for another enclave, peer or network than the spec names"
-    why = attestations.check(quote, binding, now)
-    return f"untrusted quote of party {k}: {why}" if why else None
-
-
-def _funds_missing(check_funds: Callable[[str, str], object], spec: ContractSpec, me: int | None,
-                   price_of=None, tolerance: float = 0.10) -> str | None:
-    """Why the other parties' committed chunks are not all as committed (None: they are): each must hold,
-    confirmed, at least its committed amount, and a declared USD value must be within ``tolerance`` of that
-    amount at our own price (``funds_state``); blocking."""
-    for k, p in enumerate(spec.parties):
-        if k != me:
-            for i, c in enumerate(p.chunks):
-                state, why = funds_state(check_funds, c, c.usd_cents, price_of, tolerance)
-                if state != FUNDS_OK:  # unknown counts as not there
-                    return f"funds: party {k} chunk {i}: {why}"
-    return None
 
 
 @dataclass
@@ -250,6 +119,15 @@ class ContractRun:
     claim_policy: str = "sweep"
     round_timeout: float = 30.0
     retry_interval: float = 2.0
+    #: s a request waits for its answer (the runtime's ``respond_timeout`` is 10 s). Not ``retry_interval``: on a
+    #: loaded machine every answer later than 2 s was thrown away and a copy sent every 2 s while the first was
+    #: still being answered, each copy costing both enclaves work (release/1 had the same: its ``request_timeout``).
+    #: The retry timer sends no copy of a request still waiting for its answer (``_in_flight``).
+    request_timeout: float = 10.0
+    #: contracts agreed and not yet opened with us (``AgreedRecord`` by contract id hex): kept across restarts
+    agreed: RecordStore = field(default_factory=lambda: MemoryContractStore(record_type=AgreedRecord))
+    #: s an agreement waits for its first open; older ones are dropped on restart
+    agreement_ttl: float = 86_400.0
     binding: Binding | None = None  # ours, for ``who`` (building specs with peers)
     #: ``identity() -> (binding, quote)``: our current ones (they change with our deposits); else the fields
     identity: Callable[[], tuple[Binding, bytes]] | None = None
@@ -280,19 +158,30 @@ class ContractRun:
         #: contracts a peer opened whose funds check is in flight: the opens waiting for it
         self._opening: dict[bytes, list[tuple[int, ContractSpec, int, OpenBody]]] = {}
         self._heights: dict[str, int] = {}
-        self._pending: dict[int, tuple[str, str, int, int]] = {}  # request id -> (contract, kind, step, party)
+        #: request id -> (contract, kind, step, party, sent at)
+        self._pending: dict[int, tuple[str, str, int, int, float]] = {}
         self._req = 0
         self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)
         self.known: dict[str, Binding] = {}  # peer id -> its binding, quote verified (from who / whois)
         self.known_quotes: dict[str, bytes] = {}  # peer id -> the quote of ``known[peer]`` (for ``attest_known``)
         self.who_listeners = Listeners()  # woken by peer id once ``known[peer]`` is set
+        self._who_tries: dict[str, int] = {}  # peer id -> tries of the ``who`` in progress (``WHO_ATTEMPTS``)
 
     # -- application calls ------------------------------------------------------------
-    def expect(self, spec: ContractSpec) -> bytes:
-        """Run ``spec`` when a party opens it with us (agreed elsewhere); returns its id."""
+    def expect(self, spec: ContractSpec, now: float = 0.0) -> bytes:
+        """Run ``spec`` when a party opens it with us (agreed elsewhere); returns its id. The agreement is kept
+        (``agreed``) until the contract runs here, or ``agreement_ttl`` after ``now``."""
         cid = spec_id(spec)
+        if cid not in self._expected and cid.hex() not in self.runs:
+            self.agreed.put(cid.hex(), AgreedRecord(spec.encode(), now))
         self._expected.add(cid)
         return cid
+
+    def _agreed_done(self, cid: bytes) -> None:
+        """The contract runs here now (its record is in ``store``): the agreement is no longer needed."""
+        if cid in self._expected:
+            self._expected.discard(cid)
+            self.agreed.delete(cid.hex())
 
     def start(self, spec: ContractSpec, now: float) -> list[Command]:
         """Run ``spec`` (we must be one of its runners): open it in our enclave and with every other runner."""
@@ -305,7 +194,8 @@ class ContractRun:
         r = self._new_run(spec, cid, now)
         if isinstance(r, str):
             raise ValueError(r)
-        return [self._opened_note(r)] + self._open_all(r) + self._drive(r, now)
+        self._agreed_done(cid)
+        return [self._opened_note(r)] + self._open_all(r, now) + self._drive(r, now)
 
     def observe_height(self, asset: str, height: int, now: float) -> list[Command]:
         """A ledger height (from the host's ledger client): handed to every running contract's enclave."""
@@ -336,15 +226,35 @@ class ContractRun:
             cmds += self._drive(r, now)
         for k, p in enumerate(spec.parties):
             if p.runner and k != me:
-                cmds.append(self._request(cid.hex(), "approve", -1, k, p.binding.peer_id, body))
+                cmds.append(self._request(cid.hex(), "approve", -1, k, p.binding.peer_id, body, now))
         return cmds
 
     def who(self, peer: str, now: float) -> list[Command]:
-        """Ask ``peer`` for its attested binding; once verified it is in ``known[peer]``."""
+        """Ask ``peer`` for its attested binding; once verified it is in ``known[peer]``. A request that fails in
+        transport is tried again, ``WHO_ATTEMPTS`` in all."""
         binding, quote = self._ident()
         if binding is None:
             raise ValueError("this node has no binding to introduce itself with")
-        return [self._request("", "who", -1, -1, peer, self._seal("who", WhoBody(binding, quote)))]
+        self._who_tries[peer] = 1
+        return [self._request("", "who", -1, -1, peer, self._seal("who", WhoBody(binding, quote)), now)]
+
+    def _who_failed(self, peer: str, error: str, now: float) -> list[Command]:
+        tries = self._who_tries.get(peer)
+        if tries is None:
+            return []
+        if tries < WHO_ATTEMPTS:
+            return [SetTimer(f"contract-run.who:{peer}", now + self.retry_interval)]
+        del self._who_tries[peer]
+        return [Notify("contract.who", {"peer": peer, "ok": False,
+                                        "reason": f"no answer after {tries} tries: {error}"})]
+
+    def _who_again(self, peer: str, now: float) -> list[Command]:
+        tries = self._who_tries.get(peer)
+        if tries is None or peer in self.known:
+            return []
+        cmds = self.who(peer, now)
+        self._who_tries[peer] = tries + 1
+        return cmds
 
     def spec_for(self, spec: ContractSpec) -> ContractSpec | None:
         """A spec we hold (running, or as a non-runner who may approve), by id."""
@@ -407,10 +317,23 @@ class ContractRun:
     def _seal(self, kind: str, body) -> bytes:
         return seal(self.enclave, self.enclave.info().sign_pub, self.net, kind, body)
 
-    def _request(self, key: str, kind: str, step: int, party: int, peer: str, data: bytes) -> SendRequest:
+    def _request(self, key: str, kind: str, step: int, party: int, peer: str, data: bytes, now: float
+                 ) -> SendRequest:
         self._req += 1
-        self._pending[self._req] = (key, kind, step, party)
-        return SendRequest(PROTOCOL_ID, peer, self._req, data, timeout=self.retry_interval)
+        self._pending[self._req] = (key, kind, step, party, now)
+        return SendRequest(PROTOCOL_ID, peer, self._req, data, timeout=max(self.retry_interval, self.request_timeout))
+
+    def _in_flight(self, r: Run, now: float) -> set[tuple[str, int, int]]:
+        """(kind, step, party) of ``r``'s requests still waiting for their answer: no copy of them goes out. One
+        unanswered after ``request_timeout`` is taken as lost (a driver that never reports it): forgotten."""
+        out = set()
+        for rid, (key, kind, step, party, at) in list(self._pending.items()):
+            if key == r.key:
+                if now < at + max(self.retry_interval, self.request_timeout):
+                    out.add((kind, step, party))
+                else:
+                    del self._pending[rid]
+        return out
 
     def _refuse(self, request_id: int, cid: bytes, step: int, code: str, reason: str) -> list[Command]:
         self.refusals.append((code, reason))
@@ -479,15 +402,20 @@ class ContractRun:
         self._persist(r)
         return None
 
-    def _open_all(self, r: Run, skip: int = -1) -> list[Command]:
+    def _open_all(self, r: Run, now: float, skip: int = -1) -> list[Command]:
         """Open the contract with every runner that has not yet shown us its quote and all signatures (but
-        ``skip``: the party whose open we are answering; our answer carries our quote and signatures)."""
+        ``skip``: the party whose open we are answering; our answer carries our quote and signatures; and a
+        runner whose answer to our last open is still to come)."""
         if r.rec.state in TERMINAL:
+            return []
+        busy = self._in_flight(r, now)
+        to = [k for k in r.runners() if k not in (r.me, skip) and (k not in r.verified or k not in r.complete)
+              and ("open", -1, k) not in busy]
+        if not to:
             return []
         binding, quote = self._ident()
         body = self._seal("open", OpenBody(r.rec.spec, quote, list(r.rec.sigs), binding))
-        return [self._request(r.key, "open", -1, k, r.spec.parties[k].binding.peer_id, body)
-                for k in r.runners() if k not in (r.me, skip) and (k not in r.verified or k not in r.complete)]
+        return [self._request(r.key, "open", -1, k, r.spec.parties[k].binding.peer_id, body, now) for k in to]
 
     def _check_party(self, r: Run, k: int, quote: bytes, binding: Binding | None, now: float) -> str | None:
         if k in r.verified:
@@ -558,7 +486,7 @@ class ContractRun:
             step = r.spec.step_of(r.me, i)
             r.pending[step] = data
             self._progress(r, now)
-            cmds.append(self._request(r.key, "release", step, recv, r.spec.parties[recv].binding.peer_id, data))
+            cmds.append(self._request(r.key, "release", step, recv, r.spec.parties[recv].binding.peer_id, data, now))
             cmds.append(Notify("contract.released", {"contract": r.key, "index": i, "to": recv,
                                                      "pubkey": r.spec.parties[r.me].chunks[i].pubkey.hex()}))
         if st.finished or st.settled:
@@ -702,6 +630,20 @@ class ContractRun:
             "parties": [{"party": k, "peer": p.binding.peer_id, "device": hashlib.sha256(p.binding.sign_pub).hexdigest()}
                         for k, p in enumerate(r.spec.parties) if k != r.me]})
 
+    def _resume_agreed(self, now: float) -> list[Command]:
+        """Contracts agreed before a restart and not yet opened with us: expected again (or dropped: run here
+        already, older than ``agreement_ttl``, or unreadable)."""
+        cmds: list[Command] = []
+        for key, rec in self.agreed.items():
+            spec = rec if isinstance(rec, str) else decode_spec(rec.spec)
+            if isinstance(spec, str):
+                cmds.append(Notify("contract.store-error", {"contract": key, "reason": f"agreement: {spec}"}))
+            elif key == spec_id(spec).hex() and key not in self.runs and now < rec.at + self.agreement_ttl:
+                self._expected.add(spec_id(spec))
+                continue
+            self.agreed.delete(key)
+        return cmds
+
     def _resume(self, now: float) -> list[Command]:
         from node.tee.client import EnclaveRefused
 
@@ -740,17 +682,20 @@ class ContractRun:
                         step = spec.step_of(me, m.index)
                         if step not in rec.acked:
                             r.pending[step] = self.enclave.contract_resend(r.cid, m.index)
-            cmds += [self._opened_note(r)] + self._open_all(r) + self._resend(r) + self._drive(r, now)
-        return cmds
+            cmds += [self._opened_note(r)] + self._open_all(r, now) + self._resend(r, now) + self._drive(r, now)
+        return cmds + self._resume_agreed(now)
 
-    def _resend(self, r: Run) -> list[Command]:
+    def _resend(self, r: Run, now: float) -> list[Command]:
+        """Our unacknowledged releases again, but those whose answer is still to come (``_in_flight``)."""
         out = []
+        busy = self._in_flight(r, now)
         for step, data in sorted(r.pending.items()):
-            g, i = r.spec.steps()[step]
             env = wire.decode(data, wire.Signed)
             recv = r.spec.parties.index(next(p for p in r.spec.parties
                                              if p.binding.enc_pub == wire.decode(env.body, ReleaseBody).recipient))
-            out.append(self._request(r.key, "release", step, recv, r.spec.parties[recv].binding.peer_id, data))
+            if ("release", step, recv) not in busy:
+                out.append(self._request(r.key, "release", step, recv, r.spec.parties[recv].binding.peer_id, data,
+                                         now))
         return out
 
     # -- requests -----------------------------------------------------------------------
@@ -824,7 +769,7 @@ class ContractRun:
                 code = made.split(":")[0] if made.startswith("funds") else "not-held"
                 return [c for rid, *_ in waiting for c in self._refuse(rid, cid, -1, code, made)]
             r = made
-            self._expected.discard(cid)
+            self._agreed_done(cid)
             return [self._opened_note(r)] + [c for rid, _, k, o in waiting for c in self._opened(rid, r, k, o, now)]
         return [c for rid, _, k, o in waiting for c in self._opened(rid, r, k, o, now)]
 
@@ -842,7 +787,7 @@ class ContractRun:
         self._progress(r, now)
         binding, quote = self._ident()
         resp = Respond(request_id, self._seal("opened", OpenedBody(cid, quote, list(r.rec.sigs), binding)))
-        return [resp] + self._open_all(r, skip=k) + self._drive(r, now)  # (opening k again at once, while a
+        return [resp] + self._open_all(r, now, skip=k) + self._drive(r, now)  # (opening k again at once, while a
         # runner had not signed, made two parties open to each other in a loop with no pause)
 
     def _on_approve(self, ev, env, a: ApproveBody, r: Run, now: float) -> list[Command]:
@@ -914,10 +859,11 @@ class ContractRun:
         pend = self._pending.pop(ev.request_id, None)
         if pend is None:
             return []
-        key, kind, step, party = pend
+        key, kind, step, party, _ = pend
         if kind == "who":
             if ev.error:
-                return []
+                return self._who_failed(ev.peer, ev.error, now)
+            self._who_tries.pop(ev.peer, None)
             try:
                 env, body = parse(ev.data, net=self.net, kinds={"whois", "error"}, bodies=BODIES)
             except MessageError as exc:
@@ -964,6 +910,8 @@ class ContractRun:
     # -- timers ---------------------------------------------------------------------------------
     def _on_timer(self, name: str, now: float) -> list[Command]:
         what, _, key = name.partition(":")
+        if what == "contract-run.who":
+            return self._who_again(key, now)
         r = self.runs.get(key)
         if r is None or r.rec.state in TERMINAL:
             return []
@@ -992,5 +940,5 @@ class ContractRun:
             return []
         if what == "contract-run.retry":
             r.retry_armed = False
-            return self._open_all(r) + self._resend(r) + self._drive(r, now)
+            return self._open_all(r, now) + self._resend(r, now) + self._drive(r, now)
         return []

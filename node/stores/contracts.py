@@ -1,7 +1,8 @@
 """Contract records as files: one ``<key>.rec`` per contract (``wire``-encoded), replaced atomically.
 
 ``ContractStore(path)`` is the ``release.RecordStore`` the daemon gives the release protocol
-(``<datadir>/contracts``) and the contract-run protocol (``<datadir>/runs``, ``record_type=RunRecord``). A
+(``<datadir>/contracts``) and the contract-run protocol (``<datadir>/runs``, ``record_type=RunRecord``; its
+agreements not yet opened: ``<datadir>/runs-agreed``, ``record_type=AgreedRecord``). A
 record is written through ``node.fsutil.atomic_write`` (a temporary file, fsynced, renamed over the old
 one): a crash leaves the old record or the new one, never a mix. ``durable=False`` skips the fsyncs: the
 record survives a crash of the process, not a power cut (tests). ``path=None`` keeps the records in memory.
