@@ -14,24 +14,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: (importer, imported test module) pairs still to move: the contract protocol tests, which the release/1 ->
-#: contract-run/1 port (branch ``onecontract``) rewrites; their helpers move to a kit module after it lands.
-#: An entry that no longer occurs fails the test below, so the list only shrinks.
-PENDING = {
-    ("tests/adversarial/test_amounts.py", "tests.protocols.test_contract_run"),
-    ("tests/adversarial/test_amounts.py", "tests.protocols.test_release"),
-    ("tests/adversarial/test_amounts.py", "tests.protocols.test_rfp"),
-    ("tests/adversarial/test_slander.py", "tests.protocols.test_contract_outcomes"),
-    ("tests/adversarial/test_slander.py", "tests.protocols.test_contract_run"),
-    ("tests/ledger/test_litecoind_above.py", "tests.protocols.test_release"),
-    ("tests/protocols/test_contract_outcomes.py", "tests.protocols.test_contract_run"),
-    ("tests/protocols/test_contract_run.py", "tests.protocols.test_release"),
-    ("tests/protocols/test_contract_run_funds.py", "tests.protocols.test_contract_run"),
-    ("tests/protocols/test_contract_swap.py", "tests.protocols.test_contract_run"),
-    ("tests/protocols/test_contract_swap.py", "tests.protocols.test_release"),
-    ("tests/protocols/test_flake.py", "tests.protocols.test_release"),
-}
-
 
 def is_test_module(module: str) -> bool:
     return module.rpartition(".")[2].startswith("test_")
@@ -66,12 +48,9 @@ def imports_between_test_modules() -> set[tuple[str, str]]:
 
 
 def test_no_test_module_imports_another():
-    found = imports_between_test_modules()
-    new = sorted(found - PENDING)
-    assert not new, ("a test module is imported; move the helpers it shares to a non-test module (a kit beside "
-                     f"the tests, tests/functional/framework.py) or a conftest.py fixture: {new}")
-    gone = sorted(PENDING - found)
-    assert not gone, f"no longer imported: remove from PENDING: {gone}"
+    found = sorted(imports_between_test_modules())
+    assert not found, ("a test module is imported; move the helpers it shares to a non-test module (a kit beside "
+                     f"the tests, tests/functional/framework.py) or a conftest.py fixture: {found}")
 
 
 def test_the_check_sees_every_form_of_import():

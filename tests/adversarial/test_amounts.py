@@ -26,10 +26,10 @@ from node.ledger.devnet import FEES, DevLedger
 from node.protocols.base import RequestReceived, Started
 from node.protocols.release import DONE, FAILED, Chunk, ReleaseBody, contract_id, swap_schedule
 from node.protocols.testing import GossipNet
-from node.protocols.rfp import CONTRACT_PROTOCOL, RFP_VERSION, Proposal, ProposedOffer, sign_msg
-from tests.protocols import test_contract_run as run_tests
-from tests.protocols import test_rfp as rfp_tests
-from tests.protocols.test_release import AMOUNT, Pair, Side
+from node.protocols.rfp import CONTRACT_PROTOCOL, RFP_VERSION, Ack, Proposal, ProposedOffer, sign_msg
+from tests.protocols import contract_run_kit as run_tests
+from tests.protocols import rfp_kit as rfp_tests
+from tests.protocols.release_kit import AMOUNT, Pair, Side
 
 FEE = FEES["utxo"]
 
@@ -113,7 +113,7 @@ def test_a_swap_chunk_whose_value_falls_beyond_the_tolerance_mid_swap_is_refused
     import dataclasses
     from decimal import Decimal
 
-    from tests.protocols.test_contract_run import prices_for
+    from tests.protocols.contract_run_kit import prices_for
 
     ledger = DevLedger(None, automine=True)
     attacker, victim = Side("A", tmp_path, ledger), Side("B", tmp_path, ledger)
@@ -199,7 +199,7 @@ def test_a_proposal_declaring_50_usd_for_offers_our_price_values_at_10_is_ignore
     data = sign_msg("proposal", prop, signer.sign)
     cmds = client.handle(RequestReceived(CONTRACT_PROTOCOL, signer.peer_id, 1, data), rfp_tests.NOW)
     assert client.open[rid].proposals == {}, "a proposal valued at the proposer's word was counted"
-    ack = wire.decode(cmds[0].data, rfp_tests.Ack)
+    ack = wire.decode(cmds[0].data, Ack)
     assert not ack.accepted and ack.reason.startswith("[IGNORE] price check")
     assert "declared $50.00 but 10000 units of BTC-REG are worth $10.00" in ack.reason
     assert sum(v for k, v in client.reasons.items() if "price" in k) == 1

@@ -90,9 +90,9 @@ def test_a_release_record_seen_in_gossip_and_its_real_claim_do_not_make_a_proof(
     """The slanderer attaches a genuine release record of the subject it saw in another device's report
     and names that device's own sweep: the ledger shows that txid spending the deposit, but the record
     names another enclave than the reporter's."""
-    from tests.protocols.test_contract_outcomes import Reporting
-    from tests.protocols.test_contract_run import NET as CNET
-    from tests.protocols.test_contract_run import stopped, swap_setup
+    from tests.protocols.outcomes_kit import Reporting
+    from tests.protocols.contract_run_kit import NET as CNET
+    from tests.protocols.contract_run_kit import stopped, swap_setup
 
     ledger, a, b, spec, cid, net = swap_setup(tmp_path, n=1)
     net.run(done=stopped(cid, a, b))
@@ -123,9 +123,9 @@ def test_a_release_record_seen_in_gossip_and_its_real_claim_do_not_make_a_proof(
 def test_a_counterparty_naming_its_own_claimed_sweep_as_a_double_spend_is_refuted_and_pays(tmp_path):
     """The device the subject really released a key to sweeps it, reports it claimed (with the genuine
     release record to itself), then reports the same deposit double-spent naming its own sweep."""
-    from tests.protocols.test_contract_outcomes import Reporting
-    from tests.protocols.test_contract_run import NET as CNET
-    from tests.protocols.test_contract_run import stopped, swap_setup
+    from tests.protocols.outcomes_kit import Reporting
+    from tests.protocols.contract_run_kit import NET as CNET
+    from tests.protocols.contract_run_kit import stopped, swap_setup
 
     ledger, a, b, spec, cid, net = swap_setup(tmp_path, n=1)
     net.run(done=stopped(cid, a, b))
@@ -181,8 +181,8 @@ def test_the_daemon_learns_a_reporters_attested_key_only_from_a_quote_it_verifie
 def _double_spent_report(tmp_path):
     """A broken TEE (a) releases its chunk to b and spends it at once; b's report carries a's release record
     to b's enclave and names the spend. Returns (ledger, a, b, the report bytes, its OutcomeReport)."""
-    from tests.protocols.test_contract_outcomes import Reporting
-    from tests.protocols.test_contract_run import stopped, swap_setup
+    from tests.protocols.outcomes_kit import Reporting
+    from tests.protocols.contract_run_kit import stopped, swap_setup
 
     ledger, a, b, spec, cid, net = swap_setup(tmp_path, n=1)
     ch = a.commits[0]
@@ -206,7 +206,7 @@ def _double_spent_report(tmp_path):
 def test_dust_sent_to_the_spent_deposit_does_not_turn_the_victims_proof_into_slander(tmp_path):
     """The cheater refills its emptied deposit address with dust so that the ledger seems to say the funds are
     still there: the victim's report would be refuted and the victim charged as a slanderer."""
-    from tests.protocols.test_contract_run import NET as CNET
+    from tests.protocols.contract_run_kit import NET as CNET
 
     ledger, a, b, data, r, net = _double_spent_report(tmp_path)
     ledger.faucet(r.asset, r.address, 1_000)  # dust, mined
@@ -222,7 +222,7 @@ def test_dust_sent_to_the_spent_deposit_does_not_turn_the_victims_proof_into_sla
 def test_a_bare_claimed_report_naming_the_thiefs_spend_does_not_shield_the_cheater(tmp_path):
     """An accomplice gossips "claimed" naming the double spend as its own sweep, before the victim's report,
     so that the spend looks like a legitimate claim."""
-    from tests.protocols.test_contract_run import NET as CNET
+    from tests.protocols.contract_run_kit import NET as CNET
 
     ledger, a, b, data, r, net = _double_spent_report(tmp_path)
     accomplice = InProcessEnclave(None)

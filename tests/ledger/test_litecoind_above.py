@@ -46,7 +46,7 @@ def test_a_key_released_in_a_contract_spends_on_litecoind_with_another_library(l
     one key to its owner. A spend of that chunk built and signed with embit alone, not our ledger code, is
     what litecoind accepts; the other chunk's key, still in L's enclave's hands only as released, spends too."""
     from node.protocols.release import DONE, contract_id, swap_schedule
-    from tests.protocols import test_release as tr
+    from tests.protocols import release_kit as tr
 
     monkeypatch.setitem(tr.ASSET, "L", A)
     monkeypatch.setattr(tr, "AMOUNT", 3_000_000)

@@ -8,7 +8,7 @@ from node.contracts.spec import make_spec, spec_id
 from node.protocols.contract_run import DONE, RUNNING
 from node.ledger.base import Balance
 from node.ledger.devnet import DevLedger
-from tests.protocols.test_contract_run import AMOUNT, FEE, NET, Net, Side, stopped
+from tests.protocols.contract_run_kit import AMOUNT, FEE, NET, Net, Side, stopped
 
 
 def setup(tmp_path, fund_a=True):

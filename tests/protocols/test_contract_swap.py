@@ -12,15 +12,16 @@ import pytest
 
 from node import wire
 from node.contracts.spec import ReleaseBody
+from node.ledger.devnet import FEES
 from node.protocols.contract_run import DONE, RUNNING, WITHHELD, ContractRun, RunRecord
 from node.protocols.contract_swap import migrate_release_records, run_record_of
 from node.protocols.offers import AttestationCache, default_attestation_verifier
 from node.protocols.release import ContractRecord, sweep_claimer
 from node.stores.contracts import ContractStore
 from node.tee.client import InProcessEnclave
-from tests.protocols import test_contract_run as run_tests
-from tests.protocols import test_release as release_tests
-from tests.protocols.test_release import AMOUNT, NOW, POLICY, Pair
+from tests.protocols import contract_run_kit as run_tests
+from tests.protocols import release_kit as release_tests
+from tests.protocols.release_kit import AMOUNT, NOW, POLICY, Pair
 
 
 def _device(side) -> str:
@@ -129,7 +130,7 @@ def test_an_upgraded_node_resumes_a_release1_swap_in_flight_over_contract_run(tm
     assert ua.store.items()[0][0] == cid.hex()  # the same contract id: the enclave's contract, carried on
     pair = Pair(ua, ub)
     pair.run(done=run_tests.stopped(cid, ua, ub))
-    fee = release_tests.FEES["utxo"]
+    fee = FEES["utxo"]
     for me, other in ((ua, ub), (ub, ua)):
         assert me.proto.state(cid) == DONE, me.proto.runs[cid.hex()].rec.reason
         # each side's record learned both signatures over the contract id (ours from our enclave, the peer's from

@@ -75,7 +75,7 @@ def _mallory_sells_to_carol_and_dave(tmp_path):
     from node.protocols.release import swap_schedule
     from node.tee.broken import BrokenEnclave
 
-    from tests.protocols.test_release import Pair, Side
+    from tests.protocols.release_kit import Pair, Side
 
     ledger = DevLedger(None, automine=True)
     m = Side("A", tmp_path, ledger, 1, enclave_factory=lambda d: BrokenEnclave(d, mode="double-release"))
@@ -186,7 +186,7 @@ def test_a_resent_hello_refused_after_its_first_copy_was_agreed_leaves_no_half_o
     from node.protocols.interpret import LedgerAdapters, run_ledger_call
     from node.protocols.release import DONE, FAILED, RUNNING, WITHHELD, contract_id
 
-    from tests.protocols.test_release import NOW as T0
+    from tests.protocols.release_kit import NOW as T0
 
     m, carol, dave, pair, s1, s2 = _mallory_sells_to_carol_and_dave(tmp_path)
     cid1, cid2 = contract_id(s1, [m.binding, carol.binding]), contract_id(s2, [m.binding, dave.binding])
