@@ -345,7 +345,8 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         return JSONResponse(await services.approve(b.contract, b.message))
 
     async def requests_(request):
-        b = await body_of(request, RequestBody, {"usd": "usd"})
+        b = await body_of(request, RequestBody, {"usd": "usd", "premium_chunks": "request.premium_chunks",
+                                                  "expiry_blocks": "request.expiry_blocks"})
         check_float("usd", b.usd)
         check_str("contract", b.contract)
         check_int("request.premium_chunks", b.premium_chunks)  # (read for give with contract option only)

@@ -62,7 +62,7 @@ def _num(v) -> str:
 
 def range_text(name: str) -> str:
     """``"chunks must be an integer in 1..1000"``: the range of a field, as every reason states it."""
-    field = name.split(".")[-1] if name.startswith(("deposits.", "contracts.")) else name
+    field = name.split(".")[-1] if name.startswith(("deposits.", "contracts.", "request.")) else name
     if name in INT_RANGES:
         lo, hi = INT_RANGES[name]
         return f"{field} must be an integer in {lo}..{hi}"

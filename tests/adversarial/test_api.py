@@ -196,6 +196,8 @@ def test_out_of_range_numbers_get_400_naming_the_field_and_its_range(live, path,
 NONFINITE = [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400"]
 NONFINITE_CASES = [
     ("/v1/requests", b'{"asset": "BTC-REG", "usd": %s}', "usd"),
+    ("/v1/requests", b'{"asset": "BTC-REG", "usd": 9, "give": "ETH-DEV", "contract": "option", "expiry_blocks": %s}',
+     "expiry_blocks"),
     ("/v1/deposits", b'{"asset": "BTC-REG", "chunks": %s}', "chunks"),
     ("/v1/contracts", b'{"peer": "P", "give": "BTC-REG", "take": "ETH-DEV", "chunks": %s}', "chunks"),
     ("/v1/contracts", b'{"peer": "P", "give": "BTC-REG", "take": "ETH-DEV", "refund_blocks": %s}', "refund_blocks"),
