@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.functional.framework import FACTOR, Network, until, until_holds_released
+from tests.functional.framework import (
+    FACTOR, Network, RequestWatch, book_offers, print_contract_logs, until, until_holds_released,
+)
 from tests.functional.refuser import REASON
 
 pytestmark = pytest.mark.network
@@ -23,10 +25,7 @@ def test_a_request_for_options_is_written_by_providers_a_refuser_covered_then_ex
     try:
         _run(network)
     except BaseException:
-        for n, node in network.nodes.items():  # what each daemon said about its contracts
-            lines = [ln for ln in node.log_text().splitlines()
-                     if any(k in ln for k in ("contract", "refus", "request", "option"))]
-            print(f"===== {n} =====\n" + "\n".join(ln[:300] for ln in lines[-40:]))
+        print_contract_logs(network, ("contract", "refus", "request", "option"))
         raise
 
 
@@ -44,10 +43,7 @@ def _run(network: Network) -> None:
     for n in ("X", "P1", "P2"):
         assert api[n].post("/v1/deposits", {"asset": "BTC-REG", "chunks": 1}).status_code == 201
 
-    def offers(a, asset):
-        return len(a.get(f"/v1/offers?asset={asset}")["offers"])
-
-    until(lambda: offers(r, "BTC-REG") == 3 and all(offers(api[n], "ETH-DEV") == 8 for n in names[1:]), 120,
+    until(lambda: book_offers(r, "BTC-REG") == 3 and all(book_offers(api[n], "ETH-DEV") == 8 for n in names[1:]), 120,
           "R's book holds the three BTC-REG offers, every provider R's eight ETH-DEV offers")
 
     # terms out of bounds: refused with the range, nothing started
@@ -57,18 +53,11 @@ def _run(network: Network) -> None:
     started = r.post("/v1/requests", {"asset": "BTC-REG", "usd": 150, "give": "ETH-DEV", "contract": "option",
                                       "premium_chunks": 1, "expiry_blocks": EXPIRY, "wait": False})
     assert started.status_code == 202, started.text
-    rid = started.json()["request_id"]
-    report = {"report": started.json()}
-
-    def state(*want):
-        report["report"] = r.get(f"/v1/requests/{rid}")
-        return report["report"]["state"] in want
-
-    until(lambda: state("running", "complete", "short", "no-allocation"), 60, "the first allocation")
-    assert report["report"]["state"] == "running", report["report"]
+    watch = RequestWatch(r, started.json())
+    first = watch.until(("running", "complete", "short", "no-allocation"), 60, "the first allocation")
+    assert first["state"] == "running", first
     assert api["P3"].post("/v1/deposits", {"asset": "BTC-REG", "chunks": 1}).status_code == 201  # the cover
-    until(lambda: state("complete", "short", "no-allocation"), 240, "the request to end")
-    rep = report["report"]
+    rep = watch.until(("complete", "short", "no-allocation"), 240, "the request to end")
     print("[test] report:", {k: v for k, v in rep.items() if k != "providers"})
     for p in rep["providers"]:
         print("[test]  ", {k: p[k] for k in ("peer", "ask", "state", "received", "lost", "reason", "contract")})
