@@ -212,6 +212,8 @@ class SwapDesk:
         self._ticked = False  # ``tick`` has brought the holds up to date once
         #: called with every swap outcome (``release.outcome``'s detail) once it is reported, on the trio thread
         self.watchers: list[Callable[[dict], None]] = []
+        #: called with (kind, detail) of every ``contract.released`` / ``contract.outcome`` (a request's options)
+        self.run_watchers: list[Callable[[str, dict], None]] = []
         #: exposure reserved for contracts agreed but not yet in a contract store (the peer's hello, our
         #: proposal, the run's open are still to come): key -> (expires at, what matches it in the stores)
         self._reserved: dict[str, tuple[float, tuple]] = {}
@@ -323,11 +325,16 @@ class SwapDesk:
         """What a language contract puts at risk: per other party whose enclave gives chunks to us (in a ring,
         our predecessor), its biggest such chunk at our price, on its device (the steps run in order, each
         enclave releasing only what the contract allows then: what we have given and not got back is at most
-        one step, as in a swap)."""
+        one step, as in a swap); an option we buy adds our premium (paid first) to its writer's hold."""
         from node.risk.caps import Hold
 
         n = len(spec.parties)
-        ring = spec.source.split("contract ", 1)[-1].split()[:1] == ["ring"]
+        kind = spec.source.split("contract ", 1)[-1].split()[:1]
+        ring = kind == ["ring"]
+        # an option's buyer (party 0) pays its premium before anything comes back: the writer's device holds it too
+        params = {p.name: p.value for p in spec.params}
+        premium = sum(self._worth(c.asset, c.amount, c.usd_cents) for c in spec.parties[0].chunks[
+            :int(params.get("premium_chunks", 0))]) if kind == ["option"] and me == 0 else 0
         out = []
         for i, p in enumerate(spec.parties):
             if i == me or not p.chunks or (ring and i != (me - 1) % n):
@@ -336,8 +343,8 @@ class SwapDesk:
             dev = self._device_of(peer, p.binding.sign_pub, [c.address for c in p.chunks])
             if dev is None:
                 continue
-            out.append(Hold(dev[0], peer, dev[1],
-                            max(self._chunk_worth(c.asset, c.amount, c.address, peer) for c in p.chunks)))
+            out.append(Hold(dev[0], peer, dev[1], premium + max(self._chunk_worth(c.asset, c.amount, c.address, peer)
+                                                                for c in p.chunks)))
         return tuple(out)
 
     def sync_holds(self, now: float) -> None:
@@ -466,9 +473,9 @@ class SwapDesk:
 
         return [Commit(o.pubkey, o.asset, o.address, o.amount, o.usd_cents) for o in offers]
 
-    def _my_offers(self, asset: str, n: int, now: float) -> list:
+    def _my_offers(self, asset: str, n: int, now: float, promised: frozenset[bytes] = frozenset()) -> list:
         busy = {c.pubkey for r in self.run.runs.values() if r.rec.state not in ("done", "failed")
-                for c in r.spec.parties[r.me].chunks}  # committed to a running contract
+                for c in r.spec.parties[r.me].chunks} | promised  # committed to a running contract, or promised
         mine = [o for o in (self.stack.protocol.own.offers if self.stack.protocol.own else [])
                 if o.asset == asset and o.expiry > now and o.pubkey not in busy][:n]
         if len(mine) < n:
@@ -500,17 +507,20 @@ class SwapDesk:
                       "usd_cents": sum(o.usd_cents for o in mine), "refund_height": height + refund_blocks}
 
     def plan_option(self, writer: str, give: str, take: str, chunks: int, premium_chunks: int,
-                    premium_blocks: int, expiry_blocks: int):
+                    premium_blocks: int, expiry_blocks: int, *, busy: frozenset[bytes] = frozenset(),
+                    addresses: frozenset[str] | None = None):
         """(spec, summary): a call option on ``chunks`` of the writer's ``take``; we pay ``premium_chunks`` of
         ``give`` now (before + ``premium_blocks``) and ``chunks`` more of ``give`` as the strike on exercise
-        (before + ``expiry_blocks``). Heights count on the ledger of ``take``."""
+        (before + ``expiry_blocks``). Heights count on the ledger of ``take``. ``busy`` and ``addresses``: as
+        for ``plan_swap`` (a request's allocation)."""
         from node.contracts import stdlib
         from node.contracts.spec import Commit, PartySpec, make_spec
 
         now = self.clock.now()
         own = self._identity()
-        mine = self._my_offers(give, premium_chunks + chunks, now)
-        theirs = [c for c in self.stack.book.candidates(take, now=now) if c.owner_id == writer][:chunks]
+        mine = self._my_offers(give, premium_chunks + chunks, now, busy)
+        theirs = [c for c in self.stack.book.candidates(take, now=now) if c.owner_id == writer
+                  and (addresses is None or c.address in addresses)][:chunks]
         if len(theirs) < chunks:
             raise ValueError(f"the book holds {len(theirs)} {take} offer(s) from {writer}, {chunks} needed")
         wc = [Commit(bytes(self._book_offer(c.address, writer)["pubkey"]), c.asset, c.address, c.amount, c.usd_cents)
@@ -720,6 +730,9 @@ class SwapDesk:
         date (a contract agreed holds, one ended releases)."""
         if n.kind.startswith(("release.", "contract.")):
             self.sync_holds(self.clock.now())
+        if n.kind in ("contract.released", "contract.outcome"):
+            for rw in list(self.run_watchers):
+                rw(n.kind, n.detail)
         if n.kind == "release.released":
             self._retract_released(n.detail)
             return

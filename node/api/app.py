@@ -60,6 +60,8 @@ class RequestBody(msgspec.Struct, forbid_unknown_fields=True):
     contract: str = "swap"
     give: str = ""  # with it: swap the chosen providers' chunks against ours of ``give`` (node.app.requestdesk)
     wait: bool = True  # with give: answer once every contract ended (else at once; GET /v1/requests/{id})
+    premium_chunks: int = 1  # with give and contract option: our chunks of give paid as each option's premium
+    expiry_blocks: int = 100  # with give and contract option: each option is exercisable this many blocks of asset
 
 
 class KeyEscrowBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -343,12 +345,17 @@ def build_app(services: Services, cookie: str, *, metrics=None) -> Starlette:
         return JSONResponse(await services.approve(b.contract, b.message))
 
     async def requests_(request):
-        b = await body_of(request, RequestBody, {"usd": "usd"})
+        b = await body_of(request, RequestBody, {"usd": "usd", "premium_chunks": "request.premium_chunks",
+                                                  "expiry_blocks": "request.expiry_blocks"})
         check_float("usd", b.usd)
         check_str("contract", b.contract)
+        check_int("request.premium_chunks", b.premium_chunks)  # (read for give with contract option only)
+        check_int("request.expiry_blocks", b.expiry_blocks)
         if not b.give:
             return JSONResponse(await services.request(b.asset, b.usd, b.contract), status_code=201)
-        out = await services.request(b.asset, b.usd, b.contract, b.give, b.wait)
+        terms = {"premium_chunks": b.premium_chunks, "expiry_blocks": b.expiry_blocks} \
+            if b.contract.strip().lower() == "option" else None
+        out = await services.request(b.asset, b.usd, b.contract, b.give, b.wait, terms)
         return JSONResponse(out, status_code=201 if out["done"] else 202)
 
     async def request_get(request):

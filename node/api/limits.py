@@ -11,6 +11,7 @@ import math
 
 from node.api.services import ApiError
 from node.contracts.spec import MAX_ESCROW_HOLDERS
+from node.protocols.request_run import MAX_EXPIRY_BLOCKS, MAX_PREMIUM_CHUNKS
 from node.protocols.rfp import MAX_REQUEST_CENTS
 
 MAX_BODY = 64 * 1024  # bytes of a request body; read in pieces, refused (413) as soon as it is passed
@@ -28,6 +29,8 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "premium_blocks": (1, 100_000),
     "expiry_blocks": (1, 100_000),
     "key_escrow.k": (2, MAX_ESCROW_HOLDERS),
+    "request.premium_chunks": (1, MAX_PREMIUM_CHUNKS),  # POST /v1/requests, contract option
+    "request.expiry_blocks": (1, MAX_EXPIRY_BLOCKS),
 }
 #: float fields: (minimum, maximum), both inclusive; NaN and the infinities are refused
 FLOAT_RANGES: dict[str, tuple[float, float]] = {
@@ -59,7 +62,7 @@ def _num(v) -> str:
 
 def range_text(name: str) -> str:
     """``"chunks must be an integer in 1..1000"``: the range of a field, as every reason states it."""
-    field = name.split(".")[-1] if name.startswith(("deposits.", "contracts.")) else name
+    field = name.split(".")[-1] if name.startswith(("deposits.", "contracts.", "request.")) else name
     if name in INT_RANGES:
         lo, hi = INT_RANGES[name]
         return f"{field} must be an integer in {lo}..{hi}"

@@ -124,16 +124,21 @@ SPEC = {
                            "message": {"type": "string", "minLength": 1, "maxLength": 64}}}, "200")},
         "/v1/requests": {"post": _post("Request chunks of an asset worth usd from the network's risk engines "
                                        "(the allocation); with give, also swap each chosen provider's chunks "
-                                       "against this node's chunks of give, concurrently (201: the final report; "
+                                       "against this node's chunks of give, concurrently (contract option: buy "
+                                       "an option on them from each provider instead, paying premium_chunks per "
+                                       "option, exercisable for expiry_blocks) (201: the final report; "
                                        "202 with wait false: the report so far, see GET /v1/requests/{rid})", {
             "type": "object", "additionalProperties": False, "required": ["asset", "usd"],
             "properties": {"asset": {"type": "string", "enum": _ASSETS},
                            "usd": float_schema("usd"),
                            "contract": {"type": "string", "maxLength": STR_RANGES["contract"][1]},
                            "give": {"type": "string", "enum": _ASSETS},
-                           "wait": {"type": "boolean"}},
-            # with give, what runs is one swap per provider: any other contract kind is refused (400, saying why)
-            "if": {"required": ["give"]}, "then": {"properties": {"contract": {"enum": ["", "swap"]}}}})},
+                           "wait": {"type": "boolean"},
+                           "premium_chunks": int_schema("request.premium_chunks"),
+                           "expiry_blocks": int_schema("request.expiry_blocks")},
+            # with give, what runs is one swap or one option per provider: any other contract kind (escrow: no
+            # arbiter across providers) is refused (400, saying why); the option terms are read for option only
+            "if": {"required": ["give"]}, "then": {"properties": {"contract": {"enum": ["", "swap", "option"]}}}})},
         "/v1/requests/{rid}": {"get": _get("A request to contracts: its report (providers, obtained, lost, "
                                            "exit_code); with version, once it changed since (at most 20 s)", _obj, [
             {"name": "rid", "in": "path", "required": True,

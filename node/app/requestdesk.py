@@ -11,6 +11,11 @@ and feeds it what happened, one run per request, in the daemon's nursery:
   ``reserve_swap``, the offer over ``/keyswitch/contract/1``, the rounds over ``/keyswitch/release/1``). Our
   chunks of the give asset are split between the swaps being agreed (``_promised``), never promised twice.
   The swap's end comes from its outcome (``SwapDesk.watchers``): no polling.
+* ``StartSwap`` of an option request (``RequestRun.kind`` "option"): one stdlib option per provider instead
+  (``SwapDesk.plan_option`` over exactly the allocated offers, the provider the writer; the writer's device
+  caps checked and held by ``reserve_spec`` until the contract ends; agreed over ``/keyswitch/contract/1``,
+  run over ``/keyswitch/contract-run/1``). The row ends once the option is written: our premium released to
+  the writer (``SwapDesk.run_watchers``: no polling), or the contract ended first (failed).
 * ``Finished``: the report is kept (the last ``KEEP`` runs) for ``GET /v1/requests/{id}``.
 
 Every run's state is stored after each change (``node.stores.requests``, ``requests.sqlite``): after a restart
@@ -33,7 +38,7 @@ import trio
 
 from node.api.services import ApiError
 from node.protocols.request_run import (
-    Allocated, Ask, Finished, RequestRun, ResumeSwap, StartSwap, SwapAgreed, SwapEnded, SwapRefused,
+    PREMIUM_BLOCKS, Allocated, Ask, Finished, RequestRun, ResumeSwap, StartSwap, SwapAgreed, SwapEnded, SwapRefused,
 )
 
 log = logging.getLogger("keyswitch.requests")
@@ -61,7 +66,9 @@ class RequestDesk:
         self._promised: set[bytes] = set()  # our deposit keys promised to swaps being agreed
         self._waiting: dict[tuple[str, frozenset[str]], trio.MemorySendChannel] = {}  # (peer, their addresses)
         self._contracts: dict[str, str] = {}  # request id -> its contract field (asked again on a resume)
+        self._options: dict[str, trio.MemorySendChannel] = {}  # an option's contract id -> its row's news
         services.stack.desk.watchers.append(self._on_outcome)
+        services.stack.desk.run_watchers.append(self._on_run)
         for rid, state in store.load() if store is not None else ():
             self._load(rid, state)
 
@@ -90,13 +97,17 @@ class RequestDesk:
             log.exception("request %s: its state could not be stored", run.request_id)
 
     # ------------------------------------------------------------------ API
-    def start(self, asset: str, cents: int, contract: str, give: str) -> str:
-        """Start a run; its id (``GET /v1/requests/{id}``)."""
+    def start(self, asset: str, cents: int, contract: str, give: str, premium_chunks: int = 0,
+              expiry_blocks: int = 0) -> str:
+        """Start a run; its id (``GET /v1/requests/{id}``). ``contract`` "option": one option per provider, with
+        ``premium_chunks`` and ``expiry_blocks`` (``node.protocols.request_run``); else swaps."""
         if len([e for e in self.runs.values() if not e.run.done]) >= 16:
             raise ApiError(429, "16 requests to contracts are running; wait for one to end")
         rid = secrets.token_hex(8)
+        kind = "option" if contract.strip().lower() == "option" else "swap"
         try:
-            run = RequestRun(rid, asset, give, cents, self.svc.stack.peer_id)
+            run = RequestRun(rid, asset, give, cents, self.svc.stack.peer_id, kind=kind,
+                             premium_chunks=premium_chunks, expiry_blocks=expiry_blocks)
         except ValueError as exc:
             raise ApiError(409, str(exc)) from None
         send, recv = trio.open_memory_channel(1000)
@@ -142,9 +153,10 @@ class RequestDesk:
                         if isinstance(c, Ask):
                             swaps.start_soon(self._ask, e, c, contract)
                         elif isinstance(c, StartSwap):
-                            swaps.start_soon(self._swap, e, c)
+                            swaps.start_soon(self._option if run.kind == "option" else self._swap, e, c)
                         elif isinstance(c, ResumeSwap):
-                            swaps.start_soon(self._resume_swap, e, c)
+                            swaps.start_soon(self._resume_option if run.kind == "option" else self._resume_swap,
+                                             e, c)
                         elif isinstance(c, Finished):
                             log.info("request %s %s: %s", run.request_id, run.state, c.report["reason"])
                     self._news(e)
@@ -251,5 +263,106 @@ class RequestDesk:
         if send is not None:
             try:
                 send.send_nowait(d)
+            except trio.WouldBlock:
+                pass
+
+    # ------------------------------------------------------------------ options
+    async def _option(self, e: _Entry, c: StartSwap) -> None:
+        """One option with the provider ``c.peer`` as the writer, over exactly its allocated offers."""
+        from node.contracts.spec import spec_id
+
+        run, desk, svc = e.run, self.svc.stack.desk, self.svc
+        mine: list[bytes] = []
+        cid = ""
+        news_send, news_recv = trio.open_memory_channel(64)
+        try:
+            try:
+                await svc._who([c.peer])  # its attested binding, for the spec
+                spec, summary = desk.plan_option(
+                    c.peer, run.give, run.asset, len(c.offers), run.premium_chunks,
+                    min(PREMIUM_BLOCKS, run.expiry_blocks), run.expiry_blocks, busy=frozenset(self._promised),
+                    addresses=frozenset(o.address for o in c.offers))
+            except ApiError as exc:
+                await e.send.send(SwapRefused(c.peer, exc.reason))
+                return
+            except Exception as exc:  # (ValueError: not enough chunks; a ledger away for the height)
+                await e.send.send(SwapRefused(c.peer, f"planning the option failed: {exc}"))
+                return
+            mine = [ch.pubkey for ch in spec.parties[0].chunks]
+            self._promised.update(mine)
+            why = desk.reserve_spec(spec, svc.clock.now())  # the writer's device, owner and class caps, held
+            if why:
+                await e.send.send(SwapRefused(c.peer, why))
+                return
+            cid = spec_id(spec).hex()
+            self._options[cid] = news_send  # (before the offer: every release of the contract is heard)
+            try:
+                await svc._offer(c.peer, "option", spec.encode())
+                await svc._submit(desk.run, lambda now: desk.feed_heights(now) + desk.run.start(spec, now))
+            except ApiError as exc:
+                desk.unreserve_spec(spec)
+                await e.send.send(SwapRefused(c.peer, exc.reason))
+                return
+            give_cents = sum(ch.usd_cents for ch in spec.parties[0].chunks) // max(1, len(mine))
+            await e.send.send(SwapAgreed(c.peer, give_cents, cid))
+            await self._until_written(e, c, cid, news_recv, set())
+        finally:
+            self._options.pop(cid, None)
+            self._promised.difference_update(mine)
+
+    async def _until_written(self, e: _Entry, c: StartSwap | ResumeSwap, cid: str, news, paid: set[int]) -> None:
+        """The option ``cid`` is written once each premium chunk of ours went to the writer (our enclave releases
+        it only once the writer's enclave opened the contract, its chunks committed); it failed if the
+        contract ended first."""
+        premium = set(range(e.run.premium_chunks))
+        with trio.move_on_after(SWAP_LIMIT):
+            while not premium <= paid:
+                kind, d = await news.receive()
+                if kind == "contract.released":
+                    paid.add(int(d.get("index", -1)))
+                    continue
+                await e.send.send(SwapEnded(c.peer, "failed", reason=f"the option ended before it was written: "
+                                            f"{d.get('state', '')}: {d.get('reason', '')}"))
+                return
+            await e.send.send(SwapEnded(c.peer, "done", tuple(o.address for o in c.offers), len(premium)))
+            return
+        await e.send.send(SwapEnded(c.peer, "failed", reason=f"the premium was not paid within {SWAP_LIMIT:.0f} s"))
+
+    async def _resume_option(self, e: _Entry, c: ResumeSwap) -> None:
+        """After a restart: the option's contract (persisted, resumed by contract-run/1) says how far it got."""
+        desk = self.svc.stack.desk
+        addresses = {o.address for o in c.offers}
+        found = desk.run.runs.get(c.contract) if c.contract else next(  # (agreed, or restarted mid-agreement)
+            (r for r in list(desk.run.runs.values()) if r.me == 0 and r.spec.ids[1:] == (c.peer,)
+             and {ch.address for ch in r.spec.parties[1].chunks} == addresses), None)
+        cid = found.key if found is not None else ""
+        news_send, news_recv = trio.open_memory_channel(64)
+        self._options[cid] = news_send
+        try:
+            if found is None:
+                await e.send.send(SwapRefused(c.peer, "the daemon restarted before this option was proposed"))
+                return
+            try:
+                moved = await self.svc._submit(desk.run, lambda now: desk.run.summary(bytes.fromhex(cid)))
+            except ApiError as exc:
+                await e.send.send(SwapEnded(c.peer, "failed", reason=f"after a restart: {exc.reason}"))
+                return
+            paid = {i for i, _to in (moved or {}).get("released", [])}
+            if not c.agreed:
+                await e.send.send(SwapAgreed(c.peer, c.give_cents, cid))
+            if found.rec.state in ("done", "failed") and not set(range(e.run.premium_chunks)) <= paid:
+                await e.send.send(SwapEnded(c.peer, "failed", reason=f"the option ended before it was written: "
+                                            f"{found.rec.state}: {found.rec.reason}"))
+                return
+            await self._until_written(e, c, cid, news_recv, paid)
+        finally:
+            self._options.pop(cid, None)
+
+    def _on_run(self, kind: str, d: dict) -> None:
+        """A language contract's release or end (on the trio thread): the option row that waits for it hears."""
+        send = self._options.get(str(d.get("contract", "")))
+        if send is not None:
+            try:
+                send.send_nowait((kind, d))
             except trio.WouldBlock:
                 pass

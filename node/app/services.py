@@ -20,11 +20,10 @@ from node.app.stack import OfferStack
 
 log = logging.getLogger("keyswitch.daemon")
 #: why a request to contracts (``request --give``) is not made under these kinds (docs/risk.md, "Escrow and option")
-REQUEST_KINDS = {
+REQUEST_KINDS = {  # (option requests run: one option per provider, node.app.requestdesk)
     "escrow": "contract escrow: an escrow has one giver, a payee and an arbiter you name, nothing for providers "
-              "to propose; make it with: keyswitch escrow --payee P --arbiter A --give ASSET",
-    "option": "contract option: requests for options are not built yet; write one with a named peer: "
-              "keyswitch option --writer W --give B --take A",
+              "to propose (a request across providers has no arbiter); make it with: "
+              "keyswitch escrow --payee P --arbiter A --give ASSET",
 }
 
 
@@ -397,11 +396,12 @@ class NodeServices:
                                 lambda now: self.stack.protocol.set_own_sheet(self.stack.protocol.own, now))
         return {"deposits": [d.to_json() for d in made]}
 
-    async def request(self, asset: str, usd: float, contract: str, give: str = "", wait: bool = True
-                      ) -> dict[str, Any]:
+    async def request(self, asset: str, usd: float, contract: str, give: str = "", wait: bool = True,
+                      terms: dict[str, int] | None = None) -> dict[str, Any]:
         """Ask the network for proposals and choose; answers once the deadline has passed. With ``give``: a
         request to contracts (``node.app.requestdesk``): the chosen providers' chunks are swapped against ours of
-        ``give``; its report once it ended (``wait``), else at once (its ``request_id`` names it)."""
+        ``give`` (contract option: optioned, ``terms`` premium_chunks and expiry_blocks); its report once it
+        ended (``wait``), else at once (its ``request_id`` names it)."""
         from node.assets import ASSETS
         from node.protocols.rfp import MAX_REQUEST_CENTS
 
@@ -417,10 +417,17 @@ class NodeServices:
         if not 0 < cents <= MAX_REQUEST_CENTS:
             raise ApiError(400, f"usd must be in (0, {MAX_REQUEST_CENTS / 100:.0f}], got {usd!r}")
         if give:
-            if contract.strip().lower() not in ("", "swap"):  # (what runs is a swap per provider: say so)
+            if contract.strip().lower() not in ("", "swap", "option"):  # (what runs per provider: say so)
                 raise ApiError(400, REQUEST_KINDS.get(contract.strip().lower(), f"contract {contract!r}: a request "
-                               "to contracts (give) runs swaps only: ask with contract swap"))
-            rid = self.requests.start(asset, cents, contract, give)
+                               "to contracts (give) runs swaps or options only: ask with contract swap or option"))
+            premium, expiry = int((terms or {}).get("premium_chunks", 1)), int((terms or {}).get("expiry_blocks", 100))
+            if contract.strip().lower() == "option":
+                from node.protocols.request_run import option_terms_refusal
+
+                why = option_terms_refusal(give, premium, expiry)
+                if why:
+                    raise ApiError(400, why)
+            rid = self.requests.start(asset, cents, contract, give, premium, expiry)
             return await self.requests.wait(rid, -1, math.inf, until_done=True) if wait else self.requests.report(rid)
         return (await self.choose(asset, cents, contract)).to_json()
 

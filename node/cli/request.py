@@ -18,6 +18,7 @@ import typer
 from node.cli import state
 from node.cli.client import DaemonNotRunning, call
 from node.cli.ops import _table
+from node.protocols.request_run import MAX_EXPIRY_BLOCKS, MAX_PREMIUM_CHUNKS
 
 
 HOLDERS = typer.Option("", "--key-escrow-holders", help="Key escrow: peer ids (comma-separated) holding Shamir "
@@ -43,10 +44,16 @@ def register(app: typer.Typer) -> None:
     def request(
         asset: str = typer.Option(..., "--asset", help="Asset symbol, e.g. BTC-REG"),
         usd: float = typer.Option(..., "--usd", min=0.01, help="USD value wanted"),
-        contract: str = typer.Option("swap", "--contract", help="Contract kind or terms hash"),
+        contract: str = typer.Option("swap", "--contract", help="Contract kind or terms hash; with --give: swap, "
+                                     "or option (buy from each provider the right to take its chosen chunks, "
+                                     "one chunk of --give each, until --expiry-blocks)"),
         give: str = typer.Option("", "--give", help="Also swap the chosen chunks against this node's chunks of "
                                  "this asset: one swap per provider, concurrently, followed to the end (exit 0: "
                                  "all obtained, 5: less, 4: nothing allocated)"),
+        premium_chunks: int = typer.Option(1, "--premium-chunks", min=1, max=MAX_PREMIUM_CHUNKS,
+                                           help="--contract option: chunks of --give paid per option as its premium"),
+        expiry_blocks: int = typer.Option(100, "--expiry-blocks", min=1, max=MAX_EXPIRY_BLOCKS,
+                                          help="--contract option: exercisable for this many blocks of --asset"),
         as_json: bool = typer.Option(False, "--json", help="Print the API's JSON answer (with --give: the final "
                                      "report only)"),
     ) -> None:
@@ -55,7 +62,9 @@ def register(app: typer.Typer) -> None:
         if give:
             from node.cli.request_progress import run
 
-            return run(asset, usd, contract, give, as_json)
+            terms = {"premium_chunks": premium_chunks, "expiry_blocks": expiry_blocks} \
+                if contract.strip().lower() == "option" else {}
+            return run(asset, usd, contract, give, as_json, terms)
         try:
             data = call(state.get_datadir(), "POST", "/v1/requests",
                         body={"asset": asset, "usd": usd, "contract": contract}, timeout=60)

@@ -26,14 +26,20 @@ def provider_line(p: dict) -> str:
     line = f"{p['peer'][-12:]:>12}  ask {p['ask']}  {p['state']:<9}  {got}"
     if p["lost"]:
         line += f"  lost {p['lost']} of ours ({p['lost_cents'] / 100:.2f} USD)"
+    if p.get("contract"):  # an option: its id, to exercise it (keyswitch approve --contract ID --message exercise)
+        line += f"  option {p['contract']}"
     if p["reason"] and p["state"] not in ("done", "running", "proposing"):
         line += f"  {p['reason'][:120]}"
     return line
 
 
 def summary_line(r: dict) -> str:
+    what = "under option " if r.get("contract") == "option" else ""
     head = (f"{r['state']}: {r['obtained_cents'] / 100:.2f} of {r['target_cents'] / 100:.2f} USD of {r['asset']} "
-            f"from {len({p['peer'] for p in r['providers'] if p['received']})} provider(s), giving {r['give']}")
+            f"{what}from {len({p['peer'] for p in r['providers'] if p['received']})} provider(s), giving {r['give']}")
+    if what:
+        head += (f" ({r['premium_chunks']} chunk(s) premium per option, exercisable for {r['expiry_blocks']} blocks: "
+                 "keyswitch approve --contract ID --message exercise)")
     if r["lost"]:
         head += f"; lost {r['lost']} chunk(s) of ours ({r['lost_cents'] / 100:.2f} USD) to withholders"
     if r["reason"]:
@@ -41,9 +47,9 @@ def summary_line(r: dict) -> str:
     return head
 
 
-def run(asset: str, usd: float, contract: str, give: str, as_json: bool) -> None:
+def run(asset: str, usd: float, contract: str, give: str, as_json: bool, terms: dict | None = None) -> None:
     datadir = state.get_datadir()
-    body = {"asset": asset, "usd": usd, "contract": contract, "give": give}
+    body = {"asset": asset, "usd": usd, "contract": contract, "give": give, **(terms or {})}
     try:
         if as_json:  # the final report only
             report = call(datadir, "POST", "/v1/requests", body={**body, "wait": True}, timeout=3600)

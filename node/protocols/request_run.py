@@ -18,6 +18,17 @@ one chunk (``SwapEnded.lost``). ``report()`` says what was obtained, from whom, 
 ``exit_code`` is the CLI's: ``EXIT_COMPLETE`` (0) all obtained, ``EXIT_NO_ALLOCATION`` (4) no contract could
 even start (nothing allocated), ``EXIT_SHORT`` (5) contracts ran but less than asked for was obtained.
 
+**Options** (``kind`` "option", ``request --contract option``): the same allocation, then one stdlib option per
+chosen provider, the provider the writer: we buy the right to take its allocated chunks of A, each for one
+chunk of B (the strike), until ``expiry_blocks`` blocks of A from the contract's planning, and pay
+``premium_chunks`` chunks of B per contract (the premium, a stated number of chunks: the writer's price for
+locking its chunks). A row ends ``done`` once the option is written: the writer opened the contract (its
+chunks committed in its enclave) and our premium was released to it; ``received`` then lists the chunks under
+option (``obtained`` = options written). Exercising (``keyswitch approve --contract ID --message exercise``)
+or letting the option expire happens after the run, on each contract (its id in the row). A writer that
+refuses is covered once, as a swap's refuser is; ``lost`` stays 0 (nothing of ours moves before the writer's
+chunks are committed, and the strike moves tit-for-tat on exercise).
+
 A run outlives its daemon: ``to_state()`` is what the daemon stores after every change, ``RequestRun.from_state``
 reads it back, and ``resume(now)`` says what to do after a restart: ask again (an ask in flight was lost with the
 process), and for every swap not ended, ``ResumeSwap`` (find its contract, which persisted and resumed on its
@@ -32,9 +43,22 @@ from node.risk.types import Candidate
 
 EXIT_COMPLETE, EXIT_NO_ALLOCATION, EXIT_SHORT = 0, 4, 5
 MAX_ASKS = 2  # the first ask, then the shortfall once more
+KINDS = ("swap", "option")  # what a request runs per provider
+MAX_PREMIUM_CHUNKS = 4  # option: premium chunks of ours per contract, 1 ..
+MAX_EXPIRY_BLOCKS = 10_000  # option: exercisable for 1 .. this many blocks of the asked asset
+PREMIUM_BLOCKS = 100  # option: the premium is due within this many blocks (at most the expiry)
 #: a provider row's states; the last three end it
 PROPOSING, RUNNING, DONE, WITHHELD, FAILED, REFUSED = "proposing", "running", "done", "withheld", "failed", "refused"
 ENDED = (DONE, WITHHELD, FAILED, REFUSED)
+
+
+def option_terms_refusal(give: str, premium_chunks: int, expiry_blocks: int) -> str:
+    """Why an option request's terms are out of their bounds ("" when they are within)."""
+    if not 1 <= premium_chunks <= MAX_PREMIUM_CHUNKS:
+        return f"premium_chunks must be 1..{MAX_PREMIUM_CHUNKS} chunks of {give} per option, got {premium_chunks}"
+    if not 1 <= expiry_blocks <= MAX_EXPIRY_BLOCKS:
+        return f"expiry_blocks must be 1..{MAX_EXPIRY_BLOCKS}, got {expiry_blocks}"
+    return ""
 
 
 # ------------------------------------------------------------------ events
@@ -55,6 +79,7 @@ class SwapAgreed:
 
     peer: str
     give_cents: int = 0
+    contract: str = ""  # an option's contract id (hex), for exercising it
 
 
 @dataclass(frozen=True)
@@ -108,6 +133,7 @@ class ResumeSwap:
     offers: tuple[Candidate, ...]
     agreed: bool
     give_cents: int
+    contract: str = ""  # an option's contract id, once agreed
 
 
 @dataclass(frozen=True)
@@ -134,6 +160,7 @@ class Provider:
     started_at: float = 0.0
     ended_at: float | None = None
     give_cents: int = 0  # one of our chunks in this swap, as the desk valued it at agreement
+    contract: str = ""  # an option's contract id (hex)
 
     @property
     def received_cents(self) -> int:
@@ -146,6 +173,7 @@ class Provider:
                 "received_cents": self.received_cents, "released": self.released, "lost": self.lost,
                 "lost_cents": self.lost_cents, "reason": self.reason,
                 "addresses": [c.address for c in self.offers], "received_addresses": list(self.received),
+                "contract": self.contract,
                 "seconds": round(self.ended_at - self.started_at, 3) if self.ended_at is not None else None}
 
 
@@ -169,8 +197,16 @@ class RequestRun:
     ended_at: float | None = None
     version: int = 0  # bumped by every change (a reader waiting for news compares it)
     restarts: int = 0  # daemon restarts this run was resumed from
+    kind: str = "swap"  # swap | option: the contract run per provider
+    premium_chunks: int = 0  # option: our chunks of ``give`` paid as the premium, per contract
+    expiry_blocks: int = 0  # option: blocks of ``asset`` the option can be exercised for
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"a request runs {' or '.join(KINDS)} contracts, not {self.kind!r}")
+        why = option_terms_refusal(self.give, self.premium_chunks, self.expiry_blocks) if self.kind == "option" else ""
+        if why:
+            raise ValueError(why)
         if self.target_cents <= 0:
             raise ValueError(f"a request asks for a positive value, got {self.target_cents} cents")
         if self.asset == self.give:
@@ -207,6 +243,7 @@ class RequestRun:
             if row.state == PROPOSING:
                 row.state = RUNNING
             row.give_cents = event.give_cents or row.give_cents
+            row.contract = event.contract or row.contract
         elif isinstance(event, SwapRefused):
             row.state, row.reason, row.ended_at = REFUSED, event.reason, now
         elif isinstance(event, SwapEnded):
@@ -284,7 +321,7 @@ class RequestRun:
         if self.state == "collecting":
             failed = {p.peer for p in self.providers if p.state in (WITHHELD, FAILED, REFUSED)}
             return [Ask(max(1, self.target_cents - self.obtained_cents), frozenset({self.local_peer} | failed))]
-        return [ResumeSwap(p.peer, p.offers, p.state == RUNNING, p.give_cents)
+        return [ResumeSwap(p.peer, p.offers, p.state == RUNNING, p.give_cents, p.contract)
                 for p in self.providers if p.ask == self.asks and p.state not in ENDED] or self._next(now)
 
     # ------------------------------------------------------------------ persistence
@@ -324,14 +361,16 @@ class RequestRun:
                 "lost": sum(p.lost for p in self.providers), "lost_cents": sum(p.lost_cents for p in self.providers),
                 "proposals": self.proposals, "reason": self.reason, "notes": list(self.notes),
                 "providers": [p.to_json() for p in self.providers], "version": self.version,
-                "restarts": self.restarts,
+                "restarts": self.restarts, "contract": self.kind,
+                **({"premium_chunks": self.premium_chunks, "expiry_blocks": self.expiry_blocks}
+                   if self.kind == "option" else {}),
                 "seconds": round(self.ended_at - self.started_at, 3) if self.ended_at is not None else None}
 
 
 _FIELDS = ("request_id", "asset", "give", "target_cents", "local_peer", "max_asks", "asks", "state", "reason",
-           "proposals", "started_at", "ended_at", "version", "restarts")
+           "proposals", "started_at", "ended_at", "version", "restarts", "kind", "premium_chunks", "expiry_blocks")
 _ROW_FIELDS = ("peer", "ask", "state", "released", "lost", "lost_cents", "reason", "started_at", "ended_at",
-               "give_cents")
+               "give_cents", "contract")
 
 
 def _candidate_state(c: Candidate) -> dict:

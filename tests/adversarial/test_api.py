@@ -161,6 +161,10 @@ HUGE = 10**30
 NUMERIC_CASES = [
     # (path, body without the field, field, bad values)
     ("/v1/requests", {"asset": "BTC-REG"}, "usd", [1e308, -1e308, 1e300, 1e-300, -3, 0, 100000.5, 1e17, HUGE, -HUGE]),
+    ("/v1/requests", {"asset": "BTC-REG", "usd": 100, "give": "ETH-DEV", "contract": "option"}, "premium_chunks",
+     [0, -1, 5, HUGE, -HUGE, 1.5]),
+    ("/v1/requests", {"asset": "BTC-REG", "usd": 100, "give": "ETH-DEV", "contract": "option"}, "expiry_blocks",
+     [0, -1, 10_001, HUGE, -HUGE]),
     ("/v1/deposits", {"asset": "BTC-REG"}, "chunks", [0, -1, 1001, HUGE, -HUGE, 1.5]),
     ("/v1/contracts", {"peer": "P", "give": "BTC-REG", "take": "ETH-DEV"}, "chunks", [0, -1, 101, HUGE, -HUGE, 2.5]),
     ("/v1/contracts", {"peer": "P", "give": "BTC-REG", "take": "ETH-DEV"}, "refund_blocks", [0, -1, 100001, HUGE]),
@@ -192,6 +196,8 @@ def test_out_of_range_numbers_get_400_naming_the_field_and_its_range(live, path,
 NONFINITE = [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400"]
 NONFINITE_CASES = [
     ("/v1/requests", b'{"asset": "BTC-REG", "usd": %s}', "usd"),
+    ("/v1/requests", b'{"asset": "BTC-REG", "usd": 9, "give": "ETH-DEV", "contract": "option", "expiry_blocks": %s}',
+     "expiry_blocks"),
     ("/v1/deposits", b'{"asset": "BTC-REG", "chunks": %s}', "chunks"),
     ("/v1/contracts", b'{"peer": "P", "give": "BTC-REG", "take": "ETH-DEV", "chunks": %s}', "chunks"),
     ("/v1/contracts", b'{"peer": "P", "give": "BTC-REG", "take": "ETH-DEV", "refund_blocks": %s}', "refund_blocks"),

@@ -317,16 +317,23 @@ def test_a_chunk_released_while_the_offers_refresh_runs_is_not_offered_again(pai
     assert victim.rfp.contract_answers[rid] == (True, ""), victim.rfp.contract_answers[rid]
 
 
-def test_a_request_to_contracts_under_escrow_or_option_is_refused_with_why_not_run_as_swaps(pair):
-    """``request --give B --contract escrow|option`` ran plain swaps whatever the contract said. It is refused
-    with one line saying why and what to run instead (docs/risk.md, "Escrow and option")."""
+def test_a_request_to_contracts_under_escrow_is_refused_with_why_and_option_terms_out_of_bounds_too(pair):
+    """``request --give B --contract escrow|option`` ran plain swaps whatever the contract said. Escrow (and any
+    kind but swap and option) is refused with one line saying why and what to run instead (docs/risk.md,
+    "Escrow and option"); an option request whose terms are out of their bounds is refused with the range
+    before anything starts."""
     from node.api.services import ApiError
     from node.app.services import NodeServices
 
     net, attacker, victim, now, _, _ = pair
     svc = NodeServices(_Node(net, victim, now), victim, Clock(now), now)
-    for kind, why in (("escrow", "keyswitch escrow --payee"), ("option", "keyswitch option --writer"),
-                      ("ring", "runs swaps only")):
+    for terms, why in (({"premium_chunks": 50}, "premium_chunks must be 1..4"),
+                       ({"expiry_blocks": 10**6}, "expiry_blocks must be 1..10000")):
+        with pytest.raises(ApiError) as exc:  # (svc.requests is None: a run started would fail otherwise)
+            trio.run(lambda: svc.request("BTC-REG", 100, "option", give="ETH-DEV", terms=terms))
+        assert exc.value.status == 400 and why in exc.value.reason
+    for kind, why in (("escrow", "keyswitch escrow --payee"), ("escrow", "no arbiter"),
+                      ("ring", "runs swaps or options only")):
         with pytest.raises(ApiError) as exc:
             trio.run(lambda: svc.request("BTC-REG", 100, kind, give="ETH-DEV"))
         assert exc.value.status == 400 and why in exc.value.reason and "\n" not in exc.value.reason

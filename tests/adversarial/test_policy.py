@@ -11,6 +11,7 @@ contract the writer's enclave released the underlying with no strike (or premium
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pytest
@@ -156,3 +157,24 @@ def test_a_language_contracts_committed_chunks_leave_the_givers_sheet_at_commit(
         writer.desk.on_notify(n)
     assert not {c.pubkey for c in committed} & {o.pubkey for o in writer.protocol.own.offers}
     assert all(buyer.desk._book_offer(c.address, writer.peer_id) is None for c in committed)
+
+
+def test_concurrent_options_on_one_writer_count_each_premium_against_its_device_cap(world):
+    """A writer (its host hostile, or its device broken) that is sold many options at once takes every premium
+    before anything comes back. The buyer's hold on the writer's device counts the premium as well as the
+    writer's biggest chunk, so the options it agrees against one device stay within that device's cap (a new
+    simulated device: $100). Before, each option held one chunk ($50) and two options ($100 of premiums paid,
+    plus a strike chunk at risk on exercise) passed the check as $100."""
+    net, buyer, writer, now = world
+    theirs = [Commit(o.pubkey, o.asset, o.address, o.amount, o.usd_cents) for o in writer.protocol.own.offers]
+    mine = [Commit(o.pubkey, o.asset, o.address, o.amount, o.usd_cents) for o in buyer.protocol.own.offers]
+    params = {"height_asset": "BTC-REG", "premium_chunks": 1, "premium_by": 10_000, "expiry": 10_000}
+    specs = [make_spec(NET, OPTION, params, [PartySpec(buyer.protocol.own.binding, mine[i:i + 2]),
+                                             PartySpec(writer.protocol.own.binding, [theirs[i]])]) for i in (0, 1)]
+    device = hashlib.sha256(writer.protocol.own.binding.sign_pub).digest()
+    assert buyer.desk.reserve_spec(specs[0], now) is None
+    assert buyer.engine.caps.exposure.by_device.get(device) == 10_000  # premium $50 + the writer's chunk $50
+    why = buyer.desk.reserve_spec(specs[1], now)
+    assert why is not None and why.startswith("risk:"), why
+    buyer.desk.unreserve_spec(specs[0])
+    assert buyer.engine.caps.exposure.by_device.get(device, 0) == 0

@@ -33,9 +33,9 @@ class Recording:
         self.calls.append(("deposit", asset, chunks))
         return {"asset": asset, "chunks": chunks}
 
-    async def request(self, asset, usd, contract, give="", wait=True):
+    async def request(self, asset, usd, contract, give="", wait=True, terms=None):
         if give:  # a request to contracts: its report, final (wait) or so far
-            self.calls.append(("request", asset, give, wait))
+            self.calls.append(("request", asset, give, wait) + ((contract, terms) if contract == "option" else ()))
             return {"request_id": "r1", "done": wait, "version": 1}
         return {"asset": asset, "usd": usd, "contract": contract}
 

@@ -140,3 +140,17 @@ async def test_a_request_to_contracts_answers_final_or_at_once_and_its_report_lo
     assert r.status_code == 400 and "request id" in r.json()["error"]
     r = await c.get("/v1/requests/r1", params={"other": 1})
     assert r.status_code == 400 and "unknown query parameter" in r.json()["error"]
+
+
+async def test_an_option_request_carries_its_terms_and_terms_out_of_range_are_refused(api):
+    c, svc, *_ = api
+    body = {"asset": "BTC-REG", "usd": 150, "give": "ETH-DEV", "contract": "option"}
+    r = await c.post("/v1/requests", json={**body, "premium_chunks": 2, "expiry_blocks": 500})
+    assert r.status_code == 201 and svc.calls[-1][-2:] == ("option", {"premium_chunks": 2, "expiry_blocks": 500})
+    r = await c.post("/v1/requests", json=body)  # the defaults: one premium chunk, 100 blocks
+    assert r.status_code == 201 and svc.calls[-1][-1] == {"premium_chunks": 1, "expiry_blocks": 100}
+    n = len(svc.calls)
+    for field, bad in (("premium_chunks", 5), ("premium_chunks", 0), ("expiry_blocks", 10_001)):
+        r = await c.post("/v1/requests", json={**body, field: bad})
+        assert r.status_code == 400 and field in r.json()["error"], (field, bad, r.text)
+    assert len(svc.calls) == n  # nothing started

@@ -65,3 +65,27 @@ def test_table_and_json_exit_with_the_same_code(case, monkeypatch, tmp_path):
         assert "withheld" in table.output and "lost 1 of ours (50.00 USD)" in table.output
         assert "lost 1 chunk(s) of ours (50.00 USD) to withholders" in table.output
         assert "peer silent for 30 s" in table.output
+
+
+def test_an_option_request_sends_its_terms_and_shows_each_option_id_to_exercise(monkeypatch, tmp_path):
+    cid = "ab" * 32
+    final = {**report("complete", [{**provider("peerAAAAAAAAAAAA", 1, "done", 2), "contract": cid}], 9, True, 0,
+                      30_000), "contract": "option", "premium_chunks": 2, "expiry_blocks": 300}
+    bodies = []
+
+    def fake_call(datadir, method, path, *, params=None, body=None, timeout=10.0):
+        bodies.append(body)
+        return final
+
+    monkeypatch.setattr(request_progress, "call", fake_call)
+    _load()
+    init_datadir(tmp_path)
+    args = ["--datadir", str(tmp_path), "request", "--asset", "BTC-REG", "--usd", "300", "--give", "ETH-DEV",
+            "--contract", "option", "--premium-chunks", "2", "--expiry-blocks", "300"]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert bodies[0]["contract"] == "option" and (bodies[0]["premium_chunks"], bodies[0]["expiry_blocks"]) == (2, 300)
+    assert f"option {cid}" in out.output and "under option" in out.output.splitlines()[-1]
+    assert "--message exercise" in out.output.splitlines()[-1]
+    bad = CliRunner().invoke(app, args[:-3] + ["5"])  # --premium-chunks 5: out of 1..4, refused before any call
+    assert bad.exit_code == 2 and len(bodies) == 1

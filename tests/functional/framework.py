@@ -491,3 +491,31 @@ def until_holds_released(apis: dict, timeout: float, context: str = "") -> None:
     except AssertionError:
         raise AssertionError(f"holds left: {[x for x in seen['rows'] if x[2]]}; {context}") from None
 
+
+
+def book_offers(api, asset: str) -> int:
+    """How many offers of ``asset`` a daemon's book holds (``GET /v1/offers``)."""
+    return len(api.get(f"/v1/offers?asset={asset}")["offers"])
+
+
+def print_contract_logs(network: "Network", keys: tuple[str, ...], last: int = 40) -> None:
+    """What each daemon said about its contracts: its log lines holding any of ``keys`` (the last ``last``)."""
+    for n, node in network.nodes.items():
+        lines = [ln for ln in node.log_text().splitlines() if any(k in ln for k in keys)]
+        print(f"===== {n} =====\n" + "\n".join(ln[:300] for ln in lines[-last:]))
+
+
+class RequestWatch:
+    """A request to contracts on the requester ``api``: ``until(states, timeout, what)`` waits for its report's
+    state to be one of ``states``; ``report`` is the last one read."""
+
+    def __init__(self, api, started: dict) -> None:
+        self.api, self.report = api, started
+
+    def until(self, states: tuple[str, ...], timeout: float, what: str) -> dict:
+        def reached():
+            self.report = self.api.get(f"/v1/requests/{self.report['request_id']}")
+            return self.report["state"] in states
+
+        until(reached, timeout, what)
+        return self.report

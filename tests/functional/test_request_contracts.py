@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.functional.framework import FACTOR, Network, until, until_holds_released
+from tests.functional.framework import (
+    FACTOR, Network, RequestWatch, book_offers, print_contract_logs, until, until_holds_released,
+)
 
 pytestmark = pytest.mark.network
 NET = "reqtest"
@@ -19,10 +21,7 @@ def test_a_request_spreads_over_providers_and_a_withholder_costs_one_chunk_cover
     try:
         _run(network)
     except BaseException:
-        for n, node in network.nodes.items():  # what each daemon said about its contracts
-            lines = [ln for ln in node.log_text().splitlines()
-                     if any(k in ln for k in ("release.", "contract", "withh", "refus", "request", "offers.publish"))]
-            print(f"===== {n} =====\n" + "\n".join(ln[:300] for ln in lines[-40:]))
+        print_contract_logs(network, ("release.", "contract", "withh", "refus", "request", "offers.publish"))
         raise
 
 
@@ -41,29 +40,18 @@ def _run(network: Network) -> None:
     for n in ("W", "P2", "P3"):
         assert api[n].post("/v1/deposits", {"asset": "BTC-REG", "chunks": 2}).status_code == 201
 
-    def offers(a, asset):
-        return len(a.get(f"/v1/offers?asset={asset}")["offers"])
-
-    until(lambda: offers(r, "BTC-REG") == 6 and all(offers(api[n], "ETH-DEV") == 8 for n in names[1:]), 120,
+    until(lambda: book_offers(r, "BTC-REG") == 6 and all(book_offers(api[n], "ETH-DEV") == 8 for n in names[1:]), 120,
           "R's book holds the six BTC-REG offers, every provider's R's eight ETH-DEV offers")
 
     started = r.post("/v1/requests", {"asset": "BTC-REG", "usd": 300, "give": "ETH-DEV", "wait": False})
     assert started.status_code == 202, started.text
-    rid = started.json()["request_id"]
-    report = {"report": started.json()}
-
-    def state(*want):
-        report["report"] = r.get(f"/v1/requests/{rid}")
-        return report["report"]["state"] in want
-
-    until(lambda: state("running", "complete", "short", "no-allocation"), 60, "the first allocation")
-    first = report["report"]
+    watch = RequestWatch(r, started.json())
+    first = watch.until(("running", "complete", "short", "no-allocation"), 60, "the first allocation")
     assert first["state"] == "running", first
     # two more providers fund now: only the shortfall's ask can find them
     for n in ("P4", "P5"):
         assert api[n].post("/v1/deposits", {"asset": "BTC-REG", "chunks": 2}).status_code == 201
-    until(lambda: state("complete", "short", "no-allocation"), 240, "the request to end")
-    rep = report["report"]
+    rep = watch.until(("complete", "short", "no-allocation"), 240, "the request to end")
     print("[test] report:", {k: v for k, v in rep.items() if k != "providers"})
     for p in rep["providers"]:
         print("[test]  ", {k: p[k] for k in ("peer", "ask", "state", "received", "lost", "reason")})

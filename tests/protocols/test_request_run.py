@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from node.protocols.request_run import (
     EXIT_COMPLETE, EXIT_NO_ALLOCATION, EXIT_SHORT, Allocated, Ask, Finished, RequestRun, ResumeSwap, StartSwap,
-    SwapAgreed, SwapEnded, SwapRefused,
+    SwapAgreed, SwapEnded, SwapRefused, option_terms_refusal,
 )
 from node.risk.types import Candidate
 
@@ -217,3 +217,55 @@ def test_a_stored_state_that_does_not_read_is_refused():
         RequestRun.from_state({"request_id": "x"})
     with pytest.raises(ValueError, match="not a stored request run"):
         RequestRun.from_state({**run()[0].to_state(), "providers": [{"peer": "p"}]})
+
+
+# ------------------------------------------------------------------ options (request --contract option)
+def option_run(target: int = 15_000, premium: int = 1, expiry: int = 100) -> tuple[RequestRun, list]:
+    r = RequestRun("rid", "BTC-REG", "ETH-DEV", target, ME, kind="option", premium_chunks=premium,
+                   expiry_blocks=expiry)
+    return r, r.start(0.0)
+
+
+@pytest.mark.parametrize("premium, expiry, why", [(0, 100, "premium_chunks must be 1..4"),
+                                                  (5, 100, "premium_chunks must be 1..4"),
+                                                  (1, 0, "expiry_blocks must be 1..10000"),
+                                                  (1, 10_001, "expiry_blocks must be 1..10000")])
+def test_option_terms_out_of_their_bounds_are_refused_with_the_range(premium, expiry, why):
+    assert why in option_terms_refusal("ETH-DEV", premium, expiry)
+    with pytest.raises(ValueError, match=why.split("..")[0]):
+        option_run(premium=premium, expiry=expiry)
+    with pytest.raises(ValueError, match="runs swap or option contracts, not 'escrow'"):
+        RequestRun("rid", "BTC-REG", "ETH-DEV", 5_000, ME, kind="escrow")
+
+
+def test_an_option_request_allocates_as_swaps_and_obtains_what_was_written_a_refuser_covered_once():
+    r, cmds = option_run()
+    assert cmds == [Ask(15_000, frozenset({ME}))]
+    starts = swaps(r.handle(Allocated(True, tuple(chunk(p, 0) for p in ("p1", "p2", "x"))), 1.0))
+    assert sorted(starts) == ["p1", "p2", "x"]
+    assert r.handle(SwapRefused("x", "this node writes no options"), 1.5) == []
+    for n, p in enumerate(("p1", "p2")):
+        r.handle(SwapAgreed(p, 5_000, f"{n}" * 64), 2.0)
+    assert r.report()["providers"][0]["contract"] == "0" * 64
+    r.handle(SwapEnded("p1", "done", tuple(c.address for c in starts["p1"].offers), 1), 3.0)
+    again = r.handle(SwapEnded("p2", "done", tuple(c.address for c in starts["p2"].offers), 1), 3.5)
+    assert again == [Ask(5_000, frozenset({ME, "x"}))]  # the refuser's share, asked once more without it
+    cover = swaps(r.handle(Allocated(True, (chunk("p3", 0),)), 4.0))["p3"]
+    r.handle(SwapAgreed("p3", 5_000, "3" * 64), 4.5)
+    out = r.handle(SwapEnded("p3", "done", (cover.offers[0].address,), 1), 5.0)
+    rep = out[-1].report
+    assert rep["state"] == "complete" and rep["exit_code"] == EXIT_COMPLETE and rep["obtained_cents"] == 15_000
+    assert rep["contract"] == "option" and rep["premium_chunks"] == 1 and rep["expiry_blocks"] == 100
+    assert rep["lost"] == 0 and [p["contract"] for p in rep["providers"] if p["state"] == "done"] == [
+        "0" * 64, "1" * 64, "3" * 64]
+    assert "premium_chunks" not in run()[0].report()  # (a swap request's report has no option terms)
+
+
+def test_an_option_request_survives_a_restart_with_its_terms_and_contract_ids():
+    r, _ = option_run(premium=2, expiry=50)
+    starts = swaps(r.handle(Allocated(True, (chunk("p1", 0), chunk("p2", 0))), 1.0))
+    r.handle(SwapAgreed("p1", 5_000, "a" * 64), 2.0)  # p1 agreed (its contract id known); p2 had not answered
+    back = restarted(r)
+    assert (back.kind, back.premium_chunks, back.expiry_blocks) == ("option", 2, 50)
+    assert back.resume(9.0) == [ResumeSwap("p1", starts["p1"].offers, True, 5_000, "a" * 64),
+                                ResumeSwap("p2", starts["p2"].offers, False, 0, "")]
