@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from coincurve._libsecp256k1 import ffi as _ffi
 from coincurve._libsecp256k1 import lib as _secp
 from coincurve.context import GLOBAL_CONTEXT as _GLOBAL_CONTEXT
-from embit.hashes import ripemd160 as _ripemd160  # OpenSSL's, or embit's own where OpenSSL lacks it
+from embit.hashes import ripemd160 as _embit_ripemd160  # OpenSSL's, or embit's own where OpenSSL lacks it
 
 from node.assets.prices import (  # noqa: F401  (re-exported)
     CsvPrices, JsonPrices, Price, PriceFeed, PriceSeries, StaticPrices, chunk_amount, usd_value_cents,
@@ -150,6 +150,23 @@ def _bech32_step_xor(top: int) -> int:
 #: BIP-173's polymod step: its five conditional generator XORs, looked up by the top 5 bits
 _BECH32_TABLE = tuple(_bech32_step_xor(top) for top in range(32))
 _hrp_state: dict[str, int] = {}
+def _openssl_ripemd160():
+    """RIPEMD-160 by copying one OpenSSL hash object (``hashlib.new("ripemd160")`` looks the digest up again
+    on every call under OpenSSL 3, ~4x the hash itself), or embit's where OpenSSL lacks it."""
+    try:
+        template = hashlib.new("ripemd160")
+    except ValueError:
+        return _embit_ripemd160
+
+    def ripemd160(msg: bytes) -> bytes:
+        h = template.copy()
+        h.update(msg)
+        return h.digest()
+
+    return ripemd160
+
+
+_ripemd160 = _openssl_ripemd160()
 _SECP_CTX = _GLOBAL_CONTEXT.ctx
 _secp_parse = _secp.secp256k1_ec_pubkey_parse
 _POINT_BUF = _ffi.new("secp256k1_pubkey *")  # parse's output, discarded: only its success is used

@@ -169,3 +169,23 @@ def test_a_declared_usd_value_is_checked_against_our_own_price_both_ways():
     assert declared_usd_mismatch("BTC-REG", amt, 50000, p)  # $50 of coin declared as $500
     assert declared_usd_mismatch("BTC-REG", amt, 5400, p, tolerance=0.01)
     assert declared_usd_mismatch("BTC-REG", 0, 5000, p) and declared_usd_mismatch("BTC-REG", amt, 0, p)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=200))
+def test_the_copied_ripemd160_is_ripemd160_and_its_fallback_is_embits_own(msg):
+    """``node.assets._ripemd160`` (one OpenSSL object copied per call, for the addresses of a sheet's keys)
+    against a second implementation (embit's pure Python), and, where OpenSSL lacks RIPEMD-160, embit's."""
+    from unittest import mock
+
+    from embit.util.py_ripemd160 import ripemd160 as pure
+
+    import node.assets as assets
+
+    assert assets._ripemd160(msg) == pure(msg) == assets._ripemd160(msg)  # (the template is never consumed)
+
+    def no_ripemd(name, *a, **kw):
+        raise ValueError(f"unsupported hash type {name}")
+
+    with mock.patch.object(assets.hashlib, "new", no_ripemd):
+        assert assets._openssl_ripemd160() is assets._embit_ripemd160
