@@ -28,9 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._cpu import CpuSampler, floor_line
+
 TARGET = 2.0
 NET = "reqbench"
 PROVIDERS = 6
+CORES = os.cpu_count() or 1
+IDLE = 3.0  # s of no request before each, to measure what the processes use when idle (gossip, blocks)
 
 
 def anchor_swap(r, peer: str, taken: set[str]) -> float:
@@ -49,6 +53,19 @@ def anchor_swap(r, peer: str, taken: set[str]) -> float:
             return time.perf_counter() - t0
         time.sleep(0.02)
     raise RuntimeError("the anchor swap did not end within 120 s")
+
+
+def busy(before: dict, after: dict) -> dict:
+    """What a daemon's ``/v1/status`` counters grew by between two reads: its enclave calls (count, seconds in
+    the round trip, seconds waiting behind another call) and its protocol handles (count, seconds holding the
+    driver's lock, seconds waiting for it), each summed and by kind."""
+    def diff(a: dict, b: dict, keys: tuple[str, ...]) -> dict:
+        return {k: {f: v[f] - a.get(k, {}).get(f, 0) for f in keys} for k, v in b.items()
+                if v[keys[0]] != a.get(k, {}).get(keys[0], 0)}
+
+    calls = diff(before["enclave"]["calls"], after["enclave"]["calls"], ("calls", "call_s", "wait_s"))
+    handles = diff(before["driver"]["protocols"], after["driver"]["protocols"], ("handles", "handle_s", "wait_s"))
+    return {"calls": calls, "handles": handles}
 
 
 def run(tmp: Path, deadline: float) -> dict:
@@ -90,19 +107,48 @@ def run(tmp: Path, deadline: float) -> dict:
             except AssertionError:
                 stale.append(f"R's book still offered {len(left())} chunk(s) it had taken, after 60 s")
 
-        anchors = [anchor_swap(r, api["P1"].peer, taken)]
-        reports = {}
-        for k in (1, 3, PROVIDERS):
+        roots = {"ledger": procs[0].pid, "boot": procs[1].pid, **{n: p.pid for n, p in zip(names, procs[2:])}}
+        with CpuSampler(roots) as cpu:
+            t0 = time.time()
+            anchors = [anchor_swap(r, api["P1"].peer, taken)]
+            windows = {"anchor": [cpu.window(t0, time.time())]}
+            reports, work = {}, {}
+            for k in (1, 3, PROVIDERS):
+                settled()
+                t0 = time.time()
+                time.sleep(IDLE)
+                windows[f"idle{k}"] = cpu.window(t0, time.time())
+                before = {n: api[n].get("/v1/status") for n in ("R", "P1")}
+                resp = r.post("/v1/requests", {"asset": "BTC-REG", "usd": 50 * k, "give": "ETH-DEV"})
+                t1 = time.time()
+                assert resp.status_code == 201, resp.text
+                reports[k] = rep = resp.json()
+                work[k] = {n: busy(before[n], api[n].get("/v1/status")) for n in before}
+                phase = max((p["seconds"] or 0.0) for p in rep["providers"] if p["ask"] == 1)
+                windows[k] = cpu.window(t1 - phase, t1)  # the contracts phase ends as the report does
+                taken.update(a for p in rep["providers"] for a in p["received_addresses"])
             settled()
-            resp = r.post("/v1/requests", {"asset": "BTC-REG", "usd": 50 * k, "give": "ETH-DEV"})
-            assert resp.status_code == 201, resp.text
-            reports[k] = resp.json()
-            taken.update(a for p in reports[k]["providers"] for a in p["received_addresses"])
-        settled()
-        anchors.append(anchor_swap(r, api["P1"].peer, taken))
-        return {"anchors": anchors, "reports": reports, "stale": stale}
+            t0 = time.time()
+            anchors.append(anchor_swap(r, api["P1"].peer, taken))
+            windows["anchor"].append(cpu.window(t0, time.time()))
+        return {"anchors": anchors, "reports": reports, "stale": stale, "cpu": windows, "work": work}
     finally:
         stop_all(procs)
+
+
+def work_line(w: dict) -> str:
+    """'enclave N calls C s (W s waiting), handles N H s (W s waiting): the heaviest kinds'."""
+    def tot(rows: dict, f: str) -> float:
+        return sum(r[f] for r in rows.values())
+
+    c, h = w["calls"], w["handles"]
+    top = sorted(c.items(), key=lambda kv: -kv[1]["call_s"])
+    toph = sorted(h.items(), key=lambda kv: -kv[1]["handle_s"])[:3]
+    return (f"enclave {tot(c, 'calls'):.0f} calls {tot(c, 'call_s'):.2f} s ({tot(c, 'wait_s'):.2f} s waiting; "
+            + ", ".join(f"{k} {v['calls']:.0f}x {v['call_s']:.2f} s" for k, v in top)
+            + f"); handles {tot(h, 'handles'):.0f}, {tot(h, 'handle_s'):.2f} s under the driver lock "
+            f"({tot(h, 'wait_s'):.2f} s waiting; " + ", ".join(f"{k} {v['handles']:.0f}x {v['handle_s']:.2f} s"
+                                                               for k, v in toph) + ")")
 
 
 def main(argv: list[str]) -> int:
@@ -118,6 +164,8 @@ def main(argv: list[str]) -> int:
     print(f"one two-party swap (anchor)  {anchor:7.2f} s   (1 chunk each way; "
           f"{', '.join(f'{a:.2f}' for a in res['anchors'])} s before / after the requests; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end)")
+    for i, w in enumerate(res["cpu"]["anchor"]):
+        print(f"{'':>9} anchor swap {('before', 'after')[i]}: {floor_line(w, res['anchors'][i])}")
     print(f"{'providers':>9} {'state':>9} {'obtained':>9} {'total s':>8} {'contracts s':>12} {'x swap':>7} "
           f"{'x 1-provider':>12}  per provider s")
     met = True
@@ -129,7 +177,16 @@ def main(argv: list[str]) -> int:
         per = ", ".join(f"{p['seconds']:.2f}" for p in rows)
         print(f"{len(rows):>9} {rep['state']:>9} {rep['obtained_cents'] / 100:>9.2f} {rep['seconds']:>8.2f} "
               f"{phase:>12.2f} {ratio:>6.2f}x {phase / phases[1]:>11.2f}x  {per}")
+        cpu = res["cpu"][k]
+        idle = sum(res["cpu"][f"idle{k}"].values()) / IDLE
+        print(f"{'':>9} {floor_line(cpu, phase)}")
+        print(f"{'':>9} idle before it: {idle:.2f} CPU s/s for all processes; the phase's work net of it "
+              f"{sum(cpu.values()) - idle * phase:.2f} CPU s, floor {(sum(cpu.values()) - idle * phase) / CORES:.2f} s")
+        for n, w in res["work"][k].items():
+            print(f"{'':>9} {n}: {work_line(w)}")
         if k == PROVIDERS:
+            floor = sum(cpu.values()) / CORES
+            print(f"{'':>9} the CPU floor alone is {floor / anchor:.2f}x one swap (target {TARGET:g}x)")
             met = rep["state"] == "complete" and len(rows) == PROVIDERS and ratio <= TARGET
     print(f"target: {PROVIDERS} providers' contracts phase <= {TARGET:g} x one swap: {'MET' if met else 'MISSED'} "
           f"(total includes the {args.deadline:g} s of proposals collected before the allocation; 'x 1-provider' "

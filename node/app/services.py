@@ -48,7 +48,10 @@ class NodeServices:
             "own_offers": len(self.stack.protocol.own.offers) if self.stack.protocol.own else 0,
             "uptime": round(now - self.started_at, 3),
             "enclave": {"simulated": info.simulated, "device_id": info.device_id.hex(),
-                        "measurement": info.measurement, "broken": getattr(self.stack.enclave, "mode", "")},
+                        "measurement": info.measurement, "broken": getattr(self.stack.enclave, "mode", ""),
+                        "calls": self.stack.enclave.call_stats() if hasattr(self.stack.enclave, "call_stats")
+                        else {}},
+            "driver": self.node.driver.stats() if getattr(self.node, "driver", None) is not None else {},
             "ready": True,
             "requests": dict(self.stack.rfp.stats, reasons=dict(self.stack.rfp.reasons)) if self.stack.rfp else {},
             "revocations": self.stack.revocations.status() if self.stack.revocations else {},

@@ -127,6 +127,8 @@ class ProtocolDriver:
                 self._by_topic[t].append(i)
         self.lock = threading.RLock()  # held by every handle/submit call (worker thread) and validate (trio)
         self._worker = trio.CapacityLimiter(1)  # one handle at a time, in order, off the trio thread
+        # per protocol class (and "<class>.validate"): [calls, seconds waiting for ``lock``, holding it] (``stats``)
+        self._handled: dict[str, list] = {}
         self.interpreter = Interpreter(self, lambda i: dataclasses.replace(
             LedgerAdapters.of(self.protocols[i]), clock=time.perf_counter))
 
@@ -138,8 +140,13 @@ class ProtocolDriver:
             now = self.clock.now()
             worst = Validation.accept()
             for p in owners:
+                t0 = time.perf_counter()
                 with self.lock:
-                    v = p.validate(topic, data, forwarder, now)
+                    t1 = time.perf_counter()
+                    try:
+                        v = p.validate(topic, data, forwarder, now)
+                    finally:
+                        self._count(f"{type(p).__name__}.validate", t1 - t0, time.perf_counter() - t1)
                 if v.result is Result.REJECT:
                     return v
                 if v.result is Result.IGNORE:
@@ -178,17 +185,36 @@ class ProtocolDriver:
         """``handle`` (or a submitted call) of protocol ``i``, under ``lock``: its commands, to be carried out
         on the trio thread (none when it raised: logged, counted, the event dropped)."""
         p = self.protocols[i]
+        t0 = time.perf_counter()
         try:
             with self.lock:
-                if isinstance(event, _Call):
-                    cmds = event.fn(self.clock.now())
-                else:
-                    cmds = p.handle(event, self.clock.now())
+                t1 = time.perf_counter()
+                try:
+                    if isinstance(event, _Call):
+                        cmds = event.fn(self.clock.now())
+                    else:
+                        cmds = p.handle(event, self.clock.now())
+                finally:
+                    self._count(type(p).__name__, t1 - t0, time.perf_counter() - t1)
         except Exception:
             self.errors += 1
             log.exception("%s.handle(%s) raised", type(p).__name__, type(event).__name__)
             return []
         return [(i, list(cmds or ()))]
+
+    def _count(self, name: str, waited: float, held: float) -> None:
+        row = self._handled.setdefault(name, [0, 0.0, 0.0])
+        row[0] += 1
+        row[1] += waited
+        row[2] += held
+
+    def stats(self) -> dict:
+        """Per protocol since the start: ``handles`` (events and submitted calls), ``wait_s`` (waiting for
+        ``lock``: a validate or another handle held it) and ``handle_s`` (holding it); ``queued``: events
+        waiting now."""
+        rows = {k: {"handles": n, "wait_s": round(w, 4), "handle_s": round(h, 4)}
+                for k, (n, w, h) in sorted(list(self._handled.items()))}
+        return {"protocols": rows, "queued": self._recv.statistics().current_buffer_used}
 
     def _carry_out(self, results: list[tuple[int, list[Command]]]) -> None:
         for i, cmds in results:

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
@@ -162,6 +163,8 @@ class _Base:
         self._clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._next_id = 0
+        # per request kind: [calls, seconds waiting for the lock, seconds in the round trip] (``call_stats``)
+        self._stats: dict[str, list] = {}
         if self.simulated:
             warn_simulated()
 
@@ -169,10 +172,18 @@ class _Base:
         raise NotImplementedError
 
     def _call(self, op, result_type: type[T]) -> T:
+        t0 = time.perf_counter()
         with self._lock:
+            t1 = time.perf_counter()
             self._next_id += 1
             req_id = self._next_id
-            raw = self._roundtrip(_enc.encode(m.Request(m.PROTOCOL_VERSION, req_id, op)))
+            try:
+                raw = self._roundtrip(_enc.encode(m.Request(m.PROTOCOL_VERSION, req_id, op)))
+            finally:
+                row = self._stats.setdefault(type(op).__name__, [0, 0.0, 0.0])
+                row[0] += 1
+                row[1] += t1 - t0
+                row[2] += time.perf_counter() - t1
         try:
             resp = _resp_dec.decode(raw)
         except msgspec.MsgspecError:
@@ -185,6 +196,13 @@ class _Base:
             return msgspec.msgpack.decode(resp.body, type=result_type)
         except msgspec.MsgspecError:
             raise EnclaveUnavailable("the enclave's result does not decode") from None
+
+    def call_stats(self) -> dict[str, dict]:
+        """Per request kind since the start: ``calls``, ``wait_s`` (waiting for another call to end: calls are
+        serialised) and ``call_s`` (the round trip: the enclave's work, its journal's fsyncs, the pipes)."""
+        with self._lock:
+            return {k: {"calls": n, "wait_s": round(w, 4), "call_s": round(c, 4)}
+                    for k, (n, w, c) in sorted(self._stats.items())}
 
     # -- the Enclave API ------------------------------------------------------
 

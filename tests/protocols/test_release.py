@@ -121,6 +121,29 @@ def test_each_enclave_opens_the_contract_once_and_signs_its_id_once(tmp_path):
             schedule_spec(sched, [a.binding, b.binding]).encode()).sig
 
 
+def test_each_enclave_verifies_its_peers_quote_once_per_contract(tmp_path):
+    """The initiator's enclave verified the responder's quote on the agree, then again when the same agree was
+    taken up once the responder's funds were seen (one more enclave round trip per swap on the initiator's one
+    contract worker: ``benchmarks.request`` counted 12 ``AttestPeer`` for 6 swaps)."""
+    ledger, a, b, sched, cid, pair = setup_swap(tmp_path)
+    for side in (a, b):
+        side.proto.enclave = CountingEnclave(side.proto.enclave)
+    hellos = {"n": 0}
+    on_hello = b.proto._on_hello
+
+    def counted(ev, env, h, now, funds_checked=False):
+        hellos["n"] += not funds_checked
+        return on_hello(ev, env, h, now, funds_checked)
+
+    b.proto._on_hello = counted
+    pair.run(done=both_stopped(a, b, cid))
+    assert_swapped(ledger, a, b, cid)
+    assert a.proto.enclave.calls["attest_peer"] == 1
+    # the responder: once per copy of the hello (here the hello is resent while its funds check runs), no longer
+    # once more when the check ends
+    assert b.proto.enclave.calls["attest_peer"] == hellos["n"]
+
+
 def test_release_rounds_call_the_ledger_in_tasks_funds_checked_before_the_next_release_swept_after(tmp_path):
     ledger, a, b, sched, cid, pair = setup_swap(tmp_path, plans=(CrashPlan(), CrashPlan()))
     # agreed: the offered funds were checked (A's restart on Started resent its hello: a second agree's check too)

@@ -319,6 +319,10 @@ async def test_submit_runs_application_calls_through_a_protocol(tmp_path):
         assert pb.got == [(b"ok-from-app", a.peer_id)]
         with pytest.raises(ValueError):
             a.driver.submit(Probe(), lambda now: [])  # not a protocol of this driver
+        # the driver counts what held its lock: a's submitted call (a handle), b's validation of the message
+        handled, validated = a.driver.stats()["protocols"]["Probe"], b.driver.stats()["protocols"]["Probe.validate"]
+        assert handled["handles"] >= 2 and handled["handle_s"] >= 0 and handled["wait_s"] >= 0  # Started + the call
+        assert validated["handles"] >= 1
         a.stop()
         b.stop()
 

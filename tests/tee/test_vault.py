@@ -352,3 +352,16 @@ def test_in_process_and_subprocess_share_the_vault_lock(tmp_path):
         e.generate_keys(1)
     with SubprocessEnclave(tmp_path / "n") as p:
         assert len(p.list_keys()) == 1
+
+
+def test_the_client_counts_each_kind_of_call_and_its_time(enc):
+    """``call_stats``: per request kind, the calls, their round trips' seconds and the seconds spent waiting
+    behind another call (``benchmarks.request`` prints them for the requester)."""
+    before = enc.call_stats().get("GenerateKeys", {"calls": 0})["calls"]
+    enc.generate_keys(2)
+    enc.generate_keys(1)
+    enc.list_keys()
+    stats = enc.call_stats()
+    assert stats["GenerateKeys"]["calls"] == before + 2
+    assert stats["ListKeys"]["calls"] >= 1
+    assert stats["GenerateKeys"]["call_s"] > 0 and stats["GenerateKeys"]["wait_s"] >= 0
