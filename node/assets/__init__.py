@@ -150,6 +150,8 @@ def _bech32_step_xor(top: int) -> int:
 #: BIP-173's polymod step: its five conditional generator XORs, looked up by the top 5 bits
 _BECH32_TABLE = tuple(_bech32_step_xor(top) for top in range(32))
 _hrp_state: dict[str, int] = {}
+
+
 def _openssl_ripemd160():
     """RIPEMD-160 by copying one OpenSSL hash object (``hashlib.new("ripemd160")`` looks the digest up again
     on every call under OpenSSL 3, ~4x the hash itself), or embit's where OpenSSL lacks it."""
@@ -167,6 +169,7 @@ def _openssl_ripemd160():
 
 
 _ripemd160 = _openssl_ripemd160()
+
 _SECP_CTX = _GLOBAL_CONTEXT.ctx
 _secp_parse = _secp.secp256k1_ec_pubkey_parse
 _POINT_BUF = _ffi.new("secp256k1_pubkey *")  # parse's output, discarded: only its success is used
