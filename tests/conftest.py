@@ -42,8 +42,9 @@ def network(request, tmp_path):
 
 
 # ------------------------------------------------------------------ order: the longest files first
-# `make test` runs on pytest-xdist workers, one file per worker at a time (`--dist loadfile`), handed out in
-# collection order: a long file handed out last would end the run alone. These ran longest (docs/testing.md,
+# On pytest-xdist workers, one file per worker at a time (`--dist loadfile --no-loadscope-reorder`), files are
+# handed out in collection order (without --no-loadscope-reorder xdist hands out the files with the most tests
+# first, which puts these few-test, long files last): a long file handed out last would end the run alone. These ran longest (docs/testing.md,
 # "Where the time goes"); the order inside a file, and of every other file, is kept.
 LONGEST_FIRST = (
     "tests/simulations/test_fidelity.py", "tests/interop/test_js_gossip.py", "tests/test_benchmark_soak.py",
