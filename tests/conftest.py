@@ -39,3 +39,24 @@ def network(request, tmp_path):
     finally:
         rep = getattr(request.node, "rep_call", None)
         net.close(failed=rep is None or rep.failed)
+
+
+# ------------------------------------------------------------------ order: the longest files first
+# On pytest-xdist workers, one file per worker at a time (`--dist loadfile --no-loadscope-reorder`), files are
+# handed out in collection order (without --no-loadscope-reorder xdist hands out the files with the most tests
+# first, which puts these few-test, long files last): a long file handed out last would end the run alone. These ran longest (docs/testing.md,
+# "Where the time goes"); the order inside a file, and of every other file, is kept.
+LONGEST_FIRST = (
+    "tests/simulations/test_fidelity.py", "tests/interop/test_js_gossip.py", "tests/test_benchmark_soak.py",
+    "tests/functional/test_holds.py", "tests/runtime/test_gossip_health.py",
+    "tests/functional/test_request_contracts.py", "tests/functional/test_request_restart.py",
+    "tests/functional/test_switchboard.py", "tests/faults/test_faults.py", "tests/daemon/test_daemon.py",
+    "tests/functional/test_offers_network.py", "tests/functional/test_network.py", "tests/test_demo.py",
+    "tests/test_benchmark_network.py", "tests/cli/test_operator_mistakes.py", "tests/functional/test_key_escrow.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    root = config.rootpath
+    items.sort(key=lambda item: rank.get(item.path.relative_to(root).as_posix(), len(rank)))
