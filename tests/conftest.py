@@ -57,6 +57,8 @@ LONGEST_FIRST = (
 
 
 def pytest_collection_modifyitems(config, items):
+    if not getattr(config.option, "numprocesses", None):  # a serial run (make test) keeps the collection order
+        return
     rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
     root = config.rootpath
     items.sort(key=lambda item: rank.get(item.path.relative_to(root).as_posix(), len(rank)))
