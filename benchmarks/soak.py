@@ -20,10 +20,10 @@ sheet (``/v1/status`` ``sheet``), within SETTLE seconds.
 The verdict (``verdict``): after the warm-up (``warmup_of``: the first fifth of the run, at least 2 minutes), each
 daemon's RSS at the end (median of the last fifth of samples) at most 10 % above its RSS just after the
 warm-up (median of the first fifth after it); descriptors at the end (median) no more than FD_NOISE above
-the most seen just after the warm-up; trio tasks at the end (median) at most TASK_GROWTH (15 %) above those
-just after the warm-up (median); no contract stuck; every book consistent; at least half the actions done (a load
-that did not run proves nothing). Output: a table over time, ``soak.csv`` and ``soak.png`` in ``--out``.
-Exit status 1 on a failed verdict.
+the most seen just after the warm-up; trio tasks at the end (median) at most TASK_GROWTH (15 %) plus TASK_NOISE
+(10) above those just after the warm-up (median); no contract stuck; every book consistent; at least half the
+actions done (a load that did not run proves nothing). Output: a table over time, the task groups that grew
+(``task_growth``), ``soak.csv`` and ``soak.png`` in ``--out``. Exit status 1 on a failed verdict.
 """
 
 from __future__ import annotations
@@ -53,10 +53,11 @@ RSS_GROWTH = 0.10
 #: with the contracts and requests run, dozens in half an hour
 FD_NOISE = 5
 #: trio tasks (``tasks`` in /v1/status) come and go with connections, streams and API calls (an API connection's
-#: task lingers 5 s, its keep-alive); a leak grows with the connections and contracts run. Before the fix of
-#: issue #22 (``node.runtime.pubsubpeers``) a 6-daemon, 6-minute run grew 12-21 % after its warm-up on 2 of 6
-#: daemons, a 30-minute run of 10 daemons 25-55 %
-TASK_GROWTH = 0.15
+#: task lingers 5 s, its keep-alive; a round of peer probes in flight is one task a peer); a leak grows with the
+#: connections and contracts run. Before the fix of issue #22 (``node.runtime.pubsubpeers``) a 30-minute run of
+#: 10 daemons grew 25-55 % after its warm-up (133-153 -> 171-208); a 6-daemon, 6-minute run is too short to tell
+#: a leak from the noise (before the fix: 112 -> 135 at most; after: 100.5 -> 118.5 at most, the probes in flight)
+TASK_GROWTH, TASK_NOISE = 0.15, 10
 SETTLE = 120.0
 ROUND_TIMEOUT = 30.0  # node.protocols.release: a contract with no progress for this long ends (withheld)
 
@@ -115,9 +116,9 @@ def verdict(samples: list[Sample], *, warmup: float, mismatches: list[str], acti
         if len(tasks) >= 2:
             tk0 = statistics.median(_window(tasks, True))
             tk1 = statistics.median(_window(tasks, False))
-            if tk1 > tk0 * (1 + TASK_GROWTH):
+            if tk1 > tk0 * (1 + TASK_GROWTH) + TASK_NOISE:
                 failed.append(f"{node}: trio tasks grew {100 * (tk1 / tk0 - 1):.1f} % after warm-up "
-                              f"({tk0:g} -> {tk1:g}; limit {100 * TASK_GROWTH:.0f} %)")
+                              f"({tk0:g} -> {tk1:g}; limit {100 * TASK_GROWTH:.0f} % + {TASK_NOISE})")
         stuck = sorted({c for s in mine for c in s.stuck})
         if stuck:
             failed.append(f"{node}: {len(stuck)} contract(s) stuck past their deadline: {', '.join(stuck[:5])}")
@@ -548,7 +549,7 @@ def main(argv: list[str]) -> int:
     print("task groups grown after the warm-up: " + ("; ".join(task_growth(res["samples"], warmup)) or "none"))
     print(f"API calls of the sampler not answered: {res['api_errors'] or 'none'}")
     print(f"samples: {outdir / 'soak.csv'}; plot: {outdir / 'soak.png'}; warm-up: the first {warmup:.0f} s")
-    print("verdict: " + ("PASS (RSS growth < 10 % and task growth < 15 % after warm-up, no descriptor growth, "
+    print("verdict: " + ("PASS (RSS growth < 10 % and task growth < 15 % + 10 after warm-up, no descriptor growth, "
                          "no contract stuck, "
                          "every book consistent with every origin's last sheet)" if not failed else "FAIL"))
     for line in failed:
