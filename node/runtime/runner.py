@@ -46,6 +46,9 @@ def trio_tasks() -> int:
     return len(_live_tasks())
 
 
+_TRIO_DIR = os.path.dirname(trio.__file__) + os.sep
+
+
 def _blocked_in(task: trio.lowlevel.Task) -> str:
     """The innermost function (outside trio itself) the task waits in: along its coroutine's await chain."""
     coro, last = task.coro, ""
@@ -53,7 +56,7 @@ def _blocked_in(task: trio.lowlevel.Task) -> str:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
         if frame is None:
             break
-        if f"{os.sep}trio{os.sep}" not in frame.f_code.co_filename:
+        if not frame.f_code.co_filename.startswith(_TRIO_DIR):
             last = frame.f_code.co_name
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
     return last
