@@ -20,9 +20,10 @@ sheet (``/v1/status`` ``sheet``), within SETTLE seconds.
 The verdict (``verdict``): after the warm-up (``warmup_of``: the first fifth of the run, at least 2 minutes), each
 daemon's RSS at the end (median of the last fifth of samples) at most 10 % above its RSS just after the
 warm-up (median of the first fifth after it); descriptors at the end (median) no more than FD_NOISE above
-the most seen just after the warm-up; no contract stuck; every book consistent; at least half the actions done (a load
-that did not run proves nothing). Output: a table over time, ``soak.csv`` and ``soak.png`` in ``--out``.
-Exit status 1 on a failed verdict.
+the most seen just after the warm-up; trio tasks at the end (median) at most TASK_GROWTH (15 %) plus TASK_NOISE
+(10) above those just after the warm-up (median); no contract stuck; every book consistent; at least half the
+actions done (a load that did not run proves nothing). Output: a table over time, the task groups that grew
+(``task_growth``), ``soak.csv`` and ``soak.png`` in ``--out``. Exit status 1 on a failed verdict.
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ RSS_GROWTH = 0.10
 #: just after the warm-up and 38 at the end of a minute (its sheets and deposits still settling); a leak grows
 #: with the contracts and requests run, dozens in half an hour
 FD_NOISE = 5
+#: trio tasks (``tasks`` in /v1/status) come and go with connections, streams and API calls (an API connection's
+#: task lingers 5 s, its keep-alive; a round of peer probes in flight is one task a peer); a leak grows with the
+#: connections and contracts run. Before the fix of issue #22 (``node.runtime.pubsubpeers``) a 30-minute run of
+#: 10 daemons grew 25-55 % after its warm-up (133-153 -> 171-208); a 6-daemon, 6-minute run is too short to tell
+#: a leak from the noise (before the fix: 112 -> 135 at most; after: 100.5 -> 118.5 at most, the probes in flight)
+TASK_GROWTH, TASK_NOISE = 0.15, 10
 SETTLE = 120.0
 ROUND_TIMEOUT = 30.0  # node.protocols.release: a contract with no progress for this long ends (withheld)
 
@@ -78,6 +85,7 @@ class Sample:
     tasks: int
     states: dict[str, int] = field(default_factory=dict)  # contracts by state ("open" = not ended)
     stuck: list[str] = field(default_factory=list)
+    groups: dict[str, int] = field(default_factory=dict)  # the biggest groups of trio tasks by name
 
 
 def _window(values: list[float], first: bool) -> list[float]:
@@ -104,6 +112,13 @@ def verdict(samples: list[Sample], *, warmup: float, mismatches: list[str], acti
         if fd1 > fd0 + FD_NOISE:
             failed.append(f"{node}: open descriptors grew after warm-up (at most {fd0} just after it, "
                           f"median {fd1:g} at the end; noise allowed {FD_NOISE})")
+        tasks = [s.tasks for s in after if s.tasks >= 0]  # (-1: the daemon did not answer that sample)
+        if len(tasks) >= 2:
+            tk0 = statistics.median(_window(tasks, True))
+            tk1 = statistics.median(_window(tasks, False))
+            if tk1 > tk0 * (1 + TASK_GROWTH) + TASK_NOISE:
+                failed.append(f"{node}: trio tasks grew {100 * (tk1 / tk0 - 1):.1f} % after warm-up "
+                              f"({tk0:g} -> {tk1:g}; limit {100 * TASK_GROWTH:.0f} % + {TASK_NOISE})")
         stuck = sorted({c for s in mine for c in s.stuck})
         if stuck:
             failed.append(f"{node}: {len(stuck)} contract(s) stuck past their deadline: {', '.join(stuck[:5])}")
@@ -131,6 +146,21 @@ def summary(samples: list[Sample], warmup: float) -> list[str]:
         out.append(f"{node:<5} {rss0:>18.1f} -> {rss1:>6.1f} {100 * (rss1 / rss0 - 1):>6.1f}% {fd0:>8} -> {fd1:>4g} "
                    f"{tk0:>6g} -> {tk1:>4g} {last.db_bytes / 1e6:>10.2f} {last.states.get('done', 0):>5} "
                    f"{last.states.get('withheld', 0):>8} {last.states.get('failed', 0):>6}")
+    return out
+
+
+def task_growth(samples: list[Sample], warmup: float) -> list[str]:
+    """Per node: the groups of trio tasks (by name, ``/v1/status`` ``task_groups``) that grew from the first
+    sample after the warm-up to the last, one line each: which tasks a growth of ``tasks`` is made of."""
+    out = []
+    for node in sorted({s.node for s in samples}):
+        after = sorted((s for s in samples if s.node == node and s.t >= warmup and s.groups), key=lambda s: s.t)
+        if len(after) < 2:
+            continue
+        first, last = after[0].groups, after[-1].groups
+        grew = sorted(((last[k] - first.get(k, 0), k) for k in last if last[k] > first.get(k, 0)), reverse=True)
+        if grew:
+            out.append(f"{node}: " + ", ".join(f"{k} {first.get(k, 0)} -> {last[k]}" for _, k in grew[:6]))
     return out
 
 
@@ -211,11 +241,12 @@ class Sampler:
         states: dict[str, int] = {}
         stuck: list[str] = []
         try:
-            tasks = int(api.get("/v1/status").get("tasks", -1))
+            st = api.get("/v1/status")
+            tasks, groups = int(st.get("tasks", -1)), dict(st.get("task_groups", {}))
             rows = api.get("/v1/contracts")["contracts"]
         except Exception as exc:  # noqa: BLE001 (a daemon too slow to answer: counted, its /proc figures kept)
             self.api_errors[type(exc).__name__] = self.api_errors.get(type(exc).__name__, 0) + 1
-            tasks, rows = -1, []
+            tasks, rows, groups = -1, [], {}
         for row in rows:
             key = (name, row["contract"])
             seen = self.first_seen.setdefault(key, now)
@@ -225,7 +256,8 @@ class Sampler:
             states["open"] = states.get("open", 0) + 1
             if now - seen > stuck_after(int(row.get("rounds", 2))):
                 stuck.append(f"{row['contract'][:12]} ({row['state']}, {now - seen:.0f} s)")
-        s = Sample(round(now - self.t0, 1), name, rss, fds, db_bytes(self.dirs[name]), tasks, states, stuck)
+        s = Sample(round(now - self.t0, 1), name, rss, fds, db_bytes(self.dirs[name]), tasks, states, stuck,
+                   groups)
         self.samples.append(s)
         return s
 
@@ -514,9 +546,11 @@ def main(argv: list[str]) -> int:
     failed = verdict(res["samples"], warmup=warmup, mismatches=res["mismatches"], actions=res["counts"])
     print(f"actions: {res['counts']}; not done: {res['errors'] or 'none'}; {res['deposited']} chunks deposited "
           f"to replenish; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end")
+    print("task groups grown after the warm-up: " + ("; ".join(task_growth(res["samples"], warmup)) or "none"))
     print(f"API calls of the sampler not answered: {res['api_errors'] or 'none'}")
     print(f"samples: {outdir / 'soak.csv'}; plot: {outdir / 'soak.png'}; warm-up: the first {warmup:.0f} s")
-    print("verdict: " + ("PASS (RSS growth < 10 % after warm-up, no descriptor growth, no contract stuck, "
+    print("verdict: " + ("PASS (RSS growth < 10 % and task growth < 15 % + 10 after warm-up, no descriptor growth, "
+                         "no contract stuck, "
                          "every book consistent with every origin's last sheet)" if not failed else "FAIL"))
     for line in failed:
         print(f"  {line}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.soak import Sample, book_mismatches, ended, stuck_after, verdict
+from benchmarks.soak import Sample, book_mismatches, ended, stuck_after, task_growth, verdict
 from node.dev.localnet import timeout_factor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,8 +47,24 @@ def test_a_steady_run_passes_and_every_fault_fails_it_with_its_reason():
     assert book == ["book: N1's book for N0: ..."]
     idle = verdict(ok, warmup=40, mismatches=[], actions={"started": 10, "done": 4})
     assert len(idle) == 1 and idle[0].startswith("load: 4 of 10")
+    # trio tasks: noise (API calls, streams of the moment) passes; a leak (4 % of the start per sample) fails
+    jitter = [Sample(s.t, s.node, s.rss_kb, s.fds, 0, 50 + (6 if i % 2 else 0)) for i, s in enumerate(steady("N7"))]
+    assert verdict(jitter, warmup=40, mismatches=[], actions=RAN) == []
+    growing = [Sample(s.t, s.node, s.rss_kb, s.fds, 0, 50 + 2 * i) for i, s in enumerate(steady("N7"))]
+    tasks = verdict(growing, warmup=40, mismatches=[], actions=RAN)
+    assert len(tasks) == 1 and tasks[0].startswith("N7: trio tasks grew") and "limit 15 % + 10" in tasks[0], tasks
     short = verdict(steady("N6", n=3), warmup=15, mismatches=[], actions=RAN)
     assert len(short) == 1 and "1 sample(s) after" in short[0]
+
+
+def test_task_growth_names_the_groups_that_grew_after_the_warm_up():
+    def at(t, groups):
+        return Sample(t, "N0", 1, 1, 0, sum(groups.values()), groups=groups)
+
+    samples = [at(10, {"leaky": 9}), at(50, {"leaky": 2, "steady": 5}), at(90, {"leaky": 7, "steady": 5}),
+               at(130, {"leaky": 12, "steady": 4, "new": 1})]
+    assert task_growth(samples, warmup=40) == ["N0: leaky 2 -> 12, new 0 -> 1"]  # (the warm-up's 9 not counted)
+    assert task_growth(samples[:2], warmup=40) == []  # one sample after the warm-up: nothing to compare
 
 
 def test_book_mismatches_name_the_node_the_origin_and_what_differs():

@@ -28,7 +28,9 @@ def run_demo(timeout: float, log: Path) -> subprocess.CompletedProcess:
 
 
 def test_make_demo_main_job_runs_end_to_end(tmp_path):
-    out = run_demo(timeout=240, log=tmp_path / "demo.out")
+    from tests.functional.framework import FACTOR
+
+    out = run_demo(timeout=240 * FACTOR, log=tmp_path / "demo.out")  # (KS_TIMEOUT_FACTOR, as every other wait)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "SIMULATED" in out.stdout
     assert "binding-mismatch" in out.stdout and "measurement-not-allowed" in out.stdout

@@ -35,7 +35,7 @@ class NodeServices:
         self.requests = None  # node.app.requestdesk.RequestDesk, set by run_daemon (it needs the daemon's nursery)
 
     def status(self) -> dict[str, Any]:
-        from node.runtime.runner import trio_tasks
+        from node.runtime.runner import trio_task_groups, trio_tasks
 
         info = self.stack.enclave.info()
         now = self.clock.now()
@@ -57,6 +57,7 @@ class NodeServices:
             "revocations": self.stack.revocations.status() if self.stack.revocations else {},
             "outcomes": self.stack.outcomes.status() if self.stack.outcomes else {},
             "tasks": trio_tasks(),  # trio tasks alive in the daemon (a leak shows as growth: benchmarks.soak)
+            "task_groups": trio_task_groups(),  # the biggest groups of them by name: which ones grow
             "sheet": self.stack.protocol.published(),  # our last published sheet: seq, addresses offered
         }
 

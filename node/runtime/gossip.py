@@ -99,6 +99,7 @@ from libp2p.pubsub.score import PeerScorer, ScoreParams, TopicScoreParams
 from libp2p.pubsub.validators import signature_validator
 
 from node.protocols.base import Result, Validation
+from node.runtime.pubsubpeers import OnePeerRegistration
 
 log = logging.getLogger("keyswitch.runtime.gossip")
 
@@ -394,8 +395,9 @@ def make_gossipsub(*, rate_limit: float, app_score: Callable[[str], float] | Non
     )
 
 
-class KsPubsub(Pubsub):
-    """``Pubsub`` with tri-state validation and forwarder-aware delivery."""
+class KsPubsub(OnePeerRegistration, Pubsub):
+    """``Pubsub`` with tri-state validation and forwarder-aware delivery, one registration of a peer at a time
+    (``node.runtime.pubsubpeers``)."""
 
     def __init__(self, host, router, *, deliver_buffer: int = 4096, **kw) -> None:
         super().__init__(host, router, **kw)

@@ -78,14 +78,15 @@ class PeerProbe:
     # ------------------------------------------------------------- facts
     def connection(self, peer: str) -> dict[str, Any]:
         """The remote address and direction (``in``: the peer dialled us; ``out``: we dialled it) of the peer's
-        first open connection."""
+        first open connection, and how many connections to the peer are open (``connections``: more than one
+        when both sides dialled each other at once)."""
         conns = self.host.get_network().get_connections(ID.from_base58(peer))
         if not conns:
             return {}
         muxed = conns[0].muxed_conn
         get_remote = getattr(muxed, "get_remote_address", None)
         return {"address": _tcp_multiaddr(get_remote()) if get_remote else "",
-                "direction": "out" if getattr(muxed, "is_initiator", False) else "in"}
+                "direction": "out" if getattr(muxed, "is_initiator", False) else "in", "connections": len(conns)}
 
     def describe(self, peer: str) -> dict[str, Any]:
         """The row fields for one connected peer: address, direction, latency_ms (None before its first pong),

@@ -30,16 +30,50 @@ from node.fsutil import atomic_write
 log = logging.getLogger("keyswitch.runtime.runner")
 
 
+def _live_tasks() -> list[trio.lowlevel.Task]:
+    stack, out = [trio.lowlevel.current_root_task()], []
+    while stack:
+        task = stack.pop()
+        out.append(task)
+        stack.extend(t for nursery in task.child_nurseries for t in nursery.child_tasks)
+    return out
+
+
 def trio_tasks() -> int:
     """The trio tasks alive in this run now (the root task and every descendant): what ``/v1/status``
     reports as ``tasks``, so that a long run (``benchmarks.soak``) sees a task leak. Call it on the trio
     thread."""
-    stack, n = [trio.lowlevel.current_root_task()], 0
-    while stack:
-        task = stack.pop()
-        n += 1
-        stack.extend(t for nursery in task.child_nurseries for t in nursery.child_tasks)
-    return n
+    return len(_live_tasks())
+
+
+_TRIO_DIR = os.path.dirname(trio.__file__) + os.sep
+
+
+def _blocked_in(task: trio.lowlevel.Task) -> str:
+    """The innermost function (outside trio itself) the task waits in: along its coroutine's await chain."""
+    coro, last = task.coro, ""
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        if not frame.f_code.co_filename.startswith(_TRIO_DIR):
+            last = frame.f_code.co_name
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return last
+
+
+def trio_task_groups(top: int = 25) -> dict[str, int]:
+    """The live trio tasks grouped by name (trio names a task after its function, e.g.
+    ``libp2p.network.swarm.Swarm._conn_handler``; the last two dotted parts kept) and the function it waits in
+    (``name > function``), the ``top`` biggest groups: what ``/v1/status`` reports as ``task_groups``, to tell
+    which tasks grow in a long run and where they wait (issue #22). Call it on the trio thread."""
+    groups: dict[str, int] = {}
+    for task in _live_tasks():
+        name = ".".join(task.name.split(".")[-2:])
+        where = _blocked_in(task)
+        key = f"{name} > {where}" if where and not name.endswith(where) else name
+        groups[key] = groups.get(key, 0) + 1
+    return dict(sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))[:top])
 
 
 @dataclass

@@ -80,6 +80,7 @@ async def test_each_peer_has_address_direction_latency_agent_mesh_and_the_bootst
     for row in (boot, c):
         assert isinstance(row["latency_ms"], float) and 0 <= row["latency_ms"] < 5000, row
         assert row["agent"].startswith("keyswitch/") and "py-libp2p/" in row["agent"], row  # (not py-libp2p's own)
+        assert row["connections"] >= 1, row  # (more than one: both sides dialled at once, issue #22)
     assert "score" in c and "score_components" in c  # the score columns are still there
 
 

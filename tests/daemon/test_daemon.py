@@ -79,6 +79,10 @@ def test_status_counts_trio_tasks_and_names_the_last_published_sheet(daemon):
     must hold for this origin: ``benchmarks.soak``)."""
     st = json.loads(cli(daemon.datadir, "status", "--json").stdout)
     assert isinstance(st["tasks"], int) and st["tasks"] > 5  # the API server, the host, the gossip, ...
+    # ``task_groups``: the biggest groups of them by name (> where they wait), what tells a leak's cause (issue #22)
+    groups = st["task_groups"]
+    assert 0 < len(groups) <= 25 and sum(groups.values()) <= st["tasks"], groups
+    assert all(k and isinstance(v, int) and v > 0 for k, v in groups.items()), groups
     assert st["sheet"] == {"seq": 0, "addresses": []}  # nothing deposited: no sheet
     out = cli(daemon.datadir, "deposit", "--chunks", "2", "--wait", "1", "--block-interval", "0.1", "--json")
     assert out.returncode == 0, out.stderr

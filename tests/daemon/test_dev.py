@@ -9,6 +9,7 @@ import httpx
 
 from node.ledger.bitcoind import BitcoindLedger
 from node.dev.localnet import find_anvil, find_litecoind
+from tests.functional.framework import FACTOR
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,7 +19,7 @@ def test_keyswitch_dev_starts_a_connected_local_network_and_stops(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     out = []
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 120 * FACTOR  # (KS_TIMEOUT_FACTOR, as every other wait)
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             out.append(line)
