@@ -18,10 +18,12 @@ SCENARIOS = SMOKE.parent
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> tuple[Path, float]:
+    """The run's output and its CPU seconds (this process's: the engine runs in it; CPU, not wall time, so
+    that a loaded machine does not fail the bound)."""
     out = tmp_path_factory.mktemp("smoke") / "run"
-    t = time.perf_counter()
+    t = time.process_time()
     run(SMOKE, out=out, quiet=True)
-    return out, time.perf_counter() - t
+    return out, time.process_time() - t
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +34,8 @@ def smoke_engine() -> Engine:
 
 
 def test_smoke_runs_in_seconds_and_writes_every_output(smoke_run):
-    out, wall = smoke_run
-    assert wall < 30, f"the smoke scenario took {wall:.1f} s"
+    out, cpu = smoke_run
+    assert cpu < 30, f"the smoke scenario took {cpu:.1f} s of CPU"
     for name in ("scenario.toml", "seed", "run.json", "events.jsonl", "summary.json", "report.md", "report.html",
                  "requests_over_time.png", "gossip_latency.png", "exposure_per_device.png",
                  "reputation_over_time.png"):
@@ -165,7 +167,7 @@ def test_cli_reports_scenario_errors_with_the_key(tmp_path, capsys):
 def test_large_scenario_builds_and_gossips_to_ten_thousand_nodes():
     sc = load(SCENARIOS / "large.toml")
     sc["run"]["duration"] = 8.0  # the first sheets only: the full run is minutes (see README "Scale")
-    t = time.perf_counter()
+    t = time.process_time()  # (CPU: the bound holds on a loaded machine too)
     eng = Engine(sc)
     eng.run()
     assert len(eng.nodes) >= 10_000
@@ -174,7 +176,8 @@ def test_large_scenario_builds_and_gossips_to_ten_thousand_nodes():
     assert s["gossip"]["coverage_mean"] > 0.99  # each honest sheet reached (nearly) every online node
     assert s["gossip"]["verdict_mismatch"] == 0
     assert s["spam"]["forwarded"] == 0
-    assert time.perf_counter() - t < 45
+    cpu = time.process_time() - t
+    assert cpu < 45, f"building and running 10,000 nodes for 8 s took {cpu:.1f} s of CPU"
 
 
 def test_responder_sortition_draws_fewer_proposals_and_requests_still_succeed():
