@@ -16,6 +16,9 @@ key is read out of the peer id: ``node.peerkey``), carry ``expiry`` and are
 size-bounded. Validation is pure and every check is labelled ``[REJECT]`` or
 ``[IGNORE]`` as in the consensus specs.
 
+Contract agreement ("run this contract with me") shares the stream protocol and
+lives in ``node.protocols.agreement``: ``RfpProtocol`` hands it those messages.
+
 Responder sortition (request version 2). A request carries ``draw_bp``: the
 share of peers, in basis points, drawn to answer it. A peer answers only if
 ``drawn(request_id, its peer id, draw_bp)``: a hash of the two, read as a
@@ -49,24 +52,24 @@ import msgspec
 
 from node import peerkey, wire
 from node.assets.prices import DEFAULT_PRICE_TOLERANCE, StaticPrices, declared_usd_mismatch
+from node.protocols.agreement import Ack, Agreement, ContractOffer  # noqa: F401 (Ack, ContractOffer re-exported)
 from node.protocols.base import (
     Command, Event, GossipReceived, Listeners, Notify, Publish, RequestReceived, Respond, ResponseReceived,
     SendRequest, SetTimer, Started, TimerFired, Validation, topic,
 )
+from node.protocols.signed import (  # noqa: F401 (re-exported: the envelope, shared with contract agreement)
+    CONTRACT_PROTOCOL, MAX_CLOCK_SKEW, MAX_LIFETIME, MAX_PROPOSAL_SIZE, RFP_VERSION, SignedMsg, lifetime, sign_msg,
+    signing_bytes,
+)
 from node.risk.allocate import Limits
 from node.risk.types import Candidate
 
-RFP_VERSION = 1  # proposals and contract offers
 REQUEST_VERSION = 2  # 2: responder sortition (``draw_bp``)
 DRAW_ALL_BP = 10_000  # every peer is drawn
 DEFAULT_TARGET_PROPOSALS = 16
-CONTRACT_PROTOCOL = "/keyswitch/contract/1"
 MAX_REQUEST_SIZE = 2 * 1024
-MAX_PROPOSAL_SIZE = 128 * 1024
 MAX_OFFERS_PER_PROPOSAL = 500
 MAX_REQUEST_CENTS = 10_000_000  # $100k in one request
-MAX_LIFETIME = 600.0  # a request or proposal may not live longer than this
-MAX_CLOCK_SKEW = 120.0
 DEFAULT_DEADLINE = 5.0
 
 
@@ -107,29 +110,6 @@ class Proposal(msgspec.Struct, array_like=True, frozen=True):
     expiry: float
 
 
-class SignedMsg(msgspec.Struct, array_like=True, frozen=True):
-    kind: str  # "request" | "proposal"
-    body: bytes
-    sig: bytes  # Ed25519 by the body's client / proposer over tagged(kind, body)
-
-
-class ContractOffer(msgspec.Struct, array_like=True, frozen=True):
-    """Contract agreement on ``/keyswitch/contract/1``: "run this release schedule with me"."""
-
-    version: int
-    net: str
-    proposer: str  # peer id; signs the offer
-    kind: str  # "swap"
-    schedule: bytes  # a ``node.protocols.release.Schedule``, wire-encoded
-    issued_at: float
-    expiry: float
-
-
-class Ack(msgspec.Struct, array_like=True, frozen=True):
-    accepted: bool
-    reason: str
-
-
 def drawn(request_id: bytes, peer_id: str, draw_bp: int) -> bool:
     """Whether ``peer_id`` is drawn to answer the request: sha256(tag, request id, peer id), its first 8 bytes
     read as a fraction of 2**64, under ``draw_bp`` / 10,000."""
@@ -147,33 +127,12 @@ def draw_share(target: int, responders: float | None) -> int:
     return max(1, min(DRAW_ALL_BP, math.ceil(target * DRAW_ALL_BP / responders)))
 
 
-def _signing_bytes(kind: str, body: bytes) -> bytes:
-    return b"keyswitch/rfp/1\x00" + kind.encode() + b"\x00" + body
-
-
-def sign_msg(kind: str, body_struct, sign: Callable[[bytes], bytes]) -> bytes:
-    body = wire.encode(body_struct)
-    return wire.encode(SignedMsg(kind, body, sign(_signing_bytes(kind, body))))
-
-
 def _reject(reason: str) -> Validation:
     return Validation.reject(reason)
 
 
 def _ignore(reason: str) -> Validation:
     return Validation.ignore(reason)
-
-
-def _lifetime(issued_at: float, expiry: float, now: float) -> Validation | None:
-    # [REJECT] expiry after issue, and not too far out.
-    if not expiry > issued_at or expiry - issued_at > MAX_LIFETIME:
-        return _reject(f"lifetime must be in (0, {MAX_LIFETIME:g}] s, got {expiry - issued_at:g}")
-    # [IGNORE] not from the future, not expired.
-    if issued_at > now + MAX_CLOCK_SKEW:
-        return _ignore(f"issued {issued_at - now:.0f} s in the future")
-    if expiry <= now:
-        return _ignore("expired")
-    return None
 
 
 def validate_request(data: bytes, *, net: str, now: float, seen: Callable[[bytes], bool]
@@ -209,11 +168,11 @@ def validate_request(data: bytes, *, net: str, now: float, seen: Callable[[bytes
         return _reject(f"draw_bp must be in (0, {DRAW_ALL_BP}], got {req.draw_bp}"), None
     if not req.asset or len(req.asset) > 32 or len(req.contract) > 128:
         return _reject("asset (1..32 chars) or contract (..128 chars) out of bounds"), None
-    bad = _lifetime(req.issued_at, req.expiry, now)
+    bad = lifetime(req.issued_at, req.expiry, now)
     if bad is not None and bad.result.value == "reject":
         return bad, None
     # [REJECT] Signed by the client's identity key.
-    if not peerkey.verify(req.client, _signing_bytes(msg.kind, msg.body), msg.sig):
+    if not peerkey.verify(req.client, signing_bytes(msg.kind, msg.body), msg.sig):
         return _reject("bad signature (not by the client's identity key)"), None
     if bad is not None:
         return bad, None
@@ -243,7 +202,7 @@ def validate_proposal(data: bytes, *, net: str, now: float, request: Request | N
     # [REJECT] The stream's peer is the signer.
     if prop.proposer != from_peer:
         return _reject("proposer is not the peer that sent it"), None
-    if not peerkey.verify(prop.proposer, _signing_bytes(msg.kind, msg.body), msg.sig):
+    if not peerkey.verify(prop.proposer, signing_bytes(msg.kind, msg.body), msg.sig):
         return _reject("bad signature (not by the proposer's identity key)"), None
     # [REJECT] Bounded, consistent offers.
     if not 0 < len(prop.offers) <= MAX_OFFERS_PER_PROPOSAL:
@@ -254,7 +213,7 @@ def validate_proposal(data: bytes, *, net: str, now: float, request: Request | N
         return _reject("malformed offer (ids are 32 bytes, values positive)"), None
     if sum(o.usd_cents for o in prop.offers) != prop.total_cents:
         return _reject("total_cents is not the sum of the offers"), None
-    bad = _lifetime(prop.issued_at, prop.expiry, now)
+    bad = lifetime(prop.issued_at, prop.expiry, now)
     if bad is not None:
         return bad, None
     # [IGNORE] It answers a request of ours that is still open.
@@ -346,14 +305,11 @@ class RfpProtocol:
         self._next = 0
         self.stats = {"requests_in": 0, "proposals_out": 0, "proposals_in": 0, "proposals_refused": 0,
                       "declined": 0, "not_drawn": 0, "reasked": 0, "contracts_offered": 0, "contracts_accepted": 0, "contracts_refused": 0}
-        #: ``on_contract(peer, offer, now) -> None | reason``: the node's policy for contract offers
-        self.on_contract: Callable[[str, ContractOffer, float], str | None] | None = None
-        self.contract_answers: dict[int, tuple[bool, str]] = {}  # our request id -> (accepted, reason)
-        #: woken by our request id once its answer is in ``contract_answers`` / its decision in ``results``
-        self.answer_listeners = Listeners()
+        #: woken by our request id once its decision is in ``results``
         self.result_listeners = Listeners()
-        self._contract_reqs: set[int] = set()
         self.reasons: dict[str, int] = {}
+        #: contract agreement, on the same stream protocol (``node.protocols.agreement``)
+        self.agreement = Agreement(net=net, sign=sign, stats=self.stats, reasons=self.reasons)
         #: proposals a request should draw (0: every peer answers every request); ``responders`` estimates how
         #: many peers answer a request sent to all (proposals received / share drawn, smoothed)
         self.target_proposals = target_proposals
@@ -386,17 +342,7 @@ class RfpProtocol:
         if isinstance(event, RequestReceived) and event.protocol == CONTRACT_PROTOCOL:
             return self._on_proposal(event, now)
         if isinstance(event, ResponseReceived) and event.protocol == CONTRACT_PROTOCOL:
-            if event.request_id in self._contract_reqs:
-                self._contract_reqs.discard(event.request_id)
-                if event.error:
-                    self.contract_answers[event.request_id] = (False, f"peer unreachable: {event.error}")
-                else:
-                    try:
-                        ack = wire.decode(event.data, Ack, max_size=4096)
-                        self.contract_answers[event.request_id] = (ack.accepted, ack.reason)
-                    except wire.WireError as exc:
-                        self.contract_answers[event.request_id] = (False, f"bad answer: {exc.reason}")
-                self.answer_listeners.fire(event.request_id)
+            if self.agreement.on_answer(event):  # an answer to one of our contract offers
                 return []
             if event.error:
                 self.reasons[f"send failed: {event.error[:50]}"] = self.reasons.get(f"send failed: {event.error[:50]}", 0) + 1
@@ -431,48 +377,37 @@ class RfpProtocol:
         return [SendRequest(CONTRACT_PROTOCOL, req.client, self._next, sign_msg("proposal", prop, self.sign),
                             timeout=10.0)]
 
-    def _on_contract_offer(self, ev: RequestReceived, msg: SignedMsg, now: float) -> list[Command]:
-        why = None
-        try:
-            offer = wire.decode(msg.body, ContractOffer, max_size=MAX_PROPOSAL_SIZE)
-        except wire.WireError as exc:
-            offer, why = None, f"[REJECT] malformed: {exc.reason}"
-        if offer is not None:
-            if offer.version != RFP_VERSION or offer.net != self.net:
-                why = "[REJECT] wrong version or network"
-            elif offer.proposer != ev.peer or not peerkey.verify(offer.proposer, _signing_bytes(msg.kind, msg.body),
-                                                                 msg.sig):
-                why = "[REJECT] bad signature (not by the peer that sent it)"
-            elif (bad := _lifetime(offer.issued_at, offer.expiry, now)) is not None:
-                why = f"[{bad.result.value.upper()}] {bad.reason}"
-            elif self.on_contract is None:
-                why = "[IGNORE] this node takes no contract offers"
-            else:
-                refusal = self.on_contract(ev.peer, offer, now)
-                why = f"[REFUSED] {refusal}" if refusal else None
-        if why:
-            self.stats["contracts_refused"] += 1
-            self.reasons[f"contract: {why[:60]}"] = self.reasons.get(f"contract: {why[:60]}", 0) + 1
-            return [Respond(ev.request_id, wire.encode(Ack(False, why)))]
-        self.stats["contracts_accepted"] += 1
-        return [Respond(ev.request_id, wire.encode(Ack(True, ""))),
-                Notify("contract.accepted", {"peer": ev.peer, "kind": offer.kind})]
+    # ------------------------------------------------------------ contract agreement (node.protocols.agreement)
+    @property
+    def on_contract(self) -> Callable[[str, ContractOffer, float], str | None] | None:
+        """``on_contract(peer, offer, now) -> None | reason``: the node's policy for contract offers."""
+        return self.agreement.on_contract
+
+    @on_contract.setter
+    def on_contract(self, policy: Callable[[str, ContractOffer, float], str | None] | None) -> None:
+        self.agreement.on_contract = policy
+
+    @property
+    def contract_answers(self) -> dict[int, tuple[bool, str]]:
+        """Our request id -> (accepted, reason): the answers to our contract offers."""
+        return self.agreement.answers
+
+    @property
+    def answer_listeners(self) -> Listeners:
+        """Woken by our request id once its answer is in ``contract_answers``."""
+        return self.agreement.listeners
 
     def offer_contract(self, peer: str, kind: str, schedule: bytes, now: float, ttl: float = 60.0
                        ) -> tuple[int, list[Command]]:
-        """Ask ``peer`` to agree to a release schedule; the answer lands in ``contract_answers[id]``."""
-        offer = ContractOffer(RFP_VERSION, self.net, self.local_peer, kind, schedule, now, now + ttl)
+        """Ask ``peer`` to agree to a contract; the answer lands in ``contract_answers[id]``."""
         self._next += 1
-        self._contract_reqs.add(self._next)
-        self.stats["contracts_offered"] += 1
-        return self._next, [SendRequest(CONTRACT_PROTOCOL, peer, self._next, sign_msg("contract", offer, self.sign),
-                                        timeout=15.0)]
+        return self._next, self.agreement.offer(self._next, peer, self.local_peer, kind, schedule, now, ttl)
 
     def _on_proposal(self, ev: RequestReceived, now: float) -> list[Command]:
         try:
             msg = wire.decode(ev.data, SignedMsg, max_size=MAX_PROPOSAL_SIZE)
             if msg.kind == "contract":
-                return self._on_contract_offer(ev, msg, now)
+                return self.agreement.on_offer(ev, msg, now)
         except wire.WireError:
             pass
         rid = None
