@@ -37,6 +37,8 @@ log = logging.getLogger("keyswitch.runtime.peering")
 MIN_BACKOFF = 1.0
 MAX_BACKOFF = 300.0
 DIAL_TIMEOUT = 10.0
+#: seconds a peer-exchange answer waits for the identify of a connected peer it was asked to find
+FIND_IDENTIFY_WAIT = 2.0
 PARALLEL_DIALS = 4
 LOOKUP_FANOUT = 3  # connected peers asked at once for a peer we have no address for
 FORGET_AFTER = 4  # failed dials in a row before a (non-boot) peer is forgotten
@@ -204,12 +206,37 @@ class PeerManager:
         except StreamFailed:
             await write_response(stream, b"")
             return
+        await self._await_identify_of_sought(data)
         now = self.now()
         self._touch_connected(now)
         self.known.expire(now)
         out = pex.answer(self.known, data, asker, net=self.node.net, now=now)
         self.stats["pex_served"] += 1
         await write_response(stream, out)
+
+    async def _await_identify_of_sought(self, data: bytes, wait: float = FIND_IDENTIFY_WAIT) -> None:
+        """A peer asked for by name that is connected to us but not identified yet (it connected a moment ago,
+        or identify is slow under load) has no listen address we could give: wait up to ``wait`` s for its
+        identify, then note its addresses. Without this the asker's lookup failed for a peer we were connected
+        to (seen under load: ``test_runtime``'s lookup through a connected peer)."""
+        speaks = getattr(self.node, "speaks", None)
+        if speaks is None:
+            return
+        try:
+            sought = pex.decode_request(data, self.node.net).find[: pex.MAX_FIND]
+        except WireError:
+            return  # pex.answer gives the reason
+        waiting = [p for p in sought if p in self.node.connected_peers() and not self.known.addrs(p)
+                   and speaks(p, pex.PEX_PROTOCOL) is None]
+        if not waiting:
+            return
+        with trio.move_on_after(wait):
+            while any(speaks(p, pex.PEX_PROTOCOL) is None and p in self.node.connected_peers() for p in waiting):
+                await trio.sleep(0.02)
+        for p in waiting:
+            addrs = self._peerstore_addrs(p)
+            if addrs:
+                self.known.note(p, addrs, self.now())
 
     def _may_speak_pex(self, peer: str) -> bool:
         """Not known (from identify) to lack peer exchange."""

@@ -271,6 +271,44 @@ async def test_a_request_to_a_peer_we_have_no_address_for_is_looked_up_through_c
             x.stop()
 
 
+class EchoOnly(Probe):
+    topics = ()
+
+
+async def test_a_lookup_through_a_peer_that_has_not_identified_the_sought_peer_yet_waits_for_identify(tmp_path):
+    """Under load b may be asked for c's address before its identify of c is done (c connected a moment ago):
+    b then has no listen address for c. b waits for the identify instead of answering nothing (CI failed the
+    test above that way once: b had neither identified c nor heard c's peer exchange or its first gossip RPC,
+    each of which tells b c's addresses). Here c answers identify 0.8 s late, asks b for no peers and runs no
+    gossipsub."""
+    from libp2p.identity.identify.identify import ID as IdentifyID
+
+    async with trio.open_nursery() as n:
+        # c without gossipsub: its subscriptions' signed peer record would give b its addresses too
+        a, b, c = [await n.start(run_host, cfg(tmp_path, x, dial_learned=False, gossip=(x != "c")),
+                                 [Probe() if x != "c" else EchoOnly()]) for x in "abc"]
+        served = c.host.get_mux().handlers[IdentifyID]
+
+        async def late_identify(stream):
+            await trio.sleep(0.8)
+            await served(stream)
+
+        c.host.set_stream_handler(IdentifyID, late_identify)
+
+        async def no_peer_exchange(peer, find=()):
+            return 0
+
+        c.peers.ask_peers = no_peer_exchange
+        await a.connect(b.listen_addrs[0])
+        await c.connect(b.listen_addrs[0])
+        await wait_for(lambda: c.peer_id in b.connected_peers() and a.peer_id in b.connected_peers())
+        assert b.speaks(c.peer_id, ECHO) is None  # b has not identified c yet
+        assert await a.request(c.peer_id, ECHO, b"hi") == b"HI"
+        assert a.peers.stats["lookups"] == 1 and a.peers.stats["lookup_failures"] == 0
+        for x in (a, b, c):
+            x.stop()
+
+
 async def test_node_that_loses_all_peers_rebootstraps(tmp_path):
     port = free_port()
     boot_cfg = NodeConfig(datadir=tmp_path / "boot", net="rt", listen=[f"/ip4/127.0.0.1/tcp/{port}"],
