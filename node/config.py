@@ -257,6 +257,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("contracts.allowed_hashes", list, [],
             "SHA-256 hashes (64 hex) of contract sources, other than the stdlib's, this node agrees to run when a "
             "peer proposes them (the stdlib contracts are known by their exact hash; empty = no others)", _hashes),
+    Setting("contracts.max_lock_blocks", int, 10_000,
+            "the most blocks (of the contract's height asset, from its current height) a peer's contract may keep "
+            "this node's chunks committed: an option's expiry, an escrow's refund height, a ring's deadline",
+            _positive),
     Setting("log.level", str, "info", "log level", _choice("debug", "info", "warning", "error")),
     Setting("log.format", str, "console", "log format", _choice("console", "json")),
     Setting("log.file", str, LOG_FILE, "also write logs to this file (relative: in the data directory; "

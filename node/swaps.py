@@ -45,6 +45,12 @@ VALUE_TOLERANCE = 0.98
 #: s an agreed contract's exposure stays reserved before its contract exists (the initiator proposes as soon as
 #: the offer is answered, within the API's 35 s; a responder hears the hello right after)
 RESERVE_TTL = 60.0
+#: the stdlib contracts' height parameters: how long a contract can keep chunks committed
+HEIGHT_PARAMS = ("premium_by", "expiry", "refund_height", "deadline")
+#: default of ``contracts.max_lock_blocks`` (as a request's options: request_run.MAX_EXPIRY_BLOCKS)
+MAX_LOCK_BLOCKS = 10_000
+#: blocks our ledger may be behind the proposer's when it planned at the limit (not counted against it)
+HEIGHT_LAG = 6
 RECORD_GRACE = 120.0  # s a settled claim waits for its release record to be resent (a crash lost it)
 
 
@@ -172,11 +178,12 @@ class SwapDesk:
     policy for the keys it receives, ``claim_policy`` (config ``claims.policy``): "sweep" or "keep"."""
 
     def __init__(self, stack, *, clock, claim_policy: str = "sweep", prices=None, price_tolerance: float = 0.10,
-                 allowed_hashes: list[str] | tuple[str, ...] = ()) -> None:
+                 allowed_hashes: list[str] | tuple[str, ...] = (), max_lock_blocks: int = MAX_LOCK_BLOCKS) -> None:
         """``prices``: this node's own price feed (``node.assets.prices.PriceFeed``; default the stack's
         ``stack.prices``, else the embedded table deposits are made with); ``price_tolerance``: config
         ``risk.price_tolerance``; ``allowed_hashes``: config ``contracts.allowed_hashes`` (contract sources,
-        other than the stdlib's, this node agrees to run)."""
+        other than the stdlib's, this node agrees to run); ``max_lock_blocks``: config ``contracts.max_lock_blocks``
+        (how many blocks from now a peer's contract may keep our chunks committed)."""
         from node.assets.prices import StaticPrices
         from node.identity import load_or_create_claim_seed
         from node.protocols.release import ReleaseProtocol, sweep_claimer
@@ -188,6 +195,7 @@ class SwapDesk:
         self.prices = prices or stack.prices or StaticPrices()
         self.price_tolerance = price_tolerance
         self.allowed_hashes = frozenset(h.lower() for h in allowed_hashes)
+        self.max_lock_blocks = max_lock_blocks
         self._kept: tuple[tuple[int, int], list] | None = None  # (store versions, kept_chunks) of ``kept``
         ledger = stack.ledger
         own = stack.protocol.own
@@ -578,7 +586,7 @@ class SwapDesk:
         spec = decode_spec(offer.schedule)
         if isinstance(spec, str):
             return spec
-        bad = self._contract_policy(offer.kind, spec)
+        bad = self._contract_policy(offer.kind, spec) or self._lock_horizon(spec)
         if bad:
             return bad
         own = self._identity()
@@ -622,6 +630,26 @@ class SwapDesk:
         if why:
             return why
         self.run.expect(spec, now)
+        return None
+
+    def _lock_horizon(self, spec) -> str | None:
+        """A peer's contract may keep our chunks committed (or our arbitration owed) until its last height
+        parameter: refused past ``contracts.max_lock_blocks`` blocks from the height OUR ledger reads now.
+        Before, a buyer could lock a writer's chunks for 100,000 blocks (~2 years of Bitcoin) for one premium."""
+        params = {p.name: p.value for p in spec.params}
+        heights = {k: v for k, v in params.items() if k in HEIGHT_PARAMS and isinstance(v, int)}
+        asset = params.get("height_asset") or params.get("asset_a")
+        if not heights or not isinstance(asset, str):
+            return None
+        try:
+            now_height = self.stack.ledger.height(asset)
+        except Exception as exc:  # no ledger for it: nothing of ours can be committed on its clock
+            return f"no height for {asset} on this node's ledger: {type(exc).__name__}"
+        name, last = max(heights.items(), key=lambda kv: kv[1])
+        if last - now_height > self.max_lock_blocks + HEIGHT_LAG:
+            return (f"lock horizon: {name} = {last} is {last - now_height} blocks of {asset} from now (height "
+                    f"{now_height}); this node commits chunks for at most {self.max_lock_blocks} blocks "
+                    f"(setting contracts.max_lock_blocks)")
         return None
 
     def _contract_policy(self, kind: str, spec) -> str | None:

@@ -55,11 +55,11 @@ def world(tmp_path):
         s.close()
 
 
-def option_spec(buyer, writer, source: str, now: float):
+def option_spec(buyer, writer, source: str, now: float, expiry: int = 10_000):
     """What the attacker (buyer) builds: its 3 chunks (1 premium, 2 strike) and the writer's 2 offers."""
     commits = [Commit(o.pubkey, o.asset, o.address, o.amount, o.usd_cents) for o in buyer.protocol.own.offers]
     theirs = [Commit(o.pubkey, o.asset, o.address, o.amount, o.usd_cents) for o in writer.protocol.own.offers]
-    params = {"height_asset": "BTC-REG", "premium_chunks": 1, "premium_by": 10_000, "expiry": 10_000}
+    params = {"height_asset": "BTC-REG", "premium_chunks": 1, "premium_by": 10_000, "expiry": expiry}
     return make_spec(NET, source, params, [PartySpec(buyer.protocol.own.binding, commits),
                                            PartySpec(writer.protocol.own.binding, theirs)])
 
@@ -97,6 +97,40 @@ def test_the_stdlib_option_itself_is_agreed(world):
     net, buyer, writer, now = world
     spec = option_spec(buyer, writer, OPTION, now)
     assert propose(net, buyer, writer, spec, now) == (True, "")
+
+
+def test_an_option_that_would_lock_the_writers_chunks_for_years_is_refused_naming_the_setting(world, tmp_path):
+    """The attacker buys an option on the writer's chunks exercisable for 100,000 blocks (about two years of
+    Bitcoin) for one premium chunk: the writer's chunks would stay committed, out of its sheet and its device's
+    capacity, all that time. On the old code the writer agreed (it checked value and caps, not duration)."""
+    net, buyer, writer, now = world
+    height = writer.ledger.height("BTC-REG")
+    accepted, reason = propose(net, buyer, writer, option_spec(buyer, writer, OPTION, now, expiry=height + 100_000),
+                               now)
+    assert not accepted
+    assert "lock horizon: expiry" in reason and "contracts.max_lock_blocks" in reason and "100000 blocks" in reason
+    # within the default 10,000 blocks: agreed; an operator who allows more agrees to more
+    assert propose(net, buyer, writer, option_spec(buyer, writer, OPTION, now, expiry=height + 9_000), now) == (True, "")
+    ledger = DevLedger(None, automine=True)
+    b2 = make_node(tmp_path, "b2", ledger, "BTC-REG", 3, now)
+    w2 = make_node(tmp_path, "w2", ledger, "BTC-REG", 2, now, max_lock_blocks=200_000)
+    try:
+        net2 = GossipNet()
+        connect(net2, now, b2, w2)
+        h2 = ledger.height("BTC-REG")
+        assert propose(net2, b2, w2, option_spec(b2, w2, OPTION, now, expiry=h2 + 100_000), now) == (True, "")
+    finally:
+        b2.close()
+        w2.close()
+
+
+def test_contracts_max_lock_blocks_is_a_positive_number_of_blocks(tmp_path):
+    assert config.BY_KEY["contracts.max_lock_blocks"].default == 10_000
+    with pytest.raises(config.ConfigError) as ei:
+        config.load(tmp_path, env={"KEYSWITCH_CONTRACTS_MAX_LOCK_BLOCKS": "0"})
+    assert ei.value.key == "contracts.max_lock_blocks"
+    assert config.load(tmp_path, env={"KEYSWITCH_CONTRACTS_MAX_LOCK_BLOCKS": "50000"})["contracts.max_lock_blocks"] \
+        == 50_000
 
 
 def test_another_contract_runs_only_when_the_operator_allowed_its_hash(tmp_path):
