@@ -870,6 +870,8 @@ PULL_AGAIN = 300.0  # seconds before the same peer is asked again (a flapping li
 PULL_ANSWERS_PER_MINUTE = 4  # answers one peer gets in a minute
 PULL_ANSWERS_PER_MINUTE_TOTAL = 120  # answers all peers together get in a minute (~120 MiB at the most)
 MAX_TRACKED_PEERS = 4096
+#: seconds between deletions of expired offers from the book (queries skip them meanwhile)
+PURGE_INTERVAL = 3600.0
 
 
 class OffersProtocol:
@@ -953,6 +955,7 @@ class OffersProtocol:
         self._published: tuple | None = None  # (offers, quote, binding) of the last sheet we published
         self.seq = 0
         self.stats = {"accept": 0, "reject": 0, "ignore": 0}
+        self.purged = 0  # expired offers deleted from the book (``offers.purge`` timer)
         self.reasons: dict[str, dict[str, int]] = {}  # result -> reason prefix -> count
         #: ``refuse(body) -> reason | None``: sheets of revoked devices/classes (set by the node)
         self.refuse: Callable[[SheetBody], str | None] | None = None
@@ -998,15 +1001,20 @@ class OffersProtocol:
     def handle(self, event: Event, now: float) -> list[Command]:
         if isinstance(event, Started):
             self.local_peer = event.local_peer
+            purge = SetTimer("offers.purge", now + PURGE_INTERVAL)
             if self.own is not None:  # set before the start (the daemon): published at once
                 cmds = self.set_own_sheet(self.own, now)
                 if cmds:
-                    return cmds
-            return [SetTimer("offers.republish", now + self.republish_interval)]
+                    return [*cmds, purge]
+            return [SetTimer("offers.republish", now + self.republish_interval), purge]
         if isinstance(event, GossipReceived) and event.topic == self.topic:
             return self._deliver(event.data, now, pulled=False)
         if isinstance(event, TimerFired) and event.name == "offers.republish":
             return self._reannounce(now)
+        if isinstance(event, TimerFired) and event.name == "offers.purge":
+            purge = getattr(self.book, "purge_expired", None)
+            self.purged += purge(now) if purge is not None else 0
+            return [SetTimer("offers.purge", now + PURGE_INTERVAL)]
         if isinstance(event, PeerConnected):
             return self._ask(event.peer, now)
         if isinstance(event, RequestReceived) and event.protocol == self.sheets_protocol:

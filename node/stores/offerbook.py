@@ -7,7 +7,7 @@ never touches another origin's rows, even for an offer id they share (a node
 republishing another's offers gets rows of its own, never the other's; the
 receiver's validation rejects such offers anyway: not in the device's
 attested key commitment). Offers past their expiry drop out of every query and are purged by
-``purge_expired``. The book is a real SQLite file (WAL), so it survives a
+``purge_expired`` (the offers protocol's ``offers.purge`` timer, hourly). The book is a real SQLite file (WAL), so it survives a
 restart; ``OfferBook(None)`` keeps it in memory for simulations.
 """
 

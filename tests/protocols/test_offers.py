@@ -481,6 +481,26 @@ def test_protocol_hands_the_validated_body_to_the_book_and_still_handles_unvalid
     book.close()
 
 
+def test_expired_offers_leave_the_book_file_on_the_purge_timer(tmp_path, alice):
+    """Queries skip expired offers, but their rows stayed in the SQLite file for ever (``purge_expired`` was
+    never called): a node's book grew by every offer it ever saw. The protocol arms a purge timer at start."""
+    from node.protocols.base import GossipReceived, SetTimer, Started, TimerFired
+    from node.protocols.offers import PURGE_INTERVAL
+
+    book = OfferBook(tmp_path / "b.sqlite")
+    p = OffersProtocol(net=NET, book=book, attestations=cache())
+    cmds = p.handle(Started("12D3KooMe"), NOW)
+    assert [c.at for c in cmds if isinstance(c, SetTimer) and c.name == "offers.purge"] == [NOW + PURGE_INTERVAL]
+    p.handle(GossipReceived(p.topic, alice.sheet(seq=1), "x", b"id"), NOW)
+    rows = lambda: book.db.execute("SELECT COUNT(*) FROM offers").fetchone()[0]  # noqa: E731
+    assert rows() == 3
+    expired = max(o.expiry for o in make_offers(alice.keys)) + 1
+    cmds = p.handle(TimerFired("offers.purge"), expired)
+    assert rows() == 0 and p.purged == 3
+    assert [c.at for c in cmds if isinstance(c, SetTimer)] == [expired + PURGE_INTERVAL]  # and again later
+    book.close()
+
+
 def test_decode_sheet_names_what_is_wrong_with_a_malformed_table(alice):
     w = wire_body(alice.sheet(seq=1))
     bad = msgspec_replace(w, offers=msgspec_replace(w.offers, entries=[msgspec_replace(w.offers.entries[0], kind=7)]))
