@@ -588,7 +588,7 @@ def test_a_sheets_first_bad_offer_is_named_whichever_check_it_fails():
     """The per-offer checks run for all offers before their addresses are derived together; the reason still
     names the first bad offer, as checking them one by one did: an earlier non-point before a later
     repeated key, and an earlier repeated key before a later non-point."""
-    from node.protocols.offers import _expand
+    from node.protocols.offers.validate import _expand
 
     keys = [bytes(PrivateKey(bytes([i + 1]) * 32).public_key.format()) for i in range(4)]
     not_a_point = b"\x02" + b"\x00" * 32
