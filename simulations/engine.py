@@ -23,7 +23,7 @@ same seed gives the same ``summary.json`` and ``events.jsonl`` as before these w
   request with the same seed (its id): one answer per distinct input, shared in the process;
 * pure checks are memoised across nodes (same inputs, same answer): attestation verdicts, address
   derivations, Ed25519 signature checks (``node.peerkey`` caches them; a real node gains from that
-  only for a request it checks twice) and sheet signatures (``_memoised_sheet_signatures``: the 100 full
+  only for a request it checks twice) and sheet signatures (``memoised_sheet_signatures``: the 100 full
   nodes check each sheet's once between them). So the engine's CPU is not the sum of the nodes' CPU;
 * a full node's book, like a daemon's, writes only the sheet's own row for a re-announced sheet whose
   offers are the ones it stored from that origin last, none expired or gone (``OfferBook.apply_sheet``);
@@ -127,11 +127,9 @@ import hashlib
 import heapq
 import logging
 import random
-import re
 import warnings
-from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -139,173 +137,20 @@ from scipy.sparse.csgraph import dijkstra
 
 from node.clock import ManualClock
 from node.protocols.base import (
-    GossipReceived, Notify, PeerConnected, Publish, RequestReceived, Respond, ResponseReceived, Result, SendRequest,
-    SetTimer, Started, TimerFired,
+    GossipReceived, Notify, PeerConnected, Publish, RequestReceived, ResponseReceived, Result, SendRequest, Started,
+    TimerFired,
 )
 from node.protocols.interpret import Interpreter, LedgerAdapters
+from simulations.simnode import (
+    LATENCY_BINS, Metrics, SimNode, SimTransport, counting_book, memoised_sheet_signatures,
+)
+from simulations.summary import EngineSummary
 
 PRUNE_AFTER_REJECTS = 3
 REFRESH_LAG = 5.0  # node.app.daemon's offers_refresher re-derives the offers every 5 s: a renewal is seen that late
-LATENCY_BINS = np.concatenate([np.arange(0, 2.0, 0.005), np.arange(2.0, 30.0, 0.1), [np.inf]])
 
 
-@dataclass
-class SimNode:
-    idx: int
-    peer_id: str
-    kind: str  # bootstrap | relay | full | sybil | spammer
-    full: bool = False  # runs its own protocols on every delivery
-    alive: bool = True
-    offers: Any = None  # OffersProtocol (full nodes and publishers)
-    rfp: Any = None  # RfpProtocol (full nodes)
-    outcomes: Any = None  # OutcomesProtocol (full nodes, when a scenario needs outcome reports)
-    revocations: Any = None  # RevocationProtocol (full nodes, when a scenario revokes a class)
-    release: object = None  # ContractRun (publishers, when contracts are real: simulations.contracts)
-    engine: Any = None  # RiskEngine (full nodes)
-    book: Any = None
-    enclave: Any = None
-    deposits: list = field(default_factory=list)
-    device_id: bytes = b""
-    device_class: str = ""
-    timers: dict = field(default_factory=dict)
-    refresh_at: float | None = None  # when the daemon's refresher next renews this publisher's offers
-    rejects_from: dict = field(default_factory=dict)  # peer idx -> REJECTs received
-
-    def protocols(self) -> list:
-        return [p for p in (self.offers, self.rfp, self.outcomes, self.revocations, self.release) if p is not None]
-
-
-class _SimTransport:
-    """The simulator's side of the interpreter: virtual network and clock (``src`` is (node, protocol))."""
-
-    def __init__(self, sim) -> None:
-        self.sim = sim
-
-    def set_timer(self, src, cmd: SetTimer) -> None:
-        node = src[0]
-        node.timers[cmd.name] = cmd.at
-        self.sim.push(max(cmd.at, self.sim.now), "timer", (node.idx, cmd.name, cmd.at))
-
-    def publish(self, src, cmd: Publish) -> None:
-        if src[0].alive:
-            self.sim._gossip(src[0].idx, cmd.topic, cmd.data)
-
-    def send_request(self, src, cmd: SendRequest) -> None:
-        self.sim._send_request(src[0], cmd)
-
-    def respond(self, src, cmd: Respond) -> None:
-        sim = self.sim
-        call = sim.calls.pop(cmd.request_id, None)
-        if call is not None:
-            s, req = call
-            at = sim.now + float(sim._lat(1)[0])
-            if at - sim.now > req.timeout:
-                sim.push(sim.now + req.timeout, "resp_in", (s, req, b"", "timeout"))
-            else:
-                sim.push(at, "resp_in", (s, req, cmd.data, ""))
-
-    def notify(self, src, cmd: Notify) -> None:
-        self.sim._notify(src[0], cmd)
-
-    def run_job(self, src, job) -> None:  # at once (virtual time), in order; back to the issuing protocol
-        node, proto = src
-        if proto is None:
-            raise RuntimeError("a LedgerCall from an unknown protocol: run_cmds needs proto=")
-        self.sim.run_cmds(node, proto.handle(job(), self.sim.now), proto)
-
-
-def _counting_book(device_class):
-    """An in-memory ``OfferBook`` that also counts changes to its offer rows (``version``), so that the node's
-    ``RiskEngine`` reuses its candidate table until the book changes; answers are those of ``OfferBook``."""
-    from node.stores.offerbook import OfferBook
-
-    class CountingBook(OfferBook):
-        version = 0
-
-        def apply_sheet(self, body, *, now: float, ids: list[bytes] | None = None) -> int:
-            before = self.db.total_changes
-            n = super().apply_sheet(body, now=now, ids=ids)
-            if self.db.total_changes - before != 1:  # more than the sheet's own row: offers came or went
-                self.version += 1
-            return n
-
-        def drop_device(self, device_id: bytes) -> int:
-            n = super().drop_device(device_id)
-            self.version += 1
-            return n
-
-        def purge_expired(self, now: float) -> int:
-            n = super().purge_expired(now)
-            self.version += 1
-            return n
-
-    return CountingBook(None, device_class=device_class)
-
-
-def _memoised_sheet_signatures() -> Callable[[bytes, bytes, bytes], bool]:
-    """Every full node checks the enclave signature of the same sheet: a memo (bounded) of ``node.tee.
-    client.verify_offer_sheet_sig`` (a pure function of its three arguments) that one engine's nodes share
-    (``OffersProtocol(verify_sig=...)``), so each sheet's signature is verified once per run. Same answers."""
-    from node.tee.client import verify_offer_sheet_sig as real
-
-    memo: dict[tuple[bytes, bytes, bytes], bool] = {}
-
-    def verify_offer_sheet_sig(sign_pub: bytes, sheet_bytes: bytes, sig: bytes) -> bool:
-        key = (sign_pub, sig, sheet_bytes)
-        ok = memo.get(key)
-        if ok is None:
-            if len(memo) >= 20_000:
-                memo.clear()
-            ok = memo[key] = real(sign_pub, sheet_bytes, sig)
-        return ok
-
-    return verify_offer_sheet_sig
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.gossip_hist = np.zeros(len(LATENCY_BINS) - 1, dtype=np.int64)  # publish -> every node reached
-        self.book_latency: list[float] = []  # publish -> a full node's book (ACCEPT), seconds
-        self.sheets_published = 0
-        self.coverage: list[float] = []  # share of online nodes each honest sheet reached
-        self.requests_sent = 0
-        self.requests_not_sent = 0
-        self.decided: list[dict] = []  # per decided request
-        self.validations = {"accept": 0, "reject": 0, "ignore": 0}
-        self.sheets_changed = 0  # sheets published because the offers changed (first, renewed, re-priced)
-        self.sheets_reannounced = 0  # re-announcements of an unchanged sheet (OffersProtocol's back-off)
-        self.relay_pull_answers = 0  # pulls answered by a relay (from the reference validator's sheets)
-        self.verdict_mismatch = 0
-        self.spam = {"published": 0, "receivers": 0, "forwarded": 0, "accepted": 0, "pruned_links": 0,
-                     "dropped_no_mesh": 0}
-        self.exposure_now: dict[bytes, int] = {}  # device -> cents held across all clients
-        self.exposure_peak: dict[bytes, int] = {}
-        self.exposure_peak_per_client: dict[bytes, int] = {}  # device -> max cents one client held on it
-        self.spam_receivers: set[tuple[int, int]] = set()  # (spammer, receiver) pairs, for tests
-        self.cap_violations = 0  # a client holding more on a device than its cap allows right after a choice
-        self.reputation_over_time: list[tuple[float, float | None, float | None]] = []
-        self.proposals_sent = 0
-        self.stream_errors = 0
-        self.churn_events = 0
-        self.events = 0
-        self.revoked_ignored = 0  # sheets a full node IGNOREd as revoked (relays still forward them)
-        self.forger = {"published": 0, "receivers": 0, "accepted_by_reference": 0, "forwarded": 0,
-                       "accepted_at_full_nodes": 0, "rejected_at_full_nodes": 0}
-        self.slander = {"published": 0}
-        self.withheld = {"contracts": 0, "reports": 0}
-        # fees and insurance against honest clients' losses: (t, fees collected, pool, losses) samples
-        self.fees = {"collected_cents": 0, "pool_cents": 0, "honest_losses_cents": 0, "contracts": 0}
-        self.fees_over_time: list[tuple[float, int, int, int]] = []
-        self.double_spends: list[dict] = []  # broken TEE spends: t, device, address, txid, cents
-        self.cheater_at: dict[tuple[bytes, int], float] = {}  # (device, full node) -> when it isolated it
-        self.revocation_at: dict[int, float] = {}  # full node -> when it applied the class notice
-        self.revocation_left: list[int] = []  # offers of the class left in a book right after applying
-        self.revoked_class_chosen_after = 0  # chunks of the revoked class chosen by a node that had applied it
-        self.chosen_cents: dict[str, list[int]] = {}  # device kind -> [cents chosen in 1st half, 2nd half]
-        self.class_exposure: list[tuple[float, int]] = []  # (t, cents held on the revoked class)
-
-
-class Engine:
+class Engine(EngineSummary):
     def __init__(self, sc: dict, *, log: Callable[[dict], None] | None = None,
                  progress: Callable[[float], None] | None = None) -> None:
         logging.getLogger("keyswitch").setLevel(logging.ERROR)
@@ -353,7 +198,7 @@ class Engine:
         self._ref_known: set[bytes] = set()
         self._ref_seen_notices: set[bytes] = set()
         self.completed_over_time: list[tuple[float, int, int]] = []  # (t, ok so far, decided so far)
-        self._verify_sheet_sig = _memoised_sheet_signatures()
+        self._verify_sheet_sig = memoised_sheet_signatures()
         self._build()
 
     # ------------------------------------------------------------ setup
@@ -451,7 +296,7 @@ class Engine:
         from node.risk.reputation import Reputation
 
         q = self.sc["requests"]
-        node.book = _counting_book(self._book_class)
+        node.book = counting_book(self._book_class)
         node.offers = OffersProtocol(
             net=self.net, book=node.book, attestations=AttestationCache(self._shared_verify),
             republish_interval=self.sc["deposits"]["republish"], republish_max=self.sc["deposits"]["republish_max"],
@@ -949,7 +794,7 @@ class Engine:
         (``node.protocols.interpret``): a ``LedgerCall`` runs at once with that protocol's ledger adapters and
         its ``TaskDone`` goes back to ``proto`` only; a command no interpreter knows raises ``UnknownCommand``."""
         if self._interp is None:
-            self._interp = Interpreter(_SimTransport(self), lambda src: LedgerAdapters.of(src[1]))
+            self._interp = Interpreter(SimTransport(self), lambda src: LedgerAdapters.of(src[1]))
         for cmd in cmds:
             self._interp.execute((node, proto), cmd)
 
@@ -1148,223 +993,6 @@ class Engine:
                 self.push(self.now + float(dist[j]), "deliver", (j, topic, data, int(prev[j]), self.now, v.result))
 
     # ------------------------------------------------------------ results
-    def summary(self) -> dict:
-        m = self.m
-        cum = np.cumsum(m.gossip_hist)
-        total = int(cum[-1]) if len(cum) else 0
-
-        def q(p: float) -> float | None:
-            if not total:
-                return None
-            k = int(np.searchsorted(cum, p * total))
-            return round(float(LATENCY_BINS[min(k + 1, len(LATENCY_BINS) - 2)]), 3)
-
-        decided = m.decided
-        ok = [r for r in decided if r["ok"]]
-        book = np.asarray(m.book_latency) if m.book_latency else np.zeros(0)
-        rep_h, rep_s = self._reputation_means()
-
-        def expo(kind: str) -> dict:
-            devs = [d for d, k in self.device_kind.items() if k == kind]
-            peak = [m.exposure_peak.get(d, 0) for d in devs]
-            per_client = [m.exposure_peak_per_client.get(d, 0) for d in devs]
-            over = sum(1 for d in devs if m.exposure_peak_per_client.get(d, 0) > self._max_limit(d))
-            return {"devices": len(devs), "class_start_limit_cents_max": max((self.device_limit[d] for d in devs),
-                                                                              default=0),
-                    "peak_total_cents_max": max(peak, default=0),
-                    "peak_total_cents_sum": int(sum(peak)),
-                    "peak_per_client_cents_max": max(per_client, default=0),
-                    "devices_used": sum(1 for p in peak if p > 0),
-                    "devices_over_their_class_cap_at_one_client": over}
-
-        spam_pub = m.spam["published"]
-        return {
-            "scenario": self.sc["run"]["name"],
-            "seed": self.seed,
-            "nodes": len(self.nodes),
-            "full_nodes": sum(1 for n in self.nodes if n.full),
-            "publishers": sum(1 for n in self.nodes if n.enclave is not None),
-            "simulated_seconds": self.sc["run"]["duration"],
-            "events": m.events,
-            "gossip": {
-                "sheets_published": m.sheets_published,
-                "sheets_changed": m.sheets_changed,
-                "sheets_reannounced": m.sheets_reannounced,
-                "pull": self._pull_summary(),
-                "deliveries": total,
-                "latency_s": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99)},
-                "book_latency_s": ({"p50": round(float(np.quantile(book, 0.5)), 4),
-                                    "p90": round(float(np.quantile(book, 0.9)), 4),
-                                    "max": round(float(book.max()), 4)} if len(book) else None),
-                "coverage_mean": round(float(np.mean(m.coverage)), 4) if m.coverage else None,
-                "validations_at_full_nodes": dict(m.validations),
-                "verdict_mismatch": m.verdict_mismatch,
-            },
-            "requests": {
-                "sent": m.requests_sent,
-                "not_sent": m.requests_not_sent,
-                "decided": len(decided),
-                "ok": len(ok),
-                "ok_share": round(len(ok) / len(decided), 4) if decided else None,
-                "proposals_sent": m.proposals_sent,
-                "proposals_per_request_mean": round(float(np.mean([r["proposals"] for r in decided])), 3)
-                if decided else None,
-                "overshoot_cents_mean": round(float(np.mean([r["overshoot_cents"] for r in ok])), 2) if ok else None,
-                "overshoot_cents_max": max((r["overshoot_cents"] for r in ok), default=None),
-                "stream_errors": m.stream_errors,
-                "failure_reasons": _count(re.sub(r"\d+(\.\d+)?", "N", r["reason"])[:160]
-                                          for r in decided if not r["ok"]),
-            },
-            "exposure": {"honest": expo("honest"), "sybil": expo("sybil"), "cap_violations": m.cap_violations,
-                         # with real contracts, the role adversaries' business too (simulations.contracts)
-                         **({k: expo(k) for k in sorted(set(self.device_kind.values()) - {"honest", "sybil"})}
-                            if self.contracts is not None else {})},
-            "reputation_at_requesters": {
-                "honest_mean": rep_h,
-                "sybil_mean": rep_s,
-                "by_kind": self._reputation_by_kind(),
-            },
-            "adversaries": self._adversary_summary(),
-            "spam": dict(m.spam, receivers_per_message=round(m.spam["receivers"] / spam_pub, 3) if spam_pub else None),
-            "churn_events": m.churn_events,
-            **({"contracts": self.contracts.summary()} if self.contracts is not None else {}),
-            "fees": dict(m.fees, fee_bp=self.sc["fees"]["contract_fee_bp"],
-                         insurance_share=self.sc["fees"]["insurance_share"],
-                         losses_covered_share=(round(min(1.0, m.fees["pool_cents"] / m.fees["honest_losses_cents"]), 4)
-                                               if m.fees["honest_losses_cents"] else None)),
-        }
-
-    def _pull_summary(self) -> dict:
-        """The pulls on (re)connect of the full nodes, summed (``OffersProtocol.pull_stats``)."""
-        out: dict[str, int] = {}
-        for n in self.nodes:
-            if n.full:
-                for k, v in n.offers.pull_stats.items():
-                    out[k] = out.get(k, 0) + v
-        return dict(out, relay_answers=self.m.relay_pull_answers)
-
-    @property
-    def _dev_class(self) -> dict[bytes, str]:
-        if not hasattr(self, "_dev_class_cache"):
-            self._dev_class_cache = {n.device_id: n.device_class for n in self.nodes if n.enclave is not None}
-        return self._dev_class_cache
-
-    def _reputation_by_kind(self) -> dict[str, float]:
-        """Mean score of each kind of device (honest, sybil, slanderer, ...) over the requesters' views."""
-        acc: dict[str, list[float]] = {}
-        for i in self.requesters:
-            rep = self.nodes[i].engine.reputation
-            for dev, kind in self.device_kind.items():
-                if rep.record(dev) is not None:
-                    acc.setdefault(kind, []).append(rep.score(dev, self.now))
-        return {k: round(float(np.mean(v)), 3) for k, v in sorted(acc.items())}
-
-    def _views(self, kind: str) -> dict:
-        """Every full node's view of the devices of ``kind``: scores, how many (view, device) pairs are not
-        acceptable, cheaters."""
-        from node.risk.reputation import ACCEPT_THRESHOLD
-
-        scores, bad, cheat = [], 0, 0
-        for node in self.nodes:
-            if not node.full:
-                continue
-            rep = node.engine.reputation
-            for dev, k in self.device_kind.items():
-                if k != kind or dev == node.device_id or rep.record(dev) is None:
-                    continue
-                scores.append(rep.score(dev, self.now))
-                bad += not rep.acceptable(dev, self.now)
-                cheat += rep.is_cheater(dev)
-        return {"views": len(scores), "score_mean": round(float(np.mean(scores)), 3) if scores else None,
-                "score_min": round(float(min(scores)), 3) if scores else None,
-                "not_acceptable": bad, "cheater_marks": cheat, "accept_threshold": ACCEPT_THRESHOLD}
-
-    def _adversary_summary(self) -> dict:
-        m, adv, out = self.m, self.sc["adversaries"], {}
-        full = [n for n in self.nodes if n.full]
-
-        def chosen(kind: str) -> dict:
-            devs = sum(1 for k in self.device_kind.values() if k == kind)
-            a, b = m.chosen_cents.get(kind, [0, 0])
-            return {"devices": devs, "chosen_cents_first_half": a, "chosen_cents_second_half": b,
-                    "chosen_cents_per_device_first_half": round(a / devs, 1) if devs else None,
-                    "chosen_cents_per_device_second_half": round(b / devs, 1) if devs else None}
-
-        if "forger" in adv:
-            out["forger"] = dict(m.forger)
-        if "slanderer" in adv:
-            refuted = sum(n.outcomes.stats["refuted"] for n in full)
-            out["slanderer"] = {"reports_published": m.slander["published"], "refuted_at_full_nodes": refuted,
-                                "honest_views": self._views("honest"), "slanderer_views": self._views("slanderer")}
-        if "withholder" in adv:
-            out["withholder"] = {**m.withheld, "withholder_views": self._views("withholder"),
-                                 "withholder": chosen("withholder"), "honest": chosen("honest")}
-        if "broken_tee" in adv:
-            devs = [d for d, k in self.device_kind.items() if k == "broken_tee"]
-            per = []
-            for dev in devs:
-                spends = [x for x in m.double_spends if x["device"] == dev.hex()]
-                others = [n for n in full if n.device_id != dev]
-                times = [m.cheater_at.get((dev, n.idx)) for n in others]
-                t0 = min((x["at"] for x in spends), default=None)
-                done = [t for t in times if t is not None]
-                victims = {x["client"] for x in spends}
-                elsewhere = [t for n, t in zip(others, times) if t is not None and n.idx not in victims]
-                per.append({
-                    "device": dev.hex()[:16],
-                    "double_spends": len(spends),
-                    "cents_lost_by_clients": sum(x["cents"] for x in spends),
-                    "first_double_spend_t": round(t0 - self.t0, 6) if t0 is not None else None,
-                    "full_nodes": len(others),
-                    "full_nodes_isolated": len(done),
-                    # the victim sees it on the ledger at once; the others when its report reaches them
-                    "detect_s": round(min(done) - t0, 4) if done and t0 is not None else None,
-                    "detect_by_a_non_victim_s": round(min(elsewhere) - t0, 4) if elsewhere and t0 is not None
-                    else None,
-                    "isolate_all_s": round(max(done) - t0, 4) if len(done) == len(others) and t0 is not None
-                    else None,
-                    "books_with_its_offers": sum(1 for n in others
-                                                 if any(d == dev for d, _ in n.book.devices())),
-                })
-            out["broken_tee"] = {"devices": per, "double_spends": len(m.double_spends)}
-        if self.revoke_cfg is not None:
-            cls = self.revoke_cfg["device_class"]
-            at = getattr(self, "revoked_at", None)
-            ts = [t - self.t0 for t in m.revocation_at.values()]
-            out["revoked_class"] = {
-                "class": cls, "at": self.revoke_cfg["at"],
-                "devices": sum(1 for c in self._dev_class.values() if c == cls),
-                "full_nodes": len(full), "full_nodes_applied": len(ts),
-                "apply_all_s": round(max(ts) - (at - self.t0), 4) if at is not None and len(ts) == len(full)
-                else None,
-                "offers_left_in_a_book_after_applying_max": max(m.revocation_left, default=None),
-                "books_with_class_offers_at_end": sum(1 for n in full if any(c == cls for _, c in n.book.devices())),
-                "chunks_chosen_after_applying": m.revoked_class_chosen_after,
-                "class_cap_cents_at_end_max": max(n.engine.caps.device_limit(b"\0" * 32, cls, self.now)[0] for n in full),
-                "sheets_ignored_as_revoked": m.revoked_ignored,
-                "exposure_cents_at_revocation": next((v for t, v in m.class_exposure
-                                                      if at is not None and t >= at - self.t0), None),
-                "exposure_cents_at_end": m.class_exposure[-1][1] if m.class_exposure else None,
-            }
-        return out
-
-    def _reputation_means(self) -> tuple[float | None, float | None]:
-        """Mean score, over the requesters' views, of the honest and of the sybil devices they know."""
-        rep_h, rep_s = [], []
-        for i in self.requesters:
-            rep = self.nodes[i].engine.reputation
-            for dev, kind in self.device_kind.items():
-                if rep.record(dev) is not None and kind in ("sybil", "honest"):
-                    (rep_s if kind == "sybil" else rep_h).append(rep.score(dev, self.now))
-        return (round(float(np.mean(rep_h)), 3) if rep_h else None,
-                round(float(np.mean(rep_s)), 3) if rep_s else None)
-
-    def _max_limit(self, dev: bytes) -> int:
-        """The most one client may hold on a device of its class (its class's maximum limit)."""
-        from node.risk.classes import ClassRegistry
-
-        dclass = next((n.device_class for n in self.nodes if n.device_id == dev), "sim")
-        return ClassRegistry().resolve(dclass).max_limit_cents
 
 
 def _decode_report(data: bytes):
@@ -1372,10 +1000,3 @@ def _decode_report(data: bytes):
     from node.protocols.outcomes import OutcomeReport, SignedReport
 
     return wire.decode(wire.decode(data, SignedReport).body, OutcomeReport)
-
-
-def _count(items) -> dict:
-    out: dict[str, int] = {}
-    for x in items:
-        out[x] = out.get(x, 0) + 1
-    return dict(sorted(out.items()))
