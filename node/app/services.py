@@ -194,9 +194,11 @@ class NodeServices:
             return rid, cmds
 
         rid = await self._call(rfp, offer, "the contract offer")  # (429: not offered, and never will be)
-        with trio.move_on_after(35):  # the offer's own request times out sooner, with an answer saying so
-            await answered.wait()
-        self.node.driver.submit(rfp, lambda now: rfp.answer_listeners.discard(rid))
+        try:
+            with trio.move_on_after(35):  # the offer's own request times out sooner, with an answer saying so
+                await answered.wait()
+        finally:  # (cancelled too: the listener goes)
+            self.node.driver.submit(rfp, lambda now: rfp.answer_listeners.discard(rid))
         return rfp.contract_answers.pop(rid, None)
 
     async def _who(self, peers: list[str]) -> None:
@@ -439,9 +441,11 @@ class NodeServices:
 
         # 429: not sent, and never will be (withdrawn), or refused by rfp (too many open requests): ask again
         rid = await self._call(rfp, start, "the request", refused=429)
-        with trio.move_on_after(self.stack.request_deadline + 10):  # woken by the decision: no polling
-            await decided.wait()
-        self.node.driver.submit(rfp, lambda now: rfp.result_listeners.discard(rid))
+        try:
+            with trio.move_on_after(self.stack.request_deadline + 10):  # woken by the decision: no polling
+                await decided.wait()
+        finally:  # (cancelled too: the listener goes)
+            self.node.driver.submit(rfp, lambda now: rfp.result_listeners.discard(rid))
         if rid not in rfp.results:
             raise ApiError(504, "no decision within the deadline")
         return rfp.results[rid]
