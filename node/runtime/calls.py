@@ -4,6 +4,7 @@ and forget) and ``AwaitedCall`` (``call``: awaited, taken or withdrawn, decided 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable, Sequence
 
 import trio
@@ -45,7 +46,7 @@ class AwaitedCall(Call):
     ``withdraw``). So the worker and a caller that gives up never both win: a withdrawn call is skipped, a
     taken one is the caller's to report as run. Each move wakes the caller (``trio_token.run_sync_soon``)."""
 
-    __slots__ = ("_lock", "state", "value", "error", "taken", "ended", "_token")
+    __slots__ = ("_lock", "state", "value", "error", "taken", "ended", "_token", "posted", "waited")
 
     def __init__(self, fn: Callable[[float], tuple[Any, Sequence[Command]]]) -> None:
         super().__init__(fn)
@@ -55,6 +56,7 @@ class AwaitedCall(Call):
         self.error: Exception | None = None
         self.taken, self.ended = trio.Event(), trio.Event()
         self._token = trio.lowlevel.current_trio_token()
+        self.posted, self.waited = time.perf_counter(), 0.0  # waited: from posted to taken (or withdrawn)
 
     def _wake(self, event: trio.Event) -> None:
         try:
@@ -67,6 +69,7 @@ class AwaitedCall(Call):
             if self.state == "withdrawn":
                 return False
             self.state = "taken"
+            self.waited = time.perf_counter() - self.posted
         self._wake(self.taken)
         return True
 
@@ -75,6 +78,7 @@ class AwaitedCall(Call):
         with self._lock:
             if self.state == "queued":
                 self.state = "withdrawn"
+                self.waited = time.perf_counter() - self.posted
             return self.state
 
     def run(self, now: float) -> list[Command]:

@@ -126,6 +126,9 @@ class ProtocolDriver:
         self._worker = trio.CapacityLimiter(1)  # one handle at a time, in order, off the trio thread
         # per protocol class (and "<class>.validate"): [calls, seconds waiting for ``lock``, holding it] (``stats``)
         self._handled: dict[str, list] = {}
+        # awaited calls (``call``) by how they ended (``ended``, ``taken``: not ended in time, ``withdrawn``), and
+        # the longest a call waited to be taken: what a 429 from the API comes from (``stats``)
+        self._calls: dict[str, float] = {"ended": 0, "taken": 0, "withdrawn": 0, "wait_max_s": 0.0}
         self.interpreter = Interpreter(self, lambda i: dataclasses.replace(
             LedgerAdapters.of(self.protocols[i]), clock=time.perf_counter))
 
@@ -203,7 +206,11 @@ class ProtocolDriver:
         except trio.WouldBlock:
             raise NotTaken(f"the driver's queue is full ({self._recv.statistics().current_buffer_used} "
                            f"events waiting)") from None
-        return await c.result(timeout)
+        try:
+            return await c.result(timeout)
+        finally:
+            self._calls[c.state] += 1
+            self._calls["wait_max_s"] = max(self._calls["wait_max_s"], round(c.waited, 4))
 
     def _handle_one(self, i: int, event: Event) -> list[tuple[int, list[Command]]]:
         """``handle`` (or a submitted call) of protocol ``i``, under ``lock``: its commands, to be carried out
@@ -237,10 +244,11 @@ class ProtocolDriver:
     def stats(self) -> dict:
         """Per protocol since the start: ``handles`` (events and submitted calls), ``wait_s`` (waiting for
         ``lock``: a validate or another handle held it) and ``handle_s`` (holding it); ``queued``: events
-        waiting now."""
+        waiting now; ``calls``: awaited calls ended, taken (not ended in time) and withdrawn, and the longest
+        wait for the worker to take one (``wait_max_s``)."""
         rows = {k: {"handles": n, "wait_s": round(w, 4), "handle_s": round(h, 4)}
                 for k, (n, w, h) in sorted(list(self._handled.items()))}
-        return {"protocols": rows, "queued": self._recv.statistics().current_buffer_used}
+        return {"protocols": rows, "queued": self._recv.statistics().current_buffer_used, "calls": dict(self._calls)}
 
     def _carry_out(self, results: list[tuple[int, list[Command]]]) -> None:
         for i, cmds in results:

@@ -40,6 +40,8 @@ async def test_a_call_not_taken_in_time_is_withdrawn_and_never_runs(nursery, on_
     held.release()
     await drained(driver, target)
     assert plain.ran == [] and not driver.notifications  # neither it nor its commands, ever
+    calls = driver.stats()["calls"]  # what an operator sees in /v1/status when the API answered 429
+    assert calls["withdrawn"] == 1 and calls["ended"] == 1 and calls["wait_max_s"] >= 0.2
     assert await driver.call(target, _record(plain, "next"), timeout=10) == "next"  # the driver goes on
     assert plain.ran == ["next"] and [n.detail["what"] for n in driver.notifications] == ["next"]
 
@@ -100,6 +102,7 @@ async def test_a_call_taken_but_not_ended_in_time_says_it_runs(nursery):
     with pytest.raises(StillRunning):
         await driver.call(held, slow, timeout=0.3)
     assert held.entered.is_set()  # taken: a "not taken" answer would be false
+    assert driver.stats()["calls"]["taken"] == 1
     held.release()
     await drained(driver, held)
     assert len(ran) == 1
