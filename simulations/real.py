@@ -62,6 +62,19 @@ class Busy(RuntimeError):
     """A daemon's 429: it did not take the action, and nothing of it happened; asking again is safe."""
 
 
+def post_asking_again(api, path: str, body: dict, *, timeout: float, on_busy: Callable[[Busy], None],
+                      pause: float = BUSY_PAUSE) -> dict:
+    """``api.post``; a 429 (``Busy``) is told to ``on_busy`` and asked again ``pause`` s later, ``BUSY_TRIES`` in
+    all (the last one's ``Busy`` raised)."""
+    for _ in range(BUSY_TRIES - 1):
+        try:
+            return api.post(path, body, timeout=timeout)
+        except Busy as exc:  # nothing was done: as a user would, ask again
+            on_busy(exc)
+            time.sleep(pause)
+    return api.post(path, body, timeout=timeout)
+
+
 def _free_port() -> int:
     with socket.socket() as sk:
         sk.bind(("127.0.0.1", 0))
@@ -276,20 +289,15 @@ class RealEngine:
             span = sc["run"]["duration"] * self.scale
             futs = []
 
-            def ask(i: int, usd: float, asset: str) -> dict:
-                body = {"asset": asset, "usd": round(usd, 2), "contract": q["contract"]}
-                for _ in range(BUSY_TRIES - 1):
-                    try:
-                        return apis[i].post("/v1/requests", body, timeout=q["deadline"] * F + 60)
-                    except Busy as exc:  # nothing was sent: as a user would, ask again
-                        self.requests_asked_again += 1
-                        self.log({"ev": "request_busy", "node": i, "reason": str(exc)[:120]})
-                        time.sleep(BUSY_PAUSE)
-                return apis[i].post("/v1/requests", body, timeout=q["deadline"] * F + 60)
+            def busy(i: int, exc: Busy) -> None:
+                self.requests_asked_again += 1
+                self.log({"ev": "request_busy", "node": i, "reason": str(exc)[:120]})
 
             def one(k: int, t: float, usd: float, i: int, asset: str) -> None:
                 try:
-                    ch = ask(i, usd, asset)
+                    ch = post_asking_again(apis[i], "/v1/requests", {"asset": asset, "usd": round(usd, 2),
+                                           "contract": q["contract"]}, timeout=q["deadline"] * F + 60,
+                                           on_busy=lambda exc: busy(i, exc))
                 except Exception as exc:  # refused (429 BUSY_TRIES times) or a timeout: not sent
                     self.requests_not_sent += 1
                     self.errors.append(str(exc)[:160])
