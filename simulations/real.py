@@ -53,6 +53,26 @@ import numpy as np
 MAX_BOOTSTRAP = 3
 DEFAULT_CAP = 20
 POLL = 0.5
+#: a request a daemon answered 429 (it did not take it in time, so nothing was sent: docs/operating.md) is asked
+#: again, after BUSY_PAUSE s, at most BUSY_TRIES times in all
+BUSY_TRIES, BUSY_PAUSE = 4, 1.0
+
+
+class Busy(RuntimeError):
+    """A daemon's 429: it did not take the action, and nothing of it happened; asking again is safe."""
+
+
+def post_asking_again(api, path: str, body: dict, *, timeout: float, on_busy: Callable[[Busy], None],
+                      pause: float = BUSY_PAUSE) -> dict:
+    """``api.post``; a 429 (``Busy``) is told to ``on_busy`` and asked again ``pause`` s later, ``BUSY_TRIES`` in
+    all (the last one's ``Busy`` raised)."""
+    for _ in range(BUSY_TRIES - 1):
+        try:
+            return api.post(path, body, timeout=timeout)
+        except Busy as exc:  # nothing was done: as a user would, ask again
+            on_busy(exc)
+            time.sleep(pause)
+    return api.post(path, body, timeout=timeout)
 
 
 def _free_port() -> int:
@@ -76,7 +96,7 @@ class _Api:
 
         r = httpx.post(self.url + path, json=body, headers=self.headers, timeout=timeout)
         if r.status_code not in (200, 201):
-            raise RuntimeError(f"POST {path}: {r.status_code} {r.text[:200]}")
+            raise (Busy if r.status_code == 429 else RuntimeError)(f"POST {path}: {r.status_code} {r.text[:200]}")
         return r.json()
 
 
@@ -137,6 +157,7 @@ class RealEngine:
         self.startup_s = 0.0
         self.requests_sent = 0
         self.requests_not_sent = 0
+        self.requests_asked_again = 0  # 429 answers (the daemon busy: nothing sent), each asked again
         self.errors: list[str] = []
         self.peak_rss_mib = 0.0
         self.daemon_cpu_s: list[float] = []  # CPU seconds per daemon (and its enclave), measured at the end
@@ -268,11 +289,16 @@ class RealEngine:
             span = sc["run"]["duration"] * self.scale
             futs = []
 
+            def busy(i: int, exc: Busy) -> None:
+                self.requests_asked_again += 1
+                self.log({"ev": "request_busy", "node": i, "reason": str(exc)[:120]})
+
             def one(k: int, t: float, usd: float, i: int, asset: str) -> None:
                 try:
-                    ch = apis[i].post("/v1/requests", {"asset": asset, "usd": round(usd, 2), "contract": q["contract"]},
-                                      timeout=q["deadline"] * F + 60)
-                except Exception as exc:  # a refusal (429) or a timeout: not sent
+                    ch = post_asking_again(apis[i], "/v1/requests", {"asset": asset, "usd": round(usd, 2),
+                                           "contract": q["contract"]}, timeout=q["deadline"] * F + 60,
+                                           on_busy=lambda exc: busy(i, exc))
+                except Exception as exc:  # refused (429 BUSY_TRIES times) or a timeout: not sent
                     self.requests_not_sent += 1
                     self.errors.append(str(exc)[:160])
                     self.log({"ev": "request_not_sent", "node": i, "reason": str(exc)[:120]})
@@ -411,6 +437,7 @@ class RealEngine:
             "requests": {
                 "sent": self.requests_sent,
                 "not_sent": self.requests_not_sent,
+                "asked_again_busy": self.requests_asked_again,
                 "decided": len(decided),
                 "ok": len(ok),
                 "ok_share": round(len(ok) / len(decided), 4) if decided else None,

@@ -1,7 +1,8 @@
 """``NodeServices``: what the local API asks of a running node (``node.api.services.Services``), over the
 parts ``node.app.daemon`` composed (runtime, offer stack, desks, enclave, ledger, risk engine).
 
-Actions go to a protocol through ``driver.submit`` and await what it records (``Listeners``): no polling.
+Actions go to a protocol through ``driver.call`` (awaited: taken by the driver's worker in time, or withdrawn and
+never run: ``NodeServices._call``) and await what it records (``Listeners``): no polling.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import trio
 from node import wire
 from node.api.services import ApiError
 from node.app.stack import OfferStack
+from node.runtime.calls import NotTaken, StillRunning
 
 log = logging.getLogger("keyswitch.daemon")
 #: why a request to contracts (``request --give``) is not made under these kinds (docs/risk.md, "Escrow and option")
@@ -29,6 +31,9 @@ REQUEST_KINDS = {  # (option requests run: one option per provider, node.app.req
 
 class NodeServices:
     """``node.api.services.Services`` over a running daemon's parts."""
+
+    #: seconds the driver's worker has to take an action (then as long again to end it): ``ProtocolDriver.call``
+    take_timeout = 10.0
 
     def __init__(self, node, stack: OfferStack, clock, started_at: float) -> None:
         self.node, self.stack, self.clock, self.started_at = node, stack, clock, started_at
@@ -135,54 +140,36 @@ class NodeServices:
         notice = RevocationNotice(1, self.stack.net, kind, target, reason, "", b"", signer.peer_id, self.clock.now())
         data = make_notice(notice, signer.sign)
         proto = self.stack.revocations
-        box: dict[str, Any] = {}
-        token = trio.lowlevel.current_trio_token()
-        done = trio.Event()
-
-        def publish(now: float):
-            try:
-                return proto.publish(data, now)
-            except ValueError as exc:
-                box["error"] = str(exc)
-                return []
-            finally:
-                token.run_sync_soon(done.set)
-
-        self.node.driver.submit(proto, publish)
-        with trio.move_on_after(10):
-            await done.wait()
-        if "error" in box:  # well-formed, but the notice itself is refused (e.g. a device id that is not one)
-            raise ApiError(409, box["error"])
+        # (409: well-formed, but the notice itself is refused, e.g. a device id that is not one)
+        await self._call(proto, lambda now: (None, proto.publish(data, now)), "the revocation")
         return {"issued": {"kind": kind, "target": target, "reason": reason, "issuer": signer.peer_id},
                 "applied_here": proto.status()["applied"][-1:] }
 
-    async def _submit(self, proto, fn, timeout: float = 10.0):
-        """Run ``fn(now) -> commands`` on the driver; its return value (or exception) once it ran."""
-        box: dict[str, Any] = {}
-        token = trio.lowlevel.current_trio_token()
-        done = trio.Event()
+    async def _call(self, proto, fn, what: str, *, refused: int = 409):
+        """``driver.call(proto, fn)`` (``fn(now) -> (value, commands)``): its value, or an ApiError that says what
+        is true: 429 the node did not take it in time (withdrawn: nothing was done, nothing will be), 504 it was
+        taken but did not end in time (it may take effect), ``refused`` (409) ``fn`` raised ValueError, 500 a bug
+        (logged)."""
+        try:
+            return await self.node.driver.call(proto, fn, timeout=self.take_timeout)
+        except NotTaken as exc:
+            raise ApiError(429, f"the node did not take {what} in time ({exc}): nothing was done; ask again") from None
+        except StillRunning as exc:
+            raise ApiError(504, f"{what} started but did not end in time ({exc}): it may still take effect; check "
+                                "before asking again") from None
+        except ValueError as exc:
+            raise ApiError(refused, str(exc)) from None
+        except Exception as exc:  # a bug in the call (the driver kept running): answer it
+            log.exception("%s failed", what)
+            raise ApiError(500, f"{what} failed: {type(exc).__name__}: {exc}") from None
 
+    async def _submit(self, proto, fn):
+        """Run ``fn(now)`` on the driver (``_call``): its return value, carried out as commands when a list."""
         def call(now: float):
-            try:
-                out = fn(now)
-                box["ok"] = out
-                return out if isinstance(out, list) else []
-            except ValueError as exc:
-                box["error"] = (409, str(exc))
-                return []
-            except Exception as exc:  # a bug must not take the driver down: answer it
-                log.exception("contract call failed")
-                box["error"] = (500, f"{type(exc).__name__}: {exc}")
-                return []
-            finally:
-                token.run_sync_soon(done.set)
+            out = fn(now)
+            return out, (out if isinstance(out, list) else [])
 
-        self.node.driver.submit(proto, call)
-        with trio.move_on_after(timeout):
-            await done.wait()
-        if "error" in box:
-            raise ApiError(*box["error"])
-        return box.get("ok")
+        return await self._call(proto, call, "the contract call")
 
     async def _offer(self, peer: str, kind: str, payload: bytes) -> None:
         """Offer a contract to ``peer`` over /keyswitch/contract/1; raises ApiError unless it agrees."""
@@ -200,21 +187,18 @@ class NodeServices:
         rfp = self.stack.rfp
         token = trio.lowlevel.current_trio_token()
         answered = trio.Event()
-        box: dict[str, int] = {}
 
         def offer(now: float):
             rid, cmds = rfp.offer_contract(peer, kind, payload, now)
-            box["rid"] = rid
             rfp.answer_listeners.add(rid, lambda: token.run_sync_soon(answered.set))
-            return cmds
+            return rid, cmds
 
-        self.node.driver.submit(rfp, offer)
-        with trio.move_on_after(35):  # the offer's own request times out sooner, with an answer saying so
-            await answered.wait()
-        rid = box.get("rid")
-        if rid is None:
-            return None
-        self.node.driver.submit(rfp, lambda now: rfp.answer_listeners.discard(rid))
+        rid = await self._call(rfp, offer, "the contract offer")  # (429: not offered, and never will be)
+        try:
+            with trio.move_on_after(35):  # the offer's own request times out sooner, with an answer saying so
+                await answered.wait()
+        finally:  # (cancelled too: the listener goes)
+            self.node.driver.submit(rfp, lambda now: rfp.answer_listeners.discard(rid))
         return rfp.contract_answers.pop(rid, None)
 
     async def _who(self, peers: list[str]) -> None:
@@ -444,33 +428,24 @@ class NodeServices:
     async def choose(self, asset: str, cents: int, contract: str, exclude: frozenset[str] = frozenset()):
         """The requests-for-proposals round trip: the ``rfp.Chosen`` (leaving out offers of ``exclude``)."""
         rfp = self.stack.rfp
-        box: dict[str, Any] = {}
-        done, decided = trio.Event(), trio.Event()
+        decided = trio.Event()
         token = trio.lowlevel.current_trio_token()
 
-        def call(now: float):
-            try:
-                rid, cmds = rfp.request(asset, cents, contract, now, deadline=self.stack.request_deadline,
-                                        exclude=exclude)
-                box["rid"] = rid
-                rfp.result_listeners.add(rid, lambda: token.run_sync_soon(decided.set))
-                if rid in rfp.results:  # (decided at once)
-                    rfp.result_listeners.fire(rid)
-            except ValueError as exc:
-                box["error"] = str(exc)
-                cmds = []
-            token.run_sync_soon(done.set)
-            return cmds
+        def start(now: float):
+            rid, cmds = rfp.request(asset, cents, contract, now, deadline=self.stack.request_deadline,
+                                    exclude=exclude)
+            rfp.result_listeners.add(rid, lambda: token.run_sync_soon(decided.set))
+            if rid in rfp.results:  # (decided at once)
+                rfp.result_listeners.fire(rid)
+            return rid, cmds
 
-        self.node.driver.submit(rfp, call)
-        with trio.move_on_after(5):
-            await done.wait()
-        if "rid" not in box:
-            raise ApiError(429, box.get("error", "the node did not take the request in time"))
-        rid = box["rid"]
-        with trio.move_on_after(self.stack.request_deadline + 10):  # woken by the decision: no polling
-            await decided.wait()
-        self.node.driver.submit(rfp, lambda now: rfp.result_listeners.discard(rid))
+        # 429: not sent, and never will be (withdrawn), or refused by rfp (too many open requests): ask again
+        rid = await self._call(rfp, start, "the request", refused=429)
+        try:
+            with trio.move_on_after(self.stack.request_deadline + 10):  # woken by the decision: no polling
+                await decided.wait()
+        finally:  # (cancelled too: the listener goes)
+            self.node.driver.submit(rfp, lambda now: rfp.result_listeners.discard(rid))
         if rid not in rfp.results:
             raise ApiError(504, "no decision within the deadline")
         return rfp.results[rid]

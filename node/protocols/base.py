@@ -183,7 +183,7 @@ class Listeners:
     answer, a decision, a peer's binding): how it awaits instead of polling. ``fire(key)`` runs and forgets
     the key's callables. They run where the protocol runs (perhaps a worker thread), so they must be
     thread-safe: the daemon's are ``trio_token.run_sync_soon(event.set)``. Register in a call submitted to the
-    protocol (``driver.submit``), so the registration and the firing never race."""
+    protocol (``driver.call`` or ``driver.submit``), so the registration and the firing never race."""
 
     def __init__(self) -> None:
         self._by_key: dict[object, list[Callable[[], None]]] = {}

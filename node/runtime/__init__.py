@@ -6,7 +6,9 @@
 * ``run_host(config, protocols, *, clock=None, on_notify=None, task_status)``
   (``node.runtime.driver``): runs a node and drives sans-IO protocols on it;
   ``task_status.started(node)``; ``node.driver`` is the ``ProtocolDriver``,
-  whose ``submit(protocol, fn)`` lets the application act through a protocol.
+  whose ``submit(protocol, fn)`` lets the application act through a protocol, and
+  ``await call(protocol, fn, timeout=...)`` awaits such a call's value (a call
+  not taken in time is withdrawn and never runs: ``node.runtime.calls``).
 * ``python -m node.runtime``: a stand-alone node process (functional tests,
   benchmarks); ``python -m bootstrap``: a bootstrap node.
 

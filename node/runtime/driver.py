@@ -49,6 +49,11 @@ still never run concurrently and protocols need no locks of their own. Applicati
 offloaded protocol's state from the trio thread should copy it at once (``list(d.values())``) or hold
 ``driver.lock``. A protocol that raises is logged and the event is dropped; the node keeps running.
 
+The application acts through a protocol with ``submit(protocol, fn)`` (fire and forget: ``fn(now) ->
+commands`` runs in order with the events) or awaits a call with ``await call(protocol, fn, timeout=...)``:
+its value comes back, or ``NotTaken`` (withdrawn before the worker took it: it never runs) or
+``StillRunning`` (taken, not ended in time): never a call given up on that still runs later.
+
 Lifecycle: ``run`` is started by ``run_host`` in the node's nursery (or by
 you with ``nursery.start``) and runs until cancelled; cancelling it drops
 queued events and pending timers, and abandons requests in flight (their
@@ -89,18 +94,10 @@ from node.protocols.base import (
     Validation,
 )
 from node.protocols.interpret import Interpreter, LedgerAdapters, UnknownCommand
+from node.runtime.calls import AwaitedCall, Call, NotTaken
 from node.runtime.streams import StreamFailed, close_stream, read_request, write_frame, write_response
 
 log = logging.getLogger("keyswitch.runtime.driver")
-
-
-class _Call:
-    """An application call run on the driver loop (see ``ProtocolDriver.submit``)."""
-
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: Callable[[float], list[Command] | None]) -> None:
-        self.fn = fn
 
 
 class ProtocolDriver:
@@ -129,6 +126,9 @@ class ProtocolDriver:
         self._worker = trio.CapacityLimiter(1)  # one handle at a time, in order, off the trio thread
         # per protocol class (and "<class>.validate"): [calls, seconds waiting for ``lock``, holding it] (``stats``)
         self._handled: dict[str, list] = {}
+        # awaited calls (``call``) by how they ended (``ended``, ``taken``: not ended in time, ``withdrawn``), and
+        # the longest a call waited to be taken: what a 429 from the API comes from (``stats``)
+        self._calls: dict[str, float] = {"ended": 0, "taken": 0, "withdrawn": 0, "wait_max_s": 0.0}
         self.interpreter = Interpreter(self, lambda i: dataclasses.replace(
             LedgerAdapters.of(self.protocols[i]), clock=time.perf_counter))
 
@@ -179,7 +179,38 @@ class ProtocolDriver:
         This is how the application (the daemon, the API) acts through a
         protocol, e.g. ``driver.submit(offers, lambda now: offers.publish_sheet(sheet, now))``,
         without ever running concurrently with ``validate``/``handle``."""
-        self._post(self.protocols.index(protocol), _Call(fn))  # type: ignore[arg-type]
+        self._post(self.protocols.index(protocol), Call(fn))  # type: ignore[arg-type]
+
+    async def call(self, protocol: SansIOProtocol, fn: Callable[[float], tuple[Any, Sequence[Command]]], *,
+                   timeout: float) -> Any:
+        """Run ``fn(now) -> (value, commands)`` on the driver loop as ``submit`` does (in order with events,
+        under ``lock``, the commands carried out as ``protocol``'s) and return ``value``, or raise on this side
+        the exception ``fn`` raised (its commands then dropped).
+
+        Taken or withdrawn, decided once: the worker has ``timeout`` seconds to take the call; if it has not,
+        the call is withdrawn and ``NotTaken`` raised: it never runs (the worker skips it), so nothing it would
+        do happens. Once taken, ``fn`` has ``timeout`` seconds more to end; if it has not, ``StillRunning`` is
+        raised: it runs (or ran) and its effects may happen, its value is lost. A full queue raises
+        ``NotTaken`` at once. Cancelled (a trio cancel scope around the await): the call is withdrawn if not
+        yet taken, and ``Cancelled`` goes on; a call already taken runs to its end regardless.
+
+        Who closes what: nothing is left open by the call itself (a withdrawn call is dropped by the worker, an
+        ended one by the caller); ``fn`` runs like a ``handle`` (holding ``lock``, and the one worker for a
+        protocol whose handle blocks), so it does the protocol's own work only; state it registers (e.g. a
+        listener) is the caller's to remove, with ``submit``. ``NotTaken`` and ``StillRunning`` are in
+        ``node.runtime.calls``."""
+        i = self.protocols.index(protocol)  # type: ignore[arg-type]
+        c = AwaitedCall(fn)
+        try:
+            self._send.send_nowait((i, c))
+        except trio.WouldBlock:
+            raise NotTaken(f"the driver's queue is full ({self._recv.statistics().current_buffer_used} "
+                           f"events waiting)") from None
+        try:
+            return await c.result(timeout)
+        finally:
+            self._calls[c.state] += 1
+            self._calls["wait_max_s"] = max(self._calls["wait_max_s"], round(c.waited, 4))
 
     def _handle_one(self, i: int, event: Event) -> list[tuple[int, list[Command]]]:
         """``handle`` (or a submitted call) of protocol ``i``, under ``lock``: its commands, to be carried out
@@ -190,8 +221,10 @@ class ProtocolDriver:
             with self.lock:
                 t1 = time.perf_counter()
                 try:
-                    if isinstance(event, _Call):
-                        cmds = event.fn(self.clock.now())
+                    if isinstance(event, Call):
+                        if not event.take():  # withdrawn by its caller (``call``): it never runs
+                            return []
+                        cmds = event.run(self.clock.now())
                     else:
                         cmds = p.handle(event, self.clock.now())
                 finally:
@@ -211,10 +244,11 @@ class ProtocolDriver:
     def stats(self) -> dict:
         """Per protocol since the start: ``handles`` (events and submitted calls), ``wait_s`` (waiting for
         ``lock``: a validate or another handle held it) and ``handle_s`` (holding it); ``queued``: events
-        waiting now."""
+        waiting now; ``calls``: awaited calls ended, taken (not ended in time) and withdrawn, and the longest
+        wait for the worker to take one (``wait_max_s``)."""
         rows = {k: {"handles": n, "wait_s": round(w, 4), "handle_s": round(h, 4)}
                 for k, (n, w, h) in sorted(list(self._handled.items()))}
-        return {"protocols": rows, "queued": self._recv.statistics().current_buffer_used}
+        return {"protocols": rows, "queued": self._recv.statistics().current_buffer_used, "calls": dict(self._calls)}
 
     def _carry_out(self, results: list[tuple[int, list[Command]]]) -> None:
         for i, cmds in results:

@@ -131,6 +131,11 @@ class _Node:
             def submit(self, proto, fn):
                 net.call(stack.peer_id, proto, fn(now), now)
 
+            async def call(self, proto, fn, *, timeout):
+                value, cmds = fn(now)
+                net.call(stack.peer_id, proto, cmds, now)
+                return value
+
         self.driver, self.peer_id, self.listen_addrs = Driver(), stack.peer_id, []
         del outer
 

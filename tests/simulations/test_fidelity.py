@@ -80,7 +80,8 @@ def both(tmp_path_factory) -> dict:
          "proposals_mean": sum(r["proposals"] for r in v_dec) / len(v_dec) if v_dec else None}
     print("[fidelity] virtual:", {k: x for k, x in v.items() if k != "summary"})
     print("[fidelity] real:", {k: rs["requests"][k] for k in ("ok_share", "overshoot_cents_mean",
-                                                               "proposals_per_request_mean", "decided", "not_sent")},
+                                                               "proposals_per_request_mean", "decided", "not_sent",
+                                                               "asked_again_busy")},
           rs["gossip"]["book_latency_s"], rs["real"]["rfp_counters_summed"])
     return {"virtual": v, "real": rs, "out": out}
 

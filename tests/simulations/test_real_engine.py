@@ -92,3 +92,29 @@ def test_an_api_that_does_not_answer_counts_as_not_full(tmp_path):
     (tmp_path / "api.url").write_text(f"http://127.0.0.1:{port}\n")
     (tmp_path / ".cookie").write_text("x\n")
     assert _book_count(_Api(tmp_path)) == -1
+
+
+def test_a_request_a_busy_daemon_answered_429_is_asked_again_and_counted_not_sent_only_after_every_try():
+    """A daemon's 429 means it did not take the request and nothing was sent (docs/operating.md): the engine asks
+    again, as a user would; a request refused every time is raised (counted not sent), never retried forever."""
+    from simulations.real import BUSY_TRIES, Busy, post_asking_again
+
+    class Api:
+        def __init__(self, busy: int) -> None:
+            self.busy, self.posts = busy, []
+
+        def post(self, path, body, timeout):
+            self.posts.append((path, body))
+            if len(self.posts) <= self.busy:
+                raise Busy("POST /v1/requests: 429 the node did not take the request in time")
+            return {"request_id": "r1"}
+
+    told: list[Busy] = []
+    api = Api(busy=2)
+    assert post_asking_again(api, "/v1/requests", {"usd": 1}, timeout=1, on_busy=told.append, pause=0) == {
+        "request_id": "r1"}
+    assert len(api.posts) == 3 and len(told) == 2 and api.posts[0] == api.posts[2]
+    always = Api(busy=10 ** 6)
+    with pytest.raises(Busy):
+        post_asking_again(always, "/v1/requests", {"usd": 1}, timeout=1, on_busy=told.append, pause=0)
+    assert len(always.posts) == BUSY_TRIES
