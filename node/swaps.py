@@ -42,8 +42,10 @@ from node import wire
 
 log = logging.getLogger("keyswitch.swaps")
 VALUE_TOLERANCE = 0.98
-#: s an agreed contract's exposure stays reserved before its contract exists (the initiator proposes as soon as
-#: the offer is answered, within the API's 35 s; a responder hears the hello right after)
+#: s an agreed contract's exposure stays reserved at most before its contract exists (the initiator proposes as soon
+#: as the offer is answered, within the API's 35 s; a responder hears the hello right after). Only the backstop for a
+#: peer that vanished: a contract refused before it opened releases its reservation at once (``sync_holds``), and a
+#: responder whose reservation lapses no longer agrees to the contract (its late open is refused: no hold uncapped)
 RESERVE_TTL = 60.0
 #: the stdlib contracts' height parameters: how long a contract can keep chunks committed
 HEIGHT_PARAMS = ("premium_by", "expiry", "refund_height", "deadline")
@@ -223,8 +225,9 @@ class SwapDesk:
         #: called with (kind, detail) of every ``contract.released`` / ``contract.outcome`` (a request's options)
         self.run_watchers: list[Callable[[str, dict], None]] = []
         #: exposure reserved for contracts agreed but not yet in a contract store (the peer's hello, our
-        #: proposal, the run's open are still to come): key -> (expires at, what matches it in the stores)
-        self._reserved: dict[str, tuple[float, tuple]] = {}
+        #: proposal, the run's open are still to come): key -> (expires at, what matches it in the stores,
+        #: responder: the protocol expects the peer's hello / open, and the reservation lives only while it does)
+        self._reserved: dict[str, tuple[float, tuple, bool]] = {}
         stack.rfp.on_contract = self.accept
         self.reporter = OutcomeReporter(
             net=stack.net, engine=stack.engine, outcomes=lambda: self.stack.outcomes,
@@ -358,11 +361,16 @@ class SwapDesk:
     def sync_holds(self, now: float) -> None:
         """Rebuild the risk engine's holds from the contract stores (one source of truth, so holds survive a
         restart with contracts in flight): every contract not ended holds its exposure; a reservation holds
-        until its contract appears in a store (then the contract holds) or it expires."""
+        until its contract appears in a store (then the contract holds), its agreement is refused before it
+        opened (the protocol no longer expects it: the enclave refused the open, the funds are gone...) or it
+        expires (then the agreement is withdrawn too: a late open cannot hold beyond the caps)."""
         from node.protocols.contract_run import TERMINAL as RUN_TERMINAL
         from node.protocols.release import TERMINAL, schedule_hash
 
         engine = self.stack.engine
+        # read before the stores: a protocol stops expecting a contract only once it is in its store
+        awaited = {key: self._awaited(match) for key, (_, match, responder) in list(self._reserved.items())
+                   if responder}
         wanted: dict[str, tuple] = {}
         present: set[tuple] = set()
         for key, c in list(self.release.contracts.items()):
@@ -377,17 +385,34 @@ class SwapDesk:
             present.add(("run", key))
             if r.rec.state not in RUN_TERMINAL:
                 wanted["r-" + key] = self._spec_holds(r.spec, r.me)
-        for key, (until, match) in list(self._reserved.items()):
-            if match in present or until <= now:
+        for key, (until, match, responder) in list(self._reserved.items()):
+            if match in present or until <= now or not awaited.get(key, True):
                 del self._reserved[key]
+                if responder and until <= now and match not in present:
+                    self._withdraw(match)  # the peer vanished: agreed no more
             elif key in engine.holds:
                 wanted[key] = engine.holds[key]
         engine.sync_holds(wanted)
 
-    def _reserve(self, match: tuple, holds: tuple, now: float, ttl: float = RESERVE_TTL) -> str | None:
-        """Check ``holds`` against every cap and hold them until the contract ``match`` names is in a store
-        (or ``ttl`` seconds: a contract agreed but never started, e.g. one whose open an enclave refused);
-        None, or the refusal (which cap, which device, which figures, which setting)."""
+    def _awaited(self, match: tuple) -> bool:
+        """Does our protocol still expect the peer to start the contract ``match`` names (we agreed to it)?"""
+        if match[0] == "swap":
+            return self.release.expects(match[1], match[2])
+        return self.run.expects(bytes.fromhex(match[1]))
+
+    def _withdraw(self, match: tuple) -> None:
+        """Agree no more to the contract ``match`` names (its reservation lapsed before it started)."""
+        if match[0] == "swap":
+            self.release.forget(match[1], match[2])
+        else:
+            self.run.forget(bytes.fromhex(match[1]))
+
+    def _reserve(self, match: tuple, holds: tuple, now: float, responder: bool, ttl: float = RESERVE_TTL
+                 ) -> str | None:
+        """Check ``holds`` against every cap and hold them until the contract ``match`` names is in a store, or
+        (``responder``: the protocol expects it from now on) until the protocol no longer expects it (refused
+        before it opened), or ``ttl`` seconds (a peer that vanished); None, or the refusal (which cap, which
+        device, which figures, which setting)."""
         self.sync_holds(now)
         key = "v-" + hashlib.sha256(repr(match).encode()).hexdigest()[:32]
         if key in self._reserved:
@@ -395,7 +420,7 @@ class SwapDesk:
         refusal = self.stack.engine.try_hold(key, holds, now)
         if refusal is not None:
             return f"risk: {refusal.reason}"
-        self._reserved[key] = (now + ttl, match)
+        self._reserved[key] = (now + ttl, match, responder)
         return None
 
     def _unreserve(self, match: tuple) -> None:
@@ -421,15 +446,16 @@ class SwapDesk:
         holds = self._swap_holds(peer, schedule, them)
         if not holds:
             return f"risk: no device of {peer} is known for the chunks it would give (not in this node's book)"
-        return self._reserve(("swap", peer, schedule_hash(schedule)), holds, now)
+        return self._reserve(("swap", peer, schedule_hash(schedule)), holds, now, responder=them == 0)
 
-    def reserve_spec(self, spec, now: float) -> str | None:
-        """Either side of a language contract: every counterparty device's caps, checked and held."""
+    def reserve_spec(self, spec, now: float, responder: bool = False) -> str | None:
+        """Either side of a language contract: every counterparty device's caps, checked and held (``responder``:
+        we agree to a peer's offer, and expect its open from now on)."""
         from node.contracts.spec import spec_id
 
         ids = spec.ids
         me = ids.index(self._identity().binding.peer_id)
-        return self._reserve(("run", spec_id(spec).hex()), self._spec_holds(spec, me), now)
+        return self._reserve(("run", spec_id(spec).hex()), self._spec_holds(spec, me), now, responder)
 
     # -------------------------------------------------------------- planning
     def plan_swap(self, peer: str, give_asset: str, take_asset: str, chunks: int, *,
@@ -626,7 +652,7 @@ class SwapDesk:
                         got += worth  # at OUR price, never the declared figure
         if got < VALUE_TOLERANCE * give:
             return f"value: would give {give / 100:.2f} USD for {got / 100:.2f} USD"
-        why = self.reserve_spec(spec, now)  # every counterparty device's caps, checked and held
+        why = self.reserve_spec(spec, now, responder=True)  # every counterparty device's caps, checked and held
         if why:
             return why
         self.run.expect(spec, now)

@@ -207,6 +207,9 @@ class RequestDesk:
                 desk.unreserve_swap(c.peer, schedule)
                 await e.send.send(SwapRefused(c.peer, exc.reason))
                 return
+            except BaseException:  # (the request cancelled while the offer was out: never proposed)
+                desk.unreserve_swap(c.peer, schedule)
+                raise
             give_cents = summary["give"]["usd_cents"] // max(1, len(mine))  # one chunk of ours, for what is lost
             await e.send.send(SwapAgreed(c.peer, give_cents))
             await self._until_ended(e, c.peer, ends_recv, give_cents)
@@ -303,6 +306,9 @@ class RequestDesk:
                 desk.unreserve_spec(spec)
                 await e.send.send(SwapRefused(c.peer, exc.reason))
                 return
+            except BaseException:  # (the request cancelled while the offer was out: never started)
+                desk.unreserve_spec(spec)
+                raise
             give_cents = sum(ch.usd_cents for ch in spec.parties[0].chunks) // max(1, len(mine))
             await e.send.send(SwapAgreed(c.peer, give_cents, cid))
             await self._until_written(e, c, cid, news_recv, set())

@@ -264,10 +264,10 @@ class NodeServices:
             if kind == "escrow":
                 await self._offer(arbiter, "arbiter", data)
             await self._offer(peer, kind, data)
-        except BaseException:
+            await self._submit(desk.run, lambda now: desk.feed_heights(now) + desk.run.start(spec, now))
+        except BaseException:  # (our enclave refused the open, or a peer's chunk is gone: never started)
             desk.unreserve_spec(spec)
             raise
-        await self._submit(desk.run, lambda now: desk.feed_heights(now) + desk.run.start(spec, now))
         return {"state": "agreed", "contract": spec_id(spec).hex(), **summary}
 
     async def ring(self, give: str, legs: list[tuple[str, str]], chunks: int, deadline_blocks: int
@@ -297,10 +297,10 @@ class NodeServices:
         try:
             for p, _ in legs:
                 await self._offer(p, "ring", data)
-        except BaseException:
+            await self._submit(desk.run, lambda now: desk.feed_heights(now) + desk.run.start(spec, now))
+        except BaseException:  # (as for an escrow or option: never started)
             desk.unreserve_spec(spec)
             raise
-        await self._submit(desk.run, lambda now: desk.feed_heights(now) + desk.run.start(spec, now))
         return {"state": "agreed", "contract": spec_id(spec).hex(), **summary}
 
     async def approve(self, contract: str, message: str) -> dict[str, Any]:

@@ -177,6 +177,17 @@ class ContractRun:
         self._expected.add(cid)
         return cid
 
+    def expects(self, cid: bytes) -> bool:
+        """Is contract ``cid`` agreed with us and not yet running here?"""
+        return cid in self._expected
+
+    def forget(self, cid: bytes) -> None:
+        """No longer run contract ``cid`` unless it runs already: a peer's open of it is refused ("not-expected")
+        from now on (the host's reservation lapsed, or its open was refused for good)."""
+        if cid in self._expected and cid.hex() not in self.runs:
+            self._expected.discard(cid)
+            self.agreed.delete(cid.hex())
+
     def _agreed_done(self, cid: bytes) -> None:
         """The contract runs here now (its record is in ``store``): the agreement is no longer needed."""
         if cid in self._expected:
@@ -767,6 +778,8 @@ class ContractRun:
             made = missing or self._new_run(spec, cid, now, funds_checked=True)
             if isinstance(made, str):
                 code = made.split(":")[0] if made.startswith("funds") else "not-held"
+                if "funds unknown" not in made:  # refused for good (a chunk gone or short, or our enclave
+                    self.forget(cid)  # refused it): no longer expected, so the host releases its reservation now
                 return [c for rid, *_ in waiting for c in self._refuse(rid, cid, -1, code, made)]
             r = made
             self._agreed_done(cid)

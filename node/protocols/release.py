@@ -545,6 +545,16 @@ class ReleaseProtocol:
         if usd:
             self._declared[(peer, schedule_hash(schedule))] = list(usd)
 
+    def expects(self, peer: str, shash: bytes) -> bool:
+        """Is the schedule hashed ``shash`` (``schedule_hash``) agreed with ``peer`` and not yet proposed here?"""
+        return (peer, shash) in self._expected
+
+    def forget(self, peer: str, shash: bytes) -> None:
+        """No longer agree to that schedule: its hello is refused ("not-expected") from now on (the host's
+        reservation lapsed, or the hello was refused for good)."""
+        self._expected.discard((peer, shash))
+        self._declared.pop((peer, shash), None)
+
     def propose(self, peer: str, schedule: Schedule, now: float, usd: list[int] | None = None) -> list[Command]:
         """As initiator (party 0): start a contract with ``peer`` (``usd``: as for ``expect``)."""
         bad = validate_schedule(schedule)
@@ -1088,6 +1098,12 @@ class ReleaseProtocol:
         def no(code: str, reason: str) -> list[Command]:
             return self._refuse(ev.request_id, b"", -1, code, reason)
 
+        def never(code: str, reason: str) -> list[Command]:
+            """An agreed contract refused for good before it opened (the proposer stops on ``code``): no longer
+            expected, so the host releases its reservation at once (``SwapDesk.sync_holds``, on the notice)."""
+            self.forget(ev.peer, schedule_hash(h.schedule))
+            return no(code, reason)
+
         if env.signer != h.binding.sign_pub:
             return no("signature", "hello is not signed by the enclave its binding names")
         bad = h.binding.validate()
@@ -1109,21 +1125,19 @@ class ReleaseProtocol:
                 why = self.attestations.check(h.quote, h.binding, now) or self._enclave_attests(h.binding, h.quote,
                                                                                                   now)
                 if why:
-                    return no("attestation", f"untrusted quote: {why}")
+                    return never("attestation", f"untrusted quote: {why}")
                 keys = self._key_states()
                 for r, rd in enumerate(h.schedule.rounds):
                     if rd.giver == 1:
                         k = keys.get(rd.chunk.pubkey)
                         if k is None or k.state not in ("held", "received"):  # received: kept from a contract
-                            return no("not-held", f"round {r}: our enclave does not hold that deposit key")
+                            return never("not-held", f"round {r}: our enclave does not hold that deposit key")
 
                 def then(why: str | None, t: float) -> list[Command]:
                     if why and cid.hex() not in self.contracts:
                         # refused for good: a copy of this hello whose check ends later (resent after a
                         # timeout; the checks run in worker threads) finds it no longer expected, and refuses too
-                        self._expected.discard((ev.peer, schedule_hash(h.schedule)))
-                        self._declared.pop((ev.peer, schedule_hash(h.schedule)), None)
-                        return no("funds", why)
+                        return never("funds", why)
                     # (agreed meanwhile on an earlier copy of this hello, resent after a timeout: the same
                     # contract gets the same answer, never a refusal the proposer would stop on while we run)
                     return self._on_hello(ev, env, h, t, funds_checked=True)
@@ -1137,8 +1151,8 @@ class ReleaseProtocol:
 
             try:  # our enclave takes the contract and signs its id (it holds our chunks for it from now on)
                 known.terms_sig = self.enclave.contract_open(known.spec(), []).sig
-            except EnclaveRefused as exc:
-                return no("not-held", f"our enclave refused the contract: {exc.code}: {exc.reason}")
+            except EnclaveRefused as exc:  # e.g. a chunk of ours another agreed contract took first
+                return never("not-held", f"our enclave refused the contract: {exc.code}: {exc.reason}")
             self.contracts[known.key] = known
             self._persist(known)
             opened = True

@@ -342,3 +342,134 @@ def test_a_request_to_contracts_under_escrow_is_refused_with_why_and_option_term
         with pytest.raises(ApiError) as exc:
             trio.run(lambda: svc.request("BTC-REG", 100, kind, give="ETH-DEV"))
         assert exc.value.status == 400 and why in exc.value.reason and "\n" not in exc.value.reason
+
+
+# ------------------------------------------------------------------ agreed, then refused at open (issue #18)
+def _agree(net, attacker, victim, sched, now: float) -> tuple[bool, str]:
+    """The attacker's ContractOffer of ``sched`` over /keyswitch/contract/1; the victim's answer."""
+    rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "swap", wire.encode(sched), now)
+    net.call(attacker.peer_id, attacker.rfp, cmds, now)
+    return attacker.rfp.contract_answers[rid]
+
+
+def test_a_swap_whose_open_is_refused_releases_its_reservation_at_once(pair):
+    """The attacker gets the victim to agree to two swaps that reuse one of the victim's chunks (each is valid
+    alone), which fills the victim's $100 cap on its device, then proposes both over release/1: the first runs,
+    the victim's enclave refuses the second (its chunk is taken). That contract never exists, yet its reservation
+    held $50 of the cap for ``RESERVE_TTL`` (60 s): the attacker's next two honest swaps, which fit the cap,
+    were refused naming it ("device cap: ... would hold $150.00"). Released at the refusal now."""
+    net, attacker, victim, now, _, _ = pair
+    mine, theirs = _chunks(attacker), _chunks(victim)
+    reused = [swap_schedule([mine[0]], [theirs[0]]), swap_schedule([mine[1]], [theirs[0]])]
+    assert [_agree(net, attacker, victim, s, now) for s in reused] == [(True, "")] * 2
+    assert _held_on(victim.engine, _device(attacker)) == LIMIT
+    for s in reused:
+        net.call(attacker.peer_id, attacker.desk.release, attacker.desk.release.propose(victim.peer_id, s, now), now)
+    assert [c.rec.state for c in victim.desk.release.contracts.values()] == ["done"]  # the second never opened
+    assert any(n.kind == "release.refused" and n.detail["code"] == "not-held"
+               for n in net.peers[victim.peer_id].notes)
+    later = now + 1  # one second on, far within RESERVE_TTL
+    victim.desk.clock.t = later
+    honest = [_agree(net, attacker, victim, swap_schedule([mine[k]], [theirs[k]]), later) for k in (2, 3)]
+    assert honest == [(True, "")] * 2, f"a refused open still holds the victim's cap: {honest}"
+    assert _held_on(victim.engine, _device(attacker)) == LIMIT
+
+
+def test_an_option_whose_open_is_refused_releases_its_reservation_at_once(pair):
+    """The same over /keyswitch/contract-run/1: two options agreed on one chunk of the writer (the victim), each
+    holding $50 of its cap on the buyer's device; the buyer opens both; the first runs (and holds), the victim's
+    enclave refuses the second. Its reservation held the rest of the cap for 60 s: a third, honest option was
+    refused naming the cap. Released at the refusal now."""
+    from node.contracts import stdlib
+    from node.contracts.spec import Commit, PartySpec, make_spec
+
+    net, attacker, victim, now, _, _ = pair
+    mine = [Commit(o.pubkey, o.asset, o.address, o.amount, o.usd_cents) for o in attacker.protocol.own.offers]
+    theirs = [Commit(o.pubkey, o.asset, o.address, o.amount, o.usd_cents) for o in victim.protocol.own.offers]
+    params = {"height_asset": "BTC-REG", "premium_chunks": 1, "premium_by": 10_000, "expiry": 10_000}
+
+    def option(k: int, writer_chunk: int):  # the buyer's chunks 2k, 2k+1 (premium, strike) for one of the writer's
+        return make_spec("dev", stdlib.source("option"), params, [
+            PartySpec(attacker.protocol.own.binding, mine[2 * k:2 * k + 2]),
+            PartySpec(victim.protocol.own.binding, [theirs[writer_chunk]])])
+
+    def offer(spec, at: float) -> tuple[bool, str]:
+        rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "option", spec.encode(), at)
+        net.call(attacker.peer_id, attacker.rfp, cmds, at)
+        return attacker.rfp.contract_answers[rid]
+
+    reused = [option(0, 0), option(1, 0)]
+    assert [offer(s, now) for s in reused] == [(True, "")] * 2
+    assert _held_on(victim.engine, _device(attacker)) == LIMIT
+    for s in reused:
+        net.call(attacker.peer_id, attacker.desk.run, attacker.desk.run.start(s, now), now)
+    assert [r.rec.state for r in victim.desk.run.runs.values()] == ["running"]  # the second never opened here
+    assert any(n.kind == "contract.refused" and n.detail["code"] == "not-held"
+               for n in net.peers[victim.peer_id].notes)
+    later = now + 1  # far within RESERVE_TTL
+    victim.desk.clock.t = later
+    assert offer(option(2, 1), later) == (True, ""), "a refused open still holds the victim's cap"
+    assert _held_on(victim.engine, _device(attacker)) == LIMIT  # the running option and the new one
+
+
+def test_a_lapsed_reservation_withdraws_its_agreement_so_a_late_open_cannot_exceed_the_cap(pair):
+    """The TTL is the backstop for a peer that vanished after agreeing. The attacker agrees two swaps (the cap
+    on its device), stays silent past ``RESERVE_TTL`` (the reservations lapse), agrees two more, then proposes
+    all four: the victim opened every one, holding $200 on a $100 device. A lapsed reservation's agreement is
+    withdrawn now: the late hellos are refused ("not-expected") and the cap holds."""
+    from node.swaps import RESERVE_TTL
+
+    net, attacker, victim, now, _, _ = pair
+    mine, theirs = _chunks(attacker), _chunks(victim)
+    first = [swap_schedule([mine[k]], [theirs[k]]) for k in (0, 1)]
+    assert [_agree(net, attacker, victim, s, now) for s in first] == [(True, "")] * 2
+    later = now + RESERVE_TTL + 1
+    victim.desk.clock.t = later
+    victim.desk.tick(later)  # the daemon's second
+    assert _held_on(victim.engine, _device(attacker)) == 0  # lapsed
+    second = [swap_schedule([mine[k]], [theirs[k]]) for k in (2, 3)]
+    assert [_agree(net, attacker, victim, s, later) for s in second] == [(True, "")] * 2
+    for s in first + second:
+        net.call(attacker.peer_id, attacker.desk.release, attacker.desk.release.propose(victim.peer_id, s, later),
+                 later)
+    opened = [c for c in victim.desk.release.contracts.values()]
+    assert len(opened) * CHUNK <= LIMIT, f"the victim opened {len(opened)} swaps of $50 against one $100 device"
+    assert sorted(wire.encode(c.rec.schedule) for c in opened) == sorted(wire.encode(s) for s in second)
+    assert [n.detail["code"] for n in net.peers[victim.peer_id].notes if n.kind == "release.refused"] == \
+        ["not-expected"] * 2
+
+
+class _Drained:
+    """Our ledger, where the chunks at ``addresses`` were spent (a double spend by their giver's device)."""
+
+    def __init__(self, ledger, addresses):
+        self._ledger, self.addresses = ledger, set(addresses)
+
+    def balance(self, asset, address):
+        from node.ledger.base import Balance
+
+        return Balance(0, 0) if address in self.addresses else self._ledger.balance(asset, address)
+
+    def __getattr__(self, name):
+        return getattr(self._ledger, name)
+
+
+def test_an_option_we_buy_that_fails_to_start_releases_our_reservation_at_once(pair):
+    """The initiator's side: ``keyswitch option --peer <attacker>`` is agreed, then our own start finds the
+    writer's chunk gone (its funds spent), and the API answers 409. The reservation taken before the offer stayed
+    for 60 s (the start was outside the path that released it): our next contract with that device was refused
+    naming the cap. Released with the refusal now."""
+    from node.api.services import ApiError
+    from node.app.services import NodeServices
+
+    net, attacker, victim, now, ledger, _ = pair
+    victim.desk.node = _Node(net, victim, now)
+    svc = NodeServices(victim.desk.node, victim, Clock(now), now)
+    victim.ledger = _Drained(ledger, [o.address for o in attacker.protocol.own.offers])
+    terms = {"premium_chunks": 1, "premium_blocks": 20, "expiry_blocks": 100}
+    with pytest.raises(ApiError) as exc:
+        trio.run(lambda: svc.contract(attacker.peer_id, "BTC-REG", "BTC-REG", 1, kind="option", terms=terms))
+    assert exc.value.status == 409 and "funds" in exc.value.reason, exc.value.reason
+    assert attacker.desk.run.agreed.items(), "the writer agreed to it"
+    assert not victim.desk.run.runs
+    assert _held_on(victim.engine, _device(attacker)) == 0, "a contract that never started still holds the cap"

@@ -48,6 +48,8 @@ def test_concurrent_swaps_against_one_device_stay_within_its_cap_and_release_the
         return all(c["state"] in ("done", "withheld", "failed") for c in cs)
 
     until(ended, 180, "every contract ends")
-    # (a contract agreed whose open an enclave then refused, as two of these reuse one chunk, never existed:
-    # its reservation lapses after node.swaps.RESERVE_TTL seconds)
-    until_holds_released({"A": a, "B": b}, 90, f"answers: {answers}")
+    # two agreed swaps reuse one chunk (each plans this node's first k chunks): an enclave refuses the second's
+    # open, and its reservation goes with the refusal, not node.swaps.RESERVE_TTL (60 s) after the agreement
+    cs = a.get("/v1/contracts")["contracts"]
+    assert any(c["state"] == "failed" and "not-held" in c["reason"] for c in cs), cs
+    until_holds_released({"A": a, "B": b}, 5, f"answers: {answers}; contracts: {cs}")
