@@ -39,6 +39,8 @@ import time
 from typing import Any, Callable
 
 from node import wire
+from node.protocols.base import Notify
+from node.protocols.contract_run_state import OPEN_REFUSALS
 
 log = logging.getLogger("keyswitch.swaps")
 VALUE_TOLERANCE = 0.98
@@ -46,6 +48,9 @@ VALUE_TOLERANCE = 0.98
 #: the offer is answered, within the API's 35 s; a responder hears the hello right after)
 RESERVE_TTL = 60.0
 RECORD_GRACE = 120.0  # s a settled claim waits for its release record to be resent (a crash lost it)
+#: what runs a swap (``keyswitch swap --peer``, a request's swaps): "contract-run" (the ``turns`` spec over
+#: /keyswitch/contract-run/1, issue #19) or "release" (release/1's own rounds)
+SWAP_OVER = "release"
 
 
 def claim_key(seed: bytes, deposit_pub: bytes) -> bytes:
@@ -172,7 +177,7 @@ class SwapDesk:
     policy for the keys it receives, ``claim_policy`` (config ``claims.policy``): "sweep" or "keep"."""
 
     def __init__(self, stack, *, clock, claim_policy: str = "sweep", prices=None, price_tolerance: float = 0.10,
-                 allowed_hashes: list[str] | tuple[str, ...] = ()) -> None:
+                 allowed_hashes: list[str] | tuple[str, ...] = (), swap_over: str = "") -> None:
         """``prices``: this node's own price feed (``node.assets.prices.PriceFeed``; default the stack's
         ``stack.prices``, else the embedded table deposits are made with); ``price_tolerance``: config
         ``risk.price_tolerance``; ``allowed_hashes``: config ``contracts.allowed_hashes`` (contract sources,
@@ -183,6 +188,11 @@ class SwapDesk:
         from node.stores.contracts import ContractStore
 
         self.stack, self.clock, self.claim_policy = stack, clock, claim_policy
+        self.swap_over = swap_over or SWAP_OVER
+        if self.swap_over not in ("contract-run", "release"):
+            raise ValueError(f"swap_over is 'contract-run' or 'release', not {self.swap_over!r}")
+        #: swap specs we agreed to as the responder, started once our answer is out (``contract.accepted``)
+        self._starts: list = []
         # the owner's claim seed (``claim.seed``), never the libp2p identity seed: see ``node.identity``
         self._seed = load_or_create_claim_seed(stack.datadir)
         self.prices = prices or stack.prices or StaticPrices()
@@ -208,6 +218,13 @@ class SwapDesk:
             agreed=ContractStore(stack.datadir / "runs-agreed", record_type=AgreedRecord),
             price_of=self._price, price_tolerance=price_tolerance)
         self.arbitrated: dict[str, Any] = {}  # contract id hex -> spec, for escrows we arbitrate
+        #: swaps we proposed over contract-run/1 and the peer has not opened yet: contract id hex -> (agreed at,
+        #: spec). They hold the peer's exposure (``sync_holds``) for ``RESERVE_TTL`` from their agreement, across
+        #: a restart too (the runner keeps the agreement: ``ContractRun.agreed``), as release/1's proposals did
+        self._proposed: dict[str, tuple[float, Any]] = {}
+        #: proposals that ended unopened (refused by our enclave, or lapsed): (spec, why), for ``_end_proposals``
+        self._unopened: list[tuple[Any, str]] = []
+        self._load_proposed()
         self._publishing = False  # a publish of our sheet (retractions) is queued on the driver
         self._ticked = False  # ``tick`` has brought the holds up to date once
         #: called with every swap outcome (``release.outcome``'s detail) once it is reported, on the trio thread
@@ -367,8 +384,16 @@ class SwapDesk:
             wanted["c-" + key] = self._swap_holds(c.rec.peer, c.rec.schedule, them, pub)
         for key, r in list(self.run.runs.items()):
             present.add(("run", key))
-            if r.rec.state not in RUN_TERMINAL:
+            if r.rec.state not in RUN_TERMINAL and not self._swap_over(r):
                 wanted["r-" + key] = self._spec_holds(r.spec, r.me)
+        for key, (at, spec) in list(self._proposed.items()):  # (swaps we proposed, not opened yet)
+            if key in self.run.runs or now >= at + RESERVE_TTL:
+                del self._proposed[key]
+                if key not in self.run.runs:
+                    self._unopened.append((spec, f"the peer did not open the contract within {RESERVE_TTL:.0f} s"))
+            else:
+                present.add(("run", key))  # (its reservation becomes this hold, which a restart rebuilds)
+                wanted["p-" + key] = self._spec_holds(spec, 0)
         for key, (until, match) in list(self._reserved.items()):
             if match in present or until <= now:
                 del self._reserved[key]
@@ -426,9 +451,37 @@ class SwapDesk:
     # -------------------------------------------------------------- planning
     def plan_swap(self, peer: str, give_asset: str, take_asset: str, chunks: int, *,
                   busy: frozenset[bytes] = frozenset(), addresses: frozenset[str] | None = None):
-        """(schedule, summary) for swapping ``chunks`` of our ``give_asset`` for the peer's ``take_asset``.
+        """(plan, summary) for swapping ``chunks`` of our ``give_asset`` for the peer's ``take_asset``: over
+        contract-run/1 (``swap_over``, the default) the plan is the ``turns`` spec of the schedule (``swap_spec``:
+        the peer's attested binding must be known, ``NodeServices._who``), over release/1 the schedule.
         ``busy``: deposit keys of ours not to use (promised to another swap being agreed); ``addresses``: take
         only these offers of the peer (a request's allocation), else any."""
+        schedule, summary, usd = self._swap_schedule(peer, give_asset, take_asset, chunks, busy, addresses)
+        if self.swap_over == "release":
+            return schedule, summary
+        return self.swap_spec(peer, schedule, usd), summary
+
+    def swap_spec(self, peer: str, schedule, usd: list[int]):
+        """The stdlib ``turns`` contract of ``schedule`` (we are party 0) with ``peer``'s attested binding, each
+        chunk with its declared USD cents ``usd`` (per round: every enclave signs them, each runner checks a key
+        it receives against them at its own price). The same one-chunk bound as release/1: the enclaves enforce
+        ``turns`` (strict alternation, we give first)."""
+        from node.contracts import stdlib
+        from node.contracts.spec import Commit, PartySpec, make_spec
+
+        chunks: list[list] = [[], []]
+        order: list[tuple[int, int]] = []
+        for rd, cents in zip(schedule.rounds, usd):
+            c = rd.chunk
+            order.append((rd.giver, len(chunks[rd.giver])))
+            chunks[rd.giver].append(Commit(c.pubkey, c.asset, c.address, c.amount, cents))
+        bindings = [self._identity().binding, self._known(peer)]
+        return make_spec(self.stack.net, stdlib.source("turns"), {},
+                         [PartySpec(b, chunks[k]) for k, b in enumerate(bindings)], order)
+
+    def _swap_schedule(self, peer: str, give_asset: str, take_asset: str, chunks: int,
+                       busy: frozenset[bytes], addresses: frozenset[str] | None):
+        """(schedule, summary, declared USD cents per round) of ``plan_swap``."""
         from node.protocols.release import Chunk, swap_schedule
 
         now = self.clock.now()
@@ -456,7 +509,46 @@ class SwapDesk:
         b = [Chunk(c.asset, c.address, bytes(self._book_offer(c.address, peer)["pubkey"]), c.amount) for c in theirs]
         summary = {"peer": peer, "give": {"asset": give_asset, "chunks": chunks, "usd_cents": want},
                    "take": {"asset": take_asset, "chunks": chunks, "usd_cents": sum(c.usd_cents for c in theirs)}}
-        return swap_schedule(a, b), summary
+        schedule = swap_schedule(a, b)
+        declared = {o.pubkey: o.usd_cents for o in mine} | {ch.pubkey: c.usd_cents for ch, c in zip(b, theirs)}
+        return schedule, summary, [declared[rd.chunk.pubkey] for rd in schedule.rounds]
+
+    # -------------------------------------------------------------- a swap's plan: a schedule or a spec
+    def reserve_plan(self, peer: str, plan, now: float) -> str | None:
+        """The initiator's caps on ``peer``'s device for a swap ``plan`` (``plan_swap``), checked and held."""
+        from node.contracts.spec import ContractSpec
+
+        return self.reserve_spec(plan, now) if isinstance(plan, ContractSpec) else self.reserve_swap(peer, plan, now)
+
+    def unreserve_plan(self, peer: str, plan) -> None:
+        from node.contracts.spec import ContractSpec
+
+        if isinstance(plan, ContractSpec):
+            self.unreserve_spec(plan)
+        else:
+            self.unreserve_swap(peer, plan)
+
+    @staticmethod
+    def plan_keys(plan) -> list[bytes]:
+        """Our deposit keys (party 0's) in a swap ``plan``."""
+        from node.contracts.spec import ContractSpec
+
+        if isinstance(plan, ContractSpec):
+            return [c.pubkey for c in plan.parties[0].chunks]
+        return [rd.chunk.pubkey for rd in plan.rounds if rd.giver == 0]
+
+    @staticmethod
+    def plan_rounds(plan) -> int:
+        from node.contracts.spec import ContractSpec
+
+        return sum(len(p.chunks) for p in plan.parties) if isinstance(plan, ContractSpec) else len(plan.rounds)
+
+    @staticmethod
+    def is_swap(spec) -> bool:
+        """Is ``spec`` a two-party swap (the stdlib ``turns`` contract ``plan_swap`` builds)? By the exact hash."""
+        from node.contracts import stdlib
+
+        return len(spec.parties) == 2 and stdlib.source_hash(spec.source) == stdlib.SOURCE_HASHES["turns"]
 
     def keys_in_our_contracts(self) -> set[bytes]:
         """Every deposit key named in one of our contracts, any state (swaps and language contracts)."""
@@ -591,6 +683,8 @@ class SwapDesk:
         if offer.kind == "arbiter":
             self.arbitrated[spec_id(spec).hex()] = spec
             return None
+        if offer.kind == "swap" and me is not spec.parties[1]:  # (turns: party 0 gives first, the proposer)
+            return "a swap's proposer is party 0 of its turns contract, this node party 1"
         mine = {o.pubkey: o for o in (own.offers or [])}
         k = ids.index(own.binding.peer_id)
         pred = spec.parties[(k - 1) % len(spec.parties)]  # in a ring, only our predecessor gives to us
@@ -621,7 +715,10 @@ class SwapDesk:
         why = self.reserve_spec(spec, now)  # every counterparty device's caps, checked and held
         if why:
             return why
-        self.run.expect(spec, now)
+        if offer.kind == "swap":  # we open it first, once our answer is out (``contract.accepted``): as in
+            self._starts.append(spec)  # release/1, the proposer commits its chunks only to a contract we signed
+        else:
+            self.run.expect(spec, now)
         return None
 
     def _contract_policy(self, kind: str, spec) -> str | None:
@@ -630,7 +727,7 @@ class SwapDesk:
         a contract whose source hash the operator allowed (``contracts.allowed_hashes``)."""
         from node.contracts import stdlib
 
-        want = {"escrow": "escrow", "option": "option", "arbiter": "escrow", "ring": "ring"}[kind]
+        want = {"escrow": "escrow", "option": "option", "arbiter": "escrow", "ring": "ring", "swap": "turns"}[kind]
         name, why = stdlib.identify(spec.source, {p.name: p.value for p in spec.params})
         if name == want:
             return None
@@ -645,10 +742,14 @@ class SwapDesk:
         """The responder's policy; None to agree (and expect the schedule), else the reason."""
         from node.protocols.release import Schedule, validate_schedule
 
+        from node.contracts.spec import decode_spec
+
         if offer.kind in ("escrow", "option", "arbiter", "ring"):
             return self._accept_spec(peer, offer, now)
         if offer.kind != "swap":
             return f"unsupported contract kind {offer.kind!r}"
+        if not isinstance(decode_spec(offer.schedule), str):  # a swap over contract-run/1: its turns spec
+            return self._accept_spec(peer, offer, now)
         try:
             schedule = wire.decode(offer.schedule, Schedule, max_size=256 * 1024)
         except wire.WireError as exc:
@@ -739,9 +840,24 @@ class SwapDesk:
         if n.kind in ("contract.released", "contract.refund"):
             self._retract_pub(bytes.fromhex(n.detail["pubkey"]))
             return
+        if n.kind == "contract.refused" and n.detail.get("code") in OPEN_REFUSALS:
+            self._refused_open(n.detail.get("contract", ""), n.detail.get("reason", ""))
+        self._end_proposals()
+        if n.kind == "contract.accepted" and n.detail.get("kind") == "swap":
+            node = getattr(self, "node", None)
+            if node is not None:  # (a swap spec we agreed to as the responder: we open it now)
+                node.driver.submit(self.run, self._start_agreed)
+            return
+        swap = self._swap_run(n.detail.get("contract", "")) if n.kind.startswith("contract.") else None
         if n.kind == "contract.opened":  # our chunks are committed now: off our sheet (as at a swap's agreement)
             for pub in n.detail["committed"]:  # (no reputation record yet: the peers' quotes are verified later)
                 self._retract_pub(bytes.fromhex(pub))
+            if swap is not None:  # (a swap's peer was attested before agreement, as release/1's at its hello)
+                for p in n.detail["parties"]:
+                    self.reporter.observe(bytes.fromhex(p["device"]), p["peer"], self.clock.now())
+            return
+        if swap is not None and n.kind in ("contract.claim", "contract.withheld", "contract.outcome"):
+            self._swap_ended(n)  # a swap reports once, its outcome, as release/1 did: not per claim
             return
         if n.kind in ("contract.received", "contract.claim", "contract.withheld"):
             self.reporter.on_contract_notify(n, self.clock.now())
@@ -762,9 +878,110 @@ class SwapDesk:
             for w in list(self.watchers):  # (a request to contracts waits for its swaps' ends: node.app.requestdesk)
                 w(d)
 
+    def _load_proposed(self) -> None:
+        from node.contracts.spec import decode_spec
+
+        for key, rec in self.run.agreed.items():
+            spec = None if isinstance(rec, str) else decode_spec(rec.spec)
+            if spec is not None and not isinstance(spec, str) and self.is_swap(spec) \
+                    and spec.ids[0] == self._identity().binding.peer_id:
+                self._proposed[key] = (rec.at, spec)
+
+    def propose_spec(self, spec, now: float) -> list:
+        """We offer the swap ``spec`` (party 0): expected from now (the peer opens it once it agreed), its
+        exposure held until it runs (``_proposed``). On the driver, as ``ContractRun``'s call."""
+        from node.contracts.spec import spec_id
+
+        self._proposed[spec_id(spec).hex()] = (now, spec)
+        self.run.expect(spec, now)
+        return []
+
+    def withdraw_spec(self, spec, now: float) -> list:
+        """The offer of ``spec`` came to nothing: no longer expected, nor held."""
+        from node.contracts.spec import spec_id
+
+        cid = spec_id(spec)
+        self._proposed.pop(cid.hex(), None)
+        self.sync_holds(now)
+        return self.run.unexpect(cid)
+
+    def _refused_open(self, key: str, reason: str) -> None:
+        """Our enclave refused the peer's open of a swap we proposed (as release/1's initiator refusing an agree):
+        the proposal ends failed."""
+        at_spec = self._proposed.pop(key, None) if key not in self.run.runs else None
+        if at_spec is not None:
+            self._unopened.append((at_spec[1], f"our side refused the contract: {reason}"))
+
+    def _end_proposals(self) -> None:
+        """Proposals that ended before the peer opened them (``_unopened``): a failed swap outcome to the watchers
+        (as release/1's failed proposal), and no longer expected. On the trio thread."""
+        from node.contracts.spec import spec_id
+        from node.protocols.contract_run import FAILED
+        from node.protocols.contract_swap import swap_outcome
+
+        ended, self._unopened = self._unopened, []
+        if ended:
+            self.sync_holds(self.clock.now())  # (their holds go)
+        for spec, why in ended:
+            d = swap_outcome(spec, spec_id(spec), 0, FAILED, why, [], []).to_json()
+            log.info("swap %s with %s: %s", d["contract_id"][:16], d["peer"], why)
+            node = getattr(self, "node", None)
+            if node is not None:
+                node.driver.submit(self.run, lambda now, cid=spec_id(spec): self.run.unexpect(cid))
+            for w in list(self.watchers):
+                w(d)
+
+    def _swap_run(self, key: str):
+        """The run of contract ``key`` if it is a swap (``is_swap``), else None."""
+        r = self.run.runs.get(key)
+        return r if r is not None and self.is_swap(r.spec) else None
+
+    def _swap_ended(self, n) -> None:
+        """A swap over contract-run/1 withheld or ended: its swap-shaped outcome reported (once per contract, as
+        release/1's ``release.outcome``) and handed to the watchers (a request's swaps). Its claims are reported
+        with it, not one by one."""
+        d = n.detail.get("outcome")
+        if n.kind == "contract.claim" or not d:
+            return
+        self.reporter.report(d["contract_id"], d, d.get("peer", ""), self.clock.now())
+        for w in list(self.watchers):
+            w(d)
+
+    def swap_outcome(self, r):
+        """A swap run's outcome (``release.Outcome``) once it was withheld or ended, else None: the runner's, or
+        for a run that ended before this process started, from our enclave's view of what moved."""
+        from node.protocols.contract_run import RUNNING
+        from node.protocols.contract_swap import swap_outcome
+
+        if r.outcome is None and r.rec.state != RUNNING:
+            moved = self.stack.enclave.contract_status(r.cid).moved
+            r.outcome = swap_outcome(r.spec, r.cid, r.me, r.rec.state, r.rec.reason, moved, r.rec.claims)
+        return r.outcome
+
+    def _start_agreed(self, now: float) -> list:
+        """Open the swap specs we agreed to as the responder (on the driver, as ``ContractRun``'s call)."""
+        cmds: list = []
+        specs, self._starts = self._starts, []
+        for spec in specs:
+            try:
+                cmds += self.run.start(spec, now)
+            except Exception as exc:  # our enclave or a funds check refused it: the proposer's open finds none
+                log.warning("the swap we agreed to could not start: %s: %s", type(exc).__name__, exc)
+                self.unreserve_spec(spec)
+        return cmds
+
+    def _swap_over(self, r) -> bool:
+        """A swap run that was withheld: over for us, as release/1's WITHHELD (what it cost is lost, its hold goes;
+        ``turns`` has no time-lock, so nothing more moves unless the peer resumes)."""
+        from node.protocols.contract_run import WITHHELD
+
+        return r.rec.state == WITHHELD and self.is_swap(r.spec)
+
     def heights_wanted(self) -> bool:
-        """Does a language contract run (its enclave reads ledger heights: ``feed_heights``)? From the event loop."""
-        return any(r.rec.state not in ("done", "failed") for r in list(self.run.runs.values()))
+        """Does a language contract run (its enclave reads ledger heights: ``feed_heights``)? From the event loop.
+        (A swap's ``turns`` contract reads none.)"""
+        return any(r.rec.state not in ("done", "failed") and not self.is_swap(r.spec)
+                   for r in list(self.run.runs.values()))
 
     def tick(self, now: float) -> None:
         """Once a second on the event loop while no language contract runs (``feed_heights`` does this then, on
@@ -773,20 +990,21 @@ class SwapDesk:
         them up to date anyway). Not on the worker: it held up every swap's events once a second (under load
         ~0.2-1 s each time, the driver's lock held, the event loop's gossip validation waiting for it)."""
         self.reporter.flush(now)
-        if self._reserved or not self._ticked:
+        if self._reserved or self._proposed or not self._ticked:
             self._ticked = True
             self.sync_holds(now)
+        self._end_proposals()
 
     def feed_heights(self, now: float):
         """Hand the ledger heights every running language contract may read to the contract runner."""
         assets = set()
         for r in self.run.runs.values():
-            if r.rec.state not in ("done", "failed"):
+            if r.rec.state not in ("done", "failed") and not self.is_swap(r.spec):
                 assets |= {c.asset for p in r.spec.parties for c in p.chunks}
                 assets |= {p.value for p in r.spec.params if isinstance(p.value, str)}
         self.reporter.flush(now)  # every second: claims whose release record never came back
         self.sync_holds(now)  # (resumed contracts after a restart; reservations that expired)
-        cmds = []
+        cmds: list = [Notify("swap.unopened", {"proposals": len(self._unopened)})] if self._unopened else []
         ledger = self.stack.ledger
         for a in sorted(assets):
             try:
@@ -812,6 +1030,12 @@ class SwapDesk:
                 row.update(self.run.summary(r.cid))
             except Exception as exc:  # the enclave is away: the host record still answers
                 row["summary_error"] = str(exc)
+            if self.is_swap(r.spec):  # (shaped as release/1's rows: the CLI, the demo and the tests read them)
+                row.update(kind="swap", peer=r.spec.ids[1 - r.me], role="initiator" if r.me == 0 else "responder",
+                           rounds=len(r.spec.steps()))
+                outcome = self.swap_outcome(r)
+                if outcome is not None:
+                    row["outcome"] = outcome.to_json()
             out.append(row)
         for key, c in sorted(self.release.contracts.items()):
             row = {"contract": key, "peer": c.rec.peer, "role": "initiator" if c.rec.role == 0 else "responder",
