@@ -257,6 +257,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("contracts.allowed_hashes", list, [],
             "SHA-256 hashes (64 hex) of contract sources, other than the stdlib's, this node agrees to run when a "
             "peer proposes them (the stdlib contracts are known by their exact hash; empty = no others)", _hashes),
+    Setting("contracts.swap_protocol", str, "contract-run",
+            "what runs a swap this node proposes (swap --peer, a request's swaps): contract-run (the turns contract "
+            "over /keyswitch/contract-run/1) or release (/keyswitch/release/1, being retired: issue #19)",
+            _choice("contract-run", "release")),
     Setting("log.level", str, "info", "log level", _choice("debug", "info", "warning", "error")),
     Setting("log.format", str, "console", "log format", _choice("console", "json")),
     Setting("log.file", str, LOG_FILE, "also write logs to this file (relative: in the data directory; "

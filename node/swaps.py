@@ -8,9 +8,14 @@
   the responder's ``accept`` policy checks that the chunks asked of it are
   its own current offers, that the chunks it gets are the proposer's offers
   in its book, that it gets at least 98% of the USD value it gives, and that
-  its risk engine lets it hold one chunk of the proposer's device. Then it
-  ``expect``s the schedule and the release protocol (``/keyswitch/release/1``)
-  runs it: quotes checked, keys exchanged encrypted enclave to enclave.
+  its risk engine lets it hold one chunk of the proposer's device. Over
+  ``/keyswitch/contract-run/1`` (``swap_over``, config ``contracts.swap_protocol``,
+  the default) the offer carries the stdlib ``turns`` spec of the schedule, built
+  from the peer's attested binding (``who``): the responder opens it first once it
+  agreed, the proposer's enclave then takes it already signed (``propose_spec``,
+  ``_start_agreed``). Over ``/keyswitch/release/1`` (being retired) it carries the
+  schedule, the responder ``expect``s it and the proposer's hello starts it.
+  Either way: quotes checked, keys exchanged encrypted enclave to enclave.
 * **Escrow and option** (``plan_escrow`` / ``plan_option``): a ``ContractSpec`` of the stdlib
   contract, agreed over ``/keyswitch/contract/1`` (kind "escrow" / "option"; an escrow's arbiter gets
   kind "arbiter" and keeps the spec to sign its approval) and run over ``/keyswitch/contract-run/1``
@@ -48,9 +53,10 @@ VALUE_TOLERANCE = 0.98
 #: the offer is answered, within the API's 35 s; a responder hears the hello right after)
 RESERVE_TTL = 60.0
 RECORD_GRACE = 120.0  # s a settled claim waits for its release record to be resent (a crash lost it)
+KEEP_UNOPENED = 64  # swaps we proposed that ended unopened, kept as rows of ``contracts()``
 #: what runs a swap (``keyswitch swap --peer``, a request's swaps): "contract-run" (the ``turns`` spec over
 #: /keyswitch/contract-run/1, issue #19) or "release" (release/1's own rounds)
-SWAP_OVER = "release"
+SWAP_OVER = "contract-run"
 
 
 def claim_key(seed: bytes, deposit_pub: bytes) -> bytes:
@@ -224,6 +230,8 @@ class SwapDesk:
         self._proposed: dict[str, tuple[float, Any]] = {}
         #: proposals that ended unopened (refused by our enclave, or lapsed): (spec, why), for ``_end_proposals``
         self._unopened: list[tuple[Any, str]] = []
+        #: the last ``KEEP_UNOPENED`` of them as ``contracts()`` rows (release/1 kept a failed proposal's record)
+        self._unopened_rows: dict[str, dict[str, Any]] = {}
         self._load_proposed()
         self._publishing = False  # a publish of our sheet (retractions) is queued on the driver
         self._ticked = False  # ``tick`` has brought the holds up to date once
@@ -925,11 +933,21 @@ class SwapDesk:
         for spec, why in ended:
             d = swap_outcome(spec, spec_id(spec), 0, FAILED, why, [], []).to_json()
             log.info("swap %s with %s: %s", d["contract_id"][:16], d["peer"], why)
+            self._unopened_rows[d["contract_id"]] = {**self._proposal_row(d["contract_id"], spec), "state": FAILED,
+                                                     "reason": why, "outcome": d}
+            while len(self._unopened_rows) > KEEP_UNOPENED:
+                del self._unopened_rows[next(iter(self._unopened_rows))]
             node = getattr(self, "node", None)
             if node is not None:
                 node.driver.submit(self.run, lambda now, cid=spec_id(spec): self.run.unexpect(cid))
             for w in list(self.watchers):
                 w(d)
+
+    @staticmethod
+    def _proposal_row(key: str, spec) -> dict[str, Any]:
+        """A ``contracts()`` row of a swap we proposed that the peer has not opened (yet)."""
+        return {"contract": key, "kind": "swap", "parties": list(spec.ids), "peer": spec.ids[1], "role": "initiator",
+                "state": "proposed", "reason": "", "rounds": len(spec.steps())}
 
     def _swap_run(self, key: str):
         """The run of contract ``key`` if it is a swap (``is_swap``), else None."""
@@ -1037,6 +1055,10 @@ class SwapDesk:
                 if outcome is not None:
                     row["outcome"] = outcome.to_json()
             out.append(row)
+        for key, (_at, spec) in sorted(self._proposed.items()):
+            if key not in self.run.runs:
+                out.append(self._proposal_row(key, spec))
+        out += [row for key, row in sorted(self._unopened_rows.items()) if key not in self.run.runs]
         for key, c in sorted(self.release.contracts.items()):
             row = {"contract": key, "peer": c.rec.peer, "role": "initiator" if c.rec.role == 0 else "responder",
                    "state": c.rec.state, "reason": c.rec.reason, "rounds": len(c.rec.schedule.rounds),

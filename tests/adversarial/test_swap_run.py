@@ -87,6 +87,7 @@ def test_a_swap_over_contract_run_completes_each_side_reports_it_once_and_the_ho
     assert _propose(net, alice, bob, spec, now) == (True, "")
     cid = spec_id(spec)
     assert alice.desk.run.state(cid) is None  # nothing of alice's committed before bob's enclave signed
+    assert {r["contract"]: r for r in alice.desk.contracts()}[cid.hex()]["state"] == "proposed"
     _deliver(net, alice, bob)  # bob's desk opens it once its answer is out; alice's enclave takes it, they run
     for s in (alice, bob):
         assert s.desk.run.state(cid) == "done", s.desk.run.runs[cid.hex()].rec.reason
@@ -145,3 +146,28 @@ def test_a_proposal_whose_open_our_enclave_refuses_ends_failed_at_once(world):
     assert [c["status"] for c in ended[0]["chunks"]] == ["not-received"]
     assert alice.engine.holds == {}
     assert bob.desk.run.state(spec_id(spec)) == "failed"
+    row = {r["contract"]: r for r in alice.desk.contracts()}[spec_id(spec).hex()]  # (keyswitch contracts shows it)
+    assert (row["state"], row["role"], row["peer"], row["outcome"]["status"]) == ("failed", "initiator", bob.peer_id,
+                                                                                "failed")
+
+
+def test_a_proposal_the_peer_agrees_to_and_never_opens_ends_failed_and_frees_its_hold(world):
+    """A hostile responder agrees to every offer and never opens the contract: the proposal holds its exposure on
+    the peer's device for ``RESERVE_TTL``, then ends failed for the request desk (before: it waited for an
+    outcome that never came, ``SWAP_LIMIT``) and its hold goes. Nothing of ours was committed."""
+    from node.swaps import RESERVE_TTL
+
+    net, alice, bob, now = world
+    bob.rfp.on_contract = lambda peer, offer, t: None  # agrees, opens nothing
+    ended: list[dict] = []
+    alice.desk.watchers.append(ended.append)
+    spec = _plan(alice, bob, 1)
+    assert alice.desk.reserve_plan(bob.peer_id, spec, now) is None
+    assert _propose(net, alice, bob, spec, now) == (True, "")
+    _deliver(net, alice, bob)
+    alice.desk.tick(now + 1)
+    assert ended == [] and alice.engine.caps.exposure.by_device.get(_device(bob), 0) == 5_000
+    alice.desk.tick(now + RESERVE_TTL + 1)
+    assert [(d["status"], d["lost"]) for d in ended] == [("failed", 0)] and "did not open" in ended[0]["reason"]
+    assert alice.engine.holds == {}
+    assert {o.pubkey for o in alice.protocol.own.offers} >= {c.pubkey for c in spec.parties[0].chunks}
