@@ -12,9 +12,9 @@
   ``/keyswitch/contract-run/1`` (``swap_over``, config ``contracts.swap_protocol``,
   the default) the offer carries the stdlib ``turns`` spec of the schedule, built
   from the peer's attested binding (``who``): the responder opens it first once it
-  agreed, the proposer's enclave then takes it already signed (``propose_spec``,
-  ``_start_agreed``). Over ``/keyswitch/release/1`` (being retired) it carries the
-  schedule, the responder ``expect``s it and the proposer's hello starts it.
+  agreed, the proposer's enclave then takes it already signed (``node.swaprun``).
+  Over ``/keyswitch/release/1`` (being retired) it carries the schedule, the
+  responder ``expect``s it and the proposer's hello starts it.
   Either way: quotes checked, keys exchanged encrypted enclave to enclave.
 * **Escrow and option** (``plan_escrow`` / ``plan_option``): a ``ContractSpec`` of the stdlib
   contract, agreed over ``/keyswitch/contract/1`` (kind "escrow" / "option"; an escrow's arbiter gets
@@ -53,7 +53,6 @@ VALUE_TOLERANCE = 0.98
 #: the offer is answered, within the API's 35 s; a responder hears the hello right after)
 RESERVE_TTL = 60.0
 RECORD_GRACE = 120.0  # s a settled claim waits for its release record to be resent (a crash lost it)
-KEEP_UNOPENED = 64  # swaps we proposed that ended unopened, kept as rows of ``contracts()``
 #: what runs a swap (``keyswitch swap --peer``, a request's swaps): "contract-run" (the ``turns`` spec over
 #: /keyswitch/contract-run/1, issue #19) or "release" (release/1's own rounds)
 SWAP_OVER = "contract-run"
@@ -197,8 +196,6 @@ class SwapDesk:
         self.swap_over = swap_over or SWAP_OVER
         if self.swap_over not in ("contract-run", "release"):
             raise ValueError(f"swap_over is 'contract-run' or 'release', not {self.swap_over!r}")
-        #: swap specs we agreed to as the responder, started once our answer is out (``contract.accepted``)
-        self._starts: list = []
         # the owner's claim seed (``claim.seed``), never the libp2p identity seed: see ``node.identity``
         self._seed = load_or_create_claim_seed(stack.datadir)
         self.prices = prices or stack.prices or StaticPrices()
@@ -224,15 +221,10 @@ class SwapDesk:
             agreed=ContractStore(stack.datadir / "runs-agreed", record_type=AgreedRecord),
             price_of=self._price, price_tolerance=price_tolerance)
         self.arbitrated: dict[str, Any] = {}  # contract id hex -> spec, for escrows we arbitrate
-        #: swaps we proposed over contract-run/1 and the peer has not opened yet: contract id hex -> (agreed at,
-        #: spec). They hold the peer's exposure (``sync_holds``) for ``RESERVE_TTL`` from their agreement, across
-        #: a restart too (the runner keeps the agreement: ``ContractRun.agreed``), as release/1's proposals did
-        self._proposed: dict[str, tuple[float, Any]] = {}
-        #: proposals that ended unopened (refused by our enclave, or lapsed): (spec, why), for ``_end_proposals``
-        self._unopened: list[tuple[Any, str]] = []
-        #: the last ``KEEP_UNOPENED`` of them as ``contracts()`` rows (release/1 kept a failed proposal's record)
-        self._unopened_rows: dict[str, dict[str, Any]] = {}
-        self._load_proposed()
+        from node.swaprun import SwapRuns
+
+        self.swaps = SwapRuns(self)  # swaps over contract-run/1: proposals, the responder's start, their ends
+        self.swaps.load()
         self._publishing = False  # a publish of our sheet (retractions) is queued on the driver
         self._ticked = False  # ``tick`` has brought the holds up to date once
         #: called with every swap outcome (``release.outcome``'s detail) once it is reported, on the trio thread
@@ -392,16 +384,9 @@ class SwapDesk:
             wanted["c-" + key] = self._swap_holds(c.rec.peer, c.rec.schedule, them, pub)
         for key, r in list(self.run.runs.items()):
             present.add(("run", key))
-            if r.rec.state not in RUN_TERMINAL and not self._swap_over(r):
+            if r.rec.state not in RUN_TERMINAL and not self.swaps.withheld(r):
                 wanted["r-" + key] = self._spec_holds(r.spec, r.me)
-        for key, (at, spec) in list(self._proposed.items()):  # (swaps we proposed, not opened yet)
-            if key in self.run.runs or now >= at + RESERVE_TTL:
-                del self._proposed[key]
-                if key not in self.run.runs:
-                    self._unopened.append((spec, f"the peer did not open the contract within {RESERVE_TTL:.0f} s"))
-            else:
-                present.add(("run", key))  # (its reservation becomes this hold, which a restart rebuilds)
-                wanted["p-" + key] = self._spec_holds(spec, 0)
+        self.swaps.holds(now, RESERVE_TTL, present, wanted)  # (swaps we proposed, not opened yet)
         for key, (until, match) in list(self._reserved.items()):
             if match in present or until <= now:
                 del self._reserved[key]
@@ -460,32 +445,15 @@ class SwapDesk:
     def plan_swap(self, peer: str, give_asset: str, take_asset: str, chunks: int, *,
                   busy: frozenset[bytes] = frozenset(), addresses: frozenset[str] | None = None):
         """(plan, summary) for swapping ``chunks`` of our ``give_asset`` for the peer's ``take_asset``: over
-        contract-run/1 (``swap_over``, the default) the plan is the ``turns`` spec of the schedule (``swap_spec``:
-        the peer's attested binding must be known, ``NodeServices._who``), over release/1 the schedule.
+        contract-run/1 (``swap_over``, the default) the plan is the ``turns`` spec of the schedule
+        (``SwapRuns.spec``: the peer's attested binding must be known, ``NodeServices._who``), over release/1 the
+        schedule.
         ``busy``: deposit keys of ours not to use (promised to another swap being agreed); ``addresses``: take
         only these offers of the peer (a request's allocation), else any."""
         schedule, summary, usd = self._swap_schedule(peer, give_asset, take_asset, chunks, busy, addresses)
         if self.swap_over == "release":
             return schedule, summary
-        return self.swap_spec(peer, schedule, usd), summary
-
-    def swap_spec(self, peer: str, schedule, usd: list[int]):
-        """The stdlib ``turns`` contract of ``schedule`` (we are party 0) with ``peer``'s attested binding, each
-        chunk with its declared USD cents ``usd`` (per round: every enclave signs them, each runner checks a key
-        it receives against them at its own price). The same one-chunk bound as release/1: the enclaves enforce
-        ``turns`` (strict alternation, we give first)."""
-        from node.contracts import stdlib
-        from node.contracts.spec import Commit, PartySpec, make_spec
-
-        chunks: list[list] = [[], []]
-        order: list[tuple[int, int]] = []
-        for rd, cents in zip(schedule.rounds, usd):
-            c = rd.chunk
-            order.append((rd.giver, len(chunks[rd.giver])))
-            chunks[rd.giver].append(Commit(c.pubkey, c.asset, c.address, c.amount, cents))
-        bindings = [self._identity().binding, self._known(peer)]
-        return make_spec(self.stack.net, stdlib.source("turns"), {},
-                         [PartySpec(b, chunks[k]) for k, b in enumerate(bindings)], order)
+        return self.swaps.spec(peer, schedule, usd), summary
 
     def _swap_schedule(self, peer: str, give_asset: str, take_asset: str, chunks: int,
                        busy: frozenset[bytes], addresses: frozenset[str] | None):
@@ -554,9 +522,9 @@ class SwapDesk:
     @staticmethod
     def is_swap(spec) -> bool:
         """Is ``spec`` a two-party swap (the stdlib ``turns`` contract ``plan_swap`` builds)? By the exact hash."""
-        from node.contracts import stdlib
+        from node.swaprun import is_swap
 
-        return len(spec.parties) == 2 and stdlib.source_hash(spec.source) == stdlib.SOURCE_HASHES["turns"]
+        return is_swap(spec)
 
     def keys_in_our_contracts(self) -> set[bytes]:
         """Every deposit key named in one of our contracts, any state (swaps and language contracts)."""
@@ -724,7 +692,7 @@ class SwapDesk:
         if why:
             return why
         if offer.kind == "swap":  # we open it first, once our answer is out (``contract.accepted``): as in
-            self._starts.append(spec)  # release/1, the proposer commits its chunks only to a contract we signed
+            self.swaps.starts.append(spec)  # release/1, the proposer commits its chunks only to a contract we signed
         else:
             self.run.expect(spec, now)
         return None
@@ -849,14 +817,14 @@ class SwapDesk:
             self._retract_pub(bytes.fromhex(n.detail["pubkey"]))
             return
         if n.kind == "contract.refused" and n.detail.get("code") in OPEN_REFUSALS:
-            self._refused_open(n.detail.get("contract", ""), n.detail.get("reason", ""))
-        self._end_proposals()
+            self.swaps.refused_open(n.detail.get("contract", ""), n.detail.get("reason", ""))
+        self.swaps.end_proposals()
         if n.kind == "contract.accepted" and n.detail.get("kind") == "swap":
             node = getattr(self, "node", None)
             if node is not None:  # (a swap spec we agreed to as the responder: we open it now)
-                node.driver.submit(self.run, self._start_agreed)
+                node.driver.submit(self.run, self.swaps.start_agreed)
             return
-        swap = self._swap_run(n.detail.get("contract", "")) if n.kind.startswith("contract.") else None
+        swap = self.swaps.run_of(n.detail.get("contract", "")) if n.kind.startswith("contract.") else None
         if n.kind == "contract.opened":  # our chunks are committed now: off our sheet (as at a swap's agreement)
             for pub in n.detail["committed"]:  # (no reputation record yet: the peers' quotes are verified later)
                 self._retract_pub(bytes.fromhex(pub))
@@ -865,7 +833,7 @@ class SwapDesk:
                     self.reporter.observe(bytes.fromhex(p["device"]), p["peer"], self.clock.now())
             return
         if swap is not None and n.kind in ("contract.claim", "contract.withheld", "contract.outcome"):
-            self._swap_ended(n)  # a swap reports once, its outcome, as release/1 did: not per claim
+            self.swaps.ended(n)  # a swap reports once, its outcome, as release/1 did: not per claim
             return
         if n.kind in ("contract.received", "contract.claim", "contract.withheld"):
             self.reporter.on_contract_notify(n, self.clock.now())
@@ -886,115 +854,6 @@ class SwapDesk:
             for w in list(self.watchers):  # (a request to contracts waits for its swaps' ends: node.app.requestdesk)
                 w(d)
 
-    def _load_proposed(self) -> None:
-        from node.contracts.spec import decode_spec
-
-        for key, rec in self.run.agreed.items():
-            spec = None if isinstance(rec, str) else decode_spec(rec.spec)
-            if spec is not None and not isinstance(spec, str) and self.is_swap(spec) \
-                    and spec.ids[0] == self._identity().binding.peer_id:
-                self._proposed[key] = (rec.at, spec)
-
-    def propose_spec(self, spec, now: float) -> list:
-        """We offer the swap ``spec`` (party 0): expected from now (the peer opens it once it agreed), its
-        exposure held until it runs (``_proposed``). On the driver, as ``ContractRun``'s call."""
-        from node.contracts.spec import spec_id
-
-        self._proposed[spec_id(spec).hex()] = (now, spec)
-        self.run.expect(spec, now)
-        return []
-
-    def withdraw_spec(self, spec, now: float) -> list:
-        """The offer of ``spec`` came to nothing: no longer expected, nor held."""
-        from node.contracts.spec import spec_id
-
-        cid = spec_id(spec)
-        self._proposed.pop(cid.hex(), None)
-        self.sync_holds(now)
-        return self.run.unexpect(cid)
-
-    def _refused_open(self, key: str, reason: str) -> None:
-        """Our enclave refused the peer's open of a swap we proposed (as release/1's initiator refusing an agree):
-        the proposal ends failed."""
-        at_spec = self._proposed.pop(key, None) if key not in self.run.runs else None
-        if at_spec is not None:
-            self._unopened.append((at_spec[1], f"our side refused the contract: {reason}"))
-
-    def _end_proposals(self) -> None:
-        """Proposals that ended before the peer opened them (``_unopened``): a failed swap outcome to the watchers
-        (as release/1's failed proposal), and no longer expected. On the trio thread."""
-        from node.contracts.spec import spec_id
-        from node.protocols.contract_run import FAILED
-        from node.protocols.contract_swap import swap_outcome
-
-        ended, self._unopened = self._unopened, []
-        if ended:
-            self.sync_holds(self.clock.now())  # (their holds go)
-        for spec, why in ended:
-            d = swap_outcome(spec, spec_id(spec), 0, FAILED, why, [], []).to_json()
-            log.info("swap %s with %s: %s", d["contract_id"][:16], d["peer"], why)
-            self._unopened_rows[d["contract_id"]] = {**self._proposal_row(d["contract_id"], spec), "state": FAILED,
-                                                     "reason": why, "outcome": d}
-            while len(self._unopened_rows) > KEEP_UNOPENED:
-                del self._unopened_rows[next(iter(self._unopened_rows))]
-            node = getattr(self, "node", None)
-            if node is not None:
-                node.driver.submit(self.run, lambda now, cid=spec_id(spec): self.run.unexpect(cid))
-            for w in list(self.watchers):
-                w(d)
-
-    @staticmethod
-    def _proposal_row(key: str, spec) -> dict[str, Any]:
-        """A ``contracts()`` row of a swap we proposed that the peer has not opened (yet)."""
-        return {"contract": key, "kind": "swap", "parties": list(spec.ids), "peer": spec.ids[1], "role": "initiator",
-                "state": "proposed", "reason": "", "rounds": len(spec.steps())}
-
-    def _swap_run(self, key: str):
-        """The run of contract ``key`` if it is a swap (``is_swap``), else None."""
-        r = self.run.runs.get(key)
-        return r if r is not None and self.is_swap(r.spec) else None
-
-    def _swap_ended(self, n) -> None:
-        """A swap over contract-run/1 withheld or ended: its swap-shaped outcome reported (once per contract, as
-        release/1's ``release.outcome``) and handed to the watchers (a request's swaps). Its claims are reported
-        with it, not one by one."""
-        d = n.detail.get("outcome")
-        if n.kind == "contract.claim" or not d:
-            return
-        self.reporter.report(d["contract_id"], d, d.get("peer", ""), self.clock.now())
-        for w in list(self.watchers):
-            w(d)
-
-    def swap_outcome(self, r):
-        """A swap run's outcome (``release.Outcome``) once it was withheld or ended, else None: the runner's, or
-        for a run that ended before this process started, from our enclave's view of what moved."""
-        from node.protocols.contract_run import RUNNING
-        from node.protocols.contract_swap import swap_outcome
-
-        if r.outcome is None and r.rec.state != RUNNING:
-            moved = self.stack.enclave.contract_status(r.cid).moved
-            r.outcome = swap_outcome(r.spec, r.cid, r.me, r.rec.state, r.rec.reason, moved, r.rec.claims)
-        return r.outcome
-
-    def _start_agreed(self, now: float) -> list:
-        """Open the swap specs we agreed to as the responder (on the driver, as ``ContractRun``'s call)."""
-        cmds: list = []
-        specs, self._starts = self._starts, []
-        for spec in specs:
-            try:
-                cmds += self.run.start(spec, now)
-            except Exception as exc:  # our enclave or a funds check refused it: the proposer's open finds none
-                log.warning("the swap we agreed to could not start: %s: %s", type(exc).__name__, exc)
-                self.unreserve_spec(spec)
-        return cmds
-
-    def _swap_over(self, r) -> bool:
-        """A swap run that was withheld: over for us, as release/1's WITHHELD (what it cost is lost, its hold goes;
-        ``turns`` has no time-lock, so nothing more moves unless the peer resumes)."""
-        from node.protocols.contract_run import WITHHELD
-
-        return r.rec.state == WITHHELD and self.is_swap(r.spec)
-
     def heights_wanted(self) -> bool:
         """Does a language contract run (its enclave reads ledger heights: ``feed_heights``)? From the event loop.
         (A swap's ``turns`` contract reads none.)"""
@@ -1008,10 +867,10 @@ class SwapDesk:
         them up to date anyway). Not on the worker: it held up every swap's events once a second (under load
         ~0.2-1 s each time, the driver's lock held, the event loop's gossip validation waiting for it)."""
         self.reporter.flush(now)
-        if self._reserved or self._proposed or not self._ticked:
+        if self._reserved or self.swaps.proposed or not self._ticked:
             self._ticked = True
             self.sync_holds(now)
-        self._end_proposals()
+        self.swaps.end_proposals()
 
     def feed_heights(self, now: float):
         """Hand the ledger heights every running language contract may read to the contract runner."""
@@ -1022,7 +881,7 @@ class SwapDesk:
                 assets |= {p.value for p in r.spec.params if isinstance(p.value, str)}
         self.reporter.flush(now)  # every second: claims whose release record never came back
         self.sync_holds(now)  # (resumed contracts after a restart; reservations that expired)
-        cmds: list = [Notify("swap.unopened", {"proposals": len(self._unopened)})] if self._unopened else []
+        cmds: list = [Notify("swap.unopened", {"proposals": len(self.swaps.unopened)})] if self.swaps.unopened else []
         ledger = self.stack.ledger
         for a in sorted(assets):
             try:
@@ -1051,14 +910,11 @@ class SwapDesk:
             if self.is_swap(r.spec):  # (shaped as release/1's rows: the CLI, the demo and the tests read them)
                 row.update(kind="swap", peer=r.spec.ids[1 - r.me], role="initiator" if r.me == 0 else "responder",
                            rounds=len(r.spec.steps()))
-                outcome = self.swap_outcome(r)
+                outcome = self.swaps.outcome(r)
                 if outcome is not None:
                     row["outcome"] = outcome.to_json()
             out.append(row)
-        for key, (_at, spec) in sorted(self._proposed.items()):
-            if key not in self.run.runs:
-                out.append(self._proposal_row(key, spec))
-        out += [row for key, row in sorted(self._unopened_rows.items()) if key not in self.run.runs]
+        out += self.swaps.rows()
         for key, c in sorted(self.release.contracts.items()):
             row = {"contract": key, "peer": c.rec.peer, "role": "initiator" if c.rec.role == 0 else "responder",
                    "state": c.rec.state, "reason": c.rec.reason, "rounds": len(c.rec.schedule.rounds),

@@ -239,7 +239,7 @@ class RequestDesk:
             outcome = found.outcome
             if outcome is None and hasattr(found, "spec"):  # a swap over contract-run/1 that ended before the
                 desk = self.svc.stack.desk  # restart: its outcome from our enclave's view (on the driver)
-                await self.svc._submit(desk.run, lambda now: desk.swap_outcome(found) and [])
+                await self.svc._submit(desk.run, lambda now: desk.swaps.outcome(found) and [])
                 outcome = found.outcome
             if outcome is not None:  # it ended before the restart, or while its record was read again
                 await e.send.send(self._ended(c.peer, outcome.to_json(), c.give_cents))

@@ -385,12 +385,12 @@ class NodeServices:
 
         rounds = desk.plan_rounds(plan)
         if isinstance(plan, ContractSpec):
-            await self._submit(desk.run, lambda now: desk.propose_spec(plan, now))
+            await self._submit(desk.run, lambda now: desk.swaps.propose(plan, now))
             answer = await self._contract_answer(peer, "swap", plan.encode())
         else:
             answer = await self._contract_answer(peer, "swap", wire.encode(plan))
         if isinstance(plan, ContractSpec) and not (answer and answer[0]):  # (no contract: none to expect)
-            self.node.driver.submit(desk.run, lambda now: desk.withdraw_spec(plan, now))
+            self.node.driver.submit(desk.run, lambda now: desk.swaps.withdraw(plan, now))
         if answer is None:
             raise ApiError(504, "the peer did not answer the contract offer in time")
         accepted, reason = answer

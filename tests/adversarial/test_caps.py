@@ -60,7 +60,7 @@ def _payload(plan) -> bytes:
 
 def _in_flight(desk) -> int:
     """Our swaps in flight: release/1 contracts, or swaps proposed over contract-run/1 not opened yet."""
-    return len(desk.release.contracts) + len(desk._proposed)
+    return len(desk.release.contracts) + len(desk.swaps.proposed)
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ def _device(stack) -> bytes:
 
 def _propose(net, alice, bob, spec, now: float) -> tuple[bool, str]:
     """Alice's desk expects ``spec`` and offers it to bob over /keyswitch/contract/1, as ``NodeServices`` does."""
-    net.call(alice.peer_id, alice.desk.run, alice.desk.propose_spec(spec, now), now)
+    net.call(alice.peer_id, alice.desk.run, alice.desk.swaps.propose(spec, now), now)
     rid, cmds = alice.rfp.offer_contract(bob.peer_id, "swap", spec.encode(), now)
     net.call(alice.peer_id, alice.rfp, cmds, now)
     return alice.rfp.contract_answers[rid]
@@ -134,7 +134,7 @@ def test_a_proposal_whose_open_our_enclave_refuses_ends_failed_at_once(world):
     alice.desk.watchers.append(ended.append)
     spec = _plan(alice, bob, 1)
     assert alice.desk.reserve_plan(bob.peer_id, spec, now) is None
-    net.call(alice.peer_id, alice.desk.run, alice.desk.propose_spec(spec, now), now)
+    net.call(alice.peer_id, alice.desk.run, alice.desk.swaps.propose(spec, now), now)
     alice.enclave.export_to_owner(spec.parties[0].chunks[0].pubkey)
     rid, cmds = alice.rfp.offer_contract(bob.peer_id, "swap", spec.encode(), now)
     net.call(alice.peer_id, alice.rfp, cmds, now)
