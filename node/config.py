@@ -261,6 +261,10 @@ SETTINGS: tuple[Setting, ...] = (
             "the most blocks (of the contract's height asset, from its current height) a peer's contract may keep "
             "this node's chunks committed: an option's expiry, an escrow's refund height, a ring's deadline",
             _positive),
+    Setting("contracts.swap_protocol", str, "contract-run",
+            "what runs a swap this node proposes (swap --peer, a request's swaps): contract-run (the turns contract "
+            "over /keyswitch/contract-run/1) or release (/keyswitch/release/1, being retired: issue #19)",
+            _choice("contract-run", "release")),
     Setting("log.level", str, "info", "log level", _choice("debug", "info", "warning", "error")),
     Setting("log.format", str, "console", "log format", _choice("console", "json")),
     Setting("log.file", str, LOG_FILE, "also write logs to this file (relative: in the data directory; "

@@ -8,9 +8,14 @@
   the responder's ``accept`` policy checks that the chunks asked of it are
   its own current offers, that the chunks it gets are the proposer's offers
   in its book, that it gets at least 98% of the USD value it gives, and that
-  its risk engine lets it hold one chunk of the proposer's device. Then it
-  ``expect``s the schedule and the release protocol (``/keyswitch/release/1``)
-  runs it: quotes checked, keys exchanged encrypted enclave to enclave.
+  its risk engine lets it hold one chunk of the proposer's device. Over
+  ``/keyswitch/contract-run/1`` (``swap_over``, config ``contracts.swap_protocol``,
+  the default) the offer carries the stdlib ``turns`` spec of the schedule, built
+  from the peer's attested binding (``who``): the responder opens it first once it
+  agreed, the proposer's enclave then takes it already signed (``node.swaprun``).
+  Over ``/keyswitch/release/1`` (being retired) it carries the schedule, the
+  responder ``expect``s it and the proposer's hello starts it.
+  Either way: quotes checked, keys exchanged encrypted enclave to enclave.
 * **Escrow and option** (``plan_escrow`` / ``plan_option``): a ``ContractSpec`` of the stdlib
   contract, agreed over ``/keyswitch/contract/1`` (kind "escrow" / "option"; an escrow's arbiter gets
   kind "arbiter" and keeps the spec to sign its approval) and run over ``/keyswitch/contract-run/1``
@@ -39,6 +44,8 @@ import time
 from typing import Any, Callable
 
 from node import wire
+from node.protocols.base import Notify
+from node.protocols.contract_run_state import OPEN_REFUSALS
 
 log = logging.getLogger("keyswitch.swaps")
 VALUE_TOLERANCE = 0.98
@@ -54,6 +61,9 @@ MAX_LOCK_BLOCKS = 10_000
 #: blocks our ledger may be behind the proposer's when it planned at the limit (not counted against it)
 HEIGHT_LAG = 6
 RECORD_GRACE = 120.0  # s a settled claim waits for its release record to be resent (a crash lost it)
+#: what runs a swap (``keyswitch swap --peer``, a request's swaps): "contract-run" (the ``turns`` spec over
+#: /keyswitch/contract-run/1, issue #19) or "release" (release/1's own rounds)
+SWAP_OVER = "contract-run"
 
 
 def claim_key(seed: bytes, deposit_pub: bytes) -> bytes:
@@ -180,18 +190,23 @@ class SwapDesk:
     policy for the keys it receives, ``claim_policy`` (config ``claims.policy``): "sweep" or "keep"."""
 
     def __init__(self, stack, *, clock, claim_policy: str = "sweep", prices=None, price_tolerance: float = 0.10,
-                 allowed_hashes: list[str] | tuple[str, ...] = (), max_lock_blocks: int = MAX_LOCK_BLOCKS) -> None:
+                 allowed_hashes: list[str] | tuple[str, ...] = (), max_lock_blocks: int = MAX_LOCK_BLOCKS,
+                 swap_over: str = "") -> None:
         """``prices``: this node's own price feed (``node.assets.prices.PriceFeed``; default the stack's
         ``stack.prices``, else the embedded table deposits are made with); ``price_tolerance``: config
         ``risk.price_tolerance``; ``allowed_hashes``: config ``contracts.allowed_hashes`` (contract sources,
         other than the stdlib's, this node agrees to run); ``max_lock_blocks``: config ``contracts.max_lock_blocks``
-        (how many blocks from now a peer's contract may keep our chunks committed)."""
+        (how many blocks from now a peer's contract may keep our chunks committed); ``swap_over``: config
+        ``contracts.swap_protocol`` (what runs the swaps we propose)."""
         from node.assets.prices import StaticPrices
         from node.identity import load_or_create_claim_seed
         from node.protocols.release import ReleaseProtocol, sweep_claimer
         from node.stores.contracts import ContractStore
 
         self.stack, self.clock, self.claim_policy = stack, clock, claim_policy
+        self.swap_over = swap_over or SWAP_OVER
+        if self.swap_over not in ("contract-run", "release"):
+            raise ValueError(f"swap_over is 'contract-run' or 'release', not {self.swap_over!r}")
         # the owner's claim seed (``claim.seed``), never the libp2p identity seed: see ``node.identity``
         self._seed = load_or_create_claim_seed(stack.datadir)
         self.prices = prices or stack.prices or StaticPrices()
@@ -218,6 +233,10 @@ class SwapDesk:
             agreed=ContractStore(stack.datadir / "runs-agreed", record_type=AgreedRecord),
             price_of=self._price, price_tolerance=price_tolerance)
         self.arbitrated: dict[str, Any] = {}  # contract id hex -> spec, for escrows we arbitrate
+        from node.swaprun import SwapRuns
+
+        self.swaps = SwapRuns(self)  # swaps over contract-run/1: proposals, the responder's start, their ends
+        self.swaps.load()
         self._publishing = False  # a publish of our sheet (retractions) is queued on the driver
         self._ticked = False  # ``tick`` has brought the holds up to date once
         #: called with every swap outcome (``release.outcome``'s detail) once it is reported, on the trio thread
@@ -383,8 +402,9 @@ class SwapDesk:
             wanted["c-" + key] = self._swap_holds(c.rec.peer, c.rec.schedule, them, pub)
         for key, r in list(self.run.runs.items()):
             present.add(("run", key))
-            if r.rec.state not in RUN_TERMINAL:
+            if r.rec.state not in RUN_TERMINAL and not self.swaps.withheld(r):
                 wanted["r-" + key] = self._spec_holds(r.spec, r.me)
+        self.swaps.holds(now, RESERVE_TTL, present, wanted)  # (swaps we proposed, not opened yet)
         for key, (until, match, responder) in list(self._reserved.items()):
             if match in present or until <= now or not awaited.get(key, True):
                 del self._reserved[key]
@@ -398,7 +418,10 @@ class SwapDesk:
         """Does our protocol still expect the peer to start the contract ``match`` names (we agreed to it)?"""
         if match[0] == "swap":
             return self.release.expects(match[1], match[2])
-        return self.run.expects(bytes.fromhex(match[1]))
+        from node.contracts.spec import spec_id
+
+        cid = bytes.fromhex(match[1])  # (a swap we agreed to as its responder waits in ``swaps.starts`` until we
+        return self.run.expects(cid) or any(spec_id(s) == cid for s in self.swaps.starts)  # open it ourselves)
 
     def _withdraw(self, match: tuple) -> None:
         """Agree no more to the contract ``match`` names (its reservation lapsed before it started)."""
@@ -460,9 +483,20 @@ class SwapDesk:
     # -------------------------------------------------------------- planning
     def plan_swap(self, peer: str, give_asset: str, take_asset: str, chunks: int, *,
                   busy: frozenset[bytes] = frozenset(), addresses: frozenset[str] | None = None):
-        """(schedule, summary) for swapping ``chunks`` of our ``give_asset`` for the peer's ``take_asset``.
+        """(plan, summary) for swapping ``chunks`` of our ``give_asset`` for the peer's ``take_asset``: over
+        contract-run/1 (``swap_over``, the default) the plan is the ``turns`` spec of the schedule
+        (``SwapRuns.spec``: the peer's attested binding must be known, ``NodeServices._who``), over release/1 the
+        schedule.
         ``busy``: deposit keys of ours not to use (promised to another swap being agreed); ``addresses``: take
         only these offers of the peer (a request's allocation), else any."""
+        schedule, summary, usd = self._swap_schedule(peer, give_asset, take_asset, chunks, busy, addresses)
+        if self.swap_over == "release":
+            return schedule, summary
+        return self.swaps.spec(peer, schedule, usd), summary
+
+    def _swap_schedule(self, peer: str, give_asset: str, take_asset: str, chunks: int,
+                       busy: frozenset[bytes], addresses: frozenset[str] | None):
+        """(schedule, summary, declared USD cents per round) of ``plan_swap``."""
         from node.protocols.release import Chunk, swap_schedule
 
         now = self.clock.now()
@@ -490,7 +524,46 @@ class SwapDesk:
         b = [Chunk(c.asset, c.address, bytes(self._book_offer(c.address, peer)["pubkey"]), c.amount) for c in theirs]
         summary = {"peer": peer, "give": {"asset": give_asset, "chunks": chunks, "usd_cents": want},
                    "take": {"asset": take_asset, "chunks": chunks, "usd_cents": sum(c.usd_cents for c in theirs)}}
-        return swap_schedule(a, b), summary
+        schedule = swap_schedule(a, b)
+        declared = {o.pubkey: o.usd_cents for o in mine} | {ch.pubkey: c.usd_cents for ch, c in zip(b, theirs)}
+        return schedule, summary, [declared[rd.chunk.pubkey] for rd in schedule.rounds]
+
+    # -------------------------------------------------------------- a swap's plan: a schedule or a spec
+    def reserve_plan(self, peer: str, plan, now: float) -> str | None:
+        """The initiator's caps on ``peer``'s device for a swap ``plan`` (``plan_swap``), checked and held."""
+        from node.contracts.spec import ContractSpec
+
+        return self.reserve_spec(plan, now) if isinstance(plan, ContractSpec) else self.reserve_swap(peer, plan, now)
+
+    def unreserve_plan(self, peer: str, plan) -> None:
+        from node.contracts.spec import ContractSpec
+
+        if isinstance(plan, ContractSpec):
+            self.unreserve_spec(plan)
+        else:
+            self.unreserve_swap(peer, plan)
+
+    @staticmethod
+    def plan_keys(plan) -> list[bytes]:
+        """Our deposit keys (party 0's) in a swap ``plan``."""
+        from node.contracts.spec import ContractSpec
+
+        if isinstance(plan, ContractSpec):
+            return [c.pubkey for c in plan.parties[0].chunks]
+        return [rd.chunk.pubkey for rd in plan.rounds if rd.giver == 0]
+
+    @staticmethod
+    def plan_rounds(plan) -> int:
+        from node.contracts.spec import ContractSpec
+
+        return sum(len(p.chunks) for p in plan.parties) if isinstance(plan, ContractSpec) else len(plan.rounds)
+
+    @staticmethod
+    def is_swap(spec) -> bool:
+        """Is ``spec`` a two-party swap (the stdlib ``turns`` contract ``plan_swap`` builds)? By the exact hash."""
+        from node.swaprun import is_swap
+
+        return is_swap(spec)
 
     def keys_in_our_contracts(self) -> set[bytes]:
         """Every deposit key named in one of our contracts, any state (swaps and language contracts)."""
@@ -625,6 +698,8 @@ class SwapDesk:
         if offer.kind == "arbiter":
             self.arbitrated[spec_id(spec).hex()] = spec
             return None
+        if offer.kind == "swap" and me is not spec.parties[1]:  # (turns: party 0 gives first, the proposer)
+            return "a swap's proposer is party 0 of its turns contract, this node party 1"
         mine = {o.pubkey: o for o in (own.offers or [])}
         k = ids.index(own.binding.peer_id)
         pred = spec.parties[(k - 1) % len(spec.parties)]  # in a ring, only our predecessor gives to us
@@ -655,7 +730,10 @@ class SwapDesk:
         why = self.reserve_spec(spec, now, responder=True)  # every counterparty device's caps, checked and held
         if why:
             return why
-        self.run.expect(spec, now)
+        if offer.kind == "swap":  # we open it first, once our answer is out (``contract.accepted``): as in
+            self.swaps.starts.append(spec)  # release/1, the proposer commits its chunks only to a contract we signed
+        else:
+            self.run.expect(spec, now)
         return None
 
     def _lock_horizon(self, spec) -> str | None:
@@ -684,7 +762,7 @@ class SwapDesk:
         a contract whose source hash the operator allowed (``contracts.allowed_hashes``)."""
         from node.contracts import stdlib
 
-        want = {"escrow": "escrow", "option": "option", "arbiter": "escrow", "ring": "ring"}[kind]
+        want = {"escrow": "escrow", "option": "option", "arbiter": "escrow", "ring": "ring", "swap": "turns"}[kind]
         name, why = stdlib.identify(spec.source, {p.name: p.value for p in spec.params})
         if name == want:
             return None
@@ -699,10 +777,14 @@ class SwapDesk:
         """The responder's policy; None to agree (and expect the schedule), else the reason."""
         from node.protocols.release import Schedule, validate_schedule
 
+        from node.contracts.spec import decode_spec
+
         if offer.kind in ("escrow", "option", "arbiter", "ring"):
             return self._accept_spec(peer, offer, now)
         if offer.kind != "swap":
             return f"unsupported contract kind {offer.kind!r}"
+        if not isinstance(decode_spec(offer.schedule), str):  # a swap over contract-run/1: its turns spec
+            return self._accept_spec(peer, offer, now)
         try:
             schedule = wire.decode(offer.schedule, Schedule, max_size=256 * 1024)
         except wire.WireError as exc:
@@ -793,9 +875,24 @@ class SwapDesk:
         if n.kind in ("contract.released", "contract.refund"):
             self._retract_pub(bytes.fromhex(n.detail["pubkey"]))
             return
+        if n.kind == "contract.refused" and n.detail.get("code") in OPEN_REFUSALS:
+            self.swaps.refused_open(n.detail.get("contract", ""), n.detail.get("reason", ""))
+        self.swaps.end_proposals()
+        if n.kind == "contract.accepted" and n.detail.get("kind") == "swap":
+            node = getattr(self, "node", None)
+            if node is not None:  # (a swap spec we agreed to as the responder: we open it now)
+                node.driver.submit(self.run, self.swaps.start_agreed)
+            return
+        swap = self.swaps.run_of(n.detail.get("contract", "")) if n.kind.startswith("contract.") else None
         if n.kind == "contract.opened":  # our chunks are committed now: off our sheet (as at a swap's agreement)
             for pub in n.detail["committed"]:  # (no reputation record yet: the peers' quotes are verified later)
                 self._retract_pub(bytes.fromhex(pub))
+            if swap is not None:  # (a swap's peer was attested before agreement, as release/1's at its hello)
+                for p in n.detail["parties"]:
+                    self.reporter.observe(bytes.fromhex(p["device"]), p["peer"], self.clock.now())
+            return
+        if swap is not None and n.kind in ("contract.claim", "contract.withheld", "contract.outcome"):
+            self.swaps.ended(n)  # a swap reports once, its outcome, as release/1 did: not per claim
             return
         if n.kind in ("contract.received", "contract.claim", "contract.withheld"):
             self.reporter.on_contract_notify(n, self.clock.now())
@@ -817,8 +914,10 @@ class SwapDesk:
                 w(d)
 
     def heights_wanted(self) -> bool:
-        """Does a language contract run (its enclave reads ledger heights: ``feed_heights``)? From the event loop."""
-        return any(r.rec.state not in ("done", "failed") for r in list(self.run.runs.values()))
+        """Does a language contract run (its enclave reads ledger heights: ``feed_heights``)? From the event loop.
+        (A swap's ``turns`` contract reads none.)"""
+        return any(r.rec.state not in ("done", "failed") and not self.is_swap(r.spec)
+                   for r in list(self.run.runs.values()))
 
     def tick(self, now: float) -> None:
         """Once a second on the event loop while no language contract runs (``feed_heights`` does this then, on
@@ -827,20 +926,21 @@ class SwapDesk:
         them up to date anyway). Not on the worker: it held up every swap's events once a second (under load
         ~0.2-1 s each time, the driver's lock held, the event loop's gossip validation waiting for it)."""
         self.reporter.flush(now)
-        if self._reserved or not self._ticked:
+        if self._reserved or self.swaps.proposed or not self._ticked:
             self._ticked = True
             self.sync_holds(now)
+        self.swaps.end_proposals()
 
     def feed_heights(self, now: float):
         """Hand the ledger heights every running language contract may read to the contract runner."""
         assets = set()
         for r in self.run.runs.values():
-            if r.rec.state not in ("done", "failed"):
+            if r.rec.state not in ("done", "failed") and not self.is_swap(r.spec):
                 assets |= {c.asset for p in r.spec.parties for c in p.chunks}
                 assets |= {p.value for p in r.spec.params if isinstance(p.value, str)}
         self.reporter.flush(now)  # every second: claims whose release record never came back
         self.sync_holds(now)  # (resumed contracts after a restart; reservations that expired)
-        cmds = []
+        cmds: list = [Notify("swap.unopened", {"proposals": len(self.swaps.unopened)})] if self.swaps.unopened else []
         ledger = self.stack.ledger
         for a in sorted(assets):
             try:
@@ -866,7 +966,14 @@ class SwapDesk:
                 row.update(self.run.summary(r.cid))
             except Exception as exc:  # the enclave is away: the host record still answers
                 row["summary_error"] = str(exc)
+            if self.is_swap(r.spec):  # (shaped as release/1's rows: the CLI, the demo and the tests read them)
+                row.update(kind="swap", peer=r.spec.ids[1 - r.me], role="initiator" if r.me == 0 else "responder",
+                           rounds=len(r.spec.steps()))
+                outcome = self.swaps.outcome(r)
+                if outcome is not None:
+                    row["outcome"] = outcome.to_json()
             out.append(row)
+        out += self.swaps.rows()
         for key, c in sorted(self.release.contracts.items()):
             row = {"contract": key, "peer": c.rec.peer, "role": "initiator" if c.rec.role == 0 else "responder",
                    "state": c.rec.state, "reason": c.rec.reason, "rounds": len(c.rec.schedule.rounds),

@@ -82,7 +82,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     stack.desk = SwapDesk(stack, clock=clock, claim_policy=cfg["claims.policy"],  # claim keys: claim.seed
                           prices=prices, price_tolerance=cfg["risk.price_tolerance"],
                           allowed_hashes=cfg["contracts.allowed_hashes"],
-                          max_lock_blocks=cfg["contracts.max_lock_blocks"])
+                          max_lock_blocks=cfg["contracts.max_lock_blocks"], swap_over=cfg["contracts.swap_protocol"])
     stack.refresh_offers(clock.now())  # kept keys a crash left unadopted are offered at once
     from node.protocols.outcomes import tap_release_records
 

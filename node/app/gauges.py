@@ -33,12 +33,15 @@ class GaugeExporter:
             m.requests.labels(event=event).set(n)
         m.revocations.set(len(self.stack.revocations.applied))
         states: dict[str, int] = {"proposed": 0, "running": 0, "done": 0, "withheld": 0, "failed": 0}
-        for c in list(self.stack.desk.release.contracts.values()):  # (handles run on a worker thread)
+        desk = self.stack.desk
+        swaps = list(desk.release.contracts.values()) + [  # (handles run on a worker thread)
+            r for r in list(desk.run.runs.values()) if desk.is_swap(r.spec)]  # (and swaps over contract-run/1)
+        for c in swaps:
             states[c.rec.state] = states.get(c.rec.state, 0) + 1
         for st_, n in states.items():
             m.contracts.labels(state=st_).set(n)
         totals: dict[tuple[str, str], int] = {("releases", ""): 0}
-        for c in list(self.stack.desk.release.contracts.values()):  # (handles run on a worker thread)
+        for c in swaps:
             if c.outcome is not None:
                 totals[("releases", "")] += c.outcome.released
                 for ch in c.outcome.chunks:

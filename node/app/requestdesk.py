@@ -189,26 +189,27 @@ class RequestDesk:
         mine: list[bytes] = []
         try:
             try:
-                schedule, summary = desk.plan_swap(c.peer, run.give, run.asset, len(c.offers),
-                                                   busy=frozenset(self._promised), addresses=addresses)
-            except ValueError as exc:
-                await e.send.send(SwapRefused(c.peer, str(exc)))
+                await self.svc.swap_peer(c.peer)  # (before planning: our chunks are promised as the plan is made)
+                plan, summary = desk.plan_swap(c.peer, run.give, run.asset, len(c.offers),
+                                               busy=frozenset(self._promised), addresses=addresses)
+            except (ApiError, ValueError) as exc:
+                await e.send.send(SwapRefused(c.peer, exc.reason if isinstance(exc, ApiError) else str(exc)))
                 return
-            mine = [rd.chunk.pubkey for rd in schedule.rounds if rd.giver == 0]
+            mine = desk.plan_keys(plan)
             self._promised.update(mine)
-            why = desk.reserve_swap(c.peer, schedule, self.svc.clock.now())  # our caps on its device, held
+            why = desk.reserve_plan(c.peer, plan, self.svc.clock.now())  # our caps on its device, held
             if why:
                 await e.send.send(SwapRefused(c.peer, why))
                 return
             self._waiting[key] = ends_send
             try:
-                await self.svc._offer_swap(desk, c.peer, schedule, summary)
+                await self.svc._offer_swap(desk, c.peer, plan, summary)
             except ApiError as exc:
-                desk.unreserve_swap(c.peer, schedule)
+                desk.unreserve_plan(c.peer, plan)
                 await e.send.send(SwapRefused(c.peer, exc.reason))
                 return
             except BaseException:  # (the request cancelled while the offer was out: never proposed)
-                desk.unreserve_swap(c.peer, schedule)
+                desk.unreserve_plan(c.peer, plan)
                 raise
             give_cents = summary["give"]["usd_cents"] // max(1, len(mine))  # one chunk of ours, for what is lost
             await e.send.send(SwapAgreed(c.peer, give_cents))
@@ -238,8 +239,13 @@ class RequestDesk:
                 return
             if not c.agreed:
                 await e.send.send(SwapAgreed(c.peer, c.give_cents))
-            if found.outcome is not None:  # it ended before the restart, or while its record was read again
-                await e.send.send(self._ended(c.peer, found.outcome.to_json(), c.give_cents))
+            outcome = found.outcome
+            if outcome is None and hasattr(found, "spec"):  # a swap over contract-run/1 that ended before the
+                desk = self.svc.stack.desk  # restart: its outcome from our enclave's view (on the driver)
+                await self.svc._submit(desk.run, lambda now: desk.swaps.outcome(found) and [])
+                outcome = found.outcome
+            if outcome is not None:  # it ended before the restart, or while its record was read again
+                await e.send.send(self._ended(c.peer, outcome.to_json(), c.give_cents))
                 return
             await self._until_ended(e, c.peer, ends_recv, c.give_cents)
         finally:
@@ -247,9 +253,12 @@ class RequestDesk:
 
     def _contract_of(self, peer: str, addresses: frozenset[str]):
         """Our swap with ``peer`` in which it gives the chunks at ``addresses`` (one not ended first), or None."""
-        found = [c for c in list(self.svc.stack.desk.release.contracts.values())
+        desk = self.svc.stack.desk
+        found = [c for c in list(desk.release.contracts.values())
                  if c.rec.peer == peer and addresses == frozenset(
                      rd.chunk.address for rd in c.rec.schedule.rounds if rd.giver != c.me)]
+        found += [r for r in list(desk.run.runs.values()) if desk.is_swap(r.spec) and r.me == 0
+                  and r.spec.ids[1] == peer and addresses == frozenset(ch.address for ch in r.spec.parties[1].chunks)]
         found.sort(key=lambda c: c.outcome is not None)
         return found[0] if found else None
 

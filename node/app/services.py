@@ -336,31 +336,55 @@ class NodeServices:
                 raise ApiError(400, f"unknown asset {a!r}")
         if peer == self.stack.peer_id:
             raise ApiError(400, "a swap needs another peer")
-        try:
-            schedule, summary = desk.plan_swap(peer, give, take, chunks)
-        except ValueError as exc:
-            raise ApiError(409, str(exc)) from None
+        plan, summary = await self.plan_swap(peer, give, take, chunks)
         # the initiator's own caps on the peer named by hand: its device's reputation, device, owner and class
         # caps, checked and held from now (released if the offer comes to nothing, else when the contract ends)
-        why = desk.reserve_swap(peer, schedule, self.clock.now())
+        why = desk.reserve_plan(peer, plan, self.clock.now())
         if why:
             raise ApiError(409, why)
         try:
-            return await self._offer_swap(desk, peer, schedule, summary)
+            return await self._offer_swap(desk, peer, plan, summary)
         except BaseException:
-            desk.unreserve_swap(peer, schedule)
+            desk.unreserve_plan(peer, plan)
             raise
 
-    async def _offer_swap(self, desk, peer: str, schedule, summary: dict[str, Any]) -> dict[str, Any]:
-        answer = await self._contract_answer(peer, "swap", wire.encode(schedule))
+    async def plan_swap(self, peer: str, give: str, take: str, chunks: int) -> tuple[Any, dict[str, Any]]:
+        """``SwapDesk.plan_swap`` once the peer is known (``swap_peer``). ApiError with the reason."""
+        await self.swap_peer(peer)
+        try:
+            return self.stack.desk.plan_swap(peer, give, take, chunks)
+        except ValueError as exc:
+            raise ApiError(409, str(exc)) from None
+
+    async def swap_peer(self, peer: str) -> None:
+        """Over contract-run/1 a swap's plan is a spec naming the peer's attested binding: asked first (``who``)."""
+        if self.stack.desk.swap_over == "contract-run":
+            await self._who([peer])
+
+    async def _offer_swap(self, desk, peer: str, plan, summary: dict[str, Any]) -> dict[str, Any]:
+        """Offer the swap ``plan`` (``plan_swap``) to ``peer`` over /keyswitch/contract/1; once it agreed, run it:
+        a spec over /keyswitch/contract-run/1 (we expect it before the offer, the peer opens it once agreed, we
+        then open it too), a schedule over /keyswitch/release/1 (we propose it)."""
+        from node.contracts.spec import ContractSpec, spec_id
+
+        rounds = desk.plan_rounds(plan)
+        if isinstance(plan, ContractSpec):
+            await self._submit(desk.run, lambda now: desk.swaps.propose(plan, now))
+            answer = await self._contract_answer(peer, "swap", plan.encode())
+        else:
+            answer = await self._contract_answer(peer, "swap", wire.encode(plan))
+        if isinstance(plan, ContractSpec) and not (answer and answer[0]):  # (no contract: none to expect)
+            self.node.driver.submit(desk.run, lambda now: desk.swaps.withdraw(plan, now))
         if answer is None:
             raise ApiError(504, "the peer did not answer the contract offer in time")
         accepted, reason = answer
         if not accepted:
             raise ApiError(409, f"the peer refused: {reason}")
-        usd = desk.declared_usd(peer, schedule)
-        self.node.driver.submit(desk.release, lambda now: desk.release.propose(peer, schedule, now, usd))
-        return {"state": "agreed", **summary, "rounds": len(schedule.rounds)}
+        if isinstance(plan, ContractSpec):
+            return {"state": "agreed", "contract": spec_id(plan).hex(), **summary, "rounds": rounds}
+        usd = desk.declared_usd(peer, plan)
+        self.node.driver.submit(desk.release, lambda now: desk.release.propose(peer, plan, now, usd))
+        return {"state": "agreed", **summary, "rounds": rounds}
 
     def reputation(self) -> list[dict[str, Any]]:
         return self.stack.engine.reputation_table(self.clock.now())

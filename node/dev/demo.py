@@ -18,7 +18,7 @@ Stages, each on real parts (only the TEE is simulated, and says so):
    When litecoind is installed (``find_litecoind``) it runs too, with a block every second, and every daemon
    serves LTC-REG from it: alice's chunks are then LTC-REG on litecoind instead of BTC-REG on the dev ledger;
 5. a swap: alice's BTC-REG (or LTC-REG) chunks for bob's ETH-DEV chunks, agreed over
-   /keyswitch/contract/1 and run key by key over /keyswitch/release/1; each
+   /keyswitch/contract/1 and run key by key over /keyswitch/contract-run/1 (the stdlib turns contract); each
    side sweeps what it received (on anvil and litecoind each sweep is read back from the node, with the
    fee it paid) and reports the outcome, which raises the
    other's reputation in its view;
@@ -376,7 +376,7 @@ def stage_swap(console: Console, net: LocalNet, story: Story) -> bool:
                                                  "take": "ETH-DEV", "chunks": 2})
     console.print(f"alice proposes, bob's policy agrees ({agreed['rounds']} rounds, "
                   f"{agreed['give']['usd_cents'] / 100:.2f} USD each way); the enclaves exchange keys over "
-                  "/keyswitch/release/1")
+                  "/keyswitch/contract-run/1, each releasing only what the turns contract allows")
     net.until(lambda: _finished(net, "alice", "bob") and _finished(net, "bob", "alice"), "the swap finishing")
     t = Table(title="the swap, as each side saw it")
     for col in ("node", "released", "received", "lost", "claimed chunks (swept to its own addresses)", "state"):

@@ -188,6 +188,11 @@ class ContractRun:
             self._expected.discard(cid)
             self.agreed.delete(cid.hex())
 
+    def unexpect(self, cid: bytes) -> list[Command]:
+        """An agreement that came to nothing (the peer refused the offer, or never answered): no longer expected."""
+        self._agreed_done(cid)
+        return []
+
     def _agreed_done(self, cid: bytes) -> None:
         """The contract runs here now (its record is in ``store``): the agreement is no longer needed."""
         if cid in self._expected:
@@ -349,7 +354,7 @@ class ContractRun:
     def _refuse(self, request_id: int, cid: bytes, step: int, code: str, reason: str) -> list[Command]:
         self.refusals.append((code, reason))
         return [Respond(request_id, error_message(self.net, cid, step, code, reason)),
-                Notify("contract.refused", {"code": code, "reason": reason})]
+                Notify("contract.refused", {"code": code, "reason": reason, **({"contract": cid.hex()} if cid else {})})]
 
     def _persist(self, r: Run) -> None:
         self.store.put(r.key, r.rec)

@@ -37,6 +37,32 @@ def _held_on(engine: RiskEngine, device: bytes) -> int:
     return engine.caps.exposure.by_device.get(device, 0)
 
 
+def _plan(desk, peer, give: str, take: str, n: int):
+    """``desk.plan_swap`` with ``peer``'s attested binding known (``NodeServices.plan_swap`` asks it with who):
+    over contract-run/1 a turns spec, over release/1 a schedule."""
+    desk.run.known[peer.peer_id] = peer.protocol.own.binding
+    return desk.plan_swap(peer.peer_id, give, take, n)
+
+
+def _keys(plan) -> set[bytes]:
+    from node.contracts.spec import ContractSpec
+
+    if isinstance(plan, ContractSpec):
+        return {c.pubkey for p in plan.parties for c in p.chunks}
+    return {r.chunk.pubkey for r in plan.rounds}
+
+
+def _payload(plan) -> bytes:
+    from node.contracts.spec import ContractSpec
+
+    return plan.encode() if isinstance(plan, ContractSpec) else wire.encode(plan)
+
+
+def _in_flight(desk) -> int:
+    """Our swaps in flight: release/1 contracts, or swaps proposed over contract-run/1 not opened yet."""
+    return len(desk.release.contracts) + len(desk.swaps.proposed)
+
+
 @pytest.fixture
 def pair(tmp_path):
     now = time.time()
@@ -177,10 +203,10 @@ def test_a_key_already_in_one_of_our_contracts_is_never_bought_again(pair):
     k = _chunks(attacker)[0]
     victim.desk.release.propose(attacker.peer_id, swap_schedule(_chunks(victim)[:1], [k]), now)  # (not yet sent)
     assert victim.desk._book_offer(k.address, attacker.peer_id) is not None  # K is still offered to us
-    sched, _summary = victim.desk.plan_swap(attacker.peer_id, "BTC-REG", "BTC-REG", 5)
-    assert k.pubkey not in {r.chunk.pubkey for r in sched.rounds}
+    plan, _summary = _plan(victim.desk, attacker, "BTC-REG", "BTC-REG", 5)
+    assert k.pubkey not in _keys(plan)
     with pytest.raises(ValueError, match="that are in none of our contracts, 6 needed"):
-        victim.desk.plan_swap(attacker.peer_id, "BTC-REG", "BTC-REG", 6)
+        _plan(victim.desk, attacker, "BTC-REG", "BTC-REG", 6)
 
 
 def test_swap_peer_named_by_hand_is_held_to_the_initiators_caps(pair):
@@ -217,7 +243,7 @@ def test_holds_survive_a_restart_with_contracts_in_flight(pair, tick):
     net, attacker, victim, now, _, root = pair
     _silent(net, attacker)
     assert [s for s, _ in _swap_by_hand(net, victim, attacker.peer_id, now, 2)] == [200, 200]
-    assert len(victim.desk.release.contracts) == 2
+    assert _in_flight(victim.desk) == 2
     # restart
     victim.engine.reputation.close()
     add_switchboard(victim, root / "victim")
@@ -225,7 +251,7 @@ def test_holds_survive_a_restart_with_contracts_in_flight(pair, tick):
     net.add(victim.peer_id, victim.protocol, victim.rfp, victim.desk.run, victim.desk.release, now=now)
     assert not victim.desk.heights_wanted()
     getattr(victim.desk, tick)(now)  # the daemon's tick (also run before every cap check)
-    assert len(victim.desk.release.contracts) == 2
+    assert _in_flight(victim.desk) == 2
     assert _held_on(victim.engine, _device(attacker)) == LIMIT, "the restart forgot the holds in flight"
     out = _swap_by_hand(net, victim, attacker.peer_id, now, 1)
     assert out[0][0] == 409 and "device cap:" in out[0][1], out
@@ -316,8 +342,8 @@ def test_a_chunk_released_while_the_offers_refresh_runs_is_not_offered_again(pai
     assert attacker.desk._book_offer(gone.address, victim.peer_id) is None
     # the next swap the victim plans with the attacker is one the attacker can agree to
     victim.ledger = ledger
-    sched, _summary = victim.desk.plan_swap(attacker.peer_id, "BTC-REG", "BTC-REG", 1)
-    rid, cmds = victim.rfp.offer_contract(attacker.peer_id, "swap", wire.encode(sched), now)
+    plan, _summary = _plan(victim.desk, attacker, "BTC-REG", "BTC-REG", 1)
+    rid, cmds = victim.rfp.offer_contract(attacker.peer_id, "swap", _payload(plan), now)
     net.call(victim.peer_id, victim.rfp, cmds, now)
     assert victim.rfp.contract_answers[rid] == (True, ""), victim.rfp.contract_answers[rid]
 

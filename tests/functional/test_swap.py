@@ -1,7 +1,7 @@
 """A swap between two real daemons on 127.0.0.1: a shared dev ledger server, a bootstrap node, two
 ``keyswitch run`` daemons. A funds BTC-REG chunks, B funds ETH-DEV chunks; A proposes a swap over
 /keyswitch/contract/1, B's policy agrees, the enclaves exchange the keys tit-for-tat over
-/keyswitch/release/1, each side sweeps what it received to its own claim addresses, and each reports
+/keyswitch/contract-run/1 (the stdlib turns contract), each side sweeps what it received to its own claim addresses, and each reports
 the outcome (claimed) to the other's reputation view."""
 
 from __future__ import annotations

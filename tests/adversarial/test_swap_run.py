@@ -1,0 +1,173 @@
+"""The swap as ``SwapDesk`` runs it over /keyswitch/contract-run/1 (issue #19): the initiator learns the peer's
+attested binding, offers the ``turns`` spec of the schedule over /keyswitch/contract/1, the responder agrees and
+opens it first (as release/1's responder signed first), the initiator's enclave takes it with the responder's
+signature. Real nodes in process (offer stacks, enclaves, the switchboard, the swap desk) on the in-memory
+network; what the daemon's driver hands the desks (``on_notify``) is handed to them here. The attacks: a
+proposer that makes the responder give first, one that offers a contract other than the stdlib turns, and a
+responder whose open the initiator's enclave refuses (the proposal must end, not wait for ever)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+
+from node.contracts import stdlib
+from node.contracts.spec import PartySpec, make_spec, spec_id
+from node.ledger.devnet import DevLedger
+from node.protocols.testing import GossipNet
+from tests.adversarial.deskkit import NET, connect, make_node
+
+
+@pytest.fixture
+def world(tmp_path):
+    now = time.time()
+    ledger = DevLedger(None, automine=True)
+    alice = make_node(tmp_path, "alice", ledger, "BTC-REG", 3, now, swap_over="contract-run")
+    bob = make_node(tmp_path, "bob", ledger, "BTC-REG", 3, now, swap_over="contract-run")
+    net = GossipNet()
+    connect(net, now, alice, bob)
+    for s in (alice, bob):
+        _host(net, s, now)
+    yield net, alice, bob, now
+    for s in (alice, bob):
+        s.close()
+
+
+def _host(net, stack, now: float) -> None:
+    """The daemon's host as the desk sees it: a submitted call's commands go to the in-memory network."""
+
+    class Driver:
+        def submit(self, proto, fn):
+            net.call(stack.peer_id, proto, fn(now), now)
+
+    stack.desk.node = type("Host", (), {"driver": Driver()})()
+
+
+def _deliver(net, *stacks) -> None:
+    """Hand each desk the notices its protocols raised (and those that follows from them), as the driver does."""
+    busy = True
+    while busy:
+        busy = False
+        for s in stacks:
+            notes = net.peers[s.peer_id].notes
+            while notes:
+                busy = True
+                s.desk.on_notify(notes.pop(0))
+
+
+def _device(stack) -> bytes:
+    return hashlib.sha256(stack.protocol.own.binding.sign_pub).digest()
+
+
+def _propose(net, alice, bob, spec, now: float) -> tuple[bool, str]:
+    """Alice's desk expects ``spec`` and offers it to bob over /keyswitch/contract/1, as ``NodeServices`` does."""
+    net.call(alice.peer_id, alice.desk.run, alice.desk.swaps.propose(spec, now), now)
+    rid, cmds = alice.rfp.offer_contract(bob.peer_id, "swap", spec.encode(), now)
+    net.call(alice.peer_id, alice.rfp, cmds, now)
+    return alice.rfp.contract_answers[rid]
+
+
+def _plan(alice, bob, n: int):
+    alice.desk.run.known[bob.peer_id] = bob.protocol.own.binding  # (NodeServices asks it with who)
+    spec, _summary = alice.desk.plan_swap(bob.peer_id, "BTC-REG", "BTC-REG", n)
+    return spec
+
+
+def test_a_swap_over_contract_run_completes_each_side_reports_it_once_and_the_holds_go(world):
+    net, alice, bob, now = world
+    assert alice.desk.swap_over == "contract-run"
+    ended: list[dict] = []
+    alice.desk.watchers.append(ended.append)
+    spec = _plan(alice, bob, 2)
+    assert alice.desk.is_swap(spec) and spec.ids == (alice.peer_id, bob.peer_id)
+    assert [c.usd_cents for c in spec.parties[1].chunks] == [5_000, 5_000]  # declared: every enclave signs them
+    assert alice.desk.reserve_plan(bob.peer_id, spec, now) is None
+    assert _propose(net, alice, bob, spec, now) == (True, "")
+    cid = spec_id(spec)
+    assert alice.desk.run.state(cid) is None  # nothing of alice's committed before bob's enclave signed
+    assert {r["contract"]: r for r in alice.desk.contracts()}[cid.hex()]["state"] == "proposed"
+    _deliver(net, alice, bob)  # bob's desk opens it once its answer is out; alice's enclave takes it, they run
+    for s in (alice, bob):
+        assert s.desk.run.state(cid) == "done", s.desk.run.runs[cid.hex()].rec.reason
+    out = alice.desk.run.outcome(cid)
+    assert (out.status, out.released, out.received, out.lost) == ("claimed", 2, 2, 0)
+    assert [d["status"] for d in ended] == ["claimed"]  # the request desk hears the swap end once
+    rows = {r["contract"]: r for r in alice.desk.contracts()}
+    row = rows[cid.hex()]
+    assert (row["kind"], row["peer"], row["role"], row["rounds"]) == ("swap", bob.peer_id, "initiator", 4)
+    assert row["outcome"]["status"] == "claimed"
+    # one report per swap, as release/1 (not one per claim)
+    assert alice.outcomes.records.reported(cid.hex()) and not alice.outcomes.records.reported(f"{cid.hex()}:1")
+    assert alice.engine.holds == {} and bob.engine.holds == {}
+    assert alice.engine.reputation.record(_device(bob)) is not None
+
+
+def test_a_proposer_that_makes_the_responder_give_first_is_refused(world):
+    net, alice, bob, now = world
+    spec = _plan(alice, bob, 1)
+    flipped = make_spec(NET, spec.source, {}, [spec.parties[1], spec.parties[0]], [(1, 0), (0, 0)])
+    accepted, reason = _propose(net, alice, bob, flipped, now)
+    assert not accepted and "party 0" in reason
+    _deliver(net, alice, bob)
+    assert bob.desk.run.runs == {} and bob.engine.holds == {}
+
+
+def test_a_swap_offer_of_another_contract_than_the_stdlib_turns_is_refused(world):
+    net, alice, bob, now = world
+    spec = _plan(alice, bob, 1)
+    gift = stdlib.source("turns").replace("sent_count(a, b) <= sent_count(b, a)", "true")
+    other = make_spec(NET, gift, {}, list(spec.parties), spec.order)
+    accepted, reason = _propose(net, alice, bob, other, now)
+    assert not accepted and "must carry the stdlib turns contract" in reason
+    _deliver(net, alice, bob)
+    assert bob.desk.run.runs == {}
+
+
+def test_a_proposal_whose_open_our_enclave_refuses_ends_failed_at_once(world):
+    """Between the agreement and bob's open, alice's chunk left her enclave (here: exported to her owner): her
+    enclave refuses the contract. The proposal ends failed with that reason, for the request desk, at once (before:
+    it waited for an outcome that never came), and its hold goes."""
+    net, alice, bob, now = world
+    ended: list[dict] = []
+    alice.desk.watchers.append(ended.append)
+    spec = _plan(alice, bob, 1)
+    assert alice.desk.reserve_plan(bob.peer_id, spec, now) is None
+    net.call(alice.peer_id, alice.desk.run, alice.desk.swaps.propose(spec, now), now)
+    alice.enclave.export_to_owner(spec.parties[0].chunks[0].pubkey)
+    rid, cmds = alice.rfp.offer_contract(bob.peer_id, "swap", spec.encode(), now)
+    net.call(alice.peer_id, alice.rfp, cmds, now)
+    assert alice.rfp.contract_answers[rid] == (True, "")
+    _deliver(net, alice, bob)
+    assert alice.desk.run.state(spec_id(spec)) is None
+    assert [(d["status"], d["lost"]) for d in ended] == [("failed", 0)], ended
+    assert "refused the contract" in ended[0]["reason"]
+    assert [c["status"] for c in ended[0]["chunks"]] == ["not-received"]
+    assert alice.engine.holds == {}
+    assert bob.desk.run.state(spec_id(spec)) == "failed"
+    row = {r["contract"]: r for r in alice.desk.contracts()}[spec_id(spec).hex()]  # (keyswitch contracts shows it)
+    assert (row["state"], row["role"], row["peer"], row["outcome"]["status"]) == ("failed", "initiator", bob.peer_id,
+                                                                                "failed")
+
+
+def test_a_proposal_the_peer_agrees_to_and_never_opens_ends_failed_and_frees_its_hold(world):
+    """A hostile responder agrees to every offer and never opens the contract: the proposal holds its exposure on
+    the peer's device for ``RESERVE_TTL``, then ends failed for the request desk (before: it waited for an
+    outcome that never came, ``SWAP_LIMIT``) and its hold goes. Nothing of ours was committed."""
+    from node.swaps import RESERVE_TTL
+
+    net, alice, bob, now = world
+    bob.rfp.on_contract = lambda peer, offer, t: None  # agrees, opens nothing
+    ended: list[dict] = []
+    alice.desk.watchers.append(ended.append)
+    spec = _plan(alice, bob, 1)
+    assert alice.desk.reserve_plan(bob.peer_id, spec, now) is None
+    assert _propose(net, alice, bob, spec, now) == (True, "")
+    _deliver(net, alice, bob)
+    alice.desk.tick(now + 1)
+    assert ended == [] and alice.engine.caps.exposure.by_device.get(_device(bob), 0) == 5_000
+    alice.desk.tick(now + RESERVE_TTL + 1)
+    assert [(d["status"], d["lost"]) for d in ended] == [("failed", 0)] and "did not open" in ended[0]["reason"]
+    assert alice.engine.holds == {}
+    assert {o.pubkey for o in alice.protocol.own.offers} >= {c.pubkey for c in spec.parties[0].chunks}
