@@ -74,6 +74,13 @@ async def wait_for(pred, timeout=15.0, what=""):
     await eventually(pred, timeout, what)
 
 
+def stream_errors(caplog) -> list[str]:
+    """py-libp2p's error lines for a stream opened on a protocol the peer does not speak."""
+    return [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.WARNING and ("Failed to open stream" in r.getMessage()
+                                                 or "protocol not supported" in r.getMessage())]
+
+
 #: the heartbeat of the forgiveness test: the score decays per heartbeat, so its stated times are counted in
 #: heartbeats (23 and 92 of them); at a quarter of the 1 s default they pass in 6 s and 23 s instead of 23 s and 92 s
 HB = 0.25
@@ -200,9 +207,7 @@ async def test_our_protocols_are_not_opened_to_a_peer_that_did_not_list_them_in_
         await a.connect(x.listen_addrs[0])
         await wait_for(lambda: asker.responses)
         await trio.sleep(5.0)  # several peer-exchange rounds
-        errors = [r.getMessage() for r in caplog.records
-                  if r.levelno >= logging.WARNING and ("Failed to open stream" in r.getMessage()
-                                                       or "protocol not supported" in r.getMessage())]
+        errors = stream_errors(caplog)
         assert errors == [], errors[:1]
         assert "does not speak" in asker.responses[0].error, asker.responses[0]
         assert a.peers.stats["pex_asked"] == 0 and a.peers.stats["skipped_unsupported"] >= 1, a.peers.stats
@@ -213,4 +218,62 @@ async def test_our_protocols_are_not_opened_to_a_peer_that_did_not_list_them_in_
         await wait_for(lambda: any(r.peer == b.peer_id and r.data == b"answer" for r in asker.responses))
         await wait_for(lambda: a.peers.stats["pex_asked"] >= 1)
         for y in (a, x, b):
+            y.stop()
+
+
+async def test_a_peer_whose_identify_answer_comes_late_is_still_not_asked_on_protocols_it_did_not_list(tmp_path, caplog):
+    """Under load identify came after the fixed wait (3 s): the request was then sent blind, to a peer that does
+    not speak it (and a peer whose identify had not come within the wait was never waited for again). Here x
+    answers identify 1 s after that wait: a's request, its peer exchange and its probe wait for the identify."""
+    from libp2p.identity.identify.identify import ID as IdentifyID
+
+    from node.runtime.node import IDENTIFY_WAIT
+
+    caplog.set_level(logging.DEBUG, logger="libp2p")
+    late = 3.0 + 1.0  # the old fixed wait, and a second more
+    assert IDENTIFY_WAIT > late
+    async with trio.open_nursery() as n:
+        asker = Probe(ask=True)
+        a = await n.start(run_host, cfg(tmp_path, "a", pex_interval=1.0, dial_interval=0.5), [asker])
+        x = await n.start(run_host, cfg(tmp_path, "x"), [])
+        x.host.remove_stream_handler(pex.PEX_PROTOCOL)
+        served = x.host.get_mux().handlers[IdentifyID]
+
+        async def late_identify(stream):
+            await trio.sleep(late)
+            await served(stream)
+
+        x.host.set_stream_handler(IdentifyID, late_identify)
+        await a.connect(x.listen_addrs[0])
+        await wait_for(lambda: asker.responses, late + 5.0)
+        await trio.sleep(2.0)  # peer-exchange rounds after the identify
+        errors = stream_errors(caplog)
+        assert errors == [], errors[:1]
+        assert "does not speak" in asker.responses[0].error, asker.responses[0]
+        assert a.peers.stats["pex_asked"] == 0, a.peers.stats
+        for y in (a, x):
+            y.stop()
+
+
+async def test_a_reconnected_peer_is_identified_again_and_not_asked_on_protocols_it_did_not_list(tmp_path, caplog):
+    """py-libp2p skips identify of a peer whose protocols its peerstore still lists from an earlier connection,
+    and forgets that the peer was identified when a connection closes: a reconnected peer stayed unidentified,
+    and after the wait it was asked blind."""
+    caplog.set_level(logging.DEBUG, logger="libp2p")
+    async with trio.open_nursery() as n:
+        asker = Probe(ask=True)
+        a = await n.start(run_host, cfg(tmp_path, "a"), [asker])
+        x = await n.start(run_host, cfg(tmp_path, "x"), [])
+        await a.connect(x.listen_addrs[0])
+        await wait_for(lambda: len(asker.responses) == 1)
+        await a.disconnect(x.peer_id)
+        await wait_for(lambda: x.peer_id not in a.connected_peers())
+        await a.connect(x.listen_addrs[0], now=True)
+        with trio.fail_after(2.0 * timeout_factor()):  # (the identify of a fresh connection: well under 2 s)
+            await wait_for(lambda: len(asker.responses) == 2)
+        assert a.speaks(x.peer_id, ASKED) is False
+        errors = stream_errors(caplog)
+        assert errors == [], errors[:1]
+        assert all("does not speak" in r.error for r in asker.responses), asker.responses
+        for y in (a, x):
             y.stop()
