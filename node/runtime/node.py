@@ -323,6 +323,8 @@ class Node:
         if ended is not None:
             with trio.move_on_after(wait):
                 await ended.wait()
+            if wait >= IDENTIFY_WAIT:  # an identify never started, or still not over: not waited for again (a
+                ended.set()  # reply that comes later still counts: ``speaks`` reads it)
         if self.speaks(peer, protocol) is False:
             self.peers.stats["skipped_unsupported"] += 1
             log.debug("not opening %s to %s: not among the protocols it listed in identify", protocol, peer)

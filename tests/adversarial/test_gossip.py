@@ -276,3 +276,29 @@ async def test_a_reconnected_peer_is_identified_again_and_not_asked_on_protocols
         assert all("does not speak" in r.error for r in asker.responses), asker.responses
         for y in (a, x):
             y.stop()
+
+
+async def test_a_peer_whose_identify_never_starts_is_waited_for_once(tmp_path, monkeypatch):
+    """The end of identify is an event; a peer whose identify never starts (py-libp2p gave up on the connection's
+    start) would hold every request, peer exchange and probe for the whole wait: after one wait, none."""
+    from node.runtime import node as node_module
+
+    monkeypatch.setattr(node_module, "IDENTIFY_WAIT", 2.0)
+    async with trio.open_nursery() as n:
+        a = await n.start(run_host, cfg(tmp_path, "a"), [Probe()])
+        x = await n.start(run_host, cfg(tmp_path, "x"), [])
+
+        async def never(peer_id, *, reason):
+            await trio.sleep_forever()
+
+        a.host._identify_peer = never  # (under the node's own watch: it never hears of an end)
+        await a.connect(x.listen_addrs[0])
+        await wait_for(lambda: x.peer_id in a.connected_peers())
+        t0 = trio.current_time()
+        assert await a.will_speak(x.peer_id, ASKED, wait=2.0) is True  # not identified: asked as before
+        t1 = trio.current_time()
+        assert await a.will_speak(x.peer_id, ASKED, wait=2.0) is True
+        t2 = trio.current_time()
+        assert t1 - t0 >= 2.0 and t2 - t1 < 1.0, (t1 - t0, t2 - t1)
+        for y in (a, x):
+            y.stop()
