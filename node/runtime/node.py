@@ -316,15 +316,22 @@ class Node:
             protocols = set()
         return protocol in protocols
 
+    async def _identify_over(self, peer: str, wait: float) -> bool:
+        """True once the host's identify of ``peer`` has ended (at once for a peer not connected); False when it
+        is still not over after ``wait`` s."""
+        ended = self._identify_ended.get(peer)
+        if ended is None:
+            return True
+        with trio.move_on_after(wait):
+            await ended.wait()
+        if wait >= IDENTIFY_WAIT:  # an identify never started, or still not over: not waited for again (a reply
+            ended.set()  # that comes later still counts: ``speaks`` reads it)
+        return ended.is_set()
+
     async def will_speak(self, peer: str, protocol: str, *, wait: float = IDENTIFY_WAIT) -> bool:
         """False when identify says ``peer`` does not speak ``protocol``; the identify of a connected peer is
         awaited first, until it ends (up to ``wait`` s: then, as for a peer whose identify failed, True)."""
-        ended = self._identify_ended.get(peer)
-        if ended is not None:
-            with trio.move_on_after(wait):
-                await ended.wait()
-            if wait >= IDENTIFY_WAIT:  # an identify never started, or still not over: not waited for again (a
-                ended.set()  # reply that comes later still counts: ``speaks`` reads it)
+        await self._identify_over(peer, wait)
         if self.speaks(peer, protocol) is False:
             self.peers.stats["skipped_unsupported"] += 1
             log.debug("not opening %s to %s: not among the protocols it listed in identify", protocol, peer)
@@ -357,15 +364,18 @@ class Node:
         """One request/response with ``peer``, over a stream kept open for the next one (``StreamPool``);
         a peer we are not connected to is dialled first at the addresses peer exchange gave us (the host
         alone knows none for it), and a peer we have no address for is looked up through our connected
-        peers first (``PeerManager.lookup``). The identify of a peer just connected is awaited first (up to
-        ``timeout``, then the stream has ``timeout`` too). Raises ``StreamFailed`` with the reason."""
+        peers first (``PeerManager.lookup``). The identify of a peer just connected is awaited first (not over
+        within ``timeout``: the request fails; then the stream has ``timeout`` too). Raises ``StreamFailed``
+        with the reason."""
         if peer not in self.connected_peers() and self.peers is not None:
             with trio.move_on_after(timeout):
                 if not await self.peers.lookup(peer):
                     raise StreamFailed(f"no address known for peer {peer} (asked our connected peers; is it "
                                        f"online and on network {self.net!r}?)")
                 await self.peers.dial(peer)
-        if not await self.will_speak(peer, protocol, wait=timeout):
+        if not await self._identify_over(peer, timeout):  # (not asked blind: it may not speak the protocol)
+            raise StreamFailed(f"peer {peer} not identified within {timeout:g} s (request timeout)")
+        if not await self.will_speak(peer, protocol, wait=0):
             raise StreamFailed(f"peer {peer} does not speak {protocol} (not in the protocols it listed in identify)")
         return await self.streams.ask(peer, protocol, data, timeout=timeout)
 

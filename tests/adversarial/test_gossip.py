@@ -37,11 +37,12 @@ class Probe:
     topics = (T,)
     stream_protocols = (ASKED,)
 
-    def __init__(self, ask: bool = False) -> None:
+    def __init__(self, ask: bool = False, timeout: float = 5.0) -> None:
         self.got: list[tuple[bytes, str]] = []
         self.verdicts: list[str] = []
         self.responses: list[ResponseReceived] = []
         self.ask = ask
+        self.timeout = timeout  # of each request
         self._req = 0
 
     def validate(self, topic_, data, from_peer, now):
@@ -60,7 +61,7 @@ class Probe:
             self.responses.append(event)
         if isinstance(event, PeerConnected) and self.ask:
             self._req += 1
-            return [SendRequest(ASKED, event.peer, self._req, b"hello", 5.0)]
+            return [SendRequest(ASKED, event.peer, self._req, b"hello", self.timeout)]
         return []
 
 
@@ -72,6 +73,19 @@ def cfg(tmp: Path, name: str, **kw) -> NodeConfig:
 
 async def wait_for(pred, timeout=15.0, what=""):
     await eventually(pred, timeout, what)
+
+
+def answer_identify_late(node, seconds: float) -> None:
+    """``node`` answers each identify ``seconds`` late (a slow or loaded peer)."""
+    from libp2p.identity.identify.identify import ID as IdentifyID
+
+    served = node.host.get_mux().handlers[IdentifyID]
+
+    async def late_identify(stream):
+        await trio.sleep(seconds)
+        await served(stream)
+
+    node.host.set_stream_handler(IdentifyID, late_identify)
 
 
 def stream_errors(caplog, *marks: str) -> list[str]:
@@ -225,27 +239,19 @@ async def test_a_peer_whose_identify_answer_comes_late_is_still_not_asked_on_pro
     """Under load identify came after the fixed wait (3 s): the request was then sent blind, to a peer that does
     not speak it (and a peer whose identify had not come within the wait was never waited for again). Here x
     answers identify 1 s after that wait: a's request, its peer exchange and its probe wait for the identify."""
-    from libp2p.identity.identify.identify import ID as IdentifyID
-
     from node.runtime.node import IDENTIFY_WAIT
 
     caplog.set_level(logging.DEBUG, logger="libp2p")
     late = 3.0 + 1.0  # the old fixed wait, and a second more
     assert IDENTIFY_WAIT > late
     async with trio.open_nursery() as n:
-        asker = Probe(ask=True)
+        asker = Probe(ask=True, timeout=late + 5.0 * timeout_factor())  # (the request's budget covers the wait)
         a = await n.start(run_host, cfg(tmp_path, "a", pex_interval=1.0, dial_interval=0.5), [asker])
         x = await n.start(run_host, cfg(tmp_path, "x"), [])
         x.host.remove_stream_handler(pex.PEX_PROTOCOL)
-        served = x.host.get_mux().handlers[IdentifyID]
-
-        async def late_identify(stream):
-            await trio.sleep(late)
-            await served(stream)
-
-        x.host.set_stream_handler(IdentifyID, late_identify)
+        answer_identify_late(x, late)
         await a.connect(x.listen_addrs[0])
-        await wait_for(lambda: asker.responses, late + 5.0)
+        await wait_for(lambda: asker.responses, late + 10.0)
         await trio.sleep(2.0)  # peer-exchange rounds after the identify
         errors = stream_errors(caplog)
         assert errors == [], errors[:1]
@@ -302,3 +308,20 @@ async def test_a_peer_whose_identify_never_starts_is_waited_for_once(tmp_path, m
         assert t1 - t0 >= 2.0 and t2 - t1 < 1.0, (t1 - t0, t2 - t1)
         for y in (a, x):
             y.stop()
+
+
+async def test_a_request_whose_timeout_passes_before_identify_ends_fails_without_asking_blind(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="libp2p")
+    async with trio.open_nursery() as n:
+        asker = Probe(ask=True, timeout=1.0)
+        a = await n.start(run_host, cfg(tmp_path, "a"), [asker])
+        x = await n.start(run_host, cfg(tmp_path, "x"), [])
+        answer_identify_late(x, 4.0)
+        await a.connect(x.listen_addrs[0])
+        await wait_for(lambda: asker.responses)
+        assert "not identified within 1 s" in asker.responses[0].error, asker.responses[0]
+        errors = stream_errors(caplog)
+        assert errors == [], errors[:1]
+        for y in (a, x):
+            y.stop()
+
