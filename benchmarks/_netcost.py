@@ -7,7 +7,8 @@ For each implementation it starts ``n`` OS processes on 127.0.0.1 (``benchmarks/
 ours|stock``, or the interop test's js-libp2p node ``tests/interop/jsnode/node.mjs``), wired as the same
 graph: a ring plus one seeded chord per node, each node dialling only nodes started before it. All subscribe
 to one topic. Once every mesh holds a peer it measures the processes' CPU time (``/proc/<pid>/stat``, user +
-system: other load on the machine does not count) over an idle window, then over ``rounds`` rounds in which
+system: other load on the machine does not count; each thread's scheduler count in nanoseconds, not the 10 ms
+clock ticks of ``/proc/<pid>/stat``, which read 0 for a small run's few milliseconds) over an idle window, then over ``rounds`` rounds in which
 every node publishes one 40-byte message at once (the next round when every node has every message, or after
 10 s). CPU per delivery = (CPU over the rounds - the idle rate x their duration) / messages delivered
 (n(n-1) a round when none is lost). The three implementations print JSON lines alike, one per delivered
@@ -63,6 +64,25 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_ns(pids: list[int]) -> dict[tuple[int, int], int]:
+    """CPU time (ns) of every live thread of ``pids``, by (pid, tid): the scheduler's own count
+    (``/proc/PID/task/TID/schedstat``), exact where ``cpu_seconds`` counts in clock ticks (10 ms)."""
+    out = {}
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                out[(pid, int(task.name))] = int((task / "schedstat").read_text().split()[0])
+            except (OSError, IndexError, ValueError):  # the thread ended meanwhile
+                pass
+    return out
+
+
+def cpu_between(before: dict[tuple[int, int], int], after: dict[tuple[int, int], int]) -> float:
+    """Seconds of CPU from one ``thread_cpu_ns`` reading to a later one (a thread started in between counts
+    whole; one that ended in between counts nothing, its last moments lost)."""
+    return sum(ns - before.get(key, 0) for key, ns in after.items()) / 1e9
 
 
 @dataclass
@@ -179,14 +199,14 @@ def run_impl(impl: str, n: int, rounds: int, seed: int, tmp: Path, *, idle: floa
         if not wait(meshed, 60):
             raise RuntimeError(f"{impl}: not every node has a mesh peer after 60 s")
         time.sleep(settle)  # let the meshes settle (grafts up to the degree)
-        c0 = sum(cpu_seconds(p.proc.pid) for p in peers)
+        pids = [p.proc.pid for p in peers]
+        c0 = thread_cpu_ns(pids)
         time.sleep(idle)
-        c1 = sum(cpu_seconds(p.proc.pid) for p in peers)
-        idle_rate = (c1 - c0) / idle
+        idle_rate = cpu_between(c0, thread_cpu_ns(pids)) / idle
         for p in peers:
             p.poll()
         base = [p.messages for p in peers]
-        t0, c_start = time.monotonic(), sum(cpu_seconds(p.proc.pid) for p in peers)
+        t0, c_start = time.monotonic(), thread_cpu_ns(pids)
         lost_rounds = 0
         for r in range(rounds):
             for i, p in enumerate(peers):
@@ -201,11 +221,10 @@ def run_impl(impl: str, n: int, rounds: int, seed: int, tmp: Path, *, idle: floa
             if not wait(done, 10):
                 lost_rounds += 1
         elapsed = time.monotonic() - t0
-        c_end = sum(cpu_seconds(p.proc.pid) for p in peers)
+        cpu = cpu_between(c_start, thread_cpu_ns(pids))
         for p in peers:
             p.poll()
         delivered = sum(p.messages - b for p, b in zip(peers, base))
-        cpu = c_end - c_start
         net = cpu - idle_rate * elapsed
         return {"impl": impl, "n": n, "rounds": rounds, "delivered": delivered, "expected": rounds * n * (n - 1),
                 "elapsed": elapsed, "cpu": cpu, "idle_rate": idle_rate, "net_cpu": net,

@@ -114,3 +114,20 @@ def test_the_cost_comparison_graph_report_and_a_small_run_of_our_node(tmp_path):
     r = run_impl("ours", 2, 2, 7, tmp_path, idle=0.5, settle=0.5)
     assert r["delivered"] == r["expected"] == 2 * 2 * 1 and r["lost_rounds"] == 0, r
     assert r["cpu"] > 0 and r["ms_per_delivery"] > 0, r
+
+
+def test_the_cost_comparison_counts_a_few_milliseconds_of_cpu():
+    """A small run's rounds take a few ms of CPU: /proc/PID/stat's clock ticks (10 ms) read 0 for them (the small
+    run's ``cpu`` was 0.0 on a loaded machine); the per-thread scheduler count sees 3 ms of work."""
+    import os
+    import time
+
+    from benchmarks._netcost import cpu_between, thread_cpu_ns
+
+    before = thread_cpu_ns([os.getpid()])
+    end = time.thread_time() + 0.003
+    while time.thread_time() < end:
+        pass
+    spent = cpu_between(before, thread_cpu_ns([os.getpid()]))
+    assert 0.003 <= spent < 0.5, spent
+

@@ -15,11 +15,15 @@ standard ones: ``/ipfs/id/1.0.0``, ``/ipfs/id/push/1.0.0``,
 
 Protocol selection: before opening one of *our* protocols (peer exchange, a
 request such as the sheets pull) to a peer, the node reads the protocols the
-peer listed in identify (``speaks``; waiting up to ``IDENTIFY_WAIT`` for
-identify to finish). A peer that listed them but not this one is not asked:
-no stream, no "protocol not supported" error line (py-libp2p logs one at
-error level for every failed negotiation), ``peering.skipped_unsupported``
-counts it. A peer that never completed identify is asked as before.
+peer listed in identify (``speaks``; waiting for the host's identify of the
+peer to end, however slow, up to ``IDENTIFY_WAIT``). A peer that listed them
+but not this one is not asked: no stream, no "protocol not supported" error
+line (py-libp2p logs one at error level for every failed negotiation),
+``peering.skipped_unsupported`` counts it. A peer whose identify failed is
+asked as before. Every connection period of a peer is identified afresh: at
+its last disconnection the peerstore forgets its protocols (py-libp2p skips
+identify of a peer whose protocols it still lists, and forgets it identified
+one whenever any of its connections closes).
 """
 
 from __future__ import annotations
@@ -53,9 +57,9 @@ from node.runtime.streams import StreamFailed, StreamPool
 
 log = logging.getLogger("keyswitch.runtime")
 
-IDENTIFY_ID = "/ipfs/id/1.0.0"
-#: seconds a request waits for identify of a just-connected peer before asking it blind
-IDENTIFY_WAIT = 3.0
+#: at most this many seconds a request waits for the end of the host's identify of a just-connected peer (an
+#: event: it ends as soon as the reply is parsed or fails); py-libp2p gives up on a reply after 10 s itself
+IDENTIFY_WAIT = 10.0
 
 
 @dataclass
@@ -206,7 +210,9 @@ class Node:
                                  seed=config.seed, dial_learned=config.dial_learned)
         self.host.set_stream_handler(pex.PEX_PROTOCOL, self.peers.serve)
         self._conns: dict[str, int] = collections.defaultdict(int)
-        self._identify_waited: set[str] = set()  # connected peers not identified within IDENTIFY_WAIT
+        self._identify_ended: dict[str, trio.Event] = {}  # connected peer -> set when the host's identify of it ends
+        self._identified: set[str] = set()  # connected peers whose identify reply came (since their first connection)
+        self._watch_identify()
         self._peer_listeners: list[Callable[[str, bool], None]] = []
         self.host.get_network().register_notifee(_ConnNotifee(self))
         announce_agent()  # identify says keyswitch/<version>
@@ -227,9 +233,10 @@ class Node:
         if (before == 0) != (after == 0):
             up = after > 0
             if up:
+                self._identify_began(peer)
                 self.peers.note_connected(peer)
             else:
-                self._identify_waited.discard(peer)
+                self._identify_forget(peer)
                 self.peers.note_disconnected(none_left=not self._conns)
             for fn in list(self._peer_listeners):
                 fn(peer, up)
@@ -259,36 +266,72 @@ class Node:
         await self.host.connect(info)
         return info.peer_id.to_base58()
 
+    # --------------------------------------------------------------- identify
+    def _watch_identify(self) -> None:
+        """Learn when py-libp2p's identify of a peer ends (``BasicHost._identify_peer``, run for each new connection:
+        it returns once the reply is parsed into the peerstore, or it failed or timed out)."""
+        run = self.host._identify_peer  # (py-libp2p 0.8.1, pinned: an upgrade without it fails here, not silently)
+
+        async def identify(peer_id: ID, *, reason: str) -> None:
+            try:
+                await run(peer_id, reason=reason)
+            finally:
+                peer = peer_id.to_base58()
+                if peer in self._conns:
+                    if peer_id in self.host._identified_peers:
+                        self._identified.add(peer)
+                    self._identify_ended[peer].set()
+
+        self.host._identify_peer = identify
+
+    def _identify_began(self, peer: str) -> None:
+        """``peer``'s first connection opened: its identify is on its way (py-libp2p starts it)."""
+        self._identify_ended[peer] = ended = trio.Event()
+        pid = ID.from_base58(peer)
+        if pid in self.host._identified_peers:  # (already done: before this notification)
+            self._identified.add(peer)
+            ended.set()
+
+    def _identify_forget(self, peer: str) -> None:
+        """``peer``'s last connection closed: its next connection is identified afresh (waiters released)."""
+        self._identified.discard(peer)
+        ended = self._identify_ended.pop(peer, None)
+        if ended is not None:
+            ended.set()
+        self.host.get_peerstore().clear_protocol_data(ID.from_base58(peer))
+
     def speaks(self, peer: str, protocol: str) -> bool | None:
         """True/False: ``peer`` listed / did not list ``protocol`` in identify; None: not identified (yet)."""
-        try:
-            pid = ID.from_base58(peer)
-        except Exception:
+        # identified = py-libp2p parsed the peer's identify reply during its current connections. Not "the
+        # identify protocol is in the peerstore": opening our identify stream to the peer records that before the
+        # reply arrives, and every other protocol then looked unlisted (a node skipped its first requests to a
+        # fresh connection: test_network's echo)
+        if peer not in self._identified:
             return None
-        identified = getattr(self.host, "_identified_peers", None)
         store = self.host.get_peerstore()
         try:
+            pid = ID.from_base58(peer)
             protocols = set(store.get_protocols(pid)) if store.has_peer(pid) else set()
         except Exception:
             protocols = set()
-        # identified = py-libp2p parsed the peer's identify reply. Not "the identify protocol is in the peerstore":
-        # opening our identify stream to the peer records that before the reply arrives, and every other protocol
-        # then looked unlisted (a node skipped its first requests to a fresh connection: test_network's echo)
-        if identified is not None:
-            if pid not in identified:
-                return None
-        elif IDENTIFY_ID not in protocols:  # (a host without the record: the older, weaker sign)
-            return None
         return protocol in protocols
 
+    async def _identify_over(self, peer: str, wait: float) -> bool:
+        """True once the host's identify of ``peer`` has ended (at once for a peer not connected); False when it
+        is still not over after ``wait`` s."""
+        ended = self._identify_ended.get(peer)
+        if ended is None:
+            return True
+        with trio.move_on_after(wait):
+            await ended.wait()
+        if wait >= IDENTIFY_WAIT:  # an identify never started, or still not over: not waited for again (a reply
+            ended.set()  # that comes later still counts: ``speaks`` reads it)
+        return ended.is_set()
+
     async def will_speak(self, peer: str, protocol: str, *, wait: float = IDENTIFY_WAIT) -> bool:
-        """False when identify (awaited up to ``wait`` s) says ``peer`` does not speak ``protocol``."""
-        if peer not in self._identify_waited:  # a peer whose identify never came is waited for once
-            with trio.move_on_after(wait):
-                while self.speaks(peer, protocol) is None and peer in self._conns:
-                    await trio.sleep(0.02)
-            if self.speaks(peer, protocol) is None and peer in self._conns:
-                self._identify_waited.add(peer)
+        """False when identify says ``peer`` does not speak ``protocol``; the identify of a connected peer is
+        awaited first, until it ends (up to ``wait`` s: then, as for a peer whose identify failed, True)."""
+        await self._identify_over(peer, wait)
         if self.speaks(peer, protocol) is False:
             self.peers.stats["skipped_unsupported"] += 1
             log.debug("not opening %s to %s: not among the protocols it listed in identify", protocol, peer)
@@ -321,14 +364,18 @@ class Node:
         """One request/response with ``peer``, over a stream kept open for the next one (``StreamPool``);
         a peer we are not connected to is dialled first at the addresses peer exchange gave us (the host
         alone knows none for it), and a peer we have no address for is looked up through our connected
-        peers first (``PeerManager.lookup``). Raises ``StreamFailed`` with the reason."""
+        peers first (``PeerManager.lookup``). The identify of a peer just connected is awaited first (not over
+        within ``timeout``: the request fails; then the stream has ``timeout`` too). Raises ``StreamFailed``
+        with the reason."""
         if peer not in self.connected_peers() and self.peers is not None:
             with trio.move_on_after(timeout):
                 if not await self.peers.lookup(peer):
                     raise StreamFailed(f"no address known for peer {peer} (asked our connected peers; is it "
                                        f"online and on network {self.net!r}?)")
                 await self.peers.dial(peer)
-        if not await self.will_speak(peer, protocol, wait=min(IDENTIFY_WAIT, timeout)):
+        if not await self._identify_over(peer, timeout):  # (not asked blind: it may not speak the protocol)
+            raise StreamFailed(f"peer {peer} not identified within {timeout:g} s (request timeout)")
+        if not await self.will_speak(peer, protocol, wait=0):
             raise StreamFailed(f"peer {peer} does not speak {protocol} (not in the protocols it listed in identify)")
         return await self.streams.ask(peer, protocol, data, timeout=timeout)
 
