@@ -316,7 +316,7 @@ class Node:
             protocols = set()
         return protocol in protocols
 
-    async def _identify_over(self, peer: str, wait: float) -> bool:
+    async def identify_over(self, peer: str, wait: float) -> bool:
         """True once the host's identify of ``peer`` has ended (at once for a peer not connected); False when it
         is still not over after ``wait`` s."""
         ended = self._identify_ended.get(peer)
@@ -331,7 +331,7 @@ class Node:
     async def will_speak(self, peer: str, protocol: str, *, wait: float = IDENTIFY_WAIT) -> bool:
         """False when identify says ``peer`` does not speak ``protocol``; the identify of a connected peer is
         awaited first, until it ends (up to ``wait`` s: then, as for a peer whose identify failed, True)."""
-        await self._identify_over(peer, wait)
+        await self.identify_over(peer, wait)
         if self.speaks(peer, protocol) is False:
             self.peers.stats["skipped_unsupported"] += 1
             log.debug("not opening %s to %s: not among the protocols it listed in identify", protocol, peer)
@@ -373,7 +373,7 @@ class Node:
                     raise StreamFailed(f"no address known for peer {peer} (asked our connected peers; is it "
                                        f"online and on network {self.net!r}?)")
                 await self.peers.dial(peer)
-        if not await self._identify_over(peer, timeout):  # (not asked blind: it may not speak the protocol)
+        if not await self.identify_over(peer, timeout):  # (not asked blind: it may not speak the protocol)
             raise StreamFailed(f"peer {peer} not identified within {timeout:g} s (request timeout)")
         if not await self.will_speak(peer, protocol, wait=0):
             raise StreamFailed(f"peer {peer} does not speak {protocol} (not in the protocols it listed in identify)")

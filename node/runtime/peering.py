@@ -216,23 +216,22 @@ class PeerManager:
 
     async def _await_identify_of_sought(self, data: bytes, wait: float = FIND_IDENTIFY_WAIT) -> None:
         """A peer asked for by name that is connected to us but not identified yet (it connected a moment ago,
-        or identify is slow under load) has no listen address we could give: wait up to ``wait`` s for its
-        identify, then note its addresses. Without this the asker's lookup failed for a peer we were connected
-        to (seen under load: ``test_runtime``'s lookup through a connected peer)."""
-        speaks = getattr(self.node, "speaks", None)
-        if speaks is None:
+        or identify is slow under load) has no listen address we could give: wait up to ``wait`` s for the end
+        of its identify (``Node.identify_over``), then note its addresses. Without this the asker's lookup failed
+        for a peer we were connected to (seen under load: ``test_runtime``'s lookup through a connected peer)."""
+        identify_over = getattr(self.node, "identify_over", None)
+        if identify_over is None:
             return
         try:
             sought = pex.decode_request(data, self.node.net).find[: pex.MAX_FIND]
         except WireError:
             return  # pex.answer gives the reason
-        waiting = [p for p in sought if p in self.node.connected_peers() and not self.known.addrs(p)
-                   and speaks(p, pex.PEX_PROTOCOL) is None]
+        waiting = [p for p in sought if p in self.node.connected_peers() and not self.known.addrs(p)]
         if not waiting:
             return
-        with trio.move_on_after(wait):
-            while any(speaks(p, pex.PEX_PROTOCOL) is None and p in self.node.connected_peers() for p in waiting):
-                await trio.sleep(0.02)
+        async with trio.open_nursery() as n:
+            for p in waiting:
+                n.start_soon(identify_over, p, wait)
         for p in waiting:
             addrs = self._peerstore_addrs(p)
             if addrs:
