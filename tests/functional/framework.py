@@ -513,9 +513,14 @@ class RequestWatch:
         self.api, self.report = api, started
 
     def until(self, states: tuple[str, ...], timeout: float, what: str) -> dict:
+        return self.until_report(lambda rep: rep["state"] in states, timeout, what)
+
+    def until_report(self, ok, timeout: float, what: str) -> dict:
+        """Wait until ``ok(report)``: for what stays in the report (its providers), where a state may be passed
+        between two reads (a request's "running" lasts as long as its contracts, which can be under a second)."""
         def reached():
             self.report = self.api.get(f"/v1/requests/{self.report['request_id']}")
-            return self.report["state"] in states
+            return ok(self.report)
 
         until(reached, timeout, what)
         return self.report
