@@ -34,3 +34,12 @@ def one_line_error(r: subprocess.CompletedProcess) -> str:
     assert "Traceback" not in r.stderr and "ExceptionGroup" not in r.stderr, r.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr[-3000:]
     return lines[0]
+
+
+def ctrl_c_default() -> None:
+    """``preexec_fn`` of a child a test interrupts with SIGINT (Ctrl-C): SIGINT at its default, whatever the test
+    run inherited (a suite started in the background by a non-interactive shell ignores SIGINT, and Python keeps an
+    ignored SIGINT ignored: the child never saw the test's Ctrl-C)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

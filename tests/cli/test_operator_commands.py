@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.cli_fixtures import one_line_error
+from tests.cli_fixtures import ctrl_c_default, one_line_error
 from tests.functional.framework import FACTOR, Network, Process, terminate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,7 +157,8 @@ def test_logs_prints_the_last_lines_and_follows(net):
     assert len(ks("--datadir", net.a, "logs", "-n", "2").stdout.splitlines()) == 2
 
     f = subprocess.Popen([sys.executable, "-m", "node", "--datadir", str(net.a), "logs", "-f", "-n", "0"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV,
+                         preexec_fn=ctrl_c_default)
     try:
         time.sleep(2 * FACTOR)  # (it reads the end of the file first: what is written after comes out)
         marker = f"marker-{time.time_ns()}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_fixtures import one_line_error
+from tests.cli_fixtures import ctrl_c_default, one_line_error
 from tests.functional.framework import QUICK_REQUESTS, Process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,7 +206,8 @@ def test_ctrl_c_during_deposit_wait_says_what_was_made(tmp_path):
     assert ks("--datadir", d, "init").returncode == 0
     p = subprocess.Popen([sys.executable, "-m", "node", "--datadir", str(d), "deposit", "--asset", "BTC-REG",
                           "--chunks", "2", "--wait", "1000", "--block-interval", "30"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV,
+                         preexec_fn=ctrl_c_default)
     seen = ""
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and "waiting for 1000" not in seen:
