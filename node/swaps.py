@@ -60,6 +60,10 @@ HEIGHT_PARAMS = ("premium_by", "expiry", "refund_height", "deadline")
 MAX_LOCK_BLOCKS = 10_000
 #: blocks our ledger may be behind the proposer's when it planned at the limit (not counted against it)
 HEIGHT_LAG = 6
+#: s a noted ledger height stays good for the lock horizon (the daemon notes our offers' heights every
+#: ``HEIGHTS_EVERY`` s off the event loop: ``refresh_heights``); older, the check reads the ledger itself
+HEIGHT_FRESH = 30.0
+HEIGHTS_EVERY = 5.0
 RECORD_GRACE = 120.0  # s a settled claim waits for its release record to be resent (a crash lost it)
 #: what runs a swap (``keyswitch swap --peer``, a request's swaps): "contract-run" (the ``turns`` spec over
 #: /keyswitch/contract-run/1, issue #19) or "release" (release/1's own rounds)
@@ -213,6 +217,8 @@ class SwapDesk:
         self.price_tolerance = price_tolerance
         self.allowed_hashes = frozenset(h.lower() for h in allowed_hashes)
         self.max_lock_blocks = max_lock_blocks
+        #: asset -> (height, when): the heights the lock horizon reads (``refresh_heights``, ``feed_heights``)
+        self.heights: dict[str, tuple[int, float]] = {}
         self._kept: tuple[tuple[int, int], list] | None = None  # (store versions, kept_chunks) of ``kept``
         ledger = stack.ledger
         own = stack.protocol.own
@@ -685,7 +691,7 @@ class SwapDesk:
         spec = decode_spec(offer.schedule)
         if isinstance(spec, str):
             return spec
-        bad = self._contract_policy(offer.kind, spec) or self._lock_horizon(spec)
+        bad = self._contract_policy(offer.kind, spec) or self._lock_horizon(spec, now)
         if bad:
             return bad
         own = self._identity()
@@ -736,7 +742,7 @@ class SwapDesk:
             self.run.expect(spec, now)
         return None
 
-    def _lock_horizon(self, spec) -> str | None:
+    def _lock_horizon(self, spec, now: float) -> str | None:
         """A peer's contract may keep our chunks committed (or our arbitration owed) until its last height
         parameter: refused past ``contracts.max_lock_blocks`` blocks from the height OUR ledger reads now.
         Before, a buyer could lock a writer's chunks for 100,000 blocks (~2 years of Bitcoin) for one premium."""
@@ -746,7 +752,7 @@ class SwapDesk:
         if not heights or not isinstance(asset, str):
             return None
         try:
-            now_height = self.stack.ledger.height(asset)
+            now_height = self._height(asset, now)
         except Exception as exc:  # no ledger for it: nothing of ours can be committed on its clock
             return f"no height for {asset} on this node's ledger: {type(exc).__name__}"
         name, last = max(heights.items(), key=lambda kv: kv[1])
@@ -755,6 +761,27 @@ class SwapDesk:
                     f"{now_height}); this node commits chunks for at most {self.max_lock_blocks} blocks "
                     f"(setting contracts.max_lock_blocks)")
         return None
+
+    def _height(self, asset: str, now: float) -> int:
+        """Our ledger's height of ``asset``: the one noted within ``HEIGHT_FRESH`` s (no ledger call: the check
+        runs in the agreement, on the event loop), else read now (a blocking call, then noted)."""
+        noted = self.heights.get(asset)
+        if noted is not None and 0 <= now - noted[1] <= HEIGHT_FRESH:
+            return noted[0]
+        h = self.stack.ledger.height(asset)
+        self.heights[asset] = (h, now)
+        return h
+
+    def refresh_heights(self, now: float) -> None:
+        """Note our ledger's height of every asset we offer (what a peer's contract on our chunks is timed in).
+        Blocking ledger calls: the daemon runs it on a worker thread every ``HEIGHTS_EVERY`` s; an asset whose
+        ledger does not answer keeps its last note (which goes stale, and the check then reads for itself)."""
+        own = self.stack.protocol.own
+        for asset in sorted({o.asset for o in (own.offers if own is not None else [])}):
+            try:
+                self.heights[asset] = (self.stack.ledger.height(asset), now)
+            except Exception:
+                continue
 
     def _contract_policy(self, kind: str, spec) -> str | None:
         """Which contracts this node runs for a peer: a ``kind`` offer must carry the stdlib contract of that
@@ -947,6 +974,7 @@ class SwapDesk:
                 h = ledger.height(a)
             except Exception:
                 continue  # not an asset (a message), or the ledger is away: next second
+            self.heights[a] = (h, now)
             cmds += self.run.observe_height(a, h, now)
         return cmds
 
