@@ -154,7 +154,8 @@ class ContractRun:
         self.stream_protocols = [PROTOCOL_ID]
         self.local_peer = ""
         self.runs: dict[str, Run] = {}
-        self._expected: set[bytes] = set()
+        #: contracts agreed with us and not yet running here: id -> (spec, when we agreed), for ``agreements``
+        self._expected: dict[bytes, tuple[ContractSpec, float]] = {}
         #: contracts a peer opened whose funds check is in flight: the opens waiting for it
         self._opening: dict[bytes, list[tuple[int, ContractSpec, int, OpenBody]]] = {}
         self._heights: dict[str, int] = {}
@@ -172,20 +173,26 @@ class ContractRun:
         """Run ``spec`` when a party opens it with us (agreed elsewhere); returns its id. The agreement is kept
         (``agreed``) until the contract runs here, or ``agreement_ttl`` after ``now``."""
         cid = spec_id(spec)
-        if cid not in self._expected and cid.hex() not in self.runs:
-            self.agreed.put(cid.hex(), AgreedRecord(spec.encode(), now))
-        self._expected.add(cid)
+        if cid not in self._expected:
+            if cid.hex() not in self.runs:
+                self.agreed.put(cid.hex(), AgreedRecord(spec.encode(), now))
+            self._expected[cid] = (spec, now)
         return cid
 
     def expects(self, cid: bytes) -> bool:
         """Is contract ``cid`` agreed with us and not yet running here?"""
         return cid in self._expected
 
+    def agreements(self) -> list[tuple[bytes, ContractSpec, float]]:
+        """(id, spec, agreed at) of every contract agreed with us and not yet running here: made in this process or
+        resumed from ``agreed`` after a restart (the host holds their exposure: ``node.swaps.SwapDesk.sync_holds``)."""
+        return [(cid, spec, at) for cid, (spec, at) in list(self._expected.items())]
+
     def forget(self, cid: bytes) -> None:
         """No longer run contract ``cid`` unless it runs already: a peer's open of it is refused ("not-expected")
         from now on (the host's reservation lapsed, or its open was refused for good)."""
         if cid in self._expected and cid.hex() not in self.runs:
-            self._expected.discard(cid)
+            self._expected.pop(cid, None)
             self.agreed.delete(cid.hex())
 
     def unexpect(self, cid: bytes) -> list[Command]:
@@ -196,7 +203,7 @@ class ContractRun:
     def _agreed_done(self, cid: bytes) -> None:
         """The contract runs here now (its record is in ``store``): the agreement is no longer needed."""
         if cid in self._expected:
-            self._expected.discard(cid)
+            self._expected.pop(cid, None)
             self.agreed.delete(cid.hex())
 
     def start(self, spec: ContractSpec, now: float) -> list[Command]:
@@ -655,7 +662,7 @@ class ContractRun:
             if isinstance(spec, str):
                 cmds.append(Notify("contract.store-error", {"contract": key, "reason": f"agreement: {spec}"}))
             elif key == spec_id(spec).hex() and key not in self.runs and now < rec.at + self.agreement_ttl:
-                self._expected.add(spec_id(spec))
+                self._expected[spec_id(spec)] = (spec, rec.at)
                 continue
             self.agreed.delete(key)
         return cmds
