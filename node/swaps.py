@@ -899,6 +899,8 @@ class SwapDesk:
             return
         if n.kind == "contract.refused" and n.detail.get("code") in OPEN_REFUSALS:
             self.swaps.refused_open(n.detail.get("contract", ""), n.detail.get("reason", ""))
+        if n.kind == "contract.declined":
+            self.swaps.declined(n.detail["contract"], n.detail["reason"])
         self.swaps.end_proposals()
         if n.kind == "contract.accepted" and n.detail.get("kind") == "swap":
             node = getattr(self, "node", None)

@@ -23,6 +23,8 @@ release/1, so ``CheatingProof`` covers it), every other kind by the sender's enc
     ack      AckBody(contract_id, round)            response to release / approve (round -1)
     approve  ApproveBody(contract_id, party, message, sig)   a party's signature over (contract id,
                                                     message), e.g. the escrow arbiter's "release"
+    decline  DeclineBody(contract_id, reason)       runner -> runners (request): we agreed to it but cannot
+                                                    run it (our start failed); answered ack (round -1)
     who      WhoBody(binding, quote)                any -> any (request): our attested identity
     whois    WhoBody(binding, quote)                response to who: the peer's (for building a spec)
     error    ErrorBody(contract_id, round, code, reason)      response; unsigned
@@ -80,7 +82,8 @@ from node.protocols.base import (
 )
 from node.protocols.contract_run_state import (  # noqa: F401 (re-exported: the protocol's public names)
     ACCEPTS_REQUEST, BODIES, CHEAT_CODES, DONE, FAILED, MAX_WAITING_OPENS, OPEN_REFUSALS, PROTOCOL_ID, RUNNING,
-    TERMINAL, TRANSITIONS, WHO_ATTEMPTS, WITHHELD, AgreedRecord, ApproveBody, OpenBody, OpenedBody, Run, RunRecord,
+    TERMINAL, TRANSITIONS, WHO_ATTEMPTS, WITHHELD, AgreedRecord, ApproveBody, DeclineBody, OpenBody, OpenedBody, Run,
+    RunRecord,
     WhoBody, _funds_missing, _quote_check,
 )
 from node.protocols.contract_swap import swap_outcome
@@ -194,6 +197,32 @@ class ContractRun:
         if cid in self._expected and cid.hex() not in self.runs:
             self._expected.pop(cid, None)
             self.agreed.delete(cid.hex())
+
+    def decline(self, spec: ContractSpec, reason: str, now: float) -> list[Command]:
+        """We agreed to ``spec`` but cannot run it (our start failed): every other runner is told at once (a
+        ``decline`` signed by our enclave), so it stops expecting the contract and its host's hold on us goes
+        now, not when its reservation lapses. Sent once: a lost one leaves the lapse as the backstop."""
+        cid = spec_id(spec)
+        self.forget(cid)
+        try:
+            me, body = self._my_party(spec), self._seal("decline", DeclineBody(cid, reason[:300]))
+        except Exception:  # (our enclave is away: the peers' reservations lapse instead)
+            return []
+        return [self._request(cid.hex(), "decline", -1, k, p.binding.peer_id, body, now)
+                for k, p in enumerate(spec.parties) if p.runner and k != me]
+
+    def _on_decline(self, ev: RequestReceived, env: wire.Signed, d: DeclineBody) -> list[Command]:
+        """A runner of a contract we expect declines it: only that runner's enclave can (never a third peer)."""
+        cid = d.contract_id
+        spec = self._expected.get(cid, (None,))[0]
+        if spec is None or cid.hex() in self.runs:
+            return self._refuse(ev.request_id, cid, -1, "not-expected", "no agreement with us waits for it")
+        if not any(p.runner and p.binding.peer_id == ev.peer and p.binding.sign_pub == env.signer
+                   for p in spec.parties):
+            return self._refuse(ev.request_id, cid, -1, "wrong-peer", "the sender is not a runner of that contract")
+        self.forget(cid)
+        return [Respond(ev.request_id, self._seal("ack", AckBody(cid, -1))),
+                Notify("contract.declined", {"contract": cid.hex(), "peer": ev.peer, "reason": d.reason[:300]})]
 
     def unexpect(self, cid: bytes) -> list[Command]:
         """An agreement that came to nothing (the peer refused the offer, or never answered): no longer expected."""
@@ -724,7 +753,8 @@ class ContractRun:
     # -- requests -----------------------------------------------------------------------
     def _on_request(self, ev: RequestReceived, now: float) -> list[Command]:
         try:
-            env, body = parse(ev.data, net=self.net, kinds={"open", "release", "approve", "who"}, bodies=BODIES)
+            env, body = parse(ev.data, net=self.net, kinds={"open", "release", "approve", "who", "decline"},
+                              bodies=BODIES)
         except MessageError as exc:
             return self._refuse(ev.request_id, b"", -1, exc.code, exc.reason)
         if env.kind == "who":
@@ -735,6 +765,8 @@ class ContractRun:
             return [Respond(ev.request_id, self._seal("whois", WhoBody(binding, quote)))]
         if env.kind == "open":
             return self._on_open(ev, env, body, now)
+        if env.kind == "decline":
+            return self._on_decline(ev, env, body)
         r = self.runs.get(body.contract_id.hex())
         if r is None:
             return self._refuse(ev.request_id, body.contract_id, -1, "unknown-contract", "no such contract here")
@@ -896,8 +928,8 @@ class ContractRun:
             why = "peer: " + body.reason if env.kind == "error" else self._learn(ev.peer, env, body, now)
             return [Notify("contract.who", {"peer": ev.peer, "ok": why is None, "reason": why or ""})]
         r = self.runs.get(key)
-        if r is None or ev.error:
-            return []  # transport failure: the retry timer resends
+        if r is None or ev.error or kind == "decline":
+            return []  # transport failure: the retry timer resends (a decline is sent once)
         want = {"open": {"opened", "error"}, "release": {"ack", "error"}, "approve": {"ack", "error"}}[kind]
         try:
             env, body = parse(ev.data, net=self.net, kinds=want, bodies=BODIES)

@@ -80,8 +80,16 @@ class WhoBody(msgspec.Struct, array_like=True, frozen=True):
     quote: bytes
 
 
+class DeclineBody(msgspec.Struct, array_like=True, frozen=True):
+    """A runner that agreed to a contract cannot run it (its own start failed: its enclave refused it, or a
+    chunk's funds are not there on its ledger): the other runners stop expecting it at once."""
+
+    contract_id: bytes
+    reason: str
+
+
 BODIES = {"open": OpenBody, "opened": OpenedBody, "release": ReleaseBody, "ack": AckBody,
-          "approve": ApproveBody, "error": ErrorBody, "who": WhoBody, "whois": WhoBody}
+          "approve": ApproveBody, "error": ErrorBody, "who": WhoBody, "whois": WhoBody, "decline": DeclineBody}
 
 
 class RunRecord(msgspec.Struct, array_like=True):

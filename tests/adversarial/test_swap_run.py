@@ -4,7 +4,8 @@ opens it first (as release/1's responder signed first), the initiator's enclave 
 signature. Real nodes in process (offer stacks, enclaves, the switchboard, the swap desk) on the in-memory
 network; what the daemon's driver hands the desks (``on_notify``) is handed to them here. The attacks: a
 proposer that makes the responder give first, one that offers a contract other than the stdlib turns, and a
-responder whose open the initiator's enclave refuses (the proposal must end, not wait for ever)."""
+responder whose open the initiator's enclave refuses (the proposal must end, not wait for ever), a responder whose
+own start fails (the proposer is told at once), and a third peer that tries to cancel someone else's swap."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from node.contracts import stdlib
 from node.contracts.spec import PartySpec, make_spec, spec_id
 from node.ledger.devnet import DevLedger
 from node.protocols.testing import GossipNet
-from tests.adversarial.deskkit import NET, connect, make_node
+from tests.adversarial.deskkit import NET, DrainedLedger, connect, make_node
 
 
 @pytest.fixture
@@ -73,6 +74,19 @@ def _plan(alice, bob, n: int):
     alice.desk.run.known[bob.peer_id] = bob.protocol.own.binding  # (NodeServices asks it with who)
     spec, _summary = alice.desk.plan_swap(bob.peer_id, "BTC-REG", "BTC-REG", n)
     return spec
+
+
+def _proposed_to_a_silent_peer(net, alice, bob, now: float):
+    """(spec, ended): alice's one-chunk swap, held and agreed by bob, who opens nothing; ``ended``: the outcomes
+    alice's watchers hear."""
+    bob.rfp.on_contract = lambda peer, offer, t: None  # agrees, opens nothing
+    ended: list[dict] = []
+    alice.desk.watchers.append(ended.append)
+    spec = _plan(alice, bob, 1)
+    assert alice.desk.reserve_plan(bob.peer_id, spec, now) is None
+    assert _propose(net, alice, bob, spec, now) == (True, "")
+    _deliver(net, alice, bob)
+    return spec, ended
 
 
 def test_a_swap_over_contract_run_completes_each_side_reports_it_once_and_the_holds_go(world):
@@ -158,16 +172,52 @@ def test_a_proposal_the_peer_agrees_to_and_never_opens_ends_failed_and_frees_its
     from node.swaps import RESERVE_TTL
 
     net, alice, bob, now = world
-    bob.rfp.on_contract = lambda peer, offer, t: None  # agrees, opens nothing
-    ended: list[dict] = []
-    alice.desk.watchers.append(ended.append)
-    spec = _plan(alice, bob, 1)
-    assert alice.desk.reserve_plan(bob.peer_id, spec, now) is None
-    assert _propose(net, alice, bob, spec, now) == (True, "")
-    _deliver(net, alice, bob)
+    spec, ended = _proposed_to_a_silent_peer(net, alice, bob, now)
     alice.desk.tick(now + 1)
     assert ended == [] and alice.engine.caps.exposure.by_device.get(_device(bob), 0) == 5_000
     alice.desk.tick(now + RESERVE_TTL + 1)
     assert [(d["status"], d["lost"]) for d in ended] == [("failed", 0)] and "did not open" in ended[0]["reason"]
     assert alice.engine.holds == {}
     assert {o.pubkey for o in alice.protocol.own.offers} >= {c.pubkey for c in spec.parties[0].chunks}
+
+
+def test_a_responder_whose_own_start_fails_tells_the_proposer_at_once(world):
+    """Bob agrees to alice's swap, then his own start fails (his ledger shows alice's chunk gone). Before, alice
+    learnt nothing until her proposal lapsed, ``RESERVE_TTL`` (60 s) later: her hold on bob's device stayed all
+    that time, and a request waited a minute before asking another provider for that share. Bob's runner now
+    declines the contract to alice at once (``decline`` over contract-run/1, signed by his enclave): her proposal
+    ends failed with his reason, her hold goes, and she no longer expects the contract."""
+    net, alice, bob, now = world
+    ended: list[dict] = []
+    alice.desk.watchers.append(ended.append)
+    spec = _plan(alice, bob, 1)
+    cid = spec_id(spec)
+    assert alice.desk.reserve_plan(bob.peer_id, spec, now) is None
+    bob.ledger = DrainedLedger(bob.ledger, [c.address for c in spec.parties[0].chunks])
+    assert _propose(net, alice, bob, spec, now) == (True, "")
+    _deliver(net, alice, bob)  # bob's desk starts it once its answer is out: the start fails
+    assert bob.desk.run.state(cid) is None and alice.desk.run.state(cid) is None
+    assert [(d["status"], d["lost"]) for d in ended] == [("failed", 0)], ended
+    assert "the peer could not start the contract" in ended[0]["reason"] and "funds" in ended[0]["reason"], ended
+    assert alice.engine.holds == {} and bob.engine.holds == {}
+    assert not alice.desk.run.expects(cid)
+    row = {r["contract"]: r for r in alice.desk.contracts()}[cid.hex()]
+    assert (row["state"], row["role"]) == ("failed", "initiator")
+
+
+def test_a_decline_from_a_peer_that_is_not_a_runner_of_the_swap_is_refused(world, tmp_path):
+    """Carol, no party to alice's swap with bob, sends alice a ``decline`` of it (signed by her own enclave): alice
+    refuses it ("wrong-peer") and still expects bob's open; only a runner's enclave can decline a contract."""
+    net, alice, bob, now = world
+    carol = make_node(tmp_path, "carol", alice.ledger, "BTC-REG", 1, now, swap_over="contract-run")
+    try:
+        net.add(carol.peer_id, carol.protocol, carol.rfp, carol.desk.run, carol.desk.release, now=now)
+        spec, ended = _proposed_to_a_silent_peer(net, alice, bob, now)
+        net.call(carol.peer_id, carol.desk.run, carol.desk.run.decline(spec, "forged", now), now)
+        assert any(n.kind == "contract.refused" and n.detail["code"] == "wrong-peer"
+                   for n in net.peers[alice.peer_id].notes), net.peers[alice.peer_id].notes
+        _deliver(net, alice, bob)
+        assert alice.desk.run.expects(spec_id(spec)) and ended == []
+        assert alice.engine.caps.exposure.by_device.get(_device(bob), 0) == 5_000
+    finally:
+        carol.close()
