@@ -221,3 +221,39 @@ def test_a_decline_from_a_peer_that_is_not_a_runner_of_the_swap_is_refused(world
         assert alice.engine.caps.exposure.by_device.get(_device(bob), 0) == 5_000
     finally:
         carol.close()
+
+
+def test_the_responders_chunk_in_a_swap_the_proposer_never_opens_stays_committed_there_is_no_deadline_yet(world):
+    """Issue 18 (c), shown as it is today. Alice offers bob a swap and never opens it (she does not even expect it:
+    her runner answers bob's open "not-expected"). Bob agreed and opened first, as a responder does: his enclave
+    committed his chunk. What bounds it: after the runner's deadline bob's side is withheld, his hold on alice's
+    device goes and he reports her device (withheld). What does not: the stdlib ``turns`` contract has no
+    time-lock, and an enclave counts a contract that not every runner signed as never ended
+    (``Contracts._ended_without``), so bob's chunk stays committed for good (a month on here): never offered again,
+    not even exportable by his owner (I1). Not fixed yet: docs/security.md, "Known gaps", says why the fix is a
+    deadline height in the swap contract rather than a host timer. This test changes when that fix comes."""
+    from node.tee.client import EnclaveRefused
+
+    net, alice, bob, now = world
+    spec = _plan(alice, bob, 1)
+    cid, pub = spec_id(spec), spec.parties[1].chunks[0].pubkey
+    rid, cmds = alice.rfp.offer_contract(bob.peer_id, "swap", spec.encode(), now)  # offered, never expected
+    net.call(alice.peer_id, alice.rfp, cmds, now)
+    assert alice.rfp.contract_answers[rid] == (True, "")
+    _deliver(net, alice, bob)  # bob opens it: his chunk is committed
+    assert bob.desk.run.state(cid) == "running" and pub not in bob.enclave.offerable_pubkeys()
+    later = now + bob.desk.run.round_timeout + 1
+    bob.desk.clock.t = later
+    net.advance(later)
+    _deliver(net, alice, bob)
+    assert bob.desk.run.state(cid) == "withheld"
+    bob.desk.tick(later)
+    assert bob.engine.holds == {}  # the exposure bob held on alice's device is released
+    assert bob.outcomes.records.reported(cid.hex())  # alice's device reported (withheld)
+    month = later + 30 * 86_400
+    bob.desk.clock.t = month
+    net.advance(month)
+    _deliver(net, alice, bob)
+    assert pub not in bob.enclave.offerable_pubkeys(), "the responder's chunk came home: update this test"
+    with pytest.raises(EnclaveRefused):
+        bob.enclave.export_to_owner(pub)
