@@ -191,8 +191,13 @@ class SwapRuns:
         from node.protocols.contract_run import RUNNING
         from node.protocols.contract_swap import swap_outcome
 
+        from node.tee.client import EnclaveRefused
+
         if r.outcome is None and r.rec.state != RUNNING:
-            moved = self.desk.stack.enclave.contract_status(r.cid).moved
+            try:
+                moved = self.desk.stack.enclave.contract_status(r.cid).moved
+            except EnclaveRefused:  # (dropped: a runner never signed it, nothing moved)
+                moved = []
             r.outcome = swap_outcome(r.spec, r.cid, r.me, r.rec.state, r.rec.reason, moved, r.rec.claims)
         return r.outcome
 

@@ -121,6 +121,11 @@ class ContractRun:
     store: RecordStore = field(default_factory=lambda: MemoryContractStore(record_type=RunRecord))
     claim_policy: str = "sweep"
     round_timeout: float = 30.0
+    #: s a contract we opened may wait, with no progress, for a runner that never signs it (a swap's proposer that
+    #: agreed and never opens; ``turns`` has no time-lock): then our enclave drops it and our chunks are ours again.
+    #: Far past every agreement's life (``node.swaps.RESERVE_TTL``): an honest peer signs within seconds or never;
+    #: our opens stop ``2 x request_timeout`` before, so none is in flight when we drop (``_drop``)
+    drop_after: float = 600.0
     retry_interval: float = 2.0
     #: s a request waits for its answer (the runtime's ``respond_timeout`` is 10 s). Not ``retry_interval``: on a
     #: loaded machine every answer later than 2 s was thrown away and a copy sent every 2 s while the first was
@@ -327,7 +332,17 @@ class ContractRun:
         r = self.runs.get(cid.hex())
         if r is None:
             return None
-        st = self.enclave.contract_status(cid)
+        from node.tee.client import EnclaveRefused
+
+        try:
+            st = self.enclave.contract_status(cid)
+        except EnclaveRefused as exc:
+            if exc.code != "unknown-contract" or r.rec.state != FAILED:
+                raise
+            st = None  # dropped (``_drop``): nothing moved under it
+        if st is None:
+            return {"state": r.rec.state, "reason": r.rec.reason, "status": "dropped", "settled": True, "released": [],
+                    "received": [], "refunded": [], "claims": []}
         out = {"state": r.rec.state, "reason": r.rec.reason, "status": st.status, "settled": st.settled,
                "released": sorted((m.index, m.receiver) for m in st.moved if m.giver == r.me != m.receiver),
                "received": sorted((m.giver, m.index) for m in st.moved if m.receiver == r.me != m.giver),
@@ -458,8 +473,9 @@ class ContractRun:
         """Open the contract with every runner that has not yet shown us its quote and all signatures (but
         ``skip``: the party whose open we are answering; our answer carries our quote and signatures; and a
         runner whose answer to our last open is still to come)."""
-        if r.rec.state in TERMINAL:
-            return []
+        if r.rec.state in TERMINAL or (r.rec.state == WITHHELD and now >= r.progress_at + self.drop_after
+                                        - 2 * self.request_timeout):
+            return []  # (withheld, and a runner that never signed is about to be dropped: no open in flight then)
         busy = self._in_flight(r, now)
         to = [k for k in r.runners() if k not in (r.me, skip) and (k not in r.verified or k not in r.complete)
               and ("open", -1, k) not in busy]
@@ -666,6 +682,18 @@ class ContractRun:
             moved = []
         return [Notify("contract.outcome", {"contract": r.key, "state": r.rec.state, "reason": reason,
                                             **self._outcome_detail(r, moved)})]
+
+    def _drop(self, r: Run, missing: list[int]) -> list[Command]:
+        """A runner never signed the contract within ``drop_after`` and nothing moved: our enclave drops it (it
+        refuses if every runner signed meanwhile, or a key moved) and our chunks in it are ours again."""
+        from node.tee.client import EnclaveRefused
+
+        try:
+            self.enclave.contract_drop(r.cid)
+        except EnclaveRefused as exc:
+            return [Notify("contract.waiting", {"contract": r.key, "reason": f"not dropped: {exc.code}: {exc.reason}"})]
+        return self._stop(r, "unsigned", f"party {', '.join(map(str, missing))} never signed the contract in "
+                                         f"{self.drop_after:.0f} s: dropped, our chunks in it are ours again")
 
     def _outcome_detail(self, r: Run, moved) -> dict:
         """A two-party contract: ``{"outcome": swap-shaped outcome}`` (what the request desk and the outcome
@@ -985,6 +1013,8 @@ class ContractRun:
                 return [Notify("contract.waiting", {"contract": r.key, "reason": f"{exc.code}: {exc.reason}"})]
             if (st.finished or st.settled) and not st.allowed and r.pending:
                 return self._stop(r, "settled", "contract over; the peer never acknowledged our last release")
+            if st.missing and not st.moved and not r.pending and now >= r.progress_at + self.drop_after:
+                return self._drop(r, st.missing)
             if r.rec.state == RUNNING:
                 r.rec.state, r.rec.reason = TRANSITIONS[(RUNNING, "deadline")], \
                     f"no progress for {self.round_timeout:.0f} s"

@@ -7,6 +7,8 @@ States (``TRANSITIONS``)::
                                       RUNNING / WITHHELD --cheat / local-refusal--> FAILED
                                       RUNNING --peer-refused (a runner that never signed answers
                                                 our open "not-held")--> FAILED
+                                      RUNNING / WITHHELD --unsigned (a runner never signed it within
+                                                ``drop_after``: our enclave drops it)--> FAILED
 
 ``ACCEPTS_REQUEST``: the requests a contract in each state takes. The message bodies (``BODIES``, by kind),
 the host's records (``RunRecord`` for a running contract, ``AgreedRecord`` for one agreed and not yet
@@ -39,6 +41,8 @@ TRANSITIONS = {
     (RUNNING, "local-refusal"): FAILED,
     (RUNNING, "peer-refused"): FAILED,  # a runner refused the contract before signing it (release/1's "refused")
     (WITHHELD, "local-refusal"): FAILED,
+    (RUNNING, "unsigned"): FAILED,  # a runner never signed it within ``drop_after``: dropped, our chunks ours again
+    (WITHHELD, "unsigned"): FAILED,
 }
 ACCEPTS_REQUEST = {RUNNING: frozenset({"open", "release", "approve"}),
                    WITHHELD: frozenset({"open", "release", "approve"}),

@@ -223,17 +223,15 @@ def test_a_decline_from_a_peer_that_is_not_a_runner_of_the_swap_is_refused(world
         carol.close()
 
 
-def test_the_responders_chunk_in_a_swap_the_proposer_never_opens_stays_committed_there_is_no_deadline_yet(world):
-    """Issue 18 (c), shown as it is today. Alice offers bob a swap and never opens it (she does not even expect it:
-    her runner answers bob's open "not-expected"). Bob agreed and opened first, as a responder does: his enclave
-    committed his chunk. What bounds it: after the runner's deadline bob's side is withheld, his hold on alice's
-    device goes and he reports her device (withheld). What does not: the stdlib ``turns`` contract has no
-    time-lock, and an enclave counts a contract that not every runner signed as never ended
-    (``Contracts._ended_without``), so bob's chunk stays committed for good (a month on here): never offered again,
-    not even exportable by his owner (I1). Not fixed yet: docs/security.md, "Known gaps", says why the fix is a
-    deadline height in the swap contract rather than a host timer. This test changes when that fix comes."""
-    from node.tee.client import EnclaveRefused
-
+def test_the_responders_chunk_in_a_swap_the_proposer_never_opens_comes_home_when_the_contract_is_dropped(world):
+    """Issue 18 (c). Alice offers bob a swap and never opens it (she does not even expect it: her runner answers
+    bob's open "not-expected"). Bob agreed and opened first, as a responder does: his enclave committed his chunk.
+    After the runner's deadline his side is withheld: his hold on alice's device goes and he reports her device.
+    But ``turns`` has no time-lock, and an enclave counts a contract not every runner signed as never ended: bob's
+    chunk stayed committed for good (never offered again, not even exportable by his owner). Now, ``drop_after``
+    (600 s) with no progress and alice's signature still missing, bob's runner has his enclave drop the contract
+    (nothing moved under it, and no release is possible before every runner signed): his chunk is his again and
+    back on his sheet."""
     net, alice, bob, now = world
     spec = _plan(alice, bob, 1)
     cid, pub = spec_id(spec), spec.parties[1].chunks[0].pubkey
@@ -250,10 +248,34 @@ def test_the_responders_chunk_in_a_swap_the_proposer_never_opens_stays_committed
     bob.desk.tick(later)
     assert bob.engine.holds == {}  # the exposure bob held on alice's device is released
     assert bob.outcomes.records.reported(cid.hex())  # alice's device reported (withheld)
-    month = later + 30 * 86_400
-    bob.desk.clock.t = month
-    net.advance(month)
+    assert pub not in bob.enclave.offerable_pubkeys()  # still committed
+    t = now + bob.desk.run.drop_after + 1
+    for k in range(3):  # the runner's timers at that second (a retry re-arms the deadline)
+        bob.desk.clock.t = t + k
+        net.advance(t + k)
+        _deliver(net, alice, bob)
+    assert bob.desk.run.state(cid) == "failed" and "never signed" in bob.desk.run.runs[cid.hex()].rec.reason
+    assert pub in bob.enclave.offerable_pubkeys(), "the responder's chunk is still committed"
+    bob.refresh_offers(t + 3)
+    assert pub in {o.pubkey for o in bob.protocol.own.offers}  # offered again
+    row = {r["contract"]: r for r in bob.desk.contracts()}[cid.hex()]  # (keyswitch contracts still shows it)
+    assert (row["state"], row["status"], row["released"]) == ("failed", "dropped", [])
+
+
+def test_a_contract_every_runner_signed_is_never_dropped(world):
+    """I1 holds: a host may ask its enclave to drop only a contract some runner never signed. Bob's host asks his
+    enclave to drop a swap both enclaves signed: refused ("signed"), whatever moved stays moved."""
+    from node.tee.client import EnclaveRefused
+
+    net, alice, bob, now = world
+    spec = _plan(alice, bob, 1)
+    assert alice.desk.reserve_plan(bob.peer_id, spec, now) is None
+    assert _propose(net, alice, bob, spec, now) == (True, "")
     _deliver(net, alice, bob)
-    assert pub not in bob.enclave.offerable_pubkeys(), "the responder's chunk came home: update this test"
-    with pytest.raises(EnclaveRefused):
-        bob.enclave.export_to_owner(pub)
+    cid = spec_id(spec)
+    assert bob.desk.run.state(cid) == "done"
+    for s in (alice, bob):
+        with pytest.raises(EnclaveRefused) as exc:
+            s.enclave.contract_drop(cid)
+        assert exc.value.code == "signed"
+        assert len(s.enclave.contract_status(cid).moved) == 2
