@@ -5,7 +5,8 @@ signature. Real nodes in process (offer stacks, enclaves, the switchboard, the s
 network; what the daemon's driver hands the desks (``on_notify``) is handed to them here. The attacks: a
 proposer that makes the responder give first, one that offers a contract other than the stdlib turns, and a
 responder whose open the initiator's enclave refuses (the proposal must end, not wait for ever), a responder whose
-own start fails (the proposer is told at once), and a third peer that tries to cancel someone else's swap."""
+own start fails (the proposer is told at once), a third peer that tries to cancel someone else's swap, and a
+proposer that agrees and never opens (the responder's committed chunk must come home)."""
 
 from __future__ import annotations
 
