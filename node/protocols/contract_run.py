@@ -473,8 +473,8 @@ class ContractRun:
         """Open the contract with every runner that has not yet shown us its quote and all signatures (but
         ``skip``: the party whose open we are answering; our answer carries our quote and signatures; and a
         runner whose answer to our last open is still to come)."""
-        if r.rec.state in TERMINAL or (r.rec.state == WITHHELD and now >= r.progress_at + self.drop_after
-                                        - 2 * self.request_timeout):
+        if r.rec.state in TERMINAL or (r.rec.state == WITHHELD and not r.undroppable
+                                        and now >= r.progress_at + self.drop_after - 2 * self.request_timeout):
             return []  # (withheld, and a runner that never signed is about to be dropped: no open in flight then)
         busy = self._in_flight(r, now)
         to = [k for k in r.runners() if k not in (r.me, skip) and (k not in r.verified or k not in r.complete)
@@ -690,7 +690,8 @@ class ContractRun:
 
         try:
             self.enclave.contract_drop(r.cid)
-        except EnclaveRefused as exc:
+        except EnclaveRefused as exc:  # (our keys escrowed under it: it runs until its time-lock)
+            r.undroppable = True
             return [Notify("contract.waiting", {"contract": r.key, "reason": f"not dropped: {exc.code}: {exc.reason}"})]
         return self._stop(r, "unsigned", f"party {', '.join(map(str, missing))} never signed the contract in "
                                          f"{self.drop_after:.0f} s: dropped, our chunks in it are ours again")
@@ -1013,7 +1014,8 @@ class ContractRun:
                 return [Notify("contract.waiting", {"contract": r.key, "reason": f"{exc.code}: {exc.reason}"})]
             if (st.finished or st.settled) and not st.allowed and r.pending:
                 return self._stop(r, "settled", "contract over; the peer never acknowledged our last release")
-            if st.missing and not st.moved and not r.pending and now >= r.progress_at + self.drop_after:
+            if st.missing and not st.moved and not r.pending and not r.undroppable and \
+                    now >= r.progress_at + self.drop_after:
                 return self._drop(r, st.missing)
             if r.rec.state == RUNNING:
                 r.rec.state, r.rec.reason = TRANSITIONS[(RUNNING, "deadline")], \

@@ -139,6 +139,7 @@ class Run:
     #: a two-party contract's swap-shaped outcome (``contract_swap.swap_outcome``), once withheld or ended
     outcome: object | None = None
     retry_armed: bool = False  # a retry timer is set and has not fired yet (``_timers``)
+    undroppable: bool = False  # our enclave refused to drop it (``ContractRun._drop``): not asked again
 
     @property
     def key(self) -> str:

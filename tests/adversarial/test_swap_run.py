@@ -224,6 +224,29 @@ def test_a_decline_from_a_peer_that_is_not_a_runner_of_the_swap_is_refused(world
         carol.close()
 
 
+def _opened_by_bob_only(net, alice, bob, now: float):
+    """(contract id, bob's chunk): alice offers bob a one-chunk swap she never expects (her runner answers bob's
+    open "not-expected"); bob agrees and opens it (his chunk committed); past the runner's deadline it is withheld."""
+    spec = _plan(alice, bob, 1)
+    cid, pub = spec_id(spec), spec.parties[1].chunks[0].pubkey
+    rid, cmds = alice.rfp.offer_contract(bob.peer_id, "swap", spec.encode(), now)  # offered, never expected
+    net.call(alice.peer_id, alice.rfp, cmds, now)
+    assert alice.rfp.contract_answers[rid] == (True, "")
+    _deliver(net, alice, bob)  # bob opens it: his chunk is committed
+    assert bob.desk.run.state(cid) == "running" and pub not in bob.enclave.offerable_pubkeys()
+    _seconds(net, alice, bob, now + bob.desk.run.round_timeout + 1, 1)
+    assert bob.desk.run.state(cid) == "withheld" and pub not in bob.enclave.offerable_pubkeys()
+    return cid, pub
+
+
+def _seconds(net, alice, bob, t: float, n: int) -> None:
+    """``n`` seconds of the daemons' timers from ``t`` (a retry re-arms the runner's deadline), notices delivered."""
+    for k in range(n):
+        bob.desk.clock.t = alice.desk.clock.t = t + k
+        net.advance(t + k)
+        _deliver(net, alice, bob)
+
+
 def test_the_responders_chunk_in_a_swap_the_proposer_never_opens_comes_home_when_the_contract_is_dropped(world):
     """Issue 18 (c). Alice offers bob a swap and never opens it (she does not even expect it: her runner answers
     bob's open "not-expected"). Bob agreed and opened first, as a responder does: his enclave committed his chunk.
@@ -234,33 +257,37 @@ def test_the_responders_chunk_in_a_swap_the_proposer_never_opens_comes_home_when
     (nothing moved under it, and no release is possible before every runner signed): his chunk is his again and
     back on his sheet."""
     net, alice, bob, now = world
-    spec = _plan(alice, bob, 1)
-    cid, pub = spec_id(spec), spec.parties[1].chunks[0].pubkey
-    rid, cmds = alice.rfp.offer_contract(bob.peer_id, "swap", spec.encode(), now)  # offered, never expected
-    net.call(alice.peer_id, alice.rfp, cmds, now)
-    assert alice.rfp.contract_answers[rid] == (True, "")
-    _deliver(net, alice, bob)  # bob opens it: his chunk is committed
-    assert bob.desk.run.state(cid) == "running" and pub not in bob.enclave.offerable_pubkeys()
-    later = now + bob.desk.run.round_timeout + 1
-    bob.desk.clock.t = later
-    net.advance(later)
-    _deliver(net, alice, bob)
-    assert bob.desk.run.state(cid) == "withheld"
-    bob.desk.tick(later)
+    cid, pub = _opened_by_bob_only(net, alice, bob, now)
+    bob.desk.tick(now + bob.desk.run.round_timeout + 1)
     assert bob.engine.holds == {}  # the exposure bob held on alice's device is released
     assert bob.outcomes.records.reported(cid.hex())  # alice's device reported (withheld)
-    assert pub not in bob.enclave.offerable_pubkeys()  # still committed
     t = now + bob.desk.run.drop_after + 1
-    for k in range(3):  # the runner's timers at that second (a retry re-arms the deadline)
-        bob.desk.clock.t = t + k
-        net.advance(t + k)
-        _deliver(net, alice, bob)
+    _seconds(net, alice, bob, t, 3)
     assert bob.desk.run.state(cid) == "failed" and "never signed" in bob.desk.run.runs[cid.hex()].rec.reason
     assert pub in bob.enclave.offerable_pubkeys(), "the responder's chunk is still committed"
     bob.refresh_offers(t + 3)
     assert pub in {o.pubkey for o in bob.protocol.own.offers}  # offered again
     row = {r["contract"]: r for r in bob.desk.contracts()}[cid.hex()]  # (keyswitch contracts still shows it)
     assert (row["state"], row["status"], row["released"]) == ("failed", "dropped", [])
+
+
+def test_a_contract_the_enclave_refuses_to_drop_is_asked_once_and_runs_on(world):
+    """Where our enclave refuses the drop (our keys escrowed under the contract: it runs until its time-lock), the
+    runner asks once, not every second, and the contract stays withheld with our chunk committed."""
+    from node.tee.client import EnclaveRefused
+
+    net, alice, bob, now = world
+    cid, pub = _opened_by_bob_only(net, alice, bob, now)
+    asked = []
+
+    def refuse(c: bytes) -> None:
+        asked.append(c)
+        raise EnclaveRefused("our chunks' keys are escrowed under the contract", "escrowed")
+
+    bob.enclave.contract_drop = refuse
+    _seconds(net, alice, bob, now + bob.desk.run.drop_after + 1, 10)
+    assert asked == [cid]
+    assert bob.desk.run.state(cid) == "withheld" and pub not in bob.enclave.offerable_pubkeys()
 
 
 def test_a_contract_every_runner_signed_is_never_dropped(world):
