@@ -245,6 +245,7 @@ class SwapDesk:
         self.swaps.load()
         self._publishing = False  # a publish of our sheet (retractions) is queued on the driver
         self._ticked = False  # ``tick`` has brought the holds up to date once
+        self._resumed = 0  # agreements resumed after a restart that hold (``_resumed_holds``): ``tick`` lapses them
         #: called with every swap outcome (``release.outcome``'s detail) once it is reported, on the trio thread
         self.watchers: list[Callable[[dict], None]] = []
         #: called with (kind, detail) of every ``contract.released`` / ``contract.outcome`` (a request's options)
@@ -411,6 +412,7 @@ class SwapDesk:
             if r.rec.state not in RUN_TERMINAL and not self.swaps.withheld(r):
                 wanted["r-" + key] = self._spec_holds(r.spec, r.me)
         self.swaps.holds(now, RESERVE_TTL, present, wanted)  # (swaps we proposed, not opened yet)
+        self._resumed_holds(now, wanted)
         for key, (until, match, responder) in list(self._reserved.items()):
             if match in present or until <= now or not awaited.get(key, True):
                 del self._reserved[key]
@@ -419,6 +421,26 @@ class SwapDesk:
             elif key in engine.holds:
                 wanted[key] = engine.holds[key]
         engine.sync_holds(wanted)
+
+    def _resumed_holds(self, now: float, wanted: dict[str, tuple]) -> None:
+        """``sync_holds``'s part: contracts we agreed to before a restart and the runner expects again (its
+        ``agreed`` store) hold their exposure as the reservation this process no longer has would, until
+        ``RESERVE_TTL`` after their agreement; then the agreement is withdrawn (a late open is refused), as a
+        lapsed reservation's is. Before, they held nothing: a restarted node agreed to new contracts against a
+        device as if those in flight held nothing, and all of them could open beyond its cap."""
+        reserved = {match for _, match, _ in self._reserved.values()}
+        me = self._identity().binding.peer_id
+        self._resumed = 0
+        for cid, spec, at in self.run.agreements():
+            key = cid.hex()
+            if key in self.run.runs or ("run", key) in reserved or me not in spec.ids or (
+                    self.is_swap(spec) and spec.ids[0] == me):  # (running: held as a run; agreed in this process:
+                continue  # reserved; a swap we proposed: held by ``swaps`` while it is a proposal)
+            if now >= at + RESERVE_TTL:
+                self.run.forget(cid)  # the peer did not open it in time: agreed no more
+                continue
+            wanted["a-" + key] = self._spec_holds(spec, spec.ids.index(me))
+            self._resumed += 1
 
     def _awaited(self, match: tuple) -> bool:
         """Does our protocol still expect the peer to start the contract ``match`` names (we agreed to it)?"""
@@ -904,6 +926,8 @@ class SwapDesk:
             return
         if n.kind == "contract.refused" and n.detail.get("code") in OPEN_REFUSALS:
             self.swaps.refused_open(n.detail.get("contract", ""), n.detail.get("reason", ""))
+        if n.kind == "contract.declined":
+            self.swaps.declined(n.detail["contract"], n.detail["reason"])
         self.swaps.end_proposals()
         if n.kind == "contract.accepted" and n.detail.get("kind") == "swap":
             node = getattr(self, "node", None)
@@ -953,7 +977,7 @@ class SwapDesk:
         them up to date anyway). Not on the worker: it held up every swap's events once a second (under load
         ~0.2-1 s each time, the driver's lock held, the event loop's gossip validation waiting for it)."""
         self.reporter.flush(now)
-        if self._reserved or self.swaps.proposed or not self._ticked:
+        if self._reserved or self.swaps.proposed or self._resumed or not self._ticked:
             self._ticked = True
             self.sync_holds(now)
         self.swaps.end_proposals()

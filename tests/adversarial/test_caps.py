@@ -19,7 +19,7 @@ from node.ledger.devnet import DevLedger
 from node.protocols.release import Chunk, swap_schedule
 from node.protocols.testing import GossipNet
 from node.risk.engine import RiskEngine
-from tests.adversarial.deskkit import Clock, connect, make_node
+from tests.adversarial.deskkit import Clock, DrainedLedger as _Drained, connect, make_node
 
 LIMIT = 10_000  # cents: a fresh simulated device's limit
 CHUNK = 5_000
@@ -463,21 +463,6 @@ def test_a_lapsed_reservation_withdraws_its_agreement_so_a_late_open_cannot_exce
     assert sorted(wire.encode(c.rec.schedule) for c in opened) == sorted(wire.encode(s) for s in second)
     assert [n.detail["code"] for n in net.peers[victim.peer_id].notes if n.kind == "release.refused"] == \
         ["not-expected"] * 2
-
-
-class _Drained:
-    """Our ledger, where the chunks at ``addresses`` were spent (a double spend by their giver's device)."""
-
-    def __init__(self, ledger, addresses):
-        self._ledger, self.addresses = ledger, set(addresses)
-
-    def balance(self, asset, address):
-        from node.ledger.base import Balance
-
-        return Balance(0, 0) if address in self.addresses else self._ledger.balance(asset, address)
-
-    def __getattr__(self, name):
-        return getattr(self._ledger, name)
 
 
 def test_an_option_we_buy_that_fails_to_start_releases_our_reservation_at_once(pair):
