@@ -1,0 +1,47 @@
+"""Yamux receive-window credit as go-yamux sends it: one WINDOW_UPDATE per half window read, not one per read.
+
+py-libp2p 0.8.1's ``YamuxStream`` credits the sender after *every* read that leaves its receive window below
+target (``_auto_tune_and_send_window_update``: its "partial slack" and "release on read" branches), and a
+varint-prefixed frame is read one prefix byte at a time (``read_varint_prefixed_bytes_limited``), so each
+request, answer or gossip RPC of a few hundred bytes cost its peer two to four extra Yamux frames: each a Noise
+message encrypted, sent, received, decrypted and handled on both event loops. In ``benchmarks.request`` that was
+about a tenth of every daemon's CPU.
+
+``install()`` replaces that method with go-yamux's rule (``sendWindowUpdate``: ``delta = (max - buffered) -
+recvWindow``; nothing is sent while ``delta`` is below half the window), keeping py-libp2p's window auto-tuning
+when an update is sent. Flow control is unchanged for the peer: it may send up to the window we granted, and is
+credited once half of it has been read, long before it could run out (the window is 256 kB, our frames at most
+1 MB, which then cost several updates as before). Installed once per process, for every Yamux stream, by
+``node.runtime.node``.
+"""
+
+from __future__ import annotations
+
+from libp2p.stream_muxer.yamux import yamux as _yamux
+
+_ORIGINAL = _yamux.YamuxStream._auto_tune_and_send_window_update
+
+
+async def _credit_by_half_window(self: _yamux.YamuxStream, *, bytes_read: int = 0) -> None:
+    """Send a WINDOW_UPDATE only once the credit owed (bytes read since the last update) reaches half the
+    target window; then grant all of it (and py-libp2p's auto-tuned growth)."""
+    total = 0
+    async with self.window_lock:
+        buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+        delta = self.target_recv_window - (self.recv_window + buffered)
+        if delta > 0 and delta >= self._grow_threshold():
+            self.recv_window += delta
+            self._pending_recv_release = 0
+            total = delta + self._apply_autotune_epoch(buffered)
+    if total > 0:
+        await self.send_window_update(total, skip_lock=True)
+
+
+def install() -> None:
+    """Use ``_credit_by_half_window`` for every Yamux stream of this process (idempotent)."""
+    _yamux.YamuxStream._auto_tune_and_send_window_update = _credit_by_half_window  # type: ignore[method-assign]
+
+
+def uninstall() -> None:
+    """py-libp2p's own rule again (for a test comparing the two)."""
+    _yamux.YamuxStream._auto_tune_and_send_window_update = _ORIGINAL  # type: ignore[method-assign]
