@@ -9,7 +9,7 @@ about a tenth of every daemon's CPU.
 
 ``install()`` replaces that method with go-yamux's rule (``sendWindowUpdate``: ``delta = (max - buffered) -
 recvWindow``; nothing is sent while ``delta`` is below half the window), keeping py-libp2p's window auto-tuning
-when an update is sent. Flow control is unchanged for the peer: it may send up to the window we granted, and is
+when an update is sent (its ``PY_YAMUX_*`` tuning variables no longer apply to the credit). Flow control is unchanged for the peer: it may send up to the window we granted, and is
 credited once half of it has been read, long before it could run out (the window is 256 kB, our frames at most
 1 MB, which then cost several updates as before). Installed once per process, for every Yamux stream, by
 ``node.runtime.node``.
@@ -24,12 +24,17 @@ _ORIGINAL = _yamux.YamuxStream._auto_tune_and_send_window_update
 
 async def _credit_by_half_window(self: _yamux.YamuxStream, *, bytes_read: int = 0) -> None:
     """Send a WINDOW_UPDATE only once the credit owed (bytes read since the last update) reaches half the
-    target window; then grant all of it (and py-libp2p's auto-tuned growth)."""
+    target window; then grant all of it (and py-libp2p's auto-tuned growth). Called after every read: the
+    common case (little owed) returns at once, without the window lock (reading two counters changes nothing,
+    and no other task runs between them)."""
+    owed = self.target_recv_window - (self.recv_window + len(self.conn.stream_buffers.get(self.stream_id, b"")))
+    if owed < self.target_recv_window // 2 or owed <= 0:
+        return
     total = 0
     async with self.window_lock:
         buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
         delta = self.target_recv_window - (self.recv_window + buffered)
-        if delta > 0 and delta >= self._grow_threshold():
+        if delta > 0 and delta >= self.target_recv_window // 2:
             self.recv_window += delta
             self._pending_recv_release = 0
             total = delta + self._apply_autotune_epoch(buffered)

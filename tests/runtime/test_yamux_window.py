@@ -89,7 +89,8 @@ async def test_frames_larger_than_the_window_still_flow_and_are_credited_by_half
             with trio.fail_after(60):
                 assert await a.request(b.peer_id, ECHO, big, timeout=60) == big.upper()
         got = credits(frames)
-        assert len(got) >= 2 * 3 * 3  # 900 kB each way needs about 900/128 credits
-        assert min(got) >= ym.DEFAULT_WINDOW_SIZE // 2
+        # each side sent 2.7 MB through a 256 kB initial window: it was credited at least the difference
+        assert sum(got) >= 2 * (3 * 900_000 - ym.DEFAULT_WINDOW_SIZE)
+        assert min(got) >= ym.DEFAULT_WINDOW_SIZE // 2  # (the window grows as py-libp2p auto-tunes it)
         a.stop()
         b.stop()
