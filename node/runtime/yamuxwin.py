@@ -20,6 +20,7 @@ from __future__ import annotations
 from libp2p.stream_muxer.yamux import yamux as _yamux
 
 _ORIGINAL = _yamux.YamuxStream._auto_tune_and_send_window_update
+_ORIGINAL_READ = _yamux.YamuxStream.read
 
 
 async def _credit_by_half_window(self: _yamux.YamuxStream, *, bytes_read: int = 0) -> None:
@@ -42,11 +43,31 @@ async def _credit_by_half_window(self: _yamux.YamuxStream, *, bytes_read: int = 
         await self.send_window_update(total, skip_lock=True)
 
 
+async def _read_buffered_first(self: _yamux.YamuxStream, n: int | None = -1) -> bytes:
+    """``YamuxStream.read(n)``, taking bytes already buffered for an open stream at once: what
+    ``Yamux.read_stream`` does in that case, without its lock (not held by anyone: checked) and its debug lines
+    (formatted whether logged or not). Every other case (nothing buffered, closed, reset, ``n`` of -1: read to
+    the end) is py-libp2p's own path. A varint prefix is read a byte at a time, so this is most reads."""
+    if n is not None and n > 0 and not (self.recv_closed or self.closed or self.reset_received):
+        conn = self.conn
+        buffer = conn.stream_buffers.get(self.stream_id)
+        if buffer and not conn.streams_lock.locked() and not conn.event_shutting_down.is_set() \
+                and self.stream_id in conn.streams:
+            data = bytes(buffer[:n])
+            del buffer[:n]
+            await self._auto_tune_and_send_window_update(bytes_read=len(data))
+            return data
+    return await _ORIGINAL_READ(self, n)
+
+
 def install() -> None:
-    """Use ``_credit_by_half_window`` for every Yamux stream of this process (idempotent)."""
+    """Use ``_credit_by_half_window`` and ``_read_buffered_first`` for every Yamux stream of this process
+    (idempotent)."""
     _yamux.YamuxStream._auto_tune_and_send_window_update = _credit_by_half_window  # type: ignore[method-assign]
+    _yamux.YamuxStream.read = _read_buffered_first  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
-    """py-libp2p's own rule again (for a test comparing the two)."""
+    """py-libp2p's own rules again (for a test comparing the two)."""
     _yamux.YamuxStream._auto_tune_and_send_window_update = _ORIGINAL  # type: ignore[method-assign]
+    _yamux.YamuxStream.read = _ORIGINAL_READ  # type: ignore[method-assign]
