@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--impls", default=",".join(IMPLS),
                     help="ours, stock, js, and ours-without-<change>[+<change>] (idontwant, record: issue #23's "
-                         "changes, taken back to measure each)")
+                         "changes, yamux: issue #18's, taken back to measure each)")
     ap.add_argument("--profile", default="", metavar="DIR",
                     help="cProfile node 1 of each Python implementation into DIR/<impl>-node1.prof (diagnosis only)")
     args = ap.parse_args(argv)

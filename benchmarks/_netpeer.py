@@ -85,18 +85,26 @@ async def run_ours(args) -> None:
 
 
 def undo(node, changes: list[str]) -> None:
-    """Take back issue #23's changes to our use of py-libp2p on this node, to measure each alone:
-    ``idontwant`` (py-libp2p's IDONTWANT for every message, ours included), ``record`` (our signed peer
-    record in every RPC, as py-libp2p sends it)."""
+    """Take back changes to our use of py-libp2p on this node, to measure each alone: issue #23's
+    ``idontwant`` (py-libp2p's IDONTWANT for every message, ours included) and ``record`` (our signed peer
+    record in every RPC, as py-libp2p builds and sends it), and ``yamux`` (py-libp2p's WINDOW_UPDATE after every
+    read and its locked read path: ``node.runtime.yamuxwin``)."""
+    from libp2p.peer.peerstore import env_to_send_in_RPC
+    from libp2p.pubsub import gossipsub
     from libp2p.pubsub.pubsub import Pubsub
+
+    from node.runtime import yamuxwin
 
     for change in changes:
         if change == "idontwant":
             node.router.skip_idontwant = lambda msg_id: None
         elif change == "record":
             node.pubsub.write_msg = lambda stream, rpc: Pubsub.write_msg(node.pubsub, stream, rpc)
+            gossipsub.env_to_send_in_RPC = env_to_send_in_RPC  # (node.runtime.gossiprecord's, taken back)
+        elif change == "yamux":
+            yamuxwin.uninstall()
         else:
-            raise SystemExit(f"--undo: unknown change {change!r} (idontwant, record)")
+            raise SystemExit(f"--undo: unknown change {change!r} (idontwant, record, yamux)")
 
 
 async def run_stock(args) -> None:

@@ -99,9 +99,12 @@ from libp2p.pubsub.score import PeerScorer, ScoreParams, TopicScoreParams
 from libp2p.pubsub.validators import signature_validator
 
 from node.protocols.base import Result, Validation
+from node.runtime import gossiprecord
 from node.runtime.pubsubpeers import OnePeerRegistration
 
 log = logging.getLogger("keyswitch.runtime.gossip")
+
+gossiprecord.install()  # GossipSub builds no signed peer record for the RPCs KsPubsub.write_msg sends without it
 
 #: Standard gossipsub ids we speak, newest first (py-libp2p's 1.3/1.4/2.0 are
 #: experimental and not spoken by go/rust, so we do not offer them).

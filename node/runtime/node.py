@@ -49,13 +49,15 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from node import identity
-from node.runtime import pex
+from node.runtime import pex, yamuxwin
 from node.runtime.gossip import KsPubsub, make_gossipsub
 from node.runtime.peering import PeerManager
 from node.runtime.peerinfo import PING_ID, PeerProbe, announce_agent
 from node.runtime.streams import StreamFailed, StreamPool
 
 log = logging.getLogger("keyswitch.runtime")
+
+yamuxwin.install()  # one Yamux WINDOW_UPDATE per half window read, as go-yamux (not one per read)
 
 #: at most this many seconds a request waits for the end of the host's identify of a just-connected peer (an
 #: event: it ends as soon as the reply is parsed or fails); py-libp2p gives up on a reply after 10 s itself
