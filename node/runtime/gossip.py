@@ -422,7 +422,8 @@ class KsPubsub(OnePeerRegistration, Pubsub):
         """Every RPC after the hello without our signed peer record: the hello on this stream carried it
         (``get_hello_packet``). py-libp2p attaches it to every RPC it writes and every receiver verifies its
         signature, twice (issue #23's hot spot); go- and js-libp2p send it in no gossip RPC."""
-        if rpc_msg.senderRecord:
+        if rpc_msg.HasField("senderRecord"):  # (also an empty one: ``gossiprecord`` makes gossipsub's b"", and a
+            # receiver's pubsub drops an RPC whose field is present but no valid record, as an invalid record)
             rpc_msg.ClearField("senderRecord")  # (an RPC queued for several peers goes to each without it)
         return await super().write_msg(stream, rpc_msg)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import traceback
 
 import pytest
@@ -10,7 +11,7 @@ from libp2p.peer.id import ID
 from libp2p.pubsub import gossipsub
 
 from node.runtime import gossiprecord
-from tests.runtime.test_runtime import T, line, wait_for
+from tests.runtime.test_runtime import T, Probe, cfg, line, run_host, wait_for
 
 pytestmark = pytest.mark.network
 
@@ -58,3 +59,23 @@ async def test_without_it_every_forwarded_message_read_the_addresses(tmp_path):
     finally:
         gossiprecord.install()
     assert len(got) == 20 and reads >= 20
+
+
+async def test_recent_messages_replayed_to_a_new_peer_reach_it(tmp_path, caplog):
+    """py-libp2p replays its recent messages to a newly connected subscriber with a direct write
+    (``GossipSub.send_recent_messages``), not through the queue that drops an empty record. With ``gossiprecord``
+    its ``senderRecord`` was set to b"": present but empty, and the receiver's pubsub dropped the whole RPC as an
+    invalid record ("Received an invalid-signed-record, ignoring the incoming msg"). ``KsPubsub.write_msg``
+    clears the field whenever it is present."""
+    caplog.set_level(logging.ERROR, logger="libp2p")
+    async with trio.open_nursery() as n:
+        probes = [Probe(), Probe()]
+        a, b = [await n.start(run_host, cfg(tmp_path, x), [p]) for x, p in zip("ab", probes)]
+        for i in range(3):
+            await a.publish(T, b"early-%d" % i)  # in a's message cache, with no one to send them to
+        await b.connect(a.listen_addrs[0])
+        await wait_for(lambda: len(probes[1].got) == 3, what="b gets a's recent messages replayed on connecting")
+        assert sorted(d for d, _ in probes[1].got) == [b"early-0", b"early-1", b"early-2"]
+        assert not [r for r in caplog.records if "invalid-signed-record" in r.getMessage()]
+        a.stop()
+        b.stop()
