@@ -200,7 +200,8 @@ class SwapDesk:
         ``contracts.swap_protocol`` (what runs the swaps we propose)."""
         from node.assets.prices import StaticPrices
         from node.identity import load_or_create_claim_seed
-        from node.protocols.release import ReleaseProtocol, sweep_claimer
+        from node.protocols.claims import sweep_claimer
+        from node.protocols.release import ReleaseProtocol
         from node.stores.contracts import ContractStore
 
         self.stack, self.clock, self.claim_policy = stack, clock, claim_policy
@@ -384,7 +385,8 @@ class SwapDesk:
         opened (the protocol no longer expects it: the enclave refused the open, the funds are gone...) or it
         expires (then the agreement is withdrawn too: a late open cannot hold beyond the caps)."""
         from node.protocols.contract_run import TERMINAL as RUN_TERMINAL
-        from node.protocols.release import TERMINAL, schedule_hash
+        from node.protocols.release import TERMINAL
+        from node.protocols.schedule import schedule_hash
 
         engine = self.stack.engine
         # read before the stores: a protocol stops expecting a contract only once it is in its store
@@ -453,7 +455,7 @@ class SwapDesk:
 
     def unreserve_swap(self, peer: str, schedule) -> None:
         """The contract offer came to nothing (refused, no answer): its reservation goes."""
-        from node.protocols.release import schedule_hash
+        from node.protocols.schedule import schedule_hash
 
         self._unreserve(("swap", peer, schedule_hash(schedule)))
 
@@ -464,7 +466,7 @@ class SwapDesk:
 
     def reserve_swap(self, peer: str, schedule, now: float, them: int = 1) -> str | None:
         """Either side of a swap with ``peer``: its device, owner and class caps, checked and held."""
-        from node.protocols.release import schedule_hash
+        from node.protocols.schedule import schedule_hash
 
         holds = self._swap_holds(peer, schedule, them)
         if not holds:
@@ -497,7 +499,7 @@ class SwapDesk:
     def _swap_schedule(self, peer: str, give_asset: str, take_asset: str, chunks: int,
                        busy: frozenset[bytes], addresses: frozenset[str] | None):
         """(schedule, summary, declared USD cents per round) of ``plan_swap``."""
-        from node.protocols.release import Chunk, swap_schedule
+        from node.protocols.schedule import Chunk, swap_schedule
 
         now = self.clock.now()
         mine = [o for o in (self.stack.protocol.own.offers if self.stack.protocol.own else [])
@@ -775,7 +777,7 @@ class SwapDesk:
 
     def accept(self, peer: str, offer, now: float) -> str | None:
         """The responder's policy; None to agree (and expect the schedule), else the reason."""
-        from node.protocols.release import Schedule, validate_schedule
+        from node.protocols.schedule import Schedule, validate_schedule
 
         from node.contracts.spec import decode_spec
 

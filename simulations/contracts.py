@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from node import wire
 from node.protocols.contract_run import PROTOCOL_ID
-from node.protocols.release import Chunk, Schedule, swap_schedule
+from node.protocols.schedule import Chunk, Schedule, swap_schedule
 from node.tee.broken import BrokenEnclave
 
 CONTRACT_PROTOCOL = PROTOCOL_ID
@@ -178,7 +178,7 @@ class ContractLayer:
         """Give a publishing node its contract runner (and a full node its outcome reporter)."""
         from node.protocols.contract_run import ContractRun, RunRecord
         from node.protocols.offers import AttestationCache
-        from node.protocols.release import MemoryContractStore, sweep_claimer
+        from node.protocols.claims import MemoryContractStore, sweep_claimer
 
         sim = self.sim
         binding = node.enclave.binding_for(sim.net, node.peer_id)
@@ -208,7 +208,7 @@ class ContractLayer:
     def start(self, client, offers: tuple) -> None:
         """The client's chosen set: one swap per device in it."""
         from node.contracts.spec import spec_id
-        from node.protocols.release import schedule_spec
+        from node.protocols.schedule import schedule_spec
 
         sim = self.sim
         by_dev: dict[bytes, list] = {}

@@ -241,7 +241,7 @@ def test_a_running_enclave_loads_no_project_file_that_is_not_measured(tmp_path):
     import sys as _sys
 
     from node.assets import address_for
-    from node.protocols.release import Chunk, schedule_spec, swap_schedule
+    from node.protocols.schedule import Chunk, schedule_spec, swap_schedule
     from node.tee.client import InProcessEnclave, SubprocessEnclave
     from tests.tee.testbuild import attest
 

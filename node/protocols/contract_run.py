@@ -84,10 +84,9 @@ from node.protocols.contract_run_state import (  # noqa: F401 (re-exported: the 
     WhoBody, _funds_missing, _quote_check,
 )
 from node.protocols.contract_swap import swap_outcome
-from node.protocols.release import (
-    FUNDS_OK, FUNDS_UNKNOWN, AckBody, Chunk, ClaimRecord, MemoryContractStore, MessageError, RecordStore, error_message,
-    parse, seal,
-)
+from node.protocols.claims import FUNDS_OK, FUNDS_UNKNOWN, ClaimRecord, MemoryContractStore, RecordStore
+from node.protocols.envelope import AckBody, MessageError, error_message, parse, seal
+from node.protocols.schedule import Chunk
 from node.attest.binding import Binding
 from node.enclave.contracts import PartySig
 

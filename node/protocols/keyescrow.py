@@ -61,7 +61,9 @@ from node.protocols.base import (
     Command, Event, LedgerCall, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started,
     TaskDone, TimerFired, Validation,
 )
-from node.protocols.release import Chunk, ClaimRecord, ErrorBody, MessageError, error_message, parse, seal
+from node.protocols.claims import ClaimRecord
+from node.protocols.envelope import ErrorBody, MessageError, error_message, parse, seal
+from node.protocols.schedule import Chunk
 from node.attest.binding import Binding
 from node.enclave.contracts import PartySig, SplitShare
 

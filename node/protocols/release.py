@@ -72,7 +72,7 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable
 
 import msgspec
 
@@ -82,18 +82,31 @@ from node.protocols.base import (
     TaskDone, TimerFired, Validation,
 )
 from node.contracts.spec import (  # ReleaseBody, release_context and CONTEXT_TAG are re-exported from here
-    CONTEXT_TAG, Commit, ContractSpec, PartySpec, ReleaseBody, make_spec, release_context, spec_id,
+    CONTEXT_TAG, ReleaseBody, release_context,
 )
 
 __reexported__ = (CONTEXT_TAG, release_context)
 from node.attest.binding import Binding
+from node.protocols.cheating import CheatingProof, verify_cheating_proof
+from node.protocols.claims import (
+    FUNDS_GONE, FUNDS_MISPRICED, FUNDS_OK, FUNDS_SHORT, FUNDS_UNKNOWN, ChunkOutcome, ClaimRecord,
+    MemoryContractStore, Outcome, RecordStore, funds_now, funds_state, price_state, sweep_claimer,
+)
+from node.protocols.contract_swap import ContractRecord
+from node.protocols.envelope import (
+    MAX_MESSAGE, MSG_DOMAIN, SIGN_DOMAIN, VERSION, AckBody, ErrorBody, MessageError, error_message, parse, seal,
+    signature_ok,
+)
+from node.protocols.schedule import (
+    MAX_ROUNDS, Chunk, Round, Schedule, chunk_index, contract_id, exposure, schedule_hash, schedule_spec,
+    swap_schedule, validate_schedule,
+)
+
+__reexported__ += (CheatingProof, verify_cheating_proof, FUNDS_GONE, FUNDS_MISPRICED, FUNDS_SHORT, ChunkOutcome,
+                   RecordStore, funds_now, price_state, sweep_claimer, MSG_DOMAIN, SIGN_DOMAIN, signature_ok,
+                   MAX_ROUNDS, chunk_index, contract_id, exposure, schedule_hash, swap_schedule, validate_schedule)
 
 PROTOCOL_ID = "/keyswitch/release/1"
-VERSION = 1
-SIGN_DOMAIN = "release"  # release records: signed inside the enclave's contract_release, tagged_hash("keyswitch/release", d)
-MSG_DOMAIN = "release-msg"  # every other kind (hello, agree, cosign, ack): Enclave.sign("release-msg", digest)
-MAX_MESSAGE = 256 * 1024
-MAX_ROUNDS = 1000
 
 # contract states
 PROPOSED, RUNNING, DONE, WITHHELD, FAILED = "proposed", "running", "done", "withheld", "failed"
@@ -121,106 +134,6 @@ TRANSITIONS = {  # (state, event) -> next state; any other pair is a bug (KeyErr
 
 
 # ------------------------------------------------------------------ schedule
-class Chunk(msgspec.Struct, array_like=True, frozen=True):
-    asset: str
-    address: str
-    pubkey: bytes  # 33-byte compressed deposit key
-    amount: int
-
-
-class Round(msgspec.Struct, array_like=True, frozen=True):
-    giver: int  # party index that releases
-    taker: int  # party index that receives
-    chunk: Chunk
-
-
-class Schedule(msgspec.Struct, array_like=True, frozen=True):
-    rounds: list[Round]
-    parties: int = 2
-    version: int = 1
-
-
-def swap_schedule(a_chunks: list[Chunk], b_chunks: list[Chunk]) -> Schedule:
-    """A two-party swap, one chunk at a time: a0, b0, a1, b1, ... (party 0 = A gives first)."""
-    rounds: list[Round] = []
-    for i in range(max(len(a_chunks), len(b_chunks))):
-        if i < len(a_chunks):
-            rounds.append(Round(0, 1, a_chunks[i]))
-        if i < len(b_chunks):
-            rounds.append(Round(1, 0, b_chunks[i]))
-    s = Schedule(rounds)
-    bad = validate_schedule(s)
-    if bad:
-        raise ValueError(bad)
-    return s
-
-
-def exposure(schedule: Schedule) -> list[int]:
-    """Per party: the most chunks it has ever released without being given back as many."""
-    worst = [0] * schedule.parties
-    net = [0] * schedule.parties
-    for rd in schedule.rounds:
-        net[rd.giver] += 1
-        net[rd.taker] -= 1
-        worst[rd.giver] = max(worst[rd.giver], net[rd.giver])
-    return worst
-
-
-def validate_schedule(s: Schedule) -> str | None:
-    if s.version != 1:
-        return f"unsupported schedule version {s.version}"
-    if s.parties != 2:
-        return "only two-party schedules are supported"
-    if not 1 <= len(s.rounds) <= MAX_ROUNDS:
-        return f"a schedule has 1..{MAX_ROUNDS} rounds"
-    seen: set[bytes] = set()
-    for i, rd in enumerate(s.rounds):
-        if {rd.giver, rd.taker} != {0, 1}:
-            return f"round {i}: giver and taker must be the two parties 0 and 1"
-        pk = rd.chunk.pubkey
-        if len(pk) != 33 or pk[0] not in (2, 3):
-            return f"round {i}: deposit key is not a compressed secp256k1 key"
-        if pk in seen:
-            return f"round {i}: deposit key appears twice"
-        seen.add(pk)
-        if rd.chunk.amount <= 0 or not rd.chunk.asset or not rd.chunk.address:
-            return f"round {i}: chunk needs an asset, an address and a positive amount"
-    worst = exposure(s)
-    if max(worst) > 1:
-        return f"a party would be exposed to {max(worst)} chunks at once (at most 1)"
-    return None
-
-
-def schedule_hash(s: Schedule) -> bytes:
-    return hashlib.sha256(wire.encode(s)).digest()
-
-
-def schedule_spec(schedule: Schedule, bindings: list[Binding]) -> ContractSpec:
-    """The schedule compiled to a contract the enclaves run: the stdlib ``turns`` contract (party 0 gives
-    first, then strict alternation, one chunk each), each party's chunks in schedule order, and the step
-    order = the schedule's rounds (so a release record's ``round`` is the schedule round)."""
-    from node.contracts import stdlib
-
-    chunks: list[list[Commit]] = [[], []]
-    order: list[tuple[int, int]] = []
-    for rd in schedule.rounds:
-        c = rd.chunk
-        order.append((rd.giver, len(chunks[rd.giver])))
-        chunks[rd.giver].append(Commit(c.pubkey, c.asset, c.address, c.amount, 0))
-    return make_spec(bindings[0].net, stdlib.source("turns"), {},
-                     [PartySpec(b, chunks[k]) for k, b in enumerate(bindings)], order)
-
-
-def contract_id(schedule: Schedule, bindings: list[Binding]) -> bytes:
-    """The id of the schedule's contract (``schedule_spec``): terms, both parties' chunks and bindings."""
-    return spec_id(schedule_spec(schedule, bindings))
-
-
-def chunk_index(schedule: Schedule, rnd: int) -> int:
-    """Round ``rnd``'s chunk index among its giver's chunks."""
-    g = schedule.rounds[rnd].giver
-    return sum(1 for rd in schedule.rounds[:rnd] if rd.giver == g)
-
 
 # ------------------------------------------------------------------ messages
 class HelloBody(msgspec.Struct, array_like=True, frozen=True):
@@ -243,188 +156,9 @@ class CosignBody(msgspec.Struct, array_like=True, frozen=True):
     terms_sig: bytes
 
 
-class AckBody(msgspec.Struct, array_like=True, frozen=True):
-    contract_id: bytes
-    round: int
-
-
-class ErrorBody(msgspec.Struct, array_like=True, frozen=True):
-    contract_id: bytes
-    round: int
-    code: str
-    reason: str
-
 
 BODIES = {"hello": HelloBody, "agree": AgreeBody, "release": ReleaseBody, "ack": AckBody, "error": ErrorBody,
           "cosign": CosignBody}
-
-
-class MessageError(Exception):
-    """A message refused; ``code`` is stable, ``reason`` one human line."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
-
-
-def signature_ok(env: wire.Signed) -> bool:
-    from node.tee.client import verify_domain_sig
-
-    domain = SIGN_DOMAIN if env.kind == "release" else MSG_DOMAIN
-    return verify_domain_sig(env.signer, domain, env.digest(), env.sig)
-
-
-def parse(data: bytes, *, net: str, kinds: frozenset[str] | set[str], bodies: dict | None = None
-          ) -> tuple[wire.Signed, object]:
-    """Decode and check one message (size, canonical form, version, network, kind, signature); ``bodies``
-    maps kinds to body types (default: this protocol's)."""
-    bodies = BODIES if bodies is None else bodies
-    try:
-        env = wire.decode(data, wire.Signed, max_size=MAX_MESSAGE)
-    except wire.WireError as exc:
-        raise MessageError("malformed", exc.reason) from None
-    if env.version != VERSION:
-        raise MessageError("version", f"unsupported version {env.version} (we speak {VERSION})")
-    if env.net != net:
-        raise MessageError("network", f"wrong network {env.net!r} (we are {net!r})")
-    if env.kind not in bodies:
-        raise MessageError("kind", f"unknown message kind {env.kind!r}")
-    if env.kind not in kinds:
-        raise MessageError("out-of-order", f"a {env.kind!r} message is not expected here")
-    try:
-        body = wire.decode(env.body, bodies[env.kind], max_size=MAX_MESSAGE)
-    except wire.WireError as exc:
-        raise MessageError("malformed", f"{env.kind} body: {exc.reason}") from None
-    if env.kind == "error":
-        return env, body
-    if not signature_ok(env):
-        raise MessageError("signature", f"bad enclave signature on {env.kind}")
-    return env, body
-
-
-def seal(enclave, sign_pub: bytes, net: str, kind: str, body) -> bytes:
-    """A ``wire.Signed`` message of ``kind`` (any but "release", which only the enclave's contract calls sign),
-    signed by ``enclave`` in the "release-msg" domain; ``sign_pub`` is that enclave's signing key."""
-    raw = wire.encode(body)
-    sig = enclave.sign(MSG_DOMAIN, wire.signing_digest(VERSION, net, kind, raw))
-    return wire.encode(wire.Signed(VERSION, net, kind, raw, sign_pub, sig))
-
-
-def error_message(net: str, cid: bytes, rnd: int, code: str, reason: str) -> bytes:
-    body = wire.encode(ErrorBody(cid, rnd, code, reason[:300]))
-    return wire.encode(wire.Signed(VERSION, net, "error", body, b"", b""))
-
-
-# ------------------------------------------------------------------ records
-class ClaimRecord(msgspec.Struct, array_like=True, frozen=True):
-    round: int
-    status: str  # claimed | kept | double-spent (a failure of our own ledger is retried, not recorded)
-    txid: str = ""
-    detail: str = ""
-
-
-class ContractRecord(msgspec.Struct, array_like=True):
-    """What the host keeps about a contract (the enclave's journal keeps what was released/received)."""
-
-    net: str
-    role: int  # our party index
-    peer: str
-    schedule: Schedule
-    bindings: list[Binding]  # party order; a proposal holds only ours
-    quotes: list[bytes]
-    state: str
-    reason: str = ""
-    acked: int = -1  # highest round of ours the peer acknowledged
-    claims: list[ClaimRecord] = []
-    version: int = 1
-    #: per round, the USD cents the peer declared for its chunk at agreement (0: none; ours: 0), checked at our
-    #: price before each release of ours that follows it (``funds_state``, ``risk.price_tolerance``)
-    usd: list[int] = []
-
-
-class ChunkOutcome(msgspec.Struct, array_like=True, frozen=True):
-    round: int
-    deposit_pub: bytes
-    asset: str
-    address: str
-    status: str  # claimed | kept | received | double-spent | withheld | not-received
-    txid: str = ""
-    detail: str = ""
-
-
-class Outcome(msgspec.Struct, array_like=True, frozen=True):
-    contract_id: bytes
-    peer: str
-    status: str  # claimed | withheld | double-spent | failed
-    reason: str
-    released: int  # chunks we released
-    received: int  # chunks we received
-    lost: int  # chunks we released without receiving as many back (at most 1)
-    chunks: list[ChunkOutcome]
-    device: bytes = b""  # the counterparty's device id (SHA-256 of its enclave signing key), once agreed
-
-    def to_json(self) -> dict:
-        return {"contract_id": self.contract_id.hex(), "peer": self.peer, "device": self.device.hex(),
-                "status": self.status,
-                "reason": self.reason, "released": self.released, "received": self.received, "lost": self.lost,
-                "chunks": [{"round": c.round, "deposit_pub": c.deposit_pub.hex(), "asset": c.asset,
-                            "address": c.address, "status": c.status, "txid": c.txid, "detail": c.detail}
-                           for c in self.chunks]}
-
-
-class RecordStore(Protocol):
-    """Where a contract protocol keeps its host-side records (terms, claims, acks), by key: the narrow interface
-    the protocol is given. ``put`` returns once the record is written as durably as the store promises (the
-    file store, ``node.stores.contracts.ContractStore``: atomically, fsynced); ``items`` gives every record,
-    or for one that does not decode the reason instead; ``version`` advances with every put and delete of
-    this process (a reader's cache key)."""
-
-    version: int
-
-    def put(self, key: str, rec) -> None: ...
-
-    def delete(self, key: str) -> None: ...
-
-    def items(self) -> list[tuple[str, object]]: ...
-
-
-class MemoryContractStore:
-    """Contract records by key, in memory (the default; tests, the simulator). A subclass keeps the encoded
-    bytes elsewhere by overriding ``_write``, ``_remove`` and ``_raw`` (``node.stores.contracts``)."""
-
-    def __init__(self, *, record_type: type | None = None) -> None:
-        self.record_type = record_type or ContractRecord
-        self._mem: dict[str, bytes] = {}
-        self.version = 0  # advanced by every put and delete of this process (a reader's cache key)
-
-    def put(self, key: str, rec) -> None:
-        data = wire.encode(rec)
-        self.version += 1
-        self._write(key, data)
-
-    def delete(self, key: str) -> None:
-        self.version += 1
-        self._remove(key)
-
-    def items(self) -> list[tuple[str, ContractRecord | str]]:
-        """Every record by key; a record that does not decode is returned as the reason instead."""
-        out: list[tuple[str, ContractRecord | str]] = []
-        for k, v in self._raw():
-            try:
-                out.append((k, wire.decode(v, self.record_type, canonical=False)))  # our own, maybe older
-            except wire.WireError as exc:
-                out.append((k, exc.reason))
-        return out
-
-    def _write(self, key: str, data: bytes) -> None:
-        self._mem[key] = data
-
-    def _remove(self, key: str) -> None:
-        self._mem.pop(key, None)
-
-    def _raw(self) -> list[tuple[str, bytes]]:
-        return sorted(self._mem.items())
 
 
 # ------------------------------------------------------------------ protocol
@@ -504,7 +238,7 @@ class ReleaseProtocol:
     attestations: object  # AttestationCache: check(quote, binding, now) -> None | reason
     check_funds: Callable[[str, str], object]
     claim: Callable[[Chunk], str] | None = None
-    store: RecordStore = field(default_factory=MemoryContractStore)
+    store: RecordStore = field(default_factory=lambda: MemoryContractStore(record_type=ContractRecord))
     claim_policy: str = "sweep"
     round_timeout: float = 30.0
     retry_interval: float = 2.0
@@ -1067,7 +801,7 @@ class ReleaseProtocol:
     # -- requests ----------------------------------------------------------------
     def _on_request(self, ev: RequestReceived, now: float) -> list[Command]:
         try:
-            env, body = parse(ev.data, net=self.net, kinds={"hello", "release", "cosign"})
+            env, body = parse(ev.data, net=self.net, kinds={"hello", "release", "cosign"}, bodies=BODIES)
         except MessageError as exc:
             return self._refuse(ev.request_id, b"", -1, exc.code, exc.reason)
         if env.kind == "hello":
@@ -1255,7 +989,7 @@ class ReleaseProtocol:
         want = {"hello": frozenset({"agree", "error"}), "release": frozenset({"ack", "error"}),
                 "cosign": frozenset({"ack", "error"})}[kind]
         try:
-            env, body = parse(ev.data, net=self.net, kinds=want & ACCEPTS_RESPONSE[c.rec.state])
+            env, body = parse(ev.data, net=self.net, kinds=want & ACCEPTS_RESPONSE[c.rec.state], bodies=BODIES)
         except MessageError as exc:
             self.refusals.append((exc.code, exc.reason))
             return [Notify("release.refused", {"code": exc.code, "reason": exc.reason})]
@@ -1395,178 +1129,3 @@ def verify_signed_outcome(data: bytes, *, net: str) -> tuple[Outcome, bytes] | s
     return out, env.signer
 
 
-# ------------------------------------------------------------------ proof of cheating
-class CheatingProof(msgspec.Struct, array_like=True, frozen=True):
-    """Two ``release`` messages (wire-encoded signed envelopes) for one deposit key by one enclave."""
-
-    first: bytes
-    second: bytes
-
-
-def verify_cheating_proof(proof: CheatingProof, *, net: str | None = None) -> bytes | str:
-    """The device id (SHA-256 of the enclave signing key, as the offer book counts devices) when ``proof``
-    shows one enclave signing two releases of the same deposit key to different recipients or contracts;
-    otherwise a reason string. Self-contained: no ledger, no network."""
-    envs = []
-    for name, data in (("first", proof.first), ("second", proof.second)):
-        try:
-            env = wire.decode(data, wire.Signed, max_size=MAX_MESSAGE)
-        except wire.WireError as exc:
-            return f"{name}: malformed: {exc.reason}"
-        if env.version != VERSION or env.kind != "release":
-            return f"{name}: not a version-{VERSION} release record"
-        if net is not None and env.net != net:
-            return f"{name}: wrong network {env.net!r}"
-        try:
-            body = wire.decode(env.body, ReleaseBody, max_size=MAX_MESSAGE)
-        except wire.WireError as exc:
-            return f"{name}: malformed release body: {exc.reason}"
-        if not signature_ok(env):
-            return f"{name}: bad enclave signature"
-        envs.append((env, body))
-    (e1, b1), (e2, b2) = envs
-    if e1.signer != e2.signer:
-        return "the two releases are signed by different enclaves"
-    if b1.deposit_pub != b2.deposit_pub:
-        return "the two releases are of different deposit keys"
-    if (b1.recipient, b1.contract_id, b1.round) == (b2.recipient, b2.contract_id, b2.round):
-        return "the two releases are to the same recipient, contract and round (a resend, not a double release)"
-    return hashlib.sha256(e1.signer).digest()
-
-
-# ------------------------------------------------------------------ claims
-FUNDS_OK, FUNDS_SHORT, FUNDS_GONE, FUNDS_UNKNOWN = "ok", "short", "gone", "unknown"
-FUNDS_MISPRICED = "mispriced"  # the declared USD value is beyond risk.price_tolerance at our price (no one cheated)
-
-
-def _held(answer) -> int | None:
-    """The confirmed balance no pending transaction spends, from a ``check_funds`` answer: a
-    ``node.ledger.base.Balance`` (min of confirmed and unconfirmed) or an int; None for anything else (a
-    yes/no answer cannot show an amount)."""
-    from node.ledger.base import Balance
-
-    if isinstance(answer, Balance):
-        return min(answer.confirmed, answer.unconfirmed)
-    if isinstance(answer, int) and not isinstance(answer, bool):
-        return answer
-    return None
-
-
-def funds_state(check_funds: Callable[[str, str], object], chunk, usd_cents: int = 0, price_of=None,
-                tolerance: float = 0.10) -> tuple[str, str]:
-    """Does ``chunk`` hold, CONFIRMED and unspent, at least its committed ``amount`` (and, when a USD value
-    was declared for it, ``usd_cents``, is that value within ``tolerance`` of the amount at our own price,
-    ``price_of(asset) -> Price``)? (state, reason): ``FUNDS_OK`` / ``FUNDS_SHORT`` (less than committed) /
-    ``FUNDS_MISPRICED`` (a declared value our price does not bear out) / ``FUNDS_GONE`` (nothing left) / ``FUNDS_UNKNOWN`` (our
-    ledger or price feed could not answer: retried, no one blamed). Never believes the declared amount: the
-    ledger's confirmed balance decides. Blocking: run it as a task (``LedgerCall``), never inside ``handle``."""
-    priced = price_state(chunk, usd_cents, price_of, tolerance)
-    if priced is not None:
-        return priced
-    try:
-        answer = check_funds(chunk.asset, chunk.address)
-    except Exception as exc:  # ledger unreachable: do not go on without knowing
-        return FUNDS_UNKNOWN, f"funds unknown: {type(exc).__name__}: {exc}"
-    have = _held(answer)
-    if have is None:
-        return FUNDS_UNKNOWN, (f"funds unknown: the ledger answer {answer!r} is not a confirmed balance "
-                               "(check_funds must return node.ledger.base.Balance)")
-    if have >= chunk.amount:
-        return FUNDS_OK, ""
-    if have <= 0:
-        return FUNDS_GONE, f"funds check: no confirmed funds at {chunk.address} (committed {chunk.amount})"
-    return FUNDS_SHORT, (f"funds check: {chunk.address} holds {have} confirmed, less than the committed "
-                         f"amount {chunk.amount} of {chunk.asset}")
-
-
-def price_state(chunk, usd_cents: int, price_of, tolerance: float = 0.10) -> tuple[str, str] | None:
-    """None when no USD value was declared for ``chunk`` (or we have no price feed) or when ``usd_cents`` is
-    within ``tolerance`` of the chunk's amount at our own price (``price_of(asset) -> Price``, asked now);
-    else (``FUNDS_MISPRICED``, reason naming risk.price_tolerance) or (``FUNDS_UNKNOWN``, reason) when our feed
-    cannot answer. Blocking (a feed may be asked): in a task, never inside ``handle``."""
-    if not usd_cents or price_of is None:
-        return None
-    from node.assets.prices import declared_usd_mismatch
-
-    try:
-        price = price_of(chunk.asset)
-    except Exception as exc:
-        return FUNDS_UNKNOWN, f"price unknown for {chunk.asset}: {type(exc).__name__}: {exc}"
-    bad = declared_usd_mismatch(chunk.asset, chunk.amount, usd_cents, price, tolerance)
-    return (FUNDS_MISPRICED, f"price check: chunk at {chunk.address}: {bad}") if bad else None
-
-
-def funds_now(check_funds: Callable[[str, str], object], chunk: Chunk) -> bool | str:
-    """Are the chunk's committed funds there: True, False (gone, or less than its committed amount), or the
-    reason our ledger could not answer (not the peer: retried); blocking: run it as a task (``LedgerCall``),
-    never inside ``handle``. A plain yes/no ``check_funds`` (key escrow's recovery sweep asks only whether
-    the funds went elsewhere) is taken as it is."""
-    try:
-        answer = check_funds(chunk.asset, chunk.address)
-    except Exception as exc:  # ledger unreachable: do not go on without knowing
-        return f"funds unknown: {type(exc).__name__}: {exc}"
-    if isinstance(answer, bool):
-        return answer
-    state, why = funds_state(lambda a, b: answer, chunk)
-    return why if state == FUNDS_UNKNOWN else state == FUNDS_OK
-
-
-def claim_chunk(policy: str, claim: Callable[[Chunk], str] | None, check_funds: Callable[[str, str], bool],
-                chunk: Chunk, r: int) -> ClaimRecord:
-    """Settle a received key by policy: "sweep" (``claim``: to a fresh owner address; the sweep landing proves
-    the funds were there) or "keep" (the funds are checked). "claim-failed" is our own ledger's failure
-    (retry, blame no one); "double-spent" names what the ledger says."""
-    from node.ledger.base import AlreadySpent
-
-    def funds() -> bool | ClaimRecord:
-        there = funds_now(check_funds, chunk)
-        return ClaimRecord(r, "claim-failed", "", there) if isinstance(there, str) else there
-
-    if policy == "keep":
-        there = funds()
-        if isinstance(there, ClaimRecord):
-            return there
-        if there:
-            return ClaimRecord(r, "kept")
-        return ClaimRecord(r, "double-spent", "", f"funds at {chunk.address} are gone")
-    # sweep: a sweep that lands proves the funds were there, so the ledger is asked about the funds only
-    # when the sweep fails (gone: double-spent; still there: our claim failed, retried)
-    try:
-        txid = claim(chunk)
-    except AlreadySpent as exc:
-        return ClaimRecord(r, "double-spent", "", str(exc))
-    except Exception as exc:
-        detail = f"{type(exc).__name__}: {exc}"
-        there = funds()
-        if isinstance(there, ClaimRecord):
-            return ClaimRecord(r, "claim-failed", "", f"{detail}; {there.detail}")
-        return ClaimRecord(r, "double-spent" if not there else "claim-failed", "", detail)
-    return ClaimRecord(r, "claimed", txid)
-
-
-def sweep_claimer(enclave: Callable[[], object], ledger, fresh_address: Callable[[Chunk], str]
-                  ) -> Callable[[Chunk], str]:
-    """The default claim: export the received key to the owner and sweep the deposit to ``fresh_address(chunk)``.
-
-    ``enclave`` returns the current enclave (it changes across a restart); ``ledger`` is any
-    ``node.ledger.base.Ledger``. Idempotent: a deposit already swept to that owner address (a claim
-    interrupted by a crash) returns the earlier sweep's txid. When someone else spent the deposit
-    first it raises ``AlreadySpent`` naming the winning transaction (the double-spend evidence).
-    """
-    from node.ledger.base import AlreadySpent, InsufficientFunds
-
-    def claim(chunk: Chunk) -> str:
-        priv = enclave().export_to_owner(chunk.pubkey)
-        to = fresh_address(chunk)
-        try:
-            return ledger.sweep(chunk.asset, priv, to)
-        except (InsufficientFunds, AlreadySpent) as exc:
-            spends = [e.txid for e in ledger.watch([chunk.address])[0] if e.kind == "spend"]
-            if not spends:
-                raise
-            ours = {e.txid for e in ledger.watch([to])[0] if e.kind == "deposit"}
-            if spends[-1] in ours:
-                return spends[-1]
-            raise AlreadySpent(f"deposit {chunk.address} already spent by {spends[-1]}") from exc
-
-    return claim

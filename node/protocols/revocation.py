@@ -88,7 +88,7 @@ def cheating_proof_checker(net: str) -> Callable[[RevocationNotice], str | None]
     notice's target device. Self-contained: any node checks it with no ledger and no trust."""
 
     def check(n: RevocationNotice) -> str | None:
-        from node.protocols.release import CheatingProof, verify_cheating_proof
+        from node.protocols.cheating import CheatingProof, verify_cheating_proof
 
         if n.kind != "device":
             return "a cheating proof revokes one device, not a class"
@@ -228,7 +228,7 @@ class RevocationProtocol:
         flood it N times. Without a signer the device is still dropped here."""
         if device in self.proven:
             return []
-        from node.protocols.release import ReleaseBody
+        from node.contracts.spec import ReleaseBody
 
         try:
             key = wire.decode(wire.decode(proof.first, wire.Signed).body, ReleaseBody).deposit_pub.hex()[:16]

@@ -24,7 +24,9 @@ from node.contracts import stdlib
 from node.contracts.spec import Commit, make_spec, spec_id
 from node.ledger.devnet import FEES, DevLedger
 from node.protocols.base import RequestReceived, Started
-from node.protocols.release import DONE, FAILED, Chunk, ReleaseBody, contract_id, swap_schedule
+from node.contracts.spec import ReleaseBody
+from node.protocols.release import DONE, FAILED
+from node.protocols.schedule import Chunk, contract_id, swap_schedule
 from node.protocols.testing import GossipNet
 from node.protocols.rfp import CONTRACT_PROTOCOL, RFP_VERSION, Ack, Proposal, ProposedOffer, sign_msg
 from tests.protocols import contract_run_kit as run_tests

@@ -16,7 +16,7 @@ import trio
 
 from node import wire
 from node.ledger.devnet import DevLedger
-from node.protocols.release import Chunk, swap_schedule
+from node.protocols.schedule import Chunk, swap_schedule
 from node.protocols.testing import GossipNet
 from node.risk.engine import RiskEngine
 from tests.adversarial.deskkit import Clock, connect, make_node

@@ -18,7 +18,8 @@ import trio
 
 from node.protocols.base import LedgerCall, Notify, SetTimer, Started, TaskDone, TimerFired, Validation
 from node.protocols.interpret import LEDGER_OPS, UnknownCommand
-from node.protocols.release import FUNDS_OK, Chunk
+from node.protocols.claims import FUNDS_OK
+from node.protocols.schedule import Chunk
 from node.protocols.testing import GossipNet
 
 CHUNK = Chunk("BTC-REG", "bcrt1qdeposit", bytes([2]) + bytes(32), 1_000)

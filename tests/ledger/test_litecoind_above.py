@@ -45,7 +45,8 @@ def test_a_key_released_in_a_contract_spends_on_litecoind_with_another_library(l
     protocol, enclave to enclave; B keeps what it received in its enclave (claims.policy keep), then exports
     one key to its owner. A spend of that chunk built and signed with embit alone, not our ledger code, is
     what litecoind accepts; the other chunk's key, still in L's enclave's hands only as released, spends too."""
-    from node.protocols.release import DONE, contract_id, swap_schedule
+    from node.protocols.release import DONE
+    from node.protocols.schedule import contract_id, swap_schedule
     from tests.protocols import release_kit as tr
 
     monkeypatch.setitem(tr.ASSET, "L", A)
@@ -97,7 +98,8 @@ def node(root, name: str, ledger):
 
 def test_a_reorganisation_retracts_the_offers_counts_nothing_twice_and_the_chain_resumes(ltc, routed, tmp_path):
     from node.app.deposits import deposit_status, make_deposits
-    from node.protocols.release import FUNDS_GONE, FUNDS_OK, Chunk, funds_state
+    from node.protocols.claims import FUNDS_GONE, FUNDS_OK, funds_state
+    from node.protocols.schedule import Chunk
     from node.protocols.testing import GossipNet
 
     now = time.time()

@@ -14,7 +14,7 @@ from node.protocols.contract_run import (
     DONE, FAILED, AgreedRecord, ContractRun, RunRecord,
 )
 from node.protocols.offers import AttestationCache, default_attestation_verifier
-from node.protocols.release import sweep_claimer
+from node.protocols.claims import sweep_claimer
 from node.stores.contracts import ContractStore
 from node.tee.client import InProcessEnclave
 from node.attest.policy import AttestationPolicy

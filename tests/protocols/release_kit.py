@@ -13,9 +13,9 @@ from node.protocols.base import (
 )
 from node.protocols.base import TimerFired
 from node.protocols.offers import AttestationCache, default_attestation_verifier
-from node.protocols.release import (
-    DONE, FAILED, WITHHELD, Chunk, ReleaseProtocol, Schedule, contract_id, swap_schedule, sweep_claimer,
-)
+from node.protocols.claims import sweep_claimer
+from node.protocols.release import DONE, FAILED, WITHHELD, ReleaseProtocol
+from node.protocols.schedule import Chunk, Schedule, contract_id, swap_schedule
 from node.stores.contracts import ContractStore
 from node.protocols.interpret import LedgerAdapters, UnknownCommand, run_ledger_call
 from node.tee.client import InProcessEnclave

@@ -19,9 +19,10 @@ from node.protocols.outcomes import (
     OutcomeReport, OutcomesProtocol, ReleaseRecords, make_report, report_for_outcome, tap_release_records,
     validate_report,
 )
-from node.protocols.release import (
-    PROTOCOL_ID, SIGN_DOMAIN, VERSION, CheatingProof, ReleaseBody, release_context, verify_cheating_proof,
-)
+from node.contracts.spec import ReleaseBody, release_context
+from node.protocols.cheating import CheatingProof, verify_cheating_proof
+from node.protocols.envelope import SIGN_DOMAIN, VERSION
+from node.protocols.release import PROTOCOL_ID
 from node.protocols.revocation import RevocationProtocol, TrustConfig, cheating_proof_checker
 from node.protocols.testing import GossipNet
 from node.stores.release_records import ReleaseRecordsDB

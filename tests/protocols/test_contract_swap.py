@@ -16,7 +16,8 @@ from node.ledger.devnet import FEES
 from node.protocols.contract_run import DONE, RUNNING, WITHHELD, ContractRun, RunRecord
 from node.protocols.contract_swap import migrate_release_records, run_record_of
 from node.protocols.offers import AttestationCache, default_attestation_verifier
-from node.protocols.release import ContractRecord, sweep_claimer
+from node.protocols.claims import sweep_claimer
+from node.protocols.contract_swap import ContractRecord
 from node.stores.contracts import ContractStore
 from node.tee.client import InProcessEnclave
 from tests.protocols import contract_run_kit as run_tests
@@ -176,7 +177,7 @@ def test_a_migrated_record_keeps_the_acks_claims_and_state(tmp_path):
 # tests/protocols/test_contract_run.py.)
 def turns_setup(tmp_path, plans=(None, None)):
     from node.ledger.devnet import DevLedger
-    from node.protocols.release import Chunk, schedule_spec, swap_schedule
+    from node.protocols.schedule import Chunk, schedule_spec, swap_schedule
 
     ledger = DevLedger(None, automine=True)
     a = run_tests.Side("A", tmp_path, ledger, "BTC-REG", 3, plans[0])
@@ -260,7 +261,7 @@ def test_a_runner_that_refuses_the_contract_before_signing_it_ends_it_failed_wit
     from node.contracts.spec import spec_id
     from node.ledger.devnet import DevLedger
     from node.protocols.contract_run import FAILED
-    from node.protocols.release import Chunk, schedule_spec, swap_schedule
+    from node.protocols.schedule import Chunk, schedule_spec, swap_schedule
 
     ledger = DevLedger(None, automine=True)
     a = run_tests.Side("A", tmp_path, ledger, "BTC-REG", 3)

@@ -72,7 +72,7 @@ def _mallory_sells_to_carol_and_dave(tmp_path):
     """mallory (a BROKEN double-release enclave) and her two buyers, each expecting a swap of her one chunk:
     (mallory, carol, dave, the pair driving them, carol's schedule, dave's schedule)."""
     from node.ledger.devnet import DevLedger
-    from node.protocols.release import swap_schedule
+    from node.protocols.schedule import swap_schedule
     from node.tee.broken import BrokenEnclave
 
     from tests.protocols.release_kit import Pair, Side
@@ -91,7 +91,8 @@ def _mallory_sells_to_carol_and_dave(tmp_path):
 def _double_sale(tmp_path, *, late: bool):
     """mallory (a BROKEN double-release enclave) sells her one chunk to carol and to dave. ``late``: dave's
     hello comes once carol's contract has ended (carol swept the chunk), as under load in the demo."""
-    from node.protocols.release import DONE, FAILED, WITHHELD, contract_id
+    from node.protocols.release import DONE, FAILED, WITHHELD
+    from node.protocols.schedule import contract_id
 
     m, carol, dave, pair, s1, s2 = _mallory_sells_to_carol_and_dave(tmp_path)
     cid1 = contract_id(s1, [m.binding, carol.binding])
@@ -184,7 +185,8 @@ def test_a_resent_hello_refused_after_its_first_copy_was_agreed_leaves_no_half_o
     may end first)."""
     from node.protocols.base import LedgerCall, ResponseReceived, TaskDone
     from node.protocols.interpret import LedgerAdapters, run_ledger_call
-    from node.protocols.release import DONE, FAILED, RUNNING, WITHHELD, contract_id
+    from node.protocols.release import DONE, FAILED, RUNNING, WITHHELD
+    from node.protocols.schedule import contract_id
 
     from tests.protocols.release_kit import NOW as T0
 

@@ -20,10 +20,12 @@ from node.ledger.devnet import FEES, DevLedger
 from node.protocols.base import (
     LedgerCall, Notify, RequestReceived, Respond, Started,
 )
-from node.protocols.release import (
-    DONE, FAILED, MAX_MESSAGE, PROTOCOL_ID, RUNNING, VERSION, WITHHELD, AckBody, CheatingProof, Chunk,
-    ErrorBody, HelloBody, ReleaseBody, Schedule, Round, contract_id, exposure, release_context,
-    schedule_spec, swap_schedule, validate_schedule, verify_cheating_proof, verify_signed_outcome,
+from node.contracts.spec import ReleaseBody, release_context
+from node.protocols.cheating import CheatingProof, verify_cheating_proof
+from node.protocols.envelope import MAX_MESSAGE, VERSION, AckBody, ErrorBody
+from node.protocols.release import DONE, FAILED, PROTOCOL_ID, RUNNING, WITHHELD, HelloBody, verify_signed_outcome
+from node.protocols.schedule import (
+    Chunk, Round, Schedule, contract_id, exposure, schedule_spec, swap_schedule, validate_schedule,
 )
 from node.protocols.testing import GossipNet
 from node.protocols.interpret import LedgerAdapters, run_ledger_call
