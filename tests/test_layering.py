@@ -117,7 +117,7 @@ def test_the_io_scan_sees_what_it_must():
     src = ("import sqlite3\ndef f():\n    from node.stores.contracts import ContractStore\n    import node.fsutil\n"
            "    from node import stores\n    from importlib import resources\n    import os.path\n")
     assert io_uses(src) == {"sqlite3", "node.stores", "node.fsutil", "importlib.resources", "os"}
-    assert io_uses("from node.protocols.release import MemoryContractStore\n") == set()
+    assert io_uses("from node.protocols.claims import MemoryContractStore\n") == set()
 
 
 def test_the_check_itself_catches_io_imports():

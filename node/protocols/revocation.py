@@ -84,7 +84,7 @@ class TrustConfig:
 
 def cheating_proof_checker(net: str) -> Callable[[RevocationNotice], str | None]:
     """The checker for ``evidence_kind = "cheating-proof"``: the evidence is a wire-encoded
-    ``release.CheatingProof`` (two releases of one key signed by one enclave), and it must name the
+    ``cheating.CheatingProof`` (two releases of one key signed by one enclave), and it must name the
     notice's target device. Self-contained: any node checks it with no ledger and no trust."""
 
     def check(n: RevocationNotice) -> str | None:
@@ -221,7 +221,7 @@ class RevocationProtocol:
         return n
 
     def publish_proof(self, proof, device: bytes, now: float) -> list[Command]:
-        """Act on a proof of cheating this node assembled (a ``release.CheatingProof`` naming ``device``):
+        """Act on a proof of cheating this node assembled (a ``cheating.CheatingProof`` naming ``device``):
         sign a device notice with the proof as its evidence and apply it here at once; gossip it after a
         delay in ``[0, proof_delay)`` (deterministic per node and device) unless another node's proof of
         the same device arrives first, so a network that assembles the proof everywhere at once does not

@@ -166,9 +166,7 @@ def test_the_contract_protocols_say_their_handle_blocks():
     """The protocols whose handle calls the enclave are the ones the runtime runs off the event loop."""
     from node.protocols.contract_run import ContractRun
     from node.protocols.keyescrow import KeyEscrow
-    from node.protocols.release import ReleaseProtocol
-
-    assert all(getattr(c, "handle_blocks", False) for c in (ReleaseProtocol, ContractRun, KeyEscrow))
+    assert all(getattr(c, "handle_blocks", False) for c in (ContractRun, KeyEscrow))
 
 
 async def test_events_reach_a_blocking_protocol_in_order():

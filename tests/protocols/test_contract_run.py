@@ -19,7 +19,7 @@ from node.protocols.contract_run import (
 from node.protocols.cheating import CheatingProof
 from node.protocols.envelope import VERSION, ErrorBody
 from node.protocols.cheating import verify_cheating_proof
-from tests.protocols.release_kit import CrashPlan as Plan
+from tests.protocols.contract_run_kit import Plan
 from tests.protocols.contract_run_kit import (
     AMOUNT, escrow_setup, every_second, FEE, NET, NOW, ring_net, running, Side, start, stopped, swap_setup,
 )

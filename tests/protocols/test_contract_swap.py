@@ -2,7 +2,7 @@
 the swap desk that contract-run/1 now gives too (the swap-shaped outcome, the commitment notice that takes our
 chunks off our sheet at once), and a node upgraded with a release/1 swap in flight resuming it over
 contract-run/1 (same contract id, same enclave state) with no key released twice. Real InProcessEnclaves, a
-real DevLedger, the in-memory pair of the release tests."""
+real DevLedger, the in-memory pair of the contract-run tests."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ from node import wire
 from node.contracts.spec import ReleaseBody
 from node.ledger.devnet import FEES
 from node.protocols.contract_run import DONE, RUNNING, WITHHELD, ContractRun, RunRecord
-from node.protocols.contract_swap import migrate_release_records, run_record_of
+from node.protocols.contract_swap import ContractRecord, migrate_release_records, run_record_of
 from node.protocols.offers import AttestationCache, default_attestation_verifier
 from node.protocols.claims import sweep_claimer
-from node.protocols.contract_swap import ContractRecord
+from node.protocols.schedule import Chunk, schedule_spec, swap_schedule
 from node.stores.contracts import ContractStore
+from node.swaps import open_run_stores
 from node.tee.client import InProcessEnclave
 from tests.protocols import contract_run_kit as run_tests
-from tests.protocols import release_kit as release_tests
-from tests.protocols.release_kit import AMOUNT, NOW, POLICY, Pair
+from tests.protocols.contract_run_kit import AMOUNT, NET, NOW, POLICY, Pair
 
 
 def _device(side) -> str:
@@ -87,26 +87,44 @@ def test_a_withheld_swap_reports_the_one_chunk_lost_then_the_refund_keeps_it_wit
 
 
 # ---------------------------------------------------------------- a node upgraded with release/1 records in flight
-class Upgraded:
-    """A release test side after the upgrade: the same data directory (enclave, ledger) runs contract-run/1."""
+def _chunks(side) -> list[Chunk]:
+    return [Chunk(c.asset, c.address, c.pubkey, c.amount) for c in side.commits]
 
-    def __init__(self, old: release_tests.Side) -> None:
+
+def _as_release1(side, other, schedule, cid: bytes) -> ContractRecord:
+    """What a release/1 node kept of this swap (``contracts/<id>.rec``), in place of its contract-run records: the
+    schedule, both bindings and quotes, the state, the highest round of ours the peer acknowledged, the claims.
+    The enclave's state is the same under either protocol (same spec, same contract id, both signatures)."""
+    rec = side.proto.runs[cid.hex()].rec
+    me = 0 if side.name == "A" else 1
+    pair = [side, other] if me == 0 else [other, side]
+    old = ContractRecord(NET, me, other.peer_id, schedule, [s.binding for s in pair], [s.quote for s in pair],
+                         rec.state, rec.reason, max(rec.acked, default=-1), list(rec.claims))
+    ContractStore(side.dir / "contracts", durable=False).put(cid.hex(), old)
+    ContractStore(side.dir / "runs", durable=False, record_type=RunRecord).delete(cid.hex())
+    return old
+
+
+class Upgraded:
+    """A side after the upgrade: the same data directory (enclave, ledger), the stores opened as the node opens them
+    (``swaps.open_run_stores``: release/1 records migrated first), run by contract-run/1."""
+
+    def __init__(self, old: run_tests.Side) -> None:
         self.name, self.peer_id, self.dir, self.ledger = old.name, old.peer_id, old.dir, old.ledger
-        self.binding, self.quote, self.chunks, self.owner_address = old.binding, old.quote, old.chunks, old.owner_address
+        self.binding, self.quote, self.chunks, self.owner_address = old.binding, old.quote, _chunks(old), old.owner_address
         old.raw.close()
         self.gen, self.notes = 0, []
-        self.store = ContractStore(self.dir / "runs", durable=False, record_type=RunRecord)
-        self.migrated = migrate_release_records(ContractStore(self.dir / "contracts", durable=False), self.store,
-                                                RunRecord)
+        self.store, self.agreed, self.legacy, self.migrated = open_run_stores(self.dir, durable=False)
         self._make()
 
     def _make(self) -> None:
         self.raw = InProcessEnclave(self.dir)
         self.proto = ContractRun(
-            net=release_tests.NET, enclave=self.raw, quote=self.quote, binding=self.binding,
+            net=NET, enclave=self.raw, quote=self.quote, binding=self.binding,
             attestations=AttestationCache(default_attestation_verifier(POLICY)),
             check_funds=lambda asset, addr: self.ledger.balance(asset, addr),
-            claim=sweep_claimer(lambda: self.raw, self.ledger, self.owner_address), store=self.store)
+            claim=sweep_claimer(lambda: self.raw, self.ledger, self.owner_address), store=self.store,
+            agreed=self.agreed)
 
     def restart(self) -> None:
         self.raw.close()
@@ -115,11 +133,16 @@ class Upgraded:
 
 
 def _swap_cut_after(tmp_path, releases: int):
-    """A release/1 swap of 3 chunks each, both nodes stopped once ``releases`` keys were released in all."""
-    ledger, a, b, sched, cid, pair = release_tests.setup_swap(tmp_path)
+    """A swap of 3 chunks each, both nodes stopped once ``releases`` keys were released in all, their records
+    left as a release/1 node left them (``_as_release1``)."""
+    ledger, a, b, spec, cid, pair = turns_setup(tmp_path)
     while len(a.journal_releases()) + len(b.journal_releases()) < releases and pair.step():
         pass
     assert a.proto.state(cid) == b.proto.state(cid) == "running"
+    schedule = swap_schedule(_chunks(a), _chunks(b))
+    assert schedule_spec(schedule, [a.binding, b.binding]) == spec
+    for me, other in ((a, b), (b, a)):
+        _as_release1(me, other, schedule, cid)
     return ledger, a, b, cid
 
 
@@ -148,8 +171,13 @@ def test_an_upgraded_node_resumes_a_release1_swap_in_flight_over_contract_run(tm
 
 
 def test_migration_drops_a_proposal_never_agreed_and_leaves_an_unreadable_record_with_what_to_do(tmp_path):
-    ledger, a, b, sched, cid, pair = release_tests.setup_swap(tmp_path)  # A's hello not yet delivered
-    old = ContractStore(a.dir / "contracts", durable=False)
+    from node.ledger.devnet import DevLedger
+
+    a = run_tests.Side("A", tmp_path, DevLedger(None, automine=True), "BTC-REG", 1)
+    b = run_tests.Side("B", tmp_path, a.ledger, "LTC", 1)
+    old = ContractStore(a.dir / "contracts", durable=False)  # what release/1's propose wrote before its hello went out
+    old.put("p-" + "ab" * 16, ContractRecord(NET, 0, b.peer_id, swap_schedule(_chunks(a), _chunks(b)), [a.binding],
+                                             [a.quote], "proposed", usd=[0, 5_000]))
     [(key, rec)] = old.items()
     assert isinstance(rec, ContractRecord) and rec.state == "proposed"
     assert "propose the swap again" in run_record_of(rec, RunRecord)
@@ -163,6 +191,7 @@ def test_migration_drops_a_proposal_never_agreed_and_leaves_an_unreadable_record
 def test_a_migrated_record_keeps_the_acks_claims_and_state(tmp_path):
     ledger, a, b, cid = _swap_cut_after(tmp_path, 4)
     pair_rec = dict(ContractStore(b.dir / "contracts").items())[cid.hex()]
+    assert pair_rec.state == "running" and pair_rec.acked >= 0 and pair_rec.claims
     new = run_record_of(pair_rec, RunRecord)
     assert new.state == RUNNING and new.sigs == [] and new.claims == pair_rec.claims
     assert new.acked == [r for r in range(pair_rec.acked + 1) if pair_rec.schedule.rounds[r].giver == 1]
@@ -248,7 +277,7 @@ def test_a_turns_swap_under_loss_duplication_and_reordering_never_exposes_more_t
     ledger, a, b, spec, cid, net = turns_setup(tmp_path)
     net.chaos(random.Random(seed))
     while net.now < NOW + 600 and net.step():
-        assert release_tests.exposed(a) <= 1 and release_tests.exposed(b) <= 1
+        assert run_tests.exposed(a) <= 1 and run_tests.exposed(b) <= 1
         if run_tests.stopped(cid, a, b)():
             break
     assert_turns_swapped(a, b, cid)
