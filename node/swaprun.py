@@ -40,6 +40,9 @@ class SwapRuns:
         self.desk = desk
         #: swap specs we agreed to as the responder, started once our answer is out (``contract.accepted``)
         self.starts: list = []
+        #: contract id hex -> the protocol clock's time our enclave took the latest key of the swap due to us
+        #: (``contract.received``'s "at"), in memory: with the peer's, when every key was exchanged (``benchmarks.swap``)
+        self.keys_in: dict[str, float] = {}
         #: swaps we proposed and the peer has not opened yet: contract id hex -> (agreed at, spec)
         self.proposed: dict[str, tuple[float, Any]] = {}
         #: proposals that ended unopened (refused by our enclave, or lapsed): (spec, why), for ``end_proposals``

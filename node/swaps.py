@@ -58,6 +58,7 @@ MAX_LOCK_BLOCKS = 10_000
 #: blocks our ledger may be behind the proposer's when it planned at the limit (not counted against it)
 HEIGHT_LAG = 6
 RECORD_GRACE = 120.0  # s a settled claim waits for its release record to be resent (a crash lost it)
+KEEP_KEYS_IN = 4096  # swaps whose "all keys in" time ``contracts()`` shows (``keys_in_at``)
 
 
 def claim_key(seed: bytes, deposit_pub: bytes) -> bytes:
@@ -788,6 +789,10 @@ class SwapDesk:
                 for p in n.detail["parties"]:
                     self.reporter.observe(bytes.fromhex(p["device"]), p["peer"], self.clock.now())
             return
+        if swap is not None and n.kind == "contract.received":
+            self.swaps.keys_in[swap.key] = max(self.swaps.keys_in.get(swap.key, 0.0), n.detail.get("at", 0.0))
+            while len(self.swaps.keys_in) > KEEP_KEYS_IN:  # (bounded: the oldest swaps' stamps go first)
+                del self.swaps.keys_in[next(iter(self.swaps.keys_in))]
         if swap is not None and n.kind in ("contract.claim", "contract.withheld", "contract.outcome"):
             self.swaps.ended(n)  # a swap reports once, its outcome, as release/1 did: not per claim
             return
@@ -854,6 +859,8 @@ class SwapDesk:
                 outcome = self.swaps.outcome(r)
                 if outcome is not None:
                     row["outcome"] = outcome.to_json()
+                if key in self.swaps.keys_in:
+                    row["keys_in_at"] = self.swaps.keys_in[key]  # our enclave took the last key due to us
             out.append(row)
         out += self.swaps.rows()
         return out

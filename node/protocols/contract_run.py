@@ -843,7 +843,7 @@ class ContractRun:
             return cmds
         self._progress(r, now)
         ack = Respond(ev.request_id, self._seal("ack", AckBody(r.cid, b.round)))
-        got = Notify("contract.received", {"contract": r.key, "step": b.round, "giver": owner[0],
+        got = Notify("contract.received", {"contract": r.key, "step": b.round, "giver": owner[0], "at": now,
                                            "record": ev.data.hex()})  # the signed record our enclave accepted
         shown = self.escrow.show_moved(r.spec, ev.data, now) if self.escrow is not None else []
         return [ack, got, *shown] + self._drive(r, now)
