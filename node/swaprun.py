@@ -40,9 +40,10 @@ class SwapRuns:
         self.desk = desk
         #: swap specs we agreed to as the responder, started once our answer is out (``contract.accepted``)
         self.starts: list = []
-        #: contract id hex -> the protocol clock's time our enclave took the latest key of the swap due to us
-        #: (``contract.received``'s "at"), in memory: with the peer's, when every key was exchanged (``benchmarks.swap``)
-        self.keys_in: dict[str, float] = {}
+        #: contract id hex -> (steps whose key our enclave took, the protocol clock's time it took the latest:
+        #: ``contract.received``'s "at"), in memory: once every key due is in, with the peer's, when every key was
+        #: exchanged (``keys_in_at``, ``benchmarks.swap``)
+        self.keys_in: dict[str, tuple[frozenset[int], float]] = {}
         #: swaps we proposed and the peer has not opened yet: contract id hex -> (agreed at, spec)
         self.proposed: dict[str, tuple[float, Any]] = {}
         #: proposals that ended unopened (refused by our enclave, or lapsed): (spec, why), for ``end_proposals``

@@ -790,7 +790,8 @@ class SwapDesk:
                     self.reporter.observe(bytes.fromhex(p["device"]), p["peer"], self.clock.now())
             return
         if swap is not None and n.kind == "contract.received":
-            self.swaps.keys_in[swap.key] = max(self.swaps.keys_in.get(swap.key, 0.0), n.detail.get("at", 0.0))
+            steps, at = self.swaps.keys_in.get(swap.key, (frozenset(), 0.0))
+            self.swaps.keys_in[swap.key] = (steps | {n.detail["step"]}, max(at, n.detail.get("at", 0.0)))
             while len(self.swaps.keys_in) > KEEP_KEYS_IN:  # (bounded: the oldest swaps' stamps go first)
                 del self.swaps.keys_in[next(iter(self.swaps.keys_in))]
         if swap is not None and n.kind in ("contract.claim", "contract.withheld", "contract.outcome"):
@@ -859,8 +860,9 @@ class SwapDesk:
                 outcome = self.swaps.outcome(r)
                 if outcome is not None:
                     row["outcome"] = outcome.to_json()
-                if key in self.swaps.keys_in:
-                    row["keys_in_at"] = self.swaps.keys_in[key]  # our enclave took the last key due to us
+                steps, at = self.swaps.keys_in.get(key, (frozenset(), 0.0))
+                if len(steps) >= len(r.spec.parties[1 - r.me].chunks):  # every key due to us is in
+                    row["keys_in_at"] = at  # when our enclave took the last of them
             out.append(row)
         out += self.swaps.rows()
         return out

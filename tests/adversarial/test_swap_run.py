@@ -85,6 +85,8 @@ def test_a_swap_over_contract_run_completes_each_side_reports_it_once_and_the_ho
     row = rows[cid.hex()]
     assert (row["kind"], row["peer"], row["role"], row["rounds"]) == ("swap", bob.peer_id, "initiator", 4)
     assert row["outcome"]["status"] == "claimed"
+    for s in (alice, bob):  # every key due to each side is in: when its enclave took the last (benchmarks.swap)
+        assert {r["contract"]: r for r in s.desk.contracts()}[cid.hex()]["keys_in_at"] >= now
     # one report per swap, as release/1 (not one per claim)
     assert alice.outcomes.records.reported(cid.hex()) and not alice.outcomes.records.reported(f"{cid.hex()}:1")
     assert alice.engine.holds == {} and bob.engine.holds == {}
