@@ -391,7 +391,7 @@ def _counted_turns_swap(tmp_path):
     return a, b, cid, net
 
 
-def test_each_enclave_opens_a_swap_once_and_verifies_its_peers_quote_once(tmp_path):
+def test_each_enclave_verifies_its_peers_quote_once_and_opens_a_swap_at_most_twice(tmp_path):
     """release/1's counts, over contract-run/1 as the desk runs a swap (the responder opens first): each enclave
     verifies the peer's quote once per contract (``benchmarks.request`` once counted 12 ``AttestPeer`` for 6 swaps:
     one more enclave round trip per swap on a node's one contract worker) and releases and takes each key once.
