@@ -48,9 +48,13 @@ demo: $(STAMP) $(CHAINS_STAMP) $(ANVIL)
 KS_TIMEOUT_FACTOR ?= 3
 export KS_TIMEOUT_FACTOR
 
-# --durations=25: every run ends with its 25 slowest steps, so a CI log shows where the time goes (issue #22)
+# --durations=25: every run ends with its 25 slowest steps, so a CI log shows where the time goes (issue #22).
+# Two pytest-xdist workers, one test file at a time each, the longest files handed out first (tests/conftest.py):
+# most of the suite's time is daemons starting and polled waits, not both cores busy (docs/testing.md).
+# `make test XDIST=` runs it serially.
+XDIST ?= -n 2 --dist loadfile --no-loadscope-reorder
 test: $(STAMP) $(TEST_STAMP) $(ANVIL) $(JSLIBP2P)
-	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 $(XDIST) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -115,6 +115,13 @@ class SwapRuns:
         if at_spec is not None:
             self.unopened.append((at_spec[1], f"our side refused the contract: {reason}"))
 
+    def declined(self, key: str, reason: str) -> None:
+        """The peer agreed to a swap we proposed, then could not start it (``contract.declined``): the proposal
+        ends failed now, with its reason, not when it lapses."""
+        at_spec = self.proposed.pop(key, None) if key not in self.desk.run.runs else None
+        if at_spec is not None:
+            self.unopened.append((at_spec[1], f"the peer could not start the contract: {reason}"))
+
     def end_proposals(self) -> None:
         """Proposals that ended before the peer opened them: a failed swap outcome to the watchers (as release/1's
         failed proposal), a row for ``contracts()``, no longer expected. On the trio thread."""
@@ -159,9 +166,10 @@ class SwapRuns:
         for spec in specs:
             try:
                 cmds += self.desk.run.start(spec, now)
-            except Exception as exc:  # our enclave or a funds check refused it: the proposer's open finds none
+            except Exception as exc:  # our enclave or a funds check refused it: the proposer is told at once
                 log.warning("the swap we agreed to could not start: %s: %s", type(exc).__name__, exc)
                 self.desk.unreserve_spec(spec)
+                cmds += self.desk.run.decline(spec, str(exc), now)
         return cmds
 
     # -------------------------------------------------------------- both
@@ -187,8 +195,13 @@ class SwapRuns:
         from node.protocols.contract_run import RUNNING
         from node.protocols.contract_swap import swap_outcome
 
+        from node.tee.client import EnclaveRefused
+
         if r.outcome is None and r.rec.state != RUNNING:
-            moved = self.desk.stack.enclave.contract_status(r.cid).moved
+            try:
+                moved = self.desk.stack.enclave.contract_status(r.cid).moved
+            except EnclaveRefused:  # (dropped: a runner never signed it, nothing moved)
+                moved = []
             r.outcome = swap_outcome(r.spec, r.cid, r.me, r.rec.state, r.rec.reason, moved, r.rec.claims)
         return r.outcome
 

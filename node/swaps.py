@@ -57,6 +57,10 @@ HEIGHT_PARAMS = ("premium_by", "expiry", "refund_height", "deadline")
 MAX_LOCK_BLOCKS = 10_000
 #: blocks our ledger may be behind the proposer's when it planned at the limit (not counted against it)
 HEIGHT_LAG = 6
+#: s a noted ledger height stays good for the lock horizon (the daemon notes our offers' heights every
+#: ``HEIGHTS_EVERY`` s off the event loop: ``refresh_heights``); older, the check reads the ledger itself
+HEIGHT_FRESH = 30.0
+HEIGHTS_EVERY = 5.0
 RECORD_GRACE = 120.0  # s a settled claim waits for its release record to be resent (a crash lost it)
 KEEP_KEYS_IN = 4096  # swaps whose "all keys in" time ``contracts()`` shows (``keys_in_at``)
 
@@ -81,7 +85,7 @@ def claim_key(seed: bytes, deposit_pub: bytes) -> bytes:
 class OutcomeReporter:
     """Our own view of a counterparty's outcome -> our reputation and a report our enclave signs, gossiped.
 
-    ``report(key, d, peer, now)`` takes a ``release.Outcome.to_json()``-shaped dict (contract_id, device,
+    ``report(key, d, peer, now)`` takes a ``claims.Outcome.to_json()``-shaped dict (contract_id, device,
     status, chunks) and acts once per ``key`` (kept in ``outcomes().records``: in SQLite in a daemon, so
     across restarts too). ``outcomes() -> OutcomesProtocol``, ``enclave() -> enclave``, ``devices() ->
     [(device, class)]`` (the offer book's), ``publish(bytes)`` hands the signed report to the driver."""
@@ -227,6 +231,8 @@ class SwapDesk:
         self.price_tolerance = price_tolerance
         self.allowed_hashes = frozenset(h.lower() for h in allowed_hashes)
         self.max_lock_blocks = max_lock_blocks
+        #: asset -> (height, when): the heights the lock horizon reads (``refresh_heights``, ``feed_heights``)
+        self.heights: dict[str, tuple[int, float]] = {}
         self._kept: tuple[tuple[int, int], list] | None = None  # (store versions, kept_chunks) of ``kept``
         ledger = stack.ledger
         own = stack.protocol.own
@@ -249,6 +255,7 @@ class SwapDesk:
         self.swaps.load()
         self._publishing = False  # a publish of our sheet (retractions) is queued on the driver
         self._ticked = False  # ``tick`` has brought the holds up to date once
+        self._resumed = 0  # agreements resumed after a restart that hold (``_resumed_holds``): ``tick`` lapses them
         #: called with every swap outcome (``Outcome.to_json()``) once it is reported, on the trio thread
         self.watchers: list[Callable[[dict], None]] = []
         #: called with (kind, detail) of every ``contract.released`` / ``contract.outcome`` (a request's options)
@@ -392,6 +399,7 @@ class SwapDesk:
             if r.rec.state not in RUN_TERMINAL and not self.swaps.withheld(r):
                 wanted["r-" + key] = self._spec_holds(r.spec, r.me)
         self.swaps.holds(now, RESERVE_TTL, present, wanted)  # (swaps we proposed, not opened yet)
+        self._resumed_holds(now, wanted)
         for key, (until, match, responder) in list(self._reserved.items()):
             if match in present or until <= now or not awaited.get(key, True):
                 del self._reserved[key]
@@ -400,6 +408,26 @@ class SwapDesk:
             elif key in engine.holds:
                 wanted[key] = engine.holds[key]
         engine.sync_holds(wanted)
+
+    def _resumed_holds(self, now: float, wanted: dict[str, tuple]) -> None:
+        """``sync_holds``'s part: contracts we agreed to before a restart and the runner expects again (its
+        ``agreed`` store) hold their exposure as the reservation this process no longer has would, until
+        ``RESERVE_TTL`` after their agreement; then the agreement is withdrawn (a late open is refused), as a
+        lapsed reservation's is. Before, they held nothing: a restarted node agreed to new contracts against a
+        device as if those in flight held nothing, and all of them could open beyond its cap."""
+        reserved = {match for _, match, _ in self._reserved.values()}
+        me = self._identity().binding.peer_id
+        self._resumed = 0
+        for cid, spec, at in self.run.agreements():
+            key = cid.hex()
+            if key in self.run.runs or ("run", key) in reserved or me not in spec.ids or (
+                    self.is_swap(spec) and spec.ids[0] == me):  # (running: held as a run; agreed in this process:
+                continue  # reserved; a swap we proposed: held by ``swaps`` while it is a proposal)
+            if now >= at + RESERVE_TTL:
+                self.run.forget(cid)  # the peer did not open it in time: agreed no more
+                continue
+            wanted["a-" + key] = self._spec_holds(spec, spec.ids.index(me))
+            self._resumed += 1
 
     def _awaited(self, match: tuple) -> bool:
         """Does our protocol still expect the peer to start the contract ``match`` names (we agreed to it)?"""
@@ -642,7 +670,7 @@ class SwapDesk:
         spec = decode_spec(offer.schedule)
         if isinstance(spec, str):
             return spec
-        bad = self._contract_policy(offer.kind, spec) or self._lock_horizon(spec)
+        bad = self._contract_policy(offer.kind, spec) or self._lock_horizon(spec, now)
         if bad:
             return bad
         own = self._identity()
@@ -693,7 +721,7 @@ class SwapDesk:
             self.run.expect(spec, now)
         return None
 
-    def _lock_horizon(self, spec) -> str | None:
+    def _lock_horizon(self, spec, now: float) -> str | None:
         """A peer's contract may keep our chunks committed (or our arbitration owed) until its last height
         parameter: refused past ``contracts.max_lock_blocks`` blocks from the height OUR ledger reads now.
         Before, a buyer could lock a writer's chunks for 100,000 blocks (~2 years of Bitcoin) for one premium."""
@@ -703,7 +731,7 @@ class SwapDesk:
         if not heights or not isinstance(asset, str):
             return None
         try:
-            now_height = self.stack.ledger.height(asset)
+            now_height = self._height(asset, now)
         except Exception as exc:  # no ledger for it: nothing of ours can be committed on its clock
             return f"no height for {asset} on this node's ledger: {type(exc).__name__}"
         name, last = max(heights.items(), key=lambda kv: kv[1])
@@ -712,6 +740,27 @@ class SwapDesk:
                     f"{now_height}); this node commits chunks for at most {self.max_lock_blocks} blocks "
                     f"(setting contracts.max_lock_blocks)")
         return None
+
+    def _height(self, asset: str, now: float) -> int:
+        """Our ledger's height of ``asset``: the one noted within ``HEIGHT_FRESH`` s (no ledger call: the check
+        runs in the agreement, on the event loop), else read now (a blocking call, then noted)."""
+        noted = self.heights.get(asset)
+        if noted is not None and 0 <= now - noted[1] <= HEIGHT_FRESH:
+            return noted[0]
+        h = self.stack.ledger.height(asset)
+        self.heights[asset] = (h, now)
+        return h
+
+    def refresh_heights(self, now: float) -> None:
+        """Note our ledger's height of every asset we offer (what a peer's contract on our chunks is timed in).
+        Blocking ledger calls: the daemon runs it on a worker thread every ``HEIGHTS_EVERY`` s; an asset whose
+        ledger does not answer keeps its last note (which goes stale, and the check then reads for itself)."""
+        own = self.stack.protocol.own
+        for asset in sorted({o.asset for o in (own.offers if own is not None else [])}):
+            try:
+                self.heights[asset] = (self.stack.ledger.height(asset), now)
+            except Exception:
+                continue
 
     def _contract_policy(self, kind: str, spec) -> str | None:
         """Which contracts this node runs for a peer: a ``kind`` offer must carry the stdlib contract of that
@@ -775,6 +824,8 @@ class SwapDesk:
             return
         if n.kind == "contract.refused" and n.detail.get("code") in OPEN_REFUSALS:
             self.swaps.refused_open(n.detail.get("contract", ""), n.detail.get("reason", ""))
+        if n.kind == "contract.declined":
+            self.swaps.declined(n.detail["contract"], n.detail["reason"])
         self.swaps.end_proposals()
         if n.kind == "contract.accepted" and n.detail.get("kind") == "swap":
             node = getattr(self, "node", None)
@@ -814,7 +865,7 @@ class SwapDesk:
         them up to date anyway). Not on the worker: it held up every swap's events once a second (under load
         ~0.2-1 s each time, the driver's lock held, the event loop's gossip validation waiting for it)."""
         self.reporter.flush(now)
-        if self._reserved or self.swaps.proposed or not self._ticked:
+        if self._reserved or self.swaps.proposed or self._resumed or not self._ticked:
             self._ticked = True
             self.sync_holds(now)
         self.swaps.end_proposals()
@@ -835,6 +886,7 @@ class SwapDesk:
                 h = ledger.height(a)
             except Exception:
                 continue  # not an asset (a message), or the ledger is away: next second
+            self.heights[a] = (h, now)
             cmds += self.run.observe_height(a, h, now)
         return cmds
 

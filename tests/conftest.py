@@ -47,12 +47,15 @@ def network(request, tmp_path):
 # first, which puts these few-test, long files last): a long file handed out last would end the run alone. These ran longest (docs/testing.md,
 # "Where the time goes"); the order inside a file, and of every other file, is kept.
 LONGEST_FIRST = (
-    "tests/simulations/test_fidelity.py", "tests/interop/test_js_gossip.py", "tests/test_benchmark_soak.py",
+    "tests/simulations/test_fidelity.py", "tests/simulations/test_contracts.py", "tests/interop/test_js_gossip.py",
+    "tests/test_benchmark_soak.py",
     "tests/functional/test_holds.py", "tests/runtime/test_gossip_health.py",
     "tests/functional/test_request_contracts.py", "tests/functional/test_request_restart.py",
     "tests/functional/test_switchboard.py", "tests/faults/test_faults.py", "tests/daemon/test_daemon.py",
     "tests/functional/test_offers_network.py", "tests/functional/test_network.py", "tests/test_demo.py",
     "tests/test_benchmark_network.py", "tests/cli/test_operator_mistakes.py", "tests/functional/test_key_escrow.py",
+    "tests/functional/test_claim_keep.py", "tests/functional/test_request_options.py",
+    "tests/functional/test_offers_pull.py", "tests/daemon/test_dev.py", "tests/cli/test_operator_commands.py",
 )
 
 

@@ -77,7 +77,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     stack.chunk_usd_cents = int(round(cfg["deposits.chunk_usd"] * 100))
     stack.refresh_offers(clock.now())
     add_switchboard(stack, datadir, cfg)
-    from node.swaps import SwapDesk
+    from node.swaps import HEIGHTS_EVERY, SwapDesk
 
     stack.desk = SwapDesk(stack, clock=clock, claim_policy=cfg["claims.policy"],  # claim keys: claim.seed
                           prices=prices, price_tolerance=cfg["risk.price_tolerance"],
@@ -131,12 +131,20 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
 
             async def heights() -> None:
                 """Ledger heights for the language contracts' time-locks (the enclaves trust us for them)."""
+                nursery.start_soon(offer_heights)
                 while True:
                     if stack.desk.heights_wanted():  # (on the contract worker: it feeds the contract runner)
                         node.driver.submit(stack.desk.run, stack.desk.feed_heights)
                     else:  # nothing to feed: the rest of that tick stays off the worker swaps run on
                         stack.desk.tick(clock.now())
                     await trio.sleep(1.0)
+
+            async def offer_heights() -> None:
+                """The heights of the assets we offer, read off the event loop for the agreement's lock horizon
+                (``SwapDesk.refresh_heights``: the check itself then makes no ledger call on the loop)."""
+                while True:
+                    await trio.to_thread.run_sync(stack.desk.refresh_heights, clock.now(), abandon_on_cancel=True)
+                    await trio.sleep(HEIGHTS_EVERY)
 
             async def offers_refresher() -> None:
                 """Deposits confirm after the fact on a ledger with blocks (and funds can vanish):

@@ -5,7 +5,10 @@
 * **I1** A key committed to an open contract leaves only as that contract's rules decide: to the named
   counterparty's enclave (``Contracts.release`` / ``step``), or back to its owner once the contract refunds
   it (``Contracts.refund``) or has ended without releasing it. ``ExportKey``, a raw ``EscrowSplit`` and a
-  second ``ContractOpen`` naming it are refused (code ``committed``; ``Contracts.committed_to``).
+  second ``ContractOpen`` naming it are refused (code ``committed``; ``Contracts.committed_to``). A contract
+  that some runner never signed, under which nothing moved and none of our keys is escrowed, binds no one yet
+  (no release is allowed before every runner signed): the host may drop it (``Contracts.drop``), and its keys
+  are uncommitted; one every runner signed is never dropped (code ``signed``).
 * **I2** No key leaves twice, across crashes: every release, export and split is journaled in sealed state
   before its result leaves the core; a resend hands back the journaled bytes only.
 * **I3** A contract party that receives a key (and every runner of that contract), the holders and

@@ -381,6 +381,32 @@ class Contracts:
             self._commit(undo)
         return OpenResult(cid, me, own, self._missing(st, spec))
 
+    def drop(self, cid: bytes) -> None:
+        """Forget an open contract that not every runner has signed and under which nothing moved: our chunks in
+        it are ours again (uncommitted: offered, exportable, committable again). A contract every runner signed,
+        or one under which a key moved, is never dropped: it runs until the contract ends it (I1). Only our own
+        signature can have left, and no release happens before every runner's is here, so no party's enclave
+        can have released to us yet under it. Not a contract under which our keys are escrowed (their holders
+        keep its terms). A later open of the same spec is a new open, with every check."""
+        st, spec = self._get(cid)
+        missing = self._missing(st, spec)
+        if not missing:
+            raise _refusal("signed", "every runner signed the contract: it runs until the contract ends it")
+        if st.moved:
+            raise _refusal("moved", f"{len(st.moved)} key(s) moved under the contract: it runs until it ends")
+        if any(t.party == st.me for t in spec.escrows):  # shares of our keys went to holders under this contract:
+            raise _refusal("escrowed", "our chunks' keys are escrowed under the contract: it runs until it ends")
+        at = self._all.index(st)
+        self._all.remove(st)
+        spec_cached = self._specs.pop(cid, None)
+
+        def undo() -> None:
+            self._all.insert(at, st)
+            if spec_cached is not None:
+                self._specs[cid] = spec_cached
+
+        self._commit(undo)
+
     def height(self, cid: bytes, asset: str, height: int) -> int:
         st, spec = self._get(cid)
         if not 0 <= height < 1 << 62 or not asset or len(asset) > 64:

@@ -125,6 +125,10 @@ class ContractStatusOp(msgspec.Struct, tag="contract-status", array_like=True, f
     cid: bytes
 
 
+class ContractDrop(msgspec.Struct, tag="contract-drop", array_like=True, frozen=True):
+    cid: bytes
+
+
 class ContractRelease(msgspec.Struct, tag="contract-release", array_like=True, frozen=True):
     cid: bytes
     index: int
@@ -204,7 +208,7 @@ Op = Union[
     Hello, GenerateKeys, ListKeys, OfferableKeys, MakeQuote, SignOfferSheets, SignDomain, ExportKey, AttestPeer, EscrowSplit, EscrowAccept, EscrowReleaseShare, EscrowRecover,
     ContractOpen, ContractHeight, ContractApprove, ContractStatusOp, ContractRelease, ContractResend,
     ContractRefund, ContractAccept, ContractEscrowSplit, EscrowHold, EscrowHeight, EscrowApprove, EscrowMoved,
-    EscrowShare, EscrowHoldings, EscrowRebuild, ContractStep,
+    EscrowShare, EscrowHoldings, EscrowRebuild, ContractStep, ContractDrop,
 ]
 
 
@@ -319,6 +323,9 @@ def _dispatch(core: EnclaveCore, op) -> object:
         return True
     if isinstance(op, ContractStatusOp):
         return cs.status(op.cid)
+    if isinstance(op, ContractDrop):
+        cs.drop(op.cid)
+        return True
     if isinstance(op, ContractRelease):
         return cs.release(op.cid, op.index, op.receiver)
     if isinstance(op, ContractResend):

@@ -33,7 +33,7 @@ class ContractOffer(msgspec.Struct, array_like=True, frozen=True):
     net: str
     proposer: str  # peer id; signs the offer
     kind: str  # "swap" | "escrow" | "option" | "ring" | "arbiter"
-    schedule: bytes  # the terms: a ``release.Schedule`` (swap) or a ``ContractSpec`` (the others), wire-encoded
+    schedule: bytes  # the terms: a ``ContractSpec`` (a swap: the turns spec of its schedule), wire-encoded
     issued_at: float
     expiry: float
 

@@ -24,6 +24,8 @@ Wire (``node.wire``: canonical MessagePack, size-bounded, version 1): ``wire.Sig
     ack      AckBody(contract_id, round)            response to release / approve (round -1)
     approve  ApproveBody(contract_id, party, message, sig)   a party's signature over (contract id,
                                                     message), e.g. the escrow arbiter's "release"
+    decline  DeclineBody(contract_id, reason)       runner -> runners (request): we agreed to it but cannot
+                                                    run it (our start failed); answered ack (round -1)
     who      WhoBody(binding, quote)                any -> any (request): our attested identity
     whois    WhoBody(binding, quote)                response to who: the peer's (for building a spec)
     error    ErrorBody(contract_id, round, code, reason)      response; unsigned
@@ -82,7 +84,8 @@ from node.protocols.base import (
 )
 from node.protocols.contract_run_state import (  # noqa: F401 (re-exported: the protocol's public names)
     ACCEPTS_REQUEST, BODIES, CHEAT_CODES, DONE, FAILED, MAX_WAITING_OPENS, OPEN_REFUSALS, PROTOCOL_ID, RUNNING,
-    TERMINAL, TRANSITIONS, WHO_ATTEMPTS, WITHHELD, AgreedRecord, ApproveBody, OpenBody, OpenedBody, Run, RunRecord,
+    TERMINAL, TRANSITIONS, WHO_ATTEMPTS, WITHHELD, AgreedRecord, ApproveBody, DeclineBody, OpenBody, OpenedBody, Run,
+    RunRecord,
     WhoBody, _funds_missing, _quote_check,
 )
 from node.protocols.contract_swap import swap_outcome
@@ -119,6 +122,11 @@ class ContractRun:
     store: RecordStore = field(default_factory=lambda: MemoryContractStore(record_type=RunRecord))
     claim_policy: str = "sweep"
     round_timeout: float = 30.0
+    #: s a contract we opened may wait, with no progress, for a runner that never signs it (a swap's proposer that
+    #: agreed and never opens; ``turns`` has no time-lock): then our enclave drops it and our chunks are ours again.
+    #: Far past every agreement's life (``node.swaps.RESERVE_TTL``): an honest peer signs within seconds or never;
+    #: our opens stop ``2 x request_timeout`` before, so none is in flight when we drop (``_drop``)
+    drop_after: float = 600.0
     retry_interval: float = 2.0
     #: s a request waits for its answer (the runtime's ``respond_timeout`` is 10 s). Not ``retry_interval``: on a
     #: loaded machine every answer later than 2 s was thrown away and a copy sent every 2 s while the first was
@@ -155,7 +163,8 @@ class ContractRun:
         self.stream_protocols = [PROTOCOL_ID]
         self.local_peer = ""
         self.runs: dict[str, Run] = {}
-        self._expected: set[bytes] = set()
+        #: contracts agreed with us and not yet running here: id -> (spec, when we agreed), for ``agreements``
+        self._expected: dict[bytes, tuple[ContractSpec, float]] = {}
         #: contracts a peer opened whose funds check is in flight: the opens waiting for it
         self._opening: dict[bytes, list[tuple[int, ContractSpec, int, OpenBody]]] = {}
         self._heights: dict[str, int] = {}
@@ -173,21 +182,53 @@ class ContractRun:
         """Run ``spec`` when a party opens it with us (agreed elsewhere); returns its id. The agreement is kept
         (``agreed``) until the contract runs here, or ``agreement_ttl`` after ``now``."""
         cid = spec_id(spec)
-        if cid not in self._expected and cid.hex() not in self.runs:
-            self.agreed.put(cid.hex(), AgreedRecord(spec.encode(), now))
-        self._expected.add(cid)
+        if cid not in self._expected:
+            if cid.hex() not in self.runs:
+                self.agreed.put(cid.hex(), AgreedRecord(spec.encode(), now))
+            self._expected[cid] = (spec, now)
         return cid
 
     def expects(self, cid: bytes) -> bool:
         """Is contract ``cid`` agreed with us and not yet running here?"""
         return cid in self._expected
 
+    def agreements(self) -> list[tuple[bytes, ContractSpec, float]]:
+        """(id, spec, agreed at) of every contract agreed with us and not yet running here: made in this process or
+        resumed from ``agreed`` after a restart (the host holds their exposure: ``node.swaps.SwapDesk.sync_holds``)."""
+        return [(cid, spec, at) for cid, (spec, at) in list(self._expected.items())]
+
     def forget(self, cid: bytes) -> None:
         """No longer run contract ``cid`` unless it runs already: a peer's open of it is refused ("not-expected")
         from now on (the host's reservation lapsed, or its open was refused for good)."""
         if cid in self._expected and cid.hex() not in self.runs:
-            self._expected.discard(cid)
+            self._expected.pop(cid, None)
             self.agreed.delete(cid.hex())
+
+    def decline(self, spec: ContractSpec, reason: str, now: float) -> list[Command]:
+        """We agreed to ``spec`` but cannot run it (our start failed): every other runner is told at once (a
+        ``decline`` signed by our enclave), so it stops expecting the contract and its host's hold on us goes
+        now, not when its reservation lapses. Sent once: a lost one leaves the lapse as the backstop."""
+        cid = spec_id(spec)
+        self.forget(cid)
+        try:
+            me, body = self._my_party(spec), self._seal("decline", DeclineBody(cid, reason[:300]))
+        except Exception:  # (our enclave is away: the peers' reservations lapse instead)
+            return []
+        return [self._request(cid.hex(), "decline", -1, k, p.binding.peer_id, body, now)
+                for k, p in enumerate(spec.parties) if p.runner and k != me]
+
+    def _on_decline(self, ev: RequestReceived, env: wire.Signed, d: DeclineBody) -> list[Command]:
+        """A runner of a contract we expect declines it: only that runner's enclave can (never a third peer)."""
+        cid = d.contract_id
+        spec = self._expected.get(cid, (None,))[0]
+        if spec is None or cid.hex() in self.runs:
+            return self._refuse(ev.request_id, cid, -1, "not-expected", "no agreement with us waits for it")
+        if not any(p.runner and p.binding.peer_id == ev.peer and p.binding.sign_pub == env.signer
+                   for p in spec.parties):
+            return self._refuse(ev.request_id, cid, -1, "wrong-peer", "the sender is not a runner of that contract")
+        self.forget(cid)
+        return [Respond(ev.request_id, self._seal("ack", AckBody(cid, -1))),
+                Notify("contract.declined", {"contract": cid.hex(), "peer": ev.peer, "reason": d.reason[:300]})]
 
     def unexpect(self, cid: bytes) -> list[Command]:
         """An agreement that came to nothing (the peer refused the offer, or never answered): no longer expected."""
@@ -197,7 +238,7 @@ class ContractRun:
     def _agreed_done(self, cid: bytes) -> None:
         """The contract runs here now (its record is in ``store``): the agreement is no longer needed."""
         if cid in self._expected:
-            self._expected.discard(cid)
+            self._expected.pop(cid, None)
             self.agreed.delete(cid.hex())
 
     def start(self, spec: ContractSpec, now: float) -> list[Command]:
@@ -292,7 +333,17 @@ class ContractRun:
         r = self.runs.get(cid.hex())
         if r is None:
             return None
-        st = self.enclave.contract_status(cid)
+        from node.tee.client import EnclaveRefused
+
+        try:
+            st = self.enclave.contract_status(cid)
+        except EnclaveRefused as exc:
+            if exc.code != "unknown-contract" or r.rec.state != FAILED:
+                raise
+            st = None  # dropped (``_drop``): nothing moved under it
+        if st is None:
+            return {"state": r.rec.state, "reason": r.rec.reason, "status": "dropped", "settled": True, "released": [],
+                    "received": [], "refunded": [], "claims": []}
         out = {"state": r.rec.state, "reason": r.rec.reason, "status": st.status, "settled": st.settled,
                "released": sorted((m.index, m.receiver) for m in st.moved if m.giver == r.me != m.receiver),
                "received": sorted((m.giver, m.index) for m in st.moved if m.receiver == r.me != m.giver),
@@ -423,8 +474,9 @@ class ContractRun:
         """Open the contract with every runner that has not yet shown us its quote and all signatures (but
         ``skip``: the party whose open we are answering; our answer carries our quote and signatures; and a
         runner whose answer to our last open is still to come)."""
-        if r.rec.state in TERMINAL:
-            return []
+        if r.rec.state in TERMINAL or (r.rec.state == WITHHELD and not r.undroppable
+                                        and now >= r.progress_at + self.drop_after - 2 * self.request_timeout):
+            return []  # (withheld, and a runner that never signed is about to be dropped: no open in flight then)
         busy = self._in_flight(r, now)
         to = [k for k in r.runners() if k not in (r.me, skip) and (k not in r.verified or k not in r.complete)
               and ("open", -1, k) not in busy]
@@ -632,6 +684,19 @@ class ContractRun:
         return [Notify("contract.outcome", {"contract": r.key, "state": r.rec.state, "reason": reason,
                                             **self._outcome_detail(r, moved)})]
 
+    def _drop(self, r: Run, missing: list[int]) -> list[Command]:
+        """A runner never signed the contract within ``drop_after`` and nothing moved: our enclave drops it (it
+        refuses if every runner signed meanwhile, or a key moved) and our chunks in it are ours again."""
+        from node.tee.client import EnclaveRefused
+
+        try:
+            self.enclave.contract_drop(r.cid)
+        except EnclaveRefused as exc:  # (our keys escrowed under it: it runs until its time-lock)
+            r.undroppable = True
+            return [Notify("contract.waiting", {"contract": r.key, "reason": f"not dropped: {exc.code}: {exc.reason}"})]
+        return self._stop(r, "unsigned", f"party {', '.join(map(str, missing))} never signed the contract in "
+                                         f"{self.drop_after:.0f} s: dropped, our chunks in it are ours again")
+
     def _outcome_detail(self, r: Run, moved) -> dict:
         """A two-party contract: ``{"outcome": swap-shaped outcome}`` (what the request desk and the outcome
         reporter read of a swap: released / received / lost and each of the peer's chunks), kept in ``r.outcome``."""
@@ -656,7 +721,7 @@ class ContractRun:
             if isinstance(spec, str):
                 cmds.append(Notify("contract.store-error", {"contract": key, "reason": f"agreement: {spec}"}))
             elif key == spec_id(spec).hex() and key not in self.runs and now < rec.at + self.agreement_ttl:
-                self._expected.add(spec_id(spec))
+                self._expected[spec_id(spec)] = (spec, rec.at)
                 continue
             self.agreed.delete(key)
         return cmds
@@ -718,7 +783,8 @@ class ContractRun:
     # -- requests -----------------------------------------------------------------------
     def _on_request(self, ev: RequestReceived, now: float) -> list[Command]:
         try:
-            env, body = parse(ev.data, net=self.net, kinds={"open", "release", "approve", "who"}, bodies=BODIES)
+            env, body = parse(ev.data, net=self.net, kinds={"open", "release", "approve", "who", "decline"},
+                              bodies=BODIES)
         except MessageError as exc:
             return self._refuse(ev.request_id, b"", -1, exc.code, exc.reason)
         if env.kind == "who":
@@ -729,6 +795,8 @@ class ContractRun:
             return [Respond(ev.request_id, self._seal("whois", WhoBody(binding, quote)))]
         if env.kind == "open":
             return self._on_open(ev, env, body, now)
+        if env.kind == "decline":
+            return self._on_decline(ev, env, body)
         r = self.runs.get(body.contract_id.hex())
         if r is None:
             return self._refuse(ev.request_id, body.contract_id, -1, "unknown-contract", "no such contract here")
@@ -890,8 +958,8 @@ class ContractRun:
             why = "peer: " + body.reason if env.kind == "error" else self._learn(ev.peer, env, body, now)
             return [Notify("contract.who", {"peer": ev.peer, "ok": why is None, "reason": why or ""})]
         r = self.runs.get(key)
-        if r is None or ev.error:
-            return []  # transport failure: the retry timer resends
+        if r is None or ev.error or kind == "decline":
+            return []  # transport failure: the retry timer resends (a decline is sent once)
         want = {"open": {"opened", "error"}, "release": {"ack", "error"}, "approve": {"ack", "error"}}[kind]
         try:
             env, body = parse(ev.data, net=self.net, kinds=want, bodies=BODIES)
@@ -947,6 +1015,9 @@ class ContractRun:
                 return [Notify("contract.waiting", {"contract": r.key, "reason": f"{exc.code}: {exc.reason}"})]
             if (st.finished or st.settled) and not st.allowed and r.pending:
                 return self._stop(r, "settled", "contract over; the peer never acknowledged our last release")
+            if st.missing and not st.moved and not r.pending and not r.undroppable and \
+                    now >= r.progress_at + self.drop_after:
+                return self._drop(r, st.missing)
             if r.rec.state == RUNNING:
                 r.rec.state, r.rec.reason = TRANSITIONS[(RUNNING, "deadline")], \
                     f"no progress for {self.round_timeout:.0f} s"

@@ -7,6 +7,8 @@ States (``TRANSITIONS``)::
                                       RUNNING / WITHHELD --cheat / local-refusal--> FAILED
                                       RUNNING --peer-refused (a runner that never signed answers
                                                 our open "not-held")--> FAILED
+                                      RUNNING / WITHHELD --unsigned (a runner never signed it within
+                                                ``drop_after``: our enclave drops it)--> FAILED
 
 ``ACCEPTS_REQUEST``: the requests a contract in each state takes. The message bodies (``BODIES``, by kind),
 the host's records (``RunRecord`` for a running contract, ``AgreedRecord`` for one agreed and not yet
@@ -41,6 +43,8 @@ TRANSITIONS = {
     (RUNNING, "local-refusal"): FAILED,
     (RUNNING, "peer-refused"): FAILED,  # a runner refused the contract before signing it (release/1's "refused")
     (WITHHELD, "local-refusal"): FAILED,
+    (RUNNING, "unsigned"): FAILED,  # a runner never signed it within ``drop_after``: dropped, our chunks ours again
+    (WITHHELD, "unsigned"): FAILED,
 }
 ACCEPTS_REQUEST = {RUNNING: frozenset({"open", "release", "approve"}),
                    WITHHELD: frozenset({"open", "release", "approve"}),
@@ -82,8 +86,16 @@ class WhoBody(msgspec.Struct, array_like=True, frozen=True):
     quote: bytes
 
 
+class DeclineBody(msgspec.Struct, array_like=True, frozen=True):
+    """A runner that agreed to a contract cannot run it (its own start failed: its enclave refused it, or a
+    chunk's funds are not there on its ledger): the other runners stop expecting it at once."""
+
+    contract_id: bytes
+    reason: str
+
+
 BODIES = {"open": OpenBody, "opened": OpenedBody, "release": ReleaseBody, "ack": AckBody,
-          "approve": ApproveBody, "error": ErrorBody, "who": WhoBody, "whois": WhoBody}
+          "approve": ApproveBody, "error": ErrorBody, "who": WhoBody, "whois": WhoBody, "decline": DeclineBody}
 
 
 class RunRecord(msgspec.Struct, array_like=True):
@@ -129,6 +141,7 @@ class Run:
     #: a two-party contract's swap-shaped outcome (``contract_swap.swap_outcome``), once withheld or ended
     outcome: object | None = None
     retry_armed: bool = False  # a retry timer is set and has not fired yet (``_timers``)
+    undroppable: bool = False  # our enclave refused to drop it (``ContractRun._drop``): not asked again
 
     @property
     def key(self) -> str:

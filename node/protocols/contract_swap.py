@@ -1,6 +1,6 @@
 """The two-party swap as a contract run over ``/keyswitch/contract-run/1`` (issue #19: one contract protocol), sans-IO.
 
-A release/1 swap is already a contract: ``release.schedule_spec`` compiles its schedule to the stdlib ``turns``
+A release/1 swap already was a contract: ``schedule.schedule_spec`` compiles its schedule to the stdlib ``turns``
 contract (both parties' chunks and bindings, the step order = the schedule's rounds), which each enclave opens
 and signs, so a swap's contract id, its enclave state and its release records (round = step) are the same
 whichever protocol carries them. What the swap adds on top of a language contract lives here:

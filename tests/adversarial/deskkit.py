@@ -46,6 +46,21 @@ def connect(net, now: float, *stacks) -> None:
         assert s.book.count(now=now) == sum(len(o.protocol.own.offers) for o in stacks if o is not s)
 
 
+class DrainedLedger:
+    """A node's ledger where the chunks at ``addresses`` were spent (a double spend by their giver's device)."""
+
+    def __init__(self, ledger, addresses):
+        self._ledger, self.addresses = ledger, set(addresses)
+
+    def balance(self, asset, address):
+        from node.ledger.base import Balance
+
+        return Balance(0, 0) if address in self.addresses else self._ledger.balance(asset, address)
+
+    def __getattr__(self, name):
+        return getattr(self._ledger, name)
+
+
 def deliver(net, *stacks) -> None:
     """Hand each desk the notices its protocols raised (and those that follow from them), as the daemon's driver
     does (``on_notify``), until none is left."""

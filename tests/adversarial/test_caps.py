@@ -18,7 +18,7 @@ from node.ledger.devnet import DevLedger
 from node.protocols.schedule import Chunk, swap_schedule
 from node.protocols.testing import GossipNet
 from node.risk.engine import RiskEngine
-from tests.adversarial.deskkit import Clock, connect, deliver, make_node
+from tests.adversarial.deskkit import Clock, DrainedLedger as _Drained, connect, deliver, make_node
 
 LIMIT = 10_000  # cents: a fresh simulated device's limit
 CHUNK = 5_000
@@ -448,21 +448,6 @@ def test_a_lapsed_reservation_withdraws_its_agreement_so_a_late_open_cannot_exce
     assert sorted(opened) == sorted(spec_id(s).hex() for s in second)
     refused = [n.detail for n in net.peers[victim.peer_id].notes if n.kind == "contract.refused"]
     assert sorted(d["contract"] for d in refused) == sorted(spec_id(s).hex() for s in first), refused
-
-
-class _Drained:
-    """Our ledger, where the chunks at ``addresses`` were spent (a double spend by their giver's device)."""
-
-    def __init__(self, ledger, addresses):
-        self._ledger, self.addresses = ledger, set(addresses)
-
-    def balance(self, asset, address):
-        from node.ledger.base import Balance
-
-        return Balance(0, 0) if address in self.addresses else self._ledger.balance(asset, address)
-
-    def __getattr__(self, name):
-        return getattr(self._ledger, name)
 
 
 def test_an_option_we_buy_that_fails_to_start_releases_our_reservation_at_once(pair):

@@ -287,6 +287,44 @@ def test_a_key_whose_counterparty_never_signed_comes_back_by_the_refund_rule(thr
     assert pubkey_of(coincurve.PrivateKey(payer.contract_refund(cid, 0))) == pub
 
 
+def test_a_host_drops_only_a_contract_no_one_can_have_released_under(three):
+    """I1 and the drop (issue 18 c): the payee never signs; the payer's host may drop the contract (its key is
+    uncommitted: exportable), but not once a key moved under it (here: refunded at the height, without the payee's
+    signature), not one under which its keys are escrowed, and not one every runner signed: those run until the
+    contract ends them."""
+    from node.contracts.spec import EscrowHolder, EscrowTerm
+
+    payer, payee, arb = three
+    attest(payer, payee)
+    pubs = payer.generate_keys(3)
+
+    def opened(pub: bytes, refund_height: int = 300, escrow=()) -> bytes:
+        spec = make_spec(NET, stdlib.source("escrow"), {"height_asset": "BTC-REG", "refund_height": refund_height}, [
+            PartySpec(payer.binding_for(NET, "P"), [Commit(pub, "BTC-REG", address_for("BTC-REG", pub), 1000, 5000)]),
+            PartySpec(payee.binding_for(NET, "Q"), []), PartySpec(arb.binding_for(NET, "R"), [], runner=False)],
+            escrow=list(escrow))
+        return payer.contract_open(spec.encode()).cid
+
+    unsigned = opened(pubs[0])
+    payer.contract_drop(unsigned)
+    assert pubkey_of(coincurve.PrivateKey(payer.export_to_owner(pubs[0]))) == pubs[0]  # ours again
+    refunded = opened(pubs[1], refund_height=200)
+    payer.contract_height(refunded, "BTC-REG", 200)
+    payer.contract_refund(refunded, 0)
+    hk = [pubkey_of(coincurve.PrivateKey()) for _ in range(3)]
+    escrowed = opened(pubs[2], escrow=[EscrowTerm(0, [], [EscrowHolder(h, f"H{i}") for i, h in enumerate(hk[:2])],
+                                                  2, hk[2])])
+    _, signed, spub, _ = _escrowed(payer, payee, arb, hk[:2], hk[2])
+    for cid, code in ((refunded, "moved"), (escrowed, "escrowed"), (signed, "signed")):
+        with pytest.raises(EnclaveRefused) as exc:
+            payer.contract_drop(cid)
+        assert exc.value.code == code
+    for pub in (pubs[2], spub):
+        with pytest.raises(EnclaveRefused) as exc:
+            payer.export_to_owner(pub)
+        assert exc.value.code == "committed"
+
+
 def _escrowed(owner, payee, arb, holder_keys: list[bytes], beneficiary: bytes, *, k: int = 2):
     """An escrow contract whose payer's chunk is key-escrowed to ``holder_keys`` (k of them rebuild it), shares
     released only to ``beneficiary``; both runners opened it and signed its id (an honest-looking contract)."""

@@ -21,6 +21,7 @@ from node.contracts import stdlib
 from node.contracts.spec import Commit, PartySpec, make_spec, spec_id
 from node.ledger.devnet import DevLedger
 from node.protocols.testing import GossipNet
+from node.swaps import HEIGHT_FRESH
 from tests.adversarial.deskkit import NET, connect, make_node
 
 OPTION = stdlib.source("option")
@@ -212,3 +213,35 @@ def test_concurrent_options_on_one_writer_count_each_premium_against_its_device_
     assert why is not None and why.startswith("risk:"), why
     buyer.desk.unreserve_spec(specs[0])
     assert buyer.engine.caps.exposure.by_device.get(device, 0) == 0
+
+
+def test_the_lock_horizon_reads_the_height_the_heights_loop_noted_not_the_ledger(world):
+    """The horizon check runs in the agreement, on the event loop: a ledger call there (an RPC to litecoind,
+    anvil or a remote node) held up gossip, the API and every contract for its duration, once per offer a peer
+    sent. The daemon's heights loop reads our offers' heights off the loop (``SwapDesk.refresh_heights``, on a
+    worker thread); the check takes a height noted within ``HEIGHT_FRESH`` s, and reads the ledger only when
+    it has none that fresh."""
+    net, buyer, writer, now = world
+    height = writer.ledger.height("BTC-REG")
+    writer.desk.refresh_heights(now)  # (what the daemon runs on a worker thread every few seconds)
+    assert writer.desk.heights["BTC-REG"] == (height, now)
+    calls = []
+    real = writer.ledger.height
+
+    def counted(asset):
+        calls.append(asset)
+        return real(asset)
+
+    writer.ledger.height = counted
+    try:
+        spec = option_spec(buyer, writer, OPTION, now, expiry=height + 9_000)
+        assert propose(net, buyer, writer, spec, now) == (True, "")
+        assert calls == []  # the noted height, no ledger call
+        # a height older than HEIGHT_FRESH is read again (and noted), and the horizon still holds
+        later = now + HEIGHT_FRESH + 1
+        accepted, reason = propose(net, buyer, writer, option_spec(buyer, writer, OPTION, later,
+                                                                   expiry=height + 100_000), later)
+        assert not accepted and "lock horizon: expiry" in reason
+        assert calls == ["BTC-REG"] and writer.desk.heights["BTC-REG"] == (height, later)
+    finally:
+        writer.ledger.height = real

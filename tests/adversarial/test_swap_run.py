@@ -4,7 +4,9 @@ opens it first (as release/1's responder signed first), the initiator's enclave 
 signature. Real nodes in process (offer stacks, enclaves, the switchboard, the swap desk) on the in-memory
 network; what the daemon's driver hands the desks (``on_notify``) is handed to them here. The attacks: a
 proposer that makes the responder give first, one that offers a contract other than the stdlib turns, and a
-responder whose open the initiator's enclave refuses (the proposal must end, not wait for ever)."""
+responder whose open the initiator's enclave refuses (the proposal must end, not wait for ever), a responder whose
+own start fails (the proposer is told at once), a third peer that tries to cancel someone else's swap, and a
+proposer that agrees and never opens (the responder's committed chunk must come home)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from node.contracts import stdlib
 from node.contracts.spec import PartySpec, make_spec, spec_id
 from node.ledger.devnet import DevLedger
 from node.protocols.testing import GossipNet
-from tests.adversarial.deskkit import NET, connect, deliver, make_node
+from tests.adversarial.deskkit import NET, DrainedLedger, connect, deliver, make_node
 
 
 @pytest.fixture
@@ -61,6 +63,19 @@ def _plan(alice, bob, n: int):
     alice.desk.run.known[bob.peer_id] = bob.protocol.own.binding  # (NodeServices asks it with who)
     spec, _summary = alice.desk.plan_swap(bob.peer_id, "BTC-REG", "BTC-REG", n)
     return spec
+
+
+def _proposed_to_a_silent_peer(net, alice, bob, now: float):
+    """(spec, ended): alice's one-chunk swap, held and agreed by bob, who opens nothing; ``ended``: the outcomes
+    alice's watchers hear."""
+    bob.rfp.on_contract = lambda peer, offer, t: None  # agrees, opens nothing
+    ended: list[dict] = []
+    alice.desk.watchers.append(ended.append)
+    spec = _plan(alice, bob, 1)
+    assert alice.desk.reserve_plan(bob.peer_id, spec, now) is None
+    assert _propose(net, alice, bob, spec, now) == (True, "")
+    deliver(net, alice, bob)
+    return spec, ended
 
 
 def test_a_swap_over_contract_run_completes_each_side_reports_it_once_and_the_holds_go(world):
@@ -147,13 +162,7 @@ def test_a_proposal_the_peer_agrees_to_and_never_opens_ends_failed_and_frees_its
     from node.swaps import RESERVE_TTL
 
     net, alice, bob, now = world
-    bob.rfp.on_contract = lambda peer, offer, t: None  # agrees, opens nothing
-    ended: list[dict] = []
-    alice.desk.watchers.append(ended.append)
-    spec = _plan(alice, bob, 1)
-    assert alice.desk.reserve_plan(bob.peer_id, spec, now) is None
-    assert _propose(net, alice, bob, spec, now) == (True, "")
-    deliver(net, alice, bob)
+    spec, ended = _proposed_to_a_silent_peer(net, alice, bob, now)
     alice.desk.tick(now + 1)
     assert ended == [] and alice.engine.caps.exposure.by_device.get(_device(bob), 0) == 5_000
     alice.desk.tick(now + RESERVE_TTL + 1)
@@ -201,3 +210,130 @@ def test_a_node_started_on_a_data_directory_with_a_release1_swap_in_flight_migra
     finally:
         alice.close()
         bob.close()
+
+
+def test_a_responder_whose_own_start_fails_tells_the_proposer_at_once(world):
+    """Bob agrees to alice's swap, then his own start fails (his ledger shows alice's chunk gone). Before, alice
+    learnt nothing until her proposal lapsed, ``RESERVE_TTL`` (60 s) later: her hold on bob's device stayed all
+    that time, and a request waited a minute before asking another provider for that share. Bob's runner now
+    declines the contract to alice at once (``decline`` over contract-run/1, signed by his enclave): her proposal
+    ends failed with his reason, her hold goes, and she no longer expects the contract."""
+    net, alice, bob, now = world
+    ended: list[dict] = []
+    alice.desk.watchers.append(ended.append)
+    spec = _plan(alice, bob, 1)
+    cid = spec_id(spec)
+    assert alice.desk.reserve_plan(bob.peer_id, spec, now) is None
+    bob.ledger = DrainedLedger(bob.ledger, [c.address for c in spec.parties[0].chunks])
+    assert _propose(net, alice, bob, spec, now) == (True, "")
+    deliver(net, alice, bob)  # bob's desk starts it once its answer is out: the start fails
+    assert bob.desk.run.state(cid) is None and alice.desk.run.state(cid) is None
+    assert [(d["status"], d["lost"]) for d in ended] == [("failed", 0)], ended
+    assert "the peer could not start the contract" in ended[0]["reason"] and "funds" in ended[0]["reason"], ended
+    assert alice.engine.holds == {} and bob.engine.holds == {}
+    assert not alice.desk.run.expects(cid)
+    row = {r["contract"]: r for r in alice.desk.contracts()}[cid.hex()]
+    assert (row["state"], row["role"]) == ("failed", "initiator")
+
+
+def test_a_decline_from_a_peer_that_is_not_a_runner_of_the_swap_is_refused(world, tmp_path):
+    """Carol, no party to alice's swap with bob, sends alice a ``decline`` of it (signed by her own enclave): alice
+    refuses it ("wrong-peer") and still expects bob's open; only a runner's enclave can decline a contract."""
+    net, alice, bob, now = world
+    carol = make_node(tmp_path, "carol", alice.ledger, "BTC-REG", 1, now)
+    try:
+        net.add(carol.peer_id, carol.protocol, carol.rfp, carol.desk.run, now=now)
+        spec, ended = _proposed_to_a_silent_peer(net, alice, bob, now)
+        net.call(carol.peer_id, carol.desk.run, carol.desk.run.decline(spec, "forged", now), now)
+        assert any(n.kind == "contract.refused" and n.detail["code"] == "wrong-peer"
+                   for n in net.peers[alice.peer_id].notes), net.peers[alice.peer_id].notes
+        deliver(net, alice, bob)
+        assert alice.desk.run.expects(spec_id(spec)) and ended == []
+        assert alice.engine.caps.exposure.by_device.get(_device(bob), 0) == 5_000
+    finally:
+        carol.close()
+
+
+def _opened_by_bob_only(net, alice, bob, now: float):
+    """(contract id, bob's chunk): alice offers bob a one-chunk swap she never expects (her runner answers bob's
+    open "not-expected"); bob agrees and opens it (his chunk committed); past the runner's deadline it is withheld."""
+    spec = _plan(alice, bob, 1)
+    cid, pub = spec_id(spec), spec.parties[1].chunks[0].pubkey
+    rid, cmds = alice.rfp.offer_contract(bob.peer_id, "swap", spec.encode(), now)  # offered, never expected
+    net.call(alice.peer_id, alice.rfp, cmds, now)
+    assert alice.rfp.contract_answers[rid] == (True, "")
+    deliver(net, alice, bob)  # bob opens it: his chunk is committed
+    assert bob.desk.run.state(cid) == "running" and pub not in bob.enclave.offerable_pubkeys()
+    _seconds(net, alice, bob, now + bob.desk.run.round_timeout + 1, 1)
+    assert bob.desk.run.state(cid) == "withheld" and pub not in bob.enclave.offerable_pubkeys()
+    return cid, pub
+
+
+def _seconds(net, alice, bob, t: float, n: int) -> None:
+    """``n`` seconds of the daemons' timers from ``t`` (a retry re-arms the runner's deadline), notices delivered."""
+    for k in range(n):
+        bob.desk.clock.t = alice.desk.clock.t = t + k
+        net.advance(t + k)
+        deliver(net, alice, bob)
+
+
+def test_the_responders_chunk_in_a_swap_the_proposer_never_opens_comes_home_when_the_contract_is_dropped(world):
+    """Issue 18 (c). Alice offers bob a swap and never opens it (she does not even expect it: her runner answers
+    bob's open "not-expected"). Bob agreed and opened first, as a responder does: his enclave committed his chunk.
+    After the runner's deadline his side is withheld: his hold on alice's device goes and he reports her device.
+    But ``turns`` has no time-lock, and an enclave counts a contract not every runner signed as never ended: bob's
+    chunk stayed committed for good (never offered again, not even exportable by his owner). Now, ``drop_after``
+    (600 s) with no progress and alice's signature still missing, bob's runner has his enclave drop the contract
+    (nothing moved under it, and no release is possible before every runner signed): his chunk is his again and
+    back on his sheet."""
+    net, alice, bob, now = world
+    cid, pub = _opened_by_bob_only(net, alice, bob, now)
+    bob.desk.tick(now + bob.desk.run.round_timeout + 1)
+    assert bob.engine.holds == {}  # the exposure bob held on alice's device is released
+    assert bob.outcomes.records.reported(cid.hex())  # alice's device reported (withheld)
+    t = now + bob.desk.run.drop_after + 1
+    _seconds(net, alice, bob, t, 3)
+    assert bob.desk.run.state(cid) == "failed" and "never signed" in bob.desk.run.runs[cid.hex()].rec.reason
+    assert pub in bob.enclave.offerable_pubkeys(), "the responder's chunk is still committed"
+    bob.refresh_offers(t + 3)
+    assert pub in {o.pubkey for o in bob.protocol.own.offers}  # offered again
+    row = {r["contract"]: r for r in bob.desk.contracts()}[cid.hex()]  # (keyswitch contracts still shows it)
+    assert (row["state"], row["status"], row["released"]) == ("failed", "dropped", [])
+
+
+def test_a_contract_the_enclave_refuses_to_drop_is_asked_once_and_runs_on(world):
+    """Where our enclave refuses the drop (our keys escrowed under the contract: it runs until its time-lock), the
+    runner asks once, not every second, and the contract stays withheld with our chunk committed."""
+    from node.tee.client import EnclaveRefused
+
+    net, alice, bob, now = world
+    cid, pub = _opened_by_bob_only(net, alice, bob, now)
+    asked = []
+
+    def refuse(c: bytes) -> None:
+        asked.append(c)
+        raise EnclaveRefused("our chunks' keys are escrowed under the contract", "escrowed")
+
+    bob.enclave.contract_drop = refuse
+    _seconds(net, alice, bob, now + bob.desk.run.drop_after + 1, 10)
+    assert asked == [cid]
+    assert bob.desk.run.state(cid) == "withheld" and pub not in bob.enclave.offerable_pubkeys()
+
+
+def test_a_contract_every_runner_signed_is_never_dropped(world):
+    """I1 holds: a host may ask its enclave to drop only a contract some runner never signed. Bob's host asks his
+    enclave to drop a swap both enclaves signed: refused ("signed"), whatever moved stays moved."""
+    from node.tee.client import EnclaveRefused
+
+    net, alice, bob, now = world
+    spec = _plan(alice, bob, 1)
+    assert alice.desk.reserve_plan(bob.peer_id, spec, now) is None
+    assert _propose(net, alice, bob, spec, now) == (True, "")
+    deliver(net, alice, bob)
+    cid = spec_id(spec)
+    assert bob.desk.run.state(cid) == "done"
+    for s in (alice, bob):
+        with pytest.raises(EnclaveRefused) as exc:
+            s.enclave.contract_drop(cid)
+        assert exc.value.code == "signed"
+        assert len(s.enclave.contract_status(cid).moved) == 2

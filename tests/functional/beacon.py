@@ -43,6 +43,11 @@ from node.protocols.base import (
 
 KEY = b"keyswitch functional-test beacon key"
 ECHO = "/keyswitch/test/echo/1"
+#: an echo is asked of every peer on connection; one that timed out is asked again at the next beacon, up to
+#: ``ECHO_ATTEMPTS`` in all (on a starved CPU, 8 daemons and 4 busy loops on 2 cores, a connection's first
+#: request took 1.1-1.6 s, and some over 5 s: the one-shot echo then failed for every peer of a node)
+ECHO_TIMEOUT = 5.0
+ECHO_ATTEMPTS = 3
 MAX_BEACON = 64 * 1024
 
 
@@ -70,9 +75,13 @@ class BeaconProtocol:
         self.published = 0
         self.echo_ok = 0
         self.echo_failed = 0
+        self.echo_errors: dict[str, int] = {}  # why an echo failed (the reason, its peer id cut out) -> count
         self.rejects: dict[str, int] = {}
         self.ignores: dict[str, int] = {}
         self._req = 0
+        self._sent: dict[int, tuple[str, float, int]] = {}  # request id -> (peer, sent at, attempt)
+        self._again: list[tuple[str, int]] = []  # (peer, attempt) echoes to send again at the next beacon
+        self.echo_ms: list[int] = []  # the round trip of every echo answered
         self._first_bad: bytes | None = None
 
     # ---------------------------------------------------------------- validate
@@ -102,7 +111,9 @@ class BeaconProtocol:
             self.me = event.local_peer
             return [SetTimer("beacon", now + self.interval * 0.5)]
         if isinstance(event, TimerFired) and event.name == "beacon":
-            return [self._beacon(now), SetTimer("beacon", now + self.interval)]
+            again, self._again = self._again, []
+            return [self._beacon(now), SetTimer("beacon", now + self.interval),
+                    *(self._echo(peer, now, attempt) for peer, attempt in again)]
         if isinstance(event, GossipReceived):
             b = wire.decode(event.data, Beacon, max_size=MAX_BEACON)
             if b.seq > self.seen.get(b.origin, -1):
@@ -110,17 +121,27 @@ class BeaconProtocol:
                 self.received[b.origin] = now
             return []
         if isinstance(event, PeerConnected):
-            self._req += 1
-            return [SendRequest(ECHO, event.peer, self._req, b"ping:" + self.me.encode(), timeout=5.0)]
+            return [self._echo(event.peer, now, 1)]
         if isinstance(event, RequestReceived):
             return [Respond(event.request_id, event.data[::-1])]
         if isinstance(event, ResponseReceived):
+            peer, sent, attempt = self._sent.pop(event.request_id, (event.peer, now, ECHO_ATTEMPTS))
             if not event.error and event.data == (b"ping:" + self.me.encode())[::-1]:
                 self.echo_ok += 1
+                self.echo_ms.append(int((now - sent) * 1000))
             else:
                 self.echo_failed += 1
+                why = (event.error or "wrong answer").replace(event.peer, "<peer>")
+                self.echo_errors[why] = self.echo_errors.get(why, 0) + 1
+                if "timeout" in why and attempt < ECHO_ATTEMPTS:  # (a peer that does not speak echo: not again)
+                    self._again.append((peer, attempt + 1))
             return []
         return []
+
+    def _echo(self, peer: str, now: float, attempt: int) -> SendRequest:
+        self._req += 1
+        self._sent[self._req] = (peer, now, attempt)
+        return SendRequest(ECHO, peer, self._req, b"ping:" + self.me.encode(), timeout=ECHO_TIMEOUT)
 
     def _beacon(self, now: float) -> Publish:
         seq = int(now * 1000)
@@ -139,7 +160,8 @@ class BeaconProtocol:
 
     def status(self) -> dict:
         return {"seen": dict(self.seen), "published": self.published, "echo_ok": self.echo_ok,
-                "echo_failed": self.echo_failed, "rejects": dict(self.rejects), "ignores": dict(self.ignores)}
+                "echo_failed": self.echo_failed, "echo_errors": dict(self.echo_errors), "echo_ms": sorted(self.echo_ms),
+                "rejects": dict(self.rejects), "ignores": dict(self.ignores)}
 
 
 def make(ctx) -> BeaconProtocol:

@@ -42,6 +42,13 @@ def test_two_bootstraps_eight_nodes_attacker_and_restart(network):
     # last may hear everyone before its echo answers are in (it waits for identify first)
     net.wait_until(lambda: all(beacon(n.status()).get("echo_ok", 0) >= 1 for n in nodes), 30,
                    "every node's echo request was answered (stream request/response works)")
+    errors: dict[str, int] = {}
+    for n in nodes:
+        for why, k in beacon(n.status()).get("echo_errors", {}).items():
+            errors[why] = errors.get(why, 0) + k
+    print(f"[test] echo failures (the bootstraps speak no echo): {errors}")
+    answered = sorted(ms for n in nodes for ms in beacon(n.status())["echo_ms"])
+    print(f"[test] echo round trips: {len(answered)}, median {answered[len(answered) // 2]} ms, max {answered[-1]} ms")
     for n in nodes:
         st = n.status()
         assert len(st["peers"]) >= 2, (n.name, st["peers"])
