@@ -9,25 +9,28 @@ deposits as many ETH-DEV chunks; the clock does not run while deposits
 confirm and each book fills with the other's offers. Then it times, from the
 ``POST /v1/contracts`` on A to both sides listing the contract as ``done``
 (polled every 20 ms; the figure the target is about ends earlier, when all keys are exchanged: the
-later of the two enclaves taking the last key due to it, stamped by each daemon): the proposal over /keyswitch/contract/1, the hello and
-2 x chunks releases over /keyswitch/release/1 (each release answered by an
+later of the two enclaves taking the last key due to it, stamped by each daemon: ``keys_in_at`` of its
+``GET /v1/contracts`` row, the protocol clock when its runner handed the key to its enclave): the proposal over
+/keyswitch/contract/1 (the stdlib ``turns`` spec of the schedule), the responder's and the initiator's opens and
+2 x chunks releases over /keyswitch/contract-run/1 (each release answered by an
 ack; every received key is checked by the enclave, its funds are checked on
 the dev ledger server before the next release, and it is swept in the
 background to the owner's claim address; the server accepts the sweep into
 its mempool at once: no block or confirmation is waited for; a contract is
 done once its sweeps are). The rounds counted
-are the release protocol's request/response round trips: 1 hello + 2 x chunks.
+are the contract protocol's request/response round trips: 1 open + 2 x chunks.
 
 The anchor, measured in the same run on the same loopback: two fresh
 py-libp2p hosts (``node.runtime.Node``, the stack the daemons run) in this
 process; a one-shot stream round trip is ``node.runtime.streams.ask``: open a
 stream on a protocol id, write a small frame, read the one-frame reply (the
-same call the release protocol makes for every message); median of
+same call the contract protocol makes for every message); median of
 ``--rtt-n`` before and ``--rtt-n`` after the swap. Target: wall <= 3 x rounds x RTT.
 
-Where the time goes comes from the daemons themselves (``spent_ms`` of each
-contract in ``GET /v1/contracts``: funds, claim, enclave, store), printed beside one
-same-run enclave call (``SubprocessEnclave.sign``) and one dev ledger HTTP call.
+Where the time goes comes from the daemons themselves: what their ``GET /v1/status`` counters grew by during
+the swap, both daemons summed (``enclave.calls``: each enclave call's round trip by kind; ``driver.protocols``:
+the contract runner's handles, time under the driver's lock), printed beside one same-run enclave call
+(``SubprocessEnclave.sign``) and one dev ledger HTTP call.
 Exit status 1 when the target is missed.
 """
 
@@ -141,6 +144,21 @@ def until(pred, timeout: float, what: str, every: float = 0.2) -> None:
     raise RuntimeError(f"timed out: {what}")
 
 
+def spent_between(before: dict, after: dict) -> dict[str, float]:
+    """Seconds a daemon spent during the swap, from two ``/v1/status`` reads: "enclave" (its enclave calls' round
+    trips), "contract" (its contract runner's handles, under the driver's lock: the enclave calls made there,
+    records written, messages checked), "other" (every other protocol's handles)."""
+    def grown(b: dict, a: dict, field: str, keys=None) -> float:
+        return sum(row.get(field, 0.0) - b.get(k, {}).get(field, 0.0) for k, row in a.items()
+                   if keys is None or keys(k))
+
+    calls_b, calls_a = before["enclave"].get("calls", {}), after["enclave"].get("calls", {})
+    hb, ha = before["driver"].get("protocols", {}), after["driver"].get("protocols", {})
+    return {"enclave": grown(calls_b, calls_a, "call_s"),
+            "contract": grown(hb, ha, "handle_s", lambda k: k == "ContractRun"),
+            "other": grown(hb, ha, "handle_s", lambda k: k != "ContractRun")}
+
+
 def swap_once(tmp: Path, chunks: int, log_level: str = "warning") -> dict:
     import socket  # noqa: F401  (kept light: the daemons do the work)
 
@@ -163,8 +181,7 @@ def swap_once(tmp: Path, chunks: int, log_level: str = "warning") -> dict:
             init_datadir(d)  # `keyswitch init`: run refuses a data directory never initialised
             procs.append(spawn([py, "-m", "node", "--datadir", str(d), "run", "--net", "swapbench",
                                 "--bootnodes", boot, "--republish", "2", "--log-level", log_level], d / "out.log",
-                               # (release/1: its spans, keys_in_at and spent_ms, are not yet in contract-run/1)
-                               env={"KEYSWITCH_LEDGER_URL": lurl, "KEYSWITCH_CONTRACTS_SWAP_PROTOCOL": "release"}))
+                               env={"KEYSWITCH_LEDGER_URL": lurl}))
         a, bb = [Api(d, wait_for(d / "out.log", r"ready (\S+)", p, timeout=90)) for d, p in zip(dirs, procs[2:])]
         assert a.post("/v1/deposits", {"asset": "BTC-REG", "chunks": chunks}).status_code == 201
         assert bb.post("/v1/deposits", {"asset": "ETH-DEV", "chunks": chunks}).status_code == 201
@@ -175,6 +192,7 @@ def swap_once(tmp: Path, chunks: int, log_level: str = "warning") -> dict:
             ca, cb = a.get("/v1/contracts")["contracts"], bb.get("/v1/contracts")["contracts"]
             return bool(ca and cb) and all(c["state"] == "done" for c in ca + cb)
 
+        before = [api.get("/v1/status") for api in (a, bb)]
         w0 = time.time()  # (the daemons stamp keys_in_at with the same wall clock: one machine)
         t0 = time.perf_counter()
         r = a.post("/v1/contracts", {"peer": bb.peer, "give": "BTC-REG", "take": "ETH-DEV", "chunks": chunks})
@@ -182,10 +200,12 @@ def swap_once(tmp: Path, chunks: int, log_level: str = "warning") -> dict:
         assert r.status_code in (200, 201), (r.status_code, r.text)
         until(done, 120, "both sides finish the swap", every=0.02)
         t_done = time.perf_counter() - t0
+        after = [api.get("/v1/status") for api in (a, bb)]
         rows = {"A": a.get("/v1/contracts")["contracts"][0], "B": bb.get("/v1/contracts")["contracts"][0]}
         # all keys exchanged: each side's enclave took the last key due to it (stamped by the daemon, not polled)
         wall = max(rows[s]["keys_in_at"] for s in rows) - w0
         return {"wall": wall, "done": t_done, "post": t_post, "rows": rows, "agreed": r.json(),
+                "spent": [spent_between(b0, a0) for b0, a0 in zip(before, after)],
                 "ledger_rtts": ledger_rtts(lurl, 30), "enclave_rtts": enclave_rtts(tmp / "enc", 30)}
     finally:
         stop_all(procs)
@@ -214,7 +234,7 @@ def main(argv: list[str]) -> int:
     claimed = sum(1 for o in outs for ch in o.get("chunks", []) if ch.get("status") == "claimed")
     print(f"swap: {args.chunks} chunks each way (BTC-REG <-> ETH-DEV), claim policy sweep (every received key swept "
           f"to the dev ledger server, no confirmation waited for); {claimed}/{2 * args.chunks} chunks claimed")
-    print(f"rounds (release round trips)  {rounds:8d}     (1 hello + {2 * args.chunks} releases, each acked)")
+    print(f"rounds (release round trips)  {rounds:8d}     (1 open + {2 * args.chunks} releases, each acked)")
     print(f"swap wall time                {res['wall'] * 1e3:8.1f} ms  (POST /v1/contracts -> all keys exchanged: the "
           f"later of the two enclaves taking the last key due to it; the POST itself returned after "
           f"{res['post'] * 1e3:.1f} ms)")
@@ -224,23 +244,20 @@ def main(argv: list[str]) -> int:
     print(f"py-libp2p stream RTT          {rtt * 1e3:8.2f} ms  (anchor, same run: median of {len(rtts)} one-shot "
           f"streams, p90 {sorted(rtts)[int(0.9 * len(rtts))] * 1e3:.2f} ms)")
     print(f"rounds x RTT                  {rounds * rtt * 1e3:8.1f} ms")
-    spent = {s: res["rows"][s].get("spent_ms", {}) for s in ("A", "B")}
-    kinds = ("funds", "enclave", "store", "claim")
+    spent = {s: {k: v * 1e3 for k, v in d.items()} for s, d in zip(("A", "B"), res["spent"])}
+    kinds = ("enclave", "contract", "other")
     total = {k: spent["A"].get(k, 0.0) + spent["B"].get(k, 0.0) for k in kinds}
-    for k, what in (("funds", "a balance call per received key before the next release (a task, off the loop)"),
-                    ("enclave", "contract_step (key taken, ack signed, ours released: one call a round), "
-                                "contract_release, contract_accept, the acks' signatures"),
-                    ("store", "contract record written, fsync"),
-                    ("claim", "key export and sweep, in the background (a task): not between rounds")):
+    for k, what in (("enclave", "every enclave call's round trip (contract_open, contract_release, contract_accept, "
+                                "the messages' signatures, the sweeps' key exports)"),
+                    ("contract", "the contract runner's handles under the driver's lock (the enclave calls made "
+                                 "there, records written and fsynced, messages checked)"),
+                    ("other", "every other protocol's handles (offers, agreement, outcomes, ...)")):
         print(f"  in {k:<8}                {total[k]:8.1f} ms  (A {spent['A'].get(k, 0.0):.1f} + B "
               f"{spent['B'].get(k, 0.0):.1f}: {what})")
-    busy = sum(total[k] for k in ("funds", "enclave", "store"))
-    print(f"  elsewhere                   {res['done'] * 1e3 - busy:8.1f} ms  (done minus funds, enclave and store: "
-          f"streams, driver, contract proposal, both event loops, the last sweeps; the sides' work mostly "
-          f"alternates, so those parts add up)")
-    claimed_n = max(1, claimed)
-    print(f"claims per received key       {total['claim'] / claimed_n:8.1f} ms  (each side's last sweep ends its "
-          f"contract: the outcome is reported after it)")
+    busy = total["contract"] + total["other"]
+    print(f"  elsewhere                   {res['done'] * 1e3 - busy:8.1f} ms  (done minus the handles: streams, "
+          f"ledger tasks (funds checks, sweeps) off the lock, both event loops; the sides' work mostly alternates, "
+          f"so those parts add up)")
     enc, led = statistics.median(res["enclave_rtts"]), statistics.median(res["ledger_rtts"])
     print(f"enclave call (sign only)      {enc * 1e3:8.2f} ms  (same run: median SubprocessEnclave.sign round trip; "
           f"no journal write)")

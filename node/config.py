@@ -261,16 +261,18 @@ SETTINGS: tuple[Setting, ...] = (
             "the most blocks (of the contract's height asset, from its current height) a peer's contract may keep "
             "this node's chunks committed: an option's expiry, an escrow's refund height, a ring's deadline",
             _positive),
-    Setting("contracts.swap_protocol", str, "contract-run",
-            "what runs a swap this node proposes (swap --peer, a request's swaps): contract-run (the turns contract "
-            "over /keyswitch/contract-run/1) or release (/keyswitch/release/1, being retired: issue #19)",
-            _choice("contract-run", "release")),
     Setting("log.level", str, "info", "log level", _choice("debug", "info", "warning", "error")),
     Setting("log.format", str, "console", "log format", _choice("console", "json")),
     Setting("log.file", str, LOG_FILE, "also write logs to this file (relative: in the data directory; "
             "`keyswitch logs` reads it); empty: stderr only"),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
+#: settings that existed once and were removed: named anywhere (file, environment, command line), the node refuses to
+#: start with this one line rather than run differently from what the operator wrote
+RETIRED = {
+    "contracts.swap_protocol": "retired: every swap runs over /keyswitch/contract-run/1, the only contract protocol "
+                               "(/keyswitch/release/1 was removed, issue #19); delete this setting",
+}
 
 
 def env_name(key: str) -> str:
@@ -373,10 +375,15 @@ def load(
                 raise ConfigError(section, table, "top-level keys must be [sections]", str(path))
             for name, value in table.items():
                 key = f"{section}.{name}"
+                if key in RETIRED:
+                    raise ConfigError(key, value, RETIRED[key], str(path))
                 if key not in BY_KEY:
                     raise ConfigError(key, value, "unknown setting", str(path))
                 cfg.values[key] = _coerce(BY_KEY[key], value, str(path))
                 cfg.sources[key] = str(path)
+    for key, why in RETIRED.items():
+        if env_name(key) in env:
+            raise ConfigError(key, env[env_name(key)], why, env_name(key))
     for s in SETTINGS:
         name = env_name(s.key)
         if name in env:
@@ -385,6 +392,8 @@ def load(
     for key, value in (overrides or {}).items():
         if value is None:
             continue
+        if key in RETIRED:
+            raise ConfigError(key, value, RETIRED[key], "command line")
         if key not in BY_KEY:
             raise ConfigError(key, value, "unknown setting", "command line")
         cfg.values[key] = _coerce(BY_KEY[key], value, "command line")

@@ -103,7 +103,7 @@ def check_request(ke: dict[str, Any], parties: list[str]) -> tuple[list[str], in
 class EscrowDesk:
     def __init__(self, stack, clock) -> None:
         from node.protocols.keyescrow import KeyEscrow
-        from node.protocols.release import sweep_claimer
+        from node.protocols.claims import sweep_claimer
 
         self.stack, self.clock = stack, clock
         self.ledger = stack.ledger

@@ -13,7 +13,7 @@ for the swaps it proposes and agrees to (``SwapDesk.swaps``).
   (a request's swaps) and ``contracts()``, when our enclave refuses the peer's open (``refused_open``) or the
   peer never opens it (``end_proposals``).
 * **Its end**: one outcome report per swap, the swap-shaped outcome of ``contract.withheld`` /
-  ``contract.outcome`` (``ended``), as release/1's ``release.outcome``, not one per claim; a withheld swap is
+  ``contract.outcome`` (``ended``), as release/1 did, not one per claim; a withheld swap is
   over for the holds (``withheld``): release/1's WITHHELD was terminal.
 """
 
@@ -40,6 +40,10 @@ class SwapRuns:
         self.desk = desk
         #: swap specs we agreed to as the responder, started once our answer is out (``contract.accepted``)
         self.starts: list = []
+        #: contract id hex -> (steps whose key our enclave took, the protocol clock's time it took the latest:
+        #: ``contract.received``'s "at"), in memory: once every key due is in, with the peer's, when every key was
+        #: exchanged (``keys_in_at``, ``benchmarks.swap``)
+        self.keys_in: dict[str, tuple[frozenset[int], float]] = {}
         #: swaps we proposed and the peer has not opened yet: contract id hex -> (agreed at, spec)
         self.proposed: dict[str, tuple[float, Any]] = {}
         #: proposals that ended unopened (refused by our enclave, or lapsed): (spec, why), for ``end_proposals``
@@ -186,7 +190,7 @@ class SwapRuns:
             w(d)
 
     def outcome(self, r):
-        """A swap run's outcome (``release.Outcome``) once it was withheld or ended, else None: the runner's, or
+        """A swap run's outcome (``claims.Outcome``) once it was withheld or ended, else None: the runner's, or
         for a run that ended before this process started, from our enclave's view of what moved."""
         from node.protocols.contract_run import RUNNING
         from node.protocols.contract_swap import swap_outcome

@@ -8,14 +8,13 @@
   the responder's ``accept`` policy checks that the chunks asked of it are
   its own current offers, that the chunks it gets are the proposer's offers
   in its book, that it gets at least 98% of the USD value it gives, and that
-  its risk engine lets it hold one chunk of the proposer's device. Over
-  ``/keyswitch/contract-run/1`` (``swap_over``, config ``contracts.swap_protocol``,
-  the default) the offer carries the stdlib ``turns`` spec of the schedule, built
-  from the peer's attested binding (``who``): the responder opens it first once it
-  agreed, the proposer's enclave then takes it already signed (``node.swaprun``).
-  Over ``/keyswitch/release/1`` (being retired) it carries the schedule, the
-  responder ``expect``s it and the proposer's hello starts it.
-  Either way: quotes checked, keys exchanged encrypted enclave to enclave.
+  its risk engine lets it hold one chunk of the proposer's device. The offer
+  carries the stdlib ``turns`` spec of the schedule, built from the peer's
+  attested binding (``who``), run over ``/keyswitch/contract-run/1``: the
+  responder opens it first once it agreed, the proposer's enclave then takes it
+  already signed (``node.swaprun``). Quotes checked, keys exchanged encrypted
+  enclave to enclave. (``/keyswitch/release/1``, the swap's own protocol before
+  issue #19, is retired: ``open_run_stores`` migrates its records at start.)
 * **Escrow and option** (``plan_escrow`` / ``plan_option``): a ``ContractSpec`` of the stdlib
   contract, agreed over ``/keyswitch/contract/1`` (kind "escrow" / "option"; an escrow's arbiter gets
   kind "arbiter" and keeps the spec to sign its approval) and run over ``/keyswitch/contract-run/1``
@@ -40,10 +39,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from typing import Any, Callable
 
-from node import wire
 from node.protocols.base import Notify
 from node.protocols.contract_run_state import OPEN_REFUSALS
 
@@ -65,9 +62,7 @@ HEIGHT_LAG = 6
 HEIGHT_FRESH = 30.0
 HEIGHTS_EVERY = 5.0
 RECORD_GRACE = 120.0  # s a settled claim waits for its release record to be resent (a crash lost it)
-#: what runs a swap (``keyswitch swap --peer``, a request's swaps): "contract-run" (the ``turns`` spec over
-#: /keyswitch/contract-run/1, issue #19) or "release" (release/1's own rounds)
-SWAP_OVER = "contract-run"
+KEEP_KEYS_IN = 4096  # swaps whose "all keys in" time ``contracts()`` shows (``keys_in_at``)
 
 
 def claim_key(seed: bytes, deposit_pub: bytes) -> bytes:
@@ -90,7 +85,7 @@ def claim_key(seed: bytes, deposit_pub: bytes) -> bytes:
 class OutcomeReporter:
     """Our own view of a counterparty's outcome -> our reputation and a report our enclave signs, gossiped.
 
-    ``report(key, d, peer, now)`` takes a ``release.Outcome.to_json()``-shaped dict (contract_id, device,
+    ``report(key, d, peer, now)`` takes a ``claims.Outcome.to_json()``-shaped dict (contract_id, device,
     status, chunks) and acts once per ``key`` (kept in ``outcomes().records``: in SQLite in a daemon, so
     across restarts too). ``outcomes() -> OutcomesProtocol``, ``enclave() -> enclave``, ``devices() ->
     [(device, class)]`` (the offer book's), ``publish(bytes)`` hands the signed report to the driver."""
@@ -189,28 +184,47 @@ def kept_chunks(release_store, run_store) -> list[tuple[str, Any]]:
     return [(key, chunk) for key, chunk, cl in received_claims(release_store, run_store) if cl.status == "kept"]
 
 
+def open_run_stores(datadir, *, durable: bool = True):
+    """The contract-run protocol's stores in ``datadir`` (``runs/``, ``runs-agreed/``), opened after the release/1
+    records an older node kept in ``contracts/`` are migrated into ``runs/`` (``migrate_release_records``: same
+    contract id, so a swap in flight when the node upgraded resumes over contract-run/1). Returns (runs, agreed,
+    legacy, migrated): ``legacy`` the store of what was left in ``contracts/`` (its claims still count in the
+    balance), ``migrated`` (old key, what happened) per release/1 record, for the log."""
+    from pathlib import Path
+
+    from node.protocols.contract_run import AgreedRecord, RunRecord
+    from node.protocols.contract_swap import migrate_release_records
+    from node.stores.contracts import ContractStore
+
+    datadir = Path(datadir)
+    runs = ContractStore(datadir / "runs", durable=durable, record_type=RunRecord)
+    agreed = ContractStore(datadir / "runs-agreed", durable=durable, record_type=AgreedRecord)
+    if not (datadir / "contracts").is_dir():
+        return runs, agreed, ContractStore(None), []
+    legacy = ContractStore(datadir / "contracts", durable=durable)
+    migrated = migrate_release_records(legacy, runs, RunRecord)
+    for key, what in migrated:
+        log.log(logging.INFO if what == "migrated" else logging.WARNING, "release/1 record %s: %s", key, what)
+    return runs, agreed, legacy, migrated
+
+
 class SwapDesk:
-    """The node's contracts: swaps (release/1) and language contracts (contract-run/1) with one claim
-    policy for the keys it receives, ``claim_policy`` (config ``claims.policy``): "sweep" or "keep"."""
+    """The node's contracts over /keyswitch/contract-run/1: swaps (the stdlib ``turns`` contract) and language
+    contracts, with one claim policy for the keys it receives, ``claim_policy`` (config ``claims.policy``):
+    "sweep" or "keep"."""
 
     def __init__(self, stack, *, clock, claim_policy: str = "sweep", prices=None, price_tolerance: float = 0.10,
-                 allowed_hashes: list[str] | tuple[str, ...] = (), max_lock_blocks: int = MAX_LOCK_BLOCKS,
-                 swap_over: str = "") -> None:
+                 allowed_hashes: list[str] | tuple[str, ...] = (), max_lock_blocks: int = MAX_LOCK_BLOCKS) -> None:
         """``prices``: this node's own price feed (``node.assets.prices.PriceFeed``; default the stack's
         ``stack.prices``, else the embedded table deposits are made with); ``price_tolerance``: config
         ``risk.price_tolerance``; ``allowed_hashes``: config ``contracts.allowed_hashes`` (contract sources,
         other than the stdlib's, this node agrees to run); ``max_lock_blocks``: config ``contracts.max_lock_blocks``
-        (how many blocks from now a peer's contract may keep our chunks committed); ``swap_over``: config
-        ``contracts.swap_protocol`` (what runs the swaps we propose)."""
+        (how many blocks from now a peer's contract may keep our chunks committed)."""
         from node.assets.prices import StaticPrices
         from node.identity import load_or_create_claim_seed
-        from node.protocols.release import ReleaseProtocol, sweep_claimer
-        from node.stores.contracts import ContractStore
+        from node.protocols.claims import sweep_claimer
 
         self.stack, self.clock, self.claim_policy = stack, clock, claim_policy
-        self.swap_over = swap_over or SWAP_OVER
-        if self.swap_over not in ("contract-run", "release"):
-            raise ValueError(f"swap_over is 'contract-run' or 'release', not {self.swap_over!r}")
         # the owner's claim seed (``claim.seed``), never the libp2p identity seed: see ``node.identity``
         self._seed = load_or_create_claim_seed(stack.datadir)
         self.prices = prices or stack.prices or StaticPrices()
@@ -222,21 +236,17 @@ class SwapDesk:
         self._kept: tuple[tuple[int, int], list] | None = None  # (store versions, kept_chunks) of ``kept``
         ledger = stack.ledger
         own = stack.protocol.own
-        self.release = ReleaseProtocol(
-            net=stack.net, enclave=stack.enclave, binding=own.binding, quote=own.quote,
-            attestations=stack.protocol.attestations, check_funds=self._funds,
-            claim=sweep_claimer(lambda: stack.enclave, ledger, self.claim_address),
-            store=ContractStore(stack.datadir / "contracts"), claim_policy=claim_policy,
-            perf=time.perf_counter, price_of=self._price, price_tolerance=price_tolerance)
-        from node.protocols.contract_run import AgreedRecord, ContractRun, RunRecord
+        from node.protocols.contract_run import ContractRun
+
+        # the stores, release/1 records of an older node migrated first (its swaps in flight resume over contract-run/1)
+        runs, agreed, self.legacy, self.migrated = open_run_stores(stack.datadir)
 
         self.run = ContractRun(
             net=stack.net, enclave=stack.enclave, quote=own.quote, binding=own.binding,
             identity=lambda: (stack.protocol.own.binding, stack.protocol.own.quote),
             attestations=stack.protocol.attestations, check_funds=self._funds,
             claim=sweep_claimer(lambda: stack.enclave, ledger, self.claim_address),
-            store=ContractStore(stack.datadir / "runs", record_type=RunRecord), claim_policy=claim_policy,
-            agreed=ContractStore(stack.datadir / "runs-agreed", record_type=AgreedRecord),
+            store=runs, claim_policy=claim_policy, agreed=agreed,
             price_of=self._price, price_tolerance=price_tolerance)
         self.arbitrated: dict[str, Any] = {}  # contract id hex -> spec, for escrows we arbitrate
         from node.swaprun import SwapRuns
@@ -246,7 +256,7 @@ class SwapDesk:
         self._publishing = False  # a publish of our sheet (retractions) is queued on the driver
         self._ticked = False  # ``tick`` has brought the holds up to date once
         self._resumed = 0  # agreements resumed after a restart that hold (``_resumed_holds``): ``tick`` lapses them
-        #: called with every swap outcome (``release.outcome``'s detail) once it is reported, on the trio thread
+        #: called with every swap outcome (``Outcome.to_json()``) once it is reported, on the trio thread
         self.watchers: list[Callable[[dict], None]] = []
         #: called with (kind, detail) of every ``contract.released`` / ``contract.outcome`` (a request's options)
         self.run_watchers: list[Callable[[str, dict], None]] = []
@@ -273,7 +283,7 @@ class SwapDesk:
     def _funds(self, asset: str, address: str):
         """The address's ``Balance`` on our ledger: the protocols count a chunk as funded only when its
         confirmed balance, net of pending spends (a double spend waiting in the mempool counts as gone), is
-        at least the committed amount (``node.protocols.release.funds_state``), never merely "above zero".
+        at least the committed amount (``node.protocols.claims.funds_state``), never merely "above zero".
         One ledger call; the protocols run it as a task, off the event loop."""
         return self.stack.ledger.balance(asset, address)
 
@@ -317,9 +327,9 @@ class SwapDesk:
     def kept(self) -> list[tuple[str, Any]]:
         """The keys our contracts kept (``kept_chunks`` over their stores): read from disk again only after
         this process wrote a record (the offers refresher asks every few seconds); blocking file reads."""
-        at = (self.release.store.version, self.run.store.version)
+        at = (self.legacy.version, self.run.store.version)
         if self._kept is None or self._kept[0] != at:
-            self._kept = (at, kept_chunks(self.release.store, self.run.store))
+            self._kept = (at, kept_chunks(self.legacy, self.run.store))
         return self._kept[1]
 
     # -------------------------------------------------------------- exposure holds
@@ -343,20 +353,6 @@ class SwapDesk:
             rec = self.stack.engine.reputation.record(device)
             dclass = rec.device_class if rec is not None else "unknown"
         return device, dclass
-
-    def _swap_holds(self, peer: str, schedule, them: int, sign_pub: bytes | None = None) -> tuple:
-        """What a swap with ``peer`` (party ``them`` of ``schedule``) puts at risk: its biggest chunk due to us,
-        at our price (tit-for-tat: a withholder takes at most one chunk), on its device."""
-        from node.risk.caps import Hold
-
-        theirs = [r.chunk for r in schedule.rounds if r.giver == them]
-        if not theirs:
-            return ()
-        dev = self._device_of(peer, sign_pub, [c.address for c in theirs])
-        if dev is None:
-            return ()
-        biggest = max(self._chunk_worth(c.asset, c.amount, c.address, peer) for c in theirs)
-        return (Hold(dev[0], peer, dev[1], biggest),)
 
     def _spec_holds(self, spec, me: int) -> tuple:
         """What a language contract puts at risk: per other party whose enclave gives chunks to us (in a ring,
@@ -391,7 +387,6 @@ class SwapDesk:
         opened (the protocol no longer expects it: the enclave refused the open, the funds are gone...) or it
         expires (then the agreement is withdrawn too: a late open cannot hold beyond the caps)."""
         from node.protocols.contract_run import TERMINAL as RUN_TERMINAL
-        from node.protocols.release import TERMINAL, schedule_hash
 
         engine = self.stack.engine
         # read before the stores: a protocol stops expecting a contract only once it is in its store
@@ -399,14 +394,6 @@ class SwapDesk:
                    if responder}
         wanted: dict[str, tuple] = {}
         present: set[tuple] = set()
-        for key, c in list(self.release.contracts.items()):
-            if self._reserved:  # (what a reservation waits for; hashed only while one waits)
-                present.add(("swap", c.rec.peer, schedule_hash(c.rec.schedule)))
-            if c.rec.state in TERMINAL:
-                continue
-            them = 1 - c.me
-            pub = c.rec.bindings[them].sign_pub if len(c.rec.bindings) == 2 else None
-            wanted["c-" + key] = self._swap_holds(c.rec.peer, c.rec.schedule, them, pub)
         for key, r in list(self.run.runs.items()):
             present.add(("run", key))
             if r.rec.state not in RUN_TERMINAL and not self.swaps.withheld(r):
@@ -444,19 +431,19 @@ class SwapDesk:
 
     def _awaited(self, match: tuple) -> bool:
         """Does our protocol still expect the peer to start the contract ``match`` names (we agreed to it)?"""
-        if match[0] == "swap":
-            return self.release.expects(match[1], match[2])
         from node.contracts.spec import spec_id
 
         cid = bytes.fromhex(match[1])  # (a swap we agreed to as its responder waits in ``swaps.starts`` until we
         return self.run.expects(cid) or any(spec_id(s) == cid for s in self.swaps.starts)  # open it ourselves)
 
     def _withdraw(self, match: tuple) -> None:
-        """Agree no more to the contract ``match`` names (its reservation lapsed before it started)."""
-        if match[0] == "swap":
-            self.release.forget(match[1], match[2])
-        else:
-            self.run.forget(bytes.fromhex(match[1]))
+        """Agree no more to the contract ``match`` names (its reservation lapsed before it started): the runner
+        expects it no more, and a swap we agreed to as the responder and have not opened yet is not opened (its
+        hold is gone: opened late, it would run beyond the caps)."""
+        from node.contracts.spec import spec_id
+
+        self.run.forget(bytes.fromhex(match[1]))
+        self.swaps.starts = [s for s in self.swaps.starts if spec_id(s).hex() != match[1]]
 
     def _reserve(self, match: tuple, holds: tuple, now: float, responder: bool, ttl: float = RESERVE_TTL
                  ) -> str | None:
@@ -479,25 +466,10 @@ class SwapDesk:
         self._reserved.pop(key, None)
         self.stack.engine.release_hold(key)
 
-    def unreserve_swap(self, peer: str, schedule) -> None:
-        """The contract offer came to nothing (refused, no answer): its reservation goes."""
-        from node.protocols.release import schedule_hash
-
-        self._unreserve(("swap", peer, schedule_hash(schedule)))
-
     def unreserve_spec(self, spec) -> None:
         from node.contracts.spec import spec_id
 
         self._unreserve(("run", spec_id(spec).hex()))
-
-    def reserve_swap(self, peer: str, schedule, now: float, them: int = 1) -> str | None:
-        """Either side of a swap with ``peer``: its device, owner and class caps, checked and held."""
-        from node.protocols.release import schedule_hash
-
-        holds = self._swap_holds(peer, schedule, them)
-        if not holds:
-            return f"risk: no device of {peer} is known for the chunks it would give (not in this node's book)"
-        return self._reserve(("swap", peer, schedule_hash(schedule)), holds, now, responder=them == 0)
 
     def reserve_spec(self, spec, now: float, responder: bool = False) -> str | None:
         """Either side of a language contract: every counterparty device's caps, checked and held (``responder``:
@@ -511,21 +483,18 @@ class SwapDesk:
     # -------------------------------------------------------------- planning
     def plan_swap(self, peer: str, give_asset: str, take_asset: str, chunks: int, *,
                   busy: frozenset[bytes] = frozenset(), addresses: frozenset[str] | None = None):
-        """(plan, summary) for swapping ``chunks`` of our ``give_asset`` for the peer's ``take_asset``: over
-        contract-run/1 (``swap_over``, the default) the plan is the ``turns`` spec of the schedule
-        (``SwapRuns.spec``: the peer's attested binding must be known, ``NodeServices._who``), over release/1 the
-        schedule.
+        """(plan, summary) for swapping ``chunks`` of our ``give_asset`` for the peer's ``take_asset``: the plan is
+        the ``turns`` spec of the schedule (``SwapRuns.spec``: the peer's attested binding must be known,
+        ``NodeServices._who``).
         ``busy``: deposit keys of ours not to use (promised to another swap being agreed); ``addresses``: take
         only these offers of the peer (a request's allocation), else any."""
         schedule, summary, usd = self._swap_schedule(peer, give_asset, take_asset, chunks, busy, addresses)
-        if self.swap_over == "release":
-            return schedule, summary
         return self.swaps.spec(peer, schedule, usd), summary
 
     def _swap_schedule(self, peer: str, give_asset: str, take_asset: str, chunks: int,
                        busy: frozenset[bytes], addresses: frozenset[str] | None):
         """(schedule, summary, declared USD cents per round) of ``plan_swap``."""
-        from node.protocols.release import Chunk, swap_schedule
+        from node.protocols.schedule import Chunk, swap_schedule
 
         now = self.clock.now()
         mine = [o for o in (self.stack.protocol.own.offers if self.stack.protocol.own else [])
@@ -556,35 +525,22 @@ class SwapDesk:
         declared = {o.pubkey: o.usd_cents for o in mine} | {ch.pubkey: c.usd_cents for ch, c in zip(b, theirs)}
         return schedule, summary, [declared[rd.chunk.pubkey] for rd in schedule.rounds]
 
-    # -------------------------------------------------------------- a swap's plan: a schedule or a spec
+    # -------------------------------------------------------------- a swap's plan: its turns spec
     def reserve_plan(self, peer: str, plan, now: float) -> str | None:
         """The initiator's caps on ``peer``'s device for a swap ``plan`` (``plan_swap``), checked and held."""
-        from node.contracts.spec import ContractSpec
-
-        return self.reserve_spec(plan, now) if isinstance(plan, ContractSpec) else self.reserve_swap(peer, plan, now)
+        return self.reserve_spec(plan, now)
 
     def unreserve_plan(self, peer: str, plan) -> None:
-        from node.contracts.spec import ContractSpec
-
-        if isinstance(plan, ContractSpec):
-            self.unreserve_spec(plan)
-        else:
-            self.unreserve_swap(peer, plan)
+        self.unreserve_spec(plan)
 
     @staticmethod
     def plan_keys(plan) -> list[bytes]:
         """Our deposit keys (party 0's) in a swap ``plan``."""
-        from node.contracts.spec import ContractSpec
-
-        if isinstance(plan, ContractSpec):
-            return [c.pubkey for c in plan.parties[0].chunks]
-        return [rd.chunk.pubkey for rd in plan.rounds if rd.giver == 0]
+        return [c.pubkey for c in plan.parties[0].chunks]
 
     @staticmethod
     def plan_rounds(plan) -> int:
-        from node.contracts.spec import ContractSpec
-
-        return sum(len(p.chunks) for p in plan.parties) if isinstance(plan, ContractSpec) else len(plan.rounds)
+        return sum(len(p.chunks) for p in plan.parties)
 
     @staticmethod
     def is_swap(spec) -> bool:
@@ -594,10 +550,11 @@ class SwapDesk:
         return is_swap(spec)
 
     def keys_in_our_contracts(self) -> set[bytes]:
-        """Every deposit key named in one of our contracts, any state (swaps and language contracts)."""
-        keys = {r.chunk.pubkey for c in list(self.release.contracts.values()) for r in c.rec.schedule.rounds}
-        keys.update(ch.pubkey for r in list(self.run.runs.values()) for p in r.spec.parties for ch in p.chunks)
-        return keys
+        """Every deposit key named in one of our contracts, any state (swaps and language contracts), or in a swap
+        we proposed that the peer has not opened yet (a second swap must not buy the same key: our enclave would
+        refuse the second contract after our chunk of it was paid)."""
+        specs = [r.spec for r in list(self.run.runs.values())] + [s for _, s in list(self.swaps.proposed.values())]
+        return {ch.pubkey for spec in specs for p in spec.parties for ch in p.chunks}
 
     def _identity(self):
         """Our current offer sheet identity (binding and quote change when our deposits do)."""
@@ -823,73 +780,17 @@ class SwapDesk:
                 f"is {h}: {why or f'it is the stdlib {name}'}")
 
     def accept(self, peer: str, offer, now: float) -> str | None:
-        """The responder's policy; None to agree (and expect the schedule), else the reason."""
-        from node.protocols.release import Schedule, validate_schedule
-
+        """The responder's policy; None to agree (and expect the contract), else the reason."""
         from node.contracts.spec import decode_spec
 
         if offer.kind in ("escrow", "option", "arbiter", "ring"):
             return self._accept_spec(peer, offer, now)
         if offer.kind != "swap":
             return f"unsupported contract kind {offer.kind!r}"
-        if not isinstance(decode_spec(offer.schedule), str):  # a swap over contract-run/1: its turns spec
-            return self._accept_spec(peer, offer, now)
-        try:
-            schedule = wire.decode(offer.schedule, Schedule, max_size=256 * 1024)
-        except wire.WireError as exc:
-            return f"malformed schedule: {exc.reason}"
-        bad = validate_schedule(schedule)
-        if bad:
-            return bad
-        own = {o.pubkey: o for o in (self.stack.protocol.own.offers if self.stack.protocol.own else [])}
-        give = got = 0
-        biggest = 0
-        device = dclass = None
-        usd = [0] * len(schedule.rounds)  # what the peer declared per chunk: checked again before our rounds
-        for n, r in enumerate(schedule.rounds):
-            if r.giver == 1:
-                o = own.get(r.chunk.pubkey)
-                if o is None or o.address != r.chunk.address or o.amount != r.chunk.amount or o.expiry <= now:
-                    return f"chunk {r.chunk.address} is not one of this node's current offers"
-                give += self._worth(o.asset, o.amount, o.usd_cents)
-            else:
-                row = self._book_offer(r.chunk.address, peer)
-                if row is None or row["origin"] != peer or bytes(row["pubkey"]) != r.chunk.pubkey \
-                        or row["amount"] != r.chunk.amount or row["asset"] != r.chunk.asset:
-                    return f"chunk {r.chunk.address} is not an offer of {peer} in this node's book"
-                worth = self._our_value(f"offer {r.chunk.address}", r.chunk.asset, r.chunk.amount, row["usd_cents"])
-                if isinstance(worth, str):
-                    return worth
-                got += worth  # at OUR price, never the declared figure
-                usd[n] = row["usd_cents"]
-                biggest = max(biggest, worth)
-                device, dclass = bytes(row["device_id"]), row["device_class"]
-        if got < VALUE_TOLERANCE * give:
-            return f"value: would give {give / 100:.2f} USD for {got / 100:.2f} USD"
-        if device is not None:  # tit-for-tat: one chunk at risk, checked against every cap and held
-            why = self.reserve_swap(peer, schedule, now, them=0)
-            if why:
-                return why
-        self.release.expect(peer, schedule, usd)
-        return None
-
-    def declared_usd(self, peer: str, schedule) -> list[int]:
-        """Per round of a swap we propose (we are party 0), the USD cents ``peer`` declared in its offer for its
-        chunk (0: ours, or no longer in our book), for the release protocol's check before each of our rounds."""
-        out = []
-        for r in schedule.rounds:
-            row = self._book_offer(r.chunk.address, peer) if r.giver == 1 else None
-            out.append(int(row["usd_cents"]) if row is not None else 0)
-        return out
-
-    def _retract_released(self, d: dict[str, Any]) -> None:
-        """Drop a deposit key our enclave just released from our own sheet (and list it as retracted once),
-        so the next republish neither offers it nor asks the enclave to sign for a key it no longer holds
-        (the enclave refuses: every republish after a swap failed, with a traceback, until a refresh)."""
-        c = self.release.contracts.get(d.get("contract", ""))
-        if c is None or not 0 <= d.get("round", -1) < len(c.rounds):
-            return
-        self._retract_pub(c.rounds[d["round"]].chunk.pubkey)
+        if isinstance(decode_spec(offer.schedule), str):  # (release/1's bare schedule: that protocol is retired)
+            return ("a swap offer must carry the turns spec of its schedule, run over /keyswitch/contract-run/1 "
+                    "(/keyswitch/release/1 is retired)")
+        return self._accept_spec(peer, offer, now)
 
     def _retract_pub(self, pub: bytes) -> None:
         """Our deposit key ``pub`` is committed or released: off our sheet, and the retraction published at
@@ -913,14 +814,11 @@ class SwapDesk:
         device known here (its outcome report may arrive before our own side ends); a finished contract
         feeds reputation and is reported to the network. Any contract event brings the exposure holds up to
         date (a contract agreed holds, one ended releases)."""
-        if n.kind.startswith(("release.", "contract.")):
+        if n.kind.startswith("contract."):
             self.sync_holds(self.clock.now())
         if n.kind in ("contract.released", "contract.outcome"):
             for rw in list(self.run_watchers):
                 rw(n.kind, n.detail)
-        if n.kind == "release.released":
-            self._retract_released(n.detail)
-            return
         if n.kind in ("contract.released", "contract.refund"):
             self._retract_pub(bytes.fromhex(n.detail["pubkey"]))
             return
@@ -942,27 +840,17 @@ class SwapDesk:
                 for p in n.detail["parties"]:
                     self.reporter.observe(bytes.fromhex(p["device"]), p["peer"], self.clock.now())
             return
+        if swap is not None and n.kind == "contract.received":
+            steps, at = self.swaps.keys_in.get(swap.key, (frozenset(), 0.0))
+            self.swaps.keys_in[swap.key] = (steps | {n.detail["step"]}, max(at, n.detail.get("at", 0.0)))
+            while len(self.swaps.keys_in) > KEEP_KEYS_IN:  # (bounded: the oldest swaps' stamps go first)
+                del self.swaps.keys_in[next(iter(self.swaps.keys_in))]
         if swap is not None and n.kind in ("contract.claim", "contract.withheld", "contract.outcome"):
             self.swaps.ended(n)  # a swap reports once, its outcome, as release/1 did: not per claim
             return
         if n.kind in ("contract.received", "contract.claim", "contract.withheld"):
             self.reporter.on_contract_notify(n, self.clock.now())
             return
-        if n.kind == "release.agreed":
-            c = self.release.contracts.get(n.detail.get("contract", ""))
-            if c is not None:  # our chunks are committed now: off our sheet (the enclave signs none of them: I4)
-                for rd in c.rounds:
-                    if rd.giver == c.me:
-                        self._retract_pub(rd.chunk.pubkey)
-            if c is not None and len(c.rec.bindings) == 2:
-                self.reporter.observe(hashlib.sha256(c.rec.bindings[1 - c.me].sign_pub).digest(), c.rec.peer,
-                                      self.clock.now())
-            return
-        if n.kind == "release.outcome":
-            d: dict[str, Any] = n.detail
-            self.reporter.report(d["contract_id"], d, d.get("peer", ""), self.clock.now())
-            for w in list(self.watchers):  # (a request to contracts waits for its swaps' ends: node.app.requestdesk)
-                w(d)
 
     def heights_wanted(self) -> bool:
         """Does a language contract run (its enclave reads ledger heights: ``feed_heights``)? From the event loop.
@@ -1006,7 +894,7 @@ class SwapDesk:
         """Where the keys received in contracts went (``node.app.balance``): claims and totals per destination."""
         from node.app.balance import claim_rows, received_claims, totals
 
-        rows = claim_rows(received_claims(self.release.store, self.run.store), self.claim_address)
+        rows = claim_rows(received_claims(self.legacy, self.run.store), self.claim_address)
         return {"claims": rows, "totals": totals(rows)}
 
     def contracts(self) -> list[dict[str, Any]]:
@@ -1024,15 +912,9 @@ class SwapDesk:
                 outcome = self.swaps.outcome(r)
                 if outcome is not None:
                     row["outcome"] = outcome.to_json()
+                steps, at = self.swaps.keys_in.get(key, (frozenset(), 0.0))
+                if len(steps) >= len(r.spec.parties[1 - r.me].chunks):  # every key due to us is in
+                    row["keys_in_at"] = at  # when our enclave took the last of them
             out.append(row)
         out += self.swaps.rows()
-        for key, c in sorted(self.release.contracts.items()):
-            row = {"contract": key, "peer": c.rec.peer, "role": "initiator" if c.rec.role == 0 else "responder",
-                   "state": c.rec.state, "reason": c.rec.reason, "rounds": len(c.rec.schedule.rounds),
-                   "spent_ms": {k: round(v * 1e3, 1) for k, v in sorted(c.spent.items())}}
-            if c.keys_in_at:
-                row["keys_in_at"] = c.keys_in_at  # wall time our enclave took the last key due to us
-            if c.outcome is not None:
-                row["outcome"] = c.outcome.to_json()
-            out.append(row)
         return out

@@ -1,7 +1,7 @@
 """Real contracts in the virtual engine (``requests.contracts = "real"``).
 
 In this mode every contract between two simulated devices is the swap as a contract: the schedule
-compiled to the stdlib ``turns`` contract (``release.schedule_spec``) and run by the node's own
+compiled to the stdlib ``turns`` contract (``node.protocols.schedule.schedule_spec``) and run by the node's own
 ``ContractRun`` (``/keyswitch/contract-run/1``: open / opened, one release at a time as the contract
 allows, funds checks and sweeps as ``LedgerCall`` commands), between the two devices' real in-process
 enclaves (each decides and signs every release itself), through the engine's one interpreter
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from node import wire
 from node.protocols.contract_run import PROTOCOL_ID
-from node.protocols.release import Chunk, Schedule, swap_schedule
+from node.protocols.schedule import Chunk, Schedule, swap_schedule
 from node.tee.broken import BrokenEnclave
 
 CONTRACT_PROTOCOL = PROTOCOL_ID
@@ -152,7 +152,7 @@ class Stats:
 
 
 class ContractLayer:
-    """The engine's real-contract mode: one ``ContractRun`` per device (``node.release``)."""
+    """The engine's real-contract mode: one ``ContractRun`` per device (``node.runner``)."""
 
     def __init__(self, sim) -> None:
         self.sim = sim
@@ -178,11 +178,11 @@ class ContractLayer:
         """Give a publishing node its contract runner (and a full node its outcome reporter)."""
         from node.protocols.contract_run import ContractRun, RunRecord
         from node.protocols.offers import AttestationCache
-        from node.protocols.release import MemoryContractStore, sweep_claimer
+        from node.protocols.claims import MemoryContractStore, sweep_claimer
 
         sim = self.sim
         binding = node.enclave.binding_for(sim.net, node.peer_id)
-        node.release = ContractRun(
+        node.runner = ContractRun(
             net=sim.net, enclave=node.enclave, binding=binding, quote=node.enclave.quote(binding, now=sim.now),
             attestations=AttestationCache(sim._shared_verify), check_funds=sim.ledger.balance,
             claim=sweep_claimer(lambda: node.enclave, sim.ledger, lambda c: self._owner_address(node, c)),
@@ -208,7 +208,7 @@ class ContractLayer:
     def start(self, client, offers: tuple) -> None:
         """The client's chosen set: one swap per device in it."""
         from node.contracts.spec import spec_id
-        from node.protocols.release import schedule_spec
+        from node.protocols.schedule import schedule_spec
 
         sim = self.sim
         by_dev: dict[bytes, list] = {}
@@ -217,7 +217,7 @@ class ContractLayer:
         for dev, mine in by_dev.items():
             device = sim.nodes[sim.by_peer[mine[0].owner_id]]
             held = {d.address: d for d in device.deposits}
-            if any(c.address not in held for c in mine) or device.release is None or device is client:
+            if any(c.address not in held for c in mine) or device.runner is None or device is client:
                 self.stats.not_started += 1
                 self._ended(client, tuple(mine), None)
                 continue
@@ -225,11 +225,11 @@ class ContractLayer:
             pay = self._wallet(client, [c.usd_cents for c in mine])
             schedule = swap_schedule([p for p, _ in pay], give)
             cents = {p.pubkey: v for p, v in pay} | {g.pubkey: c.usd_cents for g, c in zip(give, mine)}
-            spec = schedule_spec(schedule, [client.release.binding, device.release.binding])
+            spec = schedule_spec(schedule, [client.runner.binding, device.runner.binding])
             cid = spec_id(spec).hex()
-            device.release.expect(spec)  # stands in for the agreement (SwapDesk.accept)
+            device.runner.expect(spec)  # stands in for the agreement (SwapDesk.accept)
             try:  # (the client checks the device's committed funds on the ledger first)
-                cmds = client.release.start(spec, sim.now)
+                cmds = client.runner.start(spec, sim.now)
             except ValueError as exc:  # e.g. the device's chunk was swept meanwhile: the contract never opens
                 sim.log({"t": sim._t(), "ev": "contract-not-opened", "client": client.idx, "reason": str(exc)[:160]})
                 self.stats.not_started += 1
@@ -238,7 +238,7 @@ class ContractLayer:
             self.deals[cid] = Deal(client.idx, device.idx, tuple(mine), schedule, cents, sim.now)
             self.stats.started += 1
             self.stats.rounds_scheduled += len(schedule.rounds)
-            sim.run_cmds(client, cmds, client.release)
+            sim.run_cmds(client, cmds, client.runner)
 
     def _wallet(self, client, cents: list[int]) -> list[tuple[Chunk, int]]:
         """Fresh deposits of the client's asset, one per value, funded on the ledger (never offered)."""

@@ -25,7 +25,7 @@ class SimNode:
     rfp: Any = None  # RfpProtocol (full nodes)
     outcomes: Any = None  # OutcomesProtocol (full nodes, when a scenario needs outcome reports)
     revocations: Any = None  # RevocationProtocol (full nodes, when a scenario revokes a class)
-    release: object = None  # ContractRun (publishers, when contracts are real: simulations.contracts)
+    runner: object = None  # ContractRun (publishers, when contracts are real: simulations.contracts)
     engine: Any = None  # RiskEngine (full nodes)
     book: Any = None
     enclave: Any = None
@@ -37,7 +37,7 @@ class SimNode:
     rejects_from: dict = field(default_factory=dict)  # peer idx -> REJECTs received
 
     def protocols(self) -> list:
-        return [p for p in (self.offers, self.rfp, self.outcomes, self.revocations, self.release) if p is not None]
+        return [p for p in (self.offers, self.rfp, self.outcomes, self.revocations, self.runner) if p is not None]
 
 
 class SimTransport:

@@ -42,11 +42,11 @@ def test_the_sampler_counts_a_busy_child_and_not_an_idle_window():
 
 def test_busy_is_what_the_counters_grew_by():
     before = {"enclave": {"calls": {"Sign": {"calls": 2, "call_s": 0.5, "wait_s": 0.1}}},
-              "driver": {"protocols": {"ReleaseProtocol": {"handles": 3, "handle_s": 1.0, "wait_s": 0.0}}}}
+              "driver": {"protocols": {"ContractRun": {"handles": 3, "handle_s": 1.0, "wait_s": 0.0}}}}
     after = {"enclave": {"calls": {"Sign": {"calls": 5, "call_s": 0.8, "wait_s": 0.1},
                                    "ListKeys": {"calls": 1, "call_s": 0.25, "wait_s": 0.0}}},
-             "driver": {"protocols": {"ReleaseProtocol": {"handles": 3, "handle_s": 1.0, "wait_s": 0.0}}}}
+             "driver": {"protocols": {"ContractRun": {"handles": 3, "handle_s": 1.0, "wait_s": 0.0}}}}
     w = busy(before, after)
     assert w["calls"]["Sign"]["calls"] == 3 and abs(w["calls"]["Sign"]["call_s"] - 0.3) < 1e-9
-    assert w["calls"]["ListKeys"]["calls"] == 1 and w["handles"] == {}  # ReleaseProtocol did not move
+    assert w["calls"]["ListKeys"]["calls"] == 1 and w["handles"] == {}  # ContractRun did not move
     assert work_line(w).startswith("enclave 4 calls 0.55 s (0.00 s waiting; Sign 3x 0.30 s, ListKeys 1x 0.25 s)")

@@ -24,11 +24,11 @@ def test_quick_swap_benchmark_prints_wall_rounds_rtt_and_verdict():
     assert re.search(r"rounds \(release round trips\)\s+5\s", text), text
     wall = float(re.search(r"swap wall time\s+([\d.]+) ms", text).group(1))
     rtt = float(re.search(r"py-libp2p stream RTT\s+([\d.]+) ms", text).group(1))
-    parts = {k: float(re.search(rf"in {k}\s+([\d.]+) ms", text).group(1))
-             for k in ("funds", "enclave", "store", "claim")}
+    parts = {k: float(re.search(rf"in {k}\s+([\d.]+) ms", text).group(1)) for k in ("enclave", "contract", "other")}
     done = float(re.search(r"both sides done\s+([\d.]+) ms", text).group(1))
-    assert 0 < rtt < wall <= done and all(0 < v < done for v in parts.values()), text
-    assert re.search(r"elsewhere\s+-?[\d.]+ ms", text) and re.search(r"claims per received key\s+[\d.]+ ms", text)
+    assert 0 < rtt < wall <= done and 0 < parts["enclave"] and 0 < parts["contract"] < 2 * done, text
+    assert 0 <= parts["other"] < 2 * done, text  # (both daemons summed: each at most the whole swap)
+    assert re.search(r"elsewhere\s+-?[\d.]+ ms", text)
     m = re.search(r"ratio wall / \(rounds x RTT\)\s+([\d.]+)x \(target <= 3x\): (MET|MISSED)", text)
     assert m, text
     ratio, verdict = float(m.group(1)), m.group(2)

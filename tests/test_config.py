@@ -83,3 +83,25 @@ def test_cli_init_writes_config_and_private_identity(tmp_path):
     (d / "config.toml").write_text('[log]\nlevel = "loud"\n')
     bad = run("config", "show")
     assert bad.returncode == 2 and "log.level" in bad.stderr and "loud" in bad.stderr
+
+
+@pytest.mark.parametrize("where", ["file", "env", "flag"])
+@pytest.mark.parametrize("value", ["release", "contract-run"])
+def test_the_retired_swap_protocol_setting_stops_the_node_with_one_line_saying_why(tmp_path, where, value):
+    """``contracts.swap_protocol`` chose release/1 or contract-run/1 for swaps; release/1 is gone (issue #19). A
+    config still naming it, with either value, is refused with one line naming the key, the value, where it came
+    from and what to do, rather than silently run otherwise than the operator wrote."""
+    env, overrides = {}, {}
+    if where == "file":
+        (tmp_path / "config.toml").write_text(f'[contracts]\nswap_protocol = "{value}"\n')
+    elif where == "env":
+        env["KEYSWITCH_CONTRACTS_SWAP_PROTOCOL"] = value
+    else:
+        overrides["contracts.swap_protocol"] = value
+    with pytest.raises(config.ConfigError) as exc:
+        config.load(tmp_path, env=env, overrides=overrides)
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith(f"config contracts.swap_protocol={value!r}")
+    assert "retired" in msg and "/keyswitch/contract-run/1" in msg and "delete this setting" in msg
+    assert {"file": "config.toml", "env": "KEYSWITCH_CONTRACTS_SWAP_PROTOCOL", "flag": "command line"}[where] in msg
+    assert "contracts.swap_protocol" not in config.render_default()

@@ -117,7 +117,7 @@ def test_the_io_scan_sees_what_it_must():
     src = ("import sqlite3\ndef f():\n    from node.stores.contracts import ContractStore\n    import node.fsutil\n"
            "    from node import stores\n    from importlib import resources\n    import os.path\n")
     assert io_uses(src) == {"sqlite3", "node.stores", "node.fsutil", "importlib.resources", "os"}
-    assert io_uses("from node.protocols.release import MemoryContractStore\n") == set()
+    assert io_uses("from node.protocols.claims import MemoryContractStore\n") == set()
 
 
 def test_the_check_itself_catches_io_imports():
@@ -241,7 +241,7 @@ def test_a_running_enclave_loads_no_project_file_that_is_not_measured(tmp_path):
     import sys as _sys
 
     from node.assets import address_for
-    from node.protocols.release import Chunk, schedule_spec, swap_schedule
+    from node.protocols.schedule import Chunk, schedule_spec, swap_schedule
     from node.tee.client import InProcessEnclave, SubprocessEnclave
     from tests.tee.testbuild import attest
 

@@ -80,9 +80,9 @@ SPEC = {
         },
         "/v1/contracts": {
             "get": _get("Contracts", _list("contracts")),
-            "post": _post("Propose a contract to a peer, agreed over /keyswitch/contract/1: a swap (run over "
-                          "/keyswitch/release/1), an escrow (peer = payee), an option (peer = writer) or a ring "
-                          "(legs; peer is ignored), run over /keyswitch/contract-run/1", {
+            "post": _post("Propose a contract to a peer, agreed over /keyswitch/contract/1: a swap (the stdlib "
+                          "turns contract), an escrow (peer = payee), an option (peer = writer) or a ring "
+                          "(legs; peer is ignored), each run over /keyswitch/contract-run/1", {
                 "type": "object", "additionalProperties": False, "required": ["give"],
                 "properties": {"peer": {"type": "string", "minLength": 1, "maxLength": MAX_PEER_ID},
                                "give": {"type": "string", "enum": _ASSETS},

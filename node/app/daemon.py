@@ -82,11 +82,10 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     stack.desk = SwapDesk(stack, clock=clock, claim_policy=cfg["claims.policy"],  # claim keys: claim.seed
                           prices=prices, price_tolerance=cfg["risk.price_tolerance"],
                           allowed_hashes=cfg["contracts.allowed_hashes"],
-                          max_lock_blocks=cfg["contracts.max_lock_blocks"], swap_over=cfg["contracts.swap_protocol"])
+                          max_lock_blocks=cfg["contracts.max_lock_blocks"])
+    for key, what in stack.desk.migrated:  # release/1 records of an older node: now contract-run records
+        print(f"release/1 record {key}: {what}", file=out, flush=True)
     stack.refresh_offers(clock.now())  # kept keys a crash left unadopted are offered at once
-    from node.protocols.outcomes import tap_release_records
-
-    tap_release_records(stack.desk.release, stack.outcomes.records)  # what our outcome reports carry
     from node.escrowdesk import EscrowDesk
 
     stack.escrow = EscrowDesk(stack, clock)  # /keyswitch/key-escrow/1: holder, owner, recovery
@@ -98,8 +97,8 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     try:
         async with trio.open_nursery() as nursery:
             ncfg = NodeConfig.from_config(cfg, app_score=lambda pid: stack.engine.app_score(pid, clock.now()))
-            protocols = [stack.protocol, stack.rfp, stack.revocations, stack.outcomes, stack.desk.release,
-                         stack.desk.run, stack.escrow.proto]
+            protocols = [stack.protocol, stack.rfp, stack.revocations, stack.outcomes, stack.desk.run,
+                         stack.escrow.proto]
             node = await nursery.start(functools.partial(run_host, ncfg, protocols, on_notify=stack.desk.on_notify))
             stack.desk.node = node
             services = NodeServices(node, stack, clock, clock.now())

@@ -34,8 +34,7 @@ class GaugeExporter:
         m.revocations.set(len(self.stack.revocations.applied))
         states: dict[str, int] = {"proposed": 0, "running": 0, "done": 0, "withheld": 0, "failed": 0}
         desk = self.stack.desk
-        swaps = list(desk.release.contracts.values()) + [  # (handles run on a worker thread)
-            r for r in list(desk.run.runs.values()) if desk.is_swap(r.spec)]  # (and swaps over contract-run/1)
+        swaps = [r for r in list(desk.run.runs.values()) if desk.is_swap(r.spec)]  # (handles run on a worker thread)
         for c in swaps:
             states[c.rec.state] = states.get(c.rec.state, 0) + 1
         for st_, n in states.items():

@@ -8,7 +8,7 @@ and feeds it what happened, one run per request, in the daemon's nursery:
   its ``Chosen`` comes back as ``Allocated``.
 * ``StartSwap``: one swap per provider, all at once, through the machinery ``keyswitch swap --peer`` uses
   (``SwapDesk.plan_swap`` over exactly the allocated offers, the initiator's caps checked and held by
-  ``reserve_swap``, the offer over ``/keyswitch/contract/1``, the rounds over ``/keyswitch/release/1``). Our
+  ``reserve_plan``, the offer over ``/keyswitch/contract/1``, the turns contract over ``/keyswitch/contract-run/1``). Our
   chunks of the give asset are split between the swaps being agreed (``_promised``), never promised twice.
   The swap's end comes from its outcome (``SwapDesk.watchers``): no polling.
 * ``StartSwap`` of an option request (``RequestRun.kind`` "option"): one stdlib option per provider instead
@@ -254,10 +254,7 @@ class RequestDesk:
     def _contract_of(self, peer: str, addresses: frozenset[str]):
         """Our swap with ``peer`` in which it gives the chunks at ``addresses`` (one not ended first), or None."""
         desk = self.svc.stack.desk
-        found = [c for c in list(desk.release.contracts.values())
-                 if c.rec.peer == peer and addresses == frozenset(
-                     rd.chunk.address for rd in c.rec.schedule.rounds if rd.giver != c.me)]
-        found += [r for r in list(desk.run.runs.values()) if desk.is_swap(r.spec) and r.me == 0
+        found = [r for r in list(desk.run.runs.values()) if desk.is_swap(r.spec) and r.me == 0
                   and r.spec.ids[1] == peer and addresses == frozenset(ch.address for ch in r.spec.parties[1].chunks)]
         found.sort(key=lambda c: c.outcome is not None)
         return found[0] if found else None

@@ -15,7 +15,6 @@ from typing import Any
 
 import trio
 
-from node import wire
 from node.api.services import ApiError
 from node.app.stack import OfferStack
 from node.runtime.calls import NotTaken, StillRunning
@@ -357,34 +356,26 @@ class NodeServices:
             raise ApiError(409, str(exc)) from None
 
     async def swap_peer(self, peer: str) -> None:
-        """Over contract-run/1 a swap's plan is a spec naming the peer's attested binding: asked first (``who``)."""
-        if self.stack.desk.swap_over == "contract-run":
-            await self._who([peer])
+        """A swap's plan is a spec naming the peer's attested binding: asked first (``who``)."""
+        await self._who([peer])
 
     async def _offer_swap(self, desk, peer: str, plan, summary: dict[str, Any]) -> dict[str, Any]:
         """Offer the swap ``plan`` (``plan_swap``) to ``peer`` over /keyswitch/contract/1; once it agreed, run it:
-        a spec over /keyswitch/contract-run/1 (we expect it before the offer, the peer opens it once agreed, we
-        then open it too), a schedule over /keyswitch/release/1 (we propose it)."""
-        from node.contracts.spec import ContractSpec, spec_id
+        its turns spec over /keyswitch/contract-run/1 (we expect it before the offer, the peer opens it once agreed,
+        we then open it too)."""
+        from node.contracts.spec import spec_id
 
         rounds = desk.plan_rounds(plan)
-        if isinstance(plan, ContractSpec):
-            await self._submit(desk.run, lambda now: desk.swaps.propose(plan, now))
-            answer = await self._contract_answer(peer, "swap", plan.encode())
-        else:
-            answer = await self._contract_answer(peer, "swap", wire.encode(plan))
-        if isinstance(plan, ContractSpec) and not (answer and answer[0]):  # (no contract: none to expect)
+        await self._submit(desk.run, lambda now: desk.swaps.propose(plan, now))
+        answer = await self._contract_answer(peer, "swap", plan.encode())
+        if not (answer and answer[0]):  # (no contract: none to expect)
             self.node.driver.submit(desk.run, lambda now: desk.swaps.withdraw(plan, now))
         if answer is None:
             raise ApiError(504, "the peer did not answer the contract offer in time")
         accepted, reason = answer
         if not accepted:
             raise ApiError(409, f"the peer refused: {reason}")
-        if isinstance(plan, ContractSpec):
-            return {"state": "agreed", "contract": spec_id(plan).hex(), **summary, "rounds": rounds}
-        usd = desk.declared_usd(peer, plan)
-        self.node.driver.submit(desk.release, lambda now: desk.release.propose(peer, plan, now, usd))
-        return {"state": "agreed", **summary, "rounds": rounds}
+        return {"state": "agreed", "contract": spec_id(plan).hex(), **summary, "rounds": rounds}
 
     def reputation(self) -> list[dict[str, Any]]:
         return self.stack.engine.reputation_table(self.clock.now())

@@ -5,8 +5,8 @@ the contract's kind and its terms (a release schedule for "swap", a language con
 "option", "ring", "arbiter"). The responder checks the envelope and the offer as pure validation
 (``validate_offer``: every check ``[REJECT]`` or ``[IGNORE]`` with its reason), then asks its node's policy
 (``Agreement.on_contract``, set by the desks: ``node.swaps.SwapDesk.accept``; it says why it refuses, or
-None), and answers with an ``Ack``. The contract itself then runs over its own protocol (release/1 or
-contract-run/1), where each enclave checks again what protects its funds.
+None), and answers with an ``Ack``. The contract itself then runs over the one contract protocol
+(``/keyswitch/contract-run/1``), where each enclave checks again what protects its funds.
 
 The stream protocol is shared with the requests for proposals: ``node.protocols.rfp.RfpProtocol`` owns it, hands
 every message of kind "contract" to ``Agreement.on_offer`` and every answer to one of our offers to
@@ -33,7 +33,7 @@ class ContractOffer(msgspec.Struct, array_like=True, frozen=True):
     net: str
     proposer: str  # peer id; signs the offer
     kind: str  # "swap" | "escrow" | "option" | "ring" | "arbiter"
-    schedule: bytes  # the terms: a ``release.Schedule`` (swap) or a ``ContractSpec`` (the others), wire-encoded
+    schedule: bytes  # the terms: a ``ContractSpec`` (a swap: the turns spec of its schedule), wire-encoded
     issued_at: float
     expiry: float
 

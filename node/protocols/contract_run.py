@@ -1,7 +1,8 @@
 """Contracts in the contract language run between enclaves (stream protocol ``/keyswitch/contract-run/1``), sans-IO.
 
-Where ``release/1`` runs a fixed two-party schedule, this runs any ``ContractSpec``
-(``node.contracts.spec``: stdlib ``escrow``, ``option``, ``swap``, ``ring``...) between its *runners*,
+The one contract protocol (issue #19): it runs any ``ContractSpec`` (``node.contracts.spec``: stdlib
+``escrow``, ``option``, ``swap``, ``ring``, and ``turns``, the two-party swap ``node.swaps`` proposes, compiled
+from its schedule by ``node.protocols.schedule``) between its *runners*,
 each of which holds the spec (agreed beforehand: ``start`` on every runner, or ``expect`` then the
 peer's ``open``). **The enclave decides**: each runner's host asks its enclave what the contract allows
 (``contract_status``) and asks it to release (``contract_release``) or refund (``contract_refund``);
@@ -9,9 +10,9 @@ the enclave refuses anything else. A release goes straight from giver to receive
 pairwise channels pred -> p -> succ.
 
 Wire (``node.wire``: canonical MessagePack, size-bounded, version 1): ``wire.Signed`` envelopes, the
-``release`` kind signed inside the giver's enclave (domain "release": the ``ReleaseBody`` record of
-release/1, so ``CheatingProof`` covers it), every other kind by the sender's enclave (domain
-"release-msg"). Kinds::
+``release`` kind signed inside the giver's enclave (domain "release": the ``ReleaseBody`` record, so
+``cheating.CheatingProof`` covers it), every other kind by the sender's enclave (domain "release-msg";
+``node.protocols.envelope``). Kinds::
 
     open     OpenBody(spec, quote, sigs, binding)   runner -> runner (request): the spec, our quote, the
                                                     signatures over the contract id we know, and the
@@ -57,13 +58,14 @@ goes on (release/1's fast path); a key whose check fails is settled first (doubl
 Notices for the host (``Notify``): ``contract.opened`` (our enclave took the contract: our chunks in it are
 committed; again on every start), ``released`` / ``refund`` / ``received`` / ``claim`` / ``approval``,
 ``withheld`` and ``outcome``; for a two-party contract (a swap) these two carry ``outcome``, the swap-shaped
-``release.Outcome`` (``contract_swap.swap_outcome``: released / received / lost, each of the peer's chunks).
+``claims.Outcome`` (``contract_swap.swap_outcome``: released / received / lost, each of the peer's chunks).
 
 Crash safety: the enclave's sealed state is the truth about what moved; the host record (``RunRecord``)
 keeps claims, refunds and acks, and ``AgreedRecord`` (store ``agreed``) a contract agreed and not yet opened
-with us; ``Started`` resumes every contract (re-open, resend, continue) and agreement. A release/1
-swap's record becomes a ``RunRecord`` of the same contract id (``contract_swap.migrate_release_records``); its
-resume asks our enclave for our signature over the id, which release/1 never kept.
+with us; ``Started`` resumes every contract (re-open, resend, continue) and agreement. A swap record of the
+retired ``/keyswitch/release/1`` becomes a ``RunRecord`` of the same contract id when the node starts
+(``contract_swap.migrate_release_records``, ``swaps.open_run_stores``); its resume asks our enclave for our
+signature over the id, which release/1 never kept.
 """
 
 from __future__ import annotations
@@ -87,10 +89,9 @@ from node.protocols.contract_run_state import (  # noqa: F401 (re-exported: the 
     WhoBody, _funds_missing, _quote_check,
 )
 from node.protocols.contract_swap import swap_outcome
-from node.protocols.release import (
-    FUNDS_OK, FUNDS_UNKNOWN, AckBody, Chunk, ClaimRecord, MemoryContractStore, MessageError, RecordStore, error_message,
-    parse, seal,
-)
+from node.protocols.claims import FUNDS_OK, FUNDS_UNKNOWN, ClaimRecord, MemoryContractStore, RecordStore
+from node.protocols.envelope import AckBody, MessageError, error_message, parse, seal
+from node.protocols.schedule import Chunk
 from node.attest.binding import Binding
 from node.enclave.contracts import PartySig
 
@@ -323,7 +324,7 @@ class ContractRun:
         return r.rec.state if r else None
 
     def outcome(self, cid: bytes):
-        """A two-party contract's swap-shaped outcome (``release.Outcome``) once it was withheld or ended, else None."""
+        """A two-party contract's swap-shaped outcome (``claims.Outcome``) once it was withheld or ended, else None."""
         r = self.runs.get(cid.hex())
         return r.outcome if r else None
 
@@ -910,7 +911,7 @@ class ContractRun:
             return cmds
         self._progress(r, now)
         ack = Respond(ev.request_id, self._seal("ack", AckBody(r.cid, b.round)))
-        got = Notify("contract.received", {"contract": r.key, "step": b.round, "giver": owner[0],
+        got = Notify("contract.received", {"contract": r.key, "step": b.round, "giver": owner[0], "at": now,
                                            "record": ev.data.hex()})  # the signed record our enclave accepted
         shown = self.escrow.show_moved(r.spec, ev.data, now) if self.escrow is not None else []
         return [ack, got, *shown] + self._drive(r, now)

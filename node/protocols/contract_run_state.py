@@ -26,7 +26,9 @@ import msgspec
 from node.attest.binding import Binding
 from node.contracts.spec import ContractSpec, ReleaseBody
 from node.enclave.contracts import PartySig
-from node.protocols.release import FUNDS_OK, AckBody, Chunk, ClaimRecord, ErrorBody, funds_state
+from node.protocols.claims import FUNDS_OK, ClaimRecord, funds_state
+from node.protocols.envelope import AckBody, ErrorBody
+from node.protocols.schedule import Chunk
 
 PROTOCOL_ID = "/keyswitch/contract-run/1"
 RUNNING, WITHHELD, DONE, FAILED = "running", "withheld", "done", "failed"

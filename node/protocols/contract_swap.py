@@ -1,6 +1,6 @@
 """The two-party swap as a contract run over ``/keyswitch/contract-run/1`` (issue #19: one contract protocol), sans-IO.
 
-A release/1 swap is already a contract: ``release.schedule_spec`` compiles its schedule to the stdlib ``turns``
+A release/1 swap already was a contract: ``schedule.schedule_spec`` compiles its schedule to the stdlib ``turns``
 contract (both parties' chunks and bindings, the step order = the schedule's rounds), which each enclave opens
 and signs, so a swap's contract id, its enclave state and its release records (round = step) are the same
 whichever protocol carries them. What the swap adds on top of a language contract lives here:
@@ -18,10 +18,37 @@ from __future__ import annotations
 
 import hashlib
 
+import msgspec
+
+from node.attest.binding import Binding
 from node.contracts.spec import ContractSpec, decode_spec, spec_id
-from node.protocols.release import (
-    DONE, FAILED, PROPOSED, RUNNING, WITHHELD, ChunkOutcome, ContractRecord, Outcome, RecordStore, schedule_spec,
-)
+from node.protocols.claims import ChunkOutcome, ClaimRecord, Outcome, RecordStore
+from node.protocols.schedule import Schedule, schedule_spec
+
+#: the states of a release/1 record (``ContractRecord.state``); a contract-run record uses the same words but for
+#: "proposed" (a release/1 proposal never agreed, which moved nothing)
+PROPOSED, RUNNING, DONE, WITHHELD, FAILED = "proposed", "running", "done", "withheld", "failed"
+
+
+class ContractRecord(msgspec.Struct, array_like=True):
+    """A release/1 swap's host record (``<datadir>/contracts/*.rec``, written by nodes before the protocol was
+    retired): read only to migrate it (``migrate_release_records``). The enclave's journal keeps what moved."""
+
+    net: str
+    role: int  # our party index
+    peer: str
+    schedule: Schedule
+    bindings: list[Binding]  # party order; a proposal holds only ours
+    quotes: list[bytes]
+    state: str
+    reason: str = ""
+    acked: int = -1  # highest round of ours the peer acknowledged
+    claims: list[ClaimRecord] = []
+    version: int = 1
+    #: per round, the USD cents the peer declared for its chunk at agreement (0: none; ours: 0), checked at our
+    #: price before each release of ours that follows it (``funds_state``, ``risk.price_tolerance``)
+    usd: list[int] = []
+
 
 
 def swap_outcome(spec: ContractSpec, cid: bytes, me: int, state: str, reason: str, moved, claims) -> Outcome | None:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Protocol
 
 from node.protocols.base import Command, LedgerCall, Notify, Publish, Respond, SendRequest, SetTimer, TaskDone
 from node.protocols.contract_run_state import _funds_missing
-from node.protocols.release import (
+from node.protocols.claims import (
     FUNDS_OK, FUNDS_SHORT, FUNDS_UNKNOWN, ClaimRecord, claim_chunk, funds_state, price_state,
 )
 
@@ -62,7 +62,7 @@ def _need(adapter, what: str, op: str):
 
 
 def _op_funds_state(ad: LedgerAdapters, chunk, usd_cents: int = 0, tolerance: float = 0.10):
-    """(state, reason) of ``chunk``'s committed funds on our ledger (``release.funds_state``)."""
+    """(state, reason) of ``chunk``'s committed funds on our ledger (``claims.funds_state``)."""
     return funds_state(_need(ad.check_funds, "check_funds", "funds_state"), chunk, usd_cents, ad.price_of, tolerance)
 
 
@@ -88,7 +88,7 @@ def _op_contract_funds_missing(ad: LedgerAdapters, spec, me, tolerance: float = 
 
 
 def _op_claim_chunk(ad: LedgerAdapters, policy: str, chunk, r: int):
-    """Settle a received key by policy (``release.claim_chunk``): a ``ClaimRecord``."""
+    """Settle a received key by policy (``claims.claim_chunk``): a ``ClaimRecord``."""
     return claim_chunk(policy, ad.claim, _need(ad.check_funds, "check_funds", "claim_chunk"), chunk, r)
 
 

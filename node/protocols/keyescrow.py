@@ -39,7 +39,7 @@ signed by the sender's enclave in the domain "release-msg", like contract-run; e
                                                            holder's enclave to the beneficiary
     error  ErrorBody(contract_id, round=-1, code, reason)  response; unsigned
 
-Every message is validated (``release.parse``: size, canonical form, version, network, kind, signature)
+Every message is validated (``envelope.parse``: size, canonical form, version, network, kind, signature)
 and refused with a labelled reason; the enclave checks again what matters (the spec and its signatures,
 the owner's signature on each share, the beneficiary, the contract's rule). A share in transit is
 ciphertext only its recipient enclave opens; a forged share slipped in by a host is skipped at rebuild.
@@ -61,7 +61,9 @@ from node.protocols.base import (
     Command, Event, LedgerCall, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started,
     TaskDone, TimerFired, Validation,
 )
-from node.protocols.release import Chunk, ClaimRecord, ErrorBody, MessageError, error_message, parse, seal
+from node.protocols.claims import ClaimRecord
+from node.protocols.envelope import ErrorBody, MessageError, error_message, parse, seal
+from node.protocols.schedule import Chunk
 from node.attest.binding import Binding
 from node.enclave.contracts import PartySig, SplitShare
 

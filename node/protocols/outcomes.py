@@ -38,13 +38,13 @@ the key itself and never reported the claim.
 
 **Proof of cheating, assembled from reports.** A ``claimed`` or
 ``double-spent`` report (version 2) carries the signed ``release`` record the
-reporter received (``release.ReleaseBody`` in a ``wire.Signed`` envelope, at
+reporter received (``spec.ReleaseBody`` in a ``wire.Signed`` envelope, at
 most ``MAX_RECORD_SIZE`` bytes): it must verify, be signed by the report's
 subject and name the report's contract and deposit (its key's address on the
 report's asset), or the report is rejected. Every node indexes the records of
 the reports it accepts (and of its own) by (signing enclave, deposit key). Two
 valid records of one deposit key by one enclave to different recipients,
-contracts or rounds are a :class:`release.CheatingProof`: self-contained, no
+contracts or rounds are a :class:`cheating.CheatingProof`: self-contained, no
 ledger, no trust in either reporter. The node hands it to ``on_proof`` (the
 revocation protocol: applied here at once, gossiped as a notice with evidence
 kind ``cheating-proof``, once per device). One record alone proves nothing,
@@ -120,8 +120,8 @@ class ReleaseSeen(msgspec.Struct, frozen=True):
 
 def read_release_record(record: bytes, *, net: str) -> ReleaseSeen | str:
     """The verified content of a signed release record, or why it is refused (size, encoding, version,
-    network, kind, enclave signature): ``release.parse`` does the checks the release protocol does."""
-    from node.protocols.release import MessageError, parse
+    network, kind, enclave signature): ``envelope.parse`` does the checks the contract protocol does."""
+    from node.protocols.envelope import MessageError, parse
 
     if len(record) > MAX_RECORD_SIZE:
         return f"over size: {len(record)} > {MAX_RECORD_SIZE} bytes"
@@ -280,7 +280,7 @@ class OutcomesProtocol:
     def _index(self, r: OutcomeReport, now: float) -> list[Command]:
         """Index the report's release record; a second record of the same key by the same enclave to
         another recipient, contract or round completes a proof of cheating."""
-        from node.protocols.release import CheatingProof, verify_cheating_proof
+        from node.protocols.cheating import CheatingProof, verify_cheating_proof
 
         if not r.release:
             return []
@@ -419,7 +419,7 @@ class ReleaseRecordStore(Protocol):
 
 class ReleaseRecords:
     """The release records this node received, verified, by (contract id, deposit key), bounded: what its
-    own outcome reports carry. ``observe`` takes any incoming ``/keyswitch/release/1`` request. With a
+    own outcome reports carry. ``observe`` takes the record our enclave accepted (``contract.received``). With a
     ``store`` they are kept there too, so a report made after a restart still carries its record, and
     so is the set of outcomes this node reported (``first_report``), so none is reported twice."""
 
@@ -475,27 +475,13 @@ class ReleaseRecords:
             self._store = None
 
 
-def tap_release_records(release_protocol, records: ReleaseRecords) -> None:
-    """Let ``records`` see every release request ``release_protocol`` is handed (wraps its ``handle``)."""
-    from node.protocols.base import RequestReceived
-    from node.protocols.release import PROTOCOL_ID
-
-    inner = release_protocol.handle
-
-    def handle(event: Event, now: float) -> list[Command]:
-        if isinstance(event, RequestReceived) and event.protocol == PROTOCOL_ID:
-            records.observe(event.data)
-        return inner(event, now)
-
-    release_protocol.handle = handle
-
 
 _SPENT_BY = re.compile(r"already spent by ([0-9a-fA-F]{16,128})")
 
 
 def report_for_outcome(d: dict, *, net: str, reporter: bytes, now: float, records: ReleaseRecords | None = None
                        ) -> OutcomeReport | None:
-    """The outcome report for a finished contract (``release.Outcome.to_json()``), or None when there is
+    """The outcome report for a finished contract (``claims.Outcome.to_json()``), or None when there is
     nothing to report (failed for a reason of ours). It names the first chunk with that outcome and carries
     the release record received for it; a double-spent chunk names the spending transaction (from the
     ledger's "already spent by TXID")."""

@@ -84,11 +84,11 @@ class TrustConfig:
 
 def cheating_proof_checker(net: str) -> Callable[[RevocationNotice], str | None]:
     """The checker for ``evidence_kind = "cheating-proof"``: the evidence is a wire-encoded
-    ``release.CheatingProof`` (two releases of one key signed by one enclave), and it must name the
+    ``cheating.CheatingProof`` (two releases of one key signed by one enclave), and it must name the
     notice's target device. Self-contained: any node checks it with no ledger and no trust."""
 
     def check(n: RevocationNotice) -> str | None:
-        from node.protocols.release import CheatingProof, verify_cheating_proof
+        from node.protocols.cheating import CheatingProof, verify_cheating_proof
 
         if n.kind != "device":
             return "a cheating proof revokes one device, not a class"
@@ -221,14 +221,14 @@ class RevocationProtocol:
         return n
 
     def publish_proof(self, proof, device: bytes, now: float) -> list[Command]:
-        """Act on a proof of cheating this node assembled (a ``release.CheatingProof`` naming ``device``):
+        """Act on a proof of cheating this node assembled (a ``cheating.CheatingProof`` naming ``device``):
         sign a device notice with the proof as its evidence and apply it here at once; gossip it after a
         delay in ``[0, proof_delay)`` (deterministic per node and device) unless another node's proof of
         the same device arrives first, so a network that assembles the proof everywhere at once does not
         flood it N times. Without a signer the device is still dropped here."""
         if device in self.proven:
             return []
-        from node.protocols.release import ReleaseBody
+        from node.contracts.spec import ReleaseBody
 
         try:
             key = wire.decode(wire.decode(proof.first, wire.Signed).body, ReleaseBody).deposit_pub.hex()[:16]

@@ -9,8 +9,9 @@ hands them in.
 ========================  =====================================  ============================================
 module                    file in the data directory             given to
 ========================  =====================================  ============================================
-``contracts``             ``contracts/*.rec``, ``runs/*.rec``    ``ReleaseProtocol.store``, ``ContractRun.store``
-                                                                 (``release.RecordStore``)
+``contracts``             ``runs/*.rec``, ``runs-agreed/*.rec``  ``ContractRun.store`` / ``.agreed``
+                          (``contracts/*.rec``: release/1's,     (``claims.RecordStore``)
+                          migrated at start)
 ``release_records``       ``release-records.sqlite``             ``outcomes.ReleaseRecords(store=...)``
 ``reputation``            ``reputation.sqlite``                  ``risk.reputation.Reputation(store)``
 ``offerbook``             ``offers.sqlite``                      ``RiskEngine.book``, ``OffersProtocol.book``

@@ -1,8 +1,9 @@
 """Contract records as files: one ``<key>.rec`` per contract (``wire``-encoded), replaced atomically.
 
-``ContractStore(path)`` is the ``release.RecordStore`` the daemon gives the release protocol
-(``<datadir>/contracts``) and the contract-run protocol (``<datadir>/runs``, ``record_type=RunRecord``; its
-agreements not yet opened: ``<datadir>/runs-agreed``, ``record_type=AgreedRecord``). A
+``ContractStore(path, record_type=...)`` is the ``claims.RecordStore`` the daemon gives the contract-run protocol
+(``<datadir>/runs``, ``record_type=RunRecord``; its agreements not yet opened: ``<datadir>/runs-agreed``,
+``record_type=AgreedRecord``). With no ``record_type`` it reads the release/1 records older nodes kept in
+``<datadir>/contracts`` (``contract_swap.ContractRecord``), which the node migrates at start. A
 record is written through ``node.fsutil.atomic_write`` (a temporary file, fsynced, renamed over the old
 one): a crash leaves the old record or the new one, never a mix. ``durable=False`` skips the fsyncs: the
 record survives a crash of the process, not a power cut (tests). ``path=None`` keeps the records in memory.
@@ -13,13 +14,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from node.fsutil import atomic_write
-from node.protocols.release import MemoryContractStore
+from node.protocols.claims import MemoryContractStore
 
 SUFFIX = ".rec"
 
 
 class ContractStore(MemoryContractStore):
     def __init__(self, path: Path | None = None, *, durable: bool = True, record_type: type | None = None) -> None:
+        if record_type is None:  # the release/1 records a node kept before that protocol retired (read to migrate)
+            from node.protocols.contract_swap import ContractRecord
+
+            record_type = ContractRecord
         super().__init__(record_type=record_type)
         self.path = Path(path) if path is not None else None
         self.durable = durable

@@ -9,7 +9,7 @@ back, so the key looks held again after it was released. Its modes:
   recipient (the record is rolled back to "held" first, as a replayed older
   sealed state would have it), and ``list_keys`` reports released keys as held,
   so the host goes on selling them. Each release is a real one, signed as any;
-  two of them are the proof of cheating (``release.CheatingProof``).
+  two of them are the proof of cheating (``cheating.CheatingProof``).
 * ``sweep-after-release``: the owner may still export a released key and sweep
   the deposit away from the counterparty that received it (a double spend on
   the ledger).

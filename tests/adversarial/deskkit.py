@@ -39,7 +39,7 @@ def make_node(root, name: str, ledger, asset: str, n: int, now: float, **desk):
 def connect(net, now: float, *stacks) -> None:
     """The nodes on one gossip mesh, each announcing its offer sheet to the others."""
     for s in stacks:
-        net.add(s.peer_id, s.protocol, s.rfp, s.desk.run, s.desk.release, now=now)
+        net.add(s.peer_id, s.protocol, s.rfp, s.desk.run, now=now)
     for s in stacks:
         net.call(s.peer_id, s.protocol, s.protocol.announce(now), now)
     for s in stacks:  # each holds the other's sheet
@@ -59,3 +59,16 @@ class DrainedLedger:
 
     def __getattr__(self, name):
         return getattr(self._ledger, name)
+
+
+def deliver(net, *stacks) -> None:
+    """Hand each desk the notices its protocols raised (and those that follow from them), as the daemon's driver
+    does (``on_notify``), until none is left."""
+    busy = True
+    while busy:
+        busy = False
+        for s in stacks:
+            notes = net.peers[s.peer_id].notes
+            while notes:
+                busy = True
+                s.desk.on_notify(notes.pop(0))

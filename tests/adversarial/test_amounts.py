@@ -2,8 +2,8 @@
 chunks, driven over the protocols' wire messages between real enclaves and a real dev ledger, with the
 in-memory harnesses of tests/protocols.
 
-* A peer commits chunks that hold 1 base unit on the ledger but declares the full amount (release/1 swap and
-  a contract-run swap): refused at agreement, nothing of the victim's is released.
+* A peer commits chunks that hold 1 base unit on the ledger but declares the full amount (a contract-run
+  swap): refused at agreement, nothing of the victim's is released.
 * A peer commits chunks that hold exactly what it commits (1 unit) but declares $50 for each (contract-run):
   refused at agreement by the victim's own price.
 * A peer drains its chunks to 1 base unit as it releases them (a broken TEE leaked the keys): the swap stops
@@ -24,118 +24,16 @@ from node.contracts import stdlib
 from node.contracts.spec import Commit, make_spec, spec_id
 from node.ledger.devnet import FEES, DevLedger
 from node.protocols.base import RequestReceived, Started
-from node.protocols.release import DONE, FAILED, Chunk, ReleaseBody, contract_id, swap_schedule
+from node.contracts.spec import ReleaseBody
+from node.protocols.contract_run import FAILED
+from node.protocols.schedule import Chunk, schedule_spec, swap_schedule
 from node.protocols.testing import GossipNet
 from node.protocols.rfp import CONTRACT_PROTOCOL, RFP_VERSION, Ack, Proposal, ProposedOffer, sign_msg
 from tests.protocols import contract_run_kit as run_tests
 from tests.protocols import rfp_kit as rfp_tests
-from tests.protocols.release_kit import AMOUNT, Pair, Side
+from tests.protocols.contract_run_kit import AMOUNT
 
 FEE = FEES["utxo"]
-
-
-def _one_unit_chunks(side: Side, n: int, declared: int = AMOUNT) -> list[Chunk]:
-    """The attacker's own deposits: fresh keys of its enclave, each address funded with 1 base unit, committed
-    at ``declared`` units (what it writes in the schedule)."""
-    out = []
-    for pub in side.raw.generate_keys(n):
-        addr = address_for(side.chunks[0].asset, pub)
-        side.ledger.faucet(side.chunks[0].asset, addr, 1)
-        out.append(Chunk(side.chunks[0].asset, addr, pub, declared))
-    return out
-
-
-# ------------------------------------------------------------------ release/1: agreement
-def test_a_swap_whose_chunks_hold_one_unit_but_commit_the_full_amount_is_refused_at_agreement(tmp_path):
-    ledger = DevLedger(None, automine=True)
-    attacker, victim = Side("A", tmp_path, ledger), Side("B", tmp_path, ledger)
-    attacker.chunks = _one_unit_chunks(attacker, 3)  # each holds 1 unit, the schedule says AMOUNT
-    assert all(ledger.balance(c.asset, c.address).confirmed == 1 for c in attacker.chunks)
-    sched = swap_schedule(attacker.chunks, victim.chunks)
-    victim.expect(attacker.peer_id, sched)  # the victim agreed to these chunks as offered
-    pair = Pair(attacker, victim)
-    pair.run(until=0)
-    pair.call(attacker, attacker.proto.propose, victim.peer_id, sched)
-    pair.run(until=200)
-    assert victim.journal_releases() == [], "the victim released its keys for chunks of 1 unit"
-    funds = [reason for code, reason in victim.proto.refusals if code == "funds"]
-    assert funds and "holds 1 confirmed, less than the committed amount 1000000" in funds[0]
-    assert victim.proto.state(contract_id(sched, [attacker.binding, victim.binding])) is None
-
-
-# ------------------------------------------------------------------ release/1: drained between rounds
-def _swap_until_the_victim_stops(pair, attacker, victim, sched, on_send) -> bytes:
-    """The attacker proposes ``sched`` (``on_send`` sees every message); run until the victim's side ends."""
-    pair.on_send = on_send
-    pair.run(until=0)
-    pair.call(attacker, attacker.proto.propose, victim.peer_id, sched)
-    cid = contract_id(sched, [attacker.binding, victim.binding])
-    pair.run(until=300, done=lambda: victim.proto.state(cid) in (DONE, FAILED))
-    return cid
-
-
-@pytest.mark.parametrize("left", [1, 1_000])  # 1 unit (a sweep fails: below the fee) or enough to sweep
-def test_chunks_drained_as_they_are_released_stop_the_swap_after_at_most_one_chunk(tmp_path, left):
-    ledger = DevLedger(None, automine=True)
-    attacker, victim = Side("A", tmp_path, ledger), Side("B", tmp_path, ledger)
-    sched = swap_schedule(attacker.chunks, victim.chunks)
-    victim.expect(attacker.peer_id, sched)
-    pair = Pair(attacker, victim)
-    leaked = {r.pub: r.priv for r in attacker.raw._core.list_keys()}  # a broken TEE: the keys got out
-    thief = address_for(attacker.chunks[0].asset, coincurve.PrivateKey(b"\x0b" * 32).public_key.format())
-    drained = []
-
-    def drain(src, cmd):  # as each release after the first leaves, all but ``left`` units of its chunk leave too
-        env = wire.decode(cmd.data, wire.Signed)
-        if src is attacker and env.kind == "release":
-            r = wire.decode(env.body, ReleaseBody).round
-            ch = sched.rounds[r].chunk
-            if r > 0 and r not in drained:
-                drained.append(r)
-                ledger.send(ch.asset, leaked[ch.pubkey], thief, AMOUNT - left - FEE)
-                assert ledger.balance(ch.asset, ch.address).confirmed == left
-
-    cid = _swap_until_the_victim_stops(pair, attacker, victim, sched, drain)
-    released = len(victim.journal_releases())
-    full = 1  # the attacker's round 0 chunk was not drained: the victim's round 1 paid for it
-    assert released == full, f"the victim released {released} chunks for {full} full one"
-    c = victim.proto.contracts[cid.hex()]
-    assert c.rec.state == FAILED and f"holds {left} confirmed, less than the committed amount" in c.rec.reason
-    assert c.outcome.lost == 0 and drained == [2]  # stopped at the first drained chunk
-
-
-def test_a_swap_chunk_whose_value_falls_beyond_the_tolerance_mid_swap_is_refused(tmp_path):
-    """release/1: the attacker's chunks were worth what its offers declared when the victim agreed; after the
-    victim's first release, the attacker's asset falls to half at the victim's own price. Before each release of
-    its own the victim checks the chunk it got against the declared value at its price NOW: the next one is
-    refused (its key taken, kept), nothing more of the victim's goes out, the reason naming risk.price_tolerance.
-    Old code checked the value at agreement only: the victim paid full price for every chunk."""
-    import dataclasses
-    from decimal import Decimal
-
-    from tests.protocols.contract_run_kit import prices_for
-
-    ledger = DevLedger(None, automine=True)
-    attacker, victim = Side("A", tmp_path, ledger), Side("B", tmp_path, ledger)
-    sched = swap_schedule(attacker.chunks, victim.chunks)
-    declared = [5_000 if r.giver == 0 else 0 for r in sched.rounds]  # the attacker's offers, as booked
-    victim.expected.append((attacker.peer_id, sched))
-    victim.proto.expect(attacker.peer_id, sched, declared)
-    ours, fall = prices_for(5_000), {"factor": Decimal(1)}
-    victim.proto.price_of = lambda asset: dataclasses.replace(ours(asset), usd_per_unit=ours(
-        asset).usd_per_unit * fall["factor"])
-
-    def falls(src, cmd):  # the victim's first release goes out: the market moves
-        if src is victim and wire.decode(cmd.data, wire.Signed).kind == "release":
-            fall["factor"] = Decimal("0.5")
-
-    cid = _swap_until_the_victim_stops(Pair(attacker, victim), attacker, victim, sched, falls)
-    released = len(victim.journal_releases())
-    assert released == 1, f"the victim released {released} chunks, the value having halved after its first"
-    c = victim.proto.contracts[cid.hex()]
-    assert c.rec.state == FAILED and c.rec.reason.startswith("round 2: price check"), c.rec.reason
-    assert "risk.price_tolerance=0.1" in c.rec.reason and "declared $50.00" in c.rec.reason
-    assert c.next == 3 and c.outcome.lost == 0  # the attacker's round 2 key was taken: the victim's to sweep
 
 
 # ------------------------------------------------------------------ contract-run: agreement
@@ -209,8 +107,8 @@ def test_a_proposal_declaring_50_usd_for_offers_our_price_values_at_10_is_ignore
 def test_a_swap_offered_with_chunks_of_one_unit_declared_at_50_usd_is_refused_by_the_hosts_policy(tmp_path):
     """The attacker's offer sheet (signed by its enclave, which signs whatever the host writes) offers chunks
     of 1 unit at $50 each, and each address holds exactly 1 unit, so no ledger check can tell; it offers a
-    swap over /keyswitch/contract/1 and proposes it over release/1. The victim values what it gets at its
-    own price."""
+    swap over /keyswitch/contract/1 (the turns spec of its schedule) and opens it over contract-run/1 anyway. The
+    victim values what it gets at its own price."""
     import time
 
     from node.protocols.offers import Offer
@@ -232,15 +130,16 @@ def test_a_swap_offered_with_chunks_of_one_unit_declared_at_50_usd_is_refused_by
         connect(net, now, attacker, victim)
         mine = [Chunk(o.asset, o.address, o.pubkey, o.amount) for o in forged]
         theirs = [Chunk(o.asset, o.address, o.pubkey, o.amount) for o in victim.protocol.own.offers]
-        sched = swap_schedule(mine, theirs)
-        rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "swap", wire.encode(sched), now)
+        attacker.desk.run.known[victim.peer_id] = victim.protocol.own.binding
+        spec = attacker.desk.swaps.spec(victim.peer_id, swap_schedule(mine, theirs), [5_000] * 6)
+        net.call(attacker.peer_id, attacker.desk.run, attacker.desk.swaps.propose(spec, now), now)
+        rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "swap", spec.encode(), now)
         net.call(attacker.peer_id, attacker.rfp, cmds, now)
         accepted, reason = attacker.rfp.contract_answers[rid]
-        net.call(attacker.peer_id, attacker.desk.release, attacker.desk.release.propose(victim.peer_id, sched, now),
-                 now)
+        net.call(attacker.peer_id, attacker.desk.run, attacker.desk.run.start(spec, now), now)  # opened anyway
         released = [k for k in victim.enclave.list_keys() if k.state == "released"]
         assert released == [], f"the victim released {len(released)} chunk(s) for chunks of 1 unit"
-        assert not accepted and "[REFUSED] price: offer" in reason
+        assert not accepted and "[REFUSED] price: chunk " in reason
         assert "declared $50.00 but 1 units of BTC-REG are worth $0.00 at our price" in reason
     finally:
         attacker.close()
@@ -251,20 +150,20 @@ def test_chunks_funded_only_in_the_mempool_are_refused_at_agreement(tmp_path):
     """Confirmed, not merely seen: the attacker's deposits are unconfirmed transactions (which it may never let
     confirm, or double-spend); the victim's own deposits are confirmed."""
     ledger = DevLedger(None, automine=True)
-    victim = Side("B", tmp_path, ledger)
+    victim = run_tests.Side("B", tmp_path, ledger, "LTC", 3)
     ledger.automine = False
-    attacker = Side("A", tmp_path, ledger)  # funded in the mempool only
+    attacker = run_tests.Side("A", tmp_path, ledger, "BTC-REG", 3)  # funded in the mempool only
     assert all(ledger.balance(c.asset, c.address).confirmed == 0 and ledger.balance(
-        c.asset, c.address).unconfirmed == AMOUNT for c in attacker.chunks)
-    sched = swap_schedule(attacker.chunks, victim.chunks)
-    victim.expect(attacker.peer_id, sched)
-    pair = Pair(attacker, victim)
-    pair.run(until=0)
-    pair.call(attacker, attacker.proto.propose, victim.peer_id, sched)
-    pair.run(until=200)
+        c.asset, c.address).unconfirmed == AMOUNT for c in attacker.commits)
+    chunks = [[Chunk(c.asset, c.address, c.pubkey, c.amount) for c in s.commits] for s in (attacker, victim)]
+    spec = schedule_spec(swap_schedule(*chunks), [attacker.binding, victim.binding])
+    net = run_tests.Net(attacker, victim)
+    victim.proto.expect(spec)  # the victim agreed to run it; the attacker opens it
+    net.call(attacker, attacker.proto.start, spec)
+    net.run(until=200, done=run_tests.stopped(spec_id(spec), attacker, victim))
     assert victim.journal_releases() == [], "the victim released its keys for unconfirmed chunks"
     funds = [reason for code, reason in victim.proto.refusals if code == "funds"]
-    assert funds and "no confirmed funds at" in funds[0] and "committed 1000000" in funds[0]
+    assert funds and "no confirmed funds at" in funds[0] and "committed 1000000" in funds[0], victim.proto.refusals
 
 
 @pytest.mark.parametrize("left", [1, 1_000])

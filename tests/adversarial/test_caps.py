@@ -1,7 +1,7 @@
 """Exposure held in the live node: caps on both sides of every contract, across concurrent contracts and a restart.
 
 Real nodes in process (offer stacks, enclaves, the switchboard, the swap desk) on the in-memory network: the
-attacker speaks /keyswitch/contract/1 and release/1 as the wire carries them. A simulated device starts with a
+attacker speaks /keyswitch/contract/1 and /keyswitch/contract-run/1 as the wire carries them. A simulated device starts with a
 $100 limit (class ``sim`` at score 0) and every chunk here is $50: a swap puts one chunk at risk (tit-for-tat),
 so at most two swaps may run at once against one device.
 """
@@ -14,12 +14,11 @@ import time
 import pytest
 import trio
 
-from node import wire
 from node.ledger.devnet import DevLedger
-from node.protocols.release import Chunk, swap_schedule
+from node.protocols.schedule import Chunk, swap_schedule
 from node.protocols.testing import GossipNet
 from node.risk.engine import RiskEngine
-from tests.adversarial.deskkit import Clock, DrainedLedger as _Drained, connect, make_node
+from tests.adversarial.deskkit import Clock, DrainedLedger as _Drained, connect, deliver, make_node
 
 LIMIT = 10_000  # cents: a fresh simulated device's limit
 CHUNK = 5_000
@@ -38,29 +37,53 @@ def _held_on(engine: RiskEngine, device: bytes) -> int:
 
 
 def _plan(desk, peer, give: str, take: str, n: int):
-    """``desk.plan_swap`` with ``peer``'s attested binding known (``NodeServices.plan_swap`` asks it with who):
-    over contract-run/1 a turns spec, over release/1 a schedule."""
+    """``desk.plan_swap`` with ``peer``'s attested binding known (``NodeServices.plan_swap`` asks it with who): the
+    turns spec of the schedule."""
     desk.run.known[peer.peer_id] = peer.protocol.own.binding
     return desk.plan_swap(peer.peer_id, give, take, n)
 
 
 def _keys(plan) -> set[bytes]:
-    from node.contracts.spec import ContractSpec
-
-    if isinstance(plan, ContractSpec):
-        return {c.pubkey for p in plan.parties for c in p.chunks}
-    return {r.chunk.pubkey for r in plan.rounds}
+    return {c.pubkey for p in plan.parties for c in p.chunks}
 
 
 def _payload(plan) -> bytes:
-    from node.contracts.spec import ContractSpec
+    return plan.encode()
 
-    return plan.encode() if isinstance(plan, ContractSpec) else wire.encode(plan)
+
+def _swap(attacker, victim, give: list[Chunk], take: list[Chunk]):
+    """The turns spec of the swap of ``give`` (the attacker's) for ``take`` (the victim's), each chunk declared at
+    ``CHUNK``, as the attacker's desk builds it (``SwapRuns.spec``)."""
+    attacker.desk.run.known[victim.peer_id] = victim.protocol.own.binding
+    sched = swap_schedule(give, take)
+    return attacker.desk.swaps.spec(victim.peer_id, sched, [CHUNK] * len(sched.rounds))
+
+
+def _offer(net, attacker, victim, spec, now: float) -> tuple[bool, str]:
+    """The attacker's ContractOffer of the swap ``spec`` over /keyswitch/contract/1 (its desk expecting the
+    contract first, as ``NodeServices`` does); the victim's answer."""
+    net.call(attacker.peer_id, attacker.desk.run, attacker.desk.swaps.propose(spec, now), now)
+    rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "swap", spec.encode(), now)
+    net.call(attacker.peer_id, attacker.rfp, cmds, now)
+    return attacker.rfp.contract_answers[rid]
+
+
+def _run(net, now: float, *stacks) -> None:
+    """What the daemons' drivers hand the desks (``on_notify``), and what follows, until nothing is left: the
+    responder opens the swaps it agreed to, the initiator's enclave takes them, they run over contract-run/1."""
+    for s in stacks:
+        if getattr(s.desk, "node", None) is None:
+            s.desk.node = _Node(net, s, now)
+    deliver(net, *stacks)
+
+
+def _states(stack) -> list[str]:
+    return [r.rec.state for r in stack.desk.run.runs.values()]
 
 
 def _in_flight(desk) -> int:
-    """Our swaps in flight: release/1 contracts, or swaps proposed over contract-run/1 not opened yet."""
-    return len(desk.release.contracts) + len(desk.swaps.proposed)
+    """Our swaps in flight: proposed over contract-run/1 and not opened yet, or running."""
+    return len(desk.swaps.proposed) + sum(r.rec.state not in ("done", "failed") for r in desk.run.runs.values())
 
 
 @pytest.fixture
@@ -79,16 +102,11 @@ def pair(tmp_path):
 # ------------------------------------------------------------------ the responder's side
 def test_concurrent_swap_offers_against_one_device_never_exceed_its_cap(pair):
     """The attacker offers six one-chunk swaps at once over /keyswitch/contract/1 (each would be agreed, then
-    proposed over release/1 later): the victim may agree to as many as its cap on the attacker's device allows,
+    opened over contract-run/1 later): the victim may agree to as many as its cap on the attacker's device allows,
     never all six against an exposure of zero."""
     net, attacker, victim, now, _, _ = pair
     mine, theirs = _chunks(attacker), _chunks(victim)
-    answers = []
-    for a, b in zip(mine, theirs):
-        sched = swap_schedule([a], [b])
-        rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "swap", wire.encode(sched), now)
-        net.call(attacker.peer_id, attacker.rfp, cmds, now)
-        answers.append(attacker.rfp.contract_answers[rid])
+    answers = [_offer(net, attacker, victim, _swap(attacker, victim, [a], [b]), now) for a, b in zip(mine, theirs)]
     agreed = [r for ok, r in answers if ok]
     assert len(agreed) * CHUNK <= LIMIT, f"the victim agreed to {len(agreed)} swaps of $50 against one $100 device"
     assert len(agreed) == LIMIT // CHUNK
@@ -102,9 +120,9 @@ def test_a_contract_answer_wakes_its_listener_once_with_the_answer_in_place(pair
     """How the daemon awaits a peer's answer to a contract offer without polling (``rfp.answer_listeners``)."""
     net, attacker, victim, now, _, _ = pair
     heard = []
-    for sched in (swap_schedule(_chunks(attacker)[:1], _chunks(victim)[:1]),
-                  swap_schedule(_chunks(attacker)[1:2], _chunks(attacker)[2:3])):  # (the second: refused)
-        rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "swap", wire.encode(sched), now)
+    for spec in (_swap(attacker, victim, _chunks(attacker)[:1], _chunks(victim)[:1]),
+                 _swap(attacker, victim, _chunks(attacker)[1:2], _chunks(attacker)[2:3])):  # (the second: refused)
+        rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "swap", spec.encode(), now)
         attacker.rfp.answer_listeners.add(rid, lambda rid=rid: heard.append(attacker.rfp.contract_answers[rid]))
         net.call(attacker.peer_id, attacker.rfp, cmds, now)
     assert [ok for ok, _ in heard] == [True, False] and heard[1][1], heard
@@ -113,14 +131,12 @@ def test_a_contract_answer_wakes_its_listener_once_with_the_answer_in_place(pair
 
 def test_a_hold_is_taken_when_a_swap_is_agreed_and_released_when_it_ends(pair):
     net, attacker, victim, now, _, _ = pair
-    sched = swap_schedule(_chunks(attacker)[:1], _chunks(victim)[:1])
-    rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "swap", wire.encode(sched), now)
-    net.call(attacker.peer_id, attacker.rfp, cmds, now)
-    assert attacker.rfp.contract_answers[rid][0]
+    spec = _swap(attacker, victim, _chunks(attacker)[:1], _chunks(victim)[:1])
+    assert _offer(net, attacker, victim, spec, now)[0]
     assert _held_on(victim.engine, _device(attacker)) == CHUNK  # agreed: held before the contract starts
-    net.call(attacker.peer_id, attacker.desk.release, attacker.desk.release.propose(victim.peer_id, sched, now), now)
+    _run(net, now, attacker, victim)
     victim.desk.feed_heights(now)  # the daemon's one-second tick
-    states = {c.rec.state for c in victim.desk.release.contracts.values()}
+    states = set(_states(victim))
     assert states == {"done"}, states
     assert _held_on(victim.engine, _device(attacker)) == 0, "the hold outlived its contract"
     assert victim.engine.holds == {}
@@ -132,13 +148,11 @@ def test_a_chunk_released_in_a_swap_leaves_the_givers_sheet_in_its_peers_books_a
     the contract ("not one of this node's current offers"), as ``python -m benchmarks.request`` found."""
     net, attacker, victim, now, _, _ = pair
     gone = _chunks(victim)[0]
-    sched = swap_schedule(_chunks(attacker)[:1], [gone])
-    rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "swap", wire.encode(sched), now)
-    net.call(attacker.peer_id, attacker.rfp, cmds, now)
-    assert attacker.rfp.contract_answers[rid][0]
+    spec = _swap(attacker, victim, _chunks(attacker)[:1], [gone])
+    assert _offer(net, attacker, victim, spec, now)[0]
     assert attacker.desk._book_offer(gone.address, victim.peer_id) is not None
-    net.call(attacker.peer_id, attacker.desk.release, attacker.desk.release.propose(victim.peer_id, sched, now), now)
-    assert {c.rec.state for c in victim.desk.release.contracts.values()} == {"done"}
+    _run(net, now, attacker, victim)
+    assert set(_states(victim)) == {"done"}
     victim.desk.node = _Node(net, victim, now)
     for n in list(net.peers[victim.peer_id].notes):  # what the daemon's driver hands the desk
         victim.desk.on_notify(n)
@@ -188,8 +202,8 @@ def _swap_by_hand(net, victim, attacker_id: str, now: float, n: int) -> list[tup
 
 
 def _silent(net, attacker) -> None:
-    """A hostile peer: agrees to any contract offer over /keyswitch/contract/1, then never speaks release/1
-    (the victim's proposals stay in flight)."""
+    """A hostile peer: agrees to any contract offer over /keyswitch/contract/1, then never opens it (the victim's
+    proposals stay in flight)."""
     attacker.rfp.on_contract = lambda peer, offer, now: None
     net.peers[attacker.peer_id].protocols = [attacker.protocol, attacker.rfp, attacker.desk.run]
 
@@ -201,7 +215,9 @@ def test_a_key_already_in_one_of_our_contracts_is_never_bought_again(pair):
     the device (found by the simulator's real-contract mode)."""
     net, attacker, victim, now, _, _ = pair
     k = _chunks(attacker)[0]
-    victim.desk.release.propose(attacker.peer_id, swap_schedule(_chunks(victim)[:1], [k]), now)  # (not yet sent)
+    victim.desk.run.known[attacker.peer_id] = attacker.protocol.own.binding
+    first = victim.desk.swaps.spec(attacker.peer_id, swap_schedule(_chunks(victim)[:1], [k]), [CHUNK, CHUNK])
+    net.call(victim.peer_id, victim.desk.run, victim.desk.swaps.propose(first, now), now)  # (not opened yet)
     assert victim.desk._book_offer(k.address, attacker.peer_id) is not None  # K is still offered to us
     plan, _summary = _plan(victim.desk, attacker, "BTC-REG", "BTC-REG", 5)
     assert k.pubkey not in _keys(plan)
@@ -230,7 +246,7 @@ def test_swap_peer_named_by_hand_whose_device_is_a_proven_cheater_is_refused(pai
     out = _swap_by_hand(net, victim, attacker.peer_id, now, 1)
     assert out[0][0] == 409, f"the initiator swapped with a proven cheater: {out}"
     assert "proven cheater" in out[0][1]
-    assert not victim.desk.release.contracts
+    assert not victim.desk.swaps.proposed and not victim.desk.run.runs
 
 
 @pytest.mark.parametrize("tick", ["feed_heights", "tick"])  # the daemon's second: language contracts run, or none
@@ -248,7 +264,7 @@ def test_holds_survive_a_restart_with_contracts_in_flight(pair, tick):
     victim.engine.reputation.close()
     add_switchboard(victim, root / "victim")
     victim.desk = SwapDesk(victim, clock=Clock(now))
-    net.add(victim.peer_id, victim.protocol, victim.rfp, victim.desk.run, victim.desk.release, now=now)
+    net.add(victim.peer_id, victim.protocol, victim.rfp, victim.desk.run, now=now)
     assert not victim.desk.heights_wanted()
     getattr(victim.desk, tick)(now)  # the daemon's tick (also run before every cap check)
     assert _in_flight(victim.desk) == 2
@@ -323,12 +339,9 @@ def test_a_chunk_released_while_the_offers_refresh_runs_is_not_offered_again(pai
     victim.desk.node = _Node(net, victim, now)
 
     def swap_released_k() -> None:  # the attacker's swap takes K, over the wire, while the refresh runs
-        sched = swap_schedule(_chunks(attacker)[:1], [gone])
-        rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "swap", wire.encode(sched), now)
-        net.call(attacker.peer_id, attacker.rfp, cmds, now)
-        assert attacker.rfp.contract_answers[rid][0]
-        net.call(attacker.peer_id, attacker.desk.release, attacker.desk.release.propose(victim.peer_id, sched, now),
-                 now)
+        spec = _swap(attacker, victim, _chunks(attacker)[:1], [gone])
+        assert _offer(net, attacker, victim, spec, now)[0]
+        _run(net, now, attacker, victim)
         for n in list(net.peers[victim.peer_id].notes):  # what the daemon's driver hands the desk
             victim.desk.on_notify(n)
 
@@ -337,7 +350,7 @@ def test_a_chunk_released_while_the_offers_refresh_runs_is_not_offered_again(pai
     victim.refresh_offers(now + 1)
     if victim.retract_gone(before):
         victim.desk.node.driver.submit(victim.protocol, lambda t: victim.protocol.set_own_sheet(victim.protocol.own, t))
-    assert {c.rec.state for c in victim.desk.release.contracts.values()} == {"done"}
+    assert set(_states(victim)) == {"done"}
     assert gone.pubkey not in victim.offered(), "the released chunk is on our sheet again"
     assert attacker.desk._book_offer(gone.address, victim.peer_id) is None
     # the next swap the victim plans with the attacker is one the attacker can agree to
@@ -371,36 +384,6 @@ def test_a_request_to_contracts_under_escrow_is_refused_with_why_and_option_term
 
 
 # ------------------------------------------------------------------ agreed, then refused at open (issue #18)
-def _agree(net, attacker, victim, sched, now: float) -> tuple[bool, str]:
-    """The attacker's ContractOffer of ``sched`` over /keyswitch/contract/1; the victim's answer."""
-    rid, cmds = attacker.rfp.offer_contract(victim.peer_id, "swap", wire.encode(sched), now)
-    net.call(attacker.peer_id, attacker.rfp, cmds, now)
-    return attacker.rfp.contract_answers[rid]
-
-
-def test_a_swap_whose_open_is_refused_releases_its_reservation_at_once(pair):
-    """The attacker gets the victim to agree to two swaps that reuse one of the victim's chunks (each is valid
-    alone), which fills the victim's $100 cap on its device, then proposes both over release/1: the first runs,
-    the victim's enclave refuses the second (its chunk is taken). That contract never exists, yet its reservation
-    held $50 of the cap for ``RESERVE_TTL`` (60 s): the attacker's next two honest swaps, which fit the cap,
-    were refused naming it ("device cap: ... would hold $150.00"). Released at the refusal now."""
-    net, attacker, victim, now, _, _ = pair
-    mine, theirs = _chunks(attacker), _chunks(victim)
-    reused = [swap_schedule([mine[0]], [theirs[0]]), swap_schedule([mine[1]], [theirs[0]])]
-    assert [_agree(net, attacker, victim, s, now) for s in reused] == [(True, "")] * 2
-    assert _held_on(victim.engine, _device(attacker)) == LIMIT
-    for s in reused:
-        net.call(attacker.peer_id, attacker.desk.release, attacker.desk.release.propose(victim.peer_id, s, now), now)
-    assert [c.rec.state for c in victim.desk.release.contracts.values()] == ["done"]  # the second never opened
-    assert any(n.kind == "release.refused" and n.detail["code"] == "not-held"
-               for n in net.peers[victim.peer_id].notes)
-    later = now + 1  # one second on, far within RESERVE_TTL
-    victim.desk.clock.t = later
-    honest = [_agree(net, attacker, victim, swap_schedule([mine[k]], [theirs[k]]), later) for k in (2, 3)]
-    assert honest == [(True, "")] * 2, f"a refused open still holds the victim's cap: {honest}"
-    assert _held_on(victim.engine, _device(attacker)) == LIMIT
-
-
 def test_an_option_whose_open_is_refused_releases_its_reservation_at_once(pair):
     """The same over /keyswitch/contract-run/1: two options agreed on one chunk of the writer (the victim), each
     holding $50 of its cap on the buyer's device; the buyer opens both; the first runs (and holds), the victim's
@@ -440,29 +423,31 @@ def test_an_option_whose_open_is_refused_releases_its_reservation_at_once(pair):
 
 def test_a_lapsed_reservation_withdraws_its_agreement_so_a_late_open_cannot_exceed_the_cap(pair):
     """The TTL is the backstop for a peer that vanished after agreeing. The attacker agrees two swaps (the cap
-    on its device), stays silent past ``RESERVE_TTL`` (the reservations lapse), agrees two more, then proposes
+    on its device), stays silent past ``RESERVE_TTL`` (the reservations lapse), agrees two more, then opens
     all four: the victim opened every one, holding $200 on a $100 device. A lapsed reservation's agreement is
-    withdrawn now: the late hellos are refused ("not-expected") and the cap holds."""
+    withdrawn now: the victim opens only the two it still agrees to, the attacker's opens of the lapsed ones are
+    refused, and the cap holds.""" 
+    from node.contracts.spec import spec_id
     from node.swaps import RESERVE_TTL
 
     net, attacker, victim, now, _, _ = pair
     mine, theirs = _chunks(attacker), _chunks(victim)
-    first = [swap_schedule([mine[k]], [theirs[k]]) for k in (0, 1)]
-    assert [_agree(net, attacker, victim, s, now) for s in first] == [(True, "")] * 2
+    first = [_swap(attacker, victim, [mine[k]], [theirs[k]]) for k in (0, 1)]
+    assert [_offer(net, attacker, victim, s, now) for s in first] == [(True, "")] * 2
     later = now + RESERVE_TTL + 1
     victim.desk.clock.t = later
     victim.desk.tick(later)  # the daemon's second
     assert _held_on(victim.engine, _device(attacker)) == 0  # lapsed
-    second = [swap_schedule([mine[k]], [theirs[k]]) for k in (2, 3)]
-    assert [_agree(net, attacker, victim, s, later) for s in second] == [(True, "")] * 2
-    for s in first + second:
-        net.call(attacker.peer_id, attacker.desk.release, attacker.desk.release.propose(victim.peer_id, s, later),
-                 later)
-    opened = [c for c in victim.desk.release.contracts.values()]
+    second = [_swap(attacker, victim, [mine[k]], [theirs[k]]) for k in (2, 3)]
+    assert [_offer(net, attacker, victim, s, later) for s in second] == [(True, "")] * 2
+    _run(net, later, attacker, victim)  # the victim's desk opens what it still agrees to, the attacker takes it
+    for s in first:  # and the attacker opens the lapsed ones itself
+        net.call(attacker.peer_id, attacker.desk.run, attacker.desk.run.start(s, later), later)
+    opened = list(victim.desk.run.runs)
     assert len(opened) * CHUNK <= LIMIT, f"the victim opened {len(opened)} swaps of $50 against one $100 device"
-    assert sorted(wire.encode(c.rec.schedule) for c in opened) == sorted(wire.encode(s) for s in second)
-    assert [n.detail["code"] for n in net.peers[victim.peer_id].notes if n.kind == "release.refused"] == \
-        ["not-expected"] * 2
+    assert sorted(opened) == sorted(spec_id(s).hex() for s in second)
+    refused = [n.detail for n in net.peers[victim.peer_id].notes if n.kind == "contract.refused"]
+    assert sorted(d["contract"] for d in refused) == sorted(spec_id(s).hex() for s in first), refused
 
 
 def test_an_option_we_buy_that_fails_to_start_releases_our_reservation_at_once(pair):

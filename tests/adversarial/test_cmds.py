@@ -18,7 +18,8 @@ import trio
 
 from node.protocols.base import LedgerCall, Notify, SetTimer, Started, TaskDone, TimerFired, Validation
 from node.protocols.interpret import LEDGER_OPS, UnknownCommand
-from node.protocols.release import FUNDS_OK, Chunk
+from node.protocols.claims import FUNDS_OK
+from node.protocols.schedule import Chunk
 from node.protocols.testing import GossipNet
 
 CHUNK = Chunk("BTC-REG", "bcrt1qdeposit", bytes([2]) + bytes(32), 1_000)
@@ -165,9 +166,7 @@ def test_the_contract_protocols_say_their_handle_blocks():
     """The protocols whose handle calls the enclave are the ones the runtime runs off the event loop."""
     from node.protocols.contract_run import ContractRun
     from node.protocols.keyescrow import KeyEscrow
-    from node.protocols.release import ReleaseProtocol
-
-    assert all(getattr(c, "handle_blocks", False) for c in (ReleaseProtocol, ContractRun, KeyEscrow))
+    assert all(getattr(c, "handle_blocks", False) for c in (ContractRun, KeyEscrow))
 
 
 async def test_events_reach_a_blocking_protocol_in_order():

@@ -126,7 +126,7 @@ def test_a_stolen_network_identity_key_does_not_give_the_owners_claim_keys(tmp_p
     import coincurve
 
     from node.crypto import tagged_hash
-    from node.protocols.release import Chunk
+    from node.protocols.schedule import Chunk
     from node.swaps import claim_key
 
     datadir = tmp_path / "node"

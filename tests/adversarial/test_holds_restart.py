@@ -58,7 +58,7 @@ def _restart(net, stack, root, now: float) -> None:
     stack.engine.reputation.close()
     add_switchboard(stack, root / stack.datadir.name)
     stack.desk = SwapDesk(stack, clock=Clock(now))
-    net.add(stack.peer_id, stack.protocol, stack.rfp, stack.desk.run, stack.desk.release, now=now)
+    net.add(stack.peer_id, stack.protocol, stack.rfp, stack.desk.run, now=now)
 
 
 def _offer(net, attacker, victim, kind: str, spec, at: float) -> tuple[bool, str]:

@@ -19,15 +19,15 @@ from node.contracts import stdlib
 from node.contracts.spec import PartySpec, make_spec, spec_id
 from node.ledger.devnet import DevLedger
 from node.protocols.testing import GossipNet
-from tests.adversarial.deskkit import NET, DrainedLedger, connect, make_node
+from tests.adversarial.deskkit import NET, DrainedLedger, connect, deliver, make_node
 
 
 @pytest.fixture
 def world(tmp_path):
     now = time.time()
     ledger = DevLedger(None, automine=True)
-    alice = make_node(tmp_path, "alice", ledger, "BTC-REG", 3, now, swap_over="contract-run")
-    bob = make_node(tmp_path, "bob", ledger, "BTC-REG", 3, now, swap_over="contract-run")
+    alice = make_node(tmp_path, "alice", ledger, "BTC-REG", 3, now)
+    bob = make_node(tmp_path, "bob", ledger, "BTC-REG", 3, now)
     net = GossipNet()
     connect(net, now, alice, bob)
     for s in (alice, bob):
@@ -45,18 +45,6 @@ def _host(net, stack, now: float) -> None:
             net.call(stack.peer_id, proto, fn(now), now)
 
     stack.desk.node = type("Host", (), {"driver": Driver()})()
-
-
-def _deliver(net, *stacks) -> None:
-    """Hand each desk the notices its protocols raised (and those that follows from them), as the driver does."""
-    busy = True
-    while busy:
-        busy = False
-        for s in stacks:
-            notes = net.peers[s.peer_id].notes
-            while notes:
-                busy = True
-                s.desk.on_notify(notes.pop(0))
 
 
 def _device(stack) -> bytes:
@@ -86,13 +74,12 @@ def _proposed_to_a_silent_peer(net, alice, bob, now: float):
     spec = _plan(alice, bob, 1)
     assert alice.desk.reserve_plan(bob.peer_id, spec, now) is None
     assert _propose(net, alice, bob, spec, now) == (True, "")
-    _deliver(net, alice, bob)
+    deliver(net, alice, bob)
     return spec, ended
 
 
 def test_a_swap_over_contract_run_completes_each_side_reports_it_once_and_the_holds_go(world):
     net, alice, bob, now = world
-    assert alice.desk.swap_over == "contract-run"
     ended: list[dict] = []
     alice.desk.watchers.append(ended.append)
     spec = _plan(alice, bob, 2)
@@ -103,7 +90,7 @@ def test_a_swap_over_contract_run_completes_each_side_reports_it_once_and_the_ho
     cid = spec_id(spec)
     assert alice.desk.run.state(cid) is None  # nothing of alice's committed before bob's enclave signed
     assert {r["contract"]: r for r in alice.desk.contracts()}[cid.hex()]["state"] == "proposed"
-    _deliver(net, alice, bob)  # bob's desk opens it once its answer is out; alice's enclave takes it, they run
+    deliver(net, alice, bob)  # bob's desk opens it once its answer is out; alice's enclave takes it, they run
     for s in (alice, bob):
         assert s.desk.run.state(cid) == "done", s.desk.run.runs[cid.hex()].rec.reason
     out = alice.desk.run.outcome(cid)
@@ -113,6 +100,8 @@ def test_a_swap_over_contract_run_completes_each_side_reports_it_once_and_the_ho
     row = rows[cid.hex()]
     assert (row["kind"], row["peer"], row["role"], row["rounds"]) == ("swap", bob.peer_id, "initiator", 4)
     assert row["outcome"]["status"] == "claimed"
+    for s in (alice, bob):  # every key due to each side is in: when its enclave took the last (benchmarks.swap)
+        assert {r["contract"]: r for r in s.desk.contracts()}[cid.hex()]["keys_in_at"] >= now
     # one report per swap, as release/1 (not one per claim)
     assert alice.outcomes.records.reported(cid.hex()) and not alice.outcomes.records.reported(f"{cid.hex()}:1")
     assert alice.engine.holds == {} and bob.engine.holds == {}
@@ -125,7 +114,7 @@ def test_a_proposer_that_makes_the_responder_give_first_is_refused(world):
     flipped = make_spec(NET, spec.source, {}, [spec.parties[1], spec.parties[0]], [(1, 0), (0, 0)])
     accepted, reason = _propose(net, alice, bob, flipped, now)
     assert not accepted and "party 0" in reason
-    _deliver(net, alice, bob)
+    deliver(net, alice, bob)
     assert bob.desk.run.runs == {} and bob.engine.holds == {}
 
 
@@ -136,7 +125,7 @@ def test_a_swap_offer_of_another_contract_than_the_stdlib_turns_is_refused(world
     other = make_spec(NET, gift, {}, list(spec.parties), spec.order)
     accepted, reason = _propose(net, alice, bob, other, now)
     assert not accepted and "must carry the stdlib turns contract" in reason
-    _deliver(net, alice, bob)
+    deliver(net, alice, bob)
     assert bob.desk.run.runs == {}
 
 
@@ -154,7 +143,7 @@ def test_a_proposal_whose_open_our_enclave_refuses_ends_failed_at_once(world):
     rid, cmds = alice.rfp.offer_contract(bob.peer_id, "swap", spec.encode(), now)
     net.call(alice.peer_id, alice.rfp, cmds, now)
     assert alice.rfp.contract_answers[rid] == (True, "")
-    _deliver(net, alice, bob)
+    deliver(net, alice, bob)
     assert alice.desk.run.state(spec_id(spec)) is None
     assert [(d["status"], d["lost"]) for d in ended] == [("failed", 0)], ended
     assert "refused the contract" in ended[0]["reason"]
@@ -182,6 +171,47 @@ def test_a_proposal_the_peer_agrees_to_and_never_opens_ends_failed_and_frees_its
     assert {o.pubkey for o in alice.protocol.own.offers} >= {c.pubkey for c in spec.parties[0].chunks}
 
 
+def test_a_node_started_on_a_data_directory_with_a_release1_swap_in_flight_migrates_it_before_its_runner_starts(
+        tmp_path):
+    """The desk opens its stores through ``open_run_stores``: a release/1 record in ``contracts/`` (what a node of
+    before issue #19 left, a swap in flight) is a contract-run record of the same id in ``runs/`` before the
+    runner resumes, so the swap goes on over contract-run/1; a proposal never agreed is dropped (nothing moved).
+    (That the migrated record resumes to the end with no key released twice: tests/protocols/test_contract_swap.)"""
+    from node.protocols.base import Started
+    from node.protocols.contract_swap import ContractRecord
+    from node.protocols.schedule import Chunk, contract_id, swap_schedule
+    from node.stores.contracts import ContractStore
+    from node.swaps import SwapDesk
+    from tests.adversarial.deskkit import Clock
+
+    now = time.time()
+    ledger = DevLedger(None, automine=True)
+    alice = make_node(tmp_path, "alice", ledger, "BTC-REG", 2, now)
+    bob = make_node(tmp_path, "bob", ledger, "BTC-REG", 2, now)
+    try:
+        chunks = [[Chunk(o.asset, o.address, o.pubkey, o.amount) for o in s.protocol.own.offers] for s in (alice, bob)]
+        sched = swap_schedule(chunks[0][:1], chunks[1][:1])
+        bindings = [alice.protocol.own.binding, bob.protocol.own.binding]
+        old = ContractStore(alice.datadir / "contracts")
+        running = ContractRecord(NET, 0, bob.peer_id, sched, bindings, [b"q0", b"q1"], "running", acked=0)
+        cid = contract_id(sched, bindings)
+        old.put(cid.hex(), running)
+        old.put("p-" + "cd" * 16, ContractRecord(NET, 0, bob.peer_id, sched, bindings[:1], [b"q0"], "proposed"))
+        desk = SwapDesk(alice, clock=Clock(now))  # the node (re)starts on this data directory
+        done = dict(desk.migrated)
+        assert len(done) == 2 and done[cid.hex()] == "migrated", done
+        assert done["p-" + "cd" * 16].startswith("dropped: "), done
+        assert [k for k, _ in desk.run.store.items()] == [cid.hex()]  # in the runner's store, same contract id
+        assert ContractStore(alice.datadir / "contracts").items() == []  # and gone from the old one
+        rec = dict(desk.run.store.items())[cid.hex()]
+        assert rec.state == "running" and rec.acked == [0]
+        desk.run.handle(Started(alice.peer_id), now)  # the runner starts: it resumes the swap
+        assert desk.run.state(cid) == "running" and desk.is_swap(desk.run.runs[cid.hex()].spec)
+    finally:
+        alice.close()
+        bob.close()
+
+
 def test_a_responder_whose_own_start_fails_tells_the_proposer_at_once(world):
     """Bob agrees to alice's swap, then his own start fails (his ledger shows alice's chunk gone). Before, alice
     learnt nothing until her proposal lapsed, ``RESERVE_TTL`` (60 s) later: her hold on bob's device stayed all
@@ -196,7 +226,7 @@ def test_a_responder_whose_own_start_fails_tells_the_proposer_at_once(world):
     assert alice.desk.reserve_plan(bob.peer_id, spec, now) is None
     bob.ledger = DrainedLedger(bob.ledger, [c.address for c in spec.parties[0].chunks])
     assert _propose(net, alice, bob, spec, now) == (True, "")
-    _deliver(net, alice, bob)  # bob's desk starts it once its answer is out: the start fails
+    deliver(net, alice, bob)  # bob's desk starts it once its answer is out: the start fails
     assert bob.desk.run.state(cid) is None and alice.desk.run.state(cid) is None
     assert [(d["status"], d["lost"]) for d in ended] == [("failed", 0)], ended
     assert "the peer could not start the contract" in ended[0]["reason"] and "funds" in ended[0]["reason"], ended
@@ -210,14 +240,14 @@ def test_a_decline_from_a_peer_that_is_not_a_runner_of_the_swap_is_refused(world
     """Carol, no party to alice's swap with bob, sends alice a ``decline`` of it (signed by her own enclave): alice
     refuses it ("wrong-peer") and still expects bob's open; only a runner's enclave can decline a contract."""
     net, alice, bob, now = world
-    carol = make_node(tmp_path, "carol", alice.ledger, "BTC-REG", 1, now, swap_over="contract-run")
+    carol = make_node(tmp_path, "carol", alice.ledger, "BTC-REG", 1, now)
     try:
-        net.add(carol.peer_id, carol.protocol, carol.rfp, carol.desk.run, carol.desk.release, now=now)
+        net.add(carol.peer_id, carol.protocol, carol.rfp, carol.desk.run, now=now)
         spec, ended = _proposed_to_a_silent_peer(net, alice, bob, now)
         net.call(carol.peer_id, carol.desk.run, carol.desk.run.decline(spec, "forged", now), now)
         assert any(n.kind == "contract.refused" and n.detail["code"] == "wrong-peer"
                    for n in net.peers[alice.peer_id].notes), net.peers[alice.peer_id].notes
-        _deliver(net, alice, bob)
+        deliver(net, alice, bob)
         assert alice.desk.run.expects(spec_id(spec)) and ended == []
         assert alice.engine.caps.exposure.by_device.get(_device(bob), 0) == 5_000
     finally:
@@ -232,7 +262,7 @@ def _opened_by_bob_only(net, alice, bob, now: float):
     rid, cmds = alice.rfp.offer_contract(bob.peer_id, "swap", spec.encode(), now)  # offered, never expected
     net.call(alice.peer_id, alice.rfp, cmds, now)
     assert alice.rfp.contract_answers[rid] == (True, "")
-    _deliver(net, alice, bob)  # bob opens it: his chunk is committed
+    deliver(net, alice, bob)  # bob opens it: his chunk is committed
     assert bob.desk.run.state(cid) == "running" and pub not in bob.enclave.offerable_pubkeys()
     _seconds(net, alice, bob, now + bob.desk.run.round_timeout + 1, 1)
     assert bob.desk.run.state(cid) == "withheld" and pub not in bob.enclave.offerable_pubkeys()
@@ -244,7 +274,7 @@ def _seconds(net, alice, bob, t: float, n: int) -> None:
     for k in range(n):
         bob.desk.clock.t = alice.desk.clock.t = t + k
         net.advance(t + k)
-        _deliver(net, alice, bob)
+        deliver(net, alice, bob)
 
 
 def test_the_responders_chunk_in_a_swap_the_proposer_never_opens_comes_home_when_the_contract_is_dropped(world):
@@ -299,7 +329,7 @@ def test_a_contract_every_runner_signed_is_never_dropped(world):
     spec = _plan(alice, bob, 1)
     assert alice.desk.reserve_plan(bob.peer_id, spec, now) is None
     assert _propose(net, alice, bob, spec, now) == (True, "")
-    _deliver(net, alice, bob)
+    deliver(net, alice, bob)
     cid = spec_id(spec)
     assert bob.desk.run.state(cid) == "done"
     for s in (alice, bob):

@@ -14,7 +14,9 @@ from node.crypto import ecies_encrypt
 from node.app.deposits import DepositStore, adopt_kept, offers_from
 from node.ledger.devnet import DevLedger
 from node.protocols.contract_run import RunRecord
-from node.protocols.release import Chunk, ClaimRecord, ContractRecord, swap_schedule
+from node.protocols.claims import ClaimRecord
+from node.protocols.contract_swap import ContractRecord
+from node.protocols.schedule import Chunk, swap_schedule
 from node.stores.contracts import ContractStore
 from node.swaps import kept_chunks
 from node.tee.client import InProcessEnclave

@@ -3,24 +3,16 @@
 
 Its enclave is honest; its host (which the design assumes hostile) drops what it was meant to send: as the
 responder of a swap it sends the release of its first chunk and never the next ones (nor their resends), over
-/keyswitch/release/1 and over /keyswitch/contract-run/1 alike. The counterparty's tit-for-tat then stops at one
+/keyswitch/contract-run/1. The counterparty's tit-for-tat then stops at one
 chunk lost, and its round timeout ends the swap as "withheld".
 """
 
 from __future__ import annotations
 
-from node.protocols import contract_run, release
+from node.protocols import contract_run
 from node.protocols.base import Notify
 
-_request = release.ReleaseProtocol._request
 _run_request = contract_run.ContractRun._request
-
-
-def _withholding_request(self, c, kind: str, rnd: int, data: bytes):
-    own = [r for r, rd in enumerate(c.rounds) if rd.giver == c.me]
-    if kind == "release" and c.me == 1 and own and rnd != own[0]:
-        return Notify("withholder.dropped", {"contract": c.key, "round": rnd})  # sent nowhere
-    return _request(self, c, kind, rnd, data)
 
 
 def _withholding_run_request(self, key: str, kind: str, step: int, party: int, peer: str, data: bytes, now: float):
@@ -31,7 +23,6 @@ def _withholding_run_request(self, key: str, kind: str, step: int, party: int, p
     return _run_request(self, key, kind, step, party, peer, data, now)
 
 
-release.ReleaseProtocol._request = _withholding_request
 contract_run.ContractRun._request = _withholding_run_request
 
 if __name__ == "__main__":

@@ -41,26 +41,24 @@ def coins_of(ltc, address: str) -> list[tuple[str, int, int]]:
 
 # ------------------------------------------------------------------ a key released in a contract
 def test_a_key_released_in_a_contract_spends_on_litecoind_with_another_library(ltc, routed, tmp_path, monkeypatch):
-    """L gives two LTC-REG chunks (litecoind) for B's two BTC-REG chunks (dev ledger) under the release
-    protocol, enclave to enclave; B keeps what it received in its enclave (claims.policy keep), then exports
+    """L gives two LTC-REG chunks (litecoind) for B's two BTC-REG chunks (dev ledger) in a swap (the turns
+    contract over contract-run/1), enclave to enclave; B keeps what it received in its enclave (claims.policy keep), then exports
     one key to its owner. A spend of that chunk built and signed with embit alone, not our ledger code, is
     what litecoind accepts; the other chunk's key, still in L's enclave's hands only as released, spends too."""
-    from node.protocols.release import DONE, contract_id, swap_schedule
-    from tests.protocols import release_kit as tr
+    from node.protocols.contract_run import DONE
+    from node.protocols.schedule import Chunk, schedule_spec, swap_schedule
+    from tests.protocols import contract_run_kit as tr
 
-    monkeypatch.setitem(tr.ASSET, "L", A)
     monkeypatch.setattr(tr, "AMOUNT", 3_000_000)
-    giver = tr.Side("L", tmp_path, routed, 2, claim_policy="keep")
-    taker = tr.Side("A", tmp_path, routed, 2, claim_policy="keep")
+    giver = tr.Side("L", tmp_path, routed, A, 2, claim_policy="keep")
+    taker = tr.Side("B", tmp_path, routed, "BTC-REG", 2, claim_policy="keep")
+    giver.chunks = [Chunk(c.asset, c.address, c.pubkey, c.amount) for c in giver.commits]
     ltc.mine(A, 1)  # L's chunks confirmed: B checks them before it releases anything
-    sched = swap_schedule(giver.chunks, taker.chunks)
-    taker.expect(giver.peer_id, sched)
-    pair = tr.Pair(giver, taker)
-    pair.run(until=0)
-    pair.call(giver, giver.proto.propose, taker.peer_id, sched)
-    cid = contract_id(sched, [giver.binding, taker.binding])
-    pair.run(done=tr.both_stopped(giver, taker, cid))
-    assert taker.proto.state(cid) == DONE and giver.proto.state(cid) == DONE, taker.proto.contracts[cid.hex()].rec.reason
+    spec = schedule_spec(swap_schedule(giver.chunks, [Chunk(c.asset, c.address, c.pubkey, c.amount)
+                                                      for c in taker.commits]), [giver.binding, taker.binding])
+    cid, pair = tr.running(spec, giver, taker)
+    pair.run(done=tr.stopped(cid, giver, taker))
+    assert taker.proto.state(cid) == DONE and giver.proto.state(cid) == DONE, taker.proto.runs[cid.hex()].rec.reason
     states = {k.pubkey: k.state for k in taker.raw.list_keys()}
     assert all(states[c.pubkey] == "received" for c in giver.chunks)  # in B's enclave, not swept
     dest = addr(key(60))
@@ -97,7 +95,8 @@ def node(root, name: str, ledger):
 
 def test_a_reorganisation_retracts_the_offers_counts_nothing_twice_and_the_chain_resumes(ltc, routed, tmp_path):
     from node.app.deposits import deposit_status, make_deposits
-    from node.protocols.release import FUNDS_GONE, FUNDS_OK, Chunk, funds_state
+    from node.protocols.claims import FUNDS_GONE, FUNDS_OK, funds_state
+    from node.protocols.schedule import Chunk
     from node.protocols.testing import GossipNet
 
     now = time.time()

@@ -16,12 +16,11 @@ from node.stores.offerbook import OfferBook, device_id_of
 from node.peerkey import PeerSigner
 from node.protocols.base import Publish, Result
 from node.protocols.outcomes import (
-    OutcomeReport, OutcomesProtocol, ReleaseRecords, make_report, report_for_outcome, tap_release_records,
+    OutcomeReport, OutcomesProtocol, ReleaseRecords, make_report, report_for_outcome,
     validate_report,
 )
-from node.protocols.release import (
-    PROTOCOL_ID, SIGN_DOMAIN, VERSION, CheatingProof, ReleaseBody, release_context, verify_cheating_proof,
-)
+from node.contracts.spec import ReleaseBody, release_context
+from node.protocols.cheating import CheatingProof, verify_cheating_proof
 from node.protocols.revocation import RevocationProtocol, TrustConfig, cheating_proof_checker
 from node.protocols.testing import GossipNet
 from node.stores.release_records import ReleaseRecordsDB
@@ -316,22 +315,9 @@ def test_without_a_revocation_protocol_the_proof_is_still_applied_locally(world)
 
 # ------------------------------------------------------------------ building reports from outcomes
 def test_report_for_outcome_names_the_spender_and_carries_the_received_record(world):
-    from node.protocols.base import RequestReceived
-
-    class Sink:
-        def __init__(self):
-            self.seen = []
-
-        def handle(self, event, now):
-            self.seen.append(event)
-            return []
-
-    sink = Sink()
-    records = ReleaseRecords(NET)
-    tap_release_records(sink, records)
-    sink.handle(RequestReceived(PROTOCOL_ID, "peer", 1, world["r2"]), NOW)
-    sink.handle(RequestReceived(PROTOCOL_ID, "peer", 2, b"garbage"), NOW)
-    assert len(sink.seen) == 2  # the protocol still sees every event
+    records = ReleaseRecords(NET)  # fed with the record our enclave accepted (the desk, on ``contract.received``)
+    assert records.observe(world["r2"]) is True
+    assert records.observe(b"garbage") is False  # not a record: nothing kept
     key, cid = world["key"], world["c2"]
     spender = "cd" * 32
     d = {"contract_id": cid.hex(), "device": dev(world["cheat"]).hex(), "status": "double-spent", "chunks": [

@@ -16,9 +16,10 @@ from node.protocols.base import RequestReceived, Respond
 from node.protocols.contract_run import (
     DONE, PROTOCOL_ID, RUNNING, WITHHELD, AckBody, ApproveBody, OpenBody,
 )
-from node.protocols.release import VERSION, CheatingProof, ErrorBody
-from node.protocols.release import verify_cheating_proof
-from tests.protocols.release_kit import CrashPlan as Plan
+from node.protocols.cheating import CheatingProof
+from node.protocols.envelope import VERSION, ErrorBody
+from node.protocols.cheating import verify_cheating_proof
+from tests.protocols.contract_run_kit import Plan
 from tests.protocols.contract_run_kit import (
     AMOUNT, escrow_setup, every_second, FEE, NET, NOW, ring_net, running, Side, start, stopped, swap_setup,
 )

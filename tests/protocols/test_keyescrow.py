@@ -23,7 +23,8 @@ from node.protocols.keyescrow import (
     ASKING, FAILED, MOVED, PROTOCOL_ID, SWEPT, AskBody, HoldBody, KeyEscrow, ShareBody,
 )
 from node.protocols.offers import AttestationCache, default_attestation_verifier
-from node.protocols.release import VERSION, ErrorBody, seal, sweep_claimer
+from node.protocols.claims import sweep_claimer
+from node.protocols.envelope import VERSION, ErrorBody, seal
 from node.stores.contracts import ContractStore
 from node.protocols.testing import GossipNet
 from node.tee.client import InProcessEnclave

@@ -38,12 +38,12 @@ def released_by(node, r) -> list[int]:
 
 def released_by_protocols(eng: Engine) -> int:
     """Releases each side's ContractRun counts as its own (its enclave's view of the contract)."""
-    return sum(len(released_by(n, r)) for n in eng.nodes if n.release is not None for r in n.release.runs.values())
+    return sum(len(released_by(n, r)) for n in eng.nodes if n.runner is not None for r in n.runner.runs.values())
 
 
 def client_contract(eng: Engine, cid: str):
     deal = eng.contracts.deals[cid]
-    return eng.nodes[deal.client].release.runs[cid]
+    return eng.nodes[deal.client].runner.runs[cid]
 
 
 def client_gave(eng: Engine, cid: str) -> int:
@@ -61,7 +61,7 @@ def test_honest_swaps_every_round_is_a_release_record_of_the_enclaves():
     # each round of each contract is one release record journaled by the giver's enclave, and nothing else is
     # (a contract still running when the run ends counts the rounds its two sides released so far)
     running = sum(len(released_by(n, r)) for cid, d in eng.contracts.deals.items() if d.outcome is None
-                  for n in (eng.nodes[d.client], eng.nodes[d.device]) for r in [n.release.runs.get(cid)]
+                  for n in (eng.nodes[d.client], eng.nodes[d.device]) for r in [n.runner.runs.get(cid)]
                   if r is not None)
     assert s["release_records"] == s["rounds_of_claimed_contracts"] + running
     assert s["release_records"] == s["release_notes"] == released_by_protocols(eng)

@@ -1,4 +1,4 @@
-"""The standard library of contracts: ``swap``, ``escrow``, ``option``, ``ring`` (and ``turns``, release/1's).
+"""The standard library of contracts: ``swap``, ``escrow``, ``option``, ``ring`` (and ``turns``, the swap ``keyswitch swap`` runs).
 
 ``source(name)`` returns the source text; ``names()`` lists them. Examples of
 each are in ``node/contracts/README.md``.
