@@ -21,6 +21,7 @@ from node import config as cfgmod
 from node.app.daemon import run_daemon
 from node.dev.localnet import init_datadir
 from node.protocols.base import GossipReceived, Result
+from node.protocols.contract_run import ContractRun
 from tests.adversarial.offerkit import Node, gossip, offers_of
 
 
@@ -38,7 +39,8 @@ def test_a_configured_file_feed_prices_the_offers_and_checks_peers_offers(tmp_pa
         async with trio.open_nursery() as nursery:
             node = await nursery.start(functools.partial(run_daemon, cfg, out=out))
             try:
-                offers, rfp, run = node.driver.protocols[0], node.driver.protocols[1], node.driver.protocols[5]
+                offers, rfp = node.driver.protocols[0], node.driver.protocols[1]
+                run = next(p for p in node.driver.protocols if isinstance(p, ContractRun))  # (by type: not a position)
                 feed = offers.prices
                 seen["same"] = (rfp.prices is feed, run.price_of.__self__.prices is feed)
                 seen["source"] = feed.source

@@ -11,7 +11,7 @@ from libp2p.peer.id import ID
 from libp2p.pubsub import gossipsub
 
 from node.runtime import gossiprecord
-from tests.runtime.test_runtime import T, Probe, cfg, line, run_host, wait_for
+from tests.runtime.hostkit import T, Probe, cfg, line, run_host, wait_for
 
 pytestmark = pytest.mark.network
 

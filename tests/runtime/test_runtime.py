@@ -14,14 +14,12 @@ import socket
 import stat
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import trio
 
 from node import identity
 from node.protocols.base import (
-    GossipReceived,
     PeerConnected,
     RequestReceived,
     Respond,
@@ -32,69 +30,11 @@ from node.protocols.base import (
     Started,
     TaskDone,
     TimerFired,
-    Validation,
-    topic,
 )
 from node.runtime import Node, NodeConfig, run_host
-from tests.polling import eventually
+from tests.runtime.hostkit import ECHO, T, Probe, cfg, line, wait_for
 
 pytestmark = pytest.mark.network
-
-T = topic("rt", "probe", 1)
-ECHO = "/keyswitch/test/rt-echo/1"
-
-
-class Probe:
-    """validate: b"ok*" ACCEPT, b"bad*" REJECT, b"old*" IGNORE. Records everything."""
-
-    topics = (T,)
-    stream_protocols = (ECHO,)
-
-    def __init__(self) -> None:
-        self.got: list[tuple[bytes, str]] = []
-        self.verdicts: list[str] = []
-        self.events: list = []
-        self.outbox: list = []  # commands to return on the next event
-
-    def validate(self, topic_, data, from_peer, now):
-        if data.startswith(b"bad"):
-            v = Validation.reject("bad")
-        elif data.startswith(b"old"):
-            v = Validation.ignore("old")
-        else:
-            v = Validation.accept()
-        self.verdicts.append(v.result.value)
-        return v
-
-    def handle(self, event, now):
-        self.events.append(event)
-        if isinstance(event, GossipReceived):
-            self.got.append((event.data, event.from_peer))
-        if isinstance(event, RequestReceived):
-            return [Respond(event.request_id, event.data.upper())]
-        out, self.outbox = self.outbox, []
-        return out
-
-
-def cfg(tmp: Path, name: str, **kw) -> NodeConfig:
-    kw.setdefault("target_peers", 1)
-    kw.setdefault("pex_interval", 3600.0)
-    return NodeConfig(datadir=tmp / name, net="rt", heartbeat=0.2, seed=1, **kw)
-
-
-wait_for = eventually  # the shared polled wait (scaled timeout, names what it waited for)
-
-
-async def line(nursery, tmp_path, **kw):
-    """a - b - c, each with a Probe."""
-    probes = [Probe(), Probe(), Probe()]
-    nodes = [await nursery.start(run_host, cfg(tmp_path, n, **kw), [p]) for n, p in zip("abc", probes)]
-    a, b, c = nodes
-    await a.connect(b.listen_addrs[0])
-    await c.connect(b.listen_addrs[0])
-    await wait_for(lambda: len(b.mesh_peers(T)) == 2 and a.mesh_peers(T) and c.mesh_peers(T), what="mesh")
-    return nodes, probes
-
 
 async def test_standard_protocols_noise_only_and_persisted_identity(tmp_path):
     async with trio.open_nursery() as n:

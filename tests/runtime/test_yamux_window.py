@@ -12,7 +12,7 @@ import trio
 from libp2p.stream_muxer.yamux import yamux as ym
 
 from node.runtime import run_host, yamuxwin
-from tests.runtime.test_runtime import ECHO, Probe, cfg
+from tests.runtime.hostkit import ECHO, Probe, cfg
 
 pytestmark = pytest.mark.network
 
