@@ -131,7 +131,6 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
 
             async def heights() -> None:
                 """Ledger heights for the language contracts' time-locks (the enclaves trust us for them)."""
-                nursery.start_soon(offer_heights)
                 while True:
                     if stack.desk.heights_wanted():  # (on the contract worker: it feeds the contract runner)
                         node.driver.submit(stack.desk.run, stack.desk.feed_heights)
@@ -175,6 +174,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
             nursery.start_soon(prices_refresher)
             nursery.start_soon(offers_refresher)
             nursery.start_soon(heights)
+            nursery.start_soon(offer_heights)
             nursery.start_soon(stack.escrow.run, node)
             await node.stopped.wait()
             nursery.cancel_scope.cancel()

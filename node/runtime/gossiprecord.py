@@ -6,7 +6,9 @@ addresses (``BasicHost.get_addrs``, parsing each multiaddr) to compare them with
 the record. ``KsPubsub.write_msg`` then clears the field from every RPC (the hello of each stream, built by
 ``Pubsub.get_hello_packet``, carries the record; go- and js-libp2p send it in no gossip RPC), so that work was
 thrown away: about 4 % of a provider's CPU in ``benchmarks.request``. ``install()`` makes ``GossipSub``'s own
-reference answer "no record" (an empty field, not sent); ``Pubsub``'s (the hello, a subscription change) is
+reference answer "no record": py-libp2p still assigns the field, so it is present and empty, and
+``KsPubsub.write_msg`` clears it (present at all, not only non-empty) or a receiver drops the RPC as an invalid
+record; gossipsub's queued RPCs lose it in the queue's split anyway; ``Pubsub``'s (the hello, a subscription change) is
 untouched. Installed once per process by ``node.runtime.gossip``.
 """
 
