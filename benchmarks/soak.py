@@ -59,7 +59,7 @@ FD_NOISE = 5
 #: a leak from the noise (before the fix: 112 -> 135 at most; after: 100.5 -> 118.5 at most, the probes in flight)
 TASK_GROWTH, TASK_NOISE = 0.15, 10
 SETTLE = 120.0
-ROUND_TIMEOUT = 30.0  # node.protocols.contract_run: a contract with no progress for this long ends (withheld)
+ROUND_TIMEOUT = 30.0  # node.contracts.protocol.run: a contract with no progress for this long ends (withheld)
 
 
 def warmup_of(seconds: float) -> float:

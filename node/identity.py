@@ -4,7 +4,7 @@
   identity (its peer id), mode 0600, written atomically. The libp2p stack
   uses it online, all the time.
 * ``claim.seed`` holds the 32-byte seed the owner's claim (sweep
-  destination) keys derive from (``node.swaps.claim_key``), mode 0600,
+  destination) keys derive from (``node.contracts.desk.swaps.claim_key``), mode 0600,
   created once. It is not derived from the identity key and the identity key
   is not derived from it: a leaked network key reveals no claim key.
 
@@ -13,7 +13,7 @@ Deposit keys and the enclave's own keys never leave the enclave (``node.enclave`
 Migration: a data directory from before the claim seed has no
 ``claim.seed``; the node creates it (random) on its first start. Addresses
 claimed before then were derived from ``identity.key``
-(``node.swaps.claim_key(identity seed, deposit pub)``), which stays where it
+(``node.contracts.desk.swaps.claim_key(identity seed, deposit pub)``), which stays where it
 is, so those keys can still be re-derived.
 """
 

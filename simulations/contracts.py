@@ -1,21 +1,21 @@
 """Real contracts in the virtual engine (``requests.contracts = "real"``).
 
 In this mode every contract between two simulated devices is the swap as a contract: the schedule
-compiled to the stdlib ``turns`` contract (``node.protocols.schedule.schedule_spec``) and run by the node's own
+compiled to the stdlib ``turns`` contract (``node.contracts.protocol.schedule.schedule_spec``) and run by the node's own
 ``ContractRun`` (``/keyswitch/contract-run/1``: open / opened, one release at a time as the contract
 allows, funds checks and sweeps as ``LedgerCall`` commands), between the two devices' real in-process
 enclaves (each decides and signs every release itself), through the engine's one interpreter
 (``Engine.run_cmds``), on the engine's clock, network latencies and ``DevLedger``. Nothing here decides
 an outcome: the client's swap-shaped outcome (``contract.withheld`` / ``contract.outcome``, from
 ``contract_swap.swap_outcome``) is what the engine counts, and the client's ``OutcomeReporter``
-(``node.swaps``, as a daemon's swap desk runs it) applies each settled claim and each withholding to its
+(``node.contracts.desk.swaps``, as a daemon's swap desk runs it) applies each settled claim and each withholding to its
 reputation and gossips the report its enclave signs, carrying the release record the device's enclave signed.
 
 What a chosen set becomes: per device in it, one swap. The client (party 0, it gives first) pays with
 fresh deposits of its own asset, one per chunk it receives and of the same USD value (its "wallet": made
 at the contract's start, never offered); the device gives the chosen chunks. The schedule is
 ``swap_schedule`` (a0, b0, a1, b1, ...: neither side is ever exposed to more than one chunk). The
-agreement over ``/keyswitch/contract/1`` (``node.swaps.SwapDesk.accept``) is not run: the device
+agreement over ``/keyswitch/contract/1`` (``node.contracts.desk.swaps.SwapDesk.accept``) is not run: the device
 ``expect``s the spec, as it would after agreeing. Both sides sweep what they receive (claim policy
 "sweep", the daemon's default). An honest device retracts its committed chunks from its sheet at
 agreement (as ``SwapDesk`` does) and its owner deposits as many fresh chunks at once (one new sheet; supply
@@ -41,8 +41,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from node import wire
-from node.protocols.contract_run import PROTOCOL_ID
-from node.protocols.schedule import Chunk, Schedule, swap_schedule
+from node.contracts.protocol.run import PROTOCOL_ID
+from node.contracts.protocol.schedule import Chunk, Schedule, swap_schedule
 from node.tee.broken import BrokenEnclave
 
 CONTRACT_PROTOCOL = PROTOCOL_ID
@@ -176,9 +176,9 @@ class ContractLayer:
 
     def attach(self, node) -> None:
         """Give a publishing node its contract runner (and a full node its outcome reporter)."""
-        from node.protocols.contract_run import ContractRun, RunRecord
+        from node.contracts.protocol.run import ContractRun, RunRecord
         from node.protocols.offers import AttestationCache
-        from node.protocols.claims import MemoryContractStore, sweep_claimer
+        from node.contracts.protocol.claims import MemoryContractStore, sweep_claimer
 
         sim = self.sim
         binding = node.enclave.binding_for(sim.net, node.peer_id)
@@ -188,7 +188,7 @@ class ContractLayer:
             claim=sweep_claimer(lambda: node.enclave, sim.ledger, lambda c: self._owner_address(node, c)),
             store=MemoryContractStore(record_type=RunRecord), claim_policy="sweep", round_timeout=self.round_timeout)
         if node.outcomes is not None:
-            from node.swaps import OutcomeReporter
+            from node.contracts.desk.swaps import OutcomeReporter
 
             self.reporters[node.idx] = OutcomeReporter(
                 net=sim.net, engine=node.engine, outcomes=lambda: node.outcomes, enclave=lambda: node.enclave,
@@ -208,7 +208,7 @@ class ContractLayer:
     def start(self, client, offers: tuple) -> None:
         """The client's chosen set: one swap per device in it."""
         from node.contracts.spec import spec_id
-        from node.protocols.schedule import schedule_spec
+        from node.contracts.protocol.schedule import schedule_spec
 
         sim = self.sim
         by_dev: dict[bytes, list] = {}

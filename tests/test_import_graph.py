@@ -94,10 +94,10 @@ def test_the_cycle_check_can_fail():
 
 
 # -- the layers point down (issue #19: a layout that shows the architecture) -------------------------------------
-#: the application and the tools on top of it: only each other, the desks (``node.swaps``, ``node.escrowdesk``,
+#: the application and the tools on top of it: only each other, the desks (``node.contracts.desk.swaps``, ``node.contracts.desk.escrow``,
 #: application code kept at the root for now), the simulator and the bootstrap program may import them
 UPPER = ("node.app", "node.dev", "node.cli", "node.__main__")
-UPPER_USERS = UPPER + ("node.swaps", "node.escrowdesk", "simulations", "bootstrap")
+UPPER_USERS = UPPER + ("node.contracts.desk.swaps", "node.contracts.desk.escrow", "simulations", "bootstrap")
 #: the primitives at the root of ``node``: they import no layer above them (only each other and the asset table)
 PRIMITIVES = ("node.wire", "node.crypto", "node.clock", "node.config", "node.fsutil", "node.logs", "node.identity",
               "node.peerkey", "node.metrics")

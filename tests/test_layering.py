@@ -11,6 +11,10 @@ PURE = ["node.protocols", "node.risk", "node.enclave", "node.contracts"]
 #: what loading a pure package may not load: the network stack; for the sans-IO layers (not the enclave, which
 #: keeps its sealed store and draws its keys) the database too
 IO_STACK = {"trio", "libp2p"}
+#: the one host-side folder inside a pure package: a contract's desk (``node.contracts.desk``) lives beside its
+#: language and protocol (issue #19: one concept, one folder) and does I/O; nothing pure may import it, which the
+#: probe below sees (importing a pure module that imports the desk loads trio)
+HOST_SIDE = ("node.contracts.desk",)
 SANS_IO_STACK = IO_STACK | {"sqlite3", "_sqlite3"}
 
 
@@ -21,7 +25,8 @@ def loaded_io_stack(module: str) -> str:
         "import importlib, pkgutil, sys\n"
         f"pkg = importlib.import_module({module!r})\n"
         "for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
-        "    importlib.import_module(m.name)\n"
+        f"    if not m.name.startswith({HOST_SIDE!r}):\n"
+        "        importlib.import_module(m.name)\n"
         f"bad = sorted(n for n in sys.modules if n.split('.')[0] in {sorted(banned)!r})\n"
         "print(','.join(bad))\n"
     )
@@ -101,6 +106,8 @@ def test_sans_io_packages_do_no_io():
     bad = []
     for pkg in SANS_IO:
         for f in sorted((root / pkg).rglob("*.py")):
+            if ".".join(f.relative_to(root).with_suffix("").parts).startswith(HOST_SIDE):
+                continue
             uses = io_uses(f.read_text())
             if uses:
                 bad.append(f"{f.relative_to(root).as_posix()}: {sorted(uses)}")
@@ -117,7 +124,7 @@ def test_the_io_scan_sees_what_it_must():
     src = ("import sqlite3\ndef f():\n    from node.stores.contracts import ContractStore\n    import node.fsutil\n"
            "    from node import stores\n    from importlib import resources\n    import os.path\n")
     assert io_uses(src) == {"sqlite3", "node.stores", "node.fsutil", "importlib.resources", "os"}
-    assert io_uses("from node.protocols.claims import MemoryContractStore\n") == set()
+    assert io_uses("from node.contracts.protocol.claims import MemoryContractStore\n") == set()
 
 
 def test_the_check_itself_catches_io_imports():
@@ -241,7 +248,7 @@ def test_a_running_enclave_loads_no_project_file_that_is_not_measured(tmp_path):
     import sys as _sys
 
     from node.assets import address_for
-    from node.protocols.schedule import Chunk, schedule_spec, swap_schedule
+    from node.contracts.protocol.schedule import Chunk, schedule_spec, swap_schedule
     from node.tee.client import InProcessEnclave, SubprocessEnclave
     from tests.tee.testbuild import attest
 

@@ -87,7 +87,7 @@ class ContractBody(msgspec.Struct, forbid_unknown_fields=True):
     premium_chunks: int = 1  # option: how many of our ``give`` chunks are the premium
     premium_blocks: int = 20  # option: the premium is due within this many blocks of ``take``
     expiry_blocks: int = 100  # option: exercise within this many blocks of ``take``
-    key_escrow: KeyEscrowBody | None = None  # escrow / option: our chunks' keys in k-of-n shares (node.escrowdesk)
+    key_escrow: KeyEscrowBody | None = None  # escrow / option: our chunks' keys in k-of-n shares (node.contracts.desk.escrow)
 
 
 class RecoverBody(msgspec.Struct, forbid_unknown_fields=True):

@@ -103,7 +103,7 @@ SPEC = {
                                    "required": ["holders", "k", "recovery"],
                                    "description": "escrow / option: our chunks' keys in Shamir shares held by "
                                                   "these nodes, k of which rebuild a key in the recovery node's "
-                                                  "enclave when the contract refunds it (node.escrowdesk)",
+                                                  "enclave when the contract refunds it (node.contracts.desk.escrow)",
                                    "properties": {
                                        "holders": {"type": "array", "minItems": 2, "maxItems": 16, "uniqueItems": True,
                                                    "items": {"type": "string", "minLength": 1, "maxLength": MAX_PEER_ID}},

@@ -2,7 +2,7 @@
 
 ``daemon`` starts it (enclave, ledger, offer book, protocols on the libp2p runtime, the local API);
 ``services`` is what the local API asks of it; ``stack`` builds the offer stack the daemon, the simulator
-and the tests share; the desks (``requestdesk``, ``node.swaps``, ``node.escrowdesk``) drive contracts;
+and the tests share; the desks (``requestdesk``, ``node.contracts.desk.swaps``, ``node.contracts.desk.escrow``) drive contracts;
 ``deposits`` and ``balance`` keep the node's deposits and what its contracts moved. Nothing below this
 package imports it.
 """

@@ -22,7 +22,7 @@ def received_claims(release_store, run_store) -> list[tuple[str, Any, Any]]:
     """``[(contract key, Chunk, ClaimRecord)]``: every claim record of a key due to us, swaps (``release_store``)
     and language contracts (``run_store``). Records that do not decode are skipped (the protocols report them)."""
     from node.contracts.spec import decode_spec
-    from node.protocols.schedule import Chunk
+    from node.contracts.protocol.schedule import Chunk
 
     out: list[tuple[str, Any, Any]] = []
     for key, rec in release_store.items():

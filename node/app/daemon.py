@@ -77,7 +77,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     stack.chunk_usd_cents = int(round(cfg["deposits.chunk_usd"] * 100))
     stack.refresh_offers(clock.now())
     add_switchboard(stack, datadir, cfg)
-    from node.swaps import HEIGHTS_EVERY, SwapDesk
+    from node.contracts.desk.swaps import HEIGHTS_EVERY, SwapDesk
 
     stack.desk = SwapDesk(stack, clock=clock, claim_policy=cfg["claims.policy"],  # claim keys: claim.seed
                           prices=prices, price_tolerance=cfg["risk.price_tolerance"],
@@ -86,7 +86,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     for key, what in stack.desk.migrated:  # release/1 records of an older node: now contract-run records
         print(f"release/1 record {key}: {what}", file=out, flush=True)
     stack.refresh_offers(clock.now())  # kept keys a crash left unadopted are offered at once
-    from node.escrowdesk import EscrowDesk
+    from node.contracts.desk.escrow import EscrowDesk
 
     stack.escrow = EscrowDesk(stack, clock)  # /keyswitch/key-escrow/1: holder, owner, recovery
     metrics = NodeMetrics()

@@ -141,7 +141,7 @@ def make_deposits(enclave, ledger, store: DepositStore, *, asset: str, chunks: i
 def adopt_kept(store: DepositStore, kept, ledger, enclave, *, now: float, prices=None) -> list[Deposit]:
     """Turn keys this node kept from contracts (claim policy "keep") into its deposits, each once.
 
-    ``kept`` is ``[(contract key, Chunk)]`` (``node.swaps.kept_chunks``). A key is adopted only while the
+    ``kept`` is ``[(contract key, Chunk)]`` (``node.contracts.desk.swaps.kept_chunks``). A key is adopted only while the
     enclave holds it (never exported: it stays in the enclave) and its funds are at the address, confirmed
     and not being spent (a giver's double spend leaves it out); its funding transaction is read from the
     ledger, its USD value at the current price. Idempotent: the key is the deposit's primary key, so a

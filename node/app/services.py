@@ -253,7 +253,7 @@ class NodeServices:
         except Exception as exc:  # a bug: say what, in the answer and the log
             log.exception("planning a %s failed", kind)
             raise ApiError(500, f"planning the {kind} failed: {type(exc).__name__}: {exc}") from None
-        if terms.get("key_escrow"):  # our chunks' keys in shares held by other nodes (node.escrowdesk)
+        if terms.get("key_escrow"):  # our chunks' keys in shares held by other nodes (node.contracts.desk.escrow)
             spec, summary = await self.stack.escrow.attach(self, spec, summary, terms["key_escrow"])
         why = desk.reserve_spec(spec, self.clock.now())  # the peer's device, owner and class caps, held
         if why:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # (types only: the application layer imports what it composes
     from node.app.deposits import DepositStore
     from node.assets.prices import PriceFeed
     from node.attest.tcb_policy import TcbPolicy
-    from node.escrowdesk import EscrowDesk
+    from node.contracts.desk.escrow import EscrowDesk
     from node.ledger.base import Ledger
     from node.protocols.offers import Offer, OffersProtocol
     from node.protocols.outcomes import OutcomesProtocol, ReleaseRecords
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # (types only: the application layer imports what it composes
     from node.risk.engine import RiskEngine
     from node.risk.reputation import Reputation
     from node.stores.offerbook import OfferBook
-    from node.swaps import SwapDesk
+    from node.contracts.desk.swaps import SwapDesk
     from node.tee.client import Enclave
 
 

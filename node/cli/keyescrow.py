@@ -1,6 +1,6 @@
 """``keyswitch key-escrow`` (what this node holds for others, what it is the recovery node of, its recoveries)
 and ``keyswitch recover --contract ID`` (as an owner's recovery node: bring its key-escrowed chunks home).
-Through the running daemon's API (``GET /v1/escrow``, ``POST /v1/escrow/recover``); see node/escrowdesk.py."""
+Through the running daemon's API (``GET /v1/escrow``, ``POST /v1/escrow/recover``); see node/contracts/desk/escrow.py."""
 
 from __future__ import annotations
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from node.protocols.base import Command, LedgerCall, Notify, Publish, Respond, SendRequest, SetTimer, TaskDone
-from node.protocols.contract_run_state import _funds_missing
-from node.protocols.claims import (
+from node.contracts.protocol.state import _funds_missing
+from node.contracts.protocol.claims import (
     FUNDS_OK, FUNDS_SHORT, FUNDS_UNKNOWN, ClaimRecord, claim_chunk, funds_state, price_state,
 )
 

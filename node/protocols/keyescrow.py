@@ -17,7 +17,7 @@ beneficiary). Three roles, any node may play each:
   contract refunds that chunk to its owner (the time-lock path: at the refund height, or whatever the
   contract's refund rule says) and only for the term's beneficiary, an enclave it verified itself (the
   ``ask`` carries the beneficiary's binding and quote; the holder's host hands them to its enclave). With ``max_contracts`` /
-  ``max_shares`` set (the daemon: node/escrowdesk.py) a ``hold`` past either bound is refused, code "full".
+  ``max_shares`` set (the daemon: node/contracts/desk/escrow.py) a ``hold`` past either bound is refused, code "full".
 * **recovery** (``recover``: the owner's heir/backup node, whose enclave is the beneficiary): at the height,
   asks every holder for its share of the chunk, retries those that refuse (e.g. "not-allowed": their
   height is behind) or never answered (``request_timeout``) every ``retry_interval``, rebuilds the key in its enclave once k shares came, and
@@ -61,9 +61,9 @@ from node.protocols.base import (
     Command, Event, LedgerCall, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started,
     TaskDone, TimerFired, Validation,
 )
-from node.protocols.claims import ClaimRecord
-from node.protocols.envelope import ErrorBody, MessageError, error_message, parse, seal
-from node.protocols.schedule import Chunk
+from node.contracts.protocol.claims import ClaimRecord
+from node.contracts.protocol.envelope import ErrorBody, MessageError, error_message, parse, seal
+from node.contracts.protocol.schedule import Chunk
 from node.attest.binding import Binding
 from node.enclave.contracts import PartySig, SplitShare
 

@@ -121,7 +121,7 @@ class ReleaseSeen(msgspec.Struct, frozen=True):
 def read_release_record(record: bytes, *, net: str) -> ReleaseSeen | str:
     """The verified content of a signed release record, or why it is refused (size, encoding, version,
     network, kind, enclave signature): ``envelope.parse`` does the checks the contract protocol does."""
-    from node.protocols.envelope import MessageError, parse
+    from node.contracts.protocol.envelope import MessageError, parse
 
     if len(record) > MAX_RECORD_SIZE:
         return f"over size: {len(record)} > {MAX_RECORD_SIZE} bytes"
@@ -280,7 +280,7 @@ class OutcomesProtocol:
     def _index(self, r: OutcomeReport, now: float) -> list[Command]:
         """Index the report's release record; a second record of the same key by the same enclave to
         another recipient, contract or round completes a proof of cheating."""
-        from node.protocols.cheating import CheatingProof, verify_cheating_proof
+        from node.contracts.protocol.cheating import CheatingProof, verify_cheating_proof
 
         if not r.release:
             return []

@@ -88,7 +88,7 @@ def cheating_proof_checker(net: str) -> Callable[[RevocationNotice], str | None]
     notice's target device. Self-contained: any node checks it with no ledger and no trust."""
 
     def check(n: RevocationNotice) -> str | None:
-        from node.protocols.cheating import CheatingProof, verify_cheating_proof
+        from node.contracts.protocol.cheating import CheatingProof, verify_cheating_proof
 
         if n.kind != "device":
             return "a cheating proof revokes one device, not a class"

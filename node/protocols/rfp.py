@@ -17,7 +17,7 @@ size-bounded. Validation is pure and every check is labelled ``[REJECT]`` or
 ``[IGNORE]`` as in the consensus specs.
 
 Contract agreement ("run this contract with me") shares the stream protocol and
-lives in ``node.protocols.agreement``: ``RfpProtocol`` hands it those messages.
+lives in ``node.contracts.protocol.agreement``: ``RfpProtocol`` hands it those messages.
 
 Responder sortition (request version 2). A request carries ``draw_bp``: the
 share of peers, in basis points, drawn to answer it. A peer answers only if
@@ -52,7 +52,7 @@ import msgspec
 
 from node import peerkey, wire
 from node.assets.prices import DEFAULT_PRICE_TOLERANCE, StaticPrices, declared_usd_mismatch
-from node.protocols.agreement import Ack, Agreement, ContractOffer  # noqa: F401 (Ack, ContractOffer re-exported)
+from node.contracts.protocol.agreement import Ack, Agreement, ContractOffer  # noqa: F401 (Ack, ContractOffer re-exported)
 from node.protocols.base import (
     Command, Event, GossipReceived, Listeners, Notify, Publish, RequestReceived, Respond, ResponseReceived,
     SendRequest, SetTimer, Started, TimerFired, Validation, topic,
@@ -308,7 +308,7 @@ class RfpProtocol:
         #: woken by our request id once its decision is in ``results``
         self.result_listeners = Listeners()
         self.reasons: dict[str, int] = {}
-        #: contract agreement, on the same stream protocol (``node.protocols.agreement``)
+        #: contract agreement, on the same stream protocol (``node.contracts.protocol.agreement``)
         self.agreement = Agreement(net=net, sign=sign, stats=self.stats, reasons=self.reasons)
         #: proposals a request should draw (0: every peer answers every request); ``responders`` estimates how
         #: many peers answer a request sent to all (proposals received / share drawn, smoothed)
@@ -377,7 +377,7 @@ class RfpProtocol:
         return [SendRequest(CONTRACT_PROTOCOL, req.client, self._next, sign_msg("proposal", prop, self.sign),
                             timeout=10.0)]
 
-    # ------------------------------------------------------------ contract agreement (node.protocols.agreement)
+    # ------------------------------------------------------------ contract agreement (node.contracts.protocol.agreement)
     @property
     def on_contract(self) -> Callable[[str, ContractOffer, float], str | None] | None:
         """``on_contract(peer, offer, now) -> None | reason``: the node's policy for contract offers."""

@@ -4,7 +4,7 @@ Requests (gossiped), proposals and contract offers (over the stream protocol ``C
 ``SignedMsg``: its ``kind`` ("request", "proposal", "contract"), the wire-encoded body, and the sender's
 signature with its libp2p identity key (Ed25519; the key is read out of the peer id: ``node.peerkey``) over
 ``signing_bytes(kind, body)``. Every one of them carries ``issued_at`` and ``expiry``, checked by ``lifetime``.
-Used by ``node.protocols.rfp`` (requests, proposals) and ``node.protocols.agreement`` (contract offers).
+Used by ``node.protocols.rfp`` (requests, proposals) and ``node.contracts.protocol.agreement`` (contract offers).
 """
 
 from __future__ import annotations

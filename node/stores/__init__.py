@@ -3,7 +3,7 @@ engine keep their state in.
 
 The sans-IO layers (``node.protocols``, ``node.risk``, ``node.contracts``) do no I/O: each declares the narrow
 interface of the store it needs and keeps its state in memory by default (tests, the simulator); the
-composition root (``node.app.daemon``, ``node.swaps``) opens the stores below in the node's data directory and
+composition root (``node.app.daemon``, ``node.contracts.desk.swaps``) opens the stores below in the node's data directory and
 hands them in.
 
 ========================  =====================================  ============================================

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from node.fsutil import atomic_write
-from node.protocols.claims import MemoryContractStore
+from node.contracts.protocol.claims import MemoryContractStore
 
 SUFFIX = ".rec"
 
@@ -22,7 +22,7 @@ SUFFIX = ".rec"
 class ContractStore(MemoryContractStore):
     def __init__(self, path: Path | None = None, *, durable: bool = True, record_type: type | None = None) -> None:
         if record_type is None:  # the release/1 records a node kept before that protocol retired (read to migrate)
-            from node.protocols.contract_swap import ContractRecord
+            from node.contracts.protocol.swap import ContractRecord
 
             record_type = ContractRecord
         super().__init__(record_type=record_type)

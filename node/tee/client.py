@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
@@ -40,6 +40,9 @@ from node.crypto import verify_domain_sig  # noqa: F401  (re-exported: it moved 
 from node.attest.binding import Binding, keys_root
 from node.enclave import messages as m
 from node.enclave.core import OFFER_SHEET_TAG
+
+if TYPE_CHECKING:  # the enclave's answer types, named in annotations only (the client decodes them from the IPC)
+    from node.enclave.contracts import ContractStatus, HoldResult, OpenResult, ShareStatus, SplitShare, StepResult
 
 log = logging.getLogger("keyswitch.tee")
 T = TypeVar("T")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from node import identity
 from node.app.stack import add_switchboard, make_offer_stack
 from node.app.deposits import DepositStore, make_deposits
-from node.swaps import SwapDesk
+from node.contracts.desk.swaps import SwapDesk
 
 
 NET = "dev"

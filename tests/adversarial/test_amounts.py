@@ -25,8 +25,8 @@ from node.contracts.spec import Commit, make_spec, spec_id
 from node.ledger.devnet import FEES, DevLedger
 from node.protocols.base import RequestReceived, Started
 from node.contracts.spec import ReleaseBody
-from node.protocols.contract_run import FAILED
-from node.protocols.schedule import Chunk, schedule_spec, swap_schedule
+from node.contracts.protocol.run import FAILED
+from node.contracts.protocol.schedule import Chunk, schedule_spec, swap_schedule
 from node.protocols.testing import GossipNet
 from node.protocols.rfp import CONTRACT_PROTOCOL, RFP_VERSION, Ack, Proposal, ProposedOffer, sign_msg
 from tests.protocols import contract_run_kit as run_tests

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from node.ledger.devnet import DevLedger
-from node.protocols.schedule import Chunk, swap_schedule
+from node.contracts.protocol.schedule import Chunk, swap_schedule
 from node.protocols.testing import GossipNet
 from node.risk.engine import RiskEngine
 from tests.adversarial.deskkit import Clock, DrainedLedger as _Drained, connect, deliver, make_node
@@ -254,7 +254,7 @@ def test_holds_survive_a_restart_with_contracts_in_flight(pair, tick):
     """Two swaps in flight (the peer went silent); the victim's host restarts (new risk engine, new desk, same
     data directory): the contracts are rebuilt from the store and hold again, so a third is still refused."""
     from node.app.stack import add_switchboard
-    from node.swaps import SwapDesk
+    from node.contracts.desk.swaps import SwapDesk
 
     net, attacker, victim, now, _, root = pair
     _silent(net, attacker)
@@ -428,7 +428,7 @@ def test_a_lapsed_reservation_withdraws_its_agreement_so_a_late_open_cannot_exce
     withdrawn now: the victim opens only the two it still agrees to, the attacker's opens of the lapsed ones are
     refused, and the cap holds.""" 
     from node.contracts.spec import spec_id
-    from node.swaps import RESERVE_TTL
+    from node.contracts.desk.swaps import RESERVE_TTL
 
     net, attacker, victim, now, _, _ = pair
     mine, theirs = _chunks(attacker), _chunks(victim)

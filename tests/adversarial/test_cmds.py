@@ -18,8 +18,8 @@ import trio
 
 from node.protocols.base import LedgerCall, Notify, SetTimer, Started, TaskDone, TimerFired, Validation
 from node.protocols.interpret import LEDGER_OPS, UnknownCommand
-from node.protocols.claims import FUNDS_OK
-from node.protocols.schedule import Chunk
+from node.contracts.protocol.claims import FUNDS_OK
+from node.contracts.protocol.schedule import Chunk
 from node.protocols.testing import GossipNet
 
 CHUNK = Chunk("BTC-REG", "bcrt1qdeposit", bytes([2]) + bytes(32), 1_000)
@@ -164,7 +164,7 @@ async def test_a_blocking_handle_does_not_stall_the_event_loop():
 
 def test_the_contract_protocols_say_their_handle_blocks():
     """The protocols whose handle calls the enclave are the ones the runtime runs off the event loop."""
-    from node.protocols.contract_run import ContractRun
+    from node.contracts.protocol.run import ContractRun
     from node.protocols.keyescrow import KeyEscrow
     assert all(getattr(c, "handle_blocks", False) for c in (ContractRun, KeyEscrow))
 

@@ -110,7 +110,7 @@ def _desk_as_the_daemon_builds_it(datadir: Path):
     from node.clock import SystemClock
     from node.app.stack import add_switchboard, make_offer_stack
     from node.ledger.devnet import DevLedger
-    from node.swaps import SwapDesk
+    from node.contracts.desk.swaps import SwapDesk
 
     stack = make_offer_stack(datadir, NET, identity.peer_id(datadir), in_process=True)
     stack.ledger, stack.datadir = DevLedger(None, automine=True), datadir
@@ -126,8 +126,8 @@ def test_a_stolen_network_identity_key_does_not_give_the_owners_claim_keys(tmp_p
     import coincurve
 
     from node.crypto import tagged_hash
-    from node.protocols.schedule import Chunk
-    from node.swaps import claim_key
+    from node.contracts.protocol.schedule import Chunk
+    from node.contracts.desk.swaps import claim_key
 
     datadir = tmp_path / "node"
     stack, desk = _desk_as_the_daemon_builds_it(datadir)

@@ -53,7 +53,7 @@ def _commits(stack) -> list[Commit]:
 def _restart(net, stack, root, now: float) -> None:
     """The host restarts: a new risk engine and desk over the same data directory; the runner resumes (Started)."""
     from node.app.stack import add_switchboard
-    from node.swaps import SwapDesk
+    from node.contracts.desk.swaps import SwapDesk
 
     stack.engine.reputation.close()
     add_switchboard(stack, root / stack.datadir.name)
@@ -125,7 +125,7 @@ def test_agreements_resumed_after_a_restart_lapse_like_any_reservation(trio_):
     """An agreement resumed after a restart holds only as long as one made in this process would
     (``RESERVE_TTL`` from when it was agreed): then it is withdrawn (a late open is refused, "not-expected"), so
     it can neither hold the cap for a day (the runner's ``agreement_ttl``) nor open beyond the cap later."""
-    from node.swaps import RESERVE_TTL
+    from node.contracts.desk.swaps import RESERVE_TTL
 
     net, attacker, victim, third, now, ledger, root = trio_
     h = ledger.height("BTC-REG")

@@ -21,7 +21,7 @@ from node.contracts import stdlib
 from node.contracts.spec import Commit, PartySpec, make_spec, spec_id
 from node.ledger.devnet import DevLedger
 from node.protocols.testing import GossipNet
-from node.swaps import HEIGHT_FRESH
+from node.contracts.desk.swaps import HEIGHT_FRESH
 from tests.adversarial.deskkit import NET, connect, make_node
 
 OPTION = stdlib.source("option")

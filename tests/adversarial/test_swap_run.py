@@ -159,7 +159,7 @@ def test_a_proposal_the_peer_agrees_to_and_never_opens_ends_failed_and_frees_its
     """A hostile responder agrees to every offer and never opens the contract: the proposal holds its exposure on
     the peer's device for ``RESERVE_TTL``, then ends failed for the request desk (before: it waited for an
     outcome that never came, ``SWAP_LIMIT``) and its hold goes. Nothing of ours was committed."""
-    from node.swaps import RESERVE_TTL
+    from node.contracts.desk.swaps import RESERVE_TTL
 
     net, alice, bob, now = world
     spec, ended = _proposed_to_a_silent_peer(net, alice, bob, now)
@@ -178,10 +178,10 @@ def test_a_node_started_on_a_data_directory_with_a_release1_swap_in_flight_migra
     runner resumes, so the swap goes on over contract-run/1; a proposal never agreed is dropped (nothing moved).
     (That the migrated record resumes to the end with no key released twice: tests/protocols/test_contract_swap.)"""
     from node.protocols.base import Started
-    from node.protocols.contract_swap import ContractRecord
-    from node.protocols.schedule import Chunk, contract_id, swap_schedule
+    from node.contracts.protocol.swap import ContractRecord
+    from node.contracts.protocol.schedule import Chunk, contract_id, swap_schedule
     from node.stores.contracts import ContractStore
-    from node.swaps import SwapDesk
+    from node.contracts.desk.swaps import SwapDesk
     from tests.adversarial.deskkit import Clock
 
     now = time.time()

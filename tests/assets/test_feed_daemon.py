@@ -21,7 +21,7 @@ from node import config as cfgmod
 from node.app.daemon import run_daemon
 from node.dev.localnet import init_datadir
 from node.protocols.base import GossipReceived, Result
-from node.protocols.contract_run import ContractRun
+from node.contracts.protocol.run import ContractRun
 from tests.adversarial.offerkit import Node, gossip, offers_of
 
 

@@ -13,12 +13,12 @@ from node.contracts.spec import Commit, PartySpec, make_spec
 from node.crypto import ecies_encrypt
 from node.app.deposits import DepositStore, adopt_kept, offers_from
 from node.ledger.devnet import DevLedger
-from node.protocols.contract_run import RunRecord
-from node.protocols.claims import ClaimRecord
-from node.protocols.contract_swap import ContractRecord
-from node.protocols.schedule import Chunk, swap_schedule
+from node.contracts.protocol.run import RunRecord
+from node.contracts.protocol.claims import ClaimRecord
+from node.contracts.protocol.swap import ContractRecord
+from node.contracts.protocol.schedule import Chunk, swap_schedule
 from node.stores.contracts import ContractStore
-from node.swaps import kept_chunks
+from node.contracts.desk.swaps import kept_chunks
 from node.tee.client import InProcessEnclave
 from node.enclave.core import release_aad
 from tests.sheetbody import sheet_body

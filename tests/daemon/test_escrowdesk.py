@@ -1,9 +1,9 @@
-"""The daemon's key-escrow request checks (node.escrowdesk.check_request): every bad input refused with its
+"""The daemon's key-escrow request checks (node.contracts.desk.escrow.check_request): every bad input refused with its
 reason before any peer is asked. The daemons themselves: tests/functional/test_key_escrow.py."""
 
 import pytest
 
-from node.escrowdesk import check_request
+from node.contracts.desk.escrow import check_request
 
 PARTIES = ["payer", "payee", "arbiter"]
 

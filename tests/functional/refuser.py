@@ -14,7 +14,7 @@ REASON = "this node writes no options"
 
 def refuse_options() -> None:
     """From now on this process's ``SwapDesk`` refuses every option offered to it, with ``REASON``."""
-    from node.swaps import SwapDesk
+    from node.contracts.desk.swaps import SwapDesk
 
     accept = SwapDesk.accept
 

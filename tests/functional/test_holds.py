@@ -50,7 +50,7 @@ def test_concurrent_swaps_against_one_device_stay_within_its_cap_and_release_the
     until(ended, 180, "every contract ends")
     # two swaps agreed on one chunk (each plans this node's first k chunks): over release/1 an enclave refuses the
     # second's open; over contract-run/1 (the default) B opens the first at once, its chunk leaves its offers and B
-    # refuses the second at agreement. Either way its reservation goes with the refusal, not node.swaps.RESERVE_TTL
+    # refuses the second at agreement. Either way its reservation goes with the refusal, not node.contracts.desk.swaps.RESERVE_TTL
     # (60 s) after the agreement
     cs = a.get("/v1/contracts")["contracts"]
     reused = [e for status, e in ((s_, b_.get("error", "")) for s_, b_ in answers)

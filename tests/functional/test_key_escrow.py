@@ -20,7 +20,7 @@ import pytest
 from node.assets import address_for
 from node.ledger.client import DevLedgerClient
 from node.ledger.devnet import FEES
-from node.swaps import claim_key
+from node.contracts.desk.swaps import claim_key
 from tests.functional.framework import FACTOR, until
 
 pytestmark = pytest.mark.network

@@ -9,7 +9,7 @@ chunk lost, and its round timeout ends the swap as "withheld".
 
 from __future__ import annotations
 
-from node.protocols import contract_run
+from node.contracts.protocol import run as contract_run
 from node.protocols.base import Notify
 
 _run_request = contract_run.ContractRun._request

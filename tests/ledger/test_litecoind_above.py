@@ -45,8 +45,8 @@ def test_a_key_released_in_a_contract_spends_on_litecoind_with_another_library(l
     contract over contract-run/1), enclave to enclave; B keeps what it received in its enclave (claims.policy keep), then exports
     one key to its owner. A spend of that chunk built and signed with embit alone, not our ledger code, is
     what litecoind accepts; the other chunk's key, still in L's enclave's hands only as released, spends too."""
-    from node.protocols.contract_run import DONE
-    from node.protocols.schedule import Chunk, schedule_spec, swap_schedule
+    from node.contracts.protocol.run import DONE
+    from node.contracts.protocol.schedule import Chunk, schedule_spec, swap_schedule
     from tests.protocols import contract_run_kit as tr
 
     monkeypatch.setattr(tr, "AMOUNT", 3_000_000)
@@ -95,8 +95,8 @@ def node(root, name: str, ledger):
 
 def test_a_reorganisation_retracts_the_offers_counts_nothing_twice_and_the_chain_resumes(ltc, routed, tmp_path):
     from node.app.deposits import deposit_status, make_deposits
-    from node.protocols.claims import FUNDS_GONE, FUNDS_OK, funds_state
-    from node.protocols.schedule import Chunk
+    from node.contracts.protocol.claims import FUNDS_GONE, FUNDS_OK, funds_state
+    from node.contracts.protocol.schedule import Chunk
     from node.protocols.testing import GossipNet
 
     now = time.time()

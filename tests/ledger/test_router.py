@@ -71,7 +71,7 @@ def test_each_asset_goes_to_its_ledger_and_a_claim_sweeps_on_anvil(routed):
 def test_sweep_claimer_finds_its_earlier_sweep_through_the_router(routed):
     """A claim interrupted after its sweep (a crash) answers the same txid the second time: the router's
     watch reaches anvil for an ETH-DEV deposit."""
-    from node.protocols.claims import sweep_claimer
+    from node.contracts.protocol.claims import sweep_claimer
 
     class Enc:
         def export_to_owner(self, pub):

@@ -15,11 +15,11 @@ from node.ledger.devnet import FEES, DevLedger
 from node.protocols.base import (
     LedgerCall, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started, TimerFired,
 )
-from node.protocols.contract_run import (
+from node.contracts.protocol.run import (
     DONE, FAILED, AgreedRecord, ContractRun, RunRecord,
 )
 from node.protocols.offers import AttestationCache, default_attestation_verifier
-from node.protocols.claims import sweep_claimer
+from node.contracts.protocol.claims import sweep_claimer
 from node.stores.contracts import ContractStore
 from node.protocols.interpret import LedgerAdapters, UnknownCommand, run_ledger_call
 from node.tee.client import InProcessEnclave

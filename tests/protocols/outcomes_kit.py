@@ -10,7 +10,7 @@ from node.protocols.outcomes import (
 )
 from node.risk.engine import RiskEngine
 from node.stores.release_records import ReleaseRecordsDB
-from node.swaps import OutcomeReporter
+from node.contracts.desk.swaps import OutcomeReporter
 from tests.protocols.contract_run_kit import NET
 
 

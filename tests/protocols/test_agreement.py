@@ -1,4 +1,4 @@
-"""Contract agreement over /keyswitch/contract/1 (``node.protocols.agreement``), sans-IO: an offer made by one
+"""Contract agreement over /keyswitch/contract/1 (``node.contracts.protocol.agreement``), sans-IO: an offer made by one
 side is answered by the other's policy; every refusal of the envelope or the offer has its labelled reason;
 an answer lands in ``answers`` and wakes its listener."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from node import wire
 from node.peerkey import PeerSigner
-from node.protocols.agreement import Ack, Agreement, ContractOffer
+from node.contracts.protocol.agreement import Ack, Agreement, ContractOffer
 from node.protocols.base import Notify, RequestReceived, Respond, ResponseReceived
 from node.protocols.signed import CONTRACT_PROTOCOL, RFP_VERSION, SignedMsg, sign_msg
 

@@ -20,7 +20,7 @@ from node.protocols.outcomes import (
     validate_report,
 )
 from node.contracts.spec import ReleaseBody, release_context
-from node.protocols.cheating import CheatingProof, verify_cheating_proof
+from node.contracts.protocol.cheating import CheatingProof, verify_cheating_proof
 from node.protocols.revocation import RevocationProtocol, TrustConfig, cheating_proof_checker
 from node.protocols.testing import GossipNet
 from node.stores.release_records import ReleaseRecordsDB

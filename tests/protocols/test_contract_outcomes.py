@@ -15,7 +15,7 @@ from node.assets import address_for
 from node.contracts.spec import ReleaseBody
 from node.stores.offerbook import OfferBook
 from node.protocols.base import GossipReceived, Publish, Result
-from node.protocols.contract_run import DONE, FAILED, WITHHELD
+from node.contracts.protocol.run import DONE, FAILED, WITHHELD
 from node.protocols.outcomes import (
     OutcomeReport, OutcomesProtocol, check_record_of, validate_report,
 )
@@ -183,7 +183,7 @@ def test_a_double_spent_key_is_reported_with_the_spender_and_marks_the_giver(tmp
 
 
 def test_a_claim_whose_record_never_comes_back_is_reported_without_it_after_the_grace(tmp_path):
-    from node.swaps import RECORD_GRACE
+    from node.contracts.desk.swaps import RECORD_GRACE
 
     ledger, a, b, spec, cid, net = swap_setup(tmp_path, n=1)
     net.run(done=stopped(cid, a, b))

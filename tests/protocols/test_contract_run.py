@@ -13,12 +13,12 @@ from node.contracts import stdlib
 from node.contracts.spec import ReleaseBody, approval_digest, make_spec
 from node.ledger.devnet import DevLedger
 from node.protocols.base import RequestReceived, Respond
-from node.protocols.contract_run import (
+from node.contracts.protocol.run import (
     DONE, PROTOCOL_ID, RUNNING, WITHHELD, AckBody, ApproveBody, OpenBody,
 )
-from node.protocols.cheating import CheatingProof
-from node.protocols.envelope import VERSION, ErrorBody
-from node.protocols.cheating import verify_cheating_proof
+from node.contracts.protocol.cheating import CheatingProof
+from node.contracts.protocol.envelope import VERSION, ErrorBody
+from node.contracts.protocol.cheating import verify_cheating_proof
 from tests.protocols.contract_run_kit import Plan
 from tests.protocols.contract_run_kit import (
     AMOUNT, escrow_setup, every_second, FEE, NET, NOW, ring_net, running, Side, start, stopped, swap_setup,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from node.contracts import stdlib
 from node.contracts.spec import make_spec, spec_id
-from node.protocols.contract_run import DONE, RUNNING
+from node.contracts.protocol.run import DONE, RUNNING
 from node.ledger.base import Balance
 from node.ledger.devnet import DevLedger
 from tests.protocols.contract_run_kit import AMOUNT, FEE, NET, Net, Side, stopped

@@ -8,7 +8,7 @@ from node import wire
 from node.contracts import stdlib
 from node.contracts.spec import make_spec, spec_id
 from node.protocols.base import ResponseReceived, Respond, SendRequest
-from node.protocols.contract_run import DONE, PROTOCOL_ID, WHO_ATTEMPTS
+from node.contracts.protocol.run import DONE, PROTOCOL_ID, WHO_ATTEMPTS
 from node.ledger.devnet import DevLedger
 from tests.protocols.contract_run_kit import AMOUNT, FEE, NET, NOW, Net, Side, every_second, ring_net, stopped
 

@@ -13,13 +13,13 @@ import pytest
 from node import wire
 from node.contracts.spec import ReleaseBody, spec_id
 from node.ledger.devnet import FEES
-from node.protocols.contract_run import DONE, RUNNING, WITHHELD, ContractRun, RunRecord
-from node.protocols.contract_swap import ContractRecord, migrate_release_records, run_record_of
+from node.contracts.protocol.run import DONE, RUNNING, WITHHELD, ContractRun, RunRecord
+from node.contracts.protocol.swap import ContractRecord, migrate_release_records, run_record_of
 from node.protocols.offers import AttestationCache, default_attestation_verifier
-from node.protocols.claims import sweep_claimer
-from node.protocols.schedule import Chunk, schedule_spec, swap_schedule
+from node.contracts.protocol.claims import sweep_claimer
+from node.contracts.protocol.schedule import Chunk, schedule_spec, swap_schedule
 from node.stores.contracts import ContractStore
-from node.swaps import open_run_stores
+from node.contracts.desk.swaps import open_run_stores
 from node.tee.client import InProcessEnclave
 from tests.protocols import contract_run_kit as run_tests
 from tests.protocols.contract_run_kit import AMOUNT, NET, NOW, POLICY, Pair
@@ -206,7 +206,7 @@ def test_a_migrated_record_keeps_the_acks_claims_and_state(tmp_path):
 # tests/protocols/test_contract_run.py.)
 def turns_setup(tmp_path, plans=(None, None)):
     from node.ledger.devnet import DevLedger
-    from node.protocols.schedule import Chunk, schedule_spec, swap_schedule
+    from node.contracts.protocol.schedule import Chunk, schedule_spec, swap_schedule
 
     ledger = DevLedger(None, automine=True)
     a = run_tests.Side("A", tmp_path, ledger, "BTC-REG", 3, plans[0])
@@ -289,8 +289,8 @@ def test_a_runner_that_refuses_the_contract_before_signing_it_ends_it_failed_wit
     withheld. (A refusal that may pass, such as funds not yet confirmed, is retried: test_contract_run_funds.)"""
     from node.contracts.spec import spec_id
     from node.ledger.devnet import DevLedger
-    from node.protocols.contract_run import FAILED
-    from node.protocols.schedule import Chunk, schedule_spec, swap_schedule
+    from node.contracts.protocol.run import FAILED
+    from node.contracts.protocol.schedule import Chunk, schedule_spec, swap_schedule
 
     ledger = DevLedger(None, automine=True)
     a = run_tests.Side("A", tmp_path, ledger, "BTC-REG", 3)
@@ -476,7 +476,7 @@ def test_sigkill_of_the_enclave_process_after_a_step_then_restart_finishes_the_s
 def test_a_last_release_never_acknowledged_still_ends_the_swap_done(tmp_path):
     """A takes B's last key, but every ack of it is lost: both sides still end done (the enclaves' views say every
     key moved), each key released once."""
-    from node.protocols.envelope import AckBody
+    from node.contracts.protocol.envelope import AckBody
 
     ledger, a, b, spec, cid, net = turns_setup(tmp_path)
     last = spec.step_of(1, 2)

@@ -70,7 +70,7 @@ def _mallory_sells_to_carol_and_dave(tmp_path):
     """mallory (a BROKEN double-release enclave) and her two buyers, each expecting a swap of her one chunk (the
     turns contract over contract-run/1): (mallory, carol, dave, the net driving them, carol's spec, dave's spec)."""
     from node.ledger.devnet import DevLedger
-    from node.protocols.schedule import Chunk, schedule_spec, swap_schedule
+    from node.contracts.protocol.schedule import Chunk, schedule_spec, swap_schedule
     from node.tee.broken import BrokenEnclave
 
     from tests.protocols.contract_run_kit import Net, Side
@@ -95,7 +95,7 @@ def _double_sale(tmp_path, *, late: bool):
     """mallory (a BROKEN double-release enclave) sells her one chunk to carol and to dave. ``late``: mallory opens
     dave's contract once carol's has ended (carol swept the chunk), as under load in the demo."""
     from node.contracts.spec import spec_id
-    from node.protocols.contract_run import DONE, FAILED
+    from node.contracts.protocol.run import DONE, FAILED
 
     m, carol, dave, net, s1, s2 = _mallory_sells_to_carol_and_dave(tmp_path)
     cid1 = spec_id(s1)

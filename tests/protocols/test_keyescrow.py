@@ -18,13 +18,13 @@ from node.contracts import stdlib
 from node.contracts.spec import Commit, EscrowHolder, EscrowTerm, PartySpec, approval_digest, make_spec, spec_id
 from node.ledger.devnet import FEES, DevLedger
 from node.protocols.base import Notify, RequestReceived, Respond
-from node.protocols.contract_run import DONE, ApproveBody, ContractRun, RunRecord
+from node.contracts.protocol.run import DONE, ApproveBody, ContractRun, RunRecord
 from node.protocols.keyescrow import (
     ASKING, FAILED, MOVED, PROTOCOL_ID, SWEPT, AskBody, HoldBody, KeyEscrow, ShareBody,
 )
 from node.protocols.offers import AttestationCache, default_attestation_verifier
-from node.protocols.claims import sweep_claimer
-from node.protocols.envelope import VERSION, ErrorBody, seal
+from node.contracts.protocol.claims import sweep_claimer
+from node.contracts.protocol.envelope import VERSION, ErrorBody, seal
 from node.stores.contracts import ContractStore
 from node.protocols.testing import GossipNet
 from node.tee.client import InProcessEnclave

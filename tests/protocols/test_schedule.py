@@ -1,11 +1,11 @@
-"""The swap's schedule (``node.protocols.schedule``): one chunk at a time, never more than one exposed, each key
+"""The swap's schedule (``node.contracts.protocol.schedule``): one chunk at a time, never more than one exposed, each key
 once, two parties; compiled to the stdlib ``turns`` contract that /keyswitch/contract-run/1 runs."""
 
 from __future__ import annotations
 
 import pytest
 
-from node.protocols.schedule import Chunk, Round, Schedule, exposure, swap_schedule, validate_schedule
+from node.contracts.protocol.schedule import Chunk, Round, Schedule, exposure, swap_schedule, validate_schedule
 
 
 def test_swap_schedule_alternates_and_bounds_exposure():

@@ -324,7 +324,7 @@ class Tasks(Probe):
         if isinstance(event, TimerFired) and event.name == "tick":
             self.ticked.set()
         if isinstance(event, Started):
-            from node.protocols.schedule import Chunk
+            from node.contracts.protocol.schedule import Chunk
 
             chunk = Chunk("BTC-REG", "bcrt1qdeposit", bytes([2]) + bytes(32), 1_000)
             return [LedgerCall("slow", "funds_state", (chunk,)),

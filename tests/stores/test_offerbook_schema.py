@@ -56,6 +56,6 @@ def test_every_query_by_origin_goes_through_the_key_not_a_scan():
     for q, args in [("SELECT COUNT(*) FROM offers WHERE origin = ?", ("o",)),
                     ("SELECT offer_id FROM offers WHERE origin = ?", ("o",)),
                     ("DELETE FROM offers WHERE origin = ?", ("o",)),
-                    ("SELECT origin FROM offers WHERE address = ? AND origin = ?", ("a", "o"))]:  # node/swaps.py
+                    ("SELECT origin FROM offers WHERE address = ? AND origin = ?", ("a", "o"))]:  # node/contracts/desk/swaps.py
         plan = " ".join(r[-1] for r in book.db.execute("EXPLAIN QUERY PLAN " + q, args))
         assert "sqlite_autoindex_offers_1 (origin=?" in plan and "SCAN offers" not in plan, (q, plan)

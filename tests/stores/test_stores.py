@@ -12,8 +12,8 @@ import pytest
 import node.fsutil
 from node import wire
 from node.protocols.outcomes import ReleaseRecords
-from node.protocols.contract_swap import ContractRecord
-from node.protocols.schedule import Chunk, Round, Schedule
+from node.contracts.protocol.swap import ContractRecord
+from node.contracts.protocol.schedule import Chunk, Round, Schedule
 from node.risk.reputation import Reputation
 from node.stores.contracts import ContractStore
 from node.stores.release_records import ReleaseRecordsDB

@@ -198,7 +198,7 @@ def test_a_step_takes_the_key_signs_the_answer_and_releases_only_what_the_contra
     """``contract_step`` = ``contract_accept`` + a "release-msg" signature + ``contract_release``, in one call:
     a record refused by the accept releases nothing; a release the contract does not allow (yet) is not made
     and says why, while the key is still taken; the signature is the enclave's over the digest it was given."""
-    from node.protocols.schedule import Chunk, chunk_index, schedule_spec, swap_schedule
+    from node.contracts.protocol.schedule import Chunk, chunk_index, schedule_spec, swap_schedule
     from node.tee.client import verify_domain_sig
 
     a, b = InProcessEnclave(None), InProcessEnclave(None)
@@ -233,7 +233,7 @@ def test_a_step_takes_the_key_signs_the_answer_and_releases_only_what_the_contra
 
 
 def test_a_step_seals_once_and_a_failed_write_takes_and_releases_nothing(tmp_path, monkeypatch):
-    from node.protocols.schedule import Chunk, chunk_index, schedule_spec, swap_schedule
+    from node.contracts.protocol.schedule import Chunk, chunk_index, schedule_spec, swap_schedule
 
     a, b = InProcessEnclave(None), InProcessEnclave(tmp_path / "b")
     attest(a, b)

@@ -1,8 +1,8 @@
 """Contracts in the contract language run between enclaves (stream protocol ``/keyswitch/contract-run/1``), sans-IO.
 
 The one contract protocol (issue #19): it runs any ``ContractSpec`` (``node.contracts.spec``: stdlib
-``escrow``, ``option``, ``swap``, ``ring``, and ``turns``, the two-party swap ``node.swaps`` proposes, compiled
-from its schedule by ``node.protocols.schedule``) between its *runners*,
+``escrow``, ``option``, ``swap``, ``ring``, and ``turns``, the two-party swap ``node.contracts.desk.swaps`` proposes, compiled
+from its schedule by ``node.contracts.protocol.schedule``) between its *runners*,
 each of which holds the spec (agreed beforehand: ``start`` on every runner, or ``expect`` then the
 peer's ``open``). **The enclave decides**: each runner's host asks its enclave what the contract allows
 (``contract_status``) and asks it to release (``contract_release``) or refund (``contract_refund``);
@@ -12,7 +12,7 @@ pairwise channels pred -> p -> succ.
 Wire (``node.wire``: canonical MessagePack, size-bounded, version 1): ``wire.Signed`` envelopes, the
 ``release`` kind signed inside the giver's enclave (domain "release": the ``ReleaseBody`` record, so
 ``cheating.CheatingProof`` covers it), every other kind by the sender's enclave (domain "release-msg";
-``node.protocols.envelope``). Kinds::
+``node.contracts.protocol.envelope``). Kinds::
 
     open     OpenBody(spec, quote, sigs, binding)   runner -> runner (request): the spec, our quote, the
                                                     signatures over the contract id we know, and the
@@ -36,7 +36,7 @@ contract in a ledger task, ``LedgerCall``: the open is answered when it is done)
 via the host (``observe_height``, an event): the enclave trusts its host for heights (a TEE has no
 trusted clock). Approvals are verified here and again inside the enclave.
 
-States (``TRANSITIONS``), the message bodies and the records are in ``node.protocols.contract_run_state``
+States (``TRANSITIONS``), the message bodies and the records are in ``node.contracts.protocol.state``
 (re-exported here): RUNNING, then DONE, or WITHHELD (no progress by the deadline) then DONE, or FAILED.
 
 WITHHELD is reported (``contract.withheld``) but not terminal: late keys are still taken, and the
@@ -82,16 +82,16 @@ from node.protocols.base import (
     Command, Event, LedgerCall, Listeners, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer,
     Started, TaskDone, TimerFired, Validation,
 )
-from node.protocols.contract_run_state import (  # noqa: F401 (re-exported: the protocol's public names)
+from node.contracts.protocol.state import (  # noqa: F401 (re-exported: the protocol's public names)
     ACCEPTS_REQUEST, BODIES, CHEAT_CODES, DONE, FAILED, MAX_WAITING_OPENS, OPEN_REFUSALS, PROTOCOL_ID, RUNNING,
     TERMINAL, TRANSITIONS, WHO_ATTEMPTS, WITHHELD, AgreedRecord, ApproveBody, DeclineBody, OpenBody, OpenedBody, Run,
     RunRecord,
     WhoBody, _funds_missing, _quote_check,
 )
-from node.protocols.contract_swap import swap_outcome
-from node.protocols.claims import FUNDS_OK, FUNDS_UNKNOWN, ClaimRecord, MemoryContractStore, RecordStore
-from node.protocols.envelope import AckBody, MessageError, error_message, parse, seal
-from node.protocols.schedule import Chunk
+from node.contracts.protocol.swap import swap_outcome
+from node.contracts.protocol.claims import FUNDS_OK, FUNDS_UNKNOWN, ClaimRecord, MemoryContractStore, RecordStore
+from node.contracts.protocol.envelope import AckBody, MessageError, error_message, parse, seal
+from node.contracts.protocol.schedule import Chunk
 from node.attest.binding import Binding
 from node.enclave.contracts import PartySig
 
@@ -124,7 +124,7 @@ class ContractRun:
     round_timeout: float = 30.0
     #: s a contract we opened may wait, with no progress, for a runner that never signs it (a swap's proposer that
     #: agreed and never opens; ``turns`` has no time-lock): then our enclave drops it and our chunks are ours again.
-    #: Far past every agreement's life (``node.swaps.RESERVE_TTL``): an honest peer signs within seconds or never;
+    #: Far past every agreement's life (``node.contracts.desk.swaps.RESERVE_TTL``): an honest peer signs within seconds or never;
     #: our opens stop ``2 x request_timeout`` before, so none is in flight when we drop (``_drop``)
     drop_after: float = 600.0
     retry_interval: float = 2.0
@@ -194,7 +194,7 @@ class ContractRun:
 
     def agreements(self) -> list[tuple[bytes, ContractSpec, float]]:
         """(id, spec, agreed at) of every contract agreed with us and not yet running here: made in this process or
-        resumed from ``agreed`` after a restart (the host holds their exposure: ``node.swaps.SwapDesk.sync_holds``)."""
+        resumed from ``agreed`` after a restart (the host holds their exposure: ``node.contracts.desk.swaps.SwapDesk.sync_holds``)."""
         return [(cid, spec, at) for cid, (spec, at) in list(self._expected.items())]
 
     def forget(self, cid: bytes) -> None:

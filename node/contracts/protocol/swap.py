@@ -22,8 +22,8 @@ import msgspec
 
 from node.attest.binding import Binding
 from node.contracts.spec import ContractSpec, decode_spec, spec_id
-from node.protocols.claims import ChunkOutcome, ClaimRecord, Outcome, RecordStore
-from node.protocols.schedule import Schedule, schedule_spec
+from node.contracts.protocol.claims import ChunkOutcome, ClaimRecord, Outcome, RecordStore
+from node.contracts.protocol.schedule import Schedule, schedule_spec
 
 #: the states of a release/1 record (``ContractRecord.state``); a contract-run record uses the same words but for
 #: "proposed" (a release/1 proposal never agreed, which moved nothing)

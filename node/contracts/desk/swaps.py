@@ -12,7 +12,7 @@
   carries the stdlib ``turns`` spec of the schedule, built from the peer's
   attested binding (``who``), run over ``/keyswitch/contract-run/1``: the
   responder opens it first once it agreed, the proposer's enclave then takes it
-  already signed (``node.swaprun``). Quotes checked, keys exchanged encrypted
+  already signed (``node.contracts.desk.swaprun``). Quotes checked, keys exchanged encrypted
   enclave to enclave. (``/keyswitch/release/1``, the swap's own protocol before
   issue #19, is retired: ``open_run_stores`` migrates its records at start.)
 * **Escrow and option** (``plan_escrow`` / ``plan_option``): a ``ContractSpec`` of the stdlib
@@ -42,7 +42,7 @@ import logging
 from typing import Any, Callable
 
 from node.protocols.base import Notify
-from node.protocols.contract_run_state import OPEN_REFUSALS
+from node.contracts.protocol.state import OPEN_REFUSALS
 
 log = logging.getLogger("keyswitch.swaps")
 VALUE_TOLERANCE = 0.98
@@ -192,8 +192,8 @@ def open_run_stores(datadir, *, durable: bool = True):
     balance), ``migrated`` (old key, what happened) per release/1 record, for the log."""
     from pathlib import Path
 
-    from node.protocols.contract_run import AgreedRecord, RunRecord
-    from node.protocols.contract_swap import migrate_release_records
+    from node.contracts.protocol.run import AgreedRecord, RunRecord
+    from node.contracts.protocol.swap import migrate_release_records
     from node.stores.contracts import ContractStore
 
     datadir = Path(datadir)
@@ -222,7 +222,7 @@ class SwapDesk:
         (how many blocks from now a peer's contract may keep our chunks committed)."""
         from node.assets.prices import StaticPrices
         from node.identity import load_or_create_claim_seed
-        from node.protocols.claims import sweep_claimer
+        from node.contracts.protocol.claims import sweep_claimer
 
         self.stack, self.clock, self.claim_policy = stack, clock, claim_policy
         # the owner's claim seed (``claim.seed``), never the libp2p identity seed: see ``node.identity``
@@ -236,7 +236,7 @@ class SwapDesk:
         self._kept: tuple[tuple[int, int], list] | None = None  # (store versions, kept_chunks) of ``kept``
         ledger = stack.ledger
         own = stack.protocol.own
-        from node.protocols.contract_run import ContractRun
+        from node.contracts.protocol.run import ContractRun
 
         # the stores, release/1 records of an older node migrated first (its swaps in flight resume over contract-run/1)
         runs, agreed, self.legacy, self.migrated = open_run_stores(stack.datadir)
@@ -249,7 +249,7 @@ class SwapDesk:
             store=runs, claim_policy=claim_policy, agreed=agreed,
             price_of=self._price, price_tolerance=price_tolerance)
         self.arbitrated: dict[str, Any] = {}  # contract id hex -> spec, for escrows we arbitrate
-        from node.swaprun import SwapRuns
+        from node.contracts.desk.swaprun import SwapRuns
 
         self.swaps = SwapRuns(self)  # swaps over contract-run/1: proposals, the responder's start, their ends
         self.swaps.load()
@@ -283,7 +283,7 @@ class SwapDesk:
     def _funds(self, asset: str, address: str):
         """The address's ``Balance`` on our ledger: the protocols count a chunk as funded only when its
         confirmed balance, net of pending spends (a double spend waiting in the mempool counts as gone), is
-        at least the committed amount (``node.protocols.claims.funds_state``), never merely "above zero".
+        at least the committed amount (``node.contracts.protocol.claims.funds_state``), never merely "above zero".
         One ledger call; the protocols run it as a task, off the event loop."""
         return self.stack.ledger.balance(asset, address)
 
@@ -386,7 +386,7 @@ class SwapDesk:
         until its contract appears in a store (then the contract holds), its agreement is refused before it
         opened (the protocol no longer expects it: the enclave refused the open, the funds are gone...) or it
         expires (then the agreement is withdrawn too: a late open cannot hold beyond the caps)."""
-        from node.protocols.contract_run import TERMINAL as RUN_TERMINAL
+        from node.contracts.protocol.run import TERMINAL as RUN_TERMINAL
 
         engine = self.stack.engine
         # read before the stores: a protocol stops expecting a contract only once it is in its store
@@ -494,7 +494,7 @@ class SwapDesk:
     def _swap_schedule(self, peer: str, give_asset: str, take_asset: str, chunks: int,
                        busy: frozenset[bytes], addresses: frozenset[str] | None):
         """(schedule, summary, declared USD cents per round) of ``plan_swap``."""
-        from node.protocols.schedule import Chunk, swap_schedule
+        from node.contracts.protocol.schedule import Chunk, swap_schedule
 
         now = self.clock.now()
         mine = [o for o in (self.stack.protocol.own.offers if self.stack.protocol.own else [])
@@ -545,7 +545,7 @@ class SwapDesk:
     @staticmethod
     def is_swap(spec) -> bool:
         """Is ``spec`` a two-party swap (the stdlib ``turns`` contract ``plan_swap`` builds)? By the exact hash."""
-        from node.swaprun import is_swap
+        from node.contracts.desk.swaprun import is_swap
 
         return is_swap(spec)
 

@@ -5,7 +5,7 @@ deposit key (``chunk``) to whom (``taker``). ``swap_schedule(a_chunks, b_chunks)
 time (a0, b0, a1, b1, ...), so neither party is ever exposed to more than one chunk; ``validate_schedule``
 refuses any schedule that would expose a party to more. ``schedule_spec`` compiles a schedule to the stdlib
 ``turns`` contract (both parties' chunks and bindings; the step order = the schedule's rounds), which each
-enclave opens and signs and ``node.protocols.contract_run`` (``/keyswitch/contract-run/1``) runs; the enclave
+enclave opens and signs and ``node.contracts.protocol.run`` (``/keyswitch/contract-run/1``) runs; the enclave
 releases a key only when that contract allows it (its own view: its releases and the keys it accepted), so the
 one-chunk bound is enforced inside the enclaves, not by the hosts.
 """

@@ -126,8 +126,8 @@ class SwapRuns:
         """Proposals that ended before the peer opened them: a failed swap outcome to the watchers (as release/1's
         failed proposal), a row for ``contracts()``, no longer expected. On the trio thread."""
         from node.contracts.spec import spec_id
-        from node.protocols.contract_run import FAILED
-        from node.protocols.contract_swap import swap_outcome
+        from node.contracts.protocol.run import FAILED
+        from node.contracts.protocol.swap import swap_outcome
 
         desk = self.desk
         ended, self.unopened = self.unopened, []
@@ -192,8 +192,8 @@ class SwapRuns:
     def outcome(self, r):
         """A swap run's outcome (``claims.Outcome``) once it was withheld or ended, else None: the runner's, or
         for a run that ended before this process started, from our enclave's view of what moved."""
-        from node.protocols.contract_run import RUNNING
-        from node.protocols.contract_swap import swap_outcome
+        from node.contracts.protocol.run import RUNNING
+        from node.contracts.protocol.swap import swap_outcome
 
         from node.tee.client import EnclaveRefused
 
@@ -209,6 +209,6 @@ class SwapRuns:
     def withheld(r) -> bool:
         """A swap run that was withheld: over for the holds, as release/1's WITHHELD (what it cost is lost;
         ``turns`` has no time-lock, so nothing more moves unless the peer resumes)."""
-        from node.protocols.contract_run import WITHHELD
+        from node.contracts.protocol.run import WITHHELD
 
         return r.rec.state == WITHHELD and is_swap(r.spec)

@@ -4,7 +4,7 @@ The initiator sends a ``ContractOffer`` in the signed envelope (``node.protocols
 the contract's kind and its terms (a release schedule for "swap", a language contract's spec for "escrow",
 "option", "ring", "arbiter"). The responder checks the envelope and the offer as pure validation
 (``validate_offer``: every check ``[REJECT]`` or ``[IGNORE]`` with its reason), then asks its node's policy
-(``Agreement.on_contract``, set by the desks: ``node.swaps.SwapDesk.accept``; it says why it refuses, or
+(``Agreement.on_contract``, set by the desks: ``node.contracts.desk.swaps.SwapDesk.accept``; it says why it refuses, or
 None), and answers with an ``Ack``. The contract itself then runs over the one contract protocol
 (``/keyswitch/contract-run/1``), where each enclave checks again what protects its funds.
 

@@ -12,7 +12,7 @@ from typing import Callable, Protocol
 import msgspec
 
 from node import wire
-from node.protocols.schedule import Chunk
+from node.contracts.protocol.schedule import Chunk
 
 
 class ClaimRecord(msgspec.Struct, array_like=True, frozen=True):

@@ -15,7 +15,7 @@ import msgspec
 
 from node import wire
 from node.contracts.spec import ReleaseBody
-from node.protocols.envelope import MAX_MESSAGE, VERSION, signature_ok
+from node.contracts.protocol.envelope import MAX_MESSAGE, VERSION, signature_ok
 
 
 class CheatingProof(msgspec.Struct, array_like=True, frozen=True):

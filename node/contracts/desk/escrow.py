@@ -1,7 +1,7 @@
 """Key escrow in a running daemon (issue 7's liveness half): ``/keyswitch/key-escrow/1`` for operators.
 
 The protocol and the enclave side are ``node.protocols.keyescrow`` and ``node.enclave.contracts``; this
-module wires them into the daemon the way ``node.swaps`` wires ``ContractRun``:
+module wires them into the daemon the way ``node.contracts.desk.swaps`` wires ``ContractRun``:
 
 * **holder** (always on): the daemon runs ``KeyEscrow`` on its stream protocol, so any attested node may name
   it an escrow holder. It holds shares of at most ``MAX_HELD_CONTRACTS`` contracts and ``MAX_HELD_SHARES``
@@ -103,7 +103,7 @@ def check_request(ke: dict[str, Any], parties: list[str]) -> tuple[list[str], in
 class EscrowDesk:
     def __init__(self, stack, clock) -> None:
         from node.protocols.keyescrow import KeyEscrow
-        from node.protocols.claims import sweep_claimer
+        from node.contracts.protocol.claims import sweep_claimer
 
         self.stack, self.clock = stack, clock
         self.ledger = stack.ledger

@@ -1,4 +1,4 @@
-"""contract-run/1's states, wire bodies and records (``node.protocols.contract_run`` runs them), sans-IO.
+"""contract-run/1's states, wire bodies and records (``node.contracts.protocol.run`` runs them), sans-IO.
 
 States (``TRANSITIONS``)::
 
@@ -26,9 +26,9 @@ import msgspec
 from node.attest.binding import Binding
 from node.contracts.spec import ContractSpec, ReleaseBody
 from node.enclave.contracts import PartySig
-from node.protocols.claims import FUNDS_OK, ClaimRecord, funds_state
-from node.protocols.envelope import AckBody, ErrorBody
-from node.protocols.schedule import Chunk
+from node.contracts.protocol.claims import FUNDS_OK, ClaimRecord, funds_state
+from node.contracts.protocol.envelope import AckBody, ErrorBody
+from node.contracts.protocol.schedule import Chunk
 
 PROTOCOL_ID = "/keyswitch/contract-run/1"
 RUNNING, WITHHELD, DONE, FAILED = "running", "withheld", "done", "failed"

@@ -1,0 +1,9 @@
+"""node.contracts.desk: the host side of contracts (does I/O, unlike the rest of ``node.contracts``).
+
+* ``swaps``: ``SwapDesk``, a node's swaps from a plan to claimed chunks (``swaprun``: a swap's run over the
+  contract protocol, host side).
+* ``escrow``: ``EscrowDesk``, escrows, options, rings and arbiters: proposals, approvals, and their records.
+
+The desks are built by the composition root (``node.app``); they talk to the enclave through the node's
+client, to the ledgers through the asset registry, and to the protocols through the driver.
+"""
