@@ -1,7 +1,8 @@
 """node.contracts.desk: the host side of contracts (does I/O, unlike the rest of ``node.contracts``).
 
 * ``swaps``: ``SwapDesk``, a node's swaps from a plan to claimed chunks (``swaprun``: a swap's run over the
-  contract protocol, host side).
+  contract protocol, host side), written in parts: ``swaps_plan`` (planning), ``swaps_accept`` (the responder's
+  policy), ``swaps_holds`` (exposure holds); ``reporter``: ``OutcomeReporter``, outcomes to reputation and reports.
 * ``escrow``: ``EscrowDesk``, escrows, options, rings and arbiters: proposals, approvals, and their records.
 
 The desks are built by the composition root (``node.app``); they talk to the enclave through the node's
