@@ -245,33 +245,40 @@ def main(argv: list[str] | None = None) -> int:
                    help="a summary.json dotted key to plot (repeatable; default requests.ok_share)")
     w.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    from simulations.engine import quiet_node_logs
     from simulations.scenario import ScenarioError
 
     try:
-        if args.cmd == "sweep":
-            from simulations.sweep import sweep
-
-            sweep(args.scenario, args.grid, workers=args.workers, seed=args.seed, out=args.out,
-                  metrics=args.metric, quiet=args.quiet)
-            return 0
-        if args.cmd == "bench":
-            bench(args.scenario, args.nodes, args.duration)
-            return 0
-        if args.engine == "real":
-            run_real(args.scenario, seed=args.seed, out=args.out, quiet=args.quiet, nodes=args.nodes,
-                     max_wall=args.max_wall, argv=sys.argv if argv is None else argv)
-        else:
-            if args.nodes is not None:
-                print("--nodes applies to --engine real only", file=sys.stderr)
-                return 2
-            run(args.scenario, seed=args.seed, out=args.out, quiet=args.quiet,
-                argv=sys.argv if argv is None else argv)
+        with quiet_node_logs():
+            return _main(args, argv)
     except ScenarioError as exc:
         print(f"scenario error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted (every process started was stopped)", file=sys.stderr)
         return 130
+
+
+def _main(args, argv: list[str] | None) -> int:
+    """The command ``main`` parsed, run under ``quiet_node_logs``."""
+    if args.cmd == "sweep":
+        from simulations.sweep import sweep
+
+        sweep(args.scenario, args.grid, workers=args.workers, seed=args.seed, out=args.out,
+              metrics=args.metric, quiet=args.quiet)
+        return 0
+    if args.cmd == "bench":
+        bench(args.scenario, args.nodes, args.duration)
+        return 0
+    if args.engine == "real":
+        run_real(args.scenario, seed=args.seed, out=args.out, quiet=args.quiet, nodes=args.nodes,
+                 max_wall=args.max_wall, argv=sys.argv if argv is None else argv)
+    else:
+        if args.nodes is not None:
+            print("--nodes applies to --engine real only", file=sys.stderr)
+            return 2
+        run(args.scenario, seed=args.seed, out=args.out, quiet=args.quiet,
+            argv=sys.argv if argv is None else argv)
     return 0
 
 

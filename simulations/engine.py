@@ -123,6 +123,7 @@ Simplifications, stated:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import logging
@@ -150,10 +151,23 @@ PRUNE_AFTER_REJECTS = 3
 REFRESH_LAG = 5.0  # node.app.daemon's offers_refresher re-derives the offers every 5 s: a renewal is seen that late
 
 
+@contextlib.contextmanager
+def quiet_node_logs():
+    """Keep thousands of simulated nodes' warnings off the screen while the block runs, then the level as it was:
+    the simulator's programs run inside it (``simulations.__main__.main``, a sweep's worker); an ``Engine`` built
+    elsewhere (a test) leaves the process's logging as it found it."""
+    ks = logging.getLogger("keyswitch")
+    before = ks.level
+    ks.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        ks.setLevel(before)
+
+
 class Engine(EngineSummary):
     def __init__(self, sc: dict, *, log: Callable[[dict], None] | None = None,
                  progress: Callable[[float], None] | None = None) -> None:
-        logging.getLogger("keyswitch").setLevel(logging.ERROR)
         self.sc = sc
         self.seed = sc["run"]["seed"]
         self.rng = random.Random(self.seed)

@@ -139,12 +139,13 @@ def headline(summary: dict) -> dict[str, Any]:
 
 def _run_one(args: tuple[int, dict, str]) -> dict:
     from simulations import report
-    from simulations.engine import Engine
+    from simulations.engine import Engine, quiet_node_logs
 
     n, sc, outdir = args
     t = time.perf_counter()
-    eng = Engine(sc)
-    eng.run()
+    with quiet_node_logs():
+        eng = Engine(sc)
+        eng.run()
     summary = eng.summary()
     d = Path(outdir) / "runs" / f"{n:03d}"
     d.mkdir(parents=True, exist_ok=True)

@@ -203,3 +203,20 @@ def test_responder_sortition_draws_fewer_proposals_and_requests_still_succeed():
     assert sum(r["ok"] for r in drawn) >= sum(r["ok"] for r in every) - 1
     assert sum(n.rfp.stats["not_drawn"] for n in runs[4].nodes if n.rfp) > 0
     assert sum(n.rfp.stats["not_drawn"] for n in runs[0].nodes if n.rfp) == 0
+
+
+def test_building_an_engine_leaves_the_process_logging_alone(tmp_path):
+    """An ``Engine`` built in a process that runs other code (a test worker) must not change its loggers: it set
+    ``keyswitch`` to ERROR, and a later test in the same worker saw no warning from the runtime's Yamux guard
+    (``tests/runtime/test_yamux_overrun.py`` failed after ``tests/adversarial/test_cmds.py``). The simulator's
+    programs quiet the nodes' logs themselves (``simulations.__main__.main``, a sweep's worker)."""
+    import logging
+
+    ks = logging.getLogger("keyswitch")
+    before = ks.level
+    Engine(load(SMOKE))
+    assert ks.level == before and logging.getLogger("keyswitch.runtime.yamux").isEnabledFor(logging.WARNING)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run]\nduration = -1\n")
+    assert main(["run", str(bad), "--quiet", "--out", str(tmp_path / "out")]) == 2  # (quiet while it ran)
+    assert ks.level == before
