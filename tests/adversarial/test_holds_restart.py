@@ -11,15 +11,12 @@ victim's host: a new risk engine (no holds in memory) and a new desk over the sa
 from __future__ import annotations
 
 import hashlib
-import time
 
 import pytest
 
 from node.contracts import stdlib
 from node.contracts.spec import Commit, PartySpec, make_spec, spec_id
-from node.ledger.devnet import DevLedger
-from node.protocols.testing import GossipNet
-from tests.adversarial.deskkit import Clock, connect, make_node
+from tests.adversarial.deskkit import Clock, mesh
 
 LIMIT = 10_000  # cents: a fresh simulated device's limit
 CHUNK = 5_000
@@ -28,11 +25,7 @@ CHUNK = 5_000
 @pytest.fixture
 def trio_(tmp_path):
     """attacker, victim and a third node (a ring's third party), 6 chunks of $50 each."""
-    now = time.time()
-    ledger = DevLedger(None, automine=True)
-    nodes = [make_node(tmp_path, name, ledger, "BTC-REG", 6, now) for name in ("attacker", "victim", "third")]
-    net = GossipNet()
-    connect(net, now, *nodes)
+    net, nodes, now, ledger = mesh(tmp_path, ("attacker", "victim", "third"))
     yield net, *nodes, now, ledger, tmp_path
     for s in nodes:
         s.close()
@@ -171,3 +164,4 @@ def test_options_running_across_a_restart_hold_the_cap_and_release_it_when_they_
     assert _held_on(victim, _device(attacker)) == 0, "the holds outlived their contracts"
     assert _offer(net, attacker, victim, "option", _option(attacker, victim, 2, ledger.height("BTC-REG")), t) == \
         (True, "")
+

@@ -17,7 +17,8 @@
   issue #19, is retired: ``open_run_stores`` migrates its records at start.)
 * **Escrow and option** (``plan_escrow`` / ``plan_option``): a ``ContractSpec`` of the stdlib
   contract, agreed over ``/keyswitch/contract/1`` (kind "escrow" / "option"; an escrow's arbiter gets
-  kind "arbiter" and keeps the spec to sign its approval) and run over ``/keyswitch/contract-run/1``
+  kind "arbiter" and keeps the spec to sign its approval, on disk: ``node.contracts.desk.arbiter``) and run over
+  ``/keyswitch/contract-run/1``
   (``self.run``), where each enclave decides every release; ledger heights are handed in every second.
 * **Claims**: a received key's funds are checked (``_funds``) before the
   next key is released; then it is swept, in the background, to a fresh
@@ -248,7 +249,11 @@ class SwapDesk:
             claim=sweep_claimer(lambda: stack.enclave, ledger, self.claim_address),
             store=runs, claim_policy=claim_policy, agreed=agreed,
             price_of=self._price, price_tolerance=price_tolerance)
-        self.arbitrated: dict[str, Any] = {}  # contract id hex -> spec, for escrows we arbitrate
+        from node.contracts.desk.arbiter import Arbitrations
+        from node.stores.arbitrations import ArbitrationStore
+
+        #: contract id hex -> spec, for escrows we arbitrate: on disk (``arbiter.sqlite``), so a restart keeps them
+        self.arbitrated = Arbitrations(ArbitrationStore(stack.datadir / "arbiter.sqlite"))
         from node.contracts.desk.swaprun import SwapRuns
 
         self.swaps = SwapRuns(self)  # swaps over contract-run/1: proposals, the responder's start, their ends
@@ -665,7 +670,7 @@ class SwapDesk:
     # -------------------------------------------------------------- agreement
     def _accept_spec(self, peer: str, offer, now: float) -> str | None:
         """Escrow / option / arbiter offers: the spec must name us and the proposer, with current offers."""
-        from node.contracts.spec import decode_spec, spec_id
+        from node.contracts.spec import decode_spec
 
         spec = decode_spec(offer.schedule)
         if isinstance(spec, str):
@@ -680,9 +685,8 @@ class SwapDesk:
         me = spec.parties[ids.index(own.binding.peer_id)]
         if me.binding.sign_pub != own.binding.sign_pub or me.binding.enc_pub != own.binding.enc_pub:
             return "the spec names another enclave for us"
-        if offer.kind == "arbiter":
-            self.arbitrated[spec_id(spec).hex()] = spec
-            return None
+        if offer.kind == "arbiter":  # (kept on disk before we answer yes)
+            return self.arbitrated.agree(peer, spec, now)
         if offer.kind == "swap" and me is not spec.parties[1]:  # (turns: party 0 gives first, the proposer)
             return "a swap's proposer is party 0 of its turns contract, this node party 1"
         mine = {o.pubkey: o for o in (own.offers or [])}
@@ -752,15 +756,17 @@ class SwapDesk:
         return h
 
     def refresh_heights(self, now: float) -> None:
-        """Note our ledger's height of every asset we offer (what a peer's contract on our chunks is timed in).
-        Blocking ledger calls: the daemon runs it on a worker thread every ``HEIGHTS_EVERY`` s; an asset whose
+        """Note our ledger's height of every asset we offer (what a peer's contract on our chunks is timed in) and
+        of every asset an escrow we arbitrate ends on (its spec is dropped once that height passed). Blocking ledger
+        calls: the daemon runs it on a worker thread every ``HEIGHTS_EVERY`` s; an asset whose
         ledger does not answer keeps its last note (which goes stale, and the check then reads for itself)."""
         own = self.stack.protocol.own
-        for asset in sorted({o.asset for o in (own.offers if own is not None else [])}):
+        for asset in sorted({o.asset for o in (own.offers if own is not None else [])} | self.arbitrated.assets()):
             try:
                 self.heights[asset] = (self.stack.ledger.height(asset), now)
             except Exception:
                 continue
+        self.arbitrated.end(self.heights)  # escrows we arbitrate whose last height passed: dropped
 
     def _contract_policy(self, kind: str, spec) -> str | None:
         """Which contracts this node runs for a peer: a ``kind`` offer must carry the stdlib contract of that
