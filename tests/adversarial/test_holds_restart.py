@@ -275,3 +275,44 @@ def test_a_wall_clock_stepped_back_does_not_stretch_a_reservation_made_in_this_p
     assert _holds(victim, attacker, first, clock)
     clock.advance(1)
     assert not _holds(victim, attacker, first, clock), "a wall clock stepped back kept the reservations past the TTL"
+
+
+# ------------------------------------------------------------------ a lapse while a peer's open is being checked
+def test_an_agreement_that_lapses_while_the_peers_open_is_checked_does_not_open_beyond_the_cap(trio_):
+    """The attacker opens an option just as its reservation lapses: the victim's runner checks the attacker's
+    funds on its ledger (a task, off the event loop), and meanwhile the daemon's second lapses the reservation (the
+    agreement is withdrawn, its hold released) and the attacker gets two escrows agreed against the freed cap.
+    Before, the funds check then opened the lapsed contract anyway: three contracts held $150 on a $100 device. Now
+    the open is refused ("not-expected") once its check is done: the agreement it needed is gone."""
+    from node.contracts.desk.swaps import RESERVE_TTL
+
+    net, attacker, victim, third, now, ledger, root = trio_
+    h = ledger.height("BTC-REG")
+    first = [_option(attacker, victim, k, h) for k in (0, 1)]
+    assert [_offer(net, attacker, victim, "option", s, now) for s in first] == [(True, "")] * 2
+    late = now + RESERVE_TTL + 1
+    answers = []
+
+    class SlowLedger:  # the victim's ledger: the funds check of the attacker's open takes past the lapse
+        def __init__(self, inner):
+            self.inner, self.lapsed = inner, False
+
+        def balance(self, asset, address):
+            if not self.lapsed:
+                self.lapsed = True
+                victim.desk.tick(late)  # the daemon's second, on the event loop, while the check runs
+                answers.extend(_offer(net, attacker, victim, "escrow", _escrow(attacker, victim, third, k, h), late)
+                               for k in (4, 5))  # (the attacker's chunks the options do not name)
+            return self.inner.balance(asset, address)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    victim.ledger = SlowLedger(victim.ledger)
+    net.call(attacker.peer_id, attacker.desk.run, attacker.desk.run.start(first[0], now + RESERVE_TTL - 1), late)
+    assert answers == [(True, "")] * 2  # the freed cap taken by two new agreements
+    assert spec_id(first[0]).hex() not in victim.desk.run.runs, "the lapsed agreement opened after its check"
+    assert any(n.kind == "contract.refused" and n.detail["code"] == "not-expected"
+               for n in net.peers[victim.peer_id].notes)
+    victim.desk.tick(late + 1)
+    assert _held_on(victim, _device(attacker)) == LIMIT
