@@ -263,7 +263,7 @@ class SwapDesk:
         self._resumed = 0  # agreements resumed after a restart that hold (``_resumed_holds``): ``tick`` lapses them
         from node.contracts.desk.lapse import Lapses
 
-        self.lapses = Lapses(clock)  # when resumed agreements and our proposals lapse, on the monotonic clock
+        self.lapses = Lapses(clock)  # when reservations, resumed agreements and proposals lapse (monotonic clock)
         #: called with every swap outcome (``Outcome.to_json()``) once it is reported, on the trio thread
         self.watchers: list[Callable[[dict], None]] = []
         #: called with (kind, detail) of every ``contract.released`` / ``contract.outcome`` (a request's options)
@@ -423,8 +423,9 @@ class SwapDesk:
         """``sync_holds``'s part: contracts we agreed to before a restart and the runner expects again (its
         ``agreed`` store) hold their exposure as the reservation this process no longer has would, until
         ``RESERVE_TTL`` after their agreement (counted on the monotonic clock from the restart: ``desk.lapse``);
-        then the agreement is withdrawn (a late open is refused), as a lapsed reservation's is. Before, they held nothing: a restarted node agreed to new contracts against a
-        device as if those in flight held nothing, and all of them could open beyond its cap."""
+        then the agreement is withdrawn (a late open is refused), as a lapsed reservation's is. Before, they held
+        nothing: a restarted node agreed to new contracts against a device as if those in flight held nothing, and
+        all of them could open beyond its cap."""
         reserved = {match for _, match, _ in self._reserved.values()}
         me = self._identity().binding.peer_id
         self._resumed = 0
