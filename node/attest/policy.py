@@ -9,7 +9,7 @@ measurement of this checkout's enclave code on the allow-list.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,6 @@ class AttestationPolicy:
     refuse_advisories: frozenset[str] = frozenset()
     #: maximum age (seconds) of a quote's freshness stamp, where the format has one
     max_quote_age: float = 7 * 24 * 3600.0
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def allows_measurement(self, measurement_hex: str) -> bool:
         return measurement_hex.lower() in self.allowed_measurements

@@ -22,7 +22,7 @@ key). ``EscrowedSpec`` is ``ContractSpec`` plus a trailing ``escrow`` list, a se
 spec without escrow encodes exactly as before (same bytes, same ``spec_id``); ``decode_spec`` reads
 either. The owner's enclave splits each such chunk's key to the holders (``Contracts.escrow_split``),
 the holders release their shares only when the contract refunds that chunk to its owner
-(``node.enclave.contracts.Holdings``), and only to ``beneficiary``; see node/contracts/README.md.
+(``node.enclave.contract_holdings.Holdings``), and only to ``beneficiary``; see node/contracts/README.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The demo's claims read back from the real nodes that hold them (``node.dev.demo``, the swap stage).
+"""The demo's claims read back from the real nodes that hold them (``node.dev.demo_contracts``, the swap stage).
 
 ETH-DEV on anvil: each sweep moved the chunk minus the gas it paid. LTC-REG on litecoind: each sweep spent
 exactly the chunk's coins (their values read from the funding transactions, not from our records) and paid
@@ -80,7 +80,7 @@ def utxo_claims(console: Console, url: str, cookie: Path, asset: str, chunks: li
 
 
 def litecoind_claims(console: Console, net, chunks: list[dict]) -> bool:
-    """The LTC-REG claims on the demo network's litecoind (``net``: ``node.dev.demo.LocalNet``), once each sweep
+    """The LTC-REG claims on the demo network's litecoind (``net``: ``node.dev.demo_net.LocalNet``), once each sweep
     is in a block (a block comes every second), checked against the amounts the givers deposited."""
     from node.ledger.bitcoind import BitcoindLedger
     from node.dev.localnet import LITECOIND_ASSET

@@ -26,7 +26,8 @@ from node.enclave import simformat
 from node.enclave.common import (  # noqa: F401 (re-exported: the host and tests name them here)
     ESCROW_RELEASE_TAG, ESCROW_SPLIT_TAG, MAX_ESCROW_HOLDERS, Refusal, escrow_aad,
 )
-from node.enclave.contracts import Contracts, ContractShare, ContractState, Holdings, SharePayloadV
+from node.enclave.contract_holdings import Holdings
+from node.enclave.contracts import Contracts, ContractShare, ContractState, SharePayloadV
 from node.enclave.sealed import SealedStateError, SealedStore
 from node.enclave.sheet import offered_keys
 

@@ -57,7 +57,7 @@ from node.runtime.streams import StreamFailed, StreamPool
 
 log = logging.getLogger("keyswitch.runtime")
 
-yamuxwin.install()  # one Yamux WINDOW_UPDATE per half window read, as go-yamux (not one per read)
+yamuxwin.install()  # Yamux as go-yamux: a WINDOW_UPDATE per half window read; a peer beyond its window cut off
 
 #: at most this many seconds a request waits for the end of the host's identify of a just-connected peer (an
 #: event: it ends as soon as the reply is parsed or fails); py-libp2p gives up on a reply after 10 s itself

@@ -1,4 +1,5 @@
-"""Yamux receive-window credit as go-yamux sends it: one WINDOW_UPDATE per half window read, not one per read.
+"""Yamux receive windows as go-yamux keeps them: one WINDOW_UPDATE per half window read, not one per read, and a
+peer that sends beyond its window cut off.
 
 py-libp2p 0.8.1's ``YamuxStream`` credits the sender after *every* read that leaves its receive window below
 target (``_auto_tune_and_send_window_update``: its "partial slack" and "release on read" branches), and a
@@ -13,14 +14,39 @@ when an update is sent (its ``PY_YAMUX_*`` tuning variables no longer apply to t
 credited once half of it has been read, long before it could run out (the window is 256 kB, our frames at most
 1 MB, which then cost several updates as before). Installed once per process, for every Yamux stream, by
 ``node.runtime.node``.
+
+**The window is enforced** (a security fix, not a cost: ``docs/security.md``). py-libp2p 0.8.1 buffers whatever a
+peer sends beyond the receive window it was granted and only logs it, so a hostile peer could make a node hold
+unbounded memory on any stream no one reads (an idle pooled stream, a stream whose handler is busy).
+``install()`` also makes a peer exceeding the window a protocol error, as go-yamux does (``ErrRecvWindowExceeded``
+/ "receive window exceeded" in its ``readData``, then a GO_AWAY with a protocol error and the session closed):
+the frame's bytes are dropped from the stream's buffer at once, the stream is marked reset, one line is logged
+at warning with the peer id, and the whole connection is closed (GO_AWAY, protocol error). The connection and not
+only the stream: a peer that breaks flow control is broken or hostile and everything else it sends is suspect,
+a stream reset would let it start again at once on a new stream of the same connection (at no cost, where a
+new connection costs it a TCP and Noise handshake), and it is the behaviour go-libp2p peers already know.
+
+The check sits where py-libp2p counts received bytes against the window: ``YamuxStream.recv_window`` becomes a
+property, and a value below zero (more received than granted) is the overrun. py-libp2p counts a DATA frame
+after it has read its body (up to its own 16 MB frame cap, as for any frame), so that frame is held for that
+instant only; go-yamux checks the header first. An honest peer never goes below zero: every credit is added
+to ``recv_window`` before its WINDOW_UPDATE is sent (ours and py-libp2p's rule alike).
 """
 
 from __future__ import annotations
 
+import logging
+import struct
+
+import trio
 from libp2p.stream_muxer.yamux import yamux as _yamux
+
+log = logging.getLogger("keyswitch.runtime.yamux")
 
 _ORIGINAL = _yamux.YamuxStream._auto_tune_and_send_window_update
 _ORIGINAL_READ = _yamux.YamuxStream.read
+_ORIGINAL_HANDLE_INCOMING = _yamux.Yamux.handle_incoming
+GO_AWAY_TIMEOUT = 2.0  # seconds to hand the GO_AWAY to a peer that may not read; the connection closes anyway
 
 
 async def _credit_by_half_window(self: _yamux.YamuxStream, *, bytes_read: int = 0) -> None:
@@ -60,14 +86,66 @@ async def _read_buffered_first(self: _yamux.YamuxStream, n: int | None = -1) -> 
     return await _ORIGINAL_READ(self, n)
 
 
+def _get_recv_window(self: _yamux.YamuxStream) -> int:
+    return self.__dict__["recv_window"]
+
+
+def _set_recv_window(self: _yamux.YamuxStream, value: int) -> None:
+    """``recv_window``: what the peer may still send on this stream. Below zero, it sent beyond the window: the
+    overrun (see the module's docstring). Called by py-libp2p's ``handle_incoming`` under the streams lock,
+    right after it added the frame to the stream's buffer."""
+    if value >= 0:
+        self.__dict__["recv_window"] = value
+        return
+    self.__dict__["recv_window"] = 0  # (py-libp2p's own check then finds nothing to log)
+    conn = self.conn
+    buffered = conn.stream_buffers.get(self.stream_id)
+    if buffered is not None:
+        buffered.clear()
+    self.closed = self.send_closed = self.recv_closed = True
+    self.reset_received = True
+    if not conn.__dict__.get("_ks_window_overrun"):
+        conn._ks_window_overrun = True
+        log.warning("Yamux peer %s sent %d bytes beyond the receive window of stream %d: protocol error, closing "
+                    "the connection", conn.peer_id, -value, self.stream_id)
+    conn.event_shutting_down.set()  # handle_incoming stops after this frame; _handle_incoming closes the rest
+
+
+async def _handle_incoming(self: _yamux.Yamux) -> None:
+    """py-libp2p's frame loop; when it stopped on a window overrun, send a GO_AWAY (protocol error, bounded in
+    time) and tear the connection down as py-libp2p does on its own protocol errors (``_cleanup_on_error``:
+    every stream ended, the secure connection closed, the swarm told)."""
+    await _ORIGINAL_HANDLE_INCOMING(self)
+    if not self.__dict__.get("_ks_window_overrun") or self.event_closed.is_set():
+        return
+    go_away = struct.pack(_yamux.YAMUX_HEADER_FORMAT, 0, _yamux.TYPE_GO_AWAY, 0, 0, _yamux.GO_AWAY_PROTOCOL_ERROR)
+    with trio.move_on_after(GO_AWAY_TIMEOUT):
+        try:
+            await self._write_frame(go_away)
+        except Exception:  # the connection may be gone already: it is being closed in any case
+            pass
+    await self._cleanup_on_error()
+
+
 def install() -> None:
-    """Use ``_credit_by_half_window`` and ``_read_buffered_first`` for every Yamux stream of this process
-    (idempotent)."""
+    """Use ``_credit_by_half_window`` and ``_read_buffered_first`` for every Yamux stream of this process, and
+    enforce the receive window (idempotent)."""
     _yamux.YamuxStream._auto_tune_and_send_window_update = _credit_by_half_window  # type: ignore[method-assign]
     _yamux.YamuxStream.read = _read_buffered_first  # type: ignore[method-assign]
+    _yamux.YamuxStream.recv_window = property(_get_recv_window, _set_recv_window)  # type: ignore[assignment]
+    _yamux.Yamux.handle_incoming = _handle_incoming  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
-    """py-libp2p's own rules again (for a test comparing the two)."""
+    """py-libp2p's own credit and read rules again (for a test or benchmark comparing the two). The receive
+    window stays enforced: that is a protection, not a cost."""
     _yamux.YamuxStream._auto_tune_and_send_window_update = _ORIGINAL  # type: ignore[method-assign]
     _yamux.YamuxStream.read = _ORIGINAL_READ  # type: ignore[method-assign]
+
+
+def uninstall_cap() -> None:
+    """py-libp2p 0.8.1's own handling of data beyond the window again (buffered, logged): only for the test
+    that measures the gap. Streams keep their ``recv_window`` (stored in their ``__dict__`` either way)."""
+    if isinstance(_yamux.YamuxStream.__dict__.get("recv_window"), property):
+        del _yamux.YamuxStream.recv_window
+    _yamux.Yamux.handle_incoming = _ORIGINAL_HANDLE_INCOMING  # type: ignore[method-assign]

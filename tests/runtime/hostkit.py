@@ -1,6 +1,6 @@
 """Real py-libp2p hosts on 127.0.0.1 for the runtime tests: a recording protocol (``Probe``), a host config, and
-three hosts in a line (a - b - c). Shared by ``test_runtime.py``, ``test_gossip_record.py`` and
-``test_yamux_window.py`` (no test module imports another: ``tests/test_test_modules.py``)."""
+three hosts in a line (a - b - c). Shared by ``test_runtime.py``, ``test_gossip_record.py``,
+``test_yamux_window.py`` and ``test_yamux_overrun.py`` (no test module imports another: ``tests/test_test_modules.py``)."""
 
 from __future__ import annotations
 
