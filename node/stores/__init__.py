@@ -17,6 +17,8 @@ module                    file in the data directory             given to
 ``offerbook``             ``offers.sqlite``                      ``RiskEngine.book``, ``OffersProtocol.book``
 ``requests``              ``requests.sqlite``                    ``node.app.requestdesk.RequestDesk`` (each
                                                                  ``RequestRun.to_state``)
+``arbitrations``          ``arbiter.sqlite``                     ``node.contracts.desk.arbiter.Arbitrations``
+                                                                 (the escrows this node arbitrates)
 ========================  =====================================  ============================================
 
 Files and schemas are those the protocols used to open themselves: an existing data directory opens as it is.

@@ -36,6 +36,22 @@ def make_node(root, name: str, ledger, asset: str, n: int, now: float, **desk):
     return stack
 
 
+def mesh(root, names, asset: str = "BTC-REG", n: int = 6):
+    """(net, nodes, now, ledger): a node per name with ``n`` chunks of $50 of ``asset`` each on one dev ledger,
+    connected on one in-memory mesh. Close the nodes when done."""
+    import time
+
+    from node.ledger.devnet import DevLedger
+    from node.protocols.testing import GossipNet
+
+    now = time.time()
+    ledger = DevLedger(None, automine=True)
+    nodes = [make_node(root, name, ledger, asset, n, now) for name in names]
+    net = GossipNet()
+    connect(net, now, *nodes)
+    return net, nodes, now, ledger
+
+
 def connect(net, now: float, *stacks) -> None:
     """The nodes on one gossip mesh, each announcing its offer sheet to the others."""
     for s in stacks:

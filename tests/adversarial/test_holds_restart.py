@@ -11,15 +11,12 @@ victim's host: a new risk engine (no holds in memory) and a new desk over the sa
 from __future__ import annotations
 
 import hashlib
-import time
 
 import pytest
 
 from node.contracts import stdlib
 from node.contracts.spec import Commit, PartySpec, make_spec, spec_id
-from node.ledger.devnet import DevLedger
-from node.protocols.testing import GossipNet
-from tests.adversarial.deskkit import Clock, connect, make_node
+from tests.adversarial.deskkit import Clock, mesh
 
 LIMIT = 10_000  # cents: a fresh simulated device's limit
 CHUNK = 5_000
@@ -28,11 +25,7 @@ CHUNK = 5_000
 @pytest.fixture
 def trio_(tmp_path):
     """attacker, victim and a third node (a ring's third party), 6 chunks of $50 each."""
-    now = time.time()
-    ledger = DevLedger(None, automine=True)
-    nodes = [make_node(tmp_path, name, ledger, "BTC-REG", 6, now) for name in ("attacker", "victim", "third")]
-    net = GossipNet()
-    connect(net, now, *nodes)
+    net, nodes, now, ledger = mesh(tmp_path, ("attacker", "victim", "third"))
     yield net, *nodes, now, ledger, tmp_path
     for s in nodes:
         s.close()
@@ -171,3 +164,155 @@ def test_options_running_across_a_restart_hold_the_cap_and_release_it_when_they_
     assert _held_on(victim, _device(attacker)) == 0, "the holds outlived their contracts"
     assert _offer(net, attacker, victim, "option", _option(attacker, victim, 2, ledger.height("BTC-REG")), t) == \
         (True, "")
+
+
+# ------------------------------------------------------------------ (a) agreed, not opened yet: the wall clock steps
+def _restart_on(net, stack, root, clock) -> None:
+    """``_restart`` with the restarted desk reading ``clock`` (its wall and its monotonic clock)."""
+    from node.app.stack import add_switchboard
+    from node.contracts.desk.swaps import SwapDesk
+
+    stack.engine.reputation.close()
+    add_switchboard(stack, root / stack.datadir.name)
+    stack.desk = SwapDesk(stack, clock=clock)
+    net.add(stack.peer_id, stack.protocol, stack.rfp, stack.desk.run, now=clock.now())
+
+
+def _two_agreed(net, attacker, victim, ledger, now: float) -> list:
+    first = [_option(attacker, victim, k, ledger.height("BTC-REG")) for k in (0, 1)]
+    assert [_offer(net, attacker, victim, "option", s, now) for s in first] == [(True, "")] * 2
+    return first
+
+
+def _holds(victim, attacker, specs, clock) -> bool:
+    """The daemon's second on the victim: do the agreements still hold (and are they still expected)?"""
+    victim.desk.tick(clock.now())
+    held = _held_on(victim, _device(attacker))
+    expected = [victim.desk.run.expects(spec_id(s)) for s in specs]
+    assert (held, expected) in ((LIMIT, [True, True]), (0, [False, False])), (held, expected)  # hold and agreement
+    return held == LIMIT  # go together: a lapsed agreement is withdrawn with its hold
+
+
+def test_a_wall_clock_stepped_back_before_the_restart_does_not_stretch_a_resumed_agreement(trio_):
+    """The victim agrees to two options, then its host restarts with the wall clock stepped back an hour (an NTP
+    step; the host is hostile). Before, the lapse was counted from the stored agreement time on the wall clock:
+    the agreements, their holds and the attacker's right to open them lasted an hour and a minute past the restart.
+    Now what is left is at most ``RESERVE_TTL``, counted on the monotonic clock from the restart; and a second
+    restart 30 s later counts from the first one, not from a whole TTL again (the stored time was rewritten)."""
+    from node.clock import ManualClock
+    from node.contracts.desk.swaps import RESERVE_TTL
+
+    net, attacker, victim, third, now, ledger, root = trio_
+    first = _two_agreed(net, attacker, victim, ledger, now)
+    clock = ManualClock(now + 1)
+    clock.step(-3600)  # the wall clock is an hour behind when the host starts again
+    _restart_on(net, victim, root, clock)
+    assert _holds(victim, attacker, first, clock)
+    clock.advance(30)
+    clock2 = ManualClock(clock.now())  # the host restarts again (a new process: a new monotonic origin)
+    _restart_on(net, victim, root, clock2)
+    assert _holds(victim, attacker, first, clock2)
+    clock2.advance(RESERVE_TTL - 30 - 1)
+    assert _holds(victim, attacker, first, clock2)
+    clock2.advance(1)  # RESERVE_TTL after the first restart
+    assert not _holds(victim, attacker, first, clock2), "a clock stepped back stretched the agreements past the TTL"
+    net.call(attacker.peer_id, attacker.desk.run, attacker.desk.run.start(first[0], clock2.now()), clock2.now())
+    assert not victim.desk.run.runs  # the attacker's late open is refused ("not-expected")
+
+
+def test_a_wall_clock_step_after_the_restart_moves_no_lapse(trio_):
+    """After the restart the lapse counts on the monotonic clock: the wall clock stepped back an hour does not keep
+    the agreements (before: they held an hour longer), stepped forward a day does not withdraw them early (before:
+    at once, the attacker's honest twin's open a second later refused)."""
+    from node.clock import ManualClock
+    from node.contracts.desk.swaps import RESERVE_TTL
+
+    net, attacker, victim, third, now, ledger, root = trio_
+    first = _two_agreed(net, attacker, victim, ledger, now)
+    clock = ManualClock(now + 1)
+    _restart_on(net, victim, root, clock)
+    assert _holds(victim, attacker, first, clock)
+    clock.step(86_400)
+    clock.advance(1)
+    assert _holds(victim, attacker, first, clock), "a wall clock stepped forward withdrew the agreements early"
+    clock.step(-86_400 - 3600)
+    clock.advance(RESERVE_TTL - 2 - 1)
+    assert _holds(victim, attacker, first, clock)
+    clock.advance(1)  # RESERVE_TTL after the agreement, by the monotonic clock
+    assert not _holds(victim, attacker, first, clock), "a wall clock stepped back kept the agreements past the TTL"
+
+
+def test_a_wall_clock_stepped_forward_before_the_restart_only_shortens_the_hold(trio_):
+    """Stepped forward a day before the restart, the stored agreement looks a day old: the agreements lapse at
+    once, withdrawn with their holds (the attacker's open is refused, so nothing opens beyond the cap): a step can
+    shorten the hold, never extend it."""
+    from node.clock import ManualClock
+
+    net, attacker, victim, third, now, ledger, root = trio_
+    first = _two_agreed(net, attacker, victim, ledger, now)
+    clock = ManualClock(now + 1)
+    clock.step(86_400)
+    _restart_on(net, victim, root, clock)
+    assert not _holds(victim, attacker, first, clock)
+    net.call(attacker.peer_id, attacker.desk.run, attacker.desk.run.start(first[0], clock.now()), clock.now())
+    assert not victim.desk.run.runs
+
+
+def test_a_wall_clock_stepped_back_does_not_stretch_a_reservation_made_in_this_process(trio_):
+    """The same within one process: the victim agrees to two options (its reservations, in memory), then the wall
+    clock steps back an hour. Before, the reservations (and the attacker's right to open) lasted an hour longer;
+    now they lapse ``RESERVE_TTL`` after the agreement on the monotonic clock."""
+    from node.clock import ManualClock
+    from node.contracts.desk.swaps import RESERVE_TTL
+
+    net, attacker, victim, third, now, ledger, root = trio_
+    clock = ManualClock(now)
+    _restart_on(net, victim, root, clock)  # (a fresh desk reading this clock, before any agreement)
+    first = _two_agreed(net, attacker, victim, ledger, clock.now())
+    assert _holds(victim, attacker, first, clock)
+    clock.step(-3600)
+    clock.advance(RESERVE_TTL - 1)
+    assert _holds(victim, attacker, first, clock)
+    clock.advance(1)
+    assert not _holds(victim, attacker, first, clock), "a wall clock stepped back kept the reservations past the TTL"
+
+
+# ------------------------------------------------------------------ a lapse while a peer's open is being checked
+def test_an_agreement_that_lapses_while_the_peers_open_is_checked_does_not_open_beyond_the_cap(trio_):
+    """The attacker opens an option just as its reservation lapses: the victim's runner checks the attacker's
+    funds on its ledger (a task, off the event loop), and meanwhile the daemon's second lapses the reservation (the
+    agreement is withdrawn, its hold released) and the attacker gets two escrows agreed against the freed cap.
+    Before, the funds check then opened the lapsed contract anyway: three contracts held $150 on a $100 device. Now
+    the open is refused ("not-expected") once its check is done: the agreement it needed is gone."""
+    from node.contracts.desk.swaps import RESERVE_TTL
+
+    net, attacker, victim, third, now, ledger, root = trio_
+    h = ledger.height("BTC-REG")
+    first = [_option(attacker, victim, k, h) for k in (0, 1)]
+    assert [_offer(net, attacker, victim, "option", s, now) for s in first] == [(True, "")] * 2
+    late = now + RESERVE_TTL + 1
+    answers = []
+
+    class SlowLedger:  # the victim's ledger: the funds check of the attacker's open takes past the lapse
+        def __init__(self, inner):
+            self.inner, self.lapsed = inner, False
+
+        def balance(self, asset, address):
+            if not self.lapsed:
+                self.lapsed = True
+                victim.desk.tick(late)  # the daemon's second, on the event loop, while the check runs
+                answers.extend(_offer(net, attacker, victim, "escrow", _escrow(attacker, victim, third, k, h), late)
+                               for k in (4, 5))  # (the attacker's chunks the options do not name)
+            return self.inner.balance(asset, address)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    victim.ledger = SlowLedger(victim.ledger)
+    net.call(attacker.peer_id, attacker.desk.run, attacker.desk.run.start(first[0], now + RESERVE_TTL - 1), late)
+    assert answers == [(True, "")] * 2  # the freed cap taken by two new agreements
+    assert spec_id(first[0]).hex() not in victim.desk.run.runs, "the lapsed agreement opened after its check"
+    assert any(n.kind == "contract.refused" and n.detail["code"] == "not-expected"
+               for n in net.peers[victim.peer_id].notes)
+    victim.desk.tick(late + 1)
+    assert _held_on(victim, _device(attacker)) == LIMIT

@@ -171,6 +171,35 @@ def test_a_proposal_the_peer_agrees_to_and_never_opens_ends_failed_and_frees_its
     assert {o.pubkey for o in alice.protocol.own.offers} >= {c.pubkey for c in spec.parties[0].chunks}
 
 
+def test_a_proposal_resumed_after_a_restart_with_the_wall_clock_stepped_back_lapses_on_time(world, tmp_path):
+    """Alice proposed a swap bob agreed to and never opens; her host restarts with the wall clock stepped back an
+    hour (an NTP step; the host is hostile). The proposal comes back from the runner's agreement store with its
+    wall-clock time: counted on the wall, it held bob's device (and expected his open) an hour and a minute past the
+    restart. Now it lapses ``RESERVE_TTL`` after the restart at the latest, on the monotonic clock."""
+    from node.app.stack import add_switchboard
+    from node.clock import ManualClock
+    from node.contracts.desk.swaps import RESERVE_TTL, SwapDesk
+
+    net, alice, bob, now = world
+    spec, _ = _proposed_to_a_silent_peer(net, alice, bob, now)
+    clock = ManualClock(now + 1)
+    clock.step(-3600)
+    alice.engine.reputation.close()
+    add_switchboard(alice, tmp_path / "alice")  # the restart: a new risk engine (no holds) and desk
+    alice.desk = SwapDesk(alice, clock=clock)
+    net.add(alice.peer_id, alice.protocol, alice.rfp, alice.desk.run, now=clock.now())
+    _host(net, alice, clock.now())
+    alice.desk.tick(clock.now())
+    assert list(alice.desk.swaps.proposed) == [spec_id(spec).hex()]
+    assert alice.engine.caps.exposure.by_device.get(_device(bob), 0) == 5_000  # held again after the restart
+    clock.advance(RESERVE_TTL)
+    alice.desk.tick(clock.now())
+    assert alice.desk.swaps.proposed == {}, "a wall clock stepped back kept the proposal past RESERVE_TTL"
+    assert alice.engine.caps.exposure.by_device.get(_device(bob), 0) == 0
+    assert not alice.desk.run.expects(spec_id(spec))
+    assert "did not open" in alice.desk.contracts()[-1]["reason"]
+
+
 def test_a_node_started_on_a_data_directory_with_a_release1_swap_in_flight_migrates_it_before_its_runner_starts(
         tmp_path):
     """The desk opens its stores through ``open_run_stores``: a release/1 record in ``contracts/`` (what a node of

@@ -1,5 +1,6 @@
 """An escrow and an option between real daemons on 127.0.0.1 (a shared dev ledger server, a bootstrap node,
-three ``keyswitch run`` daemons): A pays B in escrow and C, the arbiter, signs "release"; then A buys a call
+three ``keyswitch run`` daemons): A pays B in escrow and C, the arbiter, signs "release" (after a crash and a
+restart: what it agreed to arbitrate is on disk); then A buys a call
 option on B's ETH-DEV chunk, pays the premium, exercises it and gets the chunk for its strike. Agreed over
 /keyswitch/contract/1, run over /keyswitch/contract-run/1: every release decided inside the enclaves."""
 
@@ -43,6 +44,9 @@ def test_an_escrow_and_an_option_between_daemons(network):
     assert r.status_code == 200  # B signs "release" too: delivered, but the escrow reads only C's (or A's)
     time.sleep(3)
     assert row(a, esc)["released"] == []
+    c.kill()  # ---- C, the arbiter, crashes and comes back on the same data directory: it still approves (issue #18)
+    c.restart(90 * FACTOR)
+    until(lambda: {a.peer, bb.peer} <= {p["peer"] for p in c.get("/v1/peers")["peers"]}, 60, "C is back with A and B")
     out = subprocess.run([sys.executable, "-m", "node", "--datadir", str(dirs[2]), "approve", "--contract", esc,
                           "--message", "release"], capture_output=True, text=True, timeout=120 * FACTOR)
     assert out.returncode == 0 and json.loads(out.stdout)["approved"] == "release", out.stderr  # via the CLI

@@ -115,3 +115,34 @@ def test_request_runs_survive_a_reopen_and_only_the_newest_finished_ones_are_kep
     store._db.execute("UPDATE runs SET state = '[1' WHERE request_id = 'r3'")
     assert isinstance(dict(store.load())["r3"], str)
     store.close()
+
+
+def test_the_escrows_an_arbiter_agreed_to_read_back_after_a_crash_and_a_row_that_does_not_is_dropped(tmp_path):
+    """``arbiter.sqlite`` (``node.contracts.desk.arbiter``): an escrow is on disk, durably (WAL,
+    ``synchronous=FULL``), when ``agree`` returns, so a node killed right after answering yes finds it again; a
+    row whose spec does not read back (or names another contract id) is dropped, with a warning, not kept."""
+    from node.contracts import stdlib
+    from node.contracts.desk.arbiter import Arbitrations
+    from node.contracts.spec import PartySpec, make_spec, spec_id
+    from node.stores.arbitrations import ArbitrationStore
+    from node.tee.client import InProcessEnclave
+
+    bindings = []
+    for p in ("payer", "payee", "arbiter"):
+        with InProcessEnclave(None) as e:
+            bindings.append(e.binding_for(NET, p))
+    spec = make_spec(NET, stdlib.source("escrow"), {"height_asset": "BTC-REG", "refund_height": 500},
+                     [PartySpec(bindings[0]), PartySpec(bindings[1]), PartySpec(bindings[2], [], False)])
+    path = tmp_path / "arbiter.sqlite"
+    first = Arbitrations(ArbitrationStore(path))
+    assert first.agree("payer", spec, 1.0) is None
+    assert first.store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert first.store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    other = sqlite3.connect(path)  # (the first is never closed: a crash)
+    with other:
+        other.execute("INSERT INTO arbitrated VALUES (?, 'mallory', ?, 2.0)", ("ab" * 32, b"\x00junk"))
+        other.execute("INSERT INTO arbitrated VALUES (?, 'mallory', ?, 3.0)", ("cd" * 32, spec.encode()))
+    again = Arbitrations(ArbitrationStore(path))
+    cid = spec_id(spec).hex()
+    assert len(again) == 1 and again.get(cid) == spec
+    assert [r[0] for r in other.execute("SELECT cid FROM arbitrated")] == [cid]

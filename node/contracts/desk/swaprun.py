@@ -100,7 +100,7 @@ class SwapRuns:
         hold, which a restart rebuilds) until it runs or ``ttl`` seconds passed (then it ends unopened)."""
         runs = self.desk.run.runs
         for key, (at, spec) in list(self.proposed.items()):
-            if key in runs or now >= at + ttl:
+            if key in runs or self.desk.lapses.due("p-" + key, at, ttl, now):  # (monotonic, as resumed agreements)
                 del self.proposed[key]
                 if key not in runs:
                     self.unopened.append((spec, f"the peer did not open the contract within {ttl:.0f} s"))

@@ -17,7 +17,8 @@
   issue #19, is retired: ``open_run_stores`` migrates its records at start.)
 * **Escrow and option** (``plan_escrow`` / ``plan_option``): a ``ContractSpec`` of the stdlib
   contract, agreed over ``/keyswitch/contract/1`` (kind "escrow" / "option"; an escrow's arbiter gets
-  kind "arbiter" and keeps the spec to sign its approval) and run over ``/keyswitch/contract-run/1``
+  kind "arbiter" and keeps the spec to sign its approval, on disk: ``node.contracts.desk.arbiter``) and run over
+  ``/keyswitch/contract-run/1``
   (``self.run``), where each enclave decides every release; ledger heights are handed in every second.
 * **Claims**: a received key's funds are checked (``_funds``) before the
   next key is released; then it is swept, in the background, to a fresh
@@ -151,7 +152,11 @@ class SwapDesk(Planning, Holds, Acceptance):
             claim=sweep_claimer(lambda: stack.enclave, ledger, self.claim_address),
             store=runs, claim_policy=claim_policy, agreed=agreed,
             price_of=self._price, price_tolerance=price_tolerance)
-        self.arbitrated: dict[str, Any] = {}  # contract id hex -> spec, for escrows we arbitrate
+        from node.contracts.desk.arbiter import Arbitrations
+        from node.stores.arbitrations import ArbitrationStore
+
+        #: contract id hex -> spec, for escrows we arbitrate: on disk (``arbiter.sqlite``), so a restart keeps them
+        self.arbitrated = Arbitrations(ArbitrationStore(stack.datadir / "arbiter.sqlite"))
         from node.contracts.desk.swaprun import SwapRuns
 
         self.swaps = SwapRuns(self)  # swaps over contract-run/1: proposals, the responder's start, their ends
@@ -159,6 +164,9 @@ class SwapDesk(Planning, Holds, Acceptance):
         self._publishing = False  # a publish of our sheet (retractions) is queued on the driver
         self._ticked = False  # ``tick`` has brought the holds up to date once
         self._resumed = 0  # agreements resumed after a restart that hold (``_resumed_holds``): ``tick`` lapses them
+        from node.contracts.desk.lapse import Lapses
+
+        self.lapses = Lapses(clock)  # when reservations, resumed agreements and proposals lapse (monotonic clock)
         #: called with every swap outcome (``Outcome.to_json()``) once it is reported, on the trio thread
         self.watchers: list[Callable[[dict], None]] = []
         #: called with (kind, detail) of every ``contract.released`` / ``contract.outcome`` (a request's options)

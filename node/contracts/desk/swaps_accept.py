@@ -21,7 +21,7 @@ class Acceptance:
     # -------------------------------------------------------------- agreement
     def _accept_spec(self, peer: str, offer, now: float) -> str | None:
         """Escrow / option / arbiter offers: the spec must name us and the proposer, with current offers."""
-        from node.contracts.spec import decode_spec, spec_id
+        from node.contracts.spec import decode_spec
 
         spec = decode_spec(offer.schedule)
         if isinstance(spec, str):
@@ -36,9 +36,8 @@ class Acceptance:
         me = spec.parties[ids.index(own.binding.peer_id)]
         if me.binding.sign_pub != own.binding.sign_pub or me.binding.enc_pub != own.binding.enc_pub:
             return "the spec names another enclave for us"
-        if offer.kind == "arbiter":
-            self.arbitrated[spec_id(spec).hex()] = spec
-            return None
+        if offer.kind == "arbiter":  # (kept on disk before we answer yes)
+            return self.arbitrated.agree(peer, spec, now)
         if offer.kind == "swap" and me is not spec.parties[1]:  # (turns: party 0 gives first, the proposer)
             return "a swap's proposer is party 0 of its turns contract, this node party 1"
         mine = {o.pubkey: o for o in (own.offers or [])}
@@ -108,15 +107,17 @@ class Acceptance:
         return h
 
     def refresh_heights(self, now: float) -> None:
-        """Note our ledger's height of every asset we offer (what a peer's contract on our chunks is timed in).
-        Blocking ledger calls: the daemon runs it on a worker thread every ``HEIGHTS_EVERY`` s; an asset whose
+        """Note our ledger's height of every asset we offer (what a peer's contract on our chunks is timed in) and
+        of every asset an escrow we arbitrate ends on (its spec is dropped once that height passed). Blocking ledger
+        calls: the daemon runs it on a worker thread every ``HEIGHTS_EVERY`` s; an asset whose
         ledger does not answer keeps its last note (which goes stale, and the check then reads for itself)."""
         own = self.stack.protocol.own
-        for asset in sorted({o.asset for o in (own.offers if own is not None else [])}):
+        for asset in sorted({o.asset for o in (own.offers if own is not None else [])} | self.arbitrated.assets()):
             try:
                 self.heights[asset] = (self.stack.ledger.height(asset), now)
             except Exception:
                 continue
+        self.arbitrated.end(self.heights)  # escrows we arbitrate whose last height passed: dropped
 
     def _contract_policy(self, kind: str, spec) -> str | None:
         """Which contracts this node runs for a peer: a ``kind`` offer must carry the stdlib contract of that

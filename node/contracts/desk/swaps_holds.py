@@ -85,20 +85,23 @@ class Holds:
         self.swaps.holds(now, RESERVE_TTL, present, wanted)  # (swaps we proposed, not opened yet)
         self._resumed_holds(now, wanted)
         for key, (until, match, responder) in list(self._reserved.items()):
-            if match in present or until <= now or not awaited.get(key, True):
+            lapsed = self.lapses.due(key, until - RESERVE_TTL, RESERVE_TTL, now)  # (monotonic: ``desk.lapse``)
+            if match in present or lapsed or not awaited.get(key, True):
                 del self._reserved[key]
-                if responder and until <= now and match not in present:
+                if responder and lapsed and match not in present:
                     self._withdraw(match)  # the peer vanished: agreed no more
             elif key in engine.holds:
                 wanted[key] = engine.holds[key]
+        self.lapses.keep(wanted)  # (the deadlines of what no longer holds: forgotten)
         engine.sync_holds(wanted)
 
     def _resumed_holds(self, now: float, wanted: dict[str, tuple]) -> None:
         """``sync_holds``'s part: contracts we agreed to before a restart and the runner expects again (its
         ``agreed`` store) hold their exposure as the reservation this process no longer has would, until
-        ``RESERVE_TTL`` after their agreement; then the agreement is withdrawn (a late open is refused), as a
-        lapsed reservation's is. Before, they held nothing: a restarted node agreed to new contracts against a
-        device as if those in flight held nothing, and all of them could open beyond its cap."""
+        ``RESERVE_TTL`` after their agreement (counted on the monotonic clock from the restart: ``desk.lapse``);
+        then the agreement is withdrawn (a late open is refused), as a lapsed reservation's is. Before, they held
+        nothing: a restarted node agreed to new contracts against a device as if those in flight held nothing, and
+        all of them could open beyond its cap."""
         reserved = {match for _, match, _ in self._reserved.values()}
         me = self._identity().binding.peer_id
         self._resumed = 0
@@ -107,7 +110,7 @@ class Holds:
             if key in self.run.runs or ("run", key) in reserved or me not in spec.ids or (
                     self.is_swap(spec) and spec.ids[0] == me):  # (running: held as a run; agreed in this process:
                 continue  # reserved; a swap we proposed: held by ``swaps`` while it is a proposal)
-            if now >= at + RESERVE_TTL:
+            if self.lapses.due("a-" + key, at, RESERVE_TTL, now):  # (monotonic: no wall-clock step moves it)
                 self.run.forget(cid)  # the peer did not open it in time: agreed no more
                 continue
             wanted["a-" + key] = self._spec_holds(spec, spec.ids.index(me))
@@ -143,6 +146,7 @@ class Holds:
         if refusal is not None:
             return f"risk: {refusal.reason}"
         self._reserved[key] = (now + ttl, match, responder)
+        self.lapses.due(key, now, ttl, now)  # (its lapse fixed now, on the monotonic clock)
         return None
 
     def _unreserve(self, match: tuple) -> None:

@@ -191,6 +191,9 @@ class OpenPhase:
         spec = waiting[0][1]
         missing = ev.result if ev.error is None else f"funds unknown: {type(ev.error).__name__}: {ev.error}"
         r = self.runs.get(cid.hex())
+        if r is None and cid not in self._expected:  # the agreement lapsed (its hold went) while the check ran
+            why = "the agreement lapsed while its funds were checked"
+            return [c for rid, *_ in waiting for c in self._refuse(rid, cid, -1, "not-expected", why)]
         if r is None:
             made = missing or self._new_run(spec, cid, now, funds_checked=True)
             if isinstance(made, str):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from node.contracts.spec import decode_spec, spec_id
 from node.protocols.base import Command, Notify
-from node.contracts.protocol.state import TERMINAL, Run
+from node.contracts.protocol.state import TERMINAL, AgreedRecord, Run
 from node.enclave.contracts import PartySig
 
 
@@ -15,13 +15,16 @@ class Restore:
 
     def _resume_agreed(self, now: float) -> list[Command]:
         """Contracts agreed before a restart and not yet opened with us: expected again (or dropped: run here
-        already, older than ``agreement_ttl``, or unreadable)."""
+        already, older than ``agreement_ttl``, or unreadable); an agreement time after ``now`` becomes ``now``."""
         cmds: list[Command] = []
         for key, rec in self.agreed.items():
             spec = rec if isinstance(rec, str) else decode_spec(rec.spec)
             if isinstance(spec, str):
                 cmds.append(Notify("contract.store-error", {"contract": key, "reason": f"agreement: {spec}"}))
             elif key == spec_id(spec).hex() and key not in self.runs and now < rec.at + self.agreement_ttl:
+                if rec.at > now:  # agreed "in the future": the wall clock was stepped back since. Counted from now,
+                    rec = AgreedRecord(rec.spec, now)  # so no restart again later finds a whole TTL left
+                    self.agreed.put(key, rec)  # (``node.contracts.desk.lapse``)
                 self._expected[spec_id(spec)] = (spec, rec.at)
                 continue
             self.agreed.delete(key)
