@@ -4,7 +4,7 @@
 * ``run``: ``ContractRun``, the runner that opens a contract in each party's enclave, carries the releases
   between them and records the claims, written in parts: ``run_open`` (the open phase), ``run_rounds`` (the
   driver, requests, answers, timers), ``run_settle`` (claims and outcome), ``run_resume`` (restore from the
-  records); ``state`` its records and refusals.
+  records), ``run_approvals`` (approvals sent until acknowledged); ``state`` its records and refusals.
 * ``swap``: the swap as a contract (its schedule compiled to the stdlib ``turns`` contract) and the old
   release/1 record's migration; ``schedule`` the chunks and rounds of a swap.
 * ``envelope``: the signed message a runner sends; ``claims``: what was swept, per chunk; ``cheating``: the

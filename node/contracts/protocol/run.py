@@ -98,11 +98,12 @@ from node.contracts.protocol.run_open import OpenPhase
 from node.contracts.protocol.run_resume import Restore
 from node.contracts.protocol.run_rounds import ReleaseRounds
 from node.contracts.protocol.run_settle import Settlement
+from node.contracts.protocol.run_approvals import ApprovalDelivery, Outgoing
 from node.attest.binding import Binding
 
 
 @dataclass
-class ContractRun(OpenPhase, ReleaseRounds, Settlement, Restore):
+class ContractRun(OpenPhase, ReleaseRounds, Settlement, Restore, ApprovalDelivery):
     """One node's side of every language contract it runs. ``claim(chunk) -> txid`` sweeps a key the
     enclave holds (received, or refunded to us) to a fresh address of our owner; ``check_funds(asset,
     address) -> node.ledger.base.Balance`` asks the ledger; ``claim_policy``: "sweep" or "keep" (received keys).
@@ -138,6 +139,9 @@ class ContractRun(OpenPhase, ReleaseRounds, Settlement, Restore):
     #: still being answered, each copy costing both enclaves work (release/1 had the same: its ``request_timeout``).
     #: The retry timer sends no copy of a request still waiting for its answer (``_in_flight``).
     request_timeout: float = 10.0
+    #: s an approval of ours is sent again, every ``retry_interval``, to a runner that has not acknowledged it
+    #: (``run_approvals``); then given up and said (``contract.approval-undelivered``)
+    approve_for: float = 600.0
     #: contracts agreed and not yet opened with us (``AgreedRecord`` by contract id hex): kept across restarts
     agreed: RecordStore = field(default_factory=lambda: MemoryContractStore(record_type=AgreedRecord))
     #: s an agreement waits for its first open; older ones are dropped on restart
@@ -175,6 +179,7 @@ class ContractRun(OpenPhase, ReleaseRounds, Settlement, Restore):
         self._heights: dict[str, int] = {}
         #: request id -> (contract, kind, step, party, sent at)
         self._pending: dict[int, tuple[str, str, int, int, float]] = {}
+        self._approvals: dict[tuple[str, int], Outgoing] = {}  # (contract id hex, party) -> on its way
         self._req = 0
         self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)
         self.known: dict[str, Binding] = {}  # peer id -> its binding, quote verified (from who / whois)
@@ -275,8 +280,9 @@ class ContractRun(OpenPhase, ReleaseRounds, Settlement, Restore):
             r.approvals.append((me, message))
             cmds += self._drive(r, now)
         for k, p in enumerate(spec.parties):
-            if p.runner and k != me:
-                cmds.append(self._request(cid.hex(), "approve", -1, k, p.binding.peer_id, body, now))
+            if p.runner and k != me:  # sent again until that runner acknowledges it (``run_approvals``)
+                cmds += self._send_approval(cid.hex(), k, Outgoing(body, p.binding.peer_id, p.binding.sign_pub,
+                                                                   message, now), now)
         return cmds
 
     def spec_for(self, spec: ContractSpec) -> ContractSpec | None:

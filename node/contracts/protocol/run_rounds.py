@@ -164,6 +164,11 @@ class ReleaseRounds:
         pend = self._pending.pop(ev.request_id, None)
         if pend is None:
             return []
+        key, kind, _, party, _ = pend
+        delivery = self._approval_answered(ev, key, party) if kind == "approve" else []  # (run_approvals)
+        return delivery + self._on_answer(ev, pend, now)
+
+    def _on_answer(self, ev: ResponseReceived, pend: tuple, now: float) -> list[Command]:
         key, kind, step, party, _ = pend
         if kind == "who":
             if ev.error:
@@ -217,6 +222,8 @@ class ReleaseRounds:
         what, _, key = name.partition(":")
         if what == "contract-run.who":
             return self._who_again(key, now)
+        if what == "contract-run.approve":  # (an arbiter runs no contract: before the run's lookup)
+            return self._approvals_again(key, now)
         r = self.runs.get(key)
         if r is None or r.rec.state in TERMINAL:
             return []
