@@ -245,3 +245,31 @@ def test_the_lock_horizon_reads_the_height_the_heights_loop_noted_not_the_ledger
         assert calls == ["BTC-REG"] and writer.desk.heights["BTC-REG"] == (height, later)
     finally:
         writer.ledger.height = real
+
+
+def test_a_noted_height_behind_the_ledger_does_not_refuse_a_lock_the_ledger_allows(world):
+    """A noted height is a floor (heights only grow): on a chain with a block a second (anvil, the dev ledgers) a
+    note a few seconds old is that many blocks behind, and an option at exactly ``contracts.max_lock_blocks`` from
+    the buyer's height was refused as 10010 blocks away (the daemon test of escrow and option failed so under
+    load). The writer reads its ledger before refusing on a noted height; it never accepts on one it would
+    refuse on a fresh read (the note is only ever lower)."""
+    net, buyer, writer, now = world
+    height = writer.ledger.height("BTC-REG")
+    writer.desk.heights["BTC-REG"] = (height - 20, now - 10)  # noted 10 s ago, 20 blocks behind
+    calls = []
+    real = writer.ledger.height
+
+    def counted(asset):
+        calls.append(asset)
+        return real(asset)
+
+    writer.ledger.height = counted
+    try:
+        spec = option_spec(buyer, writer, OPTION, now, expiry=height + writer.desk.max_lock_blocks)
+        assert propose(net, buyer, writer, spec, now) == (True, "")
+        assert calls == ["BTC-REG"] and writer.desk.heights["BTC-REG"] == (height, now)
+        far = option_spec(buyer, writer, OPTION, now, expiry=height + writer.desk.max_lock_blocks + 100)
+        accepted, reason = propose(net, buyer, writer, far, now)
+        assert not accepted and "lock horizon: expiry" in reason  # refused on the ledger's own height
+    finally:
+        writer.ledger.height = real

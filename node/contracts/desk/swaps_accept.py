@@ -90,6 +90,13 @@ class Acceptance:
         except Exception as exc:  # no ledger for it: nothing of ours can be committed on its clock
             return f"no height for {asset} on this node's ledger: {type(exc).__name__}"
         name, last = max(heights.items(), key=lambda kv: kv[1])
+        if last - now_height > self.max_lock_blocks + HEIGHT_LAG and self.heights.get(asset, (None, now))[1] < now:
+            # a noted height is a floor (heights only grow; a chain with a block a second is a block behind per
+            # second of the note's age): read the ledger before refusing on it (a refusal path only)
+            try:
+                now_height = self._read_height(asset, now)
+            except Exception as exc:
+                return f"no height for {asset} on this node's ledger: {type(exc).__name__}"
         if last - now_height > self.max_lock_blocks + HEIGHT_LAG:
             return (f"lock horizon: {name} = {last} is {last - now_height} blocks of {asset} from now (height "
                     f"{now_height}); this node commits chunks for at most {self.max_lock_blocks} blocks "
@@ -102,6 +109,10 @@ class Acceptance:
         noted = self.heights.get(asset)
         if noted is not None and 0 <= now - noted[1] <= HEIGHT_FRESH:
             return noted[0]
+        return self._read_height(asset, now)
+
+    def _read_height(self, asset: str, now: float) -> int:
+        """Our ledger's height of ``asset`` read now (a blocking call), and noted."""
         h = self.stack.ledger.height(asset)
         self.heights[asset] = (h, now)
         return h
