@@ -11,6 +11,8 @@ contract the writer's enclave released the underlying with no strike (or premium
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import time
 
@@ -215,6 +217,23 @@ def test_concurrent_options_on_one_writer_count_each_premium_against_its_device_
     assert buyer.engine.caps.exposure.by_device.get(device, 0) == 0
 
 
+@contextlib.contextmanager
+def height_calls(ledger):
+    """The assets ``ledger.height`` is asked for while the block runs."""
+    calls: list[str] = []
+    real = ledger.height
+
+    def counted(asset):
+        calls.append(asset)
+        return real(asset)
+
+    ledger.height = counted
+    try:
+        yield calls
+    finally:
+        ledger.height = real
+
+
 def test_the_lock_horizon_reads_the_height_the_heights_loop_noted_not_the_ledger(world):
     """The horizon check runs in the agreement, on the event loop: a ledger call there (an RPC to litecoind,
     anvil or a remote node) held up gossip, the API and every contract for its duration, once per offer a peer
@@ -225,15 +244,7 @@ def test_the_lock_horizon_reads_the_height_the_heights_loop_noted_not_the_ledger
     height = writer.ledger.height("BTC-REG")
     writer.desk.refresh_heights(now)  # (what the daemon runs on a worker thread every few seconds)
     assert writer.desk.heights["BTC-REG"] == (height, now)
-    calls = []
-    real = writer.ledger.height
-
-    def counted(asset):
-        calls.append(asset)
-        return real(asset)
-
-    writer.ledger.height = counted
-    try:
+    with height_calls(writer.ledger) as calls:
         spec = option_spec(buyer, writer, OPTION, now, expiry=height + 9_000)
         assert propose(net, buyer, writer, spec, now) == (True, "")
         assert calls == []  # the noted height, no ledger call
@@ -243,8 +254,6 @@ def test_the_lock_horizon_reads_the_height_the_heights_loop_noted_not_the_ledger
                                                                    expiry=height + 100_000), later)
         assert not accepted and "lock horizon: expiry" in reason
         assert calls == ["BTC-REG"] and writer.desk.heights["BTC-REG"] == (height, later)
-    finally:
-        writer.ledger.height = real
 
 
 def test_a_noted_height_behind_the_ledger_does_not_refuse_a_lock_the_ledger_allows(world):
@@ -256,20 +265,10 @@ def test_a_noted_height_behind_the_ledger_does_not_refuse_a_lock_the_ledger_allo
     net, buyer, writer, now = world
     height = writer.ledger.height("BTC-REG")
     writer.desk.heights["BTC-REG"] = (height - 20, now - 10)  # noted 10 s ago, 20 blocks behind
-    calls = []
-    real = writer.ledger.height
-
-    def counted(asset):
-        calls.append(asset)
-        return real(asset)
-
-    writer.ledger.height = counted
-    try:
+    with height_calls(writer.ledger) as calls:
         spec = option_spec(buyer, writer, OPTION, now, expiry=height + writer.desk.max_lock_blocks)
         assert propose(net, buyer, writer, spec, now) == (True, "")
         assert calls == ["BTC-REG"] and writer.desk.heights["BTC-REG"] == (height, now)
         far = option_spec(buyer, writer, OPTION, now, expiry=height + writer.desk.max_lock_blocks + 100)
         accepted, reason = propose(net, buyer, writer, far, now)
         assert not accepted and "lock horizon: expiry" in reason  # refused on the ledger's own height
-    finally:
-        writer.ledger.height = real
