@@ -88,7 +88,10 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
     stack.refresh_offers(clock.now())  # kept keys a crash left unadopted are offered at once
     from node.contracts.desk.escrow import EscrowDesk
 
-    stack.escrow = EscrowDesk(stack, clock)  # /keyswitch/key-escrow/1: holder, owner, recovery
+    from node.stores.designations import DesignationStore
+
+    stack.escrow = EscrowDesk(stack, clock, DesignationStore(datadir / "escrow.sqlite"))  # key escrow (holder,
+    # owner, recovery): the contracts we are the recovery node of, on disk
     metrics = NodeMetrics()
     url_file = datadir / "api.url"
     from node.stores.requests import RequestStore
@@ -138,6 +141,15 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
                         stack.desk.tick(clock.now())
                     await trio.sleep(1.0)
 
+            async def escrow_heights() -> None:
+                """The key-escrow desk: recoveries resumed, then every second our ledger's heights for the
+                contracts we hold shares of and the recoveries (read off the event loop), results recorded."""
+                stack.escrow.start(node)
+                while True:
+                    if stack.escrow.wants_heights():  # (nothing to watch: no ledger calls)
+                        stack.escrow.observe(await trio.to_thread.run_sync(stack.escrow.read_heights))
+                    await trio.sleep(1.0)
+
             async def offer_heights() -> None:
                 """The heights of the assets we offer, read off the event loop for the agreement's lock horizon
                 (``SwapDesk.refresh_heights``: the check itself then makes no ledger call on the loop)."""
@@ -175,7 +187,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
             nursery.start_soon(offers_refresher)
             nursery.start_soon(heights)
             nursery.start_soon(offer_heights)
-            nursery.start_soon(stack.escrow.run, node)
+            nursery.start_soon(escrow_heights)
             await node.stopped.wait()
             nursery.cancel_scope.cancel()
     finally:

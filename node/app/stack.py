@@ -33,6 +33,31 @@ if TYPE_CHECKING:  # (types only: the application layer imports what it composes
     from node.tee.client import Enclave
 
 
+def open_run_stores(datadir, *, durable: bool = True):
+    """The contract-run protocol's stores in ``datadir`` (``runs/``, ``runs-agreed/``), opened after the release/1
+    records an older node kept in ``contracts/`` are migrated into ``runs/`` (``migrate_release_records``: same
+    contract id, so a swap in flight when the node upgraded resumes over contract-run/1). Returns (runs, agreed,
+    legacy, migrated): ``legacy`` the store of what was left in ``contracts/`` (its claims still count in the
+    balance), ``migrated`` (old key, what happened) per release/1 record, for the log."""
+    import logging
+
+    from node.contracts.protocol.run import AgreedRecord, RunRecord
+    from node.contracts.protocol.swap import migrate_release_records
+    from node.stores.contracts import ContractStore
+
+    datadir = Path(datadir)
+    runs = ContractStore(datadir / "runs", durable=durable, record_type=RunRecord)
+    agreed = ContractStore(datadir / "runs-agreed", durable=durable, record_type=AgreedRecord)
+    if not (datadir / "contracts").is_dir():
+        return runs, agreed, ContractStore(None), []
+    legacy = ContractStore(datadir / "contracts", durable=durable)
+    migrated = migrate_release_records(legacy, runs, RunRecord)
+    log = logging.getLogger("keyswitch.swaps")
+    for key, what in migrated:
+        log.log(logging.INFO if what == "migrated" else logging.WARNING, "release/1 record %s: %s", key, what)
+    return runs, agreed, legacy, migrated
+
+
 @dataclass
 class OfferStack:
     """The enclave, book and protocol a node runs for offer gossip."""
@@ -70,6 +95,23 @@ class OfferStack:
     withdrawals: int = 0
     _refreshing: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one refresh at a time
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)  # a withdrawal vs a refresh's result
+
+    # -- the desks' stores: ``node.contracts.desk`` imports no store, it asks the composition root for them
+    def run_stores(self, *, durable: bool = True):
+        """The contract-run stores in the data directory, release/1 records migrated first (``open_run_stores``)."""
+        return open_run_stores(self.datadir, durable=durable)
+
+    def claim_seed(self) -> bytes:
+        """The owner's claim seed (``<datadir>/claim.seed``, made on first use: ``node.identity``)."""
+        from node.identity import load_or_create_claim_seed
+
+        return load_or_create_claim_seed(self.datadir)
+
+    def arbitration_store(self):
+        """The escrows this node arbitrates (``<datadir>/arbiter.sqlite``)."""
+        from node.stores.arbitrations import ArbitrationStore
+
+        return ArbitrationStore(self.datadir / "arbiter.sqlite")
 
     def own_sheet(self):
         """This node's sheet: the attested enclave and its funded deposits (none until funded)."""

@@ -19,7 +19,7 @@ from node.protocols.offers import AttestationCache, default_attestation_verifier
 from node.contracts.protocol.claims import sweep_claimer
 from node.contracts.protocol.schedule import Chunk, schedule_spec, swap_schedule
 from node.stores.contracts import ContractStore
-from node.contracts.desk.swaps import open_run_stores
+from node.app.stack import open_run_stores
 from node.tee.client import InProcessEnclave
 from tests.protocols import contract_run_kit as run_tests
 from tests.protocols.contract_run_kit import AMOUNT, NET, NOW, POLICY, Pair
@@ -107,7 +107,7 @@ def _as_release1(side, other, schedule, cid: bytes) -> ContractRecord:
 
 class Upgraded:
     """A side after the upgrade: the same data directory (enclave, ledger), the stores opened as the node opens them
-    (``swaps.open_run_stores``: release/1 records migrated first), run by contract-run/1."""
+    (``node.app.stack.open_run_stores``: release/1 records migrated first), run by contract-run/1."""
 
     def __init__(self, old: run_tests.Side) -> None:
         self.name, self.peer_id, self.dir, self.ledger = old.name, old.peer_id, old.dir, old.ledger

@@ -146,3 +146,27 @@ def test_the_escrows_an_arbiter_agreed_to_read_back_after_a_crash_and_a_row_that
     cid = spec_id(spec).hex()
     assert len(again) == 1 and again.get(cid) == spec
     assert [r[0] for r in other.execute("SELECT cid FROM arbitrated")] == [cid]
+
+
+def test_the_designations_of_a_recovery_node_read_back_after_a_reopen(tmp_path):
+    """``escrow.sqlite`` (moved out of the key-escrow desk into ``node.stores.designations``, same file and
+    schema): a designation, the recovery asked and its result survive a reopen; the first one agreed is kept."""
+    from node.stores.designations import DesignationStore
+
+    db = DesignationStore(tmp_path / "escrow.sqlite")
+    db.add("aa", "owner1", 0, b"spec-a", '{"02ab": "bcrt1q..."}', 100.0)
+    db.add("aa", "owner2", 1, b"other", "{}", 200.0)  # (kept as first agreed)
+    db.add("bb", "owner1", 1, b"spec-b", "{}", 150.0)
+    db.ask_recover("aa", 300.0)
+    db.close()
+    db = DesignationStore(tmp_path / "escrow.sqlite")
+    assert db.count() == 2 and db.has("aa") and not db.has("cc")
+    assert db.get("aa") == (0, b"spec-a", '{"02ab": "bcrt1q..."}') and db.get("cc") is None
+    assert db.unfinished() == ["aa"]
+    db.ask_recover("aa", 400.0)  # asked again: the first time kept
+    db.set_result("aa", '[{"index": 0, "state": "swept"}]')
+    db.set_result("aa", "[]")  # a result is never replaced
+    assert db.unfinished() == []
+    assert [r[0] for r in db.rows()] == ["aa", "bb"]
+    assert db.rows()[0][5:] == (300.0, '[{"index": 0, "state": "swept"}]')
+    db.close()

@@ -1,4 +1,5 @@
-"""node.contracts.desk: the host side of contracts (does I/O, unlike the rest of ``node.contracts``).
+"""node.contracts.desk: the host side of contracts. It opens no file or database and reads no clock itself: its
+stores, the claim seed and the ledger heights are handed to it by the composition root (``node.app``).
 
 * ``swaps``: ``SwapDesk``, a node's swaps from a plan to claimed chunks (``swaprun``: a swap's run over the
   contract protocol, host side), written in parts: ``swaps_plan`` (planning), ``swaps_accept`` (the responder's

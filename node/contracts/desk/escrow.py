@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from typing import Any
 
 import msgspec
-import trio
 
 from node import wire
 
@@ -101,7 +99,9 @@ def check_request(ke: dict[str, Any], parties: list[str]) -> tuple[list[str], in
 
 
 class EscrowDesk:
-    def __init__(self, stack, clock) -> None:
+    def __init__(self, stack, clock, designations) -> None:
+        """``designations``: where the contracts we are the recovery node of are kept
+        (``node.stores.designations.DesignationStore``, opened by the composition root)."""
         from node.protocols.keyescrow import KeyEscrow
         from node.contracts.protocol.claims import sweep_claimer
 
@@ -113,11 +113,7 @@ class EscrowDesk:
                                max_shares=MAX_HELD_SHARES,
                                identity=lambda: (stack.protocol.own.binding, stack.protocol.own.quote))
         # (used from the key-escrow protocol's handle, on the driver's worker thread, under its lock)
-        self.db = sqlite3.connect(stack.datadir / "escrow.sqlite", isolation_level=None,
-                                  check_same_thread=False)
-        self.db.execute("CREATE TABLE IF NOT EXISTS designations (cid TEXT PRIMARY KEY, owner TEXT NOT NULL, "
-                        "party INTEGER NOT NULL, spec BLOB NOT NULL, dest TEXT NOT NULL, agreed REAL NOT NULL, "
-                        "recover REAL, result TEXT)")
+        self.db = designations
         #: deposit key hex -> the owner's address, from the contract whose recovery was asked (not from every
         #: designation: anyone may name someone else's deposit key in a spec it proposes to us)
         self._dest: dict[str, str] = {}
@@ -156,26 +152,31 @@ class EscrowDesk:
             raise ValueError(f"no destination agreed for deposit key {chunk.pubkey.hex()[:16]}...")
         return to
 
-    async def run(self, node) -> None:
-        """Heights for held contracts and recoveries, every second; resumes recoveries asked before a restart;
-        records their results."""
+    def start(self, node) -> None:
+        """Attach the running node (its driver), and resume the recoveries asked before a restart. The daemon's
+        loop then calls ``tick`` every second (``node.app.daemon``: the heights, read off the event loop)."""
         self.node = node
-        for (cid,) in self.db.execute("SELECT cid FROM designations WHERE recover IS NOT NULL AND result IS NULL"
-                                      ).fetchall():
+        for cid in self.db.unfinished():
             node.driver.submit(self.proto, lambda now, cid=cid: self._resume(cid, now))
-        while True:
-            self._flush()
-            if not (self.proto.holding() or self.proto.recoveries):  # nothing reads heights: no ledger calls
-                await trio.sleep(1.0)
-                continue
-            if self._assets is None:
-                self._assets = await trio.to_thread.run_sync(self._served_assets)
-            heights = await trio.to_thread.run_sync(self._heights)
-            if heights:
-                node.driver.submit(self.proto, lambda now: [c for a, h in heights for c in
-                                                            self.proto.observe_height(a, h, now)])
-            self._record_results()
-            await trio.sleep(1.0)
+
+    def wants_heights(self) -> bool:
+        """Something reads ledger heights (a contract we hold shares of, a recovery): else no ledger calls."""
+        self._flush()
+        return bool(self.proto.holding() or self.proto.recoveries)
+
+    def read_heights(self) -> list[tuple[str, int]]:
+        """Our ledger's heights of the assets it serves (blocking ledger calls: the daemon runs it on a worker
+        thread)."""
+        if self._assets is None:
+            self._assets = self._served_assets()
+        return self._heights()
+
+    def observe(self, heights: list[tuple[str, int]]) -> None:
+        """Hand ``heights`` to the key-escrow protocol (on the driver) and record finished recoveries."""
+        if heights:
+            self.node.driver.submit(self.proto, lambda now: [c for a, h in heights for c in
+                                                             self.proto.observe_height(a, h, now)])
+        self._record_results()
 
     def _served_assets(self) -> list[str]:
         from node.assets import ASSETS
@@ -208,8 +209,7 @@ class EscrowDesk:
             if all(r.state in (SWEPT, FAILED, MOVED) for r in rs):
                 res = [{"index": r.index, "state": r.state, **({"status": r.claim.status, "txid": r.claim.txid}
                                                                if r.claim else {})} for r in rs]
-                self.db.execute("UPDATE designations SET result = ? WHERE cid = ? AND result IS NULL",
-                                (json.dumps(res), cid))
+                self.db.set_result(cid, json.dumps(res))
 
     # -------------------------------------------------------------- holder / recovery: agreeing
     def accept(self, peer: str, offer, now: float) -> str | None:
@@ -248,20 +248,18 @@ class EscrowDesk:
         idx = spec.escrowed_chunks(term)
         if len(order.to) != len(idx) or not all(isinstance(a, str) and 0 < len(a) <= 128 for a in order.to):
             return f"a recovery order names one destination address per escrowed chunk ({len(idx)})"
-        n = self.db.execute("SELECT COUNT(*) FROM designations").fetchone()[0]
-        if n >= MAX_DESIGNATIONS and not self.db.execute("SELECT 1 FROM designations WHERE cid = ?",
-                                                         (cid.hex(),)).fetchone():
+        n = self.db.count()
+        if n >= MAX_DESIGNATIONS and not self.db.has(cid.hex()):
             return f"full: this node is already the recovery node of {n} contracts (at most {MAX_DESIGNATIONS})"
         dest = {spec.parties[term.party].chunks[i].pubkey.hex(): a for i, a in zip(idx, order.to)}
-        self.db.execute("INSERT OR IGNORE INTO designations (cid, owner, party, spec, dest, agreed) "
-                        "VALUES (?, ?, ?, ?, ?, ?)", (cid.hex(), peer, term.party, order.spec, json.dumps(dest), now))
+        self.db.add(cid.hex(), peer, term.party, order.spec, json.dumps(dest), now)
         return None
 
     # -------------------------------------------------------------- owner: building the escrowed spec
     async def attach(self, services, spec, summary: dict, ke: dict[str, Any]):
         """(escrowed spec, summary): ``spec`` with our chunks key-escrowed per ``ke`` ({holders, k, recovery}),
         agreed with each holder and the recovery node. Raises ``ApiError`` with the reason."""
-        from libp2p.peer.id import ID
+        import base58
 
         from node.api.services import ApiError
         from node.contracts.spec import EscrowHolder, EscrowTerm, make_spec, validate_spec
@@ -272,7 +270,7 @@ class EscrowDesk:
             holders, k, recovery = check_request(ke, list(spec.ids))
             for p in holders + [recovery]:
                 try:
-                    ID.from_base58(p)
+                    base58.b58decode(p)  # (what py-libp2p's ID.from_base58 checks)
                 except Exception:
                     raise ValueError(f"key_escrow: {p!r} is not a peer id") from None
         except ValueError as exc:
@@ -315,7 +313,7 @@ class EscrowDesk:
         driver, as ``KeyEscrow``'s call)."""
         from node.contracts.spec import decode_spec
 
-        row = self.db.execute("SELECT party, spec, dest FROM designations WHERE cid = ?", (cid,)).fetchone()
+        row = self.db.get(cid)
         if row is None:
             raise ValueError(f"this node is not the recovery node of contract {cid}")
         party, data, dest = row
@@ -325,8 +323,7 @@ class EscrowDesk:
             raise ValueError(spec)
         term = next(t for t in spec.escrows if t.party == party)
         if not resume:
-            self.db.execute("UPDATE designations SET recover = COALESCE(recover, ?), result = NULL WHERE cid = ?",
-                            (now, cid))
+            self.db.ask_recover(cid, now)
         return [c for i in spec.escrowed_chunks(term) for c in self.proto.recover(spec, [], party, i, now)]
 
     def _resume(self, cid: str, now: float) -> list:
@@ -353,8 +350,7 @@ class EscrowDesk:
                            if r.claim else {})})
         designated = [{"contract": cid, "owner": owner, "party": party, "destinations": json.loads(dest),
                        "agreed": agreed, "recover_asked": rq, "result": json.loads(res) if res else None}
-                      for cid, owner, party, dest, agreed, rq, res in self.db.execute(
-                          "SELECT cid, owner, party, dest, agreed, recover, result FROM designations ORDER BY agreed")]
+                      for cid, owner, party, dest, agreed, rq, res in self.db.rows()]
         try:
             shares = [{"contract": s.cid.hex(), "party": s.party, "index": s.index, "state": s.state,
                        "releasable": s.allowed, "why": s.why} for s in self.stack.enclave.escrow_holdings()]

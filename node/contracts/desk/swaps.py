@@ -14,7 +14,7 @@
   responder opens it first once it agreed, the proposer's enclave then takes it
   already signed (``node.contracts.desk.swaprun``). Quotes checked, keys exchanged encrypted
   enclave to enclave. (``/keyswitch/release/1``, the swap's own protocol before
-  issue #19, is retired: ``open_run_stores`` migrates its records at start.)
+  issue #19, is retired: ``node.app.stack.open_run_stores`` migrates its records at start.)
 * **Escrow and option** (``plan_escrow`` / ``plan_option``): a ``ContractSpec`` of the stdlib
   contract, agreed over ``/keyswitch/contract/1`` (kind "escrow" / "option"; an escrow's arbiter gets
   kind "arbiter" and keeps the spec to sign its approval, on disk: ``node.contracts.desk.arbiter``) and run over
@@ -88,30 +88,6 @@ def kept_chunks(release_store, run_store) -> list[tuple[str, Any]]:
     return [(key, chunk) for key, chunk, cl in received_claims(release_store, run_store) if cl.status == "kept"]
 
 
-def open_run_stores(datadir, *, durable: bool = True):
-    """The contract-run protocol's stores in ``datadir`` (``runs/``, ``runs-agreed/``), opened after the release/1
-    records an older node kept in ``contracts/`` are migrated into ``runs/`` (``migrate_release_records``: same
-    contract id, so a swap in flight when the node upgraded resumes over contract-run/1). Returns (runs, agreed,
-    legacy, migrated): ``legacy`` the store of what was left in ``contracts/`` (its claims still count in the
-    balance), ``migrated`` (old key, what happened) per release/1 record, for the log."""
-    from pathlib import Path
-
-    from node.contracts.protocol.run import AgreedRecord, RunRecord
-    from node.contracts.protocol.swap import migrate_release_records
-    from node.stores.contracts import ContractStore
-
-    datadir = Path(datadir)
-    runs = ContractStore(datadir / "runs", durable=durable, record_type=RunRecord)
-    agreed = ContractStore(datadir / "runs-agreed", durable=durable, record_type=AgreedRecord)
-    if not (datadir / "contracts").is_dir():
-        return runs, agreed, ContractStore(None), []
-    legacy = ContractStore(datadir / "contracts", durable=durable)
-    migrated = migrate_release_records(legacy, runs, RunRecord)
-    for key, what in migrated:
-        log.log(logging.INFO if what == "migrated" else logging.WARNING, "release/1 record %s: %s", key, what)
-    return runs, agreed, legacy, migrated
-
-
 class SwapDesk(Planning, Holds, Acceptance):
     """The node's contracts over /keyswitch/contract-run/1: swaps (the stdlib ``turns`` contract) and language
     contracts, with one claim policy for the keys it receives, ``claim_policy`` (config ``claims.policy``):
@@ -125,12 +101,11 @@ class SwapDesk(Planning, Holds, Acceptance):
         other than the stdlib's, this node agrees to run); ``max_lock_blocks``: config ``contracts.max_lock_blocks``
         (how many blocks from now a peer's contract may keep our chunks committed)."""
         from node.assets.prices import StaticPrices
-        from node.identity import load_or_create_claim_seed
         from node.contracts.protocol.claims import sweep_claimer
 
         self.stack, self.clock, self.claim_policy = stack, clock, claim_policy
         # the owner's claim seed (``claim.seed``), never the libp2p identity seed: see ``node.identity``
-        self._seed = load_or_create_claim_seed(stack.datadir)
+        self._seed = stack.claim_seed()
         self.prices = prices or stack.prices or StaticPrices()
         self.price_tolerance = price_tolerance
         self.allowed_hashes = frozenset(h.lower() for h in allowed_hashes)
@@ -143,7 +118,7 @@ class SwapDesk(Planning, Holds, Acceptance):
         from node.contracts.protocol.run import ContractRun
 
         # the stores, release/1 records of an older node migrated first (its swaps in flight resume over contract-run/1)
-        runs, agreed, self.legacy, self.migrated = open_run_stores(stack.datadir)
+        runs, agreed, self.legacy, self.migrated = stack.run_stores()  # (opened by the composition root)
 
         self.run = ContractRun(
             net=stack.net, enclave=stack.enclave, quote=own.quote, binding=own.binding,
@@ -153,10 +128,9 @@ class SwapDesk(Planning, Holds, Acceptance):
             store=runs, claim_policy=claim_policy, agreed=agreed,
             price_of=self._price, price_tolerance=price_tolerance)
         from node.contracts.desk.arbiter import Arbitrations
-        from node.stores.arbitrations import ArbitrationStore
 
         #: contract id hex -> spec, for escrows we arbitrate: on disk (``arbiter.sqlite``), so a restart keeps them
-        self.arbitrated = Arbitrations(ArbitrationStore(stack.datadir / "arbiter.sqlite"))
+        self.arbitrated = Arbitrations(stack.arbitration_store())
         from node.contracts.desk.swaprun import SwapRuns
 
         self.swaps = SwapRuns(self)  # swaps over contract-run/1: proposals, the responder's start, their ends

@@ -64,7 +64,7 @@ Crash safety: the enclave's sealed state is the truth about what moved; the host
 keeps claims, refunds and acks, and ``AgreedRecord`` (store ``agreed``) a contract agreed and not yet opened
 with us; ``Started`` resumes every contract (re-open, resend, continue) and agreement. A swap record of the
 retired ``/keyswitch/release/1`` becomes a ``RunRecord`` of the same contract id when the node starts
-(``contract_swap.migrate_release_records``, ``swaps.open_run_stores``); its resume asks our enclave for our
+(``swap.migrate_release_records``, ``node.app.stack.open_run_stores``); its resume asks our enclave for our
 signature over the id, which release/1 never kept.
 
 The runner is one class, ``ContractRun``, written in parts: here its fields, the application calls, ``handle`` and
