@@ -146,7 +146,7 @@ async def run_daemon(cfg: cfgmod.Config, *, republish: float = 60.0, out=sys.std
                 contracts we hold shares of and the recoveries (read off the event loop), results recorded."""
                 stack.escrow.start(node)
                 while True:
-                    if stack.escrow.wants_heights():  # (nothing to watch: no ledger calls)
+                    if stack.escrow.tick():  # (nothing to watch: no ledger calls)
                         stack.escrow.observe(await trio.to_thread.run_sync(stack.escrow.read_heights))
                     await trio.sleep(1.0)
 

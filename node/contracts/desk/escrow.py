@@ -159,8 +159,9 @@ class EscrowDesk:
         for cid in self.db.unfinished():
             node.driver.submit(self.proto, lambda now, cid=cid: self._resume(cid, now))
 
-    def wants_heights(self) -> bool:
-        """Something reads ledger heights (a contract we hold shares of, a recovery): else no ledger calls."""
+    def tick(self) -> bool:
+        """Every second (the daemon's loop): the key-escrow commands queued before the driver ran handed to it;
+        True when something reads ledger heights (a contract we hold shares of, a recovery), else no ledger call."""
         self._flush()
         return bool(self.proto.holding() or self.proto.recoveries)
 

@@ -362,12 +362,14 @@ class ContractRun(OpenPhase, ReleaseRounds, Settlement, Restore, ApprovalDeliver
         self._pending[self._req] = (key, kind, step, party, now)
         return SendRequest(PROTOCOL_ID, peer, self._req, data, timeout=max(self.retry_interval, self.request_timeout))
 
-    def _in_flight(self, r: Run, now: float) -> set[tuple[str, int, int]]:
-        """(kind, step, party) of ``r``'s requests still waiting for their answer: no copy of them goes out. One
-        unanswered after ``request_timeout`` is taken as lost (a driver that never reports it): forgotten."""
+    def _in_flight(self, r: Run | str, now: float) -> set[tuple[str, int, int]]:
+        """(kind, step, party) of the requests of ``r`` (a run, or a contract id hex: an approval of a contract we
+        do not run) still waiting for their answer: no copy of them goes out. One unanswered after
+        ``request_timeout`` is taken as lost (a driver that never reports it): forgotten."""
+        want = r if isinstance(r, str) else r.key
         out = set()
         for rid, (key, kind, step, party, at) in list(self._pending.items()):
-            if key == r.key:
+            if key == want:
                 if now < at + max(self.retry_interval, self.request_timeout):
                     out.add((kind, step, party))
                 else:

@@ -29,8 +29,8 @@ class Outgoing:
 
 
 class ApprovalDelivery:
-    """Approvals sent until acknowledged (a mixin of ``ContractRun``: its ``_request``, ``_pending``,
-    ``retry_interval``, ``request_timeout`` and ``approve_for`` are there)."""
+    """Approvals sent until acknowledged (a mixin of ``ContractRun``: its ``_request``, ``_in_flight``,
+    ``retry_interval`` and ``approve_for`` are there)."""
 
     def _send_approval(self, cid_hex: str, party: int, out: Outgoing, now: float) -> list[Command]:
         self._approvals[(cid_hex, party)] = out
@@ -61,9 +61,7 @@ class ApprovalDelivery:
         """The timer: every approval of ``cid_hex`` not acknowledged and not in flight, sent again; one older
         than ``approve_for`` given up, and said."""
         cmds: list[Command] = []
-        in_flight = {party for key, kind, _, party, at in self._pending.values()
-                     if key == cid_hex and kind == "approve" and now < at + max(self.retry_interval,
-                                                                                 self.request_timeout)}
+        in_flight = {party for kind, _, party in self._in_flight(cid_hex, now) if kind == "approve"}
         left = False
         for (key, party), out in list(self._approvals.items()):
             if key != cid_hex:
