@@ -27,10 +27,13 @@ a stream reset would let it start again at once on a new stream of the same conn
 new connection costs it a TCP and Noise handshake), and it is the behaviour go-libp2p peers already know.
 
 The check sits where py-libp2p counts received bytes against the window: ``YamuxStream.recv_window`` becomes a
-property, and a value below zero (more received than granted) is the overrun. py-libp2p counts a DATA frame
-after it has read its body (up to its own 16 MB frame cap, as for any frame), so that frame is held for that
-instant only; go-yamux checks the header first. An honest peer never goes below zero: every credit is added
-to ``recv_window`` before its WINDOW_UPDATE is sent (ours and py-libp2p's rule alike).
+property, and a value below zero (more received than granted) is the overrun. An honest peer never goes below
+zero: every credit is added to ``recv_window`` before its WINDOW_UPDATE is sent (ours and py-libp2p's rule alike).
+py-libp2p counts a DATA frame only after it has read its body (up to its own 16 MB frame cap, waiting for it up to
+its 60 s data-read timeout), so a peer announcing one large frame and sending it slowly held up to 16 MB per
+connection for a minute. As go-yamux, the length is checked from the header too (``_read_data_body``): a frame
+longer than every receive window of the connection (at least py-libp2p's initial 256 kB, the window of a stream
+the frame may open) is the same protocol error, before a byte of its body is read.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ log = logging.getLogger("keyswitch.runtime.yamux")
 _ORIGINAL = _yamux.YamuxStream._auto_tune_and_send_window_update
 _ORIGINAL_READ = _yamux.YamuxStream.read
 _ORIGINAL_HANDLE_INCOMING = _yamux.Yamux.handle_incoming
+_ORIGINAL_READ_DATA_BODY = _yamux.Yamux._read_data_body
 GO_AWAY_TIMEOUT = 2.0  # seconds to hand the GO_AWAY to a peer that may not read; the connection closes anyway
 
 
@@ -111,6 +115,23 @@ def _set_recv_window(self: _yamux.YamuxStream, value: int) -> None:
     conn.event_shutting_down.set()  # handle_incoming stops after this frame; _handle_incoming closes the rest
 
 
+async def _read_data_body_within_window(self: _yamux.Yamux, length: int) -> bytes:
+    """py-libp2p's read of a DATA frame's body, once its announced ``length`` fits a receive window we granted:
+    the frame's own stream's, which py-libp2p has not looked up yet, is at most the largest of the connection's
+    (or the initial window, for a frame opening a stream). Beyond it: the overrun, found from the header; the
+    body is left unread, handle_incoming stops after this frame (an empty body: nothing buffered, nothing
+    counted) and ``_handle_incoming`` sends the GO_AWAY and closes the connection."""
+    granted = max([_yamux.DEFAULT_WINDOW_SIZE, *(s.__dict__.get("recv_window", 0) for s in self.streams.values())])
+    if length <= granted:
+        return await _ORIGINAL_READ_DATA_BODY(self, length)
+    if not self.__dict__.get("_ks_window_overrun"):
+        self._ks_window_overrun = True
+        log.warning("Yamux peer %s announced a %d-byte frame, beyond every receive window it was granted (%d "
+                    "bytes): protocol error, closing the connection", self.peer_id, length, granted)
+    self.event_shutting_down.set()
+    return b""
+
+
 async def _handle_incoming(self: _yamux.Yamux) -> None:
     """py-libp2p's frame loop; when it stopped on a window overrun, send a GO_AWAY (protocol error, bounded in
     time) and tear the connection down as py-libp2p does on its own protocol errors (``_cleanup_on_error``:
@@ -134,6 +155,7 @@ def install() -> None:
     _yamux.YamuxStream.read = _read_buffered_first  # type: ignore[method-assign]
     _yamux.YamuxStream.recv_window = property(_get_recv_window, _set_recv_window)  # type: ignore[assignment]
     _yamux.Yamux.handle_incoming = _handle_incoming  # type: ignore[method-assign]
+    _yamux.Yamux._read_data_body = _read_data_body_within_window  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
@@ -149,3 +171,4 @@ def uninstall_cap() -> None:
     if isinstance(_yamux.YamuxStream.__dict__.get("recv_window"), property):
         del _yamux.YamuxStream.recv_window
     _yamux.Yamux.handle_incoming = _ORIGINAL_HANDLE_INCOMING  # type: ignore[method-assign]
+    _yamux.Yamux._read_data_body = _ORIGINAL_READ_DATA_BODY  # type: ignore[method-assign]

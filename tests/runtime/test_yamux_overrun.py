@@ -115,8 +115,8 @@ async def test_without_the_cap_py_libp2p_buffers_everything_the_peer_sends(tmp_p
 
 
 async def test_a_new_stream_whose_first_frame_is_beyond_the_window_cuts_the_peer_off(tmp_path, frames_out, caplog):
-    """The same rule for data that opens a stream (SYN with DATA, one frame of a window and 64 kB): py-libp2p
-    counts it in its SYN path, which the cap covers too."""
+    """The same rule for data that opens a stream (SYN with DATA, one frame of a window and 64 kB): found from
+    the frame's header, as go-yamux does, before its body is read (py-libp2p's SYN path would count it after)."""
     caplog.set_level(logging.WARNING)
     async with trio.open_nursery() as n:
         a = await n.start(run_host, cfg(tmp_path, "a"), [Probe()])
@@ -127,12 +127,51 @@ async def test_a_new_stream_whose_first_frame_is_beyond_the_window_cuts_the_peer
         sid = muxed_b.next_stream_id
         muxed_b.next_stream_id += 2
         size = WINDOW + FRAME
-        await muxed_b._write_frame(struct.pack(ym.YAMUX_HEADER_FORMAT, 0, ym.TYPE_DATA, ym.FLAG_SYN, sid, size)
-                                   + b"x" * size)
+        try:  # (a cuts b off after the header, so b's write of the body may fail)
+            await muxed_b._write_frame(struct.pack(ym.YAMUX_HEADER_FORMAT, 0, ym.TYPE_DATA, ym.FLAG_SYN, sid, size)
+                                       + b"x" * size)
+        except Exception:
+            pass
         await wait_for(lambda: muxed_a.is_closed, what="a closes its connection to the peer that overran")
         assert (muxed_a, ym.TYPE_GO_AWAY, 0, 0, ym.GO_AWAY_PROTOCOL_ERROR) in frames_out
         lines = [r.getMessage() for r in caplog.records if r.name == "keyswitch.runtime.yamux"]
-        assert lines == [f"Yamux peer {b.peer_id} sent {FRAME} bytes beyond the receive window of stream {sid}: "
-                         f"protocol error, closing the connection"]
+        assert lines == [f"Yamux peer {b.peer_id} announced a {size}-byte frame, beyond every receive window it "
+                         f"was granted ({WINDOW} bytes): protocol error, closing the connection"]
+        a.stop()
+        b.stop()
+
+
+async def test_a_frame_announced_beyond_the_window_cuts_the_peer_off_before_its_body_is_read(
+        tmp_path, frames_out, caplog):
+    """go-yamux checks a DATA frame's length against the window from its header; py-libp2p 0.8.1 read the body
+    first (up to its 16 MB frame cap, waiting for it as long as its data-read timeout), so a peer could make a
+    node hold up to 16 MB per connection by announcing one large frame and sending it slowly. The peer here
+    announces a 16 MB frame on our idle pooled stream (256 kB window) and sends 64 kB of it: the connection is
+    closed at once, the body never read, one line names the peer."""
+    caplog.set_level(logging.WARNING)
+    async with trio.open_nursery() as n:
+        a = await n.start(run_host, cfg(tmp_path, "a"), [Probe()])
+        b = await n.start(run_host, cfg(tmp_path, "b"), [Probe()])
+        await a.connect(b.listen_addrs[0])
+        assert await a.request(b.peer_id, ECHO, b"warm") == b"WARM"
+        (netstream, _), = a.streams._idle[(b.peer_id, ECHO)]
+        mine = netstream.muxed_stream
+        muxed_a, sid = mine.conn, mine.stream_id
+        buf = Held(muxed_a.stream_buffers[sid])
+        muxed_a.stream_buffers[sid] = buf
+        muxed_b = next(c.muxed_conn for c in b.host.get_network().get_connections(a.host.get_id()))
+        announced = ym.MAX_WINDOW_SIZE  # py-libp2p's own cap: accepted by it
+        try:
+            await muxed_b._write_frame(struct.pack(ym.YAMUX_HEADER_FORMAT, 0, ym.TYPE_DATA, 0, sid, announced)
+                                       + b"y" * FRAME)  # ... and the rest never comes
+        except Exception:
+            pass  # (a cut b off already)
+        await wait_for(lambda: muxed_a.is_closed, timeout=5,
+                       what="a closes its connection to the peer that announced a frame beyond the window")
+        assert buf.most == 0 and len(buf) == 0
+        assert (muxed_a, ym.TYPE_GO_AWAY, 0, 0, ym.GO_AWAY_PROTOCOL_ERROR) in frames_out
+        lines = [r.getMessage() for r in caplog.records if r.name == "keyswitch.runtime.yamux"]
+        assert lines == [f"Yamux peer {b.peer_id} announced a {announced}-byte frame, beyond every receive "
+                         f"window it was granted ({WINDOW} bytes): protocol error, closing the connection"], lines
         a.stop()
         b.stop()
