@@ -110,6 +110,7 @@ class Enclave(Protocol):
     """The TEE backend interface (simulated process, in-process, or hardware)."""
 
     def info(self) -> EnclaveInfo: ...
+    def sign_pub(self) -> bytes: ...
     def generate_keys(self, n: int) -> list[bytes]: ...
     def list_keys(self) -> list[KeyStatus]: ...
     def quote(self, binding: Binding, *, nonce: bytes = b"", now: float | None = None) -> bytes: ...
@@ -169,6 +170,10 @@ class _Base:
         self._next_id = 0
         # per request kind: [calls, seconds waiting for the lock, seconds in the round trip] (``call_stats``)
         self._stats: dict[str, list] = {}
+        # contract_status answers, each with the count of other calls sent before it was asked (``contract_status``)
+        self._calls_sent = 0
+        self._sign_pub: bytes | None = None
+        self._statuses: dict[bytes, tuple[int, object]] = {}
         if self.simulated:
             warn_simulated()
 
@@ -181,6 +186,8 @@ class _Base:
             t1 = time.perf_counter()
             self._next_id += 1
             req_id = self._next_id
+            if not isinstance(op, m.ContractStatusOp):
+                self._calls_sent += 1  # it may change what the enclave answers: no status read before it is reused
             try:
                 raw = self._roundtrip(_enc.encode(m.Request(m.PROTOCOL_VERSION, req_id, op)))
             finally:
@@ -217,6 +224,13 @@ class _Base:
 
     def generate_keys(self, n: int) -> list[bytes]:
         return self._call(m.GenerateKeys(n), list[bytes])
+
+    def sign_pub(self) -> bytes:
+        """The enclave's signing key (``info().sign_pub``), asked once: it is sealed with the enclave's state, the
+        same key for the life of this client (a restarted enclave process unseals the same one)."""
+        if self._sign_pub is None:
+            self._sign_pub = self.info().sign_pub
+        return self._sign_pub
 
     def list_keys(self) -> list[KeyStatus]:
         return [KeyStatus(k.pub, k.state, k.recipient, k.origin) for k in self._call(m.ListKeys(), list[m.KeyStatusMsg])]
@@ -280,9 +294,21 @@ class _Base:
         self._call(m.ContractApprove(cid, party, message, sig), bool)
 
     def contract_status(self, cid: bytes) -> "ContractStatus":
+        """What the contract allows now and what moved under it. The enclave's answer is a function of its state
+        alone (no clock), and its state changes only by a call of ours: an answer is reused until any other call
+        is sent (a release, an accept, a height, a call that failed: counted before it goes out), so a runner that
+        asks again with nothing done in between costs no round trip (a swap asked about twice per release)."""
         from node.enclave.contracts import ContractStatus
 
-        return self._call(m.ContractStatusOp(cid), ContractStatus)
+        sent = self._calls_sent  # read before our call: one sent meanwhile makes this answer unusable later
+        hit = self._statuses.get(cid)
+        if hit is not None and hit[0] == sent:
+            return hit[1]  # type: ignore[return-value]
+        st = self._call(m.ContractStatusOp(cid), ContractStatus)
+        if len(self._statuses) >= 256:
+            self._statuses.clear()  # (bounded: the contracts running at once are far fewer)
+        self._statuses[cid] = (sent, st)
+        return st
 
     def contract_drop(self, cid: bytes) -> None:
         """Forget an open contract not every runner signed, under which nothing moved: our chunks are ours again."""

@@ -96,6 +96,70 @@ def test_a_swap_enclave_never_releases_more_than_the_rules_allow(ops):
         assert len(pubs) == len(set(pubs))
 
 
+def _asked(e, cid):
+    """The enclave's status answer asked for directly, past the client's reuse of answers."""
+    from node.enclave import messages as m
+    from node.enclave.contracts import ContractStatus
+
+    return e._call(m.ContractStatusOp(cid), ContractStatus)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS)
+def test_a_status_the_client_reuses_is_always_the_one_the_enclave_would_give_now(ops):
+    """``contract_status`` reuses an answer until any other call is sent: after every call of an adversarial
+    sequence (releases, refunds, deliveries, heights, refused ones too), what it returns equals what the enclave
+    answers when asked."""
+    a, b = InProcessEnclave(None), InProcessEnclave(None)
+    spec = make_spec(NET, stdlib.source("swap"), {"asset_a": "BTC-REG", "asset_b": "LTC", "usd": 15_000,
+                                                  "deadline": 300},
+                     parties([a, b], ["A", "B"], ["BTC-REG", "LTC"], [3, 3]))
+    cid = opened([a, b], spec, [0, 1])
+    encs, records = [a, b], {0: [], 1: []}
+    for e in encs:
+        e.contract_height(cid, "BTC-REG", 100)
+    for op, x, who, y in ops:
+        k = who % 2
+        e = encs[k]
+        for j in (0, 1):  # asked before the call: the answer the call must not leave behind
+            encs[j].contract_status(cid)
+        if op == "release":
+            got = _try(e.contract_release, cid, x % 3, y % 2)
+            if isinstance(got, bytes):
+                records[k].append(got)
+        elif op == "refund":
+            _try(e.contract_refund, cid, x % 3)
+        elif op == "deliver" and records[1 - k]:
+            _try(e.contract_accept, cid, records[1 - k][x % len(records[1 - k])])
+        elif op in ("height", "approve"):
+            e.contract_height(cid, "BTC-REG", 100 + 100 * y)
+        for j in (0, 1):
+            assert encs[j].contract_status(cid) == _asked(encs[j], cid)
+
+
+def test_a_status_asked_again_with_no_call_between_costs_no_round_trip():
+    a, b = InProcessEnclave(None), InProcessEnclave(None)
+    spec = make_spec(NET, stdlib.source("swap"), {"asset_a": "BTC-REG", "asset_b": "LTC", "usd": 15_000,
+                                                  "deadline": 300},
+                     parties([a, b], ["A", "B"], ["BTC-REG", "LTC"], [3, 3]))
+    cid = opened([a, b], spec, [0, 1])
+    a.contract_height(cid, "BTC-REG", 100)
+
+    def asked() -> int:
+        return a.call_stats().get("ContractStatusOp", {}).get("calls", 0)
+
+    n = asked()
+    first = a.contract_status(cid)
+    assert a.contract_status(cid) is first and asked() == n + 1
+    (g, i, r), = [t for t in first.allowed if t[2] != 0][:1] or [first.allowed[0]]
+    a.contract_release(cid, i, r)  # a call between: the next status is asked, and shows the release
+    after = a.contract_status(cid)
+    assert asked() == n + 2 and after != first and any(t.index == i for t in after.moved)
+    a.sign("approval", bytes(32))  # any call, even one that changes nothing the status shows, is a call between
+    a.contract_status(cid)
+    assert asked() == n + 3
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=OPS)
 def test_an_escrow_enclave_pays_only_on_an_approval_and_refunds_only_at_the_height(ops):

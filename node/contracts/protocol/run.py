@@ -354,7 +354,7 @@ class ContractRun(OpenPhase, ReleaseRounds, Settlement, Restore, ApprovalDeliver
         return self.identity() if self.identity is not None else (self.binding, self.quote)
 
     def _seal(self, kind: str, body) -> bytes:
-        return seal(self.enclave, self.enclave.info().sign_pub, self.net, kind, body)
+        return seal(self.enclave, self.enclave.sign_pub(), self.net, kind, body)
 
     def _request(self, key: str, kind: str, step: int, party: int, peer: str, data: bytes, now: float
                  ) -> SendRequest:
