@@ -90,7 +90,8 @@ class _Steps:
 class StepEnclave(_Steps):
     """Counts (and crashes at) the enclave calls that change its sealed state."""
 
-    STEPS = ("contract_release", "contract_accept", "contract_refund", "export_to_owner", "contract_approve")
+    STEPS = ("contract_release", "contract_accept", "contract_step", "contract_refund", "export_to_owner",
+             "contract_approve")
 
 
 class Side:

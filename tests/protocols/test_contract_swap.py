@@ -404,7 +404,9 @@ def test_each_enclave_verifies_its_peers_quote_once_and_opens_a_swap_at_most_twi
     for side in (a, b):
         calls = side.proto.enclave.calls
         assert calls["attest_peer"] == 1, (side.name, dict(calls))
-        assert calls["contract_release"] == 3 and calls["contract_accept"] == 3  # one each per chunk, none resent
+        # one each per chunk, none resent (a key is taken with our answer signed in one call: contract_step)
+        assert calls["contract_release"] == 3 and calls["contract_step"] == 3 and calls["contract_accept"] == 0
+        assert calls["sign"] <= 1, dict(calls)  # (its open's message): the answers to keys are signed in the step
 
 
 def test_each_key_taken_is_stamped_with_the_clock_the_runner_is_given(tmp_path):
@@ -449,7 +451,7 @@ def test_a_quote_that_does_not_commit_to_its_binding_is_refused_and_nothing_is_r
     assert any(code == "attestation" and "binding-mismatch" in why for code, why in a.proto.refusals), a.proto.refusals
 
 
-@pytest.mark.parametrize("step", [1, 2])  # A's steps: contract_release (its first key), contract_accept (B's)
+@pytest.mark.parametrize("step", [1, 2])  # A's steps: contract_release (its first key), contract_step (B's taken)
 def test_sigkill_of_the_enclave_process_after_a_step_then_restart_finishes_the_swap(tmp_path, step):
     """The enclave as its own OS process, SIGKILLed right after it journaled a step (a release whose ciphertext
     never left, or a key taken whose ack never left): after a restart from the same directory the swap completes,
@@ -466,7 +468,7 @@ def test_sigkill_of_the_enclave_process_after_a_step_then_restart_finishes_the_s
         spec = schedule_spec(swap_schedule(_chunks(a), _chunks(b)), [a.binding, b.binding])
         cid, net = run_tests.running(spec, a, b)
         net.run(done=run_tests.stopped(cid, a, b))
-        assert plan.fired and plan.log[step - 1] == ("contract_release", "contract_accept")[step - 1], plan.log
+        assert plan.fired and plan.log[step - 1] == ("contract_release", "contract_step")[step - 1], plan.log
         assert net.crashes == 1
         assert_turns_swapped(a, b, cid)
     finally:

@@ -90,6 +90,18 @@ def seal(enclave, sign_pub: bytes, net: str, kind: str, body) -> bytes:
     return wire.encode(wire.Signed(VERSION, net, kind, raw, sign_pub, sig))
 
 
+def message_digest(net: str, kind: str, body) -> tuple[bytes, bytes]:
+    """(the encoded ``body``, the digest an enclave signs in the "release-msg" domain for it): for a signature
+    made inside another enclave call (``contract_step``'s answer), then ``signed``."""
+    raw = wire.encode(body)
+    return raw, wire.signing_digest(VERSION, net, kind, raw)
+
+
+def signed(sign_pub: bytes, net: str, kind: str, raw: bytes, sig: bytes) -> bytes:
+    """The ``wire.Signed`` message ``seal`` makes, from a signature already made over ``message_digest``."""
+    return wire.encode(wire.Signed(VERSION, net, kind, raw, sign_pub, sig))
+
+
 def error_message(net: str, cid: bytes, rnd: int, code: str, reason: str) -> bytes:
     body = wire.encode(ErrorBody(cid, rnd, code, reason[:300]))
     return wire.encode(wire.Signed(VERSION, net, "error", body, b"", b""))

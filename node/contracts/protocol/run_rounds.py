@@ -11,7 +11,7 @@ from node.contracts.protocol.state import (
     ACCEPTS_REQUEST, BODIES, CHEAT_CODES, OPEN_REFUSALS, RUNNING, TERMINAL, TRANSITIONS, WITHHELD, ApproveBody, Run,
     WhoBody,
 )
-from node.contracts.protocol.envelope import AckBody, MessageError, parse
+from node.contracts.protocol.envelope import AckBody, MessageError, message_digest, parse, signed
 
 
 class ReleaseRounds:
@@ -145,15 +145,17 @@ class ReleaseRounds:
         owner = r.spec.owner_of(b.deposit_pub)
         if owner is None or r.spec.parties[owner[0]].binding.peer_id != ev.peer:
             return self._refuse(ev.request_id, r.cid, b.round, "wrong-peer", "not a chunk of the sender")
-        try:  # the enclave checks the record (signer, contract, step, recipient) and the key itself
-            self.enclave.contract_accept(r.cid, ev.data)
+        raw, digest = message_digest(self.net, "ack", AckBody(r.cid, b.round))
+        try:  # the enclave checks the record (signer, contract, step, recipient) and the key itself, then signs
+            # our answer in the same call (contract_step releasing nothing: ours goes once the key's funds are seen)
+            step = self.enclave.contract_step(r.cid, ev.data, -1, 0, digest)
         except EnclaveRefused as exc:
             cmds = self._refuse(ev.request_id, r.cid, b.round, exc.code, f"our enclave refused the key: {exc.reason}")
             if exc.code in CHEAT_CODES and r.rec.state in (RUNNING, WITHHELD):
                 cmds += self._stop(r, "cheat", f"step {b.round}: {exc.code}: {exc.reason}")
             return cmds
         self._progress(r, now)
-        ack = Respond(ev.request_id, self._seal("ack", AckBody(r.cid, b.round)))
+        ack = Respond(ev.request_id, signed(self.enclave.sign_pub(), self.net, "ack", raw, step.ack_sig))
         got = Notify("contract.received", {"contract": r.key, "step": b.round, "giver": owner[0], "at": now,
                                            "record": ev.data.hex()})  # the signed record our enclave accepted
         shown = self.escrow.show_moved(r.spec, ev.data, now) if self.escrow is not None else []
