@@ -495,3 +495,37 @@ def test_a_last_release_never_acknowledged_still_ends_the_swap_done(tmp_path):
     net.run(until=200, done=run_tests.stopped(cid, a, b))
     assert lost, "no ack of the last release was lost: the test proves nothing"
     assert_turns_swapped(a, b, cid)
+
+
+# ---------------------------------------------------------------- ended contracts leave memory
+def test_only_the_most_recently_ended_contracts_stay_in_memory_and_are_read_back_at_a_restart(tmp_path):
+    """``keep_ended``: a node ran every contract it ever had in memory and re-opened each at every start (the soak's
+    steady RSS growth, docs/testing.md). Four one-chunk swaps one after the other with ``keep_ended`` 2: the two
+    ended last stay in memory (listed, asked about), the two before are on disk only; a restart reads back the
+    same two."""
+    from node.ledger.devnet import DevLedger
+
+    ledger = DevLedger(None, automine=True)
+    a = run_tests.Side("A", tmp_path, ledger, "BTC-REG", 4)
+    b = run_tests.Side("B", tmp_path, ledger, "LTC", 4)
+    net = run_tests.Net(a, b)
+    net.height("BTC-REG", 100)
+    for s in (a, b):
+        s.proto.keep_ended = 2
+    cids = []
+    for i in range(4):
+        spec = schedule_spec(swap_schedule(_chunks(a)[i:i + 1], _chunks(b)[i:i + 1]), [a.binding, b.binding])
+        cid = run_tests.start(net, spec, a, b)
+        net.run(done=run_tests.stopped(cid, a, b))
+        assert a.proto.state(cid) == DONE and b.proto.state(cid) == DONE
+        cids.append(cid)
+    for s in (a, b):
+        assert set(s.proto.runs) == {c.hex() for c in cids[2:]}, s.name
+        assert s.proto.state(cids[0]) is None and s.proto.summary(cids[1]) is None
+        assert len(s.proto.store.items()) == 4  # every record kept on disk
+    net.crash(a)  # a restart: a new ContractRun on the same stores and enclave directory
+    a.proto.keep_ended = 2
+    while net.queue:
+        net.step()
+    assert set(a.proto.runs) == {c.hex() for c in cids[2:]}
+    assert a.proto.state(cids[3]) == DONE and a.proto.summary(cids[3])["received"] == [(1, 0)]

@@ -155,6 +155,10 @@ class ContractRun(OpenPhase, ReleaseRounds, Settlement, Restore, ApprovalDeliver
     #: ``price_of(asset) -> node.assets.prices.Price``: OUR price (the node's feed); None: the embedded table
     price_of: Callable[[str], object] | None = None
     price_tolerance: float = 0.10  # config ``risk.price_tolerance``
+    #: ended contracts kept in memory (``runs``: listed, asked about), the most recently ended; older ones, idle,
+    #: leave memory (their records stay in ``store``) and a restart reads back only these. Without it a node kept
+    #: every contract it ever ran in memory and re-opened each at every start (docs/testing.md, the soak)
+    keep_ended: int = 256
 
     def __post_init__(self) -> None:
         if self.claim_policy not in ("sweep", "keep"):
@@ -172,6 +176,7 @@ class ContractRun(OpenPhase, ReleaseRounds, Settlement, Restore, ApprovalDeliver
         self.stream_protocols = [PROTOCOL_ID]
         self.local_peer = ""
         self.runs: dict[str, Run] = {}
+        self._ended: dict[str, None] = {}  # keys of the ended runs in ``runs``, the earliest ended first
         #: contracts agreed with us and not yet running here: id -> (spec, when we agreed), for ``agreements``
         self._expected: dict[bytes, tuple[ContractSpec, float]] = {}
         #: contracts a peer opened whose funds check is in flight: the opens waiting for it

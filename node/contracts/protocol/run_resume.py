@@ -1,5 +1,6 @@
 """``ContractRun`` restored from its records on ``Started`` (``node.contracts.protocol.run``), sans-IO: every
-contract of ``store`` re-opened in our enclave, its unacknowledged releases resent, its claim notices sent again; every
+contract of ``store`` not ended re-opened in our enclave, its unacknowledged releases resent, its claim notices sent
+again (and those of the ``keep_ended`` most recently written ended ones: older ones stay on disk only); every
 agreement of ``agreed`` still within ``agreement_ttl`` expected again."""
 
 from __future__ import annotations
@@ -34,10 +35,15 @@ class Restore:
         from node.tee.client import EnclaveRefused
 
         cmds: list[Command] = []
-        for key, rec in self.store.items():
+        records = self.store.items()  # (a file store's: the least recently written first)
+        ended = [k for k, rec in records if not isinstance(rec, str) and rec.state in TERMINAL]
+        kept = set(ended[len(ended) - self.keep_ended:]) if self.keep_ended > 0 else set()
+        for key, rec in records:
             if isinstance(rec, str):
                 cmds.append(Notify("contract.store-error", {"contract": key, "reason": rec}))
                 continue
+            if rec.state in TERMINAL and key not in kept:
+                continue  # ended long ago: on disk only (``keep_ended``)
             spec = decode_spec(rec.spec)
             if isinstance(spec, str):
                 cmds.append(Notify("contract.store-error", {"contract": key, "reason": spec}))
@@ -50,6 +56,7 @@ class Restore:
                 if giver != me:
                     cmds.append(self._claim_note(r, giver, c.round, c))
             if rec.state in TERMINAL:
+                self._ended[r.key] = None
                 continue
             try:  # idempotent: re-opens a contract the crash caught before our enclave took it
                 res = self.enclave.contract_open(rec.spec, [(s.party, s.sig) for s in rec.sigs if s.party != me])

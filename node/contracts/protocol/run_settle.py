@@ -125,12 +125,28 @@ class Settlement:
         self._persist(r)
         for rid in [rid for rid, p in self._pending.items() if p[0] == r.key]:
             del self._pending[rid]
+        self._ended.pop(r.key, None)
+        self._ended[r.key] = None
+        self._forget_ended()
         try:
             moved = self.enclave.contract_status(r.cid).moved if len(r.spec.parties) == 2 else []
         except EnclaveRefused:
             moved = []
         return [Notify("contract.outcome", {"contract": r.key, "state": r.rec.state, "reason": reason,
                                             **self._outcome_detail(r, moved)})]
+
+    def _forget_ended(self) -> None:
+        """Beyond ``keep_ended`` ended runs, the earliest ended leave memory, each once idle (no claim or funds
+        task in flight: its result is recorded on the run); their records stay in the store. A run not idle yet
+        stays, and is looked at again when the next contract ends. (A release never acknowledged is not waited
+        for: an ended run resends nothing.)"""
+        excess = len(self._ended) - self.keep_ended
+        for key in list(self._ended)[:max(0, excess)]:
+            r = self.runs.get(key)
+            if r is not None and (r.busy or r.checking or r.rec.state not in TERMINAL):
+                continue
+            del self._ended[key]
+            self.runs.pop(key, None)
 
     def _drop(self, r: Run, missing: list[int]) -> list[Command]:
         """A runner never signed the contract within ``drop_after`` and nothing moved: our enclave drops it (it
