@@ -366,3 +366,30 @@ def test_a_contract_every_runner_signed_is_never_dropped(world):
             s.enclave.contract_drop(cid)
         assert exc.value.code == "signed"
         assert len(s.enclave.contract_status(cid).moved) == 2
+
+
+def test_an_outcome_reported_before_the_host_runs_is_published_once_it_does(tmp_path):
+    """At a start the runner sees its ended swaps again (their claims re-notified) before the daemon hands the desk
+    its host (``desk.node``): the desk's report was signed, marked reported and then lost to an AttributeError
+    (a fault trial's SIGKILL and restart showed the traceback). Now it waits for the host and goes out once."""
+    import time as _time
+
+    from node.ledger.devnet import DevLedger
+
+    now = _time.time()
+    alice = make_node(tmp_path, "alice", DevLedger(None, automine=True), "BTC-REG", 1, now)
+    try:
+        assert getattr(alice.desk, "node", None) is None  # (as the daemon builds it: no host yet)
+        alice.desk.reporter.publish(b"signed report")  # what OutcomeReporter.report hands it
+        submitted = []
+
+        class Driver:
+            def submit(self, proto, fn):
+                submitted.append(proto)
+
+        alice.desk.node = type("Host", (), {"driver": Driver()})()
+        assert submitted == [alice.outcomes]
+        alice.desk.reporter.publish(b"another")
+        assert submitted == [alice.outcomes, alice.outcomes]
+    finally:
+        alice.close()

@@ -58,6 +58,7 @@ from node.contracts.desk.swaps_plan import Planning
 log = logging.getLogger("keyswitch.swaps")
 #: default of ``contracts.max_lock_blocks`` (as a request's options: request_run.MAX_EXPIRY_BLOCKS)
 MAX_LOCK_BLOCKS = 10_000
+MAX_UNSENT = 1024  # outcome reports made before the host runs, kept until it does
 KEEP_KEYS_IN = 4096  # swaps whose "all keys in" time ``contracts()`` shows (``keys_in_at``)
 
 
@@ -153,8 +154,32 @@ class SwapDesk(Planning, Holds, Acceptance):
         self.reporter = OutcomeReporter(
             net=stack.net, engine=stack.engine, outcomes=lambda: self.stack.outcomes,
             enclave=lambda: self.stack.enclave, devices=lambda: self.stack.book.devices(),
-            publish=lambda data: self.node.driver.submit(
-                self.stack.outcomes, lambda t: self.stack.outcomes.publish(data, t)))
+            publish=self._publish_report)
+
+    # -------------------------------------------------------------- the host
+    @property
+    def node(self):
+        """The daemon's host (its ``driver`` runs our protocols' calls), handed in once it runs; None before."""
+        return self.__dict__.get("_node")
+
+    @node.setter
+    def node(self, node) -> None:
+        self.__dict__["_node"] = node
+        unsent, self.__dict__["_unsent"] = self.__dict__.get("_unsent", []), []
+        for data in unsent:
+            self._publish_report(data)
+
+    def _publish_report(self, data: bytes) -> None:
+        """Gossip our signed outcome report. One made before the host runs (at a start the runner sees its ended
+        swaps again before the daemon hands us the host) waits for it: it was marked reported when signed, so
+        dropping it lost it for good (at most ``MAX_UNSENT`` wait)."""
+        node = self.node
+        if node is None:
+            unsent = self.__dict__.setdefault("_unsent", [])
+            if len(unsent) < MAX_UNSENT:
+                unsent.append(data)
+            return
+        node.driver.submit(self.stack.outcomes, lambda t: self.stack.outcomes.publish(data, t))
 
     # -------------------------------------------------------------- helpers
     def claim_address(self, chunk) -> str:
