@@ -273,6 +273,33 @@ class Contracts(EscrowSplit):
 
         self._commit(undo)
 
+    def forget(self, cid: bytes) -> None:
+        """Drop a contract that is over for us from the sealed state: every chunk of ours moved under it (released
+        to a party or refunded to us), nothing more is allowed to or from us (``_finished``), and none of our keys
+        is escrowed under it. What it moved stays in the key table (released, received, exported), so no key
+        leaves twice; and a later open of the same spec is refused (our chunks are no longer held). Without it
+        the state kept every contract ever run, written whole on each sealed write, and refused new contracts
+        past ``MAX_CONTRACTS``: a peer could drive a node there with value-neutral swaps."""
+        st, spec = self._get(cid)
+        allowed, out = self._allowed(st, spec)
+        if not spec.parties[st.me].chunks:
+            raise _refusal("not-finished", "we give no chunk under this contract: it is kept")
+        if not self._finished(st, spec, out):
+            raise _refusal("not-finished", "the contract is not over for us: a chunk of ours has not moved or a "
+                           "release to or from us is still allowed")
+        if any(t.party == st.me for t in spec.escrows):
+            raise _refusal("escrowed", "our chunks' keys are escrowed under the contract: it is kept")
+        at = self._all.index(st)
+        self._all.remove(st)
+        spec_cached = self._specs.pop(cid, None)
+
+        def undo() -> None:
+            self._all.insert(at, st)
+            if spec_cached is not None:
+                self._specs[cid] = spec_cached
+
+        self._commit(undo)
+
     def height(self, cid: bytes, asset: str, height: int) -> int:
         st, spec = self._get(cid)
         if not 0 <= height < 1 << 62 or not asset or len(asset) > 64:

@@ -129,6 +129,10 @@ class ContractDrop(msgspec.Struct, tag="contract-drop", array_like=True, frozen=
     cid: bytes
 
 
+class ContractForget(msgspec.Struct, tag="contract-forget", array_like=True, frozen=True):
+    cid: bytes
+
+
 class ContractRelease(msgspec.Struct, tag="contract-release", array_like=True, frozen=True):
     cid: bytes
     index: int
@@ -208,7 +212,7 @@ Op = Union[
     Hello, GenerateKeys, ListKeys, OfferableKeys, MakeQuote, SignOfferSheets, SignDomain, ExportKey, AttestPeer, EscrowSplit, EscrowAccept, EscrowReleaseShare, EscrowRecover,
     ContractOpen, ContractHeight, ContractApprove, ContractStatusOp, ContractRelease, ContractResend,
     ContractRefund, ContractAccept, ContractEscrowSplit, EscrowHold, EscrowHeight, EscrowApprove, EscrowMoved,
-    EscrowShare, EscrowHoldings, EscrowRebuild, ContractStep, ContractDrop,
+    EscrowShare, EscrowHoldings, EscrowRebuild, ContractStep, ContractDrop, ContractForget,
 ]
 
 
@@ -325,6 +329,9 @@ def _dispatch(core: EnclaveCore, op) -> object:
         return cs.status(op.cid)
     if isinstance(op, ContractDrop):
         cs.drop(op.cid)
+        return True
+    if isinstance(op, ContractForget):
+        cs.forget(op.cid)
         return True
     if isinstance(op, ContractRelease):
         return cs.release(op.cid, op.index, op.receiver)

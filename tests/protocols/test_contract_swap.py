@@ -519,6 +519,7 @@ def test_only_the_most_recently_ended_contracts_stay_in_memory_and_are_read_back
         net.run(done=run_tests.stopped(cid, a, b))
         assert a.proto.state(cid) == DONE and b.proto.state(cid) == DONE
         cids.append(cid)
+    net.run(until=3000, done=lambda: all(len(s.proto.runs) == 2 for s in (a, b)))  # (forget_after passes)
     for s in (a, b):
         assert set(s.proto.runs) == {c.hex() for c in cids[2:]}, s.name
         assert s.proto.state(cids[0]) is None and s.proto.summary(cids[1]) is None
@@ -529,3 +530,63 @@ def test_only_the_most_recently_ended_contracts_stay_in_memory_and_are_read_back
         net.step()
     assert set(a.proto.runs) == {c.hex() for c in cids[2:]}
     assert a.proto.state(cids[3]) == DONE and a.proto.summary(cids[3])["received"] == [(1, 0)]
+
+
+def test_a_peer_cannot_fill_our_enclave_with_swaps_that_ended(tmp_path, monkeypatch):
+    """The attack: value-neutral swaps with one node, one after another, until its enclave holds ``MAX_CONTRACTS``
+    contracts and refuses every new one ("full"), each making every sealed write of it longer on the way. With
+    the cap at 3, the fourth swap's open was refused on b556d11; now each swap over for us is forgotten by our
+    enclave ``forget_after`` once it ended (its keys stay in the key table: none leaves twice), and six swaps
+    run, a minute apart here (``forget_after`` 30 s)."""
+    from node.enclave import contract_records, contracts as enclave_contracts
+    from node.ledger.devnet import DevLedger
+
+    monkeypatch.setattr(enclave_contracts, "MAX_CONTRACTS", 3)
+    monkeypatch.setattr(contract_records, "MAX_CONTRACTS", 3)
+    ledger = DevLedger(None, automine=True)
+    a = run_tests.Side("A", tmp_path, ledger, "BTC-REG", 6)
+    b = run_tests.Side("B", tmp_path, ledger, "LTC", 6)
+    net = run_tests.Net(a, b)
+    net.height("BTC-REG", 100)
+    for s in (a, b):
+        s.proto.forget_after = 30.0
+    cids = []
+    for i in range(6):
+        spec = schedule_spec(swap_schedule(_chunks(a)[i:i + 1], _chunks(b)[i:i + 1]), [a.binding, b.binding])
+        cid = run_tests.start(net, spec, a, b)
+        net.run(until=net.now - run_tests.NOW + 100, done=run_tests.stopped(cid, a, b))
+        assert a.proto.state(cid) == DONE and b.proto.state(cid) == DONE, (i, a.proto.runs[cid.hex()].rec.reason)
+        cids.append(cid)
+        net.run(until=net.now - run_tests.NOW + 60)  # the next swap a minute later: this one is forgotten by then
+    for s in (a, b):
+        assert s.raw._core.contracts._all == [], s.name
+        pubs = s.journal_releases()
+        assert len(pubs) == len(set(pubs)) == 6
+        first = s.proto.summary(cids[0])  # what moved is still told, from the run's record
+        assert first["status"] in ("forgotten", "ok", "complete") and len(first["released"]) == 1, first
+        assert len(first["received"]) == 1
+
+
+def test_an_enclave_forgets_only_a_contract_over_for_it_and_never_opens_it_again(tmp_path):
+    from node.ledger.devnet import DevLedger
+    from node.tee.client import EnclaveRefused
+
+    ledger = DevLedger(None, automine=True)
+    a = run_tests.Side("A", tmp_path, ledger, "BTC-REG", 2)
+    b = run_tests.Side("B", tmp_path, ledger, "LTC", 2)
+    spec = schedule_spec(swap_schedule(_chunks(a), _chunks(b)), [a.binding, b.binding])
+    cid, net = run_tests.running(spec, a, b)
+    with pytest.raises(EnclaveRefused) as exc:  # running: a chunk of ours has not moved
+        a.raw.contract_forget(cid)
+    assert exc.value.code == "not-finished"
+    net.run(done=run_tests.stopped(cid, a, b))
+    for s in (a, b):  # ended: still known (a late release of the peer's is answered) until ``forget_after``
+        assert s.raw.contract_status(cid).moved
+    net.run(until=3000, done=lambda: all(s.proto.runs[cid.hex()].final is not None for s in (a, b)))
+    for s in (a, b):
+        with pytest.raises(EnclaveRefused) as exc:  # (the runner asked for it, forget_after after the end)
+            s.raw.contract_status(cid)
+        assert exc.value.code == "unknown-contract"
+        with pytest.raises(EnclaveRefused) as exc:  # the same spec again: our chunks are no longer held
+            s.raw.contract_open(spec.encode(), [])
+        assert exc.value.code == "not-held"

@@ -200,8 +200,8 @@ class SwapRuns:
         if r.outcome is None and r.rec.state != RUNNING:
             try:
                 moved = self.desk.stack.enclave.contract_status(r.cid).moved
-            except EnclaveRefused:  # (dropped: a runner never signed it, nothing moved)
-                moved = []
+            except EnclaveRefused:  # dropped (a runner never signed it, nothing moved), or forgotten by our enclave
+                moved = list(r.rec.moved)  # (what moved was written to the record before: ``_forget_ended``)
             r.outcome = swap_outcome(r.spec, r.cid, r.me, r.rec.state, r.rec.reason, moved, r.rec.claims)
         return r.outcome
 

@@ -159,6 +159,10 @@ class ContractRun(OpenPhase, ReleaseRounds, Settlement, Restore, ApprovalDeliver
     #: leave memory (their records stay in ``store``) and a restart reads back only these. Without it a node kept
     #: every contract it ever ran in memory and re-opened each at every start (docs/testing.md, the soak)
     keep_ended: int = 256
+    #: s after a contract ended before our enclave forgets it (``_forget_ended``): past every late message a peer
+    #: may still send it (a release resent until acknowledged, an open, an approval for ``approve_for``), each
+    #: answered by our enclave meanwhile
+    forget_after: float = 900.0
 
     def __post_init__(self) -> None:
         if self.claim_policy not in ("sweep", "keep"):
@@ -177,6 +181,7 @@ class ContractRun(OpenPhase, ReleaseRounds, Settlement, Restore, ApprovalDeliver
         self.local_peer = ""
         self.runs: dict[str, Run] = {}
         self._ended: dict[str, None] = {}  # keys of the ended runs in ``runs``, the earliest ended first
+        self._now = 0.0  # the time of the event being handled (``_stop`` stamps an ended run with it)
         #: contracts agreed with us and not yet running here: id -> (spec, when we agreed), for ``agreements``
         self._expected: dict[bytes, tuple[ContractSpec, float]] = {}
         #: contracts a peer opened whose funds check is in flight: the opens waiting for it
@@ -309,21 +314,24 @@ class ContractRun(OpenPhase, ReleaseRounds, Settlement, Restore, ApprovalDeliver
         r = self.runs.get(cid.hex())
         if r is None:
             return None
+        if r.final is not None:  # ended, and forgotten by our enclave (``_forget_ended``)
+            return r.final
         from node.tee.client import EnclaveRefused
 
         try:
             st = self.enclave.contract_status(cid)
+            status, settled, moved = st.status, st.settled, st.moved
         except EnclaveRefused as exc:
-            if exc.code != "unknown-contract" or r.rec.state != FAILED:
+            if exc.code != "unknown-contract" or r.rec.state not in TERMINAL:
                 raise
-            st = None  # dropped (``_drop``): nothing moved under it
-        if st is None:
-            return {"state": r.rec.state, "reason": r.rec.reason, "status": "dropped", "settled": True, "released": [],
-                    "received": [], "refunded": [], "claims": []}
-        out = {"state": r.rec.state, "reason": r.rec.reason, "status": st.status, "settled": st.settled,
-               "released": sorted((m.index, m.receiver) for m in st.moved if m.giver == r.me != m.receiver),
-               "received": sorted((m.giver, m.index) for m in st.moved if m.receiver == r.me != m.giver),
-               "refunded": sorted(m.index for m in st.moved if m.giver == r.me == m.receiver),
+            # dropped (``_drop``: nothing moved under it), or forgotten by our enclave before a restart (what
+            # moved under it was written to the record first: ``_forget_ended``)
+            moved, settled = r.rec.moved, True
+            status = "forgotten" if moved else "dropped"
+        out = {"state": r.rec.state, "reason": r.rec.reason, "status": status, "settled": settled,
+               "released": sorted((m.index, m.receiver) for m in moved if m.giver == r.me != m.receiver),
+               "received": sorted((m.giver, m.index) for m in moved if m.receiver == r.me != m.giver),
+               "refunded": sorted(m.index for m in moved if m.giver == r.me == m.receiver),
                "claims": [(c.round, c.status, c.txid) for c in r.rec.claims]}
         return out
 
@@ -332,6 +340,7 @@ class ContractRun(OpenPhase, ReleaseRounds, Settlement, Restore, ApprovalDeliver
 
     # -- events -----------------------------------------------------------------------
     def handle(self, event: Event, now: float) -> list[Command]:
+        self._now = now
         if isinstance(event, Started):
             self.local_peer = event.local_peer
             return self._resume(now)

@@ -6,7 +6,7 @@ agreement of ``agreed`` still within ``agreement_ttl`` expected again."""
 from __future__ import annotations
 
 from node.contracts.spec import decode_spec, spec_id
-from node.protocols.base import Command, Notify
+from node.protocols.base import Command, Notify, SetTimer
 from node.contracts.protocol.state import TERMINAL, AgreedRecord, Run
 from node.enclave.contracts import PartySig
 
@@ -55,8 +55,10 @@ class Restore:
                 giver = spec.steps()[c.round][0]
                 if giver != me:
                     cmds.append(self._claim_note(r, giver, c.round, c))
-            if rec.state in TERMINAL:
+            if rec.state in TERMINAL:  # our enclave forgets it ``forget_after`` from now (if not already)
                 self._ended[r.key] = None
+                r.ended_at = now
+                cmds.append(SetTimer(f"contract-run.forget:{r.key}", now + self.forget_after))
                 continue
             try:  # idempotent: re-opens a contract the crash caught before our enclave took it
                 res = self.enclave.contract_open(rec.spec, [(s.party, s.sig) for s in rec.sigs if s.party != me])

@@ -226,6 +226,9 @@ class ReleaseRounds:
             return self._who_again(key, now)
         if what == "contract-run.approve":  # (an arbiter runs no contract: before the run's lookup)
             return self._approvals_again(key, now)
+        if what == "contract-run.forget":  # (the run has ended: before the lookup below)
+            self._forget_ended()
+            return []
         r = self.runs.get(key)
         if r is None or r.rec.state in TERMINAL:
             return []

@@ -4,7 +4,7 @@ us named on a stall, a contract stopped (its swap-shaped outcome) or dropped by 
 
 from __future__ import annotations
 
-from node.protocols.base import Command, LedgerCall, Notify, TaskDone
+from node.protocols.base import Command, LedgerCall, Notify, SetTimer, TaskDone
 from node.contracts.protocol.state import TERMINAL, TRANSITIONS, Run
 from node.contracts.protocol.swap import swap_outcome
 from node.contracts.protocol.claims import FUNDS_OK, FUNDS_UNKNOWN, ClaimRecord
@@ -127,24 +127,47 @@ class Settlement:
             del self._pending[rid]
         self._ended.pop(r.key, None)
         self._ended[r.key] = None
+        r.ended_at = self._now
         self._forget_ended()
         try:
             moved = self.enclave.contract_status(r.cid).moved if len(r.spec.parties) == 2 else []
         except EnclaveRefused:
             moved = []
         return [Notify("contract.outcome", {"contract": r.key, "state": r.rec.state, "reason": reason,
-                                            **self._outcome_detail(r, moved)})]
+                                            **self._outcome_detail(r, moved)}),
+                SetTimer(f"contract-run.forget:{r.key}", self._now + self.forget_after)]
 
     def _forget_ended(self) -> None:
-        """Beyond ``keep_ended`` ended runs, the earliest ended leave memory, each once idle (no claim or funds
-        task in flight: its result is recorded on the run); their records stay in the store. A run not idle yet
-        stays, and is looked at again when the next contract ends. (A release never acknowledged is not waited
-        for: an ended run resends nothing.)"""
+        """Every run ended ``forget_after`` ago, once idle (no claim or funds task in flight: its result is
+        recorded on the run), is forgotten by our enclave (``contract_forget``: granted only for a contract over
+        for us; what moved is written to its record first and its summary kept on the run), so the enclave's
+        sealed state holds the contracts running or just ended, not every one ever run. Beyond ``keep_ended``
+        ended runs, the earliest ended that our enclave forgot (or refused to) also leave memory; their records
+        stay in the store. Called when a contract ends and by each run's "contract-run.forget" timer."""
+        from node.tee.client import EnclaveError, EnclaveRefused
+
+        for key in list(self._ended):
+            r = self.runs.get(key)
+            if r is None or r.busy or r.checking or r.final is not None or r.unforgettable or \
+                    self._now < r.ended_at + self.forget_after:
+                continue
+            try:
+                final = self.summary(r.cid)
+                r.rec.moved = list(self.enclave.contract_status(r.cid).moved)
+                self._persist(r)  # (before the enclave forgets: the record then tells what moved)
+                self.enclave.contract_forget(r.cid)
+            except EnclaveRefused:
+                r.unforgettable = True  # not over for us (a chunk of ours never moved, an escrow): kept
+                continue
+            except EnclaveError:
+                break  # the enclave is away: next time
+            r.final = final
         excess = len(self._ended) - self.keep_ended
         for key in list(self._ended)[:max(0, excess)]:
             r = self.runs.get(key)
-            if r is not None and (r.busy or r.checking or r.rec.state not in TERMINAL):
-                continue
+            if r is not None and (r.busy or r.checking or r.rec.state not in TERMINAL or (
+                    r.final is None and not r.unforgettable)):
+                continue  # (not yet forgotten by our enclave: it would stay there)
             del self._ended[key]
             self.runs.pop(key, None)
 

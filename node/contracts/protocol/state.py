@@ -25,7 +25,7 @@ import msgspec
 
 from node.attest.binding import Binding
 from node.contracts.spec import ContractSpec, ReleaseBody
-from node.enclave.contracts import PartySig
+from node.enclave.contracts import Moved, PartySig
 from node.contracts.protocol.claims import FUNDS_OK, ClaimRecord, funds_state
 from node.contracts.protocol.envelope import AckBody, ErrorBody
 from node.contracts.protocol.schedule import Chunk
@@ -108,6 +108,7 @@ class RunRecord(msgspec.Struct, array_like=True):
     acked: list[int] = []  # steps of ours the receiver acknowledged
     claims: list[ClaimRecord] = []  # per step: received keys (claimed / kept / double-spent) and refunds
     version: int = 1
+    moved: list[Moved] = []  # what moved under it, from our enclave, written once the enclave forgot it
 
 
 class AgreedRecord(msgspec.Struct, array_like=True):
@@ -142,6 +143,11 @@ class Run:
     outcome: object | None = None
     retry_armed: bool = False  # a retry timer is set and has not fired yet (``_timers``)
     undroppable: bool = False  # our enclave refused to drop it (``ContractRun._drop``): not asked again
+    #: an ended run's summary (``ContractRun.summary``), kept once our enclave forgot the contract
+    #: (``_forget_ended``); ``unforgettable``: our enclave refused to forget it, not asked again
+    final: dict | None = None
+    unforgettable: bool = False
+    ended_at: float = 0.0  # when it ended (or was read back ended at a start): our enclave forgets it later
 
     @property
     def key(self) -> str:
