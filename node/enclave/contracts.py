@@ -262,6 +262,10 @@ class Contracts(EscrowSplit):
             raise _refusal("moved", f"{len(st.moved)} key(s) moved under the contract: it runs until it ends")
         if any(t.party == st.me for t in spec.escrows):  # shares of our keys went to holders under this contract:
             raise _refusal("escrowed", "our chunks' keys are escrowed under the contract: it runs until it ends")
+        self._remove(st, cid)
+
+    def _remove(self, st: ContractState, cid: bytes) -> None:
+        """``st`` out of the sealed state (``drop``, ``forget``); undone in memory if the write fails."""
         at = self._all.index(st)
         self._all.remove(st)
         spec_cached = self._specs.pop(cid, None)
@@ -281,7 +285,7 @@ class Contracts(EscrowSplit):
         the state kept every contract ever run, written whole on each sealed write, and refused new contracts
         past ``MAX_CONTRACTS``: a peer could drive a node there with value-neutral swaps."""
         st, spec = self._get(cid)
-        allowed, out = self._allowed(st, spec)
+        _, out = self._allowed(st, spec)
         if not spec.parties[st.me].chunks:
             raise _refusal("not-finished", "we give no chunk under this contract: it is kept")
         if not self._finished(st, spec, out):
@@ -289,16 +293,7 @@ class Contracts(EscrowSplit):
                            "release to or from us is still allowed")
         if any(t.party == st.me for t in spec.escrows):
             raise _refusal("escrowed", "our chunks' keys are escrowed under the contract: it is kept")
-        at = self._all.index(st)
-        self._all.remove(st)
-        spec_cached = self._specs.pop(cid, None)
-
-        def undo() -> None:
-            self._all.insert(at, st)
-            if spec_cached is not None:
-                self._specs[cid] = spec_cached
-
-        self._commit(undo)
+        self._remove(st, cid)
 
     def height(self, cid: bytes, asset: str, height: int) -> int:
         st, spec = self._get(cid)

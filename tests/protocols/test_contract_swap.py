@@ -498,6 +498,21 @@ def test_a_last_release_never_acknowledged_still_ends_the_swap_done(tmp_path):
 
 
 # ---------------------------------------------------------------- ended contracts leave memory
+def _one_chunk_swaps(net, a, b, n: int, gap: float = 0.0) -> list[bytes]:
+    """``n`` one-chunk swaps between ``a`` and ``b``, one after another (``gap`` s of virtual time after each),
+    each run to done on both sides; their contract ids."""
+    cids = []
+    for i in range(n):
+        spec = schedule_spec(swap_schedule(_chunks(a)[i:i + 1], _chunks(b)[i:i + 1]), [a.binding, b.binding])
+        cid = run_tests.start(net, spec, a, b)
+        net.run(until=net.now - run_tests.NOW + 100, done=run_tests.stopped(cid, a, b))
+        assert a.proto.state(cid) == DONE and b.proto.state(cid) == DONE, (i, a.proto.runs[cid.hex()].rec.reason)
+        cids.append(cid)
+        if gap:
+            net.run(until=net.now - run_tests.NOW + gap)
+    return cids
+
+
 def test_only_the_most_recently_ended_contracts_stay_in_memory_and_are_read_back_at_a_restart(tmp_path):
     """``keep_ended``: a node ran every contract it ever had in memory and re-opened each at every start (the soak's
     steady RSS growth, docs/testing.md). Four one-chunk swaps one after the other with ``keep_ended`` 2: the two
@@ -512,13 +527,7 @@ def test_only_the_most_recently_ended_contracts_stay_in_memory_and_are_read_back
     net.height("BTC-REG", 100)
     for s in (a, b):
         s.proto.keep_ended = 2
-    cids = []
-    for i in range(4):
-        spec = schedule_spec(swap_schedule(_chunks(a)[i:i + 1], _chunks(b)[i:i + 1]), [a.binding, b.binding])
-        cid = run_tests.start(net, spec, a, b)
-        net.run(done=run_tests.stopped(cid, a, b))
-        assert a.proto.state(cid) == DONE and b.proto.state(cid) == DONE
-        cids.append(cid)
+    cids = _one_chunk_swaps(net, a, b, 4)
     net.run(until=3000, done=lambda: all(len(s.proto.runs) == 2 for s in (a, b)))  # (forget_after passes)
     for s in (a, b):
         assert set(s.proto.runs) == {c.hex() for c in cids[2:]}, s.name
@@ -550,14 +559,7 @@ def test_a_peer_cannot_fill_our_enclave_with_swaps_that_ended(tmp_path, monkeypa
     net.height("BTC-REG", 100)
     for s in (a, b):
         s.proto.forget_after = 30.0
-    cids = []
-    for i in range(6):
-        spec = schedule_spec(swap_schedule(_chunks(a)[i:i + 1], _chunks(b)[i:i + 1]), [a.binding, b.binding])
-        cid = run_tests.start(net, spec, a, b)
-        net.run(until=net.now - run_tests.NOW + 100, done=run_tests.stopped(cid, a, b))
-        assert a.proto.state(cid) == DONE and b.proto.state(cid) == DONE, (i, a.proto.runs[cid.hex()].rec.reason)
-        cids.append(cid)
-        net.run(until=net.now - run_tests.NOW + 60)  # the next swap a minute later: this one is forgotten by then
+    cids = _one_chunk_swaps(net, a, b, 6, gap=60.0)  # a minute apart: each forgotten before the next
     for s in (a, b):
         assert s.raw._core.contracts._all == [], s.name
         pubs = s.journal_releases()
