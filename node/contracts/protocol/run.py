@@ -155,9 +155,10 @@ class ContractRun(OpenPhase, ReleaseRounds, Settlement, Restore, ApprovalDeliver
     #: ``price_of(asset) -> node.assets.prices.Price``: OUR price (the node's feed); None: the embedded table
     price_of: Callable[[str], object] | None = None
     price_tolerance: float = 0.10  # config ``risk.price_tolerance``
-    #: ended contracts kept in memory (``runs``: listed, asked about), the most recently ended; older ones, idle,
-    #: leave memory (their records stay in ``store``) and a restart reads back only these. Without it a node kept
-    #: every contract it ever ran in memory and re-opened each at every start (docs/testing.md, the soak)
+    #: ended contracts kept in memory (``runs``: listed, asked about), the most recently ended; older ones, idle
+    #: and forgotten by our enclave (``forget_after``), leave memory (their records stay in ``store``) and a
+    #: restart reads back only these. Without it a node kept every contract it ever ran in memory and re-opened
+    #: each at every start (docs/testing.md, the soak)
     keep_ended: int = 256
     #: s after a contract ended before our enclave forgets it (``_forget_ended``): past every late message a peer
     #: may still send it (a release resent until acknowledged, an open, an approval for ``approve_for``), each
