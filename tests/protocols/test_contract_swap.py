@@ -498,6 +498,18 @@ def test_a_last_release_never_acknowledged_still_ends_the_swap_done(tmp_path):
 
 
 # ---------------------------------------------------------------- ended contracts leave memory
+def _swap_pair(tmp_path, n: int):
+    """(a, b, net): two sides with ``n`` chunks each (BTC-REG against LTC) on the in-memory pair at height 100."""
+    from node.ledger.devnet import DevLedger
+
+    ledger = DevLedger(None, automine=True)
+    a = run_tests.Side("A", tmp_path, ledger, "BTC-REG", n)
+    b = run_tests.Side("B", tmp_path, ledger, "LTC", n)
+    net = run_tests.Net(a, b)
+    net.height("BTC-REG", 100)
+    return a, b, net
+
+
 def _one_chunk_swaps(net, a, b, n: int, gap: float = 0.0) -> list[bytes]:
     """``n`` one-chunk swaps between ``a`` and ``b``, one after another (``gap`` s of virtual time after each),
     each run to done on both sides; their contract ids."""
@@ -518,13 +530,7 @@ def test_only_the_most_recently_ended_contracts_stay_in_memory_and_are_read_back
     steady RSS growth, docs/testing.md). Four one-chunk swaps one after the other with ``keep_ended`` 2: the two
     ended last stay in memory (listed, asked about), the two before are on disk only; a restart reads back the
     same two."""
-    from node.ledger.devnet import DevLedger
-
-    ledger = DevLedger(None, automine=True)
-    a = run_tests.Side("A", tmp_path, ledger, "BTC-REG", 4)
-    b = run_tests.Side("B", tmp_path, ledger, "LTC", 4)
-    net = run_tests.Net(a, b)
-    net.height("BTC-REG", 100)
+    a, b, net = _swap_pair(tmp_path, 4)
     for s in (a, b):
         s.proto.keep_ended = 2
     cids = _one_chunk_swaps(net, a, b, 4)
@@ -548,15 +554,10 @@ def test_a_peer_cannot_fill_our_enclave_with_swaps_that_ended(tmp_path, monkeypa
     enclave ``forget_after`` once it ended (its keys stay in the key table: none leaves twice), and six swaps
     run, a minute apart here (``forget_after`` 30 s)."""
     from node.enclave import contract_records, contracts as enclave_contracts
-    from node.ledger.devnet import DevLedger
 
     monkeypatch.setattr(enclave_contracts, "MAX_CONTRACTS", 3)
     monkeypatch.setattr(contract_records, "MAX_CONTRACTS", 3)
-    ledger = DevLedger(None, automine=True)
-    a = run_tests.Side("A", tmp_path, ledger, "BTC-REG", 6)
-    b = run_tests.Side("B", tmp_path, ledger, "LTC", 6)
-    net = run_tests.Net(a, b)
-    net.height("BTC-REG", 100)
+    a, b, net = _swap_pair(tmp_path, 6)
     for s in (a, b):
         s.proto.forget_after = 30.0
     cids = _one_chunk_swaps(net, a, b, 6, gap=60.0)  # a minute apart: each forgotten before the next
@@ -584,7 +585,7 @@ def test_an_enclave_forgets_only_a_contract_over_for_it_and_never_opens_it_again
     net.run(done=run_tests.stopped(cid, a, b))
     for s in (a, b):  # ended: still known (a late release of the peer's is answered) until ``forget_after``
         assert s.raw.contract_status(cid).moved
-    net.run(until=3000, done=lambda: all(s.proto.runs[cid.hex()].final is not None for s in (a, b)))
+    net.run(until=3000, done=lambda: all(s.proto.runs[cid.hex()].rec.moved for s in (a, b)))
     for s in (a, b):
         with pytest.raises(EnclaveRefused) as exc:  # (the runner asked for it, forget_after after the end)
             s.raw.contract_status(cid)

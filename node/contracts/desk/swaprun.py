@@ -198,10 +198,10 @@ class SwapRuns:
         from node.tee.client import EnclaveRefused
 
         if r.outcome is None and r.rec.state != RUNNING:
-            try:
-                moved = self.desk.stack.enclave.contract_status(r.cid).moved
-            except EnclaveRefused:  # dropped (a runner never signed it, nothing moved), or forgotten by our enclave
-                moved = list(r.rec.moved)  # (what moved was written to the record before: ``_forget_ended``)
+            try:  # (forgotten by our enclave: what moved is in the record)
+                moved = r.rec.moved or self.desk.stack.enclave.contract_status(r.cid).moved
+            except EnclaveRefused:  # (dropped: a runner never signed it, nothing moved)
+                moved = []
             r.outcome = swap_outcome(r.spec, r.cid, r.me, r.rec.state, r.rec.reason, moved, r.rec.claims)
         return r.outcome
 

@@ -101,6 +101,8 @@ class SwapDesk(Planning, Holds, Acceptance):
         ``risk.price_tolerance``; ``allowed_hashes``: config ``contracts.allowed_hashes`` (contract sources,
         other than the stdlib's, this node agrees to run); ``max_lock_blocks``: config ``contracts.max_lock_blocks``
         (how many blocks from now a peer's contract may keep our chunks committed)."""
+        self._node = None  # the daemon's host (``node``), handed in once it runs
+        self._unsent: list[bytes] = []  # our outcome reports made before that (``_publish_report``)
         from node.assets.prices import StaticPrices
         from node.contracts.protocol.claims import sweep_claimer
 
@@ -160,12 +162,12 @@ class SwapDesk(Planning, Holds, Acceptance):
     @property
     def node(self):
         """The daemon's host (its ``driver`` runs our protocols' calls), handed in once it runs; None before."""
-        return self.__dict__.get("_node")
+        return self._node
 
     @node.setter
     def node(self, node) -> None:
-        self.__dict__["_node"] = node
-        unsent, self.__dict__["_unsent"] = self.__dict__.get("_unsent", []), []
+        self._node = node
+        unsent, self._unsent = self._unsent, []
         for data in unsent:
             self._publish_report(data)
 
@@ -175,9 +177,8 @@ class SwapDesk(Planning, Holds, Acceptance):
         dropping it lost it for good (at most ``MAX_UNSENT`` wait)."""
         node = self.node
         if node is None:
-            unsent = self.__dict__.setdefault("_unsent", [])
-            if len(unsent) < MAX_UNSENT:
-                unsent.append(data)
+            if len(self._unsent) < MAX_UNSENT:
+                self._unsent.append(data)
             return
         node.driver.submit(self.stack.outcomes, lambda t: self.stack.outcomes.publish(data, t))
 

@@ -315,20 +315,18 @@ class ContractRun(OpenPhase, ReleaseRounds, Settlement, Restore, ApprovalDeliver
         r = self.runs.get(cid.hex())
         if r is None:
             return None
-        if r.final is not None:  # ended, and forgotten by our enclave (``_forget_ended``)
-            return r.final
         from node.tee.client import EnclaveRefused
 
-        try:
-            st = self.enclave.contract_status(cid)
-            status, settled, moved = st.status, st.settled, st.moved
-        except EnclaveRefused as exc:
-            if exc.code != "unknown-contract" or r.rec.state not in TERMINAL:
-                raise
-            # dropped (``_drop``: nothing moved under it), or forgotten by our enclave before a restart (what
-            # moved under it was written to the record first: ``_forget_ended``)
-            moved, settled = r.rec.moved, True
-            status = "forgotten" if moved else "dropped"
+        if r.rec.moved:  # forgotten by our enclave: what moved under it was written to the record first
+            status, settled, moved = "forgotten", True, r.rec.moved
+        else:
+            try:
+                st = self.enclave.contract_status(cid)
+                status, settled, moved = st.status, st.settled, st.moved
+            except EnclaveRefused as exc:
+                if exc.code != "unknown-contract" or r.rec.state != FAILED:
+                    raise
+                status, settled, moved = "dropped", True, []  # (``_drop``): nothing moved under it
         out = {"state": r.rec.state, "reason": r.rec.reason, "status": status, "settled": settled,
                "released": sorted((m.index, m.receiver) for m in moved if m.giver == r.me != m.receiver),
                "received": sorted((m.giver, m.index) for m in moved if m.receiver == r.me != m.giver),

@@ -140,7 +140,7 @@ class Settlement:
     def _forget_ended(self) -> None:
         """Every run ended ``forget_after`` ago, once idle (no claim or funds task in flight: its result is
         recorded on the run), is forgotten by our enclave (``contract_forget``: granted only for a contract over
-        for us; what moved is written to its record first and its summary kept on the run), so the enclave's
+        for us) and what moved under it written to its record (``summary`` reads it there), so the enclave's
         sealed state holds the contracts running or just ended, not every one ever run. Beyond ``keep_ended``
         ended runs, the earliest ended that our enclave forgot (or refused to) also leave memory; their records
         stay in the store. Called when a contract ends and by each run's "contract-run.forget" timer."""
@@ -148,25 +148,24 @@ class Settlement:
 
         for key in list(self._ended):
             r = self.runs.get(key)
-            if r is None or r.busy or r.checking or r.final is not None or r.unforgettable or \
+            if r is None or r.busy or r.checking or r.rec.moved or r.unforgettable or \
                     self._now < r.ended_at + self.forget_after:
                 continue
-            try:
-                final = self.summary(r.cid)
+            try:  # what moved is written first: a crash between leaves a record that tells it either way
                 r.rec.moved = list(self.enclave.contract_status(r.cid).moved)
-                self._persist(r)  # (before the enclave forgets: the record then tells what moved)
+                self._persist(r)  # (never empty once forgotten: the enclave forgets only after a chunk of ours moved)
                 self.enclave.contract_forget(r.cid)
             except EnclaveRefused:
-                r.unforgettable = True  # not over for us (a chunk of ours never moved, an escrow): kept
+                r.rec.moved, r.unforgettable = [], True  # not over for us (a chunk never moved, an escrow): kept
+                self._persist(r)
                 continue
-            except EnclaveError:
-                break  # the enclave is away: next time
-            r.final = final
+            except EnclaveError:  # the enclave is away, the forget done or not: the record keeps what moved
+                break
         excess = len(self._ended) - self.keep_ended
         for key in list(self._ended)[:max(0, excess)]:
             r = self.runs.get(key)
             if r is not None and (r.busy or r.checking or r.rec.state not in TERMINAL or (
-                    r.final is None and not r.unforgettable)):
+                    not r.rec.moved and not r.unforgettable)):
                 continue  # (not yet forgotten by our enclave: it would stay there)
             del self._ended[key]
             self.runs.pop(key, None)

@@ -143,10 +143,7 @@ class Run:
     outcome: object | None = None
     retry_armed: bool = False  # a retry timer is set and has not fired yet (``_timers``)
     undroppable: bool = False  # our enclave refused to drop it (``ContractRun._drop``): not asked again
-    #: an ended run's summary (``ContractRun.summary``), kept once our enclave forgot the contract
-    #: (``_forget_ended``); ``unforgettable``: our enclave refused to forget it, not asked again
-    final: dict | None = None
-    unforgettable: bool = False
+    unforgettable: bool = False  # our enclave refused to forget it once ended (``_forget_ended``): not asked again
     ended_at: float = 0.0  # when it ended (or was read back ended at a start): our enclave forgets it later
 
     @property
