@@ -44,6 +44,4 @@ class ContractStore(MemoryContractStore):
     def _raw(self) -> list[tuple[str, bytes]]:
         if self.path is None:
             return super()._raw()
-        # the least recently written first (``ContractRun`` keeps the most recently ended in memory at a restart)
-        files = sorted(((p.stat().st_mtime_ns, p.name, p) for p in self.path.glob(f"*{SUFFIX}")))
-        return [(name[: -len(SUFFIX)], p.read_bytes()) for _, name, p in files]
+        return [(p.name[: -len(SUFFIX)], p.read_bytes()) for p in sorted(self.path.glob(f"*{SUFFIX}"))]

@@ -533,7 +533,7 @@ def test_only_the_most_recently_ended_contracts_stay_in_memory_and_are_read_back
     a, b, net = _swap_pair(tmp_path, 4)
     for s in (a, b):
         s.proto.keep_ended = 2
-    cids = _one_chunk_swaps(net, a, b, 4)
+    cids = _one_chunk_swaps(net, a, b, 4, gap=5.0)  # (each ends at its own time: a restart reads the last back)
     net.run(until=3000, done=lambda: all(len(s.proto.runs) == 2 for s in (a, b)))  # (forget_after passes)
     for s in (a, b):
         assert set(s.proto.runs) == {c.hex() for c in cids[2:]}, s.name

@@ -1,6 +1,6 @@
 """``ContractRun`` restored from its records on ``Started`` (``node.contracts.protocol.run``), sans-IO: every
 contract of ``store`` not ended re-opened in our enclave, its unacknowledged releases resent, its claim notices sent
-again (and those of the ``keep_ended`` most recently written ended ones: older ones stay on disk only); every
+again (and those of the ``keep_ended`` ended last: older ones stay on disk only); every
 agreement of ``agreed`` still within ``agreement_ttl`` expected again."""
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ class Restore:
         from node.tee.client import EnclaveRefused
 
         cmds: list[Command] = []
-        records = self.store.items()  # (a file store's: the least recently written first)
-        ended = [k for k, rec in records if not isinstance(rec, str) and rec.state in TERMINAL]
+        records = self.store.items()
+        ended = [k for _, k in sorted((rec.ended_at, k) for k, rec in records
+                                      if not isinstance(rec, str) and rec.state in TERMINAL)]
         kept = set(ended[len(ended) - self.keep_ended:]) if self.keep_ended > 0 else set()
         for key, rec in records:
             if isinstance(rec, str):

@@ -122,6 +122,7 @@ class Settlement:
         from node.tee.client import EnclaveRefused
 
         r.rec.state, r.rec.reason = TRANSITIONS[(r.rec.state, event)], reason
+        r.rec.ended_at = self._now
         self._persist(r)
         for rid in [rid for rid, p in self._pending.items() if p[0] == r.key]:
             del self._pending[rid]

@@ -109,6 +109,7 @@ class RunRecord(msgspec.Struct, array_like=True):
     claims: list[ClaimRecord] = []  # per step: received keys (claimed / kept / double-spent) and refunds
     version: int = 1
     moved: list[Moved] = []  # what moved under it, from our enclave, written once the enclave forgot it
+    ended_at: float = 0.0  # when it ended (``_stop``): a restart reads back the ``keep_ended`` ended last
 
 
 class AgreedRecord(msgspec.Struct, array_like=True):
