@@ -22,7 +22,8 @@ def test_offers_reach_every_book_forgeries_do_not_and_a_restart_catches_up(netwo
     net = network
     b1, b2 = net.two_bootstraps()
     nodes = [net.add_node(f"node{i}", bootnodes=[(b1, b2)[i % 2].addr], protocols=[OFFERS],
-                          opts={"republish": "1", "keys": str(KEYS)}, extra=FAST) for i in range(8)]
+                          opts={"republish": "1", "republish_max": "2", "keys": str(KEYS)}, extra=FAST)
+             for i in range(8)]
     net.wait_ready(nodes, timeout=60)
     want = 7 * KEYS
 
@@ -70,7 +71,12 @@ def test_offers_reach_every_book_forgeries_do_not_and_a_restart_catches_up(netwo
         return o.get("offers_in_book", 0) >= want and o.get("accept", 0) >= 7
     took = net.wait_until(caught_up, 60, "the restarted node rejoins and its book catches up")
     print(f"[test] restarted node caught up after {took:.1f}s")
-    assert offers(nodes[0].status())["seq"] > seq_before
+    # and gossip goes on past the restart: node 0 re-announces (every 2 s at most: republish_max) and the
+    # restarted node accepts those re-announcements, not only what its pulls on connect brought
+    accepted = offers(victim.status())["accept"]
+    net.wait_until(lambda: offers(nodes[0].status())["seq"] > seq_before
+                   and offers(victim.status())["accept"] > accepted, 20,
+                   "node 0 re-announces its sheet and the restarted node accepts it over gossip")
 
     t0 = time.monotonic()
     for p in nodes + [b1, b2]:
