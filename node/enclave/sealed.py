@@ -116,6 +116,7 @@ class SealedStore:
         self.counter = 0
         self._counter_dirty = False  # appended, not yet fsync'd
         self._journal_end = 0  # where the valid chain of journal records ends (the next append goes there)
+        self._must_snapshot = False  # a save failed: the next one writes a snapshot (``save``)
         for stale in (self.dir / (SEALED_FILE + ".tmp"), self.dir / (COUNTER_FILE + ".tmp")):
             stale.unlink(missing_ok=True)
 
@@ -201,13 +202,25 @@ class SealedStore:
     def save(self, plaintext: bytes) -> None:
         self.sync_counter()
         counter = self.counter + 1
+        try:
+            self._write(counter, plaintext)
+        except BaseException:
+            # The record may be on disk all the same (a write reported failed, or a hostile host keeping its
+            # bytes): its counter is never used again, and the next save is a whole snapshot past it, so no
+            # two states ever share a counter.
+            self.counter = counter
+            self._must_snapshot = True
+            raise
+
+    def _write(self, counter: int, plaintext: bytes) -> None:
         nonce = os.urandom(12)
-        if not self.path.exists() or self._journal_end + len(plaintext) > JOURNAL_MAX:
+        if self._must_snapshot or not self.path.exists() or self._journal_end + len(plaintext) > JOURNAL_MAX:
             header = SEAL_MAGIC + bytes([SEAL_VERSION]) + counter.to_bytes(8, "big")
             atomic_write(self.path, header + nonce + self._aead.encrypt(nonce, plaintext, header))
             if self._journal_end or self.journal_path.exists():
                 _append(self.journal_path, b"", at=0)  # its records are all stale now
             self._journal_end = 0
+            self._must_snapshot = False
         else:
             head = JOURNAL_MAGIC + (len(plaintext) + 16).to_bytes(4, "big") + counter.to_bytes(8, "big")
             rec = head + nonce + self._aead.encrypt(nonce, plaintext, head)

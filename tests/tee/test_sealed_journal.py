@@ -162,3 +162,66 @@ def test_contract_state_the_enclave_seals_is_journaled_and_survives_a_restart(tm
         (vault / name).write_bytes(data)
     with pytest.raises(EnclaveUnavailable, match="rollback"):
         InProcessEnclave(tmp_path / "a")
+
+def _journal_writes_reported_failed(monkeypatch) -> None:
+    """The hostile host's disk: a journal append reaches the file, then the write is reported failed."""
+    real = S._append
+
+    def written_then_failed(path, data, at=None, *, sync=True):
+        real(path, data, at, sync=sync)
+        if path.name == JOURNAL_FILE and data:
+            raise OSError("fsync failed (so the host says)")
+
+    monkeypatch.setattr(S, "_append", written_then_failed)
+
+
+def test_a_seal_reported_failed_never_shares_its_counter_with_a_later_state(tmp_path, monkeypatch):
+    """A hostile host lets a record reach the disk, reports the write failed (the enclave undoes the operation
+    and refuses it), keeps the record's bytes, and lets the next operation seal. Were that next state sealed
+    under the same counter, the host could later put the kept record back: two states at one counter, both
+    accepted (a key released to two recipients). The failed counter is burned and the next save is a
+    snapshot past it, so the kept record is stale."""
+    st, _ = opened(tmp_path)
+    st.save(b"one")
+    st.save(b"two")
+    _journal_writes_reported_failed(monkeypatch)
+    with pytest.raises(OSError):
+        st.save(b"released to A")
+    monkeypatch.undo()
+    kept = (tmp_path / JOURNAL_FILE).read_bytes()  # the host's copy, with the refused state in it
+    st.save(b"released to B")
+    assert opened(tmp_path)[1] == b"released to B"
+    (tmp_path / JOURNAL_FILE).write_bytes(kept)  # the host puts its record back
+    again, plain = opened(tmp_path)
+    assert plain == b"released to B", plain  # the kept record is stale under the snapshot: never read
+    assert again.counter == st.counter == 4  # counter 3 was burned
+
+
+def test_a_host_reporting_a_seal_failed_cannot_get_one_key_released_to_two_recipients(tmp_path, monkeypatch):
+    """The same attack through the enclave's operations: the release to A is sealed but reported failed (the
+    enclave refuses it), the host keeps the journal, the release to B goes through, then the host restarts the
+    enclave on its kept journal and asks for A's ciphertext again. The key went to B only."""
+    from node.tee.client import EnclaveRefused, EnclaveUnavailable
+    from tests.tee.testbuild import RawOps
+
+    a = RawOps(tmp_path / "a")
+    vault = tmp_path / "a" / "enclave"
+    key, = a.generate_keys(1)
+    alice, bob = a.generate_keys(2)  # two ECIES recipients (any valid public keys)
+    _journal_writes_reported_failed(monkeypatch)
+    with pytest.raises(EnclaveRefused, match="storage-failed"):
+        a.release_key(key, alice, b"ctx")
+    monkeypatch.undo()
+    kept = {n: (vault / n).read_bytes() for n in (SEALED_FILE, JOURNAL_FILE)}
+    a.release_key(key, bob, b"ctx")
+    a.close()
+    (vault / JOURNAL_FILE).write_bytes(kept[JOURNAL_FILE])  # the record of the refused release put back
+    again = RawOps(tmp_path / "a")
+    with pytest.raises(EnclaveRefused, match="already-released"):
+        again.resend_release(key, alice, b"ctx")
+    assert again.resend_release(key, bob, b"ctx")
+    again.close()
+    (vault / SEALED_FILE).write_bytes(kept[SEALED_FILE])  # and the snapshot from before: a rollback, refused
+    with pytest.raises(EnclaveUnavailable, match="rollback"):
+        RawOps(tmp_path / "a")
+
