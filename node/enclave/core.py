@@ -30,6 +30,7 @@ from node.enclave.contract_holdings import Holdings
 from node.enclave.contracts import Contracts
 from node.enclave.sealed import SealedStateError, SealedStore
 from node.enclave.sheet import offered_keys
+from node.enclave.statedelta import DeltaError, Layout
 from node.enclave.core_escrow import KeyEscrowOps
 from node.enclave.core_peers import PeerAttestation
 from node.enclave.core_state import (  # noqa: F401 (re-exported: the host and tests name them here)
@@ -39,6 +40,23 @@ from node.enclave.core_state import (  # noqa: F401 (re-exported: the host and t
     _fresh_state, _valid_pub, offer_sheet_digest, release_aad,
 )
 
+
+
+def _replayed(plain: bytes, deltas: list[bytes]) -> State:
+    """The state a sealed store's chain holds: its last whole state with the deltas after it applied."""
+    try:
+        state = msgspec.msgpack.decode(plain, type=State)
+        if deltas:
+            layout = Layout(State)  # a working cut of its own: ``apply`` changes it in place
+            work = layout.parts(state)
+            for d in deltas:
+                layout.apply(work, d)
+            state = msgspec.msgpack.decode(layout.join(work), type=State)
+    except msgspec.MsgspecError:
+        raise SealedStateError("sealed state authenticates but does not decode") from None
+    except DeltaError as exc:
+        raise SealedStateError(f"sealed state authenticates but a change in it does not apply ({exc})") from None
+    return state
 
 
 class EnclaveCore(PeerAttestation, KeyEscrowOps):
@@ -64,17 +82,16 @@ class EnclaveCore(PeerAttestation, KeyEscrowOps):
         if len(self.measurement) != 32:
             raise ValueError("measurement must be 32 bytes hex")
         self.debug = debug
-        plain = store.load() if store is not None else None
-        if plain is None:
+        self._layout = Layout(State)  # the state as last sealed, cut in parts: the next delta's base
+        chain = store.load_chain() if store is not None else None
+        if chain is None:
             self._state = _fresh_state(self._new_key)
             self._persist()
         else:
-            try:
-                self._state = msgspec.msgpack.decode(plain, type=State)
-            except msgspec.MsgspecError:
-                raise SealedStateError("sealed state authenticates but does not decode") from None
+            self._state = _replayed(*chain)
             if self._state.version != STATE_VERSION:
                 raise SealedStateError(f"unsupported state version {self._state.version}")
+            self._layout.cut(self._state)
         self._device = coincurve.PrivateKey(self._state.device_priv)
         self._sign = coincurve.PrivateKey(self._state.sign_priv)
         self._enc = coincurve.PrivateKey(self._state.enc_priv)
@@ -100,8 +117,20 @@ class EnclaveCore(PeerAttestation, KeyEscrowOps):
     # -- storage -----------------------------------------------------------
 
     def _persist(self) -> None:
-        if self._store is not None:
-            self._store.save(msgspec.msgpack.encode(self._state))
+        """Seal the state: what changed since the last seal (a delta record), or the whole state when none was
+        sealed yet or the store's journal is full (a snapshot). A seal that fails leaves no base: the next
+        one is whole (and the store makes it a snapshot past the failed record's counter)."""
+        if self._store is None:
+            return
+        try:
+            parts, delta = self._layout.cut(self._state)
+            if delta is None:
+                self._store.save(self._layout.join(parts))
+            else:
+                self._store.save_delta(delta, lambda: self._layout.join(parts))
+        except BaseException:
+            self._layout.reset()
+            raise
 
     def flush(self) -> None:
         """Finish a save's trailing durable write (the monotonic counter); called once a reply is sent."""

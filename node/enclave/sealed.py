@@ -12,14 +12,18 @@ leaves either the old or the new snapshot, never a torn one.
 Journal ``vault.journal``: every later state is *appended* as one record and
 fsync'd (one fsync, no rename: a release costs a fraction of a snapshot)::
 
-    b"KSJR" | length (4) | counter (8) | nonce (12) | AES-256-GCM(state)   (the first 16 bytes as AAD)
+    magic (4) | length (4) | counter (8) | nonce (12) | AES-256-GCM(body)   (the first 16 bytes as AAD)
 
-The state is the newest record of the chain snapshot counter + 1, + 2, ...;
-records at or below the snapshot's counter are stale (a compaction that
-stopped before it emptied the journal). A record that is torn (a crash in
-the middle of the append) or does not authenticate ends the chain; the next
-save cuts the journal there before appending. Once the journal outgrows
-``JOURNAL_MAX`` the next save writes a snapshot instead and empties it.
+with magic ``b"KSJR"`` when the body is a whole state (``save``) and ``b"KSJD"`` when it is what changed
+since the record before (``save_delta``; ``node.enclave.statedelta``: a release appends its key record and
+journal entry, not the enclave's whole history). The magic is authenticated, so one kind cannot be passed
+off as the other. The state is the snapshot with the chain of records counter + 1, + 2, ... applied in
+order (a whole-state record replaces what came before it); records at or below the snapshot's counter are
+stale (a compaction that stopped before it emptied the journal). A record that is torn (a crash in the
+middle of the append) or does not authenticate ends the chain; the next save cuts the journal there before
+appending. Once the journal would outgrow ``JOURNAL_MAX`` or the snapshot's size, whichever is larger, the
+next save writes a snapshot of the whole state instead and empties it: a save's cost stays that of what it
+changed (a snapshot every so many saves, amortised), and a load replays at most about a snapshot's worth.
 
 Rollback: every save increments the counter; after the state is durable, the
 counter is appended to ``counter``, and fsync'd by ``sync_counter`` (the
@@ -54,7 +58,8 @@ SEAL_VERSION = 1
 SEALED_FILE = "vault.sealed"
 JOURNAL_FILE = "vault.journal"
 COUNTER_FILE = "counter"
-JOURNAL_MAGIC = b"KSJR"
+JOURNAL_MAGIC = b"KSJR"  # a record holding a whole state
+DELTA_MAGIC = b"KSJD"  # a record holding what changed since the record before it
 JOURNAL_MAX = 1 << 20  # bytes of journal before the next save writes a snapshot instead
 _REC_HEAD = len(JOURNAL_MAGIC) + 4 + 8
 COUNTER_MAX = 4096  # bytes of counter log before it is rewritten as one value
@@ -116,7 +121,8 @@ class SealedStore:
         self.counter = 0
         self._counter_dirty = False  # appended, not yet fsync'd
         self._journal_end = 0  # where the valid chain of journal records ends (the next append goes there)
-        self._must_snapshot = False  # a save failed: the next one writes a snapshot (``save``)
+        self._snapshot_size = 0  # bytes of the last snapshot read or written (the journal may grow as large)
+        self._must_snapshot = False  # a save failed: the next one writes a snapshot (``_save``)
         for stale in (self.dir / (SEALED_FILE + ".tmp"), self.dir / (COUNTER_FILE + ".tmp")):
             stale.unlink(missing_ok=True)
 
@@ -137,14 +143,16 @@ class SealedStore:
             raise SealedStateError("monotonic counter file is corrupt")
         return max(int.from_bytes(raw[i : i + 8], "big") for i in range(0, len(raw) - 7, 8))
 
-    def _replay(self, plain: bytes, counter: int) -> tuple[bytes, int]:
-        """The newest state of the journal's chain after the snapshot (``plain`` at ``counter``)."""
+    def _replay(self, plain: bytes, counter: int) -> tuple[bytes, list[bytes], int]:
+        """The journal's chain after the snapshot (``plain`` at ``counter``): the last whole state in it (or
+        ``plain``), the deltas after that one, in order, and the chain's last counter."""
         self._journal_end = 0
+        deltas: list[bytes] = []
         if not self.journal_path.exists():
-            return plain, counter
+            return plain, deltas, counter
         blob = self.journal_path.read_bytes()
         pos = 0
-        while pos + _REC_HEAD + 12 + 16 <= len(blob) and blob.startswith(JOURNAL_MAGIC, pos):
+        while pos + _REC_HEAD + 12 + 16 <= len(blob) and blob[pos : pos + 4] in (JOURNAL_MAGIC, DELTA_MAGIC):
             head = blob[pos : pos + _REC_HEAD]
             size = int.from_bytes(head[4:8], "big")
             n = int.from_bytes(head[8:16], "big")
@@ -154,16 +162,31 @@ class SealedStore:
             if n == counter + 1:
                 body = pos + _REC_HEAD
                 try:
-                    plain = self._aead.decrypt(blob[body : body + 12], blob[body + 12 : end], head)
+                    record = self._aead.decrypt(blob[body : body + 12], blob[body + 12 : end], head)
                 except Exception:
                     break  # does not authenticate: the chain ends here
+                if head[:4] == JOURNAL_MAGIC:
+                    plain, deltas = record, []
+                else:
+                    deltas.append(record)
                 counter = n
                 self._journal_end = end
             pos = end
-        return plain, counter
+        return plain, deltas, counter
 
     def load(self) -> bytes | None:
-        """The sealed plaintext, or None if nothing was ever sealed here."""
+        """The sealed plaintext, or None if nothing was ever sealed here. For a store written only with
+        ``save``; one with deltas in its journal is read with ``load_chain``."""
+        chain = self.load_chain()
+        if chain is None:
+            return None
+        if chain[1]:
+            raise SealedStateError("the journal holds deltas: the state is read with load_chain")
+        return chain[0]
+
+    def load_chain(self) -> tuple[bytes, list[bytes]] | None:
+        """The last whole sealed state and the deltas sealed after it, in order (the caller applies them), or
+        None if nothing was ever sealed here. Refuses a state older than the monotonic counter."""
         hw_counter = self._read_counter()
         if not self.path.exists():
             if hw_counter:
@@ -181,13 +204,14 @@ class SealedStore:
             plain = self._aead.decrypt(nonce, ct, header)
         except Exception:
             raise SealedStateError("sealed state does not authenticate (wrong sealing key or tampered)") from None
-        plain, counter = self._replay(plain, counter)
+        self._snapshot_size = len(blob)
+        plain, deltas, counter = self._replay(plain, counter)
         if counter < hw_counter:
             raise SealedStateError(
                 f"rollback detected: sealed state counter {counter} < monotonic counter {hw_counter}"
             )
         self.counter = counter
-        return plain
+        return plain, deltas
 
     def sync_counter(self) -> None:
         """Make the last counter advance durable (it trails the state it counts, never leads it)."""
@@ -200,30 +224,42 @@ class SealedStore:
             self._counter_dirty = False
 
     def save(self, plaintext: bytes) -> None:
+        """Seal a whole state: a journal record, or a snapshot when the journal is full or none exists."""
+        self._save(plaintext, lambda: plaintext, JOURNAL_MAGIC)
+
+    def save_delta(self, delta: bytes, whole) -> None:
+        """Seal what changed since the last save (``delta``, applied by the reader to the state before it); a
+        snapshot of ``whole()`` instead when the journal is full or no snapshot exists."""
+        self._save(delta, whole, DELTA_MAGIC)
+
+    def _save(self, body: bytes, whole, magic: bytes) -> None:
         self.sync_counter()
         counter = self.counter + 1
         try:
-            self._write(counter, plaintext)
+            self._write(counter, body, whole, magic)
         except BaseException:
             # The record may be on disk all the same (a write reported failed, or a hostile host keeping its
             # bytes): its counter is never used again, and the next save is a whole snapshot past it, so no
-            # two states ever share a counter.
+            # two states ever share a counter and no delta is read on top of a state the enclave undid.
             self.counter = counter
             self._must_snapshot = True
             raise
 
-    def _write(self, counter: int, plaintext: bytes) -> None:
+    def _write(self, counter: int, body: bytes, whole, magic: bytes) -> None:
         nonce = os.urandom(12)
-        if self._must_snapshot or not self.path.exists() or self._journal_end + len(plaintext) > JOURNAL_MAX:
+        if (self._must_snapshot or not self.path.exists()
+                or self._journal_end + len(body) > max(JOURNAL_MAX, self._snapshot_size)):
             header = SEAL_MAGIC + bytes([SEAL_VERSION]) + counter.to_bytes(8, "big")
-            atomic_write(self.path, header + nonce + self._aead.encrypt(nonce, plaintext, header))
+            snapshot = header + nonce + self._aead.encrypt(nonce, whole(), header)
+            atomic_write(self.path, snapshot)
+            self._snapshot_size = len(snapshot)
             if self._journal_end or self.journal_path.exists():
                 _append(self.journal_path, b"", at=0)  # its records are all stale now
             self._journal_end = 0
             self._must_snapshot = False
         else:
-            head = JOURNAL_MAGIC + (len(plaintext) + 16).to_bytes(4, "big") + counter.to_bytes(8, "big")
-            rec = head + nonce + self._aead.encrypt(nonce, plaintext, head)
+            head = magic + (len(body) + 16).to_bytes(4, "big") + counter.to_bytes(8, "big")
+            rec = head + nonce + self._aead.encrypt(nonce, body, head)
             _append(self.journal_path, rec, at=self._journal_end)
             self._journal_end += len(rec)
         self.counter = counter

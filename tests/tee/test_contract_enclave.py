@@ -317,10 +317,10 @@ def test_a_step_seals_once_and_a_failed_write_takes_and_releases_nothing(tmp_pat
     a.contract_accept(cid, out.record)
     rec2 = a.contract_release(cid, 1, 1)
 
-    def boom(plaintext):
+    def boom(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(b._core._store, "save", boom)
+    monkeypatch.setattr(b._core._store, "_save", boom)  # a whole state or a delta: every seal fails
     with pytest.raises(EnclaveRefused) as exc:
         b.contract_step(cid, rec2, chunk_index(sched, 3), 0, bytes(32))
     assert exc.value.code == "storage-failed"

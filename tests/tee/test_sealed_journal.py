@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import msgspec
 import pytest
 
 from node.enclave import sealed as S
@@ -163,6 +164,39 @@ def test_contract_state_the_enclave_seals_is_journaled_and_survives_a_restart(tm
     with pytest.raises(EnclaveUnavailable, match="rollback"):
         InProcessEnclave(tmp_path / "a")
 
+
+def _appended_by_one_release(vault, a, pub) -> int:
+    journal = vault / JOURNAL_FILE
+    before = journal.stat().st_size if journal.exists() else 0
+    a.release_key(pub, a.info().enc_pub, b"one more")
+    return journal.stat().st_size - before
+
+
+def test_a_save_writes_what_changed_not_the_whole_history(tmp_path):
+    """A sealed write after 400 releases costs what one after 10 does: the record appended for one more
+    release holds the changed key and journal entry, not the whole state (which grows ~0.5 kB a release).
+    Written as whole states, a long-lived enclave wrote megabytes per contract step."""
+    from tests.tee.testbuild import RawOps
+
+    a = RawOps(tmp_path / "a")
+    vault = tmp_path / "a" / "enclave"
+    pubs = a.generate_keys(420)
+    for p in pubs[:10]:
+        a.release_key(p, a.info().enc_pub, b"history")
+    early = _appended_by_one_release(vault, a, pubs[10])
+    for p in pubs[11:411]:
+        a.release_key(p, a.info().enc_pub, b"history")
+    late = _appended_by_one_release(vault, a, pubs[411])
+    state = len(msgspec.msgpack.encode(a._core._state))
+    assert state > 100_000  # the history is large ...
+    assert late < 2_000 and late <= early + 64, (early, late, state)  # ... and a save does not carry it
+    in_memory = msgspec.msgpack.encode(a._core._state)
+    a.close()
+    again = RawOps(tmp_path / "a")  # and the chain of changes reads back to the same state
+    assert msgspec.msgpack.encode(again._core._state) == in_memory
+    again.close()
+
+
 def _journal_writes_reported_failed(monkeypatch) -> None:
     """The hostile host's disk: a journal append reaches the file, then the write is reported failed."""
     real = S._append
@@ -195,6 +229,9 @@ def test_a_seal_reported_failed_never_shares_its_counter_with_a_later_state(tmp_
     again, plain = opened(tmp_path)
     assert plain == b"released to B", plain  # the kept record is stale under the snapshot: never read
     assert again.counter == st.counter == 4  # counter 3 was burned
+    (tmp_path / JOURNAL_FILE).write_bytes(b"")
+    st.save_delta(b"a delta", lambda: b"whole")  # and deltas go on from the snapshot
+    assert SealedStore(tmp_path, KEY).load_chain() == (b"released to B", [b"a delta"])
 
 
 def test_a_host_reporting_a_seal_failed_cannot_get_one_key_released_to_two_recipients(tmp_path, monkeypatch):
@@ -225,3 +262,82 @@ def test_a_host_reporting_a_seal_failed_cannot_get_one_key_released_to_two_recip
     with pytest.raises(EnclaveUnavailable, match="rollback"):
         RawOps(tmp_path / "a")
 
+
+def test_deltas_read_back_across_compactions_and_restarts(tmp_path, monkeypatch):
+    """Releases, exports and key generation sealed as deltas, with a small journal bound so that snapshots come
+    and go between them, and restarts anywhere: every reopen reads back the exact state held in memory."""
+    from tests.tee.testbuild import RawOps
+
+    monkeypatch.setattr(S, "JOURNAL_MAX", 3_000)
+    a = RawOps(tmp_path / "a")
+    pubs = a.generate_keys(40)
+    snapshots = set()
+    for i, p in enumerate(pubs):
+        if i % 3 == 0:
+            a.export_to_owner(p)
+        else:
+            a.release_key(p, a.info().enc_pub, b"ctx %d" % i)
+        if i % 4 == 0:
+            a.generate_keys(1)
+        snapshots.add((tmp_path / "a" / "enclave" / SEALED_FILE).read_bytes()[7:15])
+        if i % 7 == 6:
+            want = msgspec.msgpack.encode(a._core._state)
+            a.close()
+            a = RawOps(tmp_path / "a")
+            assert msgspec.msgpack.encode(a._core._state) == want
+    assert len(snapshots) >= 3  # the first snapshot and two compactions at least
+    a.close()
+
+
+def test_a_vault_sealed_whole_before_deltas_opens_and_goes_on_in_deltas(tmp_path):
+    """A journal of whole states (every vault before deltas) reads back; the next seals are delta records."""
+    from node.enclave.core import State
+    from node.enclave.sealed import DELTA_MAGIC, JOURNAL_MAGIC
+    from tests.tee.testbuild import RawOps
+
+    a = RawOps(tmp_path / "a")
+    pubs = a.generate_keys(3)
+    vault = tmp_path / "a" / "enclave"
+    state = a._core._state
+    a.close()
+    for name in (SEALED_FILE, JOURNAL_FILE, COUNTER_FILE):
+        (vault / name).unlink()
+    store = SealedStore(vault, S.sim_sealing_key(vault))  # the same vault, as the code before deltas sealed it:
+    assert store.load_chain() is None
+    store.save(msgspec.msgpack.encode(state))  # a snapshot ...
+    store.save(msgspec.msgpack.encode(state))  # ... and a whole state appended for every change
+    journal = (vault / JOURNAL_FILE).read_bytes()
+    assert journal[:4] == JOURNAL_MAGIC and DELTA_MAGIC not in journal
+    a = RawOps(tmp_path / "a")
+    assert [k.pubkey for k in a.list_keys()] == pubs
+    a.release_key(pubs[0], a.info().enc_pub, b"after")
+    assert (vault / JOURNAL_FILE).read_bytes()[len(journal):][:4] == DELTA_MAGIC
+    want = msgspec.msgpack.encode(a._core._state)
+    a.close()
+    a = RawOps(tmp_path / "a")
+    assert msgspec.msgpack.encode(a._core._state) == want
+    assert isinstance(a._core._state, State)
+    a.close()
+
+
+def test_a_delta_that_does_not_fit_its_state_is_refused_and_a_cut_joins_to_msgspecs_own_encoding():
+    from node.enclave.core import State, _fresh_state
+    from node.enclave.statedelta import Change, Delta, DeltaError, Layout
+    import coincurve
+
+    state = _fresh_state(coincurve.PrivateKey)
+    layout = Layout(State)
+    parts, delta = layout.cut(state)
+    assert delta is None and layout.join(parts) == msgspec.msgpack.encode(state)
+    keys = layout.names.index("keys")
+    bad = [Delta(1, len(parts) + 1, []),  # another layout
+           Delta(2, len(parts), []),  # another version
+           Delta(1, len(parts), [Change(99, value=b"\xc0")]),  # no such field
+           Delta(1, len(parts), [Change(0, length=1, items=[(0, b"\x01")])]),  # a scalar as a list
+           Delta(1, len(parts), [Change(keys, length=2, items=[(1, b"\x90")])]),  # a gap in a list
+           Delta(1, len(parts), [Change(keys, length=-1, items=[])])]  # a negative length
+    for d in bad:
+        with pytest.raises(DeltaError):
+            layout.apply([list(p) if isinstance(p, list) else p for p in parts], msgspec.msgpack.encode(d))
+    with pytest.raises(DeltaError):
+        layout.apply(list(parts), b"\xff not a delta")

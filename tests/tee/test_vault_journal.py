@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import coincurve
+import msgspec
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -102,8 +103,10 @@ class Journal(RuleBasedStateMachine):
 
     @rule()
     def restart(self):
+        before = msgspec.msgpack.encode(self.a._core._state)
         self.a.close()
         self.a = RawOps(self.dir)
+        assert msgspec.msgpack.encode(self.a._core._state) == before  # the sealed chain reads back the whole state
 
     @invariant()
     def states_match_the_model(self):
