@@ -41,7 +41,8 @@ class Holdings(Contracts):
 
     def hold(self, spec_bytes: bytes, sigs: list[PartySig], shares: list[SplitShare]) -> HoldResult:
         """Take (or add runners' signatures to) a contract we are an escrow holder of, and the shares sent
-        to us; each share must be signed by its owner's enclave and bound to this contract and chunk."""
+        to us; each share must be signed by its owner's enclave, an enclave we verified ourselves (I3: else
+        anyone could fill our holdings with contracts of host keys), and bound to this contract and chunk."""
         from node.crypto import DecryptError, ecies_decrypt
         from node.crypto import verify_domain_sig
 
@@ -66,6 +67,10 @@ class Holdings(Contracts):
             pos = next((x for x, h in enumerate(term.holders) if h.enc_pub == me), None)
             if pos is None or sh.holder != me:
                 raise _refusal("not-a-holder", f"this enclave holds no share of chunk {sh.party}/{sh.index}")
+            owner = spec.parties[sh.party].binding
+            if (sh.party, sh.index) not in have and not self.core.attested(owner.sign_pub, owner.enc_pub):
+                raise _refusal("unattested", f"the owner of chunk {sh.party}/{sh.index} is not an enclave this "
+                               "enclave verified (attest_peer its quote first): no share is held for a host key")
             ctx = escrow_context(cid, sh.party, sh.index)
             if not verify_domain_sig(spec.parties[sh.party].binding.sign_pub, "escrow-share",
                                      share_digest(ctx, me, sh.ciphertext), sh.sig):

@@ -29,7 +29,8 @@ beneficiary). Three roles, any node may play each:
 Wire (``node.wire``: canonical MessagePack, size-bounded to 256 KiB, version 1; ``wire.Signed`` envelopes
 signed by the sender's enclave in the domain "release-msg", like contract-run; errors unsigned)::
 
-    hold   HoldBody(spec, sigs, shares)                    owner -> holder (request)
+    hold   HoldBody(spec, sigs, shares, binding, quote)    owner -> holder (request); the owner's binding
+                                                           and quote, handed to the holder's enclave
     moved  MovedBody(contract_id, record)                  any -> holder (request): a giver's signed
                                                            release record (the chunk went to a party)
     held   HeldBody(contract_id, held, missing)            response to hold / moved
@@ -75,6 +76,10 @@ class HoldBody(msgspec.Struct, array_like=True, frozen=True):
     spec: bytes
     sigs: list[PartySig]
     shares: list[SplitShare]
+    #: the owner's enclave binding and quote: a holder's enclave takes shares only from an owner it verified
+    #: itself (I3), so the holder's host hands them to it (``attest_peer``) first
+    binding: Binding | None = None
+    quote: bytes = b""
 
 
 class MovedBody(msgspec.Struct, array_like=True, frozen=True):
@@ -158,8 +163,9 @@ class KeyEscrow:
     give_up_after: float = 3600.0
     max_contracts: int = 0  # holder: at most this many contracts held for others (0: no bound), then "full"
     max_shares: int = 0  # holder: at most this many shares over all of them (0: no bound), then "full"
-    #: recovery: ``identity() -> (binding, quote)``, ours, carried in every ``ask`` (the holders' enclaves
-    #: release a share only to a beneficiary they verified themselves); None: asks carry none
+    #: owner and recovery: ``identity() -> (binding, quote)``, ours, carried in every ``hold`` and ``ask`` (the
+    #: holders' enclaves take shares only from an owner, and release one only to a beneficiary, they verified
+    #: themselves); None: holds and asks carry none
     identity: Callable[[], tuple[Binding, bytes]] | None = None
 
     def __post_init__(self) -> None:
@@ -189,12 +195,13 @@ class KeyEscrow:
             self.refusals.append((exc.code, exc.reason))
             return [Notify("escrow.split-refused", {"contract": cid.hex(), "code": exc.code, "reason": exc.reason})]
         cmds: list[Command] = []
+        ours = self.identity() if self.identity is not None else (None, b"")
         for term in spec.escrows:
             for h in term.holders:
                 mine = [s for s in shares if s.holder == h.enc_pub]
                 if not mine:
                     continue
-                data = self._seal("hold", HoldBody(spec.encode(), list(sigs), mine))
+                data = self._seal("hold", HoldBody(spec.encode(), list(sigs), mine, *ours))
                 self._out[(cid, h.enc_pub)] = (h.peer_id, data)
                 cmds.append(self._request("hold", (cid, h.enc_pub), h.peer_id, data))
         return cmds + self._timer(now) if cmds else cmds
@@ -337,14 +344,15 @@ class KeyEscrow:
         """Contracts (id hex) our enclave holds shares of, with how many."""
         return {c.hex(): n for c, n in sorted(self._counts.items())}
 
-    def _verify_asker(self, body: AskBody, now: float) -> None:
-        """Hand the asking beneficiary's quote to our enclave (it verifies it itself: I3); the enclave refuses
-        the share anyway when the beneficiary is not an enclave it verified."""
-        if body.binding is None or not body.quote or body.binding.enc_pub != body.recipient:
-            return  # nothing (usable) carried: our enclave decides on what it verified before
-        seen = (body.binding.encode(), body.quote)
+    def _verify_sender(self, binding: Binding | None, quote: bytes, now: float) -> None:
+        """Hand the quote a hold (the owner's) or an ask (the beneficiary's) carries to our enclave, which
+        verifies it itself (I3) and refuses the hold or the share anyway when that enclave is not one it
+        verified. Nothing carried: our enclave decides on what it verified before."""
+        if binding is None or not quote:
+            return
+        seen = (binding.encode(), quote)
         if seen not in self._verified:
-            self.enclave.attest_peer(body.binding, body.quote, now=now)
+            self.enclave.attest_peer(binding, quote, now=now)
             if len(self._verified) >= 1024:
                 self._verified.clear()
             self._verified.add(seen)
@@ -370,13 +378,16 @@ class KeyEscrow:
             full = self.over_bound(cid, len(body.shares)) if env.kind == "hold" else None
             if full:
                 return self._refuse(ev.request_id, cid, "full", full)
+            if env.kind == "hold" and body.shares:
+                self._verify_sender(body.binding, body.quote, now)
             res = self.enclave.escrow_hold(body.spec, [(s.party, s.sig) for s in body.sigs],
                                            body.shares if env.kind == "hold" else [])
             self._feed(spec, cid)
             if env.kind == "hold":
                 self._counts[cid] = len(res.held)
                 return [Respond(ev.request_id, self._seal("held", HeldBody(cid, res.held, res.missing)))]
-            self._verify_asker(body, now)
+            if body.binding is not None and body.binding.enc_pub == body.recipient:
+                self._verify_sender(body.binding, body.quote, now)
             ct = self.enclave.escrow_share(cid, body.party, body.index, body.recipient)
         except EnclaveRefused as exc:
             return self._refuse(ev.request_id, cid, exc.code, f"our enclave refused: {exc.reason}")

@@ -427,6 +427,7 @@ def test_a_holder_releases_its_share_only_to_a_beneficiary_its_own_enclave_verif
         spec, cid, pub, sigs = _escrowed(payer, payee, arb, [h.info().enc_pub for h in holders], heir.info().enc_pub)
         shares = payer.contract_escrow_split(cid)
         h = holders[0]
+        verifies(h, payer)  # (it takes shares only from an owner it verified)
         h.escrow_hold(spec.encode(), sigs, [s for s in shares if s.holder == h.info().enc_pub])
         h.escrow_height(cid, "BTC-REG", 300)
         with pytest.raises(EnclaveRefused) as exc:

@@ -45,7 +45,8 @@ def owner_address(chunk) -> str:
 
 
 class World:
-    def __init__(self, root, n_holders=3, k=2, verified=True):
+    def __init__(self, root, n_holders=3, k=2, verified=True, owner_identity=True):
+        self.owner_identity = owner_identity
         self.root = root
         self.ledger = DevLedger(None, automine=True)
         self.net = GossipNet()
@@ -87,10 +88,13 @@ class World:
 
     def _runner(self, name, binding):
         enc = self.enc[name]
-        return ContractRun(net=NET, enclave=enc, quote=enc.quote(binding, now=NOW), binding=binding,
+        quote = enc.quote(binding, now=NOW)
+        return ContractRun(net=NET, enclave=enc, quote=quote, binding=binding,
                            attestations=AttestationCache(default_attestation_verifier(AttestationPolicy.dev())),
                            check_funds=self.funds, claim_policy="keep", store=ContractStore(
-                               None, record_type=RunRecord), escrow=KeyEscrow(NET, enc))
+                               None, record_type=RunRecord),
+                           escrow=KeyEscrow(NET, enc, identity=(lambda: (binding, quote))  # carried in its holds
+                                            if self.owner_identity else None))
 
     def add_holder(self, i, enclave):
         ke = KeyEscrow(NET, enclave)
@@ -180,6 +184,30 @@ def test_an_owner_whose_enclave_never_verified_the_holders_sends_no_share_and_th
         assert all(h.escrow_holdings(world.cid) == [] for h in world.holders)
         pay_out(world)
         assert world.runs["P"].state(world.cid) == DONE
+    finally:
+        world.close()
+
+
+def test_a_holder_takes_shares_only_from_an_owner_whose_quote_its_enclave_verified(tmp_path):
+    """I3 at the holder: a hold carries the owner's binding and quote, which the holder's host hands to its
+    enclave; a hold without them (a host key, for all the holder knows: anyone could fill its bounded holdings
+    with contracts of its own making) is refused "unattested", nothing is held, and the contract runs."""
+    world = World(tmp_path, owner_identity=False)
+    try:
+        world.height(100, "P", "Q")
+        world.start()
+        codes = {d["code"] for d in world.notes("P", "escrow.peer-error") if d["kind"] == "hold"}
+        assert codes == {"unattested"}, world.notes("P", "escrow.peer-error")
+        assert all(h.escrow_holdings(world.cid) == [] for h in world.holders)
+        pay_out(world)
+        assert world.runs["P"].state(world.cid) == DONE
+    finally:
+        world.close()
+    world = World(tmp_path / "again")  # the same contract with the owner's quote carried: every holder holds
+    try:
+        world.height(100, "P", "Q")
+        world.start()
+        assert all(len(h.escrow_holdings(world.cid)) == 2 for h in world.holders)
     finally:
         world.close()
 

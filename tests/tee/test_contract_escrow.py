@@ -24,14 +24,14 @@ REFUND = 200
 
 
 class World:
-    def __init__(self, root, n_holders=3, k=2, holder_cls=InProcessEnclave, refund=REFUND):
+    def __init__(self, root, n_holders=3, k=2, holder_cls=InProcessEnclave, refund=REFUND, holders_verify_owner=True):
         self.root = root
         self.payer, self.payee, self.arb, self.heir = (InProcessEnclave(root / n) for n in ("p", "q", "r", "heir"))
         self.holders = [holder_cls(root / f"h{i}") for i in range(n_holders)]
         attest(self.payer, self.payee)  # (I3: each runner's enclave verified the other's quote itself)
         verifies(self.payer, *self.holders, self.heir)  # (I3: the owner's enclave splits only to enclaves it verified)
-        for h in self.holders:  # (and a holder releases only to a beneficiary it verified)
-            verifies(h, self.heir)
+        for h in self.holders:  # (and a holder takes shares only from an owner, releases only to a beneficiary,
+            verifies(h, self.heir, *[self.payer] * holders_verify_owner)  # it verified)
         self.pubs = self.payer.generate_keys(2)
         commits = [Commit(p, ASSET, address_for(ASSET, p), 1000, 5) for p in self.pubs]
         self.parties = [PartySpec(self.payer.binding_for(NET, "P"), commits),
@@ -47,7 +47,7 @@ class World:
         self.payer.contract_open(self.spec.encode(), [(1, b.sig)])
         self.sigs = [(0, a.sig), (1, b.sig)]
         self.shares = self.payer.contract_escrow_split(self.cid)
-        for h in self.holders:
+        for h in self.holders if holders_verify_owner else []:
             h.escrow_hold(self.spec.encode(), self.sigs, self.mine(h))
         self.heir_enc = self.heir.info().enc_pub
 
@@ -204,13 +204,29 @@ def test_a_holder_takes_only_its_own_shares_signed_by_the_owner(w, tmp_path):
     assert refused(h.escrow_hold, w.spec.encode()[:-1], w.sigs) == "bad-spec"
 
 
+def test_a_holder_takes_no_share_from_an_owner_it_never_verified(tmp_path):
+    """I3 for holders: shares signed by an owner key this enclave never verified as an enclave (for all it knows
+    a host key: anyone could fill its holdings, bounded per node, with contracts of its own making) are
+    refused "unattested", and nothing is held; once it verified the owner, the same shares are held."""
+    w = World(tmp_path, holders_verify_owner=False)
+    try:
+        h = w.holders[0]
+        assert refused(h.escrow_hold, w.spec.encode(), w.sigs, w.mine(h)) == "unattested"
+        assert h.escrow_holdings() == []
+        verifies(h, w.payer)
+        assert h.escrow_hold(w.spec.encode(), w.sigs, w.mine(h)).held
+        assert {(s.party, s.index) for s in h.escrow_holdings(w.cid)} == {(0, 0), (0, 1)}
+    finally:
+        w.close()
+
+
 def test_a_holder_with_one_signature_waits_for_the_other(tmp_path):
     root = tmp_path
     payer, payee, arb, heir = (InProcessEnclave(root / n) for n in ("p", "q", "r", "heir"))
     hs = [InProcessEnclave(root / f"h{i}") for i in range(2)]
     try:
         verifies(payer, *hs, heir)
-        verifies(hs[0], heir)
+        verifies(hs[0], heir, payer)
         pubs = payer.generate_keys(1)
         parties = [PartySpec(payer.binding_for(NET, "P"), [Commit(pubs[0], ASSET, address_for(ASSET, pubs[0]), 9, 1)]),
                    PartySpec(payee.binding_for(NET, "Q"), []), PartySpec(arb.binding_for(NET, "R"), [], False)]
@@ -336,7 +352,8 @@ def test_in_a_swap_holders_refund_only_the_unmoved_chunks_at_the_deadline(tmp_pa
     hs = [InProcessEnclave(tmp_path / f"h{i}") for i in range(2)]
     attest(a, b)
     verifies(a, *hs, heir)
-    verifies(hs[0], heir)
+    for h in hs:
+        verifies(h, heir, a)
     try:
         ca = [Commit(p, ASSET, address_for(ASSET, p), 1000, 5_000) for p in a.generate_keys(2)]
         cb = [Commit(p, "LTC", address_for("LTC", p), 1000, 5_000) for p in b.generate_keys(2)]
