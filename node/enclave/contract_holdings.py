@@ -90,6 +90,8 @@ class Holdings(Contracts):
             have.add((sh.party, sh.index))
         st = next((c for c in self._all if c.cid == cid), None)
         created = st is None
+        if created and cid in self.core._state.forgotten:  # (a new hold only: a list scan, 32 bytes an id)
+            raise _refusal("forgotten", "this enclave held shares of the contract and let them go: never again")
         if created and not new:  # only a share signed by its owner opens a holding: no empty ones for anyone
             raise _refusal("unknown-contract", "no share of this contract is held here")
         if created:
@@ -113,6 +115,33 @@ class Holdings(Contracts):
 
             self._commit(undo)
         return HoldResult(cid, sorted(have), self._missing(st, spec))
+
+    def forget(self, cid: bytes) -> None:
+        """Let go of a contract we hold shares of: its shares, heights and moved chunks leave the sealed state and
+        its id is kept (32 bytes), so a hold of it sent again is refused ("forgotten") and no share of it is ever
+        released again. Granted whenever the host asks: a forgotten share can only not be released, which harms
+        no payee (a share released after its chunk moved could), only the owner's recovery, which the holder's
+        host can deny anyway by not passing its asks. The host's escrow protocol asks once every share is
+        released or its chunk moved, or the refund path stood open for long (``KeyEscrow.forget_done_after``,
+        ``forget_open_after``); without it a holder kept every contract it ever held, and its bound of
+        contracts held for others counted them all."""
+        st, _ = self._get(cid)
+        state = self.core._state
+        at = self._all.index(st)
+        kept = list(state.cshares)
+        self._all.remove(st)
+        state.cshares = [s for s in state.cshares if s.share.cid != cid]
+        state.forgotten.append(cid)
+        spec_cached = self._specs.pop(cid, None)
+
+        def undo() -> None:
+            self._all.insert(at, st)
+            state.cshares = kept
+            state.forgotten.pop()
+            if spec_cached is not None:
+                self._specs[cid] = spec_cached
+
+        self._commit(undo)
 
     def _refund_allowed(self, st: ContractState, spec: ContractSpec, party: int, index: int) -> str | None:
         """None when the contract, over our view, refunds chunk (party, index) to its owner now; else why not."""
@@ -198,5 +227,6 @@ class Holdings(Contracts):
             for s in self._shares(st.cid):
                 p = s.share
                 why = "" if s.state == "released" else (self._refund_allowed(st, spec, p.party, p.index) or "")
-                out.append(ShareStatus(st.cid, p.party, p.index, s.state, not why, why))
+                moved = any(m.giver == p.party and m.index == p.index for m in st.moved)
+                out.append(ShareStatus(st.cid, p.party, p.index, s.state, not why, why, moved))
         return out

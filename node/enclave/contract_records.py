@@ -86,6 +86,7 @@ class ShareStatus(msgspec.Struct, array_like=True, frozen=True):
     state: str  # held | released
     allowed: bool  # would the share be released to the beneficiary now
     why: str = ""  # when not: the reason
+    moved: bool = False  # its chunk went to another party (a giver's release record): never released
 
 
 def share_digest(context: bytes, holder: bytes, ciphertext: bytes) -> bytes:

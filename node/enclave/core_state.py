@@ -95,6 +95,7 @@ class State(msgspec.Struct, array_like=True):
     holding: list[ContractState] = []  # contracts this enclave is an escrow holder of (``Holdings``; me = -1)
     cshares: list[ContractShare] = []  # the escrow shares of those contracts' chunks
     peers: list[PeerRecord] = []  # enclaves whose quotes this enclave verified itself (I3)
+    forgotten: list[bytes] = []  # ids of contracts this enclave held escrow shares of and let go (never again)
 
     def __repr__(self) -> str:
         return f"State(keys={len(self.keys)}, journal={len(self.journal)}, <redacted>)"

@@ -189,6 +189,10 @@ class EscrowHoldings(msgspec.Struct, tag="escrow-holdings", array_like=True, fro
     cid: bytes  # b"": every contract
 
 
+class EscrowForget(msgspec.Struct, tag="escrow-forget", array_like=True, frozen=True):
+    cid: bytes
+
+
 class EscrowRebuild(msgspec.Struct, tag="escrow-rebuild", array_like=True, frozen=True):
     cid: bytes
     party: int
@@ -212,7 +216,7 @@ Op = Union[
     Hello, GenerateKeys, ListKeys, OfferableKeys, MakeQuote, SignOfferSheets, SignDomain, ExportKey, AttestPeer, EscrowSplit, EscrowAccept, EscrowReleaseShare, EscrowRecover,
     ContractOpen, ContractHeight, ContractApprove, ContractStatusOp, ContractRelease, ContractResend,
     ContractRefund, ContractAccept, ContractEscrowSplit, EscrowHold, EscrowHeight, EscrowApprove, EscrowMoved,
-    EscrowShare, EscrowHoldings, EscrowRebuild, ContractStep, ContractDrop, ContractForget,
+    EscrowShare, EscrowHoldings, EscrowForget, EscrowRebuild, ContractStep, ContractDrop, ContractForget,
 ]
 
 
@@ -311,6 +315,9 @@ def _dispatch(core: EnclaveCore, op) -> object:
         return hs.share(op.cid, op.party, op.index, op.recipient)
     if isinstance(op, EscrowHoldings):
         return hs.status(op.cid)
+    if isinstance(op, EscrowForget):
+        hs.forget(op.cid)
+        return True
     cs = core.contracts
     if isinstance(op, ContractEscrowSplit):
         return cs.escrow_split(op.cid)

@@ -55,65 +55,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-import msgspec
-
 from node.contracts.spec import ContractSpec, decode_spec, spec_id
 from node.protocols.base import (
     Command, Event, LedgerCall, Notify, RequestReceived, Respond, ResponseReceived, SendRequest, SetTimer, Started,
     TaskDone, TimerFired, Validation,
 )
 from node.contracts.protocol.claims import ClaimRecord
-from node.contracts.protocol.envelope import ErrorBody, MessageError, error_message, parse, seal
+from node.contracts.protocol.envelope import MessageError, error_message, parse, seal
 from node.contracts.protocol.schedule import Chunk
 from node.attest.binding import Binding
-from node.enclave.contracts import PartySig, SplitShare
+from node.enclave.contracts import PartySig
+from node.protocols.escrow_letgo import LetGo, owners_of
+from node.protocols.keyescrow_wire import (  # noqa: F401 (re-exported: the wire bodies are named here)
+    BODIES, AskBody, HeldBody, HoldBody, MovedBody, ShareBody,
+)
 
 PROTOCOL_ID = "/keyswitch/key-escrow/1"
 ASKING, REBUILT, SWEPT, FAILED, MOVED = "asking", "rebuilt", "swept", "failed", "moved"
-
-
-class HoldBody(msgspec.Struct, array_like=True, frozen=True):
-    spec: bytes
-    sigs: list[PartySig]
-    shares: list[SplitShare]
-    #: the owner's enclave binding and quote: a holder's enclave takes shares only from an owner it verified
-    #: itself (I3), so the holder's host hands them to it (``attest_peer``) first
-    binding: Binding | None = None
-    quote: bytes = b""
-
-
-class MovedBody(msgspec.Struct, array_like=True, frozen=True):
-    contract_id: bytes
-    record: bytes
-
-
-class HeldBody(msgspec.Struct, array_like=True, frozen=True):
-    contract_id: bytes
-    held: list[tuple[int, int]]
-    missing: list[int]
-
-
-class AskBody(msgspec.Struct, array_like=True, frozen=True):
-    spec: bytes
-    sigs: list[PartySig]
-    party: int
-    index: int
-    recipient: bytes
-    #: the asking (beneficiary) enclave's binding and quote: the holder's enclave releases a share only to a
-    #: beneficiary it verified itself (I3), so the holder's host hands them to it (``attest_peer``) first
-    binding: Binding | None = None
-    quote: bytes = b""
-
-
-class ShareBody(msgspec.Struct, array_like=True, frozen=True):
-    contract_id: bytes
-    party: int
-    index: int
-    ciphertext: bytes
-
-
-BODIES = {"hold": HoldBody, "moved": MovedBody, "held": HeldBody, "ask": AskBody, "share": ShareBody,
-          "error": ErrorBody}
 
 
 @dataclass
@@ -167,6 +125,10 @@ class KeyEscrow:
     #: holders' enclaves take shares only from an owner, and release one only to a beneficiary, they verified
     #: themselves); None: holds and asks carry none
     identity: Callable[[], tuple[Binding, bytes]] | None = None
+    #: holder: when it lets go of a contract it holds shares of, and how many one owner may have it hold
+    #: (node/protocols/escrow_letgo.py), checked every ``let_go_every`` seconds
+    let_go: LetGo = field(default_factory=LetGo)
+    let_go_every: float = 600.0
 
     def __post_init__(self) -> None:
         self.topics: list[str] = []
@@ -182,6 +144,7 @@ class KeyEscrow:
         self.recoveries: dict[str, Recovery] = {}
         self.refusals: list[tuple[str, str]] = []
         self._verified: set[tuple[bytes, bytes]] = set()  # holder: (binding, quote) our enclave verified
+        self._enc_pub = b""  # ``_me``
 
     # -- application calls -------------------------------------------------------------
     def distribute(self, spec: ContractSpec, sigs: list[PartySig], now: float) -> list[Command]:
@@ -263,7 +226,9 @@ class KeyEscrow:
             for s in self.enclave.escrow_holdings():
                 self._counts[s.cid] = self._counts.get(s.cid, 0) + 1
             self._held = set(self._counts)
-            return []
+            return [SetTimer("key-escrow.let-go", now + self.let_go_every)]
+        if isinstance(event, TimerFired) and event.name == "key-escrow.let-go":
+            return [*self._let_go(now), SetTimer("key-escrow.let-go", now + self.let_go_every)]
         if isinstance(event, RequestReceived) and event.protocol == PROTOCOL_ID:
             return self._on_request(event, now)
         if isinstance(event, ResponseReceived) and event.protocol == PROTOCOL_ID:
@@ -320,8 +285,33 @@ class KeyEscrow:
     def _ask_all(self) -> list[Command]:
         return [c for r in list(self.recoveries.values()) for c in self._ask(r)]
 
+    def _me(self) -> bytes:
+        """Our enclave's encryption key, asked once (sealed with its state: the same for the client's life)."""
+        if not self._enc_pub:
+            self._enc_pub = self.enclave.info().enc_pub
+        return self._enc_pub
+
+    def _let_go(self, now: float) -> list[Command]:
+        """Holder: forget the contracts ``let_go`` says are due (done, or their refund path long open)."""
+        from node.tee.client import EnclaveRefused
+
+        out: list[Command] = []
+        for cid, why in self.let_go.due(self.enclave.escrow_holdings(), now):
+            try:
+                self.enclave.escrow_forget(cid)
+            except EnclaveRefused as exc:
+                self.refusals.append((exc.code, exc.reason))
+                continue
+            self._held.discard(cid)
+            self._counts.pop(cid, None)
+            self._reads.pop(cid, None)
+            self.let_go.forgot(cid)
+            out.append(Notify("escrow.let-go", {"contract": cid.hex(), "why": why}))
+        return out
+
     def _feed(self, spec: ContractSpec, cid: bytes) -> None:
         self._held.add(cid)
+        self.let_go.owners[cid] = owners_of(spec, self._me())
         self._reads[cid] = {p.value for p in spec.params if isinstance(p.value, str)} | {
             c.asset for p in spec.parties for c in p.chunks}  # what its terms may read heights of
         for asset, h in sorted(self._heights.items()):
@@ -329,9 +319,12 @@ class KeyEscrow:
                 self.enclave.escrow_height(cid, asset, h)
 
     # -- holder: requests ---------------------------------------------------------------
-    def over_bound(self, cid: bytes, shares: int) -> str | None:
-        """Why a hold of ``shares`` shares of ``cid`` would take us past our bounds, else None (a contract we
-        already hold is re-sent with all its shares: they replace its count)."""
+    def over_bound(self, cid: bytes, shares: int, owners: frozenset[bytes] = frozenset()) -> str | None:
+        """Why a hold of ``shares`` shares of ``cid`` (escrowing chunks of ``owners``) would take us past our
+        bounds, else None (a contract we already hold is re-sent with all its shares: they replace its count)."""
+        by_owner = self.let_go.over_owner_bound(cid, owners) if cid not in self._held else None
+        if by_owner:
+            return by_owner
         if self.max_contracts and cid not in self._held and len(self._held) >= self.max_contracts:
             return f"this node already holds escrow shares of {len(self._held)} contracts (at most {self.max_contracts})"
         others = sum(n for c, n in self._counts.items() if c != cid)
@@ -375,7 +368,8 @@ class KeyEscrow:
             cid = spec_id(spec)
             if env.kind == "hold" and env.signer not in {p.binding.sign_pub for p in spec.parties if p.runner}:
                 return self._refuse(ev.request_id, cid, "wrong-peer", "hold is not signed by a runner's enclave")
-            full = self.over_bound(cid, len(body.shares)) if env.kind == "hold" else None
+            full = (self.over_bound(cid, len(body.shares), owners_of(spec, self._me()))
+                    if env.kind == "hold" else None)
             if full:
                 return self._refuse(ev.request_id, cid, "full", full)
             if env.kind == "hold" and body.shares:

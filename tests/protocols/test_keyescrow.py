@@ -27,7 +27,7 @@ from node.contracts.protocol.claims import sweep_claimer
 from node.contracts.protocol.envelope import VERSION, ErrorBody, seal
 from node.stores.contracts import ContractStore
 from node.protocols.testing import GossipNet
-from node.tee.client import InProcessEnclave
+from node.tee.client import EnclaveRefused, InProcessEnclave
 from node.attest.policy import AttestationPolicy
 from tests.tee.testbuild import verifies
 
@@ -397,6 +397,69 @@ def test_a_holder_past_its_bound_refuses_the_shares_with_full(tmp_path):
         assert world.escrows["H1"].over_bound(world.cid, 2) is None  # the same contract again: no new room needed
     finally:
         world.close()
+
+
+def test_a_holder_lets_go_of_a_contract_that_is_done_and_its_bound_counts_only_what_it_still_holds(tmp_path):
+    """Holder H1 may hold one contract (``max_contracts``). On the code before, it kept every contract it ever
+    held and counted it for good: after its first, it held for no one again. Now, once both chunks moved to
+    the payee (the payee shows the holders the release records), H1 lets go of the contract ``done_after``
+    seconds later, its enclave refuses the same hold again ("forgotten"), and there is room for the next."""
+    world = World(tmp_path)
+    try:
+        h1 = world.escrows["H1"]
+        h1.max_contracts = 1
+        h1.let_go.done_after = 60.0  # (checked every let_go_every, 600 s, from its start)
+        world.height(100, "P", "Q")
+        world.start()
+        pay_out(world)
+        st = world.holders[1].escrow_holdings(world.cid)
+        assert len(st) == 2 and all(s.moved for s in st)
+        assert h1.over_bound(b"\x01" * 32, 1) is not None  # full while it holds it
+        world.settle(700, step=50)
+        assert world.notes("H1", "escrow.let-go") == []  # seen done at the first check, not yet let go
+        world.settle(600, step=50)
+        assert world.notes("H1", "escrow.let-go") == [{"contract": world.cid.hex(), "why": "done"}]
+        assert world.holders[1].escrow_holdings() == [] and h1.holding() == {}
+        assert h1.over_bound(b"\x01" * 32, 1) is None  # room again
+        with pytest.raises(EnclaveRefused, match="forgotten"):
+            world.holders[1].escrow_hold(world.spec.encode(), [(s.party, s.sig) for s in sigs_of(world)], [])
+    finally:
+        world.close()
+
+
+def test_one_owner_gets_at_most_its_share_of_a_holders_contracts():
+    from node.protocols.escrow_letgo import LetGo
+
+    lg = LetGo(max_per_owner=2)
+    a, b = b"A" * 33, b"B" * 33
+    lg.owners = {b"1" * 32: frozenset({a}), b"2" * 32: frozenset({a, b})}
+    assert "at most 2 an owner" in lg.over_owner_bound(b"3" * 32, frozenset({a}))
+    assert lg.over_owner_bound(b"3" * 32, frozenset({b})) is None
+    assert lg.over_owner_bound(b"1" * 32, frozenset({a})) is None  # one it holds already, sent again
+    lg.forgot(b"1" * 32)
+    assert lg.over_owner_bound(b"3" * 32, frozenset({a})) is None
+
+
+def test_let_go_waits_its_time_from_when_a_contract_was_first_seen_done_or_open():
+    from types import SimpleNamespace as S
+
+    from node.protocols.escrow_letgo import LetGo
+
+    lg = LetGo(done_after=100, open_after=1000)
+    c1, c2, c3 = b"1" * 32, b"2" * 32, b"3" * 32
+
+    def share(cid, state="held", allowed=False, moved=False):
+        return S(cid=cid, state=state, allowed=allowed, moved=moved)
+
+    held = [share(c1, moved=True), share(c1, "released"), share(c2, allowed=True), share(c3), share(c3, moved=True)]
+    assert lg.due(held, 0) == []
+    assert lg.due(held, 99) == []
+    assert lg.due(held, 100) == [(c1, "done")]  # every share released or moved, for done_after
+    assert lg.due(held, 999) == [(c1, "done")]  # (until it is forgotten)
+    assert lg.due(held, 1000) == [(c1, "done"), (c2, "open")]  # its refund path open for open_after
+    held[2] = share(c2)  # no longer open (never happens with heights that only grow, but the clock restarts)
+    assert (c2, "open") not in lg.due(held, 1001) and c2 not in lg.open_since
+    assert c3 not in lg.done_since and c3 not in lg.open_since  # one share neither moved, released nor open
 
 
 def test_holders_slower_than_the_retry_interval_still_give_the_recovery_node_its_shares(w):

@@ -220,6 +220,25 @@ def test_a_holder_takes_no_share_from_an_owner_it_never_verified(tmp_path):
         w.close()
 
 
+def test_a_forgotten_holding_is_gone_for_good_and_its_shares_are_never_released(w):
+    """A holder lets go of a contract (``escrow_forget``): its shares and facts leave the sealed state, the same
+    hold sent again is refused "forgotten" (so a share is never released after its chunk moved, which a re-held
+    share that lost its moved facts could be), across a restart too; other holdings stay."""
+    h = w.holders[0]
+    w.height(REFUND + 1, h)
+    assert all(s.allowed for s in h.escrow_holdings(w.cid))  # refunded: the heir may have its shares now ...
+    h.escrow_forget(w.cid)
+    assert h.escrow_holdings() == []
+    assert refused(h.escrow_share, w.cid, 0, 0, w.heir_enc) == "unknown-contract"  # ... not once forgotten
+    assert refused(h.escrow_hold, w.spec.encode(), w.sigs, w.mine(h)) == "forgotten"
+    assert refused(h.escrow_height, w.cid, ASSET, REFUND + 2) == "unknown-contract"
+    assert len(w.holders[1].escrow_holdings(w.cid)) == 2  # the other holders keep theirs
+    h.close()
+    h = w.holders[0] = InProcessEnclave(w.root / "h0")
+    assert h.escrow_holdings() == [] and refused(h.escrow_hold, w.spec.encode(), w.sigs, w.mine(h)) == "forgotten"
+    assert refused(h.escrow_forget, w.cid) == "unknown-contract"
+
+
 def test_a_holder_with_one_signature_waits_for_the_other(tmp_path):
     root = tmp_path
     payer, payee, arb, heir = (InProcessEnclave(root / n) for n in ("p", "q", "r", "heir"))

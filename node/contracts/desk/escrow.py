@@ -5,8 +5,10 @@ module wires them into the daemon the way ``node.contracts.desk.swaps`` wires ``
 
 * **holder** (always on): the daemon runs ``KeyEscrow`` on its stream protocol, so any attested node may name
   it an escrow holder. It holds shares of at most ``MAX_HELD_CONTRACTS`` contracts and ``MAX_HELD_SHARES``
-  shares for others; past that a ``hold`` is refused with code "full" and the reason, and so is the
-  ``key-escrow-hold`` contract offer an owner sends before its contract starts. Ledger heights (every
+  shares for others, at most ``MAX_HELD_PER_OWNER`` contracts of one owner; past that a ``hold`` is refused
+  with code "full" and the reason, and so is the ``key-escrow-hold`` contract offer an owner sends before its
+  contract starts. It lets go of a contract a day after every share it holds of it was released or its chunk
+  moved, or 30 days after its refund path opened (node/protocols/escrow_letgo.py). Ledger heights (every
   second, off the event loop) feed every contract it holds.
 * **owner**: ``POST /v1/contracts`` for kind escrow / option takes ``key_escrow: {holders, k, recovery}``
   (peer ids). ``attach`` fetches the holders' and the recovery node's attested bindings (``who``) and hands
@@ -43,6 +45,7 @@ log = logging.getLogger("keyswitch.escrow")
 
 MAX_HELD_CONTRACTS = 256  # contracts this node holds escrow shares of, for others
 MAX_HELD_SHARES = 4096  # shares over all of them
+MAX_HELD_PER_OWNER = 16  # contracts of one owner (its enclave's key), so one device cannot fill the bound alone
 MAX_DESIGNATIONS = 256  # contracts this node agreed to be the recovery node of
 HOLD_KIND, RECOVERY_KIND = "key-escrow-hold", "key-escrow-recovery"
 ORDER_VERSION = 1
@@ -102,6 +105,7 @@ class EscrowDesk:
     def __init__(self, stack, clock, designations) -> None:
         """``designations``: where the contracts we are the recovery node of are kept
         (``node.stores.designations.DesignationStore``, opened by the composition root)."""
+        from node.protocols.escrow_letgo import LetGo
         from node.protocols.keyescrow import KeyEscrow
         from node.contracts.protocol.claims import sweep_claimer
 
@@ -111,7 +115,8 @@ class EscrowDesk:
                                claim=sweep_claimer(lambda: stack.enclave, self.ledger, self._destination),
                                check_funds=stack.desk._funds, max_contracts=MAX_HELD_CONTRACTS,
                                max_shares=MAX_HELD_SHARES,
-                               identity=lambda: (stack.protocol.own.binding, stack.protocol.own.quote))
+                               identity=lambda: (stack.protocol.own.binding, stack.protocol.own.quote),
+                               let_go=LetGo(max_per_owner=MAX_HELD_PER_OWNER))
         # (used from the key-escrow protocol's handle, on the driver's worker thread, under its lock)
         self.db = designations
         #: deposit key hex -> the owner's address, from the contract whose recovery was asked (not from every
@@ -242,7 +247,9 @@ class EscrowDesk:
         if offer.kind == HOLD_KIND:
             if not any(h.enc_pub == me for t in terms for h in t.holders):
                 return "the spec does not name this node's enclave as a holder of the proposer's chunks"
-            return self.proto.over_bound(cid, sum(len(spec.escrowed_chunks(t)) for t in terms))
+            from node.protocols.escrow_letgo import owners_of
+
+            return self.proto.over_bound(cid, sum(len(spec.escrowed_chunks(t)) for t in terms), owners_of(spec, me))
         term = next((t for t in terms if t.party == order.party), None)
         if term is None or term.beneficiary != me:
             return "the spec does not name this node's enclave as the recovery enclave of the proposer's chunks"
