@@ -168,10 +168,12 @@ class Layout:
             d = msgspec.msgpack.decode(delta, type=Delta)
         except msgspec.MsgspecError as exc:
             raise DeltaError(f"delta does not decode: {exc}") from None
-        if d.v != DELTA_VERSION or d.fields != len(parts) or len(parts) != len(self.names):
+        # a delta sealed by an older build names fewer fields (fields are only ever added at the end, with a
+        # default): the ones after them did not change
+        if d.v != DELTA_VERSION or not 0 < d.fields <= len(parts) or len(parts) != len(self.names):
             raise DeltaError(f"delta v{d.v} of {d.fields} fields does not fit a state of {len(parts)}")
         for c in d.changes:
-            if not 0 <= c.field < len(parts):
+            if not 0 <= c.field < d.fields:
                 raise DeltaError(f"delta names field {c.field}")
             if not self.is_list[c.field]:
                 if c.length != -1 or c.items:

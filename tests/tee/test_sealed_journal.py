@@ -330,7 +330,12 @@ def test_a_delta_that_does_not_fit_its_state_is_refused_and_a_cut_joins_to_msgsp
     parts, delta = layout.cut(state)
     assert delta is None and layout.join(parts) == msgspec.msgpack.encode(state)
     keys = layout.names.index("keys")
-    bad = [Delta(1, len(parts) + 1, []),  # another layout
+    older = Delta(1, len(parts) - 1, [Change(keys, length=0, items=[])])  # sealed before the last field came
+    work = [list(p) if isinstance(p, list) else p for p in parts]
+    layout.apply(work, msgspec.msgpack.encode(older))
+    assert layout.join(work) == msgspec.msgpack.encode(state)
+    bad = [Delta(1, len(parts) + 1, []),  # a layout this build does not know
+           Delta(1, len(parts) - 1, [Change(len(parts) - 1, length=0, items=[])]),  # a field it did not have
            Delta(2, len(parts), []),  # another version
            Delta(1, len(parts), [Change(99, value=b"\xc0")]),  # no such field
            Delta(1, len(parts), [Change(0, length=1, items=[(0, b"\x01")])]),  # a scalar as a list
