@@ -122,9 +122,9 @@ class Holdings(Contracts):
         released again. Granted whenever the host asks: a forgotten share can only not be released, which harms
         no payee (a share released after its chunk moved could), only the owner's recovery, which the holder's
         host can deny anyway by not passing its asks. The host's escrow protocol asks once every share is
-        released or its chunk moved, or the refund path stood open for long (``KeyEscrow.forget_done_after``,
-        ``forget_open_after``); without it a holder kept every contract it ever held, and its bound of
-        contracts held for others counted them all."""
+        released or its chunk moved, or the refund path stood open for long (``node.protocols.escrow_letgo``,
+        ``LetGo.done_after``, ``open_after``); without it a holder kept every contract it ever held, and its
+        bound of contracts held for others counted them all."""
         st, _ = self._get(cid)
         state = self.core._state
         at = self._all.index(st)
