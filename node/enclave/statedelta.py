@@ -59,11 +59,13 @@ def _array_header(n: int) -> bytes:
 
 
 def _plain(typ) -> bool:
-    """A struct type whose fields are all immutable scalars: a shallow copy is a faithful snapshot of an
-    element, and ``==`` (msgspec's, in C) tells whether it changed without encoding it."""
+    """A struct type whose fields are all immutable (scalars, or frozen structs of immutable fields): a shallow
+    copy is a faithful snapshot of an element, and ``==`` (msgspec's, in C) tells whether it changed without
+    encoding it."""
     if getattr(typ, "__struct_config__", None) is None:
         return False
-    return all(f.type in _IMMUTABLE for f in msgspec.structs.fields(typ))
+    return all(f.type in _IMMUTABLE or (_plain(f.type) and f.type.__struct_config__.frozen)
+               for f in msgspec.structs.fields(typ))
 
 
 class Layout:
