@@ -301,6 +301,7 @@ OPS = st.lists(st.one_of(
                                                    (1, "release")])),
     st.tuples(st.just("moved"), st.integers(0, 1)),
     st.tuples(st.just("ask"), st.tuples(st.integers(0, 1), st.integers(0, 2))),
+    st.tuples(st.sampled_from(["forget", "rehold", "restart"]), st.just(0)),
 ), max_size=12)
 
 
@@ -320,9 +321,10 @@ def base(tmp_path_factory):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=OPS)
 def test_a_holder_never_releases_more_than_the_escrow_contract_allows(base, ops, tmp_path_factory):
-    """Random heights, approvals, moved records and asks (to the beneficiary, the payee, the payer) on a fresh
-    holder: a share leaves only to the beneficiary, only when the escrow contract's refund rule holds over
-    what the holder was shown, and never for a chunk shown moved to the payee."""
+    """Random heights, approvals, moved records and asks (to the beneficiary, the payee, the payer), the host
+    letting go of the contract, sending its hold again and restarting the holder, on a fresh holder: a share
+    leaves only to the beneficiary, only when the escrow contract's refund rule holds over what the holder was
+    shown, never for a chunk shown moved to the payee, and never once the holder let go of the contract."""
     w, records, sigs = base
     import shutil
 
@@ -332,8 +334,31 @@ def test_a_holder_never_releases_more_than_the_escrow_contract_allows(base, ops,
     try:
         height, approved, cancelled, moved = None, False, False, set()
         released = set()
+        forgotten = False
         for op, arg in ops:
-            if op == "height":
+            if op == "restart":
+                holder.close()
+                holder = InProcessEnclave(dst / "h0")
+                continue
+            if op == "rehold":
+                if forgotten:
+                    assert refused(holder.escrow_hold, w.spec.encode(), w.sigs, w.mine(w.holders[0])) == "forgotten"
+                else:
+                    holder.escrow_hold(w.spec.encode(), w.sigs, w.mine(w.holders[0]))
+                continue
+            if forgotten:  # every call about the contract: it is not held here any more
+                call = {"forget": lambda: holder.escrow_forget(w.cid),
+                        "height": lambda: holder.escrow_height(w.cid, ASSET, arg),
+                        "approve": lambda: holder.escrow_approve(w.cid, *arg, sigs[arg]),
+                        "moved": lambda: holder.escrow_moved(w.cid, records[arg]),
+                        "ask": lambda: holder.escrow_share(w.cid, 0, arg[0], w.heir_enc)}[op]
+                assert refused(call) == "unknown-contract", (ops, op)
+                continue
+            if op == "forget":
+                holder.escrow_forget(w.cid)
+                forgotten = True
+                assert holder.escrow_holdings() == []
+            elif op == "height":
                 holder.escrow_height(w.cid, ASSET, arg)
                 height = arg if height is None else max(height, arg)
             elif op == "approve":
