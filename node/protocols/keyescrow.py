@@ -52,6 +52,7 @@ else the owner's recovery enclave may rebuild the key at the height and race it.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -71,6 +72,10 @@ from node.protocols.keyescrow_wire import (  # noqa: F401 (re-exported: the wire
 )
 
 PROTOCOL_ID = "/keyswitch/key-escrow/1"
+#: a holder's refusals of a hold that may change with its state (room freed, a disk back): the owner sends the
+#: hold again every ``retry_interval``; after any other refusal (the same bytes would get the same answer) it
+#: stops and says so (``escrow.peer-error``)
+HOLD_RETRIED = frozenset({"full", "storage-failed"})
 ASKING, REBUILT, SWEPT, FAILED, MOVED = "asking", "rebuilt", "swept", "failed", "moved"
 
 
@@ -142,7 +147,7 @@ class KeyEscrow:
         self._pending: dict[int, tuple[str, object]] = {}  # request id -> (kind, key)
         self._req = 0
         self.recoveries: dict[str, Recovery] = {}
-        self.refusals: list[tuple[str, str]] = []
+        self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)  # the last refusals (newest last)
         self._verified: set[tuple[bytes, bytes]] = set()  # holder: (binding, quote) our enclave verified
         self._enc_pub = b""  # ``_me``
 
@@ -403,6 +408,8 @@ class KeyEscrow:
         if env.kind == "error":
             self.refusals.append(("peer-error", f"{body.code}: {body.reason}"))
             cmds: list[Command] = [Notify("escrow.peer-error", {"kind": kind, "code": body.code, "reason": body.reason})]
+            if kind == "hold" and body.code not in HOLD_RETRIED:
+                self._out.pop(key, None)  # the same bytes would get the same answer: not sent again
             r = self.recoveries.get(key[0]) if kind == "ask" else None
             if r is not None:
                 r.said[key[1]] = f"{body.code}: {body.reason}"

@@ -199,6 +199,9 @@ def test_a_holder_takes_shares_only_from_an_owner_whose_quote_its_enclave_verifi
         codes = {d["code"] for d in world.notes("P", "escrow.peer-error") if d["kind"] == "hold"}
         assert codes == {"unattested"}, world.notes("P", "escrow.peer-error")
         assert all(h.escrow_holdings(world.cid) == [] for h in world.holders)
+        refusals = len([d for d in world.notes("P", "escrow.peer-error") if d["kind"] == "hold"])
+        world.settle(30)  # the same hold would be refused the same way: the owner does not send it again
+        assert len([d for d in world.notes("P", "escrow.peer-error") if d["kind"] == "hold"]) == refusals <= 6
         pay_out(world)
         assert world.runs["P"].state(world.cid) == DONE
     finally:
