@@ -10,8 +10,8 @@ beneficiary). Three roles, any node may play each:
   verified every holder's and the beneficiary's quote itself (I3: else "unattested", ``escrow.split-refused``;
   the escrow desk hands those quotes in when it builds the terms)
   (deterministically: the same shares again after a crash) and the host sends each holder its shares with
-  the spec and the signatures over the contract id, until the holder answers ``held`` or refuses for good (``HOLD_RETRIED``). Nothing here blocks
-  the contract: releases go on meanwhile.
+  the spec and the signatures over the contract id, until the holder answers ``held`` or refuses for good
+  (``HOLD_RETRIED``). Nothing here blocks the contract: releases go on meanwhile.
 * **holder**: hands ``hold`` / ``moved`` / ``ask`` to its enclave, and every ledger height it observes
   (``observe_height``) to every contract it holds shares of. Its enclave answers an ``ask`` only when the
   contract refunds that chunk to its owner (the time-lock path: at the refund height, or whatever the
