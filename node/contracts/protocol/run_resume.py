@@ -56,10 +56,9 @@ class Restore:
                 giver = spec.steps()[c.round][0]
                 if giver != me:
                     cmds.append(self._claim_note(r, giver, c.round, c))
-            if rec.state in TERMINAL:  # our enclave forgets it ``forget_after`` from now (if not already)
+            if rec.state in TERMINAL:  # our enclave forgets it ``forget_after`` after it ended (if not already)
                 self._ended[r.key] = None
-                r.ended_at = now
-                cmds.append(SetTimer(f"contract-run.forget:{r.key}", now + self.forget_after))
+                cmds.append(SetTimer(f"contract-run.forget:{r.key}", max(now, rec.ended_at + self.forget_after)))
                 continue
             try:  # idempotent: re-opens a contract the crash caught before our enclave took it
                 res = self.enclave.contract_open(rec.spec, [(s.party, s.sig) for s in rec.sigs if s.party != me])

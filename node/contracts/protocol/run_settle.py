@@ -128,7 +128,6 @@ class Settlement:
             del self._pending[rid]
         self._ended.pop(r.key, None)
         self._ended[r.key] = None
-        r.ended_at = self._now
         self._forget_ended()
         try:
             moved = self.enclave.contract_status(r.cid).moved if len(r.spec.parties) == 2 else []
@@ -150,7 +149,7 @@ class Settlement:
         for key in list(self._ended):
             r = self.runs.get(key)
             if r is None or r.busy or r.checking or r.rec.moved or r.unforgettable or \
-                    self._now < r.ended_at + self.forget_after:
+                    self._now < r.rec.ended_at + self.forget_after:
                 continue
             try:  # what moved is written first: a crash between leaves a record that tells it either way
                 r.rec.moved = list(self.enclave.contract_status(r.cid).moved)

@@ -109,7 +109,9 @@ class RunRecord(msgspec.Struct, array_like=True):
     claims: list[ClaimRecord] = []  # per step: received keys (claimed / kept / double-spent) and refunds
     version: int = 1
     moved: list[Moved] = []  # what moved under it, from our enclave, written once the enclave forgot it
-    ended_at: float = 0.0  # when it ended (``_stop``): a restart reads back the ``keep_ended`` ended last
+    #: when it ended (``_stop``): our enclave forgets it ``forget_after`` later; a restart reads back the
+    #: ``keep_ended`` ended last
+    ended_at: float = 0.0
 
 
 class AgreedRecord(msgspec.Struct, array_like=True):
@@ -145,7 +147,6 @@ class Run:
     retry_armed: bool = False  # a retry timer is set and has not fired yet (``_timers``)
     undroppable: bool = False  # our enclave refused to drop it (``ContractRun._drop``): not asked again
     unforgettable: bool = False  # our enclave refused to forget it once ended (``_forget_ended``): not asked again
-    ended_at: float = 0.0  # when it ended (or was read back ended at a start): our enclave forgets it later
 
     @property
     def key(self) -> str:
