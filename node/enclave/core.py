@@ -118,19 +118,14 @@ class EnclaveCore(PeerAttestation, KeyEscrowOps):
 
     def _persist(self) -> None:
         """Seal the state: what changed since the last seal (a delta record), or the whole state when none was
-        sealed yet or the store's journal is full (a snapshot). A seal that fails leaves no base: the next
-        one is whole (and the store makes it a snapshot past the failed record's counter)."""
+        sealed yet, the store's journal is full or a seal failed since (a snapshot, ``SealedStore._save``)."""
         if self._store is None:
             return
-        try:
-            parts, delta = self._layout.cut(self._state)
-            if delta is None:
-                self._store.save(self._layout.join(parts))
-            else:
-                self._store.save_delta(delta, lambda: self._layout.join(parts))
-        except BaseException:
-            self._layout.reset()
-            raise
+        parts, delta = self._layout.cut(self._state)
+        if delta is None:
+            self._store.save(self._layout.join(parts))
+        else:
+            self._store.save_delta(delta, lambda: self._layout.join(parts))
 
     def flush(self) -> None:
         """Finish a save's trailing durable write (the monotonic counter); called once a reply is sent."""

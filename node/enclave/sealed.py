@@ -233,14 +233,15 @@ class SealedStore:
         self._save(delta, whole, DELTA_MAGIC)
 
     def _save(self, body: bytes, whole, magic: bytes) -> None:
-        self.sync_counter()
         counter = self.counter + 1
         try:
+            self.sync_counter()
             self._write(counter, body, whole, magic)
         except BaseException:
             # The record may be on disk all the same (a write reported failed, or a hostile host keeping its
             # bytes): its counter is never used again, and the next save is a whole snapshot past it, so no
-            # two states ever share a counter and no delta is read on top of a state the enclave undid.
+            # two states ever share a counter and no delta is read on top of a state the enclave undid (the
+            # caller's next delta, made from the failed state, is not written).
             self.counter = counter
             self._must_snapshot = True
             raise

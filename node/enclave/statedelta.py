@@ -76,7 +76,9 @@ class Layout:
     plain type (``_plain``) the snapshot is the element itself when frozen, a shallow copy otherwise, and an
     element equal to its snapshot keeps its encoding (no encoding, no byte comparison); elements of other types
     (contract states, with nested lists) are encoded every cut and compared as bytes (those lists are short).
-    The caller resets the memory when a seal fails, so the next cut is sealed whole."""
+    A cut that raises changes nothing. A cut whose seal then fails stays the base of the next delta: that
+    delta is never written, the store's next save after a failure being a whole snapshot
+    (``SealedStore._save``)."""
 
     def __init__(self, typ: type) -> None:
         self.typ = typ
@@ -92,16 +94,12 @@ class Layout:
         self._last: list | None = None  # the previous cut's parts
         self._snap: dict[int, list] = {}  # plain list field -> snapshots of its elements at the previous cut
 
-    def reset(self) -> None:
-        """Forget the previous cut: the next ``cut`` has no delta (its state is sealed whole)."""
-        self._last = None
-        self._snap = {}
-
     def cut(self, state) -> tuple[list, bytes | None]:
         enc = self._enc.encode
         last = self._last
         parts: list = []
         changes: list[Change] = []
+        snaps: dict[int, list] = {}  # the new snapshots, kept only once the whole cut is made
         for i, name in enumerate(self.names):
             value = getattr(state, name)
             if not self.is_list[i]:
@@ -113,7 +111,7 @@ class Layout:
             if last is None or not self.plain[i]:
                 cur = [enc(e) for e in value]
                 if self.plain[i]:
-                    self._snap[i] = list(value) if self.frozen[i] else [copy.copy(e) for e in value]
+                    snaps[i] = list(value) if self.frozen[i] else [copy.copy(e) for e in value]
                 parts.append(cur)
                 if last is not None:
                     old = last[i]
@@ -138,11 +136,11 @@ class Layout:
                 cur.append(enc(value[k]))
                 new_snap.append(value[k] if self.frozen[i] else copy.copy(value[k]))
                 items.append((k, cur[k]))
-            self._snap[i] = new_snap
+            snaps[i] = new_snap
             parts.append(cur)
             if items or len(cur) != len(old):
                 changes.append(Change(i, length=len(cur), items=items))
-        self._last = parts
+        self._last, self._snap = parts, snaps
         if last is None:
             return parts, None
         return parts, msgspec.msgpack.encode(Delta(DELTA_VERSION, len(parts), changes))

@@ -320,7 +320,7 @@ def test_a_step_seals_once_and_a_failed_write_takes_and_releases_nothing(tmp_pat
     def boom(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(b._core._store, "_save", boom)  # a whole state or a delta: every seal fails
+    monkeypatch.setattr(b._core._store, "_write", boom)  # a whole state or a delta: every seal's write fails
     with pytest.raises(EnclaveRefused) as exc:
         b.contract_step(cid, rec2, chunk_index(sched, 3), 0, bytes(32))
     assert exc.value.code == "storage-failed"
@@ -329,3 +329,6 @@ def test_a_step_seals_once_and_a_failed_write_takes_and_releases_nothing(tmp_pat
     monkeypatch.undo()
     assert b.contract_step(cid, rec2, chunk_index(sched, 3), 0, bytes(32)).record  # the same step, sealed now
     assert {k.pubkey: k.state for k in b.list_keys()}[chunks[1][1].pubkey] == "released"
+    states = {k.pubkey: k.state for k in b.list_keys()}
+    b.close()  # and what is sealed is what the enclave holds (the seal after the failure was whole)
+    assert {k.pubkey: k.state for k in InProcessEnclave(tmp_path / "b").list_keys()} == states
