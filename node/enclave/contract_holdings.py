@@ -127,21 +127,15 @@ class Holdings(Contracts):
         bound of contracts held for others counted them all."""
         st, _ = self._get(cid)
         state = self.core._state
-        at = self._all.index(st)
-        kept = list(state.cshares)
-        self._all.remove(st)
+        kept = state.cshares
         state.cshares = [s for s in state.cshares if s.share.cid != cid]
         state.forgotten.append(cid)
-        spec_cached = self._specs.pop(cid, None)
 
         def undo() -> None:
-            self._all.insert(at, st)
             state.cshares = kept
             state.forgotten.pop()
-            if spec_cached is not None:
-                self._specs[cid] = spec_cached
 
-        self._commit(undo)
+        self._remove(st, cid, undo)
 
     def _refund_allowed(self, st: ContractState, spec: ContractSpec, party: int, index: int) -> str | None:
         """None when the contract, over our view, refunds chunk (party, index) to its owner now; else why not."""

@@ -264,8 +264,9 @@ class Contracts(EscrowSplit):
             raise _refusal("escrowed", "our chunks' keys are escrowed under the contract: it runs until it ends")
         self._remove(st, cid)
 
-    def _remove(self, st: ContractState, cid: bytes) -> None:
-        """``st`` out of the sealed state (``drop``, ``forget``); undone in memory if the write fails."""
+    def _remove(self, st: ContractState, cid: bytes, undo_also=None) -> None:
+        """``st`` out of the sealed state (``drop``, ``forget``, a holder's ``forget`` with its own changes, which
+        ``undo_also`` reverts); undone in memory if the write fails."""
         at = self._all.index(st)
         self._all.remove(st)
         spec_cached = self._specs.pop(cid, None)
@@ -274,6 +275,8 @@ class Contracts(EscrowSplit):
             self._all.insert(at, st)
             if spec_cached is not None:
                 self._specs[cid] = spec_cached
+            if undo_also is not None:
+                undo_also()
 
         self._commit(undo)
 

@@ -174,16 +174,6 @@ class SealedStore:
             pos = end
         return plain, deltas, counter
 
-    def load(self) -> bytes | None:
-        """The sealed plaintext, or None if nothing was ever sealed here. For a store written only with
-        ``save``; one with deltas in its journal is read with ``load_chain``."""
-        chain = self.load_chain()
-        if chain is None:
-            return None
-        if chain[1]:
-            raise SealedStateError("the journal holds deltas: the state is read with load_chain")
-        return chain[0]
-
     def load_chain(self) -> tuple[bytes, list[bytes]] | None:
         """The last whole sealed state and the deltas sealed after it, in order (the caller applies them), or
         None if nothing was ever sealed here. Refuses a state older than the monotonic counter."""

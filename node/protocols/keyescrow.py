@@ -184,7 +184,7 @@ class KeyEscrow:
         term = spec.escrow_of(party, index) if 0 <= party < len(spec.parties) else None
         if term is None or not 0 <= index < len(spec.parties[party].chunks):
             raise ValueError(f"chunk {party}/{index} is not escrowed by this contract")
-        if term.beneficiary != self.enclave.info().enc_pub:
+        if term.beneficiary != self._me():
             raise ValueError("our enclave is not this chunk's beneficiary")
         r = Recovery(spec, spec_id(spec), sorted(sigs, key=lambda s: s.party), party, index, now)
         if r.key in self.recoveries and self.recoveries[r.key].state != FAILED:

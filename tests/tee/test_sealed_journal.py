@@ -15,8 +15,11 @@ KEY = bytes(range(32))
 
 
 def opened(d) -> tuple[SealedStore, bytes | None]:
+    """The store and the whole state it holds (None: nothing sealed); these tests seal whole states only."""
     st = SealedStore(d, KEY)
-    return st, st.load()
+    chain = st.load_chain()
+    assert chain is None or chain[1] == [], "deltas in the journal"
+    return st, None if chain is None else chain[0]
 
 
 def test_saves_after_the_first_are_appended_and_the_newest_state_loads(tmp_path):
