@@ -411,16 +411,15 @@ def test_a_holder_lets_go_of_a_contract_that_is_done_and_its_bound_counts_only_w
     try:
         h1 = world.escrows["H1"]
         h1.max_contracts = 1
-        h1.let_go.done_after = 60.0  # (checked every let_go_every, 600 s, from its start)
         world.height(100, "P", "Q")
         world.start()
         pay_out(world)
         st = world.holders[1].escrow_holdings(world.cid)
         assert len(st) == 2 and all(s.moved for s in st)
         assert h1.over_bound(b"\x01" * 32, 1) is not None  # full while it holds it
-        world.settle(700, step=50)
-        assert world.notes("H1", "escrow.let-go") == []  # seen done at the first check, not yet let go
-        world.settle(600, step=50)
+        world.settle(86_400, step=600)  # (checked every let_go_every, 600 s, from its start)
+        assert world.notes("H1", "escrow.let-go") == []  # seen done at the first check, a day is not over yet
+        world.settle(1_200, step=600)
         assert world.notes("H1", "escrow.let-go") == [{"contract": world.cid.hex(), "why": "done"}]
         assert world.holders[1].escrow_holdings() == [] and h1.holding() == {}
         assert h1.over_bound(b"\x01" * 32, 1) is None  # room again
